@@ -1,0 +1,10 @@
+"""inception_fast: GoogLeNet (Inception v1) with fused Inception blocks, same logits as torchvision, sooner.
+
+    from inception_fast import FusedGoogLeNet
+    model = FusedGoogLeNet.from_torchvision(torchvision.models.googlenet(weights="DEFAULT")).eval()
+"""
+from .modules import FusedGoogLeNet, FusedInception, available_backends, fuse
+from .reference import GoogLeNet, Inception
+
+__all__ = ["Inception", "GoogLeNet", "FusedInception", "FusedGoogLeNet", "fuse", "available_backends"]
+__version__ = "0.1.0"

@@ -1,0 +1,45 @@
+"""The "torch" backend: one Inception block from ATen ops, arranged like the kernels.
+
+CPU default and universal fallback.  The three input-reading 1x1 convs are ONE
+GEMM (addmm) on the NHWC input viewed as [N*H*W, Cin]; the pool branch's 1x1 is an
+addmm whose output IS its channel slice of the block output.  ATen convolutions
+cannot store into a strided channel slice, so the 3x3 / k×k results and branch 1
+are copied into their slices (still no torch.cat and no second full-size output).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import Backend, register
+from ..ops import _empty_outputs, block_shapes
+
+
+def _unavailable_reason(device: torch.device):
+    return None
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) tensor as its [N*H*W, C] GEMM view (no copy)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    ch1, ch3red, ch5red, ch3, ch5, pool = block_shapes(x, w_red, w_pool, w3, w5)
+    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
+    x2d, out2d = _rows(x), _rows(out)
+    red = torch.addmm(b_red, x2d, w_red.t()).relu_()
+    out2d[:, :ch1].copy_(red[:, :ch1])
+    _rows(scratch).copy_(red[:, ch1:])
+    red3, red5 = scratch[:, :ch3red], scratch[:, ch3red:]
+    k3, k5 = w3.shape[-1], w5.shape[-1]
+    out[:, ch1:ch1 + ch3].copy_(F.conv2d(red3, w3, b3, padding=k3 // 2).relu_())
+    out[:, ch1 + ch3:ch1 + ch3 + ch5].copy_(F.conv2d(red5, w5, b5, padding=k5 // 2).relu_())
+    pooled = F.max_pool2d(x, 3, 1, 1)
+    pool_slice = out2d[:, ch1 + ch3 + ch5:]
+    torch.addmm(b_pool, _rows(pooled), w_pool.t(), out=pool_slice)
+    pool_slice.relu_()
+    return out, scratch
+
+
+register(Backend("torch", _unavailable_reason, block_forward))

@@ -1,0 +1,254 @@
+"""FusedInception, FusedGoogLeNet and fuse(): drop-ins for the reference and torchvision.
+
+The fused modules subclass the reference ones, so they own exactly the same
+submodules and state_dict keys; only forward differs:
+
+* eval mode: BatchNorm folded, packed weights cached (rebuilt when any source
+  tensor changes), one ``inception_fast::inception_block`` op per block.  With
+  gradients enabled the packing is redone differentiably and the op runs inside
+  ``InceptionBlockFunction``, so gradients reach the original parameters.
+* train mode with BatchNorm: BatchNorm needs batch statistics, so the block runs
+  the reference computation (exactly as the reference trains).  Without
+  BatchNorm (paper, d2l) training also goes through the fused op.
+
+NCHW input works: FusedGoogLeNet converts once at its entry to channels_last
+(the kernels' layout); a standalone FusedInception converts in and back out, so
+its output's memory format follows the input's, like torch convolutions.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import ops
+from .packing import PackCache, fold_conv_bn, pack_block
+from .reference import GoogLeNet, Inception
+
+__all__ = ["FusedInception", "FusedGoogLeNet", "fuse", "available_backends", "is_inception_block"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def available_backends(device="cpu") -> list[str]:
+    """The backends that run on ``device`` (e.g. ["torch", "triton", "cuda"])."""
+    from . import backends
+
+    return backends.available_backends(device)
+
+
+def is_inception_block(module: nn.Module) -> bool:
+    """True for torchvision's and our Inception blocks (anything with their four-branch layout)."""
+    if isinstance(module, Inception):
+        return True
+    try:
+        from torchvision.models.googlenet import Inception as TVInception
+    except Exception:  # torchvision is optional for this check
+        return False
+    return isinstance(module, TVInception)
+
+
+def _block_config(block: nn.Module) -> dict:
+    conv = lambda basic: basic.conv  # noqa: E731
+    k = conv(block.branch3[1]).kernel_size[0]
+    return dict(
+        in_channels=conv(block.branch1).in_channels,
+        ch1x1=conv(block.branch1).out_channels,
+        ch3x3red=conv(block.branch2[0]).out_channels,
+        ch3x3=conv(block.branch2[1]).out_channels,
+        ch5x5red=conv(block.branch3[0]).out_channels,
+        ch5x5=conv(block.branch3[1]).out_channels,
+        pool_proj=conv(block.branch4[1]).out_channels,
+        batch_norm=getattr(block.branch1, "bn", None) is not None,
+        branch3_kernel=k,
+    )
+
+
+def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
+    if x.device != ref.device:
+        raise RuntimeError(f"{what} input is on {x.device} but its weights are on {ref.device}; "
+                           f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
+                        f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})")
+
+
+def _wants_channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class FusedInception(Inception):
+    """Inception block with the fused forward; same constructor and state_dict as ``Inception``."""
+
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
+                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3, backend: str = "auto") -> None:
+        super().__init__(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
+                         batch_norm=batch_norm, branch3_kernel=branch3_kernel)
+        self.batch_norm = batch_norm
+        self.requested_backend = backend
+        self._pack_cache = PackCache(pack_block)
+        self._resolved: dict = {}
+        if backend != "auto":  # fail early on a name nobody knows; availability is checked per device
+            from . import backends
+
+            if backend not in backends.names():
+                raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(backends.names())}")
+
+    @property
+    def backend(self) -> str:
+        """The backend in use on the device the parameters live on."""
+        return self.backend_for(self.branch1.conv.weight.device)
+
+    def backend_for(self, device) -> str:
+        device = torch.device(device)
+        name = self._resolved.get(device)
+        if name is None:
+            name = ops.resolve_backend(self.requested_backend, device)
+            self._resolved[device] = name
+        return name
+
+    @classmethod
+    def from_torchvision(cls, block: nn.Module, backend: str = "auto") -> "FusedInception":
+        """A FusedInception holding a copy of ``block``'s weights (torchvision's or our Inception)."""
+        if not is_inception_block(block):
+            raise TypeError(f"expected an Inception block, got {type(block).__name__}")
+        fused = cls(**_block_config(block), backend=backend)
+        ref_param = block.branch1.conv.weight
+        fused.to(device=ref_param.device, dtype=ref_param.dtype)
+        fused.load_state_dict(block.state_dict())
+        fused.train(block.training)
+        return fused
+
+    def check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Inception block expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "
+                             f"(input shape {tuple(x.shape)})")
+        _check_params_match(x, self.branch1.conv.weight, "Inception block")
+
+    def packed(self, dtype: Optional[torch.dtype] = None):
+        """The packed weights: cached without autograd, rebuilt differentiably when grad is enabled."""
+        dtype = dtype or self.branch1.conv.weight.dtype
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return pack_block(self, dtype)
+        return self._pack_cache.get(self, dtype)
+
+    def fused_forward(self, x: Tensor) -> Tensor:
+        """The fused path on a channels_last input; returns a channels_last output."""
+        backend = self.backend_for(x.device)
+        packed = self.packed(x.dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or packed.w_red.requires_grad):
+            return ops.InceptionBlockFunction.apply(x, *packed, backend)[0]
+        return ops.inception_block(x, *packed, backend=backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        if self.training and self.batch_norm:
+            return super().forward(x)  # BatchNorm in training uses batch statistics
+        channels_last = _wants_channels_last(x)
+        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last))
+        return out if channels_last else out.contiguous()
+
+
+class FusedGoogLeNet(GoogLeNet):
+    """GoogLeNet with fused Inception blocks and folded stem; same arguments and state_dict as ``GoogLeNet``."""
+
+    block_class = FusedInception
+
+    def __init__(self, num_classes: int = 1000, *, variant: str = "torchvision", backend: str = "auto", **kwargs) -> None:
+        super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
+        self.requested_backend = backend
+        self._stem_cache = PackCache(self._pack_stem)
+
+    @property
+    def backend(self) -> str:
+        return self.inception3a.backend
+
+    @classmethod
+    def from_torchvision(cls, model: nn.Module, backend: str = "auto") -> "FusedGoogLeNet":
+        """A FusedGoogLeNet with a copy of ``model``'s weights (torchvision's googlenet or our GoogLeNet)."""
+        if isinstance(model, GoogLeNet):
+            variant, in_ch = model.variant, model.in_channels
+        else:
+            variant, in_ch = "torchvision", model.conv1.conv.in_channels
+            if not hasattr(model, "inception3a"):
+                raise TypeError(f"expected a torchvision googlenet or an inception_fast GoogLeNet, got {type(model).__name__}")
+        ref_param = model.fc.weight
+        fused = cls(model.fc.out_features, variant=variant, in_channels=in_ch, aux_logits=model.aux1 is not None,
+                    transform_input=model.transform_input, dropout=model.dropout.p, init_weights=False, backend=backend)
+        if model.aux1 is not None:
+            fused.aux_logits = model.aux_logits
+        fused.to(device=ref_param.device, dtype=ref_param.dtype)
+        fused.load_state_dict(model.state_dict())
+        fused.train(model.training)
+        return fused
+
+    @staticmethod
+    def _pack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
+        return [fold_conv_bn(getattr(model, name), dtype) for name in ("conv1", "conv2", "conv3")]
+
+    def _stem_weights(self, dtype):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self._pack_stem(self, dtype)
+        # The stem's cache key covers the whole model's tensors; cheap next to a forward.
+        return self._stem_cache.get(self, dtype)
+
+    def _fused_stem(self, x: Tensor) -> Tensor:
+        (w1, b1), (w2, b2), (w3, b3) = self._stem_weights(x.dtype)
+        x = self.maxpool1(F.conv2d(x, w1, b1, stride=2, padding=3).relu_())
+        if self.lrn1 is not None:
+            x = self.lrn1(x)
+        x = F.conv2d(x, w2, b2).relu_()
+        x = F.conv2d(x, w3, b3, padding=1).relu_()
+        if self.lrn2 is not None:
+            x = self.lrn2(x)
+        return self.maxpool2(x)
+
+    def forward(self, x: Tensor):
+        self.check_input(x)
+        if self.training and self.variant == "torchvision":
+            return super().forward(x)  # BatchNorm in training uses batch statistics
+        _check_params_match(x, self.fc.weight, "GoogLeNet")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+        # One conversion at the entry; every layer after this stays channels_last.
+        x = self._transform_input(x).contiguous(memory_format=torch.channels_last)
+        x = self._fused_stem(x)
+        x = self.inception3b.fused_forward(self.inception3a.fused_forward(x))
+        x = self.inception4a.fused_forward(self.maxpool3(x))
+        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        for name in ("inception4b", "inception4c", "inception4d"):
+            x = getattr(self, name).fused_forward(x)
+        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        x = self.inception4e.fused_forward(x)
+        x = self.inception5b.fused_forward(self.inception5a.fused_forward(self.maxpool4(x)))
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.fc(self.dropout(x))
+        if self.training and self.aux_logits:
+            from .reference import GoogLeNetOutputs
+
+            return GoogLeNetOutputs(x, aux2, aux1)
+        return x
+
+
+def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """Replaces every Inception block (torchvision's or ours) inside ``model`` with a FusedInception.
+
+    Returns the model (a fused block if ``model`` itself is one).  Weights are copied,
+    device, dtype and train/eval mode kept.
+    """
+    if is_inception_block(model) and not isinstance(model, FusedInception):
+        return FusedInception.from_torchvision(model, backend=backend)
+    for name, child in list(model.named_children()):
+        if is_inception_block(child) and not isinstance(child, FusedInception):
+            setattr(model, name, FusedInception.from_torchvision(child, backend=backend))
+        else:
+            fuse(child, backend=backend)
+    return model

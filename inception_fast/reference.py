@@ -1,0 +1,282 @@
+"""Plain-PyTorch Inception block and GoogLeNet: the truth every test compares to.
+
+Three variants of GoogLeNet:
+* "torchvision": exactly ``torchvision.models.googlenet`` (BatchNorm eps=1e-3 and
+  bias-free convs, the branch-3 3x3 quirk, ceil-mode pools, aux heads in training,
+  transform_input); state_dict keys and shapes equal torchvision's.
+* "paper": Szegedy et al. 2014: 5x5 branch, conv biases, no BatchNorm, and
+  LocalResponseNorm in the stem.
+* "d2l": the Dive-into-Deep-Learning textbook network: 5x5 branch, no BN, no LRN,
+  1 input channel and 10 classes by default, padded pools so it runs from 96x96
+  down to tiny images.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "BLOCK_CONFIGS", "VARIANTS"]
+
+VARIANTS = ("torchvision", "paper", "d2l")
+
+# name -> (in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj); the same in all three variants.
+BLOCK_CONFIGS = {
+    "inception3a": (192, 64, 96, 128, 16, 32, 32),
+    "inception3b": (256, 128, 128, 192, 32, 96, 64),
+    "inception4a": (480, 192, 96, 208, 16, 48, 64),
+    "inception4b": (512, 160, 112, 224, 24, 64, 64),
+    "inception4c": (512, 128, 128, 256, 24, 64, 64),
+    "inception4d": (512, 112, 144, 288, 32, 64, 64),
+    "inception4e": (528, 256, 160, 320, 32, 128, 128),
+    "inception5a": (832, 256, 160, 320, 32, 128, 128),
+    "inception5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+
+class GoogLeNetOutputs(NamedTuple):
+    logits: Tensor
+    aux_logits2: Optional[Tensor]
+    aux_logits1: Optional[Tensor]
+
+
+class BasicConv2d(nn.Module):
+    """conv → (BatchNorm, eps=1e-3) → ReLU.  Without BatchNorm the conv has a bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, batch_norm: bool = True, **conv_kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=not batch_norm, **conv_kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001) if batch_norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x, inplace=True)
+
+
+class Inception(nn.Module):
+    """The four-branch Inception v1 block; ``branch3_kernel=3`` is torchvision's quirk, 5 the paper's."""
+
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
+                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3) -> None:
+        super().__init__()
+        if branch3_kernel not in (3, 5):
+            raise ValueError(f"branch3_kernel must be 3 (torchvision) or 5 (paper), got {branch3_kernel}")
+        for name, value in (("in_channels", in_channels), ("ch1x1", ch1x1), ("ch3x3red", ch3x3red), ("ch3x3", ch3x3),
+                            ("ch5x5red", ch5x5red), ("ch5x5", ch5x5), ("pool_proj", pool_proj)):
+            if int(value) < 1:
+                raise ValueError(f"Inception {name} must be a positive channel count, got {value}")
+        self.in_channels = in_channels
+        self.branch3_kernel = branch3_kernel
+        bn = batch_norm
+        self.branch1 = BasicConv2d(in_channels, ch1x1, batch_norm=bn, kernel_size=1)
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_channels, ch3x3red, batch_norm=bn, kernel_size=1),
+            BasicConv2d(ch3x3red, ch3x3, batch_norm=bn, kernel_size=3, padding=1),
+        )
+        k = branch3_kernel
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_channels, ch5x5red, batch_norm=bn, kernel_size=1),
+            BasicConv2d(ch5x5red, ch5x5, batch_norm=bn, kernel_size=k, padding=k // 2),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+            BasicConv2d(in_channels, pool_proj, batch_norm=bn, kernel_size=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class InceptionAux(nn.Module):
+    """Auxiliary classifier (used in training only), torchvision's layout."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, batch_norm: bool = True, dropout: float = 0.7) -> None:
+        super().__init__()
+        self.conv = BasicConv2d(in_channels, 128, batch_norm=batch_norm, kernel_size=1)
+        self.fc1 = nn.Linear(2048, 1024)
+        self.fc2 = nn.Linear(1024, num_classes)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.adaptive_avg_pool2d(x, (4, 4))
+        x = torch.flatten(self.conv(x), 1)
+        x = F.relu(self.fc1(x), inplace=True)
+        return self.fc2(self.dropout(x))
+
+
+def _pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PyTorch's pooling output-size rule (aten pooling_output_shape)."""
+    out = (size + 2 * p - (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet (Inception v1); see the module docstring for the three variants."""
+
+    block_class = Inception
+
+    def __init__(self, num_classes: int = 1000, *, variant: str = "torchvision", in_channels: Optional[int] = None,
+                 aux_logits: bool = False, transform_input: bool = False, dropout: float = 0.2,
+                 init_weights: bool = True, dropout_aux: float = 0.7, **block_kwargs) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown GoogLeNet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if variant == "d2l" and num_classes == 1000:
+            num_classes = 10
+        if in_channels is None:
+            in_channels = 1 if variant == "d2l" else 3
+        if transform_input and in_channels != 3:
+            raise ValueError("transform_input needs 3 input channels (it applies ImageNet's per-channel statistics)")
+        self.variant = variant
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.aux_logits = aux_logits
+        self.transform_input = transform_input
+        bn = variant == "torchvision"
+        k = 3 if variant == "torchvision" else 5
+        if variant == "d2l":
+            pool = dict(kernel_size=3, stride=2, padding=1)
+        else:
+            pool = dict(kernel_size=3, stride=2, ceil_mode=True)
+        self._pools = {"maxpool1": (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False)),
+                       "maxpool4": (2, 2, 0, True) if variant != "d2l" else (3, 2, 1, False)}
+
+        self.conv1 = BasicConv2d(in_channels, 64, batch_norm=bn, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(**pool)
+        self.lrn1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
+        self.conv2 = BasicConv2d(64, 64, batch_norm=bn, kernel_size=1)
+        self.conv3 = BasicConv2d(64, 192, batch_norm=bn, kernel_size=3, padding=1)
+        self.lrn2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
+        self.maxpool2 = nn.MaxPool2d(**pool)
+        block = self.block_class
+
+        def make(name):
+            return block(*BLOCK_CONFIGS[name], batch_norm=bn, branch3_kernel=k, **block_kwargs)
+
+        self.inception3a = make("inception3a")
+        self.inception3b = make("inception3b")
+        self.maxpool3 = nn.MaxPool2d(**pool)
+        self.inception4a = make("inception4a")
+        self.inception4b = make("inception4b")
+        self.inception4c = make("inception4c")
+        self.inception4d = make("inception4d")
+        self.inception4e = make("inception4e")
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True) if variant != "d2l" else nn.MaxPool2d(**pool)
+        self.inception5a = make("inception5a")
+        self.inception5b = make("inception5b")
+        if aux_logits:
+            self.aux1 = InceptionAux(512, num_classes, batch_norm=bn, dropout=dropout_aux)
+            self.aux2 = InceptionAux(528, num_classes, batch_norm=bn, dropout=dropout_aux)
+        else:
+            self.aux1 = None
+            self.aux2 = None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(1024, num_classes)
+        self._register_load_state_dict_pre_hook(self._drop_aux_keys)
+        if init_weights:
+            self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's init: truncated normal for conv/linear weights, BN to identity.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _drop_aux_keys(self, state_dict, prefix, *args) -> None:
+        # torchvision's published checkpoint carries aux-head weights even for aux_logits=False.
+        if self.aux1 is None:
+            for key in [k for k in state_dict if k.startswith((prefix + "aux1.", prefix + "aux2."))]:
+                del state_dict[key]
+
+    # -- input checks ---------------------------------------------------------------------------
+    def min_input_size(self) -> int:
+        """The smallest square spatial size this network accepts."""
+        size = 1
+        while self._spatial_error(size, size) is not None:
+            size += 1
+        return size
+
+    def _spatial_error(self, h: int, w: int) -> Optional[str]:
+        sizes = [h, w]
+        stages = [("conv1", lambda s: _conv_out(s, 7, 2, 3)),
+                  ("maxpool1", lambda s: _pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool2", lambda s: _pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool3", lambda s: _pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool4", lambda s: _pool_out(s, *self._pools["maxpool4"]))]
+        for name, fn in stages:
+            if min(sizes) < 1:
+                return name
+            sizes = [fn(s) for s in sizes]
+            if min(sizes) < 1:
+                return name
+        return None
+
+    def check_input(self, x: Tensor) -> None:
+        """Raises a clear error for input this network cannot take."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"GoogLeNet expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"GoogLeNet expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"GoogLeNet expects a floating-point input, got {x.dtype}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"GoogLeNet(variant={self.variant!r}) expects {self.in_channels} input channels, "
+                             f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+        if x.shape[0] < 1:
+            raise ValueError(f"GoogLeNet needs a batch of at least 1, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        where = self._spatial_error(h, w)
+        if where is not None:
+            raise ValueError(f"input spatial size {h}x{w} is too small for GoogLeNet(variant={self.variant!r}): "
+                             f"it vanishes at {where}; the smallest square input is "
+                             f"{self.min_input_size()}x{self.min_input_size()}")
+
+    # -- forward --------------------------------------------------------------------------------
+    def _transform_input(self, x: Tensor) -> Tensor:
+        if not self.transform_input:
+            return x
+        # torchvision's ImageNet renormalisation, per channel (no cat needed).
+        scale = x.new_tensor([0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]).view(1, 3, 1, 1)
+        shift = x.new_tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
+        return x * scale + shift
+
+    def _stem(self, x: Tensor) -> Tensor:
+        x = self.maxpool1(self.conv1(x))
+        if self.lrn1 is not None:
+            x = self.lrn1(x)
+        x = self.conv3(self.conv2(x))
+        if self.lrn2 is not None:
+            x = self.lrn2(x)
+        return self.maxpool2(x)
+
+    def forward(self, x: Tensor):
+        self.check_input(x)
+        x = self._stem(self._transform_input(x))
+        x = self.inception3b(self.inception3a(x))
+        x = self.inception4a(self.maxpool3(x))
+        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        x = self.inception4e(x)
+        x = self.inception5b(self.inception5a(self.maxpool4(x)))
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.fc(self.dropout(x))
+        if self.training and self.aux_logits:
+            return GoogLeNetOutputs(x, aux2, aux1)
+        return x

@@ -1,0 +1,27 @@
+"""Shared test setup.  The ONE tolerance table lives in inception_fast.testing.TOLERANCE."""
+import os
+import warnings
+
+# Triton runs on CPU only under its interpreter, which must be chosen before triton is imported.
+# No CUDA device query here: tests must collect on any machine.
+if "TRITON_INTERPRET" not in os.environ and not os.environ.get("CUDA_VISIBLE_DEVICES") and not os.path.exists("/dev/nvidia0"):
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*weight initialization of GoogleNet.*")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def cuda_device():
+    """A CUDA device, or a clean skip (queried at test time, never at import)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    return torch.device("cuda")
