@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
-from .packing import PackCache, fold_conv_bn, pack_block
+from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_block
 from .reference import GoogLeNet, Inception
 
 __all__ = ["FusedInception", "FusedGoogLeNet", "fuse", "available_backends", "is_inception_block"]
@@ -136,7 +136,7 @@ class FusedInception(Inception):
     def packed(self, dtype: Optional[torch.dtype] = None):
         """The packed weights: cached without autograd, rebuilt differentiably when grad is enabled."""
         dtype = dtype or self.branch1.conv.weight.dtype
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(block_convs(self))):
             return pack_block(self, dtype)
         return self._pack_cache.get(self, dtype)
 
@@ -165,7 +165,7 @@ class FusedGoogLeNet(GoogLeNet):
     def __init__(self, num_classes: int = 1000, *, variant: str = "torchvision", backend: str = "auto", **kwargs) -> None:
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
-        self._stem_cache = PackCache(self._pack_stem)
+        self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
 
     @property
     def backend(self) -> str:
@@ -190,14 +190,16 @@ class FusedGoogLeNet(GoogLeNet):
         fused.train(model.training)
         return fused
 
+    def _stem_convs(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2, self.conv3]
+
     @staticmethod
     def _pack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
-        return [fold_conv_bn(getattr(model, name), dtype) for name in ("conv1", "conv2", "conv3")]
+        return [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
 
     def _stem_weights(self, dtype):
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
             return self._pack_stem(self, dtype)
-        # The stem's cache key covers the whole model's tensors; cheap next to a forward.
         return self._stem_cache.get(self, dtype)
 
     def _fused_stem(self, x: Tensor) -> Tensor:

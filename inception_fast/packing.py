@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedBlock", "fold_conv_bn", "pack_block", "PackCache"]
+__all__ = ["PackedBlock", "fold_conv_bn", "pack_block", "block_convs", "conv_bn_tensors", "PackCache"]
 
 
 class PackedBlock(NamedTuple):
@@ -64,12 +64,8 @@ def fold_conv_bn(basic_conv: nn.Module, dtype: Optional[torch.dtype] = None) -> 
 
 def pack_block(block: nn.Module, dtype: Optional[torch.dtype] = None) -> PackedBlock:
     """Packs an Inception block (torchvision's or ours) for the fused op."""
-    w1, b1 = fold_conv_bn(block.branch1, dtype)
-    w2r, b2r = fold_conv_bn(block.branch2[0], dtype)
-    w3, b3 = fold_conv_bn(block.branch2[1], dtype)
-    w5r, b5r = fold_conv_bn(block.branch3[0], dtype)
-    w5, b5 = fold_conv_bn(block.branch3[1], dtype)
-    wp, bp = fold_conv_bn(block.branch4[1], dtype)
+    (w1, b1), (w2r, b2r), (w3, b3), (w5r, b5r), (w5, b5), (wp, bp) = (
+        fold_conv_bn(unit, dtype) for unit in block_convs(block))
     w_red = torch.cat([w1, w2r, w5r], 0).flatten(1).contiguous()
     b_red = torch.cat([b1, b2r, b5r], 0).contiguous()
     cl = torch.channels_last
@@ -85,19 +81,41 @@ def _tensor_key(t: Tensor) -> tuple:
     return (id(t), version, t.data_ptr(), t.dtype, t.device)
 
 
-def _source_tensors(module: nn.Module) -> list[Tensor]:
-    return [t for t in (*module.parameters(), *module.buffers()) if t is not None]
+def conv_bn_tensors(basic_convs) -> list[Tensor]:
+    """Every tensor that folding reads from these conv(→BN) modules: the cache key's sources.
+
+    Direct attribute reads, not ``module.parameters()``: this runs on every forward.
+    """
+    out = []
+    for basic in basic_convs:
+        conv, bn = basic.conv, getattr(basic, "bn", None)
+        out.append(conv.weight)
+        if conv.bias is not None:
+            out.append(conv.bias)
+        if bn is not None:
+            out += [t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None]
+    return out
+
+
+def block_convs(block: nn.Module) -> list[nn.Module]:
+    """The six conv(→BN) units of an Inception block, in packing order."""
+    return [block.branch1, block.branch2[0], block.branch2[1], block.branch3[0], block.branch3[1], block.branch4[1]]
 
 
 class PackCache:
-    """Caches ``build(module, dtype)`` per dtype, rebuilt whenever a source tensor changes."""
+    """Caches ``build(module, dtype)`` per dtype, rebuilt whenever a source tensor changes.
 
-    def __init__(self, build: Callable[[nn.Module, torch.dtype], object]) -> None:
+    ``sources(module)`` lists the tensors the build reads.
+    """
+
+    def __init__(self, build: Callable[[nn.Module, torch.dtype], object],
+                 sources: Callable[[nn.Module], list] = lambda block: conv_bn_tensors(block_convs(block))) -> None:
         self._build = build
+        self._sources = sources
         self._entries: dict = {}
 
     def get(self, module: nn.Module, dtype: torch.dtype):
-        key = tuple(_tensor_key(t) for t in _source_tensors(module))
+        key = tuple(_tensor_key(t) for t in self._sources(module))
         entry = self._entries.get(dtype)
         if entry is None or entry[0] != key:
             with torch.no_grad():

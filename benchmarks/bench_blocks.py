@@ -1,0 +1,141 @@
+"""Per-block micro-benchmarks: the stem and Inception 3a-5b, one block at a time.
+
+Implementations per block: torchvision's eager block (BatchNorm unfolded, torch.cat)
+and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda); for the
+stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
+(``launch1_ext`` = torch.ops.inception_fast.reduce_pool_ from the compiled extension,
+the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher) is timed on the
+same input, so the CUDA launch-1 can be held against Triton's block by block.
+
+GPU: batch 256, bf16, channels_last.  extra_info holds the time per block, the
+achieved TFLOP/s and GB/s and the fraction of the H100 roofline, all counted from
+the shapes (MACs of every conv; bytes = input + output + weights, each once).
+
+    python -m pytest benchmarks/bench_blocks.py --benchmark-json blocks.json [--quick]
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import common
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        cases = common.block_cases()
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+def _launch1_fn(case, s, x, dtype):
+    """A zero-argument call of launch 1 alone, writing into preallocated out/scratch."""
+    blk = common.fused_block(case.block, "torch", s, dtype)  # only for its packed weights
+    with torch.no_grad():  # the cached, non-differentiable packing the forward uses
+        packed = blk.packed(x.dtype)
+    ch3red, ch5red = packed.w3.shape[1], packed.w5.shape[1]
+    ch1 = packed.w_red.shape[0] - ch3red - ch5red
+    n, _, h, w = x.shape
+    c_out = ch1 + packed.w3.shape[0] + packed.w5.shape[0] + packed.w_pool.shape[0]
+    out = torch.empty((n, c_out, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    scratch = torch.empty((n, ch3red + ch5red, h, w), device=x.device, dtype=x.dtype,
+                          memory_format=torch.channels_last)
+    args = (x, packed.w_red, packed.b_red, packed.w_pool, packed.b_pool, out, scratch)
+    if case.impl == "launch1_ext":
+        _load_extension(x.device)
+        op = torch.ops.inception_fast.reduce_pool_
+        try:
+            op(*args)
+        except (NotImplementedError, RuntimeError) as exc:
+            pytest.skip(f"reduce_pool_ has no kernel for {x.device.type} (extension not built?): "
+                        f"{str(exc).splitlines()[0][:200]}")
+        fn = lambda: op(*args)
+    else:
+        try:
+            common.require_backend("triton", s.device)
+        except common.BackendUnavailable as exc:
+            pytest.skip(str(exc))
+        launcher = common.triton_launch1()
+        if launcher is None:
+            pytest.skip("no Triton launch-1 launcher in inception_fast/backends/triton/reduce_pool.py")
+        fn = lambda: launcher(*args)
+
+    def check():
+        """rel. error of what launch 1 wrote (branch-1 and pool slices, scratch) against the torch backend."""
+        from inception_fast.backends import get
+
+        with torch.inference_mode():
+            out.fill_(float("nan"))
+            scratch.fill_(float("nan"))
+            fn()
+            ref_out, ref_scratch = get("torch").block_forward(x, *packed)
+        n_pool = packed.w_pool.shape[0]
+        written = torch.cat([out[:, :ch1], out[:, c_out - n_pool:], scratch], 1)
+        expected = torch.cat([ref_out[:, :ch1], ref_out[:, c_out - n_pool:], ref_scratch], 1)
+        return common.parity(written, expected)
+
+    return fn, packed, check
+
+
+def _load_extension(device):
+    """Registers the compiled kernels of reduce_pool_ (CPU and, in a CUDA build, CUDA), if built."""
+    import importlib
+
+    _available(device)  # loads the backend plugins; the cuda one loads the extension
+    try:
+        importlib.import_module("inception_fast._C")
+    except Exception:  # absent or broken: the op call then says which kernel is missing
+        pass
+
+
+def _available(device):
+    import inception_fast
+
+    return inception_fast.available_backends(device)
+
+
+def test_block(benchmark, case):
+    s = common.settings()
+    dtype = s.block_dtype
+    torch_dtype = common.DTYPES[dtype]
+    shape = common.block_shapes(s.image_size)[case.block]
+    c, h, w = shape.input_chw
+    batch = s.block_batch
+    x = common.example_input(batch, c, h, w, s.device, torch_dtype, torch.channels_last,
+                             nonnegative=case.block != "stem")
+    extra = dict(kind="block", block=case.block, impl=case.impl, dtype=dtype, memory_format="channels_last",
+                 image_size=s.image_size, input_shape=[batch, *shape.input_chw],
+                 output_shape=[batch, *shape.output_chw])
+    flops, nbytes = shape.flops(batch), shape.bytes(batch, x.element_size())
+    check = None
+    try:
+        if case.impl.startswith("launch1_"):
+            fn, packed, check = _launch1_fn(case, s, x, dtype)
+            flops, nbytes = common.launch1_work(shape, packed, batch, x.element_size())
+            extra["backend"] = "triton" if case.impl == "launch1_triton" else (
+                "cuda" if s.device.type == "cuda" else "cpp")
+            extra["op"] = "launch1"
+        elif case.impl == "torchvision":
+            mod = common.tv_block(case.block, s, dtype)
+            fn = lambda: mod(x)
+            extra["backend"] = "aten-unfused"
+        elif case.block == "stem":  # the fused model's stem: ATen convs with BN folded
+            stem = common.fused_stem(s, dtype)
+            fn = lambda: stem(x)
+            extra["backend"] = "aten-folded"
+        else:
+            mod = common.fused_block(case.block, case.impl, s, dtype)
+            fn = lambda: mod(x)
+            extra["backend"] = mod.backend
+    except common.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    group = f"block {case.block} {s.device.type} {dtype} batch {batch}"
+    timing = common.measure(benchmark, fn, s, batch=batch, extra=extra, group=group)
+    roof = common.roofline(flops, nbytes, timing.median_s, s.device, torch_dtype)
+    benchmark.extra_info.update(roof)
+    benchmark.extra_info["time_us"] = timing.median_s * 1e6
+    if check is not None:
+        benchmark.extra_info["rel_error_vs_torch_backend"] = check()
+    elif case.impl != "torchvision":
+        ref = common.tv_block(case.block, s, dtype)
+        with torch.inference_mode():
+            benchmark.extra_info["rel_error_vs_torchvision"] = common.parity(fn(), ref(x))

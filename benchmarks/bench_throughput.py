@@ -1,0 +1,66 @@
+"""Whole-network inference throughput (images/s) of GoogLeNet implementations.
+
+Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend,
+and (opt-in: --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of
+torchvision's model in default mode with inductor freezing.  Grid: see
+common.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
+CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
+
+    python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]
+    python -m pytest benchmarks/bench_throughput.py --compile -k compile --benchmark-json compile.json
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from benchmarks import common
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        cases = common.throughput_cases()
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+def _compiled(model: torch.nn.Module, x: torch.Tensor):
+    """torch.compile (default mode) with freezing; returns (fn, compile seconds).
+    Compilation happens at the first call, so that call runs under the config patch."""
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        t0 = time.perf_counter()
+        compiled(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        seconds = time.perf_counter() - t0
+    return compiled, seconds
+
+
+def test_throughput(benchmark, case):
+    s = common.settings()
+    try:
+        model = common.build_model(case.model, s, case.dtype, case.memory_format)
+    except common.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    fmt = common.FORMATS[case.memory_format]
+    x = common.example_input(case.batch, 3, s.image_size, s.image_size, s.device, common.DTYPES[case.dtype], fmt)
+    extra = dict(kind="throughput", model=case.model, label=common.MODEL_LABELS[case.model],
+                 dtype=case.dtype, memory_format=case.memory_format, image_size=s.image_size)
+    if case.model.startswith("fused_"):
+        extra["backend"] = model.backend
+    fn = lambda: model(x)
+    if case.model == "tv_compile":
+        compiled, compile_s = _compiled(model, x)
+        extra.update(compile_s=compile_s, compile_mode="default", freezing=True)
+        fn = lambda: compiled(x)
+    group = f"throughput {s.device.type} {case.dtype} {case.memory_format} batch {case.batch}"
+    common.measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
+    if case.model != "torchvision":
+        tv = common.build_model("torchvision", s, case.dtype, case.memory_format)
+        with torch.inference_mode():
+            benchmark.extra_info["rel_error_vs_torchvision"] = common.parity(fn(), tv(x))

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The GPU suite: one prepared script for a short window on a bare GPU machine with no network.
+#
+#   benchmarks/gpu_suite.sh OUTDIR [--quick]
+#
+# Steps, in order, each time-boxed and each run even when an earlier one failed:
+#   env        versions and device (into suite.log)
+#   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension)
+#              skipped with SKIP_INSTALL=1 (when already installed)
+#   tests      python3 -m pytest -m gpu tests                               -> tests.log
+#   throughput benchmarks/bench_throughput.py                               -> bench.json
+#   blocks     benchmarks/bench_blocks.py                                   -> blocks.json
+#   compile    torch.compile anchor (bench_throughput.py --compile -k compile) -> compile.json
+#              skipped with SKIP_COMPILE=1
+#   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
+# and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at
+# most 8 files: suite.log tests.log bench.json blocks.json compile.json <name>.{md,png,json}.
+#
+# --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
+# SUITE_BUDGET_S (default 470 s): the whole run's time box; each step gets at most its cap and
+# never eats the minimum kept for the steps after it.  Give the caller's own timeout ~60 s more.
+# SKIP_INSTALL=1 on a fresh machine runs from the source tree without the compiled extension
+# (torch and triton backends only).  Benchmarks stop starting new cases at
+# their step's deadline (INCEPTION_FAST_BENCH_DEADLINE), so their JSON is still written.
+set -u -o pipefail
+
+if [[ $# -lt 1 || "$1" == -* ]]; then
+    echo "usage: $0 OUTDIR [--quick]" >&2
+    exit 2
+fi
+mkdir -p "$1" || exit 2
+OUT=$(cd "$1" && pwd)
+shift
+QUICK=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "$0")/.." || exit 2
+REPO=$(pwd)
+
+PY=${PYTHON:-python3}
+LOG="$OUT/suite.log"
+: > "$LOG"
+export PYTHONUNBUFFERED=1
+export PYTHONDONTWRITEBYTECODE=1
+# cpp_extension looks for CUDA in /usr/local without this and then fails to link cudart.
+if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda ]]; then export CUDA_HOME=/usr/local/cuda; fi
+# A failed extension build fails the install step instead of warning (the benchmarks still run
+# from the source tree, with the cuda backend's skip reason in the log).  setup.py picks the CUDA
+# archs; TORCH_CUDA_ARCH_LIST=9.0 (H100/H200 only) roughly halves the build if time is short.
+export INCEPTION_FAST_BUILD_EXT=${INCEPTION_FAST_BUILD_EXT:-1}
+QUICK_FLAG=()
+if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); export INCEPTION_FAST_BENCH_QUICK=1; fi
+
+START=$(date +%s)
+BUDGET=${SUITE_BUDGET_S:-470}
+DEADLINE=$((START + BUDGET))
+declare -a SUMMARY=()
+FAILED=0
+
+log() { echo "[suite $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+
+# run_step NAME CAP_S RESERVE_AFTER_S LOGFILE CMD...
+# Runs CMD with a timeout of min(CAP, time left - RESERVE_AFTER); records ok/FAILED/TIMEOUT.
+run_step() {
+    local name=$1 cap=$2 reserve=$3 logfile=$4
+    shift 4
+    local now left limit t0 rc secs
+    now=$(date +%s)
+    left=$((DEADLINE - now - reserve))
+    limit=$(( cap < left ? cap : left ))
+    if (( limit < 15 )); then
+        SUMMARY+=("$(printf '%-10s SKIPPED (no time left in the %ss budget)' "$name" "$BUDGET")")
+        log "step $name: skipped, no time left"
+        FAILED=1
+        return 0
+    fi
+    log "step $name: start (limit ${limit}s) :: $*"
+    t0=$(date +%s)
+    # Benchmarks stop starting new cases 10 s (plus one case) before the hard timeout.
+    INCEPTION_FAST_BENCH_DEADLINE=$((t0 + limit - 10 - limit / 10)) \
+        timeout -k 20 "$limit" "$@" >> "$logfile" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - t0 ))
+    if (( rc == 0 )); then
+        SUMMARY+=("$(printf '%-10s ok       %4ss' "$name" "$secs")")
+    elif (( rc == 5 )) && [[ $name == tests ]]; then
+        SUMMARY+=("$(printf '%-10s none     %4ss (no test selected by -m gpu)' "$name" "$secs")")
+    elif (( rc == 124 || rc == 137 )); then
+        SUMMARY+=("$(printf '%-10s TIMEOUT  %4ss (limit %ss; see %s)' "$name" "$secs" "$limit" "$(basename "$logfile")")")
+        FAILED=1
+    else
+        SUMMARY+=("$(printf '%-10s FAILED   %4ss rc=%s (see %s)' "$name" "$secs" "$rc" "$(basename "$logfile")")")
+        FAILED=1
+    fi
+    log "step $name: rc=$rc after ${secs}s"
+    return 0
+}
+
+log "inception_fast GPU suite: out=$OUT quick=$QUICK budget=${BUDGET}s repo=$REPO" \
+    "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-setup.py default} INCEPTION_FAST_BUILD_EXT=$INCEPTION_FAST_BUILD_EXT"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >> "$LOG" 2>&1
+fi
+
+# --- env: versions, device, and the results base name -----------------------------------------
+run_step env 60 0 "$LOG" "$PY" -m benchmarks.common env "${QUICK_FLAG[@]}"
+NAME=$("$PY" -m benchmarks.common name "${QUICK_FLAG[@]}" 2>>"$LOG" | tail -n 1)
+NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '-')
+[[ -z "$NAME" || "$NAME" == "-" ]] && NAME=results
+log "results base name: $NAME"
+
+# --- install (builds the compiled extension; no network) -------------------------------------
+if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
+    SUMMARY+=("$(printf '%-10s skipped (SKIP_INSTALL=1)' install)")
+    log "step install: skipped (SKIP_INSTALL=1)"
+else
+    run_step install 240 225 "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
+fi
+"$PY" -c "import inception_fast; print('inception_fast', inception_fast.__file__, 'backends on cuda:', \
+inception_fast.available_backends('cuda') if __import__('torch').cuda.is_available() else 'no cuda', \
+'on cpu:', inception_fast.available_backends('cpu'))" >> "$LOG" 2>&1
+
+# --- GPU tests -------------------------------------------------------------------------------
+: > "$OUT/tests.log"
+run_step tests 120 195 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
+tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
+
+# --- benchmarks ------------------------------------------------------------------------------
+BENCH_ARGS=(-q -ra -p no:cacheprovider --benchmark-columns=median,rounds --benchmark-sort=name "${QUICK_FLAG[@]}")
+run_step throughput 170 135 "$LOG" "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+    --benchmark-json "$OUT/bench.json"
+run_step blocks 110 85 "$LOG" "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" \
+    --benchmark-json "$OUT/blocks.json"
+if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
+    SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
+else
+    # On a CPU-only machine inductor compiles C++ (~1.5 min on 2 cores): give it room there.
+    run_step compile 240 20 "$LOG" "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+        --compile -k compile --benchmark-json "$OUT/compile.json"
+fi
+
+# --- report ----------------------------------------------------------------------------------
+JSONS=()
+for f in bench.json blocks.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
+SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR: only 8 files come back
+if (( ${#JSONS[@]} > 0 )); then
+    "$PY" benchmarks/report.py "${JSONS[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
+        --merged-json "$OUT/$NAME.json" --short > "$SHORT" 2>> "$LOG"
+    rc=$?
+    (( rc == 0 )) || FAILED=1
+    SUMMARY+=("$(printf '%-10s rc=%s -> %s.{md,png,json}' report "$rc" "$NAME")")
+else
+    echo "no benchmark JSON was produced" > "$SHORT"
+    SUMMARY+=("$(printf '%-10s no JSON to report' report)")
+    FAILED=1
+fi
+
+TOTAL=$(( $(date +%s) - START ))
+{
+    echo
+    echo "== inception_fast GPU suite: $NAME, ${TOTAL}s =="
+    for line in "${SUMMARY[@]}"; do echo "  $line"; done
+    echo "  outputs in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
+    echo
+    cat "$SHORT"
+} | tee -a "$LOG"
+rm -f "$SHORT"
+exit $FAILED

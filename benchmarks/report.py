@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""pytest-benchmark JSON (from bench_throughput.py / bench_blocks.py) -> markdown and a PNG chart.
+
+    python3 benchmarks/report.py bench.json blocks.json compile.json \
+        --md report.md --chart chart.png --merged-json all.json --short
+
+Reads the headline numbers from each benchmark's extra_info (time_fn medians), not
+from pytest-benchmark's wall-clock stats.  Input files that are missing or
+unreadable are reported and skipped, so a suite whose one step failed still gets
+a report.  Needs only the standard library; the chart needs matplotlib and is
+skipped (with a message, not an error) without it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import sys
+from collections import OrderedDict
+
+MODEL_ORDER = ["torchvision", "reference", "fused_torch", "fused_triton", "fused_cuda", "tv_compile"]
+MODEL_LABELS = {
+    "torchvision": "torchvision eager",
+    "reference": "reference GoogLeNet",
+    "fused_torch": "FusedGoogLeNet[torch]",
+    "fused_triton": "FusedGoogLeNet[triton]",
+    "fused_cuda": "FusedGoogLeNet[cuda]",
+    "tv_compile": "torch.compile(tv), freezing",
+}
+BLOCK_ORDER = ["stem", "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
+               "inception4d", "inception4e", "inception5a", "inception5b"]
+IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton"]
+IMPL_LABELS = {"torchvision": "torchvision (BN, cat)", "torch": "torch (ATen, folded)",
+               "triton": "triton", "cuda": "cuda", "launch1_ext": "launch-1 ext", "launch1_triton": "launch-1 triton"}
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------
+def load(paths):
+    """Merged {machine_info, datetime, sources, missing, benchmarks} from pytest-benchmark JSON files."""
+    merged = {"machine_info": {}, "datetime": None, "sources": [], "missing": [], "benchmarks": []}
+    by_name = OrderedDict()
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            merged["missing"].append(f"{path} (not found)")
+            continue
+        except (OSError, ValueError) as exc:
+            merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
+            continue
+        merged["sources"].append(os.path.basename(path))
+        info = data.get("machine_info") or {}
+        if info.get("inception_fast") or not merged["machine_info"]:
+            merged["machine_info"] = info if info.get("inception_fast") else (merged["machine_info"] or info)
+        merged["datetime"] = merged["datetime"] or data.get("datetime")
+        merged.setdefault("version", data.get("version"))
+        for bench in data.get("benchmarks", []):
+            key = (bench.get("fullname") or bench.get("name"), bench.get("extra_info", {}).get("device"))
+            by_name[key] = bench
+    merged["benchmarks"] = list(by_name.values())
+    return merged
+
+
+def _env(merged):
+    return (merged.get("machine_info") or {}).get("inception_fast") or {}
+
+
+def result_basename(merged):
+    return _env(merged).get("result_basename") or "results"
+
+
+def _rows(merged, kind):
+    return [b["extra_info"] for b in merged["benchmarks"]
+            if (b.get("extra_info") or {}).get("kind") == kind and b["extra_info"].get("median_s")]
+
+
+# ---------------------------------------------------------------------------------------
+# formatting helpers
+# ---------------------------------------------------------------------------------------
+def _fmt_rate(v):
+    return "—" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+
+
+def _fmt_x(v):
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def _fmt_pct(v):
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def _fmt_us(s):
+    return "—" if s is None else (f"{s * 1e6:,.0f}" if s * 1e6 >= 100 else f"{s * 1e6:.3g}")
+
+
+def _fmt_err(r):
+    v = r.get("rel_error_vs_torchvision", r.get("rel_error_vs_torch_backend"))
+    return "—" if v is None else f"{v:.1e}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _order(values, order):
+    return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+
+
+def _config(r):
+    return (r.get("device"), r.get("dtype"), r.get("memory_format"), r.get("batch"))
+
+
+def _headline(rows):
+    """(device, dtype, memory_format) shown in the short table: bf16 channels_last when measured."""
+    configs = {(r["device"], r["dtype"], r["memory_format"]) for r in rows}
+    for want in (("cuda", "bf16", "channels_last"), ("cuda", "fp32", "channels_last"),
+                 ("cpu", "fp32", "channels_last")):
+        if want in configs:
+            return want
+    return sorted(configs, key=str)[0] if configs else None
+
+
+# ---------------------------------------------------------------------------------------
+# throughput
+# ---------------------------------------------------------------------------------------
+def throughput_index(rows):
+    """{config: {model: row}} plus speedups over torchvision eager and torch.compile."""
+    index = {}
+    for r in rows:
+        index.setdefault(_config(r), {})[r["model"]] = r
+    for models in index.values():
+        eager = models.get("torchvision")
+        comp = models.get("tv_compile")
+        for r in models.values():
+            r["x_eager"] = eager["median_s"] / r["median_s"] if eager else None
+            r["x_compile"] = comp["median_s"] / r["median_s"] if comp else None
+    return index
+
+
+def throughput_markdown(rows):
+    if not rows:
+        return "## Throughput\n\nNo throughput results.\n"
+    index = throughput_index(rows)
+    out = ["## Throughput (images/s; × = speedup over torchvision eager at the same config)\n"]
+    groups = sorted({(c[0], c[1], c[2]) for c in index}, key=lambda g: (g[0] != "cuda", g[1] != "bf16",
+                                                                          g[2] != "channels_last"))
+    for dev, dtype, fmt in groups:
+        batches = sorted({c[3] for c in index if c[:3] == (dev, dtype, fmt)}, reverse=True)
+        models = _order({m for c, ms in index.items() if c[:3] == (dev, dtype, fmt) for m in ms}, MODEL_ORDER)
+        table = []
+        for m in models:
+            cells = []
+            for b in batches:
+                r = index.get((dev, dtype, fmt, b), {}).get(m)
+                cells.append("—" if r is None else f"{_fmt_rate(r['images_per_s'])} ({_fmt_x(r['x_eager'])})")
+            table.append([MODEL_LABELS.get(m, m), *cells])
+        out.append(f"### {dev} {dtype} {fmt}\n")
+        out.append(_table(["model", *(f"batch {b}" for b in batches)], table) + "\n")
+    errs = {}
+    for r in rows:
+        v = r.get("rel_error_vs_torchvision")
+        if v is not None:
+            key = (r["model"], r["dtype"])
+            errs[key] = v if math.isnan(v) or math.isnan(errs.get(key, 0.0)) else max(errs.get(key, 0.0), v)
+    if errs:
+        out.append("Largest ‖out − torchvision‖/‖torchvision‖ of the logits over the configs "
+                   "(a record, not a test):\n")
+        err_rows = [[MODEL_LABELS.get(m, m), d, f"{v:.1e}"] for (m, d), v in sorted(errs.items(), key=str)]
+        out.append(_table(["model", "dtype", "rel err"], err_rows) + "\n")
+    compiled = [c for c, ms in index.items() if "tv_compile" in ms]
+    if compiled:
+        out.append("### Against torch.compile (default mode, freezing)\n")
+        table = []
+        for c in sorted(compiled, key=str):
+            for m in _order(index[c], MODEL_ORDER):
+                r = index[c][m]
+                table.append([f"{c[0]} {c[1]} {c[2]} b{c[3]}", MODEL_LABELS.get(m, m),
+                              f"{r['median_s'] * 1e3:.3f}", _fmt_rate(r["images_per_s"]),
+                              _fmt_x(r["x_eager"]), _fmt_x(r["x_compile"])])
+        out.append(_table(["config", "model", "ms", "img/s", "× eager", "× compile"], table) + "\n")
+        comp_s = [index[c]["tv_compile"].get("compile_s") for c in compiled]
+        out.append("Compile time (first call): " + ", ".join(f"{s:.1f} s" for s in comp_s if s is not None) + "\n")
+    return "\n".join(out)
+
+
+def throughput_short(rows):
+    if not rows:
+        return "throughput: no results"
+    index = throughput_index(rows)
+    head = _headline(rows)
+    batches = sorted({c[3] for c in index if c[:3] == head}, reverse=True)
+    models = _order({m for c, ms in index.items() if c[:3] == head for m in ms}, MODEL_ORDER)
+    # The compile anchor may have run at another dtype/format: show it where it ran.
+    table = []
+    for m in models:
+        cells = []
+        for b in batches:
+            r = index.get((*head, b), {}).get(m)
+            if r is None:
+                cells.append("—")
+            else:
+                extra = f" {_fmt_x(r['x_compile'])}c" if r.get("x_compile") and m != "tv_compile" else ""
+                cells.append(f"{_fmt_rate(r['images_per_s'])} {_fmt_x(r['x_eager'])}{extra}")
+        table.append([MODEL_LABELS.get(m, m), *cells])
+    title = f"img/s, {head[0]} {head[1]} {head[2]} (× over eager; c = over torch.compile)"
+    return title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
+
+
+# ---------------------------------------------------------------------------------------
+# blocks
+# ---------------------------------------------------------------------------------------
+def block_index(rows):
+    index = {}
+    for r in rows:
+        index.setdefault(r["block"], {})[r["impl"]] = r
+    return index
+
+
+def _launch1_ratio(impls):
+    ext, tri = impls.get("launch1_ext"), impls.get("launch1_triton")
+    return ext["median_s"] / tri["median_s"] if ext and tri else None
+
+
+def blocks_markdown(rows):
+    if not rows:
+        return "## Blocks\n\nNo per-block results.\n"
+    index = block_index(rows)
+    first = rows[0]
+    roof = any(r.get("roofline_fraction") is not None for r in rows)
+    impls = _order({i for v in index.values() for i in v}, IMPL_ORDER)
+    out = [f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last)\n",
+           "Time in µs" + (" (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
+                           "bytes = input + output + weights once)" if roof else "") +
+           ". Launch-1 ext/triton: the compiled extension's launch 1 over Triton's (≤ 1.10 is the CUDA target).\n"]
+    table = []
+    for blk in _order(index, BLOCK_ORDER):
+        v = index[blk]
+        cells = []
+        for i in impls:
+            r = v.get(i)
+            if r is None:
+                cells.append("—")
+            else:
+                cells.append(_fmt_us(r["median_s"]) + (f" ({_fmt_pct(r['roofline_fraction'])})"
+                                                       if r.get("roofline_fraction") is not None else ""))
+        full = [r for k, r in v.items() if not k.startswith("launch1")]
+        mmac = full[0]["flops"] / 2 / full[0]["batch"] / 1e6 if full else None
+        table.append([blk, "—" if mmac is None else f"{mmac:,.1f}", *cells, _fmt_x(_launch1_ratio(v))])
+    out.append(_table(["block", "MMAC/img", *(IMPL_LABELS.get(i, i) for i in impls), "L1 ext/triton"], table) + "\n")
+    out.append("### Detail\n")
+    detail = []
+    for blk in _order(index, BLOCK_ORDER):
+        for i in _order(index[blk], IMPL_ORDER):
+            r = index[blk][i]
+            detail.append([blk, IMPL_LABELS.get(i, i), r.get("backend", ""), _fmt_us(r["median_s"]),
+                           f"{r['tflops']:.2f}", f"{r['gbps']:.0f}", _fmt_pct(r.get("roofline_fraction")),
+                           r.get("bound") or "—", f"{r['flops'] / 1e9:.2f}", f"{r['bytes'] / 1e6:.1f}",
+                           _fmt_err(r)])
+    out.append(_table(["block", "impl", "backend", "µs", "TFLOP/s", "GB/s", "roofline", "bound", "GFLOP", "MB",
+                       "rel err"], detail) + "\n")
+    out.append("rel err: ‖out − ref‖/‖ref‖ against torchvision's block (launch 1: against the torch backend's "
+               "slices and scratch); a record, not a test.\n")
+    return "\n".join(out)
+
+
+def blocks_short(rows):
+    if not rows:
+        return "blocks: no results"
+    index = block_index(rows)
+    impls = [i for i in ("torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton")
+             if any(i in v for v in index.values())]
+    table = []
+    for blk in _order(index, BLOCK_ORDER):
+        v = index[blk]
+        if blk == "stem":
+            continue
+        cells = []
+        for i in impls:
+            r = v.get(i)
+            cells.append("—" if r is None else _fmt_us(r["median_s"]) + (
+                f" {_fmt_pct(r['roofline_fraction'])}" if r.get("roofline_fraction") is not None else ""))
+        table.append([blk.replace("inception", ""), *cells, _fmt_x(_launch1_ratio(v))])
+    r0 = rows[0]
+    roof = any(r.get("roofline_fraction") is not None for r in rows)
+    title = f"µs per block, {r0['device']} {r0['dtype']} batch {r0['batch']}" + (" (% of roofline)" if roof else "")
+    short = {"torchvision": "tv", "launch1_ext": "L1 ext", "launch1_triton": "L1 triton"}
+    return title + "\n" + _table(["block", *(short.get(i, i) for i in impls), "L1 ext/tri"], table)
+
+
+# ---------------------------------------------------------------------------------------
+# header, chart, main
+# ---------------------------------------------------------------------------------------
+def header_markdown(merged):
+    env = _env(merged)
+    rows = [b.get("extra_info") or {} for b in merged["benchmarks"]]
+    device_name = env.get("device_name") or next((r.get("device_name") for r in rows if r.get("device_name")), None)
+    date = (merged.get("datetime") or dt.datetime.now(dt.timezone.utc).isoformat())[:10]
+    timings = sorted({r.get("timing") for r in rows if r.get("timing")})
+    quick = any(r.get("quick") for r in rows)
+    gpu = (f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB"
+           if env.get("device_capability") else "")
+    backends = ", ".join(env.get("backends_available") or []) or env.get("backends_error", "?")
+    tf32 = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
+    lines = [f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",
+             f"- date: {date} (UTC)",
+             f"- device: {device_name or '?'} ({env.get('device', '?')}{gpu})",
+             f"- torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda') or 'none'}, "
+             f"cuDNN {env.get('cudnn') or '—'}), triton {env.get('triton') or 'absent'}, "
+             f"torchvision {env.get('torchvision') or '?'}, inception_fast {env.get('inception_fast') or '?'}, "
+             f"Python {env.get('python', '?')}",
+             f"- backends available: {backends}",
+             f"- timing: {', '.join(timings) or '?'} (median of time_fn samples after warm-up){tf32}",
+             f"- mode: {'QUICK (tiny sizes, smoke run: numbers mean nothing)' if quick else 'full'}",
+             f"- sources: {', '.join(merged['sources']) or 'none'}"]
+    if merged["missing"]:
+        lines.append(f"- missing inputs: {'; '.join(merged['missing'])}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(merged):
+    return "\n".join([header_markdown(merged), throughput_markdown(_rows(merged, "throughput")),
+                      blocks_markdown(_rows(merged, "block"))])
+
+
+def chart(merged, path):
+    """Writes the PNG; returns None, or the reason no chart was written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:
+        return f"matplotlib unavailable ({type(exc).__name__}: {exc}); chart skipped"
+    thr, blk = _rows(merged, "throughput"), _rows(merged, "block")
+    if not thr and not blk:
+        return "no results to chart"
+    panels = [p for p in (thr, blk) if p]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    ax_iter = iter(axes[:, 0])
+    env = _env(merged)
+    if thr:
+        ax = next(ax_iter)
+        index = throughput_index(thr)
+        head = _headline(thr)
+        batches = sorted({c[3] for c in index if c[:3] == head}, reverse=True)
+        models = _order({m for c, ms in index.items() if c[:3] == head for m in ms}, MODEL_ORDER)
+        width = 0.8 / max(len(models), 1)
+        for k, m in enumerate(models):
+            vals = [(index.get((*head, b), {}).get(m) or {}).get("x_eager") or 0 for b in batches]
+            ax.bar([i + k * width for i in range(len(batches))], vals, width, label=MODEL_LABELS.get(m, m))
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(batches))])
+        ax.set_xticklabels([f"batch {b}" for b in batches])
+        ax.set_ylabel("speedup over torchvision eager")
+        ax.set_title(f"GoogLeNet throughput, {env.get('device_name', head[0])}, {head[1]} {head[2]}")
+        ax.legend(fontsize=8)
+    if blk:
+        ax = next(ax_iter)
+        index = block_index(blk)
+        names = _order(index, BLOCK_ORDER)
+        roof = any(r.get("roofline_fraction") is not None for r in blk)
+        impls = [i for i in _order({i for v in index.values() for i in v}, IMPL_ORDER)
+                 if not (roof is False and i == "torchvision")]
+        width = 0.8 / max(len(impls), 1)
+        for k, i in enumerate(impls):
+            vals = []
+            for n in names:
+                r = index[n].get(i)
+                base = index[n].get("torchvision")
+                if r is None:
+                    vals.append(0)
+                elif roof:
+                    vals.append(100 * (r.get("roofline_fraction") or 0))
+                else:
+                    vals.append(base["median_s"] / r["median_s"] if base else 0)
+            ax.bar([j + k * width for j in range(len(names))], vals, width, label=IMPL_LABELS.get(i, i))
+        ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(names))])
+        ax.set_xticklabels([n.replace("inception", "") for n in names])
+        ax.set_ylabel("% of H100 roofline" if roof else "speedup over torchvision block")
+        r0 = blk[0]
+        ax.set_title(f"per block, {r0['device']} {r0['dtype']} batch {r0['batch']}")
+        ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("json", nargs="+", help="pytest-benchmark JSON files (missing ones are noted and skipped)")
+    p.add_argument("--md", help="write the markdown report here")
+    p.add_argument("--chart", help="write the PNG chart here (needs matplotlib)")
+    p.add_argument("--merged-json", help="write all benchmarks of all inputs as one JSON")
+    p.add_argument("--short", action="store_true", help="print a short table (headline config + blocks)")
+    p.add_argument("--name", action="store_true", help="print the results base name and exit")
+    args = p.parse_args(argv)
+    merged = load(args.json)
+    if args.name:
+        print(result_basename(merged))
+        return 0
+    for m in merged["missing"]:
+        print(f"report: skipped input {m}", file=sys.stderr)
+    if args.merged_json:
+        with open(args.merged_json, "w") as f:
+            json.dump(merged, f, indent=1, default=str)
+    text = markdown(merged)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(text)
+    if args.chart:
+        why = chart(merged, args.chart)
+        if why:
+            print(f"report: {why}", file=sys.stderr)
+    if args.short:
+        print(throughput_short(_rows(merged, "throughput")))
+        print()
+        print(blocks_short(_rows(merged, "block")))
+    elif not args.md:
+        print(text)
+    return 0 if merged["benchmarks"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The "cuda" backend: one Inception block in two launches of the compiled extension
+``inception_fast._C`` (csrc/).
+
+* Launch 1, ``torch.ops.inception_fast.reduce_pool_``: the three input-reading 1x1
+  convs as one GEMM (branch 1 into its slice of ``out``, the reductions into
+  ``scratch``) and the whole pool branch (3x3 max pool formed while loading).
+* Launch 2, ``torch.ops.inception_fast.branch_convs_``: the 3x3 and k x k convs as
+  implicit GEMMs over ``scratch``, each into its slice of ``out``.
+
+On CUDA both are the tensor-core kernel in csrc/cuda/conv_gemm.cu; on CPU they are
+the ATen-based C++ kernels in csrc/cpu/.  INCEPTION_FAST_CUDA_LAUNCH2=triton makes
+launch 2 on CUDA use the Triton kernel (backends/triton/branch_convs.py) instead.
+
+Importing this module never fails when the extension is absent: the extension is
+loaded on first use, and ``unavailable_reason`` then says why it is missing.
+No device is queried before ``unavailable_reason`` is asked about one.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Optional
+
+import torch
+
+from .. import ops as _ops  # the op schemas must exist before kernels are looked up
+from . import Backend, register
+
+__all__ = ["load_extension", "extension_error", "has_cuda_kernels", "launch2_on_cuda"]
+
+_BUILD_HINT = "build it with: CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e ."
+_extension = None
+_extension_error: Optional[str] = None
+_tried = False
+
+
+def load_extension():
+    """The imported ``inception_fast._C`` module, or None (see ``extension_error``)."""
+    global _extension, _extension_error, _tried
+    if not _tried:
+        _tried = True
+        try:
+            _extension = importlib.import_module("inception_fast._C")
+        except Exception as exc:  # absent, or built against another torch (undefined symbols)
+            _extension_error = f"{type(exc).__name__}: {exc}"
+    return _extension
+
+
+def extension_error() -> Optional[str]:
+    """None when the extension loaded, else why it did not."""
+    load_extension()
+    return _extension_error
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the loaded extension registered CUDA kernels (it was built with nvcc)."""
+    if load_extension() is None:
+        return False
+    return bool(getattr(_extension, "with_cuda", 0)) and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "inception_fast::reduce_pool_", "CUDA")
+
+
+def launch2_on_cuda() -> str:
+    """Which kernel runs launch 2 on CUDA: "compiled" (default) or "triton"."""
+    choice = os.environ.get("INCEPTION_FAST_CUDA_LAUNCH2", "compiled").strip().lower()
+    if choice not in ("compiled", "triton"):
+        raise ValueError(f"INCEPTION_FAST_CUDA_LAUNCH2 must be 'compiled' or 'triton', got {choice!r}")
+    return choice
+
+
+def _unavailable_reason(device) -> Optional[str]:
+    device = torch.device(device)
+    if load_extension() is None:
+        return f"the compiled extension inception_fast._C is not built ({_extension_error}); {_BUILD_HINT}"
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"runs on cpu and cuda, not on {device.type}"
+    if not has_cuda_kernels():
+        return ("inception_fast._C was built without CUDA kernels (no nvcc under CUDA_HOME, or torch without "
+                f"CUDA, at build time); {_BUILD_HINT}")
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"needs compute capability >= 8.0 (mma.sync bf16, cp.async), found {major}.{minor}"
+    try:
+        launch2 = launch2_on_cuda()
+    except ValueError as exc:
+        return str(exc)
+    if launch2 == "triton":
+        try:
+            importlib.import_module("inception_fast.backends.triton.branch_convs")
+        except Exception as exc:
+            return f"INCEPTION_FAST_CUDA_LAUNCH2=triton but the Triton launch 2 does not import ({exc})"
+    return None
+
+
+def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    if load_extension() is None:
+        raise RuntimeError(f"the compiled extension inception_fast._C is not built ({_extension_error})")
+    out, scratch = _ops._empty_outputs(x, w_red, w_pool, w3, w5)
+    ch1 = w_red.shape[0] - scratch.shape[1]
+    torch.ops.inception_fast.reduce_pool_(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    if x.is_cuda and launch2_on_cuda() == "triton":
+        from .triton.branch_convs import launch_branch_convs
+
+        with torch.cuda.device(x.device):
+            launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1)
+    else:
+        torch.ops.inception_fast.branch_convs_(scratch, w3, b3, w5, b5, out, ch1)
+    return out, scratch
+
+
+register(Backend("cuda", _unavailable_reason, _block_forward))

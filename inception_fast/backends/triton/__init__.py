@@ -1,0 +1,34 @@
+"""Triton kernels for one Inception block's inference forward: exactly two launches.
+
+* ``launch_reduce_pool`` (reduce_pool.py, launch 1): the three input-reading 1x1 convs as one GEMM
+  (branch 1 into its slice of ``out``, the reductions into ``scratch``) and the whole pool branch.
+* ``launch_branch_convs`` (branch_convs.py, launch 2): branch 2's 3x3 and branch 3's kxk convs as
+  implicit GEMMs over ``scratch``, each into its slice of ``out``.
+
+``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
+package imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ...ops import _empty_outputs
+from ._common import INTERPRET, check_dtype, launch_count
+from .branch_convs import launch_branch_convs
+from .reduce_pool import launch_reduce_pool
+
+__all__ = ["block_forward", "launch_reduce_pool", "launch_branch_convs", "launch_count", "INTERPRET"]
+
+
+def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel."""
+    check_dtype(x.dtype)
+    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
+    ch1 = w_red.shape[0] - scratch.shape[1]
+    # Triton launches on the current CUDA device; the tensors may live on another one.
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch)
+        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1)
+    return out, scratch

@@ -1,0 +1,230 @@
+"""Launch 1 of the Triton Inception block: the three 1x1 convs that read the block input,
+and the whole pool branch, in one kernel.
+
+Views: the NHWC input x (N, Cin, H, W) channels_last is a GEMM operand x2d [M = N*H*W, Cin].
+Each program owns BLOCK_M output pixels (rows of x2d) and one column tile, in one of two roles:
+
+* reduce (the first cdiv(NR, BLOCK_N) column tiles):
+  x2d @ w_red^T + b_red, ReLU, with w_red = [ch1 + ch3red + ch5red, Cin].  Columns [0, ch1) are
+  branch 1 and go straight into out[..., 0:ch1]; columns [ch1, NR) are the two reductions and go
+  into scratch[..., 0:ch3red+ch5red].  No intermediate for branch 1, no torch.cat.
+* pool (the remaining cdiv(pool, BLOCK_N_POOL) column tiles):
+  the 3x3 / stride 1 / pad 1 max pool is taken while the A tile is loaded (nine shifted loads of
+  BLOCK_K_POOL channels, out-of-image taps read as -inf, so padding never wins), then
+  @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:].  The pooled input never exists in
+  memory; the shifted loads mostly hit L1/L2, since neighbouring pixels share their taps.
+
+Column tiles vary fastest in the 1-D grid, so the programs sharing an input tile run together and
+read it from L2, not HBM.
+
+Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 operands use TF32 only when
+torch.backends.cudnn.allow_tf32 is on (read at call time), else exact fp32.  The max pool is exact
+in any dtype.  Offsets are 64-bit (pixel index cast before it meets a stride): N*H*W*C may pass 2^31.
+
+Layout (NCHW): the op only ever receives channels_last tensors.  The ops layer makes x
+channels_last, and FusedGoogLeNet converts once at its entry, so every block between stays NHWC
+and no per-block NCHW<->NHWC copy or NCHW kernel variant exists.  The kernels still take every
+tensor's real strides, so they are correct for any strides; channels_last is what makes the channel
+axis contiguous (coalesced loads) and a branch's channel slice a plain column block of out.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+
+__all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
+
+
+@triton.jit
+def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
+                 CIN, NR, CH1, sx_c, sw_n, sw_k, sb, so_c, ss_c,
+                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = offs_n < NR
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = x_ptr + x_row[:, None] + offs_k[None, :] * sx_c
+    b_ptrs = w_ptr + offs_n[None, :] * sw_n + offs_k[:, None] * sw_k
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, CIN, BLOCK_K):
+        k_ok = (k0 + offs_k) < CIN
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K * sx_c
+        b_ptrs += BLOCK_K * sw_k
+
+    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    y = tl.maximum(acc + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
+    is_branch1 = offs_n < CH1
+    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y,
+             mask=row_ok[:, None] & (col_ok & is_branch1)[None, :])
+    tl.store(scratch_ptr + s_row[:, None] + (offs_n - CH1)[None, :] * ss_c, y,
+             mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :])
+
+
+@triton.jit
+def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n,
+               H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, sw_n, sw_k, sb, so_c,
+               DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr):
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = offs_n < NP
+    offs_k = tl.arange(0, BLOCK_K)
+    b_ptrs = w_ptr + offs_n[None, :] * sw_n + offs_k[:, None] * sw_k
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # num_stages=1: software-pipelining nine shifted loads would multi-buffer all of them in
+    # shared memory (over 300 KB for 128x64 bf16 tiles at 3 stages, past the H100's 227 KB).
+    # The nine independent loads in flight hide latency well enough; they mostly hit L1/L2.
+    for k0 in tl.range(0, CIN, BLOCK_K, num_stages=1):
+        kk = k0 + offs_k
+        k_ok = kk < CIN
+        # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
+        # promote bf16 to fp32 anyway.
+        pooled = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
+        for dh in tl.static_range(3):
+            for dw in tl.static_range(3):
+                h2 = hh + (dh - 1)
+                w2 = ww + (dw - 1)
+                tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
+                tap_row = x_row + (dh - 1) * sx_h + (dw - 1) * sx_w
+                v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * sx_c,
+                            mask=tap_ok[:, None] & k_ok[None, :], other=float("-inf"))
+                pooled = tl.maximum(pooled, v.to(tl.float32))
+        # Rows past M and channels past Cin are still -inf; -inf * 0 would be NaN in the dot.
+        a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        b_ptrs += BLOCK_K * sw_k
+
+    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    y = tl.maximum(acc + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + o_row[:, None] + (POOL_COL0 + offs_n)[None, :] * so_c, y,
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+# M, H, W and the tile count only enter masks and index arithmetic on the row axis, so their
+# divisibility buys nothing; not specializing on them keeps one binary across batch sizes.
+@triton.jit(do_not_specialize=["M", "H", "W", "N_POOL_TILES"])
+def _reduce_pool_kernel(
+    x_ptr, w_red_ptr, b_red_ptr, w_pool_ptr, b_pool_ptr, out_ptr, scratch_ptr,
+    M, H, W, CIN, NR, CH1, NP, POOL_COL0, N_POOL_TILES,
+    sx_n, sx_h, sx_w, sx_c,
+    swr_n, swr_k, sbr, swp_n, swp_k, sbp,
+    so_n, so_h, so_w, so_c,
+    ss_n, ss_h, ss_w, ss_c,
+    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_red_tiles = tl.cdiv(NR, BLOCK_N)
+    n_tiles = n_red_tiles + N_POOL_TILES
+    pid_m = pid // n_tiles
+    pid_n = pid % n_tiles
+
+    # Pixel index < M < 2^31 (checked by the launcher); only offsets need 64 bits.
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < M
+    hw = H * W
+    img = (offs_m // hw).to(tl.int64)
+    rem = offs_m % hw
+    hh = rem // W
+    ww = rem % W
+    x_row = img * sx_n + hh.to(tl.int64) * sx_h + ww.to(tl.int64) * sx_w
+    o_row = img * so_n + hh.to(tl.int64) * so_h + ww.to(tl.int64) * so_w
+
+    if pid_n < n_red_tiles:
+        s_row = img * ss_n + hh.to(tl.int64) * ss_h + ww.to(tl.int64) * ss_w
+        _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
+                     CIN, NR, CH1, sx_c, swr_n, swr_k, sbr, so_c, ss_c,
+                     DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+    else:
+        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n - n_red_tiles,
+                   H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, swp_n, swp_k, sbp, so_c,
+                   DOT_PRECISION, BLOCK_M, BLOCK_N_POOL, BLOCK_K_POOL)
+
+
+# Chosen for H100 bf16 with Cin 192..832 and 49 .. 200k pixels: 128-row tiles for the large
+# batches, 64-row tiles so that small images (7x7 at batch 1) still spread over the SMs.
+CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+]
+# The pool role holds nine shifted [BLOCK_M, BLOCK_K_POOL] loads at once.  With 16 channels a
+# step, no config spills (ptxas, sm_90, bf16); 32 spills at 128 rows x 4 warps, 64 spills ~1 KB.
+POOL_BLOCK_K = 16
+# The interpreter runs programs one by one in numpy, paying per program and per op rather than per
+# element: no tuning, one fixed tile, large enough to keep the test suite quick.
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_K_POOL": 64}
+
+# Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
+AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION"]
+
+
+def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
+    """The autotuned kernel (tests build one with their own configs and do_bench)."""
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_reduce_pool_kernel)
+
+
+# Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
+# the losing configs.
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+
+
+def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
+    """(positional args, launcher-fixed constexprs, grid(meta)) for _reduce_pool_kernel."""
+    _common.check_dtype(x.dtype)
+    n, cin, h, w = x.shape
+    nr, np_ = w_red.shape[0], w_pool.shape[0]
+    ch1 = nr - scratch.shape[1]
+    m = n * h * w
+    if m + 1024 >= 2**31:  # + a tile: the last tile's row indices must fit too
+        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
+    pool_col0 = out.shape[1] - np_
+    block_n_pool = _common.next_pow2_clamped(np_)
+    n_pool_tiles = triton.cdiv(np_, block_n_pool)
+    args = (
+        x, w_red, b_red, w_pool, b_pool, out, scratch,
+        m, h, w, cin, nr, ch1, np_, pool_col0, n_pool_tiles,
+        x.stride(0), x.stride(2), x.stride(3), x.stride(1),
+        w_red.stride(0), w_red.stride(1), b_red.stride(0), w_pool.stride(0), w_pool.stride(1), b_pool.stride(0),
+        out.stride(0), out.stride(2), out.stride(3), out.stride(1),
+        scratch.stride(0), scratch.stride(2), scratch.stride(3), scratch.stride(1),
+    )
+    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool,
+            "BLOCK_K_POOL": POOL_BLOCK_K}
+
+    def grid(cfg):
+        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles),)
+
+    return args, meta, grid
+
+
+def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor, w_pool: torch.Tensor,
+                       b_pool: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor,
+                       config: Optional[triton.Config] = None) -> None:
+    """Launch 1: fills out[:, :ch1], out[:, -pool:] and scratch (all post-ReLU), in one launch.
+
+    x (N, Cin, H, W); w_red (ch1 + ch3red + ch5red, Cin); w_pool (pool, Cin); out (N, C_total, H, W);
+    scratch (N, ch3red + ch5red, H, W).  Any strides (channels_last is the fast case).
+    ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K) skips autotuning.
+    """
+    if x.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
+        return
+    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    if config is None and _tuned_kernel is not None:
+        _common.launch(_tuned_kernel, grid, *args, **meta)
+        return
+    if config is None:
+        meta.update(INTERPRETER_CONFIG)
+    else:
+        meta.update(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    _common.launch(_reduce_pool_kernel, grid(meta), *args, **meta)

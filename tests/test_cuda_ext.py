@@ -1,0 +1,474 @@
+"""The compiled extension inception_fast._C (csrc/) and the "cuda" backend built on it.
+
+Every check compares with F.conv2d / F.max_pool2d in float64 from the very same random
+packed weights (layout in inception_fast.backends), on NaN-poisoned outputs, so an element
+no kernel writes fails the comparison, and a slice an op must not touch stays NaN.
+
+* CPU kernels (csrc/cpu/): all GoogLeNet block configs at small spatial sizes, odd channel
+  counts and sizes, batch 1 and 3, k = 3 and 5; fp32 at TOLERANCE["fp32"], fp16/bf16 with the
+  2x rule; torch.library.opcheck; argument errors.
+* The CUDA kernel's source (csrc/cuda/conv_gemm.cu) on the CPU, through the emulator in
+  tests/cuda_emulator/ (built on first use with torch.utils.cpp_extension, ~30 s): every
+  arithmetic mode (bf16, fp16, TF32, exact fp32), the aligned cp.async path and the
+  element-wise fallback, several M / N tiles and K tails, cp.async landing late and early.
+* GPU (skipped without CUDA, checked at test time): real 3a / 4e / 5b shapes at batch 1 and
+  2-8, fp16/bf16 with the 2x rule, fp32 with TF32 (TOLERANCE["tf32"]) and without
+  (TOLERANCE["fp32"]), the element-wise fallback, opcheck, CUDA graph capture, and launch 2
+  through Triton (INCEPTION_FAST_CUDA_LAUNCH2=triton).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast.backends import cuda_backend as cb
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+if cb.load_extension() is None:
+    pytest.skip(f"inception_fast._C is not built ({cb.extension_error()})", allow_module_level=True)
+
+OPS = torch.ops.inception_fast
+NAN = float("nan")
+CL = torch.channels_last
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool): fills no tile, no 16-byte chunk and no K block.
+ODD = (13, 5, 7, 9, 3, 6, 4)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def make_block(cfg, k5=3, n=1, h=5, w=5, dtype=torch.float32, device="cpu", seed=0):
+    """Input and packed weights in the backend layout, scaled so activations stay O(1)."""
+    cin, ch1, r3, c3, r5, c5, pool = cfg
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, fan_in=None):
+        t = torch.randn(*shape, generator=g)
+        return t * fan_in ** -0.5 if fan_in else t * 0.2 + 0.05
+
+    tensors = dict(
+        x=torch.randn(n, cin, h, w, generator=g).contiguous(memory_format=CL),
+        w_red=rnd(ch1 + r3 + r5, cin, fan_in=cin), b_red=rnd(ch1 + r3 + r5),
+        w_pool=rnd(pool, cin, fan_in=cin), b_pool=rnd(pool),
+        w3=rnd(c3, r3, 3, 3, fan_in=9 * r3).contiguous(memory_format=CL), b3=rnd(c3),
+        w5=rnd(c5, r5, k5, k5, fan_in=k5 * k5 * r5).contiguous(memory_format=CL), b5=rnd(c5),
+    )
+    # .to() keeps the memory format, so w3/w5 stay (Cout, kh, kw, Cin) in memory.
+    return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+
+
+def dims(b):
+    r3, r5 = b["w3"].shape[1], b["w5"].shape[1]
+    ch1 = b["w_red"].shape[0] - r3 - r5
+    c3, c5, pool = b["w3"].shape[0], b["w5"].shape[0], b["w_pool"].shape[0]
+    return ch1, r3, r5, c3, c5, pool
+
+
+def reference(b, dtype=None):
+    """(out, scratch) of the block from packed weights with plain PyTorch ops (dtype: compute in)."""
+    b = {k: v.to(dtype) for k, v in b.items()} if dtype is not None else b
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    red = F.relu(F.conv2d(b["x"], b["w_red"][:, :, None, None], b["b_red"]))
+    y3 = F.relu(F.conv2d(red[:, ch1:ch1 + r3], b["w3"], b["b3"], padding=1))
+    y5 = F.relu(F.conv2d(red[:, ch1 + r3:], b["w5"], b["b5"], padding=b["w5"].shape[-1] // 2))
+    yp = F.relu(F.conv2d(F.max_pool2d(b["x"], 3, 1, 1), b["w_pool"][:, :, None, None], b["b_pool"]))
+    return torch.cat([red[:, :ch1], y3, y5, yp], 1), red[:, ch1:]
+
+
+def reference_launch2(scratch, b, dtype=torch.float64):
+    """Launch 2 alone, from the scratch the kernel under test was given."""
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    s = scratch.to(dtype)
+    w3, b3, w5, b5 = (b[k].to(dtype) for k in ("w3", "b3", "w5", "b5"))
+    y3 = F.relu(F.conv2d(s[:, :r3], w3, b3, padding=1))
+    y5 = F.relu(F.conv2d(s[:, r3:], w5, b5, padding=w5.shape[-1] // 2))
+    return y3, y5
+
+
+def poisoned_buffers(b):
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    n, _, h, w = b["x"].shape
+    kw = dict(dtype=b["x"].dtype, device=b["x"].device)
+    out = torch.full((n, ch1 + c3 + c5 + pool, h, w), NAN, **kw).contiguous(memory_format=CL)
+    scratch = torch.full((n, r3 + r5, h, w), NAN, **kw).contiguous(memory_format=CL)
+    return out, scratch
+
+
+def launch1_args(b, out, scratch):
+    return (b["x"], b["w_red"], b["b_red"], b["w_pool"], b["b_pool"], out, scratch)
+
+
+def launch2_args(b, scratch, out):
+    return (scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, dims(b)[0])
+
+
+def assert_nonzero(ref):
+    assert ref.double().std() > 0.1, "reference is near zero: the comparison could not fail"
+
+
+def check_launch1(b, out, scratch, tolerance, what):
+    """Launch 1 wrote branch 1, scratch and the pool slice, and left branches 2-3 untouched.
+
+    tolerance(ref64_part, ref_part_in_b's_dtype) gives the bound for each part."""
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    ref_out, ref_scratch = reference(b, torch.float64)
+    low_out, low_scratch = reference(b)
+    assert_nonzero(ref_out)
+    tail = ch1 + c3 + c5
+    check_close(out[:, :ch1], ref_out[:, :ch1], tolerance(ref_out[:, :ch1], low_out[:, :ch1]), f"{what} branch 1")
+    check_close(scratch, ref_scratch, tolerance(ref_scratch, low_scratch), f"{what} scratch")
+    check_close(out[:, tail:], ref_out[:, tail:], tolerance(ref_out[:, tail:], low_out[:, tail:]), f"{what} pool")
+    assert torch.isnan(out[:, ch1:tail]).all(), f"{what}: launch 1 wrote into branch 2/3's slices"
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU kernels
+# ---------------------------------------------------------------------------------------------
+
+def _fp32(_ref64, _ref_low):
+    return TOLERANCE["fp32"]
+
+
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+def test_cpu_googlenet_blocks(name):
+    i = list(BLOCK_CONFIGS).index(name)
+    b = make_block(BLOCK_CONFIGS[name], k5=3 if i % 2 == 0 else 5, n=1 if i % 2 else 3, h=5, w=4 + i % 3, seed=i)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    check_launch1(b, out, scratch, _fp32, name)
+    OPS.branch_convs_(*launch2_args(b, scratch, out))
+    y3, y5 = reference_launch2(scratch, b)
+    check_close(out[:, ch1:ch1 + c3], y3, TOLERANCE["fp32"], f"{name} branch 2")
+    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, TOLERANCE["fp32"], f"{name} branch 3")
+    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"{name} whole block")
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("k5", [3, 5])
+def test_cpu_odd_shapes(n, k5):
+    b = make_block(ODD, k5=k5, n=n, h=5, w=7, seed=n + k5)
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    check_launch1(b, out, scratch, _fp32, f"odd n={n} k5={k5}")
+    OPS.branch_convs_(*launch2_args(b, scratch, out))
+    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"odd n={n} k5={k5}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpu_low_precision(dtype):
+    b = make_block(BLOCK_CONFIGS["inception4a"], k5=5, n=2, h=5, w=6, dtype=dtype)
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    OPS.branch_convs_(*launch2_args(b, scratch, out))
+    ref64, ref_scratch64 = reference(b, torch.float64)
+    ref_low, ref_scratch_low = reference(b)
+    assert out.dtype == dtype and scratch.dtype == dtype
+    check_close(scratch, ref_scratch64, reduced_precision_bound(ref_scratch_low, ref_scratch64), "scratch")
+    check_close(out, ref64, reduced_precision_bound(ref_low, ref64), "out")
+
+
+def test_cpu_block_forward_through_registry():
+    b = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=2, h=6, w=5)
+    assert cb._unavailable_reason(torch.device("cpu")) is None
+    out, scratch = torch.ops.inception_fast.inception_block(*b.values(), "cuda")
+    assert out.is_contiguous(memory_format=CL) and scratch.is_contiguous(memory_format=CL)
+    ref_out, ref_scratch = reference(b, torch.float64)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "out")
+
+
+def test_cpu_block_forward_poisoned(monkeypatch):
+    made = []
+    real = cb._ops._empty_outputs
+
+    def nan_outputs(*args):
+        bufs = real(*args)
+        for t in bufs:
+            t.fill_(NAN)
+        made.append(bufs)
+        return bufs
+
+    monkeypatch.setattr(cb._ops, "_empty_outputs", nan_outputs)
+    b = make_block(ODD, k5=5, n=3, h=4, w=6, seed=3)
+    out, scratch = cb._block_forward(**b)
+    assert made, "block_forward did not allocate through _empty_outputs; poisoning had no effect"
+    ref_out, ref_scratch = reference(b, torch.float64)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "out")
+
+
+def test_cpu_accepts_other_layouts():
+    """NCHW x and OIHW-contiguous w3/w5 give the same result (copied internally)."""
+    b = make_block(ODD, k5=5, n=2, h=5, w=5, seed=7)
+    b2 = dict(b, x=b["x"].contiguous(), w3=b["w3"].contiguous(), w5=b["w5"].contiguous())
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b2, out, scratch))
+    OPS.branch_convs_(*launch2_args(b2, scratch, out))
+    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], "out")
+
+
+def test_cpu_opcheck():
+    b = make_block(ODD, k5=5, n=2, h=4, w=5, seed=1)
+    out, scratch = poisoned_buffers(b)
+    torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
+    torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
+
+
+def test_cpu_argument_errors():
+    b = make_block(ODD, n=1, h=4, w=4)
+    out, scratch = poisoned_buffers(b)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    too_wide = torch.empty(1, ch1 + r3 + r5 + 1, 4, 4).contiguous(memory_format=CL)
+    with pytest.raises(RuntimeError, match="scratch has"):
+        OPS.reduce_pool_(*launch1_args(b, out, too_wide))
+    with pytest.raises(RuntimeError, match="channels_last"):
+        OPS.reduce_pool_(*launch1_args(b, out.contiguous(), scratch))
+    with pytest.raises(RuntimeError, match="dtype"):
+        OPS.reduce_pool_(b["x"], b["w_red"].double(), *launch1_args(b, out, scratch)[2:])
+    with pytest.raises(RuntimeError, match="w_red"):
+        OPS.reduce_pool_(b["x"], b["w_red"][:, :-1], *launch1_args(b, out, scratch)[2:])
+    with pytest.raises(RuntimeError, match="do not fit"):
+        OPS.branch_convs_(*launch2_args(b, scratch, out)[:-1], out.shape[1])
+    with pytest.raises(RuntimeError, match="scratch"):
+        OPS.branch_convs_(scratch[:, 1:], *launch2_args(b, scratch, out)[1:])
+
+
+def test_unavailable_reasons():
+    assert cb._unavailable_reason(torch.device("cpu")) is None
+    assert "not on meta" in cb._unavailable_reason(torch.device("meta"))
+    assert cb.launch2_on_cuda() in ("compiled", "triton")
+
+
+def test_import_without_extension():
+    """With _C unimportable, the package still imports and "cuda" reports why it is unavailable."""
+    code = (
+        "import sys; sys.modules['inception_fast._C'] = None\n"
+        "import torch, inception_fast\n"
+        "from inception_fast.backends import availability\n"
+        "why = availability('cuda', 'cpu')\n"
+        "assert why.startswith('the compiled extension inception_fast._C is not built'), why\n"
+        "assert 'cuda' not in inception_fast.available_backends('cpu')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
+def test_extension_flags():
+    ext = cb.load_extension()
+    assert ext.with_cuda in (0, 1)
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("inception_fast::reduce_pool_", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("inception_fast::branch_convs_", "CPU")
+    assert cb.has_cuda_kernels() == bool(ext.with_cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA kernel's source, emulated on the CPU
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def emulator():
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler to build the kernel emulator")
+    from torch.utils.cpp_extension import load
+
+    try:
+        load(name="inception_fast_emu", sources=[str(REPO / "tests" / "cuda_emulator" / "emulator.cpp")],
+             extra_include_paths=[str(REPO / "csrc"), str(REPO / "tests" / "cuda_emulator")],
+             extra_cflags=["-O2", "-g0", "-std=c++20", "-DINCEPTION_FAST_EMULATE"], is_python_module=False)
+    except Exception as exc:  # e.g. a compiler without C++20 <barrier>; nvcc still builds the real kernel
+        pytest.skip(f"could not build the kernel emulator: {str(exc)[-500:]}")
+    yield torch.ops.inception_fast_emu
+    torch.ops.inception_fast_emu.set_eager_copies(False)
+
+
+# (dtype, TF32 allowed): the four arithmetic paths of conv_gemm.cu.
+EMULATED_MODES = [(torch.bfloat16, False), (torch.float16, False), (torch.float32, True), (torch.float32, False)]
+# 13x11 pixels = 2 M tiles; ch1+ch3red+ch5red = 144 and ch3 = 136 = 2 N tiles; 72 input channels
+# = a K tail for bf16; a 5x5 branch 3; and ODD, which takes the element-wise (unaligned) loaders.
+EMULATED_SHAPES = {"aligned": ((72, 104, 24, 136, 16, 40, 24), 1, 13, 11, 5), "odd": (ODD, 2, 5, 7, 3)}
+
+
+def _emulated_tolerance(dtype, tf32):
+    """tolerance(ref64, ref_low) for a dtype / TF32 mode of the kernel."""
+    if dtype != torch.float32:
+        return lambda ref64, ref_low: reduced_precision_bound(ref_low, ref64)
+    return lambda ref64, ref_low: TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
+
+
+@pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
+@pytest.mark.parametrize("dtype,tf32", EMULATED_MODES, ids=["bf16", "fp16", "tf32", "fp32"])
+def test_emulated_cuda_kernel(emulator, dtype, tf32, shape):
+    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
+    emulator.set_eager_copies(False)
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=11)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    out, scratch = poisoned_buffers(b)
+    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
+    tolerance = _emulated_tolerance(dtype, tf32)
+    check_launch1(b, out, scratch, tolerance, f"emulated launch 1 ({shape})")
+    emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
+    y3, y5 = reference_launch2(scratch, b)
+    l3, l5 = reference_launch2(scratch, b, dtype)
+    check_close(out[:, ch1:ch1 + c3], y3, tolerance(y3, l3), "emulated branch 2")
+    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, tolerance(y5, l5), "emulated branch 3")
+    assert not torch.isnan(out).any()
+
+
+def test_emulated_cuda_kernel_early_copies(emulator):
+    """cp.async landing at issue: a prefetch into a stage still being read would corrupt it."""
+    cfg, n, h, w, k5 = EMULATED_SHAPES["aligned"]
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=torch.bfloat16, seed=12)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    out, scratch = poisoned_buffers(b)
+    emulator.set_eager_copies(True)
+    try:
+        emulator.reduce_pool_(*launch1_args(b, out, scratch), False)
+        check_launch1(b, out, scratch, _emulated_tolerance(torch.bfloat16, False), "early cp.async, launch 1")
+        emulator.branch_convs_(*launch2_args(b, scratch, out), False)
+    finally:
+        emulator.set_eager_copies(False)
+    y3, y5 = reference_launch2(scratch, b)
+    l3, l5 = reference_launch2(scratch, b, torch.bfloat16)
+    check_close(out[:, ch1:ch1 + c3], y3, reduced_precision_bound(l3, y3), "early cp.async, branch 2")
+    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), "early cp.async, branch 3")
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------
+
+gpu = pytest.mark.gpu
+
+
+@pytest.fixture
+def cuda_kernels(cuda_device):
+    why = cb._unavailable_reason(cuda_device)
+    if why is not None:
+        pytest.skip(why)
+    return cuda_device
+
+
+@pytest.fixture
+def tf32_flag():
+    """Sets torch.backends.cudnn.allow_tf32 for one test and restores it."""
+    saved = torch.backends.cudnn.allow_tf32
+    yield lambda on: setattr(torch.backends.cudnn, "allow_tf32", on)
+    torch.backends.cudnn.allow_tf32 = saved
+
+
+def _gpu_block(name, n, dtype, device, k5=3, seed=0):
+    """A block at its real GoogLeNet spatial size."""
+    size = {"inception3a": 28, "inception4e": 14, "inception5b": 7}[name]
+    return make_block(BLOCK_CONFIGS[name], k5=k5, n=n, h=size, w=size, dtype=dtype, device=device, seed=seed)
+
+
+def _run_two_launches(b):
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    assert torch.isnan(out[:, ch1:ch1 + c3 + c5]).all(), "launch 1 wrote into branch 2/3's slices"
+    OPS.branch_convs_(*launch2_args(b, scratch, out))
+    torch.cuda.synchronize()
+    return out, scratch
+
+
+GPU_CASES = [("inception3a", 4), ("inception4e", 8), ("inception5b", 2), ("inception3a", 1), ("inception5b", 1)]
+
+
+@gpu
+@pytest.mark.parametrize("name,n", GPU_CASES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_low_precision(cuda_kernels, name, n, dtype):
+    b = _gpu_block(name, n, dtype, cuda_kernels, k5=5 if n == 1 else 3)
+    out, scratch = _run_two_launches(b)
+    ref64, ref_scratch64 = reference(b, torch.float64)
+    ref_low, ref_scratch_low = reference(b)  # cuDNN in the same dtype
+    assert_nonzero(ref64)
+    check_close(scratch, ref_scratch64, reduced_precision_bound(ref_scratch_low, ref_scratch64), f"{name} scratch")
+    check_close(out, ref64, reduced_precision_bound(ref_low, ref64), f"{name} out")
+
+
+@gpu
+@pytest.mark.parametrize("name,n", GPU_CASES)
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_gpu_fp32(cuda_kernels, tf32_flag, name, n, tf32):
+    tf32_flag(tf32)
+    b = _gpu_block(name, n, torch.float32, cuda_kernels, k5=5 if n == 1 else 3)
+    out, scratch = _run_two_launches(b)
+    ref64, ref_scratch64 = reference(b, torch.float64)
+    tol = TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
+    check_close(scratch, ref_scratch64, tol, f"{name} scratch")
+    check_close(out, ref64, tol, f"{name} out")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n,k5", [(1, 3), (3, 5)])
+def test_gpu_odd_shapes(cuda_kernels, tf32_flag, dtype, n, k5):
+    """Channel counts that break 16-byte chunks take the element-wise loaders."""
+    tf32_flag(False)
+    b = make_block(ODD, k5=k5, n=n, h=5, w=7, dtype=dtype, device=cuda_kernels, seed=n)
+    out, scratch = _run_two_launches(b)
+    ref64, ref_scratch64 = reference(b, torch.float64)
+    tol_out = TOLERANCE["fp32"] if dtype == torch.float32 else reduced_precision_bound(reference(b)[0], ref64)
+    check_close(out, ref64, tol_out, "odd out")
+
+
+@gpu
+def test_gpu_misaligned_weights(cuda_kernels):
+    """A weight whose rows start off a 16-byte boundary must take the element-wise path, not fault."""
+    b = _gpu_block("inception4e", 2, torch.bfloat16, cuda_kernels)
+    w = b["w_red"]
+    storage = torch.empty(w.numel() + 1, dtype=w.dtype, device=w.device)
+    b["w_red"] = storage[1:].view_as(w).copy_(w)
+    out, _ = _run_two_launches(b)
+    ref64 = reference(b, torch.float64)[0]
+    check_close(out, ref64, reduced_precision_bound(reference(b)[0], ref64), "misaligned w_red")
+
+
+@gpu
+def test_gpu_block_forward_and_graph(cuda_kernels):
+    b = _gpu_block("inception4e", 2, torch.bfloat16, cuda_kernels)
+    out, scratch = torch.ops.inception_fast.inception_block(*b.values(), "cuda")
+    ref64 = reference(b, torch.float64)[0]
+    tol = reduced_precision_bound(reference(b)[0], ref64)
+    check_close(out, ref64, tol, "block_forward")
+    # Both launches are capturable (current stream, no sync, no allocation inside the kernels' setup).
+    static_out, static_scratch = poisoned_buffers(b)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        OPS.reduce_pool_(*launch1_args(b, static_out, static_scratch))
+        OPS.branch_convs_(*launch2_args(b, static_scratch, static_out))
+    graph.replay()
+    torch.cuda.synchronize()
+    check_close(static_out, ref64, tol, "graph replay")
+
+
+@gpu
+def test_gpu_opcheck(cuda_kernels):
+    b = make_block(ODD, k5=5, n=2, h=4, w=5, device=cuda_kernels, seed=1)
+    out, scratch = poisoned_buffers(b)
+    torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
+    torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
+
+
+@gpu
+def test_gpu_launch2_through_triton(cuda_kernels, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("INCEPTION_FAST_CUDA_LAUNCH2", "triton")
+    if cb._unavailable_reason(cuda_kernels) is not None:
+        pytest.skip(cb._unavailable_reason(cuda_kernels))
+    b = _gpu_block("inception3a", 2, torch.bfloat16, cuda_kernels)
+    out, _ = cb._block_forward(**b)
+    ref64 = reference(b, torch.float64)[0]
+    check_close(out, ref64, reduced_precision_bound(reference(b)[0], ref64), "triton launch 2")

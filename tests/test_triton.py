@@ -1,0 +1,406 @@
+"""The Triton backend (inception_fast/backends/triton/) against an fp64 plain-PyTorch block.
+
+Both launches run on random packed weights in the documented layout (see inception_fast.backends)
+and are compared with F.conv2d / F.max_pool2d in float64 from the very same weights.  Outputs are
+NaN-poisoned before the kernels run, so an element no kernel writes fails the comparison.
+
+* CPU: the kernels run under TRITON_INTERPRET=1 (tests/conftest.py sets it before triton is
+  imported; set it yourself when running this file alone).  fp32 at TOLERANCE["fp32"], plus fp16.
+* GPU (marked gpu, skipped without CUDA): fp16/bf16 with the 2x rule, fp32 with and without TF32,
+  every autotuning config, and the same two-launch check.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+# Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
+from inception_fast.backends import triton as tb  # noqa: E402
+from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
+
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool): fills no tile and no K block anywhere.
+ODD = (13, 5, 7, 9, 3, 6, 4)
+
+
+def make_block(cfg, k5=3, n=1, h=5, w=5, dtype=torch.float32, device="cpu", seed=0):
+    """Input and packed weights in the backend layout; weights scaled so activations stay O(1)."""
+    cin, ch1, r3, c3, r5, c5, pool = cfg
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, fan_in=None):
+        t = torch.randn(*shape, generator=g)
+        return t * fan_in ** -0.5 if fan_in else t * 0.2 + 0.05
+
+    cl = torch.channels_last
+    x = torch.randn(n, cin, h, w, generator=g)
+    tensors = dict(
+        x=x.contiguous(memory_format=cl),
+        w_red=rnd(ch1 + r3 + r5, cin, fan_in=cin), b_red=rnd(ch1 + r3 + r5),
+        w_pool=rnd(pool, cin, fan_in=cin), b_pool=rnd(pool),
+        w3=rnd(c3, r3, 3, 3, fan_in=9 * r3).contiguous(memory_format=cl), b3=rnd(c3),
+        w5=rnd(c5, r5, k5, k5, fan_in=k5 * k5 * r5).contiguous(memory_format=cl), b5=rnd(c5),
+    )
+    # .to() keeps the memory format, so w3/w5 stay (Cout, kh, kw, Cin) in memory.
+    return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+
+
+def block_reference(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """(out, scratch) of the block from packed weights with plain PyTorch ops, in x's dtype."""
+    r3, r5 = w3.shape[1], w5.shape[1]
+    ch1 = w_red.shape[0] - r3 - r5
+    red = F.relu(F.conv2d(x, w_red[:, :, None, None], b_red))
+    y3 = F.relu(F.conv2d(red[:, ch1:ch1 + r3], w3, b3, padding=1))
+    y5 = F.relu(F.conv2d(red[:, ch1 + r3:], w5, b5, padding=w5.shape[-1] // 2))
+    yp = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool))
+    return torch.cat([red[:, :ch1], y3, y5, yp], 1), red[:, ch1:]
+
+
+def reference64(block):
+    return block_reference(**{k: v.double() for k, v in block.items()})
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """block_forward's out and scratch start as NaN; asserts afterwards that poisoning happened."""
+    real = tb._empty_outputs
+    calls = []
+
+    def nan_outputs(*args):
+        bufs = real(*args)
+        for b in bufs:
+            b.fill_(float("nan"))
+        calls.append(bufs)
+        return bufs
+
+    monkeypatch.setattr(tb, "_empty_outputs", nan_outputs)
+    yield
+    assert calls, "block_forward did not allocate through _empty_outputs; poisoning had no effect"
+
+
+def check_block(block, tol, what):
+    out, scratch = tb.block_forward(**block)
+    ref_out, ref_scratch = reference64(block)
+    assert out.shape == ref_out.shape and scratch.shape == ref_scratch.shape
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert scratch.is_contiguous(memory_format=torch.channels_last)
+    assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref_scratch, tol, f"{what} scratch")
+    return check_close(out, ref_out, tol, f"{what} out")
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU, under the Triton interpreter
+# ---------------------------------------------------------------------------------------------
+
+@interpreter_only
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+def test_googlenet_blocks_fp32(name, poisoned):
+    # Alternate the branch-3 kernel (torchvision's 3 / the paper's 5) and the batch across blocks.
+    i = list(BLOCK_CONFIGS).index(name)
+    block = make_block(BLOCK_CONFIGS[name], k5=3 if i % 2 == 0 else 5, n=1 if i % 3 else 2, h=5, w=5)
+    check_block(block, TOLERANCE["fp32"], name)
+
+
+@interpreter_only
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("k5", [3, 5])
+def test_odd_shapes_fp32(n, k5, poisoned):
+    check_block(make_block(ODD, k5=k5, n=n, h=5, w=7, seed=n + k5), TOLERANCE["fp32"], f"odd n={n} k5={k5}")
+
+
+@interpreter_only
+@pytest.mark.parametrize("k5", [3, 5])
+def test_small_tiles_fp32(k5):
+    """16-wide tiles: several M, N and K tiles per problem, each with a ragged edge."""
+    import triton
+
+    block = make_block((37, 21, 19, 33, 9, 17, 18), k5=k5, n=2, h=3, w=5, seed=k5)
+    small = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16})
+    out, scratch = _launch_poisoned(block, small, small)
+    ref_out, ref_scratch = reference64(block)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "out")
+
+
+@interpreter_only
+def test_autotuned_launch_path(monkeypatch, poisoned):
+    """The GPU's launch path (triton.autotune, grid from the config) run by the interpreter, with a
+    stand-in do_bench; tuned configs are reused per shape key and every config gets benchmarked."""
+    import triton
+
+    benchmarked = []
+
+    def fake_do_bench(fn, quantiles=None, **_):
+        fn()
+        benchmarked.append(1)
+        return [float(len(benchmarked) % 2 + 1)] * 3
+
+    configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
+               triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32})]
+    tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=fake_do_bench)
+    tuned_2 = branch_convs.make_tuned_kernel(configs, do_bench=fake_do_bench)
+    monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
+    monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
+    for seed in (1, 2):  # the second call must reuse the tuned configs
+        check_block(make_block(ODD, k5=5, n=2, h=4, w=5, seed=seed), TOLERANCE["fp32"], "autotuned")
+    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    check_block(make_block(ODD, k5=3, n=1, h=3, w=5, seed=3), TOLERANCE["fp32"], "autotuned, new shape")
+    assert len(benchmarked) == 8 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
+
+
+@interpreter_only
+def test_non_channels_last_strides(poisoned):
+    """The kernels take real strides: contiguous (NCHW) inputs and row-major 4-D weights work too."""
+    block = make_block(ODD, k5=5, n=2, h=4, w=6, seed=7)
+    block["x"] = block["x"].contiguous()
+    block["w3"] = block["w3"].contiguous()
+    block["w5"] = block["w5"].contiguous()
+    check_block(block, TOLERANCE["fp32"], "NCHW strides")
+
+
+@interpreter_only
+@pytest.mark.parametrize("cfg,k5", [(BLOCK_CONFIGS["inception3a"], 3), (ODD, 5)])
+def test_fp16(cfg, k5, poisoned):
+    """fp16 in, fp16 out: error vs fp64 within 2x (the table's factor) the error of the same block
+    computed by F.conv2d / F.max_pool2d in fp16 on CPU, both from identical fp16 inputs and weights
+    (the fp64 reference uses those fp16 values exactly).  Both round scratch and out to fp16, so
+    the two errors come out nearly equal (~2.3e-4 each)."""
+    block = make_block(cfg, k5=k5, n=2, h=5, w=5, dtype=torch.float16, seed=3)
+    out, scratch = tb.block_forward(**block)
+    ref64_out, ref64_scratch = reference64(block)
+    ref16_out, ref16_scratch = block_reference(**block)
+    assert ref64_out.std() > 0.1
+    check_close(out, ref64_out, reduced_precision_bound(ref16_out, ref64_out), "fp16 out")
+    check_close(scratch, ref64_scratch, reduced_precision_bound(ref16_scratch, ref64_scratch), "fp16 scratch")
+    assert out.dtype == scratch.dtype == torch.float16
+
+
+@interpreter_only
+def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
+    """The NaN check can fail: without launch 2, branches 2 and 3 stay NaN and the comparison fails."""
+    real = _common.launch
+
+    def launch_1_only(kernel, grid, *args, **kwargs):
+        if kernel is reduce_pool._reduce_pool_kernel:
+            real(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(_common, "launch", launch_1_only)
+    block = make_block(ODD, n=1, h=3, w=3)
+    out, _ = tb.block_forward(**block)
+    ref_out, _ = reference64(block)
+    ch1, ch3, ch5 = ODD[1], ODD[3], ODD[5]
+    assert torch.isnan(out[:, ch1:ch1 + ch3 + ch5]).all()
+    assert not torch.isnan(out[:, :ch1]).any() and not torch.isnan(out[:, ch1 + ch3 + ch5:]).any()
+    with pytest.raises(AssertionError):
+        check_close(out, ref_out, TOLERANCE["fp32"])
+
+
+def _observe_block_forward(block, monkeypatch):
+    """Runs block_forward recording every aten op the launchers issue and every Triton launch.
+
+    The launches themselves run outside the recording: under the interpreter they copy tensors to
+    and from numpy (host-side, not kernels of this op), and on a GPU the autotuner allocates.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+    aten_ops, launched = [], []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            aten_ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    real = _common.launch
+
+    def observed(kernel, grid, *args, **kwargs):
+        launched.append(kernel)
+        with _disable_current_modes():
+            real(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(_common, "launch", observed)
+    before = tb.launch_count()
+    with Record():
+        out, scratch = tb.block_forward(**block)
+    return out, scratch, aten_ops, launched, tb.launch_count() - before
+
+
+def _check_two_launches(block, monkeypatch):
+    out, scratch, aten_ops, launched, counted = _observe_block_forward(block, monkeypatch)
+    assert counted == 2 and len(launched) == 2
+    assert launched[0] in (reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel)
+    assert launched[1] in (branch_convs._branch_convs_kernel, branch_convs._tuned_kernel)
+    allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}
+    assert aten_ops and set(aten_ops) <= allowed, f"unexpected aten ops: {sorted(set(aten_ops) - allowed)}"
+    if block["x"].dtype == torch.float32:
+        ref_out, ref_scratch = reference64(block)
+        check_close(out, ref_out, TOLERANCE["fp32"])
+        check_close(scratch, ref_scratch, TOLERANCE["fp32"])
+    else:
+        _check_low_precision(block, out, scratch, "two launches")
+
+
+@interpreter_only
+def test_exactly_two_launches_and_no_other_kernels(monkeypatch):
+    _check_two_launches(make_block(ODD, k5=5, n=2, h=3, w=4), monkeypatch)
+
+
+@interpreter_only
+def test_backend_registry_and_op():
+    from inception_fast import ops
+    from inception_fast.backends import availability, available_backends
+
+    assert availability("triton", "cpu") is None
+    assert "triton" in available_backends("cpu")
+    block = make_block(ODD, k5=3, n=1, h=4, w=4, seed=5)
+    out, scratch = torch.ops.inception_fast.inception_block(*block.values(), "triton")
+    ref_out, ref_scratch = reference64(block)
+    check_close(out, ref_out, TOLERANCE["fp32"])
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"])
+    out2 = ops.inception_block(*block.values(), backend="triton")
+    check_close(out2, ref_out, TOLERANCE["fp32"])
+
+
+def test_unavailable_reasons(monkeypatch):
+    from inception_fast.backends import get
+
+    backend = get("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "TRITON_INTERPRET=1" in backend.unavailable_reason(torch.device("cpu"))
+    assert "not on meta" in backend.unavailable_reason(torch.device("meta"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    reason = backend.unavailable_reason(torch.device("cpu"))
+    if _common.INTERPRET:
+        assert reason is None
+    else:  # the kernels were already imported for the GPU: setting the variable now is too late
+        assert "before the kernels were imported" in reason
+
+
+@interpreter_only
+def test_bfloat16_rejected_by_interpreter():
+    block = make_block(ODD, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
+        tb.block_forward(**block)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------
+
+# Compiling is what GPU tests spend their time on (~1-5 s per kernel variant, ~20 s for the
+# unaligned odd shape).  The autotuned path runs on one shape; the other parity tests pin a config,
+# which also makes them deterministic (the autotuner's winner may change from run to run).
+SHAPE_3A = dict(cfg=BLOCK_CONFIGS["inception3a"], k5=3, n=2, h=28, w=28)
+
+
+@pytest.fixture
+def gpu(cuda_device):
+    if INTERPRET:
+        pytest.skip("TRITON_INTERPRET=1: kernels would run in the interpreter, not on the GPU")
+    return cuda_device
+
+
+def _check_low_precision(block, out, scratch, what):
+    """fp16/bf16: error vs fp64 within 2x the error of F.conv2d (cuDNN) in that dtype."""
+    if out.is_cuda:
+        torch.cuda.synchronize()
+    ref64_out, ref64_scratch = reference64(block)
+    reflp_out, reflp_scratch = block_reference(**block)
+    assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), f"{what} scratch")
+    return check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), f"{what} out")
+
+
+def _launch_poisoned(block, reduce_config, branch_config):
+    """Both launches with a pinned config each (no autotuning), into NaN-filled buffers."""
+    b = block
+    n, _, h, w = b["x"].shape
+    r3, r5 = b["w3"].shape[1], b["w5"].shape[1]
+    ch1 = b["w_red"].shape[0] - r3 - r5
+    c_total = ch1 + b["w3"].shape[0] + b["w5"].shape[0] + b["w_pool"].shape[0]
+    cl, like = torch.channels_last, dict(dtype=b["x"].dtype, device=b["x"].device)
+    out = torch.full((n, c_total, h, w), float("nan"), **like).contiguous(memory_format=cl)
+    scratch = torch.full((n, r3 + r5, h, w), float("nan"), **like).contiguous(memory_format=cl)
+    reduce_pool.launch_reduce_pool(b["x"], b["w_red"], b["b_red"], b["w_pool"], b["b_pool"], out, scratch,
+                                   config=reduce_config)
+    branch_convs.launch_branch_convs(scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, ch1, config=branch_config)
+    return out, scratch
+
+
+@pytest.mark.gpu
+def test_gpu_autotuned_block_forward_bf16(gpu, poisoned):
+    """The path models take: block_forward with autotuning, on Inception 3a at 28x28."""
+    block = make_block(**SHAPE_3A, dtype=torch.bfloat16, device=gpu, seed=11)
+    _check_low_precision(block, *tb.block_forward(**block), "3a bf16 autotuned")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("i", range(len(reduce_pool.CONFIGS)))
+def test_gpu_every_config_bf16(i, gpu):
+    """Each autotuning config, not just the winner (same binaries as the autotuned test)."""
+    assert len(reduce_pool.CONFIGS) == len(branch_convs.CONFIGS)
+    block = make_block(**SHAPE_3A, dtype=torch.bfloat16, device=gpu, seed=14)
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[i], branch_convs.CONFIGS[i])
+    _check_low_precision(block, out, scratch, f"config {i}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,k5", [(name, 3) for name in BLOCK_CONFIGS] + [("inception5b", 5)],
+                         ids=[*BLOCK_CONFIGS, "inception5b-k5"])
+def test_gpu_googlenet_blocks_bf16(name, k5, gpu):
+    size = 14 if name.startswith("inception4") else 7
+    block = make_block(BLOCK_CONFIGS[name], k5=k5, n=2, h=size, w=size, dtype=torch.bfloat16, device=gpu, seed=12)
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[0], branch_convs.CONFIGS[0])
+    _check_low_precision(block, out, scratch, name)
+
+
+@pytest.mark.gpu
+def test_gpu_fp16(gpu):
+    block = make_block(**SHAPE_3A, dtype=torch.float16, device=gpu, seed=17)
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[0], branch_convs.CONFIGS[0])
+    _check_low_precision(block, out, scratch, "3a fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_gpu_fp32(tf32, gpu, monkeypatch):
+    """TF32 only when cudnn.allow_tf32 is on (read at call time); exact fp32 otherwise."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    block = make_block(**SHAPE_3A, device=gpu, seed=13)
+    # The smallest tiles: fp32 tiles of the larger configs can exceed shared memory (the
+    # autotuner skips those; a pinned config must fit).
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[-1], branch_convs.CONFIGS[-1])
+    torch.cuda.synchronize()
+    ref_out, ref_scratch = reference64(block)
+    tol = TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
+    check_close(scratch, ref_scratch, tol, f"fp32 tf32={tf32} scratch")
+    err = check_close(out, ref_out, tol, f"fp32 tf32={tf32} out")
+    if tf32:
+        # Shows that TF32 really was used: exact fp32 would be ~1e-7.
+        assert err > 1e-5, f"error {err:.1e}: allow_tf32=True but the kernels seem to compute exact fp32"
+
+
+@pytest.mark.gpu
+def test_gpu_odd_shape_bf16(gpu):
+    """Channel counts and sizes that fill no tile; unaligned rows compile to slow scalar code,
+    so one pinned config, no autotuning."""
+    block = make_block(ODD, k5=5, n=3, h=5, w=7, dtype=torch.bfloat16, device=gpu, seed=16)
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[-1], branch_convs.CONFIGS[-1])
+    _check_low_precision(block, out, scratch, "odd bf16")
+
+
+@pytest.mark.gpu
+def test_gpu_exactly_two_launches_and_no_other_kernels(gpu, monkeypatch):
+    # Same binaries as the autotuned 3a test (M, H, W are not specialized on): no new compile.
+    block = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=1, h=7, w=7, dtype=torch.bfloat16, device=gpu, seed=15)
+    _check_two_launches(block, monkeypatch)
