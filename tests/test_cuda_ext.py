@@ -31,40 +31,20 @@ from inception_fast.backends import cuda_backend as cb
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
+from block_cases import ODD, block_reference, make_block  # noqa: F401
+
 if cb.load_extension() is None:
     pytest.skip(f"inception_fast._C is not built ({cb.extension_error()})", allow_module_level=True)
 
 OPS = torch.ops.inception_fast
 NAN = float("nan")
 CL = torch.channels_last
-# (in, ch1, ch3red, ch3, ch5red, ch5, pool): fills no tile, no 16-byte chunk and no K block.
-ODD = (13, 5, 7, 9, 3, 6, 4)
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-def make_block(cfg, k5=3, n=1, h=5, w=5, dtype=torch.float32, device="cpu", seed=0):
-    """Input and packed weights in the backend layout, scaled so activations stay O(1)."""
-    cin, ch1, r3, c3, r5, c5, pool = cfg
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, fan_in=None):
-        t = torch.randn(*shape, generator=g)
-        return t * fan_in ** -0.5 if fan_in else t * 0.2 + 0.05
-
-    tensors = dict(
-        x=torch.randn(n, cin, h, w, generator=g).contiguous(memory_format=CL),
-        w_red=rnd(ch1 + r3 + r5, cin, fan_in=cin), b_red=rnd(ch1 + r3 + r5),
-        w_pool=rnd(pool, cin, fan_in=cin), b_pool=rnd(pool),
-        w3=rnd(c3, r3, 3, 3, fan_in=9 * r3).contiguous(memory_format=CL), b3=rnd(c3),
-        w5=rnd(c5, r5, k5, k5, fan_in=k5 * k5 * r5).contiguous(memory_format=CL), b5=rnd(c5),
-    )
-    # .to() keeps the memory format, so w3/w5 stay (Cout, kh, kw, Cin) in memory.
-    return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
-
 
 def dims(b):
     r3, r5 = b["w3"].shape[1], b["w5"].shape[1]
@@ -75,13 +55,7 @@ def dims(b):
 
 def reference(b, dtype=None):
     """(out, scratch) of the block from packed weights with plain PyTorch ops (dtype: compute in)."""
-    b = {k: v.to(dtype) for k, v in b.items()} if dtype is not None else b
-    ch1, r3, r5, c3, c5, pool = dims(b)
-    red = F.relu(F.conv2d(b["x"], b["w_red"][:, :, None, None], b["b_red"]))
-    y3 = F.relu(F.conv2d(red[:, ch1:ch1 + r3], b["w3"], b["b3"], padding=1))
-    y5 = F.relu(F.conv2d(red[:, ch1 + r3:], b["w5"], b["b5"], padding=b["w5"].shape[-1] // 2))
-    yp = F.relu(F.conv2d(F.max_pool2d(b["x"], 3, 1, 1), b["w_pool"][:, :, None, None], b["b_pool"]))
-    return torch.cat([red[:, :ch1], y3, y5, yp], 1), red[:, ch1:]
+    return block_reference(**({k: v.to(dtype) for k, v in b.items()} if dtype is not None else b))
 
 
 def reference_launch2(scratch, b, dtype=torch.float64):

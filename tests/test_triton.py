@@ -15,7 +15,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
@@ -29,41 +28,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 from inception_fast.backends import triton as tb  # noqa: E402
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 
-# (in, ch1, ch3red, ch3, ch5red, ch5, pool): fills no tile and no K block anywhere.
-ODD = (13, 5, 7, 9, 3, 6, 4)
-
-
-def make_block(cfg, k5=3, n=1, h=5, w=5, dtype=torch.float32, device="cpu", seed=0):
-    """Input and packed weights in the backend layout; weights scaled so activations stay O(1)."""
-    cin, ch1, r3, c3, r5, c5, pool = cfg
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, fan_in=None):
-        t = torch.randn(*shape, generator=g)
-        return t * fan_in ** -0.5 if fan_in else t * 0.2 + 0.05
-
-    cl = torch.channels_last
-    x = torch.randn(n, cin, h, w, generator=g)
-    tensors = dict(
-        x=x.contiguous(memory_format=cl),
-        w_red=rnd(ch1 + r3 + r5, cin, fan_in=cin), b_red=rnd(ch1 + r3 + r5),
-        w_pool=rnd(pool, cin, fan_in=cin), b_pool=rnd(pool),
-        w3=rnd(c3, r3, 3, 3, fan_in=9 * r3).contiguous(memory_format=cl), b3=rnd(c3),
-        w5=rnd(c5, r5, k5, k5, fan_in=k5 * k5 * r5).contiguous(memory_format=cl), b5=rnd(c5),
-    )
-    # .to() keeps the memory format, so w3/w5 stay (Cout, kh, kw, Cin) in memory.
-    return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
-
-
-def block_reference(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
-    """(out, scratch) of the block from packed weights with plain PyTorch ops, in x's dtype."""
-    r3, r5 = w3.shape[1], w5.shape[1]
-    ch1 = w_red.shape[0] - r3 - r5
-    red = F.relu(F.conv2d(x, w_red[:, :, None, None], b_red))
-    y3 = F.relu(F.conv2d(red[:, ch1:ch1 + r3], w3, b3, padding=1))
-    y5 = F.relu(F.conv2d(red[:, ch1 + r3:], w5, b5, padding=w5.shape[-1] // 2))
-    yp = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool))
-    return torch.cat([red[:, :ch1], y3, y5, yp], 1), red[:, ch1:]
+from block_cases import ODD, block_reference, make_block  # noqa: E402,F401
 
 
 def reference64(block):
