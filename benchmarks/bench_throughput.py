@@ -1,7 +1,7 @@
 """Whole-network inference throughput (images/s) of GoogLeNet implementations.
 
-Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend,
-and (opt-in: --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of
+Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend
+(on CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in: --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of
 torchvision's model in default mode with inductor freezing.  Grid: see
 common.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
 CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
@@ -60,6 +60,8 @@ def test_throughput(benchmark, case):
         fn = lambda: compiled(x)
     group = f"throughput {s.device.type} {case.dtype} {case.memory_format} batch {case.batch}"
     common.measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
+    if case.model == "fused_auto":
+        benchmark.extra_info["auto_choices"] = common.auto_choices(case.dtype, case.batch)
     if case.model != "torchvision":
         tv = common.build_model("torchvision", s, case.dtype, case.memory_format)
         with torch.inference_mode():

@@ -71,6 +71,7 @@ MODEL_LABELS = {
     "fused_torch": "FusedGoogLeNet[torch]",
     "fused_triton": "FusedGoogLeNet[triton]",
     "fused_cuda": "FusedGoogLeNet[cuda]",
+    "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(torchvision), freezing",
 }
 
@@ -164,6 +165,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
     headline configurations first (a cut-short run still compares like with like)."""
     s = s or settings()
     models = ["torchvision", "reference", *(f"fused_{b}" for b in BACKENDS)]
+    if s.device.type == "cuda":  # off CUDA, auto is the torch backend
+        models.append("fused_auto")
     cases = []
     for dtype in s.dtypes:
         for fmt in s.formats:
@@ -341,6 +344,8 @@ def require_backend(backend: str, device: torch.device) -> None:
     the point is that the benchmark code works, not what it measures."""
     from inception_fast import backends
 
+    if backend == "auto":
+        return
     why = backends.availability(backend, device)
     if why is not None:
         raise BackendUnavailable(f"backend {backend!r} unavailable on {device}: {why}")
@@ -589,6 +594,17 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
 
     benchmark.pedantic(synced, rounds=s.rounds, iterations=1, warmup_rounds=0)
     return timing
+
+
+def auto_choices(dtype: str, batch: int) -> dict:
+    """{backend: number of block shapes} that backend="auto" chose at this dtype and batch."""
+    from inception_fast import ops
+
+    counts: dict = {}
+    for key, choice in ops.AUTO.choices().items():
+        if key[1] == DTYPES[dtype] and key[2][0] == batch:
+            counts[choice.backend] = counts.get(choice.backend, 0) + 1
+    return counts
 
 
 def parity(out, ref) -> Optional[float]:

@@ -9,15 +9,17 @@
 #              skipped with SKIP_INSTALL=1 (when already installed)
 #   tests      python3 -m pytest -m gpu tests                               -> tests.log
 #   throughput benchmarks/bench_throughput.py                               -> bench.json
+#   graph      the same at batch 1, bf16, channels_last, as CUDA-graph replays -> graph.json
+#              (the batch-1 target is under a CUDA graph; CUDA only)
 #   blocks     benchmarks/bench_blocks.py                                   -> blocks.json
 #   compile    torch.compile anchor (bench_throughput.py --compile -k compile) -> compile.json
 #              skipped with SKIP_COMPILE=1
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
 # and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at
-# most 8 files: suite.log tests.log bench.json blocks.json compile.json <name>.{md,png,json}.
+# most 9 files: suite.log tests.log bench.json graph.json blocks.json compile.json <name>.{md,png,json}.
 #
 # --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
-# SUITE_BUDGET_S (default 470 s): the whole run's time box; each step gets at most its cap and
+# SUITE_BUDGET_S (default 520 s): the whole run's time box; each step gets at most its cap and
 # never eats the minimum kept for the steps after it.  Give the caller's own timeout ~60 s more.
 # SKIP_INSTALL=1 on a fresh machine runs from the source tree without the compiled extension
 # (torch and triton backends only).  Benchmarks stop starting new cases at
@@ -56,7 +58,7 @@ QUICK_FLAG=()
 if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); export INCEPTION_FAST_BENCH_QUICK=1; fi
 
 START=$(date +%s)
-BUDGET=${SUITE_BUDGET_S:-470}
+BUDGET=${SUITE_BUDGET_S:-520}
 DEADLINE=$((START + BUDGET))
 declare -a SUMMARY=()
 FAILED=0
@@ -118,7 +120,7 @@ if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_INSTALL=1)' install)")
     log "step install: skipped (SKIP_INSTALL=1)"
 else
-    run_step install 240 225 "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
+    run_step install 240 280 "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 fi
 "$PY" -c "import inception_fast; print('inception_fast', inception_fast.__file__, 'backends on cuda:', \
 inception_fast.available_backends('cuda') if __import__('torch').cuda.is_available() else 'no cuda', \
@@ -126,13 +128,20 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-run_step tests 120 195 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
+run_step tests 120 250 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
 tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 
 # --- benchmarks ------------------------------------------------------------------------------
 BENCH_ARGS=(-q -ra -p no:cacheprovider --benchmark-columns=median,rounds --benchmark-sort=name "${QUICK_FLAG[@]}")
-run_step throughput 170 135 "$LOG" "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+run_step throughput 200 170 "$LOG" "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
     --benchmark-json "$OUT/bench.json"
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG"; then
+    run_step graph 60 130 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BATCHES=1 \
+        INCEPTION_FAST_BENCH_DTYPES=bf16 "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+        -k channels_last --benchmark-json "$OUT/graph.json"
+else
+    SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
+fi
 run_step blocks 110 85 "$LOG" "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" \
     --benchmark-json "$OUT/blocks.json"
 if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
@@ -145,7 +154,7 @@ fi
 
 # --- report ----------------------------------------------------------------------------------
 JSONS=()
-for f in bench.json blocks.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
+for f in bench.json graph.json blocks.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
 SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR: only 8 files come back
 if (( ${#JSONS[@]} > 0 )); then
     "$PY" benchmarks/report.py "${JSONS[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \

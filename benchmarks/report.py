@@ -20,13 +20,14 @@ import os
 import sys
 from collections import OrderedDict
 
-MODEL_ORDER = ["torchvision", "reference", "fused_torch", "fused_triton", "fused_cuda", "tv_compile"]
+MODEL_ORDER = ["torchvision", "reference", "fused_torch", "fused_triton", "fused_cuda", "fused_auto", "tv_compile"]
 MODEL_LABELS = {
     "torchvision": "torchvision eager",
     "reference": "reference GoogLeNet",
     "fused_torch": "FusedGoogLeNet[torch]",
     "fused_triton": "FusedGoogLeNet[triton]",
     "fused_cuda": "FusedGoogLeNet[cuda]",
+    "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(tv), freezing",
 }
 BLOCK_ORDER = ["stem", "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
@@ -60,7 +61,9 @@ def load(paths):
         merged["datetime"] = merged["datetime"] or data.get("datetime")
         merged.setdefault("version", data.get("version"))
         for bench in data.get("benchmarks", []):
-            key = (bench.get("fullname") or bench.get("name"), bench.get("extra_info", {}).get("device"))
+            extra = bench.get("extra_info", {})
+            # The same case timed eagerly and as CUDA-graph replays (two files) is two results.
+            key = (bench.get("fullname") or bench.get("name"), extra.get("device"), extra.get("timing"))
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
     return merged
@@ -114,7 +117,11 @@ def _order(values, order):
 
 
 def _config(r):
-    return (r.get("device"), r.get("dtype"), r.get("memory_format"), r.get("batch"))
+    """(device, dtype, format, batch); CUDA-graph timings form their own format group."""
+    fmt = r.get("memory_format")
+    if r.get("timing") == "cuda_graph":
+        fmt = f"{fmt}, CUDA graph"
+    return (r.get("device"), r.get("dtype"), fmt, r.get("batch"))
 
 
 def _headline(rows):
@@ -174,6 +181,13 @@ def throughput_markdown(rows):
                    "(a record, not a test):\n")
         err_rows = [[MODEL_LABELS.get(m, m), d, f"{v:.1e}"] for (m, d), v in sorted(errs.items(), key=str)]
         out.append(_table(["model", "dtype", "rel err"], err_rows) + "\n")
+    chosen = [(c, ms["fused_auto"]["auto_choices"]) for c, ms in index.items()
+              if ms.get("fused_auto", {}).get("auto_choices")]
+    if chosen:
+        out.append('backend="auto": the backends it measured fastest, counted over the nine blocks:\n')
+        out.append(_table(["config", "chosen"], [[f"{c[0]} {c[1]} {c[2]} b{c[3]}",
+                                                  ", ".join(f"{b} × {n}" for b, n in sorted(ch.items()))]
+                                                 for c, ch in sorted(chosen, key=str)]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")
@@ -210,7 +224,12 @@ def throughput_short(rows):
                 cells.append(f"{_fmt_rate(r['images_per_s'])} {_fmt_x(r['x_eager'])}{extra}")
         table.append([MODEL_LABELS.get(m, m), *cells])
     title = f"img/s, {head[0]} {head[1]} {head[2]} (× over eager; c = over torch.compile)"
-    return title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
+    text = title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
+    graphs = sorted((c for c in index if c[2].endswith("CUDA graph")), key=str)
+    for c in graphs:
+        cells = [f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}" for m in _order(index[c], MODEL_ORDER)]
+        text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
+    return text
 
 
 # ---------------------------------------------------------------------------------------

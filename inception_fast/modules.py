@@ -98,7 +98,8 @@ class FusedInception(Inception):
 
     @property
     def backend(self) -> str:
-        """The backend in use on the device the parameters live on."""
+        """What runs on the parameters' device: a backend name, or "auto" on CUDA with backend="auto",
+        where the fastest backend is measured per block shape (``inception_fast.ops.AUTO.choices()``)."""
         return self.backend_for(self.branch1.conv.weight.device)
 
     def backend_for(self, device) -> str:

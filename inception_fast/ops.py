@@ -14,15 +14,25 @@ torch.compile) even when the compiled extension is absent.
 ``InceptionBlockFunction`` wraps ``inception_block`` for training: its backward
 is ATen (the three 1x1 input gradients as one GEMM, the pool branch through the
 max pool, ReLU masks from the saved outputs).
+
+Backend choice: a named backend is checked to run on the device.  ``"auto"`` is
+"torch" off CUDA; on CUDA the op receives "auto" and ``AutoBackend`` picks, per
+block shape and at run time, the available backend it measured fastest (so the
+choice also happens under torch.compile, whose traced graph only holds the op).
 """
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from . import backends as _backends
 
-__all__ = ["inception_block", "InceptionBlockFunction", "resolve_backend", "block_shapes"]
+__all__ = ["inception_block", "InceptionBlockFunction", "resolve_backend", "block_shapes", "AutoBackend",
+           "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
@@ -80,11 +90,13 @@ def _empty_outputs(x, w_red, w_pool, w3, w5):
 @torch.library.impl(_LIB, "inception_block", "CompositeExplicitAutograd")
 def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if backend == "auto":
+        backend = AUTO.choose(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
     impl = _backends.get(backend)
     why = impl.unavailable_reason(x.device)
     if why is not None:
         raise RuntimeError(f"backend {backend!r} is unavailable on {x.device}: {why}")
-    x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # the op is differentiated by InceptionBlockFunction, not through its kernels
         return impl.block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
@@ -111,19 +123,113 @@ def inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="to
 
 
 def resolve_backend(backend: str, device) -> str:
-    """Maps "auto" to a concrete backend for ``device``; checks a named one is available there."""
+    """What the op is given for ``backend`` on ``device``.
+
+    A named backend is returned after checking it runs there (else a RuntimeError that lists
+    the ones that do).  ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
+    ``AUTO`` chooses per block shape at run time.
+    """
     device = torch.device(device)
     if backend == "auto":
-        if device.type == "cuda":
-            for name in _backends._PLUGINS:
-                if _backends.availability(name, device) is None:
-                    return name
-        return "torch"
+        return "auto" if device.type == "cuda" else "torch"
     why = _backends.availability(backend, device)
     if why is not None:
         avail = ", ".join(_backends.available_backends(device)) or "none"
         raise RuntimeError(f"backend {backend!r} is unavailable on {device}: {why}. Available on {device}: {avail}")
     return backend
+
+
+# -- backend="auto" --------------------------------------------------------------------------------
+# Order used where nothing is measured, and the tie-break.  From the H100 run of 2026-11-27
+# (benchmarks/results): cuda was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256.
+AUTO_STATIC_ORDER = ("cuda", "triton", "torch")
+# INCEPTION_FAST_AUTO=static: never measure, always take the first available of AUTO_STATIC_ORDER.
+ENV_AUTO = "INCEPTION_FAST_AUTO"
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    backend: str
+    seconds: dict = field(default_factory=dict)  # backend -> median seconds of one block forward
+    errors: dict = field(default_factory=dict)   # backend -> why it could not run this shape
+
+
+def _time_block(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    from .timing import time_fn
+
+    # Warm-up compiles and autotunes (Triton) before anything is timed.
+    return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
+
+
+class AutoBackend:
+    """``backend="auto"``: per block shape, the backend measured fastest on this device.
+
+    The first forward of a shape (device, dtype, input shape, weight shapes, TF32 setting) runs
+    every available backend of ``order`` on the real input, ``repeats`` timed runs each after a
+    warm-up, and keeps the fastest for that shape in this process, like cudnn.benchmark.  A
+    backend that fails on the shape is skipped (its error is kept in the choice).  Nothing is
+    measured, and the first available backend of ``order`` runs, where measuring is impossible
+    or unwanted: during CUDA-graph capture (a later eager call measures), with
+    INCEPTION_FAST_AUTO=static, or off the ``measure_on`` device types.  The backends agree
+    within the tolerance table but not bit for bit, so a named backend is the reproducible choice.
+    """
+
+    def __init__(self, order=AUTO_STATIC_ORDER, measure_on=("cuda",), repeats: int = 5,
+                 timer: Callable[[Callable[[], object], torch.device, int], float] = _time_block) -> None:
+        self.order = tuple(order)
+        self.measure_on = tuple(measure_on)
+        self.repeats = repeats
+        self.timer = timer
+        self._choices: dict = {}
+
+    def choices(self) -> dict:
+        """{shape key: AutoChoice} measured so far in this process."""
+        return dict(self._choices)
+
+    def clear(self) -> None:
+        self._choices.clear()
+
+    def candidates(self, device: torch.device) -> list[str]:
+        return [n for n in self.order if _backends.availability(n, device) is None]
+
+    @staticmethod
+    def key(x, w_red, w_pool, w3, w5) -> tuple:
+        tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
+        return (str(x.device), x.dtype, tuple(x.shape), tuple(w_red.shape), tuple(w_pool.shape),
+                tuple(w3.shape), tuple(w5.shape), tf32)
+
+    def choose(self, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> str:
+        """The backend for this call (``x`` channels_last, weights packed)."""
+        if x.device.type not in self.measure_on:
+            return "torch"
+        key = self.key(x, w_red, w_pool, w3, w5)
+        hit = self._choices.get(key)
+        if hit is not None:
+            return hit.backend
+        names = self.candidates(x.device)
+        if not names:
+            raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
+        capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if len(names) == 1 or capturing or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
+            return names[0]
+        seconds, errors = {}, {}
+        args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+        for name in names:
+            forward = _backends.get(name).block_forward
+            try:
+                with torch.no_grad():
+                    seconds[name] = self.timer(lambda: forward(*args), x.device, self.repeats)
+            except Exception as exc:  # e.g. a tile that does not fit this GPU: measure the others
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        if not seconds:
+            detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
+            raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)} ({detail})")
+        best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
+        self._choices[key] = AutoChoice(best, seconds, errors)
+        return best
+
+
+AUTO = AutoBackend()
 
 
 class InceptionBlockFunction(torch.autograd.Function):

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 import torchvision
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
@@ -212,6 +213,30 @@ def test_packed_weights_never_go_stale():
         fused.branch1.conv.weight.data = fused.branch1.conv.weight.data * 0.5
         other.branch1.conv.weight.data = other.branch1.conv.weight.data * 0.5
         check_close(fused(x), other(x), FP32)
+        # A new Parameter object, and a whole new submodule.
+        fused.branch4[1].conv.weight = nn.Parameter(fused.branch4[1].conv.weight * 0.75)
+        other.branch4[1].conv.weight = nn.Parameter(other.branch4[1].conv.weight * 0.75)
+        check_close(fused(x), other(x), FP32)
+        bn = fused.branch2[0].bn
+        new_bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps).eval()
+        new_bn.running_mean.uniform_(-0.1, 0.1)
+        fused.branch2[0].bn = new_bn
+        other.branch2[0].bn = copy.deepcopy(new_bn)
+        check_close(fused(x), other(x), FP32)
+
+
+def test_replaced_weight_storage_is_not_reused_while_cached():
+    # The key holds storage addresses; the cache keeps the storages it was built from alive,
+    # so a freed weight's address cannot come back for new weights and look unchanged.
+    fused = FusedInception(16, 8, 6, 8, 4, 6, 5, backend="torch").eval()
+    x = torch.randn(1, 16, 5, 5)
+    with torch.no_grad():
+        fused(x)
+        w = fused.branch1.conv.weight
+        old_ptr = w.data_ptr()
+        w.data = w.data * 0.5  # nothing but the cache refers to the old storage now
+        fresh = [torch.empty_like(w) for _ in range(16)]
+        assert all(t.data_ptr() != old_ptr for t in fresh)
 
 
 def test_optimizer_step_refreshes_eval_output():
@@ -342,3 +367,147 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="backend 'triton' is unavailable on cuda"):
             FusedInception(16, 4, 4, 8, 2, 4, 4, backend="triton").backend_for("cuda")
+
+
+# -- backend="auto" ------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    """Three registered backends that compute with the torch backend: 'slow', 'fast' (as their
+    fake timer says) and 'broken'; ``calls`` records which one ran."""
+    from inception_fast import backends
+    from inception_fast.backends import torch_backend
+
+    calls = []
+
+    def forward_of(name):
+        def forward(*args):
+            calls.append(name)
+            if name == "broken":
+                raise RuntimeError("no tile fits")
+            return torch_backend.block_forward(*args)
+        return forward
+
+    for name in ("slow", "fast", "broken"):
+        monkeypatch.setitem(backends._REGISTRY, name, backends.Backend(name, lambda device: None, forward_of(name)))
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken"))
+    return calls
+
+
+def _chooser(calls, order, seconds):
+    from inception_fast.ops import AutoBackend
+
+    def timer(fn, device, repeats):
+        fn()
+        return seconds[calls[-1]]
+
+    return AutoBackend(order=order, measure_on=("cpu",), timer=timer)
+
+
+def _packed_block(h=5):
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="torch").eval()
+    return block, torch.randn(1, 16, h, h).contiguous(memory_format=torch.channels_last), block.packed(torch.float32)
+
+
+def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
+    chooser = _chooser(fake_backends, ("slow", "broken", "fast", "torch"),
+                       {"slow": 3e-3, "fast": 1e-3, "torch": 2e-3})
+    _, x, packed = _packed_block()
+    with torch.no_grad():
+        assert chooser.choose(x, *packed) == "fast"
+        assert sorted(fake_backends) == ["broken", "fast", "slow"]
+        fake_backends.clear()
+        assert chooser.choose(x, *packed) == "fast"
+        assert fake_backends == [], "a measured shape must not be measured again"
+        (choice,) = chooser.choices().values()
+        assert set(choice.seconds) == {"slow", "fast", "torch"}
+        assert "no tile fits" in choice.errors["broken"]
+        _, x2, _ = _packed_block(h=7)
+        assert chooser.choose(x2, *packed) == "fast" and fake_backends, "a new shape is measured"
+    assert len(chooser.choices()) == 2
+
+
+def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake_backends, monkeypatch):
+    from inception_fast import ops
+
+    _, x, packed = _packed_block()
+    tie = _chooser(fake_backends, ("slow", "fast"), {"slow": 1e-3, "fast": 1e-3})
+    assert tie.choose(x, *packed) == "slow"
+    fake_backends.clear()
+    monkeypatch.setenv(ops.ENV_AUTO, "static")
+    static = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
+    assert static.choose(x, *packed) == "slow" and fake_backends == [] and not static.choices()
+    # Off the devices it measures on, auto is the torch backend.
+    assert ops.AutoBackend(measure_on=("cuda",)).choose(x, *packed) == "torch"
+
+
+def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
+    _, x, packed = _packed_block()
+    chooser = _chooser(fake_backends, ("broken",), {})
+    chooser.order = ("broken", "broken")  # two candidates, so it measures
+    with pytest.raises(RuntimeError, match=r"every backend failed on input shape \(1, 16, 5, 5\).*no tile fits"):
+        chooser.choose(x, *packed)
+
+
+def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
+    from inception_fast import ops
+
+    chooser = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
+    monkeypatch.setattr(ops, "AUTO", chooser)
+    block, x, packed = _packed_block()
+    with torch.no_grad():
+        out = ops.inception_block(x, *packed, backend="auto")
+        fake_backends.clear()
+        ops.inception_block(x, *packed, backend="auto")
+        assert fake_backends == ["fast"]
+        check_close(out, ops.inception_block(x, *packed, backend="torch"), FP32)
+    assert ops.resolve_backend("auto", "cpu") == "torch" and ops.resolve_backend("auto", "cuda") == "auto"
+
+
+@pytest.mark.gpu
+def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
+    """Each backend's parity is tested on its own; here: auto measures them all on a 3a block and
+    then computes exactly what the fastest one computes."""
+    from inception_fast import ops
+
+    block = FusedInception(*BLOCK_CONFIGS["inception3a"], backend="auto").eval().to(cuda_device, torch.bfloat16)
+    x = torch.randn(4, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    ops.AUTO.clear()
+    with torch.no_grad():
+        out = block(x)
+        (choice,) = ops.AUTO.choices().values()
+        assert set(choice.seconds) | set(choice.errors) == set(available_backends(cuda_device))
+        assert choice.seconds[choice.backend] == min(choice.seconds.values())
+        packed = block.packed(torch.bfloat16)
+        expected = ops.inception_block(x, *packed, backend=choice.backend)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["auto", "triton", "cuda"])
+def test_gpu_googlenet_cuda_graph_replay(cuda_device, backend):
+    """Batch 1 is meant to run as a CUDA graph: after one eager forward, capture, feed a new input,
+    replay, and get the eager answer for that input."""
+    if backend != "auto" and backend not in available_backends(cuda_device):
+        pytest.skip(f"backend {backend!r} is unavailable on {cuda_device}")
+    ref, _ = calibrated_net("torchvision", 64)
+    model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval().to(cuda_device, torch.bfloat16)
+    shape = (1, 3, 64, 64)
+    static_x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        model(static_x)  # compiles, tunes, and lets auto measure
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            model(static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = model(static_x)
+        new_x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
+        static_x.copy_(new_x)
+        graph.replay()
+        torch.cuda.synchronize()
+        eager = model(new_x)
+    assert eager.float().std() > 0.05, "logits vanished; the comparison could not fail"
+    check_close(static_out.float(), eager.float(), FP32)

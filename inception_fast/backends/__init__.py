@@ -40,7 +40,7 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {}
 _LOAD_ERRORS: dict[str, str] = {}
-# Order of preference for backend="auto" on CUDA; CPU always picks "torch".
+# The optional backends, loaded in this order (backend="auto" is decided in inception_fast.ops).
 _PLUGINS = ("triton", "cuda")
 _loaded = False
 
@@ -90,5 +90,5 @@ def availability(name: str, device) -> Optional[str]:
 
 
 def available_backends(device="cpu") -> list[str]:
-    """The backends that run on ``device``, in order of preference for "auto" on CUDA."""
+    """The backends that run on ``device``: "torch" first, then the plugins that load and run there."""
     return [n for n in names() if availability(n, device) is None]
