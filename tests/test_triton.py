@@ -11,7 +11,11 @@ NaN-poisoned before the kernels run, so an element no kernel writes fails the co
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +26,7 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 pytest.importorskip("triton")
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
@@ -369,3 +374,26 @@ def test_gpu_exactly_two_launches_and_no_other_kernels(gpu, monkeypatch):
     # Same binaries as the autotuned 3a test (M, H, W are not specialized on): no new compile.
     block = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=1, h=7, w=7, dtype=torch.bfloat16, device=gpu, seed=15)
     _check_two_launches(block, monkeypatch)
+
+
+def test_sm90_compile_stats_of_every_config():
+    """Every config of both launches compiled for sm_90 (no GPU needed; a subprocess, since this
+    process runs the interpreter): each fits the H100's shared memory, streams its operands with
+    cp.async, the 64- and 128-row ones run on wgmma, and every launch keeps at least one config
+    that does not spill, for 3a and for 5b (the smallest and the widest block)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.kernel_stats", "--json"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads(run.stdout)
+    rows, max_shared = stats["rows"], stats["max_shared_bytes"]
+    assert {(r["block"], r["launch"]) for r in rows} == {(b, l) for b in ("inception3a", "inception5b")
+                                                          for l in ("launch1", "launch2")}
+    for r in rows:
+        what = f"{r['block']} {r['launch']} {r['config']}"
+        assert r["shared_bytes"] <= max_shared, what
+        assert r["cp_async"], what
+        assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
+        assert r["registers"] is not None and r["registers"] <= 255, what
+    for key in {(r["block"], r["launch"]) for r in rows}:
+        assert any(r["spill_bytes"] == 0 for r in rows if (r["block"], r["launch"]) == key), key

@@ -1,0 +1,151 @@
+"""Offline statistics of the Triton kernels: no GPU needed.
+
+Compiles every autotuning config of both Triton launches for a GPU architecture (default
+sm_90, the H100) with the arguments the real launchers pass for a given block, batch and
+dtype, and reports per config: registers per thread, spilled bytes, shared memory, and
+whether the main loops use Hopper's asynchronous tensor-core MMA (wgmma) and asynchronous
+global->shared copies (cp.async).  The arguments come from the launchers' own
+``_arguments``, and integer/pointer specialization follows Triton's JIT (a value of 1 is a
+constant; multiples of 16 and 16-byte-aligned pointers are marked divisible), so the code
+compiled here is the code a launch on the GPU would compile.  Registers and spills come
+from ptxas -v (the one shipped with Triton) on the generated PTX.
+
+    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a] [--batch 256] [--json]
+
+Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("kernel_stats: unset TRITON_INTERPRET (the kernels must be compiled, not interpreted)")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from inception_fast.backends.triton import branch_convs, reduce_pool  # noqa: E402
+from inception_fast.ops import _empty_outputs  # noqa: E402
+from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
+
+# The H100's shared memory per block (227 KB); a config above it cannot launch.
+MAX_SHARED_BYTES = 232448
+SIZES = {"inception3a": 28, "inception3b": 28, "inception4a": 14, "inception4b": 14, "inception4c": 14,
+         "inception4d": 14, "inception4e": 14, "inception5a": 7, "inception5b": 7}
+_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _source(kernel, args, constexprs):
+    """An ASTSource specialized the way triton.jit specializes these runtime arguments."""
+    signature, consts, attrs = {}, {}, {}
+    for i, (param, name) in enumerate(zip(kernel.params, kernel.arg_names)):
+        if param.is_constexpr:
+            signature[name] = "constexpr"
+            consts[(i,)] = constexprs[name]
+            continue
+        value = args[i]
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TYPES[value.dtype]
+            if value.data_ptr() % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, int):
+            if value == 1 and not param.do_not_specialize:
+                signature[name] = "constexpr"
+                consts[(i,)] = 1
+                continue
+            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0 and not param.do_not_specialize:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            raise TypeError(f"unexpected argument {name}={value!r}")
+    return ASTSource(kernel, signature, consts, attrs)
+
+
+def _ptxas_info(ptx: str) -> dict:
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    arch = re.search(r"^\.target\s+(\w+)", ptx, re.M).group(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, "-v", "--gpu-name", arch, src, "-o", os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True, check=True)
+    regs = re.search(r"Used (\d+) registers", run.stderr)
+    spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", run.stderr)]
+    return {"registers": int(regs.group(1)) if regs else None, "spill_bytes": sum(spills)}
+
+
+def _compile(kernel, args, constexprs, config, arch: int) -> dict:
+    meta = dict(constexprs, **config.kwargs)
+    compiled = triton.compile(_source(kernel, args, meta), target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    ttgir = compiled.asm["ttgir"]
+    row = {"config": dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages),
+           "shared_bytes": compiled.metadata.shared,
+           "wgmma": "warp_group_dot" in ttgir,
+           "cp_async": "async_copy_global_to_local" in ttgir}
+    row.update(_ptxas_info(compiled.asm["ptx"]))
+    return row
+
+
+def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (launch, config) for ``block`` at its GoogLeNet size, torchvision variant."""
+    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
+    size, dt = SIZES[block], DTYPES[dtype]
+    cl = torch.channels_last
+    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
+    w_red, b_red = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(ch1 + r3 + r5, dtype=dt)
+    w_pool, b_pool = torch.empty(pool, cin, dtype=dt), torch.empty(pool, dtype=dt)
+    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
+    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
+    rows = []
+    launches = (
+        ("launch1", reduce_pool, reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch),
+         reduce_pool._reduce_pool_kernel),
+        ("launch2", branch_convs, branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1),
+         branch_convs._branch_convs_kernel),
+    )
+    for launch, module, (args, meta, _grid), kernel in launches:
+        for config in module.CONFIGS:
+            row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+            row.update(_compile(kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    p.add_argument("--block", action="append", choices=list(SIZES), help="repeatable (default: 3a and 5b)")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = p.parse_args(argv)
+    rows = []
+    for block in args.block or ["inception3a", "inception5b"]:
+        rows += kernel_stats(block, args.batch, args.dtype, args.arch)
+    if args.json:
+        print(json.dumps({"max_shared_bytes": MAX_SHARED_BYTES, "rows": rows}, indent=1))
+        return 0
+    print(f"{'block':<12} {'launch':<8} {'config':<44} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async")
+    for r in rows:
+        c = r["config"]
+        cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+        print(f"{r['block']:<12} {r['launch']:<8} {cfg:<44} {r['registers']:>4} {r['spill_bytes']:>6} "
+              f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {r['cp_async']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
