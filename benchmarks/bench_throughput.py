@@ -1,8 +1,9 @@
 """Whole-network inference throughput (images/s) of GoogLeNet implementations.
 
-Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend
-(on CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in: --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of
-torchvision's model in default mode with inductor freezing.  Grid: see
+Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend (on
+CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in:
+--compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of torchvision's model in default
+mode with inductor freezing.  Grid: see
 common.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
 CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
 

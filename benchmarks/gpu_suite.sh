@@ -155,7 +155,7 @@ fi
 # --- report ----------------------------------------------------------------------------------
 JSONS=()
 for f in bench.json graph.json blocks.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
-SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR: only 8 files come back
+SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR, which holds only the files listed above
 if (( ${#JSONS[@]} > 0 )); then
     "$PY" benchmarks/report.py "${JSONS[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
         --merged-json "$OUT/$NAME.json" --short > "$SHORT" 2>> "$LOG"

@@ -141,6 +141,11 @@ class FusedInception(Inception):
             return pack_block(self, dtype)
         return self._pack_cache.get(self, dtype)
 
+    def clear_packed_weights(self) -> None:
+        """Drops the cached packed weights.  Needed only after writes through ``.data``, which
+        PyTorch's version counters do not see; every other change is detected on its own."""
+        self._pack_cache.clear()
+
     def fused_forward(self, x: Tensor) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output."""
         backend = self.backend_for(x.device)
@@ -202,6 +207,13 @@ class FusedGoogLeNet(GoogLeNet):
         if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
             return self._pack_stem(self, dtype)
         return self._stem_cache.get(self, dtype)
+
+    def clear_packed_weights(self) -> None:
+        """Drops every cached packed weight (stem and blocks); see FusedInception.clear_packed_weights."""
+        self._stem_cache.clear()
+        for module in self.modules():
+            if isinstance(module, FusedInception):
+                module.clear_packed_weights()
 
     def _fused_stem(self, x: Tensor) -> Tensor:
         (w1, b1), (w2, b2), (w3, b3) = self._stem_weights(x.dtype)

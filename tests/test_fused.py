@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
 from inception_fast.reference import BLOCK_CONFIGS
-from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
 
 CL = torch.channels_last
 FP32 = TOLERANCE["fp32"]
@@ -223,6 +223,22 @@ def test_packed_weights_never_go_stale():
         fused.branch2[0].bn = new_bn
         other.branch2[0].bn = copy.deepcopy(new_bn)
         check_close(fused(x), other(x), FP32)
+
+
+def test_writes_through_data_need_clear_packed_weights():
+    ref, fused = calibrated_net("d2l", 32)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        fused(x)
+        for model in (ref, fused):  # .data writes bump no version counter
+            model.inception4c.branch2[1].conv.weight.data.mul_(1.5)
+            model.conv1.conv.weight.data.mul_(0.5)
+        stale = fused(x)
+        fused.clear_packed_weights()
+        fresh = fused(x)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    assert rel_error(stale, ref64) > 100 * tol, "the .data write should have been invisible to the cache"
+    check_close(fresh, ref64, tol)
 
 
 def test_replaced_weight_storage_is_not_reused_while_cached():
