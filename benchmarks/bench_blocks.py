@@ -133,6 +133,8 @@ def test_block(benchmark, case):
     roof = common.roofline(flops, nbytes, timing.median_s, s.device, torch_dtype)
     benchmark.extra_info.update(roof)
     benchmark.extra_info["time_us"] = timing.median_s * 1e6
+    if case.block == "stem" and case.impl != "torchvision":
+        benchmark.extra_info["stem_conv1"] = common.stem_choice(x)
     if check is not None:
         benchmark.extra_info["rel_error_vs_torch_backend"] = check()
     elif case.impl != "torchvision":

@@ -603,8 +603,19 @@ def auto_choices(dtype: str, batch: int) -> dict:
     counts: dict = {}
     for key, choice in ops.AUTO.choices().items():
         if key[1] == DTYPES[dtype] and key[2][0] == batch:
-            counts[choice.backend] = counts.get(choice.backend, 0) + 1
+            counts[choice.name] = counts.get(choice.name, 0) + 1
     return counts
+
+
+def stem_choice(x: torch.Tensor) -> Optional[dict]:
+    """How FusedGoogLeNet ran its first conv on input ``x``: the measured variant and the µs of
+    each (None where nothing was measured, e.g. on CPU)."""
+    from inception_fast import modules
+
+    choice = modules.STEM_CHOICE.choices().get(modules.stem_choice_key(x))
+    if choice is None:
+        return None
+    return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors}
 
 
 def parity(out, ref) -> Optional[float]:

@@ -188,6 +188,12 @@ def throughput_markdown(rows):
         out.append(_table(["config", "chosen"], [[f"{c[0]} {c[1]} {c[2]} b{c[3]}",
                                                   ", ".join(f"{b} × {n}" for b, n in sorted(ch.items()))]
                                                  for c, ch in sorted(chosen, key=str)]) + "\n")
+    stems = sorted({(f"{c[0]} {c[1]} {c[2]} b{c[3]}", r["stem_conv1"]["chosen"],
+                     ", ".join(f"{v} {us:,.0f}" for v, us in r["stem_conv1"]["us"].items()))
+                    for c, ms in index.items() for r in ms.values() if r.get("stem_conv1")})
+    if stems:
+        out.append("The stem's first conv, as FusedGoogLeNet measured it (µs of conv1 + ReLU + max pool):\n")
+        out.append(_table(["config", "chosen", "variants (µs)"], [list(t) for t in stems]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")
@@ -273,6 +279,10 @@ def blocks_markdown(rows):
         mmac = full[0]["flops"] / 2 / full[0]["batch"] / 1e6 if full else None
         table.append([blk, "—" if mmac is None else f"{mmac:,.1f}", *cells, _fmt_x(_launch1_ratio(v))])
     out.append(_table(["block", "MMAC/img", *(IMPL_LABELS.get(i, i) for i in impls), "L1 ext/triton"], table) + "\n")
+    stem = index.get("stem", {}).get("torch", {}).get("stem_conv1")
+    if stem:
+        out.append(f"The fused stem ran its first conv as `{stem['chosen']}` (measured, µs of conv1 + ReLU + "
+                   "max pool: " + ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items()) + ").\n")
     out.append("### Detail\n")
     detail = []
     for blk in _order(index, BLOCK_ORDER):

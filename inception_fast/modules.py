@@ -11,9 +11,10 @@ submodules and state_dict keys; only forward differs:
   the reference computation (exactly as the reference trains).  Without
   BatchNorm (paper, d2l) training also goes through the fused op.
 
-NCHW input works: FusedGoogLeNet converts once at its entry to channels_last
-(the kernels' layout); a standalone FusedInception converts in and back out, so
-its output's memory format follows the input's, like torch convolutions.
+NCHW input works: FusedGoogLeNet's first conv reads the input in whichever layout
+it measured fastest (see STEM_CHOICE) and everything after it is channels_last (the
+kernels' layout); a standalone FusedInception converts in and back out, so its
+output's memory format follows the input's, like torch convolutions.
 """
 from __future__ import annotations
 
@@ -73,6 +74,28 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
     if x.dtype != ref.dtype:
         raise TypeError(f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
                         f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})")
+
+
+# The stem's first conv reads only a few channels (3).  In channels_last, cuDNN's tensor-core
+# kernels want the channel count a multiple of 4 or 8; in NCHW it picks other algorithms.  Which
+# is fastest depends on the GPU and library, so on CUDA the first forward of each input shape
+# times conv1 + ReLU + maxpool1 (to a channels_last result) as: "channels_last" (the input as
+# is), "pad4"/"pad8" (input and weight zero-padded to that many channels: same sums, the padding
+# adds zeros) and "nchw" (convolved in NCHW, converted after the pool), and keeps the fastest
+# (ops.MeasuredChoice; "channels_last" wherever nothing is measured).  STEM_CHOICE.choices()
+# shows the choices and times.
+STEM_CHOICE = ops.MeasuredChoice()
+
+
+def stem_choice_key(x: Tensor) -> tuple:
+    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting."""
+    tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
+    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32)
+
+
+def _stem_padded_channels(c: int) -> list[int]:
+    """The padded channel counts worth trying for a first conv reading ``c`` channels."""
+    return sorted({-(-c // m) * m for m in (4, 8)} - {c})
 
 
 def _wants_channels_last(x: Tensor) -> bool:
@@ -201,7 +224,12 @@ class FusedGoogLeNet(GoogLeNet):
 
     @staticmethod
     def _pack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
-        return [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
+        """[(w1, b1), (w2, b2), (w3, b3), {padded channel count: w1 zero-padded to it}]."""
+        packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
+        w1 = packed[0][0]
+        padded = {c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
+                  for c in _stem_padded_channels(w1.shape[1])}
+        return [*packed, padded]
 
     def _stem_weights(self, dtype):
         if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
@@ -215,9 +243,28 @@ class FusedGoogLeNet(GoogLeNet):
             if isinstance(module, FusedInception):
                 module.clear_packed_weights()
 
+    def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
+        """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_VARIANTS); the result is channels_last."""
+        cl = torch.channels_last
+        if variant == "nchw":
+            y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, stride=2, padding=3).relu_())
+            return y.contiguous(memory_format=cl)
+        if variant != "channels_last":
+            w1 = padded[int(variant[len("pad"):])]
+            n, c, h, w = x.shape
+            xp = torch.empty((n, w1.shape[1], h, w), dtype=x.dtype, device=x.device, memory_format=cl)
+            xp[:, c:].zero_()
+            xp[:, :c].copy_(x)
+            x = xp
+        y = self.maxpool1(F.conv2d(x.contiguous(memory_format=cl), w1, b1, stride=2, padding=3).relu_())
+        return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once
+
     def _fused_stem(self, x: Tensor) -> Tensor:
-        (w1, b1), (w2, b2), (w3, b3) = self._stem_weights(x.dtype)
-        x = self.maxpool1(F.conv2d(x, w1, b1, stride=2, padding=3).relu_())
+        """The folded stem on ``x`` in either layout; returns channels_last."""
+        (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
+        variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+        runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in variants}
+        x = self._stem_conv1(x, w1, b1, padded, STEM_CHOICE.pick(stem_choice_key(x), x.device, runners))
         if self.lrn1 is not None:
             x = self.lrn1(x)
         x = F.conv2d(x, w2, b2).relu_()
@@ -233,9 +280,9 @@ class FusedGoogLeNet(GoogLeNet):
         _check_params_match(x, self.fc.weight, "GoogLeNet")
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
-        # One conversion at the entry; every layer after this stays channels_last.
-        x = self._transform_input(x).contiguous(memory_format=torch.channels_last)
-        x = self._fused_stem(x)
+        # The stem's first conv reads the input in the layout it measured fastest; everything
+        # from its output on is channels_last (one conversion, at the entry).
+        x = self._fused_stem(self._transform_input(x))
         x = self.inception3b.fused_forward(self.inception3a.fused_forward(x))
         x = self.inception4a.fused_forward(self.maxpool3(x))
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from . import backends as _backends
 
-__all__ = ["inception_block", "InceptionBlockFunction", "resolve_backend", "block_shapes", "AutoBackend",
-           "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
+__all__ = ["inception_block", "InceptionBlockFunction", "resolve_backend", "block_shapes", "MeasuredChoice",
+           "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
@@ -139,55 +139,93 @@ def resolve_backend(backend: str, device) -> str:
     return backend
 
 
-# -- backend="auto" --------------------------------------------------------------------------------
+# -- measured choices: backend="auto", the stem's first conv ----------------------------------------
 # Order used where nothing is measured, and the tie-break.  From the H100 run of 2026-11-27
 # (benchmarks/results): cuda was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256.
 AUTO_STATIC_ORDER = ("cuda", "triton", "torch")
-# INCEPTION_FAST_AUTO=static: never measure, always take the first available of AUTO_STATIC_ORDER.
+# INCEPTION_FAST_AUTO=static: never measure; every measured choice takes its first candidate.
 ENV_AUTO = "INCEPTION_FAST_AUTO"
 
 
 @dataclass(frozen=True)
-class AutoChoice:
-    backend: str
-    seconds: dict = field(default_factory=dict)  # backend -> median seconds of one block forward
-    errors: dict = field(default_factory=dict)   # backend -> why it could not run this shape
+class Choice:
+    name: str
+    seconds: dict = field(default_factory=dict)  # candidate -> median seconds of one call
+    errors: dict = field(default_factory=dict)   # candidate -> why it could not run
 
 
-def _time_block(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     from .timing import time_fn
 
-    # Warm-up compiles and autotunes (Triton) before anything is timed.
+    # The warm-up compiles and autotunes (Triton) before anything is timed.
     return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
 
 
-class AutoBackend:
-    """``backend="auto"``: per block shape, the backend measured fastest on this device.
+class MeasuredChoice:
+    """Per key, the fastest of interchangeable computations, measured once, like cudnn.benchmark.
 
-    The first forward of a shape (device, dtype, input shape, weight shapes, TF32 setting) runs
-    every available backend of ``order`` on the real input, ``repeats`` timed runs each after a
-    warm-up, and keeps the fastest for that shape in this process, like cudnn.benchmark.  A
-    backend that fails on the shape is skipped (its error is kept in the choice).  Nothing is
-    measured, and the first available backend of ``order`` runs, where measuring is impossible
-    or unwanted: during CUDA-graph capture (a later eager call measures), with
-    INCEPTION_FAST_AUTO=static, or off the ``measure_on`` device types.  The backends agree
-    within the tolerance table but not bit for bit, so a named backend is the reproducible choice.
+    ``pick(key, device, runners)`` gets the candidates as {name: zero-argument callable} in order
+    of preference.  The first time it sees ``key`` it times each (``repeats`` runs after a
+    warm-up; a candidate that raises is skipped and its error kept) and remembers the fastest for
+    the rest of the process.  It measures nothing, and returns the first candidate, where it
+    cannot or should not: off the ``measure_on`` device types, during CUDA-graph capture or
+    torch.compile tracing (a later eager call measures), and with INCEPTION_FAST_AUTO=static.
+    The candidates agree within the tolerance table, not bit for bit.
     """
 
-    def __init__(self, order=AUTO_STATIC_ORDER, measure_on=("cuda",), repeats: int = 5,
-                 timer: Callable[[Callable[[], object], torch.device, int], float] = _time_block) -> None:
-        self.order = tuple(order)
+    def __init__(self, measure_on=("cuda",), repeats: int = 5,
+                 timer: Callable[[Callable[[], object], torch.device, int], float] = _time_call) -> None:
         self.measure_on = tuple(measure_on)
         self.repeats = repeats
         self.timer = timer
         self._choices: dict = {}
 
     def choices(self) -> dict:
-        """{shape key: AutoChoice} measured so far in this process."""
+        """{key: Choice} measured so far in this process."""
         return dict(self._choices)
 
     def clear(self) -> None:
         self._choices.clear()
+
+    def can_measure(self, device: torch.device) -> bool:
+        if device.type not in self.measure_on or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+    def pick(self, key, device: torch.device, runners: dict) -> str:
+        hit = self._choices.get(key)
+        if hit is not None:
+            return hit.name
+        names = list(runners)
+        if len(names) == 1 or not self.can_measure(device):
+            return names[0]
+        seconds, errors = {}, {}
+        for name in names:
+            try:
+                with torch.no_grad():
+                    seconds[name] = self.timer(runners[name], device, self.repeats)
+            except Exception as exc:  # e.g. a tile that does not fit this GPU: measure the others
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        if not seconds:
+            detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
+            raise RuntimeError(f"every candidate failed for {key} ({detail})")
+        best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
+        self._choices[key] = Choice(best, seconds, errors)
+        return best
+
+
+class AutoBackend(MeasuredChoice):
+    """``backend="auto"``: per block shape, the available backend of ``order`` measured fastest.
+
+    The key is (device, dtype, input shape, weight shapes, TF32 setting); off CUDA the answer
+    is "torch".  A named backend is the reproducible choice.
+    """
+
+    def __init__(self, order=AUTO_STATIC_ORDER, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.order = tuple(order)
 
     def candidates(self, device: torch.device) -> list[str]:
         return [n for n in self.order if _backends.availability(n, device) is None]
@@ -202,31 +240,15 @@ class AutoBackend:
         """The backend for this call (``x`` channels_last, weights packed)."""
         if x.device.type not in self.measure_on:
             return "torch"
-        key = self.key(x, w_red, w_pool, w3, w5)
-        hit = self._choices.get(key)
-        if hit is not None:
-            return hit.backend
         names = self.candidates(x.device)
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
-        capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if len(names) == 1 or capturing or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
-            return names[0]
-        seconds, errors = {}, {}
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
-        for name in names:
-            forward = _backends.get(name).block_forward
-            try:
-                with torch.no_grad():
-                    seconds[name] = self.timer(lambda: forward(*args), x.device, self.repeats)
-            except Exception as exc:  # e.g. a tile that does not fit this GPU: measure the others
-                errors[name] = f"{type(exc).__name__}: {exc}"
-        if not seconds:
-            detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
-            raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)} ({detail})")
-        best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
-        self._choices[key] = AutoChoice(best, seconds, errors)
-        return best
+        runners = {name: (lambda f=_backends.get(name).block_forward: f(*args)) for name in names}
+        try:
+            return self.pick(self.key(x, w_red, w_pool, w3, w5), x.device, runners)
+        except RuntimeError as exc:
+            raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)}: {exc}") from exc
 
 
 AUTO = AutoBackend()

@@ -389,8 +389,8 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
 
 @pytest.fixture
 def fake_backends(monkeypatch):
-    """Three registered backends that compute with the torch backend: 'slow', 'fast' (as their
-    fake timer says) and 'broken'; ``calls`` records which one ran."""
+    """Registered backends that compute with the torch backend: 'slow', 'fast' (as their fake
+    timer says), and 'broken' and 'broken2', which raise; ``calls`` records which one ran."""
     from inception_fast import backends
     from inception_fast.backends import torch_backend
 
@@ -399,14 +399,14 @@ def fake_backends(monkeypatch):
     def forward_of(name):
         def forward(*args):
             calls.append(name)
-            if name == "broken":
+            if name.startswith("broken"):
                 raise RuntimeError("no tile fits")
             return torch_backend.block_forward(*args)
         return forward
 
-    for name in ("slow", "fast", "broken"):
+    for name in ("slow", "fast", "broken", "broken2"):
         monkeypatch.setitem(backends._REGISTRY, name, backends.Backend(name, lambda device: None, forward_of(name)))
-    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken"))
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken", "broken2"))
     return calls
 
 
@@ -459,8 +459,7 @@ def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake
 
 def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
     _, x, packed = _packed_block()
-    chooser = _chooser(fake_backends, ("broken",), {})
-    chooser.order = ("broken", "broken")  # two candidates, so it measures
+    chooser = _chooser(fake_backends, ("broken", "broken2"), {})
     with pytest.raises(RuntimeError, match=r"every backend failed on input shape \(1, 16, 5, 5\).*no tile fits"):
         chooser.choose(x, *packed)
 
@@ -493,9 +492,9 @@ def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
         out = block(x)
         (choice,) = ops.AUTO.choices().values()
         assert set(choice.seconds) | set(choice.errors) == set(available_backends(cuda_device))
-        assert choice.seconds[choice.backend] == min(choice.seconds.values())
+        assert choice.seconds[choice.name] == min(choice.seconds.values())
         packed = block.packed(torch.bfloat16)
-        expected = ops.inception_block(x, *packed, backend=choice.backend)
+        expected = ops.inception_block(x, *packed, backend=choice.name)
     assert torch.equal(out, expected)
 
 
@@ -527,3 +526,42 @@ def test_gpu_googlenet_cuda_graph_replay(cuda_device, backend):
         eager = model(new_x)
     assert eager.float().std() > 0.05, "logits vanished; the comparison could not fail"
     check_close(static_out.float(), eager.float(), FP32)
+
+
+# -- the stem's measured first conv -----------------------------------------------------------------
+
+@pytest.mark.parametrize("variant,size,fmt", [("torchvision", 64, CL), ("torchvision", 64, torch.contiguous_format),
+                                               ("paper", 64, CL), ("d2l", 32, torch.contiguous_format)])
+def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fmt):
+    """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW) is forced
+    in turn through a measuring chooser whose fake timer makes it the fastest."""
+    from inception_fast import modules, ops
+
+    ref, fused = calibrated_net(variant, size)
+    x = torch.randn(2, ref.in_channels, size, size).contiguous(memory_format=fmt)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    expected = ["channels_last", "pad4", "pad8", "nchw"]
+    for winner in expected:
+        calls = []
+
+        def timer(fn, device, repeats, winner=winner):
+            out = fn()
+            assert out.is_contiguous(memory_format=CL)
+            calls.append(out)
+            return 1.0 if len(calls) - 1 == expected.index(winner) else 2.0
+
+        chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
+        monkeypatch.setattr(modules, "STEM_CHOICE", chooser)
+        with torch.no_grad():
+            out = fused(x)
+        assert len(calls) == 4 and [c.name for c in chooser.choices().values()] == [winner]
+        for c in calls[1:]:  # the four stem outputs agree
+            check_close(c, calls[0], FP32)
+        check_close(out, ref64, tol)
+
+
+def test_stem_padding_candidates():
+    from inception_fast.modules import _stem_padded_channels
+
+    assert _stem_padded_channels(3) == [4, 8] and _stem_padded_channels(1) == [4, 8]
+    assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
