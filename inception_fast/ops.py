@@ -22,6 +22,7 @@ choice also happens under torch.compile, whose traced graph only holds the op).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -157,8 +158,10 @@ class Choice:
 def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     from .timing import time_fn
 
-    # The warm-up compiles and autotunes (Triton) before anything is timed.
-    return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
+    # The warm-up compiles and autotunes (Triton) before anything is timed.  CUDA events time
+    # the current device's stream, so make the tensors' device the current one.
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
 
 
 class MeasuredChoice:
