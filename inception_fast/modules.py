@@ -244,7 +244,7 @@ class FusedGoogLeNet(GoogLeNet):
                 module.clear_packed_weights()
 
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
-        """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_VARIANTS); the result is channels_last."""
+        """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_CHOICE); the result is channels_last."""
         cl = torch.channels_last
         if variant == "nchw":
             y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, stride=2, padding=3).relu_())
