@@ -3,8 +3,10 @@
     from inception_fast import FusedGoogLeNet
     model = FusedGoogLeNet.from_torchvision(torchvision.models.googlenet(weights="DEFAULT")).eval()
 """
+from .graphs import CapturedForward
 from .modules import FusedGoogLeNet, FusedInception, available_backends, fuse
 from .reference import GoogLeNet, Inception
 
-__all__ = ["Inception", "GoogLeNet", "FusedInception", "FusedGoogLeNet", "fuse", "available_backends"]
+__all__ = ["Inception", "GoogLeNet", "FusedInception", "FusedGoogLeNet", "fuse", "available_backends",
+           "CapturedForward"]
 __version__ = "0.1.0"

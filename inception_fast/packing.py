@@ -146,5 +146,9 @@ class PackCache:
         self._entries[dtype] = (key, aliases, packed)
         return packed
 
+    def snapshot(self) -> dict:
+        """The current entries (holding them keeps their tensors allocated)."""
+        return dict(self._entries)
+
     def clear(self) -> None:
         self._entries.clear()

@@ -50,16 +50,9 @@ def time_fn(
         for _ in range(warmup):
             fn()
         if cuda_graph:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    fn()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            run = graph.replay
+            from .graphs import capture
+
+            run = capture(fn)[0].replay
         else:
             run = fn
         if is_cuda:

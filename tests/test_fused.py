@@ -498,34 +498,41 @@ def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
     assert torch.equal(out, expected)
 
 
+def test_captured_forward_needs_a_cuda_input():
+    from inception_fast import CapturedForward
+
+    with pytest.raises(ValueError, match="CapturedForward needs a CUDA example input, got cpu"):
+        CapturedForward(FusedGoogLeNet(variant="d2l").eval(), torch.randn(1, 1, 32, 32))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["auto", "triton", "cuda"])
-def test_gpu_googlenet_cuda_graph_replay(cuda_device, backend):
-    """Batch 1 is meant to run as a CUDA graph: after one eager forward, capture, feed a new input,
-    replay, and get the eager answer for that input."""
+def test_gpu_googlenet_captured_forward(cuda_device, backend):
+    """Batch 1 is meant to run as a CUDA graph: capture, feed a new input, replay, and get the
+    eager answer for it; after a weight change and an eager call (which repacks), the graph still
+    computes with the weights it captured, from memory that was kept alive."""
+    from inception_fast import CapturedForward
+
     if backend != "auto" and backend not in available_backends(cuda_device):
         pytest.skip(f"backend {backend!r} is unavailable on {cuda_device}")
     ref, _ = calibrated_net("torchvision", 64)
     model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval().to(cuda_device, torch.bfloat16)
     shape = (1, 3, 64, 64)
-    static_x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
+    fast = CapturedForward(model, torch.randn(shape, device=cuda_device, dtype=torch.bfloat16))
+    x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
     with torch.inference_mode():
-        model(static_x)  # compiles, tunes, and lets auto measure
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            model(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = model(static_x)
-        new_x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
-        static_x.copy_(new_x)
-        graph.replay()
+        replayed = fast(x).clone()
+        eager = model(x)
+        assert eager.float().std() > 0.05, "logits vanished; the comparison could not fail"
+        check_close(replayed.float(), eager.float(), FP32)
+        for p in model.inception4a.parameters():
+            p.mul_(0.5)
+        changed = model(x)  # repacks 4a; the graph's packed weights must survive
         torch.cuda.synchronize()
-        eager = model(new_x)
-    assert eager.float().std() > 0.05, "logits vanished; the comparison could not fail"
-    check_close(static_out.float(), eager.float(), FP32)
+        assert rel_error(changed.float(), eager.float()) > 1e-2
+        check_close(fast(x).float(), replayed.float(), FP32)
+    with pytest.raises(ValueError, match=r"captured for input \(1, 3, 64, 64\)"):
+        fast(torch.randn(2, 3, 64, 64, device=cuda_device, dtype=torch.bfloat16))
 
 
 # -- the stem's measured first conv -----------------------------------------------------------------
