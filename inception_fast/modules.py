@@ -169,6 +169,12 @@ class FusedInception(Inception):
         PyTorch's version counters do not see; every other change is detected on its own."""
         self._pack_cache.clear()
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() replace every weight: drop the packs (and the old storages they
+        # keep alive) now rather than at the next forward, which may never come.
+        self.clear_packed_weights()
+        return super()._apply(fn, *args, **kwargs)
+
     def fused_forward(self, x: Tensor) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output."""
         backend = self.backend_for(x.device)
@@ -242,6 +248,10 @@ class FusedGoogLeNet(GoogLeNet):
         for module in self.modules():
             if isinstance(module, FusedInception):
                 module.clear_packed_weights()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
+        return super()._apply(fn, *args, **kwargs)
 
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
         """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_CHOICE); the result is channels_last."""

@@ -164,6 +164,14 @@ def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> 
         return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
 
 
+def _dispatch_mode_active() -> bool:
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # a private helper; without it, assume no mode
+        return False
+    return _get_current_dispatch_mode() is not None
+
+
 class MeasuredChoice:
     """Per key, the fastest of interchangeable computations, measured once, like cudnn.benchmark.
 
@@ -193,8 +201,8 @@ class MeasuredChoice:
     def can_measure(self, device: torch.device) -> bool:
         if device.type not in self.measure_on or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
             return False
-        if torch.compiler.is_compiling():
-            return False
+        if torch.compiler.is_compiling() or _dispatch_mode_active():
+            return False  # tracing, or a mode (FlopCounterMode, fake tensors) that would see the timing runs
         return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
     def pick(self, key, device: torch.device, runners: dict) -> str:
@@ -235,7 +243,9 @@ class AutoBackend(MeasuredChoice):
 
     @staticmethod
     def key(x, w_red, w_pool, w3, w5) -> tuple:
-        tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
+        # fp32 precision: the kernels follow cuDNN's TF32 flag, the torch backend's GEMMs matmul's.
+        tf32 = ((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+                if x.dtype == torch.float32 else None)
         return (str(x.device), x.dtype, tuple(x.shape), tuple(w_red.shape), tuple(w_pool.shape),
                 tuple(w3.shape), tuple(w5.shape), tf32)
 
@@ -243,13 +253,17 @@ class AutoBackend(MeasuredChoice):
         """The backend for this call (``x`` channels_last, weights packed)."""
         if x.device.type not in self.measure_on:
             return "torch"
+        key = self.key(x, w_red, w_pool, w3, w5)
+        hit = self._choices.get(key)
+        if hit is not None:  # the common case, first: no availability checks, no closures
+            return hit.name
         names = self.candidates(x.device)
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
         runners = {name: (lambda f=_backends.get(name).block_forward: f(*args)) for name in names}
         try:
-            return self.pick(self.key(x, w_red, w_pool, w3, w5), x.device, runners)
+            return self.pick(key, x.device, runners)
         except RuntimeError as exc:
             raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)}: {exc}") from exc
 

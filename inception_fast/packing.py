@@ -102,7 +102,8 @@ def conv_bn_tensors(basic_convs) -> list[Tensor]:
         children = basic._modules
         conv, bn = children["conv"], children.get("bn")
         params = conv._parameters
-        out.append(params["weight"])
+        # A pruned or parametrized conv has no "weight" parameter; its attribute is computed.
+        out.append(params["weight"] if "weight" in params else conv.weight)
         if params.get("bias") is not None:
             out.append(params["bias"])
         if bn is not None:
@@ -134,6 +135,11 @@ class PackCache:
         self._entries: dict = {}  # dtype -> (key, aliases of the sources, packed)
 
     def get(self, module: nn.Module, dtype: torch.dtype):
+        if torch.compiler.is_compiling():
+            # Storage addresses cannot be guarded on: the compiled graph folds and packs from the
+            # parameters on every call (a few small fused ops), so it never goes stale.
+            with torch.no_grad():
+                return self._build(module, dtype)
         sources = self._sources(module)
         key = _state(sources)
         entry = self._entries.get(dtype)

@@ -381,6 +381,10 @@ def test_sm90_compile_stats_of_every_config():
     process runs the interpreter): each fits the H100's shared memory, streams its operands with
     cp.async, the 64- and 128-row ones run on wgmma, and every launch keeps at least one config
     that does not spill, for 3a and for 5b (the smallest and the widest block)."""
+    import triton
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-m", "benchmarks.kernel_stats", "--json"], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
