@@ -1,4 +1,5 @@
-"""What the two Triton launchers share: interpreter mode, dot precision, launch counting.
+"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, and the
+@triton.jit helpers that map a program to its tile of output pixels.
 
 No kernels here.  Importing this module imports triton but queries no device.
 """
@@ -8,8 +9,10 @@ import os
 
 import torch
 import triton
+import triton.language as tl
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "next_pow2_clamped"]
+__all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "next_pow2_clamped",
+           "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
 # are imported; reading the variable at the same moment keeps launchers and kernels in step.
@@ -54,3 +57,26 @@ def dot_precision(dtype: torch.dtype) -> str:
 def next_pow2_clamped(n: int, lo: int = 16, hi: int = 128) -> int:
     """A tile width for a dimension of size n: tl.dot needs >= 16, registers want <= hi."""
     return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+@triton.jit
+def pixel_tile(pid, n_col_tiles, M, H, W, BLOCK_M: tl.constexpr):
+    """Program ``pid`` of a 1-D grid whose column tiles vary fastest: (pid_n, row_ok, img, hh, ww)
+    for its BLOCK_M pixels of the N*H*W pixel rows.  Pixel indices are < M < 2^31 (checked by the
+    launchers); the image index is 64-bit, so offsets built from it are too."""
+    pid_m = pid // n_col_tiles
+    pid_n = pid % n_col_tiles
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < M
+    hw = H * W
+    img = (offs_m // hw).to(tl.int64)
+    rem = offs_m % hw
+    hh = rem // W
+    ww = rem % W
+    return pid_n, row_ok, img, hh, ww
+
+
+@triton.jit
+def row_offsets(img, hh, ww, s_n, s_h, s_w):
+    """64-bit element offsets of the pixels (img, hh, ww) in a tensor with strides s_n, s_h, s_w."""
+    return img * s_n + hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w

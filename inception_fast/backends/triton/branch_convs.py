@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from . import _common
+from ._common import pixel_tile, row_offsets
 
 __all__ = ["launch_branch_convs", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -75,22 +76,10 @@ def _branch_convs_kernel(
     K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
     n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
-    n_tiles = n_tiles3 + N_TILES5
-    pid_m = pid // n_tiles
-    pid_n = pid % n_tiles
-
-    # Pixel index < M < 2^31 (checked by the launcher); only offsets need 64 bits.
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < M
-    hw = H * W
-    img = (offs_m // hw).to(tl.int64)
-    rem = offs_m % hw
-    hh = rem // W
-    ww = rem % W
-    s_row = img * ss_n + hh.to(tl.int64) * ss_h + ww.to(tl.int64) * ss_w
-    o_row = img * so_n + hh.to(tl.int64) * so_h + ww.to(tl.int64) * so_w
+    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_tiles3 + N_TILES5, M, H, W, BLOCK_M)
+    s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
+    o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
 
     if pid_n < n_tiles3:
         _conv_tile(scratch_ptr, w3_ptr, b3_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid_n,

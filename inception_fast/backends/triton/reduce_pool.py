@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from . import _common
+from ._common import pixel_tile, row_offsets
 
 __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -122,25 +123,13 @@ def _reduce_pool_kernel(
     DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
     n_red_tiles = tl.cdiv(NR, BLOCK_N)
-    n_tiles = n_red_tiles + N_POOL_TILES
-    pid_m = pid // n_tiles
-    pid_n = pid % n_tiles
-
-    # Pixel index < M < 2^31 (checked by the launcher); only offsets need 64 bits.
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < M
-    hw = H * W
-    img = (offs_m // hw).to(tl.int64)
-    rem = offs_m % hw
-    hh = rem // W
-    ww = rem % W
-    x_row = img * sx_n + hh.to(tl.int64) * sx_h + ww.to(tl.int64) * sx_w
-    o_row = img * so_n + hh.to(tl.int64) * so_h + ww.to(tl.int64) * so_w
+    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_red_tiles + N_POOL_TILES, M, H, W, BLOCK_M)
+    x_row = row_offsets(img, hh, ww, sx_n, sx_h, sx_w)
+    o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
 
     if pid_n < n_red_tiles:
-        s_row = img * ss_n + hh.to(tl.int64) * ss_h + ww.to(tl.int64) * ss_w
+        s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
         _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
                      CIN, NR, CH1, sx_c, swr_n, swr_k, sbr, so_c, ss_c,
                      DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
