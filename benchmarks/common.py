@@ -41,6 +41,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from benchmarks.report import MODEL_LABELS  # noqa: F401  (report.py is stdlib-only, so it owns the labels)
 from inception_fast.testing import calibrate
 from inception_fast.timing import Timing, time_fn
 
@@ -64,16 +65,6 @@ BLOCKS = ("inception3a", "inception3b", "inception4a", "inception4b", "inception
           "inception4d", "inception4e", "inception5a", "inception5b")
 STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
 
-# Human-readable names used in extra_info["label"] and by report.py.
-MODEL_LABELS = {
-    "torchvision": "torchvision eager",
-    "reference": "reference GoogLeNet",
-    "fused_torch": "FusedGoogLeNet[torch]",
-    "fused_triton": "FusedGoogLeNet[triton]",
-    "fused_cuda": "FusedGoogLeNet[cuda]",
-    "fused_auto": "FusedGoogLeNet[auto]",
-    "tv_compile": "torch.compile(torchvision), freezing",
-}
 
 warnings.filterwarnings("ignore", message=".*weight initialization of GoogleNet.*")
 
