@@ -272,9 +272,13 @@ class FusedGoogLeNet(GoogLeNet):
     def _fused_stem(self, x: Tensor) -> Tensor:
         """The folded stem on ``x`` in either layout; returns channels_last."""
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
-        variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
-        runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in variants}
-        x = self._stem_conv1(x, w1, b1, padded, STEM_CHOICE.pick(stem_choice_key(x), x.device, runners))
+        key = stem_choice_key(x)
+        variant = STEM_CHOICE.lookup(key)
+        if variant is None:  # first forward at this shape: build the candidates and measure them
+            variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in variants}
+            variant = STEM_CHOICE.pick(key, x.device, runners)
+        x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)
         x = F.conv2d(x, w2, b2).relu_()

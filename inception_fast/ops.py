@@ -198,6 +198,12 @@ class MeasuredChoice:
     def clear(self) -> None:
         self._choices.clear()
 
+    def lookup(self, key):
+        """The name chosen for ``key``, or None before it was measured: callers check this first
+        and build their runners only on a miss."""
+        hit = self._choices.get(key)
+        return None if hit is None else hit.name
+
     def can_measure(self, device: torch.device) -> bool:
         if device.type not in self.measure_on or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
             return False
@@ -206,9 +212,9 @@ class MeasuredChoice:
         return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
     def pick(self, key, device: torch.device, runners: dict) -> str:
-        hit = self._choices.get(key)
+        hit = self.lookup(key)
         if hit is not None:
-            return hit.name
+            return hit
         names = list(runners)
         if len(names) == 1 or not self.can_measure(device):
             return names[0]
@@ -254,9 +260,9 @@ class AutoBackend(MeasuredChoice):
         if x.device.type not in self.measure_on:
             return "torch"
         key = self.key(x, w_red, w_pool, w3, w5)
-        hit = self._choices.get(key)
+        hit = self.lookup(key)
         if hit is not None:  # the common case, first: no availability checks, no closures
-            return hit.name
+            return hit
         names = self.candidates(x.device)
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
