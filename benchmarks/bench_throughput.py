@@ -64,7 +64,7 @@ def test_throughput(benchmark, case):
     if case.model == "fused_auto":
         benchmark.extra_info["auto_choices"] = common.auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
-        benchmark.extra_info["stem_conv1"] = common.stem_choice(x)
+        benchmark.extra_info["stem_conv1"] = common.stem_choice(model, x)
     if case.model != "torchvision":
         tv = common.build_model("torchvision", s, case.dtype, case.memory_format)
         with torch.inference_mode():

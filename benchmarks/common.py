@@ -181,8 +181,9 @@ class BlockCase:
 
 def block_cases(s: Optional[Settings] = None) -> list:
     s = s or settings()
-    # The fused model's stem is ATen with BN folded, so it sits in the "torch" column.
-    cases = [BlockCase("stem", "torchvision"), BlockCase("stem", "torch")]
+    # The fused model's stem: BN folded, conv1 run the way it measured fastest.  With backend
+    # "torch" that is one of the ATen forms; with "triton" the Triton stem kernel competes too.
+    cases = [BlockCase("stem", "torchvision"), BlockCase("stem", "torch"), BlockCase("stem", "triton")]
     for name in BLOCKS:
         cases += [BlockCase(name, impl) for impl in ("torchvision", *BACKENDS)]
     for name in BLOCKS:
@@ -513,18 +514,18 @@ def fused_block(name: str, backend: str, s: Settings, dtype: str) -> nn.Module:
     return _BLOCK_CACHE[key]
 
 
-def fused_stem(s: Settings, dtype: str) -> Callable:
-    """FusedGoogLeNet's stem (BN folded convs), as used inside its forward."""
-    key = ("fused_stem", str(s.device), dtype, s.image_size)
+def fused_stem(s: Settings, dtype: str, backend: str = "torch"):
+    """A FusedGoogLeNet with ``backend`` whose stem (BN folded convs) the block benchmark times
+    through ``model._fused_stem``, the method its forward calls (the stem has no public module)."""
+    key = ("fused_stem", str(s.device), dtype, s.image_size, backend)
     if key not in _BLOCK_CACHE:
         from inception_fast import FusedGoogLeNet
 
+        require_backend(backend, s.device)
         base = base_torchvision(s.image_size, s.calib_batch)
-        model = _place(FusedGoogLeNet.from_torchvision(copy.deepcopy(base), backend="torch"),
-                       s.device, DTYPES[dtype], torch.channels_last)
-        # FusedGoogLeNet has no public stem; its forward calls _fused_stem, so that is what is timed.
-        _BLOCK_CACHE[key] = (model, model._fused_stem)
-    return _BLOCK_CACHE[key][1]
+        _BLOCK_CACHE[key] = _place(FusedGoogLeNet.from_torchvision(copy.deepcopy(base), backend=backend),
+                                   s.device, DTYPES[dtype], torch.channels_last)
+    return _BLOCK_CACHE[key]
 
 
 def triton_launch1() -> Optional[Callable]:
@@ -598,12 +599,12 @@ def auto_choices(dtype: str, batch: int) -> dict:
     return counts
 
 
-def stem_choice(x: torch.Tensor) -> Optional[dict]:
-    """How FusedGoogLeNet ran its first conv on input ``x``: the measured variant and the µs of
-    each (None where nothing was measured, e.g. on CPU)."""
+def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
+    """How FusedGoogLeNet ``model`` ran its first conv on input ``x``: the measured variant and the
+    µs of each (None where nothing was measured, e.g. on CPU)."""
     from inception_fast import modules
 
-    choice = modules.STEM_CHOICE.choices().get(modules.stem_choice_key(x))
+    choice = modules.STEM_CHOICE.choices().get(model.stem_choice_key(x))
     if choice is None:
         return None
     return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors}

@@ -128,7 +128,7 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-run_step tests 120 250 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
+run_step tests 150 250 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
 tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 
 # --- benchmarks ------------------------------------------------------------------------------

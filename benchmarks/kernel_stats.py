@@ -1,8 +1,8 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
-Compiles every autotuning config of both Triton launches for a GPU architecture (default
-sm_90, the H100) with the arguments the real launchers pass for a given block, batch and
-dtype, and reports per config: registers per thread, spilled bytes, shared memory, and
+Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
+and without its max pool) for a GPU architecture (default sm_90, the H100) with the arguments
+the real launchers pass for a given block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared memory, and
 whether the main loops use Hopper's asynchronous tensor-core MMA (wgmma) and asynchronous
 global->shared copies (cp.async).  The arguments come from the launchers' own
 ``_arguments``, and integer/pointer specialization follows Triton's JIT (a value of 1 is a
@@ -10,7 +10,7 @@ constant; multiples of 16 and 16-byte-aligned pointers are marked divisible), so
 compiled here is the code a launch on the GPU would compile.  Registers and spills come
 from ptxas -v (the one shipped with Triton) on the generated PTX.
 
-    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a] [--batch 256] [--json]
+    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a|stem] [--batch 256] [--json]
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -32,7 +32,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from inception_fast.backends.triton import branch_convs, reduce_pool  # noqa: E402
+from inception_fast.backends.triton import branch_convs, reduce_pool, stem  # noqa: E402
 from inception_fast.ops import _empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -124,25 +124,46 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
     return rows
 
 
+def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int = 224) -> list[dict]:
+    """One row per (launch, config) of the stem kernel on torchvision's conv1 + maxpool1, for an
+    NCHW input (what a user passes; the kernel reads it directly): "conv_pool" fused, "conv" alone."""
+    dt = DTYPES[dtype]
+    x = torch.empty(batch, 3, size, size, dtype=dt)
+    w = torch.empty(64, 3, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
+    b = torch.empty(64, dtype=dt)
+    rows = []
+    for launch, pool in (("conv_pool", (3, 2, 0, True)), ("conv", (1, 1, 0, False))):
+        args, meta, _grid, _out = stem._arguments(x, w, b, 2, 3, *pool)
+        for config in stem.CONFIGS:
+            row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+            row.update(_compile(stem._conv_pool_kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100)")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
-    p.add_argument("--block", action="append", choices=list(SIZES), help="repeatable (default: 3a and 5b)")
+    p.add_argument("--block", action="append", choices=[*SIZES, "stem"],
+                   help="repeatable (default: stem, 3a and 5b)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args(argv)
     rows = []
-    for block in args.block or ["inception3a", "inception5b"]:
-        rows += kernel_stats(block, args.batch, args.dtype, args.arch)
+    for block in args.block or ["stem", "inception3a", "inception5b"]:
+        if block == "stem":
+            rows += stem_stats(args.batch, args.dtype, args.arch)
+        else:
+            rows += kernel_stats(block, args.batch, args.dtype, args.arch)
     if args.json:
         print(json.dumps({"max_shared_bytes": MAX_SHARED_BYTES, "rows": rows}, indent=1))
         return 0
-    print(f"{'block':<12} {'launch':<8} {'config':<44} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async")
+    print(f"{'block':<12} {'launch':<9} {'config':<44} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async")
     for r in rows:
         c = r["config"]
         cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
-        print(f"{r['block']:<12} {r['launch']:<8} {cfg:<44} {r['registers']:>4} {r['spill_bytes']:>6} "
+        print(f"{r['block']:<12} {r['launch']:<9} {cfg:<44} {r['registers']:>4} {r['spill_bytes']:>6} "
               f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {r['cp_async']}")
     return 0
 

@@ -280,10 +280,11 @@ def blocks_markdown(rows):
         mmac = full[0]["flops"] / 2 / full[0]["batch"] / 1e6 if full else None
         table.append([blk, "—" if mmac is None else f"{mmac:,.1f}", *cells, _fmt_x(_launch1_ratio(v))])
     out.append(_table(["block", "MMAC/img", *(IMPL_LABELS.get(i, i) for i in impls), "L1 ext/triton"], table) + "\n")
-    stem = index.get("stem", {}).get("torch", {}).get("stem_conv1")
-    if stem:
-        out.append(f"The fused stem ran its first conv as `{stem['chosen']}` (measured, µs of conv1 + ReLU + "
-                   "max pool: " + ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items()) + ").\n")
+    for impl in ("torch", "triton"):
+        stem = index.get("stem", {}).get(impl, {}).get("stem_conv1")
+        if stem:
+            out.append(f"The fused stem (backend {impl}) ran its first conv as `{stem['chosen']}` (measured, µs of "
+                       "conv1 + ReLU + max pool: " + ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items()) + ").\n")
     out.append("### Detail\n")
     detail = []
     for blk in _order(index, BLOCK_ORDER):

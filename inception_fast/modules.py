@@ -81,16 +81,27 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
 # is fastest depends on the GPU and library, so on CUDA the first forward of each input shape
 # times conv1 + ReLU + maxpool1 (to a channels_last result) as: "channels_last" (the input as
 # is), "pad4"/"pad8" (input and weight zero-padded to that many channels: same sums, the padding
-# adds zeros) and "nchw" (convolved in NCHW, converted after the pool), and keeps the fastest
-# (ops.MeasuredChoice; "channels_last" wherever nothing is measured).  STEM_CHOICE.choices()
-# shows the choices and times.
+# adds zeros) and "nchw" (convolved in NCHW, converted after the pool); where the model's backend
+# is "auto" or "triton" and Triton runs, also "triton" (one kernel: conv, ReLU and the pool, the
+# conv output never stored; backends/triton/stem.py) and "triton_conv" (the same kernel without
+# the pool, then ATen's pool).  It keeps the fastest (ops.MeasuredChoice; "channels_last"
+# wherever nothing is measured).  STEM_CHOICE.choices() shows the choices and times.
 STEM_CHOICE = ops.MeasuredChoice()
+STEM_TRITON_VARIANTS = ("triton", "triton_conv")
 
 
-def stem_choice_key(x: Tensor) -> tuple:
-    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting."""
+def stem_choice_key(x: Tensor, triton_allowed: bool = False) -> tuple:
+    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting, and whether
+    the model lets the Triton variants compete (see FusedGoogLeNet.stem_choice_key)."""
     tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
-    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32)
+    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32, triton_allowed)
+
+
+def _square(value) -> Optional[int]:
+    """An int for an int or a tuple of equal ints (a square kernel, stride, padding), else None."""
+    if isinstance(value, int):
+        return value
+    return value[0] if len(set(value)) == 1 else None
 
 
 def _stem_padded_channels(c: int) -> list[int]:
@@ -253,11 +264,41 @@ class FusedGoogLeNet(GoogLeNet):
         self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
         return super()._apply(fn, *args, **kwargs)
 
+    def stem_choice_key(self, x: Tensor) -> tuple:
+        """The STEM_CHOICE key of this model's first conv on input ``x``."""
+        return stem_choice_key(x, self.requested_backend in ("auto", "triton"))
+
+    def _stem_triton_params(self) -> Optional[tuple]:
+        """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
+        kernel, or None where conv1/maxpool1 are not square, dilated or grouped."""
+        conv, pool = self.conv1.conv, self.maxpool1
+        if conv.groups != 1 or _square(conv.dilation) != 1 or _square(conv.kernel_size) is None:
+            return None
+        if isinstance(conv.padding, str) or _square(pool.dilation) != 1:
+            return None
+        params = (_square(conv.stride), _square(conv.padding), _square(pool.kernel_size), _square(pool.stride),
+                  _square(pool.padding), bool(pool.ceil_mode))
+        return None if None in params else params
+
+    def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
+        variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+        if (self.requested_backend in ("auto", "triton") and self._stem_triton_params() is not None
+                and "triton" in available_backends(x.device)):
+            variants += STEM_TRITON_VARIANTS
+        return variants
+
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
         """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_CHOICE); the result is channels_last."""
         cl = torch.channels_last
+        if variant in STEM_TRITON_VARIANTS:  # reads x in either layout
+            stride, padding, *pool = self._stem_triton_params()
+            if variant == "triton":
+                return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool, backend="triton")
+            y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
+            return self.maxpool1(y).contiguous(memory_format=cl)
+        conv = dict(stride=self.conv1.conv.stride, padding=self.conv1.conv.padding)
         if variant == "nchw":
-            y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, stride=2, padding=3).relu_())
+            y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, **conv).relu_())
             return y.contiguous(memory_format=cl)
         if variant != "channels_last":
             w1 = padded[int(variant[len("pad"):])]
@@ -266,18 +307,19 @@ class FusedGoogLeNet(GoogLeNet):
             xp[:, c:].zero_()
             xp[:, :c].copy_(x)
             x = xp
-        y = self.maxpool1(F.conv2d(x.contiguous(memory_format=cl), w1, b1, stride=2, padding=3).relu_())
+        y = self.maxpool1(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **conv).relu_())
         return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once
 
     def _fused_stem(self, x: Tensor) -> Tensor:
         """The folded stem on ``x`` in either layout; returns channels_last."""
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
-        key = stem_choice_key(x)
+        key = self.stem_choice_key(x)
         variant = STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
-            variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
-            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in variants}
+            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in self._stem_variants(x, padded)}
             variant = STEM_CHOICE.pick(key, x.device, runners)
+        if variant in STEM_TRITON_VARIANTS and w1.requires_grad:
+            variant = "channels_last"  # the Triton kernel has no backward
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)

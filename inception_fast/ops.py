@@ -7,6 +7,9 @@ torch.compile) even when the compiled extension is absent.
   from packed weights (see ``inception_fast.packing``), computed by the named
   backend.  Returns ``(out, scratch)``: the concatenated block output and the two
   post-ReLU reductions (saved for the backward pass).  Both channels_last.
+* ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last:
+  the stem's first layer (GoogLeNet's conv1 + maxpool1), by the named backend ("torch": ATen;
+  "triton": one kernel, the conv output never stored).  Inference only (no autograd formula).
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the
   two launches as separate mutating ops; their kernels come from the compiled
   extension (csrc/, ``TORCH_LIBRARY_IMPL(inception_fast, CPU/CUDA, ...)``).
@@ -32,13 +35,17 @@ import torch.nn.functional as F
 
 from . import backends as _backends
 
-__all__ = ["inception_block", "InceptionBlockFunction", "resolve_backend", "block_shapes", "MeasuredChoice",
+__all__ = ["inception_block", "conv_relu_maxpool", "InceptionBlockFunction", "resolve_backend", "block_shapes", "MeasuredChoice",
            "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
     "inception_block(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
     "Tensor w3, Tensor b3, Tensor w5, Tensor b5, str backend) -> (Tensor, Tensor)"
+)
+_LIB.define(
+    "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
+    "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
 _LIB.define(
     "reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
@@ -116,6 +123,72 @@ def _reduce_pool_fake(x, w_red, b_red, w_pool, b_pool, out, scratch):
 @torch.library.register_fake("inception_fast::branch_convs_")
 def _branch_convs_fake(scratch, w3, b3, w5, b5, out, ch1):
     return None
+
+
+def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+    """Checks the arguments; returns the (N, Cout, PH, PW) output shape."""
+    from .reference import _conv_out, _pool_out
+
+    if x.dim() != 4:
+        raise ValueError(f"conv_relu_maxpool expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"conv_relu_maxpool supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    if w.dim() != 4 or w.shape[2] != w.shape[3]:
+        raise ValueError(f"conv_relu_maxpool expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"conv_relu_maxpool expects {w.shape[1]} input channels, got {x.shape[1]} "
+                         f"(input shape {tuple(x.shape)})")
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"conv_relu_maxpool expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
+    for name, t in (("w", w), ("b", b)):
+        if t.device != x.device:
+            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
+    if min(stride, pool_kernel, pool_stride) < 1 or padding < 0 or not 0 <= 2 * pool_padding <= pool_kernel:
+        raise ValueError(f"invalid conv/pool parameters: stride {stride}, padding {padding}, pool kernel {pool_kernel}, "
+                         f"pool stride {pool_stride}, pool padding {pool_padding}")
+    k = w.shape[-1]
+    oh, ow = (_conv_out(s, k, stride, padding) for s in x.shape[2:])
+    ph, pw = (_pool_out(s, pool_kernel, pool_stride, pool_padding, ceil_mode) for s in (oh, ow))
+    if min(oh, ow, ph, pw) < 1:
+        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {k}x{k}/{stride} conv (padding {padding}) "
+                         f"followed by a {pool_kernel}x{pool_kernel}/{pool_stride} max pool")
+    return x.shape[0], w.shape[0], ph, pw
+
+
+@torch.library.impl(_LIB, "conv_relu_maxpool", "CompositeExplicitAutograd")
+def _conv_relu_maxpool_impl(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
+    _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+    cl = torch.channels_last
+    if backend == "torch":
+        y = F.conv2d(x, w, b, stride=stride, padding=padding).relu_()
+        if pool_kernel > 1:
+            y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)
+        return y.contiguous(memory_format=cl)
+    if backend != "triton":
+        raise ValueError(f"conv_relu_maxpool runs on the 'torch' or 'triton' backend, not {backend!r}")
+    why = _backends.availability("triton", x.device)
+    if why is not None:
+        raise RuntimeError(f"backend 'triton' is unavailable on {x.device}: {why}")
+    from .backends.triton.stem import launch_conv_relu_maxpool
+
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+
+
+@torch.library.register_fake("inception_fast::conv_relu_maxpool")
+def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
+    shape = _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False,
+                      backend="torch"):
+    """max_pool2d(relu(conv2d(x, w, b, stride, padding)), ...) as one op, channels_last
+    (pool_kernel=1: no pool).  Inference only."""
+    return torch.ops.inception_fast.conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride,
+                                                      pool_padding, ceil_mode, backend)
 
 
 def inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="torch"):

@@ -556,17 +556,21 @@ def test_gpu_googlenet_captured_forward(cuda_device, backend):
 
 # -- the stem's measured first conv -----------------------------------------------------------------
 
-@pytest.mark.parametrize("variant,size,fmt", [("torchvision", 64, CL), ("torchvision", 64, torch.contiguous_format),
-                                               ("paper", 64, CL), ("d2l", 32, torch.contiguous_format)])
+@pytest.mark.parametrize("variant,size,fmt", [("torchvision", 40, CL), ("torchvision", 33, torch.contiguous_format),
+                                               ("paper", 32, CL), ("d2l", 32, torch.contiguous_format)])
 def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fmt):
-    """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW) is forced
-    in turn through a measuring chooser whose fake timer makes it the fastest."""
+    """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW, and where
+    Triton runs -- under the interpreter here -- the Triton kernel with and without the pool) is
+    forced in turn through a measuring chooser whose fake timer makes it the fastest."""
     from inception_fast import modules, ops
 
-    ref, fused = calibrated_net(variant, size)
+    ref, _ = calibrated_net(variant, size)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()  # blocks: torch on CPU
     x = torch.randn(2, ref.in_channels, size, size).contiguous(memory_format=fmt)
     ref64, tol = net_tolerance(ref.eval(), x)
     expected = ["channels_last", "pad4", "pad8", "nchw"]
+    if "triton" in available_backends("cpu"):
+        expected += ["triton", "triton_conv"]
     for winner in expected:
         calls = []
 
@@ -580,10 +584,40 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
         monkeypatch.setattr(modules, "STEM_CHOICE", chooser)
         with torch.no_grad():
             out = fused(x)
-        assert len(calls) == 4 and [c.name for c in chooser.choices().values()] == [winner]
-        for c in calls[1:]:  # the four stem outputs agree
+        assert len(calls) == len(expected) and [c.name for c in chooser.choices().values()] == [winner]
+        assert list(chooser.choices().values())[0].seconds.keys() == set(expected)
+        for c in calls[1:]:  # the stem outputs agree
             check_close(c, calls[0], FP32)
         check_close(out, ref64, tol)
+
+
+def test_stem_triton_variants_only_where_allowed(monkeypatch):
+    """A model pinned to the torch backend never runs the Triton stem (its key differs from an auto
+    model's, so a choice measured for one is not looked up by the other), and with gradients the
+    Triton stem, which has no backward, gives way to ATen."""
+    from inception_fast import modules, ops
+
+    ref, pinned = calibrated_net("torchvision", 32)
+    auto = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert pinned.stem_choice_key(x) != auto.stem_choice_key(x)
+    (w1, b1), _, _, padded = pinned._stem_weights(x.dtype)
+    assert not set(pinned._stem_variants(x, padded)) & set(modules.STEM_TRITON_VARIANTS)
+    chooser = ops.MeasuredChoice(measure_on=())
+    chooser._choices[auto.stem_choice_key(x)] = ops.Choice("triton")
+    monkeypatch.setattr(modules, "STEM_CHOICE", chooser)
+    seen = []
+    real = modules.FusedGoogLeNet._stem_conv1
+    monkeypatch.setattr(modules.FusedGoogLeNet, "_stem_conv1",
+                        lambda self, *args: seen.append(args[-1]) or real(self, *args))
+    with torch.enable_grad():
+        loss = auto(x).square().sum()
+    loss.backward()
+    assert seen == ["channels_last"] and auto.conv1.conv.weight.grad is not None
+    if "triton" in available_backends("cpu"):
+        with torch.no_grad():
+            auto(x)
+        assert seen[-1] == "triton"
 
 
 def test_stem_padding_candidates():

@@ -5,6 +5,9 @@
 * ``launch_branch_convs`` (branch_convs.py, launch 2): branch 2's 3x3 and branch 3's kxk convs as
   implicit GEMMs over ``scratch``, each into its slice of ``out``.
 
+Beside the block: ``stem.py``, the stem's first conv + ReLU + max pool in one launch (the op
+``inception_fast::conv_relu_maxpool``; FusedGoogLeNet measures it against cuDNN's forms).
+
 ``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
 package imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
 """

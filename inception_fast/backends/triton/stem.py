@@ -1,0 +1,172 @@
+"""The stem's first layer in one Triton kernel: a KSxKS strided convolution over an input with few
+channels (GoogLeNet's conv1: 7x7, stride 2, pad 3, 3 -> 64 channels) + bias + ReLU, with the max
+pool that follows it (maxpool1: 3x3, stride 2, ceil_mode or padding 1) fused in.
+
+Why: conv1 reads 3 channels, too few for cuDNN's NHWC tensor-core kernels, and its output
+(64 x 112 x 112 per image, 411 MB at batch 256 in bf16) is 4x larger than the pooled result the
+network keeps.  Here the conv output never reaches memory: each program owns BLOCK_M *pooled*
+output pixels and one column tile, and for each of the pool's POOL_K x POOL_K taps computes the
+conv output under that tap as an implicit GEMM, [BLOCK_M] x [K = KS*KS*CIN] x [BLOCK_N], keeping
+the running max.  Neighbouring pool windows overlap, so ~(POOL_K / POOL_S)^2 = 2.25x the conv's
+FLOPs are spent (conv1 is only 118 MMAC per image); the taps' input reads mostly hit L1/L2.
+POOL_K = 1 (no pool) gives the plain conv + bias + ReLU.
+
+Maths: max over taps commutes with "+ bias" and with ReLU, so the epilogue is relu(max + bias).
+Taps outside the conv output (pool padding, ceil_mode's overhang) are -inf, as in F.max_pool2d;
+PyTorch's output-size rule guarantees every window holds at least one real tap.
+
+Operands: x (N, CIN, H, W) in any strides (NCHW and channels_last both read directly, so the
+model needs no layout conversion before its first conv); w (COUT, CIN, KS, KS) in any strides,
+K ordered (kh, kw, cin) as in a channels_last weight; out (N, COUT, PH, PW) channels_last.
+Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
+torch.backends.cudnn.allow_tf32 is on, else exact fp32.  Offsets are 64-bit.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+from ...reference import _conv_out, _pool_out
+from ._common import pixel_tile, row_offsets
+
+__all__ = ["launch_conv_relu_maxpool", "CONFIGS", "INTERPRETER_CONFIG"]
+
+
+@triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW", "PH", "PW"])
+def _conv_pool_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    M, H, W, OH, OW, PH, PW, COUT,
+    sx_n, sx_c, sx_h, sx_w,
+    sw_o, sw_c, sw_h, sw_w, sb,
+    so_n, so_c, so_h, so_w,
+    CIN: tl.constexpr, KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
+    POOL_K: tl.constexpr, POOL_S: tl.constexpr, POOL_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    K: tl.constexpr = KS * KS * CIN
+    pid_n, row_ok, img, ph, pw = pixel_tile(tl.program_id(0), tl.cdiv(COUT, BLOCK_N), M, PH, PW, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = offs_n < COUT
+    offs_k = tl.arange(0, BLOCK_K)
+    x_img = img * sx_n
+    best = tl.full((BLOCK_M, BLOCK_N), float("-inf"), dtype=tl.float32)
+    for tap in range(POOL_K * POOL_K):
+        oh = ph * POOL_S - POOL_P + tap // POOL_K
+        ow = pw * POOL_S - POOL_P + tap % POOL_K
+        tap_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        ih0 = oh * STRIDE - PAD
+        iw0 = ow * STRIDE - PAD
+        x_row = row_offsets(img, ih0, iw0, sx_n, sx_h, sx_w)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        # The (kh, kw, cin) decomposition is per K column, i.e. BLOCK_K values a step.
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + offs_k
+            k_ok = kk < K
+            cin = kk % CIN
+            kw = (kk // CIN) % KS
+            kh = kk // (CIN * KS)
+            ih = ih0[:, None] + kh[None, :]
+            iw = iw0[:, None] + kw[None, :]
+            # One unsigned compare per axis: a negative index wraps past the bound.
+            a_ok = (tap_ok[:, None] & k_ok[None, :]) & ((ih.to(tl.uint32) < H) & (iw.to(tl.uint32) < W))
+            x_col = kh.to(tl.int64) * sx_h + kw.to(tl.int64) * sx_w + cin.to(tl.int64) * sx_c
+            a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_ok, other=0.0)
+            w_col = kh * sw_h + kw * sw_w + cin * sw_c
+            b = tl.load(w_ptr + offs_n[None, :] * sw_o + w_col[:, None],
+                        mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        best = tl.maximum(best, tl.where(tap_ok[:, None], acc, float("-inf")))
+
+    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    # Rows past M are -inf here: relu(-inf) = 0, and they are masked out of the store anyway.
+    y = tl.maximum(best + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    o_row = row_offsets(img, ph, pw, so_n, so_h, so_w)
+    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y, mask=row_ok[:, None] & col_ok[None, :])
+
+
+# H100 bf16, conv1 (K = 147, COUT = 64): one column tile of 64.  128-row tiles for large batches;
+# 64 and 32 rows so that batch 1 (56x56 = 3136 pooled pixels) still spreads over the SMs.  The
+# gathered loads do not pipeline (no cp.async), so num_stages changes nothing.  None of these
+# spills (ptxas sm_90, bf16, with and without the pool); 128 rows on 4 warps, or 32 rows on 2,
+# would (the pool keeps two [BLOCK_M, BLOCK_N] fp32 tiles: the tap's sum and the running max).
+CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
+]
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
+
+# Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
+AUTOTUNE_KEY = ["M", "H", "W", "OH", "OW", "PH", "PW", "COUT", "CIN", "KS", "STRIDE", "PAD",
+                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION"]
+
+
+def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
+    """The autotuned kernel."""
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_pool_kernel)
+
+
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+
+def _new_output(shape, x):
+    """The channels_last output buffer (one place, so tests can poison it)."""
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+    """(positional args, launcher-fixed constexprs, grid(meta), out) for _conv_pool_kernel."""
+    _common.check_dtype(x.dtype)
+    n, cin, h, wd = x.shape
+    cout, ks = w.shape[0], w.shape[-1]
+    if w.dim() != 4 or w.shape[1] != cin or w.shape[2] != ks:
+        raise ValueError(f"expected a square conv weight (Cout, {cin}, k, k), got {tuple(w.shape)}")
+    oh, ow = _conv_out(h, ks, stride, padding), _conv_out(wd, ks, stride, padding)
+    ph, pw = (_pool_out(size, pool_kernel, pool_stride, pool_padding, ceil_mode) for size in (oh, ow))
+    if min(oh, ow, ph, pw) < 1 or 2 * pool_padding > pool_kernel:
+        raise ValueError(f"input {h}x{wd}: no output for a {ks}x{ks}/{stride} conv (padding {padding}) and a "
+                         f"{pool_kernel}x{pool_kernel}/{pool_stride} max pool (padding {pool_padding})")
+    m = n * ph * pw
+    if m + 1024 >= 2**31:
+        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*PH*PW = {m} is too large")
+    out = _new_output((n, cout, ph, pw), x)
+    args = (
+        x, w, b, out,
+        m, h, wd, oh, ow, ph, pw, cout,
+        x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+        w.stride(0), w.stride(1), w.stride(2), w.stride(3), b.stride(0),
+        out.stride(0), out.stride(1), out.stride(2), out.stride(3),
+    )
+    meta = {"CIN": cin, "KS": ks, "STRIDE": stride, "PAD": padding, "POOL_K": pool_kernel,
+            "POOL_S": pool_stride, "POOL_P": pool_padding, "DOT_PRECISION": _common.dot_precision(x.dtype)}
+
+    def grid(cfg):
+        return (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(cout, cfg["BLOCK_N"]),)
+
+    return args, meta, grid, out
+
+
+def launch_conv_relu_maxpool(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int, padding: int,
+                             pool_kernel: int = 1, pool_stride: int = 1, pool_padding: int = 0,
+                             ceil_mode: bool = False, config: Optional[triton.Config] = None) -> torch.Tensor:
+    """max_pool2d(relu(conv2d(x, w, b, stride, padding)), pool_kernel, pool_stride, pool_padding,
+    ceil_mode) in one launch, returned channels_last; pool_kernel=1 is no pool.
+
+    x (N, Cin, H, W) and w (Cout, Cin, k, k) in any strides.  ``config`` skips autotuning.
+    """
+    args, meta, grid, out = _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+    if out.numel() == 0:  # CUDA rejects an empty grid
+        return out
+    if config is None and _tuned_kernel is not None:
+        _common.launch(_tuned_kernel, grid, *args, **meta)
+        return out
+    if config is None:
+        meta.update(INTERPRETER_CONFIG)
+    else:
+        meta.update(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    _common.launch(_conv_pool_kernel, grid(meta), *args, **meta)
+    return out
