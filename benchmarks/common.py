@@ -19,6 +19,7 @@ Settings come from environment variables (the conftest's --quick/--compile/
 * ``INCEPTION_FAST_BENCH_DEVICE=cpu|cuda``: force the device (default: cuda if present).
 * ``INCEPTION_FAST_BENCH_BATCHES=256,1`` / ``INCEPTION_FAST_BENCH_DTYPES=bf16``: narrow
   the throughput grid (for short GPU windows).
+* ``INCEPTION_FAST_BENCH_BLOCK_BATCH=1``: the per-block benchmarks' batch (default 256 on a GPU).
 * ``INCEPTION_FAST_BENCH_DEADLINE=<unix time>``: benchmarks not started by then skip
   (gpu_suite.sh uses it so a time-boxed run still writes its JSON).
 
@@ -55,6 +56,7 @@ ENV_COMPILE = "INCEPTION_FAST_BENCH_COMPILE"
 ENV_CUDA_GRAPH = "INCEPTION_FAST_BENCH_CUDA_GRAPH"
 ENV_DEVICE = "INCEPTION_FAST_BENCH_DEVICE"
 ENV_BATCHES = "INCEPTION_FAST_BENCH_BATCHES"
+ENV_BLOCK_BATCH = "INCEPTION_FAST_BENCH_BLOCK_BATCH"
 ENV_DTYPES = "INCEPTION_FAST_BENCH_DTYPES"
 ENV_DEADLINE = "INCEPTION_FAST_BENCH_DEADLINE"  # unix time after which no new benchmark starts
 
@@ -123,6 +125,7 @@ def settings() -> Settings:
         warmup, repeats, min_time, rounds, calib = 2, 5, 0.0, 2, 4
     dtypes = ("bf16", "fp32") if gpu else ("fp32",)  # no fast bf16 convs to speak of on CPU
     batches = tuple(int(b) for b in (_env_list(ENV_BATCHES) or batches))
+    block_batch = int(os.environ.get(ENV_BLOCK_BATCH) or block_batch)
     dtypes = _env_list(ENV_DTYPES) or dtypes
     for d in dtypes:
         if d not in DTYPES:

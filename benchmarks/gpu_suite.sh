@@ -12,11 +12,13 @@
 #   graph      the same at batch 1, bf16, channels_last, as CUDA-graph replays -> graph.json
 #              (the batch-1 target is under a CUDA graph; CUDA only)
 #   blocks     benchmarks/bench_blocks.py                                   -> blocks.json
+#   blocks1    the same at batch 1 as CUDA-graph replays (where batch-1 time goes) -> blocks1.json
 #   compile    torch.compile anchor (bench_throughput.py --compile -k compile) -> compile.json
 #              skipped with SKIP_COMPILE=1
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
-# and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at
-# most 9 files: suite.log tests.log bench.json graph.json blocks.json compile.json <name>.{md,png,json}.
+# and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at most
+# 10 files: suite.log tests.log bench.json graph.json blocks.json blocks1.json compile.json
+# <name>.{md,png,json}.
 #
 # --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
 # SUITE_BUDGET_S (default 520 s): the whole run's time box; each step gets at most its cap and
@@ -144,6 +146,12 @@ else
 fi
 run_step blocks 110 85 "$LOG" "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" \
     --benchmark-json "$OUT/blocks.json"
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG"; then
+    run_step blocks1 50 30 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
+        "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$OUT/blocks1.json"
+else
+    SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' blocks1)")
+fi
 if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
 else
@@ -154,7 +162,7 @@ fi
 
 # --- report ----------------------------------------------------------------------------------
 JSONS=()
-for f in bench.json graph.json blocks.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
+for f in bench.json graph.json blocks.json blocks1.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
 SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR, which holds only the files listed above
 if (( ${#JSONS[@]} > 0 )); then
     "$PY" benchmarks/report.py "${JSONS[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \

@@ -63,8 +63,10 @@ def load(paths):
         merged.setdefault("version", data.get("version"))
         for bench in data.get("benchmarks", []):
             extra = bench.get("extra_info", {})
-            # The same case timed eagerly and as CUDA-graph replays (two files) is two results.
-            key = (bench.get("fullname") or bench.get("name"), extra.get("device"), extra.get("timing"))
+            # The same case timed eagerly and as CUDA-graph replays, or at another batch (two files),
+            # is two results.
+            key = (bench.get("fullname") or bench.get("name"), extra.get("device"), extra.get("timing"),
+                   extra.get("batch"))
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
     return merged
@@ -261,7 +263,8 @@ def blocks_markdown(rows):
     first = rows[0]
     roof = any(r.get("roofline_fraction") is not None for r in rows)
     impls = _order({i for v in index.values() for i in v}, IMPL_ORDER)
-    out = [f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last)\n",
+    graphs = ", CUDA-graph replays" if first.get("timing") == "cuda_graph" else ""
+    out = [f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last{graphs})\n",
            "Time in µs" + (" (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
                            "bytes = input + output + weights once)" if roof else "") +
            ". Launch-1 ext/triton: the compiled extension's launch 1 over Triton's (≤ 1.10 is the CUDA target).\n"]
@@ -355,9 +358,18 @@ def header_markdown(merged):
     return "\n".join(lines) + "\n"
 
 
+def _block_groups(rows):
+    """Block rows split by (batch, timing), largest batch first: batch 256 with CUDA events and
+    batch 1 under CUDA graphs are separate tables."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r.get("batch"), r.get("timing")), []).append(r)
+    return [groups[k] for k in sorted(groups, key=lambda k: (-(k[0] or 0), str(k[1])))] or [[]]
+
+
 def markdown(merged):
     return "\n".join([header_markdown(merged), throughput_markdown(_rows(merged, "throughput")),
-                      blocks_markdown(_rows(merged, "block"))])
+                      *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block")))])
 
 
 def chart(merged, path):
@@ -453,7 +465,7 @@ def main(argv=None):
     if args.short:
         print(throughput_short(_rows(merged, "throughput")))
         print()
-        print(blocks_short(_rows(merged, "block")))
+        print("\n\n".join(blocks_short(g) for g in _block_groups(_rows(merged, "block"))))
     elif not args.md:
         print(text)
     return 0 if merged["benchmarks"] else 1

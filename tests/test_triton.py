@@ -343,13 +343,14 @@ def test_gpu_fp16(gpu):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
-def test_gpu_fp32(tf32, gpu, monkeypatch):
+@pytest.mark.parametrize("config", [-2, -1], ids=["64-row", "32-row"])
+def test_gpu_fp32(tf32, config, gpu, monkeypatch):
     """TF32 only when cudnn.allow_tf32 is on (read at call time); exact fp32 otherwise."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     block = make_block(**SHAPE_3A, device=gpu, seed=13)
-    # The smallest tiles: fp32 tiles of the larger configs can exceed shared memory (the
-    # autotuner skips those; a pinned config must fit).
-    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[-1], branch_convs.CONFIGS[-1])
+    # The two smallest tiles (64 rows on wgmma, 32 rows without): fp32 tiles of the 128-row
+    # configs can exceed shared memory (the autotuner skips those; a pinned config must fit).
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[config], branch_convs.CONFIGS[config])
     torch.cuda.synchronize()
     ref_out, ref_scratch = reference64(block)
     tol = TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
