@@ -74,8 +74,11 @@ def _branch_convs_kernel(
     sw3_o, sw3_h, sw3_w, sw3_c, sb3,
     sw5_o, sw5_h, sw5_w, sw5_c, sb5,
     K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ROW_UNIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # Row strides arrive divided by ROW_UNIT (_common.row_unit), so rows are known aligned.
+    ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
+    so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
     n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
     pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_tiles3 + N_TILES5, M, H, W, BLOCK_M)
     s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
@@ -105,7 +108,7 @@ CONFIGS = [
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION"]
+AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION", "ROW_UNIT"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -134,15 +137,16 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
     block_n5 = _common.next_pow2_clamped(cout5)
     block_k5 = _common.next_pow2_clamped(cin5, hi=32)
     n_tiles5 = triton.cdiv(cout5, block_n5)
+    unit = _common.row_unit(scratch, out)
     args = (
         scratch, w3, b3, w5, b5, out,
         m, h, w, cin3, cout3, cin5, cout5, ch1, n_tiles5,
-        scratch.stride(0), scratch.stride(2), scratch.stride(3), scratch.stride(1),
-        out.stride(0), out.stride(2), out.stride(3), out.stride(1),
+        *_common.row_strides(scratch, unit),
+        *_common.row_strides(out, unit),
         w3.stride(0), w3.stride(2), w3.stride(3), w3.stride(1), b3.stride(0),
         w5.stride(0), w5.stride(2), w5.stride(3), w5.stride(1), b5.stride(0),
     )
-    meta = {"K5": k5, "BLOCK_N5": block_n5, "BLOCK_K5": block_k5,
+    meta = {"K5": k5, "BLOCK_N5": block_n5, "BLOCK_K5": block_k5, "ROW_UNIT": unit,
             "DOT_PRECISION": _common.dot_precision(scratch.dtype)}
 
     def grid(cfg):

@@ -8,7 +8,8 @@ Each program owns BLOCK_M output pixels (rows of x2d) and one column tile, in on
   x2d @ w_red^T + b_red, ReLU, with w_red = [ch1 + ch3red + ch5red, Cin].  Columns [0, ch1) are
   branch 1 and go straight into out[..., 0:ch1]; columns [ch1, NR) are the two reductions and go
   into scratch[..., 0:ch3red+ch5red].  No intermediate for branch 1, no torch.cat.
-* pool (the remaining cdiv(pool, BLOCK_N_POOL) column tiles):
+* pool (the remaining programs: the pool width in one column tile, the BLOCK_M rows split over
+  BLOCK_M // BLOCK_M_POOL programs):
   the 3x3 / stride 1 / pad 1 max pool is taken while the A tile is loaded (nine shifted loads of
   BLOCK_K_POOL channels, out-of-image taps read as -inf, so padding never wins), then
   @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:].  The pooled input never exists in
@@ -25,7 +26,9 @@ Layout (NCHW): the op only ever receives channels_last tensors.  The ops layer m
 channels_last, and FusedGoogLeNet converts once at its entry, so every block between stays NHWC
 and no per-block NCHW<->NHWC copy or NCHW kernel variant exists.  The kernels still take every
 tensor's real strides, so they are correct for any strides; channels_last is what makes the channel
-axis contiguous (coalesced loads) and a branch's channel slice a plain column block of out.
+axis contiguous (coalesced loads) and a branch's channel slice a plain column block of out.  Row
+strides travel divided by their largest power-of-two factor up to 16 (_common.row_unit), so rows
+of, e.g., a 136-channel scratch are still known to be 16-byte aligned.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import pixel_tile, row_offsets
+from ._common import pixel_rows, row_offsets
 
 __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -120,50 +123,86 @@ def _reduce_pool_kernel(
     swr_n, swr_k, sbr, swp_n, swp_k, sbp,
     so_n, so_h, so_w, so_c,
     ss_n, ss_h, ss_w, ss_c,
-    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
 ):
+    # Row strides arrive divided by ROW_UNIT (_common.row_unit): multiplied back by the constexpr,
+    # the compiler knows every NHWC row starts ROW_UNIT-element aligned.
+    sx_n, sx_h, sx_w = sx_n * ROW_UNIT, sx_h * ROW_UNIT, sx_w * ROW_UNIT
+    so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
+    ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
+    # Per BLOCK_M-row tile: the reduce role's column tiles, then the pool role's, which split the
+    # tile's rows into BLOCK_M // BLOCK_M_POOL parts (each part holds the whole pool width).
     n_red_tiles = tl.cdiv(NR, BLOCK_N)
-    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_red_tiles + N_POOL_TILES, M, H, W, BLOCK_M)
-    x_row = row_offsets(img, hh, ww, sx_n, sx_h, sx_w)
-    o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
+    POOL_SPLIT: tl.constexpr = BLOCK_M // BLOCK_M_POOL
+    n_cols = n_red_tiles + N_POOL_TILES * POOL_SPLIT
+    pid = tl.program_id(0)
+    pid_m = pid // n_cols
+    col = pid % n_cols
 
-    if pid_n < n_red_tiles:
+    if col < n_red_tiles:
+        row_ok, img, hh, ww = pixel_rows(pid_m * BLOCK_M, M, H, W, BLOCK_M)
+        x_row = row_offsets(img, hh, ww, sx_n, sx_h, sx_w)
+        o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
         s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
-        _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
+        _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, col,
                      CIN, NR, CH1, sx_c, swr_n, swr_k, sbr, so_c, ss_c,
                      DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     else:
-        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n - n_red_tiles,
+        part = col - n_red_tiles
+        row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL
+        # Names of their own: Triton rejects a name bound in both branches with different shapes.
+        p_ok, p_img, p_hh, p_ww = pixel_rows(row0, M, H, W, BLOCK_M_POOL)
+        p_x_row = row_offsets(p_img, p_hh, p_ww, sx_n, sx_h, sx_w)
+        p_o_row = row_offsets(p_img, p_hh, p_ww, so_n, so_h, so_w)
+        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, p_x_row, p_o_row, p_ok, p_hh, p_ww, part % N_POOL_TILES,
                    H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, swp_n, swp_k, sbp, so_c,
-                   DOT_PRECISION, BLOCK_M, BLOCK_N_POOL, BLOCK_K_POOL)
+                   DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL)
 
 
 # Chosen for H100 bf16 with Cin 192..832 and 49 .. 200k pixels: 128-row tiles for the large
 # batches; 64- and 32-row tiles so that small images still spread over the SMs (batch 1 at
 # 7x7 is 49 pixels: with 64x64 tiles, 5b's launch 1 has 11 programs for 132 SMs; 32x32, 42).
+#
+# The pool role: its column tile is the whole pool width (up to 128; a narrower tile would redo
+# the max pool per tile), and it holds nine shifted [BLOCK_M_POOL, BLOCK_K_POOL] loads at once.
+# With 128 rows and 4 warps that spilled where pool_proj is 128 (5b: ~0.8 KB, ptxas sm_90 bf16),
+# so the 4-warp 128-row configs give the pool role two programs of 64 rows per row tile (twice
+# the channels a step, the same bytes in flight); the pool programs are also the long ones (nine
+# loads a step), so halving them evens the grid out.  `python -m benchmarks.kernel_stats`
+# prints registers, spills and shared memory of every config.
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=2, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32},
+                  num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16},
+                  num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32},
+                  num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
+                  num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16},
+                  num_warps=2, num_stages=3),
 ]
-# The pool role holds nine shifted [BLOCK_M, BLOCK_K_POOL] loads at once, so it takes 16 channels
-# a step.  Its column tile is the pool width (up to 128) whatever the config, so 128-row, 4-warp
-# configs spill where pool_proj is 128 (5b: ~0.8 KB, ptxas sm_90 bf16); the 8-warp config does not,
-# and the autotuner picks by time.  `python -m benchmarks.kernel_stats` prints these figures.
-POOL_BLOCK_K = 16
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_K_POOL": 64}
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 64}
+
+
+def _with_pool_tile(kwargs: dict) -> dict:
+    """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
+    channels a step."""
+    return {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, **kwargs}
+
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION"]
+AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_UNIT"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
+    configs = [triton.Config(_with_pool_tile(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages)
+               for c in configs]
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_reduce_pool_kernel)
 
 
@@ -182,21 +221,22 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
     if m + 1024 >= 2**31:  # + a tile: the last tile's row indices must fit too
         raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
     pool_col0 = out.shape[1] - np_
+    unit = _common.row_unit(x, out, scratch)
     block_n_pool = _common.next_pow2_clamped(np_)
     n_pool_tiles = triton.cdiv(np_, block_n_pool)
     args = (
         x, w_red, b_red, w_pool, b_pool, out, scratch,
         m, h, w, cin, nr, ch1, np_, pool_col0, n_pool_tiles,
-        x.stride(0), x.stride(2), x.stride(3), x.stride(1),
+        *_common.row_strides(x, unit),
         w_red.stride(0), w_red.stride(1), b_red.stride(0), w_pool.stride(0), w_pool.stride(1), b_pool.stride(0),
-        out.stride(0), out.stride(2), out.stride(3), out.stride(1),
-        scratch.stride(0), scratch.stride(2), scratch.stride(3), scratch.stride(1),
+        *_common.row_strides(out, unit),
+        *_common.row_strides(scratch, unit),
     )
-    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool,
-            "BLOCK_K_POOL": POOL_BLOCK_K}
+    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool, "ROW_UNIT": unit}
 
     def grid(cfg):
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles),)
+        pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]
+        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles * pool_split),)
 
     return args, meta, grid
 
@@ -219,5 +259,7 @@ def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor
     if config is None:
         meta.update(INTERPRETER_CONFIG)
     else:
-        meta.update(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+        meta.update(_with_pool_tile(config.kwargs), num_warps=config.num_warps, num_stages=config.num_stages)
+    if meta["BLOCK_M"] % meta["BLOCK_M_POOL"]:
+        raise ValueError(f"BLOCK_M_POOL {meta['BLOCK_M_POOL']} must divide BLOCK_M {meta['BLOCK_M']}")
     _common.launch(_reduce_pool_kernel, grid(meta), *args, **meta)
