@@ -384,7 +384,7 @@ def test_sm90_compile_stats_of_every_config():
     subprocess, since this process runs the interpreter): each fits the H100's shared memory, the
     64- and 128-row ones run on wgmma, the block launches stream their operands with cp.async
     (the stem's gathered 3-channel loads cannot), every block launch keeps at least one config
-    that does not spill, for 3a, 4b and 5b, and no config of the stem or of 4b spills."""
+    that does not spill, for 3a, 4b and 5b, and no config of the stem, of 4b or of launch 2 spills."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
@@ -404,7 +404,7 @@ def test_sm90_compile_stats_of_every_config():
         assert r["cp_async"] == (r["block"] != "stem"), what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
-        if r["block"] in ("stem", "inception4b"):
+        if r["block"] in ("stem", "inception4b") or r["launch"] == "launch2":
             # 4b's scratch rows (136 channels) are 16-byte but not 16-element aligned: without
             # _common.row_unit every element got its own address and launch 1 spilled 3-4.5 KB.
             assert r["spill_bytes"] == 0, what

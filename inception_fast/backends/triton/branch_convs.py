@@ -9,7 +9,8 @@ slice of the block output: [ch1, ch1+ch3) for branch 2, [ch1+ch3, ch1+ch3+ch5) f
 
 * scratch (N, ch3red + ch5red, H, W): channels [0, ch3red) feed branch 2, the rest branch 3.
 * One 1-D grid covers both problems: per BLOCK_M pixel tile, first branch 2's column tiles
-  (BLOCK_N wide), then branch 3's (BLOCK_N5 wide, sized to ch5 by the launcher since ch5 is 32..128).
+  (BLOCK_N wide), then branch 3's (sized to ch5 by the launcher since ch5 is 32..128, but never
+  wider than BLOCK_N: a 128-wide branch-3 tile on a 4-warp config spilled, ptxas sm_90 bf16).
   The (kh, kw, cin-block) loop is one flat loop so the software pipeline sees all of K.
 
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
@@ -65,10 +66,10 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid
              mask=row_ok[:, None] & col_ok[None, :])
 
 
-@triton.jit(do_not_specialize=["M", "H", "W", "N_TILES5"])
+@triton.jit(do_not_specialize=["M", "H", "W"])
 def _branch_convs_kernel(
     scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, out_ptr,
-    M, H, W, CIN3, COUT3, CIN5, COUT5, CH1, N_TILES5,
+    M, H, W, CIN3, COUT3, CIN5, COUT5, CH1,
     ss_n, ss_h, ss_w, ss_c,
     so_n, so_h, so_w, so_c,
     sw3_o, sw3_h, sw3_w, sw3_c, sb3,
@@ -80,7 +81,9 @@ def _branch_convs_kernel(
     ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
     so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
     n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
-    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_tiles3 + N_TILES5, M, H, W, BLOCK_M)
+    TILE_N5: tl.constexpr = BLOCK_N if BLOCK_N5 > BLOCK_N else BLOCK_N5
+    n_cols = n_tiles3 + tl.cdiv(COUT5, TILE_N5)
+    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_cols, M, H, W, BLOCK_M)
     s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
     o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
 
@@ -91,11 +94,11 @@ def _branch_convs_kernel(
     else:
         _conv_tile(scratch_ptr, w5_ptr, b5_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid_n - n_tiles3,
                    H, W, CIN5, CIN3, COUT5, CH1 + COUT3, ss_h, ss_w, ss_c, sw5_o, sw5_h, sw5_w, sw5_c, sb5, so_c,
-                   K5, DOT_PRECISION, BLOCK_M, BLOCK_N5, BLOCK_K5)
+                   K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5)
 
 
 # H100 bf16: ch3 is 128..384, ch3red 96..192 (K = 9*Cin = 864..1728), pixels 49 .. 200k.
-# The last, smallest tile is for batch 1 (5b at 7x7 and 64x64 tiles: 7 programs; 32x32: 26).
+# The last, smallest tile is for batch 1 (5b at 7x7 and 64x64 tiles: 8 programs; 32x32: 32).
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
@@ -136,11 +139,10 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
         raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
     block_n5 = _common.next_pow2_clamped(cout5)
     block_k5 = _common.next_pow2_clamped(cin5, hi=32)
-    n_tiles5 = triton.cdiv(cout5, block_n5)
     unit = _common.row_unit(scratch, out)
     args = (
         scratch, w3, b3, w5, b5, out,
-        m, h, w, cin3, cout3, cin5, cout5, ch1, n_tiles5,
+        m, h, w, cin3, cout3, cin5, cout5, ch1,
         *_common.row_strides(scratch, unit),
         *_common.row_strides(out, unit),
         w3.stride(0), w3.stride(2), w3.stride(3), w3.stride(1), b3.stride(0),
@@ -150,7 +152,8 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
             "DOT_PRECISION": _common.dot_precision(scratch.dtype)}
 
     def grid(cfg):
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(cout3, cfg["BLOCK_N"]) + n_tiles5),)
+        tile_n5 = min(block_n5, cfg["BLOCK_N"])  # as TILE_N5 in the kernel
+        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(cout3, cfg["BLOCK_N"]) + triton.cdiv(cout5, tile_n5)),)
 
     return args, meta, grid
 
