@@ -383,8 +383,8 @@ def test_sm90_compile_stats_of_every_config():
     """Every config of both launches and of the stem kernel compiled for sm_90 (no GPU needed; a
     subprocess, since this process runs the interpreter): each fits the H100's shared memory, the
     64- and 128-row ones run on wgmma, the block launches stream their operands with cp.async
-    (the stem's gathered 3-channel loads cannot), every block launch keeps at least one config
-    that does not spill, for 3a, 4b and 5b, and no config of the stem, of 4b or of launch 2 spills."""
+    (the stem's gathered 3-channel loads cannot), and no config spills registers (the stem, 3a,
+    4b and 5b: the narrowest block, an unaligned scratch, the widest block)."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
@@ -404,9 +404,6 @@ def test_sm90_compile_stats_of_every_config():
         assert r["cp_async"] == (r["block"] != "stem"), what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
-        if r["block"] in ("stem", "inception4b") or r["launch"] == "launch2":
-            # 4b's scratch rows (136 channels) are 16-byte but not 16-element aligned: without
-            # _common.row_unit every element got its own address and launch 1 spilled 3-4.5 KB.
-            assert r["spill_bytes"] == 0, what
-    for key in {(r["block"], r["launch"]) for r in rows}:
-        assert any(r["spill_bytes"] == 0 for r in rows if (r["block"], r["launch"]) == key), key
+        # 4b's scratch rows (136 channels) are 16-byte but not 16-element aligned: without
+        # _common.row_unit every element got its own address and launch 1 spilled 3-4.5 KB.
+        assert r["spill_bytes"] == 0, what

@@ -167,17 +167,17 @@ def _reduce_pool_kernel(
 #
 # The pool role: its column tile is the whole pool width (up to 128; a narrower tile would redo
 # the max pool per tile), and it holds nine shifted [BLOCK_M_POOL, BLOCK_K_POOL] loads at once.
-# With 128 rows and 4 warps that spilled where pool_proj is 128 (5b: ~0.8 KB, ptxas sm_90 bf16),
-# so the 4-warp 128-row configs give the pool role two programs of 64 rows per row tile (twice
-# the channels a step, the same bytes in flight); the pool programs are also the long ones (nine
-# loads a step), so halving them evens the grid out.  `python -m benchmarks.kernel_stats`
-# prints registers, spills and shared memory of every config.
+# With 128 rows on 4 warps that spilled where pool_proj is 128 (4e, 5a, 5b: 836 B, ptxas sm_90
+# bf16), so the 4-warp 128-row configs give the pool role two programs of 64 rows per row tile
+# (no spills; 32 channels a step would spill 96 B again).  The pool programs are the long ones
+# (nine loads a step), so halving them also evens the grid out.  `python -m
+# benchmarks.kernel_stats` prints registers, spills and shared memory of every config.
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32},
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
                   num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16},
                   num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32},
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
                   num_warps=4, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
                   num_warps=4, num_stages=3),
