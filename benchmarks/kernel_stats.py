@@ -2,13 +2,13 @@
 
 Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
 and without its max pool) for a GPU architecture (default sm_90, the H100) with the arguments
-the real launchers pass for a given block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared memory, and
-whether the main loops use Hopper's asynchronous tensor-core MMA (wgmma) and asynchronous
-global->shared copies (cp.async).  The arguments come from the launchers' own
-``_arguments``, and integer/pointer specialization follows Triton's JIT (a value of 1 is a
-constant; multiples of 16 and 16-byte-aligned pointers are marked divisible), so the code
-compiled here is the code a launch on the GPU would compile.  Registers and spills come
-from ptxas -v (the one shipped with Triton) on the generated PTX.
+the real launchers pass for a given block, batch and dtype, and reports per config: registers
+per thread, spilled bytes, shared memory, and whether the main loops use Hopper's asynchronous
+tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async).  The arguments come
+from the launchers' own ``_arguments``, and integer/pointer specialization follows Triton's JIT
+(a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible),
+so the code compiled here is the code a launch on the GPU would compile.  Registers and spills
+come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a|stem] [--batch 256] [--json]
 

@@ -286,8 +286,9 @@ def blocks_markdown(rows):
     for impl in ("torch", "triton"):
         stem = index.get("stem", {}).get(impl, {}).get("stem_conv1")
         if stem:
+            times = ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items())
             out.append(f"The fused stem (backend {impl}) ran its first conv as `{stem['chosen']}` (measured, µs of "
-                       "conv1 + ReLU + max pool: " + ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items()) + ").\n")
+                       f"conv1 + ReLU + max pool: {times}).\n")
     out.append("### Detail\n")
     detail = []
     for blk in _order(index, BLOCK_ORDER):

@@ -316,7 +316,8 @@ class FusedGoogLeNet(GoogLeNet):
         key = self.stem_choice_key(x)
         variant = STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
-            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in self._stem_variants(x, padded)}
+            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v))
+                       for v in self._stem_variants(x, padded)}
             variant = STEM_CHOICE.pick(key, x.device, runners)
         if variant in STEM_TRITON_VARIANTS and w1.requires_grad:
             variant = "channels_last"  # the Triton kernel has no backward

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from . import backends as _backends
 
-__all__ = ["inception_block", "conv_relu_maxpool", "InceptionBlockFunction", "resolve_backend", "block_shapes", "MeasuredChoice",
-           "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
+__all__ = ["inception_block", "conv_relu_maxpool", "InceptionBlockFunction", "resolve_backend", "block_shapes",
+           "MeasuredChoice", "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
@@ -146,8 +146,8 @@ def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride,
         if t.dtype != x.dtype:
             raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
     if min(stride, pool_kernel, pool_stride) < 1 or padding < 0 or not 0 <= 2 * pool_padding <= pool_kernel:
-        raise ValueError(f"invalid conv/pool parameters: stride {stride}, padding {padding}, pool kernel {pool_kernel}, "
-                         f"pool stride {pool_stride}, pool padding {pool_padding}")
+        raise ValueError(f"invalid conv/pool parameters: stride {stride}, padding {padding}, "
+                         f"pool kernel {pool_kernel}, pool stride {pool_stride}, pool padding {pool_padding}")
     k = w.shape[-1]
     oh, ow = (_conv_out(s, k, stride, padding) for s in x.shape[2:])
     ph, pw = (_pool_out(s, pool_kernel, pool_stride, pool_padding, ceil_mode) for s in (oh, ow))

@@ -34,6 +34,7 @@ from inception_fast.backends import triton as tb  # noqa: E402
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402,F401
+from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
 
 def reference64(block):
@@ -111,13 +112,7 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     stand-in do_bench; tuned configs are reused per shape key and every config gets benchmarked."""
     import triton
 
-    benchmarked = []
-
-    def fake_do_bench(fn, quantiles=None, **_):
-        fn()
-        benchmarked.append(1)
-        return [float(len(benchmarked) % 2 + 1)] * 3
-
+    fake_do_bench, benchmarked = counting_do_bench()
     configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
                triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32})]
     tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=fake_do_bench)
@@ -178,38 +173,10 @@ def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
         check_close(out, ref_out, TOLERANCE["fp32"])
 
 
-def _observe_block_forward(block, monkeypatch):
-    """Runs block_forward recording every aten op the launchers issue and every Triton launch.
-
-    The launches themselves run outside the recording: under the interpreter they copy tensors to
-    and from numpy (host-side, not kernels of this op), and on a GPU the autotuner allocates.
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-
-    aten_ops, launched = [], []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            aten_ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    real = _common.launch
-
-    def observed(kernel, grid, *args, **kwargs):
-        launched.append(kernel)
-        with _disable_current_modes():
-            real(kernel, grid, *args, **kwargs)
-
-    monkeypatch.setattr(_common, "launch", observed)
-    before = tb.launch_count()
-    with Record():
-        out, scratch = tb.block_forward(**block)
-    return out, scratch, aten_ops, launched, tb.launch_count() - before
-
-
 def _check_two_launches(block, monkeypatch):
-    out, scratch, aten_ops, launched, counted = _observe_block_forward(block, monkeypatch)
-    assert counted == 2 and len(launched) == 2
+    before = tb.launch_count()
+    (out, scratch), aten_ops, launched = observe_launches(lambda: tb.block_forward(**block), monkeypatch)
+    assert tb.launch_count() - before == 2 and len(launched) == 2
     assert launched[0] in (reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel)
     assert launched[1] in (branch_convs._branch_convs_kernel, branch_convs._tuned_kernel)
     allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}

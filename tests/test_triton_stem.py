@@ -24,6 +24,8 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from inception_fast.backends.triton import _common, stem  # noqa: E402
 
+from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+
 CL = torch.channels_last
 # (stride, padding, pool kernel, pool stride, pool padding, ceil_mode)
 TORCHVISION = (2, 3, 3, 2, 0, True)   # conv1 + maxpool1 of torchvision's and the paper's GoogLeNet
@@ -116,26 +118,9 @@ def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
 
 @interpreter_only
 def test_one_launch_and_no_other_kernels(monkeypatch):
-    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-
-    aten_ops, launched = [], []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            aten_ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    real = _common.launch
-
-    def observed(kernel, grid, *args, **kwargs):
-        launched.append(kernel)
-        with _disable_current_modes():  # the interpreter's own host copies are not this op's kernels
-            real(kernel, grid, *args, **kwargs)
-
-    monkeypatch.setattr(_common, "launch", observed)
     case = make_case(n=1, h=21, w=17)
-    with Record():
-        out = stem.launch_conv_relu_maxpool(*case, *TORCHVISION)
+    out, aten_ops, launched = observe_launches(lambda: stem.launch_conv_relu_maxpool(*case, *TORCHVISION),
+                                               monkeypatch)
     assert launched == [stem._conv_pool_kernel]
     assert set(aten_ops) <= {"aten.empty.memory_format"}, aten_ops
     check_close(out, reference64(*case, TORCHVISION), TOLERANCE["fp32"])
@@ -147,13 +132,7 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     every config is benchmarked once per shape, and pool / no pool are tuned apart."""
     import triton
 
-    benchmarked = []
-
-    def fake_do_bench(fn, quantiles=None, **_):
-        fn()
-        benchmarked.append(1)
-        return [float(len(benchmarked) % 2 + 1)] * 3
-
+    fake_do_bench, benchmarked = counting_do_bench()
     configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}),
                triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32})]
     tuned = stem.make_tuned_kernel(configs, do_bench=fake_do_bench)

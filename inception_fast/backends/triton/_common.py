@@ -12,8 +12,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "row_unit", "row_strides",
-           "next_pow2_clamped",
-           "pixel_rows", "pixel_tile", "row_offsets"]
+           "next_pow2_clamped", "pixel_rows", "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
 # are imported; reading the variable at the same moment keeps launchers and kernels in step.

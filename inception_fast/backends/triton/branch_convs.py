@@ -153,7 +153,8 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
 
     def grid(cfg):
         tile_n5 = min(block_n5, cfg["BLOCK_N"])  # as TILE_N5 in the kernel
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(cout3, cfg["BLOCK_N"]) + triton.cdiv(cout5, tile_n5)),)
+        n_cols = triton.cdiv(cout3, cfg["BLOCK_N"]) + triton.cdiv(cout5, tile_n5)
+        return (triton.cdiv(m, cfg["BLOCK_M"]) * n_cols,)
 
     return args, meta, grid
 

@@ -113,6 +113,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
+
 def _new_output(shape, x):
     """The channels_last output buffer (one place, so tests can poison it)."""
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
