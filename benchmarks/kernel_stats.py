@@ -92,7 +92,12 @@ def _compile(kernel, args, constexprs, config, arch: int) -> dict:
     row = {"config": dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages),
            "shared_bytes": compiled.metadata.shared,
            "wgmma": "warp_group_dot" in ttgir,
-           "cp_async": "async_copy_global_to_local" in ttgir}
+           "cp_async": "async_copy_global_to_local" in ttgir,
+           # Stores of one element each: where the compiler cannot prove a row or a column mask
+           # aligned, every element gets its own address (see _common.row_unit).
+           "scalar_stores": len(re.findall(r"\bst\.global\.(?!v\d)", compiled.asm["ptx"])),
+           # Global loads not turned into cp.async (biases; the pool role's shifted loads).
+           "sync_loads": len(re.findall(r"\btt\.load\b", ttgir))}
     row.update(_ptxas_info(compiled.asm["ptx"]))
     return row
 
@@ -161,12 +166,14 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"max_shared_bytes": MAX_SHARED_BYTES, "rows": rows}, indent=1))
         return 0
-    print(f"{'block':<12} {'launch':<9} {'config':<44} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async")
+    print(f"{'block':<12} {'launch':<9} {'config':<28} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async "
+          "scalar-st sync-ld")
     for r in rows:
         c = r["config"]
         cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
-        print(f"{r['block']:<12} {r['launch']:<9} {cfg:<44} {r['registers']:>4} {r['spill_bytes']:>6} "
-              f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {r['cp_async']}")
+        print(f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
+              f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
+              f"{r['sync_loads']:>7}")
     return 0
 
 

@@ -350,8 +350,9 @@ def test_sm90_compile_stats_of_every_config():
     """Every config of both launches and of the stem kernel compiled for sm_90 (no GPU needed; a
     subprocess, since this process runs the interpreter): each fits the H100's shared memory, the
     64- and 128-row ones run on wgmma, the block launches stream their operands with cp.async
-    (the stem's gathered 3-channel loads cannot), and no config spills registers (the stem, 3a,
-    4b and 5b: the narrowest block, an unaligned scratch, the widest block)."""
+    (the stem's gathered 3-channel loads cannot; launch 2 all of its operands), and no config
+    spills registers or stores element by element (the stem, 3a, 4b and 5b: the narrowest block,
+    channel counts that are not multiples of 16, the widest block)."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
@@ -371,6 +372,9 @@ def test_sm90_compile_stats_of_every_config():
         assert r["cp_async"] == (r["block"] != "stem"), what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
-        # 4b's scratch rows (136 channels) are 16-byte but not 16-element aligned: without
-        # _common.row_unit every element got its own address and launch 1 spilled 3-4.5 KB.
-        assert r["spill_bytes"] == 0, what
+        # 4b's scratch rows (136 channels), NR (296) and branch-3 input (24 channels) are 16-byte but
+        # not 16-element multiples: without _common.row_unit launch 1 spilled 3-4.5 KB and stored
+        # element by element, and launch 2 loaded branch 3's operands without cp.async.
+        assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0, what
+        if r["launch"] == "launch2":
+            assert r["sync_loads"] == 2, what  # the two biases; every operand tile is cp.async

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "row_unit", "row_strides",
+__all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "row_unit", "pow2_unit", "row_strides",
            "next_pow2_clamped", "pixel_rows", "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
@@ -55,25 +55,31 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def row_unit(*tensors: torch.Tensor) -> int:
-    """The largest power of two, up to 16, that divides every row stride (N, H, W) of the given
-    4-D (N, C, H, W) tensors.
+    """The largest power of two, up to 16, that divides every row stride (dims 0, 2, 3: all but
+    the channel one) of the given 4-D (N, C, H, W) activations or (O, C, kh, kw) weights.
 
     Triton marks an integer argument divisible only when it is a multiple of 16; any other stride
     counts as unaligned, and every element then gets its own 64-bit address and a scalar access.
     A scratch buffer with ch3red + ch5red = 136 channels (Inception 4b) is a multiple of 8, i.e. of
     16 bytes in bf16: passed as stride / 8 and multiplied back by this unit as a constexpr inside
-    the kernel, its rows are known to be 16-byte aligned (vector stores and cp.async loads).  For
-    4b and 4c this removed 3-4.5 KB of register spills in launch 1 (ptxas sm_90, bf16).
+    the kernel, its rows are known to be 16-byte aligned (vector stores and cp.async loads).  The
+    same goes for channel counts that bound a mask (pow2_unit): 4b's NR = 296 and its branch-3
+    input of 24 channels.  For 4b and 4c this removed 3-4.5 KB of register spills and all scalar
+    stores from launch 1, and put launch 2's branch-3 loads on cp.async (ptxas sm_90, bf16).
     """
-    strides = [t.stride(d) for t in tensors for d in (0, 2, 3)]
+    return pow2_unit(*(t.stride(d) for t in tensors for d in (0, 2, 3)))
+
+
+def pow2_unit(*values: int) -> int:
+    """The largest power of two, up to 16, that divides every value (see row_unit)."""
     unit = 16
-    while unit > 1 and any(st % unit for st in strides):
+    while unit > 1 and any(v % unit for v in values):
         unit //= 2
     return unit
 
 
 def row_strides(t: torch.Tensor, unit: int) -> tuple:
-    """(N, H, W, C) strides of a 4-D tensor, the row strides divided by ``unit`` (see row_unit)."""
+    """Strides of dims (0, 2, 3, 1) of a 4-D tensor, the first three divided by ``unit`` (row_unit)."""
     return t.stride(0) // unit, t.stride(2) // unit, t.stride(3) // unit, t.stride(1)
 
 

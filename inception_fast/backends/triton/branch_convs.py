@@ -75,11 +75,18 @@ def _branch_convs_kernel(
     sw3_o, sw3_h, sw3_w, sw3_c, sb3,
     sw5_o, sw5_h, sw5_w, sw5_c, sb5,
     K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ROW_UNIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ROW_UNIT: tl.constexpr, W_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # Row strides arrive divided by ROW_UNIT (_common.row_unit), so rows are known aligned.
+    # Strides other than the channel one arrive divided by ROW_UNIT (activations) and W_UNIT
+    # (weights), the input channel counts by C_UNIT (see _common.row_unit), so rows and the
+    # channel masks are known aligned: 4b's branch 3 reads 24 channels, 16 bytes but not 16
+    # elements, and without this its loads were not cp.async.
+    CIN3, CIN5 = CIN3 * C_UNIT, CIN5 * C_UNIT
     ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
     so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
+    sw3_o, sw3_h, sw3_w = sw3_o * W_UNIT, sw3_h * W_UNIT, sw3_w * W_UNIT
+    sw5_o, sw5_h, sw5_w = sw5_o * W_UNIT, sw5_h * W_UNIT, sw5_w * W_UNIT
     n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
     TILE_N5: tl.constexpr = BLOCK_N if BLOCK_N5 > BLOCK_N else BLOCK_N5
     n_cols = n_tiles3 + tl.cdiv(COUT5, TILE_N5)
@@ -111,7 +118,8 @@ CONFIGS = [
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION", "ROW_UNIT"]
+AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION", "ROW_UNIT", "W_UNIT",
+                "C_UNIT"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -139,16 +147,17 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
         raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
     block_n5 = _common.next_pow2_clamped(cout5)
     block_k5 = _common.next_pow2_clamped(cin5, hi=32)
-    unit = _common.row_unit(scratch, out)
+    unit, w_unit = _common.row_unit(scratch, out), _common.row_unit(w3, w5)
+    c_unit = _common.pow2_unit(cin3, cin5)
     args = (
         scratch, w3, b3, w5, b5, out,
-        m, h, w, cin3, cout3, cin5, cout5, ch1,
+        m, h, w, cin3 // c_unit, cout3, cin5 // c_unit, cout5, ch1,
         *_common.row_strides(scratch, unit),
         *_common.row_strides(out, unit),
-        w3.stride(0), w3.stride(2), w3.stride(3), w3.stride(1), b3.stride(0),
-        w5.stride(0), w5.stride(2), w5.stride(3), w5.stride(1), b5.stride(0),
+        *_common.row_strides(w3, w_unit), b3.stride(0),
+        *_common.row_strides(w5, w_unit), b5.stride(0),
     )
-    meta = {"K5": k5, "BLOCK_N5": block_n5, "BLOCK_K5": block_k5, "ROW_UNIT": unit,
+    meta = {"K5": k5, "BLOCK_N5": block_n5, "BLOCK_K5": block_k5, "ROW_UNIT": unit, "W_UNIT": w_unit, "C_UNIT": c_unit,
             "DOT_PRECISION": _common.dot_precision(scratch.dtype)}
 
     def grid(cfg):

@@ -123,13 +123,15 @@ def _reduce_pool_kernel(
     swr_n, swr_k, sbr, swp_n, swp_k, sbp,
     so_n, so_h, so_w, so_c,
     ss_n, ss_h, ss_w, ss_c,
-    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
 ):
-    # Row strides arrive divided by ROW_UNIT (_common.row_unit): multiplied back by the constexpr,
-    # the compiler knows every NHWC row starts ROW_UNIT-element aligned.
+    # Row strides arrive divided by ROW_UNIT and channel counts by C_UNIT (_common.row_unit):
+    # multiplied back by the constexprs, the compiler knows every NHWC row starts aligned and the
+    # column masks change only at aligned channels (4b: NR = 296 made every store scalar).
     sx_n, sx_h, sx_w = sx_n * ROW_UNIT, sx_h * ROW_UNIT, sx_w * ROW_UNIT
+    CIN, NR, CH1, NP, POOL_COL0 = CIN * C_UNIT, NR * C_UNIT, CH1 * C_UNIT, NP * C_UNIT, POOL_COL0 * C_UNIT
     so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
     ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
     # Per BLOCK_M-row tile: the reduce role's column tiles, then the pool role's, which split the
@@ -196,7 +198,7 @@ def _with_pool_tile(kwargs: dict) -> dict:
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_UNIT"]
+AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_UNIT", "C_UNIT"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -222,17 +224,19 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
         raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
     pool_col0 = out.shape[1] - np_
     unit = _common.row_unit(x, out, scratch)
+    c_unit = _common.pow2_unit(cin, nr, ch1, np_, pool_col0)
     block_n_pool = _common.next_pow2_clamped(np_)
     n_pool_tiles = triton.cdiv(np_, block_n_pool)
     args = (
         x, w_red, b_red, w_pool, b_pool, out, scratch,
-        m, h, w, cin, nr, ch1, np_, pool_col0, n_pool_tiles,
+        m, h, w, cin // c_unit, nr // c_unit, ch1 // c_unit, np_ // c_unit, pool_col0 // c_unit, n_pool_tiles,
         *_common.row_strides(x, unit),
         w_red.stride(0), w_red.stride(1), b_red.stride(0), w_pool.stride(0), w_pool.stride(1), b_pool.stride(0),
         *_common.row_strides(out, unit),
         *_common.row_strides(scratch, unit),
     )
-    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool, "ROW_UNIT": unit}
+    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool, "ROW_UNIT": unit,
+            "C_UNIT": c_unit}
 
     def grid(cfg):
         pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]
