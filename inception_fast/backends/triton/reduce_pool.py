@@ -77,16 +77,17 @@ def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row,
 def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n,
                H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, sw_n, sw_k, sb, so_c,
                DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr):
+               BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < NP
     offs_k = tl.arange(0, BLOCK_K)
     b_ptrs = w_ptr + offs_n[None, :] * sw_n + offs_k[:, None] * sw_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # num_stages=1: software-pipelining nine shifted loads would multi-buffer all of them in
-    # shared memory (over 300 KB for 128x64 bf16 tiles at 3 stages, past the H100's 227 KB).
-    # The nine independent loads in flight hide latency well enough; they mostly hit L1/L2.
-    for k0 in tl.range(0, CIN, BLOCK_K, num_stages=1):
+    # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
+    # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
+    # in registers.  At 64 rows x 16 channels the buffers fit inside the reduce role's shared
+    # memory (ptxas sm_90 bf16: same total, no more registers).
+    for k0 in tl.range(0, CIN, BLOCK_K, num_stages=STAGES):
         kk = k0 + offs_k
         k_ok = kk < CIN
         # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
@@ -99,8 +100,8 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
                 tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
                 tap_row = x_row + (dh - 1) * sx_h + (dw - 1) * sx_w
                 v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * sx_c,
-                            mask=tap_ok[:, None] & k_ok[None, :], other=float("-inf"))
-                pooled = tl.maximum(pooled, v.to(tl.float32))
+                            mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
+                pooled = tl.maximum(pooled, tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")))
         # Rows past M and channels past Cin are still -inf; -inf * 0 would be NaN in the dot.
         a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
         b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
@@ -125,7 +126,7 @@ def _reduce_pool_kernel(
     ss_n, ss_h, ss_w, ss_c,
     DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr,
+    BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr, POOL_STAGES: tl.constexpr,
 ):
     # Row strides arrive divided by ROW_UNIT and channel counts by C_UNIT (_common.row_unit):
     # multiplied back by the constexprs, the compiler knows every NHWC row starts aligned and the
@@ -160,7 +161,7 @@ def _reduce_pool_kernel(
         p_o_row = row_offsets(p_img, p_hh, p_ww, so_n, so_h, so_w)
         _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, p_x_row, p_o_row, p_ok, p_hh, p_ww, part % N_POOL_TILES,
                    H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, swp_n, swp_k, sbp, so_c,
-                   DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL)
+                   DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES)
 
 
 # Chosen for H100 bf16 with Cin 192..832 and 49 .. 200k pixels: 128-row tiles for the large
@@ -172,29 +173,32 @@ def _reduce_pool_kernel(
 # With 128 rows on 4 warps that spilled where pool_proj is 128 (4e, 5a, 5b: 836 B, ptxas sm_90
 # bf16), so the 4-warp 128-row configs give the pool role two programs of 64 rows per row tile
 # (no spills; 32 channels a step would spill 96 B again).  The pool programs are the long ones
-# (nine loads a step), so halving them also evens the grid out.  `python -m
-# benchmarks.kernel_stats` prints registers, spills and shared memory of every config.
+# (nine loads a step), so halving them also evens the grid out, and all but the 8-warp config
+# pipeline those loads (POOL_STAGES 2: cp.async; the 8-warp one keeps the synchronous loads of
+# the 2026-11-27 H100 run, so the autotuner can still pick them).  `python -m
+# benchmarks.kernel_stats` prints registers, spills, shared memory and synchronous loads.
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
-                  num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16},
-                  num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
-                  num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16},
-                  num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16},
-                  num_warps=2, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16, "POOL_STAGES": 1}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32,
+                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=2, num_stages=3),
 ]
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 64}
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 64,
+                      "POOL_STAGES": 1}
 
 
 def _with_pool_tile(kwargs: dict) -> dict:
     """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
-    channels a step."""
-    return {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, **kwargs}
+    channels a step, synchronous loads."""
+    return {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, **kwargs}
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
