@@ -610,7 +610,14 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
     choice = modules.STEM_CHOICE.choices().get(model.stem_choice_key(x))
     if choice is None:
         return None
-    return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors}
+    # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see modules.CONV_RELU_CHOICE) at this
+    # batch and dtype.
+    convs = [{"weight": list(key[4]), "chosen": c.name, "us": {k: v * 1e6 for k, v in c.seconds.items()},
+              "errors": c.errors}
+             for key, c in modules.CONV_RELU_CHOICE.choices().items()
+             if key[0] == str(x.device) and key[1] == x.dtype and key[2][0] == x.shape[0]]
+    return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors,
+            "conv_relu": convs}
 
 
 def parity(out, ref) -> Optional[float]:

@@ -197,6 +197,13 @@ def throughput_markdown(rows):
     if stems:
         out.append("The stem's first conv, as FusedGoogLeNet measured it (µs of conv1 + ReLU + max pool):\n")
         out.append(_table(["config", "chosen", "variants (µs)"], [list(t) for t in stems]) + "\n")
+    convs = sorted({(f"{c[0]} {c[1]} {c[2]} b{c[3]}", "x".join(map(str, v["weight"])), v["chosen"],
+                     ", ".join(f"{n} {us:,.0f}" for n, us in v["us"].items()))
+                    for c, ms in index.items() for r in ms.values()
+                    for v in (r.get("stem_conv1") or {}).get("conv_relu", [])})
+    if convs:
+        out.append("The stem's conv2 and conv3 with bias + ReLU, ATen passes or cuDNN's fused op, as measured (µs):\n")
+        out.append(_table(["config", "weight", "chosen", "variants (µs)"], [list(t) for t in convs]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")

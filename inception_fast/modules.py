@@ -97,6 +97,33 @@ def stem_choice_key(x: Tensor, triton_allowed: bool = False) -> tuple:
     return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32, triton_allowed)
 
 
+# The stem's conv2 (1x1) and conv3 (3x3) end in bias + ReLU.  ATen runs the conv, then adds the
+# bias and applies the ReLU as two more passes over the output (at batch 256 in bf16, conv3's is
+# 308 MB, ~0.4 ms for both passes on an H100); cuDNN's fused conv-bias-ReLU
+# (torch.cudnn_convolution_relu) does all three at once but is known to pick slow kernels for some
+# shapes.  So on CUDA, per shape, CONV_RELU_CHOICE measures "aten" against "cudnn_fused" and
+# keeps the faster ("aten" wherever nothing is measured, and with gradients: the fused op has no
+# backward).  A candidate that fails is skipped and its error kept in CONV_RELU_CHOICE.choices().
+CONV_RELU_CHOICE = ops.MeasuredChoice()
+
+
+def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
+    """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
+    aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
+    if (x.device.type not in CONV_RELU_CHOICE.measure_on or torch.compiler.is_compiling()
+            or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))):
+        return aten()
+    tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
+    key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), tuple(w.shape), padding, tf32)
+    choice = CONV_RELU_CHOICE.lookup(key)
+    if choice is None:
+        fused = lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)  # noqa: E731
+        choice = CONV_RELU_CHOICE.pick(key, x.device, {"aten": aten, "cudnn_fused": fused})
+    if choice == "cudnn_fused":
+        return torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)
+    return aten()
+
+
 def _square(value) -> Optional[int]:
     """An int for an int or a tuple of equal ints (a square kernel, stride, padding), else None."""
     if isinstance(value, int):
@@ -324,8 +351,8 @@ class FusedGoogLeNet(GoogLeNet):
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)
-        x = F.conv2d(x, w2, b2).relu_()
-        x = F.conv2d(x, w3, b3, padding=1).relu_()
+        x = conv_relu(x, w2, b2, 0)
+        x = conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
         return self.maxpool2(x)

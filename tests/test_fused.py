@@ -625,3 +625,62 @@ def test_stem_padding_candidates():
 
     assert _stem_padded_channels(3) == [4, 8] and _stem_padded_channels(1) == [4, 8]
     assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
+
+
+# -- the stem's conv + bias + ReLU: ATen or cuDNN's fused op, measured ------------------------------
+
+def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
+    """Measured on CPU through a stand-in timer that would prefer cuDNN's fused op: it has no CPU
+    kernel, so its error is kept and ATen is chosen, and the stem still matches the reference."""
+    from inception_fast import modules, ops
+
+    timed = []
+
+    def timer(fn, device, repeats):
+        fn()
+        timed.append(fn)
+        return 1.0 if len(timed) == 2 else 2.0  # the second candidate would win
+
+    chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)
+    ref, fused = calibrated_net("torchvision", 32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        check_close(fused(x), ref(x), reduced_precision_bound(ref(x), copy.deepcopy(ref).double()(x.double())))
+    choices = list(chooser.choices().values())
+    assert len(choices) == 2  # conv2 and conv3
+    for c in choices:
+        assert c.name == "aten" and set(c.seconds) == {"aten"}
+        assert "cudnn_convolution_relu" in c.errors["cudnn_fused"]
+
+
+@pytest.mark.gpu
+def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
+    """cuDNN's fused conv-bias-ReLU, forced, on the stem's conv3 in channels_last: bf16 within 2x the
+    ATen path's own error against fp64 (the table's rule), fp32 at the TF32 tolerance."""
+    from inception_fast import modules, ops
+
+    def forcing(winner):  # a stand-in timer under which ``winner`` (a candidate index) is fastest
+        calls = []
+
+        def timer(fn, device, repeats):
+            fn()
+            calls.append(fn)
+            return 1.0 if len(calls) - 1 == winner else 2.0
+        return timer
+
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(2, 64, 56, 56, device=cuda_device, dtype=dtype).relu().contiguous(memory_format=CL)
+        w = (torch.randn(192, 64, 3, 3, device=cuda_device) / 24).to(dtype).contiguous(memory_format=CL)
+        b = torch.randn(192, device=cuda_device, dtype=dtype) * 0.1
+        outs = {}
+        for i, name in enumerate(("aten", "cudnn_fused")):
+            chooser = ops.MeasuredChoice(timer=forcing(i))
+            monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)
+            with torch.no_grad():
+                outs[name] = modules.conv_relu(x, w, b, 1)
+            assert [c.name for c in chooser.choices().values()] == [name]
+        ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
+        assert ref.std() > 0.1
+        tol = reduced_precision_bound(outs["aten"], ref) if dtype == torch.bfloat16 else TOLERANCE["tf32"]
+        check_close(outs["cudnn_fused"], ref, tol, f"fused {dtype}")
