@@ -90,11 +90,12 @@ STEM_CHOICE = ops.MeasuredChoice()
 STEM_TRITON_VARIANTS = ("triton", "triton_conv")
 
 
-def stem_choice_key(x: Tensor, triton_allowed: bool = False) -> tuple:
-    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting, and whether
-    the model lets the Triton variants compete (see FusedGoogLeNet.stem_choice_key)."""
+def stem_choice_key(x: Tensor, triton_allowed: bool = False, stem_params: Optional[tuple] = None) -> tuple:
+    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting, whether the
+    model lets the Triton variants compete, and its conv1/maxpool1 parameters (see
+    FusedGoogLeNet.stem_choice_key): models whose first layers differ never share a choice."""
     tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
-    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32, triton_allowed)
+    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32, triton_allowed, stem_params)
 
 
 # The stem's conv2 (1x1) and conv3 (3x3) end in bias + ReLU.  ATen runs the conv, then adds the
@@ -111,7 +112,7 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
     """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
     aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
     if (x.device.type not in CONV_RELU_CHOICE.measure_on or torch.compiler.is_compiling()
-            or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))):
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, w, b)))):
         return aten()
     tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
     key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), tuple(w.shape), padding, tf32)
@@ -293,7 +294,10 @@ class FusedGoogLeNet(GoogLeNet):
 
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
-        return stem_choice_key(x, self.requested_backend in ("auto", "triton"))
+        conv, pool = self.conv1.conv, self.maxpool1
+        params = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                  pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+        return stem_choice_key(x, self.requested_backend in ("auto", "triton"), params)
 
     def _stem_triton_params(self) -> Optional[tuple]:
         """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
@@ -346,7 +350,8 @@ class FusedGoogLeNet(GoogLeNet):
             runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v))
                        for v in self._stem_variants(x, padded)}
             variant = STEM_CHOICE.pick(key, x.device, runners)
-        if variant in STEM_TRITON_VARIANTS and w1.requires_grad:
+        if variant in STEM_TRITON_VARIANTS and torch.is_grad_enabled() and any(
+                t.requires_grad for t in (x, w1, b1)):
             variant = "channels_last"  # the Triton kernel has no backward
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:

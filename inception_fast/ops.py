@@ -163,7 +163,7 @@ def _conv_relu_maxpool_impl(x, w, b, stride, padding, pool_kernel, pool_stride, 
     cl = torch.channels_last
     if backend == "torch":
         y = F.conv2d(x, w, b, stride=stride, padding=padding).relu_()
-        if pool_kernel > 1:
+        if (pool_kernel, pool_stride) != (1, 1):  # a 1x1 pool with stride 2 still subsamples
             y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)
         return y.contiguous(memory_format=cl)
     if backend != "triton":
@@ -186,7 +186,7 @@ def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, 
 def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False,
                       backend="torch"):
     """max_pool2d(relu(conv2d(x, w, b, stride, padding)), ...) as one op, channels_last
-    (pool_kernel=1: no pool).  Inference only."""
+    (pool_kernel=1 and pool_stride=1: no pool).  Inference only."""
     return torch.ops.inception_fast.conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride,
                                                       pool_padding, ceil_mode, backend)
 

@@ -601,6 +601,9 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
     auto = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
     x = torch.randn(1, 3, 32, 32)
     assert pinned.stem_choice_key(x) != auto.stem_choice_key(x)
+    other_pool = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    other_pool.maxpool1 = nn.MaxPool2d(3, stride=2, padding=1)  # as in d2l's stem
+    assert other_pool.stem_choice_key(x) != auto.stem_choice_key(x)
     (w1, b1), _, _, padded = pinned._stem_weights(x.dtype)
     assert not set(pinned._stem_variants(x, padded)) & set(modules.STEM_TRITON_VARIANTS)
     chooser = ops.MeasuredChoice(measure_on=())
@@ -614,6 +617,15 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
         loss = auto(x).square().sum()
     loss.backward()
     assert seen == ["channels_last"] and auto.conv1.conv.weight.grad is not None
+    # A frozen model with an input that needs its gradient (saliency), and bias-only training:
+    # either way some stem tensor requires grad, so ATen runs and the gradient arrives.
+    auto.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    auto(xg).square().sum().backward()
+    assert seen[-1] == "channels_last" and xg.grad is not None and xg.grad.abs().sum() > 0
+    auto.conv1.bn.bias.requires_grad_(True)  # folded into conv1's bias only
+    auto(x).square().sum().backward()
+    assert seen[-1] == "channels_last" and auto.conv1.bn.bias.grad is not None
     if "triton" in available_backends("cpu"):
         with torch.no_grad():
             auto(x)
@@ -639,7 +651,7 @@ def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
     def timer(fn, device, repeats):
         fn()
         timed.append(fn)
-        return 1.0 if len(timed) == 2 else 2.0  # the second candidate would win
+        return 1.0 if len(timed) == 2 else 2.0  # the second would win, but fn() raises first
 
     chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
     monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)

@@ -378,3 +378,37 @@ def test_sm90_compile_stats_of_every_config():
         assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0, what
         if r["launch"] == "launch2":
             assert r["sync_loads"] == 2, what  # the two biases; every operand tile is cp.async
+
+
+@interpreter_only
+def test_nan_propagates_like_pytorch():
+    """A NaN input pixel gives NaN exactly where F.conv2d / F.max_pool2d / F.relu put it (Triton's
+    default max would turn it into a number)."""
+    block = make_block(ODD, k5=3, n=1, h=5, w=5, seed=9)
+    block["x"][0, 2, 2, 2] = float("nan")
+    out, _ = tb.block_forward(**block)
+    ref_out, _ = reference64(block)
+    assert torch.isnan(ref_out).any() and not torch.isnan(ref_out).all()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref_out))
+
+
+def test_alignment_units():
+    """_common.row_unit: the power of two (up to 16) dividing every row stride, and 1 once a stride
+    reaches 2^31, where dividing would let the kernel multiply it back in 32 bits."""
+    def strided(channels, h=3, w=3, n_stride=None):
+        t = torch.empty(2, channels, h, w, device="meta").contiguous(memory_format=torch.channels_last)
+        return t if n_stride is None else t.as_strided(t.shape, (n_stride, *t.stride()[1:]))
+
+    assert _common.row_unit(strided(192)) == 16
+    assert _common.row_unit(strided(192), strided(136)) == 8  # 4b's scratch
+    assert _common.row_unit(strided(13)) == 1
+    assert _common.row_unit(strided(192, n_stride=2**31 + 16)) == 1
+    assert _common.pow2_unit(296, 160, 64) == 8 and _common.pow2_unit(24) == 8 and _common.pow2_unit(7) == 1
+
+
+def test_tuned_launch1_rejects_pool_rows_that_do_not_divide_the_tile():
+    import triton
+
+    with pytest.raises(ValueError, match="BLOCK_M_POOL 48 must divide BLOCK_M 64"):
+        reduce_pool.make_tuned_kernel([triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
+                                                      "BLOCK_M_POOL": 48})])

@@ -43,7 +43,7 @@ def make_case(n=2, cin=3, h=37, w=41, cout=64, k=7, dtype=torch.float32, device=
 
 def reference(x, weight, bias, stride, padding, pool_k, pool_s, pool_p, ceil_mode):
     y = F.conv2d(x, weight, bias, stride=stride, padding=padding).relu()
-    return F.max_pool2d(y, pool_k, pool_s, pool_p, ceil_mode=ceil_mode) if pool_k > 1 else y
+    return F.max_pool2d(y, pool_k, pool_s, pool_p, ceil_mode=ceil_mode) if (pool_k, pool_s) != (1, 1) else y
 
 
 def reference64(x, weight, bias, params):
@@ -175,6 +175,28 @@ def test_op_rejects_bad_input():
         run(x, w, b, backend="cuda")
     with pytest.raises(RuntimeError, match="on meta"):
         run(x, w.to("meta"), b)
+
+
+@interpreter_only
+def test_nan_propagates_like_pytorch():
+    x, w, b = make_case(n=1, h=31, w=31, seed=8)
+    x[0, 1, 10, 10] = float("nan")
+    out = stem.launch_conv_relu_maxpool(x, w, b, *TORCHVISION)
+    ref = reference(x, w, b, *TORCHVISION)
+    assert torch.isnan(ref).any() and not torch.isnan(ref).all()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+
+
+@interpreter_only
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_strided_1x1_pool(backend):
+    """pool_kernel 1 with stride 2 subsamples the conv output; every backend and the fake kernel agree."""
+    case = make_case(n=2, cin=3, h=17, w=19, seed=6)
+    params = (1, 3, 1, 2, 0, False)
+    out = ops.conv_relu_maxpool(*case, *params, backend=backend)
+    check_close(out, reference64(*case, params), TOLERANCE["fp32"], backend)
+    torch.library.opcheck(torch.ops.inception_fast.conv_relu_maxpool, (*case, *params, backend),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 @interpreter_only

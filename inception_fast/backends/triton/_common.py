@@ -67,7 +67,10 @@ def row_unit(*tensors: torch.Tensor) -> int:
     input of 24 channels.  For 4b and 4c this removed 3-4.5 KB of register spills and all scalar
     stores from launch 1, and put launch 2's branch-3 loads on cp.async (ptxas sm_90, bf16).
     """
-    return pow2_unit(*(t.stride(d) for t in tensors for d in (0, 2, 3)))
+    strides = [t.stride(d) for t in tensors for d in (0, 2, 3)]
+    # A stride of 2^31 or more stays whole: Triton passes it as int64, whereas stride // unit
+    # could fit int32, and the product with the unit would then wrap in 32 bits.
+    return 1 if max(strides) >= 2**31 else pow2_unit(*strides)
 
 
 def pow2_unit(*values: int) -> int:

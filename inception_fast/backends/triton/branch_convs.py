@@ -14,7 +14,8 @@ slice of the block output: [ch1, ch1+ch3) for branch 2, [ch1+ch3, ch1+ch3+ch5) f
   The (kh, kw, cin-block) loop is one flat loop so the software pipeline sees all of K.
 
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
-torch.backends.cudnn.allow_tf32 is on, else exact fp32.  64-bit offsets throughout.
+torch.backends.cudnn.allow_tf32 is on, else exact fp32.  64-bit offsets throughout.  NaN propagates
+through the ReLU as in PyTorch.
 For NCHW inputs see the note in reduce_pool.py: the op receives channels_last only.
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + o_row[:, None] + (COUT_OFF + offs_n)[None, :] * so_c, y,
              mask=row_ok[:, None] & col_ok[None, :])
 

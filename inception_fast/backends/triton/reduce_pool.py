@@ -20,7 +20,8 @@ read it from L2, not HBM.
 
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 operands use TF32 only when
 torch.backends.cudnn.allow_tf32 is on (read at call time), else exact fp32.  The max pool is exact
-in any dtype.  Offsets are 64-bit (pixel index cast before it meets a stride): N*H*W*C may pass 2^31.
+in any dtype, and NaN propagates through the pool and the ReLU as in PyTorch (propagate_nan;
+Triton's default max would drop it).  Offsets are 64-bit (pixel index cast before it meets a stride): N*H*W*C may pass 2^31.
 
 Layout (NCHW): the op only ever receives channels_last tensors.  The ops layer makes x
 channels_last, and FusedGoogLeNet converts once at its entry, so every block between stays NHWC
@@ -32,6 +33,7 @@ of, e.g., a 136-channel scratch are still known to be 16-byte aligned.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -64,7 +66,7 @@ def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row,
         b_ptrs += BLOCK_K * sw_k
 
     bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
     is_branch1 = offs_n < CH1
     tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y,
@@ -101,15 +103,17 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
                 tap_row = x_row + (dh - 1) * sx_h + (dw - 1) * sx_w
                 v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * sx_c,
                             mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
-                pooled = tl.maximum(pooled, tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")))
-        # Rows past M and channels past Cin are still -inf; -inf * 0 would be NaN in the dot.
+                pooled = tl.maximum(pooled, tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
+                                    propagate_nan=tl.PropagateNan.ALL)
+        # Rows past M are still -inf (every tap masked), channels past Cin 0: zero both, since
+        # -inf * 0 would be NaN in the dot.
         a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
         b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         b_ptrs += BLOCK_K * sw_k
 
     bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + o_row[:, None] + (POOL_COL0 + offs_n)[None, :] * so_c, y,
              mask=row_ok[:, None] & col_ok[None, :])
 
@@ -197,8 +201,18 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL
 
 def _with_pool_tile(kwargs: dict) -> dict:
     """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
-    channels a step, synchronous loads."""
-    return {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, **kwargs}
+    channels a step, synchronous loads.  Raises unless the pool rows divide BLOCK_M."""
+    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, **kwargs}
+    if kwargs["BLOCK_M_POOL"] > kwargs["BLOCK_M"] or kwargs["BLOCK_M"] % kwargs["BLOCK_M_POOL"]:
+        raise ValueError(f"BLOCK_M_POOL {kwargs['BLOCK_M_POOL']} must divide BLOCK_M {kwargs['BLOCK_M']}")
+    return kwargs
+
+
+def _complete_config(config: triton.Config) -> triton.Config:
+    """A copy of ``config`` (warps, stages, hooks and all) with _with_pool_tile's kwargs."""
+    config = copy.copy(config)
+    config.kwargs = _with_pool_tile(config.kwargs)
+    return config
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
@@ -207,8 +221,7 @@ AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_U
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
-    configs = [triton.Config(_with_pool_tile(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages)
-               for c in configs]
+    configs = [_complete_config(c) for c in configs]
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_reduce_pool_kernel)
 
 
@@ -268,6 +281,4 @@ def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor
         meta.update(INTERPRETER_CONFIG)
     else:
         meta.update(_with_pool_tile(config.kwargs), num_warps=config.num_warps, num_stages=config.num_stages)
-    if meta["BLOCK_M"] % meta["BLOCK_M_POOL"]:
-        raise ValueError(f"BLOCK_M_POOL {meta['BLOCK_M_POOL']} must divide BLOCK_M {meta['BLOCK_M']}")
     _common.launch(_reduce_pool_kernel, grid(meta), *args, **meta)

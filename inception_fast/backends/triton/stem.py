@@ -19,7 +19,8 @@ Operands: x (N, CIN, H, W) in any strides (NCHW and channels_last both read dire
 model needs no layout conversion before its first conv); w (COUT, CIN, KS, KS) in any strides,
 K ordered (kh, kw, cin) as in a channels_last weight; out (N, COUT, PH, PW) channels_last.
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
-torch.backends.cudnn.allow_tf32 is on, else exact fp32.  Offsets are 64-bit.
+torch.backends.cudnn.allow_tf32 is on, else exact fp32.  Offsets are 64-bit.  NaN propagates
+through the pool and the ReLU as in PyTorch.
 """
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ def _conv_pool_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < COUT
     offs_k = tl.arange(0, BLOCK_K)
-    x_img = img * sx_n
     best = tl.full((BLOCK_M, BLOCK_N), float("-inf"), dtype=tl.float32)
     for tap in range(POOL_K * POOL_K):
         oh = ph * POOL_S - POOL_P + tap // POOL_K
@@ -79,11 +79,11 @@ def _conv_pool_kernel(
             b = tl.load(w_ptr + offs_n[None, :] * sw_o + w_col[:, None],
                         mask=k_ok[:, None] & col_ok[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        best = tl.maximum(best, tl.where(tap_ok[:, None], acc, float("-inf")))
+        best = tl.maximum(best, tl.where(tap_ok[:, None], acc, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
 
     bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
     # Rows past M are -inf here: relu(-inf) = 0, and they are masked out of the store anyway.
-    y = tl.maximum(best + bias[None, :], 0.0).to(out_ptr.dtype.element_ty)
+    y = tl.maximum(best + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     o_row = row_offsets(img, ph, pw, so_n, so_h, so_w)
     tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y, mask=row_ok[:, None] & col_ok[None, :])
 
@@ -101,9 +101,10 @@ CONFIGS = [
 ]
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
 
-# Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
+# Every shape argument and the input's channel and column strides (NCHW and channels_last read
+# differently), so a tuned config is reused exactly for the shape and layout it was tuned on.
 AUTOTUNE_KEY = ["M", "H", "W", "OH", "OW", "PH", "PW", "COUT", "CIN", "KS", "STRIDE", "PAD",
-                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION"]
+                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION", "sx_c", "sx_w"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
