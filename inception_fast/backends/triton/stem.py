@@ -89,8 +89,9 @@ def _conv_pool_kernel(
 
 
 # H100 bf16, conv1 (K = 147, COUT = 64): one column tile of 64.  128-row tiles for large batches;
-# 64 and 32 rows so that batch 1 (56x56 = 3136 pooled pixels) still spreads over the SMs.  The
-# gathered loads do not pipeline (no cp.async), so num_stages changes nothing.  None of these
+# 64 and 32 rows so that batch 1 (56x56 = 3136 pooled pixels) still spreads over the SMs.  In
+# bf16/fp16 the gathered 2-byte loads cannot use cp.async (4 bytes at least), so num_stages
+# changes nothing there.  None of these
 # spills (ptxas sm_90, bf16, with and without the pool); 128 rows on 4 warps, or 32 rows on 2,
 # would (the pool keeps two [BLOCK_M, BLOCK_N] fp32 tiles: the tap's sum and the running max).
 CONFIGS = [
