@@ -691,7 +691,7 @@ def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
             monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)
             with torch.no_grad():
                 outs[name] = modules.conv_relu(x, w, b, 1)
-            assert [c.name for c in chooser.choices().values()] == [name]
+            assert [c.name for c in chooser.choices().values()] == [name], chooser.choices()  # errors, if any
         ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
         assert ref.std() > 0.1
         tol = reduced_precision_bound(outs["aten"], ref) if dtype == torch.bfloat16 else TOLERANCE["tf32"]
