@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_count", "check_dtype", "row_unit", "pow2_unit", "row_strides",
+__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "check_dtype", "row_unit", "pow2_unit", "row_strides",
            "next_pow2_clamped", "pixel_rows", "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
@@ -32,6 +32,22 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     global _launches
     _launches += 1
     kernel[grid](*args, **kwargs)
+
+
+def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict,
+                      config_kwargs=dict) -> None:
+    """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
+    when no config is pinned (on a GPU), else with the pinned ``config`` (its kwargs passed through
+    ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.  ``grid(meta)``
+    gives the grid of a tile choice."""
+    if config is None and tuned is not None:
+        launch(tuned, grid, *args, **meta)
+        return
+    if config is None:
+        meta = {**meta, **interpreter_config}
+    else:
+        meta = {**meta, **config_kwargs(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
+    launch(kernel, grid(meta), *args, **meta)
 
 
 def check_dtype(dtype: torch.dtype) -> None:

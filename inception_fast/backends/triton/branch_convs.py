@@ -181,11 +181,4 @@ def launch_branch_convs(scratch: torch.Tensor, w3: torch.Tensor, b3: torch.Tenso
     if scratch.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
     args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1)
-    if config is None and _tuned_kernel is not None:
-        _common.launch(_tuned_kernel, grid, *args, **meta)
-        return
-    if config is None:
-        meta.update(INTERPRETER_CONFIG)
-    else:
-        meta.update(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-    _common.launch(_branch_convs_kernel, grid(meta), *args, **meta)
+    _common.launch_configured(_branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)

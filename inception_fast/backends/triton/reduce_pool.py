@@ -274,11 +274,5 @@ def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor
     if x.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
     args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
-    if config is None and _tuned_kernel is not None:
-        _common.launch(_tuned_kernel, grid, *args, **meta)
-        return
-    if config is None:
-        meta.update(INTERPRETER_CONFIG)
-    else:
-        meta.update(_with_pool_tile(config.kwargs), num_warps=config.num_warps, num_stages=config.num_stages)
-    _common.launch(_reduce_pool_kernel, grid(meta), *args, **meta)
+    _common.launch_configured(_reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG,
+                              config_kwargs=_with_pool_tile)

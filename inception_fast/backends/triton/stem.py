@@ -162,14 +162,6 @@ def launch_conv_relu_maxpool(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, 
     x (N, Cin, H, W) and w (Cout, Cin, k, k) in any strides.  ``config`` skips autotuning.
     """
     args, meta, grid, out = _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
-    if out.numel() == 0:  # CUDA rejects an empty grid
-        return out
-    if config is None and _tuned_kernel is not None:
-        _common.launch(_tuned_kernel, grid, *args, **meta)
-        return out
-    if config is None:
-        meta.update(INTERPRETER_CONFIG)
-    else:
-        meta.update(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-    _common.launch(_conv_pool_kernel, grid(meta), *args, **meta)
+    if out.numel() > 0:  # CUDA rejects an empty grid
+        _common.launch_configured(_conv_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
     return out
