@@ -40,7 +40,7 @@ from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 MAX_SHARED_BYTES = 232448
 SIZES = {"inception3a": 28, "inception3b": 28, "inception4a": 14, "inception4b": 14, "inception4c": 14,
          "inception4d": 14, "inception4e": 14, "inception5a": 7, "inception5b": 7}
-_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int32: "i32"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -170,7 +170,8 @@ def main(argv=None) -> int:
           "scalar-st sync-ld")
     for r in rows:
         c = r["config"]
-        cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+        cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
+            f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else "")
         print(f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
               f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
               f"{r['sync_loads']:>7}")

@@ -119,11 +119,66 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     tuned_2 = branch_convs.make_tuned_kernel(configs, do_bench=fake_do_bench)
     monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
     monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
-    for seed in (1, 2):  # the second call must reuse the tuned configs
-        check_block(make_block(ODD, k5=5, n=2, h=4, w=5, seed=seed), TOLERANCE["fp32"], "autotuned")
+    logged = len(_common.tuning_log())
+    check_block(make_block(ODD, k5=5, n=2, h=4, w=5, seed=1), TOLERANCE["fp32"], "autotuned")
+    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    # Each kernel's choice and its per-config times are on record (benchmarks report them).
+    log = _common.tuning_log()[logged:]
+    assert [e["kernel"] for e in log] == ["_reduce_pool_kernel", "_branch_convs_kernel"]
+    for entry, tuned in zip(log, (tuned_1, tuned_2)):
+        assert entry["chosen"] == _common.config_name(tuned.best_config) and entry["shape"]["M"] == 2 * 4 * 5
+        assert set(entry["us"]) == {_common.config_name(c) for c in tuned.configs} and entry["chosen"] in entry["us"]
+    # The same shape again: the kernels start straight with the configs the autotuner chose,
+    # without going through it (no new benchmark, no new cache entry).
+    block = make_block(ODD, k5=5, n=2, h=4, w=5, seed=2)
+    _, _, launched = observe_launches(lambda: check_block(block, TOLERANCE["fp32"], "tuned"), monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs._branch_convs_kernel]
+    assert [list(_common._TUNED_CONFIGS[t].values()) for t in (tuned_1, tuned_2)] == [
+        [tuned_1.best_config], [tuned_2.best_config]]
+    assert len(_common.tuning_log()) == logged + 2
     assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     check_block(make_block(ODD, k5=3, n=1, h=3, w=5, seed=3), TOLERANCE["fp32"], "autotuned, new shape")
     assert len(benchmarked) == 8 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
+
+
+@interpreter_only
+@pytest.mark.parametrize("split,k5", [(2, 3), (3, 5), (16, 3)])
+def test_split_k_fp32(split, k5):
+    """Launch 2 with K split over programs: the last of a tile's programs adds the partial sums.
+    Launch 1 zeroes the (garbage-filled) counters, and each tile leaves its counter at 0 again.
+    With 16 splits, branch 3's 9 K steps leave most programs of a tile with no step at all."""
+    import triton
+
+    block = make_block(ODD, k5=k5, n=2, h=3, w=5, seed=20 + split)
+    tile = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+    out, scratch, counters = _launch_poisoned(block, triton.Config(tile), triton.Config({**tile, "SPLIT_K": split}),
+                                              split_counters=True)
+    ref_out, ref_scratch = reference64(block)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "split-K scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], f"split-K {split} out")
+    assert counters.numel() > 0 and not counters.any()
+    # Launch 2 alone (no launch 1 to zero the counters): it allocates zeroed ones itself.
+    out.fill_(float("nan"))
+    branch_convs.launch_branch_convs(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ODD[1],
+                                     config=triton.Config({**tile, "SPLIT_K": split}))
+    check_close(out[:, ODD[1]:ODD[1] + ODD[3] + ODD[5]], ref_out[:, ODD[1]:ODD[1] + ODD[3] + ODD[5]],
+                TOLERANCE["fp32"], "split-K, launch 2 alone")
+
+
+def test_split_k_configs_only_for_small_problems():
+    """The autotuner's prune keeps the split-K configs up to SPLIT_K_MAX_PIXELS pixels only, and
+    a launch that cannot split asks for no counters."""
+    import triton
+
+    configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": s}) for s in (1, 4)]
+    limit = branch_convs.SPLIT_K_MAX_PIXELS
+    assert branch_convs._prune_split_k(configs, {"M": limit}) == configs
+    assert branch_convs._prune_split_k(configs, {"M": limit + 1}) == configs[:1]
+    scratch = torch.empty(1, 112, 28, 28, device="meta")
+    w3, w5 = torch.empty(128, 96, 3, 3, device="meta"), torch.empty(32, 16, 3, 3, device="meta")
+    assert branch_convs.split_k_counters(scratch, w3, w5, configs[0]) is None
+    # 3a at batch 1, 32x32 tiles: 25 row tiles x (4 + 1) column tiles, rounded up to 16s.
+    assert branch_convs.split_k_counters(scratch, w3, w5, configs[1]) == 128
 
 
 @interpreter_only
@@ -260,8 +315,15 @@ def _check_low_precision(block, out, scratch, what):
     return check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), f"{what} out")
 
 
-def _launch_poisoned(block, reduce_config, branch_config):
-    """Both launches with a pinned config each (no autotuning), into NaN-filled buffers."""
+# Launch 2's configs without split-K, in CONFIGS order (the last two: 64 and 32 rows).
+UNSPLIT_CONFIGS = [c for c in branch_convs.CONFIGS if c.kwargs.get("SPLIT_K", 1) == 1]
+
+
+def _launch_poisoned(block, reduce_config, branch_config, split_counters=False):
+    """Both launches with a pinned config each (no autotuning), into NaN-filled buffers.
+
+    split_counters: hand both launches launch 2's split-K counters, filled with garbage (launch 1
+    must zero them), as block_forward does; returns them too."""
     b = block
     n, _, h, w = b["x"].shape
     r3, r5 = b["w3"].shape[1], b["w5"].shape[1]
@@ -270,10 +332,15 @@ def _launch_poisoned(block, reduce_config, branch_config):
     cl, like = torch.channels_last, dict(dtype=b["x"].dtype, device=b["x"].device)
     out = torch.full((n, c_total, h, w), float("nan"), **like).contiguous(memory_format=cl)
     scratch = torch.full((n, r3 + r5, h, w), float("nan"), **like).contiguous(memory_format=cl)
+    counters = None
+    n_counters = branch_convs.split_k_counters(scratch, b["w3"], b["w5"], branch_config) if split_counters else None
+    if n_counters is not None:
+        counters = torch.full((n_counters,), 7, dtype=torch.int32, device=b["x"].device)
     reduce_pool.launch_reduce_pool(b["x"], b["w_red"], b["b_red"], b["w_pool"], b["b_pool"], out, scratch,
-                                   config=reduce_config)
-    branch_convs.launch_branch_convs(scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, ch1, config=branch_config)
-    return out, scratch
+                                   config=reduce_config, counters=counters)
+    branch_convs.launch_branch_convs(scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, ch1, config=branch_config,
+                                     counters=counters)
+    return (out, scratch, counters) if split_counters else (out, scratch)
 
 
 @pytest.mark.gpu
@@ -284,13 +351,31 @@ def test_gpu_autotuned_block_forward_bf16(gpu, poisoned):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("i", range(len(reduce_pool.CONFIGS)))
+@pytest.mark.parametrize("i", range(max(len(reduce_pool.CONFIGS), len(branch_convs.CONFIGS))))
 def test_gpu_every_config_bf16(i, gpu):
-    """Each autotuning config, not just the winner (same binaries as the autotuned test)."""
-    assert len(reduce_pool.CONFIGS) == len(branch_convs.CONFIGS)
+    """Each autotuning config of both launches, not just the winner (same binaries as the
+    autotuned test; launch 2's split-K configs after launch 1's last)."""
     block = make_block(**SHAPE_3A, dtype=torch.bfloat16, device=gpu, seed=14)
-    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[i], branch_convs.CONFIGS[i])
+    launch1 = reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)]
+    out, scratch, _ = _launch_poisoned(block, launch1, branch_convs.CONFIGS[i % len(branch_convs.CONFIGS)],
+                                       split_counters=True)
     _check_low_precision(block, out, scratch, f"config {i}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,size", [("inception3a", 28), ("inception5b", 7)])
+def test_gpu_split_k_batch1_is_exact_and_repeatable(name, size, gpu):
+    """Split-K at batch 1 (what it is for): bf16 parity, and the same bits on every run; the
+    partial sums are added in a fixed order, so a difference between runs would be a race
+    between a tile's programs (a counter read before every partial was written)."""
+    block = make_block(BLOCK_CONFIGS[name], k5=3, n=1, h=size, w=size, dtype=torch.bfloat16, device=gpu, seed=18)
+    for config in (c for c in branch_convs.CONFIGS if c.kwargs.get("SPLIT_K", 1) > 1):
+        runs = [_launch_poisoned(block, reduce_pool.CONFIGS[-1], config, split_counters=True) for _ in range(5)]
+        torch.cuda.synchronize()
+        out, scratch, counters = runs[0]
+        _check_low_precision(block, out, scratch, f"{name} split-K {config}")
+        assert all(torch.equal(r[0], out) for r in runs[1:]), f"{name} {config}: results differ between runs"
+        assert not any(r[2].any() for r in runs), "a tile counter was left non-zero"
 
 
 @pytest.mark.gpu
@@ -319,7 +404,7 @@ def test_gpu_fp32(tf32, config, gpu, monkeypatch):
     block = make_block(**SHAPE_3A, device=gpu, seed=13)
     # The two smallest tiles (64 rows on wgmma, 32 rows without): fp32 tiles of the 128-row
     # configs can exceed shared memory (the autotuner skips those; a pinned config must fit).
-    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[config], branch_convs.CONFIGS[config])
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[config], UNSPLIT_CONFIGS[config])
     torch.cuda.synchronize()
     ref_out, ref_scratch = reference64(block)
     tol = TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
@@ -335,7 +420,7 @@ def test_gpu_odd_shape_bf16(gpu):
     """Channel counts and sizes that fill no tile; unaligned rows compile to slow scalar code,
     so one pinned config, no autotuning."""
     block = make_block(ODD, k5=5, n=3, h=5, w=7, dtype=torch.bfloat16, device=gpu, seed=16)
-    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[-1], branch_convs.CONFIGS[-1])
+    out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[-1], UNSPLIT_CONFIGS[-1])
     _check_low_precision(block, out, scratch, "odd bf16")
 
 
@@ -377,7 +462,10 @@ def test_sm90_compile_stats_of_every_config():
         # element by element, and launch 2 loaded branch 3's operands without cp.async.
         assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0, what
         if r["launch"] == "launch2":
-            assert r["sync_loads"] == 2, what  # the two biases; every operand tile is cp.async
+            # The two biases, and with split-K each branch's partial tiles summed by the last
+            # program of a tile; every operand tile is cp.async.
+            split = r["config"].get("SPLIT_K", 1)
+            assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0), what
 
 
 @interpreter_only

@@ -19,7 +19,7 @@ import torch
 
 from ...ops import _empty_outputs
 from ._common import INTERPRET, check_dtype, launch_count
-from .branch_convs import launch_branch_convs
+from .branch_convs import launch_branch_convs, split_k_counters
 from .reduce_pool import launch_reduce_pool
 
 __all__ = ["block_forward", "launch_reduce_pool", "launch_branch_convs", "launch_count", "INTERPRET"]
@@ -30,8 +30,12 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     check_dtype(x.dtype)
     out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
     ch1 = w_red.shape[0] - scratch.shape[1]
+    # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
+    # zeroes them, so no third kernel (a memset) is needed.
+    n_counters = split_k_counters(scratch, w3, w5)
+    counters = None if n_counters is None else x.new_empty(n_counters, dtype=torch.int32)
     # Triton launches on the current CUDA device; the tensors may live on another one.
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch)
-        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1)
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)
+        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
     return out, scratch

@@ -5,14 +5,17 @@ No kernels here.  Importing this module imports triton but queries no device.
 """
 from __future__ import annotations
 
+import math
 import os
+import weakref
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "check_dtype", "row_unit", "pow2_unit", "row_strides",
-           "next_pow2_clamped", "pixel_rows", "pixel_tile", "row_offsets"]
+__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "tuning_log", "config_name", "no_buffer", "check_dtype", "row_unit", "pow2_unit", "row_strides",
+           "next_pow2_clamped", "cdiv", "pixel_rows", "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
 # are imported; reading the variable at the same moment keeps launchers and kernels in step.
@@ -37,17 +40,109 @@ def launch(kernel, grid, *args, **kwargs) -> None:
 def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict,
                       config_kwargs=dict) -> None:
     """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
-    when no config is pinned (on a GPU), else with the pinned ``config`` (its kwargs passed through
-    ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.  ``grid(meta)``
-    gives the grid of a tile choice."""
+    when no config is pinned (on a GPU; from the second launch of a shape on, straight with the
+    config it chose, see _TUNED_CONFIGS), else with the pinned ``config`` (its kwargs passed
+    through ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.
+    ``grid(meta)`` gives the grid of a tile choice."""
     if config is None and tuned is not None:
-        launch(tuned, grid, *args, **meta)
-        return
+        config = _tuned_config(tuned, args, meta)
+        if config is None:  # a shape this process has not launched yet: the autotuner decides
+            timings_before = getattr(tuned, "configs_timings", None)
+            launch(tuned, grid, *args, **meta)
+            _remember_tuned_config(tuned, args, meta, timings_before)
+            return
     if config is None:
         meta = {**meta, **interpreter_config}
     else:
-        meta = {**meta, **config_kwargs(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
+        # all_kwargs: the tile and every launch option the autotuner would pass (warps, stages, CTAs...).
+        options = config.all_kwargs() if hasattr(config, "all_kwargs") else {
+            **config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        meta = {**meta, **options, **config_kwargs(config.kwargs)}
     launch(kernel, grid(meta), *args, **meta)
+
+
+# Per autotuned kernel: {shape key: the config its autotuner chose}.  Once a shape has been
+# launched, later launches start the kernel with that config directly.  The autotuner's own
+# dispatch redoes its key on every call (a dict over all ~45 arguments, filtered through a list:
+# tens of µs of host time per launch, twice per block), which an eager batch-1 forward pays 18
+# times; the launch it then makes is the one made here.
+_TUNED_CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _shape_key(tuned, args: tuple, meta: dict) -> Optional[tuple]:
+    """What the autotuner keys its choice on: the values of its key arguments and the dtypes of
+    the tensors.  None where this Triton's Autotuner does not expose its key names."""
+    names = getattr(tuned, "keys", None)
+    arg_names = getattr(tuned, "arg_names", None)
+    if names is None or arg_names is None:
+        return None
+    values = dict(zip(arg_names, args))
+    values.update(meta)
+    return (tuple(values.get(k) for k in names),
+            tuple(a.dtype for a in args if isinstance(a, torch.Tensor)))
+
+
+def _tuned_config(tuned, args: tuple, meta: dict):
+    known = _TUNED_CONFIGS.get(tuned)
+    if not known:
+        return None
+    return known.get(_shape_key(tuned, args, meta))
+
+
+def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None) -> None:
+    key, config = _shape_key(tuned, args, meta), getattr(tuned, "best_config", None)
+    if key is None or config is None:
+        return
+    _TUNED_CONFIGS.setdefault(tuned, {})[key] = config
+    # The autotuner's per-config times, where this launch benchmarked them (it keeps the dict of
+    # its last benchmark: a new dict means a new benchmark; a disk-cache hit has none).
+    timings = getattr(tuned, "configs_timings", None)
+    timings = timings if timings is not None and timings is not timings_before else None
+    names = getattr(tuned, "keys", ())
+    _TUNING_LOG.append({
+        "kernel": getattr(getattr(tuned, "base_fn", None), "__name__", None) or type(tuned).__name__,
+        "shape": {k: v for k, v in zip(names, key[0])},
+        "dtype": str(key[1][0]) if key[1] else None,
+        "chosen": config_name(config),
+        "us": None if timings is None else {config_name(c): _median_us(t) for c, t in timings.items()},
+    })
+
+
+# What the autotuners chose in this process, in launch order (benchmarks record it): one entry
+# per (kernel, shape) the first time it launches.
+_TUNING_LOG: list = []
+
+
+def tuning_log() -> list:
+    """[{"kernel", "shape" (the autotune key), "dtype", "chosen" (config_name), "us" ({config
+    name: median µs} where the autotuner benchmarked this shape in this process, else None)}]."""
+    return list(_TUNING_LOG)
+
+
+def config_name(config) -> str:
+    """A short name for a triton.Config: its tile, then warps and stages ("BLOCK_M=128 ... w4 s3")."""
+    tile = " ".join(f"{k}={v}" for k, v in config.kwargs.items())
+    return f"{tile} w{config.num_warps} s{config.num_stages}"
+
+
+def _median_us(timing) -> float:
+    """The autotuner's benchmark result (ms, or [median, p20, p80] ms) as median µs."""
+    ms = timing[0] if isinstance(timing, (list, tuple)) else timing
+    return float(ms) * 1e3
+
+
+_EMPTY: dict = {}
+
+
+def no_buffer(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A zero-element tensor on ``like``'s device, for a pointer argument the launch never
+    dereferences (split-K buffers where nothing splits); one per device and dtype, not one
+    allocation per launch."""
+    key = (like.device, dtype)
+    buf = _EMPTY.get(key)
+    if buf is None:
+        buf = _EMPTY[key] = torch.empty(0, dtype=dtype, device=like.device)
+    return buf
 
 
 def check_dtype(dtype: torch.dtype) -> None:
@@ -83,7 +178,10 @@ def row_unit(*tensors: torch.Tensor) -> int:
     input of 24 channels.  For 4b and 4c this removed 3-4.5 KB of register spills and all scalar
     stores from launch 1, and put launch 2's branch-3 loads on cp.async (ptxas sm_90, bf16).
     """
-    strides = [t.stride(d) for t in tensors for d in (0, 2, 3)]
+    strides = []
+    for t in tensors:
+        s_n, _, s_h, s_w = t.stride()
+        strides += (s_n, s_h, s_w)
     # A stride of 2^31 or more stays whole: Triton passes it as int64, whereas stride // unit
     # could fit int32, and the product with the unit would then wrap in 32 bits.
     return 1 if max(strides) >= 2**31 else pow2_unit(*strides)
@@ -91,20 +189,25 @@ def row_unit(*tensors: torch.Tensor) -> int:
 
 def pow2_unit(*values: int) -> int:
     """The largest power of two, up to 16, that divides every value (see row_unit)."""
-    unit = 16
-    while unit > 1 and any(v % unit for v in values):
-        unit //= 2
-    return unit
+    g = math.gcd(*values)
+    return 16 if g == 0 else min(16, g & -g)
 
 
 def row_strides(t: torch.Tensor, unit: int) -> tuple:
     """Strides of dims (0, 2, 3, 1) of a 4-D tensor, the first three divided by ``unit`` (row_unit)."""
-    return t.stride(0) // unit, t.stride(2) // unit, t.stride(3) // unit, t.stride(1)
+    s_n, s_c, s_h, s_w = t.stride()
+    return s_n // unit, s_h // unit, s_w // unit, s_c
 
 
 def next_pow2_clamped(n: int, lo: int = 16, hi: int = 128) -> int:
     """A tile width for a dimension of size n: tl.dot needs >= 16, registers want <= hi."""
-    return max(lo, min(hi, triton.next_power_of_2(n)))
+    return max(lo, min(hi, 1 << max(n - 1, 0).bit_length()))
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the launchers' grids.  Plain Python: triton.cdiv is a constexpr function
+    whose call costs ~3 µs on the host, paid several times per launch."""
+    return -(-a // b)
 
 
 @triton.jit

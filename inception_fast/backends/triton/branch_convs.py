@@ -12,6 +12,14 @@ slice of the block output: [ch1, ch1+ch3) for branch 2, [ch1+ch3, ch1+ch3+ch5) f
   (BLOCK_N wide), then branch 3's (sized to ch5 by the launcher since ch5 is 32..128, but never
   wider than BLOCK_N: a 128-wide branch-3 tile on a 4-warp config spilled, ptxas sm_90 bf16).
   The (kh, kw, cin-block) loop is one flat loop so the software pipeline sees all of K.
+* Split-K (configs with SPLIT_K > 1, offered only for small problems: batch 1 has 49 to 784
+  pixels, i.e. 28 to 125 programs of 32x32 for 132 SMs, each running 27 to 54 K steps in series):
+  SPLIT_K programs share each output tile, each running an even share of the K steps.  Each
+  stores its fp32 partial tile into a workspace slot and bumps the tile's counter (acq_rel
+  atomic, after a barrier: every thread's partial is out); the one that brings it to SPLIT_K
+  adds the SPLIT_K slots in a fixed order (the result does not depend on who came last), resets
+  the counter to 0 and runs the epilogue.  The counters are zeroed by launch 1 of the same
+  block (it runs first on the stream), or by the launcher when launch 2 runs alone.
 
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
 torch.backends.cudnn.allow_tf32 is on, else exact fp32.  64-bit offsets throughout.  NaN propagates
@@ -20,6 +28,7 @@ For NCHW inputs see the note in reduce_pool.py: the op receives channels_last on
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -29,21 +38,38 @@ import triton.language as tl
 from . import _common
 from ._common import pixel_tile, row_offsets
 
-__all__ = ["launch_branch_convs", "CONFIGS", "INTERPRETER_CONFIG"]
+__all__ = ["launch_branch_convs", "split_k_counters", "CONFIGS", "INTERPRETER_CONFIG", "SPLIT_K_MAX_PIXELS"]
 
 
 @triton.jit
-def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid_n,
+def _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c):
+    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + o_row[:, None] + (COUT_OFF + offs_n)[None, :] * so_c, y,
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww, pid_n,
                H, W, CIN, CIN_OFF, COUT, COUT_OFF, ss_h, ss_w, ss_c, sw_o, sw_h, sw_w, sw_c, sb, so_c,
                KS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < COUT
     offs_k = tl.arange(0, BLOCK_K)
     n_cblocks = tl.cdiv(CIN, BLOCK_K)
+    n_iters = KS * KS * n_cblocks
+    if SPLIT_K == 1:
+        it_lo = 0
+        it_hi = n_iters
+    else:
+        chunk = tl.cdiv(n_iters, SPLIT_K)
+        it_lo = split * chunk
+        it_hi = tl.minimum(it_lo + chunk, n_iters)
     w_cols = w_ptr + offs_n[None, :] * sw_o
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for it in range(0, KS * KS * n_cblocks):
+    for it in range(it_lo, it_hi):
         tap = it // n_cblocks
         kk = (it - tap * n_cblocks) * BLOCK_K + offs_k
         kh = tap // KS
@@ -61,15 +87,26 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
-    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + o_row[:, None] + (COUT_OFF + offs_n)[None, :] * so_c, y,
-             mask=row_ok[:, None] & col_ok[None, :])
+    if SPLIT_K == 1:
+        _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c)
+    else:
+        # Slot [tile, split] of SLOT (= the kernel's BLOCK_M * BLOCK_N) fp32 elements each.
+        offs_ws = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        slots = ws_ptr + tile.to(tl.int64) * (SPLIT_K * SLOT)
+        tl.store(slots + split * SLOT + offs_ws, acc)
+        tl.debug_barrier()  # every thread's partial is written before the (one-thread) atomic
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for part in tl.static_range(SPLIT_K):
+                total += tl.load(slots + part * SLOT + offs_ws, cache_modifier=".cg")
+            tl.atomic_xchg(cnt_ptr + tile, 0)  # ready for the next launch
+            _epilogue(total, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c)
 
 
 @triton.jit(do_not_specialize=["M", "H", "W"])
 def _branch_convs_kernel(
-    scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, out_ptr,
+    scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr,
     M, H, W, CIN3, COUT3, CIN5, COUT5, CH1,
     ss_n, ss_h, ss_w, ss_c,
     so_n, so_h, so_w, so_c,
@@ -77,7 +114,7 @@ def _branch_convs_kernel(
     sw5_o, sw5_h, sw5_w, sw5_c, sb5,
     K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROW_UNIT: tl.constexpr, W_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # Strides other than the channel one arrive divided by ROW_UNIT (activations) and W_UNIT
     # (weights), the input channel counts by C_UNIT (see _common.row_unit), so rows and the
@@ -91,41 +128,75 @@ def _branch_convs_kernel(
     n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
     TILE_N5: tl.constexpr = BLOCK_N if BLOCK_N5 > BLOCK_N else BLOCK_N5
     n_cols = n_tiles3 + tl.cdiv(COUT5, TILE_N5)
-    pid_n, row_ok, img, hh, ww = pixel_tile(tl.program_id(0), n_cols, M, H, W, BLOCK_M)
+    # The SPLIT_K programs of one output tile are neighbours in the grid.
+    tile = tl.program_id(0) // SPLIT_K
+    split = tl.program_id(0) % SPLIT_K
+    pid_n, row_ok, img, hh, ww = pixel_tile(tile, n_cols, M, H, W, BLOCK_M)
     s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
     o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
+    SLOT: tl.constexpr = BLOCK_M * BLOCK_N
 
     if pid_n < n_tiles3:
-        _conv_tile(scratch_ptr, w3_ptr, b3_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid_n,
-                   H, W, CIN3, 0, COUT3, CH1, ss_h, ss_w, ss_c, sw3_o, sw3_h, sw3_w, sw3_c, sb3, so_c,
-                   3, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        _conv_tile(scratch_ptr, w3_ptr, b3_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
+                   pid_n, H, W, CIN3, 0, COUT3, CH1, ss_h, ss_w, ss_c, sw3_o, sw3_h, sw3_w, sw3_c, sb3, so_c,
+                   3, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, SLOT)
     else:
-        _conv_tile(scratch_ptr, w5_ptr, b5_ptr, out_ptr, s_row, o_row, row_ok, hh, ww, pid_n - n_tiles3,
-                   H, W, CIN5, CIN3, COUT5, CH1 + COUT3, ss_h, ss_w, ss_c, sw5_o, sw5_h, sw5_w, sw5_c, sb5, so_c,
-                   K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5)
+        _conv_tile(scratch_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
+                   pid_n - n_tiles3, H, W, CIN5, CIN3, COUT5, CH1 + COUT3, ss_h, ss_w, ss_c, sw5_o, sw5_h, sw5_w,
+                   sw5_c, sb5, so_c, K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5, SPLIT_K, SLOT)
 
 
 # H100 bf16: ch3 is 128..384, ch3red 96..192 (K = 9*Cin = 864..1728), pixels 49 .. 200k.
-# The last, smallest tile is for batch 1 (5b at 7x7 and 64x64 tiles: 8 programs; 32x32: 32).
+# The smaller tiles are for batch 1 (5b at 7x7 and 64x64 tiles: 8 programs; 32x32: 32), and
+# the last two split K four ways for it (32x32: 128 programs of 14 K steps instead of 32 of 54).
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=2, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=2, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=2, num_stages=3),
 ]
+# Split-K configs are tried only up to this many pixels (N*H*W): batch 1 of every block (784 at
+# 28x28).  Past it the grid fills the GPU without them, and their workspace grows with M.
+SPLIT_K_MAX_PIXELS = 1024
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
 AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION", "ROW_UNIT", "W_UNIT",
                 "C_UNIT"]
 
 
+def _split_k(kwargs: dict) -> int:
+    return kwargs.get("SPLIT_K", 1)
+
+
+def _with_split_k(kwargs: dict) -> dict:
+    """A config's kwargs with SPLIT_K (1 where absent: configs written before split-K)."""
+    return {"SPLIT_K": 1, **kwargs}
+
+
+def _prune_split_k(configs, named_args, **_kwargs):
+    """The autotuner's early prune: no split-K configs past SPLIT_K_MAX_PIXELS."""
+    if named_args["M"] <= SPLIT_K_MAX_PIXELS:
+        return configs
+    return [c for c in configs if _split_k(c.kwargs) == 1]
+
+
+def _complete_config(config: triton.Config) -> triton.Config:
+    """A copy of ``config`` (warps, stages, hooks and all) with SPLIT_K filled in."""
+    config = copy.copy(config)
+    config.kwargs = _with_split_k(config.kwargs)
+    return config
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_branch_convs_kernel)
+    return triton.autotune(configs=[_complete_config(c) for c in configs], key=AUTOTUNE_KEY,
+                           prune_configs_by={"early_config_prune": _prune_split_k}, **autotune_kwargs)(_branch_convs_kernel)
 
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
@@ -133,8 +204,40 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
 
-def _arguments(scratch, w3, b3, w5, b5, out, ch1):
-    """(positional args, launcher-fixed constexprs, grid(meta)) for _branch_convs_kernel."""
+def split_k_counters(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor,
+                     config: Optional[triton.Config] = None) -> Optional[int]:
+    """How many int32 tile counters launch 2 needs (zeroed before it runs) for this block, or None
+    where no split-K config can run: the tile count of the split-K config with the most tiles
+    (or of ``config``, when pinned), rounded up to a multiple of 16 (launch 1 zeroes them with
+    vector stores)."""
+    m = scratch.shape[0] * scratch.shape[2] * scratch.shape[3]
+    tiles = [_tile_count(m, w3.shape[0], w5.shape[0], kw) for kw in _split_candidates(m, config)]
+    return -(-max(tiles) // 16) * 16 if tiles else None
+
+
+def _split_candidates(m: int, config: Optional[triton.Config]) -> list:
+    """The kwargs of the split-K configs that may run: the pinned ``config``, else the autotuner's
+    configs (none past SPLIT_K_MAX_PIXELS; none under the interpreter, which runs its own tile)."""
+    if config is not None:
+        kwargs = [config.kwargs]
+    elif _tuned_kernel is None or m > SPLIT_K_MAX_PIXELS:
+        kwargs = []
+    else:
+        kwargs = [c.kwargs for c in _tuned_kernel.configs]
+    return [kw for kw in kwargs if _split_k(kw) > 1]
+
+
+def _tile_count(m: int, cout3: int, cout5: int, cfg: dict) -> int:
+    """Output tiles of one launch (the grid without its SPLIT_K factor)."""
+    tile_n5 = min(_common.next_pow2_clamped(cout5), cfg["BLOCK_N"])  # as TILE_N5 in the kernel
+    return _common.cdiv(m, cfg["BLOCK_M"]) * (_common.cdiv(cout3, cfg["BLOCK_N"]) + _common.cdiv(cout5, tile_n5))
+
+
+def _arguments(scratch, w3, b3, w5, b5, out, ch1, counters=None, config=None):
+    """(positional args, launcher-fixed constexprs, grid(meta)) for _branch_convs_kernel.
+
+    ``counters``: int32, zeroed, at least split_k_counters(...) long (launch 1 zeroes them in a
+    block forward); None allocates them here where a split-K config may run."""
     _common.check_dtype(scratch.dtype)
     n, _, h, w = scratch.shape
     cout3, cin3 = w3.shape[0], w3.shape[1]
@@ -150,8 +253,9 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
     block_k5 = _common.next_pow2_clamped(cin5, hi=32)
     unit, w_unit = _common.row_unit(scratch, out), _common.row_unit(w3, w5)
     c_unit = _common.pow2_unit(cin3, cin5)
+    ws, counters = _split_k_buffers(scratch, w3, w5, counters, config)
     args = (
-        scratch, w3, b3, w5, b5, out,
+        scratch, w3, b3, w5, b5, out, ws, counters,
         m, h, w, cin3 // c_unit, cout3, cin5 // c_unit, cout5, ch1,
         *_common.row_strides(scratch, unit),
         *_common.row_strides(out, unit),
@@ -162,23 +266,44 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1):
             "DOT_PRECISION": _common.dot_precision(scratch.dtype)}
 
     def grid(cfg):
-        tile_n5 = min(block_n5, cfg["BLOCK_N"])  # as TILE_N5 in the kernel
-        n_cols = triton.cdiv(cout3, cfg["BLOCK_N"]) + triton.cdiv(cout5, tile_n5)
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * n_cols,)
+        return (_tile_count(m, cout3, cout5, cfg) * _split_k(cfg),)
 
     return args, meta, grid
 
 
+def _split_k_buffers(scratch, w3, w5, counters, config):
+    """(fp32 workspace, int32 counters) for the split-K configs that may run; empty ones (never
+    read) where none can."""
+    m = scratch.shape[0] * scratch.shape[2] * scratch.shape[3]
+    n_counters = split_k_counters(scratch, w3, w5, config)
+    if n_counters is None:
+        return (_common.no_buffer(scratch, torch.float32),
+                counters if counters is not None else _common.no_buffer(scratch, torch.int32))
+    if counters is None:
+        counters = scratch.new_zeros(n_counters, dtype=torch.int32)
+    elif counters.numel() < n_counters or counters.dtype != torch.int32:
+        raise ValueError(f"launch 2 needs {n_counters} int32 split-K counters, got {counters.numel()} {counters.dtype}")
+    slots = max(_tile_count(m, w3.shape[0], w5.shape[0], kw) * _split_k(kw) * kw["BLOCK_M"] * kw["BLOCK_N"]
+                for kw in _split_candidates(m, config))
+    return scratch.new_empty(slots, dtype=torch.float32), counters
+
+
 def launch_branch_convs(scratch: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor,
                         b5: torch.Tensor, out: torch.Tensor, ch1: int,
-                        config: Optional[triton.Config] = None) -> None:
+                        config: Optional[triton.Config] = None, counters: Optional[torch.Tensor] = None) -> None:
     """Launch 2: fills out[:, ch1:ch1+ch3] and out[:, ch1+ch3:ch1+ch3+ch5] (post-ReLU) in one launch.
 
     scratch (N, ch3red + ch5red, H, W); w3 (ch3, ch3red, 3, 3); w5 (ch5, ch5red, k, k), k odd;
     out (N, C_total, H, W).  Any strides (channels_last activations and weights are the fast case).
-    ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K) skips autotuning.
+    ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K and optionally SPLIT_K)
+    skips autotuning.  ``counters``: the split-K tile counters, already zero (block_forward has
+    launch 1 zero them); by default they are allocated zeroed here when a split-K config may run.
     """
     if scratch.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
-    args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1)
-    _common.launch_configured(_branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+    if config is not None:
+        config = copy.copy(config)
+        config.kwargs = _with_split_k(config.kwargs)
+    args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1, counters, config)
+    _common.launch_configured(_branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG,
+                              config_kwargs=_with_split_k)

@@ -122,8 +122,8 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
 # divisibility buys nothing; not specializing on them keeps one binary across batch sizes.
 @triton.jit(do_not_specialize=["M", "H", "W", "N_POOL_TILES"])
 def _reduce_pool_kernel(
-    x_ptr, w_red_ptr, b_red_ptr, w_pool_ptr, b_pool_ptr, out_ptr, scratch_ptr,
-    M, H, W, CIN, NR, CH1, NP, POOL_COL0, N_POOL_TILES,
+    x_ptr, w_red_ptr, b_red_ptr, w_pool_ptr, b_pool_ptr, out_ptr, scratch_ptr, counters_ptr,
+    M, H, W, CIN, NR, CH1, NP, POOL_COL0, N_POOL_TILES, N_COUNTERS,
     sx_n, sx_h, sx_w, sx_c,
     swr_n, swr_k, sbr, swp_n, swp_k, sbp,
     so_n, so_h, so_w, so_c,
@@ -147,6 +147,13 @@ def _reduce_pool_kernel(
     pid = tl.program_id(0)
     pid_m = pid // n_cols
     col = pid % n_cols
+    # Launch 2's split-K tile counters (branch_convs.py) start at zero: it runs next on the stream.
+    # No launch of their own, and nothing to do where launch 2 splits nothing (N_COUNTERS 0).
+    # N_COUNTERS is a multiple of 16 (the buffer is allocated so) and 1024 per step gives every
+    # thread 4 or more: vector stores.
+    offs_c = tl.arange(0, 1024)
+    for c0 in range(pid * 1024, N_COUNTERS, tl.num_programs(0) * 1024):
+        tl.store(counters_ptr + c0 + offs_c, 0, mask=c0 + offs_c < N_COUNTERS)
 
     if col < n_red_tiles:
         row_ok, img, hh, ww = pixel_rows(pid_m * BLOCK_M, M, H, W, BLOCK_M)
@@ -230,8 +237,9 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
 
-def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
-    """(positional args, launcher-fixed constexprs, grid(meta)) for _reduce_pool_kernel."""
+def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
+    """(positional args, launcher-fixed constexprs, grid(meta)) for _reduce_pool_kernel.
+    ``counters``: int32 to be zeroed on the way (launch 2's split-K counters), or None."""
     _common.check_dtype(x.dtype)
     n, cin, h, w = x.shape
     nr, np_ = w_red.shape[0], w_pool.shape[0]
@@ -243,10 +251,13 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
     unit = _common.row_unit(x, out, scratch)
     c_unit = _common.pow2_unit(cin, nr, ch1, np_, pool_col0)
     block_n_pool = _common.next_pow2_clamped(np_)
-    n_pool_tiles = triton.cdiv(np_, block_n_pool)
+    n_pool_tiles = _common.cdiv(np_, block_n_pool)
+    if counters is None:
+        counters = _common.no_buffer(x, torch.int32)
     args = (
-        x, w_red, b_red, w_pool, b_pool, out, scratch,
+        x, w_red, b_red, w_pool, b_pool, out, scratch, counters,
         m, h, w, cin // c_unit, nr // c_unit, ch1 // c_unit, np_ // c_unit, pool_col0 // c_unit, n_pool_tiles,
+        counters.numel(),
         *_common.row_strides(x, unit),
         w_red.stride(0), w_red.stride(1), b_red.stride(0), w_pool.stride(0), w_pool.stride(1), b_pool.stride(0),
         *_common.row_strides(out, unit),
@@ -257,22 +268,26 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch):
 
     def grid(cfg):
         pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * (triton.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles * pool_split),)
+        return (_common.cdiv(m, cfg["BLOCK_M"]) * (_common.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles * pool_split),)
 
     return args, meta, grid
 
 
 def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor, w_pool: torch.Tensor,
                        b_pool: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor,
-                       config: Optional[triton.Config] = None) -> None:
+                       config: Optional[triton.Config] = None, counters: Optional[torch.Tensor] = None) -> None:
     """Launch 1: fills out[:, :ch1], out[:, -pool:] and scratch (all post-ReLU), in one launch.
 
     x (N, Cin, H, W); w_red (ch1 + ch3red + ch5red, Cin); w_pool (pool, Cin); out (N, C_total, H, W);
     scratch (N, ch3red + ch5red, H, W).  Any strides (channels_last is the fast case).
     ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K) skips autotuning.
+    ``counters`` (int32): zeroed on the way, for launch 2's split-K (see branch_convs.py).
     """
     if x.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
-    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    if counters is not None and (counters.dtype != torch.int32 or counters.numel() % 16):
+        raise ValueError(f"the split-K counters must be int32 and a multiple of 16 long, got {counters.numel()} "
+                         f"{counters.dtype} (branch_convs.split_k_counters gives the count)")
+    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters)
     _common.launch_configured(_reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG,
                               config_kwargs=_with_pool_tile)

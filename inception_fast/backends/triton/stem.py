@@ -148,7 +148,7 @@ def _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding,
             "POOL_S": pool_stride, "POOL_P": pool_padding, "DOT_PRECISION": _common.dot_precision(x.dtype)}
 
     def grid(cfg):
-        return (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(cout, cfg["BLOCK_N"]),)
+        return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]),)
 
     return args, meta, grid, out
 
