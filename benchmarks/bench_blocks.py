@@ -129,7 +129,11 @@ def test_block(benchmark, case):
     except common.BackendUnavailable as exc:
         pytest.skip(str(exc))
     group = f"block {case.block} {s.device.type} {dtype} batch {batch}"
+    mark = common.triton_tuning_mark()
     timing = common.measure(benchmark, fn, s, batch=batch, extra=extra, group=group)
+    tuning = common.triton_tuning_since(mark)
+    if tuning:
+        benchmark.extra_info["triton_tuning"] = tuning
     roof = common.roofline(flops, nbytes, timing.median_s, s.device, torch_dtype)
     benchmark.extra_info.update(roof)
     benchmark.extra_info["time_us"] = timing.median_s * 1e6

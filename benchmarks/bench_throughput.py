@@ -9,6 +9,9 @@ CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
 
     python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]
     python -m pytest benchmarks/bench_throughput.py --compile -k compile --benchmark-json compile.json
+
+With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
+profile (see common.kernel_profile).
 """
 from __future__ import annotations
 
@@ -60,11 +63,21 @@ def test_throughput(benchmark, case):
         extra.update(compile_s=compile_s, compile_mode="default", freezing=True)
         fn = lambda: compiled(x)
     group = f"throughput {s.device.type} {case.dtype} {case.memory_format} batch {case.batch}"
+    mark = common.triton_tuning_mark()
     common.measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
+    tuning = common.triton_tuning_since(mark)
+    if tuning:  # the first model to launch a Triton kernel at a shape records what was tuned
+        benchmark.extra_info["triton_tuning"] = tuning
     if case.model == "fused_auto":
         benchmark.extra_info["auto_choices"] = common.auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
         benchmark.extra_info["stem_conv1"] = common.stem_choice(model, x)
+    if (common.flag(common.ENV_PROFILE) and case.batch == max(s.batches) and case.dtype == s.dtypes[0]
+            and case.memory_format == "channels_last"):
+        prof = common.kernel_profile(fn, s.device)
+        benchmark.extra_info["kernel_profile"] = prof
+        if prof.get("us_per_call") and s.device.type == "cuda":
+            benchmark.extra_info["busy"] = prof["us_per_call"] * 1e-6 / benchmark.extra_info["median_s"]
     if case.model != "torchvision":
         tv = common.build_model("torchvision", s, case.dtype, case.memory_format)
         with torch.inference_mode():

@@ -22,6 +22,11 @@ Settings come from environment variables (the conftest's --quick/--compile/
 * ``INCEPTION_FAST_BENCH_BLOCK_BATCH=1``: the per-block benchmarks' batch (default 256 on a GPU).
 * ``INCEPTION_FAST_BENCH_DEADLINE=<unix time>``: benchmarks not started by then skip
   (gpu_suite.sh uses it so a time-boxed run still writes its JSON).
+* ``INCEPTION_FAST_BENCH_PROFILE=1``: the throughput benchmark also records, for the headline
+  configuration (largest batch, first dtype, channels_last), where one forward's device time
+  goes (``kernel_profile``: torch.profiler, time per kernel name) and how much of the timed
+  forward the device was busy (``busy``: kernel time over the measured time; well under 1
+  means the forward waits on the host).
 
 Run as ``python -m benchmarks.common`` (from the repository root) to print the
 environment as JSON, including the results base name used by gpu_suite.sh.
@@ -59,6 +64,7 @@ ENV_BATCHES = "INCEPTION_FAST_BENCH_BATCHES"
 ENV_BLOCK_BATCH = "INCEPTION_FAST_BENCH_BLOCK_BATCH"
 ENV_DTYPES = "INCEPTION_FAST_BENCH_DTYPES"
 ENV_DEADLINE = "INCEPTION_FAST_BENCH_DEADLINE"  # unix time after which no new benchmark starts
+ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -558,10 +564,21 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
     pytest-benchmark record a few synchronized wall-clock rounds of the same call."""
     device = s.device
     cuda_graph = s.cuda_graph if cuda_graph is None else cuda_graph
-    timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
-                     min_time_s=s.min_time_s, cuda_graph=cuda_graph)
-    samples = sorted(timing.samples_s)
     info = dict(extra)
+    try:
+        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
+                         min_time_s=s.min_time_s, cuda_graph=cuda_graph)
+    except Exception as exc:
+        if not cuda_graph:
+            raise
+        # A case that cannot be captured is still timed, eagerly, and says why.
+        info["cuda_graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        cuda_graph = False
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
+                         min_time_s=s.min_time_s)
+    samples = sorted(timing.samples_s)
     info.update(
         device=device.type,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
@@ -589,6 +606,63 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
 
     benchmark.pedantic(synced, rounds=s.rounds, iterations=1, warmup_rounds=0)
     return timing
+
+
+def kernel_profile(fn: Callable[[], object], device: torch.device, calls: int = 3, top: int = 12) -> dict:
+    """Where ``fn()``'s time goes, from torch.profiler over ``calls`` calls after one warm-up:
+    on CUDA the device time of every kernel, summed per kernel name; elsewhere the CPU ops' own
+    time.  Returns {"source", "us_per_call" (all of it), "kernels": the ``top`` names with
+    "us" per call, "calls" per call and "share" of the total}, or {"error": why} where the
+    profiler cannot run (e.g. no CUPTI)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    try:
+        with torch.inference_mode():
+            fn()
+            if cuda:
+                torch.cuda.synchronize(device)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=activities) as prof:
+                for _ in range(calls):
+                    fn()
+                if cuda:
+                    torch.cuda.synchronize(device)
+        per_name: dict = {}
+        if cuda:
+            for e in prof.events():
+                if e.device_type == DeviceType.CUDA:
+                    us, n = per_name.get(e.name, (0.0, 0))
+                    per_name[e.name] = (us + e.time_range.elapsed_us(), n + 1)
+        else:
+            for e in prof.key_averages():
+                per_name[e.key] = (e.self_cpu_time_total, e.count)
+    except Exception as exc:  # a benchmark keeps its timing when the profiler fails
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    total = sum(us for us, _ in per_name.values())
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"source": "cuda kernels" if cuda else "cpu ops (self time)", "us_per_call": total / calls,
+            "kernels": [{"name": name[:160], "us": us / calls, "calls": n / calls, "share": us / total if total else None}
+                        for name, (us, n) in ranked]}
+
+
+def triton_tuning_mark() -> int:
+    """A mark in the Triton autotuning log (see triton_tuning_since)."""
+    return len(_triton_tuning_log())
+
+
+def triton_tuning_since(mark: int) -> list:
+    """The Triton autotuners' choices (and per-config µs where they benchmarked) made since
+    ``mark``: inception_fast.backends.triton._common.tuning_log() entries."""
+    return _triton_tuning_log()[mark:]
+
+
+def _triton_tuning_log() -> list:
+    import sys
+
+    kernels = sys.modules.get("inception_fast.backends.triton._common")  # never imports triton itself
+    return kernels.tuning_log() if kernels is not None else []
 
 
 def auto_choices(dtype: str, batch: int) -> dict:

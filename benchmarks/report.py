@@ -124,7 +124,15 @@ def _config(r):
     fmt = r.get("memory_format")
     if r.get("timing") == "cuda_graph":
         fmt = f"{fmt}, CUDA graph"
+    elif r.get("cuda_graph_error"):  # asked for graph replays, timed eagerly: kept apart from the eager runs
+        fmt = f"{fmt}, CUDA graph failed"
     return (r.get("device"), r.get("dtype"), fmt, r.get("batch"))
+
+
+def _eager_config(config):
+    """The eager config a CUDA-graph config was derived from (itself for an eager one)."""
+    dev, dtype, fmt, batch = config
+    return (dev, dtype, fmt.removesuffix(", CUDA graph"), batch)
 
 
 def _headline(rows):
@@ -145,9 +153,10 @@ def throughput_index(rows):
     index = {}
     for r in rows:
         index.setdefault(_config(r), {})[r["model"]] = r
-    for models in index.values():
+    for config, models in index.items():
         eager = models.get("torchvision")
-        comp = models.get("tv_compile")
+        # CUDA-graph replays are held against the compile anchor of the same eager config.
+        comp = models.get("tv_compile") or index.get(_eager_config(config), {}).get("tv_compile")
         for r in models.values():
             r["x_eager"] = eager["median_s"] / r["median_s"] if eager else None
             r["x_compile"] = comp["median_s"] / r["median_s"] if comp else None
@@ -208,7 +217,9 @@ def throughput_markdown(rows):
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")
         table = []
-        for c in sorted(compiled, key=str):
+        # Each anchor's config, then the same config timed as CUDA-graph replays (GPU time only).
+        shown = [c2 for c in sorted(compiled, key=str) for c2 in sorted(index, key=str) if _eager_config(c2) == c]
+        for c in shown:
             for m in _order(index[c], MODEL_ORDER):
                 r = index[c][m]
                 table.append([f"{c[0]} {c[1]} {c[2]} b{c[3]}", MODEL_LABELS.get(m, m),
@@ -217,6 +228,38 @@ def throughput_markdown(rows):
         out.append(_table(["config", "model", "ms", "img/s", "× eager", "× compile"], table) + "\n")
         comp_s = [index[c]["tv_compile"].get("compile_s") for c in compiled]
         out.append("Compile time (first call): " + ", ".join(f"{s:.1f} s" for s in comp_s if s is not None) + "\n")
+    out.append(profile_markdown(rows))
+    return "\n".join(out)
+
+
+def profile_markdown(rows, top=8):
+    """Where one forward's time goes, per model that recorded a kernel profile (bench_throughput
+    with INCEPTION_FAST_BENCH_PROFILE=1)."""
+    profiled = [r for r in rows if r.get("kernel_profile")]
+    if not profiled:
+        return ""
+    out = ["### Where the time goes (torch.profiler, one forward)\n",
+           "Kernel time: the device time of all kernels of one forward. Busy: kernel time over the timed "
+           "forward; well under 100% means the forward waits on the host (Python, launches).\n"]
+    summary, details, errors = [], [], []
+    for r in sorted(profiled, key=lambda r: (str(_config(r)), _order(MODEL_ORDER + [r["model"]], MODEL_ORDER).index(r["model"]))):
+        prof = r["kernel_profile"]
+        label = MODEL_LABELS.get(r["model"], r["model"])
+        config = f"{r['device']} {r['dtype']} {r['memory_format']} b{r['batch']}"
+        if prof.get("error"):
+            errors.append(f"- {label} ({config}): {prof['error']}")
+            continue
+        summary.append([config, label, f"{r['median_s'] * 1e3:.3f}", f"{prof['us_per_call'] / 1e3:.3f}",
+                        _fmt_pct(r.get("busy")), str(len(prof.get("kernels", [])))])
+        details.append(f"{label}, {config} ({prof['source']}):\n")
+        details.append(_table(["kernel", "µs", "calls", "share"],
+                              [[k["name"][:90].replace("|", "/"), f"{k['us']:,.1f}", f"{k['calls']:g}",
+                                _fmt_pct(k.get("share"))] for k in prof["kernels"][:top]]) + "\n")
+    if summary:
+        out.append(_table(["config", "model", "timed ms", "kernel ms", "busy", "names shown"], summary) + "\n")
+    out += details
+    if errors:
+        out.append("The profiler failed for:\n" + "\n".join(errors) + "\n")
     return "\n".join(out)
 
 
@@ -243,8 +286,13 @@ def throughput_short(rows):
     text = title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
     graphs = sorted((c for c in index if c[2].endswith("CUDA graph")), key=str)
     for c in graphs:
-        cells = [f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}" for m in _order(index[c], MODEL_ORDER)]
+        cells = [f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
+                 + (f" ({_fmt_x(index[c][m]['x_compile'])}c)" if index[c][m].get("x_compile") else "")
+                 for m in _order(index[c], MODEL_ORDER)]
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
+    busy = [f"{MODEL_LABELS.get(r['model'], r['model'])} {_fmt_pct(r['busy'])}" for r in rows if r.get("busy")]
+    if busy:
+        text += "\ndevice busy during the timed forward (profiled config): " + "; ".join(busy)
     return text
 
 
@@ -270,7 +318,7 @@ def blocks_markdown(rows):
     first = rows[0]
     roof = any(r.get("roofline_fraction") is not None for r in rows)
     impls = _order({i for v in index.values() for i in v}, IMPL_ORDER)
-    graphs = ", CUDA-graph replays" if first.get("timing") == "cuda_graph" else ""
+    graphs = ", CUDA-graph replays" if any(r.get("timing") == "cuda_graph" for r in rows) else ""
     out = [f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last{graphs})\n",
            "Time in µs" + (" (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
                            "bytes = input + output + weights once)" if roof else "") +
@@ -296,6 +344,11 @@ def blocks_markdown(rows):
             times = ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items())
             out.append(f"The fused stem (backend {impl}) ran its first conv as `{stem['chosen']}` (measured, µs of "
                        f"conv1 + ReLU + max pool: {times}).\n")
+    failed = [f"- {r['block']} {IMPL_LABELS.get(r['impl'], r['impl'])}: {r['cuda_graph_error']}"
+              for r in rows if r.get("cuda_graph_error")]
+    if failed:
+        out.append("Could not be captured as a CUDA graph, so timed as eager calls (host time included):\n"
+                   + "\n".join(failed) + "\n")
     out.append("### Detail\n")
     detail = []
     for blk in _order(index, BLOCK_ORDER):
@@ -371,13 +424,59 @@ def _block_groups(rows):
     batch 1 under CUDA graphs are separate tables."""
     groups = {}
     for r in rows:
-        groups.setdefault((r.get("batch"), r.get("timing")), []).append(r)
+        # A case that could not be captured stays in its graph-timed table (and is listed there).
+        timing = "cuda_graph" if r.get("cuda_graph_error") else r.get("timing")
+        groups.setdefault((r.get("batch"), timing), []).append(r)
     return [groups[k] for k in sorted(groups, key=lambda k: (-(k[0] or 0), str(k[1])))] or [[]]
 
 
 def markdown(merged):
     return "\n".join([header_markdown(merged), throughput_markdown(_rows(merged, "throughput")),
-                      *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block")))])
+                      *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
+                      tuning_markdown(_rows(merged, "throughput") + _rows(merged, "block"))])
+
+
+_TILE_ABBREV = (("BLOCK_M_POOL", "Mp"), ("BLOCK_K_POOL", "Kp"), ("POOL_STAGES", "ps"), ("BLOCK_M", "M"),
+                ("BLOCK_N", "N"), ("BLOCK_K", "K"))
+# Launch 1 and 2 pass these channel counts divided by C_UNIT (inception_fast.backends.triton._common.row_unit).
+_DIVIDED_BY_C_UNIT = ("CIN", "NR", "CH1", "NP", "CIN3", "CIN5")
+_HIDDEN_KEYS = ("ROW_UNIT", "W_UNIT", "C_UNIT", "DOT_PRECISION")
+
+
+def _config_short(name):
+    for long, short in _TILE_ABBREV:
+        name = name.replace(long + "=", short + "=")
+    return name
+
+
+def _shape_short(shape):
+    unit = shape.get("C_UNIT", 1)
+    return " ".join(f"{k}={v * unit if k in _DIVIDED_BY_C_UNIT else v}" for k, v in shape.items()
+                    if k not in _HIDDEN_KEYS)
+
+
+def tuning_markdown(rows):
+    """The Triton autotuners' choices per kernel and shape, with every config's time where the
+    run benchmarked them (bench_* record triton_tuning for the case that first launched a shape)."""
+    seen, table = set(), []
+    for r in rows:
+        where = r.get("block") or MODEL_LABELS.get(r.get("model"), r.get("model"))
+        for e in r.get("triton_tuning") or []:
+            key = (e["kernel"], json.dumps(e["shape"], sort_keys=True), e.get("dtype"))
+            if key in seen:
+                continue
+            seen.add(key)
+            us = e.get("us") or {}
+            ranked = sorted(us.items(), key=lambda kv: kv[1])
+            times = "; ".join(f"{_config_short(c)}: {t:,.1f}" for c, t in ranked) if ranked else "— (cached choice)"
+            table.append([f"{where} (b{r.get('batch')})", e["kernel"], _shape_short(e["shape"]), e.get("dtype") or "",
+                          _config_short(e["chosen"]), times])
+    if not table:
+        return ""
+    return ("## Triton autotuning\n\nWhat each autotuner chose per shape, and every config's median µs where this "
+            "run benchmarked them (fastest first; a shape tuned in an earlier step comes from Triton's cache, "
+            "without times).\n\n" + _table(["first launched by", "kernel", "shape", "dtype", "chosen", "µs per config"],
+                                            table) + "\n")
 
 
 def chart(merged, path):

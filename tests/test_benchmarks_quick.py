@@ -26,7 +26,7 @@ def _env(triton_interpret: bool) -> dict:
     env["INCEPTION_FAST_BENCH_QUICK"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     for var in ("INCEPTION_FAST_BENCH_COMPILE", "INCEPTION_FAST_BENCH_CUDA_GRAPH", "INCEPTION_FAST_BENCH_DEADLINE",
-                "INCEPTION_FAST_BENCH_BATCHES", "INCEPTION_FAST_BENCH_DTYPES"):
+                "INCEPTION_FAST_BENCH_BATCHES", "INCEPTION_FAST_BENCH_DTYPES", "INCEPTION_FAST_BENCH_PROFILE"):
         env.pop(var, None)
     # tests/conftest.py turns the Triton interpreter on for CPU machines; a whole network under
     # it takes minutes, so the smoke runs go without it, except the one Triton case below.
@@ -38,11 +38,12 @@ def _env(triton_interpret: bool) -> dict:
     return env
 
 
-def _run_bench(name: str, json_path: Path, *extra_args: str, triton_interpret: bool = False, timeout: int = 300):
+def _run_bench(name: str, json_path: Path, *extra_args: str, triton_interpret: bool = False, timeout: int = 300,
+               extra_env: dict | None = None):
     cmd = [sys.executable, "-m", "pytest", str(BENCH / name), "-q", "-p", "no:cacheprovider",
            "--benchmark-json", str(json_path), "--benchmark-columns=median", *extra_args]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(triton_interpret), check=False, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env={**_env(triton_interpret), **(extra_env or {})}, check=False,
+                          capture_output=True, text=True, timeout=timeout)
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, f"{name} failed (rc={proc.returncode}):\n{tail}"
     assert json_path.exists(), f"{name} wrote no JSON:\n{tail}"
@@ -64,9 +65,13 @@ def _check_rows(data, kind):
 @pytest.fixture(scope="module")
 def bench_jsons(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    thr, _ = _run_bench("bench_throughput.py", out / "bench.json")
+    thr, _ = _run_bench("bench_throughput.py", out / "bench.json", extra_env={"INCEPTION_FAST_BENCH_PROFILE": "1"})
     thr_rows = _check_rows(thr, "throughput")
     assert {"torchvision", "reference", "fused_torch"} <= {r["model"] for r in thr_rows}
+    profiled = [r for r in thr_rows if r.get("kernel_profile")]
+    assert profiled and all(r["memory_format"] == "channels_last" for r in profiled)
+    for r in profiled:  # on CPU: the ops' own time
+        assert r["kernel_profile"]["us_per_call"] > 0 and r["kernel_profile"]["kernels"], r["kernel_profile"]
     blk, _ = _run_bench("bench_blocks.py", out / "blocks.json")
     blk_rows = _check_rows(blk, "block")
     assert {r["block"] for r in blk_rows} >= {"stem", "inception3a", "inception5b"}
@@ -87,6 +92,7 @@ def test_benchmarks_and_report_run(bench_jsons):
     assert "## Throughput" in text and "| torchvision eager |" in text
     assert "## Per block" in text and "| inception3a |" in text
     assert "absent.json (not found)" in text  # a missing input is reported, not fatal
+    assert "Where the time goes" in text
     assert "torchvision eager" in proc.stdout  # the short table
     assert chart.exists() or "matplotlib" in proc.stderr
     assert len(json.loads(merged.read_text())["benchmarks"]) >= 2
@@ -100,3 +106,48 @@ def test_triton_cases_run_under_the_interpreter(tmp_path):
                             triton_interpret=True)
     impls = {r["impl"] for r in _check_rows(data, "block")}
     assert impls == {"triton", "launch1_triton"}, tail
+
+
+def _row(model, median_s, timing="cuda_events", **extra):
+    return {"kind": "throughput", "model": model, "dtype": "bf16", "memory_format": "channels_last", "batch": 256,
+            "device": "cuda", "median_s": median_s, "images_per_s": 256 / median_s, "timing": timing, **extra}
+
+
+def test_report_holds_graph_replays_against_the_compile_anchor():
+    """CUDA-graph rows get their × compile from the eager config's anchor; a case whose capture
+    failed (timed eagerly) stays apart from the eager rows; profiles are tabulated."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    prof = {"source": "cuda kernels", "us_per_call": 4000.0,
+            "kernels": [{"name": "_branch_convs_kernel", "us": 3000.0, "calls": 9, "share": 0.75}]}
+    rows = [_row("torchvision", 0.012), _row("tv_compile", 0.006, compile_s=30.0),
+            _row("fused_triton", 0.010, kernel_profile=prof, busy=0.4),
+            _row("fused_triton", 0.004, timing="cuda_graph"),
+            _row("fused_cuda", 0.011, cuda_graph_error="RuntimeError: capture failed")]
+    index = report.throughput_index(rows)
+    graph = index[("cuda", "bf16", "channels_last, CUDA graph", 256)]["fused_triton"]
+    assert graph["x_compile"] == pytest.approx(1.5)
+    assert index[("cuda", "bf16", "channels_last", 256)]["fused_triton"]["median_s"] == 0.010
+    assert "fused_cuda" not in index[("cuda", "bf16", "channels_last", 256)]
+    text = report.throughput_markdown(rows)
+    assert "channels_last, CUDA graph b256 | FusedGoogLeNet[triton] | 4.000" in text
+    assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text and "| 40% |" in text
+    assert "busy" in report.throughput_short(rows)
+
+
+def test_measure_falls_back_to_eager_timing_when_capture_fails():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import common
+
+    class Bench:
+        extra_info: dict = {}
+
+        def pedantic(self, fn, rounds, iterations, warmup_rounds):
+            fn()
+
+    s = common.settings()
+    bench = Bench()
+    timing = common.measure(bench, lambda: None, s, batch=1, extra={"kind": "block"}, cuda_graph=True)
+    assert timing.median_s > 0
+    assert bench.extra_info["timing"] != "cuda_graph" and "cuda_graph_error" in bench.extra_info
