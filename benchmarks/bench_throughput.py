@@ -72,8 +72,8 @@ def test_throughput(benchmark, case):
         benchmark.extra_info["auto_choices"] = common.auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
         benchmark.extra_info["stem_conv1"] = common.stem_choice(model, x)
-    if (common.flag(common.ENV_PROFILE) and case.batch == max(s.batches) and case.dtype == s.dtypes[0]
-            and case.memory_format == "channels_last"):
+    if (common.flag(common.ENV_PROFILE) and not s.cuda_graph and case.batch == max(s.batches)
+            and case.dtype == s.dtypes[0] and case.memory_format == "channels_last"):
         prof = common.kernel_profile(fn, s.device)
         benchmark.extra_info["kernel_profile"] = prof
         if prof.get("us_per_call") and s.device.type == "cuda":

@@ -565,6 +565,9 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
     device = s.device
     cuda_graph = s.cuda_graph if cuda_graph is None else cuda_graph
     info = dict(extra)
+    if cuda_graph:  # an error here is the case's own, not the capture's: it propagates
+        with torch.inference_mode():
+            fn()
     try:
         timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
                          min_time_s=s.min_time_s, cuda_graph=cuda_graph)

@@ -132,7 +132,7 @@ def _config(r):
 def _eager_config(config):
     """The eager config a CUDA-graph config was derived from (itself for an eager one)."""
     dev, dtype, fmt, batch = config
-    return (dev, dtype, fmt.removesuffix(", CUDA graph"), batch)
+    return (dev, dtype, fmt.removesuffix(", CUDA graph failed").removesuffix(", CUDA graph"), batch)
 
 
 def _headline(rows):
@@ -216,10 +216,12 @@ def throughput_markdown(rows):
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")
+        out.append("Rows marked CUDA graph are graph replays (GPU time, no host time) held against the "
+                   "compiled model's eager calls.\n")
         table = []
         # Each anchor's config, then the same config timed as CUDA-graph replays (GPU time only).
         shown = [c2 for c in sorted(compiled, key=str) for c2 in sorted(index, key=str) if _eager_config(c2) == c]
-        for c in shown:
+        for c in shown:  # graph rows: GPU time only, against the compiled model's eager calls
             for m in _order(index[c], MODEL_ORDER):
                 r = index[c][m]
                 table.append([f"{c[0]} {c[1]} {c[2]} b{c[3]}", MODEL_LABELS.get(m, m),
@@ -287,7 +289,7 @@ def throughput_short(rows):
     graphs = sorted((c for c in index if c[2].endswith("CUDA graph")), key=str)
     for c in graphs:
         cells = [f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
-                 + (f" ({_fmt_x(index[c][m]['x_compile'])}c)" if index[c][m].get("x_compile") else "")
+                 + (f" ({_fmt_x(index[c][m]['x_compile'])} eager compile)" if index[c][m].get("x_compile") else "")
                  for m in _order(index[c], MODEL_ORDER)]
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
     busy = [f"{MODEL_LABELS.get(r['model'], r['model'])} {_fmt_pct(r['busy'])}" for r in rows if r.get("busy")]
@@ -468,14 +470,15 @@ def tuning_markdown(rows):
             seen.add(key)
             us = e.get("us") or {}
             ranked = sorted(us.items(), key=lambda kv: kv[1])
-            times = "; ".join(f"{_config_short(c)}: {t:,.1f}" for c, t in ranked) if ranked else "— (cached choice)"
+            times = "; ".join(f"{_config_short(c)}: {t:,.1f}" for c, t in ranked) if ranked else "—"
+            if ranked and e.get("from_cache"):
+                times += " (Triton's disk cache: an earlier step's benchmark)"
             table.append([f"{where} (b{r.get('batch')})", e["kernel"], _shape_short(e["shape"]), e.get("dtype") or "",
                           _config_short(e["chosen"]), times])
     if not table:
         return ""
-    return ("## Triton autotuning\n\nWhat each autotuner chose per shape, and every config's median µs where this "
-            "run benchmarked them (fastest first; a shape tuned in an earlier step comes from Triton's cache, "
-            "without times).\n\n" + _table(["first launched by", "kernel", "shape", "dtype", "chosen", "µs per config"],
+    return ("## Triton autotuning\n\nWhat each autotuner chose per shape, with every config's median µs from its "
+            "benchmark (fastest first).\n\n" + _table(["first launched by", "kernel", "shape", "dtype", "chosen", "µs per config"],
                                             table) + "\n")
 
 

@@ -116,12 +116,14 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
                triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32})]
     tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=fake_do_bench)
-    tuned_2 = branch_convs.make_tuned_kernel(configs, do_bench=fake_do_bench)
+    # Launch 2 also gets a split-K config, for which block_forward has launch 1 zero the counters.
+    split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
+    tuned_2 = branch_convs.make_tuned_kernel(configs + [split], do_bench=fake_do_bench)
     monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
     monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
     logged = len(_common.tuning_log())
     check_block(make_block(ODD, k5=5, n=2, h=4, w=5, seed=1), TOLERANCE["fp32"], "autotuned")
-    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    assert len(benchmarked) == 5 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     # Each kernel's choice and its per-config times are on record (benchmarks report them).
     log = _common.tuning_log()[logged:]
     assert [e["kernel"] for e in log] == ["_reduce_pool_kernel", "_branch_convs_kernel"]
@@ -136,9 +138,9 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     assert [list(_common._TUNED_CONFIGS[t].values()) for t in (tuned_1, tuned_2)] == [
         [tuned_1.best_config], [tuned_2.best_config]]
     assert len(_common.tuning_log()) == logged + 2
-    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    assert len(benchmarked) == 5 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     check_block(make_block(ODD, k5=3, n=1, h=3, w=5, seed=3), TOLERANCE["fp32"], "autotuned, new shape")
-    assert len(benchmarked) == 8 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
+    assert len(benchmarked) == 10 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
 
 
 @interpreter_only
@@ -344,10 +346,13 @@ def _launch_poisoned(block, reduce_config, branch_config, split_counters=False):
 
 
 @pytest.mark.gpu
-def test_gpu_autotuned_block_forward_bf16(gpu, poisoned):
-    """The path models take: block_forward with autotuning, on Inception 3a at 28x28."""
-    block = make_block(**SHAPE_3A, dtype=torch.bfloat16, device=gpu, seed=11)
-    _check_low_precision(block, *tb.block_forward(**block), "3a bf16 autotuned")
+@pytest.mark.parametrize("n", [2, 1])
+def test_gpu_autotuned_block_forward_bf16(n, gpu, poisoned):
+    """The path models take: block_forward with autotuning, on Inception 3a at 28x28 (at batch 1
+    with the split-K configs among the candidates), then again through the remembered config."""
+    block = make_block(**{**SHAPE_3A, "n": n}, dtype=torch.bfloat16, device=gpu, seed=11)
+    for what in ("autotuned", "tuned config reused"):
+        _check_low_precision(block, *tb.block_forward(**block), f"3a bf16 batch {n} {what}")
 
 
 @pytest.mark.gpu

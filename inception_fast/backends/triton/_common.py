@@ -47,9 +47,9 @@ def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, inte
     if config is None and tuned is not None:
         config = _tuned_config(tuned, args, meta)
         if config is None:  # a shape this process has not launched yet: the autotuner decides
-            timings_before = getattr(tuned, "configs_timings", None)
+            before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
             launch(tuned, grid, *args, **meta)
-            _remember_tuned_config(tuned, args, meta, timings_before)
+            _remember_tuned_config(tuned, args, meta, *before)
             return
     if config is None:
         meta = {**meta, **interpreter_config}
@@ -63,9 +63,9 @@ def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, inte
 
 # Per autotuned kernel: {shape key: the config its autotuner chose}.  Once a shape has been
 # launched, later launches start the kernel with that config directly.  The autotuner's own
-# dispatch redoes its key on every call (a dict over all ~45 arguments, filtered through a list:
-# tens of µs of host time per launch, twice per block), which an eager batch-1 forward pays 18
-# times; the launch it then makes is the one made here.
+# dispatch redoes its key on every call, filtering all ~45 arguments through a list (a quadratic
+# scan) and stringifying every dtype, twice per block; the launch it then makes is the one made
+# here.
 _TUNED_CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -89,13 +89,14 @@ def _tuned_config(tuned, args: tuple, meta: dict):
     return known.get(_shape_key(tuned, args, meta))
 
 
-def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None) -> None:
+def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, bench_time_before=None) -> None:
     key, config = _shape_key(tuned, args, meta), getattr(tuned, "best_config", None)
     if key is None or config is None:
         return
     _TUNED_CONFIGS.setdefault(tuned, {})[key] = config
-    # The autotuner's per-config times, where this launch benchmarked them (it keeps the dict of
-    # its last benchmark: a new dict means a new benchmark; a disk-cache hit has none).
+    # The autotuner's per-config times for this shape: it replaces its configs_timings dict when
+    # it benchmarks, and also when it reads a disk-cache entry (an earlier process's benchmark,
+    # which alone leaves its bench_time as it was).
     timings = getattr(tuned, "configs_timings", None)
     timings = timings if timings is not None and timings is not timings_before else None
     names = getattr(tuned, "keys", ())
@@ -105,6 +106,7 @@ def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None) 
         "dtype": str(key[1][0]) if key[1] else None,
         "chosen": config_name(config),
         "us": None if timings is None else {config_name(c): _median_us(t) for c, t in timings.items()},
+        "from_cache": timings is not None and getattr(tuned, "bench_time", None) == bench_time_before,
     })
 
 
@@ -115,7 +117,8 @@ _TUNING_LOG: list = []
 
 def tuning_log() -> list:
     """[{"kernel", "shape" (the autotune key), "dtype", "chosen" (config_name), "us" ({config
-    name: median µs} where the autotuner benchmarked this shape in this process, else None)}]."""
+    name: median µs} of the autotuner's benchmark of this shape, or None), "from_cache" (that
+    benchmark was an earlier process's, read from Triton's disk cache)}]."""
     return list(_TUNING_LOG)
 
 

@@ -176,14 +176,15 @@ def _split_k(kwargs: dict) -> int:
 
 def _with_split_k(kwargs: dict) -> dict:
     """A config's kwargs with SPLIT_K (1 where absent: configs written before split-K)."""
-    return {"SPLIT_K": 1, **kwargs}
+    return {**kwargs, "SPLIT_K": kwargs.get("SPLIT_K", 1)}
 
 
 def _prune_split_k(configs, named_args, **_kwargs):
-    """The autotuner's early prune: no split-K configs past SPLIT_K_MAX_PIXELS."""
+    """The autotuner's early prune: no split-K configs past SPLIT_K_MAX_PIXELS (unless nothing
+    else is left).  Triton calls it only when there are several configs."""
     if named_args["M"] <= SPLIT_K_MAX_PIXELS:
         return configs
-    return [c for c in configs if _split_k(c.kwargs) == 1]
+    return [c for c in configs if _split_k(c.kwargs) == 1] or configs
 
 
 def _complete_config(config: triton.Config) -> triton.Config:
@@ -216,15 +217,17 @@ def split_k_counters(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor,
 
 
 def _split_candidates(m: int, config: Optional[triton.Config]) -> list:
-    """The kwargs of the split-K configs that may run: the pinned ``config``, else the autotuner's
-    configs (none past SPLIT_K_MAX_PIXELS; none under the interpreter, which runs its own tile)."""
+    """The kwargs of the split-K configs that may run: the pinned ``config``, else those the
+    autotuner may pick (its configs after its prune, which it skips for a single config), none
+    under the interpreter (it runs its own tile)."""
     if config is not None:
-        kwargs = [config.kwargs]
-    elif _tuned_kernel is None or m > SPLIT_K_MAX_PIXELS:
-        kwargs = []
+        configs = [config]
+    elif _tuned_kernel is None:
+        configs = []
     else:
-        kwargs = [c.kwargs for c in _tuned_kernel.configs]
-    return [kw for kw in kwargs if _split_k(kw) > 1]
+        configs = _tuned_kernel.configs
+        configs = configs if len(configs) == 1 else _prune_split_k(configs, {"M": m})
+    return [c.kwargs for c in configs if _split_k(c.kwargs) > 1]
 
 
 def _tile_count(m: int, cout3: int, cout5: int, cfg: dict) -> int:
