@@ -33,7 +33,7 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
     # zeroes them, so no third kernel (a memset) is needed.
     n_counters = split_k_counters(scratch, w3, w5)
-    counters = None if n_counters is None else x.new_empty(n_counters, dtype=torch.int32)
+    counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32, device=x.device)
     # Triton launches on the current CUDA device; the tensors may live on another one.
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)

@@ -283,12 +283,12 @@ def _split_k_buffers(scratch, w3, w5, counters, config):
         return (_common.no_buffer(scratch, torch.float32),
                 counters if counters is not None else _common.no_buffer(scratch, torch.int32))
     if counters is None:
-        counters = scratch.new_zeros(n_counters, dtype=torch.int32)
+        counters = torch.zeros(n_counters, dtype=torch.int32, device=scratch.device)
     elif counters.numel() < n_counters or counters.dtype != torch.int32:
         raise ValueError(f"launch 2 needs {n_counters} int32 split-K counters, got {counters.numel()} {counters.dtype}")
     slots = max(_tile_count(m, w3.shape[0], w5.shape[0], kw) * _split_k(kw) * kw["BLOCK_M"] * kw["BLOCK_N"]
                 for kw in _split_candidates(m, config))
-    return scratch.new_empty(slots, dtype=torch.float32), counters
+    return torch.empty(slots, dtype=torch.float32, device=scratch.device), counters
 
 
 def launch_branch_convs(scratch: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor,
