@@ -1,7 +1,7 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
 Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
-and without its max pool) for a GPU architecture (default sm_90, the H100) with the arguments
+and without its max pool, and of the max pool kernel on GoogLeNet's four pools) for a GPU architecture (default sm_90, the H100) with the arguments
 the real launchers pass for a given block, batch and dtype, and reports per config: registers
 per thread, spilled bytes, shared memory, and whether the main loops use Hopper's asynchronous
 tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async).  The arguments come
@@ -32,7 +32,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from inception_fast.backends.triton import branch_convs, reduce_pool, stem  # noqa: E402
+from inception_fast.backends.triton import branch_convs, maxpool, reduce_pool, stem  # noqa: E402
 from inception_fast.ops import _empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -146,21 +146,44 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
     return rows
 
 
+# GoogLeNet's four max pools at 224x224: (channels, input size, (kernel, stride, padding, ceil_mode)).
+POOLS = {"maxpool1": (64, 112, (3, 2, 0, True)), "maxpool2": (192, 56, (3, 2, 0, True)),
+         "maxpool3": (480, 28, (3, 2, 0, True)), "maxpool4": (832, 14, (2, 2, 0, True))}
+
+
+def pool_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (pool, config) of the max pool kernel on torchvision's maxpool1-4, channels_last."""
+    rows = []
+    for name, (c, size, params) in POOLS.items():
+        x = torch.empty(batch, c, size, size, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
+        out = torch.empty(maxpool.output_shape(x, *params), dtype=x.dtype).contiguous(memory_format=torch.channels_last)
+        oh, ow = out.shape[2:]
+        args = (x, out, batch * oh * ow, c, size, size, oh, ow, *x.stride(), *out.stride())
+        meta = {"KS": params[0], "STRIDE": params[1], "PAD": params[2]}
+        for config in maxpool.CONFIGS:
+            row = {"block": name, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "maxpool"}
+            row.update(_compile(maxpool._max_pool_kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100)")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
-    p.add_argument("--block", action="append", choices=[*SIZES, "stem"],
-                   help="repeatable (default: stem, 3a, 4b and 5b)")
+    p.add_argument("--block", action="append", choices=[*SIZES, "stem", "pools"],
+                   help="repeatable (default: stem, 3a, 4b, 5b and the pools)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args(argv)
     rows = []
     # 3a: the narrowest block; 4b: a scratch buffer whose rows are not 16-element multiples
     # (136 channels); 5b: the widest block.
-    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b"]:
+    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools"]:
         if block == "stem":
             rows += stem_stats(args.batch, args.dtype, args.arch)
+        elif block == "pools":
+            rows += pool_stats(args.batch, args.dtype, args.arch)
         else:
             rows += kernel_stats(block, args.batch, args.dtype, args.arch)
     if args.json:
@@ -170,8 +193,11 @@ def main(argv=None) -> int:
           "scalar-st sync-ld")
     for r in rows:
         c = r["config"]
-        cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
-            f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else "")
+        if r["launch"] == "maxpool":
+            cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
+        else:
+            cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
+                f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else "")
         print(f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
               f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
               f"{r['sync_loads']:>7}")

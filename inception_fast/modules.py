@@ -125,11 +125,29 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
     return aten()
 
 
+# GoogLeNet's max pools (maxpool1-4).  ATen's channels_last max pool also computes and writes the
+# int64 argmax of every output; on the H100 (2026-11-28, bf16, batch 256) it took 2.06 ms of the
+# Triton model's 7.66 ms of kernels.  So where the model's backend is "auto" or "triton" and Triton
+# runs, each pool shape measures "aten" (the module) against "triton" (backends/triton/maxpool.py,
+# the max only) on CUDA and keeps the faster; "aten" wherever nothing is measured, with gradients
+# (the kernel has no backward) and under torch.compile (inductor writes its own pool).
+POOL_CHOICE = ops.MeasuredChoice()
+
+
 def _square(value) -> Optional[int]:
     """An int for an int or a tuple of equal ints (a square kernel, stride, padding), else None."""
     if isinstance(value, int):
         return value
     return value[0] if len(set(value)) == 1 else None
+
+
+def _pool_params(pool: nn.MaxPool2d) -> Optional[tuple]:
+    """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
+    if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or _square(pool.dilation) != 1:
+        return None
+    params = (_square(pool.kernel_size), _square(pool.stride if pool.stride is not None else pool.kernel_size),
+              _square(pool.padding), bool(pool.ceil_mode))
+    return None if None in params else params
 
 
 def _stem_padded_channels(c: int) -> list[int]:
@@ -311,6 +329,23 @@ class FusedGoogLeNet(GoogLeNet):
                   _square(pool.padding), bool(pool.ceil_mode))
         return None if None in params else params
 
+    def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
+        """``pool(x)`` as POOL_CHOICE measured fastest; channels_last in, channels_last out."""
+        if (self.requested_backend not in ("auto", "triton") or x.device.type not in POOL_CHOICE.measure_on
+                or torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad)):
+            return pool(x)
+        params = _pool_params(pool)
+        if params is None:
+            return pool(x)
+        key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
+        choice = POOL_CHOICE.lookup(key)
+        if choice is None:
+            runners = {"aten": lambda: pool(x)}
+            if "triton" in available_backends(x.device):
+                runners["triton"] = lambda: ops.max_pool2d(x, *params, backend="triton")
+            choice = POOL_CHOICE.pick(key, x.device, runners)
+        return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
         variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
         if (self.requested_backend in ("auto", "triton") and self._stem_triton_params() is not None
@@ -326,7 +361,7 @@ class FusedGoogLeNet(GoogLeNet):
             if variant == "triton":
                 return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool, backend="triton")
             y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
-            return self.maxpool1(y).contiguous(memory_format=cl)
+            return self._max_pool(y, self.maxpool1).contiguous(memory_format=cl)
         conv = dict(stride=self.conv1.conv.stride, padding=self.conv1.conv.padding)
         if variant == "nchw":
             y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, **conv).relu_())
@@ -338,7 +373,7 @@ class FusedGoogLeNet(GoogLeNet):
             xp[:, c:].zero_()
             xp[:, :c].copy_(x)
             x = xp
-        y = self.maxpool1(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **conv).relu_())
+        y = self._max_pool(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **conv).relu_(), self.maxpool1)
         return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once
 
     def _fused_stem(self, x: Tensor) -> Tensor:
@@ -360,7 +395,7 @@ class FusedGoogLeNet(GoogLeNet):
         x = conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
-        return self.maxpool2(x)
+        return self._max_pool(x, self.maxpool2)
 
     def forward(self, x: Tensor):
         self.check_input(x)
@@ -373,13 +408,13 @@ class FusedGoogLeNet(GoogLeNet):
         # from its output on is channels_last (one conversion, at the entry).
         x = self._fused_stem(self._transform_input(x))
         x = self.inception3b.fused_forward(self.inception3a.fused_forward(x))
-        x = self.inception4a.fused_forward(self.maxpool3(x))
+        x = self.inception4a.fused_forward(self._max_pool(x, self.maxpool3))
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
         for name in ("inception4b", "inception4c", "inception4d"):
             x = getattr(self, name).fused_forward(x)
         aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
         x = self.inception4e.fused_forward(x)
-        x = self.inception5b.fused_forward(self.inception5a.fused_forward(self.maxpool4(x)))
+        x = self.inception5b.fused_forward(self.inception5a.fused_forward(self._max_pool(x, self.maxpool4)))
         x = torch.flatten(self.avgpool(x), 1)
         x = self.fc(self.dropout(x))
         if self.training and self.aux_logits:

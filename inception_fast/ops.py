@@ -10,6 +10,8 @@ torch.compile) even when the compiled extension is absent.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last:
   the stem's first layer (GoogLeNet's conv1 + maxpool1), by the named backend ("torch": ATen;
   "triton": one kernel, the conv output never stored).  Inference only (no autograd formula).
+* ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last, by the
+  named backend ("torch": ATen; "triton": one kernel that writes no argmax).  Inference only.
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the
   two launches as separate mutating ops; their kernels come from the compiled
   extension (csrc/, ``TORCH_LIBRARY_IMPL(inception_fast, CPU/CUDA, ...)``).
@@ -28,14 +30,14 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import backends as _backends
 
-__all__ = ["inception_block", "conv_relu_maxpool", "InceptionBlockFunction", "resolve_backend", "block_shapes",
+__all__ = ["inception_block", "conv_relu_maxpool", "max_pool2d", "InceptionBlockFunction", "resolve_backend", "block_shapes",
            "MeasuredChoice", "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
@@ -47,6 +49,7 @@ _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
+_LIB.define("max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode, str backend) -> Tensor")
 _LIB.define(
     "reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
     "Tensor(a!) out, Tensor(b!) scratch) -> ()"
@@ -166,21 +169,75 @@ def _conv_relu_maxpool_impl(x, w, b, stride, padding, pool_kernel, pool_stride, 
         if (pool_kernel, pool_stride) != (1, 1):  # a 1x1 pool with stride 2 still subsamples
             y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)
         return y.contiguous(memory_format=cl)
+    _check_triton("conv_relu_maxpool", backend, x)
+    from .backends.triton.stem import launch_conv_relu_maxpool
+
+    with _on_device(x):
+        return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+
+
+def _check_triton(op: str, backend: str, x) -> None:
+    """For the ops with a torch and a triton backend, past the torch one: ``backend`` must be
+    "triton", and Triton must run on x's device."""
     if backend != "triton":
-        raise ValueError(f"conv_relu_maxpool runs on the 'torch' or 'triton' backend, not {backend!r}")
+        raise ValueError(f"{op} runs on the 'torch' or 'triton' backend, not {backend!r}")
     why = _backends.availability("triton", x.device)
     if why is not None:
         raise RuntimeError(f"backend 'triton' is unavailable on {x.device}: {why}")
-    from .backends.triton.stem import launch_conv_relu_maxpool
 
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+
+def _on_device(x):
+    """Triton launches on the current CUDA device; the tensors may live on another one."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 @torch.library.register_fake("inception_fast::conv_relu_maxpool")
 def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
     shape = _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _max_pool2d_shape(x, kernel, stride, padding, ceil_mode):
+    """Checks the arguments; returns the (N, C, OH, OW) output shape."""
+    from .reference import _pool_out
+
+    if x.dim() != 4:
+        raise ValueError(f"max_pool2d expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"max_pool2d supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    if kernel < 1 or stride < 1 or not 0 <= 2 * padding <= kernel:
+        raise ValueError(f"invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
+                         "(padding must be at most half the kernel)")
+    oh, ow = (_pool_out(s, kernel, stride, padding, ceil_mode) for s in x.shape[2:])
+    if min(oh, ow) < 1:
+        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} max pool "
+                         f"(padding {padding})")
+    return x.shape[0], x.shape[1], oh, ow
+
+
+@torch.library.impl(_LIB, "max_pool2d", "CompositeExplicitAutograd")
+def _max_pool2d_impl(x, kernel, stride, padding, ceil_mode, backend):
+    _max_pool2d_shape(x, kernel, stride, padding, ceil_mode)
+    if backend == "torch":
+        y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+        return y.contiguous(memory_format=torch.channels_last)
+    _check_triton("max_pool2d", backend, x)
+    from .backends.triton.maxpool import launch_max_pool
+
+    with _on_device(x):
+        return launch_max_pool(x, kernel, stride, padding, ceil_mode)
+
+
+@torch.library.register_fake("inception_fast::max_pool2d")
+def _max_pool2d_fake(x, kernel, stride, padding, ceil_mode, backend):
+    shape = _max_pool2d_shape(x, kernel, stride, padding, ceil_mode)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
+    """F.max_pool2d with a square window and dilation 1, returned channels_last ("triton": no index
+    tensor, see backends/triton/maxpool.py).  Inference only (no autograd formula)."""
+    return torch.ops.inception_fast.max_pool2d(x, kernel, stride, padding, ceil_mode, backend)
 
 
 def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False,

@@ -27,3 +27,12 @@ def cuda_device():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def gpu(cuda_device):
+    """A CUDA device for the Triton kernels' GPU tests: skipped under TRITON_INTERPRET=1, where
+    the kernels would run in the interpreter, not on the GPU."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1: kernels would run in the interpreter, not on the GPU")
+    return cuda_device

@@ -209,13 +209,6 @@ def test_bfloat16_rejected_by_interpreter():
 # GPU
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def gpu(cuda_device):
-    if INTERPRET:
-        pytest.skip("TRITON_INTERPRET=1: kernels would run in the interpreter, not on the GPU")
-    return cuda_device
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("i,params", [(i, TORCHVISION) for i in range(len(stem.CONFIGS))] + [(0, NO_POOL)],
                          ids=[*(f"pool-{i}" for i in range(len(stem.CONFIGS))), "no-pool-0"])

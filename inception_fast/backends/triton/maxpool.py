@@ -1,0 +1,111 @@
+"""2-D max pool over an activation, written channels_last: GoogLeNet's pools between the stem and
+the blocks (maxpool1-4: 3x3/2 and 2x2/2 with ceil_mode in torchvision's variant, 3x3/2 pad 1 in
+the paper's and d2l's).
+
+Why a kernel of our own: on the H100 (2026-11-28, bf16, batch 256) ATen's channels_last max pool
+(max_pool_forward_nhwc) took 2.06 ms for the four pools of FusedGoogLeNet[triton], 27% of its
+7.66 ms of kernels; the reads and writes of those four pools take about 0.45 ms at the measured
+2.98 TB/s.  ATen's kernel also computes and writes the int64 argmax of every output (an index
+tensor as large as four bf16 outputs), which inference never reads.  This one computes the max only.
+
+Each program owns BLOCK_P output pixels x BLOCK_C channels: per tap of the KS x KS window one load
+of a [BLOCK_P, BLOCK_C] tile (channels contiguous in channels_last: 16-byte vector loads), taps
+outside the input read as -inf, so padding never wins, and a NaN anywhere in a window makes that
+output NaN, as in PyTorch (propagate_nan; Triton's default max would drop it).  The output size
+follows PyTorch's rule, ceil_mode included (ops checks the arguments).
+
+Dtypes: float32 / float16 / bfloat16; the max is exact in any of them.  Input in any strides
+(NCHW too: slower gathers, same result), output channels_last.  Pixel offsets are 64-bit.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+from ...reference import _pool_out
+
+__all__ = ["launch_max_pool", "CONFIGS", "INTERPRETER_CONFIG"]
+
+
+@triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW"])
+def _max_pool_kernel(x_ptr, out_ptr, M, C, H, W, OH, OW,
+                     sx_n, sx_c, sx_h, sx_w, so_n, so_c, so_h, so_w,
+                     KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
+                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_c = tl.program_id(1)
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = offs_p < M
+    ohw = OH * OW
+    img = (offs_p // ohw).to(tl.int64)
+    rem = offs_p % ohw
+    oh = rem // OW
+    ow = rem % OW
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    x_img = x_ptr + img * sx_n
+    best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), dtype=tl.float32)
+    for kh in tl.static_range(KS):
+        h = oh * STRIDE - PAD + kh
+        for kw in tl.static_range(KS):
+            w = ow * STRIDE - PAD + kw
+            tap_ok = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            row = h.to(tl.int64) * sx_h + w.to(tl.int64) * sx_w
+            v = tl.load(x_img[:, None] + row[:, None] + offs_c[None, :] * sx_c,
+                        mask=tap_ok[:, None] & c_ok[None, :], other=float("-inf"))
+            best = tl.maximum(best, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+    o_row = img * so_n + oh.to(tl.int64) * so_h + ow.to(tl.int64) * so_w
+    tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * so_c, best.to(out_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+# Memory-bound: tiles of 4-16K elements, channel tiles up to 128 wide (GoogLeNet pools 64 to 832
+# channels; a 64-channel input gets one column of programs).
+CONFIGS = [
+    triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4),
+    triton.Config({"BLOCK_P": 32, "BLOCK_C": 128}, num_warps=4),
+    triton.Config({"BLOCK_P": 128, "BLOCK_C": 64}, num_warps=4),
+]
+INTERPRETER_CONFIG = {"BLOCK_P": 64, "BLOCK_C": 32}
+AUTOTUNE_KEY = ["M", "C", "H", "W", "OH", "OW", "KS", "STRIDE", "PAD", "sx_c", "sx_w"]
+
+
+def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
+    """The autotuned kernel (tests build one with their own configs and do_bench)."""
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_max_pool_kernel)
+
+
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+
+
+def output_shape(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple:
+    n, c, h, w = x.shape
+    return n, c, _pool_out(h, kernel, stride, padding, ceil_mode), _pool_out(w, kernel, stride, padding, ceil_mode)
+
+
+def launch_max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool,
+                    config: Optional[triton.Config] = None) -> torch.Tensor:
+    """max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode) (square window, dilation 1) in one
+    launch, returned channels_last.  ``config`` (one of CONFIGS) skips autotuning."""
+    _common.check_dtype(x.dtype)
+    shape = output_shape(x, kernel, stride, padding, ceil_mode)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    n, c, oh, ow = shape
+    m = n * oh * ow
+    if m + 1024 >= 2**31:
+        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*OH*OW = {m} is too large")
+    if out.numel() == 0:  # CUDA rejects an empty grid
+        return out
+    s_n, s_c, s_h, s_w = x.stride()
+    o_n, o_c, o_h, o_w = out.stride()
+    args = (x, out, m, c, x.shape[2], x.shape[3], oh, ow, s_n, s_c, s_h, s_w, o_n, o_c, o_h, o_w)
+    meta = {"KS": kernel, "STRIDE": stride, "PAD": padding}
+
+    def grid(cfg):
+        return (_common.cdiv(m, cfg["BLOCK_P"]), _common.cdiv(c, cfg["BLOCK_C"]))
+
+    _common.launch_configured(_max_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+    return out

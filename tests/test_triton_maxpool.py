@@ -1,0 +1,162 @@
+"""The Triton max pool (backends/triton/maxpool.py), its op ``inception_fast::max_pool2d``, and
+FusedGoogLeNet's measured choice between it and ATen's pool (modules.POOL_CHOICE).
+
+A max is exact, so the kernel must equal F.max_pool2d bit for bit (NaN where PyTorch puts NaN).
+Outputs come from torch.empty and are overwritten with NaN first where it matters.
+* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 and fp16.
+* GPU (marked gpu, skipped without CUDA): bf16 for every config.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast import ops
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from inception_fast.backends.triton import maxpool  # noqa: E402
+
+CL = torch.channels_last
+# (kernel, stride, padding, ceil_mode): torchvision's maxpool1-3 and maxpool4, the paper's/d2l's
+# pools, the blocks' 3x3/1 pool, and a window that misses part of the input at the far edge.
+POOLS = [(3, 2, 0, True), (2, 2, 0, True), (3, 2, 1, False), (3, 1, 1, True), (3, 3, 1, True)]
+
+
+def make_input(n=2, c=19, h=13, w=11, dtype=torch.float32, device="cpu", fmt=CL, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g).to(device=device, dtype=dtype).contiguous(memory_format=fmt)
+
+
+def check_equal(out, x, params):
+    expected = F.max_pool2d(x, params[0], params[1], params[2], ceil_mode=params[3])
+    assert out.shape == expected.shape and out.dtype == x.dtype
+    assert out.is_contiguous(memory_format=CL)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    assert torch.equal(out.nan_to_num(0.0), expected.nan_to_num(0.0)), f"max pool {params} differs"
+
+
+@interpreter_only
+@pytest.mark.parametrize("params", POOLS)
+@pytest.mark.parametrize("n,c,h,w", [(2, 19, 13, 11), (1, 64, 8, 8), (3, 5, 7, 9)])
+def test_max_pool_equals_pytorch(params, n, c, h, w):
+    x = make_input(n, c, h, w, seed=c)
+    check_equal(ops.max_pool2d(x, *params, backend="triton"), x, params)
+
+
+@interpreter_only
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_layouts_dtypes_nan_and_inf(fmt, dtype):
+    """NCHW input (any strides work), fp16, and the edge values: a NaN spreads to every window
+    that holds it, -inf is a value like any other (padding must not beat it)."""
+    x = make_input(2, 6, 9, 10, dtype=dtype, fmt=fmt, seed=3)
+    x[0, 1, 4, 4] = float("nan")
+    x[1, 2] = float("-inf")
+    for params in ((3, 2, 1, False), (3, 2, 0, True)):
+        check_equal(ops.max_pool2d(x, *params, backend="triton"), x, params)
+
+
+@interpreter_only
+def test_pinned_configs_and_poisoned_output(monkeypatch):
+    """Every config, with the output buffer NaN-filled before the kernel runs (a tile it does
+    not write would stay NaN)."""
+    real_empty = torch.empty
+
+    def poisoned_empty(*args, **kwargs):
+        return real_empty(*args, **kwargs).fill_(float("nan"))
+
+    x = make_input(2, 70, 10, 12, seed=5)
+    monkeypatch.setattr(maxpool.torch, "empty", poisoned_empty)
+    for config in maxpool.CONFIGS:
+        check_equal(maxpool.launch_max_pool(x, 3, 2, 0, True, config=config), x, (3, 2, 0, True))
+
+
+def test_op_checks_and_torch_backend():
+    """The op's argument checks name the problem; its torch backend is F.max_pool2d, channels_last;
+    opcheck covers the schema, the fake kernel and the torch backend."""
+    x = make_input(1, 4, 5, 5)
+    with pytest.raises(ValueError, match="4-D"):
+        ops.max_pool2d(x[0], 3, 2)
+    with pytest.raises(TypeError, match="float32"):
+        ops.max_pool2d(x.to(torch.int32), 3, 2)
+    with pytest.raises(ValueError, match="at most half the kernel"):
+        ops.max_pool2d(x, 3, 2, 2)
+    with pytest.raises(ValueError, match="too small"):
+        ops.max_pool2d(make_input(1, 4, 2, 2), 3, 2)
+    with pytest.raises(ValueError, match="'torch' or 'triton'"):
+        ops.max_pool2d(x, 3, 2, backend="cuda")
+    check_equal(ops.max_pool2d(x, 3, 2, 0, True), x, (3, 2, 0, True))
+    torch.library.opcheck(torch.ops.inception_fast.max_pool2d.default, (x, 3, 2, 0, True, "torch"))
+
+
+# -- FusedGoogLeNet's measured pools ---------------------------------------------------------------
+
+def _forcing_chooser(winner):
+    """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
+    def timer(fn, device, repeats):
+        out = fn()
+        assert out.is_contiguous(memory_format=CL)
+        return 1.0 if getattr(timer, "name", None) == winner else 2.0
+
+    chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    real_pick = chooser.pick
+
+    def pick(key, device, runners):  # lets the timer know whose run it is timing
+        named = {}
+        for name, run in runners.items():
+            def timed(name=name, run=run):
+                timer.name = name
+                return run()
+            named[name] = timed
+        return real_pick(key, device, named)
+
+    chooser.pick = pick
+    return chooser
+
+
+@interpreter_only
+@pytest.mark.parametrize("variant", ["torchvision", "paper"])
+def test_model_pools_through_triton_match(monkeypatch, variant):
+    """With the Triton pool measured fastest, FusedGoogLeNet's four pools (maxpool1 after the
+    stem's first conv, maxpool2-4) run it, and the logits equal those of the same model with ATen's
+    pools bit for bit (a max is exact); a torch-pinned model never asks."""
+    from inception_fast import FusedGoogLeNet, GoogLeNet, modules
+    from inception_fast.testing import calibrate
+
+    ref = GoogLeNet(num_classes=10, variant=variant)
+    calibrate(ref, torch.randn(4, 3, 40, 40))
+    model = FusedGoogLeNet.from_torchvision(ref, backend="triton").eval()
+    x = torch.randn(1, 3, 40, 40)
+    monkeypatch.setattr(modules, "STEM_CHOICE", ops.MeasuredChoice(measure_on=()))  # conv1: channels_last
+    outs = {}
+    for winner in ("aten", "triton"):
+        chooser = _forcing_chooser(winner)
+        monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+        with torch.no_grad():
+            outs[winner] = model(x)
+        assert [c.name for c in chooser.choices().values()] == [winner] * 4
+    assert outs["aten"].std() > 0.05, "activations vanished; the comparison could not fail"
+    assert torch.equal(outs["triton"], outs["aten"])
+    chooser = _forcing_chooser("triton")
+    monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+    pinned = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    with torch.no_grad():
+        pinned(x)
+    assert not chooser.choices()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", range(len(maxpool.CONFIGS)))
+def test_gpu_max_pool_bf16(config, gpu):
+    """GoogLeNet's pool shapes at batch 2, bf16 channels_last, each config: equal to PyTorch."""
+    for c, size, params in ((64, 112, (3, 2, 0, True)), (480, 28, (3, 2, 0, True)), (832, 14, (2, 2, 0, True)),
+                            (192, 56, (3, 2, 1, False))):
+        x = make_input(2, c, size, size, dtype=torch.bfloat16, device=gpu, seed=c)
+        check_equal(maxpool.launch_max_pool(x, *params, config=maxpool.CONFIGS[config]), x, params)
