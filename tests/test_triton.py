@@ -167,20 +167,41 @@ def test_split_k_fp32(split, k5):
                 TOLERANCE["fp32"], "split-K, launch 2 alone")
 
 
-def test_split_k_configs_only_for_small_problems():
-    """The autotuner's prune keeps the split-K configs up to SPLIT_K_MAX_PIXELS pixels only, and
-    a launch that cannot split asks for no counters."""
+def test_small_problem_configs_only_for_small_problems():
+    """The autotuners' prunes keep launch 2's split-K configs and launch 1's batch-1 configs up to
+    SMALL_PROBLEM_PIXELS pixels only (never leaving none), and a launch 2 that cannot split asks
+    for no counters."""
     import triton
 
     configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": s}) for s in (1, 4)]
-    limit = branch_convs.SPLIT_K_MAX_PIXELS
+    limit = _common.SMALL_PROBLEM_PIXELS
     assert branch_convs._prune_split_k(configs, {"M": limit}) == configs
     assert branch_convs._prune_split_k(configs, {"M": limit + 1}) == configs[:1]
+    assert branch_convs._prune_split_k(configs[1:], {"M": limit + 1}) == configs[1:]
+    launch1 = [reduce_pool._complete_config(c) for c in reduce_pool.CONFIGS]
+    small = [reduce_pool._complete_config(c) for c in reduce_pool.SMALL_PROBLEM_CONFIGS]
+    assert small and reduce_pool._prune_small_only(launch1, {"M": limit}) == launch1
+    kept = reduce_pool._prune_small_only(launch1, {"M": limit + 1})
+    assert len(kept) == len(launch1) - len(small) and not any(c in kept for c in small)
     scratch = torch.empty(1, 112, 28, 28, device="meta")
     w3, w5 = torch.empty(128, 96, 3, 3, device="meta"), torch.empty(32, 16, 3, 3, device="meta")
     assert branch_convs.split_k_counters(scratch, w3, w5, configs[0]) is None
     # 3a at batch 1, 32x32 tiles: 25 row tiles x (4 + 1) column tiles, rounded up to 16s.
     assert branch_convs.split_k_counters(scratch, w3, w5, configs[1]) == 128
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", range(len(reduce_pool.SMALL_PROBLEM_CONFIGS)))
+def test_launch1_batch1_configs_fp32(i):
+    """Launch 1's batch-1 configs (32 and 64 pool channels a step), pinned, at odd sizes."""
+    import triton
+
+    block = make_block(BLOCK_CONFIGS["inception4a"], k5=3, n=1, h=5, w=3, seed=30 + i)
+    out, scratch = _launch_poisoned(block, reduce_pool.SMALL_PROBLEM_CONFIGS[i],
+                                    triton.Config(dict(branch_convs.INTERPRETER_CONFIG)))
+    ref_out, ref_scratch = reference64(block)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "out")
 
 
 @interpreter_only

@@ -23,6 +23,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _launches = 0
 
+# Pixels (N*H*W) up to which the autotuners also try the configs meant for batch 1 (launch 2's
+# split-K, launch 1's deep pool steps): batch 1 of every GoogLeNet block (784 at 28x28).  Past it
+# the grid fills the GPU without them, and tuning them would only cost time.
+SMALL_PROBLEM_PIXELS = 1024
+
 
 def launch_count() -> int:
     """How many Triton kernels the launchers of this package have issued (for tests)."""

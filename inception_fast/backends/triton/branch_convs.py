@@ -158,9 +158,9 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=2, num_stages=3),
 ]
-# Split-K configs are tried only up to this many pixels (N*H*W): batch 1 of every block (784 at
-# 28x28).  Past it the grid fills the GPU without them, and their workspace grows with M.
-SPLIT_K_MAX_PIXELS = 1024
+# Split-K configs are tried only up to this many pixels (N*H*W; past it their workspace also
+# grows with M for nothing).
+SPLIT_K_MAX_PIXELS = _common.SMALL_PROBLEM_PIXELS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}

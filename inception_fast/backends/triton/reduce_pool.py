@@ -200,6 +200,17 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
                    "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=2, num_stages=3),
 ]
+# Batch 1 (offered up to SMALL_PROBLEM_PIXELS pixels only): the 2026-11-28 H100 run found launch 1
+# the larger part of every batch-1 block (14-42 us of 21-47), and in it the pool role's K loop is
+# the longest serial chain (16 channels a step: 30-52 steps of nine loads for 4a-5b).  32 and 64
+# channels a step on 4 warps cut it 2-4 times (ptxas sm_90 bf16: no spills, 108-182 registers).
+SMALL_PROBLEM_CONFIGS = [
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 32, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
+                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 64, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
+]
+CONFIGS += SMALL_PROBLEM_CONFIGS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 64,
@@ -226,10 +237,26 @@ def _complete_config(config: triton.Config) -> triton.Config:
 AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_UNIT", "C_UNIT"]
 
 
+def _signature(config: triton.Config) -> tuple:
+    return tuple(sorted(_with_pool_tile(config.kwargs).items())), config.num_warps, config.num_stages
+
+
+_SMALL_ONLY = {_signature(c) for c in SMALL_PROBLEM_CONFIGS}
+
+
+def _prune_small_only(configs, named_args, **_kwargs):
+    """The autotuner's early prune: SMALL_PROBLEM_CONFIGS only up to SMALL_PROBLEM_PIXELS (unless
+    nothing else is left)."""
+    if named_args["M"] <= _common.SMALL_PROBLEM_PIXELS:
+        return configs
+    return [c for c in configs if _signature(c) not in _SMALL_ONLY] or configs
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
     configs = [_complete_config(c) for c in configs]
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_reduce_pool_kernel)
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_small_only},
+                           **autotune_kwargs)(_reduce_pool_kernel)
 
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
