@@ -141,6 +141,27 @@ def _square(value) -> Optional[int]:
     return value[0] if len(set(value)) == 1 else None
 
 
+def _checked_against(run, reference, what: str):
+    """``run`` for a measured choice whose first call (a warm-up, untimed) must equal
+    ``reference()`` bit for bit, NaN where it has NaN; else it raises, and the chooser drops the
+    candidate with that error on record.  For exact computations (a max), so a kernel that is
+    wrong on some GPU or shape is never picked for being fast."""
+    checked = []
+
+    def first_checked():
+        out = run()
+        if not checked:
+            ref = reference()
+            same = (out.shape == ref.shape and torch.equal(out.isnan(), ref.isnan())
+                    and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0)))
+            if not same:
+                raise RuntimeError(f"{what} disagrees with ATen on input {tuple(ref.shape)}; not used")
+            checked.append(True)
+        return out
+
+    return first_checked
+
+
 def _pool_params(pool: nn.MaxPool2d) -> Optional[tuple]:
     """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
     if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or _square(pool.dilation) != 1:
@@ -342,7 +363,8 @@ class FusedGoogLeNet(GoogLeNet):
         if choice is None:
             runners = {"aten": lambda: pool(x)}
             if "triton" in available_backends(x.device):
-                runners["triton"] = lambda: ops.max_pool2d(x, *params, backend="triton")
+                runners["triton"] = _checked_against(lambda: ops.max_pool2d(x, *params, backend="triton"),
+                                                     lambda: pool(x), "the Triton max pool")
             choice = POOL_CHOICE.pick(key, x.device, runners)
         return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
 

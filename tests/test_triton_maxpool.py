@@ -152,6 +152,25 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     assert not chooser.choices()
 
 
+@interpreter_only
+def test_a_wrong_triton_pool_is_never_chosen(monkeypatch):
+    """The measured choice checks the Triton pool against ATen's on its first call: a kernel that
+    returns a wrong max is dropped with the error on record, however fast it would be."""
+    from inception_fast import modules
+
+    real = maxpool.launch_max_pool
+    monkeypatch.setattr(maxpool, "launch_max_pool", lambda *args, **kw: real(*args, **kw) + 1.0)
+    chooser = _forcing_chooser("triton")
+    monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+    model = modules.FusedGoogLeNet(num_classes=10, backend="triton", init_weights=True).eval()
+    x = make_input(1, 64, 9, 9)
+    with torch.no_grad():
+        out = model._max_pool(x, model.maxpool1)
+    check_equal(out, x, (3, 2, 0, True))
+    (choice,) = chooser.choices().values()
+    assert choice.name == "aten" and "disagrees with ATen" in choice.errors["triton"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", range(len(maxpool.CONFIGS)))
 def test_gpu_max_pool_bf16(config, gpu):
