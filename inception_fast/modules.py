@@ -129,8 +129,8 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
 # int64 argmax of every output; on the H100 (2026-11-28, bf16, batch 256) it took 2.06 ms of the
 # Triton model's 7.66 ms of kernels.  So where the model's backend is "auto" or "triton" and Triton
 # runs, each pool shape measures "aten" (the module) against "triton" (backends/triton/maxpool.py,
-# the max only) on CUDA and keeps the faster; "aten" wherever nothing is measured, with gradients
-# (the kernel has no backward) and under torch.compile (inductor writes its own pool).
+# the max only; its first result must equal ATen's) on CUDA and keeps the faster; "aten" wherever
+# nothing is measured, with gradients, and under torch.compile (inductor writes its own pool).
 POOL_CHOICE = ops.MeasuredChoice()
 
 
@@ -143,9 +143,9 @@ def _square(value) -> Optional[int]:
 
 def _checked_against(run, reference, what: str):
     """``run`` for a measured choice whose first call (a warm-up, untimed) must equal
-    ``reference()`` bit for bit, NaN where it has NaN; else it raises, and the chooser drops the
-    candidate with that error on record.  For exact computations (a max), so a kernel that is
-    wrong on some GPU or shape is never picked for being fast."""
+    ``reference()`` exactly (torch.equal, NaN where it has NaN); else it raises, and the chooser
+    drops the candidate with that error on record.  For exact computations (a max), so a kernel
+    that is wrong on some GPU or shape is never picked for being fast."""
     checked = []
 
     def first_checked():
@@ -351,7 +351,7 @@ class FusedGoogLeNet(GoogLeNet):
         return None if None in params else params
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
-        """``pool(x)`` as POOL_CHOICE measured fastest; channels_last in, channels_last out."""
+        """``pool(x)`` as POOL_CHOICE measured fastest (channels_last for a channels_last input)."""
         if (self.requested_backend not in ("auto", "triton") or x.device.type not in POOL_CHOICE.measure_on
                 or torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad)):
             return pool(x)
@@ -361,8 +361,12 @@ class FusedGoogLeNet(GoogLeNet):
         key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
         choice = POOL_CHOICE.lookup(key)
         if choice is None:
+            if not POOL_CHOICE.can_measure(x.device):  # capture, static mode: ATen, and nothing to build
+                return pool(x)
+            from .backends import availability
+
             runners = {"aten": lambda: pool(x)}
-            if "triton" in available_backends(x.device):
+            if availability("triton", x.device) is None:
                 runners["triton"] = _checked_against(lambda: ops.max_pool2d(x, *params, backend="triton"),
                                                      lambda: pool(x), "the Triton max pool")
             choice = POOL_CHOICE.pick(key, x.device, runners)

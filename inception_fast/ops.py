@@ -11,7 +11,7 @@ torch.compile) even when the compiled extension is absent.
   the stem's first layer (GoogLeNet's conv1 + maxpool1), by the named backend ("torch": ATen;
   "triton": one kernel, the conv output never stored).  Inference only (no autograd formula).
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last, by the
-  named backend ("torch": ATen; "triton": one kernel that writes no argmax).  Inference only.
+  named backend ("torch": ATen; "triton": one kernel that writes no argmax); ATen's backward.
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the
   two launches as separate mutating ops; their kernels come from the compiled
   extension (csrc/, ``TORCH_LIBRARY_IMPL(inception_fast, CPU/CUDA, ...)``).
@@ -234,9 +234,30 @@ def _max_pool2d_fake(x, kernel, stride, padding, ceil_mode, backend):
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def _max_pool2d_setup_context(ctx, inputs, output):
+    x, kernel, stride, padding, ceil_mode, _backend = inputs
+    ctx.save_for_backward(x)
+    ctx.pool = (kernel, stride, padding, ceil_mode)
+
+
+def _max_pool2d_backward(ctx, grad):
+    """ATen's max-pool gradient (the argmax is recomputed: the forward keeps none)."""
+    (x,) = ctx.saved_tensors
+    kernel, stride, padding, ceil_mode = ctx.pool
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        y = F.max_pool2d(leaf, kernel, stride, padding, ceil_mode=ceil_mode)
+        (grad_x,) = torch.autograd.grad(y, leaf, grad)
+    return grad_x, None, None, None, None, None
+
+
+torch.library.register_autograd("inception_fast::max_pool2d", _max_pool2d_backward,
+                                setup_context=_max_pool2d_setup_context)
+
+
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
     """F.max_pool2d with a square window and dilation 1, returned channels_last ("triton": no index
-    tensor, see backends/triton/maxpool.py).  Inference only (no autograd formula)."""
+    tensor, see backends/triton/maxpool.py).  Differentiable: the backward is ATen's."""
     return torch.ops.inception_fast.max_pool2d(x, kernel, stride, padding, ceil_mode, backend)
 
 

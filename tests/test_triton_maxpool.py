@@ -24,8 +24,8 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 from inception_fast.backends.triton import maxpool  # noqa: E402
 
 CL = torch.channels_last
-# (kernel, stride, padding, ceil_mode): torchvision's maxpool1-3 and maxpool4, the paper's/d2l's
-# pools, the blocks' 3x3/1 pool, and a window that misses part of the input at the far edge.
+# (kernel, stride, padding, ceil_mode): torchvision's (and the paper's) maxpool1-3 and maxpool4,
+# d2l's pools, the blocks' 3x3/1 pool, and a window that misses part of the input at the far edge.
 POOLS = [(3, 2, 0, True), (2, 2, 0, True), (3, 2, 1, False), (3, 1, 1, True), (3, 3, 1, True)]
 
 
@@ -78,6 +78,16 @@ def test_pinned_configs_and_poisoned_output(monkeypatch):
         check_equal(maxpool.launch_max_pool(x, 3, 2, 0, True, config=config), x, (3, 2, 0, True))
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=interpreter_only)])
+def test_gradient_is_atens(backend):
+    """The op is differentiable on either backend, with ATen's max-pool gradient."""
+    x = make_input(2, 5, 9, 8, seed=7).requires_grad_()
+    grad = torch.randn(2, 5, 4, 4)
+    (got,) = torch.autograd.grad(ops.max_pool2d(x, 3, 2, 0, True, backend=backend), x, grad)
+    (expected,) = torch.autograd.grad(F.max_pool2d(x, 3, 2, 0, ceil_mode=True), x, grad)
+    assert torch.equal(got, expected)
+
+
 def test_op_checks_and_torch_backend():
     """The op's argument checks name the problem; its torch backend is F.max_pool2d, channels_last;
     opcheck covers the schema, the fake kernel and the torch backend."""
@@ -101,8 +111,7 @@ def test_op_checks_and_torch_backend():
 def _forcing_chooser(winner):
     """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
     def timer(fn, device, repeats):
-        out = fn()
-        assert out.is_contiguous(memory_format=CL)
+        fn()
         return 1.0 if getattr(timer, "name", None) == winner else 2.0
 
     chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
@@ -122,26 +131,31 @@ def _forcing_chooser(winner):
 
 
 @interpreter_only
-@pytest.mark.parametrize("variant", ["torchvision", "paper"])
+@pytest.mark.parametrize("variant", ["torchvision", "paper", "d2l"])
 def test_model_pools_through_triton_match(monkeypatch, variant):
     """With the Triton pool measured fastest, FusedGoogLeNet's four pools (maxpool1 after the
-    stem's first conv, maxpool2-4) run it, and the logits equal those of the same model with ATen's
-    pools bit for bit (a max is exact); a torch-pinned model never asks."""
+    stem's first conv, maxpool2-4; padded in d2l's variant) run it, and the logits equal those of
+    the same model with ATen's pools exactly (a max is exact); a torch-pinned model never asks."""
     from inception_fast import FusedGoogLeNet, GoogLeNet, modules
+    from inception_fast.backends.triton import _common
     from inception_fast.testing import calibrate
 
     ref = GoogLeNet(num_classes=10, variant=variant)
-    calibrate(ref, torch.randn(4, 3, 40, 40))
+    calibrate(ref, torch.randn(4, ref.in_channels, 40, 40))
     model = FusedGoogLeNet.from_torchvision(ref, backend="triton").eval()
-    x = torch.randn(1, 3, 40, 40)
+    x = torch.randn(1, ref.in_channels, 40, 40)
     monkeypatch.setattr(modules, "STEM_CHOICE", ops.MeasuredChoice(measure_on=()))  # conv1: channels_last
-    outs = {}
+    outs, launches = {}, {}
     for winner in ("aten", "triton"):
         chooser = _forcing_chooser(winner)
         monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
         with torch.no_grad():
-            outs[winner] = model(x)
+            model(x)  # measures
+            before = _common.launch_count()
+            outs[winner] = model(x)  # runs the choices
+            launches[winner] = _common.launch_count() - before
         assert [c.name for c in chooser.choices().values()] == [winner] * 4
+    assert launches["triton"] == launches["aten"] + 4  # the blocks' 18, and the four pools
     assert outs["aten"].std() > 0.05, "activations vanished; the comparison could not fail"
     assert torch.equal(outs["triton"], outs["aten"])
     chooser = _forcing_chooser("triton")

@@ -1,6 +1,6 @@
 """2-D max pool over an activation, written channels_last: GoogLeNet's pools between the stem and
-the blocks (maxpool1-4: 3x3/2 and 2x2/2 with ceil_mode in torchvision's variant, 3x3/2 pad 1 in
-the paper's and d2l's).
+the blocks (maxpool1-4: 3x3/2 and 2x2/2 with ceil_mode in torchvision's and the paper's variants,
+3x3/2 pad 1 in d2l's).
 
 Why a kernel of our own: on the H100 (2026-11-28, bf16, batch 256) ATen's channels_last max pool
 (max_pool_forward_nhwc) took 2.06 ms for the four pools of FusedGoogLeNet[triton], 27% of its
@@ -15,7 +15,8 @@ output NaN, as in PyTorch (propagate_nan; Triton's default max would drop it).  
 follows PyTorch's rule, ceil_mode included (ops checks the arguments).
 
 Dtypes: float32 / float16 / bfloat16; the max is exact in any of them.  Input in any strides
-(NCHW too: slower gathers, same result), output channels_last.  Pixel offsets are 64-bit.
+(NCHW too: slower gathers, same result), output channels_last.  Offsets are 64-bit (pixel and
+channel terms alike: an NCHW channel stride times C can pass 2^31).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def _max_pool_kernel(x_ptr, out_ptr, M, C, H, W, OH, OW,
     ow = rem % OW
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
+    offs_c = offs_c.to(tl.int64)
     x_img = x_ptr + img * sx_n
     best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), dtype=tl.float32)
     for kh in tl.static_range(KS):
