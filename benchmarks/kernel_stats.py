@@ -156,10 +156,7 @@ def pool_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[di
     rows = []
     for name, (c, size, params) in POOLS.items():
         x = torch.empty(batch, c, size, size, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
-        out = torch.empty(maxpool.output_shape(x, *params), dtype=x.dtype).contiguous(memory_format=torch.channels_last)
-        oh, ow = out.shape[2:]
-        args = (x, out, batch * oh * ow, c, size, size, oh, ow, *x.stride(), *out.stride())
-        meta = {"KS": params[0], "STRIDE": params[1], "PAD": params[2]}
+        args, meta, _grid, _out = maxpool._arguments(x, *params)
         for config in maxpool.CONFIGS:
             row = {"block": name, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "maxpool"}
             row.update(_compile(maxpool._max_pool_kernel, args, meta, config, arch))

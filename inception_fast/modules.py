@@ -341,13 +341,12 @@ class FusedGoogLeNet(GoogLeNet):
     def _stem_triton_params(self) -> Optional[tuple]:
         """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
         kernel, or None where conv1/maxpool1 are not square, dilated or grouped."""
-        conv, pool = self.conv1.conv, self.maxpool1
+        conv, pool = self.conv1.conv, _pool_params(self.maxpool1)
         if conv.groups != 1 or _square(conv.dilation) != 1 or _square(conv.kernel_size) is None:
             return None
-        if isinstance(conv.padding, str) or _square(pool.dilation) != 1:
+        if isinstance(conv.padding, str) or pool is None:
             return None
-        params = (_square(conv.stride), _square(conv.padding), _square(pool.kernel_size), _square(pool.stride),
-                  _square(pool.padding), bool(pool.ceil_mode))
+        params = (_square(conv.stride), _square(conv.padding), *pool)
         return None if None in params else params
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:

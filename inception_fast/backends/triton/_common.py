@@ -74,16 +74,23 @@ def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, inte
 _TUNED_CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+# Per autotuned kernel: [(key name, its position among the kernel's arguments, or None)].
+_KEY_POSITIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _shape_key(tuned, args: tuple, meta: dict) -> Optional[tuple]:
-    """What the autotuner keys its choice on: the values of its key arguments and the dtypes of
-    the tensors.  None where this Triton's Autotuner does not expose its key names."""
-    names = getattr(tuned, "keys", None)
-    arg_names = getattr(tuned, "arg_names", None)
-    if names is None or arg_names is None:
-        return None
-    values = dict(zip(arg_names, args))
-    values.update(meta)
-    return (tuple(values.get(k) for k in names),
+    """What the autotuner keys its choice on: the values of its key arguments (positional, or
+    constexprs in ``meta``) and the dtypes of the tensors.  None where this Triton's Autotuner
+    does not expose its key names."""
+    positions = _KEY_POSITIONS.get(tuned)
+    if positions is None:
+        names = getattr(tuned, "keys", None)
+        arg_names = getattr(tuned, "arg_names", None)
+        if names is None or arg_names is None:
+            return None
+        positions = _KEY_POSITIONS[tuned] = [(k, arg_names.index(k) if k in arg_names else None) for k in names]
+    n = len(args)
+    return (tuple(args[i] if i is not None and i < n else meta.get(k) for k, i in positions),
             tuple(a.dtype for a in args if isinstance(a, torch.Tensor)))
 
 

@@ -212,7 +212,11 @@ def split_k_counters(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor,
     (or of ``config``, when pinned), rounded up to a multiple of 16 (launch 1 zeroes them with
     vector stores)."""
     m = scratch.shape[0] * scratch.shape[2] * scratch.shape[3]
-    tiles = [_tile_count(m, w3.shape[0], w5.shape[0], kw) for kw in _split_candidates(m, config)]
+    return _counter_count(m, w3.shape[0], w5.shape[0], _split_candidates(m, config))
+
+
+def _counter_count(m: int, cout3: int, cout5: int, candidates: list) -> Optional[int]:
+    tiles = [_tile_count(m, cout3, cout5, kw) for kw in candidates]
     return -(-max(tiles) // 16) * 16 if tiles else None
 
 
@@ -278,7 +282,8 @@ def _split_k_buffers(scratch, w3, w5, counters, config):
     """(fp32 workspace, int32 counters) for the split-K configs that may run; empty ones (never
     read) where none can."""
     m = scratch.shape[0] * scratch.shape[2] * scratch.shape[3]
-    n_counters = split_k_counters(scratch, w3, w5, config)
+    candidates = _split_candidates(m, config)
+    n_counters = _counter_count(m, w3.shape[0], w5.shape[0], candidates)
     if n_counters is None:
         return (_common.no_buffer(scratch, torch.float32),
                 counters if counters is not None else _common.no_buffer(scratch, torch.int32))
@@ -287,7 +292,7 @@ def _split_k_buffers(scratch, w3, w5, counters, config):
     elif counters.numel() < n_counters or counters.dtype != torch.int32:
         raise ValueError(f"launch 2 needs {n_counters} int32 split-K counters, got {counters.numel()} {counters.dtype}")
     slots = max(_tile_count(m, w3.shape[0], w5.shape[0], kw) * _split_k(kw) * kw["BLOCK_M"] * kw["BLOCK_N"]
-                for kw in _split_candidates(m, config))
+                for kw in candidates)
     return torch.empty(slots, dtype=torch.float32, device=scratch.device), counters
 
 

@@ -83,31 +83,30 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
 
-def output_shape(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple:
+def _arguments(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool):
+    """(positional args, launcher-fixed constexprs, grid(meta), out) for _max_pool_kernel."""
+    _common.check_dtype(x.dtype)
     n, c, h, w = x.shape
-    return n, c, _pool_out(h, kernel, stride, padding, ceil_mode), _pool_out(w, kernel, stride, padding, ceil_mode)
+    oh, ow = _pool_out(h, kernel, stride, padding, ceil_mode), _pool_out(w, kernel, stride, padding, ceil_mode)
+    shape = (n, c, oh, ow)
+    m = n * oh * ow
+    if m + 1024 >= 2**31:
+        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*OH*OW = {m} is too large")
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    args = (x, out, m, c, h, w, oh, ow, *x.stride(), *out.stride())
+    meta = {"KS": kernel, "STRIDE": stride, "PAD": padding}
+
+    def grid(cfg):
+        return (_common.cdiv(m, cfg["BLOCK_P"]), _common.cdiv(c, cfg["BLOCK_C"]))
+
+    return args, meta, grid, out
 
 
 def launch_max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool,
                     config: Optional[triton.Config] = None) -> torch.Tensor:
     """max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode) (square window, dilation 1) in one
     launch, returned channels_last.  ``config`` (one of CONFIGS) skips autotuning."""
-    _common.check_dtype(x.dtype)
-    shape = output_shape(x, kernel, stride, padding, ceil_mode)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    n, c, oh, ow = shape
-    m = n * oh * ow
-    if m + 1024 >= 2**31:
-        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*OH*OW = {m} is too large")
-    if out.numel() == 0:  # CUDA rejects an empty grid
-        return out
-    s_n, s_c, s_h, s_w = x.stride()
-    o_n, o_c, o_h, o_w = out.stride()
-    args = (x, out, m, c, x.shape[2], x.shape[3], oh, ow, s_n, s_c, s_h, s_w, o_n, o_c, o_h, o_w)
-    meta = {"KS": kernel, "STRIDE": stride, "PAD": padding}
-
-    def grid(cfg):
-        return (_common.cdiv(m, cfg["BLOCK_P"]), _common.cdiv(c, cfg["BLOCK_C"]))
-
-    _common.launch_configured(_max_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+    args, meta, grid, out = _arguments(x, kernel, stride, padding, ceil_mode)
+    if out.numel() > 0:  # CUDA rejects an empty grid
+        _common.launch_configured(_max_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
     return out
