@@ -275,7 +275,8 @@ class FusedGoogLeNet(GoogLeNet):
 
     block_class = FusedInception
 
-    def __init__(self, num_classes: int = 1000, *, variant: str = "torchvision", backend: str = "auto", **kwargs) -> None:
+    def __init__(self, num_classes: Optional[int] = None, *, variant: str = "torchvision", backend: str = "auto",
+                 **kwargs) -> None:
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
         self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
@@ -290,9 +291,15 @@ class FusedGoogLeNet(GoogLeNet):
         if isinstance(model, GoogLeNet):
             variant, in_ch = model.variant, model.in_channels
         else:
+            try:
+                from torchvision.models import GoogLeNet as TVGoogLeNet
+            except ImportError:  # then no model is torchvision's
+                TVGoogLeNet = ()
+            if not isinstance(model, TVGoogLeNet):
+                raise TypeError("FusedGoogLeNet.from_torchvision expects a torchvision googlenet or an inception_fast "
+                                f"GoogLeNet, got {type(model).__name__}; for other networks holding Inception blocks "
+                                "use inception_fast.fuse(model)")
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
-            if not hasattr(model, "inception3a"):
-                raise TypeError(f"expected a torchvision googlenet or an inception_fast GoogLeNet, got {type(model).__name__}")
         ref_param = model.fc.weight
         fused = cls(model.fc.out_features, variant=variant, in_channels=in_ch, aux_logits=model.aux1 is not None,
                     transform_input=model.transform_input, dropout=model.dropout.p, init_weights=False, backend=backend)
@@ -424,8 +431,9 @@ class FusedGoogLeNet(GoogLeNet):
 
     def forward(self, x: Tensor):
         self.check_input(x)
-        if self.training and self.variant == "torchvision":
-            return super().forward(x)  # BatchNorm in training uses batch statistics
+        if (self.training and self.variant == "torchvision") or x.shape[0] == 0:
+            # BatchNorm in training uses batch statistics; an empty batch computes nothing.
+            return super().forward(x)
         _check_params_match(x, self.fc.weight, "GoogLeNet")
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")

@@ -85,8 +85,8 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
         if t.dtype != x.dtype:
             raise TypeError(f"input dtype {x.dtype} does not match weight {name} dtype {t.dtype}; "
                             "cast the module or the input")
-    if x.shape[0] < 1 or x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"Inception block needs a non-empty input, got shape {tuple(x.shape)}")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
 
 
 def _empty_outputs(x, w_red, w_pool, w3, w5):
@@ -102,6 +102,8 @@ def _empty_outputs(x, w_red, w_pool, w3, w5):
 def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
     x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[0] == 0:  # an empty batch: nothing to compute, the reference's empty result
+        return _empty_outputs(x, w_red, w_pool, w3, w5)
     if backend == "auto":
         backend = AUTO.choose(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
     impl = _backends.get(backend)

@@ -12,6 +12,7 @@ Three variants of GoogLeNet:
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Optional
 
 import torch
@@ -125,14 +126,16 @@ class GoogLeNet(nn.Module):
 
     block_class = Inception
 
-    def __init__(self, num_classes: int = 1000, *, variant: str = "torchvision", in_channels: Optional[int] = None,
+    def __init__(self, num_classes: Optional[int] = None, *, variant: str = "torchvision", in_channels: Optional[int] = None,
                  aux_logits: bool = False, transform_input: bool = False, dropout: float = 0.2,
                  init_weights: bool = True, dropout_aux: float = 0.7, **block_kwargs) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown GoogLeNet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if variant == "d2l" and num_classes == 1000:
-            num_classes = 10
+        if num_classes is None:
+            num_classes = 10 if variant == "d2l" else 1000
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"GoogLeNet num_classes must be a positive int, got {num_classes!r}")
         if in_channels is None:
             in_channels = 1 if variant == "d2l" else 3
         if transform_input and in_channels != 3:
@@ -238,8 +241,6 @@ class GoogLeNet(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"GoogLeNet(variant={self.variant!r}) expects {self.in_channels} input channels, "
                              f"got {x.shape[1]} (input shape {tuple(x.shape)})")
-        if x.shape[0] < 1:
-            raise ValueError(f"GoogLeNet needs a batch of at least 1, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         where = self._spatial_error(h, w)
         if where is not None:
