@@ -652,20 +652,25 @@ def kernel_profile(fn: Callable[[], object], device: torch.device, calls: int = 
 
 def triton_tuning_mark() -> int:
     """A mark in the Triton autotuning log (see triton_tuning_since)."""
-    return len(_triton_tuning_log())
+    kernels = _triton_common()
+    return kernels.tuning_count() if kernels is not None else 0
 
 
 def triton_tuning_since(mark: int) -> list:
     """The Triton autotuners' choices (and per-config µs where they benchmarked) made since
-    ``mark``: inception_fast.backends.triton._common.tuning_log() entries."""
-    return _triton_tuning_log()[mark:]
+    ``mark``: inception_fast.backends.triton._common.tuning_log() entries (the log keeps the most
+    recent ones only, see its TUNING_LOG_FACTOR)."""
+    kernels = _triton_common()
+    if kernels is None:
+        return []
+    new = kernels.tuning_count() - mark
+    return kernels.tuning_log()[-new:] if new > 0 else []
 
 
-def _triton_tuning_log() -> list:
+def _triton_common():
     import sys
 
-    kernels = sys.modules.get("inception_fast.backends.triton._common")  # never imports triton itself
-    return kernels.tuning_log() if kernels is not None else []
+    return sys.modules.get("inception_fast.backends.triton._common")  # never imports triton itself
 
 
 def auto_choices(dtype: str, batch: int) -> dict:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends as _backends
+from .caches import LRUDict, short_error
 
 __all__ = ["inception_block", "conv_relu_maxpool", "max_pool2d", "InceptionBlockFunction", "resolve_backend", "block_shapes",
            "MeasuredChoice", "Choice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO"]
@@ -334,7 +335,8 @@ class MeasuredChoice:
     the rest of the process.  It measures nothing, and returns the first candidate, where it
     cannot or should not: off the ``measure_on`` device types, during CUDA-graph capture or
     torch.compile tracing (a later eager call measures), and with INCEPTION_FAST_AUTO=static.
-    The candidates agree within the tolerance table, not bit for bit.
+    The candidates agree within the tolerance table, not bit for bit.  It keeps the choices of
+    the ``inception_fast.caches.cache_capacity()`` most recently used keys; errors are kept short.
     """
 
     def __init__(self, measure_on=("cuda",), repeats: int = 5,
@@ -342,7 +344,7 @@ class MeasuredChoice:
         self.measure_on = tuple(measure_on)
         self.repeats = repeats
         self.timer = timer
-        self._choices: dict = {}
+        self._choices = LRUDict()  # bounded: see inception_fast.caches
 
     def choices(self) -> dict:
         """{key: Choice} measured so far in this process."""
@@ -377,7 +379,7 @@ class MeasuredChoice:
                 with torch.no_grad():
                     seconds[name] = self.timer(runners[name], device, self.repeats)
             except Exception as exc:  # e.g. a tile that does not fit this GPU: measure the others
-                errors[name] = f"{type(exc).__name__}: {exc}"
+                errors[name] = short_error(exc)
         if not seconds:
             detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
             raise RuntimeError(f"every candidate failed for {key} ({detail})")

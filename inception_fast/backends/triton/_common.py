@@ -5,6 +5,7 @@ No kernels here.  Importing this module imports triton but queries no device.
 """
 from __future__ import annotations
 
+import collections
 import math
 import os
 import weakref
@@ -14,7 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "tuning_log", "config_name", "no_buffer", "check_dtype", "row_unit", "pow2_unit", "row_strides",
+from ...caches import LRUDict, cache_capacity, trim
+
+__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "tuning_log", "tuning_count", "config_name", "no_buffer", "check_dtype", "row_unit", "pow2_unit", "row_strides",
            "next_pow2_clamped", "cdiv", "pixel_rows", "pixel_tile", "row_offsets"]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
@@ -71,6 +74,9 @@ def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, inte
 # dispatch redoes its key on every call, filtering all ~45 arguments through a list (a quadratic
 # scan) and stringifying every dtype, twice per block; the launch it then makes is the one made
 # here.
+# Each kernel's memo is an LRUDict (inception_fast.caches), and the autotuner's own per-shape
+# cache is trimmed to the same capacity after each tuning launch: neither grows with the number
+# of shapes a server sees.
 _TUNED_CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -105,14 +111,20 @@ def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, 
     key, config = _shape_key(tuned, args, meta), getattr(tuned, "best_config", None)
     if key is None or config is None:
         return
-    _TUNED_CONFIGS.setdefault(tuned, {})[key] = config
+    memo = _TUNED_CONFIGS.get(tuned)
+    if memo is None:
+        memo = _TUNED_CONFIGS[tuned] = LRUDict()
+    memo[key] = config
+    own = getattr(tuned, "cache", None)
+    if isinstance(own, dict):
+        trim(own, cache_capacity())
     # The autotuner's per-config times for this shape: it replaces its configs_timings dict when
     # it benchmarks, and also when it reads a disk-cache entry (an earlier process's benchmark,
     # which alone leaves its bench_time as it was).
     timings = getattr(tuned, "configs_timings", None)
     timings = timings if timings is not None and timings is not timings_before else None
     names = getattr(tuned, "keys", ())
-    _TUNING_LOG.append({
+    _log_tuning({
         "kernel": getattr(getattr(tuned, "base_fn", None), "__name__", None) or type(tuned).__name__,
         "shape": {k: v for k, v in zip(names, key[0])},
         "dtype": str(key[1][0]) if key[1] else None,
@@ -123,15 +135,31 @@ def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, 
 
 
 # What the autotuners chose in this process, in launch order (benchmarks record it): one entry
-# per (kernel, shape) the first time it launches.
-_TUNING_LOG: list = []
+# per (kernel, shape) the first time it launches; the last TUNING_LOG_FACTOR * cache_capacity().
+_TUNING_LOG: collections.deque = collections.deque()
+_tuning_logged = 0
+TUNING_LOG_FACTOR = 4
+
+
+def _log_tuning(entry: dict) -> None:
+    global _tuning_logged
+    _tuning_logged += 1
+    _TUNING_LOG.append(entry)
+    while len(_TUNING_LOG) > TUNING_LOG_FACTOR * cache_capacity():
+        _TUNING_LOG.popleft()
 
 
 def tuning_log() -> list:
     """[{"kernel", "shape" (the autotune key), "dtype", "chosen" (config_name), "us" ({config
     name: median µs} of the autotuner's benchmark of this shape, or None), "from_cache" (that
-    benchmark was an earlier process's, read from Triton's disk cache)}]."""
+    benchmark was an earlier process's, read from Triton's disk cache)}], the most recent ones
+    (see TUNING_LOG_FACTOR)."""
     return list(_TUNING_LOG)
+
+
+def tuning_count() -> int:
+    """How many entries the tuning log has received in this process (also the dropped ones)."""
+    return _tuning_logged
 
 
 def config_name(config) -> str:

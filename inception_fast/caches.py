@@ -1,0 +1,63 @@
+"""Bounded per-shape caches.
+
+Everything this package remembers per input shape (the measured choices: ``backend="auto"``, the
+stem, conv-ReLU and max-pool choices; the Triton launchers' tuned-config memos and tuning log)
+is held in an ``LRUDict``: a server that sees many shapes keeps at most
+``cache_capacity()`` entries in each, dropping the least recently used one (which is measured or
+tuned again if its shape comes back).  The cap is ``INCEPTION_FAST_CACHE_ENTRIES`` (default
+256), read whenever an entry is added.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+__all__ = ["ENV_CACHE_ENTRIES", "DEFAULT_CACHE_ENTRIES", "cache_capacity", "LRUDict", "trim", "short_error"]
+
+ENV_CACHE_ENTRIES = "INCEPTION_FAST_CACHE_ENTRIES"
+DEFAULT_CACHE_ENTRIES = 256
+_ERROR_CHARS = 200
+
+
+def cache_capacity() -> int:
+    """Entries each per-shape cache keeps: INCEPTION_FAST_CACHE_ENTRIES, default 256."""
+    raw = os.environ.get(ENV_CACHE_ENTRIES, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_ENTRIES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ENV_CACHE_ENTRIES} must be a positive integer, got {raw!r}")
+    return value
+
+
+class LRUDict(OrderedDict):
+    """A dict that keeps its ``cache_capacity()`` most recently used entries (``get`` and setting
+    an item count as use)."""
+
+    def get(self, key, default=None):
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        trim(self, cache_capacity())
+
+
+def trim(mapping: dict, capacity: int) -> None:
+    """Drops the oldest entries of an insertion-ordered dict beyond ``capacity``."""
+    while len(mapping) > capacity:
+        del mapping[next(iter(mapping))]
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 200 characters: what cached records keep of a
+    failure (a full cuDNN or compiler error runs to kilobytes)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= _ERROR_CHARS else text[:_ERROR_CHARS - 1] + "…"

@@ -1,0 +1,104 @@
+"""Per-shape caches stay bounded: a process that sees many input shapes keeps at most
+``cache_capacity()`` entries in each measured choice and in the Triton tuning memos and log,
+and keeps failure messages short."""
+import pytest
+import torch
+
+from inception_fast import modules, ops
+from inception_fast.caches import ENV_CACHE_ENTRIES, DEFAULT_CACHE_ENTRIES, LRUDict, cache_capacity, short_error
+
+CAP = 5
+
+
+@pytest.fixture
+def small_caches(monkeypatch):
+    monkeypatch.setenv(ENV_CACHE_ENTRIES, str(CAP))
+    return CAP
+
+
+def test_capacity_from_the_environment(monkeypatch):
+    monkeypatch.delenv(ENV_CACHE_ENTRIES, raising=False)
+    assert cache_capacity() == DEFAULT_CACHE_ENTRIES
+    monkeypatch.setenv(ENV_CACHE_ENTRIES, "3")
+    assert cache_capacity() == 3
+    for bad in ("0", "-2", "many"):
+        monkeypatch.setenv(ENV_CACHE_ENTRIES, bad)
+        with pytest.raises(ValueError, match=f"{ENV_CACHE_ENTRIES} must be a positive integer"):
+            cache_capacity()
+
+
+def test_lru_keeps_the_most_recently_used(small_caches):
+    d = LRUDict()
+    for i in range(CAP):
+        d[i] = i
+    assert d.get(0) == 0  # 0 is now the most recent; 1 the oldest
+    d[CAP] = CAP
+    assert list(d) == [2, 3, 4, 0, CAP]
+    assert d.get(1) is None
+
+
+@pytest.mark.parametrize("name", ["AUTO", "STEM_CHOICE", "CONV_RELU_CHOICE", "POOL_CHOICE"])
+def test_measured_choices_stay_bounded_over_many_shapes(name, small_caches, monkeypatch):
+    chooser = getattr(ops if name == "AUTO" else modules, name)
+    monkeypatch.setattr(chooser, "measure_on", ("cpu",))
+    monkeypatch.setattr(chooser, "timer", lambda fn, device, repeats: fn() or 1.0)
+    monkeypatch.setattr(chooser, "_choices", type(chooser._choices)())  # its own container, emptied
+    huge = "x" * 6500
+
+    def failing():
+        raise RuntimeError(f"cudnn said no\n{huge}")
+
+    measured = []
+    for batch in range(1, 4 * CAP):
+        key = ("cpu", torch.float32, (batch, 3, 8, 8))
+        runners = {"a": lambda: measured.append(key), "b": failing}
+        assert chooser.pick(key, torch.device("cpu"), runners) == "a"
+        assert len(chooser.choices()) <= CAP
+    assert len(measured) == 4 * CAP - 1
+    latest = chooser.choices()[("cpu", torch.float32, (4 * CAP - 1, 3, 8, 8))]
+    assert latest.errors["b"] == "RuntimeError: cudnn said no"
+    assert chooser.lookup(("cpu", torch.float32, (1, 3, 8, 8))) is None  # evicted: measured again if seen
+
+
+def test_short_error_keeps_one_line_of_at_most_200_characters():
+    assert short_error(ValueError("bad\nthe rest")) == "ValueError: bad"
+    assert len(short_error(RuntimeError("y" * 5000))) == 200
+    assert short_error(KeyError()) == "KeyError"
+
+
+class _FakeConfig:
+    kwargs = {"BLOCK_M": 64}
+    num_warps, num_stages = 4, 3
+
+
+class _FakeAutotuner:
+    """What _common reads of a triton Autotuner."""
+
+    keys = ["M", "N"]
+    arg_names = ["x", "M", "N"]
+    base_fn = None
+
+    def __init__(self):
+        self.best_config = _FakeConfig()
+        self.cache = {}
+        self.configs_timings = None
+
+
+def test_triton_tuning_memos_and_log_stay_bounded(small_caches):
+    pytest.importorskip("triton")
+    from inception_fast.backends.triton import _common
+
+    tuned = _FakeAutotuner()
+    count0 = _common.tuning_count()
+    x = torch.empty(1)
+    for m in range(1, 8 * CAP):
+        tuned.cache[(m, 16)] = tuned.best_config  # what the autotuner itself remembers
+        tuned.configs_timings = {tuned.best_config: [0.01]}
+        _common._remember_tuned_config(tuned, (x, m, 16), {})
+        assert len(_common._TUNED_CONFIGS[tuned]) <= CAP
+        assert len(tuned.cache) <= CAP
+        assert len(_common.tuning_log()) <= _common.TUNING_LOG_FACTOR * CAP
+    assert _common.tuning_count() - count0 == 8 * CAP - 1
+    assert _common._tuned_config(tuned, (x, 8 * CAP - 1, 16), {}) is tuned.best_config
+    assert _common._tuned_config(tuned, (x, 1, 16), {}) is None
+    assert _common.tuning_log()[-1]["shape"] == {"M": 8 * CAP - 1, "N": 16}
