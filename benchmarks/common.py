@@ -675,10 +675,10 @@ def _triton_common():
 
 def auto_choices(dtype: str, batch: int) -> dict:
     """{backend: number of block shapes} that backend="auto" chose at this dtype and batch."""
-    from inception_fast import ops
+    from inception_fast import choices
 
     counts: dict = {}
-    for key, choice in ops.AUTO.choices().items():
+    for key, choice in choices.AUTO.choices().items():
         if key[1] == DTYPES[dtype] and key[2][0] == batch:
             counts[choice.name] = counts.get(choice.name, 0) + 1
     return counts
@@ -687,16 +687,16 @@ def auto_choices(dtype: str, batch: int) -> dict:
 def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
     """How FusedGoogLeNet ``model`` ran its first conv on input ``x``: the measured variant and the
     µs of each (None where nothing was measured, e.g. on CPU)."""
-    from inception_fast import modules
+    from inception_fast import choices
 
-    choice = modules.STEM_CHOICE.choices().get(model.stem_choice_key(x))
+    choice = choices.STEM_CHOICE.choices().get(model.stem_choice_key(x))
     if choice is None:
         return None
-    # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see modules.CONV_RELU_CHOICE) at this
+    # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see choices.CONV_RELU_CHOICE) at this
     # batch and dtype.
     convs = [{"weight": list(key[4]), "chosen": c.name, "us": {k: v * 1e6 for k, v in c.seconds.items()},
               "errors": c.errors}
-             for key, c in modules.CONV_RELU_CHOICE.choices().items()
+             for key, c in choices.CONV_RELU_CHOICE.choices().items()
              if key[0] == str(x.device) and key[1] == x.dtype and key[2][0] == x.shape[0]]
     return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors,
             "conv_relu": convs}

@@ -33,7 +33,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from inception_fast.backends.triton import branch_convs, maxpool, reduce_pool, stem  # noqa: E402
-from inception_fast.ops import _empty_outputs  # noqa: E402
+from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
 # The H100's shared memory per block (227 KB); a config above it cannot launch.
@@ -113,7 +113,7 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
     w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
     w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
     b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
-    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
+    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
     rows = []
     launches = (
         ("launch1", reduce_pool, reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch),

@@ -5,16 +5,17 @@ submodules and state_dict keys; only forward differs:
 
 * eval mode: BatchNorm folded, packed weights cached (rebuilt when any source
   tensor changes), one ``inception_fast::inception_block`` op per block.  With
-  gradients enabled the packing is redone differentiably and the op runs inside
-  ``InceptionBlockFunction``, so gradients reach the original parameters.
+  gradients enabled the packing is redone differentiably and the op's registered
+  backward carries gradients back to the original parameters.
 * train mode with BatchNorm: BatchNorm needs batch statistics, so the block runs
   the reference computation (exactly as the reference trains).  Without
   BatchNorm (paper, d2l) training also goes through the fused op.
 
-NCHW input works: FusedGoogLeNet's first conv reads the input in whichever layout
-it measured fastest (see STEM_CHOICE) and everything after it is channels_last (the
-kernels' layout); a standalone FusedInception converts in and back out, so its
-output's memory format follows the input's, like torch convolutions.
+FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool) fused: the stem
+and the pools in the forms measured fastest (``inception_fast.stages``).  NCHW input works: the
+first conv reads either layout and everything after it is channels_last (the kernels' layout); a
+standalone FusedInception converts in and back out, so its output's memory format follows the
+input's, like torch convolutions.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
+from . import backends, choices, ops, stages
 from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_block
 from .reference import GoogLeNet, Inception
 
@@ -35,8 +36,6 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def available_backends(device="cpu") -> list[str]:
     """The backends that run on ``device`` (e.g. ["torch", "triton", "cuda"])."""
-    from . import backends
-
     return backends.available_backends(device)
 
 
@@ -76,106 +75,6 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
                         f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})")
 
 
-# The stem's first conv reads only a few channels (3).  In channels_last, cuDNN's tensor-core
-# kernels want the channel count a multiple of 4 or 8; in NCHW it picks other algorithms.  Which
-# is fastest depends on the GPU and library, so on CUDA the first forward of each input shape
-# times conv1 + ReLU + maxpool1 (to a channels_last result) as: "channels_last" (the input as
-# is), "pad4"/"pad8" (input and weight zero-padded to that many channels: same sums, the padding
-# adds zeros) and "nchw" (convolved in NCHW, converted after the pool); where the model's backend
-# is "auto" or "triton" and Triton runs, also "triton" (one kernel: conv, ReLU and the pool, the
-# conv output never stored; backends/triton/stem.py) and "triton_conv" (the same kernel without
-# the pool, then ATen's pool).  It keeps the fastest (ops.MeasuredChoice; "channels_last"
-# wherever nothing is measured).  STEM_CHOICE.choices() shows the choices and times.
-STEM_CHOICE = ops.MeasuredChoice()
-STEM_TRITON_VARIANTS = ("triton", "triton_conv")
-
-
-def stem_choice_key(x: Tensor, triton_allowed: bool = False, stem_params: Optional[tuple] = None) -> tuple:
-    """STEM_CHOICE's key for a stem input: device, dtype, shape, layout, TF32 setting, whether the
-    model lets the Triton variants compete, and its conv1/maxpool1 parameters (see
-    FusedGoogLeNet.stem_choice_key): models whose first layers differ never share a choice."""
-    tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
-    return (str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(), tf32, triton_allowed, stem_params)
-
-
-# The stem's conv2 (1x1) and conv3 (3x3) end in bias + ReLU.  ATen runs the conv, then adds the
-# bias and applies the ReLU as two more passes over the output (at batch 256 in bf16, conv3's is
-# 308 MB, ~0.4 ms for both passes on an H100); cuDNN's fused conv-bias-ReLU
-# (torch.cudnn_convolution_relu) does all three at once but is known to pick slow kernels for some
-# shapes.  So on CUDA, per shape, CONV_RELU_CHOICE measures "aten" against "cudnn_fused" and
-# keeps the faster ("aten" wherever nothing is measured, and with gradients: the fused op has no
-# backward).  A candidate that fails is skipped and its error kept in CONV_RELU_CHOICE.choices().
-CONV_RELU_CHOICE = ops.MeasuredChoice()
-
-
-def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
-    """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
-    aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
-    if (x.device.type not in CONV_RELU_CHOICE.measure_on or torch.compiler.is_compiling()
-            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, w, b)))):
-        return aten()
-    tf32 = torch.backends.cudnn.allow_tf32 if x.dtype == torch.float32 else None
-    key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), tuple(w.shape), padding, tf32)
-    choice = CONV_RELU_CHOICE.lookup(key)
-    if choice is None:
-        fused = lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)  # noqa: E731
-        choice = CONV_RELU_CHOICE.pick(key, x.device, {"aten": aten, "cudnn_fused": fused})
-    if choice == "cudnn_fused":
-        return torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)
-    return aten()
-
-
-# GoogLeNet's max pools (maxpool1-4).  ATen's channels_last max pool also computes and writes the
-# int64 argmax of every output; on the H100 (2026-11-28, bf16, batch 256) it took 2.06 ms of the
-# Triton model's 7.66 ms of kernels.  So where the model's backend is "auto" or "triton" and Triton
-# runs, each pool shape measures "aten" (the module) against "triton" (backends/triton/maxpool.py,
-# the max only; its first result must equal ATen's) on CUDA and keeps the faster; "aten" wherever
-# nothing is measured, with gradients, and under torch.compile (inductor writes its own pool).
-POOL_CHOICE = ops.MeasuredChoice()
-
-
-def _square(value) -> Optional[int]:
-    """An int for an int or a tuple of equal ints (a square kernel, stride, padding), else None."""
-    if isinstance(value, int):
-        return value
-    return value[0] if len(set(value)) == 1 else None
-
-
-def _checked_against(run, reference, what: str):
-    """``run`` for a measured choice whose first call (a warm-up, untimed) must equal
-    ``reference()`` exactly (torch.equal, NaN where it has NaN); else it raises, and the chooser
-    drops the candidate with that error on record.  For exact computations (a max), so a kernel
-    that is wrong on some GPU or shape is never picked for being fast."""
-    checked = []
-
-    def first_checked():
-        out = run()
-        if not checked:
-            ref = reference()
-            same = (out.shape == ref.shape and torch.equal(out.isnan(), ref.isnan())
-                    and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0)))
-            if not same:
-                raise RuntimeError(f"{what} disagrees with ATen on input {tuple(ref.shape)}; not used")
-            checked.append(True)
-        return out
-
-    return first_checked
-
-
-def _pool_params(pool: nn.MaxPool2d) -> Optional[tuple]:
-    """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
-    if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or _square(pool.dilation) != 1:
-        return None
-    params = (_square(pool.kernel_size), _square(pool.stride if pool.stride is not None else pool.kernel_size),
-              _square(pool.padding), bool(pool.ceil_mode))
-    return None if None in params else params
-
-
-def _stem_padded_channels(c: int) -> list[int]:
-    """The padded channel counts worth trying for a first conv reading ``c`` channels."""
-    return sorted({-(-c // m) * m for m in (4, 8)} - {c})
-
-
 def _wants_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
@@ -192,22 +91,20 @@ class FusedInception(Inception):
         self._pack_cache = PackCache(pack_block)
         self._resolved: dict = {}
         if backend != "auto":  # fail early on a name nobody knows; availability is checked per device
-            from . import backends
-
             if backend not in backends.names():
                 raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(backends.names())}")
 
     @property
     def backend(self) -> str:
         """What runs on the parameters' device: a backend name, or "auto" on CUDA with backend="auto",
-        where the fastest backend is measured per block shape (``inception_fast.ops.AUTO.choices()``)."""
+        where the fastest backend is measured per block shape (``inception_fast.choices.AUTO.choices()``)."""
         return self.backend_for(self.branch1.conv.weight.device)
 
     def backend_for(self, device) -> str:
         device = torch.device(device)
         name = self._resolved.get(device)
         if name is None:
-            name = ops.resolve_backend(self.requested_backend, device)
+            name = backends.resolve(self.requested_backend, device)
             self._resolved[device] = name
         return name
 
@@ -255,11 +152,7 @@ class FusedInception(Inception):
 
     def fused_forward(self, x: Tensor) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output."""
-        backend = self.backend_for(x.device)
-        packed = self.packed(x.dtype)
-        if torch.is_grad_enabled() and (x.requires_grad or packed.w_red.requires_grad):
-            return ops.InceptionBlockFunction.apply(x, *packed, backend)[0]
-        return ops.inception_block(x, *packed, backend=backend)
+        return ops.inception_block(x, *self.packed(x.dtype), backend=self.backend_for(x.device))
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -319,7 +212,7 @@ class FusedGoogLeNet(GoogLeNet):
         packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
         w1 = packed[0][0]
         padded = {c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
-                  for c in _stem_padded_channels(w1.shape[1])}
+                  for c in stages.stem_padded_channels(w1.shape[1])}
         return [*packed, padded]
 
     def _stem_weights(self, dtype):
@@ -338,123 +231,65 @@ class FusedGoogLeNet(GoogLeNet):
         self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
         return super()._apply(fn, *args, **kwargs)
 
+    @property
+    def _triton_allowed(self) -> bool:
+        """Whether the Triton stem and pools may compete in the measured choices (inception_fast.stages)."""
+        return self.requested_backend in ("auto", "triton")
+
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
-        conv, pool = self.conv1.conv, self.maxpool1
-        params = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-                  pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-        return stem_choice_key(x, self.requested_backend in ("auto", "triton"), params)
-
-    def _stem_triton_params(self) -> Optional[tuple]:
-        """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
-        kernel, or None where conv1/maxpool1 are not square, dilated or grouped."""
-        conv, pool = self.conv1.conv, _pool_params(self.maxpool1)
-        if conv.groups != 1 or _square(conv.dilation) != 1 or _square(conv.kernel_size) is None:
-            return None
-        if isinstance(conv.padding, str) or pool is None:
-            return None
-        params = (_square(conv.stride), _square(conv.padding), *pool)
-        return None if None in params else params
+        return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed)
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
-        """``pool(x)`` as POOL_CHOICE measured fastest (channels_last for a channels_last input)."""
-        if (self.requested_backend not in ("auto", "triton") or x.device.type not in POOL_CHOICE.measure_on
-                or torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad)):
-            return pool(x)
-        params = _pool_params(pool)
-        if params is None:
-            return pool(x)
-        key = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
-        choice = POOL_CHOICE.lookup(key)
-        if choice is None:
-            if not POOL_CHOICE.can_measure(x.device):  # capture, static mode: ATen, and nothing to build
-                return pool(x)
-            from .backends import availability
-
-            runners = {"aten": lambda: pool(x)}
-            if availability("triton", x.device) is None:
-                runners["triton"] = _checked_against(lambda: ops.max_pool2d(x, *params, backend="triton"),
-                                                     lambda: pool(x), "the Triton max pool")
-            choice = POOL_CHOICE.pick(key, x.device, runners)
-        return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+        return stages.max_pool(x, pool, self._triton_allowed)
 
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
-        variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
-        if (self.requested_backend in ("auto", "triton") and self._stem_triton_params() is not None
-                and "triton" in available_backends(x.device)):
-            variants += STEM_TRITON_VARIANTS
-        return variants
+        return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed)
 
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
-        """conv1 + ReLU + maxpool1 as ``variant`` (see STEM_CHOICE); the result is channels_last."""
-        cl = torch.channels_last
-        if variant in STEM_TRITON_VARIANTS:  # reads x in either layout
-            stride, padding, *pool = self._stem_triton_params()
-            if variant == "triton":
-                return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool, backend="triton")
-            y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
-            return self._max_pool(y, self.maxpool1).contiguous(memory_format=cl)
-        conv = dict(stride=self.conv1.conv.stride, padding=self.conv1.conv.padding)
-        if variant == "nchw":
-            y = self.maxpool1(F.conv2d(x.contiguous(), w1.contiguous(), b1, **conv).relu_())
-            return y.contiguous(memory_format=cl)
-        if variant != "channels_last":
-            w1 = padded[int(variant[len("pad"):])]
-            n, c, h, w = x.shape
-            xp = torch.empty((n, w1.shape[1], h, w), dtype=x.dtype, device=x.device, memory_format=cl)
-            xp[:, c:].zero_()
-            xp[:, :c].copy_(x)
-            x = xp
-        y = self._max_pool(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **conv).relu_(), self.maxpool1)
-        return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once
+        return stages.stem_conv1(x, w1, b1, padded, variant, self.conv1.conv, self.maxpool1, self._triton_allowed)
 
-    def _fused_stem(self, x: Tensor) -> Tensor:
-        """The folded stem on ``x`` in either layout; returns channels_last."""
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        _check_params_match(x, self.fc.weight, "GoogLeNet")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+
+    def _fused(self, x: Tensor) -> bool:
+        """Whether this forward runs fused: not in train mode with BatchNorm (batch statistics),
+        and not on an empty batch (nothing to compute: the reference's empty result)."""
+        return not (self.training and self.variant == "torchvision") and x.shape[0] > 0
+
+    # The network is GoogLeNet.forward; these are its stages, fused.
+    def _stem(self, x: Tensor) -> Tensor:
+        """The folded stem on ``x`` in either layout; returns channels_last: everything after the
+        first conv runs channels_last (one conversion, at the entry)."""
+        if not self._fused(x):
+            return super()._stem(x)
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
-        variant = STEM_CHOICE.lookup(key)
+        variant = choices.STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
             runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v))
                        for v in self._stem_variants(x, padded)}
-            variant = STEM_CHOICE.pick(key, x.device, runners)
-        if variant in STEM_TRITON_VARIANTS and torch.is_grad_enabled() and any(
+            variant = choices.STEM_CHOICE.pick(key, x.device, runners)
+        if variant in stages.STEM_TRITON_VARIANTS and torch.is_grad_enabled() and any(
                 t.requires_grad for t in (x, w1, b1)):
             variant = "channels_last"  # the Triton kernel has no backward
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)
-        x = conv_relu(x, w2, b2, 0)
-        x = conv_relu(x, w3, b3, 1)
+        x = stages.conv_relu(x, w2, b2, 0)
+        x = stages.conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
         return self._max_pool(x, self.maxpool2)
 
-    def forward(self, x: Tensor):
-        self.check_input(x)
-        if (self.training and self.variant == "torchvision") or x.shape[0] == 0:
-            # BatchNorm in training uses batch statistics; an empty batch computes nothing.
-            return super().forward(x)
-        _check_params_match(x, self.fc.weight, "GoogLeNet")
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
-        # The stem's first conv reads the input in the layout it measured fastest; everything
-        # from its output on is channels_last (one conversion, at the entry).
-        x = self._fused_stem(self._transform_input(x))
-        x = self.inception3b.fused_forward(self.inception3a.fused_forward(x))
-        x = self.inception4a.fused_forward(self._max_pool(x, self.maxpool3))
-        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
-        for name in ("inception4b", "inception4c", "inception4d"):
-            x = getattr(self, name).fused_forward(x)
-        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
-        x = self.inception4e.fused_forward(x)
-        x = self.inception5b.fused_forward(self.inception5a.fused_forward(self._max_pool(x, self.maxpool4)))
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.fc(self.dropout(x))
-        if self.training and self.aux_logits:
-            from .reference import GoogLeNetOutputs
+    def _block(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.fused_forward(x) if self._fused(x) else block(x)
 
-            return GoogLeNetOutputs(x, aux2, aux1)
-        return x
+    def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
+        return self._max_pool(x, pool) if self._fused(x) else pool(x)
 
 
 def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:

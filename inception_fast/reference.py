@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .geometry import conv_out, pool_out
+
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "BLOCK_CONFIGS", "VARIANTS"]
 
 VARIANTS = ("torchvision", "paper", "d2l")
@@ -107,18 +109,6 @@ class InceptionAux(nn.Module):
         x = torch.flatten(self.conv(x), 1)
         x = F.relu(self.fc1(x), inplace=True)
         return self.fc2(self.dropout(x))
-
-
-def _pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """PyTorch's pooling output-size rule (aten pooling_output_shape)."""
-    out = (size + 2 * p - (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
-    if ceil and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def _conv_out(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
 
 
 class GoogLeNet(nn.Module):
@@ -217,11 +207,11 @@ class GoogLeNet(nn.Module):
 
     def _spatial_error(self, h: int, w: int) -> Optional[str]:
         sizes = [h, w]
-        stages = [("conv1", lambda s: _conv_out(s, 7, 2, 3)),
-                  ("maxpool1", lambda s: _pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool2", lambda s: _pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool3", lambda s: _pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool4", lambda s: _pool_out(s, *self._pools["maxpool4"]))]
+        stages = [("conv1", lambda s: conv_out(s, 7, 2, 3)),
+                  ("maxpool1", lambda s: pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool2", lambda s: pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool3", lambda s: pool_out(s, *self._pools["maxpool1"])),
+                  ("maxpool4", lambda s: pool_out(s, *self._pools["maxpool4"]))]
         for name, fn in stages:
             if min(sizes) < 1:
                 return name
@@ -257,6 +247,8 @@ class GoogLeNet(nn.Module):
         shift = x.new_tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
         return x * scale + shift
 
+    # The network, written once: forward calls one hook per stage (stem, block, pool, head), which
+    # FusedGoogLeNet overrides with its fused stages.
     def _stem(self, x: Tensor) -> Tensor:
         x = self.maxpool1(self.conv1(x))
         if self.lrn1 is not None:
@@ -266,18 +258,27 @@ class GoogLeNet(nn.Module):
             x = self.lrn2(x)
         return self.maxpool2(x)
 
+    def _block(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block(x)
+
+    def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
+        return pool(x)
+
+    def _head(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
     def forward(self, x: Tensor):
         self.check_input(x)
         x = self._stem(self._transform_input(x))
-        x = self.inception3b(self.inception3a(x))
-        x = self.inception4a(self.maxpool3(x))
+        x = self._block(self.inception3b, self._block(self.inception3a, x))
+        x = self._block(self.inception4a, self._pool(self.maxpool3, x))
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        for block in (self.inception4b, self.inception4c, self.inception4d):
+            x = self._block(block, x)
         aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
-        x = self.inception4e(x)
-        x = self.inception5b(self.inception5a(self.maxpool4(x)))
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.fc(self.dropout(x))
+        x = self._block(self.inception4e, x)
+        x = self._block(self.inception5b, self._block(self.inception5a, self._pool(self.maxpool4, x)))
+        x = self._head(x)
         if self.training and self.aux_logits:
             return GoogLeNetOutputs(x, aux2, aux1)
         return x

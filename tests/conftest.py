@@ -36,3 +36,25 @@ def gpu(cuda_device):
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("TRITON_INTERPRET=1: kernels would run in the interpreter, not on the GPU")
     return cuda_device
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every block output and scratch the backends allocate (through
+    inception_fast.geometry.empty_outputs) starts as NaN, so an element a kernel leaves unwritten
+    fails the comparison; asserts afterwards that poisoning happened."""
+    from inception_fast import geometry
+
+    real = geometry.empty_outputs
+    calls = []
+
+    def nan_outputs(*args):
+        bufs = real(*args)
+        for b in bufs:
+            b.fill_(float("nan"))
+        calls.append(bufs)
+        return bufs
+
+    monkeypatch.setattr(geometry, "empty_outputs", nan_outputs)
+    yield calls
+    assert calls, "no block output was allocated through geometry.empty_outputs; poisoning had no effect"

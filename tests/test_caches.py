@@ -4,7 +4,7 @@ and keeps failure messages short."""
 import pytest
 import torch
 
-from inception_fast import modules, ops
+from inception_fast import choices
 from inception_fast.caches import ENV_CACHE_ENTRIES, DEFAULT_CACHE_ENTRIES, LRUDict, cache_capacity, short_error
 
 CAP = 5
@@ -39,7 +39,7 @@ def test_lru_keeps_the_most_recently_used(small_caches):
 
 @pytest.mark.parametrize("name", ["AUTO", "STEM_CHOICE", "CONV_RELU_CHOICE", "POOL_CHOICE"])
 def test_measured_choices_stay_bounded_over_many_shapes(name, small_caches, monkeypatch):
-    chooser = getattr(ops if name == "AUTO" else modules, name)
+    chooser = getattr(choices, name)
     monkeypatch.setattr(chooser, "measure_on", ("cpu",))
     monkeypatch.setattr(chooser, "timer", lambda fn, device, repeats: fn() or 1.0)
     monkeypatch.setattr(chooser, "_choices", type(chooser._choices)())  # its own container, emptied

@@ -13,8 +13,7 @@ no kernel writes fails the comparison, and a slice an op must not touch stays Na
   element-wise fallback, several M / N tiles and K tails, cp.async landing late and early.
 * GPU (skipped without CUDA, checked at test time): real 3a / 4e / 5b shapes at batch 1 and
   2-8, fp16/bf16 with the 2x rule, fp32 with TF32 (TOLERANCE["tf32"]) and without
-  (TOLERANCE["fp32"]), the element-wise fallback, opcheck, CUDA graph capture, and launch 2
-  through Triton (INCEPTION_FAST_CUDA_LAUNCH2=triton).
+  (TOLERANCE["fp32"]), the element-wise fallback, opcheck and CUDA graph capture.
 """
 from __future__ import annotations
 
@@ -161,21 +160,9 @@ def test_cpu_block_forward_through_registry():
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
 
 
-def test_cpu_block_forward_poisoned(monkeypatch):
-    made = []
-    real = cb._ops._empty_outputs
-
-    def nan_outputs(*args):
-        bufs = real(*args)
-        for t in bufs:
-            t.fill_(NAN)
-        made.append(bufs)
-        return bufs
-
-    monkeypatch.setattr(cb._ops, "_empty_outputs", nan_outputs)
+def test_cpu_block_forward_poisoned(poisoned):
     b = make_block(ODD, k5=5, n=3, h=4, w=6, seed=3)
     out, scratch = cb._block_forward(**b)
-    assert made, "block_forward did not allocate through _empty_outputs; poisoning had no effect"
     ref_out, ref_scratch = reference(b, torch.float64)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
@@ -220,7 +207,6 @@ def test_cpu_argument_errors():
 def test_unavailable_reasons():
     assert cb._unavailable_reason(torch.device("cpu")) is None
     assert "not on meta" in cb._unavailable_reason(torch.device("meta"))
-    assert cb.launch2_on_cuda() in ("compiled", "triton")
 
 
 def test_import_without_extension():
@@ -436,13 +422,3 @@ def test_gpu_opcheck(cuda_kernels):
     torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
 
 
-@gpu
-def test_gpu_launch2_through_triton(cuda_kernels, monkeypatch):
-    pytest.importorskip("triton")
-    monkeypatch.setenv("INCEPTION_FAST_CUDA_LAUNCH2", "triton")
-    if cb._unavailable_reason(cuda_kernels) is not None:
-        pytest.skip(cb._unavailable_reason(cuda_kernels))
-    b = _gpu_block("inception3a", 2, torch.bfloat16, cuda_kernels)
-    out, _ = cb._block_forward(**b)
-    ref64 = reference(b, torch.float64)[0]
-    check_close(out, ref64, reduced_precision_bound(reference(b)[0], ref64), "triton launch 2")

@@ -99,7 +99,7 @@ def test_block_forward_has_no_cat_and_one_reduction_gemm():
     with torch.no_grad():
         packed = fused.packed()
         with _OpRecorder() as rec:
-            backends.get("torch").block_forward(x, *packed)
+            backends.get("torch").op("inception_block")(x, *packed)
     assert not [op for op in rec.ops if "cat" in op], rec.ops
     # ONE product for the three input-reading 1x1s, one for the pool projection.
     assert sum(op == "aten.addmm" for op in rec.ops) == 2, rec.ops
@@ -390,7 +390,7 @@ def test_bad_inputs_get_clear_errors():
 def test_unavailable_backend_names_the_available_ones(monkeypatch):
     from inception_fast import backends
 
-    fake = backends.Backend("fake", lambda device: "it only exists in this test", None)
+    fake = backends.Backend("fake", lambda device: "it only exists in this test")
     monkeypatch.setitem(backends._REGISTRY, "fake", fake)
     monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "fake"))
     block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="fake").eval()
@@ -422,13 +422,14 @@ def fake_backends(monkeypatch):
         return forward
 
     for name in ("slow", "fast", "broken", "broken2"):
-        monkeypatch.setitem(backends._REGISTRY, name, backends.Backend(name, lambda device: None, forward_of(name)))
+        monkeypatch.setitem(backends._REGISTRY, name,
+                            backends.Backend(name, lambda device: None, {"inception_block": forward_of(name)}))
     monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken", "broken2"))
     return calls
 
 
 def _chooser(calls, order, seconds):
-    from inception_fast.ops import AutoBackend
+    from inception_fast.choices import AutoBackend
 
     def timer(fn, device, repeats):
         fn()
@@ -461,17 +462,17 @@ def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
 
 
 def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake_backends, monkeypatch):
-    from inception_fast import ops
+    from inception_fast import backends, choices, ops
 
     _, x, packed = _packed_block()
     tie = _chooser(fake_backends, ("slow", "fast"), {"slow": 1e-3, "fast": 1e-3})
     assert tie.choose(x, *packed) == "slow"
     fake_backends.clear()
-    monkeypatch.setenv(ops.ENV_AUTO, "static")
+    monkeypatch.setenv(choices.ENV_AUTO, "static")
     static = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
     assert static.choose(x, *packed) == "slow" and fake_backends == [] and not static.choices()
     # Off the devices it measures on, auto is the torch backend.
-    assert ops.AutoBackend(measure_on=("cuda",)).choose(x, *packed) == "torch"
+    assert choices.AutoBackend(measure_on=("cuda",)).choose(x, *packed) == "torch"
 
 
 def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
@@ -482,10 +483,10 @@ def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
 
 
 def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
-    from inception_fast import ops
+    from inception_fast import backends, choices, ops
 
     chooser = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
-    monkeypatch.setattr(ops, "AUTO", chooser)
+    monkeypatch.setattr(choices, "AUTO", chooser)
     block, x, packed = _packed_block()
     with torch.no_grad():
         out = ops.inception_block(x, *packed, backend="auto")
@@ -493,23 +494,23 @@ def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
         ops.inception_block(x, *packed, backend="auto")
         assert fake_backends == ["fast"]
         check_close(out, ops.inception_block(x, *packed, backend="torch"), FP32)
-    assert ops.resolve_backend("auto", "cpu") == "torch" and ops.resolve_backend("auto", "cuda") == "auto"
+    assert backends.resolve("auto", "cpu") == "torch" and backends.resolve("auto", "cuda") == "auto"
 
 
 @pytest.mark.gpu
 def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
     """Each backend's parity is tested on its own; here: auto measures them all on a 3a block and
     then computes exactly what the fastest one computes."""
-    from inception_fast import ops
+    from inception_fast import backends, choices, ops
 
     if len(available_backends(cuda_device)) < 2:
         pytest.skip("auto measures nothing with a single backend available")
     block = FusedInception(*BLOCK_CONFIGS["inception3a"], backend="auto").eval().to(cuda_device, torch.bfloat16)
     x = torch.randn(4, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    ops.AUTO.clear()
+    choices.AUTO.clear()
     with torch.no_grad():
         out = block(x)
-        (choice,) = ops.AUTO.choices().values()
+        (choice,) = choices.AUTO.choices().values()
         assert set(choice.seconds) | set(choice.errors) == set(available_backends(cuda_device))
         assert choice.seconds[choice.name] == min(choice.seconds.values())
         packed = block.packed(torch.bfloat16)
@@ -562,7 +563,7 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
     """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW, and where
     Triton runs -- under the interpreter here -- the Triton kernel with and without the pool) is
     forced in turn through a measuring chooser whose fake timer makes it the fastest."""
-    from inception_fast import modules, ops
+    from inception_fast import choices, modules, ops, stages
 
     ref, _ = calibrated_net(variant, size)
     fused = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()  # blocks: torch on CPU
@@ -580,8 +581,8 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
             calls.append(out)
             return 1.0 if len(calls) - 1 == expected.index(winner) else 2.0
 
-        chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
-        monkeypatch.setattr(modules, "STEM_CHOICE", chooser)
+        chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+        monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
         with torch.no_grad():
             out = fused(x)
         assert len(calls) == len(expected) and [c.name for c in chooser.choices().values()] == [winner]
@@ -595,7 +596,7 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
     """A model pinned to the torch backend never runs the Triton stem (its key differs from an auto
     model's, so a choice measured for one is not looked up by the other), and with gradients the
     Triton stem, which has no backward, gives way to ATen."""
-    from inception_fast import modules, ops
+    from inception_fast import choices, modules, ops, stages
 
     ref, pinned = calibrated_net("torchvision", 32)
     auto = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
@@ -605,10 +606,10 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
     other_pool.maxpool1 = nn.MaxPool2d(3, stride=2, padding=1)  # as in d2l's stem
     assert other_pool.stem_choice_key(x) != auto.stem_choice_key(x)
     (w1, b1), _, _, padded = pinned._stem_weights(x.dtype)
-    assert not set(pinned._stem_variants(x, padded)) & set(modules.STEM_TRITON_VARIANTS)
-    chooser = ops.MeasuredChoice(measure_on=())
-    chooser._choices[auto.stem_choice_key(x)] = ops.Choice("triton")
-    monkeypatch.setattr(modules, "STEM_CHOICE", chooser)
+    assert not set(pinned._stem_variants(x, padded)) & set(stages.STEM_TRITON_VARIANTS)
+    chooser = choices.MeasuredChoice(measure_on=())
+    chooser._choices[auto.stem_choice_key(x)] = choices.Choice("triton")
+    monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
     seen = []
     real = modules.FusedGoogLeNet._stem_conv1
     monkeypatch.setattr(modules.FusedGoogLeNet, "_stem_conv1",
@@ -633,7 +634,7 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
 
 
 def test_stem_padding_candidates():
-    from inception_fast.modules import _stem_padded_channels
+    from inception_fast.stages import stem_padded_channels as _stem_padded_channels
 
     assert _stem_padded_channels(3) == [4, 8] and _stem_padded_channels(1) == [4, 8]
     assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
@@ -644,7 +645,7 @@ def test_stem_padding_candidates():
 def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
     """Measured on CPU through a stand-in timer that would prefer cuDNN's fused op: it has no CPU
     kernel, so its error is kept and ATen is chosen, and the stem still matches the reference."""
-    from inception_fast import modules, ops
+    from inception_fast import choices, modules, ops, stages
 
     timed = []
 
@@ -653,8 +654,8 @@ def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
         timed.append(fn)
         return 1.0 if len(timed) == 2 else 2.0  # the second would win, but fn() raises first
 
-    chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
-    monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
     ref, fused = calibrated_net("torchvision", 32)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -670,7 +671,7 @@ def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
 def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
     """cuDNN's fused conv-bias-ReLU, forced, on the stem's conv3 in channels_last: bf16 within 2x the
     ATen path's own error against fp64 (the table's rule), fp32 at the TF32 tolerance."""
-    from inception_fast import modules, ops
+    from inception_fast import choices, modules, ops, stages
 
     def forcing(winner):  # a stand-in timer under which ``winner`` (a candidate index) is fastest
         calls = []
@@ -687,8 +688,8 @@ def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
         b = torch.randn(192, device=cuda_device, dtype=dtype) * 0.1
         outs = {}
         for i, name in enumerate(("aten", "cudnn_fused")):
-            chooser = ops.MeasuredChoice(timer=forcing(i))
-            monkeypatch.setattr(modules, "CONV_RELU_CHOICE", chooser)
+            chooser = choices.MeasuredChoice(timer=forcing(i))
+            monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
             with torch.no_grad():
                 outs[name] = modules.conv_relu(x, w, b, 1)
             assert [c.name for c in chooser.choices().values()] == [name], chooser.choices()  # errors, if any

@@ -1,5 +1,5 @@
 """The Triton max pool (backends/triton/maxpool.py), its op ``inception_fast::max_pool2d``, and
-FusedGoogLeNet's measured choice between it and ATen's pool (modules.POOL_CHOICE).
+FusedGoogLeNet's measured choice between it and ATen's pool (choices.POOL_CHOICE).
 
 A max is exact, so the kernel must equal F.max_pool2d bit for bit (NaN where PyTorch puts NaN).
 Outputs come from torch.empty and are overwritten with NaN first where it matters.
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inception_fast import ops
+from inception_fast import choices, ops
 
 pytest.importorskip("triton")
 
@@ -114,7 +114,7 @@ def _forcing_chooser(winner):
         fn()
         return 1.0 if getattr(timer, "name", None) == winner else 2.0
 
-    chooser = ops.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
     real_pick = chooser.pick
 
     def pick(key, device, runners):  # lets the timer know whose run it is timing
@@ -144,11 +144,11 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     calibrate(ref, torch.randn(4, ref.in_channels, 40, 40))
     model = FusedGoogLeNet.from_torchvision(ref, backend="triton").eval()
     x = torch.randn(1, ref.in_channels, 40, 40)
-    monkeypatch.setattr(modules, "STEM_CHOICE", ops.MeasuredChoice(measure_on=()))  # conv1: channels_last
+    monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))  # conv1: channels_last
     outs, launches = {}, {}
     for winner in ("aten", "triton"):
         chooser = _forcing_chooser(winner)
-        monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+        monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
         with torch.no_grad():
             model(x)  # measures
             before = _common.launch_count()
@@ -159,7 +159,7 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     assert outs["aten"].std() > 0.05, "activations vanished; the comparison could not fail"
     assert torch.equal(outs["triton"], outs["aten"])
     chooser = _forcing_chooser("triton")
-    monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+    monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
     pinned = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
     with torch.no_grad():
         pinned(x)
@@ -175,7 +175,7 @@ def test_a_wrong_triton_pool_is_never_chosen(monkeypatch):
     real = maxpool.launch_max_pool
     monkeypatch.setattr(maxpool, "launch_max_pool", lambda *args, **kw: real(*args, **kw) + 1.0)
     chooser = _forcing_chooser("triton")
-    monkeypatch.setattr(modules, "POOL_CHOICE", chooser)
+    monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
     model = modules.FusedGoogLeNet(num_classes=10, backend="triton", init_weights=True).eval()
     x = make_input(1, 64, 9, 9)
     with torch.no_grad():

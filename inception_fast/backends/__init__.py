@@ -1,33 +1,42 @@
 """Backend registry.
 
-A backend computes one Inception block's inference forward from packed weights
-(see ``inception_fast.packing``).  Every backend implements the same contract:
+A backend is a name, a test of whether it runs on a device, and the kernels it implements: one
+per op of ``inception_fast.ops`` ("inception_block", "conv_relu_maxpool", "max_pool2d"), each
+called with the op's arguments but the backend name, on inputs the op has checked.  Adding a
+backend is one ``register`` call in one file (or package) under ``backends/``, plus its name in
+``_PLUGINS``.
 
-    block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> (out, scratch)
+The block kernel's contract, for every backend:
+
+    inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> (out, scratch)
 
 * ``x``: (N, Cin, H, W), channels_last-contiguous, float32/float16/bfloat16.
-* ``w_red``: (ch1 + ch3red + ch5red, Cin) row-major; the three 1x1 convs that read
-  the block input, BN folded, stacked in branch order.  ``b_red`` their biases.
+* ``w_red``: (ch1 + ch3red + ch5red, Cin) row-major; the three 1x1 convs that read the block
+  input, BN folded, stacked in branch order.  ``b_red`` their biases.
 * ``w_pool``: (pool_proj, Cin); ``b_pool``.
-* ``w3``: (ch3, ch3red, 3, 3) and ``w5``: (ch5, ch5red, k, k), both stored
-  channels_last, i.e. their memory is (Cout, kh, kw, Cin) contiguous; ``b3``, ``b5``.
-* ``out``: (N, ch1 + ch3 + ch5 + pool_proj, H, W), channels_last-contiguous, each
-  branch written straight into its channel slice [branch1 | branch2 | branch3 | pool].
-* ``scratch``: (N, ch3red + ch5red, H, W), channels_last-contiguous: the two
-  reductions after bias+ReLU (kept for the backward pass).
+* ``w3``: (ch3, ch3red, 3, 3) and ``w5``: (ch5, ch5red, k, k), both stored channels_last, i.e.
+  their memory is (Cout, kh, kw, Cin) contiguous; ``b3``, ``b5``.
+* ``out``: (N, ch1 + ch3 + ch5 + pool_proj, H, W), channels_last-contiguous, each branch written
+  straight into its channel slice [branch1 | branch2 | branch3 | pool].
+* ``scratch``: (N, ch3red + ch5red, H, W), channels_last-contiguous: the two reductions after
+  bias+ReLU (kept for the backward pass).
+Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs are post-ReLU.
 
-All outputs are post-ReLU.  Backends register themselves with ``register``; the
-"torch" backend is always present, "triton" and "cuda" when importable.
+"torch" is always present; "triton" and "cuda" when they load.  No module here imports
+``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
 
 import torch
 
-__all__ = ["Backend", "register", "get", "names", "availability", "available_backends"]
+__all__ = ["Backend", "OPS", "register", "get", "names", "availability", "available_backends", "resolve"]
+
+# The ops a backend may implement (inception_fast.ops defines their schemas).
+OPS = ("inception_block", "conv_relu_maxpool", "max_pool2d")
 
 
 @dataclass(frozen=True)
@@ -35,13 +44,23 @@ class Backend:
     name: str
     # Returns None when the backend runs on ``device``, else a short reason why not.
     unavailable_reason: Callable[[torch.device], Optional[str]]
-    block_forward: Callable[..., tuple]
+    # op name (one of OPS) -> the kernel; a backend need not implement every op.
+    kernels: Mapping[str, Callable] = field(default_factory=dict)
+
+    def op(self, name: str) -> Callable:
+        """The kernel for op ``name``, or a clear error naming the backends that implement it."""
+        kernel = self.kernels.get(name)
+        if kernel is None:
+            others = [n for n in names() if n in _REGISTRY and name in _REGISTRY[n].kernels]
+            raise ValueError(f"{name} runs on the {' or '.join(repr(n) for n in others)} backend, not {self.name!r}")
+        return kernel
 
 
 _REGISTRY: dict[str, Backend] = {}
 _LOAD_ERRORS: dict[str, str] = {}
-# The optional backends, loaded in this order (backend="auto" is decided in inception_fast.ops).
+# The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
 _PLUGINS = ("triton", "cuda")
+_MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend"}
 _loaded = False
 
 
@@ -54,10 +73,10 @@ def _load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    importlib.import_module(".torch_backend", __name__)
+    importlib.import_module(_MODULES["torch"], __name__)
     for name in _PLUGINS:
         try:
-            importlib.import_module(f".{name}_backend", __name__)
+            importlib.import_module(_MODULES.get(name, f".{name}_backend"), __name__)
         except Exception as exc:  # an absent triton / .so must not break import
             _LOAD_ERRORS[name] = f"{type(exc).__name__}: {exc}"
 
@@ -92,3 +111,20 @@ def availability(name: str, device) -> Optional[str]:
 def available_backends(device="cpu") -> list[str]:
     """The backends that run on ``device``: "torch" first, then the plugins that load and run there."""
     return [n for n in names() if availability(n, device) is None]
+
+
+def resolve(backend: str, device) -> str:
+    """What the ops are given for a module's ``backend`` on ``device``.
+
+    A named backend is returned after checking it runs there (else a RuntimeError that lists
+    the ones that do).  ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
+    ``inception_fast.choices.AUTO`` chooses per block shape at run time.
+    """
+    device = torch.device(device)
+    if backend == "auto":
+        return "auto" if device.type == "cuda" else "torch"
+    why = availability(backend, device)
+    if why is not None:
+        avail = ", ".join(available_backends(device)) or "none"
+        raise RuntimeError(f"backend {backend!r} is unavailable on {device}: {why}. Available on {device}: {avail}")
+    return backend

@@ -8,8 +8,8 @@
   implicit GEMMs over ``scratch``, each into its slice of ``out``.
 
 On CUDA both are the tensor-core kernel in csrc/cuda/conv_gemm.cu; on CPU they are
-the ATen-based C++ kernels in csrc/cpu/.  INCEPTION_FAST_CUDA_LAUNCH2=triton makes
-launch 2 on CUDA use the Triton kernel (backends/triton/branch_convs.py) instead.
+the ATen-based C++ kernels in csrc/cpu/.  The ops' schemas are defined by inception_fast.ops,
+which the package imports before any backend is loaded.
 
 Importing this module never fails when the extension is absent: the extension is
 loaded on first use, and ``unavailable_reason`` then says why it is missing.
@@ -18,15 +18,14 @@ No device is queried before ``unavailable_reason`` is asked about one.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Optional
 
 import torch
 
-from .. import ops as _ops  # the op schemas must exist before kernels are looked up
+from .. import geometry
 from . import Backend, register
 
-__all__ = ["load_extension", "extension_error", "has_cuda_kernels", "launch2_on_cuda"]
+__all__ = ["load_extension", "extension_error", "has_cuda_kernels"]
 
 _BUILD_HINT = "build it with: CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e ."
 _extension = None
@@ -60,14 +59,6 @@ def has_cuda_kernels() -> bool:
         "inception_fast::reduce_pool_", "CUDA")
 
 
-def launch2_on_cuda() -> str:
-    """Which kernel runs launch 2 on CUDA: "compiled" (default) or "triton"."""
-    choice = os.environ.get("INCEPTION_FAST_CUDA_LAUNCH2", "compiled").strip().lower()
-    if choice not in ("compiled", "triton"):
-        raise ValueError(f"INCEPTION_FAST_CUDA_LAUNCH2 must be 'compiled' or 'triton', got {choice!r}")
-    return choice
-
-
 def _unavailable_reason(device) -> Optional[str]:
     device = torch.device(device)
     if load_extension() is None:
@@ -84,32 +75,17 @@ def _unavailable_reason(device) -> Optional[str]:
     major, minor = torch.cuda.get_device_capability(device)
     if major < 8:
         return f"needs compute capability >= 8.0 (mma.sync bf16, cp.async), found {major}.{minor}"
-    try:
-        launch2 = launch2_on_cuda()
-    except ValueError as exc:
-        return str(exc)
-    if launch2 == "triton":
-        try:
-            importlib.import_module("inception_fast.backends.triton.branch_convs")
-        except Exception as exc:
-            return f"INCEPTION_FAST_CUDA_LAUNCH2=triton but the Triton launch 2 does not import ({exc})"
     return None
 
 
 def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     if load_extension() is None:
         raise RuntimeError(f"the compiled extension inception_fast._C is not built ({_extension_error})")
-    out, scratch = _ops._empty_outputs(x, w_red, w_pool, w3, w5)
-    ch1 = w_red.shape[0] - scratch.shape[1]
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
     torch.ops.inception_fast.reduce_pool_(x, w_red, b_red, w_pool, b_pool, out, scratch)
-    if x.is_cuda and launch2_on_cuda() == "triton":
-        from .triton.branch_convs import launch_branch_convs
-
-        with torch.cuda.device(x.device):
-            launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1)
-    else:
-        torch.ops.inception_fast.branch_convs_(scratch, w3, b3, w5, b5, out, ch1)
+    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+    torch.ops.inception_fast.branch_convs_(scratch, w3, b3, w5, b5, out, ch1)
     return out, scratch
 
 
-register(Backend("cuda", _unavailable_reason, _block_forward))
+register(Backend("cuda", _unavailable_reason, {"inception_block": _block_forward}))

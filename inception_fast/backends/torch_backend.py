@@ -1,4 +1,4 @@
-"""The "torch" backend: one Inception block from ATen ops, arranged like the kernels.
+"""The "torch" backend: every op from ATen ops, the block arranged like the kernels.
 
 CPU default and universal fallback.  The three input-reading 1x1 convs are ONE
 GEMM (addmm) on the NHWC input viewed as [N*H*W, Cin]; the pool branch's 1x1 is an
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import geometry
 from . import Backend, register
-from ..ops import _empty_outputs, block_shapes
 
 
 def _unavailable_reason(device: torch.device):
@@ -25,8 +25,8 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
-    ch1, ch3red, ch5red, ch3, ch5, pool = block_shapes(x, w_red, w_pool, w3, w5)
-    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
     x2d, out2d = _rows(x), _rows(out)
     red = torch.addmm(b_red, x2d, w_red.t()).relu_()
     out2d[:, :ch1].copy_(red[:, :ch1])
@@ -42,4 +42,17 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return out, scratch
 
 
-register(Backend("torch", _unavailable_reason, block_forward))
+def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+    y = F.conv2d(x, w, b, stride=stride, padding=padding).relu_()
+    if (pool_kernel, pool_stride) != (1, 1):  # a 1x1 pool with stride 2 still subsamples
+        y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)
+    return y.contiguous(memory_format=torch.channels_last)
+
+
+def max_pool2d(x, kernel, stride, padding, ceil_mode):
+    y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    return y.contiguous(memory_format=torch.channels_last)
+
+
+register(Backend("torch", _unavailable_reason, {"inception_block": block_forward,
+                                                "conv_relu_maxpool": conv_relu_maxpool, "max_pool2d": max_pool2d}))

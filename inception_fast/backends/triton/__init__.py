@@ -1,41 +1,86 @@
-"""Triton kernels for one Inception block's inference forward: exactly two launches.
+"""The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
+``reduce_pool.py``, launch 2 ``branch_convs.py``), the stem's conv1 + ReLU + max pool in one
+launch (``stem.py``) and the max pool without an argmax (``maxpool.py``).
 
-* ``launch_reduce_pool`` (reduce_pool.py, launch 1): the three input-reading 1x1 convs as one GEMM
-  (branch 1 into its slice of ``out``, the reductions into ``scratch``) and the whole pool branch.
-* ``launch_branch_convs`` (branch_convs.py, launch 2): branch 2's 3x3 and branch 3's kxk convs as
-  implicit GEMMs over ``scratch``, each into its slice of ``out``.
-
-Beside the block: ``stem.py``, the stem's first conv + ReLU + max pool in one launch (the op
-``inception_fast::conv_relu_maxpool``; FusedGoogLeNet measures it against cuDNN's forms).
-
-``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
-package imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
+Importing this package is cheap: triton itself is imported on the first availability check or
+kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
+import sys
+from typing import Optional
 
 import torch
 
-from ...ops import _empty_outputs
-from ._common import INTERPRET, check_dtype, launch_count
-from .branch_convs import launch_branch_convs, split_k_counters
-from .reduce_pool import launch_reduce_pool
+from .. import Backend, register
 
-__all__ = ["block_forward", "launch_reduce_pool", "launch_branch_convs", "launch_count", "INTERPRET"]
+_import_error: Optional[str] = None
+_imported = False
 
 
-def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
-    """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel."""
-    check_dtype(x.dtype)
-    out, scratch = _empty_outputs(x, w_red, w_pool, w3, w5)
-    ch1 = w_red.shape[0] - scratch.shape[1]
-    # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
-    # zeroes them, so no third kernel (a memset) is needed.
-    n_counters = split_k_counters(scratch, w3, w5)
-    counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32, device=x.device)
-    # Triton launches on the current CUDA device; the tensors may live on another one.
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)
-        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
-    return out, scratch
+def _triton_import_error() -> Optional[str]:
+    """None when triton imports, else why not (checked once)."""
+    global _imported, _import_error
+    if not _imported:
+        _imported = True
+        try:
+            importlib.import_module("triton")
+        except ImportError as exc:
+            _import_error = "triton is not installed" if exc.name == "triton" else f"triton failed to import ({exc})"
+        except Exception as exc:  # a broken install must not break backend discovery
+            _import_error = f"triton failed to import ({type(exc).__name__}: {exc})"
+    return _import_error
+
+
+def _unavailable_reason(device: torch.device) -> Optional[str]:
+    device = torch.device(device)
+    why = _triton_import_error()
+    if why is not None:
+        return why
+    if device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "needs TRITON_INTERPRET=1 on CPU (set before triton is imported)"
+        kernels = sys.modules.get(f"{__name__}._common")
+        if kernels is not None and not kernels.INTERPRET:
+            return "needs TRITON_INTERPRET=1 on CPU, set before the kernels were imported (they were compiled for GPU)"
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            return f"needs compute capability >= 8.0, found {major}.{minor}"
+        return None
+    return f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+
+
+def _on_device(x):
+    """Triton launches on the current CUDA device; the tensors may live on another one."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    from .block import block_forward  # imports triton and compiles nothing until a launch
+
+    return block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+
+
+def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+    from .stem import launch_conv_relu_maxpool
+
+    with _on_device(x):
+        return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+
+
+def _max_pool2d(x, kernel, stride, padding, ceil_mode):
+    from .maxpool import launch_max_pool
+
+    with _on_device(x):
+        return launch_max_pool(x, kernel, stride, padding, ceil_mode)
+
+
+register(Backend("triton", _unavailable_reason, {"inception_block": _block_forward,
+                                                 "conv_relu_maxpool": _conv_relu_maxpool, "max_pool2d": _max_pool2d}))

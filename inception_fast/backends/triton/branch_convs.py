@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import geometry
 from . import _common
 from ._common import pixel_tile, row_offsets
 
@@ -254,8 +255,7 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1, counters=None, config=None):
     if k5 % 2 == 0 or w5.shape[-2] != k5:
         raise ValueError(f"branch 3 must be a square conv of odd size, got weight shape {tuple(w5.shape)}")
     m = n * h * w
-    if m + 1024 >= 2**31:  # + a tile: the last tile's row indices must fit too
-        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
+    geometry.check_pixel_rows(m)
     block_n5 = _common.next_pow2_clamped(cout5)
     block_k5 = _common.next_pow2_clamped(cin5, hi=32)
     unit, w_unit = _common.row_unit(scratch, out), _common.row_unit(w3, w5)

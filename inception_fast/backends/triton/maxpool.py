@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import geometry
 from . import _common
-from ...reference import _pool_out
 
 __all__ = ["launch_max_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -87,11 +87,10 @@ def _arguments(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mod
     """(positional args, launcher-fixed constexprs, grid(meta), out) for _max_pool_kernel."""
     _common.check_dtype(x.dtype)
     n, c, h, w = x.shape
-    oh, ow = _pool_out(h, kernel, stride, padding, ceil_mode), _pool_out(w, kernel, stride, padding, ceil_mode)
+    oh, ow = (geometry.pool_out(size, kernel, stride, padding, ceil_mode) for size in (h, w))
     shape = (n, c, oh, ow)
     m = n * oh * ow
-    if m + 1024 >= 2**31:
-        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*OH*OW = {m} is too large")
+    geometry.check_pixel_rows(m, "N*OH*OW")
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     args = (x, out, m, c, h, w, oh, ow, *x.stride(), *out.stride())
     meta = {"KS": kernel, "STRIDE": stride, "PAD": padding}

@@ -40,6 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import geometry
 from . import _common
 from ._common import pixel_rows, row_offsets
 
@@ -272,8 +273,7 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
     nr, np_ = w_red.shape[0], w_pool.shape[0]
     ch1 = nr - scratch.shape[1]
     m = n * h * w
-    if m + 1024 >= 2**31:  # + a tile: the last tile's row indices must fit too
-        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*H*W = {m} is too large")
+    geometry.check_pixel_rows(m)
     pool_col0 = out.shape[1] - np_
     unit = _common.row_unit(x, out, scratch)
     c_unit = _common.pow2_unit(cin, nr, ch1, np_, pool_col0)

@@ -30,8 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import geometry
 from . import _common
-from ...reference import _conv_out, _pool_out
 from ._common import pixel_tile, row_offsets
 
 __all__ = ["launch_conv_relu_maxpool", "CONFIGS", "INTERPRETER_CONFIG"]
@@ -128,14 +128,13 @@ def _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding,
     cout, ks = w.shape[0], w.shape[-1]
     if w.dim() != 4 or w.shape[1] != cin or w.shape[2] != ks:
         raise ValueError(f"expected a square conv weight (Cout, {cin}, k, k), got {tuple(w.shape)}")
-    oh, ow = _conv_out(h, ks, stride, padding), _conv_out(wd, ks, stride, padding)
-    ph, pw = (_pool_out(size, pool_kernel, pool_stride, pool_padding, ceil_mode) for size in (oh, ow))
+    oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(wd, ks, stride, padding)
+    ph, pw = (geometry.pool_out(size, pool_kernel, pool_stride, pool_padding, ceil_mode) for size in (oh, ow))
     if min(oh, ow, ph, pw) < 1 or 2 * pool_padding > pool_kernel:
         raise ValueError(f"input {h}x{wd}: no output for a {ks}x{ks}/{stride} conv (padding {padding}) and a "
                          f"{pool_kernel}x{pool_kernel}/{pool_stride} max pool (padding {pool_padding})")
     m = n * ph * pw
-    if m + 1024 >= 2**31:
-        raise ValueError(f"the Triton kernels index pixels with 32 bits; N*PH*PW = {m} is too large")
+    geometry.check_pixel_rows(m, "N*PH*PW")
     out = _new_output((n, cout, ph, pw), x)
     args = (
         x, w, b, out,

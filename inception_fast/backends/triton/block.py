@@ -1,0 +1,39 @@
+"""One Inception block's forward in exactly two Triton launches (the "triton" backend's
+``inception_block`` kernel).
+
+* ``launch_reduce_pool`` (reduce_pool.py, launch 1): the three input-reading 1x1 convs as one GEMM
+  (branch 1 into its slice of ``out``, the reductions into ``scratch``) and the whole pool branch.
+* ``launch_branch_convs`` (branch_convs.py, launch 2): branch 2's 3x3 and branch 3's kxk convs as
+  implicit GEMMs over ``scratch``, each into its slice of ``out``.
+
+``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
+module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ... import geometry
+from ._common import INTERPRET, check_dtype, launch_count
+from .branch_convs import launch_branch_convs, split_k_counters
+from .reduce_pool import launch_reduce_pool
+
+__all__ = ["block_forward", "launch_reduce_pool", "launch_branch_convs", "launch_count", "INTERPRET"]
+
+
+def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel."""
+    check_dtype(x.dtype)
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+    # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
+    # zeroes them, so no third kernel (a memset) is needed.
+    n_counters = split_k_counters(scratch, w3, w5)
+    counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32, device=x.device)
+    # Triton launches on the current CUDA device; the tensors may live on another one.
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)
+        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
+    return out, scratch

@@ -1,0 +1,82 @@
+"""Block geometry: what every layer derives from packed weights and input shapes.
+
+* ``block_channels``: a block's channel counts, read from its packed weights (layouts in
+  ``inception_fast.backends``);
+* ``empty_outputs``: the block output and the scratch of the two reductions, channels_last;
+* ``conv_out`` / ``pool_out``: PyTorch's output-size rules;
+* ``check_pixel_rows``: the kernels' 32-bit pixel-index limit.
+
+No dependency on the rest of the package: every layer may import it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["BlockChannels", "block_channels", "empty_outputs", "conv_out", "pool_out", "PIXEL_ROW_LIMIT",
+           "check_pixel_rows"]
+
+
+class BlockChannels(NamedTuple):
+    ch1: int       # branch 1 (1x1)
+    ch3red: int    # branch 2's 1x1 reduction
+    ch5red: int    # branch 3's 1x1 reduction
+    ch3: int       # branch 2's 3x3
+    ch5: int       # branch 3's k×k
+    pool_proj: int  # branch 4's 1x1 after the max pool
+
+    @property
+    def total(self) -> int:
+        """Channels of the block output: the four branches side by side."""
+        return self.ch1 + self.ch3 + self.ch5 + self.pool_proj
+
+    @property
+    def reductions(self) -> int:
+        """Channels of the scratch: the two reductions side by side."""
+        return self.ch3red + self.ch5red
+
+
+def block_channels(w_red: torch.Tensor, w_pool: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor) -> BlockChannels:
+    """The channel counts of a block, from its packed weights: w_red stacks branch 1 and the two
+    reductions, so branch 1 is what the 3x3 and k×k inputs leave of it."""
+    ch3, ch3red = w3.shape[0], w3.shape[1]
+    ch5, ch5red = w5.shape[0], w5.shape[1]
+    return BlockChannels(w_red.shape[0] - ch3red - ch5red, ch3red, ch5red, ch3, ch5, w_pool.shape[0])
+
+
+def empty_outputs(x: torch.Tensor, w_red, w_pool, w3, w5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, scratch), uninitialised, channels_last, on x's device and in x's dtype:
+    out (N, ch1+ch3+ch5+pool_proj, H, W) and scratch (N, ch3red+ch5red, H, W).
+
+    Every backend allocates through this function (called as ``geometry.empty_outputs``), so tests
+    can poison both buffers in one place."""
+    channels = block_channels(w_red, w_pool, w3, w5)
+    n, _, h, w = x.shape
+    cl = torch.channels_last
+    out = torch.empty((n, channels.total, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
+    scratch = torch.empty((n, channels.reductions, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
+    return out, scratch
+
+
+def pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PyTorch's pooling output size (aten pooling_output_shape), dilation 1."""
+    out = (size + 2 * p - (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def conv_out(size: int, k: int, s: int, p: int) -> int:
+    """A convolution's output size, dilation 1."""
+    return (size + 2 * p - k) // s + 1
+
+
+# The Triton kernels index pixel rows (N*H*W) with 32 bits; a tile past the last row must fit too.
+PIXEL_ROW_LIMIT = 2**31 - 1024
+
+
+def check_pixel_rows(rows: int, what: str = "N*H*W") -> None:
+    """Raises where ``rows`` pixel rows are too many for 32-bit pixel indices."""
+    if rows >= PIXEL_ROW_LIMIT:
+        raise ValueError(f"the Triton kernels index pixels with 32 bits; {what} = {rows} is too large")

@@ -1,0 +1,173 @@
+"""FusedGoogLeNet's stages outside the Inception blocks, each in the form measured fastest.
+
+* ``stem_conv1``: conv1 + ReLU + maxpool1 (STEM_CHOICE): the input as is ("channels_last"),
+  zero-padded to 4 or 8 channels ("pad4"/"pad8": cuDNN's tensor-core kernels want channel counts
+  in multiples of 4 or 8; the padding adds zeros to the sums), convolved in NCHW ("nchw"), and,
+  where the model's backend is "auto" or "triton" and Triton runs, the Triton stem kernel
+  ("triton": conv, ReLU and pool in one launch, the conv output never stored;
+  backends/triton/stem.py) or that kernel without its pool ("triton_conv").
+* ``conv_relu``: conv2 and conv3 with bias and ReLU (CONV_RELU_CHOICE): ATen (the conv, then bias
+  and ReLU as two more passes) against cuDNN's fused conv-bias-ReLU, which is known to pick slow
+  kernels for some shapes.
+* ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
+  per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
+  ATen's bit for bit.
+
+Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
+fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
+ATen.  The results are channels_last.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import choices, ops
+
+__all__ = ["STEM_TRITON_VARIANTS", "square", "pool_params", "checked_against", "conv_relu", "max_pool",
+           "stem_padded_channels", "stem_triton_params", "stem_key", "stem_variants", "stem_conv1"]
+
+STEM_TRITON_VARIANTS = ("triton", "triton_conv")
+
+
+def square(value) -> Optional[int]:
+    """An int for an int or a tuple of equal ints (a square kernel, stride, padding), else None."""
+    if isinstance(value, int):
+        return value
+    return value[0] if len(set(value)) == 1 else None
+
+
+def pool_params(pool: nn.Module) -> Optional[tuple]:
+    """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
+    if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or square(pool.dilation) != 1:
+        return None
+    params = (square(pool.kernel_size), square(pool.stride if pool.stride is not None else pool.kernel_size),
+              square(pool.padding), bool(pool.ceil_mode))
+    return None if None in params else params
+
+
+def checked_against(run, reference, what: str):
+    """``run`` for a measured choice whose first call (a warm-up, untimed) must equal
+    ``reference()`` exactly (torch.equal, NaN where it has NaN); else it raises, and the chooser
+    drops the candidate with that error on record.  For exact computations (a max), so a kernel
+    that is wrong on some GPU or shape is never picked for being fast."""
+    checked = []
+
+    def first_checked():
+        out = run()
+        if not checked:
+            ref = reference()
+            same = (out.shape == ref.shape and torch.equal(out.isnan(), ref.isnan())
+                    and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0)))
+            if not same:
+                raise RuntimeError(f"{what} disagrees with ATen on input {tuple(ref.shape)}; not used")
+            checked.append(True)
+        return out
+
+    return first_checked
+
+
+def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
+    """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
+    aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
+    chooser = choices.CONV_RELU_CHOICE
+    if not chooser.applies(x.device, x, w, b):  # the fused op has no backward
+        return aten()
+    key = choices.ConvReluKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), tuple(w.shape), padding,
+                              choices.fp32_precision(x.dtype))
+    choice = chooser.lookup(key)
+    if choice is None:
+        fused = lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)  # noqa: E731
+        choice = chooser.pick(key, x.device, {"aten": aten, "cudnn_fused": fused})
+    if choice == "cudnn_fused":
+        return torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)
+    return aten()
+
+
+def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
+    """``pool(x)`` as POOL_CHOICE measured fastest (channels_last for a channels_last input);
+    the Triton pool competes only where ``triton_allowed`` (the model's backend is auto or triton)."""
+    chooser = choices.POOL_CHOICE
+    if not triton_allowed or not chooser.applies(x.device, x):
+        return pool(x)
+    params = pool_params(pool)
+    if params is None:
+        return pool(x)
+    key = choices.PoolKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
+    choice = chooser.lookup(key)
+    if choice is None:
+        if not chooser.can_measure(x.device):  # capture, static mode: ATen, and nothing to build
+            return pool(x)
+        from .backends import availability
+
+        runners = {"aten": lambda: pool(x)}
+        if availability("triton", x.device) is None:
+            runners["triton"] = checked_against(lambda: ops.max_pool2d(x, *params, backend="triton"),
+                                                lambda: pool(x), "the Triton max pool")
+        choice = chooser.pick(key, x.device, runners)
+    return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+
+
+def stem_padded_channels(c: int) -> list[int]:
+    """The padded channel counts worth trying for a first conv reading ``c`` channels."""
+    return sorted({-(-c // m) * m for m in (4, 8)} - {c})
+
+
+def stem_triton_params(conv: nn.Conv2d, pool: nn.Module) -> Optional[tuple]:
+    """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
+    kernel, or None where conv1/maxpool1 are not square, dilated or grouped."""
+    pool = pool_params(pool)
+    if conv.groups != 1 or square(conv.dilation) != 1 or square(conv.kernel_size) is None:
+        return None
+    if isinstance(conv.padding, str) or pool is None:
+        return None
+    params = (square(conv.stride), square(conv.padding), *pool)
+    return None if None in params else params
+
+
+def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) -> choices.StemKey:
+    """STEM_CHOICE's key for input ``x`` of a stem whose first layers are ``conv`` and ``pool``:
+    models whose first layers differ never share a choice."""
+    params = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+              pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+    return choices.StemKey(str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(),
+                           choices.fp32_precision(x.dtype), triton_allowed, params)
+
+
+def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool) -> list[str]:
+    """The forms of conv1 + ReLU + maxpool1 that compete for input ``x``, in order of preference."""
+    from .backends import available_backends
+
+    variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+    if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
+        variants += STEM_TRITON_VARIANTS
+    return variants
+
+
+def stem_conv1(x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str, conv: nn.Conv2d, pool: nn.Module,
+               triton_allowed: bool) -> Tensor:
+    """conv1 (folded weights w1, b1; ``padded``: w1 zero-padded to more channels) + ReLU + ``pool``
+    as ``variant``; the result is channels_last."""
+    cl = torch.channels_last
+    if variant in STEM_TRITON_VARIANTS:  # reads x in either layout
+        stride, padding, *pool_args = stem_triton_params(conv, pool)
+        if variant == "triton":
+            return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool_args, backend="triton")
+        y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
+        return max_pool(y, pool, triton_allowed).contiguous(memory_format=cl)
+    args = dict(stride=conv.stride, padding=conv.padding)
+    if variant == "nchw":
+        y = pool(F.conv2d(x.contiguous(), w1.contiguous(), b1, **args).relu_())
+        return y.contiguous(memory_format=cl)
+    if variant != "channels_last":
+        w1 = padded[int(variant[len("pad"):])]
+        n, c, h, w = x.shape
+        xp = torch.empty((n, w1.shape[1], h, w), dtype=x.dtype, device=x.device, memory_format=cl)
+        xp[:, c:].zero_()
+        xp[:, :c].copy_(x)
+        x = xp
+    y = max_pool(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **args).relu_(), pool, triton_allowed)
+    return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once
