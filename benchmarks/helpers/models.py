@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import warnings
 from functools import lru_cache
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -144,21 +143,3 @@ def example_input(batch: int, channels: int, h: int, w: int, device, dtype, memo
     else:
         x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
     return x.to(dtype).contiguous(memory_format=memory_format)
-
-
-def triton_launch1() -> Optional[Callable]:
-    """The Triton launch-1 launcher, or None when its module is absent.
-
-    The launcher lives in inception_fast/backends/triton/reduce_pool.py; its name is
-    looked up among the plausible ones so that a rename degrades to a skip."""
-    try:
-        import importlib
-
-        mod = importlib.import_module("inception_fast.backends.triton.reduce_pool")
-    except Exception:
-        return None
-    for name in ("launch_reduce_pool", "reduce_pool_", "reduce_pool", "reduce_pool_launch", "launch1", "launch"):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            return fn
-    return None
