@@ -37,7 +37,7 @@ def auto_choices(dtype: str, batch: int) -> dict:
 
     counts: dict = {}
     for key, choice in ops.AUTO.choices().items():
-        if key[1] == DTYPES[dtype] and key[2][0] == batch:
+        if key.dtype == DTYPES[dtype] and key.shape[0] == batch:
             counts[choice.name] = counts.get(choice.name, 0) + 1
     return counts
 
@@ -52,9 +52,9 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         return None
     # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see modules.CONV_RELU_CHOICE) at this
     # batch and dtype.
-    convs = [{"weight": list(key[4]), "chosen": c.name, "us": {k: v * 1e6 for k, v in c.seconds.items()},
+    convs = [{"weight": list(key.weight), "chosen": c.name, "us": {k: v * 1e6 for k, v in c.seconds.items()},
               "errors": c.errors}
              for key, c in modules.CONV_RELU_CHOICE.choices().items()
-             if key[0] == str(x.device) and key[1] == x.dtype and key[2][0] == x.shape[0]]
+             if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]]
     return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors,
             "conv_relu": convs}
