@@ -1,5 +1,5 @@
-"""Benchmarks of inception_fast (run by explicit path; see benchmarks/README_SECTION.md).
+"""Benchmarks of inception_fast (run by explicit path; see the README's Benchmarks section).
 
-A package, so that pytest imports ``benchmarks.conftest`` and ``benchmarks.common``
-under names that cannot clash with tests/conftest.py.
+A package, so that pytest imports ``benchmarks.conftest`` and the helper package
+``benchmarks.helpers`` under names that cannot clash with tests/conftest.py.
 """

@@ -18,18 +18,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import common
+from benchmarks.helpers.choices import stem_choice, triton_tuning_mark, triton_tuning_since
+from benchmarks.helpers.measure import measure, parity
+from benchmarks.helpers.models import (BackendUnavailable, example_input, fused_block, fused_stem, require_backend,
+                                       tv_block)
+from benchmarks.helpers.roofline import launch1_work, roofline
+from benchmarks.helpers.settings import DTYPES, block_cases, settings
+from benchmarks.helpers.shapes import block_shapes
 
 
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
-        cases = common.block_cases()
+        cases = block_cases()
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
 def _launch1_fn(case, s, x, dtype):
     """A zero-argument call of launch 1 alone, writing into preallocated out/scratch."""
-    blk = common.fused_block(case.block, "torch", s, dtype)  # only for its packed weights
+    blk = fused_block(case.block, "torch", s, dtype)  # only for its packed weights
     with torch.no_grad():  # the cached, non-differentiable packing the forward uses
         packed = blk.packed(x.dtype)
     ch3red, ch5red = packed.w3.shape[1], packed.w5.shape[1]
@@ -51,13 +57,13 @@ def _launch1_fn(case, s, x, dtype):
         fn = lambda: op(*args)
     else:
         try:
-            common.require_backend("triton", s.device)
-        except common.BackendUnavailable as exc:
+            require_backend("triton", s.device)
+        except BackendUnavailable as exc:
             pytest.skip(str(exc))
-        launcher = common.triton_launch1()
-        if launcher is None:
-            pytest.skip("no Triton launch-1 launcher in inception_fast/backends/triton/reduce_pool.py")
-        fn = lambda: launcher(*args)
+        # The backend runs here, so its module imports: a renamed launcher is an ImportError, not a skip.
+        from inception_fast.backends.triton.reduce_pool import launch_reduce_pool
+
+        fn = lambda: launch_reduce_pool(*args)
 
     def check():
         """rel. error of what launch 1 wrote (branch-1 and pool slices, scratch) against the torch backend."""
@@ -71,7 +77,7 @@ def _launch1_fn(case, s, x, dtype):
         n_pool = packed.w_pool.shape[0]
         written = torch.cat([out[:, :ch1], out[:, c_out - n_pool:], scratch], 1)
         expected = torch.cat([ref_out[:, :ch1], ref_out[:, c_out - n_pool:], ref_scratch], 1)
-        return common.parity(written, expected)
+        return parity(written, expected)
 
     return fn, packed, check
 
@@ -94,14 +100,14 @@ def _available(device):
 
 
 def test_block(benchmark, case):
-    s = common.settings()
+    s = settings()
     dtype = s.block_dtype
-    torch_dtype = common.DTYPES[dtype]
-    shape = common.block_shapes(s.image_size)[case.block]
+    torch_dtype = DTYPES[dtype]
+    shape = block_shapes(s.image_size)[case.block]
     c, h, w = shape.input_chw
     batch = s.block_batch
-    x = common.example_input(batch, c, h, w, s.device, torch_dtype, torch.channels_last,
-                             nonnegative=case.block != "stem")
+    x = example_input(batch, c, h, w, s.device, torch_dtype, torch.channels_last,
+                      nonnegative=case.block != "stem")
     extra = dict(kind="block", block=case.block, impl=case.impl, dtype=dtype, memory_format="channels_last",
                  image_size=s.image_size, input_shape=[batch, *shape.input_chw],
                  output_shape=[batch, *shape.output_chw])
@@ -110,38 +116,38 @@ def test_block(benchmark, case):
     try:
         if case.impl.startswith("launch1_"):
             fn, packed, check = _launch1_fn(case, s, x, dtype)
-            flops, nbytes = common.launch1_work(shape, packed, batch, x.element_size())
+            flops, nbytes = launch1_work(shape, packed, batch, x.element_size())
             extra["backend"] = "triton" if case.impl == "launch1_triton" else (
                 "cuda" if s.device.type == "cuda" else "cpp")
             extra["op"] = "launch1"
         elif case.impl == "torchvision":
-            mod = common.tv_block(case.block, s, dtype)
+            mod = tv_block(case.block, s, dtype)
             fn = lambda: mod(x)
             extra["backend"] = "aten-unfused"
         elif case.block == "stem":  # the fused model's stem: BN folded, conv1 as measured fastest
-            stem_model = common.fused_stem(s, dtype, case.impl)
+            stem_model = fused_stem(s, dtype, case.impl)
             fn = lambda: stem_model._fused_stem(x)
             extra["backend"] = "aten-folded" if case.impl == "torch" else case.impl
         else:
-            mod = common.fused_block(case.block, case.impl, s, dtype)
+            mod = fused_block(case.block, case.impl, s, dtype)
             fn = lambda: mod(x)
             extra["backend"] = mod.backend
-    except common.BackendUnavailable as exc:
+    except BackendUnavailable as exc:
         pytest.skip(str(exc))
     group = f"block {case.block} {s.device.type} {dtype} batch {batch}"
-    mark = common.triton_tuning_mark()
-    timing = common.measure(benchmark, fn, s, batch=batch, extra=extra, group=group)
-    tuning = common.triton_tuning_since(mark)
+    mark = triton_tuning_mark()
+    timing = measure(benchmark, fn, s, batch=batch, extra=extra, group=group)
+    tuning = triton_tuning_since(mark)
     if tuning:
         benchmark.extra_info["triton_tuning"] = tuning
-    roof = common.roofline(flops, nbytes, timing.median_s, s.device, torch_dtype)
+    roof = roofline(flops, nbytes, timing.median_s, s.device, torch_dtype)
     benchmark.extra_info.update(roof)
     benchmark.extra_info["time_us"] = timing.median_s * 1e6
     if case.block == "stem" and case.impl != "torchvision":
-        benchmark.extra_info["stem_conv1"] = common.stem_choice(stem_model, x)
+        benchmark.extra_info["stem_conv1"] = stem_choice(stem_model, x)
     if check is not None:
         benchmark.extra_info["rel_error_vs_torch_backend"] = check()
     elif case.impl != "torchvision":
-        ref = common.tv_block(case.block, s, dtype)
+        ref = tv_block(case.block, s, dtype)
         with torch.inference_mode():
-            benchmark.extra_info["rel_error_vs_torchvision"] = common.parity(fn(), ref(x))
+            benchmark.extra_info["rel_error_vs_torchvision"] = parity(fn(), ref(x))

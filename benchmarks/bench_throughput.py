@@ -4,14 +4,14 @@ Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each bac
 CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in:
 --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of torchvision's model in default
 mode with inductor freezing.  Grid: see
-common.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
+benchmarks.helpers.settings.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
 CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
 
     python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]
     python -m pytest benchmarks/bench_throughput.py --compile -k compile --benchmark-json compile.json
 
 With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
-profile (see common.kernel_profile).
+profile (see benchmarks.helpers.profiling.kernel_profile).
 """
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ import time
 import pytest
 import torch
 
-from benchmarks import common
+from benchmarks.helpers.choices import auto_choices, stem_choice, triton_tuning_mark, triton_tuning_since
+from benchmarks.helpers.measure import measure, parity
+from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
+from benchmarks.helpers.profiling import kernel_profile
+from benchmarks.helpers.settings import DTYPES, ENV_PROFILE, FORMATS, flag, settings, throughput_cases
+from benchmarks.report import MODEL_LABELS
 
 
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
-        cases = common.throughput_cases()
+        cases = throughput_cases()
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
@@ -46,14 +51,14 @@ def _compiled(model: torch.nn.Module, x: torch.Tensor):
 
 
 def test_throughput(benchmark, case):
-    s = common.settings()
+    s = settings()
     try:
-        model = common.build_model(case.model, s, case.dtype, case.memory_format)
-    except common.BackendUnavailable as exc:
+        model = build_model(case.model, s, case.dtype, case.memory_format)
+    except BackendUnavailable as exc:
         pytest.skip(str(exc))
-    fmt = common.FORMATS[case.memory_format]
-    x = common.example_input(case.batch, 3, s.image_size, s.image_size, s.device, common.DTYPES[case.dtype], fmt)
-    extra = dict(kind="throughput", model=case.model, label=common.MODEL_LABELS[case.model],
+    fmt = FORMATS[case.memory_format]
+    x = example_input(case.batch, 3, s.image_size, s.image_size, s.device, DTYPES[case.dtype], fmt)
+    extra = dict(kind="throughput", model=case.model, label=MODEL_LABELS[case.model],
                  dtype=case.dtype, memory_format=case.memory_format, image_size=s.image_size)
     if case.model.startswith("fused_"):
         extra["backend"] = model.backend
@@ -63,22 +68,22 @@ def test_throughput(benchmark, case):
         extra.update(compile_s=compile_s, compile_mode="default", freezing=True)
         fn = lambda: compiled(x)
     group = f"throughput {s.device.type} {case.dtype} {case.memory_format} batch {case.batch}"
-    mark = common.triton_tuning_mark()
-    common.measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
-    tuning = common.triton_tuning_since(mark)
+    mark = triton_tuning_mark()
+    measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
+    tuning = triton_tuning_since(mark)
     if tuning:  # the first model to launch a Triton kernel at a shape records what was tuned
         benchmark.extra_info["triton_tuning"] = tuning
     if case.model == "fused_auto":
-        benchmark.extra_info["auto_choices"] = common.auto_choices(case.dtype, case.batch)
+        benchmark.extra_info["auto_choices"] = auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
-        benchmark.extra_info["stem_conv1"] = common.stem_choice(model, x)
-    if (common.flag(common.ENV_PROFILE) and not s.cuda_graph and case.batch == max(s.batches)
+        benchmark.extra_info["stem_conv1"] = stem_choice(model, x)
+    if (flag(ENV_PROFILE) and not s.cuda_graph and case.batch == max(s.batches)
             and case.dtype == s.dtypes[0] and case.memory_format == "channels_last"):
-        prof = common.kernel_profile(fn, s.device)
+        prof = kernel_profile(fn, s.device)
         benchmark.extra_info["kernel_profile"] = prof
         if prof.get("us_per_call") and s.device.type == "cuda":
             benchmark.extra_info["busy"] = prof["us_per_call"] * 1e-6 / benchmark.extra_info["median_s"]
     if case.model != "torchvision":
-        tv = common.build_model("torchvision", s, case.dtype, case.memory_format)
+        tv = build_model("torchvision", s, case.dtype, case.memory_format)
         with torch.inference_mode():
-            benchmark.extra_info["rel_error_vs_torchvision"] = common.parity(fn(), tv(x))
+            benchmark.extra_info["rel_error_vs_torchvision"] = parity(fn(), tv(x))

@@ -1,6 +1,6 @@
 """pytest options for the benchmarks (imported as ``benchmarks.conftest``).
 
-The options only set the environment variables that benchmarks/common.py reads, so
+The options only set the environment variables that benchmarks/helpers/settings.py reads, so
 a benchmark behaves the same whether started with a flag or an env var.
 """
 from __future__ import annotations
@@ -10,28 +10,29 @@ import time
 
 import pytest
 
-from benchmarks import common
+from benchmarks.helpers.environment import environment, result_basename
+from benchmarks.helpers.settings import (ENV_COMPILE, ENV_CUDA_GRAPH, ENV_DEADLINE, ENV_DEVICE, ENV_QUICK, flag,
+                                         settings)
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("inception_fast benchmarks")
-    group.addoption("--quick", action="store_true", help=f"tiny sizes, few repeats (= {common.ENV_QUICK}=1)")
+    group.addoption("--quick", action="store_true", help=f"tiny sizes, few repeats (= {ENV_QUICK}=1)")
     group.addoption("--compile", action="store_true",
-                    help=f"add the torch.compile anchor (= {common.ENV_COMPILE}=1); select it alone with -k compile")
+                    help=f"add the torch.compile anchor (= {ENV_COMPILE}=1); select it alone with -k compile")
     group.addoption("--cuda-graph", action="store_true",
-                    help=f"time CUDA-graph replays (= {common.ENV_CUDA_GRAPH}=1)")
-    group.addoption("--bench-device", default=None, help=f"cpu or cuda (= {common.ENV_DEVICE})")
+                    help=f"time CUDA-graph replays (= {ENV_CUDA_GRAPH}=1)")
+    group.addoption("--bench-device", default=None, help=f"cpu or cuda (= {ENV_DEVICE})")
 
 
 def pytest_configure(config):
-    for opt, env in (("quick", common.ENV_QUICK), ("compile", common.ENV_COMPILE),
-                     ("cuda_graph", common.ENV_CUDA_GRAPH)):
+    for opt, env in (("quick", ENV_QUICK), ("compile", ENV_COMPILE), ("cuda_graph", ENV_CUDA_GRAPH)):
         if config.getoption(opt, default=False):
             os.environ[env] = "1"
     device = config.getoption("bench_device", default=None)
     if device:
-        os.environ[common.ENV_DEVICE] = device
-    s = common.settings()
+        os.environ[ENV_DEVICE] = device
+    s = settings()
     if s.quick and s.device.type == "cpu":
         # A smoke run on a small shared CI box: two spinning OpenMP threads on two busy cores
         # can make a millisecond op take a hundred; one thread keeps the run's time predictable.
@@ -52,19 +53,19 @@ def pytest_collect_file(file_path, parent):
 def pytest_runtest_setup(item):
     # A killed pytest writes no --benchmark-json, so a time-boxed run (gpu_suite.sh) sets a
     # deadline instead: benchmarks not yet started then skip and the JSON still gets written.
-    deadline = os.environ.get(common.ENV_DEADLINE, "").strip()
+    deadline = os.environ.get(ENV_DEADLINE, "").strip()
     if deadline and time.time() > float(deadline):
-        pytest.skip(f"time budget spent ({common.ENV_DEADLINE})")
+        pytest.skip(f"time budget spent ({ENV_DEADLINE})")
 
 
 def pytest_report_header(config):
-    s = common.settings()
+    s = settings()
     return (f"inception_fast benchmarks: device={s.device} quick={s.quick} compile={s.compile} "
             f"cuda_graph={s.cuda_graph} image={s.image_size} batches={s.batches} dtypes={s.dtypes}")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     # Lands in the JSON's machine_info: report.py reads device and versions from here.
-    env = common.environment()
-    env["result_basename"] = common.result_basename(env, quick=common.flag(common.ENV_QUICK))
+    env = environment()
+    env["result_basename"] = result_basename(env, quick=flag(ENV_QUICK))
     machine_info["inception_fast"] = env

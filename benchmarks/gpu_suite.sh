@@ -117,8 +117,8 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # --- env: versions, device, and the results base name -----------------------------------------
-run_step env 60 0 "$LOG" "$PY" -m benchmarks.common env "${QUICK_FLAG[@]}"
-NAME=$("$PY" -m benchmarks.common name "${QUICK_FLAG[@]}" 2>>"$LOG" | tail -n 1)
+run_step env 60 0 "$LOG" "$PY" -m benchmarks.helpers.environment env "${QUICK_FLAG[@]}"
+NAME=$("$PY" -m benchmarks.helpers.environment name "${QUICK_FLAG[@]}" 2>>"$LOG" | tail -n 1)
 NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '-')
 [[ -z "$NAME" || "$NAME" == "-" ]] && NAME=results
 log "results base name: $NAME"

@@ -32,6 +32,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from benchmarks.helpers.settings import DTYPES  # noqa: E402
 from inception_fast.backends.triton import branch_convs, maxpool, reduce_pool, stem  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
@@ -41,7 +42,6 @@ MAX_SHARED_BYTES = 232448
 SIZES = {"inception3a": 28, "inception3b": 28, "inception4a": 14, "inception4b": 14, "inception4c": 14,
          "inception4d": 14, "inception4e": 14, "inception5a": 7, "inception5b": 7}
 _TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int32: "i32"}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _source(kernel, args, constexprs):

@@ -21,7 +21,7 @@ import sys
 from collections import OrderedDict
 
 MODEL_ORDER = ["torchvision", "reference", "fused_torch", "fused_triton", "fused_cuda", "fused_auto", "tv_compile"]
-# Human-readable model names, also written into each record's extra_info["label"] (benchmarks.common).
+# Human-readable model names, also written into each record's extra_info["label"] (benchmarks/bench_throughput.py).
 MODEL_LABELS = {
     "torchvision": "torchvision eager",
     "reference": "reference GoogLeNet",

@@ -138,7 +138,8 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
 
 def test_measure_falls_back_to_eager_timing_when_capture_fails():
     sys.path.insert(0, str(REPO))
-    from benchmarks import common
+    from benchmarks.helpers.measure import measure
+    from benchmarks.helpers.settings import settings
 
     class Bench:
         extra_info: dict = {}
@@ -146,8 +147,8 @@ def test_measure_falls_back_to_eager_timing_when_capture_fails():
         def pedantic(self, fn, rounds, iterations, warmup_rounds):
             fn()
 
-    s = common.settings()
+    s = settings()
     bench = Bench()
-    timing = common.measure(bench, lambda: None, s, batch=1, extra={"kind": "block"}, cuda_graph=True)
+    timing = measure(bench, lambda: None, s, batch=1, extra={"kind": "block"}, cuda_graph=True)
     assert timing.median_s > 0
     assert bench.extra_info["timing"] != "cuda_graph" and "cuda_graph_error" in bench.extra_info

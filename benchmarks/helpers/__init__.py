@@ -1,0 +1,13 @@
+"""The one helper package of the benchmarks; every benchmark file imports from its modules.
+
+* ``settings``: the environment variables the benchmarks read, ``Settings``, the case grids.
+* ``environment``: versions, device and the results base name
+  (``python -m benchmarks.helpers.environment [env|name] [--quick]`` prints them).
+* ``models``: calibrated torchvision weights, the cached models and blocks, example inputs,
+  backend availability.
+* ``shapes``: per-block input/output and conv shapes, taken with forward hooks.
+* ``roofline``: work counts (FLOPs, bytes) and the fraction of the H100 roofline.
+* ``measure``: the bridge from ``inception_fast.timing.time_fn`` to pytest-benchmark, and parity.
+* ``profiling``: torch.profiler time per kernel name.
+* ``choices``: what the Triton autotuners and the package's measured choices picked.
+"""

@@ -1,0 +1,87 @@
+"""The bridge from ``inception_fast.timing.time_fn`` to pytest-benchmark, and parity.
+
+Every benchmark's headline number is ``time_fn``'s median (CUDA events after a warm-up on
+GPU, optionally CUDA-graph replays; perf_counter on CPU), stored in the benchmark's
+``extra_info`` (``median_s``, ``images_per_s``) so it lands in the pytest-benchmark JSON.
+pytest-benchmark's own ``stats`` come from a few extra ``benchmark.pedantic`` rounds of the
+eager call followed by a device synchronize, so they are wall-clock times of a finished
+call (launch overhead included).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from benchmarks.helpers.environment import cpu_name
+from benchmarks.helpers.settings import Settings
+from inception_fast.timing import Timing, time_fn
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters of it), for extra_info."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+
+def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, extra: dict,
+            group: Optional[str] = None, cuda_graph: Optional[bool] = None) -> Timing:
+    """Times ``fn`` with time_fn (the headline number, into extra_info), then lets
+    pytest-benchmark record a few synchronized wall-clock rounds of the same call."""
+    device = s.device
+    cuda_graph = s.cuda_graph if cuda_graph is None else cuda_graph
+    info = dict(extra)
+    if cuda_graph:  # an error here is the case's own, not the capture's: it propagates
+        with torch.inference_mode():
+            fn()
+    try:
+        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
+                         min_time_s=s.min_time_s, cuda_graph=cuda_graph)
+    except Exception as exc:
+        if not cuda_graph:
+            raise
+        # A case that cannot be captured is still timed, eagerly, and says why.
+        info["cuda_graph_error"] = error_line(exc)
+        cuda_graph = False
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
+                         min_time_s=s.min_time_s)
+    samples = sorted(timing.samples_s)
+    info.update(
+        device=device.type,
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        batch=batch,
+        quick=s.quick,
+        cpu_threads=torch.get_num_threads(),
+        timing="cuda_graph" if cuda_graph else ("cuda_events" if device.type == "cuda" else "perf_counter"),
+        stats_timing="wall clock of one eager call + synchronize (pytest-benchmark pedantic)",
+        warmup=s.warmup,
+        samples=len(samples),
+        median_s=timing.median_s,
+        min_s=samples[0],
+        max_s=samples[-1],
+        images_per_s=timing.images_per_s,
+    )
+    benchmark.extra_info.update(info)
+    if group:
+        benchmark.group = group
+
+    def synced():
+        with torch.inference_mode():
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    benchmark.pedantic(synced, rounds=s.rounds, iterations=1, warmup_rounds=0)
+    return timing
+
+
+def parity(out, ref) -> Optional[float]:
+    """‖out − ref‖/‖ref‖ (inception_fast.testing.rel_error), recorded next to a timing so a
+    kernel that is fast because it is wrong shows; None when it cannot be computed."""
+    from inception_fast.testing import rel_error
+
+    try:
+        return rel_error(out, ref)
+    except Exception:
+        return None

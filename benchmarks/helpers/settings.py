@@ -1,0 +1,163 @@
+"""Benchmark settings and the case grids.
+
+Settings come from environment variables (the conftest's --quick/--compile/--cuda-graph
+options set the same variables):
+
+* ``INCEPTION_FAST_BENCH_QUICK=1``: tiny sizes and few repeats (CI smoke run).
+* ``INCEPTION_FAST_BENCH_COMPILE=1``: add the torch.compile anchor (torchvision's
+  googlenet, default mode, ``torch._inductor.config.freezing = True``).
+* ``INCEPTION_FAST_BENCH_CUDA_GRAPH=1``: time CUDA-graph replays instead of eager calls.
+* ``INCEPTION_FAST_BENCH_DEVICE=cpu|cuda``: force the device (default: cuda if present).
+* ``INCEPTION_FAST_BENCH_BATCHES=256,1`` / ``INCEPTION_FAST_BENCH_DTYPES=bf16``: narrow
+  the throughput grid (for short GPU windows).
+* ``INCEPTION_FAST_BENCH_BLOCK_BATCH=1``: the per-block benchmarks' batch (default 256 on a GPU).
+* ``INCEPTION_FAST_BENCH_DEADLINE=<unix time>``: benchmarks not started by then skip
+  (gpu_suite.sh uses it so a time-boxed run still writes its JSON).
+* ``INCEPTION_FAST_BENCH_PROFILE=1``: the throughput benchmark also records, for the headline
+  configuration (largest batch, first dtype, channels_last), where one forward's device time
+  goes (``kernel_profile``: torch.profiler, time per kernel name) and how much of the timed
+  forward the device was busy (``busy``: kernel time over the measured time; well under 1
+  means the forward waits on the host).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+ENV_QUICK = "INCEPTION_FAST_BENCH_QUICK"
+ENV_COMPILE = "INCEPTION_FAST_BENCH_COMPILE"
+ENV_CUDA_GRAPH = "INCEPTION_FAST_BENCH_CUDA_GRAPH"
+ENV_DEVICE = "INCEPTION_FAST_BENCH_DEVICE"
+ENV_BATCHES = "INCEPTION_FAST_BENCH_BATCHES"
+ENV_BLOCK_BATCH = "INCEPTION_FAST_BENCH_BLOCK_BATCH"
+ENV_DTYPES = "INCEPTION_FAST_BENCH_DTYPES"
+ENV_DEADLINE = "INCEPTION_FAST_BENCH_DEADLINE"  # unix time after which no new benchmark starts
+ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+BACKENDS = ("torch", "triton", "cuda")
+BLOCKS = ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
+          "inception4d", "inception4e", "inception5a", "inception5b")
+STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
+
+
+def flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def bench_device() -> torch.device:
+    forced = os.environ.get(ENV_DEVICE, "").strip()
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: torch.device
+    quick: bool
+    cuda_graph: bool
+    compile: bool
+    image_size: int
+    batches: tuple
+    dtypes: tuple
+    formats: tuple
+    block_batch: int
+    block_dtype: str
+    compile_batch: int
+    calib_batch: int
+    warmup: int
+    repeats: int
+    min_time_s: float
+    rounds: int  # pytest-benchmark pedantic rounds (wall clock, synchronized)
+
+
+def _env_list(name: str) -> Optional[tuple]:
+    values = tuple(v.strip() for v in os.environ.get(name, "").split(",") if v.strip())
+    return values or None
+
+
+def settings() -> Settings:
+    device = bench_device()
+    quick = flag(ENV_QUICK)
+    gpu = device.type == "cuda"
+    if quick:
+        image, batches, block_batch = 64, (2,), 2
+        warmup, repeats, min_time, rounds, calib = 1, 2, 0.0, 1, 2
+    elif gpu:
+        image, batches, block_batch = 224, (256, 64, 1), 256
+        warmup, repeats, min_time, rounds, calib = 5, 20, 0.1, 5, 8
+    else:
+        image, batches, block_batch = 224, (8, 1), 8
+        warmup, repeats, min_time, rounds, calib = 2, 5, 0.0, 2, 4
+    dtypes = ("bf16", "fp32") if gpu else ("fp32",)  # no fast bf16 convs to speak of on CPU
+    batches = tuple(int(b) for b in (_env_list(ENV_BATCHES) or batches))
+    block_batch = int(os.environ.get(ENV_BLOCK_BATCH) or block_batch)
+    dtypes = _env_list(ENV_DTYPES) or dtypes
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"{ENV_DTYPES}: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    return Settings(
+        device=device, quick=quick, cuda_graph=flag(ENV_CUDA_GRAPH) and gpu, compile=flag(ENV_COMPILE),
+        image_size=image, batches=batches, dtypes=dtypes, formats=("channels_last", "contiguous"),
+        block_batch=block_batch, block_dtype="bf16" if gpu else "fp32", compile_batch=max(batches),
+        calib_batch=calib, warmup=warmup, repeats=repeats, min_time_s=min_time, rounds=rounds,
+    )
+
+
+# Case ids must stay free of the word "compile" except for the compile anchor, so that
+# `-k compile` selects exactly it.
+@dataclass(frozen=True)
+class ThroughputCase:
+    model: str
+    dtype: str
+    memory_format: str
+    batch: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.dtype}-{self.memory_format}-b{self.batch}"
+
+
+def throughput_cases(s: Optional[Settings] = None) -> list:
+    """Grouped so that all models of one (dtype, format, batch) run side by side,
+    headline configurations first (a cut-short run still compares like with like)."""
+    s = s or settings()
+    models = ["torchvision", "reference", *(f"fused_{b}" for b in BACKENDS)]
+    if s.device.type == "cuda":  # off CUDA, auto is the torch backend
+        models.append("fused_auto")
+    cases = []
+    for dtype in s.dtypes:
+        for fmt in s.formats:
+            for batch in s.batches:
+                cases += [ThroughputCase(m, dtype, fmt, batch) for m in models]
+    if s.compile:
+        # One configuration only: each new shape is another ~30 s compile.
+        cases.append(ThroughputCase("tv_compile", s.dtypes[0], "channels_last", s.compile_batch))
+    return cases
+
+
+@dataclass(frozen=True)
+class BlockCase:
+    block: str  # "stem" or an Inception block name
+    impl: str   # torchvision | torch | triton | cuda | launch1_ext | launch1_triton
+
+    @property
+    def id(self) -> str:
+        return f"{self.block}-{self.impl}"
+
+
+def block_cases(s: Optional[Settings] = None) -> list:
+    s = s or settings()
+    # The fused model's stem: BN folded, conv1 run the way it measured fastest.  With backend
+    # "torch" that is one of the ATen forms; with "triton" the Triton stem kernel competes too.
+    cases = [BlockCase("stem", "torchvision"), BlockCase("stem", "torch"), BlockCase("stem", "triton")]
+    for name in BLOCKS:
+        cases += [BlockCase(name, impl) for impl in ("torchvision", *BACKENDS)]
+    for name in BLOCKS:
+        cases += [BlockCase(name, "launch1_ext"), BlockCase(name, "launch1_triton")]
+    return cases
