@@ -4,9 +4,9 @@
     model = FusedGoogLeNet.from_torchvision(torchvision.models.googlenet(weights="DEFAULT")).eval()
 """
 from .graphs import CapturedForward
-from .modules import FusedGoogLeNet, FusedInception, available_backends, fuse
+from .modules import FusedForeignInception, FusedGoogLeNet, FusedInception, FuseReport, available_backends, fuse
 from .reference import GoogLeNet, Inception
 
-__all__ = ["Inception", "GoogLeNet", "FusedInception", "FusedGoogLeNet", "fuse", "available_backends",
-           "CapturedForward"]
+__all__ = ["Inception", "GoogLeNet", "FusedInception", "FusedForeignInception", "FusedGoogLeNet", "fuse", "FuseReport",
+           "available_backends", "CapturedForward"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The main job: ``python -m inception_fast``.
+"""The main job: ``python -m inception_fast``.  ``python -m inception_fast train ...`` is the
+training job (inception_fast/train.py).
 
 Builds FusedGoogLeNet on the machine at hand (CUDA if present, else CPU), checks it
 against the reference on random input with calibrated BatchNorm statistics, and
@@ -26,7 +27,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m inception_fast", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="Training: python -m inception_fast train --help")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--batch-sizes", default=None, help="comma-separated (default: 1,8 on CPU; 1,64,256 on CUDA)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: float32 on CPU, bfloat16 on CUDA")
@@ -76,6 +78,11 @@ class _Progress:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from .train import main as train_main
+
+        return train_main(argv[1:])
     args = _parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

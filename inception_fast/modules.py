@@ -19,6 +19,9 @@ input's, like torch convolutions.
 """
 from __future__ import annotations
 
+import logging
+import warnings
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -26,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
-from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_block
+from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
-__all__ = ["FusedInception", "FusedGoogLeNet", "fuse", "available_backends", "is_inception_block"]
+__all__ = ["FusedInception", "FusedForeignInception", "FusedGoogLeNet", "fuse", "FuseReport", "available_backends",
+           "is_inception_block"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -75,30 +79,47 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
                         f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})")
 
 
+def _check_backend_name(backend: str) -> None:
+    """Fails early on a backend name nobody knows; availability is checked per device."""
+    if backend != "auto" and backend not in backends.names():
+        raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(backends.names())}")
+
+
 def _wants_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-class FusedInception(Inception):
-    """Inception block with the fused forward; same constructor and state_dict as ``Inception``."""
+def _pack_own_units(block: nn.Module, dtype: torch.dtype):
+    return pack_units(block._units(), dtype)
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3, backend: str = "auto") -> None:
-        super().__init__(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
-                         batch_norm=batch_norm, branch3_kernel=branch3_kernel)
-        self.batch_norm = batch_norm
+
+def _own_unit_tensors(block: nn.Module) -> list:
+    return conv_bn_tensors(block._units())
+
+
+class _PackedBlock:
+    """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
+    backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
+    op with or without autograd.  Mixed into FusedInception and FusedForeignInception."""
+
+    def _init_packing(self, backend: str) -> None:
         self.requested_backend = backend
-        self._pack_cache = PackCache(pack_block)
+        self._pack_cache = PackCache(_pack_own_units, _own_unit_tensors)
         self._resolved: dict = {}
-        if backend != "auto":  # fail early on a name nobody knows; availability is checked per device
-            if backend not in backends.names():
-                raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(backends.names())}")
+        _check_backend_name(backend)
+
+    def _units(self) -> list:
+        """The six conv(→BN) units in packing order (see packing.pack_units)."""
+        raise NotImplementedError
+
+    def _first_weight(self) -> Tensor:
+        raise NotImplementedError
 
     @property
     def backend(self) -> str:
         """What runs on the parameters' device: a backend name, or "auto" on CUDA with backend="auto",
         where the fastest backend is measured per block shape (``inception_fast.choices.AUTO.choices()``)."""
-        return self.backend_for(self.branch1.conv.weight.device)
+        return self.backend_for(self._first_weight().device)
 
     def backend_for(self, device) -> str:
         device = torch.device(device)
@@ -107,6 +128,52 @@ class FusedInception(Inception):
             name = backends.resolve(self.requested_backend, device)
             self._resolved[device] = name
         return name
+
+    def packed(self, dtype: Optional[torch.dtype] = None):
+        """The packed weights: cached without autograd, rebuilt differentiably when grad is enabled."""
+        units = self._units()
+        dtype = dtype or self._first_weight().dtype
+        if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(units)):
+            return pack_units(units, dtype)
+        return self._pack_cache.get(self, dtype)
+
+    def clear_packed_weights(self) -> None:
+        """Drops the cached packed weights.  Needed only after writes through ``.data``, which
+        PyTorch's version counters do not see; every other change is detected on its own."""
+        self._pack_cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() replace every weight: drop the packs (and the old storages they
+        # keep alive) now rather than at the next forward, which may never come.
+        self.clear_packed_weights()
+        return super()._apply(fn, *args, **kwargs)
+
+    def fused_forward(self, x: Tensor) -> Tensor:
+        """The fused path on a channels_last input; returns a channels_last output."""
+        return ops.inception_block(x, *self.packed(x.dtype), backend=self.backend_for(x.device))
+
+    def _fused_call(self, x: Tensor) -> Tensor:
+        """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
+        channels_last = _wants_channels_last(x)
+        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last))
+        return out if channels_last else out.contiguous()
+
+
+class FusedInception(_PackedBlock, Inception):
+    """Inception block with the fused forward; same constructor and state_dict as ``Inception``."""
+
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
+                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3, backend: str = "auto") -> None:
+        super().__init__(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
+                         batch_norm=batch_norm, branch3_kernel=branch3_kernel)
+        self.batch_norm = batch_norm
+        self._init_packing(backend)
+
+    def _units(self) -> list:
+        return block_convs(self)
+
+    def _first_weight(self) -> Tensor:
+        return self.branch1.conv.weight
 
     @classmethod
     def from_torchvision(cls, block: nn.Module, backend: str = "auto") -> "FusedInception":
@@ -132,35 +199,11 @@ class FusedInception(Inception):
                              f"(input shape {tuple(x.shape)})")
         _check_params_match(x, self.branch1.conv.weight, "Inception block")
 
-    def packed(self, dtype: Optional[torch.dtype] = None):
-        """The packed weights: cached without autograd, rebuilt differentiably when grad is enabled."""
-        dtype = dtype or self.branch1.conv.weight.dtype
-        if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(block_convs(self))):
-            return pack_block(self, dtype)
-        return self._pack_cache.get(self, dtype)
-
-    def clear_packed_weights(self) -> None:
-        """Drops the cached packed weights.  Needed only after writes through ``.data``, which
-        PyTorch's version counters do not see; every other change is detected on its own."""
-        self._pack_cache.clear()
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.cuda()/.half() replace every weight: drop the packs (and the old storages they
-        # keep alive) now rather than at the next forward, which may never come.
-        self.clear_packed_weights()
-        return super()._apply(fn, *args, **kwargs)
-
-    def fused_forward(self, x: Tensor) -> Tensor:
-        """The fused path on a channels_last input; returns a channels_last output."""
-        return ops.inception_block(x, *self.packed(x.dtype), backend=self.backend_for(x.device))
-
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         if self.training and self.batch_norm:
             return super().forward(x)  # BatchNorm in training uses batch statistics
-        channels_last = _wants_channels_last(x)
-        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last))
-        return out if channels_last else out.contiguous()
+        return self._fused_call(x)
 
 
 class FusedGoogLeNet(GoogLeNet):
@@ -292,17 +335,165 @@ class FusedGoogLeNet(GoogLeNet):
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
 
 
-def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
-    """Replaces every Inception block (torchvision's or ours) inside ``model`` with a FusedInception.
+class FusedForeignInception(_PackedBlock, nn.Module):
+    """An Inception block of any class, recognised by ``fuse()`` from what its forward computes
+    (``inception_fast.recognize``), with the fused forward.
 
-    Returns the model (a fused block if ``model`` itself is one).  Weights are copied,
-    device, dtype and train/eval mode kept.
+    It takes over the original block's submodules, parameters and buffers under their own
+    names (the same objects: an optimizer built before ``fuse()`` keeps training them), so its
+    state_dict keys are the original's and a checkpoint saved before ``fuse()`` loads after it.
+    The forward:
+
+    * eval mode, or no BatchNorm: the fused op from the six conv(→BN) units (BN folded; a conv
+      without bias and BN gets a zero bias), differentiable through the op's registered backward;
+    * train mode with BatchNorm, and dtypes the op lacks (float64): the matched computation
+      with the block's own modules (each conv, BN and ReLU in turn, then torch.cat), which is
+      what the original forward computes: the match proved it.
     """
-    if is_inception_block(model) and not isinstance(model, FusedInception):
-        return FusedInception.from_torchvision(model, backend=backend)
-    for name, child in list(model.named_children()):
-        if is_inception_block(child) and not isinstance(child, FusedInception):
-            setattr(model, name, FusedInception.from_torchvision(child, backend=backend))
+
+    def __init__(self, block: nn.Module, match, backend: str = "auto") -> None:
+        super().__init__()
+        for name, child in block._modules.items():
+            self.add_module(name, child)
+        for name, param in block._parameters.items():
+            self.register_parameter(name, param)
+        for name, buf in block._buffers.items():
+            self.register_buffer(name, buf, persistent=name not in block._non_persistent_buffers_set)
+        self.source_class = f"{type(block).__module__}.{type(block).__qualname__}"
+        self.unit_paths = tuple(match.units)
+        self.has_bn = match.has_bn
+        self._init_packing(backend)
+        self.in_channels = self._units()[0][0].in_channels
+        self.train(block.training)
+
+    def _find(self, path: str) -> nn.Module:
+        module = self
+        for part in path.split("."):
+            module = module._modules[part]
+        return module
+
+    def _units(self) -> list:
+        return [(self._find(conv), self._find(bn) if bn is not None else None) for conv, bn in self.unit_paths]
+
+    def _first_weight(self) -> Tensor:
+        return self._find(self.unit_paths[0][0]).weight
+
+    def extra_repr(self) -> str:
+        return f"from {self.source_class}"
+
+    def reference_forward(self, x: Tensor) -> Tensor:
+        """The block's computation with its own modules (train-mode BatchNorm included)."""
+        units = self._units()
+
+        def unit(i, t):
+            conv, bn = units[i]
+            t = conv(t)
+            return F.relu(bn(t) if bn is not None else t)
+
+        return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)),
+                          unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if ((self.training and self.has_bn) or not isinstance(x, Tensor) or x.dim() != 4
+                or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels):
+            return self.reference_forward(x)  # its own errors for input it cannot take
+        _check_params_match(x, self._first_weight(), "Inception block")
+        return self._fused_call(x)
+
+
+@dataclass
+class FuseReport:
+    """What ``fuse()`` did: ``fused`` [(path, class name of the original)], ``left_alone``
+    [(path, class name, why)] for modules that looked like Inception blocks (six convs) but do
+    not compute the pattern.  ``str()`` is the summary ``fuse()`` logs."""
+
+    fused: list = field(default_factory=list)
+    left_alone: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        kinds: dict = {}
+        for _, cls in self.fused:
+            kinds[cls] = kinds.get(cls, 0) + 1
+        text = f"fuse(): fused {len(self.fused)} Inception block(s)"
+        if kinds:
+            text += " (" + ", ".join(f"{n} {cls}" for cls, n in kinds.items()) + ")"
+        if self.left_alone:
+            text += f"; left {len(self.left_alone)} lookalike(s) alone:"
+            text += "".join(f"\n  {path or '<the model>'} ({cls}): {why}" for path, cls, why in self.left_alone)
+        return text
+
+
+def _standard_units(block: nn.Module) -> tuple:
+    """The unit paths of torchvision's / our Inception layout (branch1.conv, ...)."""
+    bn = getattr(block.branch1, "bn", None) is not None
+    return tuple((f"{p}.conv", f"{p}.bn" if bn else None)
+                 for p in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1"))
+
+
+def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
+    """FusedInception for torchvision's and our own class in their own layout (the class keys
+    variants, e.g. FusedGoogLeNet.from_torchvision, rely on), else FusedForeignInception."""
+    if (is_inception_block(block) and type(block).forward in _standard_forwards()
+            and match.units == _standard_units(block) and match.kernels[0] == 3 and match.kernels[1] in (3, 5)):
+        return FusedInception.from_torchvision(block, backend=backend)
+    return FusedForeignInception(block, match, backend=backend)
+
+
+def _standard_forwards() -> tuple:
+    forwards = [Inception.forward]
+    try:
+        from torchvision.models.googlenet import Inception as TVInception
+
+        forwards.append(TVInception.forward)
+    except Exception:
+        pass
+    return tuple(forwards)
+
+
+def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
+    """Replaces every Inception block inside ``model`` with a fused one, whatever its class.
+
+    A module is an Inception block when its forward computes the four-branch pattern (traced
+    with torch.fx and matched; see ``inception_fast.recognize``): torchvision's and our blocks
+    become FusedInception (weights copied), any other class (the d2l textbook's ``Inception``,
+    your own) a FusedForeignInception that keeps its submodules and state_dict keys.  Modules
+    that look like blocks (six convs) but compute anything else are left exactly as they were.
+
+    Device, dtype and train/eval mode are kept.  Returns the model (the fused block if
+    ``model`` itself is one), or ``(model, FuseReport)`` with ``report=True``.  The summary is
+    logged (logger "inception_fast", level INFO); a warning says when nothing was fused or a
+    lookalike was left alone, and why.
+    """
+    from .recognize import BlockMatch, count_convs, find_candidates, match_block
+
+    _check_backend_name(backend)
+    done = FuseReport()
+    fused_classes = (FusedInception, FusedForeignInception)
+    result = model
+    if isinstance(model, fused_classes):
+        candidates = []
+    elif count_convs(model) == 6 and not any(count_convs(c) == 6 for c in model.children()):
+        candidates = [("", model)]
+    else:
+        candidates = list(find_candidates(model, skip=fused_classes))
+    for path, block in candidates:
+        match = match_block(block)
+        if not isinstance(match, BlockMatch):
+            done.left_alone.append((path, type(block).__name__, match))
+            continue
+        new = _fused_block(block, match, backend)
+        done.fused.append((path, type(block).__name__))
+        if not path:
+            result = new
         else:
-            fuse(child, backend=backend)
-    return model
+            parent, _, name = path.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, name, new)
+    logging.getLogger("inception_fast").info("%s", done)
+    if not done.fused:
+        already = sum(isinstance(m, fused_classes) for m in model.modules())
+        if not already:
+            warnings.warn(f"{done}: no module of {type(model).__name__} computes an Inception block"
+                          if not done.left_alone else str(done), stacklevel=2)
+    elif done.left_alone:
+        warnings.warn(str(done), stacklevel=2)
+    return (result, done) if report else result

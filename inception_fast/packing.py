@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedBlock", "fold_conv_bn", "pack_block", "block_convs", "conv_bn_tensors", "PackCache"]
+__all__ = ["PackedBlock", "fold_conv_bn", "pack_block", "pack_units", "block_convs", "conv_bn_tensors", "PackCache"]
 
 
 class PackedBlock(NamedTuple):
@@ -47,14 +47,24 @@ class PackedBlock(NamedTuple):
     b5: Tensor
 
 
-def fold_conv_bn(basic_conv: nn.Module, dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
-    """(weight, bias) of conv→BN as one conv.  Works for torchvision's BasicConv2d and ours.
+def _conv_and_bn(unit) -> tuple[nn.Module, Optional[nn.Module]]:
+    """A conv(→BN) unit as (conv, bn or None): a module with ``conv`` (and maybe ``bn``) children,
+    like torchvision's BasicConv2d and ours, or a (conv, bn-or-None) pair (a block that ``fuse()``
+    recognised from its forward, whose convs and BatchNorms are wherever its author put them)."""
+    if isinstance(unit, tuple):
+        return unit
+    children = unit._modules
+    return children["conv"], children.get("bn")
+
+
+def fold_conv_bn(unit, dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
+    """(weight, bias) of conv→BN as one conv.  ``unit``: torchvision's BasicConv2d, ours, or a
+    (conv, bn-or-None) pair.  A conv without bias and without BN gets a zero bias.
 
     Differentiable: under autograd the folded tensors carry gradients back to the
     conv and BN parameters.  Folding is done in at least float32.
     """
-    conv = basic_conv.conv
-    bn = getattr(basic_conv, "bn", None)
+    conv, bn = _conv_and_bn(unit)
     w = conv.weight
     dtype = dtype or w.dtype
     work = torch.promote_types(w.dtype, torch.float32)
@@ -79,8 +89,14 @@ def fold_conv_bn(basic_conv: nn.Module, dtype: Optional[torch.dtype] = None) -> 
 
 def pack_block(block: nn.Module, dtype: Optional[torch.dtype] = None) -> PackedBlock:
     """Packs an Inception block (torchvision's or ours) for the fused op."""
+    return pack_units(block_convs(block), dtype)
+
+
+def pack_units(units, dtype: Optional[torch.dtype] = None) -> PackedBlock:
+    """Packs a block given as its six conv(→BN) units in packing order: branch 1's 1x1, branch 2's
+    1x1 and k×k, branch 3's 1x1 and k×k, the pool branch's 1x1 (see ``fold_conv_bn`` for a unit)."""
     (w1, b1), (w2r, b2r), (w3, b3), (w5r, b5r), (w5, b5), (wp, bp) = (
-        fold_conv_bn(unit, dtype) for unit in block_convs(block))
+        fold_conv_bn(unit, dtype) for unit in units)
     w_red = torch.cat([w1, w2r, w5r], 0).flatten(1).contiguous()
     b_red = torch.cat([b1, b2r, b5r], 0).contiguous()
     cl = torch.channels_last
@@ -112,15 +128,15 @@ def _same_bits(a: Tensor, b: Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def conv_bn_tensors(basic_convs) -> list[Tensor]:
-    """Every tensor that folding reads from these conv(→BN) modules: the cache key's sources.
+def conv_bn_tensors(units) -> list[Tensor]:
+    """Every tensor that folding reads from these conv(→BN) units (see ``fold_conv_bn``): the
+    cache key's sources.
 
     Dict reads, not attribute reads (see the module docstring): this runs on every forward.
     """
     out = []
-    for basic in basic_convs:
-        children = basic._modules
-        conv, bn = children["conv"], children.get("bn")
+    for unit in units:
+        conv, bn = _conv_and_bn(unit)
         params = conv._parameters
         # A pruned or parametrized conv has no "weight" parameter; its attribute is computed.
         out.append(params["weight"] if "weight" in params else conv.weight)

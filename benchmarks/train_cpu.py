@@ -1,0 +1,65 @@
+"""Training images/s of the d2l network, fused against the reference, side by side in one run.
+
+    python -m benchmarks.train_cpu [--image-size 96] [--batch 32] [--rounds 5] [--steps 3]
+
+Both models start from the same weights (inception_fast.train.build_models) and take SGD steps
+(forward, cross-entropy, backward, step) on the same random batch.  Each round times ``--steps``
+steps of the fused model, then of the reference, so both see the same machine load; it prints
+the median and the min-max over the rounds.  Not a test: it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from inception_fast.train import build_models
+
+
+def _step(model, opt, x, y):
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
+    p.add_argument("--backend", default="torch")
+    args = p.parse_args(argv)
+    models = build_models("d2l", 10, 1, seed=0, backend=args.backend, reference=True)
+    opts = {n: torch.optim.SGD(m.parameters(), lr=0.01) for n, m in models.items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 1, args.image_size, args.image_size, generator=g)
+    y = torch.randint(0, 10, (args.batch,), generator=g)
+    for name, model in models.items():  # warm-up
+        _step(model, opts[name], x, y)
+    rates = {n: [] for n in models}
+    for r in range(args.rounds):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                _step(model, opts[name], x, y)
+            rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()),
+              flush=True)
+    print(f"\nd2l GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
+          f"{args.rounds} rounds x {args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}")
+    print("| model | images/s median | min | max |\n|---|---|---|---|")
+    for name, v in rates.items():
+        print(f"| {name} | {statistics.median(v):.1f} | {min(v):.1f} | {max(v):.1f} |")
+    ratio = [f / r for f, r in zip(rates["fused"], rates["reference"])]
+    print(f"| fused / reference, per round | {statistics.median(ratio):.2f}x | {min(ratio):.2f}x | {max(ratio):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Recognising an Inception block by what its forward computes, whatever its class.
+
+``match_block(module)`` traces ``module.forward`` with torch.fx (in train and in eval mode:
+the trace follows Python branches on ``self.training``) and matches the graph against the
+four-branch pattern the fused op computes:
+
+  * one input, read by four branches whose results are ``torch.cat``-ed along dim 1, in order:
+  * branch 1: a 1x1 conv (+ BatchNorm) + ReLU;
+  * branches 2 and 3: a 1x1 conv (+ BN) + ReLU, then a k×k conv (k odd, padding k//2) (+ BN)
+    + ReLU, any k;
+  * branch 4: a 3x3 stride-1 padding-1 max pool, then a 1x1 conv (+ BN) + ReLU.
+
+Every conv is a plain ``nn.Conv2d`` with stride 1, dilation 1, groups 1 and zero padding; the
+BatchNorms are plain ``nn.BatchNorm2d`` with running statistics; a ReLU is the module or the
+function (``F.relu``, ``torch.relu``, ``.relu()``, in place or not).  Nothing else may be in
+the graph, and no module of the block may carry hooks (the fused forward would skip them).
+The answer is a ``BlockMatch`` (the six conv(+BN) units in packing order, by their paths
+inside the module) or the reason it is not one.
+
+``find_candidates(model)`` lists the modules worth matching: those holding exactly six
+``nn.Conv2d`` (an Inception block's count) that no single child holds all of.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BlockMatch", "match_block", "find_candidates", "count_convs"]
+
+_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
+_RELU_METHODS = {"relu", "relu_"}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
+
+
+@dataclass(frozen=True)
+class BlockMatch:
+    """A recognised block: the (conv path, bn path or None) of its six units in packing order
+    (branch 1; branch 2's 1x1, k×k; branch 3's 1x1, k×k; the pool branch's 1x1)."""
+
+    units: tuple
+    kernels: tuple  # (branch 2's k, branch 3's k)
+    has_bn: bool
+
+
+class _NotABlock(Exception):
+    pass
+
+
+def count_convs(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def find_candidates(module: nn.Module, prefix: str = "", skip=()):
+    """Yields (path, module) for every module holding exactly six convs none of whose children
+    holds all six; descends into the others (not into instances of ``skip``)."""
+    for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, skip):
+            continue
+        n = count_convs(child)
+        if n < 6:
+            continue
+        if n == 6 and not any(count_convs(c) == 6 for c in child.children()):
+            yield path, child
+        else:
+            yield from find_candidates(child, path, skip)
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's default tracer (torch.nn modules other than Sequential are leaves)."""
+
+
+def _trace(module: nn.Module) -> torch.fx.Graph:
+    try:
+        return _Tracer().trace(module)
+    except Exception as exc:  # a forward fx cannot trace (data-dependent control flow, ...)
+        raise _NotABlock(f"its forward cannot be traced by torch.fx ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
+               for m in module.modules())
+
+
+def _pair(v) -> Optional[int]:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, (tuple, list)) and len(set(v)) == 1:
+        return int(v[0])
+    return None
+
+
+def _describe(node: torch.fx.Node, root: nn.Module) -> str:
+    if node.op == "call_module":
+        return f"{type(root.get_submodule(node.target)).__name__} ({node.target})"
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return node.op
+
+
+def _is_relu(node: torch.fx.Node, root: nn.Module) -> bool:
+    if node.op == "call_module":
+        return type(root.get_submodule(node.target)) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in _RELU_METHODS
+
+
+def _tensor_args(node: torch.fx.Node) -> list:
+    return [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+
+
+def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
+    """The square kernel size of a conv the fused op computes (1 when ``k`` is 1), else raises."""
+    if type(conv).forward is not nn.Conv2d.forward or not isinstance(conv, nn.Conv2d):
+        raise _NotABlock(f"{where}: {type(conv).__name__} is not a plain nn.Conv2d")
+    size = _pair(conv.kernel_size)
+    if size is None:
+        raise _NotABlock(f"{where}: non-square kernel {tuple(conv.kernel_size)}")
+    if k == 1 and size != 1:
+        raise _NotABlock(f"{where}: a {size}x{size} conv where a 1x1 belongs")
+    if size % 2 == 0:
+        raise _NotABlock(f"{where}: even kernel {size}x{size} (the branch would change the spatial size)")
+    if _pair(conv.stride) != 1:
+        raise _NotABlock(f"{where}: stride {tuple(conv.stride)}")
+    if _pair(conv.dilation) != 1:
+        raise _NotABlock(f"{where}: dilation {tuple(conv.dilation)}")
+    if conv.groups != 1:
+        raise _NotABlock(f"{where}: groups={conv.groups}")
+    if conv.padding_mode != "zeros":
+        raise _NotABlock(f"{where}: padding_mode={conv.padding_mode!r}")
+    padding = conv.padding
+    if not (padding == "same" or _pair(padding) == size // 2):
+        raise _NotABlock(f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})")
+    return size
+
+
+def _check_bn(bn: nn.Module, conv: nn.Module, where: str) -> None:
+    if type(bn) is not nn.BatchNorm2d:
+        raise _NotABlock(f"{where}: {type(bn).__name__} after the conv (only nn.BatchNorm2d folds)")
+    if bn.running_mean is None or bn.running_var is None:
+        raise _NotABlock(f"{where}: BatchNorm2d without running statistics cannot be folded")
+    if bn.num_features != conv.out_channels:
+        raise _NotABlock(f"{where}: BatchNorm2d over {bn.num_features} channels after a conv with {conv.out_channels}")
+
+
+def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
+    """A 3x3 stride-1 padding-1 max pool (its ceil_mode changes nothing at that size)."""
+    if node.op == "call_module":
+        pool = root.get_submodule(node.target)
+        if type(pool) is not nn.MaxPool2d:
+            raise _NotABlock(f"{where}: {type(pool).__name__} where a 3x3/1 max pool belongs")
+        params = (_pair(pool.kernel_size), _pair(pool.stride if pool.stride is not None else pool.kernel_size),
+                  _pair(pool.padding), _pair(pool.dilation), pool.return_indices)
+    elif node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d):
+        names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        bound = dict(zip(names, node.args))
+        bound.update(node.kwargs)
+        kernel = _pair(bound.get("kernel_size"))
+        stride = bound.get("stride")
+        stride = kernel if stride is None or stride == [] or stride == () else _pair(stride)
+        params = (kernel, stride, _pair(bound.get("padding", 0)), _pair(bound.get("dilation", 1)),
+                  bool(bound.get("return_indices", False)))
+    else:
+        raise _NotABlock(f"{where}: {_describe(node, root)} where a 3x3/1 max pool belongs")
+    if params != (3, 1, 1, 1, False):
+        kernel, stride, padding, dilation, _ = params
+        raise _NotABlock(f"{where}: max pool kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} "
+                         "(the pattern has 3, 1, 1, 1)")
+
+
+def _branch_chain(end: torch.fx.Node, start: torch.fx.Node, where: str, root: nn.Module) -> list:
+    """The nodes from ``start`` (exclusive) to ``end`` along single-input steps, in order."""
+    chain = []
+    node = end
+    while node is not start:
+        if node.op == "placeholder":
+            raise _NotABlock(f"{where}: reads another input")
+        inputs = _tensor_args(node)
+        if len(inputs) != 1:
+            raise _NotABlock(f"{where}: {_describe(node, root)} combines {len(inputs)} tensors")
+        if node.op not in ("call_module", "call_function", "call_method"):
+            raise _NotABlock(f"{where}: unsupported node {node.op}")
+        chain.append(node)
+        node = inputs[0]
+    chain.reverse()
+    for step in chain[:-1]:
+        if len(step.users) != 1:
+            raise _NotABlock(f"{where}: the result of {_describe(step, root)} is used elsewhere too")
+    return chain
+
+
+def _units(chain: list, where: str, root: nn.Module, pooled: bool) -> list:
+    """Parses a branch chain into (conv path, bn path) units; checks the pool and every ReLU."""
+    steps = list(chain)
+    if pooled:
+        if not steps:
+            raise _NotABlock(f"{where}: empty branch")
+        _check_pool(steps.pop(0), root, where)
+    units = []
+    while steps:
+        node = steps.pop(0)
+        conv = root.get_submodule(node.target) if node.op == "call_module" else None
+        if conv is None or not isinstance(conv, nn.Conv2d):
+            raise _NotABlock(f"{where}: {_describe(node, root)} where a conv belongs")
+        bn_path = None
+        if (steps and steps[0].op == "call_module" and not _is_relu(steps[0], root)
+                and not isinstance(root.get_submodule(steps[0].target), nn.Conv2d)):
+            bn_node = steps.pop(0)
+            _check_bn(root.get_submodule(bn_node.target), conv, where)
+            bn_path = bn_node.target
+        if not steps or not _is_relu(steps[0], root):
+            after = _describe(steps[0], root) if steps else "nothing"
+            raise _NotABlock(f"{where}: {_describe(node, root)} is followed by {after}, not ReLU")
+        steps.pop(0)
+        units.append((node.target, bn_path))
+    return units
+
+
+def _match_graph(graph: torch.fx.Graph, root: nn.Module) -> BlockMatch:
+    nodes = list(graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise _NotABlock(f"its forward takes {len(inputs)} inputs, not 1")
+    (x,) = inputs
+    output = [n for n in nodes if n.op == "output"][0]
+    result = output.args[0]
+    if not isinstance(result, torch.fx.Node) or result.op != "call_function" or result.target not in _CAT_FUNCTIONS:
+        what = _describe(result, root) if isinstance(result, torch.fx.Node) else type(result).__name__
+        raise _NotABlock(f"it returns {what}, not torch.cat of four branches")
+    tensors = result.args[0] if result.args else result.kwargs.get("tensors")
+    dim = result.args[1] if len(result.args) > 1 else result.kwargs.get("dim", 0)
+    if dim != 1:
+        raise _NotABlock(f"torch.cat along dim {dim}, not 1 (channels)")
+    if not isinstance(tensors, (list, tuple)) or len(tensors) != 4:
+        raise _NotABlock(f"torch.cat of {len(tensors) if isinstance(tensors, (list, tuple)) else '?'} tensors, not 4")
+    shapes = [(False, 1), (False, 2), (False, 2), (True, 1)]
+    names = ["branch 1 (1x1)", "branch 2 (1x1, k×k)", "branch 3 (1x1, k×k)", "branch 4 (pool, 1x1)"]
+    units, used = [], {x, result, output}
+    for i, (branch, (pooled, n_units)) in enumerate(zip(tensors, shapes)):
+        where = f"concat input {i + 1}, {names[i]}"
+        if not isinstance(branch, torch.fx.Node):
+            raise _NotABlock(f"{where}: not a tensor computed from the input")
+        chain = _branch_chain(branch, x, where, root)
+        used.update(chain)
+        found = _units(chain, where, root, pooled)
+        if len(found) != n_units:
+            raise _NotABlock(f"{where}: {len(found)} conv(s) where the pattern has {n_units}"
+                             f"{' after a max pool' if pooled else ''}")
+        units.extend(found)
+    extra = [n for n in nodes if n not in used]
+    if extra:
+        raise _NotABlock(f"its forward also computes {', '.join(_describe(n, root) for n in extra[:3])}")
+    convs = [root.get_submodule(c) for c, _ in units]
+    kernels = []
+    for i, conv in enumerate(convs):
+        where = f"conv {units[i][0]}"
+        is_kxk = i in (2, 4)
+        size = _check_conv(conv, where, None if is_kxk else 1)
+        if is_kxk:
+            kernels.append(size)
+    cin = convs[0].in_channels
+    for i in (0, 1, 3, 5):
+        if convs[i].in_channels != cin:
+            raise _NotABlock(f"conv {units[i][0]} reads {convs[i].in_channels} channels, conv {units[0][0]} {cin}")
+    if len({(c.weight.device, c.weight.dtype) for c in convs}) != 1:
+        raise _NotABlock("its convs live on different devices or dtypes")
+    return BlockMatch(tuple(units), tuple(kernels), any(bn is not None for _, bn in units))
+
+
+def match_block(module: nn.Module) -> Union[BlockMatch, str]:
+    """A BlockMatch when ``module``'s forward computes the Inception pattern (in train and in
+    eval mode), else the reason it does not, as a sentence fragment."""
+    if _hooks(module):
+        return "it or one of its submodules has forward hooks, which the fused forward would skip"
+    was_training = module.training
+    matches = []
+    try:
+        for mode in (False, True):
+            module.train(mode)
+            matches.append(_match_graph(_trace(module), module))
+    except _NotABlock as exc:
+        return str(exc)
+    finally:
+        module.train(was_training)
+    if matches[0] != matches[1]:
+        return "its forward computes something else in train mode than in eval mode"
+    return matches[0]

@@ -1,0 +1,317 @@
+"""fuse() recognises Inception blocks by what their forward computes (inception_fast.recognize)."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from inception_fast import FusedInception, Inception as OurInception, fuse
+from inception_fast.modules import FusedForeignInception
+from inception_fast.recognize import BlockMatch, match_block
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
+
+FP32 = TOLERANCE["fp32"]
+
+
+# -- the Dive-into-Deep-Learning chapter's network, as a reader types it ------------------------------
+
+class TextbookInception(nn.Module):
+    """The chapter's block: bare convs with bias, F.relu in forward, torch.cat."""
+
+    def __init__(self, in_channels, c1, c2, c3, c4):
+        super().__init__()
+        self.p1_1 = nn.Conv2d(in_channels, c1, kernel_size=1)
+        self.p2_1 = nn.Conv2d(in_channels, c2[0], kernel_size=1)
+        self.p2_2 = nn.Conv2d(c2[0], c2[1], kernel_size=3, padding=1)
+        self.p3_1 = nn.Conv2d(in_channels, c3[0], kernel_size=1)
+        self.p3_2 = nn.Conv2d(c3[0], c3[1], kernel_size=5, padding=2)
+        self.p4_1 = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
+        self.p4_2 = nn.Conv2d(in_channels, c4, kernel_size=1)
+
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4), dim=1)
+
+
+def textbook_googlenet():
+    """The chapter's GoogLeNet: five stages in an nn.Sequential, 1 channel in, 10 classes out."""
+    stage1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.ReLU(),
+                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    stage2 = nn.Sequential(nn.Conv2d(64, 64, kernel_size=1), nn.ReLU(),
+                           nn.Conv2d(64, 192, kernel_size=3, padding=1), nn.ReLU(),
+                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    stage3 = nn.Sequential(TextbookInception(192, 64, (96, 128), (16, 32), 32),
+                           TextbookInception(256, 128, (128, 192), (32, 96), 64),
+                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    stage4 = nn.Sequential(TextbookInception(480, 192, (96, 208), (16, 48), 64),
+                           TextbookInception(512, 160, (112, 224), (24, 64), 64),
+                           TextbookInception(512, 128, (128, 256), (24, 64), 64),
+                           TextbookInception(512, 112, (144, 288), (32, 64), 64),
+                           TextbookInception(528, 256, (160, 320), (32, 128), 128),
+                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    stage5 = nn.Sequential(TextbookInception(832, 256, (160, 320), (32, 128), 128),
+                           TextbookInception(832, 384, (192, 384), (48, 128), 128),
+                           nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+    return nn.Sequential(stage1, stage2, stage3, stage4, stage5, nn.Linear(1024, 10))
+
+
+def _fuse_quietly(model, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean fuse warns about nothing
+        return fuse(model, backend="torch", report=True, **kw)
+
+
+def test_textbook_network_fuses_all_nine_blocks_and_keeps_its_outputs_and_keys():
+    net = textbook_googlenet()
+    x = torch.randn(2, 1, 32, 32)
+    calibrate(net, x)  # He-initialised convs: activations stay O(1) through the 22 layers
+    with torch.no_grad():
+        ref32 = net(x)
+        ref64 = copy.deepcopy(net).double()(x.double())
+    assert ref32.std() > 0.05, "reference activations vanished; the comparison could not fail"
+    saved = copy.deepcopy(net.state_dict())
+
+    fused, report = _fuse_quietly(net)
+    assert fused is net
+    blocks = [m for m in net.modules() if isinstance(m, FusedForeignInception)]
+    assert len(blocks) == 9 and len(report.fused) == 9 and not report.left_alone
+    assert [p for p, _ in report.fused] == ["2.0", "2.1", "3.0", "3.1", "3.2", "3.3", "3.4", "4.0", "4.1"]
+    assert "fused 9" in str(report)
+    assert not net.training  # calibrate left it in eval mode; fuse kept it
+    with torch.no_grad():
+        check_close(net(x), ref64, reduced_precision_bound(ref32, ref64), "fused textbook network")
+    # the user's checkpoint keys and values survive: saved before fuse(), loaded after it
+    assert list(net.state_dict()) == list(saved)
+    net.load_state_dict(saved, strict=True)
+    # ... and the fused blocks follow a load (the packed weights are rebuilt)
+    changed = {k: (v * 0.5 if k.endswith("p1_1.weight") else v) for k, v in saved.items()}
+    net.load_state_dict(changed)
+    unfused = textbook_googlenet().eval()
+    unfused.load_state_dict(changed)
+    with torch.no_grad():
+        want = unfused(x)
+        check_close(net(x), want, reduced_precision_bound(want, copy.deepcopy(unfused).double()(x.double())))
+
+
+def test_gradients_through_a_fused_textbook_block_equal_the_unfused_ones():
+    block = TextbookInception(12, 5, (6, 7), (3, 4), 4)
+    x = torch.randn(3, 12, 6, 5)
+    calibrate(block, x)
+    block.train()
+    ref = copy.deepcopy(block)
+    fused, _ = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception) and fused.training
+
+    def grads(model):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        weight = torch.randn_like(out, generator=None)
+        (out * weight).sum().backward()
+        return out, xi.grad, {n: p.grad for n, p in model.named_parameters()}
+
+    torch.manual_seed(1)
+    out_ref, gx_ref, gp_ref = grads(ref)
+    torch.manual_seed(1)
+    out, gx, gp = grads(fused)
+    assert (out_ref > 0).float().mean() > 0.2, "ReLUs mostly dead: the gradient check could not fail"
+    check_close(out, out_ref, FP32, "output")
+    check_close(gx, gx_ref, FP32, "input gradient")
+    assert set(gp) == set(gp_ref)
+    for name in gp_ref:
+        check_close(gp[name], gp_ref[name], FP32, f"gradient of {name}")
+
+
+class BNInception(nn.Module):
+    """A reader's block with bias-free conv → BatchNorm → ReLU modules, in its own layout."""
+
+    def __init__(self, cin, c1, c2, c3, c4, k=3):
+        super().__init__()
+
+        def unit(i, o, kk=1):
+            return nn.Sequential(nn.Conv2d(i, o, kk, padding=kk // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+        self.a = unit(cin, c1)
+        self.b = nn.Sequential(unit(cin, c2[0]), unit(c2[0], c2[1], 3))
+        self.c = nn.Sequential(unit(cin, c3[0]), unit(c3[0], c3[1], k))
+        self.pool = nn.MaxPool2d(3, 1, 1, ceil_mode=True)  # ceil_mode changes nothing for 3x3/1 padding 1
+        self.d = unit(cin, c4)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x), self.c(x), self.d(self.pool(x))], 1)
+
+
+def test_foreign_batchnorm_block_eval_and_train():
+    block = BNInception(10, 4, (5, 6), (3, 4), 3, k=7)  # any odd k in branch 3
+    x = torch.randn(4, 10, 6, 6)
+    calibrate(block, x)
+    ref = copy.deepcopy(block)
+    fused, report = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception) and fused.has_bn
+    with torch.no_grad():
+        want = ref(x)
+        assert want.std() > 0.1
+        check_close(fused(x), want, FP32, "eval (BN folded)")
+    # eval mode with gradients: the folded op carries them to the conv and BN parameters
+    for model in (ref, fused):
+        model.zero_grad()
+        model(x).square().sum().backward()
+    for (name, p_ref), p in zip(ref.named_parameters(), fused.parameters()):
+        check_close(p.grad, p_ref.grad, FP32, f"eval-mode gradient of {name}")
+    # train mode: batch statistics, running stats updated exactly as the original does
+    ref.train(), fused.train()
+    check_close(fused(x), ref(x), FP32, "train mode")
+    for (name, b_ref), b in zip(ref.named_buffers(), fused.buffers()):
+        if b_ref.is_floating_point():
+            check_close(b, b_ref, FP32, f"buffer {name}")
+
+
+def test_bias_free_conv_without_batchnorm_gets_a_zero_bias():
+    block = TextbookInception(8, 3, (4, 5), (2, 3), 3)
+    block.p2_2 = nn.Conv2d(4, 5, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 5, 5)
+    calibrate(block, x)
+    with torch.no_grad():
+        want = block(x)
+        fused, _ = _fuse_quietly(copy.deepcopy(block))
+        assert isinstance(fused, FusedForeignInception)
+        check_close(fused(x), want, FP32)
+
+
+def test_torchvision_network_and_a_model_with_both_kinds():
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    _, report = _fuse_quietly(tv)
+    assert len(report.fused) == 9 and sum(isinstance(m, FusedInception) for m in tv.modules()) == 9
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          OurInception(16, 4, 4, 8, 2, 4, 4, batch_norm=False),
+                          TextbookInception(20, 6, (4, 8), (2, 4), 6),
+                          nn.Sequential(BNInception(24, 4, (4, 6), (2, 4), 2)))
+    x = torch.randn(2, 3, 7, 7)
+    calibrate(model, x)
+    with torch.no_grad():
+        want = model(x)
+    assert want.std() > 0.1
+    keys = list(model.state_dict())
+    _, report = _fuse_quietly(model)
+    assert isinstance(model[2], FusedInception)
+    assert isinstance(model[3], FusedForeignInception) and isinstance(model[4][0], FusedForeignInception)
+    assert [p for p, _ in report.fused] == ["2", "3", "4.0"]
+    assert list(model.state_dict()) == keys
+    with torch.no_grad():
+        check_close(model(x), want, FP32)
+    # fusing again finds nothing new and says nothing
+    _, again = _fuse_quietly(model)
+    assert not again.fused and not again.left_alone
+
+
+# -- lookalikes: left exactly as they were -------------------------------------------------------
+
+class AvgPoolBranch(TextbookInception):
+    def forward(self, x):
+        p4 = F.relu(self.p4_2(F.avg_pool2d(x, 3, 1, 1)))
+        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(F.relu(self.p2_1(x)))),
+                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), p4), dim=1)
+
+
+class MissingReLU(TextbookInception):
+    def forward(self, x):
+        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(self.p2_1(x))),
+                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+
+
+class OtherOrder(TextbookInception):
+    def forward(self, x):
+        return torch.cat((F.relu(self.p2_2(F.relu(self.p2_1(x)))), F.relu(self.p1_1(x)),
+                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+
+
+class Sigmoid(TextbookInception):
+    def forward(self, x):
+        return torch.cat((torch.sigmoid(self.p1_1(x)), F.relu(self.p2_2(F.relu(self.p2_1(x)))),
+                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+
+
+class ExtraScale(TextbookInception):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class SharedReduction(TextbookInception):  # branch 3 reads branch 2's reduction
+    def forward(self, x):
+        r = F.relu(self.p2_1(x))
+        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(r)), F.relu(self.p3_2(r[:, :2])),
+                          F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+
+
+def _with(block, **attrs):
+    for name, module in attrs.items():
+        setattr(block, name, module)
+    return block
+
+
+def _lookalikes():
+    cfg = (8, 3, (4, 5), (2, 3), 3)
+    tb = lambda cls=TextbookInception: cls(*cfg)  # noqa: E731
+    hooked = tb()
+    hooked.p1_1.register_forward_hook(lambda m, i, o: None)
+    return {
+        "avg pool in branch 4": (AvgPoolBranch(*cfg), "avg_pool2d"),
+        "missing ReLU": (MissingReLU(*cfg), "not ReLU"),
+        "other concat order": (OtherOrder(*cfg), "concat input 1"),
+        "sigmoid": (Sigmoid(*cfg), "sigmoid"),
+        "output scaled": (ExtraScale(*cfg), "not torch.cat"),
+        "shared reduction": (SharedReduction(*cfg), "used elsewhere"),
+        "padding reflect": (_with(tb(), p2_2=nn.Conv2d(4, 5, 3, padding=1, padding_mode="reflect")), "padding_mode"),
+        "dilated conv": (_with(tb(), p2_2=nn.Conv2d(4, 5, 3, padding=2, dilation=2)), "dilation"),
+        "grouped conv": (_with(tb(), p2_2=nn.Conv2d(4, 6, 3, padding=1, groups=2),
+                               p3_1=nn.Conv2d(8, 2, 1)), "groups"),
+        "pool with explicit defaults": (_with(tb(), p4_1=nn.MaxPool2d(3, 1, 1, dilation=1, ceil_mode=True)),
+                         None),  # control: the same pool is fine
+        "5x5 pool": (_with(tb(), p4_1=nn.MaxPool2d(5, 1, 2)), "max pool kernel 5"),
+        "1x1 pool conv is 3x3": (_with(tb(), p4_2=nn.Conv2d(8, 3, 3, padding=1)), "where a 1x1 belongs"),
+        "forward hook": (hooked, "hooks"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_lookalikes()))
+def test_lookalikes_stay_unfused_with_outputs_unchanged(name):
+    block, reason = _lookalikes()[name]
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), block)
+    x = torch.randn(2, 1, 6, 6)
+    calibrate(net, x)
+    with torch.no_grad():
+        want = net(x)
+    if reason is None:  # the control case fuses
+        _, report = _fuse_quietly(net)
+        assert isinstance(net[2], FusedForeignInception)
+        with torch.no_grad():
+            check_close(net(x), want, FP32)
+        return
+    with pytest.warns(UserWarning, match="left 1 lookalike"):
+        _, report = fuse(net, backend="torch", report=True)
+    assert net[2] is block and not report.fused
+    [(path, cls, why)] = report.left_alone
+    assert path == "2" and cls == type(block).__name__ and reason in why, why
+    with torch.no_grad():
+        assert torch.equal(net(x), want)
+
+
+def test_fuse_warns_when_it_fuses_nothing():
+    with pytest.warns(UserWarning, match="fused 0"):
+        fuse(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+
+
+def test_match_describes_the_units():
+    match = match_block(TextbookInception(8, 3, (4, 5), (2, 3), 3))
+    assert isinstance(match, BlockMatch)
+    assert match.units == (("p1_1", None), ("p2_1", None), ("p2_2", None), ("p3_1", None), ("p3_2", None),
+                           ("p4_2", None))
+    assert match.kernels == (3, 5) and not match.has_bn
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=False).inception3a
+    assert match_block(tv).units[0] == ("branch1.conv", "branch1.bn")

@@ -1,0 +1,187 @@
+"""The training job, `python -m inception_fast train`, on tiny images (the d2l network runs down to 1x1)."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from inception_fast.__main__ import main as cli_main
+from inception_fast.testing import TOLERANCE, check_close, rel_error
+from inception_fast.train import build_models
+
+pytest.importorskip("sklearn", reason="the digits come from scikit-learn (pip install 'inception_fast[train]')")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image-size", "8", "--batch-size", "16", "--steps-per-epoch", "2", "--test-limit", "32", "--no-progress",
+        "--backend", "torch"]
+
+
+def flat(state, like):
+    return torch.cat([state[k].flatten() for k in like])
+
+
+def train(out, *extra):
+    return cli_main(["train", "--out", str(out), *TINY, *extra])
+
+
+def load(out):
+    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+
+
+def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_path, capsys):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(whole, "--epochs", "2", "--reference") == 0
+    printed = capsys.readouterr().out
+    assert "epoch   1/2 fused" in printed and "reference" in printed and "img/s" in printed
+    history = json.loads((whole / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        for model in ("fused", "reference"):
+            assert set(h[model]) >= {"train_loss", "train_acc", "test_acc", "images_per_s"}
+            assert 0 <= h[model]["test_acc"] <= 1 and h[model]["images_per_s"] > 0
+        # same initial weights, same batches: the fused model's curve follows the reference's
+        assert abs(h["fused"]["train_loss"] - h["reference"]["train_loss"]) < 1e-3
+    assert (whole / "curves.png").stat().st_size > 1000
+
+    assert train(split, "--epochs", "2", "--reference", "--stop-after", "1") == 0
+    assert "stopped after epoch 1" in capsys.readouterr().out
+    assert load(split)["epoch"] == 1 and not (split / "curves.png").exists()
+    assert train(split, "--epochs", "2", "--reference", "--resume") == 0
+    assert "epochs 2-2" in capsys.readouterr().out
+    a, b = load(whole), load(split)
+    assert b["epoch"] == 2
+    init = build_models("d2l", 10, 1, 0)["fused"].state_dict()
+    for model in ("fused", "reference"):
+        moved = rel_error(flat(a["models"][model], init), flat(init, init))
+        assert moved > 1e-4, "training did not move the weights: the comparison could not fail"
+        for key, value in a["models"][model].items():
+            assert torch.equal(value, b["models"][model][key]), f"{model} {key} differs after resume"
+    assert [h["fused"]["train_loss"] for h in a["history"]] == [h["fused"]["train_loss"] for h in b["history"]]
+
+    # a checkpoint from another variant or number of classes is refused, with the reason
+    with pytest.raises(SystemExit) as exc:
+        train(split, "--epochs", "3", "--variant", "paper", "--image-size", "16", "--resume")
+    assert exc.value.code == 2
+    assert "written for variant 'd2l'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "nope"], "--backend 'nope' is unavailable on cpu"),
+    (["--dtype", "bfloat16", "--device", "cpu"], "--dtype bfloat16 trains with CUDA autocast"),
+    (["--variant", "paper", "--image-size", "8"], "--image-size 8 is too small for variant 'paper'"),
+    (["--data", "fashion-mnist"], "--data fashion-mnist needs --data-dir"),
+    (["--data", "imagefolder", "--data-dir", "/nonexistent/dir"], "--data-dir /nonexistent/dir is not a directory"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--resume"], "--resume: no checkpoint"),
+    (["--device", "tpu"], "--device tpu"),
+])
+def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["train", "--out", str(tmp_path / "o"), "--no-progress", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["train", "--device", "cuda", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def _idx(data: torch.Tensor) -> bytes:
+    header = bytes([0, 0, 0x08, data.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+    return header + data.to(torch.uint8).numpy().tobytes()
+
+
+def _write_fmnist(folder, gz: bool, n_train=20, n_test=8):
+    os.makedirs(folder, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    files = {"train-images-idx3-ubyte": torch.randint(0, 256, (n_train, 28, 28), generator=g),
+             "train-labels-idx1-ubyte": torch.randint(0, 10, (n_train,), generator=g),
+             "t10k-images-idx3-ubyte": torch.randint(0, 256, (n_test, 28, 28), generator=g),
+             "t10k-labels-idx1-ubyte": torch.randint(0, 10, (n_test,), generator=g)}
+    for name, data in files.items():
+        path = os.path.join(folder, name + (".gz" if gz else ""))
+        with (gzip.open if gz else open)(path, "wb") as f:
+            f.write(_idx(data))
+    return folder
+
+
+def test_fashion_mnist_idx_files_gzipped_or_not_and_bad_files(tmp_path, capsys):
+    root = tmp_path / "fm"
+    _write_fmnist(root / "FashionMNIST" / "raw", gz=True)  # torchvision's layout
+    assert train(tmp_path / "o1", "--data", "fashion-mnist", "--data-dir", str(root), "--epochs", "1") == 0
+    assert "fashion-mnist: 20 train / 8 test images" in capsys.readouterr().out
+    flat = _write_fmnist(tmp_path / "flat", gz=False)  # the files directly in the directory
+    assert train(tmp_path / "o2", "--data", "fashion-mnist", "--data-dir", str(flat), "--epochs", "1") == 0
+    capsys.readouterr()
+
+    bad = os.path.join(flat, "t10k-images-idx3-ubyte")
+    with open(bad, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(SystemExit) as exc:
+        train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and bad in err and "truncated" in err
+    with open(bad, "wb") as f:
+        f.write(b"not an idx file at all")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
+    assert "not an IDX file" in capsys.readouterr().err
+    os.remove(bad)
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
+    assert "no t10k-images-idx3-ubyte" in capsys.readouterr().err
+
+
+def test_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for cls in ("cat", "dog", "eel"):
+        os.makedirs(tmp_path / "imgs" / cls)
+        for i in range(4):
+            pixels = torch.randint(0, 256, (10 + i, 12, 3), generator=g, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    assert train(tmp_path / "o", "--data", "imagefolder", "--data-dir", str(tmp_path / "imgs"), "--epochs", "1") == 0
+    assert "3 classes" in capsys.readouterr().out
+    ckpt = load(tmp_path / "o")
+    assert ckpt["meta"]["num_classes"] == 3 and ckpt["meta"]["in_channels"] == 3
+
+
+def test_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "inception_fast", "train", "--help"], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    for option in ("--variant", "--backend", "--device", "--dtype", "--compile", "--epochs", "--lr", "--batch-size",
+                   "--image-size", "--seed", "--out", "--resume", "--reference", "--data", "--data-dir"):
+        assert option in out
+
+
+def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_path):
+    """torchrun, 2 CPU processes, gloo: each trains on its half of every global batch and DDP averages
+    the gradients, so after k steps the weights are those of one process on the whole batches."""
+    args = ["--image-size", "16", "--batch-size", "32", "--steps-per-epoch", "3", "--epochs", "1", "--test-limit", "16",
+            "--no-progress",
+            "--backend", "torch", "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "inception_fast", "train", "--out", str(tmp_path / "ddp"), *args],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "over 2 processes" in run.stdout
+    assert cli_main(["train", "--out", str(tmp_path / "one"), *args]) == 0
+    ddp, one = load(tmp_path / "ddp")["models"]["fused"], load(tmp_path / "one")["models"]["fused"]
+    init = build_models("d2l", 10, 1, 3)["fused"].state_dict()
+    err = check_close(flat(ddp, init), flat(one, init), TOLERANCE["fp32"], "parameters after 3 data-parallel steps")
+    # Three steps move the weights by ~4e-4 of their norm; processes that did not average their
+    # gradients would be off by a sizeable part of that, well past the tolerance.
+    moved = rel_error(flat(one, init), flat(init, init))
+    assert moved > 10 * TOLERANCE["fp32"], f"the weights hardly moved ({moved:.1e}): the comparison could not fail"
+    print(f"moved {moved:.2e}, DDP vs one process {err:.2e}")
