@@ -60,3 +60,13 @@ def test_empty_batch_through_the_op_and_a_calibrated_block():
     assert out.shape == (0, 27, 5, 5)
     with pytest.raises(ValueError, match="at least 1x1 pixels"):
         ops.inception_block(torch.randn(1, 16, 0, 5), *packed, backend="torch")
+
+
+def test_fuse_rejects_an_unknown_backend_even_with_nothing_to_fuse():
+    from inception_fast import fuse
+
+    resnet = torchvision.models.resnet18()
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        fuse(resnet, backend="nope")
+    with pytest.warns(UserWarning, match="no module of ResNet computes an Inception block"):
+        assert fuse(resnet) is resnet
