@@ -3,8 +3,8 @@
 A backend is a name, a test of whether it runs on a device, and the kernels it implements: one
 per op of ``inception_fast.ops`` ("inception_block", "conv_relu_maxpool", "max_pool2d"), each
 called with the op's arguments but the backend name, on inputs the op has checked.  Adding a
-backend is one ``register`` call in one file (or package) under ``backends/``, plus its name in
-``_PLUGINS``.
+backend is one ``register`` call (``registry.py``) in one file (or package) under ``backends/``,
+plus its name in ``_PLUGINS``.
 
 The block kernel's contract, for every backend:
 
@@ -28,44 +28,19 @@ Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs ar
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Optional
 
 import torch
 
+from .registry import _REGISTRY, OPS, Backend, register
+
 __all__ = ["Backend", "OPS", "register", "get", "names", "availability", "available_backends", "resolve"]
 
-# The ops a backend may implement (inception_fast.ops defines their schemas).
-OPS = ("inception_block", "conv_relu_maxpool", "max_pool2d")
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    # Returns None when the backend runs on ``device``, else a short reason why not.
-    unavailable_reason: Callable[[torch.device], Optional[str]]
-    # op name (one of OPS) -> the kernel; a backend need not implement every op.
-    kernels: Mapping[str, Callable] = field(default_factory=dict)
-
-    def op(self, name: str) -> Callable:
-        """The kernel for op ``name``, or a clear error naming the backends that implement it."""
-        kernel = self.kernels.get(name)
-        if kernel is None:
-            others = [n for n in names() if n in _REGISTRY and name in _REGISTRY[n].kernels]
-            raise ValueError(f"{name} runs on the {' or '.join(repr(n) for n in others)} backend, not {self.name!r}")
-        return kernel
-
-
-_REGISTRY: dict[str, Backend] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 # The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
 _PLUGINS = ("triton", "cuda")
 _MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend"}
 _loaded = False
-
-
-def register(backend: Backend) -> None:
-    _REGISTRY[backend.name] = backend
 
 
 def _load_plugins() -> None:

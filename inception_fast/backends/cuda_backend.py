@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .. import geometry
-from . import Backend, register
+from .registry import Backend, register
 
 __all__ = ["load_extension", "extension_error", "has_cuda_kernels"]
 

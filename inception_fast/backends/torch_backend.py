@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import geometry
-from . import Backend, register
+from .registry import Backend, register
 
 
 def _unavailable_reason(device: torch.device):

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .. import Backend, register
+from ..registry import Backend, register
 
 _import_error: Optional[str] = None
 _imported = False

@@ -1,0 +1,38 @@
+"""The registry itself: what a backend is, and where backends register.  The backend modules
+import this (never the package, which loads them), so the import graph has no cycle."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import torch
+
+__all__ = ["OPS", "Backend", "register"]
+
+# The ops a backend may implement (inception_fast.ops defines their schemas).
+OPS = ("inception_block", "conv_relu_maxpool", "max_pool2d")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    # Returns None when the backend runs on ``device``, else a short reason why not.
+    unavailable_reason: Callable[[torch.device], Optional[str]]
+    # op name (one of OPS) -> the kernel; a backend need not implement every op.
+    kernels: Mapping[str, Callable] = field(default_factory=dict)
+
+    def op(self, name: str) -> Callable:
+        """The kernel for op ``name``, or a clear error naming the backends that implement it."""
+        kernel = self.kernels.get(name)
+        if kernel is None:
+            others = [n for n, b in _REGISTRY.items() if name in b.kernels]
+            raise ValueError(f"{name} runs on the {' or '.join(repr(n) for n in others)} backend, not {self.name!r}")
+        return kernel
+
+
+_REGISTRY: dict[str, Backend] = {}
+_REGISTRY: dict[str, Backend] = {}  # in registration order: "torch" first
+
+
+def register(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
