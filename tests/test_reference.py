@@ -5,7 +5,7 @@ import torchvision
 
 from inception_fast import GoogLeNet, Inception
 from inception_fast.reference import BLOCK_CONFIGS
-from inception_fast.testing import calibrate, check_close
+from inception_fast.testing import TOLERANCE, calibrate, check_close
 
 
 def tv_googlenet(**kw):
@@ -46,7 +46,7 @@ def test_reference_equals_torchvision(transform_input):
     with torch.no_grad():
         ref = tv(x)
         assert ref.std() > 0.05  # activations did not vanish: the comparison can fail
-        check_close(ours(x), ref, 1e-6)
+        check_close(ours(x), ref, TOLERANCE["same_ops"])
 
 
 def test_aux_heads_in_training_match_torchvision():
@@ -61,7 +61,7 @@ def test_aux_heads_in_training_match_torchvision():
     torch.manual_seed(1)
     b = ours(x)
     for got, want in zip(b, a):
-        check_close(got, want, 1e-6)
+        check_close(got, want, TOLERANCE["same_ops"])
     ours.eval()
     assert isinstance(ours(x), torch.Tensor)
 
