@@ -48,8 +48,8 @@ inline void check_same(const char* op, const at::Tensor& ref, const char* ref_na
                        const char* name) {
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
               ref.device(), "; all arguments must be on one device");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ",
-              ref_name, " has dtype ", ref.scalar_type(), "; all arguments must share one dtype");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ", ref_name,
+              " has dtype ", ref.scalar_type(), "; all arguments must share one dtype");
 }
 
 // check_same for every (tensor, name) of `others`.
@@ -67,19 +67,19 @@ inline void check_pixel_count(const char* op, int64_t n, int64_t h, int64_t w) {
 inline void check_nhwc_output(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", t.sizes());
   TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
-              " must be channels_last-contiguous (the kernel writes NHWC rows), got shape ", t.sizes(),
-              " strides ", t.strides());
+              " must be channels_last-contiguous (the kernel writes NHWC rows), got shape ", t.sizes(), " strides ",
+              t.strides());
 }
 
 inline ReducePoolDims check_reduce_pool_args(const at::Tensor& x, const at::Tensor& w_red, const at::Tensor& b_red,
-                                             const at::Tensor& w_pool, const at::Tensor& b_pool,
-                                             const at::Tensor& out, const at::Tensor& scratch) {
+                                             const at::Tensor& w_pool, const at::Tensor& b_pool, const at::Tensor& out,
+                                             const at::Tensor& scratch) {
   constexpr const char* op = "inception_fast::reduce_pool_";
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, Cin, H, W), got shape ", x.sizes());
   check_float_dtype(op, x, "x");
-  check_all_same(op, x, "x",
-                 {{w_red, "w_red"}, {b_red, "b_red"}, {w_pool, "w_pool"}, {b_pool, "b_pool"}, {out, "out"},
-                  {scratch, "scratch"}});
+  check_all_same(
+      op, x, "x",
+      {{w_red, "w_red"}, {b_red, "b_red"}, {w_pool, "w_pool"}, {b_pool, "b_pool"}, {out, "out"}, {scratch, "scratch"}});
   check_nhwc_output(op, out, "out");
   check_nhwc_output(op, scratch, "scratch");
 
@@ -98,8 +98,8 @@ inline ReducePoolDims check_reduce_pool_args(const at::Tensor& x, const at::Tens
               b_red.sizes());
   TORCH_CHECK(b_pool.dim() == 1 && b_pool.size(0) == d.npool, op, ": b_pool must have shape (", d.npool, "), got ",
               b_pool.sizes());
-  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n,
-              ", C_total, ", d.h, ", ", d.w, ") like x, got shape ", out.sizes());
+  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n, ", C_total, ",
+              d.h, ", ", d.w, ") like x, got shape ", out.sizes());
   TORCH_CHECK(scratch.size(0) == d.n && scratch.size(2) == d.h && scratch.size(3) == d.w, op, ": scratch must be (",
               d.n, ", ch3red + ch5red, ", d.h, ", ", d.w, ") like x, got shape ", scratch.sizes());
   d.nscratch = scratch.size(1);
@@ -118,8 +118,7 @@ inline BranchConvDims check_branch_convs_args(const at::Tensor& scratch, const a
                                               const at::Tensor& w5, const at::Tensor& b5, const at::Tensor& out,
                                               int64_t ch1) {
   constexpr const char* op = "inception_fast::branch_convs_";
-  TORCH_CHECK(scratch.dim() == 4, op, ": scratch must be 4-D (N, ch3red + ch5red, H, W), got shape ",
-              scratch.sizes());
+  TORCH_CHECK(scratch.dim() == 4, op, ": scratch must be 4-D (N, ch3red + ch5red, H, W), got shape ", scratch.sizes());
   check_float_dtype(op, scratch, "scratch");
   check_all_same(op, scratch, "scratch", {{w3, "w3"}, {b3, "b3"}, {w5, "w5"}, {b5, "b5"}, {out, "out"}});
   check_nhwc_output(op, out, "out");
@@ -143,8 +142,8 @@ inline BranchConvDims check_branch_convs_args(const at::Tensor& scratch, const a
               " and w5 reads ", d.ch5red, "; scratch must hold exactly both reductions");
   TORCH_CHECK(b3.dim() == 1 && b3.size(0) == d.ch3, op, ": b3 must have shape (", d.ch3, "), got ", b3.sizes());
   TORCH_CHECK(b5.dim() == 1 && b5.size(0) == d.ch5, op, ": b5 must have shape (", d.ch5, "), got ", b5.sizes());
-  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n,
-              ", C_total, ", d.h, ", ", d.w, ") like scratch, got shape ", out.sizes());
+  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n, ", C_total, ",
+              d.h, ", ", d.w, ") like scratch, got shape ", out.sizes());
   d.ctot = out.size(1);
   d.ch1 = ch1;
   TORCH_CHECK(ch1 >= 0 && ch1 + d.ch3 + d.ch5 <= d.ctot, op, ": slices [", ch1, ", ", ch1 + d.ch3 + d.ch5,

@@ -56,9 +56,9 @@ constexpr int kBlockM = 128;
 constexpr int kBlockN = 128;
 constexpr int kThreads = 256;
 constexpr int kStages = 3;
-constexpr int kRowBytes = 64;                     // one K step of one tile row
-constexpr int kSmemRowBytes = kRowBytes + 16;     // the pad puts the 8 rows an ldmatrix phase reads on distinct banks
-constexpr int kChunksPerRow = kRowBytes / 16;     // 16-byte chunks per tile row per K step
+constexpr int kRowBytes = 64;                  // one K step of one tile row
+constexpr int kSmemRowBytes = kRowBytes + 16;  // the pad puts the 8 rows an ldmatrix phase reads on distinct banks
+constexpr int kChunksPerRow = kRowBytes / 16;  // 16-byte chunks per tile row per K step
 constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 64: each thread moves rows r and r + 64
 constexpr int kTileBytesA = kBlockM * kSmemRowBytes;
 constexpr int kStageBytes = (kBlockM + kBlockN) * kSmemRowBytes;
@@ -93,11 +93,17 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 
 __device__ __forceinline__ void store_pair(__nv_bfloat16* p, float v0, float v1) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
@@ -155,16 +161,16 @@ __device__ __forceinline__ uint4 neg_inf16(const float*) {
 // moves (chunk `chunk` of tile rows `row` and `row + kRowsPerPass`).
 template <typename T>
 struct TileLoader {
-  const T* a;  // activations, NHWC, offset to the problem's first channel
-  const T* w;  // weights [nout, K]
-  int a_pixel_stride;       // elements from one pixel of `a` to the next
-  int cin;                  // input channels of the problem
-  int ksize;                // square kernel size (1 for the 1x1 and pool problems)
-  int pad;                  // ksize / 2
-  int a_mode;               // AMode: how an A row is formed
-  int nout;                 // output channels (B rows)
-  int M, H, W;              // output pixels (N * H * W), image height and width
-  int K;                    // ksize * ksize * cin
+  const T* a;          // activations, NHWC, offset to the problem's first channel
+  const T* w;          // weights [nout, K]
+  int a_pixel_stride;  // elements from one pixel of `a` to the next
+  int cin;             // input channels of the problem
+  int ksize;           // square kernel size (1 for the 1x1 and pool problems)
+  int pad;             // ksize / 2
+  int a_mode;          // AMode: how an A row is formed
+  int nout;            // output channels (B rows)
+  int M, H, W;         // output pixels (N * H * W), image height and width
+  int K;               // ksize * ksize * cin
   int row, chunk;
 
   // True when the pixel packed in `hw` (see LoadRows) shifted by (dh, dw) lies inside the image.
@@ -227,7 +233,7 @@ __device__ __forceinline__ void load_tile_async(unsigned char* smem, int stage, 
 // on the unaligned path every element of A and B one by one.
 template <typename T, bool VEC>
 __device__ __forceinline__ void load_tile_sync(unsigned char* smem, int stage, int kt, const TileLoader<T>& ld,
-                                                const LoadRows& rows) {
+                                               const LoadRows& rows) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));
   unsigned char* const a_tile = smem + stage * kStageBytes;
@@ -276,7 +282,7 @@ __device__ __forceinline__ void load_tile_sync(unsigned char* smem, int stage, i
       for (int e = 0; e < kVec; ++e) {
         const int k = k0 + e;
         b_dst[e] = (rows.b_n[i] < ld.nout && k < ld.K) ? ld.w[static_cast<int64_t>(rows.b_n[i]) * ld.K + k]
-                                                     : from_float<T>(0.f);
+                                                       : from_float<T>(0.f);
         float v = 0.f;
         if (rows.a_m[i] < ld.M && k < ld.K) {
           const int64_t pixel = rows.a_m[i];
@@ -287,7 +293,8 @@ __device__ __forceinline__ void load_tile_sync(unsigned char* smem, int stage, i
             for (int dh = -1; dh <= 1; ++dh) {
               for (int dw = -1; dw <= 1; ++dw) {
                 if (ld.inside(rows.a_hw[i], dh, dw)) {
-                  v = max_nan(v, to_float(ld.a[static_cast<int64_t>(rows.a_m[i] + dh * ld.W + dw) * ld.a_pixel_stride + k]));
+                  v = max_nan(
+                      v, to_float(ld.a[static_cast<int64_t>(rows.a_m[i] + dh * ld.W + dw) * ld.a_pixel_stride + k]));
                 }
               }
             }

@@ -17,9 +17,9 @@ enum class GemmMode : int { kBF16 = 0, kFP16 = 1, kTF32 = 2, kFP32 = 3 };
 
 // How a row of the A operand (one output pixel) is formed from NHWC activations.
 enum AMode : int {
-  kA1x1 = 0,      // A[m, c] = a[m, c]: a 1x1 convolution
-  kAMaxPool3 = 1, // A[m, c] = max over the 3x3 window around pixel m (out-of-image taps skipped)
-  kAConv = 2,     // A[m, (kh, kw, c)] = a[pixel m shifted by (kh - k/2, kw - k/2), c], 0 outside the image
+  kA1x1 = 0,       // A[m, c] = a[m, c]: a 1x1 convolution
+  kAMaxPool3 = 1,  // A[m, c] = max over the 3x3 window around pixel m (out-of-image taps skipped)
+  kAConv = 2,      // A[m, (kh, kw, c)] = a[pixel m shifted by (kh - k/2, kw - k/2), c], 0 outside the image
 };
 
 // One GEMM  C[M, nout] = relu(A[M, K] @ w[nout, K]^T + bias)  with K = ksize^2 * cin.
