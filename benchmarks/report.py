@@ -440,7 +440,9 @@ def markdown(merged):
 
 _TILE_ABBREV = (("BLOCK_M_POOL", "Mp"), ("BLOCK_K_POOL", "Kp"), ("POOL_STAGES", "ps"), ("BLOCK_M", "M"),
                 ("BLOCK_N", "N"), ("BLOCK_K", "K"))
-# Launch 1 and 2 pass these channel counts divided by C_UNIT (inception_fast.backends.triton._common.row_unit).
+# Launch 1 and 2 pass their channel counts divided by C_UNIT (inception_fast.backends.triton._common.row_unit):
+# the arguments named *_DIV_UNIT_SUFFIX, and these names in results recorded before the arguments were renamed.
+_DIV_UNIT_SUFFIX = "_div_unit"
 _DIVIDED_BY_C_UNIT = ("CIN", "NR", "CH1", "NP", "CIN3", "CIN5")
 _HIDDEN_KEYS = ("ROW_UNIT", "W_UNIT", "C_UNIT", "DOT_PRECISION")
 
@@ -451,10 +453,15 @@ def _config_short(name):
     return name
 
 
+def _shape_item(key, value, unit):
+    if key.endswith(_DIV_UNIT_SUFFIX):
+        return f"{key[:-len(_DIV_UNIT_SUFFIX)]}={value * unit}"
+    return f"{key}={value * unit if key in _DIVIDED_BY_C_UNIT else value}"
+
+
 def _shape_short(shape):
     unit = shape.get("C_UNIT", 1)
-    return " ".join(f"{k}={v * unit if k in _DIVIDED_BY_C_UNIT else v}" for k, v in shape.items()
-                    if k not in _HIDDEN_KEYS)
+    return " ".join(_shape_item(k, v, unit) for k, v in shape.items() if k not in _HIDDEN_KEYS)
 
 
 def tuning_markdown(rows):

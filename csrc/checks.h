@@ -12,6 +12,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 namespace inception_fast {
 
@@ -46,29 +48,38 @@ inline void check_same(const char* op, const at::Tensor& ref, const char* ref_na
                        const char* name) {
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
               ref.device(), "; all arguments must be on one device");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ",
-              ref_name, " has dtype ", ref.scalar_type(), "; all arguments must share one dtype");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ", ref_name,
+              " has dtype ", ref.scalar_type(), "; all arguments must share one dtype");
+}
+
+// check_same for every (tensor, name) of `others`.
+inline void check_all_same(const char* op, const at::Tensor& ref, const char* ref_name,
+                           std::initializer_list<std::pair<const at::Tensor&, const char*>> others) {
+  for (const auto& [t, name] : others) check_same(op, ref, ref_name, t, name);
+}
+
+// The kernels index pixels with 32 bits; a tile of headroom keeps the last tile's row indices in range too.
+inline void check_pixel_count(const char* op, int64_t n, int64_t h, int64_t w) {
+  TORCH_CHECK(n * h * w < (int64_t{1} << 31) - 256, op, ": N*H*W = ", n * h * w,
+              " pixels is too many for one launch (limit 2^31)");
 }
 
 inline void check_nhwc_output(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", t.sizes());
   TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
-              " must be channels_last-contiguous (the kernel writes NHWC rows), got shape ", t.sizes(),
-              " strides ", t.strides());
+              " must be channels_last-contiguous (the kernel writes NHWC rows), got shape ", t.sizes(), " strides ",
+              t.strides());
 }
 
 inline ReducePoolDims check_reduce_pool_args(const at::Tensor& x, const at::Tensor& w_red, const at::Tensor& b_red,
-                                             const at::Tensor& w_pool, const at::Tensor& b_pool,
-                                             const at::Tensor& out, const at::Tensor& scratch) {
+                                             const at::Tensor& w_pool, const at::Tensor& b_pool, const at::Tensor& out,
+                                             const at::Tensor& scratch) {
   constexpr const char* op = "inception_fast::reduce_pool_";
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, Cin, H, W), got shape ", x.sizes());
   check_float_dtype(op, x, "x");
-  check_same(op, x, "x", w_red, "w_red");
-  check_same(op, x, "x", b_red, "b_red");
-  check_same(op, x, "x", w_pool, "w_pool");
-  check_same(op, x, "x", b_pool, "b_pool");
-  check_same(op, x, "x", out, "out");
-  check_same(op, x, "x", scratch, "scratch");
+  check_all_same(
+      op, x, "x",
+      {{w_red, "w_red"}, {b_red, "b_red"}, {w_pool, "w_pool"}, {b_pool, "b_pool"}, {out, "out"}, {scratch, "scratch"}});
   check_nhwc_output(op, out, "out");
   check_nhwc_output(op, scratch, "scratch");
 
@@ -87,8 +98,8 @@ inline ReducePoolDims check_reduce_pool_args(const at::Tensor& x, const at::Tens
               b_red.sizes());
   TORCH_CHECK(b_pool.dim() == 1 && b_pool.size(0) == d.npool, op, ": b_pool must have shape (", d.npool, "), got ",
               b_pool.sizes());
-  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n,
-              ", C_total, ", d.h, ", ", d.w, ") like x, got shape ", out.sizes());
+  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n, ", C_total, ",
+              d.h, ", ", d.w, ") like x, got shape ", out.sizes());
   TORCH_CHECK(scratch.size(0) == d.n && scratch.size(2) == d.h && scratch.size(3) == d.w, op, ": scratch must be (",
               d.n, ", ch3red + ch5red, ", d.h, ", ", d.w, ") like x, got shape ", scratch.sizes());
   d.nscratch = scratch.size(1);
@@ -99,8 +110,7 @@ inline ReducePoolDims check_reduce_pool_args(const at::Tensor& x, const at::Tens
   d.pool_off = d.ctot - d.npool;
   TORCH_CHECK(d.pool_off >= d.ch1, op, ": out has ", d.ctot, " channels, too few for branch 1 (", d.ch1,
               ") plus the pool branch (", d.npool, ")");
-  TORCH_CHECK(d.n * d.h * d.w < (int64_t{1} << 31) - 256, op, ": N*H*W = ", d.n * d.h * d.w,
-              " pixels is too many for one launch (limit 2^31)");
+  check_pixel_count(op, d.n, d.h, d.w);
   return d;
 }
 
@@ -108,14 +118,9 @@ inline BranchConvDims check_branch_convs_args(const at::Tensor& scratch, const a
                                               const at::Tensor& w5, const at::Tensor& b5, const at::Tensor& out,
                                               int64_t ch1) {
   constexpr const char* op = "inception_fast::branch_convs_";
-  TORCH_CHECK(scratch.dim() == 4, op, ": scratch must be 4-D (N, ch3red + ch5red, H, W), got shape ",
-              scratch.sizes());
+  TORCH_CHECK(scratch.dim() == 4, op, ": scratch must be 4-D (N, ch3red + ch5red, H, W), got shape ", scratch.sizes());
   check_float_dtype(op, scratch, "scratch");
-  check_same(op, scratch, "scratch", w3, "w3");
-  check_same(op, scratch, "scratch", b3, "b3");
-  check_same(op, scratch, "scratch", w5, "w5");
-  check_same(op, scratch, "scratch", b5, "b5");
-  check_same(op, scratch, "scratch", out, "out");
+  check_all_same(op, scratch, "scratch", {{w3, "w3"}, {b3, "b3"}, {w5, "w5"}, {b5, "b5"}, {out, "out"}});
   check_nhwc_output(op, out, "out");
 
   BranchConvDims d{};
@@ -137,14 +142,13 @@ inline BranchConvDims check_branch_convs_args(const at::Tensor& scratch, const a
               " and w5 reads ", d.ch5red, "; scratch must hold exactly both reductions");
   TORCH_CHECK(b3.dim() == 1 && b3.size(0) == d.ch3, op, ": b3 must have shape (", d.ch3, "), got ", b3.sizes());
   TORCH_CHECK(b5.dim() == 1 && b5.size(0) == d.ch5, op, ": b5 must have shape (", d.ch5, "), got ", b5.sizes());
-  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n,
-              ", C_total, ", d.h, ", ", d.w, ") like scratch, got shape ", out.sizes());
+  TORCH_CHECK(out.size(0) == d.n && out.size(2) == d.h && out.size(3) == d.w, op, ": out must be (", d.n, ", C_total, ",
+              d.h, ", ", d.w, ") like scratch, got shape ", out.sizes());
   d.ctot = out.size(1);
   d.ch1 = ch1;
   TORCH_CHECK(ch1 >= 0 && ch1 + d.ch3 + d.ch5 <= d.ctot, op, ": slices [", ch1, ", ", ch1 + d.ch3 + d.ch5,
               ") for the two convs do not fit in out's ", d.ctot, " channels");
-  TORCH_CHECK(d.n * d.h * d.w < (int64_t{1} << 31) - 256, op, ": N*H*W = ", d.n * d.h * d.w,
-              " pixels is too many for one launch (limit 2^31)");
+  check_pixel_count(op, d.n, d.h, d.w);
   return d;
 }
 

@@ -40,6 +40,4 @@ void branch_convs_cpu(const at::Tensor& scratch, const at::Tensor& w3, const at:
 }  // namespace
 }  // namespace inception_fast
 
-TORCH_LIBRARY_IMPL(inception_fast, CPU, m) {
-  m.impl("branch_convs_", &inception_fast::branch_convs_cpu);
-}
+TORCH_LIBRARY_IMPL(inception_fast, CPU, m) { m.impl("branch_convs_", &inception_fast::branch_convs_cpu); }

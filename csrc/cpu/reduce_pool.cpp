@@ -20,9 +20,7 @@ namespace inception_fast {
 namespace {
 
 // [N, C, H, W] channels_last -> the [N*H*W, C] matrix that shares its memory.
-at::Tensor as_rows(const at::Tensor& t) {
-  return t.permute({0, 2, 3, 1}).view({-1, t.size(1)});
-}
+at::Tensor as_rows(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).view({-1, t.size(1)}); }
 
 // dst[M, n] (a strided view, any dtype) = relu(a[M, K] @ w[n, K]^T + b), all of a, w, b fp32.
 void gemm_bias_relu_into(const at::Tensor& dst, const at::Tensor& a, const at::Tensor& w, const at::Tensor& b) {
@@ -65,6 +63,4 @@ void reduce_pool_cpu(const at::Tensor& x, const at::Tensor& w_red, const at::Ten
 }  // namespace
 }  // namespace inception_fast
 
-TORCH_LIBRARY_IMPL(inception_fast, CPU, m) {
-  m.impl("reduce_pool_", &inception_fast::reduce_pool_cpu);
-}
+TORCH_LIBRARY_IMPL(inception_fast, CPU, m) { m.impl("reduce_pool_", &inception_fast::reduce_pool_cpu); }

@@ -25,17 +25,19 @@
 //
 // The tests also compile this file for the CPU with INCEPTION_FAST_EMULATE
 // (tests/cuda_emulator/): each simulated thread is an OS thread, and the
-// warp-level primitives below (cp.async, ldmatrix, mma) are replaced by
+// warp-level primitives of ptx.h (cp.async, ldmatrix, mma) are replaced by
 // emulations, so loaders, pipeline, masks and epilogue are checked without a GPU.
 #include "conv_gemm.h"
 
 #include <c10/util/Exception.h>
 
-#ifndef INCEPTION_FAST_EMULATE
+#ifndef INCEPTION_FAST_EMULATE  // the emulator (tests/cuda_emulator/emulator.h) supplies the PTX wrappers
 #include <c10/cuda/CUDAException.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include "ptx.h"
 #endif
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -54,9 +56,9 @@ constexpr int kBlockM = 128;
 constexpr int kBlockN = 128;
 constexpr int kThreads = 256;
 constexpr int kStages = 3;
-constexpr int kRowBytes = 64;                     // one K step of one tile row
-constexpr int kSmemRowBytes = kRowBytes + 16;     // the pad puts the 8 rows an ldmatrix phase reads on distinct banks
-constexpr int kChunksPerRow = kRowBytes / 16;     // 16-byte chunks per tile row per K step
+constexpr int kRowBytes = 64;                  // one K step of one tile row
+constexpr int kSmemRowBytes = kRowBytes + 16;  // the pad puts the 8 rows an ldmatrix phase reads on distinct banks
+constexpr int kChunksPerRow = kRowBytes / 16;  // 16-byte chunks per tile row per K step
 constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 64: each thread moves rows r and r + 64
 constexpr int kTileBytesA = kBlockM * kSmemRowBytes;
 constexpr int kStageBytes = (kBlockM + kBlockN) * kSmemRowBytes;
@@ -91,11 +93,17 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 
 __device__ __forceinline__ void store_pair(__nv_bfloat16* p, float v0, float v1) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
@@ -148,72 +156,334 @@ __device__ __forceinline__ uint4 neg_inf16(const float*) {
   return make_uint4(0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u);
 }
 
-#ifndef INCEPTION_FAST_EMULATE
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+// Per-thread state of the tile loaders: the operands of the problem this block
+// computes, and which rows and 16-byte chunk of the A and B tiles this thread
+// moves (chunk `chunk` of tile rows `row` and `row + kRowsPerPass`).
+template <typename T>
+struct TileLoader {
+  const T* a;          // activations, NHWC, offset to the problem's first channel
+  const T* w;          // weights [nout, K]
+  int a_pixel_stride;  // elements from one pixel of `a` to the next
+  int cin;             // input channels of the problem
+  int ksize;           // square kernel size (1 for the 1x1 and pool problems)
+  int pad;             // ksize / 2
+  int a_mode;          // AMode: how an A row is formed
+  int nout;            // output channels (B rows)
+  int M, H, W;         // output pixels (N * H * W), image height and width
+  int K;               // ksize * ksize * cin
+  int row, chunk;
+
+  // True when the pixel packed in `hw` (see LoadRows) shifted by (dh, dw) lies inside the image.
+  __device__ __forceinline__ bool inside(int hw, int dh, int dw) const {
+    const int ih = (hw >> 16) + dh;
+    const int iw = (hw & 0xffff) + dw;
+    return ih >= 0 && ih < H && iw >= 0 && iw < W;
+  }
+};
+
+// The two tile rows a thread loads: for A the pixel index and its (h, w) packed
+// as h << 16 | w (the host keeps H and W below 2^15), for B the weight row.
+// Validity (m < M, n < nout) is recomputed on use: registers are the scarce
+// resource here.
+struct LoadRows {
+  int a_m[2], a_hw[2], b_n[2];
+};
+
+// Chunks moved by cp.async: B always, A for the 1x1 and conv problems.  Only on the aligned path.
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_tile_async(unsigned char* smem, int stage, int kt, const TileLoader<T>& ld,
+                                                const LoadRows& rows) {
+  if constexpr (!VEC) return;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));
+  unsigned char* const a_tile = smem + stage * kStageBytes;
+  unsigned char* const b_tile = a_tile + kTileBytesA;
+  const int k = kt * kBK + ld.chunk * kVec;
+  const bool k_ok = k < ld.K;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const bool ok = rows.b_n[i] < ld.nout && k_ok;
+    cp_async16(b_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16,
+               ok ? ld.w + static_cast<int64_t>(rows.b_n[i]) * ld.K + k : ld.w, ok);
+  }
+  if (ld.a_mode == kA1x1) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool ok = rows.a_m[i] < ld.M && k_ok;
+      const T* src = ok ? ld.a + static_cast<int64_t>(rows.a_m[i]) * ld.a_pixel_stride + k : ld.a;
+      cp_async16(a_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16, src, ok);
+    }
+  } else if (ld.a_mode == kAConv) {
+    // cin % kVec == 0 on this path, so a chunk never straddles two taps.
+    const int tap = k / ld.cin;
+    const int c = k - tap * ld.cin;
+    const int kh = tap / ld.ksize;
+    const int dh = kh - ld.pad;
+    const int dw = tap - kh * ld.ksize - ld.pad;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool ok = rows.a_m[i] < ld.M && k_ok && ld.inside(rows.a_hw[i], dh, dw);
+      const T* src = ok ? ld.a + static_cast<int64_t>(rows.a_m[i] + dh * ld.W + dw) * ld.a_pixel_stride + c : ld.a;
+      cp_async16(a_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16, src, ok);
+    }
+  }
 }
 
-// 16-byte global -> shared copy; src_bytes = 0 writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+// Everything cp.async cannot do: the pooled A tile (a max over nine loads), and
+// on the unaligned path every element of A and B one by one.
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_tile_sync(unsigned char* smem, int stage, int kt, const TileLoader<T>& ld,
+                                               const LoadRows& rows) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));
+  unsigned char* const a_tile = smem + stage * kStageBytes;
+  unsigned char* const b_tile = a_tile + kTileBytesA;
+  const int k0 = kt * kBK + ld.chunk * kVec;
+  if constexpr (VEC) {
+    if (ld.a_mode != kAMaxPool3) return;
+    // Window row by window row for both chunks: six 16-byte loads in flight.
+    // The fence keeps the compiler from hoisting all eighteen at once, which
+    // would need 72 more registers next to the 64 accumulators and spill.
+    uint4 v[2];
+    const T* center[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool ok = rows.a_m[i] < ld.M && k0 < ld.K;
+      center[i] = ld.a + static_cast<int64_t>(ok ? rows.a_m[i] : 0) * ld.a_pixel_stride + (ok ? k0 : 0);
+      // -inf is the max's identity (and what the padding acts as); rows past M and
+      // the K tail must be 0 instead, or 0 * -inf would poison the products.
+      v[i] = ok ? neg_inf16(static_cast<const T*>(nullptr)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int dh = -1; dh <= 1; ++dh) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (rows.a_m[i] < ld.M && k0 < ld.K) {
+#pragma unroll
+          for (int dw = -1; dw <= 1; ++dw) {
+            if (!ld.inside(rows.a_hw[i], dh, dw)) continue;
+            const uint4 u =
+                *reinterpret_cast<const uint4*>(center[i] + static_cast<int64_t>(dh * ld.W + dw) * ld.a_pixel_stride);
+            v[i] = max16(v[i], u, static_cast<const T*>(nullptr));
+          }
+        }
+      }
+      compiler_fence();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      *reinterpret_cast<uint4*>(a_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16) = v[i];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      T* b_dst = reinterpret_cast<T*>(b_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16);
+      T* a_dst = reinterpret_cast<T*>(a_tile + (ld.row + i * kRowsPerPass) * kSmemRowBytes + ld.chunk * 16);
+      for (int e = 0; e < kVec; ++e) {
+        const int k = k0 + e;
+        b_dst[e] = (rows.b_n[i] < ld.nout && k < ld.K) ? ld.w[static_cast<int64_t>(rows.b_n[i]) * ld.K + k]
+                                                       : from_float<T>(0.f);
+        float v = 0.f;
+        if (rows.a_m[i] < ld.M && k < ld.K) {
+          const int64_t pixel = rows.a_m[i];
+          if (ld.a_mode == kA1x1) {
+            v = to_float(ld.a[pixel * ld.a_pixel_stride + k]);
+          } else if (ld.a_mode == kAMaxPool3) {
+            v = to_float(ld.a[pixel * ld.a_pixel_stride + k]);
+            for (int dh = -1; dh <= 1; ++dh) {
+              for (int dw = -1; dw <= 1; ++dw) {
+                if (ld.inside(rows.a_hw[i], dh, dw)) {
+                  v = max_nan(
+                      v, to_float(ld.a[static_cast<int64_t>(rows.a_m[i] + dh * ld.W + dw) * ld.a_pixel_stride + k]));
+                }
+              }
+            }
+          } else {
+            const int tap = k / ld.cin;
+            const int c = k - tap * ld.cin;
+            const int kh = tap / ld.ksize;
+            const int dh = kh - ld.pad;
+            const int dw = tap - kh * ld.ksize - ld.pad;
+            if (ld.inside(rows.a_hw[i], dh, dw)) {
+              v = to_float(ld.a[static_cast<int64_t>(rows.a_m[i] + dh * ld.W + dw) * ld.a_pixel_stride + c]);
+            }
+          }
+        }
+        a_dst[e] = from_float<T>(v);
+      }
+    }
+  }
 }
 
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem_row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(smem_row))
-               : "memory");
+// acc += the A tile of `stage` @ its B tile^T for this warp's 64 x 32 sub-tile:
+// ldmatrix + m16n8k16 mma for bf16 / fp16, scalar loads + m16n8k8 TF32 mma, or
+// FFMA in the mma's accumulator layout for exact fp32.
+template <GemmMode MODE>
+__device__ __forceinline__ void compute_stage(const unsigned char* smem, int stage, float (&acc)[4][4][4], int warp_m,
+                                              int warp_n, int lane) {
+  using T = typename Traits<MODE>::T;
+  constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const unsigned char* const a_tile = smem + stage * kStageBytes;
+  const unsigned char* const b_tile = a_tile + kTileBytesA;
+  if constexpr (MODE == GemmMode::kBF16 || MODE == GemmMode::kFP16) {
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      // B fragments for the warp's four column tiles stay live; A fragments are
+      // loaded one 16-row tile at a time to keep register pressure down.
+      unsigned bf[4][2];
+#pragma unroll
+      for (int jp = 0; jp < 2; ++jp) {
+        // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+        // = b0, b1 of column tile 2jp, then b0, b1 of column tile 2jp+1.
+        const int row = warp_n * 32 + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
+        const int col = kk + ((lane >> 3) & 1) * 8;
+        unsigned r[4];
+        ldmatrix_x4(r, b_tile + row * kSmemRowBytes + col * 2);
+        bf[2 * jp][0] = r[0];
+        bf[2 * jp][1] = r[1];
+        bf[2 * jp + 1][0] = r[2];
+        bf[2 * jp + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        // Matrices: rows 0-7 / 8-15 (lane bit 3) x k 0-7 / 8-15 (lane bit 4) = a0..a3.
+        const int row = warp_m * 64 + i * 16 + (lane & 15);
+        const int col = kk + (lane >> 4) * 8;
+        unsigned af[4];
+        ldmatrix_x4(af, a_tile + row * kSmemRowBytes + col * 2);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], af, bf[j][0], bf[j][1], static_cast<const T*>(nullptr));
+      }
+    }
+  } else if constexpr (MODE == GemmMode::kTF32) {
+    const float* af32 = reinterpret_cast<const float*>(a_tile);
+    const float* bf32 = reinterpret_cast<const float*>(b_tile);
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 8) {
+      unsigned bf[4][2];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = warp_n * 32 + j * 8 + g;
+        bf[j][0] = to_tf32(bf32[n * kSmemRowFloats + kk + t]);
+        bf[j][1] = to_tf32(bf32[n * kSmemRowFloats + kk + t + 4]);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = warp_m * 64 + i * 16 + g;
+        unsigned af[4];
+        af[0] = to_tf32(af32[row * kSmemRowFloats + kk + t]);
+        af[1] = to_tf32(af32[(row + 8) * kSmemRowFloats + kk + t]);
+        af[2] = to_tf32(af32[row * kSmemRowFloats + kk + t + 4]);
+        af[3] = to_tf32(af32[(row + 8) * kSmemRowFloats + kk + t + 4]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_1688_tf32(acc[i][j], af, bf[j][0], bf[j][1]);
+      }
+    }
+  } else {
+    const float* af32 = reinterpret_cast<const float*>(a_tile);
+    const float* bf32 = reinterpret_cast<const float*>(b_tile);
+#pragma unroll 4
+    for (int k = 0; k < kBK; ++k) {
+      float av[4][2];
+      float bv[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = warp_m * 64 + i * 16 + g;
+        av[i][0] = af32[row * kSmemRowFloats + k];
+        av[i][1] = af32[(row + 8) * kSmemRowFloats + k];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = warp_n * 32 + j * 8 + 2 * t;
+        bv[j][0] = bf32[n * kSmemRowFloats + k];
+        bv[j][1] = bf32[(n + 1) * kSmemRowFloats + k];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          acc[i][j][0] = fmaf(av[i][0], bv[j][0], acc[i][j][0]);
+          acc[i][j][1] = fmaf(av[i][0], bv[j][1], acc[i][j][1]);
+          acc[i][j][2] = fmaf(av[i][1], bv[j][0], acc[i][j][2]);
+          acc[i][j][3] = fmaf(av[i][1], bv[j][1], acc[i][j][3]);
+        }
+    }
+  }
 }
 
-__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1,
-                                          const __nv_bfloat16*) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1,
-                                          const __half*) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma_1688_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Round to nearest (the mma would otherwise just ignore the low mantissa bits).
-__device__ __forceinline__ unsigned to_tf32(float v) {
-  unsigned r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-  return r;
+// Bias + ReLU on this warp's accumulators and the stores into the problem's
+// destinations: columns [0, dst0_cols) to dst0, the rest to dst1, each row at
+// its destination's row stride; adjacent columns go out as one paired store.
+// Rows past M and columns past nout (the problem's, passed in registers) are skipped.
+template <typename T>
+__device__ __forceinline__ void store_epilogue(const float (&acc)[4][4][4], const GemmProblem& prob, int M, int nout,
+                                               int m0, int n0, int warp_m, int warp_n, int lane) {
+  const int g = lane >> 2;
+  const int t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int col = n0 + warp_n * 32 + j * 8 + 2 * t;
+    T* dptr[2];
+    int64_t row_stride[2];
+    float bv[2];
+    bool cok[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = col + e;
+      cok[e] = c < nout;
+      dptr[e] = nullptr;
+      row_stride[e] = 0;
+      bv[e] = 0.f;
+      if (cok[e]) {
+        if (c < prob.dst0_cols) {
+          dptr[e] = static_cast<T*>(prob.dst0) + c;
+          row_stride[e] = prob.dst0_row_stride;
+        } else {
+          dptr[e] = static_cast<T*>(prob.dst1) + (c - prob.dst0_cols);
+          row_stride[e] = prob.dst1_row_stride;
+        }
+        bv[e] = to_float(static_cast<const T*>(prob.bias)[c]);
+      }
+    }
+    // Both columns adjacent in one destination with every row 2-element aligned: one paired store.
+    const bool paired = cok[0] && cok[1] && dptr[1] == dptr[0] + 1 && row_stride[0] == row_stride[1] &&
+                        (row_stride[0] % 2) == 0 && (reinterpret_cast<uintptr_t>(dptr[0]) % (2 * sizeof(T))) == 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int row = m0 + warp_m * 64 + i * 16 + g + hh * 8;
+        if (row >= M) continue;
+        // ReLU written so that NaN passes through, as torch.relu does.
+        float v0 = acc[i][j][2 * hh] + bv[0];
+        float v1 = acc[i][j][2 * hh + 1] + bv[1];
+        v0 = v0 < 0.f ? 0.f : v0;
+        v1 = v1 < 0.f ? 0.f : v1;
+        if (paired) {
+          store_pair(dptr[0] + static_cast<int64_t>(row) * row_stride[0], v0, v1);
+        } else {
+          if (cok[0]) dptr[0][static_cast<int64_t>(row) * row_stride[0]] = from_float<T>(v0);
+          if (cok[1]) dptr[1][static_cast<int64_t>(row) * row_stride[1]] = from_float<T>(v1);
+        }
+      }
+    }
+  }
 }
 
-// Keeps the compiler from moving memory accesses across this point.
-__device__ __forceinline__ void compiler_fence() { asm volatile("" ::: "memory"); }
-#endif  // INCEPTION_FAST_EMULATE
-
+// One block computes a 128 x 128 tile of C = relu(A @ w^T + bias) for one of the
+// launch's problems, through a kStages-deep cp.async pipeline over K, and stores it
+// into that problem's NHWC channel slices.  VEC: every A and B row chunk is 16-byte
+// aligned (cp.async / vector paths); otherwise every element is loaded on its own.
+//
 // Accumulator layout (the mma C fragment, kept by the FFMA path too): thread
 // (g = lane / 4, t = lane % 4) holds acc[i][j][0..3] = C at rows
 // warp_m*64 + i*16 + g (+8 for [2], [3]), columns warp_n*32 + j*8 + 2t (+1 for [1], [3]).
-// VEC: every A and B row chunk is 16-byte aligned (cp.async / vector paths);
-// otherwise every element is loaded on its own (odd channel counts, offsets).
 template <GemmMode MODE, bool VEC>
-__global__ void __launch_bounds__(kThreads, 2) conv_gemm_kernel(const __grid_constant__ GemmLaunch p) {
+__global__ void __launch_bounds__(kThreads, 2) conv_gemm_kernel(const __grid_constant__ GemmLaunch launch) {
   using T = typename Traits<MODE>::T;
-  constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
-  constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));
+  constexpr int kBK = kRowBytes / static_cast<int>(sizeof(T));  // K elements per pipeline step
 #ifdef INCEPTION_FAST_EMULATE
   unsigned char* const smem = emu::block_shared_memory();
 #else
@@ -228,167 +498,43 @@ __global__ void __launch_bounds__(kThreads, 2) conv_gemm_kernel(const __grid_con
 
   // Consecutive blocks share an M tile, so its A rows are read from DRAM once and
   // then from L2 by the blocks computing its other column tiles.
-  const int m_tile = static_cast<int>(blockIdx.x) / p.n_tiles_total;
-  int n_tile = static_cast<int>(blockIdx.x) - m_tile * p.n_tiles_total;
-  const bool second = n_tile >= p.prob[0].n_tiles;
-  if (second) n_tile -= p.prob[0].n_tiles;
+  const int m_tile = static_cast<int>(blockIdx.x) / launch.n_tiles_total;
+  int n_tile = static_cast<int>(blockIdx.x) - m_tile * launch.n_tiles_total;
+  const bool second = n_tile >= launch.prob[0].n_tiles;
+  if (second) n_tile -= launch.prob[0].n_tiles;
   // __grid_constant__ lets this reference point into the kernel parameters
   // (constant bank) instead of a local-memory copy, so fields are re-read there
   // on use rather than pinned in registers.
-  const GemmProblem& pr = p.prob[second ? 1 : 0];
-  const T* __restrict__ a = static_cast<const T*>(pr.a);
-  const T* __restrict__ w = static_cast<const T*>(pr.w);
-  const int aps = static_cast<int>(pr.a_pixel_stride);
-  const int cin = pr.cin;
-  const int ks = pr.ksize;
-  const int a_mode = pr.a_mode;
-  const int nout = pr.nout;
-
-  const int M = p.M;
-  const int H = p.H;
-  const int W = p.W;
-  const int K = ks * ks * cin;
-  const int pad = ks / 2;
-  const int num_kt = (K + kBK - 1) / kBK;
+  const GemmProblem& prob = launch.prob[second ? 1 : 0];
+  TileLoader<T> ld;
+  ld.a = static_cast<const T*>(prob.a);
+  ld.w = static_cast<const T*>(prob.w);
+  ld.a_pixel_stride = static_cast<int>(prob.a_pixel_stride);
+  ld.cin = prob.cin;
+  ld.ksize = prob.ksize;
+  ld.a_mode = prob.a_mode;
+  ld.nout = prob.nout;
+  ld.M = launch.M;
+  ld.H = launch.H;
+  ld.W = launch.W;
+  ld.K = ld.ksize * ld.ksize * ld.cin;
+  ld.pad = ld.ksize / 2;
+  const int num_kt = (ld.K + kBK - 1) / kBK;
   const int m0 = m_tile * kBlockM;
   const int n0 = n_tile * kBlockN;
 
-  // This thread loads 16-byte chunk `lchunk` of tile rows lrow and lrow + 64, for A and for B.
-  const int lrow = tid / kChunksPerRow;
-  const int lchunk = tid % kChunksPerRow;
-  // Per loaded row: the pixel index, its (h, w) packed as h << 16 | w (the host
-  // keeps H and W below 2^15), and for B the weight row.  Validity (m < M,
-  // n < nout) is recomputed on use: registers are the scarce resource here.
-  int a_m[2], a_hw[2], b_n[2];
+  ld.row = tid / kChunksPerRow;
+  ld.chunk = tid % kChunksPerRow;
+  LoadRows rows;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int m = m0 + lrow + i * kRowsPerPass;
-    a_m[i] = m;
-    const int rem = m % (H * W);
-    const int h = rem / W;
-    a_hw[i] = (h << 16) | (rem - h * W);
-    b_n[i] = n0 + lrow + i * kRowsPerPass;
+    const int m = m0 + ld.row + i * kRowsPerPass;
+    rows.a_m[i] = m;
+    const int rem = m % (ld.H * ld.W);
+    const int h = rem / ld.W;
+    rows.a_hw[i] = (h << 16) | (rem - h * ld.W);
+    rows.b_n[i] = n0 + ld.row + i * kRowsPerPass;
   }
-  // True when pixel i shifted by (dh, dw) lies inside the image.
-  auto inside = [&](int i, int dh, int dw) {
-    const int ih = (a_hw[i] >> 16) + dh;
-    const int iw = (a_hw[i] & 0xffff) + dw;
-    return ih >= 0 && ih < H && iw >= 0 && iw < W;
-  };
-
-  // Chunks moved by cp.async: B always, A for the 1x1 and conv problems.  Only on the aligned path.
-  auto load_async = [&](int stage, int kt) {
-    if constexpr (!VEC) return;
-    unsigned char* const a_tile = smem + stage * kStageBytes;
-    unsigned char* const b_tile = a_tile + kTileBytesA;
-    const int k = kt * kBK + lchunk * kVec;
-    const bool k_ok = k < K;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const bool ok = b_n[i] < nout && k_ok;
-      cp_async16(b_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16,
-                 ok ? w + static_cast<int64_t>(b_n[i]) * K + k : w, ok);
-    }
-    if (a_mode == kA1x1) {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const bool ok = a_m[i] < M && k_ok;
-        const T* src = ok ? a + static_cast<int64_t>(a_m[i]) * aps + k : a;
-        cp_async16(a_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16, src, ok);
-      }
-    } else if (a_mode == kAConv) {
-      // cin % kVec == 0 on this path, so a chunk never straddles two taps.
-      const int tap = k / cin;
-      const int c = k - tap * cin;
-      const int kh = tap / ks;
-      const int dh = kh - pad;
-      const int dw = tap - kh * ks - pad;
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const bool ok = a_m[i] < M && k_ok && inside(i, dh, dw);
-        const T* src = ok ? a + static_cast<int64_t>(a_m[i] + dh * W + dw) * aps + c : a;
-        cp_async16(a_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16, src, ok);
-      }
-    }
-  };
-
-  // Everything cp.async cannot do: the pooled A tile (a max over nine loads), and
-  // on the unaligned path every element of A and B one by one.
-  auto load_sync = [&](int stage, int kt) {
-    unsigned char* const a_tile = smem + stage * kStageBytes;
-    unsigned char* const b_tile = a_tile + kTileBytesA;
-    const int k0 = kt * kBK + lchunk * kVec;
-    if constexpr (VEC) {
-      if (a_mode != kAMaxPool3) return;
-      // Window row by window row for both chunks: six 16-byte loads in flight.
-      // The empty asm keeps the compiler from hoisting all eighteen at once, which
-      // would need 72 more registers next to the 64 accumulators and spill.
-      uint4 v[2];
-      const T* center[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const bool ok = a_m[i] < M && k0 < K;
-        center[i] = a + static_cast<int64_t>(ok ? a_m[i] : 0) * aps + (ok ? k0 : 0);
-        // -inf is the max's identity (and what the padding acts as); rows past M and
-        // the K tail must be 0 instead, or 0 * -inf would poison the products.
-        v[i] = ok ? neg_inf16(static_cast<const T*>(nullptr)) : make_uint4(0u, 0u, 0u, 0u);
-      }
-#pragma unroll
-      for (int dh = -1; dh <= 1; ++dh) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          if (a_m[i] < M && k0 < K) {
-#pragma unroll
-            for (int dw = -1; dw <= 1; ++dw) {
-              if (!inside(i, dh, dw)) continue;
-              const uint4 u = *reinterpret_cast<const uint4*>(center[i] + static_cast<int64_t>(dh * W + dw) * aps);
-              v[i] = max16(v[i], u, static_cast<const T*>(nullptr));
-            }
-          }
-        }
-        compiler_fence();
-      }
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        *reinterpret_cast<uint4*>(a_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16) = v[i];
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        T* b_dst = reinterpret_cast<T*>(b_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16);
-        T* a_dst = reinterpret_cast<T*>(a_tile + (lrow + i * kRowsPerPass) * kSmemRowBytes + lchunk * 16);
-        for (int e = 0; e < kVec; ++e) {
-          const int k = k0 + e;
-          b_dst[e] = (b_n[i] < nout && k < K) ? w[static_cast<int64_t>(b_n[i]) * K + k] : from_float<T>(0.f);
-          float v = 0.f;
-          if (a_m[i] < M && k < K) {
-            if (a_mode == kA1x1) {
-              v = to_float(a[static_cast<int64_t>(a_m[i]) * aps + k]);
-            } else if (a_mode == kAMaxPool3) {
-              v = to_float(a[static_cast<int64_t>(a_m[i]) * aps + k]);
-              for (int dh = -1; dh <= 1; ++dh) {
-                for (int dw = -1; dw <= 1; ++dw) {
-                  if (inside(i, dh, dw)) {
-                    v = max_nan(v, to_float(a[static_cast<int64_t>(a_m[i] + dh * W + dw) * aps + k]));
-                  }
-                }
-              }
-            } else {
-              const int tap = k / cin;
-              const int c = k - tap * cin;
-              const int kh = tap / ks;
-              const int dh = kh - pad;
-              const int dw = tap - kh * ks - pad;
-              if (inside(i, dh, dw)) {
-                v = to_float(a[static_cast<int64_t>(a_m[i] + dh * W + dw) * aps + c]);
-              }
-            }
-          }
-          a_dst[e] = from_float<T>(v);
-        }
-      }
-    }
-  };
 
   float acc[4][4][4];
 #pragma unroll
@@ -398,106 +544,14 @@ __global__ void __launch_bounds__(kThreads, 2) conv_gemm_kernel(const __grid_con
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
 
-  const int g = lane >> 2;
-  const int t = lane & 3;
-
-  auto compute = [&](int stage) {
-    const unsigned char* const a_tile = smem + stage * kStageBytes;
-    const unsigned char* const b_tile = a_tile + kTileBytesA;
-    if constexpr (MODE == GemmMode::kBF16 || MODE == GemmMode::kFP16) {
-#pragma unroll
-      for (int kk = 0; kk < kBK; kk += 16) {
-        // B fragments for the warp's four column tiles stay live; A fragments are
-        // loaded one 16-row tile at a time to keep register pressure down.
-        unsigned bf[4][2];
-#pragma unroll
-        for (int jp = 0; jp < 2; ++jp) {
-          // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-          // = b0, b1 of column tile 2jp, then b0, b1 of column tile 2jp+1.
-          const int row = warp_n * 32 + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
-          const int col = kk + ((lane >> 3) & 1) * 8;
-          unsigned r[4];
-          ldmatrix_x4(r, b_tile + row * kSmemRowBytes + col * 2);
-          bf[2 * jp][0] = r[0];
-          bf[2 * jp][1] = r[1];
-          bf[2 * jp + 1][0] = r[2];
-          bf[2 * jp + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          // Matrices: rows 0-7 / 8-15 (lane bit 3) x k 0-7 / 8-15 (lane bit 4) = a0..a3.
-          const int row = warp_m * 64 + i * 16 + (lane & 15);
-          const int col = kk + (lane >> 4) * 8;
-          unsigned af[4];
-          ldmatrix_x4(af, a_tile + row * kSmemRowBytes + col * 2);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], af, bf[j][0], bf[j][1], static_cast<const T*>(nullptr));
-        }
-      }
-    } else if constexpr (MODE == GemmMode::kTF32) {
-      const float* af32 = reinterpret_cast<const float*>(a_tile);
-      const float* bf32 = reinterpret_cast<const float*>(b_tile);
-#pragma unroll
-      for (int kk = 0; kk < kBK; kk += 8) {
-        unsigned bf[4][2];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int n = warp_n * 32 + j * 8 + g;
-          bf[j][0] = to_tf32(bf32[n * kSmemRowFloats + kk + t]);
-          bf[j][1] = to_tf32(bf32[n * kSmemRowFloats + kk + t + 4]);
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int row = warp_m * 64 + i * 16 + g;
-          unsigned af[4];
-          af[0] = to_tf32(af32[row * kSmemRowFloats + kk + t]);
-          af[1] = to_tf32(af32[(row + 8) * kSmemRowFloats + kk + t]);
-          af[2] = to_tf32(af32[row * kSmemRowFloats + kk + t + 4]);
-          af[3] = to_tf32(af32[(row + 8) * kSmemRowFloats + kk + t + 4]);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) mma_1688_tf32(acc[i][j], af, bf[j][0], bf[j][1]);
-        }
-      }
-    } else {
-      const float* af32 = reinterpret_cast<const float*>(a_tile);
-      const float* bf32 = reinterpret_cast<const float*>(b_tile);
-#pragma unroll 4
-      for (int k = 0; k < kBK; ++k) {
-        float av[4][2];
-        float bv[4][2];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int row = warp_m * 64 + i * 16 + g;
-          av[i][0] = af32[row * kSmemRowFloats + k];
-          av[i][1] = af32[(row + 8) * kSmemRowFloats + k];
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int n = warp_n * 32 + j * 8 + 2 * t;
-          bv[j][0] = bf32[n * kSmemRowFloats + k];
-          bv[j][1] = bf32[(n + 1) * kSmemRowFloats + k];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            acc[i][j][0] = fmaf(av[i][0], bv[j][0], acc[i][j][0]);
-            acc[i][j][1] = fmaf(av[i][0], bv[j][1], acc[i][j][1]);
-            acc[i][j][2] = fmaf(av[i][1], bv[j][0], acc[i][j][2]);
-            acc[i][j][3] = fmaf(av[i][1], bv[j][1], acc[i][j][3]);
-          }
-      }
-    }
-  };
-
   // A warp whose 64 x 32 sub-tile lies wholly past M or nout only helps load.
-  const bool warp_busy = (n0 + warp_n * 32 < nout) && (m0 + warp_m * 64 < M);
+  const bool warp_busy = (n0 + warp_n * 32 < ld.nout) && (m0 + warp_m * 64 < ld.M);
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_kt) {
-      load_async(s, s);
-      load_sync(s, s);
+      load_tile_async<T, VEC>(smem, s, s, ld, rows);
+      load_tile_sync<T, VEC>(smem, s, s, ld, rows);
     }
     cp_async_commit();
   }
@@ -506,64 +560,17 @@ __global__ void __launch_bounds__(kThreads, 2) conv_gemm_kernel(const __grid_con
     // Tile kt is now visible to all threads, and every thread has finished
     // computing on the stage the prefetch below overwrites (tile kt - 1's).
     __syncthreads();
-    const int pf = kt + kStages - 1;
-    if (pf < num_kt) load_async(pf % kStages, pf);
+    const int prefetch_kt = kt + kStages - 1;
+    if (prefetch_kt < num_kt) load_tile_async<T, VEC>(smem, prefetch_kt % kStages, prefetch_kt, ld, rows);
     cp_async_commit();
-    if (warp_busy) compute(kt % kStages);
+    if (warp_busy) compute_stage<MODE>(smem, kt % kStages, acc, warp_m, warp_n, lane);
     // Issued after the MMAs so their latency overlaps other warps' tensor work.
-    if (pf < num_kt) load_sync(pf % kStages, pf);
+    if (prefetch_kt < num_kt) load_tile_sync<T, VEC>(smem, prefetch_kt % kStages, prefetch_kt, ld, rows);
   }
   cp_async_wait<0>();
 
   if (!warp_busy) return;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int col = n0 + warp_n * 32 + j * 8 + 2 * t;
-    T* dptr[2];
-    int64_t dld[2];
-    float bv[2];
-    bool cok[2];
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int c = col + e;
-      cok[e] = c < nout;
-      dptr[e] = nullptr;
-      dld[e] = 0;
-      bv[e] = 0.f;
-      if (cok[e]) {
-        if (c < pr.split) {
-          dptr[e] = static_cast<T*>(pr.dst0) + c;
-          dld[e] = pr.ld0;
-        } else {
-          dptr[e] = static_cast<T*>(pr.dst1) + (c - pr.split);
-          dld[e] = pr.ld1;
-        }
-        bv[e] = to_float(static_cast<const T*>(pr.bias)[c]);
-      }
-    }
-    // Both columns adjacent in one destination with every row 2-element aligned: one paired store.
-    const bool paired = cok[0] && cok[1] && dptr[1] == dptr[0] + 1 && dld[0] == dld[1] && (dld[0] % 2) == 0 &&
-                        (reinterpret_cast<uintptr_t>(dptr[0]) % (2 * sizeof(T))) == 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int row = m0 + warp_m * 64 + i * 16 + g + hh * 8;
-        if (row >= M) continue;
-        // ReLU written so that NaN passes through, as torch.relu does.
-        float v0 = acc[i][j][2 * hh] + bv[0];
-        float v1 = acc[i][j][2 * hh + 1] + bv[1];
-        v0 = v0 < 0.f ? 0.f : v0;
-        v1 = v1 < 0.f ? 0.f : v1;
-        if (paired) {
-          store_pair(dptr[0] + static_cast<int64_t>(row) * dld[0], v0, v1);
-        } else {
-          if (cok[0]) dptr[0][static_cast<int64_t>(row) * dld[0]] = from_float<T>(v0);
-          if (cok[1]) dptr[1][static_cast<int64_t>(row) * dld[1]] = from_float<T>(v1);
-        }
-      }
-    }
-  }
+  store_epilogue<T>(acc, prob, ld.M, ld.nout, m0, n0, warp_m, warp_n, lane);
 }
 
 #ifdef INCEPTION_FAST_EMULATE

@@ -73,11 +73,11 @@ inline void run_reduce_pool(const at::Tensor& x, const at::Tensor& w_red, const 
   red.w = wr.data_ptr();
   red.bias = br.data_ptr();
   red.nout = static_cast<int>(d.nred);
-  red.split = static_cast<int>(d.ch1);
+  red.dst0_cols = static_cast<int>(d.ch1);
   red.dst0 = out.data_ptr();
-  red.ld0 = d.ctot;
+  red.dst0_row_stride = d.ctot;
   red.dst1 = scratch.data_ptr();
-  red.ld1 = d.nscratch;
+  red.dst1_row_stride = d.nscratch;
   red.vec = chunks_aligned(red, x.element_size());
 
   GemmProblem& pool = p.prob[1];
@@ -89,11 +89,11 @@ inline void run_reduce_pool(const at::Tensor& x, const at::Tensor& w_red, const 
   pool.w = wp.data_ptr();
   pool.bias = bp.data_ptr();
   pool.nout = static_cast<int>(d.npool);
-  pool.split = static_cast<int>(d.npool);
+  pool.dst0_cols = static_cast<int>(d.npool);
   pool.dst0 = mutable_element_ptr(out, d.pool_off);
-  pool.ld0 = d.ctot;
+  pool.dst0_row_stride = d.ctot;
   pool.dst1 = nullptr;
-  pool.ld1 = 0;
+  pool.dst1_row_stride = 0;
   pool.vec = chunks_aligned(pool, x.element_size());
 
   launch_conv_gemm(p, gemm_mode_for(x.scalar_type(), allow_tf32), stream);
@@ -135,11 +135,11 @@ inline void run_branch_convs(const at::Tensor& scratch, const at::Tensor& w3, co
     pr.w = weights[q]->data_ptr();
     pr.bias = biases[q]->data_ptr();
     pr.nout = static_cast<int>(cout[q]);
-    pr.split = pr.nout;
+    pr.dst0_cols = pr.nout;
     pr.dst0 = mutable_element_ptr(out, out_off[q]);
-    pr.ld0 = d.ctot;
+    pr.dst0_row_stride = d.ctot;
     pr.dst1 = nullptr;
-    pr.ld1 = 0;
+    pr.dst1_row_stride = 0;
     pr.vec = chunks_aligned(pr, scratch.element_size());
   }
   launch_conv_gemm(p, gemm_mode_for(scratch.scalar_type(), allow_tf32), stream);

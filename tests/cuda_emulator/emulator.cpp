@@ -34,10 +34,12 @@ void set_eager_copies(bool eager) { emu::eager_copies().store(eager); }
 }  // namespace
 
 TORCH_LIBRARY(inception_fast_emu, m) {
-  m.def("reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, Tensor(a!) out, "
-        "Tensor(b!) scratch, bool allow_tf32) -> ()");
-  m.def("branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tensor b5, Tensor(a!) out, int ch1, "
-        "bool allow_tf32) -> ()");
+  m.def(
+      "reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, Tensor(a!) out, "
+      "Tensor(b!) scratch, bool allow_tf32) -> ()");
+  m.def(
+      "branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tensor b5, Tensor(a!) out, int ch1, "
+      "bool allow_tf32) -> ()");
   m.def("set_eager_copies(bool eager) -> ()", &set_eager_copies);
   m.impl("reduce_pool_", c10::DispatchKey::CPU, TORCH_FN(emu_reduce_pool));
   m.impl("branch_convs_", c10::DispatchKey::CPU, TORCH_FN(emu_branch_convs));

@@ -76,7 +76,9 @@ inline float __bfloat162float(__nv_bfloat16 v) { return __uint_as_float(static_c
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {c10::detail::round_to_nearest_even(f)}; }
 inline float __half2float(__half v) { return c10::detail::fp16_ieee_to_fp32_value(v.bits); }
 inline __half __float2half_rn(float f) { return {c10::detail::fp16_ieee_from_fp32_value(f)}; }
-inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {__float2bfloat16_rn(a), __float2bfloat16_rn(b)}; }
+inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
+  return {__float2bfloat16_rn(a), __float2bfloat16_rn(b)};
+}
 inline __half2 __floats2half2_rn(float a, float b) { return {__float2half_rn(a), __float2half_rn(b)}; }
 
 inline float emu_max_nan(float a, float b) {
@@ -245,37 +247,37 @@ inline void mma_warp(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigne
 // columns 2t,2t+1 (+8 in a2,a3); B rows 2t,2t+1 (+8 in b1), column g.
 template <typename T>
 inline void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const T* tag) {
-  emu::mma_warp(d, a, b0, b1, 16, [tag](int src, const unsigned* fa, const unsigned* fb, double (&A)[16][16],
-                                         double (&B)[16][8]) {
-    const int g = src / 4;
-    const int t = src % 4;
-    const int arow[4] = {g, g + 8, g, g + 8};
-    const int acol[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
-    for (int i = 0; i < 4; ++i) {
-      A[arow[i]][acol[i]] = emu::lo16(fa[i], tag);
-      A[arow[i]][acol[i] + 1] = emu::hi16(fa[i], tag);
-    }
-    for (int i = 0; i < 2; ++i) {
-      B[2 * t + 8 * i][g] = emu::lo16(fb[i], tag);
-      B[2 * t + 8 * i + 1][g] = emu::hi16(fb[i], tag);
-    }
-  });
+  emu::mma_warp(d, a, b0, b1, 16,
+                [tag](int src, const unsigned* fa, const unsigned* fb, double (&A)[16][16], double (&B)[16][8]) {
+                  const int g = src / 4;
+                  const int t = src % 4;
+                  const int arow[4] = {g, g + 8, g, g + 8};
+                  const int acol[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+                  for (int i = 0; i < 4; ++i) {
+                    A[arow[i]][acol[i]] = emu::lo16(fa[i], tag);
+                    A[arow[i]][acol[i] + 1] = emu::hi16(fa[i], tag);
+                  }
+                  for (int i = 0; i < 2; ++i) {
+                    B[2 * t + 8 * i][g] = emu::lo16(fb[i], tag);
+                    B[2 * t + 8 * i + 1][g] = emu::hi16(fb[i], tag);
+                  }
+                });
 }
 
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32: A rows g (a0,a2) / g+8 (a1,a3),
 // columns t (a0,a1) / t+4 (a2,a3); B rows t (b0) / t+4 (b1), column g.
 inline void mma_1688_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  emu::mma_warp(d, a, b0, b1, 8, [](int src, const unsigned* fa, const unsigned* fb, double (&A)[16][16],
-                                    double (&B)[16][8]) {
-    const int g = src / 4;
-    const int t = src % 4;
-    A[g][t] = __uint_as_float(fa[0]);
-    A[g + 8][t] = __uint_as_float(fa[1]);
-    A[g][t + 4] = __uint_as_float(fa[2]);
-    A[g + 8][t + 4] = __uint_as_float(fa[3]);
-    B[t][g] = __uint_as_float(fb[0]);
-    B[t + 4][g] = __uint_as_float(fb[1]);
-  });
+  emu::mma_warp(d, a, b0, b1, 8,
+                [](int src, const unsigned* fa, const unsigned* fb, double (&A)[16][16], double (&B)[16][8]) {
+                  const int g = src / 4;
+                  const int t = src % 4;
+                  A[g][t] = __uint_as_float(fa[0]);
+                  A[g + 8][t] = __uint_as_float(fa[1]);
+                  A[g][t + 4] = __uint_as_float(fa[2]);
+                  A[g + 8][t + 4] = __uint_as_float(fa[3]);
+                  B[t][g] = __uint_as_float(fb[0]);
+                  B[t + 4][g] = __uint_as_float(fb[1]);
+                });
 }
 
 // cvt.rna.tf32.f32: round to 10 mantissa bits, ties away from zero.

@@ -215,11 +215,10 @@ def row_unit(*tensors: torch.Tensor) -> int:
     Triton marks an integer argument divisible only when it is a multiple of 16; any other stride
     counts as unaligned, and every element then gets its own 64-bit address and a scalar access.
     A scratch buffer with ch3red + ch5red = 136 channels (Inception 4b) is a multiple of 8, i.e. of
-    16 bytes in bf16: passed as stride / 8 and multiplied back by this unit as a constexpr inside
-    the kernel, its rows are known to be 16-byte aligned (vector stores and cp.async loads).  The
-    same goes for channel counts that bound a mask (pow2_unit): 4b's NR = 296 and its branch-3
-    input of 24 channels.  For 4b and 4c this removed 3-4.5 KB of register spills and all scalar
-    stores from launch 1, and put launch 2's branch-3 loads on cp.async (ptxas sm_90, bf16).
+    16 bytes in bf16: passed as stride / 8 (the kernels' ``*_div_unit`` arguments) and multiplied
+    back by this unit as a constexpr inside the kernel, its rows are known to be 16-byte aligned
+    (vector stores and cp.async loads).  The same goes for channel counts that bound a mask
+    (pow2_unit): 4b's 296 reduce columns and its branch-3 input of 24 channels.
     """
     strides = []
     for t in tensors:

@@ -10,7 +10,7 @@ slice of the block output: [ch1, ch1+ch3) for branch 2, [ch1+ch3, ch1+ch3+ch5) f
 * scratch (N, ch3red + ch5red, H, W): channels [0, ch3red) feed branch 2, the rest branch 3.
 * One 1-D grid covers both problems: per BLOCK_M pixel tile, first branch 2's column tiles
   (BLOCK_N wide), then branch 3's (sized to ch5 by the launcher since ch5 is 32..128, but never
-  wider than BLOCK_N: a 128-wide branch-3 tile on a 4-warp config spilled, ptxas sm_90 bf16).
+  wider than BLOCK_N, which bounds the accumulator's registers on the narrower configs).
   The (kh, kw, cin-block) loop is one flat loop so the software pipeline sees all of K.
 * Split-K (configs with SPLIT_K > 1, offered only for small problems: batch 1 has 49 to 784
   pixels, i.e. 28 to 125 programs of 32x32 for 132 SMs, each running 27 to 54 K steps in series):
@@ -43,23 +43,28 @@ __all__ = ["launch_branch_convs", "split_k_counters", "CONFIGS", "INTERPRETER_CO
 
 
 @triton.jit
-def _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c):
-    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+def _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c):
+    """Bias + ReLU on a finished tile and its store into out's channels from cout_off."""
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + o_row[:, None] + (COUT_OFF + offs_n)[None, :] * so_c, y,
+    tl.store(out_ptr + o_row[:, None] + (cout_off + offs_n)[None, :] * stride_out_c, y,
              mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
 def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww, pid_n,
-               H, W, CIN, CIN_OFF, COUT, COUT_OFF, ss_h, ss_w, ss_c, sw_o, sw_h, sw_w, sw_c, sb, so_c,
+               H, W, cin, cin_off, cout, cout_off, stride_src_h, stride_src_w, stride_src_c,
+               stride_w_o, stride_w_h, stride_w_w, stride_w_c, stride_b, stride_out_c,
                KS: tl.constexpr, DOT_PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
+    """One output tile of a KSxKS conv over scratch's channels [cin_off, cin_off + cin), as an implicit
+    GEMM over (kh, kw, cin); with SPLIT_K > 1 this program's share of K, the last to finish adding
+    the partial tiles and running the epilogue."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = offs_n < COUT
+    col_ok = offs_n < cout
     offs_k = tl.arange(0, BLOCK_K)
-    n_cblocks = tl.cdiv(CIN, BLOCK_K)
+    n_cblocks = tl.cdiv(cin, BLOCK_K)
     n_iters = KS * KS * n_cblocks
     if SPLIT_K == 1:
         it_lo = 0
@@ -68,7 +73,7 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_r
         chunk = tl.cdiv(n_iters, SPLIT_K)
         it_lo = split * chunk
         it_hi = tl.minimum(it_lo + chunk, n_iters)
-    w_cols = w_ptr + offs_n[None, :] * sw_o
+    w_cols = w_ptr + offs_n[None, :] * stride_w_o
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for it in range(it_lo, it_hi):
         tap = it // n_cblocks
@@ -79,17 +84,17 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_r
         dw = kw - KS // 2
         h2 = hh + dh
         w2 = ww + dw
-        k_ok = kk < CIN
+        k_ok = kk < cin
         tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-        tap_row = s_row + dh * ss_h + dw * ss_w
-        a = tl.load(src_ptr + tap_row[:, None] + (CIN_OFF + kk)[None, :] * ss_c,
+        tap_row = s_row + dh * stride_src_h + dw * stride_src_w
+        a = tl.load(src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
                     mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(w_cols + kh * sw_h + kw * sw_w + kk[:, None] * sw_c,
+        b = tl.load(w_cols + kh * stride_w_h + kw * stride_w_w + kk[:, None] * stride_w_c,
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if SPLIT_K == 1:
-        _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c)
+        _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)
     else:
         # Slot [tile, split] of SLOT (= the kernel's BLOCK_M * BLOCK_N) fp32 elements each.
         offs_ws = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
@@ -102,54 +107,70 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_r
             for part in tl.static_range(SPLIT_K):
                 total += tl.load(slots + part * SLOT + offs_ws, cache_modifier=".cg")
             tl.atomic_xchg(cnt_ptr + tile, 0)  # ready for the next launch
-            _epilogue(total, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, COUT_OFF, sb, so_c)
+            _epilogue(total, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)
 
 
 @triton.jit(do_not_specialize=["M", "H", "W"])
 def _branch_convs_kernel(
+    # Pointers: scratch (the reductions), both convs' weights and biases, the block output, and the
+    # split-K fp32 workspace and int32 tile counters.
     scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr,
-    M, H, W, CIN3, COUT3, CIN5, COUT5, CH1,
-    ss_n, ss_h, ss_w, ss_c,
-    so_n, so_h, so_w, so_c,
-    sw3_o, sw3_h, sw3_w, sw3_c, sb3,
-    sw5_o, sw5_h, sw5_w, sw5_c, sb5,
+    # Pixels (M = N*H*W) and the image's height and width.
+    M, H, W,
+    # Channel counts: the convs' inputs (divided by C_UNIT) and outputs; branch 1's width, where
+    # branch 2's slice of out starts.
+    cin3_div_unit, cout3, cin5_div_unit, cout5, ch1,
+    # Strides in elements; those of N, H and W (activations) or O, H and W (weights) divided by
+    # ROW_UNIT or W_UNIT.
+    stride_scratch_n_div_unit, stride_scratch_h_div_unit, stride_scratch_w_div_unit, stride_scratch_c,
+    stride_out_n_div_unit, stride_out_h_div_unit, stride_out_w_div_unit, stride_out_c,
+    stride_w3_o_div_unit, stride_w3_h_div_unit, stride_w3_w_div_unit, stride_w3_c, stride_b3,
+    stride_w5_o_div_unit, stride_w5_h_div_unit, stride_w5_w_div_unit, stride_w5_c, stride_b5,
+    # Fixed by the launcher: branch 3's kernel size and tile, tf32/ieee, the stride and channel units.
     K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROW_UNIT: tl.constexpr, W_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
+    # The tile (autotuned).
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
-    # Strides other than the channel one arrive divided by ROW_UNIT (activations) and W_UNIT
-    # (weights), the input channel counts by C_UNIT (see _common.row_unit), so rows and the
-    # channel masks are known aligned: 4b's branch 3 reads 24 channels, 16 bytes but not 16
-    # elements, and without this its loads were not cp.async.
-    CIN3, CIN5 = CIN3 * C_UNIT, CIN5 * C_UNIT
-    ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
-    so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
-    sw3_o, sw3_h, sw3_w = sw3_o * W_UNIT, sw3_h * W_UNIT, sw3_w * W_UNIT
-    sw5_o, sw5_h, sw5_w = sw5_o * W_UNIT, sw5_h * W_UNIT, sw5_w * W_UNIT
-    n_tiles3 = tl.cdiv(COUT3, BLOCK_N)
+    """Launch 2: branch 2's 3x3 and branch 3's K5xK5 conv over scratch, one 1-D grid for both
+    (per pixel tile, branch 2's column tiles first), bias + ReLU into their slices of out;
+    SPLIT_K programs share a tile's K steps where SPLIT_K > 1."""
+    # Multiplied back by the constexpr units, rows and the channel masks are known aligned
+    # (see _common.row_unit).
+    cin3, cin5 = cin3_div_unit * C_UNIT, cin5_div_unit * C_UNIT
+    stride_scratch_n, stride_scratch_h, stride_scratch_w = (
+        stride_scratch_n_div_unit * ROW_UNIT, stride_scratch_h_div_unit * ROW_UNIT, stride_scratch_w_div_unit * ROW_UNIT)
+    stride_out_n, stride_out_h, stride_out_w = (stride_out_n_div_unit * ROW_UNIT, stride_out_h_div_unit * ROW_UNIT,
+                                                stride_out_w_div_unit * ROW_UNIT)
+    stride_w3_o, stride_w3_h, stride_w3_w = (stride_w3_o_div_unit * W_UNIT, stride_w3_h_div_unit * W_UNIT,
+                                             stride_w3_w_div_unit * W_UNIT)
+    stride_w5_o, stride_w5_h, stride_w5_w = (stride_w5_o_div_unit * W_UNIT, stride_w5_h_div_unit * W_UNIT,
+                                             stride_w5_w_div_unit * W_UNIT)
+    n_tiles3 = tl.cdiv(cout3, BLOCK_N)
     TILE_N5: tl.constexpr = BLOCK_N if BLOCK_N5 > BLOCK_N else BLOCK_N5
-    n_cols = n_tiles3 + tl.cdiv(COUT5, TILE_N5)
+    n_cols = n_tiles3 + tl.cdiv(cout5, TILE_N5)
     # The SPLIT_K programs of one output tile are neighbours in the grid.
     tile = tl.program_id(0) // SPLIT_K
     split = tl.program_id(0) % SPLIT_K
     pid_n, row_ok, img, hh, ww = pixel_tile(tile, n_cols, M, H, W, BLOCK_M)
-    s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
-    o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
+    s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
+    o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
     SLOT: tl.constexpr = BLOCK_M * BLOCK_N
 
     if pid_n < n_tiles3:
         _conv_tile(scratch_ptr, w3_ptr, b3_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
-                   pid_n, H, W, CIN3, 0, COUT3, CH1, ss_h, ss_w, ss_c, sw3_o, sw3_h, sw3_w, sw3_c, sb3, so_c,
+                   pid_n, H, W, cin3, 0, cout3, ch1, stride_scratch_h, stride_scratch_w, stride_scratch_c,
+                   stride_w3_o, stride_w3_h, stride_w3_w, stride_w3_c, stride_b3, stride_out_c,
                    3, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, SLOT)
     else:
         _conv_tile(scratch_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
-                   pid_n - n_tiles3, H, W, CIN5, CIN3, COUT5, CH1 + COUT3, ss_h, ss_w, ss_c, sw5_o, sw5_h, sw5_w,
-                   sw5_c, sb5, so_c, K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5, SPLIT_K, SLOT)
+                   pid_n - n_tiles3, H, W, cin5, cin3, cout5, ch1 + cout3, stride_scratch_h, stride_scratch_w,
+                   stride_scratch_c, stride_w5_o, stride_w5_h, stride_w5_w, stride_w5_c, stride_b5, stride_out_c,
+                   K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5, SPLIT_K, SLOT)
 
 
-# H100 bf16: ch3 is 128..384, ch3red 96..192 (K = 9*Cin = 864..1728), pixels 49 .. 200k.
-# The smaller tiles are for batch 1 (5b at 7x7 and 64x64 tiles: 8 programs; 32x32: 32), and
-# the last two split K four ways for it (32x32: 128 programs of 14 K steps instead of 32 of 54).
+# Large tiles for large batches; the smaller ones, and the two that split K four ways, keep batch-1
+# problems (49 to 784 pixels) spread over the SMs.
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}, num_warps=4, num_stages=3),
@@ -167,8 +188,8 @@ SPLIT_K_MAX_PIXELS = _common.SMALL_PROBLEM_PIXELS
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN3", "COUT3", "CIN5", "COUT5", "K5", "DOT_PRECISION", "ROW_UNIT", "W_UNIT",
-                "C_UNIT"]
+AUTOTUNE_KEY = ["M", "H", "W", "cin3_div_unit", "cout3", "cin5_div_unit", "cout5", "K5", "DOT_PRECISION", "ROW_UNIT",
+                "W_UNIT", "C_UNIT"]
 
 
 def _split_k(kwargs: dict) -> int:

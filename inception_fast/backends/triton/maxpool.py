@@ -2,11 +2,10 @@
 the blocks (maxpool1-4: 3x3/2 and 2x2/2 with ceil_mode in torchvision's and the paper's variants,
 3x3/2 pad 1 in d2l's).
 
-Why a kernel of our own: on the H100 (2026-11-28, bf16, batch 256) ATen's channels_last max pool
-(max_pool_forward_nhwc) took 2.06 ms for the four pools of FusedGoogLeNet[triton], 27% of its
-7.66 ms of kernels; the reads and writes of those four pools take about 0.45 ms at the measured
-2.98 TB/s.  ATen's kernel also computes and writes the int64 argmax of every output (an index
-tensor as large as four bf16 outputs), which inference never reads.  This one computes the max only.
+Why a kernel of our own: ATen's channels_last max pool (max_pool_forward_nhwc) also computes and
+writes the int64 argmax of every output (an index tensor as large as four bf16 outputs), which
+inference never reads.  This one computes the max only; like every kernel here it is a measured
+candidate, chosen per shape only where it is right and faster.
 
 Each program owns BLOCK_P output pixels x BLOCK_C channels: per tap of the KS x KS window one load
 of a [BLOCK_P, BLOCK_C] tile (channels contiguous in channels_last: 16-byte vector loads), taps
@@ -33,10 +32,21 @@ __all__ = ["launch_max_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
 
 @triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW"])
-def _max_pool_kernel(x_ptr, out_ptr, M, C, H, W, OH, OW,
-                     sx_n, sx_c, sx_h, sx_w, so_n, so_c, so_h, so_w,
-                     KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
-                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _max_pool_kernel(
+    # Pointers: input, channels_last output.
+    x_ptr, out_ptr,
+    # Sizes: M = N*OH*OW output pixels, channels, input H x W, output OH x OW.
+    M, C, H, W, OH, OW,
+    # Strides in elements, in (N, C, H, W) order.
+    stride_x_n, stride_x_c, stride_x_h, stride_x_w, stride_out_n, stride_out_c, stride_out_h, stride_out_w,
+    # Fixed by the launcher: the window.
+    KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
+    # The tile (autotuned).
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """KSxKS max pool (stride STRIDE, padding PAD as -inf) of BLOCK_P output pixels x BLOCK_C
+    channels: one [BLOCK_P, BLOCK_C] load per window tap, a running fp32 max that propagates NaN,
+    one store."""
     pid_c = tl.program_id(1)
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = offs_p < M
@@ -48,19 +58,19 @@ def _max_pool_kernel(x_ptr, out_ptr, M, C, H, W, OH, OW,
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
     offs_c = offs_c.to(tl.int64)
-    x_img = x_ptr + img * sx_n
+    x_img = x_ptr + img * stride_x_n
     best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), dtype=tl.float32)
     for kh in tl.static_range(KS):
         h = oh * STRIDE - PAD + kh
         for kw in tl.static_range(KS):
             w = ow * STRIDE - PAD + kw
             tap_ok = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-            row = h.to(tl.int64) * sx_h + w.to(tl.int64) * sx_w
-            v = tl.load(x_img[:, None] + row[:, None] + offs_c[None, :] * sx_c,
+            row = h.to(tl.int64) * stride_x_h + w.to(tl.int64) * stride_x_w
+            v = tl.load(x_img[:, None] + row[:, None] + offs_c[None, :] * stride_x_c,
                         mask=tap_ok[:, None] & c_ok[None, :], other=float("-inf"))
             best = tl.maximum(best, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
-    o_row = img * so_n + oh.to(tl.int64) * so_h + ow.to(tl.int64) * so_w
-    tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * so_c, best.to(out_ptr.dtype.element_ty),
+    o_row = img * stride_out_n + oh.to(tl.int64) * stride_out_h + ow.to(tl.int64) * stride_out_w
+    tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * stride_out_c, best.to(out_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
 
@@ -72,7 +82,7 @@ CONFIGS = [
     triton.Config({"BLOCK_P": 128, "BLOCK_C": 64}, num_warps=4),
 ]
 INTERPRETER_CONFIG = {"BLOCK_P": 64, "BLOCK_C": 32}
-AUTOTUNE_KEY = ["M", "C", "H", "W", "OH", "OW", "KS", "STRIDE", "PAD", "sx_c", "sx_w"]
+AUTOTUNE_KEY = ["M", "C", "H", "W", "OH", "OW", "KS", "STRIDE", "PAD", "stride_x_c", "stride_x_w"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):

@@ -49,50 +49,54 @@ __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
 @triton.jit
 def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
-                 CIN, NR, CH1, sx_c, sw_n, sw_k, sb, so_c, ss_c,
+                 cin, n_red, ch1, stride_x_c, stride_w_n, stride_w_k, stride_b, stride_out_c, stride_scratch_c,
                  DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_K: tl.constexpr):
+    """The reduce role: x2d @ w_red^T + b_red, ReLU, for one [BLOCK_M, BLOCK_N] tile; columns below
+    ch1 go to out (branch 1), the others to scratch (the 3x3 and kxk reductions)."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = offs_n < NR
+    col_ok = offs_n < n_red
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = x_ptr + x_row[:, None] + offs_k[None, :] * sx_c
-    b_ptrs = w_ptr + offs_n[None, :] * sw_n + offs_k[:, None] * sw_k
+    a_ptrs = x_ptr + x_row[:, None] + offs_k[None, :] * stride_x_c
+    b_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_k[:, None] * stride_w_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, CIN, BLOCK_K):
-        k_ok = (k0 + offs_k) < CIN
+    for k0 in range(0, cin, BLOCK_K):
+        k_ok = (k0 + offs_k) < cin
         a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        a_ptrs += BLOCK_K * sx_c
-        b_ptrs += BLOCK_K * sw_k
+        a_ptrs += BLOCK_K * stride_x_c
+        b_ptrs += BLOCK_K * stride_w_k
 
-    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
-    is_branch1 = offs_n < CH1
-    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y,
+    is_branch1 = offs_n < ch1
+    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y,
              mask=row_ok[:, None] & (col_ok & is_branch1)[None, :])
-    tl.store(scratch_ptr + s_row[:, None] + (offs_n - CH1)[None, :] * ss_c, y,
+    tl.store(scratch_ptr + s_row[:, None] + (offs_n - ch1)[None, :] * stride_scratch_c, y,
              mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :])
 
 
 @triton.jit
 def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n,
-               H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, sw_n, sw_k, sb, so_c,
+               H, W, cin, n_pool, pool_col0, stride_x_h, stride_x_w, stride_x_c, stride_w_n, stride_w_k, stride_b,
+               stride_out_c,
                DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
+    """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
+    @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = offs_n < NP
+    col_ok = offs_n < n_pool
     offs_k = tl.arange(0, BLOCK_K)
-    b_ptrs = w_ptr + offs_n[None, :] * sw_n + offs_k[:, None] * sw_k
+    b_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_k[:, None] * stride_w_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
     # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
-    # in registers.  At 64 rows x 16 channels the buffers fit inside the reduce role's shared
-    # memory (ptxas sm_90 bf16: same total, no more registers).
-    for k0 in tl.range(0, CIN, BLOCK_K, num_stages=STAGES):
+    # in registers.
+    for k0 in tl.range(0, cin, BLOCK_K, num_stages=STAGES):
         kk = k0 + offs_k
-        k_ok = kk < CIN
+        k_ok = kk < cin
         # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
         # promote bf16 to fp32 anyway.
         pooled = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
@@ -101,8 +105,8 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
                 h2 = hh + (dh - 1)
                 w2 = ww + (dw - 1)
                 tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-                tap_row = x_row + (dh - 1) * sx_h + (dw - 1) * sx_w
-                v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * sx_c,
+                tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
+                v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
                             mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
                 pooled = tl.maximum(pooled, tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
                                     propagate_nan=tl.PropagateNan.ALL)
@@ -111,84 +115,94 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
         a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
         b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        b_ptrs += BLOCK_K * sw_k
+        b_ptrs += BLOCK_K * stride_w_k
 
-    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + o_row[:, None] + (POOL_COL0 + offs_n)[None, :] * so_c, y,
+    tl.store(out_ptr + o_row[:, None] + (pool_col0 + offs_n)[None, :] * stride_out_c, y,
              mask=row_ok[:, None] & col_ok[None, :])
 
 
 # M, H, W and the tile count only enter masks and index arithmetic on the row axis, so their
 # divisibility buys nothing; not specializing on them keeps one binary across batch sizes.
-@triton.jit(do_not_specialize=["M", "H", "W", "N_POOL_TILES"])
+@triton.jit(do_not_specialize=["M", "H", "W", "n_pool_tiles"])
 def _reduce_pool_kernel(
+    # Pointers: block input, packed 1x1 weights and biases, the two outputs, launch 2's counters.
     x_ptr, w_red_ptr, b_red_ptr, w_pool_ptr, b_pool_ptr, out_ptr, scratch_ptr, counters_ptr,
-    M, H, W, CIN, NR, CH1, NP, POOL_COL0, N_POOL_TILES, N_COUNTERS,
-    sx_n, sx_h, sx_w, sx_c,
-    swr_n, swr_k, sbr, swp_n, swp_k, sbp,
-    so_n, so_h, so_w, so_c,
-    ss_n, ss_h, ss_w, ss_c,
+    # Pixels (M = N*H*W) and the image's height and width.
+    M, H, W,
+    # Channel counts, divided by C_UNIT: Cin; rows of w_red (ch1 + ch3red + ch5red); branch 1's
+    # width; rows of w_pool; the pool branch's first channel in out.
+    cin_div_unit, n_red_div_unit, ch1_div_unit, n_pool_div_unit, pool_col0_div_unit,
+    # Pool column tiles per row tile; how many int32 counters to zero (a multiple of 16, or 0).
+    n_pool_tiles, n_counters,
+    # Strides in elements; those of N, H and W divided by ROW_UNIT.
+    stride_x_n_div_unit, stride_x_h_div_unit, stride_x_w_div_unit, stride_x_c,
+    stride_w_red_n, stride_w_red_k, stride_b_red, stride_w_pool_n, stride_w_pool_k, stride_b_pool,
+    stride_out_n_div_unit, stride_out_h_div_unit, stride_out_w_div_unit, stride_out_c,
+    stride_scratch_n_div_unit, stride_scratch_h_div_unit, stride_scratch_w_div_unit, stride_scratch_c,
+    # Fixed by the launcher: tf32/ieee, the pool tile's width, the stride and channel units.
     DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
+    # The tile (autotuned): reduce role, then pool role.
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr, POOL_STAGES: tl.constexpr,
 ):
-    # Row strides arrive divided by ROW_UNIT and channel counts by C_UNIT (_common.row_unit):
-    # multiplied back by the constexprs, the compiler knows every NHWC row starts aligned and the
-    # column masks change only at aligned channels (4b: NR = 296 made every store scalar).
-    sx_n, sx_h, sx_w = sx_n * ROW_UNIT, sx_h * ROW_UNIT, sx_w * ROW_UNIT
-    CIN, NR, CH1, NP, POOL_COL0 = CIN * C_UNIT, NR * C_UNIT, CH1 * C_UNIT, NP * C_UNIT, POOL_COL0 * C_UNIT
-    so_n, so_h, so_w = so_n * ROW_UNIT, so_h * ROW_UNIT, so_w * ROW_UNIT
-    ss_n, ss_h, ss_w = ss_n * ROW_UNIT, ss_h * ROW_UNIT, ss_w * ROW_UNIT
+    """Launch 1: per BLOCK_M pixels, the three 1x1 convs reading x as one GEMM (branch 1 into out,
+    the reductions into scratch) and the pool branch (3x3 max pool fused into its 1x1), bias + ReLU;
+    it also zeroes launch 2's split-K counters on the way."""
+    # Multiplied back by the constexpr units, the compiler knows every NHWC row starts aligned and
+    # the column masks change only at aligned channels (see _common.row_unit).
+    stride_x_n, stride_x_h, stride_x_w = (stride_x_n_div_unit * ROW_UNIT, stride_x_h_div_unit * ROW_UNIT,
+                                          stride_x_w_div_unit * ROW_UNIT)
+    cin, n_red, ch1 = cin_div_unit * C_UNIT, n_red_div_unit * C_UNIT, ch1_div_unit * C_UNIT
+    n_pool, pool_col0 = n_pool_div_unit * C_UNIT, pool_col0_div_unit * C_UNIT
+    stride_out_n, stride_out_h, stride_out_w = (stride_out_n_div_unit * ROW_UNIT, stride_out_h_div_unit * ROW_UNIT,
+                                                stride_out_w_div_unit * ROW_UNIT)
+    stride_scratch_n, stride_scratch_h, stride_scratch_w = (
+        stride_scratch_n_div_unit * ROW_UNIT, stride_scratch_h_div_unit * ROW_UNIT, stride_scratch_w_div_unit * ROW_UNIT)
     # Per BLOCK_M-row tile: the reduce role's column tiles, then the pool role's, which split the
     # tile's rows into BLOCK_M // BLOCK_M_POOL parts (each part holds the whole pool width).
-    n_red_tiles = tl.cdiv(NR, BLOCK_N)
+    n_red_tiles = tl.cdiv(n_red, BLOCK_N)
     POOL_SPLIT: tl.constexpr = BLOCK_M // BLOCK_M_POOL
-    n_cols = n_red_tiles + N_POOL_TILES * POOL_SPLIT
+    n_cols = n_red_tiles + n_pool_tiles * POOL_SPLIT
     pid = tl.program_id(0)
     pid_m = pid // n_cols
     col = pid % n_cols
     # Launch 2's split-K tile counters (branch_convs.py) start at zero: it runs next on the stream.
-    # No launch of their own, and nothing to do where launch 2 splits nothing (N_COUNTERS 0).
-    # N_COUNTERS is a multiple of 16 (the buffer is allocated so) and 1024 per step gives every
+    # No launch of their own, and nothing to do where launch 2 splits nothing (n_counters 0).
+    # n_counters is a multiple of 16 (the buffer is allocated so) and 1024 per step gives every
     # thread 4 or more: vector stores.
     offs_c = tl.arange(0, 1024)
-    for c0 in range(pid * 1024, N_COUNTERS, tl.num_programs(0) * 1024):
-        tl.store(counters_ptr + c0 + offs_c, 0, mask=c0 + offs_c < N_COUNTERS)
+    for c0 in range(pid * 1024, n_counters, tl.num_programs(0) * 1024):
+        tl.store(counters_ptr + c0 + offs_c, 0, mask=c0 + offs_c < n_counters)
 
     if col < n_red_tiles:
         row_ok, img, hh, ww = pixel_rows(pid_m * BLOCK_M, M, H, W, BLOCK_M)
-        x_row = row_offsets(img, hh, ww, sx_n, sx_h, sx_w)
-        o_row = row_offsets(img, hh, ww, so_n, so_h, so_w)
-        s_row = row_offsets(img, hh, ww, ss_n, ss_h, ss_w)
+        x_row = row_offsets(img, hh, ww, stride_x_n, stride_x_h, stride_x_w)
+        o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
+        s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
         _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, col,
-                     CIN, NR, CH1, sx_c, swr_n, swr_k, sbr, so_c, ss_c,
-                     DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+                     cin, n_red, ch1, stride_x_c, stride_w_red_n, stride_w_red_k, stride_b_red, stride_out_c,
+                     stride_scratch_c, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     else:
         part = col - n_red_tiles
-        row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL
+        row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
         # Names of their own: Triton rejects a name bound in both branches with different shapes.
         p_ok, p_img, p_hh, p_ww = pixel_rows(row0, M, H, W, BLOCK_M_POOL)
-        p_x_row = row_offsets(p_img, p_hh, p_ww, sx_n, sx_h, sx_w)
-        p_o_row = row_offsets(p_img, p_hh, p_ww, so_n, so_h, so_w)
-        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, p_x_row, p_o_row, p_ok, p_hh, p_ww, part % N_POOL_TILES,
-                   H, W, CIN, NP, POOL_COL0, sx_h, sx_w, sx_c, swp_n, swp_k, sbp, so_c,
-                   DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES)
+        p_x_row = row_offsets(p_img, p_hh, p_ww, stride_x_n, stride_x_h, stride_x_w)
+        p_o_row = row_offsets(p_img, p_hh, p_ww, stride_out_n, stride_out_h, stride_out_w)
+        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, p_x_row, p_o_row, p_ok, p_hh, p_ww, part % n_pool_tiles,
+                   H, W, cin, n_pool, pool_col0, stride_x_h, stride_x_w, stride_x_c, stride_w_pool_n, stride_w_pool_k,
+                   stride_b_pool, stride_out_c, DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES)
 
 
-# Chosen for H100 bf16 with Cin 192..832 and 49 .. 200k pixels: 128-row tiles for the large
-# batches; 64- and 32-row tiles so that small images still spread over the SMs (batch 1 at
-# 7x7 is 49 pixels: with 64x64 tiles, 5b's launch 1 has 11 programs for 132 SMs; 32x32, 42).
-#
-# The pool role: its column tile is the whole pool width (up to 128; a narrower tile would redo
-# the max pool per tile), and it holds nine shifted [BLOCK_M_POOL, BLOCK_K_POOL] loads at once.
-# With 128 rows on 4 warps that spilled where pool_proj is 128 (4e, 5a, 5b: 836 B, ptxas sm_90
-# bf16), so the 4-warp 128-row configs give the pool role two programs of 64 rows per row tile
-# (no spills; 32 channels a step would spill 96 B again).  The pool programs are the long ones
-# (nine loads a step), so halving them also evens the grid out, and all but the 8-warp config
-# pipeline those loads (POOL_STAGES 2: cp.async; the 8-warp one keeps the synchronous loads of
-# the 2026-11-27 H100 run, so the autotuner can still pick them).  `python -m
-# benchmarks.kernel_stats` prints registers, spills, shared memory and synchronous loads.
+# 128-row tiles for large batches; 64- and 32-row tiles so that small images still spread over the
+# SMs.  The pool role's column tile is the whole pool width (up to 128; a narrower tile would redo
+# the max pool per tile) and it holds nine shifted [BLOCK_M_POOL, BLOCK_K_POOL] loads at once, so
+# the 4-warp 128-row configs split its rows over two programs of 64 (fewer registers, and the long
+# pool programs even out over the grid).  POOL_STAGES 2 pipelines those loads with cp.async.
+# `python -m benchmarks.kernel_stats` prints registers, spills and shared memory per config;
+# benchmarks/results/triton_tuning_notes.md records how these were chosen.
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64,
                    "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
@@ -201,10 +215,8 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
                    "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=2, num_stages=3),
 ]
-# Batch 1 (offered up to SMALL_PROBLEM_PIXELS pixels only): the 2026-11-28 H100 run found launch 1
-# the larger part of every batch-1 block (14-42 us of 21-47), and in it the pool role's K loop is
-# the longest serial chain (16 channels a step: 30-52 steps of nine loads for 4a-5b).  32 and 64
-# channels a step on 4 warps cut it 2-4 times (ptxas sm_90 bf16: no spills, 108-182 registers).
+# Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1): deeper pool steps (32 and 64 channels)
+# shorten the pool role's serial K loop, the longest chain of a small launch 1.
 SMALL_PROBLEM_CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
                    "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 32, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
@@ -235,7 +247,8 @@ def _complete_config(config: triton.Config) -> triton.Config:
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "CIN", "NR", "CH1", "NP", "DOT_PRECISION", "ROW_UNIT", "C_UNIT"]
+AUTOTUNE_KEY = ["M", "H", "W", "cin_div_unit", "n_red_div_unit", "ch1_div_unit", "n_pool_div_unit", "DOT_PRECISION",
+                "ROW_UNIT", "C_UNIT"]
 
 
 def _signature(config: triton.Config) -> tuple:

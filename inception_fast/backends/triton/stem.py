@@ -39,15 +39,23 @@ __all__ = ["launch_conv_relu_maxpool", "CONFIGS", "INTERPRETER_CONFIG"]
 
 @triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW", "PH", "PW"])
 def _conv_pool_kernel(
+    # Pointers: input, conv weight and bias, the channels_last output.
     x_ptr, w_ptr, b_ptr, out_ptr,
+    # Sizes: M = N*PH*PW output pixels; input H x W; conv output OH x OW; pooled PH x PW; channels out.
     M, H, W, OH, OW, PH, PW, COUT,
-    sx_n, sx_c, sx_h, sx_w,
-    sw_o, sw_c, sw_h, sw_w, sb,
-    so_n, so_c, so_h, so_w,
+    # Strides in elements, each tensor's in its dim order.
+    stride_x_n, stride_x_c, stride_x_h, stride_x_w,
+    stride_w_o, stride_w_c, stride_w_h, stride_w_w, stride_b,
+    stride_out_n, stride_out_c, stride_out_h, stride_out_w,
+    # Fixed by the launcher: input channels, the conv's and the pool's geometry, tf32/ieee.
     CIN: tl.constexpr, KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
     POOL_K: tl.constexpr, POOL_S: tl.constexpr, POOL_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    # The tile (autotuned).
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    """relu(conv(x, w) + b) max-pooled, for BLOCK_M pooled pixels x BLOCK_N channels: per pool tap,
+    the conv output under it as an implicit GEMM over (kh, kw, cin), keeping the running max; the
+    conv output never reaches memory.  POOL_K = 1 is the plain conv + bias + ReLU."""
     K: tl.constexpr = KS * KS * CIN
     pid_n, row_ok, img, ph, pw = pixel_tile(tl.program_id(0), tl.cdiv(COUT, BLOCK_N), M, PH, PW, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -60,7 +68,7 @@ def _conv_pool_kernel(
         tap_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
         ih0 = oh * STRIDE - PAD
         iw0 = ow * STRIDE - PAD
-        x_row = row_offsets(img, ih0, iw0, sx_n, sx_h, sx_w)
+        x_row = row_offsets(img, ih0, iw0, stride_x_n, stride_x_h, stride_x_w)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         # The (kh, kw, cin) decomposition is per K column, i.e. BLOCK_K values a step.
         for k0 in range(0, K, BLOCK_K):
@@ -73,27 +81,26 @@ def _conv_pool_kernel(
             iw = iw0[:, None] + kw[None, :]
             # One unsigned compare per axis: a negative index wraps past the bound.
             a_ok = (tap_ok[:, None] & k_ok[None, :]) & ((ih.to(tl.uint32) < H) & (iw.to(tl.uint32) < W))
-            x_col = kh.to(tl.int64) * sx_h + kw.to(tl.int64) * sx_w + cin.to(tl.int64) * sx_c
+            x_col = kh.to(tl.int64) * stride_x_h + kw.to(tl.int64) * stride_x_w + cin.to(tl.int64) * stride_x_c
             a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_ok, other=0.0)
-            w_col = kh * sw_h + kw * sw_w + cin * sw_c
-            b = tl.load(w_ptr + offs_n[None, :] * sw_o + w_col[:, None],
+            w_col = kh * stride_w_h + kw * stride_w_w + cin * stride_w_c
+            b = tl.load(w_ptr + offs_n[None, :] * stride_w_o + w_col[:, None],
                         mask=k_ok[:, None] & col_ok[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         best = tl.maximum(best, tl.where(tap_ok[:, None], acc, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
 
-    bias = tl.load(b_ptr + offs_n * sb, mask=col_ok, other=0.0).to(tl.float32)
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     # Rows past M are -inf here: relu(-inf) = 0, and they are masked out of the store anyway.
     y = tl.maximum(best + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    o_row = row_offsets(img, ph, pw, so_n, so_h, so_w)
-    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * so_c, y, mask=row_ok[:, None] & col_ok[None, :])
+    o_row = row_offsets(img, ph, pw, stride_out_n, stride_out_h, stride_out_w)
+    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y, mask=row_ok[:, None] & col_ok[None, :])
 
 
-# H100 bf16, conv1 (K = 147, COUT = 64): one column tile of 64.  128-row tiles for large batches;
-# 64 and 32 rows so that batch 1 (56x56 = 3136 pooled pixels) still spreads over the SMs.  In
-# bf16/fp16 the gathered 2-byte loads cannot use cp.async (4 bytes at least), so num_stages
-# changes nothing there.  None of these
-# spills (ptxas sm_90, bf16, with and without the pool); 128 rows on 4 warps, or 32 rows on 2,
-# would (the pool keeps two [BLOCK_M, BLOCK_N] fp32 tiles: the tap's sum and the running max).
+# conv1 (K = 147, COUT = 64): one column tile of 64.  128-row tiles for large batches; 64 and 32
+# rows so that batch 1 (56x56 = 3136 pooled pixels) still spreads over the SMs.  In bf16/fp16 the
+# gathered 2-byte loads cannot use cp.async (4 bytes at least), so num_stages changes nothing there.
+# Warps grow with the rows: the pool keeps two [BLOCK_M, BLOCK_N] fp32 tiles (the tap's sum and
+# the running max) in registers.
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=2),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=8, num_stages=2),
@@ -105,7 +112,7 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
 # Every shape argument and the input's channel and column strides (NCHW and channels_last read
 # differently), so a tuned config is reused exactly for the shape and layout it was tuned on.
 AUTOTUNE_KEY = ["M", "H", "W", "OH", "OW", "PH", "PW", "COUT", "CIN", "KS", "STRIDE", "PAD",
-                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION", "sx_c", "sx_w"]
+                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION", "stride_x_c", "stride_x_w"]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
