@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .. import geometry
-from .registry import Backend, register
+from .registry import Backend, register, sm80_reason
 
 __all__ = ["load_extension", "extension_error", "has_cuda_kernels"]
 
@@ -70,12 +70,7 @@ def _unavailable_reason(device) -> Optional[str]:
     if not has_cuda_kernels():
         return ("inception_fast._C was built without CUDA kernels (no nvcc under CUDA_HOME, or torch without "
                 f"CUDA, at build time); {_BUILD_HINT}")
-    if not torch.cuda.is_available():
-        return "CUDA is not available"
-    major, minor = torch.cuda.get_device_capability(device)
-    if major < 8:
-        return f"needs compute capability >= 8.0 (mma.sync bf16, cp.async), found {major}.{minor}"
-    return None
+    return sm80_reason(device, " (mma.sync bf16, cp.async)")
 
 
 def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
-__all__ = ["OPS", "Backend", "register"]
+__all__ = ["OPS", "Backend", "register", "sm80_reason"]
 
 # The ops a backend may implement (inception_fast.ops defines their schemas).
 OPS = ("inception_block", "conv_relu_maxpool", "max_pool2d")
@@ -25,7 +25,7 @@ class Backend:
         """The kernel for op ``name``, or a clear error naming the backends that implement it."""
         kernel = self.kernels.get(name)
         if kernel is None:
-            others = [n for n, b in _REGISTRY.items() if name in b.kernels]
+            others = sorted((n for n, b in _REGISTRY.items() if name in b.kernels), key=lambda n: n != "torch")
             raise ValueError(f"{name} runs on the {' or '.join(repr(n) for n in others)} backend, not {self.name!r}")
         return kernel
 
@@ -36,3 +36,14 @@ _REGISTRY: dict[str, Backend] = {}  # in registration order: "torch" first
 
 def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
+
+
+def sm80_reason(device: torch.device, needs: str = "") -> Optional[str]:
+    """None when CUDA runs and ``device`` has compute capability 8.0 or more (what the tensor-core
+    kernels of the triton and cuda backends need), else why not."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"needs compute capability >= 8.0{needs}, found {major}.{minor}"
+    return None

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from ..registry import Backend, register
+from ..registry import Backend, register, sm80_reason
 
 _import_error: Optional[str] = None
 _imported = False
@@ -48,12 +48,7 @@ def _unavailable_reason(device: torch.device) -> Optional[str]:
             return "needs TRITON_INTERPRET=1 on CPU, set before the kernels were imported (they were compiled for GPU)"
         return None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "CUDA is not available"
-        major, minor = torch.cuda.get_device_capability(device)
-        if major < 8:
-            return f"needs compute capability >= 8.0, found {major}.{minor}"
-        return None
+        return sm80_reason(device)
     return f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
 
