@@ -88,6 +88,16 @@ def test_conv1_and_pool_fp32(params, fmt, poisoned):
 
 
 @interpreter_only
+@pytest.mark.parametrize("i", range(len(stem.CONFIGS)))
+def test_every_config_fp32(i, poisoned):
+    """Each config the autotuner can choose on a GPU, pinned: conv1 with torchvision's pool, 2
+    images of 31x29 (8x7 pooled pixels each: the image boundary inside a row tile and a ragged
+    last tile at every BLOCK_M; ceil_mode's overhanging window) and K = 147 (a tail at every
+    BLOCK_K)."""
+    check_fp32(make_case(n=2, h=31, w=29, seed=50 + i), TORCHVISION, f"config {i}", config=stem.CONFIGS[i])
+
+
+@interpreter_only
 @pytest.mark.parametrize("n,cin,h,w,cout,k,params", [
     (1, 1, 32, 32, 64, 7, D2L),                 # d2l: one input channel, batch 1
     (3, 3, 19, 23, 40, 7, TORCHVISION),         # batch 3, a column tile left partly empty
