@@ -5,7 +5,8 @@ and are compared with F.conv2d / F.max_pool2d in float64 from the very same weig
 NaN-poisoned before the kernels run, so an element no kernel writes fails the comparison.
 
 * CPU: the kernels run under TRITON_INTERPRET=1 (tests/conftest.py sets it before triton is
-  imported; set it yourself when running this file alone).  fp32 at TOLERANCE["fp32"], plus fp16.
+  imported; set it yourself when running this file alone).  fp32 at TOLERANCE["fp32"], plus fp16;
+  the interpreter's own tile, and every config the autotuners can choose on a GPU, pinned.
 * GPU (marked gpu, skipped without CUDA): fp16/bf16 with the 2x rule, fp32 with and without TF32,
   every autotuning config, and the same two-launch check.
 """

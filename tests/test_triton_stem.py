@@ -2,7 +2,8 @@
 against F.conv2d / F.max_pool2d in float64 from the same weights.
 
 Outputs are NaN-poisoned before the kernel runs, so an element it does not write fails.
-* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 at TOLERANCE["fp32"], plus fp16.
+* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 at TOLERANCE["fp32"] (also every GPU
+  config, pinned), plus fp16.
 * GPU (marked gpu, skipped without CUDA): bf16 with the 2x rule for every config, fp32 with and
   without TF32.
 """
