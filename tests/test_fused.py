@@ -87,24 +87,34 @@ def low_precision_parity(ref, fused, x, dtype, what):
     return check_close(got, want, reduced_precision_bound(own, want), what)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("name", ["inception3a", "inception4e"])
-def test_block_low_precision_against_fp64(name, dtype):
-    cfg = BLOCK_CONFIGS[name]
-    x = torch.randn(2, cfg[0], 5, 7)
-    ref, fused = calibrated_block(cfg, x)
-    low_precision_parity(ref, fused, x, dtype, f"{name} {dtype}")
+# (backend, dtype): the torch backend in both, Triton under the interpreter (which has no bf16).
+LOW_PRECISION_CASES = pytest.mark.parametrize(
+    "backend,dtype", [("torch", torch.float16), ("torch", torch.bfloat16), ("triton", torch.float16)],
+    ids=["torch-fp16", "torch-bf16", "triton-fp16"])
 
 
-@pytest.mark.parametrize("backend,dtype", [("torch", torch.float16), ("torch", torch.bfloat16), ("triton", torch.float16)],
-                         ids=["torch-fp16", "torch-bf16", "triton-fp16"])
-def test_googlenet_low_precision_against_fp64(backend, dtype):
-    """The whole network; on the Triton backend under the interpreter (which has no bf16)."""
+def runs_here(backend):
     if backend not in available_backends("cpu"):
         pytest.skip(f"the {backend} backend does not run on this CPU: {availability(backend, 'cpu')}")
-    ref, _ = calibrated_net("torchvision", 64)
-    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
-    low_precision_parity(ref, fused, torch.randn(2, 3, 64, 64), dtype, f"googlenet {backend} {dtype}")
+
+
+@LOW_PRECISION_CASES
+@pytest.mark.parametrize("name", ["inception3a", "inception4e"])
+def test_block_low_precision_against_fp64(name, backend, dtype):
+    runs_here(backend)
+    cfg = BLOCK_CONFIGS[name]
+    x = torch.randn(2, cfg[0], 5, 7)
+    ref, _ = calibrated_block(cfg, x)
+    fused = FusedInception.from_torchvision(ref, backend=backend)
+    low_precision_parity(ref, fused, x, dtype, f"{name} {backend} {dtype}")
+
+
+@LOW_PRECISION_CASES
+def test_googlenet_low_precision_against_fp64(backend, dtype):
+    runs_here(backend)
+    ref, _ = calibrated_net("torchvision", 32)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend)
+    low_precision_parity(ref, fused, torch.randn(2, 3, 32, 32), dtype, f"googlenet {backend} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
