@@ -70,6 +70,12 @@ MUTANTS = [
            "const int pad = ks / 2;",
            "const int pad = ks / 2",
            EMULATOR, "a syntax error: the kernel does not compile"),
+    # -- the CPU kernels of the compiled extension (csrc/cpu/), rebuilt in the copy -------------------
+    Mutant("cpu_pool_padding", "csrc/cpu/reduce_pool.cpp",
+           "at::max_pool2d(xf, {3, 3}, {1, 1}, {1, 1})",
+           "at::max_pool2d(at::constant_pad_nd(xf, {1, 1, 1, 1}, 0), {3, 3}, {1, 1}, {0, 0})",
+           ("tests/test_cuda_ext.py", "-k", "cpu"), "the CPU kernel's max pool pads with 0 instead of -inf",
+           rebuild=True),
     # -- Triton launch 1 (reduce_pool.py) -------------------------------------------------------------
     Mutant("triton_pool_split", "inception_fast/backends/triton/reduce_pool.py",
            "row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL",
