@@ -10,13 +10,16 @@ no kernel writes fails the comparison, and a slice an op must not touch stays Na
 * The CUDA kernel's source (csrc/cuda/conv_gemm.cu) on the CPU, through the emulator in
   tests/cuda_emulator/ (built on first use with torch.utils.cpp_extension, ~30 s): every
   arithmetic mode (bf16, fp16, TF32, exact fp32), the aligned cp.async path and the
-  element-wise fallback, several M / N tiles and K tails, cp.async landing late and early.
+  element-wise fallback at batch 2 (M tiles straddling images), several M / N tiles and K tails,
+  cp.async landing late and early.  Under INCEPTION_FAST_BUILD_EXT=1 (CI) an extension or
+  emulator that does not build fails these tests; otherwise they skip with the reason.
 * GPU (skipped without CUDA, checked at test time): real 3a / 4e / 5b shapes at batch 1 and
   2-8, fp16/bf16 with the 2x rule, fp32 with TF32 (TOLERANCE["tf32"]) and without
   (TOLERANCE["fp32"]), the element-wise fallback, opcheck and CUDA graph capture.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +35,21 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 
 from block_cases import ODD, block_reference, make_block  # noqa: F401
 
+def build_required() -> bool:
+    """INCEPTION_FAST_BUILD_EXT=1 (CI): the compiled code must build, as setup.py demands."""
+    return os.environ.get("INCEPTION_FAST_BUILD_EXT", "").strip() == "1"
+
+
+def unbuilt(why: str):
+    """Compiled code that is not there: a skip with the reason, or a failure where the build is
+    required (a kernel that does not compile must not turn into skips)."""
+    if build_required():
+        pytest.fail(f"INCEPTION_FAST_BUILD_EXT=1: {why}", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
 if cb.load_extension() is None:
-    pytest.skip(f"inception_fast._C is not built ({cb.extension_error()})", allow_module_level=True)
+    unbuilt(f"inception_fast._C is not built ({cb.extension_error()})")
 
 OPS = torch.ops.inception_fast
 NAN = float("nan")
@@ -235,27 +251,59 @@ def test_extension_flags():
 # The CUDA kernel's source, emulated on the CPU
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def emulator():
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler to build the kernel emulator")
+def _build_emulator():
     from torch.utils.cpp_extension import load
 
+    load(name="inception_fast_emu", sources=[str(REPO / "tests" / "cuda_emulator" / "emulator.cpp")],
+         extra_include_paths=[str(REPO / "csrc"), str(REPO / "tests" / "cuda_emulator")],
+         extra_cflags=["-O2", "-g0", "-std=c++20", "-DINCEPTION_FAST_EMULATE"], is_python_module=False)
+
+
+def load_emulator(build=_build_emulator):
+    """Builds and loads the emulator.  A build that fails (a compile error in conv_gemm.cu, or a
+    compiler without C++20 <barrier>) skips its tests, with the reason, unless the build is
+    required (INCEPTION_FAST_BUILD_EXT=1, as in CI): then they fail."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        unbuilt("no C++ compiler to build the kernel emulator")
     try:
-        load(name="inception_fast_emu", sources=[str(REPO / "tests" / "cuda_emulator" / "emulator.cpp")],
-             extra_include_paths=[str(REPO / "csrc"), str(REPO / "tests" / "cuda_emulator")],
-             extra_cflags=["-O2", "-g0", "-std=c++20", "-DINCEPTION_FAST_EMULATE"], is_python_module=False)
-    except Exception as exc:  # e.g. a compiler without C++20 <barrier>; nvcc still builds the real kernel
-        pytest.skip(f"could not build the kernel emulator: {str(exc)[-500:]}")
-    yield torch.ops.inception_fast_emu
+        build()
+    except Exception as exc:  # noqa: BLE001 - any compiler or loader failure
+        unbuilt(f"could not build the kernel emulator: {str(exc)[-500:]}")
+    return torch.ops.inception_fast_emu
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    yield load_emulator()
     torch.ops.inception_fast_emu.set_eager_copies(False)
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["build-required", "build-optional"])
+def test_failed_emulator_build_fails_where_the_build_is_required(monkeypatch, required):
+    """A compile error in the kernel source fails the emulator's tests under
+    INCEPTION_FAST_BUILD_EXT=1 (CI), and skips them with the compiler's message otherwise."""
+    def broken_build():
+        raise RuntimeError("conv_gemm.cu:250: error: expected ';' before 'const'")
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setenv("INCEPTION_FAST_BUILD_EXT", "1" if required else "")
+    try:
+        load_emulator(broken_build)
+    except BaseException as exc:  # noqa: BLE001 - pytest's skip and fail outcomes are BaseExceptions
+        outcome = exc
+    else:
+        raise AssertionError("a failed emulator build went unnoticed")
+    assert type(outcome) is (pytest.fail.Exception if required else pytest.skip.Exception), repr(outcome)
+    assert "expected ';'" in str(outcome)
 
 
 # (dtype, TF32 allowed): the four arithmetic paths of conv_gemm.cu.
 EMULATED_MODES = [(torch.bfloat16, False), (torch.float16, False), (torch.float32, True), (torch.float32, False)]
-# 13x11 pixels = 2 M tiles; ch1+ch3red+ch5red = 144 and ch3 = 136 = 2 N tiles; 72 input channels
-# = a K tail for bf16; a 5x5 branch 3; and ODD, which takes the element-wise (unaligned) loaders.
-EMULATED_SHAPES = {"aligned": ((72, 104, 24, 136, 16, 40, 24), 1, 13, 11, 5), "odd": (ODD, 2, 5, 7, 3)}
+# Both at batch 2 with an odd H*W, so a pixel's image offset matters and M tiles straddle images:
+# 2 x 9x9 = 162 pixels = 2 M tiles of 128 (the first holds the image boundary, the second starts
+# inside image 2); ch1+ch3red+ch5red = 144 and ch3 = 136 = 2 N tiles; 72 input channels = a K tail
+# for bf16; a 5x5 branch 3; and ODD, which takes the element-wise (unaligned) loaders.
+EMULATED_SHAPES = {"aligned": ((72, 104, 24, 136, 16, 40, 24), 2, 9, 9, 5), "odd": (ODD, 2, 5, 7, 3)}
 
 
 def _emulated_tolerance(dtype, tf32):

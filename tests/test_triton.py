@@ -5,7 +5,8 @@ and are compared with F.conv2d / F.max_pool2d in float64 from the very same weig
 NaN-poisoned before the kernels run, so an element no kernel writes fails the comparison.
 
 * CPU: the kernels run under TRITON_INTERPRET=1 (tests/conftest.py sets it before triton is
-  imported; set it yourself when running this file alone).  fp32 at TOLERANCE["fp32"], plus fp16.
+  imported; set it yourself when running this file alone).  fp32 at TOLERANCE["fp32"], plus fp16;
+  the interpreter's own tile, and every config the autotuners can choose on a GPU, pinned.
 * GPU (marked gpu, skipped without CUDA): fp16/bf16 with the 2x rule, fp32 with and without TF32,
   every autotuning config, and the same two-launch check.
 """
@@ -186,6 +187,50 @@ def test_launch1_batch1_configs_fp32(i):
     ref_out, ref_scratch = reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
+
+
+# Launch 1's i-th config with launch 2's i-th (the last of the shorter list again past its end).
+EVERY_CONFIG = range(max(len(reduce_pool.CONFIGS), len(branch_convs.CONFIGS)))
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool) for test_every_config_fp32, see there.
+EVERY_CONFIG_BLOCK = (40, 20, 24, 40, 12, 20, 18)
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", EVERY_CONFIG)
+def test_every_config_fp32(i):
+    """Every config the autotuners can choose on a GPU, pinned and run by the interpreter (whose own
+    INTERPRETER_CONFIG never splits the pool role or K), into NaN-filled buffers with garbage
+    split-K counters.  The shape makes each config's own paths run: 2 images of 7x7 = 98 pixels (an
+    image boundary inside a row tile, a ragged last tile, and where 64 pool rows split a 128-row
+    tile, a second pool program of 34 rows); 40 input channels (a K tail at every BLOCK_K and
+    BLOCK_K_POOL); branch 1 and the reductions sharing a column tile; branch 2's 24 input channels,
+    9 K steps at BLOCK_K 32, which SPLIT_K 4 shares out unevenly (3, 3, 3, 0)."""
+    launch1 = reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)]
+    launch2 = branch_convs.CONFIGS[min(i, len(branch_convs.CONFIGS) - 1)]
+    block = make_block(EVERY_CONFIG_BLOCK, k5=5, n=2, h=7, w=7, seed=40 + i)
+    out, scratch, counters = _launch_poisoned(block, launch1, launch2, split_counters=True)
+    ref_out, ref_scratch = reference64(block)
+    assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    what = f"launch 1 {_common.config_name(launch1)}, launch 2 {_common.config_name(launch2)}"
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], f"{what}: scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], f"{what}: out")
+    if counters is not None:
+        assert not counters.any(), f"{what}: a split-K tile counter was left non-zero"
+
+
+def test_every_config_covers_the_special_paths():
+    """test_every_config_fp32 runs the pool split and the split-K path at least once each, and every
+    config of both launches."""
+    pairs = [(reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)],
+              branch_convs.CONFIGS[min(i, len(branch_convs.CONFIGS) - 1)]) for i in EVERY_CONFIG]
+    assert {id(a) for a, _ in pairs} == {id(c) for c in reduce_pool.CONFIGS}
+    assert {id(b) for _, b in pairs} == {id(c) for c in branch_convs.CONFIGS}
+    m = 2 * 7 * 7
+    assert any(a.kwargs["BLOCK_M_POOL"] < a.kwargs["BLOCK_M"] and m % a.kwargs["BLOCK_M"] > a.kwargs["BLOCK_M_POOL"]
+               for a, _ in pairs), "no config splits the pool role with rows in its second part"
+    cin3 = EVERY_CONFIG_BLOCK[2]
+    assert any(b.kwargs.get("SPLIT_K", 1) > 1 and (9 * -(-cin3 // b.kwargs["BLOCK_K"])) % b.kwargs["SPLIT_K"]
+               for _, b in pairs), "no split-K config shares K unevenly"
 
 
 @interpreter_only

@@ -2,7 +2,8 @@
 against F.conv2d / F.max_pool2d in float64 from the same weights.
 
 Outputs are NaN-poisoned before the kernel runs, so an element it does not write fails.
-* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 at TOLERANCE["fp32"], plus fp16.
+* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 at TOLERANCE["fp32"] (also every GPU
+  config, pinned), plus fp16.
 * GPU (marked gpu, skipped without CUDA): bf16 with the 2x rule for every config, fp32 with and
   without TF32.
 """
@@ -85,6 +86,16 @@ def test_conv1_and_pool_fp32(params, fmt, poisoned):
     """GoogLeNet's conv1 (7x7/2, 3 -> 64) at odd sizes (ceil_mode's overhanging window and the
     padding both occur), in both input layouts: the kernel reads any strides."""
     check_fp32(make_case(n=2, h=37, w=41, fmt=fmt), params, f"{params} {fmt}")
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", range(len(stem.CONFIGS)))
+def test_every_config_fp32(i, poisoned):
+    """Each config the autotuner can choose on a GPU, pinned: conv1 with torchvision's pool, 2
+    images of 31x29 (8x7 pooled pixels each: the image boundary inside a row tile and a ragged
+    last tile at every BLOCK_M; ceil_mode's overhanging window) and K = 147 (a tail at every
+    BLOCK_K)."""
+    check_fp32(make_case(n=2, h=31, w=29, seed=50 + i), TORCHVISION, f"config {i}", config=stem.CONFIGS[i])
 
 
 @interpreter_only
