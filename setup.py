@@ -15,6 +15,7 @@ JIT them).
 
     CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e .
 """
+
 from __future__ import annotations
 
 import os
@@ -97,9 +98,13 @@ def _extension_setup() -> dict:
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
         )
     else:
-        why = ("torch has no CUDA" if torch.version.cuda is None
-               else f"no nvcc + CUDA headers under CUDA_HOME={CUDA_HOME}" if toolkit is None
-               else "INCEPTION_FAST_CUDA=0")
+        why = (
+            "torch has no CUDA"
+            if torch.version.cuda is None
+            else f"no nvcc + CUDA headers under CUDA_HOME={CUDA_HOME}"
+            if toolkit is None
+            else "INCEPTION_FAST_CUDA=0"
+        )
         _note(f"CPU-only build ({why})")
         ext = CppExtension("inception_fast._C", sources, extra_compile_args={"cxx": cxx_flags})
 
@@ -112,8 +117,10 @@ def _extension_setup() -> dict:
             except Exception as exc:  # noqa: BLE001 - any compiler or linker failure
                 if strict:
                     raise
-                warnings.warn(f"inception_fast: building the compiled extension failed ({exc}); "
-                              "the torch / triton backends still work")
+                warnings.warn(
+                    f"inception_fast: building the compiled extension failed ({exc}); "
+                    "the torch / triton backends still work"
+                )
 
         def build_extension(self, ext_):
             try:
@@ -121,8 +128,9 @@ def _extension_setup() -> dict:
             except Exception as exc:  # noqa: BLE001
                 if strict:
                     raise
-                warnings.warn(f"inception_fast: building {ext_.name} failed ({exc}); "
-                              "the torch / triton backends still work")
+                warnings.warn(
+                    f"inception_fast: building {ext_.name} failed ({exc}); the torch / triton backends still work"
+                )
 
     return {"ext_modules": [ext], "cmdclass": {"build_ext": OptionalBuildExtension}}
 

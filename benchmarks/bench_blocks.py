@@ -13,6 +13,7 @@ the shapes (MACs of every conv; bytes = input + output + weights, each once).
 
     python -m pytest benchmarks/bench_blocks.py --benchmark-json blocks.json [--quick]
 """
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,14 @@ import torch
 
 from benchmarks.helpers.choices import stem_choice, triton_tuning_mark, triton_tuning_since
 from benchmarks.helpers.measure import measure, parity
-from benchmarks.helpers.models import (BackendUnavailable, example_input, fused_block, fused_stem, require_backend,
-                                       tv_block)
+from benchmarks.helpers.models import (
+    BackendUnavailable,
+    example_input,
+    fused_block,
+    fused_stem,
+    require_backend,
+    tv_block,
+)
 from benchmarks.helpers.roofline import launch1_work, roofline
 from benchmarks.helpers.settings import DTYPES, block_cases, settings
 from benchmarks.helpers.shapes import block_shapes
@@ -43,8 +50,7 @@ def _launch1_fn(case, s, x, dtype):
     n, _, h, w = x.shape
     c_out = ch1 + packed.w3.shape[0] + packed.w5.shape[0] + packed.w_pool.shape[0]
     out = torch.empty((n, c_out, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    scratch = torch.empty((n, ch3red + ch5red, h, w), device=x.device, dtype=x.dtype,
-                          memory_format=torch.channels_last)
+    scratch = torch.empty((n, ch3red + ch5red, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     args = (x, packed.w_red, packed.b_red, packed.w_pool, packed.b_pool, out, scratch)
     if case.impl == "launch1_ext":
         _load_extension(x.device)
@@ -52,8 +58,10 @@ def _launch1_fn(case, s, x, dtype):
         try:
             op(*args)
         except (NotImplementedError, RuntimeError) as exc:
-            pytest.skip(f"reduce_pool_ has no kernel for {x.device.type} (extension not built?): "
-                        f"{str(exc).splitlines()[0][:200]}")
+            pytest.skip(
+                f"reduce_pool_ has no kernel for {x.device.type} (extension not built?): "
+                f"{str(exc).splitlines()[0][:200]}"
+            )
         fn = lambda: op(*args)
     else:
         try:
@@ -75,8 +83,8 @@ def _launch1_fn(case, s, x, dtype):
             fn()
             ref_out, ref_scratch = get("torch").op("inception_block")(x, *packed)
         n_pool = packed.w_pool.shape[0]
-        written = torch.cat([out[:, :ch1], out[:, c_out - n_pool:], scratch], 1)
-        expected = torch.cat([ref_out[:, :ch1], ref_out[:, c_out - n_pool:], ref_scratch], 1)
+        written = torch.cat([out[:, :ch1], out[:, c_out - n_pool :], scratch], 1)
+        expected = torch.cat([ref_out[:, :ch1], ref_out[:, c_out - n_pool :], ref_scratch], 1)
         return parity(written, expected)
 
     return fn, packed, check
@@ -106,19 +114,26 @@ def test_block(benchmark, case):
     shape = block_shapes(s.image_size)[case.block]
     c, h, w = shape.input_chw
     batch = s.block_batch
-    x = example_input(batch, c, h, w, s.device, torch_dtype, torch.channels_last,
-                      nonnegative=case.block != "stem")
-    extra = dict(kind="block", block=case.block, impl=case.impl, dtype=dtype, memory_format="channels_last",
-                 image_size=s.image_size, input_shape=[batch, *shape.input_chw],
-                 output_shape=[batch, *shape.output_chw])
+    x = example_input(batch, c, h, w, s.device, torch_dtype, torch.channels_last, nonnegative=case.block != "stem")
+    extra = dict(
+        kind="block",
+        block=case.block,
+        impl=case.impl,
+        dtype=dtype,
+        memory_format="channels_last",
+        image_size=s.image_size,
+        input_shape=[batch, *shape.input_chw],
+        output_shape=[batch, *shape.output_chw],
+    )
     flops, nbytes = shape.flops(batch), shape.bytes(batch, x.element_size())
     check = None
     try:
         if case.impl.startswith("launch1_"):
             fn, packed, check = _launch1_fn(case, s, x, dtype)
             flops, nbytes = launch1_work(shape, packed, batch, x.element_size())
-            extra["backend"] = "triton" if case.impl == "launch1_triton" else (
-                "cuda" if s.device.type == "cuda" else "cpp")
+            extra["backend"] = (
+                "triton" if case.impl == "launch1_triton" else ("cuda" if s.device.type == "cuda" else "cpp")
+            )
             extra["op"] = "launch1"
         elif case.impl == "torchvision":
             mod = tv_block(case.block, s, dtype)

@@ -13,6 +13,7 @@ CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
 With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
 profile (see benchmarks.helpers.profiling.kernel_profile).
 """
+
 from __future__ import annotations
 
 import time
@@ -58,8 +59,14 @@ def test_throughput(benchmark, case):
         pytest.skip(str(exc))
     fmt = FORMATS[case.memory_format]
     x = example_input(case.batch, 3, s.image_size, s.image_size, s.device, DTYPES[case.dtype], fmt)
-    extra = dict(kind="throughput", model=case.model, label=MODEL_LABELS[case.model],
-                 dtype=case.dtype, memory_format=case.memory_format, image_size=s.image_size)
+    extra = dict(
+        kind="throughput",
+        model=case.model,
+        label=MODEL_LABELS[case.model],
+        dtype=case.dtype,
+        memory_format=case.memory_format,
+        image_size=s.image_size,
+    )
     if case.model.startswith("fused_"):
         extra["backend"] = model.backend
     fn = lambda: model(x)
@@ -77,8 +84,13 @@ def test_throughput(benchmark, case):
         benchmark.extra_info["auto_choices"] = auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
         benchmark.extra_info["stem_conv1"] = stem_choice(model, x)
-    if (flag(ENV_PROFILE) and not s.cuda_graph and case.batch == max(s.batches)
-            and case.dtype == s.dtypes[0] and case.memory_format == "channels_last"):
+    if (
+        flag(ENV_PROFILE)
+        and not s.cuda_graph
+        and case.batch == max(s.batches)
+        and case.dtype == s.dtypes[0]
+        and case.memory_format == "channels_last"
+    ):
         prof = kernel_profile(fn, s.device)
         benchmark.extra_info["kernel_profile"] = prof
         if prof.get("us_per_call") and s.device.type == "cuda":

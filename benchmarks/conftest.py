@@ -3,6 +3,7 @@
 The options only set the environment variables that benchmarks/helpers/settings.py reads, so
 a benchmark behaves the same whether started with a flag or an env var.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,17 +12,18 @@ import time
 import pytest
 
 from benchmarks.helpers.environment import environment, result_basename
-from benchmarks.helpers.settings import (ENV_COMPILE, ENV_CUDA_GRAPH, ENV_DEADLINE, ENV_DEVICE, ENV_QUICK, flag,
-                                         settings)
+from benchmarks.helpers.settings import ENV_COMPILE, ENV_CUDA_GRAPH, ENV_DEADLINE, ENV_DEVICE, ENV_QUICK, flag, settings
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("inception_fast benchmarks")
     group.addoption("--quick", action="store_true", help=f"tiny sizes, few repeats (= {ENV_QUICK}=1)")
-    group.addoption("--compile", action="store_true",
-                    help=f"add the torch.compile anchor (= {ENV_COMPILE}=1); select it alone with -k compile")
-    group.addoption("--cuda-graph", action="store_true",
-                    help=f"time CUDA-graph replays (= {ENV_CUDA_GRAPH}=1)")
+    group.addoption(
+        "--compile",
+        action="store_true",
+        help=f"add the torch.compile anchor (= {ENV_COMPILE}=1); select it alone with -k compile",
+    )
+    group.addoption("--cuda-graph", action="store_true", help=f"time CUDA-graph replays (= {ENV_CUDA_GRAPH}=1)")
     group.addoption("--bench-device", default=None, help=f"cpu or cuda (= {ENV_DEVICE})")
 
 
@@ -44,8 +46,7 @@ def pytest_configure(config):
 def pytest_collect_file(file_path, parent):
     # bench_*.py do not match pytest's test_*.py pattern: collect them when the folder is given
     # (`pytest benchmarks/`); a file given by path is already collected by pytest itself.
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and not parent.session.isinitpath(file_path)):
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
@@ -60,8 +61,10 @@ def pytest_runtest_setup(item):
 
 def pytest_report_header(config):
     s = settings()
-    return (f"inception_fast benchmarks: device={s.device} quick={s.quick} compile={s.compile} "
-            f"cuda_graph={s.cuda_graph} image={s.image_size} batches={s.batches} dtypes={s.dtypes}")
+    return (
+        f"inception_fast benchmarks: device={s.device} quick={s.quick} compile={s.compile} "
+        f"cuda_graph={s.cuda_graph} image={s.image_size} batches={s.batches} dtypes={s.dtypes}"
+    )
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

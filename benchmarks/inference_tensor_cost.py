@@ -9,6 +9,7 @@ bits with a private copy on every forward (inception_fast.packing).  Each round 
 forwards and the comparison alone (inception_fast.timing.time_fn), interleaved so both see the
 same machine load; it prints the medians over the rounds with their min-max.  Not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,16 +53,24 @@ def main(argv=None) -> None:
     rows = {}
     for batch in batches:
         x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-        runs = {"built normally": lambda: normal(x), "built under inference_mode": lambda: frozen(x),
-                "the bit comparison alone": check_only}
+        runs = {
+            "built normally": lambda: normal(x),
+            "built under inference_mode": lambda: frozen(x),
+            "the bit comparison alone": check_only,
+        }
         for r in range(args.rounds):
             for name, fn in runs.items():
                 rows.setdefault((batch, name), []).append(time_fn(fn, warmup=1, repeats=args.repeats).median_s)
-            print(f"batch {batch} round {r + 1}/{args.rounds}: "
-                  + ", ".join(f"{n} {rows[(batch, n)][-1] * 1e3:.2f} ms" for n in runs), flush=True)
-    print(f"\nFusedGoogLeNet[{args.backend}] (torchvision variant), 224x224 fp32 channels_last; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"median of {args.rounds} rounds (each the median of {args.repeats} calls), min-max")
+            print(
+                f"batch {batch} round {r + 1}/{args.rounds}: "
+                + ", ".join(f"{n} {rows[(batch, n)][-1] * 1e3:.2f} ms" for n in runs),
+                flush=True,
+            )
+    print(
+        f"\nFusedGoogLeNet[{args.backend}] (torchvision variant), 224x224 fp32 channels_last; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"median of {args.rounds} rounds (each the median of {args.repeats} calls), min-max"
+    )
     print("| batch | weights | ms per forward | min | max |\n|---|---|---|---|---|")
     for (batch, name), v in rows.items():
         print(f"| {batch} | {name} | {statistics.median(v) * 1e3:.2f} | {min(v) * 1e3:.2f} | {max(v) * 1e3:.2f} |")

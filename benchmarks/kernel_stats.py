@@ -1,9 +1,10 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
 Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
-and without its max pool, and of the max pool kernel on GoogLeNet's four pools) for a GPU architecture (default sm_90, the H100) with the arguments
-the real launchers pass for a given block, batch and dtype, and reports per config: registers
-per thread, spilled bytes, shared memory, and whether the main loops use Hopper's asynchronous
+and without its max pool, and of the max pool kernel on GoogLeNet's four pools) for a GPU
+architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
+block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
+memory, and whether the main loops use Hopper's asynchronous
 tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async).  The arguments come
 from the launchers' own ``_arguments``, and integer/pointer specialization follows Triton's JIT
 (a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible),
@@ -14,6 +15,7 @@ come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +41,17 @@ from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
 # The H100's shared memory per block (227 KB); a config above it cannot launch.
 MAX_SHARED_BYTES = 232448
-SIZES = {"inception3a": 28, "inception3b": 28, "inception4a": 14, "inception4b": 14, "inception4c": 14,
-         "inception4d": 14, "inception4e": 14, "inception5a": 7, "inception5b": 7}
+SIZES = {
+    "inception3a": 28,
+    "inception3b": 28,
+    "inception4a": 14,
+    "inception4b": 14,
+    "inception4c": 14,
+    "inception4d": 14,
+    "inception4e": 14,
+    "inception5a": 7,
+    "inception5b": 7,
+}
 _TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int32: "i32"}
 
 
@@ -62,7 +73,7 @@ def _source(kernel, args, constexprs):
                 signature[name] = "constexpr"
                 consts[(i,)] = 1
                 continue
-            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
             if value % 16 == 0 and not param.do_not_specialize:
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
@@ -77,8 +88,12 @@ def _ptxas_info(ptx: str) -> dict:
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        run = subprocess.run([ptxas, "-v", "--gpu-name", arch, src, "-o", os.path.join(tmp, "k.cubin")],
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [ptxas, "-v", "--gpu-name", arch, src, "-o", os.path.join(tmp, "k.cubin")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     regs = re.search(r"Used (\d+) registers", run.stderr)
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", run.stderr)]
     return {"registers": int(regs.group(1)) if regs else None, "spill_bytes": sum(spills)}
@@ -86,18 +101,23 @@ def _ptxas_info(ptx: str) -> dict:
 
 def _compile(kernel, args, constexprs, config, arch: int) -> dict:
     meta = dict(constexprs, **config.kwargs)
-    compiled = triton.compile(_source(kernel, args, meta), target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    compiled = triton.compile(
+        _source(kernel, args, meta),
+        target=GPUTarget("cuda", arch, 32),
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
     ttgir = compiled.asm["ttgir"]
-    row = {"config": dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages),
-           "shared_bytes": compiled.metadata.shared,
-           "wgmma": "warp_group_dot" in ttgir,
-           "cp_async": "async_copy_global_to_local" in ttgir,
-           # Stores of one element each: where the compiler cannot prove a row or a column mask
-           # aligned, every element gets its own address (see _common.row_unit).
-           "scalar_stores": len(re.findall(r"\bst\.global\.(?!v\d)", compiled.asm["ptx"])),
-           # Global loads not turned into cp.async (biases; the pool role's shifted loads).
-           "sync_loads": len(re.findall(r"\btt\.load\b", ttgir))}
+    row = {
+        "config": dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages),
+        "shared_bytes": compiled.metadata.shared,
+        "wgmma": "warp_group_dot" in ttgir,
+        "cp_async": "async_copy_global_to_local" in ttgir,
+        # Stores of one element each: where the compiler cannot prove a row or a column mask
+        # aligned, every element gets its own address (see _common.row_unit).
+        "scalar_stores": len(re.findall(r"\bst\.global\.(?!v\d)", compiled.asm["ptx"])),
+        # Global loads not turned into cp.async (biases; the pool role's shifted loads).
+        "sync_loads": len(re.findall(r"\btt\.load\b", ttgir)),
+    }
     row.update(_ptxas_info(compiled.asm["ptx"]))
     return row
 
@@ -116,10 +136,18 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
     out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
     rows = []
     launches = (
-        ("launch1", reduce_pool, reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch),
-         reduce_pool._reduce_pool_kernel),
-        ("launch2", branch_convs, branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1),
-         branch_convs._branch_convs_kernel),
+        (
+            "launch1",
+            reduce_pool,
+            reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch),
+            reduce_pool._reduce_pool_kernel,
+        ),
+        (
+            "launch2",
+            branch_convs,
+            branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1),
+            branch_convs._branch_convs_kernel,
+        ),
     )
     for launch, module, (args, meta, _grid), kernel in launches:
         for config in module.CONFIGS:
@@ -147,8 +175,12 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
 
 
 # GoogLeNet's four max pools at 224x224: (channels, input size, (kernel, stride, padding, ceil_mode)).
-POOLS = {"maxpool1": (64, 112, (3, 2, 0, True)), "maxpool2": (192, 56, (3, 2, 0, True)),
-         "maxpool3": (480, 28, (3, 2, 0, True)), "maxpool4": (832, 14, (2, 2, 0, True))}
+POOLS = {
+    "maxpool1": (64, 112, (3, 2, 0, True)),
+    "maxpool2": (192, 56, (3, 2, 0, True)),
+    "maxpool3": (480, 28, (3, 2, 0, True)),
+    "maxpool4": (832, 14, (2, 2, 0, True)),
+}
 
 
 def pool_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
@@ -168,8 +200,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100)")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
-    p.add_argument("--block", action="append", choices=[*SIZES, "stem", "pools"],
-                   help="repeatable (default: stem, 3a, 4b, 5b and the pools)")
+    p.add_argument(
+        "--block",
+        action="append",
+        choices=[*SIZES, "stem", "pools"],
+        help="repeatable (default: stem, 3a, 4b, 5b and the pools)",
+    )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args(argv)
@@ -186,18 +222,23 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"max_shared_bytes": MAX_SHARED_BYTES, "rows": rows}, indent=1))
         return 0
-    print(f"{'block':<12} {'launch':<9} {'config':<28} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async "
-          "scalar-st sync-ld")
+    print(
+        f"{'block':<12} {'launch':<9} {'config':<28} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async "
+        "scalar-st sync-ld"
+    )
     for r in rows:
         c = r["config"]
         if r["launch"] == "maxpool":
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
         else:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
-                f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else "")
-        print(f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
-              f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
-              f"{r['sync_loads']:>7}")
+                f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""
+            )
+        print(
+            f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
+            f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
+            f"{r['sync_loads']:>7}"
+        )
     return 0
 
 

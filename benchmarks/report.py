@@ -10,6 +10,7 @@ unreadable are reported and skipped, so a suite whose one step failed still gets
 a report.  Needs only the standard library; the chart needs matplotlib and is
 skipped (with a message, not an error) without it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,27 @@ MODEL_LABELS = {
     "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(tv), freezing",
 }
-BLOCK_ORDER = ["stem", "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
-               "inception4d", "inception4e", "inception5a", "inception5b"]
+BLOCK_ORDER = [
+    "stem",
+    "inception3a",
+    "inception3b",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "inception5a",
+    "inception5b",
+]
 IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton"]
-IMPL_LABELS = {"torchvision": "torchvision (BN, cat)", "torch": "torch (ATen, folded)",
-               "triton": "triton", "cuda": "cuda", "launch1_ext": "launch-1 ext", "launch1_triton": "launch-1 triton"}
+IMPL_LABELS = {
+    "torchvision": "torchvision (BN, cat)",
+    "torch": "torch (ATen, folded)",
+    "triton": "triton",
+    "cuda": "cuda",
+    "launch1_ext": "launch-1 ext",
+    "launch1_triton": "launch-1 triton",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,8 +82,12 @@ def load(paths):
             extra = bench.get("extra_info", {})
             # The same case timed eagerly and as CUDA-graph replays, or at another batch (two files),
             # is two results.
-            key = (bench.get("fullname") or bench.get("name"), extra.get("device"), extra.get("timing"),
-                   extra.get("batch"))
+            key = (
+                bench.get("fullname") or bench.get("name"),
+                extra.get("device"),
+                extra.get("timing"),
+                extra.get("batch"),
+            )
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
     return merged
@@ -81,8 +102,11 @@ def result_basename(merged):
 
 
 def _rows(merged, kind):
-    return [b["extra_info"] for b in merged["benchmarks"]
-            if (b.get("extra_info") or {}).get("kind") == kind and b["extra_info"].get("median_s")]
+    return [
+        b["extra_info"]
+        for b in merged["benchmarks"]
+        if (b.get("extra_info") or {}).get("kind") == kind and b["extra_info"].get("median_s")
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,8 +162,11 @@ def _eager_config(config):
 def _headline(rows):
     """(device, dtype, memory_format) shown in the short table: bf16 channels_last when measured."""
     configs = {(r["device"], r["dtype"], r["memory_format"]) for r in rows}
-    for want in (("cuda", "bf16", "channels_last"), ("cuda", "fp32", "channels_last"),
-                 ("cpu", "fp32", "channels_last")):
+    for want in (
+        ("cuda", "bf16", "channels_last"),
+        ("cuda", "fp32", "channels_last"),
+        ("cpu", "fp32", "channels_last"),
+    ):
         if want in configs:
             return want
     return sorted(configs, key=str)[0] if configs else None
@@ -168,8 +195,9 @@ def throughput_markdown(rows):
         return "## Throughput\n\nNo throughput results.\n"
     index = throughput_index(rows)
     out = ["## Throughput (images/s; × = speedup over torchvision eager at the same config)\n"]
-    groups = sorted({(c[0], c[1], c[2]) for c in index}, key=lambda g: (g[0] != "cuda", g[1] != "bf16",
-                                                                          g[2] != "channels_last"))
+    groups = sorted(
+        {(c[0], c[1], c[2]) for c in index}, key=lambda g: (g[0] != "cuda", g[1] != "bf16", g[2] != "channels_last")
+    )
     for dev, dtype, fmt in groups:
         batches = sorted({c[3] for c in index if c[:3] == (dev, dtype, fmt)}, reverse=True)
         models = _order({m for c, ms in index.items() if c[:3] == (dev, dtype, fmt) for m in ms}, MODEL_ORDER)
@@ -189,44 +217,78 @@ def throughput_markdown(rows):
             key = (r["model"], r["dtype"])
             errs[key] = v if math.isnan(v) or math.isnan(errs.get(key, 0.0)) else max(errs.get(key, 0.0), v)
     if errs:
-        out.append("Largest ‖out − torchvision‖/‖torchvision‖ of the logits over the configs "
-                   "(a record, not a test):\n")
+        out.append("Largest ‖out − torchvision‖/‖torchvision‖ of the logits over the configs (a record, not a test):\n")
         err_rows = [[MODEL_LABELS.get(m, m), d, f"{v:.1e}"] for (m, d), v in sorted(errs.items(), key=str)]
         out.append(_table(["model", "dtype", "rel err"], err_rows) + "\n")
-    chosen = [(c, ms["fused_auto"]["auto_choices"]) for c, ms in index.items()
-              if ms.get("fused_auto", {}).get("auto_choices")]
+    chosen = [
+        (c, ms["fused_auto"]["auto_choices"]) for c, ms in index.items() if ms.get("fused_auto", {}).get("auto_choices")
+    ]
     if chosen:
         out.append('backend="auto": the backends it measured fastest, counted over the nine blocks:\n')
-        out.append(_table(["config", "chosen"], [[f"{c[0]} {c[1]} {c[2]} b{c[3]}",
-                                                  ", ".join(f"{b} × {n}" for b, n in sorted(ch.items()))]
-                                                 for c, ch in sorted(chosen, key=str)]) + "\n")
-    stems = sorted({(f"{c[0]} {c[1]} {c[2]} b{c[3]}", r["stem_conv1"]["chosen"],
-                     ", ".join(f"{v} {us:,.0f}" for v, us in r["stem_conv1"]["us"].items()))
-                    for c, ms in index.items() for r in ms.values() if r.get("stem_conv1")})
+        out.append(
+            _table(
+                ["config", "chosen"],
+                [
+                    [f"{c[0]} {c[1]} {c[2]} b{c[3]}", ", ".join(f"{b} × {n}" for b, n in sorted(ch.items()))]
+                    for c, ch in sorted(chosen, key=str)
+                ],
+            )
+            + "\n"
+        )
+    stems = sorted(
+        {
+            (
+                f"{c[0]} {c[1]} {c[2]} b{c[3]}",
+                r["stem_conv1"]["chosen"],
+                ", ".join(f"{v} {us:,.0f}" for v, us in r["stem_conv1"]["us"].items()),
+            )
+            for c, ms in index.items()
+            for r in ms.values()
+            if r.get("stem_conv1")
+        }
+    )
     if stems:
         out.append("The stem's first conv, as FusedGoogLeNet measured it (µs of conv1 + ReLU + max pool):\n")
         out.append(_table(["config", "chosen", "variants (µs)"], [list(t) for t in stems]) + "\n")
-    convs = sorted({(f"{c[0]} {c[1]} {c[2]} b{c[3]}", "x".join(map(str, v["weight"])), v["chosen"],
-                     ", ".join(f"{n} {us:,.0f}" for n, us in v["us"].items()))
-                    for c, ms in index.items() for r in ms.values()
-                    for v in (r.get("stem_conv1") or {}).get("conv_relu", [])})
+    convs = sorted(
+        {
+            (
+                f"{c[0]} {c[1]} {c[2]} b{c[3]}",
+                "x".join(map(str, v["weight"])),
+                v["chosen"],
+                ", ".join(f"{n} {us:,.0f}" for n, us in v["us"].items()),
+            )
+            for c, ms in index.items()
+            for r in ms.values()
+            for v in (r.get("stem_conv1") or {}).get("conv_relu", [])
+        }
+    )
     if convs:
         out.append("The stem's conv2 and conv3 with bias + ReLU, ATen passes or cuDNN's fused op, as measured (µs):\n")
         out.append(_table(["config", "weight", "chosen", "variants (µs)"], [list(t) for t in convs]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")
-        out.append("Rows marked CUDA graph are graph replays (GPU time, no host time) held against the "
-                   "compiled model's eager calls.\n")
+        out.append(
+            "Rows marked CUDA graph are graph replays (GPU time, no host time) held against the "
+            "compiled model's eager calls.\n"
+        )
         table = []
         # Each anchor's config, then the same config timed as CUDA-graph replays (GPU time only).
         shown = [c2 for c in sorted(compiled, key=str) for c2 in sorted(index, key=str) if _eager_config(c2) == c]
         for c in shown:  # graph rows: GPU time only, against the compiled model's eager calls
             for m in _order(index[c], MODEL_ORDER):
                 r = index[c][m]
-                table.append([f"{c[0]} {c[1]} {c[2]} b{c[3]}", MODEL_LABELS.get(m, m),
-                              f"{r['median_s'] * 1e3:.3f}", _fmt_rate(r["images_per_s"]),
-                              _fmt_x(r["x_eager"]), _fmt_x(r["x_compile"])])
+                table.append(
+                    [
+                        f"{c[0]} {c[1]} {c[2]} b{c[3]}",
+                        MODEL_LABELS.get(m, m),
+                        f"{r['median_s'] * 1e3:.3f}",
+                        _fmt_rate(r["images_per_s"]),
+                        _fmt_x(r["x_eager"]),
+                        _fmt_x(r["x_compile"]),
+                    ]
+                )
         out.append(_table(["config", "model", "ms", "img/s", "× eager", "× compile"], table) + "\n")
         comp_s = [index[c]["tv_compile"].get("compile_s") for c in compiled]
         out.append("Compile time (first call): " + ", ".join(f"{s:.1f} s" for s in comp_s if s is not None) + "\n")
@@ -240,23 +302,42 @@ def profile_markdown(rows, top=8):
     profiled = [r for r in rows if r.get("kernel_profile")]
     if not profiled:
         return ""
-    out = ["### Where the time goes (torch.profiler, one forward)\n",
-           "Kernel time: the device time of all kernels of one forward. Busy: kernel time over the timed "
-           "forward; well under 100% means the forward waits on the host (Python, launches).\n"]
+    out = [
+        "### Where the time goes (torch.profiler, one forward)\n",
+        "Kernel time: the device time of all kernels of one forward. Busy: kernel time over the timed "
+        "forward; well under 100% means the forward waits on the host (Python, launches).\n",
+    ]
     summary, details, errors = [], [], []
-    for r in sorted(profiled, key=lambda r: (str(_config(r)), _order(MODEL_ORDER + [r["model"]], MODEL_ORDER).index(r["model"]))):
+    for r in sorted(
+        profiled, key=lambda r: (str(_config(r)), _order(MODEL_ORDER + [r["model"]], MODEL_ORDER).index(r["model"]))
+    ):
         prof = r["kernel_profile"]
         label = MODEL_LABELS.get(r["model"], r["model"])
         config = f"{r['device']} {r['dtype']} {r['memory_format']} b{r['batch']}"
         if prof.get("error"):
             errors.append(f"- {label} ({config}): {prof['error']}")
             continue
-        summary.append([config, label, f"{r['median_s'] * 1e3:.3f}", f"{prof['us_per_call'] / 1e3:.3f}",
-                        _fmt_pct(r.get("busy")), str(len(prof.get("kernels", [])))])
+        summary.append(
+            [
+                config,
+                label,
+                f"{r['median_s'] * 1e3:.3f}",
+                f"{prof['us_per_call'] / 1e3:.3f}",
+                _fmt_pct(r.get("busy")),
+                str(len(prof.get("kernels", []))),
+            ]
+        )
         details.append(f"{label}, {config} ({prof['source']}):\n")
-        details.append(_table(["kernel", "µs", "calls", "share"],
-                              [[k["name"][:90].replace("|", "/"), f"{k['us']:,.1f}", f"{k['calls']:g}",
-                                _fmt_pct(k.get("share"))] for k in prof["kernels"][:top]]) + "\n")
+        details.append(
+            _table(
+                ["kernel", "µs", "calls", "share"],
+                [
+                    [k["name"][:90].replace("|", "/"), f"{k['us']:,.1f}", f"{k['calls']:g}", _fmt_pct(k.get("share"))]
+                    for k in prof["kernels"][:top]
+                ],
+            )
+            + "\n"
+        )
     if summary:
         out.append(_table(["config", "model", "timed ms", "kernel ms", "busy", "names shown"], summary) + "\n")
     out += details
@@ -288,9 +369,11 @@ def throughput_short(rows):
     text = title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
     graphs = sorted((c for c in index if c[2].endswith("CUDA graph")), key=str)
     for c in graphs:
-        cells = [f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
-                 + (f" ({_fmt_x(index[c][m]['x_compile'])} eager compile)" if index[c][m].get("x_compile") else "")
-                 for m in _order(index[c], MODEL_ORDER)]
+        cells = [
+            f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
+            + (f" ({_fmt_x(index[c][m]['x_compile'])} eager compile)" if index[c][m].get("x_compile") else "")
+            for m in _order(index[c], MODEL_ORDER)
+        ]
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
     busy = [f"{MODEL_LABELS.get(r['model'], r['model'])} {_fmt_pct(r['busy'])}" for r in rows if r.get("busy")]
     if busy:
@@ -321,10 +404,17 @@ def blocks_markdown(rows):
     roof = any(r.get("roofline_fraction") is not None for r in rows)
     impls = _order({i for v in index.values() for i in v}, IMPL_ORDER)
     graphs = ", CUDA-graph replays" if any(r.get("timing") == "cuda_graph" for r in rows) else ""
-    out = [f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last{graphs})\n",
-           "Time in µs" + (" (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
-                           "bytes = input + output + weights once)" if roof else "") +
-           ". Launch-1 ext/triton: the compiled extension's launch 1 over Triton's (≤ 1.10 is the CUDA target).\n"]
+    out = [
+        f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last{graphs})\n",
+        "Time in µs"
+        + (
+            " (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
+            "bytes = input + output + weights once)"
+            if roof
+            else ""
+        )
+        + ". Launch-1 ext/triton: the compiled extension's launch 1 over Triton's (≤ 1.10 is the CUDA target).\n",
+    ]
     table = []
     for blk in _order(index, BLOCK_ORDER):
         v = index[blk]
@@ -334,8 +424,10 @@ def blocks_markdown(rows):
             if r is None:
                 cells.append("—")
             else:
-                cells.append(_fmt_us(r["median_s"]) + (f" ({_fmt_pct(r['roofline_fraction'])})"
-                                                       if r.get("roofline_fraction") is not None else ""))
+                cells.append(
+                    _fmt_us(r["median_s"])
+                    + (f" ({_fmt_pct(r['roofline_fraction'])})" if r.get("roofline_fraction") is not None else "")
+                )
         full = [r for k, r in v.items() if not k.startswith("launch1")]
         mmac = full[0]["flops"] / 2 / full[0]["batch"] / 1e6 if full else None
         table.append([blk, "—" if mmac is None else f"{mmac:,.1f}", *cells, _fmt_x(_launch1_ratio(v))])
@@ -344,26 +436,51 @@ def blocks_markdown(rows):
         stem = index.get("stem", {}).get(impl, {}).get("stem_conv1")
         if stem:
             times = ", ".join(f"{v} {us:,.0f}" for v, us in stem["us"].items())
-            out.append(f"The fused stem (backend {impl}) ran its first conv as `{stem['chosen']}` (measured, µs of "
-                       f"conv1 + ReLU + max pool: {times}).\n")
-    failed = [f"- {r['block']} {IMPL_LABELS.get(r['impl'], r['impl'])}: {r['cuda_graph_error']}"
-              for r in rows if r.get("cuda_graph_error")]
+            out.append(
+                f"The fused stem (backend {impl}) ran its first conv as `{stem['chosen']}` (measured, µs of "
+                f"conv1 + ReLU + max pool: {times}).\n"
+            )
+    failed = [
+        f"- {r['block']} {IMPL_LABELS.get(r['impl'], r['impl'])}: {r['cuda_graph_error']}"
+        for r in rows
+        if r.get("cuda_graph_error")
+    ]
     if failed:
-        out.append("Could not be captured as a CUDA graph, so timed as eager calls (host time included):\n"
-                   + "\n".join(failed) + "\n")
+        out.append(
+            "Could not be captured as a CUDA graph, so timed as eager calls (host time included):\n"
+            + "\n".join(failed)
+            + "\n"
+        )
     out.append("### Detail\n")
     detail = []
     for blk in _order(index, BLOCK_ORDER):
         for i in _order(index[blk], IMPL_ORDER):
             r = index[blk][i]
-            detail.append([blk, IMPL_LABELS.get(i, i), r.get("backend", ""), _fmt_us(r["median_s"]),
-                           f"{r['tflops']:.2f}", f"{r['gbps']:.0f}", _fmt_pct(r.get("roofline_fraction")),
-                           r.get("bound") or "—", f"{r['flops'] / 1e9:.2f}", f"{r['bytes'] / 1e6:.1f}",
-                           _fmt_err(r)])
-    out.append(_table(["block", "impl", "backend", "µs", "TFLOP/s", "GB/s", "roofline", "bound", "GFLOP", "MB",
-                       "rel err"], detail) + "\n")
-    out.append("rel err: ‖out − ref‖/‖ref‖ against torchvision's block (launch 1: against the torch backend's "
-               "slices and scratch); a record, not a test.\n")
+            detail.append(
+                [
+                    blk,
+                    IMPL_LABELS.get(i, i),
+                    r.get("backend", ""),
+                    _fmt_us(r["median_s"]),
+                    f"{r['tflops']:.2f}",
+                    f"{r['gbps']:.0f}",
+                    _fmt_pct(r.get("roofline_fraction")),
+                    r.get("bound") or "—",
+                    f"{r['flops'] / 1e9:.2f}",
+                    f"{r['bytes'] / 1e6:.1f}",
+                    _fmt_err(r),
+                ]
+            )
+    out.append(
+        _table(
+            ["block", "impl", "backend", "µs", "TFLOP/s", "GB/s", "roofline", "bound", "GFLOP", "MB", "rel err"], detail
+        )
+        + "\n"
+    )
+    out.append(
+        "rel err: ‖out − ref‖/‖ref‖ against torchvision's block (launch 1: against the torch backend's "
+        "slices and scratch); a record, not a test.\n"
+    )
     return "\n".join(out)
 
 
@@ -371,8 +488,11 @@ def blocks_short(rows):
     if not rows:
         return "blocks: no results"
     index = block_index(rows)
-    impls = [i for i in ("torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton")
-             if any(i in v for v in index.values())]
+    impls = [
+        i
+        for i in ("torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton")
+        if any(i in v for v in index.values())
+    ]
     table = []
     for blk in _order(index, BLOCK_ORDER):
         v = index[blk]
@@ -381,8 +501,12 @@ def blocks_short(rows):
         cells = []
         for i in impls:
             r = v.get(i)
-            cells.append("—" if r is None else _fmt_us(r["median_s"]) + (
-                f" {_fmt_pct(r['roofline_fraction'])}" if r.get("roofline_fraction") is not None else ""))
+            cells.append(
+                "—"
+                if r is None
+                else _fmt_us(r["median_s"])
+                + (f" {_fmt_pct(r['roofline_fraction'])}" if r.get("roofline_fraction") is not None else "")
+            )
         table.append([blk.replace("inception", ""), *cells, _fmt_x(_launch1_ratio(v))])
     r0 = rows[0]
     roof = any(r.get("roofline_fraction") is not None for r in rows)
@@ -401,21 +525,22 @@ def header_markdown(merged):
     date = (merged.get("datetime") or dt.datetime.now(dt.timezone.utc).isoformat())[:10]
     timings = sorted({r.get("timing") for r in rows if r.get("timing")})
     quick = any(r.get("quick") for r in rows)
-    gpu = (f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB"
-           if env.get("device_capability") else "")
+    gpu = f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB" if env.get("device_capability") else ""
     backends = ", ".join(env.get("backends_available") or []) or env.get("backends_error", "?")
     tf32 = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
-    lines = [f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",
-             f"- date: {date} (UTC)",
-             f"- device: {device_name or '?'} ({env.get('device', '?')}{gpu})",
-             f"- torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda') or 'none'}, "
-             f"cuDNN {env.get('cudnn') or '—'}), triton {env.get('triton') or 'absent'}, "
-             f"torchvision {env.get('torchvision') or '?'}, inception_fast {env.get('inception_fast') or '?'}, "
-             f"Python {env.get('python', '?')}",
-             f"- backends available: {backends}",
-             f"- timing: {', '.join(timings) or '?'} (median of time_fn samples after warm-up){tf32}",
-             f"- mode: {'QUICK (tiny sizes, smoke run: numbers mean nothing)' if quick else 'full'}",
-             f"- sources: {', '.join(merged['sources']) or 'none'}"]
+    lines = [
+        f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",
+        f"- date: {date} (UTC)",
+        f"- device: {device_name or '?'} ({env.get('device', '?')}{gpu})",
+        f"- torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda') or 'none'}, "
+        f"cuDNN {env.get('cudnn') or '—'}), triton {env.get('triton') or 'absent'}, "
+        f"torchvision {env.get('torchvision') or '?'}, inception_fast {env.get('inception_fast') or '?'}, "
+        f"Python {env.get('python', '?')}",
+        f"- backends available: {backends}",
+        f"- timing: {', '.join(timings) or '?'} (median of time_fn samples after warm-up){tf32}",
+        f"- mode: {'QUICK (tiny sizes, smoke run: numbers mean nothing)' if quick else 'full'}",
+        f"- sources: {', '.join(merged['sources']) or 'none'}",
+    ]
     if merged["missing"]:
         lines.append(f"- missing inputs: {'; '.join(merged['missing'])}")
     return "\n".join(lines) + "\n"
@@ -433,13 +558,24 @@ def _block_groups(rows):
 
 
 def markdown(merged):
-    return "\n".join([header_markdown(merged), throughput_markdown(_rows(merged, "throughput")),
-                      *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
-                      tuning_markdown(_rows(merged, "throughput") + _rows(merged, "block"))])
+    return "\n".join(
+        [
+            header_markdown(merged),
+            throughput_markdown(_rows(merged, "throughput")),
+            *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
+            tuning_markdown(_rows(merged, "throughput") + _rows(merged, "block")),
+        ]
+    )
 
 
-_TILE_ABBREV = (("BLOCK_M_POOL", "Mp"), ("BLOCK_K_POOL", "Kp"), ("POOL_STAGES", "ps"), ("BLOCK_M", "M"),
-                ("BLOCK_N", "N"), ("BLOCK_K", "K"))
+_TILE_ABBREV = (
+    ("BLOCK_M_POOL", "Mp"),
+    ("BLOCK_K_POOL", "Kp"),
+    ("POOL_STAGES", "ps"),
+    ("BLOCK_M", "M"),
+    ("BLOCK_N", "N"),
+    ("BLOCK_K", "K"),
+)
 # Launch 1 and 2 pass their channel counts divided by C_UNIT (inception_fast.backends.triton._common.row_unit):
 # the arguments named *_DIV_UNIT_SUFFIX, and these names in results recorded before the arguments were renamed.
 _DIV_UNIT_SUFFIX = "_div_unit"
@@ -455,7 +591,7 @@ def _config_short(name):
 
 def _shape_item(key, value, unit):
     if key.endswith(_DIV_UNIT_SUFFIX):
-        return f"{key[:-len(_DIV_UNIT_SUFFIX)]}={value * unit}"
+        return f"{key[: -len(_DIV_UNIT_SUFFIX)]}={value * unit}"
     return f"{key}={value * unit if key in _DIVIDED_BY_C_UNIT else value}"
 
 
@@ -480,13 +616,24 @@ def tuning_markdown(rows):
             times = "; ".join(f"{_config_short(c)}: {t:,.1f}" for c, t in ranked) if ranked else "—"
             if ranked and e.get("from_cache"):
                 times += " (Triton's disk cache: an earlier step's benchmark)"
-            table.append([f"{where} (b{r.get('batch')})", e["kernel"], _shape_short(e["shape"]), e.get("dtype") or "",
-                          _config_short(e["chosen"]), times])
+            table.append(
+                [
+                    f"{where} (b{r.get('batch')})",
+                    e["kernel"],
+                    _shape_short(e["shape"]),
+                    e.get("dtype") or "",
+                    _config_short(e["chosen"]),
+                    times,
+                ]
+            )
     if not table:
         return ""
-    return ("## Triton autotuning\n\nWhat each autotuner chose per shape, with every config's median µs from its "
-            "benchmark (fastest first).\n\n" + _table(["first launched by", "kernel", "shape", "dtype", "chosen", "µs per config"],
-                                            table) + "\n")
+    return (
+        "## Triton autotuning\n\nWhat each autotuner chose per shape, with every config's median µs from its "
+        "benchmark (fastest first).\n\n"
+        + _table(["first launched by", "kernel", "shape", "dtype", "chosen", "µs per config"], table)
+        + "\n"
+    )
 
 
 def chart(merged, path):
@@ -526,8 +673,11 @@ def chart(merged, path):
         index = block_index(blk)
         names = _order(index, BLOCK_ORDER)
         roof = any(r.get("roofline_fraction") is not None for r in blk)
-        impls = [i for i in _order({i for v in index.values() for i in v}, IMPL_ORDER)
-                 if not (roof is False and i == "torchvision")]
+        impls = [
+            i
+            for i in _order({i for v in index.values() for i in v}, IMPL_ORDER)
+            if not (roof is False and i == "torchvision")
+        ]
         width = 0.8 / max(len(impls), 1)
         for k, i in enumerate(impls):
             vals = []

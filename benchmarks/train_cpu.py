@@ -7,6 +7,7 @@ Both models start from the same weights (inception_fast.train.build_models) and 
 steps of the fused model, then of the reference, so both see the same machine load; it prints
 the median and the min-max over the rounds.  Not a test: it asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,11 +50,14 @@ def main(argv=None) -> None:
             for _ in range(args.steps):
                 _step(model, opts[name], x, y)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()),
-              flush=True)
-    print(f"\nd2l GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
-          f"{args.rounds} rounds x {args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")
+        print(
+            f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True
+        )
+    print(
+        f"\nd2l GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
+        f"{args.rounds} rounds x {args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("| model | images/s median | min | max |\n|---|---|---|---|")
     for name, v in rates.items():
         print(f"| {name} | {statistics.median(v):.1f} | {min(v):.1f} | {max(v):.1f} |")

@@ -6,6 +6,7 @@ against the reference on random input with calibrated BatchNorm statistics, and
 prints a throughput table (images/s): torchvision (or our reference) against the
 fused model for each available backend and a few batch sizes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,23 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m inception_fast", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="Training: python -m inception_fast train --help")
+    p = argparse.ArgumentParser(
+        prog="python -m inception_fast",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Training: python -m inception_fast train --help",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--batch-sizes", default=None, help="comma-separated (default: 1,8 on CPU; 1,64,256 on CUDA)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
     p.add_argument("--variant", choices=["torchvision", "paper", "d2l"], default="torchvision")
-    p.add_argument("--backend", default="all", help="comma-separated backends to time ('auto' included: on CUDA it measures the "
-                   "fastest per block), or 'all' available ones")
+    p.add_argument(
+        "--backend",
+        default="all",
+        help="comma-separated backends to time ('auto' included: on CUDA it measures the "
+        "fastest per block), or 'all' available ones",
+    )
     p.add_argument("--image-size", type=int, default=None, help="square input size (default: 224; 96 for d2l)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per point (default: 3 on CPU, 30 on CUDA)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
@@ -107,8 +115,10 @@ def main(argv=None) -> int:
     calibrate(base, torch.randn(4, in_ch, min(size, 96), min(size, 96)))
     base = base.to(device)
     fused = {b: FusedGoogLeNet.from_torchvision(base, backend=b).eval().to(device=device, dtype=dtype) for b in wanted}
-    print(f"inception_fast on {_device_name(device)}: GoogLeNet variant={args.variant}, {str(dtype)[6:]}, "
-          f"{args.memory_format}, {size}x{size}; torch {torch.__version__}")
+    print(
+        f"inception_fast on {_device_name(device)}: GoogLeNet variant={args.variant}, {str(dtype)[6:]}, "
+        f"{args.memory_format}, {size}x{size}; torch {torch.__version__}"
+    )
 
     # 1. parity against the reference, in fp64 on the same device
     x = torch.randn(2, in_ch, size, size, device=device)
@@ -121,8 +131,10 @@ def main(argv=None) -> int:
             err = rel_error(model(x.to(dtype).contiguous(memory_format=fmt)), ref64)
             parity[b] = err
             verdict = "ok" if err <= tol else "MISMATCH"
-            print(f"  parity [{b}]: ‖fused − ref64‖/‖ref64‖ = {err:.2e} "
-                  f"({base_name} in {str(dtype)[6:]}: {rel_error(ref_lp, ref64):.2e}; bound {tol:.2e}) {verdict}")
+            print(
+                f"  parity [{b}]: ‖fused − ref64‖/‖ref64‖ = {err:.2e} "
+                f"({base_name} in {str(dtype)[6:]}: {rel_error(ref_lp, ref64):.2e}; bound {tol:.2e}) {verdict}"
+            )
 
     # 2. throughput
     rows = []
@@ -131,8 +143,14 @@ def main(argv=None) -> int:
         x = torch.randn(n, in_ch, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)
         base_fmt = base.to(memory_format=fmt)
         for label, model in [(base_name, base_fmt), *((f"fused[{b}]", m) for b, m in fused.items())]:
-            timing = time_fn(lambda: model(x), device=device, batch=n, warmup=1 if not on_gpu else 5, repeats=repeats,
-                             on_sample=lambda i, r, lab=f"{label} batch {n}": progress.show(lab, i, r))
+            timing = time_fn(
+                lambda: model(x),
+                device=device,
+                batch=n,
+                warmup=1 if not on_gpu else 5,
+                repeats=repeats,
+                on_sample=lambda i, r, lab=f"{label} batch {n}": progress.show(lab, i, r),
+            )
             rows.append({"model": label, "batch": n, "ms": timing.median_s * 1e3, "images_per_s": timing.images_per_s})
             progress.step()
     progress.close()
@@ -143,10 +161,23 @@ def main(argv=None) -> int:
         print(f"{r['model']:<18} {r['batch']:>5} {r['ms']:>10.2f} {r['images_per_s']:>10.1f} {r['speedup']:>7.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": _device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-                       "variant": args.variant, "dtype": str(dtype), "memory_format": args.memory_format,
-                       "image_size": size, "baseline": base_name, "parity": parity, "parity_bound": tol,
-                       "results": rows}, f, indent=2)
+            json.dump(
+                {
+                    "device": _device_name(device),
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "variant": args.variant,
+                    "dtype": str(dtype),
+                    "memory_format": args.memory_format,
+                    "image_size": size,
+                    "baseline": base_name,
+                    "parity": parity,
+                    "parity_bound": tol,
+                    "results": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0 if all(e <= tol for e in parity.values()) else 1
 
 

@@ -7,6 +7,7 @@ is held in an ``LRUDict``: a server that sees many shapes keeps at most
 tuned again if its shape comes back).  The cap is ``INCEPTION_FAST_CACHE_ENTRIES`` (default
 256), read whenever an entry is added.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,4 +61,4 @@ def short_error(exc: BaseException) -> str:
     failure (a full cuDNN or compiler error runs to kilobytes)."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= _ERROR_CHARS else text[:_ERROR_CHARS - 1] + "…"
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"

@@ -12,6 +12,7 @@ Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``), s
 tests read them by field.  Where nothing is measured (off CUDA, while capturing a CUDA graph or
 tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,22 @@ import torch
 from . import backends as _backends
 from .caches import LRUDict, short_error
 
-__all__ = ["Choice", "MeasuredChoice", "AutoBackend", "AUTO", "AUTO_STATIC_ORDER", "ENV_AUTO", "AutoKey",
-           "StemKey", "ConvReluKey", "PoolKey", "STEM_CHOICE", "CONV_RELU_CHOICE", "POOL_CHOICE", "fp32_precision"]
+__all__ = [
+    "Choice",
+    "MeasuredChoice",
+    "AutoBackend",
+    "AUTO",
+    "AUTO_STATIC_ORDER",
+    "ENV_AUTO",
+    "AutoKey",
+    "StemKey",
+    "ConvReluKey",
+    "PoolKey",
+    "STEM_CHOICE",
+    "CONV_RELU_CHOICE",
+    "POOL_CHOICE",
+    "fp32_precision",
+]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
 # was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256).
@@ -38,7 +53,7 @@ ENV_AUTO = "INCEPTION_FAST_AUTO"
 class Choice:
     name: str
     seconds: dict = field(default_factory=dict)  # candidate -> median seconds of one call
-    errors: dict = field(default_factory=dict)   # candidate -> why it could not run (one short line)
+    errors: dict = field(default_factory=dict)  # candidate -> why it could not run (one short line)
 
 
 def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -75,8 +90,12 @@ class MeasuredChoice:
     recently used keys; errors are kept short.
     """
 
-    def __init__(self, measure_on=("cuda",), repeats: int = 5,
-                 timer: Callable[[Callable[[], object], torch.device, int], float] = _time_call) -> None:
+    def __init__(
+        self,
+        measure_on=("cuda",),
+        repeats: int = 5,
+        timer: Callable[[Callable[[], object], torch.device, int], float] = _time_call,
+    ) -> None:
         self.measure_on = tuple(measure_on)
         self.repeats = repeats
         self.timer = timer
@@ -137,10 +156,11 @@ class MeasuredChoice:
 
 class AutoKey(NamedTuple):
     """AUTO's key: one block shape."""
+
     device: str
     dtype: torch.dtype
-    shape: tuple      # the input's (N, C, H, W)
-    w_red: tuple      # packed weight shapes
+    shape: tuple  # the input's (N, C, H, W)
+    w_red: tuple  # packed weight shapes
     w_pool: tuple
     w3: tuple
     w5: tuple
@@ -164,10 +184,21 @@ class AutoBackend(MeasuredChoice):
     @staticmethod
     def key(x, w_red, w_pool, w3, w5) -> AutoKey:
         # fp32 precision: the kernels follow cuDNN's TF32 flag, the torch backend's GEMMs matmul's.
-        precision = ((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
-                     if x.dtype == torch.float32 else None)
-        return AutoKey(str(x.device), x.dtype, tuple(x.shape), tuple(w_red.shape), tuple(w_pool.shape),
-                       tuple(w3.shape), tuple(w5.shape), precision)
+        precision = (
+            (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+            if x.dtype == torch.float32
+            else None
+        )
+        return AutoKey(
+            str(x.device),
+            x.dtype,
+            tuple(x.shape),
+            tuple(w_red.shape),
+            tuple(w_pool.shape),
+            tuple(w3.shape),
+            tuple(w5.shape),
+            precision,
+        )
 
     def choose(self, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> str:
         """The backend for this call (``x`` channels_last, weights packed)."""
@@ -193,33 +224,36 @@ AUTO = AutoBackend()
 
 class StemKey(NamedTuple):
     """STEM_CHOICE's key: the stem input and the model's first layers."""
+
     device: str
     dtype: torch.dtype
     shape: tuple
-    contiguous: bool         # NCHW-contiguous input (else channels_last or strided)
+    contiguous: bool  # NCHW-contiguous input (else channels_last or strided)
     tf32: Optional[bool]
-    triton_allowed: bool     # the model's backend lets the Triton variants compete
+    triton_allowed: bool  # the model's backend lets the Triton variants compete
     params: Optional[tuple]  # conv1's and maxpool1's parameters
 
 
 class ConvReluKey(NamedTuple):
     """CONV_RELU_CHOICE's key: one stride-1 conv with bias and ReLU."""
+
     device: str
     dtype: torch.dtype
     shape: tuple
-    stride: tuple   # the input's strides (its layout)
-    weight: tuple   # the weight's shape
+    stride: tuple  # the input's strides (its layout)
+    weight: tuple  # the weight's shape
     padding: int
     tf32: Optional[bool]
 
 
 class PoolKey(NamedTuple):
     """POOL_CHOICE's key: one max pool."""
+
     device: str
     dtype: torch.dtype
     shape: tuple
-    stride: tuple   # the input's strides (its layout)
-    params: tuple   # (kernel, stride, padding, ceil_mode)
+    stride: tuple  # the input's strides (its layout)
+    params: tuple  # (kernel, stride, padding, ceil_mode)
 
 
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).

@@ -8,22 +8,30 @@
 
 No dependency on the rest of the package: every layer may import it.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["BlockChannels", "block_channels", "empty_outputs", "conv_out", "pool_out", "PIXEL_ROW_LIMIT",
-           "check_pixel_rows"]
+__all__ = [
+    "BlockChannels",
+    "block_channels",
+    "empty_outputs",
+    "conv_out",
+    "pool_out",
+    "PIXEL_ROW_LIMIT",
+    "check_pixel_rows",
+]
 
 
 class BlockChannels(NamedTuple):
-    ch1: int       # branch 1 (1x1)
-    ch3red: int    # branch 2's 1x1 reduction
-    ch5red: int    # branch 3's 1x1 reduction
-    ch3: int       # branch 2's 3x3
-    ch5: int       # branch 3's k×k
+    ch1: int  # branch 1 (1x1)
+    ch3red: int  # branch 2's 1x1 reduction
+    ch5red: int  # branch 3's 1x1 reduction
+    ch3: int  # branch 2's 3x3
+    ch5: int  # branch 3's k×k
     pool_proj: int  # branch 4's 1x1 after the max pool
 
     @property

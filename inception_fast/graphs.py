@@ -6,6 +6,7 @@ Triton kernels and lets ``backend="auto"`` and the stem measure their choices), 
 forward as a CUDA graph, and then each call copies the new input into the captured input
 buffer and replays.  ``capture`` is the primitive underneath, also used by ``timing.time_fn``.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -58,16 +59,19 @@ class CapturedForward:
             self.graph, self.static_output = capture(lambda: module(self.static_input))
         # The graph reads the packed weights by address: hold them, so that a later repack (after a
         # weight change, on an eager call) cannot free memory the graph still reads.
-        self._held = [cache.snapshot() for m in module.modules() for cache in vars(m).values()
-                      if isinstance(cache, PackCache)]
+        self._held = [
+            cache.snapshot() for m in module.modules() for cache in vars(m).values() if isinstance(cache, PackCache)
+        ]
 
     def __call__(self, x: torch.Tensor):
         s = self.static_input
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.shape != s.shape or x.dtype != s.dtype or x.device != s.device:
-            raise ValueError(f"this graph was captured for input {tuple(s.shape)} {s.dtype} on {s.device}, "
-                             f"got {tuple(x.shape)} {x.dtype} on {x.device}; capture another CapturedForward")
+            raise ValueError(
+                f"this graph was captured for input {tuple(s.shape)} {s.dtype} on {s.device}, "
+                f"got {tuple(x.shape)} {x.dtype} on {x.device}; capture another CapturedForward"
+            )
         s.copy_(x)
         self.graph.replay()
         return self.static_output

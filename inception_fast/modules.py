@@ -17,6 +17,7 @@ first conv reads either layout and everything after it is channels_last (the ker
 standalone FusedInception converts in and back out, so its output's memory format follows the
 input's, like torch convolutions.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,15 @@ from . import backends, choices, ops, stages
 from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
-__all__ = ["FusedInception", "FusedForeignInception", "FusedGoogLeNet", "fuse", "FuseReport", "available_backends",
-           "is_inception_block"]
+__all__ = [
+    "FusedInception",
+    "FusedForeignInception",
+    "FusedGoogLeNet",
+    "fuse",
+    "FuseReport",
+    "available_backends",
+    "is_inception_block",
+]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -72,11 +80,15 @@ def _block_config(block: nn.Module) -> dict:
 
 def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
     if x.device != ref.device:
-        raise RuntimeError(f"{what} input is on {x.device} but its weights are on {ref.device}; "
-                           f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})")
+        raise RuntimeError(
+            f"{what} input is on {x.device} but its weights are on {ref.device}; "
+            f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})"
+        )
     if x.dtype != ref.dtype:
-        raise TypeError(f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
-                        f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})")
+        raise TypeError(
+            f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
+            f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})"
+        )
 
 
 def _check_backend_name(backend: str) -> None:
@@ -162,10 +174,31 @@ class _PackedBlock:
 class FusedInception(_PackedBlock, Inception):
     """Inception block with the fused forward; same constructor and state_dict as ``Inception``."""
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3, backend: str = "auto") -> None:
-        super().__init__(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
-                         batch_norm=batch_norm, branch3_kernel=branch3_kernel)
+    def __init__(
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+        *,
+        batch_norm: bool = True,
+        branch3_kernel: int = 3,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            in_channels,
+            ch1x1,
+            ch3x3red,
+            ch3x3,
+            ch5x5red,
+            ch5x5,
+            pool_proj,
+            batch_norm=batch_norm,
+            branch3_kernel=branch3_kernel,
+        )
         self.batch_norm = batch_norm
         self._init_packing(backend)
 
@@ -191,12 +224,16 @@ class FusedInception(_PackedBlock, Inception):
         if not isinstance(x, Tensor):
             raise TypeError(f"Inception block expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}"
+            )
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "
-                             f"(input shape {tuple(x.shape)})")
+            raise ValueError(
+                f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
         _check_params_match(x, self.branch1.conv.weight, "Inception block")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -211,8 +248,9 @@ class FusedGoogLeNet(GoogLeNet):
 
     block_class = FusedInception
 
-    def __init__(self, num_classes: Optional[int] = None, *, variant: str = "torchvision", backend: str = "auto",
-                 **kwargs) -> None:
+    def __init__(
+        self, num_classes: Optional[int] = None, *, variant: str = "torchvision", backend: str = "auto", **kwargs
+    ) -> None:
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
         self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
@@ -232,13 +270,23 @@ class FusedGoogLeNet(GoogLeNet):
             except ImportError:  # then no model is torchvision's
                 TVGoogLeNet = ()
             if not isinstance(model, TVGoogLeNet):
-                raise TypeError("FusedGoogLeNet.from_torchvision expects a torchvision googlenet or an inception_fast "
-                                f"GoogLeNet, got {type(model).__name__}; for other networks holding Inception blocks "
-                                "use inception_fast.fuse(model)")
+                raise TypeError(
+                    "FusedGoogLeNet.from_torchvision expects a torchvision googlenet or an inception_fast "
+                    f"GoogLeNet, got {type(model).__name__}; for other networks holding Inception blocks "
+                    "use inception_fast.fuse(model)"
+                )
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
         ref_param = model.fc.weight
-        fused = cls(model.fc.out_features, variant=variant, in_channels=in_ch, aux_logits=model.aux1 is not None,
-                    transform_input=model.transform_input, dropout=model.dropout.p, init_weights=False, backend=backend)
+        fused = cls(
+            model.fc.out_features,
+            variant=variant,
+            in_channels=in_ch,
+            aux_logits=model.aux1 is not None,
+            transform_input=model.transform_input,
+            dropout=model.dropout.p,
+            init_weights=False,
+            backend=backend,
+        )
         if model.aux1 is not None:
             fused.aux_logits = model.aux_logits
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
@@ -254,8 +302,10 @@ class FusedGoogLeNet(GoogLeNet):
         """[(w1, b1), (w2, b2), (w3, b3), {padded channel count: w1 zero-padded to it}]."""
         packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
         w1 = packed[0][0]
-        padded = {c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
-                  for c in stages.stem_padded_channels(w1.shape[1])}
+        padded = {
+            c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
+            for c in stages.stem_padded_channels(w1.shape[1])
+        }
         return [*packed, padded]
 
     def _stem_weights(self, dtype):
@@ -313,11 +363,13 @@ class FusedGoogLeNet(GoogLeNet):
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
-            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v))
-                       for v in self._stem_variants(x, padded)}
+            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in self._stem_variants(x, padded)}
             variant = choices.STEM_CHOICE.pick(key, x.device, runners)
-        if variant in stages.STEM_TRITON_VARIANTS and torch.is_grad_enabled() and any(
-                t.requires_grad for t in (x, w1, b1)):
+        if (
+            variant in stages.STEM_TRITON_VARIANTS
+            and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (x, w1, b1))
+        ):
             variant = "channels_last"  # the Triton kernel has no backward
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
@@ -390,12 +442,16 @@ class FusedForeignInception(_PackedBlock, nn.Module):
             t = conv(t)
             return F.relu(bn(t) if bn is not None else t)
 
-        return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)),
-                          unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
+        return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)), unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if ((self.training and self.has_bn) or not isinstance(x, Tensor) or x.dim() != 4
-                or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels):
+        if (
+            (self.training and self.has_bn)
+            or not isinstance(x, Tensor)
+            or x.dim() != 4
+            or x.dtype not in _FLOAT_DTYPES
+            or x.shape[1] != self.in_channels
+        ):
             return self.reference_forward(x)  # its own errors for input it cannot take
         _check_params_match(x, self._first_weight(), "Inception block")
         return self._fused_call(x)
@@ -426,15 +482,22 @@ class FuseReport:
 def _standard_units(block: nn.Module) -> tuple:
     """The unit paths of torchvision's / our Inception layout (branch1.conv, ...)."""
     bn = getattr(block.branch1, "bn", None) is not None
-    return tuple((f"{p}.conv", f"{p}.bn" if bn else None)
-                 for p in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1"))
+    return tuple(
+        (f"{p}.conv", f"{p}.bn" if bn else None)
+        for p in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
+    )
 
 
 def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
     """FusedInception for torchvision's and our own class in their own layout (the class keys
     variants, e.g. FusedGoogLeNet.from_torchvision, rely on), else FusedForeignInception."""
-    if (is_inception_block(block) and type(block).forward in _standard_forwards()
-            and match.units == _standard_units(block) and match.kernels[0] == 3 and match.kernels[1] in (3, 5)):
+    if (
+        is_inception_block(block)
+        and type(block).forward in _standard_forwards()
+        and match.units == _standard_units(block)
+        and match.kernels[0] == 3
+        and match.kernels[1] in (3, 5)
+    ):
         return FusedInception.from_torchvision(block, backend=backend)
     return FusedForeignInception(block, match, backend=backend)
 
@@ -492,8 +555,12 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     if not done.fused:
         already = sum(isinstance(m, fused_classes) for m in model.modules())
         if not already:
-            warnings.warn(f"{done}: no module of {type(model).__name__} computes an Inception block"
-                          if not done.left_alone else str(done), stacklevel=2)
+            warnings.warn(
+                f"{done}: no module of {type(model).__name__} computes an Inception block"
+                if not done.left_alone
+                else str(done),
+                stacklevel=2,
+            )
     elif done.left_alone:
         warnings.warn(str(done), stacklevel=2)
     return (result, done) if report else result

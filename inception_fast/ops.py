@@ -18,6 +18,7 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the two launches of
   the compiled extension as separate mutating ops (csrc/, ``TORCH_LIBRARY_IMPL``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,10 +43,7 @@ _LIB.define(
     "reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
     "Tensor(a!) out, Tensor(b!) scratch) -> ()"
 )
-_LIB.define(
-    "branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tensor b5, "
-    "Tensor(a!) out, int ch1) -> ()"
-)
+_LIB.define("branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tensor b5, Tensor(a!) out, int ch1) -> ()")
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -57,14 +55,25 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
         raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
     cin = w_red.shape[1]
     if x.shape[1] != cin:
-        raise ValueError(f"Inception block expects {cin} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
-    for name, t in (("w_red", w_red), ("b_red", b_red), ("w_pool", w_pool), ("b_pool", b_pool),
-                    ("w3", w3), ("b3", b3), ("w5", w5), ("b5", b5)):
+        raise ValueError(
+            f"Inception block expects {cin} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
+    for name, t in (
+        ("w_red", w_red),
+        ("b_red", b_red),
+        ("w_pool", w_pool),
+        ("b_pool", b_pool),
+        ("w3", w3),
+        ("b3", b3),
+        ("w5", w5),
+        ("b5", b5),
+    ):
         if t.device != x.device:
             raise RuntimeError(f"input is on {x.device} but weight {name} is on {t.device}; move the module with .to()")
         if t.dtype != x.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match weight {name} dtype {t.dtype}; "
-                            "cast the module or the input")
+            raise TypeError(
+                f"input dtype {x.dtype} does not match weight {name} dtype {t.dtype}; cast the module or the input"
+            )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
 
@@ -116,8 +125,9 @@ def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride,
     if w.dim() != 4 or w.shape[2] != w.shape[3]:
         raise ValueError(f"conv_relu_maxpool expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"conv_relu_maxpool expects {w.shape[1]} input channels, got {x.shape[1]} "
-                         f"(input shape {tuple(x.shape)})")
+        raise ValueError(
+            f"conv_relu_maxpool expects {w.shape[1]} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
     if tuple(b.shape) != (w.shape[0],):
         raise ValueError(f"conv_relu_maxpool expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
     for name, t in (("w", w), ("b", b)):
@@ -126,22 +136,27 @@ def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride,
         if t.dtype != x.dtype:
             raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
     if min(stride, pool_kernel, pool_stride) < 1 or padding < 0 or not 0 <= 2 * pool_padding <= pool_kernel:
-        raise ValueError(f"invalid conv/pool parameters: stride {stride}, padding {padding}, "
-                         f"pool kernel {pool_kernel}, pool stride {pool_stride}, pool padding {pool_padding}")
+        raise ValueError(
+            f"invalid conv/pool parameters: stride {stride}, padding {padding}, "
+            f"pool kernel {pool_kernel}, pool stride {pool_stride}, pool padding {pool_padding}"
+        )
     k = w.shape[-1]
     oh, ow = (geometry.conv_out(s, k, stride, padding) for s in x.shape[2:])
     ph, pw = (geometry.pool_out(s, pool_kernel, pool_stride, pool_padding, ceil_mode) for s in (oh, ow))
     if min(oh, ow, ph, pw) < 1:
-        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {k}x{k}/{stride} conv (padding {padding}) "
-                         f"followed by a {pool_kernel}x{pool_kernel}/{pool_stride} max pool")
+        raise ValueError(
+            f"input {tuple(x.shape[2:])} is too small for a {k}x{k}/{stride} conv (padding {padding}) "
+            f"followed by a {pool_kernel}x{pool_kernel}/{pool_stride} max pool"
+        )
     return x.shape[0], w.shape[0], ph, pw
 
 
 @torch.library.impl(_LIB, "conv_relu_maxpool", "CompositeExplicitAutograd")
 def _conv_relu_maxpool_impl(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
     _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
-    return _kernel("conv_relu_maxpool", backend, x)(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding,
-                                                    ceil_mode)
+    return _kernel("conv_relu_maxpool", backend, x)(
+        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode
+    )
 
 
 @torch.library.register_fake("inception_fast::conv_relu_maxpool")
@@ -157,12 +172,15 @@ def _max_pool2d_shape(x, kernel, stride, padding, ceil_mode):
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"max_pool2d supports float32, float16 and bfloat16 inputs, got {x.dtype}")
     if kernel < 1 or stride < 1 or not 0 <= 2 * padding <= kernel:
-        raise ValueError(f"invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
-                         "(padding must be at most half the kernel)")
+        raise ValueError(
+            f"invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
+            "(padding must be at most half the kernel)"
+        )
     oh, ow = (geometry.pool_out(s, kernel, stride, padding, ceil_mode) for s in x.shape[2:])
     if min(oh, ow) < 1:
-        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} max pool "
-                         f"(padding {padding})")
+        raise ValueError(
+            f"input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} max pool (padding {padding})"
+        )
     return x.shape[0], x.shape[1], oh, ow
 
 
@@ -195,8 +213,9 @@ def _max_pool2d_backward(ctx, grad):
     return grad_x, None, None, None, None, None
 
 
-torch.library.register_autograd("inception_fast::max_pool2d", _max_pool2d_backward,
-                                setup_context=_max_pool2d_setup_context)
+torch.library.register_autograd(
+    "inception_fast::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup_context
+)
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
@@ -205,12 +224,14 @@ def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
     return torch.ops.inception_fast.max_pool2d(x, kernel, stride, padding, ceil_mode, backend)
 
 
-def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False,
-                      backend="torch"):
+def conv_relu_maxpool(
+    x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False, backend="torch"
+):
     """max_pool2d(relu(conv2d(x, w, b, stride, padding)), ...) as one op, channels_last
     (pool_kernel=1 and pool_stride=1: no pool).  Inference only."""
-    return torch.ops.inception_fast.conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride,
-                                                      pool_padding, ceil_mode, backend)
+    return torch.ops.inception_fast.conv_relu_maxpool(
+        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend
+    )
 
 
 def inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="torch"):
@@ -241,8 +262,8 @@ def _inception_block_backward(ctx, grad_out, _grad_scratch):
     def conv_grads(g_br, inp, wgt):
         k = wgt.shape[-1]
         gi, gw, gb = torch.ops.aten.convolution_backward(
-            g_br, inp, wgt, [wgt.shape[0]], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
-            [True, True, True])
+            g_br, inp, wgt, [wgt.shape[0]], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, True, True]
+        )
         return gi, gw, gb
 
     gr3, gw3, gb3 = conv_grads(g3, red3, w3)
@@ -264,9 +285,11 @@ def _inception_block_backward(ctx, grad_out, _grad_scratch):
         gx = gx2d.reshape(n, h, w, cin).permute(0, 3, 1, 2)
         g_pooled = gp2d.mm(w_pool).reshape(n, h, w, cin).permute(0, 3, 1, 2)
         gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
-            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx)
+            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
+        )
     return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, None
 
 
-torch.library.register_autograd("inception_fast::inception_block", _inception_block_backward,
-                                setup_context=_inception_block_setup_context)
+torch.library.register_autograd(
+    "inception_fast::inception_block", _inception_block_backward, setup_context=_inception_block_setup_context
+)

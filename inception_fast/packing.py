@@ -26,6 +26,7 @@ The check runs on every forward, so the sources are gathered through the modules
 ``_modules``/``_parameters``/``_buffers`` dicts, not ``nn.Module.__getattr__``:
 about 10 µs a block instead of 75 µs (the eager batch-1 forward is mostly host time).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
@@ -95,13 +96,20 @@ def pack_block(block: nn.Module, dtype: Optional[torch.dtype] = None) -> PackedB
 def pack_units(units, dtype: Optional[torch.dtype] = None) -> PackedBlock:
     """Packs a block given as its six conv(→BN) units in packing order: branch 1's 1x1, branch 2's
     1x1 and k×k, branch 3's 1x1 and k×k, the pool branch's 1x1 (see ``fold_conv_bn`` for a unit)."""
-    (w1, b1), (w2r, b2r), (w3, b3), (w5r, b5r), (w5, b5), (wp, bp) = (
-        fold_conv_bn(unit, dtype) for unit in units)
+    (w1, b1), (w2r, b2r), (w3, b3), (w5r, b5r), (w5, b5), (wp, bp) = (fold_conv_bn(unit, dtype) for unit in units)
     w_red = torch.cat([w1, w2r, w5r], 0).flatten(1).contiguous()
     b_red = torch.cat([b1, b2r, b5r], 0).contiguous()
     cl = torch.channels_last
-    return PackedBlock(w_red, b_red, wp.flatten(1).contiguous(), bp.contiguous(),
-                       w3.contiguous(memory_format=cl), b3.contiguous(), w5.contiguous(memory_format=cl), b5.contiguous())
+    return PackedBlock(
+        w_red,
+        b_red,
+        wp.flatten(1).contiguous(),
+        bp.contiguous(),
+        w3.contiguous(memory_format=cl),
+        b3.contiguous(),
+        w5.contiguous(memory_format=cl),
+        b5.contiguous(),
+    )
 
 
 def _state(tensors: list[Tensor]) -> tuple[list[tuple], bool]:
@@ -155,7 +163,14 @@ def block_convs(block: nn.Module) -> list[nn.Module]:
     """The six conv(→BN) units of an Inception block, in packing order."""
     children = block._modules
     branch2, branch3 = children["branch2"]._modules, children["branch3"]._modules
-    return [children["branch1"], branch2["0"], branch2["1"], branch3["0"], branch3["1"], children["branch4"]._modules["1"]]
+    return [
+        children["branch1"],
+        branch2["0"],
+        branch2["1"],
+        branch3["0"],
+        branch3["1"],
+        children["branch4"]._modules["1"],
+    ]
 
 
 class PackCache:
@@ -164,8 +179,11 @@ class PackCache:
     ``sources(module)`` lists the tensors the build reads.
     """
 
-    def __init__(self, build: Callable[[nn.Module, torch.dtype], object],
-                 sources: Callable[[nn.Module], list] = lambda block: conv_bn_tensors(block_convs(block))) -> None:
+    def __init__(
+        self,
+        build: Callable[[nn.Module, torch.dtype], object],
+        sources: Callable[[nn.Module], list] = lambda block: conv_bn_tensors(block_convs(block)),
+    ) -> None:
         self._build = build
         self._sources = sources
         self._entries: dict = {}  # dtype -> (key, the sources kept (aliases or copies), packed)

@@ -20,6 +20,7 @@ inside the module) or the reason it is not one.
 ``find_candidates(model)`` lists the modules worth matching: those holding exactly six
 ``nn.Conv2d`` (an Inception block's count) that no single child holds all of.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,13 +80,17 @@ def _trace(module: nn.Module) -> torch.fx.Graph:
     try:
         return _Tracer().trace(module)
     except Exception as exc:  # a forward fx cannot trace (data-dependent control flow, ...)
-        raise _NotABlock(f"its forward cannot be traced by torch.fx ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise _NotABlock(
+            f"its forward cannot be traced by torch.fx ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def _hooks(module: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
-               for m in module.modules())
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
+        for m in module.modules()
+    )
 
 
 def _pair(v) -> Optional[int]:
@@ -139,7 +144,9 @@ def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
         raise _NotABlock(f"{where}: padding_mode={conv.padding_mode!r}")
     padding = conv.padding
     if not (padding == "same" or _pair(padding) == size // 2):
-        raise _NotABlock(f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})")
+        raise _NotABlock(
+            f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})"
+        )
     return size
 
 
@@ -158,8 +165,13 @@ def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
         pool = root.get_submodule(node.target)
         if type(pool) is not nn.MaxPool2d:
             raise _NotABlock(f"{where}: {type(pool).__name__} where a 3x3/1 max pool belongs")
-        params = (_pair(pool.kernel_size), _pair(pool.stride if pool.stride is not None else pool.kernel_size),
-                  _pair(pool.padding), _pair(pool.dilation), pool.return_indices)
+        params = (
+            _pair(pool.kernel_size),
+            _pair(pool.stride if pool.stride is not None else pool.kernel_size),
+            _pair(pool.padding),
+            _pair(pool.dilation),
+            pool.return_indices,
+        )
     elif node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d):
         names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         bound = dict(zip(names, node.args))
@@ -167,14 +179,21 @@ def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
         kernel = _pair(bound.get("kernel_size"))
         stride = bound.get("stride")
         stride = kernel if stride is None or stride == [] or stride == () else _pair(stride)
-        params = (kernel, stride, _pair(bound.get("padding", 0)), _pair(bound.get("dilation", 1)),
-                  bool(bound.get("return_indices", False)))
+        params = (
+            kernel,
+            stride,
+            _pair(bound.get("padding", 0)),
+            _pair(bound.get("dilation", 1)),
+            bool(bound.get("return_indices", False)),
+        )
     else:
         raise _NotABlock(f"{where}: {_describe(node, root)} where a 3x3/1 max pool belongs")
     if params != (3, 1, 1, 1, False):
         kernel, stride, padding, dilation, _ = params
-        raise _NotABlock(f"{where}: max pool kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} "
-                         "(the pattern has 3, 1, 1, 1)")
+        raise _NotABlock(
+            f"{where}: max pool kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} "
+            "(the pattern has 3, 1, 1, 1)"
+        )
 
 
 def _branch_chain(end: torch.fx.Node, start: torch.fx.Node, where: str, root: nn.Module) -> list:
@@ -212,8 +231,12 @@ def _units(chain: list, where: str, root: nn.Module, pooled: bool) -> list:
         if conv is None or not isinstance(conv, nn.Conv2d):
             raise _NotABlock(f"{where}: {_describe(node, root)} where a conv belongs")
         bn_path = None
-        if (steps and steps[0].op == "call_module" and not _is_relu(steps[0], root)
-                and not isinstance(root.get_submodule(steps[0].target), nn.Conv2d)):
+        if (
+            steps
+            and steps[0].op == "call_module"
+            and not _is_relu(steps[0], root)
+            and not isinstance(root.get_submodule(steps[0].target), nn.Conv2d)
+        ):
             bn_node = steps.pop(0)
             _check_bn(root.get_submodule(bn_node.target), conv, where)
             bn_path = bn_node.target
@@ -253,8 +276,9 @@ def _match_graph(graph: torch.fx.Graph, root: nn.Module) -> BlockMatch:
         used.update(chain)
         found = _units(chain, where, root, pooled)
         if len(found) != n_units:
-            raise _NotABlock(f"{where}: {len(found)} conv(s) where the pattern has {n_units}"
-                             f"{' after a max pool' if pooled else ''}")
+            raise _NotABlock(
+                f"{where}: {len(found)} conv(s) where the pattern has {n_units}{' after a max pool' if pooled else ''}"
+            )
         units.extend(found)
     extra = [n for n in nodes if n not in used]
     if extra:

@@ -10,6 +10,7 @@ Three variants of GoogLeNet:
   1 input channel and 10 classes by default, padded pools so it runs from 96x96
   down to tiny images.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -63,13 +64,31 @@ class BasicConv2d(nn.Module):
 class Inception(nn.Module):
     """The four-branch Inception v1 block; ``branch3_kernel=3`` is torchvision's quirk, 5 the paper's."""
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int, *, batch_norm: bool = True, branch3_kernel: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+        *,
+        batch_norm: bool = True,
+        branch3_kernel: int = 3,
+    ) -> None:
         super().__init__()
         if branch3_kernel not in (3, 5):
             raise ValueError(f"branch3_kernel must be 3 (torchvision) or 5 (paper), got {branch3_kernel}")
-        for name, value in (("in_channels", in_channels), ("ch1x1", ch1x1), ("ch3x3red", ch3x3red), ("ch3x3", ch3x3),
-                            ("ch5x5red", ch5x5red), ("ch5x5", ch5x5), ("pool_proj", pool_proj)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("ch1x1", ch1x1),
+            ("ch3x3red", ch3x3red),
+            ("ch3x3", ch3x3),
+            ("ch5x5red", ch5x5red),
+            ("ch5x5", ch5x5),
+            ("pool_proj", pool_proj),
+        ):
             if int(value) < 1:
                 raise ValueError(f"Inception {name} must be a positive channel count, got {value}")
         self.in_channels = in_channels
@@ -116,9 +135,19 @@ class GoogLeNet(nn.Module):
 
     block_class = Inception
 
-    def __init__(self, num_classes: Optional[int] = None, *, variant: str = "torchvision", in_channels: Optional[int] = None,
-                 aux_logits: bool = False, transform_input: bool = False, dropout: float = 0.2,
-                 init_weights: bool = True, dropout_aux: float = 0.7, **block_kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: Optional[int] = None,
+        *,
+        variant: str = "torchvision",
+        in_channels: Optional[int] = None,
+        aux_logits: bool = False,
+        transform_input: bool = False,
+        dropout: float = 0.2,
+        init_weights: bool = True,
+        dropout_aux: float = 0.7,
+        **block_kwargs,
+    ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown GoogLeNet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -141,8 +170,10 @@ class GoogLeNet(nn.Module):
             pool = dict(kernel_size=3, stride=2, padding=1)
         else:
             pool = dict(kernel_size=3, stride=2, ceil_mode=True)
-        self._pools = {"maxpool1": (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False)),
-                       "maxpool4": (2, 2, 0, True) if variant != "d2l" else (3, 2, 1, False)}
+        self._pools = {
+            "maxpool1": (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False)),
+            "maxpool4": (2, 2, 0, True) if variant != "d2l" else (3, 2, 1, False),
+        }
 
         self.conv1 = BasicConv2d(in_channels, 64, batch_norm=bn, kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(**pool)
@@ -207,11 +238,13 @@ class GoogLeNet(nn.Module):
 
     def _spatial_error(self, h: int, w: int) -> Optional[str]:
         sizes = [h, w]
-        stages = [("conv1", lambda s: conv_out(s, 7, 2, 3)),
-                  ("maxpool1", lambda s: pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool2", lambda s: pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool3", lambda s: pool_out(s, *self._pools["maxpool1"])),
-                  ("maxpool4", lambda s: pool_out(s, *self._pools["maxpool4"]))]
+        stages = [
+            ("conv1", lambda s: conv_out(s, 7, 2, 3)),
+            ("maxpool1", lambda s: pool_out(s, *self._pools["maxpool1"])),
+            ("maxpool2", lambda s: pool_out(s, *self._pools["maxpool1"])),
+            ("maxpool3", lambda s: pool_out(s, *self._pools["maxpool1"])),
+            ("maxpool4", lambda s: pool_out(s, *self._pools["maxpool4"])),
+        ]
         for name, fn in stages:
             if min(sizes) < 1:
                 return name
@@ -229,14 +262,18 @@ class GoogLeNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"GoogLeNet expects a floating-point input, got {x.dtype}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"GoogLeNet(variant={self.variant!r}) expects {self.in_channels} input channels, "
-                             f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+            raise ValueError(
+                f"GoogLeNet(variant={self.variant!r}) expects {self.in_channels} input channels, "
+                f"got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
         h, w = x.shape[-2:]
         where = self._spatial_error(h, w)
         if where is not None:
-            raise ValueError(f"input spatial size {h}x{w} is too small for GoogLeNet(variant={self.variant!r}): "
-                             f"it vanishes at {where}; the smallest square input is "
-                             f"{self.min_input_size()}x{self.min_input_size()}")
+            raise ValueError(
+                f"input spatial size {h}x{w} is too small for GoogLeNet(variant={self.variant!r}): "
+                f"it vanishes at {where}; the smallest square input is "
+                f"{self.min_input_size()}x{self.min_input_size()}"
+            )
 
     # -- forward --------------------------------------------------------------------------------
     def _transform_input(self, x: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ Each measures on CUDA, per shape, on the first call (``inception_fast.choices``)
 fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
 ATen.  The results are channels_last.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -27,8 +28,19 @@ from torch import Tensor, nn
 
 from . import choices, ops
 
-__all__ = ["STEM_TRITON_VARIANTS", "square", "pool_params", "checked_against", "conv_relu", "max_pool",
-           "stem_padded_channels", "stem_triton_params", "stem_key", "stem_variants", "stem_conv1"]
+__all__ = [
+    "STEM_TRITON_VARIANTS",
+    "square",
+    "pool_params",
+    "checked_against",
+    "conv_relu",
+    "max_pool",
+    "stem_padded_channels",
+    "stem_triton_params",
+    "stem_key",
+    "stem_variants",
+    "stem_conv1",
+]
 
 STEM_TRITON_VARIANTS = ("triton", "triton_conv")
 
@@ -44,8 +56,12 @@ def pool_params(pool: nn.Module) -> Optional[tuple]:
     """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
     if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or square(pool.dilation) != 1:
         return None
-    params = (square(pool.kernel_size), square(pool.stride if pool.stride is not None else pool.kernel_size),
-              square(pool.padding), bool(pool.ceil_mode))
+    params = (
+        square(pool.kernel_size),
+        square(pool.stride if pool.stride is not None else pool.kernel_size),
+        square(pool.padding),
+        bool(pool.ceil_mode),
+    )
     return None if None in params else params
 
 
@@ -60,8 +76,11 @@ def checked_against(run, reference, what: str):
         out = run()
         if not checked:
             ref = reference()
-            same = (out.shape == ref.shape and torch.equal(out.isnan(), ref.isnan())
-                    and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0)))
+            same = (
+                out.shape == ref.shape
+                and torch.equal(out.isnan(), ref.isnan())
+                and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0))
+            )
             if not same:
                 raise RuntimeError(f"{what} disagrees with ATen on input {tuple(ref.shape)}; not used")
             checked.append(True)
@@ -76,8 +95,15 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
     chooser = choices.CONV_RELU_CHOICE
     if not chooser.applies(x.device, x, w, b):  # the fused op has no backward
         return aten()
-    key = choices.ConvReluKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), tuple(w.shape), padding,
-                              choices.fp32_precision(x.dtype))
+    key = choices.ConvReluKey(
+        str(x.device),
+        x.dtype,
+        tuple(x.shape),
+        tuple(x.stride()),
+        tuple(w.shape),
+        padding,
+        choices.fp32_precision(x.dtype),
+    )
     choice = chooser.lookup(key)
     if choice is None:
         fused = lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)  # noqa: E731
@@ -105,8 +131,9 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
 
         runners = {"aten": lambda: pool(x)}
         if availability("triton", x.device) is None:
-            runners["triton"] = checked_against(lambda: ops.max_pool2d(x, *params, backend="triton"),
-                                                lambda: pool(x), "the Triton max pool")
+            runners["triton"] = checked_against(
+                lambda: ops.max_pool2d(x, *params, backend="triton"), lambda: pool(x), "the Triton max pool"
+            )
         choice = chooser.pick(key, x.device, runners)
     return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
 
@@ -131,10 +158,27 @@ def stem_triton_params(conv: nn.Conv2d, pool: nn.Module) -> Optional[tuple]:
 def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) -> choices.StemKey:
     """STEM_CHOICE's key for input ``x`` of a stem whose first layers are ``conv`` and ``pool``:
     models whose first layers differ never share a choice."""
-    params = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-              pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-    return choices.StemKey(str(x.device), x.dtype, tuple(x.shape), x.is_contiguous(),
-                           choices.fp32_precision(x.dtype), triton_allowed, params)
+    params = (
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        pool.kernel_size,
+        pool.stride,
+        pool.padding,
+        pool.dilation,
+        pool.ceil_mode,
+    )
+    return choices.StemKey(
+        str(x.device),
+        x.dtype,
+        tuple(x.shape),
+        x.is_contiguous(),
+        choices.fp32_precision(x.dtype),
+        triton_allowed,
+        params,
+    )
 
 
 def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool) -> list[str]:
@@ -147,8 +191,16 @@ def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, tri
     return variants
 
 
-def stem_conv1(x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str, conv: nn.Conv2d, pool: nn.Module,
-               triton_allowed: bool) -> Tensor:
+def stem_conv1(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    padded: dict,
+    variant: str,
+    conv: nn.Conv2d,
+    pool: nn.Module,
+    triton_allowed: bool,
+) -> Tensor:
     """conv1 (folded weights w1, b1; ``padded``: w1 zero-padded to more channels) + ReLU + ``pool``
     as ``variant``; the result is channels_last."""
     cl = torch.channels_last
@@ -163,7 +215,7 @@ def stem_conv1(x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str, co
         y = pool(F.conv2d(x.contiguous(), w1.contiguous(), b1, **args).relu_())
         return y.contiguous(memory_format=cl)
     if variant != "channels_last":
-        w1 = padded[int(variant[len("pad"):])]
+        w1 = padded[int(variant[len("pad") :])]
         n, c, h, w = x.shape
         xp = torch.empty((n, w1.shape[1], h, w), dtype=x.dtype, device=x.device, memory_format=cl)
         xp[:, c:].zero_()

@@ -5,6 +5,7 @@ BatchNorm calibration that keeps activations from vanishing with depth (with
 torchvision's init, a random googlenet's activations shrink to ~0, and then
 every comparison passes).
 """
+
 from __future__ import annotations
 
 import torch

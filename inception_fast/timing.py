@@ -3,6 +3,7 @@
 GPU work is timed with CUDA events after a warm-up, optionally as CUDA-graph
 replays; CPU work with perf_counter.  Reports the median of the repeats.
 """
+
 from __future__ import annotations
 
 import statistics

@@ -20,6 +20,7 @@ Data-parallel: under ``torchrun --nproc_per_node N`` it trains with DistributedD
 split evenly over the processes, so N processes train the same recipe as one.  Only rank 0
 prints and writes files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ HISTORY = "history.json"
 CURVES = "curves.png"
 FORMAT = "inception_fast.train/1"
 DATA_CHOICES = ("digits", "fashion-mnist", "imagefolder")
-FMNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FMNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 
 
 class UsageError(Exception):
@@ -56,6 +61,7 @@ class UsageError(Exception):
 
 
 # -- data ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Images:
@@ -127,7 +133,7 @@ def read_idx(path: str) -> torch.Tensor:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise UsageError(f"{path} is truncated (its header is incomplete)")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + math.prod(dims)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
@@ -151,7 +157,9 @@ def load_fashion_mnist(root: str) -> TrainData:
     for part in ("train", "test"):
         images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
         if images.dim() != 3:
-            raise UsageError(f"{paths[part + '_images']}: expected 3-D images (N, H, W), got shape {tuple(images.shape)}")
+            raise UsageError(
+                f"{paths[part + '_images']}: expected 3-D images (N, H, W), got shape {tuple(images.shape)}"
+            )
         if labels.dim() != 1 or len(labels) != len(images):
             raise UsageError(f"{paths[part + '_labels']}: {tuple(labels.shape)} labels for {len(images)} images")
         if len(labels) and int(labels.max()) > 9:
@@ -165,8 +173,9 @@ def load_digits_data() -> TrainData:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise UsageError("--data digits needs scikit-learn: pip install 'inception_fast[train]' "
-                         "(or pip install scikit-learn)") from None
+        raise UsageError(
+            "--data digits needs scikit-learn: pip install 'inception_fast[train]' (or pip install scikit-learn)"
+        ) from None
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
     labels = torch.tensor(digits.target, dtype=torch.long)
@@ -194,7 +203,9 @@ def load_image_folder(root: str) -> TrainData:
         train, classes = _folder_samples(os.path.join(root, "train"))
         test, test_classes = _folder_samples(test_dir)
         if test_classes != classes:
-            raise UsageError(f"--data-dir {root}: train/ has classes {classes}, {os.path.basename(test_dir)}/ {test_classes}")
+            raise UsageError(
+                f"--data-dir {root}: train/ has classes {classes}, {os.path.basename(test_dir)}/ {test_classes}"
+            )
     else:
         samples, classes = _folder_samples(root)
         order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0)).tolist()
@@ -225,14 +236,21 @@ def load_data(name: str, data_dir: Optional[str]) -> TrainData:
 
 # -- models ----------------------------------------------------------------------------------------
 
-def build_models(variant: str, num_classes: int, in_channels: int, seed: int, backend: str = "auto",
-                 reference: bool = False) -> dict:
+
+def build_models(
+    variant: str, num_classes: int, in_channels: int, seed: int, backend: str = "auto", reference: bool = False
+) -> dict:
     """{"fused": FusedGoogLeNet[, "reference": GoogLeNet]} with the same initial weights: the
     chapter's Xavier-uniform conv and linear weights (zero biases), drawn from ``seed``.  The d2l
     network has no dropout (the chapter's has none); the others keep GoogLeNet's 0.2."""
     torch.manual_seed(seed)
-    ref = GoogLeNet(num_classes, variant=variant, in_channels=in_channels, init_weights=True,
-                    dropout=0.0 if variant == "d2l" else 0.2)
+    ref = GoogLeNet(
+        num_classes,
+        variant=variant,
+        in_channels=in_channels,
+        init_weights=True,
+        dropout=0.0 if variant == "d2l" else 0.2,
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in ref.modules():
@@ -249,18 +267,30 @@ def build_models(variant: str, num_classes: int, in_channels: int, seed: int, ba
 
 # -- the job ---------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m inception_fast train", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", choices=DATA_CHOICES, default="digits",
-                   help="digits: scikit-learn's (offline); fashion-mnist: IDX files (gzipped or not) in "
-                        "DIR/FashionMNIST/raw or DIR; imagefolder: DIR/<class>/<image> (or DIR/train and DIR/test)")
+    p = argparse.ArgumentParser(
+        prog="python -m inception_fast train",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        choices=DATA_CHOICES,
+        default="digits",
+        help="digits: scikit-learn's (offline); fashion-mnist: IDX files (gzipped or not) in "
+        "DIR/FashionMNIST/raw or DIR; imagefolder: DIR/<class>/<image> (or DIR/train and DIR/test)",
+    )
     p.add_argument("--data-dir", default=None, help="the directory for --data fashion-mnist / imagefolder")
     p.add_argument("--variant", choices=VARIANTS, default="d2l")
     p.add_argument("--backend", default="auto", help="the fused model's backend (auto, torch, triton, cuda)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="bfloat16: autocast on CUDA (not offered on CPU)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16: autocast on CUDA (not offered on CPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model(s)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
@@ -269,14 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="train_out", help="directory for checkpoint.pt, history.json, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint up to --epochs")
-    p.add_argument("--reference", action="store_true",
-                   help="also train the unfused reference (same initial weights, same batches), side by side")
-    p.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="at most this many steps per epoch (smoke runs, tests)")
-    p.add_argument("--test-limit", type=int, default=None, metavar="N",
-                   help="evaluate on the first N test images only (smoke runs, tests)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="K",
-                   help="stop after epoch K as if interrupted (to try --resume)")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also train the unfused reference (same initial weights, same batches), side by side",
+    )
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=None, help="at most this many steps per epoch (smoke runs, tests)"
+    )
+    p.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate on the first N test images only (smoke runs, tests)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stop after epoch K as if interrupted (to try --resume)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -326,8 +370,10 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
         raise UsageError(f"--backend {args.backend!r} is unavailable on {device}; available: auto, {', '.join(avail)}")
     smallest = GoogLeNet(variant=args.variant, init_weights=False).min_input_size()
     if args.image_size < smallest:
-        raise UsageError(f"--image-size {args.image_size} is too small for variant {args.variant!r}: "
-                         f"the smallest it takes is {smallest}")
+        raise UsageError(
+            f"--image-size {args.image_size} is too small for variant {args.variant!r}: "
+            f"the smallest it takes is {smallest}"
+        )
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
 
@@ -342,8 +388,10 @@ class _Bar:
         if not self.enabled:
             return
         filled = int(24 * done / self.total)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} {note} "
-                         f"{time.perf_counter() - self.t0:6.1f}s")
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} {note} "
+            f"{time.perf_counter() - self.t0:6.1f}s"
+        )
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -384,8 +432,13 @@ def _load_checkpoint(path: str, args, data: TrainData) -> dict:
         raise UsageError(f"--resume: cannot read {path}: {exc}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"--resume: {path} is not a checkpoint of this job")
-    want = {"variant": args.variant, "num_classes": data.num_classes, "in_channels": data.channels,
-            "image_size": args.image_size, "reference": args.reference}
+    want = {
+        "variant": args.variant,
+        "num_classes": data.num_classes,
+        "in_channels": data.channels,
+        "image_size": args.image_size,
+        "reference": args.reference,
+    }
     for key, value in want.items():
         if ckpt["meta"][key] != value:
             raise UsageError(f"--resume: {path} was written for {key} {ckpt['meta'][key]!r}, this run has {value!r}")
@@ -411,7 +464,7 @@ def _evaluate(model: nn.Module, data, size: int, batch: int, device, dist: _Dist
     model.eval()
     with torch.no_grad(), autocast():
         for start in range(0, len(idx), batch):
-            x, y = data.batch(idx[start:start + batch], size)
+            x, y = data.batch(idx[start : start + batch], size)
             correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     model.train()
     right, total = _all_sum([correct, len(idx)], device, dist)
@@ -432,8 +485,13 @@ def _plot(path: str, history: list, title: str) -> Optional[str]:
     styles = {"fused": "-", "reference": "--"}
     for model in [m for m in ("fused", "reference") if history and m in history[0]]:
         for metric, color in (("train_loss", "C0"), ("train_acc", "C1"), ("test_acc", "C2")):
-            ax.plot(epochs, [h[model][metric] for h in history], styles[model], color=color,
-                    label=f"{metric.replace('_', ' ')} ({model})")
+            ax.plot(
+                epochs,
+                [h[model][metric] for h in history],
+                styles[model],
+                color=color,
+                label=f"{metric.replace('_', ' ')} ({model})",
+            )
     ax.set_xlabel("epoch")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
@@ -493,7 +551,9 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         model.to(device)
         run = model
         if dist.world > 1:
-            run = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            run = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         if args.compile:
             run = torch.compile(run)
         runners[name] = run
@@ -502,19 +562,23 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    sampler = torch.utils.data.DistributedSampler(range(len(data.train)), num_replicas=dist.world, rank=dist.rank,
-                                                  shuffle=True, seed=args.seed)
+    sampler = torch.utils.data.DistributedSampler(
+        range(len(data.train)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=args.seed
+    )
     local_batch = args.batch_size // dist.world
     steps = math.ceil(len(sampler) / local_batch)
     if args.steps_per_epoch:
         steps = min(steps, args.steps_per_epoch)
     if dist.main:
         names = " and ".join(f"{n} ({_unwrap(runners[n]).backend if n == 'fused' else 'unfused'})" for n in runners)
-        print(f"train: GoogLeNet {args.variant} {names} on {device}, {args.dtype}; {data.name}: "
-              f"{len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes, at "
-              f"{args.image_size}x{args.image_size}; SGD lr {args.lr}, batch {args.batch_size}"
-              f"{f' over {dist.world} processes' if dist.world > 1 else ''}, epochs {start + 1}-{args.epochs}, "
-              f"seed {args.seed}; out {args.out}", flush=True)
+        print(
+            f"train: GoogLeNet {args.variant} {names} on {device}, {args.dtype}; {data.name}: "
+            f"{len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes, at "
+            f"{args.image_size}x{args.image_size}; SGD lr {args.lr}, batch {args.batch_size}"
+            f"{f' over {dist.world} processes' if dist.world > 1 else ''}, epochs {start + 1}-{args.epochs}, "
+            f"seed {args.seed}; out {args.out}",
+            flush=True,
+        )
         if start >= args.epochs:
             print(f"{ckpt_path} already holds epoch {start} of {args.epochs}: nothing to train")
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -526,7 +590,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         t_epoch = time.perf_counter()
         bar = _Bar(f"epoch {epoch + 1}/{args.epochs}", steps, dist.main and not args.no_progress)
         for step in range(steps):
-            idx = order[step * local_batch:(step + 1) * local_batch]
+            idx = order[step * local_batch : (step + 1) * local_batch]
             x, y = data.train.batch(idx, args.image_size)
             x, y = x.to(device), y.to(device)
             for name, run in runners.items():
@@ -550,25 +614,44 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         for name, run in runners.items():
             loss_sum, correct, count = _all_sum(sums[name], device, dist)
             test_acc = _evaluate(run, data.test, args.image_size, local_batch, device, dist, autocast)
-            record[name] = {"train_loss": loss_sum / count, "train_acc": correct / count, "test_acc": test_acc,
-                            "images_per_s": count / max(seconds[name], 1e-9), "train_s": seconds[name]}
+            record[name] = {
+                "train_loss": loss_sum / count,
+                "train_acc": correct / count,
+                "test_acc": test_acc,
+                "images_per_s": count / max(seconds[name], 1e-9),
+                "train_s": seconds[name],
+            }
         record["elapsed_s"] = time.perf_counter() - t_epoch
         history.append(record)
         if dist.main:
             for i, name in enumerate(runners):
                 r = record[name]
                 head = f"epoch {epoch + 1:>3}/{args.epochs}" if i == 0 else " " * (len(str(args.epochs)) + 10)
-                print(f"{head} {name:<9} train loss {r['train_loss']:.4f}  train acc {r['train_acc']:.3f}  "
-                      f"test acc {r['test_acc']:.3f}  {r['images_per_s']:8.1f} img/s  "
-                      f"{record['elapsed_s'] if i == 0 else r['train_s']:7.1f} s{'' if i == 0 else ' training'}",
-                      flush=True)
-            state = {"format": FORMAT, "epoch": epoch + 1,
-                     "meta": {"variant": args.variant, "num_classes": data.num_classes, "in_channels": data.channels,
-                              "image_size": args.image_size, "reference": args.reference, "data": data.name,
-                              "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size},
-                     "models": {n: _unwrap(r).state_dict() for n, r in runners.items()},
-                     "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                     "rng": _rng_state(device), "history": history}
+                print(
+                    f"{head} {name:<9} train loss {r['train_loss']:.4f}  train acc {r['train_acc']:.3f}  "
+                    f"test acc {r['test_acc']:.3f}  {r['images_per_s']:8.1f} img/s  "
+                    f"{record['elapsed_s'] if i == 0 else r['train_s']:7.1f} s{'' if i == 0 else ' training'}",
+                    flush=True,
+                )
+            state = {
+                "format": FORMAT,
+                "epoch": epoch + 1,
+                "meta": {
+                    "variant": args.variant,
+                    "num_classes": data.num_classes,
+                    "in_channels": data.channels,
+                    "image_size": args.image_size,
+                    "reference": args.reference,
+                    "data": data.name,
+                    "seed": args.seed,
+                    "lr": args.lr,
+                    "batch_size": args.batch_size,
+                },
+                "models": {n: _unwrap(r).state_dict() for n, r in runners.items()},
+                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                "rng": _rng_state(device),
+                "history": history,
+            }
             _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
             _write_history(args, history, device, dist)
         if args.stop_after is not None and epoch + 1 >= args.stop_after and epoch + 1 < args.epochs:
@@ -577,15 +660,22 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
             return 0
     if dist.main:
         _write_history(args, history, device, dist)
-        title = f"GoogLeNet {args.variant}, {data.name} {args.image_size}x{args.image_size}, lr {args.lr}, batch {args.batch_size}"
+        size = f"{args.image_size}x{args.image_size}"
+        title = f"GoogLeNet {args.variant}, {data.name} {size}, lr {args.lr}, batch {args.batch_size}"
         why = _plot(os.path.join(args.out, CURVES), history, title)
         print(why or f"wrote {os.path.join(args.out, CURVES)}, {os.path.join(args.out, HISTORY)}, {ckpt_path}")
     return 0
 
 
 def _write_history(args, history: list, device: torch.device, dist: _Dist) -> None:
-    doc = {"args": vars(args), "device": str(device), "processes": dist.world, "torch": torch.__version__,
-           "python": platform.python_version(), "history": history}
+    doc = {
+        "args": vars(args),
+        "device": str(device),
+        "processes": dist.world,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "history": history,
+    }
     path = os.path.join(args.out, HISTORY)
 
     def write(tmp):

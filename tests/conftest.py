@@ -1,10 +1,15 @@
 """Shared test setup.  The ONE tolerance table lives in inception_fast.testing.TOLERANCE."""
+
 import os
 import warnings
 
 # Triton runs on CPU only under its interpreter, which must be chosen before triton is imported.
 # No CUDA device query here: tests must collect on any machine.
-if "TRITON_INTERPRET" not in os.environ and not os.environ.get("CUDA_VISIBLE_DEVICES") and not os.path.exists("/dev/nvidia0"):
+if (
+    "TRITON_INTERPRET" not in os.environ
+    and not os.environ.get("CUDA_VISIBLE_DEVICES")
+    and not os.path.exists("/dev/nvidia0")
+):
     os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402

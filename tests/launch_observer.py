@@ -1,6 +1,7 @@
 """Watching the Triton launchers, for the kernel tests: every aten op a launcher issues and every
 kernel it launches (through inception_fast.backends.triton._common.launch), and a stand-in for
 the autotuner's benchmark."""
+
 from __future__ import annotations
 
 

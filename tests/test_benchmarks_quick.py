@@ -5,6 +5,7 @@ file ran, wrote pytest-benchmark JSON with the headline numbers in extra_info, a
 report.py turns that JSON into markdown.  Each file runs in a subprocess, from the
 repository root, by explicit path (as gpu_suite.sh runs them).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def _env(triton_interpret: bool) -> dict:
     env = dict(os.environ)
     env["INCEPTION_FAST_BENCH_QUICK"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    for var in ("INCEPTION_FAST_BENCH_COMPILE", "INCEPTION_FAST_BENCH_CUDA_GRAPH", "INCEPTION_FAST_BENCH_DEADLINE",
-                "INCEPTION_FAST_BENCH_BATCHES", "INCEPTION_FAST_BENCH_DTYPES", "INCEPTION_FAST_BENCH_PROFILE"):
+    for var in (
+        "INCEPTION_FAST_BENCH_COMPILE",
+        "INCEPTION_FAST_BENCH_CUDA_GRAPH",
+        "INCEPTION_FAST_BENCH_DEADLINE",
+        "INCEPTION_FAST_BENCH_BATCHES",
+        "INCEPTION_FAST_BENCH_DTYPES",
+        "INCEPTION_FAST_BENCH_PROFILE",
+    ):
         env.pop(var, None)
     # tests/conftest.py turns the Triton interpreter on for CPU machines; a whole network under
     # it takes minutes, so the smoke runs go without it, except the one Triton case below.
@@ -38,12 +45,36 @@ def _env(triton_interpret: bool) -> dict:
     return env
 
 
-def _run_bench(name: str, json_path: Path, *extra_args: str, triton_interpret: bool = False, timeout: int = 300,
-               extra_env: dict | None = None):
-    cmd = [sys.executable, "-m", "pytest", str(BENCH / name), "-q", "-p", "no:cacheprovider",
-           "--benchmark-json", str(json_path), "--benchmark-columns=median", *extra_args]
-    proc = subprocess.run(cmd, cwd=REPO, env={**_env(triton_interpret), **(extra_env or {})}, check=False,
-                          capture_output=True, text=True, timeout=timeout)
+def _run_bench(
+    name: str,
+    json_path: Path,
+    *extra_args: str,
+    triton_interpret: bool = False,
+    timeout: int = 300,
+    extra_env: dict | None = None,
+):
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(BENCH / name),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-json",
+        str(json_path),
+        "--benchmark-columns=median",
+        *extra_args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**_env(triton_interpret), **(extra_env or {})},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, f"{name} failed (rc={proc.returncode}):\n{tail}"
     assert json_path.exists(), f"{name} wrote no JSON:\n{tail}"
@@ -84,9 +115,26 @@ def test_benchmarks_and_report_run(bench_jsons):
     out = bench_jsons
     md, chart, merged = out / "report.md", out / "chart.png", out / "merged.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "report.py"), str(out / "bench.json"), str(out / "blocks.json"),
-         str(out / "absent.json"), "--md", str(md), "--chart", str(chart), "--merged-json", str(merged), "--short"],
-        cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(BENCH / "report.py"),
+            str(out / "bench.json"),
+            str(out / "blocks.json"),
+            str(out / "absent.json"),
+            "--md",
+            str(md),
+            "--chart",
+            str(chart),
+            "--merged-json",
+            str(merged),
+            "--short",
+        ],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = md.read_text()
     assert "## Throughput" in text and "| torchvision eager |" in text
@@ -102,15 +150,26 @@ def test_triton_cases_run_under_the_interpreter(tmp_path):
     """The Triton block and Triton launch-1 paths (the only GPU-kernel calls the benchmarks
     make themselves), on the smallest quick block; on CPU this needs the interpreter."""
     pytest.importorskip("triton")
-    data, tail = _run_bench("bench_blocks.py", tmp_path / "triton.json", "-k", "inception3a and triton",
-                            triton_interpret=True)
+    data, tail = _run_bench(
+        "bench_blocks.py", tmp_path / "triton.json", "-k", "inception3a and triton", triton_interpret=True
+    )
     impls = {r["impl"] for r in _check_rows(data, "block")}
     assert impls == {"triton", "launch1_triton"}, tail
 
 
 def _row(model, median_s, timing="cuda_events", **extra):
-    return {"kind": "throughput", "model": model, "dtype": "bf16", "memory_format": "channels_last", "batch": 256,
-            "device": "cuda", "median_s": median_s, "images_per_s": 256 / median_s, "timing": timing, **extra}
+    return {
+        "kind": "throughput",
+        "model": model,
+        "dtype": "bf16",
+        "memory_format": "channels_last",
+        "batch": 256,
+        "device": "cuda",
+        "median_s": median_s,
+        "images_per_s": 256 / median_s,
+        "timing": timing,
+        **extra,
+    }
 
 
 def test_report_holds_graph_replays_against_the_compile_anchor():
@@ -119,12 +178,18 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
-    prof = {"source": "cuda kernels", "us_per_call": 4000.0,
-            "kernels": [{"name": "_branch_convs_kernel", "us": 3000.0, "calls": 9, "share": 0.75}]}
-    rows = [_row("torchvision", 0.012), _row("tv_compile", 0.006, compile_s=30.0),
-            _row("fused_triton", 0.010, kernel_profile=prof, busy=0.4),
-            _row("fused_triton", 0.004, timing="cuda_graph"),
-            _row("fused_cuda", 0.011, cuda_graph_error="RuntimeError: capture failed")]
+    prof = {
+        "source": "cuda kernels",
+        "us_per_call": 4000.0,
+        "kernels": [{"name": "_branch_convs_kernel", "us": 3000.0, "calls": 9, "share": 0.75}],
+    }
+    rows = [
+        _row("torchvision", 0.012),
+        _row("tv_compile", 0.006, compile_s=30.0),
+        _row("fused_triton", 0.010, kernel_profile=prof, busy=0.4),
+        _row("fused_triton", 0.004, timing="cuda_graph"),
+        _row("fused_cuda", 0.011, cuda_graph_error="RuntimeError: capture failed"),
+    ]
     index = report.throughput_index(rows)
     graph = index[("cuda", "bf16", "channels_last, CUDA graph", 256)]["fused_triton"]
     assert graph["x_compile"] == pytest.approx(1.5)

@@ -1,11 +1,12 @@
 """Per-shape caches stay bounded: a process that sees many input shapes keeps at most
 ``cache_capacity()`` entries in each measured choice and in the Triton tuning memos and log,
 and keeps failure messages short."""
+
 import pytest
 import torch
 
 from inception_fast import choices
-from inception_fast.caches import ENV_CACHE_ENTRIES, DEFAULT_CACHE_ENTRIES, LRUDict, cache_capacity, short_error
+from inception_fast.caches import DEFAULT_CACHE_ENTRIES, ENV_CACHE_ENTRIES, LRUDict, cache_capacity, short_error
 
 CAP = 5
 

@@ -17,6 +17,7 @@ no kernel writes fails the comparison, and a slice an op must not touch stays Na
   2-8, fp16/bf16 with the 2x rule, fp32 with TF32 (TOLERANCE["tf32"]) and without
   (TOLERANCE["fp32"]), the element-wise fallback, opcheck and CUDA graph capture.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from block_cases import ODD, block_reference, make_block  # noqa: F401
 
 from inception_fast.backends import cuda_backend as cb
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
-from block_cases import ODD, block_reference, make_block  # noqa: F401
 
 def build_required() -> bool:
     """INCEPTION_FAST_BUILD_EXT=1 (CI): the compiled code must build, as setup.py demands."""
@@ -60,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def dims(b):
     r3, r5 = b["w3"].shape[1], b["w5"].shape[1]
@@ -123,6 +125,7 @@ def check_launch1(b, out, scratch, tolerance, what):
 # CPU kernels
 # ---------------------------------------------------------------------------------------------
 
+
 def _fp32(_ref64, _ref_low):
     return TOLERANCE["fp32"]
 
@@ -137,8 +140,8 @@ def test_cpu_googlenet_blocks(name):
     check_launch1(b, out, scratch, _fp32, name)
     OPS.branch_convs_(*launch2_args(b, scratch, out))
     y3, y5 = reference_launch2(scratch, b)
-    check_close(out[:, ch1:ch1 + c3], y3, TOLERANCE["fp32"], f"{name} branch 2")
-    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, TOLERANCE["fp32"], f"{name} branch 3")
+    check_close(out[:, ch1 : ch1 + c3], y3, TOLERANCE["fp32"], f"{name} branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, TOLERANCE["fp32"], f"{name} branch 3")
     check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"{name} whole block")
 
 
@@ -251,12 +254,17 @@ def test_extension_flags():
 # The CUDA kernel's source, emulated on the CPU
 # ---------------------------------------------------------------------------------------------
 
+
 def _build_emulator():
     from torch.utils.cpp_extension import load
 
-    load(name="inception_fast_emu", sources=[str(REPO / "tests" / "cuda_emulator" / "emulator.cpp")],
-         extra_include_paths=[str(REPO / "csrc"), str(REPO / "tests" / "cuda_emulator")],
-         extra_cflags=["-O2", "-g0", "-std=c++20", "-DINCEPTION_FAST_EMULATE"], is_python_module=False)
+    load(
+        name="inception_fast_emu",
+        sources=[str(REPO / "tests" / "cuda_emulator" / "emulator.cpp")],
+        extra_include_paths=[str(REPO / "csrc"), str(REPO / "tests" / "cuda_emulator")],
+        extra_cflags=["-O2", "-g0", "-std=c++20", "-DINCEPTION_FAST_EMULATE"],
+        is_python_module=False,
+    )
 
 
 def load_emulator(build=_build_emulator):
@@ -282,6 +290,7 @@ def emulator():
 def test_failed_emulator_build_fails_where_the_build_is_required(monkeypatch, required):
     """A compile error in the kernel source fails the emulator's tests under
     INCEPTION_FAST_BUILD_EXT=1 (CI), and skips them with the compiler's message otherwise."""
+
     def broken_build():
         raise RuntimeError("conv_gemm.cu:250: error: expected ';' before 'const'")
 
@@ -327,8 +336,8 @@ def test_emulated_cuda_kernel(emulator, dtype, tf32, shape):
     emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
     y3, y5 = reference_launch2(scratch, b)
     l3, l5 = reference_launch2(scratch, b, dtype)
-    check_close(out[:, ch1:ch1 + c3], y3, tolerance(y3, l3), "emulated branch 2")
-    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, tolerance(y5, l5), "emulated branch 3")
+    check_close(out[:, ch1 : ch1 + c3], y3, tolerance(y3, l3), "emulated branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, tolerance(y5, l5), "emulated branch 3")
     assert not torch.isnan(out).any()
 
 
@@ -347,8 +356,8 @@ def test_emulated_cuda_kernel_early_copies(emulator):
         emulator.set_eager_copies(False)
     y3, y5 = reference_launch2(scratch, b)
     l3, l5 = reference_launch2(scratch, b, torch.bfloat16)
-    check_close(out[:, ch1:ch1 + c3], y3, reduced_precision_bound(l3, y3), "early cp.async, branch 2")
-    check_close(out[:, ch1 + c3:ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), "early cp.async, branch 3")
+    check_close(out[:, ch1 : ch1 + c3], y3, reduced_precision_bound(l3, y3), "early cp.async, branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), "early cp.async, branch 3")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +393,7 @@ def _run_two_launches(b):
     out, scratch = poisoned_buffers(b)
     OPS.reduce_pool_(*launch1_args(b, out, scratch))
     ch1, r3, r5, c3, c5, pool = dims(b)
-    assert torch.isnan(out[:, ch1:ch1 + c3 + c5]).all(), "launch 1 wrote into branch 2/3's slices"
+    assert torch.isnan(out[:, ch1 : ch1 + c3 + c5]).all(), "launch 1 wrote into branch 2/3's slices"
     OPS.branch_convs_(*launch2_args(b, scratch, out))
     torch.cuda.synchronize()
     return out, scratch
@@ -468,5 +477,3 @@ def test_gpu_opcheck(cuda_kernels):
     out, scratch = poisoned_buffers(b)
     torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
     torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
-
-

@@ -1,4 +1,5 @@
 """FusedInception / FusedGoogLeNet on the torch backend against the reference and torchvision."""
+
 import copy
 
 import pytest
@@ -39,6 +40,7 @@ def net_tolerance(ref, x):
 
 
 # -- blocks ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
 @pytest.mark.parametrize("fmt", ["nchw", "cl"])
@@ -89,8 +91,10 @@ def low_precision_parity(ref, fused, x, dtype, what):
 
 # (backend, dtype): the torch backend in both, Triton under the interpreter (which has no bf16).
 LOW_PRECISION_CASES = pytest.mark.parametrize(
-    "backend,dtype", [("torch", torch.float16), ("torch", torch.bfloat16), ("triton", torch.float16)],
-    ids=["torch-fp16", "torch-bf16", "triton-fp16"])
+    "backend,dtype",
+    [("torch", torch.float16), ("torch", torch.bfloat16), ("triton", torch.float16)],
+    ids=["torch-fp16", "torch-bf16", "triton-fp16"],
+)
 
 
 def runs_here(backend):
@@ -127,13 +131,17 @@ def test_batch_norm_folds_in_fp32_for_low_precision_weights(dtype):
     low = fused.to(dtype)
     same_values = copy.deepcopy(low).float()
     with torch.no_grad():
-        pairs = [(f"stem {i}", a, b) for i, (got, want) in
-                 enumerate(zip(low._stem_weights(dtype)[:3], same_values._stem_weights(dtype)[:3]))
-                 for a, b in zip(got, want)]
+        pairs = [
+            (f"stem {i}", a, b)
+            for i, (got, want) in enumerate(zip(low._stem_weights(dtype)[:3], same_values._stem_weights(dtype)[:3]))
+            for a, b in zip(got, want)
+        ]
         for (name, block), other in zip(low.named_modules(), same_values.modules()):
             if isinstance(block, FusedInception):
-                pairs += [(f"{name} {field}", a, b)
-                          for field, a, b in zip(PackedBlock._fields, block.packed(dtype), other.packed(dtype))]
+                pairs += [
+                    (f"{name} {field}", a, b)
+                    for field, a, b in zip(PackedBlock._fields, block.packed(dtype), other.packed(dtype))
+                ]
     assert len(pairs) == 6 + 9 * 8
     for name, got, want in pairs:
         assert got.dtype == want.dtype == dtype, name
@@ -182,6 +190,7 @@ def test_block_forward_has_no_cat_and_one_reduction_gemm():
 
 
 # -- the whole network --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["nchw", "cl"])
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 64, 64), (3, 3, 57, 71)])
@@ -243,6 +252,7 @@ def test_aux_heads_in_training():
 
 
 # -- state_dict, fuse(), staleness ---------------------------------------------------------------
+
 
 def test_state_dict_round_trips_with_torchvision():
     tv = torchvision.models.googlenet(aux_logits=True, init_weights=True)
@@ -371,6 +381,7 @@ def test_optimizer_step_refreshes_eval_output():
 
 # -- training / gradients ------------------------------------------------------------------------
 
+
 def _grads(model, x, target):
     """([gradient of x, of every parameter], the ops the forward dispatched)."""
     model.zero_grad()
@@ -421,6 +432,7 @@ def test_googlenet_training_step_matches_reference(variant, size, train):
 
 # -- torch.compile and opcheck -------------------------------------------------------------------
 
+
 def test_compile_fullgraph_without_graph_breaks():
     torch._dynamo.reset()
     ref, fused = calibrated_net("torchvision", 64)
@@ -453,6 +465,7 @@ def test_opcheck_inception_block(fmt):
 
 
 # -- bad input ------------------------------------------------------------------------------------
+
 
 def test_bad_inputs_get_clear_errors():
     net = FusedGoogLeNet(init_weights=False).eval()
@@ -490,7 +503,9 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
     monkeypatch.setitem(backends._REGISTRY, "fake", fake)
     monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "fake"))
     block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="fake").eval()
-    with pytest.raises(RuntimeError, match=r"backend 'fake' is unavailable on cpu: it only exists .* Available on cpu: torch"):
+    with pytest.raises(
+        RuntimeError, match=r"backend 'fake' is unavailable on cpu: it only exists .* Available on cpu: torch"
+    ):
         block(torch.randn(1, 16, 5, 5))
     assert "torch" in available_backends("cpu")
     if not torch.cuda.is_available():
@@ -499,6 +514,7 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
 
 
 # -- backend="auto" ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_backends(monkeypatch):
@@ -515,11 +531,13 @@ def fake_backends(monkeypatch):
             if name.startswith("broken"):
                 raise RuntimeError("no tile fits")
             return torch_backend.block_forward(*args)
+
         return forward
 
     for name in ("slow", "fast", "broken", "broken2"):
-        monkeypatch.setitem(backends._REGISTRY, name,
-                            backends.Backend(name, lambda device: None, {"inception_block": forward_of(name)}))
+        monkeypatch.setitem(
+            backends._REGISTRY, name, backends.Backend(name, lambda device: None, {"inception_block": forward_of(name)})
+        )
     monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken", "broken2"))
     return calls
 
@@ -540,8 +558,7 @@ def _packed_block(h=5):
 
 
 def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
-    chooser = _chooser(fake_backends, ("slow", "broken", "fast", "torch"),
-                       {"slow": 3e-3, "fast": 1e-3, "torch": 2e-3})
+    chooser = _chooser(fake_backends, ("slow", "broken", "fast", "torch"), {"slow": 3e-3, "fast": 1e-3, "torch": 2e-3})
     _, x, packed = _packed_block()
     with torch.no_grad():
         assert chooser.choose(x, *packed) == "fast"
@@ -558,7 +575,7 @@ def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
 
 
 def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake_backends, monkeypatch):
-    from inception_fast import backends, choices, ops
+    from inception_fast import choices
 
     _, x, packed = _packed_block()
     tie = _chooser(fake_backends, ("slow", "fast"), {"slow": 1e-3, "fast": 1e-3})
@@ -597,12 +614,14 @@ def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
 def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
     """Each backend's parity is tested on its own; here: auto measures them all on a 3a block and
     then computes exactly what the fastest one computes."""
-    from inception_fast import backends, choices, ops
+    from inception_fast import choices, ops
 
     if len(available_backends(cuda_device)) < 2:
         pytest.skip("auto measures nothing with a single backend available")
     block = FusedInception(*BLOCK_CONFIGS["inception3a"], backend="auto").eval().to(cuda_device, torch.bfloat16)
-    x = torch.randn(4, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last
+    )
     choices.AUTO.clear()
     with torch.no_grad():
         out = block(x)
@@ -653,13 +672,21 @@ def test_gpu_googlenet_captured_forward(cuda_device, backend):
 
 # -- the stem's measured first conv -----------------------------------------------------------------
 
-@pytest.mark.parametrize("variant,size,fmt", [("torchvision", 40, CL), ("torchvision", 33, torch.contiguous_format),
-                                               ("paper", 32, CL), ("d2l", 32, torch.contiguous_format)])
+
+@pytest.mark.parametrize(
+    "variant,size,fmt",
+    [
+        ("torchvision", 40, CL),
+        ("torchvision", 33, torch.contiguous_format),
+        ("paper", 32, CL),
+        ("d2l", 32, torch.contiguous_format),
+    ],
+)
 def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fmt):
     """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW, and where
     Triton runs -- under the interpreter here -- the Triton kernel with and without the pool) is
     forced in turn through a measuring chooser whose fake timer makes it the fastest."""
-    from inception_fast import choices, modules, ops, stages
+    from inception_fast import choices
 
     ref, _ = calibrated_net(variant, size)
     fused = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()  # blocks: torch on CPU
@@ -692,7 +719,7 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
     """A model pinned to the torch backend never runs the Triton stem (its key differs from an auto
     model's, so a choice measured for one is not looked up by the other), and with gradients the
     Triton stem, which has no backward, gives way to ATen."""
-    from inception_fast import choices, modules, ops, stages
+    from inception_fast import choices, modules, stages
 
     ref, pinned = calibrated_net("torchvision", 32)
     auto = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
@@ -708,8 +735,9 @@ def test_stem_triton_variants_only_where_allowed(monkeypatch):
     monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
     seen = []
     real = modules.FusedGoogLeNet._stem_conv1
-    monkeypatch.setattr(modules.FusedGoogLeNet, "_stem_conv1",
-                        lambda self, *args: seen.append(args[-1]) or real(self, *args))
+    monkeypatch.setattr(
+        modules.FusedGoogLeNet, "_stem_conv1", lambda self, *args: seen.append(args[-1]) or real(self, *args)
+    )
     with torch.enable_grad():
         loss = auto(x).square().sum()
     loss.backward()
@@ -738,10 +766,11 @@ def test_stem_padding_candidates():
 
 # -- the stem's conv + bias + ReLU: ATen or cuDNN's fused op, measured ------------------------------
 
+
 def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
     """Measured on CPU through a stand-in timer that would prefer cuDNN's fused op: it has no CPU
     kernel, so its error is kept and ATen is chosen, and the stem still matches the reference."""
-    from inception_fast import choices, modules, ops, stages
+    from inception_fast import choices
 
     timed = []
 
@@ -767,7 +796,7 @@ def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
 def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
     """cuDNN's fused conv-bias-ReLU, forced, on the stem's conv3 in channels_last: bf16 within 2x the
     ATen path's own error against fp64 (the table's rule), fp32 at the TF32 tolerance."""
-    from inception_fast import choices, modules, ops, stages
+    from inception_fast import choices, modules
 
     def forcing(winner):  # a stand-in timer under which ``winner`` (a candidate index) is fastest
         calls = []
@@ -776,6 +805,7 @@ def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
             fn()
             calls.append(fn)
             return 1.0 if len(calls) - 1 == winner else 2.0
+
         return timer
 
     for dtype in (torch.bfloat16, torch.float32):

@@ -1,5 +1,6 @@
 """Inputs that must get the reference's behaviour or a clear error, never a traceback from
 deep inside or a silent oddity."""
+
 import pytest
 import torch
 import torchvision

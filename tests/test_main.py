@@ -1,4 +1,5 @@
 """The main job, `python -m inception_fast`, at tiny sizes."""
+
 import json
 import subprocess
 import sys
@@ -14,8 +15,23 @@ def test_help_runs():
 
 def test_main_job_checks_parity_and_writes_json(tmp_path, capsys):
     path = tmp_path / "r.json"
-    rc = main(["--device", "cpu", "--batch-sizes", "1,2", "--image-size", "48", "--repeats", "1",
-               "--backend", "torch", "--json", str(path), "--no-progress"])
+    rc = main(
+        [
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1,2",
+            "--image-size",
+            "48",
+            "--repeats",
+            "1",
+            "--backend",
+            "torch",
+            "--json",
+            str(path),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "parity [torch]" in printed and "img/s" in printed
@@ -23,13 +39,34 @@ def test_main_job_checks_parity_and_writes_json(tmp_path, capsys):
     assert data["baseline"] == "torchvision"
     assert data["parity"]["torch"] <= data["parity_bound"]
     assert {(r["model"], r["batch"]) for r in data["results"]} == {
-        ("torchvision", 1), ("torchvision", 2), ("fused[torch]", 1), ("fused[torch]", 2)}
+        ("torchvision", 1),
+        ("torchvision", 2),
+        ("fused[torch]", 1),
+        ("fused[torch]", 2),
+    }
     assert all(r["images_per_s"] > 0 for r in data["results"])
 
 
 def test_main_job_other_variant_and_format(capsys):
-    rc = main(["--device", "cpu", "--batch-sizes", "1", "--variant", "d2l", "--image-size", "32", "--repeats", "1",
-               "--memory-format", "contiguous", "--backend", "torch", "--no-progress"])
+    rc = main(
+        [
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "--variant",
+            "d2l",
+            "--image-size",
+            "32",
+            "--repeats",
+            "1",
+            "--memory-format",
+            "contiguous",
+            "--backend",
+            "torch",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "reference" in capsys.readouterr().out
 

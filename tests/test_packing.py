@@ -1,6 +1,7 @@
 """Packed-weight staleness: the fused modules compute with the weights in force, also when those
 are inference tensors (built, moved or loaded under torch.inference_mode()), on every backend
 that runs here."""
+
 import copy
 
 import pytest

@@ -1,4 +1,5 @@
 """fuse() recognises Inception blocks by what their forward computes (inception_fast.recognize)."""
+
 import copy
 import warnings
 
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from inception_fast import FusedInception, Inception as OurInception, fuse
+from inception_fast import FusedInception, fuse
+from inception_fast import Inception as OurInception
 from inception_fast.modules import FusedForeignInception
 from inception_fast.recognize import BlockMatch, match_block
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
@@ -17,6 +19,7 @@ FP32 = TOLERANCE["fp32"]
 
 
 # -- the Dive-into-Deep-Learning chapter's network, as a reader types it ------------------------------
+
 
 class TextbookInception(nn.Module):
     """The chapter's block: bare convs with bias, F.relu in forward, torch.cat."""
@@ -41,23 +44,37 @@ class TextbookInception(nn.Module):
 
 def textbook_googlenet():
     """The chapter's GoogLeNet: five stages in an nn.Sequential, 1 channel in, 10 classes out."""
-    stage1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.ReLU(),
-                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    stage2 = nn.Sequential(nn.Conv2d(64, 64, kernel_size=1), nn.ReLU(),
-                           nn.Conv2d(64, 192, kernel_size=3, padding=1), nn.ReLU(),
-                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    stage3 = nn.Sequential(TextbookInception(192, 64, (96, 128), (16, 32), 32),
-                           TextbookInception(256, 128, (128, 192), (32, 96), 64),
-                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    stage4 = nn.Sequential(TextbookInception(480, 192, (96, 208), (16, 48), 64),
-                           TextbookInception(512, 160, (112, 224), (24, 64), 64),
-                           TextbookInception(512, 128, (128, 256), (24, 64), 64),
-                           TextbookInception(512, 112, (144, 288), (32, 64), 64),
-                           TextbookInception(528, 256, (160, 320), (32, 128), 128),
-                           nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    stage5 = nn.Sequential(TextbookInception(832, 256, (160, 320), (32, 128), 128),
-                           TextbookInception(832, 384, (192, 384), (48, 128), 128),
-                           nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+    stage1 = nn.Sequential(
+        nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stage2 = nn.Sequential(
+        nn.Conv2d(64, 64, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 192, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stage3 = nn.Sequential(
+        TextbookInception(192, 64, (96, 128), (16, 32), 32),
+        TextbookInception(256, 128, (128, 192), (32, 96), 64),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stage4 = nn.Sequential(
+        TextbookInception(480, 192, (96, 208), (16, 48), 64),
+        TextbookInception(512, 160, (112, 224), (24, 64), 64),
+        TextbookInception(512, 128, (128, 256), (24, 64), 64),
+        TextbookInception(512, 112, (144, 288), (32, 64), 64),
+        TextbookInception(528, 256, (160, 320), (32, 128), 128),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stage5 = nn.Sequential(
+        TextbookInception(832, 256, (160, 320), (32, 128), 128),
+        TextbookInception(832, 384, (192, 384), (48, 128), 128),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+    )
     return nn.Sequential(stage1, stage2, stage3, stage4, stage5, nn.Linear(1024, 10))
 
 
@@ -134,7 +151,9 @@ class BNInception(nn.Module):
         super().__init__()
 
         def unit(i, o, kk=1):
-            return nn.Sequential(nn.Conv2d(i, o, kk, padding=kk // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(i, o, kk, padding=kk // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)
+            )
 
         self.a = unit(cin, c1)
         self.b = nn.Sequential(unit(cin, c2[0]), unit(c2[0], c2[1], 3))
@@ -188,10 +207,13 @@ def test_torchvision_network_and_a_model_with_both_kinds():
     _, report = _fuse_quietly(tv)
     assert len(report.fused) == 9 and sum(isinstance(m, FusedInception) for m in tv.modules()) == 9
 
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-                          OurInception(16, 4, 4, 8, 2, 4, 4, batch_norm=False),
-                          TextbookInception(20, 6, (4, 8), (2, 4), 6),
-                          nn.Sequential(BNInception(24, 4, (4, 6), (2, 4), 2)))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        OurInception(16, 4, 4, 8, 2, 4, 4, batch_norm=False),
+        TextbookInception(20, 6, (4, 8), (2, 4), 6),
+        nn.Sequential(BNInception(24, 4, (4, 6), (2, 4), 2)),
+    )
     x = torch.randn(2, 3, 7, 7)
     calibrate(model, x)
     with torch.no_grad():
@@ -212,29 +234,58 @@ def test_torchvision_network_and_a_model_with_both_kinds():
 
 # -- lookalikes: left exactly as they were -------------------------------------------------------
 
+
 class AvgPoolBranch(TextbookInception):
     def forward(self, x):
         p4 = F.relu(self.p4_2(F.avg_pool2d(x, 3, 1, 1)))
-        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(F.relu(self.p2_1(x)))),
-                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), p4), dim=1)
+        return torch.cat(
+            (
+                F.relu(self.p1_1(x)),
+                F.relu(self.p2_2(F.relu(self.p2_1(x)))),
+                F.relu(self.p3_2(F.relu(self.p3_1(x)))),
+                p4,
+            ),
+            dim=1,
+        )
 
 
 class MissingReLU(TextbookInception):
     def forward(self, x):
-        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(self.p2_1(x))),
-                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+        return torch.cat(
+            (
+                F.relu(self.p1_1(x)),
+                F.relu(self.p2_2(self.p2_1(x))),
+                F.relu(self.p3_2(F.relu(self.p3_1(x)))),
+                F.relu(self.p4_2(self.p4_1(x))),
+            ),
+            dim=1,
+        )
 
 
 class OtherOrder(TextbookInception):
     def forward(self, x):
-        return torch.cat((F.relu(self.p2_2(F.relu(self.p2_1(x)))), F.relu(self.p1_1(x)),
-                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+        return torch.cat(
+            (
+                F.relu(self.p2_2(F.relu(self.p2_1(x)))),
+                F.relu(self.p1_1(x)),
+                F.relu(self.p3_2(F.relu(self.p3_1(x)))),
+                F.relu(self.p4_2(self.p4_1(x))),
+            ),
+            dim=1,
+        )
 
 
 class Sigmoid(TextbookInception):
     def forward(self, x):
-        return torch.cat((torch.sigmoid(self.p1_1(x)), F.relu(self.p2_2(F.relu(self.p2_1(x)))),
-                          F.relu(self.p3_2(F.relu(self.p3_1(x)))), F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+        return torch.cat(
+            (
+                torch.sigmoid(self.p1_1(x)),
+                F.relu(self.p2_2(F.relu(self.p2_1(x)))),
+                F.relu(self.p3_2(F.relu(self.p3_1(x)))),
+                F.relu(self.p4_2(self.p4_1(x))),
+            ),
+            dim=1,
+        )
 
 
 class ExtraScale(TextbookInception):
@@ -245,8 +296,10 @@ class ExtraScale(TextbookInception):
 class SharedReduction(TextbookInception):  # branch 3 reads branch 2's reduction
     def forward(self, x):
         r = F.relu(self.p2_1(x))
-        return torch.cat((F.relu(self.p1_1(x)), F.relu(self.p2_2(r)), F.relu(self.p3_2(r[:, :2])),
-                          F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+        return torch.cat(
+            (F.relu(self.p1_1(x)), F.relu(self.p2_2(r)), F.relu(self.p3_2(r[:, :2])), F.relu(self.p4_2(self.p4_1(x)))),
+            dim=1,
+        )
 
 
 def _with(block, **attrs):
@@ -269,10 +322,11 @@ def _lookalikes():
         "shared reduction": (SharedReduction(*cfg), "used elsewhere"),
         "padding reflect": (_with(tb(), p2_2=nn.Conv2d(4, 5, 3, padding=1, padding_mode="reflect")), "padding_mode"),
         "dilated conv": (_with(tb(), p2_2=nn.Conv2d(4, 5, 3, padding=2, dilation=2)), "dilation"),
-        "grouped conv": (_with(tb(), p2_2=nn.Conv2d(4, 6, 3, padding=1, groups=2),
-                               p3_1=nn.Conv2d(8, 2, 1)), "groups"),
-        "pool with explicit defaults": (_with(tb(), p4_1=nn.MaxPool2d(3, 1, 1, dilation=1, ceil_mode=True)),
-                         None),  # control: the same pool is fine
+        "grouped conv": (_with(tb(), p2_2=nn.Conv2d(4, 6, 3, padding=1, groups=2), p3_1=nn.Conv2d(8, 2, 1)), "groups"),
+        "pool with explicit defaults": (
+            _with(tb(), p4_1=nn.MaxPool2d(3, 1, 1, dilation=1, ceil_mode=True)),
+            None,
+        ),  # control: the same pool is fine
         "5x5 pool": (_with(tb(), p4_1=nn.MaxPool2d(5, 1, 2)), "max pool kernel 5"),
         "1x1 pool conv is 3x3": (_with(tb(), p4_2=nn.Conv2d(8, 3, 3, padding=1)), "where a 1x1 belongs"),
         "forward hook": (hooked, "hooks"),
@@ -310,8 +364,14 @@ def test_fuse_warns_when_it_fuses_nothing():
 def test_match_describes_the_units():
     match = match_block(TextbookInception(8, 3, (4, 5), (2, 3), 3))
     assert isinstance(match, BlockMatch)
-    assert match.units == (("p1_1", None), ("p2_1", None), ("p2_2", None), ("p3_1", None), ("p3_2", None),
-                           ("p4_2", None))
+    assert match.units == (
+        ("p1_1", None),
+        ("p2_1", None),
+        ("p2_2", None),
+        ("p3_1", None),
+        ("p3_2", None),
+        ("p4_2", None),
+    )
     assert match.kernels == (3, 5) and not match.has_bn
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=False).inception3a
     assert match_block(tv).units[0] == ("branch1.conv", "branch1.bn")

@@ -1,4 +1,5 @@
 """The reference network against torchvision: structure, state_dict, outputs, variants."""
+
 import pytest
 import torch
 import torchvision

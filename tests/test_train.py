@@ -1,4 +1,5 @@
 """The training job, `python -m inception_fast train`, on tiny images (the d2l network runs down to 1x1)."""
+
 import gzip
 import json
 import os
@@ -15,8 +16,19 @@ from inception_fast.train import build_models
 pytest.importorskip("sklearn", reason="the digits come from scikit-learn (pip install 'inception_fast[train]')")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "8", "--batch-size", "16", "--steps-per-epoch", "2", "--test-limit", "32", "--no-progress",
-        "--backend", "torch"]
+TINY = [
+    "--image-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--steps-per-epoch",
+    "2",
+    "--test-limit",
+    "32",
+    "--no-progress",
+    "--backend",
+    "torch",
+]
 
 
 def flat(state, like):
@@ -68,17 +80,20 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
     assert "written for variant 'd2l'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--backend", "nope"], "--backend 'nope' is unavailable on cpu"),
-    (["--dtype", "bfloat16", "--device", "cpu"], "--dtype bfloat16 trains with CUDA autocast"),
-    (["--variant", "paper", "--image-size", "8"], "--image-size 8 is too small for variant 'paper'"),
-    (["--data", "fashion-mnist"], "--data fashion-mnist needs --data-dir"),
-    (["--data", "imagefolder", "--data-dir", "/nonexistent/dir"], "--data-dir /nonexistent/dir is not a directory"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--lr", "-1"], "--lr must be a positive number"),
-    (["--resume"], "--resume: no checkpoint"),
-    (["--device", "tpu"], "--device tpu"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backend", "nope"], "--backend 'nope' is unavailable on cpu"),
+        (["--dtype", "bfloat16", "--device", "cpu"], "--dtype bfloat16 trains with CUDA autocast"),
+        (["--variant", "paper", "--image-size", "8"], "--image-size 8 is too small for variant 'paper'"),
+        (["--data", "fashion-mnist"], "--data fashion-mnist needs --data-dir"),
+        (["--data", "imagefolder", "--data-dir", "/nonexistent/dir"], "--data-dir /nonexistent/dir is not a directory"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--resume"], "--resume: no checkpoint"),
+        (["--device", "tpu"], "--device tpu"),
+    ],
+)
 def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", str(tmp_path / "o"), "--no-progress", *argv])
@@ -103,10 +118,12 @@ def _idx(data: torch.Tensor) -> bytes:
 def _write_fmnist(folder, gz: bool, n_train=20, n_test=8):
     os.makedirs(folder, exist_ok=True)
     g = torch.Generator().manual_seed(0)
-    files = {"train-images-idx3-ubyte": torch.randint(0, 256, (n_train, 28, 28), generator=g),
-             "train-labels-idx1-ubyte": torch.randint(0, 10, (n_train,), generator=g),
-             "t10k-images-idx3-ubyte": torch.randint(0, 256, (n_test, 28, 28), generator=g),
-             "t10k-labels-idx1-ubyte": torch.randint(0, 10, (n_test,), generator=g)}
+    files = {
+        "train-images-idx3-ubyte": torch.randint(0, 256, (n_train, 28, 28), generator=g),
+        "train-labels-idx1-ubyte": torch.randint(0, 10, (n_train,), generator=g),
+        "t10k-images-idx3-ubyte": torch.randint(0, 256, (n_test, 28, 28), generator=g),
+        "t10k-labels-idx1-ubyte": torch.randint(0, 10, (n_test,), generator=g),
+    }
     for name, data in files.items():
         path = os.path.join(folder, name + (".gz" if gz else ""))
         with (gzip.open if gz else open)(path, "wb") as f:
@@ -157,23 +174,75 @@ def test_image_folder(tmp_path, capsys):
 
 
 def test_help_lists_the_options():
-    out = subprocess.run([sys.executable, "-m", "inception_fast", "train", "--help"], capture_output=True, text=True,
-                         check=True, cwd=REPO).stdout
-    for option in ("--variant", "--backend", "--device", "--dtype", "--compile", "--epochs", "--lr", "--batch-size",
-                   "--image-size", "--seed", "--out", "--resume", "--reference", "--data", "--data-dir"):
+    out = subprocess.run(
+        [sys.executable, "-m", "inception_fast", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    for option in (
+        "--variant",
+        "--backend",
+        "--device",
+        "--dtype",
+        "--compile",
+        "--epochs",
+        "--lr",
+        "--batch-size",
+        "--image-size",
+        "--seed",
+        "--out",
+        "--resume",
+        "--reference",
+        "--data",
+        "--data-dir",
+    ):
         assert option in out
 
 
 def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_path):
     """torchrun, 2 CPU processes, gloo: each trains on its half of every global batch and DDP averages
     the gradients, so after k steps the weights are those of one process on the whole batches."""
-    args = ["--image-size", "16", "--batch-size", "32", "--steps-per-epoch", "3", "--epochs", "1", "--test-limit", "16",
-            "--no-progress",
-            "--backend", "torch", "--seed", "3"]
+    args = [
+        "--image-size",
+        "16",
+        "--batch-size",
+        "32",
+        "--steps-per-epoch",
+        "3",
+        "--epochs",
+        "1",
+        "--test-limit",
+        "16",
+        "--no-progress",
+        "--backend",
+        "torch",
+        "--seed",
+        "3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "inception_fast", "train", "--out", str(tmp_path / "ddp"), *args],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "inception_fast",
+            "train",
+            "--out",
+            str(tmp_path / "ddp"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "over 2 processes" in run.stdout
     assert cli_main(["train", "--out", str(tmp_path / "one"), *args]) == 0

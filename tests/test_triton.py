@@ -10,6 +10,7 @@ NaN-poisoned before the kernels run, so an element no kernel writes fails the co
 * GPU (marked gpu, skipped without CUDA): fp16/bf16 with the 2x rule, fp32 with and without TF32,
   every autotuning config, and the same two-launch check.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,17 +32,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
-from inception_fast.backends.triton import block as tb  # noqa: E402
-from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
-
 from block_cases import ODD, block_reference, make_block  # noqa: E402,F401
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+
+from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
+from inception_fast.backends.triton import block as tb  # noqa: E402
 
 
 def reference64(block):
     return block_reference(**{k: v.double() for k, v in block.items()})
-
-
 
 
 def check_block(block, tol, what):
@@ -58,6 +57,7 @@ def check_block(block, tol, what):
 # ---------------------------------------------------------------------------------------------
 # CPU, under the Triton interpreter
 # ---------------------------------------------------------------------------------------------
+
 
 @interpreter_only
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
@@ -98,8 +98,10 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     import triton
 
     fake_do_bench, benchmarked = counting_do_bench()
-    configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
-               triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32})]
+    configs = [
+        triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32}),
+    ]
     tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=fake_do_bench)
     # Launch 2 also gets a split-K config, for which block_forward has launch 1 zero the counters.
     split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
@@ -121,7 +123,9 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     _, _, launched = observe_launches(lambda: check_block(block, TOLERANCE["fp32"], "tuned"), monkeypatch)
     assert launched == [reduce_pool._reduce_pool_kernel, branch_convs._branch_convs_kernel]
     assert [list(_common._TUNED_CONFIGS[t].values()) for t in (tuned_1, tuned_2)] == [
-        [tuned_1.best_config], [tuned_2.best_config]]
+        [tuned_1.best_config],
+        [tuned_2.best_config],
+    ]
     assert len(_common.tuning_log()) == logged + 2
     assert len(benchmarked) == 5 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     check_block(make_block(ODD, k5=3, n=1, h=3, w=5, seed=3), TOLERANCE["fp32"], "autotuned, new shape")
@@ -138,18 +142,31 @@ def test_split_k_fp32(split, k5):
 
     block = make_block(ODD, k5=k5, n=2, h=3, w=5, seed=20 + split)
     tile = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
-    out, scratch, counters = _launch_poisoned(block, triton.Config(tile), triton.Config({**tile, "SPLIT_K": split}),
-                                              split_counters=True)
+    out, scratch, counters = _launch_poisoned(
+        block, triton.Config(tile), triton.Config({**tile, "SPLIT_K": split}), split_counters=True
+    )
     ref_out, ref_scratch = reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "split-K scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], f"split-K {split} out")
     assert counters.numel() > 0 and not counters.any()
     # Launch 2 alone (no launch 1 to zero the counters): it allocates zeroed ones itself.
     out.fill_(float("nan"))
-    branch_convs.launch_branch_convs(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ODD[1],
-                                     config=triton.Config({**tile, "SPLIT_K": split}))
-    check_close(out[:, ODD[1]:ODD[1] + ODD[3] + ODD[5]], ref_out[:, ODD[1]:ODD[1] + ODD[3] + ODD[5]],
-                TOLERANCE["fp32"], "split-K, launch 2 alone")
+    branch_convs.launch_branch_convs(
+        scratch,
+        block["w3"],
+        block["b3"],
+        block["w5"],
+        block["b5"],
+        out,
+        ODD[1],
+        config=triton.Config({**tile, "SPLIT_K": split}),
+    )
+    check_close(
+        out[:, ODD[1] : ODD[1] + ODD[3] + ODD[5]],
+        ref_out[:, ODD[1] : ODD[1] + ODD[3] + ODD[5]],
+        TOLERANCE["fp32"],
+        "split-K, launch 2 alone",
+    )
 
 
 def test_small_problem_configs_only_for_small_problems():
@@ -182,8 +199,9 @@ def test_launch1_batch1_configs_fp32(i):
     import triton
 
     block = make_block(BLOCK_CONFIGS["inception4a"], k5=3, n=1, h=5, w=3, seed=30 + i)
-    out, scratch = _launch_poisoned(block, reduce_pool.SMALL_PROBLEM_CONFIGS[i],
-                                    triton.Config(dict(branch_convs.INTERPRETER_CONFIG)))
+    out, scratch = _launch_poisoned(
+        block, reduce_pool.SMALL_PROBLEM_CONFIGS[i], triton.Config(dict(branch_convs.INTERPRETER_CONFIG))
+    )
     ref_out, ref_scratch = reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
@@ -221,16 +239,24 @@ def test_every_config_fp32(i):
 def test_every_config_covers_the_special_paths():
     """test_every_config_fp32 runs the pool split and the split-K path at least once each, and every
     config of both launches."""
-    pairs = [(reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)],
-              branch_convs.CONFIGS[min(i, len(branch_convs.CONFIGS) - 1)]) for i in EVERY_CONFIG]
+    pairs = [
+        (
+            reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)],
+            branch_convs.CONFIGS[min(i, len(branch_convs.CONFIGS) - 1)],
+        )
+        for i in EVERY_CONFIG
+    ]
     assert {id(a) for a, _ in pairs} == {id(c) for c in reduce_pool.CONFIGS}
     assert {id(b) for _, b in pairs} == {id(c) for c in branch_convs.CONFIGS}
     m = 2 * 7 * 7
-    assert any(a.kwargs["BLOCK_M_POOL"] < a.kwargs["BLOCK_M"] and m % a.kwargs["BLOCK_M"] > a.kwargs["BLOCK_M_POOL"]
-               for a, _ in pairs), "no config splits the pool role with rows in its second part"
+    assert any(
+        a.kwargs["BLOCK_M_POOL"] < a.kwargs["BLOCK_M"] and m % a.kwargs["BLOCK_M"] > a.kwargs["BLOCK_M_POOL"]
+        for a, _ in pairs
+    ), "no config splits the pool role with rows in its second part"
     cin3 = EVERY_CONFIG_BLOCK[2]
-    assert any(b.kwargs.get("SPLIT_K", 1) > 1 and (9 * -(-cin3 // b.kwargs["BLOCK_K"])) % b.kwargs["SPLIT_K"]
-               for _, b in pairs), "no split-K config shares K unevenly"
+    assert any(
+        b.kwargs.get("SPLIT_K", 1) > 1 and (9 * -(-cin3 // b.kwargs["BLOCK_K"])) % b.kwargs["SPLIT_K"] for _, b in pairs
+    ), "no split-K config shares K unevenly"
 
 
 @interpreter_only
@@ -274,8 +300,8 @@ def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
     out, _ = tb.block_forward(**block)
     ref_out, _ = reference64(block)
     ch1, ch3, ch5 = ODD[1], ODD[3], ODD[5]
-    assert torch.isnan(out[:, ch1:ch1 + ch3 + ch5]).all()
-    assert not torch.isnan(out[:, :ch1]).any() and not torch.isnan(out[:, ch1 + ch3 + ch5:]).any()
+    assert torch.isnan(out[:, ch1 : ch1 + ch3 + ch5]).all()
+    assert not torch.isnan(out[:, :ch1]).any() and not torch.isnan(out[:, ch1 + ch3 + ch5 :]).any()
     with pytest.raises(AssertionError):
         check_close(out, ref_out, TOLERANCE["fp32"])
 
@@ -381,10 +407,12 @@ def _launch_poisoned(block, reduce_config, branch_config, split_counters=False):
     n_counters = branch_convs.split_k_counters(scratch, b["w3"], b["w5"], branch_config) if split_counters else None
     if n_counters is not None:
         counters = torch.full((n_counters,), 7, dtype=torch.int32, device=b["x"].device)
-    reduce_pool.launch_reduce_pool(b["x"], b["w_red"], b["b_red"], b["w_pool"], b["b_pool"], out, scratch,
-                                   config=reduce_config, counters=counters)
-    branch_convs.launch_branch_convs(scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, ch1, config=branch_config,
-                                     counters=counters)
+    reduce_pool.launch_reduce_pool(
+        b["x"], b["w_red"], b["b_red"], b["w_pool"], b["b_pool"], out, scratch, config=reduce_config, counters=counters
+    )
+    branch_convs.launch_branch_convs(
+        scratch, b["w3"], b["b3"], b["w5"], b["b5"], out, ch1, config=branch_config, counters=counters
+    )
     return (out, scratch, counters) if split_counters else (out, scratch)
 
 
@@ -405,8 +433,9 @@ def test_gpu_every_config_bf16(i, gpu):
     autotuned test; launch 2's split-K configs after launch 1's last)."""
     block = make_block(**SHAPE_3A, dtype=torch.bfloat16, device=gpu, seed=14)
     launch1 = reduce_pool.CONFIGS[min(i, len(reduce_pool.CONFIGS) - 1)]
-    out, scratch, _ = _launch_poisoned(block, launch1, branch_convs.CONFIGS[i % len(branch_convs.CONFIGS)],
-                                       split_counters=True)
+    out, scratch, _ = _launch_poisoned(
+        block, launch1, branch_convs.CONFIGS[i % len(branch_convs.CONFIGS)], split_counters=True
+    )
     _check_low_precision(block, out, scratch, f"config {i}")
 
 
@@ -427,8 +456,9 @@ def test_gpu_split_k_batch1_is_exact_and_repeatable(name, size, gpu):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,k5", [(name, 3) for name in BLOCK_CONFIGS] + [("inception5b", 5)],
-                         ids=[*BLOCK_CONFIGS, "inception5b-k5"])
+@pytest.mark.parametrize(
+    "name,k5", [(name, 3) for name in BLOCK_CONFIGS] + [("inception5b", 5)], ids=[*BLOCK_CONFIGS, "inception5b-k5"]
+)
 def test_gpu_googlenet_blocks_bf16(name, k5, gpu):
     size = 14 if name.startswith("inception4") else 7
     block = make_block(BLOCK_CONFIGS[name], k5=k5, n=2, h=size, w=size, dtype=torch.bfloat16, device=gpu, seed=12)
@@ -492,15 +522,23 @@ def test_sm90_compile_stats_of_every_config():
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("this triton install ships no ptxas")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-m", "benchmarks.kernel_stats", "--json"], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernel_stats", "--json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = json.loads(run.stdout)
     rows, max_shared = stats["rows"], stats["max_shared_bytes"]
     assert {(r["block"], r["launch"]) for r in rows} == {
-        ("stem", "conv_pool"), ("stem", "conv"),
-        *((b, l) for b in ("inception3a", "inception4b", "inception5b") for l in ("launch1", "launch2")),
-        *((f"maxpool{i}", "maxpool") for i in range(1, 5))}
+        ("stem", "conv_pool"),
+        ("stem", "conv"),
+        *((b, launch) for b in ("inception3a", "inception4b", "inception5b") for launch in ("launch1", "launch2")),
+        *((f"maxpool{i}", "maxpool") for i in range(1, 5)),
+    }
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
         assert r["shared_bytes"] <= max_shared, what
@@ -537,6 +575,7 @@ def test_nan_propagates_like_pytorch():
 def test_alignment_units():
     """_common.row_unit: the power of two (up to 16) dividing every row stride, and 1 once a stride
     reaches 2^31, where dividing would let the kernel multiply it back in 32 bits."""
+
     def strided(channels, h=3, w=3, n_stride=None):
         t = torch.empty(2, channels, h, w, device="meta").contiguous(memory_format=torch.channels_last)
         return t if n_stride is None else t.as_strided(t.shape, (n_stride, *t.stride()[1:]))
@@ -552,5 +591,6 @@ def test_tuned_launch1_rejects_pool_rows_that_do_not_divide_the_tile():
     import triton
 
     with pytest.raises(ValueError, match="BLOCK_M_POOL 48 must divide BLOCK_M 64"):
-        reduce_pool.make_tuned_kernel([triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
-                                                      "BLOCK_M_POOL": 48})])
+        reduce_pool.make_tuned_kernel(
+            [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 48})]
+        )

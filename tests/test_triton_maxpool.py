@@ -6,6 +6,7 @@ Outputs come from torch.empty and are overwritten with NaN first where it matter
 * CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 and fp16.
 * GPU (marked gpu, skipped without CUDA): bf16 for every config.
 """
+
 from __future__ import annotations
 
 import os
@@ -108,8 +109,10 @@ def test_op_checks_and_torch_backend():
 
 # -- FusedGoogLeNet's measured pools ---------------------------------------------------------------
 
+
 def _forcing_chooser(winner):
     """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
+
     def timer(fn, device, repeats):
         fn()
         return 1.0 if getattr(timer, "name", None) == winner else 2.0
@@ -120,9 +123,11 @@ def _forcing_chooser(winner):
     def pick(key, device, runners):  # lets the timer know whose run it is timing
         named = {}
         for name, run in runners.items():
+
             def timed(name=name, run=run):
                 timer.name = name
                 return run()
+
             named[name] = timed
         return real_pick(key, device, named)
 
@@ -136,7 +141,7 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     """With the Triton pool measured fastest, FusedGoogLeNet's four pools (maxpool1 after the
     stem's first conv, maxpool2-4; padded in d2l's variant) run it, and the logits equal those of
     the same model with ATen's pools exactly (a max is exact); a torch-pinned model never asks."""
-    from inception_fast import FusedGoogLeNet, GoogLeNet, modules
+    from inception_fast import FusedGoogLeNet, GoogLeNet
     from inception_fast.backends.triton import _common
     from inception_fast.testing import calibrate
 
@@ -189,7 +194,11 @@ def test_a_wrong_triton_pool_is_never_chosen(monkeypatch):
 @pytest.mark.parametrize("config", range(len(maxpool.CONFIGS)))
 def test_gpu_max_pool_bf16(config, gpu):
     """GoogLeNet's pool shapes at batch 2, bf16 channels_last, each config: equal to PyTorch."""
-    for c, size, params in ((64, 112, (3, 2, 0, True)), (480, 28, (3, 2, 0, True)), (832, 14, (2, 2, 0, True)),
-                            (192, 56, (3, 2, 1, False))):
+    for c, size, params in (
+        (64, 112, (3, 2, 0, True)),
+        (480, 28, (3, 2, 0, True)),
+        (832, 14, (2, 2, 0, True)),
+        (192, 56, (3, 2, 1, False)),
+    ):
         x = make_input(2, c, size, size, dtype=torch.bfloat16, device=gpu, seed=c)
         check_equal(maxpool.launch_max_pool(x, *params, config=maxpool.CONFIGS[config]), x, params)

@@ -7,6 +7,7 @@ Outputs are NaN-poisoned before the kernel runs, so an element it does not write
 * GPU (marked gpu, skipped without CUDA): bf16 with the 2x rule for every config, fp32 with and
   without TF32.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,14 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from inception_fast.backends.triton import _common, stem  # noqa: E402
-
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+
+from inception_fast.backends.triton import _common, stem  # noqa: E402
 
 CL = torch.channels_last
 # (stride, padding, pool kernel, pool stride, pool padding, ceil_mode)
-TORCHVISION = (2, 3, 3, 2, 0, True)   # conv1 + maxpool1 of torchvision's and the paper's GoogLeNet
-D2L = (2, 3, 3, 2, 1, False)          # the d2l textbook's
+TORCHVISION = (2, 3, 3, 2, 0, True)  # conv1 + maxpool1 of torchvision's and the paper's GoogLeNet
+D2L = (2, 3, 3, 2, 1, False)  # the d2l textbook's
 NO_POOL = (2, 3, 1, 1, 0, False)
 
 
@@ -79,6 +80,7 @@ def check_fp32(case, params, what, config=None):
 # CPU, under the Triton interpreter
 # ---------------------------------------------------------------------------------------------
 
+
 @interpreter_only
 @pytest.mark.parametrize("params", [TORCHVISION, D2L, NO_POOL], ids=["torchvision", "d2l", "no-pool"])
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format], ids=["cl", "nchw"])
@@ -99,12 +101,15 @@ def test_every_config_fp32(i, poisoned):
 
 
 @interpreter_only
-@pytest.mark.parametrize("n,cin,h,w,cout,k,params", [
-    (1, 1, 32, 32, 64, 7, D2L),                 # d2l: one input channel, batch 1
-    (3, 3, 19, 23, 40, 7, TORCHVISION),         # batch 3, a column tile left partly empty
-    (2, 5, 9, 11, 24, 3, (1, 1, 3, 2, 1, True)),  # another conv: 3x3/1, and a pool with both options
-    (1, 3, 7, 7, 64, 7, TORCHVISION),           # a 7x7 image: 4x4 conv output, 2x2 after the pool
-])
+@pytest.mark.parametrize(
+    "n,cin,h,w,cout,k,params",
+    [
+        (1, 1, 32, 32, 64, 7, D2L),  # d2l: one input channel, batch 1
+        (3, 3, 19, 23, 40, 7, TORCHVISION),  # batch 3, a column tile left partly empty
+        (2, 5, 9, 11, 24, 3, (1, 1, 3, 2, 1, True)),  # another conv: 3x3/1, and a pool with both options
+        (1, 3, 7, 7, 64, 7, TORCHVISION),  # a 7x7 image: 4x4 conv output, 2x2 after the pool
+    ],
+)
 def test_other_shapes_fp32(n, cin, h, w, cout, k, params, poisoned):
     check_fp32(make_case(n=n, cin=cin, h=h, w=w, cout=cout, k=k, seed=n + cin), params, f"{n}x{cin}x{h}x{w} k{k}")
 
@@ -130,8 +135,7 @@ def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
 @interpreter_only
 def test_one_launch_and_no_other_kernels(monkeypatch):
     case = make_case(n=1, h=21, w=17)
-    out, aten_ops, launched = observe_launches(lambda: stem.launch_conv_relu_maxpool(*case, *TORCHVISION),
-                                               monkeypatch)
+    out, aten_ops, launched = observe_launches(lambda: stem.launch_conv_relu_maxpool(*case, *TORCHVISION), monkeypatch)
     assert launched == [stem._conv_pool_kernel]
     assert set(aten_ops) <= {"aten.empty.memory_format"}, aten_ops
     check_close(out, reference64(*case, TORCHVISION), TOLERANCE["fp32"])
@@ -144,8 +148,10 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     import triton
 
     fake_do_bench, benchmarked = counting_do_bench()
-    configs = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}),
-               triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32})]
+    configs = [
+        triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}),
+    ]
     tuned = stem.make_tuned_kernel(configs, do_bench=fake_do_bench)
     monkeypatch.setattr(stem, "_tuned_kernel", tuned)
     for seed in (1, 2):
@@ -163,8 +169,11 @@ def test_op_backends_agree_and_opcheck():
         out = ops.conv_relu_maxpool(*case, *TORCHVISION, backend=backend)
         assert out.is_contiguous(memory_format=CL)
         check_close(out, ref, TOLERANCE["fp32"], backend)
-        torch.library.opcheck(torch.ops.inception_fast.conv_relu_maxpool, (*case, *TORCHVISION, backend),
-                              test_utils=("test_schema", "test_faketensor"))
+        torch.library.opcheck(
+            torch.ops.inception_fast.conv_relu_maxpool,
+            (*case, *TORCHVISION, backend),
+            test_utils=("test_schema", "test_faketensor"),
+        )
 
 
 def test_op_rejects_bad_input():
@@ -206,8 +215,11 @@ def test_strided_1x1_pool(backend):
     params = (1, 3, 1, 2, 0, False)
     out = ops.conv_relu_maxpool(*case, *params, backend=backend)
     check_close(out, reference64(*case, params), TOLERANCE["fp32"], backend)
-    torch.library.opcheck(torch.ops.inception_fast.conv_relu_maxpool, (*case, *params, backend),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.inception_fast.conv_relu_maxpool,
+        (*case, *params, backend),
+        test_utils=("test_schema", "test_faketensor"),
+    )
 
 
 @interpreter_only
@@ -220,9 +232,13 @@ def test_bfloat16_rejected_by_interpreter():
 # GPU
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("i,params", [(i, TORCHVISION) for i in range(len(stem.CONFIGS))] + [(0, NO_POOL)],
-                         ids=[*(f"pool-{i}" for i in range(len(stem.CONFIGS))), "no-pool-0"])
+@pytest.mark.parametrize(
+    "i,params",
+    [(i, TORCHVISION) for i in range(len(stem.CONFIGS))] + [(0, NO_POOL)],
+    ids=[*(f"pool-{i}" for i in range(len(stem.CONFIGS))), "no-pool-0"],
+)
 def test_gpu_every_config_bf16(i, params, gpu):
     """conv1 at GoogLeNet's 224 input, every config with the pool (one without: the same code with
     one tap): error vs fp64 within 2x cuDNN's in bf16.  Each case is a compile, hence not all 8."""

@@ -1,40 +1,87 @@
-"""Prints inception_fast's internal import graph (every import, also those inside functions) and its cycles."""
-import ast, pathlib, collections, sys
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "inception_fast")
-mods = {}
-for f in root.rglob("*.py"):
-    name = ".".join(f.with_suffix("").parts)
-    if name.endswith(".__init__"): name = name[:-9]
-    mods[name] = f
-graph = collections.defaultdict(set)
-for name, f in mods.items():
-    pkg = name if f.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(f.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                b = pkg
-                for _ in range(node.level - 1): b = b.rpartition(".")[0]
-                base = f"{b}.{node.module}" if node.module else b
-            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
-            targets = subs if subs else [base]
-            graph[name].update(t for t in targets if t in mods and t != name)
-        elif isinstance(node, ast.Import):
-            graph[name].update(a.name for a in node.names if a.name in mods)
-# The registry loads its plugins by name (importlib): those are imports too.
-reg = f"{root.name}.backends"
-for plugin in ("torch_backend", "triton", "cuda_backend", "triton_backend"):
-    if f"{reg}.{plugin}" in mods:
-        graph[reg].add(f"{reg}.{plugin}")
-out, color, stack = [], {}, []
-def dfs(u):
-    color[u] = 1; stack.append(u)
-    for v in sorted(graph[u]):
-        if v == root.name: continue  # the package itself: its __init__ only re-exports
-        if color.get(v) == 1: out.append(stack[stack.index(v):] + [v])
-        elif not color.get(v): dfs(v)
-    stack.pop(); color[u] = 2
-for u in sorted(mods):
-    if not color.get(u): dfs(u)
-for k in sorted(graph): print(f"{k} -> {', '.join(sorted(graph[k]))}")
-print("cycles:", out or "none")
+"""Prints the package's internal import graph and its cycles.
+
+    python tools/import_graph.py [PACKAGE_DIR]     # default: inception_fast
+
+Every import counts, also those inside functions, and so do the backends the registry loads by
+name (inception_fast/backends/__init__.py imports them with importlib).  Edges into the top
+package itself are left out of the cycle search: its __init__ only re-exports the public API.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import pathlib
+import sys
+
+PLUGINS = ("torch_backend", "triton", "cuda_backend")
+
+
+def modules(root: pathlib.Path) -> dict:
+    """{dotted module name: file} for every .py file under ``root``."""
+    found = {}
+    for f in root.rglob("*.py"):
+        name = ".".join(f.with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = f
+    return found
+
+
+def graph(root: pathlib.Path, mods: dict) -> dict:
+    """{module: the modules of ``mods`` it imports}."""
+    edges = collections.defaultdict(set)
+    for name, f in mods.items():
+        pkg = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = pkg
+                    for _ in range(node.level - 1):
+                        parent = parent.rpartition(".")[0]
+                    base = f"{parent}.{node.module}" if node.module else parent
+                submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
+                edges[name].update(t for t in (submodules or [base]) if t in mods and t != name)
+            elif isinstance(node, ast.Import):
+                edges[name].update(a.name for a in node.names if a.name in mods)
+    registry = f"{root.name}.backends"
+    edges[registry].update(f"{registry}.{p}" for p in PLUGINS if f"{registry}.{p}" in mods)
+    return edges
+
+
+def cycles(edges: dict, top: str) -> list:
+    found, state, stack = [], {}, []
+
+    def visit(u):
+        state[u] = "open"
+        stack.append(u)
+        for v in sorted(edges[u]):
+            if v == top:
+                continue
+            if state.get(v) == "open":
+                found.append(stack[stack.index(v) :] + [v])
+            elif v not in state:
+                visit(v)
+        stack.pop()
+        state[u] = "done"
+
+    for u in sorted(edges):
+        if u not in state:
+            visit(u)
+    return found
+
+
+def main() -> None:
+    root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "inception_fast")
+    mods = modules(root)
+    edges = graph(root, mods)
+    for name in sorted(mods):
+        print(f"{name} -> {', '.join(sorted(edges[name])) or '(nothing)'}")
+    found = cycles(edges, root.name)
+    print("cycles:", "none" if not found else "")
+    for c in found:
+        print("  " + " -> ".join(c))
+    sys.exit(1 if found else 0)
+
+
+if __name__ == "__main__":
+    main()

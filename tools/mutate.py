@@ -19,6 +19,7 @@ A mutant is caught when its selection fails (pytest exit status 1).  All-passed 
 Not part of the test suite (pytest collects tests/ only).  Run it before closing kernel work and
 quote its table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,73 +55,130 @@ class Mutant:
 
 MUTANTS = [
     # -- the CUDA kernel (csrc/cuda/conv_gemm.cu), through the CPU emulator --------------------------
-    Mutant("cuda_vec_image_offset", "csrc/cuda/conv_gemm.cu",
-           "const T* src = ok ? a + static_cast<int64_t>(a_m[i]) * aps + k : a;",
-           "const T* src = ok ? a + static_cast<int64_t>(a_m[i] % (H * W)) * aps + k : a;",
-           EMULATOR, "vectorised 1x1 loader drops the image offset (pixel index modulo H*W)"),
-    Mutant("cuda_pool_padding", "csrc/cuda/conv_gemm.cu",
-           "v[i] = ok ? neg_inf16(static_cast<const T*>(nullptr)) : make_uint4(0u, 0u, 0u, 0u);",
-           "v[i] = make_uint4(0u, 0u, 0u, 0u);",
-           EMULATOR, "vectorised max pool starts from 0 instead of -inf (padding acts as 0)"),
-    Mutant("cuda_k_tail", "csrc/cuda/conv_gemm.cu",
-           "const int num_kt = (K + kBK - 1) / kBK;",
-           "const int num_kt = K / kBK;",
-           EMULATOR, "K loop rounds down: the K tail is never accumulated"),
-    Mutant("cuda_compile_error", "csrc/cuda/conv_gemm.cu",
-           "const int pad = ks / 2;",
-           "const int pad = ks / 2",
-           EMULATOR, "a syntax error: the kernel does not compile"),
+    Mutant(
+        "cuda_vec_image_offset",
+        "csrc/cuda/conv_gemm.cu",
+        "const T* src = ok ? a + static_cast<int64_t>(a_m[i]) * aps + k : a;",
+        "const T* src = ok ? a + static_cast<int64_t>(a_m[i] % (H * W)) * aps + k : a;",
+        EMULATOR,
+        "vectorised 1x1 loader drops the image offset (pixel index modulo H*W)",
+    ),
+    Mutant(
+        "cuda_pool_padding",
+        "csrc/cuda/conv_gemm.cu",
+        "v[i] = ok ? neg_inf16(static_cast<const T*>(nullptr)) : make_uint4(0u, 0u, 0u, 0u);",
+        "v[i] = make_uint4(0u, 0u, 0u, 0u);",
+        EMULATOR,
+        "vectorised max pool starts from 0 instead of -inf (padding acts as 0)",
+    ),
+    Mutant(
+        "cuda_k_tail",
+        "csrc/cuda/conv_gemm.cu",
+        "const int num_kt = (K + kBK - 1) / kBK;",
+        "const int num_kt = K / kBK;",
+        EMULATOR,
+        "K loop rounds down: the K tail is never accumulated",
+    ),
+    Mutant(
+        "cuda_compile_error",
+        "csrc/cuda/conv_gemm.cu",
+        "const int pad = ks / 2;",
+        "const int pad = ks / 2",
+        EMULATOR,
+        "a syntax error: the kernel does not compile",
+    ),
     # -- the CPU kernels of the compiled extension (csrc/cpu/), rebuilt in the copy -------------------
-    Mutant("cpu_pool_padding", "csrc/cpu/reduce_pool.cpp",
-           "at::max_pool2d(xf, {3, 3}, {1, 1}, {1, 1})",
-           "at::max_pool2d(at::constant_pad_nd(xf, {1, 1, 1, 1}, 0), {3, 3}, {1, 1}, {0, 0})",
-           ("tests/test_cuda_ext.py", "-k", "cpu"), "the CPU kernel's max pool pads with 0 instead of -inf",
-           rebuild=True),
+    Mutant(
+        "cpu_pool_padding",
+        "csrc/cpu/reduce_pool.cpp",
+        "at::max_pool2d(xf, {3, 3}, {1, 1}, {1, 1})",
+        "at::max_pool2d(at::constant_pad_nd(xf, {1, 1, 1, 1}, 0), {3, 3}, {1, 1}, {0, 0})",
+        ("tests/test_cuda_ext.py", "-k", "cpu"),
+        "the CPU kernel's max pool pads with 0 instead of -inf",
+        rebuild=True,
+    ),
     # -- Triton launch 1 (reduce_pool.py) -------------------------------------------------------------
-    Mutant("triton_pool_split", "inception_fast/backends/triton/reduce_pool.py",
-           "row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL",
-           "row0 = pid_m * BLOCK_M",
-           TRITON_BLOCK, "every pool program of a split row tile computes the tile's first rows"),
-    Mutant("triton_pool_grid", "inception_fast/backends/triton/reduce_pool.py",
-           'pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]',
-           "pool_split = 1",
-           TRITON_BLOCK, "the grid launches one pool program per row tile even where the pool role splits"),
-    Mutant("triton_pool_padding", "inception_fast/backends/triton/reduce_pool.py",
-           'tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf"))',
-           "tl.where(tap_ok[:, None], v.to(tl.float32), 0.0)",
-           TRITON_BLOCK, "max pool padding reads as 0 instead of -inf"),
-    Mutant("triton_branch1_mask", "inception_fast/backends/triton/reduce_pool.py",
-           "is_branch1 = offs_n < CH1",
-           "is_branch1 = offs_n <= CH1",
-           TRITON_BLOCK, "off-by-one mask between branch 1's columns and the scratch's"),
+    Mutant(
+        "triton_pool_split",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL",
+        "row0 = pid_m * BLOCK_M",
+        TRITON_BLOCK,
+        "every pool program of a split row tile computes the tile's first rows",
+    ),
+    Mutant(
+        "triton_pool_grid",
+        "inception_fast/backends/triton/reduce_pool.py",
+        'pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]',
+        "pool_split = 1",
+        TRITON_BLOCK,
+        "the grid launches one pool program per row tile even where the pool role splits",
+    ),
+    Mutant(
+        "triton_pool_padding",
+        "inception_fast/backends/triton/reduce_pool.py",
+        'tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf"))',
+        "tl.where(tap_ok[:, None], v.to(tl.float32), 0.0)",
+        TRITON_BLOCK,
+        "max pool padding reads as 0 instead of -inf",
+    ),
+    Mutant(
+        "triton_branch1_mask",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "is_branch1 = offs_n < CH1",
+        "is_branch1 = offs_n <= CH1",
+        TRITON_BLOCK,
+        "off-by-one mask between branch 1's columns and the scratch's",
+    ),
     # -- Triton launch 2 (branch_convs.py) and the shared pixel helpers ----------------------------------
-    Mutant("triton_split_k_chunk", "inception_fast/backends/triton/branch_convs.py",
-           "chunk = tl.cdiv(n_iters, SPLIT_K)",
-           "chunk = n_iters // SPLIT_K",
-           TRITON_BLOCK, "split-K shares round down: the last K steps are dropped when SPLIT_K does not divide them"),
-    Mutant("triton_image_offset", "inception_fast/backends/triton/_common.py",
-           "return img * s_n + hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w",
-           "return hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w",
-           TRITON_BLOCK, "row offsets drop the image term: every image reads and writes image 0"),
+    Mutant(
+        "triton_split_k_chunk",
+        "inception_fast/backends/triton/branch_convs.py",
+        "chunk = tl.cdiv(n_iters, SPLIT_K)",
+        "chunk = n_iters // SPLIT_K",
+        TRITON_BLOCK,
+        "split-K shares round down: the last K steps are dropped when SPLIT_K does not divide them",
+    ),
+    Mutant(
+        "triton_image_offset",
+        "inception_fast/backends/triton/_common.py",
+        "return img * s_n + hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w",
+        "return hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w",
+        TRITON_BLOCK,
+        "row offsets drop the image term: every image reads and writes image 0",
+    ),
     # -- Triton stem (stem.py) -------------------------------------------------------------------------
-    Mutant("triton_stem_pool_mask", "inception_fast/backends/triton/stem.py",
-           "tap_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)",
-           "tap_ok = row_ok & (oh >= 0) & (oh <= OH) & (ow >= 0) & (ow < OW)",
-           TRITON_STEM, "the stem's pool window takes a tap one row past the conv output"),
+    Mutant(
+        "triton_stem_pool_mask",
+        "inception_fast/backends/triton/stem.py",
+        "tap_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)",
+        "tap_ok = row_ok & (oh >= 0) & (oh <= OH) & (ow >= 0) & (ow < OW)",
+        TRITON_STEM,
+        "the stem's pool window takes a tap one row past the conv output",
+    ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
-    Mutant("fold_in_weight_dtype", "inception_fast/packing.py",
-           "work = torch.promote_types(w.dtype, torch.float32)",
-           "work = w.dtype",
-           FUSED, "BN folded in the weights' own dtype (fp16/bf16 models fold in fp16/bf16)"),
-    Mutant("fold_without_eps", "inception_fast/packing.py",
-           "inv_std = torch.rsqrt(bn.running_var.to(work) + bn.eps)",
-           "inv_std = torch.rsqrt(bn.running_var.to(work))",
-           FUSED, "BN fold forgets eps"),
+    Mutant(
+        "fold_in_weight_dtype",
+        "inception_fast/packing.py",
+        "work = torch.promote_types(w.dtype, torch.float32)",
+        "work = w.dtype",
+        FUSED,
+        "BN folded in the weights' own dtype (fp16/bf16 models fold in fp16/bf16)",
+    ),
+    Mutant(
+        "fold_without_eps",
+        "inception_fast/packing.py",
+        "inv_std = torch.rsqrt(bn.running_var.to(work) + bn.eps)",
+        "inv_std = torch.rsqrt(bn.running_var.to(work))",
+        FUSED,
+        "BN fold forgets eps",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
-_IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "*.egg-info",
-                                 "results", "out", ".whl")
+_IGNORE = shutil.ignore_patterns(
+    ".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "*.egg-info", "results", "out", ".whl"
+)
 
 
 def copy_tree(dst: Path) -> None:
@@ -138,9 +196,13 @@ def apply(mutant: Mutant, root: Path) -> None:
 
 def ci_env(root: Path) -> dict:
     env = dict(os.environ)
-    env.update(TRITON_INTERPRET="1", INCEPTION_FAST_BUILD_EXT="1", PYTHONDONTWRITEBYTECODE="1",
-               # the emulator is compiled per copy, never from another tree's cached build
-               TORCH_EXTENSIONS_DIR=str(root / ".torch_extensions"))
+    env.update(
+        TRITON_INTERPRET="1",
+        INCEPTION_FAST_BUILD_EXT="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        # the emulator is compiled per copy, never from another tree's cached build
+        TORCH_EXTENSIONS_DIR=str(root / ".torch_extensions"),
+    )
     env.setdefault("CUDA_HOME", "/usr/local/cuda")
     env.pop("PYTHONPATH", None)
     return env
@@ -148,8 +210,14 @@ def ci_env(root: Path) -> dict:
 
 def rebuild(root: Path, env: dict, timeout: float) -> tuple[bool, str]:
     """CPU-only rebuild of inception_fast._C in ``root`` (the CPU tests run only its CPU kernels)."""
-    run = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root,
-                         env={**env, "INCEPTION_FAST_CUDA": "0"}, capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=root,
+        env={**env, "INCEPTION_FAST_CUDA": "0"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return run.returncode == 0, (run.stdout + run.stderr)[-2000:]
 
 
@@ -164,18 +232,29 @@ def run_selection(root: Path, tests: tuple, env: dict, timeout: float, first_fai
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "rc": None, "counts": {}, "seconds": time.monotonic() - start, "tail": ""}
     seconds = time.monotonic() - start
-    lines = [l for l in run.stdout.splitlines() if l.strip()]
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
     summary = lines[-1] if lines else ""
     counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in _SUMMARY.findall(summary)}
     status = {0: "passed", 1: "failed", 5: "no tests"}.get(run.returncode, f"error (exit {run.returncode})")
-    return {"status": status, "rc": run.returncode, "counts": counts, "seconds": seconds,
-            "tail": (run.stdout + run.stderr)[-3000:]}
+    return {
+        "status": status,
+        "rc": run.returncode,
+        "counts": counts,
+        "seconds": seconds,
+        "tail": (run.stdout + run.stderr)[-3000:],
+    }
 
 
 def check_imports_copy(root: Path, env: dict) -> None:
     """The copy's package must be the one imported (an editable install elsewhere must not win)."""
-    run = subprocess.run([sys.executable, "-c", "import inception_fast; print(inception_fast.__file__)"], cwd=root,
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", "import inception_fast; print(inception_fast.__file__)"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     where = run.stdout.strip()
     if run.returncode != 0 or not Path(where).resolve().is_relative_to(root.resolve()):
         raise RuntimeError(f"the copy in {root} imports inception_fast from {where or run.stderr[-500:]}")
@@ -190,9 +269,14 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("-k", dest="substring", help="run the mutants whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
-    parser.add_argument("--clean", action="store_true",
-                        help="first run each selection on the unmutated copy (it must pass, or 'caught' means nothing)")
-    parser.add_argument("--all-tests", action="store_true", help="run each whole selection (default: stop at the first failure)")
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="first run each selection on the unmutated copy (it must pass, or 'caught' means nothing)",
+    )
+    parser.add_argument(
+        "--all-tests", action="store_true", help="run each whole selection (default: stop at the first failure)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run (default 900)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -248,10 +332,21 @@ def main(argv=None) -> int:
                 r = run_selection(root, m.tests, env, args.timeout, first_failure=not args.all_tests)
             r["seconds"] = time.monotonic() - start
             caught = {"failed": "yes", "passed": "NO"}.get(r["status"], r["status"])
-            results.append({"mutant": m.name, "file": m.path, "tests": " ".join(m.tests), "caught": caught,
-                            "counts": r["counts"], "seconds": round(r["seconds"], 1)})
-            print(f"[{i}/{len(chosen)}] {m.name}: caught={caught} ({describe_counts(r['counts'])}) "
-                  f"in {r['seconds']:.0f} s", flush=True)
+            results.append(
+                {
+                    "mutant": m.name,
+                    "file": m.path,
+                    "tests": " ".join(m.tests),
+                    "caught": caught,
+                    "counts": r["counts"],
+                    "seconds": round(r["seconds"], 1),
+                }
+            )
+            print(
+                f"[{i}/{len(chosen)}] {m.name}: caught={caught} ({describe_counts(r['counts'])}) "
+                f"in {r['seconds']:.0f} s",
+                flush=True,
+            )
             if args.verbose or caught not in ("yes", "NO"):
                 print(r["tail"], flush=True)
             if not args.keep:
@@ -264,7 +359,9 @@ def main(argv=None) -> int:
 
     print("\n| mutant | tests run | caught | pytest | time |\n|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['mutant']} | {r['tests']} | {r['caught']} | {describe_counts(r['counts'])} | {r['seconds']:.0f} s |")
+        print(
+            f"| {r['mutant']} | {r['tests']} | {r['caught']} | {describe_counts(r['counts'])} | {r['seconds']:.0f} s |"
+        )
     print(f"\n{sum(r['caught'] == 'yes' for r in results)} of {len(results)} caught")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

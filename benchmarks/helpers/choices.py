@@ -1,5 +1,6 @@
 """What the package picked while a benchmark ran: the Triton autotuners' configs and the
 measured choices (backend "auto" per block shape, the stem's conv1, conv-ReLU)."""
+
 from __future__ import annotations
 
 import sys
@@ -52,9 +53,19 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         return None
     # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see inception_fast.choices.CONV_RELU_CHOICE) at this
     # batch and dtype.
-    convs = [{"weight": list(key.weight), "chosen": c.name, "us": {k: v * 1e6 for k, v in c.seconds.items()},
-              "errors": c.errors}
-             for key, c in choices.CONV_RELU_CHOICE.choices().items()
-             if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]]
-    return {"chosen": choice.name, "us": {k: v * 1e6 for k, v in choice.seconds.items()}, "errors": choice.errors,
-            "conv_relu": convs}
+    convs = [
+        {
+            "weight": list(key.weight),
+            "chosen": c.name,
+            "us": {k: v * 1e6 for k, v in c.seconds.items()},
+            "errors": c.errors,
+        }
+        for key, c in choices.CONV_RELU_CHOICE.choices().items()
+        if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
+    ]
+    return {
+        "chosen": choice.name,
+        "us": {k: v * 1e6 for k, v in choice.seconds.items()},
+        "errors": choice.errors,
+        "conv_relu": convs,
+    }

@@ -3,6 +3,7 @@
 Run as ``python -m benchmarks.helpers.environment [env|name] [--quick]`` (from the repository
 root) to print the environment as JSON, or only the results base name gpu_suite.sh uses.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -78,8 +79,10 @@ def result_basename(env: dict, date: Optional[str] = None, quick: bool = False) 
     date = date or _dt.date.today().isoformat()
     gpu = env.get("device_name") if env.get("device") == "cuda" else "cpu"
     torch_ver = (env.get("torch") or "none").split("+")[0]
-    name = (f"{date}_{_safe(gpu or 'unknown')}_torch{_safe(torch_ver)}_triton{_safe(env.get('triton') or 'none')}"
-            f"_cuda{_safe(env.get('torch_cuda') or 'none')}")
+    name = (
+        f"{date}_{_safe(gpu or 'unknown')}_torch{_safe(torch_ver)}_triton{_safe(env.get('triton') or 'none')}"
+        f"_cuda{_safe(env.get('torch_cuda') or 'none')}"
+    )
     return name + ("_quick" if quick else "")
 
 

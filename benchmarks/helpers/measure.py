@@ -7,6 +7,7 @@ pytest-benchmark's own ``stats`` come from a few extra ``benchmark.pedantic`` ro
 eager call followed by a device synchronize, so they are wall-clock times of a finished
 call (launch overhead included).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -23,8 +24,16 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
-def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, extra: dict,
-            group: Optional[str] = None, cuda_graph: Optional[bool] = None) -> Timing:
+def measure(
+    benchmark,
+    fn: Callable[[], object],
+    s: Settings,
+    *,
+    batch: int,
+    extra: dict,
+    group: Optional[str] = None,
+    cuda_graph: Optional[bool] = None,
+) -> Timing:
     """Times ``fn`` with time_fn (the headline number, into extra_info), then lets
     pytest-benchmark record a few synchronized wall-clock rounds of the same call."""
     device = s.device
@@ -34,8 +43,15 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
         with torch.inference_mode():
             fn()
     try:
-        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
-                         min_time_s=s.min_time_s, cuda_graph=cuda_graph)
+        timing = time_fn(
+            fn,
+            device=device,
+            batch=batch,
+            warmup=s.warmup,
+            repeats=s.repeats,
+            min_time_s=s.min_time_s,
+            cuda_graph=cuda_graph,
+        )
     except Exception as exc:
         if not cuda_graph:
             raise
@@ -44,8 +60,7 @@ def measure(benchmark, fn: Callable[[], object], s: Settings, *, batch: int, ext
         cuda_graph = False
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats,
-                         min_time_s=s.min_time_s)
+        timing = time_fn(fn, device=device, batch=batch, warmup=s.warmup, repeats=s.repeats, min_time_s=s.min_time_s)
     samples = sorted(timing.samples_s)
     info.update(
         device=device.type,

@@ -1,5 +1,6 @@
 """The models and blocks the benchmarks time, all carrying one set of calibrated weights,
 cached per configuration; example inputs; and which backends may run on the device."""
+
 from __future__ import annotations
 
 import copy
@@ -59,7 +60,7 @@ def build_model(name: str, s: Settings, dtype: str, memory_format: str) -> nn.Mo
         model = GoogLeNet(1000, variant="torchvision", aux_logits=False, init_weights=False)
         model.load_state_dict(base.state_dict())
     elif name.startswith("fused_"):
-        backend = name[len("fused_"):]
+        backend = name[len("fused_") :]
         require_backend(backend, s.device)
         from inception_fast import FusedGoogLeNet
 
@@ -109,8 +110,12 @@ def fused_stem(s: Settings, dtype: str, backend: str = "torch"):
 
         require_backend(backend, s.device)
         base = base_torchvision(s.image_size, s.calib_batch)
-        _BLOCK_CACHE[key] = _place(FusedGoogLeNet.from_torchvision(copy.deepcopy(base), backend=backend),
-                                   s.device, DTYPES[dtype], torch.channels_last)
+        _BLOCK_CACHE[key] = _place(
+            FusedGoogLeNet.from_torchvision(copy.deepcopy(base), backend=backend),
+            s.device,
+            DTYPES[dtype],
+            torch.channels_last,
+        )
     return _BLOCK_CACHE[key]
 
 
@@ -134,8 +139,9 @@ def require_backend(backend: str, device: torch.device) -> None:
         raise BackendUnavailable("triton on CPU is the interpreter: timed only with --quick")
 
 
-def example_input(batch: int, channels: int, h: int, w: int, device, dtype, memory_format, seed: int = 0,
-                  nonnegative: bool = False) -> torch.Tensor:
+def example_input(
+    batch: int, channels: int, h: int, w: int, device, dtype, memory_format, seed: int = 0, nonnegative: bool = False
+) -> torch.Tensor:
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = (batch, channels, h, w)
     if nonnegative:  # block inputs are post-ReLU activations

@@ -1,4 +1,5 @@
 """Where a call's time goes: torch.profiler time per kernel name."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -42,6 +43,11 @@ def kernel_profile(fn: Callable[[], object], device: torch.device, calls: int = 
         return {"error": error_line(exc)}
     total = sum(us for us, _ in per_name.values())
     ranked = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:top]
-    return {"source": "cuda kernels" if cuda else "cpu ops (self time)", "us_per_call": total / calls,
-            "kernels": [{"name": name[:160], "us": us / calls, "calls": n / calls, "share": us / total if total else None}
-                        for name, (us, n) in ranked]}
+    return {
+        "source": "cuda kernels" if cuda else "cpu ops (self time)",
+        "us_per_call": total / calls,
+        "kernels": [
+            {"name": name[:160], "us": us / calls, "calls": n / calls, "share": us / total if total else None}
+            for name, (us, n) in ranked
+        ],
+    }

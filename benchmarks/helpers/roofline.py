@@ -1,4 +1,5 @@
 """Achieved rates and the fraction of the H100 roofline, from work counted off the shapes."""
+
 from __future__ import annotations
 
 import torch

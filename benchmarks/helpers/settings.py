@@ -19,6 +19,7 @@ options set the same variables):
   forward the device was busy (``busy``: kernel time over the measured time; well under 1
   means the forward waits on the host).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,17 @@ ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda")
-BLOCKS = ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
-          "inception4d", "inception4e", "inception5a", "inception5b")
+BLOCKS = (
+    "inception3a",
+    "inception3b",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "inception5a",
+    "inception5b",
+)
 STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
 
 
@@ -102,10 +112,22 @@ def settings() -> Settings:
         if d not in DTYPES:
             raise ValueError(f"{ENV_DTYPES}: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
     return Settings(
-        device=device, quick=quick, cuda_graph=flag(ENV_CUDA_GRAPH) and gpu, compile=flag(ENV_COMPILE),
-        image_size=image, batches=batches, dtypes=dtypes, formats=("channels_last", "contiguous"),
-        block_batch=block_batch, block_dtype="bf16" if gpu else "fp32", compile_batch=max(batches),
-        calib_batch=calib, warmup=warmup, repeats=repeats, min_time_s=min_time, rounds=rounds,
+        device=device,
+        quick=quick,
+        cuda_graph=flag(ENV_CUDA_GRAPH) and gpu,
+        compile=flag(ENV_COMPILE),
+        image_size=image,
+        batches=batches,
+        dtypes=dtypes,
+        formats=("channels_last", "contiguous"),
+        block_batch=block_batch,
+        block_dtype="bf16" if gpu else "fp32",
+        compile_batch=max(batches),
+        calib_batch=calib,
+        warmup=warmup,
+        repeats=repeats,
+        min_time_s=min_time,
+        rounds=rounds,
     )
 
 
@@ -144,7 +166,7 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem" or an Inception block name
-    impl: str   # torchvision | torch | triton | cuda | launch1_ext | launch1_triton
+    impl: str  # torchvision | torch | triton | cuda | launch1_ext | launch1_triton
 
     @property
     def id(self) -> str:

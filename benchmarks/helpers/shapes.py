@@ -1,5 +1,6 @@
 """Per block (and the stem): input and output shapes and every conv's shape, taken by running
 torchvision's googlenet once with forward hooks, with their work counts."""
+
 from __future__ import annotations
 
 import warnings
@@ -75,12 +76,15 @@ def block_shapes(image_size: int) -> dict:
             io.setdefault(key, {})
             io[key].setdefault("in", tuple(inp[0].shape[1:]))
             io[key]["out"] = tuple(out.shape[1:])
+
         return hook
 
     def conv_hook(key):
         def hook(mod, inp, out):
-            convs.setdefault(key, []).append(ConvShape(mod.in_channels, mod.out_channels, *mod.kernel_size,
-                                                       mod.groups, out.shape[2], out.shape[3]))
+            convs.setdefault(key, []).append(
+                ConvShape(mod.in_channels, mod.out_channels, *mod.kernel_size, mod.groups, out.shape[2], out.shape[3])
+            )
+
         return hook
 
     for name in BLOCKS:

@@ -25,6 +25,7 @@ Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs ar
 "torch" is always present; "triton" and "cuda" when they load.  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -15,6 +15,7 @@ Importing this module never fails when the extension is absent: the extension is
 loaded on first use, and ``unavailable_reason`` then says why it is missing.
 No device is queried before ``unavailable_reason`` is asked about one.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,7 +57,8 @@ def has_cuda_kernels() -> bool:
     if load_extension() is None:
         return False
     return bool(getattr(_extension, "with_cuda", 0)) and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "inception_fast::reduce_pool_", "CUDA")
+        "inception_fast::reduce_pool_", "CUDA"
+    )
 
 
 def _unavailable_reason(device) -> Optional[str]:
@@ -68,8 +70,10 @@ def _unavailable_reason(device) -> Optional[str]:
     if device.type != "cuda":
         return f"runs on cpu and cuda, not on {device.type}"
     if not has_cuda_kernels():
-        return ("inception_fast._C was built without CUDA kernels (no nvcc under CUDA_HOME, or torch without "
-                f"CUDA, at build time); {_BUILD_HINT}")
+        return (
+            "inception_fast._C was built without CUDA kernels (no nvcc under CUDA_HOME, or torch without "
+            f"CUDA, at build time); {_BUILD_HINT}"
+        )
     return sm80_reason(device, " (mma.sync bf16, cp.async)")
 
 

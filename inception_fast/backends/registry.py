@@ -1,5 +1,6 @@
 """The registry itself: what a backend is, and where backends register.  The backend modules
 import this (never the package, which loads them), so the import graph has no cycle."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ addmm whose output IS its channel slice of the block output.  ATen convolutions
 cannot store into a strided channel slice, so the 3x3 / k×k results and branch 1
 are copied into their slices (still no torch.cat and no second full-size output).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,10 +34,10 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     _rows(scratch).copy_(red[:, ch1:])
     red3, red5 = scratch[:, :ch3red], scratch[:, ch3red:]
     k3, k5 = w3.shape[-1], w5.shape[-1]
-    out[:, ch1:ch1 + ch3].copy_(F.conv2d(red3, w3, b3, padding=k3 // 2).relu_())
-    out[:, ch1 + ch3:ch1 + ch3 + ch5].copy_(F.conv2d(red5, w5, b5, padding=k5 // 2).relu_())
+    out[:, ch1 : ch1 + ch3].copy_(F.conv2d(red3, w3, b3, padding=k3 // 2).relu_())
+    out[:, ch1 + ch3 : ch1 + ch3 + ch5].copy_(F.conv2d(red5, w5, b5, padding=k5 // 2).relu_())
     pooled = F.max_pool2d(x, 3, 1, 1)
-    pool_slice = out2d[:, ch1 + ch3 + ch5:]
+    pool_slice = out2d[:, ch1 + ch3 + ch5 :]
     torch.addmm(b_pool, _rows(pooled), w_pool.t(), out=pool_slice)
     pool_slice.relu_()
     return out, scratch
@@ -54,5 +55,10 @@ def max_pool2d(x, kernel, stride, padding, ceil_mode):
     return y.contiguous(memory_format=torch.channels_last)
 
 
-register(Backend("torch", _unavailable_reason, {"inception_block": block_forward,
-                                                "conv_relu_maxpool": conv_relu_maxpool, "max_pool2d": max_pool2d}))
+register(
+    Backend(
+        "torch",
+        _unavailable_reason,
+        {"inception_block": block_forward, "conv_relu_maxpool": conv_relu_maxpool, "max_pool2d": max_pool2d},
+    )
+)

@@ -5,6 +5,7 @@ launch (``stem.py``) and the max pool without an argmax (``maxpool.py``).
 Importing this package is cheap: triton itself is imported on the first availability check or
 kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,5 +78,10 @@ def _max_pool2d(x, kernel, stride, padding, ceil_mode):
         return launch_max_pool(x, kernel, stride, padding, ceil_mode)
 
 
-register(Backend("triton", _unavailable_reason, {"inception_block": _block_forward,
-                                                 "conv_relu_maxpool": _conv_relu_maxpool, "max_pool2d": _max_pool2d}))
+register(
+    Backend(
+        "triton",
+        _unavailable_reason,
+        {"inception_block": _block_forward, "conv_relu_maxpool": _conv_relu_maxpool, "max_pool2d": _max_pool2d},
+    )
+)

@@ -3,6 +3,7 @@
 
 No kernels here.  Importing this module imports triton but queries no device.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,26 @@ import triton.language as tl
 
 from ...caches import LRUDict, cache_capacity, trim
 
-__all__ = ["INTERPRET", "dot_precision", "launch", "launch_configured", "launch_count", "tuning_log", "tuning_count", "config_name", "no_buffer", "check_dtype", "row_unit", "pow2_unit", "row_strides",
-           "next_pow2_clamped", "cdiv", "pixel_rows", "pixel_tile", "row_offsets"]
+__all__ = [
+    "INTERPRET",
+    "dot_precision",
+    "launch",
+    "launch_configured",
+    "launch_count",
+    "tuning_log",
+    "tuning_count",
+    "config_name",
+    "no_buffer",
+    "check_dtype",
+    "row_unit",
+    "pow2_unit",
+    "row_strides",
+    "next_pow2_clamped",
+    "cdiv",
+    "pixel_rows",
+    "pixel_tile",
+    "row_offsets",
+]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
 # are imported; reading the variable at the same moment keeps launchers and kernels in step.
@@ -45,8 +64,9 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     kernel[grid](*args, **kwargs)
 
 
-def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict,
-                      config_kwargs=dict) -> None:
+def launch_configured(
+    kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict, config_kwargs=dict
+) -> None:
     """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
     when no config is pinned (on a GPU; from the second launch of a shape on, straight with the
     config it chose, see _TUNED_CONFIGS), else with the pinned ``config`` (its kwargs passed
@@ -63,8 +83,11 @@ def launch_configured(kernel, tuned, grid, args: tuple, meta: dict, config, inte
         meta = {**meta, **interpreter_config}
     else:
         # all_kwargs: the tile and every launch option the autotuner would pass (warps, stages, CTAs...).
-        options = config.all_kwargs() if hasattr(config, "all_kwargs") else {
-            **config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        options = (
+            config.all_kwargs()
+            if hasattr(config, "all_kwargs")
+            else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        )
         meta = {**meta, **options, **config_kwargs(config.kwargs)}
     launch(kernel, grid(meta), *args, **meta)
 
@@ -96,8 +119,10 @@ def _shape_key(tuned, args: tuple, meta: dict) -> Optional[tuple]:
             return None
         positions = _KEY_POSITIONS[tuned] = [(k, arg_names.index(k) if k in arg_names else None) for k in names]
     n = len(args)
-    return (tuple(args[i] if i is not None and i < n else meta.get(k) for k, i in positions),
-            tuple(a.dtype for a in args if isinstance(a, torch.Tensor)))
+    return (
+        tuple(args[i] if i is not None and i < n else meta.get(k) for k, i in positions),
+        tuple(a.dtype for a in args if isinstance(a, torch.Tensor)),
+    )
 
 
 def _tuned_config(tuned, args: tuple, meta: dict):
@@ -124,14 +149,16 @@ def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, 
     timings = getattr(tuned, "configs_timings", None)
     timings = timings if timings is not None and timings is not timings_before else None
     names = getattr(tuned, "keys", ())
-    _log_tuning({
-        "kernel": getattr(getattr(tuned, "base_fn", None), "__name__", None) or type(tuned).__name__,
-        "shape": {k: v for k, v in zip(names, key[0])},
-        "dtype": str(key[1][0]) if key[1] else None,
-        "chosen": config_name(config),
-        "us": None if timings is None else {config_name(c): _median_us(t) for c, t in timings.items()},
-        "from_cache": timings is not None and getattr(tuned, "bench_time", None) == bench_time_before,
-    })
+    _log_tuning(
+        {
+            "kernel": getattr(getattr(tuned, "base_fn", None), "__name__", None) or type(tuned).__name__,
+            "shape": {k: v for k, v in zip(names, key[0])},
+            "dtype": str(key[1][0]) if key[1] else None,
+            "chosen": config_name(config),
+            "us": None if timings is None else {config_name(c): _median_us(t) for c, t in timings.items()},
+            "from_cache": timings is not None and getattr(tuned, "bench_time", None) == bench_time_before,
+        }
+    )
 
 
 # What the autotuners chose in this process, in launch order (benchmarks record it): one entry

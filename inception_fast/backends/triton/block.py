@@ -9,6 +9,7 @@
 ``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
 module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -26,6 +26,7 @@ torch.backends.cudnn.allow_tf32 is on, else exact fp32.  64-bit offsets througho
 through the ReLU as in PyTorch.
 For NCHW inputs see the note in reduce_pool.py: the op receives channels_last only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,17 +48,52 @@ def _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stri
     """Bias + ReLU on a finished tile and its store into out's channels from cout_off."""
     bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + o_row[:, None] + (cout_off + offs_n)[None, :] * stride_out_c, y,
-             mask=row_ok[:, None] & col_ok[None, :])
+    tl.store(
+        out_ptr + o_row[:, None] + (cout_off + offs_n)[None, :] * stride_out_c,
+        y,
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
 
 
 @triton.jit
-def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww, pid_n,
-               H, W, cin, cin_off, cout, cout_off, stride_src_h, stride_src_w, stride_src_c,
-               stride_w_o, stride_w_h, stride_w_w, stride_w_c, stride_b, stride_out_c,
-               KS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
+def _conv_tile(
+    src_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    ws_ptr,
+    cnt_ptr,
+    tile,
+    split,
+    s_row,
+    o_row,
+    row_ok,
+    hh,
+    ww,
+    pid_n,
+    H,
+    W,
+    cin,
+    cin_off,
+    cout,
+    cout_off,
+    stride_src_h,
+    stride_src_w,
+    stride_src_c,
+    stride_w_o,
+    stride_w_h,
+    stride_w_w,
+    stride_w_c,
+    stride_b,
+    stride_out_c,
+    KS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    SLOT: tl.constexpr,
+):
     """One output tile of a KSxKS conv over scratch's channels [cin_off, cin_off + cin), as an implicit
     GEMM over (kh, kw, cin); with SPLIT_K > 1 this program's share of K, the last to finish adding
     the partial tiles and running the epilogue."""
@@ -87,10 +123,16 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_r
         k_ok = kk < cin
         tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
         tap_row = s_row + dh * stride_src_h + dw * stride_src_w
-        a = tl.load(src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
-                    mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(w_cols + kh * stride_w_h + kw * stride_w_w + kk[:, None] * stride_w_c,
-                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        a = tl.load(
+            src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
+            mask=tap_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_cols + kh * stride_w_h + kw * stride_w_w + kk[:, None] * stride_w_c,
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if SPLIT_K == 1:
@@ -114,23 +156,58 @@ def _conv_tile(src_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_r
 def _branch_convs_kernel(
     # Pointers: scratch (the reductions), both convs' weights and biases, the block output, and the
     # split-K fp32 workspace and int32 tile counters.
-    scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr,
+    scratch_ptr,
+    w3_ptr,
+    b3_ptr,
+    w5_ptr,
+    b5_ptr,
+    out_ptr,
+    ws_ptr,
+    cnt_ptr,
     # Pixels (M = N*H*W) and the image's height and width.
-    M, H, W,
+    M,
+    H,
+    W,
     # Channel counts: the convs' inputs (divided by C_UNIT) and outputs; branch 1's width, where
     # branch 2's slice of out starts.
-    cin3_div_unit, cout3, cin5_div_unit, cout5, ch1,
+    cin3_div_unit,
+    cout3,
+    cin5_div_unit,
+    cout5,
+    ch1,
     # Strides in elements; those of N, H and W (activations) or O, H and W (weights) divided by
     # ROW_UNIT or W_UNIT.
-    stride_scratch_n_div_unit, stride_scratch_h_div_unit, stride_scratch_w_div_unit, stride_scratch_c,
-    stride_out_n_div_unit, stride_out_h_div_unit, stride_out_w_div_unit, stride_out_c,
-    stride_w3_o_div_unit, stride_w3_h_div_unit, stride_w3_w_div_unit, stride_w3_c, stride_b3,
-    stride_w5_o_div_unit, stride_w5_h_div_unit, stride_w5_w_div_unit, stride_w5_c, stride_b5,
+    stride_scratch_n_div_unit,
+    stride_scratch_h_div_unit,
+    stride_scratch_w_div_unit,
+    stride_scratch_c,
+    stride_out_n_div_unit,
+    stride_out_h_div_unit,
+    stride_out_w_div_unit,
+    stride_out_c,
+    stride_w3_o_div_unit,
+    stride_w3_h_div_unit,
+    stride_w3_w_div_unit,
+    stride_w3_c,
+    stride_b3,
+    stride_w5_o_div_unit,
+    stride_w5_h_div_unit,
+    stride_w5_w_div_unit,
+    stride_w5_c,
+    stride_b5,
     # Fixed by the launcher: branch 3's kernel size and tile, tf32/ieee, the stride and channel units.
-    K5: tl.constexpr, BLOCK_N5: tl.constexpr, BLOCK_K5: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ROW_UNIT: tl.constexpr, W_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
+    K5: tl.constexpr,
+    BLOCK_N5: tl.constexpr,
+    BLOCK_K5: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    W_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     # The tile (autotuned).
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
     """Launch 2: branch 2's 3x3 and branch 3's K5xK5 conv over scratch, one 1-D grid for both
     (per pixel tile, branch 2's column tiles first), bias + ReLU into their slices of out;
@@ -139,13 +216,25 @@ def _branch_convs_kernel(
     # (see _common.row_unit).
     cin3, cin5 = cin3_div_unit * C_UNIT, cin5_div_unit * C_UNIT
     stride_scratch_n, stride_scratch_h, stride_scratch_w = (
-        stride_scratch_n_div_unit * ROW_UNIT, stride_scratch_h_div_unit * ROW_UNIT, stride_scratch_w_div_unit * ROW_UNIT)
-    stride_out_n, stride_out_h, stride_out_w = (stride_out_n_div_unit * ROW_UNIT, stride_out_h_div_unit * ROW_UNIT,
-                                                stride_out_w_div_unit * ROW_UNIT)
-    stride_w3_o, stride_w3_h, stride_w3_w = (stride_w3_o_div_unit * W_UNIT, stride_w3_h_div_unit * W_UNIT,
-                                             stride_w3_w_div_unit * W_UNIT)
-    stride_w5_o, stride_w5_h, stride_w5_w = (stride_w5_o_div_unit * W_UNIT, stride_w5_h_div_unit * W_UNIT,
-                                             stride_w5_w_div_unit * W_UNIT)
+        stride_scratch_n_div_unit * ROW_UNIT,
+        stride_scratch_h_div_unit * ROW_UNIT,
+        stride_scratch_w_div_unit * ROW_UNIT,
+    )
+    stride_out_n, stride_out_h, stride_out_w = (
+        stride_out_n_div_unit * ROW_UNIT,
+        stride_out_h_div_unit * ROW_UNIT,
+        stride_out_w_div_unit * ROW_UNIT,
+    )
+    stride_w3_o, stride_w3_h, stride_w3_w = (
+        stride_w3_o_div_unit * W_UNIT,
+        stride_w3_h_div_unit * W_UNIT,
+        stride_w3_w_div_unit * W_UNIT,
+    )
+    stride_w5_o, stride_w5_h, stride_w5_w = (
+        stride_w5_o_div_unit * W_UNIT,
+        stride_w5_h_div_unit * W_UNIT,
+        stride_w5_w_div_unit * W_UNIT,
+    )
     n_tiles3 = tl.cdiv(cout3, BLOCK_N)
     TILE_N5: tl.constexpr = BLOCK_N if BLOCK_N5 > BLOCK_N else BLOCK_N5
     n_cols = n_tiles3 + tl.cdiv(cout5, TILE_N5)
@@ -158,15 +247,83 @@ def _branch_convs_kernel(
     SLOT: tl.constexpr = BLOCK_M * BLOCK_N
 
     if pid_n < n_tiles3:
-        _conv_tile(scratch_ptr, w3_ptr, b3_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
-                   pid_n, H, W, cin3, 0, cout3, ch1, stride_scratch_h, stride_scratch_w, stride_scratch_c,
-                   stride_w3_o, stride_w3_h, stride_w3_w, stride_w3_c, stride_b3, stride_out_c,
-                   3, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, SLOT)
+        _conv_tile(
+            scratch_ptr,
+            w3_ptr,
+            b3_ptr,
+            out_ptr,
+            ws_ptr,
+            cnt_ptr,
+            tile,
+            split,
+            s_row,
+            o_row,
+            row_ok,
+            hh,
+            ww,
+            pid_n,
+            H,
+            W,
+            cin3,
+            0,
+            cout3,
+            ch1,
+            stride_scratch_h,
+            stride_scratch_w,
+            stride_scratch_c,
+            stride_w3_o,
+            stride_w3_h,
+            stride_w3_w,
+            stride_w3_c,
+            stride_b3,
+            stride_out_c,
+            3,
+            DOT_PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            SPLIT_K,
+            SLOT,
+        )
     else:
-        _conv_tile(scratch_ptr, w5_ptr, b5_ptr, out_ptr, ws_ptr, cnt_ptr, tile, split, s_row, o_row, row_ok, hh, ww,
-                   pid_n - n_tiles3, H, W, cin5, cin3, cout5, ch1 + cout3, stride_scratch_h, stride_scratch_w,
-                   stride_scratch_c, stride_w5_o, stride_w5_h, stride_w5_w, stride_w5_c, stride_b5, stride_out_c,
-                   K5, DOT_PRECISION, BLOCK_M, TILE_N5, BLOCK_K5, SPLIT_K, SLOT)
+        _conv_tile(
+            scratch_ptr,
+            w5_ptr,
+            b5_ptr,
+            out_ptr,
+            ws_ptr,
+            cnt_ptr,
+            tile,
+            split,
+            s_row,
+            o_row,
+            row_ok,
+            hh,
+            ww,
+            pid_n - n_tiles3,
+            H,
+            W,
+            cin5,
+            cin3,
+            cout5,
+            ch1 + cout3,
+            stride_scratch_h,
+            stride_scratch_w,
+            stride_scratch_c,
+            stride_w5_o,
+            stride_w5_h,
+            stride_w5_w,
+            stride_w5_c,
+            stride_b5,
+            stride_out_c,
+            K5,
+            DOT_PRECISION,
+            BLOCK_M,
+            TILE_N5,
+            BLOCK_K5,
+            SPLIT_K,
+            SLOT,
+        )
 
 
 # Large tiles for large batches; the smaller ones, and the two that split K four ways, keep batch-1
@@ -188,8 +345,20 @@ SPLIT_K_MAX_PIXELS = _common.SMALL_PROBLEM_PIXELS
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "cin3_div_unit", "cout3", "cin5_div_unit", "cout5", "K5", "DOT_PRECISION", "ROW_UNIT",
-                "W_UNIT", "C_UNIT"]
+AUTOTUNE_KEY = [
+    "M",
+    "H",
+    "W",
+    "cin3_div_unit",
+    "cout3",
+    "cin5_div_unit",
+    "cout5",
+    "K5",
+    "DOT_PRECISION",
+    "ROW_UNIT",
+    "W_UNIT",
+    "C_UNIT",
+]
 
 
 def _split_k(kwargs: dict) -> int:
@@ -218,8 +387,12 @@ def _complete_config(config: triton.Config) -> triton.Config:
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
-    return triton.autotune(configs=[_complete_config(c) for c in configs], key=AUTOTUNE_KEY,
-                           prune_configs_by={"early_config_prune": _prune_split_k}, **autotune_kwargs)(_branch_convs_kernel)
+    return triton.autotune(
+        configs=[_complete_config(c) for c in configs],
+        key=AUTOTUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune_split_k},
+        **autotune_kwargs,
+    )(_branch_convs_kernel)
 
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
@@ -227,8 +400,9 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
 
-def split_k_counters(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor,
-                     config: Optional[triton.Config] = None) -> Optional[int]:
+def split_k_counters(
+    scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor, config: Optional[triton.Config] = None
+) -> Optional[int]:
     """How many int32 tile counters launch 2 needs (zeroed before it runs) for this block, or None
     where no split-K config can run: the tile count of the split-K config with the most tiles
     (or of ``config``, when pinned), rounded up to a multiple of 16 (launch 1 zeroes them with
@@ -283,15 +457,38 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1, counters=None, config=None):
     c_unit = _common.pow2_unit(cin3, cin5)
     ws, counters = _split_k_buffers(scratch, w3, w5, counters, config)
     args = (
-        scratch, w3, b3, w5, b5, out, ws, counters,
-        m, h, w, cin3 // c_unit, cout3, cin5 // c_unit, cout5, ch1,
+        scratch,
+        w3,
+        b3,
+        w5,
+        b5,
+        out,
+        ws,
+        counters,
+        m,
+        h,
+        w,
+        cin3 // c_unit,
+        cout3,
+        cin5 // c_unit,
+        cout5,
+        ch1,
         *_common.row_strides(scratch, unit),
         *_common.row_strides(out, unit),
-        *_common.row_strides(w3, w_unit), b3.stride(0),
-        *_common.row_strides(w5, w_unit), b5.stride(0),
+        *_common.row_strides(w3, w_unit),
+        b3.stride(0),
+        *_common.row_strides(w5, w_unit),
+        b5.stride(0),
     )
-    meta = {"K5": k5, "BLOCK_N5": block_n5, "BLOCK_K5": block_k5, "ROW_UNIT": unit, "W_UNIT": w_unit, "C_UNIT": c_unit,
-            "DOT_PRECISION": _common.dot_precision(scratch.dtype)}
+    meta = {
+        "K5": k5,
+        "BLOCK_N5": block_n5,
+        "BLOCK_K5": block_k5,
+        "ROW_UNIT": unit,
+        "W_UNIT": w_unit,
+        "C_UNIT": c_unit,
+        "DOT_PRECISION": _common.dot_precision(scratch.dtype),
+    }
 
     def grid(cfg):
         return (_tile_count(m, cout3, cout5, cfg) * _split_k(cfg),)
@@ -306,20 +503,31 @@ def _split_k_buffers(scratch, w3, w5, counters, config):
     candidates = _split_candidates(m, config)
     n_counters = _counter_count(m, w3.shape[0], w5.shape[0], candidates)
     if n_counters is None:
-        return (_common.no_buffer(scratch, torch.float32),
-                counters if counters is not None else _common.no_buffer(scratch, torch.int32))
+        return (
+            _common.no_buffer(scratch, torch.float32),
+            counters if counters is not None else _common.no_buffer(scratch, torch.int32),
+        )
     if counters is None:
         counters = torch.zeros(n_counters, dtype=torch.int32, device=scratch.device)
     elif counters.numel() < n_counters or counters.dtype != torch.int32:
         raise ValueError(f"launch 2 needs {n_counters} int32 split-K counters, got {counters.numel()} {counters.dtype}")
-    slots = max(_tile_count(m, w3.shape[0], w5.shape[0], kw) * _split_k(kw) * kw["BLOCK_M"] * kw["BLOCK_N"]
-                for kw in candidates)
+    slots = max(
+        _tile_count(m, w3.shape[0], w5.shape[0], kw) * _split_k(kw) * kw["BLOCK_M"] * kw["BLOCK_N"] for kw in candidates
+    )
     return torch.empty(slots, dtype=torch.float32, device=scratch.device), counters
 
 
-def launch_branch_convs(scratch: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor,
-                        b5: torch.Tensor, out: torch.Tensor, ch1: int,
-                        config: Optional[triton.Config] = None, counters: Optional[torch.Tensor] = None) -> None:
+def launch_branch_convs(
+    scratch: torch.Tensor,
+    w3: torch.Tensor,
+    b3: torch.Tensor,
+    w5: torch.Tensor,
+    b5: torch.Tensor,
+    out: torch.Tensor,
+    ch1: int,
+    config: Optional[triton.Config] = None,
+    counters: Optional[torch.Tensor] = None,
+) -> None:
     """Launch 2: fills out[:, ch1:ch1+ch3] and out[:, ch1+ch3:ch1+ch3+ch5] (post-ReLU) in one launch.
 
     scratch (N, ch3red + ch5red, H, W); w3 (ch3, ch3red, 3, 3); w5 (ch5, ch5red, k, k), k odd;
@@ -334,5 +542,6 @@ def launch_branch_convs(scratch: torch.Tensor, w3: torch.Tensor, b3: torch.Tenso
         config = copy.copy(config)
         config.kwargs = _with_split_k(config.kwargs)
     args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1, counters, config)
-    _common.launch_configured(_branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG,
-                              config_kwargs=_with_split_k)
+    _common.launch_configured(
+        _branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_split_k
+    )

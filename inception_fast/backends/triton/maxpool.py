@@ -17,6 +17,7 @@ Dtypes: float32 / float16 / bfloat16; the max is exact in any of them.  Input in
 (NCHW too: slower gathers, same result), output channels_last.  Offsets are 64-bit (pixel and
 channel terms alike: an NCHW channel stride times C can pass 2^31).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -34,15 +35,31 @@ __all__ = ["launch_max_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 @triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW"])
 def _max_pool_kernel(
     # Pointers: input, channels_last output.
-    x_ptr, out_ptr,
+    x_ptr,
+    out_ptr,
     # Sizes: M = N*OH*OW output pixels, channels, input H x W, output OH x OW.
-    M, C, H, W, OH, OW,
+    M,
+    C,
+    H,
+    W,
+    OH,
+    OW,
     # Strides in elements, in (N, C, H, W) order.
-    stride_x_n, stride_x_c, stride_x_h, stride_x_w, stride_out_n, stride_out_c, stride_out_h, stride_out_w,
+    stride_x_n,
+    stride_x_c,
+    stride_x_h,
+    stride_x_w,
+    stride_out_n,
+    stride_out_c,
+    stride_out_h,
+    stride_out_w,
     # Fixed by the launcher: the window.
-    KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    PAD: tl.constexpr,
     # The tile (autotuned).
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """KSxKS max pool (stride STRIDE, padding PAD as -inf) of BLOCK_P output pixels x BLOCK_C
     channels: one [BLOCK_P, BLOCK_C] load per window tap, a running fp32 max that propagates NaN,
@@ -66,12 +83,18 @@ def _max_pool_kernel(
             w = ow * STRIDE - PAD + kw
             tap_ok = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             row = h.to(tl.int64) * stride_x_h + w.to(tl.int64) * stride_x_w
-            v = tl.load(x_img[:, None] + row[:, None] + offs_c[None, :] * stride_x_c,
-                        mask=tap_ok[:, None] & c_ok[None, :], other=float("-inf"))
+            v = tl.load(
+                x_img[:, None] + row[:, None] + offs_c[None, :] * stride_x_c,
+                mask=tap_ok[:, None] & c_ok[None, :],
+                other=float("-inf"),
+            )
             best = tl.maximum(best, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
     o_row = img * stride_out_n + oh.to(tl.int64) * stride_out_h + ow.to(tl.int64) * stride_out_w
-    tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * stride_out_c, best.to(out_ptr.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+    tl.store(
+        out_ptr + o_row[:, None] + offs_c[None, :] * stride_out_c,
+        best.to(out_ptr.dtype.element_ty),
+        mask=p_ok[:, None] & c_ok[None, :],
+    )
 
 
 # Memory-bound: tiles of 4-16K elements, channel tiles up to 128 wide (GoogLeNet pools 64 to 832
@@ -111,8 +134,9 @@ def _arguments(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mod
     return args, meta, grid, out
 
 
-def launch_max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool,
-                    config: Optional[triton.Config] = None) -> torch.Tensor:
+def launch_max_pool(
+    x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool, config: Optional[triton.Config] = None
+) -> torch.Tensor:
     """max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode) (square window, dilation 1) in one
     launch, returned channels_last.  ``config`` (one of CONFIGS) skips autotuning."""
     args, meta, grid, out = _arguments(x, kernel, stride, padding, ceil_mode)

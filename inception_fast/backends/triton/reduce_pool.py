@@ -21,7 +21,8 @@ read it from L2, not HBM.
 Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 operands use TF32 only when
 torch.backends.cudnn.allow_tf32 is on (read at call time), else exact fp32.  The max pool is exact
 in any dtype, and NaN propagates through the pool and the ReLU as in PyTorch (propagate_nan;
-Triton's default max would drop it).  Offsets are 64-bit (pixel index cast before it meets a stride): N*H*W*C may pass 2^31.
+Triton's default max would drop it).  Offsets are 64-bit (pixel index cast before it meets a
+stride): N*H*W*C may pass 2^31.
 
 Layout (NCHW): the op only ever receives channels_last tensors.  The ops layer makes x
 channels_last, and FusedGoogLeNet converts once at its entry, so every block between stays NHWC
@@ -31,6 +32,7 @@ axis contiguous (coalesced loads) and a branch's channel slice a plain column bl
 strides travel divided by their largest power-of-two factor up to 16 (_common.row_unit), so rows
 of, e.g., a 136-channel scratch are still known to be 16-byte aligned.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,10 +50,31 @@ __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
 
 @triton.jit
-def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, pid_n,
-                 cin, n_red, ch1, stride_x_c, stride_w_n, stride_w_k, stride_b, stride_out_c, stride_scratch_c,
-                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
+def _reduce_tile(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    scratch_ptr,
+    x_row,
+    o_row,
+    s_row,
+    row_ok,
+    pid_n,
+    cin,
+    n_red,
+    ch1,
+    stride_x_c,
+    stride_w_n,
+    stride_w_k,
+    stride_b,
+    stride_out_c,
+    stride_scratch_c,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """The reduce role: x2d @ w_red^T + b_red, ReLU, for one [BLOCK_M, BLOCK_N] tile; columns below
     ch1 go to out (branch 1), the others to scratch (the 3x3 and kxk reductions)."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -72,18 +95,48 @@ def _reduce_tile(x_ptr, w_ptr, b_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row,
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
     is_branch1 = offs_n < ch1
-    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y,
-             mask=row_ok[:, None] & (col_ok & is_branch1)[None, :])
-    tl.store(scratch_ptr + s_row[:, None] + (offs_n - ch1)[None, :] * stride_scratch_c, y,
-             mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :])
+    tl.store(
+        out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c,
+        y,
+        mask=row_ok[:, None] & (col_ok & is_branch1)[None, :],
+    )
+    tl.store(
+        scratch_ptr + s_row[:, None] + (offs_n - ch1)[None, :] * stride_scratch_c,
+        y,
+        mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :],
+    )
 
 
 @triton.jit
-def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n,
-               H, W, cin, n_pool, pool_col0, stride_x_h, stride_x_w, stride_x_c, stride_w_n, stride_w_k, stride_b,
-               stride_out_c,
-               DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
+def _pool_tile(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    x_row,
+    o_row,
+    row_ok,
+    hh,
+    ww,
+    pid_n,
+    H,
+    W,
+    cin,
+    n_pool,
+    pool_col0,
+    stride_x_h,
+    stride_x_w,
+    stride_x_c,
+    stride_w_n,
+    stride_w_k,
+    stride_b,
+    stride_out_c,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    STAGES: tl.constexpr,
+):
     """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
     @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -106,10 +159,14 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
                 w2 = ww + (dw - 1)
                 tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
                 tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
-                v = tl.load(x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
-                            mask=tap_ok[:, None] & k_ok[None, :], other=0.0)
-                pooled = tl.maximum(pooled, tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
-                                    propagate_nan=tl.PropagateNan.ALL)
+                v = tl.load(
+                    x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c, mask=tap_ok[:, None] & k_ok[None, :], other=0.0
+                )
+                pooled = tl.maximum(
+                    pooled,
+                    tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
+                    propagate_nan=tl.PropagateNan.ALL,
+                )
         # Rows past M are still -inf (every tap masked), channels past Cin 0: zero both, since
         # -inf * 0 would be NaN in the dot.
         a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
@@ -119,8 +176,11 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
 
     bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + o_row[:, None] + (pool_col0 + offs_n)[None, :] * stride_out_c, y,
-             mask=row_ok[:, None] & col_ok[None, :])
+    tl.store(
+        out_ptr + o_row[:, None] + (pool_col0 + offs_n)[None, :] * stride_out_c,
+        y,
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
 
 
 # M, H, W and the tile count only enter masks and index arithmetic on the row axis, so their
@@ -128,38 +188,82 @@ def _pool_tile(x_ptr, w_ptr, b_ptr, out_ptr, x_row, o_row, row_ok, hh, ww, pid_n
 @triton.jit(do_not_specialize=["M", "H", "W", "n_pool_tiles"])
 def _reduce_pool_kernel(
     # Pointers: block input, packed 1x1 weights and biases, the two outputs, launch 2's counters.
-    x_ptr, w_red_ptr, b_red_ptr, w_pool_ptr, b_pool_ptr, out_ptr, scratch_ptr, counters_ptr,
+    x_ptr,
+    w_red_ptr,
+    b_red_ptr,
+    w_pool_ptr,
+    b_pool_ptr,
+    out_ptr,
+    scratch_ptr,
+    counters_ptr,
     # Pixels (M = N*H*W) and the image's height and width.
-    M, H, W,
+    M,
+    H,
+    W,
     # Channel counts, divided by C_UNIT: Cin; rows of w_red (ch1 + ch3red + ch5red); branch 1's
     # width; rows of w_pool; the pool branch's first channel in out.
-    cin_div_unit, n_red_div_unit, ch1_div_unit, n_pool_div_unit, pool_col0_div_unit,
+    cin_div_unit,
+    n_red_div_unit,
+    ch1_div_unit,
+    n_pool_div_unit,
+    pool_col0_div_unit,
     # Pool column tiles per row tile; how many int32 counters to zero (a multiple of 16, or 0).
-    n_pool_tiles, n_counters,
+    n_pool_tiles,
+    n_counters,
     # Strides in elements; those of N, H and W divided by ROW_UNIT.
-    stride_x_n_div_unit, stride_x_h_div_unit, stride_x_w_div_unit, stride_x_c,
-    stride_w_red_n, stride_w_red_k, stride_b_red, stride_w_pool_n, stride_w_pool_k, stride_b_pool,
-    stride_out_n_div_unit, stride_out_h_div_unit, stride_out_w_div_unit, stride_out_c,
-    stride_scratch_n_div_unit, stride_scratch_h_div_unit, stride_scratch_w_div_unit, stride_scratch_c,
+    stride_x_n_div_unit,
+    stride_x_h_div_unit,
+    stride_x_w_div_unit,
+    stride_x_c,
+    stride_w_red_n,
+    stride_w_red_k,
+    stride_b_red,
+    stride_w_pool_n,
+    stride_w_pool_k,
+    stride_b_pool,
+    stride_out_n_div_unit,
+    stride_out_h_div_unit,
+    stride_out_w_div_unit,
+    stride_out_c,
+    stride_scratch_n_div_unit,
+    stride_scratch_h_div_unit,
+    stride_scratch_w_div_unit,
+    stride_scratch_c,
     # Fixed by the launcher: tf32/ieee, the pool tile's width, the stride and channel units.
-    DOT_PRECISION: tl.constexpr, BLOCK_N_POOL: tl.constexpr, ROW_UNIT: tl.constexpr, C_UNIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_N_POOL: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     # The tile (autotuned): reduce role, then pool role.
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_M_POOL: tl.constexpr, BLOCK_K_POOL: tl.constexpr, POOL_STAGES: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_M_POOL: tl.constexpr,
+    BLOCK_K_POOL: tl.constexpr,
+    POOL_STAGES: tl.constexpr,
 ):
     """Launch 1: per BLOCK_M pixels, the three 1x1 convs reading x as one GEMM (branch 1 into out,
     the reductions into scratch) and the pool branch (3x3 max pool fused into its 1x1), bias + ReLU;
     it also zeroes launch 2's split-K counters on the way."""
     # Multiplied back by the constexpr units, the compiler knows every NHWC row starts aligned and
     # the column masks change only at aligned channels (see _common.row_unit).
-    stride_x_n, stride_x_h, stride_x_w = (stride_x_n_div_unit * ROW_UNIT, stride_x_h_div_unit * ROW_UNIT,
-                                          stride_x_w_div_unit * ROW_UNIT)
+    stride_x_n, stride_x_h, stride_x_w = (
+        stride_x_n_div_unit * ROW_UNIT,
+        stride_x_h_div_unit * ROW_UNIT,
+        stride_x_w_div_unit * ROW_UNIT,
+    )
     cin, n_red, ch1 = cin_div_unit * C_UNIT, n_red_div_unit * C_UNIT, ch1_div_unit * C_UNIT
     n_pool, pool_col0 = n_pool_div_unit * C_UNIT, pool_col0_div_unit * C_UNIT
-    stride_out_n, stride_out_h, stride_out_w = (stride_out_n_div_unit * ROW_UNIT, stride_out_h_div_unit * ROW_UNIT,
-                                                stride_out_w_div_unit * ROW_UNIT)
+    stride_out_n, stride_out_h, stride_out_w = (
+        stride_out_n_div_unit * ROW_UNIT,
+        stride_out_h_div_unit * ROW_UNIT,
+        stride_out_w_div_unit * ROW_UNIT,
+    )
     stride_scratch_n, stride_scratch_h, stride_scratch_w = (
-        stride_scratch_n_div_unit * ROW_UNIT, stride_scratch_h_div_unit * ROW_UNIT, stride_scratch_w_div_unit * ROW_UNIT)
+        stride_scratch_n_div_unit * ROW_UNIT,
+        stride_scratch_h_div_unit * ROW_UNIT,
+        stride_scratch_w_div_unit * ROW_UNIT,
+    )
     # Per BLOCK_M-row tile: the reduce role's column tiles, then the pool role's, which split the
     # tile's rows into BLOCK_M // BLOCK_M_POOL parts (each part holds the whole pool width).
     n_red_tiles = tl.cdiv(n_red, BLOCK_N)
@@ -181,9 +285,31 @@ def _reduce_pool_kernel(
         x_row = row_offsets(img, hh, ww, stride_x_n, stride_x_h, stride_x_w)
         o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
         s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
-        _reduce_tile(x_ptr, w_red_ptr, b_red_ptr, out_ptr, scratch_ptr, x_row, o_row, s_row, row_ok, col,
-                     cin, n_red, ch1, stride_x_c, stride_w_red_n, stride_w_red_k, stride_b_red, stride_out_c,
-                     stride_scratch_c, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        _reduce_tile(
+            x_ptr,
+            w_red_ptr,
+            b_red_ptr,
+            out_ptr,
+            scratch_ptr,
+            x_row,
+            o_row,
+            s_row,
+            row_ok,
+            col,
+            cin,
+            n_red,
+            ch1,
+            stride_x_c,
+            stride_w_red_n,
+            stride_w_red_k,
+            stride_b_red,
+            stride_out_c,
+            stride_scratch_c,
+            DOT_PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
     else:
         part = col - n_red_tiles
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
@@ -191,9 +317,35 @@ def _reduce_pool_kernel(
         p_ok, p_img, p_hh, p_ww = pixel_rows(row0, M, H, W, BLOCK_M_POOL)
         p_x_row = row_offsets(p_img, p_hh, p_ww, stride_x_n, stride_x_h, stride_x_w)
         p_o_row = row_offsets(p_img, p_hh, p_ww, stride_out_n, stride_out_h, stride_out_w)
-        _pool_tile(x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, p_x_row, p_o_row, p_ok, p_hh, p_ww, part % n_pool_tiles,
-                   H, W, cin, n_pool, pool_col0, stride_x_h, stride_x_w, stride_x_c, stride_w_pool_n, stride_w_pool_k,
-                   stride_b_pool, stride_out_c, DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES)
+        _pool_tile(
+            x_ptr,
+            w_pool_ptr,
+            b_pool_ptr,
+            out_ptr,
+            p_x_row,
+            p_o_row,
+            p_ok,
+            p_hh,
+            p_ww,
+            part % n_pool_tiles,
+            H,
+            W,
+            cin,
+            n_pool,
+            pool_col0,
+            stride_x_h,
+            stride_x_w,
+            stride_x_c,
+            stride_w_pool_n,
+            stride_w_pool_k,
+            stride_b_pool,
+            stride_out_c,
+            DOT_PRECISION,
+            BLOCK_M_POOL,
+            BLOCK_N_POOL,
+            BLOCK_K_POOL,
+            POOL_STAGES,
+        )
 
 
 # 128-row tiles for large batches; 64- and 32-row tiles so that small images still spread over the
@@ -204,30 +356,57 @@ def _reduce_pool_kernel(
 # `python -m benchmarks.kernel_stats` prints registers, spills and shared memory per config;
 # benchmarks/results/triton_tuning_notes.md records how these were chosen.
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16, "POOL_STAGES": 1}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32,
-                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16, "POOL_STAGES": 2}, num_warps=2, num_stages=3),
+    triton.Config(
+        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "BLOCK_K_POOL": 16, "POOL_STAGES": 1},
+        num_warps=8,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=4,
+    ),
+    triton.Config(
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 16, "POOL_STAGES": 2},
+        num_warps=2,
+        num_stages=3,
+    ),
 ]
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1): deeper pool steps (32 and 64 channels)
 # shorten the pool role's serial K loop, the longest chain of a small launch 1.
 SMALL_PROBLEM_CONFIGS = [
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 32, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64,
-                   "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 64, "POOL_STAGES": 2}, num_warps=4, num_stages=3),
+    triton.Config(
+        {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 32, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 64, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
 ]
 CONFIGS += SMALL_PROBLEM_CONFIGS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 64,
-                      "POOL_STAGES": 1}
+INTERPRETER_CONFIG = {
+    "BLOCK_M": 64,
+    "BLOCK_N": 64,
+    "BLOCK_K": 64,
+    "BLOCK_M_POOL": 64,
+    "BLOCK_K_POOL": 64,
+    "POOL_STAGES": 1,
+}
 
 
 def _with_pool_tile(kwargs: dict) -> dict:
@@ -247,8 +426,18 @@ def _complete_config(config: triton.Config) -> triton.Config:
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "cin_div_unit", "n_red_div_unit", "ch1_div_unit", "n_pool_div_unit", "DOT_PRECISION",
-                "ROW_UNIT", "C_UNIT"]
+AUTOTUNE_KEY = [
+    "M",
+    "H",
+    "W",
+    "cin_div_unit",
+    "n_red_div_unit",
+    "ch1_div_unit",
+    "n_pool_div_unit",
+    "DOT_PRECISION",
+    "ROW_UNIT",
+    "C_UNIT",
+]
 
 
 def _signature(config: triton.Config) -> tuple:
@@ -269,8 +458,9 @@ def _prune_small_only(configs, named_args, **_kwargs):
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
     configs = [_complete_config(c) for c in configs]
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_small_only},
-                           **autotune_kwargs)(_reduce_pool_kernel)
+    return triton.autotune(
+        configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_small_only}, **autotune_kwargs
+    )(_reduce_pool_kernel)
 
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
@@ -295,16 +485,40 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
     if counters is None:
         counters = _common.no_buffer(x, torch.int32)
     args = (
-        x, w_red, b_red, w_pool, b_pool, out, scratch, counters,
-        m, h, w, cin // c_unit, nr // c_unit, ch1 // c_unit, np_ // c_unit, pool_col0 // c_unit, n_pool_tiles,
+        x,
+        w_red,
+        b_red,
+        w_pool,
+        b_pool,
+        out,
+        scratch,
+        counters,
+        m,
+        h,
+        w,
+        cin // c_unit,
+        nr // c_unit,
+        ch1 // c_unit,
+        np_ // c_unit,
+        pool_col0 // c_unit,
+        n_pool_tiles,
         counters.numel(),
         *_common.row_strides(x, unit),
-        w_red.stride(0), w_red.stride(1), b_red.stride(0), w_pool.stride(0), w_pool.stride(1), b_pool.stride(0),
+        w_red.stride(0),
+        w_red.stride(1),
+        b_red.stride(0),
+        w_pool.stride(0),
+        w_pool.stride(1),
+        b_pool.stride(0),
         *_common.row_strides(out, unit),
         *_common.row_strides(scratch, unit),
     )
-    meta = {"DOT_PRECISION": _common.dot_precision(x.dtype), "BLOCK_N_POOL": block_n_pool, "ROW_UNIT": unit,
-            "C_UNIT": c_unit}
+    meta = {
+        "DOT_PRECISION": _common.dot_precision(x.dtype),
+        "BLOCK_N_POOL": block_n_pool,
+        "ROW_UNIT": unit,
+        "C_UNIT": c_unit,
+    }
 
     def grid(cfg):
         pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]
@@ -313,9 +527,17 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
     return args, meta, grid
 
 
-def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor, w_pool: torch.Tensor,
-                       b_pool: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor,
-                       config: Optional[triton.Config] = None, counters: Optional[torch.Tensor] = None) -> None:
+def launch_reduce_pool(
+    x: torch.Tensor,
+    w_red: torch.Tensor,
+    b_red: torch.Tensor,
+    w_pool: torch.Tensor,
+    b_pool: torch.Tensor,
+    out: torch.Tensor,
+    scratch: torch.Tensor,
+    config: Optional[triton.Config] = None,
+    counters: Optional[torch.Tensor] = None,
+) -> None:
     """Launch 1: fills out[:, :ch1], out[:, -pool:] and scratch (all post-ReLU), in one launch.
 
     x (N, Cin, H, W); w_red (ch1 + ch3red + ch5red, Cin); w_pool (pool, Cin); out (N, C_total, H, W);
@@ -326,8 +548,11 @@ def launch_reduce_pool(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor
     if x.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
     if counters is not None and (counters.dtype != torch.int32 or counters.numel() % 16):
-        raise ValueError(f"the split-K counters must be int32 and a multiple of 16 long, got {counters.numel()} "
-                         f"{counters.dtype} (branch_convs.split_k_counters gives the count)")
+        raise ValueError(
+            f"the split-K counters must be int32 and a multiple of 16 long, got {counters.numel()} "
+            f"{counters.dtype} (branch_convs.split_k_counters gives the count)"
+        )
     args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters)
-    _common.launch_configured(_reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG,
-                              config_kwargs=_with_pool_tile)
+    _common.launch_configured(
+        _reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_pool_tile
+    )

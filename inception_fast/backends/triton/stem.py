@@ -22,6 +22,7 @@ Dtypes: fp16/bf16 operands with fp32 accumulation; fp32 uses TF32 only when
 torch.backends.cudnn.allow_tf32 is on, else exact fp32.  Offsets are 64-bit.  NaN propagates
 through the pool and the ReLU as in PyTorch.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -40,18 +41,46 @@ __all__ = ["launch_conv_relu_maxpool", "CONFIGS", "INTERPRETER_CONFIG"]
 @triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW", "PH", "PW"])
 def _conv_pool_kernel(
     # Pointers: input, conv weight and bias, the channels_last output.
-    x_ptr, w_ptr, b_ptr, out_ptr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
     # Sizes: M = N*PH*PW output pixels; input H x W; conv output OH x OW; pooled PH x PW; channels out.
-    M, H, W, OH, OW, PH, PW, COUT,
+    M,
+    H,
+    W,
+    OH,
+    OW,
+    PH,
+    PW,
+    COUT,
     # Strides in elements, each tensor's in its dim order.
-    stride_x_n, stride_x_c, stride_x_h, stride_x_w,
-    stride_w_o, stride_w_c, stride_w_h, stride_w_w, stride_b,
-    stride_out_n, stride_out_c, stride_out_h, stride_out_w,
+    stride_x_n,
+    stride_x_c,
+    stride_x_h,
+    stride_x_w,
+    stride_w_o,
+    stride_w_c,
+    stride_w_h,
+    stride_w_w,
+    stride_b,
+    stride_out_n,
+    stride_out_c,
+    stride_out_h,
+    stride_out_w,
     # Fixed by the launcher: input channels, the conv's and the pool's geometry, tf32/ieee.
-    CIN: tl.constexpr, KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
-    POOL_K: tl.constexpr, POOL_S: tl.constexpr, POOL_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CIN: tl.constexpr,
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    PAD: tl.constexpr,
+    POOL_K: tl.constexpr,
+    POOL_S: tl.constexpr,
+    POOL_P: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     # The tile (autotuned).
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """relu(conv(x, w) + b) max-pooled, for BLOCK_M pooled pixels x BLOCK_N channels: per pool tap,
     the conv output under it as an implicit GEMM over (kh, kw, cin), keeping the running max; the
@@ -84,8 +113,9 @@ def _conv_pool_kernel(
             x_col = kh.to(tl.int64) * stride_x_h + kw.to(tl.int64) * stride_x_w + cin.to(tl.int64) * stride_x_c
             a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_ok, other=0.0)
             w_col = kh * stride_w_h + kw * stride_w_w + cin * stride_w_c
-            b = tl.load(w_ptr + offs_n[None, :] * stride_w_o + w_col[:, None],
-                        mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            b = tl.load(
+                w_ptr + offs_n[None, :] * stride_w_o + w_col[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0
+            )
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         best = tl.maximum(best, tl.where(tap_ok[:, None], acc, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
 
@@ -111,8 +141,26 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
 
 # Every shape argument and the input's channel and column strides (NCHW and channels_last read
 # differently), so a tuned config is reused exactly for the shape and layout it was tuned on.
-AUTOTUNE_KEY = ["M", "H", "W", "OH", "OW", "PH", "PW", "COUT", "CIN", "KS", "STRIDE", "PAD",
-                "POOL_K", "POOL_S", "POOL_P", "DOT_PRECISION", "stride_x_c", "stride_x_w"]
+AUTOTUNE_KEY = [
+    "M",
+    "H",
+    "W",
+    "OH",
+    "OW",
+    "PH",
+    "PW",
+    "COUT",
+    "CIN",
+    "KS",
+    "STRIDE",
+    "PAD",
+    "POOL_K",
+    "POOL_S",
+    "POOL_P",
+    "DOT_PRECISION",
+    "stride_x_c",
+    "stride_x_w",
+]
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -138,20 +186,50 @@ def _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding,
     oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(wd, ks, stride, padding)
     ph, pw = (geometry.pool_out(size, pool_kernel, pool_stride, pool_padding, ceil_mode) for size in (oh, ow))
     if min(oh, ow, ph, pw) < 1 or 2 * pool_padding > pool_kernel:
-        raise ValueError(f"input {h}x{wd}: no output for a {ks}x{ks}/{stride} conv (padding {padding}) and a "
-                         f"{pool_kernel}x{pool_kernel}/{pool_stride} max pool (padding {pool_padding})")
+        raise ValueError(
+            f"input {h}x{wd}: no output for a {ks}x{ks}/{stride} conv (padding {padding}) and a "
+            f"{pool_kernel}x{pool_kernel}/{pool_stride} max pool (padding {pool_padding})"
+        )
     m = n * ph * pw
     geometry.check_pixel_rows(m, "N*PH*PW")
     out = _new_output((n, cout, ph, pw), x)
     args = (
-        x, w, b, out,
-        m, h, wd, oh, ow, ph, pw, cout,
-        x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-        w.stride(0), w.stride(1), w.stride(2), w.stride(3), b.stride(0),
-        out.stride(0), out.stride(1), out.stride(2), out.stride(3),
+        x,
+        w,
+        b,
+        out,
+        m,
+        h,
+        wd,
+        oh,
+        ow,
+        ph,
+        pw,
+        cout,
+        x.stride(0),
+        x.stride(1),
+        x.stride(2),
+        x.stride(3),
+        w.stride(0),
+        w.stride(1),
+        w.stride(2),
+        w.stride(3),
+        b.stride(0),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        out.stride(3),
     )
-    meta = {"CIN": cin, "KS": ks, "STRIDE": stride, "PAD": padding, "POOL_K": pool_kernel,
-            "POOL_S": pool_stride, "POOL_P": pool_padding, "DOT_PRECISION": _common.dot_precision(x.dtype)}
+    meta = {
+        "CIN": cin,
+        "KS": ks,
+        "STRIDE": stride,
+        "PAD": padding,
+        "POOL_K": pool_kernel,
+        "POOL_S": pool_stride,
+        "POOL_P": pool_padding,
+        "DOT_PRECISION": _common.dot_precision(x.dtype),
+    }
 
     def grid(cfg):
         return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]),)
@@ -159,9 +237,18 @@ def _arguments(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding,
     return args, meta, grid, out
 
 
-def launch_conv_relu_maxpool(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int, padding: int,
-                             pool_kernel: int = 1, pool_stride: int = 1, pool_padding: int = 0,
-                             ceil_mode: bool = False, config: Optional[triton.Config] = None) -> torch.Tensor:
+def launch_conv_relu_maxpool(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    stride: int,
+    padding: int,
+    pool_kernel: int = 1,
+    pool_stride: int = 1,
+    pool_padding: int = 0,
+    ceil_mode: bool = False,
+    config: Optional[triton.Config] = None,
+) -> torch.Tensor:
     """max_pool2d(relu(conv2d(x, w, b, stride, padding)), pool_kernel, pool_stride, pool_padding,
     ceil_mode) in one launch, returned channels_last; pool_kernel=1 is no pool.
 
