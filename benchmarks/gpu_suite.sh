@@ -136,13 +136,13 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-# 2026-11-28: 69 GPU tests took 67 s on a warm Triton cache and ran past 110 s on a fresh machine.
+# The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
 run_step tests 170 320 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
 tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 
 # --- benchmarks ------------------------------------------------------------------------------
 BENCH_ARGS=(-q -ra -p no:cacheprovider --benchmark-columns=median,rounds --benchmark-sort=name "${QUICK_FLAG[@]}")
-# bf16 is the headline dtype; fp32 was recorded on 2026-11-27 and costs as long again (--quick
+# bf16 is the headline dtype; fp32 costs as long again (SUITE_DTYPES=bf16,fp32 adds it; --quick
 # keeps the quick grid's own dtype: fp32 on a CPU).
 DTYPES_ENV=()
 [[ $QUICK == 0 ]] && DTYPES_ENV=(INCEPTION_FAST_BENCH_DTYPES="${SUITE_DTYPES:-bf16}")
@@ -155,9 +155,9 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
 else
     SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
 fi
-# Graph replays: a block's eager time also holds its host time before the first kernel (~0.1 ms
-# of Python and launches), which hid the kernels' own time in the 2026-11-27 run.  A case that
-# cannot be captured is timed eagerly and says so.  (Ignored without CUDA.)
+# Graph replays: a block's eager time also holds its host time before the first kernel (Python
+# and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
+# eagerly and says so.  (Ignored without CUDA.)
 run_step blocks 90 100 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
     "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$OUT/blocks.json"
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG"; then

@@ -1,0 +1,48 @@
+"""Model test cases shared by the layer tests: calibrated reference/fused pairs, the whole-network
+tolerance, and a dispatch recorder that shows whether the fused block op ran."""
+
+import copy
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception
+from inception_fast.testing import TOLERANCE, calibrate, reduced_precision_bound
+
+CL = torch.channels_last
+FP32 = TOLERANCE["fp32"]
+
+
+def calibrated_block(cfg, x, batch_norm=True, k=3):
+    ref = Inception(*cfg, batch_norm=batch_norm, branch3_kernel=k)
+    calibrate(ref, x)
+    return ref, FusedInception.from_torchvision(ref, backend="torch").eval()
+
+
+def calibrated_net(variant="torchvision", size=64, **kw):
+    ref = GoogLeNet(variant=variant, **kw)
+    calibrate(ref, torch.randn(4, ref.in_channels, size, size))
+    return ref, FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+
+
+def net_tolerance(ref, x):
+    """fp32 through the whole net: at most 2x the reference's own fp32 error (see TOLERANCE)."""
+    with torch.no_grad():
+        ref32 = ref(x)
+        ref64 = copy.deepcopy(ref).double()(x.double())
+    assert ref32.std() > 0.05, "reference activations vanished; the comparison could not fail"
+    return ref64, reduced_precision_bound(ref32, ref64)
+
+
+# How OpRecorder names the fused block op (torch.ops.inception_fast.inception_block).
+FUSED_BLOCK_OP = "inception_fast.inception_block"
+
+
+class OpRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))

@@ -1,0 +1,345 @@
+"""FusedInception / FusedGoogLeNet against the reference and torchvision: parity in every dtype and
+layout, the whole network, state_dict, fuse(), gradients and training, torch.compile, bad input
+and CUDA-graph capture (the modules layer)."""
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from block_cases import ODD
+from model_cases import CL, FP32, FUSED_BLOCK_OP, OpRecorder, calibrated_block, calibrated_net, net_tolerance
+
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
+from inception_fast.backends import availability
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import calibrate, check_close, reduced_precision_bound, rel_error
+
+# -- blocks ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+@pytest.mark.parametrize("fmt", ["nchw", "cl"])
+def test_block_parity_real_configs(name, fmt):
+    cfg = BLOCK_CONFIGS[name]
+    x = torch.randn(3, cfg[0], 7, 5)
+    ref, fused = calibrated_block(cfg, x)
+    if fmt == "cl":
+        x = x.contiguous(memory_format=CL)
+    with torch.no_grad():
+        want = ref(x)
+        assert want.std() > 0.1
+        got = fused(x)
+    check_close(got, want, FP32)
+    assert got.is_contiguous(memory_format=CL) == (fmt == "cl")
+    assert got.is_contiguous() == (fmt == "nchw")
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("n,h,w", [(1, 1, 1), (1, 5, 7), (3, 9, 4)])
+def test_block_parity_odd_shapes(batch_norm, k, n, h, w):
+    x = torch.randn(n, ODD[0], h, w)
+    ref, fused = calibrated_block(ODD, torch.randn(4, ODD[0], 6, 6), batch_norm, k)
+    with torch.no_grad():
+        want = ref(x)
+        assert want.std() > 0.05
+        check_close(fused(x), want, FP32)
+
+
+def low_precision_parity(ref, fused, x, dtype, what):
+    """The fused model in ``dtype`` against the fp64 reference, within 2x the error the reference
+    itself makes in ``dtype`` (TOLERANCE's low-precision rule).  Both models are converted with
+    .to(dtype), so their BatchNorm statistics and weights are fp16/bf16 values and the fused model
+    folds them from there."""
+    ref64 = copy.deepcopy(ref).double().eval()
+    ref_low = copy.deepcopy(ref).to(dtype).eval()
+    fused_low = copy.deepcopy(fused).to(dtype).eval()
+    with torch.no_grad():
+        want = ref64(x.double())
+        own = ref_low(x.to(dtype))
+        got = fused_low(x.to(dtype))
+    assert want.std() > 0.05, "reference activations vanished; the comparison could not fail"
+    assert got.dtype == dtype
+    return check_close(got, want, reduced_precision_bound(own, want), what)
+
+
+# (backend, dtype): the torch backend in both, Triton under the interpreter (which has no bf16).
+LOW_PRECISION_CASES = pytest.mark.parametrize(
+    "backend,dtype",
+    [("torch", torch.float16), ("torch", torch.bfloat16), ("triton", torch.float16)],
+    ids=["torch-fp16", "torch-bf16", "triton-fp16"],
+)
+
+
+def runs_here(backend):
+    if backend not in available_backends("cpu"):
+        pytest.skip(f"the {backend} backend does not run on this CPU: {availability(backend, 'cpu')}")
+
+
+@LOW_PRECISION_CASES
+@pytest.mark.parametrize("name", ["inception3a", "inception4e"])
+def test_block_low_precision_against_fp64(name, backend, dtype):
+    runs_here(backend)
+    cfg = BLOCK_CONFIGS[name]
+    x = torch.randn(2, cfg[0], 5, 7)
+    ref, _ = calibrated_block(cfg, x)
+    fused = FusedInception.from_torchvision(ref, backend=backend)
+    low_precision_parity(ref, fused, x, dtype, f"{name} {backend} {dtype}")
+
+
+@LOW_PRECISION_CASES
+def test_googlenet_low_precision_against_fp64(backend, dtype):
+    runs_here(backend)
+    ref, _ = calibrated_net("torchvision", 32)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend)
+    low_precision_parity(ref, fused, torch.randn(2, 3, 32, 32), dtype, f"googlenet {backend} {dtype}")
+
+
+def test_block_from_torchvision_block():
+    from torchvision.models.googlenet import Inception as TVInception
+
+    tv = TVInception(*BLOCK_CONFIGS["inception4e"])
+    x = torch.randn(2, 528, 4, 4)
+    calibrate(tv, x)
+    fused = FusedInception.from_torchvision(tv).eval()
+    assert fused.backend == "torch"
+    with torch.no_grad():
+        check_close(fused(x), tv(x), FP32)
+
+
+# -- the whole network --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["nchw", "cl"])
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 64, 64), (3, 3, 57, 71)])
+def test_googlenet_parity_with_torchvision(fmt, shape):
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    fused = FusedGoogLeNet.from_torchvision(tv, backend="torch").eval()
+    x = torch.randn(shape)
+    if fmt == "cl":
+        x = x.contiguous(memory_format=CL)
+    ref64, tol = net_tolerance(tv, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol)
+
+
+def test_googlenet_transform_input():
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True, transform_input=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    fused = FusedGoogLeNet.from_torchvision(tv).eval()
+    assert fused.transform_input
+    x = torch.rand(2, 3, 64, 64)
+    ref64, tol = net_tolerance(tv, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol)
+
+
+@pytest.mark.parametrize("variant,size", [("paper", 64), ("d2l", 96), ("d2l", 20)])
+def test_other_variants_parity(variant, size):
+    ref, fused = calibrated_net(variant, size)
+    x = torch.randn(2, ref.in_channels, size, size)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol)
+
+
+def test_aux_heads_in_training():
+    """The aux heads in training, on the paper's variant: without BatchNorm its training forward
+    runs the fused ops (train-mode BatchNorm would run the reference's own code, and the comparison
+    would measure nothing).  fp32 through a whole net: 2x the reference's own error against fp64."""
+    ref = GoogLeNet(variant="paper", aux_logits=True)
+    calibrate(ref, torch.randn(4, 3, 64, 64))
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    assert fused.aux1 is not None
+    ref.train(), fused.train()
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(3)  # the same dropout masks in all three
+    want = ref(x)
+    torch.manual_seed(3)
+    want64 = copy.deepcopy(ref).double()(x.double())
+    torch.manual_seed(3)
+    with OpRecorder() as rec:
+        got = fused(x)
+    assert rec.ops.count(FUSED_BLOCK_OP) == 9, "the training forward did not run the fused blocks"
+    assert len(got) == 3
+    for g, w, w64 in zip(got, want, want64):
+        check_close(g, w64, reduced_precision_bound(w, w64))
+    fused.eval()
+    assert isinstance(fused(x), torch.Tensor)
+
+
+# -- state_dict, fuse(), staleness ---------------------------------------------------------------
+
+
+def test_state_dict_round_trips_with_torchvision():
+    tv = torchvision.models.googlenet(aux_logits=True, init_weights=True)
+    fused = FusedGoogLeNet(aux_logits=True, init_weights=False)
+    fused.load_state_dict(tv.state_dict(), strict=True)
+    assert list(fused.state_dict()) == list(tv.state_dict())
+    tv2 = torchvision.models.googlenet(aux_logits=True, init_weights=False)
+    tv2.load_state_dict(fused.state_dict(), strict=True)
+    for k, v in tv.state_dict().items():
+        torch.testing.assert_close(tv2.state_dict()[k], v, rtol=0, atol=0)
+    # the published checkpoint carries aux heads; aux_logits=False drops them
+    FusedGoogLeNet(aux_logits=False).load_state_dict(tv.state_dict(), strict=True)
+
+
+def test_fuse_replaces_every_block_in_any_module():
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    ref64, tol = net_tolerance(tv.eval(), x)
+    model = fuse(tv, backend="torch")
+    assert model is tv
+    blocks = [m for m in model.modules() if isinstance(m, FusedInception)]
+    assert len(blocks) == 9 and all(b.backend == "torch" for b in blocks)
+    with torch.no_grad():
+        check_close(model(x), ref64, tol)
+    seq = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), Inception(16, 4, 4, 8, 2, 4, 4, batch_norm=False))
+    fuse(seq)
+    assert isinstance(seq[1], FusedInception) and not seq[1].batch_norm
+    single = fuse(Inception(16, 4, 4, 8, 2, 4, 4))
+    assert isinstance(single, FusedInception)
+
+
+# -- training / gradients ------------------------------------------------------------------------
+
+
+def _grads(model, x, target):
+    """([gradient of x, of every parameter], the ops the forward dispatched)."""
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    with OpRecorder() as rec:
+        out = model(x)
+    out = out.logits if hasattr(out, "logits") else out
+    (out * target).sum().backward()
+    return [x.grad] + [p.grad for p in model.parameters()], rec.ops
+
+
+# Gradients through the fused op: BatchNorm blocks in eval mode (folded; the gradient reaches the BN
+# parameters through the fold), BN-free blocks in eval and train mode.  Train-mode BatchNorm runs
+# the reference's own code in FusedInception, so comparing it would measure nothing.
+@pytest.mark.parametrize("batch_norm,train", [(True, False), (False, False), (False, True)])
+def test_block_gradients_match_reference(batch_norm, train):
+    cfg = (24, 8, 6, 10, 4, 6, 5)
+    x = torch.randn(3, 24, 6, 5)
+    ref, fused = calibrated_block(cfg, x, batch_norm=batch_norm, k=5)
+    ref.train(train), fused.train(train)
+    target = torch.randn_like(ref(x))
+    (got, ops), (want, _) = _grads(fused, x, target), _grads(ref, x, target)
+    assert ops.count(FUSED_BLOCK_OP) == 1, "the fused block op did not run"
+    assert [g is None for g in got] == [w is None for w in want]
+    for g, w in zip(got, want):
+        if w is not None:
+            check_close(g, w, FP32, "gradient")
+
+
+@pytest.mark.parametrize("variant,size,train", [("torchvision", 64, False), ("d2l", 32, True)])
+def test_googlenet_training_step_matches_reference(variant, size, train):
+    """A training step's gradients through the nine fused blocks: torchvision's variant in eval mode
+    (BatchNorm folded), d2l's (no BatchNorm) in train mode.  fp32 through a whole net: within 2x
+    the reference's own fp32 error against the fp64 gradients."""
+    ref, fused = calibrated_net(variant, size)
+    ref.train(train), fused.train(train)
+    x = torch.randn(2, ref.in_channels, size, size)
+    target = torch.randn(2, ref.num_classes)
+    ref.dropout.p = fused.dropout.p = 0.0
+    (got, ops), (want, _) = _grads(fused, x, target), _grads(ref, x, target)
+    want64, _ = _grads(copy.deepcopy(ref).double(), x.double(), target.double())
+    assert ops.count(FUSED_BLOCK_OP) == 9, "the fused block op did not run in every block"
+    assert [g is None for g in got] == [w is None for w in want]
+    for what, sl in (("input", slice(0, 1)), ("parameter", slice(1, None))):
+        flat = [torch.cat([g.flatten() for g in grads[sl] if g is not None]) for grads in (got, want, want64)]
+        check_close(flat[0], flat[2], reduced_precision_bound(flat[1], flat[2]), f"{variant} {what} gradients")
+
+
+# -- torch.compile and opcheck -------------------------------------------------------------------
+
+
+def test_compile_fullgraph_without_graph_breaks():
+    torch._dynamo.reset()
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        check_close(compiled(x), fused(x), FP32)
+        check_close(compiled(x), fused(x), FP32)  # again, after an eager forward filled the caches
+        fused.inception4a.branch2[1].conv.weight.mul_(0.5)  # the compiled graph sees weight changes
+        check_close(compiled(x), fused(x), FP32)
+    block = FusedInception(32, 8, 8, 16, 4, 8, 8).eval()
+    calibrate(block, torch.randn(2, 32, 5, 5))
+    xb = torch.randn(2, 32, 5, 5, requires_grad=True)
+    cb = torch.compile(block, fullgraph=True, backend="aot_eager")
+    cb(xb).sum().backward()  # autograd.Function traces too
+    assert xb.grad is not None
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_clear_errors():
+    net = FusedGoogLeNet(init_weights=False).eval()
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4).eval()
+    with pytest.raises(ValueError, match="3 input channels, got 4"):
+        net(torch.randn(1, 4, 64, 64))
+    with pytest.raises(ValueError, match="16 input channels, got 15"):
+        block(torch.randn(1, 15, 5, 5))
+    with pytest.raises(ValueError, match="4-D"):
+        net(torch.randn(3, 64, 64))
+    with pytest.raises(ValueError, match="4-D"):
+        block(torch.randn(1, 1, 16, 5, 5))
+    with pytest.raises(TypeError, match="floating-point"):
+        net(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
+    with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
+        block(torch.randint(0, 3, (1, 16, 5, 5)))
+    with pytest.raises(TypeError, match="does not match"):
+        net(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(TypeError, match="does not match"):
+        block(torch.randn(1, 16, 5, 5, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="is on meta"):
+        block(torch.randn(1, 16, 5, 5, device="meta"))
+    with pytest.raises(RuntimeError, match="is on meta"):
+        net(torch.randn(1, 3, 64, 64, device="meta"))
+    with pytest.raises(ValueError, match="too small"):
+        net(torch.randn(1, 3, 14, 14))
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        FusedInception(16, 4, 4, 8, 2, 4, 4, backend="nope")
+
+
+def test_captured_forward_needs_a_cuda_input():
+    from inception_fast import CapturedForward
+
+    with pytest.raises(ValueError, match="CapturedForward needs a CUDA example input, got cpu"):
+        CapturedForward(FusedGoogLeNet(variant="d2l").eval(), torch.randn(1, 1, 32, 32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["auto", "triton", "cuda"])
+def test_gpu_googlenet_captured_forward(cuda_device, backend):
+    """Batch 1 is meant to run as a CUDA graph: capture, feed a new input, replay, and get the
+    eager answer for it; after a weight change and an eager call (which repacks), the graph still
+    computes with the weights it captured, from memory that was kept alive."""
+    from inception_fast import CapturedForward
+
+    if backend != "auto" and backend not in available_backends(cuda_device):
+        pytest.skip(f"backend {backend!r} is unavailable on {cuda_device}")
+    ref, _ = calibrated_net("torchvision", 64)
+    model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval().to(cuda_device, torch.bfloat16)
+    shape = (1, 3, 64, 64)
+    fast = CapturedForward(model, torch.randn(shape, device=cuda_device, dtype=torch.bfloat16))
+    x = torch.randn(shape, device=cuda_device, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        replayed = fast(x).clone()
+        eager = model(x)
+        assert eager.float().std() > 0.05, "logits vanished; the comparison could not fail"
+        check_close(replayed.float(), eager.float(), FP32)
+        for p in model.inception4a.parameters():
+            p.mul_(0.5)
+        changed = model(x)  # repacks 4a; the graph's packed weights must survive
+        torch.cuda.synchronize()
+        assert rel_error(changed.float(), eager.float()) > 1e-2
+        check_close(fast(x).float(), replayed.float(), FP32)
+    with pytest.raises(ValueError, match=r"captured for input \(1, 3, 64, 64\)"):
+        fast(torch.randn(2, 3, 64, 64, device=cuda_device, dtype=torch.bfloat16))

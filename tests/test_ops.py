@@ -1,0 +1,175 @@
+"""The ops layer: the block op's kernels through the registry (one GEMM for the three 1x1s, no cat),
+opcheck, unavailable backends, and backend="auto" measuring and choosing (inception_fast.choices)."""
+
+import pytest
+import torch
+from model_cases import CL, FP32, OpRecorder, calibrated_block
+
+from inception_fast import FusedInception, Inception, available_backends
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import calibrate, check_close
+
+
+def test_block_forward_has_no_cat_and_one_reduction_gemm():
+    cfg = BLOCK_CONFIGS["inception3a"]
+    x = torch.randn(2, cfg[0], 5, 5).contiguous(memory_format=CL)
+    _, fused = calibrated_block(cfg, x)
+    from inception_fast import backends
+
+    with torch.no_grad():
+        packed = fused.packed()
+        with OpRecorder() as rec:
+            backends.get("torch").op("inception_block")(x, *packed)
+    assert not [op for op in rec.ops if "cat" in op], rec.ops
+    # ONE product for the three input-reading 1x1s, one for the pool projection.
+    assert sum(op == "aten.addmm" for op in rec.ops) == 2, rec.ops
+
+
+@pytest.mark.parametrize("fmt", ["nchw", "cl"])
+def test_opcheck_inception_block(fmt):
+    from inception_fast.packing import pack_block
+
+    block = Inception(12, 4, 5, 6, 3, 4, 3, branch3_kernel=5)
+    calibrate(block, torch.randn(2, 12, 5, 6))
+    packed = pack_block(block)
+    x = torch.randn(2, 12, 5, 6)
+    if fmt == "cl":
+        x = x.contiguous(memory_format=CL)
+    torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, "torch"))
+
+
+def test_unavailable_backend_names_the_available_ones(monkeypatch):
+    from inception_fast import backends
+
+    fake = backends.Backend("fake", lambda device: "it only exists in this test")
+    monkeypatch.setitem(backends._REGISTRY, "fake", fake)
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "fake"))
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="fake").eval()
+    with pytest.raises(
+        RuntimeError, match=r"backend 'fake' is unavailable on cpu: it only exists .* Available on cpu: torch"
+    ):
+        block(torch.randn(1, 16, 5, 5))
+    assert "torch" in available_backends("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="backend 'triton' is unavailable on cuda"):
+            FusedInception(16, 4, 4, 8, 2, 4, 4, backend="triton").backend_for("cuda")
+
+
+# -- backend="auto" ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    """Registered backends that compute with the torch backend: 'slow', 'fast' (as their fake
+    timer says), and 'broken' and 'broken2', which raise; ``calls`` records which one ran."""
+    from inception_fast import backends
+    from inception_fast.backends import torch_backend
+
+    calls = []
+
+    def forward_of(name):
+        def forward(*args):
+            calls.append(name)
+            if name.startswith("broken"):
+                raise RuntimeError("no tile fits")
+            return torch_backend.block_forward(*args)
+
+        return forward
+
+    for name in ("slow", "fast", "broken", "broken2"):
+        monkeypatch.setitem(
+            backends._REGISTRY, name, backends.Backend(name, lambda device: None, {"inception_block": forward_of(name)})
+        )
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "slow", "fast", "broken", "broken2"))
+    return calls
+
+
+def _chooser(calls, order, seconds):
+    from inception_fast.choices import AutoBackend
+
+    def timer(fn, device, repeats):
+        fn()
+        return seconds[calls[-1]]
+
+    return AutoBackend(order=order, measure_on=("cpu",), timer=timer)
+
+
+def _packed_block(h=5):
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="torch").eval()
+    return block, torch.randn(1, 16, h, h).contiguous(memory_format=torch.channels_last), block.packed(torch.float32)
+
+
+def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
+    chooser = _chooser(fake_backends, ("slow", "broken", "fast", "torch"), {"slow": 3e-3, "fast": 1e-3, "torch": 2e-3})
+    _, x, packed = _packed_block()
+    with torch.no_grad():
+        assert chooser.choose(x, *packed) == "fast"
+        assert sorted(fake_backends) == ["broken", "fast", "slow"]
+        fake_backends.clear()
+        assert chooser.choose(x, *packed) == "fast"
+        assert fake_backends == [], "a measured shape must not be measured again"
+        (choice,) = chooser.choices().values()
+        assert set(choice.seconds) == {"slow", "fast", "torch"}
+        assert "no tile fits" in choice.errors["broken"]
+        _, x2, _ = _packed_block(h=7)
+        assert chooser.choose(x2, *packed) == "fast" and fake_backends, "a new shape is measured"
+    assert len(chooser.choices()) == 2
+
+
+def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake_backends, monkeypatch):
+    from inception_fast import choices
+
+    _, x, packed = _packed_block()
+    tie = _chooser(fake_backends, ("slow", "fast"), {"slow": 1e-3, "fast": 1e-3})
+    assert tie.choose(x, *packed) == "slow"
+    fake_backends.clear()
+    monkeypatch.setenv(choices.ENV_AUTO, "static")
+    static = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
+    assert static.choose(x, *packed) == "slow" and fake_backends == [] and not static.choices()
+    # Off the devices it measures on, auto is the torch backend.
+    assert choices.AutoBackend(measure_on=("cuda",)).choose(x, *packed) == "torch"
+
+
+def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
+    _, x, packed = _packed_block()
+    chooser = _chooser(fake_backends, ("broken", "broken2"), {})
+    with pytest.raises(RuntimeError, match=r"every backend failed on input shape \(1, 16, 5, 5\).*no tile fits"):
+        chooser.choose(x, *packed)
+
+
+def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
+    from inception_fast import backends, choices, ops
+
+    chooser = _chooser(fake_backends, ("slow", "fast"), {"slow": 3e-3, "fast": 1e-3})
+    monkeypatch.setattr(choices, "AUTO", chooser)
+    block, x, packed = _packed_block()
+    with torch.no_grad():
+        out = ops.inception_block(x, *packed, backend="auto")
+        fake_backends.clear()
+        ops.inception_block(x, *packed, backend="auto")
+        assert fake_backends == ["fast"]
+        check_close(out, ops.inception_block(x, *packed, backend="torch"), FP32)
+    assert backends.resolve("auto", "cpu") == "torch" and backends.resolve("auto", "cuda") == "auto"
+
+
+@pytest.mark.gpu
+def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
+    """Each backend's parity is tested on its own; here: auto measures them all on a 3a block and
+    then computes exactly what the fastest one computes."""
+    from inception_fast import choices, ops
+
+    if len(available_backends(cuda_device)) < 2:
+        pytest.skip("auto measures nothing with a single backend available")
+    block = FusedInception(*BLOCK_CONFIGS["inception3a"], backend="auto").eval().to(cuda_device, torch.bfloat16)
+    x = torch.randn(4, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last
+    )
+    choices.AUTO.clear()
+    with torch.no_grad():
+        out = block(x)
+        (choice,) = choices.AUTO.choices().values()
+        assert set(choice.seconds) | set(choice.errors) == set(available_backends(cuda_device))
+        assert choice.seconds[choice.name] == min(choice.seconds.values())
+        packed = block.packed(torch.bfloat16)
+        expected = ops.inception_block(x, *packed, backend=choice.name)
+    assert torch.equal(out, expected)

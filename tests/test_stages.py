@@ -1,0 +1,166 @@
+"""FusedGoogLeNet's stages outside the blocks (inception_fast.stages): every form of the stem's
+first conv, which may compete, and the measured conv + bias + ReLU."""
+
+import copy
+
+import pytest
+import torch
+from model_cases import CL, FP32, calibrated_net, net_tolerance
+from torch import nn
+
+from inception_fast import FusedGoogLeNet, available_backends
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+# -- the stem's measured first conv -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variant,size,fmt",
+    [
+        ("torchvision", 40, CL),
+        ("torchvision", 33, torch.contiguous_format),
+        ("paper", 32, CL),
+        ("d2l", 32, torch.contiguous_format),
+    ],
+)
+def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fmt):
+    """Each way of running conv1 (channels_last, zero-padded to 4 and 8 channels, NCHW, and where
+    Triton runs -- under the interpreter here -- the Triton kernel with and without the pool) is
+    forced in turn through a measuring chooser whose fake timer makes it the fastest."""
+    from inception_fast import choices
+
+    ref, _ = calibrated_net(variant, size)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()  # blocks: torch on CPU
+    x = torch.randn(2, ref.in_channels, size, size).contiguous(memory_format=fmt)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    expected = ["channels_last", "pad4", "pad8", "nchw"]
+    if "triton" in available_backends("cpu"):
+        expected += ["triton", "triton_conv"]
+    for winner in expected:
+        calls = []
+
+        def timer(fn, device, repeats, winner=winner):
+            out = fn()
+            assert out.is_contiguous(memory_format=CL)
+            calls.append(out)
+            return 1.0 if len(calls) - 1 == expected.index(winner) else 2.0
+
+        chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+        monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
+        with torch.no_grad():
+            out = fused(x)
+        assert len(calls) == len(expected) and [c.name for c in chooser.choices().values()] == [winner]
+        assert list(chooser.choices().values())[0].seconds.keys() == set(expected)
+        for c in calls[1:]:  # the stem outputs agree
+            check_close(c, calls[0], FP32)
+        check_close(out, ref64, tol)
+
+
+def test_stem_triton_variants_only_where_allowed(monkeypatch):
+    """A model pinned to the torch backend never runs the Triton stem (its key differs from an auto
+    model's, so a choice measured for one is not looked up by the other), and with gradients the
+    Triton stem, which has no backward, gives way to ATen."""
+    from inception_fast import choices, modules, stages
+
+    ref, pinned = calibrated_net("torchvision", 32)
+    auto = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert pinned.stem_choice_key(x) != auto.stem_choice_key(x)
+    other_pool = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    other_pool.maxpool1 = nn.MaxPool2d(3, stride=2, padding=1)  # as in d2l's stem
+    assert other_pool.stem_choice_key(x) != auto.stem_choice_key(x)
+    (w1, b1), _, _, padded = pinned._stem_weights(x.dtype)
+    assert not set(pinned._stem_variants(x, padded)) & set(stages.STEM_TRITON_VARIANTS)
+    chooser = choices.MeasuredChoice(measure_on=())
+    chooser._choices[auto.stem_choice_key(x)] = choices.Choice("triton")
+    monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
+    seen = []
+    real = modules.FusedGoogLeNet._stem_conv1
+    monkeypatch.setattr(
+        modules.FusedGoogLeNet, "_stem_conv1", lambda self, *args: seen.append(args[-1]) or real(self, *args)
+    )
+    with torch.enable_grad():
+        loss = auto(x).square().sum()
+    loss.backward()
+    assert seen == ["channels_last"] and auto.conv1.conv.weight.grad is not None
+    # A frozen model with an input that needs its gradient (saliency), and bias-only training:
+    # either way some stem tensor requires grad, so ATen runs and the gradient arrives.
+    auto.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    auto(xg).square().sum().backward()
+    assert seen[-1] == "channels_last" and xg.grad is not None and xg.grad.abs().sum() > 0
+    auto.conv1.bn.bias.requires_grad_(True)  # folded into conv1's bias only
+    auto(x).square().sum().backward()
+    assert seen[-1] == "channels_last" and auto.conv1.bn.bias.grad is not None
+    if "triton" in available_backends("cpu"):
+        with torch.no_grad():
+            auto(x)
+        assert seen[-1] == "triton"
+
+
+def test_stem_padding_candidates():
+    from inception_fast.stages import stem_padded_channels as _stem_padded_channels
+
+    assert _stem_padded_channels(3) == [4, 8] and _stem_padded_channels(1) == [4, 8]
+    assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
+
+
+# -- the stem's conv + bias + ReLU: ATen or cuDNN's fused op, measured ------------------------------
+
+
+def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
+    """Measured on CPU through a stand-in timer that would prefer cuDNN's fused op: it has no CPU
+    kernel, so its error is kept and ATen is chosen, and the stem still matches the reference."""
+    from inception_fast import choices
+
+    timed = []
+
+    def timer(fn, device, repeats):
+        fn()
+        timed.append(fn)
+        return 1.0 if len(timed) == 2 else 2.0  # the second would win, but fn() raises first
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
+    ref, fused = calibrated_net("torchvision", 32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        check_close(fused(x), ref(x), reduced_precision_bound(ref(x), copy.deepcopy(ref).double()(x.double())))
+    choices = list(chooser.choices().values())
+    assert len(choices) == 2  # conv2 and conv3
+    for c in choices:
+        assert c.name == "aten" and set(c.seconds) == {"aten"}
+        assert "cudnn_convolution_relu" in c.errors["cudnn_fused"]
+
+
+@pytest.mark.gpu
+def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
+    """cuDNN's fused conv-bias-ReLU, forced, on the stem's conv3 in channels_last: bf16 within 2x the
+    ATen path's own error against fp64 (the table's rule), fp32 at the TF32 tolerance."""
+    from inception_fast import choices, modules
+
+    def forcing(winner):  # a stand-in timer under which ``winner`` (a candidate index) is fastest
+        calls = []
+
+        def timer(fn, device, repeats):
+            fn()
+            calls.append(fn)
+            return 1.0 if len(calls) - 1 == winner else 2.0
+
+        return timer
+
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(2, 64, 56, 56, device=cuda_device, dtype=dtype).relu().contiguous(memory_format=CL)
+        w = (torch.randn(192, 64, 3, 3, device=cuda_device) / 24).to(dtype).contiguous(memory_format=CL)
+        b = torch.randn(192, device=cuda_device, dtype=dtype) * 0.1
+        outs = {}
+        for i, name in enumerate(("aten", "cudnn_fused")):
+            chooser = choices.MeasuredChoice(timer=forcing(i))
+            monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
+            with torch.no_grad():
+                outs[name] = modules.conv_relu(x, w, b, 1)
+            assert [c.name for c in chooser.choices().values()] == [name], chooser.choices()  # errors, if any
+        ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
+        assert ref.std() > 0.1
+        tol = reduced_precision_bound(outs["aten"], ref) if dtype == torch.bfloat16 else TOLERANCE["tf32"]
+        check_close(outs["cudnn_fused"], ref, tol, f"fused {dtype}")
