@@ -20,24 +20,29 @@ import warnings
 import torch
 
 from . import FusedGoogLeNet, GoogLeNet, available_backends
+from .cli import HelpFormatter
 from .testing import calibrate, reduced_precision_bound, rel_error
 from .timing import time_fn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m inception_fast",
         description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Training: python -m inception_fast train --help",
     )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--batch-sizes", default=None, help="comma-separated (default: 1,8 on CPU; 1,64,256 on CUDA)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: float32 on CPU, bfloat16 on CUDA")
-    p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
-    p.add_argument("--variant", choices=["torchvision", "paper", "d2l"], default="torchvision")
+    p.add_argument(
+        "--memory-format", choices=["channels_last", "contiguous"], default="channels_last", help="the input's layout"
+    )
+    p.add_argument(
+        "--variant", choices=["torchvision", "paper", "d2l"], default="torchvision", help="which GoogLeNet to run"
+    )
     p.add_argument(
         "--backend",
         default="all",
@@ -48,7 +53,11 @@ def _parse_args(argv):
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per point (default: 3 on CPU, 30 on CUDA)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
-    return p.parse_args(argv)
+    return p
+
+
+def _parse_args(argv):
+    return build_parser().parse_args(argv)
 
 
 def _baseline(variant, device, dtype):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import FusedGoogLeNet, GoogLeNet, available_backends
+from .cli import HelpFormatter
 from .reference import VARIANTS
 
 __all__ = ["main", "build_models", "load_data", "TrainData", "read_idx"]
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m inception_fast train",
         description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--data",
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/FashionMNIST/raw or DIR; imagefolder: DIR/<class>/<image> (or DIR/train and DIR/test)",
     )
     p.add_argument("--data-dir", default=None, help="the directory for --data fashion-mnist / imagefolder")
-    p.add_argument("--variant", choices=VARIANTS, default="d2l")
+    p.add_argument("--variant", choices=VARIANTS, default="d2l", help="which GoogLeNet (see inception_fast.reference)")
     p.add_argument("--backend", default="auto", help="the fused model's backend (auto, torch, triton, cuda)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument(
@@ -292,11 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16: autocast on CUDA (not offered on CPU)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model(s)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="train up to this epoch (with --resume: in all)")
     p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
     p.add_argument("--batch-size", type=int, default=128, help="global batch (split over torchrun's processes)")
     p.add_argument("--image-size", type=int, default=96, help="images are resized to this square size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initial weights, shuffling and dropout")
     p.add_argument("--out", default="train_out", help="directory for checkpoint.pt, history.json, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint up to --epochs")
     p.add_argument(

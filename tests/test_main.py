@@ -74,3 +74,17 @@ def test_main_job_other_variant_and_format(capsys):
 def test_main_job_rejects_unavailable_backend(capsys):
     assert main(["--device", "cpu", "--backend", "nope", "--no-progress"]) == 2
     assert "unavailable on cpu" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_says_its_default_once():
+    from inception_fast.__main__ import build_parser as main_parser
+    from inception_fast.train import build_parser as train_parser
+
+    for parser in (main_parser(), train_parser()):
+        text = parser.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{action.option_strings[0]} has no help text"
+                assert formatter._expand_help(action).count("default") <= 1, action.option_strings
