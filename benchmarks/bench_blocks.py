@@ -32,6 +32,7 @@ from benchmarks.helpers.models import (
 from benchmarks.helpers.roofline import launch1_work, roofline
 from benchmarks.helpers.settings import DTYPES, block_cases, settings
 from benchmarks.helpers.shapes import block_shapes
+from inception_fast.geometry import block_channels, empty_outputs
 
 
 def pytest_generate_tests(metafunc):
@@ -45,12 +46,9 @@ def _launch1_fn(case, s, x, dtype):
     blk = fused_block(case.block, "torch", s, dtype)  # only for its packed weights
     with torch.no_grad():  # the cached, non-differentiable packing the forward uses
         packed = blk.packed(x.dtype)
-    ch3red, ch5red = packed.w3.shape[1], packed.w5.shape[1]
-    ch1 = packed.w_red.shape[0] - ch3red - ch5red
-    n, _, h, w = x.shape
-    c_out = ch1 + packed.w3.shape[0] + packed.w5.shape[0] + packed.w_pool.shape[0]
-    out = torch.empty((n, c_out, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    scratch = torch.empty((n, ch3red + ch5red, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    ch1 = block_channels(packed.w_red, packed.w_pool, packed.w3, packed.w5).ch1
+    out, scratch = empty_outputs(x, packed.w_red, packed.w_pool, packed.w3, packed.w5)
+    c_out = out.shape[1]
     args = (x, packed.w_red, packed.b_red, packed.w_pool, packed.b_pool, out, scratch)
     if case.impl == "launch1_ext":
         _load_extension(x.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.helpers.shapes import BlockShape
+from inception_fast.geometry import block_channels
 
 # Ceilings measured on the H100 (shared/GPU.md).  Roofline fractions use them only for
 # bf16/fp16 work on a CUDA device; elsewhere they would mean nothing.
@@ -18,8 +19,7 @@ def launch1_work(shape: BlockShape, packed, batch: int, elem_size: int) -> tuple
     packed weights once."""
     cin, h, w = shape.input_chw
     n_red, n_pool = packed.w_red.shape[0], packed.w_pool.shape[0]
-    ch3red, ch5red = packed.w3.shape[1], packed.w5.shape[1]
-    ch1 = n_red - ch3red - ch5red
+    ch1, ch3red, ch5red = block_channels(packed.w_red, packed.w_pool, packed.w3, packed.w5)[:3]
     pix = batch * h * w
     macs = pix * cin * (n_red + n_pool)
     elems = pix * cin + pix * (ch1 + n_pool) + pix * (ch3red + ch5red)
