@@ -17,8 +17,8 @@ until the next rebuild) and its address cannot come back for a different tensor.
 Inference tensors (a model built, moved or loaded under ``torch.inference_mode()``) keep no
 version counter, so an in-place change leaves their key as it was.  For them the cache keeps
 a private copy of each such source and, on CPU, compares the bits on every forward (one read
-of the weights and of the copy; ~3 ms for the whole torchvision GoogLeNet in fp32 on a 2-core
-machine), rebuilding on any difference.  On other devices that comparison would synchronize
+of the weights and of the copy, cheaper than a rebuild; benchmarks/inference_tensor_cost.py
+measures it), rebuilding on any difference.  On other devices that comparison would synchronize
 the host with the device, so there the packed weights are rebuilt on every forward instead
 (a few small kernels per block, which a CUDA graph captures along with the forward).
 
