@@ -78,13 +78,21 @@ def _block_config(block: nn.Module) -> dict:
     )
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a block computes in: under autocast the autocast dtype, as the reference's convs
+    would; else the input's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
     if x.device != ref.device:
         raise RuntimeError(
             f"{what} input is on {x.device} but its weights are on {ref.device}; "
             f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})"
         )
-    if x.dtype != ref.dtype:
+    if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
             f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})"
@@ -161,8 +169,10 @@ class _PackedBlock:
         return super()._apply(fn, *args, **kwargs)
 
     def fused_forward(self, x: Tensor) -> Tensor:
-        """The fused path on a channels_last input; returns a channels_last output."""
-        return ops.inception_block(x, *self.packed(x.dtype), backend=self.backend_for(x.device))
+        """The fused path on a channels_last input; returns a channels_last output (under autocast
+        in the autocast dtype)."""
+        dtype = _compute_dtype(x)
+        return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=self.backend_for(x.device))
 
     def _fused_call(self, x: Tensor) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
@@ -416,7 +426,7 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         self.has_bn = match.has_bn
         self._init_packing(backend)
         self.in_channels = self._units()[0][0].in_channels
-        self.train(block.training)
+        self.training = block.training  # its submodules keep their own modes (a frozen BN stays in eval)
 
     def _find(self, path: str) -> nn.Module:
         module = self
@@ -518,16 +528,20 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
 
     A module is an Inception block when its forward computes the four-branch pattern (traced
     with torch.fx and matched; see ``inception_fast.recognize``): torchvision's and our blocks
-    become FusedInception (weights copied), any other class (the d2l textbook's ``Inception``,
-    your own) a FusedForeignInception that keeps its submodules and state_dict keys.  Modules
-    that look like blocks (six convs) but compute anything else are left exactly as they were.
+    become FusedInception, any other class (the d2l textbook's ``Inception``, your own) a
+    FusedForeignInception that keeps its submodules and state_dict keys.  Modules that look like
+    blocks (six convs) but compute anything else are left exactly as they were, and so are
+    blocks carrying hooks (the fused forward would skip them).
 
-    Device, dtype and train/eval mode are kept.  Returns the model (the fused block if
+    A FusedInception holds a copy of the block's weights, a FusedForeignInception the block's own
+    parameter objects: build the optimizer after ``fuse()`` (an optimizer built before keeps
+    training the old copies of torchvision's and our blocks).  Device, dtype and the train/eval
+    mode of every submodule are kept.  Returns the model (the fused block if
     ``model`` itself is one), or ``(model, FuseReport)`` with ``report=True``.  The summary is
     logged (logger "inception_fast", level INFO); a warning says when nothing was fused or a
     lookalike was left alone, and why.
     """
-    from .recognize import BlockMatch, count_convs, find_candidates, match_block
+    from .recognize import BlockMatch, count_convs, find_candidates, match_block, nested_candidates
 
     _check_backend_name(backend)
     done = FuseReport()
@@ -535,14 +549,18 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     result = model
     if isinstance(model, fused_classes):
         candidates = []
-    elif count_convs(model) == 6 and not any(count_convs(c) == 6 for c in model.children()):
+    elif count_convs(model) == 6:
         candidates = [("", model)]
     else:
         candidates = list(find_candidates(model, skip=fused_classes))
-    for path, block in candidates:
-        match = match_block(block)
-        if not isinstance(match, BlockMatch):
-            done.left_alone.append((path, type(block).__name__, match))
+    for outer_path, outer in candidates:
+        tried = [(path, block, match_block(block)) for path, block in nested_candidates(outer_path, outer)]
+        matched = [(path, block, match) for path, block, match in tried if isinstance(match, BlockMatch)]
+        if not matched:
+            done.left_alone.append((outer_path, type(outer).__name__, tried[0][2]))
+            continue
+        path, block, match = matched[-1]  # the innermost module that computes the block
+        if isinstance(block, fused_classes):
             continue
         new = _fused_block(block, match, backend)
         done.fused.append((path, type(block).__name__))

@@ -83,6 +83,8 @@ def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
     x = x.contiguous(memory_format=torch.channels_last)
     if x.shape[0] == 0:  # an empty batch: nothing to compute, the reference's empty result
+        if backend != "auto":
+            _kernel("inception_block", backend, x)  # the same errors as a full batch
         return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
     if backend == "auto":
         backend = choices.AUTO.choose(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)

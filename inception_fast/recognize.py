@@ -17,8 +17,9 @@ the graph, and no module of the block may carry hooks (the fused forward would s
 The answer is a ``BlockMatch`` (the six conv(+BN) units in packing order, by their paths
 inside the module) or the reason it is not one.
 
-``find_candidates(model)`` lists the modules worth matching: those holding exactly six
-``nn.Conv2d`` (an Inception block's count) that no single child holds all of.
+``find_candidates(model)`` lists the modules worth matching: the outermost ones holding exactly
+six ``nn.Conv2d`` (an Inception block's count); ``nested_candidates`` the modules inside one that
+hold all six too (fuse() takes the innermost that matches).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BlockMatch", "match_block", "find_candidates", "count_convs"]
+__all__ = ["BlockMatch", "match_block", "find_candidates", "nested_candidates", "count_convs"]
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
 _RELU_METHODS = {"relu", "relu_"}
@@ -57,19 +58,32 @@ def count_convs(module: nn.Module) -> int:
 
 
 def find_candidates(module: nn.Module, prefix: str = "", skip=()):
-    """Yields (path, module) for every module holding exactly six convs none of whose children
-    holds all six; descends into the others (not into instances of ``skip``)."""
+    """Yields (path, module) for every outermost module holding exactly six convs; descends into
+    those holding more (not into instances of ``skip``).  See ``nested_candidates`` for the
+    modules inside one that hold all six too."""
     for name, child in module.named_children():
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, skip):
             continue
         n = count_convs(child)
-        if n < 6:
-            continue
-        if n == 6 and not any(count_convs(c) == 6 for c in child.children()):
+        if n == 6:
             yield path, child
-        else:
+        elif n > 6:
             yield from find_candidates(child, path, skip)
+
+
+def nested_candidates(path: str, module: nn.Module) -> list:
+    """[(path, module)]: ``module``, then each child that holds all of its six convs, outermost
+    first.  fuse() replaces the innermost of them that computes the block: a wrapper around a block
+    (an nn.Sequential holding it) stays, and a block whose branches sit in one ModuleList is the
+    module around the list."""
+    chain = [(path, module)]
+    while True:
+        inner = [(name, child) for name, child in chain[-1][1].named_children() if count_convs(child) == 6]
+        if len(inner) != 1:
+            return chain
+        name, child = inner[0]
+        chain.append((f"{chain[-1][0]}.{name}" if chain[-1][0] else name, child))
 
 
 class _Tracer(torch.fx.Tracer):
@@ -87,8 +101,13 @@ def _trace(module: nn.Module) -> torch.fx.Graph:
 
 
 def _hooks(module: nn.Module) -> bool:
+    """Whether any module inside carries a forward or backward hook (the fused forward runs none)."""
     return any(
-        m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or getattr(m, "_backward_pre_hooks", None)
+        or getattr(m, "_forward_hooks_with_kwargs", None)
         for m in module.modules()
     )
 
@@ -304,8 +323,8 @@ def match_block(module: nn.Module) -> Union[BlockMatch, str]:
     """A BlockMatch when ``module``'s forward computes the Inception pattern (in train and in
     eval mode), else the reason it does not, as a sentence fragment."""
     if _hooks(module):
-        return "it or one of its submodules has forward hooks, which the fused forward would skip"
-    was_training = module.training
+        return "it or one of its submodules has hooks, which the fused forward would skip"
+    modes = {m: m.training for m in module.modules()}  # put back exactly: a frozen BN stays in eval
     matches = []
     try:
         for mode in (False, True):
@@ -314,7 +333,8 @@ def match_block(module: nn.Module) -> Union[BlockMatch, str]:
     except _NotABlock as exc:
         return str(exc)
     finally:
-        module.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     if matches[0] != matches[1]:
         return "its forward computes something else in train mode than in eval mode"
     return matches[0]

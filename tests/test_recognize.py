@@ -375,3 +375,79 @@ def test_match_describes_the_units():
     assert match.kernels == (3, 5) and not match.has_bn
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=False).inception3a
     assert match_block(tv).units[0] == ("branch1.conv", "branch1.bn")
+
+
+class ListInception(nn.Module):
+    """A block whose four branches sit in one ModuleList (the container holds all six convs)."""
+
+    def __init__(self, cin, c1, c2, c3, c4):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(cin, c1, 1), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(cin, c2[0], 1), nn.ReLU(), nn.Conv2d(c2[0], c2[1], 3, padding=1), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(cin, c3[0], 1), nn.ReLU(), nn.Conv2d(c3[0], c3[1], 5, padding=2), nn.ReLU()),
+                nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, c4, 1), nn.ReLU()),
+            ]
+        )
+
+    def forward(self, x):
+        return torch.cat([branch(x) for branch in self.branches], 1)
+
+
+def test_a_block_with_its_branches_in_one_module_list_is_fused():
+    block = ListInception(9, 3, (4, 5), (2, 3), 3)
+    x = torch.randn(2, 9, 5, 5)
+    calibrate(block, x)
+    with torch.no_grad():
+        want = block(x)
+    assert want.std() > 0.05
+    model = nn.Sequential(nn.Identity(), block)
+    _, report = _fuse_quietly(model)
+    assert [p for p, _ in report.fused] == ["1"] and isinstance(model[1], FusedForeignInception)
+    with torch.no_grad():
+        check_close(model(x), want, FP32)
+
+
+def test_fuse_keeps_every_submodules_mode():
+    """A BatchNorm frozen in eval inside a training block stays frozen, fused or left alone."""
+    block = BNInception(10, 4, (5, 6), (3, 4), 3)
+    calibrate(block, torch.randn(4, 10, 6, 6))
+    block.train()
+    block.b[1][1].eval()
+    lookalike = _with(BNInception(10, 4, (5, 6), (3, 4), 3), pool=nn.AvgPool2d(3, 1, 1)).train()
+    lookalike.c[0][1].eval()
+    model = nn.Sequential(block, nn.Conv2d(23, 10, 1), lookalike)
+    before = {name: m.training for name, m in model.named_modules()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the lookalike is reported
+        fuse(model, backend="torch")
+    assert isinstance(model[0], FusedForeignInception) and not isinstance(model[2], FusedForeignInception)
+    after = {name: m.training for name, m in model.named_modules()}
+    assert after == before
+
+
+def test_a_block_with_hooks_is_left_alone():
+    for register in ("register_forward_hook", "register_full_backward_hook"):
+        block = TextbookInception(8, 3, (4, 5), (2, 3), 3)
+        getattr(block.p2_2, register)(lambda *args: None)
+        reason = match_block(block)
+        assert isinstance(reason, str) and "hooks" in reason, register
+        with pytest.warns(UserWarning, match="hooks"):
+            assert fuse(block, backend="torch") is block
+
+
+def test_a_fused_foreign_block_runs_under_autocast():
+    """Under autocast the block computes in the autocast dtype, as the reference's convs do."""
+    block = TextbookInception(12, 5, (6, 7), (3, 4), 4)
+    x = torch.randn(2, 12, 6, 5)
+    calibrate(block, x)
+    ref = copy.deepcopy(block)
+    fused, _ = _fuse_quietly(block)
+    with torch.no_grad():
+        want64 = copy.deepcopy(ref).double()(x.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            own = ref(x)
+            got = fused(x)
+    assert got.dtype == own.dtype == torch.bfloat16
+    check_close(got, want64, reduced_precision_bound(own, want64), "autocast bf16")

@@ -27,12 +27,13 @@ class Backend:
         kernel = self.kernels.get(name)
         if kernel is None:
             others = sorted((n for n, b in _REGISTRY.items() if name in b.kernels), key=lambda n: n != "torch")
+            if not others:
+                raise ValueError(f"no backend implements {name}")
             raise ValueError(f"{name} runs on the {' or '.join(repr(n) for n in others)} backend, not {self.name!r}")
         return kernel
 
 
-_REGISTRY: dict[str, Backend] = {}
-_REGISTRY: dict[str, Backend] = {}  # in registration order: "torch" first
+_REGISTRY: dict[str, Backend] = {}  # in registration order
 
 
 def register(backend: Backend) -> None:
