@@ -11,7 +11,11 @@ accuracy, training images/s and elapsed time; it writes ``checkpoint.pt`` (atomi
 temporary file, then os.replace) and ``history.json`` into ``--out``, and at the end
 ``curves.png`` (needs matplotlib).  ``--resume`` continues from ``--out``'s checkpoint up to
 ``--epochs`` and ends with the weights an uninterrupted run reaches: the shuffling of epoch e
-depends only on (seed, e), and the checkpoint holds the optimizer and RNG states.
+depends only on (seed, e), and the checkpoint holds the optimizer and every process's RNG
+state.  Bit for bit on CPU; on CUDA the resumed process measures its kernel choices again
+(backend "auto", the stem) and cuDNN may pick other algorithms, so there the weights agree
+within the tolerance table (INCEPTION_FAST_AUTO=static and
+torch.use_deterministic_algorithms(True) narrow that).
 ``--reference`` trains the unfused reference from the same initial weights on the same batches,
 side by side.
 
@@ -344,7 +348,11 @@ def _resolve_device(arg: Optional[str], dist: _Dist) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"--device {arg}: no CUDA device is available")
-        if dist.world > 1 and device.index is None:
+        if dist.world > 1:
+            if device.index is not None:
+                raise UsageError(
+                    f"--device {arg}: under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda"
+                )
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
         if (device.index or 0) >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
@@ -418,32 +426,53 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _rng_states(device: torch.device, dist: _Dist) -> list:
+    """Every process's RNG state, by rank (gathered to all; rank 0 writes them)."""
+    if dist.world == 1:
+        return [_rng_state(device)]
+    states = [None] * dist.world
+    torch.distributed.all_gather_object(states, {k: v.cpu() for k, v in _rng_state(device).items()})
+    return states
+
+
 def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _load_checkpoint(path: str, args, data: TrainData) -> dict:
+def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"--resume: no checkpoint {path}; run without --resume to start")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(f"--resume: cannot read {path}: {exc}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"--resume: {path} is not a checkpoint of this job")
-    want = {
+    want = _meta(args, data, dist)
+    del want["lr"]  # a resumed run may change the learning rate
+    for key, value in want.items():
+        if ckpt["meta"].get(key) != value:
+            raise UsageError(f"--resume: {path} was written for {key} {ckpt['meta'][key]!r}, this run has {value!r}")
+    return ckpt
+
+
+def _meta(args, data: TrainData, dist: _Dist) -> dict:
+    """What a checkpoint was written for; --resume refuses one written for anything else (the
+    resumed run would not be the run it continues)."""
+    return {
         "variant": args.variant,
         "num_classes": data.num_classes,
         "in_channels": data.channels,
         "image_size": args.image_size,
         "reference": args.reference,
+        "data": data.name,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "processes": dist.world,
+        "lr": args.lr,
     }
-    for key, value in want.items():
-        if ckpt["meta"][key] != value:
-            raise UsageError(f"--resume: {path} was written for {key} {ckpt['meta'][key]!r}, this run has {value!r}")
-    return ckpt
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -518,6 +547,8 @@ def _run(args) -> int:
     device = _resolve_device(args.device, dist)
     _check_args(args, device, dist)
     if dist.world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # before NCCL starts: one GPU per process
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         return _train(args, device, dist)
@@ -533,8 +564,10 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     if dist.main:
         os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, CHECKPOINT)
-    ckpt = _load_checkpoint(ckpt_path, args, data) if args.resume else None
+    ckpt = _load_checkpoint(ckpt_path, args, data, dist) if args.resume else None
     models = build_models(args.variant, data.num_classes, data.channels, args.seed, args.backend, args.reference)
+    if dist.world > 1:  # every process built the same weights; from here on each draws its own dropout masks
+        torch.manual_seed(args.seed + 1_000_003 * dist.rank)
     optimizers = {name: torch.optim.SGD(m.parameters(), lr=args.lr) for name, m in models.items()}
     history, start = [], 0
     if ckpt is not None:
@@ -544,7 +577,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
             for group in optimizers[name].param_groups:
                 group["lr"] = args.lr
         history, start = ckpt["history"], ckpt["epoch"]
-        _set_rng_state(ckpt["rng"], device)
+        _set_rng_state(ckpt["rng"][dist.rank], device)
     elif dist.main and os.path.exists(ckpt_path):
         print(f"note: {ckpt_path} exists; starting afresh (--resume continues from it)")
     runners = {}
@@ -624,6 +657,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
             }
         record["elapsed_s"] = time.perf_counter() - t_epoch
         history.append(record)
+        rng = _rng_states(device, dist)  # every process takes part
         if dist.main:
             for i, name in enumerate(runners):
                 r = record[name]
@@ -637,20 +671,10 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
             state = {
                 "format": FORMAT,
                 "epoch": epoch + 1,
-                "meta": {
-                    "variant": args.variant,
-                    "num_classes": data.num_classes,
-                    "in_channels": data.channels,
-                    "image_size": args.image_size,
-                    "reference": args.reference,
-                    "data": data.name,
-                    "seed": args.seed,
-                    "lr": args.lr,
-                    "batch_size": args.batch_size,
-                },
+                "meta": _meta(args, data, dist),
                 "models": {n: _unwrap(r).state_dict() for n, r in runners.items()},
                 "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                "rng": _rng_state(device),
+                "rng": rng,
                 "history": history,
             }
             _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))

@@ -78,6 +78,11 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
         train(split, "--epochs", "3", "--variant", "paper", "--image-size", "16", "--resume")
     assert exc.value.code == 2
     assert "written for variant 'd2l'" in capsys.readouterr().err
+    # ... and so is one written with another seed: the resumed run would not be the one it continues
+    with pytest.raises(SystemExit) as exc:
+        train(split, "--epochs", "3", "--reference", "--seed", "5", "--resume")
+    assert exc.value.code == 2
+    assert "written for seed 0, this run has 5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
