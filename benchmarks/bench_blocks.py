@@ -1,7 +1,7 @@
 """Per-block micro-benchmarks: the stem and Inception 3a-5b, one block at a time.
 
 Implementations per block: torchvision's eager block (BatchNorm unfolded, torch.cat)
-and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda); for the
+and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda, cpp); for the
 stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
 (``launch1_ext`` = torch.ops.inception_fast.reduce_pool_ from the compiled extension,
 the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher) is timed on the
@@ -92,7 +92,7 @@ def _load_extension(device):
     """Registers the compiled kernels of reduce_pool_ (CPU and, in a CUDA build, CUDA), if built."""
     import importlib
 
-    _available(device)  # loads the backend plugins; the cuda one loads the extension
+    _available(device)  # loads the backend plugins; "cuda" and "cpp" load the extension
     try:
         importlib.import_module("inception_fast._C")
     except Exception:  # absent or broken: the op call then says which kernel is missing

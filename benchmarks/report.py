@@ -21,7 +21,16 @@ import os
 import sys
 from collections import OrderedDict
 
-MODEL_ORDER = ["torchvision", "reference", "fused_torch", "fused_triton", "fused_cuda", "fused_auto", "tv_compile"]
+MODEL_ORDER = [
+    "torchvision",
+    "reference",
+    "fused_torch",
+    "fused_triton",
+    "fused_cuda",
+    "fused_cpp",
+    "fused_auto",
+    "tv_compile",
+]
 # Human-readable model names, also written into each record's extra_info["label"] (benchmarks/bench_throughput.py).
 MODEL_LABELS = {
     "torchvision": "torchvision eager",
@@ -29,6 +38,7 @@ MODEL_LABELS = {
     "fused_torch": "FusedGoogLeNet[torch]",
     "fused_triton": "FusedGoogLeNet[triton]",
     "fused_cuda": "FusedGoogLeNet[cuda]",
+    "fused_cpp": "FusedGoogLeNet[cpp]",
     "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(tv), freezing",
 }
@@ -44,12 +54,13 @@ BLOCK_ORDER = [
     "inception5a",
     "inception5b",
 ]
-IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton"]
+IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "launch1_ext", "launch1_triton"]
 IMPL_LABELS = {
     "torchvision": "torchvision (BN, cat)",
     "torch": "torch (ATen, folded)",
     "triton": "triton",
     "cuda": "cuda",
+    "cpp": "cpp",
     "launch1_ext": "launch-1 ext",
     "launch1_triton": "launch-1 triton",
 }
@@ -488,11 +499,7 @@ def blocks_short(rows):
     if not rows:
         return "blocks: no results"
     index = block_index(rows)
-    impls = [
-        i
-        for i in ("torchvision", "torch", "triton", "cuda", "launch1_ext", "launch1_triton")
-        if any(i in v for v in index.values())
-    ]
+    impls = [i for i in IMPL_ORDER if any(i in v for v in index.values())]
     table = []
     for blk in _order(index, BLOCK_ORDER):
         v = index[blk]

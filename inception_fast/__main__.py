@@ -5,6 +5,8 @@ Builds FusedGoogLeNet on the machine at hand (CUDA if present, else CPU), checks
 against the reference on random input with calibrated BatchNorm statistics, and
 prints a throughput table (images/s): torchvision (or our reference) against the
 fused model for each available backend and a few batch sizes.
+
+A bad option value is one error line (argparse's, exit code 2), checked before anything runs.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
 import warnings
+from typing import NamedTuple
 
 import torch
 
 from . import FusedGoogLeNet, GoogLeNet, available_backends
-from .cli import HelpFormatter
+from .cli import HelpFormatter, UsageError, check_backend, check_image_size, positive_ints, resolve_device
 from .testing import calibrate, reduced_precision_bound, rel_error
 from .timing import time_fn
 
@@ -35,8 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Training: python -m inception_fast train --help",
     )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
-    p.add_argument("--batch-sizes", default=None, help="comma-separated (default: 1,8 on CPU; 1,64,256 on CUDA)")
-    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument(
+        "--batch-sizes",
+        type=positive_ints,
+        default=None,
+        help="comma-separated positive integers (default: 1,8 on CPU; 1,64,256 on CUDA)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default=None,
+        help="float16 on CUDA only (default: float32 on CPU, bfloat16 on CUDA)",
+    )
     p.add_argument(
         "--memory-format", choices=["channels_last", "contiguous"], default="channels_last", help="the input's layout"
     )
@@ -47,17 +61,70 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="all",
         help="comma-separated backends to time ('auto' included: on CUDA it measures the "
-        "fastest per block), or 'all' available ones",
+        "fastest per block), or 'all' available ones (on CPU: torch and, when built, cpp)",
     )
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default: 224; 96 for d2l)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per point (default: 3 on CPU, 30 on CUDA)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square input size, at least the variant's smallest (default: 224; 96 for d2l)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per point, at least 1 (default: 3 on CPU, 30 on CUDA)"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     return p
 
 
-def _parse_args(argv):
-    return build_parser().parse_args(argv)
+class _Config(NamedTuple):
+    """The job's settings, every option checked and its default filled in."""
+
+    device: torch.device
+    dtype: torch.dtype
+    batches: list
+    size: int
+    repeats: int
+    backends: list  # as they run: "auto", or names that run on ``device``
+
+
+def _config(args) -> _Config:
+    """Checks every option against this machine; a bad value raises UsageError (one line)."""
+    device = resolve_device(args.device, "the main job")
+    on_gpu = device.type == "cuda"
+    dtype = DTYPES[args.dtype or ("bfloat16" if on_gpu else "float32")]
+    if dtype == torch.float16 and not on_gpu:
+        raise UsageError(f"--dtype float16 runs on CUDA only; on {device} use float32 or bfloat16")
+    if dtype == torch.bfloat16 and on_gpu and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise UsageError(f"--dtype bfloat16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic")
+    size = args.image_size if args.image_size is not None else (96 if args.variant == "d2l" else 224)
+    check_image_size(size, args.variant)
+    if args.repeats is not None and args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    names = available_backends(device) if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
+    wanted = list(dict.fromkeys(check_backend(b, device) for b in names))
+    if args.json:
+        _check_writable(args.json)
+    return _Config(
+        device=device,
+        dtype=dtype,
+        batches=args.batch_sizes or ([1, 64, 256] if on_gpu else [1, 8]),
+        size=size,
+        repeats=args.repeats or (30 if on_gpu else 3),
+        backends=wanted,
+    )
+
+
+def _check_writable(path: str) -> None:
+    """Fails now, not after the run, where ``--json PATH`` cannot be written."""
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--json {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        os.remove(path)
 
 
 def _baseline(variant, device, dtype):
@@ -100,23 +167,14 @@ def main(argv=None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
-    args = _parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
-        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device, dtype, batches, size, repeats, wanted = _config(args)
+    except UsageError as exc:
+        parser.error(str(exc))  # one line, exit code 2
     on_gpu = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("bfloat16" if on_gpu else "float32")]
-    batches = [int(b) for b in (args.batch_sizes or ("1,64,256" if on_gpu else "1,8")).split(",")]
-    size = args.image_size or (96 if args.variant == "d2l" else 224)
-    repeats = args.repeats or (30 if on_gpu else 3)
     fmt = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
-    avail = available_backends(device)
-    wanted = avail if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
-    for b in wanted:
-        if b not in avail and b != "auto":
-            print(f"error: backend {b!r} is unavailable on {device}; available: {', '.join(avail)}", file=sys.stderr)
-            return 2
 
     torch.manual_seed(0)
     base_name, base = _baseline(args.variant, device, dtype)

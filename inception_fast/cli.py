@@ -1,10 +1,19 @@
-"""What the command-line jobs (``__main__.py``, ``train.py``) share."""
+"""What the command-line jobs (``__main__.py``, ``train.py``) share: the help formatter, and the
+checks of the values both take (device, backend, image size), each failing with a ``UsageError``
+that the job reports as one argparse-style line (``parser.error``, exit code 2)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Optional
 
-__all__ = ["HelpFormatter"]
+import torch
+
+from . import backends
+from .reference import GoogLeNet
+
+__all__ = ["HelpFormatter", "UsageError", "resolve_device", "check_backend", "check_image_size", "positive_ints"]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -16,3 +25,71 @@ class HelpFormatter(argparse.HelpFormatter):
         if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)".lstrip()
+
+
+class UsageError(Exception):
+    """A bad option value, directory or file: reported as one argparse-style line, exit code 2."""
+
+
+def resolve_device(arg: Optional[str], job: str, default_cuda_index: Optional[int] = None) -> torch.device:
+    """``--device``'s value (None: cuda if available, else cpu) as a device this machine has.
+
+    ``job`` names the job in the error for a device type other than cpu and cuda;
+    ``default_cuda_index`` is the index a bare "cuda" gets (None: the current device)."""
+    try:
+        device = torch.device(arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UsageError(f"--device {arg}: not a device name (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {arg}: no CUDA device is available")
+        if device.index is None and default_cuda_index is not None:
+            device = torch.device("cuda", default_cuda_index)
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {arg}: {job} runs on cpu or cuda")
+    return device
+
+
+def check_backend(name: str, device: torch.device) -> str:
+    """``--backend``'s value checked against ``device``: the backend to run ("auto", or a name
+    that runs there).  An old name (``backends.RENAMED``) becomes its new one, with one "warning:"
+    line on stderr."""
+    if name == "auto":
+        return name
+    new = backends.RENAMED.get((name, device.type), name)
+    if new != name:
+        print(
+            f"warning: --backend {name} on {device.type} is a deprecated name of {new}, kept until the next "
+            f"release; use --backend {new}",
+            file=sys.stderr,
+        )
+    why = backends.availability(new, device)
+    if why is not None:
+        avail = ", ".join(["auto", *backends.available_backends(device)])
+        raise UsageError(f"--backend {new!r} is unavailable on {device}: {why}; available: {avail}")
+    return new
+
+
+def check_image_size(size: int, variant: str) -> None:
+    """Fails unless GoogLeNet(variant) takes square images of side ``size``."""
+    smallest = GoogLeNet(variant=variant, init_weights=False).min_input_size()
+    if size < smallest:
+        raise UsageError(
+            f"--image-size {size} is too small for variant {variant!r}: the smallest it takes is {smallest}"
+        )
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse ``type``: "1,8,64" -> [1, 8, 64]; anything else is an argparse error naming the value."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {value} in {text!r}")
+        values.append(value)
+    return values

@@ -93,7 +93,8 @@ def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
 
 
 def _kernel(op: str, backend: str, x):
-    """Backend ``backend``'s kernel for ``op``, checked to run on x's device."""
+    """Backend ``backend``'s kernel for ``op`` (an old name: its new one's), checked to run on x's device."""
+    backend = _backends.renamed(backend, x.device)
     impl = _backends.get(backend)
     kernel = impl.op(op)
     why = impl.unavailable_reason(x.device)

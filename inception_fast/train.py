@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import FusedGoogLeNet, GoogLeNet, available_backends
-from .cli import HelpFormatter
+from . import FusedGoogLeNet, GoogLeNet
+from .cli import HelpFormatter, UsageError, check_backend, check_image_size, resolve_device
 from .reference import VARIANTS
 
 __all__ = ["main", "build_models", "load_data", "TrainData", "read_idx"]
@@ -59,10 +59,6 @@ FMNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-
-
-class UsageError(Exception):
-    """A bad option value, directory or file: reported as one argparse-style line, exit code 2."""
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -288,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="the directory for --data fashion-mnist / imagefolder")
     p.add_argument("--variant", choices=VARIANTS, default="d2l", help="which GoogLeNet (see inception_fast.reference)")
-    p.add_argument("--backend", default="auto", help="the fused model's backend (auto, torch, triton, cuda)")
+    p.add_argument("--backend", default="auto", help="the fused model's backend (auto, torch, triton, cuda, cpp)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument(
         "--dtype",
@@ -341,23 +337,14 @@ class _Dist:
 
 
 def _resolve_device(arg: Optional[str], dist: _Dist) -> torch.device:
-    try:
-        device = torch.device(arg or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise UsageError(f"--device {arg}: not a device name (cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {arg}: no CUDA device is available")
-        if dist.world > 1:
-            if device.index is not None:
-                raise UsageError(
-                    f"--device {arg}: under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda"
-                )
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {arg}: training runs on cpu or cuda")
+    # Under torchrun a bare "cuda" is each process's own GPU; an explicit index would put several
+    # processes on one.
+    local = int(os.environ.get("LOCAL_RANK", dist.rank)) if dist.world > 1 else None
+    device = resolve_device(arg, "training", default_cuda_index=local)
+    if dist.world > 1 and device.type == "cuda" and ":" in (arg or ""):
+        raise UsageError(
+            f"--device {arg}: under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda"
+        )
     return device
 
 
@@ -374,15 +361,8 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
         raise UsageError(f"--batch-size {args.batch_size} does not split evenly over {dist.world} processes")
     if args.dtype == "bfloat16" and device.type != "cuda":
         raise UsageError("--dtype bfloat16 trains with CUDA autocast; on cpu use --dtype float32")
-    avail = available_backends(device)
-    if args.backend != "auto" and args.backend not in avail:
-        raise UsageError(f"--backend {args.backend!r} is unavailable on {device}; available: auto, {', '.join(avail)}")
-    smallest = GoogLeNet(variant=args.variant, init_weights=False).min_input_size()
-    if args.image_size < smallest:
-        raise UsageError(
-            f"--image-size {args.image_size} is too small for variant {args.variant!r}: "
-            f"the smallest it takes is {smallest}"
-        )
+    args.backend = check_backend(args.backend, device)
+    check_image_size(args.image_size, args.variant)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
 

@@ -1,4 +1,5 @@
-"""The compiled extension inception_fast._C (csrc/) and the "cuda" backend built on it.
+"""The compiled extension inception_fast._C (csrc/) and the backends built on it: "cpp" (its C++
+CPU kernels) and "cuda" (its CUDA kernels).
 
 Every check compares with F.conv2d / F.max_pool2d in float64 from the very same random
 packed weights (layout in inception_fast.backends), on NaN-poisoned outputs, so an element
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from block_cases import ODD, block_reference, make_block  # noqa: F401
 
-from inception_fast.backends import cuda_backend as cb
+from inception_fast.backends import availability, available_backends, cpp_backend, cuda_backend, extension
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
@@ -49,8 +50,8 @@ def unbuilt(why: str):
     pytest.skip(why, allow_module_level=True)
 
 
-if cb.load_extension() is None:
-    unbuilt(f"inception_fast._C is not built ({cb.extension_error()})")
+if extension.load_extension() is None:
+    unbuilt(f"inception_fast._C is not built ({extension.extension_error()})")
 
 OPS = torch.ops.inception_fast
 NAN = float("nan")
@@ -171,8 +172,8 @@ def test_cpu_low_precision(dtype):
 
 def test_cpu_block_forward_through_registry():
     b = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=2, h=6, w=5)
-    assert cb._unavailable_reason(torch.device("cpu")) is None
-    out, scratch = torch.ops.inception_fast.inception_block(*b.values(), "cuda")
+    assert cpp_backend._unavailable_reason(torch.device("cpu")) is None
+    out, scratch = torch.ops.inception_fast.inception_block(*b.values(), "cpp")
     assert out.is_contiguous(memory_format=CL) and scratch.is_contiguous(memory_format=CL)
     ref_out, ref_scratch = reference(b, torch.float64)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
@@ -181,7 +182,7 @@ def test_cpu_block_forward_through_registry():
 
 def test_cpu_block_forward_poisoned(poisoned):
     b = make_block(ODD, k5=5, n=3, h=4, w=6, seed=3)
-    out, scratch = cb._block_forward(**b)
+    out, scratch = extension.block_forward(**b)
     ref_out, ref_scratch = reference(b, torch.float64)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
@@ -224,30 +225,48 @@ def test_cpu_argument_errors():
 
 
 def test_unavailable_reasons():
-    assert cb._unavailable_reason(torch.device("cpu")) is None
-    assert "not on meta" in cb._unavailable_reason(torch.device("meta"))
+    assert cpp_backend._unavailable_reason(torch.device("cpu")) is None
+    assert "not on meta" in cpp_backend._unavailable_reason(torch.device("meta"))
+    assert "not on meta" in cuda_backend._unavailable_reason(torch.device("meta"))
+
+
+def test_cpp_is_the_compiled_cpu_backend_and_cuda_is_not():
+    """The extension's CPU kernels run as "cpp"; "cuda" is listed only where CUDA kernels run."""
+    assert "cpp" in available_backends("cpu") and "cuda" not in available_backends("cpu")
+    assert "'cpp' backend" in availability("cuda", "cpu")
+
+
+def test_deprecated_cuda_name_on_cpu_warns_and_runs_cpp():
+    """backend="cuda" on CPU, the old name of these kernels, still runs them for one release."""
+    b = make_block(ODD, k5=5, n=2, h=5, w=6, seed=4)
+    with torch.no_grad():
+        want = torch.ops.inception_fast.inception_block(*b.values(), "cpp")
+        with pytest.warns(DeprecationWarning, match="backend 'cuda' on cpu is a deprecated name of the 'cpp'"):
+            got = torch.ops.inception_fast.inception_block(*b.values(), "cuda")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    check_close(got[0], reference(b, torch.float64)[0], TOLERANCE["fp32"], "out")
 
 
 def test_import_without_extension():
-    """With _C unimportable, the package still imports and "cuda" reports why it is unavailable."""
+    """With _C unimportable, the package still imports and "cpp" reports why it is unavailable."""
     code = (
         "import sys; sys.modules['inception_fast._C'] = None\n"
         "import torch, inception_fast\n"
         "from inception_fast.backends import availability\n"
-        "why = availability('cuda', 'cpu')\n"
+        "why = availability('cpp', 'cpu')\n"
         "assert why.startswith('the compiled extension inception_fast._C is not built'), why\n"
-        "assert 'cuda' not in inception_fast.available_backends('cpu')\n"
+        "assert 'cpp' not in inception_fast.available_backends('cpu')\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stderr
 
 
 def test_extension_flags():
-    ext = cb.load_extension()
+    ext = extension.load_extension()
     assert ext.with_cuda in (0, 1)
     assert torch._C._dispatch_has_kernel_for_dispatch_key("inception_fast::reduce_pool_", "CPU")
     assert torch._C._dispatch_has_kernel_for_dispatch_key("inception_fast::branch_convs_", "CPU")
-    assert cb.has_cuda_kernels() == bool(ext.with_cuda)
+    assert extension.has_cuda_kernels() == bool(ext.with_cuda)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +388,7 @@ gpu = pytest.mark.gpu
 
 @pytest.fixture
 def cuda_kernels(cuda_device):
-    why = cb._unavailable_reason(cuda_device)
+    why = cuda_backend._unavailable_reason(cuda_device)
     if why is not None:
         pytest.skip(why)
     return cuda_device

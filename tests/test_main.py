@@ -1,10 +1,19 @@
 """The main job, `python -m inception_fast`, at tiny sizes."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+import torch
+
+from inception_fast import available_backends
 from inception_fast.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--device", "cpu", "--batch-sizes", "1", "--image-size", "32", "--repeats", "1", "--no-progress"]
 
 
 def test_help_runs():
@@ -71,9 +80,106 @@ def test_main_job_other_variant_and_format(capsys):
     assert "reference" in capsys.readouterr().out
 
 
-def test_main_job_rejects_unavailable_backend(capsys):
-    assert main(["--device", "cpu", "--backend", "nope", "--no-progress"]) == 2
-    assert "unavailable on cpu" in capsys.readouterr().err
+BAD_VALUES = [
+    (["--image-size", "8"], "--image-size 8 is too small for variant 'torchvision': the smallest it takes is 15"),
+    (["--variant", "d2l", "--image-size", "0"], "--image-size 0 is too small for variant 'd2l'"),
+    (["--batch-sizes", "a"], "argument --batch-sizes: expected comma-separated positive integers, got 'a'"),
+    (["--batch-sizes", "1,0"], "argument --batch-sizes: expected comma-separated positive integers, got 0 in '1,0'"),
+    (["--batch-sizes", "1,,8"], "argument --batch-sizes: expected comma-separated positive integers, got '1,,8'"),
+    (["--batch-sizes", "2.5"], "argument --batch-sizes: expected comma-separated positive integers, got '2.5'"),
+    (["--device", "gpu"], "--device gpu: not a device name (cpu, cuda or cuda:N)"),
+    (["--device", "meta"], "--device meta: the main job runs on cpu or cuda"),
+    (
+        ["--backend", "nope"],
+        "--backend 'nope' is unavailable on cpu: unknown backend (known: torch, triton, cuda, cpp)",
+    ),
+    (["--backend", "torch,"], "--backend '' is unavailable on cpu: unknown backend"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--repeats", "many"], "argument --repeats: invalid int value: 'many'"),
+    (["--dtype", "float16"], "--dtype float16 runs on CUDA only; on cpu use float32 or bfloat16"),
+    (["--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
+    (["--json", "{tmp}/no/such/dir/r.json"], "--json {tmp}/no/such/dir/r.json: cannot write there (No such file"),
+]
+
+
+def _one_error_line(capsys, message):
+    """The job stopped before it ran, with one error line that holds ``message``, no traceback."""
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("python -m inception_fast: error: "), err
+    assert message in errors[0], err
+    assert "Traceback" not in err and out == "", (out, err)
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cpu", "--no-progress", *argv])
+    assert exc.value.code == 2
+    _one_error_line(capsys, message.replace("{tmp}", str(tmp_path)))
+
+
+def test_unavailable_backend_names_the_available_ones(capsys, monkeypatch):
+    from inception_fast import backends
+
+    monkeypatch.setitem(backends._REGISTRY, "fake", backends.Backend("fake", lambda device: "it exists only here"))
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "fake"))
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--backend", "torch,fake"])
+    assert exc.value.code == 2
+    avail = ", ".join(["auto", *available_backends("cpu")])
+    _one_error_line(capsys, f"--backend 'fake' is unavailable on cpu: it exists only here; available: {avail}")
+
+
+def test_cuda_device_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--device", device, "--no-progress"])
+        assert exc.value.code == 2
+        _one_error_line(capsys, f"--device {device}: no CUDA device is available")
+
+
+def test_bad_value_from_the_command_line_is_one_line_without_traceback():
+    run = subprocess.run(
+        [sys.executable, "-m", "inception_fast", "--device", "cpu", "--image-size", "8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1].startswith("python -m inception_fast: error: --image-size 8 is too small")
+
+
+def test_cpu_rows_name_what_runs():
+    """On a CPU without TRITON_INTERPRET (a user's), 'all' times the backends that run there,
+    "cpp" where the extension is built, and never prints a fused[cuda] row."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = (
+        "import sys, inception_fast\n"
+        "from inception_fast.__main__ import main\n"
+        "print('available:', ','.join(inception_fast.available_backends('cpu')))\n"
+        f"sys.exit(main({TINY + ['--backend', 'all']!r}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    avail = run.stdout.splitlines()[0].removeprefix("available: ").split(",")
+    assert "torch" in avail and "cuda" not in avail and "triton" not in avail, avail
+    assert "fused[cuda]" not in run.stdout and "parity [cuda]" not in run.stdout
+    for backend in avail:
+        assert f"fused[{backend}]" in run.stdout and f"parity [{backend}]" in run.stdout, run.stdout
+
+
+def test_deprecated_cuda_backend_on_cpu_runs_cpp(capsys):
+    if "cpp" not in available_backends("cpu"):
+        pytest.skip("the compiled extension is not built")
+    assert main([*TINY, "--backend", "cuda"]) == 0
+    out, err = capsys.readouterr()
+    assert "fused[cpp]" in out and "fused[cuda]" not in out
+    assert "warning: --backend cuda on cpu is a deprecated name of cpp, kept until the next release" in err
 
 
 def test_every_option_has_help_and_says_its_default_once():

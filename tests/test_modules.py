@@ -96,6 +96,32 @@ def test_googlenet_low_precision_against_fp64(backend, dtype):
     low_precision_parity(ref, fused, torch.randn(2, 3, 32, 32), dtype, f"googlenet {backend} {dtype}")
 
 
+def test_deprecated_cuda_name_on_cpu_runs_cpp():
+    """backend="cuda" on CPU, the compiled C++ kernels' old name, warns and computes what "cpp"
+    computes, in FusedGoogLeNet, FusedInception and fuse(); "cpp" matches the reference."""
+    runs_here("cpp")
+    ref, _ = calibrated_net("torchvision", 32)
+    x = torch.randn(2, 3, 32, 32)
+    cpp = FusedGoogLeNet.from_torchvision(ref, backend="cpp").eval()
+    old = FusedGoogLeNet.from_torchvision(ref, backend="cuda").eval()
+    fused_in_place = fuse(copy.deepcopy(ref).eval(), backend="cuda")
+    fused_cpp = fuse(copy.deepcopy(ref).eval(), backend="cpp")  # only the blocks: not FusedGoogLeNet's stem
+    block = FusedInception.from_torchvision(ref.inception4a, backend="cuda").eval()
+    deprecated = "backend 'cuda' on cpu is a deprecated name of the 'cpp' backend"
+    with torch.no_grad():
+        want = cpp(x)
+        with pytest.warns(DeprecationWarning, match=deprecated):
+            assert old.backend == "cpp"
+            assert torch.equal(old(x), want)
+        with pytest.warns(DeprecationWarning, match=deprecated):
+            assert torch.equal(fused_in_place(x), fused_cpp(x))
+        x4a = torch.randn(2, BLOCK_CONFIGS["inception4a"][0], 3, 3)
+        with pytest.warns(DeprecationWarning, match=deprecated):
+            assert torch.equal(block(x4a), FusedInception.from_torchvision(ref.inception4a, backend="cpp").eval()(x4a))
+    ref64, tol = net_tolerance(ref, x)
+    check_close(want, ref64, tol, "FusedGoogLeNet[cpp]")
+
+
 def test_block_from_torchvision_block():
     from torchvision.models.googlenet import Inception as TVInception
 

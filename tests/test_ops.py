@@ -55,6 +55,19 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
             FusedInception(16, 4, 4, 8, 2, 4, 4, backend="triton").backend_for("cuda")
 
 
+def test_backend_names_say_where_they_run():
+    """The name "cuda" is never listed for the CPU, whatever was built; "cpp" (the compiled C++ CPU
+    kernels) is refused on CUDA, with the reason and the backend to use there."""
+    from inception_fast import backends
+
+    assert "cuda" not in available_backends("cpu") and "cpp" in backends.names()
+    assert backends.availability("cuda", "cpu").startswith("runs on cuda only, not on cpu")
+    why = backends.availability("cpp", "cuda")
+    assert "on cpu only, not on cuda" in why and "the 'cuda' backend" in why, why
+    with pytest.raises(RuntimeError, match=r"backend 'cpp' is unavailable on cuda: runs the C\+\+ CPU kernels"):
+        FusedInception(16, 4, 4, 8, 2, 4, 4, backend="cpp").backend_for("cuda")
+
+
 # -- backend="auto" ------------------------------------------------------------------------------
 
 

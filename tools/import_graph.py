@@ -14,7 +14,7 @@ import collections
 import pathlib
 import sys
 
-PLUGINS = ("torch_backend", "triton", "cuda_backend")
+PLUGINS = ("torch_backend", "triton", "cuda_backend", "cpp_backend")
 
 
 def modules(root: pathlib.Path) -> dict:

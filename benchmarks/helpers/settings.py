@@ -40,7 +40,7 @@ ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-BACKENDS = ("torch", "triton", "cuda")
+BACKENDS = ("torch", "triton", "cuda", "cpp")
 BLOCKS = (
     "inception3a",
     "inception3b",
@@ -166,7 +166,7 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem" or an Inception block name
-    impl: str  # torchvision | torch | triton | cuda | launch1_ext | launch1_triton
+    impl: str  # torchvision | torch | triton | cuda | cpp | launch1_ext | launch1_triton
 
     @property
     def id(self) -> str:

@@ -22,25 +22,44 @@ The block kernel's contract, for every backend:
   bias+ReLU (kept for the backward pass).
 Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs are post-ReLU.
 
-"torch" is always present; "triton" and "cuda" when they load.  No module here imports
+"torch" is always present; "triton", "cuda" and "cpp" when they load ("cuda" and "cpp" are the
+CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
+
+Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it
+to the new one, with a DeprecationWarning; ``available_backends`` lists only the new name.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Optional
 
 import torch
 
 from .registry import _REGISTRY, OPS, Backend, register
 
-__all__ = ["Backend", "OPS", "register", "get", "names", "availability", "available_backends", "resolve"]
+__all__ = [
+    "Backend",
+    "OPS",
+    "RENAMED",
+    "register",
+    "get",
+    "names",
+    "availability",
+    "available_backends",
+    "renamed",
+    "resolve",
+]
 
 _LOAD_ERRORS: dict[str, str] = {}
 # The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
-_PLUGINS = ("triton", "cuda")
-_MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend"}
+_PLUGINS = ("triton", "cuda", "cpp")
+_MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend", "cpp": ".cpp_backend"}
+# Old names, kept until the next release: (name, device type) -> the backend that runs there now.
+# Until then "cuda" named the compiled extension's kernels on CPU as well as on CUDA.
+RENAMED = {("cuda", "cpu"): "cpp"}
 _loaded = False
 
 
@@ -89,16 +108,33 @@ def available_backends(device="cpu") -> list[str]:
     return [n for n in names() if availability(n, device) is None]
 
 
+def renamed(name: str, device) -> str:
+    """``name``, or the backend that replaced it on ``device`` (``RENAMED``), with a DeprecationWarning."""
+    device = torch.device(device)
+    new = RENAMED.get((name, device.type))
+    if new is None:
+        return name
+    warnings.warn(
+        f"backend {name!r} on {device.type} is a deprecated name of the {new!r} backend, kept until the next "
+        f"release; pass backend={new!r}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
+
+
 def resolve(backend: str, device) -> str:
     """What the ops are given for a module's ``backend`` on ``device``.
 
     A named backend is returned after checking it runs there (else a RuntimeError that lists
-    the ones that do).  ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
+    the ones that do); an old name (``RENAMED``) becomes the new one, with a DeprecationWarning.
+    ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
     ``inception_fast.choices.AUTO`` chooses per block shape at run time.
     """
     device = torch.device(device)
     if backend == "auto":
         return "auto" if device.type == "cuda" else "torch"
+    backend = renamed(backend, device)
     why = availability(backend, device)
     if why is not None:
         avail = ", ".join(available_backends(device)) or "none"

@@ -1,90 +1,34 @@
-"""The "cuda" backend: one Inception block in two launches of the compiled extension
-``inception_fast._C`` (csrc/).
+"""The "cuda" backend: the compiled extension's CUDA kernels (csrc/cuda/conv_gemm.cu: the
+tensor-core launch 1 and launch 2, see ``inception_fast.backends.extension``), on CUDA devices
+of compute capability 8.0 or more.  The extension's C++ CPU kernels are the "cpp" backend.
 
-* Launch 1, ``torch.ops.inception_fast.reduce_pool_``: the three input-reading 1x1
-  convs as one GEMM (branch 1 into its slice of ``out``, the reductions into
-  ``scratch``) and the whole pool branch (3x3 max pool formed while loading).
-* Launch 2, ``torch.ops.inception_fast.branch_convs_``: the 3x3 and k x k convs as
-  implicit GEMMs over ``scratch``, each into its slice of ``out``.
-
-On CUDA both are the tensor-core kernel in csrc/cuda/conv_gemm.cu; on CPU they are
-the ATen-based C++ kernels in csrc/cpu/.  The ops' schemas are defined by inception_fast.ops,
-which the package imports before any backend is loaded.
-
-Importing this module never fails when the extension is absent: the extension is
-loaded on first use, and ``unavailable_reason`` then says why it is missing.
 No device is queried before ``unavailable_reason`` is asked about one.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
 
-from .. import geometry
+from . import extension
 from .registry import Backend, register, sm80_reason
-
-__all__ = ["load_extension", "extension_error", "has_cuda_kernels"]
-
-_BUILD_HINT = "build it with: CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e ."
-_extension = None
-_extension_error: Optional[str] = None
-_tried = False
-
-
-def load_extension():
-    """The imported ``inception_fast._C`` module, or None (see ``extension_error``)."""
-    global _extension, _extension_error, _tried
-    if not _tried:
-        _tried = True
-        try:
-            _extension = importlib.import_module("inception_fast._C")
-        except Exception as exc:  # absent, or built against another torch (undefined symbols)
-            _extension_error = f"{type(exc).__name__}: {exc}"
-    return _extension
-
-
-def extension_error() -> Optional[str]:
-    """None when the extension loaded, else why it did not."""
-    load_extension()
-    return _extension_error
-
-
-def has_cuda_kernels() -> bool:
-    """Whether the loaded extension registered CUDA kernels (it was built with nvcc)."""
-    if load_extension() is None:
-        return False
-    return bool(getattr(_extension, "with_cuda", 0)) and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "inception_fast::reduce_pool_", "CUDA"
-    )
 
 
 def _unavailable_reason(device) -> Optional[str]:
     device = torch.device(device)
-    if load_extension() is None:
-        return f"the compiled extension inception_fast._C is not built ({_extension_error}); {_BUILD_HINT}"
-    if device.type == "cpu":
-        return None
     if device.type != "cuda":
-        return f"runs on cpu and cuda, not on {device.type}"
-    if not has_cuda_kernels():
+        elsewhere = "; the compiled C++ CPU kernels are the 'cpp' backend" if device.type == "cpu" else ""
+        return f"runs on cuda only, not on {device.type}{elsewhere}"
+    missing = extension.missing_reason()
+    if missing is not None:
+        return missing
+    if not extension.has_cuda_kernels():
         return (
             "inception_fast._C was built without CUDA kernels (no nvcc under CUDA_HOME, or torch without "
-            f"CUDA, at build time); {_BUILD_HINT}"
+            f"CUDA, at build time); {extension.BUILD_HINT}"
         )
     return sm80_reason(device, " (mma.sync bf16, cp.async)")
 
 
-def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
-    if load_extension() is None:
-        raise RuntimeError(f"the compiled extension inception_fast._C is not built ({_extension_error})")
-    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    torch.ops.inception_fast.reduce_pool_(x, w_red, b_red, w_pool, b_pool, out, scratch)
-    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
-    torch.ops.inception_fast.branch_convs_(scratch, w3, b3, w5, b5, out, ch1)
-    return out, scratch
-
-
-register(Backend("cuda", _unavailable_reason, {"inception_block": _block_forward}))
+register(Backend("cuda", _unavailable_reason, {"inception_block": extension.block_forward}))
