@@ -139,7 +139,7 @@ def test_block(benchmark, case):
             extra["backend"] = "aten-unfused"
         elif case.block == "stem":  # the fused model's stem: BN folded, conv1 as measured fastest
             stem_model = fused_stem(s, dtype, case.impl)
-            fn = lambda: stem_model._fused_stem(x)
+            fn = lambda: stem_model._stem(x)
             extra["backend"] = "aten-folded" if case.impl == "torch" else case.impl
         else:
             mod = fused_block(case.block, case.impl, s, dtype)
