@@ -3,12 +3,17 @@
 Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend (on
 CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in:
 --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of torchvision's model in default
-mode with inductor freezing.  Grid: see
-benchmarks.helpers.settings.settings() (GPU: batch 256/64/1 × bf16/fp32 × channels_last/contiguous;
-CPU: batch 8/1, fp32).  The headline number is extra_info["images_per_s"].
+mode with inductor freezing.  On a CPU, --peers (INCEPTION_FAST_BENCH_PEERS=1) adds the CPU
+peers beside them at every batch: ONNX Runtime, OpenVINO f32 and bf16 (benchmarks.helpers.peers)
+and torch.compile with freezing (fp32).  Grid: see benchmarks.helpers.settings.settings() (GPU:
+batch 256/64/1 × bf16/fp32 × channels_last/contiguous; CPU: batch 8/1, fp32, both formats: the
+contiguous rows are torchvision as given NCHW input).  The headline number is
+extra_info["images_per_s"], with the spread (q1_s, q3_s, min_s, max_s) beside it.
 
     python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]
     python -m pytest benchmarks/bench_throughput.py --compile -k compile --benchmark-json compile.json
+    INCEPTION_FAST_BENCH_DTYPES=fp32,bf16 python -m pytest benchmarks/bench_throughput.py --peers \
+        --bench-device cpu --bench-threads 2 --benchmark-json cpu.json
 
 With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
 profile (see benchmarks.helpers.profiling.kernel_profile).
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 import time
 
+import numpy
 import pytest
 import torch
 
 from benchmarks.helpers.choices import auto_choices, stem_choice, triton_tuning_mark, triton_tuning_since
 from benchmarks.helpers.measure import measure, parity
 from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
+from benchmarks.helpers.peers import PEERS, peer_runner
 from benchmarks.helpers.profiling import kernel_profile
 from benchmarks.helpers.settings import DTYPES, ENV_PROFILE, FORMATS, flag, settings, throughput_cases
 from benchmarks.report import MODEL_LABELS
@@ -51,14 +58,23 @@ def _compiled(model: torch.nn.Module, x: torch.Tensor):
     return compiled, seconds
 
 
+def _as_tensor(out) -> torch.Tensor:
+    """A peer returns a numpy array; parity compares tensors."""
+    return out if isinstance(out, torch.Tensor) else torch.from_numpy(numpy.asarray(out))
+
+
 def test_throughput(benchmark, case):
     s = settings()
-    try:
-        model = build_model(case.model, s, case.dtype, case.memory_format)
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
     fmt = FORMATS[case.memory_format]
     x = example_input(case.batch, 3, s.image_size, s.image_size, s.device, DTYPES[case.dtype], fmt)
+    peer_info = None
+    try:
+        if case.model in PEERS:
+            fn, peer_info = peer_runner(case.model, s, case.dtype, x)
+        else:
+            model = build_model(case.model, s, case.dtype, case.memory_format)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
     extra = dict(
         kind="throughput",
         model=case.model,
@@ -69,7 +85,10 @@ def test_throughput(benchmark, case):
     )
     if case.model.startswith("fused_"):
         extra["backend"] = model.backend
-    fn = lambda: model(x)
+    if peer_info is not None:
+        extra.update(peer_info, input_layout="NCHW fp32 array (the engine picks its own layout)")
+    else:
+        fn = lambda: model(x)
     if case.model == "tv_compile":
         compiled, compile_s = _compiled(model, x)
         extra.update(compile_s=compile_s, compile_mode="default", freezing=True)
@@ -86,6 +105,7 @@ def test_throughput(benchmark, case):
         benchmark.extra_info["stem_conv1"] = stem_choice(model, x)
     if (
         flag(ENV_PROFILE)
+        and case.model not in PEERS  # their kernels are not torch ops: the profiler would see none
         and not s.cuda_graph
         and case.batch == max(s.batches)
         and case.dtype == s.dtypes[0]
@@ -98,4 +118,4 @@ def test_throughput(benchmark, case):
     if case.model != "torchvision":
         tv = build_model("torchvision", s, case.dtype, case.memory_format)
         with torch.inference_mode():
-            benchmark.extra_info["rel_error_vs_torchvision"] = parity(fn(), tv(x))
+            benchmark.extra_info["rel_error_vs_torchvision"] = parity(_as_tensor(fn()), tv(x))

@@ -12,7 +12,17 @@ import time
 import pytest
 
 from benchmarks.helpers.environment import environment, result_basename
-from benchmarks.helpers.settings import ENV_COMPILE, ENV_CUDA_GRAPH, ENV_DEADLINE, ENV_DEVICE, ENV_QUICK, flag, settings
+from benchmarks.helpers.settings import (
+    ENV_COMPILE,
+    ENV_CUDA_GRAPH,
+    ENV_DEADLINE,
+    ENV_DEVICE,
+    ENV_PEERS,
+    ENV_QUICK,
+    ENV_THREADS,
+    flag,
+    settings,
+)
 
 
 def pytest_addoption(parser):
@@ -23,23 +33,33 @@ def pytest_addoption(parser):
         action="store_true",
         help=f"add the torch.compile anchor (= {ENV_COMPILE}=1); select it alone with -k compile",
     )
+    group.addoption(
+        "--peers",
+        action="store_true",
+        help=f"on CPU, add ONNX Runtime, OpenVINO f32/bf16 and torch.compile+freezing (= {ENV_PEERS}=1)",
+    )
     group.addoption("--cuda-graph", action="store_true", help=f"time CUDA-graph replays (= {ENV_CUDA_GRAPH}=1)")
     group.addoption("--bench-device", default=None, help=f"cpu or cuda (= {ENV_DEVICE})")
+    group.addoption("--bench-threads", default=None, help=f"torch.set_num_threads for the run (= {ENV_THREADS})")
 
 
 def pytest_configure(config):
-    for opt, env in (("quick", ENV_QUICK), ("compile", ENV_COMPILE), ("cuda_graph", ENV_CUDA_GRAPH)):
+    flags = (("quick", ENV_QUICK), ("compile", ENV_COMPILE), ("peers", ENV_PEERS), ("cuda_graph", ENV_CUDA_GRAPH))
+    for opt, env in flags:
         if config.getoption(opt, default=False):
             os.environ[env] = "1"
-    device = config.getoption("bench_device", default=None)
-    if device:
-        os.environ[ENV_DEVICE] = device
+    for opt, env in (("bench_device", ENV_DEVICE), ("bench_threads", ENV_THREADS)):
+        value = config.getoption(opt, default=None)
+        if value:
+            os.environ[env] = value
     s = settings()
-    if s.quick and s.device.type == "cpu":
+    import torch
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    elif s.quick and s.device.type == "cpu":
         # A smoke run on a small shared CI box: two spinning OpenMP threads on two busy cores
         # can make a millisecond op take a hundred; one thread keeps the run's time predictable.
-        import torch
-
         torch.set_num_threads(1)
 
 
@@ -62,8 +82,9 @@ def pytest_runtest_setup(item):
 def pytest_report_header(config):
     s = settings()
     return (
-        f"inception_fast benchmarks: device={s.device} quick={s.quick} compile={s.compile} "
-        f"cuda_graph={s.cuda_graph} image={s.image_size} batches={s.batches} dtypes={s.dtypes}"
+        f"inception_fast benchmarks: device={s.device} quick={s.quick} compile={s.compile} peers={s.peers} "
+        f"cuda_graph={s.cuda_graph} image={s.image_size} batches={s.batches} dtypes={s.dtypes} "
+        f"threads={s.threads or 'default'}"
     )
 
 

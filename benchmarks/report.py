@@ -30,6 +30,8 @@ MODEL_ORDER = [
     "fused_cpp",
     "fused_auto",
     "tv_compile",
+    "onnxruntime",
+    "openvino",
 ]
 # Human-readable model names, also written into each record's extra_info["label"] (benchmarks/bench_throughput.py).
 MODEL_LABELS = {
@@ -41,7 +43,11 @@ MODEL_LABELS = {
     "fused_cpp": "FusedGoogLeNet[cpp]",
     "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(tv), freezing",
+    "onnxruntime": "ONNX Runtime (CPU provider)",
+    "openvino": "OpenVINO",
 }
+# The CPU peers each precision's rows are held against (the best of them): benchmarks.helpers.settings.PEER_DTYPES.
+CPU_PEERS = {"fp32": ("onnxruntime", "openvino", "tv_compile"), "bf16": ("openvino",)}
 BLOCK_ORDER = [
     "stem",
     "inception3a",
@@ -98,6 +104,7 @@ def load(paths):
                 extra.get("device"),
                 extra.get("timing"),
                 extra.get("batch"),
+                extra.get("cpu_threads") if extra.get("device") == "cpu" else None,
             )
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
@@ -154,6 +161,14 @@ def _order(values, order):
     return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
 
 
+def _device(r):
+    """The device of a row; a CPU row says how many threads it ran on (runs at 1 and 2 threads
+    are separate tables)."""
+    dev = r.get("device")
+    threads = r.get("cpu_threads")
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''})" if dev == "cpu" and threads else dev
+
+
 def _config(r):
     """(device, dtype, format, batch); CUDA-graph timings form their own format group."""
     fmt = r.get("memory_format")
@@ -161,7 +176,7 @@ def _config(r):
         fmt = f"{fmt}, CUDA graph"
     elif r.get("cuda_graph_error"):  # asked for graph replays, timed eagerly: kept apart from the eager runs
         fmt = f"{fmt}, CUDA graph failed"
-    return (r.get("device"), r.get("dtype"), fmt, r.get("batch"))
+    return (_device(r), r.get("dtype"), fmt, r.get("batch"))
 
 
 def _eager_config(config):
@@ -172,14 +187,15 @@ def _eager_config(config):
 
 def _headline(rows):
     """(device, dtype, memory_format) shown in the short table: bf16 channels_last when measured."""
-    configs = {(r["device"], r["dtype"], r["memory_format"]) for r in rows}
+    configs = {(_device(r), r["dtype"], r["memory_format"]) for r in rows}
     for want in (
         ("cuda", "bf16", "channels_last"),
         ("cuda", "fp32", "channels_last"),
         ("cpu", "fp32", "channels_last"),
     ):
-        if want in configs:
-            return want
+        found = [c for c in configs if c[0].split(" ")[0] == want[0] and c[1:] == want[1:]]
+        if found:  # on CPU: the run with the most threads
+            return max(found, key=lambda c: int("".join(ch for ch in c[0] if ch.isdigit()) or 0))
     return sorted(configs, key=str)[0] if configs else None
 
 
@@ -207,7 +223,8 @@ def throughput_markdown(rows):
     index = throughput_index(rows)
     out = ["## Throughput (images/s; × = speedup over torchvision eager at the same config)\n"]
     groups = sorted(
-        {(c[0], c[1], c[2]) for c in index}, key=lambda g: (g[0] != "cuda", g[1] != "bf16", g[2] != "channels_last")
+        {(c[0], c[1], c[2]) for c in index},
+        key=lambda g: (g[0] != "cuda", g[0], g[1] != "bf16", g[2] != "channels_last"),
     )
     for dev, dtype, fmt in groups:
         batches = sorted({c[3] for c in index if c[:3] == (dev, dtype, fmt)}, reverse=True)
@@ -303,7 +320,93 @@ def throughput_markdown(rows):
         out.append(_table(["config", "model", "ms", "img/s", "× eager", "× compile"], table) + "\n")
         comp_s = [index[c]["tv_compile"].get("compile_s") for c in compiled]
         out.append("Compile time (first call): " + ", ".join(f"{s:.1f} s" for s in comp_s if s is not None) + "\n")
+    out.append(peers_markdown(rows))
     out.append(profile_markdown(rows))
+    return "\n".join(out)
+
+
+def _spread(r):
+    """(low, high) seconds: the interquartile range, or min–max for records without it."""
+    if r.get("q1_s") is not None and r.get("q3_s") is not None:
+        return r["q1_s"], r["q3_s"]
+    if r.get("min_s") is not None and r.get("max_s") is not None:
+        return r["min_s"], r["max_s"]
+    return r["median_s"], r["median_s"]
+
+
+def _overlap(a, b):
+    (a1, a3), (b1, b3) = _spread(a), _spread(b)
+    return a1 <= b3 and b1 <= a3
+
+
+def _peer_label(r):
+    label = MODEL_LABELS.get(r["model"], r["model"])
+    if r["model"] == "openvino" and r.get("inference_precision"):
+        label += f", {r['inference_precision']}"
+    return label
+
+
+def best_peers(index):
+    """{(device, dtype, batch): best peer row}: the fastest of CPU_PEERS[dtype] in the
+    channels_last config (where the peers are grouped)."""
+    best = {}
+    for (dev, dtype, fmt, batch), models in index.items():
+        if fmt != "channels_last":
+            continue
+        peers = [models[m] for m in CPU_PEERS.get(dtype, ()) if m in models]
+        if peers:
+            best[(dev, dtype, batch)] = min(peers, key=lambda r: r["median_s"])
+    return best
+
+
+def peers_markdown(rows):
+    """Every CPU row beside the engines a CPU user would pick instead, per precision and thread
+    count: median ms with the interquartile range, and × the best peer (best peer's time over
+    the row's: above 1 is faster).  ≈ marks a row whose spread overlaps the best peer's."""
+    index = throughput_index(rows)
+    best = best_peers(index)
+    if not best:
+        return ""
+    out = [
+        "### Against the CPU peers\n",
+        "ms per forward: median (interquartile range). × best peer: the fastest peer's median over the row's "
+        "(above 1: faster than every peer). Peers: fp32, the best of ONNX Runtime, OpenVINO f32 and "
+        "torch.compile with freezing; bf16, OpenVINO bf16. ≈: the row's interquartile range overlaps the best "
+        "peer's, so this run cannot rank the two. The engines take an NCHW array and pick their own layout.\n",
+    ]
+    for dev, dtype in sorted({(k[0], k[1]) for k in best}, key=lambda g: (g[0], g[1] != "fp32")):
+        batches = sorted({k[2] for k in best if k[:2] == (dev, dtype)}, reverse=True)
+        entries = []  # (label, {batch: row})
+        nchw = {b: index.get((dev, dtype, "contiguous", b), {}).get("torchvision") for b in batches}
+        if any(nchw.values()):
+            entries.append(("torchvision eager, NCHW input", nchw))
+        models = _order({m for b in batches for m in index.get((dev, dtype, "channels_last", b), {})}, MODEL_ORDER)
+        for m in models:
+            cells = {b: index.get((dev, dtype, "channels_last", b), {}).get(m) for b in batches}
+            some = next(r for r in cells.values() if r)
+            label = "torchvision eager, channels_last" if m == "torchvision" else _peer_label(some)
+            entries.append((label, cells))
+        table = []
+        for label, cells in entries:
+            row = [label]
+            for b in batches:
+                r, peer = cells.get(b), best[(dev, dtype, b)]
+                if r is None:
+                    row += ["—", "—"]
+                    continue
+                lo, hi = _spread(r)
+                mark = " ≈" if r is not peer and _overlap(r, peer) else ""
+                row += [
+                    f"{r['median_s'] * 1e3:.1f} ({lo * 1e3:.1f}–{hi * 1e3:.1f})",
+                    _fmt_x(peer["median_s"] / r["median_s"]) + mark,
+                ]
+            table.append(row)
+        header = ["model"] + [h for b in batches for h in (f"b{b} ms", f"b{b} × best peer")]
+        out.append(f"#### {dev} {dtype}\n")
+        out.append(_table(header, table) + "\n")
+        out.append(
+            "Best peer: " + "; ".join(f"batch {b}: {_peer_label(best[(dev, dtype, b)])}" for b in batches) + ".\n"
+        )
     return "\n".join(out)
 
 
@@ -386,6 +489,27 @@ def throughput_short(rows):
             for m in _order(index[c], MODEL_ORDER)
         ]
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
+    best = best_peers(index)
+    for dev, dtype in sorted({k[:2] for k in best}, key=lambda g: (g[0], g[1] != "fp32")):
+        peer_batches = sorted({k[2] for k in best if k[:2] == (dev, dtype)}, reverse=True)
+        cells = []
+        for m in _order(
+            {m for b in peer_batches for m in index.get((dev, dtype, "channels_last", b), {})}, MODEL_ORDER
+        ):
+            if not m.startswith("fused_"):
+                continue
+            ratios = []
+            for b in peer_batches:
+                r, peer = index.get((dev, dtype, "channels_last", b), {}).get(m), best[(dev, dtype, b)]
+                ratios.append(
+                    "—" if r is None else _fmt_x(peer["median_s"] / r["median_s"]) + (" ≈" if _overlap(r, peer) else "")
+                )
+            cells.append(f"{MODEL_LABELS.get(m, m)} {' '.join(ratios)}")
+        if cells:
+            text += (
+                f"\n× best peer, {dev} {dtype} ({', '.join(f'b{b}' for b in peer_batches)}; ≈ spreads overlap): "
+                + "; ".join(cells)
+            )
     busy = [f"{MODEL_LABELS.get(r['model'], r['model'])} {_fmt_pct(r['busy'])}" for r in rows if r.get("busy")]
     if busy:
         text += "\ndevice busy during the timed forward (profiled config): " + "; ".join(busy)

@@ -3,8 +3,11 @@ training job (inception_fast/train.py).
 
 Builds FusedGoogLeNet on the machine at hand (CUDA if present, else CPU), checks it
 against the reference on random input with calibrated BatchNorm statistics, and
-prints a throughput table (images/s): torchvision (or our reference) against the
-fused model for each available backend and a few batch sizes.
+prints a throughput table (images/s): torchvision (or our reference), given NCHW input as
+a user gets it and given channels_last, its best layout, against the fused model for each
+available backend and a few batch sizes.  The rows are timed side by side, one sample of each
+per round, until their spreads separate or a time budget is spent; the table shows the median
+and the interquartile range, and says so when the run was too noisy to rank the rows.
 
 A bad option value is one error line (argparse's, exit code 2), checked before anything runs.
 """
@@ -17,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import time
 import warnings
 from typing import NamedTuple
 
@@ -26,8 +28,10 @@ import torch
 from . import FusedGoogLeNet, GoogLeNet, available_backends
 from .cli import HelpFormatter, UsageError, check_backend, check_image_size, positive_ints, resolve_device
 from .testing import calibrate, reduced_precision_bound, rel_error
-from .timing import time_fn
+from .timing import overlapping, time_interleaved
 
+# Fewer samples than this make an interquartile range that says nothing about the spread.
+MIN_RANKING_ROUNDS = 5
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -70,7 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="square input size, at least the variant's smallest (default: 224; 96 for d2l)",
     )
     p.add_argument(
-        "--repeats", type=int, default=None, help="timed repeats per point, at least 1 (default: 3 on CPU, 30 on CUDA)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of samples per row, at least (default: 7 on CPU, 30 on CUDA; exactly this many when given "
+        "without --time-budget)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per batch size, keep adding rounds while a fused row's interquartile range overlaps a torchvision "
+        "row's, up to this many seconds (default: 20 on CPU, 10 on CUDA; 0 if --repeats is given)",
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
@@ -84,7 +100,8 @@ class _Config(NamedTuple):
     dtype: torch.dtype
     batches: list
     size: int
-    repeats: int
+    min_rounds: int  # rounds of samples per row, at least
+    budget: float  # seconds per batch size for more rounds while spreads overlap
     backends: list  # as they run: "auto", or names that run on ``device``
 
 
@@ -101,6 +118,12 @@ def _config(args) -> _Config:
     check_image_size(size, args.variant)
     if args.repeats is not None and args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.time_budget is not None and not args.time_budget >= 0:
+        raise UsageError(f"--time-budget must be a number of seconds, at least 0, got {args.time_budget}")
+    if args.time_budget is not None:
+        budget = args.time_budget
+    else:
+        budget = 0.0 if args.repeats else (10.0 if on_gpu else 20.0)
     names = available_backends(device) if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
     wanted = list(dict.fromkeys(check_backend(b, device) for b in names))
     if args.json:
@@ -110,7 +133,8 @@ def _config(args) -> _Config:
         dtype=dtype,
         batches=args.batch_sizes or ([1, 64, 256] if on_gpu else [1, 8]),
         size=size,
-        repeats=args.repeats or (30 if on_gpu else 3),
+        min_rounds=args.repeats or (30 if on_gpu else 7),
+        budget=budget,
         backends=wanted,
     )
 
@@ -142,19 +166,17 @@ def _baseline(variant, device, dtype):
 
 
 class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled and total > 0, time.perf_counter()
+    """One status line on stderr per batch size: rounds, seconds spent, pairs not yet separated."""
 
-    def show(self, label: str, i: int, n: int) -> None:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def show(self, batch: int, rounds: int, spent: float, budget: float, noisy: list) -> None:
         if not self.enabled:
             return
-        frac = (self.done + i / max(n, 1)) / self.total
-        bar = "#" * int(frac * 24)
-        sys.stderr.write(f"\r[{bar:<24}] {frac * 100:5.1f}%  {label:<40} {time.perf_counter() - self.t0:6.1f}s")
+        state = f"{len(noisy)} pair(s) overlap" if noisy else "spreads separate"
+        sys.stderr.write(f"\r  batch {batch:>4}: round {rounds:>3}, {spent:6.1f}s of {budget:g}s budget; {state:<24}")
         sys.stderr.flush()
-
-    def step(self) -> None:
-        self.done += 1
 
     def close(self) -> None:
         if self.enabled:
@@ -170,7 +192,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        device, dtype, batches, size, repeats, wanted = _config(args)
+        device, dtype, batches, size, min_rounds, budget, wanted = _config(args)
     except UsageError as exc:
         parser.error(str(exc))  # one line, exit code 2
     on_gpu = device.type == "cuda"
@@ -203,29 +225,63 @@ def main(argv=None) -> int:
                 f"({base_name} in {str(dtype)[6:]}: {rel_error(ref_lp, ref64):.2e}; bound {tol:.2e}) {verdict}"
             )
 
-    # 2. throughput
-    rows = []
-    progress = _Progress(len(batches) * (1 + len(fused)), not args.no_progress)
+    # 2. throughput: torchvision as given (NCHW) and at its best layout, the fused rows, interleaved
+    baselines = {}
+    for layout, mf in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        baselines[f"{base_name} {layout}"] = (base_name, layout, mf, copy.deepcopy(base).to(memory_format=mf))
+    fused_layout = "NCHW" if fmt == torch.contiguous_format else "channels_last"
+    fused_rows = {f"fused[{b}]": (f"fused[{b}]", fused_layout, fmt, m) for b, m in fused.items()}
+    entries = {**baselines, **fused_rows}
+    pairs = [(f, b) for f in fused_rows for b in baselines]
+    rows, verdicts = [], []
+    progress = _Progress(not args.no_progress)
     for n in batches:
-        x = torch.randn(n, in_ch, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)
-        base_fmt = base.to(memory_format=fmt)
-        for label, model in [(base_name, base_fmt), *((f"fused[{b}]", m) for b, m in fused.items())]:
-            timing = time_fn(
-                lambda: model(x),
-                device=device,
-                batch=n,
-                warmup=1 if not on_gpu else 5,
-                repeats=repeats,
-                on_sample=lambda i, r, lab=f"{label} batch {n}": progress.show(lab, i, r),
+        x = torch.randn(n, in_ch, size, size, device=device, dtype=dtype)
+        inputs = {mf: x.contiguous(memory_format=mf) for mf in (torch.contiguous_format, torch.channels_last, fmt)}
+        fns = {label: (lambda m=m, xi=inputs[mf]: m(xi)) for label, (_, _, mf, m) in entries.items()}
+        state = {}
+
+        def on_round(rounds, spent, noisy, n=n):
+            state.update(rounds=rounds, spent=spent)
+            progress.show(n, rounds, spent, budget, noisy)
+
+        timings = time_interleaved(
+            fns,
+            device=device,
+            batch=n,
+            warmup=5 if on_gpu else 1,
+            min_repeats=min_rounds,
+            budget_s=budget,
+            pairs=pairs,
+            on_round=on_round,
+        )
+        progress.close()
+        best = min(timings[b].median_s for b in baselines)
+        given = timings[f"{base_name} NCHW"].median_s
+        for label, (model, layout, _, _) in entries.items():
+            t = timings[label]
+            q1, q3 = t.quartiles_s
+            rows.append(
+                {
+                    "model": model,
+                    "layout": layout,
+                    "batch": n,
+                    "ms": t.median_s * 1e3,
+                    "q1_ms": q1 * 1e3,
+                    "q3_ms": q3 * 1e3,
+                    "min_ms": t.min_s * 1e3,
+                    "max_ms": t.max_s * 1e3,
+                    "samples": len(t.samples_s),
+                    "images_per_s": t.images_per_s,
+                    "speedup": best / t.median_s,
+                    "speedup_vs_nchw": given / t.median_s,
+                }
             )
-            rows.append({"model": label, "batch": n, "ms": timing.median_s * 1e3, "images_per_s": timing.images_per_s})
-            progress.step()
-    progress.close()
-    base_ips = {r["batch"]: r["images_per_s"] for r in rows if r["model"] == base_name}
-    print(f"\n{'model':<18} {'batch':>5} {'ms':>10} {'img/s':>10} {'speedup':>8}")
-    for r in rows:
-        r["speedup"] = r["images_per_s"] / base_ips[r["batch"]]
-        print(f"{r['model']:<18} {r['batch']:>5} {r['ms']:>10.2f} {r['images_per_s']:>10.1f} {r['speedup']:>7.2f}x")
+        verdicts.append(_verdict(n, state, overlapping(timings, pairs)))
+    print(format_table(rows, base_name))
+    print()
+    for line in verdicts:
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -241,11 +297,44 @@ def main(argv=None) -> int:
                     "parity": parity,
                     "parity_bound": tol,
                     "results": rows,
+                    "rankings": verdicts,
                 },
                 f,
                 indent=2,
             )
     return 0 if all(e <= tol for e in parity.values()) else 1
+
+
+def format_table(rows: list, base_name: str) -> str:
+    """The throughput table: median and interquartile range (ms), images/s, and the speed-up over
+    the baseline at its best layout and as given (NCHW)."""
+    head = (
+        f"{'model':<26} {'layout':<13} {'batch':>5} {'median ms':>10} {'IQR ms':>17} {'img/s':>9} "
+        f"{'x best ' + base_name:>17} {'x ' + base_name + ' NCHW':>17}"
+    )
+    lines = [head]
+    for r in rows:
+        iqr = f"{r['q1_ms']:.2f}–{r['q3_ms']:.2f}"
+        lines.append(
+            f"{r['model']:<26} {r['layout']:<13} {r['batch']:>5} {r['ms']:>10.2f} {iqr:>17} "
+            f"{r['images_per_s']:>9.1f} {r['speedup']:>16.2f}x {r['speedup_vs_nchw']:>16.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(batch: int, state: dict, noisy: list) -> str:
+    """Whether the rounds at this batch size rank the fused rows against the baselines."""
+    rounds = state.get("rounds", 0)
+    done = f"{rounds} rounds, {state.get('spent', 0.0):.1f} s"
+    if rounds < MIN_RANKING_ROUNDS:
+        return f"batch {batch}: only {done}: too few to rank the rows (--repeats {MIN_RANKING_ROUNDS} or more)."
+    if not noisy:
+        return f"batch {batch}: interquartile ranges separate after {done}: the ranking holds."
+    which = "; ".join(f"{a} ~ {b}" for a, b in noisy)
+    return (
+        f"batch {batch}: too noisy to rank: interquartile ranges overlap after {done} ({which}). "
+        "Rerun on a quieter machine or with a larger --time-budget."
+    )
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,7 +1,12 @@
 """The project's one timing primitive, used by the main job and by benchmarks/.
 
 GPU work is timed with CUDA events after a warm-up, optionally as CUDA-graph
-replays; CPU work with perf_counter.  Reports the median of the repeats.
+replays; CPU work with perf_counter.  Reports the median of the repeats and their
+spread (interquartile range, min–max).
+
+``time_interleaved`` times several callables side by side, one ``time_fn`` sample of each
+per round, so that a machine whose load drifts during the run slows every row alike; it
+keeps adding rounds, up to a time budget, until the rows' interquartile ranges separate.
 """
 
 from __future__ import annotations
@@ -9,11 +14,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
-__all__ = ["Timing", "time_fn"]
+__all__ = ["Timing", "time_fn", "time_interleaved", "overlapping"]
 
 
 @dataclass
@@ -25,6 +30,27 @@ class Timing:
     @property
     def images_per_s(self) -> float:
         return self.batch / self.median_s
+
+    @property
+    def min_s(self) -> float:
+        return min(self.samples_s) if self.samples_s else self.median_s
+
+    @property
+    def max_s(self) -> float:
+        return max(self.samples_s) if self.samples_s else self.median_s
+
+    @property
+    def quartiles_s(self) -> tuple:
+        """(q1, q3) of the samples (inclusive method: within min–max; one sample gives (s, s))."""
+        if len(self.samples_s) < 2:
+            return (self.median_s, self.median_s)
+        q1, _, q3 = statistics.quantiles(self.samples_s, n=4, method="inclusive")
+        return (q1, q3)
+
+    def overlaps(self, other: "Timing") -> bool:
+        """Whether the two interquartile ranges overlap: then the run cannot rank the two."""
+        (a1, a3), (b1, b3) = self.quartiles_s, other.quartiles_s
+        return a1 <= b3 and b1 <= a3
 
 
 def time_fn(
@@ -81,3 +107,50 @@ def time_fn(
             if i >= 10 * max(repeats, 1) and spent >= min_time_s * 0.5:
                 break
     return Timing(statistics.median(samples), samples, batch)
+
+
+def overlapping(timings: dict, pairs: Optional[Iterable[tuple]] = None) -> list:
+    """The pairs of labels (all pairs, or those given) whose interquartile ranges overlap."""
+    labels = list(timings)
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    return [(a, b) for a, b in pairs if timings[a].overlaps(timings[b])]
+
+
+def time_interleaved(
+    fns: dict,
+    *,
+    device: torch.device | str = "cpu",
+    batch: int = 1,
+    warmup: int = 3,
+    min_repeats: int = 7,
+    budget_s: float = 0.0,
+    max_repeats: int = 1000,
+    pairs: Optional[Iterable[tuple]] = None,
+    on_round: Optional[Callable[[int, float, list], None]] = None,
+) -> dict:
+    """Times each of ``fns`` ({label: callable}) in rounds, one ``time_fn`` sample of each per
+    round, and returns {label: Timing}.
+
+    After ``min_repeats`` rounds it keeps going while the interquartile ranges of ``pairs``
+    (default: all pairs) overlap and less than ``budget_s`` seconds were spent in rounds (never
+    past ``max_repeats``), so a noisy machine gets more samples rather than a confident answer.
+    ``on_round(rounds, seconds, overlapping_pairs)`` is called after each round.
+    """
+    pairs = None if pairs is None else list(pairs)
+    for fn in fns.values():
+        time_fn(fn, device=device, batch=batch, warmup=warmup, repeats=1)
+    samples = {label: [] for label in fns}
+    t0 = time.perf_counter()
+    rounds = 0
+    while True:
+        for label, fn in fns.items():
+            samples[label] += time_fn(fn, device=device, batch=batch, warmup=0, repeats=1).samples_s
+        rounds += 1
+        spent = time.perf_counter() - t0
+        timings = {label: Timing(statistics.median(s), s, batch) for label, s in samples.items()}
+        noisy = overlapping(timings, pairs)
+        if on_round is not None:
+            on_round(rounds, spent, noisy)
+        if rounds >= max_repeats or (rounds >= min_repeats and (not noisy or spent >= budget_s)):
+            return timings

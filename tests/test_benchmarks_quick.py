@@ -33,6 +33,8 @@ def _env(triton_interpret: bool) -> dict:
         "INCEPTION_FAST_BENCH_BATCHES",
         "INCEPTION_FAST_BENCH_DTYPES",
         "INCEPTION_FAST_BENCH_PROFILE",
+        "INCEPTION_FAST_BENCH_PEERS",
+        "INCEPTION_FAST_BENCH_THREADS",
     ):
         env.pop(var, None)
     # tests/conftest.py turns the Triton interpreter on for CPU machines; a whole network under
@@ -155,6 +157,89 @@ def test_triton_cases_run_under_the_interpreter(tmp_path):
     )
     impls = {r["impl"] for r in _check_rows(data, "block")}
     assert impls == {"triton", "launch1_triton"}, tail
+
+
+def test_cpu_peers_run_where_installed(tmp_path):
+    """ONNX Runtime and OpenVINO (f32 and bf16, where the CPU has bf16) at the quick size, from
+    one ONNX export; skipped where the bench extra is not installed (CI)."""
+    for module in ("onnxruntime", "openvino", "onnx"):
+        pytest.importorskip(module)
+    data, tail = _run_bench(
+        "bench_throughput.py",
+        tmp_path / "peers.json",
+        "--peers",
+        "--bench-device",
+        "cpu",
+        "-k",
+        "onnxruntime or openvino",
+        extra_env={"INCEPTION_FAST_BENCH_DTYPES": "fp32,bf16"},
+    )
+    rows = _check_rows(data, "throughput")
+    assert {(r["model"], r["dtype"]) for r in rows} >= {("onnxruntime", "fp32"), ("openvino", "fp32")}, tail
+    for r in rows:
+        assert r["rel_error_vs_torchvision"] is not None and r["q1_s"] <= r["median_s"] <= r["q3_s"]
+        if r["model"] == "openvino":
+            assert r["inference_precision"] == {"fp32": "f32", "bf16": "bf16"}[r["dtype"]]
+
+
+def _cpu_row(model, median_s, dtype="fp32", fmt="channels_last", batch=8, threads=2, spread=0.02, **extra):
+    return {
+        "kind": "throughput",
+        "model": model,
+        "dtype": dtype,
+        "memory_format": fmt,
+        "batch": batch,
+        "device": "cpu",
+        "cpu_threads": threads,
+        "median_s": median_s,
+        "q1_s": median_s * (1 - spread),
+        "q3_s": median_s * (1 + spread),
+        "images_per_s": batch / median_s,
+        "timing": "perf_counter",
+        **extra,
+    }
+
+
+def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
+    """× best peer: fp32 against the fastest of ONNX Runtime, OpenVINO f32 and torch.compile,
+    bf16 against OpenVINO bf16; ≈ where the spreads overlap; 1- and 2-thread runs stay apart."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    two = [
+        _cpu_row("torchvision", 0.311, fmt="contiguous"),
+        _cpu_row("torchvision", 0.166),
+        _cpu_row("fused_torch", 0.172),
+        _cpu_row("tv_compile", 0.135),
+        _cpu_row("onnxruntime", 0.129),
+        _cpu_row("openvino", 0.157, inference_precision="f32"),
+        _cpu_row("onnxruntime", 0.0131, batch=1, spread=0.3),
+        _cpu_row("fused_torch", 0.0130, batch=1),
+        _cpu_row("fused_torch", 0.101, dtype="bf16"),
+        _cpu_row("openvino", 0.067, dtype="bf16", inference_precision="bf16"),
+    ]
+    one = [_cpu_row("fused_torch", 0.300, threads=1), _cpu_row("onnxruntime", 0.250, threads=1)]
+    paths = []
+    for name, rows in (("two.json", two), ("one.json", one)):
+        path = tmp_path / name
+        benchmarks = [
+            {"name": f"test_throughput[{r['model']}-{r['dtype']}-{r['memory_format']}-b{r['batch']}]", "extra_info": r}
+            for r in rows
+        ]
+        path.write_text(json.dumps({"machine_info": {}, "benchmarks": benchmarks}))
+        paths.append(str(path))
+    merged = report.load(paths)
+    assert len(merged["benchmarks"]) == len(two) + len(one)  # the 1-thread run overwrote nothing
+    text = report.throughput_markdown(report._rows(merged, "throughput"))
+    assert "### Against the CPU peers" in text
+    assert "#### cpu (2 threads) fp32" in text and "#### cpu (2 threads) bf16" in text
+    assert "#### cpu (1 thread) fp32" in text
+    assert "| torchvision eager, NCHW input | 311.0 (304.8–317.2) | 0.41× |" in text
+    assert "| FusedGoogLeNet[torch] | 172.0 (168.6–175.4) | 0.75× |" in text  # against ONNX Runtime
+    assert "| 13.0 (12.7–13.3) | 1.01× ≈ |" in text  # batch 1: inside ONNX Runtime's wide spread
+    assert "| FusedGoogLeNet[torch] | 101.0 (99.0–103.0) | 0.66× |" in text  # bf16: against OpenVINO bf16
+    assert "| OpenVINO, f32 |" in text and "| OpenVINO, bf16 |" in text
+    assert "Best peer: batch 8: ONNX Runtime (CPU provider); batch 1: ONNX Runtime (CPU provider)." in text
 
 
 def _row(model, median_s, timing="cuda_events", **extra):

@@ -194,3 +194,91 @@ def test_every_option_has_help_and_says_its_default_once():
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{action.option_strings[0]} has no help text"
                 assert formatter._expand_help(action).count("default") <= 1, action.option_strings
+
+
+def _stub_timer(monkeypatch, sample):
+    """Replaces time_fn (as time_interleaved calls it) by one that runs fn once and returns
+    ``sample(k)`` seconds for its k-th call, so that the rows' spreads are chosen by the test."""
+    import inception_fast.timing as timing
+
+    calls = []
+
+    def fake_time_fn(fn, *, device="cpu", batch=1, warmup=0, repeats=1, **_):
+        fn()
+        s = sample(len(calls))
+        calls.append(s)
+        return timing.Timing(s, [s], batch)
+
+    monkeypatch.setattr(timing, "time_fn", fake_time_fn)
+    return calls
+
+
+TINY = ["--device", "cpu", "--image-size", "32", "--backend", "torch", "--no-progress"]
+
+
+def test_main_job_says_when_too_noisy_to_rank(tmp_path, capsys, monkeypatch):
+    # every row draws from the same samples: their interquartile ranges overlap
+    _stub_timer(monkeypatch, lambda k: (0.010, 0.020, 0.030, 0.025)[k % 4])
+    path = tmp_path / "r.json"
+    rc = main([*TINY, "--batch-sizes", "1", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "too noisy to rank" in printed and "fused[torch] ~ torchvision" in printed
+    assert "median ms" in printed and "IQR ms" in printed
+    data = json.loads(path.read_text())
+    assert {(r["model"], r["layout"]) for r in data["results"]} == {
+        ("torchvision", "NCHW"),
+        ("torchvision", "channels_last"),
+        ("fused[torch]", "channels_last"),
+    }
+    for r in data["results"]:
+        assert r["samples"] == 6
+        assert r["min_ms"] <= r["q1_ms"] <= r["ms"] <= r["q3_ms"] <= r["max_ms"]
+    assert "too noisy" in data["rankings"][0]
+
+
+def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path, capsys, monkeypatch):
+    # rows are called in order (torchvision NCHW, torchvision channels_last, fused), warm-up included
+    calls = _stub_timer(monkeypatch, lambda k: (0.030, 0.020, 0.010)[k % 3] * (1 + 0.01 * (k // 3 % 3)))
+    path = tmp_path / "r.json"
+    # a large budget: separated rows stop at the minimum rounds anyway
+    rc = main([*TINY, "--batch-sizes", "2", "--repeats", "5", "--time-budget", "600", "--json", str(path)])
+    assert rc == 0
+    assert len(calls) == 3 * (1 + 5)
+    printed = capsys.readouterr().out
+    assert "the ranking holds" in printed and "too noisy" not in printed
+    fused = next(r for r in json.loads(path.read_text())["results"] if r["model"] == "fused[torch]")
+    assert fused["speedup"] == pytest.approx(2.0) and fused["speedup_vs_nchw"] == pytest.approx(3.0)
+
+
+def test_main_job_calls_too_few_rounds_too_few(capsys, monkeypatch):
+    _stub_timer(monkeypatch, lambda k: (0.030, 0.020, 0.010)[k % 3])
+    assert main([*TINY, "--batch-sizes", "1", "--repeats", "2"]) == 0
+    assert "too few to rank" in capsys.readouterr().out
+
+
+def test_time_interleaved_samples_until_spreads_separate_or_the_cap(monkeypatch):
+    from inception_fast.timing import overlapping, time_interleaved
+
+    _stub_timer(monkeypatch, lambda k: 0.0)  # equal samples: the ranges touch, so they overlap
+    same = iter([1.0, 2.0, 3.0] * 100)
+    other = iter([1.5, 2.5, 3.5] * 100)
+    t = time_interleaved({"a": lambda: None, "b": lambda: None}, warmup=0, min_repeats=3, budget_s=1e9, max_repeats=12)
+    assert len(t["a"].samples_s) == 12  # never separated: ran to the cap
+
+    monkeypatch.undo()
+    import inception_fast.timing as timing
+
+    def fake(fn, *, batch=1, **_):
+        s = fn()
+        return timing.Timing(s, [s], batch)
+
+    monkeypatch.setattr(timing, "time_fn", fake)
+    t = time_interleaved({"a": lambda: next(same), "b": lambda: next(other)}, warmup=0, min_repeats=4, budget_s=0.0)
+    assert len(t["a"].samples_s) == 4 and overlapping(t) == [("a", "b")]
+    fast = iter([1.0, 1.1, 0.9] * 100)
+    slow = iter([2.0, 2.1, 1.9] * 100)
+    t = time_interleaved({"a": lambda: next(fast), "b": lambda: next(slow)}, min_repeats=4, budget_s=1e9)
+    assert len(t["a"].samples_s) == 4 and overlapping(t) == []
+    q1, q3 = t["b"].quartiles_s
+    assert t["b"].min_s <= q1 <= t["b"].median_s <= q3 <= t["b"].max_s

@@ -7,7 +7,8 @@
   backend availability.
 * ``shapes``: per-block input/output and conv shapes, taken with forward hooks.
 * ``roofline``: work counts (FLOPs, bytes) and the fraction of the H100 roofline.
-* ``measure``: the bridge from ``inception_fast.timing.time_fn`` to pytest-benchmark, and parity.
+* ``measure``: the bridge from ``inception_fast.timing.time_fn`` to pytest-benchmark (median and spread), and parity.
+* ``peers``: the CPU peers, ONNX Runtime and OpenVINO, running torchvision's model exported to ONNX.
 * ``profiling``: torch.profiler time per kernel name.
 * ``choices``: what the Triton autotuners and the package's measured choices picked.
 """

@@ -73,6 +73,8 @@ def measure(
         warmup=s.warmup,
         samples=len(samples),
         median_s=timing.median_s,
+        q1_s=timing.quartiles_s[0],
+        q3_s=timing.quartiles_s[1],
         min_s=samples[0],
         max_s=samples[-1],
         images_per_s=timing.images_per_s,

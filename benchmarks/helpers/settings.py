@@ -6,6 +6,14 @@ options set the same variables):
 * ``INCEPTION_FAST_BENCH_QUICK=1``: tiny sizes and few repeats (CI smoke run).
 * ``INCEPTION_FAST_BENCH_COMPILE=1``: add the torch.compile anchor (torchvision's
   googlenet, default mode, ``torch._inductor.config.freezing = True``).
+* ``INCEPTION_FAST_BENCH_PEERS=1``: on a CPU, add the engines a CPU user would pick instead,
+  beside the fused model at every batch: ONNX Runtime (CPU provider) and OpenVINO (f32 and bf16
+  inference precision, set explicitly), both running torchvision's googlenet exported with
+  ``torch.onnx.export``, and torch.compile with inductor freezing (fp32).  Each skips, saying
+  why, where its package is missing (``pip install -e .[bench]``).  torchvision is timed with
+  NCHW input (the ``contiguous`` rows) and with channels_last input in every run.
+* ``INCEPTION_FAST_BENCH_THREADS=2``: ``torch.set_num_threads`` for the run; ONNX Runtime's and
+  OpenVINO's thread counts follow ``torch.get_num_threads()`` (default: torch's own; quick: 1).
 * ``INCEPTION_FAST_BENCH_CUDA_GRAPH=1``: time CUDA-graph replays instead of eager calls.
 * ``INCEPTION_FAST_BENCH_DEVICE=cpu|cuda``: force the device (default: cuda if present).
 * ``INCEPTION_FAST_BENCH_BATCHES=256,1`` / ``INCEPTION_FAST_BENCH_DTYPES=bf16``: narrow
@@ -37,10 +45,15 @@ ENV_BLOCK_BATCH = "INCEPTION_FAST_BENCH_BLOCK_BATCH"
 ENV_DTYPES = "INCEPTION_FAST_BENCH_DTYPES"
 ENV_DEADLINE = "INCEPTION_FAST_BENCH_DEADLINE"  # unix time after which no new benchmark starts
 ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
+ENV_PEERS = "INCEPTION_FAST_BENCH_PEERS"
+ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda", "cpp")
+# The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
+# freezing ("tv_compile") is a peer in fp32 too.
+PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
 BLOCKS = (
     "inception3a",
     "inception3b",
@@ -72,6 +85,8 @@ class Settings:
     quick: bool
     cuda_graph: bool
     compile: bool
+    peers: bool
+    threads: Optional[int]
     image_size: int
     batches: tuple
     dtypes: tuple
@@ -102,8 +117,10 @@ def settings() -> Settings:
         image, batches, block_batch = 224, (256, 64, 1), 256
         warmup, repeats, min_time, rounds, calib = 5, 20, 0.1, 5, 8
     else:
+        # Enough samples for the spread (recorded beside the median) to be small against the
+        # differences between rows on a 2-core machine.
         image, batches, block_batch = 224, (8, 1), 8
-        warmup, repeats, min_time, rounds, calib = 2, 5, 0.0, 2, 4
+        warmup, repeats, min_time, rounds, calib = 2, 11, 1.0, 2, 4
     dtypes = ("bf16", "fp32") if gpu else ("fp32",)  # no fast bf16 convs to speak of on CPU
     batches = tuple(int(b) for b in (_env_list(ENV_BATCHES) or batches))
     block_batch = int(os.environ.get(ENV_BLOCK_BATCH) or block_batch)
@@ -116,6 +133,8 @@ def settings() -> Settings:
         quick=quick,
         cuda_graph=flag(ENV_CUDA_GRAPH) and gpu,
         compile=flag(ENV_COMPILE),
+        peers=flag(ENV_PEERS) and not gpu,
+        threads=int(os.environ[ENV_THREADS]) if os.environ.get(ENV_THREADS, "").strip() else None,
         image_size=image,
         batches=batches,
         dtypes=dtypes,
@@ -157,9 +176,14 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
         for fmt in s.formats:
             for batch in s.batches:
                 cases += [ThroughputCase(m, dtype, fmt, batch) for m in models]
-    if s.compile:
+                if s.peers and fmt == "channels_last":
+                    # The engines take the NCHW array and choose their own layout: grouped with the
+                    # channels_last rows, run right after them.
+                    cases += [ThroughputCase(p, dtype, fmt, batch) for p, ds in PEER_DTYPES.items() if dtype in ds]
+    anchor = ThroughputCase("tv_compile", s.dtypes[0], "channels_last", s.compile_batch)
+    if s.compile and anchor not in cases:
         # One configuration only: each new shape is another ~30 s compile.
-        cases.append(ThroughputCase("tv_compile", s.dtypes[0], "channels_last", s.compile_batch))
+        cases.append(anchor)
     return cases
 
 
