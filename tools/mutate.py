@@ -16,8 +16,9 @@ A mutant is caught when its selection fails (pytest exit status 1).  All-passed 
     python tools/mutate.py triton_pool_split cuda_vec_image_offset
     python tools/mutate.py -k cuda --clean      # also run each selection on the unmutated tree
 
-Not part of the test suite (pytest collects tests/ only).  Run it before closing kernel work and
-quote its table.
+Not part of the test suite (pytest collects tests/ only), but tests/test_tools.py checks that every
+mutant still applies (its text occurs once in its file) and that its selection's test files exist.
+Run it before closing kernel work and quote its table.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
-FUSED = ("tests/test_fused.py", "-k", "block or low_precision or fold")
+# The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
+FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +60,8 @@ MUTANTS = [
     Mutant(
         "cuda_vec_image_offset",
         "csrc/cuda/conv_gemm.cu",
-        "const T* src = ok ? a + static_cast<int64_t>(a_m[i]) * aps + k : a;",
-        "const T* src = ok ? a + static_cast<int64_t>(a_m[i] % (H * W)) * aps + k : a;",
+        "const T* src = ok ? ld.a + static_cast<int64_t>(rows.a_m[i]) * ld.a_pixel_stride + k : ld.a;",
+        "const T* src = ok ? ld.a + static_cast<int64_t>(rows.a_m[i] % (ld.H * ld.W)) * ld.a_pixel_stride + k : ld.a;",
         EMULATOR,
         "vectorised 1x1 loader drops the image offset (pixel index modulo H*W)",
     ),
@@ -74,16 +76,16 @@ MUTANTS = [
     Mutant(
         "cuda_k_tail",
         "csrc/cuda/conv_gemm.cu",
-        "const int num_kt = (K + kBK - 1) / kBK;",
-        "const int num_kt = K / kBK;",
+        "const int num_kt = (ld.K + kBK - 1) / kBK;",
+        "const int num_kt = ld.K / kBK;",
         EMULATOR,
         "K loop rounds down: the K tail is never accumulated",
     ),
     Mutant(
         "cuda_compile_error",
         "csrc/cuda/conv_gemm.cu",
-        "const int pad = ks / 2;",
-        "const int pad = ks / 2",
+        "ld.pad = ld.ksize / 2;",
+        "ld.pad = ld.ksize / 2",
         EMULATOR,
         "a syntax error: the kernel does not compile",
     ),
@@ -101,7 +103,7 @@ MUTANTS = [
     Mutant(
         "triton_pool_split",
         "inception_fast/backends/triton/reduce_pool.py",
-        "row0 = pid_m * BLOCK_M + (part // N_POOL_TILES) * BLOCK_M_POOL",
+        "row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL",
         "row0 = pid_m * BLOCK_M",
         TRITON_BLOCK,
         "every pool program of a split row tile computes the tile's first rows",
@@ -125,8 +127,8 @@ MUTANTS = [
     Mutant(
         "triton_branch1_mask",
         "inception_fast/backends/triton/reduce_pool.py",
-        "is_branch1 = offs_n < CH1",
-        "is_branch1 = offs_n <= CH1",
+        "is_branch1 = offs_n < ch1",
+        "is_branch1 = offs_n <= ch1",
         TRITON_BLOCK,
         "off-by-one mask between branch 1's columns and the scratch's",
     ),
@@ -162,7 +164,7 @@ MUTANTS = [
         "inception_fast/packing.py",
         "work = torch.promote_types(w.dtype, torch.float32)",
         "work = w.dtype",
-        FUSED,
+        FOLD,
         "BN folded in the weights' own dtype (fp16/bf16 models fold in fp16/bf16)",
     ),
     Mutant(
@@ -170,7 +172,7 @@ MUTANTS = [
         "inception_fast/packing.py",
         "inv_std = torch.rsqrt(bn.running_var.to(work) + bn.eps)",
         "inv_std = torch.rsqrt(bn.running_var.to(work))",
-        FUSED,
+        FOLD,
         "BN fold forgets eps",
     ),
 ]
