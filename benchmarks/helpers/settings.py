@@ -36,6 +36,8 @@ from typing import Optional
 
 import torch
 
+from inception_fast.reference import BLOCK_CONFIGS
+
 ENV_QUICK = "INCEPTION_FAST_BENCH_QUICK"
 ENV_COMPILE = "INCEPTION_FAST_BENCH_COMPILE"
 ENV_CUDA_GRAPH = "INCEPTION_FAST_BENCH_CUDA_GRAPH"
@@ -54,17 +56,7 @@ BACKENDS = ("torch", "triton", "cuda", "cpp")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
-BLOCKS = (
-    "inception3a",
-    "inception3b",
-    "inception4a",
-    "inception4b",
-    "inception4c",
-    "inception4d",
-    "inception4e",
-    "inception5a",
-    "inception5b",
-)
+BLOCKS = tuple(BLOCK_CONFIGS)  # inception3a ... inception5b, in network order
 STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
 
 
