@@ -8,6 +8,11 @@
   blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools; see
   ``inception_fast.stages``).
 
+Every candidate but the trusted one (ATen: the torch backend, ATen's conv and pool) enters
+through ``checked_against``: its first run is compared with the trusted computation before it is
+timed, and a candidate that disagrees is dropped with the disagreement on record.  A kernel that
+is wrong on some GPU or shape is never chosen for being fast.
+
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``), so benchmarks and
 tests read them by field.  Where nothing is measured (off CUDA, while capturing a CUDA graph or
 tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate.
@@ -24,6 +29,7 @@ import torch
 
 from . import backends as _backends
 from .caches import LRUDict, short_error
+from .testing import TOLERANCE, rel_error
 
 __all__ = [
     "Choice",
@@ -40,6 +46,7 @@ __all__ = [
     "CONV_RELU_CHOICE",
     "POOL_CHOICE",
     "fp32_precision",
+    "checked_against",
 ]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
@@ -64,6 +71,81 @@ def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> 
     # the current device's stream, so make the tensors' device the current one.
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
+
+
+def _once(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` computed on the first call and kept: one trusted result shared by every candidate."""
+    kept = []
+
+    def first():
+        if not kept:
+            kept.append(fn())
+        return kept[0]
+
+    return first
+
+
+def _as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    return (
+        out.shape == ref.shape
+        and torch.equal(out.isnan(), ref.isnan())
+        and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0))
+    )
+
+
+def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Tensor]) -> Optional[str]:
+    """None where ``out`` agrees with the trusted result ``ref``; else why not.  Without ``ref64``
+    bit for bit; with it (the trusted computation in float64) the tolerance table's rule for a
+    dtype whose own rounding is large: ‖out − ref64‖/‖ref64‖ at most TOLERANCE["low_precision_factor"]
+    times the trusted result's own error, never tighter than TOLERANCE["fp32"]."""
+    if out.shape != ref.shape:
+        return f"shape {tuple(out.shape)} where {tuple(ref.shape)} was expected"
+    if _same_bits(out, ref):
+        return None
+    if ref64 is None:
+        return "differs from ATen's result (an exact op)"
+    if not bool(ref64.abs().sum() > 0):  # an all-zero result: rel_error has no scale
+        return None if not bool(out.abs().sum() > 0) else "nonzero where the result is all zeros"
+    if not bool(torch.isfinite(ref).all()):  # overflow in the trusted result: only its bits count
+        return "differs from a trusted result that overflowed"
+    err, own = rel_error(out, ref64), rel_error(ref, ref64)
+    bound = max(TOLERANCE["low_precision_factor"] * own, TOLERANCE["fp32"])
+    if not err <= bound:  # written so that NaN fails
+        return f"relative error {err:.2e} against float64 exceeds {bound:.2e} (ATen's own: {own:.2e})"
+    return None
+
+
+def checked_against(run, reference, what: str, reference64=None):
+    """``run`` as a measured choice's candidate whose first call (the untimed warm-up) must agree
+    with ``reference()``, the trusted computation: bit for bit for exact ops (a max; no
+    ``reference64``), else within the tolerance table's rule against ``reference64()``, the trusted
+    computation in float64 (see ``_disagreement``).  Tuples compare element by element.  On a
+    disagreement it raises, and the chooser drops the candidate with that error on record."""
+    checked = []
+    reference = _once(reference)
+    reference64 = _once(reference64) if reference64 is not None else None
+
+    def first_checked():
+        out = run()
+        if not checked:
+            refs = _as_tuple(reference())
+            refs64 = _as_tuple(reference64()) if reference64 is not None else (None,) * len(refs)
+            outs = _as_tuple(out)
+            if len(outs) != len(refs):
+                raise RuntimeError(f"{what} returned {len(outs)} tensors where ATen returns {len(refs)}; not used")
+            for i, (o, r, r64) in enumerate(zip(outs, refs, refs64)):
+                why = _disagreement(o, r, r64)
+                if why is not None:
+                    part = f" (output {i})" if len(refs) > 1 else ""
+                    raise RuntimeError(f"{what} disagrees with ATen on input {tuple(r.shape)}{part}: {why}; not used")
+            checked.append(True)
+        return out
+
+    return first_checked
 
 
 def _dispatch_mode_active() -> bool:
@@ -213,7 +295,15 @@ class AutoBackend(MeasuredChoice):
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
-        runners = {name: (lambda f=_backends.get(name).op("inception_block"): f(*args)) for name in names}
+        trusted = _backends.get("torch").op("inception_block")
+        reference = _once(lambda: trusted(*args))
+        reference64 = _once(lambda: trusted(*(a.double() for a in args)))
+        runners = {}
+        for name in names:
+            run = lambda f=_backends.get(name).op("inception_block"): f(*args)  # noqa: E731
+            if name != "torch":
+                run = checked_against(run, reference, f"backend {name!r}", reference64)
+            runners[name] = run
         try:
             return self.pick(key, x.device, runners)
         except RuntimeError as exc:

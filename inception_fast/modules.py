@@ -349,6 +349,18 @@ class FusedGoogLeNet(GoogLeNet):
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
         return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed)
 
+    def _stem_runners(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict) -> dict:
+        """STEM_CHOICE's candidates: the first ("channels_last", ATen) is trusted; every other is
+        checked against it on its first run (choices.checked_against)."""
+        first, *others = self._stem_variants(x, padded)
+        reference = lambda: self._stem_conv1(x, w1, b1, padded, first)  # noqa: E731
+        reference64 = lambda: stages.stem_reference64(x, w1, b1, self.conv1.conv, self.maxpool1)  # noqa: E731
+        runners = {first: reference}
+        for v in others:
+            run = lambda v=v: self._stem_conv1(x, w1, b1, padded, v)  # noqa: E731
+            runners[v] = choices.checked_against(run, reference, f"the stem's {v!r} form", reference64)
+        return runners
+
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
         return stages.stem_conv1(x, w1, b1, padded, variant, self.conv1.conv, self.maxpool1, self._triton_allowed)
 
@@ -373,8 +385,7 @@ class FusedGoogLeNet(GoogLeNet):
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
-            runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in self._stem_variants(x, padded)}
-            variant = choices.STEM_CHOICE.pick(key, x.device, runners)
+            variant = choices.STEM_CHOICE.pick(key, x.device, self._stem_runners(x, w1, b1, padded))
         if (
             variant in stages.STEM_TRITON_VARIANTS
             and torch.is_grad_enabled()

@@ -32,13 +32,13 @@ __all__ = [
     "STEM_TRITON_VARIANTS",
     "square",
     "pool_params",
-    "checked_against",
     "conv_relu",
     "max_pool",
     "stem_padded_channels",
     "stem_triton_params",
     "stem_key",
     "stem_variants",
+    "stem_reference64",
     "stem_conv1",
 ]
 
@@ -65,30 +65,6 @@ def pool_params(pool: nn.Module) -> Optional[tuple]:
     return None if None in params else params
 
 
-def checked_against(run, reference, what: str):
-    """``run`` for a measured choice whose first call (a warm-up, untimed) must equal
-    ``reference()`` exactly (torch.equal, NaN where it has NaN); else it raises, and the chooser
-    drops the candidate with that error on record.  For exact computations (a max), so a kernel
-    that is wrong on some GPU or shape is never picked for being fast."""
-    checked = []
-
-    def first_checked():
-        out = run()
-        if not checked:
-            ref = reference()
-            same = (
-                out.shape == ref.shape
-                and torch.equal(out.isnan(), ref.isnan())
-                and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0))
-            )
-            if not same:
-                raise RuntimeError(f"{what} disagrees with ATen on input {tuple(ref.shape)}; not used")
-            checked.append(True)
-        return out
-
-    return first_checked
-
-
 def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
     """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
     aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
@@ -106,7 +82,12 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
     )
     choice = chooser.lookup(key)
     if choice is None:
-        fused = lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)  # noqa: E731
+        fused = choices.checked_against(
+            lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1),
+            aten,
+            "cuDNN's fused conv-bias-ReLU",
+            lambda: F.conv2d(x.double(), w.double(), b.double(), padding=padding).relu_(),
+        )
         choice = chooser.pick(key, x.device, {"aten": aten, "cudnn_fused": fused})
     if choice == "cudnn_fused":
         return torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)
@@ -131,7 +112,7 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
 
         runners = {"aten": lambda: pool(x)}
         if availability("triton", x.device) is None:
-            runners["triton"] = checked_against(
+            runners["triton"] = choices.checked_against(
                 lambda: ops.max_pool2d(x, *params, backend="triton"), lambda: pool(x), "the Triton max pool"
             )
         choice = chooser.pick(key, x.device, runners)
@@ -189,6 +170,12 @@ def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, tri
     if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
         variants += STEM_TRITON_VARIANTS
     return variants
+
+
+def stem_reference64(x: Tensor, w1: Tensor, b1: Tensor, conv: nn.Conv2d, pool: nn.Module) -> Tensor:
+    """conv1 + ReLU + maxpool1 in float64 with ATen: what the stem's candidates are checked against."""
+    y = F.conv2d(x.double(), w1.double(), b1.double(), stride=conv.stride, padding=conv.padding).relu_()
+    return pool(y)
 
 
 def stem_conv1(

@@ -165,6 +165,65 @@ def test_op_with_auto_runs_the_chosen_backend(fake_backends, monkeypatch):
     assert backends.resolve("auto", "cpu") == "torch" and backends.resolve("auto", "cuda") == "auto"
 
 
+@pytest.mark.parametrize("output", [0, 1])
+def test_auto_never_picks_a_fast_backend_that_disagrees_with_aten(fake_backends, monkeypatch, output):
+    """A backend whose block output (0) or saved reductions (1) are off by 1e-4 -- ten times the
+    fp32 bound -- is dropped on its first run, however fast, with the disagreement on record."""
+    from inception_fast import backends
+    from inception_fast.backends import torch_backend
+
+    def off_by_a_little(*args):
+        fake_backends.append("wrong")
+        res = list(torch_backend.block_forward(*args))
+        res[output] = res[output] * (1 + 1e-4)
+        return tuple(res)
+
+    wrong = backends.Backend("wrong", lambda device: None, {"inception_block": off_by_a_little})
+    monkeypatch.setitem(backends._REGISTRY, "wrong", wrong)
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "wrong"))
+    chooser = _chooser(fake_backends, ("wrong", "slow"), {"wrong": 1e-4, "slow": 3e-3})
+    _, x, packed = _packed_block()
+    with torch.no_grad():
+        assert chooser.choose(x, *packed) == "slow"
+    (choice,) = chooser.choices().values()
+    assert "wrong" not in choice.seconds and "disagrees with ATen" in choice.errors["wrong"]
+    assert f"(output {output})" in choice.errors["wrong"] and "exceeds" in choice.errors["wrong"]
+
+
+def test_checked_against_holds_candidates_to_the_tolerance_table():
+    """The rule a measured candidate meets on its first run: bit for bit for exact ops; otherwise
+    at most low_precision_factor times ATen's own error against float64 (never under the fp32 bound)."""
+    from inception_fast.choices import checked_against
+    from inception_fast.testing import TOLERANCE
+
+    x64 = torch.randn(64, 64, dtype=torch.float64)
+    ref = x64.to(torch.bfloat16)
+    own = (ref.double() - x64).norm() / x64.norm()
+
+    def run_with(out, exact=False):
+        run = checked_against(lambda: out, lambda: ref, "the candidate", None if exact else lambda: x64)
+        return run()
+
+    run_with(ref.clone(), exact=True)
+    with pytest.raises(RuntimeError, match="an exact op"):
+        run_with(ref + 2**-6, exact=True)
+    # bf16: a result off by (factor - 0.5) times ATen's own error passes, by (factor + 0.5) fails.
+    noise = torch.randn_like(x64)
+    noise *= own * x64.norm() / noise.norm()
+    factor = TOLERANCE["low_precision_factor"]
+    run_with(x64 + (factor - 0.5) * noise)
+    with pytest.raises(RuntimeError, match="exceeds"):
+        run_with(x64 + (factor + 0.5) * noise)
+    with pytest.raises(RuntimeError, match="shape"):
+        run_with(ref[:2])
+    zeros64 = torch.zeros(4, dtype=torch.float64)
+    checked_against(lambda: torch.zeros(4), lambda: torch.zeros(4), "zeros", lambda: zeros64)()
+    with pytest.raises(RuntimeError, match="all zeros"):
+        checked_against(lambda: torch.full((4,), 1e-3), lambda: torch.zeros(4), "zeros", lambda: zeros64)()
+    with pytest.raises(RuntimeError, match="disagrees"):
+        checked_against(lambda: ref * float("nan"), lambda: ref, "nan", lambda: x64)()
+
+
 @pytest.mark.gpu
 def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
     """Each backend's parity is tested on its own; here: auto measures them all on a 3a block and

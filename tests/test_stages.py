@@ -56,6 +56,38 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
         check_close(out, ref64, tol)
 
 
+def test_a_stem_form_that_disagrees_is_never_chosen(monkeypatch):
+    """Every stem form but the trusted first (ATen, channels_last) is checked on its first run:
+    one that is off by 1e-4 is dropped even when it times fastest, and the model stays right."""
+    from inception_fast import choices, stages
+
+    ref, _ = calibrated_net("torchvision", 40)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 3, 40, 40).contiguous(memory_format=CL)
+    real = stages.stem_conv1
+
+    def nchw_off(x, w1, b1, padded, variant, *args):
+        out = real(x, w1, b1, padded, variant, *args)
+        return out * (1 + 1e-4) if variant == "nchw" else out
+
+    monkeypatch.setattr(stages, "stem_conv1", nchw_off)
+    calls = []
+
+    def timer(fn, device, repeats):  # the candidates come in order: channels_last, pad4, pad8, nchw
+        calls.append(fn)
+        fn()
+        return 1.0 if len(calls) == 4 else 2.0
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
+    with torch.no_grad():
+        out = fused(x)
+    (choice,) = chooser.choices().values()
+    assert "disagrees with ATen" in choice.errors["nchw"] and choice.name == "channels_last"
+    ref64, tol = net_tolerance(ref.eval(), x)
+    check_close(out, ref64, tol)
+
+
 def test_stem_triton_variants_only_where_allowed(monkeypatch):
     """A model pinned to the torch backend never runs the Triton stem (its key differs from an auto
     model's, so a choice measured for one is not looked up by the other), and with gradients the
