@@ -20,7 +20,6 @@ tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candid
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
@@ -65,12 +64,26 @@ class Choice:
 
 
 def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """The median seconds of one call of ``fn``.  On CUDA, as CUDA-graph replays: that is how a
+    latency-bound user runs the model (``graphs.CapturedForward``, torch.compile's
+    reduce-overhead), so host time does not rank the candidates.  A candidate that cannot be
+    captured is timed eagerly, host time included, which can only handicap it."""
     from .timing import time_fn
 
-    # The warm-up compiles and autotunes (Triton) before anything is timed.  CUDA events time
-    # the current device's stream, so make the tensors' device the current one.
-    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+    if device.type != "cuda":
         return time_fn(fn, device=device, warmup=2, repeats=repeats).median_s
+    # The warm-up compiles and autotunes (Triton), and checks the candidate (checked_against),
+    # before anything is timed or captured.  CUDA events time the current device's stream, so
+    # make the tensors' device the current one.
+    with torch.cuda.device(device):
+        with torch.inference_mode():
+            for _ in range(2):
+                fn()
+        try:
+            return time_fn(fn, device=device, warmup=0, repeats=repeats, cuda_graph=True).median_s
+        except Exception:  # e.g. a kernel that synchronizes or launches off the capturing stream
+            torch.cuda.synchronize(device)
+            return time_fn(fn, device=device, warmup=0, repeats=repeats).median_s
 
 
 def _once(fn: Callable[[], object]) -> Callable[[], object]:
