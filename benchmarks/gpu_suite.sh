@@ -19,10 +19,13 @@
 #   compile    torch.compile anchor (bench_throughput.py --compile -k compile), profiled
 #                                                                           -> compile.json
 #              skipped with SKIP_COMPILE=1
+#   first      benchmarks/first_forward.py: a fresh process to the first forward's result, cold
+#              and warm caches, FusedGoogLeNet and torch.compile, batch 256  -> first.json
+#              skipped with SKIP_FIRST=1
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
 # and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at most
-# 10 files: suite.log tests.log bench.json graph.json blocks.json blocks1.json compile.json
-# <name>.{md,png,json}.
+# 11 files: suite.log tests.log bench.json graph.json blocks.json blocks1.json compile.json
+# first.json <name>.{md,png,json}.
 #
 # --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
 # SUITE_DTYPES (default bf16; "bf16,fp32" for the whole grid): the throughput step's dtypes.
@@ -173,6 +176,19 @@ else
     run_step compile 240 15 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
         "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
         --compile -k compile --benchmark-json "$OUT/compile.json"
+fi
+
+# --- first: from a fresh process to the first forward's result, cold and warm caches ----------
+# (FusedGoogLeNet, then torch.compile with freezing, at batch 256; rows past the step's deadline
+# are reported as not run.)  SKIP_FIRST=1 skips it.
+if [[ "${SKIP_FIRST:-0}" == 1 ]]; then
+    SUMMARY+=("$(printf '%-10s skipped (SKIP_FIRST=1)' first)")
+else
+    FIRST_ARGS=(--batches 256 --json "$OUT/first.json")
+    [[ $QUICK == 1 ]] && FIRST_ARGS=(--batches 2 --size 64 --no-compile --json "$OUT/first.json")
+    "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG" \
+        || FIRST_ARGS+=(--device cpu --dtype fp32)
+    run_step first 100 15 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
 fi
 
 # --- report ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import backends as _backends
+from . import choice_store
 from .caches import LRUDict, short_error
 from .testing import TOLERANCE, rel_error
 
@@ -61,6 +62,7 @@ class Choice:
     name: str
     seconds: dict = field(default_factory=dict)  # candidate -> median seconds of one call
     errors: dict = field(default_factory=dict)  # candidate -> why it could not run (one short line)
+    stored: bool = False  # read from the choice store (an earlier process measured it; no times here)
 
 
 def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -161,6 +163,10 @@ def checked_against(run, reference, what: str, reference64=None):
     return first_checked
 
 
+def _static_mode() -> bool:
+    return os.environ.get(ENV_AUTO, "").strip().lower() == "static"
+
+
 def _dispatch_mode_active() -> bool:
     try:
         from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -191,10 +197,12 @@ class MeasuredChoice:
         measure_on=("cuda",),
         repeats: int = 5,
         timer: Callable[[Callable[[], object], torch.device, int], float] = _time_call,
+        store_as: Optional[str] = None,
     ) -> None:
         self.measure_on = tuple(measure_on)
         self.repeats = repeats
         self.timer = timer
+        self.store_as = store_as  # its name in the choice store (None: never stored)
         self._choices = LRUDict()
 
     def choices(self) -> dict:
@@ -222,7 +230,7 @@ class MeasuredChoice:
         """Whether a miss may be measured now: not off the ``measure_on`` devices, not with
         INCEPTION_FAST_AUTO=static, not while tracing or under a dispatch mode (FlopCounterMode,
         fake tensors) that would see the timing runs, not while capturing a CUDA graph."""
-        if device.type not in self.measure_on or os.environ.get(ENV_AUTO, "").strip().lower() == "static":
+        if device.type not in self.measure_on or _static_mode():
             return False
         if torch.compiler.is_compiling() or _dispatch_mode_active():
             return False
@@ -233,7 +241,14 @@ class MeasuredChoice:
         if hit is not None:
             return hit
         names = list(runners)
-        if len(names) == 1 or not self.can_measure(device):
+        if len(names) == 1:
+            return names[0]
+        if self.store_as is not None and not _static_mode():
+            stored = choice_store.STORE.get(self.store_as, key, device)
+            if stored in runners:
+                self._choices[key] = Choice(stored, stored=True)
+                return stored
+        if not self.can_measure(device):
             return names[0]
         seconds, errors = {}, {}
         for name in names:
@@ -247,6 +262,8 @@ class MeasuredChoice:
             raise RuntimeError(f"every candidate failed for {key} ({detail})")
         best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
         self._choices[key] = Choice(best, seconds, errors)
+        if self.store_as is not None:
+            choice_store.STORE.put(self.store_as, key, device, best)
         return best
 
 
@@ -323,7 +340,7 @@ class AutoBackend(MeasuredChoice):
             raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)}: {exc}") from exc
 
 
-AUTO = AutoBackend()
+AUTO = AutoBackend(store_as="auto")
 
 
 class StemKey(NamedTuple):
@@ -361,8 +378,8 @@ class PoolKey(NamedTuple):
 
 
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).
-STEM_CHOICE = MeasuredChoice()
+STEM_CHOICE = MeasuredChoice(store_as="stem")
 # conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op.
-CONV_RELU_CHOICE = MeasuredChoice()
+CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
-POOL_CHOICE = MeasuredChoice()
+POOL_CHOICE = MeasuredChoice(store_as="pool")

@@ -12,6 +12,10 @@ if (
 ):
     os.environ["TRITON_INTERPRET"] = "1"
 
+# Measured choices are not read from or written to the user's choice store (tests that test the
+# store point it at a temporary directory).
+os.environ.setdefault("INCEPTION_FAST_CHOICE_CACHE", "off")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -302,3 +302,26 @@ def test_measure_falls_back_to_eager_timing_when_capture_fails():
     timing = measure(bench, lambda: None, s, batch=1, extra={"kind": "block"}, cuda_graph=True)
     assert timing.median_s > 0
     assert bench.extra_info["timing"] != "cuda_graph" and "cuda_graph_error" in bench.extra_info
+
+
+def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
+    """benchmarks/first_forward.py: a cold and a warm fresh process per batch, each reporting its
+    time to the first result; bad arguments are refused."""
+    out = tmp_path / "first.json"
+    cmd = [sys.executable, "-m", "benchmarks.first_forward", "--device", "cpu", "--dtype", "fp32"]
+    run = subprocess.run(
+        [*cmd, "--batches", "1", "--size", "32", "--no-compile", "--json", str(out)],
+        cwd=REPO,
+        env=_env(triton_interpret=False),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["kind"], r["cache"]) for r in rows] == [("fused", "cold"), ("fused", "warm")]
+    for r in rows:
+        assert 0 < r["first_forward_s"] <= r["to_first_result_s"], r
+    assert "| fused | 1 | warm |" in run.stdout
+    bad = subprocess.run([*cmd, "--batches", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr

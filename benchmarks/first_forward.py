@@ -1,0 +1,135 @@
+"""Time from a fresh process to the first forward's result: FusedGoogLeNet against torch.compile.
+
+    python -m benchmarks.first_forward [--device cuda] [--batches 1,256] [--dtype bf16]
+                                       [--size 224] [--json OUT.json] [--no-compile]
+
+Each row is a new Python process, timed from just before it starts to the moment its first
+forward's result is on the host (device synchronized): imports, building the model (torchvision's
+variant, random weights), moving it to the device, and the first forward, which compiles and
+autotunes the Triton kernels and measures the choices (``backend="auto"``, the stem, the pools).
+
+* cold: empty caches (a new TRITON_CACHE_DIR, hence an empty choice store inside it, and a new
+  TORCHINDUCTOR_CACHE_DIR), as on a new machine;
+* warm: the caches the cold run left, as for a user's second run.
+
+torch.compile (inductor, freezing, torchvision's model) is timed the same way, cold and warm.
+The rows run one after another, cold then warm per batch; under the GPU suite, rows that would
+start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD = r"""
+import json, sys, time
+t_start = float(sys.argv[1])
+kind, device, dtype = sys.argv[2], sys.argv[3], sys.argv[5]
+batch, size = int(sys.argv[4]), int(sys.argv[6])
+import torch, torchvision
+t_import = time.time()
+dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+tv = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=False).eval()
+if kind == "fused":
+    from inception_fast import FusedGoogLeNet
+    model = FusedGoogLeNet.from_torchvision(tv)
+else:
+    import torch._inductor.config as cfg
+    cfg.freezing = True
+    model = torch.compile(tv)
+model = model.to(device, dt).eval()
+x = torch.rand(batch, 3, size, size, device=device, dtype=dt).contiguous(memory_format=torch.channels_last)
+def sync():
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+t_built = time.time()
+with torch.no_grad():
+    y = model(x); sync(); t_first = time.time()
+    y = model(x); sync(); t_second = time.time()
+print("RESULT " + json.dumps({"import_s": t_import - t_start, "build_s": t_built - t_import,
+      "first_forward_s": t_first - t_built, "to_first_result_s": t_first - t_start,
+      "second_forward_s": t_second - t_first}))
+"""
+
+
+def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: dict, timeout: float) -> dict:
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, repr(t0), kind, device, str(batch), dtype, str(size)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"error": f"rc={proc.returncode}: {tail[0][:200]}"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batches", default="1,256")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per process")
+    args = p.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if min(batches) < 1:
+        p.error("--batches must be positive")
+    # The GPU suite's step deadline (benchmarks/gpu_suite.sh): later rows are reported as not run.
+    deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
+    kinds = ["fused"] + ([] if args.no_compile else ["torch.compile"])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="first_forward_") as tmp:
+        for kind in kinds:
+            for batch in batches:
+                caches = os.path.join(tmp, f"{kind}-{batch}")
+                env = {
+                    **os.environ,
+                    "TRITON_CACHE_DIR": os.path.join(caches, "triton"),
+                    "TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "inductor"),
+                }
+                env.pop("INCEPTION_FAST_CHOICE_CACHE", None)  # the store lives in Triton's cache
+                for state in ("cold", "warm"):
+                    row = {"kind": kind, "batch": batch, "cache": state, "device": args.device, "dtype": args.dtype}
+                    rows.append(row)
+                    if deadline and time.time() > deadline:
+                        row["error"] = "not run: past the deadline"
+                        continue
+                    print(f"[first_forward] {kind} batch {batch} {state} ...", file=sys.stderr, flush=True)
+                    try:
+                        row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, args.timeout))
+                    except subprocess.TimeoutExpired:
+                        row["error"] = f"over {args.timeout:.0f} s"
+    print("| model | batch | caches | to first result s | of which first forward s | second forward ms |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | |")
+        else:
+            print(
+                f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['to_first_result_s']:.1f} | "
+                f"{r['first_forward_s']:.1f} | {r['second_forward_s'] * 1e3:.1f} |"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"size": args.size, "rows": rows}, f, indent=1)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

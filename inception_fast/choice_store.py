@@ -1,0 +1,202 @@
+"""Measured choices kept on disk, so that a new process does not measure again what an earlier one
+on the same machine already measured.
+
+A process's first forward on CUDA measures every candidate of every measured choice (the block
+backends, the stem's forms, conv2/conv3, the pools); Triton's autotuners keep their results in
+Triton's cache directory, and this store keeps the measured choices beside them: one JSON file
+per *fingerprint* (the device's name and compute capability or the CPU's model, the torch,
+CUDA and Triton versions, and a hash of this package's code and compiled extension), holding
+{choice name: {key: chosen candidate}}.  A choice is read back only by a process with the same
+fingerprint, so a new GPU, a new driver stack or an edited kernel measures afresh; and only the
+candidate's name is stored: every candidate had passed its parity check
+(``choices.checked_against``) in the process that measured it.
+
+Where: ``INCEPTION_FAST_CHOICE_CACHE`` (a directory; ``off`` disables the store), by default
+``inception_fast/`` inside Triton's cache directory (``TRITON_CACHE_DIR``, else
+``~/.triton/cache``), so clearing Triton's cache clears it too.  Each file keeps at most
+``caches.cache_capacity()`` entries per choice.  A file that cannot be read (damaged, another
+format) is ignored with a warning and replaced by the next write; a store that cannot be
+written only warns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import tempfile
+import threading
+import warnings
+from typing import Optional
+
+import torch
+
+from .caches import cache_capacity, short_error, trim
+
+__all__ = ["ENV_CHOICE_CACHE", "store_dir", "fingerprint", "ChoiceStore", "STORE"]
+
+ENV_CHOICE_CACHE = "INCEPTION_FAST_CHOICE_CACHE"
+_FORMAT = 1
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+
+
+def store_dir() -> Optional[pathlib.Path]:
+    """The store's directory, or None where it is turned off (INCEPTION_FAST_CHOICE_CACHE=off)."""
+    raw = os.environ.get(ENV_CHOICE_CACHE, "").strip()
+    if raw.lower() in ("off", "0", "false", "no"):
+        return None
+    if raw:
+        return pathlib.Path(raw).expanduser()
+    triton_cache = os.environ.get("TRITON_CACHE_DIR", "").strip()
+    if triton_cache:
+        return pathlib.Path(triton_cache).expanduser() / "inception_fast"
+    home = os.environ.get("TRITON_HOME", "").strip() or pathlib.Path.home()
+    return pathlib.Path(home) / ".triton" / "cache" / "inception_fast"
+
+
+def _code_hash() -> str:
+    """This package's Python sources and compiled extension: an edited kernel measures afresh."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*")):
+        if path.suffix == ".py" or (path.suffix == ".so" and path.name.startswith("_C")):
+            digest.update(str(path.relative_to(_PACKAGE)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_FINGERPRINTS: dict = {}
+_CODE: list = []
+
+
+def fingerprint(device: torch.device) -> dict:
+    """What a stored choice is valid for on ``device`` (computed once per device per process)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    found = _FINGERPRINTS.get(str(device))
+    if found is not None:
+        return found
+    if not _CODE:
+        _CODE.append(_code_hash())
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        hardware = f"{torch.cuda.get_device_name(device)} sm_{major}{minor}"
+    else:
+        hardware = _cpu_model()
+    found = {
+        "format": _FORMAT,
+        "device": device.type,
+        "hardware": hardware,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton_version,
+        "code": _CODE[0],
+    }
+    _FINGERPRINTS[str(device)] = found
+    return found
+
+
+def _file_for(directory: pathlib.Path, print_: dict) -> pathlib.Path:
+    name = hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()[:20]
+    return directory / f"choices-{name}.json"
+
+
+class ChoiceStore:
+    """{choice name: {key: candidate}} per fingerprint, read once per file and process, written
+    back (merged with what other processes wrote meanwhile, atomically) after each measurement."""
+
+    def __init__(self) -> None:
+        self._files: dict = {}  # path -> {choice name: {key text: candidate}}
+        self._lock = threading.Lock()
+
+    def _path(self, device: torch.device) -> Optional[pathlib.Path]:
+        directory = store_dir()
+        return None if directory is None else _file_for(directory, fingerprint(device))
+
+    @staticmethod
+    def _read(path: pathlib.Path) -> dict:
+        try:
+            text = path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            warnings.warn(f"inception_fast: cannot read the stored choices {path}: {short_error(exc)}", stacklevel=3)
+            return {}
+        try:
+            data = json.loads(text)
+            choices = data["choices"]
+            if data.get("format") != _FORMAT or not isinstance(choices, dict):
+                raise ValueError("not a choice file of this format")
+            return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            warnings.warn(
+                f"inception_fast: ignoring the damaged stored choices {path} ({short_error(exc)}); "
+                "they will be measured again",
+                stacklevel=3,
+            )
+            return {}
+
+    def get(self, section: str, key, device: torch.device) -> Optional[str]:
+        """The stored candidate for ``key`` of the choice ``section``, or None."""
+        path = self._path(device)
+        if path is None:
+            return None
+        with self._lock:
+            entries = self._files.get(path)
+            if entries is None:
+                entries = self._files[path] = self._read(path)
+            return entries.get(section, {}).get(repr(key))
+
+    def put(self, section: str, key, device: torch.device, name: str) -> None:
+        """Stores ``name`` for ``key``, merged into the file as it is now on disk."""
+        path = self._path(device)
+        if path is None:
+            return
+        with self._lock:
+            entries = self._read(path)
+            for sec, known in self._files.get(path, {}).items():
+                for k, v in known.items():
+                    entries.setdefault(sec, {}).setdefault(k, v)
+            mine = entries.setdefault(section, {})
+            mine.pop(repr(key), None)
+            mine[repr(key)] = name  # newest last: the trim keeps it
+            trim(mine, cache_capacity())
+            self._files[path] = entries
+            data = {"format": _FORMAT, "fingerprint": fingerprint(device), "choices": entries}
+            tmp = None
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".choices-", suffix=".tmp")
+                with os.fdopen(fd, "w") as f:
+                    json.dump(data, f, indent=1, sort_keys=True)
+                os.replace(tmp, path)
+            except OSError as exc:
+                if tmp is not None and os.path.exists(tmp):
+                    os.unlink(tmp)
+                warnings.warn(f"inception_fast: cannot store the measured choices in {path}: {short_error(exc)}")
+
+    def forget(self) -> None:
+        """Drops what this process read (the files stay): the next lookup reads them again."""
+        with self._lock:
+            self._files.clear()
+
+
+STORE = ChoiceStore()

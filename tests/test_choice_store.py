@@ -1,0 +1,135 @@
+"""The choice store (inception_fast.choice_store): measured choices kept on disk per fingerprint,
+read back by a new process instead of measuring again."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from inception_fast import choice_store, choices
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The store in a temporary directory, forgotten before and after (as a new process would)."""
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, str(tmp_path))
+    choice_store.STORE.forget()
+    yield tmp_path
+    choice_store.STORE.forget()
+
+
+def _measuring(name="t", seconds=None):
+    """A chooser that measures on CPU with a stand-in timer; ``timed`` lists what it ran."""
+    seconds = seconds or {"a": 2.0, "b": 1.0}
+    timed = []
+
+    def timer(fn, device, repeats):
+        timed.append(fn())
+        return seconds[timed[-1]]
+
+    return choices.MeasuredChoice(measure_on=("cpu",), timer=timer, store_as=name), timed
+
+
+RUNNERS = {"a": lambda: "a", "b": lambda: "b"}
+
+
+def test_a_new_process_reads_the_choice_instead_of_measuring(store):
+    first, timed = _measuring()
+    key = choices.PoolKey("cpu", torch.float32, (1, 2, 3, 3), (18, 1, 6, 2), (3, 2, 0, True))
+    assert first.pick(key, CPU, RUNNERS) == "b" and timed == ["a", "b"]
+    (path,) = store.glob("choices-*.json")
+    data = json.loads(path.read_text())
+    assert data["choices"]["t"] == {repr(key): "b"} and data["fingerprint"]["device"] == "cpu"
+
+    choice_store.STORE.forget()
+    second, timed2 = _measuring(seconds={"a": 1.0, "b": 2.0})  # would now pick "a" if it measured
+    assert second.pick(key, CPU, RUNNERS) == "b" and timed2 == []
+    assert second.choices()[key].stored and not second.choices()[key].seconds
+    other = key._replace(shape=(2, 2, 3, 3))
+    assert second.pick(other, CPU, RUNNERS) == "a" and timed2, "an unseen key is measured"
+    assert len(json.loads(path.read_text())["choices"]["t"]) == 2
+
+
+def test_a_stored_choice_needs_the_same_fingerprint_and_a_known_candidate(store, monkeypatch):
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    choice_store.STORE.forget()
+    # A stored name that is no longer a candidate (say, a backend not installed now) is measured.
+    again, timed = _measuring(seconds={"a": 2.0, "c": 1.0})
+    assert again.pick("k", CPU, {"a": lambda: "a", "c": lambda: "c"}) == "c" and timed == ["a", "c"]
+    # Edited code (another fingerprint): measured afresh.
+    choice_store.STORE.forget()
+    monkeypatch.setattr(choice_store, "_FINGERPRINTS", {})
+    monkeypatch.setattr(choice_store, "_CODE", ["edited"])
+    edited, timed = _measuring()
+    assert edited.pick("k", CPU, RUNNERS) == "b" and timed == ["a", "b"]
+    assert len(list(store.glob("choices-*.json"))) == 2
+
+
+def test_static_mode_and_off_ignore_the_store(store, monkeypatch):
+    first, _ = _measuring(seconds={"a": 2.0, "b": 1.0})
+    first.pick("k", CPU, RUNNERS)
+    choice_store.STORE.forget()
+    monkeypatch.setenv(choices.ENV_AUTO, "static")
+    static, timed = _measuring()
+    assert static.pick("k", CPU, RUNNERS) == "a" and timed == []
+    monkeypatch.delenv(choices.ENV_AUTO)
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, "off")
+    off, timed = _measuring()
+    assert off.pick("k", CPU, RUNNERS) == "b" and timed == ["a", "b"]
+    assert choice_store.store_dir() is None
+
+
+def test_a_damaged_store_warns_and_is_measured_again(store):
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    (path,) = store.glob("choices-*.json")
+    path.write_text("{not json")
+    choice_store.STORE.forget()
+    again, timed = _measuring()
+    with pytest.warns(UserWarning, match="damaged stored choices"):
+        assert again.pick("k", CPU, RUNNERS) == "b"
+    assert timed == ["a", "b"]
+    assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "the next write repairs it"
+
+
+def test_an_unwritable_store_only_warns(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, str(blocker / "sub"))
+    choice_store.STORE.forget()
+    chooser, _ = _measuring()
+    with pytest.warns(UserWarning, match="cannot store the measured choices"):
+        assert chooser.pick("k", CPU, RUNNERS) == "b"
+
+
+def test_the_store_keeps_the_most_recent_entries(store, monkeypatch):
+    monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "3")
+    chooser, _ = _measuring()
+    for i in range(5):
+        chooser.pick(f"k{i}", CPU, RUNNERS)
+    (path,) = store.glob("choices-*.json")
+    assert list(json.loads(path.read_text())["choices"]["t"]) == [repr(f"k{i}") for i in (2, 3, 4)]
+
+
+def test_two_processes_merge_their_choices(store):
+    """Each process writes what it measured merged into what is on disk."""
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        from inception_fast import choices
+        chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda f, d, r: float(f() == "a"), store_as="t")
+        print(chooser.pick(sys.argv[1], torch.device("cpu"), {"a": lambda: "a", "b": lambda: "b"}))
+        """
+    )
+    env = {**__import__("os").environ, choice_store.ENV_CHOICE_CACHE: str(store)}
+    for key in ("first", "second"):
+        out = subprocess.run([sys.executable, "-c", script, key], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "b"
+    (path,) = store.glob("choices-*.json")
+    assert set(json.loads(path.read_text())["choices"]["t"]) == {repr("first"), repr("second")}
