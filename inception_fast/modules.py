@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
-from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
+from .packing import PackCache, _conv_and_bn, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -117,6 +117,48 @@ def _own_unit_tensors(block: nn.Module) -> list:
     return conv_bn_tensors(block._units())
 
 
+# The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
+# the channel order of inception_block_bn_train's gamma, beta and statistics: the three 1x1s, the
+# 3x3, the kxk, the pool projection.
+_PRE_ORDER = (0, 1, 3, 2, 4, 5)
+
+
+def _uses_batch_stats(bn: nn.Module) -> bool:
+    """Whether this BatchNorm normalises with the batch's statistics: in train mode, or without
+    running statistics (nn.BatchNorm2d's own rule)."""
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
+
+
+def _count_batch(bn: nn.Module):
+    """nn.BatchNorm2d.forward's counting: num_batches_tracked += 1 in train mode with running
+    statistics tracked; returns the running-average factor (momentum, or 1/count with momentum
+    None), None where nothing is tracked."""
+    if not (bn.training and bn.track_running_stats):
+        return None
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return factor
+
+
+@torch.no_grad()
+def _update_running_stats(bns, mean: Tensor, var: Tensor, count: int) -> None:
+    """nn.BatchNorm2d's running-statistics update for each BN in turn, from its slice of the batch
+    mean and biased variance: running = factor * batch + (1 - factor) * running, with the unbiased
+    variance (count / (count - 1)) for the running estimate."""
+    col = 0
+    for bn in bns:
+        c = bn.num_features
+        factor = _count_batch(bn)
+        if factor is not None and bn.running_mean is not None:
+            m, v = mean[col : col + c], var[col : col + c] * (count / (count - 1))
+            rm, rv = bn.running_mean, bn.running_var
+            rm.copy_(factor * m + (1.0 - factor) * rm.float())
+            rv.copy_(factor * v + (1.0 - factor) * rv.float())
+        col += c
+
+
 class _PackedBlock:
     """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
     backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
@@ -168,9 +210,83 @@ class _PackedBlock:
         self.clear_packed_weights()
         return super()._apply(fn, *args, **kwargs)
 
+    def _reference(self, x: Tensor) -> Tensor:
+        """The block's computation with its own modules (what a plan "reference" runs)."""
+        raise NotImplementedError
+
+    def _bn_plan(self, x: Tensor) -> str:
+        """How this forward runs, from what each BatchNorm would do (``_uses_batch_stats``):
+        "fold" when none normalises with batch statistics (no BN, or all of them in eval mode with
+        running statistics), "batch" when all six do and the fused op covers them (plain
+        nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
+        BatchNorm classes, per-branch eps): the block's own modules."""
+        bns = [_conv_and_bn(unit)[1] for unit in self._units()]
+        present = [bn for bn in bns if bn is not None]
+        batch = [_uses_batch_stats(bn) for bn in present]
+        if not any(batch):
+            return "fold"
+        if (
+            len(present) == len(bns)
+            and all(batch)
+            and all(type(bn) is nn.BatchNorm2d for bn in present)
+            and len({bn.eps for bn in present}) == 1
+            and x.shape[0] > 0
+        ):
+            return "batch"
+        return "reference"
+
+    def _batch_stats_forward(self, x: Tensor) -> Tensor:
+        """Every BatchNorm normalising with batch statistics (train mode, or no running statistics):
+        the ``inception_block_bn_train`` op from the raw conv weights and the BN affine parameters,
+        then each BatchNorm's running statistics updated exactly as nn.BatchNorm2d does."""
+        dtype = _compute_dtype(x)
+        units = [_conv_and_bn(unit) for unit in self._units()]
+        convs = [conv for conv, _ in units]
+        bns = [units[i][1] for i in _PRE_ORDER]
+        weights = [conv.weight.to(dtype) for conv in convs]
+        biases = [
+            conv.bias.to(dtype) if conv.bias is not None else x.new_zeros(conv.out_channels, dtype=dtype)
+            for conv in convs
+        ]
+        cl = torch.channels_last
+        w_red = torch.cat([weights[0], weights[1], weights[3]]).flatten(1).contiguous()
+        b_red = torch.cat([biases[0], biases[1], biases[3]])
+        # affine=False: gamma 1 and beta 0, constants (no gradient).
+        ones = lambda bn: x.new_ones(bn.num_features, dtype=torch.float32)  # noqa: E731
+        gamma = torch.cat([ones(bn) if bn.weight is None else bn.weight.float() for bn in bns])
+        beta = torch.cat([ones(bn) * 0 if bn.bias is None else bn.bias.float() for bn in bns])
+        n, _, h, w = x.shape
+        if n * h * w == 1:
+            _count_batch(units[0][1])  # as nn.BatchNorm2d: branch 1's counter moves, then its check raises
+        backend = self.backend_for(x.device)
+        if backend != "auto" and "inception_block_bn_train" not in backends.get(backend).kernels:
+            backend = "torch"  # the compiled kernels have no train-mode BatchNorm: ATen's
+        out, mean, var = ops.inception_block_bn_train(
+            x.to(dtype),
+            w_red,
+            b_red,
+            weights[5].flatten(1).contiguous(),
+            biases[5],
+            weights[2].contiguous(memory_format=cl),
+            biases[2],
+            weights[4].contiguous(memory_format=cl),
+            biases[4],
+            gamma,
+            beta,
+            bns[0].eps,
+            backend=backend,
+        )
+        _update_running_stats(bns, mean, var, n * h * w)
+        return out
+
     def fused_forward(self, x: Tensor) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output (under autocast
-        in the autocast dtype)."""
+        in the autocast dtype).  BatchNorm folded, or with batch statistics (``_bn_plan``)."""
+        plan = self._bn_plan(x)
+        if plan == "batch":
+            return self._batch_stats_forward(x)
+        if plan == "reference":
+            return self._reference(x).contiguous(memory_format=torch.channels_last)
         dtype = _compute_dtype(x)
         return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=self.backend_for(x.device))
 
@@ -246,10 +362,13 @@ class FusedInception(_PackedBlock, Inception):
             )
         _check_params_match(x, self.branch1.conv.weight, "Inception block")
 
+    def _reference(self, x: Tensor) -> Tensor:
+        return Inception.forward(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        if self.training and self.batch_norm:
-            return super().forward(x)  # BatchNorm in training uses batch statistics
+        if self._bn_plan(x) == "reference":
+            return super().forward(x)  # a mix of batch and running statistics: the modules' own forward
         return self._fused_call(x)
 
 
@@ -368,7 +487,9 @@ class FusedGoogLeNet(GoogLeNet):
         """The folded stem on ``x`` in either layout; returns channels_last: everything after the
         first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
-            return super()._stem(x)
+            x = super()._stem(x)
+            # Train-mode BatchNorm: the stem is the reference's, the blocks run fused on channels_last.
+            return x.contiguous(memory_format=torch.channels_last) if x.shape[0] > 0 else x
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
@@ -391,7 +512,8 @@ class FusedGoogLeNet(GoogLeNet):
         return self._max_pool(x, self.maxpool2)
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
-        return block.fused_forward(x) if self._fused(x) else block(x)
+        # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan).
+        return block.fused_forward(x) if x.shape[0] > 0 else block(x)
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
@@ -443,6 +565,9 @@ class FusedForeignInception(_PackedBlock, nn.Module):
     def extra_repr(self) -> str:
         return f"from {self.source_class}"
 
+    def _reference(self, x: Tensor) -> Tensor:
+        return self.reference_forward(x)
+
     def reference_forward(self, x: Tensor) -> Tensor:
         """The block's computation with its own modules (train-mode BatchNorm included)."""
         units = self._units()
@@ -456,11 +581,11 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if (
-            (self.training and self.has_bn)
-            or not isinstance(x, Tensor)
+            not isinstance(x, Tensor)
             or x.dim() != 4
             or x.dtype not in _FLOAT_DTYPES
             or x.shape[1] != self.in_channels
+            or self._bn_plan(x) == "reference"
         ):
             return self.reference_forward(x)  # its own errors for input it cannot take
         _check_params_match(x, self._first_weight(), "Inception block")

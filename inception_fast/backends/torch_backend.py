@@ -43,6 +43,58 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return out, scratch
 
 
+def batch_stats(y2d):
+    """(mean, biased variance) per column of an [M, C] view, in float32 (two-pass, ATen's var_mean)."""
+    var, mean = torch.var_mean(y2d.float(), dim=0, correction=0)
+    return mean, var
+
+
+def bn_relu_into(dest, y2d, gamma, beta, mean, var, eps):
+    """dest = relu((y - mean) * gamma / sqrt(var + eps) + beta), per column of the [M, C] views, in
+    one multiply-add pass and one in-place ReLU (dest is a strided slice of the block output)."""
+    scale = gamma.float() * torch.rsqrt(var + eps)
+    shift = beta.float() - mean * scale
+    torch.addcmul(shift, y2d, scale, out=dest)
+    dest.relu_()
+
+
+def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
+    """inception_block_bn_train (see inception_fast.ops): the three 1x1s as ONE GEMM into their columns
+    of ``pre``, the pool projection as one GEMM into its columns, batch statistics per column, then
+    normalise + ReLU from ``pre`` straight into the slices of ``out`` and ``scratch``."""
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    n_red = w_red.shape[0]
+    c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    n, _, h, w = x.shape
+    pre = torch.empty((n, cp + pool, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    mean = torch.empty(cp + pool, dtype=torch.float32, device=x.device)
+    var = torch.empty_like(mean)
+    x2d, out2d, pre2d, scr2d = _rows(x), _rows(out), _rows(pre), _rows(scratch)
+
+    def norm(sl, y2d, dests):
+        mean[sl], var[sl] = batch_stats(y2d)
+        for dest, cols in dests:
+            bn_relu_into(dest, y2d[:, cols], gamma[sl][cols], beta[sl][cols], mean[sl][cols], var[sl][cols], eps)
+
+    y_red = pre2d[:, :n_red]
+    torch.addmm(b_red, x2d, w_red.t(), out=y_red)
+    norm(slice(0, n_red), y_red, [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))])
+    for sl, col0, inp, wgt, bias in (
+        (slice(c3, c5), ch1, scratch[:, :ch3red], w3, b3),
+        (slice(c5, cp), ch1 + ch3, scratch[:, ch3red:], w5, b5),
+    ):
+        k = wgt.shape[-1]
+        y = F.conv2d(inp, wgt, bias, padding=k // 2)
+        y2d = _rows(y.contiguous(memory_format=torch.channels_last))
+        pre2d[:, sl].copy_(y2d)
+        norm(sl, y2d, [(out2d[:, col0 : col0 + wgt.shape[0]], slice(None))])
+    y_pool = pre2d[:, cp:]
+    torch.addmm(b_pool, _rows(F.max_pool2d(x, 3, 1, 1)), w_pool.t(), out=y_pool)
+    norm(slice(cp, cp + pool), y_pool, [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
+    return out, scratch, pre, mean, var
+
+
 def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
     y = F.conv2d(x, w, b, stride=stride, padding=padding).relu_()
     if (pool_kernel, pool_stride) != (1, 1):  # a 1x1 pool with stride 2 still subsamples
@@ -59,6 +111,11 @@ register(
     Backend(
         "torch",
         _unavailable_reason,
-        {"inception_block": block_forward, "conv_relu_maxpool": conv_relu_maxpool, "max_pool2d": max_pool2d},
+        {
+            "inception_block": block_forward,
+            "inception_block_bn_train": block_bn_train_forward,
+            "conv_relu_maxpool": conv_relu_maxpool,
+            "max_pool2d": max_pool2d,
+        },
     )
 )
