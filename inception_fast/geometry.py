@@ -19,6 +19,7 @@ __all__ = [
     "BlockChannels",
     "block_channels",
     "empty_outputs",
+    "empty_pre_bn",
     "conv_out",
     "pool_out",
     "PIXEL_ROW_LIMIT",
@@ -65,6 +66,14 @@ def empty_outputs(x: torch.Tensor, w_red, w_pool, w3, w5) -> tuple[torch.Tensor,
     out = torch.empty((n, channels.total, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
     scratch = torch.empty((n, channels.reductions, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
     return out, scratch
+
+
+def empty_pre_bn(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, channels, H, W), uninitialised, channels_last, x's dtype and device: every conv's output
+    before its train-mode BatchNorm (``inception_fast::inception_block_bn_train``).  Allocated here,
+    like ``empty_outputs``, so tests can poison it."""
+    n, _, h, w = x.shape
+    return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 def pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:

@@ -413,6 +413,7 @@ class FusedGoogLeNet(GoogLeNet):
             aux_logits=model.aux1 is not None,
             transform_input=model.transform_input,
             dropout=model.dropout.p,
+            dropout_aux=model.aux1.dropout.p if model.aux1 is not None else 0.7,
             init_weights=False,
             backend=backend,
         )

@@ -346,9 +346,8 @@ def _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma,
 
 def _bn_train_empty(x, w_red, w_pool, w3, w5):
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    n, _, h, w = x.shape
     c_all = bn_train_channels(w_red, w_pool, w3, w5)
-    pre = torch.empty((n, c_all, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    pre = geometry.empty_pre_bn(x, c_all)
     mean = torch.empty(c_all, dtype=torch.float32, device=x.device)
     return out, scratch, pre, mean, torch.empty_like(mean)
 
@@ -357,8 +356,8 @@ def _bn_train_empty(x, w_red, w_pool, w3, w5):
 def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
     _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
     x = x.contiguous(memory_format=torch.channels_last)
-    if backend == "auto":  # no measured choice for this op yet: Triton on CUDA where it runs, else ATen
-        backend = "triton" if x.is_cuda and _backends.availability("triton", x.device) is None else "torch"
+    if backend == "auto":  # no measured choice for this op yet: ATen's, which cannot be slower than itself
+        backend = "torch"
     with torch.no_grad():
         return _kernel("inception_block_bn_train", backend, x)(
             x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps

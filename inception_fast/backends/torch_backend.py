@@ -66,8 +66,7 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     n_red = w_red.shape[0]
     c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    n, _, h, w = x.shape
-    pre = torch.empty((n, cp + pool, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    pre = geometry.empty_pre_bn(x, cp + pool)
     mean = torch.empty(cp + pool, dtype=torch.float32, device=x.device)
     var = torch.empty_like(mean)
     x2d, out2d, pre2d, scr2d = _rows(x), _rows(out), _rows(pre), _rows(scratch)

@@ -1,0 +1,219 @@
+"""Train-mode BatchNorm for the block (the "triton" backend's ``inception_block_bn_train`` kernel):
+a 1x1 conv as a GEMM whose epilogue yields the batch statistics, and the normalise + ReLU pass.
+
+* ``_gemm_stats_kernel``: y[M, N] = a[M, K] @ w[N, K]^T + b, stored in y's dtype into any strided
+  [M, N] view (a column block of the block's pre-BN buffer), fp32 accumulation.  Its epilogue also
+  writes, per BLOCK_M-row tile and column, the tile's mean and sum of squared deviations from that
+  mean (M2), both of the stored (rounded) values in fp32: the two-pass variance within the tile,
+  which the tile holds in registers.  ``combine_tile_stats`` then merges the tiles in a fixed order
+  (Chan's parallel formula, ATen reductions over a fixed shape): deterministic, no atomics, and no
+  E[y^2] - E[y]^2 cancellation.
+* ``_bn_relu_kernel``: dest = relu(y * scale + shift) per column, one read of y and one write of
+  dest, both strided [M, C] views (a channel slice of the block output, or the scratch).
+
+The block (``block_bn_train_forward``): the three 1x1s as ONE GEMM over x, the pool projection as
+one GEMM over the pooled input (the Triton max pool), each followed by the light pass into its
+slices; the 3x3 and kxk convolutions and their statistics are the torch backend's (ATen), then the
+same light pass.  Dtypes float32 / float16 / bfloat16 (float32 only under the interpreter); 64-bit
+row offsets.  Selected only by backend="triton" (no measured choice picks it yet).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ... import geometry
+from ..torch_backend import _rows, batch_stats
+from . import _common
+from .maxpool import launch_max_pool
+
+__all__ = ["launch_gemm_stats", "combine_tile_stats", "launch_bn_relu", "block_bn_train_forward"]
+
+
+@triton.jit
+def _gemm_stats_kernel(
+    a_ptr,
+    w_ptr,
+    b_ptr,
+    y_ptr,
+    tile_mean_ptr,
+    tile_m2_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_ak,
+    stride_wn,
+    stride_wk,
+    stride_ym,
+    stride_yn,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    rows = offs_m.to(tl.int64)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = k0 + offs_k < K
+        a = tl.load(
+            a_ptr + rows[:, None] * stride_am + (k0 + offs_k)[None, :] * stride_ak,
+            mask=m_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            w_ptr + offs_n[None, :] * stride_wn + (k0 + offs_k)[:, None] * stride_wk,
+            mask=k_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+    acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    y = acc.to(y_ptr.dtype.element_ty)
+    ok = m_ok[:, None] & n_ok[None, :]
+    tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :] * stride_yn, y, mask=ok)
+    # The statistics of what was stored (BatchNorm sees the rounded conv output), rows past M excluded.
+    v = tl.where(m_ok[:, None], y.to(tl.float32), 0.0)
+    count = tl.minimum(M - pid_m * BLOCK_M, BLOCK_M).to(tl.float32)
+    mean = tl.sum(v, axis=0) / count
+    d = tl.where(m_ok[:, None], v - mean[None, :], 0.0)
+    m2 = tl.sum(d * d, axis=0)
+    tl.store(tile_mean_ptr + pid_m * N + offs_n, mean, mask=n_ok)
+    tl.store(tile_m2_ptr + pid_m * N + offs_n, m2, mask=n_ok)
+
+
+@triton.jit
+def _bn_relu_kernel(
+    y_ptr,
+    dest_ptr,
+    scale_ptr,
+    shift_ptr,
+    M,
+    C,
+    stride_ym,
+    stride_yc,
+    stride_dm,
+    stride_dc,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    ok = (offs_m < M)[:, None] & c_ok[None, :]
+    rows = offs_m.to(tl.int64)
+    y = tl.load(y_ptr + rows[:, None] * stride_ym + offs_c[None, :] * stride_yc, mask=ok, other=0.0)
+    scale = tl.load(scale_ptr + offs_c, mask=c_ok, other=0.0)
+    shift = tl.load(shift_ptr + offs_c, mask=c_ok, other=0.0)
+    z = tl.maximum(y.to(tl.float32) * scale[None, :] + shift[None, :], 0.0)
+    dest = dest_ptr + rows[:, None] * stride_dm + offs_c[None, :] * stride_dc
+    tl.store(dest, z.to(dest_ptr.dtype.element_ty), mask=ok)
+
+
+# One fixed tile (no autotuning: no GPU has measured this kernel); the interpreter's is larger
+# (it pays per program, not per element).
+GPU_TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
+INTERPRETER_TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+PASS_TILE = {"BLOCK_M": 64, "BLOCK_C": 64}
+
+
+def launch_gemm_stats(a2d: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
+    """y2d = a2d @ w.T + b (a2d [M, K], w [N, K], y2d [M, N], any strides); returns the per-tile
+    (mean, M2) [ceil(M / BLOCK_M), N] float32 and BLOCK_M, for ``combine_tile_stats``."""
+    _common.check_dtype(a2d.dtype)
+    m, k = a2d.shape
+    n = w.shape[0]
+    geometry.check_pixel_rows(m)
+    tile = INTERPRETER_TILE if _common.INTERPRET else GPU_TILE
+    tiles_m = _common.cdiv(m, tile["BLOCK_M"])
+    tile_mean = torch.empty((tiles_m, n), dtype=torch.float32, device=a2d.device)
+    tile_m2 = torch.empty_like(tile_mean)
+    grid = (tiles_m, _common.cdiv(n, tile["BLOCK_N"]))
+    _common.launch(
+        _gemm_stats_kernel,
+        grid,
+        a2d,
+        w,
+        b,
+        y2d,
+        tile_mean,
+        tile_m2,
+        m,
+        n,
+        k,
+        *a2d.stride(),
+        *w.stride(),
+        *y2d.stride(),
+        DOT_PRECISION=_common.dot_precision(a2d.dtype),
+        **tile,
+    )
+    return tile_mean, tile_m2, tile["BLOCK_M"]
+
+
+def combine_tile_stats(tile_mean: torch.Tensor, tile_m2: torch.Tensor, rows: int, block_m: int):
+    """(mean, biased variance) per column from the per-tile means and M2s of ``rows`` rows in tiles of
+    ``block_m`` (the last one partial): Chan's formula, M2 = sum(M2_t) + sum(n_t (mean_t - mean)^2)."""
+    tiles = tile_mean.shape[0]
+    counts = torch.full((tiles, 1), float(block_m), dtype=torch.float32, device=tile_mean.device)
+    counts[-1] = rows - (tiles - 1) * block_m
+    mean = (tile_mean * counts).sum(0) / rows
+    m2 = tile_m2.sum(0) + (counts * (tile_mean - mean).square()).sum(0)
+    return mean, m2 / rows
+
+
+def launch_bn_relu(y2d, dest2d, gamma, beta, mean, var, eps) -> None:
+    """dest2d = relu((y2d - mean) * gamma / sqrt(var + eps) + beta) per column, one pass."""
+    scale = (gamma.float() * torch.rsqrt(var + eps)).contiguous()
+    shift = (beta.float() - mean * scale).contiguous()
+    m, c = y2d.shape
+    grid = (_common.cdiv(m, PASS_TILE["BLOCK_M"]), _common.cdiv(c, PASS_TILE["BLOCK_C"]))
+    _common.launch(_bn_relu_kernel, grid, y2d, dest2d, scale, shift, m, c, *y2d.stride(), *dest2d.stride(), **PASS_TILE)
+
+
+def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
+    """inception_block_bn_train on the triton backend (see the module docstring)."""
+    _common.check_dtype(x.dtype)
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    n_red = w_red.shape[0]
+    c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    pre = geometry.empty_pre_bn(x, cp + pool)
+    mean = torch.empty(cp + pool, dtype=torch.float32, device=x.device)
+    var = torch.empty_like(mean)
+    rows = x.shape[0] * x.shape[2] * x.shape[3]
+    out2d, pre2d, scr2d = _rows(out), _rows(pre), _rows(scratch)
+
+    def gemm(a2d, w, b, sl):
+        tile_mean, tile_m2, block_m = launch_gemm_stats(a2d, w, b, pre2d[:, sl])
+        mean[sl], var[sl] = combine_tile_stats(tile_mean, tile_m2, rows, block_m)
+
+    def normalise(sl, dest, cols=slice(None)):
+        g, bt, mu, v = (t[sl][cols] for t in (gamma, beta, mean, var))
+        launch_bn_relu(pre2d[:, sl][:, cols], dest, g, bt, mu, v, eps)
+
+    red = slice(0, n_red)
+    gemm(_rows(x), w_red, b_red, red)
+    normalise(red, out2d[:, :ch1], slice(0, ch1))
+    normalise(red, scr2d, slice(ch1, n_red))
+    for sl, col0, inp, wgt, bias in (
+        (slice(c3, c5), ch1, scratch[:, :ch3red], w3, b3),
+        (slice(c5, cp), ch1 + ch3, scratch[:, ch3red:], w5, b5),
+    ):
+        k = wgt.shape[-1]
+        pre[:, sl] = F.conv2d(inp, wgt, bias, padding=k // 2)
+        mean[sl], var[sl] = batch_stats(pre2d[:, sl])
+        normalise(sl, out2d[:, col0 : col0 + wgt.shape[0]])
+    pooled = launch_max_pool(x, 3, 1, 1, False)
+    sl = slice(cp, cp + pool)
+    gemm(_rows(pooled), w_pool, b_pool, sl)
+    normalise(sl, out2d[:, ch1 + ch3 + ch5 :])
+    return out, scratch, pre, mean, var
