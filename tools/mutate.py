@@ -175,6 +175,39 @@ MUTANTS = [
         FOLD,
         "BN fold forgets eps",
     ),
+    # -- train-mode BatchNorm (inception_block_bn_train) ---------------------------------------------
+    Mutant(
+        "bn_running_var_biased",
+        "inception_fast/modules.py",
+        "var[col : col + c] * (count / (count - 1))",
+        "var[col : col + c] * 1.0",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "running variance updated with the biased batch variance",
+    ),
+    Mutant(
+        "bn_momentum_swapped",
+        "inception_fast/modules.py",
+        "rm.copy_(factor * m + (1.0 - factor) * rm.float())",
+        "rm.copy_((1.0 - factor) * m + factor * rm.float())",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "running mean weights the batch with 1 - momentum",
+    ),
+    Mutant(
+        "bn_backward_no_relu_mask",
+        "inception_fast/ops.py",
+        "    g = grad_z * (z > 0)",
+        "    g = grad_z * (z >= 0)",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "train-mode BN backward without the ReLU mask",
+    ),
+    Mutant(
+        "triton_bn_stats_no_chan_term",
+        "inception_fast/backends/triton/bn_train.py",
+        "    m2 = tile_m2.sum(0) + (counts * (tile_mean - mean).square()).sum(0)",
+        "    m2 = tile_m2.sum(0)",
+        ("tests/test_train_bn.py", "-k", "triton_matches"),
+        "tile variances merged without the between-tile term",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
