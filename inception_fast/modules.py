@@ -7,9 +7,14 @@ submodules and state_dict keys; only forward differs:
   tensor changes), one ``inception_fast::inception_block`` op per block.  With
   gradients enabled the packing is redone differentiably and the op's registered
   backward carries gradients back to the original parameters.
-* train mode with BatchNorm: BatchNorm needs batch statistics, so the block runs
-  the reference computation (exactly as the reference trains).  Without
-  BatchNorm (paper, d2l) training also goes through the fused op.
+* BatchNorm with batch statistics (train mode, or no running statistics): nothing folds, and
+  one ``inception_fast::inception_block_bn_train`` op per block computes the block from the raw
+  conv weights and the BN affine parameters (the three 1x1s as one GEMM, batch statistics per
+  channel, normalise + ReLU into the slices of one output; registered backward), and the block
+  then updates each BatchNorm's running statistics as nn.BatchNorm2d does (momentum or the
+  cumulative average, unbiased variance, num_batches_tracked).  A block whose BatchNorms mix
+  batch and running statistics, differ in eps or are not plain nn.BatchNorm2d runs its own
+  modules.  Without BatchNorm (paper, d2l) training goes through the folded op.
 
 FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool) fused: the stem
 and the pools in the forms measured fastest (``inception_fast.stages``).  NCHW input works: the
@@ -479,8 +484,10 @@ class FusedGoogLeNet(GoogLeNet):
             raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
 
     def _fused(self, x: Tensor) -> bool:
-        """Whether this forward runs fused: not in train mode with BatchNorm (batch statistics),
-        and not on an empty batch (nothing to compute: the reference's empty result)."""
+        """Whether the stem and the pools run fused: not in train mode with BatchNorm (the stem's
+        BatchNorms need batch statistics: the reference's stem, then channels_last; the blocks
+        choose for themselves, ``_block``), and not on an empty batch (nothing to compute: the
+        reference's empty result)."""
         return not (self.training and self.variant == "torchvision") and x.shape[0] > 0
 
     # The network is GoogLeNet.forward; these are its stages, fused.
@@ -531,9 +538,10 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
     * eval mode, or no BatchNorm: the fused op from the six conv(→BN) units (BN folded; a conv
       without bias and BN gets a zero bias), differentiable through the op's registered backward;
-    * train mode with BatchNorm, and dtypes the op lacks (float64): the matched computation
-      with the block's own modules (each conv, BN and ReLU in turn, then torch.cat), which is
-      what the original forward computes: the match proved it.
+    * every BatchNorm in train mode: the train-mode BatchNorm op (see the module docstring);
+    * BatchNorms mixing train and eval mode or differing in eps, and dtypes the op lacks
+      (float64): the matched computation with the block's own modules (each conv, BN and ReLU in
+      turn, then torch.cat), which is what the original forward computes: the match proved it.
     """
 
     def __init__(self, block: nn.Module, match, backend: str = "auto") -> None:

@@ -11,6 +11,10 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   torch.compile, whose traced graph only holds the op).  Differentiable: the backward is ATen's
   (the three 1x1 input gradients as one GEMM, the pool branch through the max pool, ReLU masks
   from the saved outputs).
+* ``inception_fast::inception_block_bn_train`` -- the block with train-mode BatchNorm (batch
+  statistics) after every conv, from raw conv weights and the BN affine parameters; returns the
+  output and, for the backward and the caller's running-statistics update, the pre-BN outputs and
+  the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
   stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
