@@ -342,7 +342,9 @@ def _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma,
     if not eps > 0:
         raise ValueError(f"BatchNorm eps must be positive, got {eps}")
     n, _, h, w = x.shape
-    if n * h * w <= 1:
+    if n == 0:
+        raise ValueError("inception_block_bn_train needs a non-empty batch (no values to take statistics of)")
+    if n * h * w == 1:
         # PyTorch's own check and words (F.batch_norm in training); the size is branch 1's BN input.
         size = torch.Size([n, w_red.shape[0] - w3.shape[1] - w5.shape[1], h, w])
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
