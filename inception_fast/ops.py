@@ -308,17 +308,19 @@ torch.library.register_autograd(
 # (nn.BatchNorm2d in train mode, or without running statistics).  Nothing folds: the op takes the
 # raw conv weights (packed like inception_block's, biases as given, zeros where a conv has none)
 # and the six BatchNorms' affine parameters packed in one pair (gamma, beta) in the channel order
-# of ``pre`` below.  It returns
+# of ``mean`` below.  It returns
 #   out     (N, ch1+ch3+ch5+pool, H, W)         channels_last, post BN+ReLU, every branch in its slice
 #   scratch (N, ch3red+ch5red, H, W)            channels_last, the two reductions post BN+ReLU
-#   pre     (N, n_red+ch3+ch5+pool, H, W)       channels_last, every conv's output before its BN,
-#                                               [the three 1x1s | 3x3 | kxk | pool proj] (for backward)
-#   mean, var (n_red+ch3+ch5+pool,) float32     the batch mean and biased variance per channel of pre
+#   pre     (N*H*W*(n_red+ch3+ch5+pool),)       every conv's output before its BN (for the backward): the
+#                                               contiguous [N*H*W, c] pieces of geometry.pre_bn_pieces,
+#                                               the three 1x1s, the 3x3, the kxk, the pool projection
+#   mean, var (n_red+ch3+ch5+pool,) float32     the batch mean and biased variance per channel, same order
 # The running-statistics update is the caller's (FusedInception): it needs the modules' momenta.
 
 
 def bn_train_channels(w_red, w_pool, w3, w5) -> int:
-    """Channels of ``pre`` (and of gamma, beta, mean, var): the three 1x1s, the 3x3, the kxk, the pool."""
+    """Channels of gamma, beta, mean and var (and of ``pre``'s pieces): the three 1x1s, the 3x3, the
+    kxk, the pool projection."""
     return w_red.shape[0] + w3.shape[0] + w5.shape[0] + w_pool.shape[0]
 
 
@@ -389,67 +391,75 @@ def _rows(t):
     return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
-def _bn_relu_backward(grad_z, z, y, gamma, mean, invstd, eps):
-    """Gradients (wrt y, gamma, beta) of z = relu(batch_norm(y)) in training, [M, C] views: the ReLU
-    mask from the saved output z, then ATen's batch-norm backward with the saved batch statistics."""
-    g = grad_z * (z > 0)
-    return torch.ops.aten.native_batch_norm_backward(
-        g, y, gamma, None, None, mean, invstd, True, eps, [True, True, True]
-    )
-
-
 def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mean, _g_var):
-    """ATen: per branch the ReLU mask from the saved output and BatchNorm's training backward from the
-    saved pre-BN output and batch statistics; the 3x3/kxk through convolution_backward; the three
-    1x1s' input and weight gradients as one GEMM each against the packed weights; the pool branch
-    through the max pool (argmax recomputed)."""
+    """ATen, per group of channels (the three 1x1s together, the 3x3, the kxk, the pool projection):
+    the ReLU mask from the saved output (threshold_backward, into a contiguous matrix), then
+    BatchNorm's training backward from the saved pre-BN piece and batch statistics; the 3x3/kxk
+    through convolution_backward; the three 1x1s' input and weight gradients as one GEMM each
+    against the packed weights; the pool branch through the max pool (argmax recomputed)."""
     x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var = ctx.saved_tensors
     eps = ctx.eps
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
     n, cin, h, w = x.shape
+    rows = n * h * w
     cl = torch.channels_last
-    c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
+    widths = (n_red, ch3, ch5, pool)
+    y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
     invstd = torch.rsqrt(var + eps)
-    g2d, out2d, pre2d, scr2d = _rows(grad_out.contiguous(memory_format=cl)), _rows(out), _rows(pre), _rows(scratch)
+    g2d, out2d, scr2d = _rows(grad_out.contiguous(memory_format=cl)), _rows(out), _rows(scratch)
+    starts = [0, n_red, n_red + ch3, n_red + ch3 + ch5]
+    stats = [(gamma[s : s + c], mean[s : s + c], invstd[s : s + c]) for s, c in zip(starts, widths)]
 
-    def branch_conv(col0, c, sl, inp, wgt):
-        """BN+ReLU backward of a 3x3/kxk branch (its out columns col0:col0+c, pre slice sl), then its conv's."""
-        gy, ggam, gbet = _bn_relu_backward(
-            g2d[:, col0 : col0 + c], out2d[:, col0 : col0 + c], pre2d[:, sl], gamma[sl], mean[sl], invstd[sl], eps
+    def bn_backward(g_masked, y, group):
+        """(grad of pre-BN y, of gamma, of beta) from the masked gradient of the BN output."""
+        gam, mu, inv = stats[group]
+        return torch.ops.aten.native_batch_norm_backward(
+            g_masked, y, gam, None, None, mu, inv, True, eps, [True, True, True]
         )
-        gy4 = gy.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+    def branch_conv(col0, y, group, inp, wgt):
+        """BN+ReLU backward of a 3x3/kxk branch (its columns col0: of out), then its conv's."""
+        c = y.shape[1]
+        masked = torch.ops.aten.threshold_backward(g2d[:, col0 : col0 + c], out2d[:, col0 : col0 + c], 0)
+        gy, ggam, gbet = bn_backward(masked, y, group)
         k = wgt.shape[-1]
         gi, gw, gb = torch.ops.aten.convolution_backward(
-            gy4, inp, wgt, [c], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, True, True]
+            gy.view(n, h, w, c).permute(0, 3, 1, 2),
+            inp,
+            wgt,
+            [c],
+            [1, 1],
+            [k // 2, k // 2],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, True, True],
         )
         return gi, gw, gb, ggam, gbet
 
-    red3, red5 = scratch[:, :ch3red], scratch[:, ch3red:]
-    gr3, gw3, gb3, ggam3, gbet3 = branch_conv(ch1, ch3, slice(c3, c5), red3, w3)
-    gr5, gw5, gb5, ggam5, gbet5 = branch_conv(ch1 + ch3, ch5, slice(c5, cp), red5, w5)
-    # The three 1x1s: their post-ReLU gradients side by side, [branch 1 | branch 2's | branch 3's input].
-    g_red = torch.empty((n * h * w, n_red), dtype=x.dtype, device=x.device)
-    g_red[:, :ch1] = g2d[:, :ch1]
-    g_red[:, ch1 : ch1 + ch3red] = _rows(gr3)
-    g_red[:, ch1 + ch3red :] = _rows(gr5)
-    z_red = torch.cat([out2d[:, :ch1], scr2d], dim=1)
-    sl = slice(0, n_red)
-    gy_red, ggam_red, gbet_red = _bn_relu_backward(g_red, z_red, pre2d[:, sl], gamma[sl], mean[sl], invstd[sl], eps)
-    x2d = _rows(x)
-    gw_red = gy_red.t().mm(x2d)
+    gr3, gw3, gb3, ggam3, gbet3 = branch_conv(ch1, y3, 1, scratch[:, :ch3red], w3)
+    gr5, gw5, gb5, ggam5, gbet5 = branch_conv(ch1 + ch3, y5, 2, scratch[:, ch3red:], w5)
+    # The three 1x1s: their masked post-ReLU gradients side by side in one contiguous matrix.
+    masked = torch.empty((rows, n_red), dtype=x.dtype, device=x.device)
+    tb = torch.ops.aten.threshold_backward.grad_input
+    tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])
+    tb(_rows(gr3), scr2d[:, :ch3red], 0, grad_input=masked[:, ch1 : ch1 + ch3red])
+    tb(_rows(gr5), scr2d[:, ch3red:], 0, grad_input=masked[:, ch1 + ch3red :])
+    gy_red, ggam_red, gbet_red = bn_backward(masked, y_red, 0)
+    gw_red = gy_red.t().mm(_rows(x))
     gb_red = gy_red.sum(0)
-    sl, col0 = slice(cp, cp + pool), ch1 + ch3 + ch5
-    gy_pool, ggam_pool, gbet_pool = _bn_relu_backward(
-        g2d[:, col0:], out2d[:, col0:], pre2d[:, sl], gamma[sl], mean[sl], invstd[sl], eps
-    )
+    col0 = ch1 + ch3 + ch5
+    masked = torch.ops.aten.threshold_backward(g2d[:, col0:], out2d[:, col0:], 0)
+    gy_pool, ggam_pool, gbet_pool = bn_backward(masked, y_pool, 3)
     pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
     gw_pool = gy_pool.t().mm(_rows(pooled))
     gb_pool = gy_pool.sum(0)
     gx = None
     if ctx.needs_input_grad[0]:
-        gx = gy_red.mm(w_red).reshape(n, h, w, cin).permute(0, 3, 1, 2)
-        g_pooled = gy_pool.mm(w_pool).reshape(n, h, w, cin).permute(0, 3, 1, 2)
+        gx = gy_red.mm(w_red).view(n, h, w, cin).permute(0, 3, 1, 2)
+        g_pooled = gy_pool.mm(w_pool).view(n, h, w, cin).permute(0, 3, 1, 2)
         gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
             g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
         )

@@ -195,10 +195,10 @@ MUTANTS = [
     Mutant(
         "bn_backward_no_relu_mask",
         "inception_fast/ops.py",
-        "    g = grad_z * (z > 0)",
-        "    g = grad_z * (z >= 0)",
+        "    tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])",
+        "    masked[:, :ch1] = g2d[:, :ch1]",
         ("tests/test_train_bn.py", "-k", "small-k3"),
-        "train-mode BN backward without the ReLU mask",
+        "train-mode BN backward without branch 1's ReLU mask",
     ),
     Mutant(
         "triton_bn_stats_no_chan_term",

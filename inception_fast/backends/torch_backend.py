@@ -44,9 +44,12 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
 
 
 def batch_stats(y2d):
-    """(mean, biased variance) per column of an [M, C] view, in float32 (two-pass, ATen's var_mean)."""
-    var, mean = torch.var_mean(y2d.float(), dim=0, correction=0)
-    return mean, var
+    """(mean, biased variance) per column of an [M, C] view, in float32: two passes, the column sums
+    and then the sums of squared deviations from the mean (ATen's var_mean over the outer dim takes a
+    scalar Welford path on CPU, ~10x slower)."""
+    y = y2d.float()
+    mean = y.sum(0) / y.shape[0]
+    return mean, (y - mean).square_().sum(0) / y.shape[0]
 
 
 def bn_relu_into(dest, y2d, gamma, beta, mean, var, eps):
@@ -59,39 +62,42 @@ def bn_relu_into(dest, y2d, gamma, beta, mean, var, eps):
 
 
 def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
-    """inception_block_bn_train (see inception_fast.ops): the three 1x1s as ONE GEMM into their columns
-    of ``pre``, the pool projection as one GEMM into its columns, batch statistics per column, then
+    """inception_block_bn_train (see inception_fast.ops): the three 1x1s as ONE GEMM into their piece
+    of ``pre``, the pool projection as one GEMM into its piece, batch statistics per column, then
     normalise + ReLU from ``pre`` straight into the slices of ``out`` and ``scratch``."""
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
-    c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
+    widths = (n_red, ch3, ch5, pool)
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    pre = geometry.empty_pre_bn(x, cp + pool)
-    mean = torch.empty(cp + pool, dtype=torch.float32, device=x.device)
-    var = torch.empty_like(mean)
-    x2d, out2d, pre2d, scr2d = _rows(x), _rows(out), _rows(pre), _rows(scratch)
+    rows = x.shape[0] * x.shape[2] * x.shape[3]
+    pre = geometry.empty_pre_bn(x, sum(widths))
+    y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
+    means, variances = [], []
+    x2d, out2d, scr2d = _rows(x), _rows(out), _rows(scratch)
 
-    def norm(sl, y2d, dests):
-        mean[sl], var[sl] = batch_stats(y2d)
+    def norm(y2d, col0, dests):
+        mean, var = batch_stats(y2d)
+        means.append(mean)
+        variances.append(var)
+        sl = slice(col0, col0 + y2d.shape[1])
+        g, b = gamma[sl], beta[sl]
         for dest, cols in dests:
-            bn_relu_into(dest, y2d[:, cols], gamma[sl][cols], beta[sl][cols], mean[sl][cols], var[sl][cols], eps)
+            bn_relu_into(dest, y2d[:, cols], g[cols], b[cols], mean[cols], var[cols], eps)
 
-    y_red = pre2d[:, :n_red]
     torch.addmm(b_red, x2d, w_red.t(), out=y_red)
-    norm(slice(0, n_red), y_red, [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))])
-    for sl, col0, inp, wgt, bias in (
-        (slice(c3, c5), ch1, scratch[:, :ch3red], w3, b3),
-        (slice(c5, cp), ch1 + ch3, scratch[:, ch3red:], w5, b5),
+    norm(y_red, 0, [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))])
+    col0 = n_red
+    for y2d, dest0, inp, wgt, bias in (
+        (y3, ch1, scratch[:, :ch3red], w3, b3),
+        (y5, ch1 + ch3, scratch[:, ch3red:], w5, b5),
     ):
         k = wgt.shape[-1]
-        y = F.conv2d(inp, wgt, bias, padding=k // 2)
-        y2d = _rows(y.contiguous(memory_format=torch.channels_last))
-        pre2d[:, sl].copy_(y2d)
-        norm(sl, y2d, [(out2d[:, col0 : col0 + wgt.shape[0]], slice(None))])
-    y_pool = pre2d[:, cp:]
+        y2d.copy_(_rows(F.conv2d(inp, wgt, bias, padding=k // 2)))
+        norm(y2d, col0, [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
+        col0 += y2d.shape[1]
     torch.addmm(b_pool, _rows(F.max_pool2d(x, 3, 1, 1)), w_pool.t(), out=y_pool)
-    norm(slice(cp, cp + pool), y_pool, [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
-    return out, scratch, pre, mean, var
+    norm(y_pool, col0, [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
+    return out, scratch, pre, torch.cat(means), torch.cat(variances)
 
 
 def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):

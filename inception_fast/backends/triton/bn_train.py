@@ -184,36 +184,38 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     _common.check_dtype(x.dtype)
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
-    c3, c5, cp = n_red, n_red + ch3, n_red + ch3 + ch5
+    widths = (n_red, ch3, ch5, pool)
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    pre = geometry.empty_pre_bn(x, cp + pool)
-    mean = torch.empty(cp + pool, dtype=torch.float32, device=x.device)
-    var = torch.empty_like(mean)
     rows = x.shape[0] * x.shape[2] * x.shape[3]
-    out2d, pre2d, scr2d = _rows(out), _rows(pre), _rows(scratch)
+    pre = geometry.empty_pre_bn(x, sum(widths))
+    y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
+    means, variances = [], []
+    out2d, scr2d = _rows(out), _rows(scratch)
 
-    def gemm(a2d, w, b, sl):
-        tile_mean, tile_m2, block_m = launch_gemm_stats(a2d, w, b, pre2d[:, sl])
-        mean[sl], var[sl] = combine_tile_stats(tile_mean, tile_m2, rows, block_m)
+    def gemm(a2d, w, b, y2d):
+        means_t, m2_t, block_m = launch_gemm_stats(a2d, w, b, y2d)
+        return combine_tile_stats(means_t, m2_t, rows, block_m)
 
-    def normalise(sl, dest, cols=slice(None)):
-        g, bt, mu, v = (t[sl][cols] for t in (gamma, beta, mean, var))
-        launch_bn_relu(pre2d[:, sl][:, cols], dest, g, bt, mu, v, eps)
+    def normalise(y2d, col0, mean, var, dests):
+        means.append(mean)
+        variances.append(var)
+        sl = slice(col0, col0 + y2d.shape[1])
+        g, bt = gamma[sl], beta[sl]
+        for dest, cols in dests:
+            launch_bn_relu(y2d[:, cols], dest, g[cols], bt[cols], mean[cols], var[cols], eps)
 
-    red = slice(0, n_red)
-    gemm(_rows(x), w_red, b_red, red)
-    normalise(red, out2d[:, :ch1], slice(0, ch1))
-    normalise(red, scr2d, slice(ch1, n_red))
-    for sl, col0, inp, wgt, bias in (
-        (slice(c3, c5), ch1, scratch[:, :ch3red], w3, b3),
-        (slice(c5, cp), ch1 + ch3, scratch[:, ch3red:], w5, b5),
+    normalise(
+        y_red, 0, *gemm(_rows(x), w_red, b_red, y_red), [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))]
+    )
+    col0 = n_red
+    for y2d, dest0, inp, wgt, bias in (
+        (y3, ch1, scratch[:, :ch3red], w3, b3),
+        (y5, ch1 + ch3, scratch[:, ch3red:], w5, b5),
     ):
         k = wgt.shape[-1]
-        pre[:, sl] = F.conv2d(inp, wgt, bias, padding=k // 2)
-        mean[sl], var[sl] = batch_stats(pre2d[:, sl])
-        normalise(sl, out2d[:, col0 : col0 + wgt.shape[0]])
+        y2d.copy_(_rows(F.conv2d(inp, wgt, bias, padding=k // 2)))
+        normalise(y2d, col0, *batch_stats(y2d), [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
+        col0 += y2d.shape[1]
     pooled = launch_max_pool(x, 3, 1, 1, False)
-    sl = slice(cp, cp + pool)
-    gemm(_rows(pooled), w_pool, b_pool, sl)
-    normalise(sl, out2d[:, ch1 + ch3 + ch5 :])
-    return out, scratch, pre, mean, var
+    normalise(y_pool, col0, *gemm(_rows(pooled), w_pool, b_pool, y_pool), [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
+    return out, scratch, pre, torch.cat(means), torch.cat(variances)
