@@ -495,9 +495,15 @@ class FusedGoogLeNet(GoogLeNet):
         """The folded stem on ``x`` in either layout; returns channels_last: everything after the
         first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
-            x = super()._stem(x)
-            # Train-mode BatchNorm: the stem is the reference's, the blocks run fused on channels_last.
-            return x.contiguous(memory_format=torch.channels_last) if x.shape[0] > 0 else x
+            if x.shape[0] == 0:
+                return super()._stem(x)
+            # Train-mode BatchNorm: the reference's stem, on channels_last (oneDNN's faster layout,
+            # and the blocks' layout, which they then run fused in).
+            return (
+                super()
+                ._stem(x.contiguous(memory_format=torch.channels_last))
+                .contiguous(memory_format=torch.channels_last)
+            )
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
