@@ -208,6 +208,14 @@ MUTANTS = [
         ("tests/test_train_bn.py", "-k", "triton_matches"),
         "tile variances merged without the between-tile term",
     ),
+    Mutant(
+        "triton_bn_conv_no_padding_shift",
+        "inception_fast/backends/triton/bn_train.py",
+        "            ih = hh + (kh - KS // 2)",
+        "            ih = hh + kh",
+        ("tests/test_train_bn.py", "-k", "triton_matches"),
+        "implicit-GEMM kxk conv taps not centred (rows shifted by k // 2)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

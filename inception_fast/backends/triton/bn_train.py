@@ -1,36 +1,47 @@
 """Train-mode BatchNorm for the block (the "triton" backend's ``inception_block_bn_train`` kernel):
-a 1x1 conv as a GEMM whose epilogue yields the batch statistics, and the normalise + ReLU pass.
+convolutions whose epilogue yields the batch statistics, and the normalise + ReLU pass.
 
-* ``_gemm_stats_kernel``: y[M, N] = a[M, K] @ w[N, K]^T + b, stored in y's dtype into any strided
-  [M, N] view (a column block of the block's pre-BN buffer), fp32 accumulation.  Its epilogue also
-  writes, per BLOCK_M-row tile and column, the tile's mean and sum of squared deviations from that
-  mean (M2), both of the stored (rounded) values in fp32: the two-pass variance within the tile,
-  which the tile holds in registers.  ``combine_tile_stats`` then merges the tiles in a fixed order
-  (Chan's parallel formula, ATen reductions over a fixed shape): deterministic, no atomics, and no
-  E[y^2] - E[y]^2 cancellation.
+* ``_gemm_stats_kernel``: a 1x1 conv as y[M, N] = a[M, K] @ w[N, K]^T + b, M = N*H*W pixel rows.
+* ``_conv_stats_kernel``: a kxk conv (stride 1, zero padding k // 2) as an implicit GEMM over
+  (kh, kw, cin), reading the NHWC scratch in place (out-of-image taps load 0).
+* Both store y in its dtype (fp32 accumulation) into a contiguous [M, Cout] piece of the block's
+  pre-BN buffer, and their shared epilogue (``_store_with_stats``) also writes, per BLOCK_M-row
+  tile and column, the tile's mean and sum of squared deviations from that mean (M2) of the stored
+  (rounded) values, in fp32: the two-pass variance within the tile, which the tile holds in
+  registers.  ``combine_tile_stats`` merges the tiles in a fixed order (Chan's parallel formula,
+  ATen reductions over a fixed shape): deterministic, no atomics, and no E[y^2] - E[y]^2
+  cancellation.
 * ``_bn_relu_kernel``: dest = relu(y * scale + shift) per column, one read of y and one write of
-  dest, both strided [M, C] views (a channel slice of the block output, or the scratch).
+  dest (a channel slice of the block output, or the scratch).
 
-The block (``block_bn_train_forward``): the three 1x1s as ONE GEMM over x, the pool projection as
-one GEMM over the pooled input (the Triton max pool), each followed by the light pass into its
-slices; the 3x3 and kxk convolutions and their statistics are the torch backend's (ATen), then the
-same light pass.  Dtypes float32 / float16 / bfloat16 (float32 only under the interpreter); 64-bit
-row offsets.  Selected only by backend="triton" (no measured choice picks it yet).
+The block (``block_bn_train_forward``): the three 1x1s as ONE GEMM over x, the 3x3 and kxk over the
+normalised scratch, the pool projection as one GEMM over the pooled input (the Triton max pool),
+each followed by the light pass into its slices: 2 + 2 + 2 + 2 launches, plus the max pool and a
+few per-channel vector ops.  Not yet fused further: the normalise pass of the reductions cannot run
+inside the 3x3/kxk load (their statistics are complete only after the whole first GEMM), and no
+kernel here has been tuned or even run on a GPU (one fixed tile, no autotuning).  Dtypes float32 /
+float16 / bfloat16 (float32 only under the interpreter); 64-bit row offsets.  Selected only by
+backend="triton" (no measured choice picks it yet: "auto" runs the torch backend's).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from ... import geometry
-from ..torch_backend import _rows, batch_stats
+from ..torch_backend import _rows
 from . import _common
 from .maxpool import launch_max_pool
 
-__all__ = ["launch_gemm_stats", "combine_tile_stats", "launch_bn_relu", "block_bn_train_forward"]
+__all__ = [
+    "launch_gemm_stats",
+    "launch_conv_stats",
+    "combine_tile_stats",
+    "launch_bn_relu",
+    "block_bn_train_forward",
+]
 
 
 @triton.jit
@@ -77,11 +88,50 @@ def _gemm_stats_kernel(
             other=0.0,
         )
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+    _store_with_stats(
+        acc,
+        b_ptr,
+        y_ptr,
+        tile_mean_ptr,
+        tile_m2_ptr,
+        rows,
+        m_ok,
+        offs_n,
+        n_ok,
+        pid_m,
+        M,
+        N,
+        stride_ym,
+        stride_yn,
+        BLOCK_M,
+    )
+
+
+@triton.jit
+def _store_with_stats(
+    acc,
+    b_ptr,
+    y_ptr,
+    tile_mean_ptr,
+    tile_m2_ptr,
+    rows,
+    m_ok,
+    offs_n,
+    n_ok,
+    pid_m,
+    M,
+    N,
+    stride_ym,
+    stride_yn,
+    BLOCK_M: tl.constexpr,
+):
+    """The epilogue both kernels share: + bias, store in y's dtype, and the tile's per-column mean and
+    M2 of the stored values (rows past M excluded) into row pid_m of the tile statistics."""
     acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y = acc.to(y_ptr.dtype.element_ty)
     ok = m_ok[:, None] & n_ok[None, :]
     tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :] * stride_yn, y, mask=ok)
-    # The statistics of what was stored (BatchNorm sees the rounded conv output), rows past M excluded.
+    # The statistics of what was stored (BatchNorm sees the rounded conv output).
     v = tl.where(m_ok[:, None], y.to(tl.float32), 0.0)
     count = tl.minimum(M - pid_m * BLOCK_M, BLOCK_M).to(tl.float32)
     mean = tl.sum(v, axis=0) / count
@@ -89,6 +139,91 @@ def _gemm_stats_kernel(
     m2 = tl.sum(d * d, axis=0)
     tl.store(tile_mean_ptr + pid_m * N + offs_n, mean, mask=n_ok)
     tl.store(tile_m2_ptr + pid_m * N + offs_n, m2, mask=n_ok)
+
+
+@triton.jit
+def _conv_stats_kernel(
+    src_ptr,
+    w_ptr,
+    b_ptr,
+    y_ptr,
+    tile_mean_ptr,
+    tile_m2_ptr,
+    M,
+    H,
+    W,
+    CIN,
+    N,
+    stride_sn,
+    stride_sc,
+    stride_sh,
+    stride_sw,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    stride_ym,
+    stride_yn,
+    KS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """A KSxKS convolution (stride 1, zero padding KS // 2) as an implicit GEMM over (kh, kw, cin):
+    y[pixel, cout] of src (N, CIN, H, W) in any strides, then the shared epilogue."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    img = (offs_m // (H * W)).to(tl.int64)
+    hh = (offs_m // W) % H
+    ww = offs_m % W
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kh in tl.static_range(KS):
+        for kw in tl.static_range(KS):
+            ih = hh + (kh - KS // 2)
+            iw = ww + (kw - KS // 2)
+            tap_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            src_row = img * stride_sn + ih.to(tl.int64) * stride_sh + iw.to(tl.int64) * stride_sw
+            for c0 in range(0, CIN, BLOCK_K):
+                k_ok = c0 + offs_k < CIN
+                a = tl.load(
+                    src_ptr + src_row[:, None] + (c0 + offs_k)[None, :] * stride_sc,
+                    mask=tap_ok[:, None] & k_ok[None, :],
+                    other=0.0,
+                )
+                w = tl.load(
+                    w_ptr
+                    + offs_n[None, :] * stride_wo
+                    + (c0 + offs_k)[:, None] * stride_wc
+                    + kh * stride_wh
+                    + kw * stride_ww,
+                    mask=k_ok[:, None] & n_ok[None, :],
+                    other=0.0,
+                )
+                acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+    rows = offs_m.to(tl.int64)
+    _store_with_stats(
+        acc,
+        b_ptr,
+        y_ptr,
+        tile_mean_ptr,
+        tile_m2_ptr,
+        rows,
+        m_ok,
+        offs_n,
+        n_ok,
+        pid_m,
+        M,
+        N,
+        stride_ym,
+        stride_yn,
+        BLOCK_M,
+    )
 
 
 @triton.jit
@@ -159,6 +294,43 @@ def launch_gemm_stats(a2d: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: 
     return tile_mean, tile_m2, tile["BLOCK_M"]
 
 
+def launch_conv_stats(src: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
+    """y2d = conv2d(src, w, b, padding=k // 2) as [N*H*W, Cout] (src (N, Cin, H, W) and w (Cout, Cin,
+    k, k) in any strides); returns the per-tile (mean, M2) and BLOCK_M, as ``launch_gemm_stats``."""
+    _common.check_dtype(src.dtype)
+    n, cin, h, wd = src.shape
+    cout, k = w.shape[0], w.shape[-1]
+    m = n * h * wd
+    geometry.check_pixel_rows(m)
+    tile = INTERPRETER_TILE if _common.INTERPRET else GPU_TILE
+    tiles_m = _common.cdiv(m, tile["BLOCK_M"])
+    tile_mean = torch.empty((tiles_m, cout), dtype=torch.float32, device=src.device)
+    tile_m2 = torch.empty_like(tile_mean)
+    grid = (tiles_m, _common.cdiv(cout, tile["BLOCK_N"]))
+    _common.launch(
+        _conv_stats_kernel,
+        grid,
+        src,
+        w,
+        b,
+        y2d,
+        tile_mean,
+        tile_m2,
+        m,
+        h,
+        wd,
+        cin,
+        cout,
+        *src.stride(),
+        *w.stride(),
+        *y2d.stride(),
+        KS=k,
+        DOT_PRECISION=_common.dot_precision(src.dtype),
+        **tile,
+    )
+    return tile_mean, tile_m2, tile["BLOCK_M"]
+
+
 def combine_tile_stats(tile_mean: torch.Tensor, tile_m2: torch.Tensor, rows: int, block_m: int):
     """(mean, biased variance) per column from the per-tile means and M2s of ``rows`` rows in tiles of
     ``block_m`` (the last one partial): Chan's formula, M2 = sum(M2_t) + sum(n_t (mean_t - mean)^2)."""
@@ -212,9 +384,9 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
         (y3, ch1, scratch[:, :ch3red], w3, b3),
         (y5, ch1 + ch3, scratch[:, ch3red:], w5, b5),
     ):
-        k = wgt.shape[-1]
-        y2d.copy_(_rows(F.conv2d(inp, wgt, bias, padding=k // 2)))
-        normalise(y2d, col0, *batch_stats(y2d), [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
+        means_t, m2_t, block_m = launch_conv_stats(inp, wgt, bias, y2d)
+        mean, var = combine_tile_stats(means_t, m2_t, rows, block_m)
+        normalise(y2d, col0, mean, var, [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
         col0 += y2d.shape[1]
     pooled = launch_max_pool(x, 3, 1, 1, False)
     normalise(y_pool, col0, *gemm(_rows(pooled), w_pool, b_pool, y_pool), [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
