@@ -301,3 +301,31 @@ def test_triton_block_train_step_matches_reference():
     ref, fused = trained_pair(ODD, 5, backend="triton")
     for i in range(2):
         assert_same_step(ref, fused, torch.randn(3, ODD[0], 5, 6), what=f"triton step {i}")
+
+
+def test_backward_gradcheck_fp64():
+    """The op's registered backward (ops._inception_block_bn_train_backward) against numerical
+    derivatives in float64, around the torch backend's kernel (the op itself takes fp32/fp16/bf16)."""
+    from types import SimpleNamespace
+
+    from inception_fast import backends, ops
+
+    kernel = backends.get("torch").op("inception_block_bn_train")
+
+    class Block(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch.no_grad():
+                outputs = kernel(*args, 1e-3)
+            ctx.save_for_backward(args[0], args[1], args[3], args[5], args[7], args[9], *outputs)
+            return outputs[0]
+
+        @staticmethod
+        def backward(ctx, grad):
+            fake = SimpleNamespace(saved_tensors=ctx.saved_tensors, eps=1e-3, needs_input_grad=(True,) * 13)
+            return ops._inception_block_bn_train_backward(fake, grad, None, None, None, None)[:11]
+
+    args = op_args((4, 2, 3, 3, 2, 3, 2), 5, (2, 3, 4), dtype=torch.float64, seed=1)
+    for a in args:
+        a.requires_grad_(True)
+    assert torch.autograd.gradcheck(Block.apply, args, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)

@@ -44,10 +44,10 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
 
 
 def batch_stats(y2d):
-    """(mean, biased variance) per column of an [M, C] view, in float32: two passes, the column sums
-    and then the sums of squared deviations from the mean (ATen's var_mean over the outer dim takes a
-    scalar Welford path on CPU, ~10x slower)."""
-    y = y2d.float()
+    """(mean, biased variance) per column of an [M, C] view, in float32 (float64 for float64): two
+    passes, the column sums and then the sums of squared deviations from the mean (ATen's var_mean
+    over the outer dim takes a scalar Welford path on CPU, ~10x slower)."""
+    y = y2d.to(torch.promote_types(y2d.dtype, torch.float32))
     mean = y.sum(0) / y.shape[0]
     return mean, (y - mean).square_().sum(0) / y.shape[0]
 
@@ -55,8 +55,8 @@ def batch_stats(y2d):
 def bn_relu_into(dest, y2d, gamma, beta, mean, var, eps):
     """dest = relu((y - mean) * gamma / sqrt(var + eps) + beta), per column of the [M, C] views, in
     one multiply-add pass and one in-place ReLU (dest is a strided slice of the block output)."""
-    scale = gamma.float() * torch.rsqrt(var + eps)
-    shift = beta.float() - mean * scale
+    scale = gamma.to(var.dtype) * torch.rsqrt(var + eps)
+    shift = beta.to(var.dtype) - mean * scale
     torch.addcmul(shift, y2d, scale, out=dest)
     dest.relu_()
 
