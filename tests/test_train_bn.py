@@ -329,3 +329,23 @@ def test_backward_gradcheck_fp64():
     for a in args:
         a.requires_grad_(True)
     assert torch.autograd.gradcheck(Block.apply, args, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_triton_and_torch_backends_against_fp64(gpu, dtype):
+    """On a GPU, both backends' outputs and batch statistics against the torch backend's kernel in
+    float64 on the CPU: fp32 within the TF32 bound (PyTorch's default for convolutions, which the
+    Triton kernels follow), bf16 within 2x the torch backend's own bf16 error."""
+    from inception_fast import backends
+    from inception_fast.testing import TOLERANCE
+
+    args = op_args(SMALL, 5, (4, 7, 7))
+    want = backends.get("torch").op("inception_block_bn_train")(*[a.double() for a in args], 1e-3)
+    op = torch.ops.inception_fast.inception_block_bn_train
+    got = {b: op(*[a.to(gpu, dtype) for a in args], 1e-3, b) for b in ("torch", "triton")}
+    for i, name in ((0, "out"), (1, "scratch"), (3, "mean"), (4, "var")):
+        own = got["torch"][i]
+        tol = TOLERANCE["tf32"] if dtype == torch.float32 else reduced_precision_bound(own, want[i])
+        check_close(got["triton"][i], want[i], tol, f"triton {name}")
+        check_close(own, want[i], max(tol, TOLERANCE["tf32"]), f"torch {name}")
