@@ -484,11 +484,14 @@ class FusedGoogLeNet(GoogLeNet):
             raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
 
     def _fused(self, x: Tensor) -> bool:
-        """Whether the stem and the pools run fused: not in train mode with BatchNorm (the stem's
-        BatchNorms need batch statistics: the reference's stem, then channels_last; the blocks
-        choose for themselves, ``_block``), and not on an empty batch (nothing to compute: the
-        reference's empty result)."""
-        return not (self.training and self.variant == "torchvision") and x.shape[0] > 0
+        """Whether the stem and the pools run fused: not where a stem BatchNorm normalises with
+        batch statistics (train mode, or no running statistics: the reference's stem, then
+        channels_last; the blocks choose for themselves, ``_block``), and not on an empty batch
+        (nothing to compute: the reference's empty result)."""
+        if x.shape[0] == 0:
+            return False
+        stem_bns = (conv._modules.get("bn") for conv in self._stem_convs())
+        return not any(bn is not None and _uses_batch_stats(bn) for bn in stem_bns)
 
     # The network is GoogLeNet.forward; these are its stages, fused.
     def _stem(self, x: Tensor) -> Tensor:

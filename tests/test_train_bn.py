@@ -349,3 +349,33 @@ def test_gpu_triton_and_torch_backends_against_fp64(gpu, dtype):
         tol = TOLERANCE["tf32"] if dtype == torch.float32 else reduced_precision_bound(own, want[i])
         check_close(got["triton"][i], want[i], tol, f"triton {name}")
         check_close(own, want[i], max(tol, TOLERANCE["tf32"]), f"torch {name}")
+
+
+def test_googlenet_without_running_statistics_in_eval():
+    """Every BatchNorm built with track_running_stats=False: eval mode normalises with batch
+    statistics too (stem, blocks and aux heads), as in PyTorch; nothing folds."""
+    ref = GoogLeNet(variant="torchvision", init_weights=False)
+    for m in ref.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    for model in (ref, fused):
+        gen = torch.Generator().manual_seed(0)
+        for name, m in list(model.named_modules()):
+            if isinstance(m, nn.BatchNorm2d):
+                new = nn.BatchNorm2d(m.num_features, eps=m.eps, track_running_stats=False)
+                with torch.no_grad():
+                    new.weight.uniform_(0.5, 1.5, generator=gen)
+                    new.bias.uniform_(-0.2, 0.3, generator=gen)
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent), attr, new)
+        model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x)
+    assert rec.ops.count(BN_OP) == 9
+    with torch.no_grad():
+        want = ref(x)
+        want64 = copy.deepcopy(ref).double()(x.double())
+    assert want.std() > 0.1
+    check_close(got, want64, reduced_precision_bound(want, want64), "logits")
