@@ -379,3 +379,17 @@ def test_googlenet_without_running_statistics_in_eval():
         want64 = copy.deepcopy(ref).double()(x.double())
     assert want.std() > 0.1
     check_close(got, want64, reduced_precision_bound(want, want64), "logits")
+
+
+def test_compile_fullgraph_in_train_mode():
+    """torch.compile traces the train-mode block without graph breaks (the op's fake kernel and
+    autograd, the running-statistics update), with the eager reference's results."""
+    torch._dynamo.reset()
+    ref, fused = trained_pair(SMALL)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    for i in range(2):
+        x = torch.randn(3, SMALL[0], 6, 5)
+        got = compiled(x)
+        got.sum().backward()
+        check_close(got, ref(x), FP32, f"step {i}")
+    assert_same_buffers(ref, fused, "compiled")
