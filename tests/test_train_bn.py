@@ -393,3 +393,22 @@ def test_compile_fullgraph_in_train_mode():
         got.sum().backward()
         check_close(got, ref(x), FP32, f"step {i}")
     assert_same_buffers(ref, fused, "compiled")
+
+
+def test_autocast_bf16_on_cpu_within_twice_the_references_own_error():
+    """Under CPU autocast (bfloat16 convs, float32 BatchNorm parameters and statistics), the block's
+    output, input gradient, a BN weight's gradient and running variance, against the float64
+    reference: within 2x the reference's own autocast error (the tolerance table's rule)."""
+    ref, fused = trained_pair(SMALL)
+    ref64 = copy.deepcopy(ref).double()
+    x = torch.randn(3, SMALL[0], 6, 5)
+    results = []
+    for model, inp, autocast in ((ref, x, True), (fused, x, True), (ref64, x.double(), False)):
+        inp = inp.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(inp)
+        out.double().square().sum().backward()
+        bn = model.branch2[1].bn
+        results.append((out, inp.grad, bn.weight.grad, bn.running_var))
+    for i, name in enumerate(("output", "input gradient", "BN weight gradient", "running variance")):
+        check_close(results[1][i], results[2][i], reduced_precision_bound(results[0][i], results[2][i]), name)
