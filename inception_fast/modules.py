@@ -500,8 +500,8 @@ class FusedGoogLeNet(GoogLeNet):
         if not self._fused(x):
             if x.shape[0] == 0:
                 return super()._stem(x)
-            # Train-mode BatchNorm: the reference's stem, on channels_last (oneDNN's faster layout,
-            # and the blocks' layout, which they then run fused in).
+            # Stem BatchNorms with batch statistics: the reference's stem, on channels_last (oneDNN's
+            # faster layout, and the blocks' layout, which they then run fused in).
             return (
                 super()
                 ._stem(x.contiguous(memory_format=torch.channels_last))
