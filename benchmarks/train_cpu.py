@@ -1,6 +1,10 @@
-"""Training images/s of the d2l network, fused against the reference, side by side in one run.
+"""Training images/s of GoogLeNet (d2l's network by default), fused against the reference, side by
+side in one run.
 
-    python -m benchmarks.train_cpu [--image-size 96] [--batch 32] [--rounds 5] [--steps 3]
+    python -m benchmarks.train_cpu [--variant d2l] [--image-size 96] [--batch 32] [--rounds 5] [--steps 3]
+
+torchvision's variant trains with BatchNorm in train mode (the fused blocks run
+inception_fast::inception_block_bn_train), 1000 classes and 3 input channels.
 
 Both models start from the same weights (inception_fast.train.build_models) and take SGD steps
 (forward, cross-entropy, backward, step) on the same random batch.  Each round times ``--steps``
@@ -35,12 +39,14 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
     p.add_argument("--backend", default="torch")
+    p.add_argument("--variant", default="d2l", choices=("d2l", "torchvision", "paper"))
     args = p.parse_args(argv)
-    models = build_models("d2l", 10, 1, seed=0, backend=args.backend, reference=True)
+    classes, in_ch = (10, 1) if args.variant == "d2l" else (1000, 3)
+    models = build_models(args.variant, classes, in_ch, seed=0, backend=args.backend, reference=True)
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.01) for n, m in models.items()}
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 1, args.image_size, args.image_size, generator=g)
-    y = torch.randint(0, 10, (args.batch,), generator=g)
+    x = torch.rand(args.batch, in_ch, args.image_size, args.image_size, generator=g)
+    y = torch.randint(0, classes, (args.batch,), generator=g)
     for name, model in models.items():  # warm-up
         _step(model, opts[name], x, y)
     rates = {n: [] for n in models}
@@ -54,7 +60,7 @@ def main(argv=None) -> None:
             f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True
         )
     print(
-        f"\nd2l GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
+        f"\n{args.variant} GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
         f"{args.rounds} rounds x {args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}"
     )

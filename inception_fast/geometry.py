@@ -19,6 +19,8 @@ __all__ = [
     "BlockChannels",
     "block_channels",
     "empty_outputs",
+    "empty_pre_bn",
+    "pre_bn_pieces",
     "conv_out",
     "pool_out",
     "PIXEL_ROW_LIMIT",
@@ -65,6 +67,27 @@ def empty_outputs(x: torch.Tensor, w_red, w_pool, w3, w5) -> tuple[torch.Tensor,
     out = torch.empty((n, channels.total, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
     scratch = torch.empty((n, channels.reductions, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
     return out, scratch
+
+
+def empty_pre_bn(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A flat buffer of N*H*W*channels elements, uninitialised, x's dtype and device: every conv's
+    output before its train-mode BatchNorm (``inception_fast::inception_block_bn_train``), as the
+    contiguous [N*H*W, c] pieces of ``pre_bn_pieces``.  Allocated here, like ``empty_outputs``, so
+    tests can poison it."""
+    n, _, h, w = x.shape
+    return torch.empty(n * h * w * channels, dtype=x.dtype, device=x.device)
+
+
+def pre_bn_pieces(pre: torch.Tensor, rows: int, widths) -> list:
+    """The flat pre-BN buffer as consecutive contiguous [rows, c] matrices, one per width in ``widths``
+    (NHWC pixel rows: the three 1x1s together, the 3x3, the kxk, the pool projection).  Contiguous
+    pieces, not channel slices of one NHWC tensor: ATen's batch-norm backward and the GEMMs run
+    several times faster on them."""
+    pieces, start = [], 0
+    for c in widths:
+        pieces.append(pre[start : start + rows * c].view(rows, c))
+        start += rows * c
+    return pieces
 
 
 def pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:

@@ -7,9 +7,14 @@ submodules and state_dict keys; only forward differs:
   tensor changes), one ``inception_fast::inception_block`` op per block.  With
   gradients enabled the packing is redone differentiably and the op's registered
   backward carries gradients back to the original parameters.
-* train mode with BatchNorm: BatchNorm needs batch statistics, so the block runs
-  the reference computation (exactly as the reference trains).  Without
-  BatchNorm (paper, d2l) training also goes through the fused op.
+* BatchNorm with batch statistics (train mode, or no running statistics): nothing folds, and
+  one ``inception_fast::inception_block_bn_train`` op per block computes the block from the raw
+  conv weights and the BN affine parameters (the three 1x1s as one GEMM, batch statistics per
+  channel, normalise + ReLU into the slices of one output; registered backward), and the block
+  then updates each BatchNorm's running statistics as nn.BatchNorm2d does (momentum or the
+  cumulative average, unbiased variance, num_batches_tracked).  A block whose BatchNorms mix
+  batch and running statistics, differ in eps or are not plain nn.BatchNorm2d runs its own
+  modules.  Without BatchNorm (paper, d2l) training goes through the folded op.
 
 FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool) fused: the stem
 and the pools in the forms measured fastest (``inception_fast.stages``).  NCHW input works: the
@@ -30,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
-from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
+from .packing import PackCache, _conv_and_bn, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -117,6 +122,48 @@ def _own_unit_tensors(block: nn.Module) -> list:
     return conv_bn_tensors(block._units())
 
 
+# The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
+# the channel order of inception_block_bn_train's gamma, beta and statistics: the three 1x1s, the
+# 3x3, the kxk, the pool projection.
+_PRE_ORDER = (0, 1, 3, 2, 4, 5)
+
+
+def _uses_batch_stats(bn: nn.Module) -> bool:
+    """Whether this BatchNorm normalises with the batch's statistics: in train mode, or without
+    running statistics (nn.BatchNorm2d's own rule)."""
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
+
+
+def _count_batch(bn: nn.Module):
+    """nn.BatchNorm2d.forward's counting: num_batches_tracked += 1 in train mode with running
+    statistics tracked; returns the running-average factor (momentum, or 1/count with momentum
+    None), None where nothing is tracked."""
+    if not (bn.training and bn.track_running_stats):
+        return None
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return factor
+
+
+@torch.no_grad()
+def _update_running_stats(bns, mean: Tensor, var: Tensor, count: int) -> None:
+    """nn.BatchNorm2d's running-statistics update for each BN in turn, from its slice of the batch
+    mean and biased variance: running = factor * batch + (1 - factor) * running, with the unbiased
+    variance (count / (count - 1)) for the running estimate."""
+    col = 0
+    for bn in bns:
+        c = bn.num_features
+        factor = _count_batch(bn)
+        if factor is not None and bn.running_mean is not None:
+            m, v = mean[col : col + c], var[col : col + c] * (count / (count - 1))
+            rm, rv = bn.running_mean, bn.running_var
+            rm.copy_(factor * m + (1.0 - factor) * rm.float())
+            rv.copy_(factor * v + (1.0 - factor) * rv.float())
+        col += c
+
+
 class _PackedBlock:
     """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
     backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
@@ -168,9 +215,83 @@ class _PackedBlock:
         self.clear_packed_weights()
         return super()._apply(fn, *args, **kwargs)
 
+    def _reference(self, x: Tensor) -> Tensor:
+        """The block's computation with its own modules (what a plan "reference" runs)."""
+        raise NotImplementedError
+
+    def _bn_plan(self, x: Tensor) -> str:
+        """How this forward runs, from what each BatchNorm would do (``_uses_batch_stats``):
+        "fold" when none normalises with batch statistics (no BN, or all of them in eval mode with
+        running statistics), "batch" when all six do and the fused op covers them (plain
+        nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
+        BatchNorm classes, per-branch eps): the block's own modules."""
+        bns = [_conv_and_bn(unit)[1] for unit in self._units()]
+        present = [bn for bn in bns if bn is not None]
+        batch = [_uses_batch_stats(bn) for bn in present]
+        if not any(batch):
+            return "fold"
+        if (
+            len(present) == len(bns)
+            and all(batch)
+            and all(type(bn) is nn.BatchNorm2d for bn in present)
+            and len({bn.eps for bn in present}) == 1
+            and x.shape[0] > 0
+        ):
+            return "batch"
+        return "reference"
+
+    def _batch_stats_forward(self, x: Tensor) -> Tensor:
+        """Every BatchNorm normalising with batch statistics (train mode, or no running statistics):
+        the ``inception_block_bn_train`` op from the raw conv weights and the BN affine parameters,
+        then each BatchNorm's running statistics updated exactly as nn.BatchNorm2d does."""
+        dtype = _compute_dtype(x)
+        units = [_conv_and_bn(unit) for unit in self._units()]
+        convs = [conv for conv, _ in units]
+        bns = [units[i][1] for i in _PRE_ORDER]
+        weights = [conv.weight.to(dtype) for conv in convs]
+        biases = [
+            conv.bias.to(dtype) if conv.bias is not None else x.new_zeros(conv.out_channels, dtype=dtype)
+            for conv in convs
+        ]
+        cl = torch.channels_last
+        w_red = torch.cat([weights[0], weights[1], weights[3]]).flatten(1).contiguous()
+        b_red = torch.cat([biases[0], biases[1], biases[3]])
+        # affine=False: gamma 1 and beta 0, constants (no gradient).
+        ones = lambda bn: x.new_ones(bn.num_features, dtype=torch.float32)  # noqa: E731
+        gamma = torch.cat([ones(bn) if bn.weight is None else bn.weight.float() for bn in bns])
+        beta = torch.cat([ones(bn) * 0 if bn.bias is None else bn.bias.float() for bn in bns])
+        n, _, h, w = x.shape
+        if n * h * w == 1:
+            _count_batch(units[0][1])  # as nn.BatchNorm2d: branch 1's counter moves, then its check raises
+        backend = self.backend_for(x.device)
+        if backend != "auto" and "inception_block_bn_train" not in backends.get(backend).kernels:
+            backend = "torch"  # the compiled kernels have no train-mode BatchNorm: ATen's
+        out, mean, var = ops.inception_block_bn_train(
+            x.to(dtype),
+            w_red,
+            b_red,
+            weights[5].flatten(1).contiguous(),
+            biases[5],
+            weights[2].contiguous(memory_format=cl),
+            biases[2],
+            weights[4].contiguous(memory_format=cl),
+            biases[4],
+            gamma,
+            beta,
+            bns[0].eps,
+            backend=backend,
+        )
+        _update_running_stats(bns, mean, var, n * h * w)
+        return out
+
     def fused_forward(self, x: Tensor) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output (under autocast
-        in the autocast dtype)."""
+        in the autocast dtype).  BatchNorm folded, or with batch statistics (``_bn_plan``)."""
+        plan = self._bn_plan(x)
+        if plan == "batch":
+            return self._batch_stats_forward(x)
+        if plan == "reference":
+            return self._reference(x).contiguous(memory_format=torch.channels_last)
         dtype = _compute_dtype(x)
         return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=self.backend_for(x.device))
 
@@ -246,10 +367,13 @@ class FusedInception(_PackedBlock, Inception):
             )
         _check_params_match(x, self.branch1.conv.weight, "Inception block")
 
+    def _reference(self, x: Tensor) -> Tensor:
+        return Inception.forward(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        if self.training and self.batch_norm:
-            return super().forward(x)  # BatchNorm in training uses batch statistics
+        if self._bn_plan(x) == "reference":
+            return super().forward(x)  # a mix of batch and running statistics: the modules' own forward
         return self._fused_call(x)
 
 
@@ -294,6 +418,7 @@ class FusedGoogLeNet(GoogLeNet):
             aux_logits=model.aux1 is not None,
             transform_input=model.transform_input,
             dropout=model.dropout.p,
+            dropout_aux=model.aux1.dropout.p if model.aux1 is not None else 0.7,
             init_weights=False,
             backend=backend,
         )
@@ -371,16 +496,29 @@ class FusedGoogLeNet(GoogLeNet):
             raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
 
     def _fused(self, x: Tensor) -> bool:
-        """Whether this forward runs fused: not in train mode with BatchNorm (batch statistics),
-        and not on an empty batch (nothing to compute: the reference's empty result)."""
-        return not (self.training and self.variant == "torchvision") and x.shape[0] > 0
+        """Whether the stem and the pools run fused: not where a stem BatchNorm normalises with
+        batch statistics (train mode, or no running statistics: the reference's stem, then
+        channels_last; the blocks choose for themselves, ``_block``), and not on an empty batch
+        (nothing to compute: the reference's empty result)."""
+        if x.shape[0] == 0:
+            return False
+        stem_bns = (conv._modules.get("bn") for conv in self._stem_convs())
+        return not any(bn is not None and _uses_batch_stats(bn) for bn in stem_bns)
 
     # The network is GoogLeNet.forward; these are its stages, fused.
     def _stem(self, x: Tensor) -> Tensor:
         """The folded stem on ``x`` in either layout; returns channels_last: everything after the
         first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
-            return super()._stem(x)
+            if x.shape[0] == 0:
+                return super()._stem(x)
+            # Stem BatchNorms with batch statistics: the reference's stem, on channels_last (oneDNN's
+            # faster layout, and the blocks' layout, which they then run fused in).
+            return (
+                super()
+                ._stem(x.contiguous(memory_format=torch.channels_last))
+                .contiguous(memory_format=torch.channels_last)
+            )
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
@@ -402,7 +540,8 @@ class FusedGoogLeNet(GoogLeNet):
         return self._max_pool(x, self.maxpool2)
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
-        return block.fused_forward(x) if self._fused(x) else block(x)
+        # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan).
+        return block.fused_forward(x) if x.shape[0] > 0 else block(x)
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
@@ -419,9 +558,10 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
     * eval mode, or no BatchNorm: the fused op from the six conv(→BN) units (BN folded; a conv
       without bias and BN gets a zero bias), differentiable through the op's registered backward;
-    * train mode with BatchNorm, and dtypes the op lacks (float64): the matched computation
-      with the block's own modules (each conv, BN and ReLU in turn, then torch.cat), which is
-      what the original forward computes: the match proved it.
+    * every BatchNorm in train mode: the train-mode BatchNorm op (see the module docstring);
+    * BatchNorms mixing train and eval mode or differing in eps, and dtypes the op lacks
+      (float64): the matched computation with the block's own modules (each conv, BN and ReLU in
+      turn, then torch.cat), which is what the original forward computes: the match proved it.
     """
 
     def __init__(self, block: nn.Module, match, backend: str = "auto") -> None:
@@ -454,6 +594,9 @@ class FusedForeignInception(_PackedBlock, nn.Module):
     def extra_repr(self) -> str:
         return f"from {self.source_class}"
 
+    def _reference(self, x: Tensor) -> Tensor:
+        return self.reference_forward(x)
+
     def reference_forward(self, x: Tensor) -> Tensor:
         """The block's computation with its own modules (train-mode BatchNorm included)."""
         units = self._units()
@@ -467,11 +610,11 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if (
-            (self.training and self.has_bn)
-            or not isinstance(x, Tensor)
+            not isinstance(x, Tensor)
             or x.dim() != 4
             or x.dtype not in _FLOAT_DTYPES
             or x.shape[1] != self.in_channels
+            or self._bn_plan(x) == "reference"
         ):
             return self.reference_forward(x)  # its own errors for input it cannot take
         _check_params_match(x, self._first_weight(), "Inception block")

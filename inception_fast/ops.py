@@ -11,6 +11,10 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   torch.compile, whose traced graph only holds the op).  Differentiable: the backward is ATen's
   (the three 1x1 input gradients as one GEMM, the pool branch through the max pool, ReLU masks
   from the saved outputs).
+* ``inception_fast::inception_block_bn_train`` -- the block with train-mode BatchNorm (batch
+  statistics) after every conv, from raw conv weights and the BN affine parameters; returns the
+  output and, for the backward and the caller's running-statistics update, the pre-BN outputs and
+  the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
   stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
@@ -27,7 +31,7 @@ import torch.nn.functional as F
 from . import backends as _backends
 from . import choices, geometry
 
-__all__ = ["inception_block", "conv_relu_maxpool", "max_pool2d"]
+__all__ = ["inception_block", "inception_block_bn_train", "conv_relu_maxpool", "max_pool2d"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
@@ -296,3 +300,187 @@ def _inception_block_backward(ctx, grad_out, _grad_scratch):
 torch.library.register_autograd(
     "inception_fast::inception_block", _inception_block_backward, setup_context=_inception_block_setup_context
 )
+
+
+# -- train-mode BatchNorm: inception_fast::inception_block_bn_train -------------------------------
+#
+# The block with every conv followed by a BatchNorm that normalises with the batch's own statistics
+# (nn.BatchNorm2d in train mode, or without running statistics).  Nothing folds: the op takes the
+# raw conv weights (packed like inception_block's, biases as given, zeros where a conv has none)
+# and the six BatchNorms' affine parameters packed in one pair (gamma, beta) in the channel order
+# of ``mean`` below.  It returns
+#   out     (N, ch1+ch3+ch5+pool, H, W)         channels_last, post BN+ReLU, every branch in its slice
+#   scratch (N, ch3red+ch5red, H, W)            channels_last, the two reductions post BN+ReLU
+#   pre     (N*H*W*(n_red+ch3+ch5+pool),)       every conv's output before its BN (for the backward): the
+#                                               contiguous [N*H*W, c] pieces of geometry.pre_bn_pieces,
+#                                               the three 1x1s, the 3x3, the kxk, the pool projection
+#   mean, var (n_red+ch3+ch5+pool,) float32     the batch mean and biased variance per channel, same order
+# The running-statistics update is the caller's (FusedInception): it needs the modules' momenta.
+
+
+def bn_train_channels(w_red, w_pool, w3, w5) -> int:
+    """Channels of gamma, beta, mean and var (and of ``pre``'s pieces): the three 1x1s, the 3x3, the
+    kxk, the pool projection."""
+    return w_red.shape[0] + w3.shape[0] + w5.shape[0] + w_pool.shape[0]
+
+
+_LIB.define(
+    "inception_block_bn_train(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
+    "Tensor w3, Tensor b3, Tensor w5, Tensor b5, Tensor gamma, Tensor beta, float eps, str backend) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+def _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    c_all = bn_train_channels(w_red, w_pool, w3, w5)
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if tuple(t.shape) != (c_all,):
+            raise ValueError(f"inception_block_bn_train expects {name} of shape ({c_all},), got {tuple(t.shape)}")
+        if t.device != x.device:
+            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}; move the module with .to()")
+        if t.dtype not in (x.dtype, torch.float32):
+            raise TypeError(f"BatchNorm {name} must be float32 or the input's dtype {x.dtype}, got {t.dtype}")
+    if not eps > 0:
+        raise ValueError(f"BatchNorm eps must be positive, got {eps}")
+    n, _, h, w = x.shape
+    if n == 0:
+        raise ValueError("inception_block_bn_train needs a non-empty batch (no values to take statistics of)")
+    if n * h * w == 1:
+        # PyTorch's own check and words (F.batch_norm in training); the size is branch 1's BN input.
+        size = torch.Size([n, w_red.shape[0] - w3.shape[1] - w5.shape[1], h, w])
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+
+
+def _bn_train_empty(x, w_red, w_pool, w3, w5):
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    c_all = bn_train_channels(w_red, w_pool, w3, w5)
+    pre = geometry.empty_pre_bn(x, c_all)
+    mean = torch.empty(c_all, dtype=torch.float32, device=x.device)
+    return out, scratch, pre, mean, torch.empty_like(mean)
+
+
+@torch.library.impl(_LIB, "inception_block_bn_train", "CompositeExplicitAutograd")
+def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
+    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if backend == "auto":  # no measured choice for this op yet: ATen's, which cannot be slower than itself
+        backend = "torch"
+    with torch.no_grad():
+        return _kernel("inception_block_bn_train", backend, x)(
+            x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps
+        )
+
+
+@torch.library.register_fake("inception_fast::inception_block_bn_train")
+def _inception_block_bn_train_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
+    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
+    return _bn_train_empty(x, w_red, w_pool, w3, w5)
+
+
+def _bn_train_setup_context(ctx, inputs, output):
+    x, w_red, _b_red, w_pool, _b_pool, w3, _b3, w5, _b5, gamma, _beta, eps, _backend = inputs
+    out, scratch, pre, mean, var = output
+    ctx.save_for_backward(x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var)
+    ctx.eps = eps
+    ctx.mark_non_differentiable(scratch, pre, mean, var)
+
+
+def _rows(t):
+    """A channels_last (N, C, H, W) tensor as its [N*H*W, C] GEMM view (a copy only if not channels_last)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mean, _g_var):
+    """ATen, per group of channels (the three 1x1s together, the 3x3, the kxk, the pool projection):
+    the ReLU mask from the saved output (threshold_backward, into a contiguous matrix), then
+    BatchNorm's training backward from the saved pre-BN piece and batch statistics; the 3x3/kxk
+    through convolution_backward; the three 1x1s' input and weight gradients as one GEMM each
+    against the packed weights; the pool branch through the max pool (argmax recomputed)."""
+    x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var = ctx.saved_tensors
+    eps = ctx.eps
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    n_red = w_red.shape[0]
+    n, cin, h, w = x.shape
+    rows = n * h * w
+    cl = torch.channels_last
+    widths = (n_red, ch3, ch5, pool)
+    y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
+    invstd = torch.rsqrt(var + eps)
+    g2d, out2d, scr2d = _rows(grad_out.contiguous(memory_format=cl)), _rows(out), _rows(scratch)
+    starts = [0, n_red, n_red + ch3, n_red + ch3 + ch5]
+    stats = [(gamma[s : s + c], mean[s : s + c], invstd[s : s + c]) for s, c in zip(starts, widths)]
+
+    def bn_backward(g_masked, y, group):
+        """(grad of pre-BN y, of gamma, of beta) from the masked gradient of the BN output."""
+        gam, mu, inv = stats[group]
+        return torch.ops.aten.native_batch_norm_backward(
+            g_masked, y, gam, None, None, mu, inv, True, eps, [True, True, True]
+        )
+
+    def branch_conv(col0, y, group, inp, wgt):
+        """BN+ReLU backward of a 3x3/kxk branch (its columns col0: of out), then its conv's."""
+        c = y.shape[1]
+        masked = torch.ops.aten.threshold_backward(g2d[:, col0 : col0 + c], out2d[:, col0 : col0 + c], 0)
+        gy, ggam, gbet = bn_backward(masked, y, group)
+        k = wgt.shape[-1]
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            gy.view(n, h, w, c).permute(0, 3, 1, 2),
+            inp,
+            wgt,
+            [c],
+            [1, 1],
+            [k // 2, k // 2],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, True, True],
+        )
+        return gi, gw, gb, ggam, gbet
+
+    # Dense inputs: oneDNN's weight gradient on a channel slice of the scratch is measurably slower.
+    gr3, gw3, gb3, ggam3, gbet3 = branch_conv(ch1, y3, 1, scratch[:, :ch3red].contiguous(memory_format=cl), w3)
+    gr5, gw5, gb5, ggam5, gbet5 = branch_conv(ch1 + ch3, y5, 2, scratch[:, ch3red:].contiguous(memory_format=cl), w5)
+    # The three 1x1s: their masked post-ReLU gradients side by side in one contiguous matrix.
+    masked = torch.empty((rows, n_red), dtype=x.dtype, device=x.device)
+    tb = torch.ops.aten.threshold_backward.grad_input
+    tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])
+    tb(_rows(gr3), scr2d[:, :ch3red], 0, grad_input=masked[:, ch1 : ch1 + ch3red])
+    tb(_rows(gr5), scr2d[:, ch3red:], 0, grad_input=masked[:, ch1 + ch3red :])
+    gy_red, ggam_red, gbet_red = bn_backward(masked, y_red, 0)
+    gw_red = gy_red.t().mm(_rows(x))
+    gb_red = gy_red.sum(0)
+    col0 = ch1 + ch3 + ch5
+    masked = torch.ops.aten.threshold_backward(g2d[:, col0:], out2d[:, col0:], 0)
+    gy_pool, ggam_pool, gbet_pool = bn_backward(masked, y_pool, 3)
+    pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
+    gw_pool = gy_pool.t().mm(_rows(pooled))
+    gb_pool = gy_pool.sum(0)
+    gx = None
+    if ctx.needs_input_grad[0]:
+        gx = gy_red.mm(w_red).view(n, h, w, cin).permute(0, 3, 1, 2)
+        g_pooled = gy_pool.mm(w_pool).view(n, h, w, cin).permute(0, 3, 1, 2)
+        gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
+            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
+        )
+    g_gamma = torch.cat([ggam_red, ggam3, ggam5, ggam_pool]).to(gamma.dtype)
+    g_beta = torch.cat([gbet_red, gbet3, gbet5, gbet_pool]).to(gamma.dtype)
+    return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, g_gamma, g_beta, None, None
+
+
+torch.library.register_autograd(
+    "inception_fast::inception_block_bn_train",
+    _inception_block_bn_train_backward,
+    setup_context=_bn_train_setup_context,
+)
+
+
+def inception_block_bn_train(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend="torch"):
+    """One block with train-mode BatchNorm (batch statistics) after every conv; returns
+    (out, mean, var): the channels_last block output and the batch mean and biased variance per
+    channel in ``pre`` order (see above), for the caller's running-statistics update."""
+    out, _scratch, _pre, mean, var = torch.ops.inception_fast.inception_block_bn_train(
+        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend
+    )
+    return out, mean, var

@@ -49,8 +49,8 @@ def gpu(cuda_device):
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    """Every block output and scratch the backends allocate (through
-    inception_fast.geometry.empty_outputs) starts as NaN, so an element a kernel leaves unwritten
+    """Every block output, scratch and pre-BN buffer the backends allocate (through
+    inception_fast.geometry.empty_outputs and empty_pre_bn) starts as NaN, so an element a kernel leaves unwritten
     fails the comparison; asserts afterwards that poisoning happened."""
     from inception_fast import geometry
 
@@ -64,6 +64,14 @@ def poisoned(monkeypatch):
         calls.append(bufs)
         return bufs
 
+    real_pre = geometry.empty_pre_bn
+
+    def nan_pre(*args):
+        pre = real_pre(*args).fill_(float("nan"))
+        calls.append((pre,))
+        return pre
+
     monkeypatch.setattr(geometry, "empty_outputs", nan_outputs)
+    monkeypatch.setattr(geometry, "empty_pre_bn", nan_pre)
     yield calls
     assert calls, "no block output was allocated through geometry.empty_outputs; poisoning had no effect"

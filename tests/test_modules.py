@@ -173,8 +173,8 @@ def test_other_variants_parity(variant, size):
 
 def test_aux_heads_in_training():
     """The aux heads in training, on the paper's variant: without BatchNorm its training forward
-    runs the fused ops (train-mode BatchNorm would run the reference's own code, and the comparison
-    would measure nothing).  fp32 through a whole net: 2x the reference's own error against fp64."""
+    runs the folded fused ops (train-mode BatchNorm is tested in tests/test_train_bn.py).  fp32
+    through a whole net: 2x the reference's own error against fp64."""
     ref = GoogLeNet(variant="paper", aux_logits=True)
     calibrate(ref, torch.randn(4, 3, 64, 64))
     fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
@@ -245,8 +245,8 @@ def _grads(model, x, target):
 
 
 # Gradients through the fused op: BatchNorm blocks in eval mode (folded; the gradient reaches the BN
-# parameters through the fold), BN-free blocks in eval and train mode.  Train-mode BatchNorm runs
-# the reference's own code in FusedInception, so comparing it would measure nothing.
+# parameters through the fold), BN-free blocks in eval and train mode.  Train-mode BatchNorm (its own
+# op) is tests/test_train_bn.py's.
 @pytest.mark.parametrize("batch_norm,train", [(True, False), (False, False), (False, True)])
 def test_block_gradients_match_reference(batch_norm, train):
     cfg = (24, 8, 6, 10, 4, 6, 5)

@@ -175,6 +175,47 @@ MUTANTS = [
         FOLD,
         "BN fold forgets eps",
     ),
+    # -- train-mode BatchNorm (inception_block_bn_train) ---------------------------------------------
+    Mutant(
+        "bn_running_var_biased",
+        "inception_fast/modules.py",
+        "var[col : col + c] * (count / (count - 1))",
+        "var[col : col + c] * 1.0",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "running variance updated with the biased batch variance",
+    ),
+    Mutant(
+        "bn_momentum_swapped",
+        "inception_fast/modules.py",
+        "rm.copy_(factor * m + (1.0 - factor) * rm.float())",
+        "rm.copy_((1.0 - factor) * m + factor * rm.float())",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "running mean weights the batch with 1 - momentum",
+    ),
+    Mutant(
+        "bn_backward_no_relu_mask",
+        "inception_fast/ops.py",
+        "    tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])",
+        "    masked[:, :ch1] = g2d[:, :ch1]",
+        ("tests/test_train_bn.py", "-k", "small-k3"),
+        "train-mode BN backward without branch 1's ReLU mask",
+    ),
+    Mutant(
+        "triton_bn_stats_no_chan_term",
+        "inception_fast/backends/triton/bn_train.py",
+        "    m2 = tile_m2.sum(0) + (counts * (tile_mean - mean).square()).sum(0)",
+        "    m2 = tile_m2.sum(0)",
+        ("tests/test_train_bn.py", "-k", "triton_matches"),
+        "tile variances merged without the between-tile term",
+    ),
+    Mutant(
+        "triton_bn_conv_no_padding_shift",
+        "inception_fast/backends/triton/bn_train.py",
+        "            ih = hh + (kh - KS // 2)",
+        "            ih = hh + kh",
+        ("tests/test_train_bn.py", "-k", "triton_matches"),
+        "implicit-GEMM kxk conv taps not centred (rows shifted by k // 2)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

@@ -1,0 +1,414 @@
+"""Train-mode BatchNorm, fused (inception_fast::inception_block_bn_train): the block and the whole
+network against the reference's autograd and nn.BatchNorm2d's running statistics, in fp32 with the
+tolerance table; PyTorch's semantics at the edges (batch 1, momentum None, track_running_stats=False,
+eval/train switching, per-branch momentum and eps, affine=False); opcheck; the Triton backend's
+kernels under the interpreter against the torch backend's."""
+
+import copy
+import os
+
+import pytest
+import torch
+from block_cases import ODD
+from model_cases import FP32, FUSED_BLOCK_OP, OpRecorder
+from torch import nn
+
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import calibrate, check_close, reduced_precision_bound
+
+BN_OP = "inception_fast.inception_block_bn_train"
+SMALL = (24, 8, 6, 10, 4, 6, 5)
+
+
+def bns(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def trained_pair(cfg, k=3, backend="torch", calib=(4, 6, 5)):
+    """A calibrated reference block (random BN affine parameters, running statistics of a batch)
+    and a fused copy, both in train mode."""
+    ref = Inception(*cfg, branch3_kernel=k)
+    calibrate(ref, torch.randn(calib[0], cfg[0], *calib[1:]))
+    fused = FusedInception.from_torchvision(ref, backend=backend)
+    return ref.train(), fused.train()
+
+
+def step(model, x, target):
+    """(output, [grad of x, grad of every parameter], the ops the forward dispatched)."""
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    with OpRecorder() as rec:
+        out = model(x)
+    (out * target).sum().backward()
+    return out.detach(), [x.grad] + [p.grad for p in model.parameters()], rec.ops
+
+
+def assert_same_step(ref, fused, x, ran_fused=True, what=""):
+    """One training step of both: output, every gradient, and afterwards every buffer."""
+    target = torch.randn(x.shape[0], sum(c for c in _out_channels(ref)), *x.shape[2:])
+    want, gw, _ = step(ref, x, target)
+    assert want.std() > 0.1, "reference activations vanished: the comparison could not fail"
+    got, gg, ops = step(fused, x, target)
+    assert (ops.count(BN_OP) == 1) == ran_fused, f"{what}: fused op ran {ops.count(BN_OP)} times"
+    check_close(got, want, FP32, f"{what} output")
+    names = ["input"] + [n for n, _ in ref.named_parameters()]
+    for name, g, w in zip(names, gg, gw):
+        assert (g is None) == (w is None), name
+        if w is not None:
+            check_close(g, w, FP32, f"{what} gradient of {name}")
+    assert_same_buffers(ref, fused, what)
+
+
+def _out_channels(block):
+    return [block.branch1.conv.out_channels, block.branch2[1].conv.out_channels] + [
+        block.branch3[1].conv.out_channels,
+        block.branch4[1].conv.out_channels,
+    ]
+
+
+def assert_same_buffers(ref, fused, what=""):
+    for (name, b_ref), (_, b) in zip(ref.named_buffers(), fused.named_buffers()):
+        if b_ref.is_floating_point():
+            check_close(b, b_ref, FP32, f"{what} {name}")
+        else:
+            assert torch.equal(b, b_ref), f"{what} {name}: {b.item()} != {b_ref.item()}"
+
+
+# -- the block -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize(
+    "cfg,k,shape",
+    [(SMALL, 3, (3, 7, 5)), (ODD, 5, (3, 9, 4)), (ODD, 3, (1, 5, 7)), (BLOCK_CONFIGS["inception4e"], 3, (2, 3, 3))],
+    ids=["small-k3", "odd-k5", "odd-batch1", "4e"],
+)
+def test_block_train_steps_match_reference(cfg, k, shape, momentum):
+    """Three steps: output, every gradient (input, each conv weight, each BN gamma/beta), and the
+    running mean/var and num_batches_tracked after each (momentum a float, and None: the cumulative
+    average).  Batch 1 at 5x7: BN has 35 values per channel, PyTorch trains; so must we."""
+    ref, fused = trained_pair(cfg, k)
+    for bn in bns(ref) + bns(fused):
+        bn.momentum = momentum
+    for i in range(3):
+        assert_same_step(ref, fused, torch.randn(shape[0], cfg[0], *shape[1:]), what=f"step {i}")
+
+
+def test_batch1_at_1x1_raises_pytorchs_error_and_counts_as_pytorch_does():
+    ref, fused = trained_pair(ODD)
+    x = torch.randn(1, ODD[0], 1, 1)
+    errors = []
+    for model in (ref, fused):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training") as exc:
+            model(x)
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1]
+    assert_same_buffers(ref, fused, "after the error")  # branch 1's counter moved in both
+    ref.eval(), fused.eval()  # in eval mode batch 1 at 1x1 is fine (running statistics, folded)
+    with torch.no_grad():
+        check_close(fused(x), ref(x), FP32, "eval at 1x1")
+
+
+def test_eval_train_switching_mid_run():
+    ref, fused = trained_pair(SMALL, k=5)
+    x = lambda: torch.randn(3, SMALL[0], 6, 6)  # noqa: E731
+    assert_same_step(ref, fused, x(), what="train 1")
+    ref.eval(), fused.eval()
+    xe = x()
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(xe)
+    assert BN_OP not in rec.ops  # eval: folded running statistics
+    with torch.no_grad():
+        check_close(got, ref(xe), FP32, "eval after training")
+    assert_same_buffers(ref, fused, "eval changes no statistics")
+    ref.train(), fused.train()
+    assert_same_step(ref, fused, x(), what="train 2")
+    assert bns(fused)[0].num_batches_tracked.item() == 2 + 2  # calibrate's two, then two steps
+
+
+def test_track_running_stats_false_uses_batch_statistics_in_train_and_eval():
+    ref, fused = trained_pair(SMALL)
+    for model in (ref, fused):
+        for name, m in list(model.named_modules()):
+            if isinstance(m, nn.BatchNorm2d):
+                new = nn.BatchNorm2d(m.num_features, eps=m.eps, track_running_stats=False)
+                new.load_state_dict({"weight": m.weight.detach(), "bias": m.bias.detach()})
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent), attr, new)
+    fused.clear_packed_weights()
+    x = torch.randn(3, SMALL[0], 5, 6)
+    assert_same_step(ref, fused, x, what="train")
+    ref.eval(), fused.eval()
+    assert_same_step(ref, fused, x, what="eval")  # no running statistics: batch statistics in eval too
+
+
+def test_per_branch_momentum_eps_and_affine():
+    # different momenta per BatchNorm: the fused op runs, each BN updates with its own momentum
+    ref, fused = trained_pair(SMALL)
+    for i, (a, b) in enumerate(zip(bns(ref), bns(fused))):
+        a.momentum = b.momentum = [0.1, 0.5, None, 0.01, 1.0, 0.3][i]
+    for i in range(2):
+        assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), what=f"momenta step {i}")
+    # a different eps in one branch: the block runs its own modules, with the same results
+    ref.branch3[1].bn.eps = fused.branch3[1].bn.eps = 1e-5
+    assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), ran_fused=False, what="eps")
+    # one BatchNorm frozen in eval inside a training block: the modules' own forward too
+    ref.branch3[1].bn.eps = fused.branch3[1].bn.eps = 1e-3
+    ref.branch2[0].bn.eval(), fused.branch2[0].bn.eval()
+    assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), ran_fused=False, what="frozen")
+    # affine=False
+    ref, fused = trained_pair(SMALL)
+    for model in (ref, fused):
+        for unit in (model.branch1, model.branch2[1], model.branch4[1]):
+            unit.bn = nn.BatchNorm2d(unit.bn.num_features, eps=1e-3, affine=False)
+    assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), what="affine=False")
+
+
+def test_foreign_block_train_step():
+    from test_recognize import BNInception
+
+    from inception_fast import fuse
+
+    ref = BNInception(10, 4, (5, 6), (3, 4), 3, k=7)
+    calibrate(ref, torch.randn(4, 10, 6, 6))
+    fused = fuse(copy.deepcopy(ref), backend="torch")
+    ref.train(), fused.train()
+    x = torch.randn(3, 10, 6, 6, requires_grad=True)
+    xf = x.detach().clone().requires_grad_(True)
+    with OpRecorder() as rec:
+        got = fused(xf)
+    assert rec.ops.count(BN_OP) == 1
+    want = ref(x)
+    target = torch.randn_like(want)
+    (want * target).sum().backward()
+    (got * target).sum().backward()
+    check_close(got, want, FP32, "output")
+    check_close(xf.grad, x.grad, FP32, "input gradient")
+    for (name, p_ref), p in zip(ref.named_parameters(), fused.parameters()):
+        check_close(p.grad, p_ref.grad, FP32, f"gradient of {name}")
+    for (name, b_ref), b in zip(ref.named_buffers(), fused.buffers()):
+        if b_ref.is_floating_point():
+            check_close(b, b_ref, FP32, f"buffer {name}")
+
+
+def op_args(cfg=ODD, k=5, shape=(2, 5, 6), dtype=torch.float32, seed=0):
+    """Random arguments of inception_block_bn_train (raw weights, conv biases, gamma, beta)."""
+    from inception_fast.ops import bn_train_channels
+
+    g = torch.Generator().manual_seed(seed)
+    cin, ch1, r3, c3, r5, c5, pool = cfg
+    rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    cl = torch.channels_last
+    w_red, w_pool = rnd(ch1 + r3 + r5, cin), rnd(pool, cin)
+    w3, w5 = rnd(c3, r3, 3, 3).contiguous(memory_format=cl), rnd(c5, r5, k, k).contiguous(memory_format=cl)
+    c_all = bn_train_channels(w_red, w_pool, w3, w5)
+    args = [
+        rnd(shape[0], cin, *shape[1:]).contiguous(memory_format=cl),
+        w_red,
+        rnd(ch1 + r3 + r5),
+        w_pool,
+        rnd(pool),
+        w3,
+        rnd(c3),
+        w5,
+        rnd(c5),
+        rnd(c_all) * 0.3 + 1,
+        rnd(c_all) * 0.2,
+    ]
+    return [a.to(dtype) for a in args]
+
+
+def test_opcheck_inception_block_bn_train():
+    args = op_args()
+    for a in args:
+        a.requires_grad_(True)
+    torch.library.opcheck(torch.ops.inception_fast.inception_block_bn_train.default, (*args, 1e-3, "torch"))
+
+
+def test_op_rejects_bad_arguments():
+    args = op_args()
+    op = torch.ops.inception_fast.inception_block_bn_train
+    with pytest.raises(ValueError, match="gamma of shape"):
+        op(*args[:9], args[9][:-1], args[10], 1e-3, "torch")
+    with pytest.raises(ValueError, match="eps must be positive"):
+        op(*args, 0.0, "torch")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        op(args[0][:1, :, :1, :1], *args[1:], 1e-3, "torch")
+
+
+# -- the whole network ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant,size", [("torchvision", 64), ("paper", 64)])
+def test_googlenet_train_step_matches_reference(variant, size):
+    """One training step with aux heads, fused against reference: the loss, every gradient (input and
+    parameters) and, for torchvision's variant, every running statistic afterwards.  fp32 through a
+    whole net: within 2x the reference's own fp32 error against fp64 (the tolerance table)."""
+    ref = GoogLeNet(variant=variant, aux_logits=True, dropout=0.0, dropout_aux=0.0)
+    calibrate(ref, torch.randn(4, 3, size, size))
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    ref64 = copy.deepcopy(ref).double()
+    x, y = torch.randn(3, 3, size, size), torch.randint(0, 1000, (3,))
+    results = []
+    for model, inp in ((ref, x), (fused, x), (ref64, x.double())):
+        model.train()
+        model.zero_grad()
+        inp = inp.clone().requires_grad_(True)
+        with OpRecorder() as rec:
+            out = model(inp)
+        loss = sum(torch.nn.functional.cross_entropy(o, y) for o in out)
+        loss.backward()
+        grads = torch.cat([inp.grad.flatten()] + [p.grad.flatten() for p in model.parameters()])
+        stats = [b.double().flatten() for n, b in model.named_buffers() if b.is_floating_point()]
+        results.append((loss.detach(), grads, torch.cat(stats) if stats else None, rec.ops))
+    (l32, g32, s32, _), (lf, gf, sf, ops), (l64, g64, s64, _) = results
+    op = BN_OP if variant == "torchvision" else FUSED_BLOCK_OP  # the paper's has no BatchNorm
+    assert ops.count(op) == 9, f"the train-mode blocks did not run {op}"
+    assert g32.norm() > 0 and (s32 is None or s32.std() > 0)
+    check_close(lf.reshape(1), l64.reshape(1), reduced_precision_bound(l32.reshape(1), l64.reshape(1)), "loss")
+    check_close(gf, g64, reduced_precision_bound(g32, g64), "gradients")
+    if s32 is not None:
+        check_close(sf, s64, reduced_precision_bound(s32, s64), "running statistics")
+        nbt = [b for n, b in fused.named_buffers() if n.endswith("num_batches_tracked")]
+        assert all(b.item() == 3 for b in nbt)  # calibrate's two steps, then this one
+
+
+# -- the Triton backend under the interpreter ------------------------------------------------------
+
+
+def _triton_or_skip():
+    if "triton" not in available_backends("cpu"):
+        pytest.skip("the triton backend does not run here (needs triton and TRITON_INTERPRET=1)")
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.mark.parametrize("cfg,k,shape", [(ODD, 5, (3, 5, 7)), (SMALL, 3, (1, 4, 3))])
+def test_triton_matches_torch_backend(cfg, k, shape, poisoned):
+    """The op's every output (out, scratch, pre-BN, mean, var) on the triton backend against the torch
+    backend's, outputs poisoned first (the backends allocate through geometry.empty_outputs)."""
+    _triton_or_skip()
+    args = op_args(cfg, k, shape)
+    op = torch.ops.inception_fast.inception_block_bn_train
+    want = op(*args, 1e-3, "torch")
+    got = op(*args, 1e-3, "triton")
+    for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
+        check_close(g, w, FP32, name)
+
+
+def test_triton_block_train_step_matches_reference():
+    _triton_or_skip()
+    ref, fused = trained_pair(ODD, 5, backend="triton")
+    for i in range(2):
+        assert_same_step(ref, fused, torch.randn(3, ODD[0], 5, 6), what=f"triton step {i}")
+
+
+def test_backward_gradcheck_fp64():
+    """The op's registered backward (ops._inception_block_bn_train_backward) against numerical
+    derivatives in float64, around the torch backend's kernel (the op itself takes fp32/fp16/bf16)."""
+    from types import SimpleNamespace
+
+    from inception_fast import backends, ops
+
+    kernel = backends.get("torch").op("inception_block_bn_train")
+
+    class Block(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch.no_grad():
+                outputs = kernel(*args, 1e-3)
+            ctx.save_for_backward(args[0], args[1], args[3], args[5], args[7], args[9], *outputs)
+            return outputs[0]
+
+        @staticmethod
+        def backward(ctx, grad):
+            fake = SimpleNamespace(saved_tensors=ctx.saved_tensors, eps=1e-3, needs_input_grad=(True,) * 13)
+            return ops._inception_block_bn_train_backward(fake, grad, None, None, None, None)[:11]
+
+    args = op_args((4, 2, 3, 3, 2, 3, 2), 5, (2, 3, 4), dtype=torch.float64, seed=1)
+    for a in args:
+        a.requires_grad_(True)
+    assert torch.autograd.gradcheck(Block.apply, args, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_triton_and_torch_backends_against_fp64(gpu, dtype):
+    """On a GPU, both backends' outputs and batch statistics against the torch backend's kernel in
+    float64 on the CPU: fp32 within the TF32 bound (PyTorch's default for convolutions, which the
+    Triton kernels follow), bf16 within 2x the torch backend's own bf16 error."""
+    from inception_fast import backends
+    from inception_fast.testing import TOLERANCE
+
+    args = op_args(SMALL, 5, (4, 7, 7))
+    want = backends.get("torch").op("inception_block_bn_train")(*[a.double() for a in args], 1e-3)
+    op = torch.ops.inception_fast.inception_block_bn_train
+    got = {b: op(*[a.to(gpu, dtype) for a in args], 1e-3, b) for b in ("torch", "triton")}
+    for i, name in ((0, "out"), (1, "scratch"), (3, "mean"), (4, "var")):
+        own = got["torch"][i]
+        tol = TOLERANCE["tf32"] if dtype == torch.float32 else reduced_precision_bound(own, want[i])
+        check_close(got["triton"][i], want[i], tol, f"triton {name}")
+        check_close(own, want[i], max(tol, TOLERANCE["tf32"]), f"torch {name}")
+
+
+def test_googlenet_without_running_statistics_in_eval():
+    """Every BatchNorm built with track_running_stats=False: eval mode normalises with batch
+    statistics too (stem, blocks and aux heads), as in PyTorch; nothing folds."""
+    ref = GoogLeNet(variant="torchvision", init_weights=False)
+    for m in ref.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    for model in (ref, fused):
+        gen = torch.Generator().manual_seed(0)
+        for name, m in list(model.named_modules()):
+            if isinstance(m, nn.BatchNorm2d):
+                new = nn.BatchNorm2d(m.num_features, eps=m.eps, track_running_stats=False)
+                with torch.no_grad():
+                    new.weight.uniform_(0.5, 1.5, generator=gen)
+                    new.bias.uniform_(-0.2, 0.3, generator=gen)
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent), attr, new)
+        model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x)
+    assert rec.ops.count(BN_OP) == 9
+    with torch.no_grad():
+        want = ref(x)
+        want64 = copy.deepcopy(ref).double()(x.double())
+    assert want.std() > 0.1
+    check_close(got, want64, reduced_precision_bound(want, want64), "logits")
+
+
+def test_compile_fullgraph_in_train_mode():
+    """torch.compile traces the train-mode block without graph breaks (the op's fake kernel and
+    autograd, the running-statistics update), with the eager reference's results."""
+    torch._dynamo.reset()
+    ref, fused = trained_pair(SMALL)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    for i in range(2):
+        x = torch.randn(3, SMALL[0], 6, 5)
+        got = compiled(x)
+        got.sum().backward()
+        check_close(got, ref(x), FP32, f"step {i}")
+    assert_same_buffers(ref, fused, "compiled")
+
+
+def test_autocast_bf16_on_cpu_within_twice_the_references_own_error():
+    """Under CPU autocast (bfloat16 convs, float32 BatchNorm parameters and statistics), the block's
+    output, input gradient, a BN weight's gradient and running variance, against the float64
+    reference: within 2x the reference's own autocast error (the tolerance table's rule)."""
+    ref, fused = trained_pair(SMALL)
+    ref64 = copy.deepcopy(ref).double()
+    x = torch.randn(3, SMALL[0], 6, 5)
+    results = []
+    for model, inp, autocast in ((ref, x, True), (fused, x, True), (ref64, x.double(), False)):
+        inp = inp.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(inp)
+        out.double().square().sum().backward()
+        bn = model.branch2[1].bn
+        results.append((out, inp.grad, bn.weight.grad, bn.running_var))
+    for i, name in enumerate(("output", "input gradient", "BN weight gradient", "running variance")):
+        check_close(results[1][i], results[2][i], reduced_precision_bound(results[0][i], results[2][i]), name)
