@@ -4,6 +4,9 @@
   (bounded, see ``inception_fast.caches``); ``measuring_allowed`` is the one test of whether a
   call may measure now.
 * ``AUTO`` (``backend="auto"``): per Inception block shape, the fastest available backend.
+* ``BACKWARD``: the block's backward under ``backend="auto"``, per shape: the ATen chain (the
+  torch backend's) or the Triton backward launches, which compete only after their first result
+  matched an fp64 ATen reference by the tolerance table's rule.
 * ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``: FusedGoogLeNet's stages outside the
   blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools; see
   ``inception_fast.stages``).
@@ -33,6 +36,8 @@ __all__ = [
     "AUTO_STATIC_ORDER",
     "ENV_AUTO",
     "AutoKey",
+    "BackwardChoice",
+    "BACKWARD",
     "StemKey",
     "ConvReluKey",
     "PoolKey",
@@ -263,3 +268,71 @@ STEM_CHOICE = MeasuredChoice()
 CONV_RELU_CHOICE = MeasuredChoice()
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
 POOL_CHOICE = MeasuredChoice()
+
+
+class BackwardChoice(AutoBackend):
+    """The block backward under ``backend="auto"``: per block shape (``AutoKey``), the ATen chain
+    ("torch") or a kernel backend's ``inception_block_backward`` ("triton"), measured fastest.
+
+    Off CUDA, and where nothing is measured (graph capture, ``INCEPTION_FAST_AUTO=static``), it is
+    "torch".  A candidate other than "torch" runs first against an fp64 run of the ATen chain on
+    copies of the same tensors: each of its gradients must be within
+    ``inception_fast.testing.reduced_precision_bound`` of it (twice the ATen chain's own error in
+    the dtype, never tighter than the fp32 bound), else it is dropped with that error on record.
+    """
+
+    def __init__(self, order=("torch", "triton"), **kwargs) -> None:
+        super().__init__(order=order, **kwargs)
+
+    def candidates(self, device: torch.device) -> list[str]:
+        return [
+            n
+            for n in self.order
+            if _backends.availability(n, device) is None and "inception_block_backward" in _backends.get(n).kernels
+        ]
+
+    def choose(self, grad_out, x, w_red, w_pool, w3, w5, out, scratch) -> str:  # type: ignore[override]
+        if x.device.type not in self.measure_on or x.shape[0] == 0:
+            return "torch"
+        key = self.key(x, w_red, w_pool, w3, w5)
+        hit = self.lookup(key)
+        if hit is not None:
+            return hit
+        names = self.candidates(x.device)
+        if len(names) < 2 or not self.can_measure(x.device):
+            return "torch"
+        args = (grad_out, x, w_red, w_pool, w3, w5, out, scratch, True)
+        aten = _backends.get("torch").op("inception_block_backward")
+        runners = {"torch": lambda: aten(*args)}
+        for name in names[1:]:
+            runners[name] = _checked_backward(name, _backends.get(name).op("inception_block_backward"), aten, args)
+        return self.pick(key, x.device, runners)
+
+
+def _checked_backward(name: str, kernel, aten, args):
+    """``kernel(*args)``, whose first result must match the ATen chain's in fp64 (see BackwardChoice)."""
+    checked = []
+
+    def run():
+        got = kernel(*args)
+        if not checked:
+            from .testing import reduced_precision_bound, rel_error
+
+            lowp = aten(*args)
+            args64 = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
+            ref64 = aten(*args64)
+            for i, (g, low, ref) in enumerate(zip(got, lowp, ref64)):
+                err = rel_error(g, ref) if ref.norm() > 0 else float(g.abs().max() if g.numel() else 0.0)
+                bound = reduced_precision_bound(low, ref) if ref.norm() > 0 else 0.0
+                if not err <= bound:  # NaN fails
+                    raise RuntimeError(
+                        f"the {name} block backward disagrees with ATen on input {tuple(args[1].shape)} "
+                        f"(gradient {i}: error {err:.2e} > {bound:.2e}); not used"
+                    )
+            checked.append(True)
+        return got
+
+    return run
+
+
+BACKWARD = BackwardChoice()
