@@ -57,11 +57,15 @@ _LIB.define("branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tens
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="torch"):
     if x.dim() != 4:
         raise ValueError(f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    # float64 on the torch backend only (ATen runs it; gradcheck uses it).
+    if x.dtype not in _FLOAT_DTYPES and not (x.dtype == torch.float64 and backend == "torch"):
+        raise TypeError(
+            f"Inception block supports float32, float16 and bfloat16 inputs (and float64 on the torch backend), "
+            f"got {x.dtype}"
+        )
     cin = w_red.shape[1]
     if x.shape[1] != cin:
         raise ValueError(
@@ -89,7 +93,7 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
 
 @torch.library.impl(_LIB, "inception_block", "CompositeExplicitAutograd")
 def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
-    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     x = x.contiguous(memory_format=torch.channels_last)
     if x.shape[0] == 0:  # an empty batch: nothing to compute, the reference's empty result
         if backend != "auto":
@@ -114,7 +118,7 @@ def _kernel(op: str, backend: str, x):
 
 @torch.library.register_fake("inception_fast::inception_block")
 def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
-    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
 
 
@@ -251,12 +255,12 @@ def inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="to
     return torch.ops.inception_fast.inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)[0]
 
 
-def _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch):
+def _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend):
     """The forward's checks on x and the weights, and grad_out / out / scratch shaped as the forward made them."""
     if x.dim() != 4:
         raise ValueError(f"inception_block_backward expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     _check_block_args(
-        x, w_red, w_red.new_empty(0), w_pool, w_pool.new_empty(0), w3, w3.new_empty(0), w5, w5.new_empty(0)
+        x, w_red, w_red.new_empty(0), w_pool, w_pool.new_empty(0), w3, w3.new_empty(0), w5, w5.new_empty(0), backend
     )
     n, _, h, w = x.shape
     channels = geometry.block_channels(w_red, w_pool, w3, w5)
@@ -273,7 +277,7 @@ def _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch):
 
 @torch.library.impl(_LIB, "inception_block_backward", "CompositeExplicitAutograd")
 def _inception_block_backward_impl(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
-    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch)
+    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
     if backend == "auto":
         backend = choices.BACKWARD.choose(grad_out, x, w_red, w_pool, w3, w5, out, scratch)
     kernel = _kernel("inception_block_backward", backend, x)
@@ -285,7 +289,7 @@ def _inception_block_backward_impl(grad_out, x, w_red, w_pool, w3, w5, out, scra
 
 @torch.library.register_fake("inception_fast::inception_block_backward")
 def _inception_block_backward_fake(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
-    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch)
+    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
     gx = torch.empty_like(x) if need_input_grad else None
     biases = (w_red.new_empty(w_red.shape[0]), w_pool.new_empty(w_pool.shape[0]))
     return (

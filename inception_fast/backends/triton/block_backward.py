@@ -628,6 +628,11 @@ _tuned_b = (
 )
 
 
+def _buffer(shape, dtype, device, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """An uninitialised buffer of the backward (every one comes from here, so tests can poison them)."""
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+
+
 def split_count(m: int) -> int:
     """How many pixel splits the weight gradients use for m = N*H*W pixels."""
     return max(1, min(MAX_SPLITS, _common.cdiv(m, SPLIT_PIXELS)))
@@ -675,14 +680,14 @@ def block_backward(
     geometry.check_pixel_rows(m)
     dev, dt = x.device, x.dtype
     cl = torch.channels_last
-    g_red = torch.empty((n, cin3 + cin5, h, w), dtype=dt, device=dev, memory_format=cl)
-    g_pooled = torch.empty((n, cin, h, w), dtype=torch.float32, device=dev, memory_format=cl)
-    gx = torch.empty((n, cin, h, w), dtype=dt, device=dev, memory_format=cl)
+    g_red = _buffer((n, cin3 + cin5, h, w), dt, dev, cl)
+    g_pooled = _buffer((n, cin, h, w), torch.float32, dev, cl)
+    gx = _buffer((n, cin, h, w), dt, dev, cl)
     seg = _segments(w_red, w_pool, w3, w5)
     total = seg["total"][0]
     n_splits = split_count(m)
-    partial = torch.empty((n_splits, total), dtype=torch.float32, device=dev)
-    flat = torch.empty(total, dtype=dt, device=dev)
+    partial = _buffer((n_splits, total), torch.float32, dev)
+    flat = _buffer((total,), dt, dev)
     common_strides = (*_strides(grad_out), *_strides(out))
 
     def grid_a(cfg):
