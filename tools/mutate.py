@@ -163,10 +163,10 @@ MUTANTS = [
     Mutant(
         "triton_bwd_tie_last",
         "inception_fast/backends/triton/block_backward.py",
-        "take = t_ok[:, None] & ((v > best) |",
-        "take = t_ok[:, None] & ((v >= best) |",
+        "beaten = ~(v < xp) & ~xp_nan",
+        "beaten = (v > xp) & ~xp_nan",
         TRITON_BACKWARD,
-        "max-pool ties go to the last maximum in the window, not ATen's first",
+        "a max-pool tie with an earlier tap does not take the argmax from p (ATen: the first maximum wins)",
     ),
     Mutant(
         "triton_bwd_reduction_mask",

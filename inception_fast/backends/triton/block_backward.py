@@ -502,32 +502,40 @@ def _input_grads_kernel(
                 other=0.0,
             )
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        # The pool branch: pooled pixel q = p + (eh, ew) holds p at its tap (1 - eh, 1 - ew).
+        # The pool branch: pooled pixel q = p + (eh, ew) holds p at its tap tp = (1 - eh, 1 - ew).
+        # Under ATen's rule (header) p is q's argmax iff it is taken when scanned (it is NaN, or it
+        # exceeds every in-image tap before it) and no later tap is (none is NaN or exceeds it).
         x_row = row_offsets(img, hh, ww, s_x_n, s_x_h, s_x_w)
+        xp = tl.load(
+            x_ptr + x_row[:, None] + offs_n[None, :] * s_x_c, mask=row_ok[:, None] & col_ok[None, :], other=0.0
+        ).to(tl.float32)
+        xp_nan = xp != xp
         for e in tl.static_range(9):
-            eh = e // 3 - 1
-            ew = e % 3 - 1
+            eh: tl.constexpr = e // 3 - 1
+            ew: tl.constexpr = e % 3 - 1
+            tp: tl.constexpr = (1 - eh) * 3 + (1 - ew)
             qh = hh + eh
             qw = ww + ew
             q_ok = row_ok & (qh >= 0) & (qh < H) & (qw >= 0) & (qw < W)
-            best = tl.full((BLOCK_M, BLOCK_N), float("-inf"), dtype=tl.float32)
-            best_tap = tl.full((BLOCK_M, BLOCK_N), -1, dtype=tl.int32)
+            wins = xp_nan | (xp == xp)  # all true: no tap has beaten p yet
             for t in tl.static_range(9):
-                th = t // 3 - 1
-                tw = t % 3 - 1
-                h2 = qh + th
-                w2 = qw + tw
-                t_ok = q_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-                v = tl.load(
-                    x_ptr + (x_row + (eh + th) * s_x_h + (ew + tw) * s_x_w)[:, None] + offs_n[None, :] * s_x_c,
-                    mask=t_ok[:, None] & col_ok[None, :],
-                    other=0.0,
-                ).to(tl.float32)
-                # ATen's rule: the first in-image tap starts; a later one replaces it when greater or NaN.
-                take = t_ok[:, None] & ((v > best) | (v != v) | (best_tap < 0))
-                best = tl.where(take, v, best)
-                best_tap = tl.where(take, t, best_tap)
-            hit = q_ok[:, None] & col_ok[None, :] & (best_tap == (1 - eh) * 3 + (1 - ew))
+                if t != tp:
+                    th: tl.constexpr = t // 3 - 1
+                    tw: tl.constexpr = t % 3 - 1
+                    h2 = qh + th
+                    w2 = qw + tw
+                    t_ok = q_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
+                    v = tl.load(
+                        x_ptr + (x_row + (eh + th) * s_x_h + (ew + tw) * s_x_w)[:, None] + offs_n[None, :] * s_x_c,
+                        mask=t_ok[:, None] & col_ok[None, :],
+                        other=0.0,
+                    ).to(tl.float32)
+                    if t < tp:  # scanned before p: p must exceed it, unless p is NaN
+                        beaten = ~(v < xp) & ~xp_nan
+                    else:  # scanned after p: it must neither be NaN nor exceed p
+                        beaten = (v != v) | (v > xp)
+                    wins = wins & ~(t_ok[:, None] & beaten)
+            hit = q_ok[:, None] & col_ok[None, :] & wins
             p_row = row_offsets(img, qh, qw, s_p_n, s_p_h, s_p_w)
             acc += tl.load(gpooled_ptr + p_row[:, None] + offs_n[None, :] * s_p_c, mask=hit, other=0.0)
         gx_row = row_offsets(img, hh, ww, s_gx_n, s_gx_h, s_gx_w)
@@ -664,11 +672,9 @@ def _segments(w_red, w_pool, w3, w5) -> dict:
     return seg
 
 
-def block_backward(
-    grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, config: Optional[triton.Config] = None
-):
-    """(grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5) of one block in three
-    Triton launches (A, B, C above).  ``config`` (BLOCK_M/N/K) pins launches A and B's tile."""
+def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad):
+    """The buffers and launches A and B of one block backward: (buffers {name: tensor},
+    segments (see _segments), [(kernel, autotuned kernel, args, launcher-fixed constexprs, grid(meta))])."""
     _common.check_dtype(x.dtype)
     ch1, cin3, cin5, cout3, cout5, n_pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n, cin, h, w = x.shape
@@ -682,7 +688,7 @@ def block_backward(
     cl = torch.channels_last
     g_red = _buffer((n, cin3 + cin5, h, w), dt, dev, cl)
     g_pooled = _buffer((n, cin, h, w), torch.float32, dev, cl)
-    gx = _buffer((n, cin, h, w), dt, dev, cl)
+    gx = _buffer((n, cin, h, w), dt, dev, cl) if need_input_grad else _common.no_buffer(x, dt)
     seg = _segments(w_red, w_pool, w3, w5)
     total = seg["total"][0]
     n_splits = split_count(m)
@@ -710,22 +716,39 @@ def block_backward(
         *common_strides, *_strides(scratch), *_strides(g_red), *_strides(g_pooled),
         *_strides(w3), *_strides(w5), w_pool.stride(0), w_pool.stride(1),
     )  # fmt: skip
+    gx_strides = _strides(gx) if need_input_grad else (0, 0, 0, 0)  # never written without need_dx
     args_b = (
         grad_out, out, x, w_red, g_red, g_pooled, gx, partial,
         m, h, w, cin, ch1, n_red, n_pool, out.shape[1] - n_pool, n_splits, total,
         seg["w_red"][0], seg["b_red"][0], seg["w_pool"][0], seg["b_pool"][0], int(bool(need_input_grad)),
-        *common_strides, *_strides(x), *_strides(g_red), *_strides(g_pooled), *_strides(gx),
+        *common_strides, *_strides(x), *_strides(g_red), *_strides(g_pooled), *gx_strides,
         w_red.stride(0), w_red.stride(1),
     )  # fmt: skip
     meta = {"DOT_PRECISION": _common.dot_precision(dt)}
-    with torch.cuda.device(dev) if x.is_cuda else contextlib.nullcontext():
-        _common.launch_configured(
-            _branch_grads_kernel, _tuned_a, grid_a, args_a, {**meta, "K5": k5}, config, INTERPRETER_CONFIG
-        )
-        _common.launch_configured(_input_grads_kernel, _tuned_b, grid_b, args_b, meta, config, INTERPRETER_CONFIG)
+    launches = [
+        (_branch_grads_kernel, _tuned_a, args_a, {**meta, "K5": k5}, grid_a),
+        (_input_grads_kernel, _tuned_b, args_b, meta, grid_b),
+    ]
+    buffers = {"g_red": g_red, "g_pooled": g_pooled, "gx": gx, "partial": partial, "flat": flat}
+    return buffers, seg, launches
+
+
+def block_backward(
+    grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, config: Optional[triton.Config] = None
+):
+    """(grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5) of one block in three
+    Triton launches (A, B, C above).  ``config`` (BLOCK_M/N/K) pins launches A and B's tile."""
+    buffers, seg, launches = _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+    partial, flat = buffers["partial"], buffers["flat"]
+    total, n_splits = flat.numel(), partial.shape[0]
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        for kernel, tuned, args, meta, grid in launches:
+            _common.launch_configured(kernel, tuned, grid, args, meta, config, INTERPRETER_CONFIG)
         _common.launch(
             _sum_splits_kernel, (_common.cdiv(total, SUM_BLOCK),), partial, flat, total, n_splits, BLOCK=SUM_BLOCK
         )
+    _, cin3, cin5, cout3, cout5, n_pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    n_red, cin, k5 = w_red.shape[0], x.shape[1], w5.shape[-1]
 
     def view(name, shape):
         off, numel = seg[name]
@@ -734,7 +757,7 @@ def block_backward(
     gw3 = view("w3", (cout3, 3, 3, cin3)).permute(0, 3, 1, 2)
     gw5 = view("w5", (cout5, k5, k5, cin5)).permute(0, 3, 1, 2)
     return (
-        gx if need_input_grad else None,
+        buffers["gx"] if need_input_grad else None,
         view("w_red", (n_red, cin)),
         view("b_red", (n_red,)),
         view("w_pool", (n_pool, cin)),
