@@ -163,8 +163,8 @@ MUTANTS = [
     Mutant(
         "triton_bwd_tie_last",
         "inception_fast/backends/triton/block_backward.py",
-        "beaten = ~(v < xp) & ~xp_nan",
-        "beaten = (v > xp) & ~xp_nan",
+        "beaten = tl.where(t < tp, ~(v < xp) & ~xp_nan,",
+        "beaten = tl.where(t < tp, (v > xp) & ~xp_nan,",
         TRITON_BACKWARD,
         "a max-pool tie with an earlier tap does not take the argmax from p (ATen: the first maximum wins)",
     ),

@@ -510,31 +510,30 @@ def _input_grads_kernel(
             x_ptr + x_row[:, None] + offs_n[None, :] * s_x_c, mask=row_ok[:, None] & col_ok[None, :], other=0.0
         ).to(tl.float32)
         xp_nan = xp != xp
-        for e in tl.static_range(9):
-            eh: tl.constexpr = e // 3 - 1
-            ew: tl.constexpr = e % 3 - 1
-            tp: tl.constexpr = (1 - eh) * 3 + (1 - ew)
+        # A runtime loop over the nine neighbours (an unrolled one spills registers on sm_90).
+        for e in range(9):
+            eh = e // 3 - 1
+            ew = e % 3 - 1
+            tp = (1 - eh) * 3 + (1 - ew)
             qh = hh + eh
             qw = ww + ew
             q_ok = row_ok & (qh >= 0) & (qh < H) & (qw >= 0) & (qw < W)
             wins = xp_nan | (xp == xp)  # all true: no tap has beaten p yet
             for t in tl.static_range(9):
-                if t != tp:
-                    th: tl.constexpr = t // 3 - 1
-                    tw: tl.constexpr = t % 3 - 1
-                    h2 = qh + th
-                    w2 = qw + tw
-                    t_ok = q_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-                    v = tl.load(
-                        x_ptr + (x_row + (eh + th) * s_x_h + (ew + tw) * s_x_w)[:, None] + offs_n[None, :] * s_x_c,
-                        mask=t_ok[:, None] & col_ok[None, :],
-                        other=0.0,
-                    ).to(tl.float32)
-                    if t < tp:  # scanned before p: p must exceed it, unless p is NaN
-                        beaten = ~(v < xp) & ~xp_nan
-                    else:  # scanned after p: it must neither be NaN nor exceed p
-                        beaten = (v != v) | (v > xp)
-                    wins = wins & ~(t_ok[:, None] & beaten)
+                th = t // 3 - 1
+                tw = t % 3 - 1
+                h2 = qh + th
+                w2 = qw + tw
+                t_ok = q_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W) & (t != tp)
+                v = tl.load(
+                    x_ptr + (x_row + (eh + th) * s_x_h + (ew + tw) * s_x_w)[:, None] + offs_n[None, :] * s_x_c,
+                    mask=t_ok[:, None] & col_ok[None, :],
+                    other=0.0,
+                ).to(tl.float32)
+                # Scanned before p: p must exceed it, unless p is NaN.  After p: it must neither be
+                # NaN nor exceed p.
+                beaten = tl.where(t < tp, ~(v < xp) & ~xp_nan, (v != v) | (v > xp))
+                wins = wins & ~(t_ok[:, None] & beaten)
             hit = q_ok[:, None] & col_ok[None, :] & wins
             p_row = row_offsets(img, qh, qw, s_p_n, s_p_h, s_p_w)
             acc += tl.load(gpooled_ptr + p_row[:, None] + offs_n[None, :] * s_p_c, mask=hit, other=0.0)
@@ -611,7 +610,6 @@ def _sum_splits_kernel(part_ptr, dst_ptr, T, n_splits, BLOCK: tl.constexpr):
 # the backward competes with the ATen chain per shape (inception_fast.choices.BACKWARD).
 CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=2, num_stages=3),
 ]
