@@ -169,6 +169,38 @@ def test_triton_gradients_max_pool_ties():
     check_gradients(ODD, _tied_input(3, ODD[0], 6, 5), k=3, batch_norm=False)
 
 
+def _config_count() -> int:
+    """How many autotuning configs the Triton backward has (0 without triton)."""
+    try:
+        from inception_fast.backends.triton import block_backward as bb
+    except ImportError:
+        return 0
+    return len(bb.CONFIGS)
+
+
+def _backward_args(cfg=ODD, k=3, n=2, h=4, w=5):
+    """(grad_out, x, w_red, w_pool, w3, w5, out, scratch) of a random block's forward (torch backend)."""
+    block = make_block(cfg, k5=k, n=n, h=h, w=w)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    return (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", range(_config_count()))
+def test_triton_backward_every_config(i):
+    """Each config the GPU autotuner may pick (tiles with BLOCK_M != BLOCK_N included), pinned,
+    against the ATen chain on a shape that fills no tile and takes several pixel splits."""
+    from inception_fast import backends
+    from inception_fast.backends.triton import block_backward as bb
+
+    config = bb.CONFIGS[i]
+    args = _backward_args(k=5, n=3, h=5, w=4)
+    got = bb.block_backward(*args, True, config=config)
+    want = backends.get("torch").op("inception_block_backward")(*args, True)
+    for j, (g, w) in enumerate(zip(got, want)):
+        check_close(g, w, FP32, f"{bb.CONFIGS[i]} gradient {j}")
+
+
 @interpreter_only
 def test_triton_backward_three_launches_no_cat(monkeypatch):
     from launch_observer import observe_launches
