@@ -210,6 +210,23 @@ def test_triton_backward_every_config(i):
 
 
 @interpreter_only
+def test_triton_backward_fp16():
+    """fp16 operands, fp32 accumulation: each gradient's error against the fp64 ATen chain at most
+    twice the fp16 ATen chain's own."""
+    from inception_fast import backends
+
+    args = _backward_args(k=5, n=3, h=5, w=4)
+    aten = backends.get("torch").op("inception_block_backward")
+    ref64 = aten(*(a.double() for a in args), True)
+    half = tuple(a.half() for a in args)
+    lowp = aten(*half, True)
+    got = backends.get("triton").op("inception_block_backward")(*half, True)
+    for j, (g, b, r) in enumerate(zip(got, lowp, ref64)):
+        assert g.dtype == torch.float16
+        check_close(g, r, reduced_precision_bound(b, r), f"fp16 gradient {j}")
+
+
+@interpreter_only
 def test_triton_backward_three_launches_no_cat(monkeypatch):
     from launch_observer import observe_launches
 
