@@ -316,6 +316,13 @@ def _inception_block_setup_context(ctx, inputs, output):
 def _inception_block_backward(ctx, grad_out, _grad_scratch):
     """The block's gradients from the backend the forward was given (``inception_block_backward``)."""
     x, w_red, w_pool, w3, w5, out, scratch = ctx.saved_tensors
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # create_graph=True: the gradients depend on x through the saved scratch too, which is no
+        # differentiable output; a second derivative would come out silently wrong.
+        raise RuntimeError(
+            "the fused Inception block has no second derivative (backward with create_graph=True); "
+            "use the reference block (inception_fast.Inception) for higher-order gradients"
+        )
     grads = torch.ops.inception_fast.inception_block_backward(
         grad_out, x, w_red, w_pool, w3, w5, out, scratch, ctx.needs_input_grad[0], ctx.backend
     )

@@ -83,6 +83,15 @@ def test_gradcheck_torch_backend_fp64(k):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
+def test_second_derivative_is_refused():
+    """create_graph=True: a clear error, not a silently wrong second derivative."""
+    block = make_block(ODD, n=1, h=3, w=3)
+    x = block["x"].clone().requires_grad_()
+    y = torch.ops.inception_fast.inception_block(x, *(block[a] for a in BLOCK_ARGS[1:]), "torch")[0]
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+
+
 def test_opcheck_backward_op():
     block = make_block(ODD, k5=5, n=2, h=3, w=4)
     out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
