@@ -11,7 +11,8 @@ from the launchers' own ``_arguments``, and integer/pointer specialization follo
 so the code compiled here is the code a launch on the GPU would compile.  Registers and spills
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
-    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a|stem] [--batch 256] [--json]
+    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a|stem|backward:inception4b]
+        [--batch 256] [--json]
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -35,7 +36,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from inception_fast.backends.triton import branch_convs, maxpool, reduce_pool, stem  # noqa: E402
+from inception_fast.backends.triton import block_backward, branch_convs, maxpool, reduce_pool, stem  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -157,6 +158,29 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
     return rows
 
 
+def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (launch, config) of the Triton block backward's launches A and B ("bwd_a",
+    "bwd_b"; launch C, the split sum, has no config) for ``block`` at its GoogLeNet size."""
+    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
+    size, dt = SIZES[block], DTYPES[dtype]
+    cl = torch.channels_last
+    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
+    w_red, w_pool = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(pool, cin, dtype=dt)
+    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    _buffers, _segments, launches = block_backward._arguments(
+        torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
+    )
+    rows = []
+    for launch, (kernel, _tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), launches):
+        for config in block_backward.CONFIGS:
+            row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+            row.update(_compile(kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int = 224) -> list[dict]:
     """One row per (launch, config) of the stem kernel on torchvision's conv1 + maxpool1, for an
     NCHW input (what a user passes; the kernel reads it directly): "conv_pool" fused, "conv" alone."""
@@ -203,8 +227,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--block",
         action="append",
-        choices=[*SIZES, "stem", "pools"],
-        help="repeatable (default: stem, 3a, 4b, 5b and the pools)",
+        choices=[*SIZES, "stem", "pools", *(f"backward:{b}" for b in SIZES)],
+        help="repeatable (default: stem, 3a, 4b, 5b and the pools); backward:<block> for the Triton backward",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -217,6 +241,8 @@ def main(argv=None) -> int:
             rows += stem_stats(args.batch, args.dtype, args.arch)
         elif block == "pools":
             rows += pool_stats(args.batch, args.dtype, args.arch)
+        elif block.startswith("backward:"):
+            rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
         else:
             rows += kernel_stats(block, args.batch, args.dtype, args.arch)
     if args.json:

@@ -4,6 +4,9 @@
   (bounded, see ``inception_fast.caches``); ``measuring_allowed`` is the one test of whether a
   call may measure now.
 * ``AUTO`` (``backend="auto"``): per Inception block shape, the fastest available backend.
+* ``BACKWARD``: the block's backward under ``backend="auto"``, per shape: the ATen chain (the
+  torch backend's) or the Triton backward launches, which compete only after their first result
+  matched an fp64 ATen reference by the tolerance table's rule.
 * ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``: FusedGoogLeNet's stages outside the
   blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools; see
   ``inception_fast.stages``).
@@ -39,6 +42,8 @@ __all__ = [
     "AUTO_STATIC_ORDER",
     "ENV_AUTO",
     "AutoKey",
+    "BackwardChoice",
+    "BACKWARD",
     "StemKey",
     "ConvReluKey",
     "PoolKey",
@@ -383,3 +388,49 @@ STEM_CHOICE = MeasuredChoice(store_as="stem")
 CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
 POOL_CHOICE = MeasuredChoice(store_as="pool")
+
+
+class BackwardChoice(AutoBackend):
+    """The block backward under ``backend="auto"``: per block shape (``AutoKey``), the ATen chain
+    ("torch") or a kernel backend's ``inception_block_backward`` ("triton"), measured fastest.
+
+    Off CUDA, and where nothing is measured (graph capture, ``INCEPTION_FAST_AUTO=static``), it is
+    "torch".  A candidate other than "torch" enters through ``checked_against``: on its first run
+    each of its gradients must be within the tolerance table's rule of an fp64 run of the ATen
+    chain on the same tensors (twice the ATen chain's own error in the dtype, never tighter than
+    the fp32 bound), else it is dropped with that error on record.
+    """
+
+    def __init__(self, order=("torch", "triton"), **kwargs) -> None:
+        super().__init__(order=order, **kwargs)
+
+    def candidates(self, device: torch.device) -> list[str]:
+        return [
+            n
+            for n in self.order
+            if _backends.availability(n, device) is None and "inception_block_backward" in _backends.get(n).kernels
+        ]
+
+    def choose(self, grad_out, x, w_red, w_pool, w3, w5, out, scratch) -> str:  # type: ignore[override]
+        if x.device.type not in self.measure_on or x.shape[0] == 0:
+            return "torch"
+        key = self.key(x, w_red, w_pool, w3, w5)
+        hit = self.lookup(key)
+        if hit is not None:
+            return hit
+        names = self.candidates(x.device)
+        if len(names) < 2 or not self.can_measure(x.device):
+            return "torch"
+        args = (grad_out, x, w_red, w_pool, w3, w5, out, scratch, True)
+        aten = _backends.get("torch").op("inception_block_backward")
+        args64 = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
+        reference = _once(lambda: aten(*args))
+        reference64 = _once(lambda: aten(*args64))
+        runners = {"torch": lambda: aten(*args)}
+        for name in names[1:]:
+            run = lambda f=_backends.get(name).op("inception_block_backward"): f(*args)  # noqa: E731
+            runners[name] = checked_against(run, reference, f"the {name} block backward", reference64)
+        return self.pick(key, x.device, runners)
+
+
+BACKWARD = BackwardChoice(store_as="backward")

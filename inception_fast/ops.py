@@ -8,9 +8,13 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   ``inception_fast.packing``).  Returns ``(out, scratch)``: the concatenated block output and the
   two post-ReLU reductions (saved for the backward pass), both channels_last.  ``"auto"`` is
   resolved per call by ``inception_fast.choices.AUTO`` (so the choice also happens under
-  torch.compile, whose traced graph only holds the op).  Differentiable: the backward is ATen's
-  (the three 1x1 input gradients as one GEMM, the pool branch through the max pool, ReLU masks
-  from the saved outputs).
+  torch.compile, whose traced graph only holds the op).  Differentiable: its registered backward
+  runs ``inception_fast::inception_block_backward`` with the forward's backend name.
+* ``inception_fast::inception_block_backward`` -- the block's gradients (input, packed weights and
+  biases) from the forward's saved input, output and scratch, through the registry (kernel
+  ``inception_block_backward``: the torch backend's ATen chain, the Triton backward launches).
+  ``"auto"`` is resolved per call by ``inception_fast.choices.BACKWARD`` (the ATen chain off
+  CUDA; on CUDA the Triton backward where it was checked and measured faster, per shape).
 * ``inception_fast::inception_block_bn_train`` -- the block with train-mode BatchNorm (batch
   statistics) after every conv, from raw conv weights and the BN affine parameters; returns the
   output and, for the backward and the caller's running-statistics update, the pre-BN outputs and
@@ -39,6 +43,11 @@ _LIB.define(
     "Tensor w3, Tensor b3, Tensor w5, Tensor b5, str backend) -> (Tensor, Tensor)"
 )
 _LIB.define(
+    "inception_block_backward(Tensor grad_out, Tensor x, Tensor w_red, Tensor w_pool, Tensor w3, Tensor w5, "
+    "Tensor out, Tensor scratch, bool need_input_grad, str backend) "
+    "-> (Tensor?, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+_LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
@@ -52,11 +61,15 @@ _LIB.define("branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tens
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="torch"):
     if x.dim() != 4:
         raise ValueError(f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    # float64 on the torch backend only (ATen runs it; gradcheck uses it).
+    if x.dtype not in _FLOAT_DTYPES and not (x.dtype == torch.float64 and backend == "torch"):
+        raise TypeError(
+            f"Inception block supports float32, float16 and bfloat16 inputs (and float64 on the torch backend), "
+            f"got {x.dtype}"
+        )
     cin = w_red.shape[1]
     if x.shape[1] != cin:
         raise ValueError(
@@ -84,7 +97,7 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
 
 @torch.library.impl(_LIB, "inception_block", "CompositeExplicitAutograd")
 def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
-    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     x = x.contiguous(memory_format=torch.channels_last)
     if x.shape[0] == 0:  # an empty batch: nothing to compute, the reference's empty result
         if backend != "auto":
@@ -109,7 +122,7 @@ def _kernel(op: str, backend: str, x):
 
 @torch.library.register_fake("inception_fast::inception_block")
 def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
-    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
 
 
@@ -246,55 +259,78 @@ def inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="to
     return torch.ops.inception_fast.inception_block(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)[0]
 
 
+def _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend):
+    """The forward's checks on x and the weights, and grad_out / out / scratch shaped as the forward made them."""
+    if x.dim() != 4:
+        raise ValueError(f"inception_block_backward expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+    _check_block_args(
+        x, w_red, w_red.new_empty(0), w_pool, w_pool.new_empty(0), w3, w3.new_empty(0), w5, w5.new_empty(0), backend
+    )
+    n, _, h, w = x.shape
+    channels = geometry.block_channels(w_red, w_pool, w3, w5)
+    for name, t, c in (("grad_out", grad_out, channels.total), ("out", out, channels.total)) + (
+        ("scratch", scratch, channels.reductions),
+    ):
+        if tuple(t.shape) != (n, c, h, w):
+            raise ValueError(f"inception_block_backward: {name} has shape {tuple(t.shape)}, expected {(n, c, h, w)}")
+        if t.device != x.device or t.dtype != x.dtype:
+            raise TypeError(
+                f"inception_block_backward: {name} is {t.dtype} on {t.device}; x is {x.dtype} on {x.device}"
+            )
+
+
+@torch.library.impl(_LIB, "inception_block_backward", "CompositeExplicitAutograd")
+def _inception_block_backward_impl(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
+    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
+    if backend == "auto":
+        backend = choices.BACKWARD.choose(grad_out, x, w_red, w_pool, w3, w5, out, scratch)
+    kernel = _kernel("inception_block_backward", backend, x)
+    if x.shape[0] == 0:  # an empty batch: zero weight gradients, from the ATen chain
+        kernel = _backends.get("torch").op("inception_block_backward")
+    with torch.no_grad():
+        return kernel(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+
+
+@torch.library.register_fake("inception_fast::inception_block_backward")
+def _inception_block_backward_fake(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
+    _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
+    gx = torch.empty_like(x) if need_input_grad else None
+    biases = (w_red.new_empty(w_red.shape[0]), w_pool.new_empty(w_pool.shape[0]))
+    return (
+        gx,
+        torch.empty_like(w_red),
+        biases[0],
+        torch.empty_like(w_pool),
+        biases[1],
+        torch.empty_like(w3),
+        w3.new_empty(w3.shape[0]),
+        torch.empty_like(w5),
+        w5.new_empty(w5.shape[0]),
+    )
+
+
 def _inception_block_setup_context(ctx, inputs, output):
-    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, _ = inputs
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend = inputs
     out, scratch = output
     ctx.save_for_backward(x, w_red, w_pool, w3, w5, out, scratch)
     ctx.mark_non_differentiable(scratch)
+    ctx.backend = backend
 
 
 def _inception_block_backward(ctx, grad_out, _grad_scratch):
-    """ATen: the three 1x1 input gradients as one GEMM, the pool branch through the max pool
-    (argmax recomputed), one ReLU mask from the saved output for all four branches."""
+    """The block's gradients from the backend the forward was given (``inception_block_backward``)."""
     x, w_red, w_pool, w3, w5, out, scratch = ctx.saved_tensors
-    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
-    n, cin, h, w = x.shape
-    cl = torch.channels_last
-    # Every branch ends in ReLU, so one mask from the saved output covers all four.
-    g = (grad_out * (out > 0)).contiguous(memory_format=cl)
-    g1, g3, g5, gp = torch.split(g, [ch1, ch3, ch5, pool], dim=1)
-    red3, red5 = torch.split(scratch, [ch3red, ch5red], dim=1)
-    need_x = ctx.needs_input_grad[0]
-
-    def conv_grads(g_br, inp, wgt):
-        k = wgt.shape[-1]
-        gi, gw, gb = torch.ops.aten.convolution_backward(
-            g_br, inp, wgt, [wgt.shape[0]], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, True, True]
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # create_graph=True: the gradients depend on x through the saved scratch too, which is no
+        # differentiable output; a second derivative would come out silently wrong.
+        raise RuntimeError(
+            "the fused Inception block has no second derivative (backward with create_graph=True); "
+            "use the reference block (inception_fast.Inception) for higher-order gradients"
         )
-        return gi, gw, gb
-
-    gr3, gw3, gb3 = conv_grads(g3, red3, w3)
-    gr5, gw5, gb5 = conv_grads(g5, red5, w5)
-    g_red_cols = torch.cat([g1, gr3 * (red3 > 0), gr5 * (red5 > 0)], dim=1)
-    # NHWC views as GEMM operands: [N*H*W, C].
-    g_red2d = g_red_cols.permute(0, 2, 3, 1).reshape(-1, w_red.shape[0])
-    x2d = x.permute(0, 2, 3, 1).reshape(-1, cin)
-    gw_red = g_red2d.t().mm(x2d)
-    gb_red = g_red2d.sum(0)
-    pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
-    gp2d = gp.permute(0, 2, 3, 1).reshape(-1, pool)
-    gw_pool = gp2d.t().mm(pooled.permute(0, 2, 3, 1).reshape(-1, cin))
-    gb_pool = gp2d.sum(0)
-    gx = None
-    if need_x:
-        # The three 1x1 input gradients are one GEMM against the packed weights.
-        gx2d = g_red2d.mm(w_red)
-        gx = gx2d.reshape(n, h, w, cin).permute(0, 3, 1, 2)
-        g_pooled = gp2d.mm(w_pool).reshape(n, h, w, cin).permute(0, 3, 1, 2)
-        gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
-            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
-        )
-    return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, None
+    grads = torch.ops.inception_fast.inception_block_backward(
+        grad_out, x, w_red, w_pool, w3, w5, out, scratch, ctx.needs_input_grad[0], ctx.backend
+    )
+    return (*grads, None)
 
 
 torch.library.register_autograd(

@@ -41,6 +41,7 @@ EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
+TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -157,6 +158,31 @@ MUTANTS = [
         "tap_ok = row_ok & (oh >= 0) & (oh <= OH) & (ow >= 0) & (ow < OW)",
         TRITON_STEM,
         "the stem's pool window takes a tap one row past the conv output",
+    ),
+    # -- the Triton block backward (backends/triton/block_backward.py) -------------------------------
+    Mutant(
+        "triton_bwd_tie_last",
+        "inception_fast/backends/triton/block_backward.py",
+        "beaten = tl.where(t < tp, ~(v < xp) & ~xp_nan,",
+        "beaten = tl.where(t < tp, (v > xp) & ~xp_nan,",
+        TRITON_BACKWARD,
+        "a max-pool tie with an earlier tap does not take the argmax from p (ATen: the first maximum wins)",
+    ),
+    Mutant(
+        "triton_bwd_reduction_mask",
+        "inception_fast/backends/triton/block_backward.py",
+        "    res = tl.where(r > 0, acc, 0.0)",
+        "    res = acc",
+        TRITON_BACKWARD,
+        "the reductions' ReLU mask (scratch > 0) is not applied to their gradient",
+    ),
+    Mutant(
+        "triton_bwd_split_sum",
+        "inception_fast/backends/triton/block_backward.py",
+        "    for s in range(0, n_splits):",
+        "    for s in range(0, n_splits - 1):",
+        TRITON_BACKWARD,
+        "the weight gradients' last pixel split is left out of the sum",
     ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
     Mutant(

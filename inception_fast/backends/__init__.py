@@ -1,7 +1,8 @@
 """Backend registry.
 
 A backend is a name, a test of whether it runs on a device, and the kernels it implements: one
-per op of ``inception_fast.ops`` ("inception_block", "conv_relu_maxpool", "max_pool2d"), each
+per op of ``inception_fast.ops`` ("inception_block", "inception_block_backward", "conv_relu_maxpool",
+"max_pool2d"), each
 called with the op's arguments but the backend name, on inputs the op has checked.  Adding a
 backend is one ``register`` call (``registry.py``) in one file (or package) under ``backends/``,
 plus its name in ``_PLUGINS``.
@@ -21,6 +22,18 @@ The block kernel's contract, for every backend:
 * ``scratch``: (N, ch3red + ch5red, H, W), channels_last-contiguous: the two reductions after
   bias+ReLU (kept for the backward pass).
 Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs are post-ReLU.
+
+The block backward's kernel (op ``inception_block_backward``), where a backend has one:
+
+    inception_block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+        -> (grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5)
+
+* ``x``, the weights, ``out`` and ``scratch`` as the forward had and made them; ``grad_out`` shaped
+  like ``out``, any strides.
+* The gradients have the shapes of the forward's x, weights and biases; ``grad_x`` is None when
+  ``need_input_grad`` is False.
+"torch" implements it as a chain of ATen calls, which "cpp" and "cuda" register as theirs;
+"triton" in three Triton launches (``triton/block_backward.py``).
 
 "torch" is always present; "triton", "cuda" and "cpp" when they load ("cuda" and "cpp" are the
 CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``).  No module here imports

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from . import extension
+from . import extension, torch_backend
 from .registry import Backend, register
 
 
@@ -21,4 +21,11 @@ def _unavailable_reason(device) -> Optional[str]:
     return extension.missing_reason()
 
 
-register(Backend("cpp", _unavailable_reason, {"inception_block": extension.block_forward}))
+# The backward is the torch backend's ATen chain (torch_backend.block_backward).
+register(
+    Backend(
+        "cpp",
+        _unavailable_reason,
+        {"inception_block": extension.block_forward, "inception_block_backward": torch_backend.block_backward},
+    )
+)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from . import extension
+from . import extension, torch_backend
 from .registry import Backend, register, sm80_reason
 
 
@@ -31,4 +31,11 @@ def _unavailable_reason(device) -> Optional[str]:
     return sm80_reason(device, " (mma.sync bf16, cp.async)")
 
 
-register(Backend("cuda", _unavailable_reason, {"inception_block": extension.block_forward}))
+# The backward is the torch backend's ATen chain (torch_backend.block_backward).
+register(
+    Backend(
+        "cuda",
+        _unavailable_reason,
+        {"inception_block": extension.block_forward, "inception_block_backward": torch_backend.block_backward},
+    )
+)

@@ -5,6 +5,12 @@ GEMM (addmm) on the NHWC input viewed as [N*H*W, Cin]; the pool branch's 1x1 is 
 addmm whose output IS its channel slice of the block output.  ATen convolutions
 cannot store into a strided channel slice, so the 3x3 / k×k results and branch 1
 are copied into their slices (still no torch.cat and no second full-size output).
+
+``block_backward`` (op ``inception_block_backward``) is the block's gradient as a chain of ATen
+calls: one ReLU mask from the saved output for all four branches, ``convolution_backward`` for
+the 3x3 and k×k, the three 1x1 input gradients as one GEMM of the packed reduction gradients
+against the packed weights, and the pool branch through ATen's max-pool backward (the argmax
+recomputed from the saved input).  The "cpp" and "cuda" backends register it as theirs.
 """
 
 from __future__ import annotations
@@ -112,12 +118,52 @@ def max_pool2d(x, kernel, stride, padding, ceil_mode):
     return y.contiguous(memory_format=torch.channels_last)
 
 
+def block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad):
+    """(grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5) of one block from the
+    forward's saved input, packed weights, output and scratch (layouts in ``inception_fast.backends``)."""
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    n, cin, h, w = x.shape
+    cl = torch.channels_last
+    # Every branch ends in ReLU, so one mask from the saved output covers all four.
+    g = (grad_out * (out > 0)).contiguous(memory_format=cl)
+    g1, g3, g5, gp = torch.split(g, [ch1, ch3, ch5, pool], dim=1)
+    red3, red5 = torch.split(scratch, [ch3red, ch5red], dim=1)
+
+    def conv_grads(g_br, inp, wgt):
+        k = wgt.shape[-1]
+        return torch.ops.aten.convolution_backward(
+            g_br, inp, wgt, [wgt.shape[0]], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, True, True]
+        )
+
+    gr3, gw3, gb3 = conv_grads(g3, red3, w3)
+    gr5, gw5, gb5 = conv_grads(g5, red5, w5)
+    g_red_cols = torch.cat([g1, gr3 * (red3 > 0), gr5 * (red5 > 0)], dim=1)
+    g_red2d = _rows(g_red_cols.contiguous(memory_format=cl))
+    x2d = _rows(x)
+    gw_red = g_red2d.t().mm(x2d)
+    gb_red = g_red2d.sum(0)
+    pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
+    gp2d = _rows(gp)
+    gw_pool = gp2d.t().mm(_rows(pooled.contiguous(memory_format=cl)))
+    gb_pool = gp2d.sum(0)
+    gx = None
+    if need_input_grad:
+        # The three 1x1 input gradients are one GEMM against the packed weights.
+        gx = g_red2d.mm(w_red).reshape(n, h, w, cin).permute(0, 3, 1, 2)
+        g_pooled = gp2d.mm(w_pool).reshape(n, h, w, cin).permute(0, 3, 1, 2)
+        gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
+            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
+        )
+    return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5
+
+
 register(
     Backend(
         "torch",
         _unavailable_reason,
         {
             "inception_block": block_forward,
+            "inception_block_backward": block_backward,
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,
             "max_pool2d": max_pool2d,

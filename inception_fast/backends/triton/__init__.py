@@ -1,7 +1,8 @@
 """The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
-``reduce_pool.py``, launch 2 ``branch_convs.py``), the stem's conv1 + ReLU + max pool in one
-launch (``stem.py``), the max pool without an argmax (``maxpool.py``), and the block with train-mode
-BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
+``reduce_pool.py``, launch 2 ``branch_convs.py``) and its backward (``block_backward.py``, three
+launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
+an argmax (``maxpool.py``), and the block with train-mode BatchNorm (``bn_train.py``: the 1x1
+GEMMs with batch statistics in their epilogue).
 
 Importing this package is cheap: triton itself is imported on the first availability check or
 kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
@@ -72,6 +73,13 @@ def _block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gam
         return block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
 
 
+def _block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad):
+    from .block_backward import block_backward
+
+    with _on_device(x):
+        return block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+
+
 def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
     from .stem import launch_conv_relu_maxpool
 
@@ -93,6 +101,7 @@ register(
         {
             "inception_block": _block_forward,
             "inception_block_bn_train": _block_bn_train_forward,
+            "inception_block_backward": _block_backward,
             "conv_relu_maxpool": _conv_relu_maxpool,
             "max_pool2d": _max_pool2d,
         },

@@ -1,0 +1,139 @@
+"""Per-block backward time: the block backward op's candidates against the reference's autograd.
+
+For each GoogLeNet block at its size for ``--size`` (torchvision's variant, packed weights from a
+randomly initialised block), times, side by side (``inception_fast.timing.time_interleaved``):
+
+* ``reference``: the plain-PyTorch block's autograd backward (torch.autograd.grad of its output,
+  BatchNorm folded into the convs so it computes what the fused op computes);
+* ``aten_chain``: ``inception_block_backward`` on the torch backend (also the cpp and cuda backends'
+  backward);
+* ``triton``: the Triton backward (CUDA only; first checked against the ATen chain in fp64 by the
+  rule of ``inception_fast.choices.BACKWARD``, and left out, with the reason, where it disagrees).
+
+    python -m benchmarks.bench_block_backward [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+        [--batch 8] [--size 112] [--block inception3a ...] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.helpers.environment import environment
+from benchmarks.helpers.settings import DTYPES
+from inception_fast import backends
+from inception_fast.choices import checked_against
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.timing import time_interleaved
+
+
+def _sizes(image_size: int) -> dict:
+    """Each block's spatial size at ``image_size`` (/8 for 3a-3b, /16 for 4a-4e, /32 for 5a-5b)."""
+    out = {}
+    for name in BLOCK_CONFIGS:
+        div = 8 if name.startswith("inception3") else 16 if name.startswith("inception4") else 32
+        out[name] = -(-image_size // div)
+    return out
+
+
+def _block(cfg, n, size, dtype, device):
+    cin, ch1, r3, c3, r5, c5, pool = cfg
+    cl = torch.channels_last
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, fan_in):
+        return (torch.randn(*shape, generator=g) * fan_in**-0.5).to(device=device, dtype=dtype)
+
+    x = torch.randn(n, cin, size, size, generator=g).relu().to(device=device, dtype=dtype).contiguous(memory_format=cl)
+    w_red, b_red = rnd(ch1 + r3 + r5, cin, fan_in=cin), rnd(ch1 + r3 + r5, fan_in=1) * 0.1
+    w_pool, b_pool = rnd(pool, cin, fan_in=cin), rnd(pool, fan_in=1) * 0.1
+    w3 = rnd(c3, r3, 3, 3, fan_in=9 * r3).contiguous(memory_format=cl)
+    w5 = rnd(c5, r5, 3, 3, fan_in=9 * r5).contiguous(memory_format=cl)
+    b3, b5 = rnd(c3, fan_in=1) * 0.1, rnd(c5, fan_in=1) * 0.1
+    return x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5
+
+
+def _reference_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    r3, r5 = w3.shape[1], w5.shape[1]
+    ch1 = w_red.shape[0] - r3 - r5
+    red = F.relu(F.conv2d(x, w_red[:, :, None, None], b_red))
+    y3 = F.relu(F.conv2d(red[:, ch1 : ch1 + r3], w3, b3, padding=1))
+    y5 = F.relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=1))
+    yp = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool))
+    return torch.cat([red[:, :ch1], y3, y5, yp], 1)
+
+
+def run(device: str, dtype: str, batch: int, image_size: int, blocks, budget_s: float) -> list:
+    dev, dt = torch.device(device), DTYPES[dtype]
+    rows = []
+    for name in blocks:
+        size = _sizes(image_size)[name]
+        args = _block(BLOCK_CONFIGS[name], batch, size, dt, dev)
+        leaves = [a.detach().requires_grad_() for a in args]
+        y = _reference_forward(*leaves)
+        grad = torch.randn_like(y)
+        x, w_red, _, w_pool, _, w3, _, w5, _ = args
+        out, scratch = backends.get("torch").op("inception_block")(*args)
+        bwd = (grad.contiguous(memory_format=torch.channels_last), x, w_red, w_pool, w3, w5, out, scratch, True)
+        aten = backends.get("torch").op("inception_block_backward")
+        fns = {
+            "reference": lambda: torch.autograd.grad(y, leaves, grad, retain_graph=True),
+            "aten_chain": lambda: aten(*bwd),
+        }
+        errors = {}
+        if dev.type == "cuda" and backends.availability("triton", dev) is None:
+            triton_bwd = backends.get("triton").op("inception_block_backward")
+            bwd64 = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in bwd)
+            checked = checked_against(
+                lambda: triton_bwd(*bwd), lambda: aten(*bwd), "the triton block backward", lambda: aten(*bwd64)
+            )
+            try:
+                checked()
+                fns["triton"] = checked
+            except Exception as exc:  # the reason goes into the table
+                errors["triton"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        with torch.no_grad():
+            timings = time_interleaved(fns, device=dev, batch=batch, budget_s=budget_s)
+        row = {
+            "block": name,
+            "size": size,
+            "batch": batch,
+            "dtype": dtype,
+            "ms": {k: t.median_s * 1e3 for k, t in timings.items()},
+            "iqr_ms": {k: [q * 1e3 for q in t.quartiles_s] for k, t in timings.items()},
+            "errors": errors,
+        }
+        rows.append(row)
+        print(
+            f"{name:<12} {size:>3}x{size:<3} "
+            + "  ".join(f"{k} {v:8.2f} ms" for k, v in row["ms"].items())
+            + f"  aten_chain/reference {row['ms']['aten_chain'] / row['ms']['reference']:.2f}"
+            + (f"  {errors}" if errors else ""),
+            flush=True,
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=112, help="the network's input size")
+    p.add_argument("--block", action="append", choices=list(BLOCK_CONFIGS))
+    p.add_argument("--budget", type=float, default=5.0, help="seconds of extra rounds per block while rows overlap")
+    p.add_argument("--json", help="write the rows and the environment here")
+    a = p.parse_args(argv)
+    rows = run(a.device, a.dtype, a.batch, a.size, a.block or list(BLOCK_CONFIGS), a.budget)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"environment": environment(torch.device(a.device)), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The block's backward (op ``inception_fast::inception_block_backward``, registry kernel
+``inception_block_backward``): gradcheck of the torch backend's ATen chain in fp64; the Triton
+backward (backends/triton/block_backward.py) against the reference module's autograd in fp32, every
+gradient (input, and every parameter through the packed weights, BatchNorm folding included);
+max-pool ties; the three launches without cat/split; opcheck; and backend="auto"'s measured,
+parity-checked choice (inception_fast.choices.BACKWARD).
+
+CPU: the Triton kernels run under TRITON_INTERPRET=1 (tests/conftest.py).  GPU tests skip without CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from block_cases import CL, ODD, make_block
+
+from inception_fast import FusedInception, Inception
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
+
+FP32 = TOLERANCE["fp32"]
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+BLOCK_ARGS = ("x", "w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
+
+
+def _pair(cfg, x, k=3, batch_norm=True, backend="triton"):
+    """A calibrated reference block and its fused copy on ``backend``, both in eval mode."""
+    ref = Inception(*cfg, batch_norm=batch_norm, branch3_kernel=k)
+    calibrate(ref, x)
+    return ref, FusedInception.from_torchvision(copy.deepcopy(ref), backend=backend).eval()
+
+
+def _grads(model, x, target):
+    """[gradient of x, then of every parameter] of (model(x) * target).sum()."""
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    (model(x) * target).sum().backward()
+    return [x.grad] + [p.grad for p in model.parameters()]
+
+
+def check_gradients(cfg, x, k=3, batch_norm=True, backend="triton"):
+    """Every gradient of the fused block on ``backend`` against the reference's autograd (fp32)."""
+    ref, fused = _pair(cfg, x, k, batch_norm, backend)
+    with torch.no_grad():
+        y = ref(x)
+    assert y.std() > 0.05, "reference activations vanished; the comparison could not fail"
+    target = torch.randn_like(y)
+    if backend == "triton":  # the forward's two launches and the backward's three ran
+        from inception_fast.backends.triton import _common
+
+        before = _common.launch_count()
+        got = _grads(fused, x, target)
+        assert _common.launch_count() - before == 5
+    else:
+        got = _grads(fused, x, target)
+    want = _grads(ref, x, target)
+    names = ["x"] + [n for n, _ in ref.named_parameters()]
+    assert len(got) == len(want) == len(names)
+    for name, g, w in zip(names, got, want):
+        assert w is not None and g is not None, name
+        check_close(g, w, FP32, f"gradient of {name}")
+
+
+def _scaled(cfg, factor):
+    return tuple(max(1, -(-c // factor)) for c in cfg)
+
+
+# -- the torch backend: gradcheck ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_gradcheck_torch_backend_fp64(k):
+    block = make_block((4, 2, 3, 3, 2, 3, 2), k5=k, n=2, h=3, w=4, dtype=torch.float64)
+    inputs = tuple(block[a].clone().requires_grad_() for a in BLOCK_ARGS)
+
+    def f(*args):
+        return torch.ops.inception_fast.inception_block(*args, "torch")[0]
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+def test_second_derivative_is_refused():
+    """create_graph=True: a clear error, not a silently wrong second derivative."""
+    block = make_block(ODD, n=1, h=3, w=3)
+    x = block["x"].clone().requires_grad_()
+    y = torch.ops.inception_fast.inception_block(x, *(block[a] for a in BLOCK_ARGS[1:]), "torch")[0]
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+
+
+def test_opcheck_backward_op():
+    block = make_block(ODD, k5=5, n=2, h=3, w=4)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    for need_x in (True, False):
+        torch.library.opcheck(torch.ops.inception_fast.inception_block_backward.default, (*args, need_x, "torch"))
+
+
+def test_backward_rejects_mismatched_tensors():
+    block = make_block(ODD, n=2, h=3, w=4)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    with pytest.raises(ValueError, match="grad_out has shape"):
+        torch.ops.inception_fast.inception_block_backward(
+            out[:, 1:],
+            block["x"],
+            block["w_red"],
+            block["w_pool"],
+            block["w3"],
+            block["w5"],
+            out,
+            scratch,
+            True,
+            "torch",
+        )
+
+
+def test_empty_batch_gradients_are_zero():
+    ref, fused = _pair(ODD, torch.randn(2, ODD[0], 4, 4), backend="torch")
+    x = torch.randn(0, ODD[0], 4, 4, requires_grad=True)
+    fused(x).sum().backward()
+    assert x.grad.shape == x.shape
+    assert all(p.grad is None or not p.grad.any() for p in fused.parameters())
+
+
+# -- the Triton backward under the interpreter ---------------------------------------------------
+
+
+# Every GoogLeNet block's channels divided by 16 (rounded up), alternating batch 1 and 3, odd and
+# even sizes, both branch-3 kernels (5 in every third: it costs the interpreter 25 taps), with and
+# without BatchNorm.
+@interpreter_only
+@pytest.mark.parametrize("i,name", list(enumerate(BLOCK_CONFIGS)))
+def test_triton_gradients_every_block_config(i, name):
+    cfg = _scaled(BLOCK_CONFIGS[name], 16)
+    n, h, w = [(1, 5, 5), (3, 4, 3), (1, 3, 6)][i % 3]
+    check_gradients(cfg, torch.randn(n, cfg[0], h, w), k=5 if i % 3 == 1 else 3, batch_norm=i % 4 != 3)
+
+
+@interpreter_only
+def test_triton_gradients_full_channels():
+    cfg = BLOCK_CONFIGS["inception3a"]
+    check_gradients(cfg, torch.randn(1, cfg[0], 3, 2), k=3)
+
+
+@pytest.fixture
+def poisoned_backward(monkeypatch):
+    """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails."""
+    from inception_fast.backends.triton import block_backward as bb
+
+    real, calls = bb._buffer, []
+
+    def poisoned(*args, **kwargs):
+        t = real(*args, **kwargs)
+        calls.append(t.fill_(float("nan")))
+        return t
+
+    monkeypatch.setattr(bb, "_buffer", poisoned)
+    yield calls
+    assert calls, "no buffer was allocated through block_backward._buffer; poisoning had no effect"
+
+
+@interpreter_only
+@pytest.mark.parametrize("n,h,w,k", [(3, 5, 7, 5), (1, 7, 3, 3)])
+def test_triton_gradients_odd_shapes(n, h, w, k, poisoned_backward):
+    check_gradients(ODD, torch.randn(n, ODD[0], h, w), k=k, batch_norm=False)
+
+
+def _tied_input(n, c, h, w):
+    """A post-ReLU-like input full of max-pool ties: all-zero regions (and zero channels), the rest
+    drawn from three values, so most 3x3 windows hold their maximum more than once."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-1, 3, (n, c, h, w), generator=g).float().clamp_(min=0) * 0.75
+    x[:, :, : h // 2, : w // 2] = 0.0
+    x[:, ::3] = 0.0
+    return x
+
+
+@interpreter_only
+def test_triton_gradients_max_pool_ties():
+    """Ties go to the first maximum in window scan order, as in ATen: any other rule routes the
+    pool branch's gradient to other pixels and fails."""
+    check_gradients(ODD, _tied_input(3, ODD[0], 6, 5), k=3, batch_norm=False)
+
+
+def _config_count() -> int:
+    """How many autotuning configs the Triton backward has (0 without triton)."""
+    try:
+        from inception_fast.backends.triton import block_backward as bb
+    except ImportError:
+        return 0
+    return len(bb.CONFIGS)
+
+
+def _backward_args(cfg=ODD, k=3, n=2, h=4, w=5):
+    """(grad_out, x, w_red, w_pool, w3, w5, out, scratch) of a random block's forward (torch backend)."""
+    block = make_block(cfg, k5=k, n=n, h=h, w=w)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    return (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", range(_config_count()))
+def test_triton_backward_every_config(i):
+    """Each config the GPU autotuner may pick (tiles with BLOCK_M != BLOCK_N included), pinned,
+    against the ATen chain on a shape that fills no tile and takes several pixel splits."""
+    from inception_fast import backends
+    from inception_fast.backends.triton import block_backward as bb
+
+    config = bb.CONFIGS[i]
+    args = _backward_args(k=5, n=3, h=5, w=4)
+    got = bb.block_backward(*args, True, config=config)
+    want = backends.get("torch").op("inception_block_backward")(*args, True)
+    for j, (g, w) in enumerate(zip(got, want)):
+        check_close(g, w, FP32, f"{bb.CONFIGS[i]} gradient {j}")
+
+
+@interpreter_only
+def test_triton_backward_fp16():
+    """fp16 operands, fp32 accumulation: each gradient's error against the fp64 ATen chain at most
+    twice the fp16 ATen chain's own."""
+    from inception_fast import backends
+
+    args = _backward_args(k=5, n=3, h=5, w=4)
+    aten = backends.get("torch").op("inception_block_backward")
+    ref64 = aten(*(a.double() for a in args), True)
+    half = tuple(a.half() for a in args)
+    lowp = aten(*half, True)
+    got = backends.get("triton").op("inception_block_backward")(*half, True)
+    for j, (g, b, r) in enumerate(zip(got, lowp, ref64)):
+        assert g.dtype == torch.float16
+        check_close(g, r, reduced_precision_bound(b, r), f"fp16 gradient {j}")
+
+
+@interpreter_only
+def test_triton_backward_three_launches_no_cat(monkeypatch):
+    from launch_observer import observe_launches
+
+    from inception_fast.backends.triton import block_backward as bb
+
+    block = make_block(ODD, k5=3, n=2, h=4, w=5)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    grads, aten_ops, launched = observe_launches(lambda: bb.block_backward(*args, True), monkeypatch)
+    assert launched == [bb._branch_grads_kernel, bb._input_grads_kernel, bb._sum_splits_kernel]
+    assert not [op for op in aten_ops if "cat" in op or "split" in op or "copy" in op], aten_ops
+    # Without the input's gradient: no input gradient, the same weight gradients.
+    grads_no_x = bb.block_backward(*args, False)
+    assert grads_no_x[0] is None
+    for a, b in zip(grads[1:], grads_no_x[1:]):
+        assert torch.equal(a, b)
+
+
+@interpreter_only
+def test_triton_backward_nan_input_matches_aten():
+    """NaN in the block input: every pooled pixel whose window holds a NaN is NaN in all pool
+    channels (the projection mixes them), so the ReLU mask gives it no gradient, whichever tap the
+    argmax names; the input's gradient is finite and equals the ATen chain's."""
+    from inception_fast import backends
+
+    block = make_block(ODD, k5=3, n=1, h=5, w=5)
+    block["x"][0, :, 2, 2] = float("nan")
+    block["x"][0, ::2, 1, 3] = float("nan")
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    got = backends.get("triton").op("inception_block_backward")(*args, True)[0]
+    want = backends.get("torch").op("inception_block_backward")(*args, True)[0]
+    assert torch.isfinite(want).all()
+    check_close(got, want, FP32, "input gradient")
+
+
+# -- backend="auto": the measured, parity-checked choice ------------------------------------------
+
+
+@pytest.fixture
+def backward_candidates(monkeypatch):
+    """Registered backends whose backward is the ATen chain ('right') or the ATen chain slightly
+    wrong ('wrong'), both faster than 'torch' by the fake timer."""
+    from inception_fast import backends
+    from inception_fast.backends import torch_backend
+
+    def wrong(*args):
+        grads = torch_backend.block_backward(*args)
+        return (grads[0], grads[1] * 1.01, *grads[2:])
+
+    for name, kernel in (("right", torch_backend.block_backward), ("wrong", wrong)):
+        monkeypatch.setitem(
+            backends._REGISTRY,
+            name,
+            backends.Backend(
+                name,
+                lambda device: None,
+                {"inception_block": torch_backend.block_forward, "inception_block_backward": kernel},
+            ),
+        )
+
+    def timer(fn, device, repeats):
+        fn()
+        return 1.0 if fn.__qualname__.startswith("BackwardChoice") else 0.5
+
+    return timer
+
+
+@pytest.mark.parametrize("candidate,chosen", [("right", "right"), ("wrong", "torch")])
+def test_backward_choice_keeps_only_a_correct_faster_kernel(backward_candidates, candidate, chosen):
+    from inception_fast.choices import BackwardChoice
+
+    chooser = BackwardChoice(order=("torch", candidate), measure_on=("cpu",), timer=backward_candidates)
+    block = make_block(ODD, k5=5, n=2, h=4, w=5)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    assert chooser.choose(*args) == chosen
+    (choice,) = chooser.choices().values()
+    if candidate == "wrong":
+        assert "disagrees with ATen" in choice.errors["wrong"], choice.errors
+    else:
+        assert set(choice.seconds) == {"torch", "right"}
+
+
+def test_auto_backward_off_cuda_is_the_aten_chain():
+    from inception_fast import choices
+
+    block = make_block(ODD, n=1, h=3, w=3)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (out, block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    assert choices.BACKWARD.choose(*args) == "torch"
+
+
+# -- GPU ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name,k", [("inception3a", 3), ("inception4b", 5)])
+def test_gpu_triton_gradients_low_precision(gpu, name, k, dtype):
+    """fp16/bf16: each gradient's error against fp64 at most twice the ATen chain's own."""
+    from inception_fast import backends
+
+    cfg = BLOCK_CONFIGS[name]
+    block = make_block(cfg, k5=k, n=4, h=14, w=14, device=gpu)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    g = torch.randn_like(out)
+    keys = ("x", "w_red", "w_pool", "w3", "w5")
+    args64 = (g.double(), *(block[a].double() for a in keys), out.double(), scratch.double(), True)
+    args = (g.to(dtype), *(block[a].to(dtype) for a in keys), out.to(dtype), scratch.to(dtype), True)
+    ref64 = backends.get("torch").op("inception_block_backward")(*args64)
+    lowp = backends.get("torch").op("inception_block_backward")(*args)
+    got = backends.get("triton").op("inception_block_backward")(*args)
+    for i, (a, b, r) in enumerate(zip(got, lowp, ref64)):
+        check_close(a, r, reduced_precision_bound(b, r), f"gradient {i}")
+
+
+@pytest.mark.gpu
+def test_gpu_auto_backward_is_checked_and_measured(cuda_device):
+    from inception_fast import choices
+
+    cfg = _scaled(BLOCK_CONFIGS["inception4a"], 2)
+    x = torch.randn(8, cfg[0], 14, 14, device=cuda_device).contiguous(memory_format=CL)
+    ref, fused = _pair(cfg, x.cpu(), backend="auto")
+    ref, fused = ref.to(cuda_device), fused.to(cuda_device)
+    target = torch.randn_like(ref(x))
+    got, want = _grads(fused, x, target), _grads(ref, x, target)
+    for g, w in zip(got, want):
+        check_close(g, w, TOLERANCE["tf32"], "gradient")
+    assert choices.BACKWARD.choices(), "backend='auto' measured no backward"
+
+
+def test_backward_benchmark_runs():
+    """benchmarks/bench_block_backward.py must not rot: one small block on the CPU."""
+    from benchmarks.bench_block_backward import run
+
+    (row,) = run("cpu", "fp32", 1, 32, ["inception5a"], 0.0)
+    assert set(row["ms"]) == {"reference", "aten_chain"} and all(v > 0 for v in row["ms"].values())
