@@ -1,9 +1,11 @@
 """Measured choices: the fastest of interchangeable computations, per shape, like cudnn.benchmark.
 
 * ``MeasuredChoice``: times each candidate the first time it sees a key and keeps the fastest
-  (bounded, see ``inception_fast.caches``); ``measuring_allowed`` is the one test of whether a
+  (bounded, see ``inception_fast.caches``); ``can_measure`` is the one test of whether a
   call may measure now.
 * ``AUTO`` (``backend="auto"``): per Inception block shape, the fastest available backend.
+* ``BN_TRAIN``: the block with train-mode BatchNorm (``inception_block_bn_train``) under
+  ``backend="auto"``, per shape: ATen's composition or the Triton kernels.
 * ``BACKWARD``: the block's backward under ``backend="auto"``, per shape: the ATen chain (the
   torch backend's) or the Triton backward launches, which compete only after their first result
   matched an fp64 ATen reference by the tolerance table's rule.
@@ -42,8 +44,11 @@ __all__ = [
     "AUTO_STATIC_ORDER",
     "ENV_AUTO",
     "AutoKey",
+    "OpChoice",
     "BackwardChoice",
     "BACKWARD",
+    "BnTrainChoice",
+    "BN_TRAIN",
     "StemKey",
     "ConvReluKey",
     "PoolKey",
@@ -390,28 +395,26 @@ CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 POOL_CHOICE = MeasuredChoice(store_as="pool")
 
 
-class BackwardChoice(AutoBackend):
-    """The block backward under ``backend="auto"``: per block shape (``AutoKey``), the ATen chain
-    ("torch") or a kernel backend's ``inception_block_backward`` ("triton"), measured fastest.
+class OpChoice(AutoBackend):
+    """Under ``backend="auto"``, per block shape (``AutoKey``): the backend whose kernel for ``op``
+    measured fastest, among the torch backend's (ATen, trusted) and those of ``order``'s other
+    backends that have one.  "torch" off CUDA, on an empty batch and wherever nothing is
+    measured; every other kernel enters through ``checked_against``: on its first run each of its
+    outputs must be within the tolerance table's rule of an fp64 run of the torch backend's kernel
+    on the same tensors (twice ATen's own error in the dtype, never tighter than the fp32 bound),
+    else it is dropped with that error on record."""
 
-    Off CUDA, and where nothing is measured (graph capture, ``INCEPTION_FAST_AUTO=static``), it is
-    "torch".  A candidate other than "torch" enters through ``checked_against``: on its first run
-    each of its gradients must be within the tolerance table's rule of an fp64 run of the ATen
-    chain on the same tensors (twice the ATen chain's own error in the dtype, never tighter than
-    the fp32 bound), else it is dropped with that error on record.
-    """
-
-    def __init__(self, order=("torch", "triton"), **kwargs) -> None:
+    def __init__(self, op: str, what: str, order=("torch", "triton"), **kwargs) -> None:
         super().__init__(order=order, **kwargs)
+        self.op, self.what = op, what
 
     def candidates(self, device: torch.device) -> list[str]:
         return [
-            n
-            for n in self.order
-            if _backends.availability(n, device) is None and "inception_block_backward" in _backends.get(n).kernels
+            n for n in self.order if _backends.availability(n, device) is None and self.op in _backends.get(n).kernels
         ]
 
-    def choose(self, grad_out, x, w_red, w_pool, w3, w5, out, scratch) -> str:  # type: ignore[override]
+    def choose_for(self, x, w_red, w_pool, w3, w5, args: tuple) -> str:
+        """The backend for ``op(*args)``, where ``x`` and the packed weights are the block's."""
         if x.device.type not in self.measure_on or x.shape[0] == 0:
             return "torch"
         key = self.key(x, w_red, w_pool, w3, w5)
@@ -421,16 +424,43 @@ class BackwardChoice(AutoBackend):
         names = self.candidates(x.device)
         if len(names) < 2 or not self.can_measure(x.device):
             return "torch"
-        args = (grad_out, x, w_red, w_pool, w3, w5, out, scratch, True)
-        aten = _backends.get("torch").op("inception_block_backward")
+        aten = _backends.get("torch").op(self.op)
         args64 = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
         reference = _once(lambda: aten(*args))
         reference64 = _once(lambda: aten(*args64))
         runners = {"torch": lambda: aten(*args)}
         for name in names[1:]:
-            run = lambda f=_backends.get(name).op("inception_block_backward"): f(*args)  # noqa: E731
-            runners[name] = checked_against(run, reference, f"the {name} block backward", reference64)
+            run = lambda f=_backends.get(name).op(self.op): f(*args)  # noqa: E731
+            runners[name] = checked_against(run, reference, f"the {name} {self.what}", reference64)
         return self.pick(key, x.device, runners)
 
 
+class BackwardChoice(OpChoice):
+    """The block backward (``inception_block_backward``): the ATen chain ("torch") or the Triton
+    backward launches."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("inception_block_backward", "block backward", **kwargs)
+
+    def choose(self, grad_out, x, w_red, w_pool, w3, w5, out, scratch) -> str:  # type: ignore[override]
+        args = (grad_out, x, w_red, w_pool, w3, w5, out, scratch, True)
+        return self.choose_for(x, w_red, w_pool, w3, w5, args)
+
+
 BACKWARD = BackwardChoice(store_as="backward")
+
+
+class BnTrainChoice(OpChoice):
+    """The block with train-mode BatchNorm (``inception_block_bn_train``): the torch backend's
+    composition of ATen ops or the Triton kernels (the 1x1 GEMMs and the 3x3/kxk with the batch
+    statistics in their epilogue)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("inception_block_bn_train", "train-mode BatchNorm block", **kwargs)
+
+    def choose(self, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps) -> str:  # type: ignore[override]
+        args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
+        return self.choose_for(x, w_red, w_pool, w3, w5, args)
+
+
+BN_TRAIN = BnTrainChoice(store_as="bn_train")

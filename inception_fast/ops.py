@@ -400,8 +400,8 @@ def _bn_train_empty(x, w_red, w_pool, w3, w5):
 def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
     _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
     x = x.contiguous(memory_format=torch.channels_last)
-    if backend == "auto":  # no measured choice for this op yet: ATen's, which cannot be slower than itself
-        backend = "torch"
+    if backend == "auto":
+        backend = choices.BN_TRAIN.choose(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
     with torch.no_grad():
         return _kernel("inception_block_bn_train", backend, x)(
             x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps

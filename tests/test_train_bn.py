@@ -237,6 +237,38 @@ def test_op_rejects_bad_arguments():
         op(args[0][:1, :, :1, :1], *args[1:], 1e-3, "torch")
 
 
+@pytest.mark.parametrize("off_by,chosen", [(0.0, "fast"), (1e-3, "torch")])
+def test_auto_measures_the_bn_train_kernels_and_drops_a_wrong_one(monkeypatch, off_by, chosen):
+    """backend="auto" (choices.BN_TRAIN): a kernel faster than ATen's is chosen only if its first
+    run agrees with ATen's (here: its batch variance off by ``off_by``)."""
+    from inception_fast import backends, choices
+    from inception_fast.backends import torch_backend
+
+    def fast(*args):
+        out, scratch, pre, mean, var = torch_backend.block_bn_train_forward(*args)
+        return out, scratch, pre, mean, var * (1 + off_by)
+
+    kernels = {"inception_block": torch_backend.block_forward, "inception_block_bn_train": fast}
+    monkeypatch.setitem(backends._REGISTRY, "fast", backends.Backend("fast", lambda device: None, kernels))
+    calls = []
+
+    def timer(fn, device, repeats):
+        calls.append(fn)
+        fn()
+        return 2.0 if len(calls) == 1 else 1.0  # "torch" first, then "fast"
+
+    chooser = choices.BnTrainChoice(order=("torch", "fast"), measure_on=("cpu",), timer=timer)
+    monkeypatch.setattr(choices, "BN_TRAIN", chooser)
+    args = op_args(ODD, 5, (2, 3, 5))
+    got = torch.ops.inception_fast.inception_block_bn_train(*args, 1e-3, "auto")
+    (choice,) = chooser.choices().values()
+    assert choice.name == chosen
+    if off_by:
+        assert "disagrees with ATen" in choice.errors["fast"] and "(output 4)" in choice.errors["fast"]
+    want = torch.ops.inception_fast.inception_block_bn_train(*args, 1e-3, "torch")
+    check_close(got[0], want[0], FP32)
+
+
 # -- the whole network ---------------------------------------------------------------------------
 
 
