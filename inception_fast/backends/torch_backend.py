@@ -112,6 +112,12 @@ def max_pool2d(x, kernel, stride, padding, ceil_mode):
     return y.contiguous(memory_format=torch.channels_last)
 
 
+def avgpool_linear(x, w, b):
+    """The reference head's ATen ops (dropout is the identity in eval): adaptive_avg_pool2d to 1x1
+    (ATen's mean over H and W), then addmm."""
+    return F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), w, b)
+
+
 register(
     Backend(
         "torch",
@@ -121,6 +127,7 @@ register(
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,
             "max_pool2d": max_pool2d,
+            "avgpool_linear": avgpool_linear,
         },
     )
 )

@@ -1,6 +1,7 @@
 """The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
 ``reduce_pool.py``, launch 2 ``branch_convs.py``), the stem's conv1 + ReLU + max pool in one
-launch (``stem.py``), the max pool without an argmax (``maxpool.py``), and the block with train-mode
+launch (``stem.py``), the max pool without an argmax (``maxpool.py``), the head's average pool + linear layer
+(``head.py``), and the block with train-mode
 BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
 
 Importing this package is cheap: triton itself is imported on the first availability check or
@@ -86,6 +87,13 @@ def _max_pool2d(x, kernel, stride, padding, ceil_mode):
         return launch_max_pool(x, kernel, stride, padding, ceil_mode)
 
 
+def _avgpool_linear(x, w, b):
+    from .head import launch_avgpool_linear
+
+    with _on_device(x):
+        return launch_avgpool_linear(x, w, b)
+
+
 register(
     Backend(
         "triton",
@@ -95,6 +103,7 @@ register(
             "inception_block_bn_train": _block_bn_train_forward,
             "conv_relu_maxpool": _conv_relu_maxpool,
             "max_pool2d": _max_pool2d,
+            "avgpool_linear": _avgpool_linear,
         },
     )
 )
