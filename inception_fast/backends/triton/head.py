@@ -148,8 +148,8 @@ LINEAR_CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
 ]
-POOL_INTERPRETER_CONFIG = {"BLOCK_P": 16, "BLOCK_C": 32}
-LINEAR_INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}
+POOL_INTERPRETER_CONFIG = {"BLOCK_P": 16, "BLOCK_C": 64}
+LINEAR_INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64}
 POOL_AUTOTUNE_KEY = ["N", "C", "H", "W", "stride_x_c", "stride_x_w"]
 LINEAR_AUTOTUNE_KEY = ["N", "C", "J", "PRECISION"]
 
