@@ -94,24 +94,29 @@ def _linear_kernel(
     w_ptr,
     b_ptr,
     out_ptr,
-    # Sizes: images, channels (the GEMM's K), classes.
+    # Sizes: images, channels (the GEMM's K), classes / J_UNIT.
     N,
     C,
-    J,
-    # Strides in elements.
+    J_div_unit,
+    # Strides in elements (the logits' row stride / J_UNIT).
     stride_w_j,
     stride_w_c,
     stride_b,
-    stride_out_n,
+    stride_out_n_div_unit,
     stride_out_j,
-    # Fixed by the launcher: tl.dot's input precision for fp32 operands.
+    # Fixed by the launcher: tl.dot's input precision for fp32 operands; the power of two (up to 16)
+    # dividing the class count and the logits' row stride (_common.pow2_unit: 1000 classes are
+    # 8 x 125), so masks and rows are known aligned (vector stores, not one per element).
     PRECISION: tl.constexpr,
+    J_UNIT: tl.constexpr,
     # The tile (autotuned).
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """logits[BLOCK_M images, BLOCK_N classes] = means @ W^T + b, accumulated in fp32."""
+    J = J_div_unit * J_UNIT
+    stride_out_n = stride_out_n_div_unit * J_UNIT
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_j = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < N
@@ -151,7 +156,7 @@ LINEAR_CONFIGS = [
 POOL_INTERPRETER_CONFIG = {"BLOCK_P": 16, "BLOCK_C": 64}
 LINEAR_INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64}
 POOL_AUTOTUNE_KEY = ["N", "C", "H", "W", "stride_x_c", "stride_x_w"]
-LINEAR_AUTOTUNE_KEY = ["N", "C", "J", "PRECISION"]
+LINEAR_AUTOTUNE_KEY = ["N", "C", "J_div_unit", "J_UNIT", "PRECISION"]
 
 
 def make_tuned_kernels(pool_configs=POOL_CONFIGS, linear_configs=LINEAR_CONFIGS, **autotune_kwargs):
@@ -185,12 +190,13 @@ def _arguments(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
     def pool_grid(cfg):
         return (n, _common.cdiv(c, cfg["BLOCK_C"]))
 
-    linear_args = (means, w, b, out, n, c, j, *w.stride(), b.stride(0), *out.stride())
+    unit = _common.pow2_unit(j, out.stride(0))
+    linear_args = (means, w, b, out, n, c, j // unit, *w.stride(), b.stride(0), out.stride(0) // unit, out.stride(1))
 
     def linear_grid(cfg):
         return (_common.cdiv(n, cfg["BLOCK_M"]), _common.cdiv(j, cfg["BLOCK_N"]))
 
-    linear_meta = {"PRECISION": dot_precision(x.dtype)}
+    linear_meta = {"PRECISION": dot_precision(x.dtype), "J_UNIT": unit}
     return (pool_args, {}, pool_grid), (linear_args, linear_meta, linear_grid), out
 
 
