@@ -91,11 +91,12 @@ def test_head_matches_aten(poisoned_head, dtype, n, c, h, w, classes):
 @interpreter_only
 def test_every_config_and_any_layout(poisoned_head):
     """Every GPU config pair (pinned), on an NCHW input and a weight that is a transposed view: the
-    kernels take any strides."""
+    kernels take any strides; an empty batch gives an empty result."""
     x, wt, b = make_case(3, 70, 3, 5, 40, fmt=torch.contiguous_format, seed=1)
     wt = wt.t().contiguous().t()
     for pool_cfg, linear_cfg in zip(head.POOL_CONFIGS, head.LINEAR_CONFIGS):
         check_head(head.launch_avgpool_linear(x, wt, b, pool_cfg, linear_cfg), x, wt, b, str(pool_cfg))
+    assert ops.avgpool_linear(x[:0], wt, b, backend="triton").shape == (0, 40)  # launches nothing
 
 
 @interpreter_only
