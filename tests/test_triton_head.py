@@ -227,10 +227,12 @@ def test_only_the_standard_head_is_fused():
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", range(len(head.POOL_CONFIGS)))
 def test_gpu_head_5b_shape(config, gpu, monkeypatch):
-    """5b's output at 224 (1024 x 7 x 7) into 1000 classes, batch 3: bf16 within 2x ATen's own error,
-    fp32 exact and with TF32 (then at the table's TF32 bound), each config pair pinned."""
+    """5b's output at 224 (1024 x 7 x 7) into 1000 classes, batch 3, each config pair pinned: bf16
+    within 2x ATen's own error; with the first pair also fp32, exact and with TF32 (then at the
+    table's TF32 bound).  Few compiles: the GPU suite runs in one lent window."""
     pool_cfg, linear_cfg = head.POOL_CONFIGS[config], head.LINEAR_CONFIGS[config]
-    for dtype, tf32 in ((torch.bfloat16, False), (torch.float32, False), (torch.float32, True)):
+    cases = ((torch.bfloat16, False), (torch.float32, False), (torch.float32, True))
+    for dtype, tf32 in cases if config == 0 else cases[:1]:
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)
         x, wt, b = make_case(3, 1024, 7, 7, 1000, dtype=dtype, device=gpu, seed=config)
         out = head.launch_avgpool_linear(x, wt, b, pool_cfg, linear_cfg)
