@@ -1,7 +1,8 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
 Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
-and without its max pool, and of the max pool kernel on GoogLeNet's four pools) for a GPU
+and without its max pool, of the max pool kernel on GoogLeNet's four pools, and of the head's two
+launches, the average pool and the fc GEMM, on 5b's output) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
@@ -11,8 +12,8 @@ from the launchers' own ``_arguments``, and integer/pointer specialization follo
 so the code compiled here is the code a launch on the GPU would compile.  Registers and spills
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
-    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16] [--block inception3a|stem|backward:inception4b]
-        [--batch 256] [--json]
+    python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
+        [--block inception3a|stem|pools|head|backward:inception4b] [--batch 256] [--json]
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -36,7 +37,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from inception_fast.backends.triton import block_backward, branch_convs, maxpool, reduce_pool, stem  # noqa: E402
+from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -220,6 +221,25 @@ def pool_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[di
     return rows
 
 
+def head_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, classes: int = 1000) -> list[dict]:
+    """One row per (launch, config) of the head on 5b's output at 224 (1024 x 7 x 7, channels_last)
+    into ``classes`` classes: "avgpool" (the channel means) and "linear" (the fc GEMM)."""
+    dt = DTYPES[dtype]
+    x = torch.empty(batch, 1024, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
+    w, b = torch.empty(classes, 1024, dtype=dt), torch.empty(classes, dtype=dt)
+    (p_args, p_meta, _), (l_args, l_meta, _), _out = head._arguments(x, w, b)
+    rows = []
+    for launch, kernel, args, meta, configs in (
+        ("avgpool", head._channel_means_kernel, p_args, p_meta, head.POOL_CONFIGS),
+        ("linear", head._linear_kernel, l_args, l_meta, head.LINEAR_CONFIGS),
+    ):
+        for config in configs:
+            row = {"block": "head", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+            row.update(_compile(kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100)")
@@ -227,8 +247,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--block",
         action="append",
-        choices=[*SIZES, "stem", "pools", *(f"backward:{b}" for b in SIZES)],
-        help="repeatable (default: stem, 3a, 4b, 5b and the pools); backward:<block> for the Triton backward",
+        choices=[*SIZES, "stem", "pools", "head", *(f"backward:{b}" for b in SIZES)],
+        help="repeatable (default: stem, 3a, 4b, 5b, the pools and the head); backward:<block> for the Triton backward",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -236,8 +256,10 @@ def main(argv=None) -> int:
     rows = []
     # 3a: the narrowest block; 4b: a scratch buffer whose rows are not 16-element multiples
     # (136 channels); 5b: the widest block.
-    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools"]:
-        if block == "stem":
+    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools", "head"]:
+        if block == "head":
+            rows += head_stats(args.batch, args.dtype, args.arch)
+        elif block == "stem":
             rows += stem_stats(args.batch, args.dtype, args.arch)
         elif block == "pools":
             rows += pool_stats(args.batch, args.dtype, args.arch)
@@ -254,7 +276,7 @@ def main(argv=None) -> int:
     )
     for r in rows:
         c = r["config"]
-        if r["launch"] == "maxpool":
+        if r["launch"] in ("maxpool", "avgpool"):
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
         else:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (

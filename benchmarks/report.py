@@ -294,6 +294,22 @@ def throughput_markdown(rows):
     if convs:
         out.append("The stem's conv2 and conv3 with bias + ReLU, ATen passes or cuDNN's fused op, as measured (µs):\n")
         out.append(_table(["config", "weight", "chosen", "variants (µs)"], [list(t) for t in convs]) + "\n")
+    pools_head = sorted(
+        {
+            (
+                f"{c[0]} {c[1]} {c[2]} b{c[3]}",
+                f"{v['stage']} {'x'.join(map(str, v['shape']))}",
+                v["chosen"],
+                ", ".join(f"{n} {us:,.1f}" for n, us in v["us"].items()),
+            )
+            for c, ms in index.items()
+            for r in ms.values()
+            for v in (r.get("stem_conv1") or {}).get("stages", [])
+        }
+    )
+    if pools_head:
+        out.append("The max pools and the head, ATen or Triton, as measured (µs):\n")
+        out.append(_table(["config", "stage input", "chosen", "variants (µs)"], [list(t) for t in pools_head]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
     if compiled:
         out.append("### Against torch.compile (default mode, freezing)\n")

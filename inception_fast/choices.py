@@ -9,16 +9,16 @@
 * ``BACKWARD``: the block's backward under ``backend="auto"``, per shape: the ATen chain (the
   torch backend's) or the Triton backward launches, which compete only after their first result
   matched an fp64 ATen reference by the tolerance table's rule.
-* ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``: FusedGoogLeNet's stages outside the
-  blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools; see
-  ``inception_fast.stages``).
+* ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``, ``HEAD_CHOICE``: FusedGoogLeNet's stages
+  outside the blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools, the
+  eval-mode head; see ``inception_fast.stages``).
 
-Every candidate but the trusted one (ATen: the torch backend, ATen's conv and pool) enters
+Every candidate but the trusted one (ATen: the torch backend, ATen's conv, pool and head) enters
 through ``checked_against``: its first run is compared with the trusted computation before it is
 timed, and a candidate that disagrees is dropped with the disagreement on record.  A kernel that
 is wrong on some GPU or shape is never chosen for being fast.
 
-Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``), so benchmarks and
+Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``), so benchmarks and
 tests read them by field.  Where nothing is measured (off CUDA, while capturing a CUDA graph or
 tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate.
 """
@@ -52,9 +52,11 @@ __all__ = [
     "StemKey",
     "ConvReluKey",
     "PoolKey",
+    "HeadKey",
     "STEM_CHOICE",
     "CONV_RELU_CHOICE",
     "POOL_CHOICE",
+    "HEAD_CHOICE",
     "fp32_precision",
     "checked_against",
 ]
@@ -387,12 +389,25 @@ class PoolKey(NamedTuple):
     params: tuple  # (kernel, stride, padding, ceil_mode)
 
 
+class HeadKey(NamedTuple):
+    """HEAD_CHOICE's key: the eval-mode head (average pool, fc) on one input."""
+
+    device: str
+    dtype: torch.dtype
+    shape: tuple
+    stride: tuple  # the input's strides (its layout)
+    classes: int  # the fc's output features
+    tf32: Optional[bool]  # fp32: matmul's TF32 flag (nn.Linear follows it), else None
+
+
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).
 STEM_CHOICE = MeasuredChoice(store_as="stem")
 # conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op.
 CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
 POOL_CHOICE = MeasuredChoice(store_as="pool")
+# The eval-mode head: ATen's average pool + addmm against the Triton head (backends/triton/head.py).
+HEAD_CHOICE = MeasuredChoice(store_as="head")
 
 
 class OpChoice(AutoBackend):

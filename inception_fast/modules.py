@@ -461,7 +461,7 @@ class FusedGoogLeNet(GoogLeNet):
 
     @property
     def _triton_allowed(self) -> bool:
-        """Whether the Triton stem and pools may compete in the measured choices (inception_fast.stages)."""
+        """Whether the Triton stem, pools and head may compete in the measured choices (inception_fast.stages)."""
         return self.requested_backend in ("auto", "triton")
 
     def stem_choice_key(self, x: Tensor) -> tuple:
@@ -545,6 +545,13 @@ class FusedGoogLeNet(GoogLeNet):
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
+
+    def _head(self, x: Tensor) -> Tensor:
+        """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in
+        train mode (dropout), the reference's head."""
+        if self.training:
+            return super()._head(x)
+        return stages.head(x, self.avgpool, self.dropout, self.fc, self._triton_allowed)
 
 
 class FusedForeignInception(_PackedBlock, nn.Module):

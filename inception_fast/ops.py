@@ -23,6 +23,8 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
   backward.
+* ``inception_fast::avgpool_linear`` -- linear(mean over H and W of x, w, b): the eval-mode head
+  (global average pool, dropout as the identity, fc).  Inference only (no autograd formula).
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the two launches of
   the compiled extension as separate mutating ops (csrc/, ``TORCH_LIBRARY_IMPL``).
 """
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from . import backends as _backends
 from . import choices, geometry
 
-__all__ = ["inception_block", "inception_block_bn_train", "conv_relu_maxpool", "max_pool2d"]
+__all__ = ["inception_block", "inception_block_bn_train", "conv_relu_maxpool", "max_pool2d", "avgpool_linear"]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
@@ -52,6 +54,7 @@ _LIB.define(
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
 _LIB.define("max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode, str backend) -> Tensor")
+_LIB.define("avgpool_linear(Tensor x, Tensor w, Tensor b, str backend) -> Tensor")
 _LIB.define(
     "reduce_pool_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
     "Tensor(a!) out, Tensor(b!) scratch) -> ()"
@@ -236,6 +239,49 @@ def _max_pool2d_backward(ctx, grad):
 torch.library.register_autograd(
     "inception_fast::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup_context
 )
+
+
+def _avgpool_linear_shape(x, w, b):
+    """Checks the arguments; returns the (N, J) output shape."""
+    if x.dim() != 4:
+        raise ValueError(f"avgpool_linear expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"avgpool_linear supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    if w.dim() != 2:
+        raise ValueError(f"avgpool_linear expects a 2-D weight (classes, channels), got shape {tuple(w.shape)}")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"avgpool_linear expects {w.shape[1]} input channels (the weight's), got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)})"
+        )
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"avgpool_linear expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
+    for name, t in (("w", w), ("b", b)):
+        if t.device != x.device:
+            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"avgpool_linear needs at least one channel and 1x1 pixels, got shape {tuple(x.shape)}")
+    return x.shape[0], w.shape[0]
+
+
+@torch.library.impl(_LIB, "avgpool_linear", "CompositeExplicitAutograd")
+def _avgpool_linear_impl(x, w, b, backend):
+    _avgpool_linear_shape(x, w, b)
+    return _kernel("avgpool_linear", backend, x)(x, w, b)
+
+
+@torch.library.register_fake("inception_fast::avgpool_linear")
+def _avgpool_linear_fake(x, w, b, backend):
+    return x.new_empty(_avgpool_linear_shape(x, w, b))
+
+
+def avgpool_linear(x, w, b, backend="torch"):
+    """F.linear(x.mean((2, 3)), w, b) as one op: the eval-mode head (global average pool, dropout as
+    the identity, fc) on an (N, C, H, W) input, channels_last or not; returns (N, J) in x's dtype
+    ("triton": backends/triton/head.py).  Inference only."""
+    return torch.ops.inception_fast.avgpool_linear(x, w, b, backend)
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):

@@ -12,10 +12,14 @@
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
+* ``head``: the eval-mode head, global average pool + dropout (the identity) + fc (HEAD_CHOICE):
+  ATen's (mean, then addmm) against the Triton head (backends/triton/head.py: the pool and a GEMM
+  with the bias in two launches, 5b's output read once), which must agree with a float64 ATen
+  head within the tolerance table's rule.
 
 Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
 fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
-ATen.  The results are channels_last.
+ATen.  The results are channels_last (the head's: (N, classes) logits).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ __all__ = [
     "pool_params",
     "conv_relu",
     "max_pool",
+    "standard_head",
+    "head",
     "stem_padded_channels",
     "stem_triton_params",
     "stem_key",
@@ -117,6 +123,53 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
             )
         choice = chooser.pick(key, x.device, runners)
     return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+
+
+def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:
+    """Whether ``fc(dropout(flatten(avgpool(x), 1)))`` is the computation the Triton head does: a global
+    average pool to 1x1, a dropout that is the identity (eval mode) or none, a Linear with a bias,
+    and no hooks that would see the modules run."""
+    modules = (avgpool, dropout, fc)
+    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+        return False
+    return (
+        isinstance(avgpool, nn.AdaptiveAvgPool2d)
+        and avgpool.output_size in (1, (1, 1))
+        and (isinstance(dropout, nn.Identity) or (isinstance(dropout, nn.Dropout) and not dropout.training))
+        and isinstance(fc, nn.Linear)
+        and fc.bias is not None
+    )
+
+
+def head(x: Tensor, avgpool: nn.Module, dropout: nn.Module, fc: nn.Module, triton_allowed: bool) -> Tensor:
+    """``fc(dropout(flatten(avgpool(x), 1)))`` as HEAD_CHOICE measured fastest; the Triton head competes
+    only where ``triton_allowed`` (the model's backend is auto or triton), the head is the standard
+    one in eval mode (``standard_head``) and no gradient is needed (the op has no backward)."""
+    aten = lambda: fc(dropout(torch.flatten(avgpool(x), 1)))  # noqa: E731
+    chooser = choices.HEAD_CHOICE
+    if not triton_allowed or not chooser.applies(x.device, x, fc.weight, fc.bias):
+        return aten()
+    if x.dim() != 4 or x.shape[0] == 0 or not standard_head(avgpool, dropout, fc):
+        return aten()
+    w, b = fc.weight, fc.bias
+    tf32 = torch.backends.cuda.matmul.allow_tf32 if x.dtype == torch.float32 else None
+    key = choices.HeadKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), w.shape[0], tf32)
+    choice = chooser.lookup(key)
+    if choice is None:
+        if not chooser.can_measure(x.device):  # capture, static mode: ATen, and nothing to build
+            return aten()
+        from .backends import availability
+
+        runners = {"aten": aten}
+        if availability("triton", x.device) is None:
+            runners["triton"] = choices.checked_against(
+                lambda: ops.avgpool_linear(x, w, b, backend="triton"),
+                aten,
+                "the Triton head",
+                lambda: F.linear(x.double().mean((2, 3)), w.double(), b.double()),
+            )
+        choice = chooser.pick(key, x.device, runners)
+    return ops.avgpool_linear(x, w, b, backend="triton") if choice == "triton" else aten()
 
 
 def stem_padded_channels(c: int) -> list[int]:

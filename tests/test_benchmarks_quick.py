@@ -325,3 +325,24 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     assert "| fused | 1 | warm |" in run.stdout
     bad = subprocess.run([*cmd, "--batches", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr
+
+
+def test_report_lists_the_measured_pools_and_head():
+    """The stages' measured choices that bench_throughput records (helpers.choices.stem_choice) reach
+    the report: each max pool and the head with the candidates' µs."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    stem = {
+        "chosen": "triton",
+        "us": {"channels_last": 300.0, "triton": 100.0},
+        "errors": {},
+        "conv_relu": [],
+        "stages": [
+            {"stage": "head", "shape": [256, 1024, 7, 7], "chosen": "triton", "us": {"aten": 15.0, "triton": 9.5}},
+            {"stage": "max pool", "shape": [256, 64, 112, 112], "chosen": "aten", "us": {"aten": 80.0}},
+        ],
+    }
+    text = report.throughput_markdown([_row("fused_triton", 0.008, stem_conv1=stem)])
+    assert "| cuda bf16 channels_last b256 | head 256x1024x7x7 | triton | aten 15.0, triton 9.5 |" in text
+    assert "| max pool 256x64x112x112 | aten | aten 80.0 |" in text

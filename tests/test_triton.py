@@ -515,8 +515,8 @@ def test_sm90_compile_stats_of_every_config():
     64- and 128-row ones run on wgmma, the block launches stream their operands with cp.async
     (the stem's gathered 3-channel loads cannot; launch 2 all of its operands), and no config
     spills registers or stores element by element (the stem, 3a, 4b and 5b: the narrowest block,
-    channel counts that are not multiples of 16, the widest block; and the max pool kernel on
-    GoogLeNet's four pools)."""
+    channel counts that are not multiples of 16, the widest block; the max pool kernel on
+    GoogLeNet's four pools; and the head's two launches on 5b's output into 1000 classes)."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
@@ -538,6 +538,8 @@ def test_sm90_compile_stats_of_every_config():
         ("stem", "conv"),
         *((b, launch) for b in ("inception3a", "inception4b", "inception5b") for launch in ("launch1", "launch2")),
         *((f"maxpool{i}", "maxpool") for i in range(1, 5)),
+        ("head", "avgpool"),
+        ("head", "linear"),
     }
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
@@ -546,6 +548,9 @@ def test_sm90_compile_stats_of_every_config():
             taps = 4 if r["block"] == "maxpool4" else 9
             assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0 and r["sync_loads"] == taps, what
             continue
+        if r["launch"] == "avgpool":  # the head's pool: one load per pixel tile, no matrix work
+            assert r["spill_bytes"] == 0 and r["sync_loads"] == 1, what
+            continue
         assert r["cp_async"] == (r["block"] != "stem"), what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
@@ -553,6 +558,8 @@ def test_sm90_compile_stats_of_every_config():
         # not 16-element multiples: without _common.row_unit launch 1 spilled 3-4.5 KB and stored
         # element by element, and launch 2 loaded branch 3's operands without cp.async.
         assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0, what
+        if r["launch"] == "linear":  # the head's GEMM: the bias is its one load not through cp.async
+            assert r["sync_loads"] == 1, what
         if r["launch"] == "launch2":
             # The two biases, and with split-K each branch's partial tiles summed by the last
             # program of a tile; every operand tile is cp.async.

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
+TRITON_HEAD = ("tests/test_triton_head.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
@@ -183,6 +184,23 @@ MUTANTS = [
         "    for s in range(0, n_splits - 1):",
         TRITON_BACKWARD,
         "the weight gradients' last pixel split is left out of the sum",
+    ),
+    # -- Triton head (head.py) -------------------------------------------------------------------------
+    Mutant(
+        "triton_head_pixel_tail",
+        "inception_fast/backends/triton/head.py",
+        "mask=(offs_p < hw)[:, None] & c_ok[None, :]",
+        "mask=(offs_p < hw - 1)[:, None] & c_ok[None, :]",
+        TRITON_HEAD,
+        "the head's average pool drops the last pixel of every image",
+    ),
+    Mutant(
+        "triton_head_k_tail",
+        "inception_fast/backends/triton/head.py",
+        "        k_ok = offs_k < C\n",
+        "        k_ok = offs_k < C + 1\n",
+        TRITON_HEAD,
+        "the head's GEMM reads one channel past each image's means (the next image's first)",
     ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
     Mutant(

@@ -1,5 +1,6 @@
 """What the package picked while a benchmark ran: the Triton autotuners' configs and the
-measured choices (backend "auto" per block shape, the stem's conv1, conv-ReLU)."""
+measured choices (backend "auto" per block shape, the stem's conv1, conv-ReLU, the max pools, the
+head)."""
 
 from __future__ import annotations
 
@@ -63,9 +64,24 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         for key, c in choices.CONV_RELU_CHOICE.choices().items()
         if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
     ]
+    # The max pools and the eval-mode head (ATen or Triton, POOL_CHOICE and HEAD_CHOICE) at this
+    # batch and dtype, each named by its input shape.
+    stages = [
+        {
+            "stage": stage,
+            "shape": list(key.shape),
+            "chosen": c.name,
+            "us": {k: v * 1e6 for k, v in c.seconds.items()},
+            "errors": c.errors,
+        }
+        for stage, chooser in (("max pool", choices.POOL_CHOICE), ("head", choices.HEAD_CHOICE))
+        for key, c in chooser.choices().items()
+        if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
+    ]
     return {
         "chosen": choice.name,
         "us": {k: v * 1e6 for k, v in choice.seconds.items()},
         "errors": choice.errors,
         "conv_relu": convs,
+        "stages": stages,
     }

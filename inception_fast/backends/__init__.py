@@ -2,7 +2,7 @@
 
 A backend is a name, a test of whether it runs on a device, and the kernels it implements: one
 per op of ``inception_fast.ops`` ("inception_block", "inception_block_backward", "conv_relu_maxpool",
-"max_pool2d"), each
+"max_pool2d", "avgpool_linear", ...), each
 called with the op's arguments but the backend name, on inputs the op has checked.  Adding a
 backend is one ``register`` call (``registry.py``) in one file (or package) under ``backends/``,
 plus its name in ``_PLUGINS``.

@@ -11,7 +11,14 @@ import torch
 __all__ = ["OPS", "Backend", "register", "sm80_reason"]
 
 # The ops a backend may implement (inception_fast.ops defines their schemas).
-OPS = ("inception_block", "inception_block_backward", "inception_block_bn_train", "conv_relu_maxpool", "max_pool2d")
+OPS = (
+    "inception_block",
+    "inception_block_backward",
+    "inception_block_bn_train",
+    "conv_relu_maxpool",
+    "max_pool2d",
+    "avgpool_linear",
+)
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,12 @@ def block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_
     return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5
 
 
+def avgpool_linear(x, w, b):
+    """The reference head's ATen ops (dropout is the identity in eval): adaptive_avg_pool2d to 1x1
+    (ATen's mean over H and W), then addmm."""
+    return F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), w, b)
+
+
 register(
     Backend(
         "torch",
@@ -167,6 +173,7 @@ register(
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,
             "max_pool2d": max_pool2d,
+            "avgpool_linear": avgpool_linear,
         },
     )
 )

@@ -1,8 +1,8 @@
 """The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
 ``reduce_pool.py``, launch 2 ``branch_convs.py``) and its backward (``block_backward.py``, three
 launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
-an argmax (``maxpool.py``), and the block with train-mode BatchNorm (``bn_train.py``: the 1x1
-GEMMs with batch statistics in their epilogue).
+an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
+with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
 
 Importing this package is cheap: triton itself is imported on the first availability check or
 kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
@@ -94,6 +94,13 @@ def _max_pool2d(x, kernel, stride, padding, ceil_mode):
         return launch_max_pool(x, kernel, stride, padding, ceil_mode)
 
 
+def _avgpool_linear(x, w, b):
+    from .head import launch_avgpool_linear
+
+    with _on_device(x):
+        return launch_avgpool_linear(x, w, b)
+
+
 register(
     Backend(
         "triton",
@@ -104,6 +111,7 @@ register(
             "inception_block_backward": _block_backward,
             "conv_relu_maxpool": _conv_relu_maxpool,
             "max_pool2d": _max_pool2d,
+            "avgpool_linear": _avgpool_linear,
         },
     )
 )
