@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
+from .backends import onednn_backend
 from .packing import PackCache, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
@@ -117,6 +118,19 @@ def _own_unit_tensors(block: nn.Module) -> list:
     return conv_bn_tensors(block._units())
 
 
+def _prepack_own_units(block: nn.Module, dtype: torch.dtype):
+    return onednn_backend.prepack_block(pack_units(block._units(), dtype))
+
+
+def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
+    """Whether the "onednn" backend runs from its prepacked (opaque, gradient-free) weights: on CPU
+    in float32/bfloat16, not while torch.compile traces (its graph holds the op, which packs from
+    the parameters), and only where no gradient is wanted."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 class _PackedBlock:
     """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
     backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
@@ -125,6 +139,8 @@ class _PackedBlock:
     def _init_packing(self, backend: str) -> None:
         self.requested_backend = backend
         self._pack_cache = PackCache(_pack_own_units, _own_unit_tensors)
+        # The "onednn" backend's weights reordered to oneDNN's blocked layout (inference only).
+        self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)
         self._resolved: dict = {}
         _check_backend_name(backend)
 
@@ -161,6 +177,7 @@ class _PackedBlock:
         """Drops the cached packed weights.  Needed only after writes through ``.data``, which
         PyTorch's version counters do not see; every other change is detected on its own."""
         self._pack_cache.clear()
+        self._prepack_cache.clear()
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda()/.half() replace every weight: drop the packs (and the old storages they
@@ -172,7 +189,13 @@ class _PackedBlock:
         """The fused path on a channels_last input; returns a channels_last output (under autocast
         in the autocast dtype)."""
         dtype = _compute_dtype(x)
-        return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=self.backend_for(x.device))
+        backend = self.backend_for(x.device)
+        if backend == "onednn":
+            if dtype not in (torch.float32, torch.bfloat16) and self.requested_backend == "auto":
+                backend = "torch"  # oneDNN's CPU convolutions compute in float32 and bfloat16
+            elif _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
+                return onednn_backend.prepacked_block_forward(x.to(dtype), self._prepack_cache.get(self, dtype))
+        return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=backend)
 
     def _fused_call(self, x: Tensor) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
@@ -264,6 +287,7 @@ class FusedGoogLeNet(GoogLeNet):
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
         self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
+        self._stem_prepack_cache = PackCache(self._prepack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
 
     @property
     def backend(self) -> str:
@@ -318,6 +342,38 @@ class FusedGoogLeNet(GoogLeNet):
         }
         return [*packed, padded]
 
+    @staticmethod
+    def _prepack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
+        """conv1, conv2 and conv3 folded and reordered for oneDNN (the "onednn" backend's stem)."""
+        (w1, b1), (w2, b2), (w3, b3) = (fold_conv_bn(unit, dtype) for unit in model._stem_convs())
+        stride, padding = stages.stem_onednn_params(model.conv1.conv)
+        return [
+            onednn_backend.prepack_conv(w1, b1, stride, padding),
+            onednn_backend.prepack_conv(w2, b2, 1, 0),
+            onednn_backend.prepack_conv(w3, b3, 1, 1),
+        ]
+
+    def _onednn_stem(self, x: Tensor) -> Optional[Tensor]:
+        """The stem from prepacked oneDNN convolutions (bias and ReLU fused), or None where that form
+        does not apply (another backend, gradients wanted, a conv1 oneDNN's form does not take)."""
+        if self.backend_for(x.device) != "onednn" or stages.stem_onednn_params(self.conv1.conv) is None:
+            return None
+        if not _prepacked_path(x.device, x.dtype, (x, *conv_bn_tensors(self._stem_convs()))):
+            return None
+        conv1, conv2, conv3 = self._stem_prepack_cache.get(self, x.dtype)
+        x = self._max_pool(onednn_backend.prepacked_conv_relu(x, conv1), self.maxpool1)
+        if self.lrn1 is not None:
+            x = self.lrn1(x)
+        x = onednn_backend.prepacked_conv_relu(x, conv2)
+        x = onednn_backend.prepacked_conv_relu(x, conv3)
+        if self.lrn2 is not None:
+            x = self.lrn2(x)
+        return self._max_pool(x, self.maxpool2).contiguous(memory_format=torch.channels_last)
+
+    def backend_for(self, device) -> str:
+        """What the blocks run on ``device`` (see FusedInception.backend_for)."""
+        return self.inception3a.backend_for(device)
+
     def _stem_weights(self, dtype):
         if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
             return self._pack_stem(self, dtype)
@@ -326,12 +382,14 @@ class FusedGoogLeNet(GoogLeNet):
     def clear_packed_weights(self) -> None:
         """Drops every cached packed weight (stem and blocks); see FusedInception.clear_packed_weights."""
         self._stem_cache.clear()
+        self._stem_prepack_cache.clear()
         for module in self.modules():
             if isinstance(module, FusedInception):
                 module.clear_packed_weights()
 
     def _apply(self, fn, *args, **kwargs):
         self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
+        self._stem_prepack_cache.clear()
         return super()._apply(fn, *args, **kwargs)
 
     @property
@@ -369,6 +427,9 @@ class FusedGoogLeNet(GoogLeNet):
         first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
             return super()._stem(x)
+        y = self._onednn_stem(x)
+        if y is not None:
+            return y
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)

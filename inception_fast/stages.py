@@ -13,6 +13,10 @@
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
 
+With the "onednn" backend on CPU and no gradient wanted, conv1, conv2 and conv3 are oneDNN
+convolutions from prepacked weights with bias and ReLU fused (``FusedGoogLeNet._onednn_stem``,
+``stem_onednn_params``).
+
 Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
 fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
 ATen.  The results are channels_last.
@@ -35,6 +39,7 @@ __all__ = [
     "checked_against",
     "conv_relu",
     "max_pool",
+    "stem_onednn_params",
     "stem_padded_channels",
     "stem_triton_params",
     "stem_key",
@@ -136,6 +141,15 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
             )
         choice = chooser.pick(key, x.device, runners)
     return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+
+
+def stem_onednn_params(conv: nn.Conv2d) -> Optional[tuple]:
+    """(stride, padding) of conv1 for the "onednn" backend's prepacked stem, or None where conv1 is
+    not square, is dilated or grouped, or pads by name."""
+    if conv.groups != 1 or square(conv.dilation) != 1 or isinstance(conv.padding, str):
+        return None
+    params = (square(conv.stride), square(conv.padding))
+    return None if None in params else params
 
 
 def stem_padded_channels(c: int) -> list[int]:

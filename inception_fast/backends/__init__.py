@@ -22,8 +22,9 @@ The block kernel's contract, for every backend:
   bias+ReLU (kept for the backward pass).
 Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs are post-ReLU.
 
-"torch" is always present; "triton", "cuda" and "cpp" when they load ("cuda" and "cpp" are the
-CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``).  No module here imports
+"torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
+are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is
+oneDNN's CPU convolutions with prepacked weights, ``onednn_backend.py``).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 
 Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it
@@ -55,8 +56,14 @@ __all__ = [
 
 _LOAD_ERRORS: dict[str, str] = {}
 # The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
-_PLUGINS = ("triton", "cuda", "cpp")
-_MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend", "cpp": ".cpp_backend"}
+_PLUGINS = ("triton", "cuda", "cpp", "onednn")
+_MODULES = {
+    "torch": ".torch_backend",
+    "triton": ".triton",
+    "cuda": ".cuda_backend",
+    "cpp": ".cpp_backend",
+    "onednn": ".onednn_backend",
+}
 # Old names, kept until the next release: (name, device type) -> the backend that runs there now.
 # Until then "cuda" named the compiled extension's kernels on CPU as well as on CUDA.
 RENAMED = {("cuda", "cpu"): "cpp"}
@@ -128,12 +135,16 @@ def resolve(backend: str, device) -> str:
 
     A named backend is returned after checking it runs there (else a RuntimeError that lists
     the ones that do); an old name (``RENAMED``) becomes the new one, with a DeprecationWarning.
-    ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
-    ``inception_fast.choices.AUTO`` chooses per block shape at run time.
+    ``"auto"`` stays "auto" on CUDA, where ``inception_fast.choices.AUTO`` chooses per block shape at
+    run time; on CPU it is "onednn" where that runs (a static rule: oneDNN with prepacked weights
+    was faster than the torch and cpp backends in every block and in the whole network, float32
+    and bfloat16, batch 1 and 8, on the 2-core AVX-512 machine; benchmarks/results), else "torch".
     """
     device = torch.device(device)
     if backend == "auto":
-        return "auto" if device.type == "cuda" else "torch"
+        if device.type == "cuda":
+            return "auto"
+        return "onednn" if device.type == "cpu" and availability("onednn", device) is None else "torch"
     backend = renamed(backend, device)
     why = availability(backend, device)
     if why is not None:
