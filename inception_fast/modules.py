@@ -353,22 +353,14 @@ class FusedGoogLeNet(GoogLeNet):
             onednn_backend.prepack_conv(w3, b3, 1, 1),
         ]
 
-    def _onednn_stem(self, x: Tensor) -> Optional[Tensor]:
-        """The stem from prepacked oneDNN convolutions (bias and ReLU fused), or None where that form
-        does not apply (another backend, gradients wanted, a conv1 oneDNN's form does not take)."""
+    def _stem_prepacked(self, x: Tensor) -> Optional[list]:
+        """The stem's convs prepacked for oneDNN where the "onednn" backend runs them for ``x`` (no
+        gradient wanted, a conv1 oneDNN's form takes), else None."""
         if self.backend_for(x.device) != "onednn" or stages.stem_onednn_params(self.conv1.conv) is None:
             return None
         if not _prepacked_path(x.device, x.dtype, (x, *conv_bn_tensors(self._stem_convs()))):
             return None
-        conv1, conv2, conv3 = self._stem_prepack_cache.get(self, x.dtype)
-        x = self._max_pool(onednn_backend.prepacked_conv_relu(x, conv1), self.maxpool1)
-        if self.lrn1 is not None:
-            x = self.lrn1(x)
-        x = onednn_backend.prepacked_conv_relu(x, conv2)
-        x = onednn_backend.prepacked_conv_relu(x, conv3)
-        if self.lrn2 is not None:
-            x = self.lrn2(x)
-        return self._max_pool(x, self.maxpool2).contiguous(memory_format=torch.channels_last)
+        return self._stem_prepack_cache.get(self, x.dtype)
 
     def backend_for(self, device) -> str:
         """What the blocks run on ``device`` (see FusedInception.backend_for)."""
@@ -399,15 +391,20 @@ class FusedGoogLeNet(GoogLeNet):
 
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
-        return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed)
+        onednn = self._stem_prepacked(x) is not None
+        return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed, onednn)
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
         return stages.max_pool(x, pool, self._triton_allowed)
 
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
-        return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed)
+        onednn = self._stem_prepacked(x) is not None
+        return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed, onednn)
 
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
+        if variant == "onednn":
+            conv1 = self._stem_prepack_cache.get(self, x.dtype)[0]
+            return self._max_pool(onednn_backend.prepacked_conv_relu(x, conv1), self.maxpool1)
         return stages.stem_conv1(x, w1, b1, padded, variant, self.conv1.conv, self.maxpool1, self._triton_allowed)
 
     def check_input(self, x: Tensor) -> None:
@@ -427,26 +424,28 @@ class FusedGoogLeNet(GoogLeNet):
         first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
             return super()._stem(x)
-        y = self._onednn_stem(x)
-        if y is not None:
-            return y
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
             runners = {v: (lambda v=v: self._stem_conv1(x, w1, b1, padded, v)) for v in self._stem_variants(x, padded)}
             variant = choices.STEM_CHOICE.pick(key, x.device, runners)
+        prepacked = self._stem_prepacked(x)
         if (
             variant in stages.STEM_TRITON_VARIANTS
             and torch.is_grad_enabled()
             and any(t.requires_grad for t in (x, w1, b1))
-        ):
-            variant = "channels_last"  # the Triton kernel has no backward
+        ) or (variant == "onednn" and prepacked is None):
+            variant = "channels_last"  # the Triton kernel has no backward; the prepacked convs no gradient
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)
-        x = stages.conv_relu(x, w2, b2, 0)
-        x = stages.conv_relu(x, w3, b3, 1)
+        if prepacked is not None:  # conv2 and conv3 from oneDNN's prepacked weights, bias and ReLU fused
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[1])
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[2])
+        else:
+            x = stages.conv_relu(x, w2, b2, 0)
+            x = stages.conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
         return self._max_pool(x, self.maxpool2)

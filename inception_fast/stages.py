@@ -13,9 +13,9 @@
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
 
-With the "onednn" backend on CPU and no gradient wanted, conv1, conv2 and conv3 are oneDNN
-convolutions from prepacked weights with bias and ReLU fused (``FusedGoogLeNet._onednn_stem``,
-``stem_onednn_params``).
+With the "onednn" backend on CPU and no gradient wanted, conv1's first form ("onednn") and conv2
+and conv3 are oneDNN convolutions from prepacked weights with bias and ReLU fused
+(``FusedGoogLeNet._stem_prepacked``, ``stem_onednn_params``).
 
 Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
 fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
@@ -169,7 +169,9 @@ def stem_triton_params(conv: nn.Conv2d, pool: nn.Module) -> Optional[tuple]:
     return None if None in params else params
 
 
-def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) -> choices.StemKey:
+def stem_key(
+    x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool, onednn: bool = False
+) -> choices.StemKey:
     """STEM_CHOICE's key for input ``x`` of a stem whose first layers are ``conv`` and ``pool``:
     models whose first layers differ never share a choice."""
     params = (
@@ -192,14 +194,20 @@ def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) 
         choices.fp32_precision(x.dtype),
         triton_allowed,
         params,
+        onednn,
     )
 
 
-def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool) -> list[str]:
-    """The forms of conv1 + ReLU + maxpool1 that compete for input ``x``, in order of preference."""
+def stem_variants(
+    x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool, onednn: bool = False
+) -> list[str]:
+    """The forms of conv1 + ReLU + maxpool1 that compete for input ``x``, in order of preference
+    (``onednn``: the model runs its stem from oneDNN's prepacked weights; that form comes first, so
+    where nothing is measured, on CPU, it runs)."""
     from .backends import available_backends
 
-    variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+    variants = ["onednn"] if onednn else []
+    variants += ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
     if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
         variants += STEM_TRITON_VARIANTS
     return variants

@@ -49,10 +49,7 @@ __all__ = [
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
-def unavailable_reason(device) -> Optional[str]:
-    device = torch.device(device)
-    if device.type != "cpu":
-        return f"runs oneDNN's CPU convolutions, on cpu only, not on {device.type}"
+def _build_reason() -> Optional[str]:
     if not torch.backends.mkldnn.is_available():
         return "this PyTorch build has no oneDNN (torch.backends.mkldnn.is_available() is False)"
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or not hasattr(
@@ -60,6 +57,17 @@ def unavailable_reason(device) -> Optional[str]:
     ):
         return "this PyTorch build lacks torch.ops.mkldnn._convolution_pointwise / _reorder_convolution_weight"
     return None
+
+
+# Asked once, at import: torch.compile cannot trace torch.backends.mkldnn.is_available().
+_BUILD_REASON = _build_reason()
+
+
+def unavailable_reason(device) -> Optional[str]:
+    device = torch.device(device)
+    if device.type != "cpu":
+        return f"runs oneDNN's CPU convolutions, on cpu only, not on {device.type}"
+    return _BUILD_REASON
 
 
 def _check_dtype(x: torch.Tensor) -> None:
