@@ -191,10 +191,12 @@ class _PackedBlock:
         dtype = _compute_dtype(x)
         backend = self.backend_for(x.device)
         if backend == "onednn":
-            if dtype not in (torch.float32, torch.bfloat16) and self.requested_backend == "auto":
-                backend = "torch"  # oneDNN's CPU convolutions compute in float32 and bfloat16
-            elif _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
+            if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
                 return onednn_backend.prepacked_block_forward(x.to(dtype), self._prepack_cache.get(self, dtype))
+            if self.requested_backend == "auto":
+                # With gradients (training), under torch.compile and in float16, auto on CPU runs the
+                # torch backend's op: the prepacked form is an inference form.
+                backend = "torch"
         return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=backend)
 
     def _fused_call(self, x: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
+ONEDNN = ("tests/test_onednn.py",)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -174,6 +175,31 @@ MUTANTS = [
         "inv_std = torch.rsqrt(bn.running_var.to(work))",
         FOLD,
         "BN fold forgets eps",
+    ),
+    # -- the onednn backend (backends/onednn_backend.py) and its prepacked-weight cache ----------------
+    Mutant(
+        "onednn_branch_slice",
+        "inception_fast/backends/onednn_backend.py",
+        "y5 = _conv_relu(red[:, ch1 + ch3red :], pre.conv5.weight, pre.conv5.bias, pre.conv5.padding)",
+        "y5 = _conv_relu(red[:, -pre.channels[2] - 1 : -1], pre.conv5.weight, pre.conv5.bias, pre.conv5.padding)",
+        ONEDNN,
+        "the prepacked k×k branch reads its reduction one channel off",
+    ),
+    Mutant(
+        "onednn_prepack_never_rebuilt",
+        "inception_fast/modules.py",
+        "self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)",
+        "self._prepack_cache = PackCache(_prepack_own_units, lambda block: [])",
+        ONEDNN,
+        "the prepacked weights are never rebuilt after a weight change",
+    ),
+    Mutant(
+        "onednn_stem_conv2_bias",
+        "inception_fast/modules.py",
+        "onednn_backend.prepack_conv(w2, b2, 1, 0),",
+        "onednn_backend.prepack_conv(w2, b2 * 0, 1, 0),",
+        ONEDNN,
+        "the prepacked stem's conv2 drops its (folded) bias",
     ),
 ]
 

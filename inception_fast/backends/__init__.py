@@ -136,9 +136,11 @@ def resolve(backend: str, device) -> str:
     A named backend is returned after checking it runs there (else a RuntimeError that lists
     the ones that do); an old name (``RENAMED``) becomes the new one, with a DeprecationWarning.
     ``"auto"`` stays "auto" on CUDA, where ``inception_fast.choices.AUTO`` chooses per block shape at
-    run time; on CPU it is "onednn" where that runs (a static rule: oneDNN with prepacked weights
-    was faster than the torch and cpp backends in every block and in the whole network, float32
-    and bfloat16, batch 1 and 8, on the 2-core AVX-512 machine; benchmarks/results), else "torch".
+    run time; on CPU it is "onednn" where that runs, else "torch": a static rule, backed by the
+    side-by-side runs in benchmarks/results (oneDNN's prepacked convolutions against the torch
+    backend on the 2-core AVX-512 machine).  The modules run auto's "onednn" from prepacked weights
+    only for inference in float32/bfloat16; with gradients, under torch.compile and in float16
+    they run the "torch" backend's op (``FusedInception.fused_forward``).
     """
     device = torch.device(device)
     if backend == "auto":
