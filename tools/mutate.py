@@ -180,8 +180,8 @@ MUTANTS = [
     Mutant(
         "onednn_branch_slice",
         "inception_fast/backends/onednn_backend.py",
-        "y5 = _conv_relu(red[:, ch1 + ch3red :], pre.conv5.weight, pre.conv5.bias, pre.conv5.padding)",
-        "y5 = _conv_relu(red[:, -pre.channels[2] - 1 : -1], pre.conv5.weight, pre.conv5.bias, pre.conv5.padding)",
+        "y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5)",
+        "y5 = _prepacked(red[:, -pre.channels[2] - 1 : -1], pre.conv5)",
         ONEDNN,
         "the prepacked k×k branch reads its reduction one channel off",
     ),

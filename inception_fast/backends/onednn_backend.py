@@ -18,11 +18,12 @@ Two entry points:
   (oneDNN reorders them to its blocked layout on every call); the op path, used under autograd
   and torch.compile.
 * ``prepack_block`` / ``prepacked_block_forward``: the inference path.  The weights are reordered
-  ONCE into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_convolution_weight``, what
-  inductor's freezing does) and kept by the caller in an ``inception_fast.packing.PackCache``, so
-  they are rebuilt whenever the source weights change.  The reordered tensors are opaque
-  (``torch._mkldnn`` layout): they carry no autograd and are only ever read by these convolutions.
-  ``prepack_stem`` / ``prepacked_stem_conv`` do the same for the stem's convolutions.
+  into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_convolution_weight``, what inductor's
+  freezing does) once per input shape (``PrepackedConv``), and kept by the caller in an
+  ``inception_fast.packing.PackCache``, so they are rebuilt whenever the source weights change.
+  The reordered tensors are opaque (``torch._mkldnn`` layout): they carry no autograd and are only
+  ever read by these convolutions.  ``prepack_conv`` / ``prepacked_conv_relu`` do the same for one
+  conv (FusedGoogLeNet's stem).
 """
 
 from __future__ import annotations
@@ -83,21 +84,42 @@ def _conv_relu(x, w, b, padding: int, stride: int = 1):
     )
 
 
-class PrepackedConv(NamedTuple):
-    """One conv with its weight in oneDNN's blocked layout (opaque), its bias, stride and padding."""
+# Input shapes each prepacked conv keeps a reordered weight for (the oldest is dropped beyond).
+SHAPES_KEPT = 4
 
-    weight: torch.Tensor
-    bias: torch.Tensor
-    stride: int
-    padding: int
+
+class PrepackedConv:
+    """One conv: its folded weight and bias, stride and padding, and the weight reordered into
+    oneDNN's blocked layout per input shape.  oneDNN picks the layout for the problem it solves
+    (batch 1 and 8 can differ); a weight reordered for another shape would be reordered again on
+    every call, so each input shape gets its own, on its first call (at most ``SHAPES_KEPT``)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, stride: int = 1, padding: int = 0) -> None:
+        self.plain = w.detach().contiguous()
+        self.bias = b.detach().contiguous()
+        self.stride = stride
+        self.padding = padding
+        self.reordered: dict = {}  # input shape -> the weight in oneDNN's layout (opaque)
+
+    def weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        w = self.reordered.get(key)
+        if w is None:
+            p, s = [self.padding] * 2, [self.stride] * 2
+            w = torch.ops.mkldnn._reorder_convolution_weight(self.plain, p, s, [1, 1], 1, list(key))
+            if len(self.reordered) >= SHAPES_KEPT:
+                self.reordered.pop(next(iter(self.reordered)))
+            self.reordered[key] = w
+        return w
 
 
 def prepack_conv(w: torch.Tensor, b: torch.Tensor, stride: int = 1, padding: int = 0) -> PrepackedConv:
-    """``w`` (Cout, Cin, kh, kw), reordered once for oneDNN's convolution (square stride/padding)."""
-    wp = torch.ops.mkldnn._reorder_convolution_weight(
-        w.detach().contiguous(), [padding, padding], [stride, stride], [1, 1], 1
-    )
-    return PrepackedConv(wp, b.detach().contiguous(), stride, padding)
+    """``w`` (Cout, Cin, kh, kw) and ``b`` for oneDNN's convolution (square stride/padding)."""
+    return PrepackedConv(w, b, stride, padding)
+
+
+def _prepacked(x: torch.Tensor, conv: PrepackedConv) -> torch.Tensor:
+    return _conv_relu(x, conv.weight_for(x), conv.bias, conv.padding, conv.stride)
 
 
 def prepacked_conv_relu(x: torch.Tensor, conv: PrepackedConv) -> torch.Tensor:
@@ -105,7 +127,7 @@ def prepacked_conv_relu(x: torch.Tensor, conv: PrepackedConv) -> torch.Tensor:
     _check_dtype(x)
     if conv.bias.dtype != x.dtype:
         raise TypeError(f"input dtype {x.dtype} does not match the prepacked weights' dtype {conv.bias.dtype}")
-    return _conv_relu(x, conv.weight, conv.bias, conv.padding, conv.stride)
+    return _prepacked(x, conv)
 
 
 class PrepackedBlock(NamedTuple):
@@ -149,10 +171,10 @@ def prepacked_block_forward(x: torch.Tensor, pre: PrepackedBlock) -> torch.Tenso
         raise TypeError(f"input dtype {x.dtype} does not match the prepacked weights' dtype {pre.red.bias.dtype}")
     ch1, ch3red, _, _, _, _ = pre.channels
     x = x.contiguous(memory_format=torch.channels_last)
-    red = _conv_relu(x, pre.red.weight, pre.red.bias, 0)
-    y3 = _conv_relu(red[:, ch1 : ch1 + ch3red], pre.conv3.weight, pre.conv3.bias, pre.conv3.padding)
-    y5 = _conv_relu(red[:, ch1 + ch3red :], pre.conv5.weight, pre.conv5.bias, pre.conv5.padding)
-    yp = _conv_relu(F.max_pool2d(x, 3, 1, 1), pre.pool.weight, pre.pool.bias, 0)
+    red = _prepacked(x, pre.red)
+    y3 = _prepacked(red[:, ch1 : ch1 + ch3red], pre.conv3)
+    y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5)
+    yp = _prepacked(F.max_pool2d(x, 3, 1, 1), pre.pool)
     return _assemble(x, red, y3, y5, yp, ch1)
 
 
