@@ -146,3 +146,16 @@ def test_auto_on_cpu_runs_onednn_and_other_dtypes_fall_back():
         named = FusedInception.from_torchvision(ref, backend="onednn").eval().half()
         with pytest.raises(TypeError, match="onednn.*float32 and bfloat16"):
             named(x.half())
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 4), (1, 2, 5, 1), (2, 4, 1, 1)])
+def test_separable_pool_equals_aten(shape):
+    """The prepacked block's 3x3/1 max pool gives ATen's values bit for bit (a max is exact), NaN too."""
+    from inception_fast.backends.onednn_backend import max_pool_3x3_s1
+
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    x[0, -1, -1, 0] = float("nan")
+    want = torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    got = max_pool_3x3_s1(x)
+    assert got.is_contiguous(memory_format=CL)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
