@@ -28,6 +28,7 @@ MODEL_ORDER = [
     "fused_triton",
     "fused_cuda",
     "fused_cpp",
+    "fused_onednn",
     "fused_auto",
     "tv_compile",
     "onnxruntime",
@@ -41,6 +42,7 @@ MODEL_LABELS = {
     "fused_triton": "FusedGoogLeNet[triton]",
     "fused_cuda": "FusedGoogLeNet[cuda]",
     "fused_cpp": "FusedGoogLeNet[cpp]",
+    "fused_onednn": "FusedGoogLeNet[onednn]",
     "fused_auto": "FusedGoogLeNet[auto]",
     "tv_compile": "torch.compile(tv), freezing",
     "onnxruntime": "ONNX Runtime (CPU provider)",
@@ -60,13 +62,14 @@ BLOCK_ORDER = [
     "inception5a",
     "inception5b",
 ]
-IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "launch1_ext", "launch1_triton"]
+IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "onednn", "launch1_ext", "launch1_triton"]
 IMPL_LABELS = {
     "torchvision": "torchvision (BN, cat)",
     "torch": "torch (ATen, folded)",
     "triton": "triton",
     "cuda": "cuda",
     "cpp": "cpp",
+    "onednn": "onednn (prepacked)",
     "launch1_ext": "launch-1 ext",
     "launch1_triton": "launch-1 triton",
 }

@@ -365,6 +365,7 @@ class StemKey(NamedTuple):
     tf32: Optional[bool]
     triton_allowed: bool  # the model's backend lets the Triton variants compete
     params: Optional[tuple]  # conv1's and maxpool1's parameters
+    onednn: bool = False  # the model's stem runs from oneDNN's prepacked weights ("onednn" competes)
 
 
 class ConvReluKey(NamedTuple):

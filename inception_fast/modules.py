@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
+from .backends import onednn_backend
 from .packing import PackCache, _conv_and_bn, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
@@ -164,6 +165,19 @@ def _update_running_stats(bns, mean: Tensor, var: Tensor, count: int) -> None:
         col += c
 
 
+def _prepack_own_units(block: nn.Module, dtype: torch.dtype):
+    return onednn_backend.prepack_block(pack_units(block._units(), dtype))
+
+
+def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
+    """Whether the "onednn" backend runs from its prepacked (opaque, gradient-free) weights: on CPU
+    in float32/bfloat16, not while torch.compile traces (its graph holds the op, which packs from
+    the parameters), and only where no gradient is wanted."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 class _PackedBlock:
     """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
     backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
@@ -172,6 +186,8 @@ class _PackedBlock:
     def _init_packing(self, backend: str) -> None:
         self.requested_backend = backend
         self._pack_cache = PackCache(_pack_own_units, _own_unit_tensors)
+        # The "onednn" backend's weights reordered to oneDNN's blocked layout (inference only).
+        self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)
         self._resolved: dict = {}
         _check_backend_name(backend)
 
@@ -208,6 +224,7 @@ class _PackedBlock:
         """Drops the cached packed weights.  Needed only after writes through ``.data``, which
         PyTorch's version counters do not see; every other change is detected on its own."""
         self._pack_cache.clear()
+        self._prepack_cache.clear()
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda()/.half() replace every weight: drop the packs (and the old storages they
@@ -293,7 +310,15 @@ class _PackedBlock:
         if plan == "reference":
             return self._reference(x).contiguous(memory_format=torch.channels_last)
         dtype = _compute_dtype(x)
-        return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=self.backend_for(x.device))
+        backend = self.backend_for(x.device)
+        if backend == "onednn":
+            if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
+                return onednn_backend.prepacked_block_forward(x.to(dtype), self._prepack_cache.get(self, dtype))
+            if self.requested_backend == "auto":
+                # With gradients (training), under torch.compile and in float16, auto on CPU runs the
+                # torch backend's op: the prepacked form is an inference form.
+                backend = "torch"
+        return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=backend)
 
     def _fused_call(self, x: Tensor) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
@@ -388,6 +413,7 @@ class FusedGoogLeNet(GoogLeNet):
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
         self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
+        self._stem_prepack_cache = PackCache(self._prepack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
 
     @property
     def backend(self) -> str:
@@ -443,6 +469,30 @@ class FusedGoogLeNet(GoogLeNet):
         }
         return [*packed, padded]
 
+    @staticmethod
+    def _prepack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
+        """conv1, conv2 and conv3 folded and reordered for oneDNN (the "onednn" backend's stem)."""
+        (w1, b1), (w2, b2), (w3, b3) = (fold_conv_bn(unit, dtype) for unit in model._stem_convs())
+        stride, padding = stages.stem_onednn_params(model.conv1.conv)
+        return [
+            onednn_backend.prepack_conv(w1, b1, stride, padding),
+            onednn_backend.prepack_conv(w2, b2, 1, 0),
+            onednn_backend.prepack_conv(w3, b3, 1, 1),
+        ]
+
+    def _stem_prepacked(self, x: Tensor) -> Optional[list]:
+        """The stem's convs prepacked for oneDNN where the "onednn" backend runs them for ``x`` (no
+        gradient wanted, a conv1 oneDNN's form takes), else None."""
+        if self.backend_for(x.device) != "onednn" or stages.stem_onednn_params(self.conv1.conv) is None:
+            return None
+        if not _prepacked_path(x.device, x.dtype, (x, *conv_bn_tensors(self._stem_convs()))):
+            return None
+        return self._stem_prepack_cache.get(self, x.dtype)
+
+    def backend_for(self, device) -> str:
+        """What the blocks run on ``device`` (see FusedInception.backend_for)."""
+        return self.inception3a.backend_for(device)
+
     def _stem_weights(self, dtype):
         if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
             return self._pack_stem(self, dtype)
@@ -451,12 +501,14 @@ class FusedGoogLeNet(GoogLeNet):
     def clear_packed_weights(self) -> None:
         """Drops every cached packed weight (stem and blocks); see FusedInception.clear_packed_weights."""
         self._stem_cache.clear()
+        self._stem_prepack_cache.clear()
         for module in self.modules():
             if isinstance(module, FusedInception):
                 module.clear_packed_weights()
 
     def _apply(self, fn, *args, **kwargs):
         self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
+        self._stem_prepack_cache.clear()
         return super()._apply(fn, *args, **kwargs)
 
     @property
@@ -466,27 +518,34 @@ class FusedGoogLeNet(GoogLeNet):
 
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
-        return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed)
+        onednn = self._stem_prepacked(x) is not None
+        return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed, onednn)
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
         return stages.max_pool(x, pool, self._triton_allowed)
 
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
-        return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed)
+        onednn = self._stem_prepacked(x) is not None
+        return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed, onednn)
 
     def _stem_runners(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict) -> dict:
-        """STEM_CHOICE's candidates: the first ("channels_last", ATen) is trusted; every other is
-        checked against it on its first run (choices.checked_against)."""
-        first, *others = self._stem_variants(x, padded)
-        reference = lambda: self._stem_conv1(x, w1, b1, padded, first)  # noqa: E731
+        """STEM_CHOICE's candidates, in order of preference: ATen's "channels_last" form is trusted;
+        every other is checked against it on its first run (choices.checked_against)."""
+        trusted = "channels_last"
+        reference = lambda: self._stem_conv1(x, w1, b1, padded, trusted)  # noqa: E731
         reference64 = lambda: stages.stem_reference64(x, w1, b1, self.conv1.conv, self.maxpool1)  # noqa: E731
-        runners = {first: reference}
-        for v in others:
+        runners = {}
+        for v in self._stem_variants(x, padded):
             run = lambda v=v: self._stem_conv1(x, w1, b1, padded, v)  # noqa: E731
-            runners[v] = choices.checked_against(run, reference, f"the stem's {v!r} form", reference64)
+            runners[v] = (
+                run if v == trusted else choices.checked_against(run, reference, f"the stem's {v!r} form", reference64)
+            )
         return runners
 
     def _stem_conv1(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict, variant: str) -> Tensor:
+        if variant == "onednn":
+            conv1 = self._stem_prepack_cache.get(self, x.dtype)[0]
+            return self._max_pool(onednn_backend.prepacked_conv_relu(x, conv1), self.maxpool1)
         return stages.stem_conv1(x, w1, b1, padded, variant, self.conv1.conv, self.maxpool1, self._triton_allowed)
 
     def check_input(self, x: Tensor) -> None:
@@ -524,17 +583,22 @@ class FusedGoogLeNet(GoogLeNet):
         variant = choices.STEM_CHOICE.lookup(key)
         if variant is None:  # first forward at this shape: build the candidates and measure them
             variant = choices.STEM_CHOICE.pick(key, x.device, self._stem_runners(x, w1, b1, padded))
+        prepacked = self._stem_prepacked(x)
         if (
             variant in stages.STEM_TRITON_VARIANTS
             and torch.is_grad_enabled()
             and any(t.requires_grad for t in (x, w1, b1))
-        ):
-            variant = "channels_last"  # the Triton kernel has no backward
+        ) or (variant == "onednn" and prepacked is None):
+            variant = "channels_last"  # the Triton kernel has no backward; the prepacked convs no gradient
         x = self._stem_conv1(x, w1, b1, padded, variant)
         if self.lrn1 is not None:
             x = self.lrn1(x)
-        x = stages.conv_relu(x, w2, b2, 0)
-        x = stages.conv_relu(x, w3, b3, 1)
+        if prepacked is not None:  # conv2 and conv3 from oneDNN's prepacked weights, bias and ReLU fused
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[1])
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[2])
+        else:
+            x = stages.conv_relu(x, w2, b2, 0)
+            x = stages.conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
         return self._max_pool(x, self.maxpool2)

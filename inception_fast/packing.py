@@ -211,6 +211,14 @@ class PackCache:
         self._entries[dtype] = (key, kept, packed)
         return packed
 
+    def __getstate__(self) -> dict:
+        # A copy (copy.deepcopy, pickling) starts empty and packs again on its first forward: the
+        # packed entries are derived data, and some (oneDNN's prepacked weights) are opaque
+        # tensors that cannot be copied or pickled.
+        state = self.__dict__.copy()
+        state["_entries"] = {}
+        return state
+
     @staticmethod
     def _unchanged(sources: list[Tensor], kept: list[Tensor]) -> bool:
         """Whether every inference-tensor source still holds the bits of its kept copy."""

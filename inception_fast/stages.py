@@ -17,6 +17,10 @@
   with the bias in two launches, 5b's output read once), which must agree with a float64 ATen
   head within the tolerance table's rule.
 
+With the "onednn" backend on CPU and no gradient wanted, conv1's first form ("onednn") and conv2
+and conv3 are oneDNN convolutions from prepacked weights with bias and ReLU fused
+(``FusedGoogLeNet._stem_prepacked``, ``stem_onednn_params``).
+
 Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
 fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
 ATen.  The results are channels_last (the head's: (N, classes) logits).
@@ -40,6 +44,7 @@ __all__ = [
     "max_pool",
     "standard_head",
     "head",
+    "stem_onednn_params",
     "stem_padded_channels",
     "stem_triton_params",
     "stem_key",
@@ -172,6 +177,15 @@ def head(x: Tensor, avgpool: nn.Module, dropout: nn.Module, fc: nn.Module, trito
     return ops.avgpool_linear(x, w, b, backend="triton") if choice == "triton" else aten()
 
 
+def stem_onednn_params(conv: nn.Conv2d) -> Optional[tuple]:
+    """(stride, padding) of conv1 for the "onednn" backend's prepacked stem, or None where conv1 is
+    not square, is dilated or grouped, or pads by name."""
+    if conv.groups != 1 or square(conv.dilation) != 1 or isinstance(conv.padding, str):
+        return None
+    params = (square(conv.stride), square(conv.padding))
+    return None if None in params else params
+
+
 def stem_padded_channels(c: int) -> list[int]:
     """The padded channel counts worth trying for a first conv reading ``c`` channels."""
     return sorted({-(-c // m) * m for m in (4, 8)} - {c})
@@ -189,7 +203,9 @@ def stem_triton_params(conv: nn.Conv2d, pool: nn.Module) -> Optional[tuple]:
     return None if None in params else params
 
 
-def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) -> choices.StemKey:
+def stem_key(
+    x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool, onednn: bool = False
+) -> choices.StemKey:
     """STEM_CHOICE's key for input ``x`` of a stem whose first layers are ``conv`` and ``pool``:
     models whose first layers differ never share a choice."""
     params = (
@@ -212,14 +228,20 @@ def stem_key(x: Tensor, conv: nn.Conv2d, pool: nn.Module, triton_allowed: bool) 
         choices.fp32_precision(x.dtype),
         triton_allowed,
         params,
+        onednn,
     )
 
 
-def stem_variants(x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool) -> list[str]:
-    """The forms of conv1 + ReLU + maxpool1 that compete for input ``x``, in order of preference."""
+def stem_variants(
+    x: Tensor, conv: nn.Conv2d, pool: nn.Module, padded: dict, triton_allowed: bool, onednn: bool = False
+) -> list[str]:
+    """The forms of conv1 + ReLU + maxpool1 that compete for input ``x``, in order of preference
+    (``onednn``: the model runs its stem from oneDNN's prepacked weights; that form comes first, so
+    where nothing is measured, on CPU, it runs)."""
     from .backends import available_backends
 
-    variants = ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+    variants = ["onednn"] if onednn else []
+    variants += ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
     if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
         variants += STEM_TRITON_VARIANTS
     return variants

@@ -19,7 +19,7 @@ CFG = (16, 8, 6, 8, 4, 6, 5)
 
 
 def _backends():
-    return [b for b in ("torch", "cpp", "triton") if b in available_backends("cpu")]
+    return [b for b in ("torch", "cpp", "triton", "onednn") if b in available_backends("cpu")]
 
 
 def _check_net(out, ref, x, what):

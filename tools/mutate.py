@@ -43,6 +43,7 @@ TRITON_STEM = ("tests/test_triton_stem.py",)
 TRITON_HEAD = ("tests/test_triton_head.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
+ONEDNN = ("tests/test_onednn.py",)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -259,6 +260,31 @@ MUTANTS = [
         "            ih = hh + kh",
         ("tests/test_train_bn.py", "-k", "triton_matches"),
         "implicit-GEMM kxk conv taps not centred (rows shifted by k // 2)",
+    ),
+    # -- the onednn backend (backends/onednn_backend.py) and its prepacked-weight cache ----------------
+    Mutant(
+        "onednn_branch_slice",
+        "inception_fast/backends/onednn_backend.py",
+        "y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5)",
+        "y5 = _prepacked(red[:, -pre.channels[2] - 1 : -1], pre.conv5)",
+        ONEDNN,
+        "the prepacked k×k branch reads its reduction one channel off",
+    ),
+    Mutant(
+        "onednn_prepack_never_rebuilt",
+        "inception_fast/modules.py",
+        "self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)",
+        "self._prepack_cache = PackCache(_prepack_own_units, lambda block: [])",
+        ONEDNN,
+        "the prepacked weights are never rebuilt after a weight change",
+    ),
+    Mutant(
+        "onednn_stem_conv2_bias",
+        "inception_fast/modules.py",
+        "onednn_backend.prepack_conv(w2, b2, 1, 0),",
+        "onednn_backend.prepack_conv(w2, b2 * 0, 1, 0),",
+        ONEDNN,
+        "the prepacked stem's conv2 drops its (folded) bias",
     ),
 ]
 

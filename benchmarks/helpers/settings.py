@@ -52,7 +52,7 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-BACKENDS = ("torch", "triton", "cuda", "cpp")
+BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
@@ -161,7 +161,7 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
     headline configurations first (a cut-short run still compares like with like)."""
     s = s or settings()
     models = ["torchvision", "reference", *(f"fused_{b}" for b in BACKENDS)]
-    if s.device.type == "cuda":  # off CUDA, auto is the torch backend
+    if s.device.type == "cuda":  # off CUDA, auto is one backend: onednn where it runs, else torch
         models.append("fused_auto")
     cases = []
     for dtype in s.dtypes:
@@ -193,7 +193,7 @@ def block_cases(s: Optional[Settings] = None) -> list:
     s = s or settings()
     # The fused model's stem: BN folded, conv1 run the way it measured fastest.  With backend
     # "torch" that is one of the ATen forms; with "triton" the Triton stem kernel competes too.
-    cases = [BlockCase("stem", "torchvision"), BlockCase("stem", "torch"), BlockCase("stem", "triton")]
+    cases = [BlockCase("stem", impl) for impl in ("torchvision", "torch", "triton", "onednn")]
     for name in BLOCKS:
         cases += [BlockCase(name, impl) for impl in ("torchvision", *BACKENDS)]
     for name in BLOCKS:

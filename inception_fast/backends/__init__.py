@@ -35,8 +35,9 @@ The block backward's kernel (op ``inception_block_backward``), where a backend h
 "torch" implements it as a chain of ATen calls, which "cpp" and "cuda" register as theirs;
 "triton" in three Triton launches (``triton/block_backward.py``).
 
-"torch" is always present; "triton", "cuda" and "cpp" when they load ("cuda" and "cpp" are the
-CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``).  No module here imports
+"torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
+are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is
+oneDNN's CPU convolutions with prepacked weights, ``onednn_backend.py``).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 
 Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it
@@ -68,8 +69,14 @@ __all__ = [
 
 _LOAD_ERRORS: dict[str, str] = {}
 # The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
-_PLUGINS = ("triton", "cuda", "cpp")
-_MODULES = {"torch": ".torch_backend", "triton": ".triton", "cuda": ".cuda_backend", "cpp": ".cpp_backend"}
+_PLUGINS = ("triton", "cuda", "cpp", "onednn")
+_MODULES = {
+    "torch": ".torch_backend",
+    "triton": ".triton",
+    "cuda": ".cuda_backend",
+    "cpp": ".cpp_backend",
+    "onednn": ".onednn_backend",
+}
 # Old names, kept until the next release: (name, device type) -> the backend that runs there now.
 # Until then "cuda" named the compiled extension's kernels on CPU as well as on CUDA.
 RENAMED = {("cuda", "cpu"): "cpp"}
@@ -141,12 +148,18 @@ def resolve(backend: str, device) -> str:
 
     A named backend is returned after checking it runs there (else a RuntimeError that lists
     the ones that do); an old name (``RENAMED``) becomes the new one, with a DeprecationWarning.
-    ``"auto"`` becomes "torch" off CUDA and stays "auto" on CUDA, where
-    ``inception_fast.choices.AUTO`` chooses per block shape at run time.
+    ``"auto"`` stays "auto" on CUDA, where ``inception_fast.choices.AUTO`` chooses per block shape at
+    run time; on CPU it is "onednn" where that runs, else "torch": a static rule, backed by the
+    side-by-side runs in benchmarks/results (oneDNN's prepacked convolutions against the torch
+    backend on the 2-core AVX-512 machine).  The modules run auto's "onednn" from prepacked weights
+    only for inference in float32/bfloat16; with gradients, under torch.compile and in float16
+    they run the "torch" backend's op (``FusedInception.fused_forward``).
     """
     device = torch.device(device)
     if backend == "auto":
-        return "auto" if device.type == "cuda" else "torch"
+        if device.type == "cuda":
+            return "auto"
+        return "onednn" if device.type == "cpu" and availability("onednn", device) is None else "torch"
     backend = renamed(backend, device)
     why = availability(backend, device)
     if why is not None:

@@ -1,0 +1,85 @@
+"""The CPU rows of one (dtype, batch, threads) configuration timed side by side in ONE interleaved
+run (inception_fast.timing.time_interleaved: one sample of each row per round, so load that drifts
+during the run slows every row alike), with each row's ratio to the best peer.
+
+Rows: FusedGoogLeNet with the torch and onednn backends (and cpp where built), and the peers of
+benchmarks.helpers.peers (ONNX Runtime, OpenVINO) plus torch.compile with inductor freezing (fp32).
+bench_throughput.py --peers times the same rows one case after another (pytest-benchmark records);
+this script is the one to use on a machine shared with other work.
+
+    python -m benchmarks.cpu_side_by_side --dtype fp32 --batch 8 --threads 2 --budget 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
+from benchmarks.helpers.peers import peer_runner
+from benchmarks.helpers.settings import DTYPES, ENV_DEVICE, PEER_DTYPES, settings
+from inception_fast.timing import time_interleaved
+
+FUSED = ("fused_torch", "fused_cpp", "fused_onednn")
+
+
+def rows(dtype: str, batch: int) -> dict:
+    """{label: zero-argument callable} for every row that runs here; skipped rows are printed."""
+    s = settings()
+    x = example_input(batch, 3, s.image_size, s.image_size, s.device, DTYPES[dtype], torch.channels_last)
+    out = {}
+    for name in FUSED:
+        try:
+            model = build_model(name, s, dtype, "channels_last")
+        except BackendUnavailable as exc:
+            print(f"skip {name}: {exc}")
+            continue
+        out[name] = lambda m=model: m(x)
+    for name, dtypes in PEER_DTYPES.items():
+        if dtype not in dtypes:
+            continue
+        try:
+            if name == "tv_compile":
+                import torch._inductor.config as inductor_config
+
+                compiled = torch.compile(build_model("torchvision", s, dtype, "channels_last"))
+                with inductor_config.patch(freezing=True), torch.inference_mode():
+                    compiled(x)
+                out[name] = lambda c=compiled: c(x)
+            else:
+                out[name] = peer_runner(name, s, dtype, x)[0]
+        except BackendUnavailable as exc:
+            print(f"skip {name}: {exc}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="precision of every row")
+    parser.add_argument("--batch", type=int, default=8, help="images per forward")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the peers get as many)")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds of rounds while the spreads overlap")
+    args = parser.parse_args()
+    os.environ.setdefault(ENV_DEVICE, "cpu")
+    torch.set_num_threads(args.threads)
+    fns = rows(args.dtype, args.batch)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    timings = time_interleaved(fns, batch=args.batch, min_repeats=9, budget_s=args.budget)
+    peers = [n for n in timings if n not in FUSED]
+    best = min(peers, key=lambda n: timings[n].median_s) if peers else None
+    print(
+        f"{args.dtype} batch {args.batch}, {args.threads} threads, {len(timings[next(iter(timings))].samples_s)} "
+        f"rounds in {time.perf_counter() - t0:.0f} s, load average {load:.1f} at the start"
+    )
+    for name, t in timings.items():
+        q1, q3 = t.quartiles_s
+        ratio = f"  {timings[best].median_s / t.median_s:.2f}x best peer ({best})" if best else ""
+        print(f"{name:14s} {t.median_s * 1e3:8.1f} ms  IQR {q1 * 1e3:.1f}-{q3 * 1e3:.1f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()

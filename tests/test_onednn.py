@@ -1,0 +1,161 @@
+"""The "onednn" backend (oneDNN's CPU convolutions, bias and ReLU fused, weights prepacked into its
+blocked layout): parity with the reference in float32 (tolerance table) and bfloat16
+(reduced_precision_bound), the prepacked path taken only where no gradient is wanted, the prepacked
+weights rebuilt whenever the source weights change, and "auto" on CPU running it."""
+
+import copy
+
+import pytest
+import torch
+from model_cases import FUSED_BLOCK_OP, OpRecorder, net_tolerance
+from torch import nn
+
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, backends
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
+
+pytestmark = pytest.mark.skipif(
+    "onednn" not in available_backends("cpu"), reason=f"onednn: {backends.availability('onednn', 'cpu')}"
+)
+
+FP32 = TOLERANCE["fp32"]
+CL = torch.channels_last
+PREPACKED_CONV = "mkldnn._convolution_pointwise"
+
+
+def _block(cfg, seed=0, k=3, size=6, batch_norm=True):
+    ref = Inception(*cfg, branch3_kernel=k, batch_norm=batch_norm)
+    calibrate(ref, torch.randn(4, cfg[0], size, size), seed=seed)
+    return ref, FusedInception.from_torchvision(ref, backend="onednn").eval()
+
+
+@pytest.mark.parametrize(
+    "cfg,k,shape",
+    [
+        ((16, 8, 6, 8, 4, 6, 5), 3, (2, 16, 6, 6)),
+        ((24, 4, 12, 16, 6, 8, 3), 5, (1, 24, 5, 7)),  # branch3 5x5 (paper), batch 1, non-square
+        ((16, 8, 6, 8, 4, 6, 5), 3, (3, 16, 1, 1)),  # 1x1 pixels: the pool and the kxk see padding only
+    ],
+)
+def test_block_matches_reference_fp32(cfg, k, shape):
+    ref, fused = _block(cfg, k=k)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        want = ref(x)
+        with OpRecorder() as rec:
+            got = fused(x.contiguous(memory_format=CL))
+    assert FUSED_BLOCK_OP not in rec.ops and PREPACKED_CONV in rec.ops, "the prepacked path should run"
+    assert got.is_contiguous(memory_format=CL)
+    check_close(got, want, FP32, "prepacked block")
+    check_close(fused(x.contiguous()), want, FP32, "NCHW in")  # also the op path: gradients are on here
+
+
+def test_op_path_matches_torch_backend_and_trains():
+    """With gradients wanted the block runs the registered op with the plain packed weights: out and
+    scratch as the contract says, and the gradients the torch backend's op gives."""
+    cfg = (16, 8, 6, 8, 4, 6, 5)
+    ref, fused = _block(cfg, seed=3)
+    torch_block = FusedInception.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    with OpRecorder() as rec:
+        out = fused(x)
+    assert FUSED_BLOCK_OP in rec.ops
+    want = torch_block(x)
+    check_close(out, want, FP32, "op path")
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(out, [x, fused.branch2[1].conv.weight], g)
+    want_grads = torch.autograd.grad(want, [x, torch_block.branch2[1].conv.weight], g)
+    for a, b in zip(grads, want_grads):
+        check_close(a, b, FP32, "gradient")
+    args = fused.packed(torch.float32)
+    xc = x.detach().contiguous(memory_format=CL)
+    o1, s1 = torch.ops.inception_fast.inception_block(xc, *args, "onednn")
+    o2, s2 = torch.ops.inception_fast.inception_block(xc, *args, "torch")
+    assert s1.shape == s2.shape and s1.is_contiguous(memory_format=CL)
+    check_close(o1, o2, FP32, "op out")
+    check_close(s1, s2, FP32, "op scratch")
+
+
+def test_block_bf16_within_the_reduced_precision_bound():
+    cfg = (32, 8, 12, 16, 4, 8, 8)
+    ref, fused = _block(cfg, seed=5, size=7)
+    x = torch.randn(2, 32, 7, 7)
+    fused = fused.to(torch.bfloat16)
+    with torch.inference_mode():
+        ref64 = copy.deepcopy(ref).double()(x.double())
+        ref_bf16 = copy.deepcopy(ref).to(torch.bfloat16)(x.bfloat16())
+        got = fused(x.bfloat16().contiguous(memory_format=CL))
+    assert got.dtype == torch.bfloat16
+    check_close(got, ref64, reduced_precision_bound(ref_bf16, ref64), "bf16 block")
+
+
+def test_network_matches_reference():
+    """The whole torchvision network (prepacked stem and blocks) against fp64: float32 (NCHW and
+    channels_last input) within the tolerance table, bfloat16 within reduced_precision_bound."""
+    ref = GoogLeNet(init_weights=False)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=1)
+    x = torch.randn(2, 3, 32, 32)
+    ref64, tol = net_tolerance(ref, x)
+    with torch.inference_mode():
+        ref_bf16 = copy.deepcopy(ref).to(torch.bfloat16)(x.bfloat16())
+        for dtype, bound, inputs in (
+            (torch.float32, tol, (x, x.contiguous(memory_format=CL))),
+            (torch.bfloat16, reduced_precision_bound(ref_bf16, ref64), (x.bfloat16(),)),
+        ):
+            fused = FusedGoogLeNet.from_torchvision(ref, backend="onednn").eval().to(dtype)
+            for xin in inputs:
+                with OpRecorder() as rec:
+                    got = fused(xin)
+                assert FUSED_BLOCK_OP not in rec.ops and PREPACKED_CONV in rec.ops
+                check_close(got, ref64, bound, f"network {dtype}")
+
+
+def test_prepacked_weights_follow_every_weight_change():
+    """In place, through load_state_dict, new Parameters and a new BatchNorm: the prepacked weights
+    are rebuilt (normal tensors: version counters; see test_packing.py for inference tensors)."""
+    cfg = (16, 8, 6, 8, 4, 6, 5)
+    ref, fused = _block(cfg, seed=2)
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        first = fused(x)
+        for model in (fused, ref):
+            model.branch2[1].conv.weight.mul_(1.5)
+            model.branch4[1].bn.running_var.mul_(2.0)
+        check_close(fused(x), ref(x), FP32, "after in-place edits")
+        assert rel_error(fused(x), first) > 1e-3
+        other = Inception(*cfg)
+        calibrate(other, torch.randn(2, 16, 6, 6), seed=9)
+        fused.load_state_dict(other.state_dict())
+        check_close(fused(x), other(x), FP32, "after load_state_dict")
+        for model in (fused, other):
+            model.branch1.conv.weight = nn.Parameter(model.branch1.conv.weight * 0.75)
+            model.branch3[0].bn = copy.deepcopy(model.branch3[0].bn)
+            model.branch3[0].bn.running_mean.add_(0.1)
+        check_close(fused(x), other(x), FP32, "after new Parameters and modules")
+
+
+def test_auto_on_cpu_runs_onednn_and_other_dtypes_fall_back():
+    assert backends.resolve("auto", "cpu") == "onednn"
+    ref, _ = _block((16, 8, 6, 8, 4, 6, 5), seed=4)
+    auto = FusedInception.from_torchvision(ref, backend="auto").eval()
+    assert auto.backend == "onednn"
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        check_close(auto(x), ref(x), FP32)
+        half = copy.deepcopy(auto).half()
+        check_close(half(x.half()).float(), ref(x), 1e-2, "fp16 through auto: the torch backend")
+        named = FusedInception.from_torchvision(ref, backend="onednn").eval().half()
+        with pytest.raises(TypeError, match="onednn.*float32 and bfloat16"):
+            named(x.half())
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 4), (1, 2, 5, 1), (2, 4, 1, 1)])
+def test_separable_pool_equals_aten(shape):
+    """The prepacked block's 3x3/1 max pool gives ATen's values bit for bit (a max is exact), NaN too."""
+    from inception_fast.backends.onednn_backend import max_pool_3x3_s1
+
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    x[0, -1, -1, 0] = float("nan")
+    want = torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    got = max_pool_3x3_s1(x)
+    assert got.is_contiguous(memory_format=CL)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
