@@ -5,18 +5,20 @@ A process's first forward on CUDA measures every candidate of every measured cho
 backends, the stem's forms, conv2/conv3, the pools); Triton's autotuners keep their results in
 Triton's cache directory, and this store keeps the measured choices beside them: one JSON file
 per *fingerprint* (the device's name and compute capability or the CPU's model, the torch,
-CUDA and Triton versions, and a hash of this package's code and compiled extension), holding
-{choice name: {key: chosen candidate}}.  A choice is read back only by a process with the same
-fingerprint, so a new GPU, a new driver stack or an edited kernel measures afresh; and only the
+CUDA, cuDNN and Triton versions, and a hash of this package's code and compiled extension),
+holding {choice name: {key: chosen candidate}}.  A choice is read back only by a process with the
+same fingerprint, so a new GPU model, new libraries or an edited kernel measure afresh (a new GPU
+driver alone does not: clear the store, or set INCEPTION_FAST_CHOICE_CACHE=off); and only the
 candidate's name is stored: every candidate had passed its parity check
 (``choices.checked_against``) in the process that measured it.
 
 Where: ``INCEPTION_FAST_CHOICE_CACHE`` (a directory; ``off`` disables the store), by default
 ``inception_fast/`` inside Triton's cache directory (``TRITON_CACHE_DIR``, else
 ``~/.triton/cache``), so clearing Triton's cache clears it too.  Each file keeps at most
-``caches.cache_capacity()`` entries per choice.  A file that cannot be read (damaged, another
-format) is ignored with a warning and replaced by the next write; a store that cannot be
-written only warns.
+``caches.cache_capacity()`` entries per choice, the most recently written.  A file that cannot
+be read (damaged, another format) is ignored with a warning and replaced by the next write; a
+store that cannot be written only warns.  Processes writing at once each merge what is on disk
+into their write, without a lock: an entry can be lost (and is measured again), never damaged.
 """
 
 from __future__ import annotations
@@ -52,7 +54,16 @@ def store_dir() -> Optional[pathlib.Path]:
     triton_cache = os.environ.get("TRITON_CACHE_DIR", "").strip()
     if triton_cache:
         return pathlib.Path(triton_cache).expanduser() / "inception_fast"
-    home = os.environ.get("TRITON_HOME", "").strip() or pathlib.Path.home()
+    home = os.environ.get("TRITON_HOME", "").strip()
+    if not home:
+        try:
+            home = pathlib.Path.home()
+        except RuntimeError:  # no home directory (a container with an arbitrary uid): no store
+            warnings.warn(
+                f"inception_fast: no home directory, so measured choices are not stored; set {ENV_CHOICE_CACHE}",
+                stacklevel=2,
+            )
+            return None
     return pathlib.Path(home) / ".triton" / "cache" / "inception_fast"
 
 
@@ -107,6 +118,7 @@ def fingerprint(device: torch.device) -> dict:
         "hardware": hardware,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "triton": triton_version,
         "code": _CODE[0],
     }
@@ -134,19 +146,19 @@ class ChoiceStore:
     @staticmethod
     def _read(path: pathlib.Path) -> dict:
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
             warnings.warn(f"inception_fast: cannot read the stored choices {path}: {short_error(exc)}", stacklevel=3)
             return {}
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             choices = data["choices"]
             if data.get("format") != _FORMAT or not isinstance(choices, dict):
                 raise ValueError("not a choice file of this format")
             return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: also bad UTF-8
             warnings.warn(
                 f"inception_fast: ignoring the damaged stored choices {path} ({short_error(exc)}); "
                 "they will be measured again",
@@ -186,7 +198,7 @@ class ChoiceStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".choices-", suffix=".tmp")
                 with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, indent=1, sort_keys=True)
+                    json.dump(data, f, indent=1)  # insertion order: the oldest entries first, as trim drops them
                 os.replace(tmp, path)
             except OSError as exc:
                 if tmp is not None and os.path.exists(tmp):

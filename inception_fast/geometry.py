@@ -4,7 +4,8 @@
   ``inception_fast.backends``);
 * ``empty_outputs``: the block output and the scratch of the two reductions, channels_last;
 * ``conv_out`` / ``pool_out``: PyTorch's output-size rules;
-* ``check_pixel_rows``: the kernels' 32-bit pixel-index limit.
+* ``check_pixel_rows``: the kernels' 32-bit pixel-index limit;
+* ``rows``: a channels_last tensor as its [N*H*W, C] GEMM view.
 
 No dependency on the rest of the package: every layer may import it.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "pool_out",
     "PIXEL_ROW_LIMIT",
     "check_pixel_rows",
+    "rows",
 ]
 
 
@@ -105,6 +107,12 @@ def conv_out(size: int, k: int, s: int, p: int) -> int:
 
 # The Triton kernels index pixel rows (N*H*W) with 32 bits; a tile past the last row must fit too.
 PIXEL_ROW_LIMIT = 2**31 - 1024
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) tensor as its [N*H*W, C] GEMM view: no copy for a channels_last
+    tensor (reshape copies any other layout)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
 def check_pixel_rows(rows: int, what: str = "N*H*W") -> None:

@@ -31,8 +31,15 @@ def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        output = fn()
+    current = torch.cuda.current_stream()
+    try:
+        with torch.cuda.graph(graph):
+            output = fn()
+    finally:
+        # A capture that fails (fn synchronized, or launched off the capturing stream) raises from
+        # torch.cuda.graph's exit before it switches back from its side stream: switch back here,
+        # so that the caller's later work does not run on that stream.
+        torch.cuda.set_stream(current)
     return graph, output
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from . import backends, choices, ops, stages
 from .backends import onednn_backend
-from .packing import PackCache, _conv_and_bn, block_convs, conv_bn_tensors, fold_conv_bn, pack_units
+from .packing import PackCache, block_convs, conv_and_bn, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -242,7 +242,7 @@ class _PackedBlock:
         running statistics), "batch" when all six do and the fused op covers them (plain
         nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
         BatchNorm classes, per-branch eps): the block's own modules."""
-        bns = [_conv_and_bn(unit)[1] for unit in self._units()]
+        bns = [conv_and_bn(unit)[1] for unit in self._units()]
         present = [bn for bn in bns if bn is not None]
         batch = [_uses_batch_stats(bn) for bn in present]
         if not any(batch):
@@ -262,7 +262,7 @@ class _PackedBlock:
         the ``inception_block_bn_train`` op from the raw conv weights and the BN affine parameters,
         then each BatchNorm's running statistics updated exactly as nn.BatchNorm2d does."""
         dtype = _compute_dtype(x)
-        units = [_conv_and_bn(unit) for unit in self._units()]
+        units = [conv_and_bn(unit) for unit in self._units()]
         convs = [conv for conv, _ in units]
         bns = [units[i][1] for i in _PRE_ORDER]
         weights = [conv.weight.to(dtype) for conv in convs]

@@ -363,16 +363,21 @@ def _inception_block_setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def _inception_block_backward(ctx, grad_out, _grad_scratch):
-    """The block's gradients from the backend the forward was given (``inception_block_backward``)."""
-    x, w_red, w_pool, w3, w5, out, scratch = ctx.saved_tensors
+def _refuse_second_derivative() -> None:
+    """Raises under create_graph=True: the block ops' gradients depend on their inputs through
+    saved tensors that are no differentiable outputs (scratch, pre-BN outputs, batch statistics),
+    so a second derivative would come out silently wrong."""
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        # create_graph=True: the gradients depend on x through the saved scratch too, which is no
-        # differentiable output; a second derivative would come out silently wrong.
         raise RuntimeError(
             "the fused Inception block has no second derivative (backward with create_graph=True); "
             "use the reference block (inception_fast.Inception) for higher-order gradients"
         )
+
+
+def _inception_block_backward(ctx, grad_out, _grad_scratch):
+    """The block's gradients from the backend the forward was given (``inception_block_backward``)."""
+    x, w_red, w_pool, w3, w5, out, scratch = ctx.saved_tensors
+    _refuse_second_derivative()
     grads = torch.ops.inception_fast.inception_block_backward(
         grad_out, x, w_red, w_pool, w3, w5, out, scratch, ctx.needs_input_grad[0], ctx.backend
     )
@@ -468,11 +473,6 @@ def _bn_train_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(scratch, pre, mean, var)
 
 
-def _rows(t):
-    """A channels_last (N, C, H, W) tensor as its [N*H*W, C] GEMM view (a copy only if not channels_last)."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-
-
 def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mean, _g_var):
     """ATen, per group of channels (the three 1x1s together, the 3x3, the kxk, the pool projection):
     the ReLU mask from the saved output (threshold_backward, into a contiguous matrix), then
@@ -480,6 +480,7 @@ def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mea
     through convolution_backward; the three 1x1s' input and weight gradients as one GEMM each
     against the packed weights; the pool branch through the max pool (argmax recomputed)."""
     x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var = ctx.saved_tensors
+    _refuse_second_derivative()
     eps = ctx.eps
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
@@ -489,7 +490,7 @@ def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mea
     widths = (n_red, ch3, ch5, pool)
     y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
     invstd = torch.rsqrt(var + eps)
-    g2d, out2d, scr2d = _rows(grad_out.contiguous(memory_format=cl)), _rows(out), _rows(scratch)
+    g2d, out2d, scr2d = geometry.rows(grad_out.contiguous(memory_format=cl)), geometry.rows(out), geometry.rows(scratch)
     starts = [0, n_red, n_red + ch3, n_red + ch3 + ch5]
     stats = [(gamma[s : s + c], mean[s : s + c], invstd[s : s + c]) for s, c in zip(starts, widths)]
 
@@ -528,16 +529,16 @@ def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mea
     masked = torch.empty((rows, n_red), dtype=x.dtype, device=x.device)
     tb = torch.ops.aten.threshold_backward.grad_input
     tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])
-    tb(_rows(gr3), scr2d[:, :ch3red], 0, grad_input=masked[:, ch1 : ch1 + ch3red])
-    tb(_rows(gr5), scr2d[:, ch3red:], 0, grad_input=masked[:, ch1 + ch3red :])
+    tb(geometry.rows(gr3), scr2d[:, :ch3red], 0, grad_input=masked[:, ch1 : ch1 + ch3red])
+    tb(geometry.rows(gr5), scr2d[:, ch3red:], 0, grad_input=masked[:, ch1 + ch3red :])
     gy_red, ggam_red, gbet_red = bn_backward(masked, y_red, 0)
-    gw_red = gy_red.t().mm(_rows(x))
+    gw_red = gy_red.t().mm(geometry.rows(x))
     gb_red = gy_red.sum(0)
     col0 = ch1 + ch3 + ch5
     masked = torch.ops.aten.threshold_backward(g2d[:, col0:], out2d[:, col0:], 0)
     gy_pool, ggam_pool, gbet_pool = bn_backward(masked, y_pool, 3)
     pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
-    gw_pool = gy_pool.t().mm(_rows(pooled))
+    gw_pool = gy_pool.t().mm(geometry.rows(pooled))
     gb_pool = gy_pool.sum(0)
     gx = None
     if ctx.needs_input_grad[0]:

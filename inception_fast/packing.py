@@ -34,7 +34,16 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedBlock", "fold_conv_bn", "pack_block", "pack_units", "block_convs", "conv_bn_tensors", "PackCache"]
+__all__ = [
+    "PackedBlock",
+    "conv_and_bn",
+    "fold_conv_bn",
+    "pack_block",
+    "pack_units",
+    "block_convs",
+    "conv_bn_tensors",
+    "PackCache",
+]
 
 
 class PackedBlock(NamedTuple):
@@ -48,7 +57,7 @@ class PackedBlock(NamedTuple):
     b5: Tensor
 
 
-def _conv_and_bn(unit) -> tuple[nn.Module, Optional[nn.Module]]:
+def conv_and_bn(unit) -> tuple[nn.Module, Optional[nn.Module]]:
     """A conv(→BN) unit as (conv, bn or None): a module with ``conv`` (and maybe ``bn``) children,
     like torchvision's BasicConv2d and ours, or a (conv, bn-or-None) pair (a block that ``fuse()``
     recognised from its forward, whose convs and BatchNorms are wherever its author put them)."""
@@ -65,7 +74,7 @@ def fold_conv_bn(unit, dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Ten
     Differentiable: under autograd the folded tensors carry gradients back to the
     conv and BN parameters.  Folding is done in at least float32.
     """
-    conv, bn = _conv_and_bn(unit)
+    conv, bn = conv_and_bn(unit)
     w = conv.weight
     dtype = dtype or w.dtype
     work = torch.promote_types(w.dtype, torch.float32)
@@ -144,7 +153,7 @@ def conv_bn_tensors(units) -> list[Tensor]:
     """
     out = []
     for unit in units:
-        conv, bn = _conv_and_bn(unit)
+        conv, bn = conv_and_bn(unit)
         params = conv._parameters
         # A pruned or parametrized conv has no "weight" parameter; its attribute is computed.
         out.append(params["weight"] if "weight" in params else conv.weight)

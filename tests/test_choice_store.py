@@ -98,6 +98,31 @@ def test_a_damaged_store_warns_and_is_measured_again(store):
     assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "the next write repairs it"
 
 
+def test_a_binary_store_file_warns_and_is_measured_again(store):
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    (path,) = store.glob("choices-*.json")
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    choice_store.STORE.forget()
+    again, timed = _measuring()
+    with pytest.warns(UserWarning, match="damaged stored choices"):
+        assert again.pick("k", CPU, RUNNERS) == "b"
+    assert timed == ["a", "b"]
+
+
+def test_nothing_is_read_where_nothing_may_be_measured(store, monkeypatch):
+    """Tracing, graph capture, static mode: the first candidate, with no file read (a file read
+    would break torch.compile's graph)."""
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    choice_store.STORE.forget()
+    reads = []
+    monkeypatch.setattr(choice_store.STORE, "get", lambda *a: reads.append(a))
+    frozen, timed = _measuring()
+    monkeypatch.setattr(frozen, "can_measure", lambda device: False)
+    assert frozen.pick("k", CPU, RUNNERS) == "a" and timed == [] and reads == []
+
+
 def test_an_unwritable_store_only_warns(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -109,12 +134,13 @@ def test_an_unwritable_store_only_warns(tmp_path, monkeypatch):
 
 
 def test_the_store_keeps_the_most_recent_entries(store, monkeypatch):
+    """By age, not by name: k10 and k11 sort before k8 and k9 but are newer."""
     monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "3")
     chooser, _ = _measuring()
-    for i in range(5):
+    for i in (8, 9, 10, 11):
         chooser.pick(f"k{i}", CPU, RUNNERS)
     (path,) = store.glob("choices-*.json")
-    assert list(json.loads(path.read_text())["choices"]["t"]) == [repr(f"k{i}") for i in (2, 3, 4)]
+    assert list(json.loads(path.read_text())["choices"]["t"]) == [repr(f"k{i}") for i in (9, 10, 11)]
 
 
 def test_two_processes_merge_their_choices(store):

@@ -284,7 +284,9 @@ def test_googlenet_training_step_matches_reference(variant, size, train):
 # -- torch.compile and opcheck -------------------------------------------------------------------
 
 
-def test_compile_fullgraph_without_graph_breaks():
+def test_compile_fullgraph_without_graph_breaks(tmp_path, monkeypatch):
+    # With the choice store on, as users have it: tracing must not read it (a file read breaks the graph).
+    monkeypatch.setenv("INCEPTION_FAST_CHOICE_CACHE", str(tmp_path))
     torch._dynamo.reset()
     ref, fused = calibrated_net("torchvision", 64)
     x = torch.randn(2, 3, 64, 64)

@@ -246,3 +246,19 @@ def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
         packed = block.packed(torch.bfloat16)
         expected = ops.inception_block(x, *packed, backend=choice.name)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.gpu
+def test_gpu_a_candidate_that_cannot_be_captured_is_timed_eagerly(cuda_device):
+    """Measured choices time CUDA-graph replays; a candidate that synchronizes (cannot be captured)
+    is timed eagerly instead, and the failed capture leaves the caller on its own stream."""
+    from inception_fast import choices
+
+    x = torch.randn(256, 256, device=cuda_device)
+    stream = torch.cuda.current_stream()
+    chooser = choices.MeasuredChoice(measure_on=("cuda",))
+    runners = {"capturable": lambda: x @ x, "syncs": lambda: (x @ x) * (x.sum().item() > -1e30)}
+    assert chooser.pick("k", cuda_device, runners) in runners
+    (choice,) = chooser.choices().values()
+    assert set(choice.seconds) == {"capturable", "syncs"} and not choice.errors
+    assert torch.cuda.current_stream() == stream

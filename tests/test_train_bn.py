@@ -226,6 +226,16 @@ def test_opcheck_inception_block_bn_train():
     torch.library.opcheck(torch.ops.inception_fast.inception_block_bn_train.default, (*args, 1e-3, "torch"))
 
 
+def test_second_derivative_is_refused():
+    """create_graph=True through the train-mode BatchNorm block: a clear error, not a silently wrong
+    second derivative (its gradients also depend on the saved pre-BN outputs and statistics)."""
+    x, *rest = op_args()
+    x.requires_grad_(True)
+    out = torch.ops.inception_fast.inception_block_bn_train(x, *rest, 1e-3, "torch")[0]
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(out.square().sum(), x, create_graph=True)
+
+
 def test_op_rejects_bad_arguments():
     args = op_args()
     op = torch.ops.inception_fast.inception_block_bn_train

@@ -26,25 +26,20 @@ def _unavailable_reason(device: torch.device):
     return None
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """A channels_last (N, C, H, W) tensor as its [N*H*W, C] GEMM view (no copy)."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-
-
 def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    x2d, out2d = _rows(x), _rows(out)
+    x2d, out2d = geometry.rows(x), geometry.rows(out)
     red = torch.addmm(b_red, x2d, w_red.t()).relu_()
     out2d[:, :ch1].copy_(red[:, :ch1])
-    _rows(scratch).copy_(red[:, ch1:])
+    geometry.rows(scratch).copy_(red[:, ch1:])
     red3, red5 = scratch[:, :ch3red], scratch[:, ch3red:]
     k3, k5 = w3.shape[-1], w5.shape[-1]
     out[:, ch1 : ch1 + ch3].copy_(F.conv2d(red3, w3, b3, padding=k3 // 2).relu_())
     out[:, ch1 + ch3 : ch1 + ch3 + ch5].copy_(F.conv2d(red5, w5, b5, padding=k5 // 2).relu_())
     pooled = F.max_pool2d(x, 3, 1, 1)
     pool_slice = out2d[:, ch1 + ch3 + ch5 :]
-    torch.addmm(b_pool, _rows(pooled), w_pool.t(), out=pool_slice)
+    torch.addmm(b_pool, geometry.rows(pooled), w_pool.t(), out=pool_slice)
     pool_slice.relu_()
     return out, scratch
 
@@ -79,7 +74,7 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     pre = geometry.empty_pre_bn(x, sum(widths))
     y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
     means, variances = [], []
-    x2d, out2d, scr2d = _rows(x), _rows(out), _rows(scratch)
+    x2d, out2d, scr2d = geometry.rows(x), geometry.rows(out), geometry.rows(scratch)
 
     def norm(y2d, col0, dests):
         mean, var = batch_stats(y2d)
@@ -98,10 +93,10 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
         (y5, ch1 + ch3, scratch[:, ch3red:], w5, b5),
     ):
         k = wgt.shape[-1]
-        y2d.copy_(_rows(F.conv2d(inp, wgt, bias, padding=k // 2)))
+        y2d.copy_(geometry.rows(F.conv2d(inp, wgt, bias, padding=k // 2)))
         norm(y2d, col0, [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
         col0 += y2d.shape[1]
-    torch.addmm(b_pool, _rows(F.max_pool2d(x, 3, 1, 1)), w_pool.t(), out=y_pool)
+    torch.addmm(b_pool, geometry.rows(F.max_pool2d(x, 3, 1, 1)), w_pool.t(), out=y_pool)
     norm(y_pool, col0, [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
     return out, scratch, pre, torch.cat(means), torch.cat(variances)
 
@@ -138,13 +133,13 @@ def block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_
     gr3, gw3, gb3 = conv_grads(g3, red3, w3)
     gr5, gw5, gb5 = conv_grads(g5, red5, w5)
     g_red_cols = torch.cat([g1, gr3 * (red3 > 0), gr5 * (red5 > 0)], dim=1)
-    g_red2d = _rows(g_red_cols.contiguous(memory_format=cl))
-    x2d = _rows(x)
+    g_red2d = geometry.rows(g_red_cols.contiguous(memory_format=cl))
+    x2d = geometry.rows(x)
     gw_red = g_red2d.t().mm(x2d)
     gb_red = g_red2d.sum(0)
     pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
-    gp2d = _rows(gp)
-    gw_pool = gp2d.t().mm(_rows(pooled.contiguous(memory_format=cl)))
+    gp2d = geometry.rows(gp)
+    gw_pool = gp2d.t().mm(geometry.rows(pooled.contiguous(memory_format=cl)))
     gb_pool = gp2d.sum(0)
     gx = None
     if need_input_grad:

@@ -32,7 +32,6 @@ import triton
 import triton.language as tl
 
 from ... import geometry
-from ..torch_backend import _rows
 from . import _common
 from .maxpool import launch_max_pool
 
@@ -363,7 +362,7 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     pre = geometry.empty_pre_bn(x, sum(widths))
     y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
     means, variances = [], []
-    out2d, scr2d = _rows(out), _rows(scratch)
+    out2d, scr2d = geometry.rows(out), geometry.rows(scratch)
 
     def gemm(a2d, w, b, y2d):
         means_t, m2_t, block_m = launch_gemm_stats(a2d, w, b, y2d)
@@ -377,9 +376,8 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
         for dest, cols in dests:
             launch_bn_relu(y2d[:, cols], dest, g[cols], bt[cols], mean[cols], var[cols], eps)
 
-    normalise(
-        y_red, 0, *gemm(_rows(x), w_red, b_red, y_red), [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))]
-    )
+    stats_red = gemm(geometry.rows(x), w_red, b_red, y_red)
+    normalise(y_red, 0, *stats_red, [(out2d[:, :ch1], slice(0, ch1)), (scr2d, slice(ch1, n_red))])
     col0 = n_red
     for y2d, dest0, inp, wgt, bias in (
         (y3, ch1, scratch[:, :ch3red], w3, b3),
@@ -390,5 +388,6 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
         normalise(y2d, col0, mean, var, [(out2d[:, dest0 : dest0 + y2d.shape[1]], slice(None))])
         col0 += y2d.shape[1]
     pooled = launch_max_pool(x, 3, 1, 1, False)
-    normalise(y_pool, col0, *gemm(_rows(pooled), w_pool, b_pool, y_pool), [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
+    stats_pool = gemm(geometry.rows(pooled), w_pool, b_pool, y_pool)
+    normalise(y_pool, col0, *stats_pool, [(out2d[:, ch1 + ch3 + ch5 :], slice(None))])
     return out, scratch, pre, torch.cat(means), torch.cat(variances)
