@@ -91,7 +91,10 @@ def main(argv=None) -> int:
     if min(batches) < 1:
         p.error("--batches must be positive")
     # The GPU suite's step deadline (benchmarks/gpu_suite.sh): later rows are reported as not run.
-    deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
+    try:
+        deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
+    except ValueError:
+        p.error("INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds")
     kinds = ["fused"] + ([] if args.no_compile else ["torch.compile"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="first_forward_") as tmp:

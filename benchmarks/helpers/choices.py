@@ -60,6 +60,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
             "chosen": c.name,
             "us": {k: v * 1e6 for k, v in c.seconds.items()},
             "errors": c.errors,
+            "stored": c.stored,  # read from the choice store: measured by an earlier process, no times here
         }
         for key, c in choices.CONV_RELU_CHOICE.choices().items()
         if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
@@ -73,6 +74,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
             "chosen": c.name,
             "us": {k: v * 1e6 for k, v in c.seconds.items()},
             "errors": c.errors,
+            "stored": c.stored,  # read from the choice store: measured by an earlier process, no times here
         }
         for stage, chooser in (("max pool", choices.POOL_CHOICE), ("head", choices.HEAD_CHOICE))
         for key, c in chooser.choices().items()
@@ -82,6 +84,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         "chosen": choice.name,
         "us": {k: v * 1e6 for k, v in choice.seconds.items()},
         "errors": choice.errors,
+        "stored": choice.stored,
         "conv_relu": convs,
         "stages": stages,
     }

@@ -109,8 +109,8 @@ class PrepackedConv:
         if w is None:
             p, s = [self.padding] * 2, [self.stride] * 2
             w = torch.ops.mkldnn._reorder_convolution_weight(self.plain, p, s, [1, 1], 1, list(key))
-            if len(self.reordered) >= SHAPES_KEPT:
-                self.reordered.pop(next(iter(self.reordered)))
+            while len(self.reordered) >= SHAPES_KEPT:  # another thread may drop the same key first
+                self.reordered.pop(next(iter(self.reordered), None), None)
             self.reordered[key] = w
         return w
 
