@@ -27,6 +27,7 @@ __all__ = [
     "PIXEL_ROW_LIMIT",
     "check_pixel_rows",
     "rows",
+    "bn_train_buffers",
 ]
 
 
@@ -90,6 +91,17 @@ def pre_bn_pieces(pre: torch.Tensor, rows: int, widths) -> list:
         pieces.append(pre[start : start + rows * c].view(rows, c))
         start += rows * c
     return pieces
+
+
+def bn_train_buffers(x: torch.Tensor, w_red, w_pool, w3, w5) -> tuple:
+    """``inception_block_bn_train``'s buffers, uninitialised: (out, scratch, pre, pieces), ``pieces``
+    the pre-BN [N*H*W, c] matrices of ``pre`` in the op's channel order (the three 1x1s together,
+    the 3x3, the kxk, the pool projection)."""
+    _, _, _, ch3, ch5, pool = block_channels(w_red, w_pool, w3, w5)
+    widths = (w_red.shape[0], ch3, ch5, pool)
+    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    pre = empty_pre_bn(x, sum(widths))
+    return out, scratch, pre, pre_bn_pieces(pre, x.shape[0] * x.shape[2] * x.shape[3], widths)
 
 
 def pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:

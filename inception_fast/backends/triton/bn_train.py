@@ -356,11 +356,8 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     _common.check_dtype(x.dtype)
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
-    widths = (n_red, ch3, ch5, pool)
-    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
-    rows = x.shape[0] * x.shape[2] * x.shape[3]
-    pre = geometry.empty_pre_bn(x, sum(widths))
-    y_red, y3, y5, y_pool = geometry.pre_bn_pieces(pre, rows, widths)
+    out, scratch, pre, (y_red, y3, y5, y_pool) = geometry.bn_train_buffers(x, w_red, w_pool, w3, w5)
+    rows = y_red.shape[0]
     means, variances = [], []
     out2d, scr2d = geometry.rows(out), geometry.rows(scratch)
 
