@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="all",
         help="comma-separated backends to time ('auto' included: on CUDA it measures the "
-        "fastest per block), or 'all' available ones (on CPU: torch and, when built, cpp)",
+        "fastest per block), or 'all' available ones (on CPU: torch, onednn and, when built, cpp)",
     )
     p.add_argument(
         "--image-size",

@@ -284,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="the directory for --data fashion-mnist / imagefolder")
     p.add_argument("--variant", choices=VARIANTS, default="d2l", help="which GoogLeNet (see inception_fast.reference)")
-    p.add_argument("--backend", default="auto", help="the fused model's backend (auto, torch, triton, cuda, cpp)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="the fused model's backend: auto, or one inception_fast.available_backends() lists",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument(
         "--dtype",
