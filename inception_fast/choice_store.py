@@ -141,7 +141,13 @@ class ChoiceStore:
 
     def _path(self, device: torch.device) -> Optional[pathlib.Path]:
         directory = store_dir()
-        return None if directory is None else _file_for(directory, fingerprint(device))
+        if directory is None:
+            return None
+        try:
+            return _file_for(directory, fingerprint(device))
+        except OSError as exc:  # the package's files unreadable for the code hash: no store
+            warnings.warn(f"inception_fast: measured choices are not stored: {short_error(exc)}", stacklevel=3)
+            return None
 
     @staticmethod
     def _read(path: pathlib.Path) -> dict:
