@@ -127,8 +127,8 @@ def _same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
 def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Tensor]) -> Optional[str]:
     """None where ``out`` agrees with the trusted result ``ref``; else why not.  Without ``ref64``
     bit for bit; with it (the trusted computation in float64) the tolerance table's rule for a
-    dtype whose own rounding is large: ‖out − ref64‖/‖ref64‖ at most TOLERANCE["low_precision_factor"]
-    times the trusted result's own error, never tighter than TOLERANCE["fp32"]."""
+    dtype whose own rounding is large (``testing.reduced_precision_bound``): ‖out − ref64‖/‖ref64‖
+    at most low_precision_factor times the trusted result's own error, never tighter than fp32's."""
     if out.shape != ref.shape:
         return f"shape {tuple(out.shape)} where {tuple(ref.shape)} was expected"
     if _same_bits(out, ref):
