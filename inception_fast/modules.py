@@ -480,14 +480,16 @@ class FusedGoogLeNet(GoogLeNet):
             onednn_backend.prepack_conv(w3, b3, 1, 1),
         ]
 
-    def _stem_prepacked(self, x: Tensor) -> Optional[list]:
-        """The stem's convs prepacked for oneDNN where the "onednn" backend runs them for ``x`` (no
-        gradient wanted, a conv1 oneDNN's form takes), else None."""
+    def _stem_runs_onednn(self, x: Tensor) -> bool:
+        """Whether the "onednn" backend runs the stem's convs for ``x`` from prepacked weights (no
+        gradient wanted, a conv1 oneDNN's form takes)."""
         if self.backend_for(x.device) != "onednn" or stages.stem_onednn_params(self.conv1.conv) is None:
-            return None
-        if not _prepacked_path(x.device, x.dtype, (x, *conv_bn_tensors(self._stem_convs()))):
-            return None
-        return self._stem_prepack_cache.get(self, x.dtype)
+            return False
+        return _prepacked_path(x.device, x.dtype, (x, *conv_bn_tensors(self._stem_convs())))
+
+    def _stem_prepacked(self, x: Tensor) -> Optional[list]:
+        """The stem's convs prepacked for oneDNN where ``_stem_runs_onednn``, else None."""
+        return self._stem_prepack_cache.get(self, x.dtype) if self._stem_runs_onednn(x) else None
 
     def backend_for(self, device) -> str:
         """What the blocks run on ``device`` (see FusedInception.backend_for)."""
@@ -518,14 +520,14 @@ class FusedGoogLeNet(GoogLeNet):
 
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
-        onednn = self._stem_prepacked(x) is not None
+        onednn = self._stem_runs_onednn(x)
         return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed, onednn)
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
         return stages.max_pool(x, pool, self._triton_allowed)
 
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
-        onednn = self._stem_prepacked(x) is not None
+        onednn = self._stem_runs_onednn(x)
         return stages.stem_variants(x, self.conv1.conv, self.maxpool1, padded, self._triton_allowed, onednn)
 
     def _stem_runners(self, x: Tensor, w1: Tensor, b1: Tensor, padded: dict) -> dict:
