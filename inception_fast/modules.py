@@ -301,10 +301,11 @@ class _PackedBlock:
         _update_running_stats(bns, mean, var, n * h * w)
         return out
 
-    def fused_forward(self, x: Tensor) -> Tensor:
+    def fused_forward(self, x: Tensor, plan: Optional[str] = None) -> Tensor:
         """The fused path on a channels_last input; returns a channels_last output (under autocast
-        in the autocast dtype).  BatchNorm folded, or with batch statistics (``_bn_plan``)."""
-        plan = self._bn_plan(x)
+        in the autocast dtype).  BatchNorm folded, or with batch statistics (``_bn_plan``; ``plan``:
+        the caller's, already made for ``x``)."""
+        plan = plan or self._bn_plan(x)
         if plan == "batch":
             return self._batch_stats_forward(x)
         if plan == "reference":
@@ -320,10 +321,10 @@ class _PackedBlock:
                 backend = "torch"
         return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=backend)
 
-    def _fused_call(self, x: Tensor) -> Tensor:
+    def _fused_call(self, x: Tensor, plan: str) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
         channels_last = _wants_channels_last(x)
-        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last))
+        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last), plan)
         return out if channels_last else out.contiguous()
 
 
@@ -397,9 +398,10 @@ class FusedInception(_PackedBlock, Inception):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        if self._bn_plan(x) == "reference":
+        plan = self._bn_plan(x)
+        if plan == "reference":
             return super().forward(x)  # a mix of batch and running statistics: the modules' own forward
-        return self._fused_call(x)
+        return self._fused_call(x, plan)
 
 
 class FusedGoogLeNet(GoogLeNet):
@@ -682,16 +684,13 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)), unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            not isinstance(x, Tensor)
-            or x.dim() != 4
-            or x.dtype not in _FLOAT_DTYPES
-            or x.shape[1] != self.in_channels
-            or self._bn_plan(x) == "reference"
-        ):
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
             return self.reference_forward(x)  # its own errors for input it cannot take
+        plan = self._bn_plan(x)
+        if plan == "reference":
+            return self.reference_forward(x)
         _check_params_match(x, self._first_weight(), "Inception block")
-        return self._fused_call(x)
+        return self._fused_call(x, plan)
 
 
 @dataclass
