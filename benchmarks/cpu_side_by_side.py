@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -63,12 +64,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the peers get as many)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of rounds while the spreads overlap")
     args = parser.parse_args()
+    if args.batch < 1 or args.threads < 1 or args.budget < 0:
+        parser.error("--batch and --threads must be positive and --budget at least 0")
     os.environ.setdefault(ENV_DEVICE, "cpu")
     torch.set_num_threads(args.threads)
     fns = rows(args.dtype, args.batch)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    timings = time_interleaved(fns, batch=args.batch, min_repeats=9, budget_s=args.budget)
+
+    def progress(rounds: int, seconds: float, overlapping: list) -> None:  # one line, rewritten each round
+        print(f"\rround {rounds}, {seconds:.0f} s, {len(overlapping)} pairs overlapping", end="", file=sys.stderr)
+
+    timings = time_interleaved(fns, batch=args.batch, min_repeats=9, budget_s=args.budget, on_round=progress)
+    print(file=sys.stderr)
     peers = [n for n in timings if n not in FUSED]
     best = min(peers, key=lambda n: timings[n].median_s) if peers else None
     print(
