@@ -1,4 +1,5 @@
-"""Per-block micro-benchmarks: the stem and Inception 3a-5b, one block at a time.
+"""Per-block micro-benchmarks: the stem and Inception 3a-5b one block at a time, and each stage
+FusedGoogLeNet runs outside the blocks, one stage at a time.
 
 Implementations per block: torchvision's eager block (BatchNorm unfolded, torch.cat)
 and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda, cpp); for the
@@ -7,8 +8,15 @@ stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
 the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher) is timed on the
 same input, so the CUDA launch-1 can be held against Triton's block by block.
 
-GPU: batch 256, bf16, channels_last.  extra_info holds the time per block, the
-achieved TFLOP/s and GB/s and the fraction of the H100 roofline, all counted from
+Stages outside the blocks (``settings.STAGES``, kind "stage"): conv1 + ReLU + maxpool1, conv2,
+conv3, maxpool2, maxpool3, maxpool4 and the head (average pool + fc), each as torchvision's layers
+run it (``torchvision``: BN unfolded) and as FusedGoogLeNet with backend "auto" runs it
+(``fused``: through the model's own stage hooks, in the form its measured choice picked, which is
+recorded beside the time with the candidates' µs).
+
+GPU: batch 256 (``INCEPTION_FAST_BENCH_BLOCK_BATCH``), bf16, channels_last.  extra_info holds the
+time, the achieved TFLOP/s and GB/s and the fraction of the device's roofline (ceilings measured
+in the same run or from the known-device table: benchmarks.helpers.roofline), all counted from
 the shapes (MACs of every conv; bytes = input + output + weights, each once).
 
     python -m pytest benchmarks/bench_blocks.py --benchmark-json blocks.json [--quick]
@@ -19,7 +27,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.helpers.choices import stem_choice, triton_tuning_mark, triton_tuning_since
+from benchmarks.helpers.choices import measured_choices, stem_choice, triton_tuning_mark, triton_tuning_since
 from benchmarks.helpers.measure import measure, parity
 from benchmarks.helpers.models import (
     BackendUnavailable,
@@ -28,10 +36,12 @@ from benchmarks.helpers.models import (
     fused_stem,
     require_backend,
     tv_block,
+    tv_stage,
 )
 from benchmarks.helpers.roofline import launch1_work, roofline
-from benchmarks.helpers.settings import DTYPES, block_cases, settings
-from benchmarks.helpers.shapes import block_shapes
+from benchmarks.helpers.settings import DTYPES, STAGES, block_cases, settings
+from benchmarks.helpers.shapes import block_shapes, stage_shapes
+from inception_fast import choices, stages
 from inception_fast.geometry import block_channels, empty_outputs
 
 
@@ -105,9 +115,78 @@ def _available(device):
     return inception_fast.available_backends(device)
 
 
+def _fused_stage_fn(stage: str, model, x):
+    """A zero-argument call of FusedGoogLeNet ``model``'s ``stage`` on ``x``, through the hooks its
+    forward calls (the stem's conv1 form as STEM_CHOICE picked it)."""
+    if stage == "conv1":
+        (w1, b1), _, _, padded = model._stem_weights(x.dtype)
+        with torch.inference_mode():
+            model._stem(x)  # makes the stem's choice at this shape (measured on CUDA)
+        variant = choices.STEM_CHOICE.lookup(model.stem_choice_key(x)) or model._stem_variants(x, padded)[0]
+        return lambda: model._stem_conv1(x, w1, b1, padded, variant)
+    if stage in ("conv2", "conv3"):
+        w, b = model._stem_weights(x.dtype)[1 if stage == "conv2" else 2]
+        padding = 0 if stage == "conv2" else 1
+        return lambda: stages.conv_relu(x, w, b, padding)
+    if stage == "maxpool2":
+        return lambda: model._max_pool(x, model.maxpool2)
+    if stage in ("maxpool3", "maxpool4"):
+        pool = getattr(model, stage)
+        return lambda: model._pool(pool, x)
+    if stage == "head":
+        return lambda: model._head(x)
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _time_stage(s, benchmark, case, dtype):
+    """One stage outside the blocks (kind "stage"), torchvision's or FusedGoogLeNet's."""
+    torch_dtype = DTYPES[dtype]
+    shape = stage_shapes(s.image_size)[case.block]
+    batch = s.block_batch
+    x = example_input(
+        batch, *shape.input_chw, s.device, torch_dtype, torch.channels_last, nonnegative=case.block != "conv1"
+    )
+    ref = tv_stage(case.block, s, dtype)
+    if case.impl == "torchvision":
+        fn, backend = (lambda: ref(x)), "aten-unfused"
+    else:
+        model = fused_stem(s, dtype, "auto")
+        fn, backend = _fused_stage_fn(case.block, model, x), "fused-auto"
+    extra = dict(
+        kind="stage",
+        block=case.block,
+        impl=case.impl,
+        backend=backend,
+        dtype=dtype,
+        memory_format="channels_last",
+        image_size=s.image_size,
+        input_shape=[batch, *shape.input_chw],
+        output_shape=[batch, *shape.output_chw],
+    )
+    group = f"stage {case.block} {s.device.type} {dtype} batch {batch}"
+    mark = triton_tuning_mark()
+    timing = measure(benchmark, fn, s, batch=batch, extra=extra, group=group)
+    tuning = triton_tuning_since(mark)
+    if tuning:
+        benchmark.extra_info["triton_tuning"] = tuning
+    benchmark.extra_info.update(
+        roofline(shape.flops(batch), shape.bytes(batch, x.element_size()), timing.median_s, s.device, torch_dtype)
+    )
+    benchmark.extra_info["time_us"] = timing.median_s * 1e6
+    if case.impl == "fused":
+        # What the stage's measured choice picked at this input, with the candidates' µs.
+        benchmark.extra_info["measured_choices"] = measured_choices(
+            s.device, torch_dtype, shape=tuple(x.shape), image_size=s.image_size
+        )
+        with torch.inference_mode():
+            benchmark.extra_info["rel_error_vs_torchvision"] = parity(fn(), ref(x))
+
+
 def test_block(benchmark, case):
     s = settings()
     dtype = s.block_dtype
+    if case.block in STAGES:
+        return _time_stage(s, benchmark, case, dtype)
     torch_dtype = DTYPES[dtype]
     shape = block_shapes(s.image_size)[case.block]
     c, h, w = shape.input_chw
@@ -158,6 +237,10 @@ def test_block(benchmark, case):
     benchmark.extra_info["time_us"] = timing.median_s * 1e6
     if case.block == "stem" and case.impl != "torchvision":
         benchmark.extra_info["stem_conv1"] = stem_choice(stem_model, x)
+    if case.impl == "auto" or (case.block == "stem" and case.impl != "torchvision"):
+        benchmark.extra_info["measured_choices"] = measured_choices(
+            s.device, torch_dtype, shape=tuple(x.shape), image_size=s.image_size
+        )
     if check is not None:
         benchmark.extra_info["rel_error_vs_torch_backend"] = check()
     elif case.impl != "torchvision":

@@ -16,7 +16,9 @@ extra_info["images_per_s"], with the spread (q1_s, q3_s, min_s, max_s) beside it
         --bench-device cpu --bench-threads 2 --benchmark-json cpu.json
 
 With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
-profile (see benchmarks.helpers.profiling.kernel_profile).
+profile (see benchmarks.helpers.profiling.kernel_profile).  Each FusedGoogLeNet row records the
+measured choices made so far at its device, dtype and batch (``measured_choices``: backend auto
+per block, the stem, the pools, the head, any other MeasuredChoice) with the candidates' µs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import numpy
 import pytest
 import torch
 
-from benchmarks.helpers.choices import auto_choices, stem_choice, triton_tuning_mark, triton_tuning_since
+from benchmarks.helpers.choices import (
+    auto_choices,
+    measured_choices,
+    stem_choice,
+    triton_tuning_mark,
+    triton_tuning_since,
+)
 from benchmarks.helpers.measure import measure, parity
 from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
 from benchmarks.helpers.peers import PEERS, peer_runner
@@ -103,6 +111,10 @@ def test_throughput(benchmark, case):
         benchmark.extra_info["auto_choices"] = auto_choices(case.dtype, case.batch)
     if case.model.startswith("fused_"):
         benchmark.extra_info["stem_conv1"] = stem_choice(model, x)
+        # Every measured choice made so far at this device, dtype and batch (report: Measured choices).
+        benchmark.extra_info["measured_choices"] = measured_choices(
+            s.device, DTYPES[case.dtype], batch=case.batch, image_size=s.image_size
+        )
     if (
         flag(ENV_PROFILE)
         and case.model not in PEERS  # their kernels are not torch ops: the profiler would see none

@@ -5,33 +5,47 @@
 #
 # Steps, in order, each time-boxed and each run even when an earlier one failed:
 #   env        versions and device (into suite.log)
+#   ceilings   the roofline's ceilings measured on this device, a few seconds: an 8192³ bf16 GEMM
+#              and a 1 GiB device copy, median of 20 each (benchmarks/helpers/roofline.py); every
+#              roofline fraction of the run uses them (without CUDA: skipped)     -> ceilings.json
 #   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension)
 #              skipped with SKIP_INSTALL=1 (when already installed)
 #   tests      python3 -m pytest -m gpu tests                               -> tests.log
-#   throughput benchmarks/bench_throughput.py, bf16 (SUITE_DTYPES), with each model's kernel
-#              profile at batch 256 channels_last (where the time goes, how busy the GPU is)
-#                                                                           -> bench.json
-#   graph      the same at batch 1 and 256, bf16, channels_last, as CUDA-graph replays -> graph.json
+#   throughput benchmarks/bench_throughput.py at batch 256, bf16 (SUITE_DTYPES), channels_last:
+#              torchvision, FusedGoogLeNet [triton] [cuda] [auto] [torch] (SUITE_MODELS), with each
+#              model's kernel profile (where the time goes, how busy the GPU is) -> bench.json
+#   graph      the same models at batch 1 and 256 as CUDA-graph replays        -> graph.json
 #              (the batch-1 target is under a CUDA graph; at 256: the forward without host time)
-#   blocks     benchmarks/bench_blocks.py as CUDA-graph replays (kernel time, no host time)
-#                                                                           -> blocks.json
+#   blocks     benchmarks/bench_blocks.py as CUDA-graph replays (kernel time, no host time): the
+#              stem, each block, launch 1 alone, and each stage outside the blocks (conv1+pool1,
+#              conv2, conv3, maxpool2-4, head), torchvision's and FusedGoogLeNet's -> blocks.json
 #   blocks1    the same at batch 1 (where batch-1 time goes)                -> blocks1.json
 #   compile    torch.compile anchor (bench_throughput.py --compile -k compile), profiled
 #                                                                           -> compile.json
 #              skipped with SKIP_COMPILE=1
-#   first      benchmarks/first_forward.py: a fresh process to the first forward's result, cold
-#              and warm caches, FusedGoogLeNet and torch.compile, batch 256  -> first.json
+#   first      benchmarks/first_forward.py: a fresh process to FusedGoogLeNet's first forward's
+#              result, cold and warm caches, batch 256 (torch.compile's compile time is the
+#              compile step's; SUITE_FIRST_COMPILE=1 adds its cold and warm processes too)
+#                                                                           -> first.json
 #              skipped with SKIP_FIRST=1
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
-# and prints a short table LAST.  Everything else goes to suite.log.  OUTDIR ends up with at most
-# 11 files: suite.log tests.log bench.json graph.json blocks.json blocks1.json compile.json
-# first.json <name>.{md,png,json}.
+# and prints a short table LAST.  Everything else goes to suite.log, which also gets each step's
+# elapsed seconds and the suite's time so far, and the summary ends with the total against the
+# budget.  At the end the step files (ceilings.json bench.json graph.json blocks.json blocks1.json
+# compile.json first.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
+# suite.log tests.log steps.tar.gz <name>.{md,png,json}, within the device tool's 8 files back.
+# <name>.json holds every step's rows, the ceilings and the first-forward rows (report.py reads it
+# back as an input).
 #
 # --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
 # SUITE_DTYPES (default bf16; "bf16,fp32" for the whole grid): the throughput step's dtypes.
-# SUITE_BUDGET_S (default 560 s): the whole run's time box; each step gets at most its cap and
-# never eats the minimum kept for the steps after it.  Give the caller's own timeout ~40 s more
-# (the device tool allows 600 s a call).
+# SUITE_MODELS: the throughput and graph steps' models, in order (default
+#   torchvision,fused_triton,fused_cuda,fused_auto,fused_torch; "all" for every model).
+# SUITE_BUDGET_S (default 470 s: install, tests, benchmarks, compile anchor and report in under
+# 8 minutes): the whole run's time box; each step gets at most its cap and never eats the minimum
+# kept for the steps after it.  Give the caller's own timeout ~40 s more (the device tool allows
+# 600 s a call).  A rerun of the benchmarks alone on a warm machine:
+#   SKIP_INSTALL=1 SUITE_SKIP_TESTS=1 SKIP_FIRST=1 SUITE_BUDGET_S=300 benchmarks/gpu_suite.sh OUT
 # SKIP_INSTALL=1 on a fresh machine runs from the source tree without the compiled extension
 # (torch and triton backends only).  Benchmarks stop starting new cases at
 # their step's deadline (INCEPTION_FAST_BENCH_DEADLINE), so their JSON is still written.
@@ -72,7 +86,7 @@ QUICK_FLAG=()
 if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); export INCEPTION_FAST_BENCH_QUICK=1; fi
 
 START=$(date +%s)
-BUDGET=${SUITE_BUDGET_S:-560}
+BUDGET=${SUITE_BUDGET_S:-470}
 DEADLINE=$((START + BUDGET))
 declare -a SUMMARY=()
 FAILED=0
@@ -112,7 +126,7 @@ run_step() {
         SUMMARY+=("$(printf '%-10s FAILED   %4ss rc=%s (see %s)' "$name" "$secs" "$rc" "$(basename "$logfile")")")
         FAILED=1
     fi
-    log "step $name: rc=$rc after ${secs}s"
+    log "step $name: rc=$rc after ${secs}s (suite at $(( $(date +%s) - START ))s of ${BUDGET}s)"
     return 0
 }
 
@@ -124,17 +138,32 @@ fi
 
 # --- env: versions, device, and the results base name -----------------------------------------
 run_step env 60 0 "$LOG" "$PY" -m benchmarks.helpers.environment env "${QUICK_FLAG[@]}"
+HAS_CUDA=0
+"$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG" && HAS_CUDA=1
 NAME=$("$PY" -m benchmarks.helpers.environment name "${QUICK_FLAG[@]}" 2>>"$LOG" | tail -n 1)
 NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '-')
 [[ -z "$NAME" || "$NAME" == "-" ]] && NAME=results
 log "results base name: $NAME"
+
+# The step files, packed into steps.tar.gz at the end.
+STEPS="$OUT/steps"
+mkdir -p "$STEPS"
+
+# --- ceilings: the roofline's ceilings measured on this device, first, on an idle GPU ----------
+if [[ $HAS_CUDA == 1 ]]; then
+    run_step ceilings 40 0 "$LOG" "$PY" -m benchmarks.helpers.roofline --json "$STEPS/ceilings.json"
+else
+    SUMMARY+=("$(printf '%-10s skipped (no CUDA: no roofline)' ceilings)")
+fi
+# Every benchmark's roofline fractions use the measurement (without it: the known-device table).
+[[ -s "$STEPS/ceilings.json" ]] && export INCEPTION_FAST_BENCH_CEILINGS="$STEPS/ceilings.json"
 
 # --- install (builds the compiled extension; no network) -------------------------------------
 if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_INSTALL=1)' install)")
     log "step install: skipped (SKIP_INSTALL=1)"
 else
-    run_step install 240 280 "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
+    run_step install 200 290 "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 fi
 "$PY" -c "import inception_fast; print('inception_fast', inception_fast.__file__, 'backends on cuda:', \
 inception_fast.available_backends('cuda') if __import__('torch').cuda.is_available() else 'no cuda', \
@@ -143,8 +172,12 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
-run_step tests 170 320 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
-tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
+if [[ "${SUITE_SKIP_TESTS:-0}" == 1 ]]; then
+    SUMMARY+=("$(printf '%-10s skipped (SUITE_SKIP_TESTS=1)' tests)")
+else
+    run_step tests 140 240 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
+    tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
+fi
 
 # --- benchmarks ------------------------------------------------------------------------------
 BENCH_ARGS=(-q -ra -p no:cacheprovider --benchmark-columns=median,rounds --benchmark-sort=name "${QUICK_FLAG[@]}")
@@ -152,23 +185,29 @@ BENCH_ARGS=(-q -ra -p no:cacheprovider --benchmark-columns=median,rounds --bench
 # keeps the quick grid's own dtype: fp32 on a CPU).
 DTYPES_ENV=()
 [[ $QUICK == 0 ]] && DTYPES_ENV=(INCEPTION_FAST_BENCH_DTYPES="${SUITE_DTYPES:-bf16}")
-run_step throughput 170 180 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" \
-    "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$OUT/bench.json"
-if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG"; then
-    run_step graph 60 150 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BATCHES=1,256 \
-        INCEPTION_FAST_BENCH_DTYPES=bf16 "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
-        -k channels_last --benchmark-json "$OUT/graph.json"
+# The issues' rows (batch 256 bf16 channels_last; batch 1 and 256 as CUDA graphs) and nothing else,
+# the rows they compare first: a step cut short by its deadline still has them.
+GRID_ENV=()
+SUITE_MODELS=${SUITE_MODELS:-torchvision,fused_triton,fused_cuda,fused_auto,fused_torch}
+[[ $SUITE_MODELS != all ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_MODELS="$SUITE_MODELS")
+[[ $QUICK == 0 ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_BATCHES=256 INCEPTION_FAST_BENCH_FORMATS=channels_last)
+run_step throughput 110 175 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
+    "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
+if [[ $HAS_CUDA == 1 ]]; then
+    run_step graph 50 130 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
+        INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
+        "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
 else
     SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
 fi
 # Graph replays: a block's eager time also holds its host time before the first kernel (Python
 # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
 # eagerly and says so.  (Ignored without CUDA.)
-run_step blocks 90 100 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
-    "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$OUT/blocks.json"
-if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG"; then
-    run_step blocks1 40 70 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
-        "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$OUT/blocks1.json"
+run_step blocks 80 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+    "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
+if [[ $HAS_CUDA == 1 ]]; then
+    run_step blocks1 40 60 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
+        "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks1.json"
 else
     SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' blocks1)")
 fi
@@ -176,30 +215,35 @@ if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
 else
     # On a CPU-only machine inductor compiles C++ (~1.5 min on 2 cores): give it room there.
-    run_step compile 240 15 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
+    COMPILE_CAP=90
+    [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
+    run_step compile "$COMPILE_CAP" 30 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
         "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
-        --compile -k compile --benchmark-json "$OUT/compile.json"
+        --compile -k compile --benchmark-json "$STEPS/compile.json"
 fi
 
 # --- first: from a fresh process to the first forward's result, cold and warm caches ----------
-# (FusedGoogLeNet, then torch.compile with freezing, at batch 256; rows past the step's deadline
-# are reported as not run.)  SKIP_FIRST=1 skips it.
+# (FusedGoogLeNet at batch 256; SUITE_FIRST_COMPILE=1 adds torch.compile with freezing, ~1 min more;
+# rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
 if [[ "${SKIP_FIRST:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_FIRST=1)' first)")
 else
-    FIRST_ARGS=(--batches 256 --json "$OUT/first.json")
-    [[ $QUICK == 1 ]] && FIRST_ARGS=(--batches 2 --size 64 --no-compile --json "$OUT/first.json")
-    "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>> "$LOG" \
-        || FIRST_ARGS+=(--device cpu --dtype fp32)
-    run_step first 100 15 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
+    FIRST_ARGS=(--batches 256 --json "$STEPS/first.json")
+    [[ "${SUITE_FIRST_COMPILE:-0}" == 1 ]] || FIRST_ARGS+=(--no-compile)
+    [[ $QUICK == 1 ]] && FIRST_ARGS=(--batches 2 --size 64 --no-compile --json "$STEPS/first.json")
+    [[ $HAS_CUDA == 1 ]] || FIRST_ARGS+=(--device cpu --dtype fp32)
+    run_step first 80 10 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
 fi
 
 # --- report ----------------------------------------------------------------------------------
 JSONS=()
-for f in bench.json graph.json blocks.json blocks1.json compile.json; do [[ -s "$OUT/$f" ]] && JSONS+=("$OUT/$f"); done
+for f in bench.json graph.json blocks.json blocks1.json compile.json; do [[ -s "$STEPS/$f" ]] && JSONS+=("$STEPS/$f"); done
+SIDE=()
+[[ -s "$STEPS/ceilings.json" ]] && SIDE+=(--ceilings "$STEPS/ceilings.json")
+[[ -s "$STEPS/first.json" ]] && SIDE+=(--first "$STEPS/first.json")
 SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR, which holds only the files listed above
 if (( ${#JSONS[@]} > 0 )); then
-    "$PY" benchmarks/report.py "${JSONS[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
+    "$PY" benchmarks/report.py "${JSONS[@]}" "${SIDE[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
         --merged-json "$OUT/$NAME.json" --short > "$SHORT" 2>> "$LOG"
     rc=$?
     (( rc == 0 )) || FAILED=1
@@ -210,11 +254,19 @@ else
     FAILED=1
 fi
 
+# The step files in one archive: OUTDIR stays within the device tool's 8 files back.
+if [[ -n "$(ls -A "$STEPS")" ]]; then
+    tar -czf "$OUT/steps.tar.gz" -C "$OUT" steps && rm -rf "$STEPS"
+else
+    rmdir "$STEPS"
+fi
+
 TOTAL=$(( $(date +%s) - START ))
 {
     echo
     echo "== inception_fast GPU suite: $NAME, ${TOTAL}s =="
     for line in "${SUMMARY[@]}"; do echo "  $line"; done
+    echo "  total      ${TOTAL}s of the ${BUDGET}s budget (SUITE_BUDGET_S)"
     echo "  outputs in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
     echo
     cat "$SHORT"

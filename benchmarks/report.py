@@ -2,6 +2,7 @@
 """pytest-benchmark JSON (from bench_throughput.py / bench_blocks.py) -> markdown and a PNG chart.
 
     python3 benchmarks/report.py bench.json blocks.json compile.json \
+        --ceilings ceilings.json --first first.json \
         --md report.md --chart chart.png --merged-json all.json --short
 
 Reads the headline numbers from each benchmark's extra_info (time_fn medians), not
@@ -9,6 +10,15 @@ from pytest-benchmark's wall-clock stats.  Input files that are missing or
 unreadable are reported and skipped, so a suite whose one step failed still gets
 a report.  Needs only the standard library; the chart needs matplotlib and is
 skipped (with a message, not an error) without it.
+
+Sections: the header (device, versions, and the roofline ceilings every fraction used, with
+where they came from: measured in the run, ``--ceilings``, or the known-device table of
+benchmarks/helpers/roofline.py), throughput, the stages outside the blocks (µs, roofline
+fraction, bound, the form FusedGoogLeNet chose), the blocks, every measured choice the run
+recorded (``measured_choices`` in extra_info, listed generically per choice object), the time
+from a fresh process to the first result (``--first``), and the Triton autotuners' picks.
+The merged JSON holds the side inputs too (``ceilings``, ``first_forward``) and is itself a valid
+input.
 """
 
 from __future__ import annotations
@@ -98,6 +108,9 @@ def load(paths):
             merged["machine_info"] = info if info.get("inception_fast") else (merged["machine_info"] or info)
         merged["datetime"] = merged["datetime"] or data.get("datetime")
         merged.setdefault("version", data.get("version"))
+        for side in ("ceilings", "first_forward"):  # a merged JSON given back as input
+            if data.get(side) and not merged.get(side):
+                merged[side] = data[side]
         for bench in data.get("benchmarks", []):
             extra = bench.get("extra_info", {})
             # The same case timed eagerly and as CUDA-graph replays, or at another batch (two files),
@@ -111,6 +124,22 @@ def load(paths):
             )
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
+    return merged
+
+
+def load_side(merged, ceilings=None, first=None):
+    """Adds the ceilings JSON (benchmarks/helpers/roofline.py) and first_forward.py's JSON to
+    ``merged`` ("ceilings", "first_forward"); a missing or unreadable one is noted in "missing"."""
+    for key, path in (("ceilings", ceilings), ("first_forward", first)):
+        if not path:
+            continue
+        try:
+            with open(path) as f:
+                merged[key] = json.load(f)
+        except FileNotFoundError:
+            merged["missing"].append(f"{path} (not found)")
+        except (OSError, ValueError) as exc:
+            merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
     return merged
 
 
@@ -266,6 +295,9 @@ def throughput_markdown(rows):
             )
             + "\n"
         )
+    # Results recorded before the generic list (measured_choices, see measured_choices_markdown) carry
+    # the stem's, conv2/conv3's, the pools' and the head's choices in stem_conv1 only.
+    legacy = not any(r.get("measured_choices") for r in rows)
     stems = sorted(
         {
             (
@@ -278,7 +310,7 @@ def throughput_markdown(rows):
             if r.get("stem_conv1")
         }
     )
-    if stems:
+    if stems and legacy:
         out.append("The stem's first conv, as FusedGoogLeNet measured it (µs of conv1 + ReLU + max pool):\n")
         out.append(_table(["config", "chosen", "variants (µs)"], [list(t) for t in stems]) + "\n")
     convs = sorted(
@@ -294,7 +326,7 @@ def throughput_markdown(rows):
             for v in (r.get("stem_conv1") or {}).get("conv_relu", [])
         }
     )
-    if convs:
+    if convs and legacy:
         out.append("The stem's conv2 and conv3 with bias + ReLU, ATen passes or cuDNN's fused op, as measured (µs):\n")
         out.append(_table(["config", "weight", "chosen", "variants (µs)"], [list(t) for t in convs]) + "\n")
     pools_head = sorted(
@@ -310,7 +342,7 @@ def throughput_markdown(rows):
             for v in (r.get("stem_conv1") or {}).get("stages", [])
         }
     )
-    if pools_head:
+    if pools_head and legacy:
         out.append("The max pools and the head, ATen or Triton, as measured (µs):\n")
         out.append(_table(["config", "stage input", "chosen", "variants (µs)"], [list(t) for t in pools_head]) + "\n")
     compiled = [c for c, ms in index.items() if "tv_compile" in ms]
@@ -562,8 +594,8 @@ def blocks_markdown(rows):
         f"## Per block ({first['device']}, {first['dtype']}, batch {first['batch']}, channels_last{graphs})\n",
         "Time in µs"
         + (
-            " (fraction of the roofline: floor = max(FLOPs / 779 TFLOP/s, bytes / 2.98 TB/s), "
-            "bytes = input + output + weights once)"
+            f" (fraction of the roofline: floor = max(FLOPs / FLOP ceiling, bytes / byte ceiling) at "
+            f"{_ceiling_text(rows)}, bytes = input + output + weights once)"
             if roof
             else ""
         )
@@ -666,6 +698,227 @@ def blocks_short(rows):
 
 
 # ---------------------------------------------------------------------------------------
+# stages outside the blocks
+# ---------------------------------------------------------------------------------------
+STAGE_ORDER = ["conv1", "conv2", "conv3", "maxpool2", "maxpool3", "maxpool4", "head"]
+STAGE_LABELS = {
+    "conv1": "conv1 + ReLU + maxpool1",
+    "conv2": "conv2 (1x1) + ReLU",
+    "conv3": "conv3 (3x3) + ReLU",
+    "maxpool2": "maxpool2",
+    "maxpool3": "maxpool3",
+    "maxpool4": "maxpool4",
+    "head": "head (avgpool + fc)",
+}
+STAGE_IMPLS = ["torchvision", "fused"]
+STAGE_TARGET = 0.5  # issue 16: every stage outside the blocks at >= 50% of its roofline
+
+
+def _chosen_text(r):
+    """The measured choices a fused stage row recorded: "CHOICE chosen" each, or why there are none."""
+    found = r.get("measured_choices")
+    if found is None:
+        return "—"
+    if not found:
+        return "— (nothing measured)"
+    return "; ".join(f"{c['choice']}: {c['chosen']}" + (" (stored)" if c.get("stored") else "") for c in found)
+
+
+def _us_pct(r):
+    if r is None:
+        return "—"
+    pct = f" ({_fmt_pct(r['roofline_fraction'])})" if r.get("roofline_fraction") is not None else ""
+    return _fmt_us(r["median_s"]) + pct
+
+
+def stages_markdown(rows):
+    if not rows:
+        return ""
+    index = block_index(rows)
+    first = rows[0]
+    roof = any(r.get("roofline_fraction") is not None for r in rows)
+    graphs = ", CUDA-graph replays" if any(r.get("timing") == "cuda_graph" for r in rows) else ""
+    out = [
+        f"## Stages outside the blocks ({first['device']}, {first['dtype']}, batch {first['batch']}, "
+        f"channels_last{graphs})\n",
+        "Each stage alone, in µs"
+        + (
+            f" (fraction of the roofline: floor = max(FLOPs / FLOP ceiling, bytes / byte ceiling) at "
+            f"{_ceiling_text(rows)}; bytes = input + output + weights once; a max pool's comparisons are not "
+            f"counted as FLOPs)"
+            if roof
+            else ""
+        )
+        + ". torchvision: its layers, BatchNorm unfolded. fused: FusedGoogLeNet (backend auto) through its own "
+        "stage hooks, in the form its measured choice picked (the choice and the candidates' µs are listed "
+        "under Measured choices).\n",
+    ]
+    table, below, total = [], [], {i: 0.0 for i in STAGE_IMPLS}
+    for st in _order(index, STAGE_ORDER):
+        v = index[st]
+        tv, fu = v.get("torchvision"), v.get("fused")
+        any_row = fu or tv
+        for i in STAGE_IMPLS:
+            if v.get(i):
+                total[i] += v[i]["median_s"]
+        if fu and fu.get("roofline_fraction") is not None and fu["roofline_fraction"] < STAGE_TARGET:
+            below.append(f"{st} {_fmt_pct(fu['roofline_fraction'])}")
+        table.append(
+            [
+                STAGE_LABELS.get(st, st),
+                f"{any_row['flops'] / 1e9:.3g}",
+                f"{any_row['bytes'] / 1e6:.3g}",
+                _us_pct(tv),
+                _us_pct(fu),
+                _fmt_x(tv["median_s"] / fu["median_s"] if tv and fu else None),
+                (fu or tv).get("bound") or "—",
+                _chosen_text(fu) if fu else "—",
+                _fmt_err(fu) if fu else "—",
+            ]
+        )
+    table.append(
+        [
+            "**all stages outside the blocks**",
+            "",
+            "",
+            _fmt_us(total["torchvision"] or None),
+            _fmt_us(total["fused"] or None),
+            _fmt_x(total["torchvision"] / total["fused"] if total["fused"] and total["torchvision"] else None),
+            "",
+            "",
+            "",
+        ]
+    )
+    out.append(
+        _table(
+            ["stage", "GFLOP", "MB", "torchvision µs", "fused µs", "× tv", "bound", "fused chose", "rel err"],
+            table,
+        )
+        + "\n"
+    )
+    if roof:
+        out.append(
+            f"Target: every stage at ≥ {_fmt_pct(STAGE_TARGET)} of its roofline. "
+            + (f"Below it (fused): {', '.join(below)}." if below else "All fused stages measured meet it.")
+            + "\n"
+        )
+    out.append("rel err: ‖fused − torchvision‖/‖torchvision‖ of the stage's output; a record, not a test.\n")
+    return "\n".join(out)
+
+
+def stages_short(rows):
+    if not rows:
+        return ""
+    index = block_index(rows)
+    r0 = rows[0]
+    roof = any(r.get("roofline_fraction") is not None for r in rows)
+    table = [
+        [st, *(_us_pct(index[st].get(i)).replace(" (", " ").replace(")", "") for i in STAGE_IMPLS)]
+        for st in _order(index, STAGE_ORDER)
+    ]
+    title = f"µs per stage outside the blocks, {r0['device']} {r0['dtype']} batch {r0['batch']}" + (
+        " (% of roofline)" if roof else ""
+    )
+    return title + "\n" + _table(["stage", "tv", "fused"], table)
+
+
+# ---------------------------------------------------------------------------------------
+# measured choices, first forward
+# ---------------------------------------------------------------------------------------
+_KEY_HIDDEN = ("device", "dtype", "shape", "stride")
+
+
+def _key_text(key):
+    parts = []
+    for k, v in key.items():
+        if k in _KEY_HIDDEN or v is None or v is False:
+            continue
+        text = "x".join(map(str, v)) if isinstance(v, list) and all(isinstance(e, int) for e in v) else str(v)
+        parts.append(f"{k}={text}")
+    text = ", ".join(parts).replace("|", "/")
+    return text if len(text) <= 140 else text[:137] + "..."
+
+
+def measured_choices_markdown(rows):
+    """Every measured choice the rows recorded (``measured_choices``), once per choice and key, per
+    device, dtype and batch: what was chosen and every candidate's µs (fastest first)."""
+    seen, groups = set(), {}
+    for r in rows:
+        for c in r.get("measured_choices") or []:
+            key = c.get("key") or {}
+            ident = (c.get("choice"), json.dumps(key, sort_keys=True))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            shape = key.get("shape")
+            batch = shape[0] if isinstance(shape, list) and shape else None
+            groups.setdefault((str(key.get("device", r.get("device"))), str(key.get("dtype", "")), batch), []).append(c)
+    if not groups:
+        return ""
+    out = [
+        "## Measured choices\n",
+        "What FusedGoogLeNet's measured choices (inception_fast.choices: backend auto per block, the stem's "
+        "first conv, conv2/conv3, the pools, the head, and any other MeasuredChoice) picked in this run, with "
+        "every candidate's median µs (fastest first; measured as CUDA-graph replays on a GPU). stored: read "
+        "from the choice store, so no times.\n",
+    ]
+    for dev, dtype, batch in sorted(groups, key=lambda g: (g[0], g[1], -(g[2] or 0))):
+        table = []
+        for c in sorted(groups[(dev, dtype, batch)], key=lambda c: (c["choice"], c.get("where") or "", str(c["key"]))):
+            ranked = sorted((c.get("us") or {}).items(), key=lambda kv: kv[1])
+            times = ", ".join(f"{n} {us:,.1f}" for n, us in ranked) or ("stored" if c.get("stored") else "—")
+            errors = "; ".join(f"{n}: {e}" for n, e in (c.get("errors") or {}).items()).replace("|", "/")
+            shape = c["key"].get("shape")
+            table.append(
+                [
+                    c["choice"],
+                    c.get("where") or "—",
+                    "x".join(map(str, shape)) if isinstance(shape, list) else "—",
+                    c["chosen"],
+                    times,
+                    errors[:200] or "—",
+                    _key_text(c["key"]) or "—",
+                ]
+            )
+        out.append(f"### {dev} {dtype} batch {batch if batch is not None else '?'}\n")
+        out.append(_table(["choice", "where", "input", "chosen", "µs per candidate", "dropped", "key"], table) + "\n")
+    return "\n".join(out)
+
+
+def first_forward_markdown(first):
+    """benchmarks/first_forward.py's rows: a fresh process to the first forward's result."""
+    rows = (first or {}).get("rows") or []
+    if not rows:
+        return ""
+    table = []
+    for r in rows:
+        if r.get("error"):
+            table.append([r.get("kind"), r.get("batch"), r.get("cache"), r["error"].replace("|", "/"), "", ""])
+        else:
+            table.append(
+                [
+                    r.get("kind"),
+                    r.get("batch"),
+                    r.get("cache"),
+                    f"{r['to_first_result_s']:.1f}",
+                    f"{r['first_forward_s']:.1f}",
+                    f"{r['second_forward_s'] * 1e3:.1f}",
+                ]
+            )
+    dev = rows[0].get("device", "?")
+    return (
+        f"## From a fresh process to the first result ({dev}, {rows[0].get('dtype', '?')}, "
+        f"{first.get('size', '?')}px)\n\n"
+        "cold: empty Triton, inductor and choice caches; warm: the caches the cold process left. "
+        "Target (issue 16): ≤ 10 s cold, ≤ 2 s warm.\n\n"
+        + _table(
+            ["model", "batch", "caches", "to first result s", "of which first forward s", "second forward ms"], table
+        )
+        + "\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # header, chart, main
 # ---------------------------------------------------------------------------------------
 def header_markdown(merged):
@@ -691,9 +944,50 @@ def header_markdown(merged):
         f"- mode: {'QUICK (tiny sizes, smoke run: numbers mean nothing)' if quick else 'full'}",
         f"- sources: {', '.join(merged['sources']) or 'none'}",
     ]
+    lines += ceilings_lines(merged)
     if merged["missing"]:
         lines.append(f"- missing inputs: {'; '.join(merged['missing'])}")
     return "\n".join(lines) + "\n"
+
+
+def _ceilings_used(rows):
+    """{(TFLOP/s, GB/s, source)} of the ceilings the rows' roofline figures used."""
+    return {
+        (r["ceiling_tflops"], r["ceiling_gbps"], r.get("ceiling_source") or "?")
+        for r in rows
+        if r.get("ceiling_tflops") and r.get("ceiling_gbps")
+    }
+
+
+def _ceiling_text(rows):
+    """ "788 TFLOP/s, 4,300 GB/s" (several: joined by " or ") of the ceilings the rows used."""
+    used = sorted(_ceilings_used(rows), key=str)
+    return " or ".join(f"{t:.0f} TFLOP/s, {g:,.0f} GB/s" for t, g, _ in used) or "?"
+
+
+def ceilings_lines(merged):
+    """The header's lines on the roofline ceilings: which the fractions used and where they came from."""
+    rows = [b.get("extra_info") or {} for b in merged["benchmarks"]]
+    used = sorted(_ceilings_used(rows), key=str)
+    lines = [
+        f"- roofline ceilings: {t:.0f} TFLOP/s dense bf16 GEMM, {g:,.0f} GB/s device copy (read + write): {src}"
+        for t, g, src in used
+    ]
+    if not used:
+        lines.append(
+            "- roofline: none (roofline fractions are given for bf16/fp16 work on a CUDA device with known "
+            "ceilings only)"
+        )
+    measured = merged.get("ceilings") or {}
+    if measured.get("gemm") and measured.get("copy"):
+        gemm, copy = measured["gemm"], measured["copy"]
+        lines.append(
+            f"- ceilings measured in this run on {measured.get('device_name', '?')}: "
+            f"{measured['flop_per_s'] / 1e12:.0f} TFLOP/s ({gemm.get('what')}: median {gemm['median_s'] * 1e3:.3f} ms "
+            f"of {gemm.get('repeats')}), {measured['byte_per_s'] / 1e9:,.0f} GB/s ({copy.get('what')}: median "
+            f"{copy['median_s'] * 1e3:.3f} ms of {copy.get('repeats')})"
+        )
+    return lines
 
 
 def _block_groups(rows):
@@ -708,13 +1002,19 @@ def _block_groups(rows):
 
 
 def markdown(merged):
+    everything = _rows(merged, "throughput") + _rows(merged, "stage") + _rows(merged, "block")
     return "\n".join(
-        [
+        part
+        for part in [
             header_markdown(merged),
             throughput_markdown(_rows(merged, "throughput")),
+            *(stages_markdown(g) for g in _block_groups(_rows(merged, "stage"))),
             *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
-            tuning_markdown(_rows(merged, "throughput") + _rows(merged, "block")),
+            measured_choices_markdown(everything),
+            first_forward_markdown(merged.get("first_forward")),
+            tuning_markdown(everything),
         ]
+        if part
     )
 
 
@@ -786,6 +1086,36 @@ def tuning_markdown(rows):
     )
 
 
+def _stage_panel(ax, rows):
+    """Bars per stage outside the blocks: % of the roofline (on a GPU), else × torchvision's time."""
+    index = block_index(rows)
+    names = _order(index, STAGE_ORDER)
+    roof = any(r.get("roofline_fraction") is not None for r in rows)
+    impls = [i for i in STAGE_IMPLS if any(i in index[n] for n in names) and (roof or i != "torchvision")]
+    width = 0.8 / max(len(impls), 1)
+    for k, i in enumerate(impls):
+        vals = []
+        for n in names:
+            r, base = index[n].get(i), index[n].get("torchvision")
+            if r is None:
+                vals.append(0)
+            elif roof:
+                vals.append(100 * (r.get("roofline_fraction") or 0))
+            else:
+                vals.append(base["median_s"] / r["median_s"] if base else 0)
+        ax.bar([j + k * width for j in range(len(names))], vals, width, label=i)
+    if roof:
+        ax.axhline(100 * STAGE_TARGET, color="black", lw=0.8, ls="--", label="target")
+    else:
+        ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels(names)
+    ax.set_ylabel("% of roofline" if roof else "speedup over torchvision's layers")
+    r0 = rows[0]
+    ax.set_title(f"stages outside the blocks, {r0['device']} {r0['dtype']} batch {r0['batch']}")
+    ax.legend(fontsize=8)
+
+
 def chart(merged, path):
     """Writes the PNG; returns None, or the reason no chart was written."""
     try:
@@ -795,10 +1125,13 @@ def chart(merged, path):
         import matplotlib.pyplot as plt
     except Exception as exc:
         return f"matplotlib unavailable ({type(exc).__name__}: {exc}); chart skipped"
-    thr, blk = _rows(merged, "throughput"), _rows(merged, "block")
-    if not thr and not blk:
+    thr, blk, stg = _rows(merged, "throughput"), _rows(merged, "block"), _rows(merged, "stage")
+    if not thr and not blk and not stg:
         return "no results to chart"
-    panels = [p for p in (thr, blk) if p]
+    # One batch per panel: the largest (the blocks' and stages' batch-1 runs are in the tables).
+    blk = _block_groups(blk)[0] if blk else blk
+    stg = _block_groups(stg)[0] if stg else stg
+    panels = [p for p in (thr, stg, blk) if p]
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)), squeeze=False)
     ax_iter = iter(axes[:, 0])
     env = _env(merged)
@@ -818,6 +1151,8 @@ def chart(merged, path):
         ax.set_ylabel("speedup over torchvision eager")
         ax.set_title(f"GoogLeNet throughput, {env.get('device_name', head[0])}, {head[1]} {head[2]}")
         ax.legend(fontsize=8)
+    if stg:
+        _stage_panel(next(ax_iter), stg)
     if blk:
         ax = next(ax_iter)
         index = block_index(blk)
@@ -843,7 +1178,7 @@ def chart(merged, path):
             ax.bar([j + k * width for j in range(len(names))], vals, width, label=IMPL_LABELS.get(i, i))
         ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(names))])
         ax.set_xticklabels([n.replace("inception", "") for n in names])
-        ax.set_ylabel("% of H100 roofline" if roof else "speedup over torchvision block")
+        ax.set_ylabel("% of roofline" if roof else "speedup over torchvision block")
         r0 = blk[0]
         ax.set_title(f"per block, {r0['device']} {r0['dtype']} batch {r0['batch']}")
         ax.legend(fontsize=8, ncol=2)
@@ -861,8 +1196,12 @@ def main(argv=None):
     p.add_argument("--merged-json", help="write all benchmarks of all inputs as one JSON")
     p.add_argument("--short", action="store_true", help="print a short table (headline config + blocks)")
     p.add_argument("--name", action="store_true", help="print the results base name and exit")
+    p.add_argument(
+        "--ceilings", help="the roofline ceilings measured in the run (python -m benchmarks.helpers.roofline)"
+    )
+    p.add_argument("--first", help="benchmarks/first_forward.py's --json output")
     args = p.parse_args(argv)
-    merged = load(args.json)
+    merged = load_side(load(args.json), ceilings=args.ceilings, first=args.first)
     if args.name:
         print(result_basename(merged))
         return 0
@@ -882,7 +1221,15 @@ def main(argv=None):
     if args.short:
         print(throughput_short(_rows(merged, "throughput")))
         print()
-        print("\n\n".join(blocks_short(g) for g in _block_groups(_rows(merged, "block"))))
+        stage_groups = [stages_short(g) for g in _block_groups(_rows(merged, "stage"))]
+        print(
+            "\n\n".join(
+                [*(t for t in stage_groups if t), *(blocks_short(g) for g in _block_groups(_rows(merged, "block")))]
+            )
+        )
+        used = _ceilings_used([b.get("extra_info") or {} for b in merged["benchmarks"]])
+        for t, g, src in sorted(used, key=str):
+            print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s ({src})")
     elif not args.md:
         print(text)
     return 0 if merged["benchmarks"] else 1

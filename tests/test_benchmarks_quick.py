@@ -35,6 +35,9 @@ def _env(triton_interpret: bool) -> dict:
         "INCEPTION_FAST_BENCH_PROFILE",
         "INCEPTION_FAST_BENCH_PEERS",
         "INCEPTION_FAST_BENCH_THREADS",
+        "INCEPTION_FAST_BENCH_MODELS",
+        "INCEPTION_FAST_BENCH_FORMATS",
+        "INCEPTION_FAST_BENCH_CEILINGS",
     ):
         env.pop(var, None)
     # tests/conftest.py turns the Triton interpreter on for CPU machines; a whole network under
@@ -84,11 +87,11 @@ def _run_bench(
     return data, tail
 
 
-def _check_rows(data, kind):
+def _check_rows(data, *kinds):
     rows = [b["extra_info"] for b in data["benchmarks"]]
     assert rows, "no benchmark recorded"
     for r in rows:
-        assert r["kind"] == kind
+        assert r["kind"] in kinds
         assert r["quick"] is True
         assert r["median_s"] > 0 and r["images_per_s"] > 0
     assert data["machine_info"]["inception_fast"]["result_basename"]
@@ -105,11 +108,24 @@ def bench_jsons(tmp_path_factory):
     assert profiled and all(r["memory_format"] == "channels_last" for r in profiled)
     for r in profiled:  # on CPU: the ops' own time
         assert r["kernel_profile"]["us_per_call"] > 0 and r["kernel_profile"]["kernels"], r["kernel_profile"]
+    assert all(isinstance(r["measured_choices"], list) for r in thr_rows if r["model"].startswith("fused_"))
     blk, _ = _run_bench("bench_blocks.py", out / "blocks.json")
-    blk_rows = _check_rows(blk, "block")
+    rows = _check_rows(blk, "block", "stage")
+    blk_rows = [r for r in rows if r["kind"] == "block"]
     assert {r["block"] for r in blk_rows} >= {"stem", "inception3a", "inception5b"}
     for r in blk_rows:
         assert r["flops"] > 0 and r["bytes"] > 0 and r["tflops"] > 0 and r["gbps"] > 0
+    # Every stage outside the blocks, torchvision's and FusedGoogLeNet's, with its work counted.
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers.settings import STAGES
+
+    stage_rows = {(r["block"], r["impl"]): r for r in rows if r["kind"] == "stage"}
+    assert set(stage_rows) == {(st, impl) for st in STAGES for impl in ("torchvision", "fused")}
+    for (st, impl), r in stage_rows.items():
+        assert r["bytes"] > 0 and (r["flops"] > 0) == (not st.startswith("maxpool")), r
+        assert r["roofline_fraction"] is None and r["ceiling_source"] is None  # a CPU run: no roofline
+        if impl == "fused":  # the same function as torchvision's layers, and what was chosen (nothing, on CPU)
+            assert r["rel_error_vs_torchvision"] < 1e-4 and r["measured_choices"] == [], r
     return out
 
 
@@ -141,6 +157,9 @@ def test_benchmarks_and_report_run(bench_jsons):
     text = md.read_text()
     assert "## Throughput" in text and "| torchvision eager |" in text
     assert "## Per block" in text and "| inception3a |" in text
+    assert "## Stages outside the blocks" in text and "| maxpool3 |" in text and "| head (avgpool + fc) |" in text
+    assert "- roofline: none" in text  # no CUDA: no ceilings, no fractions
+    assert "µs per stage outside the blocks" in proc.stdout
     assert "absent.json (not found)" in text  # a missing input is reported, not fatal
     assert "Where the time goes" in text
     assert "torchvision eager" in proc.stdout  # the short table
@@ -346,3 +365,234 @@ def test_report_lists_the_measured_pools_and_head():
     text = report.throughput_markdown([_row("fused_triton", 0.008, stem_conv1=stem)])
     assert "| cuda bf16 channels_last b256 | head 256x1024x7x7 | triton | aten 15.0, triton 9.5 |" in text
     assert "| max pool 256x64x112x112 | aten | aten 80.0 |" in text
+
+
+H200 = "NVIDIA H200"
+
+
+def test_ceilings_come_from_the_run_then_the_device_table(tmp_path, monkeypatch):
+    """A measurement taken on this device wins; else the known-device table (H200, H100 SXM); an
+    unknown device, or a measurement from another device, gets no table row; the fraction is
+    max(FLOPs / FLOP ceiling, bytes / byte ceiling) over the time."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers import roofline
+
+    path = tmp_path / "ceilings.json"
+    path.write_text(json.dumps({"device_name": H200, "flop_per_s": 700e12, "byte_per_s": 4.0e12}))
+    measured = roofline.resolve_ceilings(H200, str(path))
+    assert (measured["flop_per_s"], measured["byte_per_s"]) == (700e12, 4.0e12)
+    assert measured["source"] == "measured in this run (ceilings.json)"
+    table = roofline.resolve_ceilings("NVIDIA H100 80GB HBM3", str(path))  # measured on another device
+    assert (table["flop_per_s"], table["byte_per_s"]) == (779e12, 2.98e12) and table["source"].startswith("table")
+    assert roofline.resolve_ceilings(H200, str(tmp_path / "absent.json"))["byte_per_s"] == 4.3e12
+    assert roofline.resolve_ceilings("NVIDIA H100 PCIe", None) is None  # other ceilings than the SXM part
+    # compute-bound: 7e12 FLOP at 700 TFLOP/s is 10 ms; 1e9 B at 4 TB/s is 0.25 ms; run in 20 ms.
+    r = roofline.roofline_with(7e12, 1e9, 0.020, measured, applies=True)
+    assert r["roofline_fraction"] == pytest.approx(0.5) and r["bound"] == "compute"
+    assert r["ceiling_tflops"] == pytest.approx(700) and r["ceiling_source"] == measured["source"]
+    r = roofline.roofline_with(1e9, 4e9, 0.004, measured, applies=True)  # memory-bound: 1 ms floor
+    assert r["roofline_fraction"] == pytest.approx(0.25) and r["bound"] == "memory"
+    assert roofline.roofline_with(1e9, 4e9, 0.004, measured, applies=False)["roofline_fraction"] is None
+    assert roofline.roofline_with(1e9, 4e9, 0.004, None, applies=True)["ceiling_tflops"] is None
+    # The measurement's own code path, at toy sizes on the CPU (the suite runs it on the GPU only).
+    monkeypatch.setattr(roofline, "GEMM_N", 32)
+    monkeypatch.setattr(roofline, "COPY_BYTES", 1 << 16)
+    monkeypatch.setattr(roofline, "REPEATS", 2)
+    got = roofline.measure_ceilings(__import__("torch").device("cpu"))
+    assert got["flop_per_s"] > 0 and got["byte_per_s"] > 0 and got["gemm"]["flops"] == 2 * 32**3
+    assert got["copy"]["bytes"] == 2 << 16 and got["gemm"]["repeats"] == 2
+
+
+def _gpu_row(kind, block, impl, median_s, flops, nbytes, ceil, **extra):
+    from benchmarks.helpers.roofline import roofline_with
+
+    return {
+        "kind": kind,
+        "block": block,
+        "impl": impl,
+        "device": "cuda",
+        "dtype": "bf16",
+        "memory_format": "channels_last",
+        "batch": 256,
+        "timing": "cuda_graph",
+        "median_s": median_s,
+        "images_per_s": 256 / median_s,
+        **roofline_with(flops, nbytes, median_s, ceil, applies=True),
+        **extra,
+    }
+
+
+def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tmp_path):
+    """On a synthetic GPU run: the header names the ceilings measured in the run, the stage table
+    holds each stage's µs and roofline fraction at those ceilings with what FusedGoogLeNet chose, the
+    measured choices are listed generically (an unknown choice object too), the first-forward rows
+    are tabulated, and the merged JSON renders the same report again."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    ceil = {
+        "device_name": H200,
+        "flop_per_s": 800e12,
+        "byte_per_s": 4.0e12,
+        "source": "measured in this run (ceilings.json)",
+        "gemm": {"what": "torch.mm bf16 8192x8192x8192", "median_s": 1.375e-3, "repeats": 20},
+        "copy": {"what": "Tensor.copy_ of 1024 MiB", "median_s": 0.537e-3, "repeats": 20},
+    }
+    pool_choice = {
+        "choice": "POOL_CHOICE",
+        "where": "maxpool3",
+        "key": {"device": "cuda:0", "dtype": "bfloat16", "shape": [256, 480, 28, 28], "params": [3, 2, 0, True]},
+        "chosen": "triton",
+        "us": {"aten": 80.0, "triton": 52.5},
+        "errors": {},
+        "stored": False,
+    }
+    fold_choice = {  # a choice object the report has never heard of
+        "choice": "FOLD_CHOICE",
+        "where": "inception4a",
+        "key": {"device": "cuda:0", "dtype": "bfloat16", "shape": [256, 480, 28, 28], "folded": True},
+        "chosen": "folded",
+        "us": {"separate": 190.0, "folded": 150.0},
+        "errors": {"other": "RuntimeError: no kernel"},
+        "stored": False,
+    }
+    rows = [
+        # maxpool3: 200 MB at 4 TB/s = 50 µs floor; fused in 62.5 µs = 80%, torchvision in 125 µs = 40%.
+        _gpu_row("stage", "maxpool3", "torchvision", 125e-6, 0, 200e6, ceil),
+        _gpu_row("stage", "maxpool3", "fused", 62.5e-6, 0, 200e6, ceil, measured_choices=[pool_choice]),
+        # conv1: 60 GFLOP at 800 TFLOP/s = 75 µs floor; fused in 250 µs = 30%, below the 50% target.
+        _gpu_row("stage", "conv1", "fused", 250e-6, 60e9, 180e6, ceil, measured_choices=[]),
+        _gpu_row("block", "inception4a", "triton", 200e-6, 100e9, 100e6, ceil, measured_choices=[fold_choice]),
+    ]
+    blocks = tmp_path / "blocks.json"
+    blocks.write_text(
+        json.dumps({"machine_info": {}, "benchmarks": [{"name": str(i), "extra_info": r} for i, r in enumerate(rows)]})
+    )
+    ceilings = tmp_path / "ceilings.json"
+    ceilings.write_text(json.dumps(ceil))
+    first = tmp_path / "first.json"
+    first.write_text(
+        json.dumps(
+            {
+                "size": 224,
+                "rows": [
+                    {
+                        "kind": "fused",
+                        "batch": 256,
+                        "cache": "cold",
+                        "device": "cuda",
+                        "dtype": "bf16",
+                        "to_first_result_s": 9.5,
+                        "first_forward_s": 6.0,
+                        "second_forward_s": 0.008,
+                    },
+                    {
+                        "kind": "fused",
+                        "batch": 256,
+                        "cache": "warm",
+                        "device": "cuda",
+                        "dtype": "bf16",
+                        "error": "not run: past the deadline",
+                    },
+                ],
+            }
+        )
+    )
+    md, merged = tmp_path / "r.md", tmp_path / "merged.json"
+    args = [
+        str(blocks),
+        "--ceilings",
+        str(ceilings),
+        "--first",
+        str(first),
+        "--md",
+        str(md),
+        "--merged-json",
+        str(merged),
+    ]
+    assert report.main(args) == 0
+    text = md.read_text()
+    assert (
+        "- roofline ceilings: 800 TFLOP/s dense bf16 GEMM, 4,000 GB/s device copy (read + write): "
+        "measured in this run (ceilings.json)" in text
+    )
+    assert (
+        "- ceilings measured in this run on NVIDIA H200: 800 TFLOP/s (torch.mm bf16 8192x8192x8192: "
+        "median 1.375 ms of 20)" in text
+    )
+    assert "779" not in text and "2.98" not in text  # no H100 figure left anywhere
+    assert "| maxpool3 | 0 | 200 | 125 (40%) | 62.5 (80%) | 2.00× | memory | POOL_CHOICE: triton |" in text
+    assert "| conv1 + ReLU + maxpool1 | 60 | 180 | — | 250 (30%) | — | compute | — (nothing measured) |" in text
+    assert "Below it (fused): conv1 30%." in text
+    assert "at 800 TFLOP/s, 4,000 GB/s" in text  # the blocks' floor names the same ceilings
+    assert "| POOL_CHOICE | maxpool3 | 256x480x28x28 | triton | triton 52.5, aten 80.0 | — |" in text
+    assert (
+        "| FOLD_CHOICE | inception4a | 256x480x28x28 | folded | folded 150.0, separate 190.0 | "
+        "other: RuntimeError: no kernel | folded=True |" in text
+    )
+    assert (
+        "| fused | 256 | cold | 9.5 | 6.0 | 8.0 |" in text
+        and "| fused | 256 | warm | not run: past the deadline |" in text
+    )
+    # The merged JSON is a complete input by itself: ceilings and first-forward rows included.
+    again = tmp_path / "again.md"
+    assert report.main([str(merged), "--md", str(again)]) == 0
+    assert again.read_text().replace("merged.json", "blocks.json") == text
+
+
+def test_measured_choices_lists_every_choice_object_of_the_package():
+    """benchmarks.helpers.choices.measured_choices finds a MeasuredChoice in any loaded
+    inception_fast module without being told its name, with the candidates' µs, narrowed to a
+    device, dtype and batch."""
+    import types
+    from typing import NamedTuple
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers.choices import measured_choices
+    from inception_fast.choices import MeasuredChoice
+
+    class Key(NamedTuple):
+        device: str
+        dtype: torch.dtype
+        shape: tuple
+        folded: bool
+
+    seconds = {"separate": 2e-6, "folded": 1e-6}
+    chooser = MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: seconds[fn()])
+    cpu = torch.device("cpu")
+    for batch in (4, 1):
+        key = Key("cpu", torch.float32, (batch, 8, 6, 6), True)
+        assert chooser.pick(key, cpu, {"separate": lambda: "separate", "folded": lambda: "folded"}) == "folded"
+    module = types.ModuleType("inception_fast._bench_test_fold")
+    module.FOLD_CHOICE = chooser
+    sys.modules[module.__name__] = module
+    try:
+        found = [c for c in measured_choices(cpu, torch.float32, batch=4) if c["choice"] == "FOLD_CHOICE"]
+        assert len(found) == 1
+        assert found[0]["chosen"] == "folded" and found[0]["us"] == pytest.approx({"separate": 2.0, "folded": 1.0})
+        assert found[0]["key"] == {"device": "cpu", "dtype": "float32", "shape": [4, 8, 6, 6], "folded": True}
+        assert not [c for c in measured_choices(cpu, torch.float16, batch=4) if c["choice"] == "FOLD_CHOICE"]
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers import settings as bench_settings
+
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "1")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_MODELS", "fused_torch,torchvision")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_FORMATS", "channels_last")
+    cases = bench_settings.throughput_cases()
+    assert [(c.model, c.memory_format) for c in cases] == [
+        ("fused_torch", "channels_last"),
+        ("torchvision", "channels_last"),
+    ]
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_MODELS", "fused_tortoise")
+    with pytest.raises(ValueError, match="unknown model"):
+        bench_settings.throughput_cases()
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_FORMATS", "nhwc")
+    with pytest.raises(ValueError, match="unknown memory format"):
+        bench_settings.settings()

@@ -1,6 +1,10 @@
 """What the package picked while a benchmark ran: the Triton autotuners' configs and the
 measured choices (backend "auto" per block shape, the stem's conv1, conv-ReLU, the max pools, the
-head)."""
+head, and any other).
+
+``measured_choices`` lists every ``inception_fast.choices.MeasuredChoice`` found at module level
+in the loaded ``inception_fast`` modules (``choosers``), so a choice added to the package shows up
+in the benchmark report without edits here."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from benchmarks.helpers.settings import DTYPES
+from benchmarks.helpers.settings import DTYPES, STAGES
 
 
 def _triton_common():
@@ -88,3 +92,91 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         "conv_relu": convs,
         "stages": stages,
     }
+
+
+def choosers() -> dict:
+    """{name: MeasuredChoice} of every MeasuredChoice bound at module level in the loaded
+    ``inception_fast`` modules (inception_fast.choices first, so a re-export keeps its own name)."""
+    from inception_fast.choices import MeasuredChoice
+
+    names = sorted(
+        (n for n, m in list(sys.modules.items()) if m is not None and n.split(".")[0] == "inception_fast"),
+        key=lambda n: (n != "inception_fast.choices", n),
+    )
+    found, seen = {}, set()
+    for mod_name in names:
+        for attr, value in list(vars(sys.modules[mod_name]).items()):
+            if isinstance(value, MeasuredChoice) and id(value) not in seen:
+                seen.add(id(value))
+                found[attr if attr not in found else f"{mod_name}.{attr}"] = value
+    return found
+
+
+def _jsonable(value):
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _same_device(key_device, device) -> bool:
+    """Whether a key's device string names ``device`` ("cuda:0" is "cuda" when no index is asked)."""
+    try:
+        d, want = torch.device(key_device), torch.device(device)
+    except (RuntimeError, TypeError):
+        return False
+    return d.type == want.type and (want.index is None or d.index in (None, want.index))
+
+
+def _where(shape, image_size: Optional[int]) -> str:
+    """The blocks and stages whose input is (C, H, W) = shape[1:] at ``image_size`` ("" if none)."""
+    if image_size is None or not isinstance(shape, tuple) or len(shape) != 4:
+        return ""
+    from benchmarks.helpers.shapes import block_shapes, stage_shapes
+
+    chw = tuple(shape[1:])
+    blocks = block_shapes(image_size)
+    names = [n for n in STAGES if stage_shapes(image_size)[n].input_chw == chw]
+    names += [n for n, b in blocks.items() if n != "stem" and b.input_chw == chw]
+    return "/".join(names)
+
+
+def measured_choices(
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    batch: Optional[int] = None,
+    shape: Optional[tuple] = None,
+    image_size: Optional[int] = None,
+) -> list:
+    """Every measured choice so far in this process (``choosers``) on ``device``, narrowed to
+    ``dtype``, to inputs of ``batch`` images and to input ``shape`` where given (keys without such a
+    field are kept): [{choice, where, key, chosen, us, errors, stored}], µs per candidate where
+    measured (a choice read from the choice store has none)."""
+    rows = []
+    for name, chooser in choosers().items():
+        for key, c in chooser.choices().items():
+            fields = key._asdict() if hasattr(key, "_asdict") else {"key": key}
+            if "device" in fields and not _same_device(fields["device"], device):
+                continue
+            if dtype is not None and "dtype" in fields and fields["dtype"] != dtype:
+                continue
+            key_shape = fields.get("shape")
+            if batch is not None and isinstance(key_shape, tuple) and key_shape and key_shape[0] != batch:
+                continue
+            if shape is not None and isinstance(key_shape, tuple) and key_shape != tuple(shape):
+                continue
+            rows.append(
+                {
+                    "choice": name,
+                    "where": _where(key_shape, image_size),
+                    "key": {k: _jsonable(v) for k, v in fields.items()},
+                    "chosen": c.name,
+                    "us": {k: v * 1e6 for k, v in c.seconds.items()},
+                    "errors": dict(c.errors),
+                    "stored": c.stored,
+                }
+            )
+    return rows

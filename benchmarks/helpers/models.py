@@ -10,7 +10,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from benchmarks.helpers.settings import DTYPES, ENV_QUICK, FORMATS, STEM_LAYERS, Settings, flag
+from benchmarks.helpers.settings import DTYPES, ENV_QUICK, FORMATS, STAGE_LAYERS, STEM_LAYERS, Settings, flag
 from inception_fast.testing import calibrate
 
 warnings.filterwarnings("ignore", message=".*weight initialization of GoogleNet.*")
@@ -85,6 +85,19 @@ def tv_block(name: str, s: Settings, dtype: str) -> nn.Module:
         else:
             mod = copy.deepcopy(getattr(base, name))
         _BLOCK_CACHE[key] = _place(mod, s.device, DTYPES[dtype], torch.channels_last)
+    return _BLOCK_CACHE[key]
+
+
+def tv_stage(name: str, s: Settings, dtype: str) -> nn.Module:
+    """A stage outside the blocks (settings.STAGES) as torchvision runs it: its calibrated layers
+    in a Sequential (BatchNorm unfolded; the head with torchvision's flatten), channels_last."""
+    key = ("tv_stage", name, str(s.device), dtype, s.image_size)
+    if key not in _BLOCK_CACHE:
+        base = base_torchvision(s.image_size, s.calib_batch)
+        layers = [copy.deepcopy(getattr(base, n)) for n in STAGE_LAYERS[name]]
+        if name == "head":
+            layers.insert(1, nn.Flatten(1))
+        _BLOCK_CACHE[key] = _place(nn.Sequential(*layers), s.device, DTYPES[dtype], torch.channels_last)
     return _BLOCK_CACHE[key]
 
 

@@ -18,6 +18,9 @@ options set the same variables):
 * ``INCEPTION_FAST_BENCH_DEVICE=cpu|cuda``: force the device (default: cuda if present).
 * ``INCEPTION_FAST_BENCH_BATCHES=256,1`` / ``INCEPTION_FAST_BENCH_DTYPES=bf16``: narrow
   the throughput grid (for short GPU windows).
+* ``INCEPTION_FAST_BENCH_FORMATS=channels_last`` / ``INCEPTION_FAST_BENCH_MODELS=torchvision,fused_triton``:
+  narrow the throughput grid's memory formats and models; the models run in the order given
+  (the GPU suite lists the issues' rows first, so a cut-short step still has them).
 * ``INCEPTION_FAST_BENCH_BLOCK_BATCH=1``: the per-block benchmarks' batch (default 256 on a GPU).
 * ``INCEPTION_FAST_BENCH_DEADLINE=<unix time>``: benchmarks not started by then skip
   (gpu_suite.sh uses it so a time-boxed run still writes its JSON).
@@ -45,6 +48,8 @@ ENV_DEVICE = "INCEPTION_FAST_BENCH_DEVICE"
 ENV_BATCHES = "INCEPTION_FAST_BENCH_BATCHES"
 ENV_BLOCK_BATCH = "INCEPTION_FAST_BENCH_BLOCK_BATCH"
 ENV_DTYPES = "INCEPTION_FAST_BENCH_DTYPES"
+ENV_FORMATS = "INCEPTION_FAST_BENCH_FORMATS"
+ENV_MODELS = "INCEPTION_FAST_BENCH_MODELS"
 ENV_DEADLINE = "INCEPTION_FAST_BENCH_DEADLINE"  # unix time after which no new benchmark starts
 ENV_PROFILE = "INCEPTION_FAST_BENCH_PROFILE"
 ENV_PEERS = "INCEPTION_FAST_BENCH_PEERS"
@@ -58,6 +63,18 @@ BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
 BLOCKS = tuple(BLOCK_CONFIGS)  # inception3a ... inception5b, in network order
 STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
+# The stages FusedGoogLeNet runs outside the blocks, each timed alone by bench_blocks.py, and the
+# torchvision layers each covers (the head: avgpool, flatten, dropout, fc).
+STAGE_LAYERS = {
+    "conv1": ("conv1", "maxpool1"),
+    "conv2": ("conv2",),
+    "conv3": ("conv3",),
+    "maxpool2": ("maxpool2",),
+    "maxpool3": ("maxpool3",),
+    "maxpool4": ("maxpool4",),
+    "head": ("avgpool", "dropout", "fc"),
+}
+STAGES = tuple(STAGE_LAYERS)
 
 
 def flag(name: str) -> bool:
@@ -120,6 +137,10 @@ def settings() -> Settings:
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"{ENV_DTYPES}: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    formats = _env_list(ENV_FORMATS) or ("channels_last", "contiguous")
+    for f in formats:
+        if f not in FORMATS:
+            raise ValueError(f"{ENV_FORMATS}: unknown memory format {f!r}; choose from {', '.join(FORMATS)}")
     return Settings(
         device=device,
         quick=quick,
@@ -130,7 +151,7 @@ def settings() -> Settings:
         image_size=image,
         batches=batches,
         dtypes=dtypes,
-        formats=("channels_last", "contiguous"),
+        formats=formats,
         block_batch=block_batch,
         block_dtype="bf16" if gpu else "fp32",
         compile_batch=max(batches),
@@ -163,6 +184,12 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
     models = ["torchvision", "reference", *(f"fused_{b}" for b in BACKENDS)]
     if s.device.type == "cuda":  # off CUDA, auto is one backend: onednn where it runs, else torch
         models.append("fused_auto")
+    chosen = _env_list(ENV_MODELS)
+    if chosen:
+        unknown = [m for m in chosen if m not in (*models, "fused_auto")]
+        if unknown:
+            raise ValueError(f"{ENV_MODELS}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)}")
+        models = [m for m in chosen if m in models]
     cases = []
     for dtype in s.dtypes:
         for fmt in s.formats:
@@ -181,8 +208,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 
 @dataclass(frozen=True)
 class BlockCase:
-    block: str  # "stem" or an Inception block name
-    impl: str  # torchvision | torch | triton | cuda | cpp | launch1_ext | launch1_triton
+    block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
+    impl: str  # torchvision | torch | triton | cuda | cpp | onednn | launch1_ext | launch1_triton | fused (stages)
 
     @property
     def id(self) -> str:
@@ -196,6 +223,10 @@ def block_cases(s: Optional[Settings] = None) -> list:
     cases = [BlockCase("stem", impl) for impl in ("torchvision", "torch", "triton", "onednn")]
     for name in BLOCKS:
         cases += [BlockCase(name, impl) for impl in ("torchvision", *BACKENDS)]
+    # Each stage outside the blocks alone: torchvision's layers (BatchNorm unfolded) and
+    # FusedGoogLeNet's (backend "auto") stage as its measured choice runs it.
+    for name in STAGES:
+        cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
     for name in BLOCKS:
         cases += [BlockCase(name, "launch1_ext"), BlockCase(name, "launch1_triton")]
     return cases

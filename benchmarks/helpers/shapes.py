@@ -1,5 +1,6 @@
-"""Per block (and the stem): input and output shapes and every conv's shape, taken by running
-torchvision's googlenet once with forward hooks, with their work counts."""
+"""Per block (and the stem), and per stage outside the blocks: input and output shapes and every
+conv's shape, taken by running torchvision's googlenet once with forward hooks, with their work
+counts (``block_shapes``, ``stage_shapes``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from benchmarks.helpers.settings import BLOCKS, STEM_LAYERS
+from benchmarks.helpers.settings import BLOCKS, STAGE_LAYERS, STAGES, STEM_LAYERS
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,76 @@ def block_shapes(image_size: int) -> dict:
         for h in handles:
             h.remove()
     return {k: BlockShape(k, io[k]["in"], io[k]["out"], tuple(convs[k])) for k in ("stem", *BLOCKS)}
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """One stage outside the blocks (``settings.STAGES``): its input and output shapes and work.
+
+    FLOPs: 2 per MAC of a conv or the fc, 1 per input element of the average pool; a max pool's
+    comparisons are not counted (no arithmetic that a roofline's FLOP ceiling measures).  Bytes:
+    input read once, output written once, weights (BN folded: with a bias) read once."""
+
+    name: str
+    input_chw: tuple
+    output_chw: tuple  # the head's: (classes,)
+    flops_per_image: int
+    weight_elems: int
+
+    def flops(self, batch: int) -> int:
+        return batch * self.flops_per_image
+
+    def bytes(self, batch: int, elem_size: int) -> int:
+        n_in, n_out = 1, 1
+        for d in self.input_chw:
+            n_in *= d
+        for d in self.output_chw:
+            n_out *= d
+        return elem_size * (batch * (n_in + n_out) + self.weight_elems)
+
+
+@lru_cache(maxsize=4)
+def stage_shapes(image_size: int) -> dict:
+    """{stage name: StageShape} for ``settings.STAGES`` at ``image_size``, from a 1-image forward."""
+    import torchvision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    seen: dict = {}
+    handles = []
+
+    def hook(layer):
+        def record(mod, inp, out):
+            seen[layer] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
+
+        return record
+
+    for layers in STAGE_LAYERS.values():
+        for layer in layers:
+            handles.append(getattr(model, layer).register_forward_hook(hook(layer)))
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name in STAGES:
+        layers = STAGE_LAYERS[name]
+        flops, weights = 0, 0
+        for layer in layers:
+            mod = getattr(model, layer)
+            conv = getattr(mod, "conv", None)
+            in_shape, out_shape = seen[layer]
+            if isinstance(conv, nn.Conv2d):
+                shape = ConvShape(conv.in_channels, conv.out_channels, *conv.kernel_size, conv.groups, *out_shape[1:])
+                flops += 2 * shape.macs_per_image()
+                weights += shape.weight_elems()
+            elif isinstance(mod, nn.Linear):
+                flops += 2 * mod.in_features * mod.out_features
+                weights += mod.weight.numel() + mod.bias.numel()
+            elif isinstance(mod, nn.AdaptiveAvgPool2d):
+                flops += in_shape[0] * in_shape[1] * in_shape[2]
+        out[name] = StageShape(name, seen[layers[0]][0], seen[layers[-1]][1], flops, weights)
+    return out
