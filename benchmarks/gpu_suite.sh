@@ -189,7 +189,7 @@ DTYPES_ENV=()
 # the rows they compare first: a step cut short by its deadline still has them.
 GRID_ENV=()
 SUITE_MODELS=${SUITE_MODELS:-torchvision,fused_triton,fused_cuda,fused_auto,fused_torch}
-[[ $SUITE_MODELS != all ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_MODELS="$SUITE_MODELS")
+[[ $QUICK == 0 && $SUITE_MODELS != all ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_MODELS="$SUITE_MODELS")
 [[ $QUICK == 0 ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_BATCHES=256 INCEPTION_FAST_BENCH_FORMATS=channels_last)
 run_step throughput 110 175 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
     "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"

@@ -5,10 +5,14 @@
   (``python -m benchmarks.helpers.environment [env|name] [--quick]`` prints them).
 * ``models``: calibrated torchvision weights, the cached models and blocks, example inputs,
   backend availability.
-* ``shapes``: per-block input/output and conv shapes, taken with forward hooks.
-* ``roofline``: work counts (FLOPs, bytes) and the fraction of the H100 roofline.
+* ``shapes``: per-block and per-stage (outside the blocks) input/output and conv shapes, taken
+  with forward hooks.
+* ``roofline``: work counts (FLOPs, bytes), the device's ceilings (measured in the run:
+  ``python -m benchmarks.helpers.roofline --json ceilings.json``, else the known-device table) and
+  the fraction of that roofline.
 * ``measure``: the bridge from ``inception_fast.timing.time_fn`` to pytest-benchmark (median and spread), and parity.
 * ``peers``: the CPU peers, ONNX Runtime and OpenVINO, running torchvision's model exported to ONNX.
 * ``profiling``: torch.profiler time per kernel name.
-* ``choices``: what the Triton autotuners and the package's measured choices picked.
+* ``choices``: what the Triton autotuners and the package's measured choices (every
+  ``MeasuredChoice`` of the loaded package, found without a list of names) picked.
 """
