@@ -1229,7 +1229,7 @@ def main(argv=None):
         )
         used = _ceilings_used([b.get("extra_info") or {} for b in merged["benchmarks"]])
         for t, g, src in sorted(used, key=str):
-            print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s ({src})")
+            print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s; {src}")
     elif not args.md:
         print(text)
     return 0 if merged["benchmarks"] else 1

@@ -131,15 +131,22 @@ def _same_device(key_device, device) -> bool:
     return d.type == want.type and (want.index is None or d.index in (None, want.index))
 
 
-def _where(shape, image_size: Optional[int]) -> str:
-    """The blocks and stages whose input is (C, H, W) = shape[1:] at ``image_size`` ("" if none)."""
+def _where(shape, image_size: Optional[int], weight=None) -> str:
+    """The blocks and stages whose input is (C, H, W) = shape[1:] at ``image_size`` ("" if none);
+    a key's conv ``weight`` shape, where it has one, tells conv2 from conv3 (the same input)."""
     if image_size is None or not isinstance(shape, tuple) or len(shape) != 4:
         return ""
     from benchmarks.helpers.shapes import block_shapes, stage_shapes
 
     chw = tuple(shape[1:])
     blocks = block_shapes(image_size)
-    names = [n for n in STAGES if stage_shapes(image_size)[n].input_chw == chw]
+    stages = stage_shapes(image_size)
+    names = [
+        n
+        for n in STAGES
+        if stages[n].input_chw == chw
+        and (weight is None or stages[n].conv_weight is None or stages[n].conv_weight == tuple(weight))
+    ]
     names += [n for n, b in blocks.items() if n != "stem" and b.input_chw == chw]
     return "/".join(names)
 
@@ -171,7 +178,7 @@ def measured_choices(
             rows.append(
                 {
                     "choice": name,
-                    "where": _where(key_shape, image_size),
+                    "where": _where(key_shape, image_size, fields.get("weight")),
                     "key": {k: _jsonable(v) for k, v in fields.items()},
                     "chosen": c.name,
                     "us": {k: v * 1e6 for k, v in c.seconds.items()},

@@ -118,6 +118,7 @@ class StageShape:
     output_chw: tuple  # the head's: (classes,)
     flops_per_image: int
     weight_elems: int
+    conv_weight: Optional[tuple] = None  # (Cout, Cin, kh, kw) of the stage's conv, if it has one
 
     def flops(self, batch: int) -> int:
         return batch * self.flops_per_image
@@ -160,7 +161,7 @@ def stage_shapes(image_size: int) -> dict:
     out = {}
     for name in STAGES:
         layers = STAGE_LAYERS[name]
-        flops, weights = 0, 0
+        flops, weights, conv_weight = 0, 0, None
         for layer in layers:
             mod = getattr(model, layer)
             conv = getattr(mod, "conv", None)
@@ -169,10 +170,11 @@ def stage_shapes(image_size: int) -> dict:
                 shape = ConvShape(conv.in_channels, conv.out_channels, *conv.kernel_size, conv.groups, *out_shape[1:])
                 flops += 2 * shape.macs_per_image()
                 weights += shape.weight_elems()
+                conv_weight = tuple(conv.weight.shape)
             elif isinstance(mod, nn.Linear):
                 flops += 2 * mod.in_features * mod.out_features
                 weights += mod.weight.numel() + mod.bias.numel()
             elif isinstance(mod, nn.AdaptiveAvgPool2d):
                 flops += in_shape[0] * in_shape[1] * in_shape[2]
-        out[name] = StageShape(name, seen[layers[0]][0], seen[layers[-1]][1], flops, weights)
+        out[name] = StageShape(name, seen[layers[0]][0], seen[layers[-1]][1], flops, weights, conv_weight)
     return out
