@@ -3,11 +3,13 @@
 Models: torchvision eager, the reference GoogLeNet, FusedGoogLeNet with each backend (on
 CUDA also backend="auto", with the backends it chose per block in extra_info), and (opt-in:
 --compile or INCEPTION_FAST_BENCH_COMPILE=1) torch.compile of torchvision's model in default
-mode with inductor freezing.  On a CPU, --peers (INCEPTION_FAST_BENCH_PEERS=1) adds the CPU
-peers beside them at every batch: ONNX Runtime, OpenVINO f32 and bf16 (benchmarks.helpers.peers)
-and torch.compile with freezing (fp32).  Grid: see benchmarks.helpers.settings.settings() (GPU:
-batch 256/64/1 × bf16/fp32 × channels_last/contiguous; CPU: batch 8/1, fp32, both formats: the
-contiguous rows are torchvision as given NCHW input).  The headline number is
+mode with inductor freezing at the largest batch and, on CUDA, in mode "reduce-overhead" (CUDA
+graphs) with freezing at batch 1 (``tv_compile_ro``, the batch-1 anchor).  On a CPU, --peers
+(INCEPTION_FAST_BENCH_PEERS=1) adds the CPU peers beside them at every batch: ONNX Runtime,
+OpenVINO f32 and bf16 (benchmarks.helpers.peers) and torch.compile with freezing (fp32).
+Grid: see benchmarks.helpers.settings.settings() (GPU: batch 256/64/1 × bf16/fp32 ×
+channels_last/contiguous; CPU: batch 8/1, fp32, both formats: the contiguous rows are
+torchvision as given NCHW input).  The headline number is
 extra_info["images_per_s"], with the spread (q1_s, q3_s, min_s, max_s) beside it.
 
     python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]
@@ -50,13 +52,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
-def _compiled(model: torch.nn.Module, x: torch.Tensor):
-    """torch.compile (default mode) with freezing; returns (fn, compile seconds).
+def _compiled(model: torch.nn.Module, x: torch.Tensor, mode: str = "default"):
+    """torch.compile (``mode``) with freezing; returns (fn, compile seconds).
     Compilation happens at the first call, so that call runs under the config patch."""
     import torch._inductor.config as inductor_config
 
     torch._dynamo.reset()
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, mode=mode)
     with inductor_config.patch(freezing=True), torch.inference_mode():
         t0 = time.perf_counter()
         compiled(x)
@@ -97,9 +99,10 @@ def test_throughput(benchmark, case):
         extra.update(peer_info, input_layout="NCHW fp32 array (the engine picks its own layout)")
     else:
         fn = lambda: model(x)
-    if case.model == "tv_compile":
-        compiled, compile_s = _compiled(model, x)
-        extra.update(compile_s=compile_s, compile_mode="default", freezing=True)
+    if case.model in ("tv_compile", "tv_compile_ro"):
+        mode = "reduce-overhead" if case.model == "tv_compile_ro" else "default"
+        compiled, compile_s = _compiled(model, x, mode)
+        extra.update(compile_s=compile_s, compile_mode=mode, freezing=True)
         fn = lambda: compiled(x)
     group = f"throughput {s.device.type} {case.dtype} {case.memory_format} batch {case.batch}"
     mark = triton_tuning_mark()

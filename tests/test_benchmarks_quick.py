@@ -277,8 +277,9 @@ def _row(model, median_s, timing="cuda_events", **extra):
 
 
 def test_report_holds_graph_replays_against_the_compile_anchor():
-    """CUDA-graph rows get their × compile from the eager config's anchor; a case whose capture
-    failed (timed eagerly) stays apart from the eager rows; profiles are tabulated."""
+    """CUDA-graph rows get their × compile from the eager config's anchor (at batch 1:
+    reduce-overhead's); a case whose capture failed (timed eagerly) stays apart from the eager rows;
+    profiles are tabulated."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -293,14 +294,19 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
         _row("fused_triton", 0.010, kernel_profile=prof, busy=0.4),
         _row("fused_triton", 0.004, timing="cuda_graph"),
         _row("fused_cuda", 0.011, cuda_graph_error="RuntimeError: capture failed"),
+        _row("tv_compile_ro", 0.0005, batch=1, compile_s=25.0),
+        _row("fused_triton", 0.0004, batch=1, timing="cuda_graph"),
     ]
     index = report.throughput_index(rows)
+    assert index[("cuda", "bf16", "channels_last, CUDA graph", 1)]["fused_triton"]["x_compile"] == pytest.approx(1.25)
     graph = index[("cuda", "bf16", "channels_last, CUDA graph", 256)]["fused_triton"]
     assert graph["x_compile"] == pytest.approx(1.5)
     assert index[("cuda", "bf16", "channels_last", 256)]["fused_triton"]["median_s"] == 0.010
     assert "fused_cuda" not in index[("cuda", "bf16", "channels_last", 256)]
     text = report.throughput_markdown(rows)
     assert "channels_last, CUDA graph b256 | FusedGoogLeNet[triton] | 4.000" in text
+    assert "| cuda bf16 channels_last b1 | torch.compile(tv), reduce-overhead, freezing | 0.500 |" in text
+    assert "torch.compile(tv), reduce-overhead, freezing b1 25.0 s" in text
     assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text and "| 40% |" in text
     assert "busy" in report.throughput_short(rows)
 

@@ -52,7 +52,7 @@ def build_model(name: str, s: Settings, dtype: str, memory_format: str) -> nn.Mo
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     base = base_torchvision(s.image_size, s.calib_batch)
-    if name in ("torchvision", "tv_compile"):
+    if name in ("torchvision", "tv_compile", "tv_compile_ro"):
         model = copy.deepcopy(base)
     elif name == "reference":
         from inception_fast import GoogLeNet

@@ -5,7 +5,8 @@ options set the same variables):
 
 * ``INCEPTION_FAST_BENCH_QUICK=1``: tiny sizes and few repeats (CI smoke run).
 * ``INCEPTION_FAST_BENCH_COMPILE=1``: add the torch.compile anchor (torchvision's
-  googlenet, default mode, ``torch._inductor.config.freezing = True``).
+  googlenet, default mode, ``torch._inductor.config.freezing = True``) at the largest batch and,
+  on CUDA, the batch-1 anchor ``tv_compile_ro`` (mode "reduce-overhead", CUDA graphs, freezing).
 * ``INCEPTION_FAST_BENCH_PEERS=1``: on a CPU, add the engines a CPU user would pick instead,
   beside the fused model at every batch: ONNX Runtime (CPU provider) and OpenVINO (f32 and bf16
   inference precision, set explicitly), both running torchvision's googlenet exported with
@@ -203,6 +204,9 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
     if s.compile and anchor not in cases:
         # One configuration only: each new shape is another ~30 s compile.
         cases.append(anchor)
+    if s.compile and s.device.type == "cuda":
+        # Batch 1's anchor, where the batch-1 targets are held: reduce-overhead (CUDA graphs).
+        cases.append(ThroughputCase("tv_compile_ro", s.dtypes[0], "channels_last", 1))
     return cases
 
 
