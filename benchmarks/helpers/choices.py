@@ -131,9 +131,10 @@ def _same_device(key_device, device) -> bool:
     return d.type == want.type and (want.index is None or d.index in (None, want.index))
 
 
-def _where(shape, image_size: Optional[int], weight=None) -> str:
+def _where(shape, image_size: Optional[int], weight=None, w3=None) -> str:
     """The blocks and stages whose input is (C, H, W) = shape[1:] at ``image_size`` ("" if none);
-    a key's conv ``weight`` shape, where it has one, tells conv2 from conv3 (the same input)."""
+    a key's conv ``weight`` shape, where it has one, tells conv2 from conv3 (the same input), and a
+    block key's 3x3 weight ``w3`` (its dimensions in any order) tells 4b, 4c and 4d apart."""
     if image_size is None or not isinstance(shape, tuple) or len(shape) != 4:
         return ""
     from benchmarks.helpers.shapes import block_shapes, stage_shapes
@@ -147,7 +148,14 @@ def _where(shape, image_size: Optional[int], weight=None) -> str:
         if stages[n].input_chw == chw
         and (weight is None or stages[n].conv_weight is None or stages[n].conv_weight == tuple(weight))
     ]
-    names += [n for n, b in blocks.items() if n != "stem" and b.input_chw == chw]
+    for n, b in blocks.items():
+        if n == "stem" or b.input_chw != chw:
+            continue
+        if w3 is not None and len(b.convs) > 2:
+            c3 = b.convs[2]
+            if sorted(w3) != sorted((c3.cout, c3.cin // c3.groups, c3.kh, c3.kw)):
+                continue
+        names.append(n)
     return "/".join(names)
 
 
@@ -178,7 +186,7 @@ def measured_choices(
             rows.append(
                 {
                     "choice": name,
-                    "where": _where(key_shape, image_size, fields.get("weight")),
+                    "where": _where(key_shape, image_size, fields.get("weight"), fields.get("w3")),
                     "key": {k: _jsonable(v) for k, v in fields.items()},
                     "chosen": c.name,
                     "us": {k: v * 1e6 for k, v in c.seconds.items()},
