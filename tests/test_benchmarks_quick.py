@@ -404,6 +404,7 @@ def test_ceilings_come_from_the_run_then_the_device_table(tmp_path, monkeypatch)
     monkeypatch.setattr(roofline, "GEMM_N", 32)
     monkeypatch.setattr(roofline, "COPY_BYTES", 1 << 16)
     monkeypatch.setattr(roofline, "REPEATS", 2)
+    monkeypatch.setattr(roofline, "WARMUP", 1)
     got = roofline.measure_ceilings(__import__("torch").device("cpu"))
     assert got["flop_per_s"] > 0 and got["byte_per_s"] > 0 and got["gemm"]["flops"] == 2 * 32**3
     assert got["copy"]["bytes"] == 2 << 16 and got["gemm"]["repeats"] == 2

@@ -5,7 +5,7 @@ counted) come, in this order of preference, from:
 
 1. a measurement in the same run: ``python -m benchmarks.helpers.roofline --json ceilings.json``
    (the GPU suite's ``ceilings`` step) times an 8192³ bf16 GEMM on random data and a 1 GiB device
-   copy, median of 20 CUDA-event timings each after a warm-up, and writes them to a small JSON;
+   copy, median of 20 CUDA-event timings each after 20 warm-up runs, and writes them to a small JSON;
    benchmarks read it from ``INCEPTION_FAST_BENCH_CEILINGS`` when its device name is the current
    device's;
 2. ``KNOWN_DEVICES``, ceilings measured earlier on the devices this project has been lent (the
@@ -56,6 +56,7 @@ KNOWN_DEVICES = (
 GEMM_N = 8192  # the measured GEMM: GEMM_N³, bf16, random operands (zeros run faster)
 COPY_BYTES = 1 << 30  # the measured copy: 1 GiB read and 1 GiB written
 REPEATS = 20
+WARMUP = 20  # ~30 ms of GEMMs first: an idle GPU's clocks ramp up before the timed repeats
 
 
 def known_ceilings(device_name: str) -> Optional[dict]:
@@ -95,7 +96,7 @@ def _time_gemm(device: torch.device, gen: torch.Generator):
     a = torch.randn(GEMM_N, GEMM_N, device=device, dtype=torch.bfloat16, generator=gen)
     b = torch.randn(GEMM_N, GEMM_N, device=device, dtype=torch.bfloat16, generator=gen)
     c = torch.empty(GEMM_N, GEMM_N, device=device, dtype=torch.bfloat16)
-    return time_fn(lambda: torch.mm(a, b, out=c), device=device, warmup=3, repeats=REPEATS)
+    return time_fn(lambda: torch.mm(a, b, out=c), device=device, warmup=WARMUP, repeats=REPEATS)
 
 
 def _time_copy(device: torch.device, gen: torch.Generator):
@@ -103,7 +104,7 @@ def _time_copy(device: torch.device, gen: torch.Generator):
 
     src = torch.empty(COPY_BYTES // 4, device=device, dtype=torch.float32).uniform_(generator=gen)
     dst = torch.empty_like(src)
-    return time_fn(lambda: dst.copy_(src), device=device, warmup=3, repeats=REPEATS)
+    return time_fn(lambda: dst.copy_(src), device=device, warmup=WARMUP, repeats=REPEATS)
 
 
 def measure_ceilings(device: torch.device) -> dict:
