@@ -49,7 +49,7 @@
 # 15-minute device window (a fresh machine takes 1-2 minutes to start, each call): 470 s + a start
 # leaves room for one rerun on a fresh machine of about 240 s, e.g. the benchmarks without the
 # tests and the first-forward step:
-#   SUITE_SKIP_TESTS=1 SKIP_FIRST=1 SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT
+#   SKIP_TESTS=1 SKIP_FIRST=1 SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT
 # Step times seen on the H100 (2026-11-27/28, fresh machine): env 13-15 s, install 31-34 s, tests
 # 54-110 s (the cap stopped them once), graph 42 s, blocks 46-53 s, blocks1 22 s, one compile
 # anchor 43 s; the throughput step took 114-148 s over the whole grid, cut to the issues' rows
@@ -180,8 +180,8 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
-if [[ "${SUITE_SKIP_TESTS:-0}" == 1 ]]; then
-    SUMMARY+=("$(printf '%-10s skipped (SUITE_SKIP_TESTS=1)' tests)")
+if [[ "${SKIP_TESTS:-0}" == 1 ]]; then
+    SUMMARY+=("$(printf '%-10s skipped (SKIP_TESTS=1)' tests)")
 else
     run_step tests 140 260 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
