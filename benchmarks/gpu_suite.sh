@@ -11,6 +11,7 @@
 #   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension)
 #              skipped with SKIP_INSTALL=1 (when already installed)
 #   tests      python3 -m pytest -m gpu tests                               -> tests.log
+#              skipped with SKIP_TESTS=1
 #   throughput benchmarks/bench_throughput.py at batch 256, bf16 (SUITE_DTYPES), channels_last:
 #              torchvision, FusedGoogLeNet [triton] [cuda] [auto] [torch] (SUITE_MODELS), with each
 #              model's kernel profile (where the time goes, how busy the GPU is) -> bench.json
