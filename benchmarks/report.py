@@ -905,6 +905,30 @@ def measured_choices_markdown(rows):
     return "\n".join(out)
 
 
+def measured_choices_short(rows):
+    """One line per device, dtype and batch: what each choice object picked, counted over its keys."""
+    seen, counts = set(), {}
+    for r in rows:
+        for c in r.get("measured_choices") or []:
+            key = c.get("key") or {}
+            ident = (c.get("choice"), json.dumps(key, sort_keys=True))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            shape = key.get("shape")
+            config = (str(key.get("device", r.get("device"))), str(key.get("dtype", "")), shape[0] if shape else None)
+            per = counts.setdefault(config, {}).setdefault(c["choice"], {})
+            per[c["chosen"]] = per.get(c["chosen"], 0) + 1
+    lines = []
+    for (dev, dtype, batch), per in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], -(kv[0][2] or 0))):
+        text = "; ".join(
+            f"{name} " + " ".join(f"{chosen}×{n}" for chosen, n in sorted(picked.items()))
+            for name, picked in sorted(per.items())
+        )
+        lines.append(f"measured choices, {dev} {dtype} b{batch}: {text}")
+    return "\n".join(lines)
+
+
 def first_forward_markdown(first):
     """benchmarks/first_forward.py's rows: a fresh process to the first forward's result."""
     rows = (first or {}).get("rows") or []
@@ -1247,6 +1271,9 @@ def main(argv=None):
                 [*(t for t in stage_groups if t), *(blocks_short(g) for g in _block_groups(_rows(merged, "block")))]
             )
         )
+        picked = measured_choices_short(_rows(merged, "throughput") + _rows(merged, "stage") + _rows(merged, "block"))
+        if picked:
+            print(picked)
         used = _ceilings_used([b.get("extra_info") or {} for b in merged["benchmarks"]])
         for t, g, src in sorted(used, key=str):
             print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s; {src}")

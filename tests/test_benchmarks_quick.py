@@ -541,6 +541,8 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
         "| fused | 256 | cold | 9.5 | 6.0 | 8.0 |" in text
         and "| fused | 256 | warm | not run: past the deadline |" in text
     )
+    short = report.measured_choices_short(rows)
+    assert short == "measured choices, cuda:0 bfloat16 b256: FOLD_CHOICE folded×1; POOL_CHOICE triton×1"
     # The merged JSON is a complete input by itself: ceilings and first-forward rows included.
     again = tmp_path / "again.md"
     assert report.main([str(merged), "--md", str(again)]) == 0
