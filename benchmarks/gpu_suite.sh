@@ -154,8 +154,9 @@ NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '-')
 [[ -z "$NAME" || "$NAME" == "-" ]] && NAME=results
 log "results base name: $NAME"
 
-# The step files, packed into steps.tar.gz at the end.
+# The step files, packed into steps.tar.gz at the end (none left from an earlier run in OUTDIR).
 STEPS="$OUT/steps"
+rm -rf "$STEPS" "$OUT/steps.tar.gz"
 mkdir -p "$STEPS"
 
 # --- ceilings: the roofline's ceilings measured on this device, first, on an idle GPU ----------
