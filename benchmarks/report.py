@@ -994,10 +994,14 @@ def header_markdown(merged):
     return "\n".join(lines) + "\n"
 
 
+# Rows recorded before the ceilings' source was (results up to 2026-11-28, H100 runs).
+_UNRECORDED_SOURCE = "source not recorded with the rows (results before 2026-12-02 used the H100's measured ceilings)"
+
+
 def _ceilings_used(rows):
     """{(TFLOP/s, GB/s, source)} of the ceilings the rows' roofline figures used."""
     return {
-        (r["ceiling_tflops"], r["ceiling_gbps"], r.get("ceiling_source") or "?")
+        (r["ceiling_tflops"], r["ceiling_gbps"], r.get("ceiling_source") or _UNRECORDED_SOURCE)
         for r in rows
         if r.get("ceiling_tflops") and r.get("ceiling_gbps")
     }
