@@ -63,7 +63,7 @@ def check_folded(block, pool, what, out=None):
 
 # (pool, batch, pre-pool H, W): the three stage geometries shrunk, odd sizes, ceil mode's
 # overhanging last window (13, 15, 9 at 3x3/2; 7, 5, 3 at 2x2/2), the smallest inputs (2 and 1),
-# d2l's padded floor-mode pool.
+# d2l's padded floor-mode pool, an unpadded floor-mode pool that drops the last row and column.
 CASES = [
     (MAXPOOL23, 2, 13, 9),
     (MAXPOOL23, 1, 15, 14),
@@ -73,6 +73,7 @@ CASES = [
     (MAXPOOL4, 1, 9, 3),
     (D2L, 2, 9, 15),
     (D2L, 1, 2, 1),
+    ((3, 2, 0, False), 2, 14, 10),  # floor mode: the last row and column belong to no window
 ]
 
 
