@@ -609,12 +609,13 @@ AUTOTUNE_KEY = [
 
 
 # The folded pre-pool's K loops load PRE_K^2 (reduce role) and (2*PRE_S + PRE_K)^2 (pool role)
-# taps per step; pipelining them through shared memory would take that many tiles per stage, so
-# they load synchronously into registers (the weight tiles are small).
+# taps per step, one tap at a time (a loop, not unrolled: with all taps in flight every 128-row
+# config spilled 1.4-4 KB on sm_90); pipelining them through shared memory would take that many
+# tiles per stage, so they load synchronously into registers (2 gives the same code on sm_90).
 FOLD_STAGES = 1
 # The reduce role's K step with a pre-pool, where a config's BLOCK_K is larger: the running max
-# is a second fp32 [BLOCK_M, K] tile beside the accumulator (64 spilled 128-row configs at
-# BLOCK_K 64 on sm_90; `python -m benchmarks.kernel_stats --block folds`).
+# is a second fp32 [BLOCK_M, K] tile beside the accumulator (at BLOCK_K 64 the 128-row configs
+# spilled up to 448 bytes on sm_90; `python -m benchmarks.kernel_stats --block folds`).
 FOLD_BLOCK_K = 32
 
 
