@@ -297,8 +297,6 @@ def test_never_folded_with_gradients_in_train_mode_or_off_the_choice(monkeypatch
 @pytest.mark.parametrize("i", range(len(reduce_pool.CONFIGS)))
 def test_gpu_folded_bf16_every_config(i, gpu):
     """GoogLeNet's three folds at their real sizes, batch 2, bf16, each launch-1 config pinned."""
-    import triton
-
     from inception_fast import geometry
     from inception_fast.reference import BLOCK_CONFIGS
 
@@ -315,6 +313,31 @@ def test_gpu_folded_bf16_every_config(i, gpu):
             )  # fmt: skip
             branch_convs.launch_branch_convs(
                 scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ch1,
-                config=triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+                config=branch_convs.CONFIGS[1],
             )  # fmt: skip
         check_folded(block, pool, f"{name} bf16 config {i}", out)
+
+
+@pytest.mark.gpu
+def test_gpu_fold_choice_checks_the_folded_form(gpu, monkeypatch):
+    """FusedGoogLeNet in bf16 at 224x224 on the GPU: FOLD_CHOICE measures maxpool2/3/4 with
+    3a/4a/5a, the folded form passes its parity check against fp64 ATen on each (whichever is
+    faster), and the logits are as close to the fp64 reference as the model's without the folds
+    (the tolerance table's rule)."""
+    ref, model = _model("torchvision")
+    model = model.to(device=gpu, dtype=torch.bfloat16)
+    x = torch.randn(2, 3, 224, 224, device=gpu, dtype=torch.bfloat16)
+    monkeypatch.setattr(choices, "FOLD_CHOICE", choices.MeasuredChoice())
+    with torch.no_grad():
+        out = model(x)
+        measured = choices.FOLD_CHOICE.choices()
+        assert len(measured) == 3
+        for key, choice in measured.items():
+            assert "folded" in choice.seconds and not choice.errors, f"{key}: {choice}"
+        monkeypatch.setattr(choices, "FOLD_CHOICE", choices.MeasuredChoice(measure_on=()))
+        separate = model(x)
+    with torch.no_grad():
+        expected = ref.to(device=gpu, dtype=torch.float64)(x.double())
+    assert expected.std() > 0.05, "activations vanished; the comparison could not fail"
+    bound = reduced_precision_bound(separate, expected)
+    check_close(out, expected, bound, "bf16 logits with the folds measured, against fp64")
