@@ -628,8 +628,9 @@ class FusedGoogLeNet(GoogLeNet):
             or _compute_dtype(x) != x.dtype
             or x.dtype != block._first_weight().dtype
             or block._bn_plan(x) != "fold"
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *_own_unit_tensors(block))))
         ):
-            return separate()
+            return separate()  # (with gradients: the folded op has no backward)
         return stages.pool_block(x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed)
 
     def _head(self, x: Tensor) -> Tensor:
