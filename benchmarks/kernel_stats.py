@@ -153,7 +153,7 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
         ),
     )
     for launch, module, (args, meta, _grid), kernel in launches:
-        for config in module.CONFIGS:
+        for config in map(module._complete_config, module.CONFIGS):
             row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
             row.update(_compile(kernel, args, meta, config, arch))
             rows.append(row)
@@ -242,7 +242,7 @@ def fold_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[di
         hw = (SIZES[block], SIZES[block])
         out, scratch = empty_outputs(x, w_red, w_pool, w3, w5, hw)
         args, meta, _grid = reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, pre_pool=params)
-        for config in reduce_pool.CONFIGS:
+        for config in map(reduce_pool._complete_config, reduce_pool.CONFIGS):
             row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": f"l1+{pool_name}"}
             row.update(_compile(reduce_pool._reduce_pool_kernel, args, meta, config, arch))
             rows.append(row)
@@ -313,6 +313,8 @@ def main(argv=None) -> int:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
                 f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""
             )
+            if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, and its K split
+                cfg += f" p{c['BLOCK_K_POOL']}" + (f"/{c['POOL_SPLIT_K']}" if c["POOL_SPLIT_K"] > 1 else "")
         print(
             f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
             f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "

@@ -552,8 +552,11 @@ def test_sm90_compile_stats_of_every_config():
             # The taps load synchronously, one per step of a loop (reduce_pool.FOLD_STAGES): no
             # cp.async, the loads of the two roles' taps, weights and biases only.  A few configs
             # spill a few dozen bytes (24-32 on 5a's 128x64 tiles and the batch-1 configs with
-            # 32-channel pool steps, with triton 3.8); more would be a regression.
-            assert not r["cp_async"] and r["sync_loads"] == 6 and r["scalar_stores"] == 0, what
+            # 32-channel pool steps, with triton 3.8); more would be a regression.  With the pool
+            # role's K split, its last program of a tile also loads the split partial tiles.
+            pool_split = r["config"]["POOL_SPLIT_K"]
+            sync_loads = 6 + (pool_split if pool_split > 1 else 0)
+            assert not r["cp_async"] and r["sync_loads"] == sync_loads and r["scalar_stores"] == 0, what
             assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
             assert r["registers"] is not None and r["spill_bytes"] <= 64, what
             continue

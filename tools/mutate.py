@@ -46,6 +46,8 @@ TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
 # The pool folded into launch 1: its kernel and op tests (the model-level ones run the same kernels).
 TRITON_FOLD = ("tests/test_triton_fold.py", "-k", "fp32 or fp16 or nan")
+# Launch 1's pool role with its K split.
+TRITON_POOL_SPLIT = ("tests/test_triton_pool_split.py", "-k", "fp32 or nan")
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -137,6 +139,23 @@ MUTANTS = [
         TRITON_BLOCK,
         "off-by-one mask between branch 1's columns and the scratch's",
     ),
+    # -- launch 1's pool role with its K split (reduce_pool.py, POOL_SPLIT_K > 1; _common.finish_tile)
+    Mutant(
+        "triton_pool_split_k_weights",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "        b_ptrs += k_lo * stride_w_k\n",
+        "",
+        TRITON_POOL_SPLIT,
+        "every split of the pool role multiplies its channels by the first channels' weights",
+    ),
+    Mutant(
+        "triton_split_k_missed_slot",
+        "inception_fast/backends/triton/_common.py",
+        "for part in tl.static_range(SPLIT_K):",
+        "for part in tl.static_range(SPLIT_K - 1):",
+        TRITON_POOL_SPLIT,
+        "the split-K sum leaves out the last split's partial tile",
+    ),
     # -- the max pool folded into Triton launch 1 (reduce_pool.py, PRE_K > 1) ---------------------------
     Mutant(
         "triton_fold_pool_taps",
@@ -173,9 +192,9 @@ MUTANTS = [
     # -- Triton launch 2 (branch_convs.py) and the shared pixel helpers ----------------------------------
     Mutant(
         "triton_split_k_chunk",
-        "inception_fast/backends/triton/branch_convs.py",
-        "chunk = tl.cdiv(n_iters, SPLIT_K)",
-        "chunk = n_iters // SPLIT_K",
+        "inception_fast/backends/triton/_common.py",
+        "chunk = tl.cdiv(n_steps, SPLIT_K)",
+        "chunk = n_steps // SPLIT_K",
         TRITON_BLOCK,
         "split-K shares round down: the last K steps are dropped when SPLIT_K does not divide them",
     ),

@@ -37,6 +37,10 @@ __all__ = [
     "pixel_rows",
     "pixel_tile",
     "row_offsets",
+    "candidate_kwargs",
+    "split_range",
+    "bias_relu_store",
+    "finish_tile",
 ]
 
 # triton.jit picks the interpreter when a kernel is decorated, i.e. when the kernel modules
@@ -305,3 +309,81 @@ def pixel_tile(pid, n_col_tiles, M, H, W, BLOCK_M: tl.constexpr):
 def row_offsets(img, hh, ww, s_n, s_h, s_w):
     """64-bit element offsets of the pixels (img, hh, ww) in a tensor with strides s_n, s_h, s_w."""
     return img * s_n + hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w
+
+
+def candidate_kwargs(tuned, config, prune, m: int) -> list:
+    """The kwargs of the configs a launch of M pixel rows may run: the pinned ``config``, else
+    those the autotuned kernel ``tuned`` may pick (its configs after its early ``prune``, which
+    Triton skips for a single config), none under the interpreter (``tuned`` None: it runs its
+    own tile).  Split-K launchers size their workspace and counters for all of them."""
+    if config is not None:
+        return [config.kwargs]
+    if tuned is None:
+        return []
+    configs = tuned.configs
+    return [c.kwargs for c in (configs if len(configs) == 1 else prune(configs, {"M": m}))]
+
+
+@triton.jit
+def split_range(n_steps, split, SPLIT_K: tl.constexpr):
+    """[lo, hi): split ``split``'s share of n_steps K steps among SPLIT_K programs, cdiv(n_steps,
+    SPLIT_K) each in order (the last shares shorter, or empty)."""
+    chunk = tl.cdiv(n_steps, SPLIT_K)
+    lo = split * chunk
+    return lo, tl.minimum(lo + chunk, n_steps)
+
+
+@triton.jit
+def bias_relu_store(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c):
+    """Bias + ReLU on a finished fp32 tile and its store into out's channels from cout_off."""
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+    tl.store(
+        out_ptr + o_row[:, None] + (cout_off + offs_n)[None, :] * stride_out_c,
+        y,
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
+def finish_tile(
+    acc,
+    b_ptr,
+    out_ptr,
+    o_row,
+    row_ok,
+    offs_n,
+    col_ok,
+    cout_off,
+    stride_b,
+    stride_out_c,
+    ws_ptr,
+    cnt_ptr,
+    tile,
+    split,
+    SPLIT_K: tl.constexpr,
+    SLOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The end of an output tile whose K may be split over SPLIT_K programs (``split`` of them,
+    all on output tile ``tile``): with SPLIT_K 1, bias_relu_store; else this program's fp32 partial
+    ``acc`` goes into workspace slot [tile, split] (SLOT >= BLOCK_M * BLOCK_N fp32 elements each),
+    then the tile's int32 counter is bumped (acq_rel atomic, after a barrier: every thread's
+    partial is out).  The program that brings it to SPLIT_K adds the SPLIT_K slots in slot order
+    (the result does not depend on who came last), resets the counter to 0 and stores.  The
+    counters must be 0 when the launch starts; each tile leaves its own at 0."""
+    if SPLIT_K == 1:
+        bias_relu_store(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)
+    else:
+        offs_ws = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        slots = ws_ptr + tile.to(tl.int64) * (SPLIT_K * SLOT)
+        tl.store(slots + split * SLOT + offs_ws, acc)
+        tl.debug_barrier()  # every thread's partial is written before the (one-thread) atomic
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for part in tl.static_range(SPLIT_K):
+                total += tl.load(slots + part * SLOT + offs_ws, cache_modifier=".cg")
+            tl.atomic_xchg(cnt_ptr + tile, 0)  # ready for the next launch
+            bias_relu_store(total, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)

@@ -38,21 +38,9 @@ import triton.language as tl
 
 from ... import geometry
 from . import _common
-from ._common import pixel_tile, row_offsets
+from ._common import finish_tile, pixel_tile, row_offsets, split_range
 
 __all__ = ["launch_branch_convs", "split_k_counters", "CONFIGS", "INTERPRETER_CONFIG", "SPLIT_K_MAX_PIXELS"]
-
-
-@triton.jit
-def _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c):
-    """Bias + ReLU on a finished tile and its store into out's channels from cout_off."""
-    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(
-        out_ptr + o_row[:, None] + (cout_off + offs_n)[None, :] * stride_out_c,
-        y,
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
 
 
 @triton.jit
@@ -106,9 +94,7 @@ def _conv_tile(
         it_lo = 0
         it_hi = n_iters
     else:
-        chunk = tl.cdiv(n_iters, SPLIT_K)
-        it_lo = split * chunk
-        it_hi = tl.minimum(it_lo + chunk, n_iters)
+        it_lo, it_hi = split_range(n_iters, split, SPLIT_K)
     w_cols = w_ptr + offs_n[None, :] * stride_w_o
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for it in range(it_lo, it_hi):
@@ -135,21 +121,10 @@ def _conv_tile(
         )
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
-    if SPLIT_K == 1:
-        _epilogue(acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)
-    else:
-        # Slot [tile, split] of SLOT (= the kernel's BLOCK_M * BLOCK_N) fp32 elements each.
-        offs_ws = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-        slots = ws_ptr + tile.to(tl.int64) * (SPLIT_K * SLOT)
-        tl.store(slots + split * SLOT + offs_ws, acc)
-        tl.debug_barrier()  # every thread's partial is written before the (one-thread) atomic
-        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for part in tl.static_range(SPLIT_K):
-                total += tl.load(slots + part * SLOT + offs_ws, cache_modifier=".cg")
-            tl.atomic_xchg(cnt_ptr + tile, 0)  # ready for the next launch
-            _epilogue(total, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c)
+    finish_tile(
+        acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c,
+        ws_ptr, cnt_ptr, tile, split, SPLIT_K, SLOT, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["M", "H", "W"])
@@ -420,14 +395,7 @@ def _split_candidates(m: int, config: Optional[triton.Config]) -> list:
     """The kwargs of the split-K configs that may run: the pinned ``config``, else those the
     autotuner may pick (its configs after its prune, which it skips for a single config), none
     under the interpreter (it runs its own tile)."""
-    if config is not None:
-        configs = [config]
-    elif _tuned_kernel is None:
-        configs = []
-    else:
-        configs = _tuned_kernel.configs
-        configs = configs if len(configs) == 1 else _prune_split_k(configs, {"M": m})
-    return [c.kwargs for c in configs if _split_k(c.kwargs) > 1]
+    return [kw for kw in _common.candidate_kwargs(_tuned_kernel, config, _prune_split_k, m) if _split_k(kw) > 1]
 
 
 def _tile_count(m: int, cout3: int, cout5: int, cfg: dict) -> int:

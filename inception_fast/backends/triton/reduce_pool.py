@@ -14,6 +14,23 @@ Each program owns BLOCK_M output pixels (rows of x2d) and one column tile, in on
   BLOCK_K_POOL channels, out-of-image taps read as -inf, so padding never wins), then
   @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:].  The pooled input never exists in
   memory; the shifted loads mostly hit L1/L2, since neighbouring pixels share their taps.
+  The 3x3 max of an input tile is computed once per channel chunk and used by the whole pool
+  projection: the pool role's column tile is the whole pool width (BLOCK_N_POOL, the next power
+  of two, covers widths up to 128, i.e. one column tile for every GoogLeNet block, whose pools are
+  32 to 128 wide), and its row parts own disjoint pixels, so each (pixel, channel) max is taken
+  exactly once per launch (nine loads, eight maxima).  Only a pool wider than 128 would take it once
+  per 128-column tile.  The reduce role never takes it (its operand is x itself).
+* pool split-K (configs with POOL_SPLIT_K > 1, offered only up to SMALL_PROBLEM_PIXELS pixels:
+  batch 1 has 49 to 784 pixels, a few dozen programs each stepping through Cin = 192..832): the
+  POOL_SPLIT_K programs of a pool tile (neighbours in the grid) each take an even share of its K
+  steps (_common.split_range), max pool and all, so every channel chunk is still pooled once;
+  they end in _common.finish_tile, as launch 2's split-K does: fp32 partial tiles in a workspace,
+  a per-tile int32 counter bumped with an acq_rel atomic after a barrier, and the program that
+  brings it to POOL_SPLIT_K adds the slots in slot order (bit-identical run to run), resets the
+  counter to 0 and runs the epilogue.  The counters must be 0 when the launch starts and are
+  not launch 2's (launch 1 zeroes those on the way, but nothing orders that before its own pool
+  programs): the launcher keeps them per device and stream, zeroed once when allocated and left
+  at 0 by every launch; see _POOL_COUNTERS for streams, CUDA graphs and failed launches.
 
 Folded pre-pool (PRE_K > 1: the pool before the block, maxpool2/3/4, taken on the fly): the rows
 are the pixels (h, w) of the pooled PH x PW map and x is the HI x WI map before the pool.  The
@@ -55,8 +72,9 @@ import triton
 import triton.language as tl
 
 from ... import geometry
+from ...caches import LRUDict
 from . import _common
-from ._common import pixel_rows, row_offsets
+from ._common import finish_tile, pixel_rows, row_offsets, split_range
 
 __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -230,18 +248,34 @@ def _pool_tile(
     PRE_S: tl.constexpr,
     PRE_PAD: tl.constexpr,
     FOLD_STAGES: tl.constexpr,
+    ws_ptr,
+    cnt_ptr,
+    tile,
+    split,
+    SPLIT_K: tl.constexpr,
 ):
     """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
     @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0.  With a pre-pool (PRE_K > 1,
     PRE_S <= PRE_K) the A tile is the 3x3/s1/p1 max of the pooled H x W map, which is the max over
     the rows PRE_S*(hh-1)-PRE_PAD .. PRE_S*(hh+1)-PRE_PAD+PRE_K-1 of the HI x WI input (x_row: the
     first one's offset), clipped to the windows of the pooled pixels hh-1..hh+1 that exist and to
-    the input; the same for the columns."""
+    the input; the same for the columns.  With SPLIT_K > 1 this program (``split`` of the SPLIT_K on
+    pool tile ``tile``) runs its share of the K steps, and the last to finish adds the partial tiles
+    and runs the epilogue (_common.finish_tile)."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_pool
     offs_k = tl.arange(0, BLOCK_K)
     b_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_k[:, None] * stride_w_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # This program's channels [k_lo, k_hi) (a constexpr branch: its names stay bound after it).
+    if SPLIT_K == 1:
+        k_lo = 0
+        k_hi = cin
+    else:
+        step_lo, step_hi = split_range(tl.cdiv(cin, BLOCK_K), split, SPLIT_K)
+        k_lo = step_lo * BLOCK_K
+        k_hi = step_hi * BLOCK_K
+        b_ptrs += k_lo * stride_w_k
     if PRE_K > 1:
         TAPS: tl.constexpr = 2 * PRE_S + PRE_K
         r0 = PRE_S * (hh - 1) - PRE_PAD
@@ -250,7 +284,7 @@ def _pool_tile(
         hi_r = tl.minimum(PRE_S * tl.minimum(hh + 1, H - 1) - PRE_PAD + PRE_K - 1, HI - 1)
         lo_c = tl.maximum(PRE_S * tl.maximum(ww - 1, 0) - PRE_PAD, 0)
         hi_c = tl.minimum(PRE_S * tl.minimum(ww + 1, W - 1) - PRE_PAD + PRE_K - 1, WI - 1)
-        for k0 in tl.range(0, cin, BLOCK_K, num_stages=FOLD_STAGES):
+        for k0 in tl.range(k_lo, k_hi, BLOCK_K, num_stages=FOLD_STAGES):
             kk = k0 + offs_k
             k_ok = kk < cin
             pooled = _window_max(
@@ -265,7 +299,7 @@ def _pool_tile(
         # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
         # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
         # in registers.
-        for k0 in tl.range(0, cin, BLOCK_K, num_stages=STAGES):
+        for k0 in tl.range(k_lo, k_hi, BLOCK_K, num_stages=STAGES):
             kk = k0 + offs_k
             k_ok = kk < cin
             # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
@@ -294,20 +328,18 @@ def _pool_tile(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
             b_ptrs += BLOCK_K * stride_w_k
 
-    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    tl.store(
-        out_ptr + o_row[:, None] + (pool_col0 + offs_n)[None, :] * stride_out_c,
-        y,
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+    finish_tile(
+        acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, pool_col0, stride_b, stride_out_c,
+        ws_ptr, cnt_ptr, tile, split, SPLIT_K, BLOCK_M * BLOCK_N, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
 
 
 # M, H, W and the tile count only enter masks and index arithmetic on the row axis, so their
 # divisibility buys nothing; not specializing on them keeps one binary across batch sizes.
 @triton.jit(do_not_specialize=["M", "H", "W", "HI", "WI", "n_pool_tiles"])
 def _reduce_pool_kernel(
-    # Pointers: block input, packed 1x1 weights and biases, the two outputs, launch 2's counters.
+    # Pointers: block input, packed 1x1 weights and biases, the two outputs, launch 2's counters;
+    # the pool role's split-K fp32 workspace and int32 tile counters (POOL_SPLIT_K > 1).
     x_ptr,
     w_red_ptr,
     b_red_ptr,
@@ -316,6 +348,8 @@ def _reduce_pool_kernel(
     out_ptr,
     scratch_ptr,
     counters_ptr,
+    pool_ws_ptr,
+    pool_counters_ptr,
     # Pixels (M = N*H*W) and the image's height and width; the input's (HI x WI: the map before
     # the pre-pool, H x W without one).
     M,
@@ -371,6 +405,7 @@ def _reduce_pool_kernel(
     BLOCK_M_POOL: tl.constexpr,
     BLOCK_K_POOL: tl.constexpr,
     POOL_STAGES: tl.constexpr,
+    POOL_SPLIT_K: tl.constexpr,
 ):
     """Launch 1: per BLOCK_M pixels, the three 1x1 convs reading x as one GEMM (branch 1 into out,
     the reductions into scratch) and the pool branch (3x3 max pool fused into its 1x1), bias + ReLU;
@@ -401,7 +436,7 @@ def _reduce_pool_kernel(
     # tile's rows into BLOCK_M // BLOCK_M_POOL parts (each part holds the whole pool width).
     n_red_tiles = tl.cdiv(n_red, BLOCK_N)
     POOL_SPLIT: tl.constexpr = BLOCK_M // BLOCK_M_POOL
-    n_cols = n_red_tiles + n_pool_tiles * POOL_SPLIT
+    n_cols = n_red_tiles + n_pool_tiles * POOL_SPLIT * POOL_SPLIT_K
     pid = tl.program_id(0)
     pid_m = pid // n_cols
     col = pid % n_cols
@@ -458,7 +493,13 @@ def _reduce_pool_kernel(
             FOLD_BLOCK_K,
         )
     else:
-        part = col - n_red_tiles
+        # The POOL_SPLIT_K programs sharing a pool tile's K steps are neighbours in the grid.
+        if POOL_SPLIT_K == 1:
+            k_split = 0
+            part = col - n_red_tiles
+        else:
+            k_split = (col - n_red_tiles) % POOL_SPLIT_K
+            part = (col - n_red_tiles) // POOL_SPLIT_K
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
         # Names of their own: Triton rejects a name bound in both branches with different shapes.
         p_ok, p_img, p_hh, p_ww = pixel_rows(row0, M, H, W, BLOCK_M_POOL)
@@ -508,6 +549,11 @@ def _reduce_pool_kernel(
             PRE_S,
             PRE_PAD,
             FOLD_STAGES,
+            pool_ws_ptr,
+            pool_counters_ptr,
+            pid_m * (n_pool_tiles * POOL_SPLIT) + part,
+            k_split,
+            POOL_SPLIT_K,
         )
 
 
@@ -559,6 +605,25 @@ SMALL_PROBLEM_CONFIGS = [
         num_stages=3,
     ),
 ]
+# The pool role's K split over POOL_SPLIT_K programs per pool tile (see _common.finish_tile), for
+# batch 1 too: Cin 192..832 at 16..64 channels a step is 3..52 steps in series per pool tile, on a
+# grid of a few dozen programs.
+SMALL_PROBLEM_CONFIGS += [
+    triton.Config(
+        {
+            "BLOCK_M": 32,
+            "BLOCK_N": 32,
+            "BLOCK_K": 64,
+            "BLOCK_M_POOL": 32,
+            "BLOCK_K_POOL": k_pool,
+            "POOL_STAGES": 2,
+            "POOL_SPLIT_K": split,
+        },
+        num_warps=4,
+        num_stages=3,
+    )
+    for k_pool, split in ((16, 4), (32, 2), (32, 4))
+]
 CONFIGS += SMALL_PROBLEM_CONFIGS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
@@ -569,13 +634,14 @@ INTERPRETER_CONFIG = {
     "BLOCK_M_POOL": 64,
     "BLOCK_K_POOL": 64,
     "POOL_STAGES": 1,
+    "POOL_SPLIT_K": 1,
 }
 
 
 def _with_pool_tile(kwargs: dict) -> dict:
     """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
-    channels a step, synchronous loads.  Raises unless the pool rows divide BLOCK_M."""
-    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, **kwargs}
+    channels a step, synchronous loads, no K split.  Raises unless the pool rows divide BLOCK_M."""
+    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, "POOL_SPLIT_K": 1, **kwargs}
     if kwargs["BLOCK_M_POOL"] > kwargs["BLOCK_M"] or kwargs["BLOCK_M"] % kwargs["BLOCK_M_POOL"]:
         raise ValueError(f"BLOCK_M_POOL {kwargs['BLOCK_M_POOL']} must divide BLOCK_M {kwargs['BLOCK_M']}")
     return kwargs
@@ -658,10 +724,95 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
 
 
-def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre_pool=None):
+def _pool_split_k(kwargs: dict) -> int:
+    return kwargs.get("POOL_SPLIT_K", 1)
+
+
+def _pool_tile_count(m: int, n_pool: int, kwargs: dict) -> int:
+    """Pool tiles of one launch (the pool programs without their POOL_SPLIT_K factor)."""
+    kw = _with_pool_tile(kwargs)
+    row_parts = kw["BLOCK_M"] // kw["BLOCK_M_POOL"]
+    return _common.cdiv(m, kw["BLOCK_M"]) * row_parts * _common.cdiv(n_pool, _common.next_pow2_clamped(n_pool))
+
+
+# The pool role's split-K tile counters, per (device, stream): zeroed when allocated, and every
+# launch leaves them at zero (the program that finishes a tile resets its counter), so a launch
+# needs no memset.  Per stream, so that launches on two streams never share counters; a launch
+# on one stream runs after the previous one there.  Launches that raise (nothing ran, or the
+# interpreter stopped part-way) drop their stream's counters; a GPU fault in the kernel leaves the
+# CUDA context unusable, counters and all.  A launch captured in a CUDA graph gets counters of its
+# own, zeroed in the graph (a memset node before it), so a graph never shares counters with eager
+# launches or other graphs.
+_POOL_COUNTERS: dict = {}
+
+
+def _pool_counter_key(like: torch.Tensor):
+    return like.device, torch.cuda.current_stream(like.device).cuda_stream if like.is_cuda else None
+
+
+def _pool_counters(like: torch.Tensor, n: int) -> torch.Tensor:
+    """At least ``n`` int32 zeros on ``like``'s device (see _POOL_COUNTERS)."""
+    if like.is_cuda and torch.cuda.is_current_stream_capturing():
+        return torch.zeros(n, dtype=torch.int32, device=like.device)
+    key = _pool_counter_key(like)
+    counters = _POOL_COUNTERS.get(key)
+    if counters is None or counters.numel() < n:
+        # Replacing a smaller buffer frees it in stream order, after the launches that use it.
+        n = n if counters is None else max(n, 2 * counters.numel())
+        counters = _POOL_COUNTERS[key] = torch.zeros(n, dtype=torch.int32, device=like.device)
+    return counters
+
+
+def _forget_pool_counters(counters: torch.Tensor) -> None:
+    for key, cached in list(_POOL_COUNTERS.items()):
+        if cached is counters:
+            del _POOL_COUNTERS[key]
+
+
+# {(autotuned kernel, M, pool width): (workspace slots, counters) or None}: what
+# _pool_split_buffers needs for an unpinned launch, worked out once per shape rather than per launch
+# (the autotuner's prune costs ~25 us of host time).
+_SPLIT_SIZES = LRUDict()
+
+
+def _pool_split_sizes(m: int, n_pool: int, config) -> Optional[tuple]:
+    """(fp32 workspace elements, int32 counters) for the pool role's split-K configs that may run
+    (see _common.candidate_kwargs), or None where none can."""
+    key = (_tuned_kernel, m, n_pool) if config is None else None
+    if key is not None and key in _SPLIT_SIZES:
+        return _SPLIT_SIZES.get(key)
+    candidates = [
+        kw for kw in _common.candidate_kwargs(_tuned_kernel, config, _prune_small_only, m) if _pool_split_k(kw) > 1
+    ]
+    sizes = None
+    if candidates:
+        block_n_pool = _common.next_pow2_clamped(n_pool)
+        sizes = (
+            max(
+                _pool_tile_count(m, n_pool, kw) * _pool_split_k(kw) * _with_pool_tile(kw)["BLOCK_M_POOL"] * block_n_pool
+                for kw in candidates
+            ),
+            max(_pool_tile_count(m, n_pool, kw) for kw in candidates),
+        )
+    if key is not None:
+        _SPLIT_SIZES[key] = sizes
+    return sizes
+
+
+def _pool_split_buffers(x, m: int, n_pool: int, config) -> tuple:
+    """(fp32 workspace, int32 counters) for the pool role's split-K configs that may run; empty
+    ones, never read, where none can."""
+    sizes = _pool_split_sizes(m, n_pool, config)
+    if sizes is None:
+        return _common.no_buffer(x, torch.float32), _common.no_buffer(x, torch.int32)
+    return torch.empty(sizes[0], dtype=torch.float32, device=x.device), _pool_counters(x, sizes[1])
+
+
+def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre_pool=None, config=None):
     """(positional args, launcher-fixed constexprs, grid(meta)) for _reduce_pool_kernel.
     ``counters``: int32 to be zeroed on the way (launch 2's split-K counters), or None.
-    ``pre_pool``: (kernel, stride, padding, ceil_mode) of a max pool folded into the loads, or None."""
+    ``pre_pool``: (kernel, stride, padding, ceil_mode) of a max pool folded into the loads, or None.
+    ``config``: the pinned config (sizes the pool role's split-K buffers), or None: the autotuner's."""
     _common.check_dtype(x.dtype)
     n, cin, hi, wi = x.shape
     pre_k, pre_s, pre_pad = _check_pre_pool(pre_pool)
@@ -685,6 +836,7 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre
     n_pool_tiles = _common.cdiv(np_, block_n_pool)
     if counters is None:
         counters = _common.no_buffer(x, torch.int32)
+    pool_ws, pool_counters = _pool_split_buffers(x, m, np_, config)
     args = (
         x,
         w_red,
@@ -694,6 +846,8 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre
         out,
         scratch,
         counters,
+        pool_ws,
+        pool_counters,
         m,
         h,
         w,
@@ -730,7 +884,8 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre
 
     def grid(cfg):
         pool_split = cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"]
-        return (_common.cdiv(m, cfg["BLOCK_M"]) * (_common.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles * pool_split),)
+        pool_programs = n_pool_tiles * pool_split * cfg["POOL_SPLIT_K"]
+        return (_common.cdiv(m, cfg["BLOCK_M"]) * (_common.cdiv(nr, cfg["BLOCK_N"]) + pool_programs),)
 
     return args, meta, grid
 
@@ -763,7 +918,18 @@ def launch_reduce_pool(
             f"the split-K counters must be int32 and a multiple of 16 long, got {counters.numel()} "
             f"{counters.dtype} (branch_convs.split_k_counters gives the count)"
         )
-    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters, pre_pool)
-    _common.launch_configured(
-        _reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_pool_tile
-    )
+    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters, pre_pool, config)
+    try:
+        _common.launch_configured(
+            _reduce_pool_kernel,
+            _tuned_kernel,
+            grid,
+            args,
+            meta,
+            config,
+            INTERPRETER_CONFIG,
+            config_kwargs=_with_pool_tile,
+        )
+    except BaseException:
+        _forget_pool_counters(args[9])  # programs may have stopped with a tile's count part-way
+        raise
