@@ -69,16 +69,17 @@ def _counters(device):
     return reduce_pool._POOL_COUNTERS[reduce_pool._pool_counter_key(torch.empty(0, device=device))]
 
 
-def _check_split(block, config, pre_pool, what, tol=None):
-    """Launch 1 twice: parity with the reference, the same bits both times, counters back at 0."""
-    first, second = (_launch1_slices(*_launch1(block, config, pre_pool), block) for _ in range(2))
+def _check_split(block, config, pre_pool, what, tol=None, runs=2):
+    """Launch 1 ``runs`` times: parity with the reference, the same bits every time, counters back
+    at 0."""
+    first, *again = (_launch1_slices(*_launch1(block, config, pre_pool), block) for _ in range(runs))
     ref = _launch1_slices(*_reference(block, pre_pool), block)
     assert ref[1].std() > 0.1, "reference pool branch is near zero: the comparison could not fail"
     ref_lowp = ref if tol is not None else _launch1_slices(*_reference(block, pre_pool, block["x"].dtype), block)
     for i, name in enumerate(("branch 1", "pool", "scratch")):
         bound = tol if tol is not None else reduced_precision_bound(ref_lowp[i], ref[i])
         check_close(first[i], ref[i], bound, f"{what}: {name}")
-        assert torch.equal(first[i], second[i]), f"{what}: {name} differs between two runs"
+        assert all(torch.equal(first[i], a[i]) for a in again), f"{what}: {name} differs between runs"
     counters = _counters(block["x"].device)
     assert counters.numel() > 0 and not counters.any(), f"{what}: a pool tile counter was left non-zero"
 
@@ -117,7 +118,9 @@ def test_pool_split_k_batch1_fp32(split, h, w, cin, pre_pool):
     config = _split(*split)
     block = make_block(_cfg(cin), n=1, h=h, w=w, seed=cin + h)
     what = f"{_common.config_name(config)}, {h}x{w}, Cin {cin}, pre-pool {pre_pool}"
-    _check_split(block, config, pre_pool, what, TOLERANCE["fp32"])
+    # The interpreter runs a tile's programs one after the other: a second run (the same bits) is
+    # cheap evidence only on the small cases; the GPU test repeats every one.
+    _check_split(block, config, pre_pool, what, TOLERANCE["fp32"], runs=2 if h * w < 64 else 1)
 
 
 @interpreter_only
@@ -156,7 +159,7 @@ def test_failed_launch_drops_the_counters(monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             _launch1(block, config)
     assert reduce_pool._pool_counter_key(block["x"]) not in reduce_pool._POOL_COUNTERS
-    _check_split(block, config, None, "after a failed launch", TOLERANCE["fp32"])
+    _check_split(block, config, None, "after a failed launch", TOLERANCE["fp32"], runs=1)
     assert _counters("cpu") is not counters
 
 
@@ -172,7 +175,7 @@ def test_autotuned_path_sizes_buffers_for_every_candidate(monkeypatch):
     monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned)
     block = make_block(_cfg(96), n=1, h=7, w=7, seed=7)
     for what in ("autotuned", "tuned config reused"):
-        _check_split(block, None, None, what, TOLERANCE["fp32"])
+        _check_split(block, None, None, what, TOLERANCE["fp32"], runs=1)
     assert len(benchmarked) == len(configs)
     # With the package's configs: past SMALL_PROBLEM_PIXELS the split configs are pruned (no
     # buffers at all); at 3a's batch 1 the largest split config's slots.
@@ -206,3 +209,20 @@ def test_gpu_pool_split_k_batch1_bf16(name, size, gpu):
         block = make_block(BLOCK_CONFIGS[name], n=1, h=28, w=28, dtype=torch.bfloat16, device=gpu, seed=20)
         for config in SPLIT_CONFIGS:
             _check_split(block, config, MAXPOOL23, f"{name} folded {_common.config_name(config)}")
+
+
+@pytest.mark.gpu
+def test_gpu_pool_split_k_in_a_cuda_graph(gpu):
+    """Captured in a CUDA graph, a split launch gets counters of its own (zeroed in the graph) and
+    leaves them at 0: every replay gives the eager launch's bits."""
+    from inception_fast.graphs import capture
+
+    config = SPLIT_CONFIGS[-1]
+    block = make_block(BLOCK_CONFIGS["inception4a"], n=1, h=14, w=14, dtype=torch.bfloat16, device=gpu, seed=21)
+    eager = _launch1_slices(*_launch1(block, config), block)
+    graph, (out, scratch) = capture(lambda: _launch1(block, config))
+    for replay in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        for got, want in zip(_launch1_slices(out, scratch, block), eager):
+            assert torch.equal(got, want), f"replay {replay} differs from the eager launch"
