@@ -1070,6 +1070,7 @@ _TILE_ABBREV = (
     ("BLOCK_M_POOL", "Mp"),
     ("BLOCK_K_POOL", "Kp"),
     ("POOL_STAGES", "ps"),
+    ("POOL_SPLIT_K", "pk"),
     ("BLOCK_M", "M"),
     ("BLOCK_N", "N"),
     ("BLOCK_K", "K"),
