@@ -52,7 +52,7 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
+BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn", "hopper")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
