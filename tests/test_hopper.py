@@ -11,7 +11,11 @@ what sm_90 code the configs compile to.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +26,7 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 pytest.importorskip("triton")
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402
@@ -212,6 +217,41 @@ def test_unavailable_below_sm90(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert hopper_backend._unavailable_reason("cuda:0") is None
     assert "not on mps" in hopper_backend._unavailable_reason("mps")
+
+
+def test_sm90_compile_stats_of_every_config():
+    """Every config compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a subprocess, since
+    this process runs the interpreter; 4b: branch 3's 24 input channels, 48 bytes, aligned for TMA
+    but no 16-element multiple): both operands arrive by TMA (UTMALDG in the SASS), the dots run on
+    wgmma (HGMMA), shared memory fits the H100/H200's 227 KB, and nothing spills or goes through
+    local memory; the biases are the only loads that are not TMA."""
+    import triton
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernel_stats", "--json", "--block", "tma:inception4b"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads(run.stdout)
+    rows = stats["rows"]
+    assert [r["config"] for r in rows] == [
+        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in branch_convs_tma.CONFIGS
+    ]
+    for r in rows:
+        what = f"{r['block']} {r['launch']} {r['config']}"
+        assert r["shared_bytes"] <= stats["max_shared_bytes"], what
+        assert r["wgmma"] and r["sass"]["HGMMA"] > 0 and r["sass"]["HMMA"] == 0, what
+        assert r["tma"] > 0 and r["sass"]["UTMALDG"] > 0 and not r["cp_async"], what
+        assert r["spill_bytes"] == 0 and r["sass"]["LDL"] == 0 and r["sass"]["STL"] == 0, what
+        assert r["registers"] is not None and r["registers"] <= 255 and r["scalar_stores"] == 0, what
+        assert r["sync_loads"] == 2, what
 
 
 # ---------------------------------------------------------------------------------------------
