@@ -219,6 +219,21 @@ def test_unavailable_below_sm90(monkeypatch):
     assert "not on mps" in hopper_backend._unavailable_reason("mps")
 
 
+def test_auto_candidates(monkeypatch):
+    """backend="auto" measures "hopper" on an sm_90 device, after the kernels it may replace (the
+    order where nothing is measured), and not below sm_90."""
+    from inception_fast import choices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = torch.device("cuda", 0)
+    for capability, expected in (((9, 0), True), ((8, 0), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        names = choices.AUTO.candidates(cuda)
+        assert ("hopper" in names) == expected and "triton" in names and names[-1] == "torch", names
+        if expected:
+            assert names.index("triton") < names.index("hopper"), names
+
+
 def test_sm90_compile_stats_of_every_config():
     """Every config compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a subprocess, since
     this process runs the interpreter; 4b: branch 3's 24 input channels, 48 bytes, aligned for TMA
