@@ -276,7 +276,10 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     return triton.autotune(configs=hooked, key=AUTOTUNE_KEY, **autotune_kwargs)(_branch_convs_tma_kernel)
 
 
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+# No cache_results: Triton's on-disk record of the winners skips configs with a pre_hook (it cannot
+# serialise them), so a new process benchmarks each shape once (the binaries still come from
+# Triton's disk cache); within a process _common.launch_configured remembers the winner per shape.
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel()
 
 
 @functools.lru_cache(maxsize=None)
