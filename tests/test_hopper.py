@@ -282,55 +282,76 @@ def hopper_gpu(gpu):
     return gpu
 
 
-SIZES = {"inception3": 28, "inception4": 14, "inception5": 7}
+# The GPU tests compile few binaries: the kernel is specialised per block (channel counts) and
+# config, and only the 3a tests autotune (all six configs, once); the others pin CONFIGS[0].
+SHAPE_3A = dict(cfg=BLOCK_CONFIGS["inception3a"], k5=5, h=28, w=28)
+
+
+def _gpu_block(cfg, n, dtype, device, k5=3, h=14, w=14, seed=0):
+    return make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, device=device, seed=seed)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n", [2, 1])
-@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
-def test_gpu_googlenet_blocks_bf16(name, n, hopper_gpu, poisoned):
-    """Every block at its GoogLeNet size, autotuned, twice (the second run with the remembered
-    config: the launcher, not the autotuner's pre_hook, sets the boxes)."""
-    size = SIZES[name[:10]]
-    block = make_block(BLOCK_CONFIGS[name], k5=3, n=n, h=size, w=size, dtype=torch.bfloat16, device=hopper_gpu)
+def test_gpu_autotuned_3a_bf16(n, hopper_gpu, poisoned):
+    """The path models take: autotuned (every config's pre_hook sets the boxes), then again with the
+    remembered config (the launcher sets them); batch 1 reuses batch 2's binaries."""
+    block = _gpu_block(**SHAPE_3A, n=n, dtype=torch.bfloat16, device=hopper_gpu, seed=11)
     for what in ("autotuned", "tuned config reused"):
-        check_hopper(block, f"{name} batch {n} {what}")
+        check_hopper(block, f"3a batch {n} {what}")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
-def test_gpu_every_config_bf16(i, hopper_gpu):
-    block = make_block(BLOCK_CONFIGS["inception3a"], k5=5, n=2, h=28, w=28, dtype=torch.bfloat16, device=hopper_gpu)
-    out, scratch = tb.block_forward(**block)
+def test_gpu_every_config_bf16(i, hopper_gpu, poisoned):
+    """Each config, pinned, on the autotuned test's shape (the same binaries)."""
+    block = _gpu_block(**SHAPE_3A, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
+    out, scratch = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[i])
+    torch.cuda.synchronize()
     ref_out, _ = reference64(block)
     ref_low, _ = block_reference(**block)
-    out.fill_(float("nan"))
-    config = branch_convs_tma.CONFIGS[i]
-    branch_convs_tma.launch_branch_convs_tma(
-        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 64, config=config
+    check_close(
+        out, ref_out, reduced_precision_bound(ref_low, ref_out), _common.config_name(branch_convs_tma.CONFIGS[i])
     )
-    check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), _common.config_name(config))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, poisoned):
+    """Every block's channels at 14x14 (7x7 for 5a/5b), batch 2, the first config."""
+    size = 7 if name.startswith("inception5") else 14
+    block = _gpu_block(BLOCK_CONFIGS[name], n=2, dtype=torch.bfloat16, device=hopper_gpu, h=size, w=size, seed=12)
+    out, _ = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[0])
+    torch.cuda.synchronize()
+    ref_out, ref_low = reference64(block)[0], block_reference(**block)[0]
+    check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), name)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
 def test_gpu_fp32_and_fp16(tf32, hopper_gpu, monkeypatch, poisoned):
-    """fp32 with TF32 only when cudnn.allow_tf32 is on (read at call time), exact otherwise (the
-    autotuner skips the configs whose fp32 stages exceed shared memory); fp16."""
+    """fp32 with TF32 only when cudnn.allow_tf32 is on (read at call time), exact otherwise; fp16.
+    The smallest config (fp32 doubles every stage's shared memory)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
-    block = make_block(BLOCK_CONFIGS["inception4b"], k5=5, n=2, h=14, w=14, device=hopper_gpu, seed=4)
-    out, _ = tb.block_forward_tma(**block)
+    config = branch_convs_tma.CONFIGS[-1]
+    block = _gpu_block(BLOCK_CONFIGS["inception4b"], n=2, dtype=torch.float32, device=hopper_gpu, k5=5, seed=4)
+    out, _ = tb.block_forward_tma(**block, config=config)
+    torch.cuda.synchronize()
     err = check_close(out, reference64(block)[0], TOLERANCE["tf32" if tf32 else "fp32"], f"fp32 tf32={tf32}")
     if tf32:
         assert err > 1e-5, f"error {err:.1e}: allow_tf32=True but the kernels seem to compute exact fp32"
-    check_hopper({k: v.half() for k, v in block.items()}, "fp16")
+    half = {k: v.half() for k, v in block.items()}
+    out, _ = tb.block_forward_tma(**half, config=config)
+    torch.cuda.synchronize()
+    ref_out, ref_low = reference64(half)[0], block_reference(**half)[0]
+    check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), "fp16")
 
 
 @pytest.mark.gpu
 def test_gpu_cuda_graph(hopper_gpu):
     """Both launches capture into a CUDA graph (descriptors passed by value, no host sync) and
     replay to the same bits."""
-    block = make_block(BLOCK_CONFIGS["inception4e"], k5=3, n=1, h=14, w=14, dtype=torch.bfloat16, device=hopper_gpu)
+    block = _gpu_block(**SHAPE_3A, n=1, dtype=torch.bfloat16, device=hopper_gpu, seed=19)
     eager, _ = tb.block_forward_tma(**block)  # compiles and tunes outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -40,14 +40,15 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=False)
 
 
-def block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+def block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, config=None):
     """(out, scratch) of one block in two Triton launches: launch 1 as ``block_forward``'s, launch 2
     with TMA descriptors and a persistent grid where ``tma_unsupported_reason`` finds nothing to
-    object to (every GoogLeNet block, in every dtype), else ``block_forward``'s launch 2."""
-    return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=True)
+    object to (every GoogLeNet block, in every dtype), else ``block_forward``'s launch 2.
+    ``config`` pins the TMA launch 2's tile (one of branch_convs_tma.CONFIGS; tests)."""
+    return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=True, config=config)
 
 
-def _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool):
+def _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool, config=None):
     check_dtype(x.dtype)
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
     ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
@@ -60,7 +61,7 @@ def _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool):
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)
         if tma:
-            launch_branch_convs_tma(scratch, w3, b3, w5, b5, out, ch1)
+            launch_branch_convs_tma(scratch, w3, b3, w5, b5, out, ch1, config=config)
         else:
             launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
     return out, scratch
