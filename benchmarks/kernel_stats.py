@@ -194,8 +194,8 @@ def _sass_counts(cubin: bytes) -> dict:
 
 def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per config of the "hopper" backend's launch 2 (branch_convs_tma) for ``block`` at its
-    GoogLeNet size, torchvision variant, with the descriptors' boxes of each config, and the SASS
-    counts (_sass_counts)."""
+    GoogLeNet size, torchvision variant, with the descriptors' views and boxes of each config, and
+    the SASS counts (_sass_counts); the SWAP_AB configs only where the autotuner keeps them."""
     cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
     size, dt = SIZES[block], DTYPES[dtype]
     cl = torch.channels_last
@@ -209,6 +209,8 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
     kernel = branch_convs_tma._branch_convs_tma_kernel
     rows = []
     for config in branch_convs_tma.CONFIGS:
+        if not branch_convs_tma.swap_fits(config.kwargs, r3):
+            continue
         descs = branch_convs_tma._descriptors(scratch, w3, w5, {**meta, **config.kwargs})
         row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch2_tma"}
         row.update(_compile(kernel, (*descs, *args[len(descs) :]), meta, config, arch, sass=True))
@@ -340,7 +342,10 @@ def main(argv=None) -> int:
         if r["launch"] in ("maxpool", "avgpool"):
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
         elif r["launch"] == "launch2_tma":
-            cfg = f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+            cfg = (
+                f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+                + (" swap" if c["SWAP_AB"] else "")
+            )
         else:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
                 f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""

@@ -39,6 +39,8 @@ from inception_fast.backends.triton import block as tb  # noqa: E402
 # of 8): branch 2's 24 input channels leave a K tail at every BLOCK_K, branch 3's 8 one at its
 # BLOCK_K5 of 16; 40 and 24 output channels leave ragged column tiles.
 ALIGNED = (40, 20, 24, 40, 8, 24, 18)
+# For the SWAP_AB configs, whose BLOCK_K (16, 32, 64) must divide branch 2's input channels.
+ALIGNED_64 = (40, 20, 64, 40, 8, 24, 18)
 
 
 def reference64(block):
@@ -107,18 +109,39 @@ def test_odd_shapes(n, k5, h, w, poisoned):
 @pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
 def test_every_config_fp32(i, poisoned):
     """Every config the autotuner can choose on a GPU, pinned: 8x16 and 8x8 rectangles, column and
-    K tiles; 2 images of 9x11 (two rectangles per image in each direction with the 8-row tiles)."""
+    K tiles, with and without SWAP_AB; 2 images of 9x11 (two rectangles per image in each direction
+    with the 8-row tiles)."""
     config = branch_convs_tma.CONFIGS[i]
-    block = make_block(ALIGNED, k5=5 if i % 2 else 3, n=2, h=9, w=11, seed=40 + i)
+    cfg = ALIGNED_64 if config.kwargs["SWAP_AB"] else ALIGNED
+    block = make_block(cfg, k5=5 if i % 2 else 3, n=2, h=9, w=11, seed=40 + i)
     out, scratch = tb.block_forward(**block)  # launch 1 and the reference launch 2
     out.fill_(float("nan"))
     branch_convs_tma.launch_branch_convs_tma(
-        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ALIGNED[1], config=config
+        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, cfg[1], config=config
     )
     ref_out, _ = reference64(block)
-    c0, c1 = ALIGNED[1], ALIGNED[1] + ALIGNED[3] + ALIGNED[5]
+    c0, c1 = cfg[1], cfg[1] + cfg[3] + cfg[5]
     check_close(out[:, c0:c1], ref_out[:, c0:c1], TOLERANCE["fp32"], _common.config_name(config))
     assert torch.isnan(out[:, :c0]).all() and torch.isnan(out[:, c1:]).all(), "launch 2 wrote outside its slices"
+
+
+@interpreter_only
+def test_swap_configs_only_where_block_k_divides_ch3red():
+    """SWAP_AB reads the weights through a flat [Cout, kh*kw*Cin] view, whose K blocks would run
+    into the next tap's weights unless BLOCK_K divides ch3red: the autotuner's prune drops those
+    configs, and a pinned one is refused."""
+    swaps = [c for c in branch_convs_tma.CONFIGS if c.kwargs["SWAP_AB"]]
+    assert swaps and {c.kwargs["BLOCK_K"] for c in swaps} == {16, 32, 64}
+    kept = branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 112})  # 4b
+    assert [c for c in kept if c.kwargs["SWAP_AB"]] == [c for c in swaps if c.kwargs["BLOCK_K"] == 16]
+    assert len(branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 192})) == len(branch_convs_tma.CONFIGS)
+    assert not any(c.kwargs["SWAP_AB"] for c in branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 24}))
+    block = make_block(ALIGNED, n=1, h=3, w=3)
+    out, scratch = tb.block_forward(**block)
+    with pytest.raises(ValueError, match="SWAP_AB needs BLOCK_K to divide branch 2's 24 input channels"):
+        branch_convs_tma.launch_branch_convs_tma(
+            scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20, config=swaps[0]
+        )
 
 
 @interpreter_only
@@ -257,7 +280,9 @@ def test_sm90_compile_stats_of_every_config():
     stats = json.loads(run.stdout)
     rows = stats["rows"]
     assert [r["config"] for r in rows] == [
-        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in branch_convs_tma.CONFIGS
+        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in branch_convs_tma.CONFIGS
+        if branch_convs_tma.swap_fits(c.kwargs, 112)
     ]
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
@@ -283,8 +308,9 @@ def hopper_gpu(gpu):
 
 
 # The GPU tests compile few binaries: the kernel is specialised per block (channel counts) and
-# config, and only the 3a tests autotune (all six configs, once); the others pin CONFIGS[0].
-SHAPE_3A = dict(cfg=BLOCK_CONFIGS["inception3a"], k5=5, h=28, w=28)
+# config, and only the 3b tests autotune (every config, once: 3b's 128 input channels of branch 2
+# fit every SWAP_AB config); the others pin one config.
+SHAPE_3B = dict(cfg=BLOCK_CONFIGS["inception3b"], k5=5, h=28, w=28)
 
 
 def _gpu_block(cfg, n, dtype, device, k5=3, h=14, w=14, seed=0):
@@ -293,19 +319,19 @@ def _gpu_block(cfg, n, dtype, device, k5=3, h=14, w=14, seed=0):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n", [2, 1])
-def test_gpu_autotuned_3a_bf16(n, hopper_gpu, poisoned):
+def test_gpu_autotuned_3b_bf16(n, hopper_gpu, poisoned):
     """The path models take: autotuned (every config's pre_hook sets the boxes), then again with the
     remembered config (the launcher sets them); batch 1 reuses batch 2's binaries."""
-    block = _gpu_block(**SHAPE_3A, n=n, dtype=torch.bfloat16, device=hopper_gpu, seed=11)
+    block = _gpu_block(**SHAPE_3B, n=n, dtype=torch.bfloat16, device=hopper_gpu, seed=11)
     for what in ("autotuned", "tuned config reused"):
-        check_hopper(block, f"3a batch {n} {what}")
+        check_hopper(block, f"3b batch {n} {what}")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
 def test_gpu_every_config_bf16(i, hopper_gpu, poisoned):
     """Each config, pinned, on the autotuned test's shape (the same binaries)."""
-    block = _gpu_block(**SHAPE_3A, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
+    block = _gpu_block(**SHAPE_3B, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
     out, scratch = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[i])
     torch.cuda.synchronize()
     ref_out, _ = reference64(block)
@@ -351,7 +377,7 @@ def test_gpu_fp32_and_fp16(tf32, hopper_gpu, monkeypatch, poisoned):
 def test_gpu_cuda_graph(hopper_gpu):
     """Both launches capture into a CUDA graph (descriptors passed by value, no host sync) and
     replay to the same bits."""
-    block = _gpu_block(**SHAPE_3A, n=1, dtype=torch.bfloat16, device=hopper_gpu, seed=19)
+    block = _gpu_block(**SHAPE_3B, n=1, dtype=torch.bfloat16, device=hopper_gpu, seed=19)
     eager, _ = tb.block_forward_tma(**block)  # compiles and tunes outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

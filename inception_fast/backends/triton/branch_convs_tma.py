@@ -79,10 +79,12 @@ def _tma_conv_tile(
     BLOCK_W: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SWAP_AB: tl.constexpr,
 ):
     """Output tile ``tile`` (column tiles fastest, then the pixel rectangles of each image) of a
     KSxKS conv: the flat (kh, kw, cin-block) loop of TMA loads and dots, then bias + ReLU into
-    out's channels [cout_off, cout_off + cout)."""
+    out's channels [cout_off, cout_off + cout).  SWAP_AB: the weights' descriptor is 2-D
+    [Cout, kh*kw*Cin] (BLOCK_K divides cin) and the tile is computed transposed, weights x pixels."""
     BLOCK_M: tl.constexpr = BLOCK_H * BLOCK_W
     pid_n = tile % n_col_tiles
     rect = tile // n_col_tiles
@@ -94,7 +96,10 @@ def _tma_conv_tile(
     n0 = pid_n * BLOCK_N
     n_cblocks = tl.cdiv(cin, BLOCK_K)
     n_iters = KS * KS * n_cblocks
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if SWAP_AB:
+        acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for it in range(0, n_iters):
         tap = it // n_cblocks
         c0 = (it - tap * n_cblocks) * BLOCK_K
@@ -102,9 +107,18 @@ def _tma_conv_tile(
         kw = tap - kh * KS
         a = a_desc.load([img, h0 + kh - KS // 2, w0 + kw - KS // 2, c0])
         a = tl.reshape(a, (BLOCK_M, BLOCK_K))
-        b = w_desc.load([n0, tap, c0])
-        b = tl.reshape(b, (BLOCK_N, BLOCK_K))
-        acc = tl.dot(a, tl.trans(b), acc, input_precision=DOT_PRECISION)
+        if SWAP_AB:
+            # Both operands straight from shared memory (wgmma reads the pixels' tile transposed);
+            # exact since BLOCK_K divides cin: no K block runs into the next tap's weights.
+            b = w_desc.load([n0, tap * cin + c0])
+            acc_t = tl.dot(b, tl.trans(a), acc_t, input_precision=DOT_PRECISION)
+        else:
+            # The pixels' tile reshaped from its 4-D box goes through registers (wgmma's A operand).
+            b = w_desc.load([n0, tap, c0])
+            b = tl.reshape(b, (BLOCK_N, BLOCK_K))
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=DOT_PRECISION)
+    if SWAP_AB:
+        acc = tl.trans(acc_t)
 
     offs_m = tl.arange(0, BLOCK_M)
     hh = h0 + offs_m // BLOCK_W
@@ -160,6 +174,7 @@ def _branch_convs_tma_kernel(
     BLOCK_W: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SWAP_AB: tl.constexpr,
 ):
     """Launch 2 as a persistent kernel: each program strides over the output tiles of both convs
     (all of branch 2's, then branch 3's), bias + ReLU into their slices of out."""
@@ -198,6 +213,7 @@ def _branch_convs_tma_kernel(
                 BLOCK_W,
                 BLOCK_N,
                 BLOCK_K,
+                SWAP_AB,
             )
         else:
             _tma_conv_tile(
@@ -225,6 +241,7 @@ def _branch_convs_tma_kernel(
                 BLOCK_W,
                 TILE_N5,
                 BLOCK_K5,
+                False,
             )
 
 
@@ -232,23 +249,43 @@ def _block_shapes(meta: dict) -> tuple:
     """The four descriptors' box shapes for a tile choice (kernel constexprs in ``meta``)."""
     bh, bw, bn, bk = meta["BLOCK_H"], meta["BLOCK_W"], meta["BLOCK_N"], meta["BLOCK_K"]
     bk5, tile_n5 = meta["BLOCK_K5"], min(meta["BLOCK_N5"], bn)  # as TILE_N5 in the kernel
-    return [1, bh, bw, bk], [1, bh, bw, bk5], [bn, 1, bk], [tile_n5, 1, bk5]
+    w3_box = [bn, bk] if meta.get("SWAP_AB", False) else [bn, 1, bk]
+    return [1, bh, bw, bk], [1, bh, bw, bk5], w3_box, [tile_n5, 1, bk5]
+
+
+def _weight_view(desc: TensorDescriptor, flat: bool) -> None:
+    """Points a weight descriptor (base (Cout, Cin, kh, kw), memory (Cout, kh, kw, Cin)) at its
+    [Cout, kh*kw, Cin] view, or with ``flat`` at [Cout, kh*kw*Cin]."""
+    w = desc.base
+    cout, cin, kh, kw = w.shape
+    if flat:
+        desc.shape, desc.strides = [cout, kh * kw * cin], [w.stride(0), 1]
+    else:
+        desc.shape, desc.strides = [cout, kh * kw, cin], [w.stride(0), w.stride(3), 1]
 
 
 def _set_block_shapes(nargs: dict) -> None:
     """Points the descriptors at the boxes of the tile about to run (the autotuner's pre_hook,
-    and the launcher's for a pinned or remembered config)."""
+    and the launcher's for a pinned or remembered config); SWAP_AB flattens w3's view."""
+    _weight_view(nargs["w3_desc"], nargs.get("SWAP_AB", False))
     for name, shape in zip(("a3_desc", "a5_desc", "w3_desc", "w5_desc"), _block_shapes(nargs)):
         nargs[name].block_shape = shape
 
 
+def _with_swap(kwargs: dict) -> dict:
+    """A config's kwargs with SWAP_AB (False where absent)."""
+    return {**kwargs, "SWAP_AB": kwargs.get("SWAP_AB", False)}
+
+
 def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
-    return triton.Config(kwargs, num_warps=warps, num_stages=stages, pre_hook=_set_block_shapes)
+    return triton.Config(_with_swap(kwargs), num_warps=warps, num_stages=stages, pre_hook=_set_block_shapes)
 
 
 # Pixel rectangles of 8x16 and 8x8 (28x28, 14x14 and 7x7 images waste 12-23% of a tile either
-# way; 8 rows keep the TMA box's row count and the wgmma M at 64 or 128); 3-4 pipeline stages
-# (32 KB of shared memory per stage at 128x128x64 bf16).
+# way; 8 rows keep the TMA box's row count and the wgmma M at 64 or 128); 3-5 pipeline stages
+# (32 KB of shared memory per stage at 128x128x64 bf16).  Without SWAP_AB wgmma takes the pixels'
+# tile from registers (Triton moves a reshaped TMA box through them); with it (branch 2 only,
+# where BLOCK_K divides ch3red: _prune_swap) both operands come from shared memory.
 CONFIGS = [
     _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 128, "BLOCK_K": 64}, 8, 4),
     _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 64, "BLOCK_K": 64}, 4, 4),
@@ -256,24 +293,42 @@ CONFIGS = [
     _config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 128, "BLOCK_K": 64}, 4, 4),
     _config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 64, "BLOCK_K": 64}, 4, 3),
     _config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 64, "BLOCK_K": 32}, 4, 4),
+    _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 128, "BLOCK_K": 64, "SWAP_AB": True}, 8, 4),
+    _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 128, "BLOCK_K": 32, "SWAP_AB": True}, 8, 4),
+    _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 128, "BLOCK_K": 16, "SWAP_AB": True}, 8, 5),
+    _config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 64, "BLOCK_K": 16, "SWAP_AB": True}, 4, 5),
 ]
 # The interpreter runs programs one by one: one fixed tile, and few programs (each striding over
 # several tiles, as on the GPU).
-INTERPRETER_CONFIG = {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 64, "BLOCK_K": 32}
+INTERPRETER_CONFIG = {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_N": 64, "BLOCK_K": 32, "SWAP_AB": False}
 INTERPRETER_PROGRAMS = 3
 
 AUTOTUNE_KEY = ["N", "H", "W", "cin3", "cout3", "cin5", "cout5", "K5", "DOT_PRECISION"]
 
 
+def swap_fits(kwargs: dict, cin3: int) -> bool:
+    """Whether a config can run on branch 2's ``cin3`` input channels: SWAP_AB needs BLOCK_K to
+    divide them (its flat weight view has no per-tap zero fill)."""
+    return not kwargs.get("SWAP_AB", False) or cin3 % kwargs["BLOCK_K"] == 0
+
+
+def _prune_swap(configs, named_args, **_kwargs):
+    """The autotuner's early prune: the SWAP_AB configs whose BLOCK_K does not divide ch3red go."""
+    return [c for c in configs if swap_fits(c.kwargs, named_args["cin3"])]
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench); every config
-    gets the pre_hook that sets the descriptors' boxes."""
+    gets SWAP_AB and the pre_hook that sets the descriptors' views and boxes."""
     hooked = []
     for c in configs:
         c = copy.copy(c)
+        c.kwargs = _with_swap(c.kwargs)
         c.pre_hook = _set_block_shapes
         hooked.append(c)
-    return triton.autotune(configs=hooked, key=AUTOTUNE_KEY, **autotune_kwargs)(_branch_convs_tma_kernel)
+    return triton.autotune(
+        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_swap}, **autotune_kwargs
+    )(_branch_convs_tma_kernel)
 
 
 # No cache_results: Triton's on-disk record of the winners skips configs with a pre_hook (it cannot
@@ -310,7 +365,7 @@ def tma_unsupported_reason(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Te
             f"(strides {tuple(scratch.stride())}, {scratch.dtype})"
         )
     for name, w in (("w3", w3), ("w5", w5)):
-        if w.stride(1) != 1 or w.stride(2) != w.shape[3] * w.stride(3):
+        if w.stride(1) != 1 or w.stride(3) != w.shape[1] or w.stride(2) != w.shape[3] * w.stride(3):
             return f"{name} is not channels_last (memory (Cout, kh, kw, Cin)), strides {tuple(w.stride())}"
         if w.data_ptr() % 16 or _misaligned(w, (w.stride(0), w.stride(3))):
             return f"{name}'s rows are not 16-byte aligned (strides {tuple(w.stride())}, {w.dtype})"
@@ -330,7 +385,10 @@ def _descriptors(scratch: torch.Tensor, w3: torch.Tensor, w5: torch.Tensor, meta
     descs = [a3, a5]
     for wt, shape in ((w3, shapes[2]), (w5, shapes[3])):
         cout, cin, kh, kw = wt.shape
-        descs.append(TensorDescriptor(wt, [cout, kh * kw, cin], [wt.stride(0), wt.stride(3), 1], shape))
+        desc = TensorDescriptor(wt, [cout, kh * kw, cin], [wt.stride(0), wt.stride(3), 1], [shape[0], 1, shape[-1]])
+        _weight_view(desc, len(shape) == 2)
+        desc.block_shape = shape
+        descs.append(desc)
     return tuple(descs)
 
 
@@ -406,10 +464,16 @@ def launch_branch_convs_tma(
     scratch (N, ch3red + ch5red, H, W) channels_last; w3 (ch3, ch3red, 3, 3) and w5 (ch5, ch5red,
     k, k), k odd, channels_last; out (N, C_total, H, W).  Tensors TMA cannot describe
     (tma_unsupported_reason) raise a ValueError naming the problem.  ``config`` (one of CONFIGS,
-    or any triton.Config with BLOCK_H/W/N/K) skips autotuning.
+    or any triton.Config with BLOCK_H/W/N/K and optionally SWAP_AB) skips autotuning; a SWAP_AB
+    config whose BLOCK_K does not divide ch3red is refused.
     """
     if scratch.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
+    if config is not None and not swap_fits(config.kwargs, w3.shape[1]):
+        raise ValueError(
+            f"config {_common.config_name(config)}: SWAP_AB needs BLOCK_K to divide branch 2's {w3.shape[1]} "
+            "input channels"
+        )
     args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1)
     names = ("a3_desc", "a5_desc", "w3_desc", "w5_desc")
     descs = dict(zip(names, args[:4]))
@@ -418,5 +482,13 @@ def launch_branch_convs_tma(
         _set_block_shapes({**chosen, **descs})
 
     _common.launch_configured(
-        _branch_convs_tma_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, prepare=prepare
+        _branch_convs_tma_kernel,
+        _tuned_kernel,
+        grid,
+        args,
+        meta,
+        config,
+        INTERPRETER_CONFIG,
+        config_kwargs=_with_swap,
+        prepare=prepare,
     )
