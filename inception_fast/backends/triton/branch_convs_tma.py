@@ -11,6 +11,10 @@ pipeline over K and a persistent grid.  It computes what branch_convs.py compute
   last channel block.
 * B operand: a 3-D TMA descriptor over the weights, whose memory is (Cout, kh, kw, Cin), viewed
   [Cout, kh*kw, Cin]; box (BLOCK_N, 1, BLOCK_K) at (n0, tap, c0), zero past Cout and Cin.
+  Triton feeds wgmma the A tile, reshaped from its 4-D box, from registers.  The SWAP_AB configs
+  (branch 2 only, where BLOCK_K divides ch3red) view the weights flat, [Cout, kh*kw*Cin], box
+  (BLOCK_N, BLOCK_K) at (n0, tap*Cin + c0), and compute the tile transposed (weights x pixels^T),
+  which lets wgmma read both operands from shared memory.
 * The (kh, kw, cin-block) loop is one flat loop, pipelined num_stages deep by Triton.
 * Persistent grid: min(#SMs, #tiles) programs stride over all output tiles of both convs; branch
   2's tiles come first (its K, 9 * ch3red, is the longer one in every GoogLeNet block), so the
