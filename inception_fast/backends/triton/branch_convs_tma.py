@@ -51,6 +51,7 @@ from . import _common
 __all__ = [
     "launch_branch_convs_tma",
     "tma_unsupported_reason",
+    "swap_fits",
     "CONFIGS",
     "INTERPRETER_CONFIG",
     "INTERPRETER_PROGRAMS",
