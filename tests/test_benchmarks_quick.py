@@ -578,9 +578,7 @@ def test_measured_choices_lists_every_choice_object_of_the_package():
     module.NEW_CHOICE = chooser  # a name no package module uses
     sys.modules[module.__name__] = module
     try:
-        found = [
-            c for c in measured_choices(cpu, torch.float32, batch=4, image_size=64) if c["choice"] == "NEW_CHOICE"
-        ]
+        found = [c for c in measured_choices(cpu, torch.float32, batch=4, image_size=64) if c["choice"] == "NEW_CHOICE"]
         assert len(found) == 1
         assert found[0]["chosen"] == "folded" and found[0]["us"] == pytest.approx({"separate": 2.0, "folded": 1.0})
         assert found[0]["key"] == {"device": "cpu", "dtype": "float32", "shape": [4, 480, 8, 8], "folded": True}

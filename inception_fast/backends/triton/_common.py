@@ -65,13 +65,15 @@ def launch(kernel, grid, *args, **kwargs) -> None:
 
 
 def launch_configured(
-    kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict, config_kwargs=dict
+    kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict, config_kwargs=dict, prepare=None
 ) -> None:
     """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
     when no config is pinned (on a GPU; from the second launch of a shape on, straight with the
     config it chose, see _TUNED_CONFIGS), else with the pinned ``config`` (its kwargs passed
     through ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.
-    ``grid(meta)`` gives the grid of a tile choice."""
+    ``grid(meta)`` gives the grid of a tile choice; ``prepare(meta)``, where given, is called with
+    the chosen tile before a launch that bypasses the autotuner (whose configs' pre_hooks do the
+    same for its own launches)."""
     if config is None and tuned is not None:
         config = _tuned_config(tuned, args, meta)
         if config is None:  # a shape this process has not launched yet: the autotuner decides
@@ -89,6 +91,8 @@ def launch_configured(
             else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
         )
         meta = {**meta, **options, **config_kwargs(config.kwargs)}
+    if prepare is not None:
+        prepare(meta)
     launch(kernel, grid(meta), *args, **meta)
 
 
