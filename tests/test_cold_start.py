@@ -181,14 +181,23 @@ def test_autotuned_launch_compiles_its_configs_before_the_first_benchmark(monkey
     assert getattr(_common._PENDING, "launch", None) is None
 
 
-def test_blocks_alike_share_binaries():
+def test_blocks_alike_share_binaries(tmp_path):
     """benchmarks/cold_start.py on the first forward at batch 1 and 256 (a subprocess: this process
     may run the interpreter; counts only, nothing compiled): launch 1 and launch 2 compile one
     binary per config per group of blocks alike in their launcher-fixed constexprs and arguments
     equal to 1, not one per block (alignment marks on the *_div_unit arguments would split them)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cold_start", "--count-only", "--batches", "1,256", "--json", "/dev/stdout"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cold_start",
+            "--count-only",
+            "--batches",
+            "1,256",
+            "--json",
+            tmp_path / "c.json",
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -196,7 +205,8 @@ def test_blocks_alike_share_binaries():
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    found = json.loads(run.stdout[run.stdout.index("{\n") :])
+    found = json.loads((tmp_path / "c.json").read_text())
+    assert "| launch1 | 9 |" in run.stdout
     for batch, configs in (("1", 7), ("256", 5)):  # SMALL_PROBLEM_PIXELS: batch 1 also tries the small configs
         rows = {r["kernel"]: r for r in found["batches"][batch]["rows"]}
         for kernel in ("launch1", "launch2"):
