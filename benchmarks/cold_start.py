@@ -10,15 +10,17 @@ kernel's early prune: SMALL_PROBLEM_PIXELS, split-K), and Triton's specializatio
 arguments (``kernel_stats._source``: ints equal to 1 become constants, multiples of 16 and aligned
 pointers are marked divisible, except ``do_not_specialize`` ones).  One binary per distinct
 (kernel, signature, constants, divisibility, warps, stages): the JIT compiles each once per
-process, whatever the block.  Then it compiles every distinct binary for the target, one after
-another and then on a thread pool, each pass into an empty Triton cache, and prints per kernel:
+process, whatever the block.  Then it compiles every distinct binary for the target in three
+passes (below), each into an empty Triton cache, and prints per kernel:
 
 * launches (block shapes); groups (launches alike in their launcher-fixed constexprs and in
   the arguments equal to 1: the fewest distinct specializations they could compile); autotune
   keys (shapes the autotuner benchmarks); benchmark runs (keys x pruned configs: what
   ``triton.testing.do_bench`` times on the GPU, ~125 ms of GPU time each at Triton's default
   25 ms warm-up + 100 ms of repeats); distinct binaries;
-* seconds to compile them serially and on the pool.
+* seconds to compile them: one by one (Triton's autotuner by itself), shape by shape with each
+  shape's new binaries on a thread pool (the package's autotuners), and all at once on one pool
+  (what a precompile of the whole forward would take), with the CPU seconds of each.
 
     python -m benchmarks.cold_start [--batches 1,256] [--dtype bf16] [--arch 90]
         [--threads N] [--count-only] [--train] [--json OUT.json]
@@ -126,11 +128,12 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
 
 
 def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict, dict]:
-    """({binary key: (kernel label, ASTSource, options)}, {kernel label: counts}) of the first
-    forward at ``batch``: the distinct binaries its autotuners compile, and per kernel the
-    launches, autotune keys, benchmark runs and distinct binaries."""
+    """({binary key: (kernel label, ASTSource, options, index of the first launch needing it)},
+    {kernel label: counts}) of the first forward at ``batch``: the distinct binaries its
+    autotuners compile, and per kernel the launches, autotune keys, benchmark runs and distinct
+    binaries."""
     found, counts = {}, {}
-    for kernel_label, _launch, kernel, tuned, args, meta in launches(batch, dtype, train):
+    for index, (kernel_label, _launch, kernel, tuned, args, meta) in enumerate(launches(batch, dtype, train)):
         c = counts.setdefault(
             kernel_label, {"launches": 0, "keys": set(), "bench_runs": 0, "binaries": 0, "groups": set()}
         )
@@ -156,7 +159,7 @@ def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict
                 tuple(sorted(options.items())),
             )
             if bkey not in found:
-                found[bkey] = (kernel_label, src, options)
+                found[bkey] = (kernel_label, src, options, index)
                 c["binaries"] += 1
     for c in counts.values():
         c["keys"], c["groups"] = len(c["keys"]), len(c["groups"])
@@ -180,24 +183,35 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def compile_all(found: dict, arch: int, threads: int) -> dict:
-    """{kernel label: [seconds of each compile]} and the wall seconds ("wall") of compiling every
-    binary of ``found`` into an empty cache, on ``threads`` threads (1: one after another)."""
+def compile_all(found: dict, arch: int, threads: int, per_launch: bool = False) -> dict:
+    """{kernel label: [seconds of each compile]} and the wall ("wall") and CPU ("cpu") seconds of
+    compiling every binary of ``found`` into an empty cache, on ``threads`` threads (1: one after
+    another).  ``per_launch``: launch by launch, each launch's new binaries on a pool of their own
+    (at most ``threads``), as the autotuners compile a new shape's configs before benchmarking
+    them; else all binaries on one pool, as a precompile of the whole forward would."""
     _fresh_cache()
     target = GPUTarget("cuda", arch, 32)
 
     def one(item):
-        label, src, options = item
+        label, src, options, _index = item
         t = time.perf_counter()
         triton.compile(src, target=target, options=options)
         return label, time.perf_counter() - t
 
+    batches = [list(found.values())]
+    if per_launch:
+        by_launch: dict = {}
+        for item in found.values():
+            by_launch.setdefault(item[3], []).append(item)
+        batches = [by_launch[i] for i in sorted(by_launch)]
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    if threads <= 1:
-        done = [one(item) for item in found.values()]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            done = list(pool.map(one, found.values()))
+    done = []
+    for items in batches:
+        if threads <= 1 or len(items) == 1:
+            done += [one(item) for item in items]
+        else:
+            with ThreadPoolExecutor(min(threads, len(items))) as pool:
+                done += list(pool.map(one, items))
     # CPU seconds per wall second above 1 on the pool: the compiles ran side by side (outside the
     # GIL), whatever else the machine was running.
     per = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - cpu0}
@@ -225,9 +239,10 @@ def main(argv=None) -> int:
     out = {"arch": f"sm_{args.arch}", "dtype": args.dtype, "threads": args.threads, "batches": {}}
     for batch in batches:
         found, counts = binaries(batch, args.dtype, args.train)
-        serial = parallel = None
+        serial = per_shape = parallel = None
         if not args.count_only:
             serial = compile_all(found, args.arch, 1)
+            per_shape = compile_all(found, args.arch, args.threads, per_launch=True)
             parallel = compile_all(found, args.arch, args.threads)
         print(f"\nbatch {batch}, {args.dtype}, sm_{args.arch}: a cold first forward's Triton compiles")
         print(
@@ -253,6 +268,8 @@ def main(argv=None) -> int:
             summary.update(
                 serial_s=serial["wall"],
                 serial_cpu_s=serial["cpu"],
+                per_shape_s=per_shape["wall"],
+                per_shape_cpu_s=per_shape["cpu"],
                 parallel_s=parallel["wall"],
                 parallel_cpu_s=parallel["cpu"],
             )
@@ -268,12 +285,15 @@ def main(argv=None) -> int:
             "(_common.tuning_bench_ms)"
         )
         if serial:
-            busy = parallel["cpu"] / parallel["wall"]
-            print(
-                f"compile wall: {serial['wall']:.1f} s serial ({serial['cpu']:.1f} CPU s), {parallel['wall']:.1f} s on "
-                f"{args.threads} threads ({parallel['cpu']:.1f} CPU s, {busy:.2f} CPUs busy): "
-                f"{serial['wall'] / parallel['wall']:.2f}x"
-            )
+            for what, run in (
+                ("one by one (Triton's autotuner by itself)", serial),
+                (f"shape by shape, each on up to {args.threads} threads (the autotuners here)", per_shape),
+                (f"all at once on {args.threads} threads (a whole-forward precompile)", parallel),
+            ):
+                print(
+                    f"compile wall, {what}: {run['wall']:.1f} s ({run['cpu']:.1f} CPU s, "
+                    f"{run['cpu'] / run['wall']:.2f} CPUs busy; {serial['wall'] / run['wall']:.2f}x)"
+                )
         out["batches"][str(batch)] = {"rows": rows, "summary": summary}
     if args.json:
         with open(args.json, "w") as f:
