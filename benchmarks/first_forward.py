@@ -37,7 +37,7 @@ import tempfile
 import time
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 t_start = float(sys.argv[1])
 kind, device, dtype = sys.argv[2], sys.argv[3], sys.argv[5]
 batch, size = int(sys.argv[4]), int(sys.argv[6])
@@ -61,13 +61,14 @@ t_built = time.time()
 with torch.no_grad():
     y = model(x); sync(); t_first = time.time()
     y = model(x); sync(); t_second = time.time()
-extra = {}
+tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS")
+extra = {"tuning_env": {k: v for k, v in os.environ.items() if k in tuning}}
 tc = sys.modules.get("inception_fast.backends.triton._common")
 if tc is not None:
     log = tc.tuning_log()
     benchmarked = sum(e["us"] is not None and not e["from_cache"] for e in log)
-    extra = {"tuned_shapes": len(log), "benchmarked_shapes": benchmarked,
-             "compile_threads": tc.compile_threads(), "tuning_ms": list(tc.tuning_bench_ms())}
+    extra.update({"tuned_shapes": len(log), "benchmarked_shapes": benchmarked,
+                  "compile_threads": tc.compile_threads(), "tuning_ms": list(tc.tuning_bench_ms())})
 print("RESULT " + json.dumps({"import_s": t_import - t_start, "build_s": t_built - t_import,
       "first_forward_s": t_first - t_built, "to_first_result_s": t_first - t_start,
       "second_forward_s": t_second - t_first, **extra}))
