@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from inception_fast.testing import TOLERANCE, check_close
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
 pytest.importorskip("triton")
 
@@ -213,3 +214,44 @@ def test_blocks_alike_share_binaries(tmp_path):
             r = rows[kernel]
             assert r["launches"] == 9 and r["keys"] == 9 and r["bench_runs"] == 9 * configs, (batch, r)
             assert r["groups"] < r["launches"] and r["binaries"] == r["groups"] * configs, (batch, r)
+
+
+@pytest.mark.gpu
+def test_gpu_autotuners_precompile_then_benchmark(gpu, monkeypatch, tmp_path):
+    """On the GPU: a new shape's first launch through an autotuner (Triton's disk cache empty, so
+    it benchmarks) compiles every config on worker threads first, with the launch's CUDA tensors,
+    and the block is right (2 configs per launch: few new binaries)."""
+    import triton
+
+    # An empty disk cache, so the autotuners benchmark (a result on disk would skip it).
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    if hasattr(getattr(triton, "knobs", None), "cache"):
+        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path))
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "4")
+    real, compiled = _common.precompile_configs, []
+
+    def spy(*args, **kwargs):
+        compiled.append(real(*args, **kwargs))
+        return compiled[-1]
+
+    monkeypatch.setattr(_common, "precompile_configs", spy)
+    monkeypatch.setattr(
+        reduce_pool,
+        "_tuned_kernel",
+        reduce_pool.make_tuned_kernel(reduce_pool.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    monkeypatch.setattr(
+        branch_convs,
+        "_tuned_kernel",
+        branch_convs.make_tuned_kernel(branch_convs.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    # 3 images of 28x28: 2352 pixels, past SMALL_PROBLEM_PIXELS (the prune keeps both configs).
+    block = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=3, h=28, w=28, dtype=torch.bfloat16, device=gpu, seed=21)
+    out, scratch = tb.block_forward(**block)
+    torch.cuda.synchronize()
+    assert compiled == [2, 2]
+    ref64_out, ref64_scratch = block_reference(**{k: v.double() for k, v in block.items()})
+    reflp_out, reflp_scratch = block_reference(**block)
+    assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), "scratch")
+    check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), "out")
