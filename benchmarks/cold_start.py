@@ -3,7 +3,8 @@
 sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
 
 For each Triton launch of that forward (the stem kernel with and without its pool, the max pool on
-maxpool1-4, launch 1 and launch 2 of the nine blocks, the head's average pool and GEMM; with
+maxpool1-4, launch 1 and launch 2 of the nine blocks, launch 1 of 3a, 4a and 5a with the pool
+before it folded in, the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
 passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
 kernel's early prune: SMALL_PROBLEM_PIXELS, split-K), and Triton's specialization of those
@@ -48,7 +49,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from benchmarks.kernel_stats import POOLS, SIZES, _source  # noqa: E402
+from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source  # noqa: E402
 from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
 from inception_fast.backends.triton._common import tuning_bench_ms  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
@@ -107,6 +108,11 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         rows.append(("maxpool", name, maxpool._max_pool_kernel, maxpool._tuned_kernel, args, meta))
     for block in SIZES:
         ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = _block_tensors(block, batch, dt)
+        if block in FOLDS:  # the pool before it folded into launch 1: a measured candidate (FOLD_CHOICE)
+            c, size, params = POOLS[FOLDS[block]]
+            pre = torch.empty(batch, x.shape[1], size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
+            args, meta, _grid = reduce_pool._arguments(pre, w_red, b_red, w_pool, b_pool, out, scratch, pre_pool=params)
+            rows.append(("launch1_fold", block, reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel, args, meta))
         n_counters = branch_convs.split_k_counters(scratch, w3, w5)
         counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32)
         args, meta, _grid = reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters)

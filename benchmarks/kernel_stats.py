@@ -1,8 +1,9 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
 Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
-and without its max pool, of the max pool kernel on GoogLeNet's four pools, and of the head's two
-launches, the average pool and the fc GEMM, on 5b's output) for a GPU
+and without its max pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with
+maxpool2/3/4 folded into 3a's/4a's/5a's loads, and of the head's two launches, the average pool
+and the fc GEMM, on 5b's output) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
@@ -14,7 +15,7 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|head|backward:inception4b] [--batch 256] [--json]
+        [--block inception3a|stem|pools|folds|head|backward:inception4b] [--batch 256] [--json]
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -224,6 +225,33 @@ def pool_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[di
     return rows
 
 
+# The blocks whose preceding pool folds into their launch 1 (torchvision's variant), and that pool.
+FOLDS = {"inception3a": "maxpool2", "inception4a": "maxpool3", "inception5a": "maxpool4"}
+
+
+def fold_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (block, config) of launch 1 with the preceding max pool folded into its loads
+    (reduce_pool.py, PRE_K > 1): 3a on maxpool2's input, 4a on maxpool3's, 5a on maxpool4's."""
+    rows = []
+    dt = DTYPES[dtype]
+    for block, pool_name in FOLDS.items():
+        cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
+        c, size, params = POOLS[pool_name]
+        x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
+        w_red, b_red = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(ch1 + r3 + r5, dtype=dt)
+        w_pool, b_pool = torch.empty(pool, cin, dtype=dt), torch.empty(pool, dtype=dt)
+        w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=torch.channels_last)
+        w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=torch.channels_last)
+        hw = (SIZES[block], SIZES[block])
+        out, scratch = empty_outputs(x, w_red, w_pool, w3, w5, hw)
+        args, meta, _grid = reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, pre_pool=params)
+        for config in reduce_pool.CONFIGS:
+            row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": f"l1+{pool_name}"}
+            row.update(_compile(reduce_pool._reduce_pool_kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 def head_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, classes: int = 1000) -> list[dict]:
     """One row per (launch, config) of the head on 5b's output at 224 (1024 x 7 x 7, channels_last)
     into ``classes`` classes: "avgpool" (the channel means) and "linear" (the fc GEMM)."""
@@ -250,8 +278,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--block",
         action="append",
-        choices=[*SIZES, "stem", "pools", "head", *(f"backward:{b}" for b in SIZES)],
-        help="repeatable (default: stem, 3a, 4b, 5b, the pools and the head); backward:<block> for the Triton backward",
+        choices=[*SIZES, "stem", "pools", "folds", "head", *(f"backward:{b}" for b in SIZES)],
+        help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools and the head); "
+        "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it folded in",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -259,8 +288,10 @@ def main(argv=None) -> int:
     rows = []
     # 3a: the narrowest block; 4b: a scratch buffer whose rows are not 16-element multiples
     # (136 channels); 5b: the widest block.
-    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools", "head"]:
-        if block == "head":
+    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools", "folds", "head"]:
+        if block == "folds":
+            rows += fold_stats(args.batch, args.dtype, args.arch)
+        elif block == "head":
             rows += head_stats(args.batch, args.dtype, args.arch)
         elif block == "stem":
             rows += stem_stats(args.batch, args.dtype, args.arch)

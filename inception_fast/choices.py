@@ -12,15 +12,19 @@
 * ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``, ``HEAD_CHOICE``: FusedGoogLeNet's stages
   outside the blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools, the
   eval-mode head; see ``inception_fast.stages``).
+* ``FOLD_CHOICE``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a) run "separate"
+  (the pool, then the block) or "folded" (the Triton block whose launch 1 takes the pool on the fly,
+  op ``pooled_inception_block``), per shape (``stages.pool_block``).
 
 Every candidate but the trusted one (ATen: the torch backend, ATen's conv, pool and head) enters
 through ``checked_against``: its first run is compared with the trusted computation before it is
 timed, and a candidate that disagrees is dropped with the disagreement on record.  A kernel that
 is wrong on some GPU or shape is never chosen for being fast.
 
-Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``), so benchmarks and
-tests read them by field.  Where nothing is measured (off CUDA, while capturing a CUDA graph or
-tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate.
+Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
+``FoldKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
+while capturing a CUDA graph or tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes
+its first candidate.
 """
 
 from __future__ import annotations
@@ -53,10 +57,12 @@ __all__ = [
     "ConvReluKey",
     "PoolKey",
     "HeadKey",
+    "FoldKey",
     "STEM_CHOICE",
     "CONV_RELU_CHOICE",
     "POOL_CHOICE",
     "HEAD_CHOICE",
+    "FOLD_CHOICE",
     "fp32_precision",
     "checked_against",
 ]
@@ -400,6 +406,18 @@ class HeadKey(NamedTuple):
     tf32: Optional[bool]  # fp32: matmul's TF32 flag (nn.Linear follows it), else None
 
 
+class FoldKey(NamedTuple):
+    """FOLD_CHOICE's key: one max pool and the block after it."""
+
+    device: str
+    dtype: torch.dtype
+    shape: tuple  # the pool's input (N, C, H, W)
+    stride: tuple  # the pool input's strides (its layout)
+    params: tuple  # the pool's (kernel, stride, padding, ceil_mode)
+    block: tuple  # the block's packed weight shapes (w_red, w_pool, w3, w5)
+    precision: Optional[tuple]  # fp32: (cuDNN's TF32 flag, matmul precision), else None
+
+
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).
 STEM_CHOICE = MeasuredChoice(store_as="stem")
 # conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op.
@@ -408,6 +426,9 @@ CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 POOL_CHOICE = MeasuredChoice(store_as="pool")
 # The eval-mode head: ATen's average pool + addmm against the Triton head (backends/triton/head.py).
 HEAD_CHOICE = MeasuredChoice(store_as="head")
+# A max pool and the block after it: "separate" (the pool as POOL_CHOICE runs it, then the block as
+# the model runs it) against "folded" (ops.pooled_inception_block on the triton backend).
+FOLD_CHOICE = MeasuredChoice(store_as="fold")
 
 
 class OpChoice(AutoBackend):

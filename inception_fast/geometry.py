@@ -12,7 +12,7 @@ No dependency on the rest of the package: every layer may import it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -24,6 +24,7 @@ __all__ = [
     "pre_bn_pieces",
     "conv_out",
     "pool_out",
+    "foldable",
     "PIXEL_ROW_LIMIT",
     "check_pixel_rows",
     "rows",
@@ -58,14 +59,17 @@ def block_channels(w_red: torch.Tensor, w_pool: torch.Tensor, w3: torch.Tensor, 
     return BlockChannels(w_red.shape[0] - ch3red - ch5red, ch3red, ch5red, ch3, ch5, w_pool.shape[0])
 
 
-def empty_outputs(x: torch.Tensor, w_red, w_pool, w3, w5) -> tuple[torch.Tensor, torch.Tensor]:
+def empty_outputs(x: torch.Tensor, w_red, w_pool, w3, w5, hw=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, scratch), uninitialised, channels_last, on x's device and in x's dtype:
-    out (N, ch1+ch3+ch5+pool_proj, H, W) and scratch (N, ch3red+ch5red, H, W).
+    out (N, ch1+ch3+ch5+pool_proj, H, W) and scratch (N, ch3red+ch5red, H, W), H x W x's own or
+    ``hw`` (the pooled size, for a block that pools its input first).
 
     Every backend allocates through this function (called as ``geometry.empty_outputs``), so tests
     can poison both buffers in one place."""
     channels = block_channels(w_red, w_pool, w3, w5)
     n, _, h, w = x.shape
+    if hw is not None:
+        h, w = hw
     cl = torch.channels_last
     out = torch.empty((n, channels.total, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
     scratch = torch.empty((n, channels.reductions, h, w), dtype=x.dtype, device=x.device, memory_format=cl)
@@ -110,6 +114,20 @@ def pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
     if ceil and (out - 1) * s >= size + p:
         out -= 1
     return out
+
+
+def foldable(kernel: int, stride: int, padding: int) -> Optional[str]:
+    """None where a kernel x kernel / stride max pool with ``padding`` folds into the next block's
+    launch 1 (the Triton ``pooled_inception_block``), else why not.  The block's own 3x3/s1/p1 pool
+    of the pooled map is then a max over one contiguous range of input rows (and columns) only
+    where consecutive pool windows overlap or touch (stride <= kernel); the kernel unrolls nothing
+    but keeps the window small (kernel 2 or 3, stride at most 2)."""
+    if not (1 < kernel <= 3 and 1 <= stride <= min(kernel, 2) and 0 <= 2 * padding <= kernel):
+        return (
+            f"a {kernel}x{kernel}/{stride} max pool with padding {padding} does not fold into launch 1 "
+            "(kernel 2 or 3, stride at most min(kernel, 2), padding at most half the kernel)"
+        )
+    return None
 
 
 def conv_out(size: int, k: int, s: int, p: int) -> int:

@@ -16,8 +16,9 @@ submodules and state_dict keys; only forward differs:
   batch and running statistics, differ in eps or are not plain nn.BatchNorm2d runs its own
   modules.  Without BatchNorm (paper, d2l) training goes through the folded op.
 
-FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool) fused: the stem
-and the pools in the forms measured fastest (``inception_fast.stages``).  NCHW input works: the
+FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool, pool + block) fused:
+the stem and the pools in the forms measured fastest (``inception_fast.stages``), and maxpool2/3/4
+folded into the first launch of the block after them where that measured faster.  NCHW input works: the
 first conv reads either layout and everything after it is channels_last (the kernels' layout); a
 standalone FusedInception converts in and back out, so its output's memory format follows the
 input's, like torch convolutions.
@@ -569,17 +570,17 @@ class FusedGoogLeNet(GoogLeNet):
         return not any(bn is not None and _uses_batch_stats(bn) for bn in stem_bns)
 
     # The network is GoogLeNet.forward; these are its stages, fused.
-    def _stem(self, x: Tensor) -> Tensor:
-        """The folded stem on ``x`` in either layout; returns channels_last: everything after the
-        first conv runs channels_last (one conversion, at the entry)."""
+    def _stem_body(self, x: Tensor) -> Tensor:
+        """The folded stem up to maxpool2 on ``x`` in either layout; returns channels_last:
+        everything after the first conv runs channels_last (one conversion, at the entry)."""
         if not self._fused(x):
             if x.shape[0] == 0:
-                return super()._stem(x)
+                return super()._stem_body(x)
             # Stem BatchNorms with batch statistics: the reference's stem, on channels_last (oneDNN's
             # faster layout, and the blocks' layout, which they then run fused in).
             return (
                 super()
-                ._stem(x.contiguous(memory_format=torch.channels_last))
+                ._stem_body(x.contiguous(memory_format=torch.channels_last))
                 .contiguous(memory_format=torch.channels_last)
             )
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
@@ -605,7 +606,7 @@ class FusedGoogLeNet(GoogLeNet):
             x = stages.conv_relu(x, w3, b3, 1)
         if self.lrn2 is not None:
             x = self.lrn2(x)
-        return self._max_pool(x, self.maxpool2)
+        return x
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
         # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan).
@@ -613,6 +614,24 @@ class FusedGoogLeNet(GoogLeNet):
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
+
+    def _pool_block(self, pool: nn.Module, block: nn.Module, x: Tensor) -> Tensor:
+        """``block(pool(x))``: the two stages, or, where FOLD_CHOICE measured it faster
+        (stages.pool_block), the pool folded into the block's first Triton launch.  Offered only
+        where both stages would run fused with the block's BatchNorm folded, in the weights' dtype."""
+        separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
+        if (
+            not self._triton_allowed
+            or torch.compiler.is_compiling()
+            or not isinstance(block, _PackedBlock)
+            or not self._fused(x)
+            or _compute_dtype(x) != x.dtype
+            or x.dtype != block._first_weight().dtype
+            or block._bn_plan(x) != "fold"
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *_own_unit_tensors(block))))
+        ):
+            return separate()  # (with gradients: the folded op has no backward)
+        return stages.pool_block(x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -10,6 +10,11 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   resolved per call by ``inception_fast.choices.AUTO`` (so the choice also happens under
   torch.compile, whose traced graph only holds the op).  Differentiable: its registered backward
   runs ``inception_fast::inception_block_backward`` with the forward's backend name.
+* ``inception_fast::pooled_inception_block`` -- ``inception_block``'s output on
+  max_pool2d(x, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode) (square window,
+  dilation 1): "torch" runs ATen's pool then its block, "triton" takes the pool while launch 1 loads
+  x (the pooled map is never stored).  Inference only: a gradient through it raises.  FusedGoogLeNet
+  runs it where ``inception_fast.choices.FOLD_CHOICE`` measured it faster (maxpool2/3/4 with 3a/4a/5a).
 * ``inception_fast::inception_block_backward`` -- the block's gradients (input, packed weights and
   biases) from the forward's saved input, output and scratch, through the registry (kernel
   ``inception_block_backward``: the torch backend's ATen chain, the Triton backward launches).
@@ -37,12 +42,24 @@ import torch.nn.functional as F
 from . import backends as _backends
 from . import choices, geometry
 
-__all__ = ["inception_block", "inception_block_bn_train", "conv_relu_maxpool", "max_pool2d", "avgpool_linear"]
+__all__ = [
+    "inception_block",
+    "pooled_inception_block",
+    "inception_block_bn_train",
+    "conv_relu_maxpool",
+    "max_pool2d",
+    "avgpool_linear",
+]
 
 _LIB = torch.library.Library("inception_fast", "DEF")  # kept alive: dropping it would remove the schemas
 _LIB.define(
     "inception_block(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
     "Tensor w3, Tensor b3, Tensor w5, Tensor b5, str backend) -> (Tensor, Tensor)"
+)
+_LIB.define(
+    "pooled_inception_block(Tensor x, Tensor w_red, Tensor b_red, Tensor w_pool, Tensor b_pool, "
+    "Tensor w3, Tensor b3, Tensor w5, Tensor b5, int pool_kernel, int pool_stride, int pool_padding, "
+    "bool ceil_mode, str backend) -> Tensor"
 )
 _LIB.define(
     "inception_block_backward(Tensor grad_out, Tensor x, Tensor w_red, Tensor w_pool, Tensor w3, Tensor w5, "
@@ -127,6 +144,79 @@ def _kernel(op: str, backend: str, x):
 def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+
+
+def _pooled_block_shape(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend):
+    """Checks the arguments; returns the pooled (PH, PW)."""
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
+    if kernel < 1 or stride < 1 or not 0 <= 2 * padding <= kernel:
+        raise ValueError(
+            f"pooled_inception_block: invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
+            "(padding must be at most half the kernel)"
+        )
+    hw = tuple(geometry.pool_out(s, kernel, stride, padding, ceil_mode) for s in x.shape[2:])
+    if min(hw) < 1:
+        raise ValueError(
+            f"pooled_inception_block: input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} "
+            f"max pool (padding {padding})"
+        )
+    return hw
+
+
+@torch.library.impl(_LIB, "pooled_inception_block", "CompositeExplicitAutograd")
+def _pooled_inception_block_impl(
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
+):
+    hw = _pooled_block_shape(
+        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
+    )
+    if backend == "auto":
+        raise ValueError(
+            "pooled_inception_block takes a backend name ('torch', 'triton'), not 'auto': "
+            "FusedGoogLeNet decides per shape (inception_fast.choices.FOLD_CHOICE)"
+        )
+    kernel_fn = _kernel("pooled_inception_block", backend, x)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[0] == 0:  # an empty batch: nothing to compute
+        return geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)[0]
+    with torch.no_grad():
+        return kernel_fn(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+
+
+@torch.library.register_fake("inception_fast::pooled_inception_block")
+def _pooled_inception_block_fake(
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
+):
+    hw = _pooled_block_shape(
+        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
+    )
+    return geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)[0]
+
+
+def _pooled_block_setup_context(ctx, inputs, output):
+    pass
+
+
+def _pooled_block_backward(ctx, grad_out):
+    raise RuntimeError(
+        "inception_fast::pooled_inception_block is inference only (no backward); for gradients run "
+        "the pool and then inception_block (FusedGoogLeNet does so whenever a gradient is wanted)"
+    )
+
+
+torch.library.register_autograd(
+    "inception_fast::pooled_inception_block", _pooled_block_backward, setup_context=_pooled_block_setup_context
+)
+
+
+def pooled_inception_block(
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding=0, ceil_mode=False, backend="torch"
+):
+    """Inference forward of one block on max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode);
+    returns the channels_last (N, C_total, PH, PW) output ("triton": the pool folded into launch 1)."""
+    return torch.ops.inception_fast.pooled_inception_block(
+        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
+    )
 
 
 @torch.library.register_fake("inception_fast::reduce_pool_")

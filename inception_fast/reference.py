@@ -284,16 +284,21 @@ class GoogLeNet(nn.Module):
         shift = x.new_tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
         return x * scale + shift
 
-    # The network, written once: forward calls one hook per stage (stem, block, pool, head), which
-    # FusedGoogLeNet overrides with its fused stages.
-    def _stem(self, x: Tensor) -> Tensor:
+    # The network, written once: forward calls one hook per stage (stem, block, pool, a pool and
+    # the block after it, head), which FusedGoogLeNet overrides with its fused stages.
+    def _stem_body(self, x: Tensor) -> Tensor:
+        """The stem up to maxpool2 (which forward runs with 3a, ``_pool_block``)."""
         x = self.maxpool1(self.conv1(x))
         if self.lrn1 is not None:
             x = self.lrn1(x)
         x = self.conv3(self.conv2(x))
         if self.lrn2 is not None:
             x = self.lrn2(x)
-        return self.maxpool2(x)
+        return x
+
+    def _stem(self, x: Tensor) -> Tensor:
+        """The whole stem, maxpool2 included (a stage of its own for the benchmarks)."""
+        return self._pool(self.maxpool2, self._stem_body(x))
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
         return block(x)
@@ -301,20 +306,23 @@ class GoogLeNet(nn.Module):
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return pool(x)
 
+    def _pool_block(self, pool: nn.Module, block: nn.Module, x: Tensor) -> Tensor:
+        return self._block(block, self._pool(pool, x))
+
     def _head(self, x: Tensor) -> Tensor:
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
     def forward(self, x: Tensor):
         self.check_input(x)
-        x = self._stem(self._transform_input(x))
-        x = self._block(self.inception3b, self._block(self.inception3a, x))
-        x = self._block(self.inception4a, self._pool(self.maxpool3, x))
+        x = self._stem_body(self._transform_input(x))
+        x = self._block(self.inception3b, self._pool_block(self.maxpool2, self.inception3a, x))
+        x = self._pool_block(self.maxpool3, self.inception4a, x)
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
         for block in (self.inception4b, self.inception4c, self.inception4d):
             x = self._block(block, x)
         aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
         x = self._block(self.inception4e, x)
-        x = self._block(self.inception5b, self._block(self.inception5a, self._pool(self.maxpool4, x)))
+        x = self._block(self.inception5b, self._pool_block(self.maxpool4, self.inception5a, x))
         x = self._head(x)
         if self.training and self.aux_logits:
             return GoogLeNetOutputs(x, aux2, aux1)

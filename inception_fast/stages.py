@@ -12,6 +12,11 @@
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
+* ``pool_block``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a; FOLD_CHOICE):
+  "separate" (the pool as ``max_pool`` runs it, then the block as the model runs it) against
+  "folded" (the Triton block whose launch 1 takes the pool while loading its input, op
+  ``pooled_inception_block``: the pooled map is never stored), which must agree with an fp64 ATen
+  pool + block within the tolerance table's rule.
 * ``head``: the eval-mode head, global average pool + dropout (the identity) + fc (HEAD_CHOICE):
   ATen's (mean, then addmm) against the Triton head (backends/triton/head.py: the pool and a GEMM
   with the bias in two launches, 5b's output read once), which must agree with a float64 ATen
@@ -28,13 +33,13 @@ ATen.  The results are channels_last (the head's: (N, classes) logits).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import choices, ops
+from . import choices, geometry, ops
 
 __all__ = [
     "STEM_TRITON_VARIANTS",
@@ -42,6 +47,8 @@ __all__ = [
     "pool_params",
     "conv_relu",
     "max_pool",
+    "fold_params",
+    "pool_block",
     "standard_head",
     "head",
     "stem_onednn_params",
@@ -128,6 +135,63 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
             )
         choice = chooser.pick(key, x.device, runners)
     return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+
+
+def fold_params(pool: nn.Module) -> Optional[tuple]:
+    """``pool_params(pool)`` where that pool folds into the next block's launch 1
+    (``geometry.foldable``), else None."""
+    params = pool_params(pool)
+    if params is None or pool._forward_hooks or pool._forward_pre_hooks:
+        return None
+    return params if geometry.foldable(*params[:3]) is None else None
+
+
+def pool_block(
+    x: Tensor, pool: nn.Module, packed: Callable[[], tuple], separate: Callable[[], Tensor], triton_allowed: bool
+) -> Tensor:
+    """The block's output on ``pool(x)`` as FOLD_CHOICE measured fastest: ``separate()`` (the pool,
+    then the block; the first candidate, what runs wherever nothing is measured) or the folded
+    Triton op on the block's packed weights (``packed()``: (w_red, b_red, w_pool, b_pool, w3, b3,
+    w5, b5) in x's dtype).  The caller offers the fold only where the block folds its BatchNorm;
+    here it competes only where ``triton_allowed`` (the model's backend is auto or triton), the
+    pool folds (``fold_params``), the chooser applies (its devices, no gradient, not tracing) and
+    Triton runs on x's device."""
+    chooser = choices.FOLD_CHOICE
+    params = fold_params(pool)
+    if not triton_allowed or params is None or x.dim() != 4 or x.shape[0] == 0:
+        return separate()
+    if not chooser.applies(x.device, x):
+        return separate()
+    weights = packed()
+    if any(w.requires_grad for w in weights) and torch.is_grad_enabled():
+        return separate()
+    key = choices.FoldKey(
+        str(x.device),
+        x.dtype,
+        tuple(x.shape),
+        tuple(x.stride()),
+        params,
+        tuple(tuple(weights[i].shape) for i in (0, 2, 4, 6)),
+        (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) if x.dtype == torch.float32 else None,
+    )
+    folded = lambda: ops.pooled_inception_block(x, *weights, *params, backend="triton")  # noqa: E731
+    choice = chooser.lookup(key)
+    if choice is None:
+        if not chooser.can_measure(x.device):  # capture, static mode: the two stages, nothing to build
+            return separate()
+        from .backends import availability
+
+        runners = {"separate": separate}
+        if availability("triton", x.device) is None:
+            aten = lambda x, weights: ops.pooled_inception_block(x, *weights, *params, backend="torch")  # noqa: E731
+            runners["folded"] = choices.checked_against(
+                folded,
+                lambda: aten(x, weights),
+                "the max pool folded into the block's launch 1",
+                lambda: aten(x.double(), [w.double() for w in weights]),
+            )
+        choice = chooser.pick(key, x.device, runners)
+    return folded() if choice == "folded" else separate()
 
 
 def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:

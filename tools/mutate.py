@@ -44,6 +44,8 @@ TRITON_HEAD = ("tests/test_triton_head.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
+# The pool folded into launch 1: its kernel and op tests (the model-level ones run the same kernels).
+TRITON_FOLD = ("tests/test_triton_fold.py", "-k", "fp32 or fp16 or nan")
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -134,6 +136,39 @@ MUTANTS = [
         "is_branch1 = offs_n <= ch1",
         TRITON_BLOCK,
         "off-by-one mask between branch 1's columns and the scratch's",
+    ),
+    # -- the max pool folded into Triton launch 1 (reduce_pool.py, PRE_K > 1) ---------------------------
+    Mutant(
+        "triton_fold_pool_taps",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "TAPS: tl.constexpr = 2 * PRE_S + PRE_K",
+        "TAPS: tl.constexpr = 2 * PRE_S + PRE_K - 1",
+        TRITON_FOLD,
+        "the folded pool role's window misses its last row and column of pre-pool taps",
+    ),
+    Mutant(
+        "triton_fold_pool_tail",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "hi_r = tl.minimum(PRE_S * tl.minimum(hh + 1, H - 1) - PRE_PAD + PRE_K - 1, HI - 1)",
+        "hi_r = tl.minimum(PRE_S * (hh + 1) - PRE_PAD + PRE_K - 1, HI - 1)",
+        TRITON_FOLD,
+        "the folded pool role's last row reads the rows a floor-mode pool drops",
+    ),
+    Mutant(
+        "triton_fold_reduce_padding",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "x_row = row_offsets(img, hh * PRE_S - PRE_PAD, ww * PRE_S - PRE_PAD, stride_x_n, stride_x_h, stride_x_w)",
+        "x_row = row_offsets(img, hh * PRE_S, ww * PRE_S, stride_x_n, stride_x_h, stride_x_w)",
+        TRITON_FOLD,
+        "the folded reduce role's window starts without the pool's padding",
+    ),
+    Mutant(
+        "triton_fold_nan",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "pooled = tl.maximum(pooled, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)",
+        "pooled = tl.maximum(pooled, v.to(tl.float32))",
+        TRITON_FOLD,
+        "the folded pools' max drops NaN",
     ),
     # -- Triton launch 2 (branch_convs.py) and the shared pixel helpers ----------------------------------
     Mutant(

@@ -1,6 +1,6 @@
 """What the package picked while a benchmark ran: the Triton autotuners' configs and the
 measured choices (backend "auto" per block shape, the stem's conv1, conv-ReLU, the max pools, the
-head, and any other).
+pools folded into the next block, the head, and any other).
 
 ``measured_choices`` lists every ``inception_fast.choices.MeasuredChoice`` found at module level
 in the loaded ``inception_fast`` modules (``choosers``), so a choice added to the package shows up
@@ -69,8 +69,9 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         for key, c in choices.CONV_RELU_CHOICE.choices().items()
         if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
     ]
-    # The max pools and the eval-mode head (ATen or Triton, POOL_CHOICE and HEAD_CHOICE) at this
-    # batch and dtype, each named by its input shape.
+    # The max pools, the pools folded into the next block's launch 1 (FOLD_CHOICE: "separate" or
+    # "folded") and the eval-mode head (ATen or Triton, POOL_CHOICE and HEAD_CHOICE) at this batch
+    # and dtype, each named by its input shape.
     stages = [
         {
             "stage": stage,
@@ -80,7 +81,11 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
             "errors": c.errors,
             "stored": c.stored,  # read from the choice store: measured by an earlier process, no times here
         }
-        for stage, chooser in (("max pool", choices.POOL_CHOICE), ("head", choices.HEAD_CHOICE))
+        for stage, chooser in (
+            ("max pool", choices.POOL_CHOICE),
+            ("max pool + block", choices.FOLD_CHOICE),
+            ("head", choices.HEAD_CHOICE),
+        )
         for key, c in chooser.choices().items()
         if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
     ]

@@ -42,14 +42,14 @@ KNOWN_DEVICES = (
         ("H200",),
         788e12,
         4.3e12,
-        "table: NVIDIA H200, measured on a lent one (8192³ bf16 GEMM on random data; device copy), 2026-10/11",
+        "table: NVIDIA H200, shared/GPU.md (8192³ bf16 GEMM on random data; device copy)",
     ),
     (
         "H100 SXM",
         ("H100", "HBM3"),
         779e12,
         2.98e12,
-        "table: NVIDIA H100 80GB HBM3, measured on a lent one (bf16 GEMM; device copy), 2026-11-27",
+        "table: NVIDIA H100 80GB HBM3, shared/GPU.md (bf16 GEMM; device copy, measured 2026-11-27)",
     ),
 )
 

@@ -23,6 +23,14 @@ The block kernel's contract, for every backend:
   bias+ReLU (kept for the backward pass).
 Both are allocated by ``inception_fast.geometry.empty_outputs``.  All outputs are post-ReLU.
 
+The block on a max-pooled input (op ``pooled_inception_block``, inference only), where a backend
+has one ("torch": ATen's pool then its block; "triton": the pool folded into launch 1's loads):
+
+    pooled_inception_block(x, kernel, stride, padding, ceil_mode, w_red, ..., b5) -> out
+
+* ``x``: the block's input BEFORE max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode),
+  channels_last-contiguous; the weights as above; ``out`` as above at the pooled size.
+
 The block backward's kernel (op ``inception_block_backward``), where a backend has one:
 
     inception_block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)

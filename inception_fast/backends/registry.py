@@ -13,6 +13,7 @@ __all__ = ["OPS", "Backend", "register", "sm80_reason"]
 # The ops a backend may implement (inception_fast.ops defines their schemas).
 OPS = (
     "inception_block",
+    "pooled_inception_block",
     "inception_block_backward",
     "inception_block_bn_train",
     "conv_relu_maxpool",

@@ -44,6 +44,13 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return out, scratch
 
 
+def pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """The block on max_pool2d(x, ...): ATen's pool, then ``block_forward`` (the reference semantics
+    of op ``pooled_inception_block``)."""
+    pooled = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode).contiguous(memory_format=torch.channels_last)
+    return block_forward(pooled, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)[0]
+
+
 def batch_stats(y2d):
     """(mean, biased variance) per column of an [M, C] view, in float32 (float64 for float64): two
     passes, the column sums and then the sums of squared deviations from the mean (ATen's var_mean
@@ -160,6 +167,7 @@ register(
         _unavailable_reason,
         {
             "inception_block": block_forward,
+            "pooled_inception_block": pooled_block_forward,
             "inception_block_backward": block_backward,
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,

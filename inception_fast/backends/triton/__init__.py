@@ -1,5 +1,6 @@
 """The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
-``reduce_pool.py``, launch 2 ``branch_convs.py``) and its backward (``block_backward.py``, three
+``reduce_pool.py``, launch 2 ``branch_convs.py``; also with the max pool before the block folded
+into launch 1's loads, op ``pooled_inception_block``) and its backward (``block_backward.py``, three
 launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
 an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
 with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
@@ -66,6 +67,12 @@ def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
 
+def _pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    from .block import pooled_block_forward
+
+    return pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+
+
 def _block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
     from .bn_train import block_bn_train_forward
 
@@ -107,6 +114,7 @@ register(
         _unavailable_reason,
         {
             "inception_block": _block_forward,
+            "pooled_inception_block": _pooled_block_forward,
             "inception_block_bn_train": _block_bn_train_forward,
             "inception_block_backward": _block_backward,
             "conv_relu_maxpool": _conv_relu_maxpool,

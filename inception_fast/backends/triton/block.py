@@ -6,7 +6,9 @@
 * ``launch_branch_convs`` (branch_convs.py, launch 2): branch 2's 3x3 and branch 3's kxk convs as
   implicit GEMMs over ``scratch``, each into its slice of ``out``.
 
-``block_forward`` follows the backend contract in ``inception_fast.backends``.  Importing this
+``block_forward`` follows the backend contract in ``inception_fast.backends``;
+``pooled_block_forward`` is the block on ``max_pool2d(x, ...)`` with that pool folded into launch 1
+(its loads take the max on the fly, the pooled map is never stored), still two launches.  Importing this
 module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
 """
 
@@ -21,13 +23,25 @@ from ._common import INTERPRET, check_dtype, launch_count
 from .branch_convs import launch_branch_convs, split_k_counters
 from .reduce_pool import launch_reduce_pool
 
-__all__ = ["block_forward", "launch_reduce_pool", "launch_branch_convs", "launch_count", "INTERPRET"]
+__all__ = [
+    "block_forward",
+    "pooled_block_forward",
+    "launch_reduce_pool",
+    "launch_branch_convs",
+    "launch_count",
+    "INTERPRET",
+]
 
 
-def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
-    """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel."""
+def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, pre_pool=None):
+    """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel.
+    ``pre_pool`` (kernel, stride, padding, ceil_mode): the block runs on max_pool2d(x, ...), folded
+    into launch 1 (out and scratch are the pooled size)."""
     check_dtype(x.dtype)
-    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    hw = None
+    if pre_pool is not None:
+        hw = tuple(geometry.pool_out(size, *pre_pool) for size in x.shape[2:])
+    out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
     ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
     # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
     # zeroes them, so no third kernel (a memset) is needed.
@@ -35,6 +49,12 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32, device=x.device)
     # Triton launches on the current CUDA device; the tensors may live on another one.
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters)
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters, pre_pool=pre_pool)
         launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
     return out, scratch
+
+
+def pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """The block's output on max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode), in the
+    block's two launches: the pool taken while launch 1 loads x."""
+    return block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, (kernel, stride, padding, ceil_mode))[0]

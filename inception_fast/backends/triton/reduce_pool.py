@@ -15,6 +15,18 @@ Each program owns BLOCK_M output pixels (rows of x2d) and one column tile, in on
   @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:].  The pooled input never exists in
   memory; the shifted loads mostly hit L1/L2, since neighbouring pixels share their taps.
 
+Folded pre-pool (PRE_K > 1: the pool before the block, maxpool2/3/4, taken on the fly): the rows
+are the pixels (h, w) of the pooled PH x PW map and x is the HI x WI map before the pool.  The
+reduce role's A tile is max over the PRE_K x PRE_K window x[s*h - pad + a, s*w - pad + b] (taps
+outside the input -inf; every window holds a real one).  The pool role's 3x3/s1/p1 max of the
+pooled map is the max over input rows s*(h-1) - pad .. s*(h+1) - pad + k - 1 (a width of 2s + k:
+7 taps for 3x3/2, 6 for 2x2/2), clipped to [max(0, s*max(h-1, 0) - pad),
+min(HI - 1, s*min(h+1, PH-1) - pad + k - 1)] (the windows of the pooled rows that exist: this
+clip covers floor mode's dropped tail and ceil mode's overhang), and the same for the columns; one
+contiguous range because consecutive windows touch (s <= k, see ``geometry.foldable``).  The taps are a
+loop, one load in flight per step, so the max tile stays in registers; the pooled map is never
+written, and launch 2 runs unchanged on the pooled-size scratch.
+
 Column tiles vary fastest in the 1-D grid, so the programs sharing an input tile run together and
 read it from L2, not HBM.
 
@@ -50,6 +62,47 @@ __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
 
 @triton.jit
+def _window_max(
+    x_ptr,
+    x_row,
+    r0,
+    c0,
+    lo_r,
+    hi_r,
+    lo_c,
+    hi_c,
+    row_ok,
+    kk,
+    k_ok,
+    stride_x_h,
+    stride_x_w,
+    stride_x_c,
+    TAPS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """[BLOCK_M, BLOCK_K] fp32: per row, the max over the TAPS x TAPS input pixels (r0 + dr, c0 + dc)
+    that lie in [lo_r, hi_r] x [lo_c, hi_c] (x_row: the 64-bit offset of pixel (r0, c0)), channels
+    kk.  Taps outside, masked rows and channels past Cin read -inf; NaN propagates as in PyTorch,
+    and the max is exact (fp32 holds every fp16/bf16 value)."""
+    pooled = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
+    for t in range(TAPS * TAPS):
+        dr = t // TAPS
+        dc = t % TAPS
+        r = r0 + dr
+        c = c0 + dc
+        tap_ok = row_ok & (r >= lo_r) & (r <= hi_r) & (c >= lo_c) & (c <= hi_c)
+        tap_row = x_row + dr * stride_x_h + dc * stride_x_w
+        v = tl.load(
+            x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
+            mask=tap_ok[:, None] & k_ok[None, :],
+            other=float("-inf"),
+        )
+        pooled = tl.maximum(pooled, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+    return pooled
+
+
+@triton.jit
 def _reduce_tile(
     x_ptr,
     w_ptr,
@@ -70,26 +123,61 @@ def _reduce_tile(
     stride_b,
     stride_out_c,
     stride_scratch_c,
+    hh,
+    ww,
+    HI,
+    WI,
+    stride_x_h,
+    stride_x_w,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    PRE_K: tl.constexpr,
+    PRE_S: tl.constexpr,
+    PRE_PAD: tl.constexpr,
+    FOLD_STAGES: tl.constexpr,
+    FOLD_BLOCK_K: tl.constexpr,
 ):
     """The reduce role: x2d @ w_red^T + b_red, ReLU, for one [BLOCK_M, BLOCK_N] tile; columns below
-    ch1 go to out (branch 1), the others to scratch (the 3x3 and kxk reductions)."""
+    ch1 go to out (branch 1), the others to scratch (the 3x3 and kxk reductions).  With a pre-pool
+    (PRE_K > 1) x2d's rows are the pooled pixels (hh, ww), each the max of its PRE_K x PRE_K window
+    of the HI x WI input, taken while the A tile is loaded (x_row: the window's top-left tap)."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_red
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = x_ptr + x_row[:, None] + offs_k[None, :] * stride_x_c
+    if PRE_K == 1:  # (a constexpr branch: its names stay bound after it)
+        a_ptrs = x_ptr + x_row[:, None] + offs_k[None, :] * stride_x_c
     b_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_k[:, None] * stride_w_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, cin, BLOCK_K):
-        k_ok = (k0 + offs_k) < cin
-        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        a_ptrs += BLOCK_K * stride_x_c
-        b_ptrs += BLOCK_K * stride_w_k
+    if PRE_K == 1:
+        for k0 in range(0, cin, BLOCK_K):
+            k_ok = (k0 + offs_k) < cin
+            a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            a_ptrs += BLOCK_K * stride_x_c
+            b_ptrs += BLOCK_K * stride_w_k
+    else:
+        # The running max is a second fp32 tile beside the accumulator: K steps of at most
+        # FOLD_BLOCK_K channels keep both in registers.
+        FOLD_K: tl.constexpr = FOLD_BLOCK_K if BLOCK_K > FOLD_BLOCK_K else BLOCK_K
+        offs_fk = tl.arange(0, FOLD_K)
+        fb_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_fk[:, None] * stride_w_k
+        r0 = hh * PRE_S - PRE_PAD
+        c0 = ww * PRE_S - PRE_PAD
+        for k0 in tl.range(0, cin, FOLD_K, num_stages=FOLD_STAGES):
+            kk = k0 + offs_fk
+            k_ok = kk < cin
+            pooled = _window_max(
+                x_ptr, x_row, r0, c0, 0, HI - 1, 0, WI - 1, row_ok, kk, k_ok,
+                stride_x_h, stride_x_w, stride_x_c, PRE_K, BLOCK_M, FOLD_K,
+            )  # fmt: skip
+            # Rows past M and channels past Cin are -inf (every tap masked): zero them for the dot.
+            a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
+            b = tl.load(fb_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            fb_ptrs += FOLD_K * stride_w_k
 
     bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
@@ -136,43 +224,75 @@ def _pool_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     STAGES: tl.constexpr,
+    HI,
+    WI,
+    PRE_K: tl.constexpr,
+    PRE_S: tl.constexpr,
+    PRE_PAD: tl.constexpr,
+    FOLD_STAGES: tl.constexpr,
 ):
     """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
-    @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0."""
+    @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0.  With a pre-pool (PRE_K > 1,
+    PRE_S <= PRE_K) the A tile is the 3x3/s1/p1 max of the pooled H x W map, which is the max over
+    the rows PRE_S*(hh-1)-PRE_PAD .. PRE_S*(hh+1)-PRE_PAD+PRE_K-1 of the HI x WI input (x_row: the
+    first one's offset), clipped to the windows of the pooled pixels hh-1..hh+1 that exist and to
+    the input; the same for the columns."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_pool
     offs_k = tl.arange(0, BLOCK_K)
     b_ptrs = w_ptr + offs_n[None, :] * stride_w_n + offs_k[:, None] * stride_w_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
-    # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
-    # in registers.
-    for k0 in tl.range(0, cin, BLOCK_K, num_stages=STAGES):
-        kk = k0 + offs_k
-        k_ok = kk < cin
-        # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
-        # promote bf16 to fp32 anyway.
-        pooled = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
-        for dh in tl.static_range(3):
-            for dw in tl.static_range(3):
-                h2 = hh + (dh - 1)
-                w2 = ww + (dw - 1)
-                tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-                tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
-                v = tl.load(
-                    x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c, mask=tap_ok[:, None] & k_ok[None, :], other=0.0
-                )
-                pooled = tl.maximum(
-                    pooled,
-                    tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
-                    propagate_nan=tl.PropagateNan.ALL,
-                )
-        # Rows past M are still -inf (every tap masked), channels past Cin 0: zero both, since
-        # -inf * 0 would be NaN in the dot.
-        a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        b_ptrs += BLOCK_K * stride_w_k
+    if PRE_K > 1:
+        TAPS: tl.constexpr = 2 * PRE_S + PRE_K
+        r0 = PRE_S * (hh - 1) - PRE_PAD
+        c0 = PRE_S * (ww - 1) - PRE_PAD
+        lo_r = tl.maximum(PRE_S * tl.maximum(hh - 1, 0) - PRE_PAD, 0)
+        hi_r = tl.minimum(PRE_S * tl.minimum(hh + 1, H - 1) - PRE_PAD + PRE_K - 1, HI - 1)
+        lo_c = tl.maximum(PRE_S * tl.maximum(ww - 1, 0) - PRE_PAD, 0)
+        hi_c = tl.minimum(PRE_S * tl.minimum(ww + 1, W - 1) - PRE_PAD + PRE_K - 1, WI - 1)
+        for k0 in tl.range(0, cin, BLOCK_K, num_stages=FOLD_STAGES):
+            kk = k0 + offs_k
+            k_ok = kk < cin
+            pooled = _window_max(
+                x_ptr, x_row, r0, c0, lo_r, hi_r, lo_c, hi_c, row_ok, kk, k_ok,
+                stride_x_h, stride_x_w, stride_x_c, TAPS, BLOCK_M, BLOCK_K,
+            )  # fmt: skip
+            a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            b_ptrs += BLOCK_K * stride_w_k
+    else:
+        # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
+        # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
+        # in registers.
+        for k0 in tl.range(0, cin, BLOCK_K, num_stages=STAGES):
+            kk = k0 + offs_k
+            k_ok = kk < cin
+            # fp32 holds every fp16/bf16 value exactly, so the max is exact; tl.maximum would
+            # promote bf16 to fp32 anyway.
+            pooled = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
+            for dh in tl.static_range(3):
+                for dw in tl.static_range(3):
+                    h2 = hh + (dh - 1)
+                    w2 = ww + (dw - 1)
+                    tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
+                    tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
+                    v = tl.load(
+                        x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
+                        mask=tap_ok[:, None] & k_ok[None, :],
+                        other=0.0,
+                    )
+                    pooled = tl.maximum(
+                        pooled,
+                        tl.where(tap_ok[:, None], v.to(tl.float32), float("-inf")),
+                        propagate_nan=tl.PropagateNan.ALL,
+                    )
+            # Rows past M are still -inf (every tap masked), channels past Cin 0: zero both, since
+            # -inf * 0 would be NaN in the dot.
+            a = tl.where(row_ok[:, None] & k_ok[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            b_ptrs += BLOCK_K * stride_w_k
 
     bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
@@ -189,7 +309,7 @@ def _pool_tile(
 # alignment; whether the quotient is also a multiple of 16 buys nothing, and not marking it lets
 # blocks with the same units share binaries (fewer compiles on a cold start).
 @triton.jit(
-    do_not_specialize=["M", "H", "W", "n_pool_tiles"],
+    do_not_specialize=["M", "H", "W", "HI", "WI", "n_pool_tiles"],
     do_not_specialize_on_alignment=[
         "cin_div_unit",
         "n_red_div_unit",
@@ -217,10 +337,13 @@ def _reduce_pool_kernel(
     out_ptr,
     scratch_ptr,
     counters_ptr,
-    # Pixels (M = N*H*W) and the image's height and width.
+    # Pixels (M = N*H*W) and the image's height and width; the input's (HI x WI: the map before
+    # the pre-pool, H x W without one).
     M,
     H,
     W,
+    HI,
+    WI,
     # Channel counts, divided by C_UNIT: Cin; rows of w_red (ch1 + ch3red + ch5red); branch 1's
     # width; rows of w_pool; the pool branch's first channel in out.
     cin_div_unit,
@@ -250,11 +373,18 @@ def _reduce_pool_kernel(
     stride_scratch_h_div_unit,
     stride_scratch_w_div_unit,
     stride_scratch_c,
-    # Fixed by the launcher: tf32/ieee, the pool tile's width, the stride and channel units.
+    # Fixed by the launcher: tf32/ieee, the pool tile's width, the stride and channel units; the
+    # pre-pool folded into the loads (PRE_K x PRE_K, stride PRE_S, padding PRE_PAD; PRE_K 1: none)
+    # and the software-pipelining depth of its K loops.
     DOT_PRECISION: tl.constexpr,
     BLOCK_N_POOL: tl.constexpr,
     ROW_UNIT: tl.constexpr,
     C_UNIT: tl.constexpr,
+    PRE_K: tl.constexpr,
+    PRE_S: tl.constexpr,
+    PRE_PAD: tl.constexpr,
+    FOLD_STAGES: tl.constexpr,
+    FOLD_BLOCK_K: tl.constexpr,
     # The tile (autotuned): reduce role, then pool role.
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -265,7 +395,10 @@ def _reduce_pool_kernel(
 ):
     """Launch 1: per BLOCK_M pixels, the three 1x1 convs reading x as one GEMM (branch 1 into out,
     the reductions into scratch) and the pool branch (3x3 max pool fused into its 1x1), bias + ReLU;
-    it also zeroes launch 2's split-K counters on the way."""
+    it also zeroes launch 2's split-K counters on the way.  With a pre-pool (PRE_K > 1) the pixels
+    are those of max_pool2d(x, PRE_K, PRE_S, PRE_PAD) (H x W, ceil mode or not: the launcher's
+    sizes), and both roles take that max while loading x (HI x WI); the pooled map is never
+    stored."""
     # Multiplied back by the constexpr units, the compiler knows every NHWC row starts aligned and
     # the column masks change only at aligned channels (see _common.row_unit).
     stride_x_n, stride_x_h, stride_x_w = (
@@ -303,7 +436,10 @@ def _reduce_pool_kernel(
 
     if col < n_red_tiles:
         row_ok, img, hh, ww = pixel_rows(pid_m * BLOCK_M, M, H, W, BLOCK_M)
-        x_row = row_offsets(img, hh, ww, stride_x_n, stride_x_h, stride_x_w)
+        if PRE_K == 1:
+            x_row = row_offsets(img, hh, ww, stride_x_n, stride_x_h, stride_x_w)
+        else:  # the pre-pool window's top-left tap (outside the input where it pads)
+            x_row = row_offsets(img, hh * PRE_S - PRE_PAD, ww * PRE_S - PRE_PAD, stride_x_n, stride_x_h, stride_x_w)
         o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
         s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
         _reduce_tile(
@@ -326,17 +462,38 @@ def _reduce_pool_kernel(
             stride_b_red,
             stride_out_c,
             stride_scratch_c,
+            hh,
+            ww,
+            HI,
+            WI,
+            stride_x_h,
+            stride_x_w,
             DOT_PRECISION,
             BLOCK_M,
             BLOCK_N,
             BLOCK_K,
+            PRE_K,
+            PRE_S,
+            PRE_PAD,
+            FOLD_STAGES,
+            FOLD_BLOCK_K,
         )
     else:
         part = col - n_red_tiles
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
         # Names of their own: Triton rejects a name bound in both branches with different shapes.
         p_ok, p_img, p_hh, p_ww = pixel_rows(row0, M, H, W, BLOCK_M_POOL)
-        p_x_row = row_offsets(p_img, p_hh, p_ww, stride_x_n, stride_x_h, stride_x_w)
+        if PRE_K == 1:
+            p_x_row = row_offsets(p_img, p_hh, p_ww, stride_x_n, stride_x_h, stride_x_w)
+        else:  # the first tap of the pre-pool windows of pixels (hh - 1, ww - 1) .. (hh + 1, ww + 1)
+            p_x_row = row_offsets(
+                p_img,
+                PRE_S * (p_hh - 1) - PRE_PAD,
+                PRE_S * (p_ww - 1) - PRE_PAD,
+                stride_x_n,
+                stride_x_h,
+                stride_x_w,
+            )
         p_o_row = row_offsets(p_img, p_hh, p_ww, stride_out_n, stride_out_h, stride_out_w)
         _pool_tile(
             x_ptr,
@@ -366,6 +523,12 @@ def _reduce_pool_kernel(
             BLOCK_N_POOL,
             BLOCK_K_POOL,
             POOL_STAGES,
+            HI,
+            WI,
+            PRE_K,
+            PRE_S,
+            PRE_PAD,
+            FOLD_STAGES,
         )
 
 
@@ -451,6 +614,11 @@ AUTOTUNE_KEY = [
     "M",
     "H",
     "W",
+    "HI",
+    "WI",
+    "PRE_K",
+    "PRE_S",
+    "PRE_PAD",
     "cin_div_unit",
     "n_red_div_unit",
     "ch1_div_unit",
@@ -459,6 +627,28 @@ AUTOTUNE_KEY = [
     "ROW_UNIT",
     "C_UNIT",
 ]
+
+
+# The folded pre-pool's K loops load PRE_K^2 (reduce role) and (2*PRE_S + PRE_K)^2 (pool role)
+# taps per step, one tap at a time (a loop, not unrolled: with all taps in flight every 128-row
+# config spilled 1.4-4 KB on sm_90); pipelining them through shared memory would take that many
+# tiles per stage, so they load synchronously into registers (2 gives the same code on sm_90).
+FOLD_STAGES = 1
+# The reduce role's K step with a pre-pool, where a config's BLOCK_K is larger: the running max
+# is a second fp32 [BLOCK_M, K] tile beside the accumulator (at BLOCK_K 64 the 128-row configs
+# spilled up to 448 bytes on sm_90; `python -m benchmarks.kernel_stats --block folds`).
+FOLD_BLOCK_K = 32
+
+
+def _check_pre_pool(pre_pool) -> tuple:
+    """(PRE_K, PRE_S, PRE_PAD) of a pre-pool (kernel, stride, padding, ceil_mode), or (1, 1, 0) for none."""
+    if pre_pool is None:
+        return 1, 1, 0
+    kernel, stride, padding, _ceil = pre_pool
+    why = geometry.foldable(kernel, stride, padding)
+    if why is not None:
+        raise ValueError(why)
+    return kernel, stride, padding
 
 
 def _signature(config: triton.Config) -> tuple:
@@ -489,11 +679,22 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
-def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
+def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None, pre_pool=None):
     """(positional args, launcher-fixed constexprs, grid(meta)) for _reduce_pool_kernel.
-    ``counters``: int32 to be zeroed on the way (launch 2's split-K counters), or None."""
+    ``counters``: int32 to be zeroed on the way (launch 2's split-K counters), or None.
+    ``pre_pool``: (kernel, stride, padding, ceil_mode) of a max pool folded into the loads, or None."""
     _common.check_dtype(x.dtype)
-    n, cin, h, w = x.shape
+    n, cin, hi, wi = x.shape
+    pre_k, pre_s, pre_pad = _check_pre_pool(pre_pool)
+    if pre_pool is None:
+        h, w = hi, wi
+    else:
+        h, w = (geometry.pool_out(size, *pre_pool) for size in (hi, wi))
+    if tuple(out.shape[2:]) != (h, w) or tuple(scratch.shape[2:]) != (h, w):
+        raise ValueError(
+            f"launch 1: out {tuple(out.shape)} and scratch {tuple(scratch.shape)} must be {h}x{w} "
+            f"(the input {hi}x{wi}{'' if pre_pool is None else f' max-pooled by {pre_pool}'})"
+        )
     nr, np_ = w_red.shape[0], w_pool.shape[0]
     ch1 = nr - scratch.shape[1]
     m = n * h * w
@@ -517,6 +718,8 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
         m,
         h,
         w,
+        hi,
+        wi,
         cin // c_unit,
         nr // c_unit,
         ch1 // c_unit,
@@ -539,6 +742,11 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
         "BLOCK_N_POOL": block_n_pool,
         "ROW_UNIT": unit,
         "C_UNIT": c_unit,
+        "PRE_K": pre_k,
+        "PRE_S": pre_s,
+        "PRE_PAD": pre_pad,
+        "FOLD_STAGES": FOLD_STAGES,
+        "FOLD_BLOCK_K": FOLD_BLOCK_K,
     }
 
     def grid(cfg):
@@ -558,6 +766,7 @@ def launch_reduce_pool(
     scratch: torch.Tensor,
     config: Optional[triton.Config] = None,
     counters: Optional[torch.Tensor] = None,
+    pre_pool: Optional[tuple] = None,
 ) -> None:
     """Launch 1: fills out[:, :ch1], out[:, -pool:] and scratch (all post-ReLU), in one launch.
 
@@ -565,6 +774,8 @@ def launch_reduce_pool(
     scratch (N, ch3red + ch5red, H, W).  Any strides (channels_last is the fast case).
     ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K) skips autotuning.
     ``counters`` (int32): zeroed on the way, for launch 2's split-K (see branch_convs.py).
+    ``pre_pool`` (kernel, stride, padding, ceil_mode): the block's input is max_pool2d(x, ...),
+    taken on the fly (out and scratch are the pooled size); see geometry.foldable for what folds.
     """
     if x.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
@@ -573,7 +784,7 @@ def launch_reduce_pool(
             f"the split-K counters must be int32 and a multiple of 16 long, got {counters.numel()} "
             f"{counters.dtype} (branch_convs.split_k_counters gives the count)"
         )
-    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters)
+    args, meta, grid = _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters, pre_pool)
     _common.launch_configured(
         _reduce_pool_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_pool_tile
     )
