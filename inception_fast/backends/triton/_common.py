@@ -1,5 +1,6 @@
-"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, and the
-@triton.jit helpers that map a program to its tile of output pixels.
+"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, the
+autotuners' benchmark (a new shape's configs compiled side by side first), and the @triton.jit
+helpers that map a program to its tile of output pixels.
 
 No kernels here.  Importing this module imports triton but queries no device.
 """
@@ -110,17 +111,19 @@ _PENDING = threading.local()
 ENV_COMPILE_THREADS = "INCEPTION_FAST_COMPILE_THREADS"
 ENV_TUNING_MS = "INCEPTION_FAST_TUNING_MS"
 # triton.testing.do_bench's per config: warm-up, then repeats, in ms of GPU time (Triton's default
-# is 25 + 100).  The configs differ by far more than the noise of a 25 ms median, and at 125 ms
-# a cold first forward of GoogLeNet spends 15-20 s in benchmarks alone (benchmarks/cold_start.py
-# counts them).  INCEPTION_FAST_TUNING_MS="25,100" restores Triton's.
+# is 25 + 100).  A 25 ms median (tens to thousands of runs of these kernels) ranks configs that
+# differ by more than a percent or so, and closer ones are a tie either way; at 125 ms a cold first
+# forward of GoogLeNet spends 15-20 s in benchmarks alone (benchmarks/cold_start.py counts them).
+# INCEPTION_FAST_TUNING_MS="25,100" restores Triton's.
 TUNING_BENCH_MS = (5, 25)
 
 
 def compile_threads() -> int:
     """Threads that compile an autotuner's configs together before it benchmarks them: the CPUs
     this process may use, at most 16, or INCEPTION_FAST_COMPILE_THREADS (1: one by one, inside the
-    benchmark, as Triton does by itself).  Triton's compile spends its time in MLIR passes and
-    ptxas, outside the GIL, so threads scale with the cores."""
+    benchmark, as Triton does by itself).  Triton's compile spends most of its time (70-85%
+    measured, benchmarks/results/2026-12-02_cpu-2core_cold-start.md) in MLIR and LLVM passes and
+    in ptxas, outside the GIL, so the configs of one shape compile about 2.5-3x faster together."""
     raw = os.environ.get(ENV_COMPILE_THREADS, "").strip()
     if raw:
         try:
