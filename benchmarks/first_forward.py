@@ -14,14 +14,15 @@ autotunes the Triton kernels and measures the choices (``backend="auto"``, the s
 
 torch.compile (inductor, freezing, torchvision's model) is timed the same way, cold and warm.
 
-A cold FusedGoogLeNet row also says how many shapes its Triton autotuners tuned and how many of
-those they benchmarked (the others read Triton's disk cache), the threads that compiled each
+A FusedGoogLeNet row also says how many shapes its Triton autotuners tuned and how many of
+those they benchmarked (the others read Triton's disk cache: all of them in a warm row), the threads that compiled each
 shape's configs side by side and the ms each config was timed for (backends/triton/_common.py:
 compile_threads, tuning_bench_ms).  ``--baseline`` adds, per batch, a cold row "fused, Triton's
 tuning" with INCEPTION_FAST_COMPILE_THREADS=1 and INCEPTION_FAST_TUNING_MS=25,100: the configs
 compiled one by one inside their benchmarks and timed for Triton's default 25 + 100 ms, as
 triton.autotune does by itself.  ``python -m benchmarks.cold_start`` counts and times, without a
 GPU, the compiles a cold first forward makes.
+
 The rows run one after another, cold then warm per batch; under the GPU suite, rows that would
 start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
 """
