@@ -11,7 +11,8 @@ memory, and whether the main loops use Hopper's asynchronous
 tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async), or the tensor memory
 accelerator's bulk copies (TMA: cp.async.bulk.tensor in the PTX).  The arguments come
 from the launchers' own ``_arguments``, and integer/pointer specialization follows Triton's JIT
-(a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible),
+(a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible,
+unless do_not_specialize_on_alignment),
 so the code compiled here is the code a launch on the GPU would compile.  Registers and spills
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
@@ -86,7 +87,7 @@ def _source(kernel, args, constexprs):
             continue
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + _TYPES[value.dtype]
-            if value.data_ptr() % 16 == 0:
+            if value.data_ptr() % 16 == 0 and not getattr(param, "do_not_specialize_on_alignment", False):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, int):
             if value == 1 and not param.do_not_specialize:
@@ -94,7 +95,9 @@ def _source(kernel, args, constexprs):
                 consts[(i,)] = 1
                 continue
             signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
-            if value % 16 == 0 and not param.do_not_specialize:
+            if value % 16 == 0 and not (
+                param.do_not_specialize or getattr(param, "do_not_specialize_on_alignment", False)
+            ):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             raise TypeError(f"unexpected argument {name}={value!r}")
