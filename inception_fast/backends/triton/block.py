@@ -23,17 +23,14 @@ import torch
 from ... import geometry
 from ._common import INTERPRET, check_dtype, launch_count
 from .branch_convs import launch_branch_convs, split_k_counters
-from .branch_convs_tma import launch_branch_convs_tma, tma_unsupported_reason
 from .reduce_pool import launch_reduce_pool
 
 __all__ = [
-    "block_forward",
     "block_forward",
     "block_forward_tma",
     "pooled_block_forward",
     "launch_reduce_pool",
     "launch_branch_convs",
-    "launch_branch_convs_tma",
     "launch_count",
     "INTERPRET",
 ]
@@ -56,6 +53,8 @@ def block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, config=No
 
 def _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool, config=None, pre_pool=None):
     check_dtype(x.dtype)
+    if tma:  # imported here: the other blocks must not need triton.tools.tensor_descriptor
+        from .branch_convs_tma import launch_branch_convs_tma, tma_unsupported_reason
     hw = None
     if pre_pool is not None:
         hw = tuple(geometry.pool_out(size, *pre_pool) for size in x.shape[2:])
