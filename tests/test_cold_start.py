@@ -35,7 +35,7 @@ class _Config:
     """A stand-in triton.Config: kwargs and the launch options."""
 
     def __init__(self, **kwargs):
-        self.kwargs = kwargs
+        self.kwargs, self.pre_hook = kwargs, None
 
     def all_kwargs(self):
         return {**self.kwargs, "num_warps": 4}
@@ -96,6 +96,13 @@ def test_precompile_compiles_the_pruned_configs_side_by_side(monkeypatch):
     assert kernel.calls == []
     # An autotuner without the attributes read here: no precompile, no error.
     assert _common.precompile_configs(kernel, object(), grid, args, meta, threads=4) == 0
+    # Configs with a pre_hook (they set up shared arguments, e.g. TMA boxes, per config): left to
+    # the benchmark, which runs each hook before its config.
+    hooked = _Tuned([16, 32, 64])
+    for c in hooked.configs:
+        c.pre_hook = lambda nargs: None
+    assert _common.precompile_configs(kernel, hooked, grid, args, meta, threads=4) == 0
+    assert kernel.calls == []
 
 
 def test_compile_threads_and_tuning_time_settings(monkeypatch):

@@ -188,12 +188,17 @@ def test_unaligned_channels_fall_back(poisoned, monkeypatch):
 
 
 @interpreter_only
-def test_autotuned_launch_path(monkeypatch, poisoned):
+def test_autotuned_launch_path(monkeypatch, poisoned, tmp_path):
     """The GPU's launch path run by the interpreter, with a stand-in do_bench: every config's
     pre_hook gives the descriptors that config's boxes; the second launch of a shape starts the
-    kernel with the chosen config directly, the launcher setting the boxes."""
+    kernel with the chosen config directly, the launcher setting the boxes; a new process (the
+    memos dropped) reads the chosen config from the choice store and benchmarks nothing."""
     import triton
 
+    from inception_fast.choice_store import ENV_CHOICE_CACHE, STORE
+
+    monkeypatch.setenv(ENV_CHOICE_CACHE, str(tmp_path))
+    STORE.forget()
     fake_do_bench, benchmarked = counting_do_bench()
     configs = [
         triton.Config({"BLOCK_H": 4, "BLOCK_W": 8, "BLOCK_N": 16, "BLOCK_K": 16}),
@@ -207,6 +212,15 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
     _, launched = _two_launches(block, monkeypatch)
     assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel]
     assert len(benchmarked) == 2 and list(_common._TUNED_CONFIGS[tuned].values()) == [tuned.best_config]
+    chosen = _common.config_name(tuned.best_config)
+    del _common._TUNED_CONFIGS[tuned]  # a new process: no memo, an empty autotuner cache
+    tuned.cache.clear()
+    STORE.forget()
+    tuned.best_config = None
+    check_hopper(make_block(ALIGNED, k5=5, n=2, h=6, w=9, seed=3), "from the store")
+    assert len(benchmarked) == 2 and tuned.best_config is None  # launched with the stored config
+    assert [_common.config_name(c) for c in _common._TUNED_CONFIGS[tuned].values()] == [chosen]
+    STORE.forget()
 
 
 @interpreter_only

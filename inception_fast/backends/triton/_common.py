@@ -73,7 +73,16 @@ def launch(kernel, grid, *args, **kwargs) -> None:
 
 
 def launch_configured(
-    kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict, config_kwargs=dict, prepare=None
+    kernel,
+    tuned,
+    grid,
+    args: tuple,
+    meta: dict,
+    config,
+    interpreter_config: dict,
+    config_kwargs=dict,
+    prepare=None,
+    store_as: Optional[str] = None,
 ) -> None:
     """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
     when no config is pinned (on a GPU; from the second launch of a shape on, straight with the
@@ -81,9 +90,13 @@ def launch_configured(
     through ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.
     ``grid(meta)`` gives the grid of a tile choice; ``prepare(meta)``, where given, is called with
     the chosen tile before a launch that bypasses the autotuner (whose configs' pre_hooks do the
-    same for its own launches)."""
+    same for its own launches).  ``store_as``: the name under which the chosen config is kept in
+    the choice store (inception_fast.choice_store) and read back by later processes, for an
+    autotuner whose own disk record does not work (Triton skips configs with a pre_hook)."""
     if config is None and tuned is not None:
         config = _tuned_config(tuned, args, meta)
+        if config is None and store_as is not None:
+            config = _stored_config(tuned, args, meta, store_as)
         if config is None:  # a shape this process has not launched yet: the autotuner decides
             before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
             # Should it benchmark (no result on disk), autotune_bench first compiles the configs
@@ -94,6 +107,8 @@ def launch_configured(
             finally:
                 _PENDING.launch = None
             _remember_tuned_config(tuned, args, meta, *before)
+            if store_as is not None:
+                _store_config(tuned, args, meta, store_as)
             return
     if config is None:
         meta = {**meta, **interpreter_config}
@@ -193,10 +208,18 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
         configs = _autotuned_configs(kernel, tuned, args, meta)
     except Exception:  # an autotuner without these attributes: it compiles them itself
         return 0
+    if any(getattr(c, "pre_hook", None) is not None for c in configs):
+        # A pre_hook sets up the arguments per config (e.g. TMA descriptors' boxes, shared by all
+        # configs): warming up here would compile the wrong specialisation.  Left to the benchmark.
+        return 0
     threads = min(threads, len(configs))
     if threads <= 1:
         return 0
     device = torch.cuda.current_device() if torch.cuda.is_available() else None
+    try:  # the JIT's per-device cache made here, not by several threads at once (one would win)
+        kernel.device_caches[device]
+    except Exception:
+        pass
 
     def compile_one(config) -> bool:
         try:
@@ -248,6 +271,43 @@ def _tuned_config(tuned, args: tuple, meta: dict):
     if not known:
         return None
     return known.get(_shape_key(tuned, args, meta))
+
+
+def _store_key(tuned, args: tuple, meta: dict, store_as: str):
+    """(device, the choice store's key) of this launch, or None (no tensor argument, no key)."""
+    key = _shape_key(tuned, args, meta)
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+    if key is None or device is None:
+        return None
+    return device, (store_as, key[0], tuple(str(d) for d in key[1]))
+
+
+def _stored_config(tuned, args: tuple, meta: dict, store_as: str):
+    """The config an earlier process chose for this shape (kept by _store_config), remembered for
+    this process too; None where nothing (or no config of ``tuned`` by that name) is stored."""
+    from ...choice_store import STORE
+
+    found = _store_key(tuned, args, meta, store_as)
+    if found is None:
+        return None
+    device, key = found
+    name = STORE.get("triton_config", key, device)
+    config = next((c for c in getattr(tuned, "configs", ()) if config_name(c) == name), None)
+    if config is not None:
+        memo = _TUNED_CONFIGS.get(tuned)
+        if memo is None:
+            memo = _TUNED_CONFIGS[tuned] = LRUDict()
+        memo[_shape_key(tuned, args, meta)] = config
+    return config
+
+
+def _store_config(tuned, args: tuple, meta: dict, store_as: str) -> None:
+    """Keeps the autotuner's choice for this shape in the choice store, by config_name."""
+    from ...choice_store import STORE
+
+    found, config = _store_key(tuned, args, meta, store_as), getattr(tuned, "best_config", None)
+    if found is not None and config is not None:
+        STORE.put("triton_config", found[1], found[0], config_name(config))
 
 
 def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, bench_time_before=None) -> None:

@@ -337,9 +337,11 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 
 
 # No cache_results: Triton's on-disk record of the winners skips configs with a pre_hook (it cannot
-# serialise them), so a new process benchmarks each shape once (the binaries still come from
-# Triton's disk cache); within a process _common.launch_configured remembers the winner per shape.
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel()
+# serialise them).  The launcher keeps the winner per shape in the choice store instead
+# (launch_configured's store_as), so a later process runs the config this one chose (and checked,
+# through backend "auto"'s parity check) without benchmarking again.  autotune_bench: the shorter
+# benchmark of the other autotuners (it compiles nothing ahead here: the configs have pre_hooks).
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(do_bench=_common.autotune_bench)
 
 
 @functools.lru_cache(maxsize=None)
@@ -496,4 +498,5 @@ def launch_branch_convs_tma(
         INTERPRETER_CONFIG,
         config_kwargs=_with_swap,
         prepare=prepare,
+        store_as="branch_convs_tma",
     )
