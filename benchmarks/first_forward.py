@@ -1,7 +1,7 @@
 """Time from a fresh process to the first forward's result: FusedGoogLeNet against torch.compile.
 
     python -m benchmarks.first_forward [--device cuda] [--batches 1,256] [--dtype bf16]
-                                       [--size 224] [--json OUT.json] [--no-compile]
+                                       [--size 224] [--json OUT.json] [--no-compile] [--baseline]
 
 Each row is a new Python process, timed from just before it starts to the moment its first
 forward's result is on the host (device synchronized): imports, building the model (torchvision's
@@ -13,6 +13,16 @@ autotunes the Triton kernels and measures the choices (``backend="auto"``, the s
 * warm: the caches the cold run left, as for a user's second run.
 
 torch.compile (inductor, freezing, torchvision's model) is timed the same way, cold and warm.
+
+A FusedGoogLeNet row also says how many shapes its Triton autotuners tuned and how many of
+those they benchmarked (the others read Triton's disk cache: all of them in a warm row), the threads that compiled each
+shape's configs side by side and the ms each config was timed for (backends/triton/_common.py:
+compile_threads, tuning_bench_ms).  ``--baseline`` adds, per batch, a cold row "fused, Triton's
+tuning" with INCEPTION_FAST_COMPILE_THREADS=1 and INCEPTION_FAST_TUNING_MS=25,100: the configs
+compiled one by one inside their benchmarks and timed for Triton's default 25 + 100 ms, as
+triton.autotune does by itself.  ``python -m benchmarks.cold_start`` counts and times, without a
+GPU, the compiles a cold first forward makes.
+
 The rows run one after another, cold then warm per batch; under the GPU suite, rows that would
 start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
 """
@@ -28,7 +38,7 @@ import tempfile
 import time
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 t_start = float(sys.argv[1])
 kind, device, dtype = sys.argv[2], sys.argv[3], sys.argv[5]
 batch, size = int(sys.argv[4]), int(sys.argv[6])
@@ -52,10 +62,22 @@ t_built = time.time()
 with torch.no_grad():
     y = model(x); sync(); t_first = time.time()
     y = model(x); sync(); t_second = time.time()
+tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS")
+extra = {"tuning_env": {k: v for k, v in os.environ.items() if k in tuning}}
+tc = sys.modules.get("inception_fast.backends.triton._common")
+if tc is not None:
+    log = tc.tuning_log()
+    benchmarked = sum(e["us"] is not None and not e["from_cache"] for e in log)
+    extra.update({"tuned_shapes": len(log), "benchmarked_shapes": benchmarked,
+                  "compile_threads": tc.compile_threads(), "tuning_ms": list(tc.tuning_bench_ms())})
 print("RESULT " + json.dumps({"import_s": t_import - t_start, "build_s": t_built - t_import,
       "first_forward_s": t_first - t_built, "to_first_result_s": t_first - t_start,
-      "second_forward_s": t_second - t_first}))
+      "second_forward_s": t_second - t_first, **extra}))
 """
+
+# The autotuners as triton.autotune runs them by itself: each config compiled inside its own
+# benchmark, one after another, and timed for Triton's default 25 ms warm-up + 100 ms.
+TRITON_TUNING = {"INCEPTION_FAST_COMPILE_THREADS": "1", "INCEPTION_FAST_TUNING_MS": "25,100"}
 
 
 def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: dict, timeout: float) -> dict:
@@ -83,6 +105,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per process")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also a cold FusedGoogLeNet row per batch with Triton's own tuning (one compile at a time, 25 + 100 ms)",
+    )
     args = p.parse_args(argv)
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -95,38 +122,51 @@ def main(argv=None) -> int:
         deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
     except ValueError:
         p.error("INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds")
-    kinds = ["fused"] + ([] if args.no_compile else ["torch.compile"])
+    # (label, model, extra environment, cache states)
+    kinds = [("fused", "fused", {}, ("cold", "warm"))]
+    if args.baseline:
+        kinds.append(("fused, Triton's tuning", "fused", TRITON_TUNING, ("cold",)))
+    if not args.no_compile:
+        kinds.append(("torch.compile", "torch.compile", {}, ("cold", "warm")))
     rows = []
     with tempfile.TemporaryDirectory(prefix="first_forward_") as tmp:
-        for kind in kinds:
+        for index, (label, kind, extra_env, states) in enumerate(kinds):
             for batch in batches:
-                caches = os.path.join(tmp, f"{kind}-{batch}")
+                caches = os.path.join(tmp, f"{index}-{batch}")
                 env = {
                     **os.environ,
+                    **extra_env,
                     "TRITON_CACHE_DIR": os.path.join(caches, "triton"),
                     "TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "inductor"),
                 }
                 env.pop("INCEPTION_FAST_CHOICE_CACHE", None)  # the store lives in Triton's cache
-                for state in ("cold", "warm"):
-                    row = {"kind": kind, "batch": batch, "cache": state, "device": args.device, "dtype": args.dtype}
+                if not extra_env:  # the package's own tuning settings, whatever the caller's environment
+                    for name in TRITON_TUNING:
+                        env.pop(name, None)
+                for state in states:
+                    row = {"kind": label, "batch": batch, "cache": state, "device": args.device, "dtype": args.dtype}
                     rows.append(row)
                     if deadline and time.time() > deadline:
                         row["error"] = "not run: past the deadline"
                         continue
-                    print(f"[first_forward] {kind} batch {batch} {state} ...", file=sys.stderr, flush=True)
+                    print(f"[first_forward] {label} batch {batch} {state} ...", file=sys.stderr, flush=True)
                     try:
                         row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, args.timeout))
                     except subprocess.TimeoutExpired:
                         row["error"] = f"over {args.timeout:.0f} s"
-    print("| model | batch | caches | to first result s | of which first forward s | second forward ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| model | batch | caches | to first result s | of which first forward s | second forward ms "
+        "| shapes tuned (benchmarked) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | |")
+            print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | | |")
         else:
+            tuned = f"{r['tuned_shapes']} ({r['benchmarked_shapes']})" if "tuned_shapes" in r else ""
             print(
                 f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['to_first_result_s']:.1f} | "
-                f"{r['first_forward_s']:.1f} | {r['second_forward_s'] * 1e3:.1f} |"
+                f"{r['first_forward_s']:.1f} | {r['second_forward_s'] * 1e3:.1f} | {tuned} |"
             )
     if args.json:
         with open(args.json, "w") as f:

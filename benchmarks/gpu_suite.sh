@@ -26,15 +26,19 @@
 #              batch 1, where the batch-1 targets are held                   -> compile.json
 #              skipped with SKIP_COMPILE=1
 #   first      benchmarks/first_forward.py: a fresh process to FusedGoogLeNet's first forward's
-#              result, cold and warm caches, batch 256 (torch.compile's compile time is the
-#              compile step's; SUITE_FIRST_COMPILE=1 adds its cold and warm processes too)
-#                                                                           -> first.json
+#              result, cold and warm caches, batch 256 then 1 (torch.compile's compile time is the
+#              compile step's; SUITE_FIRST_COMPILE=1 adds its cold and warm processes too;
+#              SUITE_FIRST_BASELINE=1 a cold row per batch with Triton's own tuning: one compile
+#              at a time, 25 + 100 ms per config)                           -> first.json
 #              skipped with SKIP_FIRST=1
+#   cold_start opt-in (SUITE_COLD_START=1): benchmarks/cold_start.py at batch 256, the Triton
+#              binaries a cold first forward compiles, timed one by one and on this machine's
+#              cores (~1 min)                                              -> cold_start.json
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
 # and prints a short table LAST.  Everything else goes to suite.log, which also gets each step's
 # elapsed seconds and the suite's time so far, and the summary ends with the total against the
 # budget.  At the end the step files (ceilings.json bench.json graph.json blocks.json blocks1.json
-# compile.json first.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
+# compile.json first.json cold_start.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
 # suite.log tests.log steps.tar.gz <name>.{md,png,json}, within the device tool's 8 files back.
 # <name>.json holds every step's rows, the ceilings and the first-forward rows (report.py reads it
 # back as an input).
@@ -233,16 +237,23 @@ else
 fi
 
 # --- first: from a fresh process to the first forward's result, cold and warm caches ----------
-# (FusedGoogLeNet at batch 256; SUITE_FIRST_COMPILE=1 adds torch.compile with freezing, ~1 min more;
-# rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
+# (FusedGoogLeNet at batch 256, then 1: the issue's ≤ 10 s cold, ≤ 2 s warm; SUITE_FIRST_COMPILE=1
+# adds torch.compile with freezing, ~1 min more; SUITE_FIRST_BASELINE=1 a cold row per batch with
+# Triton's own tuning; rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
 if [[ "${SKIP_FIRST:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_FIRST=1)' first)")
 else
-    FIRST_ARGS=(--batches 256 --json "$STEPS/first.json")
+    FIRST_ARGS=(--batches 256,1 --json "$STEPS/first.json")
     [[ "${SUITE_FIRST_COMPILE:-0}" == 1 ]] || FIRST_ARGS+=(--no-compile)
+    [[ "${SUITE_FIRST_BASELINE:-0}" == 1 ]] && FIRST_ARGS+=(--baseline)
     [[ $QUICK == 1 ]] && FIRST_ARGS=(--batches 2 --size 64 --no-compile --json "$STEPS/first.json")
     [[ $HAS_CUDA == 1 ]] || FIRST_ARGS+=(--device cpu --dtype fp32)
-    run_step first 80 5 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
+    run_step first 100 5 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
+fi
+
+# --- cold_start (opt-in): what a cold first forward compiles, timed on this machine's CPUs -----
+if [[ "${SUITE_COLD_START:-0}" == 1 ]]; then
+    run_step cold_start 90 5 "$LOG" "$PY" -m benchmarks.cold_start --batches 256 --json "$STEPS/cold_start.json"
 fi
 
 # --- report ----------------------------------------------------------------------------------

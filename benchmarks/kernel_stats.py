@@ -1,20 +1,25 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
-Compiles every autotuning config of both Triton launches (and of the stem kernel, conv1 with
-and without its max pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with
-maxpool2/3/4 folded into 3a's/4a's/5a's loads, and of the head's two launches, the average pool
-and the fc GEMM, on 5b's output) for a GPU
+Compiles every autotuning config of both Triton launches (the "hopper" backend's launch 2 with TMA
+descriptors too, as launch "launch2_tma"; and of the stem kernel, conv1 with and without its max
+pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into
+3a's/4a's/5a's loads, and of the head's two launches, the average pool and the fc GEMM, on 5b's
+output) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
-tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async).  The arguments come
+tensor-core MMA (wgmma) and asynchronous global->shared copies (cp.async), or the tensor memory
+accelerator's bulk copies (TMA: cp.async.bulk.tensor in the PTX).  The arguments come
 from the launchers' own ``_arguments``, and integer/pointer specialization follows Triton's JIT
-(a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible),
+(a value of 1 is a constant; multiples of 16 and 16-byte-aligned pointers are marked divisible,
+unless do_not_specialize_on_alignment),
 so the code compiled here is the code a launch on the GPU would compile.  Registers and spills
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|folds|head|backward:inception4b] [--batch 256] [--json]
+        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma] [--batch 256] [--json]
+
+``--block tma`` compiles the TMA launch 2 for all nine blocks.
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -36,9 +41,19 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.jit import mangle_type  # noqa: E402
+from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
+from inception_fast.backends.triton import (  # noqa: E402
+    block_backward,
+    branch_convs,
+    branch_convs_tma,
+    head,
+    maxpool,
+    reduce_pool,
+    stem,
+)
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -67,9 +82,12 @@ def _source(kernel, args, constexprs):
             consts[(i,)] = constexprs[name]
             continue
         value = args[i]
+        if isinstance(value, TensorDescriptor):  # its type names the dtype and the box
+            signature[name] = mangle_type(value)
+            continue
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + _TYPES[value.dtype]
-            if value.data_ptr() % 16 == 0:
+            if value.data_ptr() % 16 == 0 and not getattr(param, "do_not_specialize_on_alignment", False):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, int):
             if value == 1 and not param.do_not_specialize:
@@ -77,7 +95,9 @@ def _source(kernel, args, constexprs):
                 consts[(i,)] = 1
                 continue
             signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
-            if value % 16 == 0 and not param.do_not_specialize:
+            if value % 16 == 0 and not (
+                param.do_not_specialize or getattr(param, "do_not_specialize_on_alignment", False)
+            ):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             raise TypeError(f"unexpected argument {name}={value!r}")
@@ -102,7 +122,7 @@ def _ptxas_info(ptx: str) -> dict:
     return {"registers": int(regs.group(1)) if regs else None, "spill_bytes": sum(spills)}
 
 
-def _compile(kernel, args, constexprs, config, arch: int) -> dict:
+def _compile(kernel, args, constexprs, config, arch: int, sass: bool = False) -> dict:
     meta = dict(constexprs, **config.kwargs)
     compiled = triton.compile(
         _source(kernel, args, meta),
@@ -115,6 +135,8 @@ def _compile(kernel, args, constexprs, config, arch: int) -> dict:
         "shared_bytes": compiled.metadata.shared,
         "wgmma": "warp_group_dot" in ttgir,
         "cp_async": "async_copy_global_to_local" in ttgir,
+        # TMA: bulk tensor copies global -> shared, issued by one thread per box.
+        "tma": compiled.asm["ptx"].count("cp.async.bulk.tensor"),
         # Stores of one element each: where the compiler cannot prove a row or a column mask
         # aligned, every element gets its own address (see _common.row_unit).
         "scalar_stores": len(re.findall(r"\bst\.global\.(?!v\d)", compiled.asm["ptx"])),
@@ -122,6 +144,8 @@ def _compile(kernel, args, constexprs, config, arch: int) -> dict:
         "sync_loads": len(re.findall(r"\btt\.load\b", ttgir)),
     }
     row.update(_ptxas_info(compiled.asm["ptx"]))
+    if sass:
+        row["sass"] = _sass_counts(compiled.asm["cubin"])
     return row
 
 
@@ -157,6 +181,44 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
             row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
             row.update(_compile(kernel, args, meta, config, arch))
             rows.append(row)
+    return rows
+
+
+def _sass_counts(cubin: bytes) -> dict:
+    """Counts of the SASS instructions that show which machinery the binary really uses (Triton's
+    cuobjdump): HGMMA (wgmma), UTMALDG (TMA loads), HMMA (mma.sync), LDL/STL (local memory)."""
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([cuobjdump, "--dump-sass", path], capture_output=True, text=True, check=True).stdout
+    return {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "UTMALDG", "HMMA", "LDL", "STL")}
+
+
+def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per config of the "hopper" backend's launch 2 (branch_convs_tma) for ``block`` at its
+    GoogLeNet size, torchvision variant, with the descriptors' views and boxes of each config, and
+    the SASS counts (_sass_counts); the SWAP_AB configs only where the autotuner keeps them."""
+    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
+    size, dt = SIZES[block], DTYPES[dtype]
+    cl = torch.channels_last
+    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
+    w_red, w_pool = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(pool, cin, dtype=dt)
+    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
+    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
+    kernel = branch_convs_tma._branch_convs_tma_kernel
+    rows = []
+    for config in branch_convs_tma.CONFIGS:
+        if not branch_convs_tma.swap_fits(config.kwargs, r3):
+            continue
+        descs = branch_convs_tma._descriptors(scratch, w3, w5, {**meta, **config.kwargs})
+        row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch2_tma"}
+        row.update(_compile(kernel, (*descs, *args[len(descs) :]), meta, config, arch, sass=True))
+        rows.append(row)
     return rows
 
 
@@ -275,9 +337,18 @@ def main(argv=None) -> int:
     p.add_argument(
         "--block",
         action="append",
-        choices=[*SIZES, "stem", "pools", "folds", "head", *(f"backward:{b}" for b in SIZES)],
+        choices=[
+            *SIZES,
+            "stem",
+            "pools",
+            "folds",
+            "head",
+            "tma",
+            *(f"{k}:{b}" for k in ("backward", "tma") for b in SIZES),
+        ],
         help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools and the head); "
-        "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it folded in",
+        "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
+        "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -296,6 +367,9 @@ def main(argv=None) -> int:
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):
             rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
+        elif block == "tma" or block.startswith("tma:"):
+            for name in list(SIZES) if block == "tma" else [block.split(":", 1)[1]]:
+                rows += tma_stats(name, args.batch, args.dtype, args.arch)
         else:
             rows += kernel_stats(block, args.batch, args.dtype, args.arch)
     if args.json:
@@ -309,6 +383,11 @@ def main(argv=None) -> int:
         c = r["config"]
         if r["launch"] in ("maxpool", "avgpool"):
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
+        elif r["launch"] == "launch2_tma":
+            cfg = (
+                f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+                + (" swap" if c["SWAP_AB"] else "")
+            )
         else:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
                 f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""
@@ -319,6 +398,7 @@ def main(argv=None) -> int:
             f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
             f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
             f"{r['sync_loads']:>7}"
+            + (f"  TMA {r['tma']}, SASS " + " ".join(f"{k} {v}" for k, v in r["sass"].items()) if "sass" in r else "")
         )
     return 0
 

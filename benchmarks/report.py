@@ -74,7 +74,7 @@ BLOCK_ORDER = [
     "inception5a",
     "inception5b",
 ]
-IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "onednn", "launch1_ext", "launch1_triton"]
+IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "onednn", "hopper", "launch1_ext", "launch1_triton"]
 IMPL_LABELS = {
     "torchvision": "torchvision (BN, cat)",
     "torch": "torch (ATen, folded)",

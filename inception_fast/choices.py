@@ -68,9 +68,10 @@ __all__ = [
 ]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
-# was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256).  CUDA only: off CUDA,
-# auto is the torch backend, so the C++ CPU kernels ("cpp") are no candidate.
-AUTO_STATIC_ORDER = ("cuda", "triton", "torch")
+# was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256; "hopper" after the two it
+# may replace, so it is never the unmeasured default).  CUDA only: off
+# CUDA, auto is the torch backend, so the C++ CPU kernels ("cpp") are no candidate.
+AUTO_STATIC_ORDER = ("cuda", "triton", "hopper", "torch")
 # INCEPTION_FAST_AUTO=static: never measure; every measured choice takes its first candidate.
 ENV_AUTO = "INCEPTION_FAST_AUTO"
 
@@ -415,6 +416,7 @@ class FoldKey(NamedTuple):
     stride: tuple  # the pool input's strides (its layout)
     params: tuple  # the pool's (kernel, stride, padding, ceil_mode)
     block: tuple  # the block's packed weight shapes (w_red, w_pool, w3, w5)
+    backend: str  # the model's backend, which decides what "separate" runs (auto: AUTO's pick per block)
     precision: Optional[tuple]  # fp32: (cuDNN's TF32 flag, matmul precision), else None
 
 

@@ -631,7 +631,9 @@ class FusedGoogLeNet(GoogLeNet):
             or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *_own_unit_tensors(block))))
         ):
             return separate()  # (with gradients: the folded op has no backward)
-        return stages.pool_block(x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed)
+        return stages.pool_block(
+            x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed, self.requested_backend
+        )
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -148,6 +148,11 @@ def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
 
 def _pooled_block_shape(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend):
     """Checks the arguments; returns the pooled (PH, PW)."""
+    if backend == "auto":
+        raise ValueError(
+            "pooled_inception_block takes a backend name ('torch', 'triton'), not 'auto': "
+            "FusedGoogLeNet decides per shape (inception_fast.choices.FOLD_CHOICE)"
+        )
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     if kernel < 1 or stride < 1 or not 0 <= 2 * padding <= kernel:
         raise ValueError(
@@ -170,11 +175,6 @@ def _pooled_inception_block_impl(
     hw = _pooled_block_shape(
         x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
     )
-    if backend == "auto":
-        raise ValueError(
-            "pooled_inception_block takes a backend name ('torch', 'triton'), not 'auto': "
-            "FusedGoogLeNet decides per shape (inception_fast.choices.FOLD_CHOICE)"
-        )
     kernel_fn = _kernel("pooled_inception_block", backend, x)
     x = x.contiguous(memory_format=torch.channels_last)
     if x.shape[0] == 0:  # an empty batch: nothing to compute

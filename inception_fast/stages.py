@@ -147,7 +147,12 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
 
 
 def pool_block(
-    x: Tensor, pool: nn.Module, packed: Callable[[], tuple], separate: Callable[[], Tensor], triton_allowed: bool
+    x: Tensor,
+    pool: nn.Module,
+    packed: Callable[[], tuple],
+    separate: Callable[[], Tensor],
+    triton_allowed: bool,
+    backend: str,
 ) -> Tensor:
     """The block's output on ``pool(x)`` as FOLD_CHOICE measured fastest: ``separate()`` (the pool,
     then the block; the first candidate, what runs wherever nothing is measured) or the folded
@@ -155,12 +160,15 @@ def pool_block(
     w5, b5) in x's dtype).  The caller offers the fold only where the block folds its BatchNorm;
     here it competes only where ``triton_allowed`` (the model's backend is auto or triton), the
     pool folds (``fold_params``), the chooser applies (its devices, no gradient, not tracing) and
-    Triton runs on x's device."""
+    Triton runs on x's device.  ``backend`` (the model's) is part of the key: it decides what
+    ``separate()`` runs."""
+    from .backends import availability
+
     chooser = choices.FOLD_CHOICE
     params = fold_params(pool)
     if not triton_allowed or params is None or x.dim() != 4 or x.shape[0] == 0:
         return separate()
-    if not chooser.applies(x.device, x):
+    if not chooser.applies(x.device, x) or availability("triton", x.device) is not None:
         return separate()
     weights = packed()
     if any(w.requires_grad for w in weights) and torch.is_grad_enabled():
@@ -172,6 +180,7 @@ def pool_block(
         tuple(x.stride()),
         params,
         tuple(tuple(weights[i].shape) for i in (0, 2, 4, 6)),
+        backend,
         (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) if x.dtype == torch.float32 else None,
     )
     folded = lambda: ops.pooled_inception_block(x, *weights, *params, backend="triton")  # noqa: E731
@@ -179,17 +188,16 @@ def pool_block(
     if choice is None:
         if not chooser.can_measure(x.device):  # capture, static mode: the two stages, nothing to build
             return separate()
-        from .backends import availability
-
-        runners = {"separate": separate}
-        if availability("triton", x.device) is None:
-            aten = lambda x, weights: ops.pooled_inception_block(x, *weights, *params, backend="torch")  # noqa: E731
-            runners["folded"] = choices.checked_against(
+        aten = lambda x, weights: ops.pooled_inception_block(x, *weights, *params, backend="torch")  # noqa: E731
+        runners = {
+            "separate": separate,
+            "folded": choices.checked_against(
                 folded,
                 lambda: aten(x, weights),
                 "the max pool folded into the block's launch 1",
                 lambda: aten(x.double(), [w.double() for w in weights]),
-            )
+            ),
+        }
         choice = chooser.pick(key, x.device, runners)
     return folded() if choice == "folded" else separate()
 

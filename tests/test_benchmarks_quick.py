@@ -335,7 +335,7 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     out = tmp_path / "first.json"
     cmd = [sys.executable, "-m", "benchmarks.first_forward", "--device", "cpu", "--dtype", "fp32"]
     run = subprocess.run(
-        [*cmd, "--batches", "1", "--size", "32", "--no-compile", "--json", str(out)],
+        [*cmd, "--batches", "1", "--size", "32", "--no-compile", "--baseline", "--json", str(out)],
         cwd=REPO,
         env=_env(triton_interpret=False),
         capture_output=True,
@@ -344,9 +344,18 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["kind"], r["cache"]) for r in rows] == [("fused", "cold"), ("fused", "warm")]
+    assert [(r["kind"], r["cache"]) for r in rows] == [
+        ("fused", "cold"),
+        ("fused", "warm"),
+        ("fused, Triton's tuning", "cold"),
+    ]
     for r in rows:
         assert 0 < r["first_forward_s"] <= r["to_first_result_s"], r
+    # --baseline: Triton's own tuning (one compile at a time, 25 + 100 ms) in its row only.
+    sys.path.insert(0, str(REPO))
+    from benchmarks import first_forward
+
+    assert [r["tuning_env"] for r in rows] == [{}, {}, first_forward.TRITON_TUNING]
     assert "| fused | 1 | warm |" in run.stdout
     bad = subprocess.run([*cmd, "--batches", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr
@@ -578,9 +587,7 @@ def test_measured_choices_lists_every_choice_object_of_the_package():
     module.NEW_CHOICE = chooser  # a name no package module uses
     sys.modules[module.__name__] = module
     try:
-        found = [
-            c for c in measured_choices(cpu, torch.float32, batch=4, image_size=64) if c["choice"] == "NEW_CHOICE"
-        ]
+        found = [c for c in measured_choices(cpu, torch.float32, batch=4, image_size=64) if c["choice"] == "NEW_CHOICE"]
         assert len(found) == 1
         assert found[0]["chosen"] == "folded" and found[0]["us"] == pytest.approx({"separate": 2.0, "folded": 1.0})
         assert found[0]["key"] == {"device": "cpu", "dtype": "float32", "shape": [4, 480, 8, 8], "folded": True}

@@ -237,6 +237,7 @@ def test_model_with_the_fold_forced_matches(monkeypatch, variant="torchvision"):
         folded = model(x)
         launches = _common.launch_count() - before
     assert [c.name for c in chooser.choices().values()] == ["folded"] * 3
+    assert {key.backend for key in chooser.choices()} == {"auto"}  # what "separate" runs is in the key
     assert not any(c.errors for c in chooser.choices().values())
     assert launches == 6  # launch 1 (with the pool) and launch 2 of 3a, 4a and 5a
     assert separate.std() > 0.05, "activations vanished; the comparison could not fail"

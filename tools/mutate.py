@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
+HOPPER = ("tests/test_hopper.py", "-x")
 TRITON_HEAD = ("tests/test_triton_head.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
@@ -205,6 +206,23 @@ MUTANTS = [
         "return hh.to(tl.int64) * s_h + ww.to(tl.int64) * s_w",
         TRITON_BLOCK,
         "row offsets drop the image term: every image reads and writes image 0",
+    ),
+    # -- the hopper backend's launch 2 with TMA (branch_convs_tma.py) ----------------------------------
+    Mutant(
+        "tma_tap_column",
+        "inception_fast/backends/triton/branch_convs_tma.py",
+        "a = a_desc.load([img, h0 + kh - KS // 2, w0 + kw - KS // 2, c0])",
+        "a = a_desc.load([img, h0 + kh - KS // 2, w0 + kw - 1, c0])",
+        HOPPER,
+        "the TMA box's column offset assumes a 3x3: branch 3's 5x5 taps are one column off",
+    ),
+    Mutant(
+        "tma_row_mask",
+        "inception_fast/backends/triton/branch_convs_tma.py",
+        "row_ok = (hh < H) & (ww < W)",
+        "row_ok = hh < H",
+        HOPPER,
+        "the epilogue masks rows only: a rectangle wider than the image's edge writes into the next row",
     ),
     # -- Triton stem (stem.py) -------------------------------------------------------------------------
     Mutant(

@@ -116,7 +116,9 @@ def fused_block(name: str, backend: str, s: Settings, dtype: str) -> nn.Module:
 
 def fused_stem(s: Settings, dtype: str, backend: str = "torch"):
     """A FusedGoogLeNet with ``backend`` whose stem (BN folded convs) the block benchmark times
-    through ``model._stem``, the stage hook its forward calls (the stem has no public module)."""
+    through ``model._stem``: conv1 to maxpool2 (the forward itself calls ``_stem_body``, conv1 to
+    conv3, and may fold maxpool2 into 3a where FOLD_CHOICE measured that faster; the stem has no
+    public module)."""
     key = ("fused_stem", str(s.device), dtype, s.image_size, backend)
     if key not in _BLOCK_CACHE:
         from inception_fast import FusedGoogLeNet

@@ -59,6 +59,9 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
+# The block benchmarks also time "hopper" (the Triton block with launch 2 on TMA); the whole-model
+# grid leaves it to fused_auto, which measures it per block shape among its candidates.
+BLOCK_BACKENDS = (*BACKENDS, "hopper")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
@@ -213,7 +216,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
-    impl: str  # torchvision | torch | triton | cuda | cpp | onednn | launch1_ext | launch1_triton | fused (stages)
+    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | fused (stages)
+    impl: str
 
     @property
     def id(self) -> str:
@@ -226,7 +230,7 @@ def block_cases(s: Optional[Settings] = None) -> list:
     # "torch" that is one of the ATen forms; with "triton" the Triton stem kernel competes too.
     cases = [BlockCase("stem", impl) for impl in ("torchvision", "torch", "triton", "onednn")]
     for name in BLOCKS:
-        cases += [BlockCase(name, impl) for impl in ("torchvision", *BACKENDS)]
+        cases += [BlockCase(name, impl) for impl in ("torchvision", *BLOCK_BACKENDS)]
     # Each stage outside the blocks alone: torchvision's layers (BatchNorm unfolded) and
     # FusedGoogLeNet's (backend "auto") stage as its measured choice runs it.
     for name in STAGES:

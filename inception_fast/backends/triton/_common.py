@@ -1,5 +1,6 @@
-"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, and the
-@triton.jit helpers that map a program to its tile of output pixels.
+"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, the
+autotuners' benchmark (a new shape's configs compiled side by side first), and the @triton.jit
+helpers that map a program to its tile of output pixels.
 
 No kernels here.  Importing this module imports triton but queries no device.
 """
@@ -7,9 +8,13 @@ No kernels here.  Importing this module imports triton but queries no device.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
+import threading
+import warnings
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -23,6 +28,9 @@ __all__ = [
     "dot_precision",
     "launch",
     "launch_configured",
+    "autotune_bench",
+    "compile_threads",
+    "tuning_bench_ms",
     "launch_count",
     "tuning_log",
     "tuning_count",
@@ -69,19 +77,42 @@ def launch(kernel, grid, *args, **kwargs) -> None:
 
 
 def launch_configured(
-    kernel, tuned, grid, args: tuple, meta: dict, config, interpreter_config: dict, config_kwargs=dict
+    kernel,
+    tuned,
+    grid,
+    args: tuple,
+    meta: dict,
+    config,
+    interpreter_config: dict,
+    config_kwargs=dict,
+    prepare=None,
+    store_as: Optional[str] = None,
 ) -> None:
     """Starts ``kernel`` the way every launcher here does: through its autotuned wrapper ``tuned``
     when no config is pinned (on a GPU; from the second launch of a shape on, straight with the
     config it chose, see _TUNED_CONFIGS), else with the pinned ``config`` (its kwargs passed
     through ``config_kwargs``), or, under the interpreter, with ``interpreter_config``.
-    ``grid(meta)`` gives the grid of a tile choice."""
+    ``grid(meta)`` gives the grid of a tile choice; ``prepare(meta)``, where given, is called with
+    the chosen tile before a launch that bypasses the autotuner (whose configs' pre_hooks do the
+    same for its own launches).  ``store_as``: the name under which the chosen config is kept in
+    the choice store (inception_fast.choice_store) and read back by later processes, for an
+    autotuner whose own disk record does not work (Triton skips configs with a pre_hook)."""
     if config is None and tuned is not None:
         config = _tuned_config(tuned, args, meta)
+        if config is None and store_as is not None:
+            config = _stored_config(tuned, args, meta, store_as)
         if config is None:  # a shape this process has not launched yet: the autotuner decides
             before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
-            launch(tuned, grid, *args, **meta)
+            # Should it benchmark (no result on disk), autotune_bench first compiles the configs
+            # it is about to time on compile_threads() threads.
+            _PENDING.launch = (kernel, tuned, grid, args, meta)
+            try:
+                launch(tuned, grid, *args, **meta)
+            finally:
+                _PENDING.launch = None
             _remember_tuned_config(tuned, args, meta, *before)
+            if store_as is not None:
+                _store_config(tuned, args, meta, store_as)
             return
     if config is None:
         meta = {**meta, **interpreter_config}
@@ -93,7 +124,117 @@ def launch_configured(
             else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
         )
         meta = {**meta, **options, **config_kwargs(config.kwargs)}
+    if prepare is not None:
+        prepare(meta)
     launch(kernel, grid(meta), *args, **meta)
+
+
+# The first launch of a shape through an autotuner, in this thread, until autotune_bench sees it.
+_PENDING = threading.local()
+ENV_COMPILE_THREADS = "INCEPTION_FAST_COMPILE_THREADS"
+ENV_TUNING_MS = "INCEPTION_FAST_TUNING_MS"
+# triton.testing.do_bench's per config: warm-up, then repeats, in ms of GPU time (Triton's default
+# is 25 + 100).  A 25 ms median (tens to thousands of runs of these kernels) ranks configs that
+# differ by more than a percent or so, and closer ones are a tie either way; at 125 ms a cold first
+# forward of GoogLeNet spends 15-20 s in benchmarks alone (benchmarks/cold_start.py counts them).
+# INCEPTION_FAST_TUNING_MS="25,100" restores Triton's.
+TUNING_BENCH_MS = (5, 25)
+
+
+def compile_threads() -> int:
+    """Threads that compile an autotuner's configs together before it benchmarks them: the CPUs
+    this process may use, at most 16, or INCEPTION_FAST_COMPILE_THREADS (1: one by one, inside the
+    benchmark, as Triton does by itself).  Triton's compile spends most of its time (70-85%
+    measured, benchmarks/results/2026-12-02_cpu-2core_cold-start.md) in MLIR and LLVM passes and
+    in ptxas, outside the GIL, so the configs of one shape compile about 2.5-3x faster together."""
+    raw = os.environ.get(ENV_COMPILE_THREADS, "").strip()
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            warnings.warn(f"{ENV_COMPILE_THREADS}={raw!r} is not an integer; one compile at a time", stacklevel=2)
+            return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(16, cpus))
+
+
+def tuning_bench_ms() -> tuple:
+    """(warm-up, repeats) in ms for each config the autotuners benchmark: TUNING_BENCH_MS, or
+    INCEPTION_FAST_TUNING_MS="warmup,rep"."""
+    raw = os.environ.get(ENV_TUNING_MS, "").strip()
+    if not raw:
+        return TUNING_BENCH_MS
+    try:
+        warmup, rep = (float(v) for v in raw.split(","))
+        if warmup < 0 or rep <= 0:
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"{ENV_TUNING_MS}={raw!r} is not 'warmup,rep' in ms; using {TUNING_BENCH_MS}", stacklevel=2)
+        return TUNING_BENCH_MS
+    return warmup, rep
+
+
+def autotune_bench(kernel_call, quantiles=None):
+    """The autotuners' benchmark (their ``do_bench``): triton.testing.do_bench for
+    tuning_bench_ms().  Its first call for a shape launched through launch_configured first
+    compiles every config the autotuner is about to time (precompile_configs), so the compiles
+    run side by side instead of one inside each config's benchmark."""
+    pending = getattr(_PENDING, "launch", None)
+    if pending is not None:
+        _PENDING.launch = None
+        precompile_configs(*pending)
+    from triton.testing import do_bench
+
+    warmup, rep = tuning_bench_ms()
+    return do_bench(kernel_call, warmup=warmup, rep=rep, quantiles=quantiles)
+
+
+def _autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:
+    """The configs ``tuned`` benchmarks for this launch: its configs after its early prune."""
+    configs = list(tuned.configs)
+    prune = getattr(tuned, "early_config_prune", None)
+    if prune is not None and len(configs) > 1:
+        configs = list(prune(configs, dict(zip(kernel.arg_names, args)), **meta))
+    return configs
+
+
+def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Optional[int] = None) -> int:
+    """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch, on ``threads``
+    threads (default compile_threads()), into the JIT's own cache (``kernel.warmup``: the same
+    specialization a launch makes, so the benchmark then finds each binary compiled).  A config
+    that fails to compile is left to the benchmark, which reports it as it always has.  Returns
+    how many configs compiled here (0 with one thread or one config: nothing to overlap)."""
+    threads = compile_threads() if threads is None else threads
+    try:
+        configs = _autotuned_configs(kernel, tuned, args, meta)
+    except Exception:  # an autotuner without these attributes: it compiles them itself
+        return 0
+    if any(getattr(c, "pre_hook", None) is not None for c in configs):
+        # A pre_hook sets up the arguments per config (e.g. TMA descriptors' boxes, shared by all
+        # configs): warming up here would compile the wrong specialisation.  Left to the benchmark.
+        return 0
+    threads = min(threads, len(configs))
+    if threads <= 1:
+        return 0
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
+    try:  # the JIT's per-device cache made here, not by several threads at once (one would win)
+        kernel.device_caches[device]
+    except Exception:
+        pass
+
+    def compile_one(config) -> bool:
+        try:
+            with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
+                kernel.warmup(*args, grid=grid, **meta, **config.all_kwargs())
+            return True
+        except Exception:
+            return False
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="inception_fast_compile") as pool:
+        return sum(pool.map(compile_one, configs))
 
 
 # Per autotuned kernel: {shape key: the config its autotuner chose}.  Once a shape has been
@@ -134,6 +275,43 @@ def _tuned_config(tuned, args: tuple, meta: dict):
     if not known:
         return None
     return known.get(_shape_key(tuned, args, meta))
+
+
+def _store_key(tuned, args: tuple, meta: dict, store_as: str):
+    """(device, the choice store's key) of this launch, or None (no tensor argument, no key)."""
+    key = _shape_key(tuned, args, meta)
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+    if key is None or device is None:
+        return None
+    return device, (store_as, key[0], tuple(str(d) for d in key[1]))
+
+
+def _stored_config(tuned, args: tuple, meta: dict, store_as: str):
+    """The config an earlier process chose for this shape (kept by _store_config), remembered for
+    this process too; None where nothing (or no config of ``tuned`` by that name) is stored."""
+    from ...choice_store import STORE
+
+    found = _store_key(tuned, args, meta, store_as)
+    if found is None:
+        return None
+    device, key = found
+    name = STORE.get("triton_config", key, device)
+    config = next((c for c in getattr(tuned, "configs", ()) if config_name(c) == name), None)
+    if config is not None:
+        memo = _TUNED_CONFIGS.get(tuned)
+        if memo is None:
+            memo = _TUNED_CONFIGS[tuned] = LRUDict()
+        memo[_shape_key(tuned, args, meta)] = config
+    return config
+
+
+def _store_config(tuned, args: tuple, meta: dict, store_as: str) -> None:
+    """Keeps the autotuner's choice for this shape in the choice store, by config_name."""
+    from ...choice_store import STORE
+
+    found, config = _store_key(tuned, args, meta, store_as), getattr(tuned, "best_config", None)
+    if found is not None and config is not None:
+        STORE.put("triton_config", found[1], found[0], config_name(config))
 
 
 def _remember_tuned_config(tuned, args: tuple, meta: dict, timings_before=None, bench_time_before=None) -> None:

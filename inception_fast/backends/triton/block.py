@@ -8,8 +8,10 @@
 
 ``block_forward`` follows the backend contract in ``inception_fast.backends``;
 ``pooled_block_forward`` is the block on ``max_pool2d(x, ...)`` with that pool folded into launch 1
-(its loads take the max on the fly, the pooled map is never stored), still two launches.  Importing this
-module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
+(its loads take the max on the fly, the pooled map is never stored), still two launches.
+``block_forward_tma`` is the "hopper" backend's block: the same launch 1, and launch 2 with TMA
+(``branch_convs_tma.py``) where TMA can describe scratch and the weights, else the same launch 2.
+Importing this module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .reduce_pool import launch_reduce_pool
 
 __all__ = [
     "block_forward",
+    "block_forward_tma",
     "pooled_block_forward",
     "launch_reduce_pool",
     "launch_branch_convs",
@@ -37,20 +40,38 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, pre_pool=None
     """(out, scratch) of one block from packed weights, in two Triton launches and no other kernel.
     ``pre_pool`` (kernel, stride, padding, ceil_mode): the block runs on max_pool2d(x, ...), folded
     into launch 1 (out and scratch are the pooled size)."""
+    return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=False, pre_pool=pre_pool)
+
+
+def block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, config=None):
+    """(out, scratch) of one block in two Triton launches: launch 1 as ``block_forward``'s, launch 2
+    with TMA descriptors and a persistent grid where ``tma_unsupported_reason`` finds nothing to
+    object to (every GoogLeNet block, in every dtype), else ``block_forward``'s launch 2.
+    ``config`` pins the TMA launch 2's tile (one of branch_convs_tma.CONFIGS; tests)."""
+    return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=True, config=config)
+
+
+def _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool, config=None, pre_pool=None):
     check_dtype(x.dtype)
+    if tma:  # imported here: the other blocks must not need triton.tools.tensor_descriptor
+        from .branch_convs_tma import launch_branch_convs_tma, tma_unsupported_reason
     hw = None
     if pre_pool is not None:
         hw = tuple(geometry.pool_out(size, *pre_pool) for size in x.shape[2:])
     out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
     ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+    tma = tma and tma_unsupported_reason(scratch, w3, w5) is None
     # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
-    # zeroes them, so no third kernel (a memset) is needed.
-    n_counters = split_k_counters(scratch, w3, w5)
+    # zeroes them, so no third kernel (a memset) is needed.  The TMA launch 2 splits no K.
+    n_counters = None if tma else split_k_counters(scratch, w3, w5)
     counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32, device=x.device)
     # Triton launches on the current CUDA device; the tensors may live on another one.
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=counters, pre_pool=pre_pool)
-        launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
+        if tma:
+            launch_branch_convs_tma(scratch, w3, b3, w5, b5, out, ch1, config=config)
+        else:
+            launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, counters=counters)
     return out, scratch
 
 

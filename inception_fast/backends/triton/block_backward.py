@@ -627,10 +627,16 @@ _KEY_B = ["M", "H", "W", "cin", "ch1", "n_red", "n_pool", "n_splits", "DOT_PRECI
 _tuned_a = (
     None
     if _common.INTERPRET
-    else triton.autotune(configs=CONFIGS, key=_KEY_A, cache_results=True)(_branch_grads_kernel)
+    else triton.autotune(configs=CONFIGS, key=_KEY_A, cache_results=True, do_bench=_common.autotune_bench)(
+        _branch_grads_kernel
+    )
 )
 _tuned_b = (
-    None if _common.INTERPRET else triton.autotune(configs=CONFIGS, key=_KEY_B, cache_results=True)(_input_grads_kernel)
+    None
+    if _common.INTERPRET
+    else triton.autotune(configs=CONFIGS, key=_KEY_B, cache_results=True, do_bench=_common.autotune_bench)(
+        _input_grads_kernel
+    )
 )
 
 

@@ -127,7 +127,29 @@ def _conv_tile(
     )  # fmt: skip
 
 
-@triton.jit(do_not_specialize=["M", "H", "W"])
+# M, H and W only enter masks and index arithmetic on the row axis (one binary across batch
+# sizes); the *_div_unit values get their alignment from the constexpr units they are multiplied
+# by, so a quotient that is also a multiple of 16 is not marked (blocks with the same units share
+# binaries: fewer compiles on a cold start).  A value of 1 is still a constant.
+@triton.jit(
+    do_not_specialize=["M", "H", "W"],
+    do_not_specialize_on_alignment=[
+        "cin3_div_unit",
+        "cin5_div_unit",
+        "stride_scratch_n_div_unit",
+        "stride_scratch_h_div_unit",
+        "stride_scratch_w_div_unit",
+        "stride_out_n_div_unit",
+        "stride_out_h_div_unit",
+        "stride_out_w_div_unit",
+        "stride_w3_o_div_unit",
+        "stride_w3_h_div_unit",
+        "stride_w3_w_div_unit",
+        "stride_w5_o_div_unit",
+        "stride_w5_h_div_unit",
+        "stride_w5_w_div_unit",
+    ],
+)
 def _branch_convs_kernel(
     # Pointers: scratch (the reductions), both convs' weights and biases, the block output, and the
     # split-K fp32 workspace and int32 tile counters.
@@ -372,7 +394,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
 # the losing configs.
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
 def split_k_counters(

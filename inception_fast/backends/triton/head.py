@@ -167,7 +167,9 @@ def make_tuned_kernels(pool_configs=POOL_CONFIGS, linear_configs=LINEAR_CONFIGS,
     )
 
 
-_tuned_pool, _tuned_linear = (None, None) if _common.INTERPRET else make_tuned_kernels(cache_results=True)
+_tuned_pool, _tuned_linear = (
+    (None, None) if _common.INTERPRET else make_tuned_kernels(cache_results=True, do_bench=_common.autotune_bench)
+)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

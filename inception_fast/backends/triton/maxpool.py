@@ -113,7 +113,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_max_pool_kernel)
 
 
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
 def _arguments(x: torch.Tensor, kernel: int, stride: int, padding: int, ceil_mode: bool):

@@ -335,8 +335,29 @@ def _pool_tile(
 
 
 # M, H, W and the tile count only enter masks and index arithmetic on the row axis, so their
-# divisibility buys nothing; not specializing on them keeps one binary across batch sizes.
-@triton.jit(do_not_specialize=["M", "H", "W", "HI", "WI", "n_pool_tiles"])
+# divisibility buys nothing; not specializing on them keeps one binary across batch sizes.  The
+# *_div_unit values are multiplied back by a constexpr unit, which is what tells the compiler their
+# alignment; whether the quotient is also a multiple of 16 buys nothing, and not marking it lets
+# blocks with the same units share binaries (fewer compiles on a cold start).
+@triton.jit(
+    do_not_specialize=["M", "H", "W", "HI", "WI", "n_pool_tiles"],
+    do_not_specialize_on_alignment=[
+        "cin_div_unit",
+        "n_red_div_unit",
+        "ch1_div_unit",
+        "n_pool_div_unit",
+        "pool_col0_div_unit",
+        "stride_x_n_div_unit",
+        "stride_x_h_div_unit",
+        "stride_x_w_div_unit",
+        "stride_out_n_div_unit",
+        "stride_out_h_div_unit",
+        "stride_out_w_div_unit",
+        "stride_scratch_n_div_unit",
+        "stride_scratch_h_div_unit",
+        "stride_scratch_w_div_unit",
+    ],
+)
 def _reduce_pool_kernel(
     # Pointers: block input, packed 1x1 weights and biases, the two outputs, launch 2's counters;
     # the pool role's split-K fp32 workspace and int32 tile counters (POOL_SPLIT_K > 1).
@@ -721,7 +742,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles
 # the losing configs.
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
 def _pool_split_k(kwargs: dict) -> int:

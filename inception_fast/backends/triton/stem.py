@@ -168,7 +168,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_pool_kernel)
 
 
-_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True)
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
 def _new_output(shape, x):

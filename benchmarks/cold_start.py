@@ -1,0 +1,311 @@
+"""What a cold start compiles: every Triton binary the first forward of FusedGoogLeNet
+(``backend="auto"``, torchvision's variant, 224x224, channels_last input) would compile on an
+sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
+
+For each Triton launch of that forward (the stem kernel with and without its pool, the max pool on
+maxpool1-4, launch 1 and launch 2 of the nine blocks, launch 1 of 3a, 4a and 5a with the pool
+before it folded in, the head's average pool and GEMM; with
+``--train`` also the block backward's launches A and B) it takes the arguments the launcher
+passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
+kernel's early prune: SMALL_PROBLEM_PIXELS, split-K), and Triton's specialization of those
+arguments (``kernel_stats._source``: ints equal to 1 become constants, multiples of 16 and aligned
+pointers are marked divisible, except ``do_not_specialize`` ones).  One binary per distinct
+(kernel, signature, constants, divisibility, warps, stages): the JIT compiles each once per
+process, whatever the block.  Then it compiles every distinct binary for the target in three
+passes (below), each into an empty Triton cache, and prints per kernel:
+
+* launches (block shapes); groups (launches alike in their launcher-fixed constexprs and in
+  the arguments equal to 1: the fewest distinct specializations they could compile); autotune
+  keys (shapes the autotuner benchmarks); benchmark runs (keys x pruned configs: what
+  ``triton.testing.do_bench`` times on the GPU, ~125 ms of GPU time each at Triton's default
+  25 ms warm-up + 100 ms of repeats); distinct binaries;
+* seconds to compile them: one by one (Triton's autotuner by itself), shape by shape with each
+  shape's new binaries on a thread pool (the package's autotuners), and all at once on one pool
+  (what a precompile of the whole forward would take), with the CPU seconds of each.
+
+    python -m benchmarks.cold_start [--batches 1,256] [--dtype bf16] [--arch 90]
+        [--threads N] [--count-only] [--train] [--json OUT.json]
+
+Runs without TRITON_INTERPRET (the kernels must be JIT functions).  No GPU needed; on the GPU
+machine it gives that machine's compile seconds (its CPU cores) for the counts the first forward
+will meet.  Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("cold_start: unset TRITON_INTERPRET (the kernels must be compiled, not interpreted)")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+
+from benchmarks.helpers.settings import DTYPES  # noqa: E402
+from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source  # noqa: E402
+from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
+from inception_fast.backends.triton._common import tuning_bench_ms  # noqa: E402
+from inception_fast.geometry import empty_outputs  # noqa: E402
+from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
+
+# do_bench's default time per benchmarked config (warm-up + repeats), for the estimate column.
+DO_BENCH_MS = 25 + 100
+
+
+def _pruned(tuned, kernel, args, meta) -> list:
+    """The configs ``tuned`` benchmarks for this launch: its configs after its early prune (Triton
+    skips the prune, and the benchmark, for a single config)."""
+    configs = tuned.configs
+    prune = getattr(tuned, "early_config_prune", None)
+    if prune is not None and len(configs) > 1:
+        configs = prune(configs, dict(zip(kernel.arg_names, args)), **meta)
+    return list(configs)
+
+
+def _tuning_key(tuned, kernel, args, meta) -> tuple:
+    """The autotuner's key for this launch: its key arguments' values and the tensors' dtypes."""
+    named = {**dict(zip(kernel.arg_names, args)), **meta}
+    return tuple(named[k] for k in tuned.keys if k in named) + tuple(
+        str(a.dtype) for a in args if isinstance(a, torch.Tensor)
+    )
+
+
+def _block_tensors(block: str, batch: int, dt):
+    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
+    size = SIZES[block]
+    cl = torch.channels_last
+    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
+    w_red, b_red = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(ch1 + r3 + r5, dtype=dt)
+    w_pool, b_pool = torch.empty(pool, cin, dtype=dt), torch.empty(pool, dtype=dt)
+    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
+    b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
+    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    return ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch
+
+
+def launches(batch: int, dtype: str = "bf16", train: bool = False):
+    """[(kernel label, launch label, JIT kernel, autotuner, args, launcher constexprs)] of the first
+    forward (and, with ``train``, the block backward) at ``batch``."""
+    dt = DTYPES[dtype]
+    rows = []
+    x = torch.empty(batch, 3, 224, 224, dtype=dt).contiguous(memory_format=torch.channels_last)
+    w = torch.empty(64, 3, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
+    b = torch.empty(64, dtype=dt)
+    for label, pool in (("conv_pool", (3, 2, 0, True)), ("conv", (1, 1, 0, False))):
+        args, meta, _grid, _out = stem._arguments(x, w, b, 2, 3, *pool)
+        rows.append(("stem", label, stem._conv_pool_kernel, stem._tuned_kernel, args, meta))
+    for name, (c, size, params) in POOLS.items():
+        p = torch.empty(batch, c, size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
+        args, meta, _grid, _out = maxpool._arguments(p, *params)
+        rows.append(("maxpool", name, maxpool._max_pool_kernel, maxpool._tuned_kernel, args, meta))
+    for block in SIZES:
+        ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = _block_tensors(block, batch, dt)
+        if block in FOLDS:  # the pool before it folded into launch 1: a measured candidate (FOLD_CHOICE)
+            c, size, params = POOLS[FOLDS[block]]
+            pre = torch.empty(batch, x.shape[1], size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
+            args, meta, _grid = reduce_pool._arguments(pre, w_red, b_red, w_pool, b_pool, out, scratch, pre_pool=params)
+            rows.append(("launch1_fold", block, reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel, args, meta))
+        n_counters = branch_convs.split_k_counters(scratch, w3, w5)
+        counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32)
+        args, meta, _grid = reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters)
+        rows.append(("launch1", block, reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel, args, meta))
+        args, meta, _grid = branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1, counters)
+        rows.append(("launch2", block, branch_convs._branch_convs_kernel, branch_convs._tuned_kernel, args, meta))
+        if train:
+            _buffers, _segments, bwd = block_backward._arguments(
+                torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
+            )
+            for label, (kernel, tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), bwd):
+                rows.append((label, block, kernel, tuned, args, meta))
+    h = torch.empty(batch, 1024, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
+    fc_w, fc_b = torch.empty(1000, 1024, dtype=dt), torch.empty(1000, dtype=dt)
+    (p_args, p_meta, _), (l_args, l_meta, _), _out = head._arguments(h, fc_w, fc_b)
+    rows.append(("head_pool", "head", head._channel_means_kernel, head._tuned_pool, p_args, p_meta))
+    rows.append(("head_linear", "head", head._linear_kernel, head._tuned_linear, l_args, l_meta))
+    return rows
+
+
+def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict, dict]:
+    """({binary key: (kernel label, ASTSource, options, index of the first launch needing it)},
+    {kernel label: counts}) of the first forward at ``batch``: the distinct binaries its
+    autotuners compile, and per kernel the launches, autotune keys, benchmark runs and distinct
+    binaries."""
+    found, counts = {}, {}
+    for index, (kernel_label, _launch, kernel, tuned, args, meta) in enumerate(launches(batch, dtype, train)):
+        c = counts.setdefault(
+            kernel_label, {"launches": 0, "keys": set(), "bench_runs": 0, "binaries": 0, "groups": set()}
+        )
+        c["launches"] += 1
+        # What the launcher fixes and the arguments equal to 1 (constants): launches alike in both
+        # can share binaries; alignment marks that differ split them further.
+        c["groups"].add(
+            (tuple(sorted(meta.items())), tuple(n for n, a in zip(kernel.arg_names, args) if type(a) is int and a == 1))
+        )
+        configs = _pruned(tuned, kernel, args, meta)
+        key = _tuning_key(tuned, kernel, args, meta)
+        if key not in c["keys"]:
+            c["keys"].add(key)
+            c["bench_runs"] += len(configs) if len(configs) > 1 else 0
+        for config in configs:
+            src = _source(kernel, args, dict(meta, **config.kwargs))
+            options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+            bkey = (
+                kernel.__name__,
+                tuple(src.signature.items()),
+                tuple(sorted((k, repr(v)) for k, v in src.constants.items())),
+                tuple(sorted((k, repr(v)) for k, v in src.attrs.items())),
+                tuple(sorted(options.items())),
+            )
+            if bkey not in found:
+                found[bkey] = (kernel_label, src, options, index)
+                c["binaries"] += 1
+    for c in counts.values():
+        c["keys"], c["groups"] = len(c["keys"]), len(c["groups"])
+    return found, counts
+
+
+def _fresh_cache() -> str:
+    """Points Triton's cache at a new empty directory (so every compile below is a cold one)."""
+    path = tempfile.mkdtemp(prefix="cold_start_")
+    os.environ["TRITON_CACHE_DIR"] = path
+    try:
+        triton.knobs.cache.dir = path
+    except AttributeError:  # Triton without knobs reads the variable
+        pass
+    return path
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (ptxas)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def compile_all(found: dict, arch: int, threads: int, per_launch: bool = False) -> dict:
+    """{kernel label: [seconds of each compile]} and the wall ("wall") and CPU ("cpu") seconds of
+    compiling every binary of ``found`` into an empty cache, on ``threads`` threads (1: one after
+    another).  ``per_launch``: launch by launch, each launch's new binaries on a pool of their own
+    (at most ``threads``), as the autotuners compile a new shape's configs before benchmarking
+    them; else all binaries on one pool, as a precompile of the whole forward would."""
+    _fresh_cache()
+    target = GPUTarget("cuda", arch, 32)
+
+    def one(item):
+        label, src, options, _index = item
+        t = time.perf_counter()
+        triton.compile(src, target=target, options=options)
+        return label, time.perf_counter() - t
+
+    batches = [list(found.values())]
+    if per_launch:
+        by_launch: dict = {}
+        for item in found.values():
+            by_launch.setdefault(item[3], []).append(item)
+        batches = [by_launch[i] for i in sorted(by_launch)]
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    done = []
+    for items in batches:
+        if threads <= 1 or len(items) == 1:
+            done += [one(item) for item in items]
+        else:
+            with ThreadPoolExecutor(min(threads, len(items))) as pool:
+                done += list(pool.map(one, items))
+    # CPU seconds per wall second above 1 on the pool: the compiles ran side by side (outside the
+    # GIL), whatever else the machine was running.
+    per = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - cpu0}
+    for label, seconds in done:
+        per.setdefault(label, []).append(seconds)
+    return per
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", default="1,256")
+    p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the pool's threads (default: the CPUs)")
+    p.add_argument("--count-only", action="store_true", help="count, compile nothing")
+    p.add_argument("--train", action="store_true", help="also the block backward's launches")
+    p.add_argument("--json", default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if min(batches) < 1 or args.threads < 1:
+        p.error("--batches and --threads must be positive")
+    out = {"arch": f"sm_{args.arch}", "dtype": args.dtype, "threads": args.threads, "batches": {}}
+    for batch in batches:
+        found, counts = binaries(batch, args.dtype, args.train)
+        serial = per_shape = parallel = None
+        if not args.count_only:
+            serial = compile_all(found, args.arch, 1)
+            per_shape = compile_all(found, args.arch, args.threads, per_launch=True)
+            parallel = compile_all(found, args.arch, args.threads)
+        print(f"\nbatch {batch}, {args.dtype}, sm_{args.arch}: a cold first forward's Triton compiles")
+        print(
+            f"| kernel | launches | groups | autotune keys | benchmark runs (~{DO_BENCH_MS} ms GPU each) | binaries "
+            f"| compile s serial | longest compile s |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        rows = []
+        for label, c in counts.items():
+            times = serial.get(label, []) if serial else []
+            row = dict(c, kernel=label, compile_s=sum(times) if serial else None)
+            row["longest_s"] = max(times) if times else None
+            rows.append(row)
+            ser = "" if row["compile_s"] is None else f"{row['compile_s']:.1f}"
+            lon = "" if row["longest_s"] is None else f"{row['longest_s']:.2f}"
+            print(
+                f"| {label} | {c['launches']} | {c['groups']} | {c['keys']} | {c['bench_runs']} | {c['binaries']} "
+                f"| {ser} | {lon} |"
+            )
+        total = {k: sum(r[k] for r in rows) for k in ("launches", "keys", "bench_runs", "binaries")}
+        summary = dict(total, bench_estimate_s=total["bench_runs"] * DO_BENCH_MS / 1e3)
+        if serial:
+            summary.update(
+                serial_s=serial["wall"],
+                serial_cpu_s=serial["cpu"],
+                per_shape_s=per_shape["wall"],
+                per_shape_cpu_s=per_shape["cpu"],
+                parallel_s=parallel["wall"],
+                parallel_cpu_s=parallel["cpu"],
+            )
+        print(
+            f"| total | {total['launches']} | | {total['keys']} | {total['bench_runs']} | {total['binaries']} | "
+            + (f"{serial['wall']:.1f} | |" if serial else " | |")
+        )
+        warmup, rep = tuning_bench_ms()
+        summary["bench_estimate_package_s"] = total["bench_runs"] * (warmup + rep) / 1e3
+        print(
+            f"do_bench estimate: {summary['bench_estimate_s']:.1f} s of GPU time at Triton's default 25 + 100 ms, "
+            f"{summary['bench_estimate_package_s']:.1f} s at the autotuners' {warmup:g} + {rep:g} ms "
+            "(_common.tuning_bench_ms)"
+        )
+        if serial:
+            for what, run in (
+                ("one by one (Triton's autotuner by itself)", serial),
+                (f"shape by shape, each on up to {args.threads} threads (the autotuners here)", per_shape),
+                (f"all at once on {args.threads} threads (a whole-forward precompile)", parallel),
+            ):
+                print(
+                    f"compile wall, {what}: {run['wall']:.1f} s ({run['cpu']:.1f} CPU s, "
+                    f"{run['cpu'] / run['wall']:.2f} CPUs busy; {serial['wall'] / run['wall']:.2f}x)"
+                )
+        out["batches"][str(batch)] = {"rows": rows, "summary": summary}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

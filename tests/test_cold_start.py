@@ -1,0 +1,264 @@
+"""A cold start's compiles: the autotuners compile the configs they are about to benchmark side by
+side (backends/triton/_common.py: autotune_bench, precompile_configs), benchmark each for
+tuning_bench_ms(), and blocks alike in their launcher-fixed constexprs share binaries
+(benchmarks/cold_start.py counts what a first forward compiles)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from block_cases import ODD, block_reference, make_block  # noqa: E402
+from launch_observer import counting_do_bench  # noqa: E402
+
+from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
+from inception_fast.backends.triton import block as tb  # noqa: E402
+
+
+class _Config:
+    """A stand-in triton.Config: kwargs and the launch options."""
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.pre_hook = kwargs, None
+
+    def all_kwargs(self):
+        return {**self.kwargs, "num_warps": 4}
+
+
+class _Kernel:
+    """A stand-in JIT kernel whose warmup (the compile) records its calls and can wait for others."""
+
+    arg_names = ["x", "M"]
+
+    def __init__(self, barrier=None, failing=()):
+        self.calls, self.threads, self.barrier, self.failing = [], set(), barrier, failing
+
+    def warmup(self, *args, grid, **kwargs):
+        self.threads.add(threading.current_thread().name)
+        if self.barrier is not None:
+            self.barrier.wait()  # breaks (raises) unless every config compiles at the same time
+        if kwargs.get("BLOCK") in self.failing:
+            raise RuntimeError("out of resources")
+        self.calls.append((args, grid, kwargs))
+
+
+class _Tuned:
+    """A stand-in autotuner: configs and an early prune that keeps BLOCK <= M."""
+
+    def __init__(self, blocks):
+        self.configs = [_Config(BLOCK=b) for b in blocks]
+
+    @staticmethod
+    def early_config_prune(configs, named_args, **meta):
+        assert set(named_args) == {"x", "M"} and meta == {"DTYPE": "fp32"}
+        return [c for c in configs if c.kwargs["BLOCK"] <= named_args["M"]]
+
+
+def test_precompile_compiles_the_pruned_configs_side_by_side(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    tuned, args, meta = _Tuned([16, 32, 64, 128]), ("x", 64), {"DTYPE": "fp32"}
+
+    def grid(cfg):
+        return (1,)
+
+    # Three configs survive the prune; on three threads they compile together (the barrier only
+    # opens with all three inside warmup at once), each with the launch's args and its own kwargs.
+    kernel = _Kernel(barrier=threading.Barrier(3, timeout=10))
+    assert _common.precompile_configs(kernel, tuned, grid, args, meta, threads=3) == 3
+    assert sorted(c[2]["BLOCK"] for c in kernel.calls) == [16, 32, 64]
+    assert all(
+        c[0] == args and c[1] is grid and c[2]["DTYPE"] == "fp32" and c[2]["num_warps"] == 4 for c in kernel.calls
+    )
+    assert len(kernel.threads) == 3 and threading.current_thread().name not in kernel.threads
+    # A config that does not compile is left to the benchmark (which reports it): not an error here.
+    kernel = _Kernel(failing=(32,))
+    assert _common.precompile_configs(kernel, tuned, grid, args, meta, threads=4) == 2
+    # One thread, or one config: nothing to overlap, Triton compiles inside the benchmark as always.
+    kernel = _Kernel()
+    assert _common.precompile_configs(kernel, tuned, grid, args, meta, threads=1) == 0
+    assert _common.precompile_configs(kernel, _Tuned([16]), grid, args, meta, threads=4) == 0
+    assert kernel.calls == []
+    # An autotuner without the attributes read here: no precompile, no error.
+    assert _common.precompile_configs(kernel, object(), grid, args, meta, threads=4) == 0
+    # Configs with a pre_hook (they set up shared arguments, e.g. TMA boxes, per config): left to
+    # the benchmark, which runs each hook before its config.
+    hooked = _Tuned([16, 32, 64])
+    for c in hooked.configs:
+        c.pre_hook = lambda nargs: None
+    assert _common.precompile_configs(kernel, hooked, grid, args, meta, threads=4) == 0
+    assert kernel.calls == []
+
+
+def test_compile_threads_and_tuning_time_settings(monkeypatch):
+    monkeypatch.delenv(_common.ENV_COMPILE_THREADS, raising=False)
+    assert 1 <= _common.compile_threads() <= 16
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "3")
+    assert _common.compile_threads() == 3
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "0")
+    assert _common.compile_threads() == 1
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "many")
+    with pytest.warns(UserWarning, match="INCEPTION_FAST_COMPILE_THREADS='many' is not an integer"):
+        assert _common.compile_threads() == 1
+    monkeypatch.delenv(_common.ENV_TUNING_MS, raising=False)
+    assert _common.tuning_bench_ms() == _common.TUNING_BENCH_MS
+    monkeypatch.setenv(_common.ENV_TUNING_MS, "25,100")
+    assert _common.tuning_bench_ms() == (25.0, 100.0)
+    for bad in ("25", "a,b", "5,0", "-1,10"):
+        monkeypatch.setenv(_common.ENV_TUNING_MS, bad)
+        with pytest.warns(UserWarning, match="is not 'warmup,rep' in ms"):
+            assert _common.tuning_bench_ms() == _common.TUNING_BENCH_MS
+
+
+@interpreter_only
+def test_autotuned_launch_compiles_its_configs_before_the_first_benchmark(monkeypatch, poisoned):
+    """Triton's own autotuner with the package's benchmark (autotune_bench): the first benchmark of
+    a new shape compiles every config the autotuner prunes to, on worker threads, before any is
+    timed; each is timed for tuning_bench_ms(); a shape already tuned compiles nothing more; the
+    block is still right."""
+    import triton
+
+    fake_do_bench, benchmarked = counting_do_bench()
+    timed_for = []
+
+    def do_bench(fn, warmup, rep, quantiles=None):
+        timed_for.append((warmup, rep))
+        return fake_do_bench(fn, quantiles=quantiles)
+
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "4")
+    monkeypatch.setenv(_common.ENV_TUNING_MS, "2,7")
+    configs = [
+        triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32}),
+    ]
+    # Launch 2 also has a split-K config, which its prune keeps for this small problem.
+    split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
+    tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=_common.autotune_bench)
+    tuned_2 = branch_convs.make_tuned_kernel(configs + [split], do_bench=_common.autotune_bench)
+    monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
+    monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
+    compiled = []
+
+    def recorder(kernel):
+        def warmup(*args, grid, **kwargs):
+            # Before any benchmark of this kernel's shape, off the launching thread.
+            compiled.append((kernel, len(benchmarked), threading.current_thread().name, kwargs))
+
+        return warmup
+
+    for kernel in (reduce_pool._reduce_pool_kernel, branch_convs._branch_convs_kernel):
+        monkeypatch.setattr(kernel, "warmup", recorder(kernel), raising=False)
+
+    block = make_block(ODD, k5=3, n=1, h=3, w=4, seed=5)
+    out, scratch = tb.block_forward(**block)
+    ref_out, ref_scratch = block_reference(**{k: v.double() for k, v in block.items()})
+    assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "out")
+    assert len(benchmarked) == 5 and set(timed_for) == {(2.0, 7.0)}
+    main = threading.current_thread().name
+    for kernel, tuned, before in (
+        (reduce_pool._reduce_pool_kernel, tuned_1, 0),
+        (branch_convs._branch_convs_kernel, tuned_2, 2),
+    ):
+        mine = [c for c in compiled if c[0] is kernel]
+        # Each pruned config once, with the launcher's constexprs (the launch's specialization).
+        wanted = [c.all_kwargs() for c in tuned.configs]
+        got = [{k: c[3][k] for k in wanted[0]} for c in mine]
+        assert sorted(map(str, got)) == sorted(map(str, wanted)) and all("DOT_PRECISION" in c[3] for c in mine)
+        assert all(c[1] == before and c[2] != main for c in mine)
+    # The same shape again: the memo launches the chosen configs; nothing compiles or benchmarks.
+    tb.block_forward(**make_block(ODD, k5=3, n=1, h=3, w=4, seed=6))
+    assert len(compiled) == 5 and len(benchmarked) == 5
+    assert getattr(_common._PENDING, "launch", None) is None
+
+
+def test_blocks_alike_share_binaries(tmp_path):
+    """benchmarks/cold_start.py on the first forward at batch 1 and 256 (a subprocess: this process
+    may run the interpreter; counts only, nothing compiled): launch 1 and launch 2 compile one
+    binary per config per group of blocks alike in their launcher-fixed constexprs and arguments
+    equal to 1, not one per block (alignment marks on the *_div_unit arguments would split them)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cold_start",
+            "--count-only",
+            "--batches",
+            "1,256",
+            "--json",
+            tmp_path / "c.json",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads((tmp_path / "c.json").read_text())
+    assert "| launch1 | 9 |" in run.stdout
+    for batch, configs in (("1", 7), ("256", 5)):  # SMALL_PROBLEM_PIXELS: batch 1 also tries the small configs
+        rows = {r["kernel"]: r for r in found["batches"][batch]["rows"]}
+        for kernel in ("launch1", "launch2"):
+            r = rows[kernel]
+            assert r["launches"] == 9 and r["keys"] == 9 and r["bench_runs"] == 9 * configs, (batch, r)
+            assert r["groups"] < r["launches"] and r["binaries"] == r["groups"] * configs, (batch, r)
+
+
+@pytest.mark.gpu
+def test_gpu_autotuners_precompile_then_benchmark(gpu, monkeypatch, tmp_path):
+    """On the GPU: a new shape's first launch through an autotuner (Triton's disk cache empty, so
+    it benchmarks) compiles every config on worker threads first, with the launch's CUDA tensors,
+    and the block is right (2 configs per launch: few new binaries)."""
+    import triton
+
+    # An empty disk cache, so the autotuners benchmark (a result on disk would skip it).
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    if hasattr(getattr(triton, "knobs", None), "cache"):
+        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path))
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "4")
+    real, compiled = _common.precompile_configs, []
+
+    def spy(*args, **kwargs):
+        compiled.append(real(*args, **kwargs))
+        return compiled[-1]
+
+    monkeypatch.setattr(_common, "precompile_configs", spy)
+    monkeypatch.setattr(
+        reduce_pool,
+        "_tuned_kernel",
+        reduce_pool.make_tuned_kernel(reduce_pool.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    monkeypatch.setattr(
+        branch_convs,
+        "_tuned_kernel",
+        branch_convs.make_tuned_kernel(branch_convs.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    # 3 images of 28x28: 2352 pixels, past SMALL_PROBLEM_PIXELS (the prune keeps both configs).
+    block = make_block(BLOCK_CONFIGS["inception3a"], k5=3, n=3, h=28, w=28, dtype=torch.bfloat16, device=gpu, seed=21)
+    out, scratch = tb.block_forward(**block)
+    torch.cuda.synchronize()
+    assert compiled == [2, 2]
+    ref64_out, ref64_scratch = block_reference(**{k: v.double() for k, v in block.items()})
+    reflp_out, reflp_scratch = block_reference(**block)
+    assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), "scratch")
+    check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), "out")

@@ -1,0 +1,401 @@
+"""The "hopper" backend (launch 1 of the triton backend, launch 2 with TMA descriptors and a
+persistent grid: inception_fast/backends/triton/branch_convs_tma.py) against an fp64 plain-PyTorch
+block, under the Triton interpreter (TRITON_INTERPRET=1, set by tests/conftest.py).
+
+Outputs are NaN-poisoned, so an element no kernel writes fails the comparison.  The interpreter
+runs the descriptors' loads with TMA's rules (out-of-bounds boxes, negative coordinates included,
+read as zeros), not the GPU's pipeline; the GPU tests (marked gpu) run the compiled kernel on a
+device of compute capability 9.0 or more and skip elsewhere.  benchmarks/kernel_stats.py shows
+what sm_90 code the configs compile to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from block_cases import ODD, block_reference, make_block  # noqa: E402
+from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+
+from inception_fast.backends.triton import _common, branch_convs, branch_convs_tma, reduce_pool  # noqa: E402
+from inception_fast.backends.triton import block as tb  # noqa: E402
+
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool), TMA-aligned in fp32 and fp16 (channel counts multiples
+# of 8): branch 2's 24 input channels leave a K tail at every BLOCK_K, branch 3's 8 one at its
+# BLOCK_K5 of 16; 40 and 24 output channels leave ragged column tiles.
+ALIGNED = (40, 20, 24, 40, 8, 24, 18)
+# For the SWAP_AB configs, whose BLOCK_K (16, 32, 64) must divide branch 2's input channels.
+ALIGNED_64 = (40, 20, 64, 40, 8, 24, 18)
+
+
+def reference64(block):
+    return block_reference(**{k: v.double() for k, v in block.items()})
+
+
+def check_hopper(block, what, tol=None):
+    out, scratch = tb.block_forward_tma(**block)
+    ref_out, ref_scratch = reference64(block)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    if block["x"].dtype == torch.float32:
+        check_close(scratch, ref_scratch, tol or TOLERANCE["fp32"], f"{what} scratch")
+        check_close(out, ref_out, tol or TOLERANCE["fp32"], f"{what} out")
+    else:
+        ref_out_low, ref_scratch_low = block_reference(**block)
+        check_close(out, ref_out, reduced_precision_bound(ref_out_low, ref_out), f"{what} out")
+        check_close(scratch, ref_scratch, reduced_precision_bound(ref_scratch_low, ref_scratch), f"{what} scratch")
+    return out, scratch
+
+
+# The aten ops the forward may issue: allocations, the views the TMA descriptors are built on
+# (no kernel), and the poisoning fixture's fills.
+ALLOWED_ATEN = {
+    "aten.empty.memory_format",
+    "aten.empty_strided.default",
+    "aten.permute.default",
+    "aten.slice.Tensor",
+    "aten.fill_.Scalar",
+}
+
+
+def _two_launches(block, monkeypatch):
+    """The block through the hopper backend's forward, observed and then checked: (out, kernels
+    launched); exactly two launches and no other kernel (no cat)."""
+    before = tb.launch_count()
+    (out, _), aten_ops, launched = observe_launches(lambda: tb.block_forward_tma(**block), monkeypatch)
+    launched = list(launched)  # the check below launches again, still observed
+    assert tb.launch_count() - before == 2 and len(launched) == 2
+    unexpected = sorted(set(aten_ops) - ALLOWED_ATEN)
+    assert aten_ops and not unexpected, f"unexpected aten ops: {unexpected}"
+    check_hopper(block, "observed")
+    return out, launched
+
+
+@interpreter_only
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+def test_googlenet_blocks_fp32(name, poisoned, monkeypatch):
+    """Every GoogLeNet block's channels, odd sizes, k 3 and 5, batch 1 and 3: two launches, the
+    second the TMA kernel, no cat."""
+    i = list(BLOCK_CONFIGS).index(name)
+    size = (7, 5, 3, 1)[i % 4]
+    block = make_block(BLOCK_CONFIGS[name], k5=3 if i % 2 == 0 else 5, n=1 if i % 3 else 3, h=size, w=size, seed=i)
+    _, launched = _two_launches(block, monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel]
+
+
+@interpreter_only
+@pytest.mark.parametrize("n,k5,h,w", [(1, 3, 7, 5), (3, 5, 3, 7), (1, 5, 1, 1), (3, 3, 9, 17)])
+def test_odd_shapes(n, k5, h, w, poisoned):
+    """Several pixel rectangles per image (9x17 with 8x8 tiles: 2 x 3), ragged at both edges."""
+    check_hopper(make_block(ALIGNED, k5=k5, n=n, h=h, w=w, seed=n + k5), f"n={n} k5={k5} {h}x{w}")
+
+
+@interpreter_only
+@pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
+def test_every_config_fp32(i, poisoned):
+    """Every config the autotuner can choose on a GPU, pinned: 8x16 and 8x8 rectangles, column and
+    K tiles, with and without SWAP_AB; 2 images of 9x11 (two rectangles per image in each direction
+    with the 8-row tiles)."""
+    config = branch_convs_tma.CONFIGS[i]
+    cfg = ALIGNED_64 if config.kwargs["SWAP_AB"] else ALIGNED
+    block = make_block(cfg, k5=5 if i % 2 else 3, n=2, h=9, w=11, seed=40 + i)
+    out, scratch = tb.block_forward(**block)  # launch 1 and the reference launch 2
+    out.fill_(float("nan"))
+    branch_convs_tma.launch_branch_convs_tma(
+        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, cfg[1], config=config
+    )
+    ref_out, _ = reference64(block)
+    c0, c1 = cfg[1], cfg[1] + cfg[3] + cfg[5]
+    check_close(out[:, c0:c1], ref_out[:, c0:c1], TOLERANCE["fp32"], _common.config_name(config))
+    assert torch.isnan(out[:, :c0]).all() and torch.isnan(out[:, c1:]).all(), "launch 2 wrote outside its slices"
+
+
+@interpreter_only
+def test_swap_configs_only_where_block_k_divides_ch3red():
+    """SWAP_AB reads the weights through a flat [Cout, kh*kw*Cin] view, whose K blocks would run
+    into the next tap's weights unless BLOCK_K divides ch3red: the autotuner's prune drops those
+    configs, and a pinned one is refused."""
+    swaps = [c for c in branch_convs_tma.CONFIGS if c.kwargs["SWAP_AB"]]
+    assert swaps and {c.kwargs["BLOCK_K"] for c in swaps} == {16, 32, 64}
+    kept = branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 112})  # 4b
+    assert [c for c in kept if c.kwargs["SWAP_AB"]] == [c for c in swaps if c.kwargs["BLOCK_K"] == 16]
+    assert len(branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 192})) == len(branch_convs_tma.CONFIGS)
+    assert not any(c.kwargs["SWAP_AB"] for c in branch_convs_tma._prune_swap(branch_convs_tma.CONFIGS, {"cin3": 24}))
+    block = make_block(ALIGNED, n=1, h=3, w=3)
+    out, scratch = tb.block_forward(**block)
+    with pytest.raises(ValueError, match="SWAP_AB needs BLOCK_K to divide branch 2's 24 input channels"):
+        branch_convs_tma.launch_branch_convs_tma(
+            scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20, config=swaps[0]
+        )
+
+
+@interpreter_only
+@pytest.mark.parametrize("cfg,k5", [(BLOCK_CONFIGS["inception4b"], 5), (ALIGNED, 3)])
+def test_fp16(cfg, k5, poisoned):
+    """fp16: within the table's rule of the same block computed by F.conv2d in fp16."""
+    out, _ = check_hopper(make_block(cfg, k5=k5, n=3, h=5, w=3, dtype=torch.float16, seed=3), "fp16")
+    assert out.dtype == torch.float16
+
+
+@interpreter_only
+def test_nan_propagates(poisoned):
+    """A NaN in one reduction channel of one pixel reaches, through the 3x3, exactly that pixel's
+    neighbourhood in branch 2's output (as in PyTorch), and nothing of branch 3's."""
+    block = make_block(ALIGNED, k5=3, n=1, h=5, w=5, seed=9)
+    out, scratch = tb.block_forward(**block)
+    scratch[0, 2, 2, 3] = float("nan")
+    out.fill_(float("nan"))
+    branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20)
+    y3, y5 = out[0, 20:60], out[0, 60:84]
+    expected = torch.zeros(5, 5, dtype=torch.bool)
+    expected[1:4, 2:5] = True
+    assert torch.equal(torch.isnan(y3).all(0), expected) and not torch.isnan(y3[:, ~expected]).any()
+    assert not torch.isnan(y5).any()
+
+
+@interpreter_only
+def test_unaligned_channels_fall_back(poisoned, monkeypatch):
+    """Channel counts TMA cannot describe (ODD's 7 and 3 input channels: 28 and 12 bytes in fp32):
+    the TMA launcher refuses with the reason, and the backend's forward runs the pointer launch 2."""
+    block = make_block(ODD, k5=5, n=2, h=3, w=4, seed=2)
+    _, launched = _two_launches(block, monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs._branch_convs_kernel]
+    out, scratch = tb.block_forward(**block)
+    why = branch_convs_tma.tma_unsupported_reason(scratch, block["w3"], block["w5"])
+    assert why is not None and "16-byte" in why
+    with pytest.raises(ValueError, match="launch 2 with TMA cannot describe these tensors: scratch's rows"):
+        branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 5)
+    aligned = make_block(ALIGNED, n=1, h=3, w=3)
+    _, scratch = tb.block_forward(**aligned)
+    assert branch_convs_tma.tma_unsupported_reason(scratch, aligned["w3"], aligned["w5"]) is None
+    why = branch_convs_tma.tma_unsupported_reason(scratch, aligned["w3"].contiguous(), aligned["w5"])
+    assert why is not None and why.startswith("w3 is not channels_last")
+
+
+@interpreter_only
+def test_autotuned_launch_path(monkeypatch, poisoned, tmp_path):
+    """The GPU's launch path run by the interpreter, with a stand-in do_bench: every config's
+    pre_hook gives the descriptors that config's boxes; the second launch of a shape starts the
+    kernel with the chosen config directly, the launcher setting the boxes; a new process (the
+    memos dropped) reads the chosen config from the choice store and benchmarks nothing."""
+    import triton
+
+    from inception_fast.choice_store import ENV_CHOICE_CACHE, STORE
+
+    monkeypatch.setenv(ENV_CHOICE_CACHE, str(tmp_path))
+    STORE.forget()
+    fake_do_bench, benchmarked = counting_do_bench()
+    configs = [
+        triton.Config({"BLOCK_H": 4, "BLOCK_W": 8, "BLOCK_N": 16, "BLOCK_K": 16}),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 4, "BLOCK_N": 32, "BLOCK_K": 16}),
+    ]
+    tuned = branch_convs_tma.make_tuned_kernel(configs, do_bench=fake_do_bench)
+    monkeypatch.setattr(branch_convs_tma, "_tuned_kernel", tuned)
+    check_hopper(make_block(ALIGNED, k5=5, n=2, h=6, w=9, seed=1), "autotuned")
+    assert len(benchmarked) == 2 and len(tuned.cache) == 1
+    block = make_block(ALIGNED, k5=5, n=2, h=6, w=9, seed=2)
+    _, launched = _two_launches(block, monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel]
+    assert len(benchmarked) == 2 and list(_common._TUNED_CONFIGS[tuned].values()) == [tuned.best_config]
+    chosen = _common.config_name(tuned.best_config)
+    del _common._TUNED_CONFIGS[tuned]  # a new process: no memo, an empty autotuner cache
+    tuned.cache.clear()
+    STORE.forget()
+    tuned.best_config = None
+    check_hopper(make_block(ALIGNED, k5=5, n=2, h=6, w=9, seed=3), "from the store")
+    assert len(benchmarked) == 2 and tuned.best_config is None  # launched with the stored config
+    assert [_common.config_name(c) for c in _common._TUNED_CONFIGS[tuned].values()] == [chosen]
+    STORE.forget()
+
+
+@interpreter_only
+def test_backend_registry_op_and_backward():
+    """ "hopper" is a registered backend, available here (interpreter), refused below sm_90 with the
+    reason; the op runs it, and its gradients come from the torch backend's ATen chain."""
+    from inception_fast import FusedInception, Inception, available_backends, backends, ops
+
+    assert "hopper" in backends.names() and "hopper" in available_backends("cpu")
+    assert set(backends.get("hopper").kernels) == {"inception_block", "inception_block_backward"}
+    block = make_block(ALIGNED, k5=3, n=1, h=4, w=4, seed=5)
+    out = ops.inception_block(*block.values(), backend="hopper")
+    check_close(out, reference64(block)[0], TOLERANCE["fp32"])
+
+    torch.manual_seed(0)
+    ref = Inception(*ALIGNED).eval()
+    fused = FusedInception.from_torchvision(ref, backend="hopper").eval()
+    x = torch.randn(2, ALIGNED[0], 4, 5).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    fused(x).square().sum().backward()
+    ref(x_ref).square().sum().backward()
+    check_close(x.grad, x_ref.grad, TOLERANCE["fp32"], "input gradient")
+
+
+def test_unavailable_below_sm90(monkeypatch):
+    from inception_fast.backends import hopper_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert hopper_backend._unavailable_reason("cuda:0") == "needs compute capability >= 9.0 (TMA, wgmma), found 8.0"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert hopper_backend._unavailable_reason("cuda:0") is None
+    assert "not on mps" in hopper_backend._unavailable_reason("mps")
+
+
+def test_auto_candidates(monkeypatch):
+    """backend="auto" measures "hopper" on an sm_90 device, after the kernels it may replace (the
+    order where nothing is measured), and not below sm_90."""
+    from inception_fast import choices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = torch.device("cuda", 0)
+    for capability, expected in (((9, 0), True), ((8, 0), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        names = choices.AUTO.candidates(cuda)
+        assert ("hopper" in names) == expected and "triton" in names and names[-1] == "torch", names
+        if expected:
+            assert names.index("triton") < names.index("hopper"), names
+
+
+def test_sm90_compile_stats_of_every_config():
+    """Every config compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a subprocess, since
+    this process runs the interpreter; 4b: branch 3's 24 input channels, 48 bytes, aligned for TMA
+    but no 16-element multiple): both operands arrive by TMA (UTMALDG in the SASS), the dots run on
+    wgmma (HGMMA), shared memory fits the H100/H200's 227 KB, and nothing spills or goes through
+    local memory; the biases are the only loads that are not TMA."""
+    import triton
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernel_stats", "--json", "--block", "tma:inception4b"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads(run.stdout)
+    rows = stats["rows"]
+    assert [r["config"] for r in rows] == [
+        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in branch_convs_tma.CONFIGS
+        if branch_convs_tma.swap_fits(c.kwargs, 112)
+    ]
+    for r in rows:
+        what = f"{r['block']} {r['launch']} {r['config']}"
+        assert r["shared_bytes"] <= stats["max_shared_bytes"], what
+        assert r["wgmma"] and r["sass"]["HGMMA"] > 0 and r["sass"]["HMMA"] == 0, what
+        assert r["tma"] > 0 and r["sass"]["UTMALDG"] > 0 and not r["cp_async"], what
+        assert r["spill_bytes"] == 0 and r["sass"]["LDL"] == 0 and r["sass"]["STL"] == 0, what
+        assert r["registers"] is not None and r["registers"] <= 255 and r["scalar_stores"] == 0, what
+        assert r["sync_loads"] == 2, what
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU (sm_90+): skipped without one
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hopper_gpu(gpu):
+    major, minor = torch.cuda.get_device_capability(gpu)
+    if major < 9:
+        pytest.skip(f"the TMA kernel needs compute capability >= 9.0, found {major}.{minor}")
+    return gpu
+
+
+# The GPU tests compile few binaries: the kernel is specialised per block (channel counts) and
+# config, and only the 3b tests autotune (every config, once: 3b's 128 input channels of branch 2
+# fit every SWAP_AB config); the others pin one config.
+SHAPE_3B = dict(cfg=BLOCK_CONFIGS["inception3b"], k5=5, h=28, w=28)
+
+
+def _gpu_block(cfg, n, dtype, device, k5=3, h=14, w=14, seed=0):
+    return make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, device=device, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [2, 1])
+def test_gpu_autotuned_3b_bf16(n, hopper_gpu, poisoned):
+    """The path models take: autotuned (every config's pre_hook sets the boxes), then again with the
+    remembered config (the launcher sets them); batch 1 reuses batch 2's binaries."""
+    block = _gpu_block(**SHAPE_3B, n=n, dtype=torch.bfloat16, device=hopper_gpu, seed=11)
+    for what in ("autotuned", "tuned config reused"):
+        check_hopper(block, f"3b batch {n} {what}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
+def test_gpu_every_config_bf16(i, hopper_gpu, poisoned):
+    """Each config, pinned, on the autotuned test's shape (the same binaries)."""
+    block = _gpu_block(**SHAPE_3B, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
+    out, scratch = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[i])
+    torch.cuda.synchronize()
+    ref_out, _ = reference64(block)
+    ref_low, _ = block_reference(**block)
+    check_close(
+        out, ref_out, reduced_precision_bound(ref_low, ref_out), _common.config_name(branch_convs_tma.CONFIGS[i])
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
+def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, poisoned):
+    """Every block's channels at 14x14 (7x7 for 5a/5b), batch 2, the first config."""
+    size = 7 if name.startswith("inception5") else 14
+    block = _gpu_block(BLOCK_CONFIGS[name], n=2, dtype=torch.bfloat16, device=hopper_gpu, h=size, w=size, seed=12)
+    out, _ = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[0])
+    torch.cuda.synchronize()
+    ref_out, ref_low = reference64(block)[0], block_reference(**block)[0]
+    check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_gpu_fp32_and_fp16(tf32, hopper_gpu, monkeypatch, poisoned):
+    """fp32 with TF32 only when cudnn.allow_tf32 is on (read at call time), exact otherwise; fp16.
+    The smallest config (fp32 doubles every stage's shared memory)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    config = branch_convs_tma.CONFIGS[-1]
+    block = _gpu_block(BLOCK_CONFIGS["inception4b"], n=2, dtype=torch.float32, device=hopper_gpu, k5=5, seed=4)
+    out, _ = tb.block_forward_tma(**block, config=config)
+    torch.cuda.synchronize()
+    err = check_close(out, reference64(block)[0], TOLERANCE["tf32" if tf32 else "fp32"], f"fp32 tf32={tf32}")
+    if tf32:
+        assert err > 1e-5, f"error {err:.1e}: allow_tf32=True but the kernels seem to compute exact fp32"
+    half = {k: v.half() for k, v in block.items()}
+    out, _ = tb.block_forward_tma(**half, config=config)
+    torch.cuda.synchronize()
+    ref_out, ref_low = reference64(half)[0], block_reference(**half)[0]
+    check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), "fp16")
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph(hopper_gpu):
+    """Both launches capture into a CUDA graph (descriptors passed by value, no host sync) and
+    replay to the same bits."""
+    block = _gpu_block(**SHAPE_3B, n=1, dtype=torch.bfloat16, device=hopper_gpu, seed=19)
+    eager, _ = tb.block_forward_tma(**block)  # compiles and tunes outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured, _ = tb.block_forward_tma(**block)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
