@@ -215,10 +215,17 @@ def test_blocks_alike_share_binaries(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     found = json.loads((tmp_path / "c.json").read_text())
     assert "| launch1 | 9 |" in run.stdout
-    for batch, configs in (("1", 7), ("256", 5)):  # SMALL_PROBLEM_PIXELS: batch 1 also tries the small configs
+    # Up to SMALL_PROBLEM_PIXELS (batch 1) the autotuners also try their small-problem configs.
+    n_configs = {
+        ("1", "launch1"): len(reduce_pool.CONFIGS),
+        ("256", "launch1"): len(reduce_pool.CONFIGS) - len(reduce_pool.SMALL_PROBLEM_CONFIGS),
+        ("1", "launch2"): len(branch_convs.CONFIGS),
+        ("256", "launch2"): sum(c.kwargs.get("SPLIT_K", 1) == 1 for c in branch_convs.CONFIGS),
+    }
+    for batch in ("1", "256"):
         rows = {r["kernel"]: r for r in found["batches"][batch]["rows"]}
         for kernel in ("launch1", "launch2"):
-            r = rows[kernel]
+            r, configs = rows[kernel], n_configs[batch, kernel]
             assert r["launches"] == 9 and r["keys"] == 9 and r["bench_runs"] == 9 * configs, (batch, r)
             assert r["groups"] < r["launches"] and r["binaries"] == r["groups"] * configs, (batch, r)
 
