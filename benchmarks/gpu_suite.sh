@@ -50,10 +50,18 @@
 # SUITE_BUDGET_S (default 470 s: install, tests, benchmarks, compile anchors and report in under
 # 8 minutes): the whole run's time box; each step gets at most its cap and never eats the minimum
 # kept for the steps after it (the later steps are the ones cut when a machine is slow; a step
-# stopped at its deadline still writes its JSON).  Give the caller's own timeout ~40 s more.  In a
-# 15-minute device window (a fresh machine takes 1-2 minutes to start, each call): 470 s + a start
-# leaves room for one rerun on a fresh machine of about 240 s, e.g. the benchmarks without the
-# tests and the first-forward step:
+# stopped at its deadline still writes its JSON; the compile step leaves the first-forward step
+# 60 s).  Give the caller's own timeout ~40 s more.  The caps add up to ~700 s, so on a fresh
+# machine with a cold Triton cache one 470 s run is likely to cut blocks1, compile or first.
+# SUITE_PART (default all): "check" runs env, install, the GPU tests (the newest kernels' files
+# first) and the first-forward step; "bench" runs env, ceilings, install, the benchmarks, the
+# compile anchors and the report.  Two calls back to back on one warm machine run everything (the
+# second finds the extension built and Triton's cache warm; the device tool lets an idle machine
+# go after ~30 s):
+#   SUITE_PART=check SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT_CHECK     (timeout 280)
+#   SUITE_PART=bench SUITE_BUDGET_S=450 benchmarks/gpu_suite.sh OUT_BENCH     (timeout 490)
+# which with a 1-2 minute start is ~14 of a window's 15 minutes: no room for a rerun.  A single
+# run leaves ~5 minutes for one, e.g. the benchmarks alone:
 #   SKIP_TESTS=1 SKIP_FIRST=1 SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT
 # Step times seen on the H100 (2026-11-27/28, fresh machine): env 13-15 s, install 31-34 s, tests
 # 54-110 s (the cap stopped them once), graph 42 s, blocks 46-53 s, blocks1 22 s, one compile
@@ -98,8 +106,31 @@ export INCEPTION_FAST_BUILD_EXT=${INCEPTION_FAST_BUILD_EXT:-1}
 QUICK_FLAG=()
 if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); export INCEPTION_FAST_BENCH_QUICK=1; fi
 
+# SUITE_PART: all (default), check (tests and first forward) or bench (the benchmarks and report).
+PART=${SUITE_PART:-all}
+case "$PART" in
+    all | check | bench) ;;
+    *) echo "SUITE_PART must be all, check or bench, got '$PART'" >&2; exit 2 ;;
+esac
+# part_skips STEP: true (and the summary says so) where SUITE_PART leaves STEP out.
+part_skips() {
+    local step=$1 part=
+    case "$step" in
+        tests | first) part=check ;;
+        ceilings | throughput | graph | blocks | blocks1 | compile | report) part=bench ;;
+    esac
+    if [[ $PART != all && -n $part && $part != "$PART" ]]; then
+        SUMMARY+=("$(printf '%-10s skipped (SUITE_PART=%s)' "$step" "$PART")")
+        return 0
+    fi
+    return 1
+}
+
 START=$(date +%s)
 BUDGET=${SUITE_BUDGET_S:-470}
+# The compile step leaves the first-forward step its minimum when both run.
+FIRST_RESERVE=60
+[[ $PART == bench || "${SKIP_FIRST:-0}" == 1 ]] && FIRST_RESERVE=10
 DEADLINE=$((START + BUDGET))
 declare -a SUMMARY=()
 FAILED=0
@@ -164,7 +195,9 @@ rm -rf "$STEPS" "$OUT/steps.tar.gz"
 mkdir -p "$STEPS"
 
 # --- ceilings: the roofline's ceilings measured on this device, first, on an idle GPU ----------
-if [[ $HAS_CUDA == 1 ]]; then
+if part_skips ceilings; then
+    :
+elif [[ $HAS_CUDA == 1 ]]; then
     run_step ceilings 40 0 "$LOG" "$PY" -m benchmarks.helpers.roofline --json "$STEPS/ceilings.json"
 else
     SUMMARY+=("$(printf '%-10s skipped (no CUDA: no roofline)' ceilings)")
@@ -185,11 +218,18 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
+NEW_TESTS="tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
+TESTS_RESERVE=260
+[[ $PART == check ]] && TESTS_RESERVE=70  # only the first step comes after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
-if [[ "${SKIP_TESTS:-0}" == 1 ]]; then
+if part_skips tests; then
+    :
+elif [[ "${SKIP_TESTS:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_TESTS=1)' tests)")
 else
-    run_step tests 140 260 "$OUT/tests.log" "$PY" -m pytest -m gpu tests -q -ra -p no:cacheprovider
+    # The newest kernels' files first (pytest keeps the order given and collects each file once),
+    # so a cap that stops the step stops it in the files that have passed on a GPU before.
+    run_step tests 140 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -q -ra -p no:cacheprovider
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 fi
 
@@ -205,42 +245,48 @@ GRID_ENV=()
 SUITE_MODELS=${SUITE_MODELS:-torchvision,fused_triton,fused_cuda,fused_auto,fused_torch}
 [[ $QUICK == 0 && $SUITE_MODELS != all ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_MODELS="$SUITE_MODELS")
 [[ $QUICK == 0 ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_BATCHES=256 INCEPTION_FAST_BENCH_FORMATS=channels_last)
-run_step throughput 110 190 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
-    "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
-if [[ $HAS_CUDA == 1 ]]; then
-    run_step graph 50 155 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
-        INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
-        "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
+if ! part_skips throughput; then
+    run_step throughput 110 190 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
+        "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
+    if [[ $HAS_CUDA == 1 ]]; then
+        run_step graph 50 155 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
+            INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
+            "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
+    else
+        SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
+    fi
+    # Graph replays: a block's eager time also holds its host time before the first kernel (Python
+    # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
+    # eagerly and says so.  (Ignored without CUDA.)
+    run_step blocks 80 105 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+        "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
+    if [[ $HAS_CUDA == 1 ]]; then
+        run_step blocks1 40 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
+            "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks1.json"
+    else
+        SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' blocks1)")
+    fi
+    if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
+        SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
+    else
+        # On a CPU-only machine inductor compiles C++ (~1.5 min on 2 cores): give it room there.
+        COMPILE_CAP=120
+        [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
+        run_step compile "$COMPILE_CAP" "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
+            "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+            --compile -k compile --benchmark-json "$STEPS/compile.json"
+    fi
 else
-    SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
-fi
-# Graph replays: a block's eager time also holds its host time before the first kernel (Python
-# and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
-# eagerly and says so.  (Ignored without CUDA.)
-run_step blocks 80 105 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
-    "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
-if [[ $HAS_CUDA == 1 ]]; then
-    run_step blocks1 40 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
-        "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks1.json"
-else
-    SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' blocks1)")
-fi
-if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
-    SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
-else
-    # On a CPU-only machine inductor compiles C++ (~1.5 min on 2 cores): give it room there.
-    COMPILE_CAP=120
-    [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
-    run_step compile "$COMPILE_CAP" 10 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
-        "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
-        --compile -k compile --benchmark-json "$STEPS/compile.json"
+    for step in graph blocks blocks1 compile; do part_skips "$step"; done
 fi
 
 # --- first: from a fresh process to the first forward's result, cold and warm caches ----------
 # (FusedGoogLeNet at batch 256, then 1: the issue's ≤ 10 s cold, ≤ 2 s warm; SUITE_FIRST_COMPILE=1
 # adds torch.compile with freezing, ~1 min more; SUITE_FIRST_BASELINE=1 a cold row per batch with
 # Triton's own tuning; rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
-if [[ "${SKIP_FIRST:-0}" == 1 ]]; then
+if part_skips first; then
+    :
+elif [[ "${SKIP_FIRST:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_FIRST=1)' first)")
 else
     FIRST_ARGS=(--batches 256,1 --json "$STEPS/first.json")
@@ -263,7 +309,9 @@ SIDE=()
 [[ -s "$STEPS/ceilings.json" ]] && SIDE+=(--ceilings "$STEPS/ceilings.json")
 [[ -s "$STEPS/first.json" ]] && SIDE+=(--first "$STEPS/first.json")
 SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR, which holds only the files listed above
-if (( ${#JSONS[@]} > 0 )); then
+if part_skips report; then
+    echo "no report in SUITE_PART=$PART (tests.log and first.json in steps.tar.gz hold its results)" > "$SHORT"
+elif (( ${#JSONS[@]} > 0 )); then
     "$PY" benchmarks/report.py "${JSONS[@]}" "${SIDE[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
         --merged-json "$OUT/$NAME.json" --short > "$SHORT" 2>> "$LOG"
     rc=$?

@@ -859,20 +859,27 @@ def _key_text(key):
     return text if len(text) <= 140 else text[:137] + "..."
 
 
-def measured_choices_markdown(rows):
-    """Every measured choice the rows recorded (``measured_choices``), once per choice and key, per
-    device, dtype and batch: what was chosen and every candidate's µs (fastest first)."""
-    seen, groups = set(), {}
+def _unique_choices(rows):
+    """(row, choice record, its key) for every measured choice the rows recorded, once per choice
+    object and key (the first row that recorded it)."""
+    seen = set()
     for r in rows:
         for c in r.get("measured_choices") or []:
             key = c.get("key") or {}
             ident = (c.get("choice"), json.dumps(key, sort_keys=True))
-            if ident in seen:
-                continue
-            seen.add(ident)
-            shape = key.get("shape")
-            batch = shape[0] if isinstance(shape, list) and shape else None
-            groups.setdefault((str(key.get("device", r.get("device"))), str(key.get("dtype", "")), batch), []).append(c)
+            if ident not in seen:
+                seen.add(ident)
+                yield r, c, key
+
+
+def measured_choices_markdown(rows):
+    """Every measured choice the rows recorded (``measured_choices``), once per choice and key, per
+    device, dtype and batch: what was chosen and every candidate's µs (fastest first)."""
+    groups = {}
+    for r, c, key in _unique_choices(rows):
+        shape = key.get("shape")
+        batch = shape[0] if isinstance(shape, list) and shape else None
+        groups.setdefault((str(key.get("device", r.get("device"))), str(key.get("dtype", "")), batch), []).append(c)
     if not groups:
         return ""
     out = [
@@ -907,18 +914,12 @@ def measured_choices_markdown(rows):
 
 def measured_choices_short(rows):
     """One line per device, dtype and batch: what each choice object picked, counted over its keys."""
-    seen, counts = set(), {}
-    for r in rows:
-        for c in r.get("measured_choices") or []:
-            key = c.get("key") or {}
-            ident = (c.get("choice"), json.dumps(key, sort_keys=True))
-            if ident in seen:
-                continue
-            seen.add(ident)
-            shape = key.get("shape")
-            config = (str(key.get("device", r.get("device"))), str(key.get("dtype", "")), shape[0] if shape else None)
-            per = counts.setdefault(config, {}).setdefault(c["choice"], {})
-            per[c["chosen"]] = per.get(c["chosen"], 0) + 1
+    counts = {}
+    for r, c, key in _unique_choices(rows):
+        shape = key.get("shape")
+        config = (str(key.get("device", r.get("device"))), str(key.get("dtype", "")), shape[0] if shape else None)
+        per = counts.setdefault(config, {}).setdefault(c["choice"], {})
+        per[c["chosen"]] = per.get(c["chosen"], 0) + 1
     lines = []
     for (dev, dtype, batch), per in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], -(kv[0][2] or 0))):
         text = "; ".join(

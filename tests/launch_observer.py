@@ -1,6 +1,6 @@
 """Watching the Triton launchers, for the kernel tests: every aten op a launcher issues and every
-kernel it launches (through inception_fast.backends.triton._common.launch), and a stand-in for
-the autotuner's benchmark."""
+kernel it launches (through inception_fast.backends.triton._common.launch), a stand-in for the
+autotuner's benchmark, and a measured choice whose stand-in timer decides the winner."""
 
 from __future__ import annotations
 
@@ -46,3 +46,30 @@ def counting_do_bench():
         return [float(len(calls) % 2 + 1)] * 3
 
     return do_bench, calls
+
+
+def forcing_chooser(winner: str):
+    """A MeasuredChoice that measures on CPU, whose stand-in timer makes the candidate named
+    ``winner`` the fastest (every candidate still runs, so each one's parity check runs too)."""
+    from inception_fast import choices
+
+    def timer(fn, device, repeats):
+        fn()
+        return 1.0 if getattr(timer, "name", None) == winner else 2.0
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    real_pick = chooser.pick
+
+    def pick(key, device, runners):  # lets the timer know whose run it is timing
+        named = {}
+        for name, run in runners.items():
+
+            def timed(name=name, run=run):
+                timer.name = name
+                return run()
+
+            named[name] = timed
+        return real_pick(key, device, named)
+
+    chooser.pick = pick
+    return chooser

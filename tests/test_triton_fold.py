@@ -27,7 +27,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402
-from launch_observer import observe_launches  # noqa: E402
+from launch_observer import forcing_chooser, observe_launches  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
@@ -184,31 +184,6 @@ def test_unfoldable_pool_is_refused_by_triton():
 # -- FusedGoogLeNet's measured choice ----------------------------------------------------------------
 
 
-def _forcing_chooser(winner):
-    """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
-
-    def timer(fn, device, repeats):
-        fn()
-        return 1.0 if timer.name == winner else 2.0
-
-    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
-    real_pick = chooser.pick
-
-    def pick(key, device, runners):  # lets the timer know whose run it is timing
-        named = {}
-        for name, run in runners.items():
-
-            def timed(name=name, run=run):
-                timer.name = name
-                return run()
-
-            named[name] = timed
-        return real_pick(key, device, named)
-
-    chooser.pick = pick
-    return chooser
-
-
 def _model(variant, backend="triton"):
     from inception_fast import FusedGoogLeNet, GoogLeNet
     from inception_fast.testing import calibrate
@@ -230,7 +205,7 @@ def test_model_with_the_fold_forced_matches(monkeypatch, variant="torchvision"):
         monkeypatch.setattr(choices, name, choices.MeasuredChoice(measure_on=()))
     with torch.no_grad():
         separate = model(x)  # the real FOLD_CHOICE measures on CUDA only
-        chooser = _forcing_chooser("folded")
+        chooser = forcing_chooser("folded")
         monkeypatch.setattr(choices, "FOLD_CHOICE", chooser)
         model(x)  # measures (and checks the folded form against fp64 ATen)
         before = _common.launch_count()
@@ -242,7 +217,7 @@ def test_model_with_the_fold_forced_matches(monkeypatch, variant="torchvision"):
     assert launches == 6  # launch 1 (with the pool) and launch 2 of 3a, 4a and 5a
     assert separate.std() > 0.05, "activations vanished; the comparison could not fail"
     check_close(folded, separate, TOLERANCE["fp32"], "folded against separate")
-    chooser = _forcing_chooser("folded")
+    chooser = forcing_chooser("folded")
     monkeypatch.setattr(choices, "FOLD_CHOICE", chooser)
     with torch.no_grad():
         _, pinned = _model(variant, backend="torch")
@@ -256,7 +231,7 @@ def test_a_wrong_folded_kernel_is_never_chosen(monkeypatch):
     dropped with the error on record, however fast it would be."""
     real = tb.pooled_block_forward
     monkeypatch.setattr(tb, "pooled_block_forward", lambda *a: real(*a) * 1.01)
-    chooser = _forcing_chooser("folded")
+    chooser = forcing_chooser("folded")
     monkeypatch.setattr(choices, "FOLD_CHOICE", chooser)
     ref, model = _model("torchvision")
     x = torch.randn(1, 480, 9, 9).contiguous(memory_format=CL)
@@ -274,7 +249,7 @@ def test_never_folded_with_gradients_in_train_mode_or_off_the_choice(monkeypatch
     CPU with the real FOLD_CHOICE (it measures on CUDA only: the static answer, "separate")."""
     import copy
 
-    chooser = _forcing_chooser("folded")
+    chooser = forcing_chooser("folded")
     monkeypatch.setattr(choices, "FOLD_CHOICE", chooser)
     ref, model = _model("torchvision")
     x = torch.randn(2, 480, 5, 5).contiguous(memory_format=CL)

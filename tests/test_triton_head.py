@@ -27,6 +27,8 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
+from launch_observer import forcing_chooser  # noqa: E402
+
 from inception_fast.backends.triton import _common, head  # noqa: E402
 
 
@@ -142,18 +144,6 @@ def test_op_checks_opcheck_and_torch_backend():
 # -- FusedGoogLeNet's measured head ----------------------------------------------------------------
 
 
-def _forcing_chooser(winner):
-    """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
-    order = []
-
-    def timer(fn, device, repeats):
-        fn()
-        order.append(fn)
-        return 1.0 if len(order) - 1 == ["aten", "triton"].index(winner) else 2.0
-
-    return choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
-
-
 @interpreter_only
 def test_model_head_through_triton_matches_the_reference(monkeypatch):
     """With the Triton head measured fastest, FusedGoogLeNet's head runs it (two launches more than
@@ -166,7 +156,7 @@ def test_model_head_through_triton_matches_the_reference(monkeypatch):
     ref64, tol = net_tolerance(ref.eval(), x)
     outs, launches = {}, {}
     for winner in ("aten", "triton"):
-        chooser = _forcing_chooser(winner)
+        chooser = forcing_chooser(winner)
         monkeypatch.setattr(choices, "HEAD_CHOICE", chooser)
         with torch.no_grad():
             model(x)  # measures
@@ -179,7 +169,7 @@ def test_model_head_through_triton_matches_the_reference(monkeypatch):
     assert launches["triton"] == launches["aten"] + 2
     check_close(outs["triton"], ref64, tol, "logits through the Triton head")
     check_close(outs["aten"], ref64, tol, "logits through ATen's head")
-    chooser = _forcing_chooser("triton")
+    chooser = forcing_chooser("triton")
     monkeypatch.setattr(choices, "HEAD_CHOICE", chooser)
     pinned = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
     feats = torch.rand(2, 1024, 2, 2).contiguous(memory_format=CL)
@@ -199,7 +189,7 @@ def test_a_wrong_triton_head_is_never_chosen(monkeypatch):
     kernel off by 1e-3 is dropped with the error on record, however fast it would be."""
     real = head.launch_avgpool_linear
     monkeypatch.setattr(head, "launch_avgpool_linear", lambda *args: real(*args) * (1 + 1e-3))
-    chooser = _forcing_chooser("triton")
+    chooser = forcing_chooser("triton")
     monkeypatch.setattr(choices, "HEAD_CHOICE", chooser)
     model = FusedGoogLeNet(num_classes=10, backend="triton").eval()
     x, _, _ = make_case(2, 1024, 2, 3, 10, seed=4)

@@ -22,6 +22,8 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
+from launch_observer import forcing_chooser  # noqa: E402
+
 from inception_fast.backends.triton import maxpool  # noqa: E402
 
 CL = torch.channels_last
@@ -110,31 +112,6 @@ def test_op_checks_and_torch_backend():
 # -- FusedGoogLeNet's measured pools ---------------------------------------------------------------
 
 
-def _forcing_chooser(winner):
-    """A measuring chooser on CPU whose stand-in timer makes ``winner`` the fastest candidate."""
-
-    def timer(fn, device, repeats):
-        fn()
-        return 1.0 if getattr(timer, "name", None) == winner else 2.0
-
-    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
-    real_pick = chooser.pick
-
-    def pick(key, device, runners):  # lets the timer know whose run it is timing
-        named = {}
-        for name, run in runners.items():
-
-            def timed(name=name, run=run):
-                timer.name = name
-                return run()
-
-            named[name] = timed
-        return real_pick(key, device, named)
-
-    chooser.pick = pick
-    return chooser
-
-
 @interpreter_only
 @pytest.mark.parametrize("variant", ["torchvision", "paper", "d2l"])
 def test_model_pools_through_triton_match(monkeypatch, variant):
@@ -152,7 +129,7 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))  # conv1: channels_last
     outs, launches = {}, {}
     for winner in ("aten", "triton"):
-        chooser = _forcing_chooser(winner)
+        chooser = forcing_chooser(winner)
         monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
         with torch.no_grad():
             model(x)  # measures
@@ -163,7 +140,7 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     assert launches["triton"] == launches["aten"] + 4  # the blocks' 18, and the four pools
     assert outs["aten"].std() > 0.05, "activations vanished; the comparison could not fail"
     assert torch.equal(outs["triton"], outs["aten"])
-    chooser = _forcing_chooser("triton")
+    chooser = forcing_chooser("triton")
     monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
     pinned = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
     with torch.no_grad():
@@ -179,7 +156,7 @@ def test_a_wrong_triton_pool_is_never_chosen(monkeypatch):
 
     real = maxpool.launch_max_pool
     monkeypatch.setattr(maxpool, "launch_max_pool", lambda *args, **kw: real(*args, **kw) + 1.0)
-    chooser = _forcing_chooser("triton")
+    chooser = forcing_chooser("triton")
     monkeypatch.setattr(choices, "POOL_CHOICE", chooser)
     model = modules.FusedGoogLeNet(num_classes=10, backend="triton", init_weights=True).eval()
     x = make_input(1, 64, 9, 9)

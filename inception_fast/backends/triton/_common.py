@@ -37,6 +37,7 @@ __all__ = [
     "config_name",
     "no_buffer",
     "check_dtype",
+    "check_branch_weights",
     "row_unit",
     "pow2_unit",
     "row_strides",
@@ -415,6 +416,15 @@ def dot_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
         return "ieee"
     return "tf32"
+
+
+def check_branch_weights(w3: torch.Tensor, w5: torch.Tensor) -> None:
+    """Launch 2's weight shapes: branch 2 a 3x3 conv, branch 3 a square conv of odd size."""
+    if tuple(w3.shape[-2:]) != (3, 3):
+        raise ValueError(f"branch 2 must be a 3x3 conv, got weight shape {tuple(w3.shape)}")
+    k5 = w5.shape[-1]
+    if k5 % 2 == 0 or w5.shape[-2] != k5:
+        raise ValueError(f"branch 3 must be a square conv of odd size, got weight shape {tuple(w5.shape)}")
 
 
 def row_unit(*tensors: torch.Tensor) -> int:

@@ -435,10 +435,7 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1, counters=None, config=None):
     n, _, h, w = scratch.shape
     cout3, cin3 = w3.shape[0], w3.shape[1]
     cout5, cin5, k5 = w5.shape[0], w5.shape[1], w5.shape[-1]
-    if tuple(w3.shape[-2:]) != (3, 3):
-        raise ValueError(f"branch 2 must be a 3x3 conv, got weight shape {tuple(w3.shape)}")
-    if k5 % 2 == 0 or w5.shape[-2] != k5:
-        raise ValueError(f"branch 3 must be a square conv of odd size, got weight shape {tuple(w5.shape)}")
+    _common.check_branch_weights(w3, w5)
     m = n * h * w
     geometry.check_pixel_rows(m)
     block_n5 = _common.next_pow2_clamped(cout5)
