@@ -49,24 +49,12 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source  # noqa: E402
+from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source, block_tensors  # noqa: E402
 from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
-from inception_fast.backends.triton._common import tuning_bench_ms  # noqa: E402
-from inception_fast.geometry import empty_outputs  # noqa: E402
-from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
+from inception_fast.backends.triton._common import autotuned_configs, tuning_bench_ms  # noqa: E402
 
 # do_bench's default time per benchmarked config (warm-up + repeats), for the estimate column.
 DO_BENCH_MS = 25 + 100
-
-
-def _pruned(tuned, kernel, args, meta) -> list:
-    """The configs ``tuned`` benchmarks for this launch: its configs after its early prune (Triton
-    skips the prune, and the benchmark, for a single config)."""
-    configs = tuned.configs
-    prune = getattr(tuned, "early_config_prune", None)
-    if prune is not None and len(configs) > 1:
-        configs = prune(configs, dict(zip(kernel.arg_names, args)), **meta)
-    return list(configs)
 
 
 def _tuning_key(tuned, kernel, args, meta) -> tuple:
@@ -75,20 +63,6 @@ def _tuning_key(tuned, kernel, args, meta) -> tuple:
     return tuple(named[k] for k in tuned.keys if k in named) + tuple(
         str(a.dtype) for a in args if isinstance(a, torch.Tensor)
     )
-
-
-def _block_tensors(block: str, batch: int, dt):
-    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
-    size = SIZES[block]
-    cl = torch.channels_last
-    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
-    w_red, b_red = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(ch1 + r3 + r5, dtype=dt)
-    w_pool, b_pool = torch.empty(pool, cin, dtype=dt), torch.empty(pool, dtype=dt)
-    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
-    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
-    return ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch
 
 
 def launches(batch: int, dtype: str = "bf16", train: bool = False):
@@ -107,7 +81,7 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         args, meta, _grid, _out = maxpool._arguments(p, *params)
         rows.append(("maxpool", name, maxpool._max_pool_kernel, maxpool._tuned_kernel, args, meta))
     for block in SIZES:
-        ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = _block_tensors(block, batch, dt)
+        ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = block_tensors(block, batch, dt)
         if block in FOLDS:  # the pool before it folded into launch 1: a measured candidate (FOLD_CHOICE)
             c, size, params = POOLS[FOLDS[block]]
             pre = torch.empty(batch, x.shape[1], size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
@@ -149,7 +123,7 @@ def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict
         c["groups"].add(
             (tuple(sorted(meta.items())), tuple(n for n, a in zip(kernel.arg_names, args) if type(a) is int and a == 1))
         )
-        configs = _pruned(tuned, kernel, args, meta)
+        configs = autotuned_configs(kernel, tuned, args, meta)
         key = _tuning_key(tuned, kernel, args, meta)
         if key not in c["keys"]:
             c["keys"].add(key)

@@ -149,10 +149,11 @@ def _compile(kernel, args, constexprs, config, arch: int, sass: bool = False) ->
     return row
 
 
-def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
-    """One row per (launch, config) for ``block`` at its GoogLeNet size, torchvision variant."""
+def block_tensors(block: str, batch: int, dt: torch.dtype) -> tuple:
+    """(ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch): empty CPU tensors of
+    ``block`` at its GoogLeNet size (torchvision variant), laid out as the launchers get them."""
     cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
-    size, dt = SIZES[block], DTYPES[dtype]
+    size = SIZES[block]
     cl = torch.channels_last
     x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
     w_red, b_red = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(ch1 + r3 + r5, dtype=dt)
@@ -161,6 +162,13 @@ def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf1
     w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
     b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
     out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    return ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch
+
+
+def kernel_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (launch, config) for ``block`` at its GoogLeNet size, torchvision variant."""
+    dt = DTYPES[dtype]
+    ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = block_tensors(block, batch, dt)
     rows = []
     launches = (
         (

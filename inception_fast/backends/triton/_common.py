@@ -38,6 +38,7 @@ __all__ = [
     "no_buffer",
     "check_dtype",
     "check_branch_weights",
+    "autotuned_configs",
     "row_unit",
     "pow2_unit",
     "row_strides",
@@ -193,8 +194,9 @@ def autotune_bench(kernel_call, quantiles=None):
     return do_bench(kernel_call, warmup=warmup, rep=rep, quantiles=quantiles)
 
 
-def _autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:
-    """The configs ``tuned`` benchmarks for this launch: its configs after its early prune."""
+def autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:
+    """The configs ``tuned`` benchmarks for this launch: its configs after its early prune (Triton
+    skips the prune, and the benchmark, for a single config)."""
     configs = list(tuned.configs)
     prune = getattr(tuned, "early_config_prune", None)
     if prune is not None and len(configs) > 1:
@@ -210,7 +212,7 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
     how many configs compiled here (0 with one thread or one config: nothing to overlap)."""
     threads = compile_threads() if threads is None else threads
     try:
-        configs = _autotuned_configs(kernel, tuned, args, meta)
+        configs = autotuned_configs(kernel, tuned, args, meta)
     except Exception:  # an autotuner without these attributes: it compiles them itself
         return 0
     if any(getattr(c, "pre_hook", None) is not None for c in configs):
