@@ -87,6 +87,25 @@ def _two_launches(block, monkeypatch):
 
 
 @interpreter_only
+def test_writes_nothing_past_the_image_edge():
+    """Launch 2 into ``out``, a view of a larger buffer whose extra image is NaN: pixel rectangles
+    that overhang the image's right and bottom edges (9x11 with 8x8 and 8x16 tiles) write nothing
+    into the next row or past the last image, and every pixel of ``out`` is right.  (First in the
+    file: a kernel that does write past the edge still runs inside the buffer here.)"""
+    block = make_block(ALIGNED, k5=5, n=2, h=9, w=11, seed=7)
+    out_ref, scratch = tb.block_forward(**block)
+    c0, c1 = ALIGNED[1], ALIGNED[1] + ALIGNED[3] + ALIGNED[5]
+    for config in (branch_convs_tma.CONFIGS[0], branch_convs_tma.CONFIGS[3]):
+        big = torch.full((3, *out_ref.shape[1:]), float("nan")).contiguous(memory_format=torch.channels_last)
+        out = big[:2]
+        branch_convs_tma.launch_branch_convs_tma(
+            scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ALIGNED[1], config=config
+        )
+        assert torch.isnan(big[2]).all(), f"{_common.config_name(config)} wrote past the last image"
+        check_close(out[:, c0:c1], out_ref[:, c0:c1], TOLERANCE["fp32"], _common.config_name(config))
+
+
+@interpreter_only
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
 def test_googlenet_blocks_fp32(name, poisoned, monkeypatch):
     """Every GoogLeNet block's channels, odd sizes, k 3 and 5, batch 1 and 3: two launches, the
