@@ -208,15 +208,8 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
     """One row per config of the "hopper" backend's launch 2 (branch_convs_tma) for ``block`` at its
     GoogLeNet size, torchvision variant, with the descriptors' views and boxes of each config, and
     the SASS counts (_sass_counts); the SWAP_AB configs only where the autotuner keeps them."""
-    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
-    size, dt = SIZES[block], DTYPES[dtype]
-    cl = torch.channels_last
-    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
-    w_red, w_pool = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(pool, cin, dtype=dt)
-    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    b3, b5 = torch.empty(c3, dtype=dt), torch.empty(c5, dtype=dt)
-    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    r3 = BLOCK_CONFIGS[block][2]
+    ch1, x, w_red, _, w_pool, _, w3, b3, w5, b5, out, scratch = block_tensors(block, batch, DTYPES[dtype])
     args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
     kernel = branch_convs_tma._branch_convs_tma_kernel
     rows = []
@@ -233,14 +226,7 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
 def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per (launch, config) of the Triton block backward's launches A and B ("bwd_a",
     "bwd_b"; launch C, the split sum, has no config) for ``block`` at its GoogLeNet size."""
-    cin, ch1, r3, c3, r5, c5, pool = BLOCK_CONFIGS[block]
-    size, dt = SIZES[block], DTYPES[dtype]
-    cl = torch.channels_last
-    x = torch.empty(batch, cin, size, size, dtype=dt).contiguous(memory_format=cl)
-    w_red, w_pool = torch.empty(ch1 + r3 + r5, cin, dtype=dt), torch.empty(pool, cin, dtype=dt)
-    w3 = torch.empty(c3, r3, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    w5 = torch.empty(c5, r5, 3, 3, dtype=dt).contiguous(memory_format=cl)
-    out, scratch = empty_outputs(x, w_red, w_pool, w3, w5)
+    _, x, w_red, _, w_pool, _, w3, _, w5, _, out, scratch = block_tensors(block, batch, DTYPES[dtype])
     _buffers, _segments, launches = block_backward._arguments(
         torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
     )

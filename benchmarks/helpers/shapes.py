@@ -54,14 +54,19 @@ class BlockShape:
         return elem_size * (batch * (c * h * w + co * ho * wo) + weights)
 
 
-@lru_cache(maxsize=4)
-def block_shapes(image_size: int) -> dict:
-    """{"stem" and each block name: BlockShape} at ``image_size``, from a 1-image forward."""
+def _torchvision_googlenet():
+    """torchvision's googlenet, random weights, no aux heads, eval mode: the shapes' source."""
     import torchvision
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+        return torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+
+
+@lru_cache(maxsize=4)
+def block_shapes(image_size: int) -> dict:
+    """{"stem" and each block name: BlockShape} at ``image_size``, from a 1-image forward."""
+    model = _torchvision_googlenet()
     io: dict = {}
     convs: dict = {}
     handles = []
@@ -135,11 +140,7 @@ class StageShape:
 @lru_cache(maxsize=4)
 def stage_shapes(image_size: int) -> dict:
     """{stage name: StageShape} for ``settings.STAGES`` at ``image_size``, from a 1-image forward."""
-    import torchvision
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    model = _torchvision_googlenet()
     seen: dict = {}
     handles = []
 
