@@ -186,12 +186,19 @@ def compile_all(found: dict, arch: int, threads: int, per_launch: bool = False) 
         batches = [by_launch[i] for i in sorted(by_launch)]
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     done = []
+    mode = "one by one" if threads <= 1 else ("launch by launch" if per_launch else "all at once")
     for items in batches:
         if threads <= 1 or len(items) == 1:
             done += [one(item) for item in items]
         else:
             with ThreadPoolExecutor(min(threads, len(items))) as pool:
                 done += list(pool.map(one, items))
+        # Progress on stderr (the tables go to stdout): a pass takes a minute or more.
+        print(
+            f"cold_start: {mode}: {len(done)}/{len(found)} binaries compiled, {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     # CPU seconds per wall second above 1 on the pool: the compiles ran side by side (outside the
     # GIL), whatever else the machine was running.
     per = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - cpu0}
