@@ -49,6 +49,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     block_backward,
     branch_convs,
     branch_convs_tma,
+    chain,
     head,
     maxpool,
     reduce_pool,
@@ -321,6 +322,36 @@ def head_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, classes: i
             row = {"block": "head", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
             row.update(_compile(kernel, args, meta, config, arch))
             rows.append(row)
+    return rows
+
+
+# GoogLeNet's neighbours of one size whose joined launch (chain.py) the model may use: (block i, block i+1).
+CHAIN_PAIRS = (("inception3a", "inception3b"), ("inception4b", "inception4c"), ("inception5a", "inception5b"))
+
+
+def chain_stats(
+    pair: tuple = CHAIN_PAIRS[0], batch: int = 256, dtype: str = "bf16", arch: int = 90, configs=None
+) -> list[dict]:
+    """One row per config of the joined launch (chain.py: launch 2 of ``pair[0]`` and launch 1 of
+    ``pair[1]`` in one persistent kernel) at their GoogLeNet size, torchvision variant, with the
+    SASS counts (_sass_counts); ``configs`` (default chain.CONFIGS, pruned as the autotuner prunes
+    for this batch)."""
+    dt = DTYPES[dtype]
+    ch1a, _, _, _, _, _, w3, b3, w5, b5, mid, scratch_a = block_tensors(pair[0], batch, dt)
+    _, _, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch_b = block_tensors(pair[1], batch, dt)
+    sync = torch.empty(chain._sync_size(batch * SIZES[pair[0]] ** 2), dtype=torch.int32)
+    counters = torch.empty(branch_convs.split_k_counters(scratch_b, w3, w5) or 16, dtype=torch.int32)
+    args, meta, _grid = chain._arguments(
+        scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b, counters, sync
+    )
+    if configs is None:
+        configs = chain._prune_small_only(chain.CONFIGS, {"M": batch * SIZES[pair[0]] ** 2})
+    rows = []
+    for config in configs:
+        row = {"block": f"{pair[0]}>{pair[1][len('inception') :]}", "batch": batch, "dtype": dtype}
+        row.update({"arch": f"sm_{arch}", "launch": "joined"})
+        row.update(_compile(chain._joined_kernel, args, meta, config, arch, sass=True))
+        rows.append(row)
     return rows
 
 

@@ -11,9 +11,12 @@ launch 2 and the next block's launch 1 are each a few microseconds at batch 1, a
 them (the tail of launch 2 and the ramp-up of launch 1) is time no SM computes; in one kernel the
 next block's 1x1s start on pixel rows whose convs are done while launch 2's last tiles still run.
 
-The joined kernel (``_joined_kernel``) is persistent: P programs (on CUDA at most
-SM count x PROGRAMS_PER_SM, never more than there are tiles), each looping ``t = atomic_add(ticket,
-1)`` until t reaches the tile count T.  Tickets order the tiles:
+The joined kernel (``_joined_kernel``) hands out tiles by ticket: each program takes
+``t = atomic_add(ticket, 1)`` and runs tile t.  PERSISTENT configs run P programs (on CUDA at most
+SM count x PROGRAMS_PER_SM, never more than there are tiles), each taking tickets until t reaches
+the tile count T; the others run T programs of one ticket each (a tile's ticket is still taken
+when its program starts, not fixed by its program id: the order below holds either way, and the
+program keeps only its own role's values in registers, see CONFIGS).  Tickets order the tiles:
 
 * ORDER 0 ("producers first"): tickets 0..T2-1 are block i's launch-2 tiles (per BLOCK_M2 pixel
   tile, its column tiles), T2..T-1 block i+1's launch-1 tiles (per BLOCK_M pixel tile, the reduce
@@ -43,15 +46,15 @@ chain (bar.sync is a CTA-scope fence; release/acquire at gpu scope are cumulativ
 Deadlock freedom: a program takes a ticket only while it runs, and tickets are taken in ticket
 order; in every ORDER but the test-only 2, each tile a launch-1 tile waits on has a smaller ticket,
 so it was taken by a running program, which finishes it without waiting on anything (launch-2
-tiles never wait).  Hence every wait ends, whether or not all P programs are resident at once.  The
+tiles never wait).  Hence every wait ends, whether or not all programs are resident at once.  The
 same argument covers the interpreter, which runs programs one after the other: program 0 takes
 every ticket in order, and the others find none left.  There a dependency not met at the first
-look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait sets the error flag
+look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait sets an error flag
 the launcher raises on; on a GPU the spin is unbounded (SPIN_LIMIT 0).
 
-Counters without a memset: the sync buffer (int32: ticket, done, the interpreter's error flag, and
-from DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated zeroed once per
-(device, stream) and every launch leaves it zeroed: after its loop each program bumps ``done``
+Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from DEP_OFFSET one
+dependency counter per launch-2 pixel tile) is allocated zeroed once per (device, stream) and
+every launch leaves it zeroed: after its last ticket each program bumps ``done``
 (acq_rel); the last one to arrive (every program has left its loop, so no ticket or counter is
 touched again) resets ticket, done and the dependency counters.  Two chain launches back to back
 on one stream share the buffer safely (the second starts after the first ends).  Launches on
@@ -88,10 +91,10 @@ from .reduce_pool import _pool_tile, _reduce_tile, launch_reduce_pool
 
 __all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG", "sync_buffer_state"]
 
-# The sync buffer's layout (int32): the ticket, the done count and the interpreter's error flag,
-# then from DEP_OFFSET (128 bytes in: the hot ticket on a cache line of its own) one counter per
+# The sync buffer's layout (int32): the ticket, the done count, the interpreter's error flag, then
+# from DEP_OFFSET (128 bytes in: the hot ticket on a cache line of its own) one counter per
 # launch-2 pixel tile.
-TICKET, DONE, ERROR, DEP_OFFSET = 0, 1, 2, 32
+TICKET, DONE, ERROR, DEP_OFFSET = (tl.constexpr(v) for v in (0, 1, 2, 32))
 # Programs per SM on CUDA: enough to keep every SM busy; programs past what fits start when
 # others leave, find no ticket and leave at once.
 PROGRAMS_PER_SM = 2
@@ -124,7 +127,8 @@ def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.const
 def _wait_rows(dep_ptr, err_ptr, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, SPIN_LIMIT: tl.constexpr):
     """Waits until every launch-2 pixel tile holding a row of [lo_row, hi_row) has all its ``need``
     column tiles stored (one thread's acquire atomics, then a CTA barrier).  SPIN_LIMIT 0 spins
-    until then; else it looks at most SPIN_LIMIT times per counter and then sets *err_ptr."""
+    until then; else (the interpreter) it looks at most SPIN_LIMIT times per counter and then
+    sets *err_ptr (the launcher raises)."""
     for j in range(lo_row // BLOCK_M2, (hi_row - 1) // BLOCK_M2 + 1):
         seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
         if SPIN_LIMIT == 0:
@@ -307,7 +311,7 @@ def _reduce_pool_role(
 # As the two launches' kernels: the shape values only enter index arithmetic and masks, and the
 # *_div_unit values get their alignment from the constexpr units.
 @triton.jit(
-    do_not_specialize=["M", "H", "W", "n_pool_tiles", "n_counters"],
+    do_not_specialize=["M", "H", "W", "n_pool_tiles"],
     do_not_specialize_on_alignment=[
         "cin3_div_unit",
         "cin5_div_unit",
@@ -430,6 +434,7 @@ def _joined_kernel(
     BLOCK_K_POOL: tl.constexpr,
     POOL_STAGES: tl.constexpr,
     ORDER: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
     """Launch 2 of block i and launch 1 of block i+1 as one persistent kernel: each program takes
     tickets until none is left (see the module docstring for the order, the waits and the reset)."""
@@ -514,20 +519,25 @@ def _joined_kernel(
                 DOT_PRECISION, BLOCK_N_POOL, BLOCK_M2, BLOCK_M, BLOCK_N, BLOCK_K,
                 BLOCK_M_POOL, BLOCK_K_POOL, POOL_STAGES, SPIN_LIMIT,
             )  # fmt: skip
-        t = tl.atomic_add(sync_ptr + TICKET, 1, sem="relaxed", scope="gpu")
+        if PERSISTENT:
+            t = tl.atomic_add(sync_ptr + TICKET, 1, sem="relaxed", scope="gpu")
+        else:
+            t = T
 
     # The last program to get here resets the buffer for the next launch: every program has left
     # its loop, so no ticket or counter is touched again.
     arrived = tl.atomic_add(sync_ptr + DONE, 1, sem="acq_rel", scope="gpu")
     if arrived == tl.num_programs(0) - 1:
+        # Rounded up to 16 counters (the buffer has room: _sync_size), so the stores are vectors.
+        n_dep = tl.cdiv(J, 16) * 16
         offs_d = tl.arange(0, 1024)
-        for d0 in range(0, J, 1024):
-            tl.store(sync_ptr + DEP_OFFSET + d0 + offs_d, 0, mask=d0 + offs_d < J)
+        for d0 in range(0, n_dep, 1024):
+            tl.store(sync_ptr + DEP_OFFSET + d0 + offs_d, 0, mask=d0 + offs_d < n_dep)
         tl.atomic_xchg(sync_ptr + TICKET, 0, sem="relaxed", scope="gpu")
         tl.atomic_xchg(sync_ptr + DONE, 0, sem="relaxed", scope="gpu")
 
 
-def _config(l2: tuple, l1: tuple, order: int, num_warps: int, num_stages: int) -> triton.Config:
+def _config(l2: tuple, l1: tuple, order: int, num_warps: int, num_stages: int, persistent: int = 1) -> triton.Config:
     m2, n2, k2 = l2
     m1, n1, k1, m_pool, k_pool, pool_stages = l1
     return triton.Config(
@@ -542,6 +552,7 @@ def _config(l2: tuple, l1: tuple, order: int, num_warps: int, num_stages: int) -
             "BLOCK_K_POOL": k_pool,
             "POOL_STAGES": pool_stages,
             "ORDER": order,
+            "PERSISTENT": persistent,
         },
         num_warps=num_warps,
         num_stages=num_stages,
@@ -549,13 +560,15 @@ def _config(l2: tuple, l1: tuple, order: int, num_warps: int, num_stages: int) -
 
 
 # Pairs of the two launches' own configs that share warps and stages (branch_convs.CONFIGS and
-# reduce_pool.CONFIGS, split-K ones aside), producers first; the interleaved order on the
-# 4-warp 128-row tiles and on the batch-1 tiles.
+# reduce_pool.CONFIGS, split-K ones aside).  PERSISTENT 0 runs one ticket per program (a grid of T):
+# the persistent loop keeps both roles' loop-invariant values live at once (~70-80 more registers
+# on sm_90), which spilled 200-400 bytes on the 128-row tiles in producers-first order; with one
+# ticket a program holds only its role's (`python -m benchmarks.kernel_stats --block chains`).
 CONFIGS = [
-    _config((128, 128, 64), (128, 128, 64, 128, 16, 1), 0, 8, 3),
-    _config((128, 64, 64), (128, 64, 64, 64, 16, 2), 0, 4, 3),
-    _config((64, 64, 32), (64, 64, 64, 64, 16, 2), 0, 4, 3),
+    _config((128, 128, 64), (128, 128, 64, 128, 16, 1), 0, 8, 3, persistent=0),
+    _config((128, 64, 64), (128, 64, 64, 64, 16, 2), 0, 4, 3, persistent=0),
     _config((128, 64, 64), (128, 64, 64, 64, 16, 2), 1, 4, 3),
+    _config((64, 64, 32), (64, 64, 64, 64, 16, 2), 0, 4, 3),
 ]
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1).
 SMALL_PROBLEM_CONFIGS = [
@@ -577,6 +590,7 @@ INTERPRETER_CONFIG = {
     "BLOCK_K_POOL": 64,
     "POOL_STAGES": 1,
     "ORDER": 0,
+    "PERSISTENT": 1,
 }
 # Both blocks' shapes.
 AUTOTUNE_KEY = [
@@ -662,8 +676,11 @@ _SM_COUNTS: dict = {}
 
 
 def _programs(device: torch.device, tiles: int, meta: dict) -> int:
-    """The persistent grid: at most SM count x PROGRAMS_PER_SM on CUDA (``PROGRAMS`` in meta pins
-    it, tests), 2 under the interpreter; never more than there are tiles."""
+    """The grid: one program per tile where the config is not PERSISTENT; else at most SM count x
+    PROGRAMS_PER_SM on CUDA (``PROGRAMS`` in meta pins it, tests), 2 under the interpreter, and
+    never more than there are tiles."""
+    if not meta["PERSISTENT"]:
+        return tiles
     pinned = meta.get("PROGRAMS")
     if pinned is not None:
         return max(1, min(tiles, pinned))
@@ -772,7 +789,7 @@ def _arguments(scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_poo
 def _sync_size(m: int) -> int:
     """Sync buffer elements for M pixel rows: the header and a counter per 16-row pixel tile (the
     smallest BLOCK_M2 any config has), a multiple of 16."""
-    return -(-(DEP_OFFSET + _common.cdiv(m, 16)) // 16) * 16
+    return -(-(DEP_OFFSET.value + _common.cdiv(m, 16)) // 16) * 16
 
 
 def launch_joined(
@@ -818,11 +835,12 @@ def launch_joined(
     except BaseException:
         _forget_sync_buffer(sync)  # programs may have stopped with counters part-way
         raise
-    if _common.INTERPRET and int(sync[ERROR]) != 0:
+    # tolist: a host read of the interpreter's CPU buffer, not a tensor op.
+    if _common.INTERPRET and sync.tolist()[ERROR.value]:
         _forget_sync_buffer(sync)
         raise RuntimeError(
-            "joined launch: a launch-1 tile found a launch-2 tile it reads not done when it ran (the "
-            "interpreter runs programs one after the other, so the ticket order is wrong)"
+            "joined launch: a launch-1 tile ran before a launch-2 tile it reads was done (the "
+            "interpreter runs programs one after the other: the ticket order is wrong)"
         )
 
 

@@ -1,0 +1,231 @@
+"""A chain of blocks in n + 1 Triton launches (backends/triton/chain.py): launch 2 of block i and
+launch 1 of block i+1 joined into one kernel whose launch-1 tiles wait on per-pixel-tile
+dependency counters.
+
+The reference is the blocks of tests/block_cases.py applied one after the other in float64 from the
+same weights (on F.max_pool2d of the input where a pool comes first); outputs are NaN-poisoned (the
+``poisoned`` fixture), so an element no kernel writes fails.  With the same tiles the chain must
+equal block_forward called block by block bit for bit: every output element is computed by one
+tile with the same arithmetic.  Under the interpreter programs run one after the other, so the
+ticket orders decide which tiles exist when a launch-1 tile runs: the interleaved order (each
+launch-1 row tile right after the last launch-2 tile it needs) makes a too-narrow dependency range
+read NaN, and the order that places them one launch-2 tile too early must make the wait give up.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from block_cases import block_reference, make_block  # noqa: E402
+from launch_observer import observe_launches  # noqa: E402
+
+from inception_fast.backends.triton import block as tb  # noqa: E402
+from inception_fast.backends.triton import branch_convs, chain, reduce_pool  # noqa: E402
+
+CL = torch.channels_last
+WEIGHTS = ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
+MAXPOOL23 = (3, 2, 0, True)
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool) of consecutive blocks: each block's output (ch1 + ch3 +
+# ch5 + pool) is the next one's input; odd widths that fill no tile.
+CHAIN = [(13, 5, 7, 9, 3, 6, 4), (24, 6, 8, 10, 4, 6, 5), (27, 7, 5, 11, 6, 9, 3)]
+
+
+def make_chain(n_blocks, n, h, w, dtype=torch.float32, seed=0):
+    """(x, [block weights]) for the first n_blocks of CHAIN, x (n, 13, h, w)."""
+    blocks = []
+    for i, cfg in enumerate(CHAIN[:n_blocks]):
+        b = make_block(cfg, k5=3 if i % 2 else 5, n=n, h=h, w=w, dtype=dtype, seed=seed + i)
+        if i == 0:
+            x = b["x"]
+        blocks.append(tuple(b[k] for k in WEIGHTS))
+    return x, blocks
+
+
+def reference(x, blocks, pre_pool=None):
+    """The blocks one after the other with plain PyTorch ops in x's dtype."""
+    if pre_pool is not None:
+        k, s, p, ceil = pre_pool
+        x = F.max_pool2d(x, k, s, p, ceil_mode=ceil).contiguous(memory_format=CL)
+    for b in blocks:
+        x = block_reference(x, *b)[0]
+    return x
+
+
+def two_launch_chain(x, blocks, pre_pool=None, config=None):
+    """block_forward block by block; with ``config`` (a chain config) both launches pinned to its tiles."""
+    if config is None:
+        for i, b in enumerate(blocks):
+            x = tb.block_forward(x, *b, pre_pool=pre_pool if i == 0 else None)[0]
+        return x
+    import triton
+
+    kw = config.kwargs
+    l1 = triton.Config(
+        {k: kw[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_M_POOL", "BLOCK_K_POOL", "POOL_STAGES")},
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    l2 = triton.Config(
+        {"BLOCK_M": kw["BLOCK_M2"], "BLOCK_N": kw["BLOCK_N2"], "BLOCK_K": kw["BLOCK_K2"]},
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    from inception_fast import geometry
+
+    for i, (w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) in enumerate(blocks):
+        out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+        # The chain's first launch 1 is the ordinary one with its interpreter tile; the joined ones pinned.
+        reduce_pool.launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, config=l1 if i else None)
+        ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+        last = i == len(blocks) - 1
+        branch_convs.launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, config=None if last else l2)
+        x = out
+    return x
+
+
+def check_chain(x, blocks, out, pre_pool=None, what="chain"):
+    ref64 = reference(x.double(), [tuple(t.double() for t in b) for b in blocks], pre_pool)
+    assert out.shape == ref64.shape and out.is_contiguous(memory_format=CL) and out.dtype == x.dtype
+    assert ref64.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    if x.dtype == torch.float32:
+        return check_close(out, ref64, TOLERANCE["fp32"], what)
+    return check_close(out, ref64, reduced_precision_bound(reference(x, blocks, pre_pool), ref64), what)
+
+
+def assert_sync_zero(x):
+    state = chain.sync_buffer_state(x)
+    assert state is not None and not state.any(), "the joined launches left the sync buffer non-zero"
+
+
+# (blocks, batch, H, W, pre_pool, dtype): odd sizes; a 3x3 map (every pixel's window touches an
+# edge); a pool before the first block in ceil mode (7x5 -> 3x2).
+CASES = [
+    (2, 1, 5, 7, None, torch.float32),
+    (3, 2, 3, 3, None, torch.float32),
+    (2, 3, 7, 5, MAXPOOL23, torch.float32),
+    (3, 1, 7, 5, MAXPOOL23, torch.float16),
+    (2, 3, 3, 5, None, torch.float16),
+]
+
+
+@interpreter_only
+@pytest.mark.parametrize("n_blocks,n,h,w,pre_pool,dtype", CASES)
+def test_chain_matches_reference_and_blocks(n_blocks, n, h, w, pre_pool, dtype, poisoned):
+    """The interpreter's tiles (the two launches' own), two programs: equal to block_forward block by
+    block, bit for bit, and within the tolerance table of the float64 reference."""
+    x, blocks = make_chain(n_blocks, n, h, w, dtype, seed=h * w + n)
+    out = chain.chain_forward(x, blocks, pre_pool=pre_pool)
+    check_chain(x, blocks, out, pre_pool, f"{n_blocks} blocks {n}x{h}x{w} pool {pre_pool} {dtype}")
+    assert torch.equal(out, two_launch_chain(x, blocks, pre_pool)), "chain differs from block_forward block by block"
+    assert_sync_zero(x)
+
+
+def small_tile_config(order, persistent=1):
+    """16-row tiles: several launch-2 pixel tiles per image, so the waits span tile boundaries."""
+    return chain._config((16, 16, 16), (16, 16, 16, 16, 16, 1), order, 4, 1, persistent=persistent)
+
+
+@interpreter_only
+@pytest.mark.parametrize("order,persistent,programs", [(0, 1, 3), (1, 1, 3), (1, 0, None)])
+def test_orders_with_small_tiles(order, persistent, programs, poisoned):
+    """Producers first and interleaved, persistent (3 programs) or one ticket per program, with
+    16-row tiles: the interleaved order runs each launch-1 row tile right after the last launch-2
+    pixel tile its rows (and its pool window's image row above and below) need, so a wait range
+    one row too short reads NaN.  Bit for bit the two launches pinned to the same tiles."""
+    x, blocks = make_chain(2, 1, 5, 7, seed=3)
+    config = small_tile_config(order, persistent)
+    out = chain.chain_forward(x, blocks, config=config, programs=programs)
+    check_chain(x, blocks, out, what=f"order {order}")
+    assert torch.equal(out, two_launch_chain(x, blocks, config=config))
+    assert_sync_zero(x)
+
+
+@interpreter_only
+def test_wait_notices_a_missing_dependency(poisoned):
+    """The test-only order 2 hands each launch-1 row tile out one launch-2 pixel tile before its
+    last dependency: the wait must see it missing (under the interpreter: give up and raise), not
+    read the rows; the launcher then drops the sync buffer, and the next launch works."""
+    x, blocks = make_chain(2, 1, 5, 7, seed=4)
+    with pytest.raises(RuntimeError, match="before a launch-2 tile it reads was done"):
+        chain.chain_forward(x, blocks, config=small_tile_config(2), programs=2)
+    assert chain.sync_buffer_state(x) is None
+    check_chain(x, blocks, chain.chain_forward(x, blocks, config=small_tile_config(1), programs=2))
+
+
+@interpreter_only
+def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
+    """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations.
+    Run twice: the second call reuses the sync buffer the first left zeroed, and gives the same result."""
+    x, blocks = make_chain(3, 1, 3, 4, seed=7)
+    before = tb.launch_count()
+    out, aten_ops, launched = observe_launches(lambda: chain.chain_forward(x, blocks), monkeypatch)
+    assert tb.launch_count() - before == 4 and len(launched) == 4
+    assert launched[0] in (reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel)
+    assert launched[1] is chain._joined_kernel and launched[2] is chain._joined_kernel
+    assert launched[3] in (branch_convs._branch_convs_kernel, branch_convs._tuned_kernel)
+    allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}
+    assert aten_ops and set(aten_ops) <= allowed, f"unexpected aten ops: {sorted(set(aten_ops) - allowed)}"
+    check_chain(x, blocks, out)
+    assert_sync_zero(x)
+    assert torch.equal(chain.chain_forward(x, blocks), out)
+    assert_sync_zero(x)
+
+
+@interpreter_only
+def test_joined_launch_zeroes_the_next_split_k_counters(poisoned):
+    """The joined launch zeroes the split-K counters of the standalone launch 2 that follows it (as
+    launch 1 does in block_forward), so the chain needs no memset."""
+    from inception_fast import geometry
+
+    x, blocks = make_chain(2, 1, 3, 5, seed=8)
+    w_red, b_red, w_pool, b_pool, w3, b3, w5, b5 = blocks[0]
+    mid, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    reduce_pool.launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch)
+    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+    w_red2, b_red2, w_pool2, b_pool2, *_ = blocks[1]
+    out, scratch2 = geometry.empty_outputs(mid, w_red2, w_pool2, *blocks[1][4::2])
+    counters = torch.full((2064,), 7, dtype=torch.int32)  # more than one 1024-wide step, 2 programs
+    chain.launch_joined(
+        scratch, w3, b3, w5, b5, mid, ch1, w_red2, b_red2, w_pool2, b_pool2, out, scratch2, counters=counters
+    )
+    assert not counters.any()
+    assert_sync_zero(x)
+
+
+@interpreter_only
+def test_one_block_is_block_forward():
+    x, blocks = make_chain(1, 2, 3, 5, seed=9)
+    before = tb.launch_count()
+    out = chain.chain_forward(x, blocks, pre_pool=(2, 2, 0, True))
+    assert tb.launch_count() - before == 2
+    assert torch.equal(out, tb.block_forward(x, *blocks[0], pre_pool=(2, 2, 0, True))[0])
+
+
+@interpreter_only
+def test_bad_input_names_the_problem():
+    x, blocks = make_chain(2, 1, 3, 3)
+    with pytest.raises(ValueError, match="block 1 takes 23 input channels.*block 0.s output has 24 channels"):
+        bad = list(blocks)
+        bad[1] = tuple(t[:, :-1] if i in (0, 2) else t for i, t in enumerate(bad[1]))  # w_red, w_pool: 23 inputs
+        chain.chain_forward(x, bad)
+    with pytest.raises(ValueError, match="block 0 takes 13 input channels.*the input x has 12"):
+        chain.chain_forward(x[:, :12], blocks)
+    with pytest.raises(ValueError, match="at least one block"):
+        chain.chain_forward(x, [])
+    with pytest.raises(ValueError, match="block 1: every weight must be a torch.float32 tensor"):
+        chain.chain_forward(x, [blocks[0], tuple(t.double() for t in blocks[1])])
+    with pytest.raises(ValueError, match="block 0: expected"):
+        chain.chain_forward(x, [blocks[0][:7], blocks[1]])
+    with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
+        chain.chain_forward(x.double(), blocks)
