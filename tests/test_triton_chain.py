@@ -9,7 +9,8 @@ equal block_forward called block by block bit for bit: every output element is c
 tile with the same arithmetic.  Under the interpreter programs run one after the other, so the
 ticket orders decide which tiles exist when a launch-1 tile runs: the interleaved order (each
 launch-1 row tile right after the last launch-2 tile it needs) makes a too-narrow dependency range
-read NaN, and the order that places them one launch-2 tile too early must make the wait give up.
+read NaN, and the order that ignores the pool window's reach into the next row must make the wait
+give up.
 """
 
 from __future__ import annotations
@@ -153,9 +154,11 @@ def test_orders_with_small_tiles(order, persistent, programs, poisoned):
 
 @interpreter_only
 def test_wait_notices_a_missing_dependency(poisoned):
-    """The test-only order 2 hands each launch-1 row tile out one launch-2 pixel tile before its
-    last dependency: the wait must see it missing (under the interpreter: give up and raise), not
-    read the rows; the launcher then drops the sync buffer, and the next launch works."""
+    """The test-only order 2 hands each launch-1 row tile out right after the launch-2 pixel tile
+    holding its own last row, before the one below that its pool window reaches into (16-row
+    tiles, 7 pixels a row): the pool role's wait must see that tile missing (under the
+    interpreter: give up and raise), not read NaN; the launcher then drops the sync buffer, and the
+    next launch works."""
     x, blocks = make_chain(2, 1, 5, 7, seed=4)
     with pytest.raises(RuntimeError, match="before a launch-2 tile it reads was done"):
         chain.chain_forward(x, blocks, config=small_tile_config(2), programs=2)

@@ -49,6 +49,8 @@ ONEDNN = ("tests/test_onednn.py",)
 TRITON_FOLD = ("tests/test_triton_fold.py", "-k", "fp32 or fp16 or nan")
 # Launch 1's pool role with its K split.
 TRITON_POOL_SPLIT = ("tests/test_triton_pool_split.py", "-k", "fp32 or nan")
+# Launch 2 of a block and launch 1 of the next joined in one kernel (chain.py).
+TRITON_CHAIN = ("tests/test_triton_chain.py",)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -156,6 +158,31 @@ MUTANTS = [
         "for part in tl.static_range(SPLIT_K - 1):",
         TRITON_POOL_SPLIT,
         "the split-K sum leaves out the last split's partial tile",
+    ),
+    # -- launch 2 and the next block's launch 1 joined (chain.py) --------------------------------------
+    Mutant(
+        "triton_chain_no_wait",
+        "inception_fast/backends/triton/chain.py",
+        "for j in range(lo_row // BLOCK_M2, (hi_row - 1) // BLOCK_M2 + 1):",
+        "for j in range(lo_row // BLOCK_M2, lo_row // BLOCK_M2):",
+        TRITON_CHAIN,
+        "launch-1 tiles of the joined launch wait for no launch-2 tile",
+    ),
+    Mutant(
+        "triton_chain_pool_halo",
+        "inception_fast/backends/triton/chain.py",
+        "tl.minimum(row0 + BLOCK_M_POOL + W + 1, M),",
+        "tl.minimum(row0 + BLOCK_M_POOL, M),",
+        TRITON_CHAIN,
+        "the pool role waits for its own rows only, not for the image row below that its window reads",
+    ),
+    Mutant(
+        "triton_chain_no_reset",
+        "inception_fast/backends/triton/chain.py",
+        "for d0 in range(0, n_dep, 1024):",
+        "for d0 in range(0, 0, 1024):",
+        TRITON_CHAIN,
+        "the last program of a joined launch leaves the dependency counters set for the next launch",
     ),
     # -- the max pool folded into Triton launch 1 (reduce_pool.py, PRE_K > 1) ---------------------------
     Mutant(

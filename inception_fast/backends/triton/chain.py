@@ -24,8 +24,9 @@ program keeps only its own role's values in registers, see CONFIGS).  Tickets or
 * ORDER 1 ("interleaved"): launch-2 pixel tile k's column tiles, then every launch-1 row tile
   whose last needed launch-2 pixel tile is k; a row tile so starts as soon as its inputs can be
   done, while launch 2 still runs (and reads rows launch 2 just wrote, from L2).
-* ORDER 2: ORDER 1 with each launch-1 row tile one launch-2 pixel tile too early.  Tests only:
-  under the interpreter it proves that the wait notices an input that is not there yet.
+* ORDER 2: ORDER 1 with each launch-1 row tile placed after the launch-2 pixel tile holding its own
+  last row, as if the pool role's window did not reach the next image row.  Tests only: under the
+  interpreter it proves that the pool role's wait notices an input that is not there yet.
 
 Dependencies: one int32 counter per launch-2 pixel tile.  Each of its column tiles, after its
 stores, runs a CTA barrier and then one release atomic add (gpu scope) on it: the tile is complete
@@ -104,23 +105,23 @@ INTERPRETER_SPIN_LIMIT = 2
 
 
 @triton.jit
-def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, EARLY: tl.constexpr):
+def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
     """How many launch-1 row tiles the interleaved orders place up to launch-2 pixel tile k
-    (k >= -2; -1: before the first one): those whose last needed launch-2 pixel tile is at most
-    k + EARLY.  Row tile m needs rows up to min(M, (m + 1) * BLOCK_M + W + 1) - 1 (the pool role's
-    window), i.e. pixel tile k' once (m + 1) * BLOCK_M + W + 1 <= (k' + 1) * BLOCK_M2 (k' < J - 1),
-    and all of them by the last pixel tile."""
-    kk = k + EARLY
-    fits = tl.maximum((kk + 1) * BLOCK_M2 - W - 1, 0) // BLOCK_M
-    return tl.where(kk >= J - 1, R, tl.minimum(fits, R))
+    (k >= -2; -1: before the first one): those whose last needed launch-2 pixel tile is at most k.
+    Row tile m needs rows up to min(M, (m + 1) * BLOCK_M + W + 1) - 1 (the pool role's window; with
+    HALO False only up to its own last row, (m + 1) * BLOCK_M - 1), i.e. pixel tile k once
+    (m + 1) * BLOCK_M + W + 1 <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one."""
+    reach = W + 1 if HALO else 0
+    fits = tl.maximum((k + 1) * BLOCK_M2 - reach, 0) // BLOCK_M
+    return tl.where(k >= J - 1, R, tl.minimum(fits, R))
 
 
 @triton.jit
-def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, EARLY: tl.constexpr):
+def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
     """The first ticket of group k (k >= -1) of the interleaved orders: group -1 holds the row tiles
     placed before any launch-2 tile, group k >= 0 launch-2 pixel tile k's NC2 column tiles and then
     the row tiles placed after it (NC1 tickets each)."""
-    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, EARLY) * NC1
+    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1
 
 
 @triton.jit
@@ -470,7 +471,7 @@ def _joined_kernel(
     R = tl.cdiv(M, BLOCK_M)
     T2 = J * NC2
     T = T2 + R * NC1
-    EARLY: tl.constexpr = 1 if ORDER == 2 else 0
+    HALO: tl.constexpr = ORDER != 2
 
     # The next standalone launch 2's split-K counters start at zero (as launch 1 zeroes them).
     pid = tl.program_id(0)
@@ -491,14 +492,14 @@ def _joined_kernel(
             hi = J
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, EARLY) <= t:
+                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO) <= t:
                     lo = mid
                 else:
                     hi = mid
-            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, EARLY)
+            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO)
             is_conv = (lo >= 0) & (off < NC2)
             u = lo * NC2 + off
-            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, EARLY) * NC1 + off - tl.where(lo >= 0, NC2, 0)
+            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1 + off - tl.where(lo >= 0, NC2, 0)
         if is_conv:
             _conv_role(
                 u, NC2, n_tiles3, scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, mid_ptr, sync_ptr, M, H, W,
