@@ -3,8 +3,9 @@
 Compiles every autotuning config of both Triton launches (the "hopper" backend's launch 2 with TMA
 descriptors too, as launch "launch2_tma"; and of the stem kernel, conv1 with and without its max
 pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into
-3a's/4a's/5a's loads, and of the head's two launches, the average pool and the fc GEMM, on 5b's
-output) for a GPU
+3a's/4a's/5a's loads, of the head's two launches, the average pool and the fc GEMM, on 5b's
+output, and of the joined launch of chain.py, launch 2 of a block and launch 1 of the next, as
+launch "joined" on 3a>3b, 4b>4c and 5a>5b) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
@@ -17,9 +18,11 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma] [--batch 256] [--json]
+        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma|chain:inception4b|chains]
+        [--batch 256] [--json]
 
-``--block tma`` compiles the TMA launch 2 for all nine blocks.
+``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block chains`` the joined launch
+for the three pairs.
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -55,6 +58,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     reduce_pool,
     stem,
 )
+from inception_fast.backends.triton._common import SMALL_PROBLEM_PIXELS  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -334,8 +338,9 @@ def chain_stats(
 ) -> list[dict]:
     """One row per config of the joined launch (chain.py: launch 2 of ``pair[0]`` and launch 1 of
     ``pair[1]`` in one persistent kernel) at their GoogLeNet size, torchvision variant, with the
-    SASS counts (_sass_counts); ``configs`` (default chain.CONFIGS, pruned as the autotuner prunes
-    for this batch)."""
+    SASS counts (_sass_counts); ``configs`` (default: chain.CONFIGS as the autotuner prunes them for
+    this batch, and up to SMALL_PROBLEM_PIXELS pixels only the configs offered there alone: M, H
+    and W are not specialized on, so the others compile to the binaries of a large batch)."""
     dt = DTYPES[dtype]
     ch1a, _, _, _, _, _, w3, b3, w5, b5, mid, scratch_a = block_tensors(pair[0], batch, dt)
     _, _, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch_b = block_tensors(pair[1], batch, dt)
@@ -345,7 +350,10 @@ def chain_stats(
         scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b, counters, sync
     )
     if configs is None:
-        configs = chain._prune_small_only(chain.CONFIGS, {"M": batch * SIZES[pair[0]] ** 2})
+        m = batch * SIZES[pair[0]] ** 2
+        configs = chain._prune_small_only(chain.CONFIGS, {"M": m})
+        if m <= SMALL_PROBLEM_PIXELS:
+            configs = chain.SMALL_PROBLEM_CONFIGS
     rows = []
     for config in configs:
         row = {"block": f"{pair[0]}>{pair[1][len('inception') :]}", "batch": batch, "dtype": dtype}
@@ -369,11 +377,16 @@ def main(argv=None) -> int:
             "folds",
             "head",
             "tma",
+            "chains",
             *(f"{k}:{b}" for k in ("backward", "tma") for b in SIZES),
+            *(f"chain:{a}" for a, _ in CHAIN_PAIRS),
         ],
-        help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools and the head); "
+        help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools, the head and the "
+        "joined launch 4b>4c); "
         "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
-        "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks",
+        "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks; "
+        "chain:<block> for the joined launch of that block's launch 2 and the next one's launch 1 "
+        "(chain.py), chains for 3a>3b, 4b>4c and 5a>5b",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -381,7 +394,16 @@ def main(argv=None) -> int:
     rows = []
     # 3a: the narrowest block; 4b: a scratch buffer whose rows are not 16-element multiples
     # (136 channels); 5b: the widest block.
-    for block in args.block or ["stem", "inception3a", "inception4b", "inception5b", "pools", "folds", "head"]:
+    for block in args.block or [
+        "stem",
+        "inception3a",
+        "inception4b",
+        "inception5b",
+        "pools",
+        "folds",
+        "head",
+        "chain:inception4b",
+    ]:
         if block == "folds":
             rows += fold_stats(args.batch, args.dtype, args.arch)
         elif block == "head":
@@ -392,6 +414,10 @@ def main(argv=None) -> int:
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):
             rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
+        elif block == "chains" or block.startswith("chain:"):
+            first = [a for a, _ in CHAIN_PAIRS] if block == "chains" else [block.split(":", 1)[1]]
+            for pair in (p for p in CHAIN_PAIRS if p[0] in first):
+                rows += chain_stats(pair, args.batch, args.dtype, args.arch)
         elif block == "tma" or block.startswith("tma:"):
             for name in list(SIZES) if block == "tma" else [block.split(":", 1)[1]]:
                 rows += tma_stats(name, args.batch, args.dtype, args.arch)
@@ -401,13 +427,19 @@ def main(argv=None) -> int:
         print(json.dumps({"max_shared_bytes": MAX_SHARED_BYTES, "rows": rows}, indent=1))
         return 0
     print(
-        f"{'block':<12} {'launch':<9} {'config':<28} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async "
+        f"{'block':<14} {'launch':<9} {'config':<28} {'regs':>4} {'spill':>6} {'smem KB':>8} wgmma cp.async "
         "scalar-st sync-ld"
     )
     for r in rows:
         c = r["config"]
         if r["launch"] in ("maxpool", "avgpool"):
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
+        elif r["launch"] == "joined":  # launch 2's tile | launch 1's, ticket order, persistent or not
+            cfg = (
+                f"{c['BLOCK_M2']}x{c['BLOCK_N2']}x{c['BLOCK_K2']}|{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}"
+                f" p{c['BLOCK_K_POOL']} o{c['ORDER']}{'P' if c['PERSISTENT'] else ''} w{c['num_warps']}"
+                f" s{c['num_stages']}"
+            )
         elif r["launch"] == "launch2_tma":
             cfg = (
                 f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
@@ -420,7 +452,7 @@ def main(argv=None) -> int:
             if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, and its K split
                 cfg += f" p{c['BLOCK_K_POOL']}" + (f"/{c['POOL_SPLIT_K']}" if c["POOL_SPLIT_K"] > 1 else "")
         print(
-            f"{r['block']:<12} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
+            f"{r['block']:<14} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
             f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "
             f"{r['sync_loads']:>7}"
             + (f"  TMA {r['tma']}, SASS " + " ".join(f"{k} {v}" for k, v in r["sass"].items()) if "sass" in r else "")

@@ -517,7 +517,8 @@ def test_sm90_compile_stats_of_every_config():
     spills registers or stores element by element (the stem, 3a, 4b and 5b: the narrowest block,
     channel counts that are not multiples of 16, the widest block; the max pool kernel on
     GoogLeNet's four pools; launch 1 of 3a, 4a and 5a with maxpool2/3/4 folded in, see there; and
-    the head's two launches on 5b's output into 1000 classes)."""
+    the head's two launches on 5b's output into 1000 classes; the joined launch 4b>4c of chain.py,
+    see check_joined_stats)."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
@@ -544,6 +545,7 @@ def test_sm90_compile_stats_of_every_config():
         ("inception5a", "l1+maxpool4"),
         ("head", "avgpool"),
         ("head", "linear"),
+        ("inception4b>4c", "joined"),
     }
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
@@ -559,6 +561,9 @@ def test_sm90_compile_stats_of_every_config():
             assert not r["cp_async"] and r["sync_loads"] == sync_loads and r["scalar_stores"] == 0, what
             assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
             assert r["registers"] is not None and r["spill_bytes"] <= 64, what
+            continue
+        if r["launch"] == "joined":  # chain.py: launch 2 of 4b and launch 1 of 4c in one kernel
+            check_joined_stats(r, max_shared)
             continue
         if r["launch"] == "maxpool":  # no matrix work, no loop to pipeline: one load per window tap
             taps = 4 if r["block"] == "maxpool4" else 9
@@ -581,6 +586,23 @@ def test_sm90_compile_stats_of_every_config():
             # program of a tile; every operand tile is cp.async.
             split = r["config"].get("SPLIT_K", 1)
             assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0), what
+
+
+def check_joined_stats(r: dict, max_shared: int) -> None:
+    """A kernel_stats row of chain.py's joined launch (launch 2 of a block and launch 1 of the next
+    in one kernel): it fits the shared memory, spills nothing (the 128-row configs spilled 200-400
+    bytes in a persistent loop, see chain.CONFIGS), stores nothing element by element, streams its
+    operands with cp.async and runs on wgmma where both roles' tiles have 64 rows or more and 4 warps
+    or more; its synchronous loads are launch 2's two biases and launch 1's (its biases, and the
+    pool role's nine shifted loads where POOL_STAGES is 1)."""
+    c, what = r["config"], f"{r['block']} {r['launch']} {r['config']}"
+    assert r["shared_bytes"] <= max_shared and r["cp_async"], what
+    assert r["registers"] is not None and r["registers"] <= 255, what
+    assert r["spill_bytes"] == 0 and r["sass"]["LDL"] == 0 and r["sass"]["STL"] == 0, what
+    assert r["scalar_stores"] == 0, what
+    wgmma = min(c["BLOCK_M2"], c["BLOCK_M"]) >= 64 and c["num_warps"] >= 4
+    assert r["wgmma"] == wgmma and (r["sass"]["HGMMA"] > 0) == wgmma, what
+    assert r["sync_loads"] == 4 + (10 if c["POOL_STAGES"] == 1 else 0), what
 
 
 @interpreter_only

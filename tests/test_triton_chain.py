@@ -15,7 +15,11 @@ give up.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +236,32 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, [blocks[0][:7], blocks[1]])
     with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
         chain.chain_forward(x.double(), blocks)
+
+
+def test_sm90_compile_stats_of_the_batch_one_configs():
+    """The joined launch's batch-1 configs (32-row tiles, 2 warps: no wgmma) on 3a>3b at batch 1,
+    compiled for sm_90 (no GPU needed; a subprocess, since this process runs the interpreter), with
+    the checks of test_triton.py's compile-stats test, which covers the other configs on 4b>4c."""
+    import triton
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    from test_triton import check_joined_stats
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernel_stats", "--json", "--batch", "1", "--block", "chain:inception3a"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads(run.stdout)
+    rows = stats["rows"]
+    assert [(r["block"], r["launch"]) for r in rows] == [("inception3a>3b", "joined")] * len(
+        chain.SMALL_PROBLEM_CONFIGS
+    )
+    for r in rows:
+        check_joined_stats(r, stats["max_shared_bytes"])
