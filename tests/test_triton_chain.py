@@ -236,6 +236,8 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, [blocks[0][:7], blocks[1]])
     with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
         chain.chain_forward(x.double(), blocks)
+    with pytest.raises(ValueError, match="BLOCK_M_POOL must divide BLOCK_M"):
+        chain.chain_forward(x, blocks, config=chain._config((16, 16, 16), (32, 16, 16, 24, 16, 1), 0, 4, 1))
 
 
 def test_sm90_compile_stats_of_the_batch_one_configs():

@@ -6,10 +6,11 @@ block i+1 (its three 1x1s and pool branch, reduce_pool.py), then launch 2 of the
 What it computes: exactly what ``block_forward`` called block by block computes.  Each output
 element is written by one tile of one program, with the same tile functions (``_conv_tile``,
 ``_reduce_tile``, ``_pool_tile``) and, for the same tile sizes, the same arithmetic in the same
-order, so the result is bit-identical to the two-launch blocks with those tiles.  Why: a block's
-launch 2 and the next block's launch 1 are each a few microseconds at batch 1, and the gap between
-them (the tail of launch 2 and the ramp-up of launch 1) is time no SM computes; in one kernel the
+order, so the result is bit-identical to the two-launch blocks with those tiles.  Why: between a
+block's launch 2 and the next block's launch 1 (the tail of one, the launch and ramp-up of the
+other) SMs idle, which counts most where launches are short (small batches); in one kernel the
 next block's 1x1s start on pixel rows whose convs are done while launch 2's last tiles still run.
+Whether that pays is for a measurement to decide (the caller's measured choice), not this module.
 
 The joined kernel (``_joined_kernel``) hands out tiles by ticket: each program takes
 ``t = atomic_add(ticket, 1)`` and runs tile t.  PERSISTENT configs run P programs (on CUDA at most
@@ -42,7 +43,10 @@ Memory ordering: the producer's stores happen-before its barrier, the barrier be
 add; the consumer's acquire read of the final count synchronizes with that release (its counter's
 release sequence), and its barrier orders every thread's later loads after the acquire.  PTX's
 memory model makes the producer CTA's stores visible to the consumer CTA's loads through that
-chain (bar.sync is a CTA-scope fence; release/acquire at gpu scope are cumulative).
+chain (bar.sync is a CTA-scope fence; release/acquire at gpu scope are cumulative), whatever the
+consumer's L1 held: the loads are ordinary ones (ld.global, cp.async).  Triton issues a scalar
+atomic from one thread and hands its result to all through shared memory.  The ticket adds are
+relaxed: they only need to be atomic.
 
 Deadlock freedom: a program takes a ticket only while it runs, and tickets are taken in ticket
 order; in every ORDER but the test-only 2, each tile a launch-1 tile waits on has a smaller ticket,
@@ -53,22 +57,24 @@ every ticket in order, and the others find none left.  There a dependency not me
 look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait sets an error flag
 the launcher raises on; on a GPU the spin is unbounded (SPIN_LIMIT 0).
 
-Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from DEP_OFFSET one
-dependency counter per launch-2 pixel tile) is allocated zeroed once per (device, stream) and
-every launch leaves it zeroed: after its last ticket each program bumps ``done``
+Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
+DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated zeroed once per (device,
+stream) and every launch leaves it zeroed: after its last ticket each program bumps ``done``
 (acq_rel); the last one to arrive (every program has left its loop, so no ticket or counter is
 touched again) resets ticket, done and the dependency counters.  Two chain launches back to back
 on one stream share the buffer safely (the second starts after the first ends).  Launches on
 another stream get a buffer of their own; a launch captured in a CUDA graph gets its own,
 zeroed in the graph; a launch that raises drops its stream's buffer (as reduce_pool's pool
-counters).  The joined launch's launch-1 role also zeroes the split-K counters of the following
-standalone launch 2 (as launch 1 does in ``block_forward``), so a chain of n blocks is n + 1
-launches and nothing else on the GPU but its outputs' allocation.
+counters).  The joined launch's programs also zero the split-K counters of the standalone
+launch 2 that follows the last joined launch, before taking a ticket (as launch 1 does in
+``block_forward``), so a chain of n blocks is n + 1 launches and nothing else on the GPU but its
+outputs' allocation.
 
 Configs: launch 2 with SPLIT_K 1 and launch 1 with POOL_SPLIT_K 1 and no pre-pool only (a pool
 before the first block folds into the chain's first, ordinary, launch 1).  Both roles run under
-one num_warps and num_stages; a config's registers and shared memory are the larger of the two
-roles' (``python -m benchmarks.kernel_stats --block chains``).
+one num_warps and num_stages; a config's shared memory is the larger of the two roles', its
+registers at least the larger of the two (more in a persistent loop, see CONFIGS; ``python -m
+benchmarks.kernel_stats --block chains``).
 
 Importing this module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but
 queries no device.
@@ -818,9 +824,13 @@ def launch_joined(
     persistent grid's size (tests); ``counters`` as launch_reduce_pool's."""
     if mid.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
-    for name, t in (("BLOCK_M2", 16), ("BLOCK_M", 16)):
-        if config is not None and config.kwargs[name] < t:
-            raise ValueError(f"{name} must be at least {t} (tl.dot), got {config.kwargs[name]}")
+    if config is not None:
+        kw = config.kwargs
+        if min(kw["BLOCK_M2"], kw["BLOCK_M"], kw["BLOCK_M_POOL"]) < 16 or kw["BLOCK_M"] % kw["BLOCK_M_POOL"]:
+            raise ValueError(
+                f"joined launch: BLOCK_M2 {kw['BLOCK_M2']}, BLOCK_M {kw['BLOCK_M']} and BLOCK_M_POOL "
+                f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
+            )
     m = mid.shape[0] * mid.shape[2] * mid.shape[3]
     sync = _sync_buffer(mid, _sync_size(m))
     args, meta, grid = _arguments(
