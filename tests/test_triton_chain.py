@@ -240,6 +240,85 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, blocks, config=chain._config((16, 16, 16), (32, 16, 16, 24, 16, 1), 0, 4, 1))
 
 
+# GoogLeNet's chains of one size (torchvision's variant): 3a>3b after maxpool2 (folded into 3a's
+# launch 1), 4b>4c>4d, 5a>5b after maxpool4; shrunk to batch 2.
+GPU_CHAINS = (
+    (("inception3a", "inception3b"), 56, MAXPOOL23),
+    (("inception4b", "inception4c", "inception4d"), 14, None),
+    (("inception5a", "inception5b"), 14, (2, 2, 0, True)),
+)
+
+
+def gpu_chain(names, size, dtype, device, seed=0):
+    from inception_fast.reference import BLOCK_CONFIGS
+
+    blocks = []
+    for i, name in enumerate(names):
+        b = make_block(BLOCK_CONFIGS[name], n=2, h=size, w=size, dtype=dtype, device=device, seed=seed + i)
+        if i == 0:
+            x = b["x"]
+        blocks.append(tuple(b[k] for k in WEIGHTS))
+    return x, blocks
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("i", range(len(chain.CONFIGS)))
+def test_gpu_chain_bf16_every_config(i, gpu):
+    """Each joined-launch config pinned, on GoogLeNet's chains: within the tolerance table of the
+    float64 reference, and bit for bit the two launches pinned to the same tiles."""
+    config = chain.CONFIGS[i]
+    for names, size, pool in GPU_CHAINS:
+        x, blocks = gpu_chain(names, size, torch.bfloat16, gpu, seed=i)
+        out = chain.chain_forward(x, blocks, pre_pool=pool, config=config)
+        check_chain(x, blocks, out, pool, f"{names} {config}")
+        assert torch.equal(out, two_launch_chain(x, blocks, pool, config)), f"{names} {config}"
+        assert_sync_zero(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("programs", [1, 3])
+def test_gpu_few_persistent_programs(programs, gpu):
+    """A persistent grid far smaller than the GPU (one program runs every tile in ticket order):
+    the waits still end, and the result is the same."""
+    config = next(c for c in chain.CONFIGS if c.kwargs["PERSISTENT"])
+    x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=5)
+    full = chain.chain_forward(x, blocks, config=config)
+    assert torch.equal(chain.chain_forward(x, blocks, config=config, programs=programs), full)
+    assert_sync_zero(x)
+
+
+@pytest.mark.gpu
+def test_gpu_chain_autotuned_graph_and_streams(gpu):
+    """Autotuned: the same result eagerly three times in a row (the sync buffer reused), from a CUDA
+    graph replayed twice (its own buffers, zeroed in the graph), and on two streams at once (a
+    buffer each)."""
+    x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=6)
+    out = chain.chain_forward(x, blocks)
+    check_chain(x, blocks, out, what="autotuned")
+    for _ in range(2):
+        assert torch.equal(chain.chain_forward(x, blocks), out)
+    assert_sync_zero(x)
+    side = torch.cuda.Stream(gpu)
+    side.wait_stream(torch.cuda.current_stream(gpu))
+    with torch.cuda.stream(side):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            captured = chain.chain_forward(x, blocks)
+    for _ in range(2):
+        captured.zero_()
+        graph.replay()
+        torch.cuda.synchronize(gpu)
+        assert torch.equal(captured, out)
+    streams = [torch.cuda.Stream(gpu) for _ in range(2)]
+    results = []
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream(gpu))
+        with torch.cuda.stream(s):
+            results.append(chain.chain_forward(x, blocks))
+    torch.cuda.synchronize(gpu)
+    assert all(torch.equal(r, out) for r in results)
+
+
 def test_sm90_compile_stats_of_the_batch_one_configs():
     """The joined launch's batch-1 configs (32-row tiles, 2 warps: no wgmma) on 3a>3b at batch 1,
     compiled for sm_90 (no GPU needed; a subprocess, since this process runs the interpreter), with
