@@ -570,7 +570,7 @@ def _config(l2: tuple, l1: tuple, order: int, num_warps: int, num_stages: int, p
 # reduce_pool.CONFIGS, split-K ones aside).  PERSISTENT 0 runs one ticket per program (a grid of T):
 # the persistent loop keeps values of both roles live at once (up to ~100 more registers on sm_90
 # in bf16), and in producers-first order the 128-row tiles spilled 200-400 bytes; ptxas did better
-# on the interleaved order's loop (the 64-row tiles: 208-228 registers against 220-254), which the
+# on the interleaved order's loop (the 64-row tiles: 172-208 registers against 220-254), which the
 # persistent configs here use (`python -m benchmarks.kernel_stats --block chains`).  In fp32 the
 # 128-row tiles spill as launch 1's own do (`--dtype fp32`).
 CONFIGS = [
