@@ -1,7 +1,7 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
-Compiles every autotuning config of both Triton launches (the "hopper" backend's launch 2 with TMA
-descriptors too, as launch "launch2_tma"; and of the stem kernel, conv1 with and without its max
+Compiles every autotuning config of both Triton launches (the "hopper" backend's launches with TMA
+descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and without its max
 pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into
 3a's/4a's/5a's loads, and of the head's two launches, the average pool and the fc GEMM, on 5b's
 output) for a GPU
@@ -17,9 +17,11 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma] [--batch 256] [--json]
+        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma|tma1:inception3a|tma1]
+        [--batch 256] [--json]
 
-``--block tma`` compiles the TMA launch 2 for all nine blocks.
+``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block tma1`` the TMA launch 1
+(reduce_pool_tma, launch "launch1_tma").
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -52,6 +54,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     head,
     maxpool,
     reduce_pool,
+    reduce_pool_tma,
     stem,
 )
 from inception_fast.geometry import empty_outputs  # noqa: E402
@@ -223,6 +226,23 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
     return rows
 
 
+def tma1_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per config of the "hopper" backend's launch 1 (reduce_pool_tma) for ``block`` at its
+    GoogLeNet size, torchvision variant, with the descriptors' boxes of each config, and the SASS
+    counts (_sass_counts)."""
+    _, x, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch = block_tensors(block, batch, DTYPES[dtype])
+    args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    rows = []
+    for config in reduce_pool_tma.CONFIGS:
+        descs = reduce_pool_tma._descriptors(x, w_red, config.kwargs)
+        row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch1_tma"}
+        row.update(
+            _compile(reduce_pool_tma._reduce_pool_tma_kernel, (*descs, *args[2:]), meta, config, arch, sass=True)
+        )
+        rows.append(row)
+    return rows
+
+
 def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per (launch, config) of the Triton block backward's launches A and B ("bwd_a",
     "bwd_b"; launch C, the split sum, has no config) for ``block`` at its GoogLeNet size."""
@@ -338,11 +358,13 @@ def main(argv=None) -> int:
             "folds",
             "head",
             "tma",
-            *(f"{k}:{b}" for k in ("backward", "tma") for b in SIZES),
+            "tma1",
+            *(f"{k}:{b}" for k in ("backward", "tma", "tma1") for b in SIZES),
         ],
         help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools and the head); "
         "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
-        "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks",
+        "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks; "
+        "tma1:<block> and tma1 the same for its launch 1",
     )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -361,6 +383,9 @@ def main(argv=None) -> int:
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):
             rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
+        elif block == "tma1" or block.startswith("tma1:"):
+            for name in list(SIZES) if block == "tma1" else [block.split(":", 1)[1]]:
+                rows += tma1_stats(name, args.batch, args.dtype, args.arch)
         elif block == "tma" or block.startswith("tma:"):
             for name in list(SIZES) if block == "tma" else [block.split(":", 1)[1]]:
                 rows += tma_stats(name, args.batch, args.dtype, args.arch)
@@ -377,6 +402,11 @@ def main(argv=None) -> int:
         c = r["config"]
         if r["launch"] in ("maxpool", "avgpool"):
             cfg = f"{c['BLOCK_P']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
+        elif r["launch"] == "launch1_tma":
+            cfg = (
+                f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+                + f" p{c['BLOCK_M_POOL']}/{c['BLOCK_K_POOL']}/{c['POOL_STAGES']}"
+            )
         elif r["launch"] == "launch2_tma":
             cfg = (
                 f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
