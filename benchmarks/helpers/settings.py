@@ -59,7 +59,7 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
-# The block benchmarks also time "hopper" (the Triton block with launch 2 on TMA); the whole-model
+# The block benchmarks also time "hopper" (the Triton block with both launches on TMA); the whole-model
 # grid leaves it to fused_auto, which measures it per block shape among its candidates.
 BLOCK_BACKENDS = (*BACKENDS, "hopper")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with

@@ -46,7 +46,7 @@ The block backward's kernel (op ``inception_block_backward``), where a backend h
 "torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
 are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is
 oneDNN's CPU convolutions with prepacked weights, ``onednn_backend.py``; "hopper" the Triton block
-with launch 2 on TMA, sm90+, ``hopper_backend.py``).  No module here imports
+with both launches on TMA, sm90+, ``hopper_backend.py``).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 
 Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it

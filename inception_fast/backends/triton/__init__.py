@@ -4,8 +4,8 @@ into launch 1's loads, op ``pooled_inception_block``) and its backward (``block_
 launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
 an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
 with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
-``branch_convs_tma.py`` (launch 2 with TMA, ``block.block_forward_tma``) is the "hopper" backend's,
-registered in ``../hopper_backend.py``.
+``reduce_pool_tma.py`` and ``branch_convs_tma.py`` (launches 1 and 2 with TMA,
+``block.block_forward_tma``) are the "hopper" backend's, registered in ``../hopper_backend.py``.
 
 Importing this package is cheap: triton itself is imported on the first availability check or
 kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
