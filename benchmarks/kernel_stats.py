@@ -406,6 +406,7 @@ def main(argv=None) -> int:
             cfg = (
                 f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
                 + f" p{c['BLOCK_M_POOL']}/{c['BLOCK_K_POOL']}/{c['POOL_STAGES']}"
+                + (f" x{c['PROGRAMS_PER_SM']}/SM" if c["PROGRAMS_PER_SM"] > 1 else "")
             )
         elif r["launch"] == "launch2_tma":
             cfg = (

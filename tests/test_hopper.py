@@ -349,7 +349,11 @@ def test_sm90_compile_stats_of_every_config():
     for r in launch2:
         assert not r["cp_async"] and r["sync_loads"] == 2, r["config"]
     for r in launch1:
-        assert r["cp_async"] == (r["config"]["POOL_STAGES"] > 1), r["config"]
+        c = r["config"]
+        assert r["cp_async"] == (c["POOL_STAGES"] > 1), c
+        # The programs per SM the grid assumes fit one SM: 228 KB of shared memory, 64K registers.
+        assert c["PROGRAMS_PER_SM"] * r["shared_bytes"] <= 233472, c
+        assert c["PROGRAMS_PER_SM"] * r["registers"] * 32 * c["num_warps"] <= 65536, c
 
 
 # ---------------------------------------------------------------------------------------------

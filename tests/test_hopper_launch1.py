@@ -96,7 +96,8 @@ def test_writes_nothing_past_the_last_pixel():
 @pytest.mark.parametrize("i", range(len(reduce_pool_tma.CONFIGS)))
 def test_every_config_fp32(i):
     """Every config the autotuner can choose on a GPU, pinned: 128- and 64-row tiles, 64- and
-    128-column tiles, pool parts of 64 and 128 rows; 136 input channels (K tails) at 9x11."""
+    128-column tiles, pool parts of 64 and 128 rows, one or two programs per SM (3 or 6 programs
+    here); 136 input channels (K tails) at 9x11."""
     config = reduce_pool_tma.CONFIGS[i]
     block = make_block(L1, n=2 if i % 2 else 1, h=9, w=11, seed=40 + i)
     out, scratch, _, _ = _nan_views(block)
@@ -270,7 +271,7 @@ def test_configs_are_complete():
     import triton
 
     for c in reduce_pool_tma.CONFIGS:
-        assert {"BLOCK_M_POOL", "BLOCK_K_POOL", "POOL_STAGES"} <= set(c.kwargs)
+        assert {"BLOCK_M_POOL", "BLOCK_K_POOL", "POOL_STAGES", "PROGRAMS_PER_SM"} <= set(c.kwargs)
         assert c.kwargs["BLOCK_M"] % c.kwargs["BLOCK_M_POOL"] == 0 and c.pre_hook is not None
     assert {c.kwargs["BLOCK_M"] for c in reduce_pool_tma.CONFIGS} == {64, 128}
     assert {c.kwargs["BLOCK_N"] for c in reduce_pool_tma.CONFIGS} == {64, 128}

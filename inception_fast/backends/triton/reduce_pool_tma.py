@@ -17,8 +17,8 @@ computes what reduce_pool.py computes without a pre-pool.
   Nine TMA boxes per K step would fetch the same L1/L2-resident bytes as the shifted loads do, and
   TMA's zero fill is not the pool's -inf padding (the taps outside the image would need a mask
   after the load anyway), so the gather stays.
-* Persistent grid: min(#SMs, #tiles) programs stride over the tiles.  The tiles are ordered as
-  reduce_pool.py orders its programs: per BLOCK_M-row tile, its cdiv(NR, BLOCK_N) reduce column
+* Persistent grid: min(#SMs * PROGRAMS_PER_SM, #tiles) programs stride over the tiles.  The tiles
+  are ordered as reduce_pool.py orders its programs: per BLOCK_M-row tile, its cdiv(NR, BLOCK_N) reduce column
   tiles, then its BLOCK_M // BLOCK_M_POOL pool parts (each the whole pool width).  Programs
   running at the same time thus work on neighbouring pixel rows, and x is read from HBM about
   once for both roles (at batch 256 x is larger than L2: a reduce-then-pool order would read it
@@ -200,6 +200,8 @@ def _reduce_pool_tma_kernel(
     BLOCK_M_POOL: tl.constexpr,
     BLOCK_K_POOL: tl.constexpr,
     POOL_STAGES: tl.constexpr,
+    # Programs per SM in the persistent grid (read by the launcher's grid only).
+    PROGRAMS_PER_SM: tl.constexpr,
 ):
     """Launch 1 as a persistent kernel: each program strides over the tiles (per BLOCK_M-row tile:
     its reduce column tiles, then its pool parts), bias + ReLU into out and scratch; it also zeroes
@@ -318,9 +320,10 @@ def _set_block_shapes(nargs: dict) -> None:
 
 
 def _with_pool_tile(kwargs: dict) -> dict:
-    """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
-    channels a step, synchronous loads.  Raises unless the pool rows divide BLOCK_M."""
-    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, **kwargs}
+    """A config's kwargs with the pool role's tile filled in where absent (all the rows, 16
+    channels a step, synchronous loads) and one program per SM.  Raises unless the pool rows
+    divide BLOCK_M."""
+    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, "PROGRAMS_PER_SM": 1, **kwargs}
     if kwargs["BLOCK_M_POOL"] > kwargs["BLOCK_M"] or kwargs["BLOCK_M"] % kwargs["BLOCK_M_POOL"]:
         raise ValueError(f"BLOCK_M_POOL {kwargs['BLOCK_M_POOL']} must divide BLOCK_M {kwargs['BLOCK_M']}")
     return kwargs
@@ -335,7 +338,9 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
 # bf16).  The pool role's tile is reduce_pool.py's: 64 rows by the whole pool width with 16
 # channels a step pipelined by cp.async (4 warps), or 128 rows with synchronous loads (8 warps).
 # NR is 176 (3a) to 384 (5b): 64-column tiles waste less of the last column tile, 128-column ones
-# read each A box fewer times.
+# read each A box fewer times.  One program per SM leaves 4 or 8 warps to hide the pool role's
+# gather latency; the PROGRAMS_PER_SM 2 configs (4 warps, <= 72 KB of shared memory and <= 255
+# registers a thread: two fit an SM) run two.
 CONFIGS = [
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "POOL_STAGES": 1}, 8, 3),
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 8, 4),
@@ -343,6 +348,12 @@ CONFIGS = [
     _config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 3),
     _config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 4),
     _config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 3),
+    _config(
+        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2, "PROGRAMS_PER_SM": 2}, 4, 3
+    ),
+    _config(
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2, "PROGRAMS_PER_SM": 2}, 4, 3
+    ),
 ]
 # The interpreter runs programs one by one: one fixed tile whose K step (32) leaves several steps
 # and a K tail on the tests' small channel counts, and few programs (each striding over several
@@ -354,6 +365,7 @@ INTERPRETER_CONFIG = {
     "BLOCK_M_POOL": 64,
     "BLOCK_K_POOL": 32,
     "POOL_STAGES": 1,
+    "PROGRAMS_PER_SM": 1,
 }
 INTERPRETER_PROGRAMS = 3
 
@@ -394,7 +406,7 @@ def _sm_count(index: int) -> int:
 
 
 def _programs(device: torch.device) -> int:
-    """How many programs the persistent grid has at most: one per SM."""
+    """How many programs the persistent grid has at most per PROGRAMS_PER_SM: one per SM."""
     if device.type != "cuda":
         return INTERPRETER_PROGRAMS
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
@@ -499,7 +511,7 @@ def _arguments(x, w_red, b_red, w_pool, b_pool, out, scratch, counters=None):
 
     def grid(cfg):
         cols = _common.cdiv(nr, cfg["BLOCK_N"]) + n_pool_tiles * (cfg["BLOCK_M"] // cfg["BLOCK_M_POOL"])
-        return (min(programs, _common.cdiv(m, cfg["BLOCK_M"]) * cols),)
+        return (min(programs * cfg["PROGRAMS_PER_SM"], _common.cdiv(m, cfg["BLOCK_M"]) * cols),)
 
     return args, meta, grid
 
