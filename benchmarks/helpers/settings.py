@@ -216,7 +216,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
-    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | fused (stages)
+    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | launch1_tma
+    # | fused (stages)
     impl: str
 
     @property
@@ -236,5 +237,5 @@ def block_cases(s: Optional[Settings] = None) -> list:
     for name in STAGES:
         cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
     for name in BLOCKS:
-        cases += [BlockCase(name, "launch1_ext"), BlockCase(name, "launch1_triton")]
+        cases += [BlockCase(name, impl) for impl in ("launch1_ext", "launch1_triton", "launch1_tma")]
     return cases
