@@ -29,7 +29,13 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 from block_cases import ODD, block_reference, make_block  # noqa: E402
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
-from inception_fast.backends.triton import _common, branch_convs_tma, reduce_pool, reduce_pool_tma  # noqa: E402
+from inception_fast.backends.triton import (  # noqa: E402
+    _common,
+    branch_convs,
+    branch_convs_tma,
+    reduce_pool,
+    reduce_pool_tma,
+)
 from inception_fast.backends.triton import block as tb  # noqa: E402
 
 # (in, ch1, ch3red, ch3, ch5red, ch5, pool), TMA-aligned in fp32 and fp16: 136 input channels are
@@ -204,6 +210,19 @@ def test_fallback_to_the_plain_launch1(layout, poisoned, monkeypatch):
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], f"{layout} scratch")
     with pytest.raises(ValueError, match="launch 1 with TMA cannot describe these tensors: " + re.escape(why)):
         _launch1(block, *_outputs(block))
+
+
+@interpreter_only
+def test_tma_launch1_with_the_plain_launch2(poisoned, monkeypatch):
+    """Where TMA can describe x but not scratch (here: launch 2's check made to object), the block
+    runs the TMA launch 1 and the plain launch 2, and is still right."""
+    monkeypatch.setattr(branch_convs_tma, "tma_unsupported_reason", lambda *a: "objecting for the test")
+    block = make_block(L1, k5=5, n=3, h=4, w=3, seed=6)
+    out, scratch, launched = _launched(block, monkeypatch)
+    assert launched == [reduce_pool_tma._reduce_pool_tma_kernel, branch_convs._branch_convs_kernel]
+    ref_out, ref_scratch = reference64(block)
+    check_close(out, ref_out, TOLERANCE["fp32"], "mixed out")
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "mixed scratch")
 
 
 def _outputs(block):
