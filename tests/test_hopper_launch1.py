@@ -300,6 +300,20 @@ def test_configs_are_complete():
         )
 
 
+def test_prune_keeps_the_configs_that_fit_an_sm():
+    """fp16/bf16: every config fits one SM (PROGRAMS_PER_SM of them); fp32, whose stages are twice
+    as large, loses the deep 128x128 config and the two-per-SM 128-row one, and keeps the others."""
+    configs = reduce_pool_tma.CONFIGS
+    for dtype in (torch.float16, torch.bfloat16):
+        assert reduce_pool_tma._prune_shared(configs, {"x_ptr": torch.empty(0, dtype=dtype)}) == configs
+    kept = reduce_pool_tma._prune_shared(configs, {"x_ptr": torch.empty(0)})
+    dropped = [c for c in configs if c not in kept]
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, c.kwargs["PROGRAMS_PER_SM"]) for c in dropped] == [
+        (128, 128, 4, 1),
+        (128, 64, 3, 2),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU (sm_90+): skipped without one
 # ---------------------------------------------------------------------------------------------

@@ -383,6 +383,32 @@ AUTOTUNE_KEY = [
 ]
 
 
+# Shared memory per SM on sm_90 (228 KB; one block may use 227 KB of it).
+SM_SHARED_BYTES = 233472
+
+
+def shared_bytes_estimate(kwargs: dict, num_stages: int, element_size: int) -> int:
+    """The reduce role's pipeline buffers (num_stages A and B boxes) of a config, in bytes: what
+    its shared memory comes to on sm_90 (`python -m benchmarks.kernel_stats --block tma1`; the
+    pool role's cp.async buffers share the same space)."""
+    return (kwargs["BLOCK_M"] + kwargs["BLOCK_N"]) * kwargs["BLOCK_K"] * element_size * num_stages
+
+
+def fits(config: triton.Config, element_size: int) -> bool:
+    """Whether PROGRAMS_PER_SM programs of ``config`` fit one SM's shared memory for operands of
+    ``element_size`` bytes (fp32 doubles every stage: the deep 128x128 and the two-per-SM 128-row
+    configs do not fit)."""
+    kwargs = _with_pool_tile(config.kwargs)
+    return kwargs["PROGRAMS_PER_SM"] * shared_bytes_estimate(kwargs, config.num_stages, element_size) <= SM_SHARED_BYTES
+
+
+def _prune_shared(configs, named_args, **_kwargs):
+    """The autotuner's early prune: the configs that do not fit an SM for x's dtype go (unless
+    none is left)."""
+    size = named_args["x_ptr"].element_size()
+    return [c for c in configs if fits(c, size)] or configs
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench); every config
     gets the pool tile's defaults and the pre_hook that sets the descriptors' boxes."""
@@ -392,7 +418,9 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
         c.kwargs = _with_pool_tile(c.kwargs)
         c.pre_hook = _set_block_shapes
         hooked.append(c)
-    return triton.autotune(configs=hooked, key=AUTOTUNE_KEY, **autotune_kwargs)(_reduce_pool_tma_kernel)
+    return triton.autotune(
+        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_shared}, **autotune_kwargs
+    )(_reduce_pool_tma_kernel)
 
 
 # No cache_results: Triton's on-disk record of the winners skips configs with a pre_hook; the
