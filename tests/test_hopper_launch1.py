@@ -300,13 +300,18 @@ def test_configs_are_complete():
         )
 
 
-def test_prune_keeps_the_configs_that_fit_an_sm():
+def test_prune():
     """fp16/bf16: every config fits one SM (PROGRAMS_PER_SM of them); fp32, whose stages are twice
-    as large, loses the deep 128x128 config and the two-per-SM 128-row one, and keeps the others."""
-    configs = reduce_pool_tma.CONFIGS
+    as large, loses the deep 128x128 config and the two-per-SM 128-row one, and keeps the others.
+    The small-problem configs only up to SMALL_PROBLEM_PIXELS."""
+    configs, small = reduce_pool_tma.CONFIGS, reduce_pool_tma.SMALL_PROBLEM_CONFIGS
+    assert small and all(c in configs for c in small)
+    m_small, m_large = _common.SMALL_PROBLEM_PIXELS, _common.SMALL_PROBLEM_PIXELS + 1
     for dtype in (torch.float16, torch.bfloat16):
-        assert reduce_pool_tma._prune_shared(configs, {"x_ptr": torch.empty(0, dtype=dtype)}) == configs
-    kept = reduce_pool_tma._prune_shared(configs, {"x_ptr": torch.empty(0)})
+        x = torch.empty(0, dtype=dtype)
+        assert reduce_pool_tma._prune(configs, {"x_ptr": x, "M": m_small}) == configs
+        assert reduce_pool_tma._prune(configs, {"x_ptr": x, "M": m_large}) == [c for c in configs if c not in small]
+    kept = reduce_pool_tma._prune(configs, {"x_ptr": torch.empty(0), "M": m_small})
     dropped = [c for c in configs if c not in kept]
     assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, c.kwargs["PROGRAMS_PER_SM"]) for c in dropped] == [
         (128, 128, 4, 1),

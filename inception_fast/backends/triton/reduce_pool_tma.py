@@ -355,6 +355,17 @@ CONFIGS = [
         {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2, "PROGRAMS_PER_SM": 2}, 4, 3
     ),
 ]
+# Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1: 49 to 784 pixels, a dozen row tiles or
+# fewer): 32-row pool parts double the pool programs, and 32 or 64 channels a pool step shorten
+# their serial K loop, the longest chain of a small launch 1 (reduce_pool.py's SMALL_PROBLEM_CONFIGS
+# measured so; a 32-row pool dot runs on mma.sync, not wgmma).
+SMALL_PROBLEM_CONFIGS = [
+    _config(
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": k, "POOL_STAGES": 2}, 4, 3
+    )
+    for k in (32, 64)
+]
+CONFIGS += SMALL_PROBLEM_CONFIGS
 # The interpreter runs programs one by one: one fixed tile whose K step (32) leaves several steps
 # and a K tail on the tests' small channel counts, and few programs (each striding over several
 # tiles, as on the GPU).
@@ -402,11 +413,21 @@ def fits(config: triton.Config, element_size: int) -> bool:
     return kwargs["PROGRAMS_PER_SM"] * shared_bytes_estimate(kwargs, config.num_stages, element_size) <= SM_SHARED_BYTES
 
 
-def _prune_shared(configs, named_args, **_kwargs):
-    """The autotuner's early prune: the configs that do not fit an SM for x's dtype go (unless
-    none is left)."""
+def _signature(config: triton.Config) -> tuple:
+    return tuple(sorted(_with_pool_tile(config.kwargs).items())), config.num_warps, config.num_stages
+
+
+_SMALL_ONLY = {_signature(c) for c in SMALL_PROBLEM_CONFIGS}
+
+
+def _prune(configs, named_args, **_kwargs):
+    """The autotuner's early prune: the configs that do not fit an SM for x's dtype go, and
+    SMALL_PROBLEM_CONFIGS past SMALL_PROBLEM_PIXELS (unless nothing is left)."""
     size = named_args["x_ptr"].element_size()
-    return [c for c in configs if fits(c, size)] or configs
+    kept = [c for c in configs if fits(c, size)] or configs
+    if named_args["M"] <= _common.SMALL_PROBLEM_PIXELS:
+        return kept
+    return [c for c in kept if _signature(c) not in _SMALL_ONLY] or kept
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -419,7 +440,7 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
         c.pre_hook = _set_block_shapes
         hooked.append(c)
     return triton.autotune(
-        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_shared}, **autotune_kwargs
+        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune}, **autotune_kwargs
     )(_reduce_pool_tma_kernel)
 
 
