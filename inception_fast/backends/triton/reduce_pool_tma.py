@@ -14,15 +14,15 @@ computes what reduce_pool.py computes without a pre-pool.
 * Pool role: reduce_pool.py's ``_pool_tile`` unchanged (the 3x3/s1/p1 max pool taken while its
   A tile is gathered by nine shifted pointer loads, -inf outside the image, pipelined by cp.async
   POOL_STAGES deep, then @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:]), no K split.
-  Nine TMA boxes per K step would fetch the same L1/L2-resident bytes as the shifted loads do, and
+  Nine TMA boxes per K step would move the same L2-resident bytes as the shifted loads do, and
   TMA's zero fill is not the pool's -inf padding (the taps outside the image would need a mask
-  after the load anyway), so the gather stays.
-* Persistent grid: min(#SMs * PROGRAMS_PER_SM, #tiles) programs stride over the tiles.  The tiles
-  are ordered as reduce_pool.py orders its programs: per BLOCK_M-row tile, its cdiv(NR, BLOCK_N) reduce column
-  tiles, then its BLOCK_M // BLOCK_M_POOL pool parts (each the whole pool width).  Programs
-  running at the same time thus work on neighbouring pixel rows, and x is read from HBM about
-  once for both roles (at batch 256 x is larger than L2: a reduce-then-pool order would read it
-  twice).
+  after the load anyway), so the gather stays (not measured against TMA boxes).
+* Persistent grid: min(#SMs * PROGRAMS_PER_SM, #tiles) programs stride over the tiles.  The
+  tiles are ordered as reduce_pool.py orders its programs: per BLOCK_M-row tile, its
+  cdiv(NR, BLOCK_N) reduce column tiles, then its BLOCK_M // BLOCK_M_POOL pool parts (each the
+  whole pool width).  Programs running at the same time thus work on neighbouring pixel rows, and
+  x is read from HBM about once for both roles (at batch 256 x is larger than L2: all reduce tiles
+  first, then all pool tiles, would read it twice).
 * Launch 2's split-K counters: zeroed on the way when ``counters`` is passed (the "hopper" block
   passes them only where launch 2 falls back to branch_convs.py's split-K kernel).
 
@@ -336,7 +336,7 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
 # Reduce tiles of 128 or 64 rows by 64 or 128 columns, 64 channels a K step (128 bytes of a bf16
 # row: one swizzled TMA box row), 3 or 4 stages (32 KB of shared memory per stage at 128x128x64
 # bf16).  The pool role's tile is reduce_pool.py's: 64 rows by the whole pool width with 16
-# channels a step pipelined by cp.async (4 warps), or 128 rows with synchronous loads (8 warps).
+# channels a step pipelined by cp.async, or (the first config) 128 rows with synchronous loads.
 # NR is 176 (3a) to 384 (5b): 64-column tiles waste less of the last column tile, 128-column ones
 # read each A box fewer times.  One program per SM leaves 4 or 8 warps to hide the pool role's
 # gather latency; the PROGRAMS_PER_SM 2 configs (4 warps, <= 72 KB of shared memory and <= 255
