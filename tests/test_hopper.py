@@ -353,10 +353,8 @@ def test_sm90_compile_stats_of_every_config():
     for r in launch1:
         c = r["config"]
         assert r["cp_async"] == (c["POOL_STAGES"] > 1), c
-        # The programs per SM the grid assumes fit one SM: 228 KB of shared memory, 64K registers;
-        # the autotuner's prune estimates the shared memory right (to the barriers' bytes).
+        # The programs per SM the grid assumes fit one SM: 228 KB of shared memory, 64K registers.
         assert c["PROGRAMS_PER_SM"] * r["shared_bytes"] <= reduce_pool_tma.SM_SHARED_BYTES, c
-        assert r["shared_bytes"] <= reduce_pool_tma.shared_bytes_estimate(c, c["num_stages"], 2) + 1024, c
         assert c["PROGRAMS_PER_SM"] * r["registers"] * 32 * c["num_warps"] <= 65536, c
 
 

@@ -400,8 +400,9 @@ SM_SHARED_BYTES = 233472
 
 def shared_bytes_estimate(kwargs: dict, num_stages: int, element_size: int) -> int:
     """The reduce role's pipeline buffers (num_stages A and B boxes) of a config, in bytes: what
-    its shared memory comes to on sm_90 (`python -m benchmarks.kernel_stats --block tma1`; the
-    pool role's cp.async buffers share the same space)."""
+    its shared memory comes to on sm_90 for every config with 64-row pool parts (`python -m
+    benchmarks.kernel_stats --block tma1`: the pool role's cp.async buffers reuse the same space;
+    the 32-row, 64-channel pool part takes 8 KB more on some blocks)."""
     return (kwargs["BLOCK_M"] + kwargs["BLOCK_N"]) * kwargs["BLOCK_K"] * element_size * num_stages
 
 
