@@ -5,8 +5,9 @@ Implementations per block: torchvision's eager block (BatchNorm unfolded, torch.
 and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda, cpp); for the
 stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
 (``launch1_ext`` = torch.ops.inception_fast.reduce_pool_ from the compiled extension,
-the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher) is timed on the
-same input, so the CUDA launch-1 can be held against Triton's block by block.
+the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher; ``launch1_tma`` = the
+"hopper" backend's, reduce_pool_tma.py) is timed on the same input, so the launch-1 kernels can be
+held against each other block by block.
 
 Stages outside the blocks (``settings.STAGES``, kind "stage"): conv1 + ReLU + maxpool1, conv2,
 conv3, maxpool2, maxpool3, maxpool4 and the head (average pool + fc), each as torchvision's layers
@@ -71,6 +72,17 @@ def _launch1_fn(case, s, x, dtype):
                 f"{str(exc).splitlines()[0][:200]}"
             )
         fn = lambda: op(*args)
+    elif case.impl == "launch1_tma":
+        try:
+            require_backend("hopper", s.device)
+        except BackendUnavailable as exc:
+            pytest.skip(str(exc))
+        from inception_fast.backends.triton.reduce_pool_tma import launch_reduce_pool_tma, tma_unsupported_reason
+
+        why = tma_unsupported_reason(x, packed.w_red)
+        if why is not None:
+            pytest.skip(f"launch 1 with TMA cannot describe these tensors: {why}")
+        fn = lambda: launch_reduce_pool_tma(*args)
     else:
         try:
             require_backend("triton", s.device)
@@ -211,8 +223,8 @@ def test_block(benchmark, case):
         if case.impl.startswith("launch1_"):
             fn, packed, check = _launch1_fn(case, s, x, dtype)
             flops, nbytes = launch1_work(shape, packed, batch, x.element_size())
-            extra["backend"] = (
-                "triton" if case.impl == "launch1_triton" else ("cuda" if s.device.type == "cuda" else "cpp")
+            extra["backend"] = {"launch1_triton": "triton", "launch1_tma": "hopper"}.get(
+                case.impl, "cuda" if s.device.type == "cuda" else "cpp"
             )
             extra["op"] = "launch1"
         elif case.impl == "torchvision":

@@ -3,7 +3,9 @@
 sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
 
 For each Triton launch of that forward (the stem kernel with and without its pool, the max pool on
-maxpool1-4, launch 1 and launch 2 of the nine blocks, launch 1 of 3a, 4a and 5a with the pool
+maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
+launch 2 of the nine blocks (a candidate of auto on sm_90+; each config's descriptor boxes set by
+its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a and 5a with the pool
 before it folded in, the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
 passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
@@ -50,8 +52,17 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
 from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source, block_tensors  # noqa: E402
-from inception_fast.backends.triton import block_backward, branch_convs, head, maxpool, reduce_pool, stem  # noqa: E402
-from inception_fast.backends.triton._common import autotuned_configs, tuning_bench_ms  # noqa: E402
+from inception_fast.backends.triton import (  # noqa: E402
+    block_backward,
+    branch_convs,
+    branch_convs_tma,
+    head,
+    maxpool,
+    reduce_pool,
+    reduce_pool_tma,
+    stem,
+)
+from inception_fast.backends.triton._common import autotuned_configs, config_args, tuning_bench_ms  # noqa: E402
 
 # do_bench's default time per benchmarked config (warm-up + repeats), for the estimate column.
 DO_BENCH_MS = 25 + 100
@@ -93,6 +104,13 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         rows.append(("launch1", block, reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel, args, meta))
         args, meta, _grid = branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1, counters)
         rows.append(("launch2", block, branch_convs._branch_convs_kernel, branch_convs._tuned_kernel, args, meta))
+        # The "hopper" backend's block (sm_90+), a candidate auto measures per block: both launches on TMA.
+        args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+        tma1 = reduce_pool_tma._reduce_pool_tma_kernel
+        rows.append(("launch1_tma", block, tma1, reduce_pool_tma._tuned_kernel, args, meta))
+        args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
+        tma2 = branch_convs_tma._branch_convs_tma_kernel
+        rows.append(("launch2_tma", block, tma2, branch_convs_tma._tuned_kernel, args, meta))
         if train:
             _buffers, _segments, bwd = block_backward._arguments(
                 torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
@@ -129,7 +147,7 @@ def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict
             c["keys"].add(key)
             c["bench_runs"] += len(configs) if len(configs) > 1 else 0
         for config in configs:
-            src = _source(kernel, args, dict(meta, **config.kwargs))
+            src = _source(kernel, config_args(kernel, args, meta, config), dict(meta, **config.kwargs))
             options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
             bkey = (
                 kernel.__name__,

@@ -1,7 +1,7 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
-Compiles every autotuning config of both Triton launches (the "hopper" backend's launch 2 with TMA
-descriptors too, as launch "launch2_tma"; and of the stem kernel, conv1 with and without its max
+Compiles every autotuning config of both Triton launches (the "hopper" backend's launches with TMA
+descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and without its max
 pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into
 3a's/4a's/5a's loads, of the head's two launches, the average pool and the fc GEMM, on 5b's
 output, and of the joined launch of chain.py, launch 2 of a block and launch 1 of the next, as
@@ -18,11 +18,11 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma|chain:inception4b|chains]
-        [--batch 256] [--json]
+        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma|tma1:inception3a|tma1
+                 |chain:inception4b|chains] [--batch 256] [--json]
 
-``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block chains`` the joined launch
-for the three pairs.
+``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block tma1`` the TMA launch 1
+(reduce_pool_tma, launch "launch1_tma"), ``--block chains`` the joined launch for the three pairs.
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions, not interpreted ones).
 """
@@ -56,6 +56,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     head,
     maxpool,
     reduce_pool,
+    reduce_pool_tma,
     stem,
 )
 from inception_fast.backends.triton._common import SMALL_PROBLEM_PIXELS  # noqa: E402
@@ -228,6 +229,23 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
     return rows
 
 
+def tma1_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per config of the "hopper" backend's launch 1 (reduce_pool_tma) for ``block`` at its
+    GoogLeNet size, torchvision variant, with the descriptors' boxes of each config, and the SASS
+    counts (_sass_counts)."""
+    _, x, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch = block_tensors(block, batch, DTYPES[dtype])
+    args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    rows = []
+    for config in reduce_pool_tma.CONFIGS:
+        descs = reduce_pool_tma._descriptors(x, w_red, config.kwargs)
+        row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch1_tma"}
+        row.update(
+            _compile(reduce_pool_tma._reduce_pool_tma_kernel, (*descs, *args[2:]), meta, config, arch, sass=True)
+        )
+        rows.append(row)
+    return rows
+
+
 def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per (launch, config) of the Triton block backward's launches A and B ("bwd_a",
     "bwd_b"; launch C, the split sum, has no config) for ``block`` at its GoogLeNet size."""
@@ -377,14 +395,16 @@ def main(argv=None) -> int:
             "folds",
             "head",
             "tma",
+            "tma1",
             "chains",
-            *(f"{k}:{b}" for k in ("backward", "tma") for b in SIZES),
+            *(f"{k}:{b}" for k in ("backward", "tma", "tma1") for b in SIZES),
             *(f"chain:{a}" for a, _ in CHAIN_PAIRS),
         ],
         help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools, the head and the "
         "joined launch 4b>4c); "
         "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
         "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks; "
+        "tma1:<block> and tma1 the same for its launch 1; "
         "chain:<block> for the joined launch of that block's launch 2 and the next one's launch 1 "
         "(chain.py), chains for 3a>3b, 4b>4c and 5a>5b",
     )
@@ -414,6 +434,9 @@ def main(argv=None) -> int:
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):
             rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
+        elif block == "tma1" or block.startswith("tma1:"):
+            for name in list(SIZES) if block == "tma1" else [block.split(":", 1)[1]]:
+                rows += tma1_stats(name, args.batch, args.dtype, args.arch)
         elif block == "chains" or block.startswith("chain:"):
             first = [a for a, _ in CHAIN_PAIRS] if block == "chains" else [block.split(":", 1)[1]]
             for pair in (p for p in CHAIN_PAIRS if p[0] in first):
@@ -439,6 +462,12 @@ def main(argv=None) -> int:
                 f"{c['BLOCK_M2']}x{c['BLOCK_N2']}x{c['BLOCK_K2']}|{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}"
                 f" p{c['BLOCK_K_POOL']} o{c['ORDER']}{'P' if c['PERSISTENT'] else ''} w{c['num_warps']}"
                 f" s{c['num_stages']}"
+            )
+        elif r["launch"] == "launch1_tma":
+            cfg = (
+                f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+                + f" p{c['BLOCK_M_POOL']}/{c['BLOCK_K_POOL']}/{c['POOL_STAGES']}"
+                + (f" x{c['PROGRAMS_PER_SM']}/SM" if c["PROGRAMS_PER_SM"] > 1 else "")
             )
         elif r["launch"] == "launch2_tma":
             cfg = (

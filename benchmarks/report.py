@@ -74,7 +74,18 @@ BLOCK_ORDER = [
     "inception5a",
     "inception5b",
 ]
-IMPL_ORDER = ["torchvision", "torch", "triton", "cuda", "cpp", "onednn", "hopper", "launch1_ext", "launch1_triton"]
+IMPL_ORDER = [
+    "torchvision",
+    "torch",
+    "triton",
+    "cuda",
+    "cpp",
+    "onednn",
+    "hopper",
+    "launch1_ext",
+    "launch1_triton",
+    "launch1_tma",
+]
 IMPL_LABELS = {
     "torchvision": "torchvision (BN, cat)",
     "torch": "torch (ATen, folded)",
@@ -84,6 +95,7 @@ IMPL_LABELS = {
     "onednn": "onednn (prepacked)",
     "launch1_ext": "launch-1 ext",
     "launch1_triton": "launch-1 triton",
+    "launch1_tma": "launch-1 hopper (TMA)",
 }
 
 
@@ -713,7 +725,7 @@ def blocks_short(rows):
     r0 = rows[0]
     roof = any(r.get("roofline_fraction") is not None for r in rows)
     title = f"µs per block, {r0['device']} {r0['dtype']} batch {r0['batch']}" + (" (% of roofline)" if roof else "")
-    short = {"torchvision": "tv", "launch1_ext": "L1 ext", "launch1_triton": "L1 triton"}
+    short = {"torchvision": "tv", "launch1_ext": "L1 ext", "launch1_triton": "L1 triton", "launch1_tma": "L1 tma"}
     return title + "\n" + _table(["block", *(short.get(i, i) for i in impls), "L1 ext/tri"], table)
 
 

@@ -12,6 +12,9 @@
 * ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``, ``HEAD_CHOICE``: FusedGoogLeNet's stages
   outside the blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools, the
   eval-mode head; see ``inception_fast.stages``).
+* ``CHAIN_CHOICE``: a run of consecutive blocks and the max pool before it run "separate" (as the
+  model runs each stage) or "chained" (op ``inception_chain``: launch 2 of each block and launch 1
+  of the next in one persistent Triton launch), per shape (``stages.block_chain``).
 * ``FOLD_CHOICE``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a) run "separate"
   (the pool, then the block) or "folded" (the Triton block whose launch 1 takes the pool on the fly,
   op ``pooled_inception_block``), per shape (``stages.pool_block``).
@@ -22,7 +25,7 @@ timed, and a candidate that disagrees is dropped with the disagreement on record
 is wrong on some GPU or shape is never chosen for being fast.
 
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
-``FoldKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
+``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
 while capturing a CUDA graph or tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes
 its first candidate.
 """
@@ -58,11 +61,13 @@ __all__ = [
     "PoolKey",
     "HeadKey",
     "FoldKey",
+    "ChainKey",
     "STEM_CHOICE",
     "CONV_RELU_CHOICE",
     "POOL_CHOICE",
     "HEAD_CHOICE",
     "FOLD_CHOICE",
+    "CHAIN_CHOICE",
     "fp32_precision",
     "checked_against",
 ]
@@ -431,6 +436,25 @@ HEAD_CHOICE = MeasuredChoice(store_as="head")
 # A max pool and the block after it: "separate" (the pool as POOL_CHOICE runs it, then the block as
 # the model runs it) against "folded" (ops.pooled_inception_block on the triton backend).
 FOLD_CHOICE = MeasuredChoice(store_as="fold")
+
+
+class ChainKey(NamedTuple):
+    """CHAIN_CHOICE's key: a run of consecutive blocks, with the max pool before the first."""
+
+    device: str
+    dtype: torch.dtype
+    shape: tuple  # the input (N, C, H, W): the pool's where there is one, else the first block's
+    stride: tuple  # the input's strides (its layout)
+    params: Optional[tuple]  # the pool's (kernel, stride, padding, ceil_mode), None without a pool
+    blocks: tuple  # per block, its packed weight shapes (w_red, w_pool, w3, w5)
+    backend: str  # the model's backend, which decides what "separate" runs
+    precision: Optional[tuple]  # fp32: (cuDNN's TF32 flag, matmul precision), else None
+
+
+# A run of consecutive blocks (3a-3b, 4a-4e, 5a-5b) and the max pool before it: "separate" (the pool
+# and each block as the model runs them, FOLD_CHOICE and AUTO included) against "chained"
+# (ops.inception_chain on the triton backend: each block's launch 2 joined with the next one's launch 1).
+CHAIN_CHOICE = MeasuredChoice(store_as="chain")
 
 
 class OpChoice(AutoBackend):

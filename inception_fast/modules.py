@@ -615,25 +615,47 @@ class FusedGoogLeNet(GoogLeNet):
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
         return self._max_pool(x, pool) if self._fused(x) else pool(x)
 
+    def _fusable_blocks(self, blocks: tuple, x: Tensor) -> bool:
+        """Whether a Triton form that joins stages (a pool folded into a block, blocks chained) may
+        replace them for ``x``: both would run fused with every block's BatchNorm folded, in the
+        weights' dtype, outside torch.compile, and no gradient is wanted (the joined ops have none)."""
+        return (
+            self._triton_allowed
+            and not torch.compiler.is_compiling()
+            and all(isinstance(block, _PackedBlock) for block in blocks)
+            and self._fused(x)
+            and _compute_dtype(x) == x.dtype
+            and all(x.dtype == block._first_weight().dtype and block._bn_plan(x) == "fold" for block in blocks)
+            and not (
+                torch.is_grad_enabled()
+                and any(t.requires_grad for t in (x, *(u for block in blocks for u in _own_unit_tensors(block))))
+            )
+        )
+
     def _pool_block(self, pool: nn.Module, block: nn.Module, x: Tensor) -> Tensor:
         """``block(pool(x))``: the two stages, or, where FOLD_CHOICE measured it faster
-        (stages.pool_block), the pool folded into the block's first Triton launch.  Offered only
-        where both stages would run fused with the block's BatchNorm folded, in the weights' dtype."""
+        (stages.pool_block), the pool folded into the block's first Triton launch."""
         separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
-        if (
-            not self._triton_allowed
-            or torch.compiler.is_compiling()
-            or not isinstance(block, _PackedBlock)
-            or not self._fused(x)
-            or _compute_dtype(x) != x.dtype
-            or x.dtype != block._first_weight().dtype
-            or block._bn_plan(x) != "fold"
-            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *_own_unit_tensors(block))))
-        ):
-            return separate()  # (with gradients: the folded op has no backward)
+        if not self._fusable_blocks((block,), x):
+            return separate()
         return stages.pool_block(
             x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed, self.requested_backend
         )
+
+    def _pool_blocks(self, pool: nn.Module, blocks: tuple, x: Tensor) -> Tensor:
+        """The blocks one after another on ``pool(x)`` as the reference runs them (the pool folded
+        into the first where FOLD_CHOICE chose so), or, where CHAIN_CHOICE measured it faster
+        (stages.block_chain), each block's launch 2 joined with the next block's launch 1.  A pool
+        that does not fold runs first, on its own."""
+        separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(pool, blocks, x)  # noqa: E731
+        if len(blocks) < 2 or not self._fusable_blocks(blocks, x):
+            return separate()
+        if pool is not None and stages.fold_params(pool) is None:
+            x = self._pool(pool, x)
+            pool = None
+            separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(None, blocks, x)  # noqa: E731
+        packed = lambda: [block.packed(x.dtype) for block in blocks]  # noqa: E731
+        return stages.block_chain(x, pool, packed, separate, self._triton_allowed, self.requested_backend)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

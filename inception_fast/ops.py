@@ -15,6 +15,13 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   dilation 1): "torch" runs ATen's pool then its block, "triton" takes the pool while launch 1 loads
   x (the pooled map is never stored).  Inference only: a gradient through it raises.  FusedGoogLeNet
   runs it where ``inception_fast.choices.FOLD_CHOICE`` measured it faster (maxpool2/3/4 with 3a/4a/5a).
+* ``inception_fast::inception_chain`` -- a run of consecutive blocks (3a-3b, 4a-4e, 5a-5b), each
+  block's output the next one's input, optionally on max_pool2d of x as ``pooled_inception_block``
+  takes it (``pool`` [kernel, stride, padding], or empty for none); ``weights`` holds the blocks'
+  packed weights, eight per block.  Returns the last block's output.  "torch" runs the blocks one
+  after another; "triton" joins launch 2 of each block and launch 1 of the next into one
+  persistent launch (n + 1 launches for n blocks).  Inference only.  FusedGoogLeNet runs it where
+  ``inception_fast.choices.CHAIN_CHOICE`` measured it faster.
 * ``inception_fast::inception_block_backward`` -- the block's gradients (input, packed weights and
   biases) from the forward's saved input, output and scratch, through the registry (kernel
   ``inception_block_backward``: the torch backend's ATen chain, the Triton backward launches).
@@ -45,6 +52,7 @@ from . import choices, geometry
 __all__ = [
     "inception_block",
     "pooled_inception_block",
+    "inception_chain",
     "inception_block_bn_train",
     "conv_relu_maxpool",
     "max_pool2d",
@@ -61,6 +69,7 @@ _LIB.define(
     "Tensor w3, Tensor b3, Tensor w5, Tensor b5, int pool_kernel, int pool_stride, int pool_padding, "
     "bool ceil_mode, str backend) -> Tensor"
 )
+_LIB.define("inception_chain(Tensor x, Tensor[] weights, int[] pool, bool ceil_mode, str backend) -> Tensor")
 _LIB.define(
     "inception_block_backward(Tensor grad_out, Tensor x, Tensor w_red, Tensor w_pool, Tensor w3, Tensor w5, "
     "Tensor out, Tensor scratch, bool need_input_grad, str backend) "
@@ -217,6 +226,86 @@ def pooled_inception_block(
     return torch.ops.inception_fast.pooled_inception_block(
         x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
     )
+
+
+BLOCK_WEIGHTS = 8  # (w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) per block
+
+
+def _chain_shape(x, weights, pool, ceil_mode, backend):
+    """Checks inception_chain's arguments; returns (blocks, pre_pool, (H, W) of the blocks' maps):
+    ``blocks`` the weights in groups of eight, ``pre_pool`` (kernel, stride, padding, ceil_mode) or None."""
+    if backend == "auto":
+        raise ValueError(
+            "inception_chain takes a backend name ('torch', 'triton'), not 'auto': "
+            "FusedGoogLeNet decides per shape (inception_fast.choices.CHAIN_CHOICE)"
+        )
+    if not weights or len(weights) % BLOCK_WEIGHTS:
+        raise ValueError(
+            f"inception_chain takes {BLOCK_WEIGHTS} packed tensors per block "
+            f"(w_red, b_red, w_pool, b_pool, w3, b3, w5, b5), got {len(weights)}"
+        )
+    if len(pool) not in (0, 3):
+        raise ValueError(f"inception_chain: pool is [] or [kernel, stride, padding], got {list(pool)}")
+    blocks = [tuple(weights[i : i + BLOCK_WEIGHTS]) for i in range(0, len(weights), BLOCK_WEIGHTS)]
+    pre_pool = None
+    if pool:
+        pre_pool = (*pool, ceil_mode)
+        hw = _pooled_block_shape(x, *blocks[0], *pre_pool, backend)
+    else:
+        _check_block_args(x, *blocks[0], backend)
+        hw = tuple(x.shape[2:])
+    for i, block in enumerate(blocks[1:], 1):
+        cout = geometry.block_channels(*(blocks[i - 1][j] for j in (0, 2, 4, 6))).total
+        if block[0].shape[1] != cout:
+            raise ValueError(
+                f"inception_chain: block {i - 1} outputs {cout} channels but block {i} expects "
+                f"{block[0].shape[1]} input channels"
+            )
+        _check_block_args(x.new_empty(0, cout, *hw), *block, backend)
+    return blocks, pre_pool, hw
+
+
+def _chain_output(x, blocks, hw):
+    last = blocks[-1]
+    return geometry.empty_outputs(x, last[0], last[2], last[4], last[6], hw)[0]
+
+
+@torch.library.impl(_LIB, "inception_chain", "CompositeExplicitAutograd")
+def _inception_chain_impl(x, weights, pool, ceil_mode, backend):
+    blocks, pre_pool, hw = _chain_shape(x, weights, pool, ceil_mode, backend)
+    kernel_fn = _kernel("inception_chain", backend, x)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[0] == 0:  # an empty batch: nothing to compute
+        return _chain_output(x, blocks, hw)
+    with torch.no_grad():
+        return kernel_fn(x, blocks, pre_pool)
+
+
+@torch.library.register_fake("inception_fast::inception_chain")
+def _inception_chain_fake(x, weights, pool, ceil_mode, backend):
+    blocks, _, hw = _chain_shape(x, weights, pool, ceil_mode, backend)
+    return _chain_output(x, blocks, hw)
+
+
+def _chain_backward(ctx, grad_out):
+    raise RuntimeError(
+        "inception_fast::inception_chain is inference only (no backward); for gradients run the "
+        "blocks one by one with inception_block (FusedGoogLeNet does so whenever a gradient is wanted)"
+    )
+
+
+torch.library.register_autograd(
+    "inception_fast::inception_chain", _chain_backward, setup_context=_pooled_block_setup_context
+)
+
+
+def inception_chain(x, blocks, pool=None, backend="torch"):
+    """Inference forward of consecutive blocks, ``blocks`` a sequence of packed-weight 8-tuples,
+    on x or, with ``pool`` = (kernel, stride, padding, ceil_mode), on max_pool2d(x, ...); returns
+    the last block's channels_last output ("triton": n + 1 launches for n blocks)."""
+    weights = [t for block in blocks for t in block]
+    kernel, ceil_mode = ([], False) if pool is None else (list(pool[:3]), bool(pool[3]))
+    return torch.ops.inception_fast.inception_chain(x, weights, kernel, ceil_mode, backend)
 
 
 @torch.library.register_fake("inception_fast::reduce_pool_")

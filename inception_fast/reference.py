@@ -309,20 +309,33 @@ class GoogLeNet(nn.Module):
     def _pool_block(self, pool: nn.Module, block: nn.Module, x: Tensor) -> Tensor:
         return self._block(block, self._pool(pool, x))
 
+    def _pool_blocks(self, pool: Optional[nn.Module], blocks: tuple, x: Tensor) -> Tensor:
+        """The blocks one after another on ``pool(x)`` (on x where ``pool`` is None): a stage of
+        consecutive blocks (3a-3b, 4a-4e, 5a-5b) with the pool before it."""
+        x = self._block(blocks[0], x) if pool is None else self._pool_block(pool, blocks[0], x)
+        for block in blocks[1:]:
+            x = self._block(block, x)
+        return x
+
     def _head(self, x: Tensor) -> Tensor:
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
     def forward(self, x: Tensor):
         self.check_input(x)
         x = self._stem_body(self._transform_input(x))
-        x = self._block(self.inception3b, self._pool_block(self.maxpool2, self.inception3a, x))
-        x = self._pool_block(self.maxpool3, self.inception4a, x)
-        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
-        for block in (self.inception4b, self.inception4c, self.inception4d):
-            x = self._block(block, x)
-        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
-        x = self._block(self.inception4e, x)
-        x = self._block(self.inception5b, self._pool_block(self.maxpool4, self.inception5a, x))
+        x = self._pool_blocks(self.maxpool2, (self.inception3a, self.inception3b), x)
+        aux1 = aux2 = None
+        if self.training and (self.aux1 is not None or self.aux2 is not None):  # they read 4a's and 4d's outputs
+            x = self._pool_block(self.maxpool3, self.inception4a, x)
+            aux1 = self.aux1(x) if self.aux1 is not None else None
+            for block in (self.inception4b, self.inception4c, self.inception4d):
+                x = self._block(block, x)
+            aux2 = self.aux2(x) if self.aux2 is not None else None
+            x = self._block(self.inception4e, x)
+        else:
+            blocks4 = (self.inception4a, self.inception4b, self.inception4c, self.inception4d, self.inception4e)
+            x = self._pool_blocks(self.maxpool3, blocks4, x)
+        x = self._pool_blocks(self.maxpool4, (self.inception5a, self.inception5b), x)
         x = self._head(x)
         if self.training and self.aux_logits:
             return GoogLeNetOutputs(x, aux2, aux1)

@@ -17,6 +17,10 @@
   "folded" (the Triton block whose launch 1 takes the pool while loading its input, op
   ``pooled_inception_block``: the pooled map is never stored), which must agree with an fp64 ATen
   pool + block within the tolerance table's rule.
+* ``block_chain``: a run of consecutive blocks (3a-3b, 4a-4e, 5a-5b) and the max pool before it
+  (CHAIN_CHOICE): "separate" (the pool and each block as the model runs them) against "chained"
+  (op ``inception_chain``: each block's launch 2 and the next block's launch 1 in one persistent
+  Triton launch, the pool folded into the first launch 1), checked like the fold.
 * ``head``: the eval-mode head, global average pool + dropout (the identity) + fc (HEAD_CHOICE):
   ATen's (mean, then addmm) against the Triton head (backends/triton/head.py: the pool and a GEMM
   with the bias in two launches, 5b's output read once), which must agree with a float64 ATen
@@ -146,6 +150,52 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
     return params if geometry.foldable(*params[:3]) is None else None
 
 
+def _triton_may_compete(chooser, x: Tensor, triton_allowed: bool) -> bool:
+    """Whether a Triton form may compete with the model's own stages for ``x``: the model's backend
+    allows it, the input is a non-empty 4-D batch, ``chooser`` applies (its devices, no gradient,
+    not tracing) and Triton runs on x's device."""
+    from .backends import availability
+
+    if not triton_allowed or x.dim() != 4 or x.shape[0] == 0:
+        return False
+    return chooser.applies(x.device, x) and availability("triton", x.device) is None
+
+
+def _precision(x: Tensor) -> Optional[tuple]:
+    """fp32's precision settings, which decide what ATen computes (a key field), else None."""
+    if x.dtype != torch.float32:
+        return None
+    return torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+
+
+def _separate_or_fused(chooser, key, x: Tensor, weights: list, separate, run, name: str, what: str) -> Tensor:
+    """``separate()`` or ``run("triton")(x, weights)`` as ``chooser`` measured for ``key`` (measuring
+    now if it may): "separate" first (what runs wherever nothing is measured), then ``name``, which
+    competes only after its first result agreed with ``run("torch")`` (the same op on ATen) against
+    an fp64 run of that, by the tolerance table's rule.  ``weights``: a list of per-block tuples."""
+    fused = lambda: run("triton")(x, weights)  # noqa: E731
+    choice = chooser.lookup(key)
+    if choice is None:
+        if not chooser.can_measure(x.device):  # capture, static mode: the model's stages, nothing to build
+            return separate()
+        aten = run("torch")
+        runners = {
+            "separate": separate,
+            name: choices.checked_against(
+                fused,
+                lambda: aten(x, weights),
+                what,
+                lambda: aten(x.double(), [[w.double() for w in ws] for ws in weights]),
+            ),
+        }
+        choice = chooser.pick(key, x.device, runners)
+    return fused() if choice == name else separate()
+
+
+def _weights_frozen(weights: list) -> bool:
+    return not (torch.is_grad_enabled() and any(w.requires_grad for ws in weights for w in ws))
+
+
 def pool_block(
     x: Tensor,
     pool: nn.Module,
@@ -162,16 +212,12 @@ def pool_block(
     pool folds (``fold_params``), the chooser applies (its devices, no gradient, not tracing) and
     Triton runs on x's device.  ``backend`` (the model's) is part of the key: it decides what
     ``separate()`` runs."""
-    from .backends import availability
-
     chooser = choices.FOLD_CHOICE
     params = fold_params(pool)
-    if not triton_allowed or params is None or x.dim() != 4 or x.shape[0] == 0:
+    if params is None or not _triton_may_compete(chooser, x, triton_allowed):
         return separate()
-    if not chooser.applies(x.device, x) or availability("triton", x.device) is not None:
-        return separate()
-    weights = packed()
-    if any(w.requires_grad for w in weights) and torch.is_grad_enabled():
+    weights = [packed()]
+    if not _weights_frozen(weights):
         return separate()
     key = choices.FoldKey(
         str(x.device),
@@ -179,27 +225,55 @@ def pool_block(
         tuple(x.shape),
         tuple(x.stride()),
         params,
-        tuple(tuple(weights[i].shape) for i in (0, 2, 4, 6)),
+        tuple(tuple(weights[0][i].shape) for i in (0, 2, 4, 6)),
         backend,
-        (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) if x.dtype == torch.float32 else None,
+        _precision(x),
     )
-    folded = lambda: ops.pooled_inception_block(x, *weights, *params, backend="triton")  # noqa: E731
-    choice = chooser.lookup(key)
-    if choice is None:
-        if not chooser.can_measure(x.device):  # capture, static mode: the two stages, nothing to build
-            return separate()
-        aten = lambda x, weights: ops.pooled_inception_block(x, *weights, *params, backend="torch")  # noqa: E731
-        runners = {
-            "separate": separate,
-            "folded": choices.checked_against(
-                folded,
-                lambda: aten(x, weights),
-                "the max pool folded into the block's launch 1",
-                lambda: aten(x.double(), [w.double() for w in weights]),
-            ),
-        }
-        choice = chooser.pick(key, x.device, runners)
-    return folded() if choice == "folded" else separate()
+
+    def run(backend):
+        return lambda x, weights: ops.pooled_inception_block(x, *weights[0], *params, backend=backend)
+
+    what = "the max pool folded into the block's launch 1"
+    return _separate_or_fused(chooser, key, x, weights, separate, run, "folded", what)
+
+
+def block_chain(
+    x: Tensor,
+    pool: Optional[nn.Module],
+    packed: Callable[[], list],
+    separate: Callable[[], Tensor],
+    triton_allowed: bool,
+    backend: str,
+) -> Tensor:
+    """The last block's output of consecutive blocks on ``pool(x)`` (or on x where ``pool`` is None)
+    as CHAIN_CHOICE measured fastest: ``separate()`` (the pool and each block as the model runs them;
+    the first candidate) or the chained Triton op on the blocks' packed weights (``packed()``: one
+    8-tuple per block, in x's dtype; launch 2 of each block joined with launch 1 of the next, the
+    pool folded into the first launch 1).  ``pool`` must fold (``fold_params``); the caller runs
+    any other pool itself.  Competes under the same conditions as ``pool_block``'s fold."""
+    chooser = choices.CHAIN_CHOICE
+    params = None if pool is None else fold_params(pool)
+    if (pool is not None and params is None) or not _triton_may_compete(chooser, x, triton_allowed):
+        return separate()
+    weights = packed()
+    if len(weights) < 2 or not _weights_frozen(weights):
+        return separate()
+    key = choices.ChainKey(
+        str(x.device),
+        x.dtype,
+        tuple(x.shape),
+        tuple(x.stride()),
+        params,
+        tuple(tuple(tuple(ws[i].shape) for i in (0, 2, 4, 6)) for ws in weights),
+        backend,
+        _precision(x),
+    )
+
+    def run(backend):
+        return lambda x, weights: ops.inception_chain(x, weights, params, backend=backend)
+
+    what = "the blocks with each launch 2 joined to the next launch 1"
+    return _separate_or_fused(chooser, key, x, weights, separate, run, "chained", what)
 
 
 def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:

@@ -96,13 +96,22 @@ def test_precompile_compiles_the_pruned_configs_side_by_side(monkeypatch):
     assert kernel.calls == []
     # An autotuner without the attributes read here: no precompile, no error.
     assert _common.precompile_configs(kernel, object(), grid, args, meta, threads=4) == 0
-    # Configs with a pre_hook (they set up shared arguments, e.g. TMA boxes, per config): left to
-    # the benchmark, which runs each hook before its config.
+    # Configs with a pre_hook (the TMA kernels': it gives the descriptors the config's boxes, on
+    # which Triton specialises): each compiles with the hook run on its own copy of the
+    # descriptors, and the launch's descriptor is left as it was.
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    def boxes(nargs):
+        nargs["x"].block_shape = [nargs["BLOCK"], 8]
+
     hooked = _Tuned([16, 32, 64])
     for c in hooked.configs:
-        c.pre_hook = lambda nargs: None
-    assert _common.precompile_configs(kernel, hooked, grid, args, meta, threads=4) == 0
-    assert kernel.calls == []
+        c.pre_hook = boxes
+    desc = TensorDescriptor(torch.zeros(64, 8), [64, 8], [8, 1], [4, 8])
+    assert _common.precompile_configs(kernel, hooked, grid, (desc, 64), meta, threads=3) == 3
+    assert sorted((c[0][0].block_shape[0], c[2]["BLOCK"]) for c in kernel.calls) == [(16, 16), (32, 32), (64, 64)]
+    assert all(c[0][0] is not desc and c[0][0].base is desc.base and c[0][1] == 64 for c in kernel.calls)
+    assert desc.block_shape == [4, 8]
 
 
 def test_compile_threads_and_tuning_time_settings(monkeypatch):

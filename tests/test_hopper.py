@@ -1,6 +1,7 @@
-"""The "hopper" backend (launch 1 of the triton backend, launch 2 with TMA descriptors and a
-persistent grid: inception_fast/backends/triton/branch_convs_tma.py) against an fp64 plain-PyTorch
-block, under the Triton interpreter (TRITON_INTERPRET=1, set by tests/conftest.py).
+"""The "hopper" backend (both launches with TMA descriptors and a persistent grid:
+inception_fast/backends/triton/reduce_pool_tma.py and branch_convs_tma.py) against an fp64
+plain-PyTorch block, under the Triton interpreter (TRITON_INTERPRET=1, set by tests/conftest.py).
+tests/test_hopper_launch1.py tests launch 1's configs, edge cases and fallback on their own.
 
 Outputs are NaN-poisoned, so an element no kernel writes fails the comparison.  The interpreter
 runs the descriptors' loads with TMA's rules (out-of-bounds boxes, negative coordinates included,
@@ -32,7 +33,13 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 from block_cases import ODD, block_reference, make_block  # noqa: E402
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
-from inception_fast.backends.triton import _common, branch_convs, branch_convs_tma, reduce_pool  # noqa: E402
+from inception_fast.backends.triton import (  # noqa: E402
+    _common,
+    branch_convs,
+    branch_convs_tma,
+    reduce_pool,
+    reduce_pool_tma,
+)
 from inception_fast.backends.triton import block as tb  # noqa: E402
 
 # (in, ch1, ch3red, ch3, ch5red, ch5, pool), TMA-aligned in fp32 and fp16 (channel counts multiples
@@ -108,13 +115,13 @@ def test_writes_nothing_past_the_image_edge():
 @interpreter_only
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
 def test_googlenet_blocks_fp32(name, poisoned, monkeypatch):
-    """Every GoogLeNet block's channels, odd sizes, k 3 and 5, batch 1 and 3: two launches, the
-    second the TMA kernel, no cat."""
+    """Every GoogLeNet block's channels, odd sizes, k 3 and 5, batch 1 and 3: two launches, both
+    the TMA kernels, no cat."""
     i = list(BLOCK_CONFIGS).index(name)
     size = (7, 5, 3, 1)[i % 4]
     block = make_block(BLOCK_CONFIGS[name], k5=3 if i % 2 == 0 else 5, n=1 if i % 3 else 3, h=size, w=size, seed=i)
     _, launched = _two_launches(block, monkeypatch)
-    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel]
+    assert launched == [reduce_pool_tma._reduce_pool_tma_kernel, branch_convs_tma._branch_convs_tma_kernel]
 
 
 @interpreter_only
@@ -229,7 +236,7 @@ def test_autotuned_launch_path(monkeypatch, poisoned, tmp_path):
     assert len(benchmarked) == 2 and len(tuned.cache) == 1
     block = make_block(ALIGNED, k5=5, n=2, h=6, w=9, seed=2)
     _, launched = _two_launches(block, monkeypatch)
-    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel]
+    assert launched == [reduce_pool_tma._reduce_pool_tma_kernel, branch_convs_tma._branch_convs_tma_kernel]
     assert len(benchmarked) == 2 and list(_common._TUNED_CONFIGS[tuned].values()) == [tuned.best_config]
     chosen = _common.config_name(tuned.best_config)
     del _common._TUNED_CONFIGS[tuned]  # a new process: no memo, an empty autotuner cache
@@ -291,18 +298,28 @@ def test_auto_candidates(monkeypatch):
 
 
 def test_sm90_compile_stats_of_every_config():
-    """Every config compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a subprocess, since
-    this process runs the interpreter; 4b: branch 3's 24 input channels, 48 bytes, aligned for TMA
-    but no 16-element multiple): both operands arrive by TMA (UTMALDG in the SASS), the dots run on
-    wgmma (HGMMA), shared memory fits the H100/H200's 227 KB, and nothing spills or goes through
-    local memory; the biases are the only loads that are not TMA."""
+    """Every config of both TMA launches compiled for sm_90 on 4b at batch 256 in bf16 (no GPU
+    needed; a subprocess, since this process runs the interpreter; 4b: branch 3's 24 input
+    channels, 48 bytes, aligned for TMA but no 16-element multiple; 296 reduce columns): the GEMM
+    operands arrive by TMA (UTMALDG in the SASS), the dots run on wgmma (HGMMA), shared memory fits
+    the H100/H200's 227 KB, and nothing spills or goes through local memory.  Launch 2's only other
+    loads are the biases; launch 1's pool role gathers with cp.async where its POOL_STAGES > 1."""
     import triton
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("this triton install ships no ptxas")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kernel_stats", "--json", "--block", "tma:inception4b"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.kernel_stats",
+            "--json",
+            "--block",
+            "tma:inception4b",
+            "--block",
+            "tma1:inception4b",
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -312,19 +329,33 @@ def test_sm90_compile_stats_of_every_config():
     assert run.returncode == 0, run.stderr[-3000:]
     stats = json.loads(run.stdout)
     rows = stats["rows"]
-    assert [r["config"] for r in rows] == [
+    launch2 = [r for r in rows if r["launch"] == "launch2_tma"]
+    launch1 = [r for r in rows if r["launch"] == "launch1_tma"]
+    assert [r["config"] for r in launch2] == [
         dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
         for c in branch_convs_tma.CONFIGS
         if branch_convs_tma.swap_fits(c.kwargs, 112)
     ]
+    assert [r["config"] for r in launch1] == [
+        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in reduce_pool_tma.CONFIGS
+    ]
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
         assert r["shared_bytes"] <= stats["max_shared_bytes"], what
-        assert r["wgmma"] and r["sass"]["HGMMA"] > 0 and r["sass"]["HMMA"] == 0, what
-        assert r["tma"] > 0 and r["sass"]["UTMALDG"] > 0 and not r["cp_async"], what
+        assert r["wgmma"] and r["sass"]["HGMMA"] > 0, what
+        # Every dot on wgmma, but the 32-row pool parts' (launch 1's small-problem configs).
+        assert (r["sass"]["HMMA"] == 0) == (r["config"].get("BLOCK_M_POOL", 64) >= 64), what
+        assert r["tma"] > 0 and r["sass"]["UTMALDG"] > 0, what
         assert r["spill_bytes"] == 0 and r["sass"]["LDL"] == 0 and r["sass"]["STL"] == 0, what
         assert r["registers"] is not None and r["registers"] <= 255 and r["scalar_stores"] == 0, what
-        assert r["sync_loads"] == 2, what
+    for r in launch2:
+        assert not r["cp_async"] and r["sync_loads"] == 2, r["config"]
+    for r in launch1:
+        c = r["config"]
+        assert r["cp_async"] == (c["POOL_STAGES"] > 1), c
+        # The programs per SM the grid assumes fit one SM: 228 KB of shared memory, 64K registers.
+        assert c["PROGRAMS_PER_SM"] * r["shared_bytes"] <= reduce_pool_tma.SM_SHARED_BYTES, c
+        assert c["PROGRAMS_PER_SM"] * r["registers"] * 32 * c["num_warps"] <= 65536, c
 
 
 # ---------------------------------------------------------------------------------------------

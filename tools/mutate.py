@@ -41,6 +41,7 @@ EMULATOR = ("tests/test_cuda_ext.py", "-k", "emulated")
 TRITON_BLOCK = ("tests/test_triton.py", "-k", "not sm90")  # the sm_90 compile check tests no arithmetic
 TRITON_STEM = ("tests/test_triton_stem.py",)
 HOPPER = ("tests/test_hopper.py", "-x")
+HOPPER_LAUNCH1 = ("tests/test_hopper_launch1.py", "-x")
 TRITON_HEAD = ("tests/test_triton_head.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
@@ -250,6 +251,41 @@ MUTANTS = [
         "row_ok = hh < H",
         HOPPER,
         "the epilogue masks rows only: a rectangle wider than the image's edge writes into the next row",
+    ),
+    # -- the hopper backend's launch 1 with TMA (reduce_pool_tma.py) ---------------------------------
+    Mutant(
+        "tma1_k_offset",
+        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "b = w_desc.load([n0, k * BLOCK_K])",
+        "b = w_desc.load([n0, k])",
+        HOPPER_LAUNCH1,
+        "the weights' box is taken at K step k, not channel k * BLOCK_K: every K step after the first "
+        "multiplies the wrong weights",
+    ),
+    Mutant(
+        "tma1_relu_dropped",
+        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)",
+        "y = (acc + bias[None, :]).to(out_ptr.dtype.element_ty)",
+        HOPPER_LAUNCH1,
+        "the reduce role's epilogue drops the ReLU",
+    ),
+    Mutant(
+        "tma1_row_mask",
+        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :],",
+        "mask=(col_ok & ~is_branch1)[None, :],",
+        HOPPER_LAUNCH1,
+        "the reductions' store masks columns only: the last row tile writes past the last pixel of scratch",
+    ),
+    Mutant(
+        "tma1_pool_tiles",
+        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "n_cols = n_red_tiles + n_pool_tiles * POOL_SPLIT",
+        "n_cols = n_red_tiles + n_pool_tiles",
+        HOPPER_LAUNCH1,
+        "the tile count forgets the pool parts of a row tile: configs with 64-row pool parts of "
+        "128-row tiles leave half the pool branch unwritten",
     ),
     # -- Triton stem (stem.py) -------------------------------------------------------------------------
     Mutant(

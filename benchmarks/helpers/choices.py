@@ -84,6 +84,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         for stage, chooser in (
             ("max pool", choices.POOL_CHOICE),
             ("max pool + block", choices.FOLD_CHOICE),
+            ("blocks chained", choices.CHAIN_CHOICE),
             ("head", choices.HEAD_CHOICE),
         )
         for key, c in chooser.choices().items()

@@ -59,7 +59,7 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
-# The block benchmarks also time "hopper" (the Triton block with launch 2 on TMA); the whole-model
+# The block benchmarks also time "hopper" (the Triton block with both launches on TMA); the whole-model
 # grid leaves it to fused_auto, which measures it per block shape among its candidates.
 BLOCK_BACKENDS = (*BACKENDS, "hopper")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
@@ -216,7 +216,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
-    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | fused (stages)
+    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | launch1_tma
+    # | fused (stages)
     impl: str
 
     @property
@@ -236,5 +237,5 @@ def block_cases(s: Optional[Settings] = None) -> list:
     for name in STAGES:
         cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
     for name in BLOCKS:
-        cases += [BlockCase(name, "launch1_ext"), BlockCase(name, "launch1_triton")]
+        cases += [BlockCase(name, impl) for impl in ("launch1_ext", "launch1_triton", "launch1_tma")]
     return cases

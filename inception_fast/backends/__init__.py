@@ -31,6 +31,17 @@ has one ("torch": ATen's pool then its block; "triton": the pool folded into lau
 * ``x``: the block's input BEFORE max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode),
   channels_last-contiguous; the weights as above; ``out`` as above at the pooled size.
 
+Consecutive blocks (op ``inception_chain``, inference only), where a backend has one ("torch":
+the blocks one after another; "triton": each block's launch 2 joined with the next block's
+launch 1):
+
+    inception_chain(x, blocks, pre_pool) -> out
+
+* ``blocks``: a list of the blocks' packed weights, (w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+  each, block i's output channels block i+1's input channels; ``pre_pool`` None or (kernel,
+  stride, padding, ceil_mode), the max pool before the first block as ``pooled_inception_block``
+  takes it; ``out`` the last block's output.
+
 The block backward's kernel (op ``inception_block_backward``), where a backend has one:
 
     inception_block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
@@ -46,7 +57,7 @@ The block backward's kernel (op ``inception_block_backward``), where a backend h
 "torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
 are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is
 oneDNN's CPU convolutions with prepacked weights, ``onednn_backend.py``; "hopper" the Triton block
-with launch 2 on TMA, sm90+, ``hopper_backend.py``).  No module here imports
+with both launches on TMA, sm90+, ``hopper_backend.py``).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 
 Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it

@@ -1,7 +1,8 @@
-"""The "hopper" backend: the Triton block with launch 2 on Hopper's machinery (TMA descriptors, a
-pipelined K loop, a persistent grid; ``triton/branch_convs_tma.py``) and the triton backend's
-launch 1 (``triton/reduce_pool.py``), on CUDA devices of compute capability 9.0 or more, and on
-CPU under TRITON_INTERPRET=1 (tests).
+"""The "hopper" backend: the Triton block with both launches on Hopper's machinery (TMA descriptors,
+a pipelined K loop, a persistent grid; launch 1 ``triton/reduce_pool_tma.py``, launch 2
+``triton/branch_convs_tma.py``; each falls back to the triton backend's where TMA cannot describe
+its operands), on CUDA devices of compute capability 9.0 or more, and on CPU under
+TRITON_INTERPRET=1 (tests).
 
 It implements the forward only (op ``inception_block``); its backward is the torch backend's
 ATen chain, as for "cuda" and "cpp".  Under ``backend="auto"`` it is one more measured candidate,

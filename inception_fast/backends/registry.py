@@ -14,6 +14,7 @@ __all__ = ["OPS", "Backend", "register", "sm80_reason"]
 OPS = (
     "inception_block",
     "pooled_inception_block",
+    "inception_chain",
     "inception_block_backward",
     "inception_block_bn_train",
     "conv_relu_maxpool",

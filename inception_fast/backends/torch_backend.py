@@ -51,6 +51,17 @@ def pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_
     return block_forward(pooled, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)[0]
 
 
+def chain_forward(x, blocks, pre_pool=None):
+    """The last block's output of consecutive blocks (op ``inception_chain``'s reference
+    semantics): each block in turn, the first on max_pool2d(x, *pre_pool) where one is given."""
+    if pre_pool is not None:
+        x = pooled_block_forward(x, *pre_pool, *blocks[0])
+        blocks = blocks[1:]
+    for block in blocks:
+        x = block_forward(x, *block)[0]
+    return x
+
+
 def batch_stats(y2d):
     """(mean, biased variance) per column of an [M, C] view, in float32 (float64 for float64): two
     passes, the column sums and then the sums of squared deviations from the mean (ATen's var_mean
@@ -168,6 +179,7 @@ register(
         {
             "inception_block": block_forward,
             "pooled_inception_block": pooled_block_forward,
+            "inception_chain": chain_forward,
             "inception_block_backward": block_backward,
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,

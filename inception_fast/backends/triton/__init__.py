@@ -1,11 +1,12 @@
 """The "triton" backend: Triton kernels for the block (two launches, ``block.py``: launch 1
 ``reduce_pool.py``, launch 2 ``branch_convs.py``; also with the max pool before the block folded
-into launch 1's loads, op ``pooled_inception_block``) and its backward (``block_backward.py``, three
+into launch 1's loads, op ``pooled_inception_block``; a run of blocks with each block's launch 2
+and the next one's launch 1 joined, op ``inception_chain``, ``chain.py``) and its backward (``block_backward.py``, three
 launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
 an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
 with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
-``branch_convs_tma.py`` (launch 2 with TMA, ``block.block_forward_tma``) is the "hopper" backend's,
-registered in ``../hopper_backend.py``.
+``reduce_pool_tma.py`` and ``branch_convs_tma.py`` (launches 1 and 2 with TMA,
+``block.block_forward_tma``) are the "hopper" backend's, registered in ``../hopper_backend.py``.
 
 Importing this package is cheap: triton itself is imported on the first availability check or
 kernel call, and no device is queried until ``unavailable_reason`` is asked about one.
@@ -75,6 +76,13 @@ def _pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w
     return pooled_block_forward(x, kernel, stride, padding, ceil_mode, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
 
+def _chain_forward(x, blocks, pre_pool):
+    from .chain import chain_forward
+
+    with _on_device(x):
+        return chain_forward(x, blocks, pre_pool)
+
+
 def _block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
     from .bn_train import block_bn_train_forward
 
@@ -117,6 +125,7 @@ register(
         {
             "inception_block": _block_forward,
             "pooled_inception_block": _pooled_block_forward,
+            "inception_chain": _chain_forward,
             "inception_block_bn_train": _block_bn_train_forward,
             "inception_block_backward": _block_backward,
             "conv_relu_maxpool": _conv_relu_maxpool,

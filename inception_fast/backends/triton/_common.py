@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import math
 import os
 import threading
@@ -204,20 +205,37 @@ def autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:
     return configs
 
 
+def _is_descriptor(value) -> bool:
+    return type(value).__name__ == "TensorDescriptor"
+
+
+def config_args(kernel, args: tuple, meta: dict, config) -> tuple:
+    """``args`` as the launch with ``config`` sees them.  A config with a pre_hook (the TMA kernels':
+    it gives the tensor descriptors that config's boxes, and Triton specialises on the box) has
+    it run on copies of the descriptors, so each config compiles its own specialisation, configs
+    can compile side by side, and ``args`` stay as they were."""
+    hook = getattr(config, "pre_hook", None)
+    if hook is None:
+        return args
+    names = kernel.arg_names[: len(args)]
+    nargs = {name: copy.copy(a) if _is_descriptor(a) else a for name, a in zip(names, args)}
+    nargs.update(meta)
+    nargs.update(config.all_kwargs())
+    hook(nargs)
+    return tuple(nargs[name] for name in names)
+
+
 def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Optional[int] = None) -> int:
     """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch, on ``threads``
     threads (default compile_threads()), into the JIT's own cache (``kernel.warmup``: the same
-    specialization a launch makes, so the benchmark then finds each binary compiled).  A config
+    specialization a launch makes, so the benchmark then finds each binary compiled; with the
+    config's pre_hook applied, ``config_args``).  A config
     that fails to compile is left to the benchmark, which reports it as it always has.  Returns
     how many configs compiled here (0 with one thread or one config: nothing to overlap)."""
     threads = compile_threads() if threads is None else threads
     try:
         configs = autotuned_configs(kernel, tuned, args, meta)
     except Exception:  # an autotuner without these attributes: it compiles them itself
-        return 0
-    if any(getattr(c, "pre_hook", None) is not None for c in configs):
-        # A pre_hook sets up the arguments per config (e.g. TMA descriptors' boxes, shared by all
-        # configs): warming up here would compile the wrong specialisation.  Left to the benchmark.
         return 0
     threads = min(threads, len(configs))
     if threads <= 1:
@@ -231,7 +249,7 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
     def compile_one(config) -> bool:
         try:
             with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
-                kernel.warmup(*args, grid=grid, **meta, **config.all_kwargs())
+                kernel.warmup(*config_args(kernel, args, meta, config), grid=grid, **meta, **config.all_kwargs())
             return True
         except Exception:
             return False

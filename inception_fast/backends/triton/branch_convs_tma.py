@@ -340,7 +340,8 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 # serialise them).  The launcher keeps the winner per shape in the choice store instead
 # (launch_configured's store_as), so a later process runs the config this one chose (and checked,
 # through backend "auto"'s parity check) without benchmarking again.  autotune_bench: the shorter
-# benchmark of the other autotuners (it compiles nothing ahead here: the configs have pre_hooks).
+# benchmark of the other autotuners, which first compiles the configs side by side (each with its
+# own boxes: _common.config_args).
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(do_bench=_common.autotune_bench)
 
 

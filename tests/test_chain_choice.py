@@ -1,0 +1,229 @@
+"""The op ``inception_fast::inception_chain`` (consecutive blocks, the pool before the first one
+optional) and FusedGoogLeNet's measured choice between running the blocks as it always has and
+the chained Triton form (choices.CHAIN_CHOICE, stages.block_chain).  The kernel itself, the joined
+launch, is tested in tests/test_triton_chain.py.
+
+* The op: argument checks with errors that name the problem, opcheck (fake kernel, schema), the
+  torch backend against the blocks one by one, inference only.
+* The model (under TRITON_INTERPRET=1): with "chained" forced, each stage of blocks runs in n + 1
+  launches and the logits match the separate stages'; a chained kernel that is off is never
+  chosen; no chain with gradients, in train mode, or off the chooser's devices.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast import choices, ops
+from inception_fast.testing import TOLERANCE, check_close
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from block_cases import block_reference, make_block  # noqa: E402
+from launch_observer import forcing_chooser  # noqa: E402
+
+from inception_fast.backends.triton import _common  # noqa: E402
+
+CL = torch.channels_last
+WEIGHTS = ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
+# Two small blocks that chain: the first's 4 + 6 + 5 + 3 = 18 output channels are the second's input.
+FIRST = (11, 4, 5, 6, 3, 5, 3)
+SECOND = (18, 7, 4, 5, 2, 3, 4)
+MAXPOOL23 = (3, 2, 0, True)
+
+
+def _chain(n=2, h=7, w=5, seed=0):
+    a = make_block(FIRST, n=n, h=h, w=w, seed=seed)
+    b = make_block(SECOND, n=n, h=h, w=w, seed=seed + 1)
+    return a["x"], [tuple(a[k] for k in WEIGHTS), tuple(b[k] for k in WEIGHTS)]
+
+
+def _one_by_one(x, blocks, pool=None):
+    if pool is not None:
+        x = F.max_pool2d(x, pool[0], pool[1], pool[2], ceil_mode=pool[3])
+    for block in blocks:
+        x = block_reference(x, *block)[0]
+    return x
+
+
+@pytest.mark.parametrize("pool", [None, MAXPOOL23])
+def test_torch_backend_is_the_blocks_one_by_one(pool):
+    x, blocks = _chain(h=9, w=7)
+    out = ops.inception_chain(x, blocks, pool)
+    ref = _one_by_one(x.double(), [[t.double() for t in b] for b in blocks], pool)
+    assert ref.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=CL)
+    check_close(out, ref, TOLERANCE["fp32"], "inception_chain on the torch backend")
+
+
+def test_op_checks_errors_and_opcheck():
+    x, blocks = _chain()
+    weights = [t for b in blocks for t in b]
+    torch.library.opcheck(torch.ops.inception_fast.inception_chain.default, (x, weights, [], False, "torch"))
+    torch.library.opcheck(torch.ops.inception_fast.inception_chain.default, (x, weights, [3, 2, 0], True, "torch"))
+    with pytest.raises(ValueError, match="8 packed tensors per block"):
+        torch.ops.inception_fast.inception_chain(x, weights[:-1], [], False, "torch")
+    with pytest.raises(ValueError, match="block 0 outputs 18 channels but block 1 expects 11"):
+        ops.inception_chain(x, [blocks[0], blocks[0]])
+    with pytest.raises(ValueError, match="expects 11 input channels"):
+        ops.inception_chain(x[:, :5], blocks)
+    with pytest.raises(ValueError, match=r"pool is \[\] or \[kernel, stride, padding\]"):
+        torch.ops.inception_fast.inception_chain(x, weights, [3, 2], False, "torch")
+    with pytest.raises(ValueError, match="too small"):
+        ops.inception_chain(x[:, :, :2, :2], blocks, (3, 3, 0, False))
+    with pytest.raises(ValueError, match="not 'auto'"):
+        ops.inception_chain(x, blocks, backend="auto")
+    with pytest.raises(ValueError, match="runs on the 'torch' or 'triton' backend"):
+        ops.inception_chain(x, blocks, backend="cpp")
+    with pytest.raises(TypeError, match="does not match weight w3"):
+        ops.inception_chain(x, [blocks[0], (*blocks[1][:4], blocks[1][4].half(), *blocks[1][5:])])
+    empty = ops.inception_chain(x[:0], blocks, MAXPOOL23)
+    assert empty.shape == (0, 7 + 5 + 3 + 4, 3, 2)  # the second block's channels at the pooled 7x5
+    y = ops.inception_chain(x.clone().requires_grad_(), blocks)
+    with pytest.raises(RuntimeError, match="inference only"):
+        y.sum().backward()
+
+
+# -- FusedGoogLeNet's measured choice ----------------------------------------------------------------
+
+
+def _model(variant="torchvision", backend="auto"):
+    from inception_fast import FusedGoogLeNet, GoogLeNet
+    from inception_fast.testing import calibrate
+
+    ref = GoogLeNet(num_classes=10, variant=variant)
+    calibrate(ref, torch.randn(4, ref.in_channels, 40, 40))
+    return ref, FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+
+
+def _static_stages(monkeypatch):
+    for name in ("STEM_CHOICE", "POOL_CHOICE", "HEAD_CHOICE", "FOLD_CHOICE"):  # the first candidates: ATen's
+        monkeypatch.setattr(choices, name, choices.MeasuredChoice(measure_on=()))
+
+
+@interpreter_only
+def test_model_with_the_chain_forced_matches(monkeypatch):
+    """With "chained" measured fastest, 3a-3b, 4a-4e and 5a-5b each run as one chain (their pools
+    folded into the first launch 1): 3 + 6 + 3 Triton launches, and the logits match the separate
+    stages' within the fp32 tolerance.  A torch-pinned model never asks."""
+    ref, model = _model()
+    x = torch.randn(1, ref.in_channels, 40, 40)
+    _static_stages(monkeypatch)
+    with torch.no_grad():
+        separate = model(x)  # the real CHAIN_CHOICE measures on CUDA only
+        chooser = forcing_chooser("chained")
+        monkeypatch.setattr(choices, "CHAIN_CHOICE", chooser)
+        model(x)  # measures (and checks the chained form against fp64 ATen)
+        before = _common.launch_count()
+        chained = model(x)
+        launches = _common.launch_count() - before
+    made = chooser.choices()
+    assert [c.name for c in made.values()] == ["chained"] * 3
+    assert not any(c.errors for c in made.values())
+    assert [len(key.blocks) for key in made] == [2, 5, 2]
+    assert [key.params for key in made] == [MAXPOOL23, MAXPOOL23, (2, 2, 0, True)]
+    assert {key.backend for key in made} == {"auto"}  # what "separate" runs is in the key
+    assert launches == 3 + 6 + 3
+    assert separate.std() > 0.05, "activations vanished; the comparison could not fail"
+    check_close(chained, separate, TOLERANCE["fp32"], "chained against separate")
+    chooser = forcing_chooser("chained")
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chooser)
+    with torch.no_grad():
+        _, pinned = _model(backend="torch")
+        pinned(x)
+    assert not chooser.choices()
+
+
+@interpreter_only
+def test_d2l_padded_pools_fold_into_the_chain(monkeypatch):
+    """d2l's padded floor-mode pools fold too (geometry.foldable): the chain's key holds them."""
+    ref, model = _model("d2l")
+    x = torch.randn(1, ref.in_channels, 40, 40)
+    _static_stages(monkeypatch)
+    chooser = forcing_chooser("chained")
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chooser)
+    with torch.no_grad():
+        out = model(x)
+        expected = ref(x)
+    assert {key.params for key in chooser.choices()} == {(3, 2, 1, False)}
+    assert [c.name for c in chooser.choices().values()] == ["chained"] * 3
+    check_close(out, expected, TOLERANCE["fp32"], "d2l chained against the reference")
+
+
+@interpreter_only
+def test_a_wrong_chained_kernel_is_never_chosen(monkeypatch):
+    """The chained form is checked against fp64 ATen on its first call: a kernel that is off is
+    dropped with the error on record, however fast it would be."""
+    from inception_fast.backends.triton import chain
+
+    real = chain.chain_forward
+    monkeypatch.setattr(chain, "chain_forward", lambda *a, **k: real(*a, **k) * 1.01)
+    chooser = forcing_chooser("chained")
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chooser)
+    ref, model = _model()
+    x = torch.randn(1, 832, 5, 5).contiguous(memory_format=CL)
+    blocks = (model.inception5a, model.inception5b)
+    with torch.no_grad():
+        out = model._pool_blocks(None, blocks, x)
+        expected = ref.inception5b(ref.inception5a(x))
+    check_close(out, expected, TOLERANCE["fp32"], "the separate blocks")
+    (choice,) = chooser.choices().values()
+    assert choice.name == "separate" and "disagrees with ATen" in choice.errors["chained"]
+
+
+@interpreter_only
+def test_never_chained_with_gradients_in_train_mode_or_off_the_choice(monkeypatch):
+    """No chain where a gradient is wanted, where a block's BatchNorm uses batch statistics, for a
+    single block, or on CPU with the real CHAIN_CHOICE (it measures on CUDA only: "separate")."""
+    import copy
+
+    chooser = forcing_chooser("chained")
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chooser)
+    ref, model = _model()
+    x = torch.randn(2, 832, 3, 3).contiguous(memory_format=CL)
+    blocks = (model.inception5a, model.inception5b)
+    model._pool_blocks(None, blocks, x)  # grad enabled, parameters require grad
+    training = copy.deepcopy(model).train()
+    with torch.no_grad():
+        training._pool_blocks(None, (training.inception5a, training.inception5b), x)
+        model._pool_blocks(None, blocks[:1], x)
+    assert not chooser.choices()
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", choices.MeasuredChoice())  # CUDA only, like the real one
+    with torch.no_grad():
+        out = model._pool_blocks(None, blocks, x)
+        expected = ref.inception5b(ref.inception5a(x))
+    assert not choices.CHAIN_CHOICE.choices()
+    check_close(out, expected, TOLERANCE["fp32"], "separate")
+
+
+# -- GPU ---------------------------------------------------------------------------------------------
+
+
+def test_gpu_chain_choice_checks_the_chained_form(gpu, monkeypatch):
+    """FusedGoogLeNet in bf16 at 224x224 on the GPU: CHAIN_CHOICE measures 3a-3b, 4a-4e and 5a-5b;
+    whatever it picks, the chained form's first result agreed with fp64 ATen (no error on record),
+    and the logits match the model with nothing chained."""
+    from inception_fast import FusedGoogLeNet, GoogLeNet
+    from inception_fast.testing import calibrate, reduced_precision_bound
+
+    ref = GoogLeNet(num_classes=1000)
+    calibrate(ref, torch.randn(8, 3, 224, 224))
+    model = FusedGoogLeNet.from_torchvision(ref, backend="auto").to(gpu, torch.bfloat16).eval()
+    x = torch.randn(4, 3, 224, 224, device=gpu, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", choices.MeasuredChoice())
+    with torch.no_grad():
+        model(x)
+        measured = choices.CHAIN_CHOICE.choices()
+        out = model(x)
+        monkeypatch.setattr(choices, "CHAIN_CHOICE", choices.MeasuredChoice(measure_on=()))
+        separate = model(x)
+        expected = ref.to(gpu).double()(x.double())
+    assert len(measured) == 3 and not any(c.errors for c in measured.values()), measured
+    check_close(out.double(), expected, reduced_precision_bound(separate.double(), expected), "chain choice")
