@@ -6,7 +6,8 @@ For each Triton launch of that forward (the stem kernel with and without its poo
 maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
 launch 2 of the nine blocks (a candidate of auto on sm_90+; each config's descriptor boxes set by
 its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a and 5a with the pool
-before it folded in, the head's average pool and GEMM; with
+before it folded in, the joined launch of each pair of neighbours in 3a-3b, 4a-4e and 5a-5b
+(CHAIN_CHOICE's candidate), the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
 passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
 kernel's early prune: SMALL_PROBLEM_PIXELS, split-K), and Triton's specialization of those
@@ -51,11 +52,12 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source, block_tensors  # noqa: E402
+from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source, block_tensors, joined_arguments  # noqa: E402
 from inception_fast.backends.triton import (  # noqa: E402
     block_backward,
     branch_convs,
     branch_convs_tma,
+    chain,
     head,
     maxpool,
     reduce_pool,
@@ -63,6 +65,10 @@ from inception_fast.backends.triton import (  # noqa: E402
     stem,
 )
 from inception_fast.backends.triton._common import autotuned_configs, config_args, tuning_bench_ms  # noqa: E402
+
+# The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
+# blocks with no pool between them (the same map size).
+JOINED_PAIRS = [(a, b) for a, b in zip(SIZES, list(SIZES)[1:]) if SIZES[a] == SIZES[b]]
 
 # do_bench's default time per benchmarked config (warm-up + repeats), for the estimate column.
 DO_BENCH_MS = 25 + 100
@@ -117,6 +123,9 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
             )
             for label, (kernel, tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), bwd):
                 rows.append((label, block, kernel, tuned, args, meta))
+    for pair in JOINED_PAIRS:  # launch 2 of a block and launch 1 of the next: a candidate (CHAIN_CHOICE)
+        args, meta = joined_arguments(pair, batch, dt)
+        rows.append(("joined", ">".join(pair), chain._joined_kernel, chain._tuned_kernel, args, meta))
     h = torch.empty(batch, 1024, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
     fc_w, fc_b = torch.empty(1000, 1024, dtype=dt), torch.empty(1000, dtype=dt)
     (p_args, p_meta, _), (l_args, l_meta, _), _out = head._arguments(h, fc_w, fc_b)

@@ -351,6 +351,21 @@ def head_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, classes: i
 CHAIN_PAIRS = (("inception3a", "inception3b"), ("inception4b", "inception4c"), ("inception5a", "inception5b"))
 
 
+def joined_arguments(pair: tuple, batch: int, dt: torch.dtype) -> tuple:
+    """(args, launcher-fixed constexprs) of the joined launch of ``pair`` (launch 2 of pair[0],
+    launch 1 of pair[1]) at their GoogLeNet size, as chain_forward passes them: with the split-K
+    counters of pair[1]'s launch 2 where it may split K."""
+    ch1a, _, _, _, _, _, w3, b3, w5, b5, mid, scratch_a = block_tensors(pair[0], batch, dt)
+    _, _, w_red, b_red, w_pool, b_pool, w3_b, _, w5_b, _, out, scratch_b = block_tensors(pair[1], batch, dt)
+    sync = torch.empty(chain._sync_size(batch * SIZES[pair[0]] ** 2), dtype=torch.int32)
+    n_counters = branch_convs.split_k_counters(scratch_b, w3_b, w5_b)
+    counters = None if n_counters is None else torch.empty(n_counters, dtype=torch.int32)
+    args, meta, _grid = chain._arguments(
+        scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b, counters, sync
+    )
+    return args, meta
+
+
 def chain_stats(
     pair: tuple = CHAIN_PAIRS[0], batch: int = 256, dtype: str = "bf16", arch: int = 90, configs=None
 ) -> list[dict]:
@@ -359,14 +374,7 @@ def chain_stats(
     SASS counts (_sass_counts); ``configs`` (default: chain.CONFIGS as the autotuner prunes them for
     this batch, and up to SMALL_PROBLEM_PIXELS pixels only the configs offered there alone: M, H
     and W are not specialized on, so the others compile to the binaries of a large batch)."""
-    dt = DTYPES[dtype]
-    ch1a, _, _, _, _, _, w3, b3, w5, b5, mid, scratch_a = block_tensors(pair[0], batch, dt)
-    _, _, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch_b = block_tensors(pair[1], batch, dt)
-    sync = torch.empty(chain._sync_size(batch * SIZES[pair[0]] ** 2), dtype=torch.int32)
-    counters = torch.empty(branch_convs.split_k_counters(scratch_b, w3, w5) or 16, dtype=torch.int32)
-    args, meta, _grid = chain._arguments(
-        scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b, counters, sync
-    )
+    args, meta = joined_arguments(pair, batch, DTYPES[dtype])
     if configs is None:
         m = batch * SIZES[pair[0]] ** 2
         configs = chain._prune_small_only(chain.CONFIGS, {"M": m})
