@@ -110,7 +110,8 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         rows.append(("launch1", block, reduce_pool._reduce_pool_kernel, reduce_pool._tuned_kernel, args, meta))
         args, meta, _grid = branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1, counters)
         rows.append(("launch2", block, branch_convs._branch_convs_kernel, branch_convs._tuned_kernel, args, meta))
-        # The "hopper" backend's block (sm_90+), a candidate auto measures per block: both launches on TMA.
+        # The "hopper" backend's block (sm_90+), a candidate auto measures per block: both launches on TMA
+        # ("hopper_tma2", triton's launch 1 with the TMA launch 2, adds no binary to these).
         args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
         tma1 = reduce_pool_tma._reduce_pool_tma_kernel
         rows.append(("launch1_tma", block, tma1, reduce_pool_tma._tuned_kernel, args, meta))

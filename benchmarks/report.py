@@ -82,6 +82,7 @@ IMPL_ORDER = [
     "cpp",
     "onednn",
     "hopper",
+    "hopper_tma2",
     "launch1_ext",
     "launch1_triton",
     "launch1_tma",
@@ -95,6 +96,7 @@ IMPL_LABELS = {
     "onednn": "onednn (prepacked)",
     "launch1_ext": "launch-1 ext",
     "launch1_triton": "launch-1 triton",
+    "hopper_tma2": "hopper_tma2 (TMA launch 2)",
     "launch1_tma": "launch-1 hopper (TMA)",
 }
 

@@ -73,10 +73,12 @@ __all__ = [
 ]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
-# was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256; "hopper" after the two it
-# may replace, so it is never the unmeasured default).  CUDA only: off
+# was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256; "hopper" and "hopper_tma2"
+# after the two they may replace, so neither is ever the unmeasured default).  "hopper" has both
+# launches on TMA, "hopper_tma2" only launch 2 (triton's launch 1): each TMA launch is measured on
+# its own, and both are candidates on sm_90+ only (their availability).  CUDA only: off
 # CUDA, auto is the torch backend, so the C++ CPU kernels ("cpp") are no candidate.
-AUTO_STATIC_ORDER = ("cuda", "triton", "hopper", "torch")
+AUTO_STATIC_ORDER = ("cuda", "triton", "hopper", "hopper_tma2", "torch")
 # INCEPTION_FAST_AUTO=static: never measure; every measured choice takes its first candidate.
 ENV_AUTO = "INCEPTION_FAST_AUTO"
 

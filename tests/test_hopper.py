@@ -271,20 +271,40 @@ def test_backend_registry_op_and_backward():
     check_close(x.grad, x_ref.grad, TOLERANCE["fp32"], "input gradient")
 
 
+@interpreter_only
+def test_hopper_tma2_runs_the_plain_launch1(poisoned, monkeypatch):
+    """ "hopper_tma2" is the plain launch 1 (reduce_pool.py) with the TMA launch 2, on an input the
+    TMA launch 1 could describe too, and matches the reference; its backward is the torch backend's."""
+    from inception_fast import backends
+
+    backend = backends.get("hopper_tma2")
+    assert backend.op("inception_block_backward") is backends.get("torch").op("inception_block_backward")
+    block = make_block(ALIGNED, k5=5, n=2, h=5, w=3, seed=4)
+    assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
+    (out, scratch), _, launched = observe_launches(lambda: backend.op("inception_block")(*block.values()), monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel], launched
+    ref_out, ref_scratch = reference64(block)
+    check_close(out, ref_out, TOLERANCE["fp32"], "hopper_tma2 out")
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "hopper_tma2 scratch")
+
+
 def test_unavailable_below_sm90(monkeypatch):
+    from inception_fast import backends
     from inception_fast.backends import hopper_backend
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert hopper_backend._unavailable_reason("cuda:0") == "needs compute capability >= 9.0 (TMA, wgmma), found 8.0"
+    assert backends.availability("hopper_tma2", "cuda:0") == backends.availability("hopper", "cuda:0")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert hopper_backend._unavailable_reason("cuda:0") is None
     assert "not on mps" in hopper_backend._unavailable_reason("mps")
 
 
 def test_auto_candidates(monkeypatch):
-    """backend="auto" measures "hopper" on an sm_90 device, after the kernels it may replace (the
-    order where nothing is measured), and not below sm_90."""
+    """backend="auto" measures "hopper" and "hopper_tma2" (each TMA launch on its own) on an sm_90
+    device, after the kernels they may replace (the order where nothing is measured), and neither
+    below sm_90."""
     from inception_fast import choices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -292,9 +312,10 @@ def test_auto_candidates(monkeypatch):
     for capability, expected in (((9, 0), True), ((8, 0), False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         names = choices.AUTO.candidates(cuda)
-        assert ("hopper" in names) == expected and "triton" in names and names[-1] == "torch", names
+        assert "triton" in names and names[-1] == "torch", names
+        assert ("hopper" in names) == expected and ("hopper_tma2" in names) == expected, names
         if expected:
-            assert names.index("triton") < names.index("hopper"), names
+            assert names.index("triton") < names.index("hopper") < names.index("hopper_tma2"), names
 
 
 def test_sm90_compile_stats_of_every_config():

@@ -91,7 +91,8 @@ BAD_VALUES = [
     (["--device", "meta"], "--device meta: the main job runs on cpu or cuda"),
     (
         ["--backend", "nope"],
-        "--backend 'nope' is unavailable on cpu: unknown backend (known: torch, triton, cuda, cpp, onednn, hopper)",
+        "--backend 'nope' is unavailable on cpu: unknown backend "
+        "(known: torch, triton, cuda, cpp, onednn, hopper, hopper_tma2)",
     ),
     (["--backend", "torch,"], "--backend '' is unavailable on cpu: unknown backend"),
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),

@@ -59,9 +59,10 @@ ENV_THREADS = "INCEPTION_FAST_BENCH_THREADS"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
-# The block benchmarks also time "hopper" (the Triton block with both launches on TMA); the whole-model
-# grid leaves it to fused_auto, which measures it per block shape among its candidates.
-BLOCK_BACKENDS = (*BACKENDS, "hopper")
+# The block benchmarks also time "hopper" (the Triton block with both launches on TMA) and
+# "hopper_tma2" (triton's launch 1, the TMA launch 2); the whole-model grid leaves them to
+# fused_auto, which measures them per block shape among its candidates.
+BLOCK_BACKENDS = (*BACKENDS, "hopper", "hopper_tma2")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
@@ -216,8 +217,8 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 @dataclass(frozen=True)
 class BlockCase:
     block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
-    # torchvision | torch | triton | cuda | cpp | onednn | hopper | launch1_ext | launch1_triton | launch1_tma
-    # | fused (stages)
+    # torchvision | torch | triton | cuda | cpp | onednn | hopper | hopper_tma2 | launch1_ext | launch1_triton
+    # | launch1_tma | fused (stages)
     impl: str
 
     @property

@@ -51,13 +51,15 @@ The block backward's kernel (op ``inception_block_backward``), where a backend h
   like ``out``, any strides.
 * The gradients have the shapes of the forward's x, weights and biases; ``grad_x`` is None when
   ``need_input_grad`` is False.
-"torch" implements it as a chain of ATen calls, which "cpp", "cuda" and "hopper" register as theirs;
-"triton" in three Triton launches (``triton/block_backward.py``).
+"torch" implements it as a chain of ATen calls, which "cpp", "cuda", "hopper" and "hopper_tma2"
+register as theirs; "triton" in three Triton launches (``triton/block_backward.py``).
 
 "torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
 are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is
 oneDNN's CPU convolutions with prepacked weights, ``onednn_backend.py``; "hopper" the Triton block
-with both launches on TMA, sm90+, ``hopper_backend.py``).  No module here imports
+with both launches on TMA, sm90+, ``hopper_backend.py``; "hopper_tma2", from the same module, the
+triton backend's launch 1 with the TMA launch 2, so each TMA launch is a measured candidate of its
+own).  No module here imports
 ``inception_fast.ops``: the ops layer calls down into the registry, never the other way.
 
 Renamed backends keep their old name for one release (``RENAMED``): ``resolve`` and the ops map it
@@ -89,7 +91,7 @@ __all__ = [
 
 _LOAD_ERRORS: dict[str, str] = {}
 # The optional backends, loaded in this order (backend="auto" is decided in inception_fast.choices).
-_PLUGINS = ("triton", "cuda", "cpp", "onednn", "hopper")
+_PLUGINS = ("triton", "cuda", "cpp", "onednn", "hopper", "hopper_tma2")
 _MODULES = {
     "torch": ".torch_backend",
     "triton": ".triton",
@@ -97,6 +99,7 @@ _MODULES = {
     "cpp": ".cpp_backend",
     "onednn": ".onednn_backend",
     "hopper": ".hopper_backend",
+    "hopper_tma2": ".hopper_backend",
 }
 # Old names, kept until the next release: (name, device type) -> the backend that runs there now.
 # Until then "cuda" named the compiled extension's kernels on CPU as well as on CUDA.

@@ -1,12 +1,18 @@
-"""The "hopper" backend: the Triton block with both launches on Hopper's machinery (TMA descriptors,
-a pipelined K loop, a persistent grid; launch 1 ``triton/reduce_pool_tma.py``, launch 2
-``triton/branch_convs_tma.py``; each falls back to the triton backend's where TMA cannot describe
-its operands), on CUDA devices of compute capability 9.0 or more, and on CPU under
-TRITON_INTERPRET=1 (tests).
+"""The "hopper" and "hopper_tma2" backends: the Triton block with its launches on Hopper's machinery
+(TMA descriptors, a pipelined K loop, a persistent grid), on CUDA devices of compute capability
+9.0 or more, and on CPU under TRITON_INTERPRET=1 (tests).
 
-It implements the forward only (op ``inception_block``); its backward is the torch backend's
-ATen chain, as for "cuda" and "cpp".  Under ``backend="auto"`` it is one more measured candidate,
-checked against the torch backend on its first run.
+* "hopper": both launches on TMA (launch 1 ``triton/reduce_pool_tma.py``, launch 2
+  ``triton/branch_convs_tma.py``).
+* "hopper_tma2": the triton backend's launch 1 (``triton/reduce_pool.py``) and the TMA launch 2,
+  so that ``backend="auto"`` times the TMA launch 2 without the TMA launch 1 as well: each TMA
+  launch is then a measured candidate of its own.  It adds no binary (its launches are those of
+  "triton" and "hopper"), only timing runs.
+
+Each TMA launch falls back to the triton backend's where TMA cannot describe its operands.  Both
+implement the forward only (op ``inception_block``); their backward is the torch backend's ATen
+chain, as for "cuda" and "cpp".  Under ``backend="auto"`` they are measured candidates, checked
+against the torch backend on their first run.
 
 Importing this module imports no triton; no device is queried before ``unavailable_reason`` is
 asked about one.
@@ -46,10 +52,17 @@ def _block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
 
-register(
-    Backend(
-        "hopper",
-        _unavailable_reason,
-        {"inception_block": _block_forward, "inception_block_backward": torch_backend.block_backward},
+def _block_forward_tma2(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    from .triton.block import block_forward_tma
+
+    return block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma_launch1=False)
+
+
+for _name, _forward in (("hopper", _block_forward), ("hopper_tma2", _block_forward_tma2)):
+    register(
+        Backend(
+            _name,
+            _unavailable_reason,
+            {"inception_block": _forward, "inception_block_backward": torch_backend.block_backward},
+        )
     )
-)

@@ -11,7 +11,8 @@
 (its loads take the max on the fly, the pooled map is never stored), still two launches.
 ``block_forward_tma`` is the "hopper" backend's block: launch 1 with TMA (``reduce_pool_tma.py``)
 where TMA can describe x and w_red, and launch 2 with TMA (``branch_convs_tma.py``) where it can
-describe scratch and the weights; each launch falls back to the plain one on its own.
+describe scratch and the weights; each launch falls back to the plain one on its own.  With
+``tma_launch1=False`` it is the "hopper_tma2" backend's: the plain launch 1, launch 2 with TMA.
 Importing this module imports triton (so set TRITON_INTERPRET=1 first to run it on CPU) but queries no device.
 """
 
@@ -44,19 +45,48 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, pre_pool=None
     return _two_launches(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=False, pre_pool=pre_pool)
 
 
-def block_forward_tma(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, config=None, launch1_config=None):
+def block_forward_tma(
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, config=None, launch1_config=None, tma_launch1: bool = True
+):
     """(out, scratch) of one block in two Triton launches, each with TMA descriptors, a pipelined
     K loop and a persistent grid where its ``tma_unsupported_reason`` finds nothing to object to
     (every GoogLeNet block on a channels_last input, in every dtype), else ``block_forward``'s
-    launch.  ``config`` pins the TMA launch 2's tile (one of branch_convs_tma.CONFIGS),
-    ``launch1_config`` the TMA launch 1's (one of reduce_pool_tma.CONFIGS); tests."""
+    launch.  ``tma_launch1`` False keeps ``block_forward``'s launch 1 (the "hopper_tma2" backend:
+    only launch 2 on TMA).  ``config`` pins the TMA launch 2's tile (one of
+    branch_convs_tma.CONFIGS), ``launch1_config`` the TMA launch 1's (one of
+    reduce_pool_tma.CONFIGS); tests."""
     return _two_launches(
-        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma=True, config=config, launch1_config=launch1_config
+        x,
+        w_red,
+        b_red,
+        w_pool,
+        b_pool,
+        w3,
+        b3,
+        w5,
+        b5,
+        tma=True,
+        config=config,
+        launch1_config=launch1_config,
+        tma_launch1=tma_launch1,
     )
 
 
 def _two_launches(
-    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, tma: bool, config=None, pre_pool=None, launch1_config=None
+    x,
+    w_red,
+    b_red,
+    w_pool,
+    b_pool,
+    w3,
+    b3,
+    w5,
+    b5,
+    tma: bool,
+    config=None,
+    pre_pool=None,
+    launch1_config=None,
+    tma_launch1: bool = True,
 ):
     check_dtype(x.dtype)
     if tma:  # imported here: the other blocks must not need triton.tools.tensor_descriptor
@@ -69,7 +99,7 @@ def _two_launches(
     ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
     # Each launch on TMA where it can describe that launch's operands (launch 1: not with a folded
     # pre-pool, whose pooled input is no TMA box; the "hopper" block never has one).
-    tma1 = tma and pre_pool is None and reduce_pool_tma.tma_unsupported_reason(x, w_red) is None
+    tma1 = tma and tma_launch1 and pre_pool is None and reduce_pool_tma.tma_unsupported_reason(x, w_red) is None
     tma2 = tma and tma_unsupported_reason(scratch, w3, w5) is None
     # Launch 2's split-K tile counters, where a split-K config may run (small batches): launch 1
     # (either one) zeroes them, so no third kernel (a memset) is needed.  The TMA launch 2 splits no K.
