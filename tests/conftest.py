@@ -48,6 +48,28 @@ def gpu(cuda_device):
 
 
 @pytest.fixture
+def hopper_gpu(gpu):
+    """A CUDA device of compute capability 9.0 or more (TMA, wgmma) for the hopper backend's GPU
+    tests; skipped below."""
+    major, minor = torch.cuda.get_device_capability(gpu)
+    if major < 9:
+        pytest.skip(f"the TMA kernels need compute capability >= 9.0, found {major}.{minor}")
+    return gpu
+
+
+@pytest.fixture
+def few_tma_programs(monkeypatch):
+    """The persistent TMA kernels (reduce_pool_tma, branch_convs_tma) on a grid of 5 programs times
+    PROGRAMS_PER_SM, so that on the GPU tests' small shapes each program strides over many tiles
+    of both roles, not one.  Same binaries: the grid is host-side, M/H/W are not specialized on."""
+    from inception_fast.backends.triton import branch_convs_tma, reduce_pool_tma
+
+    monkeypatch.setattr(reduce_pool_tma, "_programs", lambda *a, **k: 5)
+    monkeypatch.setattr(branch_convs_tma, "_programs", lambda *a, **k: 5)
+    return 5
+
+
+@pytest.fixture
 def poisoned(monkeypatch):
     """Every block output, scratch and pre-BN buffer the backends allocate (through
     inception_fast.geometry.empty_outputs and empty_pre_bn) starts as NaN, so an element a kernel leaves unwritten

@@ -384,14 +384,6 @@ def test_sm90_compile_stats_of_every_config():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def hopper_gpu(gpu):
-    major, minor = torch.cuda.get_device_capability(gpu)
-    if major < 9:
-        pytest.skip(f"the TMA kernel needs compute capability >= 9.0, found {major}.{minor}")
-    return gpu
-
-
 # The GPU tests compile few binaries: the kernel is specialised per block (channel counts) and
 # config, and only the 3b tests autotune (every config, once: 3b's 128 input channels of branch 2
 # fit every SWAP_AB config); the others pin one config.
@@ -404,9 +396,10 @@ def _gpu_block(cfg, n, dtype, device, k5=3, h=14, w=14, seed=0):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n", [2, 1])
-def test_gpu_autotuned_3b_bf16(n, hopper_gpu, poisoned):
+def test_gpu_autotuned_3b_bf16(n, hopper_gpu, few_tma_programs, poisoned):
     """The path models take: autotuned (every config's pre_hook sets the boxes), then again with the
-    remembered config (the launcher sets them); batch 1 reuses batch 2's binaries."""
+    remembered config (the launcher sets them); batch 1 reuses batch 2's binaries.  Few programs
+    (few_tma_programs): each strides over many tiles of both roles."""
     block = _gpu_block(**SHAPE_3B, n=n, dtype=torch.bfloat16, device=hopper_gpu, seed=11)
     for what in ("autotuned", "tuned config reused"):
         check_hopper(block, f"3b batch {n} {what}")
@@ -414,8 +407,8 @@ def test_gpu_autotuned_3b_bf16(n, hopper_gpu, poisoned):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(branch_convs_tma.CONFIGS)))
-def test_gpu_every_config_bf16(i, hopper_gpu, poisoned):
-    """Each config, pinned, on the autotuned test's shape (the same binaries)."""
+def test_gpu_every_config_bf16(i, hopper_gpu, few_tma_programs, poisoned):
+    """Each config, pinned, on the autotuned test's shape (the same binaries), on few programs."""
     block = _gpu_block(**SHAPE_3B, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
     out, scratch = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[i])
     torch.cuda.synchronize()
@@ -428,8 +421,8 @@ def test_gpu_every_config_bf16(i, hopper_gpu, poisoned):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
-def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, poisoned):
-    """Every block's channels at 14x14 (7x7 for 5a/5b), batch 2, the first config."""
+def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, few_tma_programs, poisoned):
+    """Every block's channels at 14x14 (7x7 for 5a/5b), batch 2, the first config, on few programs."""
     size = 7 if name.startswith("inception5") else 14
     block = _gpu_block(BLOCK_CONFIGS[name], n=2, dtype=torch.bfloat16, device=hopper_gpu, h=size, w=size, seed=12)
     out, _ = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[0])
@@ -440,9 +433,9 @@ def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, poisoned):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
-def test_gpu_fp32_and_fp16(tf32, hopper_gpu, monkeypatch, poisoned):
+def test_gpu_fp32_and_fp16(tf32, hopper_gpu, few_tma_programs, monkeypatch, poisoned):
     """fp32 with TF32 only when cudnn.allow_tf32 is on (read at call time), exact otherwise; fp16.
-    The smallest config (fp32 doubles every stage's shared memory)."""
+    The smallest config (fp32 doubles every stage's shared memory), on few programs."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     config = branch_convs_tma.CONFIGS[-1]
     block = _gpu_block(BLOCK_CONFIGS["inception4b"], n=2, dtype=torch.float32, device=hopper_gpu, k5=5, seed=4)

@@ -326,14 +326,15 @@ def test_prune():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(reduce_pool_tma.CONFIGS)))
-def test_gpu_every_config_bf16(i, gpu, poisoned):
-    """Each config, pinned, on 3b's channels at 28x28, batch 2, bf16, through the hopper block."""
+def test_gpu_every_config_bf16(i, hopper_gpu, few_tma_programs, poisoned):
+    """Each config, pinned, on 3b's channels at 28x28, batch 2, bf16, through the hopper block, on 5
+    programs per PROGRAMS_PER_SM (few_tma_programs): each strides over many tiles of both roles
+    (65 to 175 tiles, by config)."""
     from inception_fast.reference import BLOCK_CONFIGS
 
-    major, minor = torch.cuda.get_device_capability(gpu)
-    if major < 9:
-        pytest.skip(f"the TMA kernel needs compute capability >= 9.0, found {major}.{minor}")
-    block = make_block(BLOCK_CONFIGS["inception3b"], k5=5, n=2, h=28, w=28, dtype=torch.bfloat16, device=gpu, seed=14)
+    block = make_block(
+        BLOCK_CONFIGS["inception3b"], k5=5, n=2, h=28, w=28, dtype=torch.bfloat16, device=hopper_gpu, seed=14
+    )
     config = reduce_pool_tma.CONFIGS[i]
     out, scratch = tb.block_forward_tma(**block, launch1_config=config, config=branch_convs_tma.CONFIGS[0])
     torch.cuda.synchronize()
