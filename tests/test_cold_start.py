@@ -278,3 +278,65 @@ def test_gpu_autotuners_precompile_then_benchmark(gpu, monkeypatch, tmp_path):
     assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), "scratch")
     check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), "out")
+
+
+@pytest.mark.gpu
+def test_gpu_tma_autotuners_precompile_the_binaries_they_benchmark(hopper_gpu, monkeypatch, tmp_path):
+    """The hopper block's autotuners (reduce_pool_tma, branch_convs_tma; 2 configs each, each with a
+    pre_hook that sets the TMA descriptors' boxes): the precompile compiles both configs, each on
+    its own copies of the descriptors (_common.config_args), into the specialization the
+    benchmark then launches, so the JIT's cache does not grow during the benchmark; the block is
+    right."""
+    import triton
+
+    from inception_fast.backends.triton import branch_convs_tma, reduce_pool_tma
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    if hasattr(getattr(triton, "knobs", None), "cache"):
+        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path))
+    monkeypatch.setenv(_common.ENV_COMPILE_THREADS, "4")
+    dev = torch.cuda.current_device()
+    kernels = (reduce_pool_tma._reduce_pool_tma_kernel, branch_convs_tma._branch_convs_tma_kernel)
+    # The JIT's in-memory cache of each kernel (triton 3.6/3.8: device_caches[device] is
+    # (kernel_cache, kernel_key_cache, target, backend, binder)), emptied for this test (restored
+    # afterwards), so that binaries other tests compiled cannot hide a benchmark's compile.
+    caches = [k.device_caches[dev][0] for k in kernels]
+    for cache in caches:
+        for key in list(cache):
+            monkeypatch.delitem(cache, key)
+    real, compiled, after_precompile = _common.precompile_configs, [], {}
+
+    def spy(kernel, *args, **kwargs):
+        compiled.append(real(kernel, *args, **kwargs))
+        after_precompile[kernel] = len(kernel.device_caches[dev][0])
+        return compiled[-1]
+
+    monkeypatch.setattr(_common, "precompile_configs", spy)
+    monkeypatch.setattr(
+        reduce_pool_tma,
+        "_tuned_kernel",
+        reduce_pool_tma.make_tuned_kernel(reduce_pool_tma.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    monkeypatch.setattr(
+        branch_convs_tma,
+        "_tuned_kernel",
+        branch_convs_tma.make_tuned_kernel(branch_convs_tma.CONFIGS[:2], do_bench=_common.autotune_bench),
+    )
+    # 3 images of 28x28: 2352 pixels, past SMALL_PROBLEM_PIXELS (both configs kept: bf16 fits every
+    # one, and neither launch-2 config swaps A and B).
+    block = make_block(
+        BLOCK_CONFIGS["inception3a"], k5=3, n=3, h=28, w=28, dtype=torch.bfloat16, device=hopper_gpu, seed=22
+    )
+    assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
+    out, scratch = tb.block_forward_tma(**block)
+    torch.cuda.synchronize()
+    assert compiled == [2, 2]
+    assert set(after_precompile) == set(kernels)
+    for kernel, cache in zip(kernels, caches):
+        # Two binaries each, made by the precompile; the benchmark and the launch compiled none.
+        assert after_precompile[kernel] == 2 and len(cache) == 2, (kernel, after_precompile[kernel], len(cache))
+    ref64_out, ref64_scratch = block_reference(**{k: v.double() for k, v in block.items()})
+    reflp_out, reflp_scratch = block_reference(**block)
+    assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), "scratch")
+    check_close(out, ref64_out, reduced_precision_bound(reflp_out, ref64_out), "out")
