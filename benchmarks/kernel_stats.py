@@ -49,6 +49,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
 from inception_fast.backends.triton import (  # noqa: E402
+    _common,
     block_backward,
     branch_convs,
     branch_convs_tma,
@@ -212,8 +213,9 @@ def _sass_counts(cubin: bytes) -> dict:
 
 def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per config of the "hopper" backend's launch 2 (branch_convs_tma) for ``block`` at its
-    GoogLeNet size, torchvision variant, with the descriptors' views and boxes of each config, and
-    the SASS counts (_sass_counts); the SWAP_AB configs only where the autotuner keeps them."""
+    GoogLeNet size, torchvision variant, with each config's descriptor views and boxes (its
+    pre_hook, run on copies: _common.config_args), and the SASS counts (_sass_counts); the SWAP_AB
+    configs only where the autotuner keeps them."""
     r3 = BLOCK_CONFIGS[block][2]
     ch1, x, w_red, _, w_pool, _, w3, b3, w5, b5, out, scratch = block_tensors(block, batch, DTYPES[dtype])
     args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
@@ -222,26 +224,23 @@ def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16",
     for config in branch_convs_tma.CONFIGS:
         if not branch_convs_tma.swap_fits(config.kwargs, r3):
             continue
-        descs = branch_convs_tma._descriptors(scratch, w3, w5, {**meta, **config.kwargs})
         row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch2_tma"}
-        row.update(_compile(kernel, (*descs, *args[len(descs) :]), meta, config, arch, sass=True))
+        row.update(_compile(kernel, _common.config_args(kernel, args, meta, config), meta, config, arch, sass=True))
         rows.append(row)
     return rows
 
 
 def tma1_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per config of the "hopper" backend's launch 1 (reduce_pool_tma) for ``block`` at its
-    GoogLeNet size, torchvision variant, with the descriptors' boxes of each config, and the SASS
-    counts (_sass_counts)."""
+    GoogLeNet size, torchvision variant, with each config's descriptor boxes (its pre_hook, run on
+    copies: _common.config_args), and the SASS counts (_sass_counts)."""
     _, x, w_red, b_red, w_pool, b_pool, _, _, _, _, out, scratch = block_tensors(block, batch, DTYPES[dtype])
     args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+    kernel = reduce_pool_tma._reduce_pool_tma_kernel
     rows = []
     for config in reduce_pool_tma.CONFIGS:
-        descs = reduce_pool_tma._descriptors(x, w_red, config.kwargs)
         row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "launch1_tma"}
-        row.update(
-            _compile(reduce_pool_tma._reduce_pool_tma_kernel, (*descs, *args[2:]), meta, config, arch, sass=True)
-        )
+        row.update(_compile(kernel, _common.config_args(kernel, args, meta, config), meta, config, arch, sass=True))
         rows.append(row)
     return rows
 

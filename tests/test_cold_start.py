@@ -112,6 +112,18 @@ def test_precompile_compiles_the_pruned_configs_side_by_side(monkeypatch):
     assert sorted((c[0][0].block_shape[0], c[2]["BLOCK"]) for c in kernel.calls) == [(16, 16), (32, 32), (64, 64)]
     assert all(c[0][0] is not desc and c[0][0].base is desc.base and c[0][1] == 64 for c in kernel.calls)
     assert desc.block_shape == [4, 8]
+    # A hook that edits the descriptor's lists in place edits the copy's own lists.
+
+    def in_place(nargs):
+        nargs["x"].block_shape[0] = nargs["BLOCK"]
+        nargs["x"].shape[0] = 32
+        nargs["x"].strides[0] = 16
+
+    config = _Config(BLOCK=16)
+    config.pre_hook = in_place
+    copied, m = _common.config_args(kernel, (desc, 64), {}, config)
+    assert (copied.block_shape, copied.shape, copied.strides, m) == ([16, 8], [32, 8], [16, 1], 64)
+    assert (desc.block_shape, desc.shape, desc.strides) == ([4, 8], [64, 8], [8, 1])
 
 
 def test_compile_threads_and_tuning_time_settings(monkeypatch):

@@ -40,6 +40,7 @@ __all__ = [
     "check_dtype",
     "check_branch_weights",
     "autotuned_configs",
+    "config_args",
     "row_unit",
     "pow2_unit",
     "row_strides",
@@ -209,16 +210,27 @@ def _is_descriptor(value) -> bool:
     return type(value).__name__ == "TensorDescriptor"
 
 
+def _descriptor_copy(desc):
+    """A copy of a TensorDescriptor with its own shape, strides and block_shape lists: a pre_hook
+    that edits one of them in place leaves the original as it was."""
+    desc = copy.copy(desc)
+    for name in ("shape", "strides", "block_shape"):
+        value = getattr(desc, name, None)
+        if isinstance(value, list):
+            setattr(desc, name, list(value))
+    return desc
+
+
 def config_args(kernel, args: tuple, meta: dict, config) -> tuple:
     """``args`` as the launch with ``config`` sees them.  A config with a pre_hook (the TMA kernels':
     it gives the tensor descriptors that config's boxes, and Triton specialises on the box) has
-    it run on copies of the descriptors, so each config compiles its own specialisation, configs
-    can compile side by side, and ``args`` stay as they were."""
+    it run on copies of the descriptors (their lists copied too), so each config compiles its own
+    specialisation, configs can compile side by side, and ``args`` stay as they were."""
     hook = getattr(config, "pre_hook", None)
     if hook is None:
         return args
     names = kernel.arg_names[: len(args)]
-    nargs = {name: copy.copy(a) if _is_descriptor(a) else a for name, a in zip(names, args)}
+    nargs = {name: _descriptor_copy(a) if _is_descriptor(a) else a for name, a in zip(names, args)}
     nargs.update(meta)
     nargs.update(config.all_kwargs())
     hook(nargs)
