@@ -319,6 +319,19 @@ def test_prune():
     ]
 
 
+def test_programs_per_sm_fit_the_register_file():
+    """PROGRAMS_PER_SM programs of every config fit an SM's 64K registers whatever ptxas allocates
+    (at most 255 a thread, allocated per warp in 256-register units: 8192 a warp), and the
+    shared-memory rule counts the 1 KB each resident block reserves."""
+    for c in reduce_pool_tma.CONFIGS:
+        kwargs = reduce_pool_tma._with_pool_tile(c.kwargs)
+        assert kwargs["PROGRAMS_PER_SM"] * c.num_warps * 8192 <= 65536, _common.config_name(c)
+    fit = reduce_pool_tma.programs_fit
+    assert fit(1, reduce_pool_tma.BLOCK_SHARED_BYTES) and not fit(1, reduce_pool_tma.BLOCK_SHARED_BYTES + 1)
+    half = reduce_pool_tma.SM_SHARED_BYTES // 2 - reduce_pool_tma.SHARED_RESERVED_PER_BLOCK
+    assert fit(2, half) and not fit(2, half + 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU (sm_90+): skipped without one
 # ---------------------------------------------------------------------------------------------

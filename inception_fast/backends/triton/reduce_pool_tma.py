@@ -394,8 +394,20 @@ AUTOTUNE_KEY = [
 ]
 
 
-# Shared memory per SM on sm_90 (228 KB; one block may use 227 KB of it).
+# Shared memory on sm_90: one block may use up to 227 KB (BLOCK_SHARED_BYTES); an SM has 228 KB
+# (SM_SHARED_BYTES), of which each resident block takes 1 KB more than it asks for
+# (SHARED_RESERVED_PER_BLOCK: reserved for system use, cudaDevAttrReservedSharedMemoryPerBlock).
+BLOCK_SHARED_BYTES = 232448
 SM_SHARED_BYTES = 233472
+SHARED_RESERVED_PER_BLOCK = 1024
+
+
+def programs_fit(programs_per_sm: int, shared_bytes: int) -> bool:
+    """Whether ``programs_per_sm`` blocks of ``shared_bytes`` of shared memory each fit one sm_90 SM."""
+    return (
+        shared_bytes <= BLOCK_SHARED_BYTES
+        and programs_per_sm * (shared_bytes + SHARED_RESERVED_PER_BLOCK) <= SM_SHARED_BYTES
+    )
 
 
 def shared_bytes_estimate(kwargs: dict, num_stages: int, element_size: int) -> int:
@@ -411,7 +423,7 @@ def fits(config: triton.Config, element_size: int) -> bool:
     ``element_size`` bytes (fp32 doubles every stage: the deep 128x128 and the two-per-SM 128-row
     configs do not fit)."""
     kwargs = _with_pool_tile(config.kwargs)
-    return kwargs["PROGRAMS_PER_SM"] * shared_bytes_estimate(kwargs, config.num_stages, element_size) <= SM_SHARED_BYTES
+    return programs_fit(kwargs["PROGRAMS_PER_SM"], shared_bytes_estimate(kwargs, config.num_stages, element_size))
 
 
 def _signature(config: triton.Config) -> tuple:
