@@ -262,9 +262,11 @@ MUTANTS = [
         "the weights' box is taken at K step k, not channel k * BLOCK_K: every K step after the first "
         "multiplies the wrong weights",
     ),
+    # (The reduce role's epilogue is reduce_pool.py's _reduce_epilogue, shared by both launch 1s: the
+    # two mutants below break both, and launch 1's tests with TMA must catch them.)
     Mutant(
         "tma1_relu_dropped",
-        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "inception_fast/backends/triton/reduce_pool.py",
         "y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)",
         "y = (acc + bias[None, :]).to(out_ptr.dtype.element_ty)",
         HOPPER_LAUNCH1,
@@ -272,7 +274,7 @@ MUTANTS = [
     ),
     Mutant(
         "tma1_row_mask",
-        "inception_fast/backends/triton/reduce_pool_tma.py",
+        "inception_fast/backends/triton/reduce_pool.py",
         "mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :],",
         "mask=(col_ok & ~is_branch1)[None, :],",
         HOPPER_LAUNCH1,

@@ -16,7 +16,7 @@ import threading
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -41,6 +41,7 @@ __all__ = [
     "check_branch_weights",
     "autotuned_configs",
     "config_args",
+    "small_only_prune",
     "row_unit",
     "pow2_unit",
     "row_strides",
@@ -194,6 +195,25 @@ def autotune_bench(kernel_call, quantiles=None):
 
     warmup, rep = tuning_bench_ms()
     return do_bench(kernel_call, warmup=warmup, rep=rep, quantiles=quantiles)
+
+
+def small_only_prune(small_configs, fill: Callable[[dict], dict] = dict) -> Callable:
+    """An early prune for triton.autotune (``prune_configs_by``) that drops ``small_configs`` from
+    launches of more than SMALL_PROBLEM_PIXELS pixels (the kernel argument ``M``), unless nothing
+    else is left.  A config is one of them when its kwargs (completed by ``fill``, the defaults
+    the kernel's configs get), warps and stages are those of one of ``small_configs``."""
+
+    def signature(config) -> tuple:
+        return tuple(sorted(fill(config.kwargs).items())), config.num_warps, config.num_stages
+
+    small = {signature(c) for c in small_configs}
+
+    def prune(configs, named_args, **_kwargs):
+        if named_args["M"] <= SMALL_PROBLEM_PIXELS:
+            return configs
+        return [c for c in configs if signature(c) not in small] or configs
+
+    return prune
 
 
 def autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:

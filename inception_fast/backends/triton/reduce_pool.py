@@ -197,6 +197,31 @@ def _reduce_tile(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
             fb_ptrs += FOLD_K * stride_w_k
 
+    _reduce_epilogue(
+        acc, b_ptr, out_ptr, scratch_ptr, o_row, s_row, row_ok, offs_n, col_ok, ch1,
+        stride_b, stride_out_c, stride_scratch_c,
+    )  # fmt: skip
+
+
+@triton.jit
+def _reduce_epilogue(
+    acc,
+    b_ptr,
+    out_ptr,
+    scratch_ptr,
+    o_row,
+    s_row,
+    row_ok,
+    offs_n,
+    col_ok,
+    ch1,
+    stride_b,
+    stride_out_c,
+    stride_scratch_c,
+):
+    """The reduce role's epilogue on a finished fp32 tile (this launch 1's and reduce_pool_tma.py's):
+    bias + ReLU (NaN propagates as in PyTorch), columns below ch1 (branch 1) into out, the others
+    into scratch from its channel 0."""
     bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
     # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
@@ -717,19 +742,9 @@ def _check_pre_pool(pre_pool) -> tuple:
     return kernel, stride, padding
 
 
-def _signature(config: triton.Config) -> tuple:
-    return tuple(sorted(_with_pool_tile(config.kwargs).items())), config.num_warps, config.num_stages
-
-
-_SMALL_ONLY = {_signature(c) for c in SMALL_PROBLEM_CONFIGS}
-
-
-def _prune_small_only(configs, named_args, **_kwargs):
-    """The autotuner's early prune: SMALL_PROBLEM_CONFIGS only up to SMALL_PROBLEM_PIXELS (unless
-    nothing else is left)."""
-    if named_args["M"] <= _common.SMALL_PROBLEM_PIXELS:
-        return configs
-    return [c for c in configs if _signature(c) not in _SMALL_ONLY] or configs
+# The autotuner's early prune: SMALL_PROBLEM_CONFIGS only up to SMALL_PROBLEM_PIXELS (unless
+# nothing else is left).
+_prune_small_only = _common.small_only_prune(SMALL_PROBLEM_CONFIGS, _with_pool_tile)
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):

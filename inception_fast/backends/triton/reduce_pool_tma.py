@@ -54,7 +54,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from ... import geometry
 from . import _common
 from ._common import pixel_rows, row_offsets
-from .reduce_pool import _pool_tile
+from .reduce_pool import _pool_tile, _reduce_epilogue
 
 __all__ = [
     "launch_reduce_pool_tma",
@@ -108,20 +108,10 @@ def _tma_reduce_tile(
     s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
     offs_n = n0 + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_red
-    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
-    # A column tile may straddle branch 1 and the reductions: two complementary masked stores.
-    is_branch1 = offs_n < ch1
-    tl.store(
-        out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c,
-        y,
-        mask=row_ok[:, None] & (col_ok & is_branch1)[None, :],
-    )
-    tl.store(
-        scratch_ptr + s_row[:, None] + (offs_n - ch1)[None, :] * stride_scratch_c,
-        y,
-        mask=row_ok[:, None] & (col_ok & ~is_branch1)[None, :],
-    )
+    _reduce_epilogue(
+        acc, b_ptr, out_ptr, scratch_ptr, o_row, s_row, row_ok, offs_n, col_ok, ch1,
+        stride_b, stride_out_c, stride_scratch_c,
+    )  # fmt: skip
 
 
 # M, H, W only enter the row index arithmetic and masks (one binary across batch sizes); the
@@ -426,11 +416,7 @@ def fits(config: triton.Config, element_size: int) -> bool:
     return programs_fit(kwargs["PROGRAMS_PER_SM"], shared_bytes_estimate(kwargs, config.num_stages, element_size))
 
 
-def _signature(config: triton.Config) -> tuple:
-    return tuple(sorted(_with_pool_tile(config.kwargs).items())), config.num_warps, config.num_stages
-
-
-_SMALL_ONLY = {_signature(c) for c in SMALL_PROBLEM_CONFIGS}
+_prune_small_only = _common.small_only_prune(SMALL_PROBLEM_CONFIGS, _with_pool_tile)
 
 
 def _prune(configs, named_args, **_kwargs):
@@ -438,9 +424,7 @@ def _prune(configs, named_args, **_kwargs):
     SMALL_PROBLEM_CONFIGS past SMALL_PROBLEM_PIXELS (unless nothing is left)."""
     size = named_args["x_ptr"].element_size()
     kept = [c for c in configs if fits(c, size)] or configs
-    if named_args["M"] <= _common.SMALL_PROBLEM_PIXELS:
-        return kept
-    return [c for c in kept if _signature(c) not in _SMALL_ONLY] or kept
+    return _prune_small_only(kept, named_args)
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
