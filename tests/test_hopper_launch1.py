@@ -187,7 +187,7 @@ def test_fallback_to_the_plain_launch1(layout, poisoned, monkeypatch):
     with it, and the hopper block runs the plain launch 1 (launch 2 still on TMA where it can)."""
     if layout == "odd_channels":
         block = make_block(ODD, k5=5, n=2, h=3, w=4, seed=2)
-        expected, launch2 = "16-byte aligned", None
+        expected, launch2 = "x's pixel stride (13 torch.float32 elements, 52 bytes) is not a multiple of 16 bytes", None
     else:
         block = make_block(ALIGNED, n=2, h=5, w=3, seed=5)
         launch2 = branch_convs_tma._branch_convs_tma_kernel
@@ -198,7 +198,7 @@ def test_fallback_to_the_plain_launch1(layout, poisoned, monkeypatch):
             shifted = torch.empty(2 * 5 * 3 * 40 + 1)[1:].view(2, 5, 3, 40).permute(0, 3, 1, 2)
             shifted.copy_(block["x"])
             block["x"] = shifted
-            expected = "16-byte aligned"
+            expected = "x's base address is not 16-byte aligned (data_ptr() % 16 = 4)"
     why = reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"])
     assert why is not None and expected in why, why
     out, scratch, launched = _launched(block, monkeypatch)
@@ -233,14 +233,18 @@ def _outputs(block):
 
 @interpreter_only
 def test_unsupported_weights():
-    """w_red with a strided Cin axis, or rows that are not 16-byte multiples, is refused with the reason."""
+    """w_red with a strided Cin axis, a base address or a row stride that is not a 16-byte
+    multiple, is refused with the reason."""
     block = make_block(ALIGNED, n=1, h=3, w=3)
     x, w_red = block["x"], block["w_red"]
     assert reduce_pool_tma.tma_unsupported_reason(x, w_red) is None
     why = reduce_pool_tma.tma_unsupported_reason(x, w_red.t().contiguous().t())
     assert why is not None and why.startswith("w_red is not [NR, Cin]")
     why = reduce_pool_tma.tma_unsupported_reason(x, torch.empty(52, 41)[:, :40])
-    assert why is not None and why.startswith("w_red's rows are not 16-byte aligned")
+    assert why == "w_red's row stride (41 torch.float32 elements, 164 bytes) is not a multiple of 16 bytes", why
+    shifted = torch.empty(52 * 40 + 1)[1:].view(52, 40)
+    why = reduce_pool_tma.tma_unsupported_reason(x, shifted)
+    assert why == "w_red's base address is not 16-byte aligned (data_ptr() % 16 = 4)", why
 
 
 @interpreter_only

@@ -9,8 +9,9 @@ computes what reduce_pool.py computes without a pre-pool.
   (box BLOCK_N x BLOCK_K at (n0, k0)).  TMA fills the boxes' parts past M, Cin and NR with zeros:
   the K tail of the last step and the ragged row and column tiles need no masks in the K loop,
   which Triton pipelines num_stages deep (TMA loads into shared memory, wgmma from there).
-  Epilogue: bias + ReLU (NaN propagates as in PyTorch), masked pointer stores: columns [0, ch1)
-  are branch 1 and go into out[..., 0:ch1], columns [ch1, NR) into scratch[..., 0:ch3red+ch5red].
+  Epilogue (reduce_pool.py's ``_reduce_epilogue``, shared with the plain launch 1): bias + ReLU
+  (NaN propagates as in PyTorch), masked pointer stores: columns [0, ch1) are branch 1 and go into
+  out[..., 0:ch1], columns [ch1, NR) into scratch[..., 0:ch3red+ch5red].
 * Pool role: reduce_pool.py's ``_pool_tile`` unchanged (the 3x3/s1/p1 max pool taken while its
   A tile is gathered by nine shifted pointer loads, -inf outside the image, pipelined by cp.async
   POOL_STAGES deep, then @ w_pool^T + b_pool, ReLU, into out[..., C_total - pool:]), no K split.
@@ -20,9 +21,10 @@ computes what reduce_pool.py computes without a pre-pool.
 * Persistent grid: min(#SMs * PROGRAMS_PER_SM, #tiles) programs stride over the tiles.  The
   tiles are ordered as reduce_pool.py orders its programs: per BLOCK_M-row tile, its
   cdiv(NR, BLOCK_N) reduce column tiles, then its BLOCK_M // BLOCK_M_POOL pool parts (each the
-  whole pool width).  Programs running at the same time thus work on neighbouring pixel rows, and
-  x is read from HBM about once for both roles (at batch 256 x is larger than L2: all reduce tiles
-  first, then all pool tiles, would read it twice).
+  whole pool width).  Programs running at the same time thus work on neighbouring pixel rows, so
+  x is expected to be read from HBM about once for both roles, the second role finding its rows in
+  L2 (an expectation from the order, not a measured figure; at batch 256 x is larger than L2: all
+  reduce tiles first, then all pool tiles, would read it twice).
 * Launch 2's split-K counters: zeroed on the way when ``counters`` is passed (the "hopper" block
   passes them only where launch 2 falls back to branch_convs.py's split-K kernel).
 
@@ -190,7 +192,9 @@ def _reduce_pool_tma_kernel(
     BLOCK_M_POOL: tl.constexpr,
     BLOCK_K_POOL: tl.constexpr,
     POOL_STAGES: tl.constexpr,
-    # Programs per SM in the persistent grid (read by the launcher's grid only).
+    # Programs per SM in the persistent grid (read by the launcher's grid only; a parameter because
+    # every config kwarg is passed to the kernel, so configs differing only in it compile to
+    # identical code).
     PROGRAMS_PER_SM: tl.constexpr,
 ):
     """Launch 1 as a persistent kernel: each program strides over the tiles (per BLOCK_M-row tile:
@@ -330,7 +334,10 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
 # NR is 176 (3a) to 384 (5b): 64-column tiles waste less of the last column tile, 128-column ones
 # read each A box fewer times.  One program per SM leaves 4 or 8 warps to hide the pool role's
 # gather latency; the PROGRAMS_PER_SM 2 configs (4 warps, <= 72 KB of shared memory and <= 255
-# registers a thread: two fit an SM) run two.
+# registers a thread: two fit an SM) run two.  Each of them repeats a PROGRAMS_PER_SM 1 config's
+# tile, warps and stages: PROGRAMS_PER_SM is a kernel parameter only because a config kwarg must
+# be one (the kernel never reads it), so each such pair compiles to identical code (two binaries
+# of the same code) and differs only in the launcher's grid.
 CONFIGS = [
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "POOL_STAGES": 1}, 8, 3),
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 8, 4),
@@ -347,8 +354,9 @@ CONFIGS = [
 ]
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1: 49 to 784 pixels, a dozen row tiles or
 # fewer): 32-row pool parts double the pool programs, and 32 or 64 channels a pool step shorten
-# their serial K loop, the longest chain of a small launch 1 (reduce_pool.py's SMALL_PROBLEM_CONFIGS
-# measured so; a 32-row pool dot runs on mma.sync, not wgmma).
+# their serial K loop, the longest chain of a small launch 1 (counted, not timed: Cin 192..832 is
+# 12..52 pool K steps in series at 16 channels a step, 3..26 at 32 or 64, as for reduce_pool.py's
+# SMALL_PROBLEM_CONFIGS; a 32-row pool dot runs on mma.sync, not wgmma).
 SMALL_PROBLEM_CONFIGS = [
     _config(
         {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": k, "POOL_STAGES": 2}, 4, 3
@@ -481,12 +489,23 @@ def tma_unsupported_reason(x: torch.Tensor, w_red: torch.Tensor) -> Optional[str
     pixel = _pixel_stride(x)
     if (h > 1 and s_h != w * pixel) or (n > 1 and s_n != h * w * pixel):
         return f"x's pixels are not evenly strided: no [N*H*W, Cin] view (strides {tuple(x.stride())})"
-    if x.data_ptr() % 16 or (pixel * x.element_size()) % 16:
-        return f"x's rows are not 16-byte aligned (strides {tuple(x.stride())}, {x.dtype})"
+    if x.data_ptr() % 16:
+        return f"x's base address is not 16-byte aligned (data_ptr() % 16 = {x.data_ptr() % 16})"
+    if (pixel * x.element_size()) % 16:
+        return (
+            f"x's pixel stride ({pixel} {x.dtype} elements, {pixel * x.element_size()} bytes) is not a "
+            f"multiple of 16 bytes (strides {tuple(x.stride())})"
+        )
     if w_red.dim() != 2 or (w_red.stride(1) != 1 and w_red.shape[1] > 1):
         return f"w_red is not [NR, Cin] with a contiguous Cin axis (strides {tuple(w_red.stride())})"
-    if w_red.data_ptr() % 16 or (w_red.stride(0) * w_red.element_size()) % 16:
-        return f"w_red's rows are not 16-byte aligned (strides {tuple(w_red.stride())}, {w_red.dtype})"
+    if w_red.data_ptr() % 16:
+        return f"w_red's base address is not 16-byte aligned (data_ptr() % 16 = {w_red.data_ptr() % 16})"
+    row = w_red.stride(0)
+    if (row * w_red.element_size()) % 16:
+        return (
+            f"w_red's row stride ({row} {w_red.dtype} elements, {row * w_red.element_size()} bytes) is not "
+            "a multiple of 16 bytes"
+        )
     return None
 
 
