@@ -422,7 +422,7 @@ class FoldKey(NamedTuple):
     shape: tuple  # the pool's input (N, C, H, W)
     stride: tuple  # the pool input's strides (its layout)
     params: tuple  # the pool's (kernel, stride, padding, ceil_mode)
-    block: tuple  # the block's packed weight shapes (w_red, w_pool, w3, w5)
+    block: tuple  # the block's conv weight shapes, in packing order
     backend: str  # the model's backend, which decides what "separate" runs (auto: AUTO's pick per block)
     precision: Optional[tuple]  # fp32: (cuDNN's TF32 flag, matmul precision), else None
 
@@ -448,7 +448,7 @@ class ChainKey(NamedTuple):
     shape: tuple  # the input (N, C, H, W): the pool's where there is one, else the first block's
     stride: tuple  # the input's strides (its layout)
     params: Optional[tuple]  # the pool's (kernel, stride, padding, ceil_mode), None without a pool
-    blocks: tuple  # per block, its packed weight shapes (w_red, w_pool, w3, w5)
+    blocks: tuple  # per block, its conv weight shapes in packing order
     backend: str  # the model's backend, which decides what "separate" runs
     precision: Optional[tuple]  # fp32: (cuDNN's TF32 flag, matmul precision), else None
 

@@ -85,6 +85,12 @@ def _block_config(block: nn.Module) -> dict:
     )
 
 
+def _conv_shapes(block: "_PackedBlock") -> tuple:
+    """The shapes of a block's six conv weights in packing order: what its packed weights' shapes
+    follow from (a measured choice's key), without packing them."""
+    return tuple(tuple(conv_and_bn(unit)[0].weight.shape) for unit in block._units())
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype a block computes in: under autocast the autocast dtype, as the reference's convs
     would; else the input's."""
@@ -636,26 +642,33 @@ class FusedGoogLeNet(GoogLeNet):
         """``block(pool(x))``: the two stages, or, where FOLD_CHOICE measured it faster
         (stages.pool_block), the pool folded into the block's first Triton launch."""
         separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
-        if not self._fusable_blocks((block,), x):
+        if not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed) or not self._fusable_blocks(
+            (block,), x
+        ):
             return separate()
-        return stages.pool_block(
-            x, pool, lambda: block.packed(x.dtype), separate, self._triton_allowed, self.requested_backend
-        )
+        packed = lambda: block.packed(x.dtype)  # noqa: E731
+        shapes = _conv_shapes(block)
+        return stages.pool_block(x, pool, shapes, packed, separate, self._triton_allowed, self.requested_backend)
 
-    def _pool_blocks(self, pool: nn.Module, blocks: tuple, x: Tensor) -> Tensor:
+    def _pool_blocks(self, pool: Optional[nn.Module], blocks: tuple, x: Tensor) -> Tensor:
         """The blocks one after another on ``pool(x)`` as the reference runs them (the pool folded
         into the first where FOLD_CHOICE chose so), or, where CHAIN_CHOICE measured it faster
         (stages.block_chain), each block's launch 2 joined with the next block's launch 1.  A pool
         that does not fold runs first, on its own."""
         separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(pool, blocks, x)  # noqa: E731
-        if len(blocks) < 2 or not self._fusable_blocks(blocks, x):
+        if (
+            len(blocks) < 2
+            or not stages.triton_may_compete(choices.CHAIN_CHOICE, x, self._triton_allowed)
+            or not self._fusable_blocks(blocks, x)
+        ):
             return separate()
         if pool is not None and stages.fold_params(pool) is None:
             x = self._pool(pool, x)
             pool = None
             separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(None, blocks, x)  # noqa: E731
         packed = lambda: [block.packed(x.dtype) for block in blocks]  # noqa: E731
-        return stages.block_chain(x, pool, packed, separate, self._triton_allowed, self.requested_backend)
+        shapes = tuple(_conv_shapes(block) for block in blocks)
+        return stages.block_chain(x, pool, shapes, packed, separate, self._triton_allowed, self.requested_backend)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -155,24 +155,41 @@ def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
 
 
-def _pooled_block_shape(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend):
-    """Checks the arguments; returns the pooled (PH, PW)."""
+def _pooled_block_shape(
+    x,
+    w_red,
+    b_red,
+    w_pool,
+    b_pool,
+    w3,
+    b3,
+    w5,
+    b5,
+    kernel,
+    stride,
+    padding,
+    ceil_mode,
+    backend,
+    op="pooled_inception_block",
+):
+    """Checks the arguments (errors name ``op``); returns the pooled (PH, PW)."""
     if backend == "auto":
+        choice = "FOLD_CHOICE" if op == "pooled_inception_block" else "CHAIN_CHOICE"
         raise ValueError(
-            "pooled_inception_block takes a backend name ('torch', 'triton'), not 'auto': "
-            "FusedGoogLeNet decides per shape (inception_fast.choices.FOLD_CHOICE)"
+            f"{op} takes a backend name ('torch', 'triton'), not 'auto': "
+            f"FusedGoogLeNet decides per shape (inception_fast.choices.{choice})"
         )
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     if kernel < 1 or stride < 1 or not 0 <= 2 * padding <= kernel:
         raise ValueError(
-            f"pooled_inception_block: invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
+            f"{op}: invalid max pool: kernel {kernel}, stride {stride}, padding {padding} "
             "(padding must be at most half the kernel)"
         )
     hw = tuple(geometry.pool_out(s, kernel, stride, padding, ceil_mode) for s in x.shape[2:])
     if min(hw) < 1:
         raise ValueError(
-            f"pooled_inception_block: input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} "
-            f"max pool (padding {padding})"
+            f"{op}: input {tuple(x.shape[2:])} is too small for a {kernel}x{kernel}/{stride} max pool "
+            f"(padding {padding})"
         )
     return hw
 
@@ -202,7 +219,7 @@ def _pooled_inception_block_fake(
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)[0]
 
 
-def _pooled_block_setup_context(ctx, inputs, output):
+def _no_context(ctx, inputs, output):
     pass
 
 
@@ -214,7 +231,7 @@ def _pooled_block_backward(ctx, grad_out):
 
 
 torch.library.register_autograd(
-    "inception_fast::pooled_inception_block", _pooled_block_backward, setup_context=_pooled_block_setup_context
+    "inception_fast::pooled_inception_block", _pooled_block_backward, setup_context=_no_context
 )
 
 
@@ -234,11 +251,6 @@ BLOCK_WEIGHTS = 8  # (w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) per block
 def _chain_shape(x, weights, pool, ceil_mode, backend):
     """Checks inception_chain's arguments; returns (blocks, pre_pool, (H, W) of the blocks' maps):
     ``blocks`` the weights in groups of eight, ``pre_pool`` (kernel, stride, padding, ceil_mode) or None."""
-    if backend == "auto":
-        raise ValueError(
-            "inception_chain takes a backend name ('torch', 'triton'), not 'auto': "
-            "FusedGoogLeNet decides per shape (inception_fast.choices.CHAIN_CHOICE)"
-        )
     if not weights or len(weights) % BLOCK_WEIGHTS:
         raise ValueError(
             f"inception_chain takes {BLOCK_WEIGHTS} packed tensors per block "
@@ -247,13 +259,9 @@ def _chain_shape(x, weights, pool, ceil_mode, backend):
     if len(pool) not in (0, 3):
         raise ValueError(f"inception_chain: pool is [] or [kernel, stride, padding], got {list(pool)}")
     blocks = [tuple(weights[i : i + BLOCK_WEIGHTS]) for i in range(0, len(weights), BLOCK_WEIGHTS)]
-    pre_pool = None
-    if pool:
-        pre_pool = (*pool, ceil_mode)
-        hw = _pooled_block_shape(x, *blocks[0], *pre_pool, backend)
-    else:
-        _check_block_args(x, *blocks[0], backend)
-        hw = tuple(x.shape[2:])
+    pre_pool = None if not pool else (*pool, ceil_mode)
+    # Without a pool, the checks of a pool that keeps every size (1x1, stride 1): the same errors.
+    hw = _pooled_block_shape(x, *blocks[0], *(pre_pool or (1, 1, 0, False)), backend, op="inception_chain")
     for i, block in enumerate(blocks[1:], 1):
         cout = geometry.block_channels(*(blocks[i - 1][j] for j in (0, 2, 4, 6))).total
         if block[0].shape[1] != cout:
@@ -261,7 +269,10 @@ def _chain_shape(x, weights, pool, ceil_mode, backend):
                 f"inception_chain: block {i - 1} outputs {cout} channels but block {i} expects "
                 f"{block[0].shape[1]} input channels"
             )
-        _check_block_args(x.new_empty(0, cout, *hw), *block, backend)
+        try:
+            _check_block_args(x.new_empty(0, cout, *hw), *block, backend)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise type(e)(f"inception_chain: block {i}: {e}") from None
     return blocks, pre_pool, hw
 
 
@@ -294,9 +305,7 @@ def _chain_backward(ctx, grad_out):
     )
 
 
-torch.library.register_autograd(
-    "inception_fast::inception_chain", _chain_backward, setup_context=_pooled_block_setup_context
-)
+torch.library.register_autograd("inception_fast::inception_chain", _chain_backward, setup_context=_no_context)
 
 
 def inception_chain(x, blocks, pool=None, backend="torch"):

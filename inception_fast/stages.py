@@ -150,10 +150,10 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
     return params if geometry.foldable(*params[:3]) is None else None
 
 
-def _triton_may_compete(chooser, x: Tensor, triton_allowed: bool) -> bool:
+def triton_may_compete(chooser, x: Tensor, triton_allowed: bool) -> bool:
     """Whether a Triton form may compete with the model's own stages for ``x``: the model's backend
     allows it, the input is a non-empty 4-D batch, ``chooser`` applies (its devices, no gradient,
-    not tracing) and Triton runs on x's device."""
+    not tracing) and Triton runs on x's device.  Cheap: the model asks it first."""
     from .backends import availability
 
     if not triton_allowed or x.dim() != 4 or x.shape[0] == 0:
@@ -168,16 +168,20 @@ def _precision(x: Tensor) -> Optional[tuple]:
     return torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
 
 
-def _separate_or_fused(chooser, key, x: Tensor, weights: list, separate, run, name: str, what: str) -> Tensor:
+def _separate_or_fused(chooser, key, x: Tensor, packed, separate, run, name: str, what: str) -> Tensor:
     """``separate()`` or ``run("triton")(x, weights)`` as ``chooser`` measured for ``key`` (measuring
     now if it may): "separate" first (what runs wherever nothing is measured), then ``name``, which
     competes only after its first result agreed with ``run("torch")`` (the same op on ATen) against
-    an fp64 run of that, by the tolerance table's rule.  ``weights``: a list of per-block tuples."""
-    fused = lambda: run("triton")(x, weights)  # noqa: E731
+    an fp64 run of that, by the tolerance table's rule.  ``packed()``: the weights, a list of
+    per-block tuples, built only where the fused form runs or is measured."""
     choice = chooser.lookup(key)
+    if choice == "separate" or (choice is None and not chooser.can_measure(x.device)):
+        return separate()  # (capture, static mode: the model's stages, nothing to build)
+    weights = packed()
+    if torch.is_grad_enabled() and any(w.requires_grad for ws in weights for w in ws):
+        return separate()  # the fused ops have no backward
+    fused = lambda: run("triton")(x, weights)  # noqa: E731
     if choice is None:
-        if not chooser.can_measure(x.device):  # capture, static mode: the model's stages, nothing to build
-            return separate()
         aten = run("torch")
         runners = {
             "separate": separate,
@@ -192,13 +196,10 @@ def _separate_or_fused(chooser, key, x: Tensor, weights: list, separate, run, na
     return fused() if choice == name else separate()
 
 
-def _weights_frozen(weights: list) -> bool:
-    return not (torch.is_grad_enabled() and any(w.requires_grad for ws in weights for w in ws))
-
-
 def pool_block(
     x: Tensor,
     pool: nn.Module,
+    shapes: tuple,
     packed: Callable[[], tuple],
     separate: Callable[[], Tensor],
     triton_allowed: bool,
@@ -207,39 +208,29 @@ def pool_block(
     """The block's output on ``pool(x)`` as FOLD_CHOICE measured fastest: ``separate()`` (the pool,
     then the block; the first candidate, what runs wherever nothing is measured) or the folded
     Triton op on the block's packed weights (``packed()``: (w_red, b_red, w_pool, b_pool, w3, b3,
-    w5, b5) in x's dtype).  The caller offers the fold only where the block folds its BatchNorm;
-    here it competes only where ``triton_allowed`` (the model's backend is auto or triton), the
-    pool folds (``fold_params``), the chooser applies (its devices, no gradient, not tracing) and
-    Triton runs on x's device.  ``backend`` (the model's) is part of the key: it decides what
-    ``separate()`` runs."""
+    w5, b5) in x's dtype; ``shapes``: its conv weights' shapes, for the key).  The caller offers
+    the fold only where the block folds its BatchNorm; here it competes only where
+    ``triton_allowed`` (the model's backend is auto or triton), the pool folds (``fold_params``),
+    the chooser applies (its devices, no gradient, not tracing) and Triton runs on x's device.
+    ``backend`` (the model's) is part of the key: it decides what ``separate()`` runs."""
     chooser = choices.FOLD_CHOICE
     params = fold_params(pool)
-    if params is None or not _triton_may_compete(chooser, x, triton_allowed):
+    if params is None or not triton_may_compete(chooser, x, triton_allowed):
         return separate()
-    weights = [packed()]
-    if not _weights_frozen(weights):
-        return separate()
-    key = choices.FoldKey(
-        str(x.device),
-        x.dtype,
-        tuple(x.shape),
-        tuple(x.stride()),
-        params,
-        tuple(tuple(weights[0][i].shape) for i in (0, 2, 4, 6)),
-        backend,
-        _precision(x),
-    )
+    layout = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()))
+    key = choices.FoldKey(*layout, params, shapes, backend, _precision(x))
 
     def run(backend):
         return lambda x, weights: ops.pooled_inception_block(x, *weights[0], *params, backend=backend)
 
     what = "the max pool folded into the block's launch 1"
-    return _separate_or_fused(chooser, key, x, weights, separate, run, "folded", what)
+    return _separate_or_fused(chooser, key, x, lambda: [packed()], separate, run, "folded", what)
 
 
 def block_chain(
     x: Tensor,
     pool: Optional[nn.Module],
+    shapes: tuple,
     packed: Callable[[], list],
     separate: Callable[[], Tensor],
     triton_allowed: bool,
@@ -248,32 +239,22 @@ def block_chain(
     """The last block's output of consecutive blocks on ``pool(x)`` (or on x where ``pool`` is None)
     as CHAIN_CHOICE measured fastest: ``separate()`` (the pool and each block as the model runs them;
     the first candidate) or the chained Triton op on the blocks' packed weights (``packed()``: one
-    8-tuple per block, in x's dtype; launch 2 of each block joined with launch 1 of the next, the
-    pool folded into the first launch 1).  ``pool`` must fold (``fold_params``); the caller runs
-    any other pool itself.  Competes under the same conditions as ``pool_block``'s fold."""
+    8-tuple per block, in x's dtype; ``shapes``: per block its conv weights' shapes, for the key;
+    launch 2 of each block joined with launch 1 of the next, the pool folded into the first
+    launch 1).  ``pool`` must fold (``fold_params``); the caller runs any other pool itself.
+    Competes under the same conditions as ``pool_block``'s fold."""
     chooser = choices.CHAIN_CHOICE
     params = None if pool is None else fold_params(pool)
-    if (pool is not None and params is None) or not _triton_may_compete(chooser, x, triton_allowed):
+    if (pool is not None and params is None) or len(shapes) < 2 or not triton_may_compete(chooser, x, triton_allowed):
         return separate()
-    weights = packed()
-    if len(weights) < 2 or not _weights_frozen(weights):
-        return separate()
-    key = choices.ChainKey(
-        str(x.device),
-        x.dtype,
-        tuple(x.shape),
-        tuple(x.stride()),
-        params,
-        tuple(tuple(tuple(ws[i].shape) for i in (0, 2, 4, 6)) for ws in weights),
-        backend,
-        _precision(x),
-    )
+    layout = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()))
+    key = choices.ChainKey(*layout, params, shapes, backend, _precision(x))
 
     def run(backend):
         return lambda x, weights: ops.inception_chain(x, weights, params, backend=backend)
 
     what = "the blocks with each launch 2 joined to the next launch 1"
-    return _separate_or_fused(chooser, key, x, weights, separate, run, "chained", what)
+    return _separate_or_fused(chooser, key, x, packed, separate, run, "chained", what)
 
 
 def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:
