@@ -108,9 +108,24 @@ def check_chain(x, blocks, out, pre_pool=None, what="chain"):
     return check_close(out, ref64, reduced_precision_bound(reference(x, blocks, pre_pool), ref64), what)
 
 
-def assert_sync_zero(x):
-    state = chain.sync_buffer_state(x)
-    assert state is not None and not state.any(), "the joined launches left the sync buffer non-zero"
+def garbage_sync_buffers(monkeypatch):
+    """The sync buffers chain_forward allocates from now on, each filled with 7s rather than left
+    uninitialized: the chain's first launch 1 must zero it (a list, appended to per call)."""
+    bufs = []
+
+    def full_of_sevens(device, n):
+        bufs.append(torch.full((n,), 7, dtype=torch.int32, device=device))
+        return bufs[-1]
+
+    monkeypatch.setattr(chain, "_new_sync_buffer", full_of_sevens)
+    return bufs
+
+
+def assert_sync_zero(bufs):
+    """Every joined launch left its sync buffer zeroed (and set no error flag)."""
+    assert bufs, "chain_forward allocated no sync buffer"
+    for buf in bufs:
+        assert not buf.any(), f"the joined launches left the sync buffer non-zero: {buf[:40].tolist()}"
 
 
 # (blocks, batch, H, W, pre_pool, dtype): odd sizes; a 3x3 map (every pixel's window touches an
@@ -126,14 +141,16 @@ CASES = [
 
 @interpreter_only
 @pytest.mark.parametrize("n_blocks,n,h,w,pre_pool,dtype", CASES)
-def test_chain_matches_reference_and_blocks(n_blocks, n, h, w, pre_pool, dtype, poisoned):
+def test_chain_matches_reference_and_blocks(n_blocks, n, h, w, pre_pool, dtype, poisoned, monkeypatch):
     """The interpreter's tiles (the two launches' own), two programs: equal to block_forward block by
-    block, bit for bit, and within the tolerance table of the float64 reference."""
+    block, bit for bit, and within the tolerance table of the float64 reference; the sync buffer,
+    handed over full of garbage, zeroed by the first launch 1 and left zeroed."""
     x, blocks = make_chain(n_blocks, n, h, w, dtype, seed=h * w + n)
+    sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, pre_pool=pre_pool)
     check_chain(x, blocks, out, pre_pool, f"{n_blocks} blocks {n}x{h}x{w} pool {pre_pool} {dtype}")
     assert torch.equal(out, two_launch_chain(x, blocks, pre_pool)), "chain differs from block_forward block by block"
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 def small_tile_config(order, persistent=1):
@@ -143,17 +160,18 @@ def small_tile_config(order, persistent=1):
 
 @interpreter_only
 @pytest.mark.parametrize("order,persistent,programs", [(0, 1, 3), (1, 1, 3), (1, 0, None)])
-def test_orders_with_small_tiles(order, persistent, programs, poisoned):
+def test_orders_with_small_tiles(order, persistent, programs, poisoned, monkeypatch):
     """Producers first and interleaved, persistent (3 programs) or one ticket per program, with
     16-row tiles: the interleaved order runs each launch-1 row tile right after the last launch-2
     pixel tile its rows (and its pool window's image row above and below) need, so a wait range
     one row too short reads NaN.  Bit for bit the two launches pinned to the same tiles."""
     x, blocks = make_chain(2, 1, 5, 7, seed=3)
     config = small_tile_config(order, persistent)
+    sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, config=config, programs=programs)
     check_chain(x, blocks, out, what=f"order {order}")
     assert torch.equal(out, two_launch_chain(x, blocks, config=config))
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 @interpreter_only
@@ -161,19 +179,17 @@ def test_wait_notices_a_missing_dependency(poisoned):
     """The test-only order 2 hands each launch-1 row tile out right after the launch-2 pixel tile
     holding its own last row, before the one below that its pool window reaches into (16-row
     tiles, 7 pixels a row): the pool role's wait must see that tile missing (under the
-    interpreter: give up and raise), not read NaN; the launcher then drops the sync buffer, and the
-    next launch works."""
+    interpreter: give up and raise), not read NaN; the next chain works."""
     x, blocks = make_chain(2, 1, 5, 7, seed=4)
     with pytest.raises(RuntimeError, match="before a launch-2 tile it reads was done"):
         chain.chain_forward(x, blocks, config=small_tile_config(2), programs=2)
-    assert chain.sync_buffer_state(x) is None
     check_chain(x, blocks, chain.chain_forward(x, blocks, config=small_tile_config(1), programs=2))
 
 
 @interpreter_only
 def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
-    """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations.
-    Run twice: the second call reuses the sync buffer the first left zeroed, and gives the same result."""
+    """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations
+    (the sync buffer too: launch 1 zeroes it).  Run twice: the same result."""
     x, blocks = make_chain(3, 1, 3, 4, seed=7)
     before = tb.launch_count()
     out, aten_ops, launched = observe_launches(lambda: chain.chain_forward(x, blocks), monkeypatch)
@@ -184,9 +200,7 @@ def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
     allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}
     assert aten_ops and set(aten_ops) <= allowed, f"unexpected aten ops: {sorted(set(aten_ops) - allowed)}"
     check_chain(x, blocks, out)
-    assert_sync_zero(x)
     assert torch.equal(chain.chain_forward(x, blocks), out)
-    assert_sync_zero(x)
 
 
 @interpreter_only
@@ -203,11 +217,12 @@ def test_joined_launch_zeroes_the_next_split_k_counters(poisoned):
     w_red2, b_red2, w_pool2, b_pool2, *_ = blocks[1]
     out, scratch2 = geometry.empty_outputs(mid, w_red2, w_pool2, *blocks[1][4::2])
     counters = torch.full((2064,), 7, dtype=torch.int32)  # more than one 1024-wide step, 2 programs
+    sync = torch.zeros(chain._sync_size(x.shape[0] * x.shape[2] * x.shape[3]), dtype=torch.int32)
     chain.launch_joined(
-        scratch, w3, b3, w5, b5, mid, ch1, w_red2, b_red2, w_pool2, b_pool2, out, scratch2, counters=counters
+        scratch, w3, b3, w5, b5, mid, ch1, w_red2, b_red2, w_pool2, b_pool2, out, scratch2, counters, sync
     )
     assert not counters.any()
-    assert_sync_zero(x)
+    assert_sync_zero([sync])
 
 
 @interpreter_only
@@ -263,41 +278,42 @@ def gpu_chain(names, size, dtype, device, seed=0):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(chain.CONFIGS)))
-def test_gpu_chain_bf16_every_config(i, gpu):
+def test_gpu_chain_bf16_every_config(i, gpu, monkeypatch):
     """Each joined-launch config pinned, on GoogLeNet's chains: within the tolerance table of the
     float64 reference, and bit for bit the two launches pinned to the same tiles."""
     config = chain.CONFIGS[i]
+    sync = garbage_sync_buffers(monkeypatch)
     for names, size, pool in GPU_CHAINS:
         x, blocks = gpu_chain(names, size, torch.bfloat16, gpu, seed=i)
         out = chain.chain_forward(x, blocks, pre_pool=pool, config=config)
         check_chain(x, blocks, out, pool, f"{names} {config}")
         assert torch.equal(out, two_launch_chain(x, blocks, pool, config)), f"{names} {config}"
-        assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("programs", [1, 3])
-def test_gpu_few_persistent_programs(programs, gpu):
+def test_gpu_few_persistent_programs(programs, gpu, monkeypatch):
     """A persistent grid far smaller than the GPU (one program runs every tile in ticket order):
     the waits still end, and the result is the same."""
     config = next(c for c in chain.CONFIGS if c.kwargs["PERSISTENT"])
     x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=5)
     full = chain.chain_forward(x, blocks, config=config)
+    sync = garbage_sync_buffers(monkeypatch)
     assert torch.equal(chain.chain_forward(x, blocks, config=config, programs=programs), full)
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 @pytest.mark.gpu
 def test_gpu_chain_autotuned_graph_and_streams(gpu):
-    """Autotuned: the same result eagerly three times in a row (the sync buffer reused), from a CUDA
-    graph replayed twice (its own buffers, zeroed in the graph), and on two streams at once (a
-    buffer each)."""
+    """Autotuned: the same result eagerly three times in a row, from a CUDA graph replayed twice
+    (its sync buffer zeroed by its first launch 1 on each replay), and on two streams at once (a
+    sync buffer per call)."""
     x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=6)
     out = chain.chain_forward(x, blocks)
     check_chain(x, blocks, out, what="autotuned")
     for _ in range(2):
         assert torch.equal(chain.chain_forward(x, blocks), out)
-    assert_sync_zero(x)
     side = torch.cuda.Stream(gpu)
     side.wait_stream(torch.cuda.current_stream(gpu))
     with torch.cuda.stream(side):

@@ -185,6 +185,14 @@ MUTANTS = [
         TRITON_CHAIN,
         "the last program of a joined launch leaves the dependency counters set for the next launch",
     ),
+    Mutant(
+        "triton_chain_sync_not_zeroed",
+        "inception_fast/backends/triton/chain.py",
+        "launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, counters=sync, pre_pool=pre_pool)",
+        "launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, pre_pool=pre_pool)",
+        TRITON_CHAIN,
+        "the chain's first launch 1 does not zero the (uninitialized) sync buffer",
+    ),
     # -- the max pool folded into Triton launch 1 (reduce_pool.py, PRE_K > 1) ---------------------------
     Mutant(
         "triton_fold_pool_taps",

@@ -58,17 +58,18 @@ look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait set
 the launcher raises on; on a GPU the spin is unbounded (SPIN_LIMIT 0).
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
-DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated zeroed once per (device,
-stream) and every launch leaves it zeroed: after its last ticket each program bumps ``done``
+DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated once per ``chain_forward``
+call, uninitialized, and zeroed by the chain's first launch 1 (the ordinary one, with its pre-pool
+where there is one) through its ``counters`` argument, which zeroes launch 2's split-K counters in
+``block_forward``: free there, since block 0's launch 2 is the joined one and splits no K.  Every
+joined launch leaves it zeroed for the next: after its last ticket each program bumps ``done``
 (acq_rel); the last one to arrive (every program has left its loop, so no ticket or counter is
-touched again) resets ticket, done and the dependency counters.  Two chain launches back to back
-on one stream share the buffer safely (the second starts after the first ends).  Launches on
-another stream get a buffer of their own; a launch captured in a CUDA graph gets its own,
-zeroed in the graph; a launch that raises drops its stream's buffer (as reduce_pool's pool
-counters).  The joined launch's programs also zero the split-K counters of the standalone
-launch 2 that follows the last joined launch, before taking a ticket (as launch 1 does in
-``block_forward``), so a chain of n blocks is n + 1 launches and nothing else on the GPU but its
-outputs' allocation.
+touched again) resets ticket, done and the dependency counters (not the error flag, which the
+launcher reads after the chain).  The joined launch's programs also zero the split-K counters of
+the standalone launch 2 that follows the last joined launch, before taking a ticket (as launch 1
+does in ``block_forward``).  So a chain of n blocks is n + 1 launches and nothing else on the GPU
+but its buffers' allocation, eagerly and in a CUDA graph alike; each call (each graph) has buffers
+of its own, so chains on two streams never share one.
 
 Configs: launch 2 with SPLIT_K 1 and launch 1 with POOL_SPLIT_K 1 and no pre-pool only (a pool
 before the first block folds into the chain's first, ordinary, launch 1).  Both roles run under
@@ -96,7 +97,7 @@ from .block import block_forward
 from .branch_convs import _conv_tile, launch_branch_convs, split_k_counters
 from .reduce_pool import _pool_tile, _reduce_tile, launch_reduce_pool
 
-__all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG", "sync_buffer_state"]
+__all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG"]
 
 # The sync buffer's layout (int32): the ticket, the done count, the interpreter's error flag, then
 # from DEP_OFFSET (128 bytes in: the hot ticket on a cache line of its own) one counter per
@@ -647,39 +648,10 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
-# The sync buffers, per (device, stream): zeroed when allocated, left zeroed by every launch (see
-# the module docstring); a launch captured in a CUDA graph gets one of its own, zeroed in the graph.
-_SYNC: dict = {}
-
-
-def _sync_key(like: torch.Tensor):
-    return like.device, torch.cuda.current_stream(like.device).cuda_stream if like.is_cuda else None
-
-
-def _sync_buffer(like: torch.Tensor, n: int) -> torch.Tensor:
-    """At least ``n`` int32 zeros on ``like``'s device (see _SYNC)."""
-    if like.is_cuda and torch.cuda.is_current_stream_capturing():
-        return torch.zeros(n, dtype=torch.int32, device=like.device)
-    key = _sync_key(like)
-    buf = _SYNC.get(key)
-    if buf is None or buf.numel() < n:
-        # Replacing a smaller buffer frees it in stream order, after the launches that use it.
-        n = n if buf is None else max(n, 2 * buf.numel())
-        buf = _SYNC[key] = torch.zeros(n, dtype=torch.int32, device=like.device)
-    return buf
-
-
-def _forget_sync_buffer(buf: torch.Tensor) -> None:
-    for key, cached in list(_SYNC.items()):
-        if cached is buf:
-            del _SYNC[key]
-
-
-def sync_buffer_state(like: torch.Tensor) -> Optional[torch.Tensor]:
-    """A copy of the sync buffer the joined launches on ``like``'s device and current stream use,
-    or None where none exists yet (tests: every launch leaves it all zero)."""
-    buf = _SYNC.get(_sync_key(like))
-    return None if buf is None else buf.clone()
+def _new_sync_buffer(device: torch.device, n: int) -> torch.Tensor:
+    """``n`` int32, uninitialized: chain_forward's first launch 1 zeroes them (tests replace this
+    with garbage to check that it does)."""
+    return torch.empty(n, dtype=torch.int32, device=device)
 
 
 _SM_COUNTS: dict = {}
@@ -817,13 +789,16 @@ def launch_joined(
     out_b,
     scratch_b,
     counters=None,
+    sync: Optional[torch.Tensor] = None,
     config: Optional[triton.Config] = None,
     programs: Optional[int] = None,
 ) -> None:
     """One joined launch: launch 2 of a block (scratch_a, w3..b5 into ``mid``'s slices from ch1a)
-    and launch 1 of the next (``mid`` through w_red..b_pool into out_b and scratch_b).  ``config``
-    (one of CONFIGS, or any config with their kwargs) skips autotuning; ``programs`` pins the
-    persistent grid's size (tests); ``counters`` as launch_reduce_pool's."""
+    and launch 1 of the next (``mid`` through w_red..b_pool into out_b and scratch_b).  ``sync``:
+    the sync buffer, all zero (int32, at least _sync_size(M) long; left zero but for the error
+    flag), or None: a zeroed one of its own.  ``config`` (one of CONFIGS, or any config with their
+    kwargs) skips autotuning; ``programs`` pins the persistent grid's size (tests); ``counters`` as
+    launch_reduce_pool's."""
     if mid.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
     if config is not None:
@@ -834,7 +809,14 @@ def launch_joined(
                 f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
             )
     m = mid.shape[0] * mid.shape[2] * mid.shape[3]
-    sync = _sync_buffer(mid, _sync_size(m))
+    n_sync = _sync_size(m)
+    if sync is None:
+        sync = torch.zeros(n_sync, dtype=torch.int32, device=mid.device)
+    elif sync.dtype != torch.int32 or sync.numel() < n_sync or sync.device != mid.device:
+        raise ValueError(
+            f"joined launch: the sync buffer must be int32 on {mid.device} with at least {n_sync} "
+            f"elements, got {sync.numel()} {sync.dtype} on {sync.device}"
+        )
     args, meta, grid = _arguments(
         scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out_b, scratch_b, counters, sync
     )
@@ -844,14 +826,17 @@ def launch_joined(
         def grid(cfg):
             return inner({**cfg, "PROGRAMS": programs})
 
-    try:
+    with torch.cuda.device(mid.device) if mid.is_cuda else contextlib.nullcontext():
         _common.launch_configured(_joined_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
-    except BaseException:
-        _forget_sync_buffer(sync)  # programs may have stopped with counters part-way
-        raise
-    # tolist: a host read of the interpreter's CPU buffer, not a tensor op.
-    if _common.INTERPRET and sync.tolist()[ERROR.value]:
-        _forget_sync_buffer(sync)
+    if _common.INTERPRET:
+        _raise_on_wait_error(sync)
+
+
+def _raise_on_wait_error(sync: torch.Tensor) -> None:
+    """Raises where a joined launch that used ``sync`` set its error flag (reads it: on a GPU this
+    waits for the launch)."""
+    # On the CPU (the interpreter) tolist: a host read, not a tensor op.
+    if sync.tolist()[ERROR.value] if sync.device.type == "cpu" else sync[ERROR.value].item():
         raise RuntimeError(
             "joined launch: a launch-1 tile ran before a launch-2 tile it reads was done (the "
             "interpreter runs programs one after the other: the ticket order is wrong)"
@@ -904,7 +889,9 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         w_red, b_red, w_pool, b_pool, w3, b3, w5, b5 = blocks[0]
         mid, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
-        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, pre_pool=pre_pool)
+        # One sync buffer for the joined launches (all of M pixel rows), zeroed by launch 1 here.
+        sync = _new_sync_buffer(x.device, _sync_size(mid.shape[0] * mid.shape[2] * mid.shape[3]))
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, counters=sync, pre_pool=pre_pool)
         for i in range(1, len(blocks)):
             ch1a = geometry.block_channels(w_red, w_pool, w3, w5).ch1
             conv_a = (w3, b3, w5, b5)
@@ -917,7 +904,7 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
                     counters = torch.empty(n_counters, dtype=torch.int32, device=x.device)
             launch_joined(
                 scratch, *conv_a, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b,
-                counters=counters, config=config, programs=programs,
+                counters=counters, sync=sync, config=config, programs=programs,
             )  # fmt: skip
             mid, scratch = out, scratch_b
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
