@@ -255,6 +255,20 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, blocks, config=chain._config((16, 16, 16), (32, 16, 16, 24, 16, 1), 0, 4, 1))
 
 
+@interpreter_only
+def test_test_only_orders_are_refused_off_the_interpreter(monkeypatch):
+    """A test-only ORDER makes tiles wait on later tickets: outside the interpreter (where such a
+    wait could spin until it gives up) chain_forward refuses it before launching anything."""
+    from inception_fast.backends.triton import _common
+
+    x, blocks = make_chain(2, 1, 3, 3)
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    before = tb.launch_count()
+    with pytest.raises(ValueError, match="ORDER 2 is a test-only ticket order.*ORDER must be 0 or 1"):
+        chain.chain_forward(x, blocks, config=small_tile_config(2))
+    assert tb.launch_count() == before
+
+
 # GoogLeNet's chains of one size (torchvision's variant): 3a>3b after maxpool2 (folded into 3a's
 # launch 1), 4b>4c>4d, 5a>5b after maxpool4; shrunk to batch 2.
 GPU_CHAINS = (

@@ -49,13 +49,18 @@ atomic from one thread and hands its result to all through shared memory.  The t
 relaxed: they only need to be atomic.
 
 Deadlock freedom: a program takes a ticket only while it runs, and tickets are taken in ticket
-order; in every ORDER but the test-only 2, each tile a launch-1 tile waits on has a smaller ticket,
-so it was taken by a running program, which finishes it without waiting on anything (launch-2
-tiles never wait).  Hence every wait ends, whether or not all programs are resident at once.  The
-same argument covers the interpreter, which runs programs one after the other: program 0 takes
-every ticket in order, and the others find none left.  There a dependency not met at the first
-look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait sets an error flag
-the launcher raises on; on a GPU the spin is unbounded (SPIN_LIMIT 0).
+order; in ORDER 0 and 1, each tile a launch-1 tile waits on has a smaller ticket, so it was taken
+by a running program, which finishes it without waiting on anything (launch-2 tiles never wait).
+Hence every wait ends, whether or not all programs are resident at once.  The same argument covers
+the interpreter, which runs programs one after the other: program 0 takes every ticket in order,
+and the others find none left.  There a dependency not met at the first look can never be met, so
+a wait looks SPIN_LIMIT times and gives up.  On a GPU a wait gives up after about 2 s
+(WAIT_LIMIT_US, by %globaltimer), which no correct wait comes near: a bug must not hang the
+process.  A wait that gave up sets a bit of the error flag (which role's wait) and the tile goes
+on with whatever it reads; the interpreter's launcher raises at once, ``chain_forward`` on a
+GPU on its first call per shape and config (a host sync), so that the model's first-use parity
+check drops the chain.  The test-only ORDERs (interpreter only; a GPU launch refuses them) make
+tiles wait on later tickets on purpose.
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
 DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated once per ``chain_forward``
@@ -91,6 +96,7 @@ import triton
 import triton.language as tl
 
 from ... import geometry
+from ...caches import LRUDict
 from . import _common
 from ._common import pixel_rows, pixel_tile, row_offsets
 from .block import block_forward
@@ -109,6 +115,13 @@ PROGRAMS_PER_SM = 2
 # Under the interpreter: how often a wait looks at a counter before it gives up (programs run one
 # after the other, so a dependency missing at the first look is missing for good).
 INTERPRETER_SPIN_LIMIT = 2
+# On a GPU: how long (in _clock_us's units of 1024 ns: about 2 s) a wait spins on a counter before
+# it gives up.  Every wait ends long before in every ORDER the launcher accepts (see the module
+# docstring); this bounds a wait that never would (a bug) so that the process does not hang and
+# the launcher can raise.
+WAIT_LIMIT_US = tl.constexpr(2_000_000_000 // 1024)
+# The error flag's bits: which role's wait gave up.
+REDUCE_WAIT_FAILED, POOL_WAIT_FAILED = (tl.constexpr(v) for v in (1, 2))
 
 
 @triton.jit
@@ -132,24 +145,53 @@ def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.const
 
 
 @triton.jit
-def _wait_rows(dep_ptr, err_ptr, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, SPIN_LIMIT: tl.constexpr):
+def _clock_us():
+    """%globaltimer, the GPU's global clock (ns), in units of 1024 ns modulo 2**31 (32-bit: fewer
+    registers): this thread's reading."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 t; mov.u64 t, %globaltimer; shr.u64 t, t, 10; cvt.u32.u64 $0, t; and.b32 $0, $0, 0x7fffffff; }",
+        "=r",
+        [],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
+def _wait_rows(sync_ptr, err_bit, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, SPIN_LIMIT: tl.constexpr):
     """Waits until every launch-2 pixel tile holding a row of [lo_row, hi_row) has all its ``need``
-    column tiles stored (one thread's acquire atomics, then a CTA barrier).  SPIN_LIMIT 0 spins
-    until then; else (the interpreter) it looks at most SPIN_LIMIT times per counter and then
-    sets *err_ptr (the launcher raises)."""
+    column tiles stored (one thread's acquire atomics, then a CTA barrier).  A wait that gives up
+    goes on and returns ``err_bit`` (else 0), for the kernel to set in the error flag (the launcher
+    raises): SPIN_LIMIT 0 (a GPU) after WAIT_LIMIT_US per counter, else (the interpreter) after
+    SPIN_LIMIT looks per counter."""
+    failed = 0
     for j in range(lo_row // BLOCK_M2, (hi_row - 1) // BLOCK_M2 + 1):
-        seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+        seen = tl.atomic_add(sync_ptr + DEP_OFFSET + j, 0, sem="acquire", scope="gpu")
         if SPIN_LIMIT == 0:
-            while seen < need:
-                seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+            if seen < need:  # the clock only where there is a wait
+                start = _clock_us()
+                while seen < need:
+                    # Every thread reads the clock, but only the one that issues the program's
+                    # atomics acts on it (the loop's condition is the atomic's result, the same in
+                    # every thread).  Past the limit it reads the ticket count instead, which is
+                    # past this tile's ticket, itself at least ``need`` (every order hands out a
+                    # launch-2 pixel tile's column tiles before any launch-1 tile): more than
+                    # a pixel tile's count can ever be, so the loop ends and the wait is known to
+                    # have failed.
+                    late = (_clock_us() - start) & 0x7FFFFFFF > WAIT_LIMIT_US
+                    seen = tl.atomic_add(
+                        tl.where(late, sync_ptr + TICKET, sync_ptr + DEP_OFFSET + j), 0, sem="acquire", scope="gpu"
+                    )
         else:
             spins = 1
             while (seen < need) & (spins < SPIN_LIMIT):
-                seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+                seen = tl.atomic_add(sync_ptr + DEP_OFFSET + j, 0, sem="acquire", scope="gpu")
                 spins += 1
-            if seen < need:
-                tl.atomic_xchg(err_ptr, 1)
+            seen = tl.where(seen < need, need + 1, seen)
+        failed = tl.where(seen > need, err_bit, failed)
     tl.debug_barrier()  # every thread's loads come after the acquire
+    return failed
 
 
 @triton.jit
@@ -274,13 +316,13 @@ def _reduce_pool_role(
     SPIN_LIMIT: tl.constexpr,
 ):
     """Launch-1 tile v of block i+1 (as _reduce_pool_kernel's program v with no pre-pool and
-    POOL_SPLIT_K 1), once the launch-2 pixel tiles of block i holding the rows it reads are done."""
+    POOL_SPLIT_K 1), once the launch-2 pixel tiles of block i holding the rows it reads are done
+    (returns _wait_rows's result: non-zero where the wait gave up)."""
     pid_m = v // NC1
     col = v % NC1
-    dep_ptr = sync_ptr + DEP_OFFSET
     if col < n_red_tiles:
         r0 = pid_m * BLOCK_M
-        _wait_rows(dep_ptr, sync_ptr + ERROR, r0, tl.minimum(r0 + BLOCK_M, M), NC2, BLOCK_M2, SPIN_LIMIT)
+        failed = _wait_rows(sync_ptr, REDUCE_WAIT_FAILED, r0, tl.minimum(r0 + BLOCK_M, M), NC2, BLOCK_M2, SPIN_LIMIT)
         row_ok, img, hh, ww = pixel_rows(r0, M, H, W, BLOCK_M)
         x_row = row_offsets(img, hh, ww, stride_mid_n, stride_mid_h, stride_mid_w)
         o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
@@ -295,9 +337,9 @@ def _reduce_pool_role(
         part = col - n_red_tiles
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
         # The 3x3 window of pixel p reads pixels p - W - 1 .. p + W + 1 (flattened).
-        _wait_rows(
-            dep_ptr,
-            sync_ptr + ERROR,
+        failed = _wait_rows(
+            sync_ptr,
+            POOL_WAIT_FAILED,
             tl.maximum(row0 - W - 1, 0),
             tl.minimum(row0 + BLOCK_M_POOL + W + 1, M),
             NC2,
@@ -314,6 +356,7 @@ def _reduce_pool_role(
             DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES,
             H, W, 1, 1, 0, 1, sync_ptr, sync_ptr, 0, 0, 1,
         )  # fmt: skip
+    return failed
 
 
 # As the two launches' kernels: the shape values only enter index arithmetic and masks, and the
@@ -517,7 +560,7 @@ def _joined_kernel(
                 K5, TILE_N5, BLOCK_K5, DOT_PRECISION, BLOCK_M2, BLOCK_N2, BLOCK_K2,
             )  # fmt: skip
         else:
-            _reduce_pool_role(
+            failed = _reduce_pool_role(
                 v, NC1, NC2, n_red_tiles, n_pool_tiles, mid_ptr, w_red_ptr, b_red_ptr, w_pool_ptr,
                 b_pool_ptr, out_ptr, sb_ptr, sync_ptr, M, H, W, cin, n_red, ch1b, n_pool, pool_col0,
                 stride_mid_n, stride_mid_h, stride_mid_w, stride_mid_c, stride_w_red_n, stride_w_red_k,
@@ -527,6 +570,8 @@ def _joined_kernel(
                 DOT_PRECISION, BLOCK_N_POOL, BLOCK_M2, BLOCK_M, BLOCK_N, BLOCK_K,
                 BLOCK_M_POOL, BLOCK_K_POOL, POOL_STAGES, SPIN_LIMIT,
             )  # fmt: skip
+            if failed != 0:  # the same in every thread
+                tl.atomic_or(sync_ptr + ERROR, failed, sem="relaxed", scope="gpu")
         if PERSISTENT:
             t = tl.atomic_add(sync_ptr + TICKET, 1, sem="relaxed", scope="gpu")
         else:
@@ -774,6 +819,23 @@ def _sync_size(m: int) -> int:
     return -(-(DEP_OFFSET.value + _common.cdiv(m, 16)) // 16) * 16
 
 
+def _check_config(config: Optional[triton.Config]) -> None:
+    """A pinned joined-launch config's tiles fit the kernel, and its ORDER is one a GPU may run."""
+    if config is None:
+        return
+    kw = config.kwargs
+    if min(kw["BLOCK_M2"], kw["BLOCK_M"], kw["BLOCK_M_POOL"]) < 16 or kw["BLOCK_M"] % kw["BLOCK_M_POOL"]:
+        raise ValueError(
+            f"joined launch: BLOCK_M2 {kw['BLOCK_M2']}, BLOCK_M {kw['BLOCK_M']} and BLOCK_M_POOL "
+            f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
+        )
+    if kw["ORDER"] not in (0, 1) and not _common.INTERPRET:
+        raise ValueError(
+            f"joined launch: ORDER {kw['ORDER']} is a test-only ticket order (its waits can wait on "
+            "tiles with later tickets, which may never run); on a GPU ORDER must be 0 or 1"
+        )
+
+
 def launch_joined(
     scratch_a,
     w3,
@@ -801,13 +863,7 @@ def launch_joined(
     launch_reduce_pool's."""
     if mid.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
-    if config is not None:
-        kw = config.kwargs
-        if min(kw["BLOCK_M2"], kw["BLOCK_M"], kw["BLOCK_M_POOL"]) < 16 or kw["BLOCK_M"] % kw["BLOCK_M_POOL"]:
-            raise ValueError(
-                f"joined launch: BLOCK_M2 {kw['BLOCK_M2']}, BLOCK_M {kw['BLOCK_M']} and BLOCK_M_POOL "
-                f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
-            )
+    _check_config(config)
     m = mid.shape[0] * mid.shape[2] * mid.shape[3]
     n_sync = _sync_size(m)
     if sync is None:
@@ -836,11 +892,23 @@ def _raise_on_wait_error(sync: torch.Tensor) -> None:
     """Raises where a joined launch that used ``sync`` set its error flag (reads it: on a GPU this
     waits for the launch)."""
     # On the CPU (the interpreter) tolist: a host read, not a tensor op.
-    if sync.tolist()[ERROR.value] if sync.device.type == "cpu" else sync[ERROR.value].item():
-        raise RuntimeError(
-            "joined launch: a launch-1 tile ran before a launch-2 tile it reads was done (the "
-            "interpreter runs programs one after the other: the ticket order is wrong)"
+    flag = sync.tolist()[ERROR.value] if sync.device.type == "cpu" else int(sync[ERROR.value].item())
+    if not flag:
+        return
+    roles = [
+        name for bit, name in ((REDUCE_WAIT_FAILED, "reduce role"), (POOL_WAIT_FAILED, "pool role")) if flag & bit.value
+    ]
+    if _common.INTERPRET:
+        why = (
+            "ran before a launch-2 tile it reads was done (the interpreter runs programs one after the "
+            "other: the ticket order is wrong)"
         )
+    else:
+        why = (
+            f"waited more than {WAIT_LIMIT_US.value * 1024 / 1e9:.0f} s for a launch-2 tile it reads and gave up, "
+            "so its results are wrong (a bug in the joined kernel's ticket order or waits)"
+        )
+    raise RuntimeError(f"joined launch: a launch-1 tile ({' and '.join(roles)}) {why}")
 
 
 def _check_blocks(x: torch.Tensor, blocks: Sequence) -> list:
@@ -872,15 +940,31 @@ def _check_blocks(x: torch.Tensor, blocks: Sequence) -> list:
     return blocks
 
 
+# The chain_forward calls (device, shapes, config) whose joined launches have been seen to end
+# without a failed wait: their first call reads the error flag (a host sync), later ones do not.
+_CHECKED = LRUDict()
+
+
+def _check_key(x: torch.Tensor, blocks: list, pre_pool, config, programs) -> tuple:
+    shapes = tuple(tuple(t.shape) for b in blocks for t in b)
+    name = None if config is None else _common.config_name(config)
+    return x.device, tuple(x.shape), x.stride(), x.dtype, shapes, pre_pool, name, programs
+
+
 def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None, programs=None) -> torch.Tensor:
     """The last block's output of blocks applied one after the other to x (each block a tuple of
     packed weights as ``block_forward`` takes them), in len(blocks) + 1 Triton launches: launch 1
     of the first block (with ``pre_pool``, (kernel, stride, padding, ceil_mode), folded in as
     ``block_forward`` folds it), one joined launch per pair of neighbours, launch 2 of the last.
     ``config`` pins the joined launches' config (one of CONFIGS; tests), ``programs`` their
-    persistent grid's size (tests).  The output is channels_last, as block_forward's."""
+    persistent grid's size (tests).  The output is channels_last, as block_forward's.
+
+    The first call per device, shapes and config (not one captured in a CUDA graph) waits for the
+    chain and raises RuntimeError where a joined launch's wait gave up (see WAIT_LIMIT_US), so
+    that a first-use parity check drops the candidate rather than use its wrong result."""
     _common.check_dtype(x.dtype)
     blocks = _check_blocks(x, blocks)
+    _check_config(config)
     if len(blocks) == 1:
         return block_forward(x, *blocks[0], pre_pool=pre_pool)[0]
     hw = None
@@ -909,4 +993,9 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
             mid, scratch = out, scratch_b
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
         launch_branch_convs(scratch, w3, b3, w5, b5, mid, ch1, counters=counters)
+        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            key = _check_key(x, blocks, pre_pool, config, programs)
+            if _CHECKED.get(key) is None:
+                _raise_on_wait_error(sync)
+                _CHECKED[key] = True
     return mid
