@@ -7,10 +7,10 @@ same weights (on F.max_pool2d of the input where a pool comes first); outputs ar
 ``poisoned`` fixture), so an element no kernel writes fails.  With the same tiles the chain must
 equal block_forward called block by block bit for bit: every output element is computed by one
 tile with the same arithmetic.  Under the interpreter programs run one after the other, so the
-ticket orders decide which tiles exist when a launch-1 tile runs: the interleaved order (each
-launch-1 row tile right after the last launch-2 tile it needs) makes a too-narrow dependency range
-read NaN, and the order that ignores the pool window's reach into the next row must make the wait
-give up.
+ticket order decides which tiles exist when a launch-1 tile runs.  Every order a GPU may run hands
+out each launch-1 tile after everything it reads, so there a wait range too short goes unnoticed:
+the test-only orders hand tiles out one step too early for one wait each, where the correct wait
+must give up (and the launcher raise, naming the role), and one too short would not.
 """
 
 from __future__ import annotations
@@ -159,13 +159,15 @@ def small_tile_config(order, persistent=1):
 
 
 @interpreter_only
-@pytest.mark.parametrize("order,persistent,programs", [(0, 1, 3), (1, 1, 3), (1, 0, None)])
-def test_orders_with_small_tiles(order, persistent, programs, poisoned, monkeypatch):
-    """Producers first and interleaved, persistent (3 programs) or one ticket per program, with
-    16-row tiles: the interleaved order runs each launch-1 row tile right after the last launch-2
-    pixel tile its rows (and its pool window's image row above and below) need, so a wait range
-    one row too short reads NaN.  Bit for bit the two launches pinned to the same tiles."""
-    x, blocks = make_chain(2, 1, 5, 7, seed=3)
+@pytest.mark.parametrize("order,persistent,programs,n", [(0, 1, 3, 1), (1, 1, 3, 2), (1, 0, None, 1), (5, 1, 3, 2)])
+def test_orders_with_small_tiles(order, persistent, programs, n, poisoned, monkeypatch):
+    """Producers first, interleaved and (test-only) descending, persistent (3 programs) or one
+    ticket per program, with 16-row tiles on one or two images (7 pixels a row): waits across
+    pixel-tile and image boundaries.  Every one of these orders hands out each launch-1 tile after
+    everything it reads, so this checks the orders' bookkeeping (each tile runs once, and the right
+    one: bit for bit the two launches pinned to the same tiles), not the waits' ranges (see
+    test_a_wait_gives_up_on_a_missing_tile)."""
+    x, blocks = make_chain(2, n, 5, 7, seed=3)
     config = small_tile_config(order, persistent)
     sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, config=config, programs=programs)
@@ -174,16 +176,34 @@ def test_orders_with_small_tiles(order, persistent, programs, poisoned, monkeypa
     assert_sync_zero(sync)
 
 
+# (test-only ORDER, config, (batch, H, W), the roles whose waits must give up): each order hands out
+# every launch-1 row tile one step before one of its waits is met.
+#  2: after the launch-2 pixel tile holding its own last row: the pool window's reach into the next
+#     image row is missing.
+#  3: after the pixel tile holding its last row + W, one pixel short of the window's reach (its last
+#     pixel's bottom-right neighbour); with W 32 that pixel starts the next 16-row pixel tile.
+#  4: after the pixel tile holding its first row, 32-row tiles over 16-row pixel tiles: the reduce
+#     role's own second half (and the pool's window) are missing.
+#  6: launch-2 pixel tiles last to first, each row tile after the one holding its own first row: the
+#     pool window's reach into the image row above is missing (two images: across the boundary too).
+WAIT_CASES = [
+    (2, small_tile_config(2), (1, 5, 7), r"\(pool role\)"),
+    (3, small_tile_config(3), (1, 3, 32), r"\(pool role\)"),
+    (4, chain._config((16, 16, 16), (32, 16, 16, 16, 16, 1), 4, 4, 1), (1, 5, 7), r"\(reduce role and pool role\)"),
+    (6, small_tile_config(6), (2, 3, 7), r"\(pool role\)"),
+]
+
+
 @interpreter_only
-def test_wait_notices_a_missing_dependency(poisoned):
-    """The test-only order 2 hands each launch-1 row tile out right after the launch-2 pixel tile
-    holding its own last row, before the one below that its pool window reaches into (16-row
-    tiles, 7 pixels a row): the pool role's wait must see that tile missing (under the
-    interpreter: give up and raise), not read NaN; the next chain works."""
-    x, blocks = make_chain(2, 1, 5, 7, seed=4)
-    with pytest.raises(RuntimeError, match="before a launch-2 tile it reads was done"):
-        chain.chain_forward(x, blocks, config=small_tile_config(2), programs=2)
-    check_chain(x, blocks, chain.chain_forward(x, blocks, config=small_tile_config(1), programs=2))
+@pytest.mark.parametrize("order,config,shape,roles", WAIT_CASES, ids=[f"order{c[0]}" for c in WAIT_CASES])
+def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
+    """Under the interpreter (programs one after the other) a wait whose launch-2 tile has not run
+    yet never sees it: with the correct row ranges the named roles' waits must give up and the
+    launcher raise, naming them.  A wait range one row too short (or a missing wait) would not
+    notice, read rows no launch 2 has written, and raise nothing or name other roles."""
+    x, blocks = make_chain(2, *shape, seed=4)
+    with pytest.raises(RuntimeError, match=roles + " ran before a launch-2 tile it reads was done"):
+        chain.chain_forward(x, blocks, config=config, programs=2)
 
 
 @interpreter_only

@@ -125,23 +125,40 @@ REDUCE_WAIT_FAILED, POOL_WAIT_FAILED = (tl.constexpr(v) for v in (1, 2))
 
 
 @triton.jit
-def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
-    """How many launch-1 row tiles the interleaved orders place up to launch-2 pixel tile k
-    (k >= -2; -1: before the first one): those whose last needed launch-2 pixel tile is at most k.
-    Row tile m needs rows up to min(M, (m + 1) * BLOCK_M + W + 1) - 1 (the pool role's window; with
-    HALO False only up to its own last row, (m + 1) * BLOCK_M - 1), i.e. pixel tile k once
-    (m + 1) * BLOCK_M + W + 1 <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one."""
-    reach = W + 1 if HALO else 0
-    fits = tl.maximum((k + 1) * BLOCK_M2 - reach, 0) // BLOCK_M
-    return tl.where(k >= J - 1, R, tl.minimum(fits, R))
+def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, ORDER: tl.constexpr):
+    """How many launch-1 row tiles the interleaved orders (ORDER >= 1) place up to group k (k >= -2;
+    -1: before the first one; group k holds launch-2 pixel tile k, or J - 1 - k in the descending
+    orders).  Ascending: those whose last needed launch-2 pixel tile is at most k, where row tile m
+    is taken to need rows up to min(M, (m + 1) * BLOCK_M + reach) - 1 (ORDER 1: reach W + 1, the
+    pool role's window; the test-only ones less), i.e. pixel tile k once (m + 1) * BLOCK_M + reach
+    <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one.  Descending: those whose
+    first needed pixel tile is at least K = J - 1 - k, row tile m taken to need rows from
+    max(m * BLOCK_M - reach, 0) (ORDER 5: reach W + 1; ORDER 6: 0), i.e. m >= cdiv(K * BLOCK_M2 +
+    reach, BLOCK_M) (K > 0), and all of them by the last one (K = 0)."""
+    if ORDER >= 5:
+        K = J - 1 - k
+        first = tl.minimum(tl.cdiv(K * BLOCK_M2 + (W + 1 if ORDER == 5 else 0), BLOCK_M), R)
+        placed = tl.where(K <= 0, R, R - first)
+    else:
+        if ORDER == 2:
+            reach = 0
+        elif ORDER == 3:
+            reach = W
+        elif ORDER == 4:
+            reach = 1 - BLOCK_M
+        else:
+            reach = W + 1
+        fits = tl.maximum((k + 1) * BLOCK_M2 - reach, 0) // BLOCK_M
+        placed = tl.where(k >= J - 1, R, tl.minimum(fits, R))
+    return placed
 
 
 @triton.jit
-def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
+def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, ORDER: tl.constexpr):
     """The first ticket of group k (k >= -1) of the interleaved orders: group -1 holds the row tiles
-    placed before any launch-2 tile, group k >= 0 launch-2 pixel tile k's NC2 column tiles and then
+    placed before any launch-2 tile, group k >= 0 a launch-2 pixel tile's NC2 column tiles and then
     the row tiles placed after it (NC1 tickets each)."""
-    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1
+    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) * NC1
 
 
 @triton.jit
@@ -521,7 +538,6 @@ def _joined_kernel(
     R = tl.cdiv(M, BLOCK_M)
     T2 = J * NC2
     T = T2 + R * NC1
-    HALO: tl.constexpr = ORDER != 2
 
     # The next standalone launch 2's split-K counters start at zero (as launch 1 zeroes them).
     pid = tl.program_id(0)
@@ -542,14 +558,18 @@ def _joined_kernel(
             hi = J
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO) <= t:
+                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) <= t:
                     lo = mid
                 else:
                     hi = mid
-            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO)
+            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, ORDER)
             is_conv = (lo >= 0) & (off < NC2)
-            u = lo * NC2 + off
-            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1 + off - tl.where(lo >= 0, NC2, 0)
+            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) * NC1 + off - tl.where(lo >= 0, NC2, 0)
+            if ORDER >= 5:  # descending: group lo is pixel tile J - 1 - lo, row tiles from the top
+                u = (J - 1 - lo) * NC2 + off
+                v = (R - 1 - v // NC1) * NC1 + v % NC1
+            else:
+                u = lo * NC2 + off
         if is_conv:
             _conv_role(
                 u, NC2, n_tiles3, scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, mid_ptr, sync_ptr, M, H, W,
