@@ -25,9 +25,13 @@ program keeps only its own role's values in registers, see CONFIGS).  Tickets or
 * ORDER 1 ("interleaved"): launch-2 pixel tile k's column tiles, then every launch-1 row tile
   whose last needed launch-2 pixel tile is k; a row tile so starts as soon as its inputs can be
   done, while launch 2 still runs (and reads rows launch 2 just wrote, from L2).
-* ORDER 2: ORDER 1 with each launch-1 row tile placed after the launch-2 pixel tile holding its own
-  last row, as if the pool role's window did not reach the next image row.  Tests only: under the
-  interpreter it proves that the pool role's wait notices an input that is not there yet.
+* Test-only orders (the interpreter only: there each makes the named waits give up, see below):
+  ORDER 1 with each launch-1 row tile placed after the launch-2 pixel tile holding its own last
+  row (ORDER 2: as if the pool role's window did not reach the next image row), its last row + W
+  (ORDER 3: one pixel short of that reach) or its first row (ORDER 4: the reduce role's own rows
+  past the first pixel tile); or launch 2's pixel tiles last to first, each launch-1 row tile
+  right after the one holding the first row its pool window reads (ORDER 5, which is complete) or
+  its own first row (ORDER 6: as if the window did not reach the image row above).
 
 Dependencies: one int32 counter per launch-2 pixel tile.  Each of its column tiles, after its
 stores, runs a CTA barrier and then one release atomic add (gpu scope) on it: the tile is complete
@@ -968,7 +972,8 @@ _CHECKED = LRUDict()
 def _check_key(x: torch.Tensor, blocks: list, pre_pool, config, programs) -> tuple:
     shapes = tuple(tuple(t.shape) for b in blocks for t in b)
     name = None if config is None else _common.config_name(config)
-    return x.device, tuple(x.shape), x.stride(), x.dtype, shapes, pre_pool, name, programs
+    pool = None if pre_pool is None else tuple(pre_pool)
+    return x.device, tuple(x.shape), x.stride(), x.dtype, shapes, pool, name, programs
 
 
 def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None, programs=None) -> torch.Tensor:
