@@ -207,6 +207,21 @@ def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
 
 
 @interpreter_only
+def test_the_error_flag_names_the_roles(monkeypatch):
+    """The launcher's reading of the error flag: nothing where it is clear; else a RuntimeError
+    naming the roles whose waits gave up, on a GPU the time-out (the interpreter's wording is
+    test_a_wait_gives_up_on_a_missing_tile's)."""
+    from inception_fast.backends.triton import _common
+
+    sync = torch.zeros(chain._sync_size(16), dtype=torch.int32)
+    chain._raise_on_wait_error(sync)
+    sync[chain.ERROR.value] = chain.REDUCE_WAIT_FAILED.value | chain.POOL_WAIT_FAILED.value
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    with pytest.raises(RuntimeError, match=r"\(reduce role and pool role\) waited more than 2 s .* gave up"):
+        chain._raise_on_wait_error(sync)
+
+
+@interpreter_only
 def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
     """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations
     (the sync buffer too: launch 1 zeroes it).  Run twice: the same result."""

@@ -109,7 +109,8 @@ from .reduce_pool import _pool_tile, _reduce_tile, launch_reduce_pool
 
 __all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG"]
 
-# The sync buffer's layout (int32): the ticket, the done count, the interpreter's error flag, then
+# The sync buffer's layout (int32): the ticket, the done count, the error flag (bits: which role's
+# wait gave up), then
 # from DEP_OFFSET (128 bytes in: the hot ticket on a cache line of its own) one counter per
 # launch-2 pixel tile.
 TICKET, DONE, ERROR, DEP_OFFSET = (tl.constexpr(v) for v in (0, 1, 2, 32))
