@@ -7,10 +7,10 @@ same weights (on F.max_pool2d of the input where a pool comes first); outputs ar
 ``poisoned`` fixture), so an element no kernel writes fails.  With the same tiles the chain must
 equal block_forward called block by block bit for bit: every output element is computed by one
 tile with the same arithmetic.  Under the interpreter programs run one after the other, so the
-ticket orders decide which tiles exist when a launch-1 tile runs: the interleaved order (each
-launch-1 row tile right after the last launch-2 tile it needs) makes a too-narrow dependency range
-read NaN, and the order that ignores the pool window's reach into the next row must make the wait
-give up.
+ticket order decides which tiles exist when a launch-1 tile runs.  Every order a GPU may run hands
+out each launch-1 tile after everything it reads, so there a wait range too short goes unnoticed:
+the test-only orders hand tiles out one step too early for one wait each, where the correct wait
+must give up (and the launcher raise, naming the role), and one too short would not.
 """
 
 from __future__ import annotations
@@ -108,9 +108,24 @@ def check_chain(x, blocks, out, pre_pool=None, what="chain"):
     return check_close(out, ref64, reduced_precision_bound(reference(x, blocks, pre_pool), ref64), what)
 
 
-def assert_sync_zero(x):
-    state = chain.sync_buffer_state(x)
-    assert state is not None and not state.any(), "the joined launches left the sync buffer non-zero"
+def garbage_sync_buffers(monkeypatch):
+    """The sync buffers chain_forward allocates from now on, each filled with 7s rather than left
+    uninitialized: the chain's first launch 1 must zero it (a list, appended to per call)."""
+    bufs = []
+
+    def full_of_sevens(device, n):
+        bufs.append(torch.full((n,), 7, dtype=torch.int32, device=device))
+        return bufs[-1]
+
+    monkeypatch.setattr(chain, "_new_sync_buffer", full_of_sevens)
+    return bufs
+
+
+def assert_sync_zero(bufs):
+    """Every joined launch left its sync buffer zeroed (and set no error flag)."""
+    assert bufs, "chain_forward allocated no sync buffer"
+    for buf in bufs:
+        assert not buf.any(), f"the joined launches left the sync buffer non-zero: {buf[:40].tolist()}"
 
 
 # (blocks, batch, H, W, pre_pool, dtype): odd sizes; a 3x3 map (every pixel's window touches an
@@ -126,14 +141,16 @@ CASES = [
 
 @interpreter_only
 @pytest.mark.parametrize("n_blocks,n,h,w,pre_pool,dtype", CASES)
-def test_chain_matches_reference_and_blocks(n_blocks, n, h, w, pre_pool, dtype, poisoned):
+def test_chain_matches_reference_and_blocks(n_blocks, n, h, w, pre_pool, dtype, poisoned, monkeypatch):
     """The interpreter's tiles (the two launches' own), two programs: equal to block_forward block by
-    block, bit for bit, and within the tolerance table of the float64 reference."""
+    block, bit for bit, and within the tolerance table of the float64 reference; the sync buffer,
+    handed over full of garbage, zeroed by the first launch 1 and left zeroed."""
     x, blocks = make_chain(n_blocks, n, h, w, dtype, seed=h * w + n)
+    sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, pre_pool=pre_pool)
     check_chain(x, blocks, out, pre_pool, f"{n_blocks} blocks {n}x{h}x{w} pool {pre_pool} {dtype}")
     assert torch.equal(out, two_launch_chain(x, blocks, pre_pool)), "chain differs from block_forward block by block"
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 def small_tile_config(order, persistent=1):
@@ -142,38 +159,72 @@ def small_tile_config(order, persistent=1):
 
 
 @interpreter_only
-@pytest.mark.parametrize("order,persistent,programs", [(0, 1, 3), (1, 1, 3), (1, 0, None)])
-def test_orders_with_small_tiles(order, persistent, programs, poisoned):
-    """Producers first and interleaved, persistent (3 programs) or one ticket per program, with
-    16-row tiles: the interleaved order runs each launch-1 row tile right after the last launch-2
-    pixel tile its rows (and its pool window's image row above and below) need, so a wait range
-    one row too short reads NaN.  Bit for bit the two launches pinned to the same tiles."""
-    x, blocks = make_chain(2, 1, 5, 7, seed=3)
+@pytest.mark.parametrize("order,persistent,programs,n", [(0, 1, 3, 1), (1, 1, 3, 2), (1, 0, None, 1), (5, 1, 3, 2)])
+def test_orders_with_small_tiles(order, persistent, programs, n, poisoned, monkeypatch):
+    """Producers first, interleaved and (test-only) descending, persistent (3 programs) or one
+    ticket per program, with 16-row tiles on one or two images (7 pixels a row): waits across
+    pixel-tile and image boundaries.  Every one of these orders hands out each launch-1 tile after
+    everything it reads, so this checks the orders' bookkeeping (each tile runs once, and the right
+    one: bit for bit the two launches pinned to the same tiles), not the waits' ranges (see
+    test_a_wait_gives_up_on_a_missing_tile)."""
+    x, blocks = make_chain(2, n, 5, 7, seed=3)
     config = small_tile_config(order, persistent)
+    sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, config=config, programs=programs)
     check_chain(x, blocks, out, what=f"order {order}")
     assert torch.equal(out, two_launch_chain(x, blocks, config=config))
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
+
+
+# (test-only ORDER, config, (batch, H, W), the roles whose waits must give up): each order hands out
+# every launch-1 row tile one step before one of its waits is met.
+#  2: after the launch-2 pixel tile holding its own last row: the pool window's reach into the next
+#     image row is missing.
+#  3: after the pixel tile holding its last row + W, one pixel short of the window's reach (its last
+#     pixel's bottom-right neighbour); with W 32 that pixel starts the next 16-row pixel tile.
+#  4: after the pixel tile holding its first row, 32-row tiles over 16-row pixel tiles: the reduce
+#     role's own second half (and the pool's window) are missing.
+#  6: launch-2 pixel tiles last to first, each row tile after the one holding its own first row: the
+#     pool window's reach into the image row above is missing (two images: across the boundary too).
+WAIT_CASES = [
+    (2, small_tile_config(2), (1, 5, 7), r"\(pool role\)"),
+    (3, small_tile_config(3), (1, 3, 32), r"\(pool role\)"),
+    (4, chain._config((16, 16, 16), (32, 16, 16, 16, 16, 1), 4, 4, 1), (1, 5, 7), r"\(reduce role and pool role\)"),
+    (6, small_tile_config(6), (2, 3, 7), r"\(pool role\)"),
+]
 
 
 @interpreter_only
-def test_wait_notices_a_missing_dependency(poisoned):
-    """The test-only order 2 hands each launch-1 row tile out right after the launch-2 pixel tile
-    holding its own last row, before the one below that its pool window reaches into (16-row
-    tiles, 7 pixels a row): the pool role's wait must see that tile missing (under the
-    interpreter: give up and raise), not read NaN; the launcher then drops the sync buffer, and the
-    next launch works."""
-    x, blocks = make_chain(2, 1, 5, 7, seed=4)
-    with pytest.raises(RuntimeError, match="before a launch-2 tile it reads was done"):
-        chain.chain_forward(x, blocks, config=small_tile_config(2), programs=2)
-    assert chain.sync_buffer_state(x) is None
-    check_chain(x, blocks, chain.chain_forward(x, blocks, config=small_tile_config(1), programs=2))
+@pytest.mark.parametrize("order,config,shape,roles", WAIT_CASES, ids=[f"order{c[0]}" for c in WAIT_CASES])
+def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
+    """Under the interpreter (programs one after the other) a wait whose launch-2 tile has not run
+    yet never sees it: with the correct row ranges the named roles' waits must give up and the
+    launcher raise, naming them.  A wait range one row too short (or a missing wait) would not
+    notice, read rows no launch 2 has written, and raise nothing or name other roles."""
+    x, blocks = make_chain(2, *shape, seed=4)
+    with pytest.raises(RuntimeError, match=roles + " ran before a launch-2 tile it reads was done"):
+        chain.chain_forward(x, blocks, config=config, programs=2)
+
+
+@interpreter_only
+def test_the_error_flag_names_the_roles(monkeypatch):
+    """The launcher's reading of the error flag: nothing where it is clear; else a RuntimeError
+    naming the roles whose waits gave up, on a GPU the time-out (the interpreter's wording is
+    test_a_wait_gives_up_on_a_missing_tile's)."""
+    from inception_fast.backends.triton import _common
+
+    sync = torch.zeros(chain._sync_size(16), dtype=torch.int32)
+    chain._raise_on_wait_error(sync)
+    sync[chain.ERROR.value] = chain.REDUCE_WAIT_FAILED.value | chain.POOL_WAIT_FAILED.value
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    with pytest.raises(RuntimeError, match=r"\(reduce role and pool role\) waited more than 2 s .* gave up"):
+        chain._raise_on_wait_error(sync)
 
 
 @interpreter_only
 def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
-    """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations.
-    Run twice: the second call reuses the sync buffer the first left zeroed, and gives the same result."""
+    """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations
+    (the sync buffer too: launch 1 zeroes it).  Run twice: the same result."""
     x, blocks = make_chain(3, 1, 3, 4, seed=7)
     before = tb.launch_count()
     out, aten_ops, launched = observe_launches(lambda: chain.chain_forward(x, blocks), monkeypatch)
@@ -184,9 +235,7 @@ def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
     allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}
     assert aten_ops and set(aten_ops) <= allowed, f"unexpected aten ops: {sorted(set(aten_ops) - allowed)}"
     check_chain(x, blocks, out)
-    assert_sync_zero(x)
     assert torch.equal(chain.chain_forward(x, blocks), out)
-    assert_sync_zero(x)
 
 
 @interpreter_only
@@ -203,11 +252,12 @@ def test_joined_launch_zeroes_the_next_split_k_counters(poisoned):
     w_red2, b_red2, w_pool2, b_pool2, *_ = blocks[1]
     out, scratch2 = geometry.empty_outputs(mid, w_red2, w_pool2, *blocks[1][4::2])
     counters = torch.full((2064,), 7, dtype=torch.int32)  # more than one 1024-wide step, 2 programs
+    sync = torch.zeros(chain._sync_size(x.shape[0] * x.shape[2] * x.shape[3]), dtype=torch.int32)
     chain.launch_joined(
-        scratch, w3, b3, w5, b5, mid, ch1, w_red2, b_red2, w_pool2, b_pool2, out, scratch2, counters=counters
+        scratch, w3, b3, w5, b5, mid, ch1, w_red2, b_red2, w_pool2, b_pool2, out, scratch2, counters, sync
     )
     assert not counters.any()
-    assert_sync_zero(x)
+    assert_sync_zero([sync])
 
 
 @interpreter_only
@@ -240,6 +290,20 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, blocks, config=chain._config((16, 16, 16), (32, 16, 16, 24, 16, 1), 0, 4, 1))
 
 
+@interpreter_only
+def test_test_only_orders_are_refused_off_the_interpreter(monkeypatch):
+    """A test-only ORDER makes tiles wait on later tickets: outside the interpreter (where such a
+    wait could spin until it gives up) chain_forward refuses it before launching anything."""
+    from inception_fast.backends.triton import _common
+
+    x, blocks = make_chain(2, 1, 3, 3)
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    before = tb.launch_count()
+    with pytest.raises(ValueError, match="ORDER 2 is a test-only ticket order.*ORDER must be 0 or 1"):
+        chain.chain_forward(x, blocks, config=small_tile_config(2))
+    assert tb.launch_count() == before
+
+
 # GoogLeNet's chains of one size (torchvision's variant): 3a>3b after maxpool2 (folded into 3a's
 # launch 1), 4b>4c>4d, 5a>5b after maxpool4; shrunk to batch 2.
 GPU_CHAINS = (
@@ -263,41 +327,42 @@ def gpu_chain(names, size, dtype, device, seed=0):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("i", range(len(chain.CONFIGS)))
-def test_gpu_chain_bf16_every_config(i, gpu):
+def test_gpu_chain_bf16_every_config(i, gpu, monkeypatch):
     """Each joined-launch config pinned, on GoogLeNet's chains: within the tolerance table of the
     float64 reference, and bit for bit the two launches pinned to the same tiles."""
     config = chain.CONFIGS[i]
+    sync = garbage_sync_buffers(monkeypatch)
     for names, size, pool in GPU_CHAINS:
         x, blocks = gpu_chain(names, size, torch.bfloat16, gpu, seed=i)
         out = chain.chain_forward(x, blocks, pre_pool=pool, config=config)
         check_chain(x, blocks, out, pool, f"{names} {config}")
         assert torch.equal(out, two_launch_chain(x, blocks, pool, config)), f"{names} {config}"
-        assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("programs", [1, 3])
-def test_gpu_few_persistent_programs(programs, gpu):
+def test_gpu_few_persistent_programs(programs, gpu, monkeypatch):
     """A persistent grid far smaller than the GPU (one program runs every tile in ticket order):
     the waits still end, and the result is the same."""
     config = next(c for c in chain.CONFIGS if c.kwargs["PERSISTENT"])
     x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=5)
     full = chain.chain_forward(x, blocks, config=config)
+    sync = garbage_sync_buffers(monkeypatch)
     assert torch.equal(chain.chain_forward(x, blocks, config=config, programs=programs), full)
-    assert_sync_zero(x)
+    assert_sync_zero(sync)
 
 
 @pytest.mark.gpu
 def test_gpu_chain_autotuned_graph_and_streams(gpu):
-    """Autotuned: the same result eagerly three times in a row (the sync buffer reused), from a CUDA
-    graph replayed twice (its own buffers, zeroed in the graph), and on two streams at once (a
-    buffer each)."""
+    """Autotuned: the same result eagerly three times in a row, from a CUDA graph replayed twice
+    (its sync buffer zeroed by its first launch 1 on each replay), and on two streams at once (a
+    sync buffer per call)."""
     x, blocks = gpu_chain(*GPU_CHAINS[1][:2], torch.bfloat16, gpu, seed=6)
     out = chain.chain_forward(x, blocks)
     check_chain(x, blocks, out, what="autotuned")
     for _ in range(2):
         assert torch.equal(chain.chain_forward(x, blocks), out)
-    assert_sync_zero(x)
     side = torch.cuda.Stream(gpu)
     side.wait_stream(torch.cuda.current_stream(gpu))
     with torch.cuda.stream(side):

@@ -25,9 +25,13 @@ program keeps only its own role's values in registers, see CONFIGS).  Tickets or
 * ORDER 1 ("interleaved"): launch-2 pixel tile k's column tiles, then every launch-1 row tile
   whose last needed launch-2 pixel tile is k; a row tile so starts as soon as its inputs can be
   done, while launch 2 still runs (and reads rows launch 2 just wrote, from L2).
-* ORDER 2: ORDER 1 with each launch-1 row tile placed after the launch-2 pixel tile holding its own
-  last row, as if the pool role's window did not reach the next image row.  Tests only: under the
-  interpreter it proves that the pool role's wait notices an input that is not there yet.
+* Test-only orders (the interpreter only: there each makes the named waits give up, see below):
+  ORDER 1 with each launch-1 row tile placed after the launch-2 pixel tile holding its own last
+  row (ORDER 2: as if the pool role's window did not reach the next image row), its last row + W
+  (ORDER 3: one pixel short of that reach) or its first row (ORDER 4: the reduce role's own rows
+  past the first pixel tile); or launch 2's pixel tiles last to first, each launch-1 row tile
+  right after the one holding the first row its pool window reads (ORDER 5, which is complete) or
+  its own first row (ORDER 6: as if the window did not reach the image row above).
 
 Dependencies: one int32 counter per launch-2 pixel tile.  Each of its column tiles, after its
 stores, runs a CTA barrier and then one release atomic add (gpu scope) on it: the tile is complete
@@ -49,26 +53,32 @@ atomic from one thread and hands its result to all through shared memory.  The t
 relaxed: they only need to be atomic.
 
 Deadlock freedom: a program takes a ticket only while it runs, and tickets are taken in ticket
-order; in every ORDER but the test-only 2, each tile a launch-1 tile waits on has a smaller ticket,
-so it was taken by a running program, which finishes it without waiting on anything (launch-2
-tiles never wait).  Hence every wait ends, whether or not all programs are resident at once.  The
-same argument covers the interpreter, which runs programs one after the other: program 0 takes
-every ticket in order, and the others find none left.  There a dependency not met at the first
-look can never be met, so the spin is bounded (SPIN_LIMIT) and a failed wait sets an error flag
-the launcher raises on; on a GPU the spin is unbounded (SPIN_LIMIT 0).
+order; in ORDER 0 and 1, each tile a launch-1 tile waits on has a smaller ticket, so it was taken
+by a running program, which finishes it without waiting on anything (launch-2 tiles never wait).
+Hence every wait ends, whether or not all programs are resident at once.  The same argument covers
+the interpreter, which runs programs one after the other: program 0 takes every ticket in order,
+and the others find none left.  There a dependency not met at the first look can never be met, so
+a wait looks SPIN_LIMIT times and gives up.  On a GPU a wait gives up after about 2 s
+(WAIT_LIMIT_US, by %globaltimer), which no correct wait comes near: a bug must not hang the
+process.  A wait that gave up sets a bit of the error flag (which role's wait) and the tile goes
+on with whatever it reads; the interpreter's launcher raises at once, ``chain_forward`` on a
+GPU on its first call per shape and config (a host sync), so that the model's first-use parity
+check drops the chain.  The test-only ORDERs (interpreter only; a GPU launch refuses them) make
+tiles wait on later tickets on purpose.
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
-DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated zeroed once per (device,
-stream) and every launch leaves it zeroed: after its last ticket each program bumps ``done``
+DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated once per ``chain_forward``
+call, uninitialized, and zeroed by the chain's first launch 1 (the ordinary one, with its pre-pool
+where there is one) through its ``counters`` argument, which zeroes launch 2's split-K counters in
+``block_forward``: free there, since block 0's launch 2 is the joined one and splits no K.  Every
+joined launch leaves it zeroed for the next: after its last ticket each program bumps ``done``
 (acq_rel); the last one to arrive (every program has left its loop, so no ticket or counter is
-touched again) resets ticket, done and the dependency counters.  Two chain launches back to back
-on one stream share the buffer safely (the second starts after the first ends).  Launches on
-another stream get a buffer of their own; a launch captured in a CUDA graph gets its own,
-zeroed in the graph; a launch that raises drops its stream's buffer (as reduce_pool's pool
-counters).  The joined launch's programs also zero the split-K counters of the standalone
-launch 2 that follows the last joined launch, before taking a ticket (as launch 1 does in
-``block_forward``), so a chain of n blocks is n + 1 launches and nothing else on the GPU but its
-outputs' allocation.
+touched again) resets ticket, done and the dependency counters (not the error flag, which the
+launcher reads after the chain).  The joined launch's programs also zero the split-K counters of
+the standalone launch 2 that follows the last joined launch, before taking a ticket (as launch 1
+does in ``block_forward``).  So a chain of n blocks is n + 1 launches and nothing else on the GPU
+but its buffers' allocation, eagerly and in a CUDA graph alike; each call (each graph) has buffers
+of its own, so chains on two streams never share one.
 
 Configs: launch 2 with SPLIT_K 1 and launch 1 with POOL_SPLIT_K 1 and no pre-pool only (a pool
 before the first block folds into the chain's first, ordinary, launch 1).  Both roles run under
@@ -90,15 +100,17 @@ import triton
 import triton.language as tl
 
 from ... import geometry
+from ...caches import LRUDict
 from . import _common
 from ._common import pixel_rows, pixel_tile, row_offsets
 from .block import block_forward
 from .branch_convs import _conv_tile, launch_branch_convs, split_k_counters
 from .reduce_pool import _pool_tile, _reduce_tile, launch_reduce_pool
 
-__all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG", "sync_buffer_state"]
+__all__ = ["chain_forward", "CONFIGS", "INTERPRETER_CONFIG"]
 
-# The sync buffer's layout (int32): the ticket, the done count, the interpreter's error flag, then
+# The sync buffer's layout (int32): the ticket, the done count, the error flag (bits: which role's
+# wait gave up), then
 # from DEP_OFFSET (128 bytes in: the hot ticket on a cache line of its own) one counter per
 # launch-2 pixel tile.
 TICKET, DONE, ERROR, DEP_OFFSET = (tl.constexpr(v) for v in (0, 1, 2, 32))
@@ -108,47 +120,100 @@ PROGRAMS_PER_SM = 2
 # Under the interpreter: how often a wait looks at a counter before it gives up (programs run one
 # after the other, so a dependency missing at the first look is missing for good).
 INTERPRETER_SPIN_LIMIT = 2
+# On a GPU: how long (in _clock_us's units of 1024 ns: about 2 s) a wait spins on a counter before
+# it gives up.  Every wait ends long before in every ORDER the launcher accepts (see the module
+# docstring); this bounds a wait that never would (a bug) so that the process does not hang and
+# the launcher can raise.
+WAIT_LIMIT_US = tl.constexpr(2_000_000_000 // 1024)
+# The error flag's bits: which role's wait gave up.
+REDUCE_WAIT_FAILED, POOL_WAIT_FAILED = (tl.constexpr(v) for v in (1, 2))
 
 
 @triton.jit
-def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
-    """How many launch-1 row tiles the interleaved orders place up to launch-2 pixel tile k
-    (k >= -2; -1: before the first one): those whose last needed launch-2 pixel tile is at most k.
-    Row tile m needs rows up to min(M, (m + 1) * BLOCK_M + W + 1) - 1 (the pool role's window; with
-    HALO False only up to its own last row, (m + 1) * BLOCK_M - 1), i.e. pixel tile k once
-    (m + 1) * BLOCK_M + W + 1 <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one."""
-    reach = W + 1 if HALO else 0
-    fits = tl.maximum((k + 1) * BLOCK_M2 - reach, 0) // BLOCK_M
-    return tl.where(k >= J - 1, R, tl.minimum(fits, R))
+def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, ORDER: tl.constexpr):
+    """How many launch-1 row tiles the interleaved orders (ORDER >= 1) place up to group k (k >= -2;
+    -1: before the first one; group k holds launch-2 pixel tile k, or J - 1 - k in the descending
+    orders).  Ascending: those whose last needed launch-2 pixel tile is at most k, where row tile m
+    is taken to need rows up to min(M, (m + 1) * BLOCK_M + reach) - 1 (ORDER 1: reach W + 1, the
+    pool role's window; the test-only ones less), i.e. pixel tile k once (m + 1) * BLOCK_M + reach
+    <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one.  Descending: those whose
+    first needed pixel tile is at least K = J - 1 - k, row tile m taken to need rows from
+    max(m * BLOCK_M - reach, 0) (ORDER 5: reach W + 1; ORDER 6: 0), i.e. m >= cdiv(K * BLOCK_M2 +
+    reach, BLOCK_M) (K > 0), and all of them by the last one (K = 0)."""
+    if ORDER >= 5:
+        K = J - 1 - k
+        first = tl.minimum(tl.cdiv(K * BLOCK_M2 + (W + 1 if ORDER == 5 else 0), BLOCK_M), R)
+        placed = tl.where(K <= 0, R, R - first)
+    else:
+        if ORDER == 2:
+            reach = 0
+        elif ORDER == 3:
+            reach = W
+        elif ORDER == 4:
+            reach = 1 - BLOCK_M
+        else:
+            reach = W + 1
+        fits = tl.maximum((k + 1) * BLOCK_M2 - reach, 0) // BLOCK_M
+        placed = tl.where(k >= J - 1, R, tl.minimum(fits, R))
+    return placed
 
 
 @triton.jit
-def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, HALO: tl.constexpr):
+def _group_start(k, NC2, NC1, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr, ORDER: tl.constexpr):
     """The first ticket of group k (k >= -1) of the interleaved orders: group -1 holds the row tiles
-    placed before any launch-2 tile, group k >= 0 launch-2 pixel tile k's NC2 column tiles and then
+    placed before any launch-2 tile, group k >= 0 a launch-2 pixel tile's NC2 column tiles and then
     the row tiles placed after it (NC1 tickets each)."""
-    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1
+    return tl.maximum(k, 0) * NC2 + _placed_row_tiles(k - 1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) * NC1
 
 
 @triton.jit
-def _wait_rows(dep_ptr, err_ptr, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, SPIN_LIMIT: tl.constexpr):
+def _clock_us():
+    """%globaltimer, the GPU's global clock (ns), in units of 1024 ns modulo 2**31 (32-bit: fewer
+    registers): this thread's reading."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 t; mov.u64 t, %globaltimer; shr.u64 t, t, 10; cvt.u32.u64 $0, t; and.b32 $0, $0, 0x7fffffff; }",
+        "=r",
+        [],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
+def _wait_rows(sync_ptr, err_bit, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, SPIN_LIMIT: tl.constexpr):
     """Waits until every launch-2 pixel tile holding a row of [lo_row, hi_row) has all its ``need``
-    column tiles stored (one thread's acquire atomics, then a CTA barrier).  SPIN_LIMIT 0 spins
-    until then; else (the interpreter) it looks at most SPIN_LIMIT times per counter and then
-    sets *err_ptr (the launcher raises)."""
+    column tiles stored (one thread's acquire atomics, then a CTA barrier).  A wait that gives up
+    goes on and returns ``err_bit`` (else 0), for the kernel to set in the error flag (the launcher
+    raises): SPIN_LIMIT 0 (a GPU) after WAIT_LIMIT_US per counter, else (the interpreter) after
+    SPIN_LIMIT looks per counter."""
+    failed = 0
     for j in range(lo_row // BLOCK_M2, (hi_row - 1) // BLOCK_M2 + 1):
-        seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+        seen = tl.atomic_add(sync_ptr + DEP_OFFSET + j, 0, sem="acquire", scope="gpu")
         if SPIN_LIMIT == 0:
-            while seen < need:
-                seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+            if seen < need:  # the clock only where there is a wait
+                start = _clock_us()
+                while seen < need:
+                    # Every thread reads the clock, but only the one that issues the program's
+                    # atomics acts on it (the loop's condition is the atomic's result, the same in
+                    # every thread).  Past the limit it reads the ticket count instead, which is
+                    # past this tile's ticket, itself at least ``need`` (every order hands out a
+                    # launch-2 pixel tile's column tiles before any launch-1 tile): more than
+                    # a pixel tile's count can ever be, so the loop ends and the wait is known to
+                    # have failed.
+                    late = (_clock_us() - start) & 0x7FFFFFFF > WAIT_LIMIT_US
+                    seen = tl.atomic_add(
+                        tl.where(late, sync_ptr + TICKET, sync_ptr + DEP_OFFSET + j), 0, sem="acquire", scope="gpu"
+                    )
         else:
             spins = 1
             while (seen < need) & (spins < SPIN_LIMIT):
-                seen = tl.atomic_add(dep_ptr + j, 0, sem="acquire", scope="gpu")
+                seen = tl.atomic_add(sync_ptr + DEP_OFFSET + j, 0, sem="acquire", scope="gpu")
                 spins += 1
-            if seen < need:
-                tl.atomic_xchg(err_ptr, 1)
+            seen = tl.where(seen < need, need + 1, seen)
+        failed = tl.where(seen > need, err_bit, failed)
     tl.debug_barrier()  # every thread's loads come after the acquire
+    return failed
 
 
 @triton.jit
@@ -273,13 +338,13 @@ def _reduce_pool_role(
     SPIN_LIMIT: tl.constexpr,
 ):
     """Launch-1 tile v of block i+1 (as _reduce_pool_kernel's program v with no pre-pool and
-    POOL_SPLIT_K 1), once the launch-2 pixel tiles of block i holding the rows it reads are done."""
+    POOL_SPLIT_K 1), once the launch-2 pixel tiles of block i holding the rows it reads are done
+    (returns _wait_rows's result: non-zero where the wait gave up)."""
     pid_m = v // NC1
     col = v % NC1
-    dep_ptr = sync_ptr + DEP_OFFSET
     if col < n_red_tiles:
         r0 = pid_m * BLOCK_M
-        _wait_rows(dep_ptr, sync_ptr + ERROR, r0, tl.minimum(r0 + BLOCK_M, M), NC2, BLOCK_M2, SPIN_LIMIT)
+        failed = _wait_rows(sync_ptr, REDUCE_WAIT_FAILED, r0, tl.minimum(r0 + BLOCK_M, M), NC2, BLOCK_M2, SPIN_LIMIT)
         row_ok, img, hh, ww = pixel_rows(r0, M, H, W, BLOCK_M)
         x_row = row_offsets(img, hh, ww, stride_mid_n, stride_mid_h, stride_mid_w)
         o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
@@ -294,9 +359,9 @@ def _reduce_pool_role(
         part = col - n_red_tiles
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
         # The 3x3 window of pixel p reads pixels p - W - 1 .. p + W + 1 (flattened).
-        _wait_rows(
-            dep_ptr,
-            sync_ptr + ERROR,
+        failed = _wait_rows(
+            sync_ptr,
+            POOL_WAIT_FAILED,
             tl.maximum(row0 - W - 1, 0),
             tl.minimum(row0 + BLOCK_M_POOL + W + 1, M),
             NC2,
@@ -313,6 +378,7 @@ def _reduce_pool_role(
             DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES,
             H, W, 1, 1, 0, 1, sync_ptr, sync_ptr, 0, 0, 1,
         )  # fmt: skip
+    return failed
 
 
 # As the two launches' kernels: the shape values only enter index arithmetic and masks, and the
@@ -477,7 +543,6 @@ def _joined_kernel(
     R = tl.cdiv(M, BLOCK_M)
     T2 = J * NC2
     T = T2 + R * NC1
-    HALO: tl.constexpr = ORDER != 2
 
     # The next standalone launch 2's split-K counters start at zero (as launch 1 zeroes them).
     pid = tl.program_id(0)
@@ -498,14 +563,18 @@ def _joined_kernel(
             hi = J
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO) <= t:
+                if _group_start(mid, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) <= t:
                     lo = mid
                 else:
                     hi = mid
-            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, HALO)
+            off = t - _group_start(lo, NC2, NC1, W, J, R, BLOCK_M2, BLOCK_M, ORDER)
             is_conv = (lo >= 0) & (off < NC2)
-            u = lo * NC2 + off
-            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, HALO) * NC1 + off - tl.where(lo >= 0, NC2, 0)
+            v = _placed_row_tiles(lo - 1, W, J, R, BLOCK_M2, BLOCK_M, ORDER) * NC1 + off - tl.where(lo >= 0, NC2, 0)
+            if ORDER >= 5:  # descending: group lo is pixel tile J - 1 - lo, row tiles from the top
+                u = (J - 1 - lo) * NC2 + off
+                v = (R - 1 - v // NC1) * NC1 + v % NC1
+            else:
+                u = lo * NC2 + off
         if is_conv:
             _conv_role(
                 u, NC2, n_tiles3, scratch_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, mid_ptr, sync_ptr, M, H, W,
@@ -516,7 +585,7 @@ def _joined_kernel(
                 K5, TILE_N5, BLOCK_K5, DOT_PRECISION, BLOCK_M2, BLOCK_N2, BLOCK_K2,
             )  # fmt: skip
         else:
-            _reduce_pool_role(
+            failed = _reduce_pool_role(
                 v, NC1, NC2, n_red_tiles, n_pool_tiles, mid_ptr, w_red_ptr, b_red_ptr, w_pool_ptr,
                 b_pool_ptr, out_ptr, sb_ptr, sync_ptr, M, H, W, cin, n_red, ch1b, n_pool, pool_col0,
                 stride_mid_n, stride_mid_h, stride_mid_w, stride_mid_c, stride_w_red_n, stride_w_red_k,
@@ -526,6 +595,8 @@ def _joined_kernel(
                 DOT_PRECISION, BLOCK_N_POOL, BLOCK_M2, BLOCK_M, BLOCK_N, BLOCK_K,
                 BLOCK_M_POOL, BLOCK_K_POOL, POOL_STAGES, SPIN_LIMIT,
             )  # fmt: skip
+            if failed != 0:  # the same in every thread
+                tl.atomic_or(sync_ptr + ERROR, failed, sem="relaxed", scope="gpu")
         if PERSISTENT:
             t = tl.atomic_add(sync_ptr + TICKET, 1, sem="relaxed", scope="gpu")
         else:
@@ -647,39 +718,10 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
-# The sync buffers, per (device, stream): zeroed when allocated, left zeroed by every launch (see
-# the module docstring); a launch captured in a CUDA graph gets one of its own, zeroed in the graph.
-_SYNC: dict = {}
-
-
-def _sync_key(like: torch.Tensor):
-    return like.device, torch.cuda.current_stream(like.device).cuda_stream if like.is_cuda else None
-
-
-def _sync_buffer(like: torch.Tensor, n: int) -> torch.Tensor:
-    """At least ``n`` int32 zeros on ``like``'s device (see _SYNC)."""
-    if like.is_cuda and torch.cuda.is_current_stream_capturing():
-        return torch.zeros(n, dtype=torch.int32, device=like.device)
-    key = _sync_key(like)
-    buf = _SYNC.get(key)
-    if buf is None or buf.numel() < n:
-        # Replacing a smaller buffer frees it in stream order, after the launches that use it.
-        n = n if buf is None else max(n, 2 * buf.numel())
-        buf = _SYNC[key] = torch.zeros(n, dtype=torch.int32, device=like.device)
-    return buf
-
-
-def _forget_sync_buffer(buf: torch.Tensor) -> None:
-    for key, cached in list(_SYNC.items()):
-        if cached is buf:
-            del _SYNC[key]
-
-
-def sync_buffer_state(like: torch.Tensor) -> Optional[torch.Tensor]:
-    """A copy of the sync buffer the joined launches on ``like``'s device and current stream use,
-    or None where none exists yet (tests: every launch leaves it all zero)."""
-    buf = _SYNC.get(_sync_key(like))
-    return None if buf is None else buf.clone()
+def _new_sync_buffer(device: torch.device, n: int) -> torch.Tensor:
+    """``n`` int32, uninitialized: chain_forward's first launch 1 zeroes them (tests replace this
+    with garbage to check that it does)."""
+    return torch.empty(n, dtype=torch.int32, device=device)
 
 
 _SM_COUNTS: dict = {}
@@ -802,6 +844,23 @@ def _sync_size(m: int) -> int:
     return -(-(DEP_OFFSET.value + _common.cdiv(m, 16)) // 16) * 16
 
 
+def _check_config(config: Optional[triton.Config]) -> None:
+    """A pinned joined-launch config's tiles fit the kernel, and its ORDER is one a GPU may run."""
+    if config is None:
+        return
+    kw = config.kwargs
+    if min(kw["BLOCK_M2"], kw["BLOCK_M"], kw["BLOCK_M_POOL"]) < 16 or kw["BLOCK_M"] % kw["BLOCK_M_POOL"]:
+        raise ValueError(
+            f"joined launch: BLOCK_M2 {kw['BLOCK_M2']}, BLOCK_M {kw['BLOCK_M']} and BLOCK_M_POOL "
+            f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
+        )
+    if kw["ORDER"] not in (0, 1) and not _common.INTERPRET:
+        raise ValueError(
+            f"joined launch: ORDER {kw['ORDER']} is a test-only ticket order (its waits can wait on "
+            "tiles with later tickets, which may never run); on a GPU ORDER must be 0 or 1"
+        )
+
+
 def launch_joined(
     scratch_a,
     w3,
@@ -817,24 +876,28 @@ def launch_joined(
     out_b,
     scratch_b,
     counters=None,
+    sync: Optional[torch.Tensor] = None,
     config: Optional[triton.Config] = None,
     programs: Optional[int] = None,
 ) -> None:
     """One joined launch: launch 2 of a block (scratch_a, w3..b5 into ``mid``'s slices from ch1a)
-    and launch 1 of the next (``mid`` through w_red..b_pool into out_b and scratch_b).  ``config``
-    (one of CONFIGS, or any config with their kwargs) skips autotuning; ``programs`` pins the
-    persistent grid's size (tests); ``counters`` as launch_reduce_pool's."""
+    and launch 1 of the next (``mid`` through w_red..b_pool into out_b and scratch_b).  ``sync``:
+    the sync buffer, all zero (int32, at least _sync_size(M) long; left zero but for the error
+    flag), or None: a zeroed one of its own.  ``config`` (one of CONFIGS, or any config with their
+    kwargs) skips autotuning; ``programs`` pins the persistent grid's size (tests); ``counters`` as
+    launch_reduce_pool's."""
     if mid.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
-    if config is not None:
-        kw = config.kwargs
-        if min(kw["BLOCK_M2"], kw["BLOCK_M"], kw["BLOCK_M_POOL"]) < 16 or kw["BLOCK_M"] % kw["BLOCK_M_POOL"]:
-            raise ValueError(
-                f"joined launch: BLOCK_M2 {kw['BLOCK_M2']}, BLOCK_M {kw['BLOCK_M']} and BLOCK_M_POOL "
-                f"{kw['BLOCK_M_POOL']} must be at least 16 (tl.dot), and BLOCK_M_POOL must divide BLOCK_M"
-            )
+    _check_config(config)
     m = mid.shape[0] * mid.shape[2] * mid.shape[3]
-    sync = _sync_buffer(mid, _sync_size(m))
+    n_sync = _sync_size(m)
+    if sync is None:
+        sync = torch.zeros(n_sync, dtype=torch.int32, device=mid.device)
+    elif sync.dtype != torch.int32 or sync.numel() < n_sync or sync.device != mid.device:
+        raise ValueError(
+            f"joined launch: the sync buffer must be int32 on {mid.device} with at least {n_sync} "
+            f"elements, got {sync.numel()} {sync.dtype} on {sync.device}"
+        )
     args, meta, grid = _arguments(
         scratch_a, w3, b3, w5, b5, mid, ch1a, w_red, b_red, w_pool, b_pool, out_b, scratch_b, counters, sync
     )
@@ -844,18 +907,33 @@ def launch_joined(
         def grid(cfg):
             return inner({**cfg, "PROGRAMS": programs})
 
-    try:
+    with torch.cuda.device(mid.device) if mid.is_cuda else contextlib.nullcontext():
         _common.launch_configured(_joined_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
-    except BaseException:
-        _forget_sync_buffer(sync)  # programs may have stopped with counters part-way
-        raise
-    # tolist: a host read of the interpreter's CPU buffer, not a tensor op.
-    if _common.INTERPRET and sync.tolist()[ERROR.value]:
-        _forget_sync_buffer(sync)
-        raise RuntimeError(
-            "joined launch: a launch-1 tile ran before a launch-2 tile it reads was done (the "
-            "interpreter runs programs one after the other: the ticket order is wrong)"
+    if _common.INTERPRET:
+        _raise_on_wait_error(sync)
+
+
+def _raise_on_wait_error(sync: torch.Tensor) -> None:
+    """Raises where a joined launch that used ``sync`` set its error flag (reads it: on a GPU this
+    waits for the launch)."""
+    # On the CPU (the interpreter) tolist: a host read, not a tensor op.
+    flag = sync.tolist()[ERROR.value] if sync.device.type == "cpu" else int(sync[ERROR.value].item())
+    if not flag:
+        return
+    roles = [
+        name for bit, name in ((REDUCE_WAIT_FAILED, "reduce role"), (POOL_WAIT_FAILED, "pool role")) if flag & bit.value
+    ]
+    if _common.INTERPRET:
+        why = (
+            "ran before a launch-2 tile it reads was done (the interpreter runs programs one after the "
+            "other: the ticket order is wrong)"
         )
+    else:
+        why = (
+            f"waited more than {WAIT_LIMIT_US.value * 1024 / 1e9:.0f} s for a launch-2 tile it reads and gave up, "
+            "so its results are wrong (a bug in the joined kernel's ticket order or waits)"
+        )
+    raise RuntimeError(f"joined launch: a launch-1 tile ({' and '.join(roles)}) {why}")
 
 
 def _check_blocks(x: torch.Tensor, blocks: Sequence) -> list:
@@ -887,15 +965,32 @@ def _check_blocks(x: torch.Tensor, blocks: Sequence) -> list:
     return blocks
 
 
+# The chain_forward calls (device, shapes, config) whose joined launches have been seen to end
+# without a failed wait: their first call reads the error flag (a host sync), later ones do not.
+_CHECKED = LRUDict()
+
+
+def _check_key(x: torch.Tensor, blocks: list, pre_pool, config, programs) -> tuple:
+    shapes = tuple(tuple(t.shape) for b in blocks for t in b)
+    name = None if config is None else _common.config_name(config)
+    pool = None if pre_pool is None else tuple(pre_pool)
+    return x.device, tuple(x.shape), x.stride(), x.dtype, shapes, pool, name, programs
+
+
 def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None, programs=None) -> torch.Tensor:
     """The last block's output of blocks applied one after the other to x (each block a tuple of
     packed weights as ``block_forward`` takes them), in len(blocks) + 1 Triton launches: launch 1
     of the first block (with ``pre_pool``, (kernel, stride, padding, ceil_mode), folded in as
     ``block_forward`` folds it), one joined launch per pair of neighbours, launch 2 of the last.
     ``config`` pins the joined launches' config (one of CONFIGS; tests), ``programs`` their
-    persistent grid's size (tests).  The output is channels_last, as block_forward's."""
+    persistent grid's size (tests).  The output is channels_last, as block_forward's.
+
+    The first call per device, shapes and config (not one captured in a CUDA graph) waits for the
+    chain and raises RuntimeError where a joined launch's wait gave up (see WAIT_LIMIT_US), so
+    that a first-use parity check drops the candidate rather than use its wrong result."""
     _common.check_dtype(x.dtype)
     blocks = _check_blocks(x, blocks)
+    _check_config(config)
     if len(blocks) == 1:
         return block_forward(x, *blocks[0], pre_pool=pre_pool)[0]
     hw = None
@@ -904,7 +999,9 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         w_red, b_red, w_pool, b_pool, w3, b3, w5, b5 = blocks[0]
         mid, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
-        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, pre_pool=pre_pool)
+        # One sync buffer for the joined launches (all of M pixel rows), zeroed by launch 1 here.
+        sync = _new_sync_buffer(x.device, _sync_size(mid.shape[0] * mid.shape[2] * mid.shape[3]))
+        launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, counters=sync, pre_pool=pre_pool)
         for i in range(1, len(blocks)):
             ch1a = geometry.block_channels(w_red, w_pool, w3, w5).ch1
             conv_a = (w3, b3, w5, b5)
@@ -917,9 +1014,14 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
                     counters = torch.empty(n_counters, dtype=torch.int32, device=x.device)
             launch_joined(
                 scratch, *conv_a, mid, ch1a, w_red, b_red, w_pool, b_pool, out, scratch_b,
-                counters=counters, config=config, programs=programs,
+                counters=counters, sync=sync, config=config, programs=programs,
             )  # fmt: skip
             mid, scratch = out, scratch_b
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
         launch_branch_convs(scratch, w3, b3, w5, b5, mid, ch1, counters=counters)
+        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            key = _check_key(x, blocks, pre_pool, config, programs)
+            if _CHECKED.get(key) is None:
+                _raise_on_wait_error(sync)
+                _CHECKED[key] = True
     return mid
