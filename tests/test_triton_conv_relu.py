@@ -16,9 +16,9 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from model_cases import CL
+from model_cases import CL, calibrated_net, net_tolerance
 
-from inception_fast import choices, ops, stages
+from inception_fast import FusedGoogLeNet, choices, ops, stages
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
 pytest.importorskip("triton")
@@ -192,6 +192,31 @@ def test_a_wrong_triton_kernel_is_never_chosen(monkeypatch):
     check_close(out, reference64(x, wt, b), TOLERANCE["fp32"], "ATen")
     (choice,) = chooser.choices().values()
     assert choice.name == "aten" and "disagrees with ATen" in choice.errors["triton"], choice
+
+
+@interpreter_only
+def test_model_stem_through_triton_matches_the_reference(monkeypatch):
+    """FusedGoogLeNet (backend auto) with the Triton conv measured fastest runs conv2 and conv3
+    through it, and the logits are the reference's within the whole-network bound; a torch-pinned
+    model never offers it."""
+    # On CPU "auto" runs the stem's convs through oneDNN's prepacked path; off, they take the stage
+    # as on CUDA.
+    monkeypatch.setattr(FusedGoogLeNet, "_stem_prepacked", lambda self, x: None)
+    ref, _ = calibrated_net("torchvision", 40, num_classes=10)
+    x = torch.randn(2, 3, 40, 40)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    for backend in ("auto", "torch"):
+        chooser = forcing_chooser("triton")
+        monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
+        model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+        with torch.no_grad():
+            model(x)  # measures
+            out, _ops, launched = observe_launches(lambda: model(x), monkeypatch)
+        check_close(out, ref64, tol, f"logits, backend {backend}")
+        picked = {key.weight[-1]: (key.triton_allowed, c.name) for key, c in chooser.choices().items()}
+        triton = backend == "auto"
+        assert picked == {1: (triton, "triton" if triton else "aten"), 3: (triton, "triton" if triton else "aten")}
+        assert launched.count(conv_relu._conv_relu_kernel) == (2 if triton else 0)
 
 
 # -- GPU ---------------------------------------------------------------------------------------------
