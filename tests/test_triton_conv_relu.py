@@ -26,7 +26,7 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from launch_observer import forcing_chooser, observe_launches  # noqa: E402
+from launch_observer import counting_do_bench, forcing_chooser, observe_launches  # noqa: E402
 
 from inception_fast.backends.triton import conv_relu  # noqa: E402
 
@@ -102,6 +102,30 @@ def test_every_config_and_any_layout(poisoned):
         wt = wt.contiguous()
         check_conv(conv_relu.launch_conv_relu(x, wt, b, k // 2, config), x, wt, b, str(config))
     assert ops.conv_relu(x[:0], wt, b, 0, backend="triton").shape == (0, 40, 5, 6)  # launches nothing
+
+
+@interpreter_only
+def test_autotuned_launch_path_one_launch_and_no_other_kernels(monkeypatch, poisoned):
+    """The GPU's launch path (triton.autotune) run by the interpreter with a stand-in do_bench:
+    every config is benchmarked once per shape (1x1 and 3x3 tuned apart), then the choice is
+    reused; a call is one launch and no aten op but the allocations."""
+    import triton
+
+    fake_do_bench, benchmarked = counting_do_bench()
+    configs = [
+        triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32}),
+    ]
+    tuned = conv_relu.make_tuned_kernel(configs, do_bench=fake_do_bench)
+    monkeypatch.setattr(conv_relu, "_tuned_kernel", tuned)
+    for seed, k in ((1, 3), (2, 3), (3, 1)):
+        x, wt, b = make_case(1, 20, 5, 7, 24, k, seed=seed)
+        out, aten_ops, launched = observe_launches(lambda: conv_relu.launch_conv_relu(x, wt, b, k // 2), monkeypatch)
+        # The autotuner on a shape's first call, then its choice launched straight; fill_: the poisoning.
+        assert launched in ([tuned], [conv_relu._conv_relu_kernel]), launched
+        assert set(aten_ops) <= {"aten.empty.memory_format", "aten.fill_.Scalar"}, aten_ops
+        check_conv(out, x, wt, b, f"autotuned, {k}x{k}")
+    assert len(benchmarked) == 4 and len(tuned.cache) == 2
 
 
 @interpreter_only
