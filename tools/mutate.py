@@ -358,6 +358,14 @@ MUTANTS = [
         TRITON_CONV_RELU,
         "the kernel accepts a 3x3 conv without padding and computes it 'same'-padded",
     ),
+    Mutant(
+        "triton_conv_relu_1x1_weight_unit",
+        "inception_fast/backends/triton/conv_relu.py",
+        "    s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))\n",
+        "",
+        ("tests/test_triton.py", "-k", "sm90"),
+        "a 1x1 weight's kh/kw strides (1) enter W_UNIT: conv2's weight loads lose cp.async",
+    ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
     Mutant(
         "fold_in_weight_dtype",
