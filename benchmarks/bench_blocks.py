@@ -139,7 +139,7 @@ def _fused_stage_fn(stage: str, model, x):
     if stage in ("conv2", "conv3"):
         w, b = model._stem_weights(x.dtype)[1 if stage == "conv2" else 2]
         padding = 0 if stage == "conv2" else 1
-        return lambda: stages.conv_relu(x, w, b, padding)
+        return lambda: stages.conv_relu(x, w, b, padding, model._triton_allowed)
     if stage == "maxpool2":
         return lambda: model._max_pool(x, model.maxpool2)
     if stage in ("maxpool3", "maxpool4"):

@@ -2,7 +2,8 @@
 (``backend="auto"``, torchvision's variant, 224x224, channels_last input) would compile on an
 sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
 
-For each Triton launch of that forward (the stem kernel with and without its pool, the max pool on
+For each Triton launch of that forward (the stem kernel with and without its pool, conv2 and conv3
+(conv_relu.py, CONV_RELU_CHOICE's Triton candidate), the max pool on
 maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
 launch 2 of the nine blocks (a candidate of auto on sm_90+; each config's descriptor boxes set by
 its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a and 5a with the pool
@@ -52,12 +53,13 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, _source, block_tensors, joined_arguments  # noqa: E402
+from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, STEM_CONVS, _source, block_tensors, joined_arguments  # noqa: E402
 from inception_fast.backends.triton import (  # noqa: E402
     block_backward,
     branch_convs,
     branch_convs_tma,
     chain,
+    conv_relu,
     head,
     maxpool,
     reduce_pool,
@@ -93,6 +95,11 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
     for label, pool in (("conv_pool", (3, 2, 0, True)), ("conv", (1, 1, 0, False))):
         args, meta, _grid, _out = stem._arguments(x, w, b, 2, 3, *pool)
         rows.append(("stem", label, stem._conv_pool_kernel, stem._tuned_kernel, args, meta))
+    for name, (cin, cout, k) in STEM_CONVS.items():  # conv2 and conv3: the Triton candidate (CONV_RELU_CHOICE)
+        c_x = torch.empty(batch, cin, 56, 56, dtype=dt).contiguous(memory_format=torch.channels_last)
+        c_w = torch.empty(cout, cin, k, k, dtype=dt).contiguous(memory_format=torch.channels_last)
+        args, meta, _grid, _out = conv_relu._arguments(c_x, c_w, torch.empty(cout, dtype=dt), k // 2)
+        rows.append(("conv_relu", name, conv_relu._conv_relu_kernel, conv_relu._tuned_kernel, args, meta))
     for name, (c, size, params) in POOLS.items():
         p = torch.empty(batch, c, size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
         args, meta, _grid, _out = maxpool._arguments(p, *params)

@@ -1,11 +1,12 @@
 """Offline statistics of the Triton kernels: no GPU needed.
 
 Compiles every autotuning config of both Triton launches (the "hopper" backend's launches with TMA
-descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and without its max
-pool, of the max pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into
-3a's/4a's/5a's loads, of the head's two launches, the average pool and the fc GEMM, on 5b's
-output, and of the joined launch of chain.py, launch 2 of a block and launch 1 of the next, as
-launch "joined" on 3a>3b, 4b>4c and 5a>5b) for a GPU
+descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and
+without its max pool, of the stem's conv2 and conv3 (conv_relu.py, launch "conv_relu"), of the max
+pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into 3a's/4a's/5a's
+loads, of the head's two launches, the average pool and the fc GEMM, on 5b's output, and of the
+joined launch of chain.py, launch 2 of a block and launch 1 of the next, as launch "joined" on
+3a>3b, 4b>4c and 5a>5b) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
@@ -18,7 +19,7 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|pools|folds|head|backward:inception4b|tma:inception3a|tma|tma1:inception3a|tma1
+        [--block inception3a|stem|convs|pools|folds|head|backward:inception4b|tma:inception3a|tma|tma1:inception3a|tma1
                  |chain:inception4b|chains] [--batch 256] [--json]
 
 ``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block tma1`` the TMA launch 1
@@ -54,6 +55,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     branch_convs,
     branch_convs_tma,
     chain,
+    conv_relu,
     head,
     maxpool,
     reduce_pool,
@@ -278,6 +280,26 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
     return rows
 
 
+# The stem's conv2 and conv3 at 224x224: (Cin, Cout, kernel size) on a 56x56 map.
+STEM_CONVS = {"conv2": (64, 64, 1), "conv3": (64, 192, 3)}
+
+
+def conv_relu_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per (conv, config) of the Triton conv + bias + ReLU (conv_relu.py) on the stem's
+    conv2 and conv3 (56x56, channels_last input and weight)."""
+    dt = DTYPES[dtype]
+    rows = []
+    for name, (cin, cout, k) in STEM_CONVS.items():
+        x = torch.empty(batch, cin, 56, 56, dtype=dt).contiguous(memory_format=torch.channels_last)
+        w = torch.empty(cout, cin, k, k, dtype=dt).contiguous(memory_format=torch.channels_last)
+        args, meta, _grid, _out = conv_relu._arguments(x, w, torch.empty(cout, dtype=dt), k // 2)
+        for config in conv_relu.CONFIGS:
+            row = {"block": name, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "conv_relu"}
+            row.update(_compile(conv_relu._conv_relu_kernel, args, meta, config, arch))
+            rows.append(row)
+    return rows
+
+
 # GoogLeNet's four max pools at 224x224: (channels, input size, (kernel, stride, padding, ceil_mode)).
 POOLS = {
     "maxpool1": (64, 112, (3, 2, 0, True)),
@@ -398,6 +420,7 @@ def main(argv=None) -> int:
         choices=[
             *SIZES,
             "stem",
+            "convs",
             "pools",
             "folds",
             "head",
@@ -407,8 +430,8 @@ def main(argv=None) -> int:
             *(f"{k}:{b}" for k in ("backward", "tma", "tma1") for b in SIZES),
             *(f"chain:{a}" for a, _ in CHAIN_PAIRS),
         ],
-        help="repeatable (default: stem, 3a, 4b, 5b, the pools, the folded pools, the head and the "
-        "joined launch 4b>4c); "
+        help="repeatable (default: stem, conv2 and conv3, 3a, 4b, 5b, the pools, the folded pools, the head "
+        "and the joined launch 4b>4c); convs: the stem's conv2 and conv3 (conv_relu.py); "
         "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
         "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks; "
         "tma1:<block> and tma1 the same for its launch 1; "
@@ -423,6 +446,7 @@ def main(argv=None) -> int:
     # (136 channels); 5b: the widest block.
     for block in args.block or [
         "stem",
+        "convs",
         "inception3a",
         "inception4b",
         "inception5b",
@@ -437,6 +461,8 @@ def main(argv=None) -> int:
             rows += head_stats(args.batch, args.dtype, args.arch)
         elif block == "stem":
             rows += stem_stats(args.batch, args.dtype, args.arch)
+        elif block == "convs":
+            rows += conv_relu_stats(args.batch, args.dtype, args.arch)
         elif block == "pools":
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):

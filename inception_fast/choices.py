@@ -391,6 +391,7 @@ class ConvReluKey(NamedTuple):
     weight: tuple  # the weight's shape
     padding: int
     tf32: Optional[bool]
+    triton_allowed: bool  # the model's backend lets the Triton kernel compete (and the kernel supports the conv)
 
 
 class PoolKey(NamedTuple):
@@ -429,7 +430,8 @@ class FoldKey(NamedTuple):
 
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).
 STEM_CHOICE = MeasuredChoice(store_as="stem")
-# conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op.
+# conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op and, where the
+# model's backend allows it, the Triton implicit-GEMM kernel (backends/triton/conv_relu.py).
 CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
 POOL_CHOICE = MeasuredChoice(store_as="pool")

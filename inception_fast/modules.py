@@ -524,7 +524,8 @@ class FusedGoogLeNet(GoogLeNet):
 
     @property
     def _triton_allowed(self) -> bool:
-        """Whether the Triton stem, pools and head may compete in the measured choices (inception_fast.stages)."""
+        """Whether the Triton stem, conv2/conv3, pools and head may compete in the measured choices
+        (inception_fast.stages)."""
         return self.requested_backend in ("auto", "triton")
 
     def stem_choice_key(self, x: Tensor) -> tuple:
@@ -608,8 +609,8 @@ class FusedGoogLeNet(GoogLeNet):
             x = onednn_backend.prepacked_conv_relu(x, prepacked[1])
             x = onednn_backend.prepacked_conv_relu(x, prepacked[2])
         else:
-            x = stages.conv_relu(x, w2, b2, 0)
-            x = stages.conv_relu(x, w3, b3, 1)
+            x = stages.conv_relu(x, w2, b2, 0, self._triton_allowed)
+            x = stages.conv_relu(x, w3, b3, 1, self._triton_allowed)
         if self.lrn2 is not None:
             x = self.lrn2(x)
         return x

@@ -33,6 +33,11 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
   stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
+* ``inception_fast::conv_relu`` -- relu(conv2d(x, w, b, padding=padding)), stride 1, channels_last:
+  the stem's conv2 and conv3.  "triton" runs an implicit-GEMM kernel for square odd kernels with
+  padding k // 2 (backends/triton/conv_relu.py); FusedGoogLeNet runs it where
+  ``inception_fast.choices.CONV_RELU_CHOICE`` measured it faster.  Inference only: a gradient
+  through it raises.
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
   backward.
 * ``inception_fast::avgpool_linear`` -- linear(mean over H and W of x, w, b): the eval-mode head
@@ -55,6 +60,7 @@ __all__ = [
     "inception_chain",
     "inception_block_bn_train",
     "conv_relu_maxpool",
+    "conv_relu",
     "max_pool2d",
     "avgpool_linear",
 ]
@@ -79,6 +85,7 @@ _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
+_LIB.define("conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend) -> Tensor")
 _LIB.define("max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode, str backend) -> Tensor")
 _LIB.define("avgpool_linear(Tensor x, Tensor w, Tensor b, str backend) -> Tensor")
 _LIB.define(
@@ -376,6 +383,58 @@ def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, 
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def _conv_relu_shape(x, w, b, padding):
+    """Checks the arguments; returns the (N, Cout, OH, OW) output shape."""
+    if x.dim() != 4:
+        raise ValueError(f"conv_relu expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"conv_relu supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+    if w.dim() != 4 or w.shape[2] != w.shape[3]:
+        raise ValueError(f"conv_relu expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"conv_relu expects {w.shape[1]} input channels (the weight's), got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)})"
+        )
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"conv_relu expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
+    for name, t in (("w", w), ("b", b)):
+        if t.device != x.device:
+            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
+    if padding < 0:
+        raise ValueError(f"conv_relu expects a padding of 0 or more, got {padding}")
+    k = w.shape[-1]
+    oh, ow = (geometry.conv_out(s, k, 1, padding) for s in x.shape[2:])
+    if min(oh, ow) < 1:
+        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {k}x{k} conv (padding {padding})")
+    return x.shape[0], w.shape[0], oh, ow
+
+
+@torch.library.impl(_LIB, "conv_relu", "CompositeExplicitAutograd")
+def _conv_relu_impl(x, w, b, padding, backend):
+    _conv_relu_shape(x, w, b, padding)
+    with torch.no_grad():
+        return _kernel("conv_relu", backend, x)(x, w, b, padding)
+
+
+@torch.library.register_fake("inception_fast::conv_relu")
+def _conv_relu_fake(x, w, b, padding, backend):
+    shape = _conv_relu_shape(x, w, b, padding)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _conv_relu_backward(ctx, grad):
+    raise RuntimeError(
+        "inception_fast::conv_relu is inference only (no backward); for gradients run "
+        "F.conv2d(x, w, b, padding=padding).relu() (FusedGoogLeNet does so whenever a gradient is wanted)"
+    )
+
+
+torch.library.register_autograd("inception_fast::conv_relu", _conv_relu_backward, setup_context=_no_context)
+
+
 def _max_pool2d_shape(x, kernel, stride, padding, ceil_mode):
     """Checks the arguments; returns the (N, C, OH, OW) output shape."""
     if x.dim() != 4:
@@ -470,6 +529,12 @@ def avgpool_linear(x, w, b, backend="torch"):
     the identity, fc) on an (N, C, H, W) input, channels_last or not; returns (N, J) in x's dtype
     ("triton": backends/triton/head.py).  Inference only."""
     return torch.ops.inception_fast.avgpool_linear(x, w, b, backend)
+
+
+def conv_relu(x, w, b, padding=0, backend="torch"):
+    """relu(conv2d(x, w, b, padding=padding)), stride 1, as one op, returned channels_last
+    ("triton": a square odd kernel with padding k // 2, backends/triton/conv_relu.py).  Inference only."""
+    return torch.ops.inception_fast.conv_relu(x, w, b, padding, backend)
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):

@@ -8,7 +8,9 @@
   backends/triton/stem.py) or that kernel without its pool ("triton_conv").
 * ``conv_relu``: conv2 and conv3 with bias and ReLU (CONV_RELU_CHOICE): ATen (the conv, then bias
   and ReLU as two more passes) against cuDNN's fused conv-bias-ReLU, which is known to pick slow
-  kernels for some shapes.
+  kernels for some shapes, and, where the model's backend is "auto" or "triton" and Triton runs,
+  the Triton implicit-GEMM conv with bias + ReLU in its epilogue ("triton", op ``conv_relu``;
+  backends/triton/conv_relu.py), checked against an fp64 ATen conv like the fused op.
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
@@ -50,6 +52,7 @@ __all__ = [
     "square",
     "pool_params",
     "conv_relu",
+    "conv_relu_triton_supported",
     "max_pool",
     "fold_params",
     "pool_block",
@@ -87,12 +90,22 @@ def pool_params(pool: nn.Module) -> Optional[tuple]:
     return None if None in params else params
 
 
-def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
-    """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest."""
+def conv_relu_triton_supported(x: Tensor, w: Tensor, padding: int) -> bool:
+    """Whether the Triton conv + bias + ReLU computes this conv (a square odd kernel with padding
+    k // 2 on a non-empty batch; the op's other checks are the conv's own)."""
+    k = w.shape[-1]
+    return x.dim() == 4 and x.shape[0] > 0 and w.dim() == 4 and w.shape[-2] == k and k % 2 == 1 and padding == k // 2
+
+
+def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: bool = False) -> Tensor:
+    """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest; the
+    Triton kernel (op ``conv_relu``) competes only where ``triton_allowed`` (the model's backend is
+    auto or triton), it supports the shape and Triton runs on x's device."""
     aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
     chooser = choices.CONV_RELU_CHOICE
-    if not chooser.applies(x.device, x, w, b):  # the fused op has no backward
+    if not chooser.applies(x.device, x, w, b):  # the fused ops have no backward
         return aten()
+    triton_allowed = bool(triton_allowed) and conv_relu_triton_supported(x, w, padding)
     key = choices.ConvReluKey(
         str(x.device),
         x.dtype,
@@ -101,18 +114,34 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int) -> Tensor:
         tuple(w.shape),
         padding,
         choices.fp32_precision(x.dtype),
+        triton_allowed,
     )
     choice = chooser.lookup(key)
     if choice is None:
-        fused = choices.checked_against(
-            lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1),
-            aten,
-            "cuDNN's fused conv-bias-ReLU",
-            lambda: F.conv2d(x.double(), w.double(), b.double(), padding=padding).relu_(),
-        )
-        choice = chooser.pick(key, x.device, {"aten": aten, "cudnn_fused": fused})
+        from .backends import availability
+
+        reference64 = lambda: F.conv2d(x.double(), w.double(), b.double(), padding=padding).relu_()  # noqa: E731
+        runners = {
+            "aten": aten,
+            "cudnn_fused": choices.checked_against(
+                lambda: torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1),
+                aten,
+                "cuDNN's fused conv-bias-ReLU",
+                reference64,
+            ),
+        }
+        if triton_allowed and availability("triton", x.device) is None:
+            runners["triton"] = choices.checked_against(
+                lambda: ops.conv_relu(x, w, b, padding, backend="triton"),
+                aten,
+                "the Triton conv + bias + ReLU",
+                reference64,
+            )
+        choice = chooser.pick(key, x.device, runners)
     if choice == "cudnn_fused":
         return torch.cudnn_convolution_relu(x, w, b, (1, 1), (padding, padding), (1, 1), 1)
+    if choice == "triton":
+        return ops.conv_relu(x, w, b, padding, backend="triton")
     return aten()
 
 

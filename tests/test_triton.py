@@ -510,8 +510,9 @@ def test_gpu_exactly_two_launches_and_no_other_kernels(gpu, monkeypatch):
 
 
 def test_sm90_compile_stats_of_every_config():
-    """Every config of both launches and of the stem kernel compiled for sm_90 (no GPU needed; a
-    subprocess, since this process runs the interpreter): each fits the H100's shared memory, the
+    """Every config of both launches, of the stem kernel and of the conv + bias + ReLU (the stem's
+    conv2 and conv3) compiled for sm_90 (no GPU needed; a subprocess, since this process runs the
+    interpreter): each fits the H100's shared memory, the
     64- and 128-row ones run on wgmma, the block launches stream their operands with cp.async
     (the stem's gathered 3-channel loads cannot; launch 2 all of its operands), and no config
     spills registers or stores element by element (the stem, 3a, 4b and 5b: the narrowest block,
@@ -538,6 +539,8 @@ def test_sm90_compile_stats_of_every_config():
     assert {(r["block"], r["launch"]) for r in rows} == {
         ("stem", "conv_pool"),
         ("stem", "conv"),
+        ("conv2", "conv_relu"),
+        ("conv3", "conv_relu"),
         *((b, launch) for b in ("inception3a", "inception4b", "inception5b") for launch in ("launch1", "launch2")),
         *((f"maxpool{i}", "maxpool") for i in range(1, 5)),
         ("inception3a", "l1+maxpool2"),
@@ -580,6 +583,9 @@ def test_sm90_compile_stats_of_every_config():
         # element by element, and launch 2 loaded branch 3's operands without cp.async.
         assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0, what
         if r["launch"] == "linear":  # the head's GEMM: the bias is its one load not through cp.async
+            assert r["sync_loads"] == 1, what
+        if r["launch"] == "conv_relu":  # the stem's conv2/conv3: the bias is the one load not through cp.async
+            # (conv_relu._weight_strides: a 1x1 weight's kh/kw strides of 1 would make its loads synchronous)
             assert r["sync_loads"] == 1, what
         if r["launch"] == "launch2":
             # The two biases, and with split-K each branch's partial tiles summed by the last

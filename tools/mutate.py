@@ -43,6 +43,7 @@ TRITON_STEM = ("tests/test_triton_stem.py",)
 HOPPER = ("tests/test_hopper.py", "-x")
 HOPPER_LAUNCH1 = ("tests/test_hopper_launch1.py", "-x")
 TRITON_HEAD = ("tests/test_triton_head.py",)
+TRITON_CONV_RELU = ("tests/test_triton_conv_relu.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
@@ -379,6 +380,31 @@ MUTANTS = [
         "        k_ok = offs_k < C + 1\n",
         TRITON_HEAD,
         "the head's GEMM reads one channel past each image's means (the next image's first)",
+    ),
+    # -- Triton conv + bias + ReLU (conv_relu.py) -------------------------------------------------------
+    Mutant(
+        "triton_conv_relu_last_tile",
+        "inception_fast/backends/triton/conv_relu.py",
+        'return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]),)',
+        'return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]) - 1,)',
+        TRITON_CONV_RELU,
+        "the conv's grid leaves out its last output tile",
+    ),
+    Mutant(
+        "triton_conv_relu_padding",
+        "inception_fast/backends/triton/conv_relu.py",
+        "    if padding != ks // 2:",
+        "    if padding > ks // 2:",
+        TRITON_CONV_RELU,
+        "the kernel accepts a 3x3 conv without padding and computes it 'same'-padded",
+    ),
+    Mutant(
+        "triton_conv_relu_1x1_weight_unit",
+        "inception_fast/backends/triton/conv_relu.py",
+        "    s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))\n",
+        "",
+        ("tests/test_triton.py", "-k", "sm90"),
+        "a 1x1 weight's kh/kw strides (1) enter W_UNIT: conv2's weight loads lose cp.async",
     ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
     Mutant(

@@ -56,8 +56,8 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
     choice = choices.STEM_CHOICE.choices().get(model.stem_choice_key(x))
     if choice is None:
         return None
-    # conv2 and conv3 (ATen or cuDNN's fused conv-bias-ReLU, see inception_fast.choices.CONV_RELU_CHOICE) at this
-    # batch and dtype.
+    # conv2 and conv3 (ATen, cuDNN's fused conv-bias-ReLU or Triton, see
+    # inception_fast.choices.CONV_RELU_CHOICE) at this batch and dtype.
     convs = [
         {
             "weight": list(key.weight),

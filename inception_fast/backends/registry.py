@@ -18,6 +18,7 @@ OPS = (
     "inception_block_backward",
     "inception_block_bn_train",
     "conv_relu_maxpool",
+    "conv_relu",
     "max_pool2d",
     "avgpool_linear",
 )

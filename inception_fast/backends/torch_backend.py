@@ -122,6 +122,10 @@ def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_p
     return y.contiguous(memory_format=torch.channels_last)
 
 
+def conv_relu(x, w, b, padding):
+    return F.conv2d(x, w, b, padding=padding).relu_().contiguous(memory_format=torch.channels_last)
+
+
 def max_pool2d(x, kernel, stride, padding, ceil_mode):
     y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
     return y.contiguous(memory_format=torch.channels_last)
@@ -183,6 +187,7 @@ register(
             "inception_block_backward": block_backward,
             "inception_block_bn_train": block_bn_train_forward,
             "conv_relu_maxpool": conv_relu_maxpool,
+            "conv_relu": conv_relu,
             "max_pool2d": max_pool2d,
             "avgpool_linear": avgpool_linear,
         },

@@ -2,7 +2,8 @@
 ``reduce_pool.py``, launch 2 ``branch_convs.py``; also with the max pool before the block folded
 into launch 1's loads, op ``pooled_inception_block``; a run of blocks with each block's launch 2
 and the next one's launch 1 joined, op ``inception_chain``, ``chain.py``) and its backward (``block_backward.py``, three
-launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), the max pool without
+launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), conv2 and conv3 with bias +
+ReLU (``conv_relu.py``), the max pool without
 an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
 with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
 ``reduce_pool_tma.py`` and ``branch_convs_tma.py`` (launches 1 and 2 with TMA,
@@ -104,6 +105,13 @@ def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_
         return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
 
 
+def _conv_relu(x, w, b, padding):
+    from .conv_relu import launch_conv_relu
+
+    with _on_device(x):
+        return launch_conv_relu(x, w, b, padding)
+
+
 def _max_pool2d(x, kernel, stride, padding, ceil_mode):
     from .maxpool import launch_max_pool
 
@@ -129,6 +137,7 @@ register(
             "inception_block_bn_train": _block_bn_train_forward,
             "inception_block_backward": _block_backward,
             "conv_relu_maxpool": _conv_relu_maxpool,
+            "conv_relu": _conv_relu,
             "max_pool2d": _max_pool2d,
             "avgpool_linear": _avgpool_linear,
         },
