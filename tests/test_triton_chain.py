@@ -207,6 +207,23 @@ def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
 
 
 @interpreter_only
+@pytest.mark.parametrize("order,config,shape,roles", [WAIT_CASES[0], WAIT_CASES[2]], ids=["pool", "reduce"])
+def test_a_tile_whose_wait_gave_up_is_nan(order, config, shape, roles, monkeypatch):
+    """A tile whose wait gave up has read rows not yet written: it stores NaN over its whole output
+    tile, so a give-up the host does not check (every call after a shape's first) shows in the
+    logits instead of passing as a plausible wrong value.  With the launcher's raise switched off:
+    NaN in the output only in the failing role's channels (branch 1 and the reductions feeding
+    branches 2 and 3 for the reduce role; the pool branch for the pool role), none elsewhere."""
+    monkeypatch.setattr(chain, "_raise_on_wait_error", lambda sync: None)
+    x, blocks = make_chain(2, *shape, seed=4)
+    out = chain.chain_forward(x, blocks, config=config, programs=2)
+    n_pool = blocks[1][2].shape[0]
+    nan = out.isnan().flatten(2).any(-1).any(0)  # per channel
+    assert nan[-n_pool:].all()  # the pool role gives up in both cases
+    assert nan[:-n_pool].all() if "reduce" in roles else not nan[:-n_pool].any()
+
+
+@interpreter_only
 def test_the_error_flag_names_the_roles(monkeypatch):
     """The launcher's reading of the error flag: nothing where it is clear; else a RuntimeError
     naming the roles whose waits gave up, on a GPU the time-out (the interpreter's wording is

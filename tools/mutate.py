@@ -187,6 +187,14 @@ MUTANTS = [
         "the last program of a joined launch leaves the dependency counters set for the next launch",
     ),
     Mutant(
+        "triton_chain_give_up_not_nan",
+        "inception_fast/backends/triton/chain.py",
+        "        if failed != 0:  # as above\n",
+        "        if failed == -1:  # as above\n",
+        TRITON_CHAIN,
+        "a pool tile whose wait gave up keeps what it computed from unwritten rows instead of NaN",
+    ),
+    Mutant(
         "triton_chain_pool_reach_short",
         "inception_fast/backends/triton/chain.py",
         "tl.minimum(row0 + BLOCK_M_POOL + W + 1, M),",

@@ -60,10 +60,11 @@ the interpreter, which runs programs one after the other: program 0 takes every 
 and the others find none left.  There a dependency not met at the first look can never be met, so
 a wait looks SPIN_LIMIT times and gives up.  On a GPU a wait gives up after about 2 s
 (WAIT_LIMIT_US, by %globaltimer), which no correct wait comes near: a bug must not hang the
-process.  A wait that gave up sets a bit of the error flag (which role's wait) and the tile goes
-on with whatever it reads; the interpreter's launcher raises at once, ``chain_forward`` on a
-GPU on its first call per shape and config (a host sync), so that the model's first-use parity
-check drops the chain.  The test-only ORDERs (interpreter only; a GPU launch refuses them) make
+process.  A wait that gave up sets a bit of the error flag (which role's wait), and its tile,
+computed from rows not yet written, stores NaN over its output tile (a later call's give-up, which
+no host check reads, shows in the logits instead of passing as a plausible value); the
+interpreter's launcher raises at once, ``chain_forward`` on a GPU on its first call per shape and
+config (a host sync), so that the model's first-use parity check drops the chain.  The test-only ORDERs (interpreter only; a GPU launch refuses them) make
 tiles wait on later tickets on purpose.
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
@@ -217,6 +218,14 @@ def _wait_rows(sync_ptr, err_bit, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, 
 
 
 @triton.jit
+def _store_nan(ptr, rows, row_ok, cols, col_ok, stride_c, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """NaN into the [BLOCK_M, BLOCK_N] tile of ``ptr`` at rows ``rows`` and channels ``cols``: the
+    output of a tile whose wait gave up (it read rows no launch 2 had written)."""
+    nan = tl.full((BLOCK_M, BLOCK_N), float("nan"), tl.float32).to(ptr.dtype.element_ty)
+    tl.store(ptr + rows[:, None] + cols[None, :] * stride_c, nan, mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
 def _conv_role(
     u,
     NC2,
@@ -355,6 +364,14 @@ def _reduce_pool_role(
             stride_scratch_c, hh, ww, H, W, stride_mid_h, stride_mid_w,
             DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 1, 1, 0, 1, BLOCK_K,
         )  # fmt: skip
+        if failed != 0:  # computed from rows not yet written: NaN, never a plausible wrong value
+            offs_n = col * BLOCK_N + tl.arange(0, BLOCK_N)
+            col_ok = offs_n < n_red
+            is_branch1 = offs_n < ch1
+            _store_nan(out_ptr, o_row, row_ok, offs_n, col_ok & is_branch1, stride_out_c, BLOCK_M, BLOCK_N)
+            _store_nan(
+                scratch_ptr, s_row, row_ok, offs_n - ch1, col_ok & ~is_branch1, stride_scratch_c, BLOCK_M, BLOCK_N
+            )
     else:
         part = col - n_red_tiles
         row0 = pid_m * BLOCK_M + (part // n_pool_tiles) * BLOCK_M_POOL
@@ -378,6 +395,11 @@ def _reduce_pool_role(
             DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES,
             H, W, 1, 1, 0, 1, sync_ptr, sync_ptr, 0, 0, 1,
         )  # fmt: skip
+        if failed != 0:  # as above
+            offs_p = (part % n_pool_tiles) * BLOCK_N_POOL + tl.arange(0, BLOCK_N_POOL)
+            _store_nan(
+                out_ptr, p_o_row, p_ok, pool_col0 + offs_p, offs_p < n_pool, stride_out_c, BLOCK_M_POOL, BLOCK_N_POOL
+            )
     return failed
 
 
