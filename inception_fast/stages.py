@@ -105,6 +105,8 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: boo
     chooser = choices.CONV_RELU_CHOICE
     if not chooser.applies(x.device, x, w, b):  # the fused ops have no backward
         return aten()
+    if w.dtype != x.dtype or b.dtype != x.dtype or torch.is_autocast_enabled(x.device.type):
+        return aten()  # autocast's casts (the fused ops take one dtype; the key holds x's only)
     triton_allowed = bool(triton_allowed) and conv_relu_triton_supported(x, w, padding)
     key = choices.ConvReluKey(
         str(x.device),

@@ -203,6 +203,23 @@ def test_stage_runs_the_triton_kernel_where_it_wins(monkeypatch):
 
 
 @interpreter_only
+def test_mixed_dtypes_under_autocast_take_aten(monkeypatch):
+    """Under autocast the stage may see x in fp16 with fp32 weights (an fp32 model): ATen's conv,
+    which autocast casts, never a stored choice of an fp16 model of the same shape (the fused ops
+    take one dtype, and the key holds x's)."""
+    chooser = forcing_chooser("triton")
+    monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
+    x, wt, b = make_case(1, 20, 5, 7, 24, 3, seed=6)
+    with torch.no_grad():
+        stages.conv_relu(x.half(), wt.half(), b.half(), 1, triton_allowed=True)  # stores "triton"
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = stages.conv_relu(x.half(), wt, b, 1, triton_allowed=True)
+            expected = F.conv2d(x.half(), wt, b, padding=1).relu_()
+    assert [c.name for c in chooser.choices().values()] == ["triton"]
+    assert out.dtype == expected.dtype and torch.equal(out, expected)
+
+
+@interpreter_only
 def test_a_wrong_triton_kernel_is_never_chosen(monkeypatch):
     """The stage checks the Triton kernel against fp64 ATen on its first call: a kernel off by 1%
     is dropped with the error on record, however fast it would be."""

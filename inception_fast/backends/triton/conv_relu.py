@@ -1,8 +1,9 @@
 """One stride-1 KSxKS "same" convolution with bias + ReLU: relu(conv2d(x, w, b, padding=KS // 2)),
 FusedGoogLeNet's conv2 (1x1, 64 -> 64) and conv3 (3x3, 64 -> 192) at 56x56.
 
-Why: cuDNN runs conv3 at a small fraction of its roofline at batch 256 (0.69 ms against a ~0.11 ms
-compute floor on an H100), and ATen's unfused form adds two passes (bias, ReLU) over the output.
+Why: cuDNN runs conv3 at a fraction of its roofline at batch 256 (0.69 ms on an H100, 2026-11-28,
+against a compute floor of ~0.23 ms: 1.78e11 FLOP at the roofline table's 779 TFLOP/s), and ATen's
+unfused form adds two passes (bias, ReLU) over the output.
 This kernel is the third candidate of inception_fast.choices.CONV_RELU_CHOICE, used only where it
 agreed with an fp64 ATen run and measured faster.
 
