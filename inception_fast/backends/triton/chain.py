@@ -64,8 +64,8 @@ process.  A wait that gave up sets a bit of the error flag (which role's wait), 
 computed from rows not yet written, stores NaN over its output tile (a later call's give-up, which
 no host check reads, shows in the logits instead of passing as a plausible value); the
 interpreter's launcher raises at once, ``chain_forward`` on a GPU on its first call per shape and
-config (a host sync), so that the model's first-use parity check drops the chain.  The test-only ORDERs (interpreter only; a GPU launch refuses them) make
-tiles wait on later tickets on purpose.
+config (a host sync), so that the model's first-use parity check drops the chain.  The test-only
+ORDERs (interpreter only; a GPU launch refuses them) make tiles wait on later tickets on purpose.
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
 DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated once per ``chain_forward``
