@@ -428,3 +428,13 @@ def test_sm90_compile_stats_of_the_batch_one_configs():
     )
     for r in rows:
         check_joined_stats(r, stats["max_shared_bytes"])
+
+
+def test_small_problem_configs_only_for_small_problems():
+    """The autotuner's early prune: the batch-1 configs compete only up to SMALL_PROBLEM_PIXELS."""
+    from inception_fast.backends.triton import _common
+
+    small = {_common.config_name(c) for c in chain.SMALL_PROBLEM_CONFIGS}
+    big = chain._prune_small_only(chain.CONFIGS, {"M": _common.SMALL_PROBLEM_PIXELS + 1})
+    assert small and {_common.config_name(c) for c in big} == {_common.config_name(c) for c in chain.CONFIGS} - small
+    assert chain._prune_small_only(chain.CONFIGS, {"M": _common.SMALL_PROBLEM_PIXELS}) == chain.CONFIGS

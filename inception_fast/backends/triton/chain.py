@@ -679,7 +679,6 @@ SMALL_PROBLEM_CONFIGS = [
     _config((32, 32, 32), (32, 32, 64, 32, 16, 2), 1, 2, 3),
 ]
 CONFIGS += SMALL_PROBLEM_CONFIGS
-_SMALL_ONLY = set(map(_common.config_name, SMALL_PROBLEM_CONFIGS))
 # The interpreter's tile: the two launches' INTERPRETER_CONFIGs (so a chain there is bit-identical
 # to block_forward block by block), producers first.
 INTERPRETER_CONFIG = {
@@ -719,12 +718,9 @@ AUTOTUNE_KEY = [
 ]
 
 
-def _prune_small_only(configs, named_args, **_kwargs):
-    """The autotuner's early prune: SMALL_PROBLEM_CONFIGS only up to SMALL_PROBLEM_PIXELS (unless
-    nothing else is left)."""
-    if named_args["M"] <= _common.SMALL_PROBLEM_PIXELS:
-        return configs
-    return [c for c in configs if _common.config_name(c) not in _SMALL_ONLY] or configs
+# The autotuner's early prune: SMALL_PROBLEM_CONFIGS only up to SMALL_PROBLEM_PIXELS (unless
+# nothing else is left).
+_prune_small_only = _common.small_only_prune(SMALL_PROBLEM_CONFIGS)
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
