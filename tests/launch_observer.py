@@ -1,6 +1,7 @@
 """Watching the Triton launchers, for the kernel tests: every aten op a launcher issues and every
 kernel it launches (through inception_fast.backends.triton._common.launch), a stand-in for the
-autotuner's benchmark, and a measured choice whose stand-in timer decides the winner."""
+autotuner's benchmark, a measured choice whose stand-in timer decides the winner, and NaN-filled
+allocations for a launcher's outputs."""
 
 from __future__ import annotations
 
@@ -73,3 +74,23 @@ def forcing_chooser(winner: str):
 
     chooser.pick = pick
     return chooser
+
+
+def poison_empty(monkeypatch, module) -> list:
+    """Makes every floating-point ``torch.empty`` of launcher module ``module`` start as NaN (an
+    element its kernel does not write then fails the comparison); returns the list the poisoned
+    tensors are recorded in, so a test can check poisoning happened."""
+    import torch
+
+    real_empty = torch.empty
+    made = []
+
+    def nan_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+            made.append(t)
+        return t
+
+    monkeypatch.setattr(module.torch, "empty", nan_empty)
+    return made

@@ -26,7 +26,7 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from launch_observer import counting_do_bench, forcing_chooser, observe_launches  # noqa: E402
+from launch_observer import counting_do_bench, forcing_chooser, observe_launches, poison_empty  # noqa: E402
 
 from inception_fast.backends.triton import conv_relu  # noqa: E402
 
@@ -63,17 +63,7 @@ def check_conv(out, x, wt, b, what="conv_relu"):
 @pytest.fixture
 def poisoned(monkeypatch):
     """The launcher's output starts as NaN."""
-    real_empty = torch.empty
-    made = []
-
-    def nan_empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-            made.append(t)
-        return t
-
-    monkeypatch.setattr(conv_relu.torch, "empty", nan_empty)
+    made = poison_empty(monkeypatch, conv_relu)
     yield made
     assert made, "the launcher allocated nothing through torch.empty; poisoning had no effect"
 

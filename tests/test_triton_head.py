@@ -27,7 +27,7 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from launch_observer import forcing_chooser  # noqa: E402
+from launch_observer import forcing_chooser, poison_empty  # noqa: E402
 
 from inception_fast.backends.triton import _common, head  # noqa: E402
 
@@ -62,17 +62,7 @@ def check_head(out, x, wt, b, what="head"):
 @pytest.fixture
 def poisoned_head(monkeypatch):
     """The head launcher's buffers (means, logits) start as NaN."""
-    real_empty = torch.empty
-    made = []
-
-    def nan_empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-            made.append(t)
-        return t
-
-    monkeypatch.setattr(head.torch, "empty", nan_empty)
+    made = poison_empty(monkeypatch, head)
     yield made
     assert made, "the head allocated nothing through torch.empty; poisoning had no effect"
 
