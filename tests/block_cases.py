@@ -43,3 +43,8 @@ def block_reference(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     y5 = F.relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=w5.shape[-1] // 2))
     yp = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool))
     return torch.cat([red[:, :ch1], y3, y5, yp], 1), red[:, ch1:]
+
+
+def block_reference64(block):
+    """``block_reference`` of a make_block case (its input and weights) in float64."""
+    return block_reference(**{k: v.double() for k, v in block.items()})

@@ -30,7 +30,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from block_cases import ODD, block_reference, make_block  # noqa: E402
+from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
 from inception_fast.backends.triton import (  # noqa: E402
@@ -50,13 +50,9 @@ ALIGNED = (40, 20, 24, 40, 8, 24, 18)
 ALIGNED_64 = (40, 20, 64, 40, 8, 24, 18)
 
 
-def reference64(block):
-    return block_reference(**{k: v.double() for k, v in block.items()})
-
-
 def check_hopper(block, what, tol=None):
     out, scratch = tb.block_forward_tma(**block)
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     if block["x"].dtype == torch.float32:
@@ -145,7 +141,7 @@ def test_every_config_fp32(i, poisoned):
     branch_convs_tma.launch_branch_convs_tma(
         scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, cfg[1], config=config
     )
-    ref_out, _ = reference64(block)
+    ref_out, _ = block_reference64(block)
     c0, c1 = cfg[1], cfg[1] + cfg[3] + cfg[5]
     check_close(out[:, c0:c1], ref_out[:, c0:c1], TOLERANCE["fp32"], _common.config_name(config))
     assert torch.isnan(out[:, :c0]).all() and torch.isnan(out[:, c1:]).all(), "launch 2 wrote outside its slices"
@@ -259,7 +255,7 @@ def test_backend_registry_op_and_backward():
     assert set(backends.get("hopper").kernels) == {"inception_block", "inception_block_backward"}
     block = make_block(ALIGNED, k5=3, n=1, h=4, w=4, seed=5)
     out = ops.inception_block(*block.values(), backend="hopper")
-    check_close(out, reference64(block)[0], TOLERANCE["fp32"])
+    check_close(out, block_reference64(block)[0], TOLERANCE["fp32"])
 
     torch.manual_seed(0)
     ref = Inception(*ALIGNED).eval()
@@ -283,7 +279,7 @@ def test_hopper_tma2_runs_the_plain_launch1(poisoned, monkeypatch):
     assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
     (out, scratch), _, launched = observe_launches(lambda: backend.op("inception_block")(*block.values()), monkeypatch)
     assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel], launched
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(out, ref_out, TOLERANCE["fp32"], "hopper_tma2 out")
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "hopper_tma2 scratch")
 
@@ -413,7 +409,7 @@ def test_gpu_every_config_bf16(i, hopper_gpu, few_tma_programs, poisoned):
     block = _gpu_block(**SHAPE_3B, n=2, dtype=torch.bfloat16, device=hopper_gpu, seed=14)
     out, scratch = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[i])
     torch.cuda.synchronize()
-    ref_out, _ = reference64(block)
+    ref_out, _ = block_reference64(block)
     ref_low, _ = block_reference(**block)
     check_close(
         out, ref_out, reduced_precision_bound(ref_low, ref_out), _common.config_name(branch_convs_tma.CONFIGS[i])
@@ -428,7 +424,7 @@ def test_gpu_googlenet_blocks_bf16(name, hopper_gpu, few_tma_programs, poisoned)
     block = _gpu_block(BLOCK_CONFIGS[name], n=2, dtype=torch.bfloat16, device=hopper_gpu, h=size, w=size, seed=12)
     out, _ = tb.block_forward_tma(**block, config=branch_convs_tma.CONFIGS[0])
     torch.cuda.synchronize()
-    ref_out, ref_low = reference64(block)[0], block_reference(**block)[0]
+    ref_out, ref_low = block_reference64(block)[0], block_reference(**block)[0]
     check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), name)
 
 
@@ -442,13 +438,13 @@ def test_gpu_fp32_and_fp16(tf32, hopper_gpu, few_tma_programs, monkeypatch, pois
     block = _gpu_block(BLOCK_CONFIGS["inception4b"], n=2, dtype=torch.float32, device=hopper_gpu, k5=5, seed=4)
     out, _ = tb.block_forward_tma(**block, config=config)
     torch.cuda.synchronize()
-    err = check_close(out, reference64(block)[0], TOLERANCE["tf32" if tf32 else "fp32"], f"fp32 tf32={tf32}")
+    err = check_close(out, block_reference64(block)[0], TOLERANCE["tf32" if tf32 else "fp32"], f"fp32 tf32={tf32}")
     if tf32:
         assert err > 1e-5, f"error {err:.1e}: allow_tf32=True but the kernels seem to compute exact fp32"
     half = {k: v.half() for k, v in block.items()}
     out, _ = tb.block_forward_tma(**half, config=config)
     torch.cuda.synchronize()
-    ref_out, ref_low = reference64(half)[0], block_reference(**half)[0]
+    ref_out, ref_low = block_reference64(half)[0], block_reference(**half)[0]
     check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), "fp16")
 
 

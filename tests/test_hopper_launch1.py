@@ -26,7 +26,7 @@ pytest.importorskip("triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
-from block_cases import ODD, block_reference, make_block  # noqa: E402
+from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
 from inception_fast.backends.triton import (  # noqa: E402
@@ -43,10 +43,6 @@ from inception_fast.backends.triton import block as tb  # noqa: E402
 # 40 inside the first 64-column tile (a tile straddling out and scratch) and a ragged second one.
 L1 = (136, 40, 24, 40, 8, 24, 18)
 ALIGNED = (40, 20, 24, 40, 8, 24, 18)
-
-
-def reference64(block):
-    return block_reference(**{k: v.double() for k, v in block.items()})
 
 
 def _nan_views(block, extra_images=1):
@@ -75,7 +71,7 @@ def _launch1(block, out, scratch, **kwargs):
 def _check_launch1(block, out, scratch, tol, what):
     """Launch 1's slices of out (branch 1, the pool branch) and scratch against the fp64 reference;
     branches 2 and 3's slices of out untouched (NaN)."""
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     ch1, pool = block["w_red"].shape[0] - scratch.shape[1], block["w_pool"].shape[0]
     assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     check_close(scratch, ref_scratch, tol, f"{what} scratch")
@@ -119,7 +115,7 @@ def test_fp16(n, h, w, poisoned):
     block = make_block(L1, k5=5, n=n, h=h, w=w, dtype=torch.float16, seed=3)
     config = reduce_pool_tma.CONFIGS[n % len(reduce_pool_tma.CONFIGS)]
     out, scratch = tb.block_forward_tma(**block, launch1_config=config)
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     ref_out_low, ref_scratch_low = block_reference(**block)
     assert out.dtype == torch.float16
     check_close(out, ref_out, reduced_precision_bound(ref_out_low, ref_out), "fp16 out")
@@ -205,7 +201,7 @@ def test_fallback_to_the_plain_launch1(layout, poisoned, monkeypatch):
     assert launched[0] is reduce_pool._reduce_pool_kernel
     if launch2 is not None:
         assert launched[1] is launch2
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(out, ref_out, TOLERANCE["fp32"], f"{layout} out")
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], f"{layout} scratch")
     with pytest.raises(ValueError, match="launch 1 with TMA cannot describe these tensors: " + re.escape(why)):
@@ -220,7 +216,7 @@ def test_tma_launch1_with_the_plain_launch2(poisoned, monkeypatch):
     block = make_block(L1, k5=5, n=3, h=4, w=3, seed=6)
     out, scratch, launched = _launched(block, monkeypatch)
     assert launched == [reduce_pool_tma._reduce_pool_tma_kernel, branch_convs._branch_convs_kernel]
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(out, ref_out, TOLERANCE["fp32"], "mixed out")
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "mixed scratch")
 
@@ -355,7 +351,7 @@ def test_gpu_every_config_bf16(i, hopper_gpu, few_tma_programs, poisoned):
     config = reduce_pool_tma.CONFIGS[i]
     out, scratch = tb.block_forward_tma(**block, launch1_config=config, config=branch_convs_tma.CONFIGS[0])
     torch.cuda.synchronize()
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     ref_low, ref_scratch_low = block_reference(**block)
     what = _common.config_name(config)
     check_close(out, ref_out, reduced_precision_bound(ref_low, ref_out), what)

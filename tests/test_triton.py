@@ -32,20 +32,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
-from block_cases import ODD, block_reference, make_block  # noqa: E402,F401
+from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402,F401
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
 
 
-def reference64(block):
-    return block_reference(**{k: v.double() for k, v in block.items()})
-
-
 def check_block(block, tol, what):
     out, scratch = tb.block_forward(**block)
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     assert out.shape == ref_out.shape and scratch.shape == ref_scratch.shape
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert scratch.is_contiguous(memory_format=torch.channels_last)
@@ -86,7 +82,7 @@ def test_small_tiles_fp32(k5, pool_rows):
     small = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16})
     launch1 = triton.Config({**small.kwargs, "BLOCK_M_POOL": pool_rows})
     out, scratch = _launch_poisoned(block, launch1, small)
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
 
@@ -145,7 +141,7 @@ def test_split_k_fp32(split, k5):
     out, scratch, counters = _launch_poisoned(
         block, triton.Config(tile), triton.Config({**tile, "SPLIT_K": split}), split_counters=True
     )
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "split-K scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], f"split-K {split} out")
     assert counters.numel() > 0 and not counters.any()
@@ -202,7 +198,7 @@ def test_launch1_batch1_configs_fp32(i):
     out, scratch = _launch_poisoned(
         block, reduce_pool.SMALL_PROBLEM_CONFIGS[i], triton.Config(dict(branch_convs.INTERPRETER_CONFIG))
     )
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
 
@@ -227,7 +223,7 @@ def test_every_config_fp32(i):
     launch2 = branch_convs.CONFIGS[min(i, len(branch_convs.CONFIGS) - 1)]
     block = make_block(EVERY_CONFIG_BLOCK, k5=5, n=2, h=7, w=7, seed=40 + i)
     out, scratch, counters = _launch_poisoned(block, launch1, launch2, split_counters=True)
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     what = f"launch 1 {_common.config_name(launch1)}, launch 2 {_common.config_name(launch2)}"
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], f"{what}: scratch")
@@ -278,7 +274,7 @@ def test_fp16(cfg, k5, poisoned):
     the two errors come out nearly equal (~2.3e-4 each)."""
     block = make_block(cfg, k5=k5, n=2, h=5, w=5, dtype=torch.float16, seed=3)
     out, scratch = tb.block_forward(**block)
-    ref64_out, ref64_scratch = reference64(block)
+    ref64_out, ref64_scratch = block_reference64(block)
     ref16_out, ref16_scratch = block_reference(**block)
     assert ref64_out.std() > 0.1
     check_close(out, ref64_out, reduced_precision_bound(ref16_out, ref64_out), "fp16 out")
@@ -298,7 +294,7 @@ def test_poisoning_catches_unwritten_elements(monkeypatch, poisoned):
     monkeypatch.setattr(_common, "launch", launch_1_only)
     block = make_block(ODD, n=1, h=3, w=3)
     out, _ = tb.block_forward(**block)
-    ref_out, _ = reference64(block)
+    ref_out, _ = block_reference64(block)
     ch1, ch3, ch5 = ODD[1], ODD[3], ODD[5]
     assert torch.isnan(out[:, ch1 : ch1 + ch3 + ch5]).all()
     assert not torch.isnan(out[:, :ch1]).any() and not torch.isnan(out[:, ch1 + ch3 + ch5 :]).any()
@@ -315,7 +311,7 @@ def _check_two_launches(block, monkeypatch):
     allowed = {"aten.empty.memory_format", "aten.empty_strided.default"}
     assert aten_ops and set(aten_ops) <= allowed, f"unexpected aten ops: {sorted(set(aten_ops) - allowed)}"
     if block["x"].dtype == torch.float32:
-        ref_out, ref_scratch = reference64(block)
+        ref_out, ref_scratch = block_reference64(block)
         check_close(out, ref_out, TOLERANCE["fp32"])
         check_close(scratch, ref_scratch, TOLERANCE["fp32"])
     else:
@@ -336,7 +332,7 @@ def test_backend_registry_and_op():
     assert "triton" in available_backends("cpu")
     block = make_block(ODD, k5=3, n=1, h=4, w=4, seed=5)
     out, scratch = torch.ops.inception_fast.inception_block(*block.values(), "triton")
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     check_close(out, ref_out, TOLERANCE["fp32"])
     check_close(scratch, ref_scratch, TOLERANCE["fp32"])
     out2 = ops.inception_block(*block.values(), backend="triton")
@@ -379,7 +375,7 @@ def _check_low_precision(block, out, scratch, what):
     """fp16/bf16: error vs fp64 within 2x the error of F.conv2d (cuDNN) in that dtype."""
     if out.is_cuda:
         torch.cuda.synchronize()
-    ref64_out, ref64_scratch = reference64(block)
+    ref64_out, ref64_scratch = block_reference64(block)
     reflp_out, reflp_scratch = block_reference(**block)
     assert ref64_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     check_close(scratch, ref64_scratch, reduced_precision_bound(reflp_scratch, ref64_scratch), f"{what} scratch")
@@ -484,7 +480,7 @@ def test_gpu_fp32(tf32, config, gpu, monkeypatch):
     # configs can exceed shared memory (the autotuner skips those; a pinned config must fit).
     out, scratch = _launch_poisoned(block, reduce_pool.CONFIGS[config], UNSPLIT_CONFIGS[config])
     torch.cuda.synchronize()
-    ref_out, ref_scratch = reference64(block)
+    ref_out, ref_scratch = block_reference64(block)
     tol = TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
     check_close(scratch, ref_scratch, tol, f"fp32 tf32={tf32} scratch")
     err = check_close(out, ref_out, tol, f"fp32 tf32={tf32} out")
@@ -618,7 +614,7 @@ def test_nan_propagates_like_pytorch():
     block = make_block(ODD, k5=3, n=1, h=5, w=5, seed=9)
     block["x"][0, 2, 2, 2] = float("nan")
     out, _ = tb.block_forward(**block)
-    ref_out, _ = reference64(block)
+    ref_out, _ = block_reference64(block)
     assert torch.isnan(ref_out).any() and not torch.isnan(ref_out).all()
     assert torch.equal(torch.isnan(out), torch.isnan(ref_out))
 
