@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import functools
 import math
 import os
 import threading
@@ -26,6 +27,8 @@ from ...caches import LRUDict, cache_capacity, trim
 
 __all__ = [
     "INTERPRET",
+    "sm_count",
+    "hooked_configs",
     "dot_precision",
     "launch",
     "launch_configured",
@@ -214,6 +217,28 @@ def small_only_prune(small_configs, fill: Callable[[dict], dict] = dict) -> Call
         return [c for c in configs if signature(c) not in small] or configs
 
     return prune
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """CUDA ``device``'s number of SMs (the current device where it has no index), asked once."""
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def hooked_configs(configs, fill: Callable[[dict], dict], pre_hook: Callable) -> list:
+    """Copies of ``configs`` with their kwargs completed by ``fill`` and ``pre_hook`` set (the TMA
+    kernels' autotuners: the hook gives the descriptors each config's boxes)."""
+    hooked = []
+    for c in configs:
+        c = copy.copy(c)
+        c.kwargs = fill(c.kwargs)
+        c.pre_hook = pre_hook
+        hooked.append(c)
+    return hooked
 
 
 def autotuned_configs(kernel, tuned, args: tuple, meta: dict) -> list:

@@ -36,8 +36,6 @@ are 64-bit.
 
 from __future__ import annotations
 
-import copy
-import functools
 from typing import Optional
 
 import torch
@@ -325,14 +323,11 @@ def _prune_swap(configs, named_args, **_kwargs):
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench); every config
     gets SWAP_AB and the pre_hook that sets the descriptors' views and boxes."""
-    hooked = []
-    for c in configs:
-        c = copy.copy(c)
-        c.kwargs = _with_swap(c.kwargs)
-        c.pre_hook = _set_block_shapes
-        hooked.append(c)
     return triton.autotune(
-        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_swap}, **autotune_kwargs
+        configs=_common.hooked_configs(configs, _with_swap, _set_block_shapes),
+        key=AUTOTUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune_swap},
+        **autotune_kwargs,
     )(_branch_convs_tma_kernel)
 
 
@@ -345,16 +340,11 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(do_bench=_common.autotune_bench)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _programs(device: torch.device) -> int:
     """How many programs the persistent grid has at most: one per SM."""
     if device.type != "cuda":
         return INTERPRETER_PROGRAMS
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return _common.sm_count(device)
 
 
 def _misaligned(t: torch.Tensor, offsets) -> bool:

@@ -742,9 +742,6 @@ def _new_sync_buffer(device: torch.device, n: int) -> torch.Tensor:
     return torch.empty(n, dtype=torch.int32, device=device)
 
 
-_SM_COUNTS: dict = {}
-
-
 def _programs(device: torch.device, tiles: int, meta: dict) -> int:
     """The grid: one program per tile where the config is not PERSISTENT; else at most SM count x
     PROGRAMS_PER_SM on CUDA (``PROGRAMS`` in meta pins it, tests), 2 under the interpreter, and
@@ -756,10 +753,7 @@ def _programs(device: torch.device, tiles: int, meta: dict) -> int:
         return max(1, min(tiles, pinned))
     if device.type != "cuda":
         return max(1, min(tiles, 2))
-    sms = _SM_COUNTS.get(device.index)
-    if sms is None:
-        sms = _SM_COUNTS[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(tiles, sms * PROGRAMS_PER_SM))
+    return max(1, min(tiles, _common.sm_count(device) * PROGRAMS_PER_SM))
 
 
 def _tile_count(m: int, cout3: int, cout5: int, n_red: int, n_pool: int, cfg: dict) -> int:

@@ -44,8 +44,6 @@ pow2_unit) so that the stores and the pool role's loads are known to be aligned.
 
 from __future__ import annotations
 
-import copy
-import functools
 from typing import Optional
 
 import torch
@@ -438,14 +436,11 @@ def _prune(configs, named_args, **_kwargs):
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench); every config
     gets the pool tile's defaults and the pre_hook that sets the descriptors' boxes."""
-    hooked = []
-    for c in configs:
-        c = copy.copy(c)
-        c.kwargs = _with_pool_tile(c.kwargs)
-        c.pre_hook = _set_block_shapes
-        hooked.append(c)
     return triton.autotune(
-        configs=hooked, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune}, **autotune_kwargs
+        configs=_common.hooked_configs(configs, _with_pool_tile, _set_block_shapes),
+        key=AUTOTUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune},
+        **autotune_kwargs,
     )(_reduce_pool_tma_kernel)
 
 
@@ -454,16 +449,11 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(do_bench=_common.autotune_bench)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _programs(device: torch.device) -> int:
     """How many programs the persistent grid has at most per PROGRAMS_PER_SM: one per SM."""
     if device.type != "cuda":
         return INTERPRETER_PROGRAMS
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return _common.sm_count(device)
 
 
 def _pixel_stride(x: torch.Tensor) -> int:
