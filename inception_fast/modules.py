@@ -649,7 +649,7 @@ class FusedGoogLeNet(GoogLeNet):
             return separate()
         packed = lambda: block.packed(x.dtype)  # noqa: E731
         shapes = _conv_shapes(block)
-        return stages.pool_block(x, pool, shapes, packed, separate, self._triton_allowed, self.requested_backend)
+        return stages.pool_block(x, pool, shapes, packed, separate, self.requested_backend)
 
     def _pool_blocks(self, pool: Optional[nn.Module], blocks: tuple, x: Tensor) -> Tensor:
         """The blocks one after another on ``pool(x)`` as the reference runs them (the pool folded
@@ -669,7 +669,7 @@ class FusedGoogLeNet(GoogLeNet):
             separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(None, blocks, x)  # noqa: E731
         packed = lambda: [block.packed(x.dtype) for block in blocks]  # noqa: E731
         shapes = tuple(_conv_shapes(block) for block in blocks)
-        return stages.block_chain(x, pool, shapes, packed, separate, self._triton_allowed, self.requested_backend)
+        return stages.block_chain(x, pool, shapes, packed, separate, self.requested_backend)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -184,7 +184,8 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
 def triton_may_compete(chooser, x: Tensor, triton_allowed: bool) -> bool:
     """Whether a Triton form may compete with the model's own stages for ``x``: the model's backend
     allows it, the input is a non-empty 4-D batch, ``chooser`` applies (its devices, no gradient,
-    not tracing) and Triton runs on x's device.  Cheap: the model asks it first."""
+    not tracing) and Triton runs on x's device.  Cheap: the model asks it before anything else
+    about a fold or a chain (``pool_block``, ``block_chain``)."""
     from .backends import availability
 
     if not triton_allowed or x.dim() != 4 or x.shape[0] == 0:
@@ -233,20 +234,19 @@ def pool_block(
     shapes: tuple,
     packed: Callable[[], tuple],
     separate: Callable[[], Tensor],
-    triton_allowed: bool,
     backend: str,
 ) -> Tensor:
     """The block's output on ``pool(x)`` as FOLD_CHOICE measured fastest: ``separate()`` (the pool,
     then the block; the first candidate, what runs wherever nothing is measured) or the folded
     Triton op on the block's packed weights (``packed()``: (w_red, b_red, w_pool, b_pool, w3, b3,
     w5, b5) in x's dtype; ``shapes``: its conv weights' shapes, for the key).  The caller offers
-    the fold only where the block folds its BatchNorm; here it competes only where
-    ``triton_allowed`` (the model's backend is auto or triton), the pool folds (``fold_params``),
-    the chooser applies (its devices, no gradient, not tracing) and Triton runs on x's device.
-    ``backend`` (the model's) is part of the key: it decides what ``separate()`` runs."""
+    the fold only where the block folds its BatchNorm and ``triton_may_compete(FOLD_CHOICE, ...)``
+    (it asks that first: it is cheap); here it competes only where the pool folds
+    (``fold_params``).  ``backend`` (the model's) is part of the key: it decides what
+    ``separate()`` runs."""
     chooser = choices.FOLD_CHOICE
     params = fold_params(pool)
-    if params is None or not triton_may_compete(chooser, x, triton_allowed):
+    if params is None:
         return separate()
     layout = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()))
     key = choices.FoldKey(*layout, params, shapes, backend, _precision(x))
@@ -264,7 +264,6 @@ def block_chain(
     shapes: tuple,
     packed: Callable[[], list],
     separate: Callable[[], Tensor],
-    triton_allowed: bool,
     backend: str,
 ) -> Tensor:
     """The last block's output of consecutive blocks on ``pool(x)`` (or on x where ``pool`` is None)
@@ -272,11 +271,11 @@ def block_chain(
     the first candidate) or the chained Triton op on the blocks' packed weights (``packed()``: one
     8-tuple per block, in x's dtype; ``shapes``: per block its conv weights' shapes, for the key;
     launch 2 of each block joined with launch 1 of the next, the pool folded into the first
-    launch 1).  ``pool`` must fold (``fold_params``); the caller runs any other pool itself.
-    Competes under the same conditions as ``pool_block``'s fold."""
+    launch 1).  ``pool`` must fold (``fold_params``); the caller runs any other pool itself.  The
+    caller offers the chain under the same conditions as ``pool_block``'s fold (with CHAIN_CHOICE)."""
     chooser = choices.CHAIN_CHOICE
     params = None if pool is None else fold_params(pool)
-    if (pool is not None and params is None) or len(shapes) < 2 or not triton_may_compete(chooser, x, triton_allowed):
+    if (pool is not None and params is None) or len(shapes) < 2:
         return separate()
     layout = (str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()))
     key = choices.ChainKey(*layout, params, shapes, backend, _precision(x))
