@@ -334,25 +334,29 @@ def _branch_convs_fake(scratch, w3, b3, w5, b5, out, ch1):
     return None
 
 
-def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
-    """Checks the arguments; returns the (N, Cout, PH, PW) output shape."""
+def _check_conv_args(op: str, x, w, b) -> None:
+    """The checks of a conv op (``op`` names it in the errors): a 4-D float input, a square
+    (Cout, Cin, k, k) weight with x's channels, a (Cout,) bias, all on x's device and in its dtype."""
     if x.dim() != 4:
-        raise ValueError(f"conv_relu_maxpool expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
+        raise ValueError(f"{op} expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"conv_relu_maxpool supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+        raise TypeError(f"{op} supports float32, float16 and bfloat16 inputs, got {x.dtype}")
     if w.dim() != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"conv_relu_maxpool expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
+        raise ValueError(f"{op} expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
     if w.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"conv_relu_maxpool expects {w.shape[1]} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
-        )
+        raise ValueError(f"{op} expects {w.shape[1]} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
     if tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"conv_relu_maxpool expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
+        raise ValueError(f"{op} expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
     for name, t in (("w", w), ("b", b)):
         if t.device != x.device:
             raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}")
         if t.dtype != x.dtype:
             raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
+
+
+def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+    """Checks the arguments; returns the (N, Cout, PH, PW) output shape."""
+    _check_conv_args("conv_relu_maxpool", x, w, b)
     if min(stride, pool_kernel, pool_stride) < 1 or padding < 0 or not 0 <= 2 * pool_padding <= pool_kernel:
         raise ValueError(
             f"invalid conv/pool parameters: stride {stride}, padding {padding}, "
@@ -385,24 +389,7 @@ def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, 
 
 def _conv_relu_shape(x, w, b, padding):
     """Checks the arguments; returns the (N, Cout, OH, OW) output shape."""
-    if x.dim() != 4:
-        raise ValueError(f"conv_relu expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"conv_relu supports float32, float16 and bfloat16 inputs, got {x.dtype}")
-    if w.dim() != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"conv_relu expects a square weight (Cout, Cin, k, k), got shape {tuple(w.shape)}")
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"conv_relu expects {w.shape[1]} input channels (the weight's), got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)})"
-        )
-    if tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"conv_relu expects a bias of shape ({w.shape[0]},), got {tuple(b.shape)}")
-    for name, t in (("w", w), ("b", b)):
-        if t.device != x.device:
-            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match {name} dtype {t.dtype}")
+    _check_conv_args("conv_relu", x, w, b)
     if padding < 0:
         raise ValueError(f"conv_relu expects a padding of 0 or more, got {padding}")
     k = w.shape[-1]
