@@ -6,6 +6,7 @@ model = FusedGoogLeNet.from_torchvision(torchvision.models.googlenet(weights="DE
 
 from .graphs import CapturedForward
 from .modules import FusedForeignInception, FusedGoogLeNet, FusedInception, FuseReport, available_backends, fuse
+from .precompiler import precompile
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "FuseReport",
     "available_backends",
     "CapturedForward",
+    "precompile",
 ]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .packing import PackCache
+from .precompiler import precompile
 
 __all__ = ["capture", "CapturedForward"]
 
@@ -60,6 +61,8 @@ class CapturedForward:
             raise ValueError(f"CapturedForward needs a CUDA example input, got {where}")
         self.module = module
         self.static_input = torch.empty_like(example).copy_(example)  # keeps the example's layout
+        if not module.training:  # every Triton binary compiled at once, before the warm-up runs
+            precompile(module, self.static_input, wait=True)
         with torch.inference_mode():
             for _ in range(warmup):
                 module(self.static_input)

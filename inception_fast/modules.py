@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import backends, choices, ops, stages
+from . import backends, choices, ops, precompiler, stages
 from .backends import onednn_backend
 from .packing import PackCache, block_convs, conv_and_bn, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
@@ -670,6 +670,12 @@ class FusedGoogLeNet(GoogLeNet):
         packed = lambda: [block.packed(x.dtype) for block in blocks]  # noqa: E731
         shapes = tuple(_conv_shapes(block) for block in blocks)
         return stages.block_chain(x, pool, shapes, packed, separate, self.requested_backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The reference's forward with the fused stages; on the first eval forward of a new input
+        shape on a GPU, every Triton binary it needs compiled first, at once
+        (inception_fast.precompile)."""
+        return precompiler.forward_after_precompile(self, self.requested_backend, x, super().forward)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

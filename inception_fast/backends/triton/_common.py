@@ -23,7 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import compile_only
 from ...caches import LRUDict, cache_capacity, trim
+from . import compile_pool
+from .compile_pool import ENV_COMPILE_THREADS, compile_threads  # noqa: F401  (re-exported)
 
 __all__ = [
     "INTERPRET",
@@ -78,10 +81,28 @@ def launch_count() -> int:
 
 def launch(kernel, grid, *args, **kwargs) -> None:
     """The single place where the launchers start a kernel, so launches can be counted (and,
-    in tests, observed without also observing the interpreter's own host copies)."""
+    in tests, observed without also observing the interpreter's own host copies).  In a
+    compile-only pass (inception_fast.compile_only) it records the launch instead."""
     global _launches
+    if compile_only.compiling_only():
+        _record_launch(kernel, grid, args, kwargs)
+        return
     _launches += 1
     kernel[grid](*args, **kwargs)
+
+
+def _record_launch(kernel, grid, args: tuple, kwargs: dict) -> None:
+    """A compile-only pass's record of one launch: its kernel and kwargs, and (compiled kernels)
+    the binary it would compile, if any (compile_pool.record).  A launch whose warmup fails is left
+    to the real pass, which reports it."""
+    fn = getattr(kernel, "fn", kernel)
+    compile_only.add_launch(getattr(fn, "__name__", type(fn).__name__), dict(kwargs))
+    if INTERPRET or not hasattr(kernel, "warmup"):
+        return
+    try:
+        compile_only.add_jobs(compile_pool.record(lambda: kernel.warmup(*args, grid=grid, **kwargs)))
+    except Exception:
+        pass
 
 
 def launch_configured(
@@ -109,6 +130,10 @@ def launch_configured(
         config = _tuned_config(tuned, args, meta)
         if config is None and store_as is not None:
             config = _stored_config(tuned, args, meta, store_as)
+        if config is None and compile_only.compiling_only():  # every config it would benchmark
+            for c in autotuned_configs(kernel, tuned, args, meta):
+                _record_launch(kernel, grid, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
+            return
         if config is None:  # a shape this process has not launched yet: the autotuner decides
             before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
             # Should it benchmark (no result on disk), autotune_bench first compiles the configs
@@ -139,7 +164,6 @@ def launch_configured(
 
 # The first launch of a shape through an autotuner, in this thread, until autotune_bench sees it.
 _PENDING = threading.local()
-ENV_COMPILE_THREADS = "INCEPTION_FAST_COMPILE_THREADS"
 ENV_TUNING_MS = "INCEPTION_FAST_TUNING_MS"
 # triton.testing.do_bench's per config: warm-up, then repeats, in ms of GPU time (Triton's default
 # is 25 + 100).  A 25 ms median (tens to thousands of runs of these kernels) ranks configs that
@@ -147,26 +171,6 @@ ENV_TUNING_MS = "INCEPTION_FAST_TUNING_MS"
 # forward of GoogLeNet spends 15-20 s in benchmarks alone (benchmarks/cold_start.py counts them).
 # INCEPTION_FAST_TUNING_MS="25,100" restores Triton's.
 TUNING_BENCH_MS = (5, 25)
-
-
-def compile_threads() -> int:
-    """Threads that compile an autotuner's configs together before it benchmarks them: the CPUs
-    this process may use, at most 16, or INCEPTION_FAST_COMPILE_THREADS (1: one by one, inside the
-    benchmark, as Triton does by itself).  Triton's compile spends most of its time (70-85%
-    measured, benchmarks/results/2026-12-02_cpu-2core_cold-start.md) in MLIR and LLVM passes and
-    in ptxas, outside the GIL, so the configs of one shape compile about 2.5-3x faster together."""
-    raw = os.environ.get(ENV_COMPILE_THREADS, "").strip()
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            warnings.warn(f"{ENV_COMPILE_THREADS}={raw!r} is not an integer; one compile at a time", stacklevel=2)
-            return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(16, cpus))
 
 
 def tuning_bench_ms() -> tuple:
@@ -283,12 +287,15 @@ def config_args(kernel, args: tuple, meta: dict, config) -> tuple:
 
 
 def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Optional[int] = None) -> int:
-    """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch, on ``threads``
-    threads (default compile_threads()), into the JIT's own cache (``kernel.warmup``: the same
-    specialization a launch makes, so the benchmark then finds each binary compiled; with the
-    config's pre_hook applied, ``config_args``).  A config
-    that fails to compile is left to the benchmark, which reports it as it always has.  Returns
-    how many configs compiled here (0 with one thread or one config: nothing to overlap)."""
+    """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch into the JIT's own
+    cache (``kernel.warmup``: the same specialization a launch makes, so the benchmark then finds
+    each binary compiled; with the config's pre_hook applied, ``config_args``).  Binaries that
+    compile_pool's workers are compiling (submitted by inception_fast.precompile) or can compile
+    (workers already running) are waited for there first, so the warmups here only load them from
+    Triton's disk cache; the rest compile on ``threads`` threads (default compile_threads()).  A
+    config that fails to compile is left to the benchmark, which reports it as it always has.
+    Returns how many configs were warmed up here (0 with one thread or one config: nothing to
+    overlap)."""
     threads = compile_threads() if threads is None else threads
     try:
         configs = autotuned_configs(kernel, tuned, args, meta)
@@ -311,6 +318,12 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
         except Exception:
             return False
 
+    if not INTERPRET and compile_pool.enabled():
+        try:
+            recorded = compile_pool.record(lambda: [compile_one(c) for c in configs])
+            compile_pool.wait(compile_pool.submit(recorded, start=False))
+        except Exception:
+            pass
     with ThreadPoolExecutor(threads, thread_name_prefix="inception_fast_compile") as pool:
         return sum(pool.map(compile_one, configs))
 

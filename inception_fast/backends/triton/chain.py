@@ -100,7 +100,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import geometry
+from ... import compile_only, geometry
 from ...caches import LRUDict
 from . import _common
 from ._common import pixel_rows, pixel_tile, row_offsets
@@ -921,7 +921,7 @@ def launch_joined(
 
     with torch.cuda.device(mid.device) if mid.is_cuda else contextlib.nullcontext():
         _common.launch_configured(_joined_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
-    if _common.INTERPRET:
+    if _common.INTERPRET and not compile_only.compiling_only():
         _raise_on_wait_error(sync)
 
 
@@ -1031,7 +1031,7 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
             mid, scratch = out, scratch_b
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
         launch_branch_convs(scratch, w3, b3, w5, b5, mid, ch1, counters=counters)
-        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()) and not compile_only.compiling_only():
             key = _check_key(x, blocks, pre_pool, config, programs)
             if _CHECKED.get(key) is None:
                 _raise_on_wait_error(sync)

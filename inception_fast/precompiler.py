@@ -1,0 +1,132 @@
+"""``inception_fast.precompile(module, *inputs)``: every Triton binary a forward will need, compiled
+at once in worker processes before that forward.
+
+    model = FusedGoogLeNet.from_torchvision(tv).cuda().eval()
+    inception_fast.precompile(model, x)      # or fuse()d networks; optional for FusedGoogLeNet
+    logits = model(x)
+
+A cold first forward otherwise compiles ~200 binaries (each measured candidate's autotune configs)
+one kernel at a time, as each first launches, on threads that share the GIL.  Here one
+compile-only pass of ``module(*inputs)`` (inception_fast.compile_only: no Triton kernel runs, every
+candidate and config is recorded) learns them all, and backends/triton/compile_pool compiles the
+ones not already in Triton's cache on disk, all at once, one worker process per CPU.  The forward
+then loads each binary from the cache.  With ``wait=False`` the call returns once the jobs are
+handed out; the forward then waits for each binary where its kernel first launches, so its GPU
+benchmarks overlap the compiles still running.
+
+FusedGoogLeNet precompiles by itself (``wait=False``) on its first forward per input shape, dtype,
+device and layout where that forward may run Triton kernels (backend auto, triton, hopper or
+hopper_tma2, a CUDA input, eval mode, no gradients), and CapturedForward before it captures.
+INCEPTION_FAST_PRECOMPILE=0 turns the workers off (then nothing is precompiled; the autotuners
+compile on threads as they did).
+
+Nothing here changes what is computed: the pass's outputs are discarded, a binary that could not
+be compiled ahead is compiled by its launch, and with a warm cache the pass only costs a forward's
+host time.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from .caches import LRUDict
+from .compile_only import compile_only, compiling_only
+
+__all__ = ["precompile"]
+
+_TRITON_BACKENDS = ("auto", "triton", "hopper", "hopper_tma2")
+# Per module: the inputs (device, dtype, shape, strides of each) precompiled for, most recent last.
+_DONE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _key(inputs) -> tuple:
+    return tuple((t.device, t.dtype, tuple(t.shape), t.stride()) for t in inputs)
+
+
+def _pool():
+    """backends/triton/compile_pool, or None where Triton cannot be imported."""
+    try:
+        from .backends.triton import compile_pool
+    except Exception:
+        return None
+    return compile_pool
+
+
+def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> dict:
+    """Compiles, ahead of ``module(*inputs)``, the Triton binaries that forward would compile (see
+    the module's docstring).  ``module`` must be in eval mode (the pass must not update BatchNorm's
+    running statistics from outputs it never computed).  Returns {"launches": Triton launches the
+    pass met, "binaries": binaries it would compile, "on_disk": of those already in Triton's
+    cache, "submitted": handed to workers now, "compiled": of those compiled (only with
+    ``wait``)}.  With CPU inputs, or without Triton, there is nothing to compile: all counts 0."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"precompile expects an nn.Module, got {type(module).__name__}")
+    if module.training:
+        raise ValueError(
+            "precompile runs a compile-only forward, which in train mode would update BatchNorm's "
+            "running statistics from outputs it never computed; call module.eval() first"
+        )
+    bad = [type(t).__name__ for t in inputs if not isinstance(t, torch.Tensor)]
+    if bad or not inputs:
+        raise TypeError(f"precompile expects the forward's input tensors, got {', '.join(bad) or 'none'}")
+    counts = {"launches": 0, "binaries": 0, "on_disk": 0, "submitted": 0, "compiled": 0}
+    pool = _pool()
+    interpreted = pool is not None and _interpreted()
+    if pool is None or not (interpreted or any(t.is_cuda for t in inputs)):
+        return counts
+    if torch.compiler.is_compiling() or any(t.is_cuda for t in inputs) and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError("precompile cannot run while torch.compile traces or a CUDA graph captures")
+    with compile_only() as recorded, torch.no_grad():
+        module(*inputs)
+    _DONE.setdefault(module, LRUDict())[_key(inputs)] = True
+    futures = pool.submit(recorded.jobs)
+    counts.update(
+        launches=len(recorded.launches),
+        binaries=len({job for job, _ in recorded.jobs}),
+        on_disk=len({job for job, on_disk in recorded.jobs if on_disk}),
+        submitted=len(futures),
+    )
+    if wait:
+        counts["compiled"] = pool.wait(futures)
+        pool.close()
+    return counts
+
+
+def _interpreted() -> bool:
+    from .backends.triton import _common
+
+    return _common.INTERPRET
+
+
+def forward_after_precompile(module: nn.Module, backend: str, x: torch.Tensor, forward):
+    """``forward(x)``, FusedGoogLeNet's forward, precompiled first (``wait=False``, the workers
+    closed after it) where ``x`` is new to ``module`` (shape, dtype, device, strides) and the
+    forward may run Triton kernels: a CUDA input, eval mode, no gradients, not traced or captured
+    or itself a compile-only pass, ``backend`` one that runs Triton kernels, workers on."""
+    if (
+        backend not in _TRITON_BACKENDS
+        or module.training
+        or not isinstance(x, torch.Tensor)
+        or not x.is_cuda
+        or torch.is_grad_enabled()
+        or compiling_only()
+        or torch.compiler.is_compiling()
+        or torch.cuda.is_current_stream_capturing()
+    ):
+        return forward(x)
+    done = _DONE.get(module)
+    pool = _pool()
+    if (done is not None and _key((x,)) in done) or pool is None or not pool.enabled() or _interpreted():
+        return forward(x)
+    _DONE.setdefault(module, LRUDict())[_key((x,))] = True  # once, even where the pass fails
+    try:
+        precompile(module, x, wait=False)
+    except Exception:  # a precompile that fails only leaves the compiles to the forward
+        pass
+    try:
+        return forward(x)
+    finally:
+        pool.close()
