@@ -24,11 +24,14 @@ passes (below), each into an empty Triton cache, and prints per kernel:
   ``triton.testing.do_bench`` times on the GPU, ~125 ms of GPU time each at Triton's default
   25 ms warm-up + 100 ms of repeats); distinct binaries;
 * seconds to compile them: one by one (Triton's autotuner by itself), shape by shape with each
-  shape's new binaries on a thread pool (the package's autotuners), and all at once on one pool
-  (what a precompile of the whole forward would take), with the CPU seconds of each.
+  shape's new binaries on a thread pool (the autotuners without a precompile), all at once on one
+  thread pool, and all at once in N worker processes (what ``inception_fast.precompile`` does:
+  jobs recorded through each launch's own ``kernel.warmup``, compiled by backends/triton/
+  compile_pool's workers, then loaded back by this process as the autotuners load them, which
+  must find every binary in the cache), with the CPU seconds of each.
 
     python -m benchmarks.cold_start [--batches 1,256] [--dtype bf16] [--arch 90]
-        [--threads N] [--count-only] [--train] [--json OUT.json]
+        [--threads N] [--count-only | --workers-only] [--train] [--json OUT.json]
 
 Runs without TRITON_INTERPRET (the kernels must be JIT functions).  No GPU needed; on the GPU
 machine it gives that machine's compile seconds (its CPU cores) for the counts the first forward
@@ -242,13 +245,77 @@ def compile_all(found: dict, arch: int, threads: int, per_launch: bool = False) 
     return per
 
 
+def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int) -> dict:
+    """The whole forward's binaries compiled at once by ``workers`` worker processes
+    (backends/triton/compile_pool, what inception_fast.precompile does) into an empty cache, then
+    loaded by this process as the autotuners load them (each config's warmup): {"wall", "cpu"
+    (this process), "jobs", "compiled", "failed", "loads", "hits" (loads the cache answered:
+    every one, when the workers' cache keys are the launches' own)}.  Recording goes through
+    each launch's real ``kernel.warmup`` with a driver that only names sm_<arch>."""
+    from triton.runtime.driver import driver
+
+    from inception_fast.backends.triton import compile_pool
+
+    _fresh_cache()
+    os.environ[compile_pool.ENV_COMPILE_THREADS] = str(workers)
+    driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
+    try:
+        calls = [
+            (kernel, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
+            for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train)
+            for c in autotuned_configs(kernel, tuned, args, meta)
+        ]
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        recorded = compile_pool.record(lambda: [k.warmup(*a, grid=(1,), **kw) for k, a, kw in calls])
+        futures = compile_pool.submit(recorded, force=True)
+        done = 0
+        for f in futures:
+            f.exception()
+            done += 1
+            if done % 20 == 0 or done == len(futures):
+                print(
+                    f"cold_start: {workers} workers: {done}/{len(futures)} binaries, {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        compiled = compile_pool.wait(futures)
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        compile_pool.close()
+        hits = []
+        triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
+        try:
+            for k, a, kw in calls:
+                k.warmup(*a, grid=(1,), **kw)
+        finally:
+            triton.knobs.compilation.listener = None
+    finally:
+        driver.reset_active()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "workers": workers,
+        "jobs": len(futures),
+        "compiled": compiled,
+        "failed": len(futures) - compiled,
+        "loads": len(hits),
+        "hits": sum(hits),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1,256")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the pool's threads (default: the CPUs)")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="the pool's threads and workers (default: the CPUs)"
+    )
     p.add_argument("--count-only", action="store_true", help="count, compile nothing")
+    p.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the worker-process pass (inception_fast.precompile's), not the three thread passes",
+    )
     p.add_argument("--train", action="store_true", help="also the block backward's launches")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
@@ -261,11 +328,13 @@ def main(argv=None) -> int:
     out = {"arch": f"sm_{args.arch}", "dtype": args.dtype, "threads": args.threads, "batches": {}}
     for batch in batches:
         found, counts = binaries(batch, args.dtype, args.train)
-        serial = per_shape = parallel = None
-        if not args.count_only:
+        serial = per_shape = parallel = workers = None
+        if not args.count_only and not args.workers_only:
             serial = compile_all(found, args.arch, 1)
             per_shape = compile_all(found, args.arch, args.threads, per_launch=True)
             parallel = compile_all(found, args.arch, args.threads)
+        if not args.count_only:
+            workers = compile_workers(batch, args.dtype, args.train, args.arch, args.threads)
         print(f"\nbatch {batch}, {args.dtype}, sm_{args.arch}: a cold first forward's Triton compiles")
         print(
             f"| kernel | launches | groups | autotune keys | benchmark runs (~{DO_BENCH_MS} ms GPU each) | binaries "
@@ -306,6 +375,16 @@ def main(argv=None) -> int:
             f"{summary['bench_estimate_package_s']:.1f} s at the autotuners' {warmup:g} + {rep:g} ms "
             "(_common.tuning_bench_ms)"
         )
+        if workers:
+            summary["workers"] = workers
+            w = workers
+            print(
+                f"compile wall, all at once in {w['workers']} worker processes (inception_fast.precompile): "
+                f"{w['wall']:.1f} s for {w['jobs']} binaries ({w['compiled']} compiled, {w['failed']} failed; "
+                f"this process {w['cpu']:.1f} CPU s); loaded back as the launches load them: "
+                f"{w['hits']} of {w['loads']} from the cache"
+                + (f"; {serial['wall'] / w['wall']:.2f}x one by one" if serial else "")
+            )
         if serial:
             for what, run in (
                 ("one by one (Triton's autotuner by itself)", serial),

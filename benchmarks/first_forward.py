@@ -15,13 +15,17 @@ autotunes the Triton kernels and measures the choices (``backend="auto"``, the s
 torch.compile (inductor, freezing, torchvision's model) is timed the same way, cold and warm.
 
 A FusedGoogLeNet row also says how many shapes its Triton autotuners tuned and how many of
-those they benchmarked (the others read Triton's disk cache: all of them in a warm row), the threads that compiled each
-shape's configs side by side and the ms each config was timed for (backends/triton/_common.py:
-compile_threads, tuning_bench_ms).  ``--baseline`` adds, per batch, a cold row "fused, Triton's
-tuning" with INCEPTION_FAST_COMPILE_THREADS=1 and INCEPTION_FAST_TUNING_MS=25,100: the configs
-compiled one by one inside their benchmarks and timed for Triton's default 25 + 100 ms, as
-triton.autotune does by itself.  ``python -m benchmarks.cold_start`` counts and times, without a
-GPU, the compiles a cold first forward makes.
+those they benchmarked (the others read Triton's disk cache: all of them in a warm row), the
+threads and worker processes that compiled side by side and the ms each config was timed for
+(backends/triton/_common.py: compile_threads, tuning_bench_ms), and what the first forward's
+precompile did ("precompile": binaries handed to workers, compiled, failed, found on disk;
+inception_fast.precompile).  ``--baseline`` adds, per batch, rows "fused, no precompile"
+(INCEPTION_FAST_PRECOMPILE=0: each shape's configs compiled on threads as it first launches),
+cold and warm, and a cold row "fused, Triton's tuning" with INCEPTION_FAST_COMPILE_THREADS=1,
+INCEPTION_FAST_TUNING_MS=25,100 and no precompile: the configs compiled one by one inside their
+benchmarks and timed for Triton's default 25 + 100 ms, as triton.autotune does by itself.
+``python -m benchmarks.cold_start`` counts and times, without a GPU, the compiles a cold first
+forward makes.
 
 The rows run one after another, cold then warm per batch; under the GPU suite, rows that would
 start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
@@ -62,8 +66,11 @@ t_built = time.time()
 with torch.no_grad():
     y = model(x); sync(); t_first = time.time()
     y = model(x); sync(); t_second = time.time()
-tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS")
+tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS", "INCEPTION_FAST_PRECOMPILE")
 extra = {"tuning_env": {k: v for k, v in os.environ.items() if k in tuning}}
+cp = sys.modules.get("inception_fast.backends.triton.compile_pool")
+if cp is not None:
+    extra["precompile"] = cp.stats()
 tc = sys.modules.get("inception_fast.backends.triton._common")
 if tc is not None:
     log = tc.tuning_log()
@@ -77,7 +84,14 @@ print("RESULT " + json.dumps({"import_s": t_import - t_start, "build_s": t_built
 
 # The autotuners as triton.autotune runs them by itself: each config compiled inside its own
 # benchmark, one after another, and timed for Triton's default 25 ms warm-up + 100 ms.
-TRITON_TUNING = {"INCEPTION_FAST_COMPILE_THREADS": "1", "INCEPTION_FAST_TUNING_MS": "25,100"}
+TRITON_TUNING = {
+    "INCEPTION_FAST_COMPILE_THREADS": "1",
+    "INCEPTION_FAST_TUNING_MS": "25,100",
+    "INCEPTION_FAST_PRECOMPILE": "0",
+}
+# The autotuners without inception_fast.precompile: each shape's configs compiled on threads as
+# it first launches.
+NO_PRECOMPILE = {"INCEPTION_FAST_PRECOMPILE": "0"}
 
 
 def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: dict, timeout: float) -> dict:
@@ -108,7 +122,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--baseline",
         action="store_true",
-        help="also a cold FusedGoogLeNet row per batch with Triton's own tuning (one compile at a time, 25 + 100 ms)",
+        help="also FusedGoogLeNet rows per batch without the precompile (cold and warm), and a cold one with "
+        "Triton's own tuning (one compile at a time, 25 + 100 ms)",
     )
     args = p.parse_args(argv)
     try:
@@ -125,6 +140,7 @@ def main(argv=None) -> int:
     # (label, model, extra environment, cache states)
     kinds = [("fused", "fused", {}, ("cold", "warm"))]
     if args.baseline:
+        kinds.append(("fused, no precompile", "fused", NO_PRECOMPILE, ("cold", "warm")))
         kinds.append(("fused, Triton's tuning", "fused", TRITON_TUNING, ("cold",)))
     if not args.no_compile:
         kinds.append(("torch.compile", "torch.compile", {}, ("cold", "warm")))

@@ -53,6 +53,8 @@ TRITON_FOLD = ("tests/test_triton_fold.py", "-k", "fp32 or fp16 or nan")
 TRITON_POOL_SPLIT = ("tests/test_triton_pool_split.py", "-k", "fp32 or nan")
 # Launch 2 of a block and launch 1 of the next joined in one kernel (chain.py).
 TRITON_CHAIN = ("tests/test_triton_chain.py", "-k", "not sm90")
+# The precompile: compile-only pass, measured choices inside it, the workers and their cache keys.
+PRECOMPILE = ("tests/test_precompile.py",)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -68,6 +70,54 @@ class Mutant:
 
 
 MUTANTS = [
+    Mutant(
+        "precompile_on_disk_always",
+        "inception_fast/backends/triton/compile_pool.py",
+        "        return name in (tc.get_cache_manager(digest).get_group(name) or {})\n",
+        "        return True\n",
+        PRECOMPILE,
+        "every recorded binary is taken to be in Triton's cache already, so the workers compile none",
+    ),
+    Mutant(
+        "precompile_hook_compiles",
+        "inception_fast/backends/triton/compile_pool.py",
+        "    return True  # do not compile\n",
+        "    return None\n",
+        PRECOMPILE,
+        "the recording hook lets each warmup compile in this process (the compile-only pass compiles everything itself)",
+    ),
+    Mutant(
+        "precompile_pass_launches",
+        "inception_fast/backends/triton/_common.py",
+        "        _record_launch(kernel, grid, args, kwargs)\n        return\n",
+        "        _record_launch(kernel, grid, args, kwargs)\n",
+        PRECOMPILE,
+        "a compile-only pass also launches its kernels (on tensors nothing wrote)",
+    ),
+    Mutant(
+        "precompile_pass_keeps_choice",
+        "inception_fast/choices.py",
+        "                    pass\n            return names[0]\n",
+        "                    pass\n            self._choices[key] = Choice(names[0], {}, {})\n            return names[0]\n",
+        PRECOMPILE,
+        "a measured choice remembers the unmeasured first candidate of a compile-only pass",
+    ),
+    Mutant(
+        "precompile_pass_checks",
+        "inception_fast/choices.py",
+        "        if not checked and not compiling_only():\n",
+        "        if not checked:\n",
+        PRECOMPILE,
+        "candidates are checked against the reference inside a compile-only pass (outputs nothing computed)",
+    ),
+    Mutant(
+        "precompile_worker_target",
+        "inception_fast/backends/triton/compile_pool.py",
+        "                driver.set_active(TargetOnlyDriver(*job.target))\n",
+        "                driver.set_active(TargetOnlyDriver(job.target[0], 80, job.target[2]))\n",
+        PRECOMPILE,
+        "the workers compile for another target than the launches' (binaries under other cache keys)",
+    ),
     # -- the CUDA kernel (csrc/cuda/conv_gemm.cu), through the CPU emulator --------------------------
     Mutant(
         "cuda_vec_image_offset",

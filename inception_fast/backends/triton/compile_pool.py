@@ -254,10 +254,14 @@ def _worker_env() -> dict:
     return env
 
 
+def _worker_command() -> list:
+    return [sys.executable, "-m", __name__]
+
+
 class _Worker:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            _worker_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -341,7 +345,10 @@ def _workers(jobs_waiting: int) -> Optional[_Pool]:
         n = min(compile_threads(), jobs_waiting)
         if n < 2:
             return None
-        _pool = _Pool(n)
+        try:
+            _pool = _Pool(n)
+        except OSError:  # no process could start: the launches compile
+            return None
         _stats["workers_started"] += n
     return _pool
 
