@@ -18,7 +18,7 @@ FusedGoogLeNet precompiles by itself (``wait=False``) on its first forward per i
 device and layout where that forward may run Triton kernels (backend auto, triton, hopper or
 hopper_tma2, a CUDA input, eval mode, no gradients), and CapturedForward before it captures.
 INCEPTION_FAST_PRECOMPILE=0 turns the workers off (then nothing is precompiled; the autotuners
-compile on threads as they did).
+compile each shape's configs on threads as it first launches).
 
 Nothing here changes what is computed: the pass's outputs are discarded, a binary that could not
 be compiled ahead is compiled by its launch, and with a warm cache the pass only costs a forward's
@@ -107,13 +107,13 @@ def forward_after_precompile(module: nn.Module, backend: str, x: torch.Tensor, f
     forward may run Triton kernels: a CUDA input, eval mode, no gradients, not traced or captured
     or itself a compile-only pass, ``backend`` one that runs Triton kernels, workers on."""
     if (
-        backend not in _TRITON_BACKENDS
+        torch.compiler.is_compiling()  # first: torch.compile traces nothing below
+        or backend not in _TRITON_BACKENDS
         or module.training
         or not isinstance(x, torch.Tensor)
         or not x.is_cuda
         or torch.is_grad_enabled()
         or compiling_only()
-        or torch.compiler.is_compiling()
         or torch.cuda.is_current_stream_capturing()
     ):
         return forward(x)

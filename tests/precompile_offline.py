@@ -31,7 +31,8 @@ from inception_fast.compile_only import compile_only  # noqa: E402
 
 def main() -> dict:
     driver.set_active(compile_pool.TargetOnlyDriver("cuda", 90, 32))
-    ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = block_tensors("inception4b", 64, torch.bfloat16)
+    tensors = block_tensors("inception4b", 64, torch.bfloat16)
+    ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = tensors
     launches = (
         (maxpool._max_pool_kernel, maxpool._tuned_kernel, maxpool._arguments(x, 3, 2, 0, True)[:3]),
         (

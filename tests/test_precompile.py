@@ -55,7 +55,9 @@ def test_measured_choice_in_a_compile_only_pass_runs_every_candidate_and_keeps_n
     """A measured choice inside a compile-only pass runs each candidate once (for what it
     compiles), measures none, checks none against the reference, remembers and stores nothing,
     and returns the first; outside the pass the same wrong candidate is caught and dropped."""
-    choice = choices.MeasuredChoice(measure_on=("cpu",), store_as="test_precompile", timer=lambda f, d, r: (f(), 1.0)[1])
+    choice = choices.MeasuredChoice(
+        measure_on=("cpu",), store_as="test_precompile", timer=lambda f, d, r: (f(), 1.0)[1]
+    )
     monkeypatch.setattr(choice_store.STORE, "put", lambda *a, **k: pytest.fail("a compile-only pass stored a choice"))
     monkeypatch.setattr(choice_store.STORE, "get", lambda *a, **k: None)
     calls = []
@@ -154,8 +156,9 @@ def test_a_failed_or_lost_job_is_left_to_its_launch(monkeypatch):
 
 
 def test_workers_start_only_where_they_pay(monkeypatch):
-    """No workers with INCEPTION_FAST_PRECOMPILE=0, with one CPU, for fewer than MIN_JOBS new
-    jobs, for jobs already on disk, or where the caller may not start them (start=False)."""
+    """No workers with INCEPTION_FAST_PRECOMPILE=0, with one CPU, without memory for two, for fewer
+    than MIN_JOBS new jobs, for jobs already on disk, or where the caller may not start them
+    (start=False)."""
     from inception_fast.backends.triton import compile_pool
 
     def started() -> int:
@@ -172,8 +175,13 @@ def test_workers_start_only_where_they_pay(monkeypatch):
     monkeypatch.setenv("INCEPTION_FAST_PRECOMPILE", "1")
     monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "1")
     assert compile_pool.submit(many, force=True) == []
-    assert started() == s0
     monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
+    monkeypatch.setattr(compile_pool, "_memory_for_workers", lambda: 1)
+    assert compile_pool.submit(many, force=True) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
+    assert started() == s0
+    assert compile_pool._memory_for_workers() >= 2  # this machine: room for two
     futures = compile_pool.submit(many)
     assert len(futures) == len(many) and started() == s0 + 2
     # The same jobs again while the workers run: their futures, not new jobs.

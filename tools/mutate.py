@@ -84,7 +84,7 @@ MUTANTS = [
         "    return True  # do not compile\n",
         "    return None\n",
         PRECOMPILE,
-        "the recording hook lets each warmup compile in this process (the compile-only pass compiles everything itself)",
+        "the recording hook lets each warmup compile in this process (the pass compiles everything itself)",
     ),
     Mutant(
         "precompile_pass_launches",
@@ -98,7 +98,7 @@ MUTANTS = [
         "precompile_pass_keeps_choice",
         "inception_fast/choices.py",
         "                    pass\n            return names[0]\n",
-        "                    pass\n            self._choices[key] = Choice(names[0], {}, {})\n            return names[0]\n",
+        "                    pass\n            self._choices[key] = Choice(names[0])\n            return names[0]\n",
         PRECOMPILE,
         "a measured choice remembers the unmeasured first candidate of a compile-only pass",
     ),

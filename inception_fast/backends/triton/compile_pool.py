@@ -23,9 +23,9 @@ only means the launch compiles that binary itself, as it would without this modu
 never counted as done before its worker answered.
 
 Workers start when a batch has at least ``MIN_JOBS`` binaries to compile, one per CPU this process
-may use (``_common.compile_threads()``, at most 16), and leave when ``close()`` is called or the
-process ends.  ``INCEPTION_FAST_PRECOMPILE=0`` turns the workers off (the autotuners then compile
-on threads, as before).
+may use (``compile_threads()``, at most 16) where the available memory leaves room for them
+(``WORKER_BYTES`` each), and leave when ``close()`` is called or the process ends.
+``INCEPTION_FAST_PRECOMPILE=0`` turns the workers off (the autotuners then compile on threads).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ ENV_COMPILE_THREADS = "INCEPTION_FAST_COMPILE_THREADS"
 # Fewer binaries to compile than this and the workers' start (each imports torch and triton,
 # ~2 s) costs more than it saves: the autotuners' threads compile them.
 MIN_JOBS = 4
+# Memory a worker may take (its own pages: torch's and triton's libraries are shared, ~650 MB
+# resident in all on the 2-core machine): no more workers start than MemAvailable / this.
+WORKER_BYTES = 512 << 20
 # A worker that has not answered one job in this long is taken to be stuck: it is killed and the
 # job counts as failed (the launch then compiles it).  The longest compile seen is ~5 s.
 JOB_TIMEOUT_S = 300.0
@@ -339,10 +342,23 @@ _futures: dict = {}  # Job -> Future: every job submitted since the last close()
 _stats = {"submitted": 0, "compiled": 0, "failed": 0, "on_disk": 0, "workers_started": 0}
 
 
+def _memory_for_workers() -> int:
+    """How many workers the memory available now leaves room for (Linux: MemAvailable; else no
+    limit)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // WORKER_BYTES
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 30
+
+
 def _workers(jobs_waiting: int) -> Optional[_Pool]:
     global _pool
     if _pool is None:
-        n = min(compile_threads(), jobs_waiting)
+        n = min(compile_threads(), jobs_waiting, _memory_for_workers())
         if n < 2:
             return None
         try:
