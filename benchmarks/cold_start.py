@@ -258,38 +258,37 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
 
     _fresh_cache()
     os.environ[compile_pool.ENV_COMPILE_THREADS] = str(workers)
+    # This process launches nothing: the driver that only names the target stays active (Triton's
+    # own would fail to start on a machine without a GPU).
     driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
+    calls = [
+        (kernel, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
+        for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train)
+        for c in autotuned_configs(kernel, tuned, args, meta)
+    ]
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    recorded = compile_pool.record(lambda: [k.warmup(*a, grid=(1,), **kw) for k, a, kw in calls])
+    futures = compile_pool.submit(recorded, force=True)
+    done = 0
+    for f in futures:
+        f.exception()
+        done += 1
+        if done % 20 == 0 or done == len(futures):
+            print(
+                f"cold_start: {workers} workers: {done}/{len(futures)} binaries, {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    compiled = compile_pool.wait(futures)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    compile_pool.close()
+    hits = []
+    triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
     try:
-        calls = [
-            (kernel, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
-            for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train)
-            for c in autotuned_configs(kernel, tuned, args, meta)
-        ]
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        recorded = compile_pool.record(lambda: [k.warmup(*a, grid=(1,), **kw) for k, a, kw in calls])
-        futures = compile_pool.submit(recorded, force=True)
-        done = 0
-        for f in futures:
-            f.exception()
-            done += 1
-            if done % 20 == 0 or done == len(futures):
-                print(
-                    f"cold_start: {workers} workers: {done}/{len(futures)} binaries, {time.perf_counter() - t0:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        compiled = compile_pool.wait(futures)
-        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-        compile_pool.close()
-        hits = []
-        triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
-        try:
-            for k, a, kw in calls:
-                k.warmup(*a, grid=(1,), **kw)
-        finally:
-            triton.knobs.compilation.listener = None
+        for k, a, kw in calls:
+            k.warmup(*a, grid=(1,), **kw)
     finally:
-        driver.reset_active()
+        triton.knobs.compilation.listener = None
     return {
         "wall": wall,
         "cpu": cpu,

@@ -218,7 +218,7 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-NEW_TESTS="tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
+NEW_TESTS="tests/test_precompile.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
 TESTS_RESERVE=260
 [[ $PART == check ]] && TESTS_RESERVE=70  # only the first step comes after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).

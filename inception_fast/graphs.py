@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .packing import PackCache
-from .precompiler import precompile
+from .precompiler import precompile, workers_on
 
 __all__ = ["capture", "CapturedForward"]
 
@@ -61,8 +61,11 @@ class CapturedForward:
             raise ValueError(f"CapturedForward needs a CUDA example input, got {where}")
         self.module = module
         self.static_input = torch.empty_like(example).copy_(example)  # keeps the example's layout
-        if not module.training:  # every Triton binary compiled at once, before the warm-up runs
-            precompile(module, self.static_input, wait=True)
+        if workers_on() and not any(m.training for m in module.modules()):
+            try:  # every Triton binary compiled at once, before the warm-up runs
+                precompile(module, self.static_input, wait=True)
+            except RuntimeError:  # a forward that cannot run compile-only: its launches compile
+                pass
         with torch.inference_mode():
             for _ in range(warmup):
                 module(self.static_input)

@@ -524,9 +524,10 @@ class FusedGoogLeNet(GoogLeNet):
 
     @property
     def _triton_allowed(self) -> bool:
-        """Whether the Triton stem, conv2/conv3, pools and head may compete in the measured choices
-        (inception_fast.stages)."""
-        return self.requested_backend in ("auto", "triton")
+        """Whether the Triton stem, conv2/conv3, pools, folds, chains and head may compete in the
+        measured choices (inception_fast.stages), and the first forward precompiles: the requested
+        backend is one that runs Triton kernels (auto, triton, hopper, hopper_tma2)."""
+        return self.requested_backend in ("auto", "triton", "hopper", "hopper_tma2")
 
     def stem_choice_key(self, x: Tensor) -> tuple:
         """The STEM_CHOICE key of this model's first conv on input ``x``."""
@@ -675,7 +676,7 @@ class FusedGoogLeNet(GoogLeNet):
         """The reference's forward with the fused stages; on the first eval forward of a new input
         shape on a GPU, every Triton binary it needs compiled first, at once
         (inception_fast.precompile)."""
-        return precompiler.forward_after_precompile(self, self.requested_backend, x, super().forward)
+        return precompiler.forward_after_precompile(self, self._triton_allowed, x, super().forward)
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -12,17 +12,20 @@ candidate and config is recorded) learns them all, and backends/triton/compile_p
 ones not already in Triton's cache on disk, all at once, one worker process per CPU.  The forward
 then loads each binary from the cache.  With ``wait=False`` the call returns once the jobs are
 handed out; the forward then waits for each binary where its kernel first launches, so its GPU
-benchmarks overlap the compiles still running.
+benchmarks overlap the compiles still running.  The workers stop a few seconds after their last
+job.
 
 FusedGoogLeNet precompiles by itself (``wait=False``) on its first forward per input shape, dtype,
 device and layout where that forward may run Triton kernels (backend auto, triton, hopper or
-hopper_tma2, a CUDA input, eval mode, no gradients), and CapturedForward before it captures.
-INCEPTION_FAST_PRECOMPILE=0 turns the workers off (then nothing is precompiled; the autotuners
-compile each shape's configs on threads as it first launches).
+hopper_tma2, a CUDA input, every part in eval mode, no gradients), and CapturedForward before it
+captures.  INCEPTION_FAST_PRECOMPILE=0 turns the workers off: then neither runs a pass (an
+explicit ``precompile`` still runs one, and only counts), and the autotuners compile each shape's
+configs on threads as it first launches.
 
 Nothing here changes what is computed: the pass's outputs are discarded, a binary that could not
-be compiled ahead is compiled by its launch, and with a warm cache the pass only costs a forward's
-host time.
+be compiled ahead is compiled by its launch.  With a warm cache the pass costs a forward's host
+time and the GPU time of its non-Triton candidates (ATen, cuDNN, the CUDA extension), which it
+runs once each.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from .compile_only import compile_only, compiling_only
 
 __all__ = ["precompile"]
 
-_TRITON_BACKENDS = ("auto", "triton", "hopper", "hopper_tma2")
 # Per module: the inputs (device, dtype, shape, strides of each) precompiled for, most recent last.
 _DONE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -57,17 +59,22 @@ def _pool():
 
 def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> dict:
     """Compiles, ahead of ``module(*inputs)``, the Triton binaries that forward would compile (see
-    the module's docstring).  ``module`` must be in eval mode (the pass must not update BatchNorm's
-    running statistics from outputs it never computed).  Returns {"launches": Triton launches the
+    the module's docstring).  ``module`` and all its parts must be in eval mode (the pass must not
+    update BatchNorm's running statistics from outputs it never computed).  Its forward hooks see
+    the pass too.  Returns {"launches": Triton launches the
     pass met, "binaries": binaries it would compile, "on_disk": of those already in Triton's
-    cache, "submitted": handed to workers now, "compiled": of those compiled (only with
-    ``wait``)}.  With CPU inputs, or without Triton, there is nothing to compile: all counts 0."""
+    cache, "submitted": compiling in workers (handed out now, or by an earlier call whose workers
+    still have them), "compiled": of those compiled (only with ``wait``)}.  With CPU inputs, or
+    without Triton, there is nothing to compile: all counts 0; with the workers off
+    (INCEPTION_FAST_PRECOMPILE=0) nothing is submitted.  A forward that fails in the compile-only
+    pass raises RuntimeError saying so."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"precompile expects an nn.Module, got {type(module).__name__}")
-    if module.training:
+    training = _training_part(module)
+    if training is not None:
         raise ValueError(
-            "precompile runs a compile-only forward, which in train mode would update BatchNorm's "
-            "running statistics from outputs it never computed; call module.eval() first"
+            f"precompile runs a compile-only forward, and {training} is in train mode: its BatchNorm "
+            "would update running statistics from outputs never computed; call module.eval() first"
         )
     bad = [type(t).__name__ for t in inputs if not isinstance(t, torch.Tensor)]
     if bad or not inputs:
@@ -79,8 +86,14 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
         return counts
     if torch.compiler.is_compiling() or any(t.is_cuda for t in inputs) and torch.cuda.is_current_stream_capturing():
         raise RuntimeError("precompile cannot run while torch.compile traces or a CUDA graph captures")
-    with compile_only() as recorded, torch.no_grad():
-        module(*inputs)
+    try:
+        with compile_only() as recorded, torch.no_grad():
+            module(*inputs)
+    except Exception as exc:
+        raise RuntimeError(
+            "precompile: the compile-only pass of the forward failed (no Triton kernel computes anything "
+            f"in it, so a forward that reads its own values cannot be precompiled): {type(exc).__name__}: {exc}"
+        ) from exc
     _DONE.setdefault(module, LRUDict())[_key(inputs)] = True
     futures = pool.submit(recorded.jobs)
     counts.update(
@@ -91,8 +104,21 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
     )
     if wait:
         counts["compiled"] = pool.wait(futures)
-        pool.close()
     return counts
+
+
+def _training_part(module: nn.Module):
+    """The name of the first part of ``module`` in train mode ("the module" itself), or None."""
+    for name, m in module.named_modules():
+        if m.training:
+            return f"{type(m).__name__} {name!r}" if name else "the module"
+    return None
+
+
+def workers_on() -> bool:
+    """Whether a precompile can hand anything to workers here (Triton importable, workers on)."""
+    pool = _pool()
+    return pool is not None and pool.enabled()
 
 
 def _interpreted() -> bool:
@@ -101,15 +127,15 @@ def _interpreted() -> bool:
     return _common.INTERPRET
 
 
-def forward_after_precompile(module: nn.Module, backend: str, x: torch.Tensor, forward):
-    """``forward(x)``, FusedGoogLeNet's forward, precompiled first (``wait=False``, the workers
-    closed after it) where ``x`` is new to ``module`` (shape, dtype, device, strides) and the
-    forward may run Triton kernels: a CUDA input, eval mode, no gradients, not traced or captured
-    or itself a compile-only pass, ``backend`` one that runs Triton kernels, workers on."""
+def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.Tensor, forward):
+    """``forward(x)``, FusedGoogLeNet's forward, precompiled first (``wait=False``) where ``x`` is
+    new to ``module`` (shape, dtype, device, strides) and the forward may run Triton kernels: a
+    CUDA input, every part in eval mode, no gradients, not traced or captured or itself a
+    compile-only pass, Triton kernels allowed (``triton_allowed``: the model's backend runs
+    them), workers on."""
     if (
         torch.compiler.is_compiling()  # first: torch.compile traces nothing below
-        or backend not in _TRITON_BACKENDS
-        or module.training
+        or not triton_allowed
         or not isinstance(x, torch.Tensor)
         or not x.is_cuda
         or torch.is_grad_enabled()
@@ -118,15 +144,13 @@ def forward_after_precompile(module: nn.Module, backend: str, x: torch.Tensor, f
     ):
         return forward(x)
     done = _DONE.get(module)
-    pool = _pool()
-    if (done is not None and _key((x,)) in done) or pool is None or not pool.enabled() or _interpreted():
+    if (done is not None and _key((x,)) in done) or not workers_on() or _interpreted():
+        return forward(x)
+    if _training_part(module) is not None:
         return forward(x)
     _DONE.setdefault(module, LRUDict())[_key((x,))] = True  # once, even where the pass fails
     try:
         precompile(module, x, wait=False)
     except Exception:  # a precompile that fails only leaves the compiles to the forward
         pass
-    try:
-        return forward(x)
-    finally:
-        pool.close()
+    return forward(x)

@@ -3,12 +3,13 @@
 * ``stem_conv1``: conv1 + ReLU + maxpool1 (STEM_CHOICE): the input as is ("channels_last"),
   zero-padded to 4 or 8 channels ("pad4"/"pad8": cuDNN's tensor-core kernels want channel counts
   in multiples of 4 or 8; the padding adds zeros to the sums), convolved in NCHW ("nchw"), and,
-  where the model's backend is "auto" or "triton" and Triton runs, the Triton stem kernel
+  where the model's backend runs Triton kernels (auto, triton, hopper, hopper_tma2) and Triton
+  runs, the Triton stem kernel
   ("triton": conv, ReLU and pool in one launch, the conv output never stored;
   backends/triton/stem.py) or that kernel without its pool ("triton_conv").
 * ``conv_relu``: conv2 and conv3 with bias and ReLU (CONV_RELU_CHOICE): ATen (the conv, then bias
   and ReLU as two more passes) against cuDNN's fused conv-bias-ReLU, which is known to pick slow
-  kernels for some shapes, and, where the model's backend is "auto" or "triton" and Triton runs,
+  kernels for some shapes, and, where the model's backend runs Triton kernels and Triton runs,
   the Triton implicit-GEMM conv with bias + ReLU in its epilogue ("triton", op ``conv_relu``;
   backends/triton/conv_relu.py), checked against an fp64 ATen conv like the fused op.
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
@@ -99,8 +100,8 @@ def conv_relu_triton_supported(x: Tensor, w: Tensor, padding: int) -> bool:
 
 def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: bool = False) -> Tensor:
     """relu(conv2d(x, w, b, padding=padding)), stride 1, as CONV_RELU_CHOICE measured fastest; the
-    Triton kernel (op ``conv_relu``) competes only where ``triton_allowed`` (the model's backend is
-    auto or triton), it supports the shape and Triton runs on x's device."""
+    Triton kernel (op ``conv_relu``) competes only where ``triton_allowed`` (the model's backend
+    runs Triton kernels), it supports the shape and Triton runs on x's device."""
     aten = lambda: F.conv2d(x, w, b, padding=padding).relu_()  # noqa: E731
     chooser = choices.CONV_RELU_CHOICE
     if not chooser.applies(x.device, x, w, b):  # the fused ops have no backward
@@ -149,7 +150,7 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: boo
 
 def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
     """``pool(x)`` as POOL_CHOICE measured fastest (channels_last for a channels_last input);
-    the Triton pool competes only where ``triton_allowed`` (the model's backend is auto or triton)."""
+    the Triton pool competes only where ``triton_allowed`` (the model's backend runs Triton kernels)."""
     chooser = choices.POOL_CHOICE
     if not triton_allowed or not chooser.applies(x.device, x):
         return pool(x)
@@ -305,7 +306,7 @@ def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool
 
 def head(x: Tensor, avgpool: nn.Module, dropout: nn.Module, fc: nn.Module, triton_allowed: bool) -> Tensor:
     """``fc(dropout(flatten(avgpool(x), 1)))`` as HEAD_CHOICE measured fastest; the Triton head competes
-    only where ``triton_allowed`` (the model's backend is auto or triton), the head is the standard
+    only where ``triton_allowed`` (the model's backend runs Triton kernels), the head is the standard
     one in eval mode (``standard_head``) and no gradient is needed (the op has no backward)."""
     aten = lambda: fc(dropout(torch.flatten(avgpool(x), 1)))  # noqa: E731
     chooser = choices.HEAD_CHOICE

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
+from uninterpreted import run_python
 
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
@@ -21,7 +19,6 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 pytest.importorskip("triton")
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402
@@ -215,25 +212,9 @@ def test_blocks_alike_share_binaries(tmp_path):
     may run the interpreter; counts only, nothing compiled): launch 1 and launch 2 compile one
     binary per config per group of blocks alike in their launcher-fixed constexprs and arguments
     equal to 1, not one per block (alignment marks on the *_div_unit arguments would split them)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.cold_start",
-            "--count-only",
-            "--batches",
-            "1,256",
-            "--json",
-            tmp_path / "c.json",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = run_python(
+        "-m", "benchmarks.cold_start", "--count-only", "--batches", "1,256", "--json", tmp_path / "c.json", timeout=300
     )
-    assert run.returncode == 0, run.stderr[-3000:]
     found = json.loads((tmp_path / "c.json").read_text())
     assert "| launch1 | 9 |" in run.stdout
     # Up to SMALL_PROBLEM_PIXELS (batch 1) the autotuners also try their small-problem configs.

@@ -1,13 +1,13 @@
 """The main job, `python -m inception_fast`, at tiny sizes."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from uninterpreted import run_python
 
 from inception_fast import available_backends
 from inception_fast.__main__ import main
@@ -158,15 +158,13 @@ def test_bad_value_from_the_command_line_is_one_line_without_traceback():
 def test_cpu_rows_name_what_runs():
     """On a CPU without TRITON_INTERPRET (a user's), 'all' times the backends that run there,
     "cpp" where the extension is built, and never prints a fused[cuda] row."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = (
         "import sys, inception_fast\n"
         "from inception_fast.__main__ import main\n"
         "print('available:', ','.join(inception_fast.available_backends('cpu')))\n"
         f"sys.exit(main({TINY + ['--backend', 'all']!r}))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr
+    run = run_python("-c", code)
     avail = run.stdout.splitlines()[0].removeprefix("available: ").split(",")
     assert "torch" in avail and "cuda" not in avail and "triton" not in avail, avail
     assert "fused[cuda]" not in run.stdout and "parity [cuda]" not in run.stdout

@@ -5,20 +5,35 @@ forward that uses both (inception_fast/precompiler.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from model_cases import FP32, calibrated_net, net_tolerance
+from uninterpreted import run_python
 
 from inception_fast import FusedGoogLeNet, choice_store, choices, precompile
 from inception_fast.compile_only import compile_only, compiling_only
 from inception_fast.testing import rel_error
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(autouse=True)
+def _workers_stopped():
+    """No test leaves workers running for the next one."""
+    yield
+    from inception_fast.backends.triton import compile_pool
+
+    compile_pool.close()
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """Two workers allowed, whatever this machine's CPUs and free memory."""
+    from inception_fast.backends.triton import compile_pool
+
+    monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
+    monkeypatch.setattr(compile_pool, "_memory_for_workers", lambda: 16)
+    return compile_pool
 
 
 def test_compile_only_pass_launches_nothing_and_meets_every_launch(monkeypatch):
@@ -85,8 +100,12 @@ def test_measured_choice_in_a_compile_only_pass_runs_every_candidate_and_keeps_n
 def test_precompile_refuses_what_it_cannot_precompile():
     ref, model = calibrated_net(size=32)
     x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(ValueError, match="eval"):
+    with pytest.raises(ValueError, match="the module is in train mode.*eval"):
         precompile(model.train(), x)
+    model.eval()
+    model.inception4a.train()
+    with pytest.raises(ValueError, match="'inception4a' is in train mode"):
+        precompile(model, x)
     model.eval()
     with pytest.raises(TypeError, match="nn.Module"):
         precompile(lambda t: t, x)
@@ -96,23 +115,30 @@ def test_precompile_refuses_what_it_cannot_precompile():
         precompile(model, [x])
 
 
+def test_a_forward_that_fails_in_the_pass_says_so():
+    """A forward that fails in the compile-only pass (e.g. one that checks values nothing
+    computed) raises an error that says why (under the interpreter, on the CPU: the pass runs
+    there for its launch records)."""
+    from inception_fast.backends.triton import _common
+
+    if not _common.INTERPRET:
+        pytest.skip("on the CPU only the interpreter runs a compile-only pass")
+
+    class Checked(torch.nn.Module):
+        def forward(self, t):
+            raise ValueError("logits not finite")
+
+    with pytest.raises(RuntimeError, match="compile-only pass of the forward failed.*logits not finite"):
+        precompile(Checked().eval(), torch.randn(1, 3, 32, 32))
+
+
 def test_workers_compile_the_recorded_binaries_and_the_launches_load_them():
     """Without a GPU (a subprocess, no interpreter, sm_90 named by a driver that touches no GPU):
     a compile-only pass through three launchers (the max pool, launch 1, the TMA launch 2 with its
     pre_hooked configs) launches nothing and records one binary per config; two workers compile
     them all into an empty Triton cache; the autotuners' own warmups then find every one there
     (the same cache key: a hit each, no new entry)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["INCEPTION_FAST_COMPILE_THREADS"] = "2"
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "precompile_offline.py")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_python("tests/precompile_offline.py", env={"INCEPTION_FAST_COMPILE_THREADS": "2"})
     r = json.loads(run.stdout.strip().splitlines()[-1])
     n = sum(r["configs"])
     assert r["launched"] == 0 and r["recorded_launches"] == n
@@ -130,46 +156,48 @@ def _job(i: int):
     return compile_pool.Job("inception_fast_no_such_module", f"k{i}", "{}", ("cuda", 90, 32))
 
 
-def test_a_failed_or_lost_job_is_left_to_its_launch(monkeypatch):
+def test_a_failed_or_lost_job_is_left_to_its_launch(two_workers, monkeypatch):
     """A job a worker cannot compile counts as failed; workers that die without answering fail
-    their jobs and then the rest, at once, not by hanging; nothing raises."""
-    from inception_fast.backends.triton import compile_pool
+    their jobs and then the rest, promptly, not by hanging; nothing raises."""
+    from concurrent.futures import wait as wait_all
 
-    monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
+    compile_pool = two_workers
     before = compile_pool.stats()
     futures = compile_pool.submit([(_job(i), False) for i in range(3)], force=True)
     assert len(futures) == 3 and compile_pool.wait(futures) == 0
     answers = [f.result() for f in futures]
     assert all(not a["ok"] and "inception_fast_no_such_module" in a["error"] for a in answers), answers
-    compile_pool.close()
     assert compile_pool.stats()["failed"] - before["failed"] == 3
+    compile_pool.close()
     # Workers that read a job and exit without answering.
     monkeypatch.setattr(
         compile_pool, "_worker_command", lambda: [sys.executable, "-c", "import sys; sys.stdin.readline()"]
     )
     futures = compile_pool.submit([(_job(i), False) for i in range(10, 16)], force=True)
+    done, not_done = wait_all(futures, timeout=120)
+    assert not not_done, "jobs of dead workers never ended"
     assert compile_pool.wait(futures) == 0
     errors = [f.exception() for f in futures]
     assert all(isinstance(e, RuntimeError) for e in errors), errors
     assert any("died" in str(e) for e in errors) and any("no compile worker left" in str(e) for e in errors)
-    compile_pool.close()
+    assert not compile_pool.busy()
 
 
-def test_workers_start_only_where_they_pay(monkeypatch):
+def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monkeypatch):
     """No workers with INCEPTION_FAST_PRECOMPILE=0, with one CPU, without memory for two, for fewer
-    than MIN_JOBS new jobs, for jobs already on disk, or where the caller may not start them
-    (start=False)."""
-    from inception_fast.backends.triton import compile_pool
+    than MIN_JOBS new jobs or for jobs already on disk; the same jobs again while the workers have
+    them give the same futures; the workers stop IDLE_S after their last job."""
+    import time
+
+    compile_pool = two_workers
 
     def started() -> int:
         return compile_pool.stats()["workers_started"]
 
-    monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
     many = [(_job(i), False) for i in range(20, 20 + compile_pool.MIN_JOBS)]
     s0 = started()
     assert compile_pool.submit(many[:-1]) == []
     assert compile_pool.submit([(job, True) for job, _ in many]) == []
-    assert compile_pool.submit(many, start=False) == []
     monkeypatch.setenv("INCEPTION_FAST_PRECOMPILE", "0")
     assert not compile_pool.enabled() and compile_pool.submit(many, force=True) == []
     monkeypatch.setenv("INCEPTION_FAST_PRECOMPILE", "1")
@@ -178,16 +206,23 @@ def test_workers_start_only_where_they_pay(monkeypatch):
     monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
     monkeypatch.setattr(compile_pool, "_memory_for_workers", lambda: 1)
     assert compile_pool.submit(many, force=True) == []
-    monkeypatch.undo()
-    monkeypatch.setenv("INCEPTION_FAST_COMPILE_THREADS", "2")
-    assert started() == s0
-    assert compile_pool._memory_for_workers() >= 2  # this machine: room for two
+    monkeypatch.setattr(compile_pool, "_memory_for_workers", lambda: 16)
+    assert started() == s0 and not compile_pool.busy()
     futures = compile_pool.submit(many)
-    assert len(futures) == len(many) and started() == s0 + 2
-    # The same jobs again while the workers run: their futures, not new jobs.
-    assert compile_pool.submit(many, start=False) == futures
+    assert len(futures) == len(many) and compile_pool.busy()
+    assert compile_pool.submit(many) == futures and compile_pool.pending(many) == futures
     compile_pool.wait(futures)
-    compile_pool.close()
+    assert started() == s0 + 2
+    workers = list(compile_pool._pool.workers)
+    deadline = time.monotonic() + compile_pool.IDLE_S + 30
+    while (compile_pool.busy() or any(w.proc.poll() is None for w in workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not compile_pool.busy() and all(w.proc.poll() is not None for w in workers), "idle workers still run"
+    # Later jobs start new workers.
+    later = compile_pool.submit([(_job(i), False) for i in range(40, 40 + compile_pool.MIN_JOBS)])
+    assert len(later) == compile_pool.MIN_JOBS
+    compile_pool.wait(later)
+    assert started() >= s0 + 3
 
 
 @pytest.mark.gpu

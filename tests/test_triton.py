@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from uninterpreted import run_python
 
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
@@ -28,7 +27,6 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 pytest.importorskip("triton")
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
@@ -520,16 +518,7 @@ def test_sm90_compile_stats_of_every_config():
 
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("this triton install ships no ptxas")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kernel_stats", "--json"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_python("-m", "benchmarks.kernel_stats", "--json")
     stats = json.loads(run.stdout)
     rows, max_shared = stats["rows"], stats["max_shared_bytes"]
     assert {(r["block"], r["launch"]) for r in rows} == {

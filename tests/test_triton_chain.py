@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from uninterpreted import run_python
 
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
@@ -411,16 +410,7 @@ def test_sm90_compile_stats_of_the_batch_one_configs():
         pytest.skip("this triton install ships no ptxas")
     from test_triton import check_joined_stats
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kernel_stats", "--json", "--batch", "1", "--block", "chain:inception3a"],
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_python("-m", "benchmarks.kernel_stats", "--json", "--batch", "1", "--block", "chain:inception3a")
     stats = json.loads(run.stdout)
     rows = stats["rows"]
     assert [(r["block"], r["launch"]) for r in rows] == [("inception3a>3b", "joined")] * len(

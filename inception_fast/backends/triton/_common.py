@@ -87,8 +87,21 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     if compile_only.compiling_only():
         _record_launch(kernel, grid, args, kwargs)
         return
+    if compile_pool.busy() and hasattr(kernel, "device_caches"):  # a JIT kernel's binary may be on its way
+        _wait_for_workers(lambda: kernel.warmup(*args, grid=grid, **kwargs))
     _launches += 1
     kernel[grid](*args, **kwargs)
+
+
+def _wait_for_workers(warmups: Callable[[], object]) -> None:
+    """Waits for the binaries ``warmups`` would compile that the precompile's workers are compiling
+    (a binary they do not have is left to the launch)."""
+    if INTERPRET or not compile_pool.enabled():
+        return
+    try:
+        compile_pool.wait(compile_pool.pending(compile_pool.record(warmups)))
+    except Exception:
+        pass
 
 
 def _record_launch(kernel, grid, args: tuple, kwargs: dict) -> None:
@@ -135,6 +148,13 @@ def launch_configured(
                 _record_launch(kernel, grid, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
             return
         if config is None:  # a shape this process has not launched yet: the autotuner decides
+            if compile_pool.busy():  # its configs' binaries may be on their way from the workers
+                _wait_for_workers(
+                    lambda: [
+                        kernel.warmup(*config_args(kernel, args, meta, c), grid=grid, **meta, **c.all_kwargs())
+                        for c in autotuned_configs(kernel, tuned, args, meta)
+                    ]
+                )
             before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
             # Should it benchmark (no result on disk), autotune_bench first compiles the configs
             # it is about to time on compile_threads() threads.
@@ -289,13 +309,12 @@ def config_args(kernel, args: tuple, meta: dict, config) -> tuple:
 def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Optional[int] = None) -> int:
     """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch into the JIT's own
     cache (``kernel.warmup``: the same specialization a launch makes, so the benchmark then finds
-    each binary compiled; with the config's pre_hook applied, ``config_args``).  Binaries that
-    compile_pool's workers are compiling (submitted by inception_fast.precompile) or can compile
-    (workers already running) are waited for there first, so the warmups here only load them from
-    Triton's disk cache; the rest compile on ``threads`` threads (default compile_threads()).  A
-    config that fails to compile is left to the benchmark, which reports it as it always has.
-    Returns how many configs were warmed up here (0 with one thread or one config: nothing to
-    overlap)."""
+    each binary compiled; with the config's pre_hook applied, ``config_args``), on ``threads``
+    threads (default compile_threads()): Triton's compile runs mostly outside the GIL, so they
+    compile side by side.  Binaries the precompile's workers compiled are only loaded from
+    Triton's disk cache here (launch_configured waited for them).  A config that fails to compile
+    is left to the benchmark, which reports it as it always has.  Returns how many configs were
+    warmed up here (0 with one thread or one config: nothing to overlap)."""
     threads = compile_threads() if threads is None else threads
     try:
         configs = autotuned_configs(kernel, tuned, args, meta)
@@ -318,12 +337,6 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
         except Exception:
             return False
 
-    if not INTERPRET and compile_pool.enabled():
-        try:
-            recorded = compile_pool.record(lambda: [compile_one(c) for c in configs])
-            compile_pool.wait(compile_pool.submit(recorded, start=False))
-        except Exception:
-            pass
     with ThreadPoolExecutor(threads, thread_name_prefix="inception_fast_compile") as pool:
         return sum(pool.map(compile_one, configs))
 

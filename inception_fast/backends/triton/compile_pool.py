@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable, NamedTuple, Optional
 
 __all__ = [
@@ -63,9 +63,13 @@ ENV_COMPILE_THREADS = "INCEPTION_FAST_COMPILE_THREADS"
 # Fewer binaries to compile than this and the workers' start (each imports torch and triton,
 # ~2 s) costs more than it saves: the autotuners' threads compile them.
 MIN_JOBS = 4
+# The workers' niceness: the parent keeps the CPU it needs to issue its benchmark launches on time.
+WORKER_NICE = 10
 # Memory a worker may take (its own pages: torch's and triton's libraries are shared, ~650 MB
 # resident in all on the 2-core machine): no more workers start than MemAvailable / this.
 WORKER_BYTES = 512 << 20
+# A worker's thread stops it after this long without a job.
+IDLE_S = 2.0
 # A worker that has not answered one job in this long is taken to be stuck: it is killed and the
 # job counts as failed (the launch then compiles it).  The longest compile seen is ~5 s.
 JOB_TIMEOUT_S = 300.0
@@ -112,12 +116,13 @@ def enabled() -> bool:
 
 _LOCAL = threading.local()
 _HOOK_LOCK = threading.Lock()
+_recording = 0  # threads recording now: the hook is installed while this is above 0
 _wrapped_hook: Optional[Callable] = None  # the jit_cache_hook that was set before ours
 
 
 def _hook(**kwargs):
     sink = getattr(_LOCAL, "sink", None)
-    if sink is None:  # another thread, or not recording: whatever hook was there before ours
+    if sink is None:  # another thread's compile while one records: whatever hook was set before
         return _wrapped_hook(**kwargs) if _wrapped_hook is not None else None
     info, compile_ = kwargs["fn"], kwargs["compile"]
     jit = info.jit_function
@@ -127,32 +132,46 @@ def _hook(**kwargs):
     return True  # do not compile
 
 
-def _install_hook() -> None:
-    global _wrapped_hook
+@contextlib.contextmanager
+def _hook_installed():
+    """Triton's jit_cache_hook set to ours while any thread records (the hook that was set before
+    is called for every other thread's compiles meanwhile, and put back after)."""
+    global _recording, _wrapped_hook
     from triton import knobs
 
+    if not hasattr(knobs.runtime, "jit_cache_hook"):
+        raise RuntimeError("this Triton has no jit_cache_hook: nothing can be recorded")
     with _HOOK_LOCK:
-        current = knobs.runtime.jit_cache_hook
-        if current is not _hook:
-            _wrapped_hook = current
+        if _recording == 0:
+            _wrapped_hook = knobs.runtime.jit_cache_hook
             knobs.runtime.jit_cache_hook = _hook
+        _recording += 1
+    try:
+        yield
+    finally:
+        with _HOOK_LOCK:
+            _recording -= 1
+            if _recording == 0:
+                knobs.runtime.jit_cache_hook = _wrapped_hook
+                _wrapped_hook = None
 
 
 def record(call: Callable[[], object]) -> list:
     """Runs ``call`` (one or more ``kernel.warmup(...)``) and returns [(Job, on_disk)] for each
     binary it would have compiled, in order, compiling none of them.  A binary already in the
-    kernel's in-memory cache is not a job: Triton does not ask.  Where this Triton has no cache
-    hook, nothing is recorded and the warmups compile as usual."""
-    _install_hook()
+    kernel's in-memory cache is not a job: Triton does not ask.  Raises RuntimeError, before
+    calling ``call``, where this Triton has no cache hook (its callers then leave the compiles to
+    the launches)."""
     outer = getattr(_LOCAL, "sink", None)
-    _LOCAL.sink = []
-    try:
-        call()
-        return _LOCAL.sink
-    finally:
-        found, _LOCAL.sink = _LOCAL.sink, outer
-        if outer is not None:
-            outer.extend(found)
+    with _hook_installed():
+        _LOCAL.sink = []
+        try:
+            call()
+            return _LOCAL.sink
+        finally:
+            found, _LOCAL.sink = _LOCAL.sink, outer
+            if outer is not None:
+                outer.extend(found)
 
 
 def _on_disk(jit, compile_: dict, target) -> bool:
@@ -224,15 +243,21 @@ def _resolve(module: str, name: str):
 
 
 def _worker_main() -> None:
-    """A worker: one JSON job per line on stdin, one JSON answer per line on stdout."""
+    """A worker: one JSON job per line on stdin, one JSON answer per line on the stdout it was
+    started with; anything else written to stdout (Python's or a library's own, at the C level)
+    goes to stderr."""
     from triton.runtime.driver import driver
 
-    out = sys.stdout
-    sys.stdout = sys.stderr  # anything else printed must not reach the answers
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with contextlib.suppress(OSError, AttributeError):
+        # Below the parent, whose autotune benchmarks time its launches while the workers compile.
+        os.nice(WORKER_NICE)
     active = None
     for line in sys.stdin:
-        job = Job(*json.loads(line))
         try:
+            job = Job(*json.loads(line))
             if active != tuple(job.target):
                 driver.set_active(TargetOnlyDriver(*job.target))
                 active = tuple(job.target)
@@ -240,13 +265,14 @@ def _worker_main() -> None:
             answer = {"ok": True}
         except Exception as exc:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 def _worker_env() -> dict:
     """The parent's environment, with this process's import path first (the worker must import
-    the same copy of the kernels: their source is part of the cache key)."""
+    the same copy of the kernels: their source is part of the cache key) and Triton's cache
+    directory as this process has it (also where it was set in code, ``triton.knobs``)."""
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     paths = [p for p in sys.path if p]
@@ -254,6 +280,10 @@ def _worker_env() -> dict:
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
+    with contextlib.suppress(Exception):
+        from triton import knobs
+
+        env["TRITON_CACHE_DIR"] = str(knobs.cache.dir)
     return env
 
 
@@ -262,6 +292,8 @@ def _worker_command() -> list:
 
 
 class _Worker:
+    """One worker process and the pipe to it."""
+
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             _worker_command(),
@@ -274,17 +306,21 @@ class _Worker:
         )
 
     def run(self, job: Job) -> dict:
-        """Sends ``job`` and waits for the answer; raises where the worker died or got stuck."""
-        self.proc.stdin.write(json.dumps(list(job)) + "\n")
-        self.proc.stdin.flush()
-        answer: list = []
-        reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(JOB_TIMEOUT_S)
-        if not answer or not answer[0]:
+        """Sends ``job`` and returns the answer; raises (and kills the worker) where the worker
+        died, got stuck (JOB_TIMEOUT_S) or answered something else than one JSON line."""
+        try:
+            self.proc.stdin.write(json.dumps(list(job)) + "\n")
+            self.proc.stdin.flush()
+            answer: list = []
+            reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()), daemon=True)
+            reader.start()
+            reader.join(JOB_TIMEOUT_S)
+            if not answer or not answer[0]:
+                raise RuntimeError("the compile worker died or got stuck")
+            return json.loads(answer[0])
+        except Exception:
             self.kill()
-            raise RuntimeError("the compile worker died or got stuck")
-        return json.loads(answer[0])
+            raise
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):
@@ -299,47 +335,101 @@ class _Worker:
 
 
 class _Pool:
-    """``n`` workers; each job borrows an idle one (a thread per worker waits on its pipe)."""
+    """Up to ``n`` workers fed from one queue, in order, each by a daemon thread of its own (so a
+    process that exits is never kept waiting for queued jobs).  A thread starts its worker when
+    it takes its first job and stops it after IDLE_S without one: workers do not outlive the
+    batch they compile.  A worker that dies fails its job and is not replaced; the last thread
+    standing fails what is left in the queue."""
 
     def __init__(self, n: int) -> None:
-        self.n = n
-        self.idle: "queue.Queue[_Worker]" = queue.Queue()
-        self.workers = [_Worker() for _ in range(n)]
-        for w in self.workers:
-            self.idle.put(w)
-        self.threads = ThreadPoolExecutor(n, thread_name_prefix="inception_fast_compile_worker")
-        self.alive = n
+        self.queue: "queue.Queue" = queue.Queue()
+        self.lock = threading.Lock()
+        self.threads = 0
+        self.stopping = False
+        self.workers: list = []
+        for _ in range(n):
+            self._start_thread()
 
-    def run(self, job: Job) -> dict:
+    def _start_thread(self) -> None:
+        with self.lock:
+            self.threads += 1
+        threading.Thread(target=self._serve, name="inception_fast_compile_worker", daemon=True).start()
+
+    def _serve(self) -> None:
+        worker = None
         while True:
-            if self.alive <= 0:
-                raise RuntimeError("no compile worker left")
             try:
-                worker = self.idle.get(timeout=1.0)
-                break
+                job, future = self.queue.get(timeout=IDLE_S)
             except queue.Empty:
+                with self.lock:  # submit puts under the lock: no job can arrive after this check
+                    if not self.queue.empty() and not self.stopping:
+                        continue
+                    self.threads -= 1
+                break
+            if not future.set_running_or_notify_cancel():
                 continue
-        try:
-            answer = worker.run(job)
-        except Exception:
-            self.alive -= 1
-            raise
-        self.idle.put(worker)
-        return answer
+            try:
+                if worker is None:
+                    worker = _Worker()
+                    with self.lock:
+                        self.workers.append(worker)
+                    _count("workers_started")
+                future.set_result(worker.run(job))
+            except Exception as exc:
+                future.set_exception(exc)
+                worker = None  # died (run killed it): this thread ends, the others go on
+                with self.lock:
+                    self.threads -= 1
+                    if self.threads == 0:
+                        self._fail_queued(RuntimeError("no compile worker left"))
+                break
+        if worker is not None:
+            worker.close()
 
-    def submit(self, job: Job) -> Future:
-        return self.threads.submit(self.run, job)
+    def _fail_queued(self, exc: Exception) -> None:
+        while True:
+            try:
+                _job, future = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+
+    def submit(self, job: Job) -> Optional[Future]:
+        """The job's future, or None where this pool has stopped (no thread left to serve it)."""
+        future: Future = Future()
+        with self.lock:
+            if self.threads == 0 or self.stopping:
+                return None
+            self.queue.put((job, future))
+        return future
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True, cancel_futures=True)  # jobs not started: their launches compile them
-        for w in self.workers:
-            w.close()
+        """Cancels the queued jobs, then stops the workers (a job being compiled is lost: its
+        launch compiles it)."""
+        self.stopping = True
+        while True:
+            try:
+                _job, future = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            future.cancel()
+        with self.lock:
+            workers = list(self.workers)
+        for w in workers:
+            w.kill()
 
 
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # the pool, the futures
+_STATS_LOCK = threading.Lock()
 _pool: Optional[_Pool] = None
-_futures: dict = {}  # Job -> Future: every job submitted since the last close()
+_futures: dict = {}  # Job -> Future: every job submitted to the current pool
 _stats = {"submitted": 0, "compiled": 0, "failed": 0, "on_disk": 0, "workers_started": 0}
+
+
+def _count(name: str, n: int = 1) -> None:
+    with _STATS_LOCK:
+        _stats[name] += n
 
 
 def _memory_for_workers() -> int:
@@ -355,76 +445,81 @@ def _memory_for_workers() -> int:
     return 1 << 30
 
 
-def _workers(jobs_waiting: int) -> Optional[_Pool]:
-    global _pool
-    if _pool is None:
-        n = min(compile_threads(), jobs_waiting, _memory_for_workers())
-        if n < 2:
-            return None
-        try:
-            _pool = _Pool(n)
-        except OSError:  # no process could start: the launches compile
-            return None
-        _stats["workers_started"] += n
-    return _pool
-
-
 def _done(future: Future) -> None:
-    try:
-        ok = future.result().get("ok", False)
-    except Exception:
-        ok = False
-    with _LOCK:
-        _stats["compiled" if ok else "failed"] += 1
+    if future.cancelled():
+        return
+    ok = future.exception() is None and future.result().get("ok", False)
+    _count("compiled" if ok else "failed")
 
 
-def submit(recorded: list, start: bool = True, force: bool = False) -> list:
+def submit(recorded: list, force: bool = False) -> list:
     """Hands the recorded jobs ([(Job, on_disk)], see ``record``) that are not on disk to the
-    workers, in order, and returns their futures (a job submitted before, and not yet closed,
-    returns its earlier future).  New jobs are submitted only where workers are running or
-    ``start`` lets this call start them: with workers on (INCEPTION_FAST_PRECOMPILE), more than
-    one CPU, and at least MIN_JOBS new jobs (``force``: any number, for tests)."""
+    workers, in order, and returns their futures (a job the current workers already have returns
+    its earlier future).  No new job is handed out, and no worker started, where workers are off
+    (INCEPTION_FAST_PRECOMPILE=0), the CPUs or the available memory leave room for fewer than
+    two, or there are fewer than MIN_JOBS new jobs and no workers running (``force``: any number,
+    for tests)."""
+    global _pool
     if not enabled():
         return []
+    futures, new, on_disk = [], [], 0
     with _LOCK:
-        seen, fresh, futures = set(), [], []
-        for job, on_disk in recorded:
+        seen, fresh = set(), []
+        for job, disk in recorded:
             if job in seen:
                 continue
             seen.add(job)
             if job in _futures:
                 futures.append(_futures[job])
-            elif on_disk:
-                _stats["on_disk"] += 1
+            elif disk:
+                on_disk += 1
             else:
                 fresh.append(job)
-        if not fresh or (_pool is None and (not start or (len(fresh) < MIN_JOBS and not force))):
-            return futures
-        pool = _workers(len(fresh))
-        if pool is None:
-            return futures
         for job in fresh:
-            f = _futures[job] = pool.submit(job)
-            f.add_done_callback(_done)
-            futures.append(f)
-        _stats["submitted"] += len(fresh)
-        return futures
+            future = _pool.submit(job) if _pool is not None else None
+            if future is None:  # no workers, or they stopped after their last batch
+                if len(fresh) < MIN_JOBS and not force:
+                    break
+                n = min(compile_threads(), len(fresh), _memory_for_workers())
+                if n < 2:
+                    break
+                _pool = _Pool(n)
+                _futures.clear()
+                future = _pool.submit(job)
+            _futures[job] = future
+            new.append(future)
+    _count("on_disk", on_disk)
+    _count("submitted", len(new))
+    for f in new:
+        f.add_done_callback(_done)  # outside the lock: a future already done runs it at once
+    return futures + new
+
+
+def pending(recorded: list) -> list:
+    """The futures of the recorded jobs the current workers have (none are handed out here)."""
+    with _LOCK:
+        return [_futures[job] for job, _ in recorded if job in _futures]
+
+
+def busy() -> bool:
+    """Whether workers are running (cheap, no lock: launches ask it before waiting for their
+    binaries; a stale answer only costs or saves one look at the futures)."""
+    pool = _pool
+    return pool is not None and pool.threads > 0 and not pool.stopping
 
 
 def wait(futures: list) -> int:
     """Waits for ``futures``; returns how many compiled (a failed one is the launch's to compile)."""
     ok = 0
     for f in futures:
-        try:
+        with contextlib.suppress(Exception):
             ok += bool(f.result().get("ok", False))
-        except Exception:
-            pass
     return ok
 
 
 def close() -> None:
-    """Cancels the submitted jobs no worker has started, waits for the others, then stops the
-    workers (a later batch starts new ones)."""
+    """Cancels the jobs no worker has started and stops the workers (they also stop by
+    themselves IDLE_S after their last job)."""
     global _pool
     with _LOCK:
         pool, _pool = _pool, None
@@ -436,7 +531,7 @@ def close() -> None:
 def stats() -> dict:
     """Counts since the process started: jobs submitted, compiled, failed, found on disk, and
     workers started."""
-    with _LOCK:
+    with _STATS_LOCK:
         return dict(_stats)
 
 
