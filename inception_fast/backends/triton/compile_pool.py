@@ -10,9 +10,9 @@ for ~20-30% of each compile, that takes tens of seconds.  Here instead:
   ``JITFunction.preload`` compiles: signature, constexprs, alignment attributes, options), the
   kernel's module and name and the target.  Compiling that data anywhere gives the binary the
   launch would have compiled, under the same cache key.
-* ``submit(jobs)`` hands the jobs that are not already in Triton's cache on disk (``Job.on_disk``,
-  checked with the same key Triton's ``compile`` computes) to worker processes, in order, and
-  returns one future per job.  Each worker (``python -m inception_fast.backends.triton.compile_pool``,
+* ``submit(recorded)`` hands the jobs that are not already in Triton's cache on disk (``record``
+  checks with the key Triton's ``compile`` computes) to worker processes, in order, and returns
+  one future per job.  Each worker (``python -m inception_fast.backends.triton.compile_pool``,
   a plain subprocess: no multiprocessing, so a user script without a ``__main__`` guard is never
   re-run) imports the kernel's module, sets a driver that only names the target (it touches no
   GPU) and calls ``preload``, which writes the binary into Triton's cache on disk.
@@ -24,7 +24,10 @@ never counted as done before its worker answered.
 
 Workers start when a batch has at least ``MIN_JOBS`` binaries to compile, one per CPU this process
 may use (``compile_threads()``, at most 16) where the available memory leaves room for them
-(``WORKER_BYTES`` each), and leave when ``close()`` is called or the process ends.
+(``WORKER_BYTES`` each), each when its feeding thread takes its first job; they run at a lower
+priority than this process and stop ``IDLE_S`` after their last job, at ``close()`` or when the
+process ends.  Launches made while workers run (``busy()``) wait for the binaries they have
+(``pending``).
 ``INCEPTION_FAST_PRECOMPILE=0`` turns the workers off (the autotuners then compile on threads).
 """
 
@@ -53,6 +56,8 @@ __all__ = [
     "enabled",
     "record",
     "submit",
+    "pending",
+    "busy",
     "wait",
     "close",
     "stats",
