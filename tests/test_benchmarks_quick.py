@@ -331,7 +331,8 @@ def test_measure_falls_back_to_eager_timing_when_capture_fails():
 
 def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     """benchmarks/first_forward.py: a cold and a warm fresh process per batch, each reporting its
-    time to the first result; bad arguments are refused."""
+    time to the first result (and with --baseline the rows without the precompile and with
+    Triton's own tuning); bad arguments are refused."""
     out = tmp_path / "first.json"
     cmd = [sys.executable, "-m", "benchmarks.first_forward", "--device", "cpu", "--dtype", "fp32"]
     run = subprocess.run(
@@ -347,15 +348,19 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     assert [(r["kind"], r["cache"]) for r in rows] == [
         ("fused", "cold"),
         ("fused", "warm"),
+        ("fused, no precompile", "cold"),
+        ("fused, no precompile", "warm"),
         ("fused, Triton's tuning", "cold"),
     ]
     for r in rows:
         assert 0 < r["first_forward_s"] <= r["to_first_result_s"], r
-    # --baseline: Triton's own tuning (one compile at a time, 25 + 100 ms) in its row only.
+    # --baseline: no precompile, then Triton's own tuning (one compile at a time, 25 + 100 ms),
+    # each in its own rows only.
     sys.path.insert(0, str(REPO))
     from benchmarks import first_forward
 
-    assert [r["tuning_env"] for r in rows] == [{}, {}, first_forward.TRITON_TUNING]
+    no_pre = first_forward.NO_PRECOMPILE
+    assert [r["tuning_env"] for r in rows] == [{}, {}, no_pre, no_pre, first_forward.TRITON_TUNING]
     assert "| fused | 1 | warm |" in run.stdout
     bad = subprocess.run([*cmd, "--batches", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr
