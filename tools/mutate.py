@@ -111,6 +111,14 @@ MUTANTS = [
         "candidates are checked against the reference inside a compile-only pass (outputs nothing computed)",
     ),
     Mutant(
+        "precompile_train_part_ignored",
+        "inception_fast/precompiler.py",
+        "        if m.training:\n",
+        "        if m.training and not name:\n",
+        PRECOMPILE,
+        "a precompile runs its pass with a part of the model in train mode (its BatchNorm statistics updated)",
+    ),
+    Mutant(
         "precompile_worker_target",
         "inception_fast/backends/triton/compile_pool.py",
         "                driver.set_active(TargetOnlyDriver(*job.target))\n",

@@ -128,7 +128,8 @@ _wrapped_hook: Optional[Callable] = None  # the jit_cache_hook that was set befo
 def _hook(**kwargs):
     sink = getattr(_LOCAL, "sink", None)
     if sink is None:  # another thread's compile while one records: whatever hook was set before
-        return _wrapped_hook(**kwargs) if _wrapped_hook is not None else None
+        wrapped = _wrapped_hook
+        return wrapped(**kwargs) if wrapped is not None else None
     info, compile_ = kwargs["fn"], kwargs["compile"]
     jit = info.jit_function
     target = jit.device_caches[compile_["device"]][2]
@@ -341,24 +342,28 @@ class _Worker:
 
 class _Pool:
     """Up to ``n`` workers fed from one queue, in order, each by a daemon thread of its own (so a
-    process that exits is never kept waiting for queued jobs).  A thread starts its worker when
-    it takes its first job and stops it after IDLE_S without one: workers do not outlive the
-    batch they compile.  A worker that dies fails its job and is not replaced; the last thread
-    standing fails what is left in the queue."""
+    process that exits is never kept waiting for queued jobs).  Each job handed in starts one
+    more thread while there are fewer than ``n``; a thread starts its worker when it takes its
+    first job and stops it after IDLE_S without one, so workers do not outlive the batches they
+    compile, and a later batch starts them again.  A worker that dies fails its job; when no
+    thread is left, what is still queued fails too."""
 
     def __init__(self, n: int) -> None:
+        self.n = n
         self.queue: "queue.Queue" = queue.Queue()
         self.lock = threading.Lock()
         self.threads = 0
         self.stopping = False
         self.workers: list = []
-        for _ in range(n):
-            self._start_thread()
 
-    def _start_thread(self) -> None:
-        with self.lock:
-            self.threads += 1
-        threading.Thread(target=self._serve, name="inception_fast_compile_worker", daemon=True).start()
+    def _drain(self) -> list:
+        """The queued futures, taken off the queue (under the lock; settle them after it)."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.queue.get_nowait()[1])
+            except queue.Empty:
+                return taken
 
     def _serve(self) -> None:
         worker = None
@@ -374,6 +379,8 @@ class _Pool:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
+                if self.stopping:
+                    raise RuntimeError("the compile workers were closed")
                 if worker is None:
                     worker = _Worker()
                     with self.lock:
@@ -382,54 +389,53 @@ class _Pool:
                 future.set_result(worker.run(job))
             except Exception as exc:
                 future.set_exception(exc)
-                worker = None  # died (run killed it): this thread ends, the others go on
+                if worker is None and not self.stopping:
+                    continue
+                worker = None  # died (run killed it): this thread ends
                 with self.lock:
                     self.threads -= 1
-                    if self.threads == 0:
-                        self._fail_queued(RuntimeError("no compile worker left"))
+                    orphans = self._drain() if self.threads == 0 else []
+                for f in orphans:
+                    if f.set_running_or_notify_cancel():
+                        f.set_exception(RuntimeError("no compile worker left"))
                 break
         if worker is not None:
             worker.close()
 
-    def _fail_queued(self, exc: Exception) -> None:
-        while True:
-            try:
-                _job, future = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if future.set_running_or_notify_cancel():
-                future.set_exception(exc)
-
     def submit(self, job: Job) -> Optional[Future]:
-        """The job's future, or None where this pool has stopped (no thread left to serve it)."""
+        """The job's future (one more thread started while there are fewer than ``n``), or None
+        where this pool was closed."""
         future: Future = Future()
         with self.lock:
-            if self.threads == 0 or self.stopping:
+            if self.stopping:
                 return None
             self.queue.put((job, future))
+            if self.threads < self.n:
+                self.threads += 1
+                threading.Thread(target=self._serve, name="inception_fast_compile_worker", daemon=True).start()
         return future
 
-    def close(self) -> None:
+    def running(self) -> bool:
+        return self.threads > 0 and not self.stopping
+
+    def close(self) -> int:
         """Cancels the queued jobs, then stops the workers (a job being compiled is lost: its
-        launch compiles it)."""
-        self.stopping = True
-        while True:
-            try:
-                _job, future = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            future.cancel()
+        launch compiles it).  Returns how many jobs it cancelled."""
         with self.lock:
+            self.stopping = True
+            taken = self._drain()
             workers = list(self.workers)
+        cancelled = sum(f.cancel() for f in taken)
         for w in workers:
             w.kill()
+        return cancelled
 
 
 _LOCK = threading.Lock()  # the pool, the futures
 _STATS_LOCK = threading.Lock()
 _pool: Optional[_Pool] = None
 _futures: dict = {}  # Job -> Future: every job submitted to the current pool
-_stats = {"submitted": 0, "compiled": 0, "failed": 0, "on_disk": 0, "workers_started": 0}
+_stats = {"submitted": 0, "compiled": 0, "failed": 0, "cancelled": 0, "on_disk": 0, "workers_started": 0}
 
 
 def _count(name: str, n: int = 1) -> None:
@@ -450,17 +456,23 @@ def _memory_for_workers() -> int:
     return 1 << 30
 
 
+def _compiled(future: Future) -> bool:
+    """Whether ``future`` ended with its binary compiled (a worker's {"ok": true} answer)."""
+    if future.cancelled() or future.exception() is not None:
+        return False
+    answer = future.result()
+    return isinstance(answer, dict) and answer.get("ok") is True
+
+
 def _done(future: Future) -> None:
-    if future.cancelled():
-        return
-    ok = future.exception() is None and future.result().get("ok", False)
-    _count("compiled" if ok else "failed")
+    if not future.cancelled():
+        _count("compiled" if _compiled(future) else "failed")
 
 
 def submit(recorded: list, force: bool = False) -> list:
     """Hands the recorded jobs ([(Job, on_disk)], see ``record``) that are not on disk to the
-    workers, in order, and returns their futures (a job the current workers already have returns
-    its earlier future).  No new job is handed out, and no worker started, where workers are off
+    workers, in order, and returns their futures (a job handed out before returns its earlier
+    future).  No new job is handed out, and no worker started, where workers are off
     (INCEPTION_FAST_PRECOMPILE=0), the CPUs or the available memory leave room for fewer than
     two, or there are fewer than MIN_JOBS new jobs and no workers running (``force``: any number,
     for tests)."""
@@ -480,19 +492,17 @@ def submit(recorded: list, force: bool = False) -> list:
                 on_disk += 1
             else:
                 fresh.append(job)
-        for job in fresh:
-            future = _pool.submit(job) if _pool is not None else None
-            if future is None:  # no workers, or they stopped after their last batch
-                if len(fresh) < MIN_JOBS and not force:
-                    break
-                n = min(compile_threads(), len(fresh), _memory_for_workers())
-                if n < 2:
-                    break
-                _pool = _Pool(n)
-                _futures.clear()
+        running = _pool is not None and _pool.running()
+        if fresh and (running or len(fresh) >= MIN_JOBS or force):
+            if _pool is None:
+                n = min(compile_threads(), _memory_for_workers())
+                _pool = _Pool(n) if n >= 2 else None
+            for job in fresh if _pool is not None else ():
                 future = _pool.submit(job)
-            _futures[job] = future
-            new.append(future)
+                if future is None:
+                    break
+                _futures[job] = future
+                new.append(future)
     _count("on_disk", on_disk)
     _count("submitted", len(new))
     for f in new:
@@ -510,16 +520,15 @@ def busy() -> bool:
     """Whether workers are running (cheap, no lock: launches ask it before waiting for their
     binaries; a stale answer only costs or saves one look at the futures)."""
     pool = _pool
-    return pool is not None and pool.threads > 0 and not pool.stopping
+    return pool is not None and pool.running()
 
 
 def wait(futures: list) -> int:
     """Waits for ``futures``; returns how many compiled (a failed one is the launch's to compile)."""
-    ok = 0
     for f in futures:
         with contextlib.suppress(Exception):
-            ok += bool(f.result().get("ok", False))
-    return ok
+            f.result()
+    return sum(_compiled(f) for f in futures)
 
 
 def close() -> None:
@@ -530,12 +539,12 @@ def close() -> None:
         pool, _pool = _pool, None
         _futures.clear()
     if pool is not None:
-        pool.close()
+        _count("cancelled", pool.close())
 
 
 def stats() -> dict:
-    """Counts since the process started: jobs submitted, compiled, failed, found on disk, and
-    workers started."""
+    """Counts since the process started: jobs submitted (then compiled, failed or cancelled by
+    ``close``), found on disk, and workers started."""
     with _STATS_LOCK:
         return dict(_stats)
 
