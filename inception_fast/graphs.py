@@ -61,11 +61,11 @@ class CapturedForward:
             raise ValueError(f"CapturedForward needs a CUDA example input, got {where}")
         self.module = module
         self.static_input = torch.empty_like(example).copy_(example)  # keeps the example's layout
-        if workers_on() and not any(m.training for m in module.modules()):
+        if workers_on():
             try:  # every Triton binary compiled at once, before the warm-up runs
                 precompile(module, self.static_input, wait=True)
-            except RuntimeError:  # a forward that cannot run compile-only: its launches compile
-                pass
+            except (RuntimeError, ValueError):  # a part in train mode, or a forward that cannot
+                pass  # run compile-only: its launches compile
         with torch.inference_mode():
             for _ in range(warmup):
                 module(self.static_input)

@@ -60,11 +60,11 @@ def _pool():
 def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> dict:
     """Compiles, ahead of ``module(*inputs)``, the Triton binaries that forward would compile (see
     the module's docstring).  ``module`` and all its parts must be in eval mode (the pass must not
-    update BatchNorm's running statistics from outputs it never computed).  Its forward hooks see
-    the pass too.  Returns {"launches": Triton launches the
-    pass met, "binaries": binaries it would compile, "on_disk": of those already in Triton's
-    cache, "submitted": compiling in workers (handed out now, or by an earlier call whose workers
-    still have them), "compiled": of those compiled (only with ``wait``)}.  With CPU inputs, or
+    update BatchNorm's running statistics from outputs it never computed); its forward hooks see
+    the pass too.  Returns {"launches": Triton launches the pass met, "binaries": binaries it
+    would compile, "on_disk": of those already in Triton's cache, "submitted": compiling in
+    workers (handed out now, or by an earlier call whose workers still have them), "compiled": of
+    those compiled (only with ``wait``)}.  With CPU inputs, or
     without Triton, there is nothing to compile: all counts 0; with the workers off
     (INCEPTION_FAST_PRECOMPILE=0) nothing is submitted.  A forward that fails in the compile-only
     pass raises RuntimeError saying so."""
