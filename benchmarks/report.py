@@ -952,8 +952,9 @@ def first_forward_markdown(first):
     table = []
     for r in rows:
         if r.get("error"):
-            table.append([r.get("kind"), r.get("batch"), r.get("cache"), r["error"].replace("|", "/"), "", ""])
+            table.append([r.get("kind"), r.get("batch"), r.get("cache"), r["error"].replace("|", "/"), "", "", ""])
         else:
+            pre = r.get("precompile") or {}
             table.append(
                 [
                     r.get("kind"),
@@ -962,6 +963,12 @@ def first_forward_markdown(first):
                     f"{r['to_first_result_s']:.1f}",
                     f"{r['first_forward_s']:.1f}",
                     f"{r['second_forward_s'] * 1e3:.1f}",
+                    (
+                        f"{pre.get('submitted', 0)} / {pre.get('compiled', 0)} / {pre.get('failed', 0)} / "
+                        f"{pre.get('on_disk', 0)} ({pre.get('workers_started', 0)} workers)"
+                        if pre
+                        else ""
+                    ),
                 ]
             )
     dev = rows[0].get("device", "?")
@@ -969,9 +976,19 @@ def first_forward_markdown(first):
         f"## From a fresh process to the first result ({dev}, {rows[0].get('dtype', '?')}, "
         f"{first.get('size', '?')}px)\n\n"
         "cold: empty Triton, inductor and choice caches; warm: the caches the cold process left. "
-        "Target (issue 16): ≤ 10 s cold, ≤ 2 s warm.\n\n"
+        "Target (issue 16): ≤ 10 s cold, ≤ 2 s warm. Precompile: binaries handed to worker "
+        "processes / compiled / failed / found on disk (inception_fast.precompile).\n\n"
         + _table(
-            ["model", "batch", "caches", "to first result s", "of which first forward s", "second forward ms"], table
+            [
+                "model",
+                "batch",
+                "caches",
+                "to first result s",
+                "of which first forward s",
+                "second forward ms",
+                "precompile",
+            ],
+            table,
         )
         + "\n"
     )
