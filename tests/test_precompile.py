@@ -202,6 +202,9 @@ def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monke
     import time
 
     compile_pool = two_workers
+    # Workers that answer every job at once (no torch to import: this test is about the pool).
+    answer = "import json, sys\nfor _ in sys.stdin:\n    print(json.dumps({'ok': False, 'error': 'x'}), flush=True)"
+    monkeypatch.setattr(compile_pool, "_worker_command", lambda: [sys.executable, "-c", answer])
 
     def started() -> int:
         return compile_pool.stats()["workers_started"]

@@ -412,7 +412,10 @@ def test_googlenet_without_running_statistics_in_eval():
                 parent, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(parent), attr, new)
         model.eval()
-    x = torch.randn(2, 3, 64, 64)
+    # Batch 4: at 64x64 the last blocks' maps are 2x2, and batch statistics over 2 images (8
+    # values a channel) are so ill-conditioned that fp32's own error swings 3x between inputs,
+    # and with it the tolerance (2x that error).
+    x = torch.randn(4, 3, 64, 64)
     with torch.no_grad(), OpRecorder() as rec:
         got = fused(x)
     assert rec.ops.count(BN_OP) == 9
