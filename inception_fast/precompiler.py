@@ -30,6 +30,7 @@ runs once each.
 
 from __future__ import annotations
 
+import logging
 import weakref
 
 import torch
@@ -96,6 +97,12 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
         ) from exc
     _DONE.setdefault(module, LRUDict())[_key(inputs)] = True
     futures = pool.submit(recorded.jobs)
+    if futures:  # a long job: say so (the "inception_fast" logger, INFO)
+        logging.getLogger("inception_fast").info(
+            "precompile: %d Triton binaries compiling in worker processes (%d already in Triton's cache)",
+            len(futures),
+            len({job for job, on_disk in recorded.jobs if on_disk}),
+        )
     counts.update(
         launches=len(recorded.launches),
         binaries=len({job for job, _ in recorded.jobs}),
