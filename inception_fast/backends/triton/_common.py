@@ -47,6 +47,7 @@ __all__ = [
     "check_branch_weights",
     "autotuned_configs",
     "config_args",
+    "config_warmup",
     "small_only_prune",
     "row_unit",
     "pow2_unit",
@@ -149,12 +150,8 @@ def launch_configured(
             return
         if config is None:  # a shape this process has not launched yet: the autotuner decides
             if compile_pool.busy():  # its configs' binaries may be on their way from the workers
-                _wait_for_workers(
-                    lambda: [
-                        kernel.warmup(*config_args(kernel, args, meta, c), grid=grid, **meta, **c.all_kwargs())
-                        for c in autotuned_configs(kernel, tuned, args, meta)
-                    ]
-                )
+                configs = autotuned_configs(kernel, tuned, args, meta)
+                _wait_for_workers(lambda: [config_warmup(kernel, grid, args, meta, c) for c in configs])
             before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
             # Should it benchmark (no result on disk), autotune_bench first compiles the configs
             # it is about to time on compile_threads() threads.
@@ -306,6 +303,12 @@ def config_args(kernel, args: tuple, meta: dict, config) -> tuple:
     return tuple(nargs[name] for name in names)
 
 
+def config_warmup(kernel, grid, args: tuple, meta: dict, config) -> None:
+    """``kernel.warmup`` as the autotuner's launch with ``config`` specializes (its pre_hook
+    applied to copies, ``config_args``): compiles that binary, or finds it compiled."""
+    kernel.warmup(*config_args(kernel, args, meta, config), grid=grid, **meta, **config.all_kwargs())
+
+
 def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Optional[int] = None) -> int:
     """Compiles ``kernel`` for every config ``tuned`` benchmarks at this launch into the JIT's own
     cache (``kernel.warmup``: the same specialization a launch makes, so the benchmark then finds
@@ -332,7 +335,7 @@ def precompile_configs(kernel, tuned, grid, args: tuple, meta: dict, threads: Op
     def compile_one(config) -> bool:
         try:
             with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
-                kernel.warmup(*config_args(kernel, args, meta, config), grid=grid, **meta, **config.all_kwargs())
+                config_warmup(kernel, grid, args, meta, config)
             return True
         except Exception:
             return False
