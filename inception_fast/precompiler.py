@@ -97,18 +97,18 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
         ) from exc
     _DONE.setdefault(module, LRUDict())[_key(inputs)] = True
     futures = pool.submit(recorded.jobs)
-    if futures:  # a long job: say so (the "inception_fast" logger, INFO)
-        logging.getLogger("inception_fast").info(
-            "precompile: %d Triton binaries compiling in worker processes (%d already in Triton's cache)",
-            len(futures),
-            len({job for job, on_disk in recorded.jobs if on_disk}),
-        )
     counts.update(
         launches=len(recorded.launches),
         binaries=len({job for job, _ in recorded.jobs}),
         on_disk=len({job for job, on_disk in recorded.jobs if on_disk}),
         submitted=len(futures),
     )
+    if futures:  # a long job: say so (the "inception_fast" logger, INFO)
+        logging.getLogger("inception_fast").info(
+            "precompile: %d Triton binaries compiling in worker processes (%d already in Triton's cache)",
+            counts["submitted"],
+            counts["on_disk"],
+        )
     if wait:
         counts["compiled"] = pool.wait(futures)
     return counts
