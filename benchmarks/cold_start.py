@@ -69,7 +69,12 @@ from inception_fast.backends.triton import (  # noqa: E402
     reduce_pool_tma,
     stem,
 )
-from inception_fast.backends.triton._common import autotuned_configs, config_args, tuning_bench_ms  # noqa: E402
+from inception_fast.backends.triton._common import (  # noqa: E402
+    autotuned_configs,
+    config_args,
+    config_warmup,
+    tuning_bench_ms,
+)
 
 # The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
 # blocks with no pool between them (the same map size).
@@ -262,12 +267,12 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
     # own would fail to start on a machine without a GPU).
     driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
     calls = [
-        (kernel, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
+        (kernel, args, meta, c)
         for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train)
         for c in autotuned_configs(kernel, tuned, args, meta)
     ]
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    recorded = compile_pool.record(lambda: [k.warmup(*a, grid=(1,), **kw) for k, a, kw in calls])
+    recorded = compile_pool.record(lambda: [config_warmup(k, (1,), a, m, c) for k, a, m, c in calls])
     futures = compile_pool.submit(recorded, force=True)
     done = 0
     for f in futures:
@@ -285,8 +290,8 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
     hits = []
     triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
     try:
-        for k, a, kw in calls:
-            k.warmup(*a, grid=(1,), **kw)
+        for k, a, m, c in calls:
+            config_warmup(k, (1,), a, m, c)
     finally:
         triton.knobs.compilation.listener = None
     return {
