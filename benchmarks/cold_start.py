@@ -314,8 +314,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="the pool's threads and workers (default: the CPUs)"
     )
-    p.add_argument("--count-only", action="store_true", help="count, compile nothing")
-    p.add_argument(
+    passes = p.add_mutually_exclusive_group()
+    passes.add_argument("--count-only", action="store_true", help="count, compile nothing")
+    passes.add_argument(
         "--workers-only",
         action="store_true",
         help="only the worker-process pass (inception_fast.precompile's), not the three thread passes",
