@@ -5,8 +5,13 @@
 
 Each row is a new Python process, timed from just before it starts to the moment its first
 forward's result is on the host (device synchronized): imports, building the model (torchvision's
-variant, random weights), moving it to the device, and the first forward, which compiles and
-autotunes the Triton kernels and measures the choices (``backend="auto"``, the stem, the pools).
+variant, random weights), moving it to the device, and the first forward.  For FusedGoogLeNet
+(``backend="auto"``) with cold caches that forward hands its Triton binaries to the precompile's
+workers and runs ATen's computations while they compile (inception_fast.precompiler: tuning
+deferred).  "to tuned" is the time until the first forward after the workers are done (which
+autotunes the Triton kernels and measures the choices: the stem, the pools, the blocks) has its
+result; "steady forward" the forward after that.  For torch.compile the first forward is the
+compiled one.
 
 * cold: empty caches (a new TRITON_CACHE_DIR, hence an empty choice store inside it, and a new
   TORCHINDUCTOR_CACHE_DIR), as on a new machine;
@@ -19,7 +24,9 @@ those they benchmarked (the others read Triton's disk cache: all of them in a wa
 threads and worker processes that compiled side by side and the ms each config was timed for
 (backends/triton/_common.py: compile_threads, tuning_bench_ms), and what the first forward's
 precompile did ("precompile": binaries handed to workers, compiled, failed, found on disk;
-inception_fast.precompile).  ``--baseline`` adds, per batch, rows "fused, no precompile"
+inception_fast.precompile).  ``--baseline`` adds, per batch, a cold row "fused, tuning not
+deferred" (INCEPTION_FAST_DEFER_TUNING=0: the first forward waits for its binaries and measures),
+rows "fused, no precompile"
 (INCEPTION_FAST_PRECOMPILE=0: each shape's configs compiled on threads as it first launches),
 cold and warm, and a cold row "fused, Triton's tuning" with INCEPTION_FAST_COMPILE_THREADS=1,
 INCEPTION_FAST_TUNING_MS=25,100 and no precompile: the configs compiled one by one inside their
@@ -27,7 +34,8 @@ benchmarks and timed for Triton's default 25 + 100 ms, as triton.autotune does b
 ``python -m benchmarks.cold_start`` counts and times, without a GPU, the compiles a cold first
 forward makes.
 
-The rows run one after another, cold then warm per batch; under the GPU suite, rows that would
+Each row runs with its own tuning settings and none of the caller's.  The rows run one after
+another, cold then warm per batch; under the GPU suite, rows that would
 start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
 """
 
@@ -65,8 +73,13 @@ def sync():
 t_built = time.time()
 with torch.no_grad():
     y = model(x); sync(); t_first = time.time()
-    y = model(x); sync(); t_second = time.time()
-tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS", "INCEPTION_FAST_PRECOMPILE")
+    pending = sys.modules.get("inception_fast.precompiler")
+    while pending is not None and pending.compiles_pending(model, x):
+        time.sleep(0.02)
+    y = model(x); sync(); t_tuned = time.time()
+    y = model(x); sync(); t_steady = time.time()
+tuning = ("INCEPTION_FAST_COMPILE_THREADS", "INCEPTION_FAST_TUNING_MS", "INCEPTION_FAST_PRECOMPILE",
+          "INCEPTION_FAST_DEFER_TUNING")
 extra = {"tuning_env": {k: v for k, v in os.environ.items() if k in tuning}}
 cp = sys.modules.get("inception_fast.backends.triton.compile_pool")
 if cp is not None:
@@ -79,7 +92,7 @@ if tc is not None:
                   "compile_threads": tc.compile_threads(), "tuning_ms": list(tc.tuning_bench_ms())})
 print("RESULT " + json.dumps({"import_s": t_import - t_start, "build_s": t_built - t_import,
       "first_forward_s": t_first - t_built, "to_first_result_s": t_first - t_start,
-      "second_forward_s": t_second - t_first, **extra}))
+      "to_tuned_s": t_tuned - t_start, "steady_forward_s": t_steady - t_tuned, **extra}))
 """
 
 # The autotuners as triton.autotune runs them by itself: each config compiled inside its own
@@ -92,6 +105,10 @@ TRITON_TUNING = {
 # The autotuners without inception_fast.precompile: each shape's configs compiled on threads as
 # it first launches.
 NO_PRECOMPILE = {"INCEPTION_FAST_PRECOMPILE": "0"}
+# The precompile without deferred tuning: the first forward waits for its binaries and measures.
+NOT_DEFERRED = {"INCEPTION_FAST_DEFER_TUNING": "0"}
+# Every setting a row may set: each row runs with its own and none of the caller's.
+KNOBS = {*TRITON_TUNING, *NOT_DEFERRED}
 
 
 def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: dict, timeout: float) -> dict:
@@ -140,6 +157,7 @@ def main(argv=None) -> int:
     # (label, model, extra environment, cache states)
     kinds = [("fused", "fused", {}, ("cold", "warm"))]
     if args.baseline:
+        kinds.append(("fused, tuning not deferred", "fused", NOT_DEFERRED, ("cold",)))
         kinds.append(("fused, no precompile", "fused", NO_PRECOMPILE, ("cold", "warm")))
         kinds.append(("fused, Triton's tuning", "fused", TRITON_TUNING, ("cold",)))
     if not args.no_compile:
@@ -150,15 +168,12 @@ def main(argv=None) -> int:
             for batch in batches:
                 caches = os.path.join(tmp, f"{index}-{batch}")
                 env = {
-                    **os.environ,
+                    **{k: v for k, v in os.environ.items() if k not in KNOBS},
                     **extra_env,
                     "TRITON_CACHE_DIR": os.path.join(caches, "triton"),
                     "TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "inductor"),
                 }
                 env.pop("INCEPTION_FAST_CHOICE_CACHE", None)  # the store lives in Triton's cache
-                if not extra_env:  # the package's own tuning settings, whatever the caller's environment
-                    for name in TRITON_TUNING:
-                        env.pop(name, None)
                 for state in states:
                     row = {"kind": label, "batch": batch, "cache": state, "device": args.device, "dtype": args.dtype}
                     rows.append(row)
@@ -171,18 +186,18 @@ def main(argv=None) -> int:
                     except subprocess.TimeoutExpired:
                         row["error"] = f"over {args.timeout:.0f} s"
     print(
-        "| model | batch | caches | to first result s | of which first forward s | second forward ms "
-        "| shapes tuned (benchmarked) |"
+        "| model | batch | caches | to first result s | of which first forward s | to tuned s "
+        "| steady forward ms | shapes tuned (benchmarked) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | | |")
+            print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | | | |")
         else:
             tuned = f"{r['tuned_shapes']} ({r['benchmarked_shapes']})" if "tuned_shapes" in r else ""
             print(
                 f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['to_first_result_s']:.1f} | "
-                f"{r['first_forward_s']:.1f} | {r['second_forward_s'] * 1e3:.1f} | {tuned} |"
+                f"{r['first_forward_s']:.1f} | {r['to_tuned_s']:.1f} | {r['steady_forward_s'] * 1e3:.1f} | {tuned} |"
             )
     if args.json:
         with open(args.json, "w") as f:

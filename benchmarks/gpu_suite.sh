@@ -97,6 +97,9 @@ export PYTHONDONTWRITEBYTECODE=1
 # Every benchmark measures its choices afresh, so the report holds their times (the first step
 # points the choice store at its own cold and warm caches).
 export INCEPTION_FAST_CHOICE_CACHE=off
+# The models' first forward measures at once instead of running ATen's computations while the
+# precompile's workers compile: the benchmarks time tuned models (the first step sets its own).
+export INCEPTION_FAST_DEFER_TUNING=0
 # cpp_extension looks for CUDA in /usr/local without this and then fails to link cudart.
 if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda ]]; then export CUDA_HOME=/usr/local/cuda; fi
 # A failed extension build fails the install step instead of warning (the benchmarks still run

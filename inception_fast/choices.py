@@ -27,12 +27,15 @@ is wrong on some GPU or shape is never chosen for being fast.
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
 ``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
 while capturing a CUDA graph or tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes
-its first candidate.
+its first candidate; inside ``measuring_deferred()`` (FusedGoogLeNet's forwards while the workers
+compile its binaries, inception_fast.precompiler) each takes its trusted one and keeps nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
@@ -71,6 +74,8 @@ __all__ = [
     "CHAIN_CHOICE",
     "fp32_precision",
     "checked_against",
+    "measuring_deferred",
+    "deferring",
 ]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
@@ -186,7 +191,32 @@ def checked_against(run, reference, what: str, reference64=None):
             checked.append(True)
         return out
 
+    first_checked.checked = True  # not the trusted candidate (MeasuredChoice.pick while deferring)
     return first_checked
+
+
+_DEFER = threading.local()
+
+
+@contextlib.contextmanager
+def measuring_deferred():
+    """Within (this thread): every measured choice that has not measured a key yet measures
+    nothing, reads nothing from the choice store and keeps nothing: it takes its trusted candidate
+    (the one not entered through ``checked_against``: ATen's computation), which compiles no
+    Triton binary.  Keys measured earlier keep their choice.  The precompiler runs a forward in
+    here while worker processes still compile that forward's binaries; the first forward after
+    them measures."""
+    outer = getattr(_DEFER, "on", False)
+    _DEFER.on = True
+    try:
+        yield
+    finally:
+        _DEFER.on = outer
+
+
+def deferring() -> bool:
+    """Whether this thread is inside ``measuring_deferred()``."""
+    return getattr(_DEFER, "on", False)
 
 
 def _static_mode() -> bool:
@@ -255,8 +285,9 @@ class MeasuredChoice:
     def can_measure(self, device: torch.device) -> bool:
         """Whether a miss may be measured now: not off the ``measure_on`` devices, not with
         INCEPTION_FAST_AUTO=static, not while tracing or under a dispatch mode (FlopCounterMode,
-        fake tensors) that would see the timing runs, not while capturing a CUDA graph."""
-        if device.type not in self.measure_on or _static_mode():
+        fake tensors) that would see the timing runs, not while capturing a CUDA graph, not inside
+        ``measuring_deferred()``."""
+        if device.type not in self.measure_on or _static_mode() or deferring():
             return False
         if torch.compiler.is_compiling() or _dispatch_mode_active():
             return False
@@ -268,8 +299,10 @@ class MeasuredChoice:
             return hit
         names = list(runners)
         # Where nothing may be measured (tracing, capture, static mode) nothing is read from disk
-        # either: the first candidate runs.
+        # either: the first candidate runs; while deferring, the trusted one.
         if len(names) == 1 or not self.can_measure(device):
+            if deferring():
+                return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])
             return names[0]
         if self.store_as is not None:
             stored = choice_store.STORE.get(self.store_as, key, device)

@@ -675,8 +675,11 @@ class FusedGoogLeNet(GoogLeNet):
     def forward(self, x: Tensor) -> Tensor:
         """The reference's forward with the fused stages; on the first eval forward of a new input
         shape on a GPU, every Triton binary it needs compiled first, at once
-        (inception_fast.precompile)."""
-        return precompiler.forward_after_precompile(self, self._triton_allowed, x, super().forward)
+        (inception_fast.precompile); under backend auto, the forwards while those compile run
+        ATen's computations and measure nothing (inception_fast.precompiler: tuning deferred)."""
+        return precompiler.forward_after_precompile(
+            self, self._triton_allowed, x, super().forward, defer=self.requested_backend == "auto"
+        )
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in

@@ -22,8 +22,20 @@ captures.  INCEPTION_FAST_PRECOMPILE=0 turns the workers off: then neither runs 
 explicit ``precompile`` still runs one, and only counts), and the autotuners compile each shape's
 configs on threads as it first launches.
 
-Nothing here changes what is computed: the pass's outputs are discarded, a binary that could not
-be compiled ahead is compiled by its launch.  With a warm cache the pass costs a forward's host
+Tuning deferred (FusedGoogLeNet with backend auto, INCEPTION_FAST_DEFER_TUNING, default on; a
+named backend runs its own kernels, which wait for their binaries): while the workers still
+compile binaries a precompile handed them for an input, that model's forwards on it run inside
+``choices.measuring_deferred()``: every measured choice not measured yet takes its trusted
+candidate (ATen's computation, the torch backend's blocks), which compiles nothing, and keeps
+nothing, so a cold process has its first result within about a forward of ATen's after its
+imports instead of after every compile.  The first forward after the workers are done measures
+(its autotune benchmarks and choices: seconds, once), and the later ones run what it chose.  The
+results before and after agree within the tolerance table, not bit for bit.  ``precompile(model,
+x)`` (``wait=True``) ahead of the first forward, or INCEPTION_FAST_DEFER_TUNING=0, makes the first
+forward the measuring one; ``compiles_pending(model, x)`` says whether forwards still defer.
+
+Apart from that deferral, nothing here changes what is computed: the pass's outputs are
+discarded, a binary that could not be compiled ahead is compiled by its launch.  With a warm cache the pass costs a forward's host
 time and the GPU time of its non-Triton candidates (ATen, cuDNN, the CUDA extension), which it
 runs once each.
 """
@@ -31,17 +43,25 @@ runs once each.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 
 import torch
 from torch import nn
 
 from .caches import LRUDict
+from .choices import measuring_deferred
 from .compile_only import compile_only, compiling_only
 
-__all__ = ["precompile"]
+__all__ = ["precompile", "compiles_pending", "ENV_DEFER"]
 
-# Per module: the inputs (device, dtype, shape, strides of each) precompiled for, most recent last.
+# INCEPTION_FAST_DEFER_TUNING=0: FusedGoogLeNet's forwards wait for their binaries and measure at
+# once, instead of running ATen's computations while the workers compile.
+ENV_DEFER = "INCEPTION_FAST_DEFER_TUNING"
+
+# Per module: the inputs (device, dtype, shape, strides of each) precompiled for, most recent
+# last, each with the futures of the binaries its precompile left to the workers (emptied once
+# they are all done).
 _DONE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -95,8 +115,8 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
             "precompile: the compile-only pass of the forward failed (no Triton kernel computes anything "
             f"in it, so a forward that reads its own values cannot be precompiled): {type(exc).__name__}: {exc}"
         ) from exc
-    _DONE.setdefault(module, LRUDict())[_key(inputs)] = True
     futures = pool.submit(recorded.jobs)
+    _DONE.setdefault(module, LRUDict())[_key(inputs)] = futures
     counts.update(
         launches=len(recorded.launches),
         binaries=len({job for job, _ in recorded.jobs}),
@@ -134,13 +154,55 @@ def _interpreted() -> bool:
     return _common.INTERPRET
 
 
-def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.Tensor, forward):
+def compiles_pending(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """How many binaries that a precompile of ``module`` for ``inputs`` handed to the workers are
+    not compiled yet (0 where none were, or none is left): while it is above 0, FusedGoogLeNet's
+    forwards on such inputs defer their measuring (see the module's docstring)."""
+    done = _DONE.get(module)
+    futures = done.get(_key(inputs)) if done is not None else None
+    return sum(not f.done() for f in futures) if futures else 0
+
+
+def _defer_enabled() -> bool:
+    return os.environ.get(ENV_DEFER, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.Tensor, forward, defer: bool = False):
     """``forward(x)``, FusedGoogLeNet's forward, precompiled first (``wait=False``) where ``x`` is
     new to ``module`` (shape, dtype, device, strides) and the forward may run Triton kernels: a
     CUDA input, every part in eval mode, no gradients, not traced or captured or itself a
     compile-only pass, Triton kernels allowed (``triton_allowed``: the model's backend runs
-    them), workers on."""
-    if (
+    them), workers on.  With ``defer`` (backend auto: every Triton kernel is a measured
+    candidate), while binaries that precompile handed out are still compiling, the forward runs
+    with its measuring deferred (INCEPTION_FAST_DEFER_TUNING, see the module's docstring)."""
+    if not _may_precompile(triton_allowed, x):
+        return forward(x)
+    done = _DONE.get(module)
+    key = _key((x,))
+    if done is not None and key in done:
+        return _forward_deferred(done, key, forward, x, defer)
+    if not workers_on() or _interpreted() or _training_part(module) is not None:
+        return forward(x)
+    done = _DONE.setdefault(module, LRUDict())
+    done[key] = []  # once, even where the pass fails
+    try:
+        precompile(module, x, wait=False)
+    except Exception:  # a precompile that fails only leaves the compiles to the forward
+        pass
+    defer = defer and _defer_enabled()
+    if defer and done.get(key):
+        logging.getLogger("inception_fast").info(
+            "precompile: until the workers are done, forwards on input %s run ATen's computations and "
+            "measure nothing (%s=0: wait for them)",
+            tuple(x.shape),
+            ENV_DEFER,
+        )
+    return _forward_deferred(done, key, forward, x, defer)
+
+
+def _may_precompile(triton_allowed: bool, x) -> bool:
+    """Whether a FusedGoogLeNet forward on ``x`` may precompile or defer (forward_after_precompile)."""
+    return not (
         torch.compiler.is_compiling()  # first: torch.compile traces nothing below
         or not triton_allowed
         or not isinstance(x, torch.Tensor)
@@ -148,16 +210,21 @@ def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.T
         or torch.is_grad_enabled()
         or compiling_only()
         or torch.cuda.is_current_stream_capturing()
-    ):
+    )
+
+
+def _forward_deferred(done: LRUDict, key: tuple, forward, x: torch.Tensor, defer: bool):
+    """``forward(x)``, inside ``measuring_deferred()`` while binaries of the precompile for ``key``
+    are still compiling (with ``defer``, and deferring on); the first call after they are done
+    forgets them."""
+    futures = done.get(key)
+    if not futures or not (defer and _defer_enabled()):
         return forward(x)
-    done = _DONE.get(module)
-    if (done is not None and _key((x,)) in done) or not workers_on() or _interpreted():
-        return forward(x)
-    if _training_part(module) is not None:
-        return forward(x)
-    _DONE.setdefault(module, LRUDict())[_key((x,))] = True  # once, even where the pass fails
-    try:
-        precompile(module, x, wait=False)
-    except Exception:  # a precompile that fails only leaves the compiles to the forward
-        pass
+    if any(not f.done() for f in futures):
+        with measuring_deferred():
+            return forward(x)
+    done[key] = []
+    logging.getLogger("inception_fast").info(
+        "precompile: the workers are done; this forward on input %s measures its choices", tuple(x.shape)
+    )
     return forward(x)

@@ -15,6 +15,10 @@ if (
 # Measured choices are not read from or written to the user's choice store (tests that test the
 # store point it at a temporary directory).
 os.environ.setdefault("INCEPTION_FAST_CHOICE_CACHE", "off")
+# A cold first forward measures its choices at once instead of running ATen's computations while
+# the precompile's workers compile (inception_fast.precompiler): the GPU tests that count on a
+# forward having measured see it measure; tests of the deferral turn it on.
+os.environ.setdefault("INCEPTION_FAST_DEFER_TUNING", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -348,19 +348,21 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     assert [(r["kind"], r["cache"]) for r in rows] == [
         ("fused", "cold"),
         ("fused", "warm"),
+        ("fused, tuning not deferred", "cold"),
         ("fused, no precompile", "cold"),
         ("fused, no precompile", "warm"),
         ("fused, Triton's tuning", "cold"),
     ]
     for r in rows:
-        assert 0 < r["first_forward_s"] <= r["to_first_result_s"], r
-    # --baseline: no precompile, then Triton's own tuning (one compile at a time, 25 + 100 ms),
-    # each in its own rows only.
+        assert 0 < r["first_forward_s"] <= r["to_first_result_s"] < r["to_tuned_s"], r
+        assert r["steady_forward_s"] > 0, r
+    # --baseline: tuning not deferred, no precompile, then Triton's own tuning (one compile at a
+    # time, 25 + 100 ms), each in its own rows only, whatever the caller's environment.
     sys.path.insert(0, str(REPO))
     from benchmarks import first_forward
 
-    no_pre = first_forward.NO_PRECOMPILE
-    assert [r["tuning_env"] for r in rows] == [{}, {}, no_pre, no_pre, first_forward.TRITON_TUNING]
+    no_pre, waits = first_forward.NO_PRECOMPILE, first_forward.NOT_DEFERRED
+    assert [r["tuning_env"] for r in rows] == [{}, {}, waits, no_pre, no_pre, first_forward.TRITON_TUNING]
     assert "| fused | 1 | warm |" in run.stdout
     bad = subprocess.run([*cmd, "--batches", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr
@@ -505,7 +507,8 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
                         "dtype": "bf16",
                         "to_first_result_s": 9.5,
                         "first_forward_s": 6.0,
-                        "second_forward_s": 0.008,
+                        "to_tuned_s": 31.25,
+                        "steady_forward_s": 0.008,
                     },
                     {
                         "kind": "fused",
@@ -552,7 +555,7 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
         "other: RuntimeError: no kernel | folded=True |" in text
     )
     assert (
-        "| fused | 256 | cold | 9.5 | 6.0 | 8.0 |" in text
+        "| fused | 256 | cold | 9.5 | 6.0 | 31.2 | 8.0 |" in text
         and "| fused | 256 | warm | not run: past the deadline |" in text
     )
     short = report.measured_choices_short(rows)

@@ -240,15 +240,156 @@ def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monke
     assert started() >= s0 + 3
 
 
-@pytest.mark.gpu
-def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
-    """On the GPU, with an empty Triton cache: the first eval forward of FusedGoogLeNet (auto,
-    bf16) precompiles in workers, and this process then compiles no binary of its own (Triton's
-    compile listener sees only cache hits); the logits are the reference's; a second forward does
-    not precompile again."""
-    import triton
+def test_deferred_choices_take_the_trusted_candidate_and_keep_nothing(monkeypatch):
+    """Inside choices.measuring_deferred() a measured choice that has not measured a key takes its
+    trusted candidate (the one not entered through checked_against), even where it is not the
+    first; it times nothing, reads and writes no store and keeps nothing.  A key measured before
+    keeps its choice; after the context the same key is measured."""
+    timed = []
+    choice = choices.MeasuredChoice(
+        measure_on=("cpu",), store_as="test_defer", timer=lambda f, d, r: (timed.append(1), f(), 1.0)[2]
+    )
+    monkeypatch.setattr(choice_store.STORE, "get", lambda *a, **k: pytest.fail("deferred: read the store"))
+    monkeypatch.setattr(choice_store.STORE, "put", lambda *a, **k: pytest.fail("deferred: stored a choice"))
+    t = torch.ones(2)
 
-    from inception_fast.backends.triton import compile_pool
+    def runners():
+        return {
+            "kernel": choices.checked_against(lambda: t, lambda: t, "the kernel"),
+            "aten": lambda: t,
+            "other": choices.checked_against(lambda: t, lambda: t, "another kernel"),
+        }
+
+    device = torch.device("cpu")
+    assert not choices.deferring()
+    with choices.measuring_deferred():
+        assert choices.deferring() and not choice.can_measure(device)
+        with choices.measuring_deferred():
+            pass
+        assert choices.deferring()  # a nested context restores the outer one
+        assert choice.pick("new", device, runners()) == "aten"
+    assert not choices.deferring()
+    assert timed == [] and choice.lookup("new") is None
+    monkeypatch.setattr(choice_store.STORE, "get", lambda *a, **k: None)
+    monkeypatch.setattr(choice_store.STORE, "put", lambda *a, **k: None)
+    assert choice.pick("new", device, runners()) == "kernel"  # measured now: a tie, the first wins
+    assert len(timed) == 3
+    with choices.measuring_deferred():
+        assert choice.pick("new", device, runners()) == "kernel"  # measured before: kept
+
+
+def _fake_timer(timed: list):
+    """A measured choice's timer for the model tests below: records each candidate, times the
+    trusted one as 1 s without running it and fails every checked one, so the trusted candidates
+    are chosen and the forward stays ATen's (fast under the interpreter)."""
+
+    def timer(fn, device, repeats):
+        timed.append(fn)
+        if getattr(fn, "checked", False):
+            raise RuntimeError("not timed in this test")
+        return 1.0
+
+    return timer
+
+
+def _every_choice_measuring_on_cpu(monkeypatch, timer) -> list:
+    measured = [c for c in vars(choices).values() if isinstance(c, choices.MeasuredChoice)]
+    for c in measured:
+        monkeypatch.setattr(c, "measure_on", ("cpu", "cuda"))
+        monkeypatch.setattr(c, "timer", timer)
+        monkeypatch.setattr(c, "_choices", type(c._choices)())
+    return measured
+
+
+def test_a_deferred_forward_runs_atens_computations_and_measures_nothing(monkeypatch):
+    """FusedGoogLeNet (auto) with every measured choice measuring on the CPU (the Triton kernels
+    are candidates there under the interpreter): a forward inside measuring_deferred() times no
+    candidate, keeps no choice, launches no Triton kernel and gives the reference's logits; the
+    same forward outside it measures the choices."""
+    from inception_fast.backends import availability
+    from inception_fast.backends.triton import _common
+
+    if availability("triton", torch.device("cpu")) is not None:
+        pytest.skip("the Triton kernels are candidates on the CPU only under the interpreter")
+    timed = []
+    measured = _every_choice_measuring_on_cpu(monkeypatch, _fake_timer(timed))
+    ref, _ = calibrated_net(size=32)
+    model = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    n0 = _common.launch_count()
+    with torch.no_grad(), choices.measuring_deferred():
+        y = model(x)
+    assert timed == [] and all(not c.choices() for c in measured)
+    assert _common.launch_count() == n0, "a deferred forward launched a Triton kernel"
+    ref64, bound = net_tolerance(ref, x)
+    assert rel_error(y.double(), ref64) <= max(bound, FP32)
+    with torch.no_grad():
+        model(x)
+    assert any(getattr(fn, "checked", False) for fn in timed), "the forward measured no Triton candidate"
+    kept = {c.store_as for c in measured if c.choices()}
+    # (auto on the CPU runs a static backend, so AUTO is not asked; conv2/conv3 run oneDNN's prepacked convs)
+    assert {"stem", "pool", "fold", "chain", "head"} <= kept, kept
+
+
+def test_forwards_defer_while_their_compiles_run(monkeypatch, caplog):
+    """forward_after_precompile: the first forward on an input precompiles once; under backend
+    auto it and the next ones run deferred while a binary it handed out is compiling (not with
+    INCEPTION_FAST_DEFER_TUNING=0, not for a named backend); the first forward after the
+    compiles end measures, and says so; later ones no longer look at the futures."""
+    import logging
+    from concurrent.futures import Future
+
+    from inception_fast import precompiler
+
+    pending = Future()
+    calls = []
+
+    def fake_precompile(module, x, wait=True):
+        calls.append(wait)
+        precompiler._DONE.setdefault(module, precompiler.LRUDict())[precompiler._key((x,))] = [pending]
+
+    monkeypatch.setattr(precompiler, "precompile", fake_precompile)
+    monkeypatch.setattr(precompiler, "_may_precompile", lambda allowed, x: allowed)
+    monkeypatch.setattr(precompiler, "workers_on", lambda: True)
+    monkeypatch.setattr(precompiler, "_interpreted", lambda: False)
+    monkeypatch.delenv(precompiler.ENV_DEFER, raising=False)
+    module, x = torch.nn.Linear(2, 2).eval(), torch.ones(1, 2)
+    seen = []
+
+    def forward(t, defer=True, m=module):
+        return precompiler.forward_after_precompile(
+            m, True, t, lambda u: seen.append(choices.deferring()) or u, defer=defer
+        )
+
+    caplog.set_level(logging.INFO, logger="inception_fast")
+    forward(x)
+    forward(x)
+    assert calls == [False] and seen == [True, True]
+    assert precompiler.compiles_pending(module, x) == 1
+    assert "until the workers are done" in caplog.text
+    monkeypatch.setenv(precompiler.ENV_DEFER, "0")
+    forward(x)
+    monkeypatch.setenv(precompiler.ENV_DEFER, "1")
+    forward(x, defer=False)  # a named backend: its kernels wait for their own binaries
+    assert seen[2:] == [False, False]
+    other = torch.nn.Linear(2, 2).eval()
+    forward(x, defer=False, m=other)
+    assert seen[4] is False and precompiler.compiles_pending(other, x) == 1
+    pending.set_result({"ok": True})
+    assert precompiler.compiles_pending(module, x) == 0
+    forward(x)
+    forward(x)
+    assert seen[5:] == [False, False] and calls == [False, False]
+    assert "the workers are done; this forward" in caplog.text
+    assert precompiler._DONE[module][precompiler._key((x,))] == []
+
+
+def _cold_auto_model(gpu, monkeypatch, tmp_path, batch: int):
+    """FusedGoogLeNet (auto, bf16) on the GPU with an empty Triton cache, no choice store and no
+    measured choice in memory; its torchvision reference in bf16 and fp64; a 72x72 input (a size
+    no other test launches, so no binary is already in this process's memory); and the list of
+    Triton's compiles in this process (its compile listener's misses)."""
+    import triton
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path), raising=False)
@@ -260,8 +401,7 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
     ref64 = copy.deepcopy(ref32).to(gpu, torch.float64)
     ref = ref32.to(gpu, torch.bfloat16).eval()
     model = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
-    # 72x72: a size no other test launches, so no binary is already in this process's memory.
-    x = torch.randn(2, 3, 72, 72, device=gpu, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 72, 72, device=gpu, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     misses = []
     monkeypatch.setattr(
         triton.knobs.compilation,
@@ -269,6 +409,25 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
         lambda **kw: None if kw["cache_hit"] else misses.append(kw["src"].name),
         raising=False,
     )
+    return model, ref, ref64, x, misses
+
+
+def _check_logits(y, ref, ref64, x, what: str) -> None:
+    with torch.no_grad():
+        expected = ref64(x.double())
+        check_close(y.double(), expected, reduced_precision_bound(ref(x).double(), expected), what)
+
+
+@pytest.mark.gpu
+def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
+    """On the GPU, with an empty Triton cache and INCEPTION_FAST_DEFER_TUNING=0: the first eval
+    forward of FusedGoogLeNet (auto, bf16) precompiles in workers, and this process then compiles
+    no binary of its own (Triton's compile listener sees only cache hits); the logits are the
+    reference's; a second forward does not precompile again."""
+    from inception_fast.backends.triton import compile_pool
+
+    model, ref, ref64, x, misses = _cold_auto_model(gpu, monkeypatch, tmp_path, batch=2)
+    monkeypatch.setenv("INCEPTION_FAST_DEFER_TUNING", "0")
     before = compile_pool.stats()
     with torch.no_grad():
         y = model(x)
@@ -277,8 +436,42 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
     assert after["submitted"] > before["submitted"], after
     assert after["failed"] == before["failed"], after
     assert misses == [], f"compiled in this process after the precompile: {sorted(set(misses))}"
+    assert choices.AUTO.choices(), "the first forward measured nothing"
+    _check_logits(y, ref, ref64, x, "first forward")
     with torch.no_grad():
-        expected = ref64(x.double())
-        check_close(y.double(), expected, reduced_precision_bound(ref(x).double(), expected), "first forward")
         model(x)
     assert compile_pool.stats()["submitted"] == after["submitted"]
+
+
+@pytest.mark.gpu
+def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(gpu, monkeypatch, tmp_path):
+    """On the GPU, with an empty Triton cache and deferring on (the default): the first eval
+    forward of FusedGoogLeNet (auto, bf16) hands its binaries to the workers and runs ATen's
+    computations (no Triton launch, no choice measured), with the reference's logits; once the
+    workers are done, the next forward measures every choice, compiling nothing itself, and its
+    logits are the reference's too."""
+    import time
+
+    from inception_fast import precompiler
+    from inception_fast.backends.triton import _common
+
+    model, ref, ref64, x, misses = _cold_auto_model(gpu, monkeypatch, tmp_path, batch=3)
+    monkeypatch.setenv("INCEPTION_FAST_DEFER_TUNING", "1")
+    n0 = _common.launch_count()
+    with torch.no_grad():
+        y = model(x)
+        torch.cuda.synchronize()
+    assert precompiler.compiles_pending(model, x) > 0, "the workers were done before the forward ended"
+    assert _common.launch_count() == n0, "a deferred forward launched a Triton kernel"
+    assert not choices.AUTO.choices() and not choices.STEM_CHOICE.choices()
+    _check_logits(y, ref, ref64, x, "deferred first forward")
+    deadline = time.monotonic() + 600
+    while precompiler.compiles_pending(model, x) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert precompiler.compiles_pending(model, x) == 0, "the workers did not finish in 600 s"
+    with torch.no_grad():
+        y = model(x)
+        torch.cuda.synchronize()
+    assert choices.AUTO.choices() and choices.STEM_CHOICE.choices(), "the forward after the workers measured nothing"
+    assert misses == [], f"compiled in this process after the precompile: {sorted(set(misses))}"
+    _check_logits(y, ref, ref64, x, "the measuring forward")

@@ -126,6 +126,38 @@ MUTANTS = [
         PRECOMPILE,
         "the workers compile for another target than the launches' (binaries under other cache keys)",
     ),
+    Mutant(
+        "defer_still_measures",
+        "inception_fast/choices.py",
+        "        if device.type not in self.measure_on or _static_mode() or deferring():\n",
+        "        if device.type not in self.measure_on or _static_mode():\n",
+        PRECOMPILE,
+        "a forward whose measuring is deferred measures anyway (and waits for the workers' binaries)",
+    ),
+    Mutant(
+        "defer_takes_first_candidate",
+        "inception_fast/choices.py",
+        '                return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])\n',
+        "                return names[0]\n",
+        PRECOMPILE,
+        "a deferred choice runs its first candidate (a kernel never checked on this shape) instead of the trusted one",
+    ),
+    Mutant(
+        "defer_never_ends",
+        "inception_fast/precompiler.py",
+        "    if any(not f.done() for f in futures):\n",
+        "    if futures:\n",
+        PRECOMPILE,
+        "forwards stay deferred after the workers are done (the model never runs its measured choices)",
+    ),
+    Mutant(
+        "defer_ignores_env",
+        "inception_fast/precompiler.py",
+        "    if not futures or not (defer and _defer_enabled()):\n",
+        "    if not futures or not defer:\n",
+        PRECOMPILE,
+        "INCEPTION_FAST_DEFER_TUNING=0 does not stop the forwards from deferring",
+    ),
     # -- the CUDA kernel (csrc/cuda/conv_gemm.cu), through the CPU emulator --------------------------
     Mutant(
         "cuda_vec_image_offset",
