@@ -35,9 +35,9 @@ x)`` (``wait=True``) ahead of the first forward, or INCEPTION_FAST_DEFER_TUNING=
 forward the measuring one; ``compiles_pending(model, x)`` says whether forwards still defer.
 
 Apart from that deferral, nothing here changes what is computed: the pass's outputs are
-discarded, a binary that could not be compiled ahead is compiled by its launch.  With a warm cache the pass costs a forward's host
-time and the GPU time of its non-Triton candidates (ATen, cuDNN, the CUDA extension), which it
-runs once each.
+discarded, a binary that could not be compiled ahead is compiled by its launch.  With a warm
+cache the pass costs a forward's host time and the GPU time of its non-Triton candidates (ATen,
+cuDNN, the CUDA extension), which it runs once each.
 """
 
 from __future__ import annotations
