@@ -124,9 +124,11 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
 
     ref = GoogLeNet(num_classes=10, variant=variant)
     calibrate(ref, torch.randn(4, ref.in_channels, 40, 40))
-    model = FusedGoogLeNet.from_torchvision(ref, backend="triton").eval()
+    # Backend auto: on the CPU its blocks run ATen's or oneDNN's kernels (not the interpreter's), and
+    # the pools are Triton candidates as on the GPU.
+    model = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
     x = torch.randn(1, ref.in_channels, 40, 40)
-    monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))  # conv1: channels_last
+    monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))  # conv1: its first form
     outs, launches = {}, {}
     for winner in ("aten", "triton"):
         chooser = forcing_chooser(winner)
@@ -137,7 +139,7 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
             outs[winner] = model(x)  # runs the choices
             launches[winner] = _common.launch_count() - before
         assert [c.name for c in chooser.choices().values()] == [winner] * 4
-    assert launches["triton"] == launches["aten"] + 4  # the blocks' 18, and the four pools
+    assert launches == {"aten": 0, "triton": 4}  # the four pools
     assert outs["aten"].std() > 0.05, "activations vanished; the comparison could not fail"
     assert torch.equal(outs["triton"], outs["aten"])
     chooser = forcing_chooser("triton")
