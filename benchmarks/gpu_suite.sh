@@ -26,10 +26,12 @@
 #              batch 1, where the batch-1 targets are held                   -> compile.json
 #              skipped with SKIP_COMPILE=1
 #   first      benchmarks/first_forward.py: a fresh process to FusedGoogLeNet's first forward's
+#              result (cold: ATen's computations while the workers compile) and to its tuned
 #              result, cold and warm caches, batch 256 then 1 (torch.compile's compile time is the
 #              compile step's; SUITE_FIRST_COMPILE=1 adds its cold and warm processes too;
-#              SUITE_FIRST_BASELINE=1 a cold row per batch with Triton's own tuning: one compile
-#              at a time, 25 + 100 ms per config)                           -> first.json
+#              SUITE_FIRST_BASELINE=1 its --baseline rows per batch: tuning not deferred, no
+#              precompile, and Triton's own tuning, one compile at a time, 25 + 100 ms per config)
+#                                                                           -> first.json
 #              skipped with SKIP_FIRST=1
 #   cold_start opt-in (SUITE_COLD_START=1): benchmarks/cold_start.py at batch 256, the Triton
 #              binaries a cold first forward compiles, timed one by one and on this machine's
@@ -285,8 +287,8 @@ fi
 
 # --- first: from a fresh process to the first forward's result, cold and warm caches ----------
 # (FusedGoogLeNet at batch 256, then 1: the issue's ≤ 10 s cold, ≤ 2 s warm; SUITE_FIRST_COMPILE=1
-# adds torch.compile with freezing, ~1 min more; SUITE_FIRST_BASELINE=1 a cold row per batch with
-# Triton's own tuning; rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
+# adds torch.compile with freezing, ~1 min more; SUITE_FIRST_BASELINE=1 the --baseline rows, see
+# above; rows past the step's deadline are reported as not run.)  SKIP_FIRST=1 skips it.
 if part_skips first; then
     :
 elif [[ "${SKIP_FIRST:-0}" == 1 ]]; then
