@@ -76,6 +76,7 @@ __all__ = [
     "checked_against",
     "measuring_deferred",
     "deferring",
+    "static_mode",
 ]
 
 # Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
@@ -219,7 +220,8 @@ def deferring() -> bool:
     return getattr(_DEFER, "on", False)
 
 
-def _static_mode() -> bool:
+def static_mode() -> bool:
+    """Whether INCEPTION_FAST_AUTO=static: no measured choice measures."""
     return os.environ.get(ENV_AUTO, "").strip().lower() == "static"
 
 
@@ -287,7 +289,7 @@ class MeasuredChoice:
         INCEPTION_FAST_AUTO=static, not while tracing or under a dispatch mode (FlopCounterMode,
         fake tensors) that would see the timing runs, not while capturing a CUDA graph, not inside
         ``measuring_deferred()``."""
-        if device.type not in self.measure_on or _static_mode() or deferring():
+        if device.type not in self.measure_on or static_mode() or deferring():
             return False
         if torch.compiler.is_compiling() or _dispatch_mode_active():
             return False

@@ -27,12 +27,15 @@ named backend runs its own kernels, which wait for their binaries): while the wo
 compile binaries a precompile handed them for an input, that model's forwards on it run inside
 ``choices.measuring_deferred()``: every measured choice not measured yet takes its trusted
 candidate (ATen's computation, the torch backend's blocks), which compiles nothing, and keeps
-nothing, so a cold process has its first result within about a forward of ATen's after its
-imports instead of after every compile.  The first forward after the workers are done measures
+nothing, so a cold process has its first result after its imports, the compile-only pass (a
+forward's host time, and one run of each candidate that is not a Triton kernel) and a forward of
+ATen's, instead of after every compile.  The first forward after the workers are done measures
 (its autotune benchmarks and choices: seconds, once), and the later ones run what it chose.  The
 results before and after agree within the tolerance table, not bit for bit.  ``precompile(model,
 x)`` (``wait=True``) ahead of the first forward, or INCEPTION_FAST_DEFER_TUNING=0, makes the first
 forward the measuring one; ``compiles_pending(model, x)`` says whether forwards still defer.
+A CUDA graph captured while they do (not CapturedForward, which waits for the workers) captures
+ATen's computations.  INCEPTION_FAST_AUTO=static never defers.
 
 Apart from that deferral, nothing here changes what is computed: the pass's outputs are
 discarded, a binary that could not be compiled ahead is compiled by its launch.  With a warm
@@ -50,7 +53,7 @@ import torch
 from torch import nn
 
 from .caches import LRUDict
-from .choices import measuring_deferred
+from .choices import measuring_deferred, static_mode
 from .compile_only import compile_only, compiling_only
 
 __all__ = ["precompile", "compiles_pending", "ENV_DEFER"]
@@ -156,15 +159,19 @@ def _interpreted() -> bool:
 
 def compiles_pending(module: nn.Module, *inputs: torch.Tensor) -> int:
     """How many binaries that a precompile of ``module`` for ``inputs`` handed to the workers are
-    not compiled yet (0 where none were, or none is left): while it is above 0, FusedGoogLeNet's
-    forwards on such inputs defer their measuring (see the module's docstring)."""
+    not compiled yet (0 where none were, or none is left).  While it is above 0, FusedGoogLeNet's
+    eval forwards on such inputs without gradients defer their measuring where deferring applies
+    (backend auto, INCEPTION_FAST_DEFER_TUNING on; see the module's docstring)."""
     done = _DONE.get(module)
     futures = done.get(_key(inputs)) if done is not None else None
     return sum(not f.done() for f in futures) if futures else 0
 
 
 def _defer_enabled() -> bool:
-    return os.environ.get(ENV_DEFER, "1").strip().lower() not in ("0", "off", "false", "no")
+    """INCEPTION_FAST_DEFER_TUNING is on, and INCEPTION_FAST_AUTO is not static (which measures
+    nothing, and runs its first candidates from the first forward on)."""
+    off = os.environ.get(ENV_DEFER, "1").strip().lower() in ("0", "off", "false", "no")
+    return not off and not static_mode()
 
 
 def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.Tensor, forward, defer: bool = False):
@@ -176,6 +183,11 @@ def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.T
     candidate), while binaries that precompile handed out are still compiling, the forward runs
     with its measuring deferred (INCEPTION_FAST_DEFER_TUNING, see the module's docstring)."""
     if not _may_precompile(triton_allowed, x):
+        if defer and _capturing_while_compiling(module, x):
+            # A CUDA graph captured before anything was measured: ATen's computations, for good
+            # (an unmeasured choice's first candidate may be a kernel never checked on this shape).
+            with measuring_deferred():
+                return forward(x)
         return forward(x)
     done = _DONE.get(module)
     key = _key((x,))
@@ -213,18 +225,35 @@ def _may_precompile(triton_allowed: bool, x) -> bool:
     )
 
 
+def _capturing_while_compiling(module: nn.Module, x) -> bool:
+    """Whether ``x`` is a CUDA input captured into a CUDA graph while binaries of its precompile
+    are compiling and deferring is on."""
+    return (
+        not torch.compiler.is_compiling()
+        and isinstance(x, torch.Tensor)
+        and x.is_cuda
+        and torch.cuda.is_current_stream_capturing()
+        and _defer_enabled()
+        and compiles_pending(module, x) > 0
+    )
+
+
 def _forward_deferred(done: LRUDict, key: tuple, forward, x: torch.Tensor, defer: bool):
     """``forward(x)``, inside ``measuring_deferred()`` while binaries of the precompile for ``key``
     are still compiling (with ``defer``, and deferring on); the first call after they are done
-    forgets them."""
+    forgets them (and, where it could have deferred, says it measures)."""
     futures = done.get(key)
-    if not futures or not (defer and _defer_enabled()):
+    if not futures:
         return forward(x)
+    defer = defer and _defer_enabled()
     if any(not f.done() for f in futures):
+        if not defer:
+            return forward(x)
         with measuring_deferred():
             return forward(x)
     done[key] = []
-    logging.getLogger("inception_fast").info(
-        "precompile: the workers are done; this forward on input %s measures its choices", tuple(x.shape)
-    )
+    if defer:
+        logging.getLogger("inception_fast").info(
+            "precompile: the workers are done; this forward on input %s measures its choices", tuple(x.shape)
+        )
     return forward(x)

@@ -278,6 +278,29 @@ def test_deferred_choices_take_the_trusted_candidate_and_keep_nothing(monkeypatc
         assert choice.pick("new", device, runners()) == "kernel"  # measured before: kept
 
 
+def test_auto_takes_the_torch_backend_while_deferring(monkeypatch):
+    """AUTO (the blocks' backend under auto), measuring on the CPU here: inside
+    measuring_deferred() it takes the torch backend (ATen, its trusted candidate) and times and
+    keeps nothing; outside, the same call measures every candidate."""
+    timed = []
+    auto = choices.AutoBackend(measure_on=("cpu",), timer=lambda f, d, r: timed.append(f) or 1.0)
+    monkeypatch.setattr(auto, "candidates", lambda device: ["triton", "cuda", "torch"])
+    x = torch.randn(1, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    w_red, w_pool, w3, w5 = (
+        torch.randn(6, 8, 1, 1),
+        torch.randn(2, 8, 1, 1),
+        torch.randn(4, 3, 3, 3),
+        torch.randn(2, 1, 5, 5),
+    )
+    b = [torch.zeros(w.shape[0]) for w in (w_red, w_pool, w3, w5)]
+    args = (x, w_red, b[0], w_pool, b[1], w3, b[2], w5, b[3])
+    with choices.measuring_deferred():
+        assert auto.choose(*args) == "torch"
+    assert timed == [] and not auto.choices()
+    assert auto.choose(*args) == "triton"  # measured: a tie, the order's first
+    assert len(timed) == 3 and len(auto.choices()) == 1
+
+
 def _fake_timer(timed: list):
     """A measured choice's timer for the model tests below: records each candidate, times the
     trusted one as 1 s without running it and fails every checked one, so the trusted candidates
@@ -384,13 +407,39 @@ def test_forwards_defer_while_their_compiles_run(monkeypatch, caplog):
     assert precompiler._DONE[module][precompiler._key((x,))] == []
 
 
+def _forget_compiled_kernels(monkeypatch) -> None:
+    """Empties, for this test, the in-memory cache of compiled binaries of every Triton kernel of
+    the package on the current device (restored afterwards): other tests' binaries would otherwise
+    be used without a compile (the kernels do not specialize on the batch or the image size), and
+    a compile-only pass would find nothing to compile."""
+    import importlib
+    import pkgutil
+
+    from triton.runtime.jit import JITFunction
+
+    from inception_fast.backends import triton as package
+
+    dev = torch.cuda.current_device()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in list(vars(module).values()):
+            fn = obj
+            while not isinstance(fn, JITFunction) and hasattr(fn, "fn"):
+                fn = fn.fn  # an autotuner (or heuristics) around the kernel
+            caches = getattr(fn, "device_caches", None) if isinstance(fn, JITFunction) else None
+            if caches and dev in caches:
+                cache = caches[dev][0]  # (kernel_cache, kernel_key_cache, target, backend, binder)
+                for key in list(cache):
+                    monkeypatch.delitem(cache, key)
+
+
 def _cold_auto_model(gpu, monkeypatch, tmp_path, batch: int):
-    """FusedGoogLeNet (auto, bf16) on the GPU with an empty Triton cache, no choice store and no
-    measured choice in memory; its torchvision reference in bf16 and fp64; a 72x72 input (a size
-    no other test launches, so no binary is already in this process's memory); and the list of
-    Triton's compiles in this process (its compile listener's misses)."""
+    """FusedGoogLeNet (auto, bf16) on the GPU with an empty Triton cache on disk and in memory, no
+    choice store and no measured choice in memory; its torchvision reference in bf16 and fp64; a
+    72x72 input; and the list of Triton's compiles in this process (its compile listener's misses)."""
     import triton
 
+    _forget_compiled_kernels(monkeypatch)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path), raising=False)
     monkeypatch.setenv("INCEPTION_FAST_CHOICE_CACHE", "off")
@@ -447,7 +496,8 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
 def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(gpu, monkeypatch, tmp_path):
     """On the GPU, with an empty Triton cache and deferring on (the default): the first eval
     forward of FusedGoogLeNet (auto, bf16) hands its binaries to the workers and runs ATen's
-    computations (no Triton launch, no choice measured), with the reference's logits; once the
+    computations (no Triton launch, no choice measured), with the reference's logits, and so does
+    a CUDA graph captured before the workers are done; once the
     workers are done, the next forward measures every choice, compiling nothing itself, and its
     logits are the reference's too."""
     import time
@@ -465,6 +515,16 @@ def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(
     assert _common.launch_count() == n0, "a deferred forward launched a Triton kernel"
     assert not choices.AUTO.choices() and not choices.STEM_CHOICE.choices()
     _check_logits(y, ref, ref64, x, "deferred first forward")
+    # A CUDA graph captured meanwhile captures ATen's computations too (no unchecked kernel).
+    graph, static_x = torch.cuda.CUDAGraph(), x.clone()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_y = model(static_x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert precompiler.compiles_pending(model, x) > 0, "the workers were done before the capture ended"
+    assert _common.launch_count() == n0, "a forward captured while deferring launched a Triton kernel"
+    assert not choices.AUTO.choices()
+    _check_logits(static_y, ref, ref64, x, "captured while deferring")
     deadline = time.monotonic() + 600
     while precompiler.compiles_pending(model, x) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -129,8 +129,8 @@ MUTANTS = [
     Mutant(
         "defer_still_measures",
         "inception_fast/choices.py",
-        "        if device.type not in self.measure_on or _static_mode() or deferring():\n",
-        "        if device.type not in self.measure_on or _static_mode():\n",
+        "        if device.type not in self.measure_on or static_mode() or deferring():\n",
+        "        if device.type not in self.measure_on or static_mode():\n",
         PRECOMPILE,
         "a forward whose measuring is deferred measures anyway (and waits for the workers' binaries)",
     ),
@@ -153,8 +153,8 @@ MUTANTS = [
     Mutant(
         "defer_ignores_env",
         "inception_fast/precompiler.py",
-        "    if not futures or not (defer and _defer_enabled()):\n",
-        "    if not futures or not defer:\n",
+        "    defer = defer and _defer_enabled()\n    if any(",
+        "    defer = defer\n    if any(",
         PRECOMPILE,
         "INCEPTION_FAST_DEFER_TUNING=0 does not stop the forwards from deferring",
     ),
