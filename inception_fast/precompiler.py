@@ -12,8 +12,8 @@ candidate and config is recorded) learns them all, and backends/triton/compile_p
 ones not already in Triton's cache on disk, all at once, one worker process per CPU.  The forward
 then loads each binary from the cache.  With ``wait=False`` the call returns once the jobs are
 handed out; the forward then waits for each binary where its kernel first launches, so its GPU
-benchmarks overlap the compiles still running.  The workers stop a few seconds after their last
-job.
+benchmarks overlap the compiles still running (FusedGoogLeNet with backend auto defers instead,
+below).  The workers stop a few seconds after their last job.
 
 FusedGoogLeNet precompiles by itself (``wait=False``) on its first forward per input shape, dtype,
 device and layout where that forward may run Triton kernels (backend auto, triton, hopper or
