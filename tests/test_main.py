@@ -56,6 +56,28 @@ def test_main_job_checks_parity_and_writes_json(tmp_path, capsys):
     assert all(r["images_per_s"] > 0 for r in data["results"])
 
 
+def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkeypatch, capsys):
+    """The main job hands each fused model the exact input of its parity check and of each
+    timed batch before the first forward on it (on a GPU: a precompile, so that forward
+    measures its choices instead of deferring them, inception_fast.precompiler)."""
+    import inception_fast.__main__ as job
+
+    calls = []
+    monkeypatch.setattr(job, "_tuned", lambda model, x, on_gpu: calls.append((model.backend, x, on_gpu)))
+    real_forward = job.FusedGoogLeNet.forward
+
+    def forward(self, x):
+        assert any(m == self.backend and t is x for m, t, _ in calls), "a forward before its _tuned"
+        return real_forward(self, x)
+
+    monkeypatch.setattr(job.FusedGoogLeNet, "forward", forward)
+    args = ["--device", "cpu", "--batch-sizes", "1,3", "--image-size", "32", "--repeats", "1", "--no-progress"]
+    assert job.main([*args, "--backend", "torch", "--memory-format", "channels_last"]) == 0
+    capsys.readouterr()
+    assert [(b, x.shape[0], on_gpu) for b, x, on_gpu in calls] == [("torch", n, False) for n in (2, 1, 3)]
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for _, x, _ in calls)
+
+
 def test_main_job_other_variant_and_format(capsys):
     rc = main(
         [
