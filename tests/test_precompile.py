@@ -461,6 +461,13 @@ def _cold_auto_model(gpu, monkeypatch, tmp_path, batch: int):
     return model, ref, ref64, x, misses
 
 
+def _synced_forward(model, x):
+    with torch.no_grad():
+        y = model(x)
+    torch.cuda.synchronize()
+    return y
+
+
 def _check_logits(y, ref, ref64, x, what: str) -> None:
     with torch.no_grad():
         expected = ref64(x.double())
@@ -478,9 +485,7 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
     model, ref, ref64, x, misses = _cold_auto_model(gpu, monkeypatch, tmp_path, batch=2)
     monkeypatch.setenv("INCEPTION_FAST_DEFER_TUNING", "0")
     before = compile_pool.stats()
-    with torch.no_grad():
-        y = model(x)
-        torch.cuda.synchronize()
+    y = _synced_forward(model, x)
     after = compile_pool.stats()
     assert after["submitted"] > before["submitted"], after
     assert after["failed"] == before["failed"], after
@@ -497,9 +502,9 @@ def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(
     """On the GPU, with an empty Triton cache and deferring on (the default): the first eval
     forward of FusedGoogLeNet (auto, bf16) hands its binaries to the workers and runs ATen's
     computations (no Triton launch, no choice measured), with the reference's logits, and so does
-    a CUDA graph captured before the workers are done; once the
-    workers are done, the next forward measures every choice, compiling nothing itself, and its
-    logits are the reference's too."""
+    a CUDA graph captured before the workers are done; once the workers are done, the next
+    forward measures every choice, compiling nothing itself, and its logits are the reference's
+    too."""
     import time
 
     from inception_fast import precompiler
@@ -508,9 +513,7 @@ def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(
     model, ref, ref64, x, misses = _cold_auto_model(gpu, monkeypatch, tmp_path, batch=3)
     monkeypatch.setenv("INCEPTION_FAST_DEFER_TUNING", "1")
     n0 = _common.launch_count()
-    with torch.no_grad():
-        y = model(x)
-        torch.cuda.synchronize()
+    y = _synced_forward(model, x)
     assert precompiler.compiles_pending(model, x) > 0, "the workers were done before the forward ended"
     assert _common.launch_count() == n0, "a deferred forward launched a Triton kernel"
     assert not choices.AUTO.choices() and not choices.STEM_CHOICE.choices()
@@ -529,9 +532,7 @@ def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(
     while precompiler.compiles_pending(model, x) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert precompiler.compiles_pending(model, x) == 0, "the workers did not finish in 600 s"
-    with torch.no_grad():
-        y = model(x)
-        torch.cuda.synchronize()
+    y = _synced_forward(model, x)
     assert choices.AUTO.choices() and choices.STEM_CHOICE.choices(), "the forward after the workers measured nothing"
     assert misses == [], f"compiled in this process after the precompile: {sorted(set(misses))}"
     _check_logits(y, ref, ref64, x, "the measuring forward")
