@@ -27,7 +27,7 @@ import torch
 
 from . import FusedGoogLeNet, GoogLeNet, available_backends
 from .cli import HelpFormatter, UsageError, check_backend, check_image_size, positive_ints, resolve_device
-from .precompiler import precompile
+from .precompiler import precompile, workers_on
 from .testing import calibrate, reduced_precision_bound, rel_error
 from .timing import overlapping, time_interleaved
 
@@ -188,9 +188,11 @@ def _tuned(model: FusedGoogLeNet, x: torch.Tensor, on_gpu: bool) -> None:
     """On a GPU, every Triton binary of ``model(x)`` compiled before its first forward, which then
     measures its choices instead of deferring them (inception_fast.precompiler): the parity check
     checks the kernels the model chose, and no timed round is one that tunes."""
-    if on_gpu:
-        with torch.no_grad():
+    if on_gpu and workers_on():
+        try:
             precompile(model, x)
+        except (RuntimeError, ValueError):  # a forward that cannot run compile-only: it compiles itself
+            pass
 
 
 def main(argv=None) -> int:

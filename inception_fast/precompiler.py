@@ -33,9 +33,10 @@ ATen's, instead of after every compile.  The first forward after the workers are
 (its autotune benchmarks and choices: seconds, once), and the later ones run what it chose.  The
 results before and after agree within the tolerance table, not bit for bit.  ``precompile(model,
 x)`` (``wait=True``) ahead of the first forward, or INCEPTION_FAST_DEFER_TUNING=0, makes the first
-forward the measuring one; ``compiles_pending(model, x)`` says whether forwards still defer.
-A CUDA graph captured while they do (not CapturedForward, which waits for the workers) captures
-ATen's computations.  INCEPTION_FAST_AUTO=static never defers.
+forward the measuring one; ``compiles_pending(model, x)`` says how many of its binaries are
+still compiling.  A CUDA graph captured before that measuring forward (not CapturedForward, which
+waits for the workers and runs its warm-up eagerly) captures ATen's computations.
+INCEPTION_FAST_AUTO=static never defers.
 
 Apart from that deferral, nothing here changes what is computed: the pass's outputs are
 discarded, a binary that could not be compiled ahead is compiled by its launch.  With a warm
@@ -183,7 +184,7 @@ def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.T
     candidate), while binaries that precompile handed out are still compiling, the forward runs
     with its measuring deferred (INCEPTION_FAST_DEFER_TUNING, see the module's docstring)."""
     if not _may_precompile(triton_allowed, x):
-        if defer and _capturing_while_compiling(module, x):
+        if defer and _capturing_unmeasured(module, x):
             # A CUDA graph captured before anything was measured: ATen's computations, for good
             # (an unmeasured choice's first candidate may be a kernel never checked on this shape).
             with measuring_deferred():
@@ -225,17 +226,16 @@ def _may_precompile(triton_allowed: bool, x) -> bool:
     )
 
 
-def _capturing_while_compiling(module: nn.Module, x) -> bool:
-    """Whether ``x`` is a CUDA input captured into a CUDA graph while binaries of its precompile
-    are compiling and deferring is on."""
-    return (
-        not torch.compiler.is_compiling()
-        and isinstance(x, torch.Tensor)
-        and x.is_cuda
-        and torch.cuda.is_current_stream_capturing()
-        and _defer_enabled()
-        and compiles_pending(module, x) > 0
-    )
+def _capturing_unmeasured(module: nn.Module, x) -> bool:
+    """Whether ``x`` is a CUDA input captured into a CUDA graph, with deferring on, after a
+    precompile handed binaries to the workers for it and before the forward that measures (the
+    first eligible one after the workers are done: it forgets the futures)."""
+    if torch.compiler.is_compiling() or not isinstance(x, torch.Tensor) or not x.is_cuda:
+        return False
+    if not torch.cuda.is_current_stream_capturing() or not _defer_enabled():
+        return False
+    done = _DONE.get(module)
+    return bool(done is not None and done.get(_key((x,))))
 
 
 def _forward_deferred(done: LRUDict, key: tuple, forward, x: torch.Tensor, defer: bool):

@@ -439,6 +439,9 @@ def _cold_auto_model(gpu, monkeypatch, tmp_path, batch: int):
     72x72 input; and the list of Triton's compiles in this process (its compile listener's misses)."""
     import triton
 
+    from inception_fast.backends.triton import compile_pool
+
+    compile_pool.close()  # earlier tests' jobs (their futures would stand for these binaries)
     _forget_compiled_kernels(monkeypatch)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path), raising=False)
@@ -474,6 +477,21 @@ def _check_logits(y, ref, ref64, x, what: str) -> None:
         check_close(y.double(), expected, reduced_precision_bound(ref(x).double(), expected), what)
 
 
+def _check_captured_aten(model, x, ref, ref64, launches: int, what: str) -> None:
+    """``model(x)`` captured into a CUDA graph and replayed: no Triton launch since ``launches``,
+    no block backend measured, the reference's logits."""
+    from inception_fast.backends.triton import _common
+
+    graph, static_x = torch.cuda.CUDAGraph(), x.clone()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_y = model(static_x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert _common.launch_count() == launches, f"{what}: a Triton kernel was launched"
+    assert not choices.AUTO.choices(), f"{what}: a choice was measured"
+    _check_logits(static_y, ref, ref64, x, what)
+
+
 @pytest.mark.gpu
 def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
     """On the GPU, with an empty Triton cache and INCEPTION_FAST_DEFER_TUNING=0: the first eval
@@ -501,10 +519,10 @@ def test_gpu_first_forward_compiles_nothing_itself(gpu, monkeypatch, tmp_path):
 def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(gpu, monkeypatch, tmp_path):
     """On the GPU, with an empty Triton cache and deferring on (the default): the first eval
     forward of FusedGoogLeNet (auto, bf16) hands its binaries to the workers and runs ATen's
-    computations (no Triton launch, no choice measured), with the reference's logits, and so does
-    a CUDA graph captured before the workers are done; once the workers are done, the next
-    forward measures every choice, compiling nothing itself, and its logits are the reference's
-    too."""
+    computations (no Triton launch, no choice measured), with the reference's logits, and so do
+    CUDA graphs captured before the workers are done and after, before an eager forward measured;
+    then the next forward measures every choice, compiling nothing itself, and its logits are the
+    reference's too."""
     import time
 
     from inception_fast import precompiler
@@ -519,19 +537,14 @@ def test_gpu_cold_first_forward_defers_its_measuring_until_the_workers_are_done(
     assert not choices.AUTO.choices() and not choices.STEM_CHOICE.choices()
     _check_logits(y, ref, ref64, x, "deferred first forward")
     # A CUDA graph captured meanwhile captures ATen's computations too (no unchecked kernel).
-    graph, static_x = torch.cuda.CUDAGraph(), x.clone()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        static_y = model(static_x)
-    graph.replay()
-    torch.cuda.synchronize()
+    _check_captured_aten(model, x, ref, ref64, n0, "captured while deferring")
     assert precompiler.compiles_pending(model, x) > 0, "the workers were done before the capture ended"
-    assert _common.launch_count() == n0, "a forward captured while deferring launched a Triton kernel"
-    assert not choices.AUTO.choices()
-    _check_logits(static_y, ref, ref64, x, "captured while deferring")
     deadline = time.monotonic() + 600
     while precompiler.compiles_pending(model, x) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert precompiler.compiles_pending(model, x) == 0, "the workers did not finish in 600 s"
+    # So does one captured after the workers are done but before an eager forward measured.
+    _check_captured_aten(model, x, ref, ref64, n0, "captured before the measuring forward")
     y = _synced_forward(model, x)
     assert choices.AUTO.choices() and choices.STEM_CHOICE.choices(), "the forward after the workers measured nothing"
     assert misses == [], f"compiled in this process after the precompile: {sorted(set(misses))}"
