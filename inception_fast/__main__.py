@@ -25,8 +25,16 @@ from typing import NamedTuple
 
 import torch
 
-from . import FusedGoogLeNet, GoogLeNet, available_backends
-from .cli import HelpFormatter, UsageError, check_backend, check_image_size, positive_ints, resolve_device
+from . import FusedGoogLeNet, GoogLeNet, available_backends, backends
+from .cli import (
+    HelpFormatter,
+    UsageError,
+    check_backend,
+    check_backend_dtype,
+    check_image_size,
+    positive_ints,
+    resolve_device,
+)
 from .precompiler import precompile, workers_on
 from .testing import calibrate, reduced_precision_bound, rel_error
 from .timing import overlapping, time_interleaved
@@ -127,6 +135,12 @@ def _config(args) -> _Config:
         budget = 0.0 if args.repeats else (10.0 if on_gpu else 20.0)
     names = available_backends(device) if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
     wanted = list(dict.fromkeys(check_backend(b, device) for b in names))
+    if args.backend == "all":  # every backend that runs here, less those that cannot compute the dtype
+        for b in [b for b in wanted if backends.dtype_reason(b, device, dtype) is not None]:
+            print(f"note: backend {b} skipped: it {backends.dtype_reason(b, device, dtype)}", file=sys.stderr)
+            wanted.remove(b)
+    for b in wanted:
+        check_backend_dtype(b, device, dtype)
     if args.json:
         _check_writable(args.json)
     return _Config(

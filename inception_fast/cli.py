@@ -13,7 +13,15 @@ import torch
 from . import backends
 from .reference import GoogLeNet
 
-__all__ = ["HelpFormatter", "UsageError", "resolve_device", "check_backend", "check_image_size", "positive_ints"]
+__all__ = [
+    "HelpFormatter",
+    "UsageError",
+    "resolve_device",
+    "check_backend",
+    "check_backend_dtype",
+    "check_image_size",
+    "positive_ints",
+]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -70,6 +78,14 @@ def check_backend(name: str, device: torch.device) -> str:
         avail = ", ".join(["auto", *backends.available_backends(device)])
         raise UsageError(f"--backend {new!r} is unavailable on {device}: {why}; available: {avail}")
     return new
+
+
+def check_backend_dtype(name: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Fails where backend ``name`` (checked by ``check_backend``) cannot compute in ``dtype`` on
+    ``device`` ("auto" always can: it runs what can)."""
+    why = None if name == "auto" else backends.dtype_reason(name, device, dtype)
+    if why is not None:
+        raise UsageError(f"--backend {name!r} cannot run --dtype {str(dtype)[6:]} on {device}: it {why}")
 
 
 def check_image_size(size: int, variant: str) -> None:

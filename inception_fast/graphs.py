@@ -4,44 +4,20 @@ Batch-1 latency is dominated by launching kernels, not running them, so that is 
 for ``CapturedForward``: it warms the model up at one input shape (which compiles and tunes the
 Triton kernels and lets ``backend="auto"`` and the stem measure their choices), captures one
 forward as a CUDA graph, and then each call copies the new input into the captured input
-buffer and replays.  ``capture`` is the primitive underneath, also used by ``timing.time_fn``.
+buffer and replays.  ``capture`` (from inception_fast.timing, which uses it too) is the
+primitive underneath.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import nn
 
 from .packing import PackCache
 from .precompiler import precompile, workers_on
+from .timing import capture
 
 __all__ = ["capture", "CapturedForward"]
-
-
-def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
-    """(graph, output) of ``fn()`` captured as a CUDA graph after ``warmup`` calls on a side stream.
-
-    Replaying ``graph`` recomputes ``output`` in place from whatever ``fn`` reads.
-    """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    current = torch.cuda.current_stream()
-    try:
-        with torch.cuda.graph(graph):
-            output = fn()
-    finally:
-        # A capture that fails (fn synchronized, or launched off the capturing stream) raises from
-        # torch.cuda.graph's exit before it switches back from its side stream: switch back here,
-        # so that the caller's later work does not run on that stream.
-        torch.cuda.set_stream(current)
-    return graph, output
 
 
 class CapturedForward:

@@ -178,9 +178,10 @@ def _prepack_own_units(block: nn.Module, dtype: torch.dtype):
 
 def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
     """Whether the "onednn" backend runs from its prepacked (opaque, gradient-free) weights: on CPU
-    in float32/bfloat16, not while torch.compile traces (its graph holds the op, which packs from
-    the parameters), and only where no gradient is wanted."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or torch.compiler.is_compiling():
+    in float32, or bfloat16 where oneDNN has bf16 convolutions on this CPU, not while torch.compile
+    traces (its graph holds the op, which packs from the parameters), and only where no gradient is
+    wanted."""
+    if device.type != "cpu" or dtype not in onednn_backend.dtypes() or torch.compiler.is_compiling():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
@@ -323,8 +324,9 @@ class _PackedBlock:
             if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
                 return onednn_backend.prepacked_block_forward(x.to(dtype), self._prepack_cache.get(self, dtype))
             if self.requested_backend == "auto":
-                # With gradients (training), under torch.compile and in float16, auto on CPU runs the
-                # torch backend's op: the prepacked form is an inference form.
+                # With gradients (training), under torch.compile, in float16 and in bfloat16 on a CPU
+                # without oneDNN's bf16 convolutions, auto on CPU runs the torch backend's op: the
+                # prepacked form is an inference form.
                 backend = "torch"
         return ops.inception_block(x.to(dtype), *self.packed(dtype), backend=backend)
 

@@ -2,7 +2,8 @@
 
 GPU work is timed with CUDA events after a warm-up, optionally as CUDA-graph
 replays; CPU work with perf_counter.  Reports the median of the repeats and their
-spread (interquartile range, min–max).
+spread (interquartile range, min–max).  ``capture`` records a callable as a CUDA graph (the
+graph replays here, and ``graphs.CapturedForward``).
 
 ``time_interleaved`` times several callables side by side, one ``time_fn`` sample of each
 per round, so that a machine whose load drifts during the run slows every row alike; it
@@ -18,7 +19,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-__all__ = ["Timing", "time_fn", "time_interleaved", "overlapping"]
+__all__ = ["Timing", "capture", "time_fn", "time_interleaved", "overlapping"]
 
 
 @dataclass
@@ -53,6 +54,30 @@ class Timing:
         return a1 <= b3 and b1 <= a3
 
 
+def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
+    """(graph, output) of ``fn()`` captured as a CUDA graph after ``warmup`` calls on a side stream.
+
+    Replaying ``graph`` recomputes ``output`` in place from whatever ``fn`` reads.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    current = torch.cuda.current_stream()
+    try:
+        with torch.cuda.graph(graph):
+            output = fn()
+    finally:
+        # A capture that fails (fn synchronized, or launched off the capturing stream) raises from
+        # torch.cuda.graph's exit before it switches back from its side stream: switch back here,
+        # so that the caller's later work does not run on that stream.
+        torch.cuda.set_stream(current)
+    return graph, output
+
+
 def time_fn(
     fn: Callable[[], object],
     *,
@@ -77,8 +102,6 @@ def time_fn(
         for _ in range(warmup):
             fn()
         if cuda_graph:
-            from .graphs import capture
-
             run = capture(fn)[0].replay
         else:
             run = fn

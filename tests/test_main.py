@@ -155,6 +155,25 @@ def test_unavailable_backend_names_the_available_ones(capsys, monkeypatch):
     _one_error_line(capsys, f"--backend 'fake' is unavailable on cpu: it exists only here; available: {avail}")
 
 
+def test_a_backend_that_cannot_compute_the_dtype_is_refused_or_skipped(capsys, monkeypatch):
+    """On a CPU without oneDNN's bf16 convolutions (as this test makes every CPU look): --backend
+    onednn with --dtype bfloat16 is one clear line naming the CPU feature; --backend all runs the
+    other backends and says which one it skipped and why."""
+    from inception_fast.backends import onednn_backend
+
+    if "onednn" not in available_backends("cpu"):
+        pytest.skip("the onednn backend does not run here")
+    monkeypatch.setattr(onednn_backend, "_BF16", False)
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--backend", "torch,onednn", "--dtype", "bfloat16"])
+    assert exc.value.code == 2
+    _one_error_line(capsys, "--backend 'onednn' cannot run --dtype bfloat16 on cpu: it computes bfloat16 only on CPUs")
+    assert main([*TINY, "--backend", "all", "--dtype", "bfloat16"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: backend onednn skipped: it computes bfloat16 only on CPUs with AVX-512" in err
+    assert "parity [torch]" in out and "parity [onednn]" not in out and "fused[onednn]" not in out
+
+
 def test_cuda_device_without_cuda(capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
@@ -234,14 +253,15 @@ def _stub_timer(monkeypatch, sample):
     return calls
 
 
-TINY = ["--device", "cpu", "--image-size", "32", "--backend", "torch", "--no-progress"]
+# The stubbed-timer tests' options (each sets its own batches, repeats and budget).
+STUBBED = ["--device", "cpu", "--image-size", "32", "--backend", "torch", "--no-progress"]
 
 
 def test_main_job_says_when_too_noisy_to_rank(tmp_path, capsys, monkeypatch):
     # every row draws from the same samples: their interquartile ranges overlap
     _stub_timer(monkeypatch, lambda k: (0.010, 0.020, 0.030, 0.025)[k % 4])
     path = tmp_path / "r.json"
-    rc = main([*TINY, "--batch-sizes", "1", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
+    rc = main([*STUBBED, "--batch-sizes", "1", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "too noisy to rank" in printed and "fused[torch] ~ torchvision" in printed
@@ -263,7 +283,7 @@ def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path
     calls = _stub_timer(monkeypatch, lambda k: (0.030, 0.020, 0.010)[k % 3] * (1 + 0.01 * (k // 3 % 3)))
     path = tmp_path / "r.json"
     # a large budget: separated rows stop at the minimum rounds anyway
-    rc = main([*TINY, "--batch-sizes", "2", "--repeats", "5", "--time-budget", "600", "--json", str(path)])
+    rc = main([*STUBBED, "--batch-sizes", "2", "--repeats", "5", "--time-budget", "600", "--json", str(path)])
     assert rc == 0
     assert len(calls) == 3 * (1 + 5)
     printed = capsys.readouterr().out
@@ -274,7 +294,7 @@ def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path
 
 def test_main_job_calls_too_few_rounds_too_few(capsys, monkeypatch):
     _stub_timer(monkeypatch, lambda k: (0.030, 0.020, 0.010)[k % 3])
-    assert main([*TINY, "--batch-sizes", "1", "--repeats", "2"]) == 0
+    assert main([*STUBBED, "--batch-sizes", "1", "--repeats", "2"]) == 0
     assert "too few to rank" in capsys.readouterr().out
 
 

@@ -11,6 +11,7 @@ from model_cases import FUSED_BLOCK_OP, OpRecorder, net_tolerance
 from torch import nn
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, backends
+from inception_fast.backends import onednn_backend
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
 
 pytestmark = pytest.mark.skipif(
@@ -75,6 +76,14 @@ def test_op_path_matches_torch_backend_and_trains():
     check_close(s1, s2, FP32, "op scratch")
 
 
+# oneDNN's bf16 convolutions need AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; without them the
+# backend refuses bfloat16 by name (test_bf16_without_cpu_support_is_refused_and_auto_runs_torch).
+needs_bf16 = pytest.mark.skipif(
+    not onednn_backend.bf16_supported(), reason="this CPU has no oneDNN bf16 convolutions (AVX-512 BW/VL/DQ)"
+)
+
+
+@needs_bf16
 def test_block_bf16_within_the_reduced_precision_bound():
     cfg = (32, 8, 12, 16, 4, 8, 8)
     ref, fused = _block(cfg, seed=5, size=7)
@@ -88,7 +97,8 @@ def test_block_bf16_within_the_reduced_precision_bound():
     check_close(got, ref64, reduced_precision_bound(ref_bf16, ref64), "bf16 block")
 
 
-def test_network_matches_reference():
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16)])
+def test_network_matches_reference(dtype):
     """The whole torchvision network (prepacked stem and blocks) against fp64: float32 (NCHW and
     channels_last input) within the tolerance table, bfloat16 within reduced_precision_bound."""
     ref = GoogLeNet(init_weights=False)
@@ -96,11 +106,12 @@ def test_network_matches_reference():
     x = torch.randn(2, 3, 32, 32)
     ref64, tol = net_tolerance(ref, x)
     with torch.inference_mode():
-        ref_bf16 = copy.deepcopy(ref).to(torch.bfloat16)(x.bfloat16())
-        for dtype, bound, inputs in (
-            (torch.float32, tol, (x, x.contiguous(memory_format=CL))),
-            (torch.bfloat16, reduced_precision_bound(ref_bf16, ref64), (x.bfloat16(),)),
-        ):
+        if dtype == torch.float32:
+            cases = ((torch.float32, tol, (x, x.contiguous(memory_format=CL))),)
+        else:
+            ref_bf16 = copy.deepcopy(ref).to(torch.bfloat16)(x.bfloat16())
+            cases = ((torch.bfloat16, reduced_precision_bound(ref_bf16, ref64), (x.bfloat16(),)),)
+        for dtype, bound, inputs in cases:
             fused = FusedGoogLeNet.from_torchvision(ref, backend="onednn").eval().to(dtype)
             for xin in inputs:
                 with OpRecorder() as rec:
@@ -148,6 +159,36 @@ def test_auto_on_cpu_runs_onednn_and_other_dtypes_fall_back():
         named = FusedInception.from_torchvision(ref, backend="onednn").eval().half()
         with pytest.raises(TypeError, match="onednn.*float32 and bfloat16"):
             named(x.half())
+
+
+def test_bf16_without_cpu_support_is_refused_and_auto_runs_torch(monkeypatch):
+    """On a CPU without oneDNN's bf16 convolutions (as this test makes every CPU look): the named
+    backend refuses bfloat16 with an error that names the CPU feature, for a block and for the
+    whole network, where oneDNN itself would fail deep inside a weight reorder; auto runs the torch
+    backend's op instead, within the bf16 bound; float32 still runs prepacked."""
+    monkeypatch.setattr(onednn_backend, "_BF16", False)
+    assert not onednn_backend.bf16_supported() and onednn_backend.dtypes() == (torch.float32,)
+    ref, named = _block((16, 8, 6, 8, 4, 6, 5), seed=6)
+    auto = FusedInception.from_torchvision(ref, backend="auto").eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        with pytest.raises(TypeError, match="bfloat16 only on CPUs with AVX-512"):
+            copy.deepcopy(named).bfloat16()(x.bfloat16())
+        net = GoogLeNet(init_weights=False)
+        calibrate(net, torch.randn(2, 3, 32, 32), seed=2)
+        with pytest.raises(TypeError, match="bfloat16 only on CPUs with AVX-512"):
+            FusedGoogLeNet.from_torchvision(net, backend="onednn").eval().bfloat16()(
+                torch.randn(1, 3, 32, 32).bfloat16()
+            )
+        ref64 = copy.deepcopy(ref).double()(x.double())
+        bound = reduced_precision_bound(copy.deepcopy(ref).bfloat16()(x.bfloat16()), ref64)
+        with OpRecorder() as rec:
+            got = copy.deepcopy(auto).bfloat16()(x.bfloat16())
+        assert FUSED_BLOCK_OP in rec.ops and PREPACKED_CONV not in rec.ops, "auto should run the torch backend's op"
+        check_close(got, ref64, bound, "bf16 through auto: the torch backend")
+        with OpRecorder() as rec:
+            check_close(auto(x), ref(x), FP32, "fp32 through auto")
+        assert PREPACKED_CONV in rec.ops
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 4), (1, 2, 5, 1), (2, 4, 1, 1)])

@@ -84,6 +84,7 @@ __all__ = [
     "get",
     "names",
     "availability",
+    "dtype_reason",
     "available_backends",
     "renamed",
     "resolve",
@@ -145,6 +146,16 @@ def availability(name: str, device) -> Optional[str]:
             return f"could not be loaded ({_LOAD_ERRORS[name]})"
         return f"unknown backend (known: {', '.join(names())})"
     return _REGISTRY[name].unavailable_reason(device)
+
+
+def dtype_reason(name: str, device, dtype: torch.dtype) -> Optional[str]:
+    """None if backend ``name``, which runs on ``device``, computes in ``dtype`` there, else the
+    reason it does not (the "onednn" backend's bfloat16 on a CPU without oneDNN's bf16 convolutions)."""
+    _load_plugins()
+    backend = _REGISTRY.get(name)
+    if backend is None or backend.dtype_reason is None:
+        return None
+    return backend.dtype_reason(torch.device(device), dtype)
 
 
 def available_backends(device="cpu") -> list[str]:

@@ -64,5 +64,6 @@ for _name, _forward in (("hopper", _block_forward), ("hopper_tma2", _block_forwa
             _name,
             _unavailable_reason,
             {"inception_block": _forward, "inception_block_backward": torch_backend.block_backward},
+            dtype_reason=lambda device, dtype: triton_backend._dtype_reason(dtype),
         )
     )

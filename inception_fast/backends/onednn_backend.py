@@ -25,6 +25,10 @@ Two entry points:
   The reordered tensors are opaque (``torch._mkldnn`` layout): they carry no autograd and are only
   ever read by these convolutions.  ``prepack_conv`` / ``prepacked_conv_relu`` do the same for one
   conv (FusedGoogLeNet's stem).
+
+bfloat16 runs only where oneDNN has bf16 convolutions on this CPU (AVX-512 BW/VL/DQ or
+AVX-NE-CONVERT: ``bf16_supported()``); elsewhere the backend computes in float32 only, and a
+bfloat16 input gets an error that says so (backend auto then runs the torch backend).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from . import torch_backend
 from .registry import Backend, register
 
 __all__ = [
+    "bf16_supported",
+    "dtypes",
     "PrepackedBlock",
     "PrepackedConv",
     "prepack_block",
@@ -48,8 +54,6 @@ __all__ = [
     "block_forward",
     "unavailable_reason",
 ]
-
-_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _build_reason() -> Optional[str]:
@@ -66,6 +70,30 @@ def _build_reason() -> Optional[str]:
 _BUILD_REASON = _build_reason()
 
 
+def _ask_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this CPU (a PyTorch without the query: assumed)."""
+    query = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if _BUILD_REASON is not None or query is None:
+        return _BUILD_REASON is None
+    try:
+        return bool(query())
+    except RuntimeError:
+        return True
+
+
+_BF16 = _ask_bf16()
+
+
+def bf16_supported() -> bool:
+    """Whether oneDNN has bfloat16 convolutions on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT)."""
+    return _BF16
+
+
+def dtypes() -> tuple:
+    """The dtypes this backend computes in on this CPU."""
+    return (torch.float32, torch.bfloat16) if _BF16 else (torch.float32,)
+
+
 def unavailable_reason(device) -> Optional[str]:
     device = torch.device(device)
     if device.type != "cpu":
@@ -73,9 +101,23 @@ def unavailable_reason(device) -> Optional[str]:
     return _BUILD_REASON
 
 
+def _dtype_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """None where this backend computes in ``dtype``, else why not (the registry's dtype_reason)."""
+    if dtype == torch.bfloat16 and not _BF16:
+        return (
+            "computes bfloat16 only on CPUs with AVX-512 (BW, VL and DQ) or AVX-NE-CONVERT, which this one "
+            "lacks (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False)"
+        )
+    if dtype not in (torch.float32, torch.bfloat16):
+        return f"computes in float32 and bfloat16, not {dtype}"
+    return None
+
+
 def _check_dtype(x: torch.Tensor) -> None:
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"the 'onednn' backend computes in float32 and bfloat16, not {x.dtype}; use backend='torch'")
+    why = _dtype_reason(x.device, x.dtype)
+    if why is not None:
+        fix = "use float32, or backend='torch' or 'auto'" if x.dtype == torch.bfloat16 else "use backend='torch'"
+        raise TypeError(f"the 'onednn' backend {why}; {fix}")
 
 
 def _conv_relu(x, w, b, padding: int, stride: int = 1):
@@ -215,5 +257,6 @@ register(
         "onednn",
         unavailable_reason,
         {"inception_block": block_forward, "inception_block_backward": torch_backend.block_backward},
+        dtype_reason=_dtype_reason,
     )
 )

@@ -31,6 +31,9 @@ class Backend:
     unavailable_reason: Callable[[torch.device], Optional[str]]
     # op name (one of OPS) -> the kernel; a backend need not implement every op.
     kernels: Mapping[str, Callable] = field(default_factory=dict)
+    # Returns None when the backend computes in ``dtype`` on ``device`` (where it runs), else a
+    # short reason why not; None: every dtype the ops take.
+    dtype_reason: Optional[Callable[[torch.device, torch.dtype], Optional[str]]] = None
 
     def op(self, name: str) -> Callable:
         """The kernel for op ``name``, or a clear error naming the backends that implement it."""

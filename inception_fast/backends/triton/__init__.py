@@ -60,6 +60,12 @@ def _unavailable_reason(device: torch.device) -> Optional[str]:
     return f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
 
+def _dtype_reason(dtype: torch.dtype) -> Optional[str]:
+    from ._common import dtype_reason  # imports triton (only asked where the backend runs)
+
+    return dtype_reason(dtype)
+
+
 def _on_device(x):
     """Triton launches on the current CUDA device; the tensors may live on another one."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
@@ -141,5 +147,6 @@ register(
             "max_pool2d": _max_pool2d,
             "avgpool_linear": _avgpool_linear,
         },
+        dtype_reason=lambda device, dtype: _dtype_reason(dtype),
     )
 )

@@ -504,11 +504,20 @@ def no_buffer(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return buf
 
 
-def check_dtype(dtype: torch.dtype) -> None:
+def dtype_reason(dtype: torch.dtype) -> Optional[str]:
+    """None where the kernels compute in ``dtype`` here, else why not (the registry's dtype_reason,
+    and ``check_dtype``'s error)."""
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"the Triton Inception kernels support float32, float16 and bfloat16, got {dtype}")
+        return f"computes in float32, float16 and bfloat16, got {dtype}"
     if INTERPRET and dtype == torch.bfloat16:
-        raise TypeError("bfloat16 is not supported by the Triton interpreter")
+        return "runs under TRITON_INTERPRET=1 here: bfloat16 is not supported by the Triton interpreter"
+    return None
+
+
+def check_dtype(dtype: torch.dtype) -> None:
+    why = dtype_reason(dtype)
+    if why is not None:
+        raise TypeError(f"the triton backend {why}")
 
 
 def dot_precision(dtype: torch.dtype) -> str:
