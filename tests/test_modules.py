@@ -266,19 +266,36 @@ def test_block_gradients_match_reference(batch_norm, train):
 def test_googlenet_training_step_matches_reference(variant, size, train):
     """A training step's gradients through the nine fused blocks: torchvision's variant in eval mode
     (BatchNorm folded), d2l's (no BatchNorm) in train mode.  fp32 through a whole net: within 2x
-    the reference's own fp32 error against the fp64 gradients."""
+    the reference's own fp32 error against the fp64 gradients, over several inputs together.
+
+    Several, because through a whole net that error is mostly discrete: where two values in a max
+    pool window (or a ReLU's input and 0) are closer than fp32's rounding, fp32 and fp64 route the
+    gradient differently, and one such flip in a deep layer moves the input gradient by ~1e-2; one
+    input has none (~1e-6) or a few, in the fused model and in the reference alike but not on the
+    same inputs, and which ones depends on the CPU's convolution kernels.  Over INPUTS inputs the
+    two make about as many; a wrong gradient is wrong on every input."""
     ref, fused = calibrated_net(variant, size)
     ref.train(train), fused.train(train)
-    x = torch.randn(2, ref.in_channels, size, size)
-    target = torch.randn(2, ref.num_classes)
     ref.dropout.p = fused.dropout.p = 0.0
-    (got, ops), (want, _) = _grads(fused, x, target), _grads(ref, x, target)
-    want64, _ = _grads(copy.deepcopy(ref).double(), x.double(), target.double())
-    assert ops.count(FUSED_BLOCK_OP) == 9, "the fused block op did not run in every block"
-    assert [g is None for g in got] == [w is None for w in want]
-    for what, sl in (("input", slice(0, 1)), ("parameter", slice(1, None))):
-        flat = [torch.cat([g.flatten() for g in grads[sl] if g is not None]) for grads in (got, want, want64)]
-        check_close(flat[0], flat[2], reduced_precision_bound(flat[1], flat[2]), f"{variant} {what} gradients")
+    ref64 = copy.deepcopy(ref).double()
+    flat = {"input": ([], [], []), "parameter": ([], [], [])}  # fused, reference, fp64 reference
+    for _ in range(INPUTS):
+        x = torch.randn(2, ref.in_channels, size, size)
+        target = torch.randn(2, ref.num_classes)
+        (got, ops), (want, _) = _grads(fused, x, target), _grads(ref, x, target)
+        want64, _ = _grads(ref64, x.double(), target.double())
+        assert ops.count(FUSED_BLOCK_OP) == 9, "the fused block op did not run in every block"
+        assert [g is None for g in got] == [w is None for w in want]
+        for what, sl in (("input", slice(0, 1)), ("parameter", slice(1, None))):
+            for kept, grads in zip(flat[what], (got, want, want64)):
+                kept.append(torch.cat([g.flatten() for g in grads[sl] if g is not None]))
+    for what, (got, want, want64) in flat.items():
+        got, want, want64 = torch.cat(got), torch.cat(want), torch.cat(want64)
+        check_close(got, want64, reduced_precision_bound(want, want64), f"{variant} {what} gradients")
+
+
+# Inputs of test_googlenet_training_step_matches_reference, compared together.
+INPUTS = 6
 
 
 # -- torch.compile and opcheck -------------------------------------------------------------------
