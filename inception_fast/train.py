@@ -534,11 +534,11 @@ def _run(args) -> int:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # before NCCL starts: one GPU per process
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        return _train(args, device, dist)
-    finally:
-        if dist.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    rc = _train(args, device, dist)  # an exception leaves the group as it is: a peer may be in a collective
+    if dist.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank done (rank 0's last checkpoint written) before any tears down
+        torch.distributed.destroy_process_group()
+    return rc
 
 
 def _train(args, device: torch.device, dist: _Dist) -> int:
