@@ -136,9 +136,10 @@ def _config(args) -> _Config:
     names = available_backends(device) if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
     wanted = list(dict.fromkeys(check_backend(b, device) for b in names))
     if args.backend == "all":  # every backend that runs here, less those that cannot compute the dtype
-        for b in [b for b in wanted if backends.dtype_reason(b, device, dtype) is not None]:
-            print(f"note: backend {b} skipped: it {backends.dtype_reason(b, device, dtype)}", file=sys.stderr)
-            wanted.remove(b)
+        skipped = {b: why for b in wanted if (why := backends.dtype_reason(b, device, dtype)) is not None}
+        for b, why in skipped.items():
+            print(f"note: backend {b} skipped: it {why}", file=sys.stderr)
+        wanted = [b for b in wanted if b not in skipped]
     for b in wanted:
         check_backend_dtype(b, device, dtype)
     if args.json:
