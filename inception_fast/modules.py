@@ -26,6 +26,7 @@ input's, like torch convolutions.
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from . import backends, choices, ops, precompiler, stages
 from .backends import onednn_backend
-from .packing import PackCache, block_convs, conv_and_bn, conv_bn_tensors, fold_conv_bn, pack_units
+from .packing import PackCache, block_convs, conv_and_bn, conv_bn_sources, conv_bn_tensors, fold_conv_bn, pack_units
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -113,9 +114,11 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
 
 
 def _check_backend_name(backend: str) -> None:
-    """Fails early on a backend name nobody knows; availability is checked per device."""
-    if backend != "auto" and backend not in backends.names():
-        raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(backends.names())}")
+    """Fails early on a backend name nobody knows; availability is checked per device.  Loads the
+    backend plugins now, so that a first forward under torch.compile does not import them mid-trace."""
+    known = backends.names()
+    if backend != "auto" and backend not in known:
+        raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(known)}")
 
 
 def _wants_channels_last(x: Tensor) -> bool:
@@ -128,6 +131,37 @@ def _pack_own_units(block: nn.Module, dtype: torch.dtype):
 
 def _own_unit_tensors(block: nn.Module) -> list:
     return conv_bn_tensors(block._units())
+
+
+def _own_unit_sources(block: nn.Module) -> list:
+    return conv_bn_sources(block._units())
+
+
+def _global_hooks() -> bool:
+    """Whether a hook for every module is registered (``nn.modules.module.register_module_forward_hook``
+    and its kin): the fused stages would skip the calls of the modules they replace."""
+    m = nn.modules.module
+    forward = m._global_forward_hooks or m._global_forward_pre_hooks
+    return bool(forward or m._global_backward_hooks or m._global_backward_pre_hooks)
+
+
+def _hooks_inside(modules) -> bool:
+    """Whether any of ``modules`` (None allowed) or a module under them carries a hook, or a global
+    module hook is registered: a fused stage does not call the modules it replaces, so where one
+    carries a hook (a forward pre-hook of torch.nn.utils.prune, a feature extractor's forward hook)
+    the stage runs its own modules.  Plain attribute reads, about 0.4 µs a module: this runs on every
+    forward."""
+    if _global_hooks():
+        return True
+    stack = list(modules)
+    while stack:
+        module = stack.pop()
+        if module is None:
+            continue
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+            return True
+        stack.extend(module._modules.values())
+    return False
 
 
 # The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
@@ -193,9 +227,9 @@ class _PackedBlock:
 
     def _init_packing(self, backend: str) -> None:
         self.requested_backend = backend
-        self._pack_cache = PackCache(_pack_own_units, _own_unit_tensors)
+        self._pack_cache = PackCache(_pack_own_units, _own_unit_sources)
         # The "onednn" backend's weights reordered to oneDNN's blocked layout (inference only).
-        self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)
+        self._prepack_cache = PackCache(_prepack_own_units, _own_unit_sources)
         self._resolved: dict = {}
         _check_backend_name(backend)
 
@@ -230,7 +264,8 @@ class _PackedBlock:
 
     def clear_packed_weights(self) -> None:
         """Drops the cached packed weights.  Needed only after writes through ``.data``, which
-        PyTorch's version counters do not see; every other change is detected on its own."""
+        PyTorch's version counters do not see; every other change is detected on its own
+        (``inception_fast.packing``)."""
         self._pack_cache.clear()
         self._prepack_cache.clear()
 
@@ -240,16 +275,33 @@ class _PackedBlock:
         self.clear_packed_weights()
         return super()._apply(fn, *args, **kwargs)
 
+    def train(self, mode: bool = True):
+        # Training may change the weights in ways no version counter shows (inception_fast.packing):
+        # every switch between train and eval mode packs afresh.
+        self.clear_packed_weights()
+        return super().train(mode)
+
     def _reference(self, x: Tensor) -> Tensor:
         """The block's computation with its own modules (what a plan "reference" runs)."""
         raise NotImplementedError
+
+    def _reference_run(self, x: Tensor) -> Tensor:
+        """``_reference``, then, where one of its BatchNorms was in train mode, the packed weights
+        dropped: nn.BatchNorm2d updates its running statistics without moving their version counters."""
+        out = self._reference(x)
+        if any(bn is not None and bn.training for bn in (conv_and_bn(unit)[1] for unit in self._units())):
+            self.clear_packed_weights()
+        return out
 
     def _bn_plan(self, x: Tensor) -> str:
         """How this forward runs, from what each BatchNorm would do (``_uses_batch_stats``):
         "fold" when none normalises with batch statistics (no BN, or all of them in eval mode with
         running statistics), "batch" when all six do and the fused op covers them (plain
         nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
-        BatchNorm classes, per-branch eps): the block's own modules."""
+        BatchNorm classes, per-branch eps): the block's own modules.  Also "reference" for a dtype
+        the ops lack (float64).  (Hooks inside the block: the callers' check, ``_hooks_inside``.)"""
+        if x.dtype not in _FLOAT_DTYPES:
+            return "reference"
         bns = [conv_and_bn(unit)[1] for unit in self._units()]
         present = [bn for bn in bns if bn is not None]
         batch = [_uses_batch_stats(bn) for bn in present]
@@ -317,7 +369,7 @@ class _PackedBlock:
         if plan == "batch":
             return self._batch_stats_forward(x)
         if plan == "reference":
-            return self._reference(x).contiguous(memory_format=torch.channels_last)
+            return self._reference_run(x).contiguous(memory_format=torch.channels_last)
         dtype = _compute_dtype(x)
         backend = self.backend_for(x.device)
         if backend == "onednn":
@@ -382,8 +434,7 @@ class FusedInception(_PackedBlock, Inception):
         fused = cls(**_block_config(block), backend=backend)
         ref_param = block.branch1.conv.weight
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
-        fused.load_state_dict(block.state_dict())
-        fused.train(block.training)
+        _adopt(fused, block)
         return fused
 
     def check_input(self, x: Tensor) -> None:
@@ -393,8 +444,8 @@ class FusedInception(_PackedBlock, Inception):
             raise ValueError(
                 f"Inception block expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}"
             )
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"Inception block supports float32, float16 and bfloat16 inputs, got {x.dtype}")
+        if not x.is_floating_point():
+            raise TypeError(f"Inception block expects a floating-point input, got {x.dtype}")
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "
@@ -408,8 +459,8 @@ class FusedInception(_PackedBlock, Inception):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         plan = self._bn_plan(x)
-        if plan == "reference":
-            return super().forward(x)  # a mix of batch and running statistics: the modules' own forward
+        if plan == "reference" or _hooks_inside(self._modules.values()):
+            return self._reference_run(x)  # the modules' own forward (see _bn_plan, _hooks_inside)
         return self._fused_call(x, plan)
 
 
@@ -423,8 +474,9 @@ class FusedGoogLeNet(GoogLeNet):
     ) -> None:
         super().__init__(num_classes, variant=variant, backend=backend, **kwargs)
         self.requested_backend = backend
-        self._stem_cache = PackCache(self._pack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
-        self._stem_prepack_cache = PackCache(self._prepack_stem, lambda m: conv_bn_tensors(m._stem_convs()))
+        self._hooked_children: frozenset = frozenset()  # set by each forward (_hooked)
+        self._stem_cache = PackCache(_pack_stem, _stem_sources)
+        self._stem_prepack_cache = PackCache(_prepack_stem, _stem_sources)
 
     @property
     def backend(self) -> str:
@@ -462,34 +514,15 @@ class FusedGoogLeNet(GoogLeNet):
         if model.aux1 is not None:
             fused.aux_logits = model.aux_logits
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
-        fused.load_state_dict(model.state_dict())
-        fused.train(model.training)
+        _adopt(fused, model)
         return fused
 
     def _stem_convs(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3]
 
-    @staticmethod
-    def _pack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
-        """[(w1, b1), (w2, b2), (w3, b3), {padded channel count: w1 zero-padded to it}]."""
-        packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
-        w1 = packed[0][0]
-        padded = {
-            c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
-            for c in stages.stem_padded_channels(w1.shape[1])
-        }
-        return [*packed, padded]
-
-    @staticmethod
-    def _prepack_stem(model: "FusedGoogLeNet", dtype: torch.dtype):
-        """conv1, conv2 and conv3 folded and reordered for oneDNN (the "onednn" backend's stem)."""
-        (w1, b1), (w2, b2), (w3, b3) = (fold_conv_bn(unit, dtype) for unit in model._stem_convs())
-        stride, padding = stages.stem_onednn_params(model.conv1.conv)
-        return [
-            onednn_backend.prepack_conv(w1, b1, stride, padding),
-            onednn_backend.prepack_conv(w2, b2, 1, 0),
-            onednn_backend.prepack_conv(w3, b3, 1, 1),
-        ]
+    def _stem_modules(self) -> list:
+        """Every module the reference's stem body calls (``GoogLeNet._stem_body``)."""
+        return [self.conv1, self.maxpool1, self.lrn1, self.conv2, self.conv3, self.lrn2]
 
     def _stem_runs_onednn(self, x: Tensor) -> bool:
         """Whether the "onednn" backend runs the stem's convs for ``x`` from prepacked weights (no
@@ -508,7 +541,7 @@ class FusedGoogLeNet(GoogLeNet):
 
     def _stem_weights(self, dtype):
         if torch.is_grad_enabled() and any(t.requires_grad for t in conv_bn_tensors(self._stem_convs())):
-            return self._pack_stem(self, dtype)
+            return _pack_stem(self, dtype)
         return self._stem_cache.get(self, dtype)
 
     def clear_packed_weights(self) -> None:
@@ -516,13 +549,20 @@ class FusedGoogLeNet(GoogLeNet):
         self._stem_cache.clear()
         self._stem_prepack_cache.clear()
         for module in self.modules():
-            if isinstance(module, FusedInception):
+            if isinstance(module, _PackedBlock):
                 module.clear_packed_weights()
 
-    def _apply(self, fn, *args, **kwargs):
-        self._stem_cache.clear()  # as FusedInception._apply; the blocks clear their own
+    def _clear_stem(self) -> None:
+        self._stem_cache.clear()
         self._stem_prepack_cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._clear_stem()  # as FusedInception._apply; the blocks clear their own
         return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        self._clear_stem()  # as FusedInception.train; the blocks clear their own
+        return super().train(mode)
 
     @property
     def _triton_allowed(self) -> bool:
@@ -566,15 +606,14 @@ class FusedGoogLeNet(GoogLeNet):
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)
         _check_params_match(x, self.fc.weight, "GoogLeNet")
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"GoogLeNet supports float32, float16 and bfloat16 inputs, got {x.dtype}")
 
     def _fused(self, x: Tensor) -> bool:
         """Whether the stem and the pools run fused: not where a stem BatchNorm normalises with
         batch statistics (train mode, or no running statistics: the reference's stem, then
-        channels_last; the blocks choose for themselves, ``_block``), and not on an empty batch
-        (nothing to compute: the reference's empty result)."""
-        if x.shape[0] == 0:
+        channels_last; the blocks choose for themselves, ``_block``), not on an empty batch
+        (nothing to compute: the reference's empty result) and not in a dtype the fused stages
+        lack (float64: the reference's stages throughout)."""
+        if x.shape[0] == 0 or x.dtype not in _FLOAT_DTYPES:
             return False
         stem_bns = (conv._modules.get("bn") for conv in self._stem_convs())
         return not any(bn is not None and _uses_batch_stats(bn) for bn in stem_bns)
@@ -583,16 +622,21 @@ class FusedGoogLeNet(GoogLeNet):
     def _stem_body(self, x: Tensor) -> Tensor:
         """The folded stem up to maxpool2 on ``x`` in either layout; returns channels_last:
         everything after the first conv runs channels_last (one conversion, at the entry)."""
-        if not self._fused(x):
+        if not self._fused(x) or self._hooked(*self._stem_modules()):
             if x.shape[0] == 0:
                 return super()._stem_body(x)
-            # Stem BatchNorms with batch statistics: the reference's stem, on channels_last (oneDNN's
-            # faster layout, and the blocks' layout, which they then run fused in).
-            return (
+            # Stem BatchNorms with batch statistics, or hooks on the stem's modules: the reference's
+            # stem, on channels_last (oneDNN's faster layout, and the blocks' layout, which they then
+            # run fused in).  A BatchNorm in train mode updated its running statistics unseen by the
+            # stem's caches (inception_fast.packing): they are dropped.
+            out = (
                 super()
                 ._stem_body(x.contiguous(memory_format=torch.channels_last))
                 .contiguous(memory_format=torch.channels_last)
             )
+            if any(bn is not None and bn.training for bn in (conv_and_bn(u)[1] for u in self._stem_convs())):
+                self._clear_stem()
+            return out
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
@@ -619,11 +663,15 @@ class FusedGoogLeNet(GoogLeNet):
         return x
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
-        # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan).
-        return block.fused_forward(x) if x.shape[0] > 0 else block(x)
+        # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan);
+        # a block carrying hooks, or holding a module that does, is called as a module: its forward
+        # runs the hooks (FusedInception.forward).
+        if x.shape[0] == 0 or self._hooked(block):
+            return block(x).contiguous(memory_format=torch.channels_last)
+        return block.fused_forward(x)
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
-        return self._max_pool(x, pool) if self._fused(x) else pool(x)
+        return self._max_pool(x, pool) if self._fused(x) and not self._hooked(pool) else pool(x)
 
     def _fusable_blocks(self, blocks: tuple, x: Tensor) -> bool:
         """Whether a Triton form that joins stages (a pool folded into a block, blocks chained) may
@@ -636,6 +684,7 @@ class FusedGoogLeNet(GoogLeNet):
             and self._fused(x)
             and _compute_dtype(x) == x.dtype
             and all(x.dtype == block._first_weight().dtype and block._bn_plan(x) == "fold" for block in blocks)
+            and not self._hooked(*blocks)
             and not (
                 torch.is_grad_enabled()
                 and any(t.requires_grad for t in (x, *(u for block in blocks for u in _own_unit_tensors(block))))
@@ -646,8 +695,10 @@ class FusedGoogLeNet(GoogLeNet):
         """``block(pool(x))``: the two stages, or, where FOLD_CHOICE measured it faster
         (stages.pool_block), the pool folded into the block's first Triton launch."""
         separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
-        if not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed) or not self._fusable_blocks(
-            (block,), x
+        if (
+            not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed)
+            or not self._fusable_blocks((block,), x)
+            or self._hooked(pool)
         ):
             return separate()
         packed = lambda: block.packed(x.dtype)  # noqa: E731
@@ -666,7 +717,7 @@ class FusedGoogLeNet(GoogLeNet):
             or not self._fusable_blocks(blocks, x)
         ):
             return separate()
-        if pool is not None and stages.fold_params(pool) is None:
+        if pool is not None and (stages.fold_params(pool) is None or self._hooked(pool)):
             x = self._pool(pool, x)
             pool = None
             separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(None, blocks, x)  # noqa: E731
@@ -674,11 +725,21 @@ class FusedGoogLeNet(GoogLeNet):
         shapes = tuple(_conv_shapes(block) for block in blocks)
         return stages.block_chain(x, pool, shapes, packed, separate, self.requested_backend)
 
+    def _hooked(self, *modules: Optional[nn.Module]) -> bool:
+        """Whether one of ``modules`` (children of this model) carries a hook or holds a module that
+        does, as this forward found them (``_hooks_inside``): that stage then runs its own modules."""
+        return bool(self._hooked_children) and any(m is not None and id(m) in self._hooked_children for m in modules)
+
     def forward(self, x: Tensor) -> Tensor:
         """The reference's forward with the fused stages; on the first eval forward of a new input
         shape on a GPU, every Triton binary it needs compiled first, at once
         (inception_fast.precompile); under backend auto, the forwards while those compile run
-        ATen's computations and measure nothing (inception_fast.precompiler: tuning deferred)."""
+        ATen's computations and measure nothing (inception_fast.precompiler: tuning deferred).
+        A stage whose modules carry hooks runs them (``_hooked``)."""
+        children = [c for c in self._modules.values() if c is not None]
+        self._hooked_children = (
+            frozenset(id(c) for c in children if _hooks_inside((c,))) if _hooks_inside(children) else frozenset()
+        )
         return precompiler.forward_after_precompile(
             self, self._triton_allowed, x, super().forward, defer=self.requested_backend == "auto"
         )
@@ -686,9 +747,56 @@ class FusedGoogLeNet(GoogLeNet):
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in
         train mode (dropout), the reference's head."""
-        if self.training:
+        if self.training or self._hooked(self.avgpool, self.dropout, self.fc):
             return super()._head(x)
         return stages.head(x, self.avgpool, self.dropout, self.fc, self._triton_allowed)
+
+
+def _pack_stem(model: FusedGoogLeNet, dtype: torch.dtype):
+    """[(w1, b1), (w2, b2), (w3, b3), {padded channel count: w1 zero-padded to it}]."""
+    packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
+    w1 = packed[0][0]
+    padded = {
+        c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
+        for c in stages.stem_padded_channels(w1.shape[1])
+    }
+    return [*packed, padded]
+
+
+def _prepack_stem(model: FusedGoogLeNet, dtype: torch.dtype):
+    """conv1, conv2 and conv3 folded and reordered for oneDNN (the "onednn" backend's stem)."""
+    (w1, b1), (w2, b2), (w3, b3) = (fold_conv_bn(unit, dtype) for unit in model._stem_convs())
+    stride, padding = stages.stem_onednn_params(model.conv1.conv)
+    return [
+        onednn_backend.prepack_conv(w1, b1, stride, padding),
+        onednn_backend.prepack_conv(w2, b2, 1, 0),
+        onednn_backend.prepack_conv(w3, b3, 1, 1),
+    ]
+
+
+def _stem_sources(model: FusedGoogLeNet) -> list:
+    return conv_bn_sources(model._stem_convs())
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    """nn.BatchNorm2d and its kin (torchvision's FrozenBatchNorm2d too): running statistics and an eps."""
+    return all(hasattr(module, name) for name in ("running_mean", "running_var", "eps"))
+
+
+def _adopt(fused: nn.Module, original: nn.Module) -> None:
+    """Makes ``fused``, built from ``original``'s configuration and on its device and dtype, the
+    original's copy: each BatchNorm a copy of the original's (its class, eps, momentum, affine and
+    running-statistics settings, which the constructor does not take), the original's state, and
+    each submodule's train/eval mode (a frozen BatchNorm stays in eval mode in a model in train mode)."""
+    originals = dict(original.named_modules())
+    for name, module in list(fused.named_modules()):
+        source = originals.get(name)
+        if name and source is not None and _is_batchnorm(module) and _is_batchnorm(source):
+            parent, _, attr = name.rpartition(".")
+            setattr(fused.get_submodule(parent), attr, copy.deepcopy(source))
+    fused.load_state_dict(original.state_dict())
+    for name, module in fused.named_modules():
+        module.training = originals.get(name, original).training
 
 
 class FusedForeignInception(_PackedBlock, nn.Module):
@@ -756,8 +864,8 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
             return self.reference_forward(x)  # its own errors for input it cannot take
         plan = self._bn_plan(x)
-        if plan == "reference":
-            return self.reference_forward(x)
+        if plan == "reference" or _hooks_inside(self._modules.values()):
+            return self._reference_run(x)
         _check_params_match(x, self._first_weight(), "Inception block")
         return self._fused_call(x, plan)
 
@@ -840,6 +948,7 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
 
     _check_backend_name(backend)
     done = FuseReport()
+    replaced: dict = {}  # id(original block) -> its fused block
     fused_classes = (FusedInception, FusedForeignInception)
     result = model
     if isinstance(model, fused_classes):
@@ -859,11 +968,19 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
             continue
         new = _fused_block(block, match, backend)
         done.fused.append((path, type(block).__name__))
+        replaced[id(block)] = new
         if not path:
             result = new
         else:
             parent, _, name = path.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, name, new)
+    # A block held under several names (weight tying) is visited once: its other names get the
+    # same fused block, so they stay tied.
+    if replaced:
+        for parent in list(model.modules()):
+            for name, child in parent._modules.items():
+                if child is not None and id(child) in replaced:
+                    parent._modules[name] = replaced[id(child)]
     logging.getLogger("inception_fast").info("%s", done)
     if not done.fused:
         already = sum(isinstance(m, fused_classes) for m in model.modules())

@@ -6,13 +6,19 @@ A block's packed weights (layouts in ``inception_fast.backends``):
   w3, b3 / w5, b5                          -- the 3x3 and k×k convs, channels_last 4-D
 Eval-mode BatchNorm is folded into each conv with that layer's own eps.
 
-``PackCache`` rebuilds the packed tensors whenever any source tensor changed: an
-in-place update (optimizer step, ``load_state_dict``'s copy_) bumps its version
-counter, ``.to()``/``.half()`` replace its storage, and assigning a new Parameter
-changes its identity, so the key (identity, version, storage pointer) of every
-source tensor catches all three.  The cache holds an alias of each source it was
-built from, so a replaced storage stays allocated (one stale copy of the weights,
-until the next rebuild) and its address cannot come back for a different tensor.
+``PackCache`` rebuilds the packed tensors whenever any source changed: an in-place
+update (optimizer step, ``load_state_dict``'s copy_) bumps its version counter,
+``.to()``/``.half()`` replace its storage, and assigning a new Parameter changes its
+identity, so the key (identity, version, storage pointer) of every source tensor
+catches all three; a BatchNorm's eps is a source too, compared by value.  Two
+writers leave version counters alone: optimizers with ``fused=True`` (their step
+kernels write the parameters directly) and nn.BatchNorm2d's running-statistics
+update in train mode.  So every optimizer step, through a global step hook, moves
+``weights_epoch``, which is part of every key, and the fused modules drop their caches
+after a forward in which one of their BatchNorms ran with batch statistics, and on
+``train()``/``eval()``.  The cache holds an alias of each source it was built from, so
+a replaced storage stays allocated (one stale copy of the weights, until the next
+rebuild) and its address cannot come back for a different tensor.
 
 Inference tensors (a model built, moved or loaded under ``torch.inference_mode()``) keep no
 version counter, so an in-place change leaves their key as it was.  For them the cache keeps
@@ -33,6 +39,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = [
     "PackedBlock",
@@ -42,7 +49,9 @@ __all__ = [
     "pack_units",
     "block_convs",
     "conv_bn_tensors",
+    "conv_bn_sources",
     "PackCache",
+    "weights_epoch",
 ]
 
 
@@ -121,11 +130,31 @@ def pack_units(units, dtype: Optional[torch.dtype] = None) -> PackedBlock:
     )
 
 
-def _state(tensors: list[Tensor]) -> tuple[list[tuple], bool]:
-    """The cache key, (identity, version, storage pointer) of each tensor, and whether any of them
-    is an inference tensor (version None: it keeps no version counter, see the module docstring)."""
-    out, unversioned = [], False
-    for t in tensors:
+_EPOCH = [0]
+
+
+def weights_epoch() -> int:
+    """How many optimizer steps have run in this process (any optimizer): part of every cache key,
+    since a fused optimizer's step changes parameters without moving their version counters."""
+    return _EPOCH[0]
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    _EPOCH[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
+
+
+def _state(sources: list) -> tuple[list, bool]:
+    """The cache key: the optimizer-step count, then (identity, version, storage pointer) of each
+    tensor source and the value of any other (a BatchNorm's eps); and whether any tensor is an
+    inference tensor (version None: it keeps no version counter, see the module docstring)."""
+    out, unversioned = [_EPOCH[0]], False
+    for t in sources:
+        if not isinstance(t, Tensor):
+            out.append(t)
+            continue
         if t.is_inference():
             version, unversioned = None, True
         else:
@@ -160,12 +189,23 @@ def conv_bn_tensors(units) -> list[Tensor]:
         if params.get("bias") is not None:
             out.append(params["bias"])
         if bn is not None:
-            for group, names in ((bn._parameters, ("weight", "bias")), (bn._buffers, ("running_mean", "running_var"))):
-                for name in names:
-                    t = group.get(name)
-                    if t is not None:
-                        out.append(t)
+            # Parameters or buffers: a frozen BatchNorm (torchvision.ops.FrozenBatchNorm2d) keeps
+            # its affine terms as buffers.
+            params, buffers = bn._parameters, bn._buffers
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = params.get(name)
+                if t is None:
+                    t = buffers.get(name)
+                if t is not None:
+                    out.append(t)
     return out
+
+
+def conv_bn_sources(units) -> list:
+    """What folding reads from these units: their tensors (``conv_bn_tensors``) and each
+    BatchNorm's eps (a PackCache's sources)."""
+    eps = [bn.eps for bn in (conv_and_bn(unit)[1] for unit in units) if bn is not None]
+    return conv_bn_tensors(units) + eps
 
 
 def block_convs(block: nn.Module) -> list[nn.Module]:
@@ -182,16 +222,21 @@ def block_convs(block: nn.Module) -> list[nn.Module]:
     ]
 
 
-class PackCache:
-    """Caches ``build(module, dtype)`` per dtype, rebuilt whenever a source tensor changes.
+def _block_sources(block: nn.Module) -> list:
+    return conv_bn_sources(block_convs(block))
 
-    ``sources(module)`` lists the tensors the build reads.
+
+class PackCache:
+    """Caches ``build(module, dtype)`` per dtype, rebuilt whenever a source changes.
+
+    ``sources(module)`` lists what the build reads: tensors, and plain values (compared by value).
+    ``build`` and ``sources`` are module-level functions, so a model holding the cache pickles.
     """
 
     def __init__(
         self,
         build: Callable[[nn.Module, torch.dtype], object],
-        sources: Callable[[nn.Module], list] = lambda block: conv_bn_tensors(block_convs(block)),
+        sources: Callable[[nn.Module], list] = _block_sources,
     ) -> None:
         self._build = build
         self._sources = sources
@@ -210,12 +255,16 @@ class PackCache:
             return entry[2]
         with torch.no_grad():
             packed = self._build(module, dtype)
-            if unversioned and not all(t.device.type == "cpu" for t in sources if t.is_inference()):
+            tensors = [t for t in sources if isinstance(t, Tensor)]
+            if unversioned and not all(t.device.type == "cpu" for t in tensors if t.is_inference()):
                 self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call
                 return packed
             # Aliases keep the storages (and so their addresses) taken; inference tensors get a
             # private copy, the content the next call compares against.
-            kept = [t.detach().clone() if t.is_inference() else t.detach() for t in sources]
+            kept = [
+                t if not isinstance(t, Tensor) else t.detach().clone() if t.is_inference() else t.detach()
+                for t in sources
+            ]
         self._entries = {k: v for k, v in self._entries.items() if v[0] == key}
         self._entries[dtype] = (key, kept, packed)
         return packed
@@ -231,7 +280,7 @@ class PackCache:
     @staticmethod
     def _unchanged(sources: list[Tensor], kept: list[Tensor]) -> bool:
         """Whether every inference-tensor source still holds the bits of its kept copy."""
-        return all(_same_bits(t, k) for t, k in zip(sources, kept) if t.is_inference())
+        return all(_same_bits(t, k) for t, k in zip(sources, kept) if isinstance(t, Tensor) and t.is_inference())
 
     def snapshot(self) -> dict:
         """The current entries (holding them keeps their tensors allocated)."""

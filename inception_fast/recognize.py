@@ -323,7 +323,7 @@ def match_block(module: nn.Module) -> Union[BlockMatch, str]:
     """A BlockMatch when ``module``'s forward computes the Inception pattern (in train and in
     eval mode), else the reason it does not, as a sentence fragment."""
     if _hooks(module):
-        return "it or one of its submodules has hooks, which the fused forward would skip"
+        return "it or one of its submodules has hooks (left to run as written; fuse() before registering them)"
     modes = {m: m.training for m in module.modules()}  # put back exactly: a frozen BN stays in eval
     matches = []
     try:

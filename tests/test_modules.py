@@ -13,7 +13,7 @@ from model_cases import CL, FP32, FUSED_BLOCK_OP, OpRecorder, calibrated_block, 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
 from inception_fast.backends import availability, resolve
 from inception_fast.reference import BLOCK_CONFIGS
-from inception_fast.testing import calibrate, check_close, reduced_precision_bound, rel_error
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
 
 # -- blocks ------------------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ def test_bad_inputs_get_clear_errors():
         block(torch.randn(1, 1, 16, 5, 5))
     with pytest.raises(TypeError, match="floating-point"):
         net(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
-    with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
+    with pytest.raises(TypeError, match="floating-point"):
         block(torch.randint(0, 3, (1, 16, 5, 5)))
     with pytest.raises(TypeError, match="does not match"):
         net(torch.randn(1, 3, 64, 64, dtype=torch.float64))
@@ -351,6 +351,153 @@ def test_bad_inputs_get_clear_errors():
         net(torch.randn(1, 3, 14, 14))
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         FusedInception(16, 4, 4, 8, 2, 4, 4, backend="nope")
+
+
+def test_float64_runs_the_reference_computation():
+    """float64 (gradcheck's dtype) runs the model's own modules: a float64 model answers as the
+    reference does, and the error for a float64 input to a float32 model names a cast that works."""
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"the model with \.to\(torch\.float64\)"):
+        fused(x)
+    ref, fused = ref.double(), fused.double()
+    with torch.no_grad():
+        check_close(fused(x), ref(x), TOLERANCE["same_ops"])
+    block = FusedInception(8, 3, 4, 5, 2, 3, 3).double().eval()
+    calibrate(block, torch.randn(4, 8, 5, 5, dtype=torch.float64))
+    xb = torch.randn(1, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (xb,))
+
+
+def _hook_pairs():
+    """(where, register(model) -> handle): hooks that change what they see, so a skipped one shows."""
+    scale = lambda module, args, out: out * 0.5  # noqa: E731
+    shift = lambda module, args: (args[0] + 0.25,)  # noqa: E731
+    return [
+        ("block", lambda m: m.inception4c.register_forward_hook(scale)),
+        ("conv in a block", lambda m: m.inception4c.branch2[1].conv.register_forward_hook(scale)),
+        ("bn in a block", lambda m: m.inception3a.branch4[1].bn.register_forward_pre_hook(shift)),
+        ("stem conv", lambda m: m.conv2.conv.register_forward_hook(scale)),
+        ("pool", lambda m: m.maxpool3.register_forward_pre_hook(shift)),
+        ("head", lambda m: m.fc.register_forward_pre_hook(shift)),
+        (
+            "global",
+            lambda m: torch.nn.modules.module.register_module_forward_hook(
+                lambda module, args, out: out * 0.9 if isinstance(module, torch.nn.BatchNorm2d) else None
+            ),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("where", [w for w, _ in _hook_pairs()])
+def test_hooks_run_as_in_the_reference(where):
+    """A hook anywhere in the network fires and acts as in the reference: the stage holding it runs
+    its own modules; the other stages stay fused.  Removing it brings the fused forward back."""
+    register = dict(_hook_pairs())[where]
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = fused(x)
+    handles = [register(ref), register(fused)]
+    try:
+        ref64, tol = net_tolerance(ref, x)
+        with torch.no_grad():
+            hooked = fused(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert rel_error(ref64, plain) > 100 * tol, "the hook should have changed the output"
+    check_close(hooked, ref64, tol, f"a hook on the {where}")
+    with torch.no_grad():
+        check_close(fused(x), plain, tol, "after the hook's removal")
+
+
+def test_hooks_inside_a_standalone_block_run():
+    cfg = (16, 8, 6, 8, 4, 6, 5)
+    x = torch.randn(2, 16, 6, 6)
+    ref, fused = calibrated_block(cfg, x)
+    seen = []
+    for block in (ref, fused):
+        block.branch3[1].conv.register_forward_hook(lambda m, a, out: seen.append(1) or out * 2)
+    with torch.no_grad():
+        check_close(fused(x), ref(x), FP32)
+    assert len(seen) == 2
+
+
+def test_a_fused_network_pickles():
+    import io
+
+    _, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = fused(x)  # with its caches filled
+    buffer = io.BytesIO()
+    torch.save(fused, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        check_close(loaded(x), want, FP32)
+
+
+def test_from_torchvision_keeps_batchnorm_settings_and_modes():
+    """BatchNorm eps and momentum set per layer, and a BatchNorm frozen in eval mode inside a model
+    in train mode, come through from_torchvision and fuse(): eval and train forwards as the source."""
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    for bn in (tv.conv1.bn, tv.inception3a.branch2[1].bn, tv.inception5b.branch1.bn):
+        bn.eps, bn.momentum = 1e-5, 0.3
+    for name, module in tv.named_modules():
+        if name.startswith("inception4") and isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 0.2  # a whole block's: still folded
+    x = torch.randn(2, 3, 64, 64)
+    for make in ("from_torchvision", "fuse"):
+        source = copy.deepcopy(tv).eval()
+        fused = (
+            FusedGoogLeNet.from_torchvision(source, backend="torch")
+            if make == "from_torchvision"
+            else fuse(copy.deepcopy(source), backend="torch")
+        )
+        for (name, a), (_, b) in zip(source.named_modules(), fused.named_modules()):
+            if isinstance(a, torch.nn.BatchNorm2d):
+                assert (b.eps, b.momentum) == (a.eps, a.momentum), f"{make}: {name}"
+        ref64, tol = net_tolerance(source, x)
+        with torch.no_grad():
+            check_close(fused(x), ref64, tol, f"{make}: eval")
+        source.train()
+        source.inception3b.branch1.bn.eval()  # frozen
+        source.dropout.eval()  # (random otherwise)
+        fused = (
+            FusedGoogLeNet.from_torchvision(source, backend="torch")
+            if make == "from_torchvision"
+            else fuse(copy.deepcopy(source), backend="torch")
+        )
+        assert not fused.inception3b.branch1.bn.training and fused.inception3b.branch2[0].bn.training, make
+        with torch.no_grad():
+            want = source(x)
+            got = fused(x)
+            got = got.logits if hasattr(got, "logits") else got
+            want = want.logits if hasattr(want, "logits") else want
+        check_close(got, want, FP32, f"{make}: train mode with a frozen BatchNorm")
+
+
+def test_compile_fullgraph_before_any_eager_forward():
+    """torch.compile(fullgraph=True) as the first thing a fresh process does with a block: the backend
+    plugins load at construction, not while dynamo traces the first forward."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from inception_fast import FusedInception\n"
+        "b = FusedInception(32, 8, 8, 16, 4, 8, 8).eval()\n"
+        "c = torch.compile(b, fullgraph=True, backend='aot_eager')\n"
+        "x = torch.randn(2, 32, 5, 5)\n"
+        "with torch.no_grad():\n"
+        "    assert torch.allclose(c(x), b(x), rtol=1e-4, atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_captured_forward_needs_a_cuda_input():

@@ -88,8 +88,8 @@ def test_model_built_outside_inference_mode_keeps_its_cache():
     x = torch.randn(1, 16, 5, 5)
     with torch.inference_mode():
         fused(x)
-        kept = next(iter(fused._pack_cache.snapshot().values()))[1]
-        assert all(not t.is_inference() for t in kept), "normal sources are aliased, not copied"
+        kept = [t for t in next(iter(fused._pack_cache.snapshot().values()))[1] if isinstance(t, torch.Tensor)]
+        assert kept and all(not t.is_inference() for t in kept), "normal sources are aliased, not copied"
         for model in (fused, ref):
             model.branch1.conv.weight.mul_(2.0)
         check_close(fused(x), ref(x), FP32)
@@ -175,16 +175,22 @@ def test_packed_weights_never_go_stale():
         check_close(fused(x), other(x), FP32)
 
 
-def test_pruned_conv_runs_fused():
-    """torch.nn.utils.prune replaces a conv's weight parameter by a computed attribute."""
+def test_pruned_conv_follows_its_unpruned_weight():
+    """torch.nn.utils.prune computes a conv's weight in a forward pre-hook, from weight_orig and the
+    mask: the block runs its own modules, so the hook runs, and a change of weight_orig shows."""
     from torch.nn.utils import prune
 
     cfg = (16, 8, 6, 8, 4, 6, 5)
     x = torch.randn(2, 16, 6, 6)
-    _, fused = calibrated_block(cfg, x)
-    prune.l1_unstructured(fused.branch2[1].conv, "weight", amount=0.5)
+    ref, fused = calibrated_block(cfg, x)
+    for block in (ref, fused):
+        prune.l1_unstructured(block.branch2[1].conv, "weight", amount=0.5)
     with torch.no_grad():
-        check_close(fused(x), Inception.forward(fused, x), FP32)
+        check_close(fused(x), ref(x), FP32)
+        for block in (ref, fused):
+            block.branch2[1].conv.weight_orig.mul_(-1.0)
+        want = ref(x)
+        check_close(fused(x), want, FP32)
 
 
 def test_writes_through_data_need_clear_packed_weights():
@@ -213,7 +219,8 @@ def test_replaced_weight_storage_is_not_reused_while_cached():
         w = fused.branch1.conv.weight
         old_ptr = w.data_ptr()
         w.data = w.data * 0.5  # nothing but the cache refers to the old storage now
-        held = [t.data_ptr() for entry in fused._pack_cache.snapshot().values() for t in entry[1]]
+        kept = [t for entry in fused._pack_cache.snapshot().values() for t in entry[1]]
+        held = [t.data_ptr() for t in kept if isinstance(t, torch.Tensor)]
         assert old_ptr in held, "the cache must keep the storage it was built from"
         fresh = [torch.empty_like(w) for _ in range(16)]
         assert all(t.data_ptr() != old_ptr for t in fresh)
@@ -235,3 +242,80 @@ def test_optimizer_step_refreshes_eval_output():
         after = fused(x)
     check_close(after, ref64, tol)
     assert rel_error(after, before) > 100 * tol, "the step should have changed the output"
+
+
+@pytest.mark.parametrize("make", ["adam_fused", "sgd_fused", "adamw_foreach"])
+def test_optimizer_steps_in_eval_mode_refresh_the_cache(make):
+    """Fine-tuning with frozen BatchNorm keeps the whole model in eval mode, so no train()/eval()
+    switch repacks; a fused optimizer's step leaves the version counters alone.  The step hook
+    (inception_fast.packing.weights_epoch) must still make the next no-grad forward repack."""
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    params = list(fused.parameters())
+    opt = {
+        "adam_fused": lambda: torch.optim.Adam(params, lr=1e-3, fused=True),
+        "sgd_fused": lambda: torch.optim.SGD(params, lr=1e-4, fused=True),
+        "adamw_foreach": lambda: torch.optim.AdamW(params, lr=1e-3, foreach=True),
+    }[make]()
+    target = torch.tensor([3, 7])
+    with torch.no_grad():
+        before = fused(x)  # packs and caches
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(fused(x), target).backward()
+        opt.step()
+    ref.load_state_dict(fused.state_dict())
+    ref64, tol = net_tolerance(ref.eval(), x)
+    with torch.no_grad():
+        after = fused(x)
+    assert rel_error(ref64, before) > 100 * tol, "the steps should have changed the output"
+    check_close(after, ref64, tol, f"eval output after {make} steps")
+
+
+def test_batch_norm_running_statistics_refresh_the_fold():
+    """nn.BatchNorm2d's train-mode update of its running statistics moves no version counter.  A
+    BatchNorm switched to train mode on its own (no train()/eval() on the fused module) and run
+    through the reference path (the stem's BatchNorm; one of a block's, a mix of modes) must not
+    leave the folded weights of the eval forward after it stale."""
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    shifted = torch.randn(4, 3, 64, 64) * 2 + 1  # statistics far from the calibration's
+    with torch.no_grad():
+        fused(x)  # packs and caches
+        for model in (ref, fused):
+            model.conv1.bn.train()
+            model.inception3b.branch3[0].bn.train()
+            model(shifted)
+            model.conv1.bn.eval()
+            model.inception3b.branch3[0].bn.eval()
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, "eval output after train-mode BatchNorm updates")
+        # The whole model through train() and back too.
+        fused(x)
+        for model in (ref, fused):
+            model.train()
+            model(shifted)
+            model.eval()
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, "eval output after a train-mode forward")
+
+
+def test_batch_norm_eps_change_refreshes_the_fold():
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = fused(x)  # packs and caches
+        for model in (ref, fused):
+            model.conv2.bn.eps = 0.5
+            model.inception4b.branch2[1].bn.eps = 0.5  # a per-branch eps: the block's own modules
+            model.inception4c.branch1.bn.eps = 0.5
+            model.inception4c.branch2[0].bn.eps = 0.5
+            model.inception4c.branch2[1].bn.eps = 0.5
+            model.inception4c.branch3[0].bn.eps = 0.5
+            model.inception4c.branch3[1].bn.eps = 0.5
+            model.inception4c.branch4[1].bn.eps = 0.5  # one eps throughout: still folded
+        ref64, tol = net_tolerance(ref, x)
+        assert rel_error(ref64, before) > 100 * tol, "eps 0.5 should have changed the output"
+        check_close(fused(x), ref64, tol, "eval output after eps changes")

@@ -232,6 +232,39 @@ def test_torchvision_network_and_a_model_with_both_kinds():
     assert not again.fused and not again.left_alone
 
 
+def test_a_block_held_under_two_names_stays_one_block():
+    """Weight tying: the same block object reached twice (visited once by named_children) becomes
+    one fused block under both names, and a training step moves it as it moves the original."""
+    for shared in (OurInception(8, 3, 4, 8, 2, 4, 1), TextbookInception(8, 3, (4, 6), (2, 4), 3)):
+        what = type(shared).__name__
+        model = nn.Sequential(shared, nn.Conv2d(16, 8, 1), shared)
+        x = torch.randn(2, 8, 5, 5)
+        calibrate(model, x)
+        ref = copy.deepcopy(model)  # deepcopy keeps the tie
+        _fuse_quietly(model)
+        assert model[0] is model[2], what
+        assert isinstance(model[0], (FusedInception, FusedForeignInception)), what
+        for net in (ref, model):
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            net(x).square().mean().backward()
+            opt.step()
+        with torch.no_grad():
+            want = ref(x)
+            assert want.std() > 0.1
+            check_close(model(x), want, FP32, what)
+
+
+def test_fuse_keeps_a_float64_model_working():
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    tv = tv.eval().double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        want = tv(x)
+        _fuse_quietly(tv)
+        check_close(tv(x), want, TOLERANCE["same_ops"])
+
+
 # -- lookalikes: left exactly as they were -------------------------------------------------------
 
 

@@ -226,6 +226,27 @@ def test_model_with_the_fold_forced_matches(monkeypatch, variant="torchvision"):
 
 
 @interpreter_only
+def test_a_hooked_pool_or_block_is_not_folded(monkeypatch):
+    """With the folded form forced, a hook on maxpool3 and one inside 5a keep those pools out of
+    the folded launch (only maxpool2 folds), and both hooks act as in the reference."""
+    ref, model = _model("torchvision", backend="auto")
+    x = torch.randn(1, ref.in_channels, 40, 40)
+    for name in ("STEM_CHOICE", "POOL_CHOICE", "HEAD_CHOICE"):
+        monkeypatch.setattr(choices, name, choices.MeasuredChoice(measure_on=()))
+    chooser = forcing_chooser("folded")
+    monkeypatch.setattr(choices, "FOLD_CHOICE", chooser)
+    for net in (ref, model):
+        net.maxpool3.register_forward_pre_hook(lambda m, args: (args[0] * 0.5 + 0.25,))
+        net.inception5a.branch1.conv.register_forward_hook(lambda m, args, out: out * 1.5)
+    with torch.no_grad():
+        got = model(x)
+        want = ref(x)
+    assert want.std() > 0.05, "activations vanished; the comparison could not fail"
+    check_close(got, want, TOLERANCE["fp32"], "hooked pools and blocks")
+    assert [key.shape[1] for key in chooser.choices()] == [192]  # maxpool2 into 3a only
+
+
+@interpreter_only
 def test_a_wrong_folded_kernel_is_never_chosen(monkeypatch):
     """The folded form is checked against fp64 ATen on its first call: a kernel that is off is
     dropped with the error on record, however fast it would be."""

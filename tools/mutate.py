@@ -521,6 +521,39 @@ MUTANTS = [
         FOLD,
         "BN fold forgets eps",
     ),
+    # -- what makes the packed weights stale (packing.py, modules.py) -----------------------------------
+    Mutant(
+        "cache_ignores_optimizer_steps",
+        "inception_fast/packing.py",
+        "out, unversioned = [_EPOCH[0]], False",
+        "out, unversioned = [0], False",
+        ("tests/test_packing.py", "-k", "optimizer_steps"),
+        "a fused optimizer's step (no version bump) leaves the packed weights as they were",
+    ),
+    Mutant(
+        "cache_ignores_eps",
+        "inception_fast/packing.py",
+        "    return conv_bn_tensors(units) + eps\n",
+        "    return conv_bn_tensors(units)\n",
+        ("tests/test_packing.py", "-k", "eps_change"),
+        "a BatchNorm's eps changed after the first forward is not seen",
+    ),
+    Mutant(
+        "stem_cache_kept_after_batch_stats",
+        "inception_fast/modules.py",
+        "            if any(bn is not None and bn.training for bn in (conv_and_bn(u)[1] for u in self._stem_convs())):",
+        "            if False:",
+        ("tests/test_packing.py", "-k", "running_statistics"),
+        "the stem's folded weights survive its BatchNorm's train-mode running-statistics update",
+    ),
+    Mutant(
+        "hooks_skipped",
+        "inception_fast/modules.py",
+        "    if _global_hooks():\n        return True\n    stack = list(modules)",
+        "    return False\n    stack = list(modules)",
+        ("tests/test_modules.py", "-k", "hook"),
+        "the fused stages skip the hooks of the modules they replace",
+    ),
     # -- train-mode BatchNorm (inception_block_bn_train) ---------------------------------------------
     Mutant(
         "bn_running_var_biased",
@@ -574,7 +607,7 @@ MUTANTS = [
     Mutant(
         "onednn_prepack_never_rebuilt",
         "inception_fast/modules.py",
-        "self._prepack_cache = PackCache(_prepack_own_units, _own_unit_tensors)",
+        "self._prepack_cache = PackCache(_prepack_own_units, _own_unit_sources)",
         "self._prepack_cache = PackCache(_prepack_own_units, lambda block: [])",
         ONEDNN,
         "the prepacked weights are never rebuilt after a weight change",
