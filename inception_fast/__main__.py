@@ -32,6 +32,8 @@ from .cli import (
     check_backend,
     check_backend_dtype,
     check_image_size,
+    is_allocation_failure,
+    out_of_memory,
     positive_ints,
     resolve_device,
 )
@@ -127,6 +129,11 @@ def _config(args) -> _Config:
     check_image_size(size, args.variant)
     if args.repeats is not None and args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.variant == "paper" and dtype == torch.bfloat16 and not on_gpu:
+        raise UsageError(
+            "--variant paper --dtype bfloat16 on cpu: the paper's LocalResponseNorm has no bfloat16 kernel on "
+            "the CPU in PyTorch; use --dtype float32"
+        )
     if args.time_budget is not None and not args.time_budget >= 0:
         raise UsageError(f"--time-budget must be a number of seconds, at least 0, got {args.time_budget}")
     if args.time_budget is not None:
@@ -142,7 +149,7 @@ def _config(args) -> _Config:
         wanted = [b for b in wanted if b not in skipped]
     for b in wanted:
         check_backend_dtype(b, device, dtype)
-    if args.json:
+    if args.json is not None:
         _check_writable(args.json)
     return _Config(
         device=device,
@@ -157,6 +164,8 @@ def _config(args) -> _Config:
 
 def _check_writable(path: str) -> None:
     """Fails now, not after the run, where ``--json PATH`` cannot be written."""
+    if not path.strip():
+        raise UsageError("--json: empty path")
     existed = os.path.exists(path)
     try:
         with open(path, "a"):
@@ -219,9 +228,21 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        device, dtype, batches, size, min_rounds, budget, wanted = _config(args)
+        config = _config(args)
     except UsageError as exc:
         parser.error(str(exc))  # one line, exit code 2
+    try:
+        return _run(args, config)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")
+    except RuntimeError as exc:
+        if not is_allocation_failure(exc):
+            raise
+        parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")
+
+
+def _run(args, config: _Config) -> int:
+    device, dtype, batches, size, min_rounds, budget, wanted = config
     on_gpu = device.type == "cuda"
     fmt = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
 
@@ -282,6 +303,7 @@ def main(argv=None) -> int:
             batch=n,
             warmup=5 if on_gpu else 1,
             min_repeats=min_rounds,
+            max_repeats=max(min_rounds, 1000),
             budget_s=budget,
             pairs=pairs,
             on_round=on_round,
@@ -313,7 +335,7 @@ def main(argv=None) -> int:
     print()
     for line in verdicts:
         print(line)
-    if args.json:
+    if args.json is not None:
         with open(args.json, "w") as f:
             json.dump(
                 {

@@ -21,6 +21,8 @@ __all__ = [
     "check_backend_dtype",
     "check_image_size",
     "positive_ints",
+    "is_allocation_failure",
+    "out_of_memory",
 ]
 
 
@@ -30,7 +32,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        no_value = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or no_value or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
@@ -44,6 +47,8 @@ def resolve_device(arg: Optional[str], job: str, default_cuda_index: Optional[in
 
     ``job`` names the job in the error for a device type other than cpu and cuda;
     ``default_cuda_index`` is the index a bare "cuda" gets (None: the current device)."""
+    if arg is not None and not arg.strip():
+        raise UsageError("--device: empty; give cpu, cuda or cuda:N")
     try:
         device = torch.device(arg or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
@@ -109,3 +114,22 @@ def positive_ints(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {value} in {text!r}")
         values.append(value)
     return values
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: torch.OutOfMemoryError, MemoryError, or the CPU
+    allocator's RuntimeError ("can't allocate memory", "not enough memory")."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("allocate" in text or "not enough memory" in text)
+
+
+def out_of_memory(device: torch.device, batches, size: int, exc: BaseException) -> str:
+    """The one line a job prints when memory ran out: what it was running, and what to lower."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    sizes = ",".join(str(b) for b in batches) if isinstance(batches, (list, tuple)) else str(batches)
+    return (
+        f"out of memory on {device} at batch size(s) {sizes}, image size {size}x{size} ({first[:200]}); "
+        "use a smaller batch size or image size"
+    )

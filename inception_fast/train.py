@@ -32,9 +32,11 @@ import gzip
 import json
 import math
 import os
+import pickle
 import platform
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -43,7 +45,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import FusedGoogLeNet, GoogLeNet
-from .cli import HelpFormatter, UsageError, check_backend, check_image_size, resolve_device
+from .cli import (
+    HelpFormatter,
+    UsageError,
+    check_backend,
+    check_image_size,
+    is_allocation_failure,
+    out_of_memory,
+    resolve_device,
+)
 from .reference import VARIANTS
 
 __all__ = ["main", "build_models", "load_data", "TrainData", "read_idx"]
@@ -124,8 +134,8 @@ def read_idx(path: str) -> torch.Tensor:
             data = f.read()
     except FileNotFoundError:
         raise UsageError(f"missing file {path}") from None
-    except (OSError, EOFError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UsageError(f"cannot read {path}: {exc or type(exc).__name__}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise UsageError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != 0x08:
@@ -136,6 +146,8 @@ def read_idx(path: str) -> torch.Tensor:
         raise UsageError(f"{path} is truncated (its header is incomplete)")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + math.prod(dims)
+    if math.prod(dims) == 0:
+        raise UsageError(f"{path} holds no data (header {dims})")
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise UsageError(f"{path} is {what}: {len(data)} bytes, header {dims} needs {expected}")
@@ -200,6 +212,12 @@ def load_image_folder(root: str) -> TrainData:
     """Classes from the sub-folders.  With ``train/`` and ``test/`` (or ``val/``) sub-directories
     those are the splits, else a fixed 80/20 split of the whole folder."""
     test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
+    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if subdirs == ["train"]:
+        raise UsageError(
+            f"--data-dir {root}: holds train/ but no test/ or val/ beside it; add one, or put the class "
+            f"folders directly in {root} (a fixed 80/20 split)"
+        )
     if os.path.isdir(os.path.join(root, "train")) and test_dir:
         train, classes = _folder_samples(os.path.join(root, "train"))
         test, test_classes = _folder_samples(test_dir)
@@ -264,6 +282,20 @@ def build_models(
     if reference:
         models["reference"] = ref.train()
     return models
+
+
+def batch_norm_refusal(variant: str, num_classes: int, in_channels: int, size: int, batch: int) -> Optional[str]:
+    """Why GoogLeNet(variant) in train mode cannot take a batch of ``batch`` images of side ``size``
+    (BatchNorm with batch statistics needs more than one value per channel: a batch of one whose
+    last maps are 1x1), else None.  Runs the network on the meta device: no memory, no arithmetic."""
+    with torch.device("meta"):
+        model = GoogLeNet(num_classes, variant=variant, in_channels=in_channels, init_weights=False)
+    try:
+        with torch.no_grad():
+            model.train()(torch.empty(batch, in_channels, size, size, device="meta"))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -358,6 +390,8 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.lr > 0 or not math.isfinite(args.lr):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if not 0 <= args.seed < 2**62:
+        raise UsageError(f"--seed must be an integer from 0 to 2**62 - 1, got {args.seed}")
     for name in ("steps_per_epoch", "stop_after", "test_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -367,8 +401,25 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
         raise UsageError("--dtype bfloat16 trains with CUDA autocast; on cpu use --dtype float32")
     args.backend = check_backend(args.backend, device)
     check_image_size(args.image_size, args.variant)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+    _check_out(args.out, dist)
+
+
+def _check_out(out: str, dist: _Dist) -> None:
+    """Fails now, not after an epoch, where --out cannot take the files the job writes."""
+    if not out.strip():
+        raise UsageError("--out: empty path")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if dist.main:
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: not writable")
+    for name in (CHECKPOINT, HISTORY, CURVES):
+        if os.path.isdir(os.path.join(out, name)):
+            raise UsageError(f"--out {out}: {name} there is a directory; the job writes a file of that name")
 
 
 class _Bar:
@@ -426,20 +477,52 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UsageError(f"--resume: no checkpoint {path}; run without --resume to start")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: {path} is not a file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UsageError(f"--resume: cannot read {path}: {exc}") from None
+        if isinstance(exc, pickle.UnpicklingError):
+            why = "it does not unpickle"  # torch's message is about weights_only, not about the file
+        else:
+            why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UsageError(f"--resume: cannot read {path}: not a PyTorch checkpoint file ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"--resume: {path} is not a checkpoint of this job")
+    meta = ckpt.get("meta")
+    missing = [k for k in ("epoch", "meta", "models", "optimizers", "rng", "history") if k not in ckpt]
+    if missing or not isinstance(meta, dict):
+        raise UsageError(f"--resume: {path} is damaged: missing {', '.join(missing) or 'meta'}")
     want = _meta(args, data, dist)
     del want["lr"]  # a resumed run may change the learning rate
     for key, value in want.items():
-        if ckpt["meta"].get(key) != value:
-            raise UsageError(f"--resume: {path} was written for {key} {ckpt['meta'][key]!r}, this run has {value!r}")
+        if meta.get(key) != value:
+            raise UsageError(f"--resume: {path} was written for {key} {meta.get(key)!r}, this run has {value!r}")
     return ckpt
+
+
+def _resume(ckpt: dict, path: str, models: dict, optimizers: dict, lr: float, device, dist: _Dist) -> tuple:
+    """Loads the checkpoint's models, optimizers and this process's RNG state; returns (history,
+    epoch done).  Contents that do not fit (a damaged or edited file) are a UsageError naming it."""
+    try:
+        epoch, history, rng = ckpt["epoch"], ckpt["history"], ckpt["rng"]
+        if not isinstance(epoch, int) or epoch < 0 or not isinstance(history, list):
+            raise ValueError(f"epoch {epoch!r}, history of type {type(history).__name__}")
+        if not isinstance(rng, list) or len(rng) <= dist.rank:
+            held = len(rng) if isinstance(rng, list) else 0
+            raise ValueError(f"it holds RNG states for {held} process(es), this is rank {dist.rank}")
+        for name in models:
+            models[name].load_state_dict(ckpt["models"][name])
+            optimizers[name].load_state_dict(ckpt["optimizers"][name])
+            for group in optimizers[name].param_groups:
+                group["lr"] = lr
+        _set_rng_state(rng[dist.rank], device)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        what = f"no entry {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:240]
+        raise UsageError(f"--resume: {path} is damaged or not this run's: {what}") from None
+    return history, epoch
 
 
 def _meta(args, data: TrainData, dist: _Dist) -> dict:
@@ -523,11 +606,36 @@ def main(argv=None) -> int:
         return _run(args)
     except UsageError as exc:
         parser.error(str(exc))  # one line, exit code 2
+    except (RuntimeError, MemoryError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        parser.exit(1, f"error: {out_of_memory(device, args.batch_size, args.image_size, exc)}\n")
     return 2
 
 
+def _dist_from_env() -> _Dist:
+    """This process's rank and the process count, from torchrun's environment (none: one process)."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise UsageError(
+            f"RANK={os.environ.get('RANK')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: not integers"
+        ) from None
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} WORLD_SIZE={world}: the rank must be from 0 to WORLD_SIZE - 1")
+    if world > 1 and not torch.distributed.is_initialized():
+        unset = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if unset:
+            raise UsageError(
+                f"WORLD_SIZE={world} but {' and '.join(unset)} unset: start several processes with "
+                "torchrun --nproc-per-node N -m inception_fast train ..."
+            )
+    return _Dist(rank, world)
+
+
 def _run(args) -> int:
-    dist = _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+    dist = _dist_from_env()
     device = _resolve_device(args.device, dist)
     _check_args(args, device, dist)
     if dist.world > 1 and not torch.distributed.is_initialized():
@@ -545,8 +653,6 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     data = load_data(args.data, args.data_dir)
     if args.test_limit is not None:
         data.test = _first(data.test, args.test_limit)
-    if dist.main:
-        os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, CHECKPOINT)
     ckpt = _load_checkpoint(ckpt_path, args, data, dist) if args.resume else None
     models = build_models(args.variant, data.num_classes, data.channels, args.seed, args.backend, args.reference)
@@ -555,13 +661,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     optimizers = {name: torch.optim.SGD(m.parameters(), lr=args.lr) for name, m in models.items()}
     history, start = [], 0
     if ckpt is not None:
-        for name in models:
-            models[name].load_state_dict(ckpt["models"][name])
-            optimizers[name].load_state_dict(ckpt["optimizers"][name])
-            for group in optimizers[name].param_groups:
-                group["lr"] = args.lr
-        history, start = ckpt["history"], ckpt["epoch"]
-        _set_rng_state(ckpt["rng"][dist.rank], device)
+        history, start = _resume(ckpt, ckpt_path, models, optimizers, args.lr, device, dist)
     elif dist.main and os.path.exists(ckpt_path):
         print(f"note: {ckpt_path} exists; starting afresh (--resume continues from it)")
     runners = {}
@@ -587,6 +687,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     steps = math.ceil(len(sampler) / local_batch)
     if args.steps_per_epoch:
         steps = min(steps, args.steps_per_epoch)
+    steps = _steps_batch_norm_takes(args, data, local_batch, len(sampler), steps, dist)
     if dist.main:
         names = " and ".join(f"{n} ({_unwrap(runners[n]).backend if n == 'fused' else 'unfused'})" for n in runners)
         print(
@@ -599,6 +700,10 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         )
         if start >= args.epochs:
             print(f"{ckpt_path} already holds epoch {start} of {args.epochs}: nothing to train")
+        elif args.stop_after is not None and start >= args.stop_after:
+            print(f"{ckpt_path} already holds epoch {start}, --stop-after {args.stop_after}: nothing to train")
+    if start < args.epochs and args.stop_after is not None and start >= args.stop_after:
+        return 0
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for epoch in range(start, args.epochs):
         sampler.set_epoch(epoch)
@@ -674,6 +779,28 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         why = _plot(os.path.join(args.out, CURVES), history, title)
         print(why or f"wrote {os.path.join(args.out, CURVES)}, {os.path.join(args.out, HISTORY)}, {ckpt_path}")
     return 0
+
+
+def _steps_batch_norm_takes(args, data: TrainData, local_batch: int, samples: int, steps: int, dist: _Dist) -> int:
+    """The steps per epoch, less a last short batch that train-mode BatchNorm cannot take (one
+    image whose last maps are 1x1; dropped with a note, as DataLoader's drop_last would); a
+    UsageError where no full batch can be taken."""
+    why = batch_norm_refusal(args.variant, data.num_classes, data.channels, args.image_size, local_batch)
+    if why is not None:
+        raise UsageError(
+            f"--batch-size {args.batch_size} ({local_batch} per process) at --image-size {args.image_size}: "
+            f"{why}; use a larger batch or image size"
+        )
+    last = samples - (steps - 1) * local_batch
+    if 0 < last < local_batch and batch_norm_refusal(
+        args.variant, data.num_classes, data.channels, args.image_size, last
+    ):
+        if steps == 1:
+            raise UsageError(f"{samples} training image(s) per process: too few for train-mode BatchNorm at this size")
+        if dist.main:
+            print(f"note: each epoch's last batch ({last} image) is dropped: train-mode BatchNorm cannot take it")
+        return steps - 1
+    return steps
 
 
 def _write_history(args, history: list, device: torch.device, dist: _Dist) -> None:

@@ -122,6 +122,9 @@ BAD_VALUES = [
     (["--dtype", "float16"], "--dtype float16 runs on CUDA only; on cpu use float32 or bfloat16"),
     (["--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
     (["--json", "{tmp}/no/such/dir/r.json"], "--json {tmp}/no/such/dir/r.json: cannot write there (No such file"),
+    (["--json", ""], "--json: empty path"),
+    (["--device", ""], "--device: empty; give cpu, cuda or cuda:N"),
+    (["--variant", "paper", "--dtype", "bfloat16"], "LocalResponseNorm has no bfloat16 kernel on the CPU"),
 ]
 
 
@@ -323,3 +326,29 @@ def test_time_interleaved_samples_until_spreads_separate_or_the_cap(monkeypatch)
     assert len(t["a"].samples_s) == 4 and overlapping(t) == []
     q1, q3 = t["b"].quartiles_s
     assert t["b"].min_s <= q1 <= t["b"].median_s <= q3 <= t["b"].max_s
+
+
+def test_repeats_above_a_thousand_are_run(monkeypatch, capsys):
+    """--repeats N runs N rounds, however many: the round cap follows it."""
+    import inception_fast.__main__ as job
+
+    seen = {}
+    real = job.time_interleaved
+
+    def spy(fns, **kw):
+        seen.update(kw)
+        return real(fns, **{**kw, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.0})
+
+    monkeypatch.setattr(job, "time_interleaved", spy)
+    assert main([*STUBBED, "--batch-sizes", "1", "--repeats", "1500"]) == 0
+    assert seen["min_repeats"] == 1500 and seen["max_repeats"] >= 1500
+
+
+def test_running_out_of_memory_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        huge = ["--image-size", "1000000", "--batch-sizes", "1"]
+        main(["--device", "cpu", *huge, "--backend", "torch", "--no-progress"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: out of memory on cpu at batch size(s) 1, image size 1000000x1000000" in err
+    assert "Traceback" not in err

@@ -97,6 +97,9 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
         (["--lr", "-1"], "--lr must be a positive number"),
         (["--resume"], "--resume: no checkpoint"),
         (["--device", "tpu"], "--device tpu"),
+        (["--device", ""], "--device: empty"),
+        (["--seed", "99999999999999999999"], "--seed must be an integer from 0 to 2**62 - 1"),
+        (["--variant", "torchvision", "--image-size", "15", "--batch-size", "1"], "Expected more than 1 value"),
     ],
 )
 def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
@@ -105,6 +108,67 @@ def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def _one_line(capsys, message, code=2):
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_out_resume_and_environment_problems_are_found_before_training(tmp_path, capsys, monkeypatch):
+    """Each is one error line before the first epoch: a file name the job writes taken by a
+    directory, checkpoints that are damaged, unreadable or a directory, a WORLD_SIZE without
+    torchrun's rendezvous; a resume already at --stop-after trains nothing."""
+    out = tmp_path / "o"
+    os.makedirs(out / "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "1")
+    _one_line(capsys, "checkpoint.pt there is a directory")
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "1", "--resume")
+    _one_line(capsys, "checkpoint.pt there is a directory")
+    os.rmdir(out / "checkpoint.pt")
+
+    assert train(out, "--epochs", "3", "--stop-after", "1") == 0
+    assert train(out, "--epochs", "3", "--stop-after", "1", "--resume") == 0
+    assert "already holds epoch 1, --stop-after 1: nothing to train" in capsys.readouterr().out
+    assert load(out)["epoch"] == 1
+    good = load(out)
+    for damage, message in (
+        (lambda c: c.update(rng=[]), "holds RNG states for 0 process(es)"),
+        (lambda c: c["models"].update(fused={"x": torch.zeros(1)}), "Missing key(s) in state_dict"),
+        (lambda c: c.pop("history"), "is damaged: missing history"),
+        (lambda c: c.update(epoch="one"), "epoch 'one'"),
+    ):
+        ckpt = {**good, "models": dict(good["models"])}
+        damage(ckpt)
+        torch.save(ckpt, out / "checkpoint.pt")
+        with pytest.raises(SystemExit):
+            train(out, "--epochs", "3", "--resume")
+        _one_line(capsys, message)
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "3", "--resume")
+    _one_line(capsys, "not a PyTorch checkpoint file (it does not unpickle)")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(SystemExit):
+        train(tmp_path / "d", "--epochs", "1")
+    _one_line(capsys, "WORLD_SIZE=2 but MASTER_ADDR and MASTER_PORT unset")
+
+
+def test_a_last_batch_batch_norm_cannot_take_is_dropped(tmp_path, capsys):
+    """17 images in batches of 16 at 15x15: the last batch, one image whose last maps are 1x1, would
+    fail in train-mode BatchNorm; it is dropped with a note, as drop_last would."""
+    root = _write_fmnist(tmp_path / "fm", gz=False, n_train=17)
+    argv = ["--data", "fashion-mnist", "--data-dir", str(root), "--variant", "torchvision", "--epochs", "1"]
+    assert train(tmp_path / "o", *argv, "--image-size", "15") == 0
+    assert "last batch (1 image) is dropped" in capsys.readouterr().out
+    history = json.loads((tmp_path / "o" / "history.json").read_text())["history"]
+    assert history[0]["fused"]["train_acc"] >= 0
 
 
 def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
@@ -157,7 +221,18 @@ def test_fashion_mnist_idx_files_gzipped_or_not_and_bad_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
     assert "not an IDX file" in capsys.readouterr().err
+    with open(bad, "wb") as f:
+        f.write(_idx(torch.zeros(0, 28, 28)))
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
+    assert "holds no data (header [0, 28, 28])" in capsys.readouterr().err
     os.remove(bad)
+    with open(bad + ".gz", "wb") as f:
+        f.write(gzip.compress(_idx(torch.zeros(8, 28, 28)))[:40])  # cut short
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
+    assert "cannot read" in capsys.readouterr().err
+    os.remove(bad + ".gz")
     with pytest.raises(SystemExit):
         train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
     assert "no t10k-images-idx3-ubyte" in capsys.readouterr().err
@@ -176,6 +251,11 @@ def test_image_folder(tmp_path, capsys):
     assert "3 classes" in capsys.readouterr().out
     ckpt = load(tmp_path / "o")
     assert ckpt["meta"]["num_classes"] == 3 and ckpt["meta"]["in_channels"] == 3
+    os.makedirs(tmp_path / "only" / "train")
+    os.rename(tmp_path / "imgs", tmp_path / "only" / "train" / "imgs")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o2", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
+    _one_line(capsys, "holds train/ but no test/ or val/ beside it")
 
 
 def test_help_lists_the_options():
@@ -202,8 +282,11 @@ def test_help_lists_the_options():
         "--reference",
         "--data",
         "--data-dir",
+        "--stop-after",
+        "--no-progress",
     ):
         assert option in out
+    assert "dropout (default: 0)" in " ".join(out.split()), "--seed's default 0 is a value, not no value"
 
 
 def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_path):
