@@ -118,11 +118,11 @@ def positive_ints(text: str) -> list[int]:
 
 def is_allocation_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says memory ran out: torch.OutOfMemoryError, MemoryError, or the CPU
-    allocator's RuntimeError ("can't allocate memory", "not enough memory")."""
+    allocator's RuntimeError (DefaultCPUAllocator's "can't allocate memory")."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("allocate" in text or "not enough memory" in text)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
 
 
 def out_of_memory(device: torch.device, batches, size: int, exc: BaseException) -> str:

@@ -137,6 +137,9 @@ def _own_unit_sources(block: nn.Module) -> list:
     return conv_bn_sources(block._units())
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def _global_hooks() -> bool:
     """Whether a hook for every module is registered (``nn.modules.module.register_module_forward_hook``
     and its kin): the fused stages would skip the calls of the modules they replace."""
@@ -275,6 +278,10 @@ class _PackedBlock:
         self.clear_packed_weights()
         return super()._apply(fn, *args, **kwargs)
 
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        backends.names()  # as at construction (_check_backend_name): not inside a torch.compile trace
+
     def train(self, mode: bool = True):
         # Training may change the weights in ways no version counter shows (inception_fast.packing):
         # every switch between train and eval mode packs afresh.
@@ -285,10 +292,11 @@ class _PackedBlock:
         """The block's computation with its own modules (what a plan "reference" runs)."""
         raise NotImplementedError
 
-    def _reference_run(self, x: Tensor) -> Tensor:
-        """``_reference``, then, where one of its BatchNorms was in train mode, the packed weights
-        dropped: nn.BatchNorm2d updates its running statistics without moving their version counters."""
-        out = self._reference(x)
+    def _reference_run(self, x: Tensor, run=None) -> Tensor:
+        """``_reference`` (or ``run``: the block's computation with its own modules in another form),
+        then, where one of its BatchNorms was in train mode, the packed weights dropped:
+        nn.BatchNorm2d updates its running statistics without moving their version counters."""
+        out = (run or self._reference)(x)
         if any(bn is not None and bn.training for bn in (conv_and_bn(unit)[1] for unit in self._units())):
             self.clear_packed_weights()
         return out
@@ -793,7 +801,9 @@ def _adopt(fused: nn.Module, original: nn.Module) -> None:
         source = originals.get(name)
         if name and source is not None and _is_batchnorm(module) and _is_batchnorm(source):
             parent, _, attr = name.rpartition(".")
-            setattr(fused.get_submodule(parent), attr, copy.deepcopy(source))
+            # Its hooks stay with the original (as the convs' do): fresh hook dicts in the copy.
+            memo = {id(getattr(source, d)): type(getattr(source, d))() for d in _HOOK_DICTS}
+            setattr(fused.get_submodule(parent), attr, copy.deepcopy(source, memo))
     fused.load_state_dict(original.state_dict())
     for name, module in fused.named_modules():
         module.training = originals.get(name, original).training
@@ -825,6 +835,10 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         for name, buf in block._buffers.items():
             self.register_buffer(name, buf, persistent=name not in block._non_persistent_buffers_set)
         self.source_class = f"{type(block).__module__}.{type(block).__qualname__}"
+        # The original block, not registered (its submodules, parameters and buffers are this
+        # module's own, the same objects): with hooks inside, its forward runs, calling every module
+        # it calls (wrappers, ReLU and pool modules too), so every hook fires.
+        self.__dict__["_source_block"] = block
         self.unit_paths = tuple(match.units)
         self.has_bn = match.has_bn
         self._init_packing(backend)
@@ -860,11 +874,19 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
         return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)), unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
 
+    def _source_forward(self, x: Tensor) -> Tensor:
+        """The original block's own forward, in this module's train/eval mode."""
+        source = self._source_block
+        source.training = self.training
+        return type(source).forward(source, x)
+
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
             return self.reference_forward(x)  # its own errors for input it cannot take
+        if _hooks_inside(self._modules.values()):
+            return self._reference_run(x, self._source_forward)
         plan = self._bn_plan(x)
-        if plan == "reference" or _hooks_inside(self._modules.values()):
+        if plan == "reference":
             return self._reference_run(x)
         _check_params_match(x, self._first_weight(), "Inception block")
         return self._fused_call(x, plan)

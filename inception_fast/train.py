@@ -135,7 +135,7 @@ def read_idx(path: str) -> torch.Tensor:
     except FileNotFoundError:
         raise UsageError(f"missing file {path}") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise UsageError(f"cannot read {path}: {exc or type(exc).__name__}") from None
+        raise UsageError(f"cannot read {path}: {str(exc) or type(exc).__name__}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise UsageError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != 0x08:
@@ -410,13 +410,13 @@ def _check_out(out: str, dist: _Dist) -> None:
         raise UsageError("--out: empty path")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} exists and is not a directory")
-    if dist.main:
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise UsageError(f"--out {out}: not writable")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):  # the directory, or the nearest one above it that exists
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable")
     for name in (CHECKPOINT, HISTORY, CURVES):
         if os.path.isdir(os.path.join(out, name)):
             raise UsageError(f"--out {out}: {name} there is a directory; the job writes a file of that name")
@@ -520,6 +520,8 @@ def _resume(ckpt: dict, path: str, models: dict, optimizers: dict, lr: float, de
                 group["lr"] = lr
         _set_rng_state(rng[dist.rank], device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise
         what = f"no entry {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:240]
         raise UsageError(f"--resume: {path} is damaged or not this run's: {what}") from None
     return history, epoch
@@ -687,7 +689,7 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     steps = math.ceil(len(sampler) / local_batch)
     if args.steps_per_epoch:
         steps = min(steps, args.steps_per_epoch)
-    steps = _steps_batch_norm_takes(args, data, local_batch, len(sampler), steps, dist)
+    steps, dropped = _steps_batch_norm_takes(args, data, local_batch, len(sampler), steps)
     if dist.main:
         names = " and ".join(f"{n} ({_unwrap(runners[n]).backend if n == 'fused' else 'unfused'})" for n in runners)
         print(
@@ -698,12 +700,19 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
             f"seed {args.seed}; out {args.out}",
             flush=True,
         )
+        if dropped:
+            print(f"note: each epoch's last batch ({dropped} image) is dropped: train-mode BatchNorm cannot take it")
         if start >= args.epochs:
             print(f"{ckpt_path} already holds epoch {start} of {args.epochs}: nothing to train")
         elif args.stop_after is not None and start >= args.stop_after:
             print(f"{ckpt_path} already holds epoch {start}, --stop-after {args.stop_after}: nothing to train")
     if start < args.epochs and args.stop_after is not None and start >= args.stop_after:
         return 0
+    if dist.main:  # every check passed: a run that fails them leaves no empty directory behind
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot create it ({exc.strerror or exc})") from None
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for epoch in range(start, args.epochs):
         sampler.set_epoch(epoch)
@@ -781,10 +790,10 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
     return 0
 
 
-def _steps_batch_norm_takes(args, data: TrainData, local_batch: int, samples: int, steps: int, dist: _Dist) -> int:
-    """The steps per epoch, less a last short batch that train-mode BatchNorm cannot take (one
-    image whose last maps are 1x1; dropped with a note, as DataLoader's drop_last would); a
-    UsageError where no full batch can be taken."""
+def _steps_batch_norm_takes(args, data: TrainData, local_batch: int, samples: int, steps: int) -> tuple:
+    """(the steps per epoch, the size of a last batch dropped or 0): a last short batch that
+    train-mode BatchNorm cannot take (one image whose last maps are 1x1) is dropped, as
+    DataLoader's drop_last would; a UsageError where no full batch can be taken."""
     why = batch_norm_refusal(args.variant, data.num_classes, data.channels, args.image_size, local_batch)
     if why is not None:
         raise UsageError(
@@ -797,10 +806,8 @@ def _steps_batch_norm_takes(args, data: TrainData, local_batch: int, samples: in
     ):
         if steps == 1:
             raise UsageError(f"{samples} training image(s) per process: too few for train-mode BatchNorm at this size")
-        if dist.main:
-            print(f"note: each epoch's last batch ({last} image) is dropped: train-mode BatchNorm cannot take it")
-        return steps - 1
-    return steps
+        return steps - 1, last
+    return steps, 0
 
 
 def _write_history(args, history: list, device: torch.device, dist: _Dist) -> None:

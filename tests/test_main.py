@@ -346,9 +346,9 @@ def test_repeats_above_a_thousand_are_run(monkeypatch, capsys):
 
 def test_running_out_of_memory_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        huge = ["--image-size", "1000000", "--batch-sizes", "1"]
+        huge = ["--image-size", "100000000", "--batch-sizes", "1"]  # 2.4e17 bytes: past any address space
         main(["--device", "cpu", *huge, "--backend", "torch", "--no-progress"])
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "error: out of memory on cpu at batch size(s) 1, image size 1000000x1000000" in err
+    assert "error: out of memory on cpu at batch size(s) 1, image size 100000000x100000000" in err
     assert "Traceback" not in err

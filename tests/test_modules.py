@@ -478,26 +478,36 @@ def test_from_torchvision_keeps_batchnorm_settings_and_modes():
             got = got.logits if hasattr(got, "logits") else got
             want = want.logits if hasattr(want, "logits") else want
         check_close(got, want, FP32, f"{make}: train mode with a frozen BatchNorm")
+    hooked = copy.deepcopy(tv)
+    hooked.inception3a.branch2[1].bn.register_forward_hook(lambda *args: None)
+    fused = FusedGoogLeNet.from_torchvision(hooked, backend="torch")
+    assert not fused.inception3a.branch2[1].bn._forward_hooks, "a copied BatchNorm keeps no hook of the original's"
 
 
-def test_compile_fullgraph_before_any_eager_forward():
-    """torch.compile(fullgraph=True) as the first thing a fresh process does with a block: the backend
-    plugins load at construction, not while dynamo traces the first forward."""
+def test_compile_fullgraph_before_any_eager_forward(tmp_path):
+    """torch.compile(fullgraph=True) as the first thing a fresh process does with a block, built or
+    unpickled: the backend plugins load at construction and at unpickling, not while dynamo traces
+    the first forward."""
     import subprocess
     import sys
 
+    torch.save(FusedInception(32, 8, 8, 16, 4, 8, 8).eval(), tmp_path / "block.pt")
     code = (
-        "import torch\n"
-        "from inception_fast import FusedInception\n"
-        "b = FusedInception(32, 8, 8, 16, 4, 8, 8).eval()\n"
+        "import sys, torch\n"
+        "if sys.argv[1] == 'built':\n"
+        "    from inception_fast import FusedInception\n"
+        "    b = FusedInception(32, 8, 8, 16, 4, 8, 8).eval()\n"
+        "else:\n"
+        "    b = torch.load(sys.argv[1], weights_only=False)\n"
         "c = torch.compile(b, fullgraph=True, backend='aot_eager')\n"
         "x = torch.randn(2, 32, 5, 5)\n"
         "with torch.no_grad():\n"
         "    assert torch.allclose(c(x), b(x), rtol=1e-4, atol=1e-5)\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    for how in ("built", str(tmp_path / "block.pt")):
+        proc = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_captured_forward_needs_a_cuda_input():

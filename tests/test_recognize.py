@@ -254,6 +254,43 @@ def test_a_block_held_under_two_names_stays_one_block():
             check_close(model(x), want, FP32, what)
 
 
+class SequentialInception(nn.Module):
+    """Branches as nn.Sequential with nn.ReLU and nn.MaxPool2d modules: modules the fused forward's
+    own reference computation (conv, BN, F.relu, F.max_pool2d) does not call."""
+
+    def __init__(self, cin, c1, c2, c3, c4):
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(cin, c1, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(cin, c2[0], 1), nn.ReLU(), nn.Conv2d(c2[0], c2[1], 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(cin, c3[0], 1), nn.ReLU(), nn.Conv2d(c3[0], c3[1], 5, padding=2), nn.ReLU())
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, c4, 1), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+def test_hooks_on_any_module_of_a_fused_foreign_block_run():
+    """A hook registered after fuse() on a wrapper, a ReLU or a pool module of a foreign block fires
+    as in the unfused block: the block then runs its original forward."""
+    block = SequentialInception(8, 3, (4, 6), (2, 4), 3)
+    x = torch.randn(2, 8, 5, 5)
+    calibrate(block, x)
+    ref = copy.deepcopy(block)
+    fused, _ = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception)
+    for where in ("b1", "b2.1", "b4.0"):
+        handles = [
+            m.get_submodule(where).register_forward_hook(lambda mod, args, out: out * 0.5 + 0.125) for m in (ref, fused)
+        ]
+        with torch.no_grad():
+            want = ref(x)
+            check_close(fused(x), want, FP32, f"a hook on {where}")
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad():
+        check_close(fused(x), ref(x), FP32, "after the hooks' removal")
+
+
 def test_fuse_keeps_a_float64_model_working():
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
     calibrate(tv, torch.randn(4, 3, 64, 64))
