@@ -289,6 +289,13 @@ def test_hooks_on_any_module_of_a_fused_foreign_block_run():
             handle.remove()
     with torch.no_grad():
         check_close(fused(x), ref(x), FP32, "after the hooks' removal")
+    # A branch replaced after fuse(), then a hook: the original forward runs the new branch.
+    new = nn.Sequential(nn.Conv2d(8, 3, 1), nn.ReLU())
+    fused.b1, ref.b1 = new, copy.deepcopy(new)
+    for m in (ref, fused):
+        m.b2[1].register_forward_hook(lambda mod, args, out: out * 0.5)
+    with torch.no_grad():
+        check_close(fused(x), ref(x), FP32, "a replaced branch and a hook")
 
 
 def test_fuse_keeps_a_float64_model_working():
