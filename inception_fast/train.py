@@ -401,10 +401,10 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
         raise UsageError("--dtype bfloat16 trains with CUDA autocast; on cpu use --dtype float32")
     args.backend = check_backend(args.backend, device)
     check_image_size(args.image_size, args.variant)
-    _check_out(args.out, dist)
+    _check_out(args.out)
 
 
-def _check_out(out: str, dist: _Dist) -> None:
+def _check_out(out: str) -> None:
     """Fails now, not after an epoch, where --out cannot take the files the job writes."""
     if not out.strip():
         raise UsageError("--out: empty path")
