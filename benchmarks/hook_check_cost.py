@@ -5,22 +5,20 @@
 Every forward of FusedGoogLeNet walks its module tree for hooks (inception_fast.modules: a
 stage holding a hooked module runs its own modules).  Each round times, at batch 1 on calibrated
 weights (torchvision's variant, fp32, channels_last input): the forward as it is, the same forward
-with the walk replaced by a constant "no hooks", and the walk alone (inception_fast.timing.time_fn),
-interleaved so all three see the same machine load.  Prints the medians over the rounds with their
+with the walk replaced by a constant "no hooks", and the walk alone, interleaved so all three see
+the same machine load (benchmarks.helpers.measure.interleaved_rounds).  Prints the medians over the rounds with their
 min-max.  The model has no hooks, so both forwards compute the same thing.  Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 
 import torch
 
+from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet, GoogLeNet, modules
 from inception_fast.testing import calibrate
-from inception_fast.timing import time_fn
 
 
 def main(argv=None) -> None:
@@ -37,7 +35,6 @@ def main(argv=None) -> None:
     model = FusedGoogLeNet.from_torchvision(ref, backend=args.backend).eval()
     children = [c for c in model._modules.values() if c is not None]
     walk = modules._hooks_inside
-    rows = {}
 
     def without_walk(x):
         modules._hooks_inside = lambda found: False
@@ -46,30 +43,19 @@ def main(argv=None) -> None:
         finally:
             modules._hooks_inside = walk
 
+    groups = {}
     for size in (int(s) for s in args.sizes.split(",")):
         x = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
-        runs = {
-            "forward": lambda: model(x),
-            "forward, no walk": lambda: without_walk(x),
+        groups[f"{size}x{size}"] = {
+            "forward": lambda x=x: model(x),
+            "forward, no walk": lambda x=x: without_walk(x),
             "the walk alone": lambda: walk(children),
         }
-        with torch.inference_mode():
-            for r in range(args.rounds):
-                for name, fn in runs.items():
-                    rows.setdefault((size, name), []).append(time_fn(fn, warmup=2, repeats=args.repeats).median_s)
-                print(
-                    f"{size}x{size} round {r + 1}/{args.rounds}: "
-                    + ", ".join(f"{n} {rows[(size, n)][-1] * 1e3:.3f} ms" for n in runs),
-                    flush=True,
-                )
-    print(
-        f"\nFusedGoogLeNet[{args.backend}] (torchvision variant), batch 1, fp32 channels_last; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {args.rounds} rounds (each the median of {args.repeats} calls), min-max"
-    )
-    print("| size | run | ms | min | max |\n|---|---|---|---|---|")
-    for (size, name), v in rows.items():
-        print(f"| {size} | {name} | {statistics.median(v) * 1e3:.3f} | {min(v) * 1e3:.3f} | {max(v) * 1e3:.3f} |")
+    with torch.inference_mode():
+        rows = interleaved_rounds(groups, rounds=args.rounds, repeats=args.repeats, warmup=2)
+    print()
+    what = f"FusedGoogLeNet[{args.backend}] (torchvision variant), batch 1, fp32 channels_last"
+    print(rounds_table(rows, "size", what, args.repeats))
 
 
 if __name__ == "__main__":

@@ -6,23 +6,22 @@ A FusedGoogLeNet (torchvision's variant, calibrated weights, 224x224, fp32, chan
 built normally, and the same model built and loaded under torch.inference_mode(), whose weights
 are inference tensors: those keep no version counter, so on CPU the pack cache compares their
 bits with a private copy on every forward (inception_fast.packing).  Each round times both
-forwards and the comparison alone (inception_fast.timing.time_fn), interleaved so both see the
-same machine load; it prints the medians over the rounds with their min-max.  Not a test.
+forwards and the comparison alone, interleaved so all see the same machine load
+(benchmarks.helpers.measure.interleaved_rounds); it prints the medians over the rounds with their
+min-max.  Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 
 import torch
 import torchvision
 
+from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet
 from inception_fast.packing import PackCache
 from inception_fast.testing import calibrate
-from inception_fast.timing import time_fn
 
 
 def _caches(model):
@@ -50,30 +49,18 @@ def main(argv=None) -> None:
         for module, cache in caches:
             cache.get(module, torch.float32)
 
-    rows = {}
+    groups = {}
     for batch in batches:
         x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-        runs = {
-            "built normally": lambda: normal(x),
-            "built under inference_mode": lambda: frozen(x),
+        groups[f"batch {batch}"] = {
+            "built normally": lambda x=x: normal(x),
+            "built under inference_mode": lambda x=x: frozen(x),
             "the bit comparison alone": check_only,
         }
-        for r in range(args.rounds):
-            for name, fn in runs.items():
-                rows.setdefault((batch, name), []).append(time_fn(fn, warmup=1, repeats=args.repeats).median_s)
-            print(
-                f"batch {batch} round {r + 1}/{args.rounds}: "
-                + ", ".join(f"{n} {rows[(batch, n)][-1] * 1e3:.2f} ms" for n in runs),
-                flush=True,
-            )
-    print(
-        f"\nFusedGoogLeNet[{args.backend}] (torchvision variant), 224x224 fp32 channels_last; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {args.rounds} rounds (each the median of {args.repeats} calls), min-max"
-    )
-    print("| batch | weights | ms per forward | min | max |\n|---|---|---|---|---|")
-    for (batch, name), v in rows.items():
-        print(f"| {batch} | {name} | {statistics.median(v) * 1e3:.2f} | {min(v) * 1e3:.2f} | {max(v) * 1e3:.2f} |")
+    rows = interleaved_rounds(groups, rounds=args.rounds, repeats=args.repeats)
+    print()
+    what = f"FusedGoogLeNet[{args.backend}] (torchvision variant), 224x224 fp32 channels_last"
+    print(rounds_table(rows, "batch", what, args.repeats))
 
 
 if __name__ == "__main__":

@@ -102,3 +102,37 @@ def parity(out, ref) -> Optional[float]:
         return rel_error(out, ref)
     except Exception:
         return None
+
+
+def interleaved_rounds(groups: dict, *, rounds: int, repeats: int, warmup: int = 1) -> dict:
+    """Side by side outside pytest-benchmark: ``groups`` is {group label: {run name: fn}}; each
+    round times every run of a group once (``time_fn``'s median of ``repeats`` calls), the runs
+    interleaved so all see the same machine load, and prints one progress line.  Returns
+    {(group label, run name): [seconds, one per round]}."""
+    rows: dict = {}
+    for group, runs in groups.items():
+        for r in range(rounds):
+            for name, fn in runs.items():
+                rows.setdefault((group, name), []).append(time_fn(fn, warmup=warmup, repeats=repeats).median_s)
+            line = ", ".join(f"{name} {rows[(group, name)][-1] * 1e3:.3f} ms" for name in runs)
+            print(f"{group} round {r + 1}/{rounds}: {line}", flush=True)
+    return rows
+
+
+def rounds_table(rows: dict, group_header: str, what: str, repeats: int) -> str:
+    """``interleaved_rounds``' result as a markdown table (the median over the rounds, min and max,
+    in ms) under a caption: ``what`` was timed, with torch's version, threads and CPU."""
+    import platform
+    import statistics
+
+    rounds = len(next(iter(rows.values()), []))
+    caption = (
+        f"{what}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}; median of {rounds} rounds (each the median of "
+        f"{repeats} calls), min-max"
+    )
+    lines = [caption, f"| {group_header} | run | ms | min | max |", "|---|---|---|---|---|"]
+    for (group, name), v in rows.items():
+        ms = [statistics.median(v) * 1e3, min(v) * 1e3, max(v) * 1e3]
+        lines.append(f"| {group} | {name} | " + " | ".join(f"{t:.3f}" for t in ms) + " |")
+    return "\n".join(lines)
