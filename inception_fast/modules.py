@@ -890,10 +890,10 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return type(source).forward(source, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
-            return self.reference_forward(x)  # its own errors for input it cannot take
         if _hooks_inside(self._modules.values()):
             return self._reference_run(x, self._source_forward)
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
+            return self.reference_forward(x)  # its own errors for input it cannot take, float64's answer
         plan = self._bn_plan(x)
         if plan == "reference":
             return self._reference_run(x)

@@ -296,6 +296,9 @@ def test_hooks_on_any_module_of_a_fused_foreign_block_run():
         m.b2[1].register_forward_hook(lambda mod, args, out: out * 0.5)
     with torch.no_grad():
         check_close(fused(x), ref(x), FP32, "a replaced branch and a hook")
+        # float64 (the block's own computation) runs the hooks too; a deepcopy keeps them working.
+        fused64, ref64 = copy.deepcopy(fused).double(), copy.deepcopy(ref).double()
+        check_close(fused64(x.double()), ref64(x.double()), TOLERANCE["same_ops"], "float64 with a hook")
 
 
 def test_fuse_keeps_a_float64_model_working():
