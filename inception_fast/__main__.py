@@ -233,9 +233,7 @@ def main(argv=None) -> int:
         parser.error(str(exc))  # one line, exit code 2
     try:
         return _run(args, config)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")
-    except RuntimeError as exc:
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if not is_allocation_failure(exc):
             raise
         parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")

@@ -179,6 +179,13 @@ def _uses_batch_stats(bn: nn.Module) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
+def _trains_a_batch_norm(units) -> bool:
+    """Whether a BatchNorm of these conv(→BN) units is in train mode: run through nn.BatchNorm2d, it
+    updated its running statistics without moving their version counters, so the caches folded
+    from them must go (inception_fast.packing)."""
+    return any(bn is not None and bn.training for bn in (conv_and_bn(unit)[1] for unit in units))
+
+
 def _count_batch(bn: nn.Module):
     """nn.BatchNorm2d.forward's counting: num_batches_tracked += 1 in train mode with running
     statistics tracked; returns the running-average factor (momentum, or 1/count with momentum
@@ -297,7 +304,7 @@ class _PackedBlock:
         then, where one of its BatchNorms was in train mode, the packed weights dropped:
         nn.BatchNorm2d updates its running statistics without moving their version counters."""
         out = (run or self._reference)(x)
-        if any(bn is not None and bn.training for bn in (conv_and_bn(unit)[1] for unit in self._units())):
+        if _trains_a_batch_norm(self._units()):
             self.clear_packed_weights()
         return out
 
@@ -642,7 +649,7 @@ class FusedGoogLeNet(GoogLeNet):
                 ._stem_body(x.contiguous(memory_format=torch.channels_last))
                 .contiguous(memory_format=torch.channels_last)
             )
-            if any(bn is not None and bn.training for bn in (conv_and_bn(u)[1] for u in self._stem_convs())):
+            if _trains_a_batch_norm(self._stem_convs()):
                 self._clear_stem()
             return out
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)

@@ -163,6 +163,11 @@ def _state(sources: list) -> tuple[list, bool]:
     return out, unversioned
 
 
+def _is_inference(source) -> bool:
+    """Whether a source is an inference tensor (not a plain value, not a normal tensor)."""
+    return isinstance(source, Tensor) and source.is_inference()
+
+
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -255,8 +260,7 @@ class PackCache:
             return entry[2]
         with torch.no_grad():
             packed = self._build(module, dtype)
-            tensors = [t for t in sources if isinstance(t, Tensor)]
-            if unversioned and not all(t.device.type == "cpu" for t in tensors if t.is_inference()):
+            if unversioned and not all(t.device.type == "cpu" for t in sources if _is_inference(t)):
                 self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call
                 return packed
             # Aliases keep the storages (and so their addresses) taken; inference tensors get a
@@ -280,7 +284,7 @@ class PackCache:
     @staticmethod
     def _unchanged(sources: list[Tensor], kept: list[Tensor]) -> bool:
         """Whether every inference-tensor source still holds the bits of its kept copy."""
-        return all(_same_bits(t, k) for t, k in zip(sources, kept) if isinstance(t, Tensor) and t.is_inference())
+        return all(_same_bits(t, k) for t, k in zip(sources, kept) if _is_inference(t))
 
     def snapshot(self) -> dict:
         """The current entries (holding them keeps their tensors allocated)."""

@@ -541,7 +541,7 @@ MUTANTS = [
     Mutant(
         "stem_cache_kept_after_batch_stats",
         "inception_fast/modules.py",
-        "            if any(bn is not None and bn.training for bn in (conv_and_bn(u)[1] for u in self._stem_convs())):",
+        "            if _trains_a_batch_norm(self._stem_convs()):",
         "            if False:",
         ("tests/test_packing.py", "-k", "running_statistics"),
         "the stem's folded weights survive its BatchNorm's train-mode running-statistics update",
