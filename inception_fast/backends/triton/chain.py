@@ -60,7 +60,7 @@ the interpreter, which runs programs one after the other: program 0 takes every 
 and the others find none left.  There a dependency not met at the first look can never be met, so
 a wait looks SPIN_LIMIT times and gives up.  On a GPU a wait gives up after about 2 s
 (WAIT_LIMIT_US, by %globaltimer), which no correct wait comes near: a bug must not hang the
-process.  A wait that gave up sets a bit of the error flag (which role's wait), and its tile,
+process; once one has given up, every later wait of the chain gives up at once.  A wait that gave up sets a bit of the error flag (which role's wait), and its tile,
 computed from rows not yet written, stores NaN over its output tile (a later call's give-up, which
 no host check reads, shows in the logits instead of passing as a plausible value); the
 interpreter's launcher raises at once, ``chain_forward`` on a GPU on its first call per shape and
@@ -186,13 +186,18 @@ def _wait_rows(sync_ptr, err_bit, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, 
     """Waits until every launch-2 pixel tile holding a row of [lo_row, hi_row) has all its ``need``
     column tiles stored (one thread's acquire atomics, then a CTA barrier).  A wait that gives up
     goes on and returns ``err_bit`` (else 0), for the kernel to set in the error flag (the launcher
-    raises): SPIN_LIMIT 0 (a GPU) after WAIT_LIMIT_US per counter, else (the interpreter) after
-    SPIN_LIMIT looks per counter."""
+    raises): SPIN_LIMIT 0 (a GPU) after WAIT_LIMIT_US per counter (at once where the error flag
+    is already set), else (the interpreter) after SPIN_LIMIT looks per counter."""
     failed = 0
     for j in range(lo_row // BLOCK_M2, (hi_row - 1) // BLOCK_M2 + 1):
         seen = tl.atomic_add(sync_ptr + DEP_OFFSET + j, 0, sem="acquire", scope="gpu")
         if SPIN_LIMIT == 0:
             if seen < need:  # the clock only where there is a wait
+                # Once a wait of this chain has given up (the error flag is set: its results are
+                # wrong and its launcher raises), the later ones give up at once, so that a
+                # systematic bug costs one WAIT_LIMIT_US per chain, not one per wait.
+                gave_up = tl.atomic_add(sync_ptr + ERROR, 0, sem="relaxed", scope="gpu") != 0
+                seen = tl.where(gave_up, need + 1, seen)
                 start = _clock_us()
                 while seen < need:
                     # Every thread reads the clock, but only the one that issues the program's
