@@ -60,12 +60,14 @@ the interpreter, which runs programs one after the other: program 0 takes every 
 and the others find none left.  There a dependency not met at the first look can never be met, so
 a wait looks SPIN_LIMIT times and gives up.  On a GPU a wait gives up after about 2 s
 (WAIT_LIMIT_US, by %globaltimer), which no correct wait comes near: a bug must not hang the
-process; once one has given up, every later wait of the chain gives up at once.  A wait that gave up sets a bit of the error flag (which role's wait), and its tile,
-computed from rows not yet written, stores NaN over its output tile (a later call's give-up, which
-no host check reads, shows in the logits instead of passing as a plausible value); the
-interpreter's launcher raises at once, ``chain_forward`` on a GPU on its first call per shape and
-config (a host sync), so that the model's first-use parity check drops the chain.  The test-only
-ORDERs (interpreter only; a GPU launch refuses them) make tiles wait on later tickets on purpose.
+process.  A wait that gave up sets a bit of the error flag (which role's wait), and every later
+wait that finds the flag set gives up at once (a systematic bug costs one limit per chain, not one
+per wait).  Its tile, computed from rows not yet written, stores NaN over its output tile (a later
+call's give-up, which no host check reads, shows in the logits instead of passing as a plausible
+value); the interpreter's launcher raises at once, ``chain_forward`` on a GPU on its first call per
+shape and config (a host sync), so that the model's first-use parity check drops the chain.  The
+test-only ORDERs (interpreter only; a GPU launch refuses them) make tiles wait on later tickets on
+purpose.
 
 Counters without a memset: the sync buffer (int32: ticket, done, the error flag, and from
 DEP_OFFSET one dependency counter per launch-2 pixel tile) is allocated once per ``chain_forward``
@@ -194,11 +196,10 @@ def _wait_rows(sync_ptr, err_bit, lo_row, hi_row, need, BLOCK_M2: tl.constexpr, 
         if SPIN_LIMIT == 0:
             if seen < need:  # the clock only where there is a wait
                 # Once a wait of this chain has given up (the error flag is set: its results are
-                # wrong and its launcher raises), the later ones give up at once, so that a
-                # systematic bug costs one WAIT_LIMIT_US per chain, not one per wait.
-                gave_up = tl.atomic_add(sync_ptr + ERROR, 0, sem="relaxed", scope="gpu") != 0
-                seen = tl.where(gave_up, need + 1, seen)
+                # wrong and its launcher raises), the later ones give up at once.
                 start = _clock_us()
+                if tl.atomic_add(sync_ptr + ERROR, 0, sem="relaxed", scope="gpu") != 0:
+                    start -= WAIT_LIMIT_US + 1  # past the limit: the loop's first look gives up
                 while seen < need:
                     # Every thread reads the clock, but only the one that issues the program's
                     # atomics acts on it (the loop's condition is the atomic's result, the same in
