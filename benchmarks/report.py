@@ -1021,12 +1021,13 @@ def header_markdown(merged):
     gpu = f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB" if env.get("device_capability") else ""
     backends = ", ".join(env.get("backends_available") or []) or env.get("backends_error", "?")
     tf32 = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
+    ptxas = f" (ptxas {env['triton_ptxas']})" if env.get("triton_ptxas") else ""
     lines = [
         f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",
         f"- date: {date} (UTC)",
         f"- device: {device_name or '?'} ({env.get('device', '?')}{gpu})",
         f"- torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda') or 'none'}, "
-        f"cuDNN {env.get('cudnn') or '—'}), triton {env.get('triton') or 'absent'}, "
+        f"cuDNN {env.get('cudnn') or '—'}), triton {env.get('triton') or 'absent'}{ptxas}, "
         f"torchvision {env.get('torchvision') or '?'}, inception_fast {env.get('inception_fast') or '?'}, "
         f"Python {env.get('python', '?')}",
         f"- backends available: {backends}",

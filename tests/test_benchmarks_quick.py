@@ -161,6 +161,10 @@ def test_benchmarks_and_report_run(bench_jsons):
     assert "- roofline: none" in text  # no CUDA: no ceilings, no fractions
     assert "µs per stage outside the blocks" in proc.stdout
     assert "absent.json (not found)" in text  # a missing input is reported, not fatal
+    from benchmarks.helpers.environment import triton_ptxas
+
+    ptxas = triton_ptxas()  # the header names the ptxas Triton compiles with, where there is one
+    assert (f"(ptxas {ptxas})" in text) if ptxas else "(ptxas" not in text
     assert "Where the time goes" in text
     assert "torchvision eager" in proc.stdout  # the short table
     assert chart.exists() or "matplotlib" in proc.stderr

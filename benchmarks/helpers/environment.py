@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
+import subprocess
 import warnings
 from functools import lru_cache
 from typing import Optional
@@ -36,6 +38,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def triton_ptxas() -> Optional[str]:
+    """The release of the ptxas Triton compiles with (TRITON_PTXAS_PATH, else the one it bundles),
+    e.g. "12.8": the kernels' registers and spills depend on it as well as on Triton's version."""
+    try:
+        import triton
+    except Exception:
+        return None
+    path = os.environ.get("TRITON_PTXAS_PATH") or os.path.join(
+        os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"
+    )
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"release (\d+\.\d+)", out)
+    return found.group(1) if found else None
+
+
 def environment(device: Optional[torch.device] = None) -> dict:
     device = device or bench_device()
     env = {
@@ -53,6 +73,7 @@ def environment(device: Optional[torch.device] = None) -> dict:
         except Exception as exc:  # an absent package is information, not an error
             env[mod] = None
             env[f"{mod}_error"] = f"{type(exc).__name__}: {exc}"[:200]
+    env["triton_ptxas"] = triton_ptxas()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["device_name"] = props.name
