@@ -114,7 +114,7 @@ def _source(kernel, args, constexprs):
 
 
 def _ptxas_info(ptx: str) -> dict:
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    ptxas = triton.knobs.nvidia.ptxas.path  # the one Triton compiles with (TRITON_PTXAS_PATH, else its own)
     arch = re.search(r"^\.target\s+(\w+)", ptx, re.M).group(1)
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import re
-import subprocess
 import warnings
 from functools import lru_cache
 from typing import Optional
@@ -39,21 +37,15 @@ def cpu_name() -> str:
 
 
 def triton_ptxas() -> Optional[str]:
-    """The release of the ptxas Triton compiles with (TRITON_PTXAS_PATH, else the one it bundles),
-    e.g. "12.8": the kernels' registers and spills depend on it as well as on Triton's version."""
+    """The release of the ptxas Triton compiles with (triton.knobs: TRITON_PTXAS_PATH, else the one
+    it bundles), e.g. "12.8": the kernels' registers and spills depend on it as well as on Triton's
+    version.  None without Triton's NVIDIA backend."""
     try:
-        import triton
-    except Exception:
+        from triton import knobs
+
+        return knobs.nvidia.ptxas.version
+    except Exception:  # no triton, no knobs, or no ptxas: information, not an error
         return None
-    path = os.environ.get("TRITON_PTXAS_PATH") or os.path.join(
-        os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"
-    )
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    found = re.search(r"release (\d+\.\d+)", out)
-    return found.group(1) if found else None
 
 
 def environment(device: Optional[torch.device] = None) -> dict:
