@@ -146,10 +146,17 @@ def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
 
 
 def _kernel(op: str, backend: str, x):
-    """Backend ``backend``'s kernel for ``op`` (an old name: its new one's), checked to run on x's device."""
+    """Backend ``backend``'s kernel for ``op`` (an old name: its new one's, with the deprecation
+    warning only where that backend implements ``op``), checked to run on x's device."""
+    new = _backends.RENAMED.get((backend, x.device.type), backend)
+    impl = _backends.get(new)
+    try:
+        kernel = impl.op(op)
+    except ValueError as e:
+        if new == backend:
+            raise
+        raise ValueError(f"{e} (on {x.device.type}, {backend!r} names the {new!r} backend)") from None
     backend = _backends.renamed(backend, x.device)
-    impl = _backends.get(backend)
-    kernel = impl.op(op)
     why = impl.unavailable_reason(x.device)
     if why is not None:
         raise RuntimeError(f"backend {backend!r} is unavailable on {x.device}: {why}")

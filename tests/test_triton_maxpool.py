@@ -10,6 +10,7 @@ Outputs come from torch.empty and are overwritten with NaN first where it matter
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -103,7 +104,10 @@ def test_op_checks_and_torch_backend():
         ops.max_pool2d(x, 3, 2, 2)
     with pytest.raises(ValueError, match="too small"):
         ops.max_pool2d(make_input(1, 4, 2, 2), 3, 2)
-    with pytest.raises(ValueError, match="'torch' or 'triton'"):
+    # The old name of the cpp backend on CPU: an error naming both names, and no deprecation
+    # warning telling the user to pass a name that fails the same way.
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"'torch' or 'triton'.*'cuda' names the 'cpp'"):
+        warnings.simplefilter("error")
         ops.max_pool2d(x, 3, 2, backend="cuda")
     check_equal(ops.max_pool2d(x, 3, 2, 0, True), x, (3, 2, 0, True))
     torch.library.opcheck(torch.ops.inception_fast.max_pool2d.default, (x, 3, 2, 0, True, "torch"))
