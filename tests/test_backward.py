@@ -11,11 +11,14 @@ CPU: the Triton kernels run under TRITON_INTERPRET=1 (tests/conftest.py).  GPU t
 from __future__ import annotations
 
 import copy
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from block_cases import CL, ODD, make_block
+from uninterpreted import run_python
 
 from inception_fast import FusedInception, Inception
 from inception_fast.reference import BLOCK_CONFIGS
@@ -167,6 +170,59 @@ def poisoned_backward(monkeypatch):
 @pytest.mark.parametrize("n,h,w,k", [(3, 5, 7, 5), (1, 7, 3, 3)])
 def test_triton_gradients_odd_shapes(n, h, w, k, poisoned_backward):
     check_gradients(ODD, torch.randn(n, ODD[0], h, w), k=k, batch_norm=False)
+
+
+# Channel counts that are multiples of 8 but not of 16, as 4b/4c's (136-channel scratch, 24-channel
+# branch-3 input, 296 packed reduce rows): every alignment unit of the launches is 8.
+UNIT8 = (40, 24, 16, 24, 8, 16, 8)
+
+
+@interpreter_only
+def test_triton_gradients_alignment_units_of_8(poisoned_backward):
+    """The launches take their row strides and channel counts divided by 8 here (block_backward's
+    ROW_UNIT, W_UNIT and C_UNIT, multiplied back inside), and the weight gradients' segments start
+    at multiples of SEGMENT_ALIGN in the flat buffer: every gradient still matches the reference."""
+    from inception_fast.backends.triton import block_backward as bb
+
+    args = _backward_args(UNIT8, k=5, n=2, h=5, w=3)
+    _buffers, seg, launches = bb._arguments(*args, True)
+    units = [{u: meta[u] for u in ("ROW_UNIT", "W_UNIT", "C_UNIT")} for _k, _t, _a, meta, _g in launches]
+    assert units == [{"ROW_UNIT": 8, "W_UNIT": 8, "C_UNIT": 8}] * 2, units
+    assert all(off % bb.SEGMENT_ALIGN == 0 for off, _n in seg.values()), seg
+    check_gradients(UNIT8, torch.randn(2, UNIT8[0], 5, 3).contiguous(memory_format=CL), k=5)
+
+
+def test_sm90_compile_stats_of_every_config():
+    """Launches A and B of the Triton backward, every config, compiled for sm_90 on 4b at batch 256
+    in bf16 (no GPU needed; a subprocess, since this process runs the interpreter).  4b's scratch
+    (136 channels), branch-3 input (24) and packed reduce rows (296) are multiples of 8 only: without
+    the alignment units (block_backward's header) launch A stored its gradients element by element
+    (129 scalar stores) at 255 registers.  Each config fits the shared memory, spills nothing, runs
+    its dots on wgmma where its tile has 64 rows and 4 warps or more, streams its pipelined operands
+    with cp.async, and stores element by element only the bias partials, one fp32 per thread (in A
+    one per weight-gradient role, which the compiler may merge into one: 4b has one with triton 3.6
+    and 3.8, 3a two with 3.6).  The synchronous
+    loads: in A the two dgrad epilogues' scratch tiles (the reductions' ReLU masks); in B the input
+    gradient's pixel, its nine neighbours' pool windows and g_pooled (11), and the weight roles'
+    loads behind the branch in their pixel loop (x and [g1 | g_red]'s three, grad_out's two and the
+    recomputed pool's nine: 15)."""
+    import triton
+
+    from inception_fast.backends.triton import block_backward as bb
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    run = run_python("-m", "benchmarks.kernel_stats", "--json", "--block", "backward:inception4b")
+    stats = json.loads(run.stdout)
+    rows = stats["rows"]
+    assert [r["launch"] for r in rows] == ["bwd_a"] * len(bb.CONFIGS) + ["bwd_b"] * len(bb.CONFIGS)
+    for r in rows:
+        c, what = r["config"], f"{r['launch']} {r['config']}"
+        assert r["shared_bytes"] <= stats["max_shared_bytes"], what
+        assert r["registers"] is not None and r["registers"] <= 255 and r["spill_bytes"] == 0, what
+        assert r["scalar_stores"] in ((1, 2) if r["launch"] == "bwd_a" else (1,)) and r["cp_async"], what
+        assert r["wgmma"] == (c["BLOCK_M"] >= 64 and c["num_warps"] >= 4), what
+        assert r["sync_loads"] == (2 if r["launch"] == "bwd_a" else 26), what
 
 
 def _tied_input(n, c, h, w):

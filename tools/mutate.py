@@ -455,6 +455,14 @@ MUTANTS = [
         "the reductions' ReLU mask (scratch > 0) is not applied to their gradient",
     ),
     Mutant(
+        "triton_bwd_row_unit",
+        "inception_fast/backends/triton/block_backward.py",
+        "    s_s_n, s_s_h, s_s_w = s_s_n_div_unit * ROW_UNIT, s_s_h_div_unit * ROW_UNIT, s_s_w_div_unit * ROW_UNIT",
+        "    s_s_n, s_s_h, s_s_w = s_s_n_div_unit * ROW_UNIT, s_s_h_div_unit * ROW_UNIT, s_s_w_div_unit",
+        TRITON_BACKWARD,
+        "launch A reads the scratch's column stride without multiplying its alignment unit back",
+    ),
+    Mutant(
         "triton_bwd_split_sum",
         "inception_fast/backends/triton/block_backward.py",
         "    for s in range(0, n_splits):",

@@ -53,6 +53,28 @@ from ._common import pixel_rows, row_offsets
 
 __all__ = ["block_backward", "CONFIGS", "INTERPRETER_CONFIG", "split_count"]
 
+# Alignment (see _common.row_unit).  Triton marks an integer argument aligned only when it is a
+# multiple of 16, and 4b/4c's reductions' scratch (136 channels), their branch-3 input (24) and
+# their 296 packed reduce rows are multiples of 8 only: passed whole, they would make every g_red
+# store and every weight-gradient store of the kxk go element by element.  So the launches take
+# their row strides divided by a constexpr unit (ROW_UNIT for activations, W_UNIT for weights) and
+# their channel counts divided by C_UNIT, multiplied back inside; these quotients are not
+# specialized on alignment (blocks with the same units share binaries).  The flat gradient
+# buffer's segments start at multiples of SEGMENT_ALIGN elements.
+_ROW_STRIDES = ("n", "h", "w")
+_DIV_UNIT_A = [
+    *(f"{c}_div_unit" for c in ("cin", "ch1", "cin3", "cout3", "cin5", "cout5", "n_pool")),
+    *(f"s_{t}_{d}_div_unit" for t in ("go", "o", "s", "r", "p") for d in _ROW_STRIDES),
+    *(f"s_{t}_{d}_div_unit" for t in ("w3", "w5") for d in ("o", "h", "w")),
+    "s_wp_n_div_unit",
+]
+_DIV_UNIT_B = [
+    *(f"{c}_div_unit" for c in ("cin", "ch1", "n_red", "n_pool", "pool_col0")),
+    *(f"s_{t}_{d}_div_unit" for t in ("go", "o", "x", "r", "p", "gx") for d in _ROW_STRIDES),
+    "s_wr_n_div_unit",
+]
+SEGMENT_ALIGN = 16
+
 
 @triton.jit
 def _masked_grad(g_ptr, o_ptr, g_off, o_off, mask):
@@ -232,7 +254,7 @@ def _conv_wgrad_tile(
         tl.store(slot + b_off + offs_co, bias, mask=co_ok)
 
 
-@triton.jit(do_not_specialize=["M", "H", "W"])
+@triton.jit(do_not_specialize=["M", "H", "W"], do_not_specialize_on_alignment=_DIV_UNIT_A)
 def _branch_grads_kernel(
     gout_ptr,
     out_ptr,
@@ -246,57 +268,75 @@ def _branch_grads_kernel(
     M,
     H,
     W,
-    cin,
-    ch1,
-    cin3,
-    cout3,
-    cin5,
-    cout5,
-    n_pool,
+    # Channel counts, divided by C_UNIT.
+    cin_div_unit,
+    ch1_div_unit,
+    cin3_div_unit,
+    cout3_div_unit,
+    cin5_div_unit,
+    cout5_div_unit,
+    n_pool_div_unit,
     n_splits,
+    # The partial buffer's row length and segment offsets (multiples of SEGMENT_ALIGN).
     T,
     off_w3,
     off_b3,
     off_w5,
     off_b5,
-    s_go_n,
-    s_go_h,
-    s_go_w,
+    # Strides (image, row, column, channel); the first three divided by ROW_UNIT (activations) or
+    # W_UNIT (w3, w5 and w_pool's row stride).
+    s_go_n_div_unit,
+    s_go_h_div_unit,
+    s_go_w_div_unit,
     s_go_c,
-    s_o_n,
-    s_o_h,
-    s_o_w,
+    s_o_n_div_unit,
+    s_o_h_div_unit,
+    s_o_w_div_unit,
     s_o_c,
-    s_s_n,
-    s_s_h,
-    s_s_w,
+    s_s_n_div_unit,
+    s_s_h_div_unit,
+    s_s_w_div_unit,
     s_s_c,
-    s_r_n,
-    s_r_h,
-    s_r_w,
+    s_r_n_div_unit,
+    s_r_h_div_unit,
+    s_r_w_div_unit,
     s_r_c,
-    s_p_n,
-    s_p_h,
-    s_p_w,
+    s_p_n_div_unit,
+    s_p_h_div_unit,
+    s_p_w_div_unit,
     s_p_c,
-    s_w3_o,
-    s_w3_h,
-    s_w3_w,
+    s_w3_o_div_unit,
+    s_w3_h_div_unit,
+    s_w3_w_div_unit,
     s_w3_c,
-    s_w5_o,
-    s_w5_h,
-    s_w5_w,
+    s_w5_o_div_unit,
+    s_w5_h_div_unit,
+    s_w5_w_div_unit,
     s_w5_c,
-    s_wp_n,
+    s_wp_n_div_unit,
     s_wp_k,
     K5: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    W_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """Launch A: the 3x3's and kxk's data gradients into g_red, gp @ w_pool into g_pooled, and the
     3x3's and kxk's weight and bias gradients' pixel-split partials."""
+    cin, ch1, n_pool = cin_div_unit * C_UNIT, ch1_div_unit * C_UNIT, n_pool_div_unit * C_UNIT
+    cin3, cout3 = cin3_div_unit * C_UNIT, cout3_div_unit * C_UNIT
+    cin5, cout5 = cin5_div_unit * C_UNIT, cout5_div_unit * C_UNIT
+    s_go_n, s_go_h, s_go_w = s_go_n_div_unit * ROW_UNIT, s_go_h_div_unit * ROW_UNIT, s_go_w_div_unit * ROW_UNIT
+    s_o_n, s_o_h, s_o_w = s_o_n_div_unit * ROW_UNIT, s_o_h_div_unit * ROW_UNIT, s_o_w_div_unit * ROW_UNIT
+    s_s_n, s_s_h, s_s_w = s_s_n_div_unit * ROW_UNIT, s_s_h_div_unit * ROW_UNIT, s_s_w_div_unit * ROW_UNIT
+    s_r_n, s_r_h, s_r_w = s_r_n_div_unit * ROW_UNIT, s_r_h_div_unit * ROW_UNIT, s_r_w_div_unit * ROW_UNIT
+    s_p_n, s_p_h, s_p_w = s_p_n_div_unit * ROW_UNIT, s_p_h_div_unit * ROW_UNIT, s_p_w_div_unit * ROW_UNIT
+    s_w3_o, s_w3_h, s_w3_w = s_w3_o_div_unit * W_UNIT, s_w3_h_div_unit * W_UNIT, s_w3_w_div_unit * W_UNIT
+    s_w5_o, s_w5_h, s_w5_w = s_w5_o_div_unit * W_UNIT, s_w5_h_div_unit * W_UNIT, s_w5_w_div_unit * W_UNIT
+    s_wp_n = s_wp_n_div_unit * W_UNIT
     # The roles' programs, in grid order: dgrad 3x3, dgrad kxk, g_pooled, wgrad 3x3, wgrad kxk.
     rows = tl.cdiv(M, BLOCK_M)
     end_d3 = rows * tl.cdiv(cin3, BLOCK_N)
@@ -416,7 +456,7 @@ def _pooled_input(x_ptr, x_row, hh, ww, rows_ok, cols, cols_ok, H, W, s_x_h, s_x
     return tl.where(rows_ok[:, None] & cols_ok[None, :], pooled, 0.0)
 
 
-@triton.jit(do_not_specialize=["M", "H", "W"])
+@triton.jit(do_not_specialize=["M", "H", "W"], do_not_specialize_on_alignment=_DIV_UNIT_B)
 def _input_grads_kernel(
     gout_ptr,
     out_ptr,
@@ -429,12 +469,14 @@ def _input_grads_kernel(
     M,
     H,
     W,
-    cin,
-    ch1,
-    n_red,
-    n_pool,
-    pool_col0,
+    # Channel counts and the pool branch's first output channel, divided by C_UNIT.
+    cin_div_unit,
+    ch1_div_unit,
+    n_red_div_unit,
+    n_pool_div_unit,
+    pool_col0_div_unit,
     n_splits,
+    # The partial buffer's row length and segment offsets (multiples of SEGMENT_ALIGN).
     T,
     off_wr,
     off_br,
@@ -442,33 +484,38 @@ def _input_grads_kernel(
     off_bp,
     # 1 where the input's gradient is wanted, else 0.
     need_dx,
-    s_go_n,
-    s_go_h,
-    s_go_w,
+    # Strides (image, row, column, channel); the first three divided by ROW_UNIT, and w_red's row
+    # stride by W_UNIT.
+    s_go_n_div_unit,
+    s_go_h_div_unit,
+    s_go_w_div_unit,
     s_go_c,
-    s_o_n,
-    s_o_h,
-    s_o_w,
+    s_o_n_div_unit,
+    s_o_h_div_unit,
+    s_o_w_div_unit,
     s_o_c,
-    s_x_n,
-    s_x_h,
-    s_x_w,
+    s_x_n_div_unit,
+    s_x_h_div_unit,
+    s_x_w_div_unit,
     s_x_c,
-    s_r_n,
-    s_r_h,
-    s_r_w,
+    s_r_n_div_unit,
+    s_r_h_div_unit,
+    s_r_w_div_unit,
     s_r_c,
-    s_p_n,
-    s_p_h,
-    s_p_w,
+    s_p_n_div_unit,
+    s_p_h_div_unit,
+    s_p_w_div_unit,
     s_p_c,
-    s_gx_n,
-    s_gx_h,
-    s_gx_w,
+    s_gx_n_div_unit,
+    s_gx_h_div_unit,
+    s_gx_w_div_unit,
     s_gx_c,
-    s_wr_n,
+    s_wr_n_div_unit,
     s_wr_k,
     DOT_PRECISION: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    W_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -476,6 +523,15 @@ def _input_grads_kernel(
     """Launch B: the block input's gradient (one GEMM of [g1 | g_red] against w_red, plus g_pooled
     gathered through the max pool's recomputed argmax), and the pixel-split partials of the packed
     1x1 and pool projection weight and bias gradients."""
+    cin, ch1, n_red = cin_div_unit * C_UNIT, ch1_div_unit * C_UNIT, n_red_div_unit * C_UNIT
+    n_pool, pool_col0 = n_pool_div_unit * C_UNIT, pool_col0_div_unit * C_UNIT
+    s_go_n, s_go_h, s_go_w = s_go_n_div_unit * ROW_UNIT, s_go_h_div_unit * ROW_UNIT, s_go_w_div_unit * ROW_UNIT
+    s_o_n, s_o_h, s_o_w = s_o_n_div_unit * ROW_UNIT, s_o_h_div_unit * ROW_UNIT, s_o_w_div_unit * ROW_UNIT
+    s_x_n, s_x_h, s_x_w = s_x_n_div_unit * ROW_UNIT, s_x_h_div_unit * ROW_UNIT, s_x_w_div_unit * ROW_UNIT
+    s_r_n, s_r_h, s_r_w = s_r_n_div_unit * ROW_UNIT, s_r_h_div_unit * ROW_UNIT, s_r_w_div_unit * ROW_UNIT
+    s_p_n, s_p_h, s_p_w = s_p_n_div_unit * ROW_UNIT, s_p_h_div_unit * ROW_UNIT, s_p_w_div_unit * ROW_UNIT
+    s_gx_n, s_gx_h, s_gx_w = s_gx_n_div_unit * ROW_UNIT, s_gx_h_div_unit * ROW_UNIT, s_gx_w_div_unit * ROW_UNIT
+    s_wr_n = s_wr_n_div_unit * W_UNIT
     # The roles' programs, in grid order: input gradient (if wanted), w_red, w_pool.
     n_cin_tiles = tl.cdiv(cin, BLOCK_N)
     end_dx = need_dx * tl.cdiv(M, BLOCK_M) * n_cin_tiles
@@ -607,11 +663,13 @@ def _sum_splits_kernel(part_ptr, dst_ptr, T, n_splits, BLOCK: tl.constexpr):
 
 # Launches A and B share one tile: BLOCK_M pixels (data roles) or weight rows (weight roles),
 # BLOCK_N columns, BLOCK_K the K step (cout, packed channels, or pixels).  Unmeasured on a GPU:
-# the backward competes with the ATen chain per shape (inception_fast.choices.BACKWARD).
+# the backward competes with the ATen chain per shape (inception_fast.choices.BACKWARD).  The
+# 32x32 tile runs on 4 warps: on 2, ptxas held launch A to 168 registers and spilled 36-56 bytes
+# (3a and 5b on sm_90, triton 3.6 and 3.8; `python -m benchmarks.kernel_stats --block backward:<block>`).
 CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=2, num_stages=3),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
 ]
 # The interpreter runs programs one by one, paying per program and per op: one fixed tile.
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
@@ -622,8 +680,9 @@ SUM_BLOCK = 1024
 SPLIT_PIXELS = 32 if _common.INTERPRET else 2048
 MAX_SPLITS = 3 if _common.INTERPRET else 32
 
-_KEY_A = ["M", "H", "W", "cin", "ch1", "cin3", "cout3", "cin5", "cout5", "n_pool", "n_splits", "K5", "DOT_PRECISION"]
-_KEY_B = ["M", "H", "W", "cin", "ch1", "n_red", "n_pool", "n_splits", "DOT_PRECISION"]
+_UNITS = ["ROW_UNIT", "W_UNIT", "C_UNIT"]
+_KEY_A = ["M", "H", "W", *_DIV_UNIT_A[:7], "n_splits", "K5", "DOT_PRECISION", *_UNITS]
+_KEY_B = ["M", "H", "W", *_DIV_UNIT_B[:5], "n_splits", "DOT_PRECISION", *_UNITS]
 _tuned_a = (
     None
     if _common.INTERPRET
@@ -650,14 +709,14 @@ def split_count(m: int) -> int:
     return max(1, min(MAX_SPLITS, _common.cdiv(m, SPLIT_PIXELS)))
 
 
-def _strides(t: torch.Tensor) -> tuple:
-    """Strides of dims (0, 2, 3, 1) of a 4-D tensor: image, row, column, channel."""
-    s_n, s_c, s_h, s_w = t.stride()
-    return s_n, s_h, s_w, s_c
+def _unit(*values: int) -> int:
+    """_common.pow2_unit of the values, or 1 where one reaches 2^31 (see _common.row_unit)."""
+    return 1 if max(values, default=0) >= 2**31 else _common.pow2_unit(*values)
 
 
 def _segments(w_red, w_pool, w3, w5) -> dict:
-    """Offsets of each gradient in the flat buffer: name -> (offset, numel)."""
+    """Offsets of each gradient in the flat buffer, each a multiple of SEGMENT_ALIGN: name ->
+    (offset, numel); "total" the buffer's length, also a multiple."""
     sizes = [
         ("w_red", w_red.numel()),
         ("b_red", w_red.shape[0]),
@@ -671,7 +730,7 @@ def _segments(w_red, w_pool, w3, w5) -> dict:
     seg, off = {}, 0
     for name, n in sizes:
         seg[name] = (off, n)
-        off += n
+        off += _common.cdiv(n, SEGMENT_ALIGN) * SEGMENT_ALIGN
     seg["total"] = (off, 0)
     return seg
 
@@ -698,7 +757,18 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
     n_splits = split_count(m)
     partial = _buffer((n_splits, total), torch.float32, dev)
     flat = _buffer((total,), dt, dev)
-    common_strides = (*_strides(grad_out), *_strides(out))
+    activations = [grad_out, out, scratch, g_red, g_pooled, x] + ([gx] if need_input_grad else [])
+    unit = _common.row_unit(*activations)
+    w_unit_a = _unit(*w3.stride()[:1], *w3.stride()[2:], *w5.stride()[:1], *w5.stride()[2:], w_pool.stride(0))
+    w_unit_b = _unit(w_red.stride(0))
+    c_unit_a = _common.pow2_unit(cin, ch1, cin3, cout3, cin5, cout5, n_pool)
+    pool_col0 = out.shape[1] - n_pool
+    c_unit_b = _common.pow2_unit(cin, ch1, n_red, n_pool, pool_col0)
+
+    def strides(t, u=unit):
+        return _common.row_strides(t, u)
+
+    common_strides = (*strides(grad_out), *strides(out))
 
     def grid_a(cfg):
         bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
@@ -715,23 +785,23 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
 
     args_a = (
         grad_out, out, scratch, w3, w5, w_pool, g_red, g_pooled, partial,
-        m, h, w, cin, ch1, cin3, cout3, cin5, cout5, n_pool, n_splits, total,
+        m, h, w, *(c // c_unit_a for c in (cin, ch1, cin3, cout3, cin5, cout5, n_pool)), n_splits, total,
         seg["w3"][0], seg["b3"][0], seg["w5"][0], seg["b5"][0],
-        *common_strides, *_strides(scratch), *_strides(g_red), *_strides(g_pooled),
-        *_strides(w3), *_strides(w5), w_pool.stride(0), w_pool.stride(1),
+        *common_strides, *strides(scratch), *strides(g_red), *strides(g_pooled),
+        *strides(w3, w_unit_a), *strides(w5, w_unit_a), w_pool.stride(0) // w_unit_a, w_pool.stride(1),
     )  # fmt: skip
-    gx_strides = _strides(gx) if need_input_grad else (0, 0, 0, 0)  # never written without need_dx
+    gx_strides = strides(gx) if need_input_grad else (0, 0, 0, 0)  # never written without need_dx
     args_b = (
         grad_out, out, x, w_red, g_red, g_pooled, gx, partial,
-        m, h, w, cin, ch1, n_red, n_pool, out.shape[1] - n_pool, n_splits, total,
+        m, h, w, *(c // c_unit_b for c in (cin, ch1, n_red, n_pool, pool_col0)), n_splits, total,
         seg["w_red"][0], seg["b_red"][0], seg["w_pool"][0], seg["b_pool"][0], int(bool(need_input_grad)),
-        *common_strides, *_strides(x), *_strides(g_red), *_strides(g_pooled), *gx_strides,
-        w_red.stride(0), w_red.stride(1),
+        *common_strides, *strides(x), *strides(g_red), *strides(g_pooled), *gx_strides,
+        w_red.stride(0) // w_unit_b, w_red.stride(1),
     )  # fmt: skip
-    meta = {"DOT_PRECISION": _common.dot_precision(dt)}
+    meta = {"DOT_PRECISION": _common.dot_precision(dt), "ROW_UNIT": unit}
     launches = [
-        (_branch_grads_kernel, _tuned_a, args_a, {**meta, "K5": k5}, grid_a),
-        (_input_grads_kernel, _tuned_b, args_b, meta, grid_b),
+        (_branch_grads_kernel, _tuned_a, args_a, {**meta, "K5": k5, "W_UNIT": w_unit_a, "C_UNIT": c_unit_a}, grid_a),
+        (_input_grads_kernel, _tuned_b, args_b, {**meta, "W_UNIT": w_unit_b, "C_UNIT": c_unit_b}, grid_b),
     ]
     buffers = {"g_red": g_red, "g_pooled": g_pooled, "gx": gx, "partial": partial, "flat": flat}
     return buffers, seg, launches
