@@ -201,11 +201,10 @@ def test_sm90_compile_stats_of_every_config():
     its dots on wgmma where its tile has 64 rows and 4 warps or more, streams its pipelined operands
     with cp.async, and stores element by element only the bias partials, one fp32 per thread (in A
     one per weight-gradient role, which the compiler may merge into one: 4b has one with triton 3.6
-    and 3.8, 3a two with 3.6).  The synchronous
-    loads: in A the two dgrad epilogues' scratch tiles (the reductions' ReLU masks); in B the input
-    gradient's pixel, its nine neighbours' pool windows and g_pooled (11), and the weight roles'
-    loads behind the branch in their pixel loop (x and [g1 | g_red]'s three, grad_out's two and the
-    recomputed pool's nine: 15)."""
+    and 3.8, 3a two with 3.6).  The synchronous loads: in A the two dgrad epilogues' scratch tiles
+    (the reductions' ReLU masks); in B the input gradient's pixel, its nine neighbours' pool windows
+    and g_pooled (11), and the weight roles' loads behind the branch in their pixel loop (x and
+    [g1 | g_red]'s three, grad_out's two and the recomputed pool's nine: 15)."""
     import triton
 
     from inception_fast.backends.triton import block_backward as bb
