@@ -558,9 +558,14 @@ def row_unit(*tensors: torch.Tensor) -> int:
     for t in tensors:
         s_n, _, s_h, s_w = t.stride()
         strides += (s_n, s_h, s_w)
-    # A stride of 2^31 or more stays whole: Triton passes it as int64, whereas stride // unit
-    # could fit int32, and the product with the unit would then wrap in 32 bits.
-    return 1 if max(strides) >= 2**31 else pow2_unit(*strides)
+    return stride_unit(*strides)
+
+
+def stride_unit(*strides: int) -> int:
+    """pow2_unit of the strides, or 1 where one reaches 2^31: such a stride stays whole, since
+    Triton passes it as int64, whereas stride // unit could fit int32, and the product with the
+    unit would then wrap in 32 bits."""
+    return 1 if max(strides, default=0) >= 2**31 else pow2_unit(*strides)
 
 
 def pow2_unit(*values: int) -> int:

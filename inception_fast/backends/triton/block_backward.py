@@ -709,11 +709,6 @@ def split_count(m: int) -> int:
     return max(1, min(MAX_SPLITS, _common.cdiv(m, SPLIT_PIXELS)))
 
 
-def _unit(*values: int) -> int:
-    """_common.pow2_unit of the values, or 1 where one reaches 2^31 (see _common.row_unit)."""
-    return 1 if max(values, default=0) >= 2**31 else _common.pow2_unit(*values)
-
-
 def _segments(w_red, w_pool, w3, w5) -> dict:
     """Offsets of each gradient in the flat buffer, each a multiple of SEGMENT_ALIGN: name ->
     (offset, numel); "total" the buffer's length, also a multiple."""
@@ -759,8 +754,9 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
     flat = _buffer((total,), dt, dev)
     activations = [grad_out, out, scratch, g_red, g_pooled, x] + ([gx] if need_input_grad else [])
     unit = _common.row_unit(*activations)
-    w_unit_a = _unit(*w3.stride()[:1], *w3.stride()[2:], *w5.stride()[:1], *w5.stride()[2:], w_pool.stride(0))
-    w_unit_b = _unit(w_red.stride(0))
+    w_rows = [s for t in (w3, w5) for d, s in enumerate(t.stride()) if d != 1]  # as row_unit reads them
+    w_unit_a = _common.stride_unit(*w_rows, w_pool.stride(0))
+    w_unit_b = _common.stride_unit(w_red.stride(0))
     c_unit_a = _common.pow2_unit(cin, ch1, cin3, cout3, cin5, cout5, n_pool)
     pool_col0 = out.shape[1] - n_pool
     c_unit_b = _common.pow2_unit(cin, ch1, n_red, n_pool, pool_col0)

@@ -179,7 +179,7 @@ def _weight_strides(w: torch.Tensor) -> tuple:
     would make W_UNIT 1 and the weight loads unaligned (no cp.async)."""
     s_o, s_c, s_h, s_w = w.stride()
     s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))
-    unit = 1 if max(s_o, s_h, s_w) >= 2**31 else _common.pow2_unit(s_o, s_h, s_w)
+    unit = _common.stride_unit(s_o, s_h, s_w)
     return unit, (s_o // unit, s_h // unit, s_w // unit, s_c)
 
 
