@@ -6,7 +6,8 @@ without its max pool, of the stem's conv2 and conv3 (conv_relu.py, launch "conv_
 pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into 3a's/4a's/5a's
 loads, of the head's two launches, the average pool and the fc GEMM, on 5b's output, and of the
 joined launch of chain.py, launch 2 of a block and launch 1 of the next, as launch "joined" on
-3a>3b, 4b>4c and 5a>5b) for a GPU
+3a>3b, 4b>4c and 5a>5b; of the Triton backward's launches A and B; of the train-mode BatchNorm
+block's GEMMs and normalise pass, bn_train.py) for a GPU
 architecture (default sm_90, the H100) with the arguments the real launchers pass for a given
 block, batch and dtype, and reports per config: registers per thread, spilled bytes, shared
 memory, and whether the main loops use Hopper's asynchronous
@@ -19,7 +20,8 @@ so the code compiled here is the code a launch on the GPU would compile.  Regist
 come from ptxas -v (the one shipped with Triton) on the generated PTX.
 
     python -m benchmarks.kernel_stats [--arch 90] [--dtype bf16]
-        [--block inception3a|stem|convs|pools|folds|head|backward:inception4b|tma:inception3a|tma|tma1:inception3a|tma1
+        [--block inception3a|stem|convs|pools|folds|head|backward:inception4b|bn_train:inception4b|tma:inception3a|tma
+                 |tma1:inception3a|tma1
                  |chain:inception4b|chains] [--batch 256] [--json]
 
 ``--block tma`` compiles the TMA launch 2 for all nine blocks, ``--block tma1`` the TMA launch 1
@@ -263,6 +265,40 @@ def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "b
     return rows
 
 
+def bn_train_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
+    """One row per kernel of the train-mode BatchNorm block (bn_train.py, one fixed tile each) for
+    ``block`` at its GoogLeNet size, laid out as block_bn_train_forward lays it out: "gemm_red"
+    (the three 1x1s over x), "gemm_pool" (the pool projection), "conv3" and "conv5" (the 3x3 and kxk
+    over the scratch), and the normalise + ReLU pass from the reduce GEMM's output into the scratch
+    ("bn_relu_scratch": 4b's 296- and 136-channel rows) and from the 3x3's into the block output
+    ("bn_relu_out")."""
+    from inception_fast import geometry
+    from inception_fast.backends.triton import bn_train
+
+    ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, _, _ = block_tensors(block, batch, DTYPES[dtype])
+    out, scratch, _pre, (y_red, y3, y5, y_pool) = geometry.bn_train_buffers(x, w_red, w_pool, w3, w5)
+    r3, gemm, stats = w3.shape[1], bn_train.GPU_CONFIG, torch.empty(max(out.shape[1], y_red.shape[1]))
+    gemm_stats, conv_stats = bn_train._gemm_stats_kernel, bn_train._conv_stats_kernel
+    kernels = [
+        ("gemm_red", gemm_stats, bn_train._gemm_arguments(geometry.rows(x), w_red, b_red, y_red, gemm)),
+        ("gemm_pool", gemm_stats, bn_train._gemm_arguments(geometry.rows(x), w_pool, b_pool, y_pool, gemm)),
+        ("conv3", conv_stats, bn_train._conv_arguments(scratch[:, :r3], w3, b3, y3, gemm)),
+        ("conv5", conv_stats, bn_train._conv_arguments(scratch[:, r3:], w5, b5, y5, gemm)),
+    ]
+    to_scratch = bn_train._bn_relu_arguments(y_red[:, ch1:], geometry.rows(scratch), stats, stats)
+    to_out = bn_train._bn_relu_arguments(y3, geometry.rows(out)[:, ch1 : ch1 + y3.shape[1]], stats, stats)
+    rows = []
+    for launch, kernel, (args, meta, *_rest), config in [
+        *((name, kernel, arguments, gemm) for name, kernel, arguments in kernels),
+        ("bn_relu_scratch", bn_train._bn_relu_kernel, to_scratch, bn_train.PASS_CONFIG),
+        ("bn_relu_out", bn_train._bn_relu_kernel, to_out, bn_train.PASS_CONFIG),
+    ]:
+        row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+        row.update(_compile(kernel, args, meta, config, arch))
+        rows.append(row)
+    return rows
+
+
 def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int = 224) -> list[dict]:
     """One row per (launch, config) of the stem kernel on torchvision's conv1 + maxpool1, for an
     NCHW input (what a user passes; the kernel reads it directly): "conv_pool" fused, "conv" alone."""
@@ -427,12 +463,13 @@ def main(argv=None) -> int:
             "tma",
             "tma1",
             "chains",
-            *(f"{k}:{b}" for k in ("backward", "tma", "tma1") for b in SIZES),
+            *(f"{k}:{b}" for k in ("backward", "bn_train", "tma", "tma1") for b in SIZES),
             *(f"chain:{a}" for a, _ in CHAIN_PAIRS),
         ],
         help="repeatable (default: stem, conv2 and conv3, 3a, 4b, 5b, the pools, the folded pools, the head "
         "and the joined launch 4b>4c); convs: the stem's conv2 and conv3 (conv_relu.py); "
-        "backward:<block> for the Triton backward; folds: launch 1 of 3a, 4a, 5a with the pool before it "
+        "backward:<block> for the Triton backward; bn_train:<block> for the train-mode BatchNorm block's "
+        "kernels; folds: launch 1 of 3a, 4a, 5a with the pool before it "
         "folded in; tma:<block> for the hopper backend's launch 2, tma for it on all nine blocks; "
         "tma1:<block> and tma1 the same for its launch 1; "
         "chain:<block> for the joined launch of that block's launch 2 and the next one's launch 1 "
@@ -467,6 +504,8 @@ def main(argv=None) -> int:
             rows += pool_stats(args.batch, args.dtype, args.arch)
         elif block.startswith("backward:"):
             rows += backward_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
+        elif block.startswith("bn_train:"):
+            rows += bn_train_stats(block.split(":", 1)[1], args.batch, args.dtype, args.arch)
         elif block == "tma1" or block.startswith("tma1:"):
             for name in list(SIZES) if block == "tma1" else [block.split(":", 1)[1]]:
                 rows += tma1_stats(name, args.batch, args.dtype, args.arch)
@@ -496,6 +535,8 @@ def main(argv=None) -> int:
                 f" p{c['BLOCK_K_POOL']} o{c['ORDER']}{'P' if c['PERSISTENT'] else ''} w{c['num_warps']}"
                 f" s{c['num_stages']}"
             )
+        elif r["launch"].startswith("bn_relu"):
+            cfg = f"{c['BLOCK_M']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
         elif r["launch"] == "launch1_tma":
             cfg = (
                 f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"

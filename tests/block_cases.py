@@ -8,6 +8,10 @@ import torch.nn.functional as F
 CL = torch.channels_last
 # (in, ch1, ch3red, ch3, ch5red, ch5, pool): fills no tile, no 16-byte chunk and no K block.
 ODD = (13, 5, 7, 9, 3, 6, 4)
+# Channel counts that are multiples of 8 but not of 16, as 4b/4c's (136-channel scratch, 24-channel
+# branch-3 input, 296 packed reduce rows): the kernels' alignment units (row strides and channel
+# counts passed divided by them, see backends/triton/_common.row_unit) come out at 8.
+UNIT8 = (40, 24, 16, 24, 8, 16, 8)
 
 
 def make_block(cfg, k5=3, n=1, h=5, w=5, dtype=torch.float32, device="cpu", seed=0):

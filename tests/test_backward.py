@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from block_cases import CL, ODD, make_block
+from block_cases import CL, ODD, UNIT8, make_block
 from uninterpreted import run_python
 
 from inception_fast import FusedInception, Inception
@@ -170,11 +170,6 @@ def poisoned_backward(monkeypatch):
 @pytest.mark.parametrize("n,h,w,k", [(3, 5, 7, 5), (1, 7, 3, 3)])
 def test_triton_gradients_odd_shapes(n, h, w, k, poisoned_backward):
     check_gradients(ODD, torch.randn(n, ODD[0], h, w), k=k, batch_norm=False)
-
-
-# Channel counts that are multiples of 8 but not of 16, as 4b/4c's (136-channel scratch, 24-channel
-# branch-3 input, 296 packed reduce rows): every alignment unit of the launches is 8.
-UNIT8 = (40, 24, 16, 24, 8, 16, 8)
 
 
 @interpreter_only

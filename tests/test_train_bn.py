@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from block_cases import ODD
+from block_cases import ODD, UNIT8
 from model_cases import FP32, FUSED_BLOCK_OP, OpRecorder
 from torch import nn
 
@@ -336,6 +336,69 @@ def test_triton_matches_torch_backend(cfg, k, shape, poisoned):
     got = op(*args, 1e-3, "triton")
     for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
         check_close(g, w, FP32, name)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_triton_alignment_units_of_8(k, poisoned, monkeypatch):
+    """Every kernel of the triton backend's op takes its row strides and channel counts divided by 8
+    here (bn_train's ROW_UNIT and C_UNIT, multiplied back inside; the kxk's weight strides too,
+    W_UNIT): every output still
+    matches the torch backend's."""
+    _triton_or_skip()
+    from inception_fast.backends.triton import _common
+
+    units, real_launch = [], _common.launch
+
+    def launch(kernel, grid, *args, **kwargs):
+        if "ROW_UNIT" in kwargs:
+            units.append({u: kwargs[u] for u in ("ROW_UNIT", "W_UNIT", "C_UNIT") if u in kwargs})
+        real_launch(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(_common, "launch", launch)
+    args = op_args(UNIT8, k, (2, 5, 3))
+    op = torch.ops.inception_fast.inception_block_bn_train
+    got = op(*args, 1e-3, "triton")
+    # 4 GEMMs with statistics and 5 normalise passes (the max pool has no units); the weight units
+    # of the 3x3 (16 input channels) and the kxk (8).
+    assert len(units) == 9, units
+    assert all(u["ROW_UNIT"] == 8 for u in units), units
+    # Channel units 8, but 16 for the pass over the kxk's 16 output channels.
+    assert [u["C_UNIT"] for u in units] == [8, 8, 8, 8, 8, 8, 16, 8, 8], units
+    assert [u["W_UNIT"] for u in units if "W_UNIT" in u] == [16, 8], units
+    want = op(*args, 1e-3, "torch")
+    for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
+        check_close(g, w, FP32, name)
+
+
+def test_sm90_compile_stats_of_the_kernels():
+    """The triton backend's kernels compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a
+    subprocess, since this process runs the interpreter).  4b's reduce rows (296 channels), scratch
+    (136) and branch-3 input (24) are multiples of 8 only: without the alignment units the 3x3 and
+    kxk spilled 1-1.8 KB at 255 registers (the kxk without cp.async), and the reduce GEMM and the
+    normalise pass into the scratch stored element by element.  Each fits the shared memory, spills
+    nothing and stores element by element only its tile statistics (one fp32 mean and M2 per
+    thread); the GEMMs run on wgmma and stream both operands with cp.async (the bias is their one
+    synchronous load); the normalise pass loads y, scale and shift."""
+    import json
+    from pathlib import Path
+
+    import triton
+    from uninterpreted import run_python
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    stats = json.loads(run_python("-m", "benchmarks.kernel_stats", "--json", "--block", "bn_train:inception4b").stdout)
+    rows = stats["rows"]
+    gemms = ["gemm_red", "gemm_pool", "conv3", "conv5"]
+    assert [r["launch"] for r in rows] == [*gemms, "bn_relu_scratch", "bn_relu_out"]
+    for r in rows:
+        what = f"{r['launch']} {r['config']}"
+        assert r["shared_bytes"] <= stats["max_shared_bytes"], what
+        assert r["registers"] is not None and r["spill_bytes"] == 0, what
+        if r["launch"] in gemms:
+            assert r["wgmma"] and r["cp_async"] and r["sync_loads"] == 1 and r["scalar_stores"] == 2, what
+        else:
+            assert r["scalar_stores"] == 0 and r["sync_loads"] == 3, what
 
 
 def test_triton_block_train_step_matches_reference():

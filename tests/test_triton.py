@@ -570,7 +570,7 @@ def test_sm90_compile_stats_of_every_config():
         if r["launch"] == "linear":  # the head's GEMM: the bias is its one load not through cp.async
             assert r["sync_loads"] == 1, what
         if r["launch"] == "conv_relu":  # the stem's conv2/conv3: the bias is the one load not through cp.async
-            # (conv_relu._weight_strides: a 1x1 weight's kh/kw strides of 1 would make its loads synchronous)
+            # (_common.weight_strides: a 1x1 weight's kh/kw strides of 1 would make its loads synchronous)
             assert r["sync_loads"] == 1, what
         if r["launch"] == "launch2":
             # The two biases, and with split-K each branch's partial tiles summed by the last

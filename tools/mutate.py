@@ -506,11 +506,11 @@ MUTANTS = [
     ),
     Mutant(
         "triton_conv_relu_1x1_weight_unit",
-        "inception_fast/backends/triton/conv_relu.py",
+        "inception_fast/backends/triton/_common.py",
         "    s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))\n",
         "",
         ("tests/test_triton.py", "-k", "sm90"),
-        "a 1x1 weight's kh/kw strides (1) enter W_UNIT: conv2's weight loads lose cp.async",
+        "a 1x1 weight's kh/kw strides (1) enter W_UNIT (_common.weight_strides): conv2's weight loads lose cp.async",
     ),
     # -- BatchNorm folding and packing (packing.py) ------------------------------------------------------
     Mutant(
@@ -597,11 +597,19 @@ MUTANTS = [
     ),
     Mutant(
         "triton_bn_conv_no_padding_shift",
-        "inception_fast/backends/triton/bn_train.py",
-        "            ih = hh + (kh - KS // 2)",
-        "            ih = hh + kh",
+        "inception_fast/backends/triton/branch_convs.py",
+        "        dh = kh - KS // 2",
+        "        dh = kh",
         ("tests/test_train_bn.py", "-k", "triton_matches"),
-        "implicit-GEMM kxk conv taps not centred (rows shifted by k // 2)",
+        "implicit-GEMM kxk conv taps (branch_convs._conv_acc, which the train-mode convs share) not centred",
+    ),
+    Mutant(
+        "triton_bn_row_unit",
+        "inception_fast/backends/triton/bn_train.py",
+        "    stride_am = stride_am_div_unit * ROW_UNIT",
+        "    stride_am = stride_am_div_unit",
+        ("tests/test_train_bn.py", "-k", "triton"),
+        "the statistics GEMM reads its input rows without multiplying their alignment unit back",
     ),
     # -- the onednn backend (backends/onednn_backend.py) and its prepacked-weight cache ----------------
     Mutant(

@@ -580,6 +580,17 @@ def row_strides(t: torch.Tensor, unit: int) -> tuple:
     return s_n // unit, s_h // unit, s_w // unit, s_c
 
 
+def weight_strides(w: torch.Tensor) -> tuple:
+    """(W_UNIT, the weight's strides of dims (0, 2, 3, 1), the first three divided by W_UNIT), as
+    row_unit and row_strides give them, but with the kh and kw strides of a 1x1 kernel
+    taken as 0: the kernel multiplies them by 0 only, and PyTorch gives size-1 dims stride 1, which
+    would make W_UNIT 1 and the weight loads unaligned (no cp.async)."""
+    s_o, s_c, s_h, s_w = w.stride()
+    s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))
+    unit = stride_unit(s_o, s_h, s_w)
+    return unit, (s_o // unit, s_h // unit, s_w // unit, s_c)
+
+
 def next_pow2_clamped(n: int, lo: int = 16, hi: int = 128) -> int:
     """A tile width for a dimension of size n: tl.dot needs >= 16, registers want <= hi."""
     return max(lo, min(hi, 1 << max(n - 1, 0).bit_length()))

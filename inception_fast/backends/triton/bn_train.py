@@ -3,7 +3,8 @@ convolutions whose epilogue yields the batch statistics, and the normalise + ReL
 
 * ``_gemm_stats_kernel``: a 1x1 conv as y[M, N] = a[M, K] @ w[N, K]^T + b, M = N*H*W pixel rows.
 * ``_conv_stats_kernel``: a kxk conv (stride 1, zero padding k // 2) as an implicit GEMM over
-  (kh, kw, cin), reading the NHWC scratch in place (out-of-image taps load 0).
+  (kh, kw, cin), reading the NHWC scratch in place (out-of-image taps load 0), with the forward's
+  flat K loop (``branch_convs._conv_acc``).
 * Both store y in its dtype (fp32 accumulation) into a contiguous [M, Cout] piece of the block's
   pre-BN buffer, and their shared epilogue (``_store_with_stats``) also writes, per BLOCK_M-row
   tile and column, the tile's mean and sum of squared deviations from that mean (M2) of the stored
@@ -14,9 +15,14 @@ convolutions whose epilogue yields the batch statistics, and the normalise + ReL
 * ``_bn_relu_kernel``: dest = relu(y * scale + shift) per column, one read of y and one write of
   dest (a channel slice of the block output, or the scratch).
 
+Alignment: row strides and channel counts reach the kernels divided by a power of two (the
+``*_div_unit`` arguments, multiplied back by the constexpr ROW_UNIT / W_UNIT / C_UNIT inside, as in
+the forward: ``_common.row_unit``), so 4b's and 4c's rows of 296/280 reduce channels and 136/152
+scratch channels, multiples of 8 but not 16, still load with cp.async and store in vectors.
+
 The block (``block_bn_train_forward``): the three 1x1s as ONE GEMM over x, the 3x3 and kxk over the
 normalised scratch, the pool projection as one GEMM over the pooled input (the Triton max pool),
-each followed by the light pass into its slices: 2 + 2 + 2 + 2 launches, plus the max pool and a
+each followed by the light pass into its slices: 3 + 2 + 2 + 2 launches, plus the max pool and a
 few per-channel vector ops.  Not yet fused further: the normalise pass of the reductions cannot run
 inside the 3x3/kxk load (their statistics are complete only after the whole first GEMM), and no
 kernel here has been tuned or even run on a GPU (one fixed tile, no autotuning).  Dtypes float32 /
@@ -33,6 +39,8 @@ import triton.language as tl
 
 from ... import geometry
 from . import _common
+from ._common import pixel_rows, row_offsets
+from .branch_convs import _conv_acc
 from .maxpool import launch_max_pool
 
 __all__ = [
@@ -44,7 +52,18 @@ __all__ = [
 ]
 
 
-@triton.jit
+# The *_div_unit values get their alignment from the constexpr units they are multiplied by (see
+# _common.row_unit): 4b's 296 reduce columns and 136-channel scratch rows are multiples of 8, not 16.
+@triton.jit(
+    do_not_specialize=["M"],
+    do_not_specialize_on_alignment=[
+        "n_div_unit",
+        "k_div_unit",
+        "stride_am_div_unit",
+        "stride_wn_div_unit",
+        "stride_ym_div_unit",
+    ],
+)
 def _gemm_stats_kernel(
     a_ptr,
     w_ptr,
@@ -53,19 +72,27 @@ def _gemm_stats_kernel(
     tile_mean_ptr,
     tile_m2_ptr,
     M,
-    N,
-    K,
-    stride_am,
+    n_div_unit,
+    k_div_unit,
+    stride_am_div_unit,
     stride_ak,
-    stride_wn,
+    stride_wn_div_unit,
     stride_wk,
-    stride_ym,
+    stride_ym_div_unit,
     stride_yn,
     DOT_PRECISION: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
+    """One BLOCK_M x BLOCK_N tile of y = a @ w^T + b, then the shared epilogue."""
+    N = n_div_unit * C_UNIT
+    K = k_div_unit * C_UNIT
+    stride_am = stride_am_div_unit * ROW_UNIT
+    stride_wn = stride_wn_div_unit * ROW_UNIT
+    stride_ym = stride_ym_div_unit * ROW_UNIT
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -141,7 +168,20 @@ def _store_with_stats(
     tl.store(tile_m2_ptr + pid_m * N + offs_n, m2, mask=n_ok)
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize=["M", "H", "W"],
+    do_not_specialize_on_alignment=[
+        "cin_div_unit",
+        "n_div_unit",
+        "stride_sn_div_unit",
+        "stride_sh_div_unit",
+        "stride_sw_div_unit",
+        "stride_wo_div_unit",
+        "stride_wh_div_unit",
+        "stride_ww_div_unit",
+        "stride_ym_div_unit",
+    ],
+)
 def _conv_stats_kernel(
     src_ptr,
     w_ptr,
@@ -152,61 +192,53 @@ def _conv_stats_kernel(
     M,
     H,
     W,
-    CIN,
-    N,
-    stride_sn,
+    cin_div_unit,
+    n_div_unit,
+    stride_sn_div_unit,
     stride_sc,
-    stride_sh,
-    stride_sw,
-    stride_wo,
+    stride_sh_div_unit,
+    stride_sw_div_unit,
+    stride_wo_div_unit,
     stride_wc,
-    stride_wh,
-    stride_ww,
-    stride_ym,
+    stride_wh_div_unit,
+    stride_ww_div_unit,
+    stride_ym_div_unit,
     stride_yn,
     KS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    ROW_UNIT: tl.constexpr,
+    W_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """A KSxKS convolution (stride 1, zero padding KS // 2) as an implicit GEMM over (kh, kw, cin):
-    y[pixel, cout] of src (N, CIN, H, W) in any strides, then the shared epilogue."""
+    """A KSxKS convolution (stride 1, zero padding KS // 2) as an implicit GEMM over (kh, kw, cin), the
+    forward's one flat K loop (branch_convs._conv_acc): y[pixel, cout] of src (N, CIN, H, W) in any
+    strides, then the shared epilogue."""
+    cin = cin_div_unit * C_UNIT
+    N = n_div_unit * C_UNIT
+    stride_sn, stride_sh, stride_sw = (
+        stride_sn_div_unit * ROW_UNIT,
+        stride_sh_div_unit * ROW_UNIT,
+        stride_sw_div_unit * ROW_UNIT,
+    )
+    stride_wo, stride_wh, stride_ww = (
+        stride_wo_div_unit * W_UNIT,
+        stride_wh_div_unit * W_UNIT,
+        stride_ww_div_unit * W_UNIT,
+    )
     pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
-    img = (offs_m // (H * W)).to(tl.int64)
-    hh = (offs_m // W) % H
-    ww = offs_m % W
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kh in tl.static_range(KS):
-        for kw in tl.static_range(KS):
-            ih = hh + (kh - KS // 2)
-            iw = ww + (kw - KS // 2)
-            tap_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            src_row = img * stride_sn + ih.to(tl.int64) * stride_sh + iw.to(tl.int64) * stride_sw
-            for c0 in range(0, CIN, BLOCK_K):
-                k_ok = c0 + offs_k < CIN
-                a = tl.load(
-                    src_ptr + src_row[:, None] + (c0 + offs_k)[None, :] * stride_sc,
-                    mask=tap_ok[:, None] & k_ok[None, :],
-                    other=0.0,
-                )
-                w = tl.load(
-                    w_ptr
-                    + offs_n[None, :] * stride_wo
-                    + (c0 + offs_k)[:, None] * stride_wc
-                    + kh * stride_wh
-                    + kw * stride_ww,
-                    mask=k_ok[:, None] & n_ok[None, :],
-                    other=0.0,
-                )
-                acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
-    rows = offs_m.to(tl.int64)
+    m_ok, img, hh, ww = pixel_rows(pid_m * BLOCK_M, M, H, W, BLOCK_M)
+    src_row = row_offsets(img, hh, ww, stride_sn, stride_sh, stride_sw)
+    acc = _conv_acc(
+        src_ptr, w_ptr, src_row, m_ok, hh, ww, offs_n, n_ok, H, W, cin, 0, 0, KS * KS * tl.cdiv(cin, BLOCK_K),
+        stride_sh, stride_sw, stride_sc, stride_wo, stride_wh, stride_ww, stride_wc,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     _store_with_stats(
         acc,
         b_ptr,
@@ -220,62 +252,75 @@ def _conv_stats_kernel(
         pid_m,
         M,
         N,
-        stride_ym,
+        stride_ym_div_unit * ROW_UNIT,
         stride_yn,
         BLOCK_M,
     )
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize=["M"],
+    do_not_specialize_on_alignment=["c_div_unit", "stride_ym_div_unit", "stride_dm_div_unit"],
+)
 def _bn_relu_kernel(
     y_ptr,
     dest_ptr,
     scale_ptr,
     shift_ptr,
     M,
-    C,
-    stride_ym,
+    c_div_unit,
+    stride_ym_div_unit,
     stride_yc,
-    stride_dm,
+    stride_dm_div_unit,
     stride_dc,
+    ROW_UNIT: tl.constexpr,
+    C_UNIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
+    C = c_div_unit * C_UNIT
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
     ok = (offs_m < M)[:, None] & c_ok[None, :]
     rows = offs_m.to(tl.int64)
-    y = tl.load(y_ptr + rows[:, None] * stride_ym + offs_c[None, :] * stride_yc, mask=ok, other=0.0)
+    y = tl.load(
+        y_ptr + rows[:, None] * (stride_ym_div_unit * ROW_UNIT) + offs_c[None, :] * stride_yc, mask=ok, other=0.0
+    )
     scale = tl.load(scale_ptr + offs_c, mask=c_ok, other=0.0)
     shift = tl.load(shift_ptr + offs_c, mask=c_ok, other=0.0)
     z = tl.maximum(y.to(tl.float32) * scale[None, :] + shift[None, :], 0.0)
-    dest = dest_ptr + rows[:, None] * stride_dm + offs_c[None, :] * stride_dc
+    dest = dest_ptr + rows[:, None] * (stride_dm_div_unit * ROW_UNIT) + offs_c[None, :] * stride_dc
     tl.store(dest, z.to(dest_ptr.dtype.element_ty), mask=ok)
 
 
-# One fixed tile (no autotuning: no GPU has measured this kernel); the interpreter's is larger
+# One fixed tile (no autotuning: no GPU has measured these kernels); the interpreter's is larger
 # (it pays per program, not per element).
-GPU_TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
-INTERPRETER_TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
-PASS_TILE = {"BLOCK_M": 64, "BLOCK_C": 64}
+GPU_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3)
+INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1)
+PASS_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_C": 64}, num_warps=4, num_stages=1)
 
 
-def launch_gemm_stats(a2d: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
-    """y2d = a2d @ w.T + b (a2d [M, K], w [N, K], y2d [M, N], any strides); returns the per-tile
-    (mean, M2) [ceil(M / BLOCK_M), N] float32 and BLOCK_M, for ``combine_tile_stats``."""
+def _gemm_config() -> triton.Config:
+    return INTERPRETER_CONFIG if _common.INTERPRET else GPU_CONFIG
+
+
+def _tile_stats(rows: int, n: int, config: triton.Config, like: torch.Tensor) -> tuple:
+    """The per-tile (mean, M2) buffers [ceil(rows / BLOCK_M), n] float32 and the launch grid."""
+    tiles_m = _common.cdiv(rows, config.kwargs["BLOCK_M"])
+    tile_mean = torch.empty((tiles_m, n), dtype=torch.float32, device=like.device)
+    return tile_mean, torch.empty_like(tile_mean), (tiles_m, _common.cdiv(n, config.kwargs["BLOCK_N"]))
+
+
+def _gemm_arguments(a2d, w, b, y2d, config: triton.Config) -> tuple:
+    """(args, launcher-fixed constexprs, grid, tile_mean, tile_m2) of _gemm_stats_kernel."""
     _common.check_dtype(a2d.dtype)
     m, k = a2d.shape
     n = w.shape[0]
     geometry.check_pixel_rows(m)
-    tile = INTERPRETER_TILE if _common.INTERPRET else GPU_TILE
-    tiles_m = _common.cdiv(m, tile["BLOCK_M"])
-    tile_mean = torch.empty((tiles_m, n), dtype=torch.float32, device=a2d.device)
-    tile_m2 = torch.empty_like(tile_mean)
-    grid = (tiles_m, _common.cdiv(n, tile["BLOCK_N"]))
-    _common.launch(
-        _gemm_stats_kernel,
-        grid,
+    unit, c_unit = _common.stride_unit(a2d.stride(0), w.stride(0), y2d.stride(0)), _common.pow2_unit(k, n)
+    tile_mean, tile_m2, grid = _tile_stats(m, n, config, a2d)
+    args = (
         a2d,
         w,
         b,
@@ -283,33 +328,32 @@ def launch_gemm_stats(a2d: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: 
         tile_mean,
         tile_m2,
         m,
-        n,
-        k,
-        *a2d.stride(),
-        *w.stride(),
-        *y2d.stride(),
-        DOT_PRECISION=_common.dot_precision(a2d.dtype),
-        **tile,
+        n // c_unit,
+        k // c_unit,
+        a2d.stride(0) // unit,
+        a2d.stride(1),
+        w.stride(0) // unit,
+        w.stride(1),
+        y2d.stride(0) // unit,
+        y2d.stride(1),
     )
-    return tile_mean, tile_m2, tile["BLOCK_M"]
+    meta = {"DOT_PRECISION": _common.dot_precision(a2d.dtype), "ROW_UNIT": unit, "C_UNIT": c_unit}
+    return args, meta, grid, tile_mean, tile_m2
 
 
-def launch_conv_stats(src: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
-    """y2d = conv2d(src, w, b, padding=k // 2) as [N*H*W, Cout] (src (N, Cin, H, W) and w (Cout, Cin,
-    k, k) in any strides); returns the per-tile (mean, M2) and BLOCK_M, as ``launch_gemm_stats``."""
+def _conv_arguments(src, w, b, y2d, config: triton.Config) -> tuple:
+    """(args, launcher-fixed constexprs, grid, tile_mean, tile_m2) of _conv_stats_kernel."""
     _common.check_dtype(src.dtype)
     n, cin, h, wd = src.shape
     cout, k = w.shape[0], w.shape[-1]
     m = n * h * wd
     geometry.check_pixel_rows(m)
-    tile = INTERPRETER_TILE if _common.INTERPRET else GPU_TILE
-    tiles_m = _common.cdiv(m, tile["BLOCK_M"])
-    tile_mean = torch.empty((tiles_m, cout), dtype=torch.float32, device=src.device)
-    tile_m2 = torch.empty_like(tile_mean)
-    grid = (tiles_m, _common.cdiv(cout, tile["BLOCK_N"]))
-    _common.launch(
-        _conv_stats_kernel,
-        grid,
+    s_n, s_c, s_h, s_w = src.stride()
+    unit = _common.stride_unit(s_n, s_h, s_w, y2d.stride(0))
+    c_unit = _common.pow2_unit(cin, cout)
+    w_unit, w_strides = _common.weight_strides(w)
+    tile_mean, tile_m2, grid = _tile_stats(m, cout, config, src)
+    args = (
         src,
         w,
         b,
@@ -319,16 +363,50 @@ def launch_conv_stats(src: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: 
         m,
         h,
         wd,
-        cin,
-        cout,
-        *src.stride(),
-        *w.stride(),
-        *y2d.stride(),
-        KS=k,
-        DOT_PRECISION=_common.dot_precision(src.dtype),
-        **tile,
+        cin // c_unit,
+        cout // c_unit,
+        s_n // unit,
+        s_c,
+        s_h // unit,
+        s_w // unit,
+        w_strides[0],
+        w_strides[3],
+        w_strides[1],
+        w_strides[2],
+        y2d.stride(0) // unit,
+        y2d.stride(1),
     )
-    return tile_mean, tile_m2, tile["BLOCK_M"]
+    meta = {
+        "KS": k,
+        "DOT_PRECISION": _common.dot_precision(src.dtype),
+        "ROW_UNIT": unit,
+        "W_UNIT": w_unit,
+        "C_UNIT": c_unit,
+    }
+    return args, meta, grid, tile_mean, tile_m2
+
+
+def _launch(kernel, grid, args: tuple, meta: dict, config: triton.Config) -> None:
+    options = {} if _common.INTERPRET else {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    _common.launch(kernel, grid, *args, **meta, **config.kwargs, **options)
+
+
+def launch_gemm_stats(a2d: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
+    """y2d = a2d @ w.T + b (a2d [M, K], w [N, K], y2d [M, N], any strides); returns the per-tile
+    (mean, M2) [ceil(M / BLOCK_M), N] float32 and BLOCK_M, for ``combine_tile_stats``."""
+    config = _gemm_config()
+    args, meta, grid, tile_mean, tile_m2 = _gemm_arguments(a2d, w, b, y2d, config)
+    _launch(_gemm_stats_kernel, grid, args, meta, config)
+    return tile_mean, tile_m2, config.kwargs["BLOCK_M"]
+
+
+def launch_conv_stats(src: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y2d: torch.Tensor):
+    """y2d = conv2d(src, w, b, padding=k // 2) as [N*H*W, Cout] (src (N, Cin, H, W) and w (Cout, Cin,
+    k, k) in any strides); returns the per-tile (mean, M2) and BLOCK_M, as ``launch_gemm_stats``."""
+    config = _gemm_config()
+    args, meta, grid, tile_mean, tile_m2 = _conv_arguments(src, w, b, y2d, config)
+    _launch(_conv_stats_kernel, grid, args, meta, config)
+    return tile_mean, tile_m2, config.kwargs["BLOCK_M"]
 
 
 def combine_tile_stats(tile_mean: torch.Tensor, tile_m2: torch.Tensor, rows: int, block_m: int):
@@ -342,13 +420,22 @@ def combine_tile_stats(tile_mean: torch.Tensor, tile_m2: torch.Tensor, rows: int
     return mean, m2 / rows
 
 
+def _bn_relu_arguments(y2d, dest2d, scale, shift) -> tuple:
+    """(args, launcher-fixed constexprs, grid) of _bn_relu_kernel."""
+    m, c = y2d.shape
+    unit, c_unit = _common.stride_unit(y2d.stride(0), dest2d.stride(0)), _common.pow2_unit(c)
+    args = (y2d, dest2d, scale, shift, m, c // c_unit, y2d.stride(0) // unit, y2d.stride(1))
+    args += (dest2d.stride(0) // unit, dest2d.stride(1))
+    grid = (_common.cdiv(m, PASS_CONFIG.kwargs["BLOCK_M"]), _common.cdiv(c, PASS_CONFIG.kwargs["BLOCK_C"]))
+    return args, {"ROW_UNIT": unit, "C_UNIT": c_unit}, grid
+
+
 def launch_bn_relu(y2d, dest2d, gamma, beta, mean, var, eps) -> None:
     """dest2d = relu((y2d - mean) * gamma / sqrt(var + eps) + beta) per column, one pass."""
     scale = (gamma.float() * torch.rsqrt(var + eps)).contiguous()
     shift = (beta.float() - mean * scale).contiguous()
-    m, c = y2d.shape
-    grid = (_common.cdiv(m, PASS_TILE["BLOCK_M"]), _common.cdiv(c, PASS_TILE["BLOCK_C"]))
-    _common.launch(_bn_relu_kernel, grid, y2d, dest2d, scale, shift, m, c, *y2d.stride(), *dest2d.stride(), **PASS_TILE)
+    args, meta, grid = _bn_relu_arguments(y2d, dest2d, scale, shift)
+    _launch(_bn_relu_kernel, grid, args, meta, PASS_CONFIG)
 
 
 def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):

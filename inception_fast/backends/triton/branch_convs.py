@@ -44,6 +44,69 @@ __all__ = ["launch_branch_convs", "split_k_counters", "CONFIGS", "INTERPRETER_CO
 
 
 @triton.jit
+def _conv_acc(
+    src_ptr,
+    w_ptr,
+    s_row,
+    row_ok,
+    hh,
+    ww,
+    offs_n,
+    col_ok,
+    H,
+    W,
+    cin,
+    cin_off,
+    it_lo,
+    it_hi,
+    stride_src_h,
+    stride_src_w,
+    stride_src_c,
+    stride_w_o,
+    stride_w_h,
+    stride_w_w,
+    stride_w_c,
+    KS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """The fp32 BLOCK_M x BLOCK_N sums of a KSxKS conv (zero padding KS // 2) over src's channels
+    [cin_off, cin_off + cin), K steps [it_lo, it_hi) of the flat (kh, kw, cin-block) loop: rows
+    ``s_row`` (each pixel's offset in src; hh, ww its position, row_ok whether it exists), columns
+    ``offs_n`` of the weight (Cout, KS, KS, Cin in any strides)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    n_cblocks = tl.cdiv(cin, BLOCK_K)
+    w_cols = w_ptr + offs_n[None, :] * stride_w_o
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for it in range(it_lo, it_hi):
+        tap = it // n_cblocks
+        kk = (it - tap * n_cblocks) * BLOCK_K + offs_k
+        kh = tap // KS
+        kw = tap - kh * KS
+        dh = kh - KS // 2
+        dw = kw - KS // 2
+        h2 = hh + dh
+        w2 = ww + dw
+        k_ok = kk < cin
+        tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
+        tap_row = s_row + dh * stride_src_h + dw * stride_src_w
+        a = tl.load(
+            src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
+            mask=tap_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_cols + kh * stride_w_h + kw * stride_w_w + kk[:, None] * stride_w_c,
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
 def _conv_tile(
     src_ptr,
     w_ptr,
@@ -87,40 +150,17 @@ def _conv_tile(
     the partial tiles and running the epilogue."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < cout
-    offs_k = tl.arange(0, BLOCK_K)
-    n_cblocks = tl.cdiv(cin, BLOCK_K)
-    n_iters = KS * KS * n_cblocks
+    n_iters = KS * KS * tl.cdiv(cin, BLOCK_K)
     if SPLIT_K == 1:
         it_lo = 0
         it_hi = n_iters
     else:
         it_lo, it_hi = split_range(n_iters, split, SPLIT_K)
-    w_cols = w_ptr + offs_n[None, :] * stride_w_o
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for it in range(it_lo, it_hi):
-        tap = it // n_cblocks
-        kk = (it - tap * n_cblocks) * BLOCK_K + offs_k
-        kh = tap // KS
-        kw = tap - kh * KS
-        dh = kh - KS // 2
-        dw = kw - KS // 2
-        h2 = hh + dh
-        w2 = ww + dw
-        k_ok = kk < cin
-        tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-        tap_row = s_row + dh * stride_src_h + dw * stride_src_w
-        a = tl.load(
-            src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
-            mask=tap_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            w_cols + kh * stride_w_h + kw * stride_w_w + kk[:, None] * stride_w_c,
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-
+    acc = _conv_acc(
+        src_ptr, w_ptr, s_row, row_ok, hh, ww, offs_n, col_ok, H, W, cin, cin_off, it_lo, it_hi,
+        stride_src_h, stride_src_w, stride_src_c, stride_w_o, stride_w_h, stride_w_w, stride_w_c,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
     finish_tile(
         acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c,
         ws_ptr, cnt_ptr, tile, split, SPLIT_K, SLOT, BLOCK_M, BLOCK_N,

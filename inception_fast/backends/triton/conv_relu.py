@@ -172,17 +172,6 @@ def supported(x: torch.Tensor, w: torch.Tensor, padding: int) -> Optional[str]:
     return None
 
 
-def _weight_strides(w: torch.Tensor) -> tuple:
-    """(W_UNIT, the weight's strides of dims (0, 2, 3, 1), the first three divided by W_UNIT), as
-    _common.row_unit and row_strides give them, but with the kh and kw strides of a 1x1 kernel
-    taken as 0: the kernel multiplies them by 0 only, and PyTorch gives size-1 dims stride 1, which
-    would make W_UNIT 1 and the weight loads unaligned (no cp.async)."""
-    s_o, s_c, s_h, s_w = w.stride()
-    s_h, s_w = (0 if w.shape[d] == 1 else s for d, s in ((2, s_h), (3, s_w)))
-    unit = _common.stride_unit(s_o, s_h, s_w)
-    return unit, (s_o // unit, s_h // unit, s_w // unit, s_c)
-
-
 def _arguments(x, w, b, padding):
     """(positional args, launcher-fixed constexprs, grid(meta), out) for _conv_relu_kernel."""
     why = supported(x, w, padding)
@@ -201,7 +190,7 @@ def _arguments(x, w, b, padding):
         w = w.contiguous(memory_format=torch.channels_last)
     out = torch.empty((n, cout, h, wd), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     unit, c_unit = _common.row_unit(x, out), _common.pow2_unit(cin)
-    w_unit, w_strides = _weight_strides(w)
+    w_unit, w_strides = _common.weight_strides(w)
     args = (
         x,
         w,
