@@ -36,11 +36,14 @@
 #   cold_start opt-in (SUITE_COLD_START=1): benchmarks/cold_start.py at batch 256, the Triton
 #              binaries a cold first forward compiles, timed one by one and on this machine's
 #              cores (~1 min)                                              -> cold_start.json
+#   train_bwd, train_bn  opt-in (SUITE_TRAIN=1): benchmarks/bench_block_backward.py at batch 256
+#              bf16, every block: the block backward, and the forward with train-mode BatchNorm,
+#              plain PyTorch / the ATen op / the Triton kernels     -> train_bwd.json, train_bn.json
 #   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
 # and prints a short table LAST.  Everything else goes to suite.log, which also gets each step's
 # elapsed seconds and the suite's time so far, and the summary ends with the total against the
 # budget.  At the end the step files (ceilings.json bench.json graph.json blocks.json blocks1.json
-# compile.json first.json cold_start.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
+# compile.json first.json cold_start.json train_*.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
 # suite.log tests.log steps.tar.gz <name>.{md,png,json}, within the device tool's 8 files back.
 # <name>.json holds every step's rows, the ceilings and the first-forward rows (report.py reads it
 # back as an input).
@@ -305,6 +308,20 @@ fi
 # --- cold_start (opt-in): what a cold first forward compiles, timed on this machine's CPUs -----
 if [[ "${SUITE_COLD_START:-0}" == 1 ]]; then
     run_step cold_start 90 5 "$LOG" "$PY" -m benchmarks.cold_start --batches 256 --json "$STEPS/cold_start.json"
+fi
+
+# --- train (opt-in): the training kernels against ATen and plain PyTorch, per block ------------
+# (benchmarks/bench_block_backward.py: the block backward, then the forward with train-mode
+# BatchNorm; whether the Triton candidates check right and win where choices.BACKWARD and
+# choices.BN_TRAIN would pick them; each capped at 90 s)
+if [[ "${SUITE_TRAIN:-0}" == 1 ]]; then
+    TRAIN_ARGS=(--dtype bf16 --batch 256 --size 224 --budget 1)
+    [[ $QUICK == 1 ]] && TRAIN_ARGS=(--dtype fp32 --batch 2 --size 64 --budget 0 --block inception5a)
+    [[ $HAS_CUDA == 1 ]] || TRAIN_ARGS+=(--device cpu)
+    run_step train_bwd 90 95 "$LOG" "$PY" -m benchmarks.bench_block_backward --op backward "${TRAIN_ARGS[@]}" \
+        --json "$STEPS/train_bwd.json"
+    run_step train_bn 90 5 "$LOG" "$PY" -m benchmarks.bench_block_backward --op bn_train "${TRAIN_ARGS[@]}" \
+        --json "$STEPS/train_bn.json"
 fi
 
 # --- report ----------------------------------------------------------------------------------

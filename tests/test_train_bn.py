@@ -520,3 +520,17 @@ def test_autocast_bf16_on_cpu_within_twice_the_references_own_error():
         results.append((out, inp.grad, bn.weight.grad, bn.running_var))
     for i, name in enumerate(("output", "input gradient", "BN weight gradient", "running variance")):
         check_close(results[1][i], results[2][i], reduced_precision_bound(results[0][i], results[2][i]), name)
+
+
+def test_bn_train_benchmark_runs_and_its_reference_agrees():
+    """benchmarks/bench_block_backward.py --op bn_train must not rot: one small block on the CPU, and
+    its plain-PyTorch reference computes what the op computes (else its ratios compare unlike)."""
+    from benchmarks.bench_block_backward import _block, _bn_train_candidates, run
+
+    (row,) = run("cpu", "fp32", 2, 32, ["inception5a"], 0.0, op="bn_train")
+    assert set(row["ms"]) == {"reference", "aten_chain"} and all(v > 0 for v in row["ms"].values())
+    reference, op_name, op_args = _bn_train_candidates(_block(BLOCK_CONFIGS["inception4b"], 2, 5, torch.float32, "cpu"))
+    want = reference()
+    assert want.std() > 0.1, "reference activations vanished: the comparison could not fail"
+    out = getattr(torch.ops.inception_fast, op_name)(*op_args, "torch")[0]
+    check_close(out, want, FP32, "bench_block_backward's train-mode reference")
