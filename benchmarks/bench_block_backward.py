@@ -74,8 +74,8 @@ def _reference_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     r3, r5 = w3.shape[1], w5.shape[1]
     ch1 = w_red.shape[0] - r3 - r5
     red = F.relu(F.conv2d(x, w_red[:, :, None, None], b_red))
-    y3 = F.relu(F.conv2d(red[:, ch1 : ch1 + r3], w3, b3, padding=1))
-    y5 = F.relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=1))
+    y3 = F.relu(F.conv2d(red[:, ch1 : ch1 + r3], w3, b3, padding=w3.shape[-1] // 2))
+    y5 = F.relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=w5.shape[-1] // 2))
     yp = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool))
     return torch.cat([red[:, :ch1], y3, y5, yp], 1)
 
@@ -92,8 +92,8 @@ def _reference_bn_train(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, 
 
     red = bn_relu(F.conv2d(x, w_red[:, :, None, None], b_red), 0)
     col = w_red.shape[0]
-    y3 = bn_relu(F.conv2d(red[:, ch1 : ch1 + r3], w3, b3, padding=1), col)
-    y5 = bn_relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=1), col + y3.shape[1])
+    y3 = bn_relu(F.conv2d(red[:, ch1 : ch1 + r3], w3, b3, padding=w3.shape[-1] // 2), col)
+    y5 = bn_relu(F.conv2d(red[:, ch1 + r3 :], w5, b5, padding=w5.shape[-1] // 2), col + y3.shape[1])
     yp = bn_relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool), col + y3.shape[1] + y5.shape[1])
     return torch.cat([red[:, :ch1], y3, y5, yp], 1)
 

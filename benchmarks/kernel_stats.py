@@ -281,6 +281,7 @@ def bn_train_stats(block: str = "inception4b", batch: int = 256, dtype: str = "b
     gemm_stats, conv_stats = bn_train._gemm_stats_kernel, bn_train._conv_stats_kernel
     kernels = [
         ("gemm_red", gemm_stats, bn_train._gemm_arguments(geometry.rows(x), w_red, b_red, y_red, gemm)),
+        # the pooled input (3x3/s1/p1 of x) has x's shape and strides
         ("gemm_pool", gemm_stats, bn_train._gemm_arguments(geometry.rows(x), w_pool, b_pool, y_pool, gemm)),
         ("conv3", conv_stats, bn_train._conv_arguments(scratch[:, :r3], w3, b3, y3, gemm)),
         ("conv5", conv_stats, bn_train._conv_arguments(scratch[:, r3:], w5, b5, y5, gemm)),

@@ -27,6 +27,8 @@ __all__ = [
     "foldable",
     "PIXEL_ROW_LIMIT",
     "check_pixel_rows",
+    "TAP_REACH",
+    "check_int32_offsets",
     "rows",
     "bn_train_buffers",
 ]
@@ -149,3 +151,24 @@ def check_pixel_rows(rows: int, what: str = "N*H*W") -> None:
     """Raises where ``rows`` pixel rows are too many for 32-bit pixel indices."""
     if rows >= PIXEL_ROW_LIMIT:
         raise ValueError(f"the Triton kernels index pixels with 32 bits; {what} = {rows} is too large")
+
+
+# The most rows or columns a Triton kernel steps from a pixel's 64-bit offset with a 32-bit product
+# (stride x step): a conv's KS // 2 (KS up to 17), a folded pool's window (up to 7 taps).  A
+# stride of 2^31 or more reaches the kernel, and its products, as 64-bit; smaller ones stay 32-bit.
+TAP_REACH = 8
+
+
+def check_int32_offsets(t: torch.Tensor) -> None:
+    """Raises where a 4-D (N, C, H, W) tensor's channel, row or column stride is passed to the
+    Triton kernels as 32-bit (below 2^31) but its largest product there is not: (C - 1) channel
+    steps, or TAP_REACH rows or columns."""
+    c = t.shape[1]
+    _, s_c, s_h, s_w = t.stride()
+    for what, stride, steps in (("channel", s_c, c - 1), ("row", s_h, TAP_REACH), ("column", s_w, TAP_REACH)):
+        if stride < 2**31 and stride * steps >= 2**31:
+            hint = "; a channels_last copy has channel stride 1" if what == "channel" else ""
+            raise ValueError(
+                f"the Triton kernels step a tensor of shape {tuple(t.shape)} and strides {t.stride()} with "
+                f"32-bit {what} offsets: {steps} x its {what} stride {stride} passes 2^31{hint}"
+            )

@@ -14,6 +14,8 @@ no kernel writes fails the comparison, and a slice an op must not touch stays Na
   element-wise fallback at batch 2 (M tiles straddling images), several M / N tiles and K tails,
   cp.async landing late and early.  Under INCEPTION_FAST_BUILD_EXT=1 (CI) an extension or
   emulator that does not build fails these tests; otherwise they skip with the reason.
+* The built extension's sm_90 code (cuobjdump's resource usage, no GPU needed): registers and
+  no spills.
 * GPU (skipped without CUDA, checked at test time): real 3a / 4e / 5b shapes at batch 1 and
   2-8, fp16/bf16 with the 2x rule, fp32 with TF32 (TOLERANCE["tf32"]) and without
   (TOLERANCE["fp32"]), the element-wise fallback, opcheck and CUDA graph capture.
@@ -274,9 +276,9 @@ def test_sm90_resource_usage_of_the_cuda_kernels():
     """The CUDA kernel's sm_90 instances in the built extension (the H100/H200 code; Triton's
     cuobjdump --dump-resource-usage, no GPU needed): all eight (bf16, fp16, TF32, exact fp32 x the
     aligned cp.async path and the element-wise fallback) are there, at 128 registers
-    (__launch_bounds__(256, 2)), and none of bf16, fp16 or the aligned paths has a stack frame, i.e.
-    spills.  The TF32 fallback spills 28 bytes with nvcc 13.0 (fp32 with TF32 on rows that are not
-    16-byte aligned, none of GoogLeNet's), so it is left out."""
+    (__launch_bounds__(256, 2)), and none has a stack frame, i.e. spills, except the TF32 fallback:
+    28 bytes with nvcc 13.0 (fp32 with TF32 on rows that are not 16-byte aligned, none of
+    GoogLeNet's), left out."""
     import triton
 
     ext = extension.load_extension()
@@ -291,13 +293,18 @@ def test_sm90_resource_usage_of_the_cuda_kernels():
     dump = subprocess.run(
         [str(cuobjdump), "--dump-resource-usage", ext.__file__], capture_output=True, text=True, check=True
     ).stdout
-    sm90 = dump.split("arch = sm_90", 1)[1].split("arch = ", 1)[0]
+    if "arch = sm_90\n" not in dump:  # setup.py builds 8.0 and 9.0 unless TORCH_CUDA_ARCH_LIST says otherwise
+        arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        if arch_list is None:
+            pytest.fail("the extension was built without sm_90 code, though setup.py asks for it")
+        pytest.skip(f"the extension was built for TORCH_CUDA_ARCH_LIST={arch_list}, without sm_90")
+    sm90 = dump.split("arch = sm_90\n", 1)[1].split("arch = ", 1)[0]
     kernels = re.findall(r"conv_gemm_kernelILNS_8GemmModeE(\d)ELb(\d)E.*\n\s*REG:(\d+) STACK:(\d+)", sm90)
     usage = {(int(mode), bool(int(vec))): (int(reg), int(stack)) for mode, vec, reg, stack in kernels}
     assert set(usage) == {(mode, vec) for mode in range(4) for vec in (False, True)}, usage
     assert all(reg == 128 for reg, _ in usage.values()), usage
     # GemmMode (csrc/cuda/conv_gemm.h): 0 bf16, 1 fp16, 2 TF32, 3 exact fp32.
-    no_spill = [(mode, vec) for mode, vec in usage if mode in (0, 1) or vec]
+    no_spill = [key for key in usage if key != (2, False)]
     assert all(usage[k][1] == 0 for k in no_spill), {k: usage[k] for k in no_spill}
 
 

@@ -338,14 +338,17 @@ def test_triton_matches_torch_backend(cfg, k, shape, poisoned):
         check_close(g, w, FP32, name)
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_triton_alignment_units_of_8(k, poisoned, monkeypatch):
+@pytest.mark.parametrize("k,tile", [(3, "interpreter"), (5, "interpreter"), (5, "gpu")])
+def test_triton_alignment_units_of_8(k, tile, poisoned, monkeypatch):
     """Every kernel of the triton backend's op takes its row strides and channel counts divided by 8
     here (bn_train's ROW_UNIT and C_UNIT, multiplied back inside; the kxk's weight strides too,
-    W_UNIT): every output still
-    matches the torch backend's."""
+    W_UNIT): every output still matches the torch backend's, with the interpreter's tile and with
+    the GPU's (BLOCK_K 32: K of 40 runs a full and a masked step)."""
     _triton_or_skip()
-    from inception_fast.backends.triton import _common
+    from inception_fast.backends.triton import _common, bn_train
+
+    if tile == "gpu":
+        monkeypatch.setattr(bn_train, "_gemm_config", lambda: bn_train.GPU_CONFIG)
 
     units, real_launch = [], _common.launch
 

@@ -623,6 +623,32 @@ def test_alignment_units():
     assert _common.pow2_unit(296, 160, 64) == 8 and _common.pow2_unit(24) == 8 and _common.pow2_unit(7) == 1
 
 
+def test_offsets_past_32_bits_are_refused():
+    """Channel, row and column strides below 2^31 reach the kernels as 32-bit values, multiplied in
+    32 bits by a channel index or a window's reach (geometry.TAP_REACH): a tensor whose products
+    would pass 2^31 gets a clear error (from row_unit, which every 4-D launcher calls), where it
+    would otherwise read wrong pixels.  Strides of 2^31 or more are 64-bit and pass."""
+    from inception_fast import geometry
+    from inception_fast.backends.triton import conv_relu
+
+    def meta(shape, strides):
+        return torch.empty(0, device="meta").as_strided(shape, strides)
+
+    nchw = torch.empty(1, 513, 2048, 2048, device="meta")  # channel stride 2^22, 512 steps: 2^31
+    with pytest.raises(ValueError, match="32-bit channel offsets.*channels_last copy"):
+        _common.row_unit(nchw)
+    w = torch.empty(64, 513, 1, 1, device="meta").contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="32-bit channel offsets"):
+        conv_relu._arguments(nchw, w, torch.empty(64, device="meta"), 0)
+    assert _common.row_unit(nchw.contiguous(memory_format=torch.channels_last)) == 1  # 513 channels: no error
+    wide = meta((1, 8, 3, 4), (2**30, 1, 2**28, 8))  # a row stride of 2^28, 8 rows: 2^31
+    with pytest.raises(ValueError, match="32-bit row offsets"):
+        _common.row_unit(wide)
+    geometry.check_int32_offsets(meta((1, 8, 3, 4), (2**33, 1, 2**31, 8)))  # 64-bit row stride
+    geometry.check_int32_offsets(meta((1, 8, 3, 4), (2**30, 1, 2**28 - 16, 8)))
+    geometry.check_int32_offsets(torch.empty(1, 512, 2048, 2048, device="meta"))  # 511 steps: below 2^31
+
+
 def test_tuned_launch1_rejects_pool_rows_that_do_not_divide_the_tile():
     import triton
 

@@ -604,6 +604,14 @@ MUTANTS = [
         "implicit-GEMM kxk conv taps (branch_convs._conv_acc, which the train-mode convs share) not centred",
     ),
     Mutant(
+        "int32_offset_guard_skipped",
+        "inception_fast/backends/triton/_common.py",
+        "            geometry.check_int32_offsets(t)\n",
+        "            pass\n",
+        ("tests/test_triton.py", "-k", "offsets_past"),
+        "row_unit lets through a tensor whose 32-bit tap or channel offsets would wrap",
+    ),
+    Mutant(
         "triton_bn_row_unit",
         "inception_fast/backends/triton/bn_train.py",
         "    stride_am = stride_am_div_unit * ROW_UNIT",

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import compile_only
+from ... import compile_only, geometry
 from ...caches import LRUDict, cache_capacity, trim
 from . import compile_pool
 from .compile_pool import ENV_COMPILE_THREADS, compile_threads  # noqa: F401  (re-exported)
@@ -50,8 +50,10 @@ __all__ = [
     "config_warmup",
     "small_only_prune",
     "row_unit",
+    "stride_unit",
     "pow2_unit",
     "row_strides",
+    "weight_strides",
     "next_pow2_clamped",
     "cdiv",
     "pixel_rows",
@@ -553,10 +555,15 @@ def row_unit(*tensors: torch.Tensor) -> int:
     back by this unit as a constexpr inside the kernel, its rows are known to be 16-byte aligned
     (vector stores and cp.async loads).  The same goes for channel counts that bound a mask
     (pow2_unit): 4b's 296 reduce columns and its branch-3 input of 24 channels.
+
+    Also refuses, with geometry.check_int32_offsets, a tensor whose channel, row or column offsets
+    the kernels would compute past 32 bits.
     """
     strides = []
     for t in tensors:
-        s_n, _, s_h, s_w = t.stride()
+        s_n, s_c, s_h, s_w = t.stride()
+        if max(s_h, s_w) * geometry.TAP_REACH >= 2**31 or s_c * t.shape[1] >= 2**31:  # near 32 bits: check
+            geometry.check_int32_offsets(t)
         strides += (s_n, s_h, s_w)
     return stride_unit(*strides)
 

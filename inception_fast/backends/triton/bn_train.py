@@ -348,6 +348,7 @@ def _conv_arguments(src, w, b, y2d, config: triton.Config) -> tuple:
     cout, k = w.shape[0], w.shape[-1]
     m = n * h * wd
     geometry.check_pixel_rows(m)
+    geometry.check_int32_offsets(src)
     s_n, s_c, s_h, s_w = src.stride()
     unit = _common.stride_unit(s_n, s_h, s_w, y2d.stride(0))
     c_unit = _common.pow2_unit(cin, cout)
