@@ -754,8 +754,7 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
     flat = _buffer((total,), dt, dev)
     activations = [grad_out, out, scratch, g_red, g_pooled, x] + ([gx] if need_input_grad else [])
     unit = _common.row_unit(*activations)
-    w_rows = [s for t in (w3, w5) for d, s in enumerate(t.stride()) if d != 1]  # as row_unit reads them
-    w_unit_a = _common.stride_unit(*w_rows, w_pool.stride(0))
+    w_unit_a = _common.stride_unit(_common.row_unit(w3, w5), w_pool.stride(0))
     w_unit_b = _common.stride_unit(w_red.stride(0))
     c_unit_a = _common.pow2_unit(cin, ch1, cin3, cout3, cin5, cout5, n_pool)
     pool_col0 = out.shape[1] - n_pool

@@ -195,13 +195,13 @@ def _conv_stats_kernel(
     cin_div_unit,
     n_div_unit,
     stride_sn_div_unit,
-    stride_sc,
     stride_sh_div_unit,
     stride_sw_div_unit,
+    stride_sc,
     stride_wo_div_unit,
-    stride_wc,
     stride_wh_div_unit,
     stride_ww_div_unit,
+    stride_wc,
     stride_ym_div_unit,
     stride_yn,
     KS: tl.constexpr,
@@ -348,9 +348,7 @@ def _conv_arguments(src, w, b, y2d, config: triton.Config) -> tuple:
     cout, k = w.shape[0], w.shape[-1]
     m = n * h * wd
     geometry.check_pixel_rows(m)
-    geometry.check_int32_offsets(src)
-    s_n, s_c, s_h, s_w = src.stride()
-    unit = _common.stride_unit(s_n, s_h, s_w, y2d.stride(0))
+    unit = _common.stride_unit(_common.row_unit(src), y2d.stride(0))
     c_unit = _common.pow2_unit(cin, cout)
     w_unit, w_strides = _common.weight_strides(w)
     tile_mean, tile_m2, grid = _tile_stats(m, cout, config, src)
@@ -366,14 +364,8 @@ def _conv_arguments(src, w, b, y2d, config: triton.Config) -> tuple:
         wd,
         cin // c_unit,
         cout // c_unit,
-        s_n // unit,
-        s_c,
-        s_h // unit,
-        s_w // unit,
-        w_strides[0],
-        w_strides[3],
-        w_strides[1],
-        w_strides[2],
+        *_common.row_strides(src, unit),
+        *w_strides,
         y2d.stride(0) // unit,
         y2d.stride(1),
     )
