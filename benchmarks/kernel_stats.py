@@ -251,17 +251,25 @@ def tma1_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16"
 
 def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
     """One row per (launch, config) of the Triton block backward's launches A and B ("bwd_a",
-    "bwd_b"; launch C, the split sum, has no config) for ``block`` at its GoogLeNet size."""
+    "bwd_b"), then launch C ("bwd_c", the split sum, at triton's default 4 warps and 3 stages) for
+    ``block`` at its GoogLeNet size."""
     _, x, w_red, _, w_pool, _, w3, _, w5, _, out, scratch = block_tensors(block, batch, DTYPES[dtype])
-    _buffers, _segments, launches = block_backward._arguments(
+    buffers, segments, launches = block_backward._arguments(
         torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
     )
+    _grid, sum_args, sum_meta = block_backward._sum_arguments(buffers["partial"], buffers["flat"], segments)
+    compiles = [
+        (launch, kernel, args, meta, config)
+        for launch, (kernel, _tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), launches)
+        for config in block_backward.CONFIGS
+    ]
+    default = triton.Config({}, num_warps=4, num_stages=3)
+    compiles.append(("bwd_c", block_backward._sum_splits_kernel, sum_args, sum_meta, default))
     rows = []
-    for launch, (kernel, _tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), launches):
-        for config in block_backward.CONFIGS:
-            row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
-            row.update(_compile(kernel, args, meta, config, arch))
-            rows.append(row)
+    for launch, kernel, args, meta, config in compiles:
+        row = {"block": block, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+        row.update(_compile(kernel, args, meta, config, arch))
+        rows.append(row)
     return rows
 
 
@@ -538,6 +546,8 @@ def main(argv=None) -> int:
             )
         elif r["launch"].startswith("bn_relu"):
             cfg = f"{c['BLOCK_M']}px x {c['BLOCK_C']}ch w{c['num_warps']}"
+        elif "BLOCK_M" not in c and "BLOCK_H" not in c:  # a launcher-fixed tile (the backward's split sum)
+            cfg = f"w{c['num_warps']} s{c['num_stages']}"
         elif r["launch"] == "launch1_tma":
             cfg = (
                 f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"

@@ -151,7 +151,9 @@ def test_triton_gradients_full_channels():
 
 @pytest.fixture
 def poisoned_backward(monkeypatch):
-    """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails."""
+    """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails; and
+    the flat gradient buffer (the gradients are views of it) must hold no NaN anywhere, gaps between
+    segments included: launch C reads no partial that launches A and B did not write."""
     from inception_fast.backends.triton import block_backward as bb
 
     real, calls = bb._buffer, []
@@ -164,6 +166,10 @@ def poisoned_backward(monkeypatch):
     monkeypatch.setattr(bb, "_buffer", poisoned)
     yield calls
     assert calls, "no buffer was allocated through block_backward._buffer; poisoning had no effect"
+    flats = [t for t in calls if t.dim() == 1]
+    assert flats, "no flat gradient buffer was allocated"
+    for t in flats:
+        assert not t.isnan().any(), f"launch C wrote NaN at {t.isnan().nonzero().flatten().tolist()[:8]}"
 
 
 @interpreter_only
@@ -181,6 +187,7 @@ def test_triton_gradients_alignment_units_of_8(poisoned_backward):
 
     args = _backward_args(UNIT8, k=5, n=2, h=5, w=3)
     _buffers, seg, launches = bb._arguments(*args, True)
+    poisoned_backward.clear()  # buffers inspected, never launched into
     units = [{u: meta[u] for u in ("ROW_UNIT", "W_UNIT", "C_UNIT")} for _k, _t, _a, meta, _g in launches]
     assert units == [{"ROW_UNIT": 8, "W_UNIT": 8, "C_UNIT": 8}] * 2, units
     assert all(off % bb.SEGMENT_ALIGN == 0 for off, _n in seg.values()), seg
@@ -199,7 +206,8 @@ def test_sm90_compile_stats_of_every_config():
     and 3.8, 3a two with 3.6).  The synchronous loads: in A the two dgrad epilogues' scratch tiles
     (the reductions' ReLU masks); in B the input gradient's pixel, its nine neighbours' pool windows
     and g_pooled (11), and the weight roles' loads behind the branch in their pixel loop (x and
-    [g1 | g_red]'s three, grad_out's two and the recomputed pool's nine: 15)."""
+    [g1 | g_red]'s three, grad_out's two and the recomputed pool's nine: 15).  Launch C, the split
+    sum, spills nothing and stores its bf16 gradients vectorized."""
     import triton
 
     from inception_fast.backends.triton import block_backward as bb
@@ -209,7 +217,9 @@ def test_sm90_compile_stats_of_every_config():
     run = run_python("-m", "benchmarks.kernel_stats", "--json", "--block", "backward:inception4b")
     stats = json.loads(run.stdout)
     rows = stats["rows"]
-    assert [r["launch"] for r in rows] == ["bwd_a"] * len(bb.CONFIGS) + ["bwd_b"] * len(bb.CONFIGS)
+    assert [r["launch"] for r in rows] == ["bwd_a"] * len(bb.CONFIGS) + ["bwd_b"] * len(bb.CONFIGS) + ["bwd_c"]
+    *rows, split_sum = rows
+    assert split_sum["spill_bytes"] == 0 and split_sum["scalar_stores"] == 0, split_sum  # the bf16 stores vectorized
     for r in rows:
         c, what = r["config"], f"{r['launch']} {r['config']}"
         assert r["shared_bytes"] <= stats["max_shared_bytes"], what

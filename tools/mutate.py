@@ -604,6 +604,14 @@ MUTANTS = [
         "implicit-GEMM kxk conv taps (branch_convs._conv_acc, which the train-mode convs share) not centred",
     ),
     Mutant(
+        "triton_backward_sum_reads_gaps",
+        "inception_fast/backends/triton/block_backward.py",
+        "    live = ok & (gap == 0)\n",
+        "    live = ok\n",
+        ("tests/test_backward.py", "-k", "poisoned or odd_shapes or units_of_8"),
+        "launch C sums the never-written partials between the gradient segments",
+    ),
+    Mutant(
         "int32_offset_guard_skipped",
         "inception_fast/backends/triton/_common.py",
         "            geometry.check_int32_offsets(t)\n",

@@ -23,7 +23,9 @@ multiplied by its ReLU mask (out > 0) as it is loaded: no mask tensor and no spl
   - the packed 1x1 weight and bias gradients ([g1 | g_red]^T @ x) and the pool projection's
     (gp^T @ maxpool(x), the pool recomputed from x as in the forward), GEMMs over pixel splits.
 * Launch C (``_sum_splits_kernel``): the weight and bias gradients' pixel splits summed in split
-  order (fp32), into one buffer in the block's dtype; the gradients are views of it.
+  order (fp32), into one buffer in the block's dtype; the gradients are views of it.  Their
+  segments start at multiples of SEGMENT_ALIGN; the gaps between them no launch writes, and launch
+  C leaves out (zeros).
 
 Weight gradients: the pixels are cut into ``n_splits`` equal chunks (a multiple of the pixel
 step); each program writes its chunk's fp32 partial into its own slot of one partial buffer, and
@@ -651,13 +653,29 @@ def _input_grads_kernel(
 
 
 @triton.jit
-def _sum_splits_kernel(part_ptr, dst_ptr, T, n_splits, BLOCK: tl.constexpr):
-    """Launch C: dst[i] = sum over splits s, in order, of part[s, i] (fp32), in dst's dtype."""
+def _in_gap(offs, end, ALIGN: tl.constexpr):
+    """Whether offsets lie in the gap after a segment that ends at ``end``: up to the next multiple
+    of ALIGN, where the next segment starts."""
+    return (offs >= end) & (offs < tl.cdiv(end, ALIGN) * ALIGN)
+
+
+@triton.jit(do_not_specialize=["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"])
+def _sum_splits_kernel(
+    part_ptr, dst_ptr, T, n_splits, e0, e1, e2, e3, e4, e5, e6, e7, BLOCK: tl.constexpr, ALIGN: tl.constexpr
+):
+    """Launch C: dst[i] = sum over splits s, in order, of part[s, i] (fp32), in dst's dtype, for i in
+    a segment (e0..e7: where the eight segments end); the gaps between segments, which launches A
+    and B never write, are zeros (their partials are not read)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < T
+    gap = _in_gap(offs, e0, ALIGN) | _in_gap(offs, e1, ALIGN)
+    gap = gap | _in_gap(offs, e2, ALIGN) | _in_gap(offs, e3, ALIGN)
+    gap = gap | _in_gap(offs, e4, ALIGN) | _in_gap(offs, e5, ALIGN)
+    gap = gap | _in_gap(offs, e6, ALIGN) | _in_gap(offs, e7, ALIGN)
+    live = ok & (gap == 0)
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(0, n_splits):
-        acc += tl.load(part_ptr + s * T + offs, mask=ok, other=0.0)
+        acc += tl.load(part_ptr + s * T + offs, mask=live, other=0.0)
     tl.store(dst_ptr + offs, acc.to(dst_ptr.dtype.element_ty), mask=ok)
 
 
@@ -802,20 +820,25 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
     return buffers, seg, launches
 
 
+def _sum_arguments(partial, flat, seg) -> tuple:
+    """(grid, positional args, constexprs) of launch C, which sums ``partial``'s splits into ``flat``."""
+    ends = [off + numel for name, (off, numel) in seg.items() if name != "total"]
+    args = (partial, flat, flat.numel(), partial.shape[0], *ends)
+    return (_common.cdiv(flat.numel(), SUM_BLOCK),), args, {"BLOCK": SUM_BLOCK, "ALIGN": SEGMENT_ALIGN}
+
+
 def block_backward(
     grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, config: Optional[triton.Config] = None
 ):
     """(grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5) of one block in three
     Triton launches (A, B, C above).  ``config`` (BLOCK_M/N/K) pins launches A and B's tile."""
     buffers, seg, launches = _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
-    partial, flat = buffers["partial"], buffers["flat"]
-    total, n_splits = flat.numel(), partial.shape[0]
+    flat = buffers["flat"]
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         for kernel, tuned, args, meta, grid in launches:
             _common.launch_configured(kernel, tuned, grid, args, meta, config, INTERPRETER_CONFIG)
-        _common.launch(
-            _sum_splits_kernel, (_common.cdiv(total, SUM_BLOCK),), partial, flat, total, n_splits, BLOCK=SUM_BLOCK
-        )
+        grid, args, meta = _sum_arguments(buffers["partial"], flat, seg)
+        _common.launch(_sum_splits_kernel, grid, *args, **meta)
     _, cin3, cin5, cout3, cout5, n_pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red, cin, k5 = w_red.shape[0], x.shape[1], w5.shape[-1]
 
