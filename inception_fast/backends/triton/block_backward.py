@@ -684,6 +684,9 @@ def _sum_splits_kernel(
 # the backward competes with the ATen chain per shape (inception_fast.choices.BACKWARD).  The
 # 32x32 tile runs on 4 warps: on 2, ptxas held launch A to 168 registers and spilled 36-56 bytes
 # (3a and 5b on sm_90, triton 3.6 and 3.8; `python -m benchmarks.kernel_stats --block backward:<block>`).
+# At batch 1 with triton 3.6, 3a's and 4a's launch A on 4 warps (96 registers) keeps 8 bytes per
+# weight-gradient role on the stack (16 B stored, 16 B loaded: kernel_stats' 32 spill bytes), stored
+# before the role's pixel loop and loaded after it (its SASS), none inside the loop.
 CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
