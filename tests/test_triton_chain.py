@@ -194,6 +194,7 @@ WAIT_CASES = [
 
 
 @interpreter_only
+@pytest.mark.reads_unwritten  # rows no launch 2 has written yet: what the waits detect
 @pytest.mark.parametrize("order,config,shape,roles", WAIT_CASES, ids=[f"order{c[0]}" for c in WAIT_CASES])
 def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
     """Under the interpreter (programs one after the other) a wait whose launch-2 tile has not run
@@ -206,6 +207,7 @@ def test_a_wait_gives_up_on_a_missing_tile(order, config, shape, roles):
 
 
 @interpreter_only
+@pytest.mark.reads_unwritten  # rows no launch 2 has written yet: what the waits detect
 @pytest.mark.parametrize("order,config,shape,roles", [WAIT_CASES[0], WAIT_CASES[2]], ids=["pool", "reduce"])
 def test_a_tile_whose_wait_gave_up_is_nan(order, config, shape, roles, monkeypatch):
     """A tile whose wait gave up has read rows not yet written: it stores NaN over its whole output

@@ -185,3 +185,17 @@ def test_gpu_max_pool_bf16(config, gpu):
     ):
         x = make_input(2, c, size, size, dtype=torch.bfloat16, device=gpu, seed=c)
         check_equal(maxpool.launch_max_pool(x, *params, config=maxpool.CONFIGS[config]), x, params)
+
+
+@interpreter_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_read_of_unwritten_memory_fails(dtype):
+    """The suite's check for reads of memory nothing wrote (tests/unwritten_reads.py, on for every
+    interpreter test): the pool over an input the launcher module allocated (its torch.empty, which
+    the check poisons) and nothing wrote fails at its first load, naming the cause; over the same
+    input once written, it runs."""
+    x = maxpool.torch.empty(1, 19, 5, 4, dtype=dtype, memory_format=CL)
+    with pytest.raises(Exception, match="a load read memory nothing wrote"):
+        maxpool.launch_max_pool(x, 3, 2, 0, True)
+    x.normal_()
+    torch.testing.assert_close(maxpool.launch_max_pool(x, 3, 2, 0, True), F.max_pool2d(x, 3, 2, 0, ceil_mode=True))
