@@ -30,7 +30,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
     # The interpreter's overflow sanitizer wraps every 32-bit integer add, subtract and multiply in
     # an int64 recomputation and range check whose device_assert it then drops (its options have
-    # debug off, in triton 3.6 and 3.8 alike): dead work, about 40% of a kernel's interpreted time.
+    # debug off, in triton 3.6 and 3.8 alike): dead work, about half of an interpreted kernel's time.
     _options = _interpreter.interpreter_builder.options
     if not _options.debug:
         _interpreter.interpreter_builder.options = dataclasses.replace(_options, sanitize_overflow=False)

@@ -24,8 +24,8 @@ multiplied by its ReLU mask (out > 0) as it is loaded: no mask tensor and no spl
     (gp^T @ maxpool(x), the pool recomputed from x as in the forward), GEMMs over pixel splits.
 * Launch C (``_sum_splits_kernel``): the weight and bias gradients' pixel splits summed in split
   order (fp32), into one buffer in the block's dtype; the gradients are views of it.  Their
-  segments start at multiples of SEGMENT_ALIGN; the gaps between them no launch writes, and launch
-  C leaves out (zeros).
+  segments start at multiples of SEGMENT_ALIGN; launch C skips the gaps between them, which no
+  launch writes, and stores zeros there.
 
 Weight gradients: the pixels are cut into ``n_splits`` equal chunks (a multiple of the pixel
 step); each program writes its chunk's fp32 partial into its own slot of one partial buffer, and

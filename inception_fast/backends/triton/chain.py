@@ -681,7 +681,8 @@ CONFIGS = [
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1): 32-row tiles, one ticket per program
 # (147-234 registers on sm_90) or persistent (168-250).  With triton 3.6 (ptxas 12.8) the persistent
 # one on 4b>4c keeps 24 bytes of per-program values on the stack at 168 registers: six stores before
-# the persistent loop and six loads per tile, none inside a K loop (its SASS); 3.8 keeps them in registers.
+# the persistent loop, and each role's path reloads one or two per tile, none inside a K loop (its
+# SASS); 3.8 keeps them in registers.
 SMALL_PROBLEM_CONFIGS = [
     _config((32, 32, 32), (32, 32, 64, 32, 16, 2), 0, 2, 3, persistent=0),
     _config((32, 32, 32), (32, 32, 64, 32, 16, 2), 1, 2, 3),
