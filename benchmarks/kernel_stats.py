@@ -151,6 +151,8 @@ def _compile(kernel, args, constexprs, config, arch: int, sass: bool = False) ->
         # Stores of one element each: where the compiler cannot prove a row or a column mask
         # aligned, every element gets its own address (see _common.row_unit).
         "scalar_stores": len(re.findall(r"\bst\.global\.(?!v\d)", compiled.asm["ptx"])),
+        # The same for loads that do not go through cp.async or TMA.
+        "scalar_loads": len(re.findall(r"\bld\.global\.(?!v\d)", compiled.asm["ptx"])),
         # Global loads not turned into cp.async (biases; the pool role's shifted loads).
         "sync_loads": len(re.findall(r"\btt\.load\b", ttgir)),
     }

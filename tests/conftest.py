@@ -1,5 +1,6 @@
 """Shared test setup.  The ONE tolerance table lives in inception_fast.testing.TOLERANCE."""
 
+import importlib.util
 import os
 import warnings
 
@@ -23,7 +24,9 @@ os.environ.setdefault("INCEPTION_FAST_DEFER_TUNING", "0")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+# Triton is optional (the tests that need it skip without it).
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") is not None
+if INTERPRETING:
     import dataclasses
 
     from triton.runtime import interpreter as _interpreter
@@ -50,11 +53,14 @@ def _seed():
 def _unwritten_reads(request, monkeypatch):
     """Under the interpreter, a kernel's load of memory nothing wrote fails the test
     (tests/unwritten_reads.py); ``@pytest.mark.reads_unwritten`` opts a test out."""
-    if os.environ.get("TRITON_INTERPRET") == "1" and request.node.get_closest_marker("reads_unwritten") is None:
-        import unwritten_reads
+    if not INTERPRETING or request.node.get_closest_marker("reads_unwritten") is not None:
+        yield
+        return
+    import unwritten_reads
 
-        unwritten_reads.install(monkeypatch)
+    unwritten_reads.install(monkeypatch)
     yield
+    assert not unwritten_reads.HITS, "; ".join(unwritten_reads.HITS)
 
 
 @pytest.fixture
@@ -99,8 +105,11 @@ def few_tma_programs(monkeypatch):
 @pytest.fixture
 def poisoned(monkeypatch):
     """Every block output, scratch and pre-BN buffer the backends allocate (through
-    inception_fast.geometry.empty_outputs and empty_pre_bn) starts as NaN, so an element a kernel leaves unwritten
-    fails the comparison; asserts afterwards that poisoning happened."""
+    inception_fast.geometry.empty_outputs and empty_pre_bn) starts as NaN (unwritten_reads.poison),
+    so an element a kernel leaves unwritten fails the comparison; asserts afterwards that poisoning
+    happened."""
+    import unwritten_reads
+
     from inception_fast import geometry
 
     real = geometry.empty_outputs
@@ -109,14 +118,14 @@ def poisoned(monkeypatch):
     def nan_outputs(*args):
         bufs = real(*args)
         for b in bufs:
-            b.fill_(float("nan"))
+            unwritten_reads.poison(b)
         calls.append(bufs)
         return bufs
 
     real_pre = geometry.empty_pre_bn
 
     def nan_pre(*args):
-        pre = real_pre(*args).fill_(float("nan"))
+        pre = unwritten_reads.poison(real_pre(*args))
         calls.append((pre,))
         return pre
 

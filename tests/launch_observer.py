@@ -81,6 +81,7 @@ def poison_empty(monkeypatch, module) -> list:
     element its kernel does not write then fails the comparison); returns the list the poisoned
     tensors are recorded in, so a test can check poisoning happened."""
     import torch
+    from unwritten_reads import poison
 
     real_empty = torch.empty
     made = []
@@ -88,8 +89,7 @@ def poison_empty(monkeypatch, module) -> list:
     def nan_empty(*args, **kwargs):
         t = real_empty(*args, **kwargs)
         if t.is_floating_point():
-            t.fill_(float("nan"))
-            made.append(t)
+            made.append(poison(t))
         return t
 
     monkeypatch.setattr(module.torch, "empty", nan_empty)

@@ -24,6 +24,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import forcing_chooser  # noqa: E402
+from unwritten_reads import poison  # noqa: E402
 
 from inception_fast.backends.triton import maxpool  # noqa: E402
 
@@ -74,7 +75,7 @@ def test_pinned_configs_and_poisoned_output(monkeypatch):
     real_empty = torch.empty
 
     def poisoned_empty(*args, **kwargs):
-        return real_empty(*args, **kwargs).fill_(float("nan"))
+        return poison(real_empty(*args, **kwargs))
 
     x = make_input(2, 70, 10, 12, seed=5)
     monkeypatch.setattr(maxpool.torch, "empty", poisoned_empty)
@@ -192,10 +193,15 @@ def test_gpu_max_pool_bf16(config, gpu):
 def test_a_read_of_unwritten_memory_fails(dtype):
     """The suite's check for reads of memory nothing wrote (tests/unwritten_reads.py, on for every
     interpreter test): the pool over an input the launcher module allocated (its torch.empty, which
-    the check poisons) and nothing wrote fails at its first load, naming the cause; over the same
-    input once written, it runs."""
+    the check poisons) and nothing wrote fails at its first load, naming the cause, and is on
+    record for conftest to fail the test even where the error was caught (here, the record is
+    cleared); over the same input once written, it runs."""
+    import unwritten_reads
+
     x = maxpool.torch.empty(1, 19, 5, 4, dtype=dtype, memory_format=CL)
     with pytest.raises(Exception, match="a load read memory nothing wrote"):
         maxpool.launch_max_pool(x, 3, 2, 0, True)
+    assert len(unwritten_reads.HITS) == 1
+    unwritten_reads.HITS.clear()
     x.normal_()
     torch.testing.assert_close(maxpool.launch_max_pool(x, 3, 2, 0, True), F.max_pool2d(x, 3, 2, 0, ceil_mode=True))

@@ -27,6 +27,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from block_cases import CL, block_reference, make_block  # noqa: E402
+from unwritten_reads import poison  # noqa: E402
 
 from inception_fast import geometry  # noqa: E402
 from inception_fast.backends.triton import _common, reduce_pool  # noqa: E402
@@ -42,8 +43,8 @@ def _launch1(block, config, pre_pool=None):
     x = block["x"]
     hw = None if pre_pool is None else tuple(geometry.pool_out(s, *pre_pool) for s in x.shape[2:])
     out, scratch = geometry.empty_outputs(x, block["w_red"], block["w_pool"], block["w3"], block["w5"], hw)
-    out.fill_(float("nan"))
-    scratch.fill_(float("nan"))
+    poison(out)
+    poison(scratch)
     reduce_pool.launch_reduce_pool(
         x, block["w_red"], block["b_red"], block["w_pool"], block["b_pool"], out, scratch,
         config=config, pre_pool=pre_pool,

@@ -659,19 +659,36 @@ def _in_gap(offs, end, ALIGN: tl.constexpr):
     return (offs >= end) & (offs < tl.cdiv(end, ALIGN) * ALIGN)
 
 
-@triton.jit(do_not_specialize=["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"])
+# The segment ends reach launch C divided by E_UNIT (the largest power of two up to 16 dividing them
+# all, 8 on GoogLeNet's blocks) and multiplied back inside: the gap mask is then known constant over
+# runs of E_UNIT elements, and the partials load four at a time.
+@triton.jit(do_not_specialize=[f"e{i}_div_unit" for i in range(8)])
 def _sum_splits_kernel(
-    part_ptr, dst_ptr, T, n_splits, e0, e1, e2, e3, e4, e5, e6, e7, BLOCK: tl.constexpr, ALIGN: tl.constexpr
+    part_ptr,
+    dst_ptr,
+    T,
+    n_splits,
+    e0_div_unit,
+    e1_div_unit,
+    e2_div_unit,
+    e3_div_unit,
+    e4_div_unit,
+    e5_div_unit,
+    e6_div_unit,
+    e7_div_unit,
+    BLOCK: tl.constexpr,
+    ALIGN: tl.constexpr,
+    E_UNIT: tl.constexpr,
 ):
     """Launch C: dst[i] = sum over splits s, in order, of part[s, i] (fp32), in dst's dtype, for i in
-    a segment (e0..e7: where the eight segments end); the gaps between segments, which launches A
-    and B never write, are zeros (their partials are not read)."""
+    a segment (the eight segments end at e*_div_unit * E_UNIT); the gaps between segments, which
+    launches A and B never write, are zeros (their partials are not read)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < T
-    gap = _in_gap(offs, e0, ALIGN) | _in_gap(offs, e1, ALIGN)
-    gap = gap | _in_gap(offs, e2, ALIGN) | _in_gap(offs, e3, ALIGN)
-    gap = gap | _in_gap(offs, e4, ALIGN) | _in_gap(offs, e5, ALIGN)
-    gap = gap | _in_gap(offs, e6, ALIGN) | _in_gap(offs, e7, ALIGN)
+    gap = _in_gap(offs, e0_div_unit * E_UNIT, ALIGN) | _in_gap(offs, e1_div_unit * E_UNIT, ALIGN)
+    gap = gap | _in_gap(offs, e2_div_unit * E_UNIT, ALIGN) | _in_gap(offs, e3_div_unit * E_UNIT, ALIGN)
+    gap = gap | _in_gap(offs, e4_div_unit * E_UNIT, ALIGN) | _in_gap(offs, e5_div_unit * E_UNIT, ALIGN)
+    gap = gap | _in_gap(offs, e6_div_unit * E_UNIT, ALIGN) | _in_gap(offs, e7_div_unit * E_UNIT, ALIGN)
     live = ok & (gap == 0)
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(0, n_splits):
@@ -826,8 +843,10 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
 def _sum_arguments(partial, flat, seg) -> tuple:
     """(grid, positional args, constexprs) of launch C, which sums ``partial``'s splits into ``flat``."""
     ends = [off + numel for name, (off, numel) in seg.items() if name != "total"]
-    args = (partial, flat, flat.numel(), partial.shape[0], *ends)
-    return (_common.cdiv(flat.numel(), SUM_BLOCK),), args, {"BLOCK": SUM_BLOCK, "ALIGN": SEGMENT_ALIGN}
+    unit = _common.pow2_unit(*ends)
+    args = (partial, flat, flat.numel(), partial.shape[0], *(e // unit for e in ends))
+    meta = {"BLOCK": SUM_BLOCK, "ALIGN": SEGMENT_ALIGN, "E_UNIT": unit}
+    return (_common.cdiv(flat.numel(), SUM_BLOCK),), args, meta
 
 
 def block_backward(
