@@ -38,21 +38,22 @@ class UnwrittenRead(AssertionError):
 
 def poison(t: torch.Tensor) -> torch.Tensor:
     """Fills ``t`` (any device) with POISON where its dtype has one, else with NaN: for the tests'
-    own NaN-filled buffers, which then still compare as NaN and still trip the load check."""
-    if t.dtype in POISON:
-        as_int, bits = POISON[t.dtype]
-        t.view(as_int).fill_(bits)
-    else:
-        t.fill_(float("nan"))
+    own NaN-filled buffers, which then still compare as NaN and still trip the load check.  The
+    fill is invisible to tests that record the aten ops a launcher issues."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), torch.no_grad():
+        if t.dtype in POISON:
+            as_int, bits = POISON[t.dtype]
+            t.view(as_int).fill_(bits)
+        else:
+            t.fill_(float("nan"))
     return t
 
 
 def _poison(t):
     if type(t) is torch.Tensor and t.device.type == "cpu" and not t.requires_grad and t.dtype in POISON:
-        from torch.utils._python_dispatch import _disable_current_modes
-
-        with _disable_current_modes(), torch.no_grad():  # invisible to tests that record aten ops
-            poison(t)
+        poison(t)
     return t
 
 
