@@ -11,7 +11,13 @@
 #   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension)
 #              skipped with SKIP_INSTALL=1 (when already installed)
 #   tests      python3 -m pytest -m gpu tests                               -> tests.log
+#              in SUITE_TEST_WORKERS (default 6; 0: one) processes where pytest-xdist is there;
 #              skipped with SKIP_TESTS=1
+#   compile    the torch.compile anchors, first of the benchmarks (bench_throughput.py --compile
+#              -k compile): default mode with freezing at batch 256 (profiled), and on CUDA
+#              reduce-overhead with freezing at batch 1, where the batch-1 targets are held
+#                                                                           -> compile.json
+#              skipped with SKIP_COMPILE=1
 #   throughput benchmarks/bench_throughput.py at batch 256, bf16 (SUITE_DTYPES), channels_last:
 #              torchvision, FusedGoogLeNet [triton] [cuda] [auto] [torch] (SUITE_MODELS), with each
 #              model's kernel profile (where the time goes, how busy the GPU is) -> bench.json
@@ -21,10 +27,6 @@
 #              stem, each block, launch 1 alone, and each stage outside the blocks (conv1+pool1,
 #              conv2, conv3, maxpool2-4, head), torchvision's and FusedGoogLeNet's -> blocks.json
 #   blocks1    the same at batch 1 (where batch-1 time goes)                -> blocks1.json
-#   compile    the torch.compile anchors (bench_throughput.py --compile -k compile): default mode
-#              with freezing at batch 256 (profiled), and on CUDA reduce-overhead with freezing at
-#              batch 1, where the batch-1 targets are held                   -> compile.json
-#              skipped with SKIP_COMPILE=1
 #   first      benchmarks/first_forward.py: a fresh process to FusedGoogLeNet's first forward's
 #              result (cold: ATen's computations while the workers compile) and to its tuned
 #              result, cold and warm caches, batch 256 then 1 (torch.compile's compile time is the
@@ -55,9 +57,9 @@
 # SUITE_BUDGET_S (default 470 s: install, tests, benchmarks, compile anchors and report in under
 # 8 minutes): the whole run's time box; each step gets at most its cap and never eats the minimum
 # kept for the steps after it (the later steps are the ones cut when a machine is slow; a step
-# stopped at its deadline still writes its JSON; the compile step leaves the first-forward step
-# 60 s).  Give the caller's own timeout ~40 s more.  The caps add up to ~700 s, so on a fresh
-# machine with a cold Triton cache one 470 s run is likely to cut blocks1, compile or first.
+# stopped at its deadline still writes its JSON; blocks1 leaves the first-forward step 60 s).
+# Give the caller's own timeout ~40 s more.  The caps add up to ~700 s, so on a fresh machine
+# with a cold Triton cache one 470 s run is likely to cut blocks, blocks1 or first.
 # SUITE_PART (default all): "check" runs env, install, the GPU tests (the newest kernels' files
 # first) and the first-forward step; "bench" runs env, ceilings, install, the benchmarks, the
 # compile anchors and the report.  Two calls back to back on one warm machine run everything (the
@@ -236,8 +238,19 @@ elif [[ "${SKIP_TESTS:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_TESTS=1)' tests)")
 else
     # The newest kernels' files first (pytest keeps the order given and collects each file once),
-    # so a cap that stops the step stops it in the files that have passed on a GPU before.
-    run_step tests 140 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -q -ra -p no:cacheprovider
+    # so a cap that stops the step stops it in the files that have passed on a GPU before.  Where
+    # pytest-xdist is installed (the GPU image has it) the tests run in SUITE_TEST_WORKERS processes
+    # (default 6) sharing the GPU: a cold Triton cache's compiles are most of their time.
+    # Each worker's test outcomes are logged as they come (-v), so a step stopped at its cap still
+    # says which passed; where pytest-timeout is there, a test that hangs fails alone after 90 s,
+    # with its stack, instead of holding the step to its cap.
+    TEST_ARGS=()
+    if [[ $HAS_CUDA == 1 && "${SUITE_TEST_WORKERS:-6}" != 0 ]] && "$PY" -c "import xdist" 2>/dev/null; then
+        TEST_ARGS=(-n "${SUITE_TEST_WORKERS:-6}" -v)
+    fi
+    "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 90)
+    run_step tests 140 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -q -ra -p no:cacheprovider \
+        --durations=10 "${TEST_ARGS[@]}"
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 fi
 
@@ -254,10 +267,22 @@ SUITE_MODELS=${SUITE_MODELS:-torchvision,fused_triton,fused_cuda,fused_auto,fuse
 [[ $QUICK == 0 && $SUITE_MODELS != all ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_MODELS="$SUITE_MODELS")
 [[ $QUICK == 0 ]] && GRID_ENV+=(INCEPTION_FAST_BENCH_BATCHES=256 INCEPTION_FAST_BENCH_FORMATS=channels_last)
 if ! part_skips throughput; then
-    run_step throughput 110 190 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
+    if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
+        SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
+    else
+        # First among the benchmarks: the anchor every ratio divides by, and pure PyTorch, so a
+        # failing kernel of ours cannot take it down.  On a CPU-only machine inductor compiles C++
+        # (~1.5 min on 2 cores): give it room there.
+        COMPILE_CAP=120
+        [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
+        run_step compile "$COMPILE_CAP" 200 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
+            "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
+            --compile -k compile --benchmark-json "$STEPS/compile.json"
+    fi
+    run_step throughput 110 155 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
         "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
     if [[ $HAS_CUDA == 1 ]]; then
-        run_step graph 50 155 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
+        run_step graph 50 105 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
             INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
             "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
     else
@@ -266,23 +291,13 @@ if ! part_skips throughput; then
     # Graph replays: a block's eager time also holds its host time before the first kernel (Python
     # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
     # eagerly and says so.  (Ignored without CUDA.)
-    run_step blocks 80 105 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+    run_step blocks 80 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
         "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
     if [[ $HAS_CUDA == 1 ]]; then
-        run_step blocks1 40 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
+        run_step blocks1 40 "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
             "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks1.json"
     else
         SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' blocks1)")
-    fi
-    if [[ "${SKIP_COMPILE:-0}" == 1 ]]; then
-        SUMMARY+=("$(printf '%-10s skipped (SKIP_COMPILE=1)' compile)")
-    else
-        # On a CPU-only machine inductor compiles C++ (~1.5 min on 2 cores): give it room there.
-        COMPILE_CAP=120
-        [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
-        run_step compile "$COMPILE_CAP" "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
-            "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
-            --compile -k compile --benchmark-json "$STEPS/compile.json"
     fi
 else
     for step in graph blocks blocks1 compile; do part_skips "$step"; done
