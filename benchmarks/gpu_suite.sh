@@ -62,18 +62,21 @@
 # with a cold Triton cache one 470 s run is likely to cut blocks, blocks1 or first.
 # SUITE_PART (default all): "check" runs env, install, the GPU tests (the newest kernels' files
 # first) and the first-forward step; "bench" runs env, ceilings, install, the benchmarks, the
-# compile anchors and the report.  Two calls back to back on one warm machine run everything (the
-# second finds the extension built and Triton's cache warm; the device tool lets an idle machine
-# go after ~30 s):
-#   SUITE_PART=check SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT_CHECK     (timeout 280)
-#   SUITE_PART=bench SUITE_BUDGET_S=450 benchmarks/gpu_suite.sh OUT_BENCH     (timeout 490)
-# which with a 1-2 minute start is ~14 of a window's 15 minutes: no room for a rerun.  A single
-# run leaves ~5 minutes for one, e.g. the benchmarks alone:
-#   SKIP_TESTS=1 SKIP_FIRST=1 SUITE_BUDGET_S=240 benchmarks/gpu_suite.sh OUT
+# compile anchors and the report.  On a fresh machine one call cannot hold everything (H200,
+# 2026-12-04, cold Triton cache: tests ~170 s in 6 workers, compile anchors 59 s, the throughput
+# step ~30 s per FusedGoogLeNet model, the graph step ~90 s for three models, first forward over
+# 64 s).  Two calls back to back on one warm machine do (the second finds the extension built and
+# Triton's cache warm; the device tool lets an idle machine go after ~30 s, so send the second at
+# once):
+#   SUITE_PART=bench SUITE_BUDGET_S=440 benchmarks/gpu_suite.sh OUT_BENCH     (timeout 480)
+#   SUITE_PART=check SUITE_BUDGET_S=260 benchmarks/gpu_suite.sh OUT_CHECK     (timeout 300)
+# which with a 1-2 minute start fills a 15-minute window: no room for a rerun, and the first
+# forward's cold rows may still be cut.
 # Step times seen on the H100 (2026-11-27/28, fresh machine): env 13-15 s, install 31-34 s, tests
 # 54-110 s (the cap stopped them once), graph 42 s, blocks 46-53 s, blocks1 22 s, one compile
 # anchor 43 s; the throughput step took 114-148 s over the whole grid, cut to the issues' rows
-# here; the stage rows add 14 short cases to blocks and to blocks1 (~10 s together).
+# here; the stage rows add 14 short cases to blocks and to blocks1 (~10 s together).  On the H200
+# (2026-12-04): env 14 s, ceilings 5 s, install 26 s (TORCH_CUDA_ARCH_LIST=9.0).
 # SKIP_INSTALL=1 on a fresh machine runs from the source tree without the compiled extension
 # (torch and triton backends only).  Benchmarks stop starting new cases at
 # their step's deadline (INCEPTION_FAST_BENCH_DEADLINE), so their JSON is still written.
@@ -164,8 +167,11 @@ run_step() {
     fi
     log "step $name: start (limit ${limit}s) :: $*"
     t0=$(date +%s)
-    # Benchmarks stop starting new cases 10 s (plus one case) before the hard timeout.
-    INCEPTION_FAST_BENCH_DEADLINE=$((t0 + limit - 10 - limit / 10)) \
+    # Benchmarks and tests stop starting new cases STEP_MARGIN s (default 10 s plus a tenth of the
+    # limit) before the hard timeout, so they end by themselves and still write their JSON and
+    # summary.
+    local stop=$((t0 + limit - ${STEP_MARGIN:-$((10 + limit / 10))}))
+    INCEPTION_FAST_BENCH_DEADLINE=$stop INCEPTION_FAST_TEST_DEADLINE=$stop \
         timeout -k 20 "$limit" "$@" >> "$logfile" 2>&1
     rc=$?
     secs=$(( $(date +%s) - t0 ))
@@ -241,16 +247,18 @@ else
     # so a cap that stops the step stops it in the files that have passed on a GPU before.  Where
     # pytest-xdist is installed (the GPU image has it) the tests run in SUITE_TEST_WORKERS processes
     # (default 6) sharing the GPU: a cold Triton cache's compiles are most of their time.
-    # Each worker's test outcomes are logged as they come (-v), so a step stopped at its cap still
-    # says which passed; where pytest-timeout is there, a test that hangs fails alone after 90 s,
-    # with its stack, instead of holding the step to its cap.
-    TEST_ARGS=()
+    # Under xdist each test's outcome is logged as it comes (-v; -q would cancel it), so a step
+    # killed at its cap still says which tests failed.  Tests not started 45 s before the cap skip
+    # (INCEPTION_FAST_TEST_DEADLINE, tests/conftest.py), so pytest normally ends by itself with its
+    # summary; where pytest-timeout is there, a test that hangs fails alone after 60 s, with its
+    # stack.
+    TEST_ARGS=(-q)
     if [[ $HAS_CUDA == 1 && "${SUITE_TEST_WORKERS:-6}" != 0 ]] && "$PY" -c "import xdist" 2>/dev/null; then
         TEST_ARGS=(-n "${SUITE_TEST_WORKERS:-6}" -v)
     fi
-    "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 90)
-    run_step tests 140 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -q -ra -p no:cacheprovider \
-        --durations=10 "${TEST_ARGS[@]}"
+    "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 60)
+    STEP_MARGIN=45 run_step tests 180 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -ra \
+        -p no:cacheprovider --durations=10 "${TEST_ARGS[@]}"
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 fi
 
@@ -279,10 +287,15 @@ if ! part_skips throughput; then
             "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
             --compile -k compile --benchmark-json "$STEPS/compile.json"
     fi
-    run_step throughput 110 155 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
+    # The graph step reads the choices the throughput step measured (a store of this run's own,
+    # outside OUTDIR) instead of measuring them again: the report has their times from the
+    # throughput step, and the graph step measures only its batch-1 shapes.
+    CHOICES_DIR=$(mktemp -d /tmp/inception_fast_choices.XXXXXX)
+    run_step throughput 110 155 "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" \
+        INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
         "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
     if [[ $HAS_CUDA == 1 ]]; then
-        run_step graph 50 105 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
+        run_step graph 90 105 "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
             INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
             "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
     else

@@ -2,7 +2,8 @@
 
 Compiles every autotuning config of both Triton launches (the "hopper" backend's launches with TMA
 descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and
-without its max pool, of the stem's conv2 and conv3 (conv_relu.py, launch "conv_relu"), of the max
+without its max pool, of conv1 over aligned rows (conv_rows.py: launches "rows_pad" and "rows"), of
+the stem's conv2 and conv3 (conv_relu.py, launch "conv_relu"), of the max
 pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into 3a's/4a's/5a's
 loads, of the head's two launches, the average pool and the fc GEMM, on 5b's output, and of the
 joined launch of chain.py, launch 2 of a block and launch 1 of the next, as launch "joined" on
@@ -58,6 +59,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     branch_convs_tma,
     chain,
     conv_relu,
+    conv_rows,
     head,
     maxpool,
     reduce_pool,
@@ -324,6 +326,15 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
             row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
             row.update(_compile(stem._conv_pool_kernel, args, meta, config, arch))
             rows.append(row)
+    # conv_rows.py: the padded copy of the input (launched with Triton's default 4 warps), then
+    # the conv over its aligned rows.
+    (_grid, pad_args, pad_meta), args, meta, _grid, _out = conv_rows._arguments(x, w, b, 2, 3)
+    launches = [("rows_pad", conv_rows._pad_kernel, pad_args, pad_meta, triton.Config({}, num_warps=4, num_stages=3))]
+    launches += [("rows", conv_rows._conv_rows_kernel, args, meta, config) for config in conv_rows.CONFIGS]
+    for launch, kernel, kargs, kmeta, config in launches:
+        row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
+        row.update(_compile(kernel, kargs, kmeta, config, arch))
+        rows.append(row)
     return rows
 
 

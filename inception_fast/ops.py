@@ -33,11 +33,13 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
   stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
-* ``inception_fast::conv_relu`` -- relu(conv2d(x, w, b, padding=padding)), stride 1, channels_last:
-  the stem's conv2 and conv3.  "triton" runs an implicit-GEMM kernel for square odd kernels with
-  padding k // 2 (backends/triton/conv_relu.py); FusedGoogLeNet runs it where
-  ``inception_fast.choices.CONV_RELU_CHOICE`` measured it faster.  Inference only: a gradient
-  through it raises.
+* ``inception_fast::conv_relu`` -- relu(conv2d(x, w, b, stride=stride, padding=padding)),
+  channels_last: the stem's conv2 and conv3 (stride 1), and conv1 (stride 2) in one of the stem's
+  forms.  "triton" runs, at stride 1, an implicit-GEMM kernel for square odd kernels with padding
+  k // 2 (backends/triton/conv_relu.py; FusedGoogLeNet runs it where
+  ``inception_fast.choices.CONV_RELU_CHOICE`` measured it faster), and at a larger stride the
+  aligned-rows kernel for inputs of at most 8 channels (backends/triton/conv_rows.py; the stem's
+  "triton_rows" form).  Inference only: a gradient through it raises.
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
   backward.
 * ``inception_fast::avgpool_linear`` -- linear(mean over H and W of x, w, b): the eval-mode head
@@ -85,7 +87,7 @@ _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
-_LIB.define("conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend) -> Tensor")
+_LIB.define("conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend, int stride=1) -> Tensor")
 _LIB.define("max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode, str backend) -> Tensor")
 _LIB.define("avgpool_linear(Tensor x, Tensor w, Tensor b, str backend) -> Tensor")
 _LIB.define(
@@ -394,28 +396,30 @@ def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, 
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
-def _conv_relu_shape(x, w, b, padding):
+def _conv_relu_shape(x, w, b, padding, stride=1):
     """Checks the arguments; returns the (N, Cout, OH, OW) output shape."""
     _check_conv_args("conv_relu", x, w, b)
     if padding < 0:
         raise ValueError(f"conv_relu expects a padding of 0 or more, got {padding}")
+    if stride < 1:
+        raise ValueError(f"conv_relu expects a stride of 1 or more, got {stride}")
     k = w.shape[-1]
-    oh, ow = (geometry.conv_out(s, k, 1, padding) for s in x.shape[2:])
+    oh, ow = (geometry.conv_out(s, k, stride, padding) for s in x.shape[2:])
     if min(oh, ow) < 1:
-        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {k}x{k} conv (padding {padding})")
+        raise ValueError(f"input {tuple(x.shape[2:])} is too small for a {k}x{k}/{stride} conv (padding {padding})")
     return x.shape[0], w.shape[0], oh, ow
 
 
 @torch.library.impl(_LIB, "conv_relu", "CompositeExplicitAutograd")
-def _conv_relu_impl(x, w, b, padding, backend):
-    _conv_relu_shape(x, w, b, padding)
+def _conv_relu_impl(x, w, b, padding, backend, stride=1):
+    _conv_relu_shape(x, w, b, padding, stride)
     with torch.no_grad():
-        return _kernel("conv_relu", backend, x)(x, w, b, padding)
+        return _kernel("conv_relu", backend, x)(x, w, b, padding, stride)
 
 
 @torch.library.register_fake("inception_fast::conv_relu")
-def _conv_relu_fake(x, w, b, padding, backend):
-    shape = _conv_relu_shape(x, w, b, padding)
+def _conv_relu_fake(x, w, b, padding, backend, stride=1):
+    shape = _conv_relu_shape(x, w, b, padding, stride)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
@@ -525,10 +529,11 @@ def avgpool_linear(x, w, b, backend="torch"):
     return torch.ops.inception_fast.avgpool_linear(x, w, b, backend)
 
 
-def conv_relu(x, w, b, padding=0, backend="torch"):
-    """relu(conv2d(x, w, b, padding=padding)), stride 1, as one op, returned channels_last
-    ("triton": a square odd kernel with padding k // 2, backends/triton/conv_relu.py).  Inference only."""
-    return torch.ops.inception_fast.conv_relu(x, w, b, padding, backend)
+def conv_relu(x, w, b, padding=0, backend="torch", stride=1):
+    """relu(conv2d(x, w, b, stride=stride, padding=padding)) as one op, returned channels_last
+    ("triton": at stride 1 a square odd kernel with padding k // 2, backends/triton/conv_relu.py;
+    at a larger stride at most 8 input channels, backends/triton/conv_rows.py).  Inference only."""
+    return torch.ops.inception_fast.conv_relu(x, w, b, padding, backend, stride)
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):

@@ -6,7 +6,9 @@
   where the model's backend runs Triton kernels (auto, triton, hopper, hopper_tma2) and Triton
   runs, the Triton stem kernel
   ("triton": conv, ReLU and pool in one launch, the conv output never stored;
-  backends/triton/stem.py) or that kernel without its pool ("triton_conv").
+  backends/triton/stem.py), that kernel without its pool ("triton_conv"), or, on inputs of at most
+  8 channels, the Triton conv that reads a padded copy of the input in aligned rows, then the pool
+  ("triton_rows": op ``conv_relu`` with conv1's stride, backends/triton/conv_rows.py).
 * ``conv_relu``: conv2 and conv3 with bias and ReLU (CONV_RELU_CHOICE): ATen (the conv, then bias
   and ReLU as two more passes) against cuDNN's fused conv-bias-ReLU, which is known to pick slow
   kernels for some shapes, and, where the model's backend runs Triton kernels and Triton runs,
@@ -68,7 +70,7 @@ __all__ = [
     "stem_conv1",
 ]
 
-STEM_TRITON_VARIANTS = ("triton", "triton_conv")
+STEM_TRITON_VARIANTS = ("triton", "triton_conv", "triton_rows")
 
 
 def square(value) -> Optional[int]:
@@ -401,7 +403,9 @@ def stem_variants(
     variants = ["onednn"] if onednn else []
     variants += ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
     if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
-        variants += STEM_TRITON_VARIANTS
+        # The row kernel takes at most 8 input channels and kernels up to 8x8 (conv_rows.supported).
+        rows = x.shape[1] <= 8 and square(conv.kernel_size) <= 8
+        variants += [v for v in STEM_TRITON_VARIANTS if rows or v != "triton_rows"]
     return variants
 
 
@@ -428,7 +432,10 @@ def stem_conv1(
         stride, padding, *pool_args = stem_triton_params(conv, pool)
         if variant == "triton":
             return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool_args, backend="triton")
-        y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
+        if variant == "triton_rows":
+            y = ops.conv_relu(x, w1, b1, padding, backend="triton", stride=stride)
+        else:
+            y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
         return max_pool(y, pool, triton_allowed).contiguous(memory_format=cl)
     args = dict(stride=conv.stride, padding=conv.padding)
     if variant == "nchw":

@@ -44,6 +44,7 @@ HOPPER = ("tests/test_hopper.py", "-x")
 HOPPER_LAUNCH1 = ("tests/test_hopper_launch1.py", "-x")
 TRITON_HEAD = ("tests/test_triton_head.py",)
 TRITON_CONV_RELU = ("tests/test_triton_conv_relu.py",)
+TRITON_CONV_ROWS = ("tests/test_triton_conv_rows.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
@@ -602,6 +603,30 @@ MUTANTS = [
         "        dh = kh",
         ("tests/test_train_bn.py", "-k", "triton_matches"),
         "implicit-GEMM kxk conv taps (branch_convs._conv_acc, which the train-mode convs share) not centred",
+    ),
+    Mutant(
+        "triton_rows_window_unmasked",
+        "inception_fast/backends/triton/conv_rows.py",
+        "        a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # the next pixels' elements\n",
+        "",
+        TRITON_CONV_ROWS,
+        "conv_rows: the next pixels' elements loaded past a window are multiplied (by zero weights) unmasked",
+    ),
+    Mutant(
+        "triton_rows_pad_shifted",
+        "inception_fast/backends/triton/conv_rows.py",
+        "    h = row % HP - PAD\n",
+        "    h = row % HP - PAD + 1\n",
+        TRITON_CONV_ROWS,
+        "conv_rows: the padded copy of the input shifted by a row",
+    ),
+    Mutant(
+        "triton_rows_padded_too_narrow",
+        "inception_fast/backends/triton/conv_rows.py",
+        "    return n, hp, wp + wp % 2, cp\n",
+        "    return n, hp, wp + wp % 2 - 2, cp\n",
+        TRITON_CONV_ROWS,
+        "conv_rows: the padded input too narrow for the last window's loaded run",
     ),
     Mutant(
         "triton_backward_sum_reads_gaps",

@@ -122,8 +122,8 @@ def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_p
     return y.contiguous(memory_format=torch.channels_last)
 
 
-def conv_relu(x, w, b, padding):
-    return F.conv2d(x, w, b, padding=padding).relu_().contiguous(memory_format=torch.channels_last)
+def conv_relu(x, w, b, padding, stride=1):
+    return F.conv2d(x, w, b, stride=stride, padding=padding).relu_().contiguous(memory_format=torch.channels_last)
 
 
 def max_pool2d(x, kernel, stride, padding, ceil_mode):

@@ -2,7 +2,8 @@
 ``reduce_pool.py``, launch 2 ``branch_convs.py``; also with the max pool before the block folded
 into launch 1's loads, op ``pooled_inception_block``; a run of blocks with each block's launch 2
 and the next one's launch 1 joined, op ``inception_chain``, ``chain.py``) and its backward (``block_backward.py``, three
-launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), conv2 and conv3 with bias +
+launches), the stem's conv1 + ReLU + max pool in one launch (``stem.py``), conv1 + ReLU read in
+aligned rows of a padded copy of the input (``conv_rows.py``), conv2 and conv3 with bias +
 ReLU (``conv_relu.py``), the max pool without
 an argmax (``maxpool.py``), the head's average pool + linear layer (``head.py``), and the block
 with train-mode BatchNorm (``bn_train.py``: the 1x1 GEMMs with batch statistics in their epilogue).
@@ -111,11 +112,15 @@ def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_
         return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
 
 
-def _conv_relu(x, w, b, padding):
-    from .conv_relu import launch_conv_relu
-
+def _conv_relu(x, w, b, padding, stride=1):
     with _on_device(x):
-        return launch_conv_relu(x, w, b, padding)
+        if stride == 1:
+            from .conv_relu import launch_conv_relu
+
+            return launch_conv_relu(x, w, b, padding)
+        from .conv_rows import launch_conv_rows
+
+        return launch_conv_rows(x, w, b, stride, padding)
 
 
 def _max_pool2d(x, kernel, stride, padding, ceil_mode):

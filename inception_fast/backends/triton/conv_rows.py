@@ -1,0 +1,275 @@
+"""A strided KSxKS convolution over an input with few channels + bias + ReLU, as an implicit GEMM
+whose A operand is read in aligned, contiguous rows: relu(conv2d(x, w, b, stride, padding)).
+GoogLeNet's conv1 (7x7, stride 2, padding 3, 3 -> 64 channels at 224x224) is the case it is for.
+
+Why: with 3 channels, a conv output pixel's inputs under one kernel row are 7 pixels x 3 channels
+= 21 elements that start at an odd element offset; stem.py gathers them two bytes at a time, which
+leaves its kernel far from its roofline (1.56 ms at batch 256 bf16 on an H200, 2026-12-04,
+against a ~0.12 ms floor).
+
+How, in two launches:
+* ``_pad_kernel`` copies x (N, CIN, H, W, any strides) once to xp (N, HP, WP, CP) contiguous: the
+  channels zero-padded to CP (4 for an even stride, else 8), the conv's zero padding written out
+  (PAD rows and columns before, at least PAD after, more where the last window needs it), WP even.
+  In xp, the inputs of output pixel (oh, ow) under kernel row kh are one contiguous run of KS*CP
+  elements starting at element ((n*HP + STRIDE*oh + kh)*WP + STRIDE*ow)*CP, a multiple of 8: a
+  16-byte-aligned row.
+* ``_conv_rows_kernel``: per program BLOCK_M output pixels x BLOCK_N channels; for each kernel row
+  kh, A = [BLOCK_M, KROW] (KROW = KS*CP rounded up to a power of two: 32 for conv1) loaded as
+  aligned contiguous rows (16-byte vectors, software-pipelined over kh by Triton), B = the packed
+  weight rows [KROW, BLOCK_N]; bias + ReLU in the epilogue, stored channels_last.  A row's last
+  KROW - KS*CP elements belong to the next pixels: they are loaded (xp is sized so they exist) and
+  set to zero before the dot, so an Inf or NaN there never reaches this pixel; their packed weights
+  are zero too.  K per pixel is KS*KROW (224 for conv1, against the conv's 147): the extra
+  tensor-core work is cheap next to reading the operands.
+
+The weight is packed once per weight tensor (``packed_weight``: (KS, KROW, COUT), zero where
+kw >= KS or c >= CIN) and kept while that tensor lives and is unmodified (a small LRU).
+
+Dtypes: fp16/bf16 with fp32 accumulation; fp32 uses TF32 only when
+torch.backends.cudnn.allow_tf32 is on (as ATen's conv does), else exact fp32.  Offsets are 64-bit.
+NaN propagates through the ReLU as in PyTorch.  Supported: square kernels, CIN <= 8 with
+KS*CP <= 64, any stride and padding (``supported``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ... import geometry
+from ...caches import LRUDict
+from . import _common
+from ._common import pixel_tile, row_offsets
+
+__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "packed_weight", "CONFIGS", "INTERPRETER_CONFIG"]
+
+# The longest padded kernel row the kernel takes (KS * CP rounded up to a power of two).
+MAX_KROW = 64
+
+
+@triton.jit
+def _pad_kernel(
+    x_ptr,
+    xp_ptr,
+    H,
+    W,
+    HP,
+    WP,
+    stride_x_n,
+    stride_x_c,
+    stride_x_h,
+    stride_x_w,
+    CIN: tl.constexpr,
+    CP: tl.constexpr,
+    PAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """xp[n, hp, wp, c] = x[n, c, hp - PAD, wp - PAD] where c < CIN and the pixel is in the image,
+    else 0; program (row, chunk) writes BLOCK elements of xp's row n*HP + hp."""
+    row = tl.program_id(0)
+    img = (row // HP).to(tl.int64)
+    h = row % HP - PAD
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    in_row = offs < WP * CP
+    c = offs % CP
+    w = offs // CP - PAD
+    ok = in_row & (c < CIN) & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    src = img * stride_x_n + c.to(tl.int64) * stride_x_c + h.to(tl.int64) * stride_x_h + w.to(tl.int64) * stride_x_w
+    v = tl.load(x_ptr + src, mask=ok, other=0.0)
+    tl.store(xp_ptr + row.to(tl.int64) * (WP * CP) + offs, v, mask=in_row)
+
+
+# M, OH and OW only enter masks and index arithmetic on the row axis (one binary across batch sizes).
+@triton.jit(do_not_specialize=["M", "OH", "OW", "HP"])
+def _conv_rows_kernel(
+    # Pointers: the padded input xp, the packed weight (KS, KROW, COUT), the bias, the output.
+    xp_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    # Sizes: M = N*OH*OW output pixels; xp's rows HP and its row length in units of 8 elements.
+    M,
+    OH,
+    OW,
+    HP,
+    WP_UNITS,
+    COUT,
+    stride_b,
+    stride_out_n,
+    stride_out_c,
+    stride_out_h,
+    stride_out_w,
+    # Fixed by the launcher: the conv's geometry, xp's channels, the packed row, tf32/ieee.
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    CP: tl.constexpr,
+    KROW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    # The tile (autotuned).
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """relu(conv(x, w) + b) for BLOCK_M output pixels x BLOCK_N channels, K over (kh, kernel row)."""
+    pid_n, row_ok, img, oh, ow = pixel_tile(tl.program_id(0), tl.cdiv(COUT, BLOCK_N), M, OH, OW, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = offs_n < COUT
+    offs_j = tl.arange(0, KROW)
+    in_window = offs_j < KS * CP
+    # Each pixel's window start in xp, in units of 8 elements (STRIDE * CP is a multiple of 8, and
+    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned.
+    start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
+    a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
+    w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kh in range(KS):
+        a = tl.load(a_rows + kh * WP_UNITS * 8, mask=row_ok[:, None], other=0.0)
+        a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # the next pixels' elements
+        b = tl.load(w_rows + kh * (KROW * COUT), mask=col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+    o_row = row_offsets(img, oh, ow, stride_out_n, stride_out_h, stride_out_w)
+    tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y, mask=row_ok[:, None] & col_ok[None, :])
+
+
+# conv1 has COUT = 64: one column tile.  128- and 256-row tiles for large batches, 64 rows so that
+# batch 1 (112x112 = 12544 pixels) still covers the SMs; stages 3-4 pipeline the 7 kernel rows.
+CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=4),
+]
+INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32}
+PAD_BLOCK = 1024
+
+AUTOTUNE_KEY = ["M", "OH", "OW", "HP", "WP_UNITS", "COUT", "KS", "STRIDE", "CP", "KROW", "DOT_PRECISION"]
+
+
+def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
+    """The autotuned kernel."""
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_kernel)
+
+
+_tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
+
+
+def _channels(cin: int, stride: int) -> int:
+    """xp's channel count CP: 4 where the stride is even (a window then starts at a multiple of 8
+    elements), else 8."""
+    return 4 if stride % 2 == 0 and cin <= 4 else 8
+
+
+def _krow(ks: int, cp: int) -> int:
+    return max(16, triton.next_power_of_2(ks * cp))
+
+
+def supported(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
+    """Whether this kernel takes the conv: a square kernel over at most 8 input channels whose
+    padded kernel row (KS * CP) fits MAX_KROW, stride >= 1, padding >= 0."""
+    if x.dim() != 4 or w.dim() != 4 or w.shape[2] != w.shape[3] or w.shape[1] != x.shape[1]:
+        return False
+    cin, ks = w.shape[1], w.shape[-1]
+    return cin <= 8 and stride >= 1 and padding >= 0 and _krow(ks, _channels(cin, stride)) <= MAX_KROW
+
+
+def padded_input_shape(n: int, cin: int, h: int, w: int, ks: int, stride: int, padding: int) -> tuple:
+    """(N, HP, WP, CP) of xp for an (n, cin, h, w) input: every window of the conv (and the KROW
+    elements the kernel loads from its start) inside, WP even."""
+    cp = _channels(cin, stride)
+    oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(w, ks, stride, padding)
+    hp = max(h + 2 * padding, stride * (oh - 1) + ks)
+    wp = max(w + 2 * padding, stride * (ow - 1) + _krow(ks, cp) // cp)
+    return n, hp, wp + wp % 2, cp
+
+
+_PACKED = LRUDict()
+
+
+def packed_weight(w: torch.Tensor, stride: int) -> torch.Tensor:
+    """w (COUT, CIN, KS, KS) as (KS, KROW, COUT) contiguous: row kh, element kw*CP + c holds
+    w[:, c, kh, kw]; zero where kw >= KS or c >= CIN.  Kept for the tensor ``w`` while it lives and
+    is not modified in place (its version counter)."""
+    cout, cin, ks, _ = w.shape
+    cp = _channels(cin, stride)
+    krow = _krow(ks, cp)
+    key = (id(w), w._version, w.dtype, w.device, tuple(w.shape), tuple(w.stride()), cp)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    # Packed while a CUDA graph is captured, the tensor would be filled only when the graph
+    # replays: such a packing is part of that graph and is not kept.
+    capturing = w.is_cuda and torch.cuda.is_current_stream_capturing()
+    rows = torch.zeros((ks, ks, cp, cout), dtype=w.dtype, device=w.device)
+    rows[:, :, :cin].copy_(w.permute(2, 3, 1, 0))
+    packed = torch.zeros((ks, krow, cout), dtype=w.dtype, device=w.device)
+    packed[:, : ks * cp].copy_(rows.reshape(ks, ks * cp, cout))
+    if not capturing:
+        _PACKED[key] = (weakref.ref(w), packed)
+    return packed
+
+
+def _new_buffer(shape, x, memory_format=torch.contiguous_format):
+    """The padded input and the output (one place, so tests can poison them)."""
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+
+
+def _arguments(x, w, b, stride, padding):
+    """((pad grid, pad args, pad constexprs), conv args, conv constexprs, conv grid(meta), out)."""
+    _common.check_dtype(x.dtype)
+    if not supported(x, w, stride, padding):
+        raise ValueError(
+            f"the Triton row conv takes a square kernel over at most 8 channels with a kernel row of at "
+            f"most {MAX_KROW} padded elements, got weight {tuple(w.shape)} for input {tuple(x.shape)}, stride {stride}"
+        )
+    n, cin, h, wd = x.shape
+    cout, ks = w.shape[0], w.shape[-1]
+    oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(wd, ks, stride, padding)
+    if min(oh, ow) < 1:
+        raise ValueError(f"input {h}x{wd} is too small for a {ks}x{ks}/{stride} conv (padding {padding})")
+    m = n * oh * ow
+    geometry.check_pixel_rows(m, "N*OH*OW")
+    out = _new_buffer((n, cout, oh, ow), x, torch.channels_last)
+    _, hp, wp, cp = padded_input_shape(n, cin, h, wd, ks, stride, padding)
+    xp = _new_buffer((n, hp, wp, cp), x)
+    pad = (
+        (n * hp, _common.cdiv(wp * cp, PAD_BLOCK)),
+        (x, xp, h, wd, hp, wp, *x.stride()),
+        {"CIN": cin, "CP": cp, "PAD": padding, "BLOCK": PAD_BLOCK},
+    )
+    args = (xp, packed_weight(w, stride), b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
+    meta = {
+        "KS": ks,
+        "STRIDE": stride,
+        "CP": cp,
+        "KROW": _krow(ks, cp),
+        "DOT_PRECISION": _common.dot_precision(x.dtype),
+    }
+
+    def grid(cfg):
+        return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]),)
+
+    return pad, args, meta, grid, out
+
+
+def launch_conv_rows(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    stride: int,
+    padding: int,
+    config: Optional[triton.Config] = None,
+) -> torch.Tensor:
+    """relu(conv2d(x, w, b, stride=stride, padding=padding)) in two launches (the padded copy of x,
+    then the conv), returned channels_last.  x (N, Cin, H, W) and w (Cout, Cin, k, k) in any
+    strides.  ``config`` skips autotuning."""
+    (pad_grid, pad_args, pad_meta), args, meta, grid, out = _arguments(x, w, b, stride, padding)
+    if out.numel() > 0:  # CUDA rejects an empty grid
+        _common.launch(_pad_kernel, pad_grid, *pad_args, **pad_meta)
+        _common.launch_configured(_conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+    return out

@@ -1,0 +1,167 @@
+"""The Triton conv + bias + ReLU over aligned rows of a padded input (backends/triton/conv_rows.py):
+op ``inception_fast::conv_relu`` at a stride above 1 on the triton backend, and the stem's
+"triton_rows" form of conv1.
+
+Outputs are compared with ATen's conv in float64 from the same tensors; the launcher's buffers (the
+padded input, the output) start as NaN, so an element the kernels do not write fails, and under the
+interpreter the unwritten-read check (tests/unwritten_reads.py) fails a load of one.
+* CPU: under TRITON_INTERPRET=1 (tests/conftest.py), fp32 at TOLERANCE["fp32"] and fp16 within the
+  table's 2x rule: conv1's geometry on odd maps, strides 2 and 3 (4 and 8 padded channels), 1 to 8
+  input channels, NCHW and channels_last inputs and weights, every GPU config pinned once.
+* GPU (marked gpu, skipped without CUDA): conv1 at 224x224 in bf16 and fp16, every config.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from model_cases import CL
+
+from inception_fast import ops
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
+
+pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
+
+from launch_observer import observe_launches, poison_empty  # noqa: E402
+
+from inception_fast.backends.triton import conv_rows  # noqa: E402
+
+
+def make_case(n, cin, h, w, cout, k, dtype=torch.float32, device="cpu", fmt=CL, wfmt=CL, seed=0):
+    """(x, w, b): an image-like input and a conv's scale of weights, so that about half the outputs
+    pass the ReLU."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=g)
+    wt = torch.randn(cout, cin, k, k, generator=g) / (cin * k * k) ** 0.5
+    b = torch.randn(cout, generator=g) * 0.1
+    x = x.to(device=device, dtype=dtype).contiguous(memory_format=fmt)
+    return x, wt.to(device=device, dtype=dtype).contiguous(memory_format=wfmt), b.to(device=device, dtype=dtype)
+
+
+def check_conv(out, x, wt, b, stride, padding, what="conv_rows"):
+    """out against ATen's conv in float64: fp32 at the table's fp32 bound, fp16/bf16 within 2x ATen's
+    own error in that dtype; channels_last, in x's dtype."""
+    ref = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
+    assert out.shape == ref.shape and out.dtype == x.dtype, what
+    assert out.is_contiguous(memory_format=CL), what
+    assert ref.std() > 0.05, "the reference is flat; the comparison could not fail"
+    if x.dtype == torch.float32:
+        tol = TOLERANCE["fp32"]
+    else:
+        aten = ops.conv_relu(x, wt, b, padding, backend="torch", stride=stride)
+        tol = reduced_precision_bound(aten, ref)
+    check_close(out, ref, tol, what)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """The launcher's padded input and output start as NaN."""
+    made = poison_empty(monkeypatch, conv_rows)
+    yield made
+    assert len(made) >= 2, "the launcher allocated its buffers elsewhere; poisoning had no effect"
+
+
+# (N, Cin, H, W, Cout, k, stride, padding): conv1's geometry on odd and tiny maps (the last
+# window's overhang, a map smaller than the kernel), 1/4/5/8 channels, stride 3 (8 padded
+# channels), a 1x1 kernel at stride 2, a padding larger than the kernel's half.
+SHAPES = [
+    (2, 3, 19, 23, 24, 7, 2, 3),
+    (1, 3, 5, 4, 16, 7, 2, 3),
+    (3, 1, 9, 11, 8, 3, 2, 1),
+    (1, 4, 10, 7, 40, 5, 2, 2),
+    (2, 5, 12, 13, 16, 3, 3, 0),
+    (1, 8, 8, 9, 16, 7, 2, 3),
+    (2, 2, 7, 8, 16, 1, 2, 0),
+    (1, 3, 6, 6, 16, 3, 2, 4),
+]
+
+
+@interpreter_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("n,cin,h,w,cout,k,stride,padding", SHAPES)
+def test_conv_rows_matches_aten(poisoned, dtype, n, cin, h, w, cout, k, stride, padding):
+    x, wt, b = make_case(n, cin, h, w, cout, k, dtype=dtype, seed=cin + k + stride)
+    check_conv(ops.conv_relu(x, wt, b, padding, backend="triton", stride=stride), x, wt, b, stride, padding)
+
+
+@interpreter_only
+def test_every_config_any_layout_and_two_launches(poisoned, monkeypatch):
+    """Every GPU config (pinned) once on conv1's geometry, NCHW input and NCHW weight; the op is
+    the two launches (the padded copy, the conv) and nothing else; an empty batch launches nothing."""
+    for i, config in enumerate(conv_rows.CONFIGS):
+        x, wt, b = make_case(2, 3, 15, 14, 64, 7, fmt=torch.contiguous_format, wfmt=torch.contiguous_format, seed=i)
+        check_conv(conv_rows.launch_conv_rows(x, wt, b, 2, 3, config), x, wt, b, 2, 3, str(config))
+    out, _ops, launched = observe_launches(lambda: ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), monkeypatch)
+    assert launched == [conv_rows._pad_kernel, conv_rows._conv_rows_kernel]
+    check_conv(out, x, wt, b, 2, 3, "through the op")
+    empty, _ops, launched = observe_launches(
+        lambda: ops.conv_relu(x[:0], wt, b, 3, backend="triton", stride=2), monkeypatch
+    )
+    assert empty.shape == (0, 64, 8, 7) and launched == []
+
+
+@interpreter_only
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # the interpreter's Inf * 0
+def test_inf_beyond_a_window_stays_out_of_it():
+    """The kernel loads a power-of-two run from each window's start, past the window's last column:
+    an Inf there (a pixel other windows hold) must not reach the outputs whose windows miss it.
+    Outputs are finite exactly where ATen's are, and equal there."""
+    x, wt, b = make_case(1, 3, 13, 17, 16, 7, seed=7)
+    x[0, 1, 6, 8] = float("inf")
+    out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
+    ref = F.conv2d(x.double(), wt.double(), b.double(), stride=2, padding=3).relu()
+    finite = ref.isfinite()
+    assert 0 < (~finite).sum() < finite.sum()
+    assert torch.equal(out.isfinite(), finite)
+    check_close(torch.where(finite, out, 0.0), torch.where(finite, ref, 0.0), TOLERANCE["fp32"])
+
+
+@interpreter_only
+def test_packed_weight_follows_its_tensor():
+    """The packed weight is kept per weight tensor: an in-place change to the weight is seen (its
+    version counter), a new tensor gets its own packing, and a planted bug fails the comparison."""
+    x, wt, b = make_case(2, 3, 11, 10, 16, 7, seed=8)
+    check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "first")
+    packed = conv_rows.packed_weight(wt, 2)
+    assert conv_rows.packed_weight(wt, 2) is packed
+    assert packed.shape == (7, 32, 16) and torch.equal(packed[2, 5 * 4 + 1], wt[:, 1, 2, 5])
+    assert not packed.view(7, 8, 4, 16)[:, 7].any() and not packed.view(7, 8, 4, 16)[:, :, 3].any()
+    wt.mul_(-0.5)
+    check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "after an in-place change")
+    other = wt.clone()
+    assert conv_rows.packed_weight(other, 2) is not conv_rows.packed_weight(wt, 2)
+    out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
+    with pytest.raises(AssertionError, match="relative error"):
+        check_conv((out.double() - b.double().view(1, -1, 1, 1)).relu().float(), x, wt, b, 2, 3, "bias left out")
+
+
+def test_op_stride_checks_and_torch_backend():
+    """The op's stride argument: checked, ATen's strided conv + ReLU on the torch backend, covered by
+    opcheck; the Triton kernel refuses inputs of more than 8 channels with a clear error."""
+    x, wt, b = make_case(2, 3, 11, 10, 16, 7, seed=9)
+    with pytest.raises(ValueError, match="stride of 1 or more"):
+        ops.conv_relu(x, wt, b, 3, stride=0)
+    with pytest.raises(ValueError, match="too small for a 7x7/2 conv"):
+        ops.conv_relu(x[..., :2, :2], wt, b, 0, stride=2)
+    assert torch.equal(ops.conv_relu(x, wt, b, 3, stride=2), F.conv2d(x, wt, b, stride=2, padding=3).relu())
+    torch.library.opcheck(torch.ops.inception_fast.conv_relu.default, (x, wt, b, 3, "torch", 2))
+    if INTERPRET:
+        x9, w9, b9 = make_case(1, 9, 8, 8, 16, 3)
+        with pytest.raises(ValueError, match="at most 8 channels"):
+            ops.conv_relu(x9, w9, b9, 1, backend="triton", stride=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gpu_conv1_every_config(gpu, poisoned, dtype):
+    """conv1 at 224x224 (batch 2) on the GPU, every config pinned, NCHW and channels_last inputs."""
+    for i, config in enumerate(conv_rows.CONFIGS):
+        fmt = CL if i % 2 == 0 else torch.contiguous_format
+        x, wt, b = make_case(2, 3, 224, 224, 64, 7, dtype=dtype, device=gpu, fmt=fmt, seed=i)
+        check_conv(conv_rows.launch_conv_rows(x, wt, b, 2, 3, config), x, wt, b, 2, 3, str(config))
