@@ -2,13 +2,15 @@
 (``backend="auto"``, torchvision's variant, 224x224, channels_last input) would compile on an
 sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
 
-For each Triton launch of that forward (the stem kernel with and without its pool, conv2 and conv3
+For each Triton launch of that forward (the stem kernel with and without its pool, conv1 over
+aligned rows (conv_rows.py: the padded copy and the conv), conv2 and conv3
 (conv_relu.py, CONV_RELU_CHOICE's Triton candidate), the max pool on
 maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
 launch 2 of the nine blocks (a candidate of auto on sm_90+; each config's descriptor boxes set by
 its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a and 5a with the pool
 before it folded in, the joined launch of each pair of neighbours in 3a-3b, 4a-4e and 5a-5b
-(CHAIN_CHOICE's candidate), the head's average pool and GEMM; with
+(CHAIN_CHOICE's candidate; these two only where INCEPTION_FAST_EXTRA_CANDIDATES offers them,
+inception_fast.stages.offers), the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
 passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
 kernel's early prune: SMALL_PROBLEM_PIXELS, split-K), and Triton's specialization of those
@@ -46,6 +48,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 if os.environ.get("TRITON_INTERPRET") == "1":
@@ -63,6 +66,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     branch_convs_tma,
     chain,
     conv_relu,
+    conv_rows,
     head,
     maxpool,
     reduce_pool,
@@ -75,6 +79,7 @@ from inception_fast.backends.triton._common import (  # noqa: E402
     config_warmup,
     tuning_bench_ms,
 )
+from inception_fast.stages import offers  # noqa: E402
 
 # The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
 # blocks with no pool between them (the same map size).
@@ -103,6 +108,12 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
     for label, pool in (("conv_pool", (3, 2, 0, True)), ("conv", (1, 1, 0, False))):
         args, meta, _grid, _out = stem._arguments(x, w, b, 2, 3, *pool)
         rows.append(("stem", label, stem._conv_pool_kernel, stem._tuned_kernel, args, meta))
+    # conv1 over aligned rows (the stem's "triton_rows" form): the padded copy (one config, not
+    # autotuned), then the conv.
+    (_grid, pad_args, pad_meta), args, meta, _grid, _out = conv_rows._arguments(x, w, b, 2, 3)
+    untuned = types.SimpleNamespace(configs=[triton.Config({}, num_warps=4, num_stages=3)], keys=[])
+    rows.append(("stem_rows_pad", "conv1", conv_rows._pad_kernel, untuned, pad_args, pad_meta))
+    rows.append(("stem_rows", "conv1", conv_rows._conv_rows_kernel, conv_rows._tuned_kernel, args, meta))
     for name, (cin, cout, k) in STEM_CONVS.items():  # conv2 and conv3: the Triton candidate (CONV_RELU_CHOICE)
         c_x = torch.empty(batch, cin, 56, 56, dtype=dt).contiguous(memory_format=torch.channels_last)
         c_w = torch.empty(cout, cin, k, k, dtype=dt).contiguous(memory_format=torch.channels_last)
@@ -114,7 +125,7 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         rows.append(("maxpool", name, maxpool._max_pool_kernel, maxpool._tuned_kernel, args, meta))
     for block in SIZES:
         ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = block_tensors(block, batch, dt)
-        if block in FOLDS:  # the pool before it folded into launch 1: a measured candidate (FOLD_CHOICE)
+        if block in FOLDS and offers("fold"):  # the pool folded into launch 1: a candidate (FOLD_CHOICE)
             c, size, params = POOLS[FOLDS[block]]
             pre = torch.empty(batch, x.shape[1], size, size, dtype=dt).contiguous(memory_format=torch.channels_last)
             args, meta, _grid = reduce_pool._arguments(pre, w_red, b_red, w_pool, b_pool, out, scratch, pre_pool=params)
@@ -139,7 +150,7 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
             )
             for label, (kernel, tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), bwd):
                 rows.append((label, block, kernel, tuned, args, meta))
-    for pair in JOINED_PAIRS:  # launch 2 of a block and launch 1 of the next: a candidate (CHAIN_CHOICE)
+    for pair in JOINED_PAIRS if offers("chain") else ():  # launch 2 + the next launch 1 (CHAIN_CHOICE)
         args, meta = joined_arguments(pair, batch, dt)
         rows.append(("joined", ">".join(pair), chain._joined_kernel, chain._tuned_kernel, args, meta))
     h = torch.empty(batch, 1024, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)

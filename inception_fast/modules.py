@@ -707,11 +707,13 @@ class FusedGoogLeNet(GoogLeNet):
         )
 
     def _pool_block(self, pool: nn.Module, block: nn.Module, x: Tensor) -> Tensor:
-        """``block(pool(x))``: the two stages, or, where FOLD_CHOICE measured it faster
-        (stages.pool_block), the pool folded into the block's first Triton launch."""
+        """``block(pool(x))``: the two stages, or, where the fold is offered (stages.offers) and
+        FOLD_CHOICE measured it faster (stages.pool_block), the pool folded into the block's first
+        Triton launch."""
         separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
         if (
-            not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed)
+            not stages.offers("fold")
+            or not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed)
             or not self._fusable_blocks((block,), x)
             or self._hooked(pool)
         ):
@@ -722,12 +724,14 @@ class FusedGoogLeNet(GoogLeNet):
 
     def _pool_blocks(self, pool: Optional[nn.Module], blocks: tuple, x: Tensor) -> Tensor:
         """The blocks one after another on ``pool(x)`` as the reference runs them (the pool folded
-        into the first where FOLD_CHOICE chose so), or, where CHAIN_CHOICE measured it faster
-        (stages.block_chain), each block's launch 2 joined with the next block's launch 1.  A pool
+        into the first where FOLD_CHOICE chose so), or, where the chain is offered (stages.offers)
+        and CHAIN_CHOICE measured it faster (stages.block_chain), each block's launch 2 joined with
+        the next block's launch 1.  A pool
         that does not fold runs first, on its own."""
         separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(pool, blocks, x)  # noqa: E731
         if (
             len(blocks) < 2
+            or not stages.offers("chain")
             or not stages.triton_may_compete(choices.CHAIN_CHOICE, x, self._triton_allowed)
             or not self._fusable_blocks(blocks, x)
         ):

@@ -17,15 +17,17 @@
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
   per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
   ATen's bit for bit.
-* ``pool_block``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a; FOLD_CHOICE):
+* ``pool_block``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a; FOLD_CHOICE,
+  offered only where INCEPTION_FAST_EXTRA_CANDIDATES says so, see ``offers``):
   "separate" (the pool as ``max_pool`` runs it, then the block as the model runs it) against
   "folded" (the Triton block whose launch 1 takes the pool while loading its input, op
   ``pooled_inception_block``: the pooled map is never stored), which must agree with an fp64 ATen
   pool + block within the tolerance table's rule.
 * ``block_chain``: a run of consecutive blocks (3a-3b, 4a-4e, 5a-5b) and the max pool before it
-  (CHAIN_CHOICE): "separate" (the pool and each block as the model runs them) against "chained"
-  (op ``inception_chain``: each block's launch 2 and the next block's launch 1 in one persistent
-  Triton launch, the pool folded into the first launch 1), checked like the fold.
+  (CHAIN_CHOICE, likewise offered only on request): "separate" (the pool and each block as the
+  model runs them) against "chained" (op ``inception_chain``: each block's launch 2 and the next
+  block's launch 1 in one persistent Triton launch, the pool folded into the first launch 1),
+  checked like the fold.
 * ``head``: the eval-mode head, global average pool + dropout (the identity) + fc (HEAD_CHOICE):
   ATen's (mean, then addmm) against the Triton head (backends/triton/head.py: the pool and a GEMM
   with the bias in two launches, 5b's output read once), which must agree with a float64 ATen
@@ -42,6 +44,7 @@ ATen.  The results are channels_last (the head's: (N, classes) logits).
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import torch
@@ -58,6 +61,9 @@ __all__ = [
     "conv_relu_triton_supported",
     "max_pool",
     "fold_params",
+    "ENV_EXTRA_CANDIDATES",
+    "EXTRA_CANDIDATES",
+    "offers",
     "pool_block",
     "standard_head",
     "head",
@@ -182,6 +188,30 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
     if params is None or pool._forward_hooks or pool._forward_pre_hooks:
         return None
     return params if geometry.foldable(*params[:3]) is None else None
+
+
+# FOLD_CHOICE's folded form and CHAIN_CHOICE's chained form measured slower than the stages run
+# separately at every shape on an H200 (2026-12-04, batch 1 and 256: folded 2-4x, chained 2-3x;
+# benchmarks/results): FusedGoogLeNet offers them only where INCEPTION_FAST_EXTRA_CANDIDATES names
+# them ("fold", "chain", comma-separated, or "all"), and then measures them and runs them only where
+# faster, as before.  Off, a cold first forward compiles 39 fewer binaries at batch 256 (of 199).
+ENV_EXTRA_CANDIDATES = "INCEPTION_FAST_EXTRA_CANDIDATES"
+EXTRA_CANDIDATES = ("fold", "chain")
+
+
+def offers(form: str) -> bool:
+    """Whether FusedGoogLeNet offers ``form`` (one of EXTRA_CANDIDATES) to its measured choice:
+    only where INCEPTION_FAST_EXTRA_CANDIDATES names it or says "all".  A name it does not know is
+    an error that says so."""
+    raw = os.environ.get(ENV_EXTRA_CANDIDATES, "")
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    unknown = sorted(names - {"all", *EXTRA_CANDIDATES})
+    if unknown:
+        raise ValueError(
+            f"{ENV_EXTRA_CANDIDATES}={raw!r}: unknown form(s) {', '.join(unknown)}; "
+            f"name any of {', '.join(EXTRA_CANDIDATES)}, or all"
+        )
+    return form in names or "all" in names
 
 
 def triton_may_compete(chooser, x: Tensor, triton_allowed: bool) -> bool:

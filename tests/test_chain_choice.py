@@ -34,6 +34,15 @@ from inception_fast.backends.triton import _common  # noqa: E402
 
 CL = torch.channels_last
 WEIGHTS = ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
+
+
+@pytest.fixture(autouse=True)
+def _extra_candidates_offered(monkeypatch):
+    """FusedGoogLeNet offers the chained and folded forms only on request (stages.offers): these
+    tests request both, except the one of the default."""
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "all")
+
+
 # Two small blocks that chain: the first's 4 + 6 + 5 + 3 = 18 output channels are the second's input.
 FIRST = (11, 4, 5, 6, 3, 5, 3)
 SECOND = (18, 7, 4, 5, 2, 3, 4)
@@ -201,6 +210,35 @@ def test_never_chained_with_gradients_in_train_mode_or_off_the_choice(monkeypatc
         expected = ref.inception5b(ref.inception5a(x))
     assert not choices.CHAIN_CHOICE.choices()
     check_close(out, expected, TOLERANCE["fp32"], "separate")
+
+
+@interpreter_only
+def test_the_chained_and_folded_forms_are_offered_only_on_request(monkeypatch):
+    """By default (INCEPTION_FAST_EXTRA_CANDIDATES unset: both measured slower everywhere on an
+    H200) the model asks neither CHAIN_CHOICE nor FOLD_CHOICE and runs its stages separately;
+    "chain" alone offers the chain only, "all" both; an unknown name is an error that names it."""
+    _static_stages(monkeypatch)
+    ref, model = _model()
+    x = torch.randn(1, ref.in_channels, 40, 40)
+    chain_chooser, fold_chooser = forcing_chooser("chained"), forcing_chooser("folded")
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chain_chooser)
+    monkeypatch.setattr(choices, "FOLD_CHOICE", fold_chooser)
+    monkeypatch.delenv("INCEPTION_FAST_EXTRA_CANDIDATES")
+    expected, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(model(x), expected, tol, "the default forms")
+    assert not chain_chooser.choices() and not fold_chooser.choices()
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "chain")
+    with torch.no_grad():
+        model(x)
+    assert len(chain_chooser.choices()) == 3 and not fold_chooser.choices()
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", " Chain , fold ")
+    with torch.no_grad():
+        model._pool_block(model.maxpool3, model.inception4a, torch.randn(1, 480, 7, 7).contiguous(memory_format=CL))
+    assert len(fold_chooser.choices()) == 1
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "chain,folds")
+    with pytest.raises(ValueError, match="unknown form.*folds.*fold, chain, or all"):
+        model(x)
 
 
 # -- GPU ---------------------------------------------------------------------------------------------

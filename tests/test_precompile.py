@@ -316,6 +316,7 @@ def _fake_timer(timed: list):
 
 
 def _every_choice_measuring_on_cpu(monkeypatch, timer) -> list:
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "all")  # the fold and the chain too (stages.offers)
     measured = [c for c in vars(choices).values() if isinstance(c, choices.MeasuredChoice)]
     for c in measured:
         monkeypatch.setattr(c, "measure_on", ("cpu", "cuda"))

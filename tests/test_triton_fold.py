@@ -33,6 +33,13 @@ from model_cases import net_tolerance  # noqa: E402
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _fold_offered(monkeypatch):
+    """FusedGoogLeNet offers the folded form only on request (stages.offers): these tests request it."""
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "fold")
+
+
 CL = torch.channels_last
 WEIGHTS = ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
 MAXPOOL23 = (3, 2, 0, True)  # torchvision's maxpool2 and maxpool3 (and the paper's)
