@@ -726,8 +726,7 @@ class FusedGoogLeNet(GoogLeNet):
         """The blocks one after another on ``pool(x)`` as the reference runs them (the pool folded
         into the first where FOLD_CHOICE chose so), or, where the chain is offered (stages.offers)
         and CHAIN_CHOICE measured it faster (stages.block_chain), each block's launch 2 joined with
-        the next block's launch 1.  A pool
-        that does not fold runs first, on its own."""
+        the next block's launch 1.  A pool that does not fold runs first, on its own."""
         separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(pool, blocks, x)  # noqa: E731
         if (
             len(blocks) < 2

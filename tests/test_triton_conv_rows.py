@@ -141,6 +141,17 @@ def test_packed_weight_follows_its_tensor():
         check_conv((out.double() - b.double().view(1, -1, 1, 1)).relu().float(), x, wt, b, 2, 3, "bias left out")
 
 
+@interpreter_only
+def test_inference_tensors_are_packed_every_call():
+    """Under torch.inference_mode() the weight is an inference tensor (no version counter): it is
+    packed on every call, so an in-place change made there is seen too."""
+    with torch.inference_mode():
+        x, wt, b = make_case(1, 3, 11, 10, 16, 7, seed=10)
+        check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "inference")
+        wt.mul_(-1.0)
+        check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "changed in place")
+
+
 def test_op_stride_checks_and_torch_backend():
     """The op's stride argument: checked, ATen's strided conv + ReLU on the torch backend, covered by
     opcheck; the Triton kernel refuses inputs of more than 8 channels with a clear error."""

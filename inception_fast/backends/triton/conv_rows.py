@@ -194,22 +194,23 @@ _PACKED = LRUDict()
 def packed_weight(w: torch.Tensor, stride: int) -> torch.Tensor:
     """w (COUT, CIN, KS, KS) as (KS, KROW, COUT) contiguous: row kh, element kw*CP + c holds
     w[:, c, kh, kw]; zero where kw >= KS or c >= CIN.  Kept for the tensor ``w`` while it lives and
-    is not modified in place (its version counter)."""
+    is not modified in place (its version counter); an inference tensor, which keeps no version
+    counter, is packed on every call."""
     cout, cin, ks, _ = w.shape
     cp = _channels(cin, stride)
     krow = _krow(ks, cp)
-    key = (id(w), w._version, w.dtype, w.device, tuple(w.shape), tuple(w.stride()), cp)
-    hit = _PACKED.get(key)
-    if hit is not None and hit[0]() is w:
-        return hit[1]
     # Packed while a CUDA graph is captured, the tensor would be filled only when the graph
     # replays: such a packing is part of that graph and is not kept.
-    capturing = w.is_cuda and torch.cuda.is_current_stream_capturing()
+    keep = not w.is_inference() and not (w.is_cuda and torch.cuda.is_current_stream_capturing())
+    key = (id(w), w._version, w.dtype, w.device, tuple(w.shape), tuple(w.stride()), cp) if keep else None
+    hit = _PACKED.get(key) if keep else None
+    if hit is not None and hit[0]() is w:
+        return hit[1]
     rows = torch.zeros((ks, ks, cp, cout), dtype=w.dtype, device=w.device)
     rows[:, :, :cin].copy_(w.permute(2, 3, 1, 0))
     packed = torch.zeros((ks, krow, cout), dtype=w.dtype, device=w.device)
     packed[:, : ks * cp].copy_(rows.reshape(ks, ks * cp, cout))
-    if not capturing:
+    if keep:
         _PACKED[key] = (weakref.ref(w), packed)
     return packed
 
