@@ -168,9 +168,11 @@ run_step() {
     log "step $name: start (limit ${limit}s) :: $*"
     t0=$(date +%s)
     # Benchmarks and tests stop starting new cases STEP_MARGIN s (default 10 s plus a tenth of the
-    # limit) before the hard timeout, so they end by themselves and still write their JSON and
-    # summary.
-    local stop=$((t0 + limit - ${STEP_MARGIN:-$((10 + limit / 10))}))
+    # limit; at most a third of the limit) before the hard timeout, so they end by themselves and
+    # still write their JSON and summary.
+    local margin=${STEP_MARGIN:-$((10 + limit / 10))}
+    (( margin > limit / 3 )) && margin=$((limit / 3))  # a short step still runs some of its cases
+    local stop=$((t0 + limit - margin))
     INCEPTION_FAST_BENCH_DEADLINE=$stop INCEPTION_FAST_TEST_DEADLINE=$stop \
         timeout -k 20 "$limit" "$@" >> "$logfile" 2>&1
     rc=$?
@@ -234,7 +236,7 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-NEW_TESTS="tests/test_precompile.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
+NEW_TESTS="tests/test_triton_conv_rows.py tests/test_precompile.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
 TESTS_RESERVE=260
 [[ $PART == check ]] && TESTS_RESERVE=70  # only the first step comes after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
@@ -250,13 +252,13 @@ else
     # Under xdist each test's outcome is logged as it comes (-v; -q would cancel it), so a step
     # killed at its cap still says which tests failed.  Tests not started 45 s before the cap skip
     # (INCEPTION_FAST_TEST_DEADLINE, tests/conftest.py), so pytest normally ends by itself with its
-    # summary; where pytest-timeout is there, a test that hangs fails alone after 60 s, with its
-    # stack.
+    # summary; where pytest-timeout is there, a test that hangs fails alone after 120 s (a cold
+    # cache's compiles shared by 6 workers included), with its stack.
     TEST_ARGS=(-q)
     if [[ $HAS_CUDA == 1 && "${SUITE_TEST_WORKERS:-6}" != 0 ]] && "$PY" -c "import xdist" 2>/dev/null; then
         TEST_ARGS=(-n "${SUITE_TEST_WORKERS:-6}" -v)
     fi
-    "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 60)
+    "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 120)
     STEP_MARGIN=45 run_step tests 180 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS tests -ra \
         -p no:cacheprovider --durations=10 "${TEST_ARGS[@]}"
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
@@ -301,6 +303,7 @@ if ! part_skips throughput; then
     else
         SUMMARY+=("$(printf '%-10s skipped (no CUDA: nothing to capture)' graph)")
     fi
+    rm -rf "$CHOICES_DIR"
     # Graph replays: a block's eager time also holds its host time before the first kernel (Python
     # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
     # eagerly and says so.  (Ignored without CUDA.)

@@ -38,7 +38,16 @@ from torch import Tensor, nn
 
 from . import backends, choices, ops, precompiler, stages
 from .backends import onednn_backend
-from .packing import PackCache, block_convs, conv_and_bn, conv_bn_sources, conv_bn_tensors, fold_conv_bn, pack_units
+from .packing import (
+    PackCache,
+    block_convs,
+    conv_and_bn,
+    conv_bn_sources,
+    conv_bn_tensors,
+    fold_conv_bn,
+    pack_conv_rows,
+    pack_units,
+)
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -712,8 +721,8 @@ class FusedGoogLeNet(GoogLeNet):
         Triton launch."""
         separate = lambda: self._block(block, self._pool(pool, x))  # noqa: E731
         if (
-            not stages.offers("fold")
-            or not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed)
+            not stages.triton_may_compete(choices.FOLD_CHOICE, x, self._triton_allowed)
+            or not stages.offers("fold")
             or not self._fusable_blocks((block,), x)
             or self._hooked(pool)
         ):
@@ -730,8 +739,8 @@ class FusedGoogLeNet(GoogLeNet):
         separate = lambda: super(FusedGoogLeNet, self)._pool_blocks(pool, blocks, x)  # noqa: E731
         if (
             len(blocks) < 2
-            or not stages.offers("chain")
             or not stages.triton_may_compete(choices.CHAIN_CHOICE, x, self._triton_allowed)
+            or not stages.offers("chain")
             or not self._fusable_blocks(blocks, x)
         ):
             return separate()
@@ -771,13 +780,18 @@ class FusedGoogLeNet(GoogLeNet):
 
 
 def _pack_stem(model: FusedGoogLeNet, dtype: torch.dtype):
-    """[(w1, b1), (w2, b2), (w3, b3), {padded channel count: w1 zero-padded to it}]."""
+    """[(w1, b1), (w2, b2), (w3, b3), {stem form: w1 as it reads it}]: "pad4"/"pad8" (w1
+    zero-padded to that many channels) and, where conv1 qualifies, "triton_rows"
+    (packing.pack_conv_rows)."""
     packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
     w1 = packed[0][0]
     padded = {
-        c: F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
+        f"pad{c}": F.pad(w1, (0, 0, 0, 0, 0, c - w1.shape[1])).contiguous(memory_format=torch.channels_last)
         for c in stages.stem_padded_channels(w1.shape[1])
     }
+    stride = stages.stem_rows_stride(model.conv1.conv)
+    if stride is not None:
+        padded["triton_rows"] = pack_conv_rows(w1, stride)
     return [*packed, padded]
 
 

@@ -87,7 +87,9 @@ _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
     "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
 )
-_LIB.define("conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend, int stride=1) -> Tensor")
+_LIB.define(
+    "conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend, int stride=1, Tensor? w_rows=None) -> Tensor"
+)
 _LIB.define("max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode, str backend) -> Tensor")
 _LIB.define("avgpool_linear(Tensor x, Tensor w, Tensor b, str backend) -> Tensor")
 _LIB.define(
@@ -411,14 +413,14 @@ def _conv_relu_shape(x, w, b, padding, stride=1):
 
 
 @torch.library.impl(_LIB, "conv_relu", "CompositeExplicitAutograd")
-def _conv_relu_impl(x, w, b, padding, backend, stride=1):
+def _conv_relu_impl(x, w, b, padding, backend, stride=1, w_rows=None):
     _conv_relu_shape(x, w, b, padding, stride)
     with torch.no_grad():
-        return _kernel("conv_relu", backend, x)(x, w, b, padding, stride)
+        return _kernel("conv_relu", backend, x)(x, w, b, padding, stride, w_rows)
 
 
 @torch.library.register_fake("inception_fast::conv_relu")
-def _conv_relu_fake(x, w, b, padding, backend, stride=1):
+def _conv_relu_fake(x, w, b, padding, backend, stride=1, w_rows=None):
     shape = _conv_relu_shape(x, w, b, padding, stride)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
@@ -529,11 +531,13 @@ def avgpool_linear(x, w, b, backend="torch"):
     return torch.ops.inception_fast.avgpool_linear(x, w, b, backend)
 
 
-def conv_relu(x, w, b, padding=0, backend="torch", stride=1):
+def conv_relu(x, w, b, padding=0, backend="torch", stride=1, w_rows=None):
     """relu(conv2d(x, w, b, stride=stride, padding=padding)) as one op, returned channels_last
     ("triton": at stride 1 a square odd kernel with padding k // 2, backends/triton/conv_relu.py;
-    at a larger stride at most 8 input channels, backends/triton/conv_rows.py).  Inference only."""
-    return torch.ops.inception_fast.conv_relu(x, w, b, padding, backend, stride)
+    at a larger stride at most 8 input channels, backends/triton/conv_rows.py, which reads w as
+    ``w_rows`` = packing.pack_conv_rows(w, stride) where given, else packs it on each call; the
+    other kernels ignore ``w_rows``).  Inference only."""
+    return torch.ops.inception_fast.conv_relu(x, w, b, padding, backend, stride, w_rows)
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):

@@ -52,7 +52,38 @@ __all__ = [
     "conv_bn_sources",
     "PackCache",
     "weights_epoch",
+    "rows_channels",
+    "rows_length",
+    "pack_conv_rows",
 ]
+
+
+def rows_channels(cin: int, stride: int) -> int:
+    """The channels CP of the padded input that backends/triton/conv_rows.py reads (and of its
+    packed weight): 4 where the stride is even and the input has at most 4 channels (a window
+    then starts at a multiple of 8 elements), else 8."""
+    return 4 if stride % 2 == 0 and cin <= 4 else 8
+
+
+def rows_length(ks: int, cp: int) -> int:
+    """KROW, the elements conv_rows.py loads per kernel row: KS * CP rounded up to a power of two
+    (at least 16, the tensor cores' K)."""
+    n = 16
+    while n < ks * cp:
+        n *= 2
+    return n
+
+
+def pack_conv_rows(w: Tensor, stride: int) -> Tensor:
+    """A conv weight (COUT, CIN, KS, KS) as conv_rows.py reads it: (KS, KROW, COUT) contiguous, row
+    kh's element kw * CP + c holding w[:, c, kh, kw], zero where kw >= KS or c >= CIN."""
+    cout, cin, ks, _ = w.shape
+    cp = rows_channels(cin, stride)
+    rows = w.new_zeros((ks, ks, cp, cout))
+    rows[:, :, :cin] = w.permute(2, 3, 1, 0)
+    packed = w.new_zeros((ks, rows_length(ks, cp), cout))
+    packed[:, : ks * cp] = rows.reshape(ks, ks * cp, cout)
+    return packed
 
 
 class PackedBlock(NamedTuple):

@@ -69,6 +69,7 @@ __all__ = [
     "head",
     "stem_onednn_params",
     "stem_padded_channels",
+    "stem_rows_stride",
     "stem_triton_params",
     "stem_key",
     "stem_variants",
@@ -381,6 +382,16 @@ def stem_padded_channels(c: int) -> list[int]:
     return sorted({-(-c // m) * m for m in (4, 8)} - {c})
 
 
+def stem_rows_stride(conv: nn.Conv2d) -> Optional[int]:
+    """conv1's stride where the stem's "triton_rows" form takes it: a square, undilated, ungrouped
+    conv with a stride above 1 over at most 8 channels and a kernel of at most 8x8
+    (backends/triton/conv_rows.py), else None."""
+    stride, k = square(conv.stride), square(conv.kernel_size)
+    if conv.groups != 1 or square(conv.dilation) != 1 or stride is None or k is None:
+        return None
+    return stride if stride > 1 and conv.in_channels <= 8 and k <= 8 else None
+
+
 def stem_triton_params(conv: nn.Conv2d, pool: nn.Module) -> Optional[tuple]:
     """(stride, padding, pool kernel, pool stride, pool padding, ceil_mode) for the Triton stem
     kernel, or None where conv1/maxpool1 are not square, dilated or grouped."""
@@ -431,11 +442,10 @@ def stem_variants(
     from .backends import available_backends
 
     variants = ["onednn"] if onednn else []
-    variants += ["channels_last", *(f"pad{c}" for c in padded), "nchw"]
+    variants += ["channels_last", *(v for v in padded if v.startswith("pad")), "nchw"]
     if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
-        # The row kernel takes at most 8 input channels and kernels up to 8x8 (conv_rows.supported).
-        rows = x.shape[1] <= 8 and square(conv.kernel_size) <= 8
-        variants += [v for v in STEM_TRITON_VARIANTS if rows or v != "triton_rows"]
+        # "triton_rows" where the model packed conv1 for it (stem_rows_stride).
+        variants += [v for v in STEM_TRITON_VARIANTS if v != "triton_rows" or v in padded]
     return variants
 
 
@@ -455,15 +465,16 @@ def stem_conv1(
     pool: nn.Module,
     triton_allowed: bool,
 ) -> Tensor:
-    """conv1 (folded weights w1, b1; ``padded``: w1 zero-padded to more channels) + ReLU + ``pool``
-    as ``variant``; the result is channels_last."""
+    """conv1 (folded weights w1, b1; ``padded``: w1 as the forms "pad4", "pad8" (zero-padded to
+    more channels) and "triton_rows" (packing.pack_conv_rows) read it) + ReLU + ``pool`` as
+    ``variant``; the result is channels_last."""
     cl = torch.channels_last
     if variant in STEM_TRITON_VARIANTS:  # reads x in either layout
         stride, padding, *pool_args = stem_triton_params(conv, pool)
         if variant == "triton":
             return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool_args, backend="triton")
         if variant == "triton_rows":
-            y = ops.conv_relu(x, w1, b1, padding, backend="triton", stride=stride)
+            y = ops.conv_relu(x, w1, b1, padding, backend="triton", stride=stride, w_rows=padded["triton_rows"])
         else:
             y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
         return max_pool(y, pool, triton_allowed).contiguous(memory_format=cl)
@@ -472,7 +483,7 @@ def stem_conv1(
         y = pool(F.conv2d(x.contiguous(), w1.contiguous(), b1, **args).relu_())
         return y.contiguous(memory_format=cl)
     if variant != "channels_last":
-        w1 = padded[int(variant[len("pad") :])]
+        w1 = padded[variant]
         n, c, h, w = x.shape
         xp = torch.empty((n, w1.shape[1], h, w), dtype=x.dtype, device=x.device, memory_format=cl)
         xp[:, c:].zero_()

@@ -45,14 +45,14 @@ def make_case(n, cin, h, w, cout, k, dtype=torch.float32, device="cpu", fmt=CL, 
 
 
 def check_conv(out, x, wt, b, stride, padding, what="conv_rows"):
-    """out against ATen's conv in float64: fp32 at the table's fp32 bound, fp16/bf16 within 2x ATen's
-    own error in that dtype; channels_last, in x's dtype."""
+    """out against ATen's conv in float64: fp32 at the table's fp32 bound (tf32 on a GPU that allows
+    it), fp16/bf16 within 2x ATen's own error in that dtype; channels_last, in x's dtype."""
     ref = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
     assert out.shape == ref.shape and out.dtype == x.dtype, what
     assert out.is_contiguous(memory_format=CL), what
     assert ref.std() > 0.05, "the reference is flat; the comparison could not fail"
-    if x.dtype == torch.float32:
-        tol = TOLERANCE["fp32"]
+    if x.dtype == torch.float32:  # on a GPU with cudnn.allow_tf32 (PyTorch's default) the kernel uses TF32
+        tol = TOLERANCE["tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "fp32"]
     else:
         aten = ops.conv_relu(x, wt, b, padding, backend="torch", stride=stride)
         tol = reduced_precision_bound(aten, ref)
@@ -123,19 +123,27 @@ def test_inf_beyond_a_window_stays_out_of_it():
 
 
 @interpreter_only
-def test_packed_weight_follows_its_tensor():
-    """The packed weight is kept per weight tensor: an in-place change to the weight is seen (its
-    version counter), a new tensor gets its own packing, and a planted bug fails the comparison."""
+def test_packed_weight_layout_and_the_w_rows_argument():
+    """packing.pack_conv_rows puts w[:, c, kh, kw] at row kh, element kw*4 + c, zeros elsewhere;
+    the op with that packing passed as ``w_rows`` computes what it computes packing by itself,
+    and sees an in-place change to w where it packs by itself; a w_rows that is not the packing
+    is refused by name; a planted bug fails the comparison."""
+    from inception_fast.packing import pack_conv_rows
+
     x, wt, b = make_case(2, 3, 11, 10, 16, 7, seed=8)
-    check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "first")
-    packed = conv_rows.packed_weight(wt, 2)
-    assert conv_rows.packed_weight(wt, 2) is packed
-    assert packed.shape == (7, 32, 16) and torch.equal(packed[2, 5 * 4 + 1], wt[:, 1, 2, 5])
+    packed = pack_conv_rows(wt, 2)
+    assert packed.shape == (7, 32, 16) and packed.is_contiguous()
+    assert torch.equal(packed[2, 5 * 4 + 1], wt[:, 1, 2, 5])
     assert not packed.view(7, 8, 4, 16)[:, 7].any() and not packed.view(7, 8, 4, 16)[:, :, 3].any()
+    out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
+    check_conv(out, x, wt, b, 2, 3, "packed by the launcher")
+    assert torch.equal(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2, w_rows=packed), out)
     wt.mul_(-0.5)
     check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "after an in-place change")
-    other = wt.clone()
-    assert conv_rows.packed_weight(other, 2) is not conv_rows.packed_weight(wt, 2)
+    with pytest.raises(ValueError, match=r"w_rows must be the weight packed.*\(7, 32, 16\)"):
+        ops.conv_relu(x, wt, b, 3, backend="triton", stride=2, w_rows=packed[:, :28])
+    with pytest.raises(ValueError, match="w_rows must be the weight packed"):
+        ops.conv_relu(x, wt, b, 3, backend="triton", stride=2, w_rows=packed.double())
     out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
     with pytest.raises(AssertionError, match="relative error"):
         check_conv((out.double() - b.double().view(1, -1, 1, 1)).relu().float(), x, wt, b, 2, 3, "bias left out")
@@ -171,8 +179,21 @@ def test_op_stride_checks_and_torch_backend():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gpu_conv1_every_config(gpu, poisoned, dtype):
-    """conv1 at 224x224 (batch 2) on the GPU, every config pinned, NCHW and channels_last inputs."""
+    """conv1 at 224x224 (batch 2) on the GPU, every config pinned, NCHW and channels_last inputs,
+    then through the op's autotuner."""
     for i, config in enumerate(conv_rows.CONFIGS):
         fmt = CL if i % 2 == 0 else torch.contiguous_format
         x, wt, b = make_case(2, 3, 224, 224, 64, 7, dtype=dtype, device=gpu, fmt=fmt, seed=i)
         check_conv(conv_rows.launch_conv_rows(x, wt, b, 2, 3, config), x, wt, b, 2, 3, str(config))
+    check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "autotuned")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gpu_other_geometries(gpu, poisoned, dtype):
+    """On the GPU: 8 padded channels (stride 3; 5 input channels at stride 2), odd maps, a 3x3
+    kernel, and fp32 (TF32, PyTorch's default for convs), through the op's autotuner."""
+    for n, cin, h, w, cout, k, stride, padding in [(3, 3, 37, 41, 40, 7, 3, 2), (2, 5, 29, 30, 24, 3, 2, 1)]:
+        x, wt, b = make_case(n, cin, h, w, cout, k, dtype=dtype, device=gpu, seed=cin)
+        out = ops.conv_relu(x, wt, b, padding, backend="triton", stride=stride)
+        check_conv(out, x, wt, b, stride, padding, f"{cin} channels, stride {stride}")

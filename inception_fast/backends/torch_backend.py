@@ -122,7 +122,7 @@ def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_p
     return y.contiguous(memory_format=torch.channels_last)
 
 
-def conv_relu(x, w, b, padding, stride=1):
+def conv_relu(x, w, b, padding, stride=1, w_rows=None):  # w_rows: the Triton row kernel's packing
     return F.conv2d(x, w, b, stride=stride, padding=padding).relu_().contiguous(memory_format=torch.channels_last)
 
 

@@ -112,7 +112,7 @@ def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_
         return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
 
 
-def _conv_relu(x, w, b, padding, stride=1):
+def _conv_relu(x, w, b, padding, stride=1, w_rows=None):
     with _on_device(x):
         if stride == 1:
             from .conv_relu import launch_conv_relu
@@ -120,7 +120,7 @@ def _conv_relu(x, w, b, padding, stride=1):
             return launch_conv_relu(x, w, b, padding)
         from .conv_rows import launch_conv_rows
 
-        return launch_conv_rows(x, w, b, stride, padding)
+        return launch_conv_rows(x, w, b, stride, padding, w_rows=w_rows)
 
 
 def _max_pool2d(x, kernel, stride, padding, ceil_mode):

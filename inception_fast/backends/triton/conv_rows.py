@@ -23,8 +23,9 @@ How, in two launches:
   are zero too.  K per pixel is KS*KROW (224 for conv1, against the conv's 147): the extra
   tensor-core work is cheap next to reading the operands.
 
-The weight is packed once per weight tensor (``packed_weight``: (KS, KROW, COUT), zero where
-kw >= KS or c >= CIN) and kept while that tensor lives and is unmodified (a small LRU).
+The weight comes packed (``packing.pack_conv_rows``: (KS, KROW, COUT), zero where kw >= KS or
+c >= CIN): FusedGoogLeNet keeps conv1's packed with its other stem weights; a call without it packs
+the weight itself (a few small kernels).
 
 Dtypes: fp16/bf16 with fp32 accumulation; fp32 uses TF32 only when
 torch.backends.cudnn.allow_tf32 is on (as ATen's conv does), else exact fp32.  Offsets are 64-bit.
@@ -34,7 +35,6 @@ KS*CP <= 64, any stride and padding (``supported``).
 
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import torch
@@ -42,11 +42,11 @@ import triton
 import triton.language as tl
 
 from ... import geometry
-from ...caches import LRUDict
+from ...packing import pack_conv_rows, rows_channels, rows_length
 from . import _common
 from ._common import pixel_tile, row_offsets
 
-__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "packed_weight", "CONFIGS", "INTERPRETER_CONFIG"]
+__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "CONFIGS", "INTERPRETER_CONFIG"]
 
 # The longest padded kernel row the kernel takes (KS * CP rounded up to a power of two).
 MAX_KROW = 64
@@ -159,60 +159,23 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 
-def _channels(cin: int, stride: int) -> int:
-    """xp's channel count CP: 4 where the stride is even (a window then starts at a multiple of 8
-    elements), else 8."""
-    return 4 if stride % 2 == 0 and cin <= 4 else 8
-
-
-def _krow(ks: int, cp: int) -> int:
-    return max(16, triton.next_power_of_2(ks * cp))
-
-
 def supported(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
     """Whether this kernel takes the conv: a square kernel over at most 8 input channels whose
     padded kernel row (KS * CP) fits MAX_KROW, stride >= 1, padding >= 0."""
     if x.dim() != 4 or w.dim() != 4 or w.shape[2] != w.shape[3] or w.shape[1] != x.shape[1]:
         return False
     cin, ks = w.shape[1], w.shape[-1]
-    return cin <= 8 and stride >= 1 and padding >= 0 and _krow(ks, _channels(cin, stride)) <= MAX_KROW
+    return cin <= 8 and stride >= 1 and padding >= 0 and rows_length(ks, rows_channels(cin, stride)) <= MAX_KROW
 
 
 def padded_input_shape(n: int, cin: int, h: int, w: int, ks: int, stride: int, padding: int) -> tuple:
     """(N, HP, WP, CP) of xp for an (n, cin, h, w) input: every window of the conv (and the KROW
     elements the kernel loads from its start) inside, WP even."""
-    cp = _channels(cin, stride)
+    cp = rows_channels(cin, stride)
     oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(w, ks, stride, padding)
     hp = max(h + 2 * padding, stride * (oh - 1) + ks)
-    wp = max(w + 2 * padding, stride * (ow - 1) + _krow(ks, cp) // cp)
+    wp = max(w + 2 * padding, stride * (ow - 1) + rows_length(ks, cp) // cp)
     return n, hp, wp + wp % 2, cp
-
-
-_PACKED = LRUDict()
-
-
-def packed_weight(w: torch.Tensor, stride: int) -> torch.Tensor:
-    """w (COUT, CIN, KS, KS) as (KS, KROW, COUT) contiguous: row kh, element kw*CP + c holds
-    w[:, c, kh, kw]; zero where kw >= KS or c >= CIN.  Kept for the tensor ``w`` while it lives and
-    is not modified in place (its version counter); an inference tensor, which keeps no version
-    counter, is packed on every call."""
-    cout, cin, ks, _ = w.shape
-    cp = _channels(cin, stride)
-    krow = _krow(ks, cp)
-    # Packed while a CUDA graph is captured, the tensor would be filled only when the graph
-    # replays: such a packing is part of that graph and is not kept.
-    keep = not w.is_inference() and not (w.is_cuda and torch.cuda.is_current_stream_capturing())
-    key = (id(w), w._version, w.dtype, w.device, tuple(w.shape), tuple(w.stride()), cp) if keep else None
-    hit = _PACKED.get(key) if keep else None
-    if hit is not None and hit[0]() is w:
-        return hit[1]
-    rows = torch.zeros((ks, ks, cp, cout), dtype=w.dtype, device=w.device)
-    rows[:, :, :cin].copy_(w.permute(2, 3, 1, 0))
-    packed = torch.zeros((ks, krow, cout), dtype=w.dtype, device=w.device)
-    packed[:, : ks * cp].copy_(rows.reshape(ks, ks * cp, cout))
-    if keep:
-        _PACKED[key] = (weakref.ref(w), packed)
-    return packed
 
 
 def _new_buffer(shape, x, memory_format=torch.contiguous_format):
@@ -220,7 +183,7 @@ def _new_buffer(shape, x, memory_format=torch.contiguous_format):
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
 
 
-def _arguments(x, w, b, stride, padding):
+def _arguments(x, w, b, stride, padding, w_rows=None):
     """((pad grid, pad args, pad constexprs), conv args, conv constexprs, conv grid(meta), out)."""
     _common.check_dtype(x.dtype)
     if not supported(x, w, stride, padding):
@@ -237,18 +200,26 @@ def _arguments(x, w, b, stride, padding):
     geometry.check_pixel_rows(m, "N*OH*OW")
     out = _new_buffer((n, cout, oh, ow), x, torch.channels_last)
     _, hp, wp, cp = padded_input_shape(n, cin, h, wd, ks, stride, padding)
+    krow = rows_length(ks, cp)
+    if w_rows is None:
+        w_rows = pack_conv_rows(w, stride)
+    elif w_rows.shape != (ks, krow, cout) or w_rows.dtype != x.dtype or w_rows.device != x.device:
+        raise ValueError(
+            f"w_rows must be the weight packed by packing.pack_conv_rows: ({ks}, {krow}, {cout}) in "
+            f"{x.dtype} on {x.device}, got {tuple(w_rows.shape)} in {w_rows.dtype} on {w_rows.device}"
+        )
     xp = _new_buffer((n, hp, wp, cp), x)
     pad = (
         (n * hp, _common.cdiv(wp * cp, PAD_BLOCK)),
         (x, xp, h, wd, hp, wp, *x.stride()),
         {"CIN": cin, "CP": cp, "PAD": padding, "BLOCK": PAD_BLOCK},
     )
-    args = (xp, packed_weight(w, stride), b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
+    args = (xp, w_rows.contiguous(), b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
     meta = {
         "KS": ks,
         "STRIDE": stride,
         "CP": cp,
-        "KROW": _krow(ks, cp),
+        "KROW": krow,
         "DOT_PRECISION": _common.dot_precision(x.dtype),
     }
 
@@ -265,11 +236,13 @@ def launch_conv_rows(
     stride: int,
     padding: int,
     config: Optional[triton.Config] = None,
+    w_rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """relu(conv2d(x, w, b, stride=stride, padding=padding)) in two launches (the padded copy of x,
     then the conv), returned channels_last.  x (N, Cin, H, W) and w (Cout, Cin, k, k) in any
-    strides.  ``config`` skips autotuning."""
-    (pad_grid, pad_args, pad_meta), args, meta, grid, out = _arguments(x, w, b, stride, padding)
+    strides; ``w_rows``: w already packed (packing.pack_conv_rows), else packed here.  ``config``
+    skips autotuning."""
+    (pad_grid, pad_args, pad_meta), args, meta, grid, out = _arguments(x, w, b, stride, padding, w_rows)
     if out.numel() > 0:  # CUDA rejects an empty grid
         _common.launch(_pad_kernel, pad_grid, *pad_args, **pad_meta)
         _common.launch_configured(_conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
