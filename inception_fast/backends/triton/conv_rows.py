@@ -9,7 +9,8 @@ against a ~0.12 ms floor).
 
 How, in two launches:
 * ``_pad_kernel`` copies x (N, CIN, H, W, any strides) once to xp (N, HP, WP, CP) contiguous: the
-  channels zero-padded to CP (4 for an even stride, else 8), the conv's zero padding written out
+  channels zero-padded to CP (packing.rows_channels: 4 for an even stride and at most 4 channels,
+  else 8), the conv's zero padding written out
   (PAD rows and columns before, at least PAD after, more where the last window needs it), WP even.
   In xp, the inputs of output pixel (oh, ow) under kernel row kh are one contiguous run of KS*CP
   elements starting at element ((n*HP + STRIDE*oh + kh)*WP + STRIDE*ow)*CP, a multiple of 8: a
