@@ -108,10 +108,10 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
     for label, pool in (("conv_pool", (3, 2, 0, True)), ("conv", (1, 1, 0, False))):
         args, meta, _grid, _out = stem._arguments(x, w, b, 2, 3, *pool)
         rows.append(("stem", label, stem._conv_pool_kernel, stem._tuned_kernel, args, meta))
-    # conv1 over aligned rows (the stem's "triton_rows" form): the padded copy (one config, not
+    # conv1 over aligned rows (the stem's "triton_rows" form): the padded copy (its one config, not
     # autotuned), then the conv.
     (_grid, pad_args, pad_meta), args, meta, _grid, _out = conv_rows._arguments(x, w, b, 2, 3)
-    untuned = types.SimpleNamespace(configs=[triton.Config({}, num_warps=4, num_stages=3)], keys=[])
+    untuned = types.SimpleNamespace(configs=[conv_rows.PAD_CONFIG], keys=[])
     rows.append(("stem_rows_pad", "conv1", conv_rows._pad_kernel, untuned, pad_args, pad_meta))
     rows.append(("stem_rows", "conv1", conv_rows._conv_rows_kernel, conv_rows._tuned_kernel, args, meta))
     for name, (cin, cout, k) in STEM_CONVS.items():  # conv2 and conv3: the Triton candidate (CONV_RELU_CHOICE)

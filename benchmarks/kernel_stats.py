@@ -326,10 +326,9 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
             row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
             row.update(_compile(stem._conv_pool_kernel, args, meta, config, arch))
             rows.append(row)
-    # conv_rows.py: the padded copy of the input (launched with Triton's default 4 warps), then
-    # the conv over its aligned rows.
+    # conv_rows.py: the padded copy of the input (its one config), then the conv over its aligned rows.
     (_grid, pad_args, pad_meta), args, meta, _grid, _out = conv_rows._arguments(x, w, b, 2, 3)
-    launches = [("rows_pad", conv_rows._pad_kernel, pad_args, pad_meta, triton.Config({}, num_warps=4, num_stages=3))]
+    launches = [("rows_pad", conv_rows._pad_kernel, pad_args, pad_meta, conv_rows.PAD_CONFIG)]
     launches += [("rows", conv_rows._conv_rows_kernel, args, meta, config) for config in conv_rows.CONFIGS]
     for launch, kernel, kargs, kmeta, config in launches:
         row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}

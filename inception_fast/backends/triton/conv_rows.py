@@ -47,7 +47,7 @@ from ...packing import pack_conv_rows, rows_channels, rows_length
 from . import _common
 from ._common import pixel_tile, row_offsets
 
-__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "CONFIGS", "INTERPRETER_CONFIG"]
+__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "CONFIGS", "PAD_CONFIG", "INTERPRETER_CONFIG"]
 
 # The longest padded kernel row the kernel takes (KS * CP rounded up to a power of two).
 MAX_KROW = 64
@@ -147,7 +147,8 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=4),
 ]
 INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32}
-PAD_BLOCK = 1024
+# The padded copy: one row chunk of 1024 elements a program (an xp row of conv1 is 920), no loop.
+PAD_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=3)
 
 AUTOTUNE_KEY = ["M", "OH", "OW", "HP", "WP_UNITS", "COUT", "KS", "STRIDE", "CP", "KROW", "DOT_PRECISION"]
 
@@ -185,7 +186,8 @@ def _new_buffer(shape, x, memory_format=torch.contiguous_format):
 
 
 def _arguments(x, w, b, stride, padding, w_rows=None):
-    """((pad grid, pad args, pad constexprs), conv args, conv constexprs, conv grid(meta), out)."""
+    """((pad grid, pad args, pad constexprs but PAD_CONFIG's), conv args, conv constexprs, conv
+    grid(meta), out)."""
     _common.check_dtype(x.dtype)
     if not supported(x, w, stride, padding):
         raise ValueError(
@@ -211,9 +213,9 @@ def _arguments(x, w, b, stride, padding, w_rows=None):
         )
     xp = _new_buffer((n, hp, wp, cp), x)
     pad = (
-        (n * hp, _common.cdiv(wp * cp, PAD_BLOCK)),
+        (n * hp, _common.cdiv(wp * cp, PAD_CONFIG.kwargs["BLOCK"])),
         (x, xp, h, wd, hp, wp, *x.stride()),
-        {"CIN": cin, "CP": cp, "PAD": padding, "BLOCK": PAD_BLOCK},
+        {"CIN": cin, "CP": cp, "PAD": padding},
     )
     args = (xp, w_rows.contiguous(), b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
     meta = {
@@ -245,6 +247,7 @@ def launch_conv_rows(
     skips autotuning."""
     (pad_grid, pad_args, pad_meta), args, meta, grid, out = _arguments(x, w, b, stride, padding, w_rows)
     if out.numel() > 0:  # CUDA rejects an empty grid
-        _common.launch(_pad_kernel, pad_grid, *pad_args, **pad_meta)
+        options = {"num_warps": PAD_CONFIG.num_warps, "num_stages": PAD_CONFIG.num_stages}
+        _common.launch(_pad_kernel, pad_grid, *pad_args, **pad_meta, **PAD_CONFIG.kwargs, **options)
         _common.launch_configured(_conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
     return out
