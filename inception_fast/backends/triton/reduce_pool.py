@@ -636,6 +636,18 @@ CONFIGS = [
         num_warps=2,
         num_stages=3,
     ),
+    # The pool role in wider channel steps (32 or 64 channels: 64- or 128-byte rows per tap load,
+    # a half or a quarter of the K steps) beside the 64x64 reduce tile.
+    triton.Config(
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 64, "POOL_STAGES": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
 ]
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1): deeper pool steps (32 and 64 channels)
 # shorten the pool role's serial K loop, the longest chain of a small launch 1.
