@@ -35,8 +35,11 @@ benchmarks and timed for Triton's default 25 + 100 ms, as triton.autotune does b
 forward makes.
 
 Each row runs with its own tuning settings and none of the caller's.  The rows run one after
-another, cold then warm per batch; under the GPU suite, rows that would
-start past its step deadline (INCEPTION_FAST_BENCH_DEADLINE) are reported as not run.  Not a test.
+another, cold then warm per batch.  Under the GPU suite's step deadline
+(INCEPTION_FAST_BENCH_DEADLINE) each process gets a share of the time left (a cold one three times
+a warm one's) and is killed past it, process group and all; its row keeps the first result if the
+process had it (the child prints it as it comes) and says what it did not reach.  Rows that would
+start past the deadline are reported as not run.  Not a test.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,8 @@ def sync():
 t_built = time.time()
 with torch.no_grad():
     y = model(x); sync(); t_first = time.time()
+    print("FIRST " + json.dumps({"import_s": t_import - t_start, "build_s": t_built - t_import,
+          "first_forward_s": t_first - t_built, "to_first_result_s": t_first - t_start}), flush=True)
     pending = sys.modules.get("inception_fast.precompiler")
     while pending is not None and pending.compiles_pending(model, x):
         time.sleep(0.02)
@@ -112,19 +118,54 @@ KNOBS = {*TRITON_TUNING, *NOT_DEFERRED}
 
 
 def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: dict, timeout: float) -> dict:
+    """One fresh process's row.  Past ``timeout`` its whole process group (the precompile's workers
+    too, so none keeps compiling into the next row's cache) is killed, and the row keeps what the
+    process printed by then: its first result (the child prints it as it comes), with "error"
+    saying what did not finish."""
     t0 = time.time()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, repr(t0), kind, device, str(batch), dtype, str(size)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
     )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {"error": f"rc={proc.returncode}: {tail[0][:200]}"}
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        timed_out = True
+    found = {}
+    for line in stdout.splitlines():
+        for tag in ("FIRST ", "RESULT "):
+            if line.startswith(tag):
+                found[tag] = json.loads(line[len(tag) :])
+    if "RESULT " in found:
+        return found["RESULT "]
+    row = dict(found.get("FIRST ", {}))
+    if timed_out:
+        row["error"] = f"{'tuned' if row else 'first result'} not reached in {timeout:.0f} s"
+    else:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        row["error"] = f"rc={proc.returncode}: {tail[0][:200]}"
+    return row
+
+
+# A row's share of the time left before a deadline: a cold process compiles and tunes, a warm one
+# loads; cold rows get three warm rows' share.
+ROW_WEIGHT = {"cold": 3, "warm": 1}
+
+
+def row_timeout(limit: float, deadline: float, states_left: list) -> float:
+    """Seconds for the next row (states_left[0]): ``limit``, or with a deadline (Unix time, 0:
+    none) its weighted share of the time left, so that later rows still run."""
+    if not deadline:
+        return limit
+    weights = [ROW_WEIGHT[s] for s in states_left]
+    return max(1.0, min(limit, (deadline - time.time()) * weights[0] / sum(weights)))
 
 
 def main(argv=None) -> int:
@@ -163,6 +204,8 @@ def main(argv=None) -> int:
     if not args.no_compile:
         kinds.append(("torch.compile", "torch.compile", {}, ("cold", "warm")))
     rows = []
+    # Every row's cache state, in run order (for the rows' shares of the deadline).
+    plan = [state for _label, _kind, _env, states in kinds for _batch in batches for state in states]
     with tempfile.TemporaryDirectory(prefix="first_forward_") as tmp:
         for index, (label, kind, extra_env, states) in enumerate(kinds):
             for batch in batches:
@@ -181,17 +224,20 @@ def main(argv=None) -> int:
                         row["error"] = "not run: past the deadline"
                         continue
                     print(f"[first_forward] {label} batch {batch} {state} ...", file=sys.stderr, flush=True)
-                    try:
-                        row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, args.timeout))
-                    except subprocess.TimeoutExpired:
-                        row["error"] = f"over {args.timeout:.0f} s"
+                    limit = row_timeout(args.timeout, deadline, plan[len(rows) - 1 :])
+                    row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, limit))
     print(
         "| model | batch | caches | to first result s | of which first forward s | to tuned s "
         "| steady forward ms | shapes tuned (benchmarked) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if "error" in r:
+        if "to_first_result_s" in r and "to_tuned_s" not in r:  # cut after its first result
+            print(
+                f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['to_first_result_s']:.1f} | "
+                f"{r['first_forward_s']:.1f} | {r['error']} | | |"
+            )
+        elif "error" in r:
             print(f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['error']} | | | | |")
         else:
             tuned = f"{r['tuned_shapes']} ({r['benchmarked_shapes']})" if "tuned_shapes" in r else ""

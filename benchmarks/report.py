@@ -961,7 +961,13 @@ def first_forward_markdown(first):
         return ""
     table = []
     for r in rows:
-        if r.get("error"):
+        if r.get("error") and "to_first_result_s" in r:  # cut after its first result
+            error = r["error"].replace("|", "/")
+            table.append(
+                [r.get("kind"), r.get("batch"), r.get("cache"), f"{r['to_first_result_s']:.1f}",
+                 f"{r['first_forward_s']:.1f}", error, "", ""]
+            )  # fmt: skip
+        elif r.get("error"):
             table.append([r.get("kind"), r.get("batch"), r.get("cache"), r["error"].replace("|", "/"), "", "", "", ""])
         else:
             pre = r.get("precompile") or {}

@@ -372,6 +372,47 @@ def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     assert bad.returncode == 2 and "--batches must be comma-separated integers" in bad.stderr
 
 
+def test_first_forward_keeps_a_cut_process_first_result_and_kills_its_group(monkeypatch, tmp_path):
+    """A first_forward process past its time keeps the first result it printed, and its process
+    group dies with it (the precompile's workers must not go on filling the next row's cache);
+    under a deadline a cold row gets three warm rows' share of the time left."""
+    import time
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import first_forward
+
+    pid_file = tmp_path / "worker.pid"
+    child = (
+        "import json, subprocess, sys, time\n"
+        f"w = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(w.pid))\n"
+        "print('FIRST ' + json.dumps({'first_forward_s': 0.5, 'to_first_result_s': 1.5}), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    monkeypatch.setattr(first_forward, "CHILD", child)
+    t0 = time.time()
+    row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 5.0)
+    assert time.time() - t0 < 30
+    assert row == {"first_forward_s": 0.5, "to_first_result_s": 1.5, "error": "tuned not reached in 5 s"}
+    worker = int(pid_file.read_text())
+    for _ in range(50):  # the kill is asynchronous: wait for the worker to go
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the child's worker outlived its killed process group")
+    # A child that never printed its first result says so.
+    monkeypatch.setattr(first_forward, "CHILD", "import time; time.sleep(60)")
+    assert first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 2.0) == {
+        "error": "first result not reached in 2 s"
+    }
+    assert first_forward.row_timeout(300.0, 0, ["cold", "warm"]) == 300.0
+    share = first_forward.row_timeout(300.0, time.time() + 80, ["cold", "warm", "cold", "warm"])
+    assert 29 < share <= 30
+    assert 15 < first_forward.row_timeout(300.0, time.time() + 80, ["warm", "cold", "warm"]) <= 16
+
+
 def test_report_lists_the_measured_pools_and_head():
     """The stages' measured choices that bench_throughput records (helpers.choices.stem_choice) reach
     the report: each max pool and the head with the candidates' µs."""
@@ -522,6 +563,16 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
                         "dtype": "bf16",
                         "error": "not run: past the deadline",
                     },
+                    {
+                        "kind": "fused",
+                        "batch": 1,
+                        "cache": "cold",
+                        "device": "cuda",
+                        "dtype": "bf16",
+                        "to_first_result_s": 7.25,
+                        "first_forward_s": 3.0,
+                        "error": "tuned not reached in 20 s",
+                    },
                 ],
             }
         )
@@ -561,6 +612,7 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     assert (
         "| fused | 256 | cold | 9.5 | 6.0 | 31.2 | 8.0 |" in text
         and "| fused | 256 | warm | not run: past the deadline |" in text
+        and "| fused | 1 | cold | 7.2 | 3.0 | tuned not reached in 20 s |" in text
     )
     short = report.measured_choices_short(rows)
     assert short == "measured choices, cuda:0 bfloat16 b256: FOLD_CHOICE folded×1; POOL_CHOICE triton×1"
