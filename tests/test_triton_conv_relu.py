@@ -91,7 +91,7 @@ def test_every_config_and_any_layout(poisoned):
         x, wt, b = make_case(2, 19, 5, 6, 40, k, fmt=torch.contiguous_format, seed=i)
         wt = wt.contiguous()
         check_conv(conv_relu.launch_conv_relu(x, wt, b, k // 2, config), x, wt, b, str(config))
-    assert ops.conv_relu(x[:0], wt, b, 0, backend="triton").shape == (0, 40, 5, 6)  # launches nothing
+    assert ops.conv_relu(x[:0], wt, b, k // 2, backend="triton").shape == (0, 40, 5, 6)  # launches nothing
 
 
 @interpreter_only
