@@ -114,6 +114,9 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
     untuned = types.SimpleNamespace(configs=[conv_rows.PAD_CONFIG], keys=[])
     rows.append(("stem_rows_pad", "conv1", conv_rows._pad_kernel, untuned, pad_args, pad_meta))
     rows.append(("stem_rows", "conv1", conv_rows._conv_rows_kernel, conv_rows._tuned_kernel, args, meta))
+    # ... and its pooled form ("triton_rows_pool": maxpool1 in the conv's epilogue).
+    _pad, args, meta, _grid, _out = conv_rows._pool_arguments(x, w, b, 2, 3, (3, 2, 0, True))
+    rows.append(("stem_rows_pool", "conv1", conv_rows._conv_rows_pool_kernel, conv_rows._tuned_pool_kernel, args, meta))
     for name, (cin, cout, k) in STEM_CONVS.items():  # conv2 and conv3: the Triton candidate (CONV_RELU_CHOICE)
         c_x = torch.empty(batch, cin, 56, 56, dtype=dt).contiguous(memory_format=torch.channels_last)
         c_w = torch.empty(cout, cin, k, k, dtype=dt).contiguous(memory_format=torch.channels_last)

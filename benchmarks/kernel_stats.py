@@ -314,7 +314,9 @@ def bn_train_stats(block: str = "inception4b", batch: int = 256, dtype: str = "b
 
 def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int = 224) -> list[dict]:
     """One row per (launch, config) of the stem kernel on torchvision's conv1 + maxpool1, for an
-    NCHW input (what a user passes; the kernel reads it directly): "conv_pool" fused, "conv" alone."""
+    NCHW input (what a user passes; the kernel reads it directly): "conv_pool" fused, "conv" alone;
+    conv_rows.py's padded copy ("rows_pad"), its conv ("rows") and its conv with the pool
+    ("rows_pool")."""
     dt = DTYPES[dtype]
     x = torch.empty(batch, 3, size, size, dtype=dt)
     w = torch.empty(64, 3, 7, 7, dtype=dt).contiguous(memory_format=torch.channels_last)
@@ -330,6 +332,9 @@ def stem_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90, size: int 
     (_grid, pad_args, pad_meta), args, meta, _grid, _out = conv_rows._arguments(x, w, b, 2, 3)
     launches = [("rows_pad", conv_rows._pad_kernel, pad_args, pad_meta, conv_rows.PAD_CONFIG)]
     launches += [("rows", conv_rows._conv_rows_kernel, args, meta, config) for config in conv_rows.CONFIGS]
+    # Its pooled form: maxpool1 in the conv's epilogue.
+    _pad, args, meta, _grid, _out = conv_rows._pool_arguments(x, w, b, 2, 3, (3, 2, 0, True))
+    launches += [("rows_pool", conv_rows._conv_rows_pool_kernel, args, meta, c) for c in conv_rows.POOL_CONFIGS]
     for launch, kernel, kargs, kmeta, config in launches:
         row = {"block": "stem", "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": launch}
         row.update(_compile(kernel, kargs, kmeta, config, arch))

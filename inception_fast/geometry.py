@@ -132,6 +132,16 @@ def foldable(kernel: int, stride: int, padding: int) -> Optional[str]:
     return None
 
 
+# The largest max pool (kernel, stride) the pooled form of backends/triton/conv_rows.py takes into
+# its epilogue: its tiles' patches of conv pixels are sized for it.
+ROWS_POOL_MAX = (3, 2)
+
+
+def rows_pool_fits(kernel: int, stride: int) -> bool:
+    """Whether a kernel x kernel / stride max pool goes into the row conv's epilogue (ROWS_POOL_MAX)."""
+    return 1 <= kernel <= ROWS_POOL_MAX[0] and 1 <= stride <= ROWS_POOL_MAX[1]
+
+
 def conv_out(size: int, k: int, s: int, p: int) -> int:
     """A convolution's output size, dilation 1."""
     return (size + 2 * p - k) // s + 1

@@ -85,7 +85,7 @@ _LIB.define(
 )
 _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
-    "int pool_stride, int pool_padding, bool ceil_mode, str backend) -> Tensor"
+    "int pool_stride, int pool_padding, bool ceil_mode, str backend, Tensor? w_rows=None) -> Tensor"
 )
 _LIB.define(
     "conv_relu(Tensor x, Tensor w, Tensor b, int padding, str backend, int stride=1, Tensor? w_rows=None) -> Tensor"
@@ -385,15 +385,19 @@ def _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride,
 
 
 @torch.library.impl(_LIB, "conv_relu_maxpool", "CompositeExplicitAutograd")
-def _conv_relu_maxpool_impl(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
+def _conv_relu_maxpool_impl(
+    x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend, w_rows=None
+):
     _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
     return _kernel("conv_relu_maxpool", backend, x)(
-        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode
+        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, w_rows
     )
 
 
 @torch.library.register_fake("inception_fast::conv_relu_maxpool")
-def _conv_relu_maxpool_fake(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend):
+def _conv_relu_maxpool_fake(
+    x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend, w_rows=None
+):
     shape = _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
@@ -547,12 +551,25 @@ def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
 
 
 def conv_relu_maxpool(
-    x, w, b, stride, padding, pool_kernel=1, pool_stride=1, pool_padding=0, ceil_mode=False, backend="torch"
+    x,
+    w,
+    b,
+    stride,
+    padding,
+    pool_kernel=1,
+    pool_stride=1,
+    pool_padding=0,
+    ceil_mode=False,
+    backend="torch",
+    w_rows=None,
 ):
     """max_pool2d(relu(conv2d(x, w, b, stride, padding)), ...) as one op, channels_last
-    (pool_kernel=1 and pool_stride=1: no pool).  Inference only."""
+    (pool_kernel=1 and pool_stride=1: no pool).  "triton": with ``w_rows`` (packing.pack_conv_rows(w,
+    stride)) the aligned-row conv with the pool in its epilogue (backends/triton/conv_rows.py: at
+    most 8 input channels, a pool of at most 3x3 with a stride of at most 2), else the gathered
+    conv of backends/triton/stem.py; the other kernels ignore ``w_rows``.  Inference only."""
     return torch.ops.inception_fast.conv_relu_maxpool(
-        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend
+        x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend, w_rows
     )
 
 

@@ -8,7 +8,10 @@
   ("triton": conv, ReLU and pool in one launch, the conv output never stored;
   backends/triton/stem.py), that kernel without its pool ("triton_conv"), or, on inputs of at most
   8 channels, the Triton conv that reads a padded copy of the input in aligned rows, then the pool
-  ("triton_rows": op ``conv_relu`` with conv1's stride, backends/triton/conv_rows.py).
+  ("triton_rows": op ``conv_relu`` with conv1's stride, backends/triton/conv_rows.py), or that
+  conv with the pool in its epilogue where the pool is at most 3x3 with a stride of at most 2
+  ("triton_rows_pool": op ``conv_relu_maxpool`` with the packed weight; the conv output is never
+  stored).
 * ``conv_relu``: conv2 and conv3 with bias and ReLU (CONV_RELU_CHOICE): ATen (the conv, then bias
   and ReLU as two more passes) against cuDNN's fused conv-bias-ReLU, which is known to pick slow
   kernels for some shapes, and, where the model's backend runs Triton kernels and Triton runs,
@@ -55,6 +58,7 @@ from . import choices, geometry, ops
 
 __all__ = [
     "STEM_TRITON_VARIANTS",
+    "STEM_ROWS_VARIANTS",
     "square",
     "pool_params",
     "conv_relu",
@@ -77,7 +81,9 @@ __all__ = [
     "stem_conv1",
 ]
 
-STEM_TRITON_VARIANTS = ("triton", "triton_conv", "triton_rows")
+STEM_TRITON_VARIANTS = ("triton", "triton_conv", "triton_rows", "triton_rows_pool")
+# The forms that read conv1's weight packed in rows (padded["triton_rows"]).
+STEM_ROWS_VARIANTS = ("triton_rows", "triton_rows_pool")
 
 
 def square(value) -> Optional[int]:
@@ -443,9 +449,17 @@ def stem_variants(
 
     variants = ["onednn"] if onednn else []
     variants += ["channels_last", *(v for v in padded if v.startswith("pad")), "nchw"]
-    if triton_allowed and stem_triton_params(conv, pool) is not None and "triton" in available_backends(x.device):
-        # "triton_rows" where the model packed conv1 for it (stem_rows_stride).
-        variants += [v for v in STEM_TRITON_VARIANTS if v != "triton_rows" or v in padded]
+    params = stem_triton_params(conv, pool)
+    if triton_allowed and params is not None and "triton" in available_backends(x.device):
+        # The row forms where the model packed conv1 for them (stem_rows_stride); the pooled one
+        # where its tiles take the pool (geometry.rows_pool_fits).
+        rows = "triton_rows" in padded
+        rows_pool = rows and geometry.rows_pool_fits(params[2], params[3])
+        variants += [
+            v
+            for v in STEM_TRITON_VARIANTS
+            if v not in STEM_ROWS_VARIANTS or (rows_pool if v == "triton_rows_pool" else rows)
+        ]
     return variants
 
 
@@ -473,6 +487,9 @@ def stem_conv1(
         stride, padding, *pool_args = stem_triton_params(conv, pool)
         if variant == "triton":
             return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool_args, backend="triton")
+        if variant == "triton_rows_pool":
+            w_rows = padded["triton_rows"]
+            return ops.conv_relu_maxpool(x, w1, b1, stride, padding, *pool_args, backend="triton", w_rows=w_rows)
         if variant == "triton_rows":
             y = ops.conv_relu(x, w1, b1, padding, backend="triton", stride=stride, w_rows=padded["triton_rows"])
         else:

@@ -26,7 +26,8 @@ from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bou
 def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fmt):
     """Each way of running conv1 (oneDNN's prepacked conv where the model runs onednn, channels_last,
     zero-padded to 4 and 8 channels, NCHW, and where Triton runs -- under the interpreter here --
-    the Triton kernel with and without the pool, and the aligned-rows conv then the pool) is forced
+    the Triton kernel with and without the pool, and the aligned-rows conv then the pool, or with the
+    pool in its epilogue) is forced
     in turn through a measuring chooser
     whose fake timer makes it the fastest."""
     from inception_fast import choices
@@ -39,7 +40,7 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
     if fused.backend == "onednn":  # auto on CPU: the prepacked oneDNN conv1 competes first
         expected.insert(0, "onednn")
     if "triton" in available_backends("cpu"):
-        expected += ["triton", "triton_conv", "triton_rows"]
+        expected += ["triton", "triton_conv", "triton_rows", "triton_rows_pool"]
     for winner in expected:
         calls = []
 

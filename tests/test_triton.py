@@ -527,6 +527,7 @@ def test_sm90_compile_stats_of_every_config():
         ("stem", "conv"),
         ("stem", "rows_pad"),
         ("stem", "rows"),
+        ("stem", "rows_pool"),
         ("conv2", "conv_relu"),
         ("conv3", "conv_relu"),
         *((b, launch) for b in ("inception3a", "inception4b", "inception5b") for launch in ("launch1", "launch2")),
@@ -567,10 +568,13 @@ def test_sm90_compile_stats_of_every_config():
             assert r["spill_bytes"] == 0 and r["scalar_stores"] == 0 and r["sync_loads"] == 1, what
             continue
         # The stem kernel's gathered 3-channel loads cannot use cp.async; conv_rows.py's aligned
-        # rows do, and its bias is its one other load.
-        assert r["cp_async"] == (r["block"] != "stem" or r["launch"] == "rows"), what
+        # rows do, and its bias is its one other load (its pooled form's too, besides the pool's
+        # nine taps read back from the program's scratch slot).
+        assert r["cp_async"] == (r["block"] != "stem" or r["launch"] in ("rows", "rows_pool")), what
         if r["launch"] == "rows":
             assert r["sync_loads"] == 1, what
+        if r["launch"] == "rows_pool":
+            assert r["sync_loads"] == 1 + 9, what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
         # 4b's scratch rows (136 channels), NR (296) and branch-3 input (24 channels) are 16-byte but

@@ -9,6 +9,10 @@ interpreter the unwritten-read check (tests/unwritten_reads.py) fails a load of 
   table's 2x rule: conv1's geometry on odd maps, strides 2 and 3 (4 and 8 padded channels), 1 to 8
   input channels, NCHW and channels_last inputs and weights, every GPU config pinned once.
 * GPU (marked gpu, skipped without CUDA): conv1 at 224x224 in bf16 and fp16, every config.
+The pooled form (op ``conv_relu_maxpool`` with ``w_rows``, the stem's "triton_rows_pool") likewise
+against ATen's conv + ReLU + max pool: torchvision's, d2l's and other pools on odd maps (ceil
+mode's overhanging windows), every config, NaN propagation, its refusals; on the GPU conv1 +
+maxpool1 at 224x224.
 """
 
 from __future__ import annotations
@@ -176,6 +180,125 @@ def test_op_stride_checks_and_torch_backend():
             ops.conv_relu(x9, w9, b9, 1, backend="triton", stride=2)
 
 
+def check_pooled(out, x, wt, b, stride, padding, pool, what="conv_rows_pool"):
+    """out against max_pool2d of ATen's conv + ReLU in float64, as check_conv (fp16/bf16: within 2x
+    ATen's own conv + ReLU + pool in that dtype)."""
+    k, s, p, ceil = pool
+    conv = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
+    ref = F.max_pool2d(conv, k, s, p, ceil_mode=ceil)
+    assert out.shape == ref.shape and out.dtype == x.dtype, what
+    assert out.is_contiguous(memory_format=CL), what
+    assert ref.std() > 0.05, "the reference is flat; the comparison could not fail"
+    if x.dtype == torch.float32:
+        tol = TOLERANCE["tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "fp32"]
+    else:
+        aten = ops.conv_relu_maxpool(x, wt, b, stride, padding, k, s, p, ceil)
+        tol = reduced_precision_bound(aten, ref)
+    check_close(out, ref, tol, what)
+
+
+# (N, Cin, H, W, Cout, k, stride, padding, pool): torchvision's maxpool1 (3x3/2, ceil mode) after
+# conv1 on odd maps whose last window overhangs, d2l's (3x3/2, padding 1), 2x2/2 in ceil mode, a
+# stride-1 pool with padding, a 1x1/2 subsampling, 40 output channels (two column tiles under the
+# interpreter's 32-wide tile), a map smaller than one tile.
+POOL_SHAPES = [
+    (2, 3, 19, 23, 24, 7, 2, 3, (3, 2, 0, True)),
+    (1, 3, 31, 29, 40, 7, 2, 3, (3, 2, 1, False)),
+    (1, 3, 15, 17, 16, 7, 2, 3, (2, 2, 0, True)),
+    (2, 4, 12, 10, 8, 3, 2, 1, (3, 1, 1, False)),
+    (1, 5, 14, 13, 16, 3, 3, 1, (1, 2, 0, False)),
+    (1, 3, 7, 6, 16, 7, 2, 3, (3, 2, 0, True)),
+]
+
+
+@interpreter_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("n,cin,h,w,cout,k,stride,padding,pool", POOL_SHAPES)
+def test_conv_rows_pool_matches_aten(poisoned, dtype, n, cin, h, w, cout, k, stride, padding, pool):
+    """The pooled form through op ``conv_relu_maxpool`` with the packed weight: ATen's conv + ReLU
+    + max pool, the conv output never stored (its scratch slots start as NaN too)."""
+    from inception_fast.packing import pack_conv_rows
+
+    x, wt, b = make_case(n, cin, h, w, cout, k, dtype=dtype, seed=cin + k + stride + pool[0])
+    w_rows = pack_conv_rows(wt, stride)
+    out = ops.conv_relu_maxpool(x, wt, b, stride, padding, *pool, backend="triton", w_rows=w_rows)
+    check_pooled(out, x, wt, b, stride, padding, pool)
+
+
+@interpreter_only
+def test_conv_rows_pool_every_config_two_launches_and_nan(poisoned, monkeypatch):
+    """Every GPU config of the pooled form (pinned) once on conv1 + maxpool1, NCHW input; the op is
+    the two launches (the padded copy, the pooled conv) and nothing else; an empty batch launches
+    nothing; a NaN input pixel makes NaN exactly the pooled outputs ATen makes NaN."""
+    from inception_fast.packing import pack_conv_rows
+
+    pool = (3, 2, 0, True)
+    for i, config in enumerate(conv_rows.POOL_CONFIGS):
+        x, wt, b = make_case(2, 3, 29, 27, 24, 7, fmt=torch.contiguous_format, seed=20 + i)
+        out = conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, *pool, config=config)
+        check_pooled(out, x, wt, b, 2, 3, pool, str(config))
+    w_rows = pack_conv_rows(wt, 2)
+
+    def op(x):
+        return ops.conv_relu_maxpool(x, wt, b, 2, 3, *pool, backend="triton", w_rows=w_rows)
+
+    out, _ops, launched = observe_launches(lambda: op(x), monkeypatch)
+    assert launched == [conv_rows._pad_kernel, conv_rows._conv_rows_pool_kernel]
+    check_pooled(out, x, wt, b, 2, 3, pool, "through the op")
+    empty, _ops, launched = observe_launches(lambda: op(x[:0]), monkeypatch)
+    assert empty.shape == (0, 24, 7, 7) and launched == []
+    x[1, 2, 13, 9] = float("nan")
+    ref = F.max_pool2d(F.conv2d(x.double(), wt.double(), b.double(), stride=2, padding=3).relu(), 3, 2, ceil_mode=True)
+    nan = ref.isnan()
+    assert 0 < nan.sum() < (~nan).sum()
+    out = op(x)
+    assert torch.equal(out.isnan(), nan)
+    check_close(torch.where(nan, 0.0, out), torch.where(nan, 0.0, ref), TOLERANCE["fp32"])
+
+
+@interpreter_only
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # the interpreter's Inf * 0
+def test_pooled_inf_beyond_a_window_stays_out_of_it():
+    """The pooled form loads the same runs past each window as the plain conv: an Inf there must
+    reach neither the conv pixels whose windows miss it nor the pooled outputs over them.  Pooled
+    outputs are finite exactly where ATen's are, and equal there."""
+    from inception_fast.packing import pack_conv_rows
+
+    x, wt, b = make_case(1, 3, 25, 29, 16, 7, seed=12)
+    x[0, 1, 12, 16] = float("inf")
+    out = ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True, backend="triton", w_rows=pack_conv_rows(wt, 2))
+    conv = F.conv2d(x.double(), wt.double(), b.double(), stride=2, padding=3).relu()
+    ref = F.max_pool2d(conv, 3, 2, ceil_mode=True)
+    finite = ref.isfinite()
+    assert 0 < (~finite).sum() < finite.sum()
+    assert torch.equal(out.isfinite(), finite)
+    check_close(torch.where(finite, out, 0.0), torch.where(finite, ref, 0.0), TOLERANCE["fp32"])
+
+
+def test_conv_rows_pool_refuses_what_it_does_not_take():
+    """The pooled form names what it does not take: a pool past geometry.ROWS_POOL_MAX, a w_rows
+    that is not the packing, a conv output too small for the pool; the torch backend ignores
+    w_rows; the op with w_rows passes opcheck."""
+    from inception_fast import geometry
+    from inception_fast.packing import pack_conv_rows
+
+    x, wt, b = make_case(1, 3, 21, 20, 16, 7, seed=11)
+    w_rows = pack_conv_rows(wt, 2)
+    plain = ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True)
+    assert torch.equal(ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True, w_rows=w_rows), plain)
+    torch.library.opcheck(
+        torch.ops.inception_fast.conv_relu_maxpool.default, (x, wt, b, 2, 3, 3, 2, 0, True, "torch", w_rows)
+    )
+    assert geometry.rows_pool_fits(3, 2) and not geometry.rows_pool_fits(4, 2) and not geometry.rows_pool_fits(3, 3)
+    if INTERPRET:
+        with pytest.raises(ValueError, match=r"pooled form takes a max pool of at most 3x3 with a stride of at most 2"):
+            ops.conv_relu_maxpool(x, wt, b, 2, 3, 4, 2, 0, False, backend="triton", w_rows=w_rows)
+        with pytest.raises(ValueError, match="w_rows must be the weight packed"):
+            ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True, backend="triton", w_rows=w_rows[:, :16])
+        with pytest.raises(ValueError, match="too small"):
+            ops.conv_relu_maxpool(x[..., :3, :3], wt, b, 2, 0, 3, 2, 0, False, backend="triton", w_rows=w_rows)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gpu_conv1_every_config(gpu, poisoned, dtype):
@@ -197,3 +320,22 @@ def test_gpu_other_geometries(gpu, poisoned, dtype):
         x, wt, b = make_case(n, cin, h, w, cout, k, dtype=dtype, device=gpu, seed=cin)
         out = ops.conv_relu(x, wt, b, padding, backend="triton", stride=stride)
         check_conv(out, x, wt, b, stride, padding, f"{cin} channels, stride {stride}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gpu_conv1_maxpool1_every_pool_config(gpu, poisoned, dtype):
+    """conv1 + maxpool1 at 224x224 (batch 2) on the GPU in the pooled form, every config pinned,
+    NCHW and channels_last inputs, then through the op's autotuner; and d2l's padded pool."""
+    from inception_fast.packing import pack_conv_rows
+
+    pool = (3, 2, 0, True)
+    for i, config in enumerate(conv_rows.POOL_CONFIGS):
+        fmt = CL if i % 2 == 0 else torch.contiguous_format
+        x, wt, b = make_case(2, 3, 224, 224, 64, 7, dtype=dtype, device=gpu, fmt=fmt, seed=30 + i)
+        out = conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, *pool, config=config)
+        check_pooled(out, x, wt, b, 2, 3, pool, str(config))
+    w_rows = pack_conv_rows(wt, 2)
+    for pool in ((3, 2, 0, True), (3, 2, 1, False)):
+        out = ops.conv_relu_maxpool(x, wt, b, 2, 3, *pool, backend="triton", w_rows=w_rows)
+        check_pooled(out, x, wt, b, 2, 3, pool, f"autotuned, pool {pool}")

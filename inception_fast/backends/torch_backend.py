@@ -115,7 +115,7 @@ def block_bn_train_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamm
     return out, scratch, pre, torch.cat(means), torch.cat(variances)
 
 
-def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
+def conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, w_rows=None):
     y = F.conv2d(x, w, b, stride=stride, padding=padding).relu_()
     if (pool_kernel, pool_stride) != (1, 1):  # a 1x1 pool with stride 2 still subsamples
         y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)

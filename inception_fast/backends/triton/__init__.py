@@ -105,11 +105,16 @@ def _block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input
         return block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
 
 
-def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode):
-    from .stem import launch_conv_relu_maxpool
-
+def _conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, w_rows=None):
+    pool = (pool_kernel, pool_stride, pool_padding, ceil_mode)
     with _on_device(x):
-        return launch_conv_relu_maxpool(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
+        if w_rows is not None:  # the aligned-row conv, pool in its epilogue
+            from .conv_rows import launch_conv_rows_pool
+
+            return launch_conv_rows_pool(x, w, b, stride, padding, *pool, w_rows=w_rows)
+        from .stem import launch_conv_relu_maxpool
+
+        return launch_conv_relu_maxpool(x, w, b, stride, padding, *pool)
 
 
 def _conv_relu(x, w, b, padding, stride=1, w_rows=None):

@@ -7,7 +7,7 @@ Why: with 3 channels, a conv output pixel's inputs under one kernel row are 7 pi
 leaves its kernel far from its roofline (1.56 ms at batch 256 bf16 on an H200, 2026-12-04,
 against a ~0.12 ms floor).
 
-How, in two launches:
+How, in two launches (the pooled form below likewise):
 * ``_pad_kernel`` copies x (N, CIN, H, W, any strides) once to xp (N, HP, WP, CP) contiguous: the
   channels zero-padded to CP (packing.rows_channels: 4 for an even stride and at most 4 channels,
   else 8), the conv's zero padding written out
@@ -23,6 +23,20 @@ How, in two launches:
   set to zero before the dot, so an Inf or NaN there never reaches this pixel; their packed weights
   are zero too.  K per pixel is KS*KROW (224 for conv1, against the conv's 147): the extra
   tensor-core work is cheap next to reading the operands.
+
+The pooled form (``_conv_rows_pool_kernel``, launch_conv_rows_pool) takes the max pool after the
+conv (conv1's maxpool1, 3x3/2 in ceil mode; any pool up to geometry.ROWS_POOL_MAX) into the
+conv's epilogue, so the conv output (at batch 256, 411 MB in bf16) is never written or read back:
+* a tile is TILE_P x TILE_Q pooled pixels; its conv computes the patch of conv pixels under their
+  windows, ((TILE_P - 1) * s + k) x ((TILE_Q - 1) * s + k) of them flattened into BLOCK_M rows
+  (neighbouring tiles' patches overlap by k - s rows and columns: that part is computed twice);
+  patch pixels outside the conv output (the pool's padding, ceil mode's overhang) are -inf;
+* the patch, ReLU'd and rounded to the output dtype (max and rounding commute, so the result
+  equals pooling the stored conv output), goes to the program's own slot of a scratch buffer
+  (global memory, L2-resident: the grid is persistent, PROGRAMS_PER_SM programs per SM striding
+  over the tiles, so the slots total a few MB), then, after a barrier, each pooled pixel's k x k
+  taps are read back from it; a second barrier keeps the next tile from overwriting the slot
+  while it is read.  NaN propagates through the max as in PyTorch.
 
 The weight comes packed (``packing.pack_conv_rows``: (KS, KROW, COUT), zero where kw >= KS or
 c >= CIN): FusedGoogLeNet keeps conv1's packed with its other stem weights; a call without it packs
@@ -47,7 +61,17 @@ from ...packing import pack_conv_rows, rows_channels, rows_length
 from . import _common
 from ._common import pixel_tile, row_offsets
 
-__all__ = ["launch_conv_rows", "supported", "padded_input_shape", "CONFIGS", "PAD_CONFIG", "INTERPRETER_CONFIG"]
+__all__ = [
+    "launch_conv_rows",
+    "launch_conv_rows_pool",
+    "supported",
+    "padded_input_shape",
+    "CONFIGS",
+    "POOL_CONFIGS",
+    "PAD_CONFIG",
+    "INTERPRETER_CONFIG",
+    "POOL_INTERPRETER_CONFIG",
+]
 
 # The longest padded kernel row the kernel takes (KS * CP rounded up to a power of two).
 MAX_KROW = 64
@@ -138,6 +162,116 @@ def _conv_rows_kernel(
     tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y, mask=row_ok[:, None] & col_ok[None, :])
 
 
+# N and the map sizes only enter index arithmetic and masks (one binary across batch sizes).
+@triton.jit(do_not_specialize=["N", "OH", "OW", "PH", "PW", "HP"])
+def _conv_rows_pool_kernel(
+    # Pointers: the padded input xp, the packed weight, the bias, the pooled output, and the
+    # programs' scratch slots (BLOCK_M x BLOCK_N elements each, in the output's dtype).
+    xp_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    scratch_ptr,
+    # Sizes: images, the conv's output map OH x OW, the pooled map PH x PW, xp's rows HP and its
+    # row length in units of 8 elements, output channels.
+    N,
+    OH,
+    OW,
+    PH,
+    PW,
+    HP,
+    WP_UNITS,
+    COUT,
+    stride_b,
+    stride_out_n,
+    stride_out_c,
+    stride_out_h,
+    stride_out_w,
+    # Fixed by the launcher: the conv's geometry, xp's channels, the packed row, tf32/ieee; the pool.
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    CP: tl.constexpr,
+    KROW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    POOL_K: tl.constexpr,
+    POOL_S: tl.constexpr,
+    POOL_PAD: tl.constexpr,
+    # The tile (autotuned): TILE_P x TILE_Q pooled pixels (BLOCK_P >= their count) from a patch of
+    # conv pixels that fits BLOCK_M; BLOCK_N channels; programs per SM of the persistent grid.
+    TILE_P: tl.constexpr,
+    TILE_Q: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PROGRAMS_PER_SM: tl.constexpr,
+):
+    """max_pool2d(relu(conv(x, w) + b)) for TILE_P x TILE_Q pooled pixels x BLOCK_N channels per
+    tile, the programs striding over the tiles; each program's conv patch passes through its own
+    scratch slot (written, then read by the pool after a barrier)."""
+    # The conv pixels under the tile's pool windows: a CH x CW patch, flattened row by row.
+    CH: tl.constexpr = (TILE_P - 1) * POOL_S + POOL_K
+    CW: tl.constexpr = (TILE_Q - 1) * POOL_S + POOL_K
+    tl.static_assert(CH * CW <= BLOCK_M, "the conv patch must fit BLOCK_M")
+    tl.static_assert(TILE_P * TILE_Q <= BLOCK_P, "the pooled tile must fit BLOCK_P")
+    n_cols = tl.cdiv(COUT, BLOCK_N)
+    tiles_h = tl.cdiv(PH, TILE_P)
+    tiles_w = tl.cdiv(PW, TILE_Q)
+    n_tiles = N * tiles_h * tiles_w * n_cols
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_c = tl.arange(0, BLOCK_N)
+    offs_j = tl.arange(0, KROW)
+    in_window = offs_j < KS * CP
+    # The pooled pixel p of a tile is (pi, pj); its window's tap (dh, dw) is patch pixel
+    # (pi * POOL_S + dh, pj * POOL_S + dw).
+    pi = offs_p // TILE_Q
+    pj = offs_p % TILE_Q
+    slot = scratch_ptr + tl.program_id(0).to(tl.int64) * (BLOCK_M * BLOCK_N)
+    slot_tile = slot + offs_m[:, None] * BLOCK_N + offs_c[None, :]
+    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0)):
+        pid_n = tile % n_cols
+        rect = tile // n_cols
+        tw = rect % tiles_w
+        th = (rect // tiles_w) % tiles_h
+        img = (rect // (tiles_w * tiles_h)).to(tl.int64)
+        oh = th * (TILE_P * POOL_S) - POOL_PAD + offs_m // CW
+        ow = tw * (TILE_Q * POOL_S) - POOL_PAD + offs_m % CW
+        # Patch pixels outside the conv's output are the pool's padding (or past the last window).
+        conv_ok = (offs_m < CH * CW) & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        offs_n = pid_n * BLOCK_N + offs_c
+        col_ok = offs_n < COUT
+        start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
+        a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
+        w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kh in range(KS):
+            a = tl.load(a_rows + kh * WP_UNITS * 8, mask=conv_ok[:, None], other=0.0)
+            a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # as in _conv_rows_kernel
+            b = tl.load(w_rows + kh * (KROW * COUT), mask=col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
+        y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+        # Rounded before the max, as the conv's output would be: max and rounding commute.
+        tl.store(slot_tile, tl.where(conv_ok[:, None], y, float("-inf")))
+        tl.debug_barrier()  # the whole patch is in the slot before any thread reads it back
+        ph = th * TILE_P + pi
+        pw = tw * TILE_Q + pj
+        p_ok = (offs_p < TILE_P * TILE_Q) & (ph < PH) & (pw < PW)
+        pooled = tl.full((BLOCK_P, BLOCK_N), float("-inf"), dtype=tl.float32)
+        for dh in tl.static_range(POOL_K):
+            for dw in tl.static_range(POOL_K):
+                tap = (pi * POOL_S + dh) * CW + pj * POOL_S + dw
+                v = tl.load(slot + tap[:, None] * BLOCK_N + offs_c[None, :], mask=p_ok[:, None], other=float("-inf"))
+                pooled = tl.maximum(pooled, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+        o_row = row_offsets(img, ph, pw, stride_out_n, stride_out_h, stride_out_w)
+        tl.store(
+            out_ptr + o_row[:, None] + offs_n.to(tl.int64)[None, :] * stride_out_c,
+            pooled.to(out_ptr.dtype.element_ty),
+            mask=p_ok[:, None] & col_ok[None, :],
+        )
+        tl.debug_barrier()  # every thread is done reading the slot before the next tile writes it
+
+
 # conv1 has COUT = 64: one column tile.  128- and 256-row tiles for large batches, 64 rows so that
 # batch 1 (112x112 = 12544 pixels) still covers the SMs; stages 3-4 pipeline the 7 kernel rows.
 CONFIGS = [
@@ -159,6 +293,70 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 
 
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
+
+# The pooled form's tiles, each for any pool up to geometry.ROWS_POOL_MAX, 3x3 with a stride of 2
+# (the patch of conv pixels, ((TILE_P - 1) * 2 + 3) x ((TILE_Q - 1) * 2 + 3), fits BLOCK_M): 7x8 pooled pixels
+# from a 15x17 patch (255 of 256 rows; 14% of the conv computed twice, by neighbouring tiles), 5x5
+# from 11x11 (121 of 128), and 3x3 from 7x7 (49 of 64) so that batch 1 (56x56 pooled) still has a
+# few hundred tiles.  PROGRAMS_PER_SM: as many as fit an SM's 64K registers (sm_90, bf16: 190,
+# 184-192 and 122-124 registers a thread).
+POOL_CONFIGS = [
+    triton.Config(
+        {"TILE_P": 7, "TILE_Q": 8, "BLOCK_M": 256, "BLOCK_P": 64, "BLOCK_N": 64, "PROGRAMS_PER_SM": 1},
+        num_warps=8,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 2},
+        num_warps=4,
+        num_stages=3,
+    ),
+    triton.Config(
+        {"TILE_P": 3, "TILE_Q": 3, "BLOCK_M": 64, "BLOCK_P": 16, "BLOCK_N": 64, "PROGRAMS_PER_SM": 4},
+        num_warps=4,
+        num_stages=3,
+    ),
+]
+# Under the interpreter: one small tile, three programs (so each strides over several tiles and
+# reuses its scratch slot), two column tiles where COUT > 32.
+POOL_INTERPRETER_CONFIG = {
+    "TILE_P": 3,
+    "TILE_Q": 3,
+    "BLOCK_M": 64,
+    "BLOCK_P": 16,
+    "BLOCK_N": 32,
+    "PROGRAMS_PER_SM": 1,
+}
+INTERPRETER_PROGRAMS = 3
+
+POOL_AUTOTUNE_KEY = [
+    "N",
+    "OH",
+    "OW",
+    "PH",
+    "PW",
+    "HP",
+    "WP_UNITS",
+    "COUT",
+    "KS",
+    "STRIDE",
+    "CP",
+    "KROW",
+    "DOT_PRECISION",
+    "POOL_K",
+    "POOL_S",
+    "POOL_PAD",
+]
+
+
+def make_tuned_pool_kernel(configs=POOL_CONFIGS, **autotune_kwargs):
+    """The autotuned pooled kernel."""
+    return triton.autotune(configs=configs, key=POOL_AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_pool_kernel)
+
+
+_tuned_pool_kernel = (
+    None if _common.INTERPRET else make_tuned_pool_kernel(cache_results=True, do_bench=_common.autotune_bench)
+)
 
 
 def supported(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
@@ -185,9 +383,9 @@ def _new_buffer(shape, x, memory_format=torch.contiguous_format):
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
 
 
-def _arguments(x, w, b, stride, padding, w_rows=None):
-    """((pad grid, pad args, pad constexprs but PAD_CONFIG's), conv args, conv constexprs, conv
-    grid(meta), out)."""
+def _prepare(x, w, stride, padding, w_rows):
+    """The checks and the padded copy both kernels share: (sizes, xp, w_rows, pad launch), sizes =
+    (n, cout, ks, oh, ow, hp, wp, cp, krow), pad launch = (grid, args, constexprs but PAD_CONFIG's)."""
     _common.check_dtype(x.dtype)
     if not supported(x, w, stride, padding):
         raise ValueError(
@@ -199,9 +397,7 @@ def _arguments(x, w, b, stride, padding, w_rows=None):
     oh, ow = geometry.conv_out(h, ks, stride, padding), geometry.conv_out(wd, ks, stride, padding)
     if min(oh, ow) < 1:
         raise ValueError(f"input {h}x{wd} is too small for a {ks}x{ks}/{stride} conv (padding {padding})")
-    m = n * oh * ow
-    geometry.check_pixel_rows(m, "N*OH*OW")
-    out = _new_buffer((n, cout, oh, ow), x, torch.channels_last)
+    geometry.check_pixel_rows(n * oh * ow, "N*OH*OW")
     _, hp, wp, cp = padded_input_shape(n, cin, h, wd, ks, stride, padding)
     krow = rows_length(ks, cp)
     if w_rows is None:
@@ -217,18 +413,74 @@ def _arguments(x, w, b, stride, padding, w_rows=None):
         (x, xp, h, wd, hp, wp, *x.stride()),
         {"CIN": cin, "CP": cp, "PAD": padding},
     )
-    args = (xp, w_rows.contiguous(), b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
-    meta = {
-        "KS": ks,
-        "STRIDE": stride,
-        "CP": cp,
-        "KROW": krow,
-        "DOT_PRECISION": _common.dot_precision(x.dtype),
-    }
+    return (n, cout, ks, oh, ow, hp, wp, cp, krow), xp, w_rows.contiguous(), pad
+
+
+def _conv_meta(x, ks, stride, cp, krow) -> dict:
+    return {"KS": ks, "STRIDE": stride, "CP": cp, "KROW": krow, "DOT_PRECISION": _common.dot_precision(x.dtype)}
+
+
+def _arguments(x, w, b, stride, padding, w_rows=None):
+    """((pad grid, pad args, pad constexprs but PAD_CONFIG's), conv args, conv constexprs, conv
+    grid(meta), out)."""
+    (n, cout, ks, oh, ow, hp, wp, cp, krow), xp, w_rows, pad = _prepare(x, w, stride, padding, w_rows)
+    m = n * oh * ow
+    out = _new_buffer((n, cout, oh, ow), x, torch.channels_last)
+    args = (xp, w_rows, b, out, m, oh, ow, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
 
     def grid(cfg):
         return (_common.cdiv(m, cfg["BLOCK_M"]) * _common.cdiv(cout, cfg["BLOCK_N"]),)
 
+    return pad, args, _conv_meta(x, ks, stride, cp, krow), grid, out
+
+
+def _launch_pad(pad) -> None:
+    grid, args, meta = pad
+    options = {"num_warps": PAD_CONFIG.num_warps, "num_stages": PAD_CONFIG.num_stages}
+    _common.launch(_pad_kernel, grid, *args, **meta, **PAD_CONFIG.kwargs, **options)
+
+
+def _pool_arguments(x, w, b, stride, padding, pool, w_rows=None, config=None):
+    """(pad launch, args, constexprs, grid(meta), out) for _conv_rows_pool_kernel; ``pool`` =
+    (kernel, stride, padding, ceil_mode); the scratch slots cover the pinned ``config``, else every
+    config the autotuner may run."""
+    pool_kernel, pool_stride, pool_padding, ceil_mode = pool
+    if not geometry.rows_pool_fits(pool_kernel, pool_stride):
+        k, s = geometry.ROWS_POOL_MAX
+        raise ValueError(
+            f"the Triton row conv's pooled form takes a max pool of at most {k}x{k} with a stride of at "
+            f"most {s}, got {pool_kernel}x{pool_kernel} with stride {pool_stride}"
+        )
+    (n, cout, ks, oh, ow, hp, wp, cp, krow), xp, w_rows, pad = _prepare(x, w, stride, padding, w_rows)
+    ph, pw = (geometry.pool_out(size, pool_kernel, pool_stride, pool_padding, ceil_mode) for size in (oh, ow))
+    if min(ph, pw) < 1:
+        raise ValueError(
+            f"a {oh}x{ow} conv output is too small for a {pool_kernel}x{pool_kernel}/{pool_stride} max pool"
+        )
+    out = _new_buffer((n, cout, ph, pw), x, torch.channels_last)
+    # The persistent grid: PROGRAMS_PER_SM programs per SM (INTERPRETER_PROGRAMS in place of the
+    # SMs off a GPU), never more than the tiles.
+    sms = _common.sm_count(x.device) if x.device.type == "cuda" else INTERPRETER_PROGRAMS
+
+    def grid(cfg):
+        tiles = (
+            n * _common.cdiv(ph, cfg["TILE_P"]) * _common.cdiv(pw, cfg["TILE_Q"]) * _common.cdiv(cout, cfg["BLOCK_N"])
+        )
+        return (min(sms * cfg["PROGRAMS_PER_SM"], tiles),)
+
+    # The tiles that may run: the pinned one, else the interpreter's or every config's.
+    if config is not None:
+        tiles = [config.kwargs]
+    else:
+        tiles = [POOL_INTERPRETER_CONFIG] if _common.INTERPRET else [c.kwargs for c in POOL_CONFIGS]
+    scratch = _new_buffer((max(grid(t)[0] * t["BLOCK_M"] * t["BLOCK_N"] for t in tiles),), x)
+    args = (xp, w_rows, b, out, scratch, n, oh, ow, ph, pw, hp, wp * cp // 8, cout, b.stride(0), *out.stride())
+    meta = {
+        **_conv_meta(x, ks, stride, cp, krow),
+        "POOL_K": pool_kernel,
+        "POOL_S": pool_stride,
+        "POOL_PAD": pool_padding,
+    }
     return pad, args, meta, grid, out
 
 
@@ -245,9 +497,35 @@ def launch_conv_rows(
     then the conv), returned channels_last.  x (N, Cin, H, W) and w (Cout, Cin, k, k) in any
     strides; ``w_rows``: w already packed (packing.pack_conv_rows), else packed here.  ``config``
     skips autotuning."""
-    (pad_grid, pad_args, pad_meta), args, meta, grid, out = _arguments(x, w, b, stride, padding, w_rows)
+    pad, args, meta, grid, out = _arguments(x, w, b, stride, padding, w_rows)
     if out.numel() > 0:  # CUDA rejects an empty grid
-        options = {"num_warps": PAD_CONFIG.num_warps, "num_stages": PAD_CONFIG.num_stages}
-        _common.launch(_pad_kernel, pad_grid, *pad_args, **pad_meta, **PAD_CONFIG.kwargs, **options)
+        _launch_pad(pad)
         _common.launch_configured(_conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+    return out
+
+
+def launch_conv_rows_pool(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    stride: int,
+    padding: int,
+    pool_kernel: int,
+    pool_stride: int,
+    pool_padding: int,
+    ceil_mode: bool,
+    config: Optional[triton.Config] = None,
+    w_rows: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """max_pool2d(relu(conv2d(x, w, b, stride, padding)), pool_kernel, pool_stride, pool_padding,
+    ceil_mode) in two launches (the padded copy of x, then the conv with the pool in its epilogue),
+    returned channels_last; the conv's output is never written.  ``w_rows`` and ``config`` (one of
+    POOL_CONFIGS) as for launch_conv_rows."""
+    pool = (pool_kernel, pool_stride, pool_padding, ceil_mode)
+    pad, args, meta, grid, out = _pool_arguments(x, w, b, stride, padding, pool, w_rows, config)
+    if out.numel() > 0:  # CUDA rejects an empty grid
+        _launch_pad(pad)
+        _common.launch_configured(
+            _conv_rows_pool_kernel, _tuned_pool_kernel, grid, args, meta, config, POOL_INTERPRETER_CONFIG
+        )
     return out
