@@ -2,7 +2,8 @@
 
 Compiles every autotuning config of both Triton launches (the "hopper" backend's launches with TMA
 descriptors too, as launches "launch1_tma" and "launch2_tma"; and of the stem kernel, conv1 with and
-without its max pool, of conv1 over aligned rows (conv_rows.py: launches "rows_pad" and "rows"), of
+without its max pool, of conv1 over aligned rows (conv_rows.py: launches "rows_pad", "rows" and,
+with maxpool1 in its epilogue, "rows_pool"), of
 the stem's conv2 and conv3 (conv_relu.py, launch "conv_relu"), of the max
 pool kernel on GoogLeNet's four pools, of launch 1 with maxpool2/3/4 folded into 3a's/4a's/5a's
 loads, of the head's two launches, the average pool and the fc GEMM, on 5b's output, and of the
