@@ -148,6 +148,11 @@ def test_packed_weight_layout_and_the_w_rows_argument():
         ops.conv_relu(x, wt, b, 3, backend="triton", stride=2, w_rows=packed[:, :28])
     with pytest.raises(ValueError, match="w_rows must be the weight packed"):
         ops.conv_relu(x, wt, b, 3, backend="triton", stride=2, w_rows=packed.double())
+    # A 2x2 kernel's packings for 4 and 8 channels (strides 2 and 3) have one shape: the launcher
+    # packs such a kernel itself rather than trust a w_rows that may be the other stride's.
+    x2, w2, b2 = make_case(1, 3, 12, 11, 16, 2, seed=13)
+    assert pack_conv_rows(w2, 2).shape == pack_conv_rows(w2, 3).shape
+    check_conv(ops.conv_relu(x2, w2, b2, 1, backend="triton", stride=3, w_rows=pack_conv_rows(w2, 2)), x2, w2, b2, 3, 1)
     out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
     with pytest.raises(AssertionError, match="relative error"):
         check_conv((out.double() - b.double().view(1, -1, 1, 1)).relu().float(), x, wt, b, 2, 3, "bias left out")
@@ -297,6 +302,8 @@ def test_conv_rows_pool_refuses_what_it_does_not_take():
             ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True, backend="triton", w_rows=w_rows[:, :16])
         with pytest.raises(ValueError, match="too small"):
             ops.conv_relu_maxpool(x[..., :3, :3], wt, b, 2, 0, 3, 2, 0, False, backend="triton", w_rows=w_rows)
+        with pytest.raises(ValueError, match="padding must be at most half its kernel"):
+            conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, 3, 2, 2, False)
 
 
 @pytest.mark.gpu
@@ -325,17 +332,28 @@ def test_gpu_other_geometries(gpu, poisoned, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gpu_conv1_maxpool1_every_pool_config(gpu, poisoned, dtype):
-    """conv1 + maxpool1 at 224x224 (batch 2) on the GPU in the pooled form, every config pinned,
-    NCHW and channels_last inputs, then through the op's autotuner; and d2l's padded pool."""
+    """conv1 + maxpool1 at 224x224 on the GPU in the pooled form, every config pinned, NCHW and
+    channels_last inputs, at batch 8 (448 tiles of 7x8 for 132 SMs: every program runs several
+    tiles through its scratch slot); then through the op's autotuner: d2l's padded pool, 96
+    output channels (two column tiles), 5 input channels at stride 3, and a NaN pixel."""
     from inception_fast.packing import pack_conv_rows
 
     pool = (3, 2, 0, True)
     for i, config in enumerate(conv_rows.POOL_CONFIGS):
         fmt = CL if i % 2 == 0 else torch.contiguous_format
-        x, wt, b = make_case(2, 3, 224, 224, 64, 7, dtype=dtype, device=gpu, fmt=fmt, seed=30 + i)
+        x, wt, b = make_case(8, 3, 224, 224, 64, 7, dtype=dtype, device=gpu, fmt=fmt, seed=30 + i)
         out = conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, *pool, config=config)
         check_pooled(out, x, wt, b, 2, 3, pool, str(config))
-    w_rows = pack_conv_rows(wt, 2)
-    for pool in ((3, 2, 0, True), (3, 2, 1, False)):
-        out = ops.conv_relu_maxpool(x, wt, b, 2, 3, *pool, backend="triton", w_rows=w_rows)
-        check_pooled(out, x, wt, b, 2, 3, pool, f"autotuned, pool {pool}")
+    for n, cin, h, w, cout, k, stride, padding, pool in [
+        (2, 3, 224, 224, 64, 7, 2, 3, (3, 2, 1, False)),
+        (3, 3, 61, 67, 96, 7, 2, 3, (3, 2, 0, True)),
+        (2, 5, 47, 45, 40, 5, 3, 2, (2, 2, 0, True)),
+    ]:
+        x, wt, b = make_case(n, cin, h, w, cout, k, dtype=dtype, device=gpu, seed=cin + cout)
+        w_rows = pack_conv_rows(wt, stride)
+        out = ops.conv_relu_maxpool(x, wt, b, stride, padding, *pool, backend="triton", w_rows=w_rows)
+        check_pooled(out, x, wt, b, stride, padding, pool, f"autotuned, {cin}->{cout} stride {stride}, pool {pool}")
+    x[1, 2, 20, 17] = float("nan")
+    ref = F.max_pool2d(F.conv2d(x.double(), wt.double(), b.double(), stride=3, padding=2).relu(), 2, 2, ceil_mode=True)
+    out = ops.conv_relu_maxpool(x, wt, b, 3, 2, 2, 2, 0, True, backend="triton", w_rows=w_rows)
+    assert 0 < ref.isnan().sum() and torch.equal(out.isnan(), ref.isnan())

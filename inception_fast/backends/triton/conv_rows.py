@@ -400,7 +400,9 @@ def _prepare(x, w, stride, padding, w_rows):
     geometry.check_pixel_rows(n * oh * ow, "N*OH*OW")
     _, hp, wp, cp = padded_input_shape(n, cin, h, wd, ks, stride, padding)
     krow = rows_length(ks, cp)
-    if w_rows is None:
+    # A packing's shape tells its channel count apart except where both counts give the same row
+    # length (kernels of at most 2x2): there a given w_rows could be another stride's, so pack here.
+    if w_rows is None or rows_length(ks, 4) == rows_length(ks, 8):
         w_rows = pack_conv_rows(w, stride)
     elif w_rows.shape != (ks, krow, cout) or w_rows.dtype != x.dtype or w_rows.device != x.device:
         raise ValueError(
@@ -445,6 +447,8 @@ def _pool_arguments(x, w, b, stride, padding, pool, w_rows=None, config=None):
     (kernel, stride, padding, ceil_mode); the scratch slots cover the pinned ``config``, else every
     config the autotuner may run."""
     pool_kernel, pool_stride, pool_padding, ceil_mode = pool
+    if not 0 <= 2 * pool_padding <= pool_kernel:
+        raise ValueError(f"a max pool's padding must be at most half its kernel, got {pool_padding} for {pool_kernel}")
     if not geometry.rows_pool_fits(pool_kernel, pool_stride):
         k, s = geometry.ROWS_POOL_MAX
         raise ValueError(
