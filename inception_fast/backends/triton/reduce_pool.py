@@ -648,6 +648,13 @@ CONFIGS = [
         num_warps=4,
         num_stages=3,
     ),
+    # A 256-wide reduce tile: 3a's three 1x1s in one column tile (3b-5b in two or three), so each
+    # row tile of x is read by fewer programs.
+    triton.Config(
+        {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 2},
+        num_warps=8,
+        num_stages=3,
+    ),
 ]
 # Offered up to SMALL_PROBLEM_PIXELS pixels only (batch 1): deeper pool steps (32 and 64 channels)
 # shorten the pool role's serial K loop, the longest chain of a small launch 1.
