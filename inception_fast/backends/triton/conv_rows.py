@@ -295,11 +295,12 @@ def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
 
 # The pooled form's tiles, each for any pool up to geometry.ROWS_POOL_MAX, 3x3 with a stride of 2
-# (the patch of conv pixels, ((TILE_P - 1) * 2 + 3) x ((TILE_Q - 1) * 2 + 3), fits BLOCK_M): 7x8 pooled pixels
-# from a 15x17 patch (255 of 256 rows; 14% of the conv computed twice, by neighbouring tiles), 5x5
-# from 11x11 (121 of 128), and 3x3 from 7x7 (49 of 64) so that batch 1 (56x56 pooled) still has a
-# few hundred tiles.  PROGRAMS_PER_SM: as many as fit an SM's 64K registers (sm_90, bf16: 190,
-# 184-192 and 122-124 registers a thread).
+# (the patch of conv pixels, ((TILE_P - 1) * 2 + 3) x ((TILE_Q - 1) * 2 + 3), fits BLOCK_M): 7x8
+# pooled pixels from a 15x17 patch (255 of 256 rows; 14% of the conv computed twice, by
+# neighbouring tiles), 5x5 from 11x11 (121 of 128), and 3x3 from 7x7 (49 of 64) so that batch 1
+# (56x56 pooled) still has a few hundred tiles.  PROGRAMS_PER_SM: as many as fit an SM's 64K
+# registers (sm_90, bf16: 190, 184-192 and 122-124 registers a thread; where fewer fit, as in
+# fp32, the programs past them wait for a free SM: none depends on another).
 POOL_CONFIGS = [
     triton.Config(
         {"TILE_P": 7, "TILE_Q": 8, "BLOCK_M": 256, "BLOCK_P": 64, "BLOCK_N": 64, "PROGRAMS_PER_SM": 1},
