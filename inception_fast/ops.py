@@ -32,7 +32,9 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   output and, for the backward and the caller's running-statistics update, the pre-BN outputs and
   the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
-  stem's first layer (conv1 + maxpool1).  Inference only (no autograd formula).
+  stem's first layer (conv1 + maxpool1); "triton" runs backends/triton/stem.py, or, given the
+  weight packed in rows (``w_rows``), the pooled form of backends/triton/conv_rows.py.  Inference
+  only (no autograd formula).
 * ``inception_fast::conv_relu`` -- relu(conv2d(x, w, b, stride=stride, padding=padding)),
   channels_last: the stem's conv2 and conv3 (stride 1), and conv1 (stride 2) in one of the stem's
   forms.  "triton" runs, at stride 1, an implicit-GEMM kernel for square odd kernels with padding
