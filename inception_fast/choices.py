@@ -79,9 +79,11 @@ __all__ = [
     "static_mode",
 ]
 
-# Order used where nothing is measured, and the tie-break (the order of the H100 results: cuda
-# was fastest at batch 1 and 64 and in 7 of the 9 blocks at batch 256; "hopper" and "hopper_tma2"
-# after the two they may replace, so neither is ever the unmeasured default).  "hopper" has both
+# Order used where nothing is measured, and the tie-break: cuda first since it compiles nothing
+# (its kernels are built with the package; Triton's compile on first use), although measured
+# triton beat it on every block of the H200 run (2026-12-04, graph replays) and it led only the
+# H100's eager block timings (2026-11-27); "hopper" and "hopper_tma2" after the two they may
+# replace, so neither is ever the unmeasured default.  "hopper" has both
 # launches on TMA, "hopper_tma2" only launch 2 (triton's launch 1): each TMA launch is measured on
 # its own, and both are candidates on sm_90+ only (their availability).  CUDA only: off
 # CUDA, auto is the torch backend, so the C++ CPU kernels ("cpp") are no candidate.
