@@ -175,7 +175,7 @@ def test_conv_relu_skips_a_candidate_that_fails(monkeypatch):
 def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
     """cuDNN's fused conv-bias-ReLU, forced, on the stem's conv3 in channels_last: bf16 within 2x the
     ATen path's own error against fp64 (the table's rule), fp32 at the TF32 tolerance."""
-    from inception_fast import choices, modules
+    from inception_fast import choices, stages
 
     def forcing(winner):  # a stand-in timer under which ``winner`` (a candidate index) is fastest
         calls = []
@@ -196,7 +196,7 @@ def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
             chooser = choices.MeasuredChoice(timer=forcing(i))
             monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
             with torch.no_grad():
-                outs[name] = modules.conv_relu(x, w, b, 1)
+                outs[name] = stages.conv_relu(x, w, b, 1)
             assert [c.name for c in chooser.choices().values()] == [name], chooser.choices()  # errors, if any
         ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
         assert ref.std() > 0.1

@@ -88,9 +88,14 @@ def two_launch_chain(x, blocks, pre_pool=None, config=None):
     from inception_fast import geometry
 
     for i, (w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) in enumerate(blocks):
-        out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+        # The first block takes the pre-pool (folded into its launch 1): its outputs are pooled-size.
+        pool = pre_pool if i == 0 else None
+        hw = None if pool is None else tuple(geometry.pool_out(s, *pool) for s in x.shape[2:])
+        out, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
         # The chain's first launch 1 is the ordinary one with its interpreter tile; the joined ones pinned.
-        reduce_pool.launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, out, scratch, config=l1 if i else None)
+        reduce_pool.launch_reduce_pool(
+            x, w_red, b_red, w_pool, b_pool, out, scratch, config=l1 if i else None, pre_pool=pool
+        )
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
         last = i == len(blocks) - 1
         branch_convs.launch_branch_convs(scratch, w3, b3, w5, b5, out, ch1, config=None if last else l2)
