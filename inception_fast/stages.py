@@ -58,7 +58,6 @@ from . import choices, geometry, ops
 
 __all__ = [
     "STEM_TRITON_VARIANTS",
-    "STEM_ROWS_VARIANTS",
     "square",
     "pool_params",
     "conv_relu",
@@ -82,8 +81,6 @@ __all__ = [
 ]
 
 STEM_TRITON_VARIANTS = ("triton", "triton_conv", "triton_rows", "triton_rows_pool")
-# The forms that read conv1's weight packed in rows (padded["triton_rows"]).
-STEM_ROWS_VARIANTS = ("triton_rows", "triton_rows_pool")
 
 
 def square(value) -> Optional[int]:
@@ -454,12 +451,8 @@ def stem_variants(
         # The row forms where the model packed conv1 for them (stem_rows_stride); the pooled one
         # where its tiles take the pool (geometry.rows_pool_fits).
         rows = "triton_rows" in padded
-        rows_pool = rows and geometry.rows_pool_fits(params[2], params[3])
-        variants += [
-            v
-            for v in STEM_TRITON_VARIANTS
-            if v not in STEM_ROWS_VARIANTS or (rows_pool if v == "triton_rows_pool" else rows)
-        ]
+        offered = {"triton_rows": rows, "triton_rows_pool": rows and geometry.rows_pool_fits(params[2], params[3])}
+        variants += [v for v in STEM_TRITON_VARIANTS if offered.get(v, True)]
     return variants
 
 

@@ -48,19 +48,24 @@ def make_case(n, cin, h, w, cout, k, dtype=torch.float32, device="cpu", fmt=CL, 
     return x, wt.to(device=device, dtype=dtype).contiguous(memory_format=wfmt), b.to(device=device, dtype=dtype)
 
 
-def check_conv(out, x, wt, b, stride, padding, what="conv_rows"):
-    """out against ATen's conv in float64: fp32 at the table's fp32 bound (tf32 on a GPU that allows
-    it), fp16/bf16 within 2x ATen's own error in that dtype; channels_last, in x's dtype."""
-    ref = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
+def check_against(out, ref, x, aten, what):
+    """out against the float64 reference ``ref``: fp32 at the table's fp32 bound (tf32 on a GPU that
+    allows it), fp16/bf16 within 2x the error of ``aten()`` (ATen in that dtype); channels_last, in
+    x's dtype."""
     assert out.shape == ref.shape and out.dtype == x.dtype, what
     assert out.is_contiguous(memory_format=CL), what
     assert ref.std() > 0.05, "the reference is flat; the comparison could not fail"
     if x.dtype == torch.float32:  # on a GPU with cudnn.allow_tf32 (PyTorch's default) the kernel uses TF32
         tol = TOLERANCE["tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "fp32"]
     else:
-        aten = ops.conv_relu(x, wt, b, padding, backend="torch", stride=stride)
-        tol = reduced_precision_bound(aten, ref)
+        tol = reduced_precision_bound(aten(), ref)
     check_close(out, ref, tol, what)
+
+
+def check_conv(out, x, wt, b, stride, padding, what="conv_rows"):
+    """out against ATen's conv + ReLU in float64 (check_against)."""
+    ref = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
+    check_against(out, ref, x, lambda: ops.conv_relu(x, wt, b, padding, backend="torch", stride=stride), what)
 
 
 @pytest.fixture
@@ -186,20 +191,11 @@ def test_op_stride_checks_and_torch_backend():
 
 
 def check_pooled(out, x, wt, b, stride, padding, pool, what="conv_rows_pool"):
-    """out against max_pool2d of ATen's conv + ReLU in float64, as check_conv (fp16/bf16: within 2x
-    ATen's own conv + ReLU + pool in that dtype)."""
+    """out against max_pool2d of ATen's conv + ReLU in float64 (check_against)."""
     k, s, p, ceil = pool
     conv = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=padding).relu()
     ref = F.max_pool2d(conv, k, s, p, ceil_mode=ceil)
-    assert out.shape == ref.shape and out.dtype == x.dtype, what
-    assert out.is_contiguous(memory_format=CL), what
-    assert ref.std() > 0.05, "the reference is flat; the comparison could not fail"
-    if x.dtype == torch.float32:
-        tol = TOLERANCE["tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "fp32"]
-    else:
-        aten = ops.conv_relu_maxpool(x, wt, b, stride, padding, k, s, p, ceil)
-        tol = reduced_precision_bound(aten, ref)
-    check_close(out, ref, tol, what)
+    check_against(out, ref, x, lambda: ops.conv_relu_maxpool(x, wt, b, stride, padding, k, s, p, ceil), what)
 
 
 # (N, Cin, H, W, Cout, k, stride, padding, pool): torchvision's maxpool1 (3x3/2, ceil mode) after

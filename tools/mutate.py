@@ -610,7 +610,7 @@ MUTANTS = [
         "        a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # the next pixels' elements\n",
         "",
         TRITON_CONV_ROWS,
-        "conv_rows: the next pixels' elements loaded past a window are multiplied (by zero weights) unmasked",
+        "conv_rows (both kernels' conv): the next pixels' elements loaded past a window are multiplied unmasked",
     ),
     Mutant(
         "triton_rows_pad_shifted",
@@ -627,14 +627,6 @@ MUTANTS = [
         "    return n, hp, wp + wp % 2 - 2, cp\n",
         TRITON_CONV_ROWS,
         "conv_rows: the padded input too narrow for the last window's loaded run",
-    ),
-    Mutant(
-        "triton_rows_pool_window_unmasked",
-        "inception_fast/backends/triton/conv_rows.py",
-        "            a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # as in _conv_rows_kernel\n",
-        "",
-        TRITON_CONV_ROWS,
-        "conv_rows pooled form: the next pixels' elements loaded past a window are multiplied unmasked",
     ),
     Mutant(
         "triton_rows_pool_tap_dropped",

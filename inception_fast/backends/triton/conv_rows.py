@@ -109,6 +109,48 @@ def _pad_kernel(
     tl.store(xp_ptr + row.to(tl.int64) * (WP * CP) + offs, v, mask=in_row)
 
 
+@triton.jit
+def _conv_rows_tile(
+    xp_ptr,
+    w_ptr,
+    b_ptr,
+    img,
+    oh,
+    ow,
+    row_ok,
+    offs_n,
+    col_ok,
+    HP,
+    WP_UNITS,
+    COUT,
+    stride_b,
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    CP: tl.constexpr,
+    KROW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """[BLOCK_M, BLOCK_N] fp32: relu(conv(x, w) + b) at output pixels (img, oh, ow) (rows not
+    row_ok load nothing), channels offs_n; K over (kh, kernel row), both kernels' conv."""
+    offs_j = tl.arange(0, KROW)
+    in_window = offs_j < KS * CP
+    # Each pixel's window start in xp, in units of 8 elements (STRIDE * CP is a multiple of 8, and
+    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned.
+    start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
+    a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
+    w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kh in range(KS):
+        a = tl.load(a_rows + kh * WP_UNITS * 8, mask=row_ok[:, None], other=0.0)
+        a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # the next pixels' elements
+        b = tl.load(w_rows + kh * (KROW * COUT), mask=col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
+    return tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
 # M, OH and OW only enter masks and index arithmetic on the row axis (one binary across batch sizes).
 @triton.jit(do_not_specialize=["M", "OH", "OW", "HP"])
 def _conv_rows_kernel(
@@ -143,21 +185,10 @@ def _conv_rows_kernel(
     pid_n, row_ok, img, oh, ow = pixel_tile(tl.program_id(0), tl.cdiv(COUT, BLOCK_N), M, OH, OW, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < COUT
-    offs_j = tl.arange(0, KROW)
-    in_window = offs_j < KS * CP
-    # Each pixel's window start in xp, in units of 8 elements (STRIDE * CP is a multiple of 8, and
-    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned.
-    start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
-    a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
-    w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kh in range(KS):
-        a = tl.load(a_rows + kh * WP_UNITS * 8, mask=row_ok[:, None], other=0.0)
-        a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # the next pixels' elements
-        b = tl.load(w_rows + kh * (KROW * COUT), mask=col_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-    bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+    y = _conv_rows_tile(
+        xp_ptr, w_ptr, b_ptr, img, oh, ow, row_ok, offs_n, col_ok, HP, WP_UNITS, COUT, stride_b,
+        KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N,
+    ).to(out_ptr.dtype.element_ty)  # fmt: skip
     o_row = row_offsets(img, oh, ow, stride_out_n, stride_out_h, stride_out_w)
     tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y, mask=row_ok[:, None] & col_ok[None, :])
 
@@ -220,8 +251,6 @@ def _conv_rows_pool_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_p = tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, BLOCK_N)
-    offs_j = tl.arange(0, KROW)
-    in_window = offs_j < KS * CP
     # The pooled pixel p of a tile is (pi, pj); its window's tap (dh, dw) is patch pixel
     # (pi * POOL_S + dh, pj * POOL_S + dw).
     pi = offs_p // TILE_Q
@@ -240,17 +269,10 @@ def _conv_rows_pool_kernel(
         conv_ok = (offs_m < CH * CW) & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
         offs_n = pid_n * BLOCK_N + offs_c
         col_ok = offs_n < COUT
-        start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
-        a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
-        w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kh in range(KS):
-            a = tl.load(a_rows + kh * WP_UNITS * 8, mask=conv_ok[:, None], other=0.0)
-            a = tl.where(in_window[None, :], a, tl.zeros_like(a))  # as in _conv_rows_kernel
-            b = tl.load(w_rows + kh * (KROW * COUT), mask=col_ok[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        bias = tl.load(b_ptr + offs_n * stride_b, mask=col_ok, other=0.0).to(tl.float32)
-        y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL).to(out_ptr.dtype.element_ty)
+        y = _conv_rows_tile(
+            xp_ptr, w_ptr, b_ptr, img, oh, ow, conv_ok, offs_n, col_ok, HP, WP_UNITS, COUT, stride_b,
+            KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N,
+        ).to(out_ptr.dtype.element_ty)  # fmt: skip
         # Rounded before the max, as the conv's output would be: max and rounding commute.
         tl.store(slot_tile, tl.where(conv_ok[:, None], y, float("-inf")))
         tl.debug_barrier()  # the whole patch is in the slot before any thread reads it back
