@@ -47,6 +47,7 @@ ATen.  The results are channels_last (the head's: (N, classes) logits).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Optional
 
@@ -203,18 +204,24 @@ ENV_EXTRA_CANDIDATES = "INCEPTION_FAST_EXTRA_CANDIDATES"
 EXTRA_CANDIDATES = ("fold", "chain")
 
 
-def offers(form: str) -> bool:
-    """Whether FusedGoogLeNet offers ``form`` (one of EXTRA_CANDIDATES) to its measured choice:
-    only where INCEPTION_FAST_EXTRA_CANDIDATES names it or says "all".  A name it does not know is
-    an error that says so."""
-    raw = os.environ.get(ENV_EXTRA_CANDIDATES, "")
-    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+@functools.lru_cache(maxsize=8)
+def _extra_candidates(raw: str) -> frozenset:
+    """The forms an INCEPTION_FAST_EXTRA_CANDIDATES value names (parsed once per value: every
+    forward asks); a name it does not know is an error that says so."""
+    names = frozenset(n.strip().lower() for n in raw.split(",") if n.strip())
     unknown = sorted(names - {"all", *EXTRA_CANDIDATES})
     if unknown:
         raise ValueError(
             f"{ENV_EXTRA_CANDIDATES}={raw!r}: unknown form(s) {', '.join(unknown)}; "
             f"name any of {', '.join(EXTRA_CANDIDATES)}, or all"
         )
+    return names
+
+
+def offers(form: str) -> bool:
+    """Whether FusedGoogLeNet offers ``form`` (one of EXTRA_CANDIDATES) to its measured choice:
+    only where INCEPTION_FAST_EXTRA_CANDIDATES names it or says "all" (read at each call)."""
+    names = _extra_candidates(os.environ.get(ENV_EXTRA_CANDIDATES, ""))
     return form in names or "all" in names
 
 
