@@ -7,7 +7,10 @@ stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
 (``launch1_ext`` = torch.ops.inception_fast.reduce_pool_ from the compiled extension,
 the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher; ``launch1_tma`` = the
 "hopper" backend's, reduce_pool_tma.py) is timed on the same input, so the launch-1 kernels can be
-held against each other block by block.
+held against each other block by block.  On a block at each image size (settings.ROLE_BLOCKS)
+Triton's launch 1 is also timed with one role alone (``launch1_reduce``: the three 1x1s, given no
+pool weights; ``launch1_pool``: the pool branch, given no 1x1 weights; each autotuned for itself),
+which says where its time goes.
 
 Stages outside the blocks (``settings.STAGES``, kind "stage"): conv1 + ReLU + maxpool1, conv2,
 conv3, maxpool2, maxpool3, maxpool4 and the head (average pool + fc), each as torchvision's layers
@@ -60,7 +63,13 @@ def _launch1_fn(case, s, x, dtype):
     ch1 = block_channels(packed.w_red, packed.w_pool, packed.w3, packed.w5).ch1
     out, scratch = empty_outputs(x, packed.w_red, packed.w_pool, packed.w3, packed.w5)
     c_out = out.shape[1]
-    args = (x, packed.w_red, packed.b_red, packed.w_pool, packed.b_pool, out, scratch)
+    w_red, b_red, w_pool, b_pool = packed.w_red, packed.b_red, packed.w_pool, packed.b_pool
+    # One role alone: the other role's weights with no rows (and, for the pool role, no scratch).
+    if case.impl == "launch1_reduce":
+        w_pool, b_pool = w_pool[:0], b_pool[:0]
+    elif case.impl == "launch1_pool":
+        w_red, b_red, scratch = w_red[:0], b_red[:0], scratch[:, :0]
+    args = (x, w_red, b_red, w_pool, b_pool, out, scratch)
     if case.impl == "launch1_ext":
         _load_extension(x.device)
         op = torch.ops.inception_fast.reduce_pool_
@@ -103,9 +112,12 @@ def _launch1_fn(case, s, x, dtype):
             fn()
             ref_out, ref_scratch = get("torch").op("inception_block")(x, *packed)
         n_pool = packed.w_pool.shape[0]
-        written = torch.cat([out[:, :ch1], out[:, c_out - n_pool :], scratch], 1)
-        expected = torch.cat([ref_out[:, :ch1], ref_out[:, c_out - n_pool :], ref_scratch], 1)
-        return parity(written, expected)
+        pairs = []  # (written, expected) of each slice the launch's roles fill
+        if case.impl != "launch1_pool":
+            pairs += [(out[:, :ch1], ref_out[:, :ch1]), (scratch, ref_scratch)]
+        if case.impl != "launch1_reduce":
+            pairs.append((out[:, c_out - n_pool :], ref_out[:, c_out - n_pool :]))
+        return parity(torch.cat([w for w, _ in pairs], 1), torch.cat([e for _, e in pairs], 1))
 
     return fn, packed, check
 
@@ -222,11 +234,12 @@ def test_block(benchmark, case):
     try:
         if case.impl.startswith("launch1_"):
             fn, packed, check = _launch1_fn(case, s, x, dtype)
-            flops, nbytes = launch1_work(shape, packed, batch, x.element_size())
-            extra["backend"] = {"launch1_triton": "triton", "launch1_tma": "hopper"}.get(
-                case.impl, "cuda" if s.device.type == "cuda" else "cpp"
-            )
+            roles = {"launch1_reduce": ("reduce",), "launch1_pool": ("pool",)}.get(case.impl, ("reduce", "pool"))
+            flops, nbytes = launch1_work(shape, packed, batch, x.element_size(), roles)
+            ext = "cuda" if s.device.type == "cuda" else "cpp"
+            extra["backend"] = {"launch1_ext": ext, "launch1_tma": "hopper"}.get(case.impl, "triton")
             extra["op"] = "launch1"
+            extra["roles"] = list(roles)
         elif case.impl == "torchvision":
             mod = tv_block(case.block, s, dtype)
             fn = lambda: mod(x)

@@ -24,8 +24,10 @@
 #   graph      the same models at batch 1 and 256 as CUDA-graph replays        -> graph.json
 #              (the batch-1 target is under a CUDA graph; at 256: the forward without host time)
 #   blocks     benchmarks/bench_blocks.py as CUDA-graph replays (kernel time, no host time): the
-#              stem, each block, launch 1 alone, and each stage outside the blocks (conv1+pool1,
-#              conv2, conv3, maxpool2-4, head), torchvision's and FusedGoogLeNet's -> blocks.json
+#              stem, each block, launch 1 alone, each stage outside the blocks (conv1+pool1,
+#              conv2, conv3, maxpool2-4, head), torchvision's and FusedGoogLeNet's, and last
+#              Triton's launch 1 with one role alone (3a, 4a, 5b: its 1x1s, its pool branch)
+#                                                                           -> blocks.json
 #   blocks1    the same at batch 1 (where batch-1 time goes)                -> blocks1.json
 #   first      benchmarks/first_forward.py: a fresh process to FusedGoogLeNet's first forward's
 #              result (cold: ATen's computations while the workers compile) and to its tuned

@@ -86,6 +86,8 @@ IMPL_ORDER = [
     "launch1_ext",
     "launch1_triton",
     "launch1_tma",
+    "launch1_reduce",
+    "launch1_pool",
 ]
 IMPL_LABELS = {
     "torchvision": "torchvision (BN, cat)",
@@ -98,6 +100,8 @@ IMPL_LABELS = {
     "launch1_triton": "launch-1 triton",
     "hopper_tma2": "hopper_tma2 (TMA launch 2)",
     "launch1_tma": "launch-1 hopper (TMA)",
+    "launch1_reduce": "launch-1 triton, 1x1s alone",
+    "launch1_pool": "launch-1 triton, pool branch alone",
 }
 
 
@@ -727,7 +731,14 @@ def blocks_short(rows):
     r0 = rows[0]
     roof = any(r.get("roofline_fraction") is not None for r in rows)
     title = f"µs per block, {r0['device']} {r0['dtype']} batch {r0['batch']}" + (" (% of roofline)" if roof else "")
-    short = {"torchvision": "tv", "launch1_ext": "L1 ext", "launch1_triton": "L1 triton", "launch1_tma": "L1 tma"}
+    short = {
+        "torchvision": "tv",
+        "launch1_ext": "L1 ext",
+        "launch1_triton": "L1 triton",
+        "launch1_tma": "L1 tma",
+        "launch1_reduce": "L1 1x1s",
+        "launch1_pool": "L1 pool",
+    }
     return title + "\n" + _table(["block", *(short.get(i, i) for i in impls), "L1 ext/tri"], table)
 
 

@@ -173,13 +173,25 @@ def test_benchmarks_and_report_run(bench_jsons):
 
 def test_triton_cases_run_under_the_interpreter(tmp_path):
     """The Triton block and Triton launch-1 paths (the only GPU-kernel calls the benchmarks
-    make themselves), on the smallest quick block; on CPU this needs the interpreter."""
+    make themselves: launch 1 whole and each of its roles alone), on the smallest quick block; on
+    CPU this needs the interpreter.  Each launch 1 wrote its slices right."""
     pytest.importorskip("triton")
+    from inception_fast.testing import TOLERANCE
+
     data, tail = _run_bench(
-        "bench_blocks.py", tmp_path / "triton.json", "-k", "inception3a and triton", triton_interpret=True
+        "bench_blocks.py",
+        tmp_path / "triton.json",
+        "-k",
+        "inception3a and (triton or launch1_reduce or launch1_pool)",
+        triton_interpret=True,
     )
-    impls = {r["impl"] for r in _check_rows(data, "block")}
-    assert impls == {"triton", "launch1_triton"}, tail
+    rows = {r["impl"]: r for r in _check_rows(data, "block")}
+    assert set(rows) == {"triton", "launch1_triton", "launch1_reduce", "launch1_pool"}, tail
+    for impl in ("launch1_triton", "launch1_reduce", "launch1_pool"):
+        assert rows[impl]["rel_error_vs_torch_backend"] < TOLERANCE["fp32"], rows[impl]
+    # Each role's work is its share of the whole launch's.
+    whole, roles = rows["launch1_triton"], (rows["launch1_reduce"], rows["launch1_pool"])
+    assert sum(r["flops"] for r in roles) == whole["flops"] and all(0 < r["bytes"] < whole["bytes"] for r in roles)
 
 
 def test_cpu_peers_run_where_installed(tmp_path):

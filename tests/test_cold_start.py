@@ -165,10 +165,11 @@ def test_autotuned_launch_compiles_its_configs_before_the_first_benchmark(monkey
         triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32}),
     ]
-    # Launch 2 also has a split-K config, which its prune keeps for this small problem.
-    split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
+    # Launch 2 gets the same tiles split two ways, and one unsplit config, which its prune drops
+    # for this small problem (split-K configs only).
+    splits = [triton.Config({**c.kwargs, "SPLIT_K": 2}) for c in configs]
     tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=_common.autotune_bench)
-    tuned_2 = branch_convs.make_tuned_kernel(configs + [split], do_bench=_common.autotune_bench)
+    tuned_2 = branch_convs.make_tuned_kernel(splits + configs[:1], do_bench=_common.autotune_bench)
     monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
     monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
     compiled = []
@@ -189,7 +190,7 @@ def test_autotuned_launch_compiles_its_configs_before_the_first_benchmark(monkey
     assert ref_out.std() > 0.1, "reference output is near zero: the comparison could not fail"
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
     check_close(out, ref_out, TOLERANCE["fp32"], "out")
-    assert len(benchmarked) == 5 and set(timed_for) == {(2.0, 7.0)}
+    assert len(benchmarked) == 4 and set(timed_for) == {(2.0, 7.0)}
     main = threading.current_thread().name
     for kernel, tuned, before in (
         (reduce_pool._reduce_pool_kernel, tuned_1, 0),
@@ -197,13 +198,13 @@ def test_autotuned_launch_compiles_its_configs_before_the_first_benchmark(monkey
     ):
         mine = [c for c in compiled if c[0] is kernel]
         # Each pruned config once, with the launcher's constexprs (the launch's specialization).
-        wanted = [c.all_kwargs() for c in tuned.configs]
+        wanted = [c.all_kwargs() for c in tuned.configs if c.kwargs.get("SPLIT_K", 2) > 1]
         got = [{k: c[3][k] for k in wanted[0]} for c in mine]
         assert sorted(map(str, got)) == sorted(map(str, wanted)) and all("DOT_PRECISION" in c[3] for c in mine)
         assert all(c[1] == before and c[2] != main for c in mine)
     # The same shape again: the memo launches the chosen configs; nothing compiles or benchmarks.
     tb.block_forward(**make_block(ODD, k5=3, n=1, h=3, w=4, seed=6))
-    assert len(compiled) == 5 and len(benchmarked) == 5
+    assert len(compiled) == 4 and len(benchmarked) == 4
     assert getattr(_common._PENDING, "launch", None) is None
 
 
@@ -217,12 +218,13 @@ def test_blocks_alike_share_binaries(tmp_path):
     )
     found = json.loads((tmp_path / "c.json").read_text())
     assert "| launch1 | 9 |" in run.stdout
-    # Up to SMALL_PROBLEM_PIXELS (batch 1) the autotuners also try their small-problem configs.
+    # Up to SMALL_PROBLEM_PIXELS (batch 1) the autotuners try their small-problem configs alone.
+    n_split = sum(c.kwargs.get("SPLIT_K", 1) > 1 for c in branch_convs.CONFIGS)
     n_configs = {
-        ("1", "launch1"): len(reduce_pool.CONFIGS),
+        ("1", "launch1"): len(reduce_pool.SMALL_PROBLEM_CONFIGS),
         ("256", "launch1"): len(reduce_pool.CONFIGS) - len(reduce_pool.SMALL_PROBLEM_CONFIGS),
-        ("1", "launch2"): len(branch_convs.CONFIGS),
-        ("256", "launch2"): sum(c.kwargs.get("SPLIT_K", 1) == 1 for c in branch_convs.CONFIGS),
+        ("1", "launch2"): n_split,
+        ("256", "launch2"): len(branch_convs.CONFIGS) - n_split,
     }
     for batch in ("1", "256"):
         rows = {r["kernel"]: r for r in found["batches"][batch]["rows"]}

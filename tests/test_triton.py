@@ -88,7 +88,8 @@ def test_small_tiles_fp32(k5, pool_rows):
 @interpreter_only
 def test_autotuned_launch_path(monkeypatch, poisoned):
     """The GPU's launch path (triton.autotune, grid from the config) run by the interpreter, with a
-    stand-in do_bench; tuned configs are reused per shape key and every config gets benchmarked."""
+    stand-in do_bench; tuned configs are reused per shape key and every config the prunes keep gets
+    benchmarked."""
     import triton
 
     fake_do_bench, benchmarked = counting_do_bench()
@@ -97,20 +98,21 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 32}),
     ]
     tuned_1 = reduce_pool.make_tuned_kernel(configs, do_bench=fake_do_bench)
-    # Launch 2 also gets a split-K config, for which block_forward has launch 1 zero the counters.
-    split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
-    tuned_2 = branch_convs.make_tuned_kernel(configs + [split], do_bench=fake_do_bench)
+    # Launch 2 gets the same tiles split two ways (block_forward has launch 1 zero their counters)
+    # and one unsplit config, which its prune drops for this small problem.
+    splits = [triton.Config({**c.kwargs, "SPLIT_K": 2}) for c in configs]
+    tuned_2 = branch_convs.make_tuned_kernel(splits + configs[:1], do_bench=fake_do_bench)
     monkeypatch.setattr(reduce_pool, "_tuned_kernel", tuned_1)
     monkeypatch.setattr(branch_convs, "_tuned_kernel", tuned_2)
     logged = len(_common.tuning_log())
     check_block(make_block(ODD, k5=5, n=2, h=4, w=5, seed=1), TOLERANCE["fp32"], "autotuned")
-    assert len(benchmarked) == 5 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     # Each kernel's choice and its per-config times are on record (benchmarks report them).
     log = _common.tuning_log()[logged:]
     assert [e["kernel"] for e in log] == ["_reduce_pool_kernel", "_branch_convs_kernel"]
-    for entry, tuned in zip(log, (tuned_1, tuned_2)):
+    for entry, tuned, kept in zip(log, (tuned_1, tuned_2), (tuned_1.configs, tuned_2.configs[:2])):
         assert entry["chosen"] == _common.config_name(tuned.best_config) and entry["shape"]["M"] == 2 * 4 * 5
-        assert set(entry["us"]) == {_common.config_name(c) for c in tuned.configs} and entry["chosen"] in entry["us"]
+        assert set(entry["us"]) == {_common.config_name(c) for c in kept} and entry["chosen"] in entry["us"]
     # The same shape again: the kernels start straight with the configs the autotuner chose,
     # without going through it (no new benchmark, no new cache entry).
     block = make_block(ODD, k5=5, n=2, h=4, w=5, seed=2)
@@ -121,9 +123,9 @@ def test_autotuned_launch_path(monkeypatch, poisoned):
         [tuned_2.best_config],
     ]
     assert len(_common.tuning_log()) == logged + 2
-    assert len(benchmarked) == 5 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
+    assert len(benchmarked) == 4 and len(tuned_1.cache) == 1 and len(tuned_2.cache) == 1
     check_block(make_block(ODD, k5=3, n=1, h=3, w=5, seed=3), TOLERANCE["fp32"], "autotuned, new shape")
-    assert len(benchmarked) == 10 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
+    assert len(benchmarked) == 8 and len(tuned_1.cache) == 2 and len(tuned_2.cache) == 2
 
 
 @interpreter_only
@@ -164,21 +166,24 @@ def test_split_k_fp32(split, k5):
 
 
 def test_small_problem_configs_only_for_small_problems():
-    """The autotuners' prunes keep launch 2's split-K configs and launch 1's batch-1 configs up to
-    SMALL_PROBLEM_PIXELS pixels only (never leaving none), and a launch 2 that cannot split asks
-    for no counters."""
+    """The autotuners' prunes give launch 2's split-K configs and launch 1's batch-1 configs the
+    problems of up to SMALL_PROBLEM_PIXELS pixels and the other configs the larger ones, each
+    alone (never leaving none), and a launch 2 that cannot split asks for no counters."""
     import triton
 
     configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": s}) for s in (1, 4)]
     limit = _common.SMALL_PROBLEM_PIXELS
-    assert branch_convs._prune_split_k(configs, {"M": limit}) == configs
+    assert branch_convs._prune_split_k(configs, {"M": limit}) == configs[1:]
     assert branch_convs._prune_split_k(configs, {"M": limit + 1}) == configs[:1]
     assert branch_convs._prune_split_k(configs[1:], {"M": limit + 1}) == configs[1:]
+    assert branch_convs._prune_split_k(configs[:1], {"M": limit}) == configs[:1]
     launch1 = [reduce_pool._complete_config(c) for c in reduce_pool.CONFIGS]
     small = [reduce_pool._complete_config(c) for c in reduce_pool.SMALL_PROBLEM_CONFIGS]
-    assert small and reduce_pool._prune_small_only(launch1, {"M": limit}) == launch1
+    assert small and reduce_pool._prune_small_only(launch1, {"M": limit}) == small
     kept = reduce_pool._prune_small_only(launch1, {"M": limit + 1})
     assert len(kept) == len(launch1) - len(small) and not any(c in kept for c in small)
+    large = [c for c in launch1 if c not in small]
+    assert reduce_pool._prune_small_only(large, {"M": limit}) == large
     scratch = torch.empty(1, 112, 28, 28, device="meta")
     w3, w5 = torch.empty(128, 96, 3, 3, device="meta"), torch.empty(32, 16, 3, 3, device="meta")
     assert branch_convs.split_k_counters(scratch, w3, w5, configs[0]) is None

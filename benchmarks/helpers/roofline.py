@@ -30,7 +30,6 @@ from typing import Optional
 import torch
 
 from benchmarks.helpers.shapes import BlockShape
-from inception_fast.geometry import block_channels
 
 ENV_CEILINGS = "INCEPTION_FAST_BENCH_CEILINGS"  # path of the JSON the ceilings step wrote
 
@@ -164,17 +163,20 @@ def ceilings(device: torch.device) -> Optional[dict]:
     return _ceilings_cached(torch.cuda.get_device_name(device), os.environ.get(ENV_CEILINGS, ""), str(device))
 
 
-def launch1_work(shape: BlockShape, packed, batch: int, elem_size: int) -> tuple:
-    """(flops, bytes) of launch 1 alone: the packed 1x1 GEMM and the pool branch's 1x1.
-    Bytes: input once, branch-1 and pool slices plus the reduction scratch written once,
-    packed weights once."""
+def launch1_work(shape: BlockShape, packed, batch: int, elem_size: int, roles=("reduce", "pool")) -> tuple:
+    """(flops, bytes) of launch 1 alone: the packed 1x1 GEMM ("reduce") and the pool branch's 1x1
+    ("pool"), or the ``roles`` named.  Bytes: input once, what the roles write (branch-1 slice and
+    the reduction scratch; the pool slice) once, their packed weights once."""
     cin, h, w = shape.input_chw
     n_red, n_pool = packed.w_red.shape[0], packed.w_pool.shape[0]
-    ch1, ch3red, ch5red = block_channels(packed.w_red, packed.w_pool, packed.w3, packed.w5)[:3]
     pix = batch * h * w
-    macs = pix * cin * (n_red + n_pool)
-    elems = pix * cin + pix * (ch1 + n_pool) + pix * (ch3red + ch5red)
-    elems += packed.w_red.numel() + packed.b_red.numel() + packed.w_pool.numel() + packed.b_pool.numel()
+    macs, elems = 0, pix * cin
+    if "reduce" in roles:  # branch 1 and the two reductions: n_red output columns
+        macs += pix * cin * n_red
+        elems += pix * n_red + packed.w_red.numel() + packed.b_red.numel()
+    if "pool" in roles:
+        macs += pix * cin * n_pool
+        elems += pix * n_pool + packed.w_pool.numel() + packed.b_pool.numel()
     return 2 * macs, elem_size * elems
 
 

@@ -67,6 +67,9 @@ BLOCK_BACKENDS = (*BACKENDS, "hopper", "hopper_tma2")
 # freezing ("tv_compile") is a peer in fp32 too.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
 BLOCKS = tuple(BLOCK_CONFIGS)  # inception3a ... inception5b, in network order
+# Triton's launch 1 with one role alone (bench_blocks.py), on a block at each image size.
+LAUNCH1_ROLES = ("launch1_reduce", "launch1_pool")
+ROLE_BLOCKS = ("inception3a", "inception4a", "inception5b")
 STEM_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")
 # The stages FusedGoogLeNet runs outside the blocks, each timed alone by bench_blocks.py, and the
 # torchvision layers each covers (the head: avgpool, flatten, dropout, fc).
@@ -218,7 +221,7 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
 class BlockCase:
     block: str  # "stem", an Inception block name, or a stage outside the blocks (STAGES)
     # torchvision | torch | triton | cuda | cpp | onednn | hopper | hopper_tma2 | launch1_ext | launch1_triton
-    # | launch1_tma | fused (stages)
+    # | launch1_tma | launch1_reduce | launch1_pool | fused (stages)
     impl: str
 
     @property
@@ -239,4 +242,7 @@ def block_cases(s: Optional[Settings] = None) -> list:
         cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
     for name in BLOCKS:
         cases += [BlockCase(name, impl) for impl in ("launch1_ext", "launch1_triton", "launch1_tma")]
+    # Where Triton's launch 1 spends its time: each role alone (a block at each image size).
+    for name in ROLE_BLOCKS:
+        cases += [BlockCase(name, impl) for impl in LAUNCH1_ROLES]
     return cases

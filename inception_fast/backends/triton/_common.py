@@ -223,11 +223,13 @@ def autotune_bench(kernel_call, quantiles=None):
     return do_bench(kernel_call, warmup=warmup, rep=rep, quantiles=quantiles)
 
 
-def small_only_prune(small_configs, fill: Callable[[dict], dict] = dict) -> Callable:
+def small_only_prune(small_configs, fill: Callable[[dict], dict] = dict, exclusive: bool = False) -> Callable:
     """An early prune for triton.autotune (``prune_configs_by``) that drops ``small_configs`` from
     launches of more than SMALL_PROBLEM_PIXELS pixels (the kernel argument ``M``), unless nothing
-    else is left.  A config is one of them when its kwargs (completed by ``fill``, the defaults
-    the kernel's configs get), warps and stages are those of one of ``small_configs``."""
+    else is left.  With ``exclusive`` it also keeps launches of at most SMALL_PROBLEM_PIXELS to
+    ``small_configs`` (where the others are known to lose), unless none of them is left.  A config
+    is one of them when its kwargs (completed by ``fill``, the defaults the kernel's configs get),
+    warps and stages are those of one of ``small_configs``."""
 
     def signature(config) -> tuple:
         return tuple(sorted(fill(config.kwargs).items())), config.num_warps, config.num_stages
@@ -235,9 +237,10 @@ def small_only_prune(small_configs, fill: Callable[[dict], dict] = dict) -> Call
     small = {signature(c) for c in small_configs}
 
     def prune(configs, named_args, **_kwargs):
-        if named_args["M"] <= SMALL_PROBLEM_PIXELS:
+        is_small = named_args["M"] <= SMALL_PROBLEM_PIXELS
+        if is_small and not exclusive:
             return configs
-        return [c for c in configs if signature(c) not in small] or configs
+        return [c for c in configs if (signature(c) in small) == is_small] or configs
 
     return prune
 

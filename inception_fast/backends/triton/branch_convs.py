@@ -12,7 +12,7 @@ slice of the block output: [ch1, ch1+ch3) for branch 2, [ch1+ch3, ch1+ch3+ch5) f
   (BLOCK_N wide), then branch 3's (sized to ch5 by the launcher since ch5 is 32..128, but never
   wider than BLOCK_N, which bounds the accumulator's registers on the narrower configs).
   The (kh, kw, cin-block) loop is one flat loop so the software pipeline sees all of K.
-* Split-K (configs with SPLIT_K > 1, offered only for small problems: batch 1 has 49 to 784
+* Split-K (configs with SPLIT_K > 1, the only ones offered for small problems: batch 1 has 49 to 784
   pixels, i.e. 28 to 125 programs of 32x32 for 132 SMs, each running 27 to 54 K steps in series):
   SPLIT_K programs share each output tile, each running an even share of the K steps.  Each
   stores its fp32 partial tile into a workspace slot and bumps the tile's counter (acq_rel
@@ -378,7 +378,8 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=2, num_stages=3),
 ]
 # Split-K configs are tried only up to this many pixels (N*H*W; past it their workspace also
-# grows with M for nothing).
+# grows with M for nothing), and there alone: on the H200 (bf16, 2026-12-04, batch 1) every
+# unsplit config was 1.4-2.5x slower than the best split one on all nine blocks.
 SPLIT_K_MAX_PIXELS = _common.SMALL_PROBLEM_PIXELS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
@@ -411,11 +412,10 @@ def _with_split_k(kwargs: dict) -> dict:
 
 
 def _prune_split_k(configs, named_args, **_kwargs):
-    """The autotuner's early prune: no split-K configs past SPLIT_K_MAX_PIXELS (unless nothing
-    else is left).  Triton calls it only when there are several configs."""
-    if named_args["M"] <= SPLIT_K_MAX_PIXELS:
-        return configs
-    return [c for c in configs if _split_k(c.kwargs) == 1] or configs
+    """The autotuner's early prune: the split-K configs up to SPLIT_K_MAX_PIXELS, the others past
+    it (each unless nothing else is left).  Triton calls it only when there are several configs."""
+    split = named_args["M"] <= SPLIT_K_MAX_PIXELS
+    return [c for c in configs if (_split_k(c.kwargs) > 1) == split] or configs
 
 
 def _complete_config(config: triton.Config) -> triton.Config:
