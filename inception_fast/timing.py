@@ -67,15 +67,31 @@ def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     current = torch.cuda.current_stream()
+    pool = torch.cuda.graph_pool_handle()  # the graph's private memory pool, named so it can be ended
     try:
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=pool):
             output = fn()
+    except BaseException:
+        _end_failed_capture_pool(current.device, pool)
+        raise
     finally:
         # A capture that fails (fn synchronized, or launched off the capturing stream) raises from
         # torch.cuda.graph's exit before it switches back from its side stream: switch back here,
         # so that the caller's later work does not run on that stream.
         torch.cuda.set_stream(current)
     return graph, output
+
+
+def _end_failed_capture_pool(device: torch.device, pool) -> None:
+    """Stops the caching allocator serving a failed capture's allocations from its pool.  Up to
+    torch 2.11 a capture whose end fails raises before it does so itself (fixed in 2.12, pytorch
+    #180395), which leaves the allocator believing a capture is still underway for the rest of the
+    process: it frees nothing more, and a later torch.cuda.empty_cache() fails an internal assert.
+    Where torch has ended the pool already, ending it again raises, which is ignored."""
+    try:
+        torch._C._cuda_endAllocateToPool(device.index, pool)
+    except Exception:  # noqa: BLE001 - already ended (torch >= 2.12), or nothing to end
+        pass
 
 
 def time_fn(

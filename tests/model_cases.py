@@ -3,6 +3,7 @@ tolerance, and a dispatch recorder that shows whether the fused block op ran."""
 
 import copy
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -11,6 +12,24 @@ from inception_fast.testing import TOLERANCE, calibrate, reduced_precision_bound
 
 CL = torch.channels_last
 FP32 = TOLERANCE["fp32"]
+
+
+def _whole_network(group: str):
+    """Marks for a GPU test of the whole network that compiles and measures all of its Triton
+    kernels: under the GPU suite's pytest-xdist (--dist loadgroup) the tests of ``group`` run one
+    after another on one worker, not side by side, each compiling on every core, and each gets 300 s
+    under pytest-timeout instead of the suite's 120 s (both marks do nothing without the plugins)."""
+
+    def mark(test):
+        return pytest.mark.timeout(300)(pytest.mark.xdist_group(group)(test))
+
+    return mark
+
+
+# An empty Triton cache of its own: everything compiles.
+COLD_NETWORK = _whole_network("cold_network")
+# The process's Triton cache: whatever the tests before left in it.
+NETWORK = _whole_network("network")
 
 
 def calibrated_block(cfg, x, batch_norm=True, k=3):

@@ -8,7 +8,16 @@ import pytest
 import torch
 import torchvision
 from block_cases import ODD
-from model_cases import CL, FP32, FUSED_BLOCK_OP, OpRecorder, calibrated_block, calibrated_net, net_tolerance
+from model_cases import (
+    CL,
+    FP32,
+    FUSED_BLOCK_OP,
+    NETWORK,
+    OpRecorder,
+    calibrated_block,
+    calibrated_net,
+    net_tolerance,
+)
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
 from inception_fast.backends import availability, resolve
@@ -518,6 +527,7 @@ def test_captured_forward_needs_a_cuda_input():
 
 
 @pytest.mark.gpu
+@NETWORK
 @pytest.mark.parametrize("backend", ["auto", "triton", "cuda"])
 def test_gpu_googlenet_captured_forward(cuda_device, backend):
     """Batch 1 is meant to run as a CUDA graph: capture, feed a new input, replay, and get the

@@ -251,8 +251,10 @@ def test_gpu_auto_runs_the_backend_it_measured_fastest(cuda_device):
 @pytest.mark.gpu
 def test_gpu_a_candidate_that_cannot_be_captured_is_timed_eagerly(cuda_device):
     """Measured choices time CUDA-graph replays; a candidate that synchronizes (cannot be captured)
-    is timed eagerly instead, and the failed capture leaves the caller on its own stream."""
+    is timed eagerly instead, and the failed capture leaves the caller on its own stream and the
+    caching allocator out of capture mode (it can free its cache, and later captures work)."""
     from inception_fast import choices
+    from inception_fast.timing import capture
 
     x = torch.randn(256, 256, device=cuda_device)
     stream = torch.cuda.current_stream()
@@ -262,3 +264,9 @@ def test_gpu_a_candidate_that_cannot_be_captured_is_timed_eagerly(cuda_device):
     (choice,) = chooser.choices().values()
     assert set(choice.seconds) == {"capturable", "syncs"} and not choice.errors
     assert torch.cuda.current_stream() == stream
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()  # an allocator left capturing fails an internal assert here
+    graph, y = capture(lambda: x + 1)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, x + 1)

@@ -28,7 +28,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402
 from launch_observer import forcing_chooser, observe_launches  # noqa: E402
-from model_cases import net_tolerance  # noqa: E402
+from model_cases import NETWORK, net_tolerance  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
@@ -325,6 +325,7 @@ def test_gpu_folded_bf16_every_config(i, gpu):
 
 
 @pytest.mark.gpu
+@NETWORK
 def test_gpu_fold_choice_checks_the_folded_form(gpu, monkeypatch):
     """FusedGoogLeNet in bf16 at 224x224 on the GPU: FOLD_CHOICE measures maxpool2/3/4 with
     3a/4a/5a, the folded form passes its parity check against fp64 ATen on each (whichever is
