@@ -588,8 +588,9 @@ def main(argv=None) -> int:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
                 f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""
             )
-            if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, and its K split
+            if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, its K split, "sync": loads through L1
                 cfg += f" p{c['BLOCK_K_POOL']}" + (f"/{c['POOL_SPLIT_K']}" if c["POOL_SPLIT_K"] > 1 else "")
+                cfg += " sync" if c["POOL_STAGES"] == 1 else ""
         print(
             f"{r['block']:<14} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
             f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "

@@ -322,8 +322,9 @@ def _pool_tile(
             b_ptrs += BLOCK_K * stride_w_k
     else:
         # STAGES >= 2 software-pipelines the nine shifted loads as cp.async into shared memory (which
-        # needs them zero-filled, so padding becomes -inf after the load); 1 keeps them synchronous
-        # in registers.
+        # needs them zero-filled, so padding becomes -inf after the load; 16-byte copies bypass
+        # L1, so every tap reads L2); 1 keeps them synchronous, in registers, through L1 (where
+        # the taps that neighbouring pixels share hit).
         for k0 in tl.range(k_lo, k_hi, BLOCK_K, num_stages=STAGES):
             kk = k0 + offs_k
             k_ok = kk < cin
@@ -607,7 +608,8 @@ def _reduce_pool_kernel(
 # SMs.  The pool role's column tile is the whole pool width (up to 128; a narrower tile would redo
 # the max pool per tile) and it holds nine shifted [BLOCK_M_POOL, BLOCK_K_POOL] loads at once, so
 # the 4-warp 128-row configs split its rows over two programs of 64 (fewer registers, and the long
-# pool programs even out over the grid).  POOL_STAGES 2 pipelines those loads with cp.async.
+# pool programs even out over the grid).  POOL_STAGES 2 pipelines those loads with cp.async, 1
+# loads them through L1.
 # `python -m benchmarks.kernel_stats` prints registers, spills and shared memory per config;
 # benchmarks/results/triton_tuning_notes.md records how these were chosen.
 CONFIGS = [
@@ -636,22 +638,24 @@ CONFIGS = [
         num_warps=2,
         num_stages=3,
     ),
-    # The pool role in wider channel steps (32 or 64 channels: 64- or 128-byte rows per tap load,
-    # a half or a quarter of the K steps) beside the 64x64 reduce tile.
+    # The pool role's nine shifted loads through L1 (POOL_STAGES 1: plain vector loads, which L1
+    # caches, where cp.async's 16-byte copies bypass it): neighbouring pixels share their taps, so
+    # most of them then hit L1 instead of each reading L2 (at 3a, 9 x 77 MB of L2 traffic per
+    # launch with cp.async), beside the 64x64 reduce tile, in steps of 16 or 32 channels.
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 2},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 1},
         num_warps=4,
         num_stages=3,
     ),
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 32, "BLOCK_K_POOL": 64, "POOL_STAGES": 2},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 1},
         num_warps=4,
         num_stages=3,
     ),
     # A 256-wide reduce tile: 3a's three 1x1s in one column tile (3b-5b in two or three), so each
-    # row tile of x is read by fewer programs.
+    # row tile of x is read by fewer programs; its pool role's taps through L1 as above.
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 2},
+        {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 1},
         num_warps=8,
         num_stages=3,
     ),

@@ -328,23 +328,27 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
 # Reduce tiles of 128 or 64 rows by 64 or 128 columns, 64 channels a K step (128 bytes of a bf16
 # row: one swizzled TMA box row), 3 or 4 stages (32 KB of shared memory per stage at 128x128x64
 # bf16).  The pool role's tile is reduce_pool.py's: 64 rows by the whole pool width with 16
-# channels a step pipelined by cp.async, or (the first config) 128 rows with synchronous loads.
+# channels a step pipelined by cp.async, or with synchronous loads through L1 (POOL_STAGES 1: the
+# first config's 128 rows, and a two-per-SM 64-row one; cp.async's 16-byte copies bypass L1, so
+# with them every one of the nine taps reads L2).
 # NR is 176 (3a) to 384 (5b): 64-column tiles waste less of the last column tile, 128-column ones
 # read each A box fewer times.  One program per SM leaves 4 or 8 warps to hide the pool role's
 # gather latency; the PROGRAMS_PER_SM 2 configs (4 warps, <= 72 KB of shared memory and <= 255
-# registers a thread: two fit an SM) run two.  Each of them repeats a PROGRAMS_PER_SM 1 config's
-# tile, warps and stages: PROGRAMS_PER_SM is a kernel parameter only because a config kwarg must
-# be one (the kernel never reads it), so each such pair compiles to identical code (two binaries
-# of the same code) and differs only in the launcher's grid.
+# registers a thread: two fit an SM) run two.  PROGRAMS_PER_SM is a kernel parameter only because
+# a config kwarg must be one (the kernel never reads it): a config that repeats another's tile,
+# warps and stages with only PROGRAMS_PER_SM changed compiles to identical code (two binaries of
+# the same code) and differs only in the launcher's grid.
 CONFIGS = [
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 128, "POOL_STAGES": 1}, 8, 3),
     _config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 8, 4),
     _config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 4),
     _config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 3),
     _config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 4),
-    _config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2}, 4, 3),
     _config(
         {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2, "PROGRAMS_PER_SM": 2}, 4, 3
+    ),
+    _config(
+        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 1, "PROGRAMS_PER_SM": 2}, 4, 3
     ),
     _config(
         {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "POOL_STAGES": 2, "PROGRAMS_PER_SM": 2}, 4, 3
