@@ -585,8 +585,11 @@ def test_sm90_compile_stats_of_every_config():
             continue
         # The stem kernel's gathered 3-channel loads cannot use cp.async; conv_rows.py's aligned
         # rows do, and its bias is its one other load (its pooled form's too, besides the pool's
-        # nine taps read back from the program's scratch slot).
-        assert r["cp_async"] == (r["block"] != "stem" or r["launch"] in ("rows", "rows_pool")), what
+        # nine taps read back from the program's scratch slot).  A config that is not pipelined
+        # (num_stages 1: launch 2's and conv_relu's loads through L1) loads every operand itself.
+        unpipelined = r["config"]["num_stages"] == 1
+        streamed = r["block"] != "stem" or r["launch"] in ("rows", "rows_pool")
+        assert r["cp_async"] == (streamed and not unpipelined), what
         if r["launch"] == "rows":
             assert r["sync_loads"] == 1, what
         if r["launch"] == "rows_pool":
@@ -601,12 +604,13 @@ def test_sm90_compile_stats_of_every_config():
             assert r["sync_loads"] == 1, what
         if r["launch"] == "conv_relu":  # the stem's conv2/conv3: the bias is the one load not through cp.async
             # (_common.weight_strides: a 1x1 weight's kh/kw strides of 1 would make its loads synchronous)
-            assert r["sync_loads"] == 1, what
+            assert r["sync_loads"] == 1 + (2 if unpipelined else 0), what
         if r["launch"] == "launch2":
             # The two biases, and with split-K each branch's partial tiles summed by the last
-            # program of a tile; every operand tile is cp.async.
+            # program of a tile; every operand tile is cp.async (unpipelined: the two branches'
+            # two operands load synchronously).
             split = r["config"].get("SPLIT_K", 1)
-            assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0), what
+            assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0) + (4 if unpipelined else 0), what
 
 
 def check_joined_stats(r: dict, max_shared: int) -> None:

@@ -139,6 +139,10 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=2, num_stages=3),
+    # Not pipelined: plain vector loads, which L1 caches (the pipelined configs' 16-byte cp.async
+    # copies bypass it, so each of a pixel's nine taps reads L2 once per column tile), all of
+    # conv3's 192 channels in one column tile, and two programs an SM to hide the latency.
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32}, num_warps=8, num_stages=1),
 ]
 # The interpreter runs programs one by one in numpy: no tuning, one fixed tile.
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
