@@ -296,11 +296,16 @@ def _conv_rows_pool_kernel(
 
 # conv1 has COUT = 64: one column tile.  128- and 256-row tiles for large batches, 64 rows so that
 # batch 1 (112x112 = 12544 pixels) still covers the SMs; stages 3-4 pipeline the 7 kernel rows.
+# Pipelined, the rows load as 16-byte cp.async copies, which bypass L1: each input element is read
+# from L2 by every output pixel whose window covers it (about 13 times over at stride 2).  The
+# last config is not pipelined: its plain vector loads go through L1, where neighbouring pixels'
+# overlapping rows hit, and four programs an SM hide the latency.
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
     triton.Config({"BLOCK_M": 256, "BLOCK_N": 64}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=1),
 ]
 INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32}
 # The padded copy: one row chunk of 1024 elements a program (an xp row of conv1 is 920), no loop.
@@ -322,7 +327,8 @@ _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=T
 # neighbouring tiles), 5x5 from 11x11 (121 of 128), and 3x3 from 7x7 (49 of 64) so that batch 1
 # (56x56 pooled) still has a few hundred tiles.  PROGRAMS_PER_SM: as many as fit an SM's 64K
 # registers (sm_90, bf16: 190, 184-192 and 122-124 registers a thread; where fewer fit, as in
-# fp32, the programs past them wait for a free SM: none depends on another).
+# fp32, the programs past them wait for a free SM: none depends on another).  The last config is
+# the 5x5 tile not pipelined, its rows through L1 as for CONFIGS' last (156 registers: three an SM).
 POOL_CONFIGS = [
     triton.Config(
         {"TILE_P": 7, "TILE_Q": 8, "BLOCK_M": 256, "BLOCK_P": 64, "BLOCK_N": 64, "PROGRAMS_PER_SM": 1},
@@ -338,6 +344,11 @@ POOL_CONFIGS = [
         {"TILE_P": 3, "TILE_Q": 3, "BLOCK_M": 64, "BLOCK_P": 16, "BLOCK_N": 64, "PROGRAMS_PER_SM": 4},
         num_warps=4,
         num_stages=3,
+    ),
+    triton.Config(
+        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 3},
+        num_warps=4,
+        num_stages=1,
     ),
 ]
 # Under the interpreter: one small tile, three programs (so each strides over several tiles and
