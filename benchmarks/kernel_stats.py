@@ -356,7 +356,7 @@ def conv_relu_stats(batch: int = 256, dtype: str = "bf16", arch: int = 90) -> li
         x = torch.empty(batch, cin, 56, 56, dtype=dt).contiguous(memory_format=torch.channels_last)
         w = torch.empty(cout, cin, k, k, dtype=dt).contiguous(memory_format=torch.channels_last)
         args, meta, _grid, _out = conv_relu._arguments(x, w, torch.empty(cout, dtype=dt), k // 2)
-        for config in conv_relu.CONFIGS:
+        for config in map(conv_relu.complete_config, conv_relu.CONFIGS):
             row = {"block": name, "batch": batch, "dtype": dtype, "arch": f"sm_{arch}", "launch": "conv_relu"}
             row.update(_compile(conv_relu._conv_relu_kernel, args, meta, config, arch))
             rows.append(row)
@@ -588,9 +588,10 @@ def main(argv=None) -> int:
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}" + (
                 f" split{c['SPLIT_K']}" if c.get("SPLIT_K", 1) > 1 else ""
             )
-            if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, its K split, "sync": loads through L1
+            cfg += " l1" if c.get("A_L1") else ""  # A's copies 8 bytes wide, through L1
+            if "BLOCK_K_POOL" in c:  # launch 1's pool role: its K step, its K split; its taps through L1
                 cfg += f" p{c['BLOCK_K_POOL']}" + (f"/{c['POOL_SPLIT_K']}" if c["POOL_SPLIT_K"] > 1 else "")
-                cfg += " sync" if c["POOL_STAGES"] == 1 else ""
+                cfg += " sync" if c["POOL_STAGES"] == 1 else (" l1" if c.get("POOL_L1") else "")
         print(
             f"{r['block']:<14} {r['launch']:<9} {cfg:<28} {r['registers']:>4} {r['spill_bytes']:>6} "
             f"{r['shared_bytes'] / 1024:>8.1f} {str(r['wgmma']):<5} {str(r['cp_async']):<8} {r['scalar_stores']:>9} "

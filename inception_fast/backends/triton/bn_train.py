@@ -236,7 +236,7 @@ def _conv_stats_kernel(
     acc = _conv_acc(
         src_ptr, w_ptr, src_row, m_ok, hh, ww, offs_n, n_ok, H, W, cin, 0, 0, KS * KS * tl.cdiv(cin, BLOCK_K),
         stride_sh, stride_sw, stride_sc, stride_wo, stride_wh, stride_ww, stride_wc,
-        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 0,
     )  # fmt: skip
     rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     _store_with_stats(

@@ -71,11 +71,17 @@ def _conv_acc(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """The fp32 BLOCK_M x BLOCK_N sums of a KSxKS conv (zero padding KS // 2) over src's channels
     [cin_off, cin_off + cin), K steps [it_lo, it_hi) of the flat (kh, kw, cin-block) loop: rows
     ``s_row`` (each pixel's offset in src; hh, ww its position, row_ok whether it exists), columns
-    ``offs_n`` of the weight (Cout, KS, KS, Cin in any strides)."""
+    ``offs_n`` of the weight (Cout, KS, KS, Cin in any strides).  A_L1: the gathered A tile's
+    pipelined copies are 8 bytes wide (cp.async.ca, which L1 caches, so a tap that neighbouring
+    pixels share is read from L2 once) instead of 16 (cp.async.cg, which bypasses L1: each of a
+    pixel's taps reads L2); the weights keep 16-byte copies."""
+    # 8 bytes of A per copy: its rows are claimed aligned to 8 bytes only (they are to 16 or more).
+    A_ALIGN: tl.constexpr = 8 // (src_ptr.dtype.element_ty.primitive_bitwidth // 8)
     offs_k = tl.arange(0, BLOCK_K)
     n_cblocks = tl.cdiv(cin, BLOCK_K)
     w_cols = w_ptr + offs_n[None, :] * stride_w_o
@@ -92,6 +98,8 @@ def _conv_acc(
         k_ok = kk < cin
         tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
         tap_row = s_row + dh * stride_src_h + dw * stride_src_w
+        if A_L1:
+            tap_row = tl.multiple_of(tap_row, A_ALIGN)
         a = tl.load(
             src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
             mask=tap_ok[:, None] & k_ok[None, :],
@@ -144,10 +152,11 @@ def _conv_tile(
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     SLOT: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """One output tile of a KSxKS conv over scratch's channels [cin_off, cin_off + cin), as an implicit
     GEMM over (kh, kw, cin); with SPLIT_K > 1 this program's share of K, the last to finish adding
-    the partial tiles and running the epilogue."""
+    the partial tiles and running the epilogue; A_L1 as for _conv_acc."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < cout
     n_iters = KS * KS * tl.cdiv(cin, BLOCK_K)
@@ -159,7 +168,7 @@ def _conv_tile(
     acc = _conv_acc(
         src_ptr, w_ptr, s_row, row_ok, hh, ww, offs_n, col_ok, H, W, cin, cin_off, it_lo, it_hi,
         stride_src_h, stride_src_w, stride_src_c, stride_w_o, stride_w_h, stride_w_w, stride_w_c,
-        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, A_L1,
     )  # fmt: skip
     finish_tile(
         acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c,
@@ -245,6 +254,7 @@ def _branch_convs_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """Launch 2: branch 2's 3x3 and branch 3's K5xK5 conv over scratch, one 1-D grid for both
     (per pixel tile, branch 2's column tiles first), bias + ReLU into their slices of out;
@@ -321,6 +331,7 @@ def _branch_convs_kernel(
             BLOCK_K,
             SPLIT_K,
             SLOT,
+            A_L1,
         )
     else:
         _conv_tile(
@@ -360,6 +371,7 @@ def _branch_convs_kernel(
             BLOCK_K5,
             SPLIT_K,
             SLOT,
+            A_L1,
         )
 
 
@@ -374,11 +386,11 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=8, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=2, num_stages=3),
-    # Not pipelined (num_stages 1): the gathered taps and the weights load with plain vector loads,
-    # which L1 caches, where the pipelined configs' 16-byte cp.async copies bypass it and every tap
-    # reads L2 (9 reads of each scratch element per column tile); several programs an SM hide the
-    # latency instead.
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 1}, num_warps=4, num_stages=1),
+    # The others' 16-byte cp.async copies bypass L1, so each of a pixel's nine taps reads L2 (9 reads
+    # of each scratch element per column tile); A_L1 copies A in 8-byte pieces, which L1 caches (the
+    # taps that neighbouring pixels share then hit), on the two tiles that won most blocks on the H200.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "A_L1": 1}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "A_L1": 1}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 4}, num_warps=2, num_stages=3),
 ]
@@ -388,7 +400,7 @@ CONFIGS = [
 SPLIT_K_MAX_PIXELS = _common.SMALL_PROBLEM_PIXELS
 # The interpreter runs programs one by one in numpy, paying per program and per op rather than per
 # element: no tuning, one fixed tile, large enough to keep the test suite quick.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1}
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 1, "A_L1": 1}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
 AUTOTUNE_KEY = [
@@ -411,9 +423,9 @@ def _split_k(kwargs: dict) -> int:
     return kwargs.get("SPLIT_K", 1)
 
 
-def _with_split_k(kwargs: dict) -> dict:
-    """A config's kwargs with SPLIT_K (1 where absent: configs written before split-K)."""
-    return {**kwargs, "SPLIT_K": kwargs.get("SPLIT_K", 1)}
+def _with_defaults(kwargs: dict) -> dict:
+    """A config's kwargs with SPLIT_K and A_L1 (1 and 0 where absent: no split, 16-byte A copies)."""
+    return {"SPLIT_K": 1, "A_L1": 0, **kwargs}
 
 
 def _prune_split_k(configs, named_args, **_kwargs):
@@ -426,7 +438,7 @@ def _prune_split_k(configs, named_args, **_kwargs):
 def _complete_config(config: triton.Config) -> triton.Config:
     """A copy of ``config`` (warps, stages, hooks and all) with SPLIT_K filled in."""
     config = copy.copy(config)
-    config.kwargs = _with_split_k(config.kwargs)
+    config.kwargs = _with_defaults(config.kwargs)
     return config
 
 
@@ -575,8 +587,8 @@ def launch_branch_convs(
         return
     if config is not None:
         config = copy.copy(config)
-        config.kwargs = _with_split_k(config.kwargs)
+        config.kwargs = _with_defaults(config.kwargs)
     args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1, counters, config)
     _common.launch_configured(
-        _branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_split_k
+        _branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_defaults
     )

@@ -287,14 +287,14 @@ def _conv_role(
             scratch_ptr, w3_ptr, b3_ptr, mid_ptr, sync_ptr, sync_ptr, 0, 0, s_row, o_row, row_ok, hh, ww,
             pid_n, H, W, cin3, 0, cout3, ch1, stride_scratch_h, stride_scratch_w, stride_scratch_c,
             stride_w3_o, stride_w3_h, stride_w3_w, stride_w3_c, stride_b3, stride_mid_c,
-            3, DOT_PRECISION, BLOCK_M2, BLOCK_N2, BLOCK_K2, 1, BLOCK_M2 * BLOCK_N2,
+            3, DOT_PRECISION, BLOCK_M2, BLOCK_N2, BLOCK_K2, 1, BLOCK_M2 * BLOCK_N2, 0,
         )  # fmt: skip
     else:
         _conv_tile(
             scratch_ptr, w5_ptr, b5_ptr, mid_ptr, sync_ptr, sync_ptr, 0, 0, s_row, o_row, row_ok, hh, ww,
             pid_n - n_tiles3, H, W, cin5, cin3, cout5, ch1 + cout3, stride_scratch_h, stride_scratch_w,
             stride_scratch_c, stride_w5_o, stride_w5_h, stride_w5_w, stride_w5_c, stride_b5, stride_mid_c,
-            K5, DOT_PRECISION, BLOCK_M2, TILE_N5, BLOCK_K5, 1, BLOCK_M2 * BLOCK_N2,
+            K5, DOT_PRECISION, BLOCK_M2, TILE_N5, BLOCK_K5, 1, BLOCK_M2 * BLOCK_N2, 0,
         )  # fmt: skip
     tl.debug_barrier()  # every thread's stores come before the release
     tl.atomic_add(sync_ptr + DEP_OFFSET + u // NC2, 1, sem="release", scope="gpu")
@@ -399,7 +399,7 @@ def _reduce_pool_role(
             part % n_pool_tiles, H, W, cin, n_pool, pool_col0, stride_mid_h, stride_mid_w, stride_mid_c,
             stride_w_pool_n, stride_w_pool_k, stride_b_pool, stride_out_c,
             DOT_PRECISION, BLOCK_M_POOL, BLOCK_N_POOL, BLOCK_K_POOL, POOL_STAGES,
-            H, W, 1, 1, 0, 1, sync_ptr, sync_ptr, 0, 0, 1,
+            H, W, 1, 1, 0, 1, sync_ptr, sync_ptr, 0, 0, 1, 0,
         )  # fmt: skip
         if failed != 0:  # as above
             offs_p = (part % n_pool_tiles) * BLOCK_N_POOL + tl.arange(0, BLOCK_N_POOL)

@@ -25,6 +25,7 @@ throughout.  NaN propagates through the ReLU as in PyTorch.
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -93,10 +94,11 @@ def _conv_relu_kernel(
     ROW_UNIT: tl.constexpr,
     W_UNIT: tl.constexpr,
     C_UNIT: tl.constexpr,
-    # The tile (autotuned).
+    # The tile (autotuned), and whether its A copies go through L1 (branch_convs._conv_acc).
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """One BLOCK_M x BLOCK_N tile of relu(conv2d(x, w, b, padding=KS // 2)) per program."""
     cin = cin_div_unit * C_UNIT
@@ -123,7 +125,7 @@ def _conv_relu_kernel(
         x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, 0, x_row, o_row, row_ok, hh, ww, pid_n,
         H, W, cin, 0, cout, 0, stride_x_h, stride_x_w, stride_x_c,
         stride_w_o, stride_w_h, stride_w_w, stride_w_c, stride_b, stride_out_c,
-        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 1, BLOCK_M * BLOCK_N,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 1, BLOCK_M * BLOCK_N, A_L1,
     )  # fmt: skip
 
 
@@ -139,20 +141,35 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=2, num_stages=3),
-    # Not pipelined: plain vector loads, which L1 caches (the pipelined configs' 16-byte cp.async
-    # copies bypass it, so each of a pixel's nine taps reads L2 once per column tile), all of
-    # conv3's 192 channels in one column tile, and two programs an SM to hide the latency.
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32}, num_warps=8, num_stages=1),
+    # The pipelined configs' 16-byte cp.async copies bypass L1, so each of a pixel's nine taps
+    # reads L2 once per column tile.  A_L1 copies A in 8-byte pieces, which L1 caches (the taps
+    # that neighbouring pixels share then hit), on conv3's fastest tile on the H200 and on the
+    # one that holds all of its channels.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "A_L1": 1}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 32, "A_L1": 1}, num_warps=8, num_stages=3),
 ]
 # The interpreter runs programs one by one in numpy: no tuning, one fixed tile.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "A_L1": 1}
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
 AUTOTUNE_KEY = ["M", "H", "W", "cin_div_unit", "cout", "KS", "DOT_PRECISION", "ROW_UNIT", "W_UNIT", "C_UNIT"]
 
 
+def _with_defaults(kwargs: dict) -> dict:
+    """A config's kwargs with A_L1 (0 where absent: 16-byte A copies)."""
+    return {"A_L1": 0, **kwargs}
+
+
+def complete_config(config: triton.Config) -> triton.Config:
+    """A copy of ``config`` (warps, stages and all) with _with_defaults' kwargs."""
+    config = copy.copy(config)
+    config.kwargs = _with_defaults(config.kwargs)
+    return config
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs)."""
+    configs = [complete_config(c) for c in configs]
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_relu_kernel)
 
 
@@ -238,7 +255,9 @@ def launch_conv_relu(
     (one of CONFIGS, or any triton.Config with BLOCK_M/N/K) skips autotuning."""
     args, meta, grid, out = _arguments(x, w, b, padding)
     if out.numel() > 0 and x.shape[1] > 0:  # CUDA rejects an empty grid
-        _common.launch_configured(_conv_relu_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+        _common.launch_configured(
+            _conv_relu_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_defaults
+        )
     elif out.numel() > 0:  # no input channels: the sums are empty, the output relu(b)
         out.copy_(b.view(1, -1, 1, 1).relu().expand_as(out))
     return out

@@ -278,6 +278,7 @@ def _pool_tile(
     tile,
     split,
     SPLIT_K: tl.constexpr,
+    POOL_L1: tl.constexpr,
 ):
     """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
     @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0.  With a pre-pool (PRE_K > 1,
@@ -286,7 +287,11 @@ def _pool_tile(
     first one's offset), clipped to the windows of the pooled pixels hh-1..hh+1 that exist and to
     the input; the same for the columns.  With SPLIT_K > 1 this program (``split`` of the SPLIT_K on
     pool tile ``tile``) runs its share of the K steps, and the last to finish adds the partial tiles
-    and runs the epilogue (_common.finish_tile)."""
+    and runs the epilogue (_common.finish_tile).  POOL_L1 (with POOL_STAGES >= 2): the taps' copies
+    are 8 bytes wide (cp.async.ca, which L1 caches) instead of 16 (cp.async.cg, which bypasses it),
+    so the taps that neighbouring pixels share hit L1 instead of each reading L2."""
+    # 8 bytes per copy: the tap rows are claimed aligned to 8 bytes only (they are to 16 or more).
+    TAP_ALIGN: tl.constexpr = 8 // (x_ptr.dtype.element_ty.primitive_bitwidth // 8)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_pool
     offs_k = tl.arange(0, BLOCK_K)
@@ -337,6 +342,8 @@ def _pool_tile(
                     w2 = ww + (dw - 1)
                     tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
                     tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
+                    if POOL_L1:
+                        tap_row = tl.multiple_of(tap_row, TAP_ALIGN)
                     v = tl.load(
                         x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
                         mask=tap_ok[:, None] & k_ok[None, :],
@@ -453,6 +460,7 @@ def _reduce_pool_kernel(
     BLOCK_K_POOL: tl.constexpr,
     POOL_STAGES: tl.constexpr,
     POOL_SPLIT_K: tl.constexpr,
+    POOL_L1: tl.constexpr,
 ):
     """Launch 1: per BLOCK_M pixels, the three 1x1 convs reading x as one GEMM (branch 1 into out,
     the reductions into scratch) and the pool branch (3x3 max pool fused into its 1x1), bias + ReLU;
@@ -601,6 +609,7 @@ def _reduce_pool_kernel(
             pid_m * (n_pool_tiles * POOL_SPLIT) + part,
             k_split,
             POOL_SPLIT_K,
+            POOL_L1,
         )
 
 
@@ -638,24 +647,41 @@ CONFIGS = [
         num_warps=2,
         num_stages=3,
     ),
-    # The pool role's nine shifted loads through L1 (POOL_STAGES 1: plain vector loads, which L1
-    # caches, where cp.async's 16-byte copies bypass it): neighbouring pixels share their taps, so
-    # most of them then hit L1 instead of each reading L2 (at 3a, 9 x 77 MB of L2 traffic per
-    # launch with cp.async), beside the 64x64 reduce tile, in steps of 16 or 32 channels.
+    # The pool role's nine shifted loads through L1, where cp.async's 16-byte copies bypass it:
+    # neighbouring pixels share their taps, so most of them then hit L1 instead of each reading L2
+    # (at 3a, 9 x 77 MB of L2 traffic per launch with 16-byte copies).  Beside the 64x64 reduce tile
+    # that won most blocks on the H200: pipelined in 8-byte copies (POOL_L1, cp.async.ca), or
+    # synchronous (POOL_STAGES 1: plain vector loads, which L1 caches).
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 1},
+        {
+            "BLOCK_M": 64,
+            "BLOCK_N": 64,
+            "BLOCK_K": 64,
+            "BLOCK_M_POOL": 64,
+            "BLOCK_K_POOL": 16,
+            "POOL_STAGES": 2,
+            "POOL_L1": 1,
+        },
         num_warps=4,
         num_stages=3,
     ),
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 1},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 16, "POOL_STAGES": 1},
         num_warps=4,
         num_stages=3,
     ),
     # A 256-wide reduce tile: 3a's three 1x1s in one column tile (3b-5b in two or three), so each
     # row tile of x is read by fewer programs; its pool role's taps through L1 as above.
     triton.Config(
-        {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32, "BLOCK_M_POOL": 64, "BLOCK_K_POOL": 32, "POOL_STAGES": 1},
+        {
+            "BLOCK_M": 64,
+            "BLOCK_N": 256,
+            "BLOCK_K": 32,
+            "BLOCK_M_POOL": 64,
+            "BLOCK_K_POOL": 32,
+            "POOL_STAGES": 2,
+            "POOL_L1": 1,
+        },
         num_warps=8,
         num_stages=3,
     ),
@@ -705,13 +731,22 @@ INTERPRETER_CONFIG = {
     "BLOCK_K_POOL": 64,
     "POOL_STAGES": 1,
     "POOL_SPLIT_K": 1,
+    "POOL_L1": 1,
 }
 
 
 def _with_pool_tile(kwargs: dict) -> dict:
     """A config's kwargs with the pool role's tile filled in where absent: all the rows, 16
-    channels a step, synchronous loads, no K split.  Raises unless the pool rows divide BLOCK_M."""
-    kwargs = {"BLOCK_M_POOL": kwargs["BLOCK_M"], "BLOCK_K_POOL": 16, "POOL_STAGES": 1, "POOL_SPLIT_K": 1, **kwargs}
+    channels a step, synchronous loads, no K split, 16-byte copies where pipelined.  Raises unless
+    the pool rows divide BLOCK_M."""
+    kwargs = {
+        "BLOCK_M_POOL": kwargs["BLOCK_M"],
+        "BLOCK_K_POOL": 16,
+        "POOL_STAGES": 1,
+        "POOL_SPLIT_K": 1,
+        "POOL_L1": 0,
+        **kwargs,
+    }
     if kwargs["BLOCK_M_POOL"] > kwargs["BLOCK_M"] or kwargs["BLOCK_M"] % kwargs["BLOCK_M_POOL"]:
         raise ValueError(f"BLOCK_M_POOL {kwargs['BLOCK_M_POOL']} must divide BLOCK_M {kwargs['BLOCK_M']}")
     return kwargs

@@ -301,6 +301,7 @@ def _reduce_pool_tma_kernel(
                 0,
                 0,
                 1,
+                0,
             )
 
 
