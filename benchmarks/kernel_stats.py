@@ -575,10 +575,11 @@ def main(argv=None) -> int:
         elif r["launch"] == "rows_pool":  # conv_rows.py's pooled form: pooled tile, its conv patch's rows
             cfg = (
                 f"{c['TILE_P']}x{c['TILE_Q']}px<{c['BLOCK_M']}x{c['BLOCK_N']} w{c['num_warps']} s{c['num_stages']}"
-                f" x{c['PROGRAMS_PER_SM']}/SM"
+                f" x{c['PROGRAMS_PER_SM']}/SM" + (" l1" if c.get("A_L1") else "")
             )
         elif r["launch"] == "rows":  # conv_rows.py: K is the kernel rows, no K tile
             cfg = f"{c['BLOCK_M']}x{c['BLOCK_N']} w{c['num_warps']} s{c['num_stages']}"
+            cfg += " l1" if c.get("A_L1") else ""
         elif r["launch"] == "launch2_tma":
             cfg = (
                 f"{c['BLOCK_H']}x{c['BLOCK_W']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"

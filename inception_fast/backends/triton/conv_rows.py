@@ -131,15 +131,23 @@ def _conv_rows_tile(
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """[BLOCK_M, BLOCK_N] fp32: relu(conv(x, w) + b) at output pixels (img, oh, ow) (rows not
-    row_ok load nothing), channels offs_n; K over (kh, kernel row), both kernels' conv."""
+    row_ok load nothing), channels offs_n; K over (kh, kernel row), both kernels' conv.  A_L1: the
+    rows' pipelined copies are 8 bytes wide (cp.async.ca, which L1 caches, so the elements that
+    neighbouring pixels' windows share are read from L2 once) instead of 16 (cp.async.cg, which
+    bypasses L1: each input element is read from L2 about 13 times at stride 2)."""
     offs_j = tl.arange(0, KROW)
     in_window = offs_j < KS * CP
     # Each pixel's window start in xp, in units of 8 elements (STRIDE * CP is a multiple of 8, and
-    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned.
+    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned
+    # (with A_L1 claimed 8-byte aligned only, which the copies then follow).
     start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
-    a_rows = xp_ptr + (start * 8)[:, None] + offs_j[None, :]
+    a_start = start * 8
+    if A_L1:
+        a_start = tl.multiple_of(a_start, 8 // (xp_ptr.dtype.element_ty.primitive_bitwidth // 8))
+    a_rows = xp_ptr + a_start[:, None] + offs_j[None, :]
     w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kh in range(KS):
@@ -180,6 +188,7 @@ def _conv_rows_kernel(
     # The tile (autotuned).
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """relu(conv(x, w) + b) for BLOCK_M output pixels x BLOCK_N channels, K over (kh, kernel row)."""
     pid_n, row_ok, img, oh, ow = pixel_tile(tl.program_id(0), tl.cdiv(COUT, BLOCK_N), M, OH, OW, BLOCK_M)
@@ -187,7 +196,7 @@ def _conv_rows_kernel(
     col_ok = offs_n < COUT
     y = _conv_rows_tile(
         xp_ptr, w_ptr, b_ptr, img, oh, ow, row_ok, offs_n, col_ok, HP, WP_UNITS, COUT, stride_b,
-        KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N,
+        KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N, A_L1,
     ).to(out_ptr.dtype.element_ty)  # fmt: skip
     o_row = row_offsets(img, oh, ow, stride_out_n, stride_out_h, stride_out_w)
     tl.store(out_ptr + o_row[:, None] + offs_n[None, :] * stride_out_c, y, mask=row_ok[:, None] & col_ok[None, :])
@@ -235,6 +244,7 @@ def _conv_rows_pool_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PROGRAMS_PER_SM: tl.constexpr,
+    A_L1: tl.constexpr,
 ):
     """max_pool2d(relu(conv(x, w) + b)) for TILE_P x TILE_Q pooled pixels x BLOCK_N channels per
     tile, the programs striding over the tiles; each program's conv patch passes through its own
@@ -271,7 +281,7 @@ def _conv_rows_pool_kernel(
         col_ok = offs_n < COUT
         y = _conv_rows_tile(
             xp_ptr, w_ptr, b_ptr, img, oh, ow, conv_ok, offs_n, col_ok, HP, WP_UNITS, COUT, stride_b,
-            KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N,
+            KS, STRIDE, CP, KROW, DOT_PRECISION, BLOCK_M, BLOCK_N, A_L1,
         ).to(out_ptr.dtype.element_ty)  # fmt: skip
         # Rounded before the max, as the conv's output would be: max and rounding commute.
         tl.store(slot_tile, tl.where(conv_ok[:, None], y, float("-inf")))
@@ -298,16 +308,18 @@ def _conv_rows_pool_kernel(
 # batch 1 (112x112 = 12544 pixels) still covers the SMs; stages 3-4 pipeline the 7 kernel rows.
 # Pipelined, the rows load as 16-byte cp.async copies, which bypass L1: each input element is read
 # from L2 by every output pixel whose window covers it (about 13 times over at stride 2).  The
-# last config is not pipelined: its plain vector loads go through L1, where neighbouring pixels'
-# overlapping rows hit, and four programs an SM hide the latency.
+# last two load them through L1, where neighbouring pixels' overlapping rows hit: in 8-byte
+# copies (A_L1), still pipelined, or not pipelined (plain vector loads, four programs an SM to
+# hide the latency).
 CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_M": 256, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "A_L1": 0}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "A_L1": 0}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 64, "A_L1": 0}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "A_L1": 0}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "A_L1": 1}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "A_L1": 0}, num_warps=4, num_stages=1),
 ]
-INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32}
+INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "A_L1": 1}
 # The padded copy: one row chunk of 1024 elements a program (an xp row of conv1 is 920), no loop.
 PAD_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=3)
 
@@ -328,27 +340,27 @@ _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=T
 # (56x56 pooled) still has a few hundred tiles.  PROGRAMS_PER_SM: as many as fit an SM's 64K
 # registers (sm_90, bf16: 190, 184-192 and 122-124 registers a thread; where fewer fit, as in
 # fp32, the programs past them wait for a free SM: none depends on another).  The last config is
-# the 5x5 tile not pipelined, its rows through L1 as for CONFIGS' last (156 registers: three an SM).
+# the 5x5 tile with its rows through L1 in 8-byte copies (A_L1), as in CONFIGS.
 POOL_CONFIGS = [
     triton.Config(
-        {"TILE_P": 7, "TILE_Q": 8, "BLOCK_M": 256, "BLOCK_P": 64, "BLOCK_N": 64, "PROGRAMS_PER_SM": 1},
+        {"TILE_P": 7, "TILE_Q": 8, "BLOCK_M": 256, "BLOCK_P": 64, "BLOCK_N": 64, "PROGRAMS_PER_SM": 1, "A_L1": 0},
         num_warps=8,
         num_stages=3,
     ),
     triton.Config(
-        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 2},
+        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 2, "A_L1": 0},
         num_warps=4,
         num_stages=3,
     ),
     triton.Config(
-        {"TILE_P": 3, "TILE_Q": 3, "BLOCK_M": 64, "BLOCK_P": 16, "BLOCK_N": 64, "PROGRAMS_PER_SM": 4},
+        {"TILE_P": 3, "TILE_Q": 3, "BLOCK_M": 64, "BLOCK_P": 16, "BLOCK_N": 64, "PROGRAMS_PER_SM": 4, "A_L1": 0},
         num_warps=4,
         num_stages=3,
     ),
     triton.Config(
-        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 3},
+        {"TILE_P": 5, "TILE_Q": 5, "BLOCK_M": 128, "BLOCK_P": 32, "BLOCK_N": 64, "PROGRAMS_PER_SM": 2, "A_L1": 1},
         num_warps=4,
-        num_stages=1,
+        num_stages=3,
     ),
 ]
 # Under the interpreter: one small tile, three programs (so each strides over several tiles and
@@ -360,6 +372,7 @@ POOL_INTERPRETER_CONFIG = {
     "BLOCK_P": 16,
     "BLOCK_N": 32,
     "PROGRAMS_PER_SM": 1,
+    "A_L1": 1,
 }
 INTERPRETER_PROGRAMS = 3
 
