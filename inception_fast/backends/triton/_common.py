@@ -61,6 +61,7 @@ __all__ = [
     "row_offsets",
     "candidate_kwargs",
     "split_range",
+    "l1_align",
     "bias_relu_store",
     "finish_tile",
 ]
@@ -610,6 +611,17 @@ def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for the launchers' grids.  Plain Python: triton.cdiv is a constexpr function
     whose call costs ~3 µs on the host, paid several times per launch."""
     return -(-a // b)
+
+
+@triton.constexpr_function
+def l1_align(on, row_unit, element_bits):
+    """The alignment, in elements, to claim for a gathered tile's row offsets so that Triton copies
+    it 8 bytes at a time with cp.async.ca, which L1 caches (16-byte copies are cp.async.cg, which
+    bypasses L1, so every tap of a gather reads L2): 8 bytes' worth where ``on`` and the rows are
+    known that aligned (their strides are multiples of ``row_unit`` elements, see row_unit), else 0,
+    no claim (rows aligned to less already copy in smaller pieces; a false claim would misalign)."""
+    elements = 8 // (element_bits // 8)
+    return elements if on and row_unit % elements == 0 else 0
 
 
 @triton.jit

@@ -38,7 +38,7 @@ import triton.language as tl
 
 from ... import geometry
 from . import _common
-from ._common import finish_tile, pixel_tile, row_offsets, split_range
+from ._common import finish_tile, l1_align, pixel_tile, row_offsets, split_range
 
 __all__ = ["launch_branch_convs", "split_k_counters", "CONFIGS", "INTERPRETER_CONFIG", "SPLIT_K_MAX_PIXELS"]
 
@@ -71,17 +71,16 @@ def _conv_acc(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    A_L1: tl.constexpr,
+    A_ALIGN: tl.constexpr,
 ):
     """The fp32 BLOCK_M x BLOCK_N sums of a KSxKS conv (zero padding KS // 2) over src's channels
     [cin_off, cin_off + cin), K steps [it_lo, it_hi) of the flat (kh, kw, cin-block) loop: rows
     ``s_row`` (each pixel's offset in src; hh, ww its position, row_ok whether it exists), columns
-    ``offs_n`` of the weight (Cout, KS, KS, Cin in any strides).  A_L1: the gathered A tile's
-    pipelined copies are 8 bytes wide (cp.async.ca, which L1 caches, so a tap that neighbouring
-    pixels share is read from L2 once) instead of 16 (cp.async.cg, which bypasses L1: each of a
-    pixel's taps reads L2); the weights keep 16-byte copies."""
-    # 8 bytes of A per copy: its rows are claimed aligned to 8 bytes only (they are to 16 or more).
-    A_ALIGN: tl.constexpr = 8 // (src_ptr.dtype.element_ty.primitive_bitwidth // 8)
+    ``offs_n`` of the weight (Cout, KS, KS, Cin in any strides).  A_ALIGN > 0: the tap rows'
+    offsets are claimed multiples of A_ALIGN elements only (the caller's guarantee: l1_align), so
+    that the A tile's pipelined copies are that wide (cp.async.ca, which L1 caches: a tap that
+    neighbouring pixels share is read from L2 once) instead of 16 bytes (cp.async.cg, which
+    bypasses L1: each of a pixel's taps reads L2); the weights keep 16-byte copies."""
     offs_k = tl.arange(0, BLOCK_K)
     n_cblocks = tl.cdiv(cin, BLOCK_K)
     w_cols = w_ptr + offs_n[None, :] * stride_w_o
@@ -98,7 +97,7 @@ def _conv_acc(
         k_ok = kk < cin
         tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
         tap_row = s_row + dh * stride_src_h + dw * stride_src_w
-        if A_L1:
+        if A_ALIGN > 0:
             tap_row = tl.multiple_of(tap_row, A_ALIGN)
         a = tl.load(
             src_ptr + tap_row[:, None] + (cin_off + kk)[None, :] * stride_src_c,
@@ -152,11 +151,11 @@ def _conv_tile(
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     SLOT: tl.constexpr,
-    A_L1: tl.constexpr,
+    A_ALIGN: tl.constexpr,
 ):
     """One output tile of a KSxKS conv over scratch's channels [cin_off, cin_off + cin), as an implicit
     GEMM over (kh, kw, cin); with SPLIT_K > 1 this program's share of K, the last to finish adding
-    the partial tiles and running the epilogue; A_L1 as for _conv_acc."""
+    the partial tiles and running the epilogue; A_ALIGN as for _conv_acc."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < cout
     n_iters = KS * KS * tl.cdiv(cin, BLOCK_K)
@@ -168,7 +167,7 @@ def _conv_tile(
     acc = _conv_acc(
         src_ptr, w_ptr, s_row, row_ok, hh, ww, offs_n, col_ok, H, W, cin, cin_off, it_lo, it_hi,
         stride_src_h, stride_src_w, stride_src_c, stride_w_o, stride_w_h, stride_w_w, stride_w_c,
-        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, A_L1,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, A_ALIGN,
     )  # fmt: skip
     finish_tile(
         acc, b_ptr, out_ptr, o_row, row_ok, offs_n, col_ok, cout_off, stride_b, stride_out_c,
@@ -292,6 +291,7 @@ def _branch_convs_kernel(
     s_row = row_offsets(img, hh, ww, stride_scratch_n, stride_scratch_h, stride_scratch_w)
     o_row = row_offsets(img, hh, ww, stride_out_n, stride_out_h, stride_out_w)
     SLOT: tl.constexpr = BLOCK_M * BLOCK_N
+    A_ALIGN: tl.constexpr = l1_align(A_L1, ROW_UNIT, scratch_ptr.dtype.element_ty.primitive_bitwidth)
 
     if pid_n < n_tiles3:
         _conv_tile(
@@ -331,7 +331,7 @@ def _branch_convs_kernel(
             BLOCK_K,
             SPLIT_K,
             SLOT,
-            A_L1,
+            A_ALIGN,
         )
     else:
         _conv_tile(
@@ -371,7 +371,7 @@ def _branch_convs_kernel(
             BLOCK_K5,
             SPLIT_K,
             SLOT,
-            A_L1,
+            A_ALIGN,
         )
 
 

@@ -34,7 +34,7 @@ import triton.language as tl
 
 from ... import geometry
 from . import _common
-from ._common import pixel_tile, row_offsets
+from ._common import l1_align, pixel_tile, row_offsets
 from .branch_convs import _conv_tile
 
 __all__ = ["launch_conv_relu", "supported", "CONFIGS", "INTERPRETER_CONFIG"]
@@ -125,7 +125,8 @@ def _conv_relu_kernel(
         x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, tile, 0, x_row, o_row, row_ok, hh, ww, pid_n,
         H, W, cin, 0, cout, 0, stride_x_h, stride_x_w, stride_x_c,
         stride_w_o, stride_w_h, stride_w_w, stride_w_c, stride_b, stride_out_c,
-        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 1, BLOCK_M * BLOCK_N, A_L1,
+        KS, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, 1, BLOCK_M * BLOCK_N,
+        l1_align(A_L1, ROW_UNIT, x_ptr.dtype.element_ty.primitive_bitwidth),
     )  # fmt: skip
 
 

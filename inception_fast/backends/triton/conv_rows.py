@@ -59,7 +59,7 @@ import triton.language as tl
 from ... import geometry
 from ...packing import pack_conv_rows, rows_channels, rows_length
 from . import _common
-from ._common import pixel_tile, row_offsets
+from ._common import l1_align, pixel_tile, row_offsets
 
 __all__ = [
     "launch_conv_rows",
@@ -141,12 +141,13 @@ def _conv_rows_tile(
     offs_j = tl.arange(0, KROW)
     in_window = offs_j < KS * CP
     # Each pixel's window start in xp, in units of 8 elements (STRIDE * CP is a multiple of 8, and
-    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned
-    # (with A_L1 claimed 8-byte aligned only, which the copies then follow).
+    # so is a row of xp): multiplied by the constant 8, the offsets are known 16-byte aligned (with
+    # A_L1 claimed 8-byte aligned only, _common.l1_align, which the copies then follow).
     start = (img * HP + oh * STRIDE) * WP_UNITS + ow * (STRIDE * CP // 8)
     a_start = start * 8
-    if A_L1:
-        a_start = tl.multiple_of(a_start, 8 // (xp_ptr.dtype.element_ty.primitive_bitwidth // 8))
+    A_ALIGN: tl.constexpr = l1_align(A_L1, 8, xp_ptr.dtype.element_ty.primitive_bitwidth)
+    if A_ALIGN > 0:
+        a_start = tl.multiple_of(a_start, A_ALIGN)
     a_rows = xp_ptr + a_start[:, None] + offs_j[None, :]
     w_rows = w_ptr + offs_j[:, None] * COUT + offs_n[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

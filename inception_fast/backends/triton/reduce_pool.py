@@ -74,7 +74,7 @@ import triton.language as tl
 from ... import geometry
 from ...caches import LRUDict
 from . import _common
-from ._common import finish_tile, pixel_rows, row_offsets, split_range
+from ._common import finish_tile, l1_align, pixel_rows, row_offsets, split_range
 
 __all__ = ["launch_reduce_pool", "CONFIGS", "INTERPRETER_CONFIG"]
 
@@ -278,7 +278,7 @@ def _pool_tile(
     tile,
     split,
     SPLIT_K: tl.constexpr,
-    POOL_L1: tl.constexpr,
+    TAP_ALIGN: tl.constexpr,
 ):
     """The pool role: the 3x3/s1/p1 max pool of x taken while loading the A tile, then
     @ w_pool^T + b_pool, ReLU, into out's channels from pool_col0.  With a pre-pool (PRE_K > 1,
@@ -287,11 +287,11 @@ def _pool_tile(
     first one's offset), clipped to the windows of the pooled pixels hh-1..hh+1 that exist and to
     the input; the same for the columns.  With SPLIT_K > 1 this program (``split`` of the SPLIT_K on
     pool tile ``tile``) runs its share of the K steps, and the last to finish adds the partial tiles
-    and runs the epilogue (_common.finish_tile).  POOL_L1 (with POOL_STAGES >= 2): the taps' copies
-    are 8 bytes wide (cp.async.ca, which L1 caches) instead of 16 (cp.async.cg, which bypasses it),
-    so the taps that neighbouring pixels share hit L1 instead of each reading L2."""
-    # 8 bytes per copy: the tap rows are claimed aligned to 8 bytes only (they are to 16 or more).
-    TAP_ALIGN: tl.constexpr = 8 // (x_ptr.dtype.element_ty.primitive_bitwidth // 8)
+    and runs the epilogue (_common.finish_tile).  TAP_ALIGN > 0 (with STAGES >= 2): the tap rows'
+    offsets are claimed multiples of TAP_ALIGN elements only (the caller's guarantee:
+    _common.l1_align), so that their copies are that wide (cp.async.ca, which L1 caches) instead of
+    16 bytes (cp.async.cg, which bypasses it): the taps that neighbouring pixels share hit L1
+    instead of each reading L2."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < n_pool
     offs_k = tl.arange(0, BLOCK_K)
@@ -342,7 +342,7 @@ def _pool_tile(
                     w2 = ww + (dw - 1)
                     tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
                     tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
-                    if POOL_L1:
+                    if TAP_ALIGN > 0:
                         tap_row = tl.multiple_of(tap_row, TAP_ALIGN)
                     v = tl.load(
                         x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
@@ -609,7 +609,7 @@ def _reduce_pool_kernel(
             pid_m * (n_pool_tiles * POOL_SPLIT) + part,
             k_split,
             POOL_SPLIT_K,
-            POOL_L1,
+            l1_align(POOL_L1, ROW_UNIT, x_ptr.dtype.element_ty.primitive_bitwidth),
         )
 
 
