@@ -165,6 +165,17 @@ def test_split_k_fp32(split, k5):
     )
 
 
+def test_l1_alignment_claim_only_where_it_holds():
+    """The A_L1 / POOL_L1 configs claim a gathered tile's rows 8-byte aligned (so that Triton copies
+    them through L1) only where their strides make it true: 8 bytes' worth of elements where the
+    row unit covers 8 bytes, no claim where it does not (a false claim would misalign the copies on
+    a GPU; the interpreter cannot show it) or where the config does not ask."""
+    assert _common.l1_align(1, 16, 16) == 4 and _common.l1_align(1, 4, 16) == 4  # bf16/fp16
+    assert _common.l1_align(1, 2, 32) == 2 and _common.l1_align(1, 16, 32) == 2  # fp32
+    assert _common.l1_align(1, 2, 16) == 0 and _common.l1_align(1, 1, 32) == 0  # odd channel counts
+    assert _common.l1_align(0, 16, 16) == 0
+
+
 def test_small_problem_configs_only_for_small_problems():
     """The autotuners' prunes give launch 2's split-K configs and launch 1's batch-1 configs the
     problems of up to SMALL_PROBLEM_PIXELS pixels and the other configs the larger ones, each
