@@ -143,7 +143,7 @@ def _compile(kernel, args, constexprs, config, arch: int, sass: bool = False) ->
         target=GPUTarget("cuda", arch, 32),
         options={"num_warps": config.num_warps, "num_stages": config.num_stages},
     )
-    ttgir = compiled.asm["ttgir"]
+    ttgir, ptx = compiled.asm["ttgir"], compiled.asm["ptx"]
     row = {
         "config": dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages),
         "shared_bytes": compiled.metadata.shared,
@@ -158,6 +158,10 @@ def _compile(kernel, args, constexprs, config, arch: int, sass: bool = False) ->
         "scalar_loads": len(re.findall(r"\bld\.global\.(?!v\d)", compiled.asm["ptx"])),
         # Global loads not turned into cp.async (biases; the pool role's shifted loads).
         "sync_loads": len(re.findall(r"\btt\.load\b", ttgir)),
+        # cp.async copies by kind: 16-byte .cg ones bypass L1; the A_L1 / POOL_L1 configs' gathers
+        # copy 8 bytes at a time with .ca, which L1 caches (_common.l1_align).
+        "cp_async_cg16": len(re.findall(r"cp\.async\.cg\.shared\.global\s*\[[^]]*\],\s*\[[^]]*\],\s*0x10", ptx)),
+        "cp_async_ca8": len(re.findall(r"cp\.async\.ca\.shared\.global\s*\[[^]]*\],\s*\[[^]]*\],\s*0x8\b", ptx)),
     }
     row.update(_ptxas_info(compiled.asm["ptx"]))
     if sass:

@@ -1135,6 +1135,8 @@ _TILE_ABBREV = (
     ("BLOCK_K_POOL", "Kp"),
     ("POOL_STAGES", "ps"),
     ("POOL_SPLIT_K", "pk"),
+    ("POOL_L1", "pl1"),
+    ("A_L1", "l1"),
     ("BLOCK_M", "M"),
     ("BLOCK_N", "N"),
     ("BLOCK_K", "K"),

@@ -87,10 +87,17 @@ def _end_failed_capture_pool(device: torch.device, pool) -> None:
     torch 2.11 a capture whose end fails raises before it does so itself (fixed in 2.12, pytorch
     #180395), which leaves the allocator believing a capture is still underway for the rest of the
     process: it frees nothing more, and a later torch.cuda.empty_cache() fails an internal assert.
-    Where torch has ended the pool already, ending it again raises, which is ignored."""
+    Where torch has ended the pool already, ending it again raises, which is ignored.  Where this
+    call ended it, the pool is also released (the failed graph never releases it: its reset does
+    so only after a capture that ended), so that its memory can be freed.  The pinned host
+    allocator's pool routing, which the same failure leaves on, has no Python binding to end it."""
     try:
         torch._C._cuda_endAllocateToPool(device.index, pool)
     except Exception:  # noqa: BLE001 - already ended (torch >= 2.12), or nothing to end
+        return
+    try:
+        torch._C._cuda_releasePool(device.index, pool)
+    except Exception:  # noqa: BLE001 - best effort: the process keeps working without it
         pass
 
 

@@ -596,15 +596,15 @@ def test_sm90_compile_stats_of_every_config():
             continue
         # The stem kernel's gathered 3-channel loads cannot use cp.async; conv_rows.py's aligned
         # rows do, and its bias is its one other load (its pooled form's too, besides the pool's
-        # nine taps read back from the program's scratch slot).  A config that is not pipelined
-        # (num_stages 1: launch 2's and conv_relu's loads through L1) loads every operand itself.
-        unpipelined = r["config"]["num_stages"] == 1
+        # nine taps read back from the program's scratch slot), except in its unpipelined config
+        # (num_stages 1: its rows and weights through L1), which loads every operand itself.
+        unpipelined = r["launch"] == "rows" and r["config"]["num_stages"] == 1
         streamed = r["block"] != "stem" or r["launch"] in ("rows", "rows_pool")
         assert r["cp_async"] == (streamed and not unpipelined), what
         if r["launch"] == "rows":
             assert r["sync_loads"] == 1 + (2 if unpipelined else 0), what
         if r["launch"] == "rows_pool":
-            assert r["sync_loads"] == 1 + 9 + (2 if unpipelined else 0), what
+            assert r["sync_loads"] == 1 + 9, what
         assert r["wgmma"] == (r["config"]["BLOCK_M"] >= 64 and r["config"]["num_warps"] >= 4), what
         assert r["registers"] is not None and r["registers"] <= 255, what
         # 4b's scratch rows (136 channels), NR (296) and branch-3 input (24 channels) are 16-byte but
@@ -615,13 +615,42 @@ def test_sm90_compile_stats_of_every_config():
             assert r["sync_loads"] == 1, what
         if r["launch"] == "conv_relu":  # the stem's conv2/conv3: the bias is the one load not through cp.async
             # (_common.weight_strides: a 1x1 weight's kh/kw strides of 1 would make its loads synchronous)
-            assert r["sync_loads"] == 1 + (2 if unpipelined else 0), what
+            assert r["sync_loads"] == 1, what
         if r["launch"] == "launch2":
             # The two biases, and with split-K each branch's partial tiles summed by the last
-            # program of a tile; every operand tile is cp.async (unpipelined: the two branches'
-            # two operands load synchronously).
+            # program of a tile; every operand tile is cp.async.
             split = r["config"].get("SPLIT_K", 1)
-            assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0) + (4 if unpipelined else 0), what
+            assert r["sync_loads"] == 2 + (2 * split if split > 1 else 0), what
+    check_l1_copies(rows)
+
+
+def check_l1_copies(rows: list) -> None:
+    """Each config that routes a gather through L1 (A_L1: launch 2's and conv_relu's A tile,
+    conv_rows' rows; POOL_L1: launch 1's pool taps) against its twin, the same config without:
+    the gather's 16-byte cp.async.cg copies (which bypass L1) have all become twice as many 8-byte
+    cp.async.ca ones (which L1 caches), and the pool role's come in nines (every tap).  Configs
+    without a twin among the configs are not compared, nor conv2's (a 1x1 conv: conv_relu's prune
+    never runs A_L1 there)."""
+    flags = ("A_L1", "POOL_L1")
+    plain = {}
+    for r in rows:
+        if not any(r["config"].get(f) for f in flags):
+            plain[(r["block"], r["launch"], repr(sorted(r["config"].items())))] = r
+    checked = 0
+    for r in rows:
+        if not any(r["config"].get(f) for f in flags) or r["launch"].startswith("l1+") or r["block"] == "conv2":
+            continue  # (the folds' pool role gathers with synchronous loads)
+        twin_config = {**r["config"], **{f: 0 for f in flags if f in r["config"]}}
+        twin = plain.get((r["block"], r["launch"], repr(sorted(twin_config.items()))))
+        if twin is None:
+            continue
+        what = f"{r['block']} {r['launch']} {r['config']}"
+        moved = twin["cp_async_cg16"] - r["cp_async_cg16"]
+        assert moved > 0 and r["cp_async_ca8"] - twin["cp_async_ca8"] == 2 * moved, (what, r, twin)
+        if r["config"].get("POOL_L1"):
+            assert moved % 9 == 0, (what, moved)
+        checked += 1
+    assert checked >= 8, checked
 
 
 def check_joined_stats(r: dict, max_shared: int) -> None:

@@ -118,6 +118,16 @@ def test_autotuned_launch_path_one_launch_and_no_other_kernels(monkeypatch, pois
     assert len(benchmarked) == 4 and len(tuned.cache) == 2
 
 
+def test_l1_configs_only_for_convs_with_shared_taps():
+    """conv_relu's prune: the A_L1 configs (the gathered A tile through L1) compete on a 3x3 conv,
+    not on a 1x1 conv (conv2), whose pixels share no taps; never leaving none."""
+    configs = [conv_relu.complete_config(c) for c in conv_relu.CONFIGS]
+    l1 = [c for c in configs if c.kwargs["A_L1"]]
+    assert l1 and conv_relu._prune(configs, {}, KS=3) == configs
+    assert conv_relu._prune(configs, {}, KS=1) == [c for c in configs if c not in l1]
+    assert conv_relu._prune(l1, {}, KS=1) == l1
+
+
 @interpreter_only
 def test_nan_propagates_and_a_planted_bug_fails():
     """A NaN input pixel makes NaN every output whose window holds it, as ATen's conv + ReLU does

@@ -375,8 +375,8 @@ def _branch_convs_kernel(
         )
 
 
-# Large tiles for large batches; the smaller ones, and the two that split K four ways, keep batch-1
-# problems (49 to 784 pixels) spread over the SMs.
+# Large tiles for large batches, smaller ones for mid-sized problems; batch 1 (49 to 784 pixels:
+# SPLIT_K_MAX_PIXELS) runs only the two that split K four ways, which keep it spread over the SMs.
 CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, num_warps=8, num_stages=3),
     # One column tile for a 3x3 branch up to 256 wide (3b, 4a-4c; two for 4d-5b): each gathered A
@@ -436,7 +436,7 @@ def _prune_split_k(configs, named_args, **_kwargs):
 
 
 def _complete_config(config: triton.Config) -> triton.Config:
-    """A copy of ``config`` (warps, stages, hooks and all) with SPLIT_K filled in."""
+    """A copy of ``config`` (warps, stages, hooks and all) with _with_defaults' kwargs."""
     config = copy.copy(config)
     config.kwargs = _with_defaults(config.kwargs)
     return config
@@ -579,8 +579,8 @@ def launch_branch_convs(
 
     scratch (N, ch3red + ch5red, H, W); w3 (ch3, ch3red, 3, 3); w5 (ch5, ch5red, k, k), k odd;
     out (N, C_total, H, W).  Any strides (channels_last activations and weights are the fast case).
-    ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K and optionally SPLIT_K)
-    skips autotuning.  ``counters``: the split-K tile counters, already zero (block_forward has
+    ``config`` (one of CONFIGS, or any triton.Config with BLOCK_M/N/K and optionally SPLIT_K and
+    A_L1) skips autotuning.  ``counters``: the split-K tile counters, already zero (block_forward has
     launch 1 zero them); by default they are allocated zeroed here when a split-K config may run.
     """
     if scratch.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid

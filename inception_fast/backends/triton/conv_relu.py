@@ -168,10 +168,21 @@ def complete_config(config: triton.Config) -> triton.Config:
     return config
 
 
+def _prune(configs, named_args, **meta):
+    """The autotuner's early prune: no A_L1 config for a 1x1 conv (conv2), whose pixels share no
+    taps for L1 to keep (and whose offsets drop the claim: it would compile its twin again), unless
+    nothing else is left.  Triton calls it only when there are several configs."""
+    if meta.get("KS") != 1:
+        return configs
+    return [c for c in configs if not c.kwargs.get("A_L1")] or configs
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs)."""
     configs = [complete_config(c) for c in configs]
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_relu_kernel)
+    return triton.autotune(
+        configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune}, **autotune_kwargs
+    )(_conv_relu_kernel)
 
 
 # Winners also go to triton's on-disk cache, so a new process neither re-benchmarks nor compiles

@@ -50,6 +50,7 @@ KS*CP <= 64, any stride and padding (``supported``).
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -327,9 +328,24 @@ PAD_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=3)
 AUTOTUNE_KEY = ["M", "OH", "OW", "HP", "WP_UNITS", "COUT", "KS", "STRIDE", "CP", "KROW", "DOT_PRECISION"]
 
 
+def _with_defaults(kwargs: dict) -> dict:
+    """A config's kwargs with A_L1 (0 where absent: 16-byte row copies)."""
+    return {"A_L1": 0, **kwargs}
+
+
+def _completed(configs) -> list:
+    """Copies of ``configs`` (warps, stages and all) with _with_defaults' kwargs."""
+    done = []
+    for c in configs:
+        c = copy.copy(c)
+        c.kwargs = _with_defaults(c.kwargs)
+        done.append(c)
+    return done
+
+
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel."""
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_kernel)
+    return triton.autotune(configs=_completed(configs), key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_kernel)
 
 
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
@@ -399,7 +415,9 @@ POOL_AUTOTUNE_KEY = [
 
 def make_tuned_pool_kernel(configs=POOL_CONFIGS, **autotune_kwargs):
     """The autotuned pooled kernel."""
-    return triton.autotune(configs=configs, key=POOL_AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_pool_kernel)
+    return triton.autotune(configs=_completed(configs), key=POOL_AUTOTUNE_KEY, **autotune_kwargs)(
+        _conv_rows_pool_kernel
+    )
 
 
 _tuned_pool_kernel = (
@@ -552,7 +570,9 @@ def launch_conv_rows(
     pad, args, meta, grid, out = _arguments(x, w, b, stride, padding, w_rows)
     if out.numel() > 0:  # CUDA rejects an empty grid
         _launch_pad(pad)
-        _common.launch_configured(_conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG)
+        _common.launch_configured(
+            _conv_rows_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_defaults
+        )
     return out
 
 
@@ -578,6 +598,13 @@ def launch_conv_rows_pool(
     if out.numel() > 0:  # CUDA rejects an empty grid
         _launch_pad(pad)
         _common.launch_configured(
-            _conv_rows_pool_kernel, _tuned_pool_kernel, grid, args, meta, config, POOL_INTERPRETER_CONFIG
+            _conv_rows_pool_kernel,
+            _tuned_pool_kernel,
+            grid,
+            args,
+            meta,
+            config,
+            POOL_INTERPRETER_CONFIG,
+            config_kwargs=_with_defaults,
         )
     return out

@@ -342,10 +342,13 @@ def _pool_tile(
                     w2 = ww + (dw - 1)
                     tap_ok = row_ok & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
                     tap_row = x_row + (dh - 1) * stride_x_h + (dw - 1) * stride_x_w
+                    offs = tap_row[:, None] + kk[None, :] * stride_x_c
                     if TAP_ALIGN > 0:
-                        tap_row = tl.multiple_of(tap_row, TAP_ALIGN)
+                        # On the 2-D offsets: on tap_row the claim would vanish for the taps
+                        # whose column shift folds away (dw 1).
+                        offs = tl.multiple_of(offs, [1, TAP_ALIGN])
                     v = tl.load(
-                        x_ptr + tap_row[:, None] + kk[None, :] * stride_x_c,
+                        x_ptr + offs,
                         mask=tap_ok[:, None] & k_ok[None, :],
                         other=0.0,
                     )
