@@ -99,6 +99,24 @@ def test_folded_block_fp16(pool, h, poisoned):
     check_folded(block, pool, f"fp16 pool {pool}")
 
 
+def test_folded_launches_tune_no_config_twice():
+    """With a pre-pool folded in, launch 1's prune keeps one of each set of configs that differ only
+    in what the folded pool role ignores (POOL_STAGES, POOL_L1: the same code), and every distinct
+    one; without, all of them."""
+    configs = [reduce_pool._complete_config(c) for c in reduce_pool.CONFIGS]
+    large = {"M": _common.SMALL_PROBLEM_PIXELS + 1}
+    unfolded = reduce_pool._prune(configs, large, PRE_K=1)
+    folded = reduce_pool._prune(configs, large, PRE_K=3)
+    assert unfolded == reduce_pool._prune_small_only(configs, large)
+
+    def code(c):
+        kwargs = {k: v for k, v in c.kwargs.items() if k not in ("POOL_STAGES", "POOL_L1")}
+        return repr(sorted(kwargs.items())), c.num_warps, c.num_stages
+
+    assert len(folded) < len(unfolded) and all(c in unfolded for c in folded)
+    assert len({code(c) for c in folded}) == len(folded) == len({code(c) for c in unfolded})
+
+
 @interpreter_only
 def test_nan_propagates_like_pytorch(poisoned):
     """A NaN in the input makes NaN every output whose pre-pool windows hold it (through the reduce

@@ -810,12 +810,31 @@ def _check_pre_pool(pre_pool) -> tuple:
 # nine blocks and the three folded launches.
 _prune_small_only = _common.small_only_prune(SMALL_PROBLEM_CONFIGS, _with_pool_tile, exclusive=True)
 
+# What the folded pool role (PRE_K > 1) ignores: it loads its taps one by one, synchronously.
+_FOLD_IGNORES = ("POOL_STAGES", "POOL_L1")
+
+
+def _prune(configs, named_args, **meta):
+    """The autotuner's early prune: _prune_small_only, and with a pre-pool folded in (PRE_K > 1)
+    one of each set of configs that differ only in what the folded pool role ignores
+    (_FOLD_IGNORES), which compile to the same code."""
+    configs = _prune_small_only(configs, named_args)
+    if meta.get("PRE_K", 1) == 1:
+        return configs
+    kept, seen = [], set()
+    for c in configs:
+        key = (sorted((k, v) for k, v in c.kwargs.items() if k not in _FOLD_IGNORES), c.num_warps, c.num_stages)
+        if repr(key) not in seen:
+            seen.add(repr(key))
+            kept.append(c)
+    return kept
+
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel (tests build one with their own configs and do_bench)."""
     configs = [_complete_config(c) for c in configs]
     return triton.autotune(
-        configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_small_only}, **autotune_kwargs
+        configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune}, **autotune_kwargs
     )(_reduce_pool_kernel)
 
 
