@@ -62,6 +62,7 @@ __all__ = [
     "candidate_kwargs",
     "split_range",
     "l1_align",
+    "completed_config",
     "bias_relu_store",
     "finish_tile",
 ]
@@ -256,15 +257,20 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def completed_config(config, fill: Callable[[dict], dict]):
+    """A copy of ``config`` (warps, stages, hooks and all) with its kwargs completed by ``fill``
+    (the defaults a kernel's configs get where they name none)."""
+    config = copy.copy(config)
+    config.kwargs = fill(config.kwargs)
+    return config
+
+
 def hooked_configs(configs, fill: Callable[[dict], dict], pre_hook: Callable) -> list:
     """Copies of ``configs`` with their kwargs completed by ``fill`` and ``pre_hook`` set (the TMA
     kernels' autotuners: the hook gives the descriptors each config's boxes)."""
-    hooked = []
-    for c in configs:
-        c = copy.copy(c)
-        c.kwargs = fill(c.kwargs)
+    hooked = [completed_config(c, fill) for c in configs]
+    for c in hooked:
         c.pre_hook = pre_hook
-        hooked.append(c)
     return hooked
 
 

@@ -29,7 +29,6 @@ For NCHW inputs see the note in reduce_pool.py: the op receives channels_last on
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -437,9 +436,7 @@ def _prune_split_k(configs, named_args, **_kwargs):
 
 def _complete_config(config: triton.Config) -> triton.Config:
     """A copy of ``config`` (warps, stages, hooks and all) with _with_defaults' kwargs."""
-    config = copy.copy(config)
-    config.kwargs = _with_defaults(config.kwargs)
-    return config
+    return _common.completed_config(config, _with_defaults)
 
 
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
@@ -586,8 +583,7 @@ def launch_branch_convs(
     if scratch.numel() == 0:  # nothing to compute, and CUDA rejects an empty grid
         return
     if config is not None:
-        config = copy.copy(config)
-        config.kwargs = _with_defaults(config.kwargs)
+        config = _complete_config(config)
     args, meta, grid = _arguments(scratch, w3, b3, w5, b5, out, ch1, counters, config)
     _common.launch_configured(
         _branch_convs_kernel, _tuned_kernel, grid, args, meta, config, INTERPRETER_CONFIG, config_kwargs=_with_defaults

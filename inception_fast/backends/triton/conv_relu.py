@@ -25,7 +25,6 @@ throughout.  NaN propagates through the ReLU as in PyTorch.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -163,9 +162,7 @@ def _with_defaults(kwargs: dict) -> dict:
 
 def complete_config(config: triton.Config) -> triton.Config:
     """A copy of ``config`` (warps, stages and all) with _with_defaults' kwargs."""
-    config = copy.copy(config)
-    config.kwargs = _with_defaults(config.kwargs)
-    return config
+    return _common.completed_config(config, _with_defaults)
 
 
 def _prune(configs, named_args, **meta):

@@ -50,7 +50,6 @@ KS*CP <= 64, any stride and padding (``supported``).
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -333,19 +332,10 @@ def _with_defaults(kwargs: dict) -> dict:
     return {"A_L1": 0, **kwargs}
 
 
-def _completed(configs) -> list:
-    """Copies of ``configs`` (warps, stages and all) with _with_defaults' kwargs."""
-    done = []
-    for c in configs:
-        c = copy.copy(c)
-        c.kwargs = _with_defaults(c.kwargs)
-        done.append(c)
-    return done
-
-
 def make_tuned_kernel(configs=CONFIGS, **autotune_kwargs):
     """The autotuned kernel."""
-    return triton.autotune(configs=_completed(configs), key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_kernel)
+    configs = [_common.completed_config(c, _with_defaults) for c in configs]
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_kernel)
 
 
 _tuned_kernel = None if _common.INTERPRET else make_tuned_kernel(cache_results=True, do_bench=_common.autotune_bench)
@@ -415,9 +405,8 @@ POOL_AUTOTUNE_KEY = [
 
 def make_tuned_pool_kernel(configs=POOL_CONFIGS, **autotune_kwargs):
     """The autotuned pooled kernel."""
-    return triton.autotune(configs=_completed(configs), key=POOL_AUTOTUNE_KEY, **autotune_kwargs)(
-        _conv_rows_pool_kernel
-    )
+    configs = [_common.completed_config(c, _with_defaults) for c in configs]
+    return triton.autotune(configs=configs, key=POOL_AUTOTUNE_KEY, **autotune_kwargs)(_conv_rows_pool_kernel)
 
 
 _tuned_pool_kernel = (

@@ -64,7 +64,6 @@ of, e.g., a 136-channel scratch are still known to be 16-byte aligned.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -757,9 +756,7 @@ def _with_pool_tile(kwargs: dict) -> dict:
 
 def _complete_config(config: triton.Config) -> triton.Config:
     """A copy of ``config`` (warps, stages, hooks and all) with _with_pool_tile's kwargs."""
-    config = copy.copy(config)
-    config.kwargs = _with_pool_tile(config.kwargs)
-    return config
+    return _common.completed_config(config, _with_pool_tile)
 
 
 # Every shape argument, so a tuned config is reused exactly for the shape it was tuned on.
