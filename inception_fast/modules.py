@@ -677,8 +677,9 @@ class FusedGoogLeNet(GoogLeNet):
         if self.lrn1 is not None:
             x = self.lrn1(x)
         if prepacked is not None:  # conv2 and conv3 from oneDNN's prepacked weights, bias and ReLU fused
-            x = onednn_backend.prepacked_conv_relu(x, prepacked[1])
-            x = onednn_backend.prepacked_conv_relu(x, prepacked[2])
+            finite = onednn_backend.finite(x)  # conv3's input too where conv2's weights are (NaN: onednn_backend)
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[1], finite)
+            x = onednn_backend.prepacked_conv_relu(x, prepacked[2], finite and prepacked[1].finite)
         else:
             x = stages.conv_relu(x, w2, b2, 0, self._triton_allowed)
             x = stages.conv_relu(x, w3, b3, 1, self._triton_allowed)

@@ -202,3 +202,49 @@ def test_separable_pool_equals_aten(shape):
     got = max_pool_3x3_s1(x)
     assert got.is_contiguous(memory_format=CL)
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
+
+
+def _same_nonfinite(got, want, what):
+    """NaN and ±Inf exactly where the reference has them, the finite values within the table."""
+    assert torch.equal(got.isnan(), want.isnan()), f"{what}: NaN at other places than the reference's"
+    assert torch.equal(got.isposinf(), want.isposinf()) and torch.equal(got.isneginf(), want.isneginf()), what
+    assert want.isfinite().any() and not want.isfinite().all(), f"{what}: the case should mix finite and not"
+    keep = want.isfinite()
+    check_close(got[keep], want[keep], FP32, what)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_block_propagates_nan_and_inf_as_pytorch(bad):
+    """oneDNN's fused ReLU maps NaN to 0 where PyTorch's ReLU keeps it: a block whose input holds a NaN
+    or an Inf (prepacked path and op path), or whose weights do (a non-finite running mean, as from a
+    damaged checkpoint), gives non-finite values exactly where the reference does."""
+    cfg = (16, 8, 6, 8, 4, 6, 5)
+    ref, fused = _block(cfg, seed=5)
+    x = torch.randn(2, 16, 6, 6)
+    x[1, 3, 2, 4] = float(bad)
+    with torch.no_grad():
+        want = ref(x)
+        _same_nonfinite(fused(x.contiguous(memory_format=CL)), want, f"prepacked block, {bad} input")
+    _same_nonfinite(fused(x.contiguous()).detach(), want, f"op path, {bad} input")  # gradients on: the op
+    if bad == "nan":
+        x = torch.randn(2, 16, 6, 6)
+        for module in (ref, fused):
+            with torch.no_grad():
+                module.branch3[0].bn.running_mean[1] = float(bad)
+        with torch.no_grad():
+            want = ref(x)
+            _same_nonfinite(fused(x.contiguous(memory_format=CL)), want, "prepacked block, NaN weights")
+
+
+def test_network_propagates_nan_as_pytorch():
+    """The whole network on onednn (prepacked stem and blocks): one NaN pixel in one image gives the
+    reference's NaN logits for that image and the reference's logits for the other."""
+    ref = GoogLeNet(init_weights=False)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=2)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="onednn").eval()
+    x = torch.randn(2, 3, 32, 32)
+    x[1, 0, 5, 7] = float("nan")
+    with torch.inference_mode():
+        want, got = ref(x), fused(x.contiguous(memory_format=CL))
+    assert want[1].isnan().all() and got[1].isnan().all()
+    check_close(got[0], want[0], FP32, "the image without NaN")

@@ -669,6 +669,14 @@ MUTANTS = [
         "row_unit lets through a tensor whose 32-bit tap or channel offsets would wrap",
     ),
     Mutant(
+        "triton_l1_claim_unguarded",
+        "inception_fast/backends/triton/_common.py",
+        "    return elements if on and row_unit % elements == 0 else 0\n",
+        "    return elements if on else 0\n",
+        ("tests/test_triton.py", "-k", "l1_alignment"),
+        "the A_L1 / POOL_L1 configs claim 8-byte rows where the row strides do not make it true",
+    ),
+    Mutant(
         "triton_bn_row_unit",
         "inception_fast/backends/triton/bn_train.py",
         "    stride_am = stride_am_div_unit * ROW_UNIT",
@@ -684,6 +692,14 @@ MUTANTS = [
         "y5 = _prepacked(red[:, -pre.channels[2] - 1 : -1], pre.conv5)",
         ONEDNN,
         "the prepacked k×k branch reads its reduction one channel off",
+    ),
+    Mutant(
+        "onednn_nan_unchecked",
+        "inception_fast/backends/onednn_backend.py",
+        "    return math.isfinite(t.sum().item())\n",
+        "    return True\n",
+        ONEDNN,
+        "every oneDNN conv takes its fused ReLU, which maps NaN to 0, whatever its operands hold",
     ),
     Mutant(
         "onednn_prepack_never_rebuilt",
