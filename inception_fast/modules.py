@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from . import backends, choices, ops, precompiler, stages
 from .backends import onednn_backend
@@ -48,6 +49,7 @@ from .packing import (
     pack_conv_rows,
     pack_units,
 )
+from .recognize import stored_weight
 from .reference import GoogLeNet, Inception
 
 __all__ = [
@@ -176,15 +178,79 @@ def _hooks_inside(modules) -> bool:
     return False
 
 
+# Module structure.  A fused stage computes what its modules computed when it was built (or fuse()d)
+# and checked; a module put in place of one of them later (a LoRA wrapper around a conv, a dilated
+# conv, GroupNorm for a BatchNorm, an avg pool for the max pool) may compute something else.  Every
+# registration of a submodule anywhere (setattr, add_module, Sequential/ModuleList edits,
+# parametrizations) moves this counter, so a forward compares one integer; after a move, the stage
+# walks its modules, and only where they are not the same objects of the same classes as at its
+# last check does it check them again (``_StructureCheck``).
+_REGISTRATIONS = [0]
+
+
+def _count_registration(module, name, submodule) -> None:
+    _REGISTRATIONS[0] += 1
+
+
+nn.modules.module.register_module_module_registration_hook(_count_registration)
+
+
+def _module_signature(modules) -> tuple:
+    """(id, class) of ``modules`` and every module under them (None skipped), in walk order."""
+    out = []
+    stack = [m for m in modules if m is not None]
+    while stack:
+        module = stack.pop()
+        out.append(id(module))
+        out.append(type(module))
+        stack.extend(m for m in module._modules.values() if m is not None)
+    return tuple(out)
+
+
+class _StructureCheck:
+    """Whether a stage's modules (``modules(owner)``: what it computes from) still compute its fused
+    form (``check(owner)``), checked again only after a module registration changed them (see
+    above).  Built knowing they do.  Under torch.compile's tracing the last answer stands (the
+    check walks and traces modules).  ``modules`` and ``check`` are plain functions, so the owner
+    pickles and deep-copies (a copy's first check after a registration walks, finds other objects,
+    and checks)."""
+
+    def __init__(self, owner, modules, check) -> None:
+        self.modules, self.check = modules, check
+        self.state = (_REGISTRATIONS[0], _module_signature(modules(owner)), True)
+
+    def ok(self, owner) -> bool:
+        state, epoch = self.state, _REGISTRATIONS[0]
+        if state[0] == epoch or torch.compiler.is_compiling():
+            return state[2]
+        signature = _module_signature(self.modules(owner))
+        ok = state[2] if state[1] == signature else bool(self.check(owner))
+        self.state = (epoch, signature, ok)
+        return ok
+
+
+def _itself(module: nn.Module) -> tuple:
+    return (module,)
+
+
 # The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
 # the channel order of inception_block_bn_train's gamma, beta and statistics: the three 1x1s, the
 # 3x3, the kxk, the pool projection.
 _PRE_ORDER = (0, 1, 3, 2, 4, 5)
 
 
+def _parametrized(convs) -> bool:
+    """Whether a conv's weight is computed by a parametrization (torch.nn.utils.parametrize), outside
+    torch.compile's tracing (which sees the computation itself)."""
+    return not torch.compiler.is_compiling() and any(parametrize.is_parametrized(conv, "weight") for conv in convs)
+
+
 def _uses_batch_stats(bn: nn.Module) -> bool:
     """Whether this BatchNorm normalises with the batch's statistics: in train mode, or without
-    running statistics (nn.BatchNorm2d's own rule)."""
+    running statistics (nn.BatchNorm2d's own rule); never for a frozen one (torchvision's
+    FrozenBatchNorm2d, not an nn.BatchNorm2d kin, always uses its buffers)."""
+    if not isinstance(bn, nn.modules.batchnorm._NormBase):
+        return False
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
@@ -251,10 +317,26 @@ class _PackedBlock:
         self._prepack_cache = PackCache(_prepack_own_units, _own_unit_sources)
         self._resolved: dict = {}
         _check_backend_name(backend)
+        self.structure_built()
 
     def _units(self) -> list:
         """The six conv(→BN) units in packing order (see packing.pack_units)."""
         raise NotImplementedError
+
+    def _matches_structure(self) -> bool:
+        """Whether this block's modules, as they are now, compute the four-branch pattern its fused
+        forward computes, with the same units (inception_fast.recognize)."""
+        raise NotImplementedError
+
+    def structure_built(self) -> None:
+        """Its modules, as they are now, compute the block (it was just built from them, or fuse()
+        matched them)."""
+        self.__dict__["_structure"] = _StructureCheck(self, _itself, type(self)._matches_structure)
+
+    def structure_ok(self) -> bool:
+        """Whether the fused forward may run: False after a module of the block was replaced by one
+        that computes something else (see _StructureCheck); the block then runs its own modules."""
+        return self.__dict__["_structure"].ok(self)
 
     def _first_weight(self) -> Tensor:
         raise NotImplementedError
@@ -323,8 +405,9 @@ class _PackedBlock:
         running statistics), "batch" when all six do and the fused op covers them (plain
         nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
         BatchNorm classes, per-branch eps): the block's own modules.  Also "reference" for a dtype
-        the ops lack (float64).  (Hooks inside the block: the callers' check, ``_hooks_inside``.)"""
-        if x.dtype not in _FLOAT_DTYPES:
+        the ops lack (float64) and for modules that no longer compute the block (``structure_ok``).
+        (Hooks inside the block: the callers' check, ``_hooks_inside``.)"""
+        if x.dtype not in _FLOAT_DTYPES or not self.structure_ok():
             return "reference"
         bns = [conv_and_bn(unit)[1] for unit in self._units()]
         present = [bn for bn in bns if bn is not None]
@@ -390,10 +473,18 @@ class _PackedBlock:
         in the autocast dtype).  BatchNorm folded, or with batch statistics (``_bn_plan``; ``plan``:
         the caller's, already made for ``x``)."""
         plan = plan or self._bn_plan(x)
-        if plan == "batch":
-            return self._batch_stats_forward(x)
         if plan == "reference":
             return self._reference_run(x).contiguous(memory_format=torch.channels_last)
+        if _parametrized(conv_and_bn(unit)[0] for unit in self._units()):
+            # A parametrized weight (spectral_norm, weight_norm) is computed, with its side effects
+            # (spectral_norm's power iteration in train mode), once a forward, as in the conv's own.
+            with parametrize.cached():
+                return self._fused_forward(x, plan)
+        return self._fused_forward(x, plan)
+
+    def _fused_forward(self, x: Tensor, plan: str) -> Tensor:
+        if plan == "batch":
+            return self._batch_stats_forward(x)
         dtype = _compute_dtype(x)
         backend = self.backend_for(x.device)
         if backend == "onednn":
@@ -448,7 +539,19 @@ class FusedInception(_PackedBlock, Inception):
         return block_convs(self)
 
     def _first_weight(self) -> Tensor:
-        return self.branch1.conv.weight
+        return stored_weight(self.branch1.conv)
+
+    def _matches_structure(self) -> bool:
+        # The reference Inception's forward over this block's own modules (a view sharing them).
+        from .recognize import BlockMatch, match_structure
+
+        view = _InceptionView.__new__(_InceptionView)
+        view.__dict__.update(self.__dict__)
+        try:
+            match = match_structure(view)
+            return isinstance(match, BlockMatch) and match.units == _standard_units(self)
+        except Exception:  # a branch without its expected modules
+            return False
 
     @classmethod
     def from_torchvision(cls, block: nn.Module, backend: str = "auto") -> "FusedInception":
@@ -501,6 +604,12 @@ class FusedGoogLeNet(GoogLeNet):
         self._hooked_children: frozenset = frozenset()  # set by each forward (_hooked)
         self._stem_cache = PackCache(_pack_stem, _stem_sources)
         self._stem_prepack_cache = PackCache(_prepack_stem, _stem_sources)
+        self.structure_built()
+
+    def structure_built(self) -> None:
+        """The stem's modules, as they are now, compute what the fused stem computes (see
+        _StructureCheck; each block keeps its own)."""
+        self.__dict__["_stem_structure"] = _StructureCheck(self, FusedGoogLeNet._stem_modules, _stem_computes_fused)
 
     @property
     def backend(self) -> str:
@@ -629,7 +738,9 @@ class FusedGoogLeNet(GoogLeNet):
 
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)
-        _check_params_match(x, self.fc.weight, "GoogLeNet")
+        weight = next(self.parameters(), None)
+        if weight is not None:
+            _check_params_match(x, weight, "GoogLeNet")
 
     def _fused(self, x: Tensor) -> bool:
         """Whether the stem and the pools run fused: not where a stem BatchNorm normalises with
@@ -646,7 +757,7 @@ class FusedGoogLeNet(GoogLeNet):
     def _stem_body(self, x: Tensor) -> Tensor:
         """The folded stem up to maxpool2 on ``x`` in either layout; returns channels_last:
         everything after the first conv runs channels_last (one conversion, at the entry)."""
-        if not self._fused(x) or self._hooked(*self._stem_modules()):
+        if not self._fused(x) or self._hooked(*self._stem_modules()) or not self._stem_structure.ok(self):
             if x.shape[0] == 0:
                 return super()._stem_body(x)
             # Stem BatchNorms with batch statistics, or hooks on the stem's modules: the reference's
@@ -811,6 +922,54 @@ def _stem_sources(model: FusedGoogLeNet) -> list:
     return conv_bn_sources(model._stem_convs())
 
 
+class _InceptionView(Inception):
+    """The reference block's forward; FusedInception._matches_structure gives it a block's modules."""
+
+
+def _basic_conv_forwards() -> tuple:
+    """The conv(→BN)→ReLU units' forwards the fused stem computes: ours and torchvision's."""
+    from .reference import BasicConv2d
+
+    forwards = [BasicConv2d.forward]
+    try:
+        from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
+
+        forwards.append(TVBasicConv2d.forward)
+    except Exception:
+        pass
+    return tuple(forwards)
+
+
+def _stem_computes_fused(model: "FusedGoogLeNet") -> bool:
+    """Whether conv1-conv3 are still what the fused stem computes: conv(→BN)→ReLU units whose conv
+    is a plain square nn.Conv2d (zero padding, no dilation or groups; conv2 1x1 without padding,
+    conv3 3x3 with padding 1, as the stem's kernels take them) and whose BatchNorm is one that folds
+    (one with batch statistics runs the reference's stem anyway: FusedGoogLeNet._fused)."""
+    from .recognize import batch_norm_kinds, bn_channels
+
+    for unit, shape in ((model.conv1, None), (model.conv2, (1, 0)), (model.conv3, (3, 1))):
+        if type(unit).forward not in _basic_conv_forwards():
+            return False
+        conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
+        if not (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward):
+            return False
+        params = (stages.square(conv.kernel_size), stages.square(conv.stride), conv.padding)
+        if (
+            None in params[:2]
+            or isinstance(conv.padding, str)
+            or stages.square(conv.padding) is None
+            or stages.square(conv.dilation) != 1
+            or conv.groups != 1
+            or conv.padding_mode != "zeros"
+        ):
+            return False
+        if shape is not None and (params[0], stages.square(conv.padding), params[1]) != (*shape, 1):
+            return False
+        if bn is not None and (type(bn) not in batch_norm_kinds() or bn_channels(bn) != conv.out_channels):
+            return False
+    return True
+
+
 def _is_batchnorm(module: nn.Module) -> bool:
     """nn.BatchNorm2d and its kin (torchvision's FrozenBatchNorm2d too): running statistics and an eps."""
     return all(hasattr(module, name) for name in ("running_mean", "running_var", "eps"))
@@ -832,6 +991,8 @@ def _adopt(fused: nn.Module, original: nn.Module) -> None:
     fused.load_state_dict(original.state_dict())
     for name, module in fused.named_modules():
         module.training = originals.get(name, original).training
+        if isinstance(module, (_PackedBlock, FusedGoogLeNet)):
+            module.structure_built()  # its BatchNorms are the original's kind now
 
 
 class FusedForeignInception(_PackedBlock, nn.Module):
@@ -880,13 +1041,14 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return [(self._find(conv), self._find(bn) if bn is not None else None) for conv, bn in self.unit_paths]
 
     def _first_weight(self) -> Tensor:
-        return self._find(self.unit_paths[0][0]).weight
+        return stored_weight(self._find(self.unit_paths[0][0]))
 
     def extra_repr(self) -> str:
         return f"from {self.source_class}"
 
     def _reference(self, x: Tensor) -> Tensor:
-        return self.reference_forward(x)
+        # The units' computation while they still are the block's; else the original forward.
+        return self.reference_forward(x) if self.structure_ok() else self._source_forward(x)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The block's computation with its own modules (train-mode BatchNorm included)."""
@@ -899,9 +1061,9 @@ class FusedForeignInception(_PackedBlock, nn.Module):
 
         return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)), unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
 
-    def _source_forward(self, x: Tensor) -> Tensor:
-        """The original block's own forward, in this module's train/eval mode and with this module's
-        children, parameters and buffers (one replaced here since fuse() is the one it runs)."""
+    def _synced_source(self) -> nn.Module:
+        """The original block, in this module's train/eval mode and with this module's children,
+        parameters and buffers (one replaced here since fuse() is the one it holds)."""
         source = self._source_block
         source.training = self.training
         for mine, theirs in (
@@ -912,7 +1074,18 @@ class FusedForeignInception(_PackedBlock, nn.Module):
             for name, value in mine.items():
                 if theirs.get(name) is not value:
                     theirs[name] = value
+        return source
+
+    def _source_forward(self, x: Tensor) -> Tensor:
+        """The original block's own forward (see _synced_source)."""
+        source = self._synced_source()
         return type(source).forward(source, x)
+
+    def _matches_structure(self) -> bool:
+        from .recognize import BlockMatch, match_structure
+
+        match = match_structure(self._synced_source())
+        return isinstance(match, BlockMatch) and match.units == self.unit_paths
 
     def forward(self, x: Tensor) -> Tensor:
         if _hooks_inside(self._modules.values()):

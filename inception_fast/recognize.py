@@ -11,9 +11,11 @@ four-branch pattern the fused op computes:
   * branch 4: a 3x3 stride-1 padding-1 max pool, then a 1x1 conv (+ BN) + ReLU.
 
 Every conv is a plain ``nn.Conv2d`` with stride 1, dilation 1, groups 1 and zero padding; the
-BatchNorms are plain ``nn.BatchNorm2d`` with running statistics; a ReLU is the module or the
-function (``F.relu``, ``torch.relu``, ``.relu()``, in place or not).  Nothing else may be in
-the graph, and no module of the block may carry hooks (the fused forward would skip them).
+BatchNorms are plain ``nn.BatchNorm2d`` (or ``nn.SyncBatchNorm``, or torchvision's
+``FrozenBatchNorm2d``); no conv or BatchNorm serves two units; a ReLU is
+the module or the function (``F.relu``, ``torch.relu``, ``.relu()``, in place or not).  Nothing
+else may be in the graph, and no module of the block may carry hooks (the fused forward would
+skip them; ``match_structure`` is the match without that check, for blocks already fused).
 The answer is a ``BlockMatch`` (the six conv(+BN) units in packing order, by their paths
 inside the module) or the reason it is not one.
 
@@ -24,6 +26,7 @@ hold all six too (fuse() takes the innermost that matches).
 
 from __future__ import annotations
 
+import dis
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -31,8 +34,9 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
-__all__ = ["BlockMatch", "match_block", "find_candidates", "nested_candidates", "count_convs"]
+__all__ = ["BlockMatch", "match_block", "match_structure", "find_candidates", "nested_candidates", "count_convs"]
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
 _RELU_METHODS = {"relu", "relu_"}
@@ -86,8 +90,37 @@ def nested_candidates(path: str, module: nn.Module) -> list:
         chain.append((f"{chain[-1][0]}.{name}" if chain[-1][0] else name, child))
 
 
+def stored_weight(conv: nn.Module) -> torch.Tensor:
+    """The tensor a conv keeps its weight in (its device and dtype are the conv's): a parametrized
+    weight's original, not the computed value (reading that would run the parametrization, with its
+    side effects: spectral_norm's power iteration in train mode)."""
+    if parametrize.is_parametrized(conv, "weight"):
+        stored = conv.parametrizations["weight"]
+        return stored.original if hasattr(stored, "original") else stored.original0
+    return conv.weight
+
+
+def _frozen_batch_norm() -> tuple:
+    """torchvision's FrozenBatchNorm2d (running statistics as buffers, never batch statistics), where
+    torchvision is installed."""
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except Exception:
+        return ()
+    return (FrozenBatchNorm2d,)
+
+
+def batch_norm_kinds() -> tuple:
+    """The BatchNorm classes whose eval-mode computation folds into the conv before them."""
+    return (nn.BatchNorm2d, nn.SyncBatchNorm, *_frozen_batch_norm())
+
+
 class _Tracer(torch.fx.Tracer):
-    """torch.fx's default tracer (torch.nn modules other than Sequential are leaves)."""
+    """torch.fx's default tracer (torch.nn modules other than Sequential are leaves), with
+    torchvision's FrozenBatchNorm2d a leaf too."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _frozen_batch_norm()) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _trace(module: nn.Module) -> torch.fx.Graph:
@@ -98,6 +131,81 @@ def _trace(module: nn.Module) -> torch.fx.Graph:
             f"its forward cannot be traced by torch.fx ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
+
+
+# What a trace cannot see: it records the tensor operations one run of the forward makes, in the
+# grad and autocast modes of that run, with its Python branches decided by that run's values.  So a
+# forward whose code draws random numbers (stochastic depth: ``if random.random() < p``), switches
+# grad or autocast modes (``with torch.no_grad()``, ``@torch.no_grad()``), or is wrapped by any
+# decorator, computes things the graph does not show; such a block is left alone.  Branches on
+# the module's own attributes (``if self.bn is not None``, ``self.training``) are fine: the module
+# is traced in both modes, and a replaced module is checked again (FusedInception.structure_ok).
+_UNSEEN_NAMES = frozenset(
+    {
+        "random", "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
+        "bernoulli", "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_",
+        "poisson", "manual_seed", "seed", "get_rng_state", "set_rng_state",
+        "no_grad", "enable_grad", "set_grad_enabled", "inference_mode", "is_grad_enabled",
+        "autocast", "is_autocast_enabled", "set_autocast_enabled",
+    }
+)  # fmt: skip
+_WITH_OPCODES = frozenset({"SETUP_WITH", "BEFORE_WITH", "SETUP_ASYNC_WITH", "BEFORE_ASYNC_WITH"})
+
+
+def _known_code(obj) -> bool:
+    """PyTorch's, torchvision's and this package's code (fused blocks included): what it computes is
+    known, and what it does with grad modes is its own business."""
+    module = getattr(obj, "__module__", None) or ""
+    return module in ("torch", "inception_fast") or module.startswith(("torch.", "torchvision.", "inception_fast."))
+
+
+def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[str]:
+    """Why ``code`` (and the methods of ``owner`` and plain functions it calls, and the code nested
+    in it) computes something a trace would not show, or None."""
+    if code in seen:
+        return None
+    seen.add(code)
+    for ins in dis.get_instructions(code):
+        if ins.opname in _WITH_OPCODES:
+            return f"{code.co_name}() enters a context manager (the trace records no grad or autocast mode)"
+    names = set(code.co_names)
+    unseen = sorted(names & _UNSEEN_NAMES)
+    if unseen:
+        what = "random numbers or grad/autocast modes a trace does not record"
+        return f"{code.co_name}() uses {', '.join(unseen)} ({what})"
+    nested = [c for c in code.co_consts if hasattr(c, "co_code")]
+    for name in names:
+        fn = getattr(owner, name, None) or functions.get(name)
+        if callable(fn) and not _known_code(fn) and hasattr(fn, "__code__"):
+            if hasattr(fn, "__wrapped__"):
+                return f"{name}() is wrapped by a decorator the trace does not see into"
+            nested.append(fn.__code__)
+    for c in nested:
+        why = _unseen_in_code(c, functions, owner, seen)
+        if why is not None:
+            return why
+    return None
+
+
+def _unseen(module: nn.Module) -> Optional[str]:
+    """Why the forward of ``module`` or of a module under it that the trace steps into computes
+    something its graph would not show (see _UNSEEN_NAMES), or None."""
+    tracer, seen = _Tracer(), set()
+    for path, m in module.named_modules():
+        if path and tracer.is_leaf_module(m, path):
+            continue
+        # Its class's forward and those it inherits (reached through super()).
+        for cls in type(m).__mro__:
+            forward = cls.__dict__.get("forward")
+            if forward is None or _known_code(forward):
+                continue
+            if hasattr(forward, "__wrapped__"):
+                return f"the forward of {cls.__name__} is wrapped by a decorator the trace does not see into"
+            code = getattr(forward, "__code__", None)
+            why = None if code is None else _unseen_in_code(code, forward.__globals__, type(m), seen)
+            if why is not None:
+                return f"{cls.__name__}: {why}"
+    return None
 
 
 def _hooks(module: nn.Module) -> bool:
@@ -169,13 +277,18 @@ def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
     return size
 
 
+def bn_channels(bn: nn.Module) -> int:
+    """How many channels a BatchNorm of ``batch_norm_kinds()`` normalises."""
+    return bn.num_features if hasattr(bn, "num_features") else bn.running_mean.numel()
+
+
 def _check_bn(bn: nn.Module, conv: nn.Module, where: str) -> None:
-    if type(bn) is not nn.BatchNorm2d:
-        raise _NotABlock(f"{where}: {type(bn).__name__} after the conv (only nn.BatchNorm2d folds)")
-    if bn.running_mean is None or bn.running_var is None:
-        raise _NotABlock(f"{where}: BatchNorm2d without running statistics cannot be folded")
-    if bn.num_features != conv.out_channels:
-        raise _NotABlock(f"{where}: BatchNorm2d over {bn.num_features} channels after a conv with {conv.out_channels}")
+    # Without running statistics (track_running_stats=False) it normalises with batch statistics in
+    # eval mode too: the fused block's train-mode BatchNorm op, never a fold (FusedInception._bn_plan).
+    if type(bn) not in batch_norm_kinds():
+        raise _NotABlock(f"{where}: {type(bn).__name__} after the conv (only nn.BatchNorm2d and its kin fold)")
+    if bn_channels(bn) != conv.out_channels:
+        raise _NotABlock(f"{where}: BatchNorm2d over {bn_channels(bn)} channels after a conv with {conv.out_channels}")
 
 
 def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
@@ -302,6 +415,9 @@ def _match_graph(graph: torch.fx.Graph, root: nn.Module) -> BlockMatch:
     extra = [n for n in nodes if n not in used]
     if extra:
         raise _NotABlock(f"its forward also computes {', '.join(_describe(n, root) for n in extra[:3])}")
+    used = [path for unit in units for path in unit if path is not None]
+    if len(set(used)) != len(used) or len({id(root.get_submodule(p)) for p in used}) != len(used):
+        raise _NotABlock("a conv or BatchNorm serves two of its units (the fused op gives each its own)")
     convs = [root.get_submodule(c) for c, _ in units]
     kernels = []
     for i, conv in enumerate(convs):
@@ -314,7 +430,7 @@ def _match_graph(graph: torch.fx.Graph, root: nn.Module) -> BlockMatch:
     for i in (0, 1, 3, 5):
         if convs[i].in_channels != cin:
             raise _NotABlock(f"conv {units[i][0]} reads {convs[i].in_channels} channels, conv {units[0][0]} {cin}")
-    if len({(c.weight.device, c.weight.dtype) for c in convs}) != 1:
+    if len({(stored_weight(c).device, stored_weight(c).dtype) for c in convs}) != 1:
         raise _NotABlock("its convs live on different devices or dtypes")
     return BlockMatch(tuple(units), tuple(kernels), any(bn is not None for _, bn in units))
 
@@ -324,6 +440,15 @@ def match_block(module: nn.Module) -> Union[BlockMatch, str]:
     eval mode), else the reason it does not, as a sentence fragment."""
     if _hooks(module):
         return "it or one of its submodules has hooks (left to run as written; fuse() before registering them)"
+    return match_structure(module)
+
+
+def match_structure(module: nn.Module) -> Union[BlockMatch, str]:
+    """``match_block`` without the check for hooks: whether the modules a fused block holds still
+    compute the pattern (its forward runs hooks by itself)."""
+    why = _unseen(module)
+    if why is not None:
+        return why
     modes = {m: m.training for m in module.modules()}  # put back exactly: a frozen BN stays in eval
     matches = []
     try:

@@ -261,9 +261,11 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"GoogLeNet expects a floating-point input, got {x.dtype}")
-        if x.shape[1] != self.in_channels:
+        conv1 = getattr(self.conv1, "conv", None)  # a conv1 put in later (1 channel for grayscale) decides
+        channels = conv1.in_channels if isinstance(conv1, nn.Conv2d) else self.in_channels
+        if x.shape[1] != channels:
             raise ValueError(
-                f"GoogLeNet(variant={self.variant!r}) expects {self.in_channels} input channels, "
+                f"GoogLeNet(variant={self.variant!r}) expects {channels} input channels, "
                 f"got {x.shape[1]} (input shape {tuple(x.shape)})"
             )
         h, w = x.shape[-2:]

@@ -353,9 +353,9 @@ def head(x: Tensor, avgpool: nn.Module, dropout: nn.Module, fc: nn.Module, trito
     one in eval mode (``standard_head``) and no gradient is needed (the op has no backward)."""
     aten = lambda: fc(dropout(torch.flatten(avgpool(x), 1)))  # noqa: E731
     chooser = choices.HEAD_CHOICE
-    if not triton_allowed or not chooser.applies(x.device, x, fc.weight, fc.bias):
-        return aten()
-    if x.dim() != 4 or x.shape[0] == 0 or not standard_head(avgpool, dropout, fc):
+    if not triton_allowed or x.dim() != 4 or x.shape[0] == 0 or not standard_head(avgpool, dropout, fc):
+        return aten()  # any fc a user put in (a Sequential, a Linear without bias) runs as it is
+    if not chooser.applies(x.device, x, fc.weight, fc.bias):
         return aten()
     w, b = fc.weight, fc.bias
     tf32 = torch.backends.cuda.matmul.allow_tf32 if x.dtype == torch.float32 else None

@@ -1,12 +1,14 @@
 """fuse() recognises Inception blocks by what their forward computes (inception_fast.recognize)."""
 
 import copy
+import random
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from model_cases import FUSED_BLOCK_OP, OpRecorder
 from torch import nn
 
 from inception_fast import FusedInception, fuse
@@ -531,3 +533,84 @@ def test_a_fused_foreign_block_runs_under_autocast():
             got = fused(x)
     assert got.dtype == own.dtype == torch.bfloat16
     check_close(got, want64, reduced_precision_bound(own, want64), "autocast bf16")
+
+
+# -- forwards whose computation a trace does not show ------------------------------------------------
+
+
+class StochasticDepthInception(TextbookInception):
+    """Drops the whole block at random in training (Python's random module): one trace sees one draw."""
+
+    def forward(self, x):
+        if self.training and random.random() < 0.5:
+            return torch.zeros(x.shape[0], 13, *x.shape[2:])
+        return super().forward(x)
+
+
+class FrozenInception(TextbookInception):
+    @torch.no_grad()
+    def forward(self, x):
+        return super().forward(x)
+
+
+class AutocastInception(TextbookInception):
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().forward(x)
+
+
+class HelperNoiseInception(TextbookInception):
+    def forward(self, x):
+        return self._noisy(x)
+
+    def _noisy(self, x):
+        return TextbookInception.forward(self, x + 0.1 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize(
+    "cls,why",
+    [
+        (StochasticDepthInception, "uses random"),
+        (FrozenInception, "wrapped by a decorator"),
+        (AutocastInception, "enters a context manager"),
+        (HelperNoiseInception, "_noisy() uses randn_like"),
+    ],
+)
+def test_forwards_a_trace_cannot_see_are_left_alone(cls, why):
+    """A trace records one run's tensor operations, in that run's grad and autocast modes, with its
+    Python branches decided by that run's values: random draws, grad or autocast modes set inside the
+    forward, and decorators would be lost, so such blocks stay as they are."""
+    block = cls(8, 3, (4, 5), (2, 3), 3)
+    reason = match_block(block)
+    assert isinstance(reason, str) and why in reason, reason
+    with pytest.warns(UserWarning, match="left 1 lookalike"):
+        assert fuse(block, backend="torch") is block
+
+
+@pytest.mark.parametrize("kind", ["spectral_norm", "weight_norm"])
+def test_parametrized_convs_are_computed_once_a_forward(kind):
+    """A parametrized weight (torch.nn.utils.parametrizations) is computed once a forward, as the conv's
+    own forward does: spectral_norm's power iteration then moves its vectors exactly as the original
+    block's, in train mode step by step, and fuse() itself runs no parametrization."""
+    from torch.nn.utils import parametrizations
+
+    block = TextbookInception(8, 3, (4, 5), (2, 3), 3)
+    for name in ("p1_1", "p2_2", "p4_2"):
+        getattr(parametrizations, kind)(getattr(block, name))
+    ref = copy.deepcopy(block)
+    fused, _ = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception)
+    fused.train(), ref.train()
+    for step in range(3):
+        x = torch.randn(2, 8, 5, 5)
+        with OpRecorder() as rec:
+            got = fused(x)
+        assert FUSED_BLOCK_OP in rec.ops
+        check_close(got, ref(x), FP32, f"{kind}, train step {step}")
+        if kind == "spectral_norm":
+            for name in ("p1_1", "p2_2", "p4_2"):
+                mine, theirs = (getattr(m, name).parametrizations.weight[0] for m in (fused, ref))
+                assert torch.equal(mine._u, theirs._u), f"{name}: power iteration out of step"
+    fused.eval(), ref.eval()
+    with torch.no_grad():
+        check_close(fused(x), ref(x), FP32, f"{kind}, eval")

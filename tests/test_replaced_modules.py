@@ -1,0 +1,243 @@
+"""A module put in place of one of a fused model's modules after it was built or fuse()d (a dilated
+conv, a LoRA-style wrapper, an avg pool for the max pool, Identity for a BatchNorm, an fc head of
+another shape): the stage that holds it runs its own modules and computes what the reference with
+the same module computes; the stages around it stay fused; and putting a module that computes the
+pattern back makes the stage fused again."""
+
+import copy
+
+import pytest
+import torch
+from model_cases import CL, FP32, FUSED_BLOCK_OP, OpRecorder, net_tolerance
+from test_recognize import TextbookInception, _fuse_quietly
+from torch import nn
+
+from inception_fast import FusedGoogLeNet, GoogLeNet, Inception, fuse, recognize
+from inception_fast.modules import FusedForeignInception
+from inception_fast.testing import calibrate, check_close
+
+
+class LoRAConv(nn.Module):
+    """A conv plus a low-rank update, exposing the conv's weight the way adapter libraries do."""
+
+    def __init__(self, conv: nn.Conv2d, rank: int = 2):
+        super().__init__()
+        self.conv = conv
+        self.down = nn.Conv2d(conv.in_channels, rank, 1, bias=False)
+        self.up = nn.Conv2d(rank, conv.out_channels, 1, bias=False)
+        nn.init.normal_(self.up.weight, std=0.5)
+
+    @property
+    def weight(self):
+        return self.conv.weight
+
+    def forward(self, x):
+        return self.conv(x) + self.up(self.down(x))
+
+
+class StandardisedConv(nn.Conv2d):
+    """Weight standardisation: an nn.Conv2d whose forward normalises its weight first."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def _seeded(make):
+    torch.manual_seed(11)
+    return make()
+
+
+EDITS = {
+    # the stem (FusedGoogLeNet folds conv1-conv3 and runs conv2 as 1x1/pad 0, conv3 as 3x3/pad 1)
+    "conv2 as a 3x3": lambda m: setattr(m.conv2, "conv", _seeded(lambda: nn.Conv2d(64, 64, 3, padding=1, bias=False))),
+    "conv3 dilated": lambda m: setattr(
+        m.conv3, "conv", _seeded(lambda: nn.Conv2d(64, 192, 3, padding=2, dilation=2, bias=False))
+    ),
+    # a block
+    "block conv dilated": lambda m: setattr(
+        m.inception3b.branch2[1], "conv", _seeded(lambda: nn.Conv2d(128, 192, 3, padding=2, dilation=2, bias=False))
+    ),
+    "block conv wrapped (LoRA)": lambda m: setattr(
+        m.inception4a.branch1, "conv", _seeded(lambda: LoRAConv(copy.deepcopy(m.inception4a.branch1.conv)))
+    ),
+    "block conv standardised": lambda m: setattr(
+        m.inception4b.branch3[0], "conv", _seeded(lambda: StandardisedConv(512, 24, 1, bias=False))
+    ),
+    "block BatchNorm as Identity": lambda m: setattr(m.inception4c.branch2[0], "bn", nn.Identity()),
+    "block pool as an avg pool": lambda m: m.inception5a.branch4.__setitem__(0, nn.AvgPool2d(3, 1, 1)),
+    "block branch with a module appended": lambda m: m.inception5b.branch2.append(nn.Hardtanh(0.0, 0.5)),
+    # the head
+    "fc as a Sequential": lambda m: setattr(
+        m, "fc", _seeded(lambda: nn.Sequential(nn.Dropout(0.2), nn.Linear(1024, 7)))
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_a_module_replaced_in_a_fused_network_is_computed(edit):
+    """The network's stages are built, run once, then one module is replaced in the fused model and
+    in the reference alike: the fused model gives the reference's logits, and every block not
+    touched still runs the fused op."""
+    ref = GoogLeNet(init_weights=True)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=3)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fused(x)  # built and run as it came
+    EDITS[edit](ref)
+    EDITS[edit](fused)
+    if edit != "fc as a Sequential":
+        calibrate(ref, torch.randn(4, 3, 32, 32), seed=4)  # statistics for the new modules
+        fused.load_state_dict(ref.state_dict())
+    ref.eval(), fused.eval()
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x.contiguous(memory_format=CL))
+    check_close(got, ref64, tol, edit)
+    touched = edit.startswith("block")
+    assert rec.ops.count(FUSED_BLOCK_OP) == 9 - touched, "the blocks not touched should stay fused"
+
+
+def test_putting_a_plain_module_back_fuses_the_block_again():
+    ref = GoogLeNet(init_weights=True)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=5)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 3, 32, 32)
+    original = fused.inception3a.branch1.conv
+    fused.inception3a.branch1.conv = LoRAConv(copy.deepcopy(original))
+    with torch.no_grad(), OpRecorder() as rec:
+        fused(x)
+    assert rec.ops.count(FUSED_BLOCK_OP) == 8
+    fused.inception3a.branch1.conv = original
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x)
+    assert rec.ops.count(FUSED_BLOCK_OP) == 9
+    ref64, tol = net_tolerance(ref, x)
+    check_close(got, ref64, tol, "the original conv back")
+
+
+def test_structure_is_checked_again_only_when_modules_change(monkeypatch):
+    """A registration elsewhere (another model built) costs a walk, not a new match; a replaced
+    module costs one match."""
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(4, 16, 5, 5))
+    fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
+    x = torch.randn(2, 16, 5, 5)
+    calls = []
+    real = recognize.match_structure
+    monkeypatch.setattr(recognize, "match_structure", lambda m: calls.append(1) or real(m))
+    with torch.no_grad():
+        fused(x)
+        GoogLeNet(init_weights=False)  # registers hundreds of modules
+        fused(x)
+        assert not calls
+        fused.branch4[0] = nn.MaxPool2d(3, 1, 1)  # another object, the same computation
+        check_close(fused(x), ref.eval()(x), FP32, "an equal pool")
+        fused(x)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("edit", ["dilated conv", "standardised conv", "avg pool", "GroupNorm"])
+def test_a_module_replaced_in_a_fused_foreign_block_is_computed(edit):
+    """fuse()d blocks of another class: the block's own forward runs with the new module."""
+    block = TextbookInception(8, 3, (4, 5), (2, 3), 3)
+    x = torch.randn(2, 8, 6, 6)
+    fused, _ = _fuse_quietly(copy.deepcopy(block))
+    assert isinstance(fused, FusedForeignInception)
+    torch.manual_seed(2)
+    new = {
+        "dilated conv": ("p2_2", lambda: nn.Conv2d(4, 5, 3, padding=2, dilation=2)),
+        "standardised conv": ("p3_1", lambda: StandardisedConv(8, 2, 1)),
+        "avg pool": ("p4_1", lambda: nn.AvgPool2d(3, 1, 1)),
+        "GroupNorm": ("p1_1", lambda: nn.Sequential(nn.Conv2d(8, 3, 1), nn.GroupNorm(1, 3))),
+    }[edit]
+    module = new[1]()
+    setattr(block, new[0], module)
+    setattr(fused, new[0], copy.deepcopy(module))
+    with torch.no_grad():
+        want = block(x)
+        assert want.std() > 0.05
+        with OpRecorder() as rec:
+            got = fused(x)
+    assert FUSED_BLOCK_OP not in rec.ops
+    check_close(got, want, FP32, edit)
+
+
+def test_a_batchnorm_serving_two_units_is_left_alone():
+    class SharedBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b1, self.b2 = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+            self.c1, self.c2, self.d = nn.Conv2d(8, 2, 1), nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(8, 3, 1)
+            self.bn = nn.BatchNorm2d(4)  # after branch 1's 1x1 and branch 2's 3x3
+
+        def forward(self, x):
+            relu = torch.relu
+            return torch.cat(
+                [
+                    relu(self.bn(self.a(x))),
+                    relu(self.bn(self.b2(relu(self.b1(x))))),
+                    relu(self.c2(relu(self.c1(x)))),
+                    relu(self.d(nn.functional.max_pool2d(x, 3, 1, 1))),
+                ],
+                1,
+            )
+
+    assert "serves two of its units" in recognize.match_block(SharedBN())
+
+
+def test_frozen_batchnorm_blocks_fuse_and_match():
+    """torchvision's FrozenBatchNorm2d (detection backbones) folds like a BatchNorm in eval mode, and
+    in train mode too (it never uses batch statistics)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(4, 16, 5, 5))
+    for parent in [m for m in ref.modules() if isinstance(m, nn.Module)]:
+        bn = parent._modules.get("bn")
+        if isinstance(bn, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, name).copy_(getattr(bn, name).detach())
+            parent.bn = frozen
+    fused = fuse(copy.deepcopy(ref), backend="torch")
+    assert isinstance(fused, nn.Module) and fused is not ref
+    x = torch.randn(2, 16, 5, 5)
+    for mode in (False, True):
+        ref.train(mode), fused.train(mode)
+        with OpRecorder() as rec:
+            got = fused(x)
+        assert FUSED_BLOCK_OP in rec.ops, f"train={mode}: the fused op should run"
+        check_close(got, ref(x), FP32, f"FrozenBatchNorm2d, train={mode}")
+
+
+@pytest.mark.parametrize("fc", ["sequential", "linear without bias"])
+def test_the_head_runs_any_fc_where_triton_may_compete(fc):
+    """stages.head with the Triton head allowed (a GPU model): an fc that is not a Linear with a bias
+    runs as it is, never read as one (it used to raise AttributeError, or read a None bias)."""
+    from inception_fast import stages
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(8, 3)) if fc == "sequential" else nn.Linear(8, 3, bias=False)
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    got = stages.head(x, nn.AdaptiveAvgPool2d(1), nn.Identity(), module, triton_allowed=True)
+    check_close(got, module(x.mean((2, 3))), FP32, fc)
+
+
+def test_a_grayscale_conv1_put_in_later_takes_one_channel():
+    ref = GoogLeNet(init_weights=True)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    for model in (ref, fused):
+        torch.manual_seed(1)
+        model.conv1.conv = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+    calibrate(ref, torch.randn(4, 1, 32, 32), seed=2)
+    fused.load_state_dict(ref.state_dict())
+    ref.eval(), fused.eval()
+    x = torch.randn(2, 1, 32, 32)
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, "grayscale")
+    with pytest.raises(ValueError, match="expects 1 input channels, got 3"):
+        fused(torch.randn(2, 3, 32, 32))
