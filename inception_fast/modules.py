@@ -379,6 +379,8 @@ class _PackedBlock:
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
         backends.names()  # as at construction (_check_backend_name): not inside a torch.compile trace
+        if "_structure" not in state:  # pickled before blocks kept it: as built
+            self.structure_built()
 
     def train(self, mode: bool = True):
         # Training may change the weights in ways no version counter shows (inception_fast.packing):
@@ -605,6 +607,11 @@ class FusedGoogLeNet(GoogLeNet):
         self._stem_cache = PackCache(_pack_stem, _stem_sources)
         self._stem_prepack_cache = PackCache(_prepack_stem, _stem_sources)
         self.structure_built()
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if "_stem_structure" not in state:  # pickled before the stem kept it: as built
+            self.structure_built()
 
     def structure_built(self) -> None:
         """The stem's modules, as they are now, compute what the fused stem computes (see
@@ -1175,6 +1182,8 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     """
     from .recognize import BlockMatch, count_convs, find_candidates, match_block, nested_candidates
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fuse() expects a torch.nn.Module, got {type(model).__name__}")
     _check_backend_name(backend)
     done = FuseReport()
     replaced: dict = {}  # id(original block) -> its fused block

@@ -441,6 +441,8 @@ def test_lookalikes_stay_unfused_with_outputs_unchanged(name):
 def test_fuse_warns_when_it_fuses_nothing():
     with pytest.warns(UserWarning, match="fused 0"):
         fuse(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    with pytest.raises(TypeError, match="expects a torch.nn.Module, got str"):
+        fuse("googlenet")
 
 
 def test_match_describes_the_units():
