@@ -254,11 +254,17 @@ def _uses_batch_stats(bn: nn.Module) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
-def _trains_a_batch_norm(units) -> bool:
-    """Whether a BatchNorm of these conv(→BN) units is in train mode: run through nn.BatchNorm2d, it
+def _trains_a_batch_norm(modules) -> bool:
+    """Whether a BatchNorm among or under ``modules`` is in train mode: run through nn.BatchNorm2d, it
     updated its running statistics without moving their version counters, so the caches folded
-    from them must go (inception_fast.packing)."""
-    return any(bn is not None and bn.training for bn in (conv_and_bn(unit)[1] for unit in units))
+    from them must go (inception_fast.packing).  Any modules: a stage running its own modules may
+    hold ones put in place of its units."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._NormBase) and m.training
+        for module in modules
+        if module is not None
+        for m in module.modules()
+    )
 
 
 def _count_batch(bn: nn.Module):
@@ -397,7 +403,7 @@ class _PackedBlock:
         then, where one of its BatchNorms was in train mode, the packed weights dropped:
         nn.BatchNorm2d updates its running statistics without moving their version counters."""
         out = (run or self._reference)(x)
-        if _trains_a_batch_norm(self._units()):
+        if _trains_a_batch_norm((self,)):
             self.clear_packed_weights()
         return out
 
@@ -541,7 +547,8 @@ class FusedInception(_PackedBlock, Inception):
         return block_convs(self)
 
     def _first_weight(self) -> Tensor:
-        return stored_weight(self.branch1.conv)
+        conv = self.branch1._modules.get("conv")
+        return stored_weight(conv) if conv is not None else next(self.parameters())  # a branch put in later
 
     def _matches_structure(self) -> bool:
         # The reference Inception's forward over this block's own modules (a view sharing them).
@@ -580,7 +587,7 @@ class FusedInception(_PackedBlock, Inception):
                 f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "
                 f"(input shape {tuple(x.shape)})"
             )
-        _check_params_match(x, self.branch1.conv.weight, "Inception block")
+        _check_params_match(x, self._first_weight(), "Inception block")
 
     def _reference(self, x: Tensor) -> Tensor:
         return Inception.forward(self, x)
@@ -767,16 +774,17 @@ class FusedGoogLeNet(GoogLeNet):
         if not self._fused(x) or self._hooked(*self._stem_modules()) or not self._stem_structure.ok(self):
             if x.shape[0] == 0:
                 return super()._stem_body(x)
-            # Stem BatchNorms with batch statistics, or hooks on the stem's modules: the reference's
-            # stem, on channels_last (oneDNN's faster layout, and the blocks' layout, which they then
-            # run fused in).  A BatchNorm in train mode updated its running statistics unseen by the
+            # Stem BatchNorms with batch statistics, hooks on the stem's modules, or modules put in
+            # that the fused stem does not compute (_stem_computes_fused): the reference's stem, on
+            # channels_last (oneDNN's faster layout, and the blocks' layout, which they then run
+            # fused in).  A BatchNorm in train mode updated its running statistics unseen by the
             # stem's caches (inception_fast.packing): they are dropped.
             out = (
                 super()
                 ._stem_body(x.contiguous(memory_format=torch.channels_last))
                 .contiguous(memory_format=torch.channels_last)
             )
-            if _trains_a_batch_norm(self._stem_convs()):
+            if _trains_a_batch_norm(self._stem_modules()):
                 self._clear_stem()
             return out
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)

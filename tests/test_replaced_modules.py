@@ -14,7 +14,7 @@ from torch import nn
 
 from inception_fast import FusedGoogLeNet, GoogLeNet, Inception, fuse, recognize
 from inception_fast.modules import FusedForeignInception
-from inception_fast.testing import calibrate, check_close
+from inception_fast.testing import calibrate, check_close, reduced_precision_bound
 
 
 class LoRAConv(nn.Module):
@@ -55,7 +55,13 @@ EDITS = {
     "conv3 dilated": lambda m: setattr(
         m.conv3, "conv", _seeded(lambda: nn.Conv2d(64, 192, 3, padding=2, dilation=2, bias=False))
     ),
+    "conv1 as a bare conv + ReLU": lambda m: setattr(
+        m, "conv1", _seeded(lambda: nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.ReLU()))
+    ),
     # a block
+    "block branch as a bare conv + ReLU": lambda m: setattr(
+        m.inception3a, "branch1", _seeded(lambda: nn.Sequential(nn.Conv2d(192, 64, 1), nn.ReLU()))
+    ),
     "block conv dilated": lambda m: setattr(
         m.inception3b.branch2[1], "conv", _seeded(lambda: nn.Conv2d(128, 192, 3, padding=2, dilation=2, bias=False))
     ),
@@ -241,3 +247,26 @@ def test_a_grayscale_conv1_put_in_later_takes_one_channel():
         check_close(fused(x), ref64, tol, "grayscale")
     with pytest.raises(ValueError, match="expects 1 input channels, got 3"):
         fused(torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("edit", ["conv1 as a bare conv + ReLU", "block branch as a bare conv + ReLU"])
+def test_a_replaced_module_trains_as_the_reference(edit):
+    """Train mode with a stage running its own modules: the same outputs and running statistics."""
+    ref = GoogLeNet(init_weights=True, aux_logits=False)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=6)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch")
+    EDITS[edit](ref)
+    EDITS[edit](fused)
+    ref.train(), fused.train()
+    x = torch.randn(3, 3, 32, 32)
+    ref64 = copy.deepcopy(ref).double()
+    outs = []
+    for model, xin in ((fused, x), (ref, x), (ref64, x.double())):
+        torch.manual_seed(7)  # the head's dropout draws alike
+        outs.append(model(xin))
+    got, want, want64 = outs
+    assert want.std() > 0.05
+    check_close(got, want64, reduced_precision_bound(want, want64), f"{edit}, train")
+    for (name, want), got in zip(ref.named_buffers(), fused.buffers()):
+        if want.is_floating_point():
+            check_close(got, want, FP32, f"{edit}: {name}")
