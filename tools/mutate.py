@@ -550,7 +550,7 @@ MUTANTS = [
     Mutant(
         "stem_cache_kept_after_batch_stats",
         "inception_fast/modules.py",
-        "            if _trains_a_batch_norm(self._stem_convs()):",
+        "            if _trains_a_batch_norm(self._stem_modules()):",
         "            if False:",
         ("tests/test_packing.py", "-k", "running_statistics"),
         "the stem's folded weights survive its BatchNorm's train-mode running-statistics update",
@@ -688,8 +688,8 @@ MUTANTS = [
     Mutant(
         "onednn_branch_slice",
         "inception_fast/backends/onednn_backend.py",
-        "y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5)",
-        "y5 = _prepacked(red[:, -pre.channels[2] - 1 : -1], pre.conv5)",
+        "y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5, red_finite)",
+        "y5 = _prepacked(red[:, -pre.channels[2] - 1 : -1], pre.conv5, red_finite)",
         ONEDNN,
         "the prepacked k×k branch reads its reduction one channel off",
     ),
