@@ -34,8 +34,8 @@ sum that overflows only sends finite data down the exact path).  A conv whose in
 not all finite runs as ATen's conv2d + relu, which keeps the NaN.  Convs fed by a checked one
 inherit its answer: finite operands give finite results, unless a value overflows the dtype's range
 (about 3.4e38 in float32 and bfloat16) inside the block or stem, the one case where a NaN that such
-an overflow makes can still be lost.  The checks cost about 3% of a forward at batch 1 on 2 cores; the ReLU as a
-separate ATen pass instead, exact in that case too, cost up to 15% (bfloat16, batch 8).
+an overflow makes can still be lost.  The checks cost 1-4% of a forward on 2 cores; the ReLU as a separate ATen
+pass instead, exact in that case too, cost up to 15% (bfloat16, batch 8; benchmarks/results).
 
 bfloat16 runs only where oneDNN has bf16 convolutions on this CPU (AVX-512 BW/VL/DQ or
 AVX-NE-CONVERT: ``bf16_supported()``); elsewhere the backend computes in float32 only, and a
