@@ -415,8 +415,8 @@ def _match_graph(graph: torch.fx.Graph, root: nn.Module) -> BlockMatch:
     extra = [n for n in nodes if n not in used]
     if extra:
         raise _NotABlock(f"its forward also computes {', '.join(_describe(n, root) for n in extra[:3])}")
-    used = [path for unit in units for path in unit if path is not None]
-    if len(set(used)) != len(used) or len({id(root.get_submodule(p)) for p in used}) != len(used):
+    paths = [path for unit in units for path in unit if path is not None]
+    if len(set(paths)) != len(paths) or len({id(root.get_submodule(p)) for p in paths}) != len(paths):
         raise _NotABlock("a conv or BatchNorm serves two of its units (the fused op gives each its own)")
     convs = [root.get_submodule(c) for c, _ in units]
     kernels = []
