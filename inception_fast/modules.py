@@ -178,59 +178,68 @@ def _hooks_inside(modules) -> bool:
     return False
 
 
-# Module structure.  A fused stage computes what its modules computed when it was built (or fuse()d)
-# and checked; a module put in place of one of them later (a LoRA wrapper around a conv, a dilated
-# conv, GroupNorm for a BatchNorm, an avg pool for the max pool) may compute something else.  Every
-# registration of a submodule anywhere (setattr, add_module, Sequential/ModuleList edits,
-# parametrizations) moves this counter, so a forward compares one integer; after a move, the stage
-# walks its modules, and only where they are not the same objects of the same classes as at its
-# last check does it check them again (``_StructureCheck``).
-_REGISTRATIONS = [0]
-
-
-def _count_registration(module, name, submodule) -> None:
-    _REGISTRATIONS[0] += 1
-
-
-nn.modules.module.register_module_module_registration_hook(_count_registration)
-
-
+# Module structure.  A fused stage computes what its modules computed when it was built (or fuse()d);
+# a module put in place of one of them later (a LoRA wrapper around a conv, a dilated conv,
+# GroupNorm for a BatchNorm, an avg pool for the max pool, a module inserted into a branch) may
+# compute something else.  Each forward walks the stage's modules and compares them, by identity,
+# with those it was built from or last checked (``_StructureCheck``); where they differ it checks
+# them with a plain predicate (no tracing: a forward may run on several threads, and under
+# torch.compile, whose guards on module identity then recompile).  The signature holds the modules
+# themselves, not their ids: an id can be reused by a new object once the old one is gone.
 def _module_signature(modules) -> tuple:
-    """(id, class) of ``modules`` and every module under them (None skipped), in walk order."""
+    """``modules`` and every module under them (None skipped), in walk order."""
     out = []
-    stack = [m for m in modules if m is not None]
+    stack = list(modules)
     while stack:
         module = stack.pop()
-        out.append(id(module))
-        out.append(type(module))
-        stack.extend(m for m in module._modules.values() if m is not None)
+        if module is not None:
+            out.append(module)
+            stack.extend(module._modules.values())
     return tuple(out)
 
 
-class _StructureCheck:
-    """Whether a stage's modules (``modules(owner)``: what it computes from) still compute its fused
-    form (``check(owner)``), checked again only after a module registration changed them (see
-    above).  Built knowing they do.  Under torch.compile's tracing the last answer stands (the
-    check walks and traces modules).  ``modules`` and ``check`` are plain functions, so the owner
-    pickles and deep-copies (a copy's first check after a registration walks, finds other objects,
-    and checks)."""
-
-    def __init__(self, owner, modules, check) -> None:
-        self.modules, self.check = modules, check
-        self.state = (_REGISTRATIONS[0], _module_signature(modules(owner)), True)
-
-    def ok(self, owner) -> bool:
-        state, epoch = self.state, _REGISTRATIONS[0]
-        if state[0] == epoch or torch.compiler.is_compiling():
-            return state[2]
-        signature = _module_signature(self.modules(owner))
-        ok = state[2] if state[1] == signature else bool(self.check(owner))
-        self.state = (epoch, signature, ok)
-        return ok
+def _walk_matches(modules, expected: tuple) -> bool:
+    """Whether ``_module_signature(modules)`` would be ``expected`` (walked without building it: every
+    forward of every fused stage runs this)."""
+    stack, i, n = list(modules), 0, len(expected)
+    while stack:
+        module = stack.pop()
+        if module is None:
+            continue
+        if i == n or expected[i] is not module:
+            return False
+        i += 1
+        stack.extend(module._modules.values())
+    return i == n
 
 
 def _itself(module: nn.Module) -> tuple:
     return (module,)
+
+
+class _StructureCheck:
+    """Whether a stage's modules (``modules(owner)``: what it computes from) still compute its fused
+    form: the answer kept for the modules last seen, else ``check(owner)`` on the new ones.  Built
+    knowing they do.  ``modules`` and ``check`` are plain functions and the signature holds the
+    owner's own modules, so the owner pickles and deep-copies with its answer.  A DataParallel
+    replica (its modules are copies, walked on its first forward) takes the original's answer."""
+
+    def __init__(self, owner, modules, check, ok: bool = True) -> None:
+        self.modules, self.check = modules, check
+        self.signature = _module_signature(modules(owner)) if owner is not None else None
+        self.answer = ok
+
+    def ok(self, owner) -> bool:
+        if self.signature is not None and _walk_matches(self.modules(owner), self.signature):
+            return self.answer
+        signature = _module_signature(self.modules(owner))
+        answer = self.answer if self.signature is None else bool(self.check(owner))
+        if not torch.compiler.is_compiling():  # a trace keeps no state (its guards recompile)
+            self.signature, self.answer = signature, answer
+        return answer
+
+    def for_replica(self) -> "_StructureCheck":
+        return _StructureCheck(None, self.modules, self.check, self.answer)
 
 
 # The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
@@ -242,7 +251,13 @@ _PRE_ORDER = (0, 1, 3, 2, 4, 5)
 def _parametrized(convs) -> bool:
     """Whether a conv's weight is computed by a parametrization (torch.nn.utils.parametrize), outside
     torch.compile's tracing (which sees the computation itself)."""
-    return not torch.compiler.is_compiling() and any(parametrize.is_parametrized(conv, "weight") for conv in convs)
+    return not torch.compiler.is_compiling() and any(_weight_parametrized(conv) for conv in convs)
+
+
+def _weight_parametrized(module: nn.Module) -> bool:
+    # parametrize.is_parametrized, by a dict read (it goes through a failing __getattr__: 7 µs a block)
+    plist = module._modules.get("parametrizations") if module is not None else None
+    return plist is not None and "weight" in plist._modules
 
 
 def _uses_batch_stats(bn: nn.Module) -> bool:
@@ -338,6 +353,11 @@ class _PackedBlock:
         """Its modules, as they are now, compute the block (it was just built from them, or fuse()
         matched them)."""
         self.__dict__["_structure"] = _StructureCheck(self, _itself, type(self)._matches_structure)
+
+    def _replicate_for_data_parallel(self):
+        replica = super()._replicate_for_data_parallel()
+        replica.__dict__["_structure"] = self.__dict__["_structure"].for_replica()
+        return replica
 
     def structure_ok(self) -> bool:
         """Whether the fused forward may run: False after a module of the block was replaced by one
@@ -547,20 +567,11 @@ class FusedInception(_PackedBlock, Inception):
         return block_convs(self)
 
     def _first_weight(self) -> Tensor:
-        conv = self.branch1._modules.get("conv")
-        return stored_weight(conv) if conv is not None else next(self.parameters())  # a branch put in later
+        return stored_weight(self.branch1._modules.get("conv"), self)
 
     def _matches_structure(self) -> bool:
-        # The reference Inception's forward over this block's own modules (a view sharing them).
-        from .recognize import BlockMatch, match_structure
-
-        view = _InceptionView.__new__(_InceptionView)
-        view.__dict__.update(self.__dict__)
-        try:
-            match = match_structure(view)
-            return isinstance(match, BlockMatch) and match.units == _standard_units(self)
-        except Exception:  # a branch without its expected modules
-            return False
+        # Our layout, checked module by module (no trace: this runs inside forward).
+        return _inception_layout_ok(self)
 
     @classmethod
     def from_torchvision(cls, block: nn.Module, backend: str = "auto") -> "FusedInception":
@@ -624,6 +635,11 @@ class FusedGoogLeNet(GoogLeNet):
         """The stem's modules, as they are now, compute what the fused stem computes (see
         _StructureCheck; each block keeps its own)."""
         self.__dict__["_stem_structure"] = _StructureCheck(self, FusedGoogLeNet._stem_modules, _stem_computes_fused)
+
+    def _replicate_for_data_parallel(self):
+        replica = super()._replicate_for_data_parallel()
+        replica.__dict__["_stem_structure"] = self.__dict__["_stem_structure"].for_replica()
+        return replica
 
     @property
     def backend(self) -> str:
@@ -787,6 +803,12 @@ class FusedGoogLeNet(GoogLeNet):
             if _trains_a_batch_norm(self._stem_modules()):
                 self._clear_stem()
             return out
+        if _parametrized(unit._modules.get("conv") for unit in self._stem_convs()):
+            with parametrize.cached():  # each parametrized weight computed once a forward (_PackedBlock)
+                return self._fused_stem_body(x)
+        return self._fused_stem_body(x)
+
+    def _fused_stem_body(self, x: Tensor) -> Tensor:
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         key = self.stem_choice_key(x)
         variant = choices.STEM_CHOICE.lookup(key)
@@ -817,8 +839,8 @@ class FusedGoogLeNet(GoogLeNet):
         # fused_forward picks folded or batch-statistics BatchNorm per block (FusedInception._bn_plan);
         # a block carrying hooks, or holding a module that does, is called as a module: its forward
         # runs the hooks (FusedInception.forward).
-        if x.shape[0] == 0 or self._hooked(block):
-            return block(x).contiguous(memory_format=torch.channels_last)
+        if x.shape[0] == 0 or self._hooked(block) or not isinstance(block, _PackedBlock):
+            return block(x).contiguous(memory_format=torch.channels_last)  # a block put in: as it is
         return block.fused_forward(x)
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:
@@ -834,7 +856,7 @@ class FusedGoogLeNet(GoogLeNet):
             and all(isinstance(block, _PackedBlock) for block in blocks)
             and self._fused(x)
             and _compute_dtype(x) == x.dtype
-            and all(x.dtype == block._first_weight().dtype and block._bn_plan(x) == "fold" for block in blocks)
+            and all(block._bn_plan(x) == "fold" and x.dtype == block._first_weight().dtype for block in blocks)
             and not self._hooked(*blocks)
             and not (
                 torch.is_grad_enabled()
@@ -937,22 +959,67 @@ def _stem_sources(model: FusedGoogLeNet) -> list:
     return conv_bn_sources(model._stem_convs())
 
 
-class _InceptionView(Inception):
-    """The reference block's forward; FusedInception._matches_structure gives it a block's modules."""
+def _conv_ok(conv, kernel: Optional[int]) -> bool:
+    """A plain square nn.Conv2d (its forward, zero padding, no dilation or groups) with stride 1 and
+    'same' padding, and ``kernel`` (1) or any odd size (None)."""
+    from .recognize import conv_problem
+
+    return conv_problem(conv, "", kernel) is None
+
+
+def _unit_ok(unit, kernel: Optional[int]) -> bool:
+    """A conv(→BN)→ReLU unit of ours or torchvision's whose conv is ``_conv_ok`` and whose BN folds."""
+    from .recognize import batch_norm_kinds, bn_channels
+
+    if type(unit).forward not in _basic_conv_forwards() or set(unit._modules) - {"conv", "bn"}:
+        return False
+    conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
+    if not _conv_ok(conv, kernel):
+        return False
+    return bn is None or (type(bn) in batch_norm_kinds() and bn_channels(bn) == conv.out_channels)
+
+
+def _inception_layout_ok(block: "FusedInception") -> bool:
+    """Whether the block's modules are the layout its fused forward reads (block_convs) and compute
+    the pattern: four branches, exact nn.Sequential containers of the right length, units
+    ``_unit_ok``, branch 4's pool a 3x3/1/1 max pool, channel counts that chain."""
+    from .recognize import pool_problem
+
+    m = block._modules
+    branches = [m.get(name) for name in ("branch1", "branch2", "branch3", "branch4")]
+    if set(m) != {"branch1", "branch2", "branch3", "branch4"}:
+        return False
+    if any(type(b) is not nn.Sequential or len(b) != 2 for b in branches[1:]):
+        return False
+    b2, b3, b4 = (b._modules for b in branches[1:])
+    units = [(branches[0], 1), (b2["0"], 1), (b2["1"], None), (b3["0"], 1), (b3["1"], None), (b4["1"], 1)]
+    if not all(_unit_ok(unit, k) for unit, k in units) or pool_problem(b4["0"], "") is not None:
+        return False
+    convs = [unit._modules["conv"] for unit, _ in units]
+    return (
+        len({convs[i].in_channels for i in (0, 1, 3, 5)}) == 1
+        and convs[2].in_channels == convs[1].out_channels
+        and convs[4].in_channels == convs[3].out_channels
+    )
+
+
+_BASIC_FORWARDS: list = []  # filled on first use (torchvision's import is optional)
 
 
 def _basic_conv_forwards() -> tuple:
     """The conv(→BN)→ReLU units' forwards the fused stem computes: ours and torchvision's."""
-    from .reference import BasicConv2d
+    if not _BASIC_FORWARDS:
+        from .reference import BasicConv2d
 
-    forwards = [BasicConv2d.forward]
-    try:
-        from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
+        forwards = [BasicConv2d.forward]
+        try:
+            from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
 
-        forwards.append(TVBasicConv2d.forward)
-    except Exception:
-        pass
-    return tuple(forwards)
+            forwards.append(TVBasicConv2d.forward)
+        except Exception:
+            pass
+        _BASIC_FORWARDS[:] = forwards
+    return tuple(_BASIC_FORWARDS)
 
 
 def _stem_computes_fused(model: "FusedGoogLeNet") -> bool:
@@ -962,6 +1029,8 @@ def _stem_computes_fused(model: "FusedGoogLeNet") -> bool:
     (one with batch statistics runs the reference's stem anyway: FusedGoogLeNet._fused)."""
     from .recognize import batch_norm_kinds, bn_channels
 
+    if type(model.maxpool1) is not nn.MaxPool2d:
+        return False
     for unit, shape in ((model.conv1, None), (model.conv2, (1, 0)), (model.conv3, (3, 1))):
         if type(unit).forward not in _basic_conv_forwards():
             return False
@@ -1024,7 +1093,9 @@ class FusedForeignInception(_PackedBlock, nn.Module):
     * every BatchNorm in train mode: the train-mode BatchNorm op (see the module docstring);
     * BatchNorms mixing train and eval mode or differing in eps, and dtypes the op lacks
       (float64): the matched computation with the block's own modules (each conv, BN and ReLU in
-      turn, then torch.cat), which is what the original forward computes: the match proved it.
+      turn, then torch.cat), which is what the original forward computes: the match proved it;
+    * any of its modules replaced since fuse() (``structure_ok``): the original forward, whatever
+      the modules now compute, until ``fuse()`` matches them again (``rematch``).
     """
 
     def __init__(self, block: nn.Module, match, backend: str = "auto") -> None:
@@ -1056,7 +1127,7 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return [(self._find(conv), self._find(bn) if bn is not None else None) for conv, bn in self.unit_paths]
 
     def _first_weight(self) -> Tensor:
-        return stored_weight(self._find(self.unit_paths[0][0]))
+        return stored_weight(self._find(self.unit_paths[0][0]), self)
 
     def extra_repr(self) -> str:
         return f"from {self.source_class}"
@@ -1097,16 +1168,30 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return type(source).forward(source, x)
 
     def _matches_structure(self) -> bool:
+        # Any change: the original forward, which computes whatever the modules now are.  Matching
+        # them again traces the forward, which must not happen inside one (threads, torch.compile):
+        # fuse(model) does it (rematch).
+        return False
+
+    def rematch(self) -> bool:
+        """Whether the block's modules, as they are now, compute the pattern with the same units
+        (traced and matched as fuse() does); if so the fused forward runs again."""
         from .recognize import BlockMatch, match_structure
 
-        match = match_structure(self._synced_source())
-        return isinstance(match, BlockMatch) and match.units == self.unit_paths
+        try:
+            match = match_structure(self._synced_source())
+        except Exception:
+            return False
+        if isinstance(match, BlockMatch) and match.units == self.unit_paths:
+            self.structure_built()
+            return True
+        return False
 
     def forward(self, x: Tensor) -> Tensor:
         if _hooks_inside(self._modules.values()):
             return self._reference_run(x, self._source_forward)
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
-            return self.reference_forward(x)  # its own errors for input it cannot take, float64's answer
+            return self._reference(x)  # its own errors for input it cannot take, float64's answer
         plan = self._bn_plan(x)
         if plan == "reference":
             return self._reference_run(x)
@@ -1178,7 +1263,10 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     become FusedInception, any other class (the d2l textbook's ``Inception``, your own) a
     FusedForeignInception that keeps its submodules and state_dict keys.  Modules that look like
     blocks (six convs) but compute anything else are left exactly as they were, and so are
-    blocks carrying hooks (the fused forward would skip them).
+    blocks carrying hooks (the fused forward would skip them) and blocks whose forward does what a
+    trace cannot see (random draws, grad or autocast modes, decorators).  A FusedForeignInception
+    whose modules were replaced since runs its original forward; fuse() on the model again fuses
+    it anew where its modules still compute the pattern.
 
     A FusedInception holds a copy of the block's weights, a FusedForeignInception the block's own
     parameter objects: build the optimizer after ``fuse()`` (an optimizer built before keeps
@@ -1197,6 +1285,11 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     replaced: dict = {}  # id(original block) -> its fused block
     fused_classes = (FusedInception, FusedForeignInception)
     result = model
+    # Blocks fused before whose modules changed since run their original forward; those that still
+    # compute the pattern are fused again (FusedForeignInception.rematch).
+    for block in model.modules():
+        if isinstance(block, FusedForeignInception) and not block.structure_ok() and block.rematch():
+            done.fused.append((next(p for p, m in model.named_modules() if m is block), block.source_class))
     if isinstance(model, fused_classes):
         candidates = []
     elif count_convs(model) == 6:

@@ -34,7 +34,6 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 __all__ = ["BlockMatch", "match_block", "match_structure", "find_candidates", "nested_candidates", "count_convs"]
 
@@ -90,24 +89,36 @@ def nested_candidates(path: str, module: nn.Module) -> list:
         chain.append((f"{chain[-1][0]}.{name}" if chain[-1][0] else name, child))
 
 
-def stored_weight(conv: nn.Module) -> torch.Tensor:
+def stored_weight(conv: Optional[nn.Module], owner: Optional[nn.Module] = None) -> torch.Tensor:
     """The tensor a conv keeps its weight in (its device and dtype are the conv's): a parametrized
     weight's original, not the computed value (reading that would run the parametrization, with its
-    side effects: spectral_norm's power iteration in train mode)."""
-    if parametrize.is_parametrized(conv, "weight"):
-        stored = conv.parametrizations["weight"]
+    side effects: spectral_norm's power iteration in train mode).  A module put in its place that
+    has no weight (a wrapper): the first parameter of ``owner``."""
+    weight = conv._parameters.get("weight") if conv is not None else None
+    if weight is not None:
+        return weight
+    plist = conv._modules.get("parametrizations") if conv is not None else None
+    if plist is not None and "weight" in plist._modules:
+        stored = plist._modules["weight"]
         return stored.original if hasattr(stored, "original") else stored.original0
-    return conv.weight
+    if conv is not None and isinstance(getattr(conv, "weight", None), torch.Tensor):
+        return conv.weight
+    return next((owner if owner is not None else conv).parameters())
+
+
+_FROZEN: list = []  # [the class or None], filled on first use (torchvision's import is optional)
 
 
 def _frozen_batch_norm() -> tuple:
     """torchvision's FrozenBatchNorm2d (running statistics as buffers, never batch statistics), where
     torchvision is installed."""
-    try:
-        from torchvision.ops.misc import FrozenBatchNorm2d
-    except Exception:
-        return ()
-    return (FrozenBatchNorm2d,)
+    if not _FROZEN:
+        try:
+            from torchvision.ops.misc import FrozenBatchNorm2d
+        except Exception:
+            FrozenBatchNorm2d = None
+        _FROZEN.append(FrozenBatchNorm2d)
+    return () if _FROZEN[0] is None else (_FROZEN[0],)
 
 
 def batch_norm_kinds() -> tuple:
@@ -175,7 +186,9 @@ def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[s
         return f"{code.co_name}() uses {', '.join(unseen)} ({what})"
     nested = [c for c in code.co_consts if hasattr(c, "co_code")]
     for name in names:
-        fn = getattr(owner, name, None) or functions.get(name)
+        fn = getattr(owner, name, None)
+        if fn is None:
+            fn = functions.get(name)
         if callable(fn) and not _known_code(fn) and hasattr(fn, "__code__"):
             if hasattr(fn, "__wrapped__"):
                 return f"{name}() is wrapped by a decorator the trace does not see into"
@@ -277,6 +290,39 @@ def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
     return size
 
 
+def conv_problem(conv: nn.Module, where: str, k: Optional[int]) -> Optional[str]:
+    """Why ``conv`` is not a conv the fused op computes (see _check_conv), or None."""
+    try:
+        _check_conv(conv, where, k)
+    except _NotABlock as exc:
+        return str(exc)
+    return None
+
+
+def pool_problem(pool: nn.Module, where: str) -> Optional[str]:
+    """Why the module ``pool`` is not a 3x3 stride-1 padding-1 max pool, or None."""
+    if type(pool) is not nn.MaxPool2d:
+        return f"{where}: {type(pool).__name__} where a 3x3/1 max pool belongs"
+    params = (
+        _pair(pool.kernel_size),
+        _pair(pool.stride if pool.stride is not None else pool.kernel_size),
+        _pair(pool.padding),
+        _pair(pool.dilation),
+        pool.return_indices,
+    )
+    return _pool_params_problem(params, where)
+
+
+def _pool_params_problem(params: tuple, where: str) -> Optional[str]:
+    if params == (3, 1, 1, 1, False):
+        return None
+    kernel, stride, padding, dilation, _ = params
+    return (
+        f"{where}: max pool kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} "
+        "(the pattern has 3, 1, 1, 1)"
+    )
+
+
 def bn_channels(bn: nn.Module) -> int:
     """How many channels a BatchNorm of ``batch_norm_kinds()`` normalises."""
     return bn.num_features if hasattr(bn, "num_features") else bn.running_mean.numel()
@@ -294,16 +340,7 @@ def _check_bn(bn: nn.Module, conv: nn.Module, where: str) -> None:
 def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
     """A 3x3 stride-1 padding-1 max pool (its ceil_mode changes nothing at that size)."""
     if node.op == "call_module":
-        pool = root.get_submodule(node.target)
-        if type(pool) is not nn.MaxPool2d:
-            raise _NotABlock(f"{where}: {type(pool).__name__} where a 3x3/1 max pool belongs")
-        params = (
-            _pair(pool.kernel_size),
-            _pair(pool.stride if pool.stride is not None else pool.kernel_size),
-            _pair(pool.padding),
-            _pair(pool.dilation),
-            pool.return_indices,
-        )
+        why = pool_problem(root.get_submodule(node.target), where)
     elif node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d):
         names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         bound = dict(zip(names, node.args))
@@ -318,14 +355,11 @@ def _check_pool(node: torch.fx.Node, root: nn.Module, where: str) -> None:
             _pair(bound.get("dilation", 1)),
             bool(bound.get("return_indices", False)),
         )
+        why = _pool_params_problem(params, where)
     else:
-        raise _NotABlock(f"{where}: {_describe(node, root)} where a 3x3/1 max pool belongs")
-    if params != (3, 1, 1, 1, False):
-        kernel, stride, padding, dilation, _ = params
-        raise _NotABlock(
-            f"{where}: max pool kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} "
-            "(the pattern has 3, 1, 1, 1)"
-        )
+        why = f"{where}: {_describe(node, root)} where a 3x3/1 max pool belongs"
+    if why is not None:
+        raise _NotABlock(why)
 
 
 def _branch_chain(end: torch.fx.Node, start: torch.fx.Node, where: str, root: nn.Module) -> list:

@@ -343,6 +343,7 @@ def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool
         and avgpool.output_size in (1, (1, 1))
         and (isinstance(dropout, nn.Identity) or (isinstance(dropout, nn.Dropout) and not dropout.training))
         and isinstance(fc, nn.Linear)
+        and type(fc).forward is nn.Linear.forward  # a subclass with its own forward (LoRA) computes more
         and fc.bias is not None
     )
 

@@ -55,6 +55,7 @@ EDITS = {
     "conv3 dilated": lambda m: setattr(
         m.conv3, "conv", _seeded(lambda: nn.Conv2d(64, 192, 3, padding=2, dilation=2, bias=False))
     ),
+    "maxpool1 as an avg pool": lambda m: setattr(m, "maxpool1", nn.AvgPool2d(3, 2, ceil_mode=True)),
     "conv1 as a bare conv + ReLU": lambda m: setattr(
         m, "conv1", _seeded(lambda: nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.ReLU()))
     ),
@@ -67,6 +68,9 @@ EDITS = {
     ),
     "block conv wrapped (LoRA)": lambda m: setattr(
         m.inception4a.branch1, "conv", _seeded(lambda: LoRAConv(copy.deepcopy(m.inception4a.branch1.conv)))
+    ),
+    "block conv wrapped without a weight": lambda m: setattr(
+        m.inception4d.branch1, "conv", nn.Sequential(copy.deepcopy(m.inception4d.branch1.conv), nn.Dropout(0.0))
     ),
     "block conv standardised": lambda m: setattr(
         m.inception4b.branch3[0], "conv", _seeded(lambda: StandardisedConv(512, 24, 1, bias=False))
@@ -125,24 +129,82 @@ def test_putting_a_plain_module_back_fuses_the_block_again():
 
 
 def test_structure_is_checked_again_only_when_modules_change(monkeypatch):
-    """A registration elsewhere (another model built) costs a walk, not a new match; a replaced
-    module costs one match."""
+    """Forwards with the same modules reuse the answer; a replaced module (put in by setattr,
+    Sequential.insert or a direct _modules write) is checked once, in the forward after it, by a
+    predicate (no trace inside a forward)."""
+    from inception_fast import modules
+
     ref = Inception(16, 8, 6, 8, 4, 6, 5)
     calibrate(ref, torch.randn(4, 16, 5, 5))
     fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
     x = torch.randn(2, 16, 5, 5)
     calls = []
-    real = recognize.match_structure
-    monkeypatch.setattr(recognize, "match_structure", lambda m: calls.append(1) or real(m))
+    real = modules._inception_layout_ok
+    monkeypatch.setattr(modules, "_inception_layout_ok", lambda m: calls.append(1) or real(m))
+    monkeypatch.setattr(recognize, "match_structure", lambda m: pytest.fail("traced inside a forward"))
     with torch.no_grad():
         fused(x)
-        GoogLeNet(init_weights=False)  # registers hundreds of modules
+        GoogLeNet(init_weights=False)  # other modules built elsewhere change nothing
         fused(x)
         assert not calls
         fused.branch4[0] = nn.MaxPool2d(3, 1, 1)  # another object, the same computation
         check_close(fused(x), ref.eval()(x), FP32, "an equal pool")
         fused(x)
-    assert len(calls) == 1
+        assert len(calls) == 1
+        fused.branch2._modules["1"] = copy.deepcopy(fused.branch2[1])
+        fused.branch2[1]._modules["conv"] = nn.Conv2d(6, 8, 3, padding=2, dilation=2)
+        ref.branch2[1].conv = copy.deepcopy(fused.branch2[1].conv)
+        with OpRecorder() as rec:
+            check_close(fused(x), ref(x), FP32, "a dilated conv written into _modules")
+        assert FUSED_BLOCK_OP not in rec.ops
+        fused.branch3.insert(1, nn.Hardtanh(0.0, 0.5))
+        ref.branch3.insert(1, nn.Hardtanh(0.0, 0.5))
+        check_close(fused(x), ref(x), FP32, "a module inserted")
+
+
+def test_a_fused_foreign_block_is_fused_again_by_fuse():
+    """A fused foreign block whose module was replaced runs its original forward; once a module that
+    computes the pattern is back, fuse(model) fuses it again (a trace, outside any forward)."""
+    model = nn.Sequential(TextbookInception(8, 3, (4, 5), (2, 3), 3))
+    _fuse_quietly(model)
+    block, x = model[0], torch.randn(2, 8, 6, 6)
+    original = block.p2_2
+    block.p2_2 = nn.Conv2d(4, 5, 3, padding=2, dilation=2)
+    with torch.no_grad(), OpRecorder() as rec:
+        model(x)
+    assert FUSED_BLOCK_OP not in rec.ops
+    _, report = fuse(model, backend="torch", report=True)
+    assert not report.fused, "a dilated conv still does not compute the pattern"
+    block.p2_2 = original
+    _, report = _fuse_quietly(model)
+    assert report.fused == [("0", f"{TextbookInception.__module__}.{TextbookInception.__qualname__}")]
+    with torch.no_grad(), OpRecorder() as rec:
+        model(x)
+    assert FUSED_BLOCK_OP in rec.ops
+
+
+def test_replaced_modules_under_torch_compile():
+    """torch.compile (fullgraph): modules replaced before compiling and between calls are computed
+    (the walk is traced; Dynamo's guards on module identity recompile), and modules built elsewhere
+    cause no recompile."""
+    torch._dynamo.reset()
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(4, 16, 5, 5))
+    fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
+    ref.eval()
+    x = torch.randn(2, 16, 5, 5)
+    for module in (ref, fused):
+        module.branch4[0] = nn.AvgPool2d(3, 1, 1)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        check_close(compiled(x), ref(x), FP32, "replaced before compiling")
+        for _ in range(8):
+            nn.Sequential(nn.ReLU())
+        check_close(compiled(x), ref(x), FP32, "after unrelated modules")
+        for module in (ref, fused):
+            module.branch4[0] = nn.MaxPool2d(3, 1, 1)
+            module.branch2[1].conv = _seeded(lambda: nn.Conv2d(6, 8, 3, padding=2, dilation=2))
+        check_close(compiled(x), ref(x), FP32, "replaced between calls")
 
 
 @pytest.mark.parametrize("edit", ["dilated conv", "standardised conv", "avg pool", "GroupNorm"])
@@ -219,17 +281,22 @@ def test_frozen_batchnorm_blocks_fuse_and_match():
         check_close(got, ref(x), FP32, f"FrozenBatchNorm2d, train={mode}")
 
 
-@pytest.mark.parametrize("fc", ["sequential", "linear without bias"])
-def test_the_head_runs_any_fc_where_triton_may_compete(fc):
-    """stages.head with the Triton head allowed (a GPU model): an fc that is not a Linear with a bias
-    runs as it is, never read as one (it used to raise AttributeError, or read a None bias)."""
+def test_the_head_runs_any_fc_where_triton_may_compete():
+    """stages.head with the Triton head allowed (a GPU model): an fc that is not a Linear runs as it
+    is, never read as one (a Sequential raised AttributeError), and a Linear subclass with a forward
+    of its own is not the standard head."""
     from inception_fast import stages
 
+    class LoRALinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Linear(8, 3)) if fc == "sequential" else nn.Linear(8, 3, bias=False)
+    module = nn.Sequential(nn.Linear(8, 3))
     x = torch.randn(2, 8, 3, 3, requires_grad=True)
     got = stages.head(x, nn.AdaptiveAvgPool2d(1), nn.Identity(), module, triton_allowed=True)
-    check_close(got, module(x.mean((2, 3))), FP32, fc)
+    check_close(got, module(x.mean((2, 3))), FP32, "a Sequential fc")
+    assert not stages.standard_head(nn.AdaptiveAvgPool2d(1), nn.Identity(), LoRALinear(8, 3))
 
 
 def test_a_grayscale_conv1_put_in_later_takes_one_channel():
@@ -270,3 +337,19 @@ def test_a_replaced_module_trains_as_the_reference(edit):
     for (name, want), got in zip(ref.named_buffers(), fused.buffers()):
         if want.is_floating_point():
             check_close(got, want, FP32, f"{edit}: {name}")
+
+
+def test_a_data_parallel_replica_takes_the_original_answer(monkeypatch):
+    """nn.DataParallel's replicas (a shallow copy per step, then copies of every child) answer as the
+    block they copy, without checking the copies (runs on CPU: replicate() itself needs GPUs)."""
+    from inception_fast import modules
+
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(4, 16, 5, 5))
+    fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
+    replica = fused._replicate_for_data_parallel()
+    for name, child in fused._modules.items():
+        replica._modules[name] = copy.deepcopy(child)
+    monkeypatch.setattr(modules, "_inception_layout_ok", lambda m: pytest.fail("a replica was checked"))
+    assert replica.structure_ok() and fused.structure_ok()
+    assert replica.__dict__["_structure"] is not fused.__dict__["_structure"]
