@@ -14,6 +14,7 @@ from torch import nn
 
 from inception_fast import FusedGoogLeNet, GoogLeNet, Inception, fuse, recognize
 from inception_fast.modules import FusedForeignInception
+from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import calibrate, check_close, reduced_precision_bound
 
 
@@ -62,6 +63,9 @@ EDITS = {
     # a block
     "block branch as a bare conv + ReLU": lambda m: setattr(
         m.inception3a, "branch1", _seeded(lambda: nn.Sequential(nn.Conv2d(192, 64, 1), nn.ReLU()))
+    ),
+    "block replaced by an unfused one": lambda m: setattr(
+        m, "inception4b", _seeded(lambda: Inception(*BLOCK_CONFIGS["inception4b"]))
     ),
     "block conv dilated": lambda m: setattr(
         m.inception3b.branch2[1], "conv", _seeded(lambda: nn.Conv2d(128, 192, 3, padding=2, dilation=2, bias=False))
