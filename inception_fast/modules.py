@@ -959,22 +959,15 @@ def _stem_sources(model: FusedGoogLeNet) -> list:
     return conv_bn_sources(model._stem_convs())
 
 
-def _conv_ok(conv, kernel: Optional[int]) -> bool:
-    """A plain square nn.Conv2d (its forward, zero padding, no dilation or groups) with stride 1 and
-    'same' padding, and ``kernel`` (1) or any odd size (None)."""
-    from .recognize import conv_problem
-
-    return conv_problem(conv, "", kernel) is None
-
-
 def _unit_ok(unit, kernel: Optional[int]) -> bool:
-    """A conv(→BN)→ReLU unit of ours or torchvision's whose conv is ``_conv_ok`` and whose BN folds."""
-    from .recognize import batch_norm_kinds, bn_channels
+    """A conv(→BN)→ReLU unit of ours or torchvision's whose conv the fused op computes (a square odd
+    kernel with 'same' padding, stride 1; ``kernel`` 1 where a 1x1 belongs) and whose BN folds."""
+    from .recognize import batch_norm_kinds, bn_channels, conv_ok
 
     if type(unit).forward not in _basic_conv_forwards() or set(unit._modules) - {"conv", "bn"}:
         return False
     conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
-    if not _conv_ok(conv, kernel):
+    if not conv_ok(conv, kernel):
         return False
     return bn is None or (type(bn) in batch_norm_kinds() and bn_channels(bn) == conv.out_channels)
 

@@ -290,13 +290,17 @@ def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
     return size
 
 
-def conv_problem(conv: nn.Module, where: str, k: Optional[int]) -> Optional[str]:
-    """Why ``conv`` is not a conv the fused op computes (see _check_conv), or None."""
-    try:
-        _check_conv(conv, where, k)
-    except _NotABlock as exc:
-        return str(exc)
-    return None
+def conv_ok(conv: Optional[nn.Module], k: Optional[int]) -> bool:
+    """Whether ``conv`` is one the fused op computes (``_check_conv``'s rules, as a predicate without
+    exceptions: a fused block's forward runs it, under torch.compile too)."""
+    if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
+        return False
+    size = _pair(conv.kernel_size)
+    if size is None or size % 2 == 0 or (k == 1 and size != 1):
+        return False
+    if _pair(conv.stride) != 1 or _pair(conv.dilation) != 1 or conv.groups != 1 or conv.padding_mode != "zeros":
+        return False
+    return conv.padding == "same" or _pair(conv.padding) == size // 2
 
 
 def pool_problem(pool: nn.Module, where: str) -> Optional[str]:
