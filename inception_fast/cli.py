@@ -62,6 +62,8 @@ def resolve_device(arg: Optional[str], job: str, default_cuda_index: Optional[in
             raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
         raise UsageError(f"--device {arg}: {job} runs on cpu or cuda")
+    elif device.index not in (None, 0):
+        raise UsageError(f"--device {arg}: there is one cpu device, 'cpu'")
     return device
 
 

@@ -111,6 +111,7 @@ BAD_VALUES = [
     (["--batch-sizes", "2.5"], "argument --batch-sizes: expected comma-separated positive integers, got '2.5'"),
     (["--device", "gpu"], "--device gpu: not a device name (cpu, cuda or cuda:N)"),
     (["--device", "meta"], "--device meta: the main job runs on cpu or cuda"),
+    (["--device", "cpu:1"], "--device cpu:1: there is one cpu device, 'cpu'"),
     (
         ["--backend", "nope"],
         "--backend 'nope' is unavailable on cpu: unknown backend "
