@@ -2,7 +2,8 @@
 conv, a LoRA-style wrapper, an avg pool for the max pool, Identity for a BatchNorm, an fc head of
 another shape): the stage that holds it runs its own modules and computes what the reference with
 the same module computes; the stages around it stay fused; and putting a module that computes the
-pattern back makes the stage fused again."""
+pattern back makes the stage fused again (a FusedInception at once, a fused foreign block at the
+next fuse())."""
 
 import copy
 
