@@ -959,17 +959,30 @@ def _stem_sources(model: FusedGoogLeNet) -> list:
     return conv_bn_sources(model._stem_convs())
 
 
-def _unit_ok(unit, kernel: Optional[int]) -> bool:
-    """A conv(→BN)→ReLU unit of ours or torchvision's whose conv the fused op computes (a square odd
-    kernel with 'same' padding, stride 1; ``kernel`` 1 where a 1x1 belongs) and whose BN folds."""
-    from .recognize import batch_norm_kinds, bn_channels, conv_ok
+def _folding_unit(unit) -> Optional[tuple]:
+    """(conv, bn or None) of a conv(→BN)→ReLU unit of ours or torchvision's whose conv is a plain
+    nn.Conv2d and whose BatchNorm folds into it, else None (the stem's units and a block's)."""
+    from .recognize import batch_norm_kinds, bn_channels
 
-    if type(unit).forward not in _basic_conv_forwards() or set(unit._modules) - {"conv", "bn"}:
-        return False
+    if type(unit).forward not in _basic_conv_forwards():
+        return None
     conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
-    if not conv_ok(conv, kernel):
+    if not (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward):
+        return None
+    if bn is not None and (type(bn) not in batch_norm_kinds() or bn_channels(bn) != conv.out_channels):
+        return None
+    return conv, bn
+
+
+def _unit_ok(unit, kernel: Optional[int]) -> bool:
+    """A ``_folding_unit`` with nothing else inside whose conv the fused op computes (a square odd
+    kernel with 'same' padding, stride 1; ``kernel`` 1 where a 1x1 belongs)."""
+    from .recognize import conv_problem
+
+    parts = _folding_unit(unit)
+    if parts is None or set(unit._modules) - {"conv", "bn"}:
         return False
-    return bn is None or (type(bn) in batch_norm_kinds() and bn_channels(bn) == conv.out_channels)
+    return conv_problem(parts[0], "", kernel) is None
 
 
 def _inception_layout_ok(block: "FusedInception") -> bool:
@@ -1016,20 +1029,17 @@ def _basic_conv_forwards() -> tuple:
 
 
 def _stem_computes_fused(model: "FusedGoogLeNet") -> bool:
-    """Whether conv1-conv3 are still what the fused stem computes: conv(→BN)→ReLU units whose conv
-    is a plain square nn.Conv2d (zero padding, no dilation or groups; conv2 1x1 without padding,
-    conv3 3x3 with padding 1, as the stem's kernels take them) and whose BatchNorm is one that folds
-    (one with batch statistics runs the reference's stem anyway: FusedGoogLeNet._fused)."""
-    from .recognize import batch_norm_kinds, bn_channels
-
+    """Whether conv1-conv3 are still what the fused stem computes: ``_folding_unit``s whose conv is
+    square with square integer padding, no dilation or groups and zero padding (conv2 1x1 without
+    padding, conv3 3x3 with padding 1, as the stem's kernels take them; a BatchNorm with batch
+    statistics runs the reference's stem anyway: FusedGoogLeNet._fused), after a plain max pool."""
     if type(model.maxpool1) is not nn.MaxPool2d:
         return False
     for unit, shape in ((model.conv1, None), (model.conv2, (1, 0)), (model.conv3, (3, 1))):
-        if type(unit).forward not in _basic_conv_forwards():
+        parts = _folding_unit(unit)
+        if parts is None:
             return False
-        conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
-        if not (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward):
-            return False
+        conv = parts[0]
         params = (stages.square(conv.kernel_size), stages.square(conv.stride), conv.padding)
         if (
             None in params[:2]
@@ -1041,8 +1051,6 @@ def _stem_computes_fused(model: "FusedGoogLeNet") -> bool:
         ):
             return False
         if shape is not None and (params[0], stages.square(conv.padding), params[1]) != (*shape, 1):
-            return False
-        if bn is not None and (type(bn) not in batch_norm_kinds() or bn_channels(bn) != conv.out_channels):
             return False
     return True
 

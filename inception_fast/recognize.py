@@ -265,42 +265,37 @@ def _tensor_args(node: torch.fx.Node) -> list:
 
 def _check_conv(conv: nn.Module, where: str, k: Optional[int]) -> int:
     """The square kernel size of a conv the fused op computes (1 when ``k`` is 1), else raises."""
-    if type(conv).forward is not nn.Conv2d.forward or not isinstance(conv, nn.Conv2d):
-        raise _NotABlock(f"{where}: {type(conv).__name__} is not a plain nn.Conv2d")
+    why = conv_problem(conv, where, k)
+    if why is not None:
+        raise _NotABlock(why)
+    return _pair(conv.kernel_size)
+
+
+def conv_problem(conv: Optional[nn.Module], where: str, k: Optional[int]) -> Optional[str]:
+    """Why ``conv`` is not a conv the fused op computes (``k`` 1: a 1x1; None: any odd square
+    kernel), or None.  No exceptions: a fused block's forward runs it, under torch.compile too
+    (Dynamo cannot trace an exception's str() on torch 2.11)."""
+    if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
+        return f"{where}: {type(conv).__name__} is not a plain nn.Conv2d"
     size = _pair(conv.kernel_size)
     if size is None:
-        raise _NotABlock(f"{where}: non-square kernel {tuple(conv.kernel_size)}")
+        return f"{where}: non-square kernel {tuple(conv.kernel_size)}"
     if k == 1 and size != 1:
-        raise _NotABlock(f"{where}: a {size}x{size} conv where a 1x1 belongs")
+        return f"{where}: a {size}x{size} conv where a 1x1 belongs"
     if size % 2 == 0:
-        raise _NotABlock(f"{where}: even kernel {size}x{size} (the branch would change the spatial size)")
+        return f"{where}: even kernel {size}x{size} (the branch would change the spatial size)"
     if _pair(conv.stride) != 1:
-        raise _NotABlock(f"{where}: stride {tuple(conv.stride)}")
+        return f"{where}: stride {tuple(conv.stride)}"
     if _pair(conv.dilation) != 1:
-        raise _NotABlock(f"{where}: dilation {tuple(conv.dilation)}")
+        return f"{where}: dilation {tuple(conv.dilation)}"
     if conv.groups != 1:
-        raise _NotABlock(f"{where}: groups={conv.groups}")
+        return f"{where}: groups={conv.groups}"
     if conv.padding_mode != "zeros":
-        raise _NotABlock(f"{where}: padding_mode={conv.padding_mode!r}")
+        return f"{where}: padding_mode={conv.padding_mode!r}"
     padding = conv.padding
     if not (padding == "same" or _pair(padding) == size // 2):
-        raise _NotABlock(
-            f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})"
-        )
-    return size
-
-
-def conv_ok(conv: Optional[nn.Module], k: Optional[int]) -> bool:
-    """Whether ``conv`` is one the fused op computes (``_check_conv``'s rules, as a predicate without
-    exceptions: a fused block's forward runs it, under torch.compile too)."""
-    if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
-        return False
-    size = _pair(conv.kernel_size)
-    if size is None or size % 2 == 0 or (k == 1 and size != 1):
-        return False
-    if _pair(conv.stride) != 1 or _pair(conv.dilation) != 1 or conv.groups != 1 or conv.padding_mode != "zeros":
-        return False
-    return conv.padding == "same" or _pair(conv.padding) == size // 2
+        return f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})"
+    return None
 
 
 def pool_problem(pool: nn.Module, where: str) -> Optional[str]:
