@@ -143,6 +143,8 @@ def test_structure_is_checked_again_only_when_modules_change(monkeypatch):
     calibrate(ref, torch.randn(4, 16, 5, 5))
     fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
     x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        assert ref.eval()(x).std() > 0.1, "reference activations vanished: the comparisons could not fail"
     calls = []
     real = modules._inception_layout_ok
     monkeypatch.setattr(modules, "_inception_layout_ok", lambda m: calls.append(1) or real(m))
@@ -198,6 +200,8 @@ def test_replaced_modules_under_torch_compile():
     fused = fuse(copy.deepcopy(ref).eval(), backend="torch")
     ref.eval()
     x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        assert ref(x).std() > 0.1, "reference activations vanished: the comparisons could not fail"
     for module in (ref, fused):
         module.branch4[0] = nn.AvgPool2d(3, 1, 1)
     compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
@@ -278,6 +282,8 @@ def test_frozen_batchnorm_blocks_fuse_and_match():
     fused = fuse(copy.deepcopy(ref), backend="torch")
     assert isinstance(fused, nn.Module) and fused is not ref
     x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        assert ref.eval()(x).std() > 0.1, "reference activations vanished: the comparison could not fail"
     for mode in (False, True):
         ref.train(mode), fused.train(mode)
         with OpRecorder() as rec:
