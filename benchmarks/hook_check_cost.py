@@ -1,13 +1,17 @@
-"""What looking for hooks costs FusedGoogLeNet per forward, side by side in one run.
+"""What the checks every forward makes cost FusedGoogLeNet, side by side in one run.
 
     python -m benchmarks.hook_check_cost [--sizes 32,224] [--rounds 15] [--backend torch] [--threads 1]
 
-Every forward of FusedGoogLeNet walks its module tree for hooks (inception_fast.modules: a
-stage holding a hooked module runs its own modules).  Each round times, at batch 1 on calibrated
-weights (torchvision's variant, fp32, channels_last input): the forward as it is, the same forward
-with the walk replaced by a constant "no hooks", and the walk alone, interleaved so all three see
-the same machine load (benchmarks.helpers.measure.interleaved_rounds).  Prints the medians over the rounds with their
-min-max.  The model has no hooks, so both forwards compute the same thing.  Not a test.
+Every forward of FusedGoogLeNet walks its module tree for hooks and instance forwards
+(inception_fast.modules: a stage holding such a module runs its own modules), walks each stage's
+modules for replaced modules and changed conv/pool settings (the structure checks), and gathers
+the packed-weight caches' keys (inception_fast.packing).  Each round times, at batch 1 on
+calibrated weights (torchvision's variant, fp32, channels_last input): the forward as it is, the
+same forward with the hook walk replaced by a constant "no hooks", the hook walk alone, the
+structure checks alone (the nine blocks and the stem) and the keys alone (the nine blocks),
+interleaved so all see the same machine load (benchmarks.helpers.measure.interleaved_rounds).
+Prints the medians over the rounds with their min-max.  The model has no hooks, so both forwards
+compute the same thing.  Not a test.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import argparse
 import torch
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
-from inception_fast import FusedGoogLeNet, GoogLeNet, modules
+from inception_fast import FusedGoogLeNet, GoogLeNet, modules, packing
 from inception_fast.testing import calibrate
 
 
@@ -35,6 +39,16 @@ def main(argv=None) -> None:
     model = FusedGoogLeNet.from_torchvision(ref, backend=args.backend).eval()
     children = [c for c in model._modules.values() if c is not None]
     walk = modules._hooks_inside
+    blocks = [m for m in model.modules() if isinstance(m, modules._PackedBlock)]
+
+    def structure_checks():
+        for block in blocks:
+            block.structure_ok()
+        model._stem_structure.ok(model)
+
+    def cache_keys():
+        for block in blocks:
+            packing._state(modules._own_unit_sources(block))
 
     def without_walk(x):
         modules._hooks_inside = lambda found: False
@@ -50,6 +64,8 @@ def main(argv=None) -> None:
             "forward": lambda x=x: model(x),
             "forward, no walk": lambda x=x: without_walk(x),
             "the walk alone": lambda: walk(children),
+            "the structure checks alone": structure_checks,
+            "the cache keys alone": cache_keys,
         }
     with torch.inference_mode():
         rows = interleaved_rounds(groups, rounds=args.rounds, repeats=args.repeats, warmup=2)

@@ -5,7 +5,15 @@ model = FusedGoogLeNet.from_torchvision(torchvision.models.googlenet(weights="DE
 """
 
 from .graphs import CapturedForward
-from .modules import FusedForeignInception, FusedGoogLeNet, FusedInception, FuseReport, available_backends, fuse
+from .modules import (
+    FusedForeignInception,
+    FusedGoogLeNet,
+    FusedInception,
+    FuseReport,
+    available_backends,
+    clear_packed_weights,
+    fuse,
+)
 from .precompiler import precompile
 from .reference import GoogLeNet, Inception
 
@@ -18,6 +26,7 @@ __all__ = [
     "fuse",
     "FuseReport",
     "available_backends",
+    "clear_packed_weights",
     "CapturedForward",
     "precompile",
 ]

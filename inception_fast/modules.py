@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+import torch.autograd.forward_ad as forward_ad
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -59,6 +62,7 @@ __all__ = [
     "fuse",
     "FuseReport",
     "available_backends",
+    "clear_packed_weights",
     "is_inception_block",
 ]
 
@@ -67,6 +71,13 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def available_backends(device="cpu") -> list[str]:
     """The backends that run on ``device`` (e.g. ["torch", "triton", "cuda"])."""
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(
+            f"available_backends expects a device (a torch.device, a name such as 'cpu' or 'cuda:0', or "
+            f"a CUDA index), got {device!r}"
+        ) from None
     return backends.available_backends(device)
 
 
@@ -103,10 +114,16 @@ def _conv_shapes(block: "_PackedBlock") -> tuple:
     return tuple(tuple(conv_and_bn(unit)[0].weight.shape) for unit in block._units())
 
 
+def _autocast_on(device_type: str) -> bool:
+    """torch.is_autocast_enabled for a device type, False for the meta device (autocast has no
+    state for it)."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype a block computes in: under autocast the autocast dtype, as the reference's convs
     would; else the input's."""
-    if torch.is_autocast_enabled(x.device.type):
+    if _autocast_on(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 
@@ -117,11 +134,25 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
             f"{what} input is on {x.device} but its weights are on {ref.device}; "
             f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})"
         )
-    if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+    if x.dtype != ref.dtype and not _autocast_on(x.device.type):
         raise TypeError(
             f"{what} input dtype {x.dtype} does not match its weights' dtype {ref.dtype}; "
             f"cast the input with .to({ref.dtype}) or the model with .to({x.dtype})"
         )
+
+
+def _transformed(x) -> bool:
+    """Whether this forward runs under a transform the fused ops have no rules for: one of
+    torch.func's (vmap, grad, jvp, jacrev, jacfwd; functional_call alone is none), forward-mode AD
+    (torch.autograd.forward_ad), a torch.fx symbolic trace (``x`` a Proxy: torchvision's
+    create_feature_extractor) or a TorchScript trace (torch.jit.trace: its graph then holds plain
+    ATen ops, which load without this package).  The fused modules then compute with the
+    reference's stages and their own modules, whose ATen ops have those rules (``_ReferenceStages``)."""
+    if isinstance(x, torch.fx.Proxy) or torch._C._functorch.maybe_current_level() is not None:
+        return True  # (the functorch level first: torch.compile may trace a transform's body)
+    if torch.compiler.is_compiling():
+        return False
+    return forward_ad._current_level >= 0 or torch.jit.is_tracing()
 
 
 def _check_backend_name(backend: str) -> None:
@@ -160,11 +191,12 @@ def _global_hooks() -> bool:
 
 
 def _hooks_inside(modules) -> bool:
-    """Whether any of ``modules`` (None allowed) or a module under them carries a hook, or a global
-    module hook is registered: a fused stage does not call the modules it replaces, so where one
-    carries a hook (a forward pre-hook of torch.nn.utils.prune, a feature extractor's forward hook)
-    the stage runs its own modules.  Plain attribute reads, about 0.4 µs a module: this runs on every
-    forward."""
+    """Whether any of ``modules`` (None allowed) or a module under them carries a hook or a forward
+    of its own (set on the instance: ``module.forward = ...``, as activation-checkpointing wrappers
+    do), or a global module hook is registered: a fused stage does not call the modules it
+    replaces, so where one carries a hook (a forward pre-hook of torch.nn.utils.prune, a feature
+    extractor's forward hook) or another forward, the stage runs its own modules.  Plain attribute
+    reads, about 0.4 µs a module: this runs on every forward."""
     if _global_hooks():
         return True
     stack = list(modules)
@@ -172,7 +204,13 @@ def _hooks_inside(modules) -> bool:
         module = stack.pop()
         if module is None:
             continue
-        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+        if (
+            module._forward_hooks
+            or module._forward_pre_hooks
+            or module._backward_hooks
+            or module._backward_pre_hooks
+            or "forward" in module.__dict__
+        ):
             return True
         stack.extend(module._modules.values())
     return False
@@ -217,29 +255,96 @@ def _itself(module: nn.Module) -> tuple:
     return (module,)
 
 
+# A conv's or pool's settings (stride, padding, kernel size, ...) are read from the module on every
+# call of its own forward; a fused stage read them once, when it checked the layout and packed.
+_GEOMETRY = (
+    nn.modules.conv._ConvNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+)
+
+
+_SETTING_TYPES = (int, float, str, tuple, list, type(None))
+
+
+def _module_settings(signature: tuple) -> tuple:
+    """(index, names, values, getter, got) for each conv and pool of a signature: its public settings
+    (attributes holding numbers, strings, tuples, lists or None; not tensors, such as a weight held
+    as a plain attribute, which the packed weights' key follows) as they are now, lists copied;
+    ``getter`` reads them from its ``__dict__`` in one call, and ``got`` is what it returned."""
+    out = []
+    for i, module in enumerate(signature):
+        if isinstance(module, _GEOMETRY):
+            d = module.__dict__
+            names = tuple(
+                k for k, v in d.items() if not k.startswith("_") and k != "training" and isinstance(v, _SETTING_TYPES)
+            )
+            if names:
+                getter = operator.itemgetter(*names)
+                values = tuple(list(d[k]) if isinstance(d[k], list) else d[k] for k in names)
+                out.append((i, names, values, getter, values if len(names) > 1 else values[0]))
+    return tuple(out)
+
+
+def _settings_match(signature: tuple, settings: tuple) -> bool:
+    """Whether each conv and pool of ``signature`` still has the settings recorded in ``settings``."""
+    compiling = torch.compiler.is_compiling()
+    for i, names, values, getter, got in settings:
+        module = signature[i]
+        if compiling:  # attribute reads, which torch.compile traces (and guards on)
+            if any(getattr(module, name, None) != value for name, value in zip(names, values)):
+                return False
+            continue
+        try:
+            if getter(module.__dict__) != got:
+                return False
+        except KeyError:  # an attribute deleted
+            return False
+    return True
+
+
 class _StructureCheck:
     """Whether a stage's modules (``modules(owner)``: what it computes from) still compute its fused
-    form: the answer kept for the modules last seen, else ``check(owner)`` on the new ones.  Built
-    knowing they do.  ``modules`` and ``check`` are plain functions and the signature holds the
-    owner's own modules, so the owner pickles and deep-copies with its answer.  A DataParallel
-    replica (its modules are copies, walked on its first forward) takes the original's answer."""
+    form: the answer kept for the modules last seen, else ``check(owner)`` on the new ones.  Modules
+    are the same when they are the same objects and each conv and pool keeps its settings; where
+    they change, ``changed(owner)`` drops what was built from the old ones.  Built knowing they do.
+    ``modules``, ``check`` and ``changed`` are plain functions and the signature holds the owner's
+    own modules, so the owner pickles and deep-copies with its answer.  A DataParallel replica (its
+    modules are copies, walked on its first forward) takes the original's answer."""
 
-    def __init__(self, owner, modules, check, ok: bool = True) -> None:
-        self.modules, self.check = modules, check
-        self.signature = _module_signature(modules(owner)) if owner is not None else None
-        self.answer = ok
+    def __init__(self, owner, modules, check, changed, ok: bool = True) -> None:
+        self.modules, self.check, self.changed = modules, check, changed
+        signature = _module_signature(modules(owner)) if owner is not None else None
+        # (signature, settings, answer) as one value: a forward on another thread reads all three
+        # as they were set together.
+        self.state = (signature, _module_settings(signature) if owner is not None else (), ok)
+
+    def __setstate__(self, state: dict) -> None:
+        if "state" not in state:  # pickled before settings were kept: its modules' settings now
+            signature, answer = state.pop("signature"), state.pop("answer")
+            state["state"] = (signature, _module_settings(signature) if signature is not None else (), answer)
+        self.__dict__.update(state)
 
     def ok(self, owner) -> bool:
-        if self.signature is not None and _walk_matches(self.modules(owner), self.signature):
-            return self.answer
-        signature = _module_signature(self.modules(owner))
-        answer = self.answer if self.signature is None else bool(self.check(owner))
+        signature, settings, answer = self.state
+        if (
+            signature is not None
+            and _walk_matches(self.modules(owner), signature)
+            and _settings_match(signature, settings)
+        ):
+            return answer
+        new = _module_signature(self.modules(owner))
+        new_answer = answer if signature is None else bool(self.check(owner))
         if not torch.compiler.is_compiling():  # a trace keeps no state (its guards recompile)
-            self.signature, self.answer = signature, answer
-        return answer
+            if signature is not None:
+                self.changed(owner)
+            self.state = (new, _module_settings(new), new_answer)
+        return new_answer
 
     def for_replica(self) -> "_StructureCheck":
-        return _StructureCheck(None, self.modules, self.check, self.answer)
+        return _StructureCheck(None, self.modules, self.check, self.changed, self.state[2])
 
 
 # The six units (packing order: branch 1, branch 2's 1x1 and 3x3, branch 3's 1x1 and kxk, pool) in
@@ -352,7 +457,9 @@ class _PackedBlock:
     def structure_built(self) -> None:
         """Its modules, as they are now, compute the block (it was just built from them, or fuse()
         matched them)."""
-        self.__dict__["_structure"] = _StructureCheck(self, _itself, type(self)._matches_structure)
+        self.__dict__["_structure"] = _StructureCheck(
+            self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights
+        )
 
     def _replicate_for_data_parallel(self):
         replica = super()._replicate_for_data_parallel()
@@ -390,9 +497,9 @@ class _PackedBlock:
         return self._pack_cache.get(self, dtype)
 
     def clear_packed_weights(self) -> None:
-        """Drops the cached packed weights.  Needed only after writes through ``.data``, which
-        PyTorch's version counters do not see; every other change is detected on its own
-        (``inception_fast.packing``)."""
+        """Drops the cached packed weights.  Needed only after writes PyTorch's version counters
+        do not see (through ``.data``, a NumPy view, the storage); other changes are detected on
+        their own (``inception_fast.packing``)."""
         self._pack_cache.clear()
         self._prepack_cache.clear()
 
@@ -407,6 +514,8 @@ class _PackedBlock:
         backends.names()  # as at construction (_check_backend_name): not inside a torch.compile trace
         if "_structure" not in state:  # pickled before blocks kept it: as built
             self.structure_built()
+        else:  # (pickled before a change dropped the packed weights: it does now)
+            state["_structure"].changed = _PackedBlock.clear_packed_weights
 
     def train(self, mode: bool = True):
         # Training may change the weights in ways no version counter shows (inception_fast.packing):
@@ -604,6 +713,8 @@ class FusedInception(_PackedBlock, Inception):
         return Inception.forward(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _transformed(x):
+            return self._reference_run(x)  # the reference's computation (see _transformed)
         self.check_input(x)
         plan = self._bn_plan(x)
         if plan == "reference" or _hooks_inside(self._modules.values()):
@@ -630,11 +741,15 @@ class FusedGoogLeNet(GoogLeNet):
         super().__setstate__(state)
         if "_stem_structure" not in state:  # pickled before the stem kept it: as built
             self.structure_built()
+        else:  # (pickled before a change dropped the packed weights: it does now)
+            state["_stem_structure"].changed = FusedGoogLeNet._clear_stem
 
     def structure_built(self) -> None:
         """The stem's modules, as they are now, compute what the fused stem computes (see
         _StructureCheck; each block keeps its own)."""
-        self.__dict__["_stem_structure"] = _StructureCheck(self, FusedGoogLeNet._stem_modules, _stem_computes_fused)
+        self.__dict__["_stem_structure"] = _StructureCheck(
+            self, FusedGoogLeNet._stem_modules, _stem_computes_fused, FusedGoogLeNet._clear_stem
+        )
 
     def _replicate_for_data_parallel(self):
         replica = super()._replicate_for_data_parallel()
@@ -709,11 +824,7 @@ class FusedGoogLeNet(GoogLeNet):
 
     def clear_packed_weights(self) -> None:
         """Drops every cached packed weight (stem and blocks); see FusedInception.clear_packed_weights."""
-        self._stem_cache.clear()
-        self._stem_prepack_cache.clear()
-        for module in self.modules():
-            if isinstance(module, _PackedBlock):
-                module.clear_packed_weights()
+        clear_packed_weights(self)
 
     def _clear_stem(self) -> None:
         self._stem_cache.clear()
@@ -810,10 +921,15 @@ class FusedGoogLeNet(GoogLeNet):
 
     def _fused_stem_body(self, x: Tensor) -> Tensor:
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
-        key = self.stem_choice_key(x)
-        variant = choices.STEM_CHOICE.lookup(key)
-        if variant is None:  # first forward at this shape: build the candidates and measure them
-            variant = choices.STEM_CHOICE.pick(key, x.device, self._stem_runners(x, w1, b1, padded))
+        if torch.compiler.is_compiling():
+            # ATen's form, as the measured choices' callers run their first candidate under a trace
+            # (Choice.applies): a lookup keyed by the input's sizes would fix dynamic ones.
+            variant = "channels_last"
+        else:
+            key = self.stem_choice_key(x)
+            variant = choices.STEM_CHOICE.lookup(key)
+            if variant is None:  # first forward at this shape: build the candidates and measure them
+                variant = choices.STEM_CHOICE.pick(key, x.device, self._stem_runners(x, w1, b1, padded))
         prepacked = self._stem_prepacked(x)
         if (
             variant in stages.STEM_TRITON_VARIANTS
@@ -912,6 +1028,8 @@ class FusedGoogLeNet(GoogLeNet):
         (inception_fast.precompile); under backend auto, the forwards while those compile run
         ATen's computations and measure nothing (inception_fast.precompiler: tuning deferred).
         A stage whose modules carry hooks runs them (``_hooked``)."""
+        if _transformed(x):
+            return GoogLeNet.forward(_ReferenceStages(self), x)
         children = [c for c in self._modules.values() if c is not None]
         self._hooked_children = (
             frozenset(id(c) for c in children if _hooks_inside((c,))) if _hooks_inside(children) else frozenset()
@@ -926,6 +1044,35 @@ class FusedGoogLeNet(GoogLeNet):
         if self.training or self._hooked(self.avgpool, self.dropout, self.fc):
             return super()._head(x)
         return stages.head(x, self.avgpool, self.dropout, self.fc, self._triton_allowed)
+
+
+def clear_packed_weights(model: nn.Module) -> None:
+    """Drops every packed weight cached in ``model``: a FusedGoogLeNet, a model fuse() changed, a
+    block.  Needed only after writes PyTorch's version counters do not see (FusedInception's
+    clear_packed_weights)."""
+    for module in model.modules():
+        if isinstance(module, FusedGoogLeNet):
+            module._clear_stem()
+        elif isinstance(module, _PackedBlock):
+            module.clear_packed_weights()
+
+
+class _ReferenceStages:
+    """A FusedGoogLeNet seen with GoogLeNet's stage hooks instead of its fused ones (everything
+    else is the model's own): ``GoogLeNet.forward`` on it is the reference's computation with the
+    model's modules, the path for transforms the fused ops have no rules for (``_transformed``).
+    A subclass's own overrides of those stages are not used on this path."""
+
+    __slots__ = ("_model",)
+    _STAGES = ("check_input", "_stem_body", "_stem", "_block", "_pool", "_pool_block", "_pool_blocks", "_head")
+
+    def __init__(self, model: "FusedGoogLeNet") -> None:
+        object.__setattr__(self, "_model", model)
+
+    def __getattr__(self, name: str):
+        if name in _ReferenceStages._STAGES:
+            return getattr(GoogLeNet, name).__get__(self)
+        return getattr(self._model, name)
 
 
 def _pack_stem(model: FusedGoogLeNet, dtype: torch.dtype):
@@ -1060,11 +1207,34 @@ def _is_batchnorm(module: nn.Module) -> bool:
     return all(hasattr(module, name) for name in ("running_mean", "running_var", "eps"))
 
 
+def _computed_tensor(module: nn.Module) -> Optional[str]:
+    """The path (relative to ``module``) of the first conv or BatchNorm under it whose weight or
+    bias is not a plain parameter or buffer: computed by a parametrization or by
+    torch.nn.utils.prune (weight_orig and a mask), or held as a plain tensor attribute.  None if
+    there is none.  A copy through state_dict cannot take those."""
+    for path, m in module.named_modules():
+        if isinstance(m, nn.Conv2d) or _is_batchnorm(m):
+            if "parametrizations" in m._modules or any(
+                name not in m._parameters and name not in m._buffers for name in ("weight", "bias")
+            ):
+                return path or "."
+    return None
+
+
 def _adopt(fused: nn.Module, original: nn.Module) -> None:
     """Makes ``fused``, built from ``original``'s configuration and on its device and dtype, the
     original's copy: each BatchNorm a copy of the original's (its class, eps, momentum, affine and
     running-statistics settings, which the constructor does not take), the original's state, and
     each submodule's train/eval mode (a frozen BatchNorm stays in eval mode in a model in train mode)."""
+    computed = _computed_tensor(original)
+    if computed is not None:
+        raise ValueError(
+            f"{type(fused).__name__}.from_torchvision cannot copy {type(original).__name__}'s module "
+            f"{computed!r}: its weight or bias is computed (a parametrization, torch.nn.utils.prune) or "
+            "held as a plain attribute, which a copy through state_dict cannot take.  Make it a plain "
+            "parameter first (prune.remove, parametrize.remove_parametrizations), or fuse() the model "
+            "in place, which keeps it as it is"
+        )
     originals = dict(original.named_modules())
     for name, module in list(fused.named_modules()):
         source = originals.get(name)
@@ -1189,6 +1359,8 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return False
 
     def forward(self, x: Tensor) -> Tensor:
+        if _transformed(x):
+            return self._reference_run(x, self._source_forward)  # the original forward (see _transformed)
         if _hooks_inside(self._modules.values()):
             return self._reference_run(x, self._source_forward)
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
@@ -1240,6 +1412,7 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
         and match.units == _standard_units(block)
         and match.kernels[0] == 3
         and match.kernels[1] in (3, 5)
+        and _computed_tensor(block) is None
     ):
         return FusedInception.from_torchvision(block, backend=backend)
     return FusedForeignInception(block, match, backend=backend)

@@ -14,15 +14,17 @@ catches all three; a BatchNorm's eps is a source too, compared by value.  Two
 writers leave version counters alone: optimizers with ``fused=True`` (their step
 kernels write the parameters directly) and nn.BatchNorm2d's running-statistics
 update in train mode.  So every optimizer step, through a global step hook, moves
-``weights_epoch``, which is part of every key, and the fused modules drop their caches
+``weights_epoch``, which is part of every key; each BatchNorm's ``num_batches_tracked``,
+which its train-mode forward moves, is a source; and the fused modules drop their caches
 after a forward in which one of their BatchNorms ran with batch statistics, and on
 ``train()``/``eval()``.  The cache holds an alias of each source it was built from, so
 a replaced storage stays allocated (one stale copy of the weights, until the next
 rebuild) and its address cannot come back for a different tensor.
 
 Inference tensors (a model built, moved or loaded under ``torch.inference_mode()``) keep no
-version counter, so an in-place change leaves their key as it was.  For them the cache keeps
-a private copy of each such source and, on CPU, compares the bits on every forward (one read
+version counter, so an in-place change leaves their key as it was; so do parameters attached
+into a flat buffer with ``.data =`` (``_watched``).  For them the cache keeps a private copy
+of each such source and, on CPU, compares the bits on every forward (one read
 of the weights and of the copy, cheaper than a rebuild; benchmarks/inference_tensor_cost.py
 measures it), rebuilding on any difference.  On other devices that comparison would synchronize
 the host with the device, so there the packed weights are rebuilt on every forward instead
@@ -177,26 +179,28 @@ def _count_step(optimizer, args, kwargs) -> None:
 register_optimizer_step_post_hook(_count_step)
 
 
-def _state(sources: list) -> tuple[list, bool]:
+def _state(sources: list) -> list:
     """The cache key: the optimizer-step count, then (identity, version, storage pointer) of each
-    tensor source and the value of any other (a BatchNorm's eps); and whether any tensor is an
-    inference tensor (version None: it keeps no version counter, see the module docstring)."""
-    out, unversioned = [_EPOCH[0]], False
+    tensor source and the value of any other (a BatchNorm's eps).  An inference tensor keeps no
+    version counter: version None (see the module docstring)."""
+    out = [_EPOCH[0]]
     for t in sources:
         if not isinstance(t, Tensor):
             out.append(t)
             continue
-        if t.is_inference():
-            version, unversioned = None, True
-        else:
-            version = t._version
-        out.append((id(t), version, t.data_ptr()))
-    return out, unversioned
+        out.append((id(t), None if t.is_inference() else t._version, t.data_ptr()))
+    return out
 
 
-def _is_inference(source) -> bool:
-    """Whether a source is an inference tensor (not a plain value, not a normal tensor)."""
-    return isinstance(source, Tensor) and source.is_inference()
+def _watched(t: Tensor) -> bool:
+    """Whether a source can change with its key unchanged, so the cache compares its bits: an
+    inference tensor (no version counter), or a tensor that shares a larger storage without being
+    a view of it.  That is one attached with ``.data =`` into a flat buffer, as
+    torch.nn.utils.vector_to_parameters and flat-parameter wrappers do; writes through the buffer
+    move the buffer's version counter, not its own.  (A view shares its base's counter.)"""
+    if t.is_inference():
+        return True
+    return not t._is_view() and t.untyped_storage().nbytes() > t.numel() * t.element_size()
 
 
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -210,38 +214,60 @@ def _same_bits(a: Tensor, b: Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def conv_bn_tensors(units) -> list[Tensor]:
-    """Every tensor that folding reads from these conv(→BN) units (see ``fold_conv_bn``): the
-    cache key's sources.
+_CONV_TENSORS = ("weight", "bias")
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
-    Dict reads, not attribute reads (see the module docstring): this runs on every forward.
-    """
+
+def _gather(units, extra: Optional[list]) -> list:
+    """``conv_bn_tensors``, and where ``extra`` is a list, what ``conv_bn_sources`` adds appended to it."""
     out = []
     for unit in units:
         conv, bn = conv_and_bn(unit)
         params = conv._parameters
-        # A pruned or parametrized conv has no "weight" parameter; its attribute is computed.
-        out.append(params["weight"] if "weight" in params else conv.weight)
-        if params.get("bias") is not None:
-            out.append(params["bias"])
-        if bn is not None:
-            # Parameters or buffers: a frozen BatchNorm (torchvision.ops.FrozenBatchNorm2d) keeps
-            # its affine terms as buffers.
-            params, buffers = bn._parameters, bn._buffers
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                t = params.get(name)
-                if t is None:
-                    t = buffers.get(name)
-                if t is not None:
-                    out.append(t)
+        for name in _CONV_TENSORS:
+            t = params[name] if name in params else getattr(conv, name, None)
+            if t is not None:
+                out.append(t)
+        if bn is None:
+            continue
+        params, buffers = bn._parameters, bn._buffers
+        for name in _BN_TENSORS:
+            if name in params:
+                t = params[name]
+            elif name in buffers:
+                t = buffers[name]
+            else:
+                t = getattr(bn, name, None)
+            if t is not None:
+                out.append(t)
+        if extra is not None:
+            counter = buffers.get("num_batches_tracked")
+            if counter is not None:
+                extra.append(counter)
+            extra.append(bn.eps)
     return out
 
 
+def conv_bn_tensors(units) -> list[Tensor]:
+    """Every tensor that folding reads from these conv(→BN) units (see ``fold_conv_bn``).
+
+    Dict reads, not attribute reads (see the module docstring): this runs on every forward.  A
+    tensor that is neither a parameter nor a buffer is read as folding reads it, through the
+    attribute: a pruned or parametrized weight or bias is computed, a plain tensor attribute (a
+    hypernetwork's) is held.  A frozen BatchNorm (torchvision.ops.FrozenBatchNorm2d) keeps its
+    affine terms as buffers.
+    """
+    return _gather(units, None)
+
+
 def conv_bn_sources(units) -> list:
-    """What folding reads from these units: their tensors (``conv_bn_tensors``) and each
-    BatchNorm's eps (a PackCache's sources)."""
-    eps = [bn.eps for bn in (conv_and_bn(unit)[1] for unit in units) if bn is not None]
-    return conv_bn_tensors(units) + eps
+    """What folding reads from these units (a PackCache's sources): their tensors
+    (``conv_bn_tensors``), then each BatchNorm's ``num_batches_tracked`` and eps.  The counter is
+    not folded, but nn.BatchNorm2d's forward in train mode moves it (``add_``) while its
+    running-statistics update moves no version counter: a BatchNorm that ran in train mode
+    anywhere (called on its own, shared with another model) shows in the key."""
+    extra: list = []
+    return _gather(units, extra) + extra
 
 
 def block_convs(block: nn.Module) -> list[nn.Module]:
@@ -285,23 +311,22 @@ class PackCache:
             with torch.no_grad():
                 return self._build(module, dtype)
         sources = self._sources(module)
-        key, unversioned = _state(sources)
+        key = _state(sources)
         entry = self._entries.get(dtype)
-        if entry is not None and entry[0] == key and (not unversioned or self._unchanged(sources, entry[1])):
-            return entry[2]
+        if entry is not None and entry[0] == key and self._unchanged(sources, entry[2]):
+            return entry[3]
         with torch.no_grad():
             packed = self._build(module, dtype)
-            if unversioned and not all(t.device.type == "cpu" for t in sources if _is_inference(t)):
+            watched = [i for i, t in enumerate(sources) if isinstance(t, Tensor) and _watched(t)]
+            if any(sources[i].device.type != "cpu" for i in watched):
                 self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call
                 return packed
-            # Aliases keep the storages (and so their addresses) taken; inference tensors get a
-            # private copy, the content the next call compares against.
-            kept = [
-                t if not isinstance(t, Tensor) else t.detach().clone() if t.is_inference() else t.detach()
-                for t in sources
-            ]
+            # Aliases keep the storages (and so their addresses) taken; a watched source also gets
+            # a private copy, the content the next call compares against.
+            kept = [t.detach() if isinstance(t, Tensor) else t for t in sources]
+            copies = [(i, sources[i].detach().clone()) for i in watched]
         self._entries = {k: v for k, v in self._entries.items() if v[0] == key}
-        self._entries[dtype] = (key, kept, packed)
+        self._entries[dtype] = (key, kept, copies, packed)
         return packed
 
     def __getstate__(self) -> dict:
@@ -313,9 +338,9 @@ class PackCache:
         return state
 
     @staticmethod
-    def _unchanged(sources: list[Tensor], kept: list[Tensor]) -> bool:
-        """Whether every inference-tensor source still holds the bits of its kept copy."""
-        return all(_same_bits(t, k) for t, k in zip(sources, kept) if _is_inference(t))
+    def _unchanged(sources: list, copies: list) -> bool:
+        """Whether every watched source (``_watched``) still holds the bits of its private copy."""
+        return all(_same_bits(sources[i], copy) for i, copy in copies)
 
     def snapshot(self) -> dict:
         """The current entries (holding them keeps their tensors allocated)."""

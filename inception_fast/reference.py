@@ -17,6 +17,7 @@ import numbers
 from typing import NamedTuple, Optional
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -255,6 +256,8 @@ class GoogLeNet(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raises a clear error for input this network cannot take."""
+        if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing():
+            return  # a symbolic trace (torch.fx, create_feature_extractor) or torch.jit.trace: sizes are traced values
         if not isinstance(x, Tensor):
             raise TypeError(f"GoogLeNet expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:

@@ -484,8 +484,9 @@ def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if isinstance(exc, pickle.UnpicklingError):
-            why = "it does not unpickle"  # torch's message is about weights_only, not about the file
+        if isinstance(exc, (pickle.UnpicklingError, KeyError, EOFError)):
+            # torch's message is about weights_only, or a bare key of the unpickler's: not about the file
+            why = "it does not unpickle"
         else:
             why = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise UsageError(f"--resume: cannot read {path}: not a PyTorch checkpoint file ({why})") from None
@@ -519,6 +520,12 @@ def _resume(ckpt: dict, path: str, models: dict, optimizers: dict, lr: float, de
             for group in optimizers[name].param_groups:
                 group["lr"] = lr
         _set_rng_state(rng[dist.rank], device)
+        for name, model in models.items():
+            bad = next(
+                (k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()), None
+            )
+            if bad is not None:
+                raise ValueError(f"the {name} model's {bad} holds NaN or Inf (a run that diverged)")
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         if isinstance(exc, torch.OutOfMemoryError):
             raise
@@ -542,6 +549,15 @@ def _meta(args, data: TrainData, dist: _Dist) -> dict:
         "processes": dist.world,
         "lr": args.lr,
     }
+
+
+def _runs(model: nn.Module) -> str:
+    """The fused model's backend as training runs it: auto's "onednn" on CPU is an inference form,
+    so training runs the torch backend's op (FusedInception.fused_forward) and evaluation oneDNN's."""
+    backend = model.backend
+    if backend == "onednn" and model.requested_backend == "auto":
+        return "torch op in training, onednn in evaluation"
+    return backend
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -691,12 +707,13 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         steps = min(steps, args.steps_per_epoch)
     steps, dropped = _steps_batch_norm_takes(args, data, local_batch, len(sampler), steps)
     if dist.main:
-        names = " and ".join(f"{n} ({_unwrap(runners[n]).backend if n == 'fused' else 'unfused'})" for n in runners)
+        names = " and ".join(f"{n} ({_runs(_unwrap(runners[n])) if n == 'fused' else 'unfused'})" for n in runners)
+        span = f"epochs {start + 1}-{args.epochs}" if start < args.epochs else f"{args.epochs} epochs"
         print(
             f"train: GoogLeNet {args.variant} {names} on {device}, {args.dtype}; {data.name}: "
             f"{len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes, at "
             f"{args.image_size}x{args.image_size}; SGD lr {args.lr}, batch {args.batch_size}"
-            f"{f' over {dist.world} processes' if dist.world > 1 else ''}, epochs {start + 1}-{args.epochs}, "
+            f"{f' over {dist.world} processes' if dist.world > 1 else ''}, {span}, "
             f"seed {args.seed}; out {args.out}",
             flush=True,
         )

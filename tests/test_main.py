@@ -117,7 +117,8 @@ BAD_VALUES = [
         "--backend 'nope' is unavailable on cpu: unknown backend "
         "(known: torch, triton, cuda, cpp, onednn, hopper, hopper_tma2)",
     ),
-    (["--backend", "torch,"], "--backend '' is unavailable on cpu: unknown backend"),
+    (["--backend", "torch,"], "--backend takes backend names separated by commas, got 'torch,'"),
+    (["--backend", ","], "--backend takes backend names separated by commas, got ','"),
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--repeats", "many"], "argument --repeats: invalid int value: 'many'"),
     (["--dtype", "float16"], "--dtype float16 runs on CUDA only; on cpu use float32 or bfloat16"),

@@ -330,6 +330,34 @@ def test_compile_fullgraph_without_graph_breaks(tmp_path, monkeypatch):
     assert xb.grad is not None
 
 
+def test_compile_with_dynamic_shapes_and_export():
+    """Compiled before any eager forward, with dynamic sizes (dynamic=True, mark_dynamic) and
+    torch.export with a dynamic batch: no measured choice is keyed by a symbolic size, so nothing
+    specialises it, and every size gets the eager answer."""
+    torch._dynamo.reset()
+    ref, fused = calibrated_net("torchvision", 64)
+    compiled = torch.compile(fused, fullgraph=True, dynamic=True, backend="aot_eager")
+    marked = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for n in (2, 3):
+            x = torch.randn(n, 3, 64, 64)
+            check_close(compiled(x), fused(x), FP32, f"dynamic=True, batch {n}")
+            torch._dynamo.mark_dynamic(x, 0)
+            check_close(marked(x), fused(x), FP32, f"mark_dynamic, batch {n}")
+        batch = torch.export.Dim("batch", min=1, max=16)
+        program = torch.export.export(fused, (torch.randn(2, 3, 64, 64),), dynamic_shapes={"x": {0: batch}})
+        x = torch.randn(3, 3, 64, 64)
+        check_close(program.module()(x), fused(x), FP32, "exported with a dynamic batch")
+
+
+def test_meta_device_forward_gives_shapes():
+    net = FusedGoogLeNet().eval().to("meta")
+    out = net(torch.empty(2, 3, 64, 64, device="meta"))
+    assert out.shape == (2, 1000) and out.device.type == "meta"
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4).eval().to("meta")
+    assert block(torch.empty(1, 16, 5, 5, device="meta")).shape == (1, 20, 5, 5)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 

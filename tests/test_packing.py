@@ -88,8 +88,10 @@ def test_model_built_outside_inference_mode_keeps_its_cache():
     x = torch.randn(1, 16, 5, 5)
     with torch.inference_mode():
         fused(x)
-        kept = [t for t in next(iter(fused._pack_cache.snapshot().values()))[1] if isinstance(t, torch.Tensor)]
-        assert kept and all(not t.is_inference() for t in kept), "normal sources are aliased, not copied"
+        _, kept, copies, _ = next(iter(fused._pack_cache.snapshot().values()))
+        kept = [t for t in kept if isinstance(t, torch.Tensor)]
+        assert kept and all(not t.is_inference() for t in kept), "normal sources are aliased"
+        assert not copies, "normal sources are not copied: their version counters suffice"
         for model in (fused, ref):
             model.branch1.conv.weight.mul_(2.0)
         check_close(fused(x), ref(x), FP32)
@@ -276,10 +278,15 @@ def test_batch_norm_running_statistics_refresh_the_fold():
     """nn.BatchNorm2d's train-mode update of its running statistics moves no version counter.  A
     BatchNorm switched to train mode on its own (no train()/eval() on the fused module) and run
     through the reference path (the stem's BatchNorm; one of a block's, a mix of modes) must not
-    leave the folded weights of the eval forward after it stale."""
+    leave the folded weights of the eval forward after it stale.  Those two count no batches
+    (num_batches_tracked None), so no counter in the key shows the update: the fused modules drop
+    their caches after such a forward."""
     ref, fused = calibrated_net("torchvision", 64)
     x = torch.randn(2, 3, 64, 64)
     shifted = torch.randn(4, 3, 64, 64) * 2 + 1  # statistics far from the calibration's
+    for model in (ref, fused):
+        model.conv1.bn.num_batches_tracked = None
+        model.inception3b.branch3[0].bn.num_batches_tracked = None
     with torch.no_grad():
         fused(x)  # packs and caches
         for model in (ref, fused):
@@ -319,3 +326,84 @@ def test_batch_norm_eps_change_refreshes_the_fold():
         ref64, tol = net_tolerance(ref, x)
         assert rel_error(ref64, before) > 100 * tol, "eps 0.5 should have changed the output"
         check_close(fused(x), ref64, tol, "eval output after eps changes")
+
+
+def test_batch_norm_trained_outside_the_fused_forward_refreshes_the_fold():
+    """A BatchNorm run in train mode on its own (called directly, or shared with another model that
+    trains) updates its running statistics with no version counter moved and no fused forward
+    seeing it: its num_batches_tracked counter, in the key, shows it."""
+    ref, fused = calibrated_net("torchvision", 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = fused(x)  # packs and caches
+        batches = {c: torch.randn(8, c, 3, 3) * 3 + 2 for c in (64, 208)}  # far from the calibration's
+        for model in (ref, fused):
+            for bn in (model.conv1.bn, model.inception4a.branch2[1].bn):
+                bn.train()
+                bn(batches[bn.num_features])
+                bn.eval()
+        ref64, tol = net_tolerance(ref, x)
+        assert rel_error(ref64, before) > 100 * tol, "the BatchNorm updates should have changed the output"
+        check_close(fused(x), ref64, tol, "eval output after BatchNorms trained outside the model")
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_vector_to_parameters_into_one_buffer_refreshes_the_cache(backend):
+    """torch.nn.utils.vector_to_parameters attaches every parameter into one flat buffer with
+    ``.data =``; rewriting that buffer and attaching again moves neither a parameter's version
+    counter nor its storage address.  Such a source is watched by its bits."""
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    ref, fused = calibrated_block(CFG, torch.randn(4, 16, 6, 6))
+    fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 16, 6, 6)
+    flat = parameters_to_vector(fused.parameters()).detach().clone()
+    with torch.no_grad():
+        vector_to_parameters(flat, fused.parameters())
+        check_close(fused(x), ref(x), FP32, "attached into the flat buffer")
+        before = fused(x)
+        flat.mul_(torch.empty_like(flat).uniform_(0.5, 1.5))  # the evolution-strategies update
+        vector_to_parameters(flat, fused.parameters())
+        vector_to_parameters(flat, ref.parameters())
+        want = ref(x)
+        assert rel_error(want, before) > 1e-2, "the update should have changed the output"
+        check_close(fused(x), want, FP32, "after the flat buffer was rewritten")
+
+
+def test_attribute_tensors_are_in_the_key():
+    """A conv bias or BatchNorm affine term that is not a parameter or buffer (a plain tensor
+    attribute, as hypernetwork code holds it; a parametrization's computed value) is folded from
+    the attribute and keyed by it."""
+    from torch.nn.utils import parametrize
+
+    x = torch.randn(2, 16, 6, 6)
+    ref, fused = calibrated_block(CFG, x, batch_norm=False)  # convs with biases
+    bn_ref, bn_fused = calibrated_block(CFG, x)
+    with torch.no_grad():
+        fused(x), bn_fused(x)  # pack and cache
+        for model in (ref, fused):
+            conv = model.branch3[1].conv
+            bias = conv.bias.detach() + 0.5
+            del conv.bias
+            conv.bias = bias  # a plain tensor attribute
+        check_close(fused(x), ref(x), FP32, "a conv bias held as a plain attribute")
+        for model in (ref, fused):
+            model.branch3[1].conv.bias = model.branch3[1].conv.bias - 1.0  # a new attribute value
+        check_close(fused(x), ref(x), FP32, "the attribute set anew")
+
+    class Shift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.by = nn.Parameter(torch.zeros(()))
+
+        def forward(self, t):
+            return t + self.by
+
+    for model in (bn_ref, bn_fused):
+        parametrize.register_parametrization(model.branch2[1].bn, "bias", Shift())
+    with torch.no_grad():
+        check_close(bn_fused(x), bn_ref(x), FP32, "a parametrized BatchNorm bias")
+        for model in (bn_ref, bn_fused):
+            model.branch2[1].bn.parametrizations.bias[0].by.fill_(0.75)
+        want = bn_ref(x)
+        check_close(bn_fused(x), want, FP32, "after the parametrization's parameter changed")

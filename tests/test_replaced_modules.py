@@ -6,6 +6,7 @@ pattern back makes the stage fused again (a FusedInception at once, a fused fore
 next fuse())."""
 
 import copy
+import types
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from model_cases import CL, FP32, FUSED_BLOCK_OP, OpRecorder, net_tolerance
 from test_recognize import TextbookInception, _fuse_quietly
 from torch import nn
 
-from inception_fast import FusedGoogLeNet, GoogLeNet, Inception, fuse, recognize
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse, recognize
 from inception_fast.modules import FusedForeignInception
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import calibrate, check_close, reduced_precision_bound
@@ -44,6 +45,16 @@ class StandardisedConv(nn.Conv2d):
         w = self.weight
         w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
         return self._conv_forward(x, w, self.bias)
+
+
+def _half_forward(self, t):
+    return type(self).forward(self, t) * 0.5
+
+
+def _scaled(module):
+    """A forward set on an instance in place of its class's (a wrapper, as checkpointing tools set);
+    bound to the module, so a deep copy calls its own."""
+    return types.MethodType(_half_forward, module)
 
 
 def _seeded(make):
@@ -83,6 +94,22 @@ EDITS = {
     "block BatchNorm as Identity": lambda m: setattr(m.inception4c.branch2[0], "bn", nn.Identity()),
     "block pool as an avg pool": lambda m: m.inception5a.branch4.__setitem__(0, nn.AvgPool2d(3, 1, 1)),
     "block branch with a module appended": lambda m: m.inception5b.branch2.append(nn.Hardtanh(0.0, 0.5)),
+    # a module's settings changed in place (the same objects), and a forward set on an instance
+    "conv1 stride 1, in place": lambda m: setattr(m.conv1.conv, "stride", (1, 1)),
+    "conv3 circular padding, in place": lambda m: setattr(m.conv3.conv, "padding_mode", "circular"),
+    "conv2 forward set on the instance": lambda m: setattr(m.conv2, "forward", _scaled(m.conv2)),
+    "forward of a block set on the instance": lambda m: setattr(m.inception4c, "forward", _scaled(m.inception4c)),
+    "block conv dilated, in place": lambda m: (
+        setattr(m.inception3b.branch2[1].conv, "dilation", (2, 2)),
+        setattr(m.inception3b.branch2[1].conv, "padding", (2, 2)),
+    ),
+    "block pool 5x5, in place": lambda m: (
+        setattr(m.inception5a.branch4[0], "kernel_size", 5),
+        setattr(m.inception5a.branch4[0], "padding", 2),
+    ),
+    "block conv's forward set on the instance": lambda m: setattr(
+        m.inception4e.branch1.conv, "forward", _scaled(m.inception4e.branch1.conv)
+    ),
     # the head
     "fc as a Sequential": lambda m: setattr(
         m, "fc", _seeded(lambda: nn.Sequential(nn.Dropout(0.2), nn.Linear(1024, 7)))
@@ -364,3 +391,47 @@ def test_a_data_parallel_replica_takes_the_original_answer(monkeypatch):
     monkeypatch.setattr(modules, "_inception_layout_ok", lambda m: pytest.fail("a replica was checked"))
     assert replica.structure_ok() and fused.structure_ok()
     assert replica.__dict__["_structure"] is not fused.__dict__["_structure"]
+
+
+@pytest.mark.parametrize("backend", [b for b in ("onednn", "torch") if b in available_backends("cpu")])
+def test_settings_changed_in_place_repack_the_stem(backend):
+    """oneDNN's prepacked conv1 holds its stride and padding: a change of them on the same conv
+    object (stride 1 for small images) drops the stem's packs and prepacks anew."""
+    ref = GoogLeNet(init_weights=True)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=3)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fused(x)  # packs (and prepacks) the stem at stride 2
+    for model in (ref, fused):
+        model.conv1.conv.stride = (1, 1)
+        model.conv1.conv.padding = (2, 2)
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, "conv1 at stride 1, padding 2")
+
+
+def test_a_block_pickled_before_settings_were_kept_keeps_its_answer(tmp_path):
+    """A structure check pickled before it kept the modules' settings (and dropped packs on a change)
+    is restored with the answer it held: a block whose modules no longer compute the pattern stays on
+    its own modules after torch.load."""
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(4, 16, 5, 5))
+    fused = FusedInception.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 16, 5, 5)
+    for model in (ref, fused):
+        model.branch2[1].conv = _seeded(lambda: nn.Conv2d(6, 8, 3, padding=2, dilation=2))
+    with torch.no_grad():
+        fused(x)
+    assert not fused.structure_ok()
+    check = fused.__dict__["_structure"]
+    signature, _, answer = check.state  # back to the old fields
+    del check.state, check.changed
+    check.signature, check.answer = signature, answer
+    torch.save(fused, tmp_path / "old.pt")
+    loaded = torch.load(tmp_path / "old.pt", weights_only=False)
+    assert not loaded.structure_ok()
+    with torch.no_grad():
+        want = ref.eval()(x)
+        assert want.std() > 0.05
+        check_close(loaded(x), want, FP32, "an old pickle")

@@ -139,6 +139,10 @@ def test_out_resume_and_environment_problems_are_found_before_training(tmp_path,
         (lambda c: c["models"].update(fused={"x": torch.zeros(1)}), "Missing key(s) in state_dict"),
         (lambda c: c.pop("history"), "is damaged: missing history"),
         (lambda c: c.update(epoch="one"), "epoch 'one'"),
+        (
+            lambda c: c["models"].update(fused={k: v * float("nan") for k, v in good["models"]["fused"].items()}),
+            "holds NaN or Inf",
+        ),
     ):
         ckpt = {**good, "models": dict(good["models"])}
         damage(ckpt)
@@ -146,10 +150,11 @@ def test_out_resume_and_environment_problems_are_found_before_training(tmp_path,
         with pytest.raises(SystemExit):
             train(out, "--epochs", "3", "--resume")
         _one_line(capsys, message)
-    (out / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(SystemExit):
-        train(out, "--epochs", "3", "--resume")
-    _one_line(capsys, "not a PyTorch checkpoint file (it does not unpickle)")
+    for garbage in (b"garbage", b"hello world" * 20):  # torch.load: UnpicklingError, KeyError('101')
+        (out / "checkpoint.pt").write_bytes(garbage)
+        with pytest.raises(SystemExit):
+            train(out, "--epochs", "3", "--resume")
+        _one_line(capsys, "not a PyTorch checkpoint file (it does not unpickle)")
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
