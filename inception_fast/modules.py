@@ -1359,10 +1359,8 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return False
 
     def forward(self, x: Tensor) -> Tensor:
-        if _transformed(x):
-            return self._reference_run(x, self._source_forward)  # the original forward (see _transformed)
-        if _hooks_inside(self._modules.values()):
-            return self._reference_run(x, self._source_forward)
+        if _transformed(x) or _hooks_inside(self._modules.values()):
+            return self._reference_run(x, self._source_forward)  # its original forward: every call, every hook
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype not in _FLOAT_DTYPES or x.shape[1] != self.in_channels:
             return self._reference(x)  # its own errors for input it cannot take, float64's answer
         plan = self._bn_plan(x)
