@@ -27,7 +27,7 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-CPU_SOURCES = ["csrc/module.cpp", "csrc/cpu/reduce_pool.cpp", "csrc/cpu/branch_convs.cpp"]
+CPU_SOURCES = ["csrc/module.cpp", "csrc/cpu/reduce_pool.cpp", "csrc/cpu/branch_convs.cpp", "csrc/cpu/max_pool.cpp"]
 CUDA_SOURCES = ["csrc/cuda/ops.cpp", "csrc/cuda/conv_gemm.cu"]
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
@@ -87,6 +87,13 @@ def _extension_setup() -> dict:
 
     # -g0 drops the -g that Python's own CFLAGS add: a third of the compile time and most of the .so.
     cxx_flags = ["-O3", "-g0"] if sys.platform != "win32" else ["/O2"]
+    # OpenMP for at::parallel_for in the CPU kernels (csrc/cpu/max_pool.cpp): without it the loop
+    # runs on one thread.  Linux torch wheels ship libgomp.so.1, which the extension then shares
+    # (one thread pool, sized by torch.set_num_threads).
+    link_flags = []
+    if sys.platform.startswith("linux"):
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     sources = list(CPU_SOURCES)
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
@@ -96,6 +103,7 @@ def _extension_setup() -> dict:
             sources + CUDA_SOURCES,
             define_macros=[("INCEPTION_FAST_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags,
         )
     else:
         why = (
@@ -106,7 +114,9 @@ def _extension_setup() -> dict:
             else "INCEPTION_FAST_CUDA=0"
         )
         _note(f"CPU-only build ({why})")
-        ext = CppExtension("inception_fast._C", sources, extra_compile_args={"cxx": cxx_flags})
+        ext = CppExtension(
+            "inception_fast._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags
+        )
 
     class OptionalBuildExtension(BuildExtension):
         """Turns a failed build into a warning unless INCEPTION_FAST_BUILD_EXT=1."""

@@ -2,8 +2,9 @@
 run (inception_fast.timing.time_interleaved: one sample of each row per round, so load that drifts
 during the run slows every row alike), with each row's ratio to the best peer.
 
-Rows: FusedGoogLeNet with the torch and onednn backends (and cpp where built), and the peers of
-benchmarks.helpers.peers (ONNX Runtime, OpenVINO) plus torch.compile with inductor freezing (fp32).
+Rows: FusedGoogLeNet with the torch and onednn backends (and cpp where built), and the peers:
+torchvision eager with channels_last input ("torchvision_cl"), those of benchmarks.helpers.peers
+(ONNX Runtime, OpenVINO) and torch.compile with inductor freezing (fp32).
 bench_throughput.py --peers times the same rows one case after another (pytest-benchmark records);
 this script is the one to use on a machine shared with other work.
 
@@ -39,6 +40,8 @@ def rows(dtype: str, batch: int) -> dict:
             print(f"skip {name}: {exc}")
             continue
         out[name] = lambda m=model: m(x)
+    tv = build_model("torchvision", s, dtype, "channels_last")  # eager, at its best layout
+    out["torchvision_cl"] = lambda m=tv: m(x)
     for name, dtypes in PEER_DTYPES.items():
         if dtype not in dtypes:
             continue

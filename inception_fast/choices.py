@@ -11,7 +11,8 @@
   matched an fp64 ATen reference by the tolerance table's rule.
 * ``STEM_CHOICE``, ``CONV_RELU_CHOICE``, ``POOL_CHOICE``, ``HEAD_CHOICE``: FusedGoogLeNet's stages
   outside the blocks (the stem's first conv, conv2/conv3 with bias+ReLU, the max pools, the
-  eval-mode head; see ``inception_fast.stages``).
+  eval-mode head; see ``inception_fast.stages``); ``CPU_POOL_CHOICE``: the max pools on CPU (also
+  the "onednn" blocks' pool branch).
 * ``CHAIN_CHOICE``: a run of consecutive blocks and the max pool before it run "separate" (as the
   model runs each stage) or "chained" (op ``inception_chain``: launch 2 of each block and launch 1
   of the next in one persistent Triton launch), per shape (``stages.block_chain``).
@@ -69,6 +70,7 @@ __all__ = [
     "STEM_CHOICE",
     "CONV_RELU_CHOICE",
     "POOL_CHOICE",
+    "CPU_POOL_CHOICE",
     "HEAD_CHOICE",
     "FOLD_CHOICE",
     "CHAIN_CHOICE",
@@ -481,6 +483,9 @@ STEM_CHOICE = MeasuredChoice(store_as="stem")
 CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
 POOL_CHOICE = MeasuredChoice(store_as="pool")
+# The same pools on CPU, and the "onednn" blocks' pool branch: ATen's against the compiled
+# extension's pool that writes no argmax and, for a 3x3/1 pool, a separable form.
+CPU_POOL_CHOICE = MeasuredChoice(measure_on=("cpu",), store_as="cpu_pool")
 # The eval-mode head: ATen's average pool + addmm against the Triton head (backends/triton/head.py).
 HEAD_CHOICE = MeasuredChoice(store_as="head")
 # A max pool and the block after it: "separate" (the pool as POOL_CHOICE runs it, then the block as

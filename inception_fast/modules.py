@@ -626,7 +626,8 @@ class _PackedBlock:
         backend = self.backend_for(x.device)
         if backend == "onednn":
             if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
-                return onednn_backend.prepacked_block_forward(x.to(dtype), self._prepack_cache.get(self, dtype))
+                pre = self._prepack_cache.get(self, dtype)
+                return onednn_backend.prepacked_block_forward(x.to(dtype), pre, stages.block_max_pool)
             if self.requested_backend == "auto":
                 # With gradients (training), under torch.compile, in float16 and in bfloat16 on a CPU
                 # without oneDNN's bf16 convolutions, auto on CPU runs the torch backend's op: the
@@ -851,7 +852,12 @@ class FusedGoogLeNet(GoogLeNet):
         return stages.stem_key(x, self.conv1.conv, self.maxpool1, self._triton_allowed, onednn)
 
     def _max_pool(self, x: Tensor, pool: nn.MaxPool2d) -> Tensor:
-        return stages.max_pool(x, pool, self._triton_allowed)
+        return stages.max_pool(x, pool, self._triton_allowed, self._cpp_pool_allowed(x.device))
+
+    def _cpp_pool_allowed(self, device: torch.device) -> bool:
+        """Whether the compiled extension's CPU max pool may compete (CPU_POOL_CHOICE): the blocks run
+        the "onednn" or "cpp" backend (auto's on CPU is onednn), whose pools the package owns."""
+        return device.type == "cpu" and self.backend_for(device) in ("onednn", "cpp")
 
     def _stem_variants(self, x: Tensor, padded: dict) -> list[str]:
         onednn = self._stem_runs_onednn(x)

@@ -43,11 +43,13 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   aligned-rows kernel for inputs of at most 8 channels (backends/triton/conv_rows.py; the stem's
   "triton_rows" form).  Inference only: a gradient through it raises.
 * ``inception_fast::max_pool2d`` -- max_pool2d (square window, dilation 1), channels_last; ATen's
-  backward.
+  backward ("cpp": the extension's ``cpu_max_pool2d`` in float32 and bfloat16).
 * ``inception_fast::avgpool_linear`` -- linear(mean over H and W of x, w, b): the eval-mode head
   (global average pool, dropout as the identity, fc).  Inference only (no autograd formula).
 * ``inception_fast::reduce_pool_`` and ``inception_fast::branch_convs_`` -- the two launches of
   the compiled extension as separate mutating ops (csrc/, ``TORCH_LIBRARY_IMPL``).
+* ``inception_fast::cpu_max_pool2d`` -- the compiled extension's CPU max pool (csrc/cpu/max_pool.cpp;
+  float32 and bfloat16, channels_last, no argmax): the "cpp" backend's ``max_pool2d`` kernel.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ _LIB.define(
     "Tensor(a!) out, Tensor(b!) scratch) -> ()"
 )
 _LIB.define("branch_convs_(Tensor scratch, Tensor w3, Tensor b3, Tensor w5, Tensor b5, Tensor(a!) out, int ch1) -> ()")
+_LIB.define("cpu_max_pool2d(Tensor x, int kernel, int stride, int padding, bool ceil_mode) -> Tensor")
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -347,6 +350,12 @@ def _branch_convs_fake(scratch, w3, b3, w5, b5, out, ch1):
     return None
 
 
+@torch.library.register_fake("inception_fast::cpu_max_pool2d")
+def _cpu_max_pool2d_fake(x, kernel, stride, padding, ceil_mode):
+    shape = _max_pool2d_shape(x, kernel, stride, padding, ceil_mode)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
 def _check_conv_args(op: str, x, w, b) -> None:
     """The checks of a conv op (``op`` names it in the errors): a 4-D float input, a square
     (Cout, Cin, k, k) weight with x's channels, a (Cout,) bias, all on x's device and in its dtype."""
@@ -547,8 +556,9 @@ def conv_relu(x, w, b, padding=0, backend="torch", stride=1, w_rows=None):
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, backend="torch"):
-    """F.max_pool2d with a square window and dilation 1, returned channels_last ("triton": no index
-    tensor, see backends/triton/maxpool.py).  Differentiable: the backward is ATen's."""
+    """F.max_pool2d with a square window and dilation 1, returned channels_last ("triton" and, on CPU,
+    "cpp": no index tensor, see backends/triton/maxpool.py and csrc/cpu/max_pool.cpp).
+    Differentiable: the backward is ATen's."""
     return torch.ops.inception_fast.max_pool2d(x, kernel, stride, padding, ceil_mode, backend)
 
 

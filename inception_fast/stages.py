@@ -18,8 +18,9 @@
   the Triton implicit-GEMM conv with bias + ReLU in its epilogue ("triton", op ``conv_relu``;
   backends/triton/conv_relu.py), checked against an fp64 ATen conv like the fused op.
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
-  per output, against the Triton pool (backends/triton/maxpool.py), whose first result must equal
-  ATen's bit for bit.
+  per output, against the Triton pool (backends/triton/maxpool.py); on CPU (CPU_POOL_CHOICE)
+  against the compiled extension's (csrc/cpu/max_pool.cpp); every one's first result must equal
+  ATen's bit for bit.  ``block_max_pool`` likewise for the "onednn" blocks' pool branch.
 * ``pool_block``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a; FOLD_CHOICE,
   offered only where INCEPTION_FAST_EXTRA_CANDIDATES says so, see ``offers``):
   "separate" (the pool as ``max_pool`` runs it, then the block as the model runs it) against
@@ -40,9 +41,10 @@ With the "onednn" backend on CPU and no gradient wanted, conv1's first form ("on
 and conv3 are oneDNN convolutions from prepacked weights with bias and ReLU fused
 (``FusedGoogLeNet._stem_prepacked``, ``stem_onednn_params``).
 
-Each measures on CUDA, per shape, on the first call (``inception_fast.choices``), and keeps the
-fastest.  Where nothing is measured, and with gradients, the first candidate runs: channels_last
-ATen.  The results are channels_last (the head's: (N, classes) logits).
+Each measures on CUDA (the pools on CPU too), per shape, on the first call
+(``inception_fast.choices``), and keeps the fastest.  Where nothing is measured, and with
+gradients, the first candidate runs: channels_last ATen.  The results are channels_last (the
+head's: (N, classes) logits).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import choices, geometry, ops
+from .backends.onednn_backend import max_pool_3x3_s1
 
 __all__ = [
     "STEM_TRITON_VARIANTS",
@@ -64,6 +67,8 @@ __all__ = [
     "conv_relu",
     "conv_relu_triton_supported",
     "max_pool",
+    "BLOCK_POOL",
+    "block_max_pool",
     "fold_params",
     "ENV_EXTRA_CANDIDATES",
     "EXTRA_CANDIDATES",
@@ -161,14 +166,21 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: boo
     return aten()
 
 
-def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
-    """``pool(x)`` as POOL_CHOICE measured fastest (channels_last for a channels_last input);
-    the Triton pool competes only where ``triton_allowed`` (the model's backend runs Triton kernels)."""
-    chooser = choices.POOL_CHOICE
-    if not triton_allowed or not chooser.applies(x.device, x):
+def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool = False) -> Tensor:
+    """``pool(x)`` as measured fastest (channels_last for a channels_last input).  On CPU where
+    ``cpp_allowed`` (the model's backend is onednn or cpp), CPU_POOL_CHOICE: ATen's pool against
+    the compiled extension's (backend "cpp", csrc/cpu/max_pool.cpp) where it is built and, for a
+    3x3/1 pool with padding 1, the separable form (``max_pool_3x3_s1``).  Elsewhere where
+    ``triton_allowed`` (the model's backend runs Triton kernels), POOL_CHOICE: ATen's pool against
+    the Triton pool.  Every candidate's first result must equal ATen's bit for bit."""
+    if x.device.type == "cpu" and cpp_allowed:
+        chooser, native = choices.CPU_POOL_CHOICE, "cpp"
+    elif triton_allowed:
+        chooser, native = choices.POOL_CHOICE, "triton"
+    else:
         return pool(x)
     params = pool_params(pool)
-    if params is None:
+    if params is None or not chooser.applies(x.device, x):
         return pool(x)
     key = choices.PoolKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
     choice = chooser.lookup(key)
@@ -177,13 +189,29 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool) -> Tensor:
             return pool(x)
         from .backends import availability
 
-        runners = {"aten": lambda: pool(x)}
-        if availability("triton", x.device) is None:
-            runners["triton"] = choices.checked_against(
-                lambda: ops.max_pool2d(x, *params, backend="triton"), lambda: pool(x), "the Triton max pool"
+        aten = lambda: pool(x)  # noqa: E731
+        runners = {"aten": aten}
+        if availability(native, x.device) is None:
+            runners[native] = choices.checked_against(
+                lambda: ops.max_pool2d(x, *params, backend=native), aten, f"the {native} max pool"
+            )
+        if native == "cpp" and params == (3, 1, 1, False):
+            runners["separable"] = choices.checked_against(
+                lambda: max_pool_3x3_s1(x), aten, "the separable 3x3 max pool"
             )
         choice = chooser.pick(key, x.device, runners)
-    return ops.max_pool2d(x, *params, backend="triton") if choice == "triton" else pool(x)
+    if choice == "separable":
+        return max_pool_3x3_s1(x)
+    return pool(x) if choice == "aten" else ops.max_pool2d(x, *params, backend=choice)
+
+
+BLOCK_POOL = nn.MaxPool2d(3, 1, 1)  # the pool branch's pool in every GoogLeNet block
+
+
+def block_max_pool(x: Tensor) -> Tensor:
+    """The "onednn" block's pool branch max pool (3x3/1, padding 1) on CPU, as ``max_pool``
+    measured fastest (ATen's, the separable form, the compiled extension's)."""
+    return max_pool(x, BLOCK_POOL, False, cpp_allowed=True)
 
 
 def fold_params(pool: nn.Module) -> Optional[tuple]:

@@ -39,7 +39,7 @@ def test_lru_keeps_the_most_recently_used(small_caches):
 
 
 @pytest.mark.parametrize(
-    "name", ["AUTO", "STEM_CHOICE", "CONV_RELU_CHOICE", "POOL_CHOICE", "HEAD_CHOICE", "FOLD_CHOICE"]
+    "name", ["AUTO", "STEM_CHOICE", "CONV_RELU_CHOICE", "POOL_CHOICE", "CPU_POOL_CHOICE", "HEAD_CHOICE", "FOLD_CHOICE"]
 )
 def test_measured_choices_stay_bounded_over_many_shapes(name, small_caches, monkeypatch):
     chooser = getattr(choices, name)

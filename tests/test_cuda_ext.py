@@ -242,6 +242,168 @@ def test_cpu_argument_errors():
         OPS.branch_convs_(scratch[:, 1:], *launch2_args(b, scratch, out)[1:])
 
 
+# (kernel, stride, padding, ceil_mode): torchvision's maxpool1-3 and maxpool4, the blocks' 3x3/1
+# pool, d2l's padded pool, a window that misses the far edge, a 1x1 window, and the widest (8x8).
+CPU_POOLS = [
+    (3, 2, 0, True),
+    (2, 2, 0, True),
+    (3, 1, 1, False),
+    (3, 2, 1, False),
+    (3, 3, 1, True),
+    (1, 1, 0, False),
+    (8, 3, 4, True),
+]
+
+
+def pool_input(n, c, h, w, dtype, seed=0, specials=True):
+    """Random values with NaN, +-Inf and both zeros planted where windows overlap and at edges."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    if specials:
+        flat = x.view(-1)
+        picks = torch.randperm(flat.numel(), generator=g)
+        for i, v in enumerate((NAN, float("inf"), float("-inf"), 0.0, -0.0, -0.0, 0.0, NAN)):
+            flat[picks[i % flat.numel()]] = v
+        x[:, :, 0, :2] = -0.0  # equal maxima of both signs: ATen's scan order decides the sign
+        x[:, :, 1, :2] = 0.0
+    return x.to(dtype).contiguous(memory_format=CL)
+
+
+def assert_same_bits(got, want, what):
+    """Equal bit for bit (the sign of zero too); NaN where ``want`` has NaN."""
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    assert got.is_contiguous(memory_format=CL), what
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan), f"{what}: NaN elsewhere than ATen's"
+    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16}[want.dtype]
+    assert torch.equal(got.view(ints)[~nan], want.view(ints)[~nan]), f"{what}: differs from ATen"
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["native", "portable"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("params", CPU_POOLS, ids=lambda p: "k{}s{}p{}{}".format(*p[:3], "c" * p[3]))
+def test_cpu_max_pool_equals_aten(monkeypatch, params, dtype, portable):
+    """The extension's CPU max pool equals ATen's bit for bit, NaN, Inf and signed zeros
+    included, in both of its forms (AVX-512 and portable), at channel counts that leave every
+    vector tail (1, 15, 16, 17, 64 + 1, 130)."""
+    if portable:
+        monkeypatch.setenv("INCEPTION_FAST_NO_AVX512", "1")
+    k, stride, pad, ceil = params
+    for i, (n, c, h, w) in enumerate(
+        [(2, 1, 9, 11), (1, 15, 10, 7), (2, 16, 8, 8), (1, 17, 9, 9), (2, 65, 7, 12), (1, 130, 11, 10)]
+    ):
+        x = pool_input(n, c, h, w, dtype, seed=i)
+        want = F.max_pool2d(x, k, stride, pad, ceil_mode=ceil)
+        assert_same_bits(OPS.cpu_max_pool2d(x, k, stride, pad, ceil), want, f"{params} on {tuple(x.shape)}")
+
+
+def test_cpu_max_pool_layouts_threads_and_registry():
+    """An NCHW or sliced input gives the same (channels_last) result; one thread and two agree; the
+    "cpp" backend's max_pool2d is this kernel in float32/bfloat16 and ATen's pool in float16."""
+    x = pool_input(2, 40, 14, 14, torch.float32, seed=3)
+    want = F.max_pool2d(x, 3, 2, 0, ceil_mode=True)
+    assert_same_bits(OPS.cpu_max_pool2d(x.contiguous(), 3, 2, 0, True), want, "NCHW input")
+    sliced = x[:, 5:29]
+    assert_same_bits(OPS.cpu_max_pool2d(sliced, 3, 2, 0, True), want[:, 5:29].contiguous(memory_format=CL), "slice")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = OPS.cpu_max_pool2d(x, 3, 1, 1, False)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_bits(one, OPS.cpu_max_pool2d(x, 3, 1, 1, False), "one thread against two")
+    from inception_fast import ops
+
+    assert_same_bits(ops.max_pool2d(x, 3, 2, 0, True, backend="cpp"), want, "ops.max_pool2d cpp")
+    half = x.half()
+    got, want = ops.max_pool2d(half, 3, 2, 0, True, backend="cpp"), F.max_pool2d(half, 3, 2, 0, ceil_mode=True)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
+    empty = torch.empty(0, 8, 5, 5).contiguous(memory_format=CL)
+    assert OPS.cpu_max_pool2d(empty, 3, 2, 0, True).shape == (0, 8, 2, 2)
+    plain = pool_input(2, 40, 14, 14, torch.float32, seed=3, specials=False)  # opcheck's compare: no NaN
+    torch.library.opcheck(OPS.cpu_max_pool2d.default, (plain, 3, 2, 0, True))
+
+
+def test_cpu_max_pool_argument_errors():
+    x = torch.randn(1, 4, 6, 6)
+    for args, match in [
+        ((x.half(), 3, 2, 0, True), "float32 or bfloat16"),
+        ((x[0], 3, 2, 0, True), "4-D"),
+        ((x, 9, 1, 0, False), "kernel must be 1 to 8"),
+        ((x, 3, 0, 1, False), "stride"),
+        ((x, 3, 1, 2, False), "padding"),
+        ((x[:, :, :1, :1], 3, 2, 0, False), "too small"),
+    ]:
+        with pytest.raises(RuntimeError, match=match):
+            OPS.cpu_max_pool2d(*args)
+
+
+def _pooled_net(backend, dtype=torch.float32):
+    from inception_fast import FusedGoogLeNet, GoogLeNet
+    from inception_fast.testing import calibrate
+
+    ref = GoogLeNet(num_classes=10, variant="torchvision")
+    calibrate(ref, torch.randn(4, 3, 40, 40))
+    return FusedGoogLeNet.from_torchvision(ref, backend=backend).eval().to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("backend", ["onednn", "cpp"])
+def test_cpu_model_pools_through_the_extension(monkeypatch, backend, dtype):
+    """With the extension's pool (or the separable form) measured fastest, FusedGoogLeNet's four
+    pools between stages, and with onednn also its blocks' pool branches, run it, and the logits
+    equal those with ATen's pools bit for bit (a max is exact); a torch-pinned model never asks."""
+    from launch_observer import forcing_chooser
+
+    from inception_fast import choices
+
+    if backend == "onednn" and "onednn" not in available_backends("cpu"):
+        pytest.skip(f"onednn: {availability('onednn', 'cpu')}")
+    model = _pooled_net(backend, dtype)
+    x = torch.randn(2, 3, 40, 40).to(dtype).contiguous(memory_format=CL)
+    monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))
+    outs, picked = {}, {}
+    for winner in ("aten", "cpp", "separable"):
+        chooser = forcing_chooser(winner)
+        monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+        with torch.no_grad():
+            model(x)  # measures
+            outs[winner] = model(x)
+        picked[winner] = {(key.params, c.name) for key, c in chooser.choices().items()}
+    stage = {(3, 2, 0, True), (2, 2, 0, True)}
+    block = {(3, 1, 1, False)} if backend == "onednn" else set()
+    assert picked["aten"] == {(p, "aten") for p in stage | block}
+    assert picked["cpp"] == {(p, "cpp") for p in stage | block}
+    assert picked["separable"] == {(p, "aten") for p in stage} | {(p, "separable") for p in block}
+    assert outs["aten"].float().std() > 0.05, "activations vanished; the comparison could not fail"
+    assert torch.equal(outs["cpp"], outs["aten"]) and torch.equal(outs["separable"], outs["aten"])
+    chooser = forcing_chooser("cpp")
+    monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+    with torch.no_grad():
+        _pooled_net("torch", dtype)(x)
+    assert not chooser.choices()
+
+
+def test_a_wrong_cpu_pool_is_never_chosen(monkeypatch):
+    """The measured choice checks the extension's pool against ATen's on its first call: a kernel
+    that returns a wrong max is dropped with the error on record, however fast it would be."""
+    from launch_observer import forcing_chooser
+
+    from inception_fast import choices
+    from inception_fast.backends.registry import _REGISTRY
+
+    monkeypatch.setitem(_REGISTRY["cpp"].kernels, "max_pool2d", lambda *args: extension.max_pool2d(*args) + 1.0)
+    chooser = forcing_chooser("cpp")
+    monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+    model = _pooled_net("cpp")
+    x = pool_input(1, 64, 9, 9, torch.float32, specials=False)
+    with torch.no_grad():
+        out = model._max_pool(x, model.maxpool1)
+    assert_same_bits(out, F.max_pool2d(x, 3, 2, 0, ceil_mode=True), "maxpool1")
+    (choice,) = chooser.choices().values()
+    assert choice.name == "aten" and "disagrees with ATen" in choice.errors["cpp"]
+
+
 def test_unavailable_reasons():
     assert cpp_backend._unavailable_reason(torch.device("cpu")) is None
     assert "not on meta" in cpp_backend._unavailable_reason(torch.device("meta"))

@@ -105,11 +105,18 @@ def test_op_checks_and_torch_backend():
         ops.max_pool2d(x, 3, 2, 2)
     with pytest.raises(ValueError, match="too small"):
         ops.max_pool2d(make_input(1, 4, 2, 2), 3, 2)
-    # The old name of the cpp backend on CPU: an error naming both names, and no deprecation
-    # warning telling the user to pass a name that fails the same way.
+    # The old name of the cpp backend on CPU: for an op cpp lacks, an error naming both names, and
+    # no deprecation warning telling the user to pass a name that fails the same way; for the pool,
+    # which cpp has (the extension's), the warning and the cpp pool.
+    w, b = torch.randn(3, 4), torch.randn(3)
     with warnings.catch_warnings(), pytest.raises(ValueError, match=r"'torch' or 'triton'.*'cuda' names the 'cpp'"):
         warnings.simplefilter("error")
-        ops.max_pool2d(x, 3, 2, backend="cuda")
+        ops.avgpool_linear(x, w, b, backend="cuda")
+    from inception_fast.backends import availability
+
+    if availability("cpp", "cpu") is None:
+        with pytest.warns(DeprecationWarning, match="deprecated name of the 'cpp' backend"):
+            check_equal(ops.max_pool2d(x, 3, 2, backend="cuda"), x, (3, 2, 0, False))
     check_equal(ops.max_pool2d(x, 3, 2, 0, True), x, (3, 2, 0, True))
     torch.library.opcheck(torch.ops.inception_fast.max_pool2d.default, (x, 3, 2, 0, True, "torch"))
 
@@ -132,6 +139,9 @@ def test_model_pools_through_triton_match(monkeypatch, variant):
     # Backend auto: on the CPU its blocks run ATen's or oneDNN's kernels (not the interpreter's), and
     # the pools are Triton candidates as on the GPU.
     model = FusedGoogLeNet.from_torchvision(ref, backend="auto").eval()
+    # On a CPU auto's pools measure the compiled extension's (CPU_POOL_CHOICE); here they take the
+    # GPU's path, where the Triton pool competes.
+    monkeypatch.setattr(model, "_cpp_pool_allowed", lambda device: False)
     x = torch.randn(1, ref.in_channels, 40, 40)
     monkeypatch.setattr(choices, "STEM_CHOICE", choices.MeasuredChoice(measure_on=()))  # conv1: its first form
     outs, launches = {}, {}

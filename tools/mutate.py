@@ -48,6 +48,8 @@ TRITON_CONV_ROWS = ("tests/test_triton_conv_rows.py",)
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
+# The extension's CPU max pool: its parity tests (both forms) and the model's measured pools.
+CPU_MAX_POOL = ("tests/test_cuda_ext.py", "-k", "cpu_max_pool or cpu_model_pools")
 # The pool folded into launch 1: its kernel and op tests (the model-level ones run the same kernels).
 TRITON_FOLD = ("tests/test_triton_fold.py", "-k", "fp32 or fp16 or nan")
 # Launch 1's pool role with its K split.
@@ -200,6 +202,60 @@ MUTANTS = [
         "at::max_pool2d(at::constant_pad_nd(xf, {1, 1, 1, 1}, 0), {3, 3}, {1, 1}, {0, 0})",
         ("tests/test_cuda_ext.py", "-k", "cpu"),
         "the CPU kernel's max pool pads with 0 instead of -inf",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_nan",
+        "csrc/cpu/max_pool.cpp",
+        "_mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)",
+        "_mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ)",
+        CPU_MAX_POOL,
+        "the AVX-512 max pool drops ATen's NaN rule (a NaN tap loses to any later value)",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_ties",
+        "csrc/cpu/max_pool.cpp",
+        "_mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ)",
+        "_mm512_cmp_ps_mask(v, acc, _CMP_GE_OQ)",
+        CPU_MAX_POOL,
+        "the AVX-512 max pool keeps the last of equal maxima (the sign of a zero differs from ATen's)",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_portable_nan",
+        "csrc/cpu/max_pool.cpp",
+        "if (v > acc || std::isnan(v)) {",
+        "if (v > acc) {",
+        CPU_MAX_POOL,
+        "the portable max pool drops ATen's NaN rule",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_tail",
+        "csrc/cpu/max_pool.cpp",
+        "static_cast<__mmask16>((1u << (c - c0)) - 1u)",
+        "static_cast<__mmask16>((1u << (c - c0 - 1)) - 1u)",
+        CPU_MAX_POOL,
+        "the AVX-512 max pool's last partial vector leaves its last channel unwritten",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_window",
+        "csrc/cpu/max_pool.cpp",
+        "x1 = std::min<int64_t>(xo * s - p + k, w);",
+        "x1 = std::min<int64_t>(xo * s - p + k - 1, w);",
+        CPU_MAX_POOL,
+        "the max pool's window misses its last column",
+        rebuild=True,
+    ),
+    Mutant(
+        "cpu_max_pool_ceil",
+        "csrc/cpu/max_pool.cpp",
+        "if (ceil_mode && (out - 1) * s >= size + p) {",
+        "if (false) {",
+        CPU_MAX_POOL,
+        "ceil_mode keeps a last window that starts in the right padding (PyTorch drops it)",
         rebuild=True,
     ),
     # -- Triton launch 1 (reduce_pool.py) -------------------------------------------------------------

@@ -70,7 +70,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         if key.device == str(x.device) and key.dtype == x.dtype and key.shape[0] == x.shape[0]
     ]
     # The max pools, the pools folded into the next block's launch 1 (FOLD_CHOICE: "separate" or
-    # "folded") and the eval-mode head (ATen or Triton, POOL_CHOICE and HEAD_CHOICE) at this batch
+    # "folded") and the eval-mode head (POOL_CHOICE or on CPU CPU_POOL_CHOICE, HEAD_CHOICE) at this batch
     # and dtype, each named by its input shape.
     stages = [
         {
@@ -83,6 +83,7 @@ def stem_choice(model, x: torch.Tensor) -> Optional[dict]:
         }
         for stage, chooser in (
             ("max pool", choices.POOL_CHOICE),
+            ("max pool", choices.CPU_POOL_CHOICE),
             ("max pool + block", choices.FOLD_CHOICE),
             ("blocks chained", choices.CHAIN_CHOICE),
             ("head", choices.HEAD_CHOICE),

@@ -1,5 +1,5 @@
 """The "cpp" backend: the compiled extension's C++ CPU kernels (csrc/cpu/: launch 1 and
-launch 2, see ``inception_fast.backends.extension``), on CPU only.  The extension's CUDA
+launch 2, and a max pool; see ``inception_fast.backends.extension``), on CPU only.  The extension's CUDA
 kernels are the "cuda" backend.
 """
 
@@ -26,6 +26,10 @@ register(
     Backend(
         "cpp",
         _unavailable_reason,
-        {"inception_block": extension.block_forward, "inception_block_backward": torch_backend.block_backward},
+        {
+            "inception_block": extension.block_forward,
+            "inception_block_backward": torch_backend.block_backward,
+            "max_pool2d": extension.max_pool2d,
+        },
     )
 )

@@ -6,6 +6,8 @@ backends run: one Inception block in two launches.
   ``scratch``) and the whole pool branch (3x3 max pool formed while loading).
 * Launch 2, ``torch.ops.inception_fast.branch_convs_``: the 3x3 and k x k convs as
   implicit GEMMs over ``scratch``, each into its slice of ``out``.
+And, on CPU only, ``torch.ops.inception_fast.cpu_max_pool2d`` (csrc/cpu/max_pool.cpp): a
+channels_last max pool in float32 and bfloat16 without ATen's argmax (``max_pool2d``).
 
 The extension registers a CPU kernel of each (csrc/cpu/, ATen calls composed in C++) and,
 when built with nvcc, a CUDA kernel (csrc/cuda/conv_gemm.cu, tensor cores); the dispatcher
@@ -25,8 +27,17 @@ from typing import Optional
 import torch
 
 from .. import geometry
+from . import torch_backend
 
-__all__ = ["BUILD_HINT", "load_extension", "extension_error", "missing_reason", "has_cuda_kernels", "block_forward"]
+__all__ = [
+    "BUILD_HINT",
+    "load_extension",
+    "extension_error",
+    "missing_reason",
+    "has_cuda_kernels",
+    "block_forward",
+    "max_pool2d",
+]
 
 BUILD_HINT = "build it with: CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e ."
 _extension = None
@@ -77,3 +88,13 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
     torch.ops.inception_fast.branch_convs_(scratch, w3, b3, w5, b5, out, ch1)
     return out, scratch
+
+
+def max_pool2d(x, kernel, stride, padding, ceil_mode):
+    """The "cpp" backend's max pool (op ``inception_fast::max_pool2d``'s contract): the extension's
+    kernel in float32 and bfloat16 on CPU, ATen's pool otherwise (float16); channels_last."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+        return torch_backend.max_pool2d(x, kernel, stride, padding, ceil_mode)
+    if load_extension() is None:
+        raise RuntimeError(f"the compiled extension inception_fast._C is not built ({_extension_error})")
+    return torch.ops.inception_fast.cpu_max_pool2d(x, kernel, stride, padding, ceil_mode)

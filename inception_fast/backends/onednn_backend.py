@@ -8,8 +8,8 @@ The block computes what every backend computes (contract in ``inception_fast.bac
   (ch1 + ch3red + ch5red, Cin, 1, 1)), bias and ReLU fused;
 * the 3x3 and k×k convs reading their channel slices of that result in place (oneDNN takes the
   strided slice; no copy), bias and ReLU fused;
-* the pool branch: the 3x3/1 max pool (``max_pool_3x3_s1`` from the prepacked path, ATen's from
-  the op path), then its 1x1 with bias and ReLU fused;
+* the pool branch: the 3x3/1 max pool (the prepacked path's caller picks it, by default
+  ``max_pool_3x3_s1``; ATen's from the op path), then its 1x1 with bias and ReLU fused;
 * the four results stored into their channel slices of one preallocated output (``torch.cat``
   with ``out=``).
 
@@ -251,9 +251,11 @@ def _assemble(x, red, y3, y5, yp, ch1):
     return torch.cat([red[:, :ch1], y3, y5, yp], 1, out=out)
 
 
-def prepacked_block_forward(x: torch.Tensor, pre: PrepackedBlock) -> torch.Tensor:
+def prepacked_block_forward(x: torch.Tensor, pre: PrepackedBlock, pool=max_pool_3x3_s1) -> torch.Tensor:
     """The block's inference forward from prepacked weights; ``x`` (N, Cin, H, W); the result is
-    channels_last.  No autograd: callers use it only where no gradient is wanted."""
+    channels_last.  ``pool``: the pool branch's 3x3/1 max pool (padding 1) on the channels_last
+    ``x`` (FusedInception passes ``inception_fast.stages.block_max_pool``, a measured choice).  No
+    autograd: callers use it only where no gradient is wanted."""
     _check_dtype(x)
     if x.dim() != 4 or x.shape[1] != pre.cin:
         raise ValueError(f"Inception block expects a 4-D input with {pre.cin} channels, got shape {tuple(x.shape)}")
@@ -266,7 +268,7 @@ def prepacked_block_forward(x: torch.Tensor, pre: PrepackedBlock) -> torch.Tenso
     red_finite = x_finite and pre.red.finite
     y3 = _prepacked(red[:, ch1 : ch1 + ch3red], pre.conv3, red_finite)
     y5 = _prepacked(red[:, ch1 + ch3red :], pre.conv5, red_finite)
-    yp = _prepacked(max_pool_3x3_s1(x), pre.pool, x_finite)
+    yp = _prepacked(pool(x), pre.pool, x_finite)
     return _assemble(x, red, y3, y5, yp, ch1)
 
 
