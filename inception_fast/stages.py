@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import choices, geometry, ops
+from .backends import extension
 from .backends.onednn_backend import max_pool_3x3_s1
 
 __all__ = [
@@ -193,7 +194,7 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
         runners = {"aten": aten}
         if availability(native, x.device) is None:
             runners[native] = choices.checked_against(
-                lambda: ops.max_pool2d(x, *params, backend=native), aten, f"the {native} max pool"
+                lambda: _native_max_pool(x, params, native), aten, f"the {native} max pool"
             )
         if native == "cpp" and params == (3, 1, 1, False):
             runners["separable"] = choices.checked_against(
@@ -202,7 +203,16 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
         choice = chooser.pick(key, x.device, runners)
     if choice == "separable":
         return max_pool_3x3_s1(x)
-    return pool(x) if choice == "aten" else ops.max_pool2d(x, *params, backend=choice)
+    return pool(x) if choice == "aten" else _native_max_pool(x, params, choice)
+
+
+def _native_max_pool(x: Tensor, params: tuple, backend: str) -> Tensor:
+    """The pool that writes no argmax: Triton's through op ``max_pool2d``; on CPU the "cpp"
+    backend's kernel called directly (no gradient is wanted here; the op's Python layer cost about
+    25 µs a call: 8.80 against 8.69 ms for a batch-1 bfloat16 forward on 2 cores)."""
+    if backend == "cpp":
+        return extension.max_pool2d(x, *params)
+    return ops.max_pool2d(x, *params, backend=backend)
 
 
 BLOCK_POOL = nn.MaxPool2d(3, 1, 1)  # the pool branch's pool in every GoogLeNet block
