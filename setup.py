@@ -43,6 +43,22 @@ def _have_cxx() -> bool:
     return any(c and shutil.which(c.split()[0]) for c in candidates)
 
 
+def _openmp_compiles() -> bool:
+    """Whether the C++ compiler builds and links an OpenMP program (clang without libomp does not)."""
+    import subprocess
+    import tempfile
+
+    cxx = (os.environ.get("CXX") or "c++").split()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "omp.cpp"
+        src.write_text("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            run = subprocess.run([*cxx, "-fopenmp", str(src), "-o", str(Path(tmp) / "omp")], capture_output=True)
+        except OSError:
+            return False
+    return run.returncode == 0
+
+
 def _is_cuda_toolkit(home) -> bool:
     """nvcc and the runtime headers: what a CUDAExtension build needs from CUDA_HOME."""
     if not home:
@@ -92,8 +108,11 @@ def _extension_setup() -> dict:
     # (one thread pool, sized by torch.set_num_threads).
     link_flags = []
     if sys.platform.startswith("linux"):
-        cxx_flags.append("-fopenmp")
-        link_flags.append("-fopenmp")
+        if _openmp_compiles():
+            cxx_flags.append("-fopenmp")
+            link_flags.append("-fopenmp")
+        else:
+            _note("the C++ compiler builds no OpenMP program: the CPU max pool runs on one thread")
     sources = list(CPU_SOURCES)
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)

@@ -881,7 +881,17 @@ class FusedGoogLeNet(GoogLeNet):
         if variant == "onednn":
             conv1 = self._stem_prepack_cache.get(self, x.dtype)[0]
             return self._max_pool(onednn_backend.prepacked_conv_relu(x, conv1), self.maxpool1)
-        return stages.stem_conv1(x, w1, b1, padded, variant, self.conv1.conv, self.maxpool1, self._triton_allowed)
+        return stages.stem_conv1(
+            x,
+            w1,
+            b1,
+            padded,
+            variant,
+            self.conv1.conv,
+            self.maxpool1,
+            self._triton_allowed,
+            self._cpp_pool_allowed(x.device),
+        )
 
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)

@@ -20,7 +20,7 @@
 * ``max_pool``: the pools between stages (POOL_CHOICE): ATen's, which also writes an int64 argmax
   per output, against the Triton pool (backends/triton/maxpool.py); on CPU (CPU_POOL_CHOICE)
   against the compiled extension's (csrc/cpu/max_pool.cpp); every one's first result must equal
-  ATen's bit for bit.  ``block_max_pool`` likewise for the "onednn" blocks' pool branch.
+  ATen's bit for bit (NaN where ATen has NaN).  ``block_max_pool`` likewise for the "onednn" blocks' pool branch.
 * ``pool_block``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a; FOLD_CHOICE,
   offered only where INCEPTION_FAST_EXTRA_CANDIDATES says so, see ``offers``):
   "separate" (the pool as ``max_pool`` runs it, then the block as the model runs it) against
@@ -167,13 +167,15 @@ def conv_relu(x: Tensor, w: Tensor, b: Tensor, padding: int, triton_allowed: boo
     return aten()
 
 
-def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool = False) -> Tensor:
+def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool = False, unmeasured=None) -> Tensor:
     """``pool(x)`` as measured fastest (channels_last for a channels_last input).  On CPU where
     ``cpp_allowed`` (the model's backend is onednn or cpp), CPU_POOL_CHOICE: ATen's pool against
     the compiled extension's (backend "cpp", csrc/cpu/max_pool.cpp) where it is built and, for a
     3x3/1 pool with padding 1, the separable form (``max_pool_3x3_s1``).  Elsewhere where
     ``triton_allowed`` (the model's backend runs Triton kernels), POOL_CHOICE: ATen's pool against
-    the Triton pool.  Every candidate's first result must equal ATen's bit for bit."""
+    the Triton pool.  Every candidate's first result must equal ATen's bit for bit (NaN where
+    ATen has NaN).  Where nothing may be measured (static mode, capture, tracing, deferral)
+    ``unmeasured(x)`` runs if given, else ``pool(x)``."""
     if x.device.type == "cpu" and cpp_allowed:
         chooser, native = choices.CPU_POOL_CHOICE, "cpp"
     elif triton_allowed:
@@ -186,8 +188,8 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
     key = choices.PoolKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
     choice = chooser.lookup(key)
     if choice is None:
-        if not chooser.can_measure(x.device):  # capture, static mode: ATen, and nothing to build
-            return pool(x)
+        if not chooser.can_measure(x.device):  # capture, static mode: nothing to build
+            return pool(x) if unmeasured is None else unmeasured(x)
         from .backends import availability
 
         aten = lambda: pool(x)  # noqa: E731
@@ -220,8 +222,9 @@ BLOCK_POOL = nn.MaxPool2d(3, 1, 1)  # the pool branch's pool in every GoogLeNet 
 
 def block_max_pool(x: Tensor) -> Tensor:
     """The "onednn" block's pool branch max pool (3x3/1, padding 1) on CPU, as ``max_pool``
-    measured fastest (ATen's, the separable form, the compiled extension's)."""
-    return max_pool(x, BLOCK_POOL, False, cpp_allowed=True)
+    measured fastest (ATen's, the separable form, the compiled extension's); where nothing is
+    measured, the separable form (no argmax, no extension needed)."""
+    return max_pool(x, BLOCK_POOL, False, cpp_allowed=True, unmeasured=max_pool_3x3_s1)
 
 
 def fold_params(pool: nn.Module) -> Optional[tuple]:
@@ -517,10 +520,11 @@ def stem_conv1(
     conv: nn.Conv2d,
     pool: nn.Module,
     triton_allowed: bool,
+    cpp_allowed: bool = False,
 ) -> Tensor:
     """conv1 (folded weights w1, b1; ``padded``: w1 as the forms "pad4", "pad8" (zero-padded to
     more channels) and "triton_rows" (packing.pack_conv_rows) read it) + ReLU + ``pool`` as
-    ``variant``; the result is channels_last."""
+    ``variant`` (the pool, where separate, as ``max_pool`` picks it); the result is channels_last."""
     cl = torch.channels_last
     if variant in STEM_TRITON_VARIANTS:  # reads x in either layout
         stride, padding, *pool_args = stem_triton_params(conv, pool)
@@ -533,7 +537,7 @@ def stem_conv1(
             y = ops.conv_relu(x, w1, b1, padding, backend="triton", stride=stride, w_rows=padded["triton_rows"])
         else:
             y = ops.conv_relu_maxpool(x, w1, b1, stride, padding, backend="triton")
-        return max_pool(y, pool, triton_allowed).contiguous(memory_format=cl)
+        return max_pool(y, pool, triton_allowed, cpp_allowed).contiguous(memory_format=cl)
     args = dict(stride=conv.stride, padding=conv.padding)
     if variant == "nchw":
         y = pool(F.conv2d(x.contiguous(), w1.contiguous(), b1, **args).relu_())
@@ -545,5 +549,6 @@ def stem_conv1(
         xp[:, c:].zero_()
         xp[:, :c].copy_(x)
         x = xp
-    y = max_pool(F.conv2d(x.contiguous(memory_format=cl), w1, b1, **args).relu_(), pool, triton_allowed)
+    y = F.conv2d(x.contiguous(memory_format=cl), w1, b1, **args).relu_()
+    y = max_pool(y, pool, triton_allowed, cpp_allowed)
     return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once

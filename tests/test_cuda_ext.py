@@ -333,6 +333,8 @@ def test_cpu_max_pool_argument_errors():
         ((x, 3, 0, 1, False), "stride"),
         ((x, 3, 1, 2, False), "padding"),
         ((x[:, :, :1, :1], 3, 2, 0, False), "too small"),
+        ((x[:, :, :1, :1], 3, 3, 0, False), "too small"),  # PyTorch's size rule rounds down below zero
+        ((x, 2**32, 1, 2**31, False), "kernel must be 1 to 8"),  # no overflow into the tap array
     ]:
         with pytest.raises(RuntimeError, match=match):
             OPS.cpu_max_pool2d(*args)
@@ -372,6 +374,8 @@ def test_cpu_model_pools_through_the_extension(monkeypatch, backend, dtype):
         picked[winner] = {(key.params, c.name) for key, c in chooser.choices().items()}
     stage = {(3, 2, 0, True), (2, 2, 0, True)}
     block = {(3, 1, 1, False)} if backend == "onednn" else set()
+    # maxpool1-4 each measured (four input shapes), whichever form the stem's conv1 took.
+    assert len({k.shape for k in chooser.choices() if k.params in stage}) == 4
     assert picked["aten"] == {(p, "aten") for p in stage | block}
     assert picked["cpp"] == {(p, "cpp") for p in stage | block}
     assert picked["separable"] == {(p, "aten") for p in stage} | {(p, "separable") for p in block}
@@ -382,6 +386,30 @@ def test_cpu_model_pools_through_the_extension(monkeypatch, backend, dtype):
     with torch.no_grad():
         _pooled_net("torch", dtype)(x)
     assert not chooser.choices()
+
+
+def test_unmeasured_onednn_block_pools_take_the_separable_form(monkeypatch):
+    """With INCEPTION_FAST_AUTO=static nothing is measured: the onednn blocks' pool branch then
+    runs the separable form (no argmax), the pools between stages ATen's, and the logits are the
+    measured model's."""
+    from inception_fast import choices, stages
+
+    if "onednn" not in available_backends("cpu"):
+        pytest.skip(f"onednn: {availability('onednn', 'cpu')}")
+    model = _pooled_net("onednn")
+    x = torch.randn(2, 3, 40, 40).contiguous(memory_format=CL)
+    with torch.no_grad():
+        want = model(x)
+    chooser = choices.MeasuredChoice(measure_on=("cpu",))
+    monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+    monkeypatch.setenv("INCEPTION_FAST_AUTO", "static")
+    calls = []
+    real = stages.max_pool_3x3_s1
+    monkeypatch.setattr(stages, "max_pool_3x3_s1", lambda t: (calls.append(t.shape), real(t))[1])
+    with torch.no_grad():
+        got = model(x)
+    assert len(calls) == 9 and not chooser.choices()
+    assert torch.equal(got, want)
 
 
 def test_a_wrong_cpu_pool_is_never_chosen(monkeypatch):

@@ -2,17 +2,20 @@
 // without the int64 argmax ATen's CPU pool always writes.
 //
 // Computes, for x (N, C, H, W) in float32 or bfloat16 and a square window
-// (kernel k, stride s, padding p, PyTorch's ceil_mode rule, dilation 1),
+// (kernel k up to 8, stride s, padding p, PyTorch's ceil_mode rule, dilation
+// 1),
 //   out[n, c, oh, ow] = max over the window's in-bounds x[n, c, ih, iw]
 // with padding acting as -inf, returned channels_last.  The window is scanned
 // as ATen's pool scans it (rows, then columns) with ATen's update rule
 // (take v where v > max or v is NaN), so the result equals ATen's bit for
-// bit, NaN included.  Each output pixel is a contiguous vector of C channels:
-// the max runs over whole channel vectors in float32 (a bfloat16 value widens
-// exactly and the winner narrows back exactly), with AVX-512 where the CPU has
-// it (64 channels held in four registers across the window's taps), else one
-// channel at a time (also where INCEPTION_FAST_NO_AVX512 is set).  Threads split
-// the (n, oh) output rows.
+// bit, the sign of zero included, with NaN where ATen has NaN (a NaN's own
+// bits may differ: ATen's vector lanes write a bfloat16 NaN of their own).
+// Each output pixel is a contiguous vector of C channels: the max runs over
+// whole channel vectors in float32 (a bfloat16 value widens exactly and the
+// winner narrows back exactly), with AVX-512 where the CPU has it (64 channels
+// held in four registers across the window's taps), else one channel at a
+// time (also where INCEPTION_FAST_NO_AVX512 is set).  Threads split the
+// (n, oh) output rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -29,7 +32,8 @@
 namespace inception_fast {
 namespace {
 
-constexpr int64_t kMaxTaps = 64;  // the tap array: kernels up to 8x8
+constexpr int64_t kMaxKernel = 8;
+constexpr int64_t kMaxTaps = kMaxKernel * kMaxKernel;  // the tap array
 
 // One output pixel: dst[c] = the max over the window's taps (pointers to each tap's channel 0),
 // ATen's rule: v replaces the max where v > max or v is NaN.  The portable form.
@@ -43,7 +47,7 @@ void pool_pixel_scalar(const T* const* taps, int64_t ntaps, int64_t c, T* dst) {
         acc = v;
       }
     }
-    dst[i] = static_cast<T>(acc);  // exact: acc is one of the inputs
+    dst[i] = static_cast<T>(acc);  // exact: acc is one of the inputs (a NaN stays NaN)
   }
 }
 
@@ -99,10 +103,12 @@ IF_AVX512 void pool_pixel_avx512(const T* const* taps, int64_t ntaps, int64_t c,
 }
 #endif
 
-// PyTorch's pooling output size (pooling_output_shape): with ceil_mode the last window must
-// start inside the input or its left padding.
+// PyTorch's pooling output size (pooling_output_shape): the division rounds down (also below
+// zero: a window larger than the padded input gives no output), and with ceil_mode the last
+// window must start inside the input or its left padding.
 int64_t pool_out(int64_t size, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
-  int64_t out = (size + 2 * p - k + (ceil_mode ? s - 1 : 0)) / s + 1;
+  const int64_t span = size + 2 * p - k + (ceil_mode ? s - 1 : 0);
+  int64_t out = (span >= 0 ? span / s : -((-span + s - 1) / s)) + 1;
   if (ceil_mode && (out - 1) * s >= size + p) {
     --out;
   }
@@ -158,7 +164,7 @@ at::Tensor cpu_max_pool2d(const at::Tensor& x, int64_t kernel, int64_t stride, i
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
   const auto st = x.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kBFloat16, op, ": x must be float32 or bfloat16, got ", st);
-  TORCH_CHECK(kernel >= 1 && kernel * kernel <= kMaxTaps, op, ": kernel must be 1 to 8, got ", kernel);
+  TORCH_CHECK(kernel >= 1 && kernel <= kMaxKernel, op, ": kernel must be 1 to 8, got ", kernel);
   TORCH_CHECK(stride >= 1, op, ": stride must be at least 1, got ", stride);
   TORCH_CHECK(padding >= 0 && 2 * padding <= kernel, op, ": padding must be 0 to kernel / 2, got ", padding);
   const int64_t oh = pool_out(x.size(2), kernel, stride, padding, ceil_mode);

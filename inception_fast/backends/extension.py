@@ -90,10 +90,14 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     return out, scratch
 
 
+MAX_POOL_KERNEL = 8  # csrc/cpu/max_pool.cpp's widest window
+
+
 def max_pool2d(x, kernel, stride, padding, ceil_mode):
     """The "cpp" backend's max pool (op ``inception_fast::max_pool2d``'s contract): the extension's
-    kernel in float32 and bfloat16 on CPU, ATen's pool otherwise (float16); channels_last."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+    kernel in float32 and bfloat16 on CPU with windows up to 8x8, ATen's pool otherwise (float16,
+    larger windows); channels_last."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or kernel > MAX_POOL_KERNEL:
         return torch_backend.max_pool2d(x, kernel, stride, padding, ceil_mode)
     if load_extension() is None:
         raise RuntimeError(f"the compiled extension inception_fast._C is not built ({_extension_error})")
