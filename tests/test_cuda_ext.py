@@ -341,11 +341,11 @@ def test_cpu_max_pool_argument_errors():
 
 
 def _pooled_net(backend, dtype=torch.float32):
-    from inception_fast import FusedGoogLeNet, GoogLeNet
-    from inception_fast.testing import calibrate
+    from model_cases import calibrated_net
 
-    ref = GoogLeNet(num_classes=10, variant="torchvision")
-    calibrate(ref, torch.randn(4, 3, 40, 40))
+    from inception_fast import FusedGoogLeNet
+
+    ref, _ = calibrated_net(size=40, num_classes=10)
     return FusedGoogLeNet.from_torchvision(ref, backend=backend).eval().to(dtype)
 
 

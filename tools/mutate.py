@@ -249,15 +249,6 @@ MUTANTS = [
         "the max pool's window misses its last column",
         rebuild=True,
     ),
-    Mutant(
-        "cpu_max_pool_ceil",
-        "csrc/cpu/max_pool.cpp",
-        "if (ceil_mode && (out - 1) * s >= size + p) {",
-        "if (false) {",
-        CPU_MAX_POOL,
-        "ceil_mode keeps a last window that starts in the right padding (PyTorch drops it)",
-        rebuild=True,
-    ),
     # -- Triton launch 1 (reduce_pool.py) -------------------------------------------------------------
     Mutant(
         "triton_pool_split",

@@ -18,6 +18,7 @@
 // (n, oh) output rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/Pool.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -103,18 +104,6 @@ IF_AVX512 void pool_pixel_avx512(const T* const* taps, int64_t ntaps, int64_t c,
 }
 #endif
 
-// PyTorch's pooling output size (pooling_output_shape): the division rounds down (also below
-// zero: a window larger than the padded input gives no output), and with ceil_mode the last
-// window must start inside the input or its left padding.
-int64_t pool_out(int64_t size, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
-  const int64_t span = size + 2 * p - k + (ceil_mode ? s - 1 : 0);
-  int64_t out = (span >= 0 ? span / s : -((-span + s - 1) / s)) + 1;
-  if (ceil_mode && (out - 1) * s >= size + p) {
-    --out;
-  }
-  return out;
-}
-
 // Whether the AVX-512 form runs: the CPU has AVX-512 F, BW and VL, and INCEPTION_FAST_NO_AVX512
 // is unset, empty or "0" (set, the portable form runs: how the tests reach it on AVX-512 CPUs).
 bool use_avx512() {
@@ -167,8 +156,9 @@ at::Tensor cpu_max_pool2d(const at::Tensor& x, int64_t kernel, int64_t stride, i
   TORCH_CHECK(kernel >= 1 && kernel <= kMaxKernel, op, ": kernel must be 1 to 8, got ", kernel);
   TORCH_CHECK(stride >= 1, op, ": stride must be at least 1, got ", stride);
   TORCH_CHECK(padding >= 0 && 2 * padding <= kernel, op, ": padding must be 0 to kernel / 2, got ", padding);
-  const int64_t oh = pool_out(x.size(2), kernel, stride, padding, ceil_mode);
-  const int64_t ow = pool_out(x.size(3), kernel, stride, padding, ceil_mode);
+  // ATen's own output-size rule (rounding down, ceil_mode's last window inside the input).
+  const int64_t oh = at::native::pooling_output_shape<int64_t>(x.size(2), kernel, padding, stride, 1, ceil_mode);
+  const int64_t ow = at::native::pooling_output_shape<int64_t>(x.size(3), kernel, padding, stride, 1, ceil_mode);
   TORCH_CHECK(oh >= 1 && ow >= 1, op, ": input ", x.sizes(), " is too small for a ", kernel, "x", kernel, "/", stride,
               " max pool with padding ", padding);
   const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -187,6 +177,4 @@ at::Tensor cpu_max_pool2d(const at::Tensor& x, int64_t kernel, int64_t stride, i
 }  // namespace
 }  // namespace inception_fast
 
-#ifndef IF_MAX_POOL_NO_REGISTRATION
 TORCH_LIBRARY_IMPL(inception_fast, CPU, m) { m.impl("cpu_max_pool2d", &inception_fast::cpu_max_pool2d); }
-#endif
