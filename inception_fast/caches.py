@@ -11,6 +11,7 @@ tuned again if its shape comes back).  The cap is ``INCEPTION_FAST_CACHE_ENTRIES
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 
 __all__ = ["ENV_CACHE_ENTRIES", "DEFAULT_CACHE_ENTRIES", "cache_capacity", "LRUDict", "trim", "short_error"]
@@ -36,18 +37,39 @@ def cache_capacity() -> int:
 
 class LRUDict(OrderedDict):
     """A dict that keeps its ``cache_capacity()`` most recently used entries (``get`` and setting
-    an item count as use)."""
+    an item count as use).  ``get``, setting an item, ``clear`` and ``snapshot`` hold the dict's
+    lock, so inference threads sharing one (the measured choices are process-wide) never see it
+    change under them: a hit reorders it and a new entry drops the oldest.  Read it through those;
+    iterating it directly is for one thread only."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._lock = threading.RLock()
+        super().__init__(*args, **kwargs)
 
     def get(self, key, default=None):
-        if key not in self:
-            return default
-        self.move_to_end(key)
-        return self[key]
+        with self._lock:
+            if key not in self:
+                return default
+            self.move_to_end(key)
+            return self[key]
 
     def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        trim(self, cache_capacity())
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            trim(self, cache_capacity())
+
+    def snapshot(self) -> dict:
+        """A plain dict copy of the entries, oldest first."""
+        with self._lock:
+            return dict(self.items())
+
+    def clear(self) -> None:
+        with self._lock:
+            super().clear()
+
+    def __reduce__(self):  # the lock is not pickled (deep copies and pickles rebuild one)
+        return (type(self), (list(self.items()),))
 
 
 def trim(mapping: dict, capacity: int) -> None:

@@ -49,21 +49,19 @@ def store_dir() -> Optional[pathlib.Path]:
     raw = os.environ.get(ENV_CHOICE_CACHE, "").strip()
     if raw.lower() in ("off", "0", "false", "no"):
         return None
-    if raw:
-        return pathlib.Path(raw).expanduser()
-    triton_cache = os.environ.get("TRITON_CACHE_DIR", "").strip()
-    if triton_cache:
-        return pathlib.Path(triton_cache).expanduser() / "inception_fast"
-    home = os.environ.get("TRITON_HOME", "").strip()
-    if not home:
-        try:
-            home = pathlib.Path.home()
-        except RuntimeError:  # no home directory (a container with an arbitrary uid): no store
-            warnings.warn(
-                f"inception_fast: no home directory, so measured choices are not stored; set {ENV_CHOICE_CACHE}",
-                stacklevel=2,
-            )
-            return None
+    try:
+        if raw:
+            return pathlib.Path(raw).expanduser()
+        triton_cache = os.environ.get("TRITON_CACHE_DIR", "").strip()
+        if triton_cache:
+            return pathlib.Path(triton_cache).expanduser() / "inception_fast"
+        home = os.environ.get("TRITON_HOME", "").strip() or pathlib.Path.home()
+    except RuntimeError as exc:  # "~" with no home directory (a container with an arbitrary uid): no store
+        warnings.warn(
+            f"inception_fast: measured choices are not stored ({exc}); set {ENV_CHOICE_CACHE} to a directory",
+            stacklevel=2,
+        )
+        return None
     return pathlib.Path(home) / ".triton" / "cache" / "inception_fast"
 
 
@@ -164,7 +162,7 @@ class ChoiceStore:
             if data.get("format") != _FORMAT or not isinstance(choices, dict):
                 raise ValueError("not a choice file of this format")
             return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: also bad UTF-8
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: also bad UTF-8
             warnings.warn(
                 f"inception_fast: ignoring the damaged stored choices {path} ({short_error(exc)}); "
                 "they will be measured again",

@@ -46,7 +46,7 @@ from . import backends as _backends
 from . import choice_store
 from .caches import LRUDict, short_error
 from .compile_only import compiling_only
-from .testing import reduced_precision_bound, rel_error
+from .testing import reduced_precision_bound, rel_error, same_bits
 
 __all__ = [
     "Choice",
@@ -141,14 +141,6 @@ def _as_tuple(out) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
-    return (
-        out.shape == ref.shape
-        and torch.equal(out.isnan(), ref.isnan())
-        and torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0))
-    )
-
-
 def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Tensor]) -> Optional[str]:
     """None where ``out`` agrees with the trusted result ``ref``; else why not.  Without ``ref64``
     bit for bit; with it (the trusted computation in float64) the tolerance table's rule for a
@@ -156,7 +148,7 @@ def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Te
     at most low_precision_factor times the trusted result's own error, never tighter than fp32's."""
     if out.shape != ref.shape:
         return f"shape {tuple(out.shape)} where {tuple(ref.shape)} was expected"
-    if _same_bits(out, ref):
+    if same_bits(out, ref):
         return None
     if ref64 is None:
         return "differs from ATen's result (an exact op)"
@@ -269,7 +261,7 @@ class MeasuredChoice:
 
     def choices(self) -> dict:
         """{key: Choice} measured so far in this process (the most recently used ones)."""
-        return dict(self._choices)
+        return self._choices.snapshot()
 
     def clear(self) -> None:
         self._choices.clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["TOLERANCE", "rel_error", "check_close", "calibrate", "reduced_precision_bound"]
+__all__ = ["TOLERANCE", "rel_error", "check_close", "same_bits", "calibrate", "reduced_precision_bound"]
 
 # ‖out − ref‖ / ‖ref‖ allowed, by where the result was computed.
 TOLERANCE = {
@@ -49,6 +49,23 @@ def check_close(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str = "o
     if not err <= tol:  # written so that NaN fails
         raise AssertionError(f"{what}: relative error {err:.3e} exceeds {tol:.1e}")
     return err
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Whether ``out`` is ``ref`` bit for bit (the dtype, the sign of zero, infinities), NaN exactly
+    where ``ref`` has NaN (with any payload): the check for an exact op such as a max pool."""
+    if out.shape != ref.shape or out.dtype != ref.dtype:
+        return False
+    if not (out.dtype.is_floating_point or out.dtype.is_complex):
+        return torch.equal(out, ref)
+    nan = ref.isnan()
+    if not torch.equal(out.isnan(), nan):
+        return False
+    ints = _INT_OF_SIZE[out.element_size()]
+    return torch.equal(out.masked_fill(nan, 0).view(ints), ref.masked_fill(nan, 0).view(ints))
 
 
 def reduced_precision_bound(ref_lowp: torch.Tensor, ref_fp64: torch.Tensor) -> float:

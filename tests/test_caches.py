@@ -63,6 +63,42 @@ def test_measured_choices_stay_bounded_over_many_shapes(name, small_caches, monk
     assert chooser.lookup(("cpu", torch.float32, (1, 3, 8, 8))) is None  # evicted: measured again if seen
 
 
+def test_a_shared_choice_over_capacity_survives_concurrent_threads(small_caches):
+    """Two inference threads sharing one MeasuredChoice past its capacity: hits reorder the LRU dict
+    and new entries drop its oldest, while the other thread looks up, measures and copies it.
+    No thread may fail (KeyError, "OrderedDict mutated during iteration"); the worst case is
+    measuring a key again."""
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # many thread switches: the interleavings that broke it
+    try:
+        chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: float(fn() == "a"))
+        runners = {"a": lambda: "a", "b": lambda: "b"}
+        errors = []
+
+        def serve(offset):
+            try:
+                for i in range(20000):
+                    key = (offset + i) % (3 * CAP)
+                    if chooser.lookup(key) is None:
+                        assert chooser.pick(key, torch.device("cpu"), runners) == "b"
+                    if i % 64 == 0:
+                        assert len(chooser.choices()) <= CAP
+            except Exception as exc:  # noqa: BLE001 -- reported below
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=serve, args=(k * 7,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+
+
 def test_short_error_keeps_one_line_of_at_most_200_characters():
     assert short_error(ValueError("bad\nthe rest")) == "ValueError: bad"
     assert len(short_error(RuntimeError("y" * 5000))) == 200

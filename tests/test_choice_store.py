@@ -98,11 +98,12 @@ def test_a_damaged_store_warns_and_is_measured_again(store):
     assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "the next write repairs it"
 
 
-def test_a_binary_store_file_warns_and_is_measured_again(store):
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"[" * 200000], ids=["binary", "nested too deep"])
+def test_an_unreadable_store_file_warns_and_is_measured_again(store, content):
     first, _ = _measuring()
     first.pick("k", CPU, RUNNERS)
     (path,) = store.glob("choices-*.json")
-    path.write_bytes(b"\xff\xfe\x00garbage")
+    path.write_bytes(content)
     choice_store.STORE.forget()
     again, timed = _measuring()
     with pytest.warns(UserWarning, match="damaged stored choices"):
@@ -121,6 +122,29 @@ def test_nothing_is_read_where_nothing_may_be_measured(store, monkeypatch):
     frozen, timed = _measuring()
     monkeypatch.setattr(frozen, "can_measure", lambda device: False)
     assert frozen.pick("k", CPU, RUNNERS) == "a" and timed == [] and reads == []
+
+
+@pytest.mark.parametrize("variable", [choice_store.ENV_CHOICE_CACHE, "TRITON_CACHE_DIR", None])
+def test_a_home_that_cannot_be_found_only_warns(monkeypatch, variable):
+    """A "~" that names no user, or no home directory at all (a container with an arbitrary uid):
+    the store is off with a warning that says why; measuring still works."""
+    import pathlib
+
+    for name in (choice_store.ENV_CHOICE_CACHE, "TRITON_CACHE_DIR", "TRITON_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    if variable is None:
+
+        def no_home(*args):
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(pathlib.Path, "home", classmethod(no_home))
+    else:
+        monkeypatch.setenv(variable, "~no_such_user_inception_fast/cache")
+    with pytest.warns(UserWarning, match="measured choices are not stored.*home directory"):
+        assert choice_store.store_dir() is None
+    chooser, timed = _measuring()
+    with pytest.warns(UserWarning, match="not stored"):
+        assert chooser.pick("k", CPU, RUNNERS) == "b" and timed == ["a", "b"]
 
 
 def test_an_unwritable_store_only_warns(tmp_path, monkeypatch):

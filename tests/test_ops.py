@@ -208,6 +208,17 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
     run_with(ref.clone(), exact=True)
     with pytest.raises(RuntimeError, match="an exact op"):
         run_with(ref + 2**-6, exact=True)
+    # Exact means bit for bit: infinities, the sign of zero and the dtype count; a NaN's payload does not.
+    special = torch.tensor([float("inf"), -0.0, float("nan"), 1.0])
+    big = torch.finfo(torch.float32).max
+    for wrong in ([big, -0.0, float("nan"), 1.0], [float("inf"), 0.0, float("nan"), 1.0]):
+        with pytest.raises(RuntimeError, match="an exact op"):
+            checked_against(lambda: torch.tensor(wrong), lambda: special, "specials")()
+    with pytest.raises(RuntimeError, match="an exact op"):
+        checked_against(lambda: special.double(), lambda: special, "another dtype")()
+    other_nan = special.clone().view(torch.int32)
+    other_nan[2] |= 1  # another NaN payload
+    checked_against(lambda: other_nan.view(torch.float32), lambda: special, "NaN payload")()
     # bf16: a result off by (factor - 0.5) times ATen's own error passes, by (factor + 0.5) fails.
     noise = torch.randn_like(x64)
     noise *= own * x64.norm() / noise.norm()
