@@ -93,17 +93,13 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
     without Triton, there is nothing to compile: all counts 0; with the workers off
     (INCEPTION_FAST_PRECOMPILE=0) nothing is submitted.  A forward that fails in the compile-only
     pass raises RuntimeError saying so."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"precompile expects an nn.Module, got {type(module).__name__}")
-    training = _training_part(module)
+    _check_inputs("precompile", module, inputs)
+    training = training_part(module)
     if training is not None:
         raise ValueError(
             f"precompile runs a compile-only forward, and {training} is in train mode: its BatchNorm "
             "would update running statistics from outputs never computed; call module.eval() first"
         )
-    bad = [type(t).__name__ for t in inputs if not isinstance(t, torch.Tensor)]
-    if bad or not inputs:
-        raise TypeError(f"precompile expects the forward's input tensors, got {', '.join(bad) or 'none'}")
     counts = {"launches": 0, "binaries": 0, "on_disk": 0, "submitted": 0, "compiled": 0}
     pool = _pool()
     interpreted = pool is not None and _interpreted()
@@ -138,7 +134,16 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
     return counts
 
 
-def _training_part(module: nn.Module):
+def _check_inputs(caller: str, module, inputs: tuple) -> None:
+    """TypeError unless ``module`` is an nn.Module and ``inputs`` one or more tensors."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{caller} expects an nn.Module, got {type(module).__name__}")
+    bad = [type(t).__name__ for t in inputs if not isinstance(t, torch.Tensor)]
+    if bad or not inputs:
+        raise TypeError(f"{caller} expects the forward's input tensors, got {', '.join(bad) or 'none'}")
+
+
+def training_part(module: nn.Module):
     """The name of the first part of ``module`` in train mode ("the module" itself), or None."""
     for name, m in module.named_modules():
         if m.training:
@@ -163,6 +168,7 @@ def compiles_pending(module: nn.Module, *inputs: torch.Tensor) -> int:
     not compiled yet (0 where none were, or none is left).  While it is above 0, FusedGoogLeNet's
     eval forwards on such inputs without gradients defer their measuring where deferring applies
     (backend auto, INCEPTION_FAST_DEFER_TUNING on; see the module's docstring)."""
+    _check_inputs("compiles_pending", module, inputs)
     done = _DONE.get(module)
     futures = done.get(_key(inputs)) if done is not None else None
     return sum(not f.done() for f in futures) if futures else 0
@@ -194,7 +200,7 @@ def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.T
     key = _key((x,))
     if done is not None and key in done:
         return _forward_deferred(done, key, forward, x, defer)
-    if not workers_on() or _interpreted() or _training_part(module) is not None:
+    if not workers_on() or _interpreted() or training_part(module) is not None:
         return forward(x)
     done = _DONE.setdefault(module, LRUDict())
     done[key] = []  # once, even where the pass fails

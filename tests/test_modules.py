@@ -547,11 +547,35 @@ def test_compile_fullgraph_before_any_eager_forward(tmp_path):
         assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
-def test_captured_forward_needs_a_cuda_input():
+def test_captured_forward_needs_a_cuda_input_and_eval_mode():
     from inception_fast import CapturedForward
 
     with pytest.raises(ValueError, match="CapturedForward needs a CUDA example input, got cpu"):
         CapturedForward(FusedGoogLeNet(variant="d2l").eval(), torch.randn(1, 1, 32, 32))
+    model = FusedGoogLeNet(variant="d2l").eval()
+    model.inception3a.train()
+    with pytest.raises(
+        ValueError, match="for inference, but FusedInception 'inception3a' is in train mode.*call .eval"
+    ):
+        CapturedForward(model, torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="but the module is in train mode"):
+        CapturedForward(FusedGoogLeNet(variant="d2l"), torch.randn(1, 1, 32, 32))
+
+
+def test_the_captured_input_buffer_is_an_ordinary_tensor_without_history():
+    """CapturedForward's input buffer, made under inference_mode or from an input that requires
+    grad: writable outside inference mode, no autograd history, the example's layout and values."""
+    from inception_fast.graphs import static_copy
+
+    with torch.inference_mode():
+        made_inside = static_copy(torch.randn(1, 3, 4, 4))
+    assert not made_inside.is_inference()
+    made_inside.copy_(torch.randn(1, 3, 4, 4))  # an inference tensor raises here
+    leaf = torch.randn(1, 3, 4, 4, requires_grad=True)
+    example = (leaf * 2).contiguous(memory_format=CL)
+    buf = static_copy(example)
+    assert not buf.requires_grad and buf.grad_fn is None
+    assert buf.stride() == example.stride() and torch.equal(buf, example)
 
 
 @pytest.mark.gpu
@@ -583,3 +607,6 @@ def test_gpu_googlenet_captured_forward(cuda_device, backend):
         check_close(fast(x).float(), replayed.float(), FP32)
     with pytest.raises(ValueError, match=r"captured for input \(1, 3, 64, 64\)"):
         fast(torch.randn(2, 3, 64, 64, device=cuda_device, dtype=torch.bfloat16))
+    with torch.inference_mode():  # built under inference_mode, called outside it
+        inside = CapturedForward(model, torch.randn(shape, device=cuda_device, dtype=torch.bfloat16))
+    check_close(inside(x).float(), changed.float(), FP32)

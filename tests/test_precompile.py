@@ -114,6 +114,13 @@ def test_precompile_refuses_what_it_cannot_precompile():
         precompile(model)
     with pytest.raises(TypeError, match="input tensors, got list"):
         precompile(model, [x])
+    from inception_fast import precompiler
+
+    with pytest.raises(TypeError, match="compiles_pending expects the forward's input tensors, got str"):
+        precompiler.compiles_pending(model, "not a tensor")
+    with pytest.raises(TypeError, match="compiles_pending expects an nn.Module"):
+        precompiler.compiles_pending(None, x)
+    assert precompiler.compiles_pending(model, x) == 0
 
 
 def test_a_forward_that_fails_in_the_pass_says_so():
