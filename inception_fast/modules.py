@@ -778,14 +778,15 @@ class FusedGoogLeNet(GoogLeNet):
                     "use inception_fast.fuse(model)"
                 )
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
-        ref_param = model.fc.weight
+        ref_param = next(model.parameters())
+        fc, dropout = model.fc, model.dropout
         fused = cls(
-            model.fc.out_features,
+            fc.out_features if isinstance(fc, nn.Linear) else 1000,
             variant=variant,
             in_channels=in_ch,
             aux_logits=model.aux1 is not None,
             transform_input=model.transform_input,
-            dropout=model.dropout.p,
+            dropout=dropout.p if isinstance(dropout, nn.Dropout) else 0.2,
             dropout_aux=model.aux1.dropout.p if model.aux1 is not None else 0.7,
             init_weights=False,
             backend=backend,
@@ -793,6 +794,12 @@ class FusedGoogLeNet(GoogLeNet):
         if model.aux1 is not None:
             fused.aux_logits = model.aux_logits
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
+        # A head replaced for fine-tuning (a Sequential or a bias-free fc, Identity as a feature
+        # extractor) is copied as it is; the fused head runs whatever fc it holds.
+        for name, plain in (("avgpool", nn.AdaptiveAvgPool2d), ("dropout", nn.Dropout), ("fc", nn.Linear)):
+            part = getattr(model, name)
+            if type(part) is not plain or (name == "fc" and part.bias is None):
+                setattr(fused, name, _copy_without_hooks(part))
         _adopt(fused, model)
         return fused
 
@@ -1237,6 +1244,13 @@ def _computed_tensor(module: nn.Module) -> Optional[str]:
     return None
 
 
+def _copy_without_hooks(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose own hooks stay with the original (as the convs' do): fresh
+    hook dicts in the copy."""
+    memo = {id(getattr(module, d)): type(getattr(module, d))() for d in _HOOK_DICTS}
+    return copy.deepcopy(module, memo)
+
+
 def _adopt(fused: nn.Module, original: nn.Module) -> None:
     """Makes ``fused``, built from ``original``'s configuration and on its device and dtype, the
     original's copy: each BatchNorm a copy of the original's (its class, eps, momentum, affine and
@@ -1256,9 +1270,7 @@ def _adopt(fused: nn.Module, original: nn.Module) -> None:
         source = originals.get(name)
         if name and source is not None and _is_batchnorm(module) and _is_batchnorm(source):
             parent, _, attr = name.rpartition(".")
-            # Its hooks stay with the original (as the convs' do): fresh hook dicts in the copy.
-            memo = {id(getattr(source, d)): type(getattr(source, d))() for d in _HOOK_DICTS}
-            setattr(fused.get_submodule(parent), attr, copy.deepcopy(source, memo))
+            setattr(fused.get_submodule(parent), attr, _copy_without_hooks(source))
     fused.load_state_dict(original.state_dict())
     for name, module in fused.named_modules():
         module.training = originals.get(name, original).training
@@ -1303,6 +1315,23 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         self._init_packing(backend)
         self.in_channels = self._units()[0][0].in_channels
         self.training = block.training  # its submodules keep their own modes (a frozen BN stays in eval)
+
+    def __getattr__(self, name: str):
+        """Parameters, buffers and submodules as nn.Module finds them; any other name the block's
+        own class or instance has (a plain attribute such as ``out_channels``, a method) from the
+        original block, so code that read it before ``fuse()`` still reads it."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            source = self.__dict__.get("_source_block")
+            if source is None or name.startswith("__"):
+                raise
+        try:
+            return getattr(source, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'{type(self).__name__}' (fused from {self.source_class}) has no attribute {name!r}"
+            ) from None
 
     def _find(self, path: str) -> nn.Module:
         module = self
@@ -1427,7 +1456,8 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
         and match.kernels[0] == 3
         and match.kernels[1] in (3, 5)
         and _computed_tensor(block) is None
-    ):
+        and all((block.get_submodule(conv).bias is None) == (bn is not None) for conv, bn in match.units)
+    ):  # the last: our units' conv has a bias exactly where no BN follows (a custom conv_block may differ)
         return FusedInception.from_torchvision(block, backend=backend)
     return FusedForeignInception(block, match, backend=backend)
 

@@ -65,6 +65,7 @@ __all__ = [
     "STEM_TRITON_VARIANTS",
     "square",
     "pool_params",
+    "stock",
     "conv_relu",
     "conv_relu_triton_supported",
     "max_pool",
@@ -97,9 +98,17 @@ def square(value) -> Optional[int]:
     return value[0] if len(set(value)) == 1 else None
 
 
+def stock(module: nn.Module, cls: type) -> bool:
+    """Whether ``module`` is a ``cls`` that computes what ``cls`` does: a subclass with a forward of
+    its own (a scaled pool, a LoRA Linear) computes something else, and a measured choice keyed on
+    its settings alone would replace that computation."""
+    return isinstance(module, cls) and type(module).forward is cls.forward
+
+
 def pool_params(pool: nn.Module) -> Optional[tuple]:
-    """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices, else None."""
-    if not isinstance(pool, nn.MaxPool2d) or pool.return_indices or square(pool.dilation) != 1:
+    """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices whose
+    forward is MaxPool2d's (``stock``), else None."""
+    if not stock(pool, nn.MaxPool2d) or pool.return_indices or square(pool.dilation) != 1:
         return None
     params = (
         square(pool.kernel_size),
@@ -375,16 +384,15 @@ def block_chain(
 def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:
     """Whether ``fc(dropout(flatten(avgpool(x), 1)))`` is the computation the Triton head does: a global
     average pool to 1x1, a dropout that is the identity (eval mode) or none, a Linear with a bias,
-    and no hooks that would see the modules run."""
+    each with its class's own forward (``stock``), and no hooks that would see the modules run."""
     modules = (avgpool, dropout, fc)
     if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
         return False
     return (
-        isinstance(avgpool, nn.AdaptiveAvgPool2d)
+        stock(avgpool, nn.AdaptiveAvgPool2d)
         and avgpool.output_size in (1, (1, 1))
-        and (isinstance(dropout, nn.Identity) or (isinstance(dropout, nn.Dropout) and not dropout.training))
-        and isinstance(fc, nn.Linear)
-        and type(fc).forward is nn.Linear.forward  # a subclass with its own forward (LoRA) computes more
+        and (stock(dropout, nn.Identity) or (stock(dropout, nn.Dropout) and not dropout.training))
+        and stock(fc, nn.Linear)
         and fc.bias is not None
     )
 

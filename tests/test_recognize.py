@@ -204,6 +204,73 @@ def test_bias_free_conv_without_batchnorm_gets_a_zero_bias():
         check_close(fused(x), want, FP32)
 
 
+class BiasedBasicConv2d(nn.Module):
+    """A custom conv_block for torchvision's Inception: conv with a bias, then BN, then ReLU."""
+
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, bias=True, **kw)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class PlainConvBlock(nn.Module):
+    """A custom conv_block for torchvision's Inception: conv without bias, then ReLU, no BN."""
+
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, bias=False, **kw)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))
+
+
+@pytest.mark.parametrize("conv_block", [BiasedBasicConv2d, PlainConvBlock])
+def test_torchvision_blocks_with_a_custom_conv_block_fuse(conv_block):
+    """torchvision's Inception in its own layout, but with a conv_block whose convs carry a bias
+    where a BN follows, or neither: fused as a foreign block (FusedInception ties the bias to "no
+    BN"), with the block's state_dict keys and its outputs."""
+    from torchvision.models.googlenet import Inception as TVInception
+
+    block = TVInception(8, 4, 3, 5, 2, 3, 4, conv_block=conv_block)
+    x = torch.randn(2, 8, 5, 5)
+    calibrate(block, x)
+    with torch.no_grad():
+        want = block(x)
+    assert want.std() > 0.1
+    keys = list(block.state_dict())
+    fused, report = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception) and len(report.fused) == 1
+    assert list(fused.state_dict()) == keys
+    with torch.no_grad():
+        check_close(fused.eval()(x), want, FP32)
+
+
+def test_a_fused_foreign_block_keeps_the_blocks_own_attributes():
+    """Plain attributes and methods of the user's block class still read after fuse() (a parent
+    that reads ``block.out_channels`` in its forward keeps working); a name it never had is a
+    clear AttributeError."""
+
+    class Described(TextbookInception):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.out_channels = 18
+
+        def width(self):
+            return self.out_channels
+
+    block = Described(8, 4, (4, 6), (2, 3), 5)
+    fused, _ = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception)
+    assert fused.out_channels == 18 and fused.width() == 18
+    assert fused.p1_1 is block.p1_1  # submodules: the fused module's own (the same objects)
+    with pytest.raises(AttributeError, match="fused from .*Described.* has no attribute 'nothing'"):
+        fused.nothing
+    assert copy.deepcopy(fused).out_channels == 18
+
+
 def test_torchvision_network_and_a_model_with_both_kinds():
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
     _, report = _fuse_quietly(tv)

@@ -17,7 +17,7 @@ from torch import nn
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse, recognize
 from inception_fast.modules import FusedForeignInception
 from inception_fast.reference import BLOCK_CONFIGS
-from inception_fast.testing import calibrate, check_close, reduced_precision_bound
+from inception_fast.testing import calibrate, check_close, reduced_precision_bound, rel_error
 
 
 class LoRAConv(nn.Module):
@@ -140,6 +140,33 @@ def test_a_module_replaced_in_a_fused_network_is_computed(edit):
     check_close(got, ref64, tol, edit)
     touched = edit.startswith("block")
     assert rec.ops.count(FUSED_BLOCK_OP) == 9 - touched, "the blocks not touched should stay fused"
+
+
+class HalvedMaxPool(nn.MaxPool2d):
+    """A max pool subclass with a forward of its own: the same settings, another result."""
+
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
+@pytest.mark.parametrize("backend", [b for b in ("onednn", "cpp") if b in available_backends("cpu")])
+def test_a_max_pool_subclass_put_in_after_its_shape_was_measured_runs(backend):
+    """The CPU backends measure each pool between stages by its settings and input shape: a MaxPool2d
+    subclass with its own forward put in after a first forward (same settings, same shape, a choice
+    on record) runs its own forward, not the measured kernel."""
+    ref = GoogLeNet(init_weights=True)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=3)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=CL)
+    with torch.no_grad():
+        before = fused(x)  # measures maxpool3's input shape
+    for model in (ref, fused):
+        model.maxpool3 = HalvedMaxPool(3, 2, ceil_mode=True)
+    ref64, tol = net_tolerance(ref.eval(), x)
+    with torch.no_grad():
+        got = fused(x)
+    assert rel_error(before, ref64) > 10 * tol, "the pool put in should change the logits"
+    check_close(got, ref64, tol, f"{backend}: a MaxPool2d subclass at maxpool3")
 
 
 def test_putting_a_plain_module_back_fuses_the_block_again():
@@ -335,6 +362,47 @@ def test_the_head_runs_any_fc_where_triton_may_compete():
     got = stages.head(x, nn.AdaptiveAvgPool2d(1), nn.Identity(), module, triton_allowed=True)
     check_close(got, module(x.mean((2, 3))), FP32, "a Sequential fc")
     assert not stages.standard_head(nn.AdaptiveAvgPool2d(1), nn.Identity(), LoRALinear(8, 3))
+
+    class ScaledPool(nn.AdaptiveAvgPool2d):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    class NoisyDropout(nn.Dropout):
+        def forward(self, x):
+            return x + 1.0
+
+    fc = nn.Linear(8, 3)
+    assert not stages.standard_head(ScaledPool(1), nn.Identity(), fc)
+    assert not stages.standard_head(nn.AdaptiveAvgPool2d(1), NoisyDropout(0.2).eval(), fc)
+    assert stages.pool_params(HalvedMaxPool(3, 2)) is None and stages.pool_params(nn.MaxPool2d(3, 2)) is not None
+
+
+HEADS = {
+    "fc as a Sequential": lambda m: setattr(m, "fc", nn.Sequential(nn.Dropout(0.5), nn.Linear(1024, 10))),
+    "fc without a bias": lambda m: setattr(m, "fc", nn.Linear(1024, 10, bias=False)),
+    "fc as Identity (features)": lambda m: setattr(m, "fc", nn.Identity()),
+    "dropout as Identity": lambda m: setattr(m, "dropout", nn.Identity()),
+}
+
+
+@pytest.mark.parametrize("edit", list(HEADS))
+def test_from_torchvision_takes_a_head_replaced_for_fine_tuning(edit):
+    """A torchvision googlenet whose head was replaced before conversion (the usual fine-tuning
+    edit): from_torchvision copies the head as it is, the state_dict keys stay torchvision's, and
+    the logits (or features) are the reference's."""
+    import torchvision
+
+    torch.manual_seed(5)
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    HEADS[edit](tv)
+    calibrate(tv, torch.randn(4, 3, 32, 32), seed=6)
+    fused = FusedGoogLeNet.from_torchvision(tv).eval()
+    assert list(fused.state_dict()) == list(tv.state_dict())
+    assert type(fused.fc) is type(tv.fc) and type(fused.dropout) is type(tv.dropout)
+    x = torch.randn(2, 3, 32, 32)
+    ref64, tol = net_tolerance(tv, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, edit)
 
 
 def test_a_grayscale_conv1_put_in_later_takes_one_channel():
