@@ -32,6 +32,7 @@ from .cli import (
     check_backend,
     check_backend_dtype,
     check_image_size,
+    check_input_size,
     is_allocation_failure,
     out_of_memory,
     positive_ints,
@@ -153,10 +154,12 @@ def _config(args) -> _Config:
         check_backend_dtype(b, device, dtype)
     if args.json is not None:
         _check_writable(args.json)
+    batches = args.batch_sizes or ([1, 64, 256] if on_gpu else [1, 8])
+    check_input_size(max(batches), size, f"--batch-sizes {max(batches)} at --image-size {size}")
     return _Config(
         device=device,
         dtype=dtype,
-        batches=args.batch_sizes or ([1, 64, 256] if on_gpu else [1, 8]),
+        batches=batches,
         size=size,
         min_rounds=args.repeats or (30 if on_gpu else 7),
         budget=budget,

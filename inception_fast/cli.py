@@ -20,6 +20,7 @@ __all__ = [
     "check_backend",
     "check_backend_dtype",
     "check_image_size",
+    "check_input_size",
     "positive_ints",
     "is_allocation_failure",
     "out_of_memory",
@@ -104,6 +105,21 @@ def check_image_size(size: int, variant: str) -> None:
         )
 
 
+# Values per input channel past which a batch cannot be held by any machine these jobs run on
+# (2**46 is 128 TiB in bfloat16; past 2**63 its size cannot even be computed): refused up front,
+# where a tensor allocation would fail with an overflow traceback instead of running out of memory.
+MAX_INPUT_VALUES = 2**46
+
+
+def check_input_size(batch: int, size: int, what: str) -> None:
+    """Fails where ``batch`` images of side ``size`` are beyond any memory (``what``: the flags)."""
+    if batch * size * size > MAX_INPUT_VALUES:
+        raise UsageError(
+            f"{what}: a batch beyond any machine's memory ({batch * size * size:.2e} values per channel); "
+            "use a smaller batch size or image size"
+        )
+
+
 def positive_ints(text: str) -> list[int]:
     """An argparse ``type``: "1,8,64" -> [1, 8, 64]; anything else is an argparse error naming the value."""
     values = []
@@ -124,7 +140,8 @@ def is_allocation_failure(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
+    known = ("can't allocate memory", "DefaultCPUAllocator", "Storage size calculation overflowed")
+    return isinstance(exc, RuntimeError) and any(k in text for k in known)
 
 
 def out_of_memory(device: torch.device, batches, size: int, exc: BaseException) -> str:

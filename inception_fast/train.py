@@ -50,6 +50,7 @@ from .cli import (
     UsageError,
     check_backend,
     check_image_size,
+    check_input_size,
     is_allocation_failure,
     out_of_memory,
     resolve_device,
@@ -401,6 +402,9 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
         raise UsageError("--dtype bfloat16 trains with CUDA autocast; on cpu use --dtype float32")
     args.backend = check_backend(args.backend, device)
     check_image_size(args.image_size, args.variant)
+    check_input_size(
+        args.batch_size, args.image_size, f"--batch-size {args.batch_size} at --image-size {args.image_size}"
+    )
     _check_out(args.out)
 
 

@@ -100,6 +100,8 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
         (["--device", ""], "--device: empty"),
         (["--seed", "99999999999999999999"], "--seed must be an integer from 0 to 2**62 - 1"),
         (["--variant", "torchvision", "--image-size", "15", "--batch-size", "1"], "Expected more than 1 value"),
+        (["--image-size", "3000000000"], "--batch-size 128 at --image-size 3000000000: a batch beyond any machine's"),
+        (["--batch-size", "99999999999999999999"], "--batch-size 99999999999999999999 at --image-size 96: a batch"),
     ],
 )
 def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
