@@ -354,9 +354,10 @@ def test_repeats_above_a_thousand_are_run(monkeypatch, capsys):
 
 def test_running_out_of_memory_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        huge = ["--image-size", "100000000", "--batch-sizes", "1"]  # 2.4e17 bytes: past any address space
+        # 7.7e14 bytes: past any address space, under the size refused before anything runs
+        huge = ["--image-size", "8000000", "--batch-sizes", "1"]
         main(["--device", "cpu", *huge, "--backend", "torch", "--no-progress"])
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "error: out of memory on cpu at batch size(s) 1, image size 100000000x100000000" in err
+    assert "error: out of memory on cpu at batch size(s) 1, image size 8000000x8000000" in err
     assert "Traceback" not in err
