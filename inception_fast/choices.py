@@ -141,14 +141,17 @@ def _as_tuple(out) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Tensor]) -> Optional[str]:
+def _disagreement(
+    out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Tensor], signed_zeros: bool = True
+) -> Optional[str]:
     """None where ``out`` agrees with the trusted result ``ref``; else why not.  Without ``ref64``
-    bit for bit; with it (the trusted computation in float64) the tolerance table's rule for a
-    dtype whose own rounding is large (``testing.reduced_precision_bound``): ‖out − ref64‖/‖ref64‖
-    at most low_precision_factor times the trusted result's own error, never tighter than fp32's."""
+    bit for bit (``signed_zeros=False``: a zero may carry the other sign); with it (the trusted
+    computation in float64) the tolerance table's rule for a dtype whose own rounding is large
+    (``testing.reduced_precision_bound``): ‖out − ref64‖/‖ref64‖ at most low_precision_factor
+    times the trusted result's own error, never tighter than fp32's."""
     if out.shape != ref.shape:
         return f"shape {tuple(out.shape)} where {tuple(ref.shape)} was expected"
-    if same_bits(out, ref):
+    if same_bits(out, ref) or (not signed_zeros and same_bits(out + 0.0, ref + 0.0)):  # -0.0 + 0.0 is +0.0
         return None
     if ref64 is None:
         return "differs from ATen's result (an exact op)"
@@ -162,12 +165,13 @@ def _disagreement(out: torch.Tensor, ref: torch.Tensor, ref64: Optional[torch.Te
     return None
 
 
-def checked_against(run, reference, what: str, reference64=None):
+def checked_against(run, reference, what: str, reference64=None, signed_zeros: bool = True):
     """``run`` as a measured choice's candidate whose first call (the untimed warm-up) must agree
     with ``reference()``, the trusted computation: bit for bit for exact ops (a max; no
-    ``reference64``), else within the tolerance table's rule against ``reference64()``, the trusted
-    computation in float64 (see ``_disagreement``).  Tuples compare element by element.  On a
-    disagreement it raises, and the chooser drops the candidate with that error on record."""
+    ``reference64``; ``signed_zeros=False`` for a candidate whose zeros may carry the other sign),
+    else within the tolerance table's rule against ``reference64()``, the trusted computation in
+    float64 (see ``_disagreement``).  Tuples compare element by element.  On a disagreement it
+    raises, and the chooser drops the candidate with that error on record."""
     checked = []
     reference = _once(reference)
     reference64 = _once(reference64) if reference64 is not None else None
@@ -181,7 +185,7 @@ def checked_against(run, reference, what: str, reference64=None):
             if len(outs) != len(refs):
                 raise RuntimeError(f"{what} returned {len(outs)} tensors where ATen returns {len(refs)}; not used")
             for i, (o, r, r64) in enumerate(zip(outs, refs, refs64)):
-                why = _disagreement(o, r, r64)
+                why = _disagreement(o, r, r64, signed_zeros)
                 if why is not None:
                     part = f" (output {i})" if len(refs) > 1 else ""
                     raise RuntimeError(f"{what} disagrees with ATen on input {tuple(r.shape)}{part}: {why}; not used")

@@ -703,6 +703,8 @@ class FusedInception(_PackedBlock, Inception):
             )
         if not x.is_floating_point():
             raise TypeError(f"Inception block expects a floating-point input, got {x.dtype}")
+        if x.layout != torch.strided:
+            raise TypeError(f"Inception block expects a dense tensor, got layout {x.layout}; call .to_dense() first")
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Inception block expects {self.in_channels} input channels, got {x.shape[1]} "

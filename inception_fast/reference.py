@@ -264,6 +264,8 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet expects a 4-D (N, C, H, W) input, got {x.dim()}-D shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"GoogLeNet expects a floating-point input, got {x.dtype}")
+        if x.layout != torch.strided:
+            raise TypeError(f"GoogLeNet expects a dense tensor, got layout {x.layout}; call .to_dense() first")
         conv1 = getattr(self.conv1, "conv", None)  # a conv1 put in later (1 channel for grayscale) decides
         channels = conv1.in_channels if isinstance(conv1, nn.Conv2d) else self.in_channels
         if x.shape[1] != channels:

@@ -183,7 +183,7 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
     3x3/1 pool with padding 1, the separable form (``max_pool_3x3_s1``).  Elsewhere where
     ``triton_allowed`` (the model's backend runs Triton kernels), POOL_CHOICE: ATen's pool against
     the Triton pool.  Every candidate's first result must equal ATen's bit for bit (NaN where
-    ATen has NaN).  Where nothing may be measured (static mode, capture, tracing, deferral)
+    ATen has NaN; the separable form's zeros may carry the other sign).  Where nothing may be measured (static mode, capture, tracing, deferral)
     ``unmeasured(x)`` runs if given, else ``pool(x)``."""
     if x.device.type == "cpu" and cpp_allowed:
         chooser, native = choices.CPU_POOL_CHOICE, "cpp"
@@ -209,7 +209,7 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
             )
         if native == "cpp" and params == (3, 1, 1, False):
             runners["separable"] = choices.checked_against(
-                lambda: max_pool_3x3_s1(x), aten, "the separable 3x3 max pool"
+                lambda: max_pool_3x3_s1(x), aten, "the separable 3x3 max pool", signed_zeros=False
             )
         choice = chooser.pick(key, x.device, runners)
     if choice == "separable":

@@ -376,6 +376,11 @@ def test_bad_inputs_get_clear_errors():
         net(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
     with pytest.raises(TypeError, match="floating-point"):
         block(torch.randint(0, 3, (1, 16, 5, 5)))
+    for backend in [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]:
+        with torch.inference_mode(), pytest.raises(TypeError, match="dense tensor, got layout torch.sparse_coo"):
+            FusedGoogLeNet(init_weights=False, backend=backend).eval()(torch.randn(1, 3, 32, 32).to_sparse())
+        with pytest.raises(TypeError, match="dense tensor, got layout torch.sparse_coo"):
+            FusedInception(16, 4, 4, 8, 2, 4, 4, backend=backend).eval()(torch.randn(1, 16, 5, 5).to_sparse())
     with pytest.raises(TypeError, match="does not match"):
         net(torch.randn(1, 3, 64, 64, dtype=torch.float64))
     with pytest.raises(TypeError, match="does not match"):

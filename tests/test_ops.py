@@ -216,6 +216,10 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
             checked_against(lambda: torch.tensor(wrong), lambda: special, "specials")()
     with pytest.raises(RuntimeError, match="an exact op"):
         checked_against(lambda: special.double(), lambda: special, "another dtype")()
+    flipped = torch.tensor([float("inf"), 0.0, float("nan"), 1.0])  # +0.0 where the reference has -0.0
+    checked_against(lambda: flipped, lambda: special, "zero signs", signed_zeros=False)()
+    with pytest.raises(RuntimeError, match="an exact op"):
+        checked_against(lambda: flipped + 1e-7, lambda: special, "zero signs", signed_zeros=False)()
     other_nan = special.clone().view(torch.int32)
     other_nan[2] |= 1  # another NaN payload
     checked_against(lambda: other_nan.view(torch.float32), lambda: special, "NaN payload")()

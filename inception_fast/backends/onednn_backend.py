@@ -231,7 +231,10 @@ def prepack_block(packed) -> PrepackedBlock:
 def max_pool_3x3_s1(x: torch.Tensor) -> torch.Tensor:
     """F.max_pool2d(x, 3, 1, 1) on a channels_last ``x``, separably: the max of each row's three
     neighbours, then of each column's, as four in-place ``torch.maximum`` passes over contiguous
-    channel vectors.  The same values as ATen's pool (a max is exact; NaN propagates in both), which
+    channel vectors.  The same values as ATen's pool (a max is exact; NaN propagates in both), but
+    not always the same bits: where a window's maximum is zero and it holds both +0.0 and -0.0,
+    ATen keeps the first in its scan order and ``torch.maximum``'s choice between equal zeros
+    varies with its vector width, so the sign may differ (only the sign of a zero).  ATen's pool
     also writes an int64 argmax per output: 12.8 against 20.2 ms of CPU time for the nine block pools
     of a batch of 8 at 224x224, one thread (benchmarks/results)."""
     r = x.contiguous(memory_format=torch.channels_last).clone(memory_format=torch.channels_last)
