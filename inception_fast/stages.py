@@ -183,8 +183,9 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
     3x3/1 pool with padding 1, the separable form (``max_pool_3x3_s1``).  Elsewhere where
     ``triton_allowed`` (the model's backend runs Triton kernels), POOL_CHOICE: ATen's pool against
     the Triton pool.  Every candidate's first result must equal ATen's bit for bit (NaN where
-    ATen has NaN; the separable form's zeros may carry the other sign).  Where nothing may be measured (static mode, capture, tracing, deferral)
-    ``unmeasured(x)`` runs if given, else ``pool(x)``."""
+    ATen has NaN; the separable form's zeros may carry the other sign).  Where nothing may be
+    measured (static mode, capture, tracing, deferral) ``unmeasured(x)`` runs if given, else
+    ``pool(x)``."""
     if x.device.type == "cpu" and cpp_allowed:
         chooser, native = choices.CPU_POOL_CHOICE, "cpp"
     elif triton_allowed:
