@@ -21,8 +21,9 @@ side by side.
 
 Data-parallel: under ``torchrun --nproc_per_node N`` it trains with DistributedDataParallel
 (gloo on CPU, NCCL on CUDA) and a DistributedSampler; ``--batch-size`` is the global batch,
-split evenly over the processes, so N processes train the same recipe as one.  Only rank 0
-prints and writes files.
+split evenly over the processes, so N processes train the same recipe as one (the same weights
+for the d2l variant; BatchNorm's batch statistics are per process, its running statistics rank
+0's, and dropout masks per process).  Only rank 0 prints and writes files.
 """
 
 from __future__ import annotations
@@ -480,11 +481,30 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _damaged_record(path: str) -> Optional[str]:
+    """What fails its CRC-32 in a checkpoint (torch.save writes a zip archive with a checksum per
+    record, which torch.load does not check: a damaged tensor would load as other numbers), else
+    None.  Files that are not zip archives are left to torch.load."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return None
+    except Exception as exc:  # a corrupt member header or compressed data
+        return " ".join(str(exc).split())[:160] or type(exc).__name__
+    return None if bad is None else f"record {bad} fails its checksum"
+
+
 def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
     if not os.path.exists(path):
         raise UsageError(f"--resume: no checkpoint {path}; run without --resume to start")
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} is not a file")
+    damaged = _damaged_record(path)
+    if damaged is not None:
+        raise UsageError(f"--resume: {path} is damaged ({damaged}); it cannot be resumed from")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -577,9 +597,20 @@ def _all_sum(values: list, device: torch.device, dist: _Dist) -> list:
 
 
 def _evaluate(model: nn.Module, data, size: int, batch: int, device, dist: _Dist, autocast) -> float:
-    """Test accuracy; each process takes every world-th image and the counts are summed."""
+    """Test accuracy; each process takes every world-th image and the counts are summed.  Under
+    DistributedDataParallel the processes first take rank 0's buffers (BatchNorm's running
+    statistics), as the wrapper's first forward after training would, then evaluate the module
+    itself: that forward is a collective, which a process with no test image would never join."""
     idx = list(range(dist.rank, len(data), dist.world))
     correct = 0
+    wrapper = getattr(model, "_orig_mod", model)  # (under --compile, the module compiled is the wrapper)
+    if dist.world > 1 and isinstance(wrapper, nn.parallel.DistributedDataParallel):
+        model = wrapper.module
+        with torch.no_grad():
+            for buf in model.buffers():
+                synced = buf.detach().clone()
+                torch.distributed.broadcast(synced, 0)
+                buf.copy_(synced)  # an in-place op: the fused modules see the new statistics
     model.eval()
     with torch.no_grad(), autocast():
         for start in range(0, len(idx), batch):

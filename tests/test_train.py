@@ -1,5 +1,6 @@
 """The training job, `python -m inception_fast train`, on tiny images (the d2l network runs down to 1x1)."""
 
+import contextlib
 import gzip
 import json
 import os
@@ -152,6 +153,15 @@ def test_out_resume_and_environment_problems_are_found_before_training(tmp_path,
         with pytest.raises(SystemExit):
             train(out, "--epochs", "3", "--resume")
         _one_line(capsys, message)
+    # Bytes changed inside a tensor's record: torch.load would load other numbers; the zip's CRC-32 says so.
+    torch.save(good, out / "checkpoint.pt")
+    raw = bytearray((out / "checkpoint.pt").read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 4096] = bytes(4096)
+    (out / "checkpoint.pt").write_bytes(bytes(raw))
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "3", "--resume")
+    _one_line(capsys, "fails its checksum); it cannot be resumed from")
     for garbage in (b"garbage", b"hello world" * 20):  # torch.load: UnpicklingError, KeyError('101')
         (out / "checkpoint.pt").write_bytes(garbage)
         with pytest.raises(SystemExit):
@@ -294,6 +304,35 @@ def test_help_lists_the_options():
     ):
         assert option in out
     assert "dropout (default: 0)" in " ".join(out.split()), "--seed's default 0 is a value, not no value"
+
+
+def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
+    """torchrun, 2 CPU processes, a BatchNorm variant, one test image: rank 1 has none to evaluate.
+    Evaluation must not go through the DDP wrapper's forward (its first forward after training
+    broadcasts the buffers, a collective rank 1 would never join: the job hung for good), and the
+    accuracy is the one a single process gets from the model rank 0 saved."""
+    out = tmp_path / "ddp"
+    args = ["--variant", "torchvision", "--image-size", "32", "--batch-size", "4", "--steps-per-epoch", "1"]
+    args += ["--epochs", "1", "--test-limit", "1", "--no-progress", "--backend", "torch", "--lr", "0.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + ["-m", "inception_fast", "train", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    from inception_fast.train import _Dist, _evaluate, _first, load_data
+
+    model = build_models("torchvision", 10, 1, 0)["fused"]
+    model.load_state_dict(load(out)["models"]["fused"])
+    data = load_data("digits", None)
+    data.test = _first(data.test, 1)
+    alone = _evaluate(model, data.test, 32, 2, torch.device("cpu"), _Dist(0, 1), contextlib.nullcontext)
+    assert json.loads((out / "history.json").read_text())["history"][0]["fused"]["test_acc"] == alone
 
 
 def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_path):
