@@ -40,6 +40,7 @@ from benchmarks.helpers.environment import environment
 from benchmarks.helpers.settings import DTYPES, ENV_DEADLINE
 from inception_fast import backends
 from inception_fast.choices import checked_against
+from inception_fast.cli import UsageError, positive_int, resolve_device
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.timing import time_interleaved
 
@@ -175,14 +176,18 @@ def run(device: str, dtype: str, batch: int, image_size: int, blocks, budget_s: 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--op", choices=["backward", "bn_train"], default="backward")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda where there is one)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--size", type=int, default=112, help="the network's input size")
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--size", type=positive_int, default=112, help="the network's input size")
     p.add_argument("--block", action="append", choices=list(BLOCK_CONFIGS))
     p.add_argument("--budget", type=float, default=5.0, help="seconds of extra rounds per block while rows overlap")
     p.add_argument("--json", help="write the rows and the environment here")
     a = p.parse_args(argv)
+    try:
+        a.device = str(resolve_device(a.device, "this benchmark"))
+    except UsageError as exc:
+        p.error(str(exc))
     rows = run(a.device, a.dtype, a.batch, a.size, a.block or list(BLOCK_CONFIGS), a.budget, a.op)
     if a.json:
         with open(a.json, "w") as f:

@@ -52,7 +52,10 @@ def pytest_configure(config):
         value = config.getoption(opt, default=None)
         if value:
             os.environ[env] = value
-    s = settings()
+    try:
+        s = settings()
+    except ValueError as exc:  # a bad INCEPTION_FAST_BENCH_* value: one line, not an INTERNALERROR
+        raise pytest.UsageError(str(exc)) from None
     import torch
 
     if s.threads:

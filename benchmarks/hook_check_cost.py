@@ -22,17 +22,22 @@ import torch
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet, GoogLeNet, modules, packing
+from inception_fast.cli import UsageError, check_backend, positive_int, positive_ints
 from inception_fast.testing import calibrate
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="32,224")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--sizes", type=positive_ints, default=[32, 224])
+    p.add_argument("--rounds", type=positive_int, default=15)
+    p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--backend", default="torch")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (the walk is host time)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads (the walk is host time)")
     args = p.parse_args(argv)
+    try:
+        args.backend = check_backend(args.backend, torch.device("cpu"))
+    except UsageError as exc:
+        p.error(str(exc))
     torch.set_num_threads(args.threads)
     ref = GoogLeNet(variant="torchvision")
     calibrate(ref, torch.randn(4, 3, 64, 64))
@@ -58,7 +63,7 @@ def main(argv=None) -> None:
             modules._hooks_inside = walk
 
     groups = {}
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         x = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
         groups[f"{size}x{size}"] = {
             "forward": lambda x=x: model(x),

@@ -122,6 +122,9 @@ def load(paths):
         except (OSError, ValueError) as exc:
             merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
             continue
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
+            merged["missing"].append(f"{path} (not a pytest-benchmark JSON object)")
+            continue
         merged["sources"].append(os.path.basename(path))
         info = data.get("machine_info") or {}
         if info.get("inception_fast") or not merged["machine_info"]:
@@ -132,13 +135,16 @@ def load(paths):
             if data.get(side) and not merged.get(side):
                 merged[side] = data[side]
         for bench in data.get("benchmarks", []):
+            if not isinstance(bench, dict) or not isinstance(bench.get("extra_info", {}), dict):
+                continue
             extra = bench.get("extra_info", {})
-            # The same case timed eagerly and as CUDA-graph replays, or at another batch (two files),
-            # is two results.
+            # The same case timed eagerly and as CUDA-graph replays (or asked for replays and timed
+            # eagerly when the capture failed), or at another batch (two files), is two results.
             key = (
                 bench.get("fullname") or bench.get("name"),
                 extra.get("device"),
                 extra.get("timing"),
+                bool(extra.get("cuda_graph_error")),
                 extra.get("batch"),
                 extra.get("cpu_threads") if extra.get("device") == "cpu" else None,
             )
@@ -175,7 +181,9 @@ def _rows(merged, kind):
     return [
         b["extra_info"]
         for b in merged["benchmarks"]
-        if (b.get("extra_info") or {}).get("kind") == kind and b["extra_info"].get("median_s")
+        if (b.get("extra_info") or {}).get("kind") == kind
+        and b["extra_info"].get("median_s")
+        and (kind != "throughput" or "model" in b["extra_info"])  # a throughput row names its model
     ]
 
 
@@ -1273,10 +1281,12 @@ def chart(merged, path):
         index = block_index(blk)
         names = _order(index, BLOCK_ORDER)
         roof = any(r.get("roofline_fraction") is not None for r in blk)
+        # Without a roofline the bars are speedups over torchvision's whole block, so the rows of
+        # one launch alone (launch1_*: a part of the block) are left out.
         impls = [
             i
             for i in _order({i for v in index.values() for i in v}, IMPL_ORDER)
-            if not (roof is False and i == "torchvision")
+            if roof or (i != "torchvision" and not i.startswith("launch1_"))
         ]
         width = 0.8 / max(len(impls), 1)
         for k, i in enumerate(impls):
@@ -1322,13 +1332,20 @@ def main(argv=None):
         return 0
     for m in merged["missing"]:
         print(f"report: skipped input {m}", file=sys.stderr)
-    if args.merged_json:
-        with open(args.merged_json, "w") as f:
-            json.dump(merged, f, indent=1, default=str)
-    text = markdown(merged)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(text)
+    for flag, path in (("--md", args.md), ("--chart", args.chart), ("--merged-json", args.merged_json)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            p.error(f"{flag} {path}: no directory {folder}")
+    try:
+        if args.merged_json:
+            with open(args.merged_json, "w") as f:
+                json.dump(merged, f, indent=1, default=str)
+        text = markdown(merged)
+        if args.md:
+            with open(args.md, "w") as f:
+                f.write(text)
+    except OSError as exc:
+        p.error(f"cannot write {exc.filename}: {exc.strerror}")
     if args.chart:
         why = chart(merged, args.chart)
         if why:

@@ -21,6 +21,7 @@ __all__ = [
     "check_backend_dtype",
     "check_image_size",
     "check_input_size",
+    "positive_int",
     "positive_ints",
     "is_allocation_failure",
     "out_of_memory",
@@ -118,6 +119,17 @@ def check_input_size(batch: int, size: int, what: str) -> None:
             f"{what}: a batch beyond any machine's memory ({batch * size * size:.2e} values per channel); "
             "use a smaller batch size or image size"
         )
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a positive integer, else an argparse error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def positive_ints(text: str) -> list[int]:

@@ -329,6 +329,26 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "busy" in report.throughput_short(rows)
 
 
+def test_report_keeps_the_eager_row_beside_a_failed_capture_of_the_same_case(tmp_path):
+    """bench.json's eager row and graph.json's row of the same case whose capture failed (timed
+    eagerly, so the same name, timing and batch) are two results: the eager one stays in the eager
+    table."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    def bench_file(name, **extra):
+        info = {"device": "cuda", "timing": "cuda_events", "batch": 256, **extra}
+        doc = {"benchmarks": [{"name": "test_throughput[fused_cuda]", "fullname": "x::fused_cuda", "extra_info": info}]}
+        path = tmp_path / name
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    eager = bench_file("bench.json", median_s=0.010)
+    failed = bench_file("graph.json", median_s=0.011, cuda_graph_error="RuntimeError: capture failed")
+    rows = report.load([eager, failed])["benchmarks"]
+    assert sorted(r["extra_info"]["median_s"] for r in rows) == [0.010, 0.011]
+
+
 def test_measure_falls_back_to_eager_timing_when_capture_fails():
     sys.path.insert(0, str(REPO))
     from benchmarks.helpers.measure import measure
@@ -693,3 +713,32 @@ def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch
     monkeypatch.setenv("INCEPTION_FAST_BENCH_FORMATS", "nhwc")
     with pytest.raises(ValueError, match="unknown memory format"):
         bench_settings.settings()
+
+
+def test_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    """The benchmark command lines: a bad value is one argparse error line (exit 2), not a traceback;
+    a bad INCEPTION_FAST_BENCH_* value names the variable; report.py skips an input that is not a
+    pytest-benchmark object and refuses an output directory that does not exist."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import bench_block_backward, hook_check_cost, report
+    from benchmarks.helpers import settings
+
+    cases = [
+        (bench_block_backward.main, ["--batch", "0"], "argument --batch: expected a positive integer, got 0"),
+        (bench_block_backward.main, ["--device", "gpu"], "--device gpu: not a device name"),
+        (hook_check_cost.main, ["--sizes", "abc"], "argument --sizes: expected comma-separated positive integers"),
+        (hook_check_cost.main, ["--threads", "0"], "argument --threads: expected a positive integer, got 0"),
+        (hook_check_cost.main, ["--backend", "nope"], "--backend 'nope' is unavailable on cpu: unknown backend"),
+        (report.main, [str(tmp_path / "r.json"), "--md", str(tmp_path / "no" / "r.md")], "--md"),
+    ]
+    (tmp_path / "r.json").write_text(json.dumps([1, 2]))
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+    report.main([str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])  # nothing to report: its own exit code
+    assert "not a pytest-benchmark JSON object" in capsys.readouterr().err
+    monkeypatch.setenv(settings.ENV_BATCHES, "8,abc")
+    with pytest.raises(ValueError, match="INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got 'abc'"):
+        settings.settings()

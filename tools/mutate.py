@@ -9,7 +9,8 @@ way CI runs it: TRITON_INTERPRET=1, INCEPTION_FAST_BUILD_EXT=1.  The conv_gemm.c
 rebuild: on the CPU that source runs only through the test emulator, which the tests compile.
 
 A mutant is caught when its selection fails (pytest exit status 1).  All-passed or all-skipped is
-"no"; a selection that collected nothing, or ran past the time limit, is reported as such.
+"no"; a selection that collected nothing, or ran past the time limit, is reported as such.  The
+script exits 1 unless every mutant it ran was caught.
 
     python tools/mutate.py --list
     python tools/mutate.py                      # every mutant
@@ -868,7 +869,7 @@ MUTANTS = [
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
 _IGNORE = shutil.ignore_patterns(
-    ".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "*.egg-info", "results", "out", ".whl"
+    ".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "*.egg-info", "results", "out", "*.whl"
 )
 
 
@@ -1053,10 +1054,11 @@ def main(argv=None) -> int:
         print(
             f"| {r['mutant']} | {r['tests']} | {r['caught']} | {describe_counts(r['counts'])} | {r['seconds']:.0f} s |"
         )
-    print(f"\n{sum(r['caught'] == 'yes' for r in results)} of {len(results)} caught")
+    caught = sum(r["caught"] == "yes" for r in results)
+    print(f"\n{caught} of {len(results)} caught")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    return 0
+    return 0 if caught == len(results) else 1  # a mutant that escaped (or did not run) fails the run
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def environment(device: Optional[torch.device] = None) -> dict:
 
 def result_basename(env: dict, date: Optional[str] = None, quick: bool = False) -> str:
     """YYYY-MM-DD_<gpu>_torch<ver>_triton<ver>_cuda<ver> (benchmarks/results/README.md)."""
-    date = date or _dt.date.today().isoformat()
+    date = date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()  # UTC, as the README says
     gpu = env.get("device_name") if env.get("device") == "cuda" else "cpu"
     torch_ver = (env.get("torch") or "none").split("+")[0]
     name = (

@@ -123,6 +123,17 @@ def _env_list(name: str) -> Optional[tuple]:
     return values or None
 
 
+def _positive(name: str, value) -> int:
+    """``value`` of environment variable ``name`` as a positive int; ValueError naming both."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name}: expected positive integers, got {value!r}")
+    return number
+
+
 def settings() -> Settings:
     device = bench_device()
     quick = flag(ENV_QUICK)
@@ -139,8 +150,8 @@ def settings() -> Settings:
         image, batches, block_batch = 224, (8, 1), 8
         warmup, repeats, min_time, rounds, calib = 2, 11, 1.0, 2, 4
     dtypes = ("bf16", "fp32") if gpu else ("fp32",)  # no fast bf16 convs to speak of on CPU
-    batches = tuple(int(b) for b in (_env_list(ENV_BATCHES) or batches))
-    block_batch = int(os.environ.get(ENV_BLOCK_BATCH) or block_batch)
+    batches = tuple(_positive(ENV_BATCHES, b) for b in (_env_list(ENV_BATCHES) or batches))
+    block_batch = _positive(ENV_BLOCK_BATCH, os.environ.get(ENV_BLOCK_BATCH) or block_batch)
     dtypes = _env_list(ENV_DTYPES) or dtypes
     for d in dtypes:
         if d not in DTYPES:
