@@ -115,6 +115,10 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="
             f"Inception block supports float32, float16 and bfloat16 inputs (and float64 on the torch backend), "
             f"got {x.dtype}"
         )
+    if w_red.dim() != 2:
+        raise ValueError(
+            f"Inception block: w_red must be 2-D (ch1 + ch3red + ch5red, Cin), got shape {tuple(w_red.shape)}"
+        )
     cin = w_red.shape[1]
     if x.shape[1] != cin:
         raise ValueError(
@@ -138,6 +142,33 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="
             )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
+    _check_block_weights(cin, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+
+
+def _check_block_weights(cin, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> None:
+    """The packed weights' shapes agree with each other and with ``cin`` input channels (the
+    layouts in inception_fast.backends): a ValueError naming the first that does not, so every
+    backend and the fake kernel refuse the same calls."""
+
+    def fail(name, t, want):
+        raise ValueError(f"Inception block: {name} must be {want}, got shape {tuple(t.shape)}")
+
+    if w_red.dim() != 2:
+        fail("w_red", w_red, f"(ch1 + ch3red + ch5red, Cin={cin})")
+    if w_pool.dim() != 2 or w_pool.shape[1] != cin:
+        fail("w_pool", w_pool, f"(pool_proj, Cin={cin})")
+    for name, w in (("w3", w3), ("w5", w5)):
+        if w.dim() != 4 or w.shape[2] != w.shape[3] or w.shape[2] % 2 != 1:
+            fail(name, w, "(Cout, Cred, k, k) with an odd k")
+    ch3red, ch5red = w3.shape[1], w5.shape[1]
+    if w_red.shape[0] < ch3red + ch5red:
+        fail("w_red", w_red, f"at least ch3red + ch5red = {ch3red + ch5red} rows (w3 reads {ch3red}, w5 {ch5red})")
+    for name, b, n in (("b_red", b_red, w_red.shape[0]), ("b_pool", b_pool, w_pool.shape[0])):
+        if b.dim() != 1 or b.shape[0] != n:
+            fail(name, b, f"({n},)")
+    for name, b, n in (("b3", b3, w3.shape[0]), ("b5", b5, w5.shape[0])):
+        if b.dim() != 1 or b.shape[0] != n:
+            fail(name, b, f"({n},)")
 
 
 @torch.library.impl(_LIB, "inception_block", "CompositeExplicitAutograd")
@@ -594,9 +625,8 @@ def _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backe
     """The forward's checks on x and the weights, and grad_out / out / scratch shaped as the forward made them."""
     if x.dim() != 4:
         raise ValueError(f"inception_block_backward expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
-    _check_block_args(
-        x, w_red, w_red.new_empty(0), w_pool, w_pool.new_empty(0), w3, w3.new_empty(0), w5, w5.new_empty(0), backend
-    )
+    no_bias = [w.new_empty(w.shape[:1]) for w in (w_red, w_pool, w3, w5)]  # the backward takes no biases
+    _check_block_args(x, w_red, no_bias[0], w_pool, no_bias[1], w3, no_bias[2], w5, no_bias[3], backend)
     n, _, h, w = x.shape
     channels = geometry.block_channels(w_red, w_pool, w3, w5)
     for name, t, c in (("grad_out", grad_out, channels.total), ("out", out, channels.total)) + (

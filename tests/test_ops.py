@@ -1,6 +1,8 @@
 """The ops layer: the block op's kernels through the registry (one GEMM for the three 1x1s, no cat),
 opcheck, unavailable backends, and backend="auto" measuring and choosing (inception_fast.choices)."""
 
+import re
+
 import pytest
 import torch
 from model_cases import CL, FP32, OpRecorder, calibrated_block
@@ -36,6 +38,37 @@ def test_opcheck_inception_block(fmt):
     if fmt == "cl":
         x = x.contiguous(memory_format=CL)
     torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, "torch"))
+
+
+def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
+    """A direct op call with packed weights that do not fit together: every backend and the fake
+    kernel (what torch.compile and torch.export trace) refuse it with the same ValueError."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from inception_fast.packing import pack_block
+
+    block = Inception(12, 4, 5, 6, 3, 4, 3)
+    good = list(pack_block(block))
+    x = torch.randn(2, 12, 8, 8)
+    bad = {
+        "w_red": (0, good[0][:6], "w_red must be at least ch3red + ch5red = 8 rows"),
+        "b_red": (1, good[1][:-1], "b_red must be (12,)"),
+        "w_pool": (2, good[2][:, :-1], "w_pool must be (pool_proj, Cin=12)"),
+        "b3": (5, good[5][:-1], "b3 must be (6,)"),
+        "w5 even": (6, torch.randn(4, 3, 2, 2), "w5 must be (Cout, Cred, k, k) with an odd k"),
+    }
+    backends = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
+    for what, (i, t, message) in bad.items():
+        args = list(good)
+        args[i] = t
+        for backend in backends:
+            with pytest.raises(ValueError, match=re.escape(message)):
+                torch.ops.inception_fast.inception_block(x, *args, backend)
+        with FakeTensorMode() as mode, pytest.raises(ValueError, match=re.escape(message)):
+            fake = [mode.from_tensor(a) for a in (x, *args)]
+            torch.ops.inception_fast.inception_block(*fake, "torch")
+    out, _ = torch.ops.inception_fast.inception_block(x, *good, "torch")  # the consistent ones run
+    assert out.shape == (2, 17, 8, 8)
 
 
 def test_unavailable_backend_names_the_available_ones(monkeypatch):
