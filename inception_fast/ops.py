@@ -185,17 +185,32 @@ def _inception_block_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backe
         return _kernel("inception_block", backend, x)(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
 
-def _kernel(op: str, backend: str, x):
-    """Backend ``backend``'s kernel for ``op`` (an old name: its new one's, with the deprecation
-    warning only where that backend implements ``op``), checked to run on x's device."""
+def _implementation(op: str, backend: str, x):
+    """(backend ``backend``, its kernel for ``op``), or the ValueError of a backend name that is
+    unknown or lacks ``op`` (an old name stands for its new one on x's device type).  The fake
+    kernels check this too, so a trace refuses what the real call would."""
     new = _backends.RENAMED.get((backend, x.device.type), backend)
     impl = _backends.get(new)
     try:
-        kernel = impl.op(op)
+        return impl, impl.op(op)
     except ValueError as e:
         if new == backend:
             raise
         raise ValueError(f"{e} (on {x.device.type}, {backend!r} names the {new!r} backend)") from None
+
+
+def _fake_backend_check(op: str, backend: str, x, auto: bool = False) -> None:
+    """For a fake kernel: the real call's ValueError where ``backend`` is unknown or lacks ``op``
+    ("auto" passes where ``auto``: the op resolves it per call).  Not whether the backend runs on
+    x's device: a trace may be made for a device this process does not have."""
+    if not (auto and backend == "auto"):
+        _implementation(op, backend, x)
+
+
+def _kernel(op: str, backend: str, x):
+    """Backend ``backend``'s kernel for ``op`` (an old name: its new one's, with the deprecation
+    warning only where that backend implements ``op``), checked to run on x's device."""
+    impl, kernel = _implementation(op, backend, x)
     backend = _backends.renamed(backend, x.device)
     why = impl.unavailable_reason(x.device)
     if why is not None:
@@ -205,6 +220,7 @@ def _kernel(op: str, backend: str, x):
 
 @torch.library.register_fake("inception_fast::inception_block")
 def _inception_block_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend):
+    _fake_backend_check("inception_block", backend, x, auto=True)
     _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     return geometry.empty_outputs(x, w_red, w_pool, w3, w5)
 
@@ -267,6 +283,7 @@ def _pooled_inception_block_impl(
 def _pooled_inception_block_fake(
     x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
 ):
+    _fake_backend_check("pooled_inception_block", backend, x, auto=True)  # (its shape check refuses "auto")
     hw = _pooled_block_shape(
         x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, kernel, stride, padding, ceil_mode, backend
     )
@@ -348,6 +365,7 @@ def _inception_chain_impl(x, weights, pool, ceil_mode, backend):
 
 @torch.library.register_fake("inception_fast::inception_chain")
 def _inception_chain_fake(x, weights, pool, ceil_mode, backend):
+    _fake_backend_check("inception_chain", backend, x, auto=True)  # (its shape check refuses "auto")
     blocks, _, hw = _chain_shape(x, weights, pool, ceil_mode, backend)
     return _chain_output(x, blocks, hw)
 
@@ -440,6 +458,7 @@ def _conv_relu_maxpool_impl(
 def _conv_relu_maxpool_fake(
     x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode, backend, w_rows=None
 ):
+    _fake_backend_check("conv_relu_maxpool", backend, x)
     shape = _conv_relu_maxpool_shape(x, w, b, stride, padding, pool_kernel, pool_stride, pool_padding, ceil_mode)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
@@ -467,6 +486,7 @@ def _conv_relu_impl(x, w, b, padding, backend, stride=1, w_rows=None):
 
 @torch.library.register_fake("inception_fast::conv_relu")
 def _conv_relu_fake(x, w, b, padding, backend, stride=1, w_rows=None):
+    _fake_backend_check("conv_relu", backend, x)
     shape = _conv_relu_shape(x, w, b, padding, stride)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
@@ -508,6 +528,7 @@ def _max_pool2d_impl(x, kernel, stride, padding, ceil_mode, backend):
 
 @torch.library.register_fake("inception_fast::max_pool2d")
 def _max_pool2d_fake(x, kernel, stride, padding, ceil_mode, backend):
+    _fake_backend_check("max_pool2d", backend, x)
     shape = _max_pool2d_shape(x, kernel, stride, padding, ceil_mode)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
@@ -567,6 +588,7 @@ def _avgpool_linear_impl(x, w, b, backend):
 
 @torch.library.register_fake("inception_fast::avgpool_linear")
 def _avgpool_linear_fake(x, w, b, backend):
+    _fake_backend_check("avgpool_linear", backend, x)
     return x.new_empty(_avgpool_linear_shape(x, w, b))
 
 
@@ -654,6 +676,7 @@ def _inception_block_backward_impl(grad_out, x, w_red, w_pool, w3, w5, out, scra
 
 @torch.library.register_fake("inception_fast::inception_block_backward")
 def _inception_block_backward_fake(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
+    _fake_backend_check("inception_block_backward", backend, x, auto=True)
     _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
     gx = torch.empty_like(x) if need_input_grad else None
     biases = (w_red.new_empty(w_red.shape[0]), w_pool.new_empty(w_pool.shape[0]))
@@ -776,6 +799,7 @@ def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, 
 
 @torch.library.register_fake("inception_fast::inception_block_bn_train")
 def _inception_block_bn_train_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
+    _fake_backend_check("inception_block_bn_train", backend, x, auto=True)
     _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
     return _bn_train_empty(x, w_red, w_pool, w3, w5)
 

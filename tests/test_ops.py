@@ -71,6 +71,24 @@ def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
     assert out.shape == (2, 17, 8, 8)
 
 
+def test_fake_kernels_refuse_the_backends_the_real_ones_refuse():
+    """Under FakeTensorMode (what torch.compile and torch.export trace) an op called with a backend
+    that lacks it, or "auto" where the op takes a backend name, raises the real call's ValueError."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops = torch.ops.inception_fast
+    x, w, b = torch.randn(2, 16, 5, 5), torch.randn(10, 16), torch.randn(10)
+    calls = [
+        (lambda t: ops.max_pool2d(t, 3, 1, 1, False, "auto"), "unknown backend 'auto'"),
+        (lambda t: ops.avgpool_linear(t, w, b, "onednn"), "onednn"),
+    ]
+    for call, message in calls:
+        with pytest.raises(ValueError, match=message):
+            call(x)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode, pytest.raises(ValueError, match=message):
+            call(mode.from_tensor(x))
+
+
 def test_unavailable_backend_names_the_available_ones(monkeypatch):
     from inception_fast import backends
 
