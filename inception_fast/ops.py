@@ -146,15 +146,13 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="
 
 
 def _check_block_weights(cin, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5) -> None:
-    """The packed weights' shapes agree with each other and with ``cin`` input channels (the
-    layouts in inception_fast.backends): a ValueError naming the first that does not, so every
-    backend and the fake kernel refuse the same calls."""
+    """The packed weights' shapes (w_red 2-D with ``cin`` columns, checked by the caller) agree
+    with each other (the layouts in inception_fast.backends): a ValueError naming the first that
+    does not, so every backend and the fake kernel refuse the same calls."""
 
     def fail(name, t, want):
         raise ValueError(f"Inception block: {name} must be {want}, got shape {tuple(t.shape)}")
 
-    if w_red.dim() != 2:
-        fail("w_red", w_red, f"(ch1 + ch3red + ch5red, Cin={cin})")
     if w_pool.dim() != 2 or w_pool.shape[1] != cin:
         fail("w_pool", w_pool, f"(pool_proj, Cin={cin})")
     for name, w in (("w3", w3), ("w5", w5)):

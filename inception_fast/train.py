@@ -37,6 +37,7 @@ import pickle
 import platform
 import sys
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import Optional
@@ -485,8 +486,6 @@ def _damaged_record(path: str) -> Optional[str]:
     """What fails its CRC-32 in a checkpoint (torch.save writes a zip archive with a checksum per
     record, which torch.load does not check: a damaged tensor would load as other numbers), else
     None.  Files that are not zip archives are left to torch.load."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
