@@ -522,6 +522,8 @@ def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
     want = _meta(args, data, dist)
     del want["lr"]  # a resumed run may change the learning rate
     for key, value in want.items():
+        if key == "steps_per_epoch" and key not in meta:  # (a checkpoint written before it was recorded)
+            continue
         if meta.get(key) != value:
             raise UsageError(f"--resume: {path} was written for {key} {meta.get(key)!r}, this run has {value!r}")
     return ckpt
@@ -570,6 +572,7 @@ def _meta(args, data: TrainData, dist: _Dist) -> dict:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "processes": dist.world,
+        "steps_per_epoch": args.steps_per_epoch,
         "lr": args.lr,
     }
 

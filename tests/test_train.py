@@ -84,6 +84,17 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
         train(split, "--epochs", "3", "--reference", "--seed", "5", "--resume")
     assert exc.value.code == 2
     assert "written for seed 0, this run has 5" in capsys.readouterr().err
+    # ... and one written with other epochs (--steps-per-epoch): the epochs would not be the run's
+    with pytest.raises(SystemExit) as exc:
+        train(split, "--epochs", "3", "--reference", "--steps-per-epoch", "3", "--resume")
+    assert exc.value.code == 2
+    assert "written for steps_per_epoch 2, this run has 3" in capsys.readouterr().err
+    # (a checkpoint written before the steps were recorded resumes as it did)
+    older = load(split)
+    del older["meta"]["steps_per_epoch"]
+    torch.save(older, split / "checkpoint.pt")
+    assert train(split, "--epochs", "3", "--reference", "--resume") == 0
+    assert load(split)["epoch"] == 3
 
 
 @pytest.mark.parametrize(
