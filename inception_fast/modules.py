@@ -796,12 +796,11 @@ class FusedGoogLeNet(GoogLeNet):
         if model.aux1 is not None:
             fused.aux_logits = model.aux_logits
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
-        # A head replaced for fine-tuning (a Sequential or a bias-free fc, Identity as a feature
-        # extractor) is copied as it is; the fused head runs whatever fc it holds.
-        for name, plain in (("avgpool", nn.AdaptiveAvgPool2d), ("dropout", nn.Dropout), ("fc", nn.Linear)):
-            part = getattr(model, name)
-            if type(part) is not plain or (name == "fc" and part.bias is None):
-                setattr(fused, name, _copy_without_hooks(part))
+        # The head is copied as it is, whatever it became for fine-tuning (a Sequential or a
+        # bias-free fc, Identity as a feature extractor, another pool size); the fused head runs
+        # whatever modules it holds.
+        for name in ("avgpool", "dropout", "fc"):
+            setattr(fused, name, _copy_without_hooks(getattr(model, name)))
         _adopt(fused, model)
         return fused
 

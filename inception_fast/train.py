@@ -489,7 +489,7 @@ def _damaged_record(path: str) -> Optional[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError):  # not a zip archive, or unreadable: torch.load says why
         return None
     except Exception as exc:  # a corrupt member header or compressed data
         return " ".join(str(exc).split())[:160] or type(exc).__name__

@@ -274,6 +274,10 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
     other_nan = special.clone().view(torch.int32)
     other_nan[2] |= 1  # another NaN payload
     checked_against(lambda: other_nan.view(torch.float32), lambda: special, "NaN payload")()
+    from inception_fast.testing import same_bits
+
+    z = torch.randn(3, dtype=torch.complex128)
+    assert same_bits(z, z.clone()) and not same_bits(z, z + 1e-9j)
     # bf16: a result off by (factor - 0.5) times ATen's own error passes, by (factor + 0.5) fails.
     noise = torch.randn_like(x64)
     noise *= own * x64.norm() / noise.norm()

@@ -382,6 +382,10 @@ HEADS = {
     "fc without a bias": lambda m: setattr(m, "fc", nn.Linear(1024, 10, bias=False)),
     "fc as Identity (features)": lambda m: setattr(m, "fc", nn.Identity()),
     "dropout as Identity": lambda m: setattr(m, "dropout", nn.Identity()),
+    "a 2x2 pool and a wider fc": lambda m: (
+        setattr(m, "avgpool", nn.AdaptiveAvgPool2d((2, 2))),
+        setattr(m, "fc", nn.Linear(4096, 10)),
+    ),
 }
 
 
@@ -398,7 +402,7 @@ def test_from_torchvision_takes_a_head_replaced_for_fine_tuning(edit):
     calibrate(tv, torch.randn(4, 3, 32, 32), seed=6)
     fused = FusedGoogLeNet.from_torchvision(tv).eval()
     assert list(fused.state_dict()) == list(tv.state_dict())
-    assert type(fused.fc) is type(tv.fc) and type(fused.dropout) is type(tv.dropout)
+    assert all(type(getattr(fused, n)) is type(getattr(tv, n)) for n in ("avgpool", "dropout", "fc"))
     x = torch.randn(2, 3, 32, 32)
     ref64, tol = net_tolerance(tv, x)
     with torch.no_grad():

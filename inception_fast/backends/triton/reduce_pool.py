@@ -889,14 +889,16 @@ def _forget_pool_counters(counters: torch.Tensor) -> None:
 # _pool_split_buffers needs for an unpinned launch, worked out once per shape rather than per launch
 # (the autotuner's prune costs ~25 us of host time).
 _SPLIT_SIZES = LRUDict()
+_UNKNOWN = object()
 
 
 def _pool_split_sizes(m: int, n_pool: int, config) -> Optional[tuple]:
     """(fp32 workspace elements, int32 counters) for the pool role's split-K configs that may run
     (see _common.candidate_kwargs), or None where none can."""
     key = (_tuned_kernel, m, n_pool) if config is None else None
-    if key is not None and key in _SPLIT_SIZES:
-        return _SPLIT_SIZES.get(key)
+    hit = _SPLIT_SIZES.get(key, _UNKNOWN) if key is not None else _UNKNOWN  # one locked read (threads)
+    if hit is not _UNKNOWN:
+        return hit
     candidates = [
         kw for kw in _common.candidate_kwargs(_tuned_kernel, config, _prune_small_only, m) if _pool_split_k(kw) > 1
     ]
