@@ -51,6 +51,7 @@ from .packing import (
     fold_conv_bn,
     pack_conv_rows,
     pack_units,
+    stock,
 )
 from .recognize import stored_weight
 from .reference import GoogLeNet, Inception
@@ -1138,7 +1139,7 @@ def _folding_unit(unit) -> Optional[tuple]:
     if type(unit).forward not in _basic_conv_forwards():
         return None
     conv, bn = unit._modules.get("conv"), unit._modules.get("bn")
-    if not (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward):
+    if not stock(conv, nn.Conv2d):
         return None
     if bn is not None and (type(bn) not in batch_norm_kinds() or bn_channels(bn) != conv.out_channels):
         return None

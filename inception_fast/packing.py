@@ -43,8 +43,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from .testing import float_bits
+
 __all__ = [
     "PackedBlock",
+    "stock",
     "conv_and_bn",
     "fold_conv_bn",
     "pack_block",
@@ -97,6 +100,13 @@ class PackedBlock(NamedTuple):
     b3: Tensor
     w5: Tensor
     b5: Tensor
+
+
+def stock(module: nn.Module, cls: type) -> bool:
+    """Whether ``module`` is a ``cls`` that computes what ``cls`` does: a subclass with a forward of
+    its own (a scaled pool, a LoRA Linear, a standardised conv) computes something else, and a fused
+    stage or a measured choice keyed on its settings alone would replace that computation."""
+    return isinstance(module, cls) and type(module).forward is cls.forward
 
 
 def conv_and_bn(unit) -> tuple[nn.Module, Optional[nn.Module]]:
@@ -203,14 +213,10 @@ def _watched(t: Tensor) -> bool:
     return not t._is_view() and t.untyped_storage().nbytes() > t.numel() * t.element_size()
 
 
-_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
 def _same_bits(a: Tensor, b: Tensor) -> bool:
     """Bit-for-bit equality (NaN equals the same NaN, -0.0 differs from 0.0)."""
     if a.dtype.is_floating_point or a.dtype.is_complex:
-        bits = _BITS[a.element_size()]
-        a, b = a.view(bits), b.view(bits)
+        a, b = float_bits(a), float_bits(b)
     return torch.equal(a, b)
 
 

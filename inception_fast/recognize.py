@@ -35,6 +35,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .packing import stock
+
 __all__ = ["BlockMatch", "match_block", "match_structure", "find_candidates", "nested_candidates", "count_convs"]
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -275,7 +277,7 @@ def conv_problem(conv: Optional[nn.Module], where: str, k: Optional[int]) -> Opt
     """Why ``conv`` is not a conv the fused op computes (``k`` 1: a 1x1; None: any odd square
     kernel), or None.  No exceptions: a fused block's forward runs it, under torch.compile too
     (Dynamo cannot trace an exception's str() on torch 2.11)."""
-    if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
+    if not stock(conv, nn.Conv2d):
         return f"{where}: {type(conv).__name__} is not a plain nn.Conv2d"
     size = _pair(conv.kernel_size)
     if size is None:

@@ -60,12 +60,12 @@ from torch import Tensor, nn
 from . import choices, geometry, ops
 from .backends import extension
 from .backends.onednn_backend import max_pool_3x3_s1
+from .packing import stock
 
 __all__ = [
     "STEM_TRITON_VARIANTS",
     "square",
     "pool_params",
-    "stock",
     "conv_relu",
     "conv_relu_triton_supported",
     "max_pool",
@@ -98,16 +98,9 @@ def square(value) -> Optional[int]:
     return value[0] if len(set(value)) == 1 else None
 
 
-def stock(module: nn.Module, cls: type) -> bool:
-    """Whether ``module`` is a ``cls`` that computes what ``cls`` does: a subclass with a forward of
-    its own (a scaled pool, a LoRA Linear) computes something else, and a measured choice keyed on
-    its settings alone would replace that computation."""
-    return isinstance(module, cls) and type(module).forward is cls.forward
-
-
 def pool_params(pool: nn.Module) -> Optional[tuple]:
     """(kernel, stride, padding, ceil_mode) of a square, undilated max pool without indices whose
-    forward is MaxPool2d's (``stock``), else None."""
+    forward is MaxPool2d's (``packing.stock``), else None."""
     if not stock(pool, nn.MaxPool2d) or pool.return_indices or square(pool.dilation) != 1:
         return None
     params = (
@@ -385,7 +378,7 @@ def block_chain(
 def standard_head(avgpool: nn.Module, dropout: nn.Module, fc: nn.Module) -> bool:
     """Whether ``fc(dropout(flatten(avgpool(x), 1)))`` is the computation the Triton head does: a global
     average pool to 1x1, a dropout that is the identity (eval mode) or none, a Linear with a bias,
-    each with its class's own forward (``stock``), and no hooks that would see the modules run."""
+    each with its class's own forward (``packing.stock``), and no hooks that would see the modules run."""
     modules = (avgpool, dropout, fc)
     if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
         return False

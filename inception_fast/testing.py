@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["TOLERANCE", "rel_error", "check_close", "same_bits", "calibrate", "reduced_precision_bound"]
+__all__ = ["TOLERANCE", "rel_error", "check_close", "float_bits", "same_bits", "calibrate", "reduced_precision_bound"]
 
 # ‖out − ref‖ / ‖ref‖ allowed, by where the result was computed.
 TOLERANCE = {
@@ -54,6 +54,14 @@ def check_close(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str = "o
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
+def float_bits(t: torch.Tensor) -> torch.Tensor:
+    """A floating-point or complex tensor's bits as an integer tensor of the same element size (a
+    complex one's real and imaginary parts side by side): what bit-for-bit comparisons compare."""
+    if t.dtype.is_complex:
+        t = torch.view_as_real(t.resolve_conj())
+    return t.view(_INT_OF_SIZE[t.element_size()])
+
+
 def same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
     """Whether ``out`` is ``ref`` bit for bit (the dtype, the sign of zero, infinities), NaN exactly
     where ``ref`` has NaN (with any payload): the check for an exact op such as a max pool."""
@@ -66,8 +74,7 @@ def same_bits(out: torch.Tensor, ref: torch.Tensor) -> bool:
     nan = ref.isnan()
     if not torch.equal(out.isnan(), nan):
         return False
-    ints = _INT_OF_SIZE[out.element_size()]
-    return torch.equal(out.masked_fill(nan, 0).view(ints), ref.masked_fill(nan, 0).view(ints))
+    return torch.equal(float_bits(out.masked_fill(nan, 0)), float_bits(ref.masked_fill(nan, 0)))
 
 
 def reduced_precision_bound(ref_lowp: torch.Tensor, ref_fp64: torch.Tensor) -> float:
