@@ -317,14 +317,9 @@ def test_help_lists_the_options():
     assert "dropout (default: 0)" in " ".join(out.split()), "--seed's default 0 is a value, not no value"
 
 
-def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
-    """torchrun, 2 CPU processes, a BatchNorm variant, one test image: rank 1 has none to evaluate.
-    Evaluation must not go through the DDP wrapper's forward (its first forward after training
-    broadcasts the buffers, a collective rank 1 would never join: the job hung for good), and the
-    accuracy is the one a single process gets from the model rank 0 saved."""
-    out = tmp_path / "ddp"
-    args = ["--variant", "torchvision", "--image-size", "32", "--batch-size", "4", "--steps-per-epoch", "1"]
-    args += ["--epochs", "1", "--test-limit", "1", "--no-progress", "--backend", "torch", "--lr", "0.5"]
+def _torchrun_two(out, args) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m inception_fast train --out OUT ARGS`` on the
+    CPU (gloo, one thread each), which must succeed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -336,6 +331,18 @@ def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return run
+
+
+def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
+    """torchrun, 2 CPU processes, a BatchNorm variant, one test image: rank 1 has none to evaluate.
+    Evaluation must not go through the DDP wrapper's forward (its first forward after training
+    broadcasts the buffers, a collective rank 1 would never join: the job hung for good), and the
+    accuracy is the one a single process gets from the model rank 0 saved."""
+    out = tmp_path / "ddp"
+    args = ["--variant", "torchvision", "--image-size", "32", "--batch-size", "4", "--steps-per-epoch", "1"]
+    args += ["--epochs", "1", "--test-limit", "1", "--no-progress", "--backend", "torch", "--lr", "0.5"]
+    _torchrun_two(out, args)
     from inception_fast.train import _Dist, _evaluate, _first, load_data
 
     model = build_models("torchvision", 10, 1, 0)["fused"]
@@ -366,29 +373,7 @@ def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_pat
         "--seed",
         "3",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "inception_fast",
-            "train",
-            "--out",
-            str(tmp_path / "ddp"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    run = _torchrun_two(tmp_path / "ddp", args)
     assert "over 2 processes" in run.stdout
     assert cli_main(["train", "--out", str(tmp_path / "one"), *args]) == 0
     ddp, one = load(tmp_path / "ddp")["models"]["fused"], load(tmp_path / "one")["models"]["fused"]
