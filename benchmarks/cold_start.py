@@ -58,6 +58,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
+from benchmarks.helpers.environment import environment  # noqa: E402
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
 from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, STEM_CONVS, _source, block_tensors, joined_arguments  # noqa: E402
 from inception_fast.backends.triton import (  # noqa: E402
@@ -344,7 +345,13 @@ def main(argv=None) -> int:
         p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if min(batches) < 1 or args.threads < 1:
         p.error("--batches and --threads must be positive")
-    out = {"arch": f"sm_{args.arch}", "dtype": args.dtype, "threads": args.threads, "batches": {}}
+    out = {
+        "arch": f"sm_{args.arch}",
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "batches": {},
+        "environment": environment(torch.device("cpu")),  # the compiles run on this machine's CPUs
+    }
     for batch in batches:
         found, counts = binaries(batch, args.dtype, args.train)
         serial = per_shape = parallel = workers = None

@@ -138,6 +138,12 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         timed_out = True
+    except BaseException:
+        # Stopped from outside (Stopped, KeyboardInterrupt): the child has its own session, so the
+        # caller's signal did not reach it or its workers.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     found = {}
     for line in stdout.splitlines():
         for tag in ("FIRST ", "RESULT "):
@@ -157,6 +163,14 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
 # A row's share of the time left before a deadline: a cold process compiles and tunes, a warm one
 # loads; cold rows get three warm rows' share.
 ROW_WEIGHT = {"cold": 3, "warm": 1}
+
+
+class Stopped(Exception):
+    """SIGTERM reached this process (the GPU suite's step timeout): its rows so far are still written."""
+
+
+def _stop(signum, _frame):
+    raise Stopped(f"stopped by signal {signum}")
 
 
 def row_timeout(limit: float, deadline: float, states_left: list) -> float:
@@ -204,8 +218,37 @@ def main(argv=None) -> int:
     if not args.no_compile:
         kinds.append(("torch.compile", "torch.compile", {}, ("cold", "warm")))
     rows = []
+    # `timeout` signals its own process group; the children run in sessions of their own.
+    signal.signal(signal.SIGTERM, _stop)
     # Every row's cache state, in run order (for the rows' shares of the deadline).
     plan = [state for _label, _kind, _env, states in kinds for _batch in batches for state in states]
+    stopped = None
+    try:
+        run_rows(args, kinds, batches, deadline, plan, rows)
+    except Stopped as exc:
+        stopped = str(exc)
+        for row in rows:
+            if not any(k in row for k in ("error", "to_first_result_s")):
+                row["error"] = f"not reached: {stopped}"
+    print_rows(rows)
+    if args.json:
+        out = {"size": args.size, "rows": rows, **({"stopped": stopped} if stopped else {})}
+        if not stopped:  # imports torch: after the rows, whose fresh processes time their own imports
+            import torch
+
+            from benchmarks.helpers.environment import environment
+
+            try:
+                out["environment"] = environment(torch.device(args.device))
+            except Exception as exc:  # (no such device: every row says so already)
+                out["environment_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 1 if stopped or any("error" in r for r in rows) else 0
+
+
+def run_rows(args, kinds, batches, deadline, plan, rows) -> None:
+    """Runs the rows one after another, appending each to ``rows`` before it starts."""
     with tempfile.TemporaryDirectory(prefix="first_forward_") as tmp:
         for index, (label, kind, extra_env, states) in enumerate(kinds):
             for batch in batches:
@@ -226,6 +269,9 @@ def main(argv=None) -> int:
                     print(f"[first_forward] {label} batch {batch} {state} ...", file=sys.stderr, flush=True)
                     limit = row_timeout(args.timeout, deadline, plan[len(rows) - 1 :])
                     row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, limit))
+
+
+def print_rows(rows) -> None:
     print(
         "| model | batch | caches | to first result s | of which first forward s | to tuned s "
         "| steady forward ms | shapes tuned (benchmarked) |"
@@ -245,10 +291,6 @@ def main(argv=None) -> int:
                 f"| {r['kind']} | {r['batch']} | {r['cache']} | {r['to_first_result_s']:.1f} | "
                 f"{r['first_forward_s']:.1f} | {r['to_tuned_s']:.1f} | {r['steady_forward_s'] * 1e3:.1f} | {tuned} |"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"size": args.size, "rows": rows}, f, indent=1)
-    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

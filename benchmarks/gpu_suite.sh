@@ -37,25 +37,29 @@
 #              precompile, and Triton's own tuning, one compile at a time, 25 + 100 ms per config)
 #                                                                           -> first.json
 #              skipped with SKIP_FIRST=1
-#   cold_start opt-in (SUITE_COLD_START=1): benchmarks/cold_start.py at batch 256, the Triton
-#              binaries a cold first forward compiles, timed one by one and on this machine's
-#              cores (~1 min)                                              -> cold_start.json
-#   train_bwd, train_bn  opt-in (SUITE_TRAIN=1): benchmarks/bench_block_backward.py at batch 256
-#              bf16, every block: the block backward, and the forward with train-mode BatchNorm,
-#              plain PyTorch / the ATen op / the Triton kernels     -> train_bwd.json, train_bn.json
-#   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..)
+#   cold_start opt-in (SUITE_COLD_START=1; not in SUITE_PART=bench): benchmarks/cold_start.py at
+#              batch 256, the Triton binaries a cold first forward compiles, timed one by one and
+#              on this machine's cores (~1 min)                             -> cold_start.json
+#   train_bwd, train_bn  opt-in (SUITE_TRAIN=1; not in SUITE_PART=check):
+#              benchmarks/bench_block_backward.py at batch 256 bf16, every block: the block
+#              backward, and the forward with train-mode BatchNorm, plain PyTorch / the ATen op /
+#              the Triton kernels                                -> train_bwd.json, train_bn.json
+#              Each opt-in step keeps its minimum (30 s) from every step before it.
+#   report     <name>.md, <name>.png, <name>.json  (name: YYYY-MM-DD_<gpu>_torch.._triton.._cuda..;
+#              <name>_check.* in SUITE_PART=check, which reports the first forward and cold start)
 # and prints a short table LAST.  Everything else goes to suite.log, which also gets each step's
 # elapsed seconds and the suite's time so far, and the summary ends with the total against the
 # budget.  At the end the step files (ceilings.json bench.json graph.json blocks.json blocks1.json
 # compile.json first.json cold_start.json train_*.json) are packed into steps.tar.gz, so OUTDIR holds at most 6 files:
 # suite.log tests.log steps.tar.gz <name>.{md,png,json}, within the device tool's 8 files back.
-# <name>.json holds every step's rows, the ceilings and the first-forward rows (report.py reads it
-# back as an input).
+# <name>.json holds every step's rows, the ceilings, and the first-forward, cold-start and training
+# rows (report.py reads it back as an input).
 #
 # --quick: tiny sizes (also runs on a CPU-only machine, then the CPU grid).
 # SUITE_DTYPES (default bf16; "bf16,fp32" for the whole grid): the throughput step's dtypes.
 # SUITE_MODELS: the throughput and graph steps' models, in order (default
 #   torchvision,fused_triton,fused_cuda,fused_auto, the issues' rows; "all" for every model).
+#   A SUITE_MODELS or SUITE_DTYPES given is checked first: an unknown name exits 2 at once.
 # SUITE_BUDGET_S (default 470 s: install, tests, benchmarks, compile anchors and report in under
 # 8 minutes): the whole run's time box; each step gets at most its cap and never eats the minimum
 # kept for the steps after it (the later steps are the ones cut when a machine is slow; a step
@@ -63,8 +67,8 @@
 # Give the caller's own timeout ~40 s more.  The caps add up to ~700 s, so on a fresh machine
 # with a cold Triton cache one 470 s run is likely to cut blocks, blocks1 or first.
 # SUITE_PART (default all): "check" runs env, install, the GPU tests (the newest kernels' files
-# first) and the first-forward step; "bench" runs env, ceilings, install, the benchmarks, the
-# compile anchors and the report.  On a fresh machine one call cannot hold everything (H200,
+# first), the first-forward step (and cold_start) and their report; "bench" runs env, ceilings,
+# install, the benchmarks, the compile anchors (and the training steps) and the report.  On a fresh machine one call cannot hold everything (H200,
 # 2026-12-04, cold Triton cache: tests ~170 s in 6 workers, compile anchors 59 s, the throughput
 # step ~30 s per FusedGoogLeNet model, the graph step ~90 s for three models, first forward over
 # 64 s).  Two calls back to back on one warm machine do (the second finds the extension built and
@@ -132,12 +136,28 @@ case "$PART" in
     all | check | bench) ;;
     *) echo "SUITE_PART must be all, check or bench, got '$PART'" >&2; exit 2 ;;
 esac
+# A SUITE_MODELS or SUITE_DTYPES given is checked before anything runs (a typo would otherwise
+# fail the throughput step minutes into the window; the defaults need no check, nor its torch import).
+if [[ -n "${SUITE_MODELS:-}" || -n "${SUITE_DTYPES:-}" ]]; then
+    "$PY" - "${SUITE_MODELS:-all}" "${SUITE_DTYPES:-bf16}" <<'CHECK' || exit 2
+import sys
+from benchmarks.helpers.settings import check_dtypes, check_models
+names = lambda value: [n.strip() for n in value.split(",") if n.strip()]
+for variable, check, value in (("SUITE_MODELS", check_models, sys.argv[1]), ("SUITE_DTYPES", check_dtypes, sys.argv[2])):
+    try:
+        if (variable, value) != ("SUITE_MODELS", "all"):
+            check(names(value))
+    except ValueError as exc:
+        sys.exit(f"{variable} (passed on as {exc})")
+CHECK
+fi
+
 # part_skips STEP: true (and the summary says so) where SUITE_PART leaves STEP out.
 part_skips() {
     local step=$1 part=
     case "$step" in
-        tests | first) part=check ;;
-        ceilings | throughput | graph | blocks | blocks1 | compile | report) part=bench ;;
+        tests | first | cold_start) part=check ;;
+        ceilings | throughput | graph | blocks | blocks1 | compile | train) part=bench ;;
     esac
     if [[ $PART != all && -n $part && $part != "$PART" ]]; then
         SUMMARY+=("$(printf '%-10s skipped (SUITE_PART=%s)' "$step" "$PART")")
@@ -148,9 +168,15 @@ part_skips() {
 
 START=$(date +%s)
 BUDGET=${SUITE_BUDGET_S:-470}
+# The opt-in steps this call runs keep their minimum from every step before them (otherwise the
+# steps before, capped to the budget, would leave them nothing): 30 s for cold_start, 30 s for each
+# training step.
+OPTIN_RESERVE=0
+[[ "${SUITE_COLD_START:-0}" == 1 && $PART != bench ]] && OPTIN_RESERVE=$((OPTIN_RESERVE + 30))
+[[ "${SUITE_TRAIN:-0}" == 1 && $PART != check ]] && OPTIN_RESERVE=$((OPTIN_RESERVE + 60))
 # The compile step leaves the first-forward step its minimum when both run.
-FIRST_RESERVE=60
-[[ $PART == bench || "${SKIP_FIRST:-0}" == 1 ]] && FIRST_RESERVE=10
+FIRST_RESERVE=$((60 + OPTIN_RESERVE))
+[[ $PART == bench || "${SKIP_FIRST:-0}" == 1 ]] && FIRST_RESERVE=$((10 + OPTIN_RESERVE))
 DEADLINE=$((START + BUDGET))
 declare -a SUMMARY=()
 FAILED=0
@@ -238,8 +264,8 @@ if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     log "step install: skipped (SKIP_INSTALL=1)"
 else
     # Kept for the steps after it: the benchmarks (all, bench), or the tests and first (check).
-    INSTALL_RESERVE=300
-    [[ $PART == check ]] && INSTALL_RESERVE=100
+    INSTALL_RESERVE=$((300 + OPTIN_RESERVE))
+    [[ $PART == check ]] && INSTALL_RESERVE=$((100 + OPTIN_RESERVE))
     run_step install 200 "$INSTALL_RESERVE" "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 fi
 "$PY" -c "import inception_fast; print('inception_fast', inception_fast.__file__, 'backends on cuda:', \
@@ -249,8 +275,8 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
 NEW_TESTS="tests/test_precompile.py tests/test_triton_conv_rows.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
-TESTS_RESERVE=260
-[[ $PART == check ]] && TESTS_RESERVE=70  # only the first step comes after it
+TESTS_RESERVE=$((260 + OPTIN_RESERVE))
+[[ $PART == check ]] && TESTS_RESERVE=$((70 + OPTIN_RESERVE))  # only first (and the opt-in steps) after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
 if part_skips tests; then
     :
@@ -302,7 +328,7 @@ if ! part_skips throughput; then
         # (~1.5 min on 2 cores): give it room there.
         COMPILE_CAP=120
         [[ $HAS_CUDA == 0 ]] && COMPILE_CAP=240
-        run_step compile "$COMPILE_CAP" 200 "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
+        run_step compile "$COMPILE_CAP" $((200 + OPTIN_RESERVE)) "$LOG" env INCEPTION_FAST_BENCH_PROFILE=1 \
             "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" \
             --compile -k compile --benchmark-json "$STEPS/compile.json"
     fi
@@ -312,11 +338,11 @@ if ! part_skips throughput; then
     CHOICES_DIR=$(mktemp -d /tmp/inception_fast_choices.XXXXXX)
     # A FusedGoogLeNet case measures every choice on its first forward (~30 s each on a fresh
     # machine, H200 2026-12-04): no case starts in the last 40 s, so none is cut mid-way.
-    STEP_MARGIN=40 run_step throughput 150 155 "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" \
+    STEP_MARGIN=40 run_step throughput 150 $((155 + OPTIN_RESERVE)) "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" \
         INCEPTION_FAST_BENCH_PROFILE=1 "${DTYPES_ENV[@]}" "${GRID_ENV[@]}" \
         "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/bench.json"
     if [[ $HAS_CUDA == 1 ]]; then
-        run_step graph 90 105 "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
+        run_step graph 90 $((105 + OPTIN_RESERVE)) "$LOG" env INCEPTION_FAST_CHOICE_CACHE="$CHOICES_DIR" INCEPTION_FAST_BENCH_CUDA_GRAPH=1 "${GRID_ENV[@]}" \
             INCEPTION_FAST_BENCH_BATCHES=1,256 INCEPTION_FAST_BENCH_DTYPES=bf16 INCEPTION_FAST_BENCH_FORMATS=channels_last \
             "$PY" -m pytest benchmarks/bench_throughput.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/graph.json"
     else
@@ -326,7 +352,7 @@ if ! part_skips throughput; then
     # Graph replays: a block's eager time also holds its host time before the first kernel (Python
     # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
     # eagerly and says so.  (Ignored without CUDA.)
-    run_step blocks 80 85 "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+    run_step blocks 80 $((85 + OPTIN_RESERVE)) "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
         "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
     if [[ $HAS_CUDA == 1 ]]; then
         run_step blocks1 40 "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \
@@ -352,25 +378,25 @@ else
     [[ "${SUITE_FIRST_BASELINE:-0}" == 1 ]] && FIRST_ARGS+=(--baseline)
     [[ $QUICK == 1 ]] && FIRST_ARGS=(--batches 2 --size 64 --no-compile --json "$STEPS/first.json")
     [[ $HAS_CUDA == 1 ]] || FIRST_ARGS+=(--device cpu --dtype fp32)
-    run_step first 100 5 "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
+    run_step first 100 $((5 + OPTIN_RESERVE)) "$LOG" "$PY" -m benchmarks.first_forward "${FIRST_ARGS[@]}"
 fi
 
 # --- cold_start (opt-in): what a cold first forward compiles, timed on this machine's CPUs -----
-if [[ "${SUITE_COLD_START:-0}" == 1 ]]; then
+if [[ "${SUITE_COLD_START:-0}" == 1 ]] && ! part_skips cold_start; then
     COLD_ARGS=(--batches 256)
     [[ $QUICK == 1 ]] && COLD_ARGS=(--batches 2 --count-only)  # compiling takes minutes on a small CPU
-    run_step cold_start 90 5 "$LOG" "$PY" -m benchmarks.cold_start "${COLD_ARGS[@]}" --json "$STEPS/cold_start.json"
+    run_step cold_start 90 $((5 + OPTIN_RESERVE - 30)) "$LOG" "$PY" -m benchmarks.cold_start "${COLD_ARGS[@]}" --json "$STEPS/cold_start.json"
 fi
 
 # --- train (opt-in): the training kernels against ATen and plain PyTorch, per block ------------
 # (benchmarks/bench_block_backward.py: the block backward, then the forward with train-mode
 # BatchNorm; whether the Triton candidates check right and win where choices.BACKWARD and
 # choices.BN_TRAIN would pick them; each capped at 90 s)
-if [[ "${SUITE_TRAIN:-0}" == 1 ]]; then
+if [[ "${SUITE_TRAIN:-0}" == 1 ]] && ! part_skips train; then
     TRAIN_ARGS=(--dtype bf16 --batch 256 --size 224 --budget 1)
     [[ $QUICK == 1 ]] && TRAIN_ARGS=(--dtype fp32 --batch 2 --size 64 --budget 0 --block inception5a)
     [[ $HAS_CUDA == 1 ]] || TRAIN_ARGS+=(--device cpu)
-    run_step train_bwd 90 95 "$LOG" "$PY" -m benchmarks.bench_block_backward --op backward "${TRAIN_ARGS[@]}" \
+    run_step train_bwd 90 35 "$LOG" "$PY" -m benchmarks.bench_block_backward --op backward "${TRAIN_ARGS[@]}" \
         --json "$STEPS/train_bwd.json"
     run_step train_bn 90 5 "$LOG" "$PY" -m benchmarks.bench_block_backward --op bn_train "${TRAIN_ARGS[@]}" \
         --json "$STEPS/train_bn.json"
@@ -381,18 +407,23 @@ JSONS=()
 for f in bench.json graph.json blocks.json blocks1.json compile.json; do [[ -s "$STEPS/$f" ]] && JSONS+=("$STEPS/$f"); done
 SIDE=()
 [[ -s "$STEPS/ceilings.json" ]] && SIDE+=(--ceilings "$STEPS/ceilings.json")
-[[ -s "$STEPS/first.json" ]] && SIDE+=(--first "$STEPS/first.json")
+ROWS=${#JSONS[@]}  # inputs with rows of their own (the ceilings have none)
+[[ -s "$STEPS/first.json" ]] && SIDE+=(--first "$STEPS/first.json") && ROWS=$((ROWS + 1))
+[[ -s "$STEPS/cold_start.json" ]] && SIDE+=(--cold-start "$STEPS/cold_start.json") && ROWS=$((ROWS + 1))
+for f in train_bwd.json train_bn.json; do
+    [[ -s "$STEPS/$f" ]] && SIDE+=(--train "$STEPS/$f") && ROWS=$((ROWS + 1))
+done
+# The check call's report (first forward, cold start) is named apart from the bench call's.
+[[ $PART == check ]] && NAME="${NAME}_check"
 SHORT=$(mktemp /tmp/inception_fast_short.XXXXXX)  # not in OUTDIR, which holds only the files listed above
-if part_skips report; then
-    echo "no report in SUITE_PART=$PART (tests.log and first.json in steps.tar.gz hold its results)" > "$SHORT"
-elif (( ${#JSONS[@]} > 0 )); then
+if (( ROWS > 0 )); then
     "$PY" benchmarks/report.py "${JSONS[@]}" "${SIDE[@]}" --md "$OUT/$NAME.md" --chart "$OUT/$NAME.png" \
         --merged-json "$OUT/$NAME.json" --short > "$SHORT" 2>> "$LOG"
     rc=$?
     (( rc == 0 )) || FAILED=1
-    SUMMARY+=("$(printf '%-10s rc=%s -> %s.{md,png,json}' report "$rc" "$NAME")")
+    SUMMARY+=("$(printf '%-10s rc=%s -> %s' report "$rc" "$(cd "$OUT" && ls -d "$NAME".* 2>/dev/null | tr '\n' ' ')")")
 else
-    echo "no benchmark JSON was produced" > "$SHORT"
+    echo "no benchmark or side JSON was produced" > "$SHORT"
     SUMMARY+=("$(printf '%-10s no JSON to report' report)")
     FAILED=1
 fi

@@ -131,7 +131,7 @@ def load(paths):
             merged["machine_info"] = info if info.get("inception_fast") else (merged["machine_info"] or info)
         merged["datetime"] = merged["datetime"] or data.get("datetime")
         merged.setdefault("version", data.get("version"))
-        for side in ("ceilings", "first_forward"):  # a merged JSON given back as input
+        for side in SIDES:  # a merged JSON given back as input
             if data.get(side) and not merged.get(side):
                 merged[side] = data[side]
         for bench in data.get("benchmarks", []):
@@ -153,20 +153,53 @@ def load(paths):
     return merged
 
 
-def load_side(merged, ceilings=None, first=None):
-    """Adds the ceilings JSON (benchmarks/helpers/roofline.py) and first_forward.py's JSON to
-    ``merged`` ("ceilings", "first_forward"); a missing or unreadable one is noted in "missing"."""
-    for key, path in (("ceilings", ceilings), ("first_forward", first)):
-        if not path:
+# The inputs besides pytest-benchmark's, under these keys in the merged JSON: the ceilings
+# (benchmarks/helpers/roofline.py), first_forward.py's rows, bench_block_backward.py's rows (every
+# file's, one list) and cold_start.py's.
+SIDES = ("ceilings", "first_forward", "train", "cold_start")
+
+
+def _read_json(merged, path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        merged["missing"].append(f"{path} (not found)")
+    except (OSError, ValueError) as exc:
+        merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
+    return None
+
+
+def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
+    """Adds the side inputs to ``merged`` under SIDES' keys; a missing or unreadable one is noted
+    in "missing".  Without a benchmark's machine_info, the header takes the first side input's
+    recorded environment."""
+    for key, path in (("ceilings", ceilings), ("first_forward", first), ("cold_start", cold_start)):
+        data = _read_json(merged, path) if path else None
+        if data is not None:
+            merged[key] = data
+            merged["sources"].append(os.path.basename(path))
+    for path in train or ():
+        data = _read_json(merged, path)
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            if data is not None:
+                merged["missing"].append(f"{path} (not a bench_block_backward.py JSON object)")
             continue
-        try:
-            with open(path) as f:
-                merged[key] = json.load(f)
-        except FileNotFoundError:
-            merged["missing"].append(f"{path} (not found)")
-        except (OSError, ValueError) as exc:
-            merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
+        side = merged.setdefault("train", {"environment": data.get("environment") or {}, "rows": []})
+        side["rows"] += data["rows"]
+        merged["sources"].append(os.path.basename(path))
+    if not _env(merged):
+        for key in SIDES:
+            env = (merged.get(key) or {}).get("environment") if isinstance(merged.get(key), dict) else None
+            if env:
+                merged["machine_info"] = {**merged["machine_info"], "inception_fast": env}
+                break
     return merged
+
+
+def has_results(merged) -> bool:
+    """Whether ``merged`` holds anything to report: benchmarks or a side input's rows."""
+    return bool(merged["benchmarks"]) or any(merged.get(k) for k in SIDES if k != "ceilings")
 
 
 def _env(merged):
@@ -1033,6 +1066,88 @@ def first_forward_markdown(first):
     )
 
 
+TRAIN_IMPLS = ("reference", "aten_chain", "triton")
+TRAIN_LABELS = {"reference": "plain PyTorch", "aten_chain": "ATen op", "triton": "Triton"}
+
+
+def train_markdown(train):
+    """bench_block_backward.py's rows: per block, the block backward and the forward with
+    train-mode BatchNorm, median ms (interquartile range) per implementation."""
+    rows = (train or {}).get("rows") or []
+    if not rows:
+        return ""
+    table = []
+    for r in rows:
+        ms, iqr = r.get("ms") or {}, r.get("iqr_ms") or {}
+        cells = []
+        for impl in TRAIN_IMPLS:
+            if impl in ms:
+                q = iqr.get(impl) or []
+                cells.append(f"{ms[impl]:,.2f}" + (f" ({q[0]:,.2f}–{q[1]:,.2f})" if len(q) == 2 else ""))
+            else:
+                cells.append((r.get("errors") or {}).get(impl, "—").replace("|", "/"))
+        ref = ms.get("reference")
+        best = min((ms[i] for i in ("aten_chain", "triton") if i in ms), default=None)
+        table.append(
+            [r.get("op"), r.get("block"), r.get("size"), r.get("batch"), r.get("dtype"), *cells,
+             _fmt_x(ref / best) if ref and best else "—"]
+        )  # fmt: skip
+    return (
+        "## Training kernels per block\n\n"
+        "benchmarks/bench_block_backward.py: backward = the block's backward; bn_train = its forward with "
+        "train-mode BatchNorm. Median ms (interquartile range) of interleaved rounds; a Triton cell that "
+        "holds text is why it did not run (its parity check failed, or no GPU). Speed-up: plain PyTorch's "
+        "time over the faster of ours.\n\n"
+        + _table(
+            ["op", "block", "map", "batch", "dtype", *(f"{TRAIN_LABELS[i]} ms" for i in TRAIN_IMPLS), "speed-up"],
+            table,
+        )
+        + "\n"
+    )
+
+
+def cold_start_markdown(cold):
+    """cold_start.py's summary per batch: what a cold first forward compiles and how long."""
+    batches = (cold or {}).get("batches") or {}
+    if not batches:
+        return ""
+
+    def s(v):
+        return "—" if v is None else f"{v:,.1f}"
+
+    table = []
+    for batch, entry in batches.items():
+        t = entry.get("summary") or {}
+        w = t.get("workers") or {}
+        table.append(
+            [batch, t.get("binaries"), t.get("launches"), t.get("keys"), t.get("bench_runs"),
+             s(t.get("bench_estimate_package_s")), s(t.get("serial_s")), s(t.get("parallel_s")),
+             s(w.get("wall")) + (f" ({w.get('compiled')} compiled, {w.get('failed')} failed)" if w else "")]
+        )  # fmt: skip
+    return (
+        f"## What a cold first forward compiles ({cold.get('arch', '?')}, {cold.get('dtype', '?')}, "
+        f"{cold.get('threads', '?')} threads)\n\n"
+        "benchmarks/cold_start.py: the Triton binaries, launches, autotune keys and benchmark runs of a cold "
+        "first forward; its benchmarks' estimated GPU time at the autotuners' settings; the compile wall time "
+        "one by one, all at once on threads, and in the precompile's worker processes (— : not timed).\n\n"
+        + _table(
+            [
+                "batch",
+                "binaries",
+                "launches",
+                "autotune keys",
+                "benchmark runs",
+                "benchmarks s (est.)",
+                "compile s one by one",
+                "compile s threads",
+                "compile s workers",
+            ],
+            table,
+        )  # fmt: skip
+        + "\n"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # header, chart, main
 # ---------------------------------------------------------------------------------------
@@ -1123,15 +1238,21 @@ def _block_groups(rows):
 
 def markdown(merged):
     everything = _rows(merged, "throughput") + _rows(merged, "stage") + _rows(merged, "block")
+    # A report of side inputs only (the GPU suite's check call) has no benchmark sections.
+    benchmarked = [
+        throughput_markdown(_rows(merged, "throughput")),
+        *(stages_markdown(g) for g in _block_groups(_rows(merged, "stage"))),
+        *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
+        measured_choices_markdown(everything),
+    ]
     return "\n".join(
         part
         for part in [
             header_markdown(merged),
-            throughput_markdown(_rows(merged, "throughput")),
-            *(stages_markdown(g) for g in _block_groups(_rows(merged, "stage"))),
-            *(blocks_markdown(g) for g in _block_groups(_rows(merged, "block"))),
-            measured_choices_markdown(everything),
+            *(benchmarked if merged["benchmarks"] else ()),
             first_forward_markdown(merged.get("first_forward")),
+            cold_start_markdown(merged.get("cold_start")),
+            train_markdown(merged.get("train")),
             tuning_markdown(everything),
         ]
         if part
@@ -1315,7 +1436,12 @@ def chart(merged, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("json", nargs="+", help="pytest-benchmark JSON files (missing ones are noted and skipped)")
+    p.add_argument(
+        "json",
+        nargs="*",
+        help="pytest-benchmark JSON files (missing ones are noted and skipped); none where "
+        "the side inputs below are the run's results",
+    )
     p.add_argument("--md", help="write the markdown report here")
     p.add_argument("--chart", help="write the PNG chart here (needs matplotlib)")
     p.add_argument("--merged-json", help="write all benchmarks of all inputs as one JSON")
@@ -1325,8 +1451,16 @@ def main(argv=None):
         "--ceilings", help="the roofline ceilings measured in the run (python -m benchmarks.helpers.roofline)"
     )
     p.add_argument("--first", help="benchmarks/first_forward.py's --json output")
+    p.add_argument(
+        "--train", action="append", help="benchmarks/bench_block_backward.py's --json output (repeatable: each --op)"
+    )
+    p.add_argument("--cold-start", help="benchmarks/cold_start.py's --json output")
     args = p.parse_args(argv)
-    merged = load_side(load(args.json), ceilings=args.ceilings, first=args.first)
+    if not (args.json or args.first or args.train or args.cold_start):
+        p.error("nothing to report: give benchmark JSON files or --first, --train or --cold-start")
+    merged = load_side(
+        load(args.json), ceilings=args.ceilings, first=args.first, train=args.train, cold_start=args.cold_start
+    )
     if args.name:
         print(result_basename(merged))
         return 0
@@ -1350,7 +1484,11 @@ def main(argv=None):
         why = chart(merged, args.chart)
         if why:
             print(f"report: {why}", file=sys.stderr)
-    if args.short:
+    if not args.short:
+        if not args.md:
+            print(text)
+        return 0 if has_results(merged) else 1
+    if merged["benchmarks"]:
         print(throughput_short(_rows(merged, "throughput")))
         print()
         stage_groups = [stages_short(g) for g in _block_groups(_rows(merged, "stage"))]
@@ -1365,9 +1503,15 @@ def main(argv=None):
         used = _ceilings_used([b.get("extra_info") or {} for b in merged["benchmarks"]])
         for t, g, src in sorted(used, key=str):
             print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s; {src}")
-    elif not args.md:
-        print(text)
-    return 0 if merged["benchmarks"] else 1
+    # The side inputs' tables are short already.
+    side = [
+        first_forward_markdown(merged.get("first_forward")),
+        cold_start_markdown(merged.get("cold_start")),
+        train_markdown(merged.get("train")),
+    ]
+    for part in filter(None, side):
+        print(part)
+    return 0 if has_results(merged) else 1
 
 
 if __name__ == "__main__":

@@ -447,6 +447,48 @@ def test_first_forward_keeps_a_cut_process_first_result_and_kills_its_group(monk
     assert 15 < first_forward.row_timeout(300.0, time.time() + 80, ["warm", "cold", "warm"]) <= 16
 
 
+def test_first_forward_stopped_by_sigterm_kills_its_child_group_and_writes_its_rows(tmp_path):
+    """The GPU suite's step timeout signals first_forward's process group, which its children (own
+    sessions) are not in: a SIGTERM kills the running child's group and still writes the JSON."""
+    import signal
+    import time
+
+    pid_file, out = tmp_path / "worker.pid", tmp_path / "first.json"
+    child = (
+        "import subprocess, time\n"
+        f"w = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(w.pid))\n"
+        "time.sleep(60)\n"
+    )
+    driver = (
+        "import sys\n"
+        "from benchmarks import first_forward\n"
+        f"first_forward.CHILD = {child!r}\n"
+        f"sys.exit(first_forward.main(['--device', 'cpu', '--batches', '1', '--no-compile', '--json', {str(out)!r}]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(300):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"the child never started: {proc.communicate()}")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 1
+    worker = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the running child's worker outlived a SIGTERM to first_forward")
+    result = json.loads(out.read_text())
+    assert result["stopped"] == f"stopped by signal {int(signal.SIGTERM)}"
+    assert [r["error"] for r in result["rows"]] == [f"not reached: stopped by signal {int(signal.SIGTERM)}"]
+
+
 def test_report_lists_the_measured_pools_and_head():
     """The stages' measured choices that bench_throughput records (helpers.choices.stem_choice) reach
     the report: each max pool and the head with the candidates' µs."""
@@ -522,6 +564,58 @@ def _gpu_row(kind, block, impl, median_s, flops, nbytes, ceil, **extra):
         **roofline_with(flops, nbytes, median_s, ceil, applies=True),
         **extra,
     }
+
+
+def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(tmp_path):
+    """The GPU suite's check call has no benchmark JSON: report.py reports its first-forward,
+    cold-start and training rows alone (no empty benchmark sections), takes the device from their
+    recorded environment, and its merged JSON renders the same tables again."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    env = {"device": "cuda", "device_name": H200, "torch": "2.11.0", "inception_fast": "0.1.0"}
+    first = {
+        "size": 224,
+        "environment": env,
+        "rows": [{"kind": "fused", "batch": 1, "cache": "cold", "device": "cuda", "dtype": "bf16",
+                  "error": "first result not reached in 40 s"}],
+    }  # fmt: skip
+    cold = {
+        "arch": "sm_90",
+        "dtype": "bf16",
+        "threads": 16,
+        "batches": {"256": {"rows": [], "summary": {"binaries": 186, "launches": 49, "keys": 49, "bench_runs": 301,
+                                                    "bench_estimate_package_s": 9.03, "serial_s": 301.5,
+                                                    "parallel_s": 40.25}}},
+    }  # fmt: skip
+    train = [
+        {"op": "backward", "block": "inception4a", "size": 14, "batch": 256, "dtype": "bf16",
+         "ms": {"reference": 3.0, "aten_chain": 2.0}, "iqr_ms": {"reference": [2.9, 3.1], "aten_chain": [1.9, 2.1]},
+         "errors": {"triton": "AssertionError: the triton block backward differs"}},
+        {"op": "bn_train", "block": "inception4a", "size": 14, "batch": 256, "dtype": "bf16",
+         "ms": {"reference": 1.2, "aten_chain": 1.0, "triton": 0.4}, "iqr_ms": {}, "errors": {}},
+    ]  # fmt: skip
+    paths = {}
+    for name, data in (("first", first), ("cold", cold), ("bwd", {"rows": train[:1]}), ("bn", {"rows": train[1:]})):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(data))
+    md, merged = tmp_path / "r.md", tmp_path / "m.json"
+    side = ["--first", str(paths["first"]), "--cold-start", str(paths["cold"])]
+    side += ["--train", str(paths["bwd"]), "--train", str(paths["bn"])]
+    assert report.main([*side, "--md", str(md), "--merged-json", str(merged)]) == 0
+    text = md.read_text()
+    assert f"# inception_fast benchmarks: {H200}" in text
+    assert "## Throughput" not in text and "## Blocks" not in text
+    assert "first result not reached in 40 s" in text
+    assert "| 256 | 186 | 49 | 49 | 301 | 9.0 | 301.5 | 40.2 | — |" in text
+    assert "| backward | inception4a | 14 | 256 | bf16 | 3.00 (2.90–3.10) | 2.00 (1.90–2.10) | AssertionError" in text
+    assert "| bn_train | inception4a | 14 | 256 | bf16 | 1.20 | 1.00 | 0.40 | 3.00× |" in text
+    again = tmp_path / "again.md"
+    assert report.main([str(merged), "--md", str(again)]) == 0
+    assert again.read_text().split("## ", 1)[1] == text.split("## ", 1)[1]
+    with pytest.raises(SystemExit) as nothing:
+        report.main(["--md", str(md)])
+    assert nothing.value.code == 2
 
 
 def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tmp_path):
@@ -653,7 +747,8 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     # The merged JSON is a complete input by itself: ceilings and first-forward rows included.
     again = tmp_path / "again.md"
     assert report.main([str(merged), "--md", str(again)]) == 0
-    assert again.read_text().replace("merged.json", "blocks.json") == text
+    assert "- sources: blocks.json, ceilings.json, first.json\n" in text
+    assert again.read_text().replace("merged.json", "blocks.json, ceilings.json, first.json") == text
 
 
 def test_measured_choices_lists_every_choice_object_of_the_package():

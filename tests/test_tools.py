@@ -1,4 +1,4 @@
-"""The repository's tools stay in step with the code they check (no build, well under a second).
+"""The repository's tools stay in step with the code they check (no build; a few seconds).
 
 tools/mutate.py plants each mutant by replacing one exact piece of text; a refactor that moves or
 rewrites that text, or a test split that moves the tests a mutant's selection names, silently
@@ -60,3 +60,31 @@ def test_mutant_selection_exists(mutant):
     assert paths, f"{mutant.name}: its selection {mutant.tests} names no test file"
     for p in paths:
         assert (REPO / p).is_file(), f"{mutant.name}: its selection names {p}, which does not exist"
+
+
+def test_mutate_time_limit_kills_the_run_children_too(tmp_path):
+    """A pytest run past mutate's time limit dies with its children (torchrun's workers, a
+    compiler's jobs), which would otherwise keep a core busy under the next mutant's run."""
+    import os
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, time\n"
+        f"g = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(60)\n"
+    )
+    mutate = _load_mutate()
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        mutate.run_group([sys.executable, "-c", script], 3.0)
+    assert time.monotonic() - t0 < 20
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # the kill is asynchronous
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail("the timed-out run's child outlived it")

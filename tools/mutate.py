@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -900,15 +901,32 @@ def ci_env(root: Path) -> dict:
     return env
 
 
+def run_group(cmd: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True) in a session of its own: past
+    ``timeout`` the whole process group is killed (pytest's children, the compiler's jobs), not
+    only ``cmd``, before TimeoutExpired is raised; so is it on any other exit (Ctrl-C)."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def rebuild(root: Path, env: dict, timeout: float) -> tuple[bool, str]:
     """CPU-only rebuild of inception_fast._C in ``root`` (the CPU tests run only its CPU kernels)."""
-    run = subprocess.run(
+    run = run_group(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        timeout,
         cwd=root,
         env={**env, "INCEPTION_FAST_CUDA": "0"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
     )
     return run.returncode == 0, (run.stdout + run.stderr)[-2000:]
 
@@ -920,7 +938,7 @@ def run_selection(root: Path, tests: tuple, env: dict, timeout: float, first_fai
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(("-x",) if first_failure else ()), *tests]
     start = time.monotonic()
     try:
-        run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        run = run_group(cmd, timeout, cwd=root, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "rc": None, "counts": {}, "seconds": time.monotonic() - start, "tail": ""}
     seconds = time.monotonic() - start

@@ -153,9 +153,7 @@ def settings() -> Settings:
     batches = tuple(_positive(ENV_BATCHES, b) for b in (_env_list(ENV_BATCHES) or batches))
     block_batch = _positive(ENV_BLOCK_BATCH, os.environ.get(ENV_BLOCK_BATCH) or block_batch)
     dtypes = _env_list(ENV_DTYPES) or dtypes
-    for d in dtypes:
-        if d not in DTYPES:
-            raise ValueError(f"{ENV_DTYPES}: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    check_dtypes(dtypes)
     formats = _env_list(ENV_FORMATS) or ("channels_last", "contiguous")
     for f in formats:
         if f not in FORMATS:
@@ -196,6 +194,27 @@ class ThroughputCase:
         return f"{self.model}-{self.dtype}-{self.memory_format}-b{self.batch}"
 
 
+def known_models() -> tuple:
+    """Every throughput model name, on any device (fused_auto runs as its own row on CUDA only)."""
+    return ("torchvision", "reference", *(f"fused_{b}" for b in BACKENDS), "fused_auto")
+
+
+def check_models(names) -> None:
+    """ValueError naming the unknown ones among ``names`` (the INCEPTION_FAST_BENCH_MODELS list)."""
+    unknown = [m for m in names if m not in known_models()]
+    if unknown:
+        raise ValueError(
+            f"{ENV_MODELS}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(known_models())}"
+        )
+
+
+def check_dtypes(names) -> None:
+    """ValueError naming the unknown ones among ``names`` (the INCEPTION_FAST_BENCH_DTYPES list)."""
+    for d in names:
+        if d not in DTYPES:
+            raise ValueError(f"{ENV_DTYPES}: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+
+
 def throughput_cases(s: Optional[Settings] = None) -> list:
     """Grouped so that all models of one (dtype, format, batch) run side by side,
     headline configurations first (a cut-short run still compares like with like)."""
@@ -205,9 +224,7 @@ def throughput_cases(s: Optional[Settings] = None) -> list:
         models.append("fused_auto")
     chosen = _env_list(ENV_MODELS)
     if chosen:
-        unknown = [m for m in chosen if m not in (*models, "fused_auto")]
-        if unknown:
-            raise ValueError(f"{ENV_MODELS}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)}")
+        check_models(chosen)
         models = [m for m in chosen if m in models]
     cases = []
     for dtype in s.dtypes:
