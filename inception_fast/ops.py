@@ -406,6 +406,34 @@ def _cpu_max_pool2d_fake(x, kernel, stride, padding, ceil_mode):
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def _extension_kernel_missing(name: str):
+    """The kernel of an op the compiled extension implements (csrc/: ``reduce_pool_``,
+    ``branch_convs_``, ``cpu_max_pool2d``) until the extension is imported and for devices it has no
+    kernel for: the first call imports it and dispatches again; where no kernel can be reached, a
+    RuntimeError says why (instead of the dispatcher's NotImplementedError)."""
+    qualname = f"inception_fast::{name}"
+
+    def kernel(*args):
+        from .backends import extension
+
+        device = next(a.device for a in args if isinstance(a, torch.Tensor))
+        key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+        if (
+            extension.load_extension() is not None
+            and key
+            and torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key)
+        ):
+            return getattr(torch.ops.inception_fast, name)(*args)
+        why = extension.missing_reason() or f"the compiled extension has no {device.type} kernel for it"
+        raise RuntimeError(f"torch.ops.{qualname.replace('::', '.')} cannot run on {device}: {why}")
+
+    return kernel
+
+
+for _name in ("reduce_pool_", "branch_convs_", "cpu_max_pool2d"):
+    _LIB.impl(_name, _extension_kernel_missing(_name), "CompositeExplicitAutograd")
+
+
 def _check_conv_args(op: str, x, w, b) -> None:
     """The checks of a conv op (``op`` names it in the errors): a 4-D float input, a square
     (Cout, Cin, k, k) weight with x's channels, a (Cout,) bias, all on x's device and in its dtype."""

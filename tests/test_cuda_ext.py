@@ -464,6 +464,30 @@ def test_import_without_extension():
         "why = availability('cpp', 'cpu')\n"
         "assert why.startswith('the compiled extension inception_fast._C is not built'), why\n"
         "assert 'cpp' not in inception_fast.available_backends('cpu')\n"
+        "x = torch.randn(1, 4, 8, 8)\n"
+        "try:\n"
+        "    torch.ops.inception_fast.cpu_max_pool2d(x, 3, 1, 1, False)\n"
+        "except RuntimeError as exc:\n"
+        "    assert str(exc).startswith('torch.ops.inception_fast.cpu_max_pool2d cannot run on cpu: the compiled "
+        "extension inception_fast._C is not built'), exc\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
+def test_extension_ops_called_before_the_extension_is_imported_import_it():
+    """The extension's own ops (defined in inception_fast.ops, implemented in csrc/) called in a
+    process that has not imported inception_fast._C yet run its kernels, not a NotImplementedError."""
+    code = (
+        "import sys, torch, torch.nn.functional as F\n"
+        "import inception_fast.ops\n"
+        "assert 'inception_fast._C' not in sys.modules\n"
+        "x = torch.randn(2, 5, 9, 9).contiguous(memory_format=torch.channels_last)\n"
+        "y = torch.ops.inception_fast.cpu_max_pool2d(x, 3, 2, 1, True)\n"
+        "assert 'inception_fast._C' in sys.modules\n"
+        "assert torch.equal(y, F.max_pool2d(x, 3, 2, 1, ceil_mode=True))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stderr
