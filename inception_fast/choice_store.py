@@ -4,8 +4,9 @@ on the same machine already measured.
 A process's first forward on CUDA measures every candidate of every measured choice (the block
 backends, the stem's forms, conv2/conv3, the pools); Triton's autotuners keep their results in
 Triton's cache directory, and this store keeps the measured choices beside them: one JSON file
-per *fingerprint* (the device's name and compute capability or the CPU's model, the torch,
-CUDA, cuDNN and Triton versions, and a hash of this package's code and compiled extension),
+per *fingerprint* (the device's name and compute capability or the CPU's model, its thread count
+and AVX-512 pool setting, the torch, CUDA, cuDNN and Triton versions, and a hash of this package's
+code and compiled extension),
 holding {choice name: {key: chosen candidate}}.  A choice is read back only by a process with the
 same fingerprint, so a new GPU model, new libraries or an edited kernel measure afresh (a new GPU
 driver alone does not: clear the store, or set INCEPTION_FAST_CHOICE_CACHE=off); and only the
@@ -89,12 +90,22 @@ _FINGERPRINTS: dict = {}
 _CODE: list = []
 
 
+def _cpu_settings() -> dict:
+    """What changes the CPU candidates' times on one machine: the intra-op threads, and whether the
+    extension's AVX-512 max pool runs (csrc/cpu/max_pool.cpp reads INCEPTION_FAST_NO_AVX512 per call)."""
+    off = os.environ.get("INCEPTION_FAST_NO_AVX512", "")
+    return {"threads": torch.get_num_threads(), "avx512_pool": off in ("", "0")}
+
+
 def fingerprint(device: torch.device) -> dict:
-    """What a stored choice is valid for on ``device`` (computed once per device per process)."""
+    """What a stored choice is valid for on ``device`` (computed once per device per process, on
+    CPU once per thread count and AVX-512 setting)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    found = _FINGERPRINTS.get(str(device))
+    settings = _cpu_settings() if device.type == "cpu" else {}
+    cache_key = (str(device), *settings.values())
+    found = _FINGERPRINTS.get(cache_key)
     if found is not None:
         return found
     if not _CODE:
@@ -119,8 +130,9 @@ def fingerprint(device: torch.device) -> dict:
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "triton": triton_version,
         "code": _CODE[0],
+        **settings,
     }
-    _FINGERPRINTS[str(device)] = found
+    _FINGERPRINTS[cache_key] = found
     return found
 
 

@@ -71,6 +71,32 @@ def test_a_stored_choice_needs_the_same_fingerprint_and_a_known_candidate(store,
     assert len(list(store.glob("choices-*.json"))) == 2
 
 
+def test_cpu_choices_are_stored_per_thread_count_and_avx512_setting(store, monkeypatch):
+    """Which CPU candidate is fastest depends on the threads and on whether the extension's AVX-512
+    pool runs: a choice measured under one setting is not read back under another."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first, _ = _measuring()
+        assert first.pick("k", CPU, RUNNERS) == "b"
+        choice_store.STORE.forget()
+        torch.set_num_threads(1)
+        one, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+        assert one.pick("k", CPU, RUNNERS) == "a" and timed == ["a", "b"], "1 thread read 2 threads' choice"
+        torch.set_num_threads(2)
+        monkeypatch.setenv("INCEPTION_FAST_NO_AVX512", "1")
+        choice_store.STORE.forget()
+        portable, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+        assert portable.pick("k", CPU, RUNNERS) == "a" and timed == ["a", "b"], "AVX-512 off read its choice"
+        monkeypatch.setenv("INCEPTION_FAST_NO_AVX512", "0")  # "0": the AVX-512 form runs, as unset
+        choice_store.STORE.forget()
+        again, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+        assert again.pick("k", CPU, RUNNERS) == "b" and timed == []
+        assert len(list(store.glob("choices-*.json"))) == 3
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_static_mode_and_off_ignore_the_store(store, monkeypatch):
     first, _ = _measuring(seconds={"a": 2.0, "b": 1.0})
     first.pick("k", CPU, RUNNERS)
