@@ -1335,6 +1335,27 @@ class FusedForeignInception(_PackedBlock, nn.Module):
                 f"'{type(self).__name__}' (fused from {self.source_class}) has no attribute {name!r}"
             ) from None
 
+    def __setattr__(self, name: str, value) -> None:
+        """A plain attribute of the original block (not a module, parameter or buffer, and not one
+        of this module's own) is set on the original block, where its forward and methods read it
+        and where ``__getattr__`` reads it back.  Its forward may compute something else with the
+        new value (a size, a flag): the original forward runs from then on, until ``fuse()``
+        matches the block again (``rematch``)."""
+        source = self.__dict__.get("_source_block")
+        if (
+            source is None
+            or name in self.__dict__
+            or name not in source.__dict__
+            or isinstance(value, (nn.Module, Tensor))
+            or name in ("training", "_parameters", "_buffers", "_modules")
+        ):
+            super().__setattr__(name, value)
+            return
+        setattr(source, name, value)
+        self.__dict__["_structure"] = _StructureCheck(
+            self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
+        )
+
     def _find(self, path: str) -> nn.Module:
         module = self
         for part in path.split("."):

@@ -271,6 +271,55 @@ def test_a_fused_foreign_block_keeps_the_blocks_own_attributes():
     assert copy.deepcopy(fused).out_channels == 18
 
 
+class PoolSized(TextbookInception):
+    """The pool branch's window size is a plain attribute its forward reads."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.pool_size = 3
+
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(F.max_pool2d(x, self.pool_size, 1, self.pool_size // 2)))
+        return torch.cat((b1, b2, b3, b4), dim=1)
+
+
+def test_an_attribute_set_on_a_fused_foreign_block_reaches_its_forward():
+    """fuse() traced the forward with the attribute's value then: set on the fused block, the value
+    goes to the original block (its methods and forward read it) and the original forward runs, so
+    the answer is the original's with the new value; fuse() again matches the block once the value
+    computes the pattern again."""
+    torch.manual_seed(0)
+    model = nn.Sequential(PoolSized(8, 4, (4, 6), (2, 3), 5)).eval()
+    x = torch.randn(2, 8, 9, 9)
+    original = copy.deepcopy(model[0])
+    _fuse_quietly(model)
+    fused = model[0]
+    assert isinstance(fused, FusedForeignInception) and fused.structure_ok()
+    fused.pool_size = 5
+    original.pool_size = 5
+    assert fused.pool_size == 5 and fused._source_block.pool_size == 5
+    with torch.no_grad():
+        want = original(x)
+        assert (F.max_pool2d(x, 5, 1, 2) != F.max_pool2d(x, 3, 1, 1)).any()  # the change shows
+        check_close(model(x), want, FP32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fuse(model, backend="torch")
+    assert not fused.structure_ok()  # a 5x5 pool is not the pattern
+    fused.pool_size = 3
+    original.pool_size = 3
+    _fuse_quietly(model)
+    assert fused.structure_ok()
+    recorder = OpRecorder()
+    with torch.no_grad(), recorder:
+        got = model(x)
+    assert FUSED_BLOCK_OP in recorder.ops
+    check_close(got, original(x), FP32)
+
+
 def test_torchvision_network_and_a_model_with_both_kinds():
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
     _, report = _fuse_quietly(tv)
