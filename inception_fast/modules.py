@@ -543,9 +543,16 @@ class _PackedBlock:
         running statistics), "batch" when all six do and the fused op covers them (plain
         nn.BatchNorm2d, one eps, a non-empty batch), else "reference" (a mix of the two, other
         BatchNorm classes, per-branch eps): the block's own modules.  Also "reference" for a dtype
-        the ops lack (float64) and for modules that no longer compute the block (``structure_ok``).
+        the ops lack (float64), for modules that no longer compute the block (``structure_ok``),
+        and for an input wanting its gradient that autocast would cast (a float32 input under
+        bfloat16 autocast: the pool's gradient goes to the float32 argmax).
         (Hooks inside the block: the callers' check, ``_hooks_inside``.)"""
         if x.dtype not in _FLOAT_DTYPES or not self.structure_ok():
+            return "reference"
+        if x.requires_grad and torch.is_grad_enabled() and _compute_dtype(x) != x.dtype:
+            # Under autocast the reference max-pools the input as it comes and casts the pooled
+            # map: the pool's gradient goes to the argmax of the wider input, which the fused op's
+            # cast-first input can tie with a neighbour (the forward's values agree either way).
             return "reference"
         bns = [conv_and_bn(unit)[1] for unit in self._units()]
         present = [bn for bn in bns if bn is not None]

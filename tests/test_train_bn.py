@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from block_cases import ODD, UNIT8
 from model_cases import FP32, FUSED_BLOCK_OP, OpRecorder
 from torch import nn
@@ -509,13 +510,16 @@ def test_compile_fullgraph_in_train_mode():
 def test_autocast_bf16_on_cpu_within_twice_the_references_own_error():
     """Under CPU autocast (bfloat16 convs, float32 BatchNorm parameters and statistics), the block's
     output, input gradient, a BN weight's gradient and running variance, against the float64
-    reference: within 2x the reference's own autocast error (the tolerance table's rule)."""
+    reference: within 2x the reference's own autocast error (the tolerance table's rule).  The
+    input is bfloat16, as a block inside an autocast network gets it (the fused op runs)."""
     ref, fused = trained_pair(SMALL)
     ref64 = copy.deepcopy(ref).double()
-    x = torch.randn(3, SMALL[0], 6, 5)
+    x = torch.randn(3, SMALL[0], 6, 5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused._bn_plan(x.requires_grad_(True)) == "batch"
     results = []
     for model, inp, autocast in ((ref, x, True), (fused, x, True), (ref64, x.double(), False)):
-        inp = inp.clone().requires_grad_(True)
+        inp = inp.detach().clone().requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(inp)
         out.double().square().sum().backward()
@@ -523,6 +527,35 @@ def test_autocast_bf16_on_cpu_within_twice_the_references_own_error():
         results.append((out, inp.grad, bn.weight.grad, bn.running_var))
     for i, name in enumerate(("output", "input gradient", "BN weight gradient", "running variance")):
         check_close(results[1][i], results[2][i], reduced_precision_bound(results[0][i], results[2][i]), name)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_autocast_gradient_of_a_float32_input_goes_to_its_own_max(batch_norm):
+    """A float32 input under bfloat16 autocast (a block fed by a float32 layer): the reference
+    max-pools it as it is, so the pool's gradient goes to the float32 maximum, which casting first
+    can tie with a neighbour.  The fused block's input gradient (through the pool branch alone)
+    lands where the reference's does, within 2x the reference's own error."""
+    torch.manual_seed(0)
+    ref = Inception(16, 8, 8, 16, 4, 8, 8, batch_norm=batch_norm)
+    calibrate(ref, torch.randn(4, 16, 6, 6))
+    fused = FusedInception.from_torchvision(ref, backend="torch")
+    ref.train(), fused.train()
+    ref64 = copy.deepcopy(ref).double()
+    x = torch.randn(4, 16, 6, 6)
+    _, i32 = F.max_pool2d_with_indices(x, 3, 1, 1)
+    _, i16 = F.max_pool2d_with_indices(x.bfloat16(), 3, 1, 1)
+    assert (i32 != i16).any(), "no window where casting first moves the maximum: the test could not fail"
+    g = torch.zeros(4, 40, 6, 6, dtype=torch.float64)
+    g[:, 32:] = torch.randn(4, 8, 6, 6, dtype=torch.float64)  # the pool branch's channels only
+    grads = []
+    for model, autocast in ((ref, True), (fused, True), (ref64, False)):
+        inp = (x.double() if model is ref64 else x).clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(inp)
+        (out.double() * g).sum().backward()
+        grads.append(inp.grad)
+    assert torch.equal(grads[1] != 0, grads[0] != 0), "the gradient landed elsewhere than the reference's"
+    check_close(grads[1], grads[2], reduced_precision_bound(grads[0], grads[2]), "input gradient")
 
 
 def test_bn_train_benchmark_runs_and_its_reference_agrees():
