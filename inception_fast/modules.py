@@ -694,12 +694,17 @@ class FusedInception(_PackedBlock, Inception):
     @classmethod
     def from_torchvision(cls, block: nn.Module, backend: str = "auto") -> "FusedInception":
         """A FusedInception holding a copy of ``block``'s weights (torchvision's or our Inception)."""
+        return cls._built_from(block, backend, take=False)
+
+    @classmethod
+    def _built_from(cls, block: nn.Module, backend: str, take: bool) -> "FusedInception":
+        """from_torchvision; with ``take``, holding ``block``'s own parameters and buffers (fuse())."""
         if not is_inception_block(block):
             raise TypeError(f"expected an Inception block, got {type(block).__name__}")
         fused = cls(**_block_config(block), backend=backend)
         ref_param = block.branch1.conv.weight
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
-        _adopt(fused, block)
+        _adopt(fused, block, take=take)
         return fused
 
     def check_input(self, x: Tensor) -> None:
@@ -1260,11 +1265,24 @@ def _copy_without_hooks(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def _adopt(fused: nn.Module, original: nn.Module) -> None:
+def _tensor_slots(module: nn.Module):
+    """(dotted name, owning module, "_parameters" or "_buffers", attribute) of every parameter and
+    buffer under ``module``, under every name it is reachable by (shared ones more than once)."""
+    for path, m in module.named_modules(remove_duplicate=False):
+        for kind in ("_parameters", "_buffers"):
+            for attr, t in getattr(m, kind).items():
+                if t is not None:
+                    yield (f"{path}.{attr}" if path else attr), m, kind, attr
+
+
+def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
     """Makes ``fused``, built from ``original``'s configuration and on its device and dtype, the
     original's copy: each BatchNorm a copy of the original's (its class, eps, momentum, affine and
     running-statistics settings, which the constructor does not take), the original's state, and
-    each submodule's train/eval mode (a frozen BatchNorm stays in eval mode in a model in train mode)."""
+    each submodule's train/eval mode (a frozen BatchNorm stays in eval mode in a model in train mode).
+    Each parameter keeps the original's ``requires_grad`` (a frozen one stays frozen) and one shared
+    under several names stays one parameter.  With ``take``, the parameters and buffers are the
+    original's own objects instead of copies (``fuse()``: an optimizer built before keeps them)."""
     computed = _computed_tensor(original)
     if computed is not None:
         raise ValueError(
@@ -1281,6 +1299,16 @@ def _adopt(fused: nn.Module, original: nn.Module) -> None:
             parent, _, attr = name.rpartition(".")
             setattr(fused.get_submodule(parent), attr, _copy_without_hooks(source))
     fused.load_state_dict(original.state_dict())
+    theirs = {name: getattr(m, kind)[attr] for name, m, kind, attr in _tensor_slots(original)}
+    first_copy: dict = {}  # id(the original's tensor) -> the copy it got under its first name
+    for name, m, kind, attr in list(_tensor_slots(fused)):
+        source = theirs.get(name)
+        if source is None:
+            continue
+        mine = source if take else first_copy.setdefault(id(source), getattr(m, kind)[attr])
+        if kind == "_parameters" and not take:
+            mine.requires_grad_(source.requires_grad)
+        getattr(m, kind)[attr] = mine
     for name, module in fused.named_modules():
         module.training = originals.get(name, original).training
         if isinstance(module, (_PackedBlock, FusedGoogLeNet)):
@@ -1488,7 +1516,7 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
         and _computed_tensor(block) is None
         and all((block.get_submodule(conv).bias is None) == (bn is not None) for conv, bn in match.units)
     ):  # the last: our units' conv has a bias exactly where no BN follows (a custom conv_block may differ)
-        return FusedInception.from_torchvision(block, backend=backend)
+        return FusedInception._built_from(block, backend, take=True)
     return FusedForeignInception(block, match, backend=backend)
 
 
@@ -1516,13 +1544,12 @@ def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):
     whose modules were replaced since runs its original forward; fuse() on the model again fuses
     it anew where its modules still compute the pattern.
 
-    A FusedInception holds a copy of the block's weights, a FusedForeignInception the block's own
-    parameter objects: build the optimizer after ``fuse()`` (an optimizer built before keeps
-    training the old copies of torchvision's and our blocks).  Device, dtype and the train/eval
-    mode of every submodule are kept.  Returns the model (the fused block if
-    ``model`` itself is one), or ``(model, FuseReport)`` with ``report=True``.  The summary is
-    logged (logger "inception_fast", level INFO); a warning says when nothing was fused or a
-    lookalike was left alone, and why.
+    Both hold the block's own parameter and buffer objects (a parameter shared with other modules
+    stays shared; an optimizer built before ``fuse()`` keeps training them; a frozen parameter
+    stays frozen).  Device, dtype and the train/eval mode of every submodule are kept.  Returns
+    the model (the fused block if ``model`` itself is one), or ``(model, FuseReport)`` with
+    ``report=True``.  The summary is logged (logger "inception_fast", level INFO); a warning says
+    when nothing was fused or a lookalike was left alone, and why.
     """
     from .recognize import BlockMatch, count_convs, find_candidates, match_block, nested_candidates
 

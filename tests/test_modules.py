@@ -526,6 +526,41 @@ def test_from_torchvision_keeps_batchnorm_settings_and_modes():
     assert not fused.inception3a.branch2[1].bn._forward_hooks, "a copied BatchNorm keeps no hook of the original's"
 
 
+def test_frozen_and_tied_parameters_stay_frozen_and_tied():
+    """A frozen parameter (fine-tuning a head on a frozen backbone) stays frozen and one parameter
+    tied across two blocks stays one: from_torchvision in its copy (the source untouched), fuse()
+    by keeping the block's own objects (an optimizer built before fuse() trains the fused model)."""
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    for p in tv.parameters():
+        p.requires_grad_(False)
+    tv.fc.weight.requires_grad_(True)
+    tv.inception4c.branch4[1].conv.weight = tv.inception4b.branch4[1].conv.weight
+    x = torch.randn(2, 3, 64, 64)
+
+    copied = FusedGoogLeNet.from_torchvision(tv, backend="torch")
+    tied = copied.inception4b.branch4[1].conv.weight
+    assert copied.inception4c.branch4[1].conv.weight is tied and tied is not tv.inception4b.branch4[1].conv.weight
+    assert [n for n, p in copied.named_parameters() if p.requires_grad] == ["fc.weight"]
+    assert len(list(copied.parameters())) == len(list(tv.parameters()))
+
+    source = copy.deepcopy(tv).eval()
+    before = {id(p) for p in source.parameters()}
+    optimizer = torch.optim.SGD([p for p in source.parameters() if p.requires_grad] + [tied], lr=0.5)
+    fused = fuse(source, backend="torch")
+    assert {id(p) for p in fused.parameters()} == before
+    assert isinstance(fused.inception4b, FusedInception)
+    assert fused.inception4c.branch4[1].conv.weight is fused.inception4b.branch4[1].conv.weight
+    assert [n for n, p in fused.named_parameters() if p.requires_grad] == ["fc.weight"]
+    with torch.no_grad():  # an edit through one name reaches both blocks, as in the source
+        fused.inception4b.branch4[1].conv.weight.mul_(3)
+        tv.inception4b.branch4[1].conv.weight.mul_(3)
+        check_close(fused(x), tv.eval()(x), FP32, "after an in-place edit of a tied weight")
+    fused(x).square().sum().backward()
+    optimizer.step()
+    assert fused.fc.weight.grad is not None and not torch.equal(fused.fc.weight, tv.fc.weight), "not trained"
+
+
 def test_compile_fullgraph_before_any_eager_forward(tmp_path):
     """torch.compile(fullgraph=True) as the first thing a fresh process does with a block, built or
     unpickled: the backend plugins load at construction and at unpickling, not while dynamo traces
