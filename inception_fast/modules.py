@@ -27,6 +27,8 @@ input's, like torch convolutions.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 import operator
 import warnings
@@ -1315,6 +1317,16 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
             module.structure_built()  # its BatchNorms are the original's kind now
 
 
+def _plain_attributes(module: nn.Module) -> dict:
+    """The instance attributes of ``module`` that nn.Module does not keep for itself."""
+    return {k: v for k, v in module.__dict__.items() if k not in _MODULE_STATE}
+
+
+# nn.Module's own instance attributes (its dicts of parameters, buffers, modules and hooks, its
+# mode): what a plain module has in its __dict__.
+_MODULE_STATE = frozenset(nn.Module().__dict__)
+
+
 class FusedForeignInception(_PackedBlock, nn.Module):
     """An Inception block of any class, recognised by ``fuse()`` from what its forward computes
     (``inception_fast.recognize``), with the fused forward.
@@ -1356,7 +1368,8 @@ class FusedForeignInception(_PackedBlock, nn.Module):
     def __getattr__(self, name: str):
         """Parameters, buffers and submodules as nn.Module finds them; any other name the block's
         own class or instance has (a plain attribute such as ``out_channels``, a method) from the
-        original block, so code that read it before ``fuse()`` still reads it."""
+        original block, so code that read it before ``fuse()`` still reads it.  A method runs on
+        the original block (``_on_source``): what it replaces there is this module's too."""
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -1364,32 +1377,65 @@ class FusedForeignInception(_PackedBlock, nn.Module):
             if source is None or name.startswith("__"):
                 raise
         try:
-            return getattr(source, name)
+            value = getattr(source, name)
         except AttributeError:
             raise AttributeError(
                 f"'{type(self).__name__}' (fused from {self.source_class}) has no attribute {name!r}"
             ) from None
+        if inspect.ismethod(value) and value.__self__ is source:
+            method = value
+
+            @functools.wraps(method)
+            def on_source(*args, **kwargs):
+                return self._on_source(lambda _source: method(*args, **kwargs))
+
+            return on_source
+        return value
 
     def __setattr__(self, name: str, value) -> None:
-        """A plain attribute of the original block (not a module, parameter or buffer, and not one
-        of this module's own) is set on the original block, where its forward and methods read it
-        and where ``__getattr__`` reads it back.  Its forward may compute something else with the
-        new value (a size, a flag): the original forward runs from then on, until ``fuse()``
-        matches the block again (``rematch``)."""
+        """A name of the original block's (its instance's, or its class's: a class attribute, a
+        property) that is not a module, parameter or buffer, nor this module's own, is set on the
+        original block (``_on_source``), where its forward and methods read it and where
+        ``__getattr__`` reads it back."""
         source = self.__dict__.get("_source_block")
         if (
             source is None
             or name in self.__dict__
-            or name not in source.__dict__
+            or hasattr(type(self), name)
+            or not (name in source.__dict__ or hasattr(type(source), name))
             or isinstance(value, (nn.Module, Tensor))
-            or name in ("training", "_parameters", "_buffers", "_modules")
         ):
             super().__setattr__(name, value)
             return
-        setattr(source, name, value)
-        self.__dict__["_structure"] = _StructureCheck(
-            self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
-        )
+        self._on_source(lambda block: setattr(block, name, value))
+
+    def _on_source(self, change):
+        """``change(block)`` on the original block (synced first: ``_synced_source``), then what it
+        changed there becomes this module's: its submodules, parameters and buffers, its train/eval
+        mode.  A plain attribute it set may make the forward compute something else (a size, a
+        flag; fuse() traced it with the old value): the original forward runs from then on, until
+        ``fuse()`` matches the block again (``rematch``)."""
+        source = self._synced_source()
+        before = _plain_attributes(source)
+        try:
+            return change(source)
+        finally:
+            for mine, theirs in (
+                (self._modules, source._modules),
+                (self._parameters, source._parameters),
+                (self._buffers, source._buffers),
+            ):
+                for key in [k for k in mine if k not in theirs]:
+                    del mine[key]
+                for key, value in theirs.items():
+                    if mine.get(key) is not value:
+                        mine[key] = value
+            self.training = source.training
+            after = _plain_attributes(source)
+            if after.keys() != before.keys() or any(after[k] is not v for k, v in before.items()):
+                self.__dict__["_structure"] = _StructureCheck(
+                    self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
+                )
 
     def _find(self, path: str) -> nn.Module:
         module = self

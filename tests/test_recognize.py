@@ -320,6 +320,69 @@ def test_an_attribute_set_on_a_fused_foreign_block_reaches_its_forward():
     check_close(got, original(x), FP32)
 
 
+class Knobbed(TextbookInception):
+    """A class-level default, a property and a method that swaps a submodule."""
+
+    out_scale = 1.0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._pool_on = True
+
+    @property
+    def pool_on(self):
+        return self._pool_on
+
+    @pool_on.setter
+    def pool_on(self, value):
+        self._pool_on = bool(value)
+
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x) if self.pool_on else x))
+        out = torch.cat((b1, b2, b3, b4), dim=1)
+        return out * self.out_scale if self.out_scale != 1.0 else out
+
+    def reinit_branch1(self, seed):
+        torch.manual_seed(seed)
+        self.p1_1 = nn.Conv2d(self.p1_1.in_channels, self.p1_1.out_channels, 1)
+
+
+@pytest.mark.parametrize("change", ["class attribute", "property", "method"])
+def test_a_fused_foreign_block_changed_through_its_class_computes_what_its_forward_does(change):
+    """A class-level default or a property set on the fused block, and a method of the block's class
+    that swaps a submodule, called through it, change what the original forward computes: the fused
+    block computes that too (the attribute reads back, the new conv is the fused block's)."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), Knobbed(16, 4, (4, 6), (2, 3), 5)).eval()
+    model = copy.deepcopy(ref)
+    _fuse_quietly(model)
+    assert isinstance(model[2], FusedForeignInception)
+    x = torch.randn(2, 3, 9, 9)
+    old_conv = model[2].p1_1
+    with torch.no_grad():
+        check_close(model(x), ref(x), FP32, "before")
+        for m in (ref, model):
+            if change == "class attribute":
+                m[2].out_scale = 0.5
+            elif change == "property":
+                m[2].pool_on = False
+            else:
+                m[2].reinit_branch1(seed=5)
+        want = ref(x)
+        check_close(model(x), want, FP32, change)
+    if change == "class attribute":
+        assert model[2].out_scale == 0.5 and type(model[2]._source_block).out_scale == 1.0
+    elif change == "property":
+        assert model[2].pool_on is False
+    else:
+        new_conv = model[2].p1_1
+        assert new_conv is not old_conv and new_conv is model[2]._source_block.p1_1
+        assert dict(model.named_parameters())["2.p1_1.weight"] is new_conv.weight
+
+
 def test_torchvision_network_and_a_model_with_both_kinds():
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
     _, report = _fuse_quietly(tv)
