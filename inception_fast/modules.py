@@ -27,8 +27,6 @@ input's, like torch convolutions.
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import logging
 import operator
 import warnings
@@ -1317,14 +1315,9 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
             module.structure_built()  # its BatchNorms are the original's kind now
 
 
-def _plain_attributes(module: nn.Module) -> dict:
-    """The instance attributes of ``module`` that nn.Module does not keep for itself."""
-    return {k: v for k, v in module.__dict__.items() if k not in _MODULE_STATE}
-
-
-# nn.Module's own instance attributes (its dicts of parameters, buffers, modules and hooks, its
-# mode): what a plain module has in its __dict__.
-_MODULE_STATE = frozenset(nn.Module().__dict__)
+# Values compared by value when a plain attribute is set on a fused foreign block (the same value
+# again changes nothing); others by identity.
+_PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None), tuple, frozenset)
 
 
 class FusedForeignInception(_PackedBlock, nn.Module):
@@ -1364,12 +1357,28 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         self._init_packing(backend)
         self.in_channels = self._units()[0][0].in_channels
         self.training = block.training  # its submodules keep their own modes (a frozen BN stays in eval)
+        self._share_dicts_with(block)
+        self.__dict__["_adopted"] = True  # from now on, __setattr__ writes the block's own names through
+
+    def _share_dicts_with(self, block: nn.Module) -> None:
+        """The original block's dicts of submodules, parameters and buffers become this module's
+        (the same dict objects): a module, parameter or buffer replaced on either is replaced on
+        both (a method of the block's class that swaps a conv, run through ``__getattr__``)."""
+        for key in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+            block.__dict__[key] = self.__dict__[key]
+
+    def _replicate_for_data_parallel(self):
+        # A replica's dicts are its own: it gets its own shallow copy of the original block on them.
+        replica = super()._replicate_for_data_parallel()
+        source = copy.copy(self.__dict__["_source_block"])
+        replica.__dict__["_source_block"] = source
+        replica._share_dicts_with(source)
+        return replica
 
     def __getattr__(self, name: str):
         """Parameters, buffers and submodules as nn.Module finds them; any other name the block's
         own class or instance has (a plain attribute such as ``out_channels``, a method) from the
-        original block, so code that read it before ``fuse()`` still reads it.  A method runs on
-        the original block (``_on_source``): what it replaces there is this module's too."""
+        original block, so code that read it before ``fuse()`` still reads it."""
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -1377,65 +1386,42 @@ class FusedForeignInception(_PackedBlock, nn.Module):
             if source is None or name.startswith("__"):
                 raise
         try:
-            value = getattr(source, name)
+            return getattr(source, name)
         except AttributeError:
             raise AttributeError(
                 f"'{type(self).__name__}' (fused from {self.source_class}) has no attribute {name!r}"
             ) from None
-        if inspect.ismethod(value) and value.__self__ is source:
-            method = value
-
-            @functools.wraps(method)
-            def on_source(*args, **kwargs):
-                return self._on_source(lambda _source: method(*args, **kwargs))
-
-            return on_source
-        return value
 
     def __setattr__(self, name: str, value) -> None:
         """A name of the original block's (its instance's, or its class's: a class attribute, a
         property) that is not a module, parameter or buffer, nor this module's own, is set on the
-        original block (``_on_source``), where its forward and methods read it and where
-        ``__getattr__`` reads it back."""
-        source = self.__dict__.get("_source_block")
+        original block, where its forward and methods read it and where ``__getattr__`` reads it
+        back.  Where that changes its value, the forward may compute something else (a size, a
+        flag; fuse() traced it with the old value): the original forward runs from then on, until
+        ``fuse()`` matches the block again (``rematch``).  The train/eval mode is set on both."""
+        d = self.__dict__
+        source = d.get("_source_block")
+        if name == "training" and source is not None:
+            source.training = value
         if (
-            source is None
-            or name in self.__dict__
+            not d.get("_adopted")
+            or name in d
+            or name in d["_parameters"]
+            or name in d["_buffers"]
+            or name in d["_modules"]
+            or isinstance(value, (nn.Module, nn.Parameter))
             or hasattr(type(self), name)
             or not (name in source.__dict__ or hasattr(type(source), name))
-            or isinstance(value, (nn.Module, Tensor))
         ):
             super().__setattr__(name, value)
             return
-        self._on_source(lambda block: setattr(block, name, value))
-
-    def _on_source(self, change):
-        """``change(block)`` on the original block (synced first: ``_synced_source``), then what it
-        changed there becomes this module's: its submodules, parameters and buffers, its train/eval
-        mode.  A plain attribute it set may make the forward compute something else (a size, a
-        flag; fuse() traced it with the old value): the original forward runs from then on, until
-        ``fuse()`` matches the block again (``rematch``)."""
-        source = self._synced_source()
-        before = _plain_attributes(source)
-        try:
-            return change(source)
-        finally:
-            for mine, theirs in (
-                (self._modules, source._modules),
-                (self._parameters, source._parameters),
-                (self._buffers, source._buffers),
-            ):
-                for key in [k for k in mine if k not in theirs]:
-                    del mine[key]
-                for key, value in theirs.items():
-                    if mine.get(key) is not value:
-                        mine[key] = value
-            self.training = source.training
-            after = _plain_attributes(source)
-            if after.keys() != before.keys() or any(after[k] is not v for k, v in before.items()):
-                self.__dict__["_structure"] = _StructureCheck(
-                    self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
-                )
+        before = getattr(source, name, None)
+        setattr(source, name, value)
+        after = getattr(source, name, None)
+        if not (after is before or (type(after) in _PLAIN_VALUES and type(before) is type(after) and after == before)):
+            d["_structure"] = _StructureCheck(
+                self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
+            )
 
     def _find(self, path: str) -> nn.Module:
         module = self

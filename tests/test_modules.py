@@ -546,19 +546,22 @@ def test_frozen_and_tied_parameters_stay_frozen_and_tied():
 
     source = copy.deepcopy(tv).eval()
     before = {id(p) for p in source.parameters()}
-    optimizer = torch.optim.SGD([p for p in source.parameters() if p.requires_grad] + [tied], lr=0.5)
+    source_tied = source.inception4b.branch4[1].conv.weight.requires_grad_(True)
+    optimizer = torch.optim.SGD([source.fc.weight, source_tied], lr=0.5)
     fused = fuse(source, backend="torch")
     assert {id(p) for p in fused.parameters()} == before
     assert isinstance(fused.inception4b, FusedInception)
     assert fused.inception4c.branch4[1].conv.weight is fused.inception4b.branch4[1].conv.weight
-    assert [n for n, p in fused.named_parameters() if p.requires_grad] == ["fc.weight"]
+    trainable = ["inception4b.branch4.1.conv.weight", "fc.weight"]  # (named once: the tie is one parameter)
+    assert [n for n, p in fused.named_parameters() if p.requires_grad] == trainable
     with torch.no_grad():  # an edit through one name reaches both blocks, as in the source
         fused.inception4b.branch4[1].conv.weight.mul_(3)
         tv.inception4b.branch4[1].conv.weight.mul_(3)
         check_close(fused(x), tv.eval()(x), FP32, "after an in-place edit of a tied weight")
+    kept = fused.inception4c.branch4[1].conv.weight.detach().clone()
     fused(x).square().sum().backward()
-    optimizer.step()
-    assert fused.fc.weight.grad is not None and not torch.equal(fused.fc.weight, tv.fc.weight), "not trained"
+    optimizer.step()  # built before fuse(): it trains the fused blocks' weight
+    assert not torch.equal(fused.inception4c.branch4[1].conv.weight, kept), "the optimizer missed the fused weight"
 
 
 def test_compile_fullgraph_before_any_eager_forward(tmp_path):
