@@ -138,17 +138,15 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         timed_out = True
-    except BaseException:
+    except BaseException as exc:
         # Stopped from outside (Stopped, KeyboardInterrupt): the child has its own session, so the
-        # caller's signal did not reach it or its workers.
+        # caller's signal did not reach it or its workers.  A Stopped keeps what it printed.
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stdout, _ = proc.communicate()
+        if isinstance(exc, Stopped):
+            exc.row = _printed(stdout).get("FIRST ", {})
         raise
-    found = {}
-    for line in stdout.splitlines():
-        for tag in ("FIRST ", "RESULT "):
-            if line.startswith(tag):
-                found[tag] = json.loads(line[len(tag) :])
+    found = _printed(stdout)
     if "RESULT " in found:
         return found["RESULT "]
     row = dict(found.get("FIRST ", {}))
@@ -165,8 +163,21 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
 ROW_WEIGHT = {"cold": 3, "warm": 1}
 
 
+def _printed(stdout: str) -> dict:
+    """{"FIRST ": ..., "RESULT ": ...}: the results a child printed."""
+    found = {}
+    for line in (stdout or "").splitlines():
+        for tag in ("FIRST ", "RESULT "):
+            if line.startswith(tag):
+                found[tag] = json.loads(line[len(tag) :])
+    return found
+
+
 class Stopped(Exception):
-    """SIGTERM reached this process (the GPU suite's step timeout): its rows so far are still written."""
+    """SIGTERM reached this process (the GPU suite's step timeout): its rows so far are still
+    written; ``row`` holds the first result of the process it stopped, if that printed one."""
+
+    row: dict = {}
 
 
 def _stop(signum, _frame):
@@ -219,7 +230,7 @@ def main(argv=None) -> int:
         kinds.append(("torch.compile", "torch.compile", {}, ("cold", "warm")))
     rows = []
     # `timeout` signals its own process group; the children run in sessions of their own.
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     # Every row's cache state, in run order (for the rows' shares of the deadline).
     plan = [state for _label, _kind, _env, states in kinds for _batch in batches for state in states]
     stopped = None
@@ -227,9 +238,14 @@ def main(argv=None) -> int:
         run_rows(args, kinds, batches, deadline, plan, rows)
     except Stopped as exc:
         stopped = str(exc)
+        if rows and exc.row:
+            rows[-1].update(exc.row)
         for row in rows:
-            if not any(k in row for k in ("error", "to_first_result_s")):
-                row["error"] = f"not reached: {stopped}"
+            if "error" in row or "to_tuned_s" in row:  # (done, or said why not)
+                continue
+            row["error"] = f"{'tuned' if 'to_first_result_s' in row else 'first result'} not reached: {stopped}"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print_rows(rows)
     if args.json:
         out = {"size": args.size, "rows": rows, **({"stopped": stopped} if stopped else {})}

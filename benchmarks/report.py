@@ -173,7 +173,7 @@ def _read_json(merged, path):
 def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
     """Adds the side inputs to ``merged`` under SIDES' keys; a missing or unreadable one is noted
     in "missing".  Without a benchmark's machine_info, the header takes the first side input's
-    recorded environment."""
+    recorded environment (first_forward.py's or bench_block_backward.py's: the device's)."""
     for key, path in (("ceilings", ceilings), ("first_forward", first), ("cold_start", cold_start)):
         data = _read_json(merged, path) if path else None
         if data is not None:
@@ -186,10 +186,10 @@ def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
                 merged["missing"].append(f"{path} (not a bench_block_backward.py JSON object)")
             continue
         side = merged.setdefault("train", {"environment": data.get("environment") or {}, "rows": []})
-        side["rows"] += data["rows"]
+        side["rows"] += [r for r in data["rows"] if r not in side["rows"]]  # (a merged JSON may hold them)
         merged["sources"].append(os.path.basename(path))
-    if not _env(merged):
-        for key in SIDES:
+    if not _env(merged):  # the device's: cold_start.py records the CPU it compiled on
+        for key in ("first_forward", "train"):
             env = (merged.get(key) or {}).get("environment") if isinstance(merged.get(key), dict) else None
             if env:
                 merged["machine_info"] = {**merged["machine_info"], "inception_fast": env}

@@ -449,13 +449,15 @@ def test_first_forward_keeps_a_cut_process_first_result_and_kills_its_group(monk
 
 def test_first_forward_stopped_by_sigterm_kills_its_child_group_and_writes_its_rows(tmp_path):
     """The GPU suite's step timeout signals first_forward's process group, which its children (own
-    sessions) are not in: a SIGTERM kills the running child's group and still writes the JSON."""
+    sessions) are not in: a SIGTERM kills the running child's group and still writes the JSON, with
+    the first result the stopped child had printed."""
     import signal
     import time
 
     pid_file, out = tmp_path / "worker.pid", tmp_path / "first.json"
     child = (
-        "import subprocess, time\n"
+        "import json, subprocess, time\n"
+        "print('FIRST ' + json.dumps({'first_forward_s': 0.5, 'to_first_result_s': 1.5}), flush=True)\n"
         f"w = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(w.pid))\n"
         "time.sleep(60)\n"
     )
@@ -486,7 +488,9 @@ def test_first_forward_stopped_by_sigterm_kills_its_child_group_and_writes_its_r
         pytest.fail("the running child's worker outlived a SIGTERM to first_forward")
     result = json.loads(out.read_text())
     assert result["stopped"] == f"stopped by signal {int(signal.SIGTERM)}"
-    assert [r["error"] for r in result["rows"]] == [f"not reached: stopped by signal {int(signal.SIGTERM)}"]
+    (row,) = result["rows"]  # the stopped process's first result is kept
+    assert row["first_forward_s"] == 0.5 and row["to_first_result_s"] == 1.5
+    assert row["error"] == f"tuned not reached: stopped by signal {int(signal.SIGTERM)}"
 
 
 def test_report_lists_the_measured_pools_and_head():
