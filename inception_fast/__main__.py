@@ -31,9 +31,11 @@ from .cli import (
     UsageError,
     check_backend,
     check_backend_dtype,
+    check_environment,
     check_image_size,
     check_input_size,
     is_allocation_failure,
+    os_error_line,
     out_of_memory,
     positive_ints,
     resolve_device,
@@ -119,6 +121,7 @@ class _Config(NamedTuple):
 
 def _config(args) -> _Config:
     """Checks every option against this machine; a bad value raises UsageError (one line)."""
+    check_environment()
     device = resolve_device(args.device, "the main job")
     on_gpu = device.type == "cuda"
     dtype = DTYPES[args.dtype or ("bfloat16" if on_gpu else "float32")]
@@ -242,6 +245,10 @@ def main(argv=None) -> int:
         if not is_allocation_failure(exc):
             raise
         parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")
+    except OSError as exc:  # writing --json: a full disk (the path was checked up front)
+        if exc.errno is None:
+            raise
+        parser.exit(1, os_error_line(exc))
 
 
 def _run(args, config: _Config) -> int:
@@ -339,26 +346,33 @@ def _run(args, config: _Config) -> int:
     for line in verdicts:
         print(line)
     if args.json is not None:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "device": _device_name(device),
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "variant": args.variant,
-                    "dtype": str(dtype),
-                    "memory_format": args.memory_format,
-                    "image_size": size,
-                    "baseline": base_name,
-                    "parity": parity,
-                    "parity_bound": tol,
-                    "results": rows,
-                    "rankings": verdicts,
-                },
-                f,
-                indent=2,
-            )
+        _write_json(
+            args.json,
+            {
+                "device": _device_name(device),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "variant": args.variant,
+                "dtype": str(dtype),
+                "memory_format": args.memory_format,
+                "image_size": size,
+                "baseline": base_name,
+                "parity": parity,
+                "parity_bound": tol,
+                "results": rows,
+                "rankings": verdicts,
+            },
+        )
     return 0 if all(e <= tol for e in parity.values()) else 1
+
+
+def _write_json(path: str, data: dict) -> None:
+    """``data`` into ``path``; an OSError names the file (a full disk fails in a write, not the open)."""
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def format_table(rows: list, base_name: str) -> str:

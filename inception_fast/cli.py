@@ -97,6 +97,23 @@ def check_backend_dtype(name: str, device: torch.device, dtype: torch.dtype) -> 
         raise UsageError(f"--backend {name!r} cannot run --dtype {str(dtype)[6:]} on {device}: it {why}")
 
 
+def check_environment() -> None:
+    """UsageError for a bad value of this package's environment variables that the jobs would
+    otherwise meet only in their first forward."""
+    from .caches import cache_capacity
+
+    try:
+        cache_capacity()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError the jobs meet reading or writing a file (a full disk, no permission): one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"error: {where}{exc.strerror or exc}\n"
+
+
 def check_image_size(size: int, variant: str) -> None:
     """Fails unless GoogLeNet(variant) takes square images of side ``size``."""
     smallest = GoogLeNet(variant=variant, init_weights=False).min_input_size()

@@ -51,9 +51,11 @@ from .cli import (
     HelpFormatter,
     UsageError,
     check_backend,
+    check_environment,
     check_image_size,
     check_input_size,
     is_allocation_failure,
+    os_error_line,
     out_of_memory,
     resolve_device,
 )
@@ -111,8 +113,16 @@ class FolderImages:
             path, _ = self.samples[i]
             try:
                 with Image.open(path) as img:
+                    if img.mode.startswith("I") or img.mode == "F":
+                        # Pillow's convert("RGB") clips these at 255 instead of scaling them.
+                        raise UsageError(
+                            f"cannot read image {path}: its pixels are {img.mode} (16-bit, 32-bit or "
+                            "floating-point), which this job does not scale to [0, 1]; convert it to 8 bits"
+                        )
                     img = img.convert("RGB").resize((size, size), Image.BILINEAR)
                     xs.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3))
+            except UsageError:
+                raise
             except Exception as exc:
                 raise UsageError(f"cannot read image {path}: {exc}") from None
         x = torch.stack(xs).permute(0, 3, 1, 2).float().div_(255)
@@ -388,6 +398,7 @@ def _resolve_device(arg: Optional[str], dist: _Dist) -> torch.device:
 
 
 def _check_args(args, device: torch.device, dist: _Dist) -> None:
+    check_environment()
     for name in ("epochs", "batch_size", "image_size"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -534,8 +545,20 @@ def _resume(ckpt: dict, path: str, models: dict, optimizers: dict, lr: float, de
     epoch done).  Contents that do not fit (a damaged or edited file) are a UsageError naming it."""
     try:
         epoch, history, rng = ckpt["epoch"], ckpt["history"], ckpt["rng"]
-        if not isinstance(epoch, int) or epoch < 0 or not isinstance(history, list):
+        if type(epoch) is not int or epoch < 0 or not isinstance(history, list):
             raise ValueError(f"epoch {epoch!r}, history of type {type(history).__name__}")
+        for record in history:  # what history.json and the plot read from each epoch's record
+            if not (
+                isinstance(record, dict)
+                and type(record.get("epoch")) is int
+                and all(isinstance(record.get(name), dict) for name in models)
+                and all(
+                    isinstance(record[name].get(metric), (int, float))
+                    for name in models
+                    for metric in ("train_loss", "train_acc", "test_acc")
+                )
+            ):
+                raise ValueError(f"a history record is not an epoch's: {str(record)[:80]}")
         if not isinstance(rng, list) or len(rng) <= dist.rank:
             held = len(rng) if isinstance(rng, list) else 0
             raise ValueError(f"it holds RNG states for {held} process(es), this is rank {dist.rank}")
@@ -666,6 +689,10 @@ def main(argv=None) -> int:
             raise
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         parser.exit(1, f"error: {out_of_memory(device, args.batch_size, args.image_size, exc)}\n")
+    except OSError as exc:  # writing --out's files: a full disk, no permission
+        if exc.errno is None:
+            raise
+        parser.exit(1, os_error_line(exc))
     return 2
 
 
@@ -686,6 +713,9 @@ def _dist_from_env() -> _Dist:
                 f"WORLD_SIZE={world} but {' and '.join(unset)} unset: start several processes with "
                 "torchrun --nproc-per-node N -m inception_fast train ..."
             )
+        port = os.environ["MASTER_PORT"]
+        if not (port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"MASTER_PORT={port!r}: not a port number (1 to 65535)")
     return _Dist(rank, world)
 
 

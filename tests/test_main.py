@@ -1,6 +1,7 @@
 """The main job, `python -m inception_fast`, at tiny sizes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,24 @@ def test_bad_value_from_the_command_line_is_one_line_without_traceback():
     )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.splitlines()[-1].startswith("python -m inception_fast: error: --image-size 8 is too small")
+
+
+def test_environment_and_a_full_disk_are_one_line(monkeypatch, capsys):
+    """A bad INCEPTION_FAST_CACHE_ENTRIES is refused before anything runs (it would be met in the
+    first forward), and a --json that cannot be written at the end (a full disk: /dev/full) is one
+    line with exit code 1."""
+    monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "0")
+    with pytest.raises(SystemExit) as exc:
+        main(TINY)
+    assert exc.value.code == 2
+    assert "INCEPTION_FAST_CACHE_ENTRIES must be a positive integer, got '0'" in capsys.readouterr().err
+    monkeypatch.delenv("INCEPTION_FAST_CACHE_ENTRIES")
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to stand in for a full disk")
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--backend", "torch", "--json", "/dev/full"])
+    assert exc.value.code == 1
+    assert capsys.readouterr().err.strip() == "error: /dev/full: No space left on device"
 
 
 def test_cpu_rows_name_what_runs():

@@ -284,6 +284,41 @@ def test_image_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path / "o2", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
     _one_line(capsys, "holds train/ but no test/ or val/ beside it")
+    # A 16-bit image: Pillow's RGB conversion would clip it to 255, not scale it to [0, 1].
+    Image.fromarray((torch.arange(120).reshape(10, 12) * 500).numpy().astype("uint16")).save(
+        tmp_path / "only" / "train" / "imgs" / "deep.png"
+    )
+    for split, cls in (("train", "eel"), ("test", "imgs"), ("test", "eel")):  # two classes, each in both
+        os.makedirs(tmp_path / "only" / split / cls, exist_ok=True)
+        pixels = torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / "only" / split / cls / "0.png")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o3", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
+    _one_line(capsys, "deep.png: its pixels are I;16 (16-bit, 32-bit or floating-point)")
+
+
+def test_environment_and_edited_history_get_one_clear_line(tmp_path, capsys, monkeypatch):
+    """A bad INCEPTION_FAST_CACHE_ENTRIES or MASTER_PORT is refused up front; a checkpoint whose
+    history records are not epochs' is refused on --resume, not when the plot reads them."""
+    monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "-3")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o", "--epochs", "1")
+    _one_line(capsys, "INCEPTION_FAST_CACHE_ENTRIES must be a positive integer, got '-3'")
+    monkeypatch.delenv("INCEPTION_FAST_CACHE_ENTRIES")
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "abc")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o", "--epochs", "1")
+    _one_line(capsys, "MASTER_PORT='abc': not a port number (1 to 65535)")
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name)
+    assert train(tmp_path / "o", "--epochs", "1", "--reference") == 0
+    ckpt = load(tmp_path / "o")
+    ckpt["history"] = [1]
+    torch.save(ckpt, tmp_path / "o" / "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o", "--epochs", "2", "--reference", "--resume")
+    _one_line(capsys, "is damaged or not this run's: a history record is not an epoch's: 1")
 
 
 def test_help_lists_the_options():
