@@ -246,7 +246,7 @@ def main(argv=None) -> int:
             raise
         parser.exit(1, f"error: {out_of_memory(config.device, config.batches, config.size, exc)}\n")
     except OSError as exc:  # writing --json: a full disk (the path was checked up front)
-        if exc.errno is None:
+        if exc.errno is None or not exc.filename:
             raise
         parser.exit(1, os_error_line(exc))
 

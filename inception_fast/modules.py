@@ -1317,7 +1317,17 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
 
 # Values compared by value when a plain attribute is set on a fused foreign block (the same value
 # again changes nothing); others by identity.
-_PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None), tuple, frozenset)
+_PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _same_value(before, after) -> bool:
+    if after is before:
+        return True
+    if type(before) is not type(after):
+        return False
+    if type(after) in (tuple, frozenset):
+        return len(before) == len(after) and all(_same_value(a, b) for a, b in zip(before, after))
+    return type(after) in _PLAIN_VALUES and after == before
 
 
 class FusedForeignInception(_PackedBlock, nn.Module):
@@ -1403,25 +1413,58 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         source = d.get("_source_block")
         if name == "training" and source is not None:
             source.training = value
+        if not d.get("_adopted") or name in d or hasattr(type(self), name):
+            super().__setattr__(name, value)
+            return
         if (
-            not d.get("_adopted")
-            or name in d
-            or name in d["_parameters"]
+            name in d["_parameters"]
             or name in d["_buffers"]
             or name in d["_modules"]
             or isinstance(value, (nn.Module, nn.Parameter))
-            or hasattr(type(self), name)
-            or not (name in source.__dict__ or hasattr(type(source), name))
         ):
+            # (shared dicts: the original sees it; a plain attribute of its by that name would hide
+            # it, and one its forward read, say None for "no extra scale", now reads the new value)
+            shadowed = source.__dict__.pop(name, d) is not d or hasattr(type(source), name)
+            super().__setattr__(name, value)
+            if shadowed:
+                self._original_forward_from_now()
+            return
+        if not hasattr(source, name):
             super().__setattr__(name, value)
             return
         before = getattr(source, name, None)
         setattr(source, name, value)
-        after = getattr(source, name, None)
-        if not (after is before or (type(after) in _PLAIN_VALUES and type(before) is type(after) and after == before)):
-            d["_structure"] = _StructureCheck(
-                self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
-            )
+        if not _same_value(before, getattr(source, name, None)):
+            self._original_forward_from_now()
+
+    def __delattr__(self, name: str) -> None:
+        """A plain attribute of the original block's is deleted there (the block then runs its
+        original forward, as after a change)."""
+        source = self.__dict__.get("_source_block")
+        if (
+            source is not None
+            and self.__dict__.get("_adopted")
+            and name in source.__dict__
+            and name not in self.__dict__
+        ):
+            delattr(source, name)
+            self._original_forward_from_now()
+            return
+        super().__delattr__(name)
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        source = self.__dict__.get("_source_block")
+        if source is not None and not self.__dict__.get("_adopted"):  # pickled before the dicts were shared
+            self._synced_source()
+            self._share_dicts_with(source)
+            self.__dict__["_adopted"] = True
+
+    def _original_forward_from_now(self) -> None:
+        """A plain attribute the original forward may read changed: fuse() traced the old value."""
+        self.__dict__["_structure"] = _StructureCheck(
+            self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
+        )
 
     def _find(self, path: str) -> nn.Module:
         module = self

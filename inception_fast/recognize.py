@@ -475,7 +475,30 @@ def match_block(module: nn.Module) -> Union[BlockMatch, str]:
     eval mode), else the reason it does not, as a sentence fragment."""
     if _hooks(module):
         return "it or one of its submodules has hooks (left to run as written; fuse() before registering them)"
+    if _own_state_dict(module):
+        return (
+            "its class keeps state_dict contents of its own (extra state, state_dict hooks or its own "
+            "loading): a fused block would drop them"
+        )
     return match_structure(module)
+
+
+_STATE_DICT_METHODS = ("get_extra_state", "set_extra_state", "_save_to_state_dict", "_load_from_state_dict")
+_STATE_DICT_HOOKS = (
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def _own_state_dict(block: nn.Module) -> bool:
+    """Whether the block itself (not its submodules, which a fused block keeps) changes what its
+    state_dict holds or how it loads: a class override of nn.Module's state_dict methods or a
+    state_dict hook on it.  A fused foreign block has its own class and hook dicts."""
+    cls = type(block)
+    overridden = any(getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _STATE_DICT_METHODS)
+    return overridden or any(getattr(block, name, None) for name in _STATE_DICT_HOOKS)
 
 
 def match_structure(module: nn.Module) -> Union[BlockMatch, str]:

@@ -113,11 +113,13 @@ class FolderImages:
             path, _ = self.samples[i]
             try:
                 with Image.open(path) as img:
-                    if img.mode.startswith("I") or img.mode == "F":
-                        # Pillow's convert("RGB") clips these at 255 instead of scaling them.
+                    if img.mode.startswith("I;16"):
+                        # 16-bit greyscale: scaled to 8 bits here (convert("RGB") would clip at 255).
+                        img = img.convert("I").point(lambda v: v / 257).convert("L")
+                    elif img.mode in ("I", "F"):
                         raise UsageError(
-                            f"cannot read image {path}: its pixels are {img.mode} (16-bit, 32-bit or "
-                            "floating-point), which this job does not scale to [0, 1]; convert it to 8 bits"
+                            f"cannot read image {path}: its pixels are {img.mode} (32-bit or floating-point), "
+                            "whose range this job cannot know; convert it to 8 or 16 bits"
                         )
                     img = img.convert("RGB").resize((size, size), Image.BILINEAR)
                     xs.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3))
@@ -690,7 +692,7 @@ def main(argv=None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         parser.exit(1, f"error: {out_of_memory(device, args.batch_size, args.image_size, exc)}\n")
     except OSError as exc:  # writing --out's files: a full disk, no permission
-        if exc.errno is None:
+        if exc.errno is None or not exc.filename:
             raise
         parser.exit(1, os_error_line(exc))
     return 2
@@ -714,7 +716,11 @@ def _dist_from_env() -> _Dist:
                 "torchrun --nproc-per-node N -m inception_fast train ..."
             )
         port = os.environ["MASTER_PORT"]
-        if not (port.isdigit() and 0 < int(port) < 65536):
+        try:
+            number = int(port)  # as torch's rendezvous reads it
+        except ValueError:
+            number = 0
+        if not 0 < number < 65536:
             raise UsageError(f"MASTER_PORT={port!r}: not a port number (1 to 65535)")
     return _Dist(rank, world)
 

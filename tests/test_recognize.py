@@ -383,6 +383,86 @@ def test_a_fused_foreign_block_changed_through_its_class_computes_what_its_forwa
         assert dict(model.named_parameters())["2.p1_1.weight"] is new_conv.weight
 
 
+class Optional_(TextbookInception):
+    """Optional extras its forward applies when set (None: off), a flag, and plain tensors kept."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.extra, self.scale, self.flag = None, None, False
+        self.stats = (torch.zeros(3), torch.ones(3))
+
+    def forward(self, x):
+        out = super().forward(x)
+        out = self.extra(out) if self.extra is not None else out
+        out = out * self.scale if self.scale is not None else out
+        return out + 1 if self.flag else out
+
+
+def test_a_fused_foreign_block_takes_modules_parameters_and_deletions_as_its_forward_does():
+    """A module or parameter set over an attribute the forward reads (None: off), a tuple of
+    tensors set, a plain attribute deleted: as on the unfused block.  A block pickled before the
+    fused block shared the original's dicts (simulated) still writes through after loading."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Optional_(8, 4, (4, 6), (2, 3), 5)).eval()
+    model = copy.deepcopy(ref)
+    _fuse_quietly(model)
+    assert isinstance(model[1], FusedForeignInception)
+    x = torch.randn(2, 3, 7, 7)
+    changes = [
+        lambda b: setattr(b, "extra", nn.Hardtanh(0.0, 0.01)),
+        lambda b: setattr(b, "scale", nn.Parameter(torch.tensor(3.0))),
+        lambda b: setattr(b, "stats", (torch.ones(3), torch.zeros(3))),
+        lambda b: delattr(b, "stats"),
+    ]
+    with torch.no_grad():
+        for i, change in enumerate(changes):
+            for m in (ref, model):
+                change(m[1])
+            check_close(model(x), ref(x), FP32, f"change {i}")
+    assert "1.scale" in dict(model.named_parameters())
+    # Pickled by the code before: its own dicts, no "_adopted"; loaded, it shares them again.
+    old = copy.deepcopy(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Optional_(8, 4, (4, 6), (2, 3), 5)).eval())
+    ref_old = copy.deepcopy(old)
+    _fuse_quietly(old)
+    state = old[1].__dict__.copy()
+    del state["_adopted"]
+    source = state["_source_block"]
+    for key in ("_modules", "_parameters", "_buffers"):
+        source.__dict__[key] = dict(state[key])
+    fresh = FusedForeignInception.__new__(FusedForeignInception)
+    fresh.__setstate__(state)
+    old[1] = fresh
+    with torch.no_grad():
+        for m in (ref_old, old):
+            m[1].flag = True
+        check_close(old(x), ref_old(x), FP32, "an older pickle, a flag set")
+
+
+class ExtraState(TextbookInception):
+    def get_extra_state(self):
+        return {"note": 1}
+
+    def set_extra_state(self, state):
+        pass
+
+
+def test_a_block_keeping_state_dict_contents_of_its_own_is_left_alone():
+    """A block class with extra state (or state_dict hooks on the block): a fused block would drop
+    them from the state_dict, so fuse() leaves it as it is and says why."""
+    block = ExtraState(8, 4, (4, 6), (2, 3), 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused, report = fuse(nn.Sequential(nn.Conv2d(3, 8, 1), block), backend="torch", report=True)
+    assert fused[1] is block and not report.fused
+    assert "state_dict contents of its own" in str(report)
+    hooked = TextbookInception(8, 4, (4, 6), (2, 3), 5)
+    hooked._register_load_state_dict_pre_hook(lambda *args: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused, report = fuse(nn.Sequential(nn.Conv2d(3, 8, 1), hooked), backend="torch", report=True)
+    assert fused[1] is hooked and not report.fused
+
+
 def test_torchvision_network_and_a_model_with_both_kinds():
     tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
     _, report = _fuse_quietly(tv)

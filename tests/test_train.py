@@ -284,9 +284,17 @@ def test_image_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path / "o2", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
     _one_line(capsys, "holds train/ but no test/ or val/ beside it")
-    # A 16-bit image: Pillow's RGB conversion would clip it to 255, not scale it to [0, 1].
-    Image.fromarray((torch.arange(120).reshape(10, 12) * 500).numpy().astype("uint16")).save(
-        tmp_path / "only" / "train" / "imgs" / "deep.png"
+    # A 16-bit greyscale image is scaled to [0, 1] (Pillow's RGB conversion would clip it at 255);
+    # a 32-bit one, whose range is unknown, is refused.
+    from inception_fast.train import FolderImages
+
+    ramp = tmp_path / "ramp.png"
+    Image.fromarray((torch.arange(256).reshape(16, 16) * 257).numpy().astype("uint16")).save(ramp)
+    assert Image.open(ramp).mode.startswith("I;16")
+    x, _ = FolderImages([(str(ramp), 0)]).batch([0], 16)
+    assert torch.equal(x[0, 0], torch.arange(256.0).reshape(16, 16) / 255), "not scaled to [0, 1]"
+    Image.fromarray((torch.arange(120).reshape(10, 12) * 500).numpy().astype("int32")).save(
+        tmp_path / "only" / "train" / "imgs" / "deep.tif"
     )
     for split, cls in (("train", "eel"), ("test", "imgs"), ("test", "eel")):  # two classes, each in both
         os.makedirs(tmp_path / "only" / split / cls, exist_ok=True)
@@ -294,7 +302,7 @@ def test_image_folder(tmp_path, capsys):
         Image.fromarray(pixels).save(tmp_path / "only" / split / cls / "0.png")
     with pytest.raises(SystemExit):
         train(tmp_path / "o3", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
-    _one_line(capsys, "deep.png: its pixels are I;16 (16-bit, 32-bit or floating-point)")
+    _one_line(capsys, "deep.tif: its pixels are I (32-bit or floating-point)")
 
 
 def test_environment_and_edited_history_get_one_clear_line(tmp_path, capsys, monkeypatch):
