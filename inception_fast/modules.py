@@ -1325,7 +1325,7 @@ def _same_value(before, after) -> bool:
         return True
     if type(before) is not type(after):
         return False
-    if type(after) in (tuple, frozenset):
+    if type(after) is tuple:
         return len(before) == len(after) and all(_same_value(a, b) for a, b in zip(before, after))
     return type(after) in _PLAIN_VALUES and after == before
 
