@@ -1298,7 +1298,7 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
         if name and source is not None and _is_batchnorm(module) and _is_batchnorm(source):
             parent, _, attr = name.rpartition(".")
             setattr(fused.get_submodule(parent), attr, _copy_without_hooks(source))
-    fused.load_state_dict(original.state_dict())
+    fused.load_state_dict(original.state_dict(), assign=take)  # (checks the keys and shapes; take: no copy)
     theirs = {name: getattr(m, kind)[attr] for name, m, kind, attr in _tensor_slots(original)}
     first_copy: dict = {}  # id(the original's tensor) -> the copy it got under its first name
     for name, m, kind, attr in list(_tensor_slots(fused)):
