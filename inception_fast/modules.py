@@ -38,6 +38,7 @@ import torch.autograd.forward_ad as forward_ad
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.nn.utils import parametrize
 
 from . import backends, choices, ops, precompiler, stages
@@ -429,6 +430,8 @@ def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
     wanted."""
     if device.type != "cpu" or dtype not in onednn_backend.dtypes() or torch.compiler.is_compiling():
         return False
+    if isinstance(tensors[0], FakeTensor):  # a fake trace (FakeTensorMode): prepacking reads the data
+        return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
@@ -780,7 +783,8 @@ class FusedGoogLeNet(GoogLeNet):
     def from_torchvision(cls, model: nn.Module, backend: str = "auto") -> "FusedGoogLeNet":
         """A FusedGoogLeNet with a copy of ``model``'s weights (torchvision's googlenet or our GoogLeNet)."""
         if isinstance(model, GoogLeNet):
-            variant, in_ch = model.variant, model.in_channels
+            conv1 = getattr(model.conv1, "conv", None)  # (a conv1 put in later decides: 1 channel, greyscale)
+            variant, in_ch = model.variant, conv1.in_channels if isinstance(conv1, nn.Conv2d) else model.in_channels
         else:
             try:
                 from torchvision.models import GoogLeNet as TVGoogLeNet
@@ -795,8 +799,17 @@ class FusedGoogLeNet(GoogLeNet):
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
         ref_param = next(model.parameters())
         fc, dropout = model.fc, model.dropout
+        # The classes the aux heads are built for (the head itself is copied as it is): theirs, else
+        # the fc's, else the model's own count.
+        aux_fc = getattr(model.aux1, "fc2", None)
+        if isinstance(aux_fc, nn.Linear):
+            num_classes = aux_fc.out_features
+        elif isinstance(fc, nn.Linear):
+            num_classes = fc.out_features
+        else:
+            num_classes = getattr(model, "num_classes", 1000)
         fused = cls(
-            fc.out_features if isinstance(fc, nn.Linear) else 1000,
+            num_classes,
             variant=variant,
             in_channels=in_ch,
             aux_logits=model.aux1 is not None,

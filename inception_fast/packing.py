@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -213,6 +214,14 @@ def _watched(t: Tensor) -> bool:
     return not t._is_view() and t.untyped_storage().nbytes() > t.numel() * t.element_size()
 
 
+def _holds_fake(packed) -> bool:
+    """Whether ``packed`` holds a FakeTensor (packed under FakeTensorMode), which a real call must
+    not be given."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return any(isinstance(t, FakeTensor) for t in pytree.tree_leaves(packed))
+
+
 def _same_bits(a: Tensor, b: Tensor) -> bool:
     """Bit-for-bit equality (NaN equals the same NaN, -0.0 differs from 0.0)."""
     if a.dtype.is_floating_point or a.dtype.is_complex:
@@ -323,6 +332,8 @@ class PackCache:
             return entry[3]
         with torch.no_grad():
             packed = self._build(module, dtype)
+            if _holds_fake(packed):  # built under FakeTensorMode (a trace): no data to keep for real calls
+                return packed
             watched = [i for i, t in enumerate(sources) if isinstance(t, Tensor) and _watched(t)]
             if any(sources[i].device.type != "cpu" for i in watched):
                 self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call

@@ -526,6 +526,21 @@ def test_from_torchvision_keeps_batchnorm_settings_and_modes():
     assert not fused.inception3a.branch2[1].bn._forward_hooks, "a copied BatchNorm keeps no hook of the original's"
 
 
+def test_from_torchvision_takes_a_fine_tuned_head_with_aux_heads_and_a_greyscale_conv1():
+    """Our GoogLeNet fine-tuned to 5 classes with its fc a Sequential and its aux heads kept, and
+    one given a 1-channel conv1: converted, with the reference's outputs."""
+    torch.manual_seed(0)
+    model = GoogLeNet(variant="torchvision", num_classes=5, aux_logits=True)
+    model.fc = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(1024, 5))
+    model.conv1.conv = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    calibrate(model, torch.randn(4, 1, 64, 64))
+    fused = FusedGoogLeNet.from_torchvision(model.eval(), backend="torch").eval()
+    x = torch.randn(2, 1, 64, 64)
+    ref64, tol = net_tolerance(model, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol)
+
+
 def test_frozen_and_tied_parameters_stay_frozen_and_tied():
     """A frozen parameter (fine-tuning a head on a frozen backbone) stays frozen and one parameter
     tied across two blocks stays one: from_torchvision in its copy (the source untouched), fuse()

@@ -11,7 +11,7 @@ import torch
 from model_cases import calibrated_block, calibrated_net, net_tolerance
 from torch.func import functional_call, grad, jvp, vmap
 
-from inception_fast import FusedGoogLeNet, clear_packed_weights, fuse
+from inception_fast import FusedGoogLeNet, FusedInception, Inception, available_backends, clear_packed_weights, fuse
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
 
 # Forward-mode AD's first use loads torch's jvp decompositions, which call the deprecated torch.jit.script
@@ -225,3 +225,24 @@ def test_a_conv_weight_held_as_a_plain_attribute_follows_its_reassignment():
             want = ref(x)
             assert want.std() > 0.05
             check_close(fused(x), want, FP32, f"after reassignment {step}")
+
+
+def test_a_forward_under_fake_tensor_mode_leaves_real_forwards_real():
+    """A forward under FakeTensorMode (a trace) with nothing packed yet: the packed weights it
+    builds are fake and must not be kept for the real forwards after it; the onednn backend's
+    prepacked path, which reads the weights' data, is not taken for a fake input."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    for backend in available_backends("cpu"):
+        ref = Inception(8, 4, 4, 6, 2, 3, 5)
+        calibrate(ref, torch.randn(4, 8, 6, 6))
+        fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        x = torch.randn(2, 8, 6, 6)
+        with torch.no_grad():
+            mode = FakeTensorMode(allow_non_fake_inputs=True)
+            with mode:
+                fake = fused(mode.from_tensor(x))
+            assert isinstance(fake, FakeTensor) and fake.shape == (2, 18, 6, 6)
+            got = fused(x)
+            assert not isinstance(got, FakeTensor), backend
+            check_close(got, ref.eval()(x), TOLERANCE["fp32"], backend)
