@@ -1236,6 +1236,15 @@ def _block_groups(rows):
     return [groups[k] for k in sorted(groups, key=lambda k: (-(k[0] or 0), str(k[1])))] or [[]]
 
 
+def side_markdown(merged) -> list:
+    """The side inputs' sections: first forward, cold start, training kernels ("" where absent)."""
+    return [
+        first_forward_markdown(merged.get("first_forward")),
+        cold_start_markdown(merged.get("cold_start")),
+        train_markdown(merged.get("train")),
+    ]
+
+
 def markdown(merged):
     everything = _rows(merged, "throughput") + _rows(merged, "stage") + _rows(merged, "block")
     # A report of side inputs only (the GPU suite's check call) has no benchmark sections.
@@ -1250,9 +1259,7 @@ def markdown(merged):
         for part in [
             header_markdown(merged),
             *(benchmarked if merged["benchmarks"] else ()),
-            first_forward_markdown(merged.get("first_forward")),
-            cold_start_markdown(merged.get("cold_start")),
-            train_markdown(merged.get("train")),
+            *side_markdown(merged),
             tuning_markdown(everything),
         ]
         if part
@@ -1504,12 +1511,7 @@ def main(argv=None):
         for t, g, src in sorted(used, key=str):
             print(f"roofline ceilings: {t:.0f} TFLOP/s, {g:,.0f} GB/s; {src}")
     # The side inputs' tables are short already.
-    side = [
-        first_forward_markdown(merged.get("first_forward")),
-        cold_start_markdown(merged.get("cold_start")),
-        train_markdown(merged.get("train")),
-    ]
-    for part in filter(None, side):
+    for part in filter(None, side_markdown(merged)):
         print(part)
     return 0 if has_results(merged) else 1
 

@@ -1510,18 +1510,10 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         return torch.cat([unit(0, x), unit(2, unit(1, x)), unit(4, unit(3, x)), unit(5, F.max_pool2d(x, 3, 1, 1))], 1)
 
     def _synced_source(self) -> nn.Module:
-        """The original block, in this module's train/eval mode and with this module's children,
-        parameters and buffers (one replaced here since fuse() is the one it holds)."""
+        """The original block in this module's train/eval mode (its children, parameters and
+        buffers are this module's: the dicts are shared, ``_share_dicts_with``)."""
         source = self._source_block
         source.training = self.training
-        for mine, theirs in (
-            (self._modules, source._modules),
-            (self._parameters, source._parameters),
-            (self._buffers, source._buffers),
-        ):
-            for name, value in mine.items():
-                if theirs.get(name) is not value:
-                    theirs[name] = value
         return source
 
     def _source_forward(self, x: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .testing import float_bits
@@ -217,8 +218,6 @@ def _watched(t: Tensor) -> bool:
 def _holds_fake(packed) -> bool:
     """Whether ``packed`` holds a FakeTensor (packed under FakeTensorMode), which a real call must
     not be given."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
     return any(isinstance(t, FakeTensor) for t in pytree.tree_leaves(packed))
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import assert_gone
 
 pytest.importorskip("pytest_benchmark")
 
@@ -427,15 +428,7 @@ def test_first_forward_keeps_a_cut_process_first_result_and_kills_its_group(monk
     row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 5.0)
     assert time.time() - t0 < 30
     assert row == {"first_forward_s": 0.5, "to_first_result_s": 1.5, "error": "tuned not reached in 5 s"}
-    worker = int(pid_file.read_text())
-    for _ in range(50):  # the kill is asynchronous: wait for the worker to go
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the child's worker outlived its killed process group")
+    assert_gone(int(pid_file.read_text()), "the child's worker outlived its killed process group")
     # A child that never printed its first result says so.
     monkeypatch.setattr(first_forward, "CHILD", "import time; time.sleep(60)")
     assert first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 2.0) == {
@@ -477,15 +470,7 @@ def test_first_forward_stopped_by_sigterm_kills_its_child_group_and_writes_its_r
         pytest.fail(f"the child never started: {proc.communicate()}")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 1
-    worker = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the running child's worker outlived a SIGTERM to first_forward")
+    assert_gone(int(pid_file.read_text()), "the running child's worker outlived a SIGTERM to first_forward")
     result = json.loads(out.read_text())
     assert result["stopped"] == f"stopped by signal {int(signal.SIGTERM)}"
     (row,) = result["rows"]  # the stopped process's first result is kept

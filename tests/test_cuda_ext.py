@@ -27,13 +27,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from block_cases import ODD, block_reference, make_block  # noqa: F401
+from uninterpreted import run_python
 
 from inception_fast.backends import availability, available_backends, cpp_backend, cuda_backend, extension
 from inception_fast.reference import BLOCK_CONFIGS
@@ -473,8 +473,7 @@ def test_import_without_extension():
         "else:\n"
         "    raise AssertionError('no error')\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert run.returncode == 0, run.stderr
+    run_python("-c", code, timeout=300)
 
 
 def test_extension_ops_called_before_the_extension_is_imported_import_it():
@@ -489,8 +488,7 @@ def test_extension_ops_called_before_the_extension_is_imported_import_it():
         "assert 'inception_fast._C' in sys.modules\n"
         "assert torch.equal(y, F.max_pool2d(x, 3, 2, 1, ceil_mode=True))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert run.returncode == 0, run.stderr
+    run_python("-c", code, timeout=300)
 
 
 def test_extension_flags():

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import assert_gone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,11 +80,4 @@ def test_mutate_time_limit_kills_the_run_children_too(tmp_path):
     t0 = time.monotonic()
     result = mutate.run_selection(tmp_path, ("test_sleeps.py",), dict(os.environ), 8.0, first_failure=True)
     assert result["status"] == "timeout" and time.monotonic() - t0 < 30
-    grandchild = int(pid_file.read_text())
-    for _ in range(50):  # the kill is asynchronous
-        try:
-            os.kill(grandchild, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    pytest.fail("the timed-out run's child outlived it")
+    assert_gone(int(pid_file.read_text()), "the timed-out run's child outlived it")
