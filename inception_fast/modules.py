@@ -814,7 +814,7 @@ class FusedGoogLeNet(GoogLeNet):
             in_channels=in_ch,
             aux_logits=model.aux1 is not None,
             transform_input=model.transform_input,
-            dropout=dropout.p if isinstance(dropout, nn.Dropout) else 0.2,
+            dropout=dropout.p if isinstance(dropout, nn.Dropout) else None,
             dropout_aux=model.aux1.dropout.p if model.aux1 is not None else 0.7,
             init_weights=False,
             backend=backend,

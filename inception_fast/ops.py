@@ -26,11 +26,17 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   biases) from the forward's saved input, output and scratch, through the registry (kernel
   ``inception_block_backward``: the torch backend's ATen chain, the Triton backward launches).
   ``"auto"`` is resolved per call by ``inception_fast.choices.BACKWARD`` (the ATen chain off
-  CUDA; on CUDA the Triton backward where it was checked and measured faster, per shape).
+  CUDA; on CUDA the Triton backward where it was checked and measured faster, per shape).  Its
+  input gradient is an empty tensor when ``need_input_grad`` is False: every output is a tensor,
+  so PyTorch's batched gradients (``autograd.grad(is_grads_batched=True)``,
+  ``autograd.functional.jacobian(vectorize=True)``) can run it once per gradient.
 * ``inception_fast::inception_block_bn_train`` -- the block with train-mode BatchNorm (batch
   statistics) after every conv, from raw conv weights and the BN affine parameters; returns the
   output and, for the backward and the caller's running-statistics update, the pre-BN outputs and
-  the batch mean and biased variance.  Differentiable (ATen backward).  See its section below.
+  the batch mean and biased variance.  Differentiable: its backward is the op
+  ``inception_block_bn_train_backward``, a chain of ATen calls (CompositeImplicitAutograd, so
+  torch.compile traces the ATen calls, and batched gradients run it once per gradient).  See its
+  section below.
 * ``inception_fast::conv_relu_maxpool`` -- max_pool2d(relu(conv2d(x, w, b))), channels_last: the
   stem's first layer (conv1 + maxpool1); "triton" runs backends/triton/stem.py, or, given the
   weight packed in rows (``w_rows``), the pooled form of backends/triton/conv_rows.py.  Inference
@@ -85,7 +91,7 @@ _LIB.define("inception_chain(Tensor x, Tensor[] weights, int[] pool, bool ceil_m
 _LIB.define(
     "inception_block_backward(Tensor grad_out, Tensor x, Tensor w_red, Tensor w_pool, Tensor w3, Tensor w5, "
     "Tensor out, Tensor scratch, bool need_input_grad, str backend) "
-    "-> (Tensor?, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
 )
 _LIB.define(
     "conv_relu_maxpool(Tensor x, Tensor w, Tensor b, int stride, int padding, int pool_kernel, "
@@ -700,14 +706,15 @@ def _inception_block_backward_impl(grad_out, x, w_red, w_pool, w3, w5, out, scra
     if x.shape[0] == 0:  # an empty batch: zero weight gradients, from the ATen chain
         kernel = _backends.get("torch").op("inception_block_backward")
     with torch.no_grad():
-        return kernel(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+        gx, *grads = kernel(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
+    return (x.new_empty(0) if gx is None else gx, *grads)
 
 
 @torch.library.register_fake("inception_fast::inception_block_backward")
 def _inception_block_backward_fake(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad, backend):
     _fake_backend_check("inception_block_backward", backend, x, auto=True)
     _check_backward_args(grad_out, x, w_red, w_pool, w3, w5, out, scratch, backend)
-    gx = torch.empty_like(x) if need_input_grad else None
+    gx = torch.empty_like(x) if need_input_grad else x.new_empty(0)
     biases = (w_red.new_empty(w_red.shape[0]), w_pool.new_empty(w_pool.shape[0]))
     return (
         gx,
@@ -745,10 +752,10 @@ def _inception_block_backward(ctx, grad_out, _grad_scratch):
     """The block's gradients from the backend the forward was given (``inception_block_backward``)."""
     x, w_red, w_pool, w3, w5, out, scratch = ctx.saved_tensors
     _refuse_second_derivative()
-    grads = torch.ops.inception_fast.inception_block_backward(
+    gx, *grads = torch.ops.inception_fast.inception_block_backward(
         grad_out, x, w_red, w_pool, w3, w5, out, scratch, ctx.needs_input_grad[0], ctx.backend
     )
-    return (*grads, None)
+    return (gx if ctx.needs_input_grad[0] else None, *grads, None)
 
 
 torch.library.register_autograd(
@@ -841,15 +848,30 @@ def _bn_train_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(scratch, pre, mean, var)
 
 
-def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mean, _g_var):
-    """ATen, per group of channels (the three 1x1s together, the 3x3, the kxk, the pool projection):
-    the ReLU mask from the saved output (threshold_backward, into a contiguous matrix), then
-    BatchNorm's training backward from the saved pre-BN piece and batch statistics; the 3x3/kxk
-    through convolution_backward; the three 1x1s' input and weight gradients as one GEMM each
-    against the packed weights; the pool branch through the max pool (argmax recomputed)."""
-    x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var = ctx.saved_tensors
-    _refuse_second_derivative()
-    eps = ctx.eps
+_LIB.define(
+    "inception_block_bn_train_backward(Tensor grad_out, Tensor x, Tensor w_red, Tensor w_pool, Tensor w3, "
+    "Tensor w5, Tensor gamma, Tensor out, Tensor scratch, Tensor pre, Tensor mean, Tensor var, float eps, "
+    "bool need_input_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.impl(_LIB, "inception_block_bn_train_backward", "CompositeImplicitAutograd")
+def _inception_block_bn_train_backward_impl(
+    grad_out, x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var, eps, need_input_grad
+):
+    """The gradients of ``inception_block_bn_train``'s inputs (x, the four packed weights and
+    biases, gamma, beta; x's an empty tensor when ``need_input_grad`` is False) from its saved
+    input, weights and outputs.  ATen, per group of channels (the three 1x1s together, the 3x3, the
+    kxk, the pool projection): the ReLU mask from the saved output (threshold_backward, into a
+    contiguous matrix), then BatchNorm's training backward from the saved pre-BN piece and batch
+    statistics; the 3x3/kxk through convolution_backward; the three 1x1s' input and weight
+    gradients as one GEMM each against the packed weights; the pool branch through the max pool
+    (argmax recomputed)."""
+    if grad_out.shape != out.shape:
+        raise ValueError(
+            f"inception_block_bn_train_backward: grad_out has shape {tuple(grad_out.shape)}, "
+            f"expected the output's {tuple(out.shape)}"
+        )
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
     n, cin, h, w = x.shape
@@ -908,8 +930,8 @@ def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mea
     pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
     gw_pool = gy_pool.t().mm(geometry.rows(pooled))
     gb_pool = gy_pool.sum(0)
-    gx = None
-    if ctx.needs_input_grad[0]:
+    gx = x.new_empty(0)
+    if need_input_grad:
         gx = gy_red.mm(w_red).view(n, h, w, cin).permute(0, 3, 1, 2)
         g_pooled = gy_pool.mm(w_pool).view(n, h, w, cin).permute(0, 3, 1, 2)
         gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
@@ -917,7 +939,17 @@ def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mea
         )
     g_gamma = torch.cat([ggam_red, ggam3, ggam5, ggam_pool]).to(gamma.dtype)
     g_beta = torch.cat([gbet_red, gbet3, gbet5, gbet_pool]).to(gamma.dtype)
-    return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, g_gamma, g_beta, None, None
+    return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, g_gamma, g_beta
+
+
+def _inception_block_bn_train_backward(ctx, grad_out, _g_scratch, _g_pre, _g_mean, _g_var):
+    """``inception_block_bn_train_backward`` on the saved tensors."""
+    _refuse_second_derivative()
+    need_x = ctx.needs_input_grad[0]
+    gx, *grads = torch.ops.inception_fast.inception_block_bn_train_backward(
+        grad_out, *ctx.saved_tensors, ctx.eps, need_x
+    )
+    return (gx if need_x else None, *grads, None, None)
 
 
 torch.library.register_autograd(

@@ -4,11 +4,13 @@ Three variants of GoogLeNet:
 * "torchvision": exactly ``torchvision.models.googlenet`` (BatchNorm eps=1e-3 and
   bias-free convs, the branch-3 3x3 quirk, ceil-mode pools, aux heads in training,
   transform_input); state_dict keys and shapes equal torchvision's.
-* "paper": Szegedy et al. 2014: 5x5 branch, conv biases, no BatchNorm, and
-  LocalResponseNorm in the stem.
+* "paper": Szegedy et al. 2014: 5x5 branch, conv biases, no BatchNorm,
+  LocalResponseNorm in the stem, every max pool 3x3/2 (maxpool4 too), dropout 0.4 before
+  the classifier.  The aux heads keep torchvision's adaptive 4x4 average pool (the paper's
+  5x5/3 pool gives the same 4x4 at 224x224, and no fixed size elsewhere).
 * "d2l": the Dive-into-Deep-Learning textbook network: 5x5 branch, no BN, no LRN,
-  1 input channel and 10 classes by default, padded pools so it runs from 96x96
-  down to tiny images.
+  no dropout, 1 input channel and 10 classes by default, padded pools so it runs from
+  96x96 down to tiny images.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from .geometry import conv_out, pool_out
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "BLOCK_CONFIGS", "VARIANTS"]
 
 VARIANTS = ("torchvision", "paper", "d2l")
+# The dropout before the classifier: torchvision's, the paper's ("40% ratio of dropped outputs"),
+# none in the textbook's network.
+DEFAULT_DROPOUT = {"torchvision": 0.2, "paper": 0.4, "d2l": 0.0}
+# transform_input's (scale, shift) per channel: ImageNet's (std / 0.5, (mean - 0.5) / 0.5).
+_IMAGENET_RENORM = tuple(
+    (std / 0.5, (mean - 0.5) / 0.5) for mean, std in ((0.485, 0.229), (0.456, 0.224), (0.406, 0.225))
+)
 
 # name -> (in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj); the same in all three variants.
 BLOCK_CONFIGS = {
@@ -144,7 +153,7 @@ class GoogLeNet(nn.Module):
         in_channels: Optional[int] = None,
         aux_logits: bool = False,
         transform_input: bool = False,
-        dropout: float = 0.2,
+        dropout: Optional[float] = None,
         init_weights: bool = True,
         dropout_aux: float = 0.7,
         **block_kwargs,
@@ -158,6 +167,8 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet num_classes must be a positive int, got {num_classes!r}")
         if in_channels is None:
             in_channels = 1 if variant == "d2l" else 3
+        if dropout is None:
+            dropout = DEFAULT_DROPOUT[variant]
         if transform_input and in_channels != 3:
             raise ValueError("transform_input needs 3 input channels (it applies ImageNet's per-channel statistics)")
         self.variant = variant
@@ -171,10 +182,9 @@ class GoogLeNet(nn.Module):
             pool = dict(kernel_size=3, stride=2, padding=1)
         else:
             pool = dict(kernel_size=3, stride=2, ceil_mode=True)
-        self._pools = {
-            "maxpool1": (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False)),
-            "maxpool4": (2, 2, 0, True) if variant != "d2l" else (3, 2, 1, False),
-        }
+        every_pool = (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False))
+        # torchvision's maxpool4 is 2x2/2 (the paper's and the textbook's, 3x3/2 like every other).
+        self._pools = {"maxpool1": every_pool, "maxpool4": (2, 2, 0, True) if variant == "torchvision" else every_pool}
 
         self.conv1 = BasicConv2d(in_channels, 64, batch_norm=bn, kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(**pool)
@@ -196,7 +206,7 @@ class GoogLeNet(nn.Module):
         self.inception4c = make("inception4c")
         self.inception4d = make("inception4d")
         self.inception4e = make("inception4e")
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True) if variant != "d2l" else nn.MaxPool2d(**pool)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True) if variant == "torchvision" else nn.MaxPool2d(**pool)
         self.inception5a = make("inception5a")
         self.inception5b = make("inception5b")
         if aux_logits:
@@ -286,9 +296,14 @@ class GoogLeNet(nn.Module):
     def _transform_input(self, x: Tensor) -> Tensor:
         if not self.transform_input:
             return x
-        # torchvision's ImageNet renormalisation, per channel (no cat needed).
-        scale = x.new_tensor([0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]).view(1, 3, 1, 1)
-        shift = x.new_tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
+        # torchvision's ImageNet renormalisation, x * (std / 0.5) + (mean - 0.5) / 0.5 per channel.
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # torchvision's own ops on Python floats, channel by channel: how a 16-bit tensor's
+            # product and sum with a Python float round depends on the op and the device (on CPU,
+            # the sum rounds the constant to 16 bits first, the product does not).
+            return torch.cat([x[:, c : c + 1] * s + t for c, (s, t) in enumerate(_IMAGENET_RENORM)], 1)
+        scale = x.new_tensor([s for s, _ in _IMAGENET_RENORM]).view(1, 3, 1, 1)
+        shift = x.new_tensor([t for _, t in _IMAGENET_RENORM]).view(1, 3, 1, 1)
         return x * scale + shift
 
     # The network, written once: forward calls one hook per stage (stem, block, pool, a pool and

@@ -275,16 +275,10 @@ def build_models(
     variant: str, num_classes: int, in_channels: int, seed: int, backend: str = "auto", reference: bool = False
 ) -> dict:
     """{"fused": FusedGoogLeNet[, "reference": GoogLeNet]} with the same initial weights: the
-    chapter's Xavier-uniform conv and linear weights (zero biases), drawn from ``seed``.  The d2l
-    network has no dropout (the chapter's has none); the others keep GoogLeNet's 0.2."""
+    chapter's Xavier-uniform conv and linear weights (zero biases), drawn from ``seed``; each
+    variant's own dropout (none in the d2l network, as in the chapter)."""
     torch.manual_seed(seed)
-    ref = GoogLeNet(
-        num_classes,
-        variant=variant,
-        in_channels=in_channels,
-        init_weights=True,
-        dropout=0.0 if variant == "d2l" else 0.2,
-    )
+    ref = GoogLeNet(num_classes, variant=variant, in_channels=in_channels, init_weights=True)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in ref.modules():

@@ -122,6 +122,32 @@ def test_backward_rejects_mismatched_tensors():
         )
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train_bn"])
+@pytest.mark.parametrize("wants_input", [True, False], ids=["input_and_weights", "weights_only"])
+def test_batched_gradients_match_the_reference(train, wants_input):
+    """PyTorch's batched gradients (several output gradients in one backward:
+    ``autograd.grad(is_grads_batched=True)``, ``autograd.functional.jacobian(vectorize=True)``)
+    run through the block's backward ops (eval: inception_block_backward; train-mode BatchNorm:
+    inception_block_bn_train_backward) and give the reference's gradients, each one."""
+    x = torch.randn(2, ODD[0], 4, 5)
+    ref, fused = _pair(ODD, x, backend="torch")
+    grads = torch.randn(3, 2, sum(ODD[i] for i in (1, 3, 5, 6)), 4, 5)
+    names = ["input"] * wants_input + [name for name, _ in ref.named_parameters()]
+    results = []
+    for model in (fused, ref):
+        model.train(train)
+        xr = x.clone().requires_grad_(wants_input)
+        out = model(xr)
+        assert out.std() > 0.05, "activations vanished; the comparison could not fail"
+        inputs = [xr] * wants_input + list(model.parameters())
+        got = dict(zip(names, torch.autograd.grad(out, inputs, grads, is_grads_batched=True)))
+        if wants_input:
+            got["jacobian"] = torch.autograd.functional.jacobian(lambda a: model(a)[:, :3, 1, 2], x, vectorize=True)
+        results.append(got)
+    for name, want in results[1].items():
+        check_close(results[0][name], want, FP32, f"batched gradient of {name}")
+
+
 def test_empty_batch_gradients_are_zero():
     ref, fused = _pair(ODD, torch.randn(2, ODD[0], 4, 4), backend="torch")
     x = torch.randn(0, ODD[0], 4, 4, requires_grad=True)

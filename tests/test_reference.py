@@ -1,5 +1,7 @@
 """The reference network against torchvision: structure, state_dict, outputs, variants."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torchvision
@@ -50,6 +52,20 @@ def test_reference_equals_torchvision(transform_input):
         check_close(ours(x), ref, TOLERANCE["same_ops"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transform_input_rounds_as_torchvision(dtype, channels_last):
+    """transform_input gives torchvision's bits in every float dtype (in 16 bits the constants'
+    rounding depends on the op), in either memory format."""
+    x = torch.rand(2, 3, 9, 7).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    settings = SimpleNamespace(transform_input=True)  # the method reads nothing else: no network built
+    want = torchvision.models.GoogLeNet._transform_input(settings, x)
+    got = GoogLeNet._transform_input(settings, x)
+    assert got.dtype == dtype and torch.equal(got, want)
+
+
 def test_aux_heads_in_training_match_torchvision():
     tv = tv_googlenet(aux_logits=True)
     calibrate(tv, torch.randn(4, 3, 64, 64))
@@ -88,6 +104,16 @@ def test_paper_variant_structure():
     assert isinstance(m.lrn1, torch.nn.LocalResponseNorm) and isinstance(m.lrn2, torch.nn.LocalResponseNorm)
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
     assert m.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    # Table 1 of the paper: every max pool 3x3/2, and 7x7 after the last one at 224x224.
+    for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4"):
+        pool = getattr(m, name)
+        assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 0, True), name
+    sizes = {}
+    m.maxpool4.register_forward_hook(lambda mod, inp, out: sizes.update(maxpool4=tuple(out.shape[1:])))
+    m(torch.randn(1, 3, 224, 224))
+    assert sizes["maxpool4"] == (832, 7, 7)
+    # 40% dropout before the classifier, 70% in the aux heads.
+    assert m.dropout.p == 0.4 and GoogLeNet(variant="paper", aux_logits=True).aux1.dropout.p == 0.7
 
 
 @pytest.mark.parametrize("size", [96, 32, 9, 1])
@@ -95,7 +121,23 @@ def test_d2l_variant_runs_down_to_small_images(size):
     m = GoogLeNet(variant="d2l").eval()
     assert m.in_channels == 1 and m.fc.out_features == 10
     assert m.inception3a.branch3[1].conv.kernel_size == (5, 5) and m.lrn1 is None
+    assert m.dropout.p == 0.0  # the chapter's network has no dropout
     assert m(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("variant", ["paper", "d2l"])
+def test_min_input_size_is_where_the_network_stops_running(variant, monkeypatch):
+    """The size check's pool arithmetic is the modules' own: the smallest accepted size runs,
+    and one less fails in PyTorch itself once the check is out of the way."""
+    m = GoogLeNet(variant=variant).eval()
+    n, c = m.min_input_size(), m.in_channels
+    m(torch.randn(1, c, n, n))
+    with pytest.raises(ValueError, match="too small"):
+        m(torch.randn(1, c, n - 1, n - 1))
+    if n > 1:
+        monkeypatch.setattr(m, "check_input", lambda x: None)
+        with pytest.raises(RuntimeError):
+            m(torch.randn(1, c, n - 1, n - 1))
 
 
 def test_min_input_size_matches_torchvision():

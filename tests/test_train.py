@@ -76,7 +76,7 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
 
     # a checkpoint from another variant or number of classes is refused, with the reason
     with pytest.raises(SystemExit) as exc:
-        train(split, "--epochs", "3", "--variant", "paper", "--image-size", "16", "--resume")
+        train(split, "--epochs", "3", "--variant", "paper", "--image-size", "32", "--resume")
     assert exc.value.code == 2
     assert "written for variant 'd2l'" in capsys.readouterr().err
     # ... and so is one written with another seed: the resumed run would not be the one it continues

@@ -495,15 +495,23 @@ def test_googlenet_without_running_statistics_in_eval():
 
 def test_compile_fullgraph_in_train_mode():
     """torch.compile traces the train-mode block without graph breaks (the op's fake kernel and
-    autograd, the running-statistics update), with the eager reference's results."""
+    autograd with its backward op, the running-statistics update), with the eager reference's
+    outputs and gradients."""
     torch._dynamo.reset()
     ref, fused = trained_pair(SMALL)
     compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
     for i in range(2):
         x = torch.randn(3, SMALL[0], 6, 5)
-        got = compiled(x)
-        got.sum().backward()
-        check_close(got, ref(x), FP32, f"step {i}")
+        target = torch.randn(3, sum(_out_channels(ref)), 6, 5)
+        results = []
+        for model in (compiled, ref):
+            xr = x.clone().requires_grad_(True)
+            out = model(xr)
+            results.append((out, torch.autograd.grad((out * target).sum(), [xr, *model.parameters()])))
+        (got, got_grads), (want, want_grads) = results
+        check_close(got, want, FP32, f"step {i}")
+        for name, g, w in zip(["input"] + [n for n, _ in ref.named_parameters()], got_grads, want_grads):
+            check_close(g, w, FP32, f"step {i} gradient of {name}")
     assert_same_buffers(ref, fused, "compiled")
 
 
