@@ -435,10 +435,22 @@ def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
+def _refuse_script(module: nn.Module):
+    """``__prepare_scriptable__``, which torch.jit.script calls on every module first: a clear
+    error in place of TorchScript's compiler error deep inside the fused forward."""
+    raise TypeError(
+        f"torch.jit.script cannot compile {type(module).__name__}: its forward picks fused ops in "
+        "Python.  Use torch.jit.trace (a TorchScript graph of the reference's ATen ops), "
+        "torch.export.export or torch.compile"
+    )
+
+
 class _PackedBlock:
     """The fused forward of a block from its six conv(→BN) units (``_units()``, packing order):
     backend resolution, packed weights (cached, or rebuilt differentiably under autograd), the
     op with or without autograd.  Mixed into FusedInception and FusedForeignInception."""
+
+    __prepare_scriptable__ = _refuse_script
 
     def _init_packing(self, backend: str) -> None:
         self.requested_backend = backend
@@ -745,6 +757,7 @@ class FusedGoogLeNet(GoogLeNet):
     """GoogLeNet with fused Inception blocks and folded stem; same arguments and state_dict as ``GoogLeNet``."""
 
     block_class = FusedInception
+    __prepare_scriptable__ = _refuse_script
 
     def __init__(
         self, num_classes: Optional[int] = None, *, variant: str = "torchvision", backend: str = "auto", **kwargs

@@ -23,7 +23,8 @@ rebuild) and its address cannot come back for a different tensor.
 
 Inference tensors (a model built, moved or loaded under ``torch.inference_mode()``) keep no
 version counter, so an in-place change leaves their key as it was; so do parameters attached
-into a flat buffer with ``.data =`` (``_watched``).  For them the cache keeps a private copy
+into a flat buffer with ``.data =``, and CPU tensors in shared memory, which other processes
+write (``_watched``).  For them the cache keeps a private copy
 of each such source and, on CPU, compares the bits on every forward (one read
 of the weights and of the copy, cheaper than a rebuild; benchmarks/inference_tensor_cost.py
 measures it), rebuilding on any difference.  On other devices that comparison would synchronize
@@ -206,11 +207,13 @@ def _state(sources: list) -> list:
 
 def _watched(t: Tensor) -> bool:
     """Whether a source can change with its key unchanged, so the cache compares its bits: an
-    inference tensor (no version counter), or a tensor that shares a larger storage without being
-    a view of it.  That is one attached with ``.data =`` into a flat buffer, as
+    inference tensor (no version counter); a CPU tensor in shared memory (``share_memory()``,
+    torch.multiprocessing), which other processes write without moving this process's counter
+    (Hogwild training); or a tensor that shares a larger storage without being a view of it.
+    That is one attached with ``.data =`` into a flat buffer, as
     torch.nn.utils.vector_to_parameters and flat-parameter wrappers do; writes through the buffer
     move the buffer's version counter, not its own.  (A view shares its base's counter.)"""
-    if t.is_inference():
+    if t.is_inference() or (t.device.type == "cpu" and t.is_shared()):
         return True
     return not t._is_view() and t.untyped_storage().nbytes() > t.numel() * t.element_size()
 

@@ -370,6 +370,46 @@ def test_vector_to_parameters_into_one_buffer_refreshes_the_cache(backend):
         check_close(fused(x), want, FP32, "after the flat buffer was rewritten")
 
 
+def _write_shared_weights(blocks, net):
+    """Another process's in-place steps (spawned: it must be importable from this module)."""
+    with torch.no_grad():
+        for block in blocks:
+            block.branch2[1].conv.weight.mul_(1.5)
+            block.branch2[1].bn.running_var.mul_(0.5)
+        net.conv1.conv.weight.mul_(0.5)  # the stem's packed weights
+        net.inception4c.branch2[1].conv.weight.mul_(1.5)
+
+
+def test_weights_in_shared_memory_written_by_another_process():
+    """Hogwild training (torch.multiprocessing): the model's tensors in shared memory, written
+    in place by another process, which moves no version counter here.  The fused modules
+    compute with the new weights, on every backend, the stem's packed weights too."""
+    x = torch.randn(2, 16, 6, 6)
+    ref = _block(0)
+    blocks = [ref] + [FusedInception.from_torchvision(copy.deepcopy(ref), backend=b).eval() for b in _backends()]
+    x_net = torch.randn(2, 1, 12, 12)
+    net_ref = GoogLeNet(variant="d2l", init_weights=False)
+    calibrate(net_ref, torch.randn(4, 1, 12, 12))
+    net = FusedGoogLeNet.from_torchvision(net_ref, backend="torch").eval()
+    for model in blocks + [net]:
+        model.share_memory()
+    with torch.no_grad():
+        before = [model(x) for model in blocks], net(x_net)  # packs and caches
+    child = torch.multiprocessing.get_context("spawn").Process(target=_write_shared_weights, args=(blocks, net))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0, f"the writing process failed (exit code {child.exitcode})"
+    with torch.no_grad():
+        want = ref(x)
+        assert rel_error(want, before[0][0]) > 1e-2, "the other process's writes should have changed the output"
+        for backend, block in zip(_backends(), blocks[1:]):
+            check_close(block(x), want, FP32, f"{backend} block after another process wrote its weights")
+        current = GoogLeNet(variant="d2l", init_weights=False)
+        current.load_state_dict(net.state_dict())  # the reference with the network's weights as they are now
+        want_net = _check_net(net(x_net), current.eval(), x_net, "network after another process wrote its weights")
+        assert rel_error(want_net, before[1]) > 1e-2, "the other process's writes should have changed the output"
+
+
 def test_attribute_tensors_are_in_the_key():
     """A conv bias or BatchNorm affine term that is not a parameter or buffer (a plain tensor
     attribute, as hypernetwork code holds it; a parametrization's computed value) is folded from

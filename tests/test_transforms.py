@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from model_cases import calibrated_block, calibrated_net, net_tolerance
+from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from inception_fast import FusedGoogLeNet, FusedInception, Inception, available_backends, clear_packed_weights, fuse
@@ -172,6 +173,16 @@ def test_torchscript_trace_holds_the_references_ops():
             want = ref(xn)
             assert want.std() > 0.05
             check_close(traced(xn), want, FP32, f"traced, batch {n}")
+
+
+def test_torchscript_script_is_refused_naming_what_works():
+    """torch.jit.script cannot compile the fused forward: a clear error naming the ways that
+    work, for the network, a block and a fuse()d block of another class (inside any model)."""
+    _, fused, _ = _net()
+    _, foreign, _ = _textbook()
+    for model in (fused, fused.inception3a, foreign, nn.Sequential(foreign)):
+        with pytest.raises(TypeError, match=r"torch.jit.script cannot compile .*Use torch.jit.trace"):
+            torch.jit.script(model)
 
 
 def _textbook():
