@@ -837,8 +837,9 @@ class FusedGoogLeNet(GoogLeNet):
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
         # The head is copied as it is, whatever it became for fine-tuning (a Sequential or a
         # bias-free fc, Identity as a feature extractor, another pool size); the fused head runs
-        # whatever modules it holds.
-        for name in ("avgpool", "dropout", "fc"):
+        # whatever modules it holds.  So are the max pools (a paper-variant model saved when its
+        # maxpool4 was 2x2/2 keeps computing so), which the fused stages read their settings from.
+        for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4", "avgpool", "dropout", "fc"):
             setattr(fused, name, _copy_without_hooks(getattr(model, name)))
         _adopt(fused, model)
         return fused
@@ -1344,6 +1345,21 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
 # Values compared by value when a plain attribute is set on a fused foreign block (the same value
 # again changes nothing); others by identity.
 _PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None))
+# The instance attributes nn.Module itself keeps: a block's other ones are its plain attributes.
+_MODULE_ATTRIBUTES = frozenset(nn.Module().__dict__) | {"_compiled_call_impl"}
+
+
+def _plain_attributes(block: nn.Module) -> tuple:
+    """(number of instance attributes, ((name, value), ...) of the plain ones) of ``block``: what
+    its forward may read besides its modules, parameters and buffers."""
+    d = block.__dict__
+    return len(d), tuple((k, v) for k, v in d.items() if k not in _MODULE_ATTRIBUTES)
+
+
+def _plain_attributes_unchanged(block: nn.Module, snapshot: tuple) -> bool:
+    count, items = snapshot
+    d = block.__dict__
+    return len(d) == count and all(_same_value(v, d.get(k, _same_value)) for k, v in items)
 
 
 def _same_value(before, after) -> bool:
@@ -1491,6 +1507,24 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         self.__dict__["_structure"] = _StructureCheck(
             self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights, ok=False
         )
+        self.__dict__["_source_attributes"] = _plain_attributes(self.__dict__["_source_block"])
+
+    def structure_built(self) -> None:
+        super().structure_built()
+        self.__dict__["_source_attributes"] = _plain_attributes(self.__dict__["_source_block"])
+
+    def structure_ok(self) -> bool:
+        """As _PackedBlock's, and False from the first forward that finds a plain attribute of the
+        original block changed, added or deleted other than through this module (a method of the
+        block's class run through ``__getattr__``, which sets it on the block itself; code holding
+        the block from before ``fuse()``), as after a change through ``__setattr__``."""
+        d = self.__dict__
+        snapshot = d.get("_source_attributes")
+        if snapshot is None:  # pickled before the attributes were kept: as they are now
+            d["_source_attributes"] = _plain_attributes(d["_source_block"])
+        elif not _plain_attributes_unchanged(d["_source_block"], snapshot):
+            self._original_forward_from_now()
+        return super().structure_ok()
 
     def _find(self, path: str) -> nn.Module:
         module = self

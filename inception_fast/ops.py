@@ -872,6 +872,13 @@ def _inception_block_bn_train_backward_impl(
             f"inception_block_bn_train_backward: grad_out has shape {tuple(grad_out.shape)}, "
             f"expected the output's {tuple(out.shape)}"
         )
+    with torch.no_grad():  # a gradient with no derivative of its own (_refuse_second_derivative)
+        return _bn_train_gradients(
+            grad_out, x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var, eps, need_input_grad
+        )
+
+
+def _bn_train_gradients(grad_out, x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var, eps, need_input_grad):
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red = w_red.shape[0]
     n, cin, h, w = x.shape

@@ -15,6 +15,7 @@ Three variants of GoogLeNet:
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple, Optional
 
@@ -31,6 +32,41 @@ VARIANTS = ("torchvision", "paper", "d2l")
 # The dropout before the classifier: torchvision's, the paper's ("40% ratio of dropped outputs"),
 # none in the textbook's network.
 DEFAULT_DROPOUT = {"torchvision": 0.2, "paper": 0.4, "d2l": 0.0}
+
+
+def variant_layout(variant: str) -> dict:
+    """What a variant's network holds besides weights: each max pool's (kernel, stride, padding,
+    ceil_mode) and the dropout before the classifier (``dropout``).  torchvision's maxpool4 is
+    2x2/2; the paper's and the textbook's are 3x3/2 like their others."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown GoogLeNet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    pool = (3, 2, 1, False) if variant == "d2l" else (3, 2, 0, True)
+    pools = {"maxpool1": pool, "maxpool2": pool, "maxpool3": pool}
+    pools["maxpool4"] = (2, 2, 0, True) if variant == "torchvision" else pool
+    return {**pools, "dropout": DEFAULT_DROPOUT[variant]}
+
+
+def _max_pool_geometry(pool: nn.Module, default: tuple) -> tuple:
+    """(kernel, stride, padding, ceil_mode) of a plain square nn.MaxPool2d (one a model was given in
+    place of its variant's), else ``default``."""
+    if type(pool) is not nn.MaxPool2d:
+        return default
+    settings = (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    settings = tuple(tuple(v) if isinstance(v, list) else v for v in settings)  # (hashable for the memo)
+    return _square_pool_geometry(*settings, pool.ceil_mode, default)
+
+
+@functools.lru_cache(maxsize=64)
+def _square_pool_geometry(kernel, stride, padding, dilation, ceil_mode, default: tuple) -> tuple:
+    sizes = []
+    for value in (kernel, stride or kernel, padding, dilation):
+        value = (value, value) if isinstance(value, int) else tuple(value)
+        if len(set(value)) != 1:
+            return default
+        sizes.append(value[0])
+    return default if sizes.pop() != 1 else (*sizes, bool(ceil_mode))
+
+
 # transform_input's (scale, shift) per channel: ImageNet's (std / 0.5, (mean - 0.5) / 0.5).
 _IMAGENET_RENORM = tuple(
     (std / 0.5, (mean - 0.5) / 0.5) for mean, std in ((0.485, 0.229), (0.456, 0.224), (0.406, 0.225))
@@ -167,8 +203,9 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet num_classes must be a positive int, got {num_classes!r}")
         if in_channels is None:
             in_channels = 1 if variant == "d2l" else 3
+        layout = variant_layout(variant)
         if dropout is None:
-            dropout = DEFAULT_DROPOUT[variant]
+            dropout = layout["dropout"]
         if transform_input and in_channels != 3:
             raise ValueError("transform_input needs 3 input channels (it applies ImageNet's per-channel statistics)")
         self.variant = variant
@@ -178,21 +215,20 @@ class GoogLeNet(nn.Module):
         self.transform_input = transform_input
         bn = variant == "torchvision"
         k = 3 if variant == "torchvision" else 5
-        if variant == "d2l":
-            pool = dict(kernel_size=3, stride=2, padding=1)
-        else:
-            pool = dict(kernel_size=3, stride=2, ceil_mode=True)
-        every_pool = (3, 2, pool.get("padding", 0), pool.get("ceil_mode", False))
-        # torchvision's maxpool4 is 2x2/2 (the paper's and the textbook's, 3x3/2 like every other).
-        self._pools = {"maxpool1": every_pool, "maxpool4": (2, 2, 0, True) if variant == "torchvision" else every_pool}
+        # the variant's pools, by name: what the size check assumes of a pool it cannot read
+        self._pools = {name: layout[name] for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4")}
+
+        def max_pool(name):
+            kernel, stride, padding, ceil_mode = layout[name]
+            return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
 
         self.conv1 = BasicConv2d(in_channels, 64, batch_norm=bn, kernel_size=7, stride=2, padding=3)
-        self.maxpool1 = nn.MaxPool2d(**pool)
+        self.maxpool1 = max_pool("maxpool1")
         self.lrn1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
         self.conv2 = BasicConv2d(64, 64, batch_norm=bn, kernel_size=1)
         self.conv3 = BasicConv2d(64, 192, batch_norm=bn, kernel_size=3, padding=1)
         self.lrn2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
-        self.maxpool2 = nn.MaxPool2d(**pool)
+        self.maxpool2 = max_pool("maxpool2")
         block = self.block_class
 
         def make(name):
@@ -200,13 +236,13 @@ class GoogLeNet(nn.Module):
 
         self.inception3a = make("inception3a")
         self.inception3b = make("inception3b")
-        self.maxpool3 = nn.MaxPool2d(**pool)
+        self.maxpool3 = max_pool("maxpool3")
         self.inception4a = make("inception4a")
         self.inception4b = make("inception4b")
         self.inception4c = make("inception4c")
         self.inception4d = make("inception4d")
         self.inception4e = make("inception4e")
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True) if variant == "torchvision" else nn.MaxPool2d(**pool)
+        self.maxpool4 = max_pool("maxpool4")
         self.inception5a = make("inception5a")
         self.inception5b = make("inception5b")
         if aux_logits:
@@ -251,11 +287,12 @@ class GoogLeNet(nn.Module):
         sizes = [h, w]
         stages = [
             ("conv1", lambda s: conv_out(s, 7, 2, 3)),
-            ("maxpool1", lambda s: pool_out(s, *self._pools["maxpool1"])),
-            ("maxpool2", lambda s: pool_out(s, *self._pools["maxpool1"])),
-            ("maxpool3", lambda s: pool_out(s, *self._pools["maxpool1"])),
-            ("maxpool4", lambda s: pool_out(s, *self._pools["maxpool4"])),
         ]
+        for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4"):  # as they are (from_torchvision copies a model's)
+            # (a model pickled before maxpool2 and maxpool3 had entries of their own: maxpool1's)
+            default = self._pools.get(name, self._pools["maxpool1"])
+            geometry = _max_pool_geometry(self._modules.get(name), default)
+            stages.append((name, lambda s, geometry=geometry: pool_out(s, *geometry)))
         for name, fn in stages:
             if min(sizes) < 1:
                 return name

@@ -59,7 +59,7 @@ from .cli import (
     out_of_memory,
     resolve_device,
 )
-from .reference import VARIANTS
+from .reference import VARIANTS, variant_layout
 
 __all__ = ["main", "build_models", "load_data", "TrainData", "read_idx"]
 
@@ -531,6 +531,13 @@ def _load_checkpoint(path: str, args, data: TrainData, dist: _Dist) -> dict:
     for key, value in want.items():
         if key == "steps_per_epoch" and key not in meta:  # (a checkpoint written before it was recorded)
             continue
+        if key == "layout" and key not in meta:  # written before it was recorded: the layout then
+            if meta.get("variant") != "paper":  # (only the paper variant's has changed since)
+                continue
+            raise UsageError(
+                f"--resume: {path} was written for the paper variant as it was before its maxpool4 "
+                "became 3x3/2 and its dropout 0.4 (as in the paper); this run's network differs: start a new run"
+            )
         if meta.get(key) != value:
             raise UsageError(f"--resume: {path} was written for {key} {meta.get(key)!r}, this run has {value!r}")
     return ckpt
@@ -583,6 +590,7 @@ def _meta(args, data: TrainData, dist: _Dist) -> dict:
     resumed run would not be the run it continues)."""
     return {
         "variant": args.variant,
+        "layout": variant_layout(args.variant),  # its pools and dropout (the paper's changed once)
         "num_classes": data.num_classes,
         "in_channels": data.channels,
         "image_size": args.image_size,

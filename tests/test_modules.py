@@ -541,6 +541,27 @@ def test_from_torchvision_takes_a_fine_tuned_head_with_aux_heads_and_a_greyscale
         check_close(fused(x), ref64, tol)
 
 
+def test_from_torchvision_takes_the_models_own_max_pools():
+    """A paper-variant model whose maxpool4 is 2x2/2 (one saved before that variant's became the
+    paper's 3x3/2): the conversion computes as the model does, and its size check follows the
+    pools it holds."""
+    torch.manual_seed(0)
+    model = GoogLeNet(variant="paper")
+    model.maxpool4 = torch.nn.MaxPool2d(2, 2, ceil_mode=True)
+    calibrate(model, torch.randn(4, 3, 64, 64))
+    fused = FusedGoogLeNet.from_torchvision(model, backend="torch").eval()
+    x = torch.randn(2, 3, 64, 64)
+    ref64, tol = net_tolerance(model, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol)
+    n = model.min_input_size()
+    assert fused.min_input_size() == n < GoogLeNet(variant="paper").min_input_size()
+    with torch.no_grad():
+        assert fused(torch.randn(1, 3, n, n)).shape == (1, 1000)
+    with pytest.raises(ValueError, match="too small"):
+        fused(torch.randn(1, 3, n - 1, n - 1))
+
+
 def test_frozen_and_tied_parameters_stay_frozen_and_tied():
     """A frozen parameter (fine-tuning a head on a frozen backbone) stays frozen and one parameter
     tied across two blocks stays one: from_torchvision in its copy (the source untouched), fuse()

@@ -320,6 +320,43 @@ def test_an_attribute_set_on_a_fused_foreign_block_reaches_its_forward():
     check_close(got, original(x), FP32)
 
 
+class PoolSizedWithSetter(PoolSized):
+    def set_pool_size(self, size):
+        self.pool_size = size  # runs on the original block (found through __getattr__)
+
+
+@pytest.mark.parametrize("how", ["method of its class", "the original block held from before fuse()"])
+def test_an_attribute_changed_on_the_original_block_reaches_the_forward(how):
+    """A plain attribute set on the original block itself, not through the fused block's
+    __setattr__ (by a method of its class, or through a reference kept from before fuse()): the
+    next forward sees it changed and runs the original forward, so the answer is the original's
+    with the new value; while nothing changes, the fused op runs."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(PoolSizedWithSetter(8, 4, (4, 6), (2, 3), 5)).eval()
+    model = copy.deepcopy(ref)
+    kept = model[0]
+    _fuse_quietly(model)
+    fused = model[0]
+    x = torch.randn(2, 8, 9, 9)
+    recorder = OpRecorder()
+    with torch.no_grad(), recorder:
+        check_close(model(x), ref(x), FP32, "before")
+    assert recorder.ops.count(FUSED_BLOCK_OP) == 1, "unchanged, the fused op runs"
+    for m in (ref[0], fused if how.startswith("method") else kept):
+        m.set_pool_size(5) if how.startswith("method") else setattr(m, "pool_size", 5)
+    assert fused.pool_size == 5
+    with torch.no_grad():
+        want = ref(x)
+        assert (F.max_pool2d(x, 5, 1, 2) != F.max_pool2d(x, 3, 1, 1)).any()  # the change shows
+        check_close(model(x), want, FP32, how)
+        check_close(model(x), want, FP32, f"{how}, a second forward")
+    kept.pool_size = 3
+    _fuse_quietly(model)  # matches the block again
+    assert fused.structure_ok()
+    kept.extra = 1.0  # an attribute added to the original: the original forward likewise
+    assert not fused.structure_ok()
+
+
 class Knobbed(TextbookInception):
     """A class-level default, a property and a method that swaps a submodule."""
 

@@ -92,9 +92,20 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
     # (a checkpoint written before the steps were recorded resumes as it did)
     older = load(split)
     del older["meta"]["steps_per_epoch"]
+    del older["meta"]["layout"]  # (nor the layout: the d2l network's has not changed)
     torch.save(older, split / "checkpoint.pt")
     assert train(split, "--epochs", "3", "--reference", "--resume") == 0
     assert load(split)["epoch"] == 3
+    # A paper-variant checkpoint without the layout was written for the paper network's earlier
+    # maxpool4 and dropout: refused (this one is the d2l run's, labelled so, at the paper's size).
+    older = load(split)
+    del older["meta"]["layout"]
+    older["meta"].update(variant="paper", image_size=32)
+    torch.save(older, split / "checkpoint.pt")
+    with pytest.raises(SystemExit) as exc:
+        train(split, "--epochs", "4", "--reference", "--variant", "paper", "--image-size", "32", "--resume")
+    assert exc.value.code == 2
+    assert "written for the paper variant as it was before its maxpool4 became 3x3/2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

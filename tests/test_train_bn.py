@@ -227,6 +227,18 @@ def test_opcheck_inception_block_bn_train():
     torch.library.opcheck(torch.ops.inception_fast.inception_block_bn_train.default, (*args, 1e-3, "torch"))
 
 
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_opcheck_inception_block_bn_train_backward(need_input_grad):
+    """The backward op on its own (schema, fake kernel, a call under grad mode with inputs that
+    want gradients: it records none, as a gradient without a derivative of its own)."""
+    x, *rest = op_args()
+    out, scratch, pre, mean, var = torch.ops.inception_fast.inception_block_bn_train(x, *rest, 1e-3, "torch")
+    w_red, _, w_pool, _, w3, _, w5, _, gamma, _ = rest
+    grad = torch.randn_like(out).requires_grad_(True)
+    args = (grad, x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var, 1e-3, need_input_grad)
+    torch.library.opcheck(torch.ops.inception_fast.inception_block_bn_train_backward.default, args)
+
+
 def test_second_derivative_is_refused():
     """create_graph=True through the train-mode BatchNorm block: a clear error, not a silently wrong
     second derivative (its gradients also depend on the saved pre-BN outputs and statistics)."""

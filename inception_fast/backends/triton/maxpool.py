@@ -1,6 +1,6 @@
 """2-D max pool over an activation, written channels_last: GoogLeNet's pools between the stem and
-the blocks (maxpool1-4: 3x3/2 and 2x2/2 with ceil_mode in torchvision's and the paper's variants,
-3x3/2 pad 1 in d2l's).
+the blocks (maxpool1-4: 3x3/2 with ceil_mode in torchvision's and the paper's variants, except
+torchvision's maxpool4, 2x2/2 with ceil_mode; 3x3/2 pad 1 in d2l's).
 
 Why a kernel of our own: ATen's channels_last max pool (max_pool_forward_nhwc) also computes and
 writes the int64 argmax of every output (an index tensor as large as four bf16 outputs), which
