@@ -1356,10 +1356,8 @@ def _plain_attributes(block: nn.Module) -> tuple:
     return len(d), tuple((k, v) for k, v in d.items() if k not in _MODULE_ATTRIBUTES)
 
 
-def _plain_attributes_unchanged(block: nn.Module, snapshot: tuple) -> bool:
-    count, items = snapshot
-    d = block.__dict__
-    return len(d) == count and all(_same_value(v, d.get(k, _same_value)) for k, v in items)
+def _same_items(before: tuple, after: tuple) -> bool:
+    return len(before) == len(after) and all(k == k2 and _same_value(v, v2) for (k, v), (k2, v2) in zip(before, after))
 
 
 def _same_value(before, after) -> bool:
@@ -1519,10 +1517,16 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         block's class run through ``__getattr__``, which sets it on the block itself; code holding
         the block from before ``fuse()``), as after a change through ``__setattr__``."""
         d = self.__dict__
-        snapshot = d.get("_source_attributes")
-        if snapshot is None:  # pickled before the attributes were kept: as they are now
-            d["_source_attributes"] = _plain_attributes(d["_source_block"])
-        elif not _plain_attributes_unchanged(d["_source_block"], snapshot):
+        source, snapshot = d["_source_block"], d.get("_source_attributes")
+        if snapshot is None or len(source.__dict__) != snapshot[0]:
+            # A name added or deleted, maybe one of nn.Module's own (a module pickled by an older
+            # PyTorch gains them on loading); a snapshot pickled before they were kept: as now.
+            now = _plain_attributes(source)
+            if snapshot is None or _same_items(snapshot[1], now[1]):
+                d["_source_attributes"] = now
+            else:
+                self._original_forward_from_now()
+        elif not all(_same_value(v, source.__dict__.get(k, _same_value)) for k, v in snapshot[1]):
             self._original_forward_from_now()
         return super().structure_ok()
 

@@ -353,6 +353,8 @@ def test_an_attribute_changed_on_the_original_block_reaches_the_forward(how):
     kept.pool_size = 3
     _fuse_quietly(model)  # matches the block again
     assert fused.structure_ok()
+    kept.compile()  # a name of nn.Module's own added (torch.compile's, a lazy wrapper): no plain attribute
+    assert fused.structure_ok()
     kept.extra = 1.0  # an attribute added to the original: the original forward likewise
     assert not fused.structure_ok()
 
