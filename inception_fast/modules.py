@@ -55,7 +55,7 @@ from .packing import (
     stock,
 )
 from .recognize import stored_weight
-from .reference import GoogLeNet, Inception
+from .reference import MAX_POOLS, GoogLeNet, Inception
 
 __all__ = [
     "FusedInception",
@@ -839,7 +839,7 @@ class FusedGoogLeNet(GoogLeNet):
         # bias-free fc, Identity as a feature extractor, another pool size); the fused head runs
         # whatever modules it holds.  So are the max pools (a paper-variant model saved when its
         # maxpool4 was 2x2/2 keeps computing so), which the fused stages read their settings from.
-        for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4", "avgpool", "dropout", "fc"):
+        for name in (*MAX_POOLS, "avgpool", "dropout", "fc"):
             setattr(fused, name, _copy_without_hooks(getattr(model, name)))
         _adopt(fused, model)
         return fused
@@ -1356,10 +1356,6 @@ def _plain_attributes(block: nn.Module) -> tuple:
     return len(d), tuple((k, v) for k, v in d.items() if k not in _MODULE_ATTRIBUTES)
 
 
-def _same_items(before: tuple, after: tuple) -> bool:
-    return len(before) == len(after) and all(k == k2 and _same_value(v, v2) for (k, v), (k2, v2) in zip(before, after))
-
-
 def _same_value(before, after) -> bool:
     if after is before:
         return True
@@ -1499,6 +1495,8 @@ class FusedForeignInception(_PackedBlock, nn.Module):
             self._synced_source()
             self._share_dicts_with(source)
             self.__dict__["_adopted"] = True
+        if source is not None and "_source_attributes" not in self.__dict__:  # pickled before they were kept
+            self.__dict__["_source_attributes"] = _plain_attributes(source)
 
     def _original_forward_from_now(self) -> None:
         """A plain attribute the original forward may read changed: fuse() traced the old value."""
@@ -1517,12 +1515,12 @@ class FusedForeignInception(_PackedBlock, nn.Module):
         block's class run through ``__getattr__``, which sets it on the block itself; code holding
         the block from before ``fuse()``), as after a change through ``__setattr__``."""
         d = self.__dict__
-        source, snapshot = d["_source_block"], d.get("_source_attributes")
-        if snapshot is None or len(source.__dict__) != snapshot[0]:
+        source, snapshot = d["_source_block"], d["_source_attributes"]
+        if len(source.__dict__) != snapshot[0]:
             # A name added or deleted, maybe one of nn.Module's own (a module pickled by an older
-            # PyTorch gains them on loading); a snapshot pickled before they were kept: as now.
+            # PyTorch gains them on loading): only the plain ones count.
             now = _plain_attributes(source)
-            if snapshot is None or _same_items(snapshot[1], now[1]):
+            if _same_value(snapshot[1], now[1]):
                 d["_source_attributes"] = now
             else:
                 self._original_forward_from_now()

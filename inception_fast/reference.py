@@ -29,21 +29,27 @@ from .geometry import conv_out, pool_out
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "BLOCK_CONFIGS", "VARIANTS"]
 
 VARIANTS = ("torchvision", "paper", "d2l")
-# The dropout before the classifier: torchvision's, the paper's ("40% ratio of dropped outputs"),
-# none in the textbook's network.
-DEFAULT_DROPOUT = {"torchvision": 0.2, "paper": 0.4, "d2l": 0.0}
+MAX_POOLS = ("maxpool1", "maxpool2", "maxpool3", "maxpool4")
 
 
 def variant_layout(variant: str) -> dict:
     """What a variant's network holds besides weights: each max pool's (kernel, stride, padding,
     ceil_mode) and the dropout before the classifier (``dropout``).  torchvision's maxpool4 is
-    2x2/2; the paper's and the textbook's are 3x3/2 like their others."""
+    2x2/2; the paper's and the textbook's are 3x3/2 like their others.  Dropout: torchvision's
+    0.2, the paper's 0.4 ("40% ratio of dropped outputs"), none in the textbook's network."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown GoogLeNet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     pool = (3, 2, 1, False) if variant == "d2l" else (3, 2, 0, True)
     pools = {"maxpool1": pool, "maxpool2": pool, "maxpool3": pool}
     pools["maxpool4"] = (2, 2, 0, True) if variant == "torchvision" else pool
-    return {**pools, "dropout": DEFAULT_DROPOUT[variant]}
+    return {**pools, "dropout": {"torchvision": 0.2, "paper": 0.4, "d2l": 0.0}[variant]}
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_pools(variant: str) -> tuple:
+    """variant_layout's pools in MAX_POOLS order (the size check runs every forward)."""
+    layout = variant_layout(variant)
+    return tuple(layout[name] for name in MAX_POOLS)
 
 
 def _max_pool_geometry(pool: nn.Module, default: tuple) -> tuple:
@@ -215,8 +221,6 @@ class GoogLeNet(nn.Module):
         self.transform_input = transform_input
         bn = variant == "torchvision"
         k = 3 if variant == "torchvision" else 5
-        # the variant's pools, by name: what the size check assumes of a pool it cannot read
-        self._pools = {name: layout[name] for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4")}
 
         def max_pool(name):
             kernel, stride, padding, ceil_mode = layout[name]
@@ -288,9 +292,9 @@ class GoogLeNet(nn.Module):
         stages = [
             ("conv1", lambda s: conv_out(s, 7, 2, 3)),
         ]
-        for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4"):  # as they are (from_torchvision copies a model's)
-            # (a model pickled before maxpool2 and maxpool3 had entries of their own: maxpool1's)
-            default = self._pools.get(name, self._pools["maxpool1"])
+        # The pools as they are (from_torchvision copies a model's own); the variant's where one is
+        # not a plain MaxPool2d the check can read.
+        for name, default in zip(MAX_POOLS, _variant_pools(self.variant)):
             geometry = _max_pool_geometry(self._modules.get(name), default)
             stages.append((name, lambda s, geometry=geometry: pool_out(s, *geometry)))
         for name, fn in stages:

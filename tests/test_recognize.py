@@ -459,12 +459,13 @@ def test_a_fused_foreign_block_takes_modules_parameters_and_deletions_as_its_for
                 change(m[1])
             check_close(model(x), ref(x), FP32, f"change {i}")
     assert "1.scale" in dict(model.named_parameters())
-    # Pickled by the code before: its own dicts, no "_adopted"; loaded, it shares them again.
+    # Pickled by the code before: its own dicts, no "_adopted" and no attribute snapshot; loaded, it
+    # shares them again and takes the snapshot.
     old = copy.deepcopy(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Optional_(8, 4, (4, 6), (2, 3), 5)).eval())
     ref_old = copy.deepcopy(old)
     _fuse_quietly(old)
     state = old[1].__dict__.copy()
-    del state["_adopted"]
+    del state["_adopted"], state["_source_attributes"]
     source = state["_source_block"]
     for key in ("_modules", "_parameters", "_buffers"):
         source.__dict__[key] = dict(state[key])
@@ -472,6 +473,7 @@ def test_a_fused_foreign_block_takes_modules_parameters_and_deletions_as_its_for
     fresh.__setstate__(state)
     old[1] = fresh
     with torch.no_grad():
+        check_close(old(x), ref_old(x), FP32, "an older pickle, as loaded")
         for m in (ref_old, old):
             m[1].flag = True
         check_close(old(x), ref_old(x), FP32, "an older pickle, a flag set")
