@@ -133,11 +133,6 @@ def _config(args) -> _Config:
     check_image_size(size, args.variant)
     if args.repeats is not None and args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.variant == "paper" and dtype == torch.bfloat16 and not on_gpu:
-        raise UsageError(
-            "--variant paper --dtype bfloat16 on cpu: the paper's LocalResponseNorm has no bfloat16 kernel on "
-            "the CPU in PyTorch; use --dtype float32"
-        )
     if args.time_budget is not None and not args.time_budget >= 0:
         raise UsageError(f"--time-budget must be a number of seconds, at least 0, got {args.time_budget}")
     if args.time_budget is not None:

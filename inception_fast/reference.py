@@ -113,6 +113,16 @@ class BasicConv2d(nn.Module):
         return F.relu(x, inplace=True)
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """The paper's LocalResponseNorm, which also takes 16-bit input on the CPU, where PyTorch has no
+    16-bit kernel for it (its avg_pool3d): such input is normalised in float32 and rounded once."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 class Inception(nn.Module):
     """The four-branch Inception v1 block; ``branch3_kernel=3`` is torchvision's quirk, 5 the paper's."""
 
@@ -228,10 +238,10 @@ class GoogLeNet(nn.Module):
 
         self.conv1 = BasicConv2d(in_channels, 64, batch_norm=bn, kernel_size=7, stride=2, padding=3)
         self.maxpool1 = max_pool("maxpool1")
-        self.lrn1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
+        self.lrn1 = LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
         self.conv2 = BasicConv2d(64, 64, batch_norm=bn, kernel_size=1)
         self.conv3 = BasicConv2d(64, 192, batch_norm=bn, kernel_size=3, padding=1)
-        self.lrn2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
+        self.lrn2 = LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if variant == "paper" else None
         self.maxpool2 = max_pool("maxpool2")
         block = self.block_class
 

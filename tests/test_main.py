@@ -127,7 +127,6 @@ BAD_VALUES = [
     (["--json", "{tmp}/no/such/dir/r.json"], "--json {tmp}/no/such/dir/r.json: cannot write there (No such file"),
     (["--json", ""], "--json: empty path"),
     (["--device", ""], "--device: empty; give cpu, cuda or cuda:N"),
-    (["--variant", "paper", "--dtype", "bfloat16"], "LocalResponseNorm has no bfloat16 kernel on the CPU"),
     (["--image-size", "3000000000"], "--batch-sizes 8 at --image-size 3000000000: a batch beyond any machine's memory"),
     (["--image-size", "99999999999999999999"], "at --image-size 99999999999999999999: a batch beyond any machine's"),
     (

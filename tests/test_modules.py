@@ -22,7 +22,7 @@ from model_cases import (
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
 from inception_fast.backends import availability, resolve
 from inception_fast.reference import BLOCK_CONFIGS
-from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error, same_bits
 
 # -- blocks ------------------------------------------------------------------------------------
 
@@ -178,6 +178,24 @@ def test_other_variants_parity(variant, size):
     ref64, tol = net_tolerance(ref.eval(), x)
     with torch.no_grad():
         check_close(fused(x), ref64, tol)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onednn"])
+def test_paper_variant_bfloat16_on_cpu(backend):
+    """PyTorch has no 16-bit LocalResponseNorm on the CPU: the paper variant's normalises such
+    input in float32 and rounds once, and the fused network in bfloat16 follows its reference."""
+    lrn = GoogLeNet(variant="paper").lrn1
+    x = torch.randn(2, 64, 9, 9).to(torch.bfloat16)
+    assert same_bits(lrn(x), torch.nn.functional.local_response_norm(x.float(), 5, 1e-4, 0.75, 1.0).bfloat16())
+    ref = calibrated_net("paper", 64)[0]
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref16 = copy.deepcopy(ref).bfloat16()(x.bfloat16())
+        ref64 = copy.deepcopy(ref).double()(x.double())
+        got = fused.bfloat16()(x.bfloat16())
+    assert got.dtype == torch.bfloat16 and ref16.std() > 0.05
+    check_close(got, ref64, reduced_precision_bound(ref16, ref64))
 
 
 def test_aux_heads_in_training():
