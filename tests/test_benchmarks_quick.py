@@ -199,7 +199,7 @@ def test_triton_cases_run_under_the_interpreter(tmp_path):
 
 def test_cpu_peers_run_where_installed(tmp_path):
     """ONNX Runtime and OpenVINO (f32 and bf16, where the CPU has bf16) at the quick size, from
-    one ONNX export; skipped where the bench extra is not installed (CI)."""
+    one ONNX export; skipped where the bench extra is not installed (CI installs it)."""
     for module in ("onnxruntime", "openvino", "onnx"):
         pytest.importorskip(module)
     data, tail = _run_bench(
