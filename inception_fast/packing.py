@@ -27,7 +27,9 @@ into a flat buffer with ``.data =``, and CPU tensors in shared memory, which oth
 write (``_watched``).  For them the cache keeps a private copy
 of each such source and, on CPU, compares the bits on every forward (one read
 of the weights and of the copy, cheaper than a rebuild; benchmarks/inference_tensor_cost.py
-measures it), rebuilding on any difference.  On other devices that comparison would synchronize
+measures it), rebuilding on any difference.  The build reads the copies, not the sources, so the
+packed weights hold exactly the bits the next forward compares against, whatever another thread
+or process writes meanwhile.  On other devices that comparison would synchronize
 the host with the device, so there the packed weights are rebuilt on every forward instead
 (a few small kernels per block, which a CUDA graph captures along with the forward).
 
@@ -38,6 +40,7 @@ about 10 µs a block instead of 75 µs (the eager batch-1 forward is mostly host
 
 from __future__ import annotations
 
+import contextvars
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -122,6 +125,16 @@ def conv_and_bn(unit) -> tuple[nn.Module, Optional[nn.Module]]:
     return children["conv"], children.get("bn")
 
 
+# While a PackCache builds: id(watched source) -> its private copy, which the build reads instead.
+_STAND_INS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("inception_fast_stand_ins", default=None)
+
+
+def _read(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t``, or the copy standing in for it while a PackCache builds (see ``PackCache.get``)."""
+    stand_ins = _STAND_INS.get()
+    return t if stand_ins is None or t is None else stand_ins.get(id(t), t)
+
+
 def fold_conv_bn(unit, dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
     """(weight, bias) of conv→BN as one conv.  ``unit``: torchvision's BasicConv2d, ours, or a
     (conv, bn-or-None) pair.  A conv without bias and without BN gets a zero bias.
@@ -130,19 +143,21 @@ def fold_conv_bn(unit, dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Ten
     conv and BN parameters.  Folding is done in at least float32.
     """
     conv, bn = conv_and_bn(unit)
-    w = conv.weight
+    w = _read(conv.weight)
     dtype = dtype or w.dtype
     work = torch.promote_types(w.dtype, torch.float32)
     w = w.to(work)
-    b = conv.bias.to(work) if conv.bias is not None else None
+    b = _read(conv.bias)
+    b = b.to(work) if b is not None else None
     if bn is not None:
-        if bn.running_var is None or bn.running_mean is None:
+        mean, var, gamma, beta = (_read(t) for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias))
+        if var is None or mean is None:
             raise RuntimeError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
-        inv_std = torch.rsqrt(bn.running_var.to(work) + bn.eps)
-        scale = inv_std if bn.weight is None else bn.weight.to(work) * inv_std
-        shift = -bn.running_mean.to(work) * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias.to(work)
+        inv_std = torch.rsqrt(var.to(work) + bn.eps)
+        scale = inv_std if gamma is None else gamma.to(work) * inv_std
+        shift = -mean.to(work) * scale
+        if beta is not None:
+            shift = shift + beta.to(work)
         if b is not None:
             shift = shift + b * scale
         w = w * scale.view(-1, 1, 1, 1)
@@ -332,18 +347,25 @@ class PackCache:
         entry = self._entries.get(dtype)
         if entry is not None and entry[0] == key and self._unchanged(sources, entry[2]):
             return entry[3]
-        with torch.no_grad():
-            packed = self._build(module, dtype)
-            if _holds_fake(packed):  # built under FakeTensorMode (a trace): no data to keep for real calls
-                return packed
-            watched = [i for i, t in enumerate(sources) if isinstance(t, Tensor) and _watched(t)]
-            if any(sources[i].device.type != "cpu" for i in watched):
-                self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call
-                return packed
-            # Aliases keep the storages (and so their addresses) taken; a watched source also gets
-            # a private copy, the content the next call compares against.
-            kept = [t.detach() if isinstance(t, Tensor) else t for t in sources]
-            copies = [(i, sources[i].detach().clone()) for i in watched]
+        watched = [i for i, t in enumerate(sources) if isinstance(t, Tensor) and _watched(t)]
+        cacheable = all(sources[i].device.type == "cpu" for i in watched)
+        # Built outside inference mode, so that an entry built under torch.inference_mode() can be
+        # saved for a later forward's backward (an input that wants its gradient).
+        with torch.inference_mode(False), torch.no_grad():  # (this order: inference_mode(False) turns grad on)
+            # A watched source gets a private copy, the content the next call compares against,
+            # and the build reads the copy (another thread or process may write the source).
+            copies = [(i, sources[i].detach().clone()) for i in watched] if cacheable else []
+            token = _STAND_INS.set({id(sources[i]): copy for i, copy in copies})
+            try:
+                packed = self._build(module, dtype)
+            finally:
+                _STAND_INS.reset(token)
+        if _holds_fake(packed):  # built under FakeTensorMode (a trace): no data to keep for real calls
+            return packed
+        if not cacheable:
+            self._entries = {}  # nothing cheap proves these unchanged next time: rebuild every call
+            return packed
+        kept = [t.detach() if isinstance(t, Tensor) else t for t in sources]  # keeps the storages' addresses taken
         self._entries = {k: v for k, v in self._entries.items() if v[0] == key}
         self._entries[dtype] = (key, kept, copies, packed)
         return packed

@@ -10,9 +10,9 @@ import torch
 from model_cases import calibrated_block, calibrated_net, net_tolerance
 from torch import nn
 
-from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, packing
 from inception_fast.packing import PackCache, PackedBlock
-from inception_fast.testing import TOLERANCE, calibrate, check_close, rel_error
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
 
 FP32 = TOLERANCE["fp32"]
 CFG = (16, 8, 6, 8, 4, 6, 5)
@@ -79,6 +79,67 @@ def test_network_built_and_reloaded_under_inference_mode(backend):
             model.inception4c.branch2[1].conv.weight.mul_(1.5)
         ref2 = _check_net(fused(x), refs[1], x, "after in-place edits under inference_mode")
         assert rel_error(ref2, ref1) > 1e-2
+
+
+@pytest.mark.parametrize("undone", [False, True], ids=["kept", "undone"])
+@pytest.mark.parametrize("backend", _backends())
+def test_watched_weights_written_while_packing(backend, undone, monkeypatch):
+    """Another thread's load_state_dict of inference-tensor weights (B over A) landing while the
+    cache packs, after the first conv is folded, then kept or undone (A again) before the next
+    forward: the packed weights hold exactly the bits the cache compares against, so the next
+    forward computes with the weights in force, not a mix."""
+    x = torch.randn(2, 16, 6, 6)
+    first, second = _block(1), _block(2)
+    with torch.inference_mode():
+        fused = FusedInception(*CFG, backend=backend).eval()
+        fused.load_state_dict(first.state_dict())
+    fold, folds = packing.fold_conv_bn, []
+
+    def fold_while_written(unit, dtype=None):
+        folds.append(unit)
+        if len(folds) == 2:  # the other thread's write, once, after the first conv's fold
+            with torch.inference_mode():
+                fused.load_state_dict(second.state_dict())
+        return fold(unit, dtype)
+
+    monkeypatch.setattr(packing, "fold_conv_bn", fold_while_written)
+    with torch.inference_mode():
+        fused(x)
+        assert len(folds) >= 2, "the write did not land during the packing"
+        if undone:
+            fused.load_state_dict(first.state_dict())
+        want = first if undone else second
+        check_close(fused(x), want(x), FP32, "the weights in force")
+
+
+@pytest.mark.parametrize(
+    "backend,network",
+    # (the whole network's Triton backward takes minutes under the interpreter)
+    [(b, False) for b in _backends()] + [(b, True) for b in _backends() if b != "triton"],
+)
+def test_inference_mode_forward_then_input_gradient(backend, network):
+    """A frozen model run once under inference_mode (a validation pass), then given an input that
+    wants its gradient (a saliency map, an adversarial attack): the cached packed weights, built
+    under inference_mode, can be saved for the backward, and the gradient is the reference's."""
+    if network:
+        ref, _ = calibrated_net("torchvision", 32)
+        fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+        x = torch.randn(2, 3, 32, 32)
+    else:
+        ref = _block(4)
+        fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        x = torch.randn(2, 16, 6, 6)
+    for model in (ref, fused):
+        model.requires_grad_(False)
+    with torch.inference_mode():
+        fused(x)
+    grads = []
+    for model in (copy.deepcopy(ref).double(), ref, fused):
+        xg = x.to(next(model.parameters()).dtype, copy=True).requires_grad_(True)
+        model(xg).square().sum().backward()
+        grads.append(xg.grad)
+    want, own, got = grads
+    check_close(got, want, reduced_precision_bound(own, want) if network else FP32, "input gradient")
 
 
 def test_model_built_outside_inference_mode_keeps_its_cache():
