@@ -610,7 +610,7 @@ class _PackedBlock:
         backend = self.backend_for(x.device)
         if backend != "auto" and "inception_block_bn_train" not in backends.get(backend).kernels:
             backend = "torch"  # the compiled kernels have no train-mode BatchNorm: ATen's
-        out, mean, var = ops.inception_block_bn_train(
+        out, _, _ = ops.inception_block_bn_train(
             x.to(dtype),
             w_red,
             b_red,
@@ -624,8 +624,8 @@ class _PackedBlock:
             beta,
             bns[0].eps,
             backend=backend,
+            before_save=lambda mean, var: _update_running_stats(bns, mean, var, n * h * w),
         )
-        _update_running_stats(bns, mean, var, n * h * w)
         return out
 
     def fused_forward(self, x: Tensor, plan: Optional[str] = None) -> Tensor:

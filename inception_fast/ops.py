@@ -60,6 +60,8 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
 
 from __future__ import annotations
 
+import contextvars
+
 import torch
 import torch.nn.functional as F
 
@@ -840,9 +842,17 @@ def _inception_block_bn_train_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, 
     return _bn_train_empty(x, w_red, w_pool, w3, w5)
 
 
+# Set by ``inception_block_bn_train(..., before_save=)`` during a recompute: called with (mean, var)
+# before the op's tensors are saved for backward.
+_BN_TRAIN_BEFORE_SAVE: contextvars.ContextVar = contextvars.ContextVar("inception_fast_before_save", default=None)
+
+
 def _bn_train_setup_context(ctx, inputs, output):
     x, w_red, _b_red, w_pool, _b_pool, w3, _b3, w5, _b5, gamma, _beta, eps, _backend = inputs
     out, scratch, pre, mean, var = output
+    before_save = _BN_TRAIN_BEFORE_SAVE.get()
+    if before_save is not None:
+        before_save(mean, var)
     ctx.save_for_backward(x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var)
     ctx.eps = eps
     ctx.mark_non_differentiable(scratch, pre, mean, var)
@@ -966,11 +976,33 @@ torch.library.register_autograd(
 )
 
 
-def inception_block_bn_train(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend="torch"):
+def inception_block_bn_train(
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend="torch", before_save=None
+):
     """One block with train-mode BatchNorm (batch statistics) after every conv; returns
     (out, mean, var): the channels_last block output and the batch mean and biased variance per
-    channel in ``pre`` order (see above), for the caller's running-statistics update."""
-    out, _scratch, _pre, mean, var = torch.ops.inception_fast.inception_block_bn_train(
-        x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend
-    )
+    channel in ``pre`` order (see above), for the caller's running-statistics update.
+
+    ``before_save(mean, var)``, where given, runs once: after the op, or, in a forward that the
+    autograd engine runs (an activation checkpoint's recompute, in eager mode), before the op's
+    tensors are saved for backward.  A non-reentrant checkpoint's recompute stops as soon as the
+    last tensor its forward saved is saved again, here, so an update after the op would be skipped
+    there, where nn.BatchNorm2d's own update runs."""
+    ran, token = [], None
+    if before_save is not None and not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1:
+
+        def once(mean, var):
+            ran.append(True)
+            before_save(mean, var)
+
+        token = _BN_TRAIN_BEFORE_SAVE.set(once)
+    try:
+        out, _scratch, _pre, mean, var = torch.ops.inception_fast.inception_block_bn_train(
+            x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend
+        )
+    finally:
+        if token is not None:
+            _BN_TRAIN_BEFORE_SAVE.reset(token)
+    if before_save is not None and not ran:
+        before_save(mean, var)
     return out, mean, var

@@ -96,6 +96,30 @@ def test_block_train_steps_match_reference(cfg, k, shape, momentum):
         assert_same_step(ref, fused, torch.randn(shape[0], cfg[0], *shape[1:]), what=f"step {i}")
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_activation_checkpoint_updates_running_statistics_as_the_reference(use_reentrant):
+    """torch.utils.checkpoint around the block: the recompute in the backward runs every
+    BatchNorm's running-statistics update again, as nn.BatchNorm2d's does (num_batches_tracked
+    moves twice a step).  A non-reentrant checkpoint's recompute stops as soon as the last tensor
+    the forward saved is saved again, which for the fused block is its op's: the update comes
+    before it.  Output, every gradient and every buffer as the reference's."""
+    ref, fused = trained_pair(SMALL)
+    x = torch.randn(3, SMALL[0], 7, 5)
+    target = torch.randn(3, sum(_out_channels(ref)), 7, 5)
+    results = []
+    for model in (ref, fused):
+        xi = x.clone().requires_grad_(True)
+        out = torch.utils.checkpoint.checkpoint(model, xi, use_reentrant=use_reentrant)
+        (out * target).sum().backward()
+        results.append((out.detach(), [xi.grad] + [p.grad for p in model.parameters()]))
+    (want, gw), (got, gg) = results
+    check_close(got, want, FP32, "output")
+    for g, w in zip(gg, gw):
+        check_close(g, w, FP32, "gradient")
+    assert_same_buffers(ref, fused, "after the step")
+    assert fused.branch1.bn.num_batches_tracked.item() == 2 + 2  # calibrate's two, then the forward and its recompute
+
+
 def test_batch1_at_1x1_raises_pytorchs_error_and_counts_as_pytorch_does():
     ref, fused = trained_pair(ODD)
     x = torch.randn(1, ODD[0], 1, 1)
