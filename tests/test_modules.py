@@ -618,30 +618,36 @@ def test_frozen_and_tied_parameters_stay_frozen_and_tied():
     assert not torch.equal(fused.inception4c.branch4[1].conv.weight, kept), "the optimizer missed the fused weight"
 
 
-def test_compile_fullgraph_before_any_eager_forward(tmp_path):
+@pytest.mark.parametrize(
+    "backend,how",
+    [("auto", "built")] + [("cpp", how) for how in ("built", "unpickled") if "cpp" in available_backends("cpu")],
+)
+def test_compile_fullgraph_before_any_eager_forward(tmp_path, backend, how):
     """torch.compile(fullgraph=True) as the first thing a fresh process does with a block, built or
-    unpickled: the backend plugins load at construction and at unpickling, not while dynamo traces
-    the first forward."""
+    unpickled: the backend plugins and the compiled extension (the cpp backend's) load at
+    construction and at unpickling, not while dynamo traces the first forward."""
     import subprocess
     import sys
 
-    torch.save(FusedInception(32, 8, 8, 16, 4, 8, 8).eval(), tmp_path / "block.pt")
+    path = tmp_path / "block.pt"
+    torch.save(FusedInception(32, 8, 8, 16, 4, 8, 8, backend=backend).eval(), path)
     code = (
         "import sys, torch\n"
+        "from inception_fast.testing import TOLERANCE, check_close\n"
         "if sys.argv[1] == 'built':\n"
         "    from inception_fast import FusedInception\n"
-        "    b = FusedInception(32, 8, 8, 16, 4, 8, 8).eval()\n"
+        "    b = FusedInception(32, 8, 8, 16, 4, 8, 8, backend=sys.argv[2]).eval()\n"
         "else:\n"
         "    b = torch.load(sys.argv[1], weights_only=False)\n"
         "c = torch.compile(b, fullgraph=True, backend='aot_eager')\n"
         "x = torch.randn(2, 32, 5, 5)\n"
         "with torch.no_grad():\n"
-        "    assert torch.allclose(c(x), b(x), rtol=1e-4, atol=1e-5)\n"
+        "    check_close(c(x), b(x), TOLERANCE['fp32'])\n"
         "print('ok')\n"
     )
-    for how in ("built", str(tmp_path / "block.pt")):
-        proc = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    args = ["built" if how == "built" else str(path), backend]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_captured_forward_needs_a_cuda_input_and_eval_mode():

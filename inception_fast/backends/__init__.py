@@ -119,6 +119,9 @@ def _load_plugins() -> None:
             importlib.import_module(_MODULES.get(name, f".{name}_backend"), __name__)
         except Exception as exc:  # an absent triton / .so must not break import
             _LOAD_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+    # The compiled extension too (under a millisecond; a failure is recorded, not raised), so that
+    # a backend's first availability check inside a torch.compile trace does not import it there.
+    importlib.import_module(".extension", __name__).load_extension()
 
 
 def names() -> list[str]:
