@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import operator
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -153,8 +154,16 @@ def _transformed(x) -> bool:
     if isinstance(x, torch.fx.Proxy) or torch._C._functorch.maybe_current_level() is not None:
         return True  # (the functorch level first: torch.compile may trace a transform's body)
     if torch.compiler.is_compiling():
-        return False
-    return forward_ad._current_level >= 0 or torch.jit.is_tracing()
+        return torch.compiler.is_exporting() and _onnx_exporting()
+    return forward_ad._current_level >= 0 or torch.jit.is_tracing() or _onnx_exporting()
+
+
+def _onnx_exporting() -> bool:
+    """Whether torch.onnx.export is tracing (its TorchScript path or its torch.export-based one):
+    ONNX has no translation of the fused ops, so the exported graph holds the reference's ATen
+    ops, as a TorchScript trace's does.  (torch.onnx is not imported until someone uses it.)"""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 def _check_backend_name(backend: str) -> None:

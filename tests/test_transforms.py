@@ -175,6 +175,26 @@ def test_torchscript_trace_holds_the_references_ops():
             check_close(traced(xn), want, FP32, f"traced, batch {n}")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("dynamo", [True, False], ids=["torch.export", "torchscript"])
+def test_onnx_export_holds_the_references_ops(dynamo, tmp_path):
+    """torch.onnx.export, on both of its paths, records the reference's computation (ONNX has no
+    translation of the fused ops), for the network and a fuse()d block of another class; ONNX
+    Runtime then computes the reference's answer (fp32: within 2x the reference's own error)."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module)  # the bench extra (CI installs it)
+    import onnxruntime
+
+    for ref, fused, x in (_net(), _textbook()):
+        path = tmp_path / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(fused, (x,), str(path), dynamo=dynamo)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        ref64, tol = net_tolerance(ref, x)
+        check_close(got, ref64, tol, f"ONNX Runtime on the export of {type(fused).__name__}")
+
+
 def test_torchscript_script_is_refused_naming_what_works():
     """torch.jit.script cannot compile the fused forward: a clear error naming the ways that
     work, for the network, a block and a fuse()d block of another class (inside any model)."""
