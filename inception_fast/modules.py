@@ -148,13 +148,16 @@ def _transformed(x) -> bool:
     """Whether this forward runs under a transform the fused ops have no rules for: one of
     torch.func's (vmap, grad, jvp, jacrev, jacfwd; functional_call alone is none), forward-mode AD
     (torch.autograd.forward_ad), a torch.fx symbolic trace (``x`` a Proxy: torchvision's
-    create_feature_extractor) or a TorchScript trace (torch.jit.trace: its graph then holds plain
-    ATen ops, which load without this package).  The fused modules then compute with the
-    reference's stages and their own modules, whose ATen ops have those rules (``_ReferenceStages``)."""
+    create_feature_extractor), a TorchScript trace (torch.jit.trace: its graph then holds plain
+    ATen ops, which load without this package), an ONNX export, or a torch.export under autocast.
+    The fused modules then compute with the reference's stages and their own modules, whose ATen
+    ops have those rules (``_ReferenceStages``)."""
     if isinstance(x, torch.fx.Proxy) or torch._C._functorch.maybe_current_level() is not None:
         return True  # (the functorch level first: torch.compile may trace a transform's body)
     if torch.compiler.is_compiling():
-        return torch.compiler.is_exporting() and _onnx_exporting()
+        # torch.export bakes no autocast that is on around it: the program's ATen ops cast by the
+        # autocast state when it runs, which the fused ops (one dtype, chosen at trace time) cannot.
+        return torch.compiler.is_exporting() and (_onnx_exporting() or _autocast_on(x.device.type))
     return forward_ad._current_level >= 0 or torch.jit.is_tracing() or _onnx_exporting()
 
 

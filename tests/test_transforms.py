@@ -195,6 +195,22 @@ def test_onnx_export_holds_the_references_ops(dynamo, tmp_path):
         check_close(got, ref64, tol, f"ONNX Runtime on the export of {type(fused).__name__}")
 
 
+@pytest.mark.parametrize("make", [_block, _net], ids=["block", "network"])
+def test_export_under_autocast_casts_when_the_program_runs(make):
+    """torch.export with autocast on around it bakes no cast into the reference's program: its ATen
+    ops cast by the autocast state when it runs.  The fused model's program then holds the
+    reference's computation: float32 run plainly, bfloat16 run under autocast, as the reference's."""
+    ref, fused, x = make()
+    with torch.autocast("cpu", torch.bfloat16):
+        program = torch.export.export(fused, (x,)).module()
+    with torch.no_grad():
+        check_close(program(x), ref(x), FP32, "run without autocast")
+        with torch.autocast("cpu", torch.bfloat16):
+            got, want = program(x), ref(x)
+        assert got.dtype == want.dtype == torch.bfloat16
+        check_close(got, want, FP32, "run under autocast")
+
+
 def test_torchscript_script_is_refused_naming_what_works():
     """torch.jit.script cannot compile the fused forward: a clear error naming the ways that
     work, for the network, a block and a fuse()d block of another class (inside any model)."""
