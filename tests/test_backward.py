@@ -21,7 +21,7 @@ from block_cases import CL, ODD, UNIT8, make_block
 from uninterpreted import run_python
 from unwritten_reads import poison
 
-from inception_fast import FusedInception, Inception
+from inception_fast import FusedInception, Inception, available_backends
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
 
@@ -346,8 +346,9 @@ def test_triton_backward_three_launches_no_cat(monkeypatch):
 @interpreter_only
 def test_triton_backward_nan_input_matches_aten():
     """NaN in the block input: every pooled pixel whose window holds a NaN is NaN in all pool
-    channels (the projection mixes them), so the ReLU mask gives it no gradient, whichever tap the
-    argmax names; the input's gradient is finite and equals the ATen chain's."""
+    channels (the projection mixes them), and the ReLU passes a NaN output's gradient, as
+    PyTorch's does, to the tap the recomputed argmax names; the input's gradient is finite and
+    equals the ATen chain's."""
     from inception_fast import backends
 
     block = make_block(ODD, k5=3, n=1, h=5, w=5)
@@ -359,6 +360,47 @@ def test_triton_backward_nan_input_matches_aten():
     want = backends.get("torch").op("inception_block_backward")(*args, True)[0]
     assert torch.isfinite(want).all()
     check_close(got, want, FP32, "input gradient")
+
+
+def _nonfinite_close(got, want, what):
+    """NaN and +/-Inf exactly where ``want`` has them, the finite values within fp32's tolerance."""
+    assert torch.equal(got.isnan(), want.isnan()), (
+        f"{what}: NaN at {got.isnan().sum()} places, reference {want.isnan().sum()}"
+    )
+    inf = want.isinf()
+    assert torch.equal(got.isinf(), inf) and torch.equal(got[inf], want[inf]), f"{what}: Inf elsewhere"
+    finite = torch.isfinite(want)
+    assert finite.any()
+    check_close(got[finite], want[finite], FP32, what)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # (the interpreter's NumPy)
+@pytest.mark.parametrize("case", ["nan pixel", "nan weight", "inf weight"])
+@pytest.mark.parametrize("backend", [b for b in ("torch", "cpp", "onednn", "triton") if b in available_backends("cpu")])
+def test_relu_gradient_where_values_are_not_finite(backend, case):
+    """ReLU's gradient as PyTorch's (threshold_backward) on every backend: a NaN output passes the
+    gradient (a NaN input pixel: the reference's input gradient is finite, and so is ours), and a
+    masked place gets 0 selected, not a product (a NaN or Inf weight in branch 2's 3x3: NaN and Inf
+    in the input gradient exactly where the reference's are)."""
+    x = torch.randn(2, ODD[0], 5, 5)
+    ref, _ = _pair(ODD, x, backend="torch")
+    if case == "nan pixel":
+        x[0, :, 2, 2] = float("nan")
+    else:
+        with torch.no_grad():
+            ref.branch2[1].conv.weight[0, 0, 1, 1] = float(case.split()[0])
+    fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+    grads = []
+    for model in (ref, fused):
+        xg = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xg).sum(), xg)
+        grads.append(grad)
+    want, got = grads
+    if case == "nan pixel":
+        assert torch.isfinite(want).all()
+    else:
+        assert not torch.isfinite(want).all()
+    _nonfinite_close(got, want, f"input gradient, {case}")
 
 
 # -- backend="auto": the measured, parity-checked choice ------------------------------------------

@@ -137,8 +137,11 @@ def block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n, cin, h, w = x.shape
     cl = torch.channels_last
-    # Every branch ends in ReLU, so one mask from the saved output covers all four.
-    g = (grad_out * (out > 0)).contiguous(memory_format=cl)
+    # Every branch ends in ReLU, so one mask from the saved output covers all four.  ReLU's
+    # gradient as PyTorch's (threshold_backward): passed where the output is not <= 0 (NaN
+    # included), and 0 where masked, selected, not multiplied (an Inf or NaN gradient stays out).
+    relu_grad = torch.ops.aten.threshold_backward
+    g = relu_grad(grad_out, out, 0).contiguous(memory_format=cl)
     g1, g3, g5, gp = torch.split(g, [ch1, ch3, ch5, pool], dim=1)
     red3, red5 = torch.split(scratch, [ch3red, ch5red], dim=1)
 
@@ -150,7 +153,7 @@ def block_backward(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_
 
     gr3, gw3, gb3 = conv_grads(g3, red3, w3)
     gr5, gw5, gb5 = conv_grads(g5, red5, w5)
-    g_red_cols = torch.cat([g1, gr3 * (red3 > 0), gr5 * (red5 > 0)], dim=1)
+    g_red_cols = torch.cat([g1, relu_grad(gr3, red3, 0), relu_grad(gr5, red5, 0)], dim=1)
     g_red2d = geometry.rows(g_red_cols.contiguous(memory_format=cl))
     x2d = geometry.rows(x)
     gw_red = g_red2d.t().mm(x2d)

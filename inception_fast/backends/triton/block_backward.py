@@ -4,11 +4,12 @@ Inputs are what the forward saved: the block input x, the packed weights (layout
 ``inception_fast.backends``), the output ``out`` and the scratch of the two reductions, plus the
 gradient of the output, grad_out.  Views as in the forward (reduce_pool.py): an NHWC tensor is a
 GEMM operand [M = N*H*W pixels, C]; g1, g3, g5, gp are grad_out's four channel slices, each
-multiplied by its ReLU mask (out > 0) as it is loaded: no mask tensor and no split or cat copy.
+through its ReLU as it is loaded (0 where out <= 0, PyTorch's threshold_backward: a NaN output
+passes the gradient): no mask tensor and no split or cat copy.
 
 * Launch A (``_branch_grads_kernel``), one 1-D grid of five roles:
   - the 3x3's and the kxk's data gradients, implicit GEMMs over (tap, cout) of g3 / g5 taken at
-    the mirrored pixel against w3 / w5, times the reduction's ReLU mask (scratch > 0), stored into
+    the mirrored pixel against w3 / w5, through the reduction's ReLU (0 where scratch <= 0), into
     g_red (N, ch3red + ch5red, H, W): the reductions' gradients;
   - the pool branch's gp @ w_pool, stored into g_pooled (N, Cin, H, W, fp32): the gradient of
     the pooled input, for launch B to route through the max pool;
@@ -80,10 +81,11 @@ SEGMENT_ALIGN = 16
 
 @triton.jit
 def _masked_grad(g_ptr, o_ptr, g_off, o_off, mask):
-    """grad_out times the ReLU mask of the saved output (out > 0), loaded at the same elements."""
+    """grad_out through the ReLU of the saved output, loaded at the same elements: 0 where the
+    output is <= 0, else grad_out (a NaN output passes it, as PyTorch's threshold_backward)."""
     g = tl.load(g_ptr + g_off, mask=mask, other=0.0)
     o = tl.load(o_ptr + o_off, mask=mask, other=0.0)
-    return tl.where(o > 0, g, tl.zeros_like(g))
+    return tl.where(o <= 0, tl.zeros_like(g), g)
 
 
 @triton.jit
@@ -130,8 +132,8 @@ def _conv_dgrad_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """g_red[p, ci] = (scratch[p, ci] > 0) * sum over (kh, kw, co) of g[p - (kh, kw) + KS//2, co] * w[co, kh, kw, ci]
-    for one tile of pixels and reduction channels."""
+    """g_red[p, ci] = sum over (kh, kw, co) of g[p - (kh, kw) + KS//2, co] * w[co, kh, kw, ci], or 0
+    where scratch[p, ci] <= 0, for one tile of pixels and reduction channels."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < cin
     offs_k = tl.arange(0, BLOCK_K)
@@ -165,7 +167,7 @@ def _conv_dgrad_tile(
     m = row_ok[:, None] & col_ok[None, :]
     s_row = row_offsets(img, hh, ww, s_s_n, s_s_h, s_s_w)
     r = tl.load(scratch_ptr + s_row[:, None] + (red_col0 + offs_n)[None, :] * s_s_c, mask=m, other=0.0)
-    res = tl.where(r > 0, acc, 0.0)
+    res = tl.where(r <= 0, 0.0, acc)
     r_row = row_offsets(img, hh, ww, s_r_n, s_r_h, s_r_w)
     tl.store(
         gred_ptr + r_row[:, None] + (red_col0 + offs_n)[None, :] * s_r_c, res.to(gred_ptr.dtype.element_ty), mask=m
