@@ -293,6 +293,25 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
         checked_against(lambda: torch.full((4,), 1e-3), lambda: torch.zeros(4), "zeros", lambda: zeros64)()
     with pytest.raises(RuntimeError, match="disagrees"):
         checked_against(lambda: ref * float("nan"), lambda: ref, "nan", lambda: x64)()
+    # A NaN or Inf in the trusted result (a NaN input, an overflow): the same there, finite and
+    # within the rule elsewhere.
+    x64_special = x64.clone()
+    x64_special[0, 0], x64_special[1, 1] = float("nan"), float("-inf")
+    ref_special = x64_special.to(torch.bfloat16)
+    check = lambda out: checked_against(lambda: out, lambda: ref_special, "specials", lambda: x64_special)()  # noqa: E731
+    check(x64_special + (factor - 0.5) * noise)
+    garbage = torch.full_like(x64, 123.0)
+    garbage[0, 0], garbage[1, 1] = float("nan"), float("-inf")
+    with pytest.raises(RuntimeError, match="exceeds"):
+        check(garbage)
+    garbage[2, 2] = float("nan")
+    with pytest.raises(RuntimeError, match="NaN or Inf where the trusted result is finite"):
+        check(garbage)
+    for where in ((0, 0), (1, 1)):
+        moved = x64_special.clone()
+        moved[where] = 1.0
+        with pytest.raises(RuntimeError, match="differs where the trusted result is NaN or Inf"):
+            check(moved)
 
 
 @pytest.mark.gpu
