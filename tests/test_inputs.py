@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception
+from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
 from inception_fast.testing import calibrate
 
 
@@ -62,6 +62,16 @@ def test_empty_batch_through_the_op_and_a_calibrated_block():
         ops.inception_block(torch.randn(1, 16, 0, 5), *packed, backend="torch")
     with pytest.raises(ValueError, match="unknown backend 'nope'"):  # checked on an empty batch too
         ops.inception_block(x, *packed, backend="nope")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")])
+def test_a_block_input_without_pixels_is_refused_by_name(backend):
+    """Height or width 0 into a fused block, with and without gradients: the package's error on
+    every backend (the onednn backend's prepacked path included)."""
+    block = FusedInception(16, 8, 6, 8, 4, 6, 5, backend=backend).eval()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="at least 1x1 pixels"):
+            block(torch.randn(1, 16, 0, 5, requires_grad=grad))
 
 
 def test_fuse_rejects_an_unknown_backend_even_with_nothing_to_fuse():
