@@ -39,6 +39,7 @@ from .cli import (
     out_of_memory,
     positive_ints,
     resolve_device,
+    run_command,
 )
 from .precompiler import precompile, workers_on
 from .testing import calibrate, reduced_precision_bound, rel_error
@@ -223,6 +224,10 @@ def _tuned(model: FusedGoogLeNet, x: torch.Tensor, on_gpu: bool) -> None:
 
 
 def main(argv=None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         from .train import main as train_main

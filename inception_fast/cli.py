@@ -5,6 +5,8 @@ that the job reports as one argparse-style line (``parser.error``, exit code 2).
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from typing import Optional
 
@@ -106,6 +108,36 @@ def check_environment() -> None:
         cache_capacity()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def run_command(body) -> int:
+    """``body()``, a command's run, and its exit code; Ctrl-C ends it with "interrupted" and exit
+    code 130, standard output closed by its reader (``| head``) quietly with 1, and standard
+    output that cannot be written (a full disk) with one error line and 1: no traceback."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        _drop_stdout()
+        sys.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return 1
+    except OSError as exc:  # a print to a full disk (a file the jobs write has its name: theirs)
+        if exc.filename or exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise
+        _drop_stdout()
+        sys.stderr.write(f"error: writing standard output: {exc.strerror}\n")
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Standard output to /dev/null, so that the interpreter's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (replaced in a test)
+        pass
 
 
 def os_error_line(exc: OSError) -> str:

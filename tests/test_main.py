@@ -225,6 +225,47 @@ def test_environment_and_a_full_disk_are_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "error: /dev/full: No space left on device"
 
 
+@pytest.mark.parametrize("command", ["main", "train"])
+@pytest.mark.parametrize(
+    "raised,code,message",
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),  # Ctrl-C
+        (BrokenPipeError(32, "Broken pipe"), 1, ""),  # | head: the reader left
+        (OSError(28, "No space left on device"), 1, "error: writing standard output: No space left on device"),
+    ],
+    ids=["ctrl-c", "closed-pipe", "full-stdout"],
+)
+def test_an_interrupted_or_unwritable_run_ends_without_traceback(monkeypatch, capsys, command, raised, code, message):
+    """Ctrl-C, a closed pipe and a full standard output end either job with an exit code and at
+    most one line, whatever it was doing."""
+    import inception_fast.__main__ as main_job
+    import inception_fast.train as train_job
+
+    def run(*args):
+        raise raised
+
+    monkeypatch.setattr(main_job if command == "main" else train_job, "_run", run)
+    monkeypatch.setattr("inception_fast.cli._drop_stdout", lambda: None)  # (capsys holds stdout)
+    argv = TINY if command == "main" else ["train", "--epochs", "1", "--no-progress"]
+    assert main(argv) == code
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_standard_output_on_a_full_disk_is_one_line():
+    if not os.path.exists("/dev/full"):
+        pytest.fail("no /dev/full on this Linux machine")
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(
+            [sys.executable, "-m", "inception_fast", *TINY, "--backend", "torch"],
+            cwd=REPO,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert run.returncode == 1 and run.stderr.strip() == "error: writing standard output: No space left on device"
+
+
 def test_cpu_rows_name_what_runs():
     """On a CPU without TRITON_INTERPRET (a user's), 'all' times the backends that run there,
     "cpp" where the extension is built, and never prints a fused[cuda] row."""
