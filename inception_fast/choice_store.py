@@ -148,6 +148,7 @@ class ChoiceStore:
     def __init__(self) -> None:
         self._files: dict = {}  # path -> {choice name: {key text: candidate}}
         self._lock = threading.Lock()
+        self._warned: set = set()  # (path, trouble): each is told once a process, not once a shape
 
     def _path(self, device: torch.device) -> Optional[pathlib.Path]:
         directory = store_dir()
@@ -159,14 +160,22 @@ class ChoiceStore:
             warnings.warn(f"inception_fast: measured choices are not stored: {short_error(exc)}", stacklevel=3)
             return None
 
-    @staticmethod
-    def _read(path: pathlib.Path) -> dict:
+    def _warn(self, path: pathlib.Path, trouble: str, message: str) -> None:
+        if (path, trouble) not in self._warned:
+            self._warned.add((path, trouble))
+            warnings.warn(f"inception_fast: {message}", stacklevel=4)
+
+    def _read(self, path: pathlib.Path) -> dict:
         try:
+            if not path.is_file():  # absent, or a directory or a FIFO (a read would wait on it)
+                if path.exists():
+                    self._warn(path, "read", f"cannot read the stored choices {path}: not a regular file")
+                return {}
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
-            warnings.warn(f"inception_fast: cannot read the stored choices {path}: {short_error(exc)}", stacklevel=3)
+            self._warn(path, "read", f"cannot read the stored choices {path}: {exc.strerror or short_error(exc)}")
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -175,10 +184,10 @@ class ChoiceStore:
                 raise ValueError("not a choice file of this format")
             return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: also bad UTF-8
-            warnings.warn(
-                f"inception_fast: ignoring the damaged stored choices {path} ({short_error(exc)}); "
-                "they will be measured again",
-                stacklevel=3,
+            self._warn(
+                path,
+                "damaged",
+                f"ignoring the damaged stored choices {path} ({short_error(exc)}); they will be measured again",
             )
             return {}
 
@@ -219,12 +228,15 @@ class ChoiceStore:
             except OSError as exc:
                 if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
-                warnings.warn(f"inception_fast: cannot store the measured choices in {path}: {short_error(exc)}")
+                # (strerror: the message without the temporary file's random name)
+                self._warn(path, "write", f"cannot store the measured choices in {path}: {exc.strerror or exc}")
 
     def forget(self) -> None:
-        """Drops what this process read (the files stay): the next lookup reads them again."""
+        """Drops what this process read and warned of (the files stay): the next lookup reads them
+        again."""
         with self._lock:
             self._files.clear()
+            self._warned.clear()
 
 
 STORE = ChoiceStore()

@@ -2,6 +2,8 @@
 read back by a new process instead of measuring again."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -181,6 +183,39 @@ def test_an_unwritable_store_only_warns(tmp_path, monkeypatch):
     chooser, _ = _measuring()
     with pytest.warns(UserWarning, match="cannot store the measured choices"):
         assert chooser.pick("k", CPU, RUNNERS) == "b"
+
+
+def test_a_store_that_cannot_be_written_or_read_warns_once_not_once_a_shape(tmp_path, monkeypatch):
+    """A directory where the store file should be, a damaged file, a FIFO (which a read would wait
+    on): one warning for each, however many shapes are measured."""
+    import warnings
+
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, str(tmp_path))
+    choice_store.STORE.forget()
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    (path,) = tmp_path.glob("choices-*.json")
+    for trouble, message in (
+        ("directory", "cannot read|cannot store"),
+        ("damaged", "damaged"),
+        ("fifo", "not a regular"),
+    ):
+        path.unlink() if path.is_file() or path.is_fifo() else path.rmdir()
+        if trouble == "directory":
+            path.mkdir()
+        elif trouble == "damaged":
+            path.write_text("{not json")
+        else:
+            os.mkfifo(path)
+        choice_store.STORE.forget()
+        chooser, _ = _measuring()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in range(5):
+                assert chooser.pick(f"k{i}", CPU, RUNNERS) == "b"
+        told = [str(w.message) for w in caught]
+        assert told and all(re.search(message, m) for m in told), told
+        assert len(told) == len(set(told)) <= 2, f"{trouble}: {told}"  # (a read and a write at most)
 
 
 def test_the_store_keeps_the_most_recent_entries(store, monkeypatch):
