@@ -35,6 +35,7 @@ compile its binaries, inception_fast.precompiler) each takes its trusted one and
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -231,8 +232,17 @@ def deferring() -> bool:
 
 
 def static_mode() -> bool:
-    """Whether INCEPTION_FAST_AUTO=static: no measured choice measures."""
-    return os.environ.get(ENV_AUTO, "").strip().lower() == "static"
+    """Whether INCEPTION_FAST_AUTO=static: no measured choice measures (read at each call)."""
+    return _static_value(os.environ.get(ENV_AUTO, ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _static_value(raw: str) -> bool:
+    """What an INCEPTION_FAST_AUTO value means; a value it does not know is an error that says so."""
+    value = raw.strip().lower()
+    if value not in ("", "static"):
+        raise ValueError(f"{ENV_AUTO}={raw!r}: unknown; the one value is 'static' (nothing is measured), or unset")
+    return value == "static"
 
 
 def _dispatch_mode_active() -> bool:

@@ -103,9 +103,13 @@ def check_environment() -> None:
     """UsageError for a bad value of this package's environment variables that the jobs would
     otherwise meet only in their first forward."""
     from .caches import cache_capacity
+    from .choices import static_mode
+    from .stages import offers
 
     try:
         cache_capacity()
+        static_mode()
+        offers("fold")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

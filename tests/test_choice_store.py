@@ -113,6 +113,15 @@ def test_static_mode_and_off_ignore_the_store(store, monkeypatch):
     assert choice_store.store_dir() is None
 
 
+@pytest.mark.parametrize("value", ["off", "statik", "1"])
+def test_an_unknown_auto_value_is_an_error_naming_the_one_value(monkeypatch, value):
+    monkeypatch.setenv(choices.ENV_AUTO, value)
+    chooser, timed = _measuring()
+    with pytest.raises(ValueError, match=f"INCEPTION_FAST_AUTO='{value}': unknown; the one value is 'static'"):
+        chooser.pick("k", CPU, RUNNERS)
+    assert timed == []
+
+
 def test_a_damaged_store_warns_and_is_measured_again(store):
     first, _ = _measuring()
     first.pick("k", CPU, RUNNERS)

@@ -137,7 +137,7 @@ def test_compile_threads_and_tuning_time_settings(monkeypatch):
     assert _common.tuning_bench_ms() == _common.TUNING_BENCH_MS
     monkeypatch.setenv(_common.ENV_TUNING_MS, "25,100")
     assert _common.tuning_bench_ms() == (25.0, 100.0)
-    for bad in ("25", "a,b", "5,0", "-1,10"):
+    for bad in ("25", "a,b", "5,0", "-1,10", "nan,25", "5,inf", "1e308,1e308"):
         monkeypatch.setenv(_common.ENV_TUNING_MS, bad)
         with pytest.warns(UserWarning, match="is not 'warmup,rep' in ms"):
             assert _common.tuning_bench_ms() == _common.TUNING_BENCH_MS

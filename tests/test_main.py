@@ -208,15 +208,20 @@ def test_bad_value_from_the_command_line_is_one_line_without_traceback():
 
 
 def test_environment_and_a_full_disk_are_one_line(monkeypatch, capsys):
-    """A bad INCEPTION_FAST_CACHE_ENTRIES is refused before anything runs (it would be met in the
-    first forward), and a --json that cannot be written at the end (a full disk: /dev/full) is one
-    line with exit code 1."""
-    monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "0")
-    with pytest.raises(SystemExit) as exc:
-        main(TINY)
-    assert exc.value.code == 2
-    assert "INCEPTION_FAST_CACHE_ENTRIES must be a positive integer, got '0'" in capsys.readouterr().err
-    monkeypatch.delenv("INCEPTION_FAST_CACHE_ENTRIES")
+    """A bad INCEPTION_FAST_CACHE_ENTRIES, INCEPTION_FAST_AUTO or INCEPTION_FAST_EXTRA_CANDIDATES is
+    refused before anything runs (each would be met in the first forward), and a --json that
+    cannot be written at the end (a full disk: /dev/full) is one line with exit code 1."""
+    for variable, value, message in (
+        ("INCEPTION_FAST_CACHE_ENTRIES", "0", "INCEPTION_FAST_CACHE_ENTRIES must be a positive integer, got '0'"),
+        ("INCEPTION_FAST_AUTO", "off", "INCEPTION_FAST_AUTO='off': unknown; the one value is 'static'"),
+        ("INCEPTION_FAST_EXTRA_CANDIDATES", "bogus", "INCEPTION_FAST_EXTRA_CANDIDATES='bogus': unknown form(s) bogus"),
+    ):
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(SystemExit) as exc:
+            main(TINY)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+        monkeypatch.delenv(variable)
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full to stand in for a full disk")
     with pytest.raises(SystemExit) as exc:

@@ -202,10 +202,12 @@ def tuning_bench_ms() -> tuple:
         return TUNING_BENCH_MS
     try:
         warmup, rep = (float(v) for v in raw.split(","))
-        if warmup < 0 or rep <= 0:
+        if not (0 <= warmup <= 60_000 and 0 < rep <= 60_000):  # (NaN fails too; over a minute is no tuning)
             raise ValueError
     except ValueError:
-        warnings.warn(f"{ENV_TUNING_MS}={raw!r} is not 'warmup,rep' in ms; using {TUNING_BENCH_MS}", stacklevel=2)
+        warnings.warn(
+            f"{ENV_TUNING_MS}={raw!r} is not 'warmup,rep' in ms (up to 60000); using {TUNING_BENCH_MS}", stacklevel=2
+        )
         return TUNING_BENCH_MS
     return warmup, rep
 
