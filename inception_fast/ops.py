@@ -850,7 +850,7 @@ _BN_TRAIN_BEFORE_SAVE: contextvars.ContextVar = contextvars.ContextVar("inceptio
 def _bn_train_setup_context(ctx, inputs, output):
     x, w_red, _b_red, w_pool, _b_pool, w3, _b3, w5, _b5, gamma, _beta, eps, _backend = inputs
     out, scratch, pre, mean, var = output
-    before_save = _BN_TRAIN_BEFORE_SAVE.get()
+    before_save = None if torch.compiler.is_compiling() else _BN_TRAIN_BEFORE_SAVE.get()  # (never set then)
     if before_save is not None:
         before_save(mean, var)
     ctx.save_for_backward(x, w_red, w_pool, w3, w5, gamma, out, scratch, pre, mean, var)

@@ -46,8 +46,9 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
-from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from .testing import float_bits
 
@@ -130,7 +131,11 @@ _STAND_INS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("inc
 
 
 def _read(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``t``, or the copy standing in for it while a PackCache builds (see ``PackCache.get``)."""
+    """``t``, or the copy standing in for it while a PackCache builds (see ``PackCache.get``).
+    Never while torch.compile traces (nothing stands in then; dynamo before torch 2.14 cannot
+    trace a ContextVar's get)."""
+    if torch.compiler.is_compiling():
+        return t
     stand_ins = _STAND_INS.get()
     return t if stand_ins is None or t is None else stand_ins.get(id(t), t)
 
@@ -231,6 +236,11 @@ def _watched(t: Tensor) -> bool:
     if t.is_inference() or (t.device.type == "cpu" and t.is_shared()):
         return True
     return not t._is_view() and t.untyped_storage().nbytes() > t.numel() * t.element_size()
+
+
+def _faking() -> bool:
+    """Whether a FakeTensorMode is active (a trace): real parameters then compute fake results."""
+    return any(isinstance(mode, FakeTensorMode) for mode in _get_current_dispatch_mode_stack())
 
 
 def _holds_fake(packed) -> bool:
@@ -340,6 +350,9 @@ class PackCache:
         if torch.compiler.is_compiling():
             # Storage addresses cannot be guarded on: the compiled graph folds and packs from the
             # parameters on every call (a few small fused ops), so it never goes stale.
+            with torch.no_grad():
+                return self._build(module, dtype)
+        if _faking():  # a fake trace: the cache's bit comparison has no data to read, nor is a fake pack kept
             with torch.no_grad():
                 return self._build(module, dtype)
         sources = self._sources(module)

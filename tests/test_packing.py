@@ -142,6 +142,33 @@ def test_inference_mode_forward_then_input_gradient(backend, network):
     check_close(got, want, reduced_precision_bound(own, want) if network else FP32, "input gradient")
 
 
+def test_a_compiled_forward_reads_no_stand_ins(monkeypatch):
+    """While torch.compile traces, folding reads no context variable (the stand-ins are set only by
+    an eager PackCache build; dynamo before torch 2.14 cannot trace a ContextVar, which would break
+    the graph in every block, and fail fullgraph=True)."""
+
+    class TracedNever:
+        value = None
+
+        def get(self):
+            if torch.compiler.is_compiling():
+                raise RuntimeError("the stand-ins were read while tracing")
+            return self.value
+
+        def set(self, value):
+            self.value = value
+
+        def reset(self, token):
+            self.value = None
+
+    monkeypatch.setattr(packing, "_STAND_INS", TracedNever())
+    ref = _block(5)
+    fused = FusedInception.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        check_close(torch.compile(fused, fullgraph=True, backend="eager")(x), ref(x), FP32)
+
+
 def test_model_built_outside_inference_mode_keeps_its_cache():
     """Normal tensors keep version counters, also when edited under inference_mode: no copies."""
     ref = _block(3)

@@ -274,17 +274,24 @@ def test_a_conv_weight_held_as_a_plain_attribute_follows_its_reassignment():
             check_close(fused(x), want, FP32, f"after reassignment {step}")
 
 
-def test_a_forward_under_fake_tensor_mode_leaves_real_forwards_real():
+@pytest.mark.parametrize("watched", [False, True], ids=["normal", "inference-weights"])
+def test_a_forward_under_fake_tensor_mode_leaves_real_forwards_real(watched):
     """A forward under FakeTensorMode (a trace) with nothing packed yet: the packed weights it
     builds are fake and must not be kept for the real forwards after it; the onednn backend's
-    prepacked path, which reads the weights' data, is not taken for a fake input."""
+    prepacked path, which reads the weights' data, is not taken for a fake input.  With weights
+    that are inference tensors, packed by a real forward first: the fake forward does not compare
+    their bits (a fake comparison has no data)."""
     from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
     for backend in available_backends("cpu"):
         ref = Inception(8, 4, 4, 6, 2, 3, 5)
         calibrate(ref, torch.randn(4, 8, 6, 6))
-        fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        with torch.inference_mode(watched):
+            fused = FusedInception.from_torchvision(ref, backend=backend).eval()
         x = torch.randn(2, 8, 6, 6)
+        if watched:
+            with torch.inference_mode():
+                fused(x)
         with torch.no_grad():
             mode = FakeTensorMode(allow_non_fake_inputs=True)
             with mode:

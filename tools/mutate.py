@@ -499,10 +499,10 @@ MUTANTS = [
     Mutant(
         "triton_bwd_reduction_mask",
         "inception_fast/backends/triton/block_backward.py",
-        "    res = tl.where(r > 0, acc, 0.0)",
+        "    res = tl.where(r <= 0, 0.0, acc)",
         "    res = acc",
         TRITON_BACKWARD,
-        "the reductions' ReLU mask (scratch > 0) is not applied to their gradient",
+        "the reductions' ReLU (0 where scratch <= 0) is not applied to their gradient",
     ),
     Mutant(
         "triton_bwd_row_unit",
@@ -574,8 +574,8 @@ MUTANTS = [
     Mutant(
         "fold_without_eps",
         "inception_fast/packing.py",
-        "inv_std = torch.rsqrt(bn.running_var.to(work) + bn.eps)",
-        "inv_std = torch.rsqrt(bn.running_var.to(work))",
+        "inv_std = torch.rsqrt(var.to(work) + bn.eps)",
+        "inv_std = torch.rsqrt(var.to(work))",
         FOLD,
         "BN fold forgets eps",
     ),
@@ -634,8 +634,10 @@ MUTANTS = [
         "    if isinstance(x, torch.fx.Proxy) or torch._C._functorch.maybe_current_level() is not None:\n"
         "        return True  # (the functorch level first: torch.compile may trace a transform's body)\n"
         "    if torch.compiler.is_compiling():\n"
-        "        return False\n"
-        "    return forward_ad._current_level >= 0 or torch.jit.is_tracing()\n",
+        "        # torch.export bakes no autocast that is on around it: the program's ATen ops cast by the\n"
+        "        # autocast state when it runs, which the fused ops (one dtype, chosen at trace time) cannot.\n"
+        "        return torch.compiler.is_exporting() and (_onnx_exporting() or _autocast_on(x.device.type))\n"
+        "    return forward_ad._current_level >= 0 or torch.jit.is_tracing() or _onnx_exporting()\n",
         "    return isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()\n",
         ("tests/test_transforms.py", "-k", "jvp or forward_mode"),
         "torch.func.jvp and forward-mode AD run the fused ops, which have no forward-mode rule (zero tangent)",

@@ -15,8 +15,9 @@ picks one by the tensors' device.  ``block_forward`` therefore serves both backe
 backend's ``unavailable_reason`` keeps it to its own device.  The ops' schemas are defined by
 inception_fast.ops, which the package imports before any backend is loaded.
 
-Importing this module never fails when the extension is absent: the extension is
-loaded on first use, and ``missing_reason`` then says why it is missing.
+Importing this module never fails when the extension is absent: ``load_extension`` imports it
+(the backends load it with their plugins, when a model is built or unpickled), and
+``missing_reason`` then says why it is missing.
 """
 
 from __future__ import annotations
