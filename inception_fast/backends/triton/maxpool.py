@@ -14,11 +14,11 @@ output NaN, as in PyTorch (propagate_nan; Triton's default max would drop it).  
 follows PyTorch's rule, ceil_mode included (ops checks the arguments).
 
 Dtypes: float32 / float16 / bfloat16; the max is exact in any of them, but for the sign of a
-zero: of a window's tied -0.0 and +0.0, ATen keeps the first and Triton's max the larger, +0.0.
-(ATen's rule written out, a compare and a select, spills with triton 3.6 on the 8-warp tiles.)
-As a candidate, the pool is checked bit for bit against ATen on a shape's first input.  Input in any strides
-(NCHW too: slower gathers, same result), output channels_last.  Offsets are 64-bit (pixel and
-channel terms alike: an NCHW channel stride times C can pass 2^31).
+zero: of a window's tied -0.0 and +0.0 ATen keeps the first, Triton's max either.  (ATen's rule
+written out, a compare and a select, spills with triton 3.6 on the 8-warp tiles.)  As a
+candidate, the pool is checked bit for bit against ATen on a shape's first input.  Input in any
+strides (NCHW too: slower gathers, same result), output channels_last.  Offsets are 64-bit
+(pixel and channel terms alike: an NCHW channel stride times C can pass 2^31).
 """
 
 from __future__ import annotations
