@@ -224,10 +224,6 @@ def _tuned(model: FusedGoogLeNet, x: torch.Tensor, on_gpu: bool) -> None:
 
 
 def main(argv=None) -> int:
-    return run_command(lambda: _main(argv))
-
-
-def _main(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         from .train import main as train_main
@@ -414,4 +410,4 @@ def _device_name(device: torch.device) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))  # (Ctrl-C and a closed or full standard output: see run_command)

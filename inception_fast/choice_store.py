@@ -148,7 +148,7 @@ class ChoiceStore:
     def __init__(self) -> None:
         self._files: dict = {}  # path -> {choice name: {key text: candidate}}
         self._lock = threading.Lock()
-        self._warned: set = set()  # (path, trouble): each is told once a process, not once a shape
+        self._warned: set = set()  # the warnings given: each once a process, not once a shape
 
     def _path(self, device: torch.device) -> Optional[pathlib.Path]:
         directory = store_dir()
@@ -160,22 +160,22 @@ class ChoiceStore:
             warnings.warn(f"inception_fast: measured choices are not stored: {short_error(exc)}", stacklevel=3)
             return None
 
-    def _warn(self, path: pathlib.Path, trouble: str, message: str) -> None:
-        if (path, trouble) not in self._warned:
-            self._warned.add((path, trouble))
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
             warnings.warn(f"inception_fast: {message}", stacklevel=4)
 
     def _read(self, path: pathlib.Path) -> dict:
         try:
             if not path.is_file():  # absent, or a directory or a FIFO (a read would wait on it)
                 if path.exists():
-                    self._warn(path, "read", f"cannot read the stored choices {path}: not a regular file")
+                    self._warn(f"cannot read the stored choices {path}: not a regular file")
                 return {}
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
-            self._warn(path, "read", f"cannot read the stored choices {path}: {exc.strerror or short_error(exc)}")
+            self._warn(f"cannot read the stored choices {path}: {exc.strerror or short_error(exc)}")
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -184,11 +184,7 @@ class ChoiceStore:
                 raise ValueError("not a choice file of this format")
             return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: also bad UTF-8
-            self._warn(
-                path,
-                "damaged",
-                f"ignoring the damaged stored choices {path} ({short_error(exc)}); they will be measured again",
-            )
+            self._warn(f"ignoring the damaged stored choices {path} ({short_error(exc)}); they will be measured again")
             return {}
 
     def get(self, section: str, key, device: torch.device) -> Optional[str]:
@@ -229,7 +225,7 @@ class ChoiceStore:
                 if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
                 # (strerror: the message without the temporary file's random name)
-                self._warn(path, "write", f"cannot store the measured choices in {path}: {exc.strerror or exc}")
+                self._warn(f"cannot store the measured choices in {path}: {exc.strerror or exc}")
 
     def forget(self) -> None:
         """Drops what this process read and warned of (the files stay): the next lookup reads them

@@ -5,7 +5,6 @@ that the job reports as one argparse-style line (``parser.error``, exit code 2).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from typing import Optional
@@ -115,33 +114,63 @@ def check_environment() -> None:
 
 
 def run_command(body) -> int:
-    """``body()``, a command's run, and its exit code; Ctrl-C ends it with "interrupted" and exit
-    code 130, standard output closed by its reader (``| head``) quietly with 1, and standard
-    output that cannot be written (a full disk) with one error line and 1: no traceback."""
+    """``body()``, a command's run as ``python -m inception_fast`` calls it (a process about to
+    exit), and its exit code: Ctrl-C ends it with "interrupted" and exit code 130, what was
+    printed kept; standard output closed by its reader (``| head``) quietly with 1, and standard
+    output that cannot be written (a full disk) with one error line and 1: no traceback.  Only
+    standard output's own failures (seen through ``_WatchedStream``); any other is raised."""
+    stdout = sys.stdout = _WatchedStream(sys.stdout)
     try:
-        return body()
+        code = body()
+        stdout.flush()  # here, not in the interpreter's exit, where a failure is only printed
+        return code
     except KeyboardInterrupt:
-        _drop_stdout()
+        try:
+            stdout.flush()  # what was printed, before the exit
+        except OSError:
+            pass
         sys.stderr.write("interrupted\n")
         return 130
-    except BrokenPipeError:
-        _drop_stdout()
-        return 1
-    except OSError as exc:  # a print to a full disk (a file the jobs write has its name: theirs)
-        if exc.filename or exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+    except OSError as exc:
+        if not stdout.failed:
             raise
-        _drop_stdout()
-        sys.stderr.write(f"error: writing standard output: {exc.strerror}\n")
+        if not isinstance(exc, BrokenPipeError):
+            sys.stderr.write(f"error: writing standard output: {exc.strerror or exc}\n")
         return 1
+    finally:
+        sys.stdout = stdout.stream
+        if stdout.failed:  # so that the interpreter's own flush at exit cannot fail again
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stdout.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # no file descriptor
+                pass
 
 
-def _drop_stdout() -> None:
-    """Standard output to /dev/null, so that the interpreter's own flush at exit cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no file descriptor (replaced in a test)
-        pass
+class _WatchedStream:
+    """A text stream as it is, remembering whether a write or flush to it failed."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError:
+            self.failed = True
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            self.failed = True
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def os_error_line(exc: OSError) -> str:

@@ -458,10 +458,16 @@ class _Bar:
 
 
 def _atomic_write(path: str, write) -> None:
+    """``write(tmp)``, then ``tmp`` renamed to ``path``; an OSError names a file (a full disk fails
+    in a write, whose error names none)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -241,19 +241,47 @@ def test_environment_and_a_full_disk_are_one_line(monkeypatch, capsys):
     ids=["ctrl-c", "closed-pipe", "full-stdout"],
 )
 def test_an_interrupted_or_unwritable_run_ends_without_traceback(monkeypatch, capsys, command, raised, code, message):
-    """Ctrl-C, a closed pipe and a full standard output end either job with an exit code and at
-    most one line, whatever it was doing."""
+    """As ``python -m inception_fast`` runs them (cli.run_command): Ctrl-C, a closed pipe and a
+    full standard output end either job with an exit code and at most one line, whatever it was
+    doing.  A closed pipe or a full disk that is not standard output's (its flush works) is the
+    job's own error, raised; main() called from Python raises them all."""
     import inception_fast.__main__ as main_job
     import inception_fast.train as train_job
+    from inception_fast import cli
 
     def run(*args):
         raise raised
 
     monkeypatch.setattr(main_job if command == "main" else train_job, "_run", run)
-    monkeypatch.setattr("inception_fast.cli._drop_stdout", lambda: None)  # (capsys holds stdout)
     argv = TINY if command == "main" else ["train", "--epochs", "1", "--no-progress"]
-    assert main(argv) == code
+    with pytest.raises(type(raised)):
+        main(argv)
+    if not isinstance(raised, KeyboardInterrupt):
+        with pytest.raises(type(raised)):  # not raised by a write to standard output: the job's own
+            cli.run_command(lambda: main(argv))
+
+        def run(*args):  # raised by a print
+            sys.stdout.failed = True  # (what _WatchedStream records when its stream's write fails)
+            raise raised
+
+        monkeypatch.setattr(main_job if command == "main" else train_job, "_run", run)
+    capsys.readouterr()
+    assert cli.run_command(lambda: main(argv)) == code
     assert capsys.readouterr().err.strip() == message
+
+
+def _run_command_in_a_process(body: str, **kwargs) -> subprocess.CompletedProcess:
+    code = f"import sys\nfrom inception_fast.cli import run_command\n{body}\nsys.exit(run_command(body))\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # (block-buffered, as a user's)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, text=True, timeout=120, **kwargs)
+
+
+def test_ctrl_c_keeps_what_was_printed(tmp_path):
+    body = "def body():\n    print('a row')\n    raise KeyboardInterrupt"
+    with open(tmp_path / "out.txt", "w") as out:
+        run = _run_command_in_a_process(body, stdout=out, stderr=subprocess.PIPE)
+    assert run.returncode == 130 and run.stderr.strip() == "interrupted"
+    assert (tmp_path / "out.txt").read_text() == "a row\n"
 
 
 def test_standard_output_on_a_full_disk_is_one_line():
@@ -268,7 +296,11 @@ def test_standard_output_on_a_full_disk_is_one_line():
             text=True,
             timeout=300,
         )
-    assert run.returncode == 1 and run.stderr.strip() == "error: writing standard output: No space left on device"
+        big = _run_command_in_a_process(
+            "def body():\n    print('x' * 100000)\n    return 0", stdout=full, stderr=subprocess.PIPE
+        )
+    for done in (run, big):
+        assert done.returncode == 1 and done.stderr.strip() == "error: writing standard output: No space left on device"
 
 
 def test_cpu_rows_name_what_runs():
