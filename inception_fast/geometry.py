@@ -157,6 +157,12 @@ def rows(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
+def check_block_pixels(x: torch.Tensor) -> None:
+    """Raises where a block input (N, C, H, W) has no pixels to compute: height or width 0."""
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
+
+
 def check_pixel_rows(rows: int, what: str = "N*H*W") -> None:
     """Raises where ``rows`` pixel rows are too many for 32-bit pixel indices."""
     if rows >= PIXEL_ROW_LIMIT:

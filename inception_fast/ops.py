@@ -148,8 +148,7 @@ def _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend="
             raise TypeError(
                 f"input dtype {x.dtype} does not match weight {name} dtype {t.dtype}; cast the module or the input"
             )
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
+    geometry.check_block_pixels(x)
     _check_block_weights(cin, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
 
 

@@ -262,8 +262,7 @@ def prepacked_block_forward(x: torch.Tensor, pre: PrepackedBlock, pool=max_pool_
     _check_dtype(x)
     if x.dim() != 4 or x.shape[1] != pre.cin:
         raise ValueError(f"Inception block expects a 4-D input with {pre.cin} channels, got shape {tuple(x.shape)}")
-    if x.shape[2] < 1 or x.shape[3] < 1:  # (ops' own check, which the other backends' calls pass)
-        raise ValueError(f"Inception block needs an input of at least 1x1 pixels, got shape {tuple(x.shape)}")
+    geometry.check_block_pixels(x)  # (ops' own check, which the other backends' calls pass)
     if pre.red.bias.dtype != x.dtype:
         raise TypeError(f"input dtype {x.dtype} does not match the prepacked weights' dtype {pre.red.bias.dtype}")
     ch1, ch3red, _, _, _, _ = pre.channels
