@@ -35,6 +35,7 @@ from .cli import (
     check_image_size,
     check_input_size,
     is_allocation_failure,
+    naming_file,
     os_error_line,
     out_of_memory,
     positive_ints,
@@ -368,7 +369,7 @@ def _write_json(path: str, data: dict) -> None:
         with open(path, "w") as f:
             json.dump(data, f, indent=2)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
+        raise naming_file(exc, path) from None
 
 
 def format_table(rows: list, base_name: str) -> str:

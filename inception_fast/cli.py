@@ -173,6 +173,12 @@ class _WatchedStream:
         return getattr(self.stream, name)
 
 
+def naming_file(exc: OSError, path) -> OSError:
+    """``exc``, or where it names no file (a full disk fails in a write, whose error names none)
+    the same error naming ``path``: the file the job was writing."""
+    return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+
+
 def os_error_line(exc: OSError) -> str:
     """An OSError the jobs meet reading or writing a file (a full disk, no permission): one line."""
     where = f"{exc.filename}: " if exc.filename else ""

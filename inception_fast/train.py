@@ -55,6 +55,7 @@ from .cli import (
     check_image_size,
     check_input_size,
     is_allocation_failure,
+    naming_file,
     os_error_line,
     out_of_memory,
     resolve_device,
@@ -465,9 +466,7 @@ def _atomic_write(path: str, write) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, path) from None
-        raise
+        raise naming_file(exc, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
