@@ -52,14 +52,15 @@ def _variant_pools(variant: str) -> tuple:
     return tuple(layout[name] for name in MAX_POOLS)
 
 
-def _max_pool_geometry(pool: nn.Module, default: tuple) -> tuple:
+def _max_pool_geometry(pool: nn.Module, default: tuple, memo: bool = True) -> tuple:
     """(kernel, stride, padding, ceil_mode) of a plain square nn.MaxPool2d (one a model was given in
-    place of its variant's), else ``default``."""
+    place of its variant's), else ``default``; ``memo=False`` skips the memo."""
     if type(pool) is not nn.MaxPool2d:
         return default
     settings = (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
     settings = tuple(tuple(v) if isinstance(v, list) else v for v in settings)  # (hashable for the memo)
-    return _square_pool_geometry(*settings, pool.ceil_mode, default)
+    square = _square_pool_geometry if memo else _square_pool_geometry.__wrapped__
+    return square(*settings, pool.ceil_mode, default)
 
 
 @functools.lru_cache(maxsize=64)
@@ -304,8 +305,11 @@ class GoogLeNet(nn.Module):
         ]
         # The pools as they are (from_torchvision copies a model's own); the variant's where one is
         # not a plain MaxPool2d the check can read.
-        for name, default in zip(MAX_POOLS, _variant_pools(self.variant)):
-            geometry = _max_pool_geometry(self._modules.get(name), default)
+        # While torch.compile traces, the memos' bodies: Dynamo warns at every lru_cache it meets.
+        compiling = torch.compiler.is_compiling()
+        pools = (_variant_pools.__wrapped__ if compiling else _variant_pools)(self.variant)
+        for name, default in zip(MAX_POOLS, pools):
+            geometry = _max_pool_geometry(self._modules.get(name), default, memo=not compiling)
             stages.append((name, lambda s, geometry=geometry: pool_out(s, *geometry)))
         for name, fn in stages:
             if min(sizes) < 1:
