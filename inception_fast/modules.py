@@ -39,6 +39,7 @@ import torch.autograd.forward_ad as forward_ad
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.nn.utils import parametrize
 
@@ -144,6 +145,15 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
         )
 
 
+def _check_stage_params(model: nn.Module, stage: nn.Module, weight: Tensor, x: Tensor) -> None:
+    """A stage of ``model`` (a block, a stem conv) moved to another dtype or device on its own is
+    refused, as the reference's convs refuse it, not computed with its weights cast.  (The stage's
+    name is looked up only then.)"""
+    if x.device != weight.device or (x.dtype != weight.dtype and not _autocast_on(x.device.type)):
+        name = next((n for n, m in model.named_children() if m is stage), type(stage).__name__)
+        _check_params_match(x, weight, f"GoogLeNet's {name}")
+
+
 def _transformed(x) -> bool:
     """Whether this forward runs under a transform the fused ops have no rules for: one of
     torch.func's (vmap, grad, jvp, jacrev, jacfwd; functional_call alone is none), forward-mode AD
@@ -178,7 +188,12 @@ def _check_backend_name(backend: str) -> None:
 
 
 def _wants_channels_last(x: Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    """Whether ATen's convolutions would return channels_last for ``x``: dense channels_last, or a
+    view whose strides are ordered as channels_last's (a channel or spatial slice of one; ATen's
+    suggest_memory_format)."""
+    if x.is_contiguous():
+        return False
+    return x.is_contiguous(memory_format=torch.channels_last) or suggest_memory_format(x) == torch.channels_last
 
 
 def _pack_own_units(block: nn.Module, dtype: torch.dtype):
@@ -996,6 +1011,10 @@ class FusedGoogLeNet(GoogLeNet):
         return self._fused_stem_body(x)
 
     def _fused_stem_body(self, x: Tensor) -> Tensor:
+        for conv in self._stem_convs()[1:]:  # (conv1's: check_input)
+            _check_stage_params(self, conv, conv.conv.weight, x)
+        # Under autocast conv1 casts its input first, as the reference's conv1 does.
+        x = x.to(_compute_dtype(x))
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         if torch.compiler.is_compiling():
             # ATen's form, as the measured choices' callers run their first candidate under a trace
@@ -1033,6 +1052,7 @@ class FusedGoogLeNet(GoogLeNet):
         # runs the hooks (FusedInception.forward).
         if x.shape[0] == 0 or self._hooked(block) or not isinstance(block, _PackedBlock):
             return block(x).contiguous(memory_format=torch.channels_last)  # a block put in: as it is
+        _check_stage_params(self, block, block._first_weight(), x)
         return block.fused_forward(x)
 
     def _pool(self, pool: nn.Module, x: Tensor) -> Tensor:

@@ -1,12 +1,14 @@
 """Inputs that must get the reference's behaviour or a clear error, never a traceback from
 deep inside or a silent oddity."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
-from inception_fast.testing import calibrate
+from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
 
 
 def test_from_torchvision_rejects_other_networks_clearly():
@@ -82,3 +84,73 @@ def test_fuse_rejects_an_unknown_backend_even_with_nothing_to_fuse():
         fuse(resnet, backend="nope")
     with pytest.warns(UserWarning, match="no module of ResNet computes an Inception block"):
         assert fuse(resnet) is resnet
+
+
+CPU_BACKENDS = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_channels_last_view_gets_the_references_layout(backend):
+    """A view of a channels_last tensor that is not dense (a channel or spatial slice) is
+    channels_last to ATen's convolutions (its strides are ordered so), so the reference block
+    returns channels_last; the fused block returns the same layout and values."""
+    torch.manual_seed(0)
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(2, 16, 7, 6))
+    ref.eval()
+    block = FusedInception.from_torchvision(ref, backend=backend).eval()
+    big = torch.randn(2, 20, 14, 12).contiguous(memory_format=torch.channels_last)
+    for what, x in (("channel slice", big[:, 2:18]), ("spatial slice", big[:, 4:, ::2, ::2])):
+        assert not x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        with torch.no_grad():
+            want, got = ref(x), block(x)
+        assert want.is_contiguous(memory_format=torch.channels_last), what
+        assert got.stride() == want.stride(), f"{what}: {got.stride()} against the reference's {want.stride()}"
+        check_close(got, want, TOLERANCE["fp32"], what)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_stage_in_another_dtype_or_device_is_refused_by_name(backend):
+    """A block or stem conv moved on its own to another dtype or device: the reference's convs
+    refuse the network's input there, and so does the fused network, naming the stage (not its
+    weights cast to the input's dtype, nor an error from deep inside)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    for stage, move, error, match in (
+        ("inception4b", lambda m: m.half(), TypeError, "GoogLeNet's inception4b input dtype torch.float32"),
+        ("conv2", lambda m: m.double(), TypeError, "GoogLeNet's conv2 input dtype torch.float32"),
+        ("inception4a", lambda m: m.to("meta"), RuntimeError, "GoogLeNet's inception4a input is on cpu"),
+    ):
+        ref = GoogLeNet(init_weights=False).eval()
+        model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+        with torch.no_grad():
+            model(x)  # the packed weights built before the move
+            for m in (ref, model):
+                move(getattr(m, stage))
+            with pytest.raises((TypeError, RuntimeError)):
+                ref(x)
+            with pytest.raises(error, match=match):
+                model(x)
+
+
+@pytest.mark.parametrize("backend", [b for b in ("torch", "auto") if b in available_backends("cpu")])
+def test_the_stem_computes_in_the_autocast_dtype(backend):
+    """A bfloat16 input to a float32 model under float16 autocast: the reference's convs compute in
+    float16 (autocast casts input and weights), the stem included, and so does the fused stem, not
+    in the input's bfloat16: the stem's output and the logits within 2x the reference's own error."""
+    torch.manual_seed(0)
+    tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    calibrate(tv, torch.randn(4, 3, 64, 64))
+    tv.eval()
+    model = FusedGoogLeNet.from_torchvision(tv, backend=backend).eval()
+    x = torch.randn(2, 3, 64, 64).bfloat16()
+    stem = lambda m, x: m.conv3(m.conv2(m.maxpool1(m.conv1(x))))  # noqa: E731
+    ref64 = copy.deepcopy(tv).double()
+    with torch.no_grad():
+        want64 = (stem(ref64, x.double()), ref64(x.double()))
+        with torch.autocast("cpu", dtype=torch.float16):
+            want = (stem(tv, x), tv(x))
+            got = (model._stem_body(x), model(x))
+    assert got[0].dtype == want[0].dtype == torch.float16
+    for what, g, w, w64 in zip(("stem", "logits"), got, want, want64):
+        check_close(g, w64, reduced_precision_bound(w, w64), what)
