@@ -74,7 +74,8 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def available_backends(device="cpu") -> list[str]:
-    """The backends that run on ``device`` (e.g. ["torch", "triton", "cuda"])."""
+    """The backends that run on ``device`` (e.g. ["torch", "triton", "cuda"]); none on a CUDA device
+    this machine does not have."""
     try:
         device = torch.device(device)
     except (TypeError, RuntimeError, ValueError):
@@ -82,6 +83,8 @@ def available_backends(device="cpu") -> list[str]:
             f"available_backends expects a device (a torch.device, a name such as 'cpu' or 'cuda:0', or "
             f"a CUDA index), got {device!r}"
         ) from None
+    if device.type == "cuda" and (device.index or 0) >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        return []
     return backends.available_backends(device)
 
 
@@ -1146,6 +1149,8 @@ def clear_packed_weights(model: nn.Module) -> None:
     """Drops every packed weight cached in ``model``: a FusedGoogLeNet, a model fuse() changed, a
     block.  Needed only after writes PyTorch's version counters do not see (FusedInception's
     clear_packed_weights)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"clear_packed_weights() expects a torch.nn.Module, got {type(model).__name__}")
     for module in model.modules():
         if isinstance(module, FusedGoogLeNet):
             module._clear_stem()

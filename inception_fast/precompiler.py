@@ -56,6 +56,7 @@ from torch import nn
 from .caches import LRUDict
 from .choices import measuring_deferred, static_mode
 from .compile_only import compile_only, compiling_only
+from .reference import GoogLeNet, Inception
 
 __all__ = ["precompile", "compiles_pending", "ENV_DEFER"]
 
@@ -89,10 +90,11 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
     the pass too.  Returns {"launches": Triton launches the pass met, "binaries": binaries it
     would compile, "on_disk": of those already in Triton's cache, "submitted": compiling in
     workers (handed out now, or by an earlier call whose workers still have them), "compiled": of
-    those compiled (only with ``wait``)}.  With CPU inputs, or
-    without Triton, there is nothing to compile: all counts 0; with the workers off
-    (INCEPTION_FAST_PRECOMPILE=0) nothing is submitted.  A forward that fails in the compile-only
-    pass raises RuntimeError saying so."""
+    those compiled (only with ``wait``)}.  With CPU inputs (unless Triton's interpreter runs them,
+    TRITON_INTERPRET=1), or without Triton, there is nothing to compile: all counts 0; with the
+    workers off (INCEPTION_FAST_PRECOMPILE=0) nothing is submitted.  A module of this package
+    (FusedGoogLeNet, a fused block) refuses a bad input first, with the error its forward gives;
+    a forward that fails in the compile-only pass raises RuntimeError saying so."""
     _check_inputs("precompile", module, inputs)
     training = training_part(module)
     if training is not None:
@@ -100,6 +102,8 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
             f"precompile runs a compile-only forward, and {training} is in train mode: its BatchNorm "
             "would update running statistics from outputs never computed; call module.eval() first"
         )
+    if len(inputs) == 1 and isinstance(module, (GoogLeNet, Inception)) and hasattr(module, "check_input"):
+        module.check_input(inputs[0])
     counts = {"launches": 0, "binaries": 0, "on_disk": 0, "submitted": 0, "compiled": 0}
     pool = _pool()
     interpreted = pool is not None and _interpreted()

@@ -16,6 +16,7 @@ Three variants of GoogLeNet:
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
 from typing import NamedTuple, Optional
 
@@ -220,6 +221,13 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet num_classes must be a positive int, got {num_classes!r}")
         if in_channels is None:
             in_channels = 1 if variant == "d2l" else 3
+        if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+            raise ValueError(f"GoogLeNet in_channels must be a positive int, got {in_channels!r}")
+        known = inspect.signature(self.block_class).parameters
+        unknown = [k for k in block_kwargs if k not in known or k in ("batch_norm", "branch3_kernel")]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {names}")
         layout = variant_layout(variant)
         if dropout is None:
             dropout = layout["dropout"]

@@ -29,6 +29,7 @@ for the d2l variant; BatchNorm's batch statistics are per process, its running s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -740,7 +741,14 @@ def _run(args) -> int:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # before NCCL starts: one GPU per process
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rc = _train(args, device, dist)  # an exception leaves the group as it is: a peer may be in a collective
+    existed = os.path.exists(args.out)
+    try:
+        rc = _train(args, device, dist)  # an exception leaves the group as it is: a peer may be in a collective
+    except BaseException:
+        if dist.main and not existed:  # a run that failed before writing a file (an unreadable image) leaves
+            with contextlib.suppress(OSError):  # no empty --out behind (rmdir takes an empty folder only)
+                os.rmdir(args.out)
+        raise
     if dist.world > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every rank done (rank 0's last checkpoint written) before any tears down
         torch.distributed.destroy_process_group()
@@ -883,7 +891,10 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         size = f"{args.image_size}x{args.image_size}"
         title = f"GoogLeNet {args.variant}, {data.name} {size}, lr {args.lr}, batch {args.batch_size}"
         why = _plot(os.path.join(args.out, CURVES), history, title)
-        print(why or f"wrote {os.path.join(args.out, CURVES)}, {os.path.join(args.out, HISTORY)}, {ckpt_path}")
+        written = [os.path.join(args.out, CURVES), os.path.join(args.out, HISTORY)]
+        if start < args.epochs:  # (a resumed run with nothing to train keeps its checkpoint as it was)
+            written.append(ckpt_path)
+        print(why or f"wrote {', '.join(written)}")
     return 0
 
 

@@ -7,7 +7,15 @@ import pytest
 import torch
 import torchvision
 
-from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
+from inception_fast import (
+    FusedGoogLeNet,
+    FusedInception,
+    GoogLeNet,
+    Inception,
+    available_backends,
+    clear_packed_weights,
+    precompile,
+)
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound
 
 
@@ -24,6 +32,16 @@ def test_from_torchvision_rejects_other_networks_clearly():
 def test_num_classes_must_be_a_positive_int(cls, bad):
     with pytest.raises(ValueError, match="num_classes must be a positive int"):
         cls(bad, init_weights=False)
+
+
+@pytest.mark.parametrize("cls", [GoogLeNet, FusedGoogLeNet])
+def test_in_channels_and_unknown_arguments_are_refused_by_name(cls):
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="in_channels must be a positive int"):
+            cls(in_channels=bad, init_weights=False)
+    for name in ("foo", "batch_norm"):  # (batch_norm: the variant decides)
+        with pytest.raises(TypeError, match=f"{cls.__name__}\\(\\) got an unexpected keyword argument '{name}'"):
+            cls(init_weights=False, **{name: 1})
 
 
 @pytest.mark.parametrize("cls", [GoogLeNet, FusedGoogLeNet])
@@ -154,3 +172,14 @@ def test_the_stem_computes_in_the_autocast_dtype(backend):
     assert got[0].dtype == want[0].dtype == torch.float16
     for what, g, w, w64 in zip(("stem", "logits"), got, want, want64):
         check_close(g, w64, reduced_precision_bound(w, w64), what)
+
+
+def test_the_api_refuses_what_it_cannot_take_by_name():
+    """clear_packed_weights of something not a module; precompile of a fused model's bad input (the
+    model's own error, before any compile-only pass); no backend on a CUDA device this machine
+    lacks."""
+    with pytest.raises(TypeError, match="clear_packed_weights\\(\\) expects a torch.nn.Module, got str"):
+        clear_packed_weights("model")
+    with pytest.raises(ValueError, match="expects 3 input channels, got 4"):
+        precompile(FusedGoogLeNet(init_weights=False).eval(), torch.randn(1, 4, 64, 64))
+    assert available_backends(f"cuda:{torch.cuda.device_count()}") == []

@@ -64,6 +64,11 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
     assert load(split)["epoch"] == 1 and not (split / "curves.png").exists()
     assert train(split, "--epochs", "2", "--reference", "--resume") == 0
     assert "epochs 2-2" in capsys.readouterr().out
+    before = (split / "checkpoint.pt").stat().st_mtime_ns
+    assert train(split, "--epochs", "2", "--reference", "--resume") == 0  # nothing left to train
+    printed = capsys.readouterr().out
+    assert "nothing to train" in printed and "checkpoint.pt" not in printed.splitlines()[-1]
+    assert (split / "checkpoint.pt").stat().st_mtime_ns == before
     a, b = load(whole), load(split)
     assert b["epoch"] == 2
     init = build_models("d2l", 10, 1, 0)["fused"].state_dict()
@@ -314,6 +319,7 @@ def test_image_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path / "o3", "--data", "imagefolder", "--data-dir", str(tmp_path / "only"), "--epochs", "1")
     _one_line(capsys, "deep.tif: its pixels are I (32-bit or floating-point)")
+    assert not (tmp_path / "o3").exists(), "a run that failed before writing a file left its --out behind"
 
 
 def test_environment_and_edited_history_get_one_clear_line(tmp_path, capsys, monkeypatch):
