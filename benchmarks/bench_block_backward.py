@@ -40,9 +40,10 @@ from benchmarks.helpers.environment import environment
 from benchmarks.helpers.settings import DTYPES, ENV_DEADLINE
 from inception_fast import backends
 from inception_fast.choices import checked_against
-from inception_fast.cli import UsageError, positive_int, resolve_device
+from inception_fast.cli import UsageError, check_seconds, check_writable, positive_int, resolve_device
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.timing import time_interleaved
+from inception_fast.train import batch_norm_refusal
 
 
 def _sizes(image_size: int) -> dict:
@@ -186,8 +187,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         a.device = str(resolve_device(a.device, "this benchmark"))
+        check_seconds(a.budget, "--budget")
+        if a.json is not None:
+            check_writable(a.json)
     except UsageError as exc:
         p.error(str(exc))
+    if a.op == "bn_train":
+        why = batch_norm_refusal("torchvision", 1000, 3, a.size, a.batch)
+        if why is not None:
+            p.error(f"--op bn_train --batch {a.batch} at --size {a.size}: {why}; use a larger batch or size")
     rows = run(a.device, a.dtype, a.batch, a.size, a.block or list(BLOCK_CONFIGS), a.budget, a.op)
     if a.json:
         with open(a.json, "w") as f:

@@ -23,6 +23,7 @@ import torch
 from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
 from benchmarks.helpers.peers import peer_runner
 from benchmarks.helpers.settings import DTYPES, ENV_DEVICE, PEER_DTYPES, settings
+from inception_fast.cli import UsageError, check_seconds, positive_int
 from inception_fast.timing import time_interleaved
 
 FUSED = ("fused_torch", "fused_cpp", "fused_onednn")
@@ -60,16 +61,19 @@ def rows(dtype: str, batch: int) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="precision of every row")
-    parser.add_argument("--batch", type=int, default=8, help="images per forward")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the peers get as many)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="images per forward")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads (the peers get as many)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of rounds while the spreads overlap")
-    args = parser.parse_args()
-    if args.batch < 1 or args.threads < 1 or args.budget < 0:
-        parser.error("--batch and --threads must be positive and --budget at least 0")
+    args = parser.parse_args(argv)
     os.environ.setdefault(ENV_DEVICE, "cpu")
+    try:
+        check_seconds(args.budget, "--budget")
+        settings()  # (ValueError for a bad INCEPTION_FAST_BENCH_* value)
+    except (UsageError, ValueError) as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     fns = rows(args.dtype, args.batch)
     load = os.getloadavg()[0]

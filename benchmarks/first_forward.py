@@ -53,6 +53,16 @@ import sys
 import tempfile
 import time
 
+from inception_fast.cli import (
+    HelpFormatter,
+    UsageError,
+    check_image_size,
+    check_seconds,
+    check_writable,
+    positive_int,
+    resolve_device,
+)
+
 CHILD = r"""
 import json, os, sys, time
 t_start = float(sys.argv[1])
@@ -194,11 +204,11 @@ def row_timeout(limit: float, deadline: float, states_left: list) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--batches", default="1,256")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--size", type=int, default=224)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda where there is one, else cpu)")
+    p.add_argument("--batches", default="1,256", help="comma-separated batch sizes, rows for each")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="the model's and input's dtype")
+    p.add_argument("--size", type=positive_int, default=224, help="the input images' side")
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per process")
@@ -215,6 +225,15 @@ def main(argv=None) -> int:
         p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if min(batches) < 1:
         p.error("--batches must be positive")
+    # Checked before any row's process starts, not once per row inside it.
+    try:
+        args.device = str(resolve_device(args.device, "this benchmark"))
+        check_image_size(args.size, "torchvision", "--size")
+        check_seconds(args.timeout, "--timeout", positive=True)
+        if args.json is not None:
+            check_writable(args.json)
+    except UsageError as exc:
+        p.error(str(exc))
     # The GPU suite's step deadline (benchmarks/gpu_suite.sh): later rows are reported as not run.
     try:
         deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
@@ -249,14 +268,14 @@ def main(argv=None) -> int:
     print_rows(rows)
     if args.json:
         out = {"size": args.size, "rows": rows, **({"stopped": stopped} if stopped else {})}
-        if not stopped:  # imports torch: after the rows, whose fresh processes time their own imports
+        if not stopped:
             import torch
 
             from benchmarks.helpers.environment import environment
 
             try:
                 out["environment"] = environment(torch.device(args.device))
-            except Exception as exc:  # (no such device: every row says so already)
+            except Exception as exc:  # (a device query that failed: the rows are written all the same)
                 out["environment_error"] = f"{type(exc).__name__}: {exc}"[:200]
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

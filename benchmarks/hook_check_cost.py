@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet, GoogLeNet, modules, packing
-from inception_fast.cli import UsageError, check_backend, positive_int, positive_ints
+from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int, positive_ints
 from inception_fast.testing import calibrate
 
 
@@ -36,6 +36,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         args.backend = check_backend(args.backend, torch.device("cpu"))
+        for size in args.sizes:
+            check_image_size(size, "torchvision", "--sizes")
     except UsageError as exc:
         p.error(str(exc))
     torch.set_num_threads(args.threads)

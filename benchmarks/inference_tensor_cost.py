@@ -20,6 +20,7 @@ import torchvision
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet
+from inception_fast.cli import UsageError, check_backend, positive_int, positive_ints
 from inception_fast.packing import PackCache
 from inception_fast.testing import calibrate
 
@@ -30,12 +31,15 @@ def _caches(model):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", type=positive_ints, default=[1, 8])
+    p.add_argument("--rounds", type=positive_int, default=7)
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--backend", default="torch")
     args = p.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
+    try:
+        args.backend = check_backend(args.backend, torch.device("cpu"))
+    except UsageError as exc:
+        p.error(str(exc))
     tv = torchvision.models.googlenet(init_weights=True, aux_logits=False)
     calibrate(tv, torch.randn(4, 3, 224, 224))
     normal = FusedGoogLeNet.from_torchvision(tv, backend=args.backend).eval()
@@ -50,7 +54,7 @@ def main(argv=None) -> None:
             cache.get(module, torch.float32)
 
     groups = {}
-    for batch in batches:
+    for batch in args.batches:
         x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
         groups[f"batch {batch}"] = {
             "built normally": lambda x=x: normal(x),

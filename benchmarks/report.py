@@ -1436,7 +1436,7 @@ def chart(merged, path):
         ax.set_title(f"per block, {r0['device']} {r0['dtype']} batch {r0['batch']}")
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # the name as given: no ".png" appended
     plt.close(fig)
     return None
 
@@ -1477,6 +1477,8 @@ def main(argv=None):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             p.error(f"{flag} {path}: no directory {folder}")
+        if path and os.path.isdir(path):
+            p.error(f"{flag} {path}: a directory; give a file name")
     try:
         if args.merged_json:
             with open(args.merged_json, "w") as f:
@@ -1488,7 +1490,10 @@ def main(argv=None):
     except OSError as exc:
         p.error(f"cannot write {exc.filename}: {exc.strerror}")
     if args.chart:
-        why = chart(merged, args.chart)
+        try:
+            why = chart(merged, args.chart)
+        except OSError as exc:
+            p.error(f"cannot write {exc.filename or args.chart}: {exc.strerror or exc}")
         if why:
             print(f"report: {why}", file=sys.stderr)
     if not args.short:

@@ -22,7 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from inception_fast.train import build_models
+from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int
+from inception_fast.train import batch_norm_refusal, build_models
 
 
 def _step(model, opt, x, y):
@@ -34,14 +35,22 @@ def _step(model, opt, x, y):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
+    p.add_argument("--image-size", type=positive_int, default=96)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--steps", type=positive_int, default=3, help="timed steps per model per round")
     p.add_argument("--backend", default="torch")
     p.add_argument("--variant", default="d2l", choices=("d2l", "torchvision", "paper"))
     args = p.parse_args(argv)
     classes, in_ch = (10, 1) if args.variant == "d2l" else (1000, 3)
+    try:
+        args.backend = check_backend(args.backend, torch.device("cpu"))
+        check_image_size(args.image_size, args.variant)
+    except UsageError as exc:
+        p.error(str(exc))
+    why = batch_norm_refusal(args.variant, classes, in_ch, args.image_size, args.batch)
+    if why is not None:
+        p.error(f"--batch {args.batch} at --image-size {args.image_size}: {why}; use a larger batch or image size")
     models = build_models(args.variant, classes, in_ch, seed=0, backend=args.backend, reference=True)
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.01) for n, m in models.items()}
     g = torch.Generator().manual_seed(0)

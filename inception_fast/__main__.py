@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
 import sys
 import warnings
@@ -34,6 +33,8 @@ from .cli import (
     check_environment,
     check_image_size,
     check_input_size,
+    check_seconds,
+    check_writable,
     is_allocation_failure,
     naming_file,
     os_error_line,
@@ -135,9 +136,8 @@ def _config(args) -> _Config:
     check_image_size(size, args.variant)
     if args.repeats is not None and args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.time_budget is not None and not args.time_budget >= 0:
-        raise UsageError(f"--time-budget must be a number of seconds, at least 0, got {args.time_budget}")
     if args.time_budget is not None:
+        check_seconds(args.time_budget, "--time-budget")
         budget = args.time_budget
     else:
         budget = 0.0 if args.repeats else (10.0 if on_gpu else 20.0)
@@ -153,7 +153,7 @@ def _config(args) -> _Config:
     for b in wanted:
         check_backend_dtype(b, device, dtype)
     if args.json is not None:
-        _check_writable(args.json)
+        check_writable(args.json)
     batches = args.batch_sizes or ([1, 64, 256] if on_gpu else [1, 8])
     check_input_size(max(batches), size, f"--batch-sizes {max(batches)} at --image-size {size}")
     return _Config(
@@ -165,20 +165,6 @@ def _config(args) -> _Config:
         budget=budget,
         backends=wanted,
     )
-
-
-def _check_writable(path: str) -> None:
-    """Fails now, not after the run, where ``--json PATH`` cannot be written."""
-    if not path.strip():
-        raise UsageError("--json: empty path")
-    existed = os.path.exists(path)
-    try:
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--json {path}: cannot write there ({exc.strerror})") from None
-    if not existed:
-        os.remove(path)
 
 
 def _baseline(variant, device, dtype):

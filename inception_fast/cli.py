@@ -1,10 +1,12 @@
-"""What the command-line jobs (``__main__.py``, ``train.py``) share: the help formatter, and the
-checks of the values both take (device, backend, image size), each failing with a ``UsageError``
-that the job reports as one argparse-style line (``parser.error``, exit code 2)."""
+"""What the command-line jobs (``__main__.py``, ``train.py``, the scripts in benchmarks/) share: the
+help formatter, and the checks of the values they take (device, backend, image size, seconds, an
+output file), each failing with a ``UsageError`` that the job reports as one argparse-style line
+(``parser.error``, exit code 2)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Optional
@@ -22,6 +24,8 @@ __all__ = [
     "check_backend_dtype",
     "check_image_size",
     "check_input_size",
+    "check_seconds",
+    "check_writable",
     "positive_int",
     "positive_ints",
     "is_allocation_failure",
@@ -45,28 +49,31 @@ class UsageError(Exception):
     """A bad option value, directory or file: reported as one argparse-style line, exit code 2."""
 
 
-def resolve_device(arg: Optional[str], job: str, default_cuda_index: Optional[int] = None) -> torch.device:
+def resolve_device(
+    arg: Optional[str], job: str, default_cuda_index: Optional[int] = None, option: str = "--device"
+) -> torch.device:
     """``--device``'s value (None: cuda if available, else cpu) as a device this machine has.
 
     ``job`` names the job in the error for a device type other than cpu and cuda;
-    ``default_cuda_index`` is the index a bare "cuda" gets (None: the current device)."""
+    ``default_cuda_index`` is the index a bare "cuda" gets (None: the current device); ``option``
+    names where the value came from (an option, or an environment variable) in the errors."""
     if arg is not None and not arg.strip():
-        raise UsageError("--device: empty; give cpu, cuda or cuda:N")
+        raise UsageError(f"{option}: empty; give cpu, cuda or cuda:N")
     try:
         device = torch.device(arg or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
-        raise UsageError(f"--device {arg}: not a device name (cpu, cuda or cuda:N)") from None
+        raise UsageError(f"{option} {arg}: not a device name (cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {arg}: no CUDA device is available")
+            raise UsageError(f"{option} {arg}: no CUDA device is available")
         if device.index is None and default_cuda_index is not None:
             device = torch.device("cuda", default_cuda_index)
         if (device.index or 0) >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise UsageError(f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
-        raise UsageError(f"--device {arg}: {job} runs on cpu or cuda")
+        raise UsageError(f"{option} {arg}: {job} runs on cpu or cuda")
     elif device.index not in (None, 0):
-        raise UsageError(f"--device {arg}: there is one cpu device, 'cpu'")
+        raise UsageError(f"{option} {arg}: there is one cpu device, 'cpu'")
     return device
 
 
@@ -185,13 +192,33 @@ def os_error_line(exc: OSError) -> str:
     return f"error: {where}{exc.strerror or exc}\n"
 
 
-def check_image_size(size: int, variant: str) -> None:
-    """Fails unless GoogLeNet(variant) takes square images of side ``size``."""
+def check_image_size(size: int, variant: str, option: str = "--image-size") -> None:
+    """Fails unless GoogLeNet(variant) takes square images of side ``size`` (``option``'s value)."""
     smallest = GoogLeNet(variant=variant, init_weights=False).min_input_size()
     if size < smallest:
-        raise UsageError(
-            f"--image-size {size} is too small for variant {variant!r}: the smallest it takes is {smallest}"
-        )
+        raise UsageError(f"{option} {size} is too small for variant {variant!r}: the smallest it takes is {smallest}")
+
+
+def check_seconds(value: float, option: str, positive: bool = False) -> None:
+    """Fails unless ``option``'s ``value`` is a finite number of seconds, at least 0 (``positive``:
+    more than 0); NaN and infinity are refused, where a loop bounded by them would not stop."""
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        least = "more than 0" if positive else "at least 0"
+        raise UsageError(f"{option} must be a number of seconds, {least}, got {value}")
+
+
+def check_writable(path: str, option: str = "--json") -> None:
+    """Fails now, not after the run, where ``option``'s file ``path`` cannot be written."""
+    if not path.strip():
+        raise UsageError(f"{option}: empty path")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        os.remove(path)
 
 
 # Values per input channel past which a batch cannot be held by any machine these jobs run on

@@ -122,6 +122,10 @@ BAD_VALUES = [
     (["--backend", ","], "--backend takes backend names separated by commas, got ','"),
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--repeats", "many"], "argument --repeats: invalid int value: 'many'"),
+    (
+        ["--time-budget", "inf", "--image-size", "15", "--batch-sizes", "1", "--backend", "torch"],
+        "--time-budget must be a number of seconds, at least 0, got inf",
+    ),
     (["--dtype", "float16"], "--dtype float16 runs on CUDA only; on cpu use float32 or bfloat16"),
     (["--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
     (["--json", "{tmp}/no/such/dir/r.json"], "--json {tmp}/no/such/dir/r.json: cannot write there (No such file"),

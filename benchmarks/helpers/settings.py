@@ -40,6 +40,7 @@ from typing import Optional
 
 import torch
 
+from inception_fast.cli import UsageError, resolve_device
 from inception_fast.reference import BLOCK_CONFIGS
 
 ENV_QUICK = "INCEPTION_FAST_BENCH_QUICK"
@@ -90,10 +91,12 @@ def flag(name: str) -> bool:
 
 
 def bench_device() -> torch.device:
-    forced = os.environ.get(ENV_DEVICE, "").strip()
-    if forced:
-        return torch.device(forced)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """INCEPTION_FAST_BENCH_DEVICE's device, else cuda if present; ValueError naming the variable
+    for a value that is no device name or a device this machine lacks."""
+    try:
+        return resolve_device(os.environ.get(ENV_DEVICE, "").strip() or None, "each benchmark", option=ENV_DEVICE)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def settings() -> Settings:
         cuda_graph=flag(ENV_CUDA_GRAPH) and gpu,
         compile=flag(ENV_COMPILE),
         peers=flag(ENV_PEERS) and not gpu,
-        threads=int(os.environ[ENV_THREADS]) if os.environ.get(ENV_THREADS, "").strip() else None,
+        threads=_positive(ENV_THREADS, os.environ[ENV_THREADS]) if os.environ.get(ENV_THREADS, "").strip() else None,
         image_size=image,
         batches=batches,
         dtypes=dtypes,

@@ -1,0 +1,179 @@
+"""The benchmark command lines refuse a bad argument up front: one error line naming the option
+and the value, exit code 2 (pytest's usage error, 4, for the benchmarks' pytest options), no
+traceback, before any model is built or any row's process started."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.helpers import settings  # noqa: E402
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+
+# Each script's first call that does the work: replaced by one that fails the test, so an
+# argument refused only after the work started fails at once.
+WORK = {
+    "report": None,
+    "cpu_side_by_side": "rows",
+    "bench_block_backward": "run",
+    "train_cpu": "build_models",
+    "inference_tensor_cost": "calibrate",
+    "hook_check_cost": "calibrate",
+    "first_forward": "run_rows",
+}
+
+TOO_SMALL_BN = "Expected more than 1 value per channel when training"
+BAD_ARGS = [
+    ("report", ["{tmp}/r.json", "--chart", "{tmp}", "--short"], "--chart {tmp}: a directory; give a file name"),
+    ("cpu_side_by_side", ["--budget", "nan"], "--budget must be a number of seconds, at least 0, got nan"),
+    ("cpu_side_by_side", ["--budget", "inf"], "--budget must be a number of seconds, at least 0, got inf"),
+    ("cpu_side_by_side", ["--batch", "0"], "argument --batch: expected a positive integer, got 0"),
+    ("bench_block_backward", ["--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
+    ("bench_block_backward", ["--budget", "-1"], "--budget must be a number of seconds, at least 0, got -1.0"),
+    ("bench_block_backward", ["--budget", "nan"], "--budget must be a number of seconds, at least 0, got nan"),
+    (
+        "bench_block_backward",
+        ["--op", "bn_train", "--batch", "1", "--size", "32", "--block", "inception5b"],
+        f"--op bn_train --batch 1 at --size 32: {TOO_SMALL_BN}",
+    ),
+    ("train_cpu", ["--rounds", "0"], "argument --rounds: expected a positive integer, got 0"),
+    ("train_cpu", ["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+    ("train_cpu", ["--batch", "0"], "argument --batch: expected a positive integer, got 0"),
+    ("train_cpu", ["--batch", "-1"], "argument --batch: expected a positive integer, got -1"),
+    ("train_cpu", ["--image-size", "0"], "argument --image-size: expected a positive integer, got 0"),
+    (
+        "train_cpu",
+        ["--variant", "torchvision", "--image-size", "10"],
+        "--image-size 10 is too small for variant 'torchvision': the smallest it takes is 15",
+    ),
+    (
+        "train_cpu",
+        ["--variant", "torchvision", "--batch", "1", "--image-size", "32"],
+        f"--batch 1 at --image-size 32: {TOO_SMALL_BN}",
+    ),
+    ("train_cpu", ["--backend", "nope"], "--backend 'nope' is unavailable on cpu: unknown backend"),
+    (
+        "inference_tensor_cost",
+        ["--batches", "abc"],
+        "argument --batches: expected comma-separated positive integers, got 'abc'",
+    ),
+    (
+        "inference_tensor_cost",
+        ["--batches", "1,0"],
+        "argument --batches: expected comma-separated positive integers, got 0 in '1,0'",
+    ),
+    ("inference_tensor_cost", ["--rounds", "0"], "argument --rounds: expected a positive integer, got 0"),
+    ("inference_tensor_cost", ["--repeats", "0"], "argument --repeats: expected a positive integer, got 0"),
+    ("inference_tensor_cost", ["--backend", "nope"], "--backend 'nope' is unavailable on cpu: unknown backend"),
+    (
+        "hook_check_cost",
+        ["--sizes", "32,10"],
+        "--sizes 10 is too small for variant 'torchvision': the smallest it takes is 15",
+    ),
+    ("first_forward", ["--device", "gpu"], "--device gpu: not a device name (cpu, cuda or cuda:N)"),
+    pytest.param("first_forward", ["--device", "cuda"], "--device cuda: no CUDA device is available", marks=NO_CUDA),
+    (
+        "first_forward",
+        ["--device", "cpu", "--size", "10"],
+        "--size 10 is too small for variant 'torchvision': the smallest it takes is 15",
+    ),
+    (
+        "first_forward",
+        ["--device", "cpu", "--timeout", "0"],
+        "--timeout must be a number of seconds, more than 0, got 0.0",
+    ),
+    ("first_forward", ["--device", "cpu", "--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
+]
+
+
+def _work_started(*args, **kwargs):
+    raise AssertionError("the work started: the bad argument was not refused up front")
+
+
+def _case_id(case) -> str:
+    script, argv, _ = getattr(case, "values", case)
+    return " ".join([script, *argv])
+
+
+@pytest.mark.parametrize("script, argv, message", BAD_ARGS, ids=[_case_id(c) for c in BAD_ARGS])
+def test_benchmark_scripts_refuse_a_bad_argument_before_running(script, argv, message, tmp_path, capsys, monkeypatch):
+    module = importlib.import_module(f"benchmarks.{script}")
+    if WORK[script]:
+        monkeypatch.setattr(module, WORK[script], _work_started)
+    monkeypatch.setenv(settings.ENV_DEVICE, "cpu")  # (cpu_side_by_side sets it where unset)
+    (tmp_path / "r.json").write_text(json.dumps({"benchmarks": []}))
+    tmp = str(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        module.main([a.replace("{tmp}", tmp) for a in argv])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert exc.value.code == 2 and len(errors) == 1, err
+    assert message.replace("{tmp}", tmp) in errors[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "env, value, message",
+    [
+        (settings.ENV_DEVICE, "gpu", "INCEPTION_FAST_BENCH_DEVICE gpu: not a device name (cpu, cuda or cuda:N)"),
+        pytest.param(
+            settings.ENV_DEVICE, "cuda", "INCEPTION_FAST_BENCH_DEVICE cuda: no CUDA device is available", marks=NO_CUDA
+        ),
+        (settings.ENV_THREADS, "0", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got '0'"),
+        (settings.ENV_THREADS, "-1", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got '-1'"),
+        (settings.ENV_THREADS, "abc", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got 'abc'"),
+    ],
+)
+def test_benchmark_settings_refuse_a_bad_device_or_thread_count(env, value, message, monkeypatch):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError) as exc:
+        settings.settings()
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize(
+    "option, value, line",
+    [
+        ("--bench-device", "gpu", "ERROR: INCEPTION_FAST_BENCH_DEVICE gpu: not a device name (cpu, cuda or cuda:N)"),
+        ("--bench-threads", "0", "ERROR: INCEPTION_FAST_BENCH_THREADS: expected positive integers, got '0'"),
+    ],
+)
+def test_benchmark_pytest_options_refuse_a_bad_value_in_one_line(option, value, line):
+    """Through the benchmarks' conftest: pytest's usage error (exit code 4), not an INTERNALERROR
+    traceback nor a run that ignores the value."""
+    pytest.importorskip("pytest_benchmark")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCEPTION_FAST_BENCH_")}
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/bench_throughput.py", "--quick", option, value]
+    proc = subprocess.run(
+        [*cmd, "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [line] and "INTERNALERROR" not in proc.stdout
+
+
+def test_first_forward_device_defaults_to_cuda_where_there_is_one(monkeypatch, capsys):
+    """No --device: cuda where there is one, else cpu (said in --help), checked before the rows."""
+    from benchmarks import first_forward
+
+    seen = []
+    monkeypatch.setattr(first_forward, "run_rows", lambda args, *rest: seen.append(args.device))
+    assert first_forward.main(["--no-compile"]) == 0
+    assert seen == ["cuda" if torch.cuda.is_available() else "cpu"]
+    with pytest.raises(SystemExit):
+        first_forward.main(["--help"])
+    assert "(default: cuda where there is one, else cpu)" in " ".join(capsys.readouterr().out.split())
