@@ -5,7 +5,9 @@
 * ``empty_outputs``: the block output and the scratch of the two reductions, channels_last;
 * ``conv_out`` / ``pool_out``: PyTorch's output-size rules;
 * ``check_pixel_rows``: the kernels' 32-bit pixel-index limit;
-* ``rows``: a channels_last tensor as its [N*H*W, C] GEMM view.
+* ``rows``: a channels_last tensor as its [N*H*W, C] GEMM view;
+* ``suggests_channels_last`` / ``channels_last_input``: the layout ATen's convolutions give an
+  input's results, and an input taken into channels_last with its gradient in its own layout.
 
 No dependency on the rest of the package: every layer may import it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 __all__ = [
     "BlockChannels",
@@ -26,6 +29,8 @@ __all__ = [
     "pool_out",
     "foldable",
     "PIXEL_ROW_LIMIT",
+    "suggests_channels_last",
+    "channels_last_input",
     "check_pixel_rows",
     "TAP_REACH",
     "check_int32_offsets",
@@ -149,6 +154,37 @@ def conv_out(size: int, k: int, s: int, p: int) -> int:
 
 # The Triton kernels index pixel rows (N*H*W) with 32 bits; a tile past the last row must fit too.
 PIXEL_ROW_LIMIT = 2**31 - 1024
+
+
+def suggests_channels_last(x: torch.Tensor) -> bool:
+    """Whether ATen's convolutions return channels_last results for ``x``: dense channels_last, or
+    a view whose strides are ordered as channels_last's (a channel or spatial slice of one; ATen's
+    suggest_memory_format)."""
+    if x.is_contiguous():
+        return False
+    return x.is_contiguous(memory_format=torch.channels_last) or suggest_memory_format(x) == torch.channels_last
+
+
+class _ChannelsLast(torch.autograd.Function):
+    """x as channels_last; its gradient contiguous."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as channels_last, for a computation that runs in that layout where ATen's convolutions
+    would take ``x`` as it is: a gradient for an ``x`` they would not treat as channels_last comes
+    back contiguous, as their input gradient does (``.contiguous(memory_format=...)`` alone would
+    hand back the channels_last one, which ``.view`` cannot flatten)."""
+    if x.requires_grad and torch.is_grad_enabled() and not suggests_channels_last(x):
+        return _ChannelsLast.apply(x)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def rows(t: torch.Tensor) -> torch.Tensor:

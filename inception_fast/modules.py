@@ -39,11 +39,10 @@ import torch.autograd.forward_ad as forward_ad
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.nn.utils import parametrize
 
-from . import backends, choices, ops, precompiler, stages
+from . import backends, choices, geometry, ops, precompiler, stages
 from .backends import onednn_backend
 from .packing import (
     PackCache,
@@ -188,15 +187,6 @@ def _check_backend_name(backend: str) -> None:
     known = backends.names()
     if backend != "auto" and backend not in known:
         raise ValueError(f"unknown backend {backend!r}; known backends: auto, {', '.join(known)}")
-
-
-def _wants_channels_last(x: Tensor) -> bool:
-    """Whether ATen's convolutions would return channels_last for ``x``: dense channels_last, or a
-    view whose strides are ordered as channels_last's (a channel or spatial slice of one; ATen's
-    suggest_memory_format)."""
-    if x.is_contiguous():
-        return False
-    return x.is_contiguous(memory_format=torch.channels_last) or suggest_memory_format(x) == torch.channels_last
 
 
 def _pack_own_units(block: nn.Module, dtype: torch.dtype):
@@ -690,8 +680,8 @@ class _PackedBlock:
 
     def _fused_call(self, x: Tensor, plan: str) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
-        channels_last = _wants_channels_last(x)
-        out = self.fused_forward(x.contiguous(memory_format=torch.channels_last), plan)
+        channels_last = geometry.suggests_channels_last(x)
+        out = self.fused_forward(geometry.channels_last_input(x), plan)
         return out if channels_last else out.contiguous()
 
 
@@ -1000,11 +990,7 @@ class FusedGoogLeNet(GoogLeNet):
             # channels_last (oneDNN's faster layout, and the blocks' layout, which they then run
             # fused in).  A BatchNorm in train mode updated its running statistics unseen by the
             # stem's caches (inception_fast.packing): they are dropped.
-            out = (
-                super()
-                ._stem_body(x.contiguous(memory_format=torch.channels_last))
-                .contiguous(memory_format=torch.channels_last)
-            )
+            out = super()._stem_body(geometry.channels_last_input(x)).contiguous(memory_format=torch.channels_last)
             if _trains_a_batch_norm(self._stem_modules()):
                 self._clear_stem()
             return out

@@ -551,6 +551,6 @@ def stem_conv1(
         xp[:, c:].zero_()
         xp[:, :c].copy_(x)
         x = xp
-    y = F.conv2d(x.contiguous(memory_format=cl), w1, b1, **args).relu_()
+    y = F.conv2d(geometry.channels_last_input(x), w1, b1, **args).relu_()
     y = max_pool(y, pool, triton_allowed, cpp_allowed)
     return y.contiguous(memory_format=cl)  # a 1-channel input is NCHW and channels_last at once

@@ -183,3 +183,39 @@ def test_the_api_refuses_what_it_cannot_take_by_name():
     with pytest.raises(ValueError, match="expects 3 input channels, got 4"):
         precompile(FusedGoogLeNet(init_weights=False).eval(), torch.randn(1, 4, 64, 64))
     assert available_backends(f"cuda:{torch.cuda.device_count()}") == []
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_an_input_gradient_comes_back_in_the_references_layout(backend):
+    """The gradient autograd.grad returns for an input, in the layout the reference's convolutions
+    give it (contiguous for a contiguous input, which ``.view`` can flatten; channels_last for a
+    channels_last one), from a block in eval and train mode, and from the network (its stem's
+    entry, one backend: the blocks' are the block's)."""
+    torch.manual_seed(0)
+    block = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(block, torch.randn(2, 16, 5, 5))
+    cases = [(block, FusedInception.from_torchvision(block, backend=backend), (2, 16, 5, 5))]
+    if backend == "torch":
+        net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+        calibrate(net, torch.randn(2, 3, 64, 64))
+        cases.append((net, FusedGoogLeNet.from_torchvision(net, backend=backend), (2, 3, 64, 64)))
+    for ref, fused, shape in cases:
+        for train in (False, True):
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                ref.train(train), fused.train(train)
+                x = torch.randn(shape).contiguous(memory_format=fmt)
+                what = f"{type(ref).__name__} train={train} {fmt}"
+                # (The network's values in train mode: test_modules' training tests, over several
+                # inputs. Here a max pool's near-tie in train-mode BatchNorm's maps would move one
+                # pixel's gradient, ~1% of it.)
+                values = not (train and ref is not block)
+                runs = [(ref, x), (fused, x)] + [(copy.deepcopy(ref).double(), x.double())] * values
+                grads = []
+                for model, inp in runs:
+                    inp = inp.clone().requires_grad_(True)
+                    torch.manual_seed(1)  # the same dropout masks
+                    grads.append(torch.autograd.grad(model(inp).square().sum(), inp)[0])
+                want, got = grads[:2]
+                assert got.stride() == want.stride(), f"{what}: {got.stride()} against the reference's {want.stride()}"
+                if values:
+                    check_close(got, grads[2], reduced_precision_bound(want, grads[2]), what)
