@@ -82,7 +82,7 @@ def available_backends(device="cpu") -> list[str]:
             f"available_backends expects a device (a torch.device, a name such as 'cpu' or 'cuda:0', or "
             f"a CUDA index), got {device!r}"
         ) from None
-    if device.type == "cuda" and (device.index or 0) >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():  # (0 without CUDA)
         return []
     return backends.available_backends(device)
 
