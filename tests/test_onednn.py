@@ -252,3 +252,20 @@ def test_network_propagates_nan_as_pytorch():
         want, got = ref(x), fused(x.contiguous(memory_format=CL))
     assert want[1].isnan().all() and got[1].isnan().all()
     check_close(got[0], want[0], FP32, "the image without NaN")
+
+
+def test_a_prepacked_conv_keeps_the_shapes_used_last():
+    """Beyond SHAPES_KEPT input shapes, the reordered weight used least recently is dropped: a shape
+    served all along stays (dropping the oldest would reorder it again after every few others),
+    and each kept weight still computes its shape's conv."""
+    torch.manual_seed(0)
+    w, b = torch.randn(8, 4, 3, 3), torch.randn(8)
+    conv = onednn_backend.prepack_conv(w, b, 1, 1)
+    hot = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    others = [torch.randn(n, 4, 6, 6).contiguous(memory_format=torch.channels_last) for n in range(2, 8)]
+    for x in others:
+        for t in (hot, x):
+            out = onednn_backend.prepacked_conv_relu(t, conv)
+            check_close(out, torch.conv2d(t, w, b, 1, 1).relu(), TOLERANCE["fp32"], f"batch {t.shape[0]}")
+    assert onednn_backend.SHAPES_KEPT == 4
+    assert [shape[0] for shape in conv.reordered] == [5, 6, 1, 7]  # least to most recently used

@@ -153,7 +153,8 @@ def _aten_conv_relu(x, w, b, padding: int, stride: int = 1):
         return F.conv2d(x, w, b, stride, padding).relu_()
 
 
-# Input shapes each prepacked conv keeps a reordered weight for (the oldest is dropped beyond).
+# Input shapes each prepacked conv keeps a reordered weight for (the least recently used is
+# dropped beyond).
 SHAPES_KEPT = 4
 
 
@@ -161,7 +162,8 @@ class PrepackedConv:
     """One conv: its folded weight and bias, stride and padding, and the weight reordered into
     oneDNN's blocked layout per input shape.  oneDNN picks the layout for the problem it solves
     (batch 1 and 8 can differ); a weight reordered for another shape would be reordered again on
-    every call, so each input shape gets its own, on its first call (at most ``SHAPES_KEPT``)."""
+    every call, so each input shape gets its own, on its first call (at most ``SHAPES_KEPT``, the
+    least recently used dropped: a shape served all the time stays among occasional ones)."""
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor, stride: int = 1, padding: int = 0) -> None:
         self.plain = w.detach().contiguous()
@@ -173,13 +175,13 @@ class PrepackedConv:
 
     def weight_for(self, x: torch.Tensor) -> torch.Tensor:
         key = tuple(x.shape)
-        w = self.reordered.get(key)
+        w = self.reordered.pop(key, None)  # put back last: the dict runs from least to most recently used
         if w is None:
             p, s = [self.padding] * 2, [self.stride] * 2
             w = torch.ops.mkldnn._reorder_convolution_weight(self.plain, p, s, [1, 1], 1, list(key))
             while len(self.reordered) >= SHAPES_KEPT:  # another thread may drop the same key first
                 self.reordered.pop(next(iter(self.reordered), None), None)
-            self.reordered[key] = w
+        self.reordered[key] = w
         return w
 
 
