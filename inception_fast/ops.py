@@ -937,22 +937,24 @@ def _bn_train_gradients(grad_out, x, w_red, w_pool, w3, w5, gamma, out, scratch,
     tb(g2d[:, :ch1], out2d[:, :ch1], 0, grad_input=masked[:, :ch1])
     tb(geometry.rows(gr3), scr2d[:, :ch3red], 0, grad_input=masked[:, ch1 : ch1 + ch3red])
     tb(geometry.rows(gr5), scr2d[:, ch3red:], 0, grad_input=masked[:, ch1 + ch3red :])
+    del gr3, gr5  # (each temporary goes once used: under activation checkpointing they set the peak)
     gy_red, ggam_red, gbet_red = bn_backward(masked, y_red, 0)
     gw_red = gy_red.t().mm(geometry.rows(x))
     gb_red = gy_red.sum(0)
     col0 = ch1 + ch3 + ch5
     masked = torch.ops.aten.threshold_backward(g2d[:, col0:], out2d[:, col0:], 0)
     gy_pool, ggam_pool, gbet_pool = bn_backward(masked, y_pool, 3)
+    del masked
     pooled, idx = F.max_pool2d_with_indices(x, 3, 1, 1)
     gw_pool = gy_pool.t().mm(geometry.rows(pooled))
     gb_pool = gy_pool.sum(0)
+    del pooled
     gx = x.new_empty(0)
     if need_input_grad:
-        gx = gy_red.mm(w_red).view(n, h, w, cin).permute(0, 3, 1, 2)
         g_pooled = gy_pool.mm(w_pool).view(n, h, w, cin).permute(0, 3, 1, 2)
-        gx = gx + torch.ops.aten.max_pool2d_with_indices_backward(
-            g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx
-        )
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(g_pooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, idx)
+        del g_pooled, idx
+        gx += gy_red.mm(w_red).view(n, h, w, cin).permute(0, 3, 1, 2)
     g_gamma = torch.cat([ggam_red, ggam3, ggam5, ggam_pool]).to(gamma.dtype)
     g_beta = torch.cat([gbet_red, gbet3, gbet5, gbet_pool]).to(gamma.dtype)
     return gx, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5, g_gamma, g_beta
