@@ -223,8 +223,12 @@ class GoogLeNet(nn.Module):
             in_channels = 1 if variant == "d2l" else 3
         if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
             raise ValueError(f"GoogLeNet in_channels must be a positive int, got {in_channels!r}")
-        known = inspect.signature(self.block_class).parameters
-        unknown = [k for k in block_kwargs if k not in known or k in ("batch_norm", "branch3_kernel")]
+        # The blocks' own keyword-only options (backend=), but for the two the variant sets; a block
+        # class taking **kwargs takes anything.
+        params = inspect.signature(self.block_class).parameters.values()
+        known = {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"batch_norm", "branch3_kernel"}
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        unknown = [] if takes_any else [k for k in block_kwargs if k not in known]
         if unknown:
             names = ", ".join(map(repr, unknown))
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {names}")

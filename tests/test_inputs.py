@@ -39,7 +39,7 @@ def test_in_channels_and_unknown_arguments_are_refused_by_name(cls):
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="in_channels must be a positive int"):
             cls(in_channels=bad, init_weights=False)
-    for name in ("foo", "batch_norm"):  # (batch_norm: the variant decides)
+    for name in ("foo", "batch_norm", "ch1x1"):  # (batch_norm: the variant decides; ch1x1: each block's own)
         with pytest.raises(TypeError, match=f"{cls.__name__}\\(\\) got an unexpected keyword argument '{name}'"):
             cls(init_weights=False, **{name: 1})
 
@@ -209,7 +209,9 @@ def test_an_input_gradient_comes_back_in_the_references_layout(backend):
                 # inputs. Here a max pool's near-tie in train-mode BatchNorm's maps would move one
                 # pixel's gradient, ~1% of it.)
                 values = not (train and ref is not block)
-                runs = [(ref, x), (fused, x)] + [(copy.deepcopy(ref).double(), x.double())] * values
+                runs = [(ref, x), (fused, x)]
+                if values:
+                    runs.append((copy.deepcopy(ref).double(), x.double()))
                 grads = []
                 for model, inp in runs:
                     inp = inp.clone().requires_grad_(True)
