@@ -177,12 +177,17 @@ class _ChannelsLast(torch.autograd.Function):
         return grad.contiguous()
 
 
-def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+def channels_last_input(x: torch.Tensor, suggested: Optional[bool] = None) -> torch.Tensor:
     """``x`` as channels_last, for a computation that runs in that layout where ATen's convolutions
     would take ``x`` as it is: a gradient for an ``x`` they would not treat as channels_last comes
     back contiguous, as their input gradient does (``.contiguous(memory_format=...)`` alone would
-    hand back the channels_last one, which ``.view`` cannot flatten)."""
-    if x.requires_grad and torch.is_grad_enabled() and not suggests_channels_last(x):
+    hand back the channels_last one, which ``.view`` cannot flatten).  ``suggested``:
+    ``suggests_channels_last(x)`` where the caller has it already."""
+    if (
+        x.requires_grad
+        and torch.is_grad_enabled()
+        and not (suggests_channels_last(x) if suggested is None else suggested)
+    ):
         return _ChannelsLast.apply(x)
     return x.contiguous(memory_format=torch.channels_last)
 

@@ -681,7 +681,7 @@ class _PackedBlock:
     def _fused_call(self, x: Tensor, plan: str) -> Tensor:
         """fused_forward on ``x`` in either layout; the output's memory format follows the input's."""
         channels_last = geometry.suggests_channels_last(x)
-        out = self.fused_forward(geometry.channels_last_input(x), plan)
+        out = self.fused_forward(geometry.channels_last_input(x, channels_last), plan)
         return out if channels_last else out.contiguous()
 
 
