@@ -254,10 +254,12 @@ def test_network_propagates_nan_as_pytorch():
     check_close(got[0], want[0], FP32, "the image without NaN")
 
 
-def test_a_prepacked_conv_keeps_the_shapes_used_last():
-    """Beyond SHAPES_KEPT input shapes, the reordered weight used least recently is dropped: a shape
+def test_a_prepacked_conv_keeps_the_layouts_used_last(monkeypatch):
+    """Beyond LAYOUTS_KEPT layouts, the reordered weight used least recently is dropped: a layout
     served all along stays (dropping the oldest would reorder it again after every few others),
-    and each kept weight still computes its shape's conv."""
+    and each kept weight still computes its shape's conv.  Each shape its own layout here, as on a
+    PyTorch without oneDNN's descriptor query, or where every shape gets a layout of its own."""
+    monkeypatch.setattr(onednn_backend, "_layout_of", lambda w, shape: shape)
     torch.manual_seed(0)
     w, b = torch.randn(8, 4, 3, 3), torch.randn(8)
     conv = onednn_backend.prepack_conv(w, b, 1, 1)
@@ -267,5 +269,38 @@ def test_a_prepacked_conv_keeps_the_shapes_used_last():
         for t in (hot, x):
             out = onednn_backend.prepacked_conv_relu(t, conv)
             check_close(out, torch.conv2d(t, w, b, 1, 1).relu(), TOLERANCE["fp32"], f"batch {t.shape[0]}")
-    assert onednn_backend.SHAPES_KEPT == 4
+    assert onednn_backend.LAYOUTS_KEPT == 4
     assert [shape[0] for shape in conv.reordered] == [5, 6, 1, 7]  # least to most recently used
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_shapes_of_one_layout_share_one_reordered_weight(monkeypatch, kernel):
+    """Input shapes whose weight oneDNN lays out alike (its descriptor, asked of each reordered
+    weight) share one copy, and a shape seen before is not reordered again while its layout is
+    kept: a server cycling through more batch sizes than LAYOUTS_KEPT reorders nothing after each
+    size's first call where they share few layouts.  Expectations from the layouts this CPU's
+    oneDNN picks, each shape's result checked."""
+    reorders = []
+    real = onednn_backend._reorder
+    monkeypatch.setattr(onednn_backend, "_reorder", lambda conv, shape: reorders.append(shape) or real(conv, shape))
+    torch.manual_seed(1)
+    w, b = torch.randn(24, 16, kernel, kernel), torch.randn(24)
+    conv = onednn_backend.prepack_conv(w, b, 1, kernel // 2)
+    xs = [torch.randn(n, 16, 7, 7).contiguous(memory_format=torch.channels_last) for n in range(1, 9)]
+    md = getattr(torch.ops.mkldnn, "_get_mkldnn_serialized_md", None)  # (the package's fallback without it: shapes)
+    layouts = {
+        tuple(x.shape): md(real(conv, tuple(x.shape))).numpy().tobytes() if md else tuple(x.shape) for x in xs
+    }
+    for rnd in range(2):
+        reorders.clear()
+        for x in xs:
+            out = onednn_backend.prepacked_conv_relu(x, conv)
+            check_close(out, torch.conv2d(x, w, b, 1, kernel // 2).relu(), TOLERANCE["fp32"], f"batch {x.shape[0]}")
+        distinct = len(set(layouts.values()))
+        if rnd == 0:
+            assert len(reorders) == len(xs)  # each shape's first call
+        elif distinct <= onednn_backend.LAYOUTS_KEPT:
+            assert reorders == []
+        assert conv.layouts == {s: layouts[s] for s in list(layouts)[-onednn_backend.SHAPES_REMEMBERED :]}
+        assert len(conv.reordered) == min(distinct, onednn_backend.LAYOUTS_KEPT)
+        assert len({id(t) for t in conv.reordered.values()}) == len(conv.reordered)  # one copy per layout

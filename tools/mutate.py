@@ -868,6 +868,14 @@ MUTANTS = [
         ONEDNN,
         "the prepacked stem's conv2 drops its (folded) bias",
     ),
+    Mutant(
+        "onednn_layout_per_shape",
+        "inception_fast/backends/onednn_backend.py",
+        "    return _SERIALIZED_MD(w).numpy().tobytes()",
+        "    return shape",
+        ONEDNN,
+        "every input shape keeps a reordered weight of its own, shapes of one layout included",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

@@ -20,7 +20,8 @@ Two entry points:
   and torch.compile.
 * ``prepack_block`` / ``prepacked_block_forward``: the inference path.  The weights are reordered
   into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_convolution_weight``, what inductor's
-  freezing does) once per input shape (``PrepackedConv``), and kept by the caller in an
+  freezing does) on an input shape's first call, one copy per layout oneDNN picks
+  (``PrepackedConv``), and kept by the caller in an
   ``inception_fast.packing.PackCache``, so they are rebuilt whenever the source weights change.
   The reordered tensors are opaque (``torch._mkldnn`` layout): they carry no autograd and are only
   ever read by these convolutions.  ``prepack_conv`` / ``prepacked_conv_relu`` do the same for one
@@ -153,35 +154,75 @@ def _aten_conv_relu(x, w, b, padding: int, stride: int = 1):
         return F.conv2d(x, w, b, stride, padding).relu_()
 
 
-# Input shapes each prepacked conv keeps a reordered weight for (the least recently used is
-# dropped beyond).
-SHAPES_KEPT = 4
+# Weight layouts each prepacked conv keeps a reordered weight in (the least recently used is dropped
+# beyond), and input shapes whose layout it remembers.
+LAYOUTS_KEPT = 4
+SHAPES_REMEMBERED = 64
+
+_SERIALIZED_MD = getattr(torch.ops.mkldnn, "_get_mkldnn_serialized_md", None)
+
+
+def _layout_of(w: torch.Tensor, shape: tuple):
+    """What identifies a reordered weight's layout: oneDNN's memory descriptor, serialized (equal
+    descriptors, equal layouts), or, on a PyTorch without the query, the input shape it was
+    reordered for."""
+    if _SERIALIZED_MD is None:
+        return shape
+    return _SERIALIZED_MD(w).numpy().tobytes()
+
+
+def _reorder(conv: "PrepackedConv", shape: tuple) -> torch.Tensor:
+    """``conv``'s weight reordered into the layout oneDNN picks for input ``shape``."""
+    p, s = [conv.padding] * 2, [conv.stride] * 2
+    return torch.ops.mkldnn._reorder_convolution_weight(conv.plain, p, s, [1, 1], 1, list(shape))
+
+
+def _lru_get(cache: dict, key):
+    """``cache[key]`` or None, put back last: a dict run from least to most recently used."""
+    value = cache.pop(key, None)  # (another thread may pop the same key first: then a miss)
+    if value is not None:
+        cache[key] = value
+    return value
+
+
+def _lru_put(cache: dict, key, value, limit: int) -> None:
+    """``cache[key] = value``, last, dropping the least recently used entries beyond ``limit``."""
+    cache.pop(key, None)
+    while len(cache) >= limit:  # another thread may drop the same key first
+        cache.pop(next(iter(cache), None), None)
+    cache[key] = value
 
 
 class PrepackedConv:
     """One conv: its folded weight and bias, stride and padding, and the weight reordered into
-    oneDNN's blocked layout per input shape.  oneDNN picks the layout for the problem it solves
-    (batch 1 and 8 can differ); a weight reordered for another shape would be reordered again on
-    every call, so each input shape gets its own, on its first call (at most ``SHAPES_KEPT``, the
-    least recently used dropped: a shape served all the time stays among occasional ones)."""
+    oneDNN's blocked layout.  oneDNN picks the layout for the problem it solves (the image size,
+    sometimes the batch size), and a weight in another layout would be reordered again on every
+    call, so an input shape seen for the first time gets its weight reordered for it.  Shapes
+    whose layout is the same (on AVX-512, most batch sizes of one image size) share one reordered
+    weight: ``layouts`` maps each shape seen (the last ``SHAPES_REMEMBERED``) to its layout, and
+    ``reordered`` keeps a weight for each of the ``LAYOUTS_KEPT`` layouts used last (a layout
+    served all along stays among occasional ones).  A server cycling through batch sizes thus
+    holds one copy and reorders nothing after each size's first call."""
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor, stride: int = 1, padding: int = 0) -> None:
         self.plain = w.detach().contiguous()
         self.bias = b.detach().contiguous()
         self.stride = stride
         self.padding = padding
-        self.reordered: dict = {}  # input shape -> the weight in oneDNN's layout (opaque)
+        self.layouts: dict = {}  # input shape -> its weight layout (see _layout_of)
+        self.reordered: dict = {}  # layout -> the weight in it (opaque)
         self.finite = finite(self.plain) and finite(self.bias)  # else every call runs ATen's conv
 
     def weight_for(self, x: torch.Tensor) -> torch.Tensor:
-        key = tuple(x.shape)
-        w = self.reordered.pop(key, None)  # put back last: the dict runs from least to most recently used
-        if w is None:
-            p, s = [self.padding] * 2, [self.stride] * 2
-            w = torch.ops.mkldnn._reorder_convolution_weight(self.plain, p, s, [1, 1], 1, list(key))
-            while len(self.reordered) >= SHAPES_KEPT:  # another thread may drop the same key first
-                self.reordered.pop(next(iter(self.reordered), None), None)
-        self.reordered[key] = w
+        shape = tuple(x.shape)
+        layout = _lru_get(self.layouts, shape)
+        w = _lru_get(self.reordered, layout) if layout is not None else None
+        if w is not None:
+            return w
+        w = _reorder(self, shape)
+        layout = _layout_of(w, shape)
+        _lru_put(self.reordered, layout, w, LAYOUTS_KEPT)
+        _lru_put(self.layouts, shape, layout, SHAPES_REMEMBERED)
         return w
 
 
