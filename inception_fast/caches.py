@@ -14,11 +14,28 @@ import os
 import threading
 from collections import OrderedDict
 
-__all__ = ["ENV_CACHE_ENTRIES", "DEFAULT_CACHE_ENTRIES", "cache_capacity", "LRUDict", "trim", "short_error"]
+__all__ = [
+    "ENV_CACHE_ENTRIES",
+    "DEFAULT_CACHE_ENTRIES",
+    "MEASURING",
+    "cache_capacity",
+    "LRUDict",
+    "trim",
+    "short_error",
+]
 
 ENV_CACHE_ENTRIES = "INCEPTION_FAST_CACHE_ENTRIES"
 DEFAULT_CACHE_ENTRIES = 256
 _ERROR_CHARS = 200
+
+# Held, process-wide, while a miss is measured: a measured choice timing its candidates
+# (inception_fast.choices) or a Triton autotuner benchmarking a shape's configs
+# (backends/triton/_common.launch_configured).  Threads whose first forwards meet the same miss at
+# once (DataParallel's replicas, inference threads sharing a model) measure one after the other,
+# and the later ones find the answer: Triton's Autotuner keeps each call's arguments and its
+# choice on the shared kernel object, and a CUDA-graph timing capture must not meet another
+# thread's capture.  Re-entrant: timing a candidate may autotune its kernels.
+MEASURING = threading.RLock()
 
 
 def cache_capacity() -> int:

@@ -45,7 +45,7 @@ import torch
 
 from . import backends as _backends
 from . import choice_store
-from .caches import LRUDict, short_error
+from .caches import MEASURING, LRUDict, short_error
 from .compile_only import compiling_only
 from .testing import reduced_precision_bound, rel_error, same_bits
 
@@ -326,11 +326,6 @@ class MeasuredChoice:
             if deferring():
                 return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])
             return names[0]
-        if self.store_as is not None:
-            stored = choice_store.STORE.get(self.store_as, key, device)
-            if stored in runners:
-                self._choices[key] = Choice(stored, stored=True)
-                return stored
         if compiling_only():  # each candidate once, for what it compiles; nothing measured or kept
             for name in names:
                 try:
@@ -339,6 +334,16 @@ class MeasuredChoice:
                 except Exception:
                     pass
             return names[0]
+        with MEASURING:  # one thread measures a miss; one that waited finds its answer
+            hit = self.lookup(key)
+            return hit if hit is not None else self._measure(key, device, runners, names)
+
+    def _measure(self, key, device: torch.device, runners: dict, names: list) -> str:
+        if self.store_as is not None:
+            stored = choice_store.STORE.get(self.store_as, key, device)
+            if stored in runners:
+                self._choices[key] = Choice(stored, stored=True)
+                return stored
         seconds, errors = {}, {}
         for name in names:
             try:

@@ -69,7 +69,9 @@ def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
     current = torch.cuda.current_stream()
     pool = torch.cuda.graph_pool_handle()  # the graph's private memory pool, named so it can be ended
     try:
-        with torch.cuda.graph(graph, pool=pool):
+        # thread_local: another thread's allocations or syncs meanwhile (an inference thread
+        # serving, a DataParallel replica) neither fail nor end this capture, as "global" makes them.
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             output = fn()
     except BaseException:
         _end_failed_capture_pool(current.device, pool)

@@ -141,3 +141,84 @@ def test_triton_tuning_memos_and_log_stay_bounded(small_caches):
     assert _common._tuned_config(tuned, (x, 8 * CAP - 1, 16), {}) is tuned.best_config
     assert _common._tuned_config(tuned, (x, 1, 16), {}) is None
     assert _common.tuning_log()[-1]["shape"] == {"M": 8 * CAP - 1, "N": 16}
+
+
+def test_threads_missing_one_key_at_once_measure_it_once():
+    """Two threads whose first forwards meet the same unmeasured key at once (DataParallel's
+    replicas, inference threads sharing a model): one measures every candidate, the other waits and
+    takes its answer, instead of both timing (on a GPU, two CUDA-graph timing captures at once)."""
+    import threading
+    import time
+
+    timed = []
+
+    def timer(fn, device, repeats):
+        timed.append(fn())
+        time.sleep(0.05)  # a measurement's length: the other thread arrives meanwhile
+        return {"a": 2.0, "b": 1.0}[timed[-1]]
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    runners = {"a": lambda: "a", "b": lambda: "b"}
+    start, picked = threading.Barrier(2), []
+
+    def first_forward():
+        start.wait()
+        picked.append(chooser.pick("key", torch.device("cpu"), runners))
+
+    threads = [threading.Thread(target=first_forward) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert picked == ["b", "b"]
+    assert sorted(timed) == ["a", "b"]  # each candidate timed once
+
+
+class _OneCallAtATimeAutotuner(_FakeAutotuner):
+    """An autotuner that, like Triton's, keeps a call's state on itself: its choice for a call is
+    the config named after that call's M, recorded as best_config while it runs; two calls at once
+    are an error."""
+
+    def __init__(self):
+        super().__init__()
+        self.running, self.overlaps = 0, 0
+
+    def __getitem__(self, grid):
+        def run(x, m, n, **meta):
+            import time
+
+            self.running += 1
+            self.overlaps += self.running > 1
+            self.best_config = type("Config", (_FakeConfig,), {"kwargs": {"BLOCK_M": m}})()
+            time.sleep(0.05)  # benchmarking: the other thread arrives meanwhile
+            self.running -= 1
+
+        return run
+
+
+def test_threads_autotune_one_kernel_one_at_a_time():
+    """Two threads' first launches of one autotuned kernel (two shapes, as DataParallel replicas of
+    different batch sizes make) benchmark one after the other, and each shape keeps its own
+    choice: Triton's Autotuner keeps a call's arguments and choice on the kernel object, so two
+    calls at once mix them (a config pruned for one M run at another)."""
+    pytest.importorskip("triton")
+    import threading
+
+    from inception_fast.backends.triton import _common
+
+    tuned = _OneCallAtATimeAutotuner()
+    x = torch.empty(1)
+    start = threading.Barrier(2)
+
+    def first_launch(m):
+        start.wait()
+        _common.launch_configured(None, tuned, lambda meta: (1,), (x, m, 16), {}, None, {})
+
+    threads = [threading.Thread(target=first_launch, args=(m,)) for m in (64, 2048)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tuned.overlaps == 0
+    for m in (64, 2048):
+        assert _common._tuned_config(tuned, (x, m, 16), {}).kwargs == {"BLOCK_M": m}

@@ -288,9 +288,7 @@ def test_shapes_of_one_layout_share_one_reordered_weight(monkeypatch, kernel):
     conv = onednn_backend.prepack_conv(w, b, 1, kernel // 2)
     xs = [torch.randn(n, 16, 7, 7).contiguous(memory_format=torch.channels_last) for n in range(1, 9)]
     md = getattr(torch.ops.mkldnn, "_get_mkldnn_serialized_md", None)  # (the package's fallback without it: shapes)
-    layouts = {
-        tuple(x.shape): md(real(conv, tuple(x.shape))).numpy().tobytes() if md else tuple(x.shape) for x in xs
-    }
+    layouts = {tuple(x.shape): md(real(conv, tuple(x.shape))).numpy().tobytes() if md else tuple(x.shape) for x in xs}
     for rnd in range(2):
         reorders.clear()
         for x in xs:

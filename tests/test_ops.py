@@ -359,3 +359,42 @@ def test_gpu_a_candidate_that_cannot_be_captured_is_timed_eagerly(cuda_device):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(y, x + 1)
+
+
+@pytest.mark.gpu
+def test_gpu_a_capture_meets_another_threads_allocations(cuda_device):
+    """A CUDA-graph capture (a measured choice's timing, CapturedForward) while another thread
+    allocates, frees and synchronizes on its own stream, as an inference thread or a DataParallel
+    replica does: both go on (thread_local capture mode; "global" fails the other thread's
+    cudaMalloc and ends the capture), and the graph replays the captured work."""
+    import threading
+
+    from inception_fast.timing import capture
+
+    x = torch.randn(512, 512, device=cuda_device)
+    stop, errors = threading.Event(), []
+
+    def serve():
+        try:
+            with torch.cuda.device(cuda_device), torch.cuda.stream(torch.cuda.Stream(cuda_device)):
+                size = 1 << 20
+                while not stop.is_set():
+                    y = torch.empty(size, device=cuda_device).fill_(1.0)  # new blocks: cudaMalloc
+                    torch.cuda.current_stream().synchronize()
+                    del y
+                    size = (1 << 20) + (size + (1 << 16)) % (1 << 24)  # growing, bounded
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(repr(exc))
+
+    other = threading.Thread(target=serve)
+    other.start()
+    try:
+        for _ in range(20):
+            graph, out = capture(lambda: (x @ x).relu_())
+            graph.replay()
+            torch.cuda.synchronize(cuda_device)
+            torch.testing.assert_close(out, (x @ x).relu_())
+    finally:
+        stop.set()
+        other.join()
+    assert not errors, errors[:3]

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ... import compile_only, geometry
-from ...caches import LRUDict, cache_capacity, trim
+from ...caches import MEASURING, LRUDict, cache_capacity, trim
 from . import compile_pool
 from .compile_pool import ENV_COMPILE_THREADS, compile_threads  # noqa: F401  (re-exported)
 
@@ -152,22 +152,12 @@ def launch_configured(
             for c in autotuned_configs(kernel, tuned, args, meta):
                 _record_launch(kernel, grid, config_args(kernel, args, meta, c), {**meta, **c.all_kwargs()})
             return
-        if config is None:  # a shape this process has not launched yet: the autotuner decides
-            if compile_pool.busy():  # its configs' binaries may be on their way from the workers
-                configs = autotuned_configs(kernel, tuned, args, meta)
-                _wait_for_workers(lambda: [config_warmup(kernel, grid, args, meta, c) for c in configs])
-            before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
-            # Should it benchmark (no result on disk), autotune_bench first compiles the configs
-            # it is about to time on compile_threads() threads.
-            _PENDING.launch = (kernel, tuned, grid, args, meta)
-            try:
-                launch(tuned, grid, *args, **meta)
-            finally:
-                _PENDING.launch = None
-            _remember_tuned_config(tuned, args, meta, *before)
-            if store_as is not None:
-                _store_config(tuned, args, meta, store_as)
-            return
+        if config is None:
+            with MEASURING:  # the autotuner keeps a call's state on itself: one thread at a time
+                config = _tuned_config(tuned, args, meta)  # (tuned while this thread waited?)
+                if config is None:
+                    _autotuned_launch(kernel, tuned, grid, args, meta, store_as)
+                    return
     if config is None:
         meta = {**meta, **interpreter_config}
     else:
@@ -181,6 +171,24 @@ def launch_configured(
     if prepare is not None:
         prepare(meta)
     launch(kernel, grid(meta), *args, **meta)
+
+
+def _autotuned_launch(kernel, tuned, grid, args: tuple, meta: dict, store_as: Optional[str]) -> None:
+    """A shape this process has not launched yet: the autotuner decides (under MEASURING)."""
+    if compile_pool.busy():  # its configs' binaries may be on their way from the workers
+        configs = autotuned_configs(kernel, tuned, args, meta)
+        _wait_for_workers(lambda: [config_warmup(kernel, grid, args, meta, c) for c in configs])
+    before = (getattr(tuned, "configs_timings", None), getattr(tuned, "bench_time", None))
+    # Should it benchmark (no result on disk), autotune_bench first compiles the configs it is
+    # about to time on compile_threads() threads.
+    _PENDING.launch = (kernel, tuned, grid, args, meta)
+    try:
+        launch(tuned, grid, *args, **meta)
+    finally:
+        _PENDING.launch = None
+    _remember_tuned_config(tuned, args, meta, *before)
+    if store_as is not None:
+        _store_config(tuned, args, meta, store_as)
 
 
 # The first launch of a shape through an autotuner, in this thread, until autotune_bench sees it.
