@@ -55,6 +55,7 @@ __all__ = [
     "AutoBackend",
     "AUTO",
     "AUTO_STATIC_ORDER",
+    "AUTO_CAPTURE_READY",
     "ENV_AUTO",
     "AutoKey",
     "OpChoice",
@@ -80,6 +81,7 @@ __all__ = [
     "measuring_deferred",
     "deferring",
     "static_mode",
+    "capturing",
 ]
 
 # Order used where nothing is measured, and the tie-break: cuda first since it compiles nothing
@@ -91,6 +93,10 @@ __all__ = [
 # its own, and both are candidates on sm_90+ only (their availability).  CUDA only: off
 # CUDA, auto is the torch backend, so the C++ CPU kernels ("cpp") are no candidate.
 AUTO_STATIC_ORDER = ("cuda", "triton", "hopper", "hopper_tma2", "torch")
+# What auto may run unmeasured while a CUDA graph captures: backends that compile and tune nothing
+# at run time.  Triton's kernels may still want compiling and benchmarking, which a capture cannot
+# do (its first launch of a shape would end the capture, or fail it).
+AUTO_CAPTURE_READY = ("cuda", "torch")
 # INCEPTION_FAST_AUTO=static: never measure; every measured choice takes its first candidate.
 ENV_AUTO = "INCEPTION_FAST_AUTO"
 
@@ -231,6 +237,11 @@ def deferring() -> bool:
     return getattr(_DEFER, "on", False)
 
 
+def capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on ``device``'s current stream."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def static_mode() -> bool:
     """Whether INCEPTION_FAST_AUTO=static: no measured choice measures (read at each call)."""
     return _static_value(os.environ.get(ENV_AUTO, ""))
@@ -313,7 +324,7 @@ class MeasuredChoice:
             return False
         if torch.compiler.is_compiling() or _dispatch_mode_active():
             return False
-        return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+        return not capturing(device)
 
     def pick(self, key, device: torch.device, runners: dict) -> str:
         hit = self.lookup(key)
@@ -418,6 +429,8 @@ class AutoBackend(MeasuredChoice):
         names = self.candidates(x.device)
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
+        if capturing(x.device) and not deferring():  # nothing measured: one with nothing to compile or tune
+            return next((n for n in names if n in AUTO_CAPTURE_READY), names[0])
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
         trusted = _backends.get("torch").op("inception_block")
         reference = _once(lambda: trusted(*args))

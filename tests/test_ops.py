@@ -194,6 +194,24 @@ def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake
     assert choices.AutoBackend(measure_on=("cuda",)).choose(x, *packed) == "torch"
 
 
+def test_auto_while_a_graph_captures_takes_a_backend_with_nothing_to_compile(fake_backends, monkeypatch):
+    """An unmeasured shape met inside a CUDA-graph capture (no eager forward first): auto measures
+    nothing and takes the first backend that compiles and tunes nothing at run time (cuda, torch),
+    not a Triton one, whose first launch of the shape would compile and benchmark inside the
+    capture and end it.  With measuring deferred (a precompile's binaries still on their way) the
+    trusted torch backend, as before.  (Capture faked: this machine may have no GPU.)"""
+    from inception_fast import choices
+
+    monkeypatch.setattr(choices, "capturing", lambda device: True)
+    _, x, packed = _packed_block()
+    chooser = _chooser(fake_backends, ("slow", "fast", "torch"), {"slow": 3e-3, "fast": 1e-3, "torch": 2e-3})
+    assert chooser.choose(x, *packed) == "torch" and fake_backends == [] and not chooser.choices()
+    monkeypatch.setattr(choices, "AUTO_CAPTURE_READY", ("fast", "torch"))
+    assert chooser.choose(x, *packed) == "fast" and fake_backends == []
+    with choices.measuring_deferred():
+        assert chooser.choose(x, *packed) == "torch"
+
+
 def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
     _, x, packed = _packed_block()
     chooser = _chooser(fake_backends, ("broken", "broken2"), {})
@@ -398,3 +416,31 @@ def test_gpu_a_capture_meets_another_threads_allocations(cuda_device):
         stop.set()
         other.join()
     assert not errors, errors[:3]
+
+
+@pytest.mark.gpu
+def test_gpu_capturing_an_unmeasured_block_without_the_extension(cuda_device, monkeypatch):
+    """torch.cuda.graph around a block's first forward (nothing measured, no eager run first), on
+    an install without the compiled extension: auto runs the torch backend inside the capture
+    instead of Triton (whose first launch would benchmark inside it and fail the capture), and
+    the replay computes the block."""
+    from inception_fast import backends, choices, ops
+
+    real = backends.availability
+    monkeypatch.setattr(backends, "availability", lambda n, d: "not built" if n == "cuda" else real(n, d))
+    monkeypatch.setattr(choices, "AUTO", choices.AutoBackend(store_as=None))
+    block = FusedInception(192, 64, 96, 128, 16, 32, 32, backend="auto").to(cuda_device, torch.bfloat16).eval()
+    x = torch.randn(3, 192, 28, 28, device=cuda_device, dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last
+    )
+    packed = block.packed(torch.bfloat16)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            out = ops.inception_block(x, *packed, backend="auto")
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = ops.inception_block(x, *packed, backend="torch")
+    check_close(out, expected, FP32, "the replayed block against the torch backend run eagerly")  # same ATen ops
+    assert not choices.AUTO.choices()  # nothing measured inside the capture
