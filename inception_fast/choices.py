@@ -278,7 +278,8 @@ class MeasuredChoice:
     the rest of the process.  It measures nothing, and returns the first candidate, where it
     cannot or should not (see ``can_measure``).  The candidates agree within the tolerance table,
     not bit for bit.  It keeps the choices of the ``inception_fast.caches.cache_capacity()`` most
-    recently used keys; errors are kept short.
+    recently used keys; errors are kept short.  Threads meeting misses at once measure one at a
+    time (``inception_fast.caches.MEASURING``), and one that waited for the same key takes its answer.
     """
 
     def __init__(
