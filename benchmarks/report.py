@@ -61,7 +61,7 @@ MODEL_LABELS = {
     "openvino": "OpenVINO",
 }
 # The CPU peers each precision's rows are held against (the best of them): benchmarks.helpers.settings.PEER_DTYPES.
-CPU_PEERS = {"fp32": ("onnxruntime", "openvino", "tv_compile"), "bf16": ("openvino",)}
+CPU_PEERS = {"fp32": ("onnxruntime", "openvino", "tv_compile"), "bf16": ("openvino", "tv_compile")}
 BLOCK_ORDER = [
     "stem",
     "inception3a",

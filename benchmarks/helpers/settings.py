@@ -66,7 +66,7 @@ BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
 BLOCK_BACKENDS = (*BACKENDS, "hopper", "hopper_tma2")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
 # freezing ("tv_compile") is a peer in fp32 too.
-PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32",)}
+PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32", "bf16")}
 BLOCKS = tuple(BLOCK_CONFIGS)  # inception3a ... inception5b, in network order
 # Triton's launch 1 with one role alone (bench_blocks.py), on a block at each image size.
 LAUNCH1_ROLES = ("launch1_reduce", "launch1_pool")
