@@ -671,6 +671,9 @@ class _PackedBlock:
             if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
                 pre = self._prepack_cache.get(self, dtype)
                 return onednn_backend.prepacked_block_forward(x.to(dtype), pre, stages.block_max_pool)
+            if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+                # torch.compile on CPU: plain ATen ops, which inductor prepacks (freezing) and fuses.
+                return onednn_backend.traced_block_forward(x.to(dtype), *self.packed(dtype))
             if self.requested_backend == "auto":
                 # With gradients (training), under torch.compile, in float16 and in bfloat16 on a CPU
                 # without oneDNN's bf16 convolutions, auto on CPU runs the torch backend's op: the

@@ -355,6 +355,36 @@ def test_compile_fullgraph_without_graph_breaks(tmp_path, monkeypatch):
     assert xb.grad is not None
 
 
+@pytest.mark.parametrize("backend", ["auto", "onednn"])
+def test_compile_on_cpu_traces_the_block_as_plain_convolutions(backend):
+    """torch.compile of a fused model on CPU (backend auto or onednn) traces each block as ATen
+    convolutions, ReLU, max pool and cat (inductor then prepacks and fuses them, as it does
+    torchvision's model), not as the package's op, which inductor could only call as it is (its
+    oneDNN form reordering the weights on every call); torch.export still records the op.  The
+    compiled model computes the eager one's answer."""
+    if backend == "onednn" and availability("onednn", "cpu") is not None:
+        pytest.skip(f"onednn: {availability('onednn', 'cpu')}")
+    torch._dynamo.reset()
+    ref, fused = calibrated_net("torchvision", 64)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+    graphs = []
+
+    def keep_graph(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = torch.compile(fused, fullgraph=True, backend=keep_graph)(x)
+        check_close(got, fused(x), FP32, "compiled on CPU")
+    (gm,) = graphs
+    targets = [str(node.target) for node in gm.graph.nodes if node.op == "call_function"]
+    assert not [t for t in targets if "inception_fast" in t]
+    assert sum("conv2d" in t for t in targets) >= 9 * 6  # six convs a block, and the stem's
+    program = torch.export.export(fused, (x,))
+    assert any("inception_fast" in str(node.target) for node in program.graph.nodes if node.op == "call_function")
+
+
 def test_compile_with_dynamic_shapes_and_export():
     """Compiled before any eager forward, with dynamic sizes (dynamic=True, mark_dynamic) and
     torch.export with a dynamic batch: no measured choice is keyed by a symbolic size, so nothing

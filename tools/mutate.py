@@ -876,6 +876,14 @@ MUTANTS = [
         ONEDNN,
         "every input shape keeps a reordered weight of its own, shapes of one layout included",
     ),
+    Mutant(
+        "onednn_traced_pool_no_relu",
+        "inception_fast/backends/onednn_backend.py",
+        "    yp = F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool).relu()",
+        "    yp = F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool)",
+        ("tests/test_modules.py", "-k", "plain_convolutions"),
+        "the block's form for torch.compile on CPU leaves out the pool branch's ReLU",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

@@ -14,11 +14,13 @@ The block computes what every backend computes (contract in ``inception_fast.bac
 * the four results stored into their channel slices of one preallocated output (``torch.cat``
   with ``out=``).
 
-Two entry points:
+Three entry points:
 
 * ``block_forward``: the registered ``inception_block`` kernel, from the plain packed weights
   (oneDNN reorders them to its blocked layout on every call); the op path, used under autograd
   and torch.compile.
+* ``traced_block_forward``: the same computation as plain ATen ops, what FusedInception runs
+  while torch.compile traces it on CPU (not torch.export, whose program holds the op).
 * ``prepack_block`` / ``prepacked_block_forward``: the inference path.  The weights are reordered
   into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_convolution_weight``, what inductor's
   freezing does) on an input shape's first call, one copy per layout oneDNN picks
@@ -66,6 +68,7 @@ __all__ = [
     "prepack_conv",
     "prepacked_conv_relu",
     "block_forward",
+    "traced_block_forward",
     "unavailable_reason",
 ]
 
@@ -334,6 +337,26 @@ def block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     out = _assemble(x, red, y3, y5, yp, ch1)
     scratch = red[:, ch1:].contiguous(memory_format=torch.channels_last)
     return out, scratch
+
+
+def traced_block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
+    """The block as plain ATen ops (conv2d, ReLU, max pool, cat) from the packed weights, for
+    torch.compile on CPU: inductor lowers them to the same oneDNN convolutions with bias and ReLU
+    fused, with weights reordered once when it freezes them, and fuses the pool and the
+    concatenation; the registered op would be opaque to it, reordering its weights on every call.
+    The three 1x1s as three convolutions, as torchvision's block has them: the 3x3 and k×k then
+    read dense maps, not channel slices that ATen's mkldnn op copies first."""
+    ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
+    k3, k5 = w3.shape[-1], w5.shape[-1]
+    w1, w3r, w5r = w_red[:, :, None, None].split([ch1, ch3red, ch5red], 0)
+    b1, b3r, b5r = b_red.split([ch1, ch3red, ch5red], 0)
+    y1 = F.conv2d(x, w1, b1).relu()
+    r3 = F.conv2d(x, w3r, b3r).relu()
+    r5 = F.conv2d(x, w5r, b5r).relu()
+    y3 = F.conv2d(r3, w3, b3, padding=k3 // 2).relu()
+    y5 = F.conv2d(r5, w5, b5, padding=k5 // 2).relu()
+    yp = F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool).relu()
+    return torch.cat([y1, y3, y5, yp], 1)
 
 
 # The backward is the torch backend's ATen chain (torch_backend.block_backward).
