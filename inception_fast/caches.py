@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from typing import Optional
 
 __all__ = [
     "ENV_CACHE_ENTRIES",
@@ -53,14 +54,17 @@ def cache_capacity() -> int:
 
 
 class LRUDict(OrderedDict):
-    """A dict that keeps its ``cache_capacity()`` most recently used entries (``get`` and setting
-    an item count as use).  ``get``, setting an item, ``clear`` and ``snapshot`` hold the dict's
-    lock, so inference threads sharing one (the measured choices are process-wide) never see it
-    change under them: a hit reorders it and a new entry drops the oldest.  Read it through those;
-    iterating it directly is for one thread only."""
+    """A dict that keeps its ``cache_capacity()`` (or ``capacity``, where given) most recently used
+    entries (``get`` and setting an item count as use).  ``get``, setting an item, ``clear`` and
+    ``snapshot`` hold the dict's lock, so inference threads sharing one (the measured choices are
+    process-wide) never see it change under them: a hit reorders it and a new entry drops the
+    oldest.  Read it through those; iterating it directly is for one thread only."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, capacity: Optional[int] = None, **kwargs) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"an LRUDict keeps at least one entry, got capacity {capacity}")
         self._lock = threading.RLock()
+        self._capacity = capacity
         super().__init__(*args, **kwargs)
 
     def get(self, key, default=None):
@@ -74,7 +78,7 @@ class LRUDict(OrderedDict):
         with self._lock:
             super().__setitem__(key, value)
             self.move_to_end(key)
-            trim(self, cache_capacity())
+            trim(self, cache_capacity() if self._capacity is None else self._capacity)
 
     def snapshot(self) -> dict:
         """A plain dict copy of the entries, oldest first."""
@@ -86,7 +90,7 @@ class LRUDict(OrderedDict):
             super().clear()
 
     def __reduce__(self):  # the lock is not pickled (deep copies and pickles rebuild one)
-        return (type(self), (list(self.items()),))
+        return (type(self), (list(self.items()),), {"_capacity": getattr(self, "_capacity", None)})
 
 
 def trim(mapping: dict, capacity: int) -> None:

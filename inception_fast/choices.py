@@ -338,6 +338,11 @@ class MeasuredChoice:
             if deferring():
                 return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])
             return names[0]
+        if self.store_as is not None:
+            stored = choice_store.STORE.get(self.store_as, key, device)
+            if stored in runners:
+                self._choices[key] = Choice(stored, stored=True)
+                return stored
         if compiling_only():  # each candidate once, for what it compiles; nothing measured or kept
             for name in names:
                 try:
@@ -351,11 +356,6 @@ class MeasuredChoice:
             return hit if hit is not None else self._measure(key, device, runners, names)
 
     def _measure(self, key, device: torch.device, runners: dict, names: list) -> str:
-        if self.store_as is not None:
-            stored = choice_store.STORE.get(self.store_as, key, device)
-            if stored in runners:
-                self._choices[key] = Choice(stored, stored=True)
-                return stored
         seconds, errors = {}, {}
         for name in names:
             try:

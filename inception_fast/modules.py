@@ -443,11 +443,19 @@ def _prepack_own_units(block: nn.Module, dtype: torch.dtype):
     return onednn_backend.prepack_block(pack_units(block._units(), dtype))
 
 
+def _traced_by_compile() -> bool:
+    """Whether Dynamo traces this forward for torch.compile (not torch.export, whose program keeps
+    the package's op).  Dynamo's own flag: torch.compiler.is_compiling() also reads True in
+    other threads while one compiles."""
+    dynamo = getattr(torch.compiler, "is_dynamo_compiling", torch.compiler.is_compiling)
+    return dynamo() and not torch.compiler.is_exporting()
+
+
 def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:
     """Whether the "onednn" backend runs from its prepacked (opaque, gradient-free) weights: on CPU
     in float32, or bfloat16 where oneDNN has bf16 convolutions on this CPU, not while torch.compile
-    traces (its graph holds the op, which packs from the parameters), and only where no gradient is
-    wanted."""
+    or torch.export traces (the graph holds plain ATen ops or the op, computed from the parameters),
+    and only where no gradient is wanted."""
     if device.type != "cpu" or dtype not in onednn_backend.dtypes() or torch.compiler.is_compiling():
         return False
     if isinstance(tensors[0], FakeTensor):  # a fake trace (FakeTensorMode): prepacking reads the data
@@ -671,11 +679,11 @@ class _PackedBlock:
             if _prepacked_path(x.device, dtype, (x, *_own_unit_tensors(self))):
                 pre = self._prepack_cache.get(self, dtype)
                 return onednn_backend.prepacked_block_forward(x.to(dtype), pre, stages.block_max_pool)
-            if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+            if _traced_by_compile() and (self.requested_backend == "auto" or dtype in onednn_backend.dtypes()):
                 # torch.compile on CPU: plain ATen ops, which inductor prepacks (freezing) and fuses.
                 return onednn_backend.traced_block_forward(x.to(dtype), *self.packed(dtype))
             if self.requested_backend == "auto":
-                # With gradients (training), under torch.compile, in float16 and in bfloat16 on a CPU
+                # With gradients (training), under torch.export, in float16 and in bfloat16 on a CPU
                 # without oneDNN's bf16 convolutions, auto on CPU runs the torch backend's op: the
                 # prepacked form is an inference form.
                 backend = "torch"

@@ -69,7 +69,7 @@ def capture(fn: Callable[[], object], warmup: int = 2) -> tuple:
     current = torch.cuda.current_stream()
     pool = torch.cuda.graph_pool_handle()  # the graph's private memory pool, named so it can be ended
     try:
-        # thread_local: another thread's allocations or syncs meanwhile (an inference thread
+        # thread_local: another thread's allocations or stream syncs meanwhile (an inference thread
         # serving, a DataParallel replica) neither fail nor end this capture, as "global" makes them.
         with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             output = fn()

@@ -362,7 +362,7 @@ def test_compile_on_cpu_traces_the_block_as_plain_convolutions(backend):
     torchvision's model), not as the package's op, which inductor could only call as it is (its
     oneDNN form reordering the weights on every call); torch.export still records the op.  The
     compiled model computes the eager one's answer."""
-    if backend == "onednn" and availability("onednn", "cpu") is not None:
+    if availability("onednn", "cpu") is not None:  # (auto on CPU is then the torch backend's op)
         pytest.skip(f"onednn: {availability('onednn', 'cpu')}")
     torch._dynamo.reset()
     ref, fused = calibrated_net("torchvision", 64)
@@ -383,6 +383,31 @@ def test_compile_on_cpu_traces_the_block_as_plain_convolutions(backend):
     assert sum("conv2d" in t for t in targets) >= 9 * 6  # six convs a block, and the stem's
     program = torch.export.export(fused, (x,))
     assert any("inception_fast" in str(node.target) for node in program.graph.nodes if node.op == "call_function")
+
+
+def test_compile_on_cpu_keeps_nan_and_refuses_what_eager_refuses():
+    """The block traced for torch.compile on CPU: a NaN pixel comes out where the reference puts
+    it (ATen's ReLU keeps it; inductor's fused conv + ReLU with freezing is inductor's, as for
+    compiled torchvision), and a named onednn backend refuses float16 as it does eagerly."""
+    if availability("onednn", "cpu") is not None:
+        pytest.skip(f"onednn: {availability('onednn', 'cpu')}")
+    torch._dynamo.reset()
+    block = FusedInception(16, 4, 4, 8, 2, 4, 4).eval()
+    calibrate(block, torch.randn(2, 16, 6, 6))
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    x[1, 3, 2, 4] = float("nan")
+    with torch.no_grad():
+        want = Inception.forward(block, x)
+        got = torch.compile(block, fullgraph=True, backend="aot_eager")(x)
+    assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any()
+    check_close(got[0], want[0], FP32, "the image without NaN")
+    named = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="onednn").eval().half()
+    xh = torch.randn(2, 16, 6, 6, dtype=torch.float16)
+    with torch.no_grad():
+        with pytest.raises(TypeError, match="'onednn' backend computes in float32 and bfloat16"):
+            named(xh)
+        with pytest.raises(TypeError, match="'onednn' backend computes in float32 and bfloat16"):
+            torch.compile(named, fullgraph=True, backend="eager")(xh)
 
 
 def test_compile_with_dynamic_shapes_and_export():

@@ -302,3 +302,39 @@ def test_shapes_of_one_layout_share_one_reordered_weight(monkeypatch, kernel):
         assert conv.layouts == {s: layouts[s] for s in list(layouts)[-onednn_backend.SHAPES_REMEMBERED :]}
         assert len(conv.reordered) == min(distinct, onednn_backend.LAYOUTS_KEPT)
         assert len({id(t) for t in conv.reordered.values()}) == len(conv.reordered)  # one copy per layout
+
+
+def test_threads_sharing_a_prepacked_conv(monkeypatch):
+    """Inference threads sharing one model share its prepacked convs: while they look up, add and
+    drop reordered weights of many input shapes at once (more layouts than kept), no thread fails
+    (a dict changed during another's iteration) and each gets a weight; the real convs' results
+    per shape are the tests above.  The reorder stubbed (the plain weight) so that the threads
+    spend their time in the cache's bookkeeping."""
+    import sys
+    import threading
+
+    monkeypatch.setattr(onednn_backend, "_layout_of", lambda w, shape: shape)  # every shape its own layout
+    monkeypatch.setattr(onednn_backend, "_reorder", lambda conv, shape: conv.plain)
+    conv = onednn_backend.prepack_conv(torch.randn(8, 4, 1, 1), torch.randn(8))
+    xs = [torch.empty(n, 4, 3, 3) for n in range(1, 12)]
+    errors = []
+
+    def serve(offset):
+        try:
+            for i in range(60000):  # enough thread switches to meet a racing update on 2 cores
+                assert conv.weight_for(xs[(offset + i) % len(xs)]) is conv.plain
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # many thread switches inside the cache updates
+    try:
+        threads = [threading.Thread(target=serve, args=(k * 5,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    assert len(conv.reordered) <= onednn_backend.LAYOUTS_KEPT

@@ -190,8 +190,9 @@ def resolve(backend: str, device) -> str:
     run time; on CPU it is "onednn" where that runs, else "torch": a static rule, backed by the
     side-by-side runs in benchmarks/results (oneDNN's prepacked convolutions against the torch
     backend on the 2-core AVX-512 machine).  The modules run auto's "onednn" from prepacked weights
-    only for inference in float32/bfloat16; with gradients, under torch.compile and in float16
-    they run the "torch" backend's op (``FusedInception.fused_forward``).
+    only for inference in float32/bfloat16; under torch.compile as plain ATen ops; with gradients,
+    under torch.export and in float16 they run the "torch" backend's op
+    (``FusedInception.fused_forward``).
     """
     device = torch.device(device)
     if backend == "auto":

@@ -18,7 +18,7 @@ Three entry points:
 
 * ``block_forward``: the registered ``inception_block`` kernel, from the plain packed weights
   (oneDNN reorders them to its blocked layout on every call); the op path, used under autograd
-  and torch.compile.
+  and torch.export with backend onednn.
 * ``traced_block_forward``: the same computation as plain ATen ops, what FusedInception runs
   while torch.compile traces it on CPU (not torch.export, whose program holds the op).
 * ``prepack_block`` / ``prepacked_block_forward``: the inference path.  The weights are reordered
@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import geometry
+from ..caches import LRUDict
 from . import torch_backend
 from .registry import Backend, register
 
@@ -181,22 +182,6 @@ def _reorder(conv: "PrepackedConv", shape: tuple) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_convolution_weight(conv.plain, p, s, [1, 1], 1, list(shape))
 
 
-def _lru_get(cache: dict, key):
-    """``cache[key]`` or None, put back last: a dict run from least to most recently used."""
-    value = cache.pop(key, None)  # (another thread may pop the same key first: then a miss)
-    if value is not None:
-        cache[key] = value
-    return value
-
-
-def _lru_put(cache: dict, key, value, limit: int) -> None:
-    """``cache[key] = value``, last, dropping the least recently used entries beyond ``limit``."""
-    cache.pop(key, None)
-    while len(cache) >= limit:  # another thread may drop the same key first
-        cache.pop(next(iter(cache), None), None)
-    cache[key] = value
-
-
 class PrepackedConv:
     """One conv: its folded weight and bias, stride and padding, and the weight reordered into
     oneDNN's blocked layout.  oneDNN picks the layout for the problem it solves (the image size,
@@ -213,20 +198,20 @@ class PrepackedConv:
         self.bias = b.detach().contiguous()
         self.stride = stride
         self.padding = padding
-        self.layouts: dict = {}  # input shape -> its weight layout (see _layout_of)
-        self.reordered: dict = {}  # layout -> the weight in it (opaque)
+        self.layouts = LRUDict(capacity=SHAPES_REMEMBERED)  # input shape -> its weight layout (_layout_of)
+        self.reordered = LRUDict(capacity=LAYOUTS_KEPT)  # layout -> the weight in it (opaque)
         self.finite = finite(self.plain) and finite(self.bias)  # else every call runs ATen's conv
 
     def weight_for(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape)
-        layout = _lru_get(self.layouts, shape)
-        w = _lru_get(self.reordered, layout) if layout is not None else None
+        layout = self.layouts.get(shape)
+        w = self.reordered.get(layout) if layout is not None else None
         if w is not None:
             return w
-        w = _reorder(self, shape)
+        w = _reorder(self, shape)  # (threads missing at once each reorder; one copy is kept)
         layout = _layout_of(w, shape)
-        _lru_put(self.reordered, layout, w, LAYOUTS_KEPT)
-        _lru_put(self.layouts, shape, layout, SHAPES_REMEMBERED)
+        self.reordered[layout] = w
+        self.layouts[shape] = layout
         return w
 
 
@@ -344,6 +329,8 @@ def traced_block_forward(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5):
     torch.compile on CPU: inductor lowers them to the same oneDNN convolutions with bias and ReLU
     fused, with weights reordered once when it freezes them, and fuses the pool and the
     concatenation; the registered op would be opaque to it, reordering its weights on every call.
+    NaN: inductor's fused conv + ReLU (oneDNN's) maps NaN to 0, as in compiled torchvision; traced
+    without inductor (backend "aot_eager") the ATen ReLU keeps it.
     The three 1x1s as three convolutions, as torchvision's block has them: the 3x3 and k×k then
     read dense maps, not channel slices that ATen's mkldnn op copies first."""
     ch1, ch3red, ch5red, ch3, ch5, pool = geometry.block_channels(w_red, w_pool, w3, w5)
