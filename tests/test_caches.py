@@ -68,34 +68,20 @@ def test_a_shared_choice_over_capacity_survives_concurrent_threads(small_caches)
     and new entries drop its oldest, while the other thread looks up, measures and copies it.
     No thread may fail (KeyError, "OrderedDict mutated during iteration"); the worst case is
     measuring a key again."""
-    import sys
-    import threading
+    from threads import errors_in_threads
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # many thread switches: the interleavings that broke it
-    try:
-        chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: float(fn() == "a"))
-        runners = {"a": lambda: "a", "b": lambda: "b"}
-        errors = []
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: float(fn() == "a"))
+    runners = {"a": lambda: "a", "b": lambda: "b"}
 
-        def serve(offset):
-            try:
-                for i in range(20000):
-                    key = (offset + i) % (3 * CAP)
-                    if chooser.lookup(key) is None:
-                        assert chooser.pick(key, torch.device("cpu"), runners) == "b"
-                    if i % 64 == 0:
-                        assert len(chooser.choices()) <= CAP
-            except Exception as exc:  # noqa: BLE001 -- reported below
-                errors.append(repr(exc))
+    def serve(offset):
+        for i in range(20000):
+            key = (offset + i) % (3 * CAP)
+            if chooser.lookup(key) is None:
+                assert chooser.pick(key, torch.device("cpu"), runners) == "b"
+            if i % 64 == 0:
+                assert len(chooser.choices()) <= CAP
 
-        threads = [threading.Thread(target=serve, args=(k * 7,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    errors = errors_in_threads(serve, [0, 7])
     assert not errors, errors[:3]
 
 

@@ -310,31 +310,17 @@ def test_threads_sharing_a_prepacked_conv(monkeypatch):
     (a dict changed during another's iteration) and each gets a weight; the real convs' results
     per shape are the tests above.  The reorder stubbed (the plain weight) so that the threads
     spend their time in the cache's bookkeeping."""
-    import sys
-    import threading
+    from threads import errors_in_threads
 
     monkeypatch.setattr(onednn_backend, "_layout_of", lambda w, shape: shape)  # every shape its own layout
     monkeypatch.setattr(onednn_backend, "_reorder", lambda conv, shape: conv.plain)
     conv = onednn_backend.prepack_conv(torch.randn(8, 4, 1, 1), torch.randn(8))
     xs = [torch.empty(n, 4, 3, 3) for n in range(1, 12)]
-    errors = []
 
     def serve(offset):
-        try:
-            for i in range(60000):  # enough thread switches to meet a racing update on 2 cores
-                assert conv.weight_for(xs[(offset + i) % len(xs)]) is conv.plain
-        except Exception as exc:  # noqa: BLE001 -- reported below
-            errors.append(repr(exc))
+        for i in range(60000):  # enough thread switches to meet a racing update on 2 cores
+            assert conv.weight_for(xs[(offset + i) % len(xs)]) is conv.plain
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # many thread switches inside the cache updates
-    try:
-        threads = [threading.Thread(target=serve, args=(k * 5,)) for k in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    errors = errors_in_threads(serve, [0, 5, 10])
     assert not errors, errors[:3]
     assert len(conv.reordered) <= onednn_backend.LAYOUTS_KEPT
