@@ -90,7 +90,7 @@ class LRUDict(OrderedDict):
             super().clear()
 
     def __reduce__(self):  # the lock is not pickled (deep copies and pickles rebuild one)
-        return (type(self), (list(self.items()),), {"_capacity": getattr(self, "_capacity", None)})
+        return (type(self), (list(self.items()),), {"_capacity": self._capacity})
 
 
 def trim(mapping: dict, capacity: int) -> None:

@@ -136,6 +136,8 @@ def test_threads_missing_one_key_at_once_measure_it_once():
     import threading
     import time
 
+    from threads import errors_in_threads
+
     timed = []
 
     def timer(fn, device, repeats):
@@ -147,15 +149,12 @@ def test_threads_missing_one_key_at_once_measure_it_once():
     runners = {"a": lambda: "a", "b": lambda: "b"}
     start, picked = threading.Barrier(2), []
 
-    def first_forward():
+    def first_forward(_):
         start.wait()
         picked.append(chooser.pick("key", torch.device("cpu"), runners))
 
-    threads = [threading.Thread(target=first_forward) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(first_forward, [0, 1], switch_interval=None)
+    assert not errors, errors
     assert picked == ["b", "b"]
     assert sorted(timed) == ["a", "b"]  # each candidate timed once
 
@@ -190,6 +189,8 @@ def test_threads_autotune_one_kernel_one_at_a_time():
     pytest.importorskip("triton")
     import threading
 
+    from threads import errors_in_threads
+
     from inception_fast.backends.triton import _common
 
     tuned = _OneCallAtATimeAutotuner()
@@ -200,11 +201,8 @@ def test_threads_autotune_one_kernel_one_at_a_time():
         start.wait()
         _common.launch_configured(None, tuned, lambda meta: (1,), (x, m, 16), {}, None, {})
 
-    threads = [threading.Thread(target=first_launch, args=(m,)) for m in (64, 2048)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(first_launch, [64, 2048], switch_interval=None)
+    assert not errors, errors
     assert tuned.overlaps == 0
     for m in (64, 2048):
         assert _common._tuned_config(tuned, (x, m, 16), {}).kwargs == {"BLOCK_M": m}

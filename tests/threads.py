@@ -2,12 +2,13 @@
 
 import sys
 import threading
+from typing import Optional
 
 
-def errors_in_threads(serve, args, switch_interval: float = 1e-6) -> list:
+def errors_in_threads(serve, args, switch_interval: Optional[float] = 1e-6) -> list:
     """Runs ``serve(arg)`` for each of ``args`` on its own thread, all at once, with Python's switch
-    interval at ``switch_interval`` (many switches: the interleavings that break shared state),
-    and returns the repr of every exception they raised."""
+    interval at ``switch_interval`` (many switches: the interleavings that break shared state;
+    None: left as it is), and returns the repr of every exception they raised."""
     errors = []
 
     def run(arg):
@@ -17,7 +18,7 @@ def errors_in_threads(serve, args, switch_interval: float = 1e-6) -> list:
             errors.append(repr(exc))
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(switch_interval)
+    sys.setswitchinterval(interval if switch_interval is None else switch_interval)
     try:
         threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
         for t in threads:
