@@ -20,7 +20,10 @@ extra_info["images_per_s"], with the spread (q1_s, q3_s, min_s, max_s) beside it
 With INCEPTION_FAST_BENCH_PROFILE=1 the headline configuration also records each model's kernel
 profile (see benchmarks.helpers.profiling.kernel_profile).  Each FusedGoogLeNet row records the
 measured choices made so far at its device, dtype and batch (``measured_choices``: backend auto
-per block, the stem, the pools, the head, any other MeasuredChoice) with the candidates' µs.
+per block, the stem, the pools, the head, any other MeasuredChoice) with the candidates' µs.  As
+CUDA-graph replays at batch 1, a FusedGoogLeNet row also holds its time per call through
+``graphs.CapturedForward`` (``captured_s``: input copy, replay and host time, as the
+reduce-overhead anchor's calls are timed).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from benchmarks.helpers.choices import (
     triton_tuning_mark,
     triton_tuning_since,
 )
-from benchmarks.helpers.measure import measure, parity
+from benchmarks.helpers.measure import captured_call, measure, parity
 from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
 from benchmarks.helpers.peers import PEERS, peer_runner
 from benchmarks.helpers.profiling import kernel_profile
@@ -108,6 +111,9 @@ def test_throughput(benchmark, case):
     mark = triton_tuning_mark()
     measure(benchmark, fn, s, batch=case.batch, extra=extra, group=group)
     tuning = triton_tuning_since(mark)
+    if s.cuda_graph and case.model.startswith("fused_") and case.batch == 1 and s.device.type == "cuda":
+        # Batch 1's anchor (reduce-overhead) is timed per call: so is this row, through CapturedForward.
+        benchmark.extra_info.update(captured_call(model, x, s, case.batch))
     if tuning:  # the first model to launch a Triton kernel at a shape records what was tuned
         benchmark.extra_info["triton_tuning"] = tuning
     if case.model == "fused_auto":

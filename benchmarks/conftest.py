@@ -7,6 +7,7 @@ a benchmark behaves the same whether started with a flag or an env var.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -43,7 +44,17 @@ def pytest_addoption(parser):
     group.addoption("--bench-threads", default=None, help=f"torch.set_num_threads for the run (= {ENV_THREADS})")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_configure(config):
+    # A step's timeout (gpu_suite.sh) ends pytest with SIGTERM.  As an interrupt, pytest still ends
+    # its session, and pytest-benchmark writes the rows that finished (killed, it writes nothing).
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave the signal as it is
+        pass
     flags = (("quick", ENV_QUICK), ("compile", ENV_COMPILE), ("peers", ENV_PEERS), ("cuda_graph", ENV_CUDA_GRAPH))
     for opt, env in flags:
         if config.getoption(opt, default=False):
@@ -58,6 +69,10 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     import torch
 
+    if s.device.type == "cuda":
+        # Every row in its best setting: cuDNN times its convolution algorithms per shape and keeps
+        # the fastest (torchvision's model, torch.compile's, the fused model's cuDNN candidates).
+        torch.backends.cudnn.benchmark = True
     if s.threads:
         torch.set_num_threads(s.threads)
     elif s.quick and s.device.type == "cpu":

@@ -8,8 +8,10 @@
 #   ceilings   the roofline's ceilings measured on this device, a few seconds: an 8192³ bf16 GEMM
 #              and a 1 GiB device copy, median of 20 each (benchmarks/helpers/roofline.py); every
 #              roofline fraction of the run uses them (without CUDA: skipped)     -> ceilings.json
-#   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension)
-#              skipped with SKIP_INSTALL=1 (when already installed)
+#   install    python3 -m pip install --no-build-isolation --no-deps -e .  (builds the extension,
+#              for this device's architecture unless TORCH_CUDA_ARCH_LIST is set)
+#              skipped with SKIP_INSTALL=1 (when already installed), and in SUITE_PART=check where
+#              the last install from this tree is still there (build/suite_install.sha256)
 #   tests      python3 -m pytest -m gpu tests                               -> tests.log
 #              in SUITE_TEST_WORKERS (default 6; 0: one) processes where pytest-xdist is there;
 #              skipped with SKIP_TESTS=1
@@ -24,8 +26,8 @@
 #   graph      the same models at batch 1 and 256 as CUDA-graph replays        -> graph.json
 #              (the batch-1 target is under a CUDA graph; at 256: the forward without host time)
 #   blocks     benchmarks/bench_blocks.py as CUDA-graph replays (kernel time, no host time): the
-#              stem, each block, launch 1 alone, each stage outside the blocks (conv1+pool1,
-#              conv2, conv3, maxpool2-4, head), torchvision's and FusedGoogLeNet's, and last
+#              stem, each stage outside the blocks (conv1+pool1, conv2, conv3, maxpool2-4, head),
+#              each block, launch 1 alone, torchvision's and FusedGoogLeNet's, and last
 #              Triton's launch 1 with one role alone (3a, 4a, 5b: its 1x1s, its pool branch)
 #                                                                           -> blocks.json
 #   blocks1    the same at batch 1 (where batch-1 time goes)                -> blocks1.json
@@ -71,9 +73,9 @@
 # install, the benchmarks, the compile anchors (and the training steps) and the report.  On a fresh machine one call cannot hold everything (H200,
 # 2026-12-04, cold Triton cache: tests ~170 s in 6 workers, compile anchors 59 s, the throughput
 # step ~30 s per FusedGoogLeNet model, the graph step ~90 s for three models, first forward over
-# 64 s).  Two calls back to back on one warm machine do (the second finds the extension built and
-# Triton's cache warm; the device tool lets an idle machine go after ~30 s, so send the second at
-# once):
+# 64 s).  Two calls back to back on one warm machine do (the second finds the extension built, so
+# its install step builds nothing, and Triton's cache warm; the device tool lets an idle machine go
+# after ~30 s, so send the second at once):
 #   SUITE_PART=bench SUITE_BUDGET_S=440 benchmarks/gpu_suite.sh OUT_BENCH     (timeout 480)
 #   SUITE_PART=check SUITE_BUDGET_S=260 benchmarks/gpu_suite.sh OUT_CHECK     (timeout 300)
 # which with a 1-2 minute start fills a 15-minute window: no room for a rerun, and the first
@@ -207,8 +209,8 @@ run_step() {
     log "step $name: start (limit ${limit}s) :: $*"
     t0=$(date +%s)
     # Benchmarks and tests stop starting new cases STEP_MARGIN s before the hard timeout, so they
-    # end by themselves and still write their JSON and summary (pytest-benchmark writes nothing
-    # when killed).  The default, 10 s plus a tenth of the limit, is held to a third of the limit,
+    # end by themselves with their JSON and summary (one the timeout stops is interrupted by its
+    # SIGTERM, benchmarks/conftest.py: pytest-benchmark still writes the rows that finished).  The default, 10 s plus a tenth of the limit, is held to a third of the limit,
     # so a short step still runs some of its cases; a STEP_MARGIN given (the longest case) is kept
     # whole even where it leaves the step no time to start one.
     local margin=${STEP_MARGIN:-$((10 + limit / 10))}
@@ -265,14 +267,40 @@ fi
 [[ -s "$STEPS/ceilings.json" ]] && export INCEPTION_FAST_BENCH_CEILINGS="$STEPS/ceilings.json"
 
 # --- install (builds the compiled extension; no network) -------------------------------------
+# The extension is built for this device's architecture alone (about half setup.py's default list).
+if [[ $HAS_CUDA == 1 && -z "${TORCH_CUDA_ARCH_LIST:-}" ]]; then
+    ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())" 2>> "$LOG")
+    [[ -n "$ARCH" ]] && export TORCH_CUDA_ARCH_LIST=$ARCH && log "TORCH_CUDA_ARCH_LIST=$ARCH (this device)"
+fi
+# An install records a digest of what it compiled (setup.py, csrc/) in build/ (ignored by git).
+# SUITE_PART=check right after a bench call on the same machine finds it there, with the extension
+# loaded (with its CUDA kernels where there is a GPU), and builds nothing again.
+sources_digest() {
+    (cd "$REPO" && find setup.py csrc -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+}
+STAMP="$REPO/build/suite_install.sha256"
+installed_here() {
+    [[ -s "$STAMP" && "$(cat "$STAMP")" == "$(sources_digest)" ]] || return 1
+    "$PY" -c "
+import sys, torch, inception_fast
+from inception_fast.backends import extension
+if extension.extension_error() is not None or (torch.cuda.is_available() and not extension.has_cuda_kernels()):
+    sys.exit(1)
+print('inception_fast at', inception_fast.__file__, 'with its extension')" >> "$LOG" 2>&1
+}
 if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_INSTALL=1)' install)")
     log "step install: skipped (SKIP_INSTALL=1)"
+elif [[ $PART == check ]] && installed_here; then
+    SUMMARY+=("$(printf '%-10s skipped (the build of this tree is installed)' install)")
+    log "step install: skipped, the build of this tree (build/suite_install.sha256) is installed"
 else
     # Kept for the steps after it: the benchmarks (all, bench), or the tests and first (check).
     INSTALL_RESERVE=$((300 + OPTIN_RESERVE))
     [[ $PART == check ]] && INSTALL_RESERVE=$((100 + OPTIN_RESERVE))
+    rm -f "$STAMP"
     run_step install 200 "$INSTALL_RESERVE" "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
+    [[ "${SUMMARY[-1]}" == "install    ok"* ]] && mkdir -p "$(dirname "$STAMP")" && sources_digest > "$STAMP"
 fi
 "$PY" -c "import inception_fast; print('inception_fast', inception_fast.__file__, 'backends on cuda:', \
 inception_fast.available_backends('cuda') if __import__('torch').cuda.is_available() else 'no cuda', \
@@ -282,7 +310,7 @@ inception_fast.available_backends('cuda') if __import__('torch').cuda.is_availab
 : > "$OUT/tests.log"
 NEW_TESTS="tests/test_precompile.py tests/test_triton_conv_rows.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
 TESTS_RESERVE=$((260 + OPTIN_RESERVE))
-[[ $PART == check ]] && TESTS_RESERVE=$((70 + OPTIN_RESERVE))  # only first (and the opt-in steps) after it
+[[ $PART == check ]] && TESTS_RESERVE=$((110 + OPTIN_RESERVE))  # only first (and the opt-in steps) after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
 if part_skips tests; then
     :
@@ -358,7 +386,10 @@ if ! part_skips throughput; then
     # Graph replays: a block's eager time also holds its host time before the first kernel (Python
     # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
     # eagerly and says so.  (Ignored without CUDA.)
-    run_step blocks 80 $((85 + OPTIN_RESERVE)) "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+    # Kept after blocks: blocks1 (40 s) and the first forward's reserve (only 10 s in SUITE_PART=bench).
+    BLOCKS_RESERVE=$((85 + OPTIN_RESERVE))
+    [[ $PART == bench ]] && BLOCKS_RESERVE=$((50 + OPTIN_RESERVE))
+    run_step blocks 80 "$BLOCKS_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
         "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
     if [[ $HAS_CUDA == 1 ]]; then
         run_step blocks1 40 "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \

@@ -320,6 +320,8 @@ def throughput_index(rows):
         for r in models.values():
             r["x_eager"] = eager["median_s"] / r["median_s"] if eager else None
             r["x_compile"] = comp["median_s"] / r["median_s"] if comp else None
+            if r.get("captured_s"):  # the same graph called through CapturedForward, per call
+                r["x_compile_captured"] = comp["median_s"] / r["captured_s"] if comp else None
     return index
 
 
@@ -344,6 +346,26 @@ def throughput_markdown(rows):
             table.append([MODEL_LABELS.get(m, m), *cells])
         out.append(f"### {dev} {dtype} {fmt}\n")
         out.append(_table(["model", *(f"batch {b}" for b in batches)], table) + "\n")
+        captured = [
+            [
+                f"b{b}",
+                MODEL_LABELS.get(m, m),
+                f"{r['median_s'] * 1e3:.3f}",
+                f"{r['captured_s'] * 1e3:.3f} ({r['captured_q1_s'] * 1e3:.3f}–{r['captured_q3_s'] * 1e3:.3f})",
+                _fmt_x(r.get("x_compile_captured")),
+            ]
+            for b in batches
+            for m in models
+            for r in [index.get((dev, dtype, fmt, b), {}).get(m) or {}]
+            if r.get("captured_s")
+        ]
+        if captured:
+            out.append(
+                "Per call through `graphs.CapturedForward` (the input copied in, the replay, their host "
+                "time), as torch.compile's reduce-overhead calls are timed; × compile against that "
+                "anchor:\n"
+            )
+            out.append(_table(["batch", "model", "replay ms", "CapturedForward call ms", "× compile"], captured) + "\n")
     errs = {}
     for r in rows:
         v = r.get("rel_error_vs_torchvision")
@@ -477,11 +499,12 @@ def _peer_label(r):
 
 
 def best_peers(index):
-    """{(device, dtype, batch): best peer row}: the fastest of CPU_PEERS[dtype] in the
-    channels_last config (where the peers are grouped)."""
+    """{(device, dtype, batch): best peer row}: the fastest of CPU_PEERS[dtype] in a CPU's
+    channels_last config (where the peers are grouped).  A GPU's torch.compile row is its
+    anchor (× compile), not a peer of this table."""
     best = {}
     for (dev, dtype, fmt, batch), models in index.items():
-        if fmt != "channels_last":
+        if fmt != "channels_last" or not str(dev).startswith("cpu"):
             continue
         peers = [models[m] for m in CPU_PEERS.get(dtype, ()) if m in models]
         if peers:
@@ -616,6 +639,12 @@ def throughput_short(rows):
         cells = [
             f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
             + (f" ({_fmt_x(index[c][m]['x_compile'])} eager compile)" if index[c][m].get("x_compile") else "")
+            + (
+                f", per CapturedForward call {index[c][m]['captured_s'] * 1e3:.3f}"
+                + (f" ({_fmt_x(index[c][m]['x_compile_captured'])})" if index[c][m].get("x_compile_captured") else "")
+                if index[c][m].get("captured_s")
+                else ""
+            )
             for m in _order(index[c], MODEL_ORDER)
         ]
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
@@ -1161,6 +1190,8 @@ def header_markdown(merged):
     gpu = f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB" if env.get("device_capability") else ""
     backends = ", ".join(env.get("backends_available") or []) or env.get("backends_error", "?")
     tf32 = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
+    if env.get("cudnn_benchmark"):
+        tf32 += "; cudnn.benchmark on (cuDNN times its algorithms per shape, for every model)"
     ptxas = f" (ptxas {env['triton_ptxas']})" if env.get("triton_ptxas") else ""
     lines = [
         f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,16 @@ def test_first_forward_device_defaults_to_cuda_where_there_is_one(monkeypatch, c
     with pytest.raises(SystemExit):
         first_forward.main(["--help"])
     assert "(default: cuda where there is one, else cpu)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_first_forward_labels_a_warm_row_after_a_cold_run_cut_short(monkeypatch):
+    """A cold row that never reached its tuned result leaves its caches partial: the warm row run on
+    them says so; after a complete cold row it is plain "warm"."""
+    from benchmarks import first_forward
+
+    results = iter([{"to_first_result_s": 9.0, "error": "tuned not reached in 30 s"}, {}, {"to_tuned_s": 20.0}, {}])
+    monkeypatch.setattr(first_forward, "run_child", lambda *args: next(results))
+    args = types.SimpleNamespace(device="cpu", dtype="fp32", size=64, timeout=30.0)
+    rows = []
+    first_forward.run_rows(args, [("fused", "fused", {}, ("cold", "warm"))], [256, 1], 0, ["cold", "warm"] * 2, rows)
+    assert [r["cache"] for r in rows] == ["cold", "warm, after a cut cold run", "cold", "warm"]

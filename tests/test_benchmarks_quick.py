@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -314,7 +315,15 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
         _row("fused_triton", 0.004, timing="cuda_graph"),
         _row("fused_cuda", 0.011, cuda_graph_error="RuntimeError: capture failed"),
         _row("tv_compile_ro", 0.0005, batch=1, compile_s=25.0),
-        _row("fused_triton", 0.0004, batch=1, timing="cuda_graph"),
+        _row(
+            "fused_triton",
+            0.0004,
+            batch=1,
+            timing="cuda_graph",
+            captured_s=0.000625,
+            captured_q1_s=0.0006,
+            captured_q3_s=0.00065,
+        ),
     ]
     index = report.throughput_index(rows)
     assert index[("cuda", "bf16", "channels_last, CUDA graph", 1)]["fused_triton"]["x_compile"] == pytest.approx(1.25)
@@ -328,6 +337,13 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "torch.compile(tv), reduce-overhead, freezing b1 25.0 s" in text
     assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text and "| 40% |" in text
     assert "busy" in report.throughput_short(rows)
+    # batch 1 through CapturedForward, per call as the reduce-overhead anchor is timed
+    assert "| b1 | FusedGoogLeNet[triton] | 0.400 | 0.625 (0.600–0.650) | 0.80× |" in text
+    assert "FusedGoogLeNet[triton] 0.400 (1.25× eager compile), per CapturedForward call 0.625 (0.80×)" in (
+        report.throughput_short(rows)
+    )
+    # torch.compile is also a bf16 CPU peer: on a GPU it stays the anchor, with no peers' table
+    assert "CPU peers" not in text and "best peer" not in report.throughput_short(rows)
 
 
 def test_report_keeps_the_eager_row_beside_a_failed_capture_of_the_same_case(tmp_path):
@@ -826,3 +842,34 @@ def test_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypa
     monkeypatch.setenv(settings.ENV_BATCHES, "8,abc")
     with pytest.raises(ValueError, match="INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got 'abc'"):
         settings.settings()
+
+
+def test_a_benchmark_run_stopped_by_its_timeout_still_writes_what_finished(tmp_path):
+    """gpu_suite.sh ends a step at its limit with SIGTERM (timeout): the benchmarks' conftest turns
+    it into an interrupt, so pytest-benchmark still writes the rows that finished."""
+    bench = tmp_path / "bench_stopped.py"
+    bench.write_text(
+        "import os, signal, time\n\n"
+        "def test_finished(benchmark):\n    benchmark(lambda: None)\n\n"
+        "def test_stopped(benchmark):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(60)\n"
+    )
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "benchmarks.conftest", "-p", "no:cacheprovider", str(bench)]
+    proc = subprocess.run(
+        [*cmd, "--benchmark-json", str(out)], cwd=REPO, env=_env(False), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "stopped by signal" in proc.stdout + proc.stderr
+    names = [b["name"] for b in json.loads(out.read_text())["benchmarks"]]
+    assert names == ["test_finished"], proc.stdout[-2000:]
+
+
+def test_captured_call_records_why_it_could_not_time_instead_of_failing_the_row():
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from benchmarks.helpers.measure import captured_call
+
+    s = types.SimpleNamespace(device=torch.device("cpu"), warmup=1, repeats=1, min_time_s=0.0)
+    info = captured_call(torch.nn.Identity().eval(), torch.ones(1, 3, 8, 8), s, 1)
+    assert info == {"captured_error": "ValueError: CapturedForward needs a CUDA example input, got cpu"}

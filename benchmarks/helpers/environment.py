@@ -72,6 +72,7 @@ def environment(device: Optional[torch.device] = None) -> dict:
         env["device_capability"] = f"{props.major}.{props.minor}"
         env["device_memory_gib"] = round(props.total_memory / 2**30, 1)
         env["allow_tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+        env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         with warnings.catch_warnings():  # newer torch deprecates the flag in favour of fp32_precision
             warnings.simplefilter("ignore")
             env["allow_tf32_matmul"] = getattr(torch.backends.cuda.matmul, "allow_tf32", None)

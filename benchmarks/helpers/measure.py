@@ -93,6 +93,30 @@ def measure(
     return timing
 
 
+def captured_call(model, x: torch.Tensor, s: Settings, batch: int) -> dict:
+    """A CUDA-graph row's per-call time as a user gets it: ``graphs.CapturedForward`` called with
+    ``x`` (copied into the captured input, the replay, the host time of both), with CUDA events
+    like every row.  The raw replay leaves out what torch.compile's reduce-overhead calls hold (its
+    guards, its input copy): this is the time to hold against them.  A failure is recorded, not
+    raised: the replay row stands without it."""
+    from inception_fast.graphs import CapturedForward
+
+    try:
+        captured = CapturedForward(model, x)
+        timing = time_fn(
+            lambda: captured(x),
+            device=s.device,
+            batch=batch,
+            warmup=s.warmup,
+            repeats=s.repeats,
+            min_time_s=s.min_time_s,
+        )
+    except Exception as exc:
+        return {"captured_error": error_line(exc)}
+    q1, q3 = timing.quartiles_s
+    return {"captured_s": timing.median_s, "captured_q1_s": q1, "captured_q3_s": q3}
+
+
 def parity(out, ref) -> Optional[float]:
     """‖out − ref‖/‖ref‖ (inception_fast.testing.rel_error), recorded next to a timing so a
     kernel that is fast because it is wrong shows; None when it cannot be computed."""

@@ -265,12 +265,13 @@ def block_cases(s: Optional[Settings] = None) -> list:
     # The fused model's stem: BN folded, conv1 run the way it measured fastest.  With backend
     # "torch" that is one of the ATen forms; with "triton" the Triton stem kernel competes too.
     cases = [BlockCase("stem", impl) for impl in ("torchvision", "torch", "triton", "onednn")]
-    for name in BLOCKS:
-        cases += [BlockCase(name, impl) for impl in ("torchvision", *BLOCK_BACKENDS)]
     # Each stage outside the blocks alone: torchvision's layers (BatchNorm unfolded) and
-    # FusedGoogLeNet's (backend "auto") stage as its measured choice runs it.
+    # FusedGoogLeNet's (backend "auto") stage as its measured choice runs it.  Short cases, before
+    # the blocks' 72, so that a step its deadline cuts short still has them.
     for name in STAGES:
         cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
+    for name in BLOCKS:
+        cases += [BlockCase(name, impl) for impl in ("torchvision", *BLOCK_BACKENDS)]
     for name in BLOCKS:
         cases += [BlockCase(name, impl) for impl in ("launch1_ext", "launch1_triton", "launch1_tma")]
     # Where Triton's launch 1 spends its time: each role alone (a block at each image size).
