@@ -169,7 +169,7 @@ def _transformed(x) -> bool:
     if torch.compiler.is_compiling():
         # torch.export bakes no autocast that is on around it: the program's ATen ops cast by the
         # autocast state when it runs, which the fused ops (one dtype, chosen at trace time) cannot.
-        return torch.compiler.is_exporting() and (_onnx_exporting() or _autocast_on(x.device.type))
+        return _exporting() and (_onnx_exporting() or _autocast_on(x.device.type))
     return forward_ad._current_level >= 0 or torch.jit.is_tracing() or _onnx_exporting()
 
 
@@ -448,7 +448,14 @@ def _traced_by_compile() -> bool:
     the package's op).  Dynamo's own flag: torch.compiler.is_compiling() also reads True in
     other threads while one compiles."""
     dynamo = getattr(torch.compiler, "is_dynamo_compiling", torch.compiler.is_compiling)
-    return dynamo() and not torch.compiler.is_exporting()
+    return dynamo() and not _exporting()
+
+
+def _exporting() -> bool:
+    """Whether torch.export traces this forward.  Read from export's own flag: torch 2.11's Dynamo
+    folds a traced call of torch.compiler.is_exporting() to True under torch.compile as well."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
 
 
 def _prepacked_path(device: torch.device, dtype: torch.dtype, tensors) -> bool:

@@ -45,12 +45,15 @@ def calibrated_net(variant="torchvision", size=64, **kw):
 
 
 def net_tolerance(ref, x):
-    """fp32 through the whole net: at most 2x the reference's own fp32 error (see TOLERANCE)."""
+    """fp32 through the whole net: at most 2x the reference's own fp32 error (see TOLERANCE), the
+    larger of its errors with ``x`` as given and as channels_last (a fused model computes in
+    channels_last, where the CPU's convolution kernels round differently)."""
     with torch.no_grad():
         ref32 = ref(x)
+        ref32_cl = ref(x.contiguous(memory_format=torch.channels_last)) if x.dim() == 4 else ref32
         ref64 = copy.deepcopy(ref).double()(x.double())
     assert ref32.std() > 0.05, "reference activations vanished; the comparison could not fail"
-    return ref64, reduced_precision_bound(ref32, ref64)
+    return ref64, max(reduced_precision_bound(r, ref64) for r in (ref32, ref32_cl))
 
 
 # How OpRecorder names the fused block op (torch.ops.inception_fast.inception_block).

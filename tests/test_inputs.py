@@ -197,8 +197,10 @@ def test_an_input_gradient_comes_back_in_the_references_layout(backend):
     cases = [(block, FusedInception.from_torchvision(block, backend=backend), (2, 16, 5, 5))]
     if backend == "torch":
         net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
-        calibrate(net, torch.randn(2, 3, 64, 64))
-        cases.append((net, FusedGoogLeNet.from_torchvision(net, backend=backend), (2, 3, 64, 64)))
+        # 32x32: through the network's larger maps an fp32 gradient's routing flips (below) on about
+        # half the inputs at 64x64, on under a fifth at 32x32.
+        calibrate(net, torch.randn(2, 3, 32, 32))
+        cases.append((net, FusedGoogLeNet.from_torchvision(net, backend=backend), (2, 3, 32, 32)))
     for ref, fused, shape in cases:
         for train in (False, True):
             for fmt in (torch.contiguous_format, torch.channels_last):
@@ -211,7 +213,12 @@ def test_an_input_gradient_comes_back_in_the_references_layout(backend):
                 values = not (train and ref is not block)
                 runs = [(ref, x), (fused, x)]
                 if values:
-                    runs.append((copy.deepcopy(ref).double(), x.double()))
+                    # The reference in the other layout too: through the network, where a max pool's
+                    # near-tie or a ReLU's input at 0 rounds to the other side in one of the layouts,
+                    # that layout's gradient moves by ~1e-3 (which inputs do depends on the CPU's
+                    # kernels); the fused model's may do so in either layout.
+                    other = torch.contiguous_format if fmt == torch.channels_last else torch.channels_last
+                    runs += [(copy.deepcopy(ref).double(), x.double()), (ref, x.contiguous(memory_format=other))]
                 grads = []
                 for model, inp in runs:
                     inp = inp.clone().requires_grad_(True)
@@ -220,4 +227,5 @@ def test_an_input_gradient_comes_back_in_the_references_layout(backend):
                 want, got = grads[:2]
                 assert got.stride() == want.stride(), f"{what}: {got.stride()} against the reference's {want.stride()}"
                 if values:
-                    check_close(got, grads[2], reduced_precision_bound(want, grads[2]), what)
+                    tol = max(reduced_precision_bound(w, grads[2]) for w in (want, grads[3]))
+                    check_close(got, grads[2], tol, what)

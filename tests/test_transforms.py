@@ -211,6 +211,27 @@ def test_export_under_autocast_casts_when_the_program_runs(make):
         check_close(got, want, FP32, "run under autocast")
 
 
+def test_compile_under_autocast_keeps_the_fused_block():
+    """Under autocast, torch.export falls back to the reference's computation; torch.compile does
+    not: its graph holds the fused op, with BatchNorm folded (torch 2.11's Dynamo reads
+    torch.compiler.is_exporting() as True in any trace, so export's own flag is read)."""
+    torch._dynamo.reset()
+    _, fused, x = _block()
+    fused = copy.deepcopy(fused).to(torch.bfloat16)
+    graphs = []
+
+    def keep_graph(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        torch.compile(fused, fullgraph=True, backend=keep_graph)(x.to(torch.bfloat16))
+    (gm,) = graphs
+    targets = [str(node.target) for node in gm.graph.nodes if node.op == "call_function"]
+    assert not [t for t in targets if "batch_norm" in t], targets
+    assert [t for t in targets if "inception_fast" in t], targets
+
+
 def test_torchscript_script_is_refused_naming_what_works():
     """torch.jit.script cannot compile the fused forward: a clear error naming the ways that
     work, for the network, a block and a fuse()d block of another class (inside any model)."""

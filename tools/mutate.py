@@ -636,7 +636,7 @@ MUTANTS = [
         "    if torch.compiler.is_compiling():\n"
         "        # torch.export bakes no autocast that is on around it: the program's ATen ops cast by the\n"
         "        # autocast state when it runs, which the fused ops (one dtype, chosen at trace time) cannot.\n"
-        "        return torch.compiler.is_exporting() and (_onnx_exporting() or _autocast_on(x.device.type))\n"
+        "        return _exporting() and (_onnx_exporting() or _autocast_on(x.device.type))\n"
         "    return forward_ad._current_level >= 0 or torch.jit.is_tracing() or _onnx_exporting()\n",
         "    return isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()\n",
         ("tests/test_transforms.py", "-k", "jvp or forward_mode"),
