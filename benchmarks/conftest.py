@@ -45,6 +45,9 @@ def pytest_addoption(parser):
 
 
 def _interrupt(signum, frame):
+    # Once: `timeout` signals the process and then its group, and a second interrupt could cut
+    # short the session's end, where pytest-benchmark writes (timeout -k still kills a hang).
+    signal.signal(signum, signal.SIG_IGN)
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
@@ -90,8 +93,8 @@ def pytest_collect_file(file_path, parent):
 
 
 def pytest_runtest_setup(item):
-    # A killed pytest writes no --benchmark-json, so a time-boxed run (gpu_suite.sh) sets a
-    # deadline instead: benchmarks not yet started then skip and the JSON still gets written.
+    # A time-boxed run (gpu_suite.sh) sets a deadline before its hard timeout: benchmarks not yet
+    # started then skip, so a case is not cut mid-way, and pytest ends with its JSON written.
     deadline = os.environ.get(ENV_DEADLINE, "").strip()
     if deadline and time.time() > float(deadline):
         pytest.skip(f"time budget spent ({ENV_DEADLINE})")

@@ -298,9 +298,9 @@ def run_rows(args, kinds, batches, deadline, plan, rows) -> None:
                 for state in states:
                     row = {"kind": label, "batch": batch, "cache": state, "device": args.device, "dtype": args.dtype}
                     if state == "warm" and rows and rows[-1]["cache"] == "cold" and "to_tuned_s" not in rows[-1]:
-                        # The cold run was cut before its tuned result: what it left in the caches
-                        # is partial, and this row says so.
-                        row["cache"] = "warm, after a cut cold run"
+                        # The cold run ended before its tuned result (cut, failed or not run): what
+                        # it left in the caches is partial, and this row says so.
+                        row["cache"] = "warm, after an unfinished cold run"
                     rows.append(row)
                     if deadline and time.time() > deadline:
                         row["error"] = "not run: past the deadline"

@@ -121,8 +121,9 @@ export INCEPTION_FAST_DEFER_TUNING=0
 # cpp_extension looks for CUDA in /usr/local without this and then fails to link cudart.
 if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda ]]; then export CUDA_HOME=/usr/local/cuda; fi
 # A failed extension build fails the install step instead of warning (the benchmarks still run
-# from the source tree, with the cuda backend's skip reason in the log).  setup.py picks the CUDA
-# archs; TORCH_CUDA_ARCH_LIST=9.0 (H100/H200 only) roughly halves the build if time is short.
+# from the source tree, with the cuda backend's skip reason in the log).  The install step builds
+# for this device's architecture (TORCH_CUDA_ARCH_LIST, when not given: e.g. 9.0+PTX on an
+# H100/H200, about half the build of setup.py's default list).
 # SKIP_INSTALL=1 builds nothing, so the extension's tests then skip instead of failing.
 if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     export INCEPTION_FAST_BUILD_EXT=${INCEPTION_FAST_BUILD_EXT:-0}
@@ -236,7 +237,7 @@ run_step() {
 }
 
 log "inception_fast GPU suite: out=$OUT quick=$QUICK budget=${BUDGET}s repo=$REPO" \
-    "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-setup.py default} INCEPTION_FAST_BUILD_EXT=$INCEPTION_FAST_BUILD_EXT"
+    "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-unset (the device arch, else the setup.py default)} INCEPTION_FAST_BUILD_EXT=$INCEPTION_FAST_BUILD_EXT"
 if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >> "$LOG" 2>&1
 fi
@@ -267,18 +268,20 @@ fi
 [[ -s "$STEPS/ceilings.json" ]] && export INCEPTION_FAST_BENCH_CEILINGS="$STEPS/ceilings.json"
 
 # --- install (builds the compiled extension; no network) -------------------------------------
-# The extension is built for this device's architecture alone (about half setup.py's default list).
-if [[ $HAS_CUDA == 1 && -z "${TORCH_CUDA_ARCH_LIST:-}" ]]; then
-    ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())" 2>> "$LOG")
-    [[ -n "$ARCH" ]] && export TORCH_CUDA_ARCH_LIST=$ARCH && log "TORCH_CUDA_ARCH_LIST=$ARCH (this device)"
-fi
-# An install records a digest of what it compiled (setup.py, csrc/) in build/ (ignored by git).
-# SUITE_PART=check right after a bench call on the same machine finds it there, with the extension
-# loaded (with its CUDA kernels where there is a GPU), and builds nothing again.
-sources_digest() {
-    (cd "$REPO" && find setup.py csrc -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
-}
+# An install records a digest of what it compiled from (setup.py, csrc/, the build's settings and
+# torch's version) in build/ (ignored by git).  SUITE_PART=check right after a bench call on the
+# same machine finds it there, with the extension loaded (with its CUDA kernels where there is a
+# GPU), and builds nothing again.
 STAMP="$REPO/build/suite_install.sha256"
+sources_digest() {
+    (
+        cd "$REPO" || exit 1
+        find setup.py csrc -type f -print0 | sort -z | xargs -0 sha256sum
+        echo "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} INCEPTION_FAST_CUDA=${INCEPTION_FAST_CUDA:-}" \
+            "INCEPTION_FAST_BUILD_EXT=$INCEPTION_FAST_BUILD_EXT CUDA_HOME=${CUDA_HOME:-} CXX=${CXX:-}"
+        "$PY" -c "import torch; print(torch.__version__)" 2>&1
+    ) | sha256sum | cut -d' ' -f1
+}
 installed_here() {
     [[ -s "$STAMP" && "$(cat "$STAMP")" == "$(sources_digest)" ]] || return 1
     "$PY" -c "
@@ -288,6 +291,12 @@ if extension.extension_error() is not None or (torch.cuda.is_available() and not
     sys.exit(1)
 print('inception_fast at', inception_fast.__file__, 'with its extension')" >> "$LOG" 2>&1
 }
+# The extension is built for this device's architecture alone (about half setup.py's default list),
+# with PTX for a later one.
+if [[ $HAS_CUDA == 1 && -z "${TORCH_CUDA_ARCH_LIST:-}" && "${SKIP_INSTALL:-0}" != 1 ]]; then
+    ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())" 2>> "$LOG")
+    [[ -n "$ARCH" ]] && export TORCH_CUDA_ARCH_LIST="$ARCH+PTX" && log "TORCH_CUDA_ARCH_LIST=$ARCH+PTX (this device)"
+fi
 if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
     SUMMARY+=("$(printf '%-10s skipped (SKIP_INSTALL=1)' install)")
     log "step install: skipped (SKIP_INSTALL=1)"
@@ -297,7 +306,7 @@ elif [[ $PART == check ]] && installed_here; then
 else
     # Kept for the steps after it: the benchmarks (all, bench), or the tests and first (check).
     INSTALL_RESERVE=$((300 + OPTIN_RESERVE))
-    [[ $PART == check ]] && INSTALL_RESERVE=$((100 + OPTIN_RESERVE))
+    [[ $PART == check ]] && INSTALL_RESERVE=$((150 + OPTIN_RESERVE))
     rm -f "$STAMP"
     run_step install 200 "$INSTALL_RESERVE" "$LOG" "$PY" -m pip install --no-build-isolation --no-deps -v -e .
     [[ "${SUMMARY[-1]}" == "install    ok"* ]] && mkdir -p "$(dirname "$STAMP")" && sources_digest > "$STAMP"
@@ -386,10 +395,8 @@ if ! part_skips throughput; then
     # Graph replays: a block's eager time also holds its host time before the first kernel (Python
     # and launches), which would hide the kernels' own time.  A case that cannot be captured is timed
     # eagerly and says so.  (Ignored without CUDA.)
-    # Kept after blocks: blocks1 (40 s) and the first forward's reserve (only 10 s in SUITE_PART=bench).
-    BLOCKS_RESERVE=$((85 + OPTIN_RESERVE))
-    [[ $PART == bench ]] && BLOCKS_RESERVE=$((50 + OPTIN_RESERVE))
-    run_step blocks 80 "$BLOCKS_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
+    # Kept after blocks: blocks1 (40 s) and the first forward's reserve (10 s in SUITE_PART=bench).
+    run_step blocks 80 $((40 + FIRST_RESERVE)) "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 \
         "$PY" -m pytest benchmarks/bench_blocks.py "${BENCH_ARGS[@]}" --benchmark-json "$STEPS/blocks.json"
     if [[ $HAS_CUDA == 1 ]]; then
         run_step blocks1 40 "$FIRST_RESERVE" "$LOG" env INCEPTION_FAST_BENCH_CUDA_GRAPH=1 INCEPTION_FAST_BENCH_BLOCK_BATCH=1 \

@@ -351,13 +351,15 @@ def throughput_markdown(rows):
                 f"b{b}",
                 MODEL_LABELS.get(m, m),
                 f"{r['median_s'] * 1e3:.3f}",
-                f"{r['captured_s'] * 1e3:.3f} ({r['captured_q1_s'] * 1e3:.3f}–{r['captured_q3_s'] * 1e3:.3f})",
+                f"{r['captured_s'] * 1e3:.3f} ({r['captured_q1_s'] * 1e3:.3f}–{r['captured_q3_s'] * 1e3:.3f})"
+                if r.get("captured_s")
+                else "failed: " + r["captured_error"].replace("|", "/"),
                 _fmt_x(r.get("x_compile_captured")),
             ]
             for b in batches
             for m in models
             for r in [index.get((dev, dtype, fmt, b), {}).get(m) or {}]
-            if r.get("captured_s")
+            if r.get("captured_s") or r.get("captured_error")
         ]
         if captured:
             out.append(

@@ -97,13 +97,19 @@ def _cpu_settings() -> dict:
     return {"threads": torch.get_num_threads(), "avx512_pool": off in ("", "0")}
 
 
+def _cuda_settings() -> dict:
+    """What changes the CUDA candidates' times on one GPU: whether cuDNN times its algorithms per
+    shape (torch.backends.cudnn.benchmark), which the cuDNN candidates run by."""
+    return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+
+
 def fingerprint(device: torch.device) -> dict:
-    """What a stored choice is valid for on ``device`` (computed once per device per process, on
-    CPU once per thread count and AVX-512 setting)."""
+    """What a stored choice is valid for on ``device`` (computed once per device per process and
+    settings: on CPU the thread count and AVX-512 setting, on CUDA cudnn.benchmark)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    settings = _cpu_settings() if device.type == "cpu" else {}
+    settings = _cpu_settings() if device.type == "cpu" else _cuda_settings()
     cache_key = (str(device), *settings.values())
     found = _FINGERPRINTS.get(cache_key)
     if found is not None:

@@ -180,7 +180,7 @@ def test_first_forward_device_defaults_to_cuda_where_there_is_one(monkeypatch, c
     assert "(default: cuda where there is one, else cpu)" in " ".join(capsys.readouterr().out.split())
 
 
-def test_first_forward_labels_a_warm_row_after_a_cold_run_cut_short(monkeypatch):
+def test_first_forward_labels_a_warm_row_after_an_unfinished_cold_run(monkeypatch):
     """A cold row that never reached its tuned result leaves its caches partial: the warm row run on
     them says so; after a complete cold row it is plain "warm"."""
     from benchmarks import first_forward
@@ -190,4 +190,4 @@ def test_first_forward_labels_a_warm_row_after_a_cold_run_cut_short(monkeypatch)
     args = types.SimpleNamespace(device="cpu", dtype="fp32", size=64, timeout=30.0)
     rows = []
     first_forward.run_rows(args, [("fused", "fused", {}, ("cold", "warm"))], [256, 1], 0, ["cold", "warm"] * 2, rows)
-    assert [r["cache"] for r in rows] == ["cold", "warm, after a cut cold run", "cold", "warm"]
+    assert [r["cache"] for r in rows] == ["cold", "warm, after an unfinished cold run", "cold", "warm"]

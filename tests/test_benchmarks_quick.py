@@ -324,6 +324,7 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
             captured_q1_s=0.0006,
             captured_q3_s=0.00065,
         ),
+        _row("fused_cuda", 0.0005, batch=1, timing="cuda_graph", captured_error="RuntimeError: a | b"),
     ]
     index = report.throughput_index(rows)
     assert index[("cuda", "bf16", "channels_last, CUDA graph", 1)]["fused_triton"]["x_compile"] == pytest.approx(1.25)
@@ -339,6 +340,7 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "busy" in report.throughput_short(rows)
     # batch 1 through CapturedForward, per call as the reduce-overhead anchor is timed
     assert "| b1 | FusedGoogLeNet[triton] | 0.400 | 0.625 (0.600–0.650) | 0.80× |" in text
+    assert "| b1 | FusedGoogLeNet[cuda] | 0.500 | failed: RuntimeError: a / b | — |" in text
     assert "FusedGoogLeNet[triton] 0.400 (1.25× eager compile), per CapturedForward call 0.625 (0.80×)" in (
         report.throughput_short(rows)
     )

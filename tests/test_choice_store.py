@@ -253,3 +253,18 @@ def test_two_processes_merge_their_choices(store):
         assert out.stdout.strip() == "b"
     (path,) = store.glob("choices-*.json")
     assert set(json.loads(path.read_text())["choices"]["t"]) == {repr("first"), repr("second")}
+
+
+@pytest.mark.gpu
+def test_cuda_choices_are_stored_per_cudnn_benchmark_setting(cuda_device, monkeypatch):
+    """cudnn.benchmark changes which algorithm a cuDNN candidate runs, so its time: a choice measured
+    with it on is not read back with it off, nor the reverse."""
+    monkeypatch.setattr(choice_store, "_FINGERPRINTS", {})
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    off = choice_store.fingerprint(cuda_device)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    on = choice_store.fingerprint(cuda_device)
+    assert (off["cudnn_benchmark"], on["cudnn_benchmark"]) == (False, True)
+    assert {k: v for k, v in off.items() if k != "cudnn_benchmark"} == {
+        k: v for k, v in on.items() if k != "cudnn_benchmark"
+    }

@@ -325,7 +325,8 @@ def test_googlenet_training_step_matches_reference(variant, size, train):
                 torch.cat([g.flatten() for g in grads[sl] if g is not None]) for grads in (got, want, want_cl, want64)
             )
             err, tol = rel_error(f, r64), max(reduced_precision_bound(w, r64) for w in (r, r_cl))
-            if not err <= tol:  # (NaN is off)
+            assert err <= FLIP_MOST, f"{variant} {what} gradients off by {err:.1e}: more than a flip"
+            if not err <= tol:
                 off[what].append(f"{err:.1e} > {tol:.1e}")
     for what, errors in off.items():
         assert len(errors) <= INPUTS // 3, (
@@ -333,8 +334,10 @@ def test_googlenet_training_step_matches_reference(variant, size, train):
         )
 
 
-# Inputs of test_googlenet_training_step_matches_reference, each compared on its own.
+# Inputs of test_googlenet_training_step_matches_reference, each compared on its own; and the
+# most a flip moved a gradient there (measured 3e-3 to 5e-2), with room.
 INPUTS = 12
+FLIP_MOST = 0.1
 
 
 # -- torch.compile and opcheck -------------------------------------------------------------------

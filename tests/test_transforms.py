@@ -232,6 +232,19 @@ def test_compile_under_autocast_keeps_the_fused_block():
     assert [t for t in targets if "inception_fast" in t], targets
 
 
+def test_export_is_read_from_exports_own_flag(monkeypatch):
+    """torch 2.11's Dynamo answers torch.compiler.is_exporting() with True in any trace (torch.compile
+    too): the fused modules read export's own flag, which only torch.export sets."""
+    from inception_fast import modules
+
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)  # what 2.11's Dynamo answers
+    monkeypatch.setattr(torch.compiler, "is_dynamo_compiling", lambda: True)
+    monkeypatch.setattr(torch.compiler, "_is_exporting_flag", False)
+    assert not modules._exporting() and modules._traced_by_compile()
+    monkeypatch.setattr(torch.compiler, "_is_exporting_flag", True)
+    assert modules._exporting() and not modules._traced_by_compile()
+
+
 def test_torchscript_script_is_refused_naming_what_works():
     """torch.jit.script cannot compile the fused forward: a clear error naming the ways that
     work, for the network, a block and a fuse()d block of another class (inside any model)."""

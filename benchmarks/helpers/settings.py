@@ -267,7 +267,7 @@ def block_cases(s: Optional[Settings] = None) -> list:
     cases = [BlockCase("stem", impl) for impl in ("torchvision", "torch", "triton", "onednn")]
     # Each stage outside the blocks alone: torchvision's layers (BatchNorm unfolded) and
     # FusedGoogLeNet's (backend "auto") stage as its measured choice runs it.  Short cases, before
-    # the blocks' 72, so that a step its deadline cuts short still has them.
+    # the per-backend block rows, so that a step its deadline cuts short still has them.
     for name in STAGES:
         cases += [BlockCase(name, "torchvision"), BlockCase(name, "fused")]
     for name in BLOCKS:
