@@ -211,9 +211,10 @@ run_step() {
     t0=$(date +%s)
     # Benchmarks and tests stop starting new cases STEP_MARGIN s before the hard timeout, so they
     # end by themselves with their JSON and summary (one the timeout stops is interrupted by its
-    # SIGTERM, benchmarks/conftest.py: pytest-benchmark still writes the rows that finished).  The default, 10 s plus a tenth of the limit, is held to a third of the limit,
-    # so a short step still runs some of its cases; a STEP_MARGIN given (the longest case) is kept
-    # whole even where it leaves the step no time to start one.
+    # SIGTERM, benchmarks/conftest.py: pytest-benchmark still writes the rows that finished).  The
+    # default margin, 10 s plus a tenth of the limit, is held to a third of the limit, so a short
+    # step still runs some of its cases; a STEP_MARGIN given (the longest case) is kept whole even
+    # where it leaves the step no time to start one.
     local margin=${STEP_MARGIN:-$((10 + limit / 10))}
     [[ -z "${STEP_MARGIN:-}" ]] && (( margin > limit / 3 )) && margin=$((limit / 3))
     local stop=$((t0 + limit - margin))

@@ -304,7 +304,7 @@ def test_googlenet_training_step_matches_reference(variant, size, train):
     not on the same inputs, and which ones depends on the CPU's convolution kernels (and on the
     layout: the fused model computes in channels_last, so the reference's error on an input is the
     larger of its two layouts').  The more pixels, the more flips: measured over 16 inputs,
-    torchvision's variant flips on 0-3 at 32x32, 4-7 at 48x48 and 5-7 at 64x64.  A wrong gradient
+    torchvision's variant flips on 0-3 at 32x32, 3-6 at 48x48 and 5-7 at 64x64.  A wrong gradient
     is wrong on every input."""
     ref, fused = calibrated_net(variant, size)
     ref.train(train), fused.train(train)
