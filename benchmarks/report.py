@@ -638,17 +638,17 @@ def throughput_short(rows):
     text = title + "\n" + _table(["model", *(f"b{b}" for b in batches)], table)
     graphs = sorted((c for c in index if c[2].endswith("CUDA graph")), key=str)
     for c in graphs:
-        cells = [
-            f"{MODEL_LABELS.get(m, m)} {index[c][m]['median_s'] * 1e3:.3f}"
-            + (f" ({_fmt_x(index[c][m]['x_compile'])} eager compile)" if index[c][m].get("x_compile") else "")
-            + (
-                f", per CapturedForward call {index[c][m]['captured_s'] * 1e3:.3f}"
-                + (f" ({_fmt_x(index[c][m]['x_compile_captured'])})" if index[c][m].get("x_compile_captured") else "")
-                if index[c][m].get("captured_s")
-                else ""
-            )
-            for m in _order(index[c], MODEL_ORDER)
-        ]
+        cells = []
+        for m in _order(index[c], MODEL_ORDER):
+            r = index[c][m]
+            cell = f"{MODEL_LABELS.get(m, m)} {r['median_s'] * 1e3:.3f}"
+            if r.get("x_compile"):
+                cell += f" ({_fmt_x(r['x_compile'])} eager compile)"
+            if r.get("captured_s"):
+                cell += f", per CapturedForward call {r['captured_s'] * 1e3:.3f}"
+                if r.get("x_compile_captured"):
+                    cell += f" ({_fmt_x(r['x_compile_captured'])})"
+            cells.append(cell)
         text += f"\nms per forward, {c[0]} {c[1]} {c[2]} b{c[3]}: " + "; ".join(cells)
     best = best_peers(index)
     for dev, dtype in sorted({k[:2] for k in best}, key=lambda g: (g[0], g[1] != "fp32")):
@@ -1191,9 +1191,9 @@ def header_markdown(merged):
     quick = any(r.get("quick") for r in rows)
     gpu = f", sm {env['device_capability']}, {env.get('device_memory_gib')} GiB" if env.get("device_capability") else ""
     backends = ", ".join(env.get("backends_available") or []) or env.get("backends_error", "?")
-    tf32 = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
+    cudnn = "; TF32 allowed for fp32 convolutions" if env.get("allow_tf32_cudnn") else ""
     if env.get("cudnn_benchmark"):
-        tf32 += "; cudnn.benchmark on (cuDNN times its algorithms per shape, for every model)"
+        cudnn += "; cudnn.benchmark on (cuDNN times its algorithms per shape, for every model)"
     ptxas = f" (ptxas {env['triton_ptxas']})" if env.get("triton_ptxas") else ""
     lines = [
         f"# inception_fast benchmarks: {device_name or 'unknown device'}\n",
@@ -1204,7 +1204,7 @@ def header_markdown(merged):
         f"torchvision {env.get('torchvision') or '?'}, inception_fast {env.get('inception_fast') or '?'}, "
         f"Python {env.get('python', '?')}",
         f"- backends available: {backends}",
-        f"- timing: {', '.join(timings) or '?'} (median of time_fn samples after warm-up){tf32}",
+        f"- timing: {', '.join(timings) or '?'} (median of time_fn samples after warm-up){cudnn}",
         f"- mode: {'QUICK (tiny sizes, smoke run: numbers mean nothing)' if quick else 'full'}",
         f"- sources: {', '.join(merged['sources']) or 'none'}",
     ]
