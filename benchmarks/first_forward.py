@@ -163,8 +163,14 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
     if timed_out:
         row["error"] = f"{'tuned' if row else 'first result'} not reached in {timeout:.0f} s"
     else:
-        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        lines = (stderr or stdout).strip().splitlines()
+        # A candidate's fault: its line (a dead CUDA context's teardown may print more after it),
+        # also whole on stderr for the suite, which skips the candidate it names at its end.
+        fault = [line for line in lines if "CandidateFault: " in line][-1:]
+        tail = fault or lines[-1:] or ["no output"]
         row["error"] = f"rc={proc.returncode}: {tail[0][:200]}"
+        if fault:
+            print(f"[first_forward] {kind} batch {batch}: {fault[0]}", file=sys.stderr, flush=True)
     return row
 
 

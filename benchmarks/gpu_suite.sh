@@ -3,7 +3,10 @@
 #
 #   benchmarks/gpu_suite.sh OUTDIR [--quick]
 #
-# Steps, in order, each time-boxed and each run even when an earlier one failed:
+# Steps, in order, each time-boxed (benchmarks/suite_steps.sh's run_step) and each run even when an
+# earlier one failed; a step (not the tests) that dies of a measured candidate's GPU fault
+# (inception_fast.choices.CandidateFault) runs once more without that candidate, as do the later
+# steps and the next call on this tree (suite_steps.sh says how):
 #   env        versions and device (into suite.log)
 #   ceilings   the roofline's ceilings measured on this device, a few seconds: an 8192³ bf16 GEMM
 #              and a 1 GiB device copy, median of 20 each (benchmarks/helpers/roofline.py); every
@@ -190,52 +193,11 @@ DEADLINE=$((START + BUDGET))
 declare -a SUMMARY=()
 FAILED=0
 
-log() { echo "[suite $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
-
-# run_step NAME CAP_S RESERVE_AFTER_S LOGFILE CMD...
-# Runs CMD with a timeout of min(CAP, time left - RESERVE_AFTER); records ok/FAILED/TIMEOUT.
-run_step() {
-    local name=$1 cap=$2 reserve=$3 logfile=$4
-    shift 4
-    local now left limit t0 rc secs
-    now=$(date +%s)
-    left=$((DEADLINE - now - reserve))
-    limit=$(( cap < left ? cap : left ))
-    if (( limit < 15 )); then
-        SUMMARY+=("$(printf '%-10s SKIPPED (no time left in the %ss budget)' "$name" "$BUDGET")")
-        log "step $name: skipped, no time left"
-        FAILED=1
-        return 0
-    fi
-    log "step $name: start (limit ${limit}s) :: $*"
-    t0=$(date +%s)
-    # Benchmarks and tests stop starting new cases STEP_MARGIN s before the hard timeout, so they
-    # end by themselves with their JSON and summary (one the timeout stops is interrupted by its
-    # SIGTERM, benchmarks/conftest.py: pytest-benchmark still writes the rows that finished).  The
-    # default margin, 10 s plus a tenth of the limit, is held to a third of the limit, so a short
-    # step still runs some of its cases; a STEP_MARGIN given (the longest case) is kept whole even
-    # where it leaves the step no time to start one.
-    local margin=${STEP_MARGIN:-$((10 + limit / 10))}
-    [[ -z "${STEP_MARGIN:-}" ]] && (( margin > limit / 3 )) && margin=$((limit / 3))
-    local stop=$((t0 + limit - margin))
-    INCEPTION_FAST_BENCH_DEADLINE=$stop INCEPTION_FAST_TEST_DEADLINE=$stop \
-        timeout -k 20 "$limit" "$@" >> "$logfile" 2>&1
-    rc=$?
-    secs=$(( $(date +%s) - t0 ))
-    if (( rc == 0 )); then
-        SUMMARY+=("$(printf '%-10s ok       %4ss' "$name" "$secs")")
-    elif (( rc == 5 )) && [[ $name == tests ]]; then
-        SUMMARY+=("$(printf '%-10s none     %4ss (no test selected by -m gpu)' "$name" "$secs")")
-    elif (( rc == 124 || rc == 137 )); then
-        SUMMARY+=("$(printf '%-10s TIMEOUT  %4ss (limit %ss; see %s)' "$name" "$secs" "$limit" "$(basename "$logfile")")")
-        FAILED=1
-    else
-        SUMMARY+=("$(printf '%-10s FAILED   %4ss rc=%s (see %s)' "$name" "$secs" "$rc" "$(basename "$logfile")")")
-        FAILED=1
-    fi
-    log "step $name: rc=$rc after ${secs}s (suite at $(( $(date +%s) - START ))s of ${BUDGET}s)"
-    return 0
-}
+source "$REPO/benchmarks/suite_steps.sh"
+# (The kept list of candidates that faulted: see suite_steps.sh.)
+export INCEPTION_FAST_SKIP_CANDIDATES=${INCEPTION_FAST_SKIP_CANDIDATES:-}
+CALLER_SKIPS=$INCEPTION_FAST_SKIP_CANDIDATES
+SKIP_FILE="$REPO/build/suite_skip_candidates"
 
 log "inception_fast GPU suite: out=$OUT quick=$QUICK budget=${BUDGET}s repo=$REPO" \
     "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-unset (the device arch, else the setup.py default)} INCEPTION_FAST_BUILD_EXT=$INCEPTION_FAST_BUILD_EXT"
@@ -316,9 +278,12 @@ fi
 inception_fast.available_backends('cuda') if __import__('torch').cuda.is_available() else 'no cuda', \
 'on cpu:', inception_fast.available_backends('cpu'))" >> "$LOG" 2>&1
 
+# The candidates an earlier call on this tree and machine found faulting (suite_steps.sh).
+load_skips
+
 # --- GPU tests -------------------------------------------------------------------------------
 : > "$OUT/tests.log"
-NEW_TESTS="tests/test_precompile.py tests/test_triton_conv_rows.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
+NEW_TESTS="tests/test_choice_store.py tests/test_precompile.py tests/test_triton_conv_rows.py tests/test_triton_conv_relu.py tests/test_triton_chain.py tests/test_chain_choice.py tests/test_hopper_launch1.py tests/test_triton_fold.py tests/test_hopper.py tests/test_cold_start.py"
 TESTS_RESERVE=$((260 + OPTIN_RESERVE))
 [[ $PART == check ]] && TESTS_RESERVE=$((110 + OPTIN_RESERVE))  # only first (and the opt-in steps) after it
 # The cap allows for a fresh machine's cold Triton cache (the tests compile every config).
@@ -346,7 +311,8 @@ else
         TEST_ARGS=(-n "${SUITE_TEST_WORKERS:-6}" --dist loadgroup -v)
     fi
     "$PY" -c "import pytest_timeout" 2>/dev/null && TEST_ARGS+=(--timeout 120)
-    STEP_MARGIN=45 run_step tests 180 "$TESTS_RESERVE" "$OUT/tests.log" "$PY" -m pytest -m gpu $NEW_TESTS $REST_TESTS \
+    STEP_MARGIN=45 run_step tests 180 "$TESTS_RESERVE" "$OUT/tests.log" \
+        env INCEPTION_FAST_SKIP_CANDIDATES="$CALLER_SKIPS" "$PY" -m pytest -m gpu $NEW_TESTS $REST_TESTS \
         -ra -p no:cacheprovider --durations=10 "${TEST_ARGS[@]}"
     tail -n 3 "$OUT/tests.log" | sed 's/^/[tests] /' | tee -a "$LOG"
 fi
@@ -449,7 +415,10 @@ fi
 
 # --- report ----------------------------------------------------------------------------------
 JSONS=()
-for f in bench.json graph.json blocks.json blocks1.json compile.json; do [[ -s "$STEPS/$f" ]] && JSONS+=("$STEPS/$f"); done
+# (A step run again after a candidate's fault: its first run's rows first, so the second run's win.)
+for f in bench.json graph.json blocks.json blocks1.json compile.json; do
+    for g in "${f%.json}.fault.json" "$f"; do [[ -s "$STEPS/$g" ]] && JSONS+=("$STEPS/$g"); done
+done
 SIDE=()
 [[ -s "$STEPS/ceilings.json" ]] && SIDE+=(--ceilings "$STEPS/ceilings.json")
 ROWS=${#JSONS[@]}  # inputs with rows of their own (the ceilings have none)

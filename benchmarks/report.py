@@ -127,6 +127,11 @@ def load(paths):
             continue
         merged["sources"].append(os.path.basename(path))
         info = data.get("machine_info") or {}
+        if isinstance(data.get("skipped_candidates"), dict):  # a merged JSON given back: its inputs'
+            for source, value in data["skipped_candidates"].items():
+                merged.setdefault("skipped_candidates", {}).setdefault(source, value)
+        else:
+            _note_skips(merged, os.path.basename(path), info.get("inception_fast"))
         if info.get("inception_fast") or not merged["machine_info"]:
             merged["machine_info"] = info if info.get("inception_fast") else (merged["machine_info"] or info)
         merged["datetime"] = merged["datetime"] or data.get("datetime")
@@ -159,6 +164,14 @@ def load(paths):
 SIDES = ("ceilings", "first_forward", "train", "cold_start")
 
 
+def _note_skips(merged, source, env):
+    """Notes the INCEPTION_FAST_SKIP_CANDIDATES that ``source`` ran with (its recorded environment
+    ``env``), under "skipped_candidates": {source: value}."""
+    value = env.get("skipped_candidates") if isinstance(env, dict) else None
+    if value:
+        merged.setdefault("skipped_candidates", {})[source] = value
+
+
 def _read_json(merged, path):
     try:
         with open(path) as f:
@@ -179,6 +192,7 @@ def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
         if data is not None:
             merged[key] = data
             merged["sources"].append(os.path.basename(path))
+            _note_skips(merged, os.path.basename(path), data.get("environment") if isinstance(data, dict) else None)
     for path in train or ():
         data = _read_json(merged, path)
         if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
@@ -188,6 +202,7 @@ def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
         side = merged.setdefault("train", {"environment": data.get("environment") or {}, "rows": []})
         side["rows"] += [r for r in data["rows"] if r not in side["rows"]]  # (a merged JSON may hold them)
         merged["sources"].append(os.path.basename(path))
+        _note_skips(merged, os.path.basename(path), data.get("environment"))
     if not _env(merged):  # the device's: cold_start.py records the CPU it compiled on
         for key in ("first_forward", "train"):
             env = (merged.get(key) or {}).get("environment") if isinstance(merged.get(key), dict) else None
@@ -1209,6 +1224,15 @@ def header_markdown(merged):
         f"- sources: {', '.join(merged['sources']) or 'none'}",
     ]
     lines += ceilings_lines(merged)
+    by_value = {}
+    for source, value in (merged.get("skipped_candidates") or {}).items():
+        by_value.setdefault(value, []).append(source)
+    if by_value:
+        text = "; ".join(f"{value} (in {', '.join(sources)})" for value, sources in by_value.items())
+        lines.append(
+            f"- candidates not measured (INCEPTION_FAST_SKIP_CANDIDATES: one that left the CUDA context "
+            f"unusable earlier in the run, or one the caller named): {text}"
+        )
     if merged["missing"]:
         lines.append(f"- missing inputs: {'; '.join(merged['missing'])}")
     return "\n".join(lines) + "\n"

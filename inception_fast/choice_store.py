@@ -38,9 +38,13 @@ import torch
 
 from .caches import cache_capacity, short_error, trim
 
-__all__ = ["ENV_CHOICE_CACHE", "store_dir", "fingerprint", "ChoiceStore", "STORE"]
+__all__ = ["ENV_CHOICE_CACHE", "FAULTS", "store_dir", "fingerprint", "ChoiceStore", "STORE"]
 
 ENV_CHOICE_CACHE = "INCEPTION_FAST_CHOICE_CACHE"
+# The section of the candidates that left a CUDA context unusable ("choice:candidate": the error),
+# beside the choices' own sections (choices.CandidateFault): a process with the same fingerprint
+# does not measure them.
+FAULTS = "faults"
 _FORMAT = 1
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 
@@ -156,6 +160,24 @@ class ChoiceStore:
         self._lock = threading.Lock()
         self._warned: set = set()  # the warnings given: each once a process, not once a shape
 
+    def path(self, device: torch.device) -> Optional[pathlib.Path]:
+        """The file ``device``'s choices are kept in (None: the store is off)."""
+        return self._path(device)
+
+    def warn_once(self, message: str) -> None:
+        """Warns ``message`` (prefixed with the package's name) once a process."""
+        self._warn(message)
+
+    def fault(self, candidate: str, device: torch.device) -> Optional[str]:
+        """The error recorded for ``candidate`` ("choice:name") having left a CUDA context unusable
+        on this fingerprint, or None."""
+        return self.get(FAULTS, candidate, device)
+
+    def record_fault(self, candidate: str, device: torch.device, why: str) -> Optional[pathlib.Path]:
+        """Records that ``candidate`` ("choice:name") left the CUDA context unusable (``why``); the
+        file it is written in, or None (the store is off, or could not be written: warned)."""
+        return self._path(device) if self.put(FAULTS, candidate, device, why) else None
+
     def _path(self, device: torch.device) -> Optional[pathlib.Path]:
         directory = store_dir()
         if directory is None:
@@ -204,11 +226,12 @@ class ChoiceStore:
                 entries = self._files[path] = self._read(path)
             return entries.get(section, {}).get(repr(key))
 
-    def put(self, section: str, key, device: torch.device, name: str) -> None:
-        """Stores ``name`` for ``key``, merged into the file as it is now on disk."""
+    def put(self, section: str, key, device: torch.device, name: str) -> bool:
+        """Stores ``name`` for ``key``, merged into the file as it is now on disk; whether it was
+        written (False: the store is off, or the write failed and was warned of)."""
         path = self._path(device)
         if path is None:
-            return
+            return False
         with self._lock:
             entries = self._read(path)
             for sec, known in self._files.get(path, {}).items():
@@ -232,6 +255,8 @@ class ChoiceStore:
                     os.unlink(tmp)
                 # (strerror: the message without the temporary file's random name)
                 self._warn(f"cannot store the measured choices in {path}: {exc.strerror or exc}")
+                return False
+        return True
 
     def forget(self) -> None:
         """Drops what this process read and warned of (the files stay): the next lookup reads them

@@ -23,7 +23,10 @@
 Every candidate but the trusted one (ATen: the torch backend, ATen's conv, pool and head) enters
 through ``checked_against``: its first run is compared with the trusted computation before it is
 timed, and a candidate that disagrees is dropped with the disagreement on record.  A kernel that
-is wrong on some GPU or shape is never chosen for being fast.
+is wrong on some GPU or shape is never chosen for being fast.  One that faults (an illegal address:
+the CUDA context is then unusable) stops the measuring with ``CandidateFault``, which names it; the
+choice store records it, and later processes on that GPU and code measure without it.
+INCEPTION_FAST_SKIP_CANDIDATES leaves candidates out by name.
 
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
 ``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
@@ -37,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
@@ -77,6 +81,8 @@ __all__ = [
     "FOLD_CHOICE",
     "CHAIN_CHOICE",
     "fp32_precision",
+    "ENV_SKIP",
+    "CandidateFault",
     "checked_against",
     "measuring_deferred",
     "deferring",
@@ -99,6 +105,11 @@ AUTO_STATIC_ORDER = ("cuda", "triton", "hopper", "hopper_tma2", "torch")
 AUTO_CAPTURE_READY = ("cuda", "torch")
 # INCEPTION_FAST_AUTO=static: never measure; every measured choice takes its first candidate.
 ENV_AUTO = "INCEPTION_FAST_AUTO"
+# INCEPTION_FAST_SKIP_CANDIDATES: candidates that no measured choice offers, comma-separated, each
+# "choice:candidate" (the choice by its store name, see _CHOICE_NAMES) or a bare "candidate" (that
+# candidate of every choice).  The trusted candidates cannot be skipped.
+ENV_SKIP = "INCEPTION_FAST_SKIP_CANDIDATES"
+_CHOICE_NAMES: set = set()  # every MeasuredChoice's store_as: what a "choice:" prefix may name
 
 
 @dataclass(frozen=True)
@@ -256,6 +267,72 @@ def _static_value(raw: str) -> bool:
     return value == "static"
 
 
+@functools.lru_cache(maxsize=8)
+def _skip_entries(raw: str) -> frozenset:
+    """The (choice or None, candidate) pairs an INCEPTION_FAST_SKIP_CANDIDATES value names (parsed
+    once per value); an entry it cannot read, or a choice it does not know, is an error that says so."""
+    entries = set()
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        found = re.fullmatch(r"(?:([a-z0-9_]+):)?([a-z0-9_]+)", item)
+        if found is None:
+            raise ValueError(f"{ENV_SKIP}={raw!r}: cannot read {item!r}; write choice:candidate or candidate")
+        choice, name = found.groups()
+        if choice is not None and choice not in _CHOICE_NAMES:
+            known = ", ".join(sorted(_CHOICE_NAMES))
+            raise ValueError(f"{ENV_SKIP}={raw!r}: no measured choice is called {choice!r}; the choices are {known}")
+        entries.add((choice, name))
+    return frozenset(entries)
+
+
+class CandidateFault(RuntimeError):
+    """A measured candidate failed on a GPU and left the process's CUDA context unusable (an illegal
+    address, a device-side assert: every later CUDA call fails).  ``choice`` and ``candidate`` name
+    it as INCEPTION_FAST_SKIP_CANDIDATES does; where the choice store is on it is recorded there,
+    and later processes with the same fingerprint measure without it."""
+
+    def __init__(self, message: str, choice: Optional[str] = None, candidate: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.choice, self.candidate = choice, candidate
+
+
+# The CUDA errors a kernel causes by itself that leave the context unusable (cudaError_t codes), with
+# a piece of each one's text for an error that carries no code.
+_KERNEL_FAULTS = {
+    700: "an illegal memory access",
+    710: "device-side assert",
+    714: "hardware stack error",
+    715: "illegal instruction",
+    716: "misaligned address",
+    717: "not supported on global/shared address space",
+    718: "invalid program counter",
+    719: "unspecified launch failure",
+}
+
+
+def _context_fault(device: torch.device) -> Optional[tuple]:
+    """None while ``device``'s CUDA context is usable (a synchronize refused because another thread
+    is capturing a CUDA graph, cudaError_t 900-907, says nothing about it); else (kernel, why):
+    whether the error is one a kernel causes by itself (``_KERNEL_FAULTS``: after such a sticky
+    error every CUDA call fails, a synchronize included) and the error in short."""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001 - any error here says the context is gone
+        code = getattr(exc, "error_code", None)  # torch.AcceleratorError's, where set
+        text = str(exc)
+        if (isinstance(code, int) and 900 <= code <= 907) or "captur" in text.lower():
+            return None
+        if isinstance(code, int) and code > 0:
+            kernel = code in _KERNEL_FAULTS
+        else:
+            kernel = any(piece in text for piece in _KERNEL_FAULTS.values())
+        return kernel, short_error(exc)
+    return None
+
+
 def _dispatch_mode_active() -> bool:
     try:
         from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -293,6 +370,10 @@ class MeasuredChoice:
         self.repeats = repeats
         self.timer = timer
         self.store_as = store_as  # its name in the choice store (None: never stored)
+        if store_as is not None:
+            if store_as == choice_store.FAULTS:
+                raise ValueError(f"store_as={store_as!r} is the store's section of faulted candidates")
+            _CHOICE_NAMES.add(store_as)
         self._choices = LRUDict()
 
     def choices(self) -> dict:
@@ -327,42 +408,83 @@ class MeasuredChoice:
             return False
         return not capturing(device)
 
+    def skipped(self, name: str) -> bool:
+        """Whether INCEPTION_FAST_SKIP_CANDIDATES names this choice's candidate ``name`` (read at
+        each call; an unreadable value is a ValueError that says why)."""
+        entries = _skip_entries(os.environ.get(ENV_SKIP, ""))
+        return bool(entries) and ((None, name) in entries or (self.store_as, name) in entries)
+
+    def _entry(self, name: str) -> str:
+        """``name`` as an INCEPTION_FAST_SKIP_CANDIDATES entry for this choice."""
+        return name if self.store_as is None else f"{self.store_as}:{name}"
+
+    def _offered(self, names: list, runners: dict) -> tuple[list, dict]:
+        """``names`` without the candidates INCEPTION_FAST_SKIP_CANDIDATES names, and {skipped: why}.
+        A trusted candidate (one not entered through ``checked_against``) cannot be skipped."""
+        skipped = {}
+        for name in names:
+            if self.skipped(name):
+                if not getattr(runners[name], "checked", False):
+                    raise ValueError(
+                        f"{ENV_SKIP} names {self._entry(name)!r}, the trusted computation the other candidates "
+                        "are checked against: it cannot be skipped"
+                    )
+                skipped[name] = f"skipped ({ENV_SKIP})"
+        return [n for n in names if n not in skipped], skipped
+
+    def _faulted(self, names: list, runners: dict, device: torch.device) -> dict:
+        """{name: why} for the checked candidates of ``names`` that the choice store records as having
+        left a CUDA context unusable on this fingerprint (warned of once a process)."""
+        if self.store_as is None or device.type != "cuda":
+            return {}
+        found = {}
+        for name in names:
+            if getattr(runners[name], "checked", False):
+                why = choice_store.STORE.fault(self._entry(name), device)
+                if why is not None:
+                    found[name] = f"skipped: it left the CUDA context unusable in an earlier process ({why})"
+                    choice_store.STORE.warn_once(
+                        f"{self._entry(name)} is not measured on this GPU: it left the CUDA context unusable "
+                        f"in an earlier process ({why}; recorded in {choice_store.STORE.path(device)}: remove "
+                        "that file to try it again)"
+                    )
+        return found
+
     def pick(self, key, device: torch.device, runners: dict) -> str:
         hit = self.lookup(key)
         if hit is not None:
             return hit
-        names = list(runners)
+        names, skipped = self._offered(list(runners), runners)
         # Where nothing may be measured (tracing, capture, static mode) nothing is read from disk
         # either: the first candidate runs; while deferring, the trusted one.
         if len(names) == 1 or not self.can_measure(device):
             if deferring():
                 return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])
             return names[0]
+        faulted = self._faulted(names, runners, device)
+        if faulted:
+            names = [n for n in names if n not in faulted]
+            skipped.update(faulted)
         if self.store_as is not None:
             stored = choice_store.STORE.get(self.store_as, key, device)
-            if stored in runners:
+            if stored in names:
                 self._choices[key] = Choice(stored, stored=True)
                 return stored
         if compiling_only():  # each candidate once, for what it compiles; nothing measured or kept
-            for name in names:
-                try:
-                    with torch.no_grad():
-                        runners[name]()
-                except Exception:
-                    pass
+            with torch.no_grad():  # (a candidate that is no Triton kernel, cuDNN's or the extension's, runs)
+                self._each(key, device, runners, names, lambda name: runners[name]())
             return names[0]
         with MEASURING:  # one thread measures a miss; one that waited finds its answer
             hit = self.lookup(key)
-            return hit if hit is not None else self._measure(key, device, runners, names)
+            return hit if hit is not None else self._measure(key, device, runners, names, skipped)
 
-    def _measure(self, key, device: torch.device, runners: dict, names: list) -> str:
-        seconds, errors = {}, {}
-        for name in names:
-            try:
-                with torch.no_grad():
-                    seconds[name] = self.timer(runners[name], device, self.repeats)
-            except Exception as exc:  # e.g. a tile that does not fit this GPU: measure the others
-                errors[name] = short_error(exc)
+    def _measure(self, key, device: torch.device, runners: dict, names: list, skipped: Optional[dict] = None) -> str:
+        def timed(name):
+            with torch.no_grad():
+                return self.timer(runners[name], device, self.repeats)
+
+        seconds, errors = self._each(key, device, runners, names, timed)
+        errors = {**(skipped or {}), **errors}
         if not seconds:
             detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
             raise RuntimeError(f"every candidate failed for {key} ({detail})")
@@ -371,6 +493,62 @@ class MeasuredChoice:
         if self.store_as is not None:
             choice_store.STORE.put(self.store_as, key, device, best)
         return best
+
+    def _each(self, key, device: torch.device, runners: dict, names: list, call) -> tuple[dict, dict]:
+        """({name: call(name)} of the candidates that returned, {name: short error} of those that
+        raised), in ``names``' order: a candidate that raises is dropped and the others run (a tile
+        that does not fit this GPU, say).  But where the CUDA context is unusable (checked before the
+        first and after each, so a fault shows against the candidate that caused it, even one on a
+        stream its timing did not wait for) nothing more can run: before the first, no candidate is
+        blamed; after one, ``_fault`` says which.  A CandidateFault of a choice measured inside a
+        candidate (the stem's pool) passes through."""
+        if _context_fault(device) is not None:
+            raise RuntimeError(
+                f"inception_fast: the CUDA context on {device} is unusable (a kernel launched earlier failed); "
+                f"nothing can be measured for {key!r}"
+            )
+        results, errors = {}, {}
+        for name in names:
+            error = None
+            try:
+                results[name] = call(name)
+            except CandidateFault:
+                raise
+            except Exception as exc:  # noqa: BLE001 - measure the others
+                error = exc
+            state = _context_fault(device)
+            if state is not None:
+                raise self._fault(key, device, name, runners[name], state) from error
+            if error is not None:
+                errors[name] = short_error(error)
+        return results, errors
+
+    def _fault(self, key, device: torch.device, name: str, runner, state: tuple) -> RuntimeError:
+        """The error for ``device``'s CUDA context found unusable (``state``: ``_context_fault``'s)
+        right after candidate ``name`` ran.  A checked candidate and an error a kernel causes: a
+        CandidateFault, recorded in the choice store (where it is on); else nobody is blamed."""
+        kernel, why = state
+        where = f"on {device} while candidate {self._entry(name)!r} ran ({why}; measuring {key!r})"
+        if not getattr(runner, "checked", False):  # ATen's own computation: not blamed
+            return RuntimeError(f"inception_fast: the CUDA context became unusable {where}")
+        if not kernel:  # an ECC error, a launch timeout: not what a candidate's code does by itself
+            return RuntimeError(f"inception_fast: the CUDA context became unusable {where}; not recorded against it")
+        recorded = ""
+        if self.store_as is not None:
+            try:
+                path = choice_store.STORE.record_fault(self._entry(name), device, why)
+            except Exception:  # noqa: BLE001 - the error below matters more than the record
+                path = None
+            if path is not None:
+                recorded = f" Later processes on this GPU and code measure without it (recorded in {path})."
+        return CandidateFault(
+            f"inception_fast: candidate {self._entry(name)!r} failed on {device} and left the CUDA context "
+            f"unusable ({why}; measuring {key!r}): nothing more can run on that GPU in this process.{recorded} "
+            f"To run without it, add it to {ENV_SKIP} (comma-separated): {ENV_SKIP}={self._entry(name)} ; "
+            "please report it.",
+            self.store_as,
+            name,
+        )
 
 
 class AutoKey(NamedTuple):
@@ -431,6 +609,7 @@ class AutoBackend(MeasuredChoice):
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
         if capturing(x.device) and not deferring():  # nothing measured: one with nothing to compile or tune
+            names = [n for n in names if n == "torch" or not self.skipped(n)]  # (pick measures what is not)
             return next((n for n in names if n in AUTO_CAPTURE_READY), names[0])
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
         trusted = _backends.get("torch").op("inception_block")
@@ -444,6 +623,8 @@ class AutoBackend(MeasuredChoice):
             runners[name] = run
         try:
             return self.pick(key, x.device, runners)
+        except CandidateFault:
+            raise
         except RuntimeError as exc:
             raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)}: {exc}") from exc
 
@@ -561,9 +742,7 @@ class OpChoice(AutoBackend):
         self.op, self.what = op, what
 
     def candidates(self, device: torch.device) -> list[str]:
-        return [
-            n for n in self.order if _backends.availability(n, device) is None and self.op in _backends.get(n).kernels
-        ]
+        return [n for n in super().candidates(device) if self.op in _backends.get(n).kernels]
 
     def choose_for(self, x, w_red, w_pool, w3, w5, args: tuple) -> str:
         """The backend for ``op(*args)``, where ``x`` and the packed weights are the block's."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .choices import CandidateFault
 from .packing import PackCache
 from .precompiler import precompile, training_part, workers_on
 from .timing import capture
@@ -60,6 +61,8 @@ class CapturedForward:
         if workers_on():
             try:  # every Triton binary compiled at once, before the warm-up runs
                 precompile(module, self.static_input, wait=True)
+            except CandidateFault:
+                raise
             except RuntimeError:  # a forward that cannot run compile-only: its launches compile
                 pass
         with torch.inference_mode():

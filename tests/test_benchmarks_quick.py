@@ -875,3 +875,115 @@ def test_captured_call_records_why_it_could_not_time_instead_of_failing_the_row(
     s = types.SimpleNamespace(device=torch.device("cpu"), warmup=1, repeats=1, min_time_s=0.0)
     info = captured_call(torch.nn.Identity().eval(), torch.ones(1, 3, 8, 8), s, 1)
     assert info == {"captured_error": "ValueError: CapturedForward needs a CUDA example input, got cpu"}
+
+
+SUITE_STEPS = r"""
+set -u -o pipefail
+REPO=$1 OUT=$2
+LOG=$OUT/suite.log
+: > "$LOG"
+START=$(date +%s) BUDGET=300 FAILED=0
+DEADLINE=$((START + BUDGET))
+SUMMARY=()
+SKIP_FILE=$OUT/kept/skips
+export INCEPTION_FAST_SKIP_CANDIDATES=stem:pad4
+source "$REPO/benchmarks/suite_steps.sh"
+# A step whose first run meets a faulting candidate (pytest's whole traceback line, and its summary
+# line cut short) and writes its JSON, then passes and writes another.
+step='echo "saw [$INCEPTION_FAST_SKIP_CANDIDATES]"
+if [[ ! -e $0 ]]; then
+    touch "$0"
+    echo first > "$2"
+    echo "E   CandidateFault: ... To run without it: INCEPTION_FAST_SKIP_CANDIDATES=pool:triton ; please"
+    echo "FAILED bench.py::case - CandidateFault: ... INCEPTION_FAST_SKIP_CANDIDATES=head:tri..."
+    exit 1
+fi
+echo again > "$2"'
+run_step bench 60 0 "$LOG" bash -c "$step" "$OUT/ran" --json "$OUT/bench.json"
+fault='echo "To run without it: INCEPTION_FAST_SKIP_CANDIDATES=$0 ; x"; exit 1'
+run_step tests 60 0 "$LOG" bash -c "$fault" conv_relu:triton
+# Too little of its cap left for a case to start: not run again.
+STEP_MARGIN=10 run_step short 20 0 "$LOG" bash -c "$fault" head:triton
+run_step again 60 0 "$LOG" bash -c 'echo "saw [$INCEPTION_FAST_SKIP_CANDIDATES]"; exit 1'
+printf 'summary: %s\n' "${SUMMARY[@]}"
+echo "final [$INCEPTION_FAST_SKIP_CANDIDATES] failed=$FAILED"
+"""
+
+
+def test_a_suite_step_meeting_a_faulting_candidate_runs_again_without_it(tmp_path):
+    """benchmarks/suite_steps.sh: a step (not the tests) whose output names a candidate that left the
+    CUDA context unusable (choices.CandidateFault's "INCEPTION_FAST_SKIP_CANDIDATES=... ;") runs once
+    more without it, where its cap leaves time, and so does every later step; the first run's JSON
+    is kept aside; the candidates found, not the caller's, are kept with a digest for the next call,
+    which skips them where the digest is its own."""
+    proc = subprocess.run(
+        ["bash", "-c", SUITE_STEPS, "suite", str(REPO), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "suite.log").read_text()
+    saw = [line for line in log.splitlines() if line.startswith("saw [")]
+    assert saw == ["saw [stem:pad4]", "saw [pool:triton,stem:pad4]", "saw [head:triton,pool:triton,stem:pad4]"], log
+    summary = [line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("summary: ")]
+    assert summary == [
+        ["bench", "FAILED"],
+        ["bench", "ok"],
+        ["tests", "FAILED"],
+        ["short", "FAILED"],
+        ["again", "FAILED"],
+    ]
+    notes = [line for line in proc.stdout.splitlines() if "skipped from here on)" in line]
+    assert len(notes) == 2 and "(fault: pool:triton," in notes[0] and "(fault: head:triton," in notes[1], proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "final [head:triton,pool:triton,stem:pad4] failed=1"
+    assert (tmp_path / "bench.fault.json").read_text() == "first\n" and (
+        tmp_path / "bench.json"
+    ).read_text() == "again\n"
+    digest, kept = (tmp_path / "kept" / "skips").read_text().split()
+    assert kept == "head:triton,pool:triton" and len(digest) == 64, "the caller's entries are not kept"
+
+    def next_call(skip_file):
+        script = f"REPO={REPO} LOG=/dev/null SKIP_FILE={skip_file}; source $REPO/benchmarks/suite_steps.sh; "
+        script += 'load_skips > /dev/null; echo "[${INCEPTION_FAST_SKIP_CANDIDATES:-}]"'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60).stdout.strip()
+
+    assert next_call(tmp_path / "kept" / "skips") == "[head:triton,pool:triton]"
+    (tmp_path / "other").write_text(f"{'0' * 64} pool:triton\n")  # another tree or machine
+    assert next_call(tmp_path / "other") == "[]" and not (tmp_path / "other").exists()
+
+
+def test_first_forward_passes_a_candidate_fault_on_whole(monkeypatch, capsys):
+    """A first_forward process that died of a CandidateFault: its row keeps the start of the error,
+    and the whole line goes to stderr (the suite's log), where the suite reads the candidate's name."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import first_forward
+
+    line = "inception_fast.choices.CandidateFault: " + "x" * 300 + " SKIP_CANDIDATES=stem:triton ; please"
+    # (teardown after a lost CUDA context may print more after the traceback's last line)
+    child = f"import sys; print({line!r}, file=sys.stderr); print('terminate called', file=sys.stderr); sys.exit(1)"
+    monkeypatch.setattr(first_forward, "CHILD", child)
+    row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 30.0)
+    assert row == {"error": f"rc=1: {line[:200]}"}
+    assert f"[first_forward] fused batch 1: {line}\n" in capsys.readouterr().err
+
+
+def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
+    """Steps that ran with INCEPTION_FAST_SKIP_CANDIDATES (the GPU suite sets it after a candidate's
+    fault) are named in the header, also when the merged JSON is read back; steps without are not."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    def write(name, skipped):
+        env = {"device": "cuda", "device_name": "stand-in", "skipped_candidates": skipped}
+        bench = [{"name": "test_throughput[torchvision]", "extra_info": _row("torchvision", 0.01)}]
+        (tmp_path / name).write_text(json.dumps({"machine_info": {"inception_fast": env}, "benchmarks": bench}))
+        return str(tmp_path / name)
+
+    paths = [write("bench.json", None), write("graph.json", "pool:triton"), write("blocks.json", "pool:triton")]
+    (tmp_path / "first.json").write_text(json.dumps({"environment": {"skipped_candidates": "a:b,pool:triton"}}))
+    merged = report.load_side(report.load(paths), first=str(tmp_path / "first.json"))
+    line = "candidates not measured (INCEPTION_FAST_SKIP_CANDIDATES: one that left the CUDA context unusable"
+    expected = "pool:triton (in graph.json, blocks.json); a:b,pool:triton (in first.json)"
+    assert f"{line} earlier in the run, or one the caller named): {expected}\n" in report.header_markdown(merged)
+    (tmp_path / "merged.json").write_text(json.dumps(merged))
+    again = report.load([str(tmp_path / "merged.json")])
+    assert expected in report.header_markdown(again)
+    assert line not in report.header_markdown(report.load(paths[:1]))

@@ -268,3 +268,350 @@ def test_cuda_choices_are_stored_per_cudnn_benchmark_setting(cuda_device, monkey
     assert {k: v for k, v in off.items() if k != "cudnn_benchmark"} == {
         k: v for k, v in on.items() if k != "cudnn_benchmark"
     }
+
+
+def _checked(name):
+    """A candidate runner as ``checked_against`` marks one (not the trusted computation)."""
+    run = lambda: name  # noqa: E731
+    run.checked = True
+    return run
+
+
+def test_a_skipped_candidate_is_never_run_nor_read_back(store, monkeypatch):
+    runners = {"a": lambda: "a", "b": _checked("b"), "c": _checked("c")}
+    first, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    assert first.pick("k", CPU, runners) == "b" and timed == ["a", "b", "c"]
+    choice_store.STORE.forget()
+    monkeypatch.setenv(choices.ENV_SKIP, " T:b ")  # stored as the choice for "k": not read back either
+    second, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    assert second.pick("k", CPU, runners) == "c" and timed == ["a", "c"]
+    assert second.choices()["k"].errors == {"b": f"skipped ({choices.ENV_SKIP})"}
+    monkeypatch.setenv(choices.ENV_SKIP, "c,stem:b")  # a bare name: every choice's; another choice's entry
+    third, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    assert third.pick("k2", CPU, runners) == "b" and timed == ["a", "b"]
+    monkeypatch.setenv(choices.ENV_SKIP, "b,c")  # only the trusted one left: nothing to measure
+    fourth, timed = _measuring()
+    assert fourth.pick("k3", CPU, runners) == "a" and timed == []
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("t:a", "'t:a', the trusted computation"),
+        ("nosuch:b", "no measured choice is called 'nosuch'; the choices are auto, backward, bn_train, chain, "),
+        ("b c", "cannot read 'b c'"),
+        ("t:", "cannot read 't:'"),
+    ],
+)
+def test_a_bad_skip_list_is_an_error_that_says_why(store, monkeypatch, value, message):
+    monkeypatch.setenv(choices.ENV_SKIP, value)
+    chooser, timed = _measuring()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        chooser.pick("k", CPU, {"a": lambda: "a", "b": _checked("b")})
+    assert timed == []
+    if value != "t:a":  # a value that cannot be read: every reader of it refuses it
+        with pytest.raises(ValueError, match=re.escape(choices.ENV_SKIP)):
+            chooser.skipped("b")
+
+
+class _Backend:
+    """A stand-in backend whose block op is ``run``."""
+
+    def __init__(self, run):
+        self.op = lambda name: run
+        self.kernels = ("inception_block",)
+
+
+def _stand_in_backends(monkeypatch, **runs):
+    backends = {name: _Backend(run) for name, run in runs.items()}
+    monkeypatch.setattr(choices._backends, "availability", lambda name, device: None)
+    monkeypatch.setattr(choices._backends, "get", backends.__getitem__)
+
+
+def test_auto_measures_no_skipped_backend_and_captures_none(monkeypatch):
+    _stand_in_backends(
+        monkeypatch, cuda=lambda *a: torch.zeros(1), triton=lambda *a: torch.zeros(1), torch=lambda *a: torch.zeros(1)
+    )
+    ran = []
+    auto = choices.AutoBackend(
+        order=("cuda", "triton", "torch"), measure_on=("cpu",), timer=lambda fn, d, r: (ran.append(fn), 1.0)[1]
+    )
+    monkeypatch.setattr(choices.AutoBackend, "skipped", lambda self, name: name == "cuda")  # as auto:cuda would
+    args = (torch.zeros(1, 4, 3, 3), *(torch.zeros(2, 2),) * 8)
+    assert auto.choose(*args) == "triton" and len(ran) == 2
+    (choice,) = auto.choices().values()
+    assert choice.errors == {"cuda": f"skipped ({choices.ENV_SKIP})"}
+    auto.clear()
+    monkeypatch.setattr(choices, "capturing", lambda device: True)  # nothing measured: the first capture-ready
+    assert auto.choose(*args) == "torch"
+
+
+ILLEGAL = "AcceleratorError: CUDA error: an illegal memory access was encountered"
+
+
+def _faulting_gpu(monkeypatch, lost):
+    """Measuring on a stand-in "cuda:0" without a GPU: no capture, a fingerprint of its own, and
+    ``lost`` (a list) saying whether the context is gone (with ``lost[0]``'s state, else a kernel's
+    illegal address)."""
+    monkeypatch.setattr(choices, "capturing", lambda device: False)
+    monkeypatch.setattr(
+        choices,
+        "_context_fault",
+        lambda device: (lost[0] if isinstance(lost[0], tuple) else (True, ILLEGAL)) if lost else None,
+    )
+    real = choice_store.fingerprint
+    monkeypatch.setattr(choice_store, "fingerprint", lambda d: {**real(CPU), "device": "cuda", "hardware": "stand-in"})
+    return torch.device("cuda", 0)
+
+
+def _faulting(lost, seconds, raises=True):
+    """A chooser timed by a stand-in, and its candidates: "a" (trusted), "b" (checked: it loses the
+    context, and raises where ``raises``, else returns as a fault on another stream would), "c"."""
+    timed = []
+
+    def timer(fn, device, repeats):
+        timed.append(fn())
+        return seconds[timed[-1]]
+
+    def fault():
+        lost.append(True)
+        if raises:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nlong details")
+        return "b"
+
+    fault.checked = True
+    chooser = choices.MeasuredChoice(measure_on=("cuda",), timer=timer, store_as="t")
+    return chooser, timed, {"a": lambda: "a", "b": fault, "c": _checked("c")}
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["raises", "returns"])
+def test_a_candidate_that_loses_the_cuda_context_is_named_recorded_and_skipped_later(store, monkeypatch, raises):
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, timed, runners = _faulting(lost, {"a": 2.0, "b": 0.5, "c": 1.0}, raises)
+    with pytest.raises(choices.CandidateFault) as raised:
+        chooser.pick("k", gpu, runners)
+    message = str(raised.value)
+    assert timed == (["a"] if raises else ["a", "b"]), "nothing runs after the context is lost"
+    assert (raised.value.choice, raised.value.candidate) == ("t", "b")
+    assert f"add it to {choices.ENV_SKIP} (comma-separated): {choices.ENV_SKIP}=t:b ;" in message
+    assert f"unusable ({ILLEGAL}; measuring 'k')" in message
+    (path,) = store.glob("choices-*.json")
+    assert f"measure without it (recorded in {path})" in message
+    assert json.loads(path.read_text())["choices"][choice_store.FAULTS] == {repr("t:b"): ILLEGAL}
+
+    choice_store.STORE.forget()  # a new process: it measures without "b", and says why once
+    lost.clear()
+    again, timed, runners = _faulting(lost, {"a": 2.0, "c": 1.0})
+    with pytest.warns(UserWarning, match=r"t:b is not measured on this GPU: it left the CUDA context unusable"):
+        assert again.pick("k2", gpu, runners) == "c"
+    assert timed == ["a", "c"] and not lost
+    assert again.choices()["k2"].errors["b"].startswith("skipped: it left the CUDA context unusable")
+
+
+def test_a_fault_not_written_to_the_store_does_not_say_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, str(tmp_path / "file"))
+    (tmp_path / "file").write_text("")  # the store's directory is a file: nothing can be written
+    choice_store.STORE.forget()
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, _, runners = _faulting(lost, {"a": 2.0})
+    with pytest.warns(UserWarning, match="cannot store"), pytest.raises(choices.CandidateFault) as raised:
+        chooser.pick("k", gpu, runners)
+    assert "recorded" not in str(raised.value) and f"{choices.ENV_SKIP}=t:b ;" in str(raised.value)
+    choice_store.STORE.forget()
+
+
+def test_an_error_that_leaves_the_context_usable_only_drops_the_candidate(store, monkeypatch):
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    monkeypatch.setattr(choices, "_context_fault", lambda device: None)
+    chooser, timed, runners = _faulting(lost, {"a": 2.0, "c": 1.0})
+    assert chooser.pick("k", gpu, runners) == "c" and timed == ["a", "c"]
+    assert chooser.choices()["k"].errors["b"].startswith("RuntimeError: CUDA error")
+    (path,) = store.glob("choices-*.json")
+    assert choice_store.FAULTS not in json.loads(path.read_text())["choices"]
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted candidate", "an error no kernel causes"])
+def test_a_lost_context_is_not_blamed_on_atens_computation_nor_for_a_hardware_error(store, monkeypatch, trusted):
+    lost = [] if trusted else [(False, "AcceleratorError: CUDA error: uncorrectable ECC error encountered")]
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, timed, runners = _faulting(lost, {})
+    if trusted:
+        del runners["b"].checked
+    else:  # lost from the start would blame nobody: lose it in "b" only
+        lost.clear()
+        state = (False, "AcceleratorError: CUDA error: uncorrectable ECC error encountered")
+        monkeypatch.setattr(choices, "_context_fault", lambda device: state if lost else None)
+    with pytest.raises(RuntimeError, match="unusable on cuda:0 while candidate 't:b' ran") as raised:
+        chooser.pick("k", gpu, {"b": runners["b"], "c": runners["c"]})
+    assert not isinstance(raised.value, choices.CandidateFault)
+    assert trusted or str(raised.value).endswith("; not recorded against it")
+    assert not list(store.glob("choices-*.json")), "nothing recorded"
+
+
+def test_a_context_lost_before_measuring_blames_no_candidate(store, monkeypatch):
+    lost = [True]  # an earlier kernel, not a candidate, failed
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, timed, runners = _faulting(lost, {"a": 2.0, "c": 1.0})
+    with pytest.raises(RuntimeError, match="is unusable .a kernel launched earlier failed.; nothing can be") as raised:
+        chooser.pick("k", gpu, {"c": runners["c"], "a": runners["a"]})
+    assert not isinstance(raised.value, choices.CandidateFault) and timed == []
+    assert not list(store.glob("choices-*.json")), "nothing recorded"
+
+
+def test_a_fault_inside_a_nested_choice_is_blamed_on_its_own_candidate(store, monkeypatch):
+    """The stem's forms run the pool's measured choice inside their timing: the pool's candidate
+    that faulted is named, not the stem's form that was being timed."""
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    inner, _, inner_runners = _faulting(lost, {"a": 2.0, "c": 1.0})
+    outer = choices.MeasuredChoice(measure_on=("cuda",), timer=lambda fn, d, r: (fn(), 1.0)[1], store_as="outer")
+    nested = _checked("nested")
+    nested_run = lambda: inner.pick("k", gpu, inner_runners)  # noqa: E731
+    nested_run.checked = True
+    with pytest.raises(choices.CandidateFault) as raised:
+        outer.pick("k", gpu, {"plain": lambda: "plain", "nested": nested_run, "other": nested})
+    assert (raised.value.choice, raised.value.candidate) == ("t", "b")
+    (path,) = store.glob("choices-*.json")
+    assert json.loads(path.read_text())["choices"][choice_store.FAULTS] == {repr("t:b"): ILLEGAL}
+
+
+def test_a_fault_in_a_compile_only_pass_is_named(store, monkeypatch):
+    """A compile-only pass runs the candidates that are no Triton kernel (cuDNN's, the extension's):
+    one that faults there is named and recorded as in a measurement."""
+    from inception_fast.compile_only import compile_only
+
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, timed, runners = _faulting(lost, {})
+    with compile_only(), pytest.raises(choices.CandidateFault, match=f"{choices.ENV_SKIP}=t:b ;"):
+        chooser.pick("k", gpu, runners)
+    (path,) = store.glob("choices-*.json")
+    assert repr("t:b") in json.loads(path.read_text())["choices"][choice_store.FAULTS]
+
+
+def test_auto_passes_a_candidate_fault_on_unwrapped(monkeypatch):
+    lost = []
+    monkeypatch.setattr(choices, "_context_fault", lambda device: (True, ILLEGAL) if lost else None)
+
+    def fault(*args):
+        lost.append(True)
+        raise RuntimeError("CUDA error: misaligned address")
+
+    _stand_in_backends(monkeypatch, torch=lambda *args: torch.zeros(1), bad=fault)
+    auto = choices.AutoBackend(order=("torch", "bad"), measure_on=("cpu",), timer=lambda fn, d, r: (fn(), 1.0)[1])
+    with pytest.raises(choices.CandidateFault, match=f"{choices.ENV_SKIP}=bad ;"):
+        auto.choose(torch.zeros(1, 4, 3, 3), *(torch.zeros(2, 2),) * 8)
+
+
+def test_a_candidate_fault_survives_pickling():
+    fault = choices.CandidateFault("message", "stem", "triton_rows")
+    again = __import__("pickle").loads(__import__("pickle").dumps(fault))
+    assert (str(again), again.choice, again.candidate) == ("message", "stem", "triton_rows")
+
+
+class _CudaError(RuntimeError):
+    """torch.AcceleratorError as torch sets it: the message, and the cudaError_t in error_code."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.error_code = code
+
+
+@pytest.mark.parametrize(
+    "error, state",
+    [
+        (None, None),
+        (_CudaError("CUDA error: an illegal memory access was encountered", 700), True),
+        (_CudaError("CUDA error: device-side assert triggered"), True),  # no code: told by its text
+        (_CudaError("CUDA kernel failed: cudaErrorIllegalAddress", 700), True),  # a code: told by it, whatever the text
+        (_CudaError("CUDA error: unspecified launch failure", 719), True),
+        (_CudaError("CUDA error: uncorrectable ECC error encountered", 214), False),
+        (_CudaError("CUDA error: the launch timed out and was terminated"), False),
+        (_CudaError("CUDA error: operation not permitted when stream is capturing", 900), None),  # another thread's
+        (_CudaError("CUDA error: operation failed due to a previous error during capture"), None),
+    ],
+)
+def test_a_lost_context_is_told_from_a_capture_elsewhere_and_a_kernels_fault_from_others(monkeypatch, error, state):
+    def synchronize(device):
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    found = choices._context_fault(torch.device("cuda", 0))
+    assert (found if found is None else found[0]) is state
+    assert found is None or found[1] == f"_CudaError: {error}"
+    assert choices._context_fault(CPU) is None
+
+
+@pytest.mark.gpu
+def test_gpu_a_kernel_that_faults_is_named_then_skipped_by_the_next_process(gpu, tmp_path):
+    """A real illegal address (a Triton store 4 TiB past its tensor) in a candidate's first run: the
+    process says which candidate and how to skip it, and records it; the next process on the same
+    GPU measures without it, as does one told to skip it with an empty store."""
+    script = textwrap.dedent(
+        """
+        import sys, torch, triton, triton.language as tl
+        from inception_fast import choices
+
+        @triton.jit
+        def _wild_store(out_ptr):
+            tl.store(out_ptr + (1 << 40), 1.0)
+
+        def wild():
+            out = torch.ones(1, device="cuda:0")
+            _wild_store[(1,)](out)
+            return out
+
+        trusted = lambda: torch.ones(1, device="cuda:0")
+        runners = {"aten": trusted, "wild": choices.checked_against(wild, trusted, "a wild store")}
+        chooser = choices.MeasuredChoice(store_as="gpu_fault_test")
+        try:
+            print("chose", chooser.pick(sys.argv[1], torch.device("cuda", 0), runners))
+        except choices.CandidateFault as exc:
+            print("fault", exc.choice, exc.candidate)
+            print(exc, file=sys.stderr)
+            sys.exit(3)
+        """
+    )
+
+    def run(key, store, **env):
+        environ = {k: v for k, v in os.environ.items() if k != choices.ENV_SKIP}
+        environ.update({choice_store.ENV_CHOICE_CACHE: str(store), **env})
+        return subprocess.run(
+            [sys.executable, "-c", script, key], env=environ, capture_output=True, text=True, timeout=240
+        )
+
+    first = run("first", tmp_path / "store")
+    assert first.returncode == 3 and first.stdout.split() == ["fault", "gpu_fault_test", "wild"], first.stderr[-2000:]
+    assert f"{choices.ENV_SKIP}=gpu_fault_test:wild ;" in first.stderr
+    second = run("second", tmp_path / "store")
+    assert second.returncode == 0 and second.stdout.split() == ["chose", "aten"], second.stderr[-2000:]
+    assert "gpu_fault_test:wild is not measured on this GPU" in second.stderr
+    told = run("third", tmp_path / "empty", **{choices.ENV_SKIP: "gpu_fault_test:wild"})
+    assert told.returncode == 0 and told.stdout.split() == ["chose", "aten"], told.stderr[-2000:]
+
+
+def test_precompile_passes_a_candidate_fault_on(store, monkeypatch):
+    """precompile() turns a forward that fails in its compile-only pass into its own error; a
+    candidate's fault in the pass reaches the caller as the CandidateFault that names it."""
+    from torch import nn
+
+    from inception_fast import precompiler
+
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    chooser, _, runners = _faulting(lost, {})
+
+    class Measuring(nn.Module):
+        def forward(self, x):
+            chooser.pick("k", gpu, runners)
+            return x
+
+    monkeypatch.setattr(precompiler, "_pool", lambda: object())  # as where Triton runs the pass
+    monkeypatch.setattr(precompiler, "_interpreted", lambda: True)
+    with pytest.raises(choices.CandidateFault, match=f"{choices.ENV_SKIP}=t:b ;"):
+        precompiler.precompile(Measuring().eval(), torch.zeros(1))

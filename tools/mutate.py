@@ -60,6 +60,9 @@ TRITON_POOL_SPLIT = ("tests/test_triton_pool_split.py", "-k", "fp32 or nan")
 TRITON_CHAIN = ("tests/test_triton_chain.py", "-k", "not sm90")
 # The precompile: compile-only pass, measured choices inside it, the workers and their cache keys.
 PRECOMPILE = ("tests/test_precompile.py",)
+# Measured candidates left out (INCEPTION_FAST_SKIP_CANDIDATES) or blamed for a lost CUDA context.
+FAULTS = ("tests/test_choice_store.py",)
+SUITE_FAULTS = ("tests/test_benchmarks_quick.py", "-k", "faulting_candidate or candidate_fault or skipped_candidates")
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -102,8 +105,9 @@ MUTANTS = [
     Mutant(
         "precompile_pass_keeps_choice",
         "inception_fast/choices.py",
-        "                    pass\n            return names[0]\n",
-        "                    pass\n            self._choices[key] = Choice(names[0])\n            return names[0]\n",
+        "lambda name: runners[name]())\n            return names[0]\n",
+        "lambda name: runners[name]())\n            self._choices[key] = Choice(names[0])\n"
+        "            return names[0]\n",
         PRECOMPILE,
         "a measured choice remembers the unmeasured first candidate of a compile-only pass",
     ),
@@ -883,6 +887,221 @@ MUTANTS = [
         "    yp = F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool)",
         ("tests/test_modules.py", "-k", "plain_convolutions"),
         "the block's form for torch.compile on CPU leaves out the pool branch's ReLU",
+    ),
+    Mutant(
+        "fault_blames_a_context_lost_before",
+        "inception_fast/choices.py",
+        "        if _context_fault(device) is not None:\n            raise RuntimeError(\n",
+        "        if False:\n            raise RuntimeError(\n",
+        FAULTS,
+        "a CUDA context lost before a choice measures is blamed on its first candidate that runs",
+    ),
+    Mutant(
+        "fault_blames_the_trusted",
+        "inception_fast/choices.py",
+        '        if not getattr(runner, "checked", False):  # ATen\'s own computation: not blamed\n',
+        "        if False:\n",
+        FAULTS,
+        "ATen's own computation is recorded as the faulting candidate",
+    ),
+    Mutant(
+        "fault_blames_hardware",
+        "inception_fast/choices.py",
+        "        if not kernel:  # an ECC error",
+        "        if False:  # an ECC error",
+        FAULTS,
+        "an error no kernel causes by itself (ECC, a launch timeout) is recorded against the candidate",
+    ),
+    Mutant(
+        "fault_capture_counts",
+        "inception_fast/choices.py",
+        '        if (isinstance(code, int) and 900 <= code <= 907) or "captur" in text.lower():\n',
+        "        if False:\n",
+        FAULTS,
+        "another thread's graph capture, refusing the probe's synchronize, reads as a lost context",
+    ),
+    Mutant(
+        "fault_code_ignored",
+        "inception_fast/choices.py",
+        "        if isinstance(code, int) and code > 0:\n",
+        "        if False:\n",
+        FAULTS,
+        "the error's cudaError_t is ignored: a fault is told by its text alone",
+    ),
+    Mutant(
+        "fault_only_when_raised",
+        "inception_fast/choices.py",
+        "            state = _context_fault(device)\n            if state is not None:\n"
+        "                raise self._fault(",
+        "            state = _context_fault(device) if error is not None else None\n            if state is not None:\n"
+        "                raise self._fault(",
+        FAULTS,
+        "a candidate that faults on a stream its timing did not wait for is not blamed (the next one is)",
+    ),
+    Mutant(
+        "fault_nested_reblamed",
+        "inception_fast/choices.py",
+        "            except CandidateFault:\n                raise\n"
+        "            except Exception as exc:  # noqa: BLE001 - measure",
+        "            except Exception as exc:  # noqa: BLE001 - measure",
+        FAULTS,
+        "a fault inside a choice measured within a candidate (the stem's pool) is blamed on the outer candidate",
+    ),
+    Mutant(
+        "fault_compile_pass_swallowed",
+        "inception_fast/choices.py",
+        "                self._each(key, device, runners, names, lambda name: runners[name]())\n",
+        "                for name in names:\n                    try:\n                        runners[name]()\n"
+        "                    except Exception:\n                        pass\n",
+        FAULTS,
+        "a candidate that faults in a compile-only pass (cuDNN's, the extension's run there) is named nowhere",
+    ),
+    Mutant(
+        "fault_precompile_wraps",
+        "inception_fast/precompiler.py",
+        "    except CandidateFault:  # a candidate that runs in the pass (no Triton kernel) faulted: it says which\n"
+        "        raise\n",
+        "",
+        FAULTS,
+        "precompile() wraps a candidate's fault in its own error, which names no candidate",
+    ),
+    Mutant(
+        "fault_claims_record",
+        "inception_fast/choice_store.py",
+        "                return False\n        return True\n",
+        "        return True\n",
+        FAULTS,
+        "a fault the store could not write is said to be recorded",
+    ),
+    Mutant(
+        "fault_not_recorded",
+        "inception_fast/choices.py",
+        "                path = choice_store.STORE.record_fault(self._entry(name), device, why)\n",
+        "                path = None\n",
+        FAULTS,
+        "a candidate that lost the CUDA context is not recorded: the next process runs it again",
+    ),
+    Mutant(
+        "fault_record_ignored",
+        "inception_fast/choices.py",
+        "        faulted = self._faulted(names, runners, device)\n",
+        "        faulted = {}\n",
+        FAULTS,
+        "a recorded fault is not read back: the next process measures the faulting candidate again",
+    ),
+    Mutant(
+        "fault_measures_on",
+        "inception_fast/choices.py",
+        "            if state is not None:\n"
+        "                raise self._fault(key, device, name, runners[name], state) from error\n",
+        "",
+        FAULTS,
+        "a lost CUDA context only drops the candidate: the others fail too and the fault is named nowhere",
+    ),
+    Mutant(
+        "skip_not_in_capture",
+        "inception_fast/choices.py",
+        '            names = [n for n in names if n == "torch" or not self.skipped(n)]  # (pick '
+        "measures what is not)\n",
+        "",
+        FAULTS,
+        "auto captures a skipped backend where a CUDA graph meets an unmeasured shape",
+    ),
+    Mutant(
+        "skip_ignored",
+        "inception_fast/choices.py",
+        "        return bool(entries) and ((None, name) in entries or (self.store_as, name) in entries)\n",
+        "        return False\n",
+        FAULTS,
+        "INCEPTION_FAST_SKIP_CANDIDATES is read but leaves nothing out",
+    ),
+    Mutant(
+        "skip_bare_name_ignored",
+        "inception_fast/choices.py",
+        "(None, name) in entries or (self.store_as, name) in entries",
+        "(self.store_as, name) in entries",
+        FAULTS,
+        "a bare candidate name in INCEPTION_FAST_SKIP_CANDIDATES leaves out nothing",
+    ),
+    Mutant(
+        "skip_trusted_allowed",
+        "inception_fast/choices.py",
+        '                if not getattr(runners[name], "checked", False):\n                    raise ValueError(\n',
+        "                if False:\n                    raise ValueError(\n",
+        FAULTS,
+        "INCEPTION_FAST_SKIP_CANDIDATES may leave out the trusted computation the others are checked against",
+    ),
+    Mutant(
+        "skip_stored_choice_used",
+        "inception_fast/choices.py",
+        "            if stored in names:\n",
+        "            if stored in runners:\n",
+        FAULTS,
+        "a stored choice naming a skipped candidate is read back and run",
+    ),
+    Mutant(
+        "suite_no_retry",
+        "benchmarks/suite_steps.sh",
+        '        if [[ -z "${RETRYING:-}" ]] && (( cap - secs >= 15 + ${STEP_MARGIN:-0} )); then\n',
+        "        if false; then\n",
+        SUITE_FAULTS,
+        "a suite step that met a faulting candidate is not run again without it",
+    ),
+    Mutant(
+        "suite_retry_without_time",
+        "benchmarks/suite_steps.sh",
+        "(( cap - secs >= 15 + ${STEP_MARGIN:-0} ))",
+        "(( cap - secs >= 15 ))",
+        SUITE_FAULTS,
+        "a step is run again with less of its cap left than its margin: it starts nothing",
+    ),
+    Mutant(
+        "suite_fault_json_overwritten",
+        "benchmarks/suite_steps.sh",
+        '            keep_fault_json "$@"\n',
+        "",
+        SUITE_FAULTS,
+        "the run again overwrites the JSON of the rows the faulting run measured",
+    ),
+    Mutant(
+        "suite_keeps_caller_skips",
+        "benchmarks/suite_steps.sh",
+        'echo "$(skip_digest) $FOUND_SKIPS"',
+        'echo "$(skip_digest) $INCEPTION_FAST_SKIP_CANDIDATES"',
+        SUITE_FAULTS,
+        "the caller's own skipped candidates are kept as found faulting for later calls",
+    ),
+    Mutant(
+        "suite_kept_digest_ignored",
+        "benchmarks/suite_steps.sh",
+        '    if [[ "$digest" == "$(skip_digest)" && -n "${kept:-}" ]]; then\n',
+        '    if [[ -n "${kept:-}" ]]; then\n',
+        SUITE_FAULTS,
+        "another tree's or machine's faulting candidates are skipped",
+    ),
+    Mutant(
+        "suite_tests_skip_faults",
+        "benchmarks/suite_steps.sh",
+        "[[ $name != tests ]] && faults=",
+        "faults=",
+        SUITE_FAULTS,
+        "the suite's tests step, which tests every kernel, also adds its faults to the skipped candidates",
+    ),
+    Mutant(
+        "suite_cut_line_skips",
+        "benchmarks/suite_steps.sh",
+        "grep -o 'INCEPTION_FAST_SKIP_CANDIDATES=[a-z0-9_:]* ;' | sed 's/^[^=]*=//; s/ ;$//'",
+        "grep -o 'INCEPTION_FAST_SKIP_CANDIDATES=[a-z0-9_:]*' | sed 's/^[^=]*=//'",
+        SUITE_FAULTS,
+        "the suite takes a candidate's name from a line pytest cut short",
+    ),
+    Mutant(
+        "first_forward_fault_cut",
+        "benchmarks/first_forward.py",
+        '        fault = [line for line in lines if "CandidateFault: " in line][-1:]\n',
+        '        fault = [line for line in lines[-1:] if "CandidateFault: " in line]\n',
+        SUITE_FAULTS,
+        "first_forward keeps only the start of a CandidateFault line: the suite never learns the candidate",
     ),
 ]
 

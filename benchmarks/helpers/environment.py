@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import warnings
@@ -58,6 +59,8 @@ def environment(device: Optional[torch.device] = None) -> dict:
         "machine": platform.machine(),
         "device": device.type,
         "cpu_threads": torch.get_num_threads(),
+        # the measured candidates left out (the GPU suite sets it after a candidate's fault)
+        "skipped_candidates": os.environ.get("INCEPTION_FAST_SKIP_CANDIDATES", "").strip() or None,
     }
     for mod in ("triton", "torchvision", "inception_fast"):
         try:
