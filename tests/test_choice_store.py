@@ -554,7 +554,7 @@ def test_gpu_a_kernel_that_faults_is_named_then_skipped_by_the_next_process(gpu,
     GPU measures without it, as does one told to skip it with an empty store."""
     script = textwrap.dedent(
         """
-        import sys, torch, triton, triton.language as tl
+        import os, sys, torch, triton, triton.language as tl
         from inception_fast import choices
 
         @triton.jit
@@ -572,17 +572,20 @@ def test_gpu_a_kernel_that_faults_is_named_then_skipped_by_the_next_process(gpu,
         try:
             print("chose", chooser.pick(sys.argv[1], torch.device("cuda", 0), runners))
         except choices.CandidateFault as exc:
-            print("fault", exc.choice, exc.candidate)
-            print(exc, file=sys.stderr)
-            sys.exit(3)
+            print("fault", exc.choice, exc.candidate, flush=True)
+            print(exc, file=sys.stderr, flush=True)
+            os._exit(3)  # (no teardown on the dead context)
         """
     )
+
+    path = tmp_path / "wild_store.py"  # (Triton compiles kernels defined in a file only)
+    path.write_text(script)
 
     def run(key, store, **env):
         environ = {k: v for k, v in os.environ.items() if k != choices.ENV_SKIP}
         environ.update({choice_store.ENV_CHOICE_CACHE: str(store), **env})
         return subprocess.run(
-            [sys.executable, "-c", script, key], env=environ, capture_output=True, text=True, timeout=240
+            [sys.executable, str(path), key], env=environ, capture_output=True, text=True, timeout=240
         )
 
     first = run("first", tmp_path / "store")
