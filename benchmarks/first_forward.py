@@ -47,12 +47,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from inception_fast.choices import ENV_SKIP
 from inception_fast.cli import (
     HelpFormatter,
     UsageError,
@@ -160,17 +162,21 @@ def run_child(kind: str, device: str, batch: int, dtype: str, size: int, env: di
     if "RESULT " in found:
         return found["RESULT "]
     row = dict(found.get("FIRST ", {}))
+    reached = "tuned" if row else "first result"
+    lines = (stderr or stdout).strip().splitlines()
+    # A candidate's fault: its line (a dead CUDA context's teardown may print more after it, or hang),
+    # also whole on stderr for the suite, and the candidate it names for the rows after this one.
+    fault = [line for line in lines if "CandidateFault: " in line][-1:]
+    if fault:
+        print(f"[first_forward] {kind} batch {batch}: {fault[0]}", file=sys.stderr, flush=True)
+        named = re.search(r"INCEPTION_FAST_SKIP_CANDIDATES=([a-z0-9_:]+) ;", fault[0])
+        if named:
+            row["fault"] = named.group(1)
     if timed_out:
-        row["error"] = f"{'tuned' if row else 'first result'} not reached in {timeout:.0f} s"
+        row["error"] = f"{reached} not reached in {timeout:.0f} s"
     else:
-        lines = (stderr or stdout).strip().splitlines()
-        # A candidate's fault: its line (a dead CUDA context's teardown may print more after it),
-        # also whole on stderr for the suite, which skips the candidate it names at its end.
-        fault = [line for line in lines if "CandidateFault: " in line][-1:]
         tail = fault or lines[-1:] or ["no output"]
         row["error"] = f"rc={proc.returncode}: {tail[0][:200]}"
-        if fault:
-            print(f"[first_forward] {kind} batch {batch}: {fault[0]}", file=sys.stderr, flush=True)
     return row
 
 
@@ -283,6 +289,8 @@ def main(argv=None) -> int:
                 out["environment"] = environment(torch.device(args.device))
             except Exception as exc:  # (a device query that failed: the rows are written all the same)
                 out["environment_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        else:  # (no device queries in a stopped run; what the report's header needs of it)
+            out["environment"] = {"skipped_candidates": os.environ.get(ENV_SKIP, "").strip() or None}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return 1 if stopped or any("error" in r for r in rows) else 0
@@ -314,6 +322,9 @@ def run_rows(args, kinds, batches, deadline, plan, rows) -> None:
                     print(f"[first_forward] {label} batch {batch} {state} ...", file=sys.stderr, flush=True)
                     limit = row_timeout(args.timeout, deadline, plan[len(rows) - 1 :])
                     row.update(run_child(kind, args.device, batch, args.dtype, args.size, env, limit))
+                    if "fault" in row:  # the rows after this one run without the candidate that faulted
+                        skips = {*filter(None, os.environ.get(ENV_SKIP, "").split(",")), row["fault"]}
+                        os.environ[ENV_SKIP] = env[ENV_SKIP] = ",".join(sorted(skips))
 
 
 def print_rows(rows) -> None:

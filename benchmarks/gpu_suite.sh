@@ -422,10 +422,16 @@ done
 SIDE=()
 [[ -s "$STEPS/ceilings.json" ]] && SIDE+=(--ceilings "$STEPS/ceilings.json")
 ROWS=${#JSONS[@]}  # inputs with rows of their own (the ceilings have none)
-[[ -s "$STEPS/first.json" ]] && SIDE+=(--first "$STEPS/first.json") && ROWS=$((ROWS + 1))
-[[ -s "$STEPS/cold_start.json" ]] && SIDE+=(--cold-start "$STEPS/cold_start.json") && ROWS=$((ROWS + 1))
-for f in train_bwd.json train_bn.json; do
-    [[ -s "$STEPS/$f" ]] && SIDE+=(--train "$STEPS/$f") && ROWS=$((ROWS + 1))
+# side_json NAME: the step's JSON, else its run's before a candidate's fault (NAME.fault.json), else none.
+side_json() {
+    local f
+    for f in "$STEPS/$1.json" "$STEPS/$1.fault.json"; do [[ -s $f ]] && echo "$f" && return 0; done
+    return 1
+}
+SIDE_JSON=$(side_json first) && SIDE+=(--first "$SIDE_JSON") && ROWS=$((ROWS + 1))
+SIDE_JSON=$(side_json cold_start) && SIDE+=(--cold-start "$SIDE_JSON") && ROWS=$((ROWS + 1))
+for f in train_bwd train_bn; do
+    SIDE_JSON=$(side_json "$f") && SIDE+=(--train "$SIDE_JSON") && ROWS=$((ROWS + 1))
 done
 # The check call's report (first forward, cold start) is named apart from the bench call's.
 [[ $PART == check ]] && NAME="${NAME}_check"

@@ -10,7 +10,8 @@ log() { echo "[suite $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 # illegal address: every later CUDA call of that process fails) raises
 # inception_fast.choices.CandidateFault, whose message names it as
 # "INCEPTION_FAST_SKIP_CANDIDATES=choice:candidate ;".  A step (not the tests) that failed with one
-# runs again once, in what is left of its cap (where that leaves it time to start a case), and it and
+# runs again once, in what is left of its cap and the budget (where that leaves it time to start a
+# case), and it and
 # every later step run without that candidate (INCEPTION_FAST_SKIP_CANDIDATES, exported, with the
 # caller's entries).  The step's JSON from the failed run is kept beside the new one as
 # NAME.fault.json (gpu_suite.sh reports its rows where the run again did not reach them).  The
@@ -121,10 +122,13 @@ run_step() {
     if (( rc != 0 )) && [[ $name != tests ]] && faults=$(new_faults "$logfile" "$offset") && [[ -n $faults ]]; then
         add_skips "$faults" "step $name: CandidateFault"
         SUMMARY[-1]+=" (fault: $faults, skipped from here on)"
-        # (again only where what is left of the cap, less the margin in which no case starts, holds one)
-        if [[ -z "${RETRYING:-}" ]] && (( cap - secs >= 15 + ${STEP_MARGIN:-0} )); then
+        # Again only where what is left of the cap and of the budget, less the margin in which no
+        # case starts, holds one.
+        local again=$((cap - secs)) budget_left=$((DEADLINE - $(date +%s) - reserve))
+        (( budget_left < again )) && again=$budget_left
+        if [[ -z "${RETRYING:-}" ]] && (( again >= 15 + ${STEP_MARGIN:-0} )); then
             keep_fault_json "$@"
-            RETRYING=1 run_step "$name" $((cap - secs)) "$reserve" "$logfile" "$@"
+            RETRYING=1 run_step "$name" "$again" "$reserve" "$logfile" "$@"
         fi
     fi
     return 0

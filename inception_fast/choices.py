@@ -82,6 +82,7 @@ __all__ = [
     "CHAIN_CHOICE",
     "fp32_precision",
     "ENV_SKIP",
+    "ContextLost",
     "CandidateFault",
     "checked_against",
     "measuring_deferred",
@@ -286,7 +287,14 @@ def _skip_entries(raw: str) -> frozenset:
     return frozenset(entries)
 
 
-class CandidateFault(RuntimeError):
+class ContextLost(RuntimeError):
+    """The CUDA context became unusable while a measured choice ran its candidates: nothing more can
+    run on that GPU in this process.  As such, no candidate is blamed (ATen's own computation ran, or
+    the error is one no kernel causes by itself); a choice measured around this one passes it on
+    unchanged."""
+
+
+class CandidateFault(ContextLost):
     """A measured candidate failed on a GPU and left the process's CUDA context unusable (an illegal
     address, a device-side assert: every later CUDA call fails).  ``choice`` and ``candidate`` name
     it as INCEPTION_FAST_SKIP_CANDIDATES does; where the choice store is on it is recorded there,
@@ -313,18 +321,24 @@ _KERNEL_FAULTS = {
 
 def _context_fault(device: torch.device) -> Optional[tuple]:
     """None while ``device``'s CUDA context is usable (a synchronize refused because another thread
-    is capturing a CUDA graph, cudaError_t 900-907, says nothing about it); else (kernel, why):
-    whether the error is one a kernel causes by itself (``_KERNEL_FAULTS``: after such a sticky
-    error every CUDA call fails, a synchronize included) and the error in short."""
+    is capturing a CUDA graph, cudaError_t 900-907, says nothing about it, nor does an error that a
+    second synchronize does not meet again); else (kernel, why): whether the error is one a kernel
+    causes by itself (``_KERNEL_FAULTS``: after such a sticky error every CUDA call fails, a
+    synchronize included) and the error in short."""
     if device.type != "cuda":
         return None
     try:
         torch.cuda.synchronize(device)
-    except Exception as exc:  # noqa: BLE001 - any error here says the context is gone
+    except Exception as exc:  # noqa: BLE001 - any error here may say the context is gone
         code = getattr(exc, "error_code", None)  # torch.AcceleratorError's, where set
         text = str(exc)
         if (isinstance(code, int) and 900 <= code <= 907) or "captur" in text.lower():
             return None
+        try:
+            torch.cuda.synchronize(device)
+            return None  # an error reported once, not a lost context
+        except Exception:  # noqa: BLE001 - sticky
+            pass
         if isinstance(code, int) and code > 0:
             kernel = code in _KERNEL_FAULTS
         else:
@@ -472,7 +486,7 @@ class MeasuredChoice:
                 return stored
         if compiling_only():  # each candidate once, for what it compiles; nothing measured or kept
             with torch.no_grad():  # (a candidate that is no Triton kernel, cuDNN's or the extension's, runs)
-                self._each(key, device, runners, names, lambda name: runners[name]())
+                self._each(key, device, runners, names, lambda name: (runners[name](), None)[1])
             return names[0]
         with MEASURING:  # one thread measures a miss; one that waited finds its answer
             hit = self.lookup(key)
@@ -490,7 +504,9 @@ class MeasuredChoice:
             raise RuntimeError(f"every candidate failed for {key} ({detail})")
         best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
         self._choices[key] = Choice(best, seconds, errors)
-        if self.store_as is not None:
+        # (Not a choice made without the candidates INCEPTION_FAST_SKIP_CANDIDATES left out: a process
+        # without it must measure them.  One made without a recorded fault is kept: so is the record.)
+        if self.store_as is not None and not any(self.skipped(n) for n in skipped or {}):
             choice_store.STORE.put(self.store_as, key, device, best)
         return best
 
@@ -500,8 +516,8 @@ class MeasuredChoice:
         that does not fit this GPU, say).  But where the CUDA context is unusable (checked before the
         first and after each, so a fault shows against the candidate that caused it, even one on a
         stream its timing did not wait for) nothing more can run: before the first, no candidate is
-        blamed; after one, ``_fault`` says which.  A CandidateFault of a choice measured inside a
-        candidate (the stem's pool) passes through."""
+        blamed; after one, ``_fault`` says which.  What a choice measured inside a candidate (the
+        stem's pool) found, a CandidateFault or a ContextLost, passes through as it is."""
         if _context_fault(device) is not None:
             raise RuntimeError(
                 f"inception_fast: the CUDA context on {device} is unusable (a kernel launched earlier failed); "
@@ -512,7 +528,7 @@ class MeasuredChoice:
             error = None
             try:
                 results[name] = call(name)
-            except CandidateFault:
+            except ContextLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - measure the others
                 error = exc
@@ -523,16 +539,17 @@ class MeasuredChoice:
                 errors[name] = short_error(error)
         return results, errors
 
-    def _fault(self, key, device: torch.device, name: str, runner, state: tuple) -> RuntimeError:
+    def _fault(self, key, device: torch.device, name: str, runner, state: tuple) -> ContextLost:
         """The error for ``device``'s CUDA context found unusable (``state``: ``_context_fault``'s)
         right after candidate ``name`` ran.  A checked candidate and an error a kernel causes: a
-        CandidateFault, recorded in the choice store (where it is on); else nobody is blamed."""
+        CandidateFault, recorded in the choice store (where it is on); else a ContextLost, which
+        blames nobody."""
         kernel, why = state
         where = f"on {device} while candidate {self._entry(name)!r} ran ({why}; measuring {key!r})"
         if not getattr(runner, "checked", False):  # ATen's own computation: not blamed
-            return RuntimeError(f"inception_fast: the CUDA context became unusable {where}")
+            return ContextLost(f"inception_fast: the CUDA context became unusable {where}")
         if not kernel:  # an ECC error, a launch timeout: not what a candidate's code does by itself
-            return RuntimeError(f"inception_fast: the CUDA context became unusable {where}; not recorded against it")
+            return ContextLost(f"inception_fast: the CUDA context became unusable {where}; not recorded against it")
         recorded = ""
         if self.store_as is not None:
             try:
@@ -623,7 +640,7 @@ class AutoBackend(MeasuredChoice):
             runners[name] = run
         try:
             return self.pick(key, x.device, runners)
-        except CandidateFault:
+        except ContextLost:
             raise
         except RuntimeError as exc:
             raise RuntimeError(f"backend 'auto': every backend failed on input shape {tuple(x.shape)}: {exc}") from exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .choices import CandidateFault
+from .choices import ContextLost
 from .packing import PackCache
 from .precompiler import precompile, training_part, workers_on
 from .timing import capture
@@ -61,7 +61,7 @@ class CapturedForward:
         if workers_on():
             try:  # every Triton binary compiled at once, before the warm-up runs
                 precompile(module, self.static_input, wait=True)
-            except CandidateFault:
+            except ContextLost:
                 raise
             except RuntimeError:  # a forward that cannot run compile-only: its launches compile
                 pass

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from .caches import LRUDict
-from .choices import CandidateFault, measuring_deferred, static_mode
+from .choices import ContextLost, measuring_deferred, static_mode
 from .compile_only import compile_only, compiling_only
 from .reference import GoogLeNet, Inception
 
@@ -114,7 +114,7 @@ def precompile(module: nn.Module, *inputs: torch.Tensor, wait: bool = True) -> d
     try:
         with compile_only() as recorded, torch.no_grad():
             module(*inputs)
-    except CandidateFault:  # a candidate that runs in the pass (no Triton kernel) faulted: it says which
+    except ContextLost:  # a lost CUDA context (a candidate run in the pass, no Triton kernel): as it is
         raise
     except Exception as exc:
         raise RuntimeError(
@@ -212,7 +212,7 @@ def forward_after_precompile(module: nn.Module, triton_allowed: bool, x: torch.T
     done[key] = []  # once, even where the pass fails
     try:
         precompile(module, x, wait=False)
-    except CandidateFault:
+    except ContextLost:
         raise
     except Exception:  # a precompile that fails only leaves the compiles to the forward
         pass

@@ -905,6 +905,10 @@ run_step tests 60 0 "$LOG" bash -c "$fault" conv_relu:triton
 # Too little of its cap left for a case to start: not run again.
 STEP_MARGIN=10 run_step short 20 0 "$LOG" bash -c "$fault" head:triton
 run_step again 60 0 "$LOG" bash -c 'echo "saw [$INCEPTION_FAST_SKIP_CANDIDATES]"; exit 1'
+# Too little of the budget left (here 20 s before the reserve, 6 of them spent): not run again, and
+# its JSON stays where the report reads it.
+late='sleep 6; echo x > "$2"; echo "To run without it: INCEPTION_FAST_SKIP_CANDIDATES=$0 ; x"; exit 1'
+run_step late 60 $((DEADLINE - $(date +%s) - 20)) "$LOG" bash -c "$late" fold:folded --json "$OUT/late.json"
 printf 'summary: %s\n' "${SUMMARY[@]}"
 echo "final [$INCEPTION_FAST_SKIP_CANDIDATES] failed=$FAILED"
 """
@@ -930,22 +934,24 @@ def test_a_suite_step_meeting_a_faulting_candidate_runs_again_without_it(tmp_pat
         ["tests", "FAILED"],
         ["short", "FAILED"],
         ["again", "FAILED"],
+        ["late", "FAILED"],
     ]
     notes = [line for line in proc.stdout.splitlines() if "skipped from here on)" in line]
-    assert len(notes) == 2 and "(fault: pool:triton," in notes[0] and "(fault: head:triton," in notes[1], proc.stdout
-    assert proc.stdout.strip().splitlines()[-1] == "final [head:triton,pool:triton,stem:pad4] failed=1"
+    assert [note.split("(fault: ")[1].split(",")[0] for note in notes] == ["pool:triton", "head:triton", "fold:folded"]
+    assert proc.stdout.strip().splitlines()[-1] == "final [fold:folded,head:triton,pool:triton,stem:pad4] failed=1"
+    assert (tmp_path / "late.json").exists() and not (tmp_path / "late.fault.json").exists()
     assert (tmp_path / "bench.fault.json").read_text() == "first\n" and (
         tmp_path / "bench.json"
     ).read_text() == "again\n"
     digest, kept = (tmp_path / "kept" / "skips").read_text().split()
-    assert kept == "head:triton,pool:triton" and len(digest) == 64, "the caller's entries are not kept"
+    assert kept == "fold:folded,head:triton,pool:triton" and len(digest) == 64, "the caller's entries are not kept"
 
     def next_call(skip_file):
         script = f"REPO={REPO} LOG=/dev/null SKIP_FILE={skip_file}; source $REPO/benchmarks/suite_steps.sh; "
         script += 'load_skips > /dev/null; echo "[${INCEPTION_FAST_SKIP_CANDIDATES:-}]"'
         return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60).stdout.strip()
 
-    assert next_call(tmp_path / "kept" / "skips") == "[head:triton,pool:triton]"
+    assert next_call(tmp_path / "kept" / "skips") == "[fold:folded,head:triton,pool:triton]"
     (tmp_path / "other").write_text(f"{'0' * 64} pool:triton\n")  # another tree or machine
     assert next_call(tmp_path / "other") == "[]" and not (tmp_path / "other").exists()
 
@@ -963,6 +969,36 @@ def test_first_forward_passes_a_candidate_fault_on_whole(monkeypatch, capsys):
     row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 30.0)
     assert row == {"error": f"rc=1: {line[:200]}"}
     assert f"[first_forward] fused batch 1: {line}\n" in capsys.readouterr().err
+
+
+def test_first_forward_runs_its_later_rows_without_a_candidate_that_faulted(monkeypatch, tmp_path, capsys):
+    """A row whose process died of a CandidateFault (here also one cut at its time limit, hanging
+    after the fault) names the candidate; the rows after it run with it in
+    INCEPTION_FAST_SKIP_CANDIDATES, and the JSON's environment says so."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import first_forward
+
+    child = (
+        "import json, os, sys, time\n"
+        "skips = os.environ.get('INCEPTION_FAST_SKIP_CANDIDATES', '')\n"
+        "if not skips:\n"
+        "    print('inception_fast.choices.CandidateFault: ... INCEPTION_FAST_SKIP_CANDIDATES=stem:triton ; x',"
+        " file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+        "times = {'to_first_result_s': 1.5, 'first_forward_s': 1.0, 'to_tuned_s': 2.0, 'steady_forward_s': 0.01}\n"
+        "print('RESULT ' + json.dumps({**times, 'seen': skips}))\n"
+    )
+    monkeypatch.setattr(first_forward, "CHILD", child)
+    monkeypatch.delenv("INCEPTION_FAST_SKIP_CANDIDATES", raising=False)
+    out = tmp_path / "first.json"
+    args = ["--device", "cpu", "--batches", "1", "--no-compile", "--timeout", "4", "--json", str(out)]
+    assert first_forward.main(args) == 1  # the cold row failed
+    cold, warm = json.loads(out.read_text())["rows"]
+    assert cold["fault"] == "stem:triton" and cold["error"] == "first result not reached in 4 s"
+    assert warm["seen"] == "stem:triton" and "error" not in warm
+    assert json.loads(out.read_text())["environment"]["skipped_candidates"] == "stem:triton"
+    assert "INCEPTION_FAST_SKIP_CANDIDATES=stem:triton ;" in capsys.readouterr().err
+    assert os.environ.pop("INCEPTION_FAST_SKIP_CANDIDATES") == "stem:triton"
 
 
 def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):

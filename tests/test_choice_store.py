@@ -286,6 +286,8 @@ def test_a_skipped_candidate_is_never_run_nor_read_back(store, monkeypatch):
     second, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
     assert second.pick("k", CPU, runners) == "c" and timed == ["a", "c"]
     assert second.choices()["k"].errors == {"b": f"skipped ({choices.ENV_SKIP})"}
+    (path,) = store.glob("choices-*.json")
+    assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "a choice made without b is not kept"
     monkeypatch.setenv(choices.ENV_SKIP, "c,stem:b")  # a bare name: every choice's; another choice's entry
     third, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
     assert third.pick("k2", CPU, runners) == "b" and timed == ["a", "b"]
@@ -478,6 +480,22 @@ def test_a_fault_inside_a_nested_choice_is_blamed_on_its_own_candidate(store, mo
     assert json.loads(path.read_text())["choices"][choice_store.FAULTS] == {repr("t:b"): ILLEGAL}
 
 
+def test_a_context_lost_by_a_nested_choices_aten_computation_blames_no_candidate(store, monkeypatch):
+    """The pool's choice inside the stem's form loses the context while ATen's pool runs: the stem's
+    form that was being timed is not blamed either."""
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    inner, _, inner_runners = _faulting(lost, {})
+    del inner_runners["b"].checked  # ATen's, trusted
+    outer = choices.MeasuredChoice(measure_on=("cuda",), timer=lambda fn, d, r: (fn(), 1.0)[1], store_as="outer")
+    nested_run = lambda: inner.pick("k", gpu, {"b": inner_runners["b"], "c": inner_runners["c"]})  # noqa: E731
+    nested_run.checked = True
+    with pytest.raises(choices.ContextLost, match="while candidate 't:b' ran") as raised:
+        outer.pick("k", gpu, {"plain": lambda: "plain", "nested": nested_run})
+    assert not isinstance(raised.value, choices.CandidateFault)
+    assert not list(store.glob("choices-*.json")), "nothing recorded"
+
+
 def test_a_fault_in_a_compile_only_pass_is_named(store, monkeypatch):
     """A compile-only pass runs the candidates that are no Triton kernel (cuDNN's, the extension's):
     one that faults there is named and recorded as in a measurement."""
@@ -533,11 +551,17 @@ class _CudaError(RuntimeError):
         (_CudaError("CUDA error: the launch timed out and was terminated"), False),
         (_CudaError("CUDA error: operation not permitted when stream is capturing", 900), None),  # another thread's
         (_CudaError("CUDA error: operation failed due to a previous error during capture"), None),
+        ("once", None),  # an error the second synchronize does not meet again: not a lost context
     ],
 )
 def test_a_lost_context_is_told_from_a_capture_elsewhere_and_a_kernels_fault_from_others(monkeypatch, error, state):
+    calls = []
+
     def synchronize(device):
-        if error is not None:
+        calls.append(device)
+        if error == "once" and len(calls) == 1:
+            raise _CudaError("CUDA error: an illegal memory access was encountered", 700)
+        if error is not None and error != "once":
             raise error
 
     monkeypatch.setattr(torch.cuda, "synchronize", synchronize)

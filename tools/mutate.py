@@ -62,7 +62,11 @@ TRITON_CHAIN = ("tests/test_triton_chain.py", "-k", "not sm90")
 PRECOMPILE = ("tests/test_precompile.py",)
 # Measured candidates left out (INCEPTION_FAST_SKIP_CANDIDATES) or blamed for a lost CUDA context.
 FAULTS = ("tests/test_choice_store.py",)
-SUITE_FAULTS = ("tests/test_benchmarks_quick.py", "-k", "faulting_candidate or candidate_fault or skipped_candidates")
+SUITE_FAULTS = (
+    "tests/test_benchmarks_quick.py",
+    "-k",
+    "faulting_candidate or candidate_fault or skipped_candidates or faulted",
+)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -105,9 +109,8 @@ MUTANTS = [
     Mutant(
         "precompile_pass_keeps_choice",
         "inception_fast/choices.py",
-        "lambda name: runners[name]())\n            return names[0]\n",
-        "lambda name: runners[name]())\n            self._choices[key] = Choice(names[0])\n"
-        "            return names[0]\n",
+        "(runners[name](), None)[1])\n            return names[0]\n",
+        "(runners[name](), None)[1])\n            self._choices[key] = Choice(names[0])\n            return names[0]\n",
         PRECOMPILE,
         "a measured choice remembers the unmeasured first candidate of a compile-only pass",
     ),
@@ -941,7 +944,7 @@ MUTANTS = [
     Mutant(
         "fault_nested_reblamed",
         "inception_fast/choices.py",
-        "            except CandidateFault:\n                raise\n"
+        "            except ContextLost:\n                raise\n"
         "            except Exception as exc:  # noqa: BLE001 - measure",
         "            except Exception as exc:  # noqa: BLE001 - measure",
         FAULTS,
@@ -950,7 +953,7 @@ MUTANTS = [
     Mutant(
         "fault_compile_pass_swallowed",
         "inception_fast/choices.py",
-        "                self._each(key, device, runners, names, lambda name: runners[name]())\n",
+        "                self._each(key, device, runners, names, lambda name: (runners[name](), None)[1])\n",
         "                for name in names:\n                    try:\n                        runners[name]()\n"
         "                    except Exception:\n                        pass\n",
         FAULTS,
@@ -959,7 +962,7 @@ MUTANTS = [
     Mutant(
         "fault_precompile_wraps",
         "inception_fast/precompiler.py",
-        "    except CandidateFault:  # a candidate that runs in the pass (no Triton kernel) faulted: it says which\n"
+        "    except ContextLost:  # a lost CUDA context (a candidate run in the pass, no Triton kernel): as it is\n"
         "        raise\n",
         "",
         FAULTS,
@@ -1042,7 +1045,7 @@ MUTANTS = [
     Mutant(
         "suite_no_retry",
         "benchmarks/suite_steps.sh",
-        '        if [[ -z "${RETRYING:-}" ]] && (( cap - secs >= 15 + ${STEP_MARGIN:-0} )); then\n',
+        '        if [[ -z "${RETRYING:-}" ]] && (( again >= 15 + ${STEP_MARGIN:-0} )); then\n',
         "        if false; then\n",
         SUITE_FAULTS,
         "a suite step that met a faulting candidate is not run again without it",
@@ -1050,8 +1053,8 @@ MUTANTS = [
     Mutant(
         "suite_retry_without_time",
         "benchmarks/suite_steps.sh",
-        "(( cap - secs >= 15 + ${STEP_MARGIN:-0} ))",
-        "(( cap - secs >= 15 ))",
+        "(( again >= 15 + ${STEP_MARGIN:-0} ))",
+        "(( again >= 15 ))",
         SUITE_FAULTS,
         "a step is run again with less of its cap left than its margin: it starts nothing",
     ),
@@ -1080,6 +1083,54 @@ MUTANTS = [
         "another tree's or machine's faulting candidates are skipped",
     ),
     Mutant(
+        "suite_retry_past_budget",
+        "benchmarks/suite_steps.sh",
+        "        (( budget_left < again )) && again=$budget_left\n",
+        "",
+        SUITE_FAULTS,
+        "a step is run again with less of the suite's budget left than a case needs (and its JSON moved aside)",
+    ),
+    Mutant(
+        "skip_choice_stored",
+        "inception_fast/choices.py",
+        "        if self.store_as is not None and not any(self.skipped(n) for n in skipped or {}):\n",
+        "        if self.store_as is not None:\n",
+        FAULTS,
+        "a choice made without the candidates INCEPTION_FAST_SKIP_CANDIDATES left out is stored for every process",
+    ),
+    Mutant(
+        "fault_lost_reblamed",
+        "inception_fast/choices.py",
+        "            except ContextLost:\n                raise\n",
+        "            except CandidateFault:\n                raise\n",
+        FAULTS,
+        "a nested choice's unblamed lost context is blamed on the outer candidate",
+    ),
+    Mutant(
+        "fault_one_off_error_counts",
+        "inception_fast/choices.py",
+        "            return None  # an error reported once, not a lost context\n",
+        "            pass\n",
+        FAULTS,
+        "an error a second synchronize does not meet again reads as a lost context",
+    ),
+    Mutant(
+        "first_forward_fault_kept_to_itself",
+        "benchmarks/first_forward.py",
+        '                        os.environ[ENV_SKIP] = env[ENV_SKIP] = ",".join(sorted(skips))\n',
+        "                        pass\n",
+        SUITE_FAULTS,
+        "first_forward's rows after a candidate's fault run it again",
+    ),
+    Mutant(
+        "first_forward_timeout_fault_lost",
+        "benchmarks/first_forward.py",
+        '    fault = [line for line in lines if "CandidateFault: " in line][-1:]\n    if fault:\n',
+        '    fault = [line for line in lines if "CandidateFault: " in line][-1:]\n    if fault and not timed_out:\n',
+        SUITE_FAULTS,
+        "a row cut at its time limit after a candidate's fault names no candidate",
+    ),
+    Mutant(
         "suite_tests_skip_faults",
         "benchmarks/suite_steps.sh",
         "[[ $name != tests ]] && faults=",
@@ -1098,8 +1149,8 @@ MUTANTS = [
     Mutant(
         "first_forward_fault_cut",
         "benchmarks/first_forward.py",
-        '        fault = [line for line in lines if "CandidateFault: " in line][-1:]\n',
-        '        fault = [line for line in lines[-1:] if "CandidateFault: " in line]\n',
+        '    fault = [line for line in lines if "CandidateFault: " in line][-1:]\n',
+        '    fault = [line for line in lines[-1:] if "CandidateFault: " in line]\n',
         SUITE_FAULTS,
         "first_forward keeps only the start of a CandidateFault line: the suite never learns the candidate",
     ),
