@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 
 from . import FusedGoogLeNet, GoogLeNet, available_backends, backends
+from .choices import ContextLost
 from .cli import (
     HelpFormatter,
     UsageError,
@@ -224,6 +225,8 @@ def main(argv=None) -> int:
         parser.error(str(exc))  # one line, exit code 2
     try:
         return _run(args, config)
+    except ContextLost as exc:  # a measured candidate lost the GPU's context: what it says, in one line
+        parser.exit(1, f"error: {exc}\n")
     except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if not is_allocation_failure(exc):
             raise

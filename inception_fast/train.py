@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import FusedGoogLeNet, GoogLeNet
+from .choices import ContextLost
 from .cli import (
     HelpFormatter,
     UsageError,
@@ -694,6 +695,8 @@ def main(argv=None) -> int:
         return _run(args)
     except UsageError as exc:
         parser.error(str(exc))  # one line, exit code 2
+    except ContextLost as exc:  # a measured candidate lost the GPU's context: what it says, in one line
+        parser.exit(1, f"error: {exc}\n")
     except (RuntimeError, MemoryError) as exc:
         if not is_allocation_failure(exc):
             raise

@@ -461,3 +461,22 @@ def test_running_out_of_memory_is_one_line(capsys):
     err = capsys.readouterr().err
     assert "error: out of memory on cpu at batch size(s) 1, image size 8000000x8000000" in err
     assert "Traceback" not in err
+
+
+def test_a_lost_gpu_context_is_one_line(capsys, monkeypatch):
+    """A measured candidate that faulted (choices.CandidateFault) ends the job with its own message,
+    which names the candidate and how to skip it, not a traceback."""
+    from inception_fast import __main__ as job
+    from inception_fast.choices import CandidateFault
+
+    def faulted(*args):
+        raise CandidateFault(
+            "inception_fast: candidate 'stem:triton_rows' failed ... INCEPTION_FAST_SKIP_CANDIDATES=x ;"
+        )
+
+    monkeypatch.setattr(job, "_run", faulted)
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cpu", "--batch-sizes", "1", "--no-progress"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: inception_fast: candidate 'stem:triton_rows' failed" in err and "Traceback" not in err

@@ -444,3 +444,17 @@ def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_pat
     moved = rel_error(flat(one, init), flat(init, init))
     assert moved > 10 * TOLERANCE["fp32"], f"the weights hardly moved ({moved:.1e}): the comparison could not fail"
     print(f"moved {moved:.2e}, DDP vs one process {err:.2e}")
+
+
+def test_a_lost_gpu_context_ends_training_in_one_line(capsys, monkeypatch):
+    from inception_fast import train as job
+    from inception_fast.choices import ContextLost
+
+    def lost(args):
+        raise ContextLost("inception_fast: the CUDA context became unusable on cuda:0 while candidate 'pool:aten' ran")
+
+    monkeypatch.setattr(job, "_run", lost)
+    with pytest.raises(SystemExit) as exc:
+        job.main(["--epochs", "1"])
+    assert exc.value.code == 1
+    _one_line(capsys, "error: inception_fast: the CUDA context became unusable on cuda:0")

@@ -1131,6 +1131,22 @@ MUTANTS = [
         "a row cut at its time limit after a candidate's fault names no candidate",
     ),
     Mutant(
+        "cli_lost_context_traceback",
+        "inception_fast/__main__.py",
+        "    except ContextLost as exc:  # a measured candidate lost",
+        "    except ImportError as exc:  # a measured candidate lost",
+        ("tests/test_main.py", "-k", "lost_gpu_context"),
+        "python -m inception_fast ends with a traceback where a candidate lost the GPU's context",
+    ),
+    Mutant(
+        "train_lost_context_traceback",
+        "inception_fast/train.py",
+        "    except ContextLost as exc:  # a measured candidate lost",
+        "    except ImportError as exc:  # a measured candidate lost",
+        ("tests/test_train.py", "-k", "lost_gpu_context"),
+        "the training job ends with a traceback where a candidate lost the GPU's context",
+    ),
+    Mutant(
         "suite_tests_skip_faults",
         "benchmarks/suite_steps.sh",
         "[[ $name != tests ]] && faults=",
