@@ -11,9 +11,8 @@ log() { echo "[suite $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 # inception_fast.choices.CandidateFault, whose message names it as
 # "INCEPTION_FAST_SKIP_CANDIDATES=choice:candidate ;".  A step (not the tests) that failed with one
 # runs again once, in what is left of its cap and the budget (where that leaves it time to start a
-# case), and it and
-# every later step run without that candidate (INCEPTION_FAST_SKIP_CANDIDATES, exported, with the
-# caller's entries).  The step's JSON from the failed run is kept beside the new one as
+# case), and it and every later step run without that candidate (INCEPTION_FAST_SKIP_CANDIDATES,
+# exported, with the caller's entries).  The step's JSON from the failed run is kept beside the new one as
 # NAME.fault.json (gpu_suite.sh reports its rows where the run again did not reach them).  The
 # suite still exits 1: a candidate faulted.  The candidates found (not the caller's) are kept in
 # SKIP_FILE with a digest of the package's sources, the GPU and torch's version, for the next call on
