@@ -160,14 +160,6 @@ class ChoiceStore:
         self._lock = threading.Lock()
         self._warned: set = set()  # the warnings given: each once a process, not once a shape
 
-    def path(self, device: torch.device) -> Optional[pathlib.Path]:
-        """The file ``device``'s choices are kept in (None: the store is off)."""
-        return self._path(device)
-
-    def warn_once(self, message: str) -> None:
-        """Warns ``message`` (prefixed with the package's name) once a process."""
-        self._warn(message)
-
     def fault(self, candidate: str, device: torch.device) -> Optional[str]:
         """The error recorded for ``candidate`` ("choice:name") having left a CUDA context unusable
         on this fingerprint, or None."""
@@ -176,9 +168,10 @@ class ChoiceStore:
     def record_fault(self, candidate: str, device: torch.device, why: str) -> Optional[pathlib.Path]:
         """Records that ``candidate`` ("choice:name") left the CUDA context unusable (``why``); the
         file it is written in, or None (the store is off, or could not be written: warned)."""
-        return self._path(device) if self.put(FAULTS, candidate, device, why) else None
+        return self.put(FAULTS, candidate, device, why)
 
-    def _path(self, device: torch.device) -> Optional[pathlib.Path]:
+    def path(self, device: torch.device) -> Optional[pathlib.Path]:
+        """The file ``device``'s choices are kept in (None: the store is off)."""
         directory = store_dir()
         if directory is None:
             return None
@@ -188,7 +181,8 @@ class ChoiceStore:
             warnings.warn(f"inception_fast: measured choices are not stored: {short_error(exc)}", stacklevel=3)
             return None
 
-    def _warn(self, message: str) -> None:
+    def warn_once(self, message: str) -> None:
+        """Warns ``message`` (prefixed with the package's name) once a process."""
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(f"inception_fast: {message}", stacklevel=4)
@@ -197,13 +191,13 @@ class ChoiceStore:
         try:
             if not path.is_file():  # absent, or a directory or a FIFO (a read would wait on it)
                 if path.exists():
-                    self._warn(f"cannot read the stored choices {path}: not a regular file")
+                    self.warn_once(f"cannot read the stored choices {path}: not a regular file")
                 return {}
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
-            self._warn(f"cannot read the stored choices {path}: {exc.strerror or short_error(exc)}")
+            self.warn_once(f"cannot read the stored choices {path}: {exc.strerror or short_error(exc)}")
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -212,12 +206,14 @@ class ChoiceStore:
                 raise ValueError("not a choice file of this format")
             return {str(section): {str(k): str(v) for k, v in entries.items()} for section, entries in choices.items()}
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: also bad UTF-8
-            self._warn(f"ignoring the damaged stored choices {path} ({short_error(exc)}); they will be measured again")
+            self.warn_once(
+                f"ignoring the damaged stored choices {path} ({short_error(exc)}); they will be measured again"
+            )
             return {}
 
     def get(self, section: str, key, device: torch.device) -> Optional[str]:
         """The stored candidate for ``key`` of the choice ``section``, or None."""
-        path = self._path(device)
+        path = self.path(device)
         if path is None:
             return None
         with self._lock:
@@ -226,12 +222,12 @@ class ChoiceStore:
                 entries = self._files[path] = self._read(path)
             return entries.get(section, {}).get(repr(key))
 
-    def put(self, section: str, key, device: torch.device, name: str) -> bool:
-        """Stores ``name`` for ``key``, merged into the file as it is now on disk; whether it was
-        written (False: the store is off, or the write failed and was warned of)."""
-        path = self._path(device)
+    def put(self, section: str, key, device: torch.device, name: str) -> Optional[pathlib.Path]:
+        """Stores ``name`` for ``key``, merged into the file as it is now on disk; the file written,
+        or None (the store is off, or the write failed and was warned of)."""
+        path = self.path(device)
         if path is None:
-            return False
+            return None
         with self._lock:
             entries = self._read(path)
             for sec, known in self._files.get(path, {}).items():
@@ -254,9 +250,9 @@ class ChoiceStore:
                 if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
                 # (strerror: the message without the temporary file's random name)
-                self._warn(f"cannot store the measured choices in {path}: {exc.strerror or exc}")
-                return False
-        return True
+                self.warn_once(f"cannot store the measured choices in {path}: {exc.strerror or exc}")
+                return None
+        return path
 
     def forget(self) -> None:
         """Drops what this process read and warned of (the files stay): the next lookup reads them

@@ -319,6 +319,11 @@ _KERNEL_FAULTS = {
 }
 
 
+def _checked(run) -> bool:
+    """Whether candidate ``run`` entered through ``checked_against``: not the trusted computation."""
+    return getattr(run, "checked", False)
+
+
 def _context_fault(device: torch.device) -> Optional[tuple]:
     """None while ``device``'s CUDA context is usable (a synchronize refused because another thread
     is capturing a CUDA graph, cudaError_t 900-907, says nothing about it, nor does an error that a
@@ -438,7 +443,7 @@ class MeasuredChoice:
         skipped = {}
         for name in names:
             if self.skipped(name):
-                if not getattr(runners[name], "checked", False):
+                if not _checked(runners[name]):
                     raise ValueError(
                         f"{ENV_SKIP} names {self._entry(name)!r}, the trusted computation the other candidates "
                         "are checked against: it cannot be skipped"
@@ -453,7 +458,7 @@ class MeasuredChoice:
             return {}
         found = {}
         for name in names:
-            if getattr(runners[name], "checked", False):
+            if _checked(runners[name]):
                 why = choice_store.STORE.fault(self._entry(name), device)
                 if why is not None:
                     found[name] = f"skipped: it left the CUDA context unusable in an earlier process ({why})"
@@ -473,7 +478,7 @@ class MeasuredChoice:
         # either: the first candidate runs; while deferring, the trusted one.
         if len(names) == 1 or not self.can_measure(device):
             if deferring():
-                return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])
+                return next((n for n in names if not _checked(runners[n])), names[0])
             return names[0]
         faulted = self._faulted(names, runners, device)
         if faulted:
@@ -546,7 +551,7 @@ class MeasuredChoice:
         blames nobody."""
         kernel, why = state
         where = f"on {device} while candidate {self._entry(name)!r} ran ({why}; measuring {key!r})"
-        if not getattr(runner, "checked", False):  # ATen's own computation: not blamed
+        if not _checked(runner):  # ATen's own computation: not blamed
             return ContextLost(f"inception_fast: the CUDA context became unusable {where}")
         if not kernel:  # an ECC error, a launch timeout: not what a candidate's code does by itself
             return ContextLost(f"inception_fast: the CUDA context became unusable {where}; not recorded against it")

@@ -149,7 +149,7 @@ MUTANTS = [
     Mutant(
         "defer_takes_first_candidate",
         "inception_fast/choices.py",
-        '                return next((n for n in names if not getattr(runners[n], "checked", False)), names[0])\n',
+        "                return next((n for n in names if not _checked(runners[n])), names[0])\n",
         "                return names[0]\n",
         PRECOMPILE,
         "a deferred choice runs its first candidate (a kernel never checked on this shape) instead of the trusted one",
@@ -902,7 +902,7 @@ MUTANTS = [
     Mutant(
         "fault_blames_the_trusted",
         "inception_fast/choices.py",
-        '        if not getattr(runner, "checked", False):  # ATen\'s own computation: not blamed\n',
+        "        if not _checked(runner):  # ATen's own computation: not blamed\n",
         "        if False:\n",
         FAULTS,
         "ATen's own computation is recorded as the faulting candidate",
@@ -971,8 +971,8 @@ MUTANTS = [
     Mutant(
         "fault_claims_record",
         "inception_fast/choice_store.py",
-        "                return False\n        return True\n",
-        "        return True\n",
+        "                return None\n        return path\n",
+        "        return path\n",
         FAULTS,
         "a fault the store could not write is said to be recorded",
     ),
@@ -1029,7 +1029,7 @@ MUTANTS = [
     Mutant(
         "skip_trusted_allowed",
         "inception_fast/choices.py",
-        '                if not getattr(runners[name], "checked", False):\n                    raise ValueError(\n',
+        "                if not _checked(runners[name]):\n                    raise ValueError(\n",
         "                if False:\n                    raise ValueError(\n",
         FAULTS,
         "INCEPTION_FAST_SKIP_CANDIDATES may leave out the trusted computation the others are checked against",
