@@ -207,6 +207,8 @@ def _tuned(model: FusedGoogLeNet, x: torch.Tensor, on_gpu: bool) -> None:
     if on_gpu and workers_on():
         try:
             precompile(model, x)
+        except ContextLost:  # a candidate run in the pass lost the GPU's context: main's one error line
+            raise
         except (RuntimeError, ValueError):  # a forward that cannot run compile-only: it compiles itself
             pass
 

@@ -294,6 +294,12 @@ class ContextLost(RuntimeError):
     unchanged."""
 
 
+class _LostBeforeMeasuring(ContextLost):
+    """The ContextLost of a choice that found the CUDA context unusable before its first candidate.
+    Where that choice was measured inside another's candidate (the stem's forms run the pool's
+    choice), that candidate's own run lost it: the outer choice blames it (``MeasuredChoice._each``)."""
+
+
 class CandidateFault(ContextLost):
     """A measured candidate failed on a GPU and left the process's CUDA context unusable (an illegal
     address, a device-side assert: every later CUDA call fails).  ``choice`` and ``candidate`` name
@@ -521,10 +527,11 @@ class MeasuredChoice:
         that does not fit this GPU, say).  But where the CUDA context is unusable (checked before the
         first and after each, so a fault shows against the candidate that caused it, even one on a
         stream its timing did not wait for) nothing more can run: before the first, no candidate is
-        blamed; after one, ``_fault`` says which.  What a choice measured inside a candidate (the
-        stem's pool) found, a CandidateFault or a ContextLost, passes through as it is."""
+        blamed (a ContextLost); after one, ``_fault`` says which.  What a choice measured inside a
+        candidate (the stem's pool) found, a CandidateFault or a ContextLost, passes through as it
+        is, except a context it found lost before it began: that candidate's own run lost it."""
         if _context_fault(device) is not None:
-            raise RuntimeError(
+            raise _LostBeforeMeasuring(
                 f"inception_fast: the CUDA context on {device} is unusable (a kernel launched earlier failed); "
                 f"nothing can be measured for {key!r}"
             )
@@ -533,6 +540,8 @@ class MeasuredChoice:
             error = None
             try:
                 results[name] = call(name)
+            except _LostBeforeMeasuring as exc:  # this candidate lost it before its inner choice ran
+                error = exc
             except ContextLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - measure the others

@@ -457,10 +457,41 @@ def test_a_context_lost_before_measuring_blames_no_candidate(store, monkeypatch)
     lost = [True]  # an earlier kernel, not a candidate, failed
     gpu = _faulting_gpu(monkeypatch, lost)
     chooser, timed, runners = _faulting(lost, {"a": 2.0, "c": 1.0})
-    with pytest.raises(RuntimeError, match="is unusable .a kernel launched earlier failed.; nothing can be") as raised:
+    lost_before = "is unusable .a kernel launched earlier failed.; nothing can be"
+    with pytest.raises(choices.ContextLost, match=lost_before) as raised:
         chooser.pick("k", gpu, {"c": runners["c"], "a": runners["a"]})
     assert not isinstance(raised.value, choices.CandidateFault) and timed == []
     assert not list(store.glob("choices-*.json")), "nothing recorded"
+
+
+def test_a_context_an_outer_candidate_lost_before_its_nested_choice_is_blamed_on_it(store, monkeypatch):
+    """The stem's form loses the context with a kernel of its own, then runs the pool's choice, which
+    finds it lost before measuring: the stem's form is named, not "nobody"."""
+    lost = []
+    gpu = _faulting_gpu(monkeypatch, lost)
+    inner, inner_timed, inner_runners = _faulting(lost, {"a": 2.0, "c": 1.0})
+    outer = choices.MeasuredChoice(measure_on=("cuda",), timer=lambda fn, d, r: (fn(), 1.0)[1], store_as="outer")
+
+    def form():
+        lost.append(True)  # its own kernel faults on a stream nothing waited for
+        return inner.pick("k", gpu, {"c": inner_runners["c"], "a": inner_runners["a"]})
+
+    form.checked = True
+    with pytest.raises(choices.CandidateFault) as raised:
+        outer.pick("k", gpu, {"plain": lambda: "plain", "form": form})
+    assert (raised.value.choice, raised.value.candidate) == ("outer", "form") and inner_timed == []
+    assert "is unusable (a kernel launched earlier failed)" in str(raised.value.__cause__)
+    (path,) = store.glob("choices-*.json")
+    assert json.loads(path.read_text())["choices"][choice_store.FAULTS] == {repr("outer:form"): ILLEGAL}
+
+
+def test_auto_passes_a_context_lost_before_measuring_on_unwrapped(monkeypatch):
+    monkeypatch.setattr(choices, "_context_fault", lambda device: (True, ILLEGAL))
+    _stand_in_backends(monkeypatch, torch=lambda *args: torch.zeros(1), other=lambda *args: torch.zeros(1))
+    auto = choices.AutoBackend(order=("torch", "other"), measure_on=("cpu",), timer=lambda fn, d, r: (fn(), 1.0)[1])
+    with pytest.raises(choices.ContextLost, match="is unusable .a kernel launched earlier failed.") as raised:
+        auto.choose(torch.zeros(1, 4, 3, 3), *(torch.zeros(2, 2),) * 8)
+    assert "every backend failed" not in str(raised.value)
 
 
 def test_a_fault_inside_a_nested_choice_is_blamed_on_its_own_candidate(store, monkeypatch):

@@ -463,6 +463,23 @@ def test_running_out_of_memory_is_one_line(capsys):
     assert "Traceback" not in err
 
 
+def test_a_lost_gpu_context_in_the_precompile_pass_is_not_swallowed(monkeypatch):
+    """A candidate run in the job's compile-only pass (cuDNN's, the extension's) that loses the GPU's
+    context reaches main's one error line, rather than the next forward failing with CUDA's error."""
+    from inception_fast import __main__ as job
+    from inception_fast.choices import CandidateFault
+
+    def faulted(*args):
+        raise CandidateFault("inception_fast: candidate 'auto:cuda' failed ...", "auto", "cuda")
+
+    monkeypatch.setattr(job, "workers_on", lambda: True)
+    monkeypatch.setattr(job, "precompile", faulted)
+    with pytest.raises(CandidateFault):
+        job._tuned(None, None, True)
+    monkeypatch.setattr(job, "precompile", lambda *args: (_ for _ in ()).throw(RuntimeError("not compile-only")))
+    assert job._tuned(None, None, True) is None  # a forward that cannot run compile-only: it compiles itself
+
+
 def test_a_lost_gpu_context_is_one_line(capsys, monkeypatch):
     """A measured candidate that faulted (choices.CandidateFault) ends the job with its own message,
     which names the candidate and how to skip it, not a traceback."""

@@ -894,10 +894,36 @@ MUTANTS = [
     Mutant(
         "fault_blames_a_context_lost_before",
         "inception_fast/choices.py",
-        "        if _context_fault(device) is not None:\n            raise RuntimeError(\n",
-        "        if False:\n            raise RuntimeError(\n",
+        "        if _context_fault(device) is not None:\n            raise _LostBeforeMeasuring(\n",
+        "        if False:\n            raise _LostBeforeMeasuring(\n",
         FAULTS,
         "a CUDA context lost before a choice measures is blamed on its first candidate that runs",
+    ),
+    Mutant(
+        "fault_lost_before_plain",
+        "inception_fast/choices.py",
+        "            raise _LostBeforeMeasuring(\n",
+        "            raise RuntimeError(\n",
+        FAULTS,
+        "a CUDA context lost before a choice measures is a plain RuntimeError (auto: 'every backend failed')",
+    ),
+    Mutant(
+        "fault_lost_before_nested_unblamed",
+        "inception_fast/choices.py",
+        "            except _LostBeforeMeasuring as exc:  # this candidate lost it before its inner choice ran\n"
+        "                error = exc\n",
+        "",
+        FAULTS,
+        "a candidate that lost the context before the choice it runs inside measured is not blamed",
+    ),
+    Mutant(
+        "main_precompile_swallows_fault",
+        "inception_fast/__main__.py",
+        "        except ContextLost:  # a candidate run in the pass lost the GPU's context: main's one error line\n"
+        "            raise\n",
+        "",
+        ("tests/test_main.py", "-k", "lost_gpu_context"),
+        "the job's precompile pass swallows a candidate's fault; the next forward fails with CUDA's own error",
     ),
     Mutant(
         "fault_blames_the_trusted",
