@@ -476,7 +476,11 @@ def test_a_lost_gpu_context_in_the_precompile_pass_is_not_swallowed(monkeypatch)
     monkeypatch.setattr(job, "precompile", faulted)
     with pytest.raises(CandidateFault):
         job._tuned(None, None, True)
-    monkeypatch.setattr(job, "precompile", lambda *args: (_ for _ in ()).throw(RuntimeError("not compile-only")))
+
+    def not_compile_only(*args):
+        raise RuntimeError("precompile: the compile-only pass of the forward failed")
+
+    monkeypatch.setattr(job, "precompile", not_compile_only)
     assert job._tuned(None, None, True) is None  # a forward that cannot run compile-only: it compiles itself
 
 
