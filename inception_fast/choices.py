@@ -43,7 +43,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -82,6 +82,7 @@ __all__ = [
     "CHAIN_CHOICE",
     "fp32_precision",
     "ENV_SKIP",
+    "skip_entries",
     "ContextLost",
     "CandidateFault",
     "checked_against",
@@ -111,6 +112,16 @@ ENV_AUTO = "INCEPTION_FAST_AUTO"
 # candidate of every choice).  The trusted candidates cannot be skipped.
 ENV_SKIP = "INCEPTION_FAST_SKIP_CANDIDATES"
 _CHOICE_NAMES: set = set()  # every MeasuredChoice's store_as: what a "choice:" prefix may name
+# {store_as: the candidates it declares}: what a "choice:candidate" entry of a choice that declares
+# its candidates may name, and (their union) what a bare entry may name.  "<N>" in a declared name
+# stands for any number ("pad<N>": the stem's input padded to N channels).
+_DECLARED: dict = {}
+_TRUSTED: dict = {}  # {store_as: the trusted candidate it declares}: one no entry may name
+
+
+def _declares(declared: tuple, name: str) -> bool:
+    """Whether ``name`` is one of the ``declared`` candidate names."""
+    return any(re.fullmatch(re.escape(d).replace("<N>", "[0-9]+"), name) for d in declared)
 
 
 @dataclass(frozen=True)
@@ -283,8 +294,31 @@ def _skip_entries(raw: str) -> frozenset:
         if choice is not None and choice not in _CHOICE_NAMES:
             known = ", ".join(sorted(_CHOICE_NAMES))
             raise ValueError(f"{ENV_SKIP}={raw!r}: no measured choice is called {choice!r}; the choices are {known}")
+        if choice is not None and choice in _DECLARED and not _declares(_DECLARED[choice], name):
+            known = ", ".join(_DECLARED[choice])
+            raise ValueError(
+                f"{ENV_SKIP}={raw!r}: choice {choice!r} has no candidate {name!r}; its candidates are {known}"
+            )
+        every = tuple(dict.fromkeys(n for names in _DECLARED.values() for n in names))
+        if choice is None and not _declares(every, name):
+            known = ", ".join(sorted(every))
+            raise ValueError(
+                f"{ENV_SKIP}={raw!r}: no measured choice has a candidate {name!r}; the candidates are {known}"
+            )
+        trusted = [c for c, t in _TRUSTED.items() if t == name and choice in (None, c)]
+        if trusted:
+            raise ValueError(
+                f"{ENV_SKIP}={raw!r}: {name!r} is the trusted computation of {', '.join(sorted(trusted))}, "
+                "which the other candidates are checked against: it cannot be skipped"
+            )
         entries.add((choice, name))
     return frozenset(entries)
+
+
+def skip_entries() -> frozenset:
+    """INCEPTION_FAST_SKIP_CANDIDATES now, as (choice or None, candidate) pairs; a value that cannot
+    be read, or names a choice or candidate that does not exist, is a ValueError that says why."""
+    return _skip_entries(os.environ.get(ENV_SKIP, ""))
 
 
 class ContextLost(RuntimeError):
@@ -390,15 +424,26 @@ class MeasuredChoice:
         repeats: int = 5,
         timer: Callable[[Callable[[], object], torch.device, int], float] = _time_call,
         store_as: Optional[str] = None,
+        candidates: Optional[Sequence[str]] = None,
+        trusted: Optional[str] = None,
     ) -> None:
         self.measure_on = tuple(measure_on)
         self.repeats = repeats
         self.timer = timer
         self.store_as = store_as  # its name in the choice store (None: never stored)
+        # Every candidate name pick may be given (None: not declared, not checked), and the one it
+        # must be given as the trusted computation (not through checked_against) where it is offered
+        self.declared = None if candidates is None else tuple(candidates)
+        self.trusted = trusted
         if store_as is not None:
             if store_as == choice_store.FAULTS:
                 raise ValueError(f"store_as={store_as!r} is the store's section of faulted candidates")
             _CHOICE_NAMES.add(store_as)
+            if self.declared is not None:
+                _DECLARED[store_as] = tuple(dict.fromkeys(_DECLARED.get(store_as, ()) + self.declared))
+            if trusted is not None:  # (the candidate every other one is checked against)
+                _TRUSTED[store_as] = trusted
+            _skip_entries.cache_clear()  # (a value read before may name what is now declared)
         self._choices = LRUDict()
 
     def choices(self) -> dict:
@@ -436,7 +481,7 @@ class MeasuredChoice:
     def skipped(self, name: str) -> bool:
         """Whether INCEPTION_FAST_SKIP_CANDIDATES names this choice's candidate ``name`` (read at
         each call; an unreadable value is a ValueError that says why)."""
-        entries = _skip_entries(os.environ.get(ENV_SKIP, ""))
+        entries = skip_entries()
         return bool(entries) and ((None, name) in entries or (self.store_as, name) in entries)
 
     def _entry(self, name: str) -> str:
@@ -479,6 +524,11 @@ class MeasuredChoice:
         hit = self.lookup(key)
         if hit is not None:
             return hit
+        if self.declared is not None and not all(_declares(self.declared, n) for n in runners):
+            extra = ", ".join(repr(n) for n in runners if not _declares(self.declared, n))
+            raise ValueError(f"choice {self.store_as!r} was offered {extra}, which it does not declare")
+        if self.trusted in runners and _checked(runners[self.trusted]):
+            raise ValueError(f"choice {self.store_as!r} was offered its trusted {self.trusted!r} as a checked one")
         names, skipped = self._offered(list(runners), runners)
         # Where nothing may be measured (tracing, capture, static mode) nothing is read from disk
         # either: the first candidate runs; while deferring, the trusted one.
@@ -603,7 +653,7 @@ class AutoBackend(MeasuredChoice):
     """
 
     def __init__(self, order=AUTO_STATIC_ORDER, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(candidates=order, trusted="torch", **kwargs)
         self.order = tuple(order)
 
     def candidates(self, device: torch.device) -> list[str]:
@@ -636,7 +686,7 @@ class AutoBackend(MeasuredChoice):
         hit = self.lookup(key)
         if hit is not None:  # the common case, first: no availability checks, no closures
             return hit
-        names = self.candidates(x.device)
+        names = [n for n in self.candidates(x.device) if _takes_block(n, w3, w5)]
         if not names:
             raise RuntimeError(f"backend 'auto': none of {', '.join(self.order)} runs on {x.device}")
         if capturing(x.device) and not deferring():  # nothing measured: one with nothing to compile or tune
@@ -661,6 +711,13 @@ class AutoBackend(MeasuredChoice):
 
 
 AUTO = AutoBackend(store_as="auto")
+
+
+def _takes_block(name: str, w3: torch.Tensor, w5: torch.Tensor) -> bool:
+    """Whether backend ``name``'s inception_block takes a block with these branch weights (Triton's
+    launch 2: branch 2 3x3 only): one that does not is no candidate, measured or not."""
+    reason = _backends.get(name).block_reason
+    return reason is None or reason(w3, w5) is None
 
 
 class StemKey(NamedTuple):
@@ -724,20 +781,29 @@ class FoldKey(NamedTuple):
 
 
 # The stem's first conv + ReLU + maxpool1, per input shape and layout (inception_fast.stages).
-STEM_CHOICE = MeasuredChoice(store_as="stem")
+STEM_CHOICE = MeasuredChoice(
+    store_as="stem",
+    candidates=(
+        *("onednn", "channels_last", "pad<N>", "nchw"),  # ATen's (oneDNN's) forms, then the Triton ones
+        *("triton", "triton_conv", "triton_rows", "triton_rows_pool"),
+    ),
+    trusted="channels_last",
+)
 # conv2 and conv3 with bias + ReLU: ATen's three passes against cuDNN's fused op and, where the
 # model's backend allows it, the Triton implicit-GEMM kernel (backends/triton/conv_relu.py).
-CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu")
+CONV_RELU_CHOICE = MeasuredChoice(store_as="conv_relu", candidates=("aten", "cudnn_fused", "triton"), trusted="aten")
 # The max pools between stages: ATen's against the Triton pool that writes no argmax.
-POOL_CHOICE = MeasuredChoice(store_as="pool")
+POOL_CHOICE = MeasuredChoice(store_as="pool", candidates=("aten", "triton"), trusted="aten")
 # The same pools on CPU, and the "onednn" blocks' pool branch: ATen's against the compiled
 # extension's pool that writes no argmax and, for a 3x3/1 pool, a separable form.
-CPU_POOL_CHOICE = MeasuredChoice(measure_on=("cpu",), store_as="cpu_pool")
+CPU_POOL_CHOICE = MeasuredChoice(
+    measure_on=("cpu",), store_as="cpu_pool", candidates=("aten", "cpp", "separable"), trusted="aten"
+)
 # The eval-mode head: ATen's average pool + addmm against the Triton head (backends/triton/head.py).
-HEAD_CHOICE = MeasuredChoice(store_as="head")
+HEAD_CHOICE = MeasuredChoice(store_as="head", candidates=("aten", "triton"), trusted="aten")
 # A max pool and the block after it: "separate" (the pool as POOL_CHOICE runs it, then the block as
 # the model runs it) against "folded" (ops.pooled_inception_block on the triton backend).
-FOLD_CHOICE = MeasuredChoice(store_as="fold")
+FOLD_CHOICE = MeasuredChoice(store_as="fold", candidates=("separate", "folded"), trusted="separate")
 
 
 class ChainKey(NamedTuple):
@@ -756,7 +822,7 @@ class ChainKey(NamedTuple):
 # A run of consecutive blocks (3a-3b, 4a-4e, 5a-5b) and the max pool before it: "separate" (the pool
 # and each block as the model runs them, FOLD_CHOICE and AUTO included) against "chained"
 # (ops.inception_chain on the triton backend: each block's launch 2 joined with the next one's launch 1).
-CHAIN_CHOICE = MeasuredChoice(store_as="chain")
+CHAIN_CHOICE = MeasuredChoice(store_as="chain", candidates=("separate", "chained"), trusted="separate")
 
 
 class OpChoice(AutoBackend):

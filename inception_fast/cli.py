@@ -109,12 +109,13 @@ def check_environment() -> None:
     """UsageError for a bad value of this package's environment variables that the jobs would
     otherwise meet only in their first forward."""
     from .caches import cache_capacity
-    from .choices import static_mode
+    from .choices import skip_entries, static_mode
     from .stages import offers
 
     try:
         cache_capacity()
         static_mode()
+        skip_entries()
         offers("fold")
     except ValueError as exc:
         raise UsageError(str(exc)) from None

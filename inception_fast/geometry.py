@@ -28,6 +28,7 @@ __all__ = [
     "conv_out",
     "pool_out",
     "foldable",
+    "branch_kernels_reason",
     "PIXEL_ROW_LIMIT",
     "suggests_channels_last",
     "channels_last_input",
@@ -140,6 +141,17 @@ def foldable(kernel: int, stride: int, padding: int) -> Optional[str]:
 # The largest max pool (kernel, stride) the pooled form of backends/triton/conv_rows.py takes into
 # its epilogue: its tiles' patches of conv pixels are sized for it.
 ROWS_POOL_MAX = (3, 2)
+
+
+def branch_kernels_reason(w3: torch.Tensor, w5: torch.Tensor) -> Optional[str]:
+    """None where the Triton launch 2 takes the block's branch weights (branch 2 a 3x3 conv,
+    branch 3 a square conv of odd size), else why not."""
+    if tuple(w3.shape[-2:]) != (3, 3):
+        return f"branch 2 must be a 3x3 conv, got weight shape {tuple(w3.shape)}"
+    k5 = w5.shape[-1]
+    if k5 % 2 == 0 or w5.shape[-2] != k5:
+        return f"branch 3 must be a square conv of odd size, got weight shape {tuple(w5.shape)}"
+    return None
 
 
 def rows_pool_fits(kernel: int, stride: int) -> bool:

@@ -240,7 +240,7 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
 
 
 # FOLD_CHOICE's folded form and CHAIN_CHOICE's chained form measured slower than the stages run
-# separately at every shape on an H200 (2026-12-04, batch 1 and 256: folded 2-4x, chained 2-3x;
+# separately at every shape on an H200 (2026-12-04, batch 1 and 256: folded 2-5x, chained 2-3x;
 # benchmarks/results): FusedGoogLeNet offers them only where INCEPTION_FAST_EXTRA_CANDIDATES names
 # them ("fold", "chain", comma-separated, or "all"), and then measures them and runs them only where
 # faster, as before.  Off, a cold first forward compiles 39 fewer binaries at batch 256 (of 199).

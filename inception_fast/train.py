@@ -810,6 +810,12 @@ def _train(args, device: torch.device, dist: _Dist) -> int:
         )
         if dropped:
             print(f"note: each epoch's last batch ({dropped} image) is dropped: train-mode BatchNorm cannot take it")
+        repeated = len(sampler) * dist.world - len(data.train)
+        if repeated:
+            print(
+                f"note: the {len(data.train)} training images do not divide among {dist.world} processes: "
+                f"each epoch repeats {repeated} of them to fill the last batch (DistributedSampler)"
+            )
         if start >= args.epochs:
             print(f"{ckpt_path} already holds epoch {start} of {args.epochs}: nothing to train")
         elif args.stop_after is not None and start >= args.stop_after:

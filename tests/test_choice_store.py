@@ -26,7 +26,7 @@ def store(tmp_path, monkeypatch):
     choice_store.STORE.forget()
 
 
-def _measuring(name="t", seconds=None):
+def _measuring(name="t", seconds=None, candidates=None):
     """A chooser that measures on CPU with a stand-in timer; ``timed`` lists what it ran."""
     seconds = seconds or {"a": 2.0, "b": 1.0}
     timed = []
@@ -35,7 +35,7 @@ def _measuring(name="t", seconds=None):
         timed.append(fn())
         return seconds[timed[-1]]
 
-    return choices.MeasuredChoice(measure_on=("cpu",), timer=timer, store_as=name), timed
+    return choices.MeasuredChoice(measure_on=("cpu",), timer=timer, store_as=name, candidates=candidates), timed
 
 
 RUNNERS = {"a": lambda: "a", "b": lambda: "b"}
@@ -280,17 +280,18 @@ def _checked(name):
 
 def test_a_skipped_candidate_is_never_run_nor_read_back(store, monkeypatch):
     runners = {"a": lambda: "a", "b": _checked("b"), "c": _checked("c")}
-    first, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    seconds, abc = {"a": 3.0, "b": 1.0, "c": 2.0}, ("a", "b", "c")
+    first, timed = _measuring(seconds=seconds, candidates=abc)
     assert first.pick("k", CPU, runners) == "b" and timed == ["a", "b", "c"]
     choice_store.STORE.forget()
     monkeypatch.setenv(choices.ENV_SKIP, " T:b ")  # stored as the choice for "k": not read back either
-    second, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    second, timed = _measuring(seconds=seconds, candidates=abc)
     assert second.pick("k", CPU, runners) == "c" and timed == ["a", "c"]
     assert second.choices()["k"].errors == {"b": f"skipped ({choices.ENV_SKIP})"}
     (path,) = store.glob("choices-*.json")
     assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "a choice made without b is not kept"
-    monkeypatch.setenv(choices.ENV_SKIP, "c,stem:b")  # a bare name: every choice's; another choice's entry
-    third, timed = _measuring(seconds={"a": 3.0, "b": 1.0, "c": 2.0})
+    monkeypatch.setenv(choices.ENV_SKIP, "c,stem:triton")  # a bare name: every choice's; another choice's entry
+    third, timed = _measuring(seconds=seconds, candidates=abc)
     assert third.pick("k2", CPU, runners) == "b" and timed == ["a", "b"]
     monkeypatch.setenv(choices.ENV_SKIP, "b,c")  # only the trusted one left: nothing to measure
     fourth, timed = _measuring()
@@ -304,9 +305,20 @@ def test_a_skipped_candidate_is_never_run_nor_read_back(store, monkeypatch):
         ("nosuch:b", "no measured choice is called 'nosuch'; the choices are auto, backward, bn_train, chain, "),
         ("b c", "cannot read 'b c'"),
         ("t:", "cannot read 't:'"),
+        (
+            "pool:triton,stem:triton_row",
+            "choice 'stem' has no candidate 'triton_row'; its candidates are onednn, channels_last, pad<N>, nchw, ",
+        ),
+        ("stem:pad", "choice 'stem' has no candidate 'pad'"),
+        ("tritn", "no measured choice has a candidate 'tritn'; the candidates are "),
+        ("triton,pool:aten", "'aten' is the trusted computation of pool, which the other candidates are checked"),
+        ("aten", "'aten' is the trusted computation of conv_relu, cpu_pool, head, pool, which"),
+        ("stem:channels_last", "'channels_last' is the trusted computation of stem, which"),
     ],
 )
 def test_a_bad_skip_list_is_an_error_that_says_why(store, monkeypatch, value, message):
+    """Entries are checked against the choices and the candidates each declares (a bare name against
+    all of them)."""
     monkeypatch.setenv(choices.ENV_SKIP, value)
     chooser, timed = _measuring()
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -317,12 +329,40 @@ def test_a_bad_skip_list_is_an_error_that_says_why(store, monkeypatch, value, me
             chooser.skipped("b")
 
 
+def test_skip_entries_name_declared_candidates_and_a_choice_takes_only_those(store, monkeypatch):
+    """Every candidate the package's choices declare, bare or under its choice, and the stem's padded
+    forms for any channel count, are entries the variable takes; a choice offered a candidate it
+    does not declare refuses it (its declaration is what the variable's entries are checked against)."""
+    for chooser in (choices.AUTO, choices.BACKWARD, choices.STEM_CHOICE, choices.CHAIN_CHOICE, choices.CPU_POOL_CHOICE):
+        for name in chooser.declared:
+            if name == chooser.trusted:  # (an error: see the case above)
+                continue
+            name = name.replace("<N>", "16")
+            entries = choices._skip_entries(f"{chooser.store_as}:{name},{name}")
+            assert entries == {(chooser.store_as, name), (None, name)}
+    assert choices._skip_entries("stem:pad12") == {("stem", "pad12")}
+    from inception_fast import stages  # the stem's forms as stages offers them, for any input channels
+
+    forms = {*stages.STEM_TRITON_VARIANTS, *(f"pad{n}" for c in range(1, 17) for n in stages.stem_padded_channels(c))}
+    assert all(choices._declares(choices.STEM_CHOICE.declared, form) for form in forms)
+    chooser, timed = _measuring(name="declared", candidates=("a", "b"))
+    with pytest.raises(ValueError, match="choice 'declared' was offered 'c', which it does not declare"):
+        chooser.pick("k", CPU, {"a": lambda: "a", "c": _checked("c")})
+    assert timed == [] and chooser.pick("k", CPU, {"a": lambda: "a", "b": _checked("b")}) == "b"
+    trusting, timed = _measuring(name="trusting", candidates=("a", "b"))
+    trusting.trusted = "a"
+    with pytest.raises(ValueError, match="choice 'trusting' was offered its trusted 'a' as a checked one"):
+        trusting.pick("k", CPU, {"a": _checked("a"), "b": _checked("b")})
+    assert timed == []
+
+
 class _Backend:
     """A stand-in backend whose block op is ``run``."""
 
     def __init__(self, run):
         self.op = lambda name: run
         self.kernels = ("inception_block",)
+        self.block_reason = None  # takes every block
 
 
 def _stand_in_backends(monkeypatch, **runs):

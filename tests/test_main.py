@@ -212,12 +212,15 @@ def test_bad_value_from_the_command_line_is_one_line_without_traceback():
 
 
 def test_environment_and_a_full_disk_are_one_line(monkeypatch, capsys):
-    """A bad INCEPTION_FAST_CACHE_ENTRIES, INCEPTION_FAST_AUTO or INCEPTION_FAST_EXTRA_CANDIDATES is
-    refused before anything runs (each would be met in the first forward), and a --json that
-    cannot be written at the end (a full disk: /dev/full) is one line with exit code 1."""
+    """A bad INCEPTION_FAST_CACHE_ENTRIES, INCEPTION_FAST_AUTO, INCEPTION_FAST_SKIP_CANDIDATES or
+    INCEPTION_FAST_EXTRA_CANDIDATES is refused before anything runs (each would be met in the first
+    forward), and a --json that cannot be written at the end (a full disk: /dev/full) is one line
+    with exit code 1."""
     for variable, value, message in (
         ("INCEPTION_FAST_CACHE_ENTRIES", "0", "INCEPTION_FAST_CACHE_ENTRIES must be a positive integer, got '0'"),
         ("INCEPTION_FAST_AUTO", "off", "INCEPTION_FAST_AUTO='off': unknown; the one value is 'static'"),
+        ("INCEPTION_FAST_SKIP_CANDIDATES", "cpu_pool:cp", "INCEPTION_FAST_SKIP_CANDIDATES='cpu_pool:cp': choice 'cpu_"),
+        ("INCEPTION_FAST_SKIP_CANDIDATES", "cpu_pool:aten", "'aten' is the trusted computation of cpu_pool, which"),
         ("INCEPTION_FAST_EXTRA_CANDIDATES", "bogus", "INCEPTION_FAST_EXTRA_CANDIDATES='bogus': unknown form(s) bogus"),
     ):
         monkeypatch.setenv(variable, value)

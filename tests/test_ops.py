@@ -212,6 +212,27 @@ def test_auto_while_a_graph_captures_takes_a_backend_with_nothing_to_compile(fak
         assert chooser.choose(x, *packed) == "torch"
 
 
+@pytest.mark.skipif("triton" not in available_backends("cpu"), reason="needs triton under TRITON_INTERPRET=1")
+def test_auto_never_takes_a_backend_whose_kernels_refuse_the_branch_kernels(monkeypatch):
+    """A block whose branch 2 is not 3x3 (fuse() takes any odd k) is no candidate for the Triton
+    launch 2: auto passes over such a backend where it measures nothing too (static mode; the first
+    candidate on a GPU without the cuda extension is triton), so the forward runs, on torch."""
+    from inception_fast import choices, ops
+
+    monkeypatch.setenv(choices.ENV_AUTO, "static")
+    chooser = choices.AutoBackend(order=("triton", "torch"), measure_on=("cpu",))
+    block, x, packed = _packed_block()
+    assert chooser.choose(x, *packed) == "triton"
+    w3 = packed[4]
+    w3_5x5 = torch.randn(*w3.shape[:2], 5, 5).contiguous(memory_format=torch.channels_last)
+    wide = (*packed[:4], w3_5x5, *packed[5:])
+    assert chooser.choose(x, *wide) == "torch" and not chooser.choices()
+    monkeypatch.setattr(choices, "AUTO", chooser)
+    ops.inception_block(x, *wide, backend="auto")  # ran; triton's would raise
+    with pytest.raises(ValueError, match=re.escape("branch 2 must be a 3x3 conv, got weight shape (8, 4, 5, 5)")):
+        ops.inception_block(x, *wide, backend="triton")
+
+
 def test_auto_fails_clearly_when_every_backend_fails(fake_backends):
     _, x, packed = _packed_block()
     chooser = _chooser(fake_backends, ("broken", "broken2"), {})

@@ -14,7 +14,15 @@ import collections
 import pathlib
 import sys
 
-PLUGINS = ("torch_backend", "triton", "cuda_backend", "cpp_backend")
+
+def plugins(root: pathlib.Path) -> list:
+    """The backend modules the registry loads by name: the values of ``_MODULES`` in
+    backends/__init__.py ({backend name: relative module}), read from its source."""
+    for node in ast.parse((root / "backends" / "__init__.py").read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "_MODULES" for t in targets):
+            return sorted({m.lstrip(".") for m in ast.literal_eval(node.value).values()})
+    raise SystemExit(f"{root}/backends/__init__.py: no _MODULES table of the backends it loads by name")
 
 
 def modules(root: pathlib.Path) -> dict:
@@ -44,7 +52,7 @@ def graph(root: pathlib.Path, mods: dict) -> dict:
             elif isinstance(node, ast.Import):
                 edges[name].update(a.name for a in node.names if a.name in mods)
     registry = f"{root.name}.backends"
-    edges[registry].update(f"{registry}.{p}" for p in PLUGINS if f"{registry}.{p}" in mods)
+    edges[registry].update(f"{registry}.{p}" for p in plugins(root) if f"{registry}.{p}" in mods)
     return edges
 
 

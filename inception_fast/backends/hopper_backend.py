@@ -25,6 +25,7 @@ from typing import Optional
 
 import torch
 
+from .. import geometry
 from . import torch_backend
 from . import triton as triton_backend
 from .registry import Backend, register
@@ -65,5 +66,6 @@ for _name, _forward in (("hopper", _block_forward), ("hopper_tma2", _block_forwa
             _unavailable_reason,
             {"inception_block": _forward, "inception_block_backward": torch_backend.block_backward},
             dtype_reason=lambda device, dtype: triton_backend._dtype_reason(dtype),
+            block_reason=geometry.branch_kernels_reason,
         )
     )

@@ -34,6 +34,9 @@ class Backend:
     # Returns None when the backend computes in ``dtype`` on ``device`` (where it runs), else a
     # short reason why not; None: every dtype the ops take.
     dtype_reason: Optional[Callable[[torch.device, torch.dtype], Optional[str]]] = None
+    # Returns None when the backend's inception_block takes a block with these branch-2 and branch-3
+    # conv weights (w3, w5), else a short reason why not; None: every kernel the op takes.
+    block_reason: Optional[Callable[[torch.Tensor, torch.Tensor], Optional[str]]] = None
 
     def op(self, name: str) -> Callable:
         """The kernel for op ``name``, or a clear error naming the backends that implement it."""

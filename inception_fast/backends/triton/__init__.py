@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from ... import geometry
 from ..registry import Backend, register, sm80_reason
 
 _import_error: Optional[str] = None
@@ -158,5 +159,6 @@ register(
             "avgpool_linear": _avgpool_linear,
         },
         dtype_reason=lambda device, dtype: _dtype_reason(dtype),
+        block_reason=geometry.branch_kernels_reason,
     )
 )

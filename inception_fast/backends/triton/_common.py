@@ -557,11 +557,9 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 def check_branch_weights(w3: torch.Tensor, w5: torch.Tensor) -> None:
     """Launch 2's weight shapes: branch 2 a 3x3 conv, branch 3 a square conv of odd size."""
-    if tuple(w3.shape[-2:]) != (3, 3):
-        raise ValueError(f"branch 2 must be a 3x3 conv, got weight shape {tuple(w3.shape)}")
-    k5 = w5.shape[-1]
-    if k5 % 2 == 0 or w5.shape[-2] != k5:
-        raise ValueError(f"branch 3 must be a square conv of odd size, got weight shape {tuple(w5.shape)}")
+    why = geometry.branch_kernels_reason(w3, w5)
+    if why is not None:
+        raise ValueError(why)
 
 
 def row_unit(*tensors: torch.Tensor) -> int:
