@@ -1,7 +1,8 @@
 // The Python module inception_fast._C.  It exports nothing callable: importing
 // it loads this shared object, whose static TORCH_LIBRARY_IMPL blocks register
 // the CPU (and, in a CUDA build, CUDA) kernels of inception_fast::reduce_pool_
-// and inception_fast::branch_convs_ with the dispatcher.  The op schemas are
+// and inception_fast::branch_convs_, and the CPU kernel of
+// inception_fast::cpu_max_pool2d, with the dispatcher.  The op schemas are
 // defined in Python (inception_fast/ops.py); the dispatcher accepts kernels
 // registered before their schema.  `with_cuda` says whether CUDA kernels were
 // compiled in.

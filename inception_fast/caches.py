@@ -1,7 +1,7 @@
 """Bounded per-shape caches.
 
-Everything this package remembers per input shape (the measured choices: ``backend="auto"``, the
-stem, conv-ReLU and max-pool choices; the Triton launchers' tuned-config memos and tuning log)
+Everything this package remembers per input shape (every measured choice of
+``inception_fast.choices``; the Triton launchers' tuned-config memos and tuning log)
 is held in an ``LRUDict``: a server that sees many shapes keeps at most
 ``cache_capacity()`` entries in each, dropping the least recently used one (which is measured or
 tuned again if its shape comes back).  The cap is ``INCEPTION_FAST_CACHE_ENTRIES`` (default

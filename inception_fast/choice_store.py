@@ -4,9 +4,9 @@ on the same machine already measured.
 A process's first forward on CUDA measures every candidate of every measured choice (the block
 backends, the stem's forms, conv2/conv3, the pools); Triton's autotuners keep their results in
 Triton's cache directory, and this store keeps the measured choices beside them: one JSON file
-per *fingerprint* (the device's name and compute capability or the CPU's model, its thread count
-and AVX-512 pool setting, the torch, CUDA, cuDNN and Triton versions, and a hash of this package's
-code and compiled extension),
+per *fingerprint* (the device's name and compute capability and the cudnn.benchmark setting, or
+the CPU's model, its thread count and AVX-512 pool setting; the torch, CUDA, cuDNN and Triton
+versions, and a hash of this package's code and compiled extension),
 holding {choice name: {key: chosen candidate}}.  A choice is read back only by a process with the
 same fingerprint, so a new GPU model, new libraries or an edited kernel measure afresh (a new GPU
 driver alone does not: clear the store, or set INCEPTION_FAST_CHOICE_CACHE=off); and only the

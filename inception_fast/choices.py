@@ -29,10 +29,12 @@ choice store records it, and later processes on that GPU and code measure withou
 INCEPTION_FAST_SKIP_CANDIDATES leaves candidates out by name.
 
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
-``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured (off CUDA,
-while capturing a CUDA graph or tracing, with ``INCEPTION_FAST_AUTO=static``) each choice takes
-its first candidate; inside ``measuring_deferred()`` (FusedGoogLeNet's forwards while the workers
-compile its binaries, inception_fast.precompiler) each takes its trusted one and keeps nothing.
+``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured
+(off the devices a choice measures on, CUDA for all but ``CPU_POOL_CHOICE``; while capturing a
+CUDA graph or tracing; with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate,
+except that ``AUTO`` under a capture takes the first of ``AUTO_CAPTURE_READY``; inside
+``measuring_deferred()`` (FusedGoogLeNet's forwards while the workers compile its binaries,
+inception_fast.precompiler) each takes its trusted one and keeps nothing.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """What the command-line jobs (``__main__.py``, ``train.py``, the scripts in benchmarks/) share: the
-help formatter, and the checks of the values they take (device, backend, image size, seconds, an
-output file), each failing with a ``UsageError`` that the job reports as one argparse-style line
-(``parser.error``, exit code 2)."""
+help formatter; the checks of the values they take (device, backend, image size, seconds, an
+output file, this package's environment variables: ``check_environment``), each failing with a
+``UsageError`` that the job reports as one argparse-style line (``parser.error``, exit code 2),
+and the argparse types ``positive_int`` / ``positive_ints``; ``run_command``, which runs a job's
+body and turns Ctrl-C, a closed or full standard output and OS errors into one line and an exit
+code (``naming_file``, ``os_error_line``); ``is_allocation_failure`` / ``out_of_memory``, the
+one-line report of running out of memory."""
 
 from __future__ import annotations
 

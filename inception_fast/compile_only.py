@@ -5,7 +5,8 @@ Inside ``with compile_only() as recorded:`` (this thread only) every Triton laun
 (``backends/triton/_common.launch`` and the autotuned launches, all configs an autotuner would
 benchmark) adds to ``recorded.jobs`` the binaries it would compile (``compile_pool.record``) and to
 ``recorded.launches`` (kernel name, launch kwargs), and launches nothing; the measured choices
-run each of their candidates once, check none, measure none and remember nothing; host reads
+run each of their candidates once (a choice the choice store holds: its stored one), check none,
+measure none and remember nothing new; host reads
 of a launch's results (the chain's error flag) are skipped.  Every other op runs as usual, on
 tensors the skipped launches never wrote, so nothing a compile-only pass returns is a result:
 ``inception_fast.precompile`` runs one to learn a forward's binaries before compiling them all at

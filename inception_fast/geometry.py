@@ -3,8 +3,13 @@
 * ``block_channels``: a block's channel counts, read from its packed weights (layouts in
   ``inception_fast.backends``);
 * ``empty_outputs``: the block output and the scratch of the two reductions, channels_last;
+  ``empty_pre_bn`` / ``pre_bn_pieces`` / ``bn_train_buffers``: the same for the train-mode
+  BatchNorm block (its pre-BN activations and batch statistics);
 * ``conv_out`` / ``pool_out``: PyTorch's output-size rules;
-* ``check_pixel_rows``: the kernels' 32-bit pixel-index limit;
+* ``foldable``, ``rows_pool_fits`` (``ROWS_POOL_MAX``), ``branch_kernels_reason``: which pools the
+  Triton kernels take in their loads or epilogue, and which branch kernels launch 2 takes;
+* ``check_pixel_rows`` / ``check_block_pixels`` / ``check_int32_offsets`` (``TAP_REACH``): the
+  kernels' 32-bit index limits;
 * ``rows``: a channels_last tensor as its [N*H*W, C] GEMM view;
 * ``suggests_channels_last`` / ``channels_last_input``: the layout ATen's convolutions give an
   input's results, and an input taken into channels_last with its gradient in its own layout.

@@ -17,8 +17,9 @@ submodules and state_dict keys; only forward differs:
   modules.  Without BatchNorm (paper, d2l) training goes through the folded op.
 
 FusedGoogLeNet is GoogLeNet's network with its stage hooks (stem, block, pool, pool + block) fused:
-the stem and the pools in the forms measured fastest (``inception_fast.stages``), and maxpool2/3/4
-folded into the first launch of the block after them where that measured faster.  NCHW input works: the
+the stem and the pools in the forms measured fastest (``inception_fast.stages``), and, where
+INCEPTION_FAST_EXTRA_CANDIDATES offers it, maxpool2/3/4 folded into the first launch of the block
+after them where that measured faster.  NCHW input works: the
 first conv reads either layout and everything after it is channels_last (the kernels' layout); a
 standalone FusedInception converts in and back out, so its output's memory format follows the
 input's, like torch convolutions.
@@ -565,7 +566,7 @@ class _PackedBlock:
         backends.names()  # as at construction (_check_backend_name): not inside a torch.compile trace
         if "_structure" not in state:  # pickled before blocks kept it: as built
             self.structure_built()
-        else:  # (pickled before a change dropped the packed weights: it does now)
+        else:  # the callback this code runs when the structure changes (a pickle may hold another)
             state["_structure"].changed = _PackedBlock.clear_packed_weights
 
     def train(self, mode: bool = True):
@@ -811,7 +812,7 @@ class FusedGoogLeNet(GoogLeNet):
         super().__setstate__(state)
         if "_stem_structure" not in state:  # pickled before the stem kept it: as built
             self.structure_built()
-        else:  # (pickled before a change dropped the packed weights: it does now)
+        else:  # the callback this code runs when the structure changes (a pickle may hold another)
             state["_stem_structure"].changed = FusedGoogLeNet._clear_stem
 
     def structure_built(self) -> None:
@@ -1025,7 +1026,7 @@ class FusedGoogLeNet(GoogLeNet):
         (w1, b1), (w2, b2), (w3, b3), padded = self._stem_weights(x.dtype)
         if torch.compiler.is_compiling():
             # ATen's form, as the measured choices' callers run their first candidate under a trace
-            # (Choice.applies): a lookup keyed by the input's sizes would fix dynamic ones.
+            # (MeasuredChoice.applies): a lookup keyed by the input's sizes would fix dynamic ones.
             variant = "channels_last"
         else:
             key = self.stem_choice_key(x)
@@ -1181,8 +1182,8 @@ class _ReferenceStages:
 
 
 def _pack_stem(model: FusedGoogLeNet, dtype: torch.dtype):
-    """[(w1, b1), (w2, b2), (w3, b3), {stem form: w1 as it reads it}]: "pad4"/"pad8" (w1
-    zero-padded to that many channels) and, where conv1 qualifies, "triton_rows"
+    """[(w1, b1), (w2, b2), (w3, b3), {stem form: w1 as it reads it}]: "pad<N>" (w1 zero-padded
+    to N channels, ``stages.stem_padded_channels``) and, where conv1 qualifies, "triton_rows"
     (packing.pack_conv_rows)."""
     packed = [fold_conv_bn(unit, dtype) for unit in model._stem_convs()]
     w1 = packed[0][0]

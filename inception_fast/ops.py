@@ -14,14 +14,16 @@ name and runs that backend's kernel for it, through the registry (``inception_fa
   max_pool2d(x, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode) (square window,
   dilation 1): "torch" runs ATen's pool then its block, "triton" takes the pool while launch 1 loads
   x (the pooled map is never stored).  Inference only: a gradient through it raises.  FusedGoogLeNet
-  runs it where ``inception_fast.choices.FOLD_CHOICE`` measured it faster (maxpool2/3/4 with 3a/4a/5a).
+  runs it where INCEPTION_FAST_EXTRA_CANDIDATES offers it and ``inception_fast.choices.FOLD_CHOICE``
+  measured it faster (maxpool2/3/4 with 3a/4a/5a).
 * ``inception_fast::inception_chain`` -- a run of consecutive blocks (3a-3b, 4a-4e, 5a-5b), each
   block's output the next one's input, optionally on max_pool2d of x as ``pooled_inception_block``
   takes it (``pool`` [kernel, stride, padding], or empty for none); ``weights`` holds the blocks'
   packed weights, eight per block.  Returns the last block's output.  "torch" runs the blocks one
   after another; "triton" joins launch 2 of each block and launch 1 of the next into one
   persistent launch (n + 1 launches for n blocks).  Inference only.  FusedGoogLeNet runs it where
-  ``inception_fast.choices.CHAIN_CHOICE`` measured it faster.
+  INCEPTION_FAST_EXTRA_CANDIDATES offers it and ``inception_fast.choices.CHAIN_CHOICE`` measured it
+  faster.
 * ``inception_fast::inception_block_backward`` -- the block's gradients (input, packed weights and
   biases) from the forward's saved input, output and scratch, through the registry (kernel
   ``inception_block_backward``: the torch backend's ATen chain, the Triton backward launches).

@@ -344,7 +344,8 @@ class PackCache:
     ) -> None:
         self._build = build
         self._sources = sources
-        self._entries: dict = {}  # dtype -> (key, the sources kept (aliases or copies), packed)
+        # dtype -> (key, the sources kept (aliases), the watched sources' copies, packed)
+        self._entries: dict = {}
 
     def get(self, module: nn.Module, dtype: torch.dtype):
         if torch.compiler.is_compiling():

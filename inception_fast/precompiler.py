@@ -5,11 +5,12 @@ at once in worker processes before that forward.
     inception_fast.precompile(model, x)      # or fuse()d networks; optional for FusedGoogLeNet
     logits = model(x)
 
-A cold first forward otherwise compiles ~200 binaries (each measured candidate's autotune configs)
+A cold first forward otherwise compiles 160-200 binaries (each measured candidate's autotune configs)
 one kernel at a time, as each first launches, on threads that share the GIL.  Here one
 compile-only pass of ``module(*inputs)`` (inception_fast.compile_only: no Triton kernel runs, every
-candidate and config is recorded) learns them all, and backends/triton/compile_pool compiles the
-ones not already in Triton's cache on disk, all at once, one worker process per CPU.  The forward
+config of every candidate is recorded; of a choice the choice store holds, its stored candidate's)
+learns them all, and backends/triton/compile_pool compiles the ones not already in Triton's cache
+on disk, all at once, one worker process per CPU.  The forward
 then loads each binary from the cache.  With ``wait=False`` the call returns once the jobs are
 handed out; the forward then waits for each binary where its kernel first launches, so its GPU
 benchmarks overlap the compiles still running (FusedGoogLeNet with backend auto defers instead,

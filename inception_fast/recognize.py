@@ -502,8 +502,8 @@ def _own_state_dict(block: nn.Module) -> bool:
 
 
 def match_structure(module: nn.Module) -> Union[BlockMatch, str]:
-    """``match_block`` without the check for hooks: whether the modules a fused block holds still
-    compute the pattern (its forward runs hooks by itself)."""
+    """``match_block`` without its checks for hooks and for an overridden state_dict: whether the
+    modules a fused block holds still compute the pattern (its forward runs hooks by itself)."""
     why = _unseen(module)
     if why is not None:
         return why

@@ -1,8 +1,9 @@
 """FusedGoogLeNet's stages outside the Inception blocks, each in the form measured fastest.
 
 * ``stem_conv1``: conv1 + ReLU + maxpool1 (STEM_CHOICE): the input as is ("channels_last"),
-  zero-padded to 4 or 8 channels ("pad4"/"pad8": cuDNN's tensor-core kernels want channel counts
-  in multiples of 4 or 8; the padding adds zeros to the sums), convolved in NCHW ("nchw"), and,
+  zero-padded to the next multiples of 4 and 8 channels ("pad4"/"pad8" for 3 channels, "pad<N>"
+  in general, ``stem_padded_channels``: cuDNN's tensor-core kernels want channel counts in
+  multiples of 4 or 8; the padding adds zeros to the sums), convolved in NCHW ("nchw"), and,
   where the model's backend runs Triton kernels (auto, triton, hopper, hopper_tma2) and Triton
   runs, the Triton stem kernel
   ("triton": conv, ReLU and pool in one launch, the conv output never stored;
@@ -43,8 +44,9 @@ and conv3 are oneDNN convolutions from prepacked weights with bias and ReLU fuse
 
 Each measures on CUDA (the pools on CPU too), per shape, on the first call
 (``inception_fast.choices``), and keeps the fastest.  Where nothing is measured, and with
-gradients, the first candidate runs: channels_last ATen.  The results are channels_last (the
-head's: (N, classes) logits).
+gradients, the first candidate runs: channels_last ATen (the stem's oneDNN form where the model
+runs its stem from oneDNN's prepacked weights; the "onednn" blocks' pool branch, the separable
+pool).  The results are channels_last (the head's: (N, classes) logits).
 """
 
 from __future__ import annotations
@@ -177,8 +179,8 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
     ``triton_allowed`` (the model's backend runs Triton kernels), POOL_CHOICE: ATen's pool against
     the Triton pool.  Every candidate's first result must equal ATen's bit for bit (NaN where
     ATen has NaN; the separable form's zeros may carry the other sign).  Where nothing may be
-    measured (static mode, capture, tracing, deferral) ``unmeasured(x)`` runs if given, else
-    ``pool(x)``."""
+    measured (static mode, capture, deferral) ``unmeasured(x)`` runs if given, else ``pool(x)``;
+    under a torch.compile trace ``pool(x)`` runs."""
     if x.device.type == "cpu" and cpp_allowed:
         chooser, native = choices.CPU_POOL_CHOICE, "cpp"
     elif triton_allowed:
@@ -243,7 +245,7 @@ def fold_params(pool: nn.Module) -> Optional[tuple]:
 # separately at every shape on an H200 (2026-12-04, batch 1 and 256: folded 2-5x, chained 2-3x;
 # benchmarks/results): FusedGoogLeNet offers them only where INCEPTION_FAST_EXTRA_CANDIDATES names
 # them ("fold", "chain", comma-separated, or "all"), and then measures them and runs them only where
-# faster, as before.  Off, a cold first forward compiles 39 fewer binaries at batch 256 (of 199).
+# faster.  Off, a cold first forward compiles 39 fewer binaries at batch 256 (of 199).
 ENV_EXTRA_CANDIDATES = "INCEPTION_FAST_EXTRA_CANDIDATES"
 EXTRA_CANDIDATES = ("fold", "chain")
 
@@ -524,8 +526,8 @@ def stem_conv1(
     triton_allowed: bool,
     cpp_allowed: bool = False,
 ) -> Tensor:
-    """conv1 (folded weights w1, b1; ``padded``: w1 as the forms "pad4", "pad8" (zero-padded to
-    more channels) and "triton_rows" (packing.pack_conv_rows) read it) + ReLU + ``pool`` as
+    """conv1 (folded weights w1, b1; ``padded``: w1 as the forms "pad<N>" (zero-padded to N
+    channels, ``stem_padded_channels``) and "triton_rows" (packing.pack_conv_rows) read it) + ReLU + ``pool`` as
     ``variant`` (the pool, where separate, as ``max_pool`` picks it); the result is channels_last."""
     cl = torch.channels_last
     if variant in STEM_TRITON_VARIANTS:  # reads x in either layout

@@ -114,9 +114,10 @@ def time_fn(
     cuda_graph: bool = False,
     on_sample: Optional[Callable[[int, int], None]] = None,
 ) -> Timing:
-    """Times ``fn()`` and returns the median seconds per call.
+    """Times ``fn()``: a ``Timing`` with the median seconds per call and every sample.
 
-    ``min_time_s`` keeps repeating (past ``repeats``) until that much time was spent.
+    ``min_time_s`` keeps repeating (past ``repeats``) until that much time was spent, or, once
+    half of it was, until 10 times ``repeats`` samples were taken.
     ``on_sample(i, repeats)`` is called after each sample (for progress displays).
     """
     device = torch.device(device)

@@ -1,11 +1,12 @@
 // inception_fast::reduce_pool_ on CPU (launch 1 of a fused Inception block).
 //
 // Computes, for x (N, Cin, H, W) and packed weights:
-//   * the three 1x1 convs that read x as ONE GEMM  x2d[N*H*W, Cin] x w_red^T,
-//     bias + ReLU; columns [0, ch1) land in out[:, 0:ch1], the remaining
-//     ch3red + ch5red columns in scratch;
-//   * the pool branch: 3x3 / stride 1 / pad 1 max pool (padding acts as -inf),
-//     then the 1x1 w_pool + bias + ReLU, into out's last pool_proj channels.
+//   * the three 1x1 convs that read x as two GEMMs over x2d[N*H*W, Cin] with
+//     the packed w_red, bias + ReLU: its first ch1 rows into out[:, 0:ch1], the
+//     remaining ch3red + ch5red rows into scratch;
+//   * the pool branch: ATen's 3x3 / stride 1 / pad 1 max pool (padding acts as
+//     -inf) into a temporary, then the 1x1 w_pool + bias + ReLU, into out's last
+//     pool_proj channels.
 // out and scratch are channels_last-contiguous, so each channel slice is a
 // strided [N*H*W, C_slice] matrix with row stride C_total, and the fp32 GEMMs
 // write into those slices directly (addmm_out takes a leading dimension).

@@ -51,8 +51,8 @@ The block backward's kernel (op ``inception_block_backward``), where a backend h
   like ``out``, any strides.
 * The gradients have the shapes of the forward's x, weights and biases; ``grad_x`` is None when
   ``need_input_grad`` is False.
-"torch" implements it as a chain of ATen calls, which "cpp", "cuda", "hopper" and "hopper_tma2"
-register as theirs; "triton" in three Triton launches (``triton/block_backward.py``).
+"torch" implements it as a chain of ATen calls, which "cpp", "cuda", "onednn", "hopper" and
+"hopper_tma2" register as theirs; "triton" in three Triton launches (``triton/block_backward.py``).
 
 "torch" is always present; "triton", "cuda", "cpp" and "onednn" when they load ("cuda" and "cpp"
 are the CUDA and the C++ CPU kernels of the compiled extension, ``extension.py``; "onednn" is

@@ -2,8 +2,9 @@
 backends run: one Inception block in two launches.
 
 * Launch 1, ``torch.ops.inception_fast.reduce_pool_``: the three input-reading 1x1
-  convs as one GEMM (branch 1 into its slice of ``out``, the reductions into
-  ``scratch``) and the whole pool branch (3x3 max pool formed while loading).
+  convs (branch 1 into its slice of ``out``, the reductions into ``scratch``) and the whole
+  pool branch: on CUDA one kernel, the 1x1s as one GEMM and the 3x3 max pool formed while
+  loading; on CPU two GEMMs, then ATen's pool and the projection.
 * Launch 2, ``torch.ops.inception_fast.branch_convs_``: the 3x3 and k x k convs as
   implicit GEMMs over ``scratch``, each into its slice of ``out``.
 And, on CPU only, ``torch.ops.inception_fast.cpu_max_pool2d`` (csrc/cpu/max_pool.cpp): a

@@ -1,6 +1,7 @@
 """The "torch" backend: every op from ATen ops, the block arranged like the kernels.
 
-CPU default and universal fallback.  The three input-reading 1x1 convs are ONE
+The universal fallback, and on CPU what the modules run where "onednn" does not (gradients,
+torch.export, float16; a CPU without oneDNN).  The three input-reading 1x1 convs are ONE
 GEMM (addmm) on the NHWC input viewed as [N*H*W, Cin]; the pool branch's 1x1 is an
 addmm whose output IS its channel slice of the block output.  ATen convolutions
 cannot store into a strided channel slice, so the 3x3 / k×k results and branch 1
@@ -10,7 +11,8 @@ are copied into their slices (still no torch.cat and no second full-size output)
 calls: one ReLU mask from the saved output for all four branches, ``convolution_backward`` for
 the 3x3 and k×k, the three 1x1 input gradients as one GEMM of the packed reduction gradients
 against the packed weights, and the pool branch through ATen's max-pool backward (the argmax
-recomputed from the saved input).  The "cpp" and "cuda" backends register it as theirs.
+recomputed from the saved input).  The "cpp", "cuda", "onednn", "hopper" and "hopper_tma2"
+backends register it as theirs.
 """
 
 from __future__ import annotations

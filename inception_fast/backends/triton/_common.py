@@ -1,4 +1,4 @@
-"""What the two Triton launchers share: interpreter mode, dot precision, launch counting, the
+"""What the Triton launchers share: interpreter mode, dot precision, launch counting, the
 autotuners' benchmark (a new shape's configs compiled side by side first), and the @triton.jit
 helpers that map a program to its tile of output pixels.
 
@@ -73,9 +73,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _launches = 0
 
-# Pixels (N*H*W) up to which the autotuners also try the configs meant for batch 1 (launch 2's
-# split-K, launch 1's deep pool steps): batch 1 of every GoogLeNet block (784 at 28x28).  Past it
-# the grid fills the GPU without them, and tuning them would only cost time.
+# Pixels (N*H*W) up to which the autotuners try the configs meant for batch 1 (launch 2's split-K
+# and launch 1's deep pool steps, each there alone): batch 1 of every GoogLeNet block (784 at
+# 28x28).  Past it the grid fills the GPU without them, and tuning them would only cost time.
 SMALL_PROBLEM_PIXELS = 1024
 
 

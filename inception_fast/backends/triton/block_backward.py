@@ -662,8 +662,8 @@ def _in_gap(offs, end, ALIGN: tl.constexpr):
 
 
 # The segment ends reach launch C divided by E_UNIT (the largest power of two up to 16 dividing them
-# all, 8 on GoogLeNet's blocks) and multiplied back inside: the gap mask is then known constant over
-# runs of E_UNIT elements, and the partials load four at a time.
+# all: 16 on GoogLeNet's blocks but 4b and 4c, 8 there) and multiplied back inside: the gap mask
+# is then known constant over runs of E_UNIT elements, and the partials load four at a time.
 @triton.jit(do_not_specialize=[f"e{i}_div_unit" for i in range(8)])
 def _sum_splits_kernel(
     part_ptr,

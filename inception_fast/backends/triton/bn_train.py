@@ -26,7 +26,7 @@ each followed by the light pass into its slices: 3 + 2 + 2 + 2 launches, plus th
 few per-channel vector ops.  Not yet fused further: the normalise pass of the reductions cannot run
 inside the 3x3/kxk load (their statistics are complete only after the whole first GEMM), and no
 kernel here has been tuned or even run on a GPU (one fixed tile, no autotuning).  Dtypes float32 /
-float16 / bfloat16 (float32 only under the interpreter); 64-bit row offsets.  Run by
+float16 / bfloat16 (not bfloat16 under the interpreter); 64-bit row offsets.  Run by
 backend="triton", and under "auto" on CUDA where ``choices.BN_TRAIN`` checked it against ATen
 and measured it faster.
 """

@@ -284,11 +284,12 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
     return triton.Config(_with_swap(kwargs), num_warps=warps, num_stages=stages, pre_hook=_set_block_shapes)
 
 
-# Pixel rectangles of 8x16 and 8x8 (28x28, 14x14 and 7x7 images waste 12-23% of a tile either
-# way; 8 rows keep the TMA box's row count and the wgmma M at 64 or 128); 3-5 pipeline stages
-# (32 KB of shared memory per stage at 128x128x64 bf16).  Without SWAP_AB wgmma takes the pixels'
-# tile from registers (Triton moves a reshaped TMA box through them); with it (branch 2 only,
-# where BLOCK_K divides ch3red: _prune_swap) both operands come from shared memory.
+# Pixel rectangles of 8x16 and 8x8 (28x28 and 14x14 images waste 23% of the tiles either way, 7x7
+# ones 23% of 8x8 tiles and 62% of 8x16 ones; 8 rows keep the TMA box's row count and the wgmma M
+# at 64 or 128); 3-5 pipeline stages (32 KB of shared memory per stage at 128x128x64 bf16).
+# Without SWAP_AB wgmma takes the pixels' tile from registers (Triton moves a reshaped TMA box
+# through them); with it (branch 2 only, where BLOCK_K divides ch3red: _prune_swap) both operands
+# come from shared memory.
 CONFIGS = [
     _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 128, "BLOCK_K": 64}, 8, 4),
     _config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_N": 64, "BLOCK_K": 64}, 4, 4),

@@ -537,8 +537,9 @@ def _joined_kernel(
     ORDER: tl.constexpr,
     PERSISTENT: tl.constexpr,
 ):
-    """Launch 2 of block i and launch 1 of block i+1 as one persistent kernel: each program takes
-    tickets until none is left (see the module docstring for the order, the waits and the reset)."""
+    """Launch 2 of block i and launch 1 of block i+1 as one kernel: with PERSISTENT each program
+    takes tickets until none is left, else each takes one (see the module docstring for the order,
+    the waits and the reset)."""
     cin3, cin5 = cin3_div_unit * C_UNIT2, cin5_div_unit * C_UNIT2
     cin, n_red, ch1b = cin_div_unit * C_UNIT1, n_red_div_unit * C_UNIT1, ch1b_div_unit * C_UNIT1
     n_pool, pool_col0 = n_pool_div_unit * C_UNIT1, pool_col0_div_unit * C_UNIT1

@@ -140,8 +140,9 @@ def _linear_kernel(
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & j_ok[None, :])
 
 
-# The pool is memory-bound: 4-8K elements per tile; 7x7 = 49 pixels fit one 64-pixel tile of 64
-# channels, or four 16-pixel tiles of 128-256 channels (GoogLeNet's head reads 1024 channels).
+# The pool is memory-bound: 4K elements per tile; 7x7 = 49 pixels fit one 64-pixel tile of 64
+# channels, two 32-pixel tiles of 128 or four 16-pixel tiles of 256 (GoogLeNet's head reads 1024
+# channels).
 POOL_CONFIGS = [
     triton.Config({"BLOCK_P": 16, "BLOCK_C": 256}, num_warps=4),
     triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4),

@@ -332,7 +332,7 @@ def _config(kwargs: dict, warps: int, stages: int) -> triton.Config:
 # channels a step pipelined by cp.async, or with synchronous loads through L1 (POOL_STAGES 1: the
 # first config's 128 rows, and a two-per-SM 64-row one; cp.async's 16-byte copies bypass L1, so
 # with them every one of the nine taps reads L2).
-# NR is 176 (3a) to 384 (5b): 64-column tiles waste less of the last column tile, 128-column ones
+# NR is 176 (3a) to 624 (5b): 64-column tiles waste less of the last column tile, 128-column ones
 # read each A box fewer times.  One program per SM leaves 4 or 8 warps to hide the pool role's
 # gather latency; the PROGRAMS_PER_SM 2 configs (4 warps, <= 72 KB of shared memory and <= 255
 # registers a thread: two fit an SM) run two.  PROGRAMS_PER_SM is a kernel parameter only because
