@@ -2,7 +2,8 @@
 FusedGoogLeNet runs outside the blocks, one stage at a time.
 
 Implementations per block: torchvision's eager block (BatchNorm unfolded, torch.cat)
-and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda, cpp); for the
+and FusedInception (BN folded) with each backend (torch = ATen, triton, cuda, cpp, onednn, hopper,
+hopper_tma2: ``settings.BLOCK_BACKENDS``, each where it runs); for the
 stem, torchvision's and FusedGoogLeNet's (folded) stem.  Launch 1 alone
 (``launch1_ext`` = torch.ops.inception_fast.reduce_pool_ from the compiled extension,
 the CUDA kernel on a GPU; ``launch1_triton`` = the Triton launcher; ``launch1_tma`` = the

@@ -6,10 +6,10 @@ CUDA also backend="auto", with the backends it chose per block in extra_info), a
 mode with inductor freezing at the largest batch and, on CUDA, in mode "reduce-overhead" (CUDA
 graphs) with freezing at batch 1 (``tv_compile_ro``, the batch-1 anchor).  On a CPU, --peers
 (INCEPTION_FAST_BENCH_PEERS=1) adds the CPU peers beside them at every batch: ONNX Runtime,
-OpenVINO f32 and bf16 (benchmarks.helpers.peers) and torch.compile with freezing (fp32).
+OpenVINO f32 and bf16 (benchmarks.helpers.peers) and torch.compile with freezing (fp32 and bf16).
 Grid: see benchmarks.helpers.settings.settings() (GPU: batch 256/64/1 × bf16/fp32 ×
-channels_last/contiguous; CPU: batch 8/1, fp32, both formats: the contiguous rows are
-torchvision as given NCHW input).  The headline number is
+channels_last/contiguous; CPU: batch 8/1, fp32, both formats: every model given NCHW input
+(the contiguous rows, as a user has it) and channels_last input).  The headline number is
 extra_info["images_per_s"], with the spread (q1_s, q3_s, min_s, max_s) beside it.
 
     python -m pytest benchmarks/bench_throughput.py --benchmark-json out.json [--quick] [--cuda-graph]

@@ -4,7 +4,7 @@ during the run slows every row alike), with each row's ratio to the best peer.
 
 Rows: FusedGoogLeNet with the torch and onednn backends (and cpp where built), and the peers:
 torchvision eager with channels_last input ("torchvision_cl"), those of benchmarks.helpers.peers
-(ONNX Runtime, OpenVINO) and torch.compile with inductor freezing (fp32).
+(ONNX Runtime, OpenVINO) and torch.compile with inductor freezing, in the run's dtype.
 bench_throughput.py --peers times the same rows one case after another (pytest-benchmark records);
 this script is the one to use on a machine shared with other work.
 

@@ -227,8 +227,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--baseline",
         action="store_true",
-        help="also FusedGoogLeNet rows per batch without the precompile (cold and warm), and a cold one with "
-        "Triton's own tuning (one compile at a time, 25 + 100 ms)",
+        help="also FusedGoogLeNet rows per batch: a cold one with the tuning not deferred, ones without the "
+        "precompile (cold and warm), and a cold one with Triton's own tuning (one compile at a time, 25 + 100 ms)",
     )
     args = p.parse_args(argv)
     try:

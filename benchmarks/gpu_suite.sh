@@ -69,8 +69,9 @@
 # 8 minutes): the whole run's time box; each step gets at most its cap and never eats the minimum
 # kept for the steps after it (the later steps are the ones cut when a machine is slow; a step
 # stopped at its deadline still writes its JSON; blocks1 leaves the first-forward step 60 s).
-# Give the caller's own timeout ~40 s more.  The caps add up to ~700 s, so on a fresh machine
-# with a cold Triton cache one 470 s run is likely to cut blocks, blocks1 or first.
+# Give the caller's own timeout ~40 s more.  The caps of the steps from tests to first add up to
+# 760 s (1060 s with env, ceilings and install), so on a fresh machine with a cold Triton cache
+# one 470 s run is likely to cut blocks, blocks1 or first.
 # SUITE_PART (default all): "check" runs env, install, the GPU tests (the newest kernels' files
 # first), the first-forward step (and cold_start) and their report; "bench" runs env, ceilings,
 # install, the benchmarks, the compile anchors (and the training steps) and the report.  On a fresh machine one call cannot hold everything (H200,
@@ -85,8 +86,8 @@
 # forward's cold rows may still be cut.
 # Step times seen on the H100 (2026-11-27/28, fresh machine): env 13-15 s, install 31-34 s, tests
 # 54-110 s (the cap stopped them once), graph 42 s, blocks 46-53 s, blocks1 22 s, one compile
-# anchor 43 s; the throughput step took 114-148 s over the whole grid, cut to the issues' rows
-# here; the stage rows add 14 short cases to blocks and to blocks1 (~10 s together).  On the H200
+# anchor 43-48 s; the throughput step took 148 s over the whole grid (121 s over its bf16 half),
+# cut to the issues' rows here; the stage rows add 14 short cases to blocks and to blocks1 (~10 s together).  On the H200
 # (2026-12-04): env 14 s, ceilings 5 s, install 26 s (TORCH_CUDA_ARCH_LIST=9.0).
 # SKIP_INSTALL=1 on a fresh machine runs from the source tree without the compiled extension
 # (torch and triton backends only).  Benchmarks stop starting new cases at
@@ -186,7 +187,7 @@ BUDGET=${SUITE_BUDGET_S:-470}
 OPTIN_RESERVE=0
 [[ "${SUITE_COLD_START:-0}" == 1 && $PART != bench ]] && OPTIN_RESERVE=$((OPTIN_RESERVE + 30))
 [[ "${SUITE_TRAIN:-0}" == 1 && $PART != check ]] && OPTIN_RESERVE=$((OPTIN_RESERVE + 60))
-# The compile step leaves the first-forward step its minimum when both run.
+# What the blocks and blocks1 steps leave the first-forward step (its minimum) when both run.
 FIRST_RESERVE=$((60 + OPTIN_RESERVE))
 [[ $PART == bench || "${SKIP_FIRST:-0}" == 1 ]] && FIRST_RESERVE=$((10 + OPTIN_RESERVE))
 DEADLINE=$((START + BUDGET))

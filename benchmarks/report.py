@@ -541,8 +541,9 @@ def peers_markdown(rows):
         "### Against the CPU peers\n",
         "ms per forward: median (interquartile range). × best peer: the fastest peer's median over the row's "
         "(above 1: faster than every peer). Peers: fp32, the best of ONNX Runtime, OpenVINO f32 and "
-        "torch.compile with freezing; bf16, OpenVINO bf16. ≈: the row's interquartile range overlaps the best "
-        "peer's, so this run cannot rank the two. The engines take an NCHW array and pick their own layout.\n",
+        "torch.compile with freezing; bf16, the better of OpenVINO bf16 and torch.compile with freezing. "
+        "≈: the row's interquartile range overlaps the best peer's, so this run cannot rank the two. "
+        "The engines take an NCHW array and pick their own layout.\n",
     ]
     for dev, dtype in sorted({(k[0], k[1]) for k in best}, key=lambda g: (g[0], g[1] != "fp32")):
         batches = sorted({k[2] for k in best if k[:2] == (dev, dtype)}, reverse=True)

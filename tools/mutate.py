@@ -47,7 +47,6 @@ HOPPER_LAUNCH1 = ("tests/test_hopper_launch1.py", "-x")
 TRITON_HEAD = ("tests/test_triton_head.py",)
 TRITON_CONV_RELU = ("tests/test_triton_conv_relu.py",)
 TRITON_CONV_ROWS = ("tests/test_triton_conv_rows.py",)
-# The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 TRITON_BACKWARD = ("tests/test_backward.py", "-k", "triton")
 ONEDNN = ("tests/test_onednn.py",)
 # The extension's CPU max pool: its parity tests (both forms) and the model's measured pools.
@@ -67,6 +66,7 @@ SUITE_FAULTS = (
     "-k",
     "faulting_candidate or candidate_fault or skipped_candidates or faulted",
 )
+# The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -722,6 +722,7 @@ MUTANTS = [
         ("tests/test_train_bn.py", "-k", "triton_matches"),
         "implicit-GEMM kxk conv taps (branch_convs._conv_acc, which the train-mode convs share) not centred",
     ),
+    # -- the stem's aligned-row conv (backends/triton/conv_rows.py) -------------------------------------
     Mutant(
         "triton_rows_window_unmasked",
         "inception_fast/backends/triton/conv_rows.py",
@@ -770,6 +771,7 @@ MUTANTS = [
         TRITON_CONV_ROWS,
         "conv_rows pooled form: the pool reads the slot with a wrong patch row length",
     ),
+    # -- the Triton backward's sums, the kernels' 32-bit and alignment guards ----------------------------
     Mutant(
         "triton_backward_sum_reads_gaps",
         "inception_fast/backends/triton/block_backward.py",
@@ -794,6 +796,7 @@ MUTANTS = [
         ("tests/test_triton.py", "-k", "l1_alignment"),
         "the A_L1 / POOL_L1 configs claim 8-byte rows where the row strides do not make it true",
     ),
+    # -- train-mode BatchNorm (inception_block_bn_train), continued ----------------------------------------
     Mutant(
         "triton_bn_row_unit",
         "inception_fast/backends/triton/bn_train.py",
@@ -811,6 +814,7 @@ MUTANTS = [
         ONEDNN,
         "the prepacked k×k branch reads its reduction one channel off",
     ),
+    # -- fused blocks' and stem's structure checks, fuse()'s trace ---------------------------------------
     Mutant(
         "structure_never_checked",
         "inception_fast/modules.py",
@@ -851,6 +855,7 @@ MUTANTS = [
         ("tests/test_recognize.py", "-k", "parametrized"),
         "a fused forward computes a parametrized weight at every read (spectral_norm steps more than once a forward)",
     ),
+    # -- the onednn backend, continued --------------------------------------------------------------------
     Mutant(
         "onednn_nan_unchecked",
         "inception_fast/backends/onednn_backend.py",
@@ -891,6 +896,7 @@ MUTANTS = [
         ("tests/test_modules.py", "-k", "plain_convolutions"),
         "the block's form for torch.compile on CPU leaves out the pool branch's ReLU",
     ),
+    # -- candidate faults, INCEPTION_FAST_SKIP_CANDIDATES, the suite's retries, the jobs' error lines --
     Mutant(
         "fault_blames_a_context_lost_before",
         "inception_fast/choices.py",

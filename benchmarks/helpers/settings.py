@@ -10,7 +10,7 @@ options set the same variables):
 * ``INCEPTION_FAST_BENCH_PEERS=1``: on a CPU, add the engines a CPU user would pick instead,
   beside the fused model at every batch: ONNX Runtime (CPU provider) and OpenVINO (f32 and bf16
   inference precision, set explicitly), both running torchvision's googlenet exported with
-  ``torch.onnx.export``, and torch.compile with inductor freezing (fp32).  Each skips, saying
+  ``torch.onnx.export``, and torch.compile with inductor freezing (fp32 and bf16).  Each skips, saying
   why, where its package is missing (``pip install -e .[bench]``).  torchvision is timed with
   NCHW input (the ``contiguous`` rows) and with channels_last input in every run.
 * ``INCEPTION_FAST_BENCH_THREADS=2``: ``torch.set_num_threads`` for the run; ONNX Runtime's and
@@ -65,7 +65,7 @@ BACKENDS = ("torch", "triton", "cuda", "cpp", "onednn")
 # fused_auto, which measures them per block shape among its candidates.
 BLOCK_BACKENDS = (*BACKENDS, "hopper", "hopper_tma2")
 # The CPU peers (benchmarks.helpers.peers) and the dtypes each runs in; torch.compile with
-# freezing ("tv_compile") is a peer in fp32 too.
+# freezing ("tv_compile") is one in both.
 PEER_DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tv_compile": ("fp32", "bf16")}
 BLOCKS = tuple(BLOCK_CONFIGS)  # inception3a ... inception5b, in network order
 # Triton's launch 1 with one role alone (bench_blocks.py), on a block at each image size.
