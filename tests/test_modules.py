@@ -525,6 +525,12 @@ def _hook_pairs():
     ]
 
 
+# The fused blocks a forward runs with the hook in place: all nine but the one with a hook inside it
+# (a hook on a block itself fires around its fused forward; a global one on every BatchNorm is
+# inside all of them).
+_FUSED_BLOCKS_HOOKED = {"conv in a block": 8, "bn in a block": 8, "global": 0}
+
+
 @pytest.mark.parametrize("where", [w for w, _ in _hook_pairs()])
 def test_hooks_run_as_in_the_reference(where):
     """A hook anywhere in the network fires and acts as in the reference: the stage holding it runs
@@ -537,15 +543,17 @@ def test_hooks_run_as_in_the_reference(where):
     handles = [register(ref), register(fused)]
     try:
         ref64, tol = net_tolerance(ref, x)
-        with torch.no_grad():
+        with torch.no_grad(), OpRecorder() as hooked_ops:
             hooked = fused(x)
     finally:
         for handle in handles:
             handle.remove()
     assert rel_error(ref64, plain) > 100 * tol, "the hook should have changed the output"
     check_close(hooked, ref64, tol, f"a hook on the {where}")
-    with torch.no_grad():
+    assert hooked_ops.ops.count(FUSED_BLOCK_OP) == _FUSED_BLOCKS_HOOKED.get(where, 9), "the other blocks stay fused"
+    with torch.no_grad(), OpRecorder() as after:
         check_close(fused(x), plain, tol, "after the hook's removal")
+    assert after.ops.count(FUSED_BLOCK_OP) == 9, "every block fused again after the hook's removal"
 
 
 def test_hooks_inside_a_standalone_block_run():

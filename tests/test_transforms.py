@@ -68,7 +68,7 @@ def test_func_grad_over_functional_call(make):
     want = grad(loss(ref))(params)
     got = grad(loss(fused))(params)
     for name in params:
-        check_close(got[name], want[name], 1e-4, f"d loss / d {name}")
+        check_close(got[name], want[name], FP32, f"d loss / d {name}")
 
 
 def test_vmap_per_sample():
