@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -37,10 +36,18 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.helpers.environment import environment
-from benchmarks.helpers.settings import DTYPES, ENV_DEADLINE
+from benchmarks.helpers.settings import DTYPES, ENV_DEADLINE, deadline
 from inception_fast import backends
 from inception_fast.choices import checked_against
-from inception_fast.cli import UsageError, check_seconds, check_writable, positive_int, resolve_device
+from inception_fast.cli import (
+    UsageError,
+    check_image_size,
+    check_seconds,
+    check_writable,
+    positive_int,
+    resolve_device,
+    run_command,
+)
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.timing import time_interleaved
 from inception_fast.train import batch_norm_refusal
@@ -129,10 +136,10 @@ def run(device: str, dtype: str, batch: int, image_size: int, blocks, budget_s: 
     candidates = _bn_train_candidates if op == "bn_train" else _backward_candidates
     what = "train-mode BatchNorm block" if op == "bn_train" else "block backward"
     # The GPU suite's step deadline (benchmarks/gpu_suite.sh): blocks not started by then are left out.
-    deadline = float(os.environ.get(ENV_DEADLINE, "0") or 0)
+    stop = deadline()
     rows = []
     for name in blocks:
-        if deadline and time.time() > deadline:
+        if stop and time.time() > stop:
             print(f"{op} {name}: not run, past the step's deadline ({ENV_DEADLINE})", flush=True)
             continue
         size = _sizes(image_size)[name]
@@ -188,9 +195,11 @@ def main(argv=None) -> int:
     try:
         a.device = str(resolve_device(a.device, "this benchmark"))
         check_seconds(a.budget, "--budget")
+        check_image_size(a.size, "torchvision", "--size")
         if a.json is not None:
             check_writable(a.json)
-    except UsageError as exc:
+        deadline()
+    except (UsageError, ValueError) as exc:
         p.error(str(exc))
     if a.op == "bn_train":
         why = batch_norm_refusal("torchvision", 1000, 3, a.size, a.batch)
@@ -204,4 +213,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

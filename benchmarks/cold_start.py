@@ -60,7 +60,16 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from benchmarks.helpers.environment import environment  # noqa: E402
 from benchmarks.helpers.settings import DTYPES  # noqa: E402
-from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, STEM_CONVS, _source, block_tensors, joined_arguments  # noqa: E402
+from benchmarks.kernel_stats import (  # noqa: E402
+    FOLDS,
+    POOLS,
+    SIZES,
+    STEM_CONVS,
+    _source,
+    arch_problem,
+    block_tensors,
+    joined_arguments,
+)
 from inception_fast.backends.triton import (  # noqa: E402
     block_backward,
     branch_convs,
@@ -80,6 +89,7 @@ from inception_fast.backends.triton._common import (  # noqa: E402
     config_warmup,
     tuning_bench_ms,
 )
+from inception_fast.cli import UsageError, check_writable  # noqa: E402
 from inception_fast.stages import offers  # noqa: E402
 
 # The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
@@ -345,6 +355,14 @@ def main(argv=None) -> int:
         p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if min(batches) < 1 or args.threads < 1:
         p.error("--batches and --threads must be positive")
+    why = arch_problem(args.arch)
+    if why:
+        p.error(why)
+    if args.json is not None:
+        try:
+            check_writable(args.json)
+        except UsageError as exc:
+            p.error(str(exc))
     out = {
         "arch": f"sm_{args.arch}",
         "dtype": args.dtype,
@@ -429,4 +447,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inception_fast.cli import run_command
+
+    sys.exit(run_command(main))

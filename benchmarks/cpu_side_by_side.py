@@ -23,7 +23,7 @@ import torch
 from benchmarks.helpers.models import BackendUnavailable, build_model, example_input
 from benchmarks.helpers.peers import peer_runner
 from benchmarks.helpers.settings import DTYPES, ENV_DEVICE, PEER_DTYPES, settings
-from inception_fast.cli import UsageError, check_seconds, positive_int
+from inception_fast.cli import UsageError, check_seconds, positive_int, run_command, thread_count
 from inception_fast.timing import time_interleaved
 
 FUSED = ("fused_torch", "fused_cpp", "fused_onednn")
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="precision of every row")
     parser.add_argument("--batch", type=positive_int, default=8, help="images per forward")
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads (the peers get as many)")
+    parser.add_argument("--threads", type=thread_count, default=2, help="torch.set_num_threads (the peers get as many)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of rounds while the spreads overlap")
     args = parser.parse_args(argv)
     os.environ.setdefault(ENV_DEVICE, "cpu")
@@ -97,4 +97,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

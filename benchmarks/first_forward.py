@@ -63,6 +63,7 @@ from inception_fast.cli import (
     check_writable,
     positive_int,
     resolve_device,
+    run_command,
 )
 
 CHILD = r"""
@@ -350,4 +351,4 @@ def print_rows(rows) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

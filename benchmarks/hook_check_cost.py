@@ -17,12 +17,21 @@ compute the same thing.  Not a test.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet, GoogLeNet, modules, packing
-from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int, positive_ints
+from inception_fast.cli import (
+    UsageError,
+    check_backend,
+    check_image_size,
+    positive_int,
+    positive_ints,
+    run_command,
+    thread_count,
+)
 from inception_fast.testing import calibrate
 
 
@@ -32,7 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=positive_int, default=15)
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--backend", default="torch")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads (the walk is host time)")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch.set_num_threads (the walk is host time)")
     args = p.parse_args(argv)
     try:
         args.backend = check_backend(args.backend, torch.device("cpu"))
@@ -82,4 +91,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

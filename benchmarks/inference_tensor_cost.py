@@ -14,13 +14,14 @@ min-max.  Not a test.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torchvision
 
 from benchmarks.helpers.measure import interleaved_rounds, rounds_table
 from inception_fast import FusedGoogLeNet
-from inception_fast.cli import UsageError, check_backend, positive_int, positive_ints
+from inception_fast.cli import UsageError, check_backend, positive_int, positive_ints, run_command
 from inception_fast.packing import PackCache
 from inception_fast.testing import calibrate
 
@@ -68,4 +69,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -41,6 +41,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("kernel_stats: unset TRITON_INTERPRET (the kernels must be compiled, not interpreted)")
@@ -68,6 +69,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     stem,
 )
 from inception_fast.backends.triton._common import SMALL_PROBLEM_PIXELS  # noqa: E402
+from inception_fast.cli import positive_int  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -222,6 +224,20 @@ def _sass_counts(cubin: bytes) -> dict:
             f.write(cubin)
         sass = subprocess.run([cuobjdump, "--dump-sass", path], capture_output=True, text=True, check=True).stdout
     return {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "UTMALDG", "HMMA", "LDL", "STL")}
+
+
+# The compute capabilities (x10) the package's Triton kernels compile for: sm_80 and newer (their
+# tensor-core and cp.async code), as CUDA 13's ptxas names them.
+ARCHS = (80, 86, 87, 89, 90, 100, 103, 110, 120, 121)
+
+
+def arch_problem(arch: int, tma: bool = False) -> Optional[str]:
+    """Why ``--arch`` cannot be compiled for (``tma``: TMA launches asked for), or None."""
+    if arch not in ARCHS:
+        return f"--arch {arch}: expected a compute capability x10 the kernels compile for: {', '.join(map(str, ARCHS))}"
+    if tma and arch < 90:
+        return f"--arch {arch}: the TMA launches need sm_90 or newer"
+    return None
 
 
 def tma_stats(block: str = "inception3a", batch: int = 256, dtype: str = "bf16", arch: int = 90) -> list[dict]:
@@ -506,9 +522,13 @@ def main(argv=None) -> int:
         "chain:<block> for the joined launch of that block's launch 2 and the next one's launch 1 "
         "(chain.py), chains for 3a>3b, 4b>4c and 5a>5b",
     )
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batch", type=positive_int, default=256)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args(argv)
+    tma = [b for b in args.block or () if b.split(":")[0] in ("tma", "tma1")]
+    why = arch_problem(args.arch, tma=bool(tma))
+    if why:
+        p.error(why)
     rows = []
     # 3a: the narrowest block; 4b: a scratch buffer whose rows are not 16-element multiples
     # (136 channels); 5b: the widest block.
@@ -607,4 +627,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inception_fast.cli import run_command
+
+    sys.exit(run_command(main))

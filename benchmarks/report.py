@@ -122,7 +122,12 @@ def load(paths):
         except (OSError, ValueError) as exc:
             merged["missing"].append(f"{path} ({type(exc).__name__}: {exc})")
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("benchmarks", []), list)
+            or not isinstance(data.get("machine_info") or {}, dict)
+            or not ("benchmarks" in data or any(data.get(side) for side in SIDES))
+        ):
             merged["missing"].append(f"{path} (not a pytest-benchmark JSON object)")
             continue
         merged["sources"].append(os.path.basename(path))
@@ -139,8 +144,12 @@ def load(paths):
         for side in SIDES:  # a merged JSON given back as input
             if data.get(side) and not merged.get(side):
                 merged[side] = data[side]
+        benches = data.get("benchmarks", [])
+        foreign = [b for b in benches if not isinstance(b, dict) or not _ours(b.get("extra_info", {}))]
+        if foreign:
+            merged["missing"].append(f"{path} ({len(foreign)} benchmark(s) without this suite's extra_info, left out)")
         for bench in data.get("benchmarks", []):
-            if not isinstance(bench, dict) or not isinstance(bench.get("extra_info", {}), dict):
+            if not isinstance(bench, dict) or not _ours(bench.get("extra_info", {})):
                 continue
             extra = bench.get("extra_info", {})
             # The same case timed eagerly and as CUDA-graph replays (or asked for replays and timed
@@ -156,6 +165,20 @@ def load(paths):
             by_name[key] = bench
     merged["benchmarks"] = list(by_name.values())
     return merged
+
+
+def _ours(extra) -> bool:
+    """Whether a benchmark's extra_info is one this suite writes (or none): a dict whose kind and
+    model, where present, are names and whose median_s, where present, is a number."""
+    if not isinstance(extra, dict):
+        return False
+    names = all(isinstance(extra.get(k, ""), str) for k in ("kind", "model", "dtype", "memory_format", "device"))
+    median = extra.get("median_s")
+    return names and (median is None or (isinstance(median, (int, float)) and not isinstance(median, bool)))
+
+
+# What each side input must hold to be read: a JSON object with these keys of these types.
+SIDE_SHAPES = {"ceilings": {}, "first_forward": {"rows": list}, "cold_start": {"batches": dict}}
 
 
 # The inputs besides pytest-benchmark's, under these keys in the merged JSON: the ceilings
@@ -189,6 +212,13 @@ def load_side(merged, ceilings=None, first=None, train=(), cold_start=None):
     recorded environment (first_forward.py's or bench_block_backward.py's: the device's)."""
     for key, path in (("ceilings", ceilings), ("first_forward", first), ("cold_start", cold_start)):
         data = _read_json(merged, path) if path else None
+        shape = SIDE_SHAPES[key]
+        if data is not None and not (
+            isinstance(data, dict) and all(isinstance(data.get(k), t) for k, t in shape.items())
+        ):
+            what = {"ceilings": "roofline.py", "first_forward": "first_forward.py", "cold_start": "cold_start.py"}[key]
+            merged["missing"].append(f"{path} (not a {what} JSON object)")
+            data = None
         if data is not None:
             merged[key] = data
             merged["sources"].append(os.path.basename(path))
@@ -1531,6 +1561,8 @@ def main(argv=None):
         return 0
     for m in merged["missing"]:
         print(f"report: skipped input {m}", file=sys.stderr)
+    if not merged["sources"]:
+        p.error(f"no input could be read: {'; '.join(merged['missing'])}")
     for flag, path in (("--md", args.md), ("--chart", args.chart), ("--merged-json", args.merged_json)):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
@@ -1546,7 +1578,7 @@ def main(argv=None):
             with open(args.md, "w") as f:
                 f.write(text)
     except OSError as exc:
-        p.error(f"cannot write {exc.filename}: {exc.strerror}")
+        p.error(f"cannot write {exc.filename or args.md or args.merged_json}: {exc.strerror or exc}")
     if args.chart:
         try:
             why = chart(merged, args.chart)
@@ -1580,4 +1612,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inception_fast.cli import run_command
+
+    sys.exit(run_command(main))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int
+from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int, run_command
 from inception_fast.train import batch_norm_refusal, build_models
 
 
@@ -81,4 +82,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -2,7 +2,7 @@
 help formatter; the checks of the values they take (device, backend, image size, seconds, an
 output file, this package's environment variables: ``check_environment``), each failing with a
 ``UsageError`` that the job reports as one argparse-style line (``parser.error``, exit code 2),
-and the argparse types ``positive_int`` / ``positive_ints``; ``run_command``, which runs a job's
+and the argparse types ``positive_int`` / ``positive_ints`` / ``thread_count``; ``run_command``, which runs a job's
 body and turns Ctrl-C, a closed or full standard output and OS errors into one line and an exit
 code (``naming_file``, ``os_error_line``); ``is_allocation_failure`` / ``out_of_memory``, the
 one-line report of running out of memory."""
@@ -249,6 +249,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def thread_limit() -> int:
+    """The most threads a job may ask torch.set_num_threads for: 4 per CPU (far more makes it crash)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def thread_count(text: str) -> int:
+    """An argparse ``type``: a thread count, 1 to ``thread_limit()``, else an argparse error."""
+    value = positive_int(text)
+    if value > thread_limit():
+        raise argparse.ArgumentTypeError(f"at most {thread_limit()} (4 per CPU), got {value}")
     return value
 
 

@@ -839,11 +839,59 @@ def test_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypa
             main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
-    report.main([str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])  # nothing to report: its own exit code
-    assert "not a pytest-benchmark JSON object" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # nothing could be read: one line naming the input and why
+        report.main([str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "no input could be read: " in err and "(not a pytest-benchmark JSON object)" in err
     monkeypatch.setenv(settings.ENV_BATCHES, "8,abc")
     with pytest.raises(ValueError, match="INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got 'abc'"):
         settings.settings()
+
+
+def test_more_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    """The rest of the command lines and variables: too many threads (which crash torch), a size the
+    network refuses, a side input of the wrong kind, a deadline or model list that is not one, a
+    ceilings file whose rates are not numbers, and the tools' arguments (checked before they run)."""
+    import importlib.util
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import bench_block_backward, hook_check_cost, report
+    from benchmarks.helpers import roofline, settings
+
+    def tool(name):
+        spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)  # (its dataclasses look their module up)
+        spec.loader.exec_module(module)
+        return module.main
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    cases = [
+        (hook_check_cost.main, ["--threads", "100000"], "argument --threads: at most "),
+        (bench_block_backward.main, ["--size", "8"], "--size 8 is too small for variant 'torchvision'"),
+        (report.main, ["--first", str(tmp_path / "list.json")], "(not a first_forward.py JSON object)"),
+        (report.main, ["--cold-start", str(tmp_path / "list.json")], "(not a cold_start.py JSON object)"),
+        (tool("import_graph"), [str(tmp_path)], "not the package's directory"),
+        (tool("mutate"), ["--timeout", "0", "skip_ignored"], "--timeout must be a number of seconds above 0"),
+        (tool("mutate"), ["--json", str(tmp_path), "skip_ignored"], "a directory; give a file name"),
+    ]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+    for variable, value, message in (
+        (settings.ENV_THREADS, "100000", "INCEPTION_FAST_BENCH_THREADS: at most "),
+        (settings.ENV_DEADLINE, "abc", "INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds, got 'abc'"),
+        (settings.ENV_MODELS, "torchvision,nope", "INCEPTION_FAST_BENCH_MODELS: unknown model(s) nope"),
+    ):
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ValueError) as raised:
+            settings.settings()
+        assert message in str(raised.value)
+        monkeypatch.delenv(variable)
+    (tmp_path / "ceilings.json").write_text(json.dumps({"device_name": "x", "flop_per_s": "abc", "byte_per_s": 1e12}))
+    assert roofline.read_ceilings(str(tmp_path / "ceilings.json")) is None  # the table's row, and its source, instead
 
 
 def test_a_benchmark_run_stopped_by_its_timeout_still_writes_what_finished(tmp_path):
@@ -1014,7 +1062,9 @@ def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
         return str(tmp_path / name)
 
     paths = [write("bench.json", None), write("graph.json", "pool:triton"), write("blocks.json", "pool:triton")]
-    (tmp_path / "first.json").write_text(json.dumps({"environment": {"skipped_candidates": "a:b,pool:triton"}}))
+    (tmp_path / "first.json").write_text(
+        json.dumps({"environment": {"skipped_candidates": "a:b,pool:triton"}, "rows": []})
+    )
     merged = report.load_side(report.load(paths), first=str(tmp_path / "first.json"))
     line = "candidates not measured (INCEPTION_FAST_SKIP_CANDIDATES: one that left the CUDA context unusable"
     expected = "pool:triton (in graph.json, blocks.json); a:b,pool:triton (in first.json)"

@@ -9,6 +9,7 @@ package itself are left out of the cycle search: its __init__ only re-exports th
 
 from __future__ import annotations
 
+import argparse
 import ast
 import collections
 import pathlib
@@ -29,7 +30,7 @@ def modules(root: pathlib.Path) -> dict:
     """{dotted module name: file} for every .py file under ``root``."""
     found = {}
     for f in root.rglob("*.py"):
-        name = ".".join(f.with_suffix("").parts)
+        name = ".".join(f.relative_to(root.parent).with_suffix("").parts)
         found[name.removesuffix(".__init__")] = f
     return found
 
@@ -78,8 +79,13 @@ def cycles(edges: dict, top: str) -> list:
     return found
 
 
-def main() -> None:
-    root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "inception_fast")
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Print a package's internal import graph and its cycles.")
+    parser.add_argument("package", nargs="?", default="inception_fast", help="its directory (default: %(default)s)")
+    args = parser.parse_args(argv)
+    root = pathlib.Path(args.package).resolve()
+    if not (root / "__init__.py").is_file() or not (root / "backends" / "__init__.py").is_file():
+        parser.error(f"{args.package}: not the package's directory (no __init__.py and backends/__init__.py there)")
     mods = modules(root)
     edges = graph(root, mods)
     for name in sorted(mods):

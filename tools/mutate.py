@@ -1368,6 +1368,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the tail of pytest's output per mutant")
     args = parser.parse_args(argv)
+    if not 0 < args.timeout < float("inf"):  # (NaN fails too)
+        parser.error(f"--timeout must be a number of seconds above 0, got {args.timeout}")
+    if args.json is not None:  # found out now, not after every mutant ran
+        if args.json.is_dir():
+            parser.error(f"--json {args.json}: a directory; give a file name")
+        if not args.json.resolve().parent.is_dir():
+            parser.error(f"--json {args.json}: no directory {args.json.resolve().parent}")
 
     if args.list:
         width = max(len(m.name) for m in MUTANTS)

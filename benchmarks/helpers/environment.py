@@ -110,7 +110,10 @@ def main() -> None:
     parser.add_argument("what", nargs="?", default="env", choices=["env", "name"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    env = environment()
+    try:
+        env = environment()
+    except ValueError as exc:  # a bad INCEPTION_FAST_BENCH_* value, named
+        parser.error(str(exc))
     env["result_basename"] = result_basename(env, quick=args.quick or flag(ENV_QUICK))
     print(env["result_basename"] if args.what == "name" else json.dumps(env, indent=1))
 

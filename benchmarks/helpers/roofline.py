@@ -68,13 +68,18 @@ def known_ceilings(device_name: str) -> Optional[dict]:
 
 def read_ceilings(path: str) -> Optional[dict]:
     """The ceilings JSON written by ``measure_ceilings`` (``main``), or None where the file is
-    missing, unreadable or holds no measurement."""
+    missing, unreadable or holds no measurement (two positive numbers): the callers then take the
+    known-device table's row, and say so in the row's source."""
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not data.get("flop_per_s") or not data.get("byte_per_s"):
+
+    def rate(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+    if not isinstance(data, dict) or not rate(data.get("flop_per_s")) or not rate(data.get("byte_per_s")):
         return None
     return data
 
@@ -225,10 +230,19 @@ def main(argv=None) -> int:
     p.add_argument("--json", required=True, help="write the ceilings here")
     p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
+    from inception_fast.cli import UsageError, check_writable, resolve_device
+
     if not torch.cuda.is_available():
         print("roofline: no CUDA device, nothing measured (the report uses no roofline)", file=sys.stderr)
         return 3
-    data = measure_ceilings(torch.device(args.device))
+    try:
+        device = resolve_device(args.device, "the roofline")
+        if device.type != "cuda":
+            raise UsageError(f"--device {args.device}: the ceilings are a CUDA device's")
+        check_writable(args.json)
+    except UsageError as exc:
+        p.error(str(exc))
+    data = measure_ceilings(device)
     with open(args.json, "w") as f:
         json.dump(data, f, indent=1)
     known = known_ceilings(data["device_name"])
@@ -246,4 +260,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inception_fast.cli import run_command
+
+    sys.exit(run_command(main))

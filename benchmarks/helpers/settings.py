@@ -137,6 +137,16 @@ def _positive(name: str, value) -> int:
     return number
 
 
+def _threads(value) -> int:
+    """INCEPTION_FAST_BENCH_THREADS as a thread count (at most ``cli.thread_limit()``)."""
+    from inception_fast.cli import thread_limit
+
+    number = _positive(ENV_THREADS, value)
+    if number > thread_limit():
+        raise ValueError(f"{ENV_THREADS}: at most {thread_limit()} (4 per CPU), got {value!r}")
+    return number
+
+
 def settings() -> Settings:
     device = bench_device()
     quick = flag(ENV_QUICK)
@@ -161,13 +171,15 @@ def settings() -> Settings:
     for f in formats:
         if f not in FORMATS:
             raise ValueError(f"{ENV_FORMATS}: unknown memory format {f!r}; choose from {', '.join(FORMATS)}")
+    check_models(_env_list(ENV_MODELS) or ())
+    deadline()
     return Settings(
         device=device,
         quick=quick,
         cuda_graph=flag(ENV_CUDA_GRAPH) and gpu,
         compile=flag(ENV_COMPILE),
         peers=flag(ENV_PEERS) and not gpu,
-        threads=_positive(ENV_THREADS, os.environ[ENV_THREADS]) if os.environ.get(ENV_THREADS, "").strip() else None,
+        threads=_threads(os.environ[ENV_THREADS]) if os.environ.get(ENV_THREADS, "").strip() else None,
         image_size=image,
         batches=batches,
         dtypes=dtypes,
@@ -209,6 +221,18 @@ def check_models(names) -> None:
         raise ValueError(
             f"{ENV_MODELS}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(known_models())}"
         )
+
+
+def deadline() -> float:
+    """INCEPTION_FAST_BENCH_DEADLINE as a Unix time (0: none); ValueError where it is not one."""
+    raw = os.environ.get(ENV_DEADLINE, "").strip()
+    try:
+        value = float(raw or 0)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):  # (NaN fails)
+        raise ValueError(f"{ENV_DEADLINE} must be a Unix time in seconds, got {raw!r}")
+    return value
 
 
 def check_dtypes(names) -> None:
