@@ -7,8 +7,9 @@
 
 Reads the headline numbers from each benchmark's extra_info (time_fn medians), not
 from pytest-benchmark's wall-clock stats.  Input files that are missing or
-unreadable are reported and skipped, so a suite whose one step failed still gets
-a report.  Needs only the standard library; the chart needs matplotlib and is
+unreadable, or of another kind, are reported and skipped, so a suite whose one step failed
+still gets a report (where none can be read: one error line, exit code 2).  Needs only the
+standard library; the chart needs matplotlib and is
 skipped (with a message, not an error) without it.
 
 Sections: the header (device, versions, and the roofline ceilings every fraction used, with
@@ -1611,7 +1612,23 @@ def main(argv=None):
     return 0 if has_results(merged) else 1
 
 
-if __name__ == "__main__":
-    from inception_fast.cli import run_command
+def _run() -> int:
+    """``main()`` as a command: a standard output that cannot be written (a full disk) is one error
+    line and exit code 1, one whose reader left (``| head``) ends quietly with 1 (the package's
+    ``cli.run_command`` does this for the jobs; this script imports nothing beyond the standard
+    library)."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except OSError as exc:
+        if exc.filename is not None:  # a file's own error (main names those itself): not ours
+            raise
+        if not isinstance(exc, BrokenPipeError):
+            sys.stderr.write(f"error: writing standard output: {exc.strerror or exc}\n")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush cannot fail
+        return 1
 
-    sys.exit(run_command(main))
+
+if __name__ == "__main__":
+    sys.exit(_run())

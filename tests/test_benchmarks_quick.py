@@ -892,6 +892,14 @@ def test_more_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, mon
         monkeypatch.delenv(variable)
     (tmp_path / "ceilings.json").write_text(json.dumps({"device_name": "x", "flop_per_s": "abc", "byte_per_s": 1e12}))
     assert roofline.read_ceilings(str(tmp_path / "ceilings.json")) is None  # the table's row, and its source, instead
+    if os.path.exists("/dev/full"):  # report.py's own standard-output handling (it imports no torch)
+        results = sorted((REPO / "benchmarks" / "results").glob("*_NVIDIA-H200_*.json"))[0]
+        with open("/dev/full", "w") as full:
+            run = subprocess.run(
+                [sys.executable, str(REPO / "benchmarks" / "report.py"), str(results)],
+                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+            )  # fmt: skip
+        assert run.returncode == 1 and run.stderr.strip() == "error: writing standard output: No space left on device"
 
 
 def test_a_benchmark_run_stopped_by_its_timeout_still_writes_what_finished(tmp_path):
