@@ -21,6 +21,7 @@ from benchmarks.helpers.settings import (
     ENV_PEERS,
     ENV_QUICK,
     ENV_THREADS,
+    deadline,
     flag,
     settings,
 )
@@ -95,8 +96,8 @@ def pytest_collect_file(file_path, parent):
 def pytest_runtest_setup(item):
     # A time-boxed run (gpu_suite.sh) sets a deadline before its hard timeout: benchmarks not yet
     # started then skip, so a case is not cut mid-way, and pytest ends with its JSON written.
-    deadline = os.environ.get(ENV_DEADLINE, "").strip()
-    if deadline and time.time() > float(deadline):
+    stop = deadline()  # (checked with the other settings when the run began)
+    if stop and time.time() > stop:
         pytest.skip(f"time budget spent ({ENV_DEADLINE})")
 
 

@@ -248,10 +248,12 @@ def main(argv=None) -> int:
     except UsageError as exc:
         p.error(str(exc))
     # The GPU suite's step deadline (benchmarks/gpu_suite.sh): later rows are reported as not run.
+    from benchmarks.helpers.settings import deadline as suite_deadline
+
     try:
-        deadline = float(os.environ.get("INCEPTION_FAST_BENCH_DEADLINE", "0") or 0)
-    except ValueError:
-        p.error("INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds")
+        deadline = suite_deadline()
+    except ValueError as exc:
+        p.error(str(exc))
     # (label, model, extra environment, cache states)
     kinds = [("fused", "fused", {}, ("cold", "warm"))]
     if args.baseline:
