@@ -146,12 +146,11 @@ def load(paths):
             if data.get(side) and not merged.get(side):
                 merged[side] = data[side]
         benches = data.get("benchmarks", [])
-        foreign = [b for b in benches if not isinstance(b, dict) or not _ours(b.get("extra_info", {}))]
-        if foreign:
-            merged["missing"].append(f"{path} ({len(foreign)} benchmark(s) without this suite's extra_info, left out)")
-        for bench in data.get("benchmarks", []):
-            if not isinstance(bench, dict) or not _ours(bench.get("extra_info", {})):
-                continue
+        ours = [b for b in benches if isinstance(b, dict) and _ours(b.get("extra_info", {}))]
+        if len(ours) < len(benches):
+            left_out = len(benches) - len(ours)
+            merged["missing"].append(f"{path} ({left_out} benchmark(s) without this suite's extra_info, left out)")
+        for bench in ours:
             extra = bench.get("extra_info", {})
             # The same case timed eagerly and as CUDA-graph replays (or asked for replays and timed
             # eagerly when the capture failed), or at another batch (two files), is two results.
