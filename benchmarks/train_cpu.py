@@ -2,6 +2,7 @@
 side in one run.
 
     python -m benchmarks.train_cpu [--variant d2l] [--image-size 96] [--batch 32] [--rounds 5] [--steps 3]
+                                   [--dtype float32|bfloat16]
 
 torchvision's variant trains with BatchNorm in train mode (the fused blocks run
 inception_fast::inception_block_bn_train), 1000 classes and 3 input channels.
@@ -24,11 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from inception_fast.cli import UsageError, check_backend, check_image_size, positive_int, run_command
-from inception_fast.train import batch_norm_refusal, build_models
+from inception_fast.train import batch_norm_refusal, build_models, check_train_dtype
 
 
-def _step(model, opt, x, y):
-    loss = F.cross_entropy(model(x), y)
+def _step(model, opt, x, y, bf16: bool):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -42,11 +44,13 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=positive_int, default=3, help="timed steps per model per round")
     p.add_argument("--backend", default="torch")
     p.add_argument("--variant", default="d2l", choices=("d2l", "torchvision", "paper"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: CPU autocast")
     args = p.parse_args(argv)
     classes, in_ch = (10, 1) if args.variant == "d2l" else (1000, 3)
     try:
         args.backend = check_backend(args.backend, torch.device("cpu"))
         check_image_size(args.image_size, args.variant)
+        check_train_dtype(args.dtype, torch.device("cpu"))
     except UsageError as exc:
         p.error(str(exc))
     why = batch_norm_refusal(args.variant, classes, in_ch, args.image_size, args.batch)
@@ -57,20 +61,21 @@ def main(argv=None) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, in_ch, args.image_size, args.image_size, generator=g)
     y = torch.randint(0, classes, (args.batch,), generator=g)
+    bf16 = args.dtype == "bfloat16"
     for name, model in models.items():  # warm-up
-        _step(model, opts[name], x, y)
+        _step(model, opts[name], x, y, bf16)
     rates = {n: [] for n in models}
     for r in range(args.rounds):
         for name, model in models.items():
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                _step(model, opts[name], x, y)
+                _step(model, opts[name], x, y, bf16)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
         print(
             f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True
         )
     print(
-        f"\n{args.variant} GoogLeNet training, {args.image_size}x{args.image_size}, fp32, batch {args.batch}, "
+        f"\n{args.variant} GoogLeNet training, {args.image_size}x{args.image_size}, {args.dtype}, batch {args.batch}, "
         f"{args.rounds} rounds x {args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}"
     )

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import FusedGoogLeNet, GoogLeNet
+from .backends import onednn_backend
 from .choices import ContextLost
 from .cli import (
     HelpFormatter,
@@ -296,6 +297,18 @@ def build_models(
     return models
 
 
+def check_train_dtype(dtype: str, device: torch.device) -> None:
+    """``--dtype bfloat16`` trains under autocast: on CUDA, and on a CPU where oneDNN has bfloat16
+    convolutions (elsewhere ATen would emulate them, slower than float32); a UsageError that says
+    so where not."""
+    if dtype != "bfloat16" or device.type != "cpu" or onednn_backend.bf16_supported():
+        return
+    raise UsageError(
+        "--dtype bfloat16 on cpu trains with oneDNN's bfloat16 convolutions, which need AVX-512 (BW, VL "
+        "and DQ) or AVX-NE-CONVERT; this CPU lacks them: use --dtype float32"
+    )
+
+
 def batch_norm_refusal(variant: str, num_classes: int, in_channels: int, size: int, batch: int) -> Optional[str]:
     """Why GoogLeNet(variant) in train mode cannot take a batch of ``batch`` images of side ``size``
     (BatchNorm with batch statistics needs more than one value per channel: a batch of one whose
@@ -338,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=["float32", "bfloat16"],
         default="float32",
-        help="bfloat16: autocast on CUDA (not offered on CPU)",
+        help="bfloat16: autocast (on CPU where oneDNN has bfloat16 convolutions)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model(s)")
     p.add_argument("--epochs", type=int, default=10, help="train up to this epoch (with --resume: in all)")
@@ -410,8 +423,7 @@ def _check_args(args, device: torch.device, dist: _Dist) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.batch_size % dist.world:
         raise UsageError(f"--batch-size {args.batch_size} does not split evenly over {dist.world} processes")
-    if args.dtype == "bfloat16" and device.type != "cuda":
-        raise UsageError("--dtype bfloat16 trains with CUDA autocast; on cpu use --dtype float32")
+    check_train_dtype(args.dtype, device)
     args.backend = check_backend(args.backend, device)
     check_image_size(args.image_size, args.variant)
     check_input_size(

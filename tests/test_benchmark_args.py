@@ -64,6 +64,7 @@ BAD_ARGS = [
         f"--batch 1 at --image-size 32: {TOO_SMALL_BN}",
     ),
     ("train_cpu", ["--backend", "nope"], "--backend 'nope' is unavailable on cpu: unknown backend"),
+    ("train_cpu", ["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     (
         "inference_tensor_cost",
         ["--batches", "abc"],

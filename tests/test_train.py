@@ -3,15 +3,18 @@
 import contextlib
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from torch import nn
 
 from inception_fast.__main__ import main as cli_main
-from inception_fast.testing import TOLERANCE, check_close, rel_error
+from inception_fast.backends import onednn_backend
+from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound, rel_error
 from inception_fast.train import build_models
 
 pytest.importorskip("sklearn", reason="the digits come from scikit-learn (pip install 'inception_fast[train]')")
@@ -118,11 +121,47 @@ def test_trains_on_digits_resumes_to_the_same_weights_and_plots_both_models(tmp_
     assert "written for the paper variant as it was before its maxpool4 became 3x3/2" in capsys.readouterr().err
 
 
+def test_bfloat16_on_cpu_trains_both_models_within_the_tolerance_rule(tmp_path, capsys):
+    """--dtype bfloat16 on a CPU with oneDNN's bfloat16 convolutions: both models train under CPU
+    autocast, and the fused model's weight updates are within the tolerance table's rule: at most
+    twice the reference's own bfloat16 error, both against the reference's float32 updates (whose
+    own error, ~1e-6, is far below bfloat16's).  Over two steps bfloat16 moves the updates by ~11%,
+    so this catches a fused model off by ~25% or one that ignores autocast; the blocks' own bfloat16
+    accuracy is test_train_bn's.  Elsewhere it is one clear line."""
+    if not onednn_backend.bf16_supported():
+        with pytest.raises(SystemExit) as exc:
+            train(tmp_path / "o", "--dtype", "bfloat16", "--device", "cpu")
+        assert exc.value.code == 2
+        _one_line(capsys, "--dtype bfloat16 on cpu trains with oneDNN's bfloat16 convolutions")
+        return
+    argv = ("--epochs", "1", "--reference", "--image-size", "32", "--batch-size", "8")
+    assert train(tmp_path / "fp32", *argv) == 0
+    assert train(tmp_path / "bf16", *argv, "--dtype", "bfloat16") == 0
+    assert "bfloat16" in capsys.readouterr().out
+    init = build_models("d2l", 10, 1, 0)["fused"].state_dict()
+    start = flat(init, init)
+    update = {
+        (dtype, model): flat(load(tmp_path / dtype)["models"][model], init) - start
+        for dtype in ("fp32", "bf16")
+        for model in ("fused", "reference")
+    }
+    exact = update["fp32", "reference"]
+    assert rel_error(start + exact, start) > 1e-4, "training did not move the weights: the comparison could not fail"
+    for model in ("reference", "fused"):  # both computed in bfloat16 (~10% of a small update), not float32
+        own = rel_error(update["bf16", model], exact)
+        assert own > 100 * TOLERANCE["fp32"], f"the {model}'s bfloat16 updates differ by only {own:.1e}: not bfloat16"
+    check_close(
+        update["bf16", "fused"],
+        exact,
+        reduced_precision_bound(update["bf16", "reference"], exact),
+        "the fused model's bfloat16 weight updates",
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--backend", "nope"], "--backend 'nope' is unavailable on cpu"),
-        (["--dtype", "bfloat16", "--device", "cpu"], "--dtype bfloat16 trains with CUDA autocast"),
         (["--variant", "paper", "--image-size", "8"], "--image-size 8 is too small for variant 'paper'"),
         (["--data", "fashion-mnist"], "--data fashion-mnist needs --data-dir"),
         (["--data", "imagefolder", "--data-dir", "/nonexistent/dir"], "--data-dir /nonexistent/dir is not a directory"),
@@ -422,7 +461,9 @@ def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
 
 def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_path):
     """torchrun, 2 CPU processes, gloo: each trains on its half of every global batch and DDP averages
-    the gradients, so after k steps the weights are those of one process on the whole batches."""
+    the gradients, so after k steps the weights are those of one process on the whole batches; the
+    test accuracy, which the processes count on their halves of the test images, is one process's;
+    and the processes' RNG states (their dropout masks) differ."""
     args = [
         "--image-size",
         "16",
@@ -451,6 +492,17 @@ def test_two_processes_with_gloo_equal_one_process_on_the_combined_batch(tmp_pat
     moved = rel_error(flat(one, init), flat(init, init))
     assert moved > 10 * TOLERANCE["fp32"], f"the weights hardly moved ({moved:.1e}): the comparison could not fail"
     print(f"moved {moved:.2e}, DDP vs one process {err:.2e}")
+    # Each process evaluates every other test image and the counts are summed: the same weights give
+    # one process's accuracy (two processes that both took rank 0's half would count it twice).
+    accuracy = {
+        run: [h["fused"]["test_acc"] for h in json.loads((tmp_path / run / "history.json").read_text())["history"]]
+        for run in ("ddp", "one")
+    }
+    assert accuracy["ddp"] == accuracy["one"], f"test accuracy of 2 processes vs one: {accuracy}"
+    # Each process draws its own dropout masks (seeded by rank once the weights are built): the RNG
+    # states the checkpoint holds, one per rank, differ; processes seeded alike would hold the same.
+    rng = load(tmp_path / "ddp")["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"]), "both ranks hold the same RNG state"
 
 
 def test_a_lost_gpu_context_ends_training_in_one_line(capsys, monkeypatch):
@@ -465,3 +517,83 @@ def test_a_lost_gpu_context_ends_training_in_one_line(capsys, monkeypatch):
         job.main(["--epochs", "1"])
     assert exc.value.code == 1
     _one_line(capsys, "error: inception_fast: the CUDA context became unusable on cuda:0")
+
+
+def test_resume_of_a_dropout_variant_restores_the_rng_shuffles_each_epoch_and_takes_a_new_lr(
+    tmp_path, capsys, monkeypatch
+):
+    """The paper variant (dropout 0.4): two epochs in one run and the same split by --stop-after 1 and
+    --resume end with bit-identical weights (the resumed process takes the checkpoint's RNG state, so
+    epoch 2 draws the same dropout masks, and trains in train mode as the whole run's epoch 2 does
+    after epoch 1's evaluation); each epoch has its own shuffle, the resumed epoch the whole run's;
+    a resume with another --batch-size is refused in one line; one with another --lr trains with it
+    (the optimizer's learning rate in the checkpoint it writes)."""
+    from torch.utils.data import DistributedSampler
+
+    orders = []
+    iterate = DistributedSampler.__iter__
+
+    def recording(sampler):
+        order = list(iterate(sampler))
+        orders.append(order)
+        return iter(order)
+
+    monkeypatch.setattr(DistributedSampler, "__iter__", recording)
+    argv = ("--variant", "paper", "--image-size", "32", "--batch-size", "8", "--test-limit", "8", "--epochs", "2")
+    argv += ("--steps-per-epoch", "1")
+    whole, split, new_lr = tmp_path / "whole", tmp_path / "split", tmp_path / "lr"
+    assert train(whole, *argv) == 0
+    assert len(orders) == 2 and orders[0] != orders[1], "both epochs took the same shuffle"
+    assert train(split, *argv, "--stop-after", "1") == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train(split, *argv, "--batch-size", "4", "--resume")
+    assert exc.value.code == 2
+    _one_line(capsys, "written for batch_size 8, this run has 4")
+    os.makedirs(new_lr)
+    (new_lr / "checkpoint.pt").write_bytes((split / "checkpoint.pt").read_bytes())
+    assert train(split, *argv, "--resume") == 0
+    assert orders[2:] == orders[:2], "the resumed run's epochs took other shuffles than the whole run's"
+    a, b = load(whole)["models"]["fused"], load(split)["models"]["fused"]
+    init = build_models("paper", 10, 1, 0)["fused"].state_dict()
+    moved = rel_error(flat(a, init), flat(init, init))
+    assert moved > 1e-4, "training did not move the weights: the comparison could not fail"
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), f"{key} differs after resume"
+    assert train(new_lr, *argv, "--resume", "--lr", "0.03") == 0
+    groups = load(new_lr)["optimizers"]["fused"]["param_groups"]
+    assert [g["lr"] for g in groups] == [0.03] * len(groups), "the resumed run kept the checkpoint's learning rate"
+
+
+def test_evaluation_leaves_the_model_in_train_mode(tmp_path):
+    """The job evaluates after each epoch's training and trains on: evaluation (in eval mode) must
+    hand the model back in train mode, every module of it (else BatchNorm's batch statistics and
+    dropout would be off from the second epoch on)."""
+    from inception_fast.train import _Dist, _evaluate, _first, load_data
+
+    data = load_data("digits", None)
+    for model in build_models("paper", 10, 1, 0, reference=True).values():
+        assert model.training
+        acc = _evaluate(model, _first(data.test, 4), 32, 4, torch.device("cpu"), _Dist(0, 1), contextlib.nullcontext)
+        assert 0 <= acc <= 1
+        assert all(m.training for m in model.modules()), "evaluation left the model in eval mode"
+
+
+def test_initial_weights_are_xavier_uniform_with_the_kernel_area_in_both_fans():
+    """build_models draws each variant's conv and linear weights from Xavier's U(-b, b), b =
+    sqrt(6 / (fan_in + fan_out)), the fans as torch.nn.init computes them (the kernel area in both),
+    gain 1, biases zero: the largest |w| of each weight (thousands of draws) lies in (0.9 b, b].  A
+    fan_out without the kernel area gives a 3x3 conv's weights a bound ~1.5 times b."""
+    from inception_fast.reference import VARIANTS
+
+    for variant in VARIANTS:
+        ref = build_models(variant, 10, 1, 0, reference=True)["reference"]
+        layers = [(n, m) for n, m in ref.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert any(m.weight[0, 0].numel() > 1 for _, m in layers), "no layer with a kernel: the check could not fail"
+        for name, m in layers:
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            top = m.weight.abs().max().item()
+            # (float32 draws of a bound computed in float64: one rounding, within the fp32 tolerance)
+            assert 0.9 * bound < top <= bound * (1 + TOLERANCE["fp32"]), f"{variant} {name}: max |w| {top} vs b {bound}"
+            assert m.bias is None or not m.bias.any(), f"{variant} {name}: bias not zero"
