@@ -57,7 +57,7 @@ from .packing import (
     stock,
 )
 from .recognize import stored_weight
-from .reference import MAX_POOLS, GoogLeNet, Inception
+from .reference import BLOCK_CONFIGS, GoogLeNet, Inception
 
 __all__ = [
     "FusedInception",
@@ -113,6 +113,19 @@ def _block_config(block: nn.Module) -> dict:
         batch_norm=getattr(block.branch1, "bn", None) is not None,
         branch3_kernel=k,
     )
+
+
+def _inception_config(block: Optional[nn.Module]) -> Optional[dict]:
+    """``_block_config`` of an Inception block whose convs sit where ours do and whose branch 3
+    kernel an Inception takes, else None (a block that is not one, or was changed so far that only
+    its own forward computes it)."""
+    if not is_inception_block(block):
+        return None
+    try:
+        config = _block_config(block)
+    except (AttributeError, TypeError, IndexError, KeyError):
+        return None
+    return config if config["branch3_kernel"] in (3, 5) else None
 
 
 def _conv_shapes(block: "_PackedBlock") -> tuple:
@@ -506,11 +519,15 @@ class _PackedBlock:
         forward computes, with the same units (inception_fast.recognize)."""
         raise NotImplementedError
 
-    def structure_built(self) -> None:
+    def structure_built(self, checked: bool = False) -> None:
         """Its modules, as they are now, compute the block (it was just built from them, or fuse()
-        matched them)."""
+        matched them); with ``checked``, whether they do is checked (modules copied from a model)."""
         self.__dict__["_structure"] = _StructureCheck(
-            self, _itself, type(self)._matches_structure, _PackedBlock.clear_packed_weights
+            self,
+            _itself,
+            type(self)._matches_structure,
+            _PackedBlock.clear_packed_weights,
+            ok=not checked or bool(self._matches_structure()),
         )
 
     def _replicate_for_data_parallel(self):
@@ -815,11 +832,15 @@ class FusedGoogLeNet(GoogLeNet):
         else:  # the callback this code runs when the structure changes (a pickle may hold another)
             state["_stem_structure"].changed = FusedGoogLeNet._clear_stem
 
-    def structure_built(self) -> None:
+    def structure_built(self, checked: bool = False) -> None:
         """The stem's modules, as they are now, compute what the fused stem computes (see
-        _StructureCheck; each block keeps its own)."""
+        _StructureCheck; each block keeps its own); with ``checked``, whether they do is checked."""
         self.__dict__["_stem_structure"] = _StructureCheck(
-            self, FusedGoogLeNet._stem_modules, _stem_computes_fused, FusedGoogLeNet._clear_stem
+            self,
+            FusedGoogLeNet._stem_modules,
+            _stem_computes_fused,
+            FusedGoogLeNet._clear_stem,
+            ok=not checked or _stem_computes_fused(self),
         )
 
     def _replicate_for_data_parallel(self):
@@ -873,13 +894,17 @@ class FusedGoogLeNet(GoogLeNet):
         )
         if model.aux1 is not None:
             fused.aux_logits = model.aux_logits
+        for name in BLOCK_CONFIGS:  # a block built with other channels or kernel: one built like it
+            config = _inception_config(model._modules.get(name))
+            if config is not None and config != _block_config(getattr(fused, name)):
+                setattr(fused, name, FusedInception(**config, backend=backend))
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
-        # The head is copied as it is, whatever it became for fine-tuning (a Sequential or a
-        # bias-free fc, Identity as a feature extractor, another pool size); the fused head runs
-        # whatever modules it holds.  So are the max pools (a paper-variant model saved when its
-        # maxpool4 was 2x2/2 keeps computing so), which the fused stages read their settings from.
-        for name in (*MAX_POOLS, "avgpool", "dropout", "fc"):
-            setattr(fused, name, _copy_without_hooks(getattr(model, name)))
+        # Every module is then the original's kind with its settings (_copy_modules): the head
+        # whatever it became for fine-tuning (a Sequential or a bias-free fc, Identity as a feature
+        # extractor, another pool size), which the fused head runs as it is; the max pools (a
+        # paper-variant model saved when its maxpool4 was 2x2/2 keeps computing so), which the fused
+        # stages read their settings from; a conv1 of another stride, a conv with another padding
+        # mode, the LRNs.  A stage whose modules compute something else runs them as they are.
         _adopt(fused, model)
         return fused
 
@@ -1344,11 +1369,65 @@ def _tensor_slots(module: nn.Module):
                     yield (f"{path}.{attr}" if path else attr), m, kind, attr
 
 
+_ALIKE: dict = {}  # class -> what it computes, for the classes whose forwards compute the same
+
+
+def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
+    """Whether ``theirs`` computes what ``mine``'s class does from the same children: the same
+    class, or ours, the fused and torchvision's kind of one GoogLeNet part (block, conv unit, aux
+    head), and no forward set on the instance."""
+    if "forward" in theirs.__dict__:
+        return False
+    if type(mine) is type(theirs):
+        return True
+    if not _ALIKE:
+        from .reference import BasicConv2d, InceptionAux
+
+        parts = {"block": [Inception, FusedInception], "unit": [BasicConv2d], "aux": [InceptionAux]}
+        try:
+            from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
+            from torchvision.models.googlenet import Inception as TVInception
+            from torchvision.models.googlenet import InceptionAux as TVInceptionAux
+
+            parts["block"].append(TVInception)
+            parts["unit"].append(TVBasicConv2d)
+            parts["aux"].append(TVInceptionAux)
+        except Exception:  # torchvision is optional
+            pass
+        _ALIKE.update({cls: part for part, classes in parts.items() for cls in classes})
+    part = _ALIKE.get(type(mine))
+    return part is not None and _ALIKE.get(type(theirs)) == part
+
+
+def _copy_modules(fused: nn.Module, original: nn.Module) -> None:
+    """Makes each submodule of ``fused`` (built from ``original``'s configuration) what
+    ``original``'s is where the constructor could not: a leaf (a conv, BatchNorm, pool, LRN,
+    dropout, fc) becomes a hook-free copy of the original's, with its class and settings (a stride,
+    dilation, padding mode, bias, eps, momentum, LRN size, FrozenBatchNorm2d); a module of another
+    kind or with other children (an fc that became a Sequential, a unit or block put in, Identity)
+    a copy of the original's whole, and None where the original's is None; one computing alike is
+    walked.  The fused stages check the modules they compute from and run the modules' own forwards
+    where these compute something else (_StructureCheck), so the copy computes what the original
+    does."""
+    for name, mine in list(fused._modules.items()):
+        if name not in original._modules:
+            continue
+        theirs = original._modules[name]
+        if theirs is None or mine is None:
+            if theirs is not mine:
+                setattr(fused, name, None if theirs is None else _copy_without_hooks(theirs))
+        elif not mine._modules or mine._modules.keys() != theirs._modules.keys() or not _computes_alike(mine, theirs):
+            setattr(fused, name, _copy_without_hooks(theirs))
+        else:
+            _copy_modules(mine, theirs)
+
+
 def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
     """Makes ``fused``, built from ``original``'s configuration and on its device and dtype, the
-    original's copy: each BatchNorm a copy of the original's (its class, eps, momentum, affine and
-    running-statistics settings, which the constructor does not take), the original's state, and
-    each submodule's train/eval mode (a frozen BatchNorm stays in eval mode in a model in train mode).
+    original's copy: its modules of the original's kind with the original's settings
+    (``_copy_modules``: a conv's stride or padding mode, a BatchNorm's class, eps and momentum,
+    which the constructor does not take), the original's state, and each submodule's train/eval
+    mode (a frozen BatchNorm stays in eval mode in a model in train mode).
     Each parameter keeps the original's ``requires_grad`` (a frozen one stays frozen) and one shared
     under several names stays one parameter.  With ``take``, the parameters and buffers are the
     original's own objects instead of copies (``fuse()``: an optimizer built before keeps them)."""
@@ -1361,12 +1440,8 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
             "parameter first (prune.remove, parametrize.remove_parametrizations), or fuse() the model "
             "in place, which keeps it as it is"
         )
+    _copy_modules(fused, original)
     originals = dict(original.named_modules())
-    for name, module in list(fused.named_modules()):
-        source = originals.get(name)
-        if name and source is not None and _is_batchnorm(module) and _is_batchnorm(source):
-            parent, _, attr = name.rpartition(".")
-            setattr(fused.get_submodule(parent), attr, _copy_without_hooks(source))
     fused.load_state_dict(original.state_dict(), assign=take)  # (checks the keys and shapes; take: no copy)
     theirs = {name: getattr(m, kind)[attr] for name, m, kind, attr in _tensor_slots(original)}
     first_copy: dict = {}  # id(the original's tensor) -> the copy it got under its first name
@@ -1380,8 +1455,10 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
         getattr(m, kind)[attr] = mine
     for name, module in fused.named_modules():
         module.training = originals.get(name, original).training
-        if isinstance(module, (_PackedBlock, FusedGoogLeNet)):
-            module.structure_built()  # its BatchNorms are the original's kind now
+        if isinstance(module, (FusedInception, FusedGoogLeNet)):
+            # Its modules are the original's kind now; copied (not fuse()'s matched ones), they may
+            # compute something else than the fused form, which the check then says.
+            module.structure_built(checked=not take)
 
 
 # Values compared by value when a plain attribute is set on a fused foreign block (the same value

@@ -238,6 +238,70 @@ def test_the_store_keeps_the_most_recent_entries(store, monkeypatch):
     assert list(json.loads(path.read_text())["choices"]["t"]) == [repr(f"k{i}") for i in (9, 10, 11)]
 
 
+def test_a_choice_stored_again_becomes_the_newest_entry(store, monkeypatch):
+    """Storing a key already in the file moves it to the newest end: the trim then drops the
+    entries written before it, not the one just written."""
+    monkeypatch.setenv("INCEPTION_FAST_CACHE_ENTRIES", "3")
+    for key in ("k1", "k2", "k3", "k1", "k4"):
+        path = choice_store.STORE.put("t", key, CPU, "b")
+    assert list(json.loads(path.read_text())["choices"]["t"]) == [repr("k3"), repr("k1"), repr("k4")]
+    choice_store.STORE.forget()
+    assert choice_store.STORE.get("t", "k1", CPU) == "b" and choice_store.STORE.get("t", "k2", CPU) is None
+
+
+@pytest.mark.parametrize("value", ["OFF", "Off", "FALSE", "No"])
+def test_the_store_is_turned_off_in_any_letter_case(monkeypatch, value):
+    """INCEPTION_FAST_CHOICE_CACHE=OFF turns the store off as "off" does (not a directory named OFF)."""
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, value)
+    assert choice_store.store_dir() is None
+    monkeypatch.setenv(choice_store.ENV_CHOICE_CACHE, f"{value}-dir")
+    assert choice_store.store_dir() is not None  # a name that only starts so is a directory
+
+
+def test_the_code_hash_covers_the_compiled_extension_and_the_python_sources(tmp_path, monkeypatch):
+    """An edited _C extension (as a rebuilt csrc/ kernel) or Python source changes the code hash, so
+    choices measured with the old code are measured afresh; other files do not count."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    source, ext = package / "sub" / "mod.py", package / "_C.cpython-311-x86_64-linux-gnu.so"
+    source.write_text("x = 1\n")
+    ext.write_bytes(b"\x7fELF one")
+    monkeypatch.setattr(choice_store, "_PACKAGE", package)
+    first = choice_store._code_hash()
+    (package / "notes.txt").write_text("not code")
+    (package / "other.so").write_bytes(b"\x7fELF not ours")
+    assert choice_store._code_hash() == first
+    ext.write_bytes(b"\x7fELF two")
+    rebuilt = choice_store._code_hash()
+    assert rebuilt != first, "a rebuilt extension kept the hash"
+    source.write_text("x = 2\n")
+    assert choice_store._code_hash() != rebuilt, "an edited source kept the hash"
+
+
+def test_choices_are_stored_per_triton_version(store, monkeypatch):
+    """A new Triton compiles other kernels: a choice measured under one Triton version is not read
+    back under another (and is under the same one)."""
+    import types
+
+    def with_triton(version):
+        fake = types.ModuleType("triton")
+        fake.__version__ = version
+        monkeypatch.setitem(sys.modules, "triton", fake)
+        monkeypatch.setattr(choice_store, "_FINGERPRINTS", {})
+        choice_store.STORE.forget()
+
+    with_triton("1.0.0")
+    first, _ = _measuring()
+    assert first.pick("k", CPU, RUNNERS) == "b"
+    with_triton("2.0.0")
+    other, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+    assert other.pick("k", CPU, RUNNERS) == "a" and timed == ["a", "b"], "Triton 2.0.0 read 1.0.0's choice"
+    with_triton("1.0.0")
+    same, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+    assert same.pick("k", CPU, RUNNERS) == "b" and timed == []
+    assert len(list(store.glob("choices-*.json"))) == 2
+
+
 def test_two_processes_merge_their_choices(store):
     """Each process writes what it measured merged into what is on disk."""
     script = textwrap.dedent(

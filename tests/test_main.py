@@ -79,6 +79,17 @@ def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkey
     assert all(x.is_contiguous(memory_format=torch.channels_last) for _, x, _ in calls)
 
 
+def test_a_parity_mismatch_is_the_jobs_exit_code(monkeypatch, capsys):
+    """A fused model whose error against the fp64 reference exceeds the bound is reported as a
+    MISMATCH and the job exits 1, after its timings (a CI run must not pass on wrong outputs)."""
+    import inception_fast.__main__ as job
+
+    monkeypatch.setattr(job, "rel_error", lambda out, ref: 1.0)  # every fused output far off
+    assert job.main([*TINY, "--backend", "torch"]) == 1
+    printed = capsys.readouterr().out
+    assert "parity [torch]" in printed and "MISMATCH" in printed and "img/s" in printed
+
+
 def test_main_job_other_variant_and_format(capsys):
     rc = main(
         [

@@ -3,6 +3,7 @@ layout, the whole network, state_dict, fuse(), gradients and training, torch.com
 and CUDA-graph capture (the modules layer)."""
 
 import copy
+import types
 import warnings
 
 import pytest
@@ -747,6 +748,42 @@ def test_captured_forward_needs_a_cuda_input_and_eval_mode():
         CapturedForward(model, torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match="but the module is in train mode"):
         CapturedForward(FusedGoogLeNet(variant="d2l"), torch.randn(1, 1, 32, 32))
+
+
+def test_a_captured_forward_takes_only_the_input_it_was_captured_for():
+    """A call with another shape, dtype or device is refused, naming both, before anything is
+    copied into the graph's input buffer (a copy would cast or fail inside the replay).  Checked
+    without a GPU on a CapturedForward whose graph is a stand-in."""
+    from inception_fast import CapturedForward
+
+    fast = CapturedForward.__new__(CapturedForward)
+    fast.static_input = torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16)
+    fast.graph, fast.static_output = types.SimpleNamespace(replay=lambda: None), torch.ones(1, 10)
+    assert fast(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)) is fast.static_output
+    for other in (
+        torch.randn(1, 3, 8, 8),
+        torch.randn(2, 3, 8, 8, dtype=torch.bfloat16),
+        torch.randn(1, 3, 8, 8, dtype=torch.float64),
+    ):
+        before = fast.static_input.clone()
+        with pytest.raises(ValueError, match=r"captured for input \(1, 3, 8, 8\) torch.bfloat16 on cpu, got"):
+            fast(other)
+        assert torch.equal(fast.static_input, before)
+    with pytest.raises(TypeError, match="expected a torch.Tensor, got list"):
+        fast([1.0])
+
+
+def test_from_torchvision_keeps_aux_logits_off_on_a_model_with_aux_heads():
+    """A torchvision googlenet built with aux heads and then told not to return them (aux_logits =
+    False, as before fine-tuning without them): the copy keeps the heads and the setting, so in
+    train mode it returns the logits alone, as the original does."""
+    tv = torchvision.models.googlenet(aux_logits=True, init_weights=True)
+    tv.aux_logits = False
+    fused = FusedGoogLeNet.from_torchvision(tv, backend="torch")
+    assert fused.aux1 is not None and fused.aux_logits is False
+    tv.train(), fused.train()
+    x = torch.randn(2, 3, 64, 64)
+    assert isinstance(tv(x), torch.Tensor) and isinstance(fused(x), torch.Tensor)
 
 
 def test_the_captured_input_buffer_is_an_ordinary_tensor_without_history():

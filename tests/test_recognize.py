@@ -146,6 +146,43 @@ def test_gradients_through_a_fused_textbook_block_equal_the_unfused_ones():
         check_close(gp[name], gp_ref[name], FP32, f"gradient of {name}")
 
 
+def test_the_d2l_variant_is_the_textbook_network_with_its_floor_mode_pools():
+    """GoogLeNet(variant="d2l") computes what the chapter's network computes, given the same
+    parameters, at a size where its 3x3/2 padding-1 pools' floor mode matters (a ceil-mode pool
+    would give 9x9 where floor mode gives 8x8 after the stem's conv)."""
+    from inception_fast import GoogLeNet
+
+    x = torch.randn(2, 1, 32, 32)
+    after_stem = torch.zeros(1, 1, 16, 16)
+    assert F.max_pool2d(after_stem, 3, 2, 1, ceil_mode=True).shape != F.max_pool2d(after_stem, 3, 2, 1).shape
+    textbook = calibrate(textbook_googlenet(), x)
+    ours = GoogLeNet(variant="d2l", init_weights=False).eval()
+    mine, theirs = list(ours.parameters()), list(textbook.parameters())
+    assert [p.shape for p in mine] == [p.shape for p in theirs]
+    with torch.no_grad():
+        for p, q in zip(mine, theirs):
+            p.copy_(q)
+        want = textbook(x)
+        assert want.std() > 0.05, "reference activations vanished; the comparison could not fail"
+        check_close(ours(x), want, TOLERANCE["same_ops"], "d2l variant against the textbook network")
+
+
+def test_a_fused_foreign_block_in_float64_computes_the_original_blocks_branches_in_order():
+    """A fused foreign block in float64 runs its own reference computation (not the fused op): its
+    branches concatenated in the block's order, as the original computes in float64."""
+    block = TextbookInception(8, 3, (4, 5), (2, 6), 4)
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    calibrate(block, x.float())
+    ref = copy.deepcopy(block).double()
+    fused, _ = _fuse_quietly(block)
+    assert isinstance(fused, FusedForeignInception)
+    fused = fused.double()
+    with torch.no_grad():
+        want = ref(x)
+        assert want.std() > 0.05, "reference activations vanished; the comparison could not fail"
+        check_close(fused(x), want, TOLERANCE["same_ops"], "fused foreign block in float64")
+
+
 class BNInception(nn.Module):
     """A reader's block with bias-free conv → BatchNorm → ReLU modules, in its own layout."""
 
@@ -684,6 +721,32 @@ class SharedReduction(TextbookInception):  # branch 3 reads branch 2's reduction
         )
 
 
+class HalvedInTraining(TextbookInception):  # eval mode computes the pattern, train mode does not
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        if self.training:
+            b2 = b2 * 0.5
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4), dim=1)
+
+
+class ClampedInput(TextbookInception):  # one side computation before the branches, in place
+    def forward(self, x):
+        x.clamp_(-0.5, 0.5)
+        return super().forward(x)
+
+
+class CatWithoutDim(TextbookInception):  # torch.cat's default dim 0: the batch, not the channels
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4))
+
+
 def _with(block, **attrs):
     for name, module in attrs.items():
         setattr(block, name, module)
@@ -712,6 +775,19 @@ def _lookalikes():
         "5x5 pool": (_with(tb(), p4_1=nn.MaxPool2d(5, 1, 2)), "max pool kernel 5"),
         "1x1 pool conv is 3x3": (_with(tb(), p4_2=nn.Conv2d(8, 3, 3, padding=1)), "where a 1x1 belongs"),
         "forward hook": (hooked, "hooks"),
+        "halved in train mode": (HalvedInTraining(*cfg), "mul where a conv belongs"),
+        "input clamped in place": (ClampedInput(*cfg), "clamp_"),
+        "cat without dim": (CatWithoutDim(8, 4, (4, 4), (2, 4), 4), "along dim 0"),  # equal branch widths
+        "1x1 convs padded": (
+            _with(
+                tb(),
+                p1_1=nn.Conv2d(8, 3, 1, padding=1),
+                p2_1=nn.Conv2d(8, 4, 1, padding=1),
+                p3_1=nn.Conv2d(8, 2, 1, padding=1),
+                p4_2=nn.Conv2d(8, 3, 1, padding=1),
+            ),
+            "with a 1x1 kernel (the pattern has padding 0)",
+        ),
     }
 
 

@@ -114,6 +114,23 @@ def test_paper_variant_structure():
     assert sizes["maxpool4"] == (832, 7, 7)
     # 40% dropout before the classifier, 70% in the aux heads.
     assert m.dropout.p == 0.4 and GoogLeNet(variant="paper", aux_logits=True).aux1.dropout.p == 0.7
+    # LRN as in the paper's Caffe model (size 5, alpha 1e-4, beta 0.75, k 1), after conv1's pool and conv3
+    for lrn in (m.lrn1, m.lrn2):
+        assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 1.0)
+
+
+def test_init_is_torchvisions():
+    """init_weights draws what torchvision's does: every conv and linear weight from a normal of std
+    0.01 truncated at +-2 (the weights' spread, over 6 million draws), BatchNorm at 1 and 0."""
+    torch.manual_seed(0)
+    ours, theirs = GoogLeNet(), tv_googlenet()
+    for model in (ours, theirs):
+        weights = torch.cat(
+            [m.weight.flatten() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        )
+        assert abs(weights.std().item() - 0.01) < 2e-4 and weights.abs().max() <= 2
+    bns = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
 
 
 @pytest.mark.parametrize("size", [96, 32, 9, 1])

@@ -142,6 +142,92 @@ def test_a_module_replaced_in_a_fused_network_is_computed(edit):
     assert rec.ops.count(FUSED_BLOCK_OP) == 9 - touched, "the blocks not touched should stay fused"
 
 
+# Edits made before conversion that leave a block to its own modules (an unfused block put in
+# the original is just what from_torchvision fuses).
+_BLOCK_EDITS = {edit for edit in EDITS if edit.startswith("block") or "of a block" in edit} - {
+    "block replaced by an unfused one"
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_from_torchvision_copies_modules_changed_before_conversion(edit):
+    """The same edits made to the model before FusedGoogLeNet.from_torchvision: the copy takes each
+    module as the original has it (its class and settings: a stride, padding mode, dilation, a
+    Sequential, a forward set on the instance), not the standard one the constructor builds, so it
+    gives the original's logits; a stage holding a changed module runs its modules, and every block
+    not touched runs the fused op."""
+    ref = GoogLeNet(init_weights=True)
+    EDITS[edit](ref)
+    calibrate(ref, torch.randn(4, 3, 32, 32), seed=3)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    assert list(fused.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x.contiguous(memory_format=CL))
+    check_close(got, ref64, tol, edit)
+    assert rec.ops.count(FUSED_BLOCK_OP) == 9 - (edit in _BLOCK_EDITS), "the blocks not touched should stay fused"
+
+
+def test_from_torchvision_copies_torchvision_modules_changed_before_conversion():
+    """torchvision's googlenet with the edits users make before converting (a small-image stem:
+    conv1 3x3 stride 1; a conv with a bias; a 5x5 branch 3; blocks of other channels, with
+    the stage before and the head to match): the copy computes the original's logits; where
+    the fused kernels take the changed modules they still run, and the stem too."""
+    import torchvision
+
+    torch.manual_seed(7)
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True, num_classes=10)
+    tv.conv1.conv = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    tv.inception4a.branch1.conv = nn.Conv2d(480, 192, 1, bias=True)
+    tv.inception3b.branch3[1].conv = nn.Conv2d(32, 96, 5, padding=2, bias=False)
+    block, unit = type(tv.inception5b), type(tv.conv1)
+    tv.inception5b, tv.fc = block(832, 384, 192, 384, 48, 128, 256, conv_block=unit), nn.Linear(1152, 10)
+    tv.conv3 = unit(64, 256, kernel_size=3, padding=1)  # 3a takes 256 channels
+    tv.inception3a = block(256, *BLOCK_CONFIGS["inception3a"][1:], conv_block=unit)
+    calibrate(tv, torch.randn(4, 3, 32, 32), seed=8)
+    fused = FusedGoogLeNet.from_torchvision(tv, backend="torch").eval()
+    assert fused.inception3a.in_channels == 256 and fused.inception3b.branch3[1].conv.kernel_size == (5, 5)
+    x = torch.randn(2, 3, 32, 32)
+    ref64, tol = net_tolerance(tv, x)
+    with torch.no_grad(), OpRecorder() as rec:
+        check_close(fused(x.contiguous(memory_format=CL)), ref64, tol, "torchvision, edited")
+    assert rec.ops.count(FUSED_BLOCK_OP) == 9 and fused._stem_structure.ok(fused)
+
+
+@pytest.mark.parametrize("variant", ["paper", "d2l"])
+def test_from_torchvision_copies_the_local_response_norms_and_pools(variant):
+    """The paper variant's LocalResponseNorms and the d2l variant's pools with other settings: the
+    constructor builds the variant's own, the copy takes the original's."""
+    ref = GoogLeNet(variant=variant, init_weights=True)
+    if variant == "paper":
+        ref.lrn1 = nn.LocalResponseNorm(3, alpha=1e-2, beta=0.75, k=2.0)
+        ref.lrn2 = None
+    else:
+        ref.maxpool3 = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    size = 32 if variant == "paper" else 40
+    calibrate(ref, torch.randn(4, ref.in_channels, size, size), seed=9)
+    fused = FusedGoogLeNet.from_torchvision(ref, backend="torch").eval()
+    x = torch.randn(2, ref.in_channels, size, size)
+    ref64, tol = net_tolerance(ref, x)
+    with torch.no_grad():
+        check_close(fused(x), ref64, tol, variant)
+
+
+def test_fused_inception_from_torchvision_runs_a_changed_block_as_it_is():
+    """FusedInception.from_torchvision of a block whose conv pads by reflection (a setting the
+    constructor does not take): the copy has it, finds it is not the fused pattern, and computes
+    the block's own forward."""
+    block = Inception(*BLOCK_CONFIGS["inception3a"])
+    block.branch2[1].conv.padding_mode = "reflect"
+    x = torch.randn(2, 192, 8, 8)
+    calibrate(block, x, seed=10)
+    fused = FusedInception.from_torchvision(block, backend="torch").eval()
+    assert not fused.structure_ok()
+    with torch.no_grad():
+        check_close(fused(x), block(x), FP32, "reflect padding")
+
+
 class HalvedMaxPool(nn.MaxPool2d):
     """A max pool subclass with a forward of its own: the same settings, another result."""
 
@@ -382,6 +468,7 @@ HEADS = {
     "fc without a bias": lambda m: setattr(m, "fc", nn.Linear(1024, 10, bias=False)),
     "fc as Identity (features)": lambda m: setattr(m, "fc", nn.Identity()),
     "dropout as Identity": lambda m: setattr(m, "dropout", nn.Identity()),
+    "global max pool": lambda m: setattr(m, "avgpool", nn.AdaptiveMaxPool2d(1)),
     "a 2x2 pool and a wider fc": lambda m: (
         setattr(m, "avgpool", nn.AdaptiveAvgPool2d((2, 2))),
         setattr(m, "fc", nn.Linear(4096, 10)),
