@@ -31,6 +31,7 @@ import copy
 import logging
 import operator
 import sys
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -213,9 +214,6 @@ def _own_unit_tensors(block: nn.Module) -> list:
 
 def _own_unit_sources(block: nn.Module) -> list:
     return conv_bn_sources(block._units())
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 def _global_hooks() -> bool:
@@ -772,6 +770,7 @@ class FusedInception(_PackedBlock, Inception):
         """from_torchvision; with ``take``, holding ``block``'s own parameters and buffers (fuse())."""
         if not is_inception_block(block):
             raise TypeError(f"expected an Inception block, got {type(block).__name__}")
+        _refuse_instance_forward(block, "FusedInception.from_torchvision")
         fused = cls(**_block_config(block), backend=backend)
         ref_param = block.branch1.conv.weight
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
@@ -870,6 +869,7 @@ class FusedGoogLeNet(GoogLeNet):
                     "use inception_fast.fuse(model)"
                 )
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
+        _refuse_instance_forward(model, "FusedGoogLeNet.from_torchvision")
         ref_param = next(model.parameters())
         fc, dropout = model.fc, model.dropout
         # The classes the aux heads are built for (the head itself is copied as it is): theirs, else
@@ -1352,11 +1352,34 @@ def _computed_tensor(module: nn.Module) -> Optional[str]:
     return None
 
 
-def _copy_without_hooks(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` whose own hooks stay with the original (as the convs' do): fresh
-    hook dicts in the copy."""
-    memo = {id(getattr(module, d)): type(getattr(module, d))() for d in _HOOK_DICTS}
-    return copy.deepcopy(module, memo)
+def _copy_module(module: nn.Module, share_tensors: bool) -> nn.Module:
+    """A copy of ``module`` and its submodules for a fused model: each of the same class with its
+    settings, parameters and buffers of its own (copies; with ``share_tensors`` the original's
+    own, as fuse() takes them), no hooks of any kind (they stay with the original, as the convs'
+    do), a forward set on the instance bound to the copy, and every other attribute shared, not
+    copied (a feature map a hook kept, a reference back to the model: a deep copy would fail on
+    the first and copy the whole model for the second)."""
+    new = object.__new__(type(module))
+    state = {}
+    for key, value in module.__dict__.items():
+        if key == "_modules":
+            value = {n: None if m is None else _copy_module(m, share_tensors) for n, m in value.items()}
+        elif key == "_parameters":
+            value = {n: p if share_tensors or p is None else copy.deepcopy(p) for n, p in value.items()}
+        elif key == "_buffers":
+            with torch.no_grad():
+                value = {n: b if share_tensors or b is None else b.clone() for n, b in value.items()}
+        elif "hooks" in key and isinstance(value, dict):
+            value = type(value)()
+        elif key == "_is_full_backward_hook":
+            value = None
+        elif isinstance(value, types.MethodType) and value.__self__ is module:
+            value = types.MethodType(value.__func__, new)
+        elif isinstance(value, (dict, list, set)):
+            value = copy.copy(value)
+        state[key] = value
+    new.__dict__.update(state)
+    return new
 
 
 def _tensor_slots(module: nn.Module):
@@ -1372,11 +1395,22 @@ def _tensor_slots(module: nn.Module):
 _ALIKE: dict = {}  # class -> what it computes, for the classes whose forwards compute the same
 
 
+def _refuse_instance_forward(model: nn.Module, what: str) -> None:
+    """A TypeError where ``model``'s forward (or torchvision's ``_forward``, which its forward
+    calls) is set on the instance: a copy built from its class would compute something else."""
+    for name in ("forward", "_forward"):
+        if name in model.__dict__:
+            raise TypeError(
+                f"{what} cannot copy this {type(model).__name__}: its {name} is set on the instance (it computes "
+                "something its class does not); fuse() the model in place, which keeps such a module as it is"
+            )
+
+
 def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
     """Whether ``theirs`` computes what ``mine``'s class does from the same children: the same
     class, or ours, the fused and torchvision's kind of one GoogLeNet part (block, conv unit, aux
     head), and no forward set on the instance."""
-    if "forward" in theirs.__dict__:
+    if "forward" in theirs.__dict__ or "_forward" in theirs.__dict__:  # (torchvision's blocks call _forward)
         return False
     if type(mine) is type(theirs):
         return True
@@ -1399,10 +1433,10 @@ def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
     return part is not None and _ALIKE.get(type(theirs)) == part
 
 
-def _copy_modules(fused: nn.Module, original: nn.Module) -> None:
+def _copy_modules(fused: nn.Module, original: nn.Module, share_tensors: bool) -> None:
     """Makes each submodule of ``fused`` (built from ``original``'s configuration) what
     ``original``'s is where the constructor could not: a leaf (a conv, BatchNorm, pool, LRN,
-    dropout, fc) becomes a hook-free copy of the original's, with its class and settings (a stride,
+    dropout, fc) becomes a copy of the original's (``_copy_module``), with its class and settings (a stride,
     dilation, padding mode, bias, eps, momentum, LRN size, FrozenBatchNorm2d); a module of another
     kind or with other children (an fc that became a Sequential, a unit or block put in, Identity)
     a copy of the original's whole, and None where the original's is None; one computing alike is
@@ -1415,11 +1449,11 @@ def _copy_modules(fused: nn.Module, original: nn.Module) -> None:
         theirs = original._modules[name]
         if theirs is None or mine is None:
             if theirs is not mine:
-                setattr(fused, name, None if theirs is None else _copy_without_hooks(theirs))
+                setattr(fused, name, None if theirs is None else _copy_module(theirs, share_tensors))
         elif not mine._modules or mine._modules.keys() != theirs._modules.keys() or not _computes_alike(mine, theirs):
-            setattr(fused, name, _copy_without_hooks(theirs))
+            setattr(fused, name, _copy_module(theirs, share_tensors))
         else:
-            _copy_modules(mine, theirs)
+            _copy_modules(mine, theirs, share_tensors)
 
 
 def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
@@ -1440,7 +1474,7 @@ def _adopt(fused: nn.Module, original: nn.Module, take: bool = False) -> None:
             "parameter first (prune.remove, parametrize.remove_parametrizations), or fuse() the model "
             "in place, which keeps it as it is"
         )
-    _copy_modules(fused, original)
+    _copy_modules(fused, original, share_tensors=take)
     originals = dict(original.named_modules())
     fused.load_state_dict(original.state_dict(), assign=take)  # (checks the keys and shapes; take: no copy)
     theirs = {name: getattr(m, kind)[attr] for name, m, kind, attr in _tensor_slots(original)}

@@ -167,6 +167,8 @@ def test_from_torchvision_copies_modules_changed_before_conversion(edit):
         got = fused(x.contiguous(memory_format=CL))
     check_close(got, ref64, tol, edit)
     assert rec.ops.count(FUSED_BLOCK_OP) == 9 - (edit in _BLOCK_EDITS), "the blocks not touched should stay fused"
+    for module in fused.modules():  # a forward set on an instance runs the copy's own weights
+        assert "forward" not in vars(module) or module.forward.__self__ is module, edit
 
 
 def test_from_torchvision_copies_torchvision_modules_changed_before_conversion():
@@ -226,6 +228,59 @@ def test_fused_inception_from_torchvision_runs_a_changed_block_as_it_is():
     assert not fused.structure_ok()
     with torch.no_grad():
         check_close(fused(x), block(x), FP32, "reflect padding")
+
+
+def test_copies_take_modules_holding_graph_tensors_and_references_without_their_hooks():
+    """A conv holding a feature map a hook kept (a tensor with autograd history, which a deep copy
+    refuses) and every conv a reference back to the model (which a deep copy would copy whole, once
+    per conv): from_torchvision and fuse() take both, the copy's parameters are its own (fuse()'s
+    the original's), and the original's hooks of every kind stay with it."""
+    import torchvision
+
+    torch.manual_seed(12)
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True).eval()
+    calibrate(tv, torch.randn(4, 3, 32, 32), seed=13)
+    x = torch.randn(2, 3, 32, 32)
+    ref64, tol = net_tolerance(tv, x)  # (before the model holds what a deep copy refuses)
+    keep = tv.inception4e.branch1.conv.register_forward_hook(lambda mod, inp, out: setattr(mod, "feat", out))
+    tv(torch.randn(1, 3, 32, 32))
+    keep.remove()
+    assert tv.inception4e.branch1.conv.feat.grad_fn is not None
+    for conv in tv.modules():
+        if isinstance(conv, nn.Conv2d):
+            object.__setattr__(conv, "root", tv)
+    fired = []
+    conv = tv.inception3a.branch1.conv
+    conv.register_state_dict_post_hook(lambda *args: fired.append("state_dict"))
+    conv.register_forward_hook(lambda *args: fired.append("forward"))
+    fused = FusedGoogLeNet.from_torchvision(tv, backend="torch").eval()
+    copied = fused.inception3a.branch1.conv
+    assert copied.root is tv and copied.weight is not conv.weight and torch.equal(copied.weight, conv.weight)
+    fired.clear()
+    fused.state_dict()
+    with torch.no_grad(), OpRecorder() as rec:
+        check_close(fused(x), ref64, tol, "copied")
+    assert fired == [] and rec.ops.count(FUSED_BLOCK_OP) == 9
+    held = tv.inception4e.branch1.conv.weight
+    with pytest.warns(UserWarning, match="inception3a .* has hooks"):  # (the block with the hooks is left alone)
+        taken = fuse(tv)
+    assert isinstance(taken.inception4e, FusedInception) and taken.inception4e.branch1.conv.weight is held
+
+
+def test_from_torchvision_refuses_a_forward_set_on_the_instance():
+    """A block (or network) whose forward, or torchvision's _forward that it calls, is set on the
+    instance computes what its class does not: from_torchvision refuses it by name (fuse() keeps it)."""
+    import torchvision
+    from torchvision.models.googlenet import Inception as TVInception
+
+    block = TVInception(*BLOCK_CONFIGS["inception3a"])
+    block._forward = types.MethodType(lambda self, x: [self.branch1(x)], block)
+    with pytest.raises(TypeError, match="cannot copy this Inception: its _forward is set on the instance"):
+        FusedInception.from_torchvision(block)
+    tv = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    tv.forward = _scaled(tv)
+    with pytest.raises(TypeError, match="cannot copy this GoogLeNet: its forward is set on the instance"):
+        FusedGoogLeNet.from_torchvision(tv)
 
 
 class HalvedMaxPool(nn.MaxPool2d):
