@@ -89,7 +89,7 @@ from inception_fast.backends.triton._common import (  # noqa: E402
     config_warmup,
     tuning_bench_ms,
 )
-from inception_fast.cli import UsageError, check_writable  # noqa: E402
+from inception_fast.cli import UsageError, check_writable, run_command  # noqa: E402
 from inception_fast.stages import offers  # noqa: E402
 
 # The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
@@ -447,6 +447,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from inception_fast.cli import run_command
-
     sys.exit(run_command(main))

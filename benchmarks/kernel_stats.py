@@ -69,7 +69,7 @@ from inception_fast.backends.triton import (  # noqa: E402
     stem,
 )
 from inception_fast.backends.triton._common import SMALL_PROBLEM_PIXELS  # noqa: E402
-from inception_fast.cli import positive_int  # noqa: E402
+from inception_fast.cli import positive_int, run_command  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
@@ -627,6 +627,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from inception_fast.cli import run_command
-
     sys.exit(run_command(main))

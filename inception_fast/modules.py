@@ -1436,11 +1436,11 @@ def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
 def _copy_modules(fused: nn.Module, original: nn.Module, share_tensors: bool) -> None:
     """Makes each submodule of ``fused`` (built from ``original``'s configuration) what
     ``original``'s is where the constructor could not: a leaf (a conv, BatchNorm, pool, LRN,
-    dropout, fc) becomes a copy of the original's (``_copy_module``), with its class and settings (a stride,
-    dilation, padding mode, bias, eps, momentum, LRN size, FrozenBatchNorm2d); a module of another
-    kind or with other children (an fc that became a Sequential, a unit or block put in, Identity)
-    a copy of the original's whole, and None where the original's is None; one computing alike is
-    walked.  The fused stages check the modules they compute from and run the modules' own forwards
+    dropout, fc) becomes a copy of the original's (``_copy_module``), with its class and settings
+    (a stride, dilation, padding mode, bias, eps, momentum, LRN size, FrozenBatchNorm2d); a module
+    of another kind or with other children (an fc that became a Sequential, a unit or block put in,
+    Identity) a copy of the original's whole, and None where the original's is None; one computing
+    alike is walked.  The fused stages check the modules they compute from and run the modules' own forwards
     where these compute something else (_StructureCheck), so the copy computes what the original
     does."""
     for name, mine in list(fused._modules.items()):
