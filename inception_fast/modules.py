@@ -28,6 +28,7 @@ input's, like torch convolutions.
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import operator
 import sys
@@ -89,15 +90,29 @@ def available_backends(device="cpu") -> list[str]:
     return backends.available_backends(device)
 
 
+def _torchvision_class(name: str) -> Optional[type]:
+    """torchvision's GoogLeNet class ``name`` (GoogLeNet, Inception, BasicConv2d, InceptionAux), or
+    None without torchvision, which is optional."""
+    try:
+        module = importlib.import_module("torchvision.models.googlenet")
+    except Exception:
+        return None
+    return getattr(module, name)
+
+
+def _block_classes() -> tuple:
+    """Our, the fused and torchvision's Inception block classes."""
+    return tuple(c for c in (FusedInception, Inception, _torchvision_class("Inception")) if c is not None)
+
+
+def _network_classes() -> tuple:
+    """Our, the fused and torchvision's GoogLeNet classes."""
+    return tuple(c for c in (FusedGoogLeNet, GoogLeNet, _torchvision_class("GoogLeNet")) if c is not None)
+
+
 def is_inception_block(module: nn.Module) -> bool:
     """True for torchvision's and our Inception blocks (anything with their four-branch layout)."""
-    if isinstance(module, Inception):
-        return True
-    try:
-        from torchvision.models.googlenet import Inception as TVInception
-    except Exception:  # torchvision is optional for this check
-        return False
-    return isinstance(module, TVInception)
+    return isinstance(module, _block_classes())
 
 
 def _block_config(block: nn.Module) -> dict:
@@ -770,7 +785,7 @@ class FusedInception(_PackedBlock, Inception):
         """from_torchvision; with ``take``, holding ``block``'s own parameters and buffers (fuse())."""
         if not is_inception_block(block):
             raise TypeError(f"expected an Inception block, got {type(block).__name__}")
-        _refuse_instance_forward(block, "FusedInception.from_torchvision")
+        _refuse_own_computation(block, _block_classes(), "FusedInception.from_torchvision")
         fused = cls(**_block_config(block), backend=backend)
         ref_param = block.branch1.conv.weight
         fused.to(device=ref_param.device, dtype=ref_param.dtype)
@@ -858,18 +873,14 @@ class FusedGoogLeNet(GoogLeNet):
             conv1 = getattr(model.conv1, "conv", None)  # (a conv1 put in later decides: 1 channel, greyscale)
             variant, in_ch = model.variant, conv1.in_channels if isinstance(conv1, nn.Conv2d) else model.in_channels
         else:
-            try:
-                from torchvision.models import GoogLeNet as TVGoogLeNet
-            except ImportError:  # then no model is torchvision's
-                TVGoogLeNet = ()
-            if not isinstance(model, TVGoogLeNet):
+            if not isinstance(model, _torchvision_class("GoogLeNet") or ()):  # (no torchvision: none is)
                 raise TypeError(
                     "FusedGoogLeNet.from_torchvision expects a torchvision googlenet or an inception_fast "
                     f"GoogLeNet, got {type(model).__name__}; for other networks holding Inception blocks "
                     "use inception_fast.fuse(model)"
                 )
             variant, in_ch = "torchvision", model.conv1.conv.in_channels
-        _refuse_instance_forward(model, "FusedGoogLeNet.from_torchvision")
+        _refuse_own_computation(model, _network_classes(), "FusedGoogLeNet.from_torchvision")
         ref_param = next(model.parameters())
         fc, dropout = model.fc, model.dropout
         # The classes the aux heads are built for (the head itself is copied as it is): theirs, else
@@ -1395,15 +1406,42 @@ def _tensor_slots(module: nn.Module):
 _ALIKE: dict = {}  # class -> what it computes, for the classes whose forwards compute the same
 
 
-def _refuse_instance_forward(model: nn.Module, what: str) -> None:
-    """A TypeError where ``model``'s forward (or torchvision's ``_forward``, which its forward
-    calls) is set on the instance: a copy built from its class would compute something else."""
+# What a subclass may define over the class it derives from and still compute what that class
+# does: construction and how it prints.
+_HARMLESS_OVERRIDES = frozenset({"__init__", "__repr__", "__str__", "extra_repr"})
+
+
+def _own_computation(model: nn.Module, known: tuple) -> Optional[str]:
+    """Why ``model`` may compute what the class it derives from (its first class in ``known``)
+    does not, so that a copy built from that class would compute something else, else None: its
+    forward (or torchvision's ``_forward``, which its forward calls) set on the instance, or a
+    method of that class (forward, _forward, _transform_input, train, ...) defined again in a
+    subclass between them."""
     for name in ("forward", "_forward"):
         if name in model.__dict__:
-            raise TypeError(
-                f"{what} cannot copy this {type(model).__name__}: its {name} is set on the instance (it computes "
-                "something its class does not); fuse() the model in place, which keeps such a module as it is"
-            )
+            return f"its {name} is set on the instance (it computes something its class does not)"
+    mro = type(model).__mro__
+    base = next((cls for cls in mro if cls in known), None)
+    for cls in mro[: mro.index(base)] if base is not None else ():
+        for name, value in vars(cls).items():
+            if name in _HARMLESS_OVERRIDES or not hasattr(base, name):
+                continue
+            if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+                return (
+                    f"its class {cls.__qualname__} defines {name} over {base.__name__}'s "
+                    f"(it may compute something {base.__name__} does not)"
+                )
+    return None
+
+
+def _refuse_own_computation(model: nn.Module, known: tuple, what: str) -> None:
+    """A TypeError naming what makes ``model`` compute other than its known class (``_own_computation``)."""
+    why = _own_computation(model, known)
+    if why is not None:
+        raise TypeError(
+            f"{what} cannot copy this {type(model).__name__}: {why}; fuse() the model in place, which "
+            "keeps such a module as it is"
+        )
 
 
 def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
@@ -1417,18 +1455,12 @@ def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
     if not _ALIKE:
         from .reference import BasicConv2d, InceptionAux
 
-        parts = {"block": [Inception, FusedInception], "unit": [BasicConv2d], "aux": [InceptionAux]}
-        try:
-            from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
-            from torchvision.models.googlenet import Inception as TVInception
-            from torchvision.models.googlenet import InceptionAux as TVInceptionAux
-
-            parts["block"].append(TVInception)
-            parts["unit"].append(TVBasicConv2d)
-            parts["aux"].append(TVInceptionAux)
-        except Exception:  # torchvision is optional
-            pass
-        _ALIKE.update({cls: part for part, classes in parts.items() for cls in classes})
+        parts = {
+            "block": [Inception, FusedInception, _torchvision_class("Inception")],
+            "unit": [BasicConv2d, _torchvision_class("BasicConv2d")],
+            "aux": [InceptionAux, _torchvision_class("InceptionAux")],
+        }
+        _ALIKE.update({cls: part for part, classes in parts.items() for cls in classes if cls is not None})
     part = _ALIKE.get(type(mine))
     return part is not None and _ALIKE.get(type(theirs)) == part
 
@@ -1792,6 +1824,7 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
     if (
         is_inception_block(block)
         and type(block).forward in _standard_forwards()
+        and _own_computation(block, _block_classes()) is None
         and match.units == _standard_units(block)
         and match.kernels[0] == 3
         and match.kernels[1] in (3, 5)
@@ -1803,14 +1836,7 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
 
 
 def _standard_forwards() -> tuple:
-    forwards = [Inception.forward]
-    try:
-        from torchvision.models.googlenet import Inception as TVInception
-
-        forwards.append(TVInception.forward)
-    except Exception:
-        pass
-    return tuple(forwards)
+    return tuple(cls.forward for cls in _block_classes() if cls is not FusedInception)
 
 
 def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):

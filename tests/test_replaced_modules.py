@@ -283,6 +283,71 @@ def test_from_torchvision_refuses_a_forward_set_on_the_instance():
         FusedGoogLeNet.from_torchvision(tv)
 
 
+def _torchvision_subclasses() -> dict:
+    """Subclasses of torchvision's classes, each redefining one method its forward calls."""
+    import torchvision
+    from torchvision.models.googlenet import Inception as TVInception
+
+    class DoubledLogits(torchvision.models.GoogLeNet):
+        def _forward(self, x):
+            return super()._forward(x) * 2
+
+    class WeightedBranch(TVInception):
+        def _forward(self, x):
+            outputs = super()._forward(x)
+            return [outputs[0] * 3, *outputs[1:]]
+
+    class SameBranches(TVInception):  # computes what its class does: fuse() fuses it as a foreign block
+        def _forward(self, x):
+            return [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+
+    class GreyInput(GoogLeNet):  # ours: a method its forward calls
+        def _transform_input(self, x):
+            return x.mean(1, keepdim=True).expand_as(x)
+
+    return dict(network=DoubledLogits, block=WeightedBranch, same=SameBranches, ours=GreyInput)
+
+
+def test_from_torchvision_refuses_a_subclass_computing_otherwise():
+    """A subclass of a network or block class that defines again a method of it (torchvision's
+    _forward, our _transform_input) may compute what its class does not: from_torchvision refuses
+    it by name instead of copying it as its class.  fuse() fuses such a block as a foreign one
+    (traced: the pattern only where it computes it); a subclass adding only an __init__ is copied."""
+    classes = _torchvision_subclasses()
+    with pytest.raises(TypeError, match="cannot copy this DoubledLogits: its class .*DoubledLogits defines _forward"):
+        FusedGoogLeNet.from_torchvision(classes["network"](aux_logits=False, init_weights=True))
+    with pytest.raises(TypeError, match="cannot copy this GreyInput: its class .*GreyInput defines _transform_input"):
+        FusedGoogLeNet.from_torchvision(classes["ours"](transform_input=True))
+    x = torch.randn(2, 192, 6, 6)
+    for name in ("block", "same"):
+        block = classes[name](*BLOCK_CONFIGS["inception3a"]).eval()
+        calibrate(block, x, seed=4)
+        with pytest.raises(TypeError, match=f"its class .*{classes[name].__name__} defines _forward over Inception's"):
+            FusedInception.from_torchvision(block)
+        with torch.no_grad():
+            expected = block(x)
+            if name == "same":
+                fused, _ = _fuse_quietly(block)
+                assert type(fused) is FusedForeignInception
+            else:
+                with pytest.warns(UserWarning, match="left 1 lookalike"):
+                    fused = fuse(block)
+                assert fused is block
+            check_close(fused(x), expected, FP32, what=f"fuse() of {classes[name].__name__}")
+
+    class Configured(GoogLeNet):  # only a constructor of its own
+        def __init__(self):
+            super().__init__(init_weights=True)
+            self.note = "mine"
+
+    ref, image = Configured(), torch.randn(2, 3, 48, 48)
+    calibrate(ref, image, seed=5)
+    fused = FusedGoogLeNet.from_torchvision(ref).eval()
+    ref64, tol = net_tolerance(ref.eval(), image)
+    with torch.no_grad():
+        check_close(fused(image), ref64, tol, what="a copied subclass")
+
+
 class HalvedMaxPool(nn.MaxPool2d):
     """A max pool subclass with a forward of its own: the same settings, another result."""
 
