@@ -28,7 +28,6 @@ randomly initialised block), times, side by side (``inception_fast.timing.time_i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -47,6 +46,7 @@ from inception_fast.cli import (
     positive_int,
     resolve_device,
     run_command,
+    write_json,
 )
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.timing import time_interleaved
@@ -207,8 +207,7 @@ def main(argv=None) -> int:
             p.error(f"--op bn_train --batch {a.batch} at --size {a.size}: {why}; use a larger batch or size")
     rows = run(a.device, a.dtype, a.batch, a.size, a.block or list(BLOCK_CONFIGS), a.budget, a.op)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"environment": environment(torch.device(a.device)), "rows": rows}, f, indent=1)
+        write_json(a.json, {"environment": environment(torch.device(a.device)), "rows": rows})
     return 0
 
 

@@ -43,7 +43,6 @@ will meet.  Not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -89,7 +88,7 @@ from inception_fast.backends.triton._common import (  # noqa: E402
     config_warmup,
     tuning_bench_ms,
 )
-from inception_fast.cli import UsageError, check_writable, run_command  # noqa: E402
+from inception_fast.cli import UsageError, check_writable, run_command, write_json  # noqa: E402
 from inception_fast.stages import offers  # noqa: E402
 
 # The neighbours whose launch 2 and launch 1 the chains (3a-3b, 4a-4e, 5a-5b) join: consecutive
@@ -441,8 +440,7 @@ def main(argv=None) -> int:
                 )
         out["batches"][str(batch)] = {"rows": rows, "summary": summary}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.json, out)
     return 0
 
 

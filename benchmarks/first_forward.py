@@ -64,6 +64,7 @@ from inception_fast.cli import (
     positive_int,
     resolve_device,
     run_command,
+    write_json,
 )
 
 CHILD = r"""
@@ -294,8 +295,7 @@ def main(argv=None) -> int:
                 out["environment_error"] = f"{type(exc).__name__}: {exc}"[:200]
         else:  # (no device queries in a stopped run; what the report's header needs of it)
             out["environment"] = {"skipped_candidates": os.environ.get(ENV_SKIP, "").strip() or None}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.json, out)
     return 1 if stopped or any("error" in r for r in rows) else 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import warnings
@@ -37,12 +36,12 @@ from .cli import (
     check_seconds,
     check_writable,
     is_allocation_failure,
-    naming_file,
     os_error_line,
     out_of_memory,
     positive_ints,
     resolve_device,
     run_command,
+    write_json,
 )
 from .precompiler import precompile, workers_on
 from .testing import calibrate, reduced_precision_bound, rel_error
@@ -334,7 +333,7 @@ def _run(args, config: _Config) -> int:
     for line in verdicts:
         print(line)
     if args.json is not None:
-        _write_json(
+        write_json(
             args.json,
             {
                 "device": _device_name(device),
@@ -350,17 +349,9 @@ def _run(args, config: _Config) -> int:
                 "results": rows,
                 "rankings": verdicts,
             },
+            indent=2,
         )
     return 0 if all(e <= tol for e in parity.values()) else 1
-
-
-def _write_json(path: str, data: dict) -> None:
-    """``data`` into ``path``; an OSError names the file (a full disk fails in a write, not the open)."""
-    try:
-        with open(path, "w") as f:
-            json.dump(data, f, indent=2)
-    except OSError as exc:
-        raise naming_file(exc, path) from None
 
 
 def format_table(rows: list, base_name: str) -> str:

@@ -2,14 +2,16 @@
 help formatter; the checks of the values they take (device, backend, image size, seconds, an
 output file, this package's environment variables: ``check_environment``), each failing with a
 ``UsageError`` that the job reports as one argparse-style line (``parser.error``, exit code 2),
-and the argparse types ``positive_int`` / ``positive_ints`` / ``thread_count``; ``run_command``, which runs a job's
-body and turns Ctrl-C, a closed or full standard output and OS errors into one line and an exit
-code (``naming_file``, ``os_error_line``); ``is_allocation_failure`` / ``out_of_memory``, the
-one-line report of running out of memory."""
+and the argparse types ``positive_int`` / ``positive_ints`` / ``thread_count``; ``write_json``,
+which writes a job's results; ``run_command``, which runs a job's body and turns Ctrl-C, a closed
+or full standard output and OS errors into one line and an exit code (``naming_file``,
+``os_error_line``); ``is_allocation_failure`` / ``out_of_memory``, the one-line report of running
+out of memory."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -128,9 +130,10 @@ def check_environment() -> None:
 def run_command(body) -> int:
     """``body()``, a command's run as ``python -m inception_fast`` calls it (a process about to
     exit), and its exit code: Ctrl-C ends it with "interrupted" and exit code 130, what was
-    printed kept; standard output closed by its reader (``| head``) quietly with 1, and standard
-    output that cannot be written (a full disk) with one error line and 1: no traceback.  Only
-    standard output's own failures (seen through ``_WatchedStream``); any other is raised."""
+    printed kept; standard output closed by its reader (``| head``) quietly with 1, standard
+    output that cannot be written (a full disk) with one error line and 1: no traceback (seen
+    through ``_WatchedStream``); and an OSError naming a file the job read or wrote (a full disk,
+    no permission: ``write_json``) with one line naming it and 1.  Any other error is raised."""
     stdout = sys.stdout = _WatchedStream(sys.stdout)
     try:
         code = body()
@@ -145,7 +148,10 @@ def run_command(body) -> int:
         return 130
     except OSError as exc:
         if not stdout.failed:
-            raise
+            if exc.errno is None or not exc.filename:
+                raise
+            sys.stderr.write(os_error_line(exc))
+            return 1
         if not isinstance(exc, BrokenPipeError):
             sys.stderr.write(f"error: writing standard output: {exc.strerror or exc}\n")
         return 1
@@ -189,6 +195,16 @@ def naming_file(exc: OSError, path) -> OSError:
     """``exc``, or where it names no file (a full disk fails in a write, whose error names none)
     the same error naming ``path``: the file the job was writing."""
     return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+
+
+def write_json(path, data, indent: int = 1) -> None:
+    """``data`` as JSON into ``path``; an OSError names the file (a full disk fails in a write,
+    not the open that ``check_writable`` tried before the run)."""
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=indent)
+    except OSError as exc:
+        raise naming_file(exc, path) from None
 
 
 def os_error_line(exc: OSError) -> str:

@@ -124,6 +124,22 @@ def test_benchmark_scripts_refuse_a_bad_argument_before_running(script, argv, me
     assert message.replace("{tmp}", tmp) in errors[0] and "Traceback" not in err, err
 
 
+def test_a_benchmark_scripts_json_on_a_full_disk_is_one_line():
+    """--json is tried before the run, but a full disk fails only in the write at its end: one line
+    naming the file and exit code 1 (cli.run_command, cli.write_json), not a traceback."""
+    if not os.path.exists("/dev/full"):
+        pytest.fail("no /dev/full on this Linux machine")
+    argv = ["--device", "cpu", "--batch", "2", "--size", "32", "--block", "inception5b", "--budget", "0"]
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_block_backward", *argv, "--json", "/dev/full"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1 and run.stderr.strip() == "error: /dev/full: No space left on device", run.stderr
+
+
 @pytest.mark.parametrize(
     "env, value, message",
     [
@@ -134,9 +150,23 @@ def test_benchmark_scripts_refuse_a_bad_argument_before_running(script, argv, me
         (settings.ENV_THREADS, "0", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got '0'"),
         (settings.ENV_THREADS, "-1", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got '-1'"),
         (settings.ENV_THREADS, "abc", "INCEPTION_FAST_BENCH_THREADS: expected positive integers, got 'abc'"),
+        (
+            settings.ENV_BATCHES,
+            ",",
+            "INCEPTION_FAST_BENCH_BATCHES: expected comma-separated names or numbers, got ',' (an empty item)",
+        ),
+        (settings.ENV_BATCHES, "8,1,8", "INCEPTION_FAST_BENCH_BATCHES: '8' is named twice in '8,1,8'"),
+        (settings.ENV_BATCHES, "8,0", "INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got '0'"),
+        (settings.ENV_DTYPES, "fp32, fp32", "INCEPTION_FAST_BENCH_DTYPES: 'fp32' is named twice in 'fp32, fp32'"),
+        (
+            settings.ENV_FORMATS,
+            "channels_last,,contiguous",
+            "INCEPTION_FAST_BENCH_FORMATS: expected comma-separated names or numbers, got "
+            "'channels_last,,contiguous' (an empty item)",
+        ),
     ],
 )
-def test_benchmark_settings_refuse_a_bad_device_or_thread_count(env, value, message, monkeypatch):
+def test_benchmark_settings_refuse_a_bad_value(env, value, message, monkeypatch):
     monkeypatch.setenv(env, value)
     with pytest.raises(ValueError) as exc:
         settings.settings()

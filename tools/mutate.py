@@ -1501,6 +1501,46 @@ MUTANTS = [
         ("tests/test_train.py", "-k", "bfloat16"),
         "--dtype bfloat16 on cpu trains in float32",
     ),
+    Mutant(
+        "copy_subclass_taken",
+        "inception_fast/modules.py",
+        "    for cls in mro[: mro.index(base)] if base is not None else ():",
+        "    for cls in ():",
+        ("tests/test_replaced_modules.py", "-k", "subclass_computing"),
+        "from_torchvision copies a subclass redefining _forward as its torchvision class",
+    ),
+    Mutant(
+        "copy_subclass_init_refused",
+        "inception_fast/modules.py",
+        '_HARMLESS_OVERRIDES = frozenset({"__init__", "__repr__", "__str__", "extra_repr"})',
+        '_HARMLESS_OVERRIDES = frozenset({"__repr__", "__str__", "extra_repr"})',
+        ("tests/test_replaced_modules.py", "-k", "subclass_computing"),
+        "from_torchvision refuses a subclass that adds only a constructor",
+    ),
+    Mutant(
+        "fuse_subclass_built_as_standard",
+        "inception_fast/modules.py",
+        "        and _own_computation(block, _block_classes()) is None\n",
+        "",
+        ("tests/test_replaced_modules.py", "-k", "subclass_computing"),
+        "fuse() builds a FusedInception from a block subclass with its own _forward (refused: fuse() fails)",
+    ),
+    Mutant(
+        "run_command_file_error_raised",
+        "inception_fast/cli.py",
+        "            if exc.errno is None or not exc.filename:\n                raise\n",
+        "            raise\n",
+        ("tests/test_benchmark_args.py", "-k", "full_disk"),
+        "a benchmark script's --json on a full disk ends in a traceback after the run",
+    ),
+    Mutant(
+        "bench_env_list_empty_item",
+        "benchmarks/helpers/settings.py",
+        "    if not all(values):\n",
+        "    if False:\n",
+        ("tests/test_benchmark_args.py", "-k", "settings_refuse"),
+        "INCEPTION_FAST_BENCH_BATCHES=, runs the default grid instead of refusing the value",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

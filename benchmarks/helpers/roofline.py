@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", required=True, help="write the ceilings here")
     p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
-    from inception_fast.cli import UsageError, check_writable, resolve_device
+    from inception_fast.cli import UsageError, check_writable, resolve_device, write_json
 
     if not torch.cuda.is_available():
         print("roofline: no CUDA device, nothing measured (the report uses no roofline)", file=sys.stderr)
@@ -243,8 +243,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         p.error(str(exc))
     data = measure_ceilings(device)
-    with open(args.json, "w") as f:
-        json.dump(data, f, indent=1)
+    write_json(args.json, data)
     known = known_ceilings(data["device_name"])
     print(
         f"roofline ceilings of {data['device_name']}: {data['flop_per_s'] / 1e12:.0f} TFLOP/s bf16 GEMM "

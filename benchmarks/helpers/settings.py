@@ -122,8 +122,18 @@ class Settings:
 
 
 def _env_list(name: str) -> Optional[tuple]:
-    values = tuple(v.strip() for v in os.environ.get(name, "").split(",") if v.strip())
-    return values or None
+    """Environment variable ``name``'s comma-separated items, None where it is unset or blank;
+    ValueError naming it where an item is empty or named twice (a row dropped or measured twice)."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return None
+    values = tuple(v.strip() for v in raw.split(","))
+    if not all(values):
+        raise ValueError(f"{name}: expected comma-separated names or numbers, got {raw!r} (an empty item)")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{name}: {twice!r} is named twice in {raw!r}")
+    return values
 
 
 def _positive(name: str, value) -> int:
