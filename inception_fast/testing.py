@@ -108,8 +108,10 @@ def calibrate(model: nn.Module, example: torch.Tensor, steps: int = 2, seed: int
                     m.bias.copy_(torch.empty(m.bias.shape).uniform_(-0.1, 0.1, generator=gen))
     saved_momentum = []
     for bn in bns:
-        bn.weight.copy_(torch.empty_like(bn.weight, device="cpu").uniform_(0.5, 1.5, generator=gen))
-        bn.bias.copy_(torch.empty_like(bn.bias, device="cpu").uniform_(-0.2, 0.3, generator=gen))
+        if bn.weight is not None:  # (affine=False: none to randomise)
+            bn.weight.copy_(torch.empty_like(bn.weight, device="cpu").uniform_(0.5, 1.5, generator=gen))
+        if bn.bias is not None:
+            bn.bias.copy_(torch.empty_like(bn.bias, device="cpu").uniform_(-0.2, 0.3, generator=gen))
         bn.reset_running_stats()
         saved_momentum.append(bn.momentum)
         bn.momentum = None

@@ -222,3 +222,34 @@ def test_first_forward_labels_a_warm_row_after_an_unfinished_cold_run(monkeypatc
     rows = []
     first_forward.run_rows(args, [("fused", "fused", {}, ("cold", "warm"))], [256, 1], 0, ["cold", "warm"] * 2, rows)
     assert [r["cache"] for r in rows] == ["cold", "warm, after an unfinished cold run", "cold", "warm"]
+
+
+def test_a_thread_count_of_exactly_the_limit_is_taken(monkeypatch, capsys):
+    """--threads (cli.thread_count) and INCEPTION_FAST_BENCH_THREADS take up to cli.thread_limit()
+    threads, 4 per CPU: exactly the limit is taken and reaches torch.set_num_threads; one more is
+    refused up front, one error line naming the limit."""
+    from benchmarks import cpu_side_by_side
+    from inception_fast.cli import thread_count, thread_limit
+
+    limit = thread_limit()
+    assert thread_count(str(limit)) == limit
+    monkeypatch.setenv(settings.ENV_DEVICE, "cpu")
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)  # (not this test process's threads)
+    monkeypatch.setattr(cpu_side_by_side, "rows", _work_started)
+    with pytest.raises(AssertionError, match="the work started"):
+        cpu_side_by_side.main(["--threads", str(limit), "--budget", "0"])
+    assert seen == [limit]
+    with pytest.raises(SystemExit) as exc:
+        cpu_side_by_side.main(["--threads", str(limit + 1), "--budget", "0"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert exc.value.code == 2 and len(errors) == 1, err
+    assert f"argument --threads: at most {limit} (4 per CPU), got {limit + 1}" in errors[0], err
+    assert seen == [limit]
+    monkeypatch.setenv(settings.ENV_THREADS, str(limit))
+    assert settings.settings().threads == limit
+    monkeypatch.setenv(settings.ENV_THREADS, str(limit + 1))
+    with pytest.raises(ValueError) as exc:
+        settings.settings()
+    assert str(exc.value) == f"INCEPTION_FAST_BENCH_THREADS: at most {limit} (4 per CPU), got '{limit + 1}'"

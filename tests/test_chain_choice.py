@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inception_fast import choices, ops
+from inception_fast import choices, ops, stages
 from inception_fast.testing import TOLERANCE, check_close
 
 pytest.importorskip("triton")
@@ -238,6 +238,8 @@ def test_the_chained_and_folded_forms_are_offered_only_on_request(monkeypatch):
     with torch.no_grad():
         model._pool_block(model.maxpool3, model.inception4a, torch.randn(1, 480, 7, 7).contiguous(memory_format=CL))
     assert len(fold_chooser.choices()) == 1
+    monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "all")
+    assert stages.offers("chain") and stages.offers("fold")
     monkeypatch.setenv("INCEPTION_FAST_EXTRA_CANDIDATES", "chain,folds")
     with pytest.raises(ValueError, match="unknown form.*folds.*fold, chain, or all"), torch.no_grad():
         model(x)

@@ -148,6 +148,10 @@ BAD_VALUES = [
         ["--batch-sizes", "1,1000000000000000000"],
         "--batch-sizes 1000000000000000000 at --image-size 224: a batch beyond",
     ),
+    (  # the largest batch first: the check takes the largest, wherever it is in the list
+        ["--batch-sizes", "1000000000000000000,1"],
+        "--batch-sizes 1000000000000000000 at --image-size 224: a batch beyond",
+    ),
 ]
 
 
@@ -167,6 +171,34 @@ def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
         main(["--device", "cpu", "--no-progress", *argv])
     assert exc.value.code == 2
     _one_error_line(capsys, message.replace("{tmp}", str(tmp_path)))
+
+
+def test_a_refused_run_leaves_no_json_file_behind(tmp_path, capsys):
+    """--json is tried up front (cli.check_writable opens it); a run refused after that try (a batch
+    beyond any memory) leaves no file where there was none, and a file that was there as it was."""
+    path = tmp_path / "r.json"
+    huge = ["--batch-sizes", "1000000000000000000", "--json", str(path)]
+    message = "--batch-sizes 1000000000000000000 at --image-size 224: a batch beyond any machine's memory"
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cpu", "--backend", "torch", "--no-progress", *huge])
+    assert exc.value.code == 2
+    _one_error_line(capsys, message)
+    assert list(tmp_path.iterdir()) == []
+    path.write_text("an earlier run's results")
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cpu", "--backend", "torch", "--no-progress", *huge])
+    assert exc.value.code == 2
+    _one_error_line(capsys, message)
+    assert path.read_text() == "an earlier run's results"
+
+
+def test_backend_names_may_have_spaces_around_them(capsys):
+    """--backend " torch ,  torch" is the backend torch (spaces around a name are dropped, as a shell
+    user writes "torch, onednn"), run once: a name given twice is one row."""
+    assert main([*TINY, "--backend", " torch ,  torch"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("parity [torch]") == 1 and "fused[torch]" in out, (out, err)
+    assert "error" not in err, err
 
 
 def test_unavailable_backend_names_the_available_ones(capsys, monkeypatch):

@@ -177,7 +177,9 @@ def test_auto_measures_once_per_shape_and_keeps_the_fastest(fake_backends):
         assert "no tile fits" in choice.errors["broken"]
         _, x2, _ = _packed_block(h=7)
         assert chooser.choose(x2, *packed) == "fast" and fake_backends, "a new shape is measured"
-    assert len(chooser.choices()) == 2
+        fake_backends.clear()
+        assert chooser.choose(torch.cat([x, x]), *packed) == "fast" and fake_backends, "so is a new batch size"
+    assert len(chooser.choices()) == 3
 
 
 def test_auto_tie_goes_to_the_static_order_and_static_mode_measures_nothing(fake_backends, monkeypatch):
@@ -210,6 +212,23 @@ def test_auto_while_a_graph_captures_takes_a_backend_with_nothing_to_compile(fak
     assert chooser.choose(x, *packed) == "fast" and fake_backends == []
     with choices.measuring_deferred():
         assert chooser.choose(x, *packed) == "torch"
+
+
+def test_no_measured_choice_measures_while_a_graph_captures(monkeypatch):
+    """A CUDA-graph capture cannot hold timing runs: every measured choice (not only auto, which
+    checks on its own) takes its first candidate, runs nothing else and keeps nothing while one
+    captures.  (Capture faked, and the choice made to measure on this CPU: this machine may have
+    no GPU.)"""
+    from inception_fast import choices
+
+    ran = []
+    runners = {name: (lambda name=name: ran.append(name)) for name in ("first", "second")}
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: (fn(), 1e-3)[1])
+    cpu = torch.device("cpu")
+    assert chooser.can_measure(cpu)
+    monkeypatch.setattr(choices, "capturing", lambda device: True)
+    assert not chooser.can_measure(cpu)
+    assert chooser.pick("key", cpu, runners) == "first" and ran == [] and not chooser.choices()
 
 
 @pytest.mark.skipif("triton" not in available_backends("cpu"), reason="needs triton under TRITON_INTERPRET=1")
@@ -326,6 +345,8 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
         run_with(x64 + (factor + 0.5) * noise)
     with pytest.raises(RuntimeError, match="shape"):
         run_with(ref[:2])
+    with pytest.raises(RuntimeError, match="returned 1 tensors where ATen returns 2"):  # every output counts
+        checked_against(lambda: (ref,), lambda: (ref, ref), "the candidate", lambda: (x64, x64))()
     zeros64 = torch.zeros(4, dtype=torch.float64)
     checked_against(lambda: torch.zeros(4), lambda: torch.zeros(4), "zeros", lambda: zeros64)()
     with pytest.raises(RuntimeError, match="all zeros"):

@@ -11,6 +11,7 @@ from model_cases import calibrated_block, calibrated_net, net_tolerance
 from torch import nn
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, packing
+from inception_fast.backends import onednn_backend
 from inception_fast.packing import PackCache, PackedBlock
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error
 
@@ -231,6 +232,47 @@ def test_batch_norm_folds_in_fp32_for_low_precision_weights(dtype):
     for name, got, want in pairs:
         assert got.dtype == want.dtype == dtype, name
         assert torch.equal(got, want), f"{name}: the fold of the {dtype} model differs from the fp32 fold"
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("onednn", marks=pytest.mark.skipif(
+        "onednn" not in available_backends("cpu") or not onednn_backend.bf16_supported(),
+        reason="oneDNN has no bfloat16 convolutions on this CPU",
+    ))],
+)  # fmt: skip
+def test_each_compute_dtype_keeps_its_own_pack(backend):
+    """Float32, then bfloat16 under CPU autocast, then float32 again: each forward computes with the
+    weights packed for its own dtype (a pack kept for another dtype would be refused, or compute in
+    the wrong one), and the last equals the first bit for bit."""
+    ref = _block(seed=11).eval()
+    fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        first = fused(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, low_ref = fused(x), ref(x)
+        again = fused(x)
+        ref64 = copy.deepcopy(ref).double()(x.double())
+    check_close(first, ref64, FP32, "float32")
+    assert low.dtype == torch.bfloat16
+    check_close(low, ref64, reduced_precision_bound(low_ref, ref64), "bfloat16 under autocast")
+    assert again.dtype == torch.float32 and torch.equal(again, first)
+
+
+def test_batch_norm_without_affine_terms_folds():
+    """An eval-mode BatchNorm built with affine=False (no weight, no bias) folds as scale 1/std and
+    shift -mean/std: the fused block computes what the reference does."""
+    ref = Inception(*CFG)
+    for unit in [m for m in ref.modules() if isinstance(getattr(m, "bn", None), nn.BatchNorm2d)]:
+        unit.bn = nn.BatchNorm2d(unit.bn.num_features, eps=1e-3, affine=False)
+    calibrate(ref, torch.randn(4, 16, 6, 6), seed=12)
+    assert all(m.weight is None for m in ref.modules() if isinstance(m, nn.BatchNorm2d))
+    x = torch.randn(2, 16, 6, 6)
+    for backend in _backends():
+        fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        with torch.no_grad():
+            check_close(fused(x), ref.eval()(x), FP32, f"affine=False BatchNorm folded ({backend})")
 
 
 def test_packed_weights_never_go_stale():
