@@ -299,7 +299,8 @@ def test_cpu_max_pool_equals_aten(monkeypatch, params, dtype, portable):
 
 def test_cpu_max_pool_layouts_threads_and_registry():
     """An NCHW or sliced input gives the same (channels_last) result; one thread and two agree; the
-    "cpp" backend's max_pool2d is this kernel in float32/bfloat16 and ATen's pool in float16."""
+    "cpp" backend's max_pool2d is this kernel in float32/bfloat16 with windows up to 8x8, and ATen's
+    pool in float16 and for wider windows."""
     x = pool_input(2, 40, 14, 14, torch.float32, seed=3)
     want = F.max_pool2d(x, 3, 2, 0, ceil_mode=True)
     assert_same_bits(OPS.cpu_max_pool2d(x.contiguous(), 3, 2, 0, True), want, "NCHW input")
@@ -318,6 +319,9 @@ def test_cpu_max_pool_layouts_threads_and_registry():
     half = x.half()
     got, want = ops.max_pool2d(half, 3, 2, 0, True, backend="cpp"), F.max_pool2d(half, 3, 2, 0, ceil_mode=True)
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
+    for kernel in (8, 9):  # the kernel's widest window, and one past it
+        got, want = ops.max_pool2d(x, kernel, 1, 0, False, backend="cpp"), F.max_pool2d(x, kernel, 1, 0)
+        assert_same_bits(got, want.contiguous(memory_format=CL), f"ops.max_pool2d cpp {kernel}x{kernel}")
     empty = torch.empty(0, 8, 5, 5).contiguous(memory_format=CL)
     assert OPS.cpu_max_pool2d(empty, 3, 2, 0, True).shape == (0, 8, 2, 2)
     plain = pool_input(2, 40, 14, 14, torch.float32, seed=3, specials=False)  # opcheck's compare: no NaN

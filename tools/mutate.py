@@ -1621,6 +1621,14 @@ MUTANTS = [
         ("tests/test_main.py", "-k", "spaces_around"),
         '--backend "torch, onednn" is refused as the unknown backend " onednn"',
     ),
+    Mutant(
+        "cpp_pool_window_limit_off_by_one",
+        "inception_fast/backends/extension.py",
+        "or kernel > MAX_POOL_KERNEL:",
+        "or kernel > MAX_POOL_KERNEL + 1:",
+        ("tests/test_cuda_ext.py", "-k", "cpu_max_pool_layouts"),
+        "the cpp backend's max pool sends a 9x9 window to the kernel, which refuses it, instead of ATen's",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
