@@ -286,11 +286,13 @@ class GoogLeNet(nn.Module):
             self._init_weights()
 
     def _init_weights(self) -> None:
-        # torchvision's init: truncated normal for conv/linear weights, BN to identity.
+        # torchvision's init: truncated normal for conv/linear weights, BN to identity; the linear
+        # biases keep nn.Linear's own init, as torchvision's do.  (Its convs have no bias: the
+        # paper and d2l variants' conv biases start at zero.)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-                if m.bias is not None:
+                if isinstance(m, nn.Conv2d) and m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)

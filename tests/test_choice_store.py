@@ -136,6 +136,24 @@ def test_a_damaged_store_warns_and_is_measured_again(store):
     assert json.loads(path.read_text())["choices"]["t"] == {repr("k"): "b"}, "the next write repairs it"
 
 
+def test_a_store_file_of_another_format_warns_and_is_measured_again(store):
+    """A file that parses but says another format (an older or newer package's): its choices are
+    not read (even one naming a known candidate), it warns as damaged, and the next write replaces it."""
+    first, _ = _measuring()
+    first.pick("k", CPU, RUNNERS)
+    (path,) = store.glob("choices-*.json")
+    data = json.loads(path.read_text())
+    data["format"], data["choices"]["t"] = 0, {repr("k"): "a"}
+    path.write_text(json.dumps(data))
+    choice_store.STORE.forget()
+    again, timed = _measuring()
+    with pytest.warns(UserWarning, match="damaged stored choices"):
+        assert again.pick("k", CPU, RUNNERS) == "b"
+    assert timed == ["a", "b"]
+    data = json.loads(path.read_text())
+    assert data["format"] == choice_store._FORMAT and data["choices"]["t"] == {repr("k"): "b"}
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"[" * 200000], ids=["binary", "nested too deep"])
 def test_an_unreadable_store_file_warns_and_is_measured_again(store, content):
     first, _ = _measuring()
@@ -318,6 +336,23 @@ def test_two_processes_merge_their_choices(store):
         assert out.stdout.strip() == "b"
     (path,) = store.glob("choices-*.json")
     assert set(json.loads(path.read_text())["choices"]["t"]) == {repr("first"), repr("second")}
+
+
+def test_an_entry_another_process_rewrote_keeps_its_newer_value(store):
+    """This process read and stored "k" (in memory too); another process then rewrote "k" in the
+    file (simulated by writing the file).  This process's next write, of another key, merges the
+    file's newer "k" in, not its own stale one, and keeps the keys only it knows."""
+    store_ = choice_store.STORE
+    assert store_.put("t", "k", CPU, "a") is not None
+    store_.put("t", "mine", CPU, "a")
+    (path,) = store.glob("choices-*.json")
+    data = json.loads(path.read_text())
+    data["choices"]["t"] = {repr("k"): "b"}  # the other process's write (it never saw "mine")
+    path.write_text(json.dumps(data))
+    store_.put("t", "later", CPU, "a")
+    on_disk = json.loads(path.read_text())["choices"]["t"]
+    assert on_disk == {repr("k"): "b", repr("mine"): "a", repr("later"): "a"}
+    assert store_.get("t", "k", CPU) == "b"
 
 
 @pytest.mark.gpu

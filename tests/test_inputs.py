@@ -90,8 +90,9 @@ def test_a_block_input_without_pixels_is_refused_by_name(backend):
     every backend (the onednn backend's prepacked path included)."""
     block = FusedInception(16, 8, 6, 8, 4, 6, 5, backend=backend).eval()
     for grad in (False, True):
-        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="at least 1x1 pixels"):
-            block(torch.randn(1, 16, 0, 5, requires_grad=grad))
+        for shape in ((1, 16, 0, 5), (1, 16, 5, 0)):
+            with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="at least 1x1 pixels"):
+                block(torch.randn(*shape, requires_grad=grad))
 
 
 def test_fuse_rejects_an_unknown_backend_even_with_nothing_to_fuse():
@@ -105,6 +106,21 @@ def test_fuse_rejects_an_unknown_backend_even_with_nothing_to_fuse():
 
 
 CPU_BACKENDS = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_one_channel_contiguous_input_gets_the_references_layout(backend):
+    """A contiguous input with one channel also has channels_last's strides (C = 1): ATen's
+    convolutions take it as contiguous and return contiguous results, and so does the fused block."""
+    ref = Inception(1, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(2, 1, 7, 6), seed=3)
+    block = FusedInception.from_torchvision(ref, backend=backend).eval()
+    x = torch.randn(2, 1, 7, 6)
+    assert x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want, got = ref.eval()(x), block(x)
+    assert want.is_contiguous() and got.stride() == want.stride(), f"{got.stride()} against {want.stride()}"
+    check_close(got, want, TOLERANCE["fp32"], "one channel")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -482,6 +482,83 @@ def test_time_interleaved_samples_until_spreads_separate_or_the_cap(monkeypatch)
     assert t["b"].min_s <= q1 <= t["b"].median_s <= q3 <= t["b"].max_s
 
 
+def test_quartiles_of_a_few_samples_lie_within_their_range():
+    """Two or three samples: the interquartile range (inclusive method) lies within min..max, so two
+    rows whose samples do not interleave are not called overlapping (too noisy to rank)."""
+    from inception_fast.timing import Timing, overlapping
+
+    two, three = Timing(1.5, [1.0, 2.0]), Timing(2.0, [3.0, 1.0, 2.0])
+    assert two.quartiles_s == pytest.approx((1.25, 1.75))
+    assert three.quartiles_s == pytest.approx((1.5, 2.5))
+    for t in (two, three):
+        q1, q3 = t.quartiles_s
+        assert t.min_s <= q1 <= t.median_s <= q3 <= t.max_s
+    assert Timing(1.0, [1.0]).quartiles_s == (1.0, 1.0)
+    assert overlapping({"a": two, "b": Timing(2.55, [2.1, 3.0])}) == []
+
+
+def _fake_clock(monkeypatch, durations):
+    """time_fn's perf_counter replaced by a clock that only a call of the returned function moves:
+    each call takes the next of ``durations`` seconds; returns (that function, the calls made)."""
+    import types
+
+    import inception_fast.timing as timing
+
+    now, calls = [0.0], []
+
+    def fn():
+        now[0] += durations[len(calls) % len(durations)]
+        calls.append(now[0])
+
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    return fn, calls
+
+
+def test_time_fn_reports_the_median_which_one_outlier_does_not_move(monkeypatch):
+    """time_fn on CPU: every call is one sample (no warm-up here), and the reported time is their
+    median: one sample 100 times slower (a descheduled call) leaves it at the typical call's time."""
+    from inception_fast.timing import time_fn
+
+    fn, calls = _fake_clock(monkeypatch, [1.0, 1.0, 100.0, 1.0, 1.0])
+    t = time_fn(fn, warmup=0, repeats=5, batch=4)
+    assert len(calls) == 5 and t.samples_s == [1.0, 1.0, 100.0, 1.0, 1.0]
+    assert t.median_s == 1.0 and t.images_per_s == 4.0 and t.max_s == 100.0
+
+
+def test_time_fn_with_a_minimum_time_stops_at_ten_times_the_repeats_once_half_was_spent(monkeypatch):
+    """min_time_s keeps sampling past ``repeats``; once 10 x repeats samples were taken and half of
+    min_time_s was spent, it stops (a slow call does not run up to twice as long as asked)."""
+    from inception_fast.timing import time_fn
+
+    fn, calls = _fake_clock(monkeypatch, [0.5])
+    t = time_fn(fn, warmup=0, repeats=1, min_time_s=8.0)
+    assert len(t.samples_s) == len(calls) == 10 and sum(t.samples_s) == 5.0  # not 16 samples, 8 s
+    fn, calls = _fake_clock(monkeypatch, [0.5])
+    t = time_fn(fn, warmup=0, repeats=1, min_time_s=12.0)  # at 10 samples not half spent: on to 6 s
+    assert len(t.samples_s) == len(calls) == 12
+
+
+def test_time_interleaved_stops_at_the_minimum_rounds_once_rows_separate_whatever_the_budget(monkeypatch):
+    """Rows whose spreads separate from the first rounds on stop at min_repeats even with a budget
+    that is never spent (the budget only bounds the rounds of rows that still overlap)."""
+    import inception_fast.timing as timing
+    from inception_fast.timing import overlapping, time_interleaved
+
+    _stub_timer(monkeypatch, lambda k: (0.010, 0.030)[k % 2] * (1 + 0.01 * (k // 2 % 3)))
+    rounds = []
+    t = time_interleaved(
+        {"fast": lambda: None, "slow": lambda: None},
+        warmup=0,
+        min_repeats=3,
+        budget_s=1e9,
+        max_repeats=20,  # bounded: a loop that ignored the separation stops here
+        on_round=lambda n, spent, noisy: rounds.append((n, noisy)),
+    )
+    assert [n for n, _ in rounds] == [1, 2, 3] and rounds[-1][1] == []
+    assert len(t["fast"].samples_s) == 3 and overlapping(t) == []
+    assert t["fast"].median_s < t["slow"].median_s and isinstance(t["slow"], timing.Timing)
+
+
 def test_repeats_above_a_thousand_are_run(monkeypatch, capsys):
     """--repeats N runs N rounds, however many: the round cap follows it."""
     import inception_fast.__main__ as job

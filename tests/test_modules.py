@@ -753,7 +753,7 @@ def test_captured_forward_needs_a_cuda_input_and_eval_mode():
 def test_a_captured_forward_takes_only_the_input_it_was_captured_for():
     """A call with another shape, dtype or device is refused, naming both, before anything is
     copied into the graph's input buffer (a copy would cast or fail inside the replay).  Checked
-    without a GPU on a CapturedForward whose graph is a stand-in."""
+    without a GPU on a CapturedForward whose graph is a stand-in (another device: the meta device)."""
     from inception_fast import CapturedForward
 
     fast = CapturedForward.__new__(CapturedForward)
@@ -764,6 +764,7 @@ def test_a_captured_forward_takes_only_the_input_it_was_captured_for():
         torch.randn(1, 3, 8, 8),
         torch.randn(2, 3, 8, 8, dtype=torch.bfloat16),
         torch.randn(1, 3, 8, 8, dtype=torch.float64),
+        torch.empty(1, 3, 8, 8, dtype=torch.bfloat16, device="meta"),
     ):
         before = fast.static_input.clone()
         with pytest.raises(ValueError, match=r"captured for input \(1, 3, 8, 8\) torch.bfloat16 on cpu, got"):

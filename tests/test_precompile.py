@@ -98,6 +98,39 @@ def test_measured_choice_in_a_compile_only_pass_runs_every_candidate_and_keeps_n
     assert "disagrees" in choice.choices()["k"].errors["wrong"]
 
 
+def test_a_nested_compile_only_pass_leaves_the_outer_one_compile_only():
+    """compile_only() inside another (a precompile inside a compile-only forward): the outer pass is
+    still compile-only after the inner one ends, and records into its own Recorded again."""
+    from inception_fast.compile_only import add_launch
+
+    with compile_only() as outer:
+        with compile_only() as inner:
+            assert compiling_only()
+            add_launch("inner_kernel", {})
+        assert compiling_only(), "the outer pass stopped being compile-only"
+        add_launch("outer_kernel", {})
+    assert not compiling_only()
+    assert inner.launches == [("inner_kernel", {})] and outer.launches == [("outer_kernel", {})]
+
+
+def test_precompiles_are_kept_per_input_layout():
+    """A precompile's bookkeeping is per input device, dtype, shape and strides: binaries pending
+    for an NCHW input are not taken as precompiled for a channels_last one of the same shape (its
+    kernels are other binaries), nor for another dtype."""
+    from concurrent.futures import Future
+
+    from inception_fast import precompiler
+
+    module, x = torch.nn.Identity().eval(), torch.randn(1, 8, 4, 4)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert precompiler._key((x,)) == precompiler._key((x.clone(),))
+    assert precompiler._key((x,)) != precompiler._key((x_cl,))
+    assert precompiler._key((x,)) != precompiler._key((x.double(),))
+    precompiler._DONE.setdefault(module, precompiler.LRUDict())[precompiler._key((x,))] = [Future()]
+    assert precompiler.compiles_pending(module, x.clone()) == 1
+    assert precompiler.compiles_pending(module, x_cl) == 0
+
+
 def test_precompile_refuses_what_it_cannot_precompile():
     ref, model = calibrated_net(size=32)
     x = torch.randn(1, 3, 32, 32)

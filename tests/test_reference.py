@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from inception_fast import GoogLeNet, Inception
-from inception_fast.reference import BLOCK_CONFIGS
+from inception_fast.reference import BLOCK_CONFIGS, MAX_POOLS
 from inception_fast.testing import TOLERANCE, calibrate, check_close
 
 
@@ -121,7 +121,8 @@ def test_paper_variant_structure():
 
 def test_init_is_torchvisions():
     """init_weights draws what torchvision's does: every conv and linear weight from a normal of std
-    0.01 truncated at +-2 (the weights' spread, over 6 million draws), BatchNorm at 1 and 0."""
+    0.01 truncated at +-2 (the weights' spread, over 6 million draws), BatchNorm at 1 and 0, and
+    the linear biases (fc, the aux heads') as nn.Linear draws them: uniform within 1/sqrt(fan_in)."""
     torch.manual_seed(0)
     ours, theirs = GoogLeNet(), tv_googlenet()
     for model in (ours, theirs):
@@ -129,6 +130,9 @@ def test_init_is_torchvisions():
             [m.weight.flatten() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         )
         assert abs(weights.std().item() - 0.01) < 2e-4 and weights.abs().max() <= 2
+        for fc in [m for m in model.modules() if isinstance(m, torch.nn.Linear)]:
+            bound = fc.in_features**-0.5
+            assert fc.bias.abs().max() <= bound and fc.bias.std() > bound / 3, f"{type(model).__name__} {fc}"
     bns = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
 
@@ -142,11 +146,20 @@ def test_d2l_variant_runs_down_to_small_images(size):
     assert m(torch.randn(2, 1, size, size)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("variant", ["paper", "d2l"])
+def _floor_mode_pools() -> GoogLeNet:
+    """torchvision's variant with its max pools replaced by floor-mode ones (ceil_mode=False)."""
+    m = GoogLeNet()
+    for name in MAX_POOLS:
+        pool = getattr(m, name)
+        setattr(m, name, torch.nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding, ceil_mode=False))
+    return m
+
+
+@pytest.mark.parametrize("variant", ["paper", "d2l", "torchvision, floor-mode pools put in"])
 def test_min_input_size_is_where_the_network_stops_running(variant, monkeypatch):
-    """The size check's pool arithmetic is the modules' own: the smallest accepted size runs,
-    and one less fails in PyTorch itself once the check is out of the way."""
-    m = GoogLeNet(variant=variant).eval()
+    """The size check's pool arithmetic is the modules' own (pools put in included): the smallest
+    accepted size runs, and one less fails in PyTorch itself once the check is out of the way."""
+    m = (_floor_mode_pools() if variant.startswith("torchvision") else GoogLeNet(variant=variant)).eval()
     n, c = m.min_input_size(), m.in_channels
     m(torch.randn(1, c, n, n))
     with pytest.raises(ValueError, match="too small"):
@@ -166,6 +179,14 @@ def test_min_input_size_matches_torchvision():
         tv(torch.randn(1, 3, n - 1, n - 1))  # and one less fails there too
     with pytest.raises(ValueError, match="too small"):
         ours(torch.randn(1, 3, n - 1, n - 1))
+
+
+@pytest.mark.parametrize("variant, in_channels", [("d2l", 1), ("torchvision", 1), ("paper", 4)])
+def test_transform_input_needs_three_channels(variant, in_channels):
+    """transform_input applies ImageNet's per-channel statistics: another channel count is refused
+    when the network is built, not met as a conv's channel error in the first forward."""
+    with pytest.raises(ValueError, match="transform_input needs 3 input channels"):
+        GoogLeNet(variant=variant, in_channels=in_channels, transform_input=True)
 
 
 def test_unknown_variant_and_bad_kernel():

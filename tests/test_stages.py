@@ -5,10 +5,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from model_cases import CL, FP32, calibrated_net, net_tolerance
 from torch import nn
 
-from inception_fast import FusedGoogLeNet, available_backends
+from inception_fast import FusedGoogLeNet, available_backends, geometry
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
 # -- the stem's measured first conv -----------------------------------------------------------------
@@ -202,3 +203,19 @@ def test_gpu_conv_relu_fused_matches_aten(cuda_device, monkeypatch):
         assert ref.std() > 0.1
         tol = reduced_precision_bound(outs["aten"], ref) if dtype == torch.bfloat16 else TOLERANCE["tf32"]
         check_close(outs["cudnn_fused"], ref, tol, f"fused {dtype}")
+
+
+def test_pool_out_is_atens_output_size():
+    """geometry.pool_out (the pools, folds and chains size their outputs by it) against ATen's
+    max pool on every small size, kernel, stride, padding and rounding mode, ceil mode's rule that
+    the last window must start inside the input or its left padding included."""
+    for size in range(1, 9):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for p in range(0, k // 2 + 1):
+                    for ceil in (False, True):
+                        want = geometry.pool_out(size, k, s, p, ceil)
+                        if want < 1:
+                            continue
+                        got = F.max_pool2d(torch.zeros(1, 1, size, 1), (k, 1), (s, 1), (p, 0), ceil_mode=ceil)
+                        assert got.shape[2] == want, (size, k, s, p, ceil)
