@@ -291,6 +291,8 @@ def build_models(
                 fan_out *= m.weight[0, 0].numel()
                 bound = math.sqrt(6.0 / (fan_in + fan_out))
                 m.weight.copy_(torch.empty(m.weight.shape).uniform_(-bound, bound, generator=gen))
+                if m.bias is not None:
+                    m.bias.zero_()
     models = {"fused": FusedGoogLeNet.from_torchvision(ref, backend=backend).train()}
     if reference:
         models["reference"] = ref.train()
