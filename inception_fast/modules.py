@@ -1306,14 +1306,7 @@ def _basic_conv_forwards() -> tuple:
     if not _BASIC_FORWARDS:
         from .reference import BasicConv2d
 
-        forwards = [BasicConv2d.forward]
-        try:
-            from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
-
-            forwards.append(TVBasicConv2d.forward)
-        except Exception:
-            pass
-        _BASIC_FORWARDS[:] = forwards
+        _BASIC_FORWARDS[:] = [cls.forward for cls in (BasicConv2d, _torchvision_class("BasicConv2d")) if cls]
     return tuple(_BASIC_FORWARDS)
 
 
@@ -1411,15 +1404,21 @@ _ALIKE: dict = {}  # class -> what it computes, for the classes whose forwards c
 _HARMLESS_OVERRIDES = frozenset({"__init__", "__repr__", "__str__", "extra_repr"})
 
 
+def _forward_on_instance(module: nn.Module) -> Optional[str]:
+    """The name of ``module``'s forward (or torchvision's ``_forward``, which its forward calls)
+    where one is set on the instance, else None."""
+    return next((name for name in ("forward", "_forward") if name in module.__dict__), None)
+
+
 def _own_computation(model: nn.Module, known: tuple) -> Optional[str]:
     """Why ``model`` may compute what the class it derives from (its first class in ``known``)
     does not, so that a copy built from that class would compute something else, else None: its
     forward (or torchvision's ``_forward``, which its forward calls) set on the instance, or a
     method of that class (forward, _forward, _transform_input, train, ...) defined again in a
     subclass between them."""
-    for name in ("forward", "_forward"):
-        if name in model.__dict__:
-            return f"its {name} is set on the instance (it computes something its class does not)"
+    name = _forward_on_instance(model)
+    if name is not None:
+        return f"its {name} is set on the instance (it computes something its class does not)"
     mro = type(model).__mro__
     base = next((cls for cls in mro if cls in known), None)
     for cls in mro[: mro.index(base)] if base is not None else ():
@@ -1448,7 +1447,7 @@ def _computes_alike(mine: nn.Module, theirs: nn.Module) -> bool:
     """Whether ``theirs`` computes what ``mine``'s class does from the same children: the same
     class, or ours, the fused and torchvision's kind of one GoogLeNet part (block, conv unit, aux
     head), and no forward set on the instance."""
-    if "forward" in theirs.__dict__ or "_forward" in theirs.__dict__:  # (torchvision's blocks call _forward)
+    if _forward_on_instance(theirs) is not None:
         return False
     if type(mine) is type(theirs):
         return True
@@ -1823,8 +1822,7 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
     variants, e.g. FusedGoogLeNet.from_torchvision, rely on), else FusedForeignInception."""
     if (
         is_inception_block(block)
-        and type(block).forward in _standard_forwards()
-        and _own_computation(block, _block_classes()) is None
+        and _own_computation(block, _block_classes()) is None  # (no forward of its own: ours or torchvision's)
         and match.units == _standard_units(block)
         and match.kernels[0] == 3
         and match.kernels[1] in (3, 5)
@@ -1833,10 +1831,6 @@ def _fused_block(block: nn.Module, match, backend: str) -> nn.Module:
     ):  # the last: our units' conv has a bias exactly where no BN follows (a custom conv_block may differ)
         return FusedInception._built_from(block, backend, take=True)
     return FusedForeignInception(block, match, backend=backend)
-
-
-def _standard_forwards() -> tuple:
-    return tuple(cls.forward for cls in _block_classes() if cls is not FusedInception)
 
 
 def fuse(model: nn.Module, backend: str = "auto", *, report: bool = False):

@@ -1286,7 +1286,7 @@ MUTANTS = [
     Mutant(
         "copy_instance_forward_walked",
         "inception_fast/modules.py",
-        '    if "forward" in theirs.__dict__ or "_forward" in theirs.__dict__:',
+        "    if _forward_on_instance(theirs) is not None:",
         "    if False:",
         ("tests/test_replaced_modules.py", "-k", "before_conversion"),
         "a unit or block whose forward was set on the instance is copied as the plain class",
@@ -1334,8 +1334,8 @@ MUTANTS = [
     Mutant(
         "copy_instance_forward_taken",
         "inception_fast/modules.py",
-        '    for name in ("forward", "_forward"):\n        if name in model.__dict__:\n',
-        "    for name in ():\n        if name in model.__dict__:\n",
+        "    name = _forward_on_instance(model)\n",
+        "    name = None\n",
         ("tests/test_replaced_modules.py", "-k", "refuses_a_forward"),
         "from_torchvision copies a block whose _forward is set on the instance as the plain class",
     ),
@@ -1520,8 +1520,8 @@ MUTANTS = [
     Mutant(
         "fuse_subclass_built_as_standard",
         "inception_fast/modules.py",
-        "        and _own_computation(block, _block_classes()) is None\n",
-        "",
+        "        and _own_computation(block, _block_classes()) is None  #",
+        "        and True  #",
         ("tests/test_replaced_modules.py", "-k", "subclass_computing"),
         "fuse() builds a FusedInception from a block subclass with its own _forward (refused: fuse() fails)",
     ),
