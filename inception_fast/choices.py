@@ -16,6 +16,9 @@
 * ``CHAIN_CHOICE``: a run of consecutive blocks and the max pool before it run "separate" (as the
   model runs each stage) or "chained" (op ``inception_chain``: launch 2 of each block and launch 1
   of the next in one persistent Triton launch), per shape (``stages.block_chain``).
+* ``CPU_NETWORK_CHOICE``: a FusedGoogLeNet under ``backend="auto"`` on CPU, per small input: the
+  whole network on oneDNN's prepacked convolutions, the compiled extension's CPU kernels or the
+  torch backend's ops, timed as whole forwards in interleaved rounds (``NetworkChoice``).
 * ``FOLD_CHOICE``: a max pool and the block after it (maxpool2/3/4 with 3a/4a/5a) run "separate"
   (the pool, then the block) or "folded" (the Triton block whose launch 1 takes the pool on the fly,
   op ``pooled_inception_block``), per shape (``stages.pool_block``).
@@ -29,9 +32,10 @@ choice store records it, and later processes on that GPU and code measure withou
 INCEPTION_FAST_SKIP_CANDIDATES leaves candidates out by name.
 
 Keys are NamedTuples (``AutoKey``, ``StemKey``, ``ConvReluKey``, ``PoolKey``, ``HeadKey``,
-``FoldKey``, ``ChainKey``), so benchmarks and tests read them by field.  Where nothing is measured
-(off the devices a choice measures on, CUDA for all but ``CPU_POOL_CHOICE``; while capturing a
-CUDA graph or tracing; with ``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate,
+``FoldKey``, ``ChainKey``, ``NetworkKey``), so benchmarks and tests read them by field.  Where
+nothing is measured (off the devices a choice measures on, CUDA for all but ``CPU_POOL_CHOICE``
+and ``CPU_NETWORK_CHOICE``; while capturing a CUDA graph or tracing; with
+``INCEPTION_FAST_AUTO=static``) each choice takes its first candidate,
 except that ``AUTO`` under a capture takes the first of ``AUTO_CAPTURE_READY``; inside
 ``measuring_deferred()`` (FusedGoogLeNet's forwards while the workers compile its binaries,
 inception_fast.precompiler) each takes its trusted one and keeps nothing.
@@ -82,12 +86,17 @@ __all__ = [
     "HEAD_CHOICE",
     "FOLD_CHOICE",
     "CHAIN_CHOICE",
+    "NetworkKey",
+    "NetworkChoice",
+    "CPU_NETWORK_CHOICE",
     "fp32_precision",
     "ENV_SKIP",
     "skip_entries",
+    "EveryCandidateFailed",
     "ContextLost",
     "CandidateFault",
     "checked_against",
+    "once",
     "measuring_deferred",
     "deferring",
     "static_mode",
@@ -121,8 +130,10 @@ _DECLARED: dict = {}
 _TRUSTED: dict = {}  # {store_as: the trusted candidate it declares}: one no entry may name
 
 
+@functools.lru_cache(maxsize=256)
 def _declares(declared: tuple, name: str) -> bool:
-    """Whether ``name`` is one of the ``declared`` candidate names."""
+    """Whether ``name`` is one of the ``declared`` candidate names (kept per pair: pick asks this
+    of every candidate it is offered, on CPU at every forward for the stem's unmeasured forms)."""
     return any(re.fullmatch(re.escape(d).replace("<N>", "[0-9]+"), name) for d in declared)
 
 
@@ -157,7 +168,7 @@ def _time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> 
             return time_fn(fn, device=device, warmup=0, repeats=repeats).median_s
 
 
-def _once(fn: Callable[[], object]) -> Callable[[], object]:
+def once(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` computed on the first call and kept: one trusted result shared by every candidate."""
     kept = []
 
@@ -215,8 +226,8 @@ def checked_against(run, reference, what: str, reference64=None, signed_zeros: b
     float64 (see ``_disagreement``).  Tuples compare element by element.  On a disagreement it
     raises, and the chooser drops the candidate with that error on record."""
     checked = []
-    reference = _once(reference)
-    reference64 = _once(reference64) if reference64 is not None else None
+    reference = once(reference)
+    reference64 = once(reference64) if reference64 is not None else None
 
     def first_checked():
         out = run()
@@ -321,6 +332,10 @@ def skip_entries() -> frozenset:
     """INCEPTION_FAST_SKIP_CANDIDATES now, as (choice or None, candidate) pairs; a value that cannot
     be read, or names a choice or candidate that does not exist, is a ValueError that says why."""
     return _skip_entries(os.environ.get(ENV_SKIP, ""))
+
+
+class EveryCandidateFailed(RuntimeError):
+    """A measured choice whose every candidate raised (their errors in the message)."""
 
 
 class ContextLost(RuntimeError):
@@ -555,16 +570,22 @@ class MeasuredChoice:
             hit = self.lookup(key)
             return hit if hit is not None else self._measure(key, device, runners, names, skipped)
 
-    def _measure(self, key, device: torch.device, runners: dict, names: list, skipped: Optional[dict] = None) -> str:
+    def _seconds(self, key, device: torch.device, runners: dict, names: list) -> tuple[dict, dict]:
+        """({name: median seconds of one call} of the candidates that ran, {name: short error} of
+        those that raised): each timed in turn by ``timer``."""
+
         def timed(name):
             with torch.no_grad():
                 return self.timer(runners[name], device, self.repeats)
 
-        seconds, errors = self._each(key, device, runners, names, timed)
+        return self._each(key, device, runners, names, timed)
+
+    def _measure(self, key, device: torch.device, runners: dict, names: list, skipped: Optional[dict] = None) -> str:
+        seconds, errors = self._seconds(key, device, runners, names)
         errors = {**(skipped or {}), **errors}
         if not seconds:
             detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
-            raise RuntimeError(f"every candidate failed for {key} ({detail})")
+            raise EveryCandidateFailed(f"every candidate failed for {key} ({detail})")
         best = min(seconds, key=lambda n: (seconds[n], names.index(n)))
         self._choices[key] = Choice(best, seconds, errors)
         # (Not a choice made without the candidates INCEPTION_FAST_SKIP_CANDIDATES left out: a process
@@ -696,8 +717,8 @@ class AutoBackend(MeasuredChoice):
             return next((n for n in names if n in AUTO_CAPTURE_READY), names[0])
         args = (x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
         trusted = _backends.get("torch").op("inception_block")
-        reference = _once(lambda: trusted(*args))
-        reference64 = _once(lambda: trusted(*(a.double() for a in args)))
+        reference = once(lambda: trusted(*args))
+        reference64 = once(lambda: trusted(*(a.double() for a in args)))
         runners = {}
         for name in names:
             run = lambda f=_backends.get(name).op("inception_block"): f(*args)  # noqa: E731
@@ -749,13 +770,14 @@ class ConvReluKey(NamedTuple):
 
 
 class PoolKey(NamedTuple):
-    """POOL_CHOICE's key: one max pool."""
+    """POOL_CHOICE's and CPU_POOL_CHOICE's key: one max pool."""
 
     device: str
     dtype: torch.dtype
     shape: tuple
     stride: tuple  # the input's strides (its layout)
     params: tuple  # (kernel, stride, padding, ceil_mode)
+    threads: Optional[int] = None  # on CPU torch.get_num_threads(): the ranking changes with it
 
 
 class HeadKey(NamedTuple):
@@ -808,6 +830,61 @@ HEAD_CHOICE = MeasuredChoice(store_as="head", candidates=("aten", "triton"), tru
 FOLD_CHOICE = MeasuredChoice(store_as="fold", candidates=("separate", "folded"), trusted="separate")
 
 
+class NetworkKey(NamedTuple):
+    """CPU_NETWORK_CHOICE's key: a FusedGoogLeNet's architecture and its input on CPU."""
+
+    device: str
+    dtype: torch.dtype
+    shape: tuple  # the input's (N, C, H, W)
+    channels_last: bool  # the input's layout (else NCHW-contiguous or strided)
+    threads: int  # torch.get_num_threads(): the ranking changes with it
+    layers: str  # a digest of the model's class, variant and parameter names and shapes
+
+
+class NetworkChoice(MeasuredChoice):
+    """A choice among whole forwards of one network (``CPU_NETWORK_CHOICE``): each candidate runs
+    once first (its parity check, ``checked_against``, and its own inner choices' measuring), then
+    the ones that ran are timed in interleaved rounds (``inception_fast.timing.time_interleaved``),
+    so that a drift of the machine's speed during the measuring falls on all of them alike."""
+
+    def __init__(self, rounds: int = 5, budget_s: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rounds, self.budget_s = rounds, budget_s
+
+    def _seconds(self, key, device: torch.device, runners: dict, names: list) -> tuple[dict, dict]:
+        from .timing import time_interleaved
+
+        def first(name):
+            with torch.no_grad():
+                runners[name]()
+
+        ran, errors = self._each(key, device, runners, names, first)
+        if not ran:
+            return {}, errors
+        timings = time_interleaved(
+            {name: runners[name] for name in ran},
+            device=device,
+            warmup=0,  # (each ran once above)
+            min_repeats=self.rounds,
+            budget_s=self.budget_s,
+            max_repeats=4 * self.rounds,
+        )
+        return {name: timing.median_s for name, timing in timings.items()}, errors
+
+
+# backend="auto"'s FusedGoogLeNet on CPU, for inference from oneDNN's prepacked weights (float32, or
+# bfloat16 where oneDNN has it), per input shape: every block, the stem and the pools on oneDNN's
+# prepacked convolutions ("onednn", what runs where nothing is measured), on the compiled
+# extension's CPU kernels ("cpp", where built), or on the torch backend's ATen ops (trusted).
+# oneDNN's per-call cost loses on small inputs (batch 1 under ~96x96 on the 2-core machine,
+# benchmarks/results), where the extension's blocks win; it wins on larger ones.  Blocks timed
+# one by one do not add up to the network's time, so the choice is one for the whole network,
+# timed as whole forwards (FusedGoogLeNet._cpu_network_backend).
+CPU_NETWORK_CHOICE = NetworkChoice(
+    measure_on=("cpu",), store_as="cpu_network", candidates=("onednn", "cpp", "torch"), trusted="torch"
+)
+
+
 class ChainKey(NamedTuple):
     """CHAIN_CHOICE's key: a run of consecutive blocks, with the max pool before the first."""
 
@@ -856,8 +933,8 @@ class OpChoice(AutoBackend):
             return "torch"
         aten = _backends.get("torch").op(self.op)
         args64 = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
-        reference = _once(lambda: aten(*args))
-        reference64 = _once(lambda: aten(*args64))
+        reference = once(lambda: aten(*args))
+        reference64 = once(lambda: aten(*args64))
         runners = {"torch": lambda: aten(*args)}
         for name in names[1:]:
             run = lambda f=_backends.get(name).op(self.op): f(*args)  # noqa: E731

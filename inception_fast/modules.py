@@ -27,13 +27,16 @@ input's, like torch convolutions.
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import hashlib
 import importlib
 import logging
 import operator
 import sys
 import types
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,6 +50,7 @@ from torch.nn.utils import parametrize
 
 from . import backends, choices, geometry, ops, precompiler, stages
 from .backends import onednn_backend
+from .caches import LRUDict
 from .packing import (
     PackCache,
     block_convs,
@@ -73,6 +77,21 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# The backend a FusedGoogLeNet's forward under backend="auto" on CPU runs (CPU_NETWORK_CHOICE), set
+# for the length of that forward: its blocks with backend="auto" run it (_PackedBlock.backend_for).
+_NETWORK_BACKEND: contextvars.ContextVar = contextvars.ContextVar("inception_fast_network_backend", default=None)
+# CPU_NETWORK_CHOICE measures inputs of at most this many pixels (N·H·W; about a dozen whole forwards
+# each, the first forward's cost): what its candidates differ by is a cost per call, which larger
+# inputs amortise.  Larger ones run auto's oneDNN form unmeasured (benchmarks/results: it leads at
+# 224x224 from batch 1).
+CPU_NETWORK_MEASURE_PIXELS = 2 * 224 * 224
+# {FusedGoogLeNet: LRUDict {(shape, dtype, channels_last, threads, children's ids): backend or None}}:
+# each model's CPU_NETWORK_CHOICE answers, so that a forward reads its choice without digesting the
+# model's layers (NetworkKey.layers); a child put in misses.
+_NETWORK_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MISS = object()
 
 
 def available_backends(device="cpu") -> list[str]:
@@ -564,6 +583,9 @@ class _PackedBlock:
 
     def backend_for(self, device) -> str:
         device = torch.device(device)
+        chosen = _NETWORK_BACKEND.get()
+        if chosen is not None and device.type == "cpu" and self.requested_backend == "auto":
+            return chosen  # the network's forward chose it (FusedGoogLeNet._cpu_network_backend)
         name = self._resolved.get(device)
         if name is None:
             name = backends.resolve(self.requested_backend, device)
@@ -1167,6 +1189,8 @@ class FusedGoogLeNet(GoogLeNet):
         shape on a GPU, every Triton binary it needs compiled first, at once
         (inception_fast.precompile); under backend auto, the forwards while those compile run
         ATen's computations and measure nothing (inception_fast.precompiler: tuning deferred).
+        On CPU under backend auto, a small input's first forward without gradients chooses the
+        backend the whole network runs for that input (``_cpu_network_backend``).
         A stage whose modules carry hooks runs them (``_hooked``)."""
         if _transformed(x):
             return GoogLeNet.forward(_ReferenceStages(self), x)
@@ -1174,9 +1198,89 @@ class FusedGoogLeNet(GoogLeNet):
         self._hooked_children = (
             frozenset(id(c) for c in children if _hooks_inside((c,))) if _hooks_inside(children) else frozenset()
         )
+        chosen = self._cpu_network_backend(x)
+        if chosen is not None:  # (CPU: nothing to precompile)
+            return self._forward_on(chosen, x)
         return precompiler.forward_after_precompile(
             self, self._triton_allowed, x, super().forward, defer=self.requested_backend == "auto"
         )
+
+    def _forward_on(self, backend: str, x: Tensor) -> Tensor:
+        """The reference's forward with the fused stages, those with backend="auto" on CPU running
+        ``backend`` (the blocks' backend_for, and through it the stem's and the pools' forms)."""
+        token = _NETWORK_BACKEND.set(backend)
+        try:
+            return GoogLeNet.forward(self, x)
+        finally:
+            _NETWORK_BACKEND.reset(token)
+
+    def _cpu_network_backend(self, x: Tensor) -> Optional[str]:
+        """Under backend="auto" on CPU, for a forward that runs from oneDNN's prepacked weights (no
+        gradient, float32 or bfloat16 where oneDNN has it, no autocast, not traced or exported;
+        ``forward`` has sent the transforms and traces the fused ops lack elsewhere): the
+        backend CPU_NETWORK_CHOICE measured fastest as whole forwards for this input (shape, layout,
+        thread count), measured on the first such forward of at most CPU_NETWORK_MEASURE_PIXELS
+        pixels.  None where the forward runs as auto runs it unmeasured (oneDNN's prepacked form
+        where it applies, else the torch backend): another input, or one not measured yet because
+        this forward may not repeat itself (hooks to call, a module in train mode, nothing measured
+        now: static mode, a dispatch mode)."""
+        if (
+            not isinstance(x, Tensor)
+            or x.dim() != 4
+            or x.layout != torch.strided
+            or x.device.type != "cpu"
+            or self.requested_backend != "auto"
+            or torch.is_grad_enabled()
+            or x.dtype not in onednn_backend.dtypes()
+            or _autocast_on("cpu")
+            or torch.compiler.is_compiling()
+            or _exporting()
+            or isinstance(x, FakeTensor)
+            or not self._fused(x)
+        ):
+            return None
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        memo_key = (x.shape, x.dtype, channels_last, torch.get_num_threads(), tuple(map(id, self._modules.values())))
+        memo = _NETWORK_MEMO.get(self)
+        chosen = _MISS if memo is None else memo.get(memo_key, _MISS)
+        if chosen is not _MISS:
+            return chosen
+        if backends.availability("onednn", x.device) is not None:
+            return None
+        n, _, h, w = x.shape
+        chosen = None  # larger inputs: auto's form unmeasured
+        if n * h * w <= CPU_NETWORK_MEASURE_PIXELS:
+            chooser = choices.CPU_NETWORK_CHOICE
+            if not chooser.can_measure(x.device) or self._hooked_children or any(m.training for m in self.modules()):
+                return None  # (not kept: a later forward may measure)
+            threads = torch.get_num_threads()
+            key = choices.NetworkKey(str(x.device), x.dtype, tuple(x.shape), channels_last, threads, _layers(self))
+            try:
+                chosen = chooser.pick(key, x.device, self._network_runners(x))
+            except choices.EveryCandidateFailed:
+                return None  # (bad input, a module put in that does not fit: the forward meets its own error)
+        chosen = None if chosen in (None, "onednn") else chosen
+        if memo is None:
+            memo = _NETWORK_MEMO.setdefault(self, LRUDict())
+        memo[memo_key] = chosen
+        return chosen
+
+    def _network_runners(self, x: Tensor) -> dict:
+        """CPU_NETWORK_CHOICE's candidates for ``x``: whole forwards on each backend, oneDNN's first
+        (what runs unmeasured).  The torch backend's is trusted; the others' first result must be
+        within the tolerance table's rule of a float64 forward (the reference's stages)."""
+        trusted = lambda: self._forward_on("torch", x)  # noqa: E731
+        reference = choices.once(trusted)
+        reference64 = lambda: _float64_forward(self, x)  # noqa: E731
+        names = ["onednn"] + (["cpp"] if backends.availability("cpp", x.device) is None else [])
+        runners = {
+            name: choices.checked_against(
+                lambda name=name: self._forward_on(name, x), reference, f"the {name!r} network", reference64
+            )
+            for name in names
+        }
+        runners["torch"] = trusted
+        return runners
 
     def _head(self, x: Tensor) -> Tensor:
         """In eval mode, the average pool + fc as HEAD_CHOICE measured fastest (stages.head); in
@@ -1184,6 +1288,24 @@ class FusedGoogLeNet(GoogLeNet):
         if self.training or self._hooked(self.avgpool, self.dropout, self.fc):
             return super()._head(x)
         return stages.head(x, self.avgpool, self.dropout, self.fc, self._triton_allowed)
+
+
+def _layers(model: nn.Module) -> str:
+    """NetworkKey.layers: a digest of ``model``'s class, variant and every parameter's name and shape."""
+    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    text = repr((type(model).__qualname__, getattr(model, "variant", None), shapes))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _float64_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)`` in float64, ``model`` unchanged: its floating-point parameters and buffers in
+    float64 for this call only (torch.func.functional_call).  A FusedGoogLeNet runs the reference's
+    stages in float64."""
+    state = {
+        name: t.double() if t.is_floating_point() else t
+        for name, t in (*model.named_parameters(), *model.named_buffers())
+    }
+    return torch.func.functional_call(model, state, (x.double(),))
 
 
 def clear_packed_weights(model: nn.Module) -> None:

@@ -190,7 +190,8 @@ def max_pool(x: Tensor, pool: nn.Module, triton_allowed: bool, cpp_allowed: bool
     params = pool_params(pool)
     if params is None or not chooser.applies(x.device, x):
         return pool(x)
-    key = choices.PoolKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params)
+    threads = torch.get_num_threads() if x.device.type == "cpu" else None
+    key = choices.PoolKey(str(x.device), x.dtype, tuple(x.shape), tuple(x.stride()), params, threads)
     choice = chooser.lookup(key)
     if choice is None:
         if not chooser.can_measure(x.device):  # capture, static mode: nothing to build

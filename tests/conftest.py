@@ -77,6 +77,18 @@ def _unwritten_reads(request, monkeypatch):
 
 
 @pytest.fixture
+def no_network_choice(monkeypatch):
+    """backend="auto" on CPU without its whole-network choice (choices.CPU_NETWORK_CHOICE, which
+    measures no input then): the forwards run auto's unmeasured form.  For the tests of the choices
+    made inside a forward (the stem's forms, the pools, the folds and chains under the Triton
+    interpreter), which the network choice would otherwise run a dozen times per forward, each of
+    its candidates with other forms on offer."""
+    from inception_fast import modules
+
+    monkeypatch.setattr(modules, "CPU_NETWORK_MEASURE_PIXELS", 0)
+
+
+@pytest.fixture
 def cuda_device():
     """A CUDA device, or a clean skip (queried at test time, never at import)."""
     if not torch.cuda.is_available():

@@ -40,6 +40,8 @@ BAD_ARGS = [
     ("cpu_side_by_side", ["--budget", "nan"], "--budget must be a number of seconds, at least 0, got nan"),
     ("cpu_side_by_side", ["--budget", "inf"], "--budget must be a number of seconds, at least 0, got inf"),
     ("cpu_side_by_side", ["--batch", "0"], "argument --batch: expected a positive integer, got 0"),
+    ("cpu_side_by_side", ["--size", "14"], "--size 14 is too small for GoogLeNet: the smallest input side is 15"),
+    ("cpu_side_by_side", ["--size", "-3"], "argument --size: expected a positive integer, got -3"),
     ("bench_block_backward", ["--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
     ("bench_block_backward", ["--budget", "-1"], "--budget must be a number of seconds, at least 0, got -1.0"),
     ("bench_block_backward", ["--budget", "nan"], "--budget must be a number of seconds, at least 0, got nan"),

@@ -33,6 +33,9 @@ from model_cases import net_tolerance  # noqa: E402
 
 from inception_fast.backends.triton import _common  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 CL = torch.channels_last
 WEIGHTS = ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")
 

@@ -12,6 +12,9 @@ from torch import nn
 from inception_fast import FusedGoogLeNet, available_backends, geometry
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 # -- the stem's measured first conv -----------------------------------------------------------------
 
 
@@ -219,3 +222,23 @@ def test_pool_out_is_atens_output_size():
                             continue
                         got = F.max_pool2d(torch.zeros(1, 1, size, 1), (k, 1), (s, 1), (p, 0), ceil_mode=ceil)
                         assert got.shape[2] == want, (size, k, s, p, ceil)
+
+
+def test_cpu_pool_choices_are_kept_per_thread_count(monkeypatch):
+    """CPU_POOL_CHOICE measures a pool again at another thread count (the ranking of ATen's pool,
+    the separable form and the extension's changes with it); a CUDA key carries no count."""
+    from inception_fast import choices, stages
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=lambda fn, device, repeats: (fn(), 1.0)[1])
+    monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=CL)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 1):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                got = stages.max_pool(x, nn.MaxPool2d(3, 2, ceil_mode=True), False, cpp_allowed=True)
+            assert torch.equal(got, F.max_pool2d(x, 3, 2, ceil_mode=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(key.threads for key in chooser.choices()) == [1, 2], "one choice per count, each kept"

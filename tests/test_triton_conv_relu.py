@@ -30,6 +30,9 @@ from launch_observer import counting_do_bench, forcing_chooser, observe_launches
 
 from inception_fast.backends.triton import conv_relu  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 
 def make_case(n, cin, h, w, cout, k, dtype=torch.float32, device="cpu", fmt=CL, seed=0):
     """(x, w, b): post-ReLU activations (as conv1's and conv2's outputs are) and a conv's scale of

@@ -36,6 +36,9 @@ from launch_observer import observe_launches, poison_empty  # noqa: E402
 
 from inception_fast.backends.triton import conv_rows  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 
 def make_case(n, cin, h, w, cout, k, dtype=torch.float32, device="cpu", fmt=CL, wfmt=CL, seed=0):
     """(x, w, b): an image-like input and a conv's scale of weights, so that about half the outputs

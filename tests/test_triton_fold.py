@@ -34,6 +34,9 @@ from model_cases import NETWORK, net_tolerance  # noqa: E402
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 
 @pytest.fixture(autouse=True)
 def _fold_offered(monkeypatch):

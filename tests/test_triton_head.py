@@ -31,6 +31,9 @@ from launch_observer import forcing_chooser, poison_empty  # noqa: E402
 
 from inception_fast.backends.triton import _common, head  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 
 def make_case(n, c, h, w, classes, dtype=torch.float32, device="cpu", fmt=CL, seed=0):
     """(x, W, b): activations after a ReLU (as 5b's are) and a Linear's scale of weights."""

@@ -29,6 +29,9 @@ from unwritten_reads import poison  # noqa: E402
 
 from inception_fast.backends.triton import maxpool  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 CL = torch.channels_last
 # (kernel, stride, padding, ceil_mode): torchvision's (and the paper's) maxpool1-3 and maxpool4,
 # d2l's pools, the blocks' 3x3/1 pool, and a window that misses part of the input at the far edge.

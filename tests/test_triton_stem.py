@@ -30,6 +30,9 @@ from unwritten_reads import poison  # noqa: E402
 
 from inception_fast.backends.triton import _common, stem  # noqa: E402
 
+# The choices inside a forward, each on its own: auto's whole-network choice off (conftest).
+pytestmark = pytest.mark.usefixtures("no_network_choice")
+
 CL = torch.channels_last
 # (stride, padding, pool kernel, pool stride, pool padding, ceil_mode)
 TORCHVISION = (2, 3, 3, 2, 0, True)  # conv1 + maxpool1 of torchvision's and the paper's GoogLeNet

@@ -192,7 +192,8 @@ def resolve(backend: str, device) -> str:
     backend on the 2-core AVX-512 machine).  The modules run auto's "onednn" from prepacked weights
     only for inference in float32/bfloat16; under torch.compile as plain ATen ops; with gradients,
     under torch.export and in float16 they run the "torch" backend's op
-    (``FusedInception.fused_forward``).
+    (``FusedInception.fused_forward``).  A FusedGoogLeNet's inference forward on small inputs
+    runs the backend its whole-network choice measured instead (``choices.CPU_NETWORK_CHOICE``).
     """
     device = torch.device(device)
     if backend == "auto":
