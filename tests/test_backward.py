@@ -120,6 +120,34 @@ def test_backward_rejects_mismatched_tensors():
             True,
             "torch",
         )
+    # The scratch (the forward's saved reductions) and every tensor's dtype are checked too, by the
+    # real op and by its fake kernel: a backend's kernels would read past a short scratch.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    op = torch.ops.inception_fast.inception_block_backward
+    weights = [block[a] for a in ("x", "w_red", "w_pool", "w3", "w5")]
+    bad = {
+        "short scratch": ((out, *weights, out, scratch[:, 1:]), ValueError, "scratch has shape"),
+        "float64 grad_out": ((out.double(), *weights, out, scratch), TypeError, "grad_out is torch.float64"),
+        "float16 scratch": ((out, *weights, out, scratch.half()), TypeError, "scratch is torch.float16"),
+    }
+    for what, (args, error, message) in bad.items():
+        with pytest.raises(error, match=message):
+            op(*args, True, "torch")
+        with FakeTensorMode() as mode, pytest.raises(error, match=message):
+            op(*(mode.from_tensor(a) for a in args), True, "torch")
+
+
+def test_only_the_block_output_is_differentiable():
+    """The block op's second output (the saved reductions, which its backward ignores a gradient
+    of) is marked non-differentiable: it requires no grad, so a loss through it fails loudly
+    instead of silently getting no gradient from it."""
+    block = make_block(ODD, n=1, h=3, w=3)
+    x = block["x"].clone().requires_grad_()
+    out, scratch = torch.ops.inception_fast.inception_block(x, *(block[a] for a in BLOCK_ARGS[1:]), "torch")
+    assert out.requires_grad and not scratch.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        scratch.sum().backward()
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train_bn"])

@@ -84,6 +84,38 @@ def test_empty_batch_through_the_op_and_a_calibrated_block():
         ops.inception_block(x, *packed, backend="nope")
 
 
+def test_empty_batch_of_a_pooled_block_or_chain_has_the_pooled_size():
+    """An empty batch into the pooled block (the pool folded into it) and into the chain: the
+    reference's empty result, at the height and width of the max pool (9x8 pooled 3x3/2 in ceil
+    mode: 4x4), from every backend that runs them, and what the fake kernels tell a trace."""
+    import torch.nn.functional as F
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from inception_fast import ops
+    from inception_fast.packing import pack_block
+
+    ref = Inception(16, 8, 6, 8, 4, 6, 5)
+    calibrate(ref, torch.randn(2, 16, 9, 8))
+    packed = pack_block(ref)
+    x = torch.randn(0, 16, 9, 8).contiguous(memory_format=torch.channels_last)
+    pool = (3, 2, 0, True)
+    with torch.no_grad():
+        want = ref.eval()(F.max_pool2d(x, 3, 2, 0, ceil_mode=True))
+    assert want.shape == (0, 27, 4, 4)
+    backends = [b for b in ("torch", "triton") if b in available_backends("cpu")]
+    calls = {
+        "pooled_inception_block": lambda t, ws, b: ops.pooled_inception_block(t, *ws, *pool, backend=b),
+        "inception_chain": lambda t, ws, b: ops.inception_chain(t, [ws], pool, backend=b),
+    }
+    for name, call in calls.items():
+        for backend in backends:
+            out = call(x, packed, backend)
+            assert out.shape == want.shape and out.dtype == want.dtype, f"{name} on {backend}: {tuple(out.shape)}"
+        with FakeTensorMode() as mode:
+            fake = call(mode.from_tensor(x), [mode.from_tensor(t) for t in packed], "torch")
+        assert fake.shape == want.shape, f"{name}'s fake kernel: {tuple(fake.shape)}"
+
+
 @pytest.mark.parametrize("backend", [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")])
 def test_a_block_input_without_pixels_is_refused_by_name(backend):
     """Height or width 0 into a fused block, with and without gradients: the package's error on

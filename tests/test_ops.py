@@ -40,11 +40,22 @@ def test_opcheck_inception_block(fmt):
     torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, "torch"))
 
 
+def _refused_real_and_fake(x, args, backends, error, message):
+    """The block op on ``x`` and packed ``args`` raises ``error`` with ``message`` on every one of
+    ``backends`` and in its fake kernel (what torch.compile and torch.export trace)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for backend in backends:
+        with pytest.raises(error, match=re.escape(message)):
+            torch.ops.inception_fast.inception_block(x, *args, backend)
+    with FakeTensorMode() as mode, pytest.raises(error, match=re.escape(message)):
+        fake = [mode.from_tensor(a) for a in (x, *args)]
+        torch.ops.inception_fast.inception_block(*fake, "torch")
+
+
 def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
     """A direct op call with packed weights that do not fit together: every backend and the fake
     kernel (what torch.compile and torch.export trace) refuse it with the same ValueError."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     from inception_fast.packing import pack_block
 
     block = Inception(12, 4, 5, 6, 3, 4, 3)
@@ -55,20 +66,127 @@ def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
         "b_red": (1, good[1][:-1], "b_red must be (12,)"),
         "w_pool": (2, good[2][:, :-1], "w_pool must be (pool_proj, Cin=12)"),
         "b3": (5, good[5][:-1], "b3 must be (6,)"),
+        "b5": (7, good[7][:-1], "b5 must be (4,)"),
+        "b_pool": (3, good[3][:-1], "b_pool must be (3,)"),
         "w5 even": (6, torch.randn(4, 3, 2, 2), "w5 must be (Cout, Cred, k, k) with an odd k"),
     }
     backends = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
     for what, (i, t, message) in bad.items():
         args = list(good)
         args[i] = t
-        for backend in backends:
-            with pytest.raises(ValueError, match=re.escape(message)):
-                torch.ops.inception_fast.inception_block(x, *args, backend)
-        with FakeTensorMode() as mode, pytest.raises(ValueError, match=re.escape(message)):
-            fake = [mode.from_tensor(a) for a in (x, *args)]
-            torch.ops.inception_fast.inception_block(*fake, "torch")
+        _refused_real_and_fake(x, args, backends, ValueError, message)
     out, _ = torch.ops.inception_fast.inception_block(x, *good, "torch")  # the consistent ones run
     assert out.shape == (2, 17, 8, 8)
+
+
+def test_input_channels_dtype_and_device_mismatches_are_refused_real_and_fake():
+    """An input with more channels than the packed weights take, a bias or weight in another dtype,
+    a weight on another device: every backend and the fake kernel refuse the call by name (the
+    Triton kernels would read the input's first Cin channels, or the bias's bytes, without a word)."""
+    from inception_fast.packing import pack_block
+
+    good = list(pack_block(Inception(12, 4, 5, 6, 3, 4, 3)))
+    x = torch.randn(2, 12, 6, 6)
+
+    def replaced(i, t):
+        args = list(good)
+        args[i] = t
+        return args
+
+    cases = {
+        "more channels": (torch.randn(2, 15, 6, 6), good, ValueError, "expects 12 input channels, got 15"),
+        "b3 float64": (x, replaced(5, good[5].double()), TypeError, "does not match weight b3 dtype torch.float64"),
+        "b_red float16": (x, replaced(1, good[1].half()), TypeError, "does not match weight b_red dtype torch.float16"),
+        "w_pool float64": (x, replaced(2, good[2].double()), TypeError, "weight w_pool dtype torch.float64"),
+        "w5 on meta": (x, replaced(6, good[6].to("meta")), RuntimeError, "but weight w5 is on meta"),
+    }
+    backends = [b for b in ("torch", "cpp", "onednn", "triton") if b in available_backends("cpu")]
+    for what, (inp, args, error, message) in cases.items():
+        _refused_real_and_fake(inp, args, backends, error, message)
+
+
+@pytest.mark.parametrize("stride", [None, 1, 2, 3])
+def test_conv_relu_stride_default_and_given(stride):
+    """torch.ops.inception_fast.conv_relu without a stride (as a traced graph or another caller of
+    the schema may call it) is the stride-1 conv, and with one, that stride's: ATen's conv and ReLU
+    in float64.  (The dispatcher drops an argument equal to the schema's default before it calls
+    the Python kernel, whose own default then applies: the two defaults must agree.)"""
+    import torch.nn.functional as F
+
+    x, w, b = torch.randn(2, 4, 9, 8), torch.randn(5, 4, 3, 3), torch.randn(5)
+    given = () if stride is None else (stride,)
+    got = torch.ops.inception_fast.conv_relu(x, w, b, 1, "torch", *given)
+    want = F.conv2d(x.double(), w.double(), b.double(), stride=stride or 1, padding=1).relu()
+    assert want.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    check_close(got, want, FP32, f"conv_relu, stride {stride}")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("torch", "cpp") if b in available_backends("cpu")])
+@pytest.mark.parametrize("pool", [(3, 2, 1, False), (3, 2, 1, True), (3, 1, 1, False)])
+def test_max_pool2d_gradient_of_a_padded_pool_is_atens(backend, pool):
+    """The max_pool2d op's registered backward recomputes the argmax with the forward's padding
+    (and stride and ceil mode): a padded pool's input gradient is ATen's, bit for bit."""
+    import torch.nn.functional as F
+
+    from inception_fast import ops
+
+    kernel, stride, padding, ceil = pool
+    x = torch.randn(2, 5, 9, 8).requires_grad_()
+    want_y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil)
+    grad = torch.randn_like(want_y)
+    (got,) = torch.autograd.grad(ops.max_pool2d(x, kernel, stride, padding, ceil, backend=backend), x, grad)
+    (want,) = torch.autograd.grad(want_y, x, grad)
+    assert torch.equal(got, want)
+
+
+def test_torch_backend_pooled_block_and_chain_take_ceil_mode():
+    """The torch backend's pooled block and chain (the ATen reference the Triton forms are measured
+    against) on an 8x6 input, where a 3x3/2 pool in ceil mode gives 4x3 and in floor mode 3x2:
+    the block on F.max_pool2d(..., ceil_mode=True) of the input, in float64."""
+    import torch.nn.functional as F
+    from block_cases import ODD, block_reference, make_block
+
+    from inception_fast import ops
+
+    block = make_block(ODD, n=2, h=8, w=6)
+    weights = [block[k] for k in ("w_red", "b_red", "w_pool", "b_pool", "w3", "b3", "w5", "b5")]
+    pool = (3, 2, 0, True)
+    pooled64 = F.max_pool2d(block["x"].double(), 3, 2, 0, ceil_mode=True)
+    assert pooled64.shape[2:] == (4, 3)
+    want = block_reference(pooled64, *(w.double() for w in weights))[0]
+    assert want.std() > 0.1, "reference output is near zero: the comparison could not fail"
+    got = ops.pooled_inception_block(block["x"], *weights, *pool, backend="torch")
+    check_close(got, want, FP32, "pooled_inception_block, ceil mode")
+    got = ops.inception_chain(block["x"], [tuple(weights)], pool, backend="torch")
+    check_close(got, want, FP32, "inception_chain of one block, ceil mode")
+
+
+def test_torch_backend_stage_ops_are_channels_last_as_their_fake_kernels_say():
+    """conv_relu_maxpool, conv_relu and max_pool2d on the torch backend, given a contiguous (NCHW)
+    input as a network's images are: ATen's values, returned channels_last with the strides their
+    fake kernels give a trace (torch.compile takes the fake strides for the real ones)."""
+    import torch.nn.functional as F
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from inception_fast import ops
+
+    x, w, b = torch.randn(2, 3, 15, 13), torch.randn(8, 3, 3, 3), torch.randn(8)
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    calls = {
+        "conv_relu_maxpool": (
+            lambda t: ops.conv_relu_maxpool(t, w, b, 2, 1, 3, 2, 0, True),
+            F.max_pool2d(F.conv2d(x64, w64, b64, stride=2, padding=1).relu(), 3, 2, ceil_mode=True),
+        ),
+        "conv_relu": (lambda t: ops.conv_relu(t, w, b, 1), F.conv2d(x64, w64, b64, padding=1).relu()),
+        "max_pool2d": (lambda t: ops.max_pool2d(t, 3, 2, 0, True), F.max_pool2d(x64, 3, 2, ceil_mode=True)),
+    }
+    for name, (call, want) in calls.items():
+        real = call(x)
+        check_close(real, want, FP32, name)
+        assert real.is_contiguous(memory_format=CL), f"{name}: strides {real.stride()}"
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = call(mode.from_tensor(x))
+        assert (fake.shape, fake.dtype, fake.stride()) == (real.shape, real.dtype, real.stride()), name
 
 
 def test_fake_kernels_refuse_the_backends_the_real_ones_refuse():

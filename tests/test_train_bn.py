@@ -282,6 +282,67 @@ def test_op_rejects_bad_arguments():
         op(*args, 0.0, "torch")
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         op(args[0][:1, :, :1, :1], *args[1:], 1e-3, "torch")
+    # An empty batch has no values to take statistics of (NaN mean and variance, and NaN running
+    # statistics after the caller's update); a gamma or beta in a third dtype is refused by name.
+    with pytest.raises(ValueError, match="needs a non-empty batch"):
+        op(args[0][:0], *args[1:], 1e-3, "torch")
+    with pytest.raises(TypeError, match="gamma must be float32 or the input's dtype"):
+        op(*args[:9], args[9].double(), args[10], 1e-3, "torch")
+    with pytest.raises(TypeError, match="beta must be float32 or the input's dtype"):
+        op(*args[:10], args[10].half(), 1e-3, "torch")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fake_kernel_gives_the_real_outputs_shapes_dtypes_and_strides(dtype):
+    """What torch.compile traces (the fake kernel) is what the op returns: every output's shape,
+    dtype and strides, the batch statistics float32 for a bfloat16 input too (opcheck above runs
+    in float32 only, where the statistics have the input's dtype)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = op_args(ODD, 5, (2, 5, 6), dtype=dtype)
+    op = torch.ops.inception_fast.inception_block_bn_train
+    real = op(*args, 1e-3, "torch")
+    with FakeTensorMode() as mode:
+        fake = op(*(mode.from_tensor(a) for a in args), 1e-3, "torch")
+    assert real[3].dtype == real[4].dtype == torch.float32
+    for name, f, r in zip(("out", "scratch", "pre", "mean", "var"), fake, real):
+        assert (f.shape, f.dtype, f.stride()) == (r.shape, r.dtype, r.stride()), name
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_op_outputs_match_a_float64_reference_with_conv_biases(k):
+    """Every output of the op (out, scratch, the pre-BN pieces, batch mean and biased variance)
+    against plain PyTorch in float64 (each conv with its bias, then F.batch_norm on batch
+    statistics): nonzero conv biases, which the normalisation cancels in ``out`` but not in
+    ``pre`` and the batch mean (the running mean's update)."""
+    cin, ch1, r3, c3, r5, c5, pool = SMALL
+    args = op_args(SMALL, k, (3, 5, 6))
+    x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta = (a.double() for a in args)
+    eps = 1e-3
+    starts = [0, ch1 + r3 + r5, ch1 + r3 + r5 + c3, ch1 + r3 + r5 + c3 + c5]
+
+    def bn_relu(y, group):
+        s = slice(starts[group], starts[group] + y.shape[1])
+        return F.batch_norm(y, None, None, gamma[s], beta[s], training=True, eps=eps).relu()
+
+    y_red = F.conv2d(x, w_red[:, :, None, None], b_red)
+    red = bn_relu(y_red, 0)
+    scratch = red[:, ch1:]
+    y3 = F.conv2d(scratch[:, :r3], w3, b3, padding=1)
+    y5 = F.conv2d(scratch[:, r3:], w5, b5, padding=k // 2)
+    y_pool = F.conv2d(F.max_pool2d(x, 3, 1, 1), w_pool[:, :, None, None], b_pool)
+    pres = (y_red, y3, y5, y_pool)
+    want = {
+        "out": torch.cat([red[:, :ch1], bn_relu(y3, 1), bn_relu(y5, 2), bn_relu(y_pool, 3)], 1),
+        "scratch": scratch,
+        "pre": torch.cat([y.permute(0, 2, 3, 1).reshape(-1) for y in pres]),  # [N*H*W, c] pieces
+        "mean": torch.cat([y.mean((0, 2, 3)) for y in pres]),
+        "var": torch.cat([y.var((0, 2, 3), unbiased=False) for y in pres]),
+    }
+    assert want["out"].std() > 0.1 and b3.abs().min() > 0, "the comparison could not fail"
+    got = torch.ops.inception_fast.inception_block_bn_train(*args, eps, "torch")
+    for (name, w), g in zip(want.items(), got):
+        check_close(g, w, FP32, name)
 
 
 @pytest.mark.parametrize("off_by,chosen", [(0.0, "fast"), (1e-3, "torch")])

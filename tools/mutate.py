@@ -1989,6 +1989,157 @@ MUTANTS = [
         ("tests/test_stages.py", "-k", "per_thread"),
         "a CPU pool keeps the choice measured at another thread count",
     ),
+    Mutant(
+        "ops_bias_dtype_unchecked",
+        "inception_fast/ops.py",
+        "        if t.dtype != x.dtype:\n"
+        "            raise TypeError(\n"
+        '                f"input dtype {x.dtype} does not match weight {name}',
+        "        if t.dtype != x.dtype and t.dim() > 1:\n"
+        "            raise TypeError(\n"
+        '                f"input dtype {x.dtype} does not match weight {name}',
+        ("tests/test_ops.py", "-k", "mismatches_are_refused"),
+        "a bias or weight in another dtype than the input passes the check (Triton takes it without a word; the "
+        "fake kernel traces it)",
+    ),
+    Mutant(
+        "ops_cin_more_channels_accepted",
+        "inception_fast/ops.py",
+        '    if x.shape[1] != cin:\n        raise ValueError(\n            f"Inception block expects {cin}',
+        '    if x.shape[1] < cin:\n        raise ValueError(\n            f"Inception block expects {cin}',
+        ("tests/test_ops.py", "-k", "mismatches_are_refused"),
+        "an input with more channels than the weights take passes (Triton silently computes on the wrong channels)",
+    ),
+    Mutant(
+        "ops_b5_unchecked",
+        "inception_fast/ops.py",
+        '    for name, b, n in (("b3", b3, w3.shape[0]), ("b5", b5, w5.shape[0])):\n',
+        '    for name, b, n in (("b3", b3, w3.shape[0]),):\n',
+        ("tests/test_ops.py", "-k", "inconsistent"),
+        "a b5 of the wrong length passes the check (Triton reads past it; the fake kernel accepts it)",
+    ),
+    Mutant(
+        "ops_b_pool_unchecked",
+        "inception_fast/ops.py",
+        '    for name, b, n in (("b_red", b_red, w_red.shape[0]), ("b_pool", b_pool, w_pool.shape[0])):\n',
+        '    for name, b, n in (("b_red", b_red, w_red.shape[0]),):\n',
+        ("tests/test_ops.py", "-k", "inconsistent"),
+        "a b_pool of the wrong length passes the check",
+    ),
+    Mutant(
+        "ops_weight_device_unchecked",
+        "inception_fast/ops.py",
+        '        if t.device != x.device:\n            raise RuntimeError(f"input is on {x.device} but weight {name}',
+        '        if False:\n            raise RuntimeError(f"input is on {x.device} but weight {name}',
+        ("tests/test_ops.py", "-k", "mismatches_are_refused"),
+        "a weight on another device than the input reaches the kernels",
+    ),
+    Mutant(
+        "ops_block_scratch_differentiable",
+        "inception_fast/ops.py",
+        "    ctx.save_for_backward(x, w_red, w_pool, w3, w5, out, scratch)\n    ctx.mark_non_differentiable(scratch)\n",
+        "    ctx.save_for_backward(x, w_red, w_pool, w3, w5, out, scratch)\n",
+        ("tests/test_backward.py", "-k", "only_the_block_output"),
+        "the scratch output requires grad, and a loss through it gets its gradient silently dropped",
+    ),
+    Mutant(
+        "ops_backward_dtype_unchecked",
+        "inception_fast/ops.py",
+        "        if t.device != x.device or t.dtype != x.dtype:\n"
+        "            raise TypeError(\n"
+        '                f"inception_block_backward:',
+        '        if t.device != x.device:\n            raise TypeError(\n                f"inception_block_backward:',
+        ("tests/test_backward.py", "-k", "mismatched"),
+        "a grad_out/out/scratch of another dtype reaches the backward kernels",
+    ),
+    Mutant(
+        "ops_backward_scratch_shape_unchecked",
+        "inception_fast/ops.py",
+        '    for name, t, c in (("grad_out", grad_out, channels.total), ("out", out, channels.total)) + (\n'
+        '        ("scratch", scratch, channels.reductions),\n'
+        "    ):\n",
+        '    for name, t, c in (("grad_out", grad_out, channels.total), ("out", out, channels.total)):\n',
+        ("tests/test_backward.py", "-k", "mismatched"),
+        "a scratch of the wrong shape reaches the backward kernels (Triton reads past it)",
+    ),
+    Mutant(
+        "ops_pooled_empty_unpooled_shape",
+        "inception_fast/ops.py",
+        "    if x.shape[0] == 0:  # an empty batch: nothing to compute\n"
+        "        return geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)[0]\n",
+        "    if x.shape[0] == 0:  # an empty batch: nothing to compute\n"
+        "        return geometry.empty_outputs(x, w_red, w_pool, w3, w5)[0]\n",
+        ("tests/test_inputs.py", "-k", "pooled_size"),
+        "a pooled block's empty batch has the unpooled height and width",
+    ),
+    Mutant(
+        "ops_conv_relu_default_stride",
+        "inception_fast/ops.py",
+        'str backend, int stride=1, Tensor? w_rows=None) -> Tensor"\n',
+        'str backend, int stride=2, Tensor? w_rows=None) -> Tensor"\n',
+        ("tests/test_triton_conv_rows.py", "-k", "op_stride_checks"),
+        "schema default stride=2: an explicit stride-2 call (dropped by the dispatcher as the default) runs the "
+        "Python kernel at stride 1",
+    ),
+    Mutant(
+        "ops_max_pool_backward_no_padding",
+        "inception_fast/ops.py",
+        "    ctx.pool = (kernel, stride, padding, ceil_mode)\n",
+        "    ctx.pool = (kernel, stride, 0, ceil_mode)\n",
+        ("tests/test_ops.py", "-k", "padded_pool"),
+        "max_pool2d's gradient is the unpadded pool's (wrong pixels, or a shape error)",
+    ),
+    Mutant(
+        "ops_bn_train_empty_batch_accepted",
+        "inception_fast/ops.py",
+        "    if n == 0:\n"
+        '        raise ValueError("inception_block_bn_train needs a non-empty batch (no'
+        ' values to take statistics of)")\n',
+        "",
+        ("tests/test_train_bn.py", "-k", "rejects_bad_arguments"),
+        "an empty batch reaches the train-mode kernel: NaN batch statistics (and NaN running statistics)",
+    ),
+    Mutant(
+        "ops_bn_train_fake_stats_dtype",
+        "inception_fast/ops.py",
+        "    mean = torch.empty(c_all, dtype=torch.float32, device=x.device)\n",
+        "    mean = torch.empty(c_all, dtype=x.dtype, device=x.device)\n",
+        ("tests/test_train_bn.py", "-k", "real_outputs_shapes"),
+        "the train-mode op's fake kernel gives bf16/fp16 batch statistics where the real op gives float32",
+    ),
+    Mutant(
+        "ops_bn_train_gamma_dtype_unchecked",
+        "inception_fast/ops.py",
+        "        if t.dtype not in (x.dtype, torch.float32):\n",
+        "        if False:\n",
+        ("tests/test_train_bn.py", "-k", "rejects_bad_arguments"),
+        "a float64 (or int) gamma/beta passes the check",
+    ),
+    Mutant(
+        "torchbe_pooled_no_ceil",
+        "inception_fast/backends/torch_backend.py",
+        "    pooled = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode).contiguous(",
+        "    pooled = F.max_pool2d(x, kernel, stride, padding).contiguous(",
+        ("tests/test_ops.py", "-k", "take_ceil_mode"),
+        "the pooled block ignores ceil_mode",
+    ),
+    Mutant(
+        "torchbe_bn_conv_bias_dropped",
+        "inception_fast/backends/torch_backend.py",
+        "        y2d.copy_(geometry.rows(F.conv2d(inp, wgt, bias, padding=k // 2)))\n",
+        "        y2d.copy_(geometry.rows(F.conv2d(inp, wgt, None, padding=k // 2)))\n",
+        ("tests/test_train_bn.py", "-k", "float64_reference_with"),
+        "train-mode BN forward drops the 3x3/kxk conv bias: batch mean (and running mean) off by the bias",
+    ),
+    Mutant(
+        "torchbe_stem_not_channels_last",
+        "inception_fast/backends/torch_backend.py",
+        "        y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)\n"
+        "    return y.contiguous(memory_format=torch.channels_last)\n",
+        "        y = F.max_pool2d(y, pool_kernel, pool_stride, pool_padding, ceil_mode=ceil_mode)\n    return y\n",
+        ("tests/test_ops.py", "-k", "channels_last_as"),
+        "conv_relu_maxpool returns NCHW for an NCHW input (the fake kernel says channels_last)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
