@@ -583,7 +583,8 @@ class _PackedBlock:
 
     def backend_for(self, device) -> str:
         device = torch.device(device)
-        chosen = _NETWORK_BACKEND.get()
+        # (Never set while torch.compile traces, and Dynamo before torch 2.14 cannot trace its get.)
+        chosen = None if torch.compiler.is_compiling() else _NETWORK_BACKEND.get()
         if chosen is not None and device.type == "cpu" and self.requested_backend == "auto":
             return chosen  # the network's forward chose it (FusedGoogLeNet._cpu_network_backend)
         name = self._resolved.get(device)
