@@ -584,9 +584,10 @@ class _PackedBlock:
     def backend_for(self, device) -> str:
         device = torch.device(device)
         # (Never set while torch.compile traces, and Dynamo before torch 2.14 cannot trace its get.)
-        chosen = None if torch.compiler.is_compiling() else _NETWORK_BACKEND.get()
-        if chosen is not None and device.type == "cpu" and self.requested_backend == "auto":
-            return chosen  # the network's forward chose it (FusedGoogLeNet._cpu_network_backend)
+        if self.requested_backend == "auto" and device.type == "cpu" and not torch.compiler.is_compiling():
+            chosen = _NETWORK_BACKEND.get()
+            if chosen is not None:
+                return chosen  # the network's forward chose it (FusedGoogLeNet._cpu_network_backend)
         name = self._resolved.get(device)
         if name is None:
             name = backends.resolve(self.requested_backend, device)
@@ -1240,8 +1241,8 @@ class FusedGoogLeNet(GoogLeNet):
             or not self._fused(x)
         ):
             return None
-        channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        memo_key = (x.shape, x.dtype, channels_last, torch.get_num_threads(), tuple(map(id, self._modules.values())))
+        channels_last, threads = x.is_contiguous(memory_format=torch.channels_last), torch.get_num_threads()
+        memo_key = (x.shape, x.dtype, channels_last, threads, tuple(map(id, self._modules.values())))
         memo = _NETWORK_MEMO.get(self)
         chosen = _MISS if memo is None else memo.get(memo_key, _MISS)
         if chosen is not _MISS:
@@ -1254,7 +1255,6 @@ class FusedGoogLeNet(GoogLeNet):
             chooser = choices.CPU_NETWORK_CHOICE
             if not chooser.can_measure(x.device) or self._hooked_children or any(m.training for m in self.modules()):
                 return None  # (not kept: a later forward may measure)
-            threads = torch.get_num_threads()
             key = choices.NetworkKey(str(x.device), x.dtype, tuple(x.shape), channels_last, threads, _layers(self))
             try:
                 chosen = chooser.pick(key, x.device, self._network_runners(x))
