@@ -147,6 +147,28 @@ def test_stem_padding_candidates():
     assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
 
 
+def test_stem_key_tells_apart_every_setting_of_conv1_maxpool1_and_the_input():
+    """STEM_CHOICE's key: two stems that differ in any setting of conv1 or maxpool1, or inputs that
+    differ in dtype, shape or layout, or a model that may or may not offer the Triton or oneDNN
+    forms, never share a measured form."""
+    from inception_fast.stages import stem_key
+
+    x = torch.randn(1, 3, 32, 32)
+    conv, pool = dict(in_channels=3, out_channels=6, kernel_size=7, stride=2, padding=3), dict(kernel_size=3, stride=2)
+    cases = [
+        ({}, {}, x),
+        ({}, {}, x.contiguous(memory_format=CL)),
+        ({}, {}, x.double()),
+        ({}, {}, x[:, :, :31, :31].contiguous()),
+        *(({k: v}, {}, x) for k, v in dict(kernel_size=5, stride=1, padding=2, dilation=2, groups=3).items()),
+        *(({}, {k: v}, x) for k, v in dict(kernel_size=2, stride=1, padding=1, dilation=2, ceil_mode=True).items()),
+    ]
+    keys = [stem_key(xin, nn.Conv2d(**{**conv, **c}), nn.MaxPool2d(**{**pool, **p}), False) for c, p, xin in cases]
+    base = (nn.Conv2d(**conv), nn.MaxPool2d(**pool))
+    keys += [stem_key(x, *base, True), stem_key(x, *base, False, onednn=True)]
+    assert len(set(keys)) == len(keys), keys
+
+
 # -- the stem's conv + bias + ReLU: ATen or cuDNN's fused op, measured ------------------------------
 
 

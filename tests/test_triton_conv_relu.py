@@ -209,17 +209,20 @@ def test_stage_runs_the_triton_kernel_where_it_wins(monkeypatch):
 def test_mixed_dtypes_under_autocast_take_aten(monkeypatch):
     """Under autocast the stage may see x in fp16 with fp32 weights (an fp32 model): ATen's conv,
     which autocast casts, never a stored choice of an fp16 model of the same shape (the fused ops
-    take one dtype, and the key holds x's)."""
+    take one dtype, and the key holds x's).  An fp32 input with fp32 weights under autocast also
+    takes ATen's conv, which computes in autocast's dtype, not the fp32 model's stored choice."""
     chooser = forcing_chooser("triton")
     monkeypatch.setattr(choices, "CONV_RELU_CHOICE", chooser)
     x, wt, b = make_case(1, 20, 5, 7, 24, 3, seed=6)
     with torch.no_grad():
         stages.conv_relu(x.half(), wt.half(), b.half(), 1, triton_allowed=True)  # stores "triton"
+        stages.conv_relu(x, wt, b, 1, triton_allowed=True)  # and for fp32
         with torch.autocast("cpu", dtype=torch.float16):
-            out = stages.conv_relu(x.half(), wt, b, 1, triton_allowed=True)
-            expected = F.conv2d(x.half(), wt, b, padding=1).relu_()
-    assert [c.name for c in chooser.choices().values()] == ["triton"]
-    assert out.dtype == expected.dtype and torch.equal(out, expected)
+            outs = [stages.conv_relu(xin, wt, b, 1, triton_allowed=True) for xin in (x.half(), x)]
+            expected = [F.conv2d(xin, wt, b, padding=1).relu_() for xin in (x.half(), x)]
+    assert [c.name for c in chooser.choices().values()] == ["triton", "triton"]
+    for out, want in zip(outs, expected):
+        assert out.dtype == want.dtype == torch.float16 and torch.equal(out, want)
 
 
 @interpreter_only

@@ -2140,6 +2140,30 @@ MUTANTS = [
         ("tests/test_ops.py", "-k", "channels_last_as"),
         "conv_relu_maxpool returns NCHW for an NCHW input (the fake kernel says channels_last)",
     ),
+    Mutant(
+        "conv_relu_fused_under_autocast",
+        "inception_fast/stages.py",
+        "    if w.dtype != x.dtype or b.dtype != x.dtype or torch.is_autocast_enabled(x.device.type):",
+        "    if w.dtype != x.dtype or b.dtype != x.dtype:",
+        ("tests/test_triton_conv_relu.py", "-k", "autocast"),
+        "an fp32 conv2/conv3 under autocast runs the fp32 model's stored fused choice, not autocast's dtype",
+    ),
+    Mutant(
+        "stem_key_ignores_ceil_mode",
+        "inception_fast/stages.py",
+        "        pool.dilation,\n        pool.ceil_mode,\n",
+        "        pool.dilation,\n",
+        ("tests/test_stages.py", "-k", "stem_key"),
+        "stems whose maxpool1 differs only in ceil mode share one measured form",
+    ),
+    Mutant(
+        "stem_key_ignores_layout",
+        "inception_fast/stages.py",
+        "        x.is_contiguous(),\n",
+        "        True,\n",
+        ("tests/test_stages.py", "-k", "stem_key"),
+        "NCHW and channels_last inputs share one measured stem form",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
