@@ -597,3 +597,347 @@ def test_initial_weights_are_xavier_uniform_with_the_kernel_area_in_both_fans():
             # (float32 draws of a bound computed in float64: one rounding, within the fp32 tolerance)
             assert 0.9 * bound < top <= bound * (1 + TOLERANCE["fp32"]), f"{variant} {name}: max |w| {top} vs b {bound}"
             assert m.bias is None or not m.bias.any(), f"{variant} {name}: bias not zero"
+
+
+def test_defaults_are_the_chapters_recipe():
+    """With no options the job runs the recipe its docstring states: GoogLeNet d2l on the digits,
+    SGD lr 0.1, batch 128, 10 epochs at 96x96, seed 0, float32."""
+    from inception_fast.train import build_parser
+
+    args = build_parser().parse_args([])
+    got = (args.data, args.variant, args.lr, args.batch_size, args.epochs, args.image_size, args.seed, args.dtype)
+    assert got == ("digits", "d2l", 0.1, 128, 10, 96, 0, "float32")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--lr", "0"], "--lr must be a positive number, got 0.0"),
+        (["--lr", "inf"], "--lr must be a positive number, got inf"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2**62 - 1, got -1"),
+        (["--stop-after", "0"], "--stop-after must be at least 1, got 0"),
+        (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1, got 0"),
+        (["--test-limit", "0"], "--test-limit must be at least 1, got 0"),
+    ],
+)
+def test_counts_and_numbers_out_of_range_are_refused_before_training(tmp_path, capsys, argv, message):
+    """(On top of TINY: a check left out trains a tiny run, not the default one.)"""
+    with pytest.raises(SystemExit) as exc:
+        train(tmp_path / "o", "--epochs", "1", *argv)
+    assert exc.value.code == 2
+    _one_line(capsys, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_dtype_and_process_problems_are_found_before_training(tmp_path, capsys, monkeypatch):
+    """--out that is a file, or holding a directory named as any file the job writes; --dtype
+    bfloat16 on a CPU without oneDNN's bfloat16 convolutions; a global batch that does not split over
+    the processes; a RANK outside WORLD_SIZE or a MASTER_PORT 0 (the last two checked directly: past
+    the checks a process would wait for its peers)."""
+    from inception_fast.cli import UsageError
+    from inception_fast.train import _check_args, _Dist, _dist_from_env, build_parser
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "file", "--epochs", "1")
+    _one_line(capsys, "exists and is not a directory")
+    out = tmp_path / "o"
+    for name in ("history.json", "curves.png"):
+        os.makedirs(out / name)
+        with pytest.raises(SystemExit):
+            train(out, "--epochs", "1")
+        _one_line(capsys, f"{name} there is a directory")
+        os.rmdir(out / name)
+    monkeypatch.setattr(onednn_backend, "bf16_supported", lambda: False)
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "1", "--dtype", "bfloat16", "--device", "cpu")
+    _one_line(capsys, "--dtype bfloat16 on cpu trains with oneDNN's bfloat16 convolutions")
+    monkeypatch.undo()
+    args = build_parser().parse_args(["--batch-size", "3", "--out", str(out)])
+    with pytest.raises(UsageError, match="--batch-size 3 does not split evenly over 2 processes"):
+        _check_args(args, torch.device("cpu"), _Dist(0, 2))
+    for rank, port, message in (("2", "29500", "RANK=2 WORLD_SIZE=2: the rank must be"), ("0", "0", "MASTER_PORT='0'")):
+        for name, value in (("WORLD_SIZE", "2"), ("RANK", rank), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port)):
+            monkeypatch.setenv(name, value)
+        with pytest.raises(UsageError, match=message):
+            _dist_from_env()
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_checkpoint_and_no_temporary_file(
+    tmp_path, capsys, monkeypatch
+):
+    """checkpoint.pt is written to a temporary file, then renamed: a write that fails (a full disk)
+    leaves the checkpoint there before as it was and no temporary file, and is one line, exit 1."""
+    out = tmp_path / "o"
+    os.makedirs(out)
+    (out / "checkpoint.pt").write_bytes(b"the previous checkpoint")
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as file:
+            file.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        train(out, "--epochs", "1", "--steps-per-epoch", "1")
+    assert exc.value.code == 1
+    _one_line(capsys, f"error: {out / 'checkpoint.pt'}: No space left on device")
+    assert (out / "checkpoint.pt").read_bytes() == b"the previous checkpoint", "a failed write damaged the checkpoint"
+    assert os.listdir(out) == ["checkpoint.pt"], "a temporary file was left behind"
+
+
+def test_resume_refuses_a_checkpoint_written_for_another_run(tmp_path, capsys):
+    """A run stopped by --stop-after has written history.json too; every entry of its checkpoint's
+    meta is compared with the resumed run's (the learning rate excepted): each one changed is
+    refused, naming it; and weights holding Inf (not only NaN) are refused."""
+    out = tmp_path / "o"
+    assert train(out, "--epochs", "2", "--stop-after", "1", "--steps-per-epoch", "1") == 0
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["history"]] == [1]
+    good = load(out)
+    keys = ("variant", "layout", "num_classes", "in_channels", "image_size", "reference", "data", "seed")
+    for key in (*keys, "batch_size", "processes", "steps_per_epoch"):
+        torch.save({**good, "meta": {**good["meta"], key: "other"}}, out / "checkpoint.pt")
+        with pytest.raises(SystemExit):
+            train(out, "--epochs", "2", "--steps-per-epoch", "1", "--resume")
+        _one_line(capsys, f"was written for {key} 'other', this run has")
+    inf = {k: torch.full_like(v, float("inf")) for k, v in good["models"]["fused"].items()}
+    torch.save({**good, "models": {**good["models"], "fused": inf}}, out / "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "2", "--steps-per-epoch", "1", "--resume")
+    _one_line(capsys, "holds NaN or Inf")
+
+
+def test_evaluation_counts_every_test_image_once_in_eval_mode():
+    """Test accuracy is the share of all test images predicted right, a last short batch included,
+    with the model in eval mode (BatchNorm's running statistics, no dropout)."""
+    from inception_fast.train import Images, _Dist, _evaluate
+
+    class Zero(nn.Module):  # predicts class 0 for every image
+        def forward(self, x):
+            modes.append(self.training)
+            return torch.zeros(len(x), 3)
+
+    modes = []
+    labels = torch.tensor([1, 0, 0, 2, 0, 1, 0])  # 4 zeros, 3 of them in the first 6
+    data = Images(torch.zeros(7, 1, 4, 4), labels)
+    model = Zero().train()
+    acc = _evaluate(model, data, 4, 3, torch.device("cpu"), _Dist(0, 1), contextlib.nullcontext)
+    assert acc == 4 / 7
+    assert modes == [False] * 3 and model.training
+
+
+def test_train_loss_and_accuracy_are_means_over_every_image_trained(tmp_path, capsys):
+    """20 training images in batches of 16: an epoch is 2 steps (16 and 4 images, the last short batch
+    trained) and its train loss and accuracy are means over the 20 images, each batch weighted by its
+    size (--lr 1e-30 leaves the weights as built, so the test computes every batch's loss itself);
+    --test-limit cuts the test images, not the training ones.  (On the CPU: the test's own forward's.)"""
+    import torch.nn.functional as F
+    from torch.utils.data import DistributedSampler
+
+    from inception_fast.train import load_data
+
+    root = _write_fmnist(tmp_path / "fm", gz=False, n_train=20)
+    argv = ["--data", "fashion-mnist", "--data-dir", str(root), "--epochs", "1", "--lr", "1e-30", "--test-limit", "4"]
+    assert train(tmp_path / "o", *argv, "--device", "cpu") == 0
+    assert "fashion-mnist: 20 train / 4 test images" in capsys.readouterr().out
+    r = json.loads((tmp_path / "o" / "history.json").read_text())["history"][0]["fused"]
+    assert round(r["images_per_s"] * r["train_s"]) == 20, "not every training image was trained once"
+    data = load_data("fashion-mnist", str(root))
+    sampler = DistributedSampler(range(20), num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler.set_epoch(0)
+    order = list(sampler)
+    model = build_models("d2l", 10, 1, 0, "torch")["fused"]
+    loss = right = 0
+    with torch.no_grad():
+        for idx in (order[:16], order[16:]):
+            x, y = data.train.batch(idx, 8)
+            logits = model(x)
+            loss += float(F.cross_entropy(logits, y)) * len(y)
+            right += int((logits.argmax(1) == y).sum())
+    assert math.isclose(r["train_loss"], loss / 20, rel_tol=1e-5), (r["train_loss"], loss / 20)
+    assert r["train_acc"] == right / 20
+
+
+def test_progress_bar_counts_the_steps_on_stderr(tmp_path, capsys):
+    """Without --no-progress each epoch draws a bar on stderr, full at the end: --steps-per-epoch 2
+    of the digits' 90 steps of 16."""
+    argv = [a for a in TINY if a != "--no-progress"]
+    assert cli_main(["train", "--out", str(tmp_path / "o"), *argv, "--epochs", "1"]) == 0
+    assert f"epoch 1/1 [{'#' * 24}] 2/2 loss" in capsys.readouterr().err
+
+
+def test_seed_sets_initial_weights_and_shuffle(tmp_path, monkeypatch):
+    """--seed draws the initial weights and each epoch's shuffle (DistributedSampler's seed)."""
+    from torch.utils.data import DistributedSampler
+
+    a, b = (build_models("d2l", 10, 1, seed)["fused"].state_dict() for seed in (0, 1))
+    assert not torch.equal(flat(a, a), flat(b, a)), "the initial weights do not depend on the seed"
+    orders = []
+    iterate = DistributedSampler.__iter__
+
+    def recording(sampler):
+        order = list(iterate(sampler))
+        orders.append(order)
+        return iter(order)
+
+    monkeypatch.setattr(DistributedSampler, "__iter__", recording)
+    assert train(tmp_path / "o", "--epochs", "1", "--seed", "1", "--steps-per-epoch", "1") == 0
+    expected = {}
+    for seed in (0, 1):
+        sampler = DistributedSampler(range(1438), num_replicas=1, rank=0, shuffle=True, seed=seed)
+        sampler.set_epoch(0)
+        expected[seed] = list(iterate(sampler))
+    assert expected[0] != expected[1] and orders == [expected[1]], "the shuffle does not follow --seed"
+
+
+def test_digits_split_and_scale():
+    """scikit-learn's 1,797 digits: a fixed 80/20 split (1,438 / 359), pixels 0-16 scaled to [0, 1]."""
+    from inception_fast.train import load_data
+
+    data = load_data("digits", None)
+    assert (len(data.train), len(data.test)) == (1438, 359)
+    for split in (data.train, data.test):
+        assert split.images.min() == 0 and split.images.max() == 1
+
+
+def test_fashion_mnist_files_that_do_not_fit_are_refused_and_pixels_are_scaled(tmp_path, capsys):
+    """Pixels 0-255 come in as [0, 1]; an IDX file longer than its header says, one of another
+    element type, labels outside 0-9 or fewer labels than images are each one line naming the file."""
+    from inception_fast.train import load_data, read_idx
+
+    root = _write_fmnist(tmp_path / "fm", gz=False)
+    raw = read_idx(os.path.join(root, "train-images-idx3-ubyte"))
+    assert raw.max() > 250
+    assert torch.equal(load_data("fashion-mnist", str(root)).train.images, raw[:, None].float() / 255)
+    images, labels = os.path.join(root, "t10k-images-idx3-ubyte"), os.path.join(root, "t10k-labels-idx1-ubyte")
+    for path, content, message in (
+        (images, _idx(torch.zeros(8, 28, 28)) + b"\0", "is longer than its header says"),
+        (images, bytes([0, 0, 0x0B]) + _idx(torch.zeros(8, 28, 28))[3:], "IDX element type 0x0b, expected unsigned"),
+        (labels, _idx(torch.full((8,), 10)), "label 10 outside Fashion-MNIST's 0-9"),
+        (labels, _idx(torch.zeros(7)), "(7,) labels for 8 images"),
+    ):
+        with open(path, "rb") as f:
+            kept = f.read()
+        with open(path, "wb") as f:
+            f.write(content)
+        with pytest.raises(SystemExit):
+            train(tmp_path / "o", "--data", "fashion-mnist", "--data-dir", str(root), "--epochs", "1")
+        err = capsys.readouterr().err
+        assert message in err and path in err and "Traceback" not in err, err
+        with open(path, "wb") as f:
+            f.write(kept)
+
+
+def test_image_folder_split_and_class_checks(tmp_path, capsys):
+    """A folder of class folders: a fixed 80/20 split (10 images: 8 train, 2 test); one class folder,
+    or train/ and test/ with other classes, are refused in one line."""
+    from PIL import Image
+
+    def image(path):
+        os.makedirs(path.parent, exist_ok=True)
+        Image.fromarray(torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()).save(path)
+
+    for cls in ("cat", "dog"):
+        for i in range(5):
+            image(tmp_path / "flat" / cls / f"{i}.png")
+            image(tmp_path / "one" / "cat" / f"{i}.png")
+        image(tmp_path / "split" / "train" / cls / "0.png")
+    for cls in ("cat", "eel"):
+        image(tmp_path / "split" / "test" / cls / "0.png")
+    assert train(tmp_path / "o", "--data", "imagefolder", "--data-dir", str(tmp_path / "flat"), "--epochs", "1") == 0
+    assert "imagefolder: 8 train / 2 test images, 2 classes" in capsys.readouterr().out
+    for folder, message in (
+        ("one", "found 1 class folder(s); training needs at least 2"),
+        ("split", "train/ has classes ['cat', 'dog'], test/ ['cat', 'eel']"),
+    ):
+        with pytest.raises(SystemExit):
+            train(tmp_path / "o", "--data", "imagefolder", "--data-dir", str(tmp_path / folder), "--epochs", "1")
+        _one_line(capsys, message)
+
+
+def test_a_single_training_image_batch_norm_cannot_take_is_refused(tmp_path, capsys):
+    """One training image at 15x15 (last maps 1x1): no batch train-mode BatchNorm can take, one line."""
+    root = _write_fmnist(tmp_path / "fm", gz=False, n_train=1)
+    argv = ["--data", "fashion-mnist", "--data-dir", str(root), "--variant", "torchvision", "--epochs", "1"]
+    with pytest.raises(SystemExit):
+        train(tmp_path / "o", *argv, "--image-size", "15")
+    _one_line(capsys, "1 training image(s) per process: too few for train-mode BatchNorm at this size")
+
+
+def test_curves_plot_every_metric_of_both_models(tmp_path, monkeypatch):
+    """curves.png draws each metric of the fused model and of the reference, each curve labelled."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    from inception_fast.train import _plot
+
+    labels = []
+    plot = matplotlib.axes.Axes.plot
+
+    def recording(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    metrics = {"train_loss": 2.0, "train_acc": 0.5, "test_acc": 0.25}
+    history = [{"epoch": e, "fused": metrics, "reference": metrics} for e in (1, 2)]
+    assert _plot(str(tmp_path / "curves.png"), history, "title") is None
+    assert sorted(labels) == sorted(f"{m.replace('_', ' ')} ({n})" for m in metrics for n in ("fused", "reference"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+EVALUATE_ON_TWO_RANKS = '''
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inception_fast.train import Images, _Dist, _evaluate
+
+
+class Stub(nn.Module):
+    """Predicts its buffer's class for every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.register_buffer("cls", torch.tensor(0))
+
+    def forward(self, x):
+        return F.one_hot(self.cls.expand(len(x)), 2).float() + 0 * self.weight
+
+
+torch.distributed.init_process_group("gloo")
+rank = torch.distributed.get_rank()
+model = Stub()
+run = nn.parallel.DistributedDataParallel(model)
+with torch.no_grad():
+    model.cls.fill_(rank)  # each rank's own buffer, as training leaves BatchNorm's running statistics
+data = Images(torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long))
+acc = _evaluate(run, data, 2, 2, torch.device("cpu"), _Dist(rank, 2), contextlib.nullcontext)
+print(f"rank {rank}: accuracy {acc}, class {int(model.cls)}")
+torch.distributed.destroy_process_group()
+'''
+
+
+def test_two_processes_evaluate_with_rank_0s_buffers(tmp_path):
+    """Under DistributedDataParallel every process evaluates its share of the test images with rank
+    0's buffers (BatchNorm's running statistics, which training leaves different on each rank): a
+    stub that predicts its buffer's class, 0 on rank 0 and 1 on rank 1, all labels 0, scores 1.0 on
+    both ranks (0.5 where rank 1 kept its own buffer)."""
+    (tmp_path / "evaluate.py").write_text(EVALUATE_ON_TWO_RANKS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + [str(tmp_path / "evaluate.py")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    for rank in (0, 1):
+        assert f"rank {rank}: accuracy 1.0, class 0" in run.stdout, run.stdout
