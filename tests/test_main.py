@@ -57,10 +57,11 @@ def test_main_job_checks_parity_and_writes_json(tmp_path, capsys):
     assert all(r["images_per_s"] > 0 for r in data["results"])
 
 
-def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkeypatch, capsys):
+def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkeypatch, capsys, tmp_path):
     """The main job hands each fused model the exact input of its parity check and of each
     timed batch before the first forward on it (on a GPU: a precompile, so that forward
-    measures its choices instead of deferring them, inception_fast.precompiler)."""
+    measures its choices instead of deferring them, inception_fast.precompiler), in the layout
+    --memory-format names, which the fused rows are labelled with."""
     import inception_fast.__main__ as job
 
     calls = []
@@ -73,10 +74,17 @@ def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkey
 
     monkeypatch.setattr(job.FusedGoogLeNet, "forward", forward)
     args = ["--device", "cpu", "--batch-sizes", "1,3", "--image-size", "32", "--repeats", "1", "--no-progress"]
-    assert job.main([*args, "--backend", "torch", "--memory-format", "channels_last"]) == 0
-    capsys.readouterr()
-    assert [(b, x.shape[0], on_gpu) for b, x, on_gpu in calls] == [("torch", n, False) for n in (2, 1, 3)]
-    assert all(x.is_contiguous(memory_format=torch.channels_last) for _, x, _ in calls)
+    formats = (("channels_last", torch.channels_last, "channels_last"), ("contiguous", torch.contiguous_format, "NCHW"))
+    for option, fmt, layout in formats:
+        calls.clear()
+        path = tmp_path / f"{layout}.json"
+        argv = [*args, "--backend", "torch", "--memory-format", option, "--json", str(path)]
+        assert job.main(argv) == 0
+        capsys.readouterr()
+        assert [(b, x.shape[0], on_gpu) for b, x, on_gpu in calls] == [("torch", n, False) for n in (2, 1, 3)]
+        assert all(x.is_contiguous(memory_format=fmt) for _, x, _ in calls), layout
+        rows = json.loads(path.read_text())["results"]
+        assert {r["layout"] for r in rows if r["model"] == "fused[torch]"} == {layout}
 
 
 def test_a_parity_mismatch_is_the_jobs_exit_code(monkeypatch, capsys):
@@ -240,6 +248,20 @@ def test_cuda_device_without_cuda(capsys):
             main(["--device", device, "--no-progress"])
         assert exc.value.code == 2
         _one_error_line(capsys, f"--device {device}: no CUDA device is available")
+
+
+def test_a_cuda_index_past_the_devices_is_refused(monkeypatch):
+    """With two CUDA devices (the CUDA calls stubbed: any machine), cuda:1 and a bare cuda given a
+    default index of 1 are taken; cuda:2 and above are refused, naming the count."""
+    from inception_fast.cli import UsageError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1", "the job") == torch.device("cuda", 1)
+    assert resolve_device("cuda", "the job", default_cuda_index=1) == torch.device("cuda", 1)
+    for arg, index in (("cuda:2", None), ("cuda:7", None), ("cuda", 2)):
+        with pytest.raises(UsageError, match=r"only 2 CUDA device\(s\)"):
+            resolve_device(arg, "the job", default_cuda_index=index)
 
 
 def test_bad_value_from_the_command_line_is_one_line_without_traceback():
@@ -418,21 +440,22 @@ def test_main_job_says_when_too_noisy_to_rank(tmp_path, capsys, monkeypatch):
     # every row draws from the same samples: their interquartile ranges overlap
     _stub_timer(monkeypatch, lambda k: (0.010, 0.020, 0.030, 0.025)[k % 4])
     path = tmp_path / "r.json"
-    rc = main([*STUBBED, "--batch-sizes", "1", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
+    rc = main([*STUBBED, "--batch-sizes", "1,2", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "too noisy to rank" in printed and "fused[torch] ~ torchvision" in printed
-    assert "median ms" in printed and "IQR ms" in printed
+    assert "too noisy to rank" in printed and "median ms" in printed and "IQR ms" in printed
     data = json.loads(path.read_text())
-    assert {(r["model"], r["layout"]) for r in data["results"]} == {
-        ("torchvision", "NCHW"),
-        ("torchvision", "channels_last"),
-        ("fused[torch]", "channels_last"),
-    }
+    rows = (("torchvision", "NCHW"), ("torchvision", "channels_last"), ("fused[torch]", "channels_last"))
+    got = {(r["model"], r["layout"], r["batch"]) for r in data["results"]}
+    assert got == {(*row, n) for row in rows for n in (1, 2)}
     for r in data["results"]:
         assert r["samples"] == 6
         assert r["min_ms"] <= r["q1_ms"] <= r["ms"] <= r["q3_ms"] <= r["max_ms"]
-    assert "too noisy" in data["rankings"][0]
+        assert f"{r['q1_ms']:.2f}–{r['q3_ms']:.2f}" in printed, "the table's IQR column"
+    assert [line.split(":")[0] for line in data["rankings"]] == ["batch 1", "batch 2"]
+    for line in data["rankings"]:  # each fused row against both torchvision layouts
+        assert "too noisy" in line and "fused[torch] ~ torchvision NCHW" in line
+        assert "fused[torch] ~ torchvision channels_last" in line
 
 
 def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path, capsys, monkeypatch):
@@ -583,7 +606,35 @@ def test_running_out_of_memory_is_one_line(capsys):
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "error: out of memory on cpu at batch size(s) 1, image size 8000000x8000000" in err
+    assert "can't allocate memory" in err, "the allocator's own words, in the line"
     assert "Traceback" not in err
+
+
+def test_a_runtime_error_that_is_not_memory_is_raised_as_it_is(monkeypatch):
+    """Only running out of memory becomes main's one line: any other RuntimeError from the run (a
+    bug) is raised with its traceback, never reported as out of memory."""
+    from inception_fast import __main__ as job
+
+    def broken(args, config):
+        raise RuntimeError("a bug in the run")
+
+    monkeypatch.setattr(job, "_run", broken)
+    with pytest.raises(RuntimeError, match="a bug in the run"):
+        job.main(TINY)
+
+
+def test_defaults_that_depend_on_other_options():
+    """--image-size defaults to 96 for d2l, 224 otherwise; --repeats without --time-budget runs
+    exactly that many rounds (no budget for more), and without it 7 rounds and a 20 s budget on CPU."""
+    from inception_fast import __main__ as job
+
+    def config(*argv):
+        return job._config(job.build_parser().parse_args(["--device", "cpu", "--backend", "torch", *argv]))
+
+    assert (config("--variant", "d2l").size, config().size, config("--variant", "paper").size) == (96, 224, 224)
+    assert (config("--repeats", "3").min_rounds, config("--repeats", "3").budget) == (3, 0.0)
+    assert (config().min_rounds, config().budget) == (7, 20.0)
+    assert config("--repeats", "3", "--time-budget", "5").budget == 5.0
 
 
 def test_a_lost_gpu_context_in_the_precompile_pass_is_not_swallowed(monkeypatch):
