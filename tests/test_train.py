@@ -519,15 +519,9 @@ def test_a_lost_gpu_context_ends_training_in_one_line(capsys, monkeypatch):
     _one_line(capsys, "error: inception_fast: the CUDA context became unusable on cuda:0")
 
 
-def test_resume_of_a_dropout_variant_restores_the_rng_shuffles_each_epoch_and_takes_a_new_lr(
-    tmp_path, capsys, monkeypatch
-):
-    """The paper variant (dropout 0.4): two epochs in one run and the same split by --stop-after 1 and
-    --resume end with bit-identical weights (the resumed process takes the checkpoint's RNG state, so
-    epoch 2 draws the same dropout masks, and trains in train mode as the whole run's epoch 2 does
-    after epoch 1's evaluation); each epoch has its own shuffle, the resumed epoch the whole run's;
-    a resume with another --batch-size is refused in one line; one with another --lr trains with it
-    (the optimizer's learning rate in the checkpoint it writes)."""
+def _record_shuffles(monkeypatch) -> tuple:
+    """Every DistributedSampler order the job draws, appended to the list returned, and the
+    sampler's own __iter__ (for the orders a test computes itself)."""
     from torch.utils.data import DistributedSampler
 
     orders = []
@@ -539,6 +533,19 @@ def test_resume_of_a_dropout_variant_restores_the_rng_shuffles_each_epoch_and_ta
         return iter(order)
 
     monkeypatch.setattr(DistributedSampler, "__iter__", recording)
+    return orders, iterate
+
+
+def test_resume_of_a_dropout_variant_restores_the_rng_shuffles_each_epoch_and_takes_a_new_lr(
+    tmp_path, capsys, monkeypatch
+):
+    """The paper variant (dropout 0.4): two epochs in one run and the same split by --stop-after 1 and
+    --resume end with bit-identical weights (the resumed process takes the checkpoint's RNG state, so
+    epoch 2 draws the same dropout masks, and trains in train mode as the whole run's epoch 2 does
+    after epoch 1's evaluation); each epoch has its own shuffle, the resumed epoch the whole run's;
+    a resume with another --batch-size is refused in one line; one with another --lr trains with it
+    (the optimizer's learning rate in the checkpoint it writes)."""
+    orders, _ = _record_shuffles(monkeypatch)
     argv = ("--variant", "paper", "--image-size", "32", "--batch-size", "8", "--test-limit", "8", "--epochs", "2")
     argv += ("--steps-per-epoch", "1")
     whole, split, new_lr = tmp_path / "whole", tmp_path / "split", tmp_path / "lr"
@@ -773,15 +780,7 @@ def test_seed_sets_initial_weights_and_shuffle(tmp_path, monkeypatch):
 
     a, b = (build_models("d2l", 10, 1, seed)["fused"].state_dict() for seed in (0, 1))
     assert not torch.equal(flat(a, a), flat(b, a)), "the initial weights do not depend on the seed"
-    orders = []
-    iterate = DistributedSampler.__iter__
-
-    def recording(sampler):
-        order = list(iterate(sampler))
-        orders.append(order)
-        return iter(order)
-
-    monkeypatch.setattr(DistributedSampler, "__iter__", recording)
+    orders, iterate = _record_shuffles(monkeypatch)
     assert train(tmp_path / "o", "--epochs", "1", "--seed", "1", "--steps-per-epoch", "1") == 0
     expected = {}
     for seed in (0, 1):
