@@ -421,13 +421,12 @@ def test_help_lists_the_options():
     assert "dropout (default: 0)" in " ".join(out.split()), "--seed's default 0 is a value, not no value"
 
 
-def _torchrun_two(out, args) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 -m inception_fast train --out OUT ARGS`` on the
-    CPU (gloo, one thread each), which must succeed."""
+def _two_processes(*program) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 PROGRAM...`` on the CPU (gloo, one thread each),
+    which must succeed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        + ["-m", "inception_fast", "train", "--out", str(out), *args],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -436,6 +435,11 @@ def _torchrun_two(out, args) -> subprocess.CompletedProcess:
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return run
+
+
+def _torchrun_two(out, args) -> subprocess.CompletedProcess:
+    """``python -m inception_fast train --out OUT ARGS`` in two processes (``_two_processes``)."""
+    return _two_processes("-m", "inception_fast", "train", "--out", str(out), *args)
 
 
 def test_two_processes_evaluate_when_one_has_no_test_image(tmp_path):
@@ -927,16 +931,6 @@ def test_two_processes_evaluate_with_rank_0s_buffers(tmp_path):
     stub that predicts its buffer's class, 0 on rank 0 and 1 on rank 1, all labels 0, scores 1.0 on
     both ranks (0.5 where rank 1 kept its own buffer)."""
     (tmp_path / "evaluate.py").write_text(EVALUATE_ON_TWO_RANKS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        + [str(tmp_path / "evaluate.py")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    run = _two_processes(str(tmp_path / "evaluate.py"))
     for rank in (0, 1):
         assert f"rank {rank}: accuracy 1.0, class 0" in run.stdout, run.stdout
