@@ -67,6 +67,8 @@ SUITE_FAULTS = (
     "faulting_candidate or candidate_fault or skipped_candidates or faulted",
 )
 # The BN-fold test (test_packing.py) first: under -x it fails before the slower block parity tests run.
+# The work counts behind every roofline fraction (benchmarks/helpers/shapes.py, roofline.launch1_work).
+WORK_COUNTS = ("tests/test_work_counts.py",)
 FOLD = ("tests/test_packing.py", "tests/test_modules.py", "tests/test_ops.py", "-k", "block or low_precision or fold")
 
 
@@ -2579,6 +2581,86 @@ MUTANTS = [
         "    first = type(exc).__name__",
         ("tests/test_main.py", "-k", "out_of_memory"),
         "the out-of-memory line drops the allocator's message",
+    ),
+    Mutant(
+        "work_count_no_bias",
+        "benchmarks/helpers/shapes.py",
+        "* self.kh * self.kw + self.cout\n",
+        "* self.kh * self.kw\n",
+        WORK_COUNTS,
+        "a folded conv's bias is left out of the weight bytes",
+    ),
+    Mutant(
+        "work_count_flop_per_mac",
+        "benchmarks/helpers/shapes.py",
+        "        return 2 * self.macs(batch)\n",
+        "        return self.macs(batch)\n",
+        WORK_COUNTS,
+        "a block counts one FLOP per multiply-add",
+    ),
+    Mutant(
+        "work_count_no_weights",
+        "benchmarks/helpers/shapes.py",
+        "(c * h * w + co * ho * wo) + weights)",
+        "(c * h * w + co * ho * wo))",
+        WORK_COUNTS,
+        "a block's floor traffic leaves out its weights",
+    ),
+    Mutant(
+        "work_count_stem_input",
+        "benchmarks/helpers/shapes.py",
+        '            io[key].setdefault("in", tuple(inp[0].shape[1:]))\n',
+        '            io[key]["in"] = tuple(inp[0].shape[1:])\n',
+        WORK_COUNTS,
+        "the stem's input is taken at maxpool2, not conv1",
+    ),
+    Mutant(
+        "work_count_stem_output",
+        "benchmarks/helpers/shapes.py",
+        '            io[key]["out"] = tuple(out.shape[1:])\n',
+        '            io[key].setdefault("out", tuple(out.shape[1:]))\n',
+        WORK_COUNTS,
+        "the stem's output is taken at conv1",
+    ),
+    Mutant(
+        "work_count_avgpool",
+        "benchmarks/helpers/shapes.py",
+        "                flops += in_shape[0] * in_shape[1] * in_shape[2]\n",
+        "                pass\n",
+        WORK_COUNTS,
+        "the head's average pool adds nothing to its FLOPs",
+    ),
+    Mutant(
+        "work_count_fc",
+        "benchmarks/helpers/shapes.py",
+        "flops += 2 * mod.in_features * mod.out_features",
+        "flops += mod.in_features * mod.out_features",
+        WORK_COUNTS,
+        "the fc counts one FLOP per multiply-add",
+    ),
+    Mutant(
+        "work_count_stage_output",
+        "benchmarks/helpers/shapes.py",
+        "seen[layers[0]][0], seen[layers[-1]][1]",
+        "seen[layers[0]][0], seen[layers[0]][1]",
+        WORK_COUNTS,
+        "a stage of two layers (conv1 + maxpool1) ends at its first layer's output",
+    ),
+    Mutant(
+        "work_count_pool_role",
+        "benchmarks/helpers/roofline.py",
+        "        macs += pix * cin * n_pool\n",
+        "        macs += pix * cin * n_red\n",
+        WORK_COUNTS,
+        "launch 1's pool role is counted with the reduce GEMM's columns",
+    ),
+    Mutant(
+        "work_count_launch1_input",
+        "benchmarks/helpers/roofline.py",
+        "    macs, elems = 0, pix * cin\n",
+        "    macs, elems = 0, 0\n",
+        WORK_COUNTS,
+        "launch 1's input read is left out of its bytes",
     ),
 ]
 
