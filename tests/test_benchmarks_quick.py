@@ -279,6 +279,14 @@ def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
     assert "| FusedGoogLeNet[torch] | 101.0 (99.0–103.0) | 0.66× |" in text  # bf16: against OpenVINO bf16
     assert "| OpenVINO, f32 |" in text and "| OpenVINO, bf16 |" in text
     assert "Best peer: batch 8: ONNX Runtime (CPU provider); batch 1: ONNX Runtime (CPU provider)." in text
+    # The best peer's own row is 1.00× with no ≈ (it is not compared with itself).
+    assert "| ONNX Runtime (CPU provider) | 129.0 (126.4–131.6) | 1.00× | 13.1 (9.2–17.0) | 1.00× |" in text
+    # The short table heads with the run on the most threads.
+    assert report.throughput_short(report._rows(merged, "throughput")).startswith("img/s, cpu (2 threads) fp32")
+    # Only the channels_last config's engines are peers: a faster NCHW compile row is not one.
+    nchw_compile = _cpu_row("tv_compile", 0.050, fmt="contiguous")
+    index = report.throughput_index([two[1], two[4], nchw_compile])  # the channels_last config first
+    assert report.best_peers(index)[("cpu (2 threads)", "fp32", 8)] is two[4]
 
 
 def _row(model, median_s, timing="cuda_events", **extra):
@@ -326,7 +334,12 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
         ),
         _row("fused_cuda", 0.0005, batch=1, timing="cuda_graph", captured_error="RuntimeError: a | b"),
     ]
+    rows[2]["rel_error_vs_torchvision"] = 2e-3  # the largest of fused_triton's configs: the one listed
+    rows[3]["rel_error_vs_torchvision"] = 1e-3
+    rows[4]["rel_error_vs_torchvision"] = float("nan")  # a NaN is listed whatever comes after it
+    rows[7]["rel_error_vs_torchvision"] = 1e-4
     index = report.throughput_index(rows)
+    assert index[("cuda", "bf16", "channels_last", 256)]["fused_triton"]["x_eager"] == pytest.approx(1.2)
     assert index[("cuda", "bf16", "channels_last, CUDA graph", 1)]["fused_triton"]["x_compile"] == pytest.approx(1.25)
     graph = index[("cuda", "bf16", "channels_last, CUDA graph", 256)]["fused_triton"]
     assert graph["x_compile"] == pytest.approx(1.5)
@@ -334,6 +347,8 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "fused_cuda" not in index[("cuda", "bf16", "channels_last", 256)]
     text = report.throughput_markdown(rows)
     assert "channels_last, CUDA graph b256 | FusedGoogLeNet[triton] | 4.000" in text
+    assert "| FusedGoogLeNet[triton] | 25,600 (1.20×) |" in text  # 0.010 s against torchvision's 0.012
+    assert "| FusedGoogLeNet[triton] | bf16 | 2.0e-03 |" in text and "| FusedGoogLeNet[cuda] | bf16 | nan |" in text
     assert "| cuda bf16 channels_last b1 | torch.compile(tv), reduce-overhead, freezing | 0.500 |" in text
     assert "torch.compile(tv), reduce-overhead, freezing b1 25.0 s" in text
     assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text and "| 40% |" in text
@@ -571,6 +586,52 @@ def _gpu_row(kind, block, impl, median_s, flops, nbytes, ceil, **extra):
         **roofline_with(flops, nbytes, median_s, ceil, applies=True),
         **extra,
     }
+
+
+def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
+    """The blocks table: multiply-adds per image off the row's FLOPs, launch 1 ext over triton; the
+    stages table: the sum of every stage's µs per implementation and their ratio; × compile against
+    the default-mode anchor where reduce-overhead ran at the same config too."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    ceil = {"device_name": H200, "flop_per_s": 800e12, "byte_per_s": 4.0e12, "source": "measured"}
+    blocks = [
+        _gpu_row("block", "inception3a", "triton", 200e-6, 60e9, 100e6, ceil),  # 60 GFLOP at b256: 117.2 MMAC/img
+        _gpu_row("block", "inception3a", "launch1_ext", 125e-6, 20e9, 50e6, ceil),
+        _gpu_row("block", "inception3a", "launch1_triton", 100e-6, 20e9, 50e6, ceil),
+    ]
+    assert "| inception3a | 117.2 | 200 (37%) | 125 (20%) | 100 (25%) | 1.25× |" in report.blocks_markdown(blocks)
+    assert "| 3a | 200 37% | 125 20% | 100 25% | 1.25× |" in report.blocks_short(blocks)
+    stages = [
+        _gpu_row("stage", "conv2", "torchvision", 100e-6, 6e9, 50e6, ceil),
+        _gpu_row("stage", "conv2", "fused", 37.5e-6, 6e9, 50e6, ceil),
+        _gpu_row("stage", "maxpool3", "torchvision", 125e-6, 0, 200e6, ceil),
+        _gpu_row("stage", "maxpool3", "fused", 62.5e-6, 0, 200e6, ceil),
+    ]
+    assert "| **all stages outside the blocks** |  |  | 225 | 100 | 2.25× |" in report.stages_markdown(stages)
+    both = [
+        _row("torchvision", 0.012),
+        _row("tv_compile", 0.006),
+        _row("tv_compile_ro", 0.004),
+        _row("fused_triton", 0.010),
+    ]
+    fused = report.throughput_index(both)[("cuda", "bf16", "channels_last", 256)]["fused_triton"]
+    assert fused["x_compile"] == pytest.approx(0.6)
+    # A choice that two rows recorded is listed and counted once; two keys of one choice count two.
+    pools = [
+        {
+            "choice": "POOL_CHOICE",
+            "where": where,
+            "key": {"device": "cuda:0", "dtype": "bfloat16", "shape": shape},
+            "chosen": "triton",
+            "us": {"aten": 80.0, "triton": 52.5},
+        }
+        for where, shape in (("maxpool3", [256, 480, 28, 28]), ("maxpool4", [256, 832, 14, 14]))
+    ]
+    recorded = [{**stages[1], "measured_choices": pools}, {**stages[3], "measured_choices": pools[::-1]}]
+    assert report.measured_choices_short(recorded) == "measured choices, cuda:0 bfloat16 b256: POOL_CHOICE triton×2"
+    assert report.measured_choices_markdown(recorded).count("| POOL_CHOICE | maxpool3 |") == 1
 
 
 def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(tmp_path):
