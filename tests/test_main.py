@@ -481,7 +481,9 @@ def test_main_job_calls_too_few_rounds_too_few(capsys, monkeypatch):
 def test_time_interleaved_samples_until_spreads_separate_or_the_cap(monkeypatch):
     from inception_fast.timing import overlapping, time_interleaved
 
-    _stub_timer(monkeypatch, lambda k: 0.0)  # equal samples: the ranges touch, so they overlap
+    # Equal samples: the ranges touch, so they overlap.  2 rows x (1 warm-up + 12 rounds) calls; a
+    # loop that ignored the cap fails here instead of running forever.
+    _stub_timer(monkeypatch, lambda k: 0.0 if k < 40 else pytest.fail("time_interleaved ran past max_repeats"))
     same = iter([1.0, 2.0, 3.0] * 100)
     other = iter([1.5, 2.5, 3.5] * 100)
     t = time_interleaved({"a": lambda: None, "b": lambda: None}, warmup=0, min_repeats=3, budget_s=1e9, max_repeats=12)
@@ -580,6 +582,46 @@ def test_time_interleaved_stops_at_the_minimum_rounds_once_rows_separate_whateve
     assert [n for n, _ in rounds] == [1, 2, 3] and rounds[-1][1] == []
     assert len(t["fast"].samples_s) == 3 and overlapping(t) == []
     assert t["fast"].median_s < t["slow"].median_s and isinstance(t["slow"], timing.Timing)
+
+
+def test_time_interleaved_judges_only_the_pairs_asked_for_and_reports_medians(monkeypatch):
+    """With ``pairs``, only those pairs' spreads decide when to stop (rows b and c, never compared,
+    overlap throughout); each row's time is the median of its rounds (one slow round of a, 50x its
+    others, does not move it)."""
+    from inception_fast.timing import time_interleaved
+
+    def sample(k):  # each row's warm-up call first (a, b, c), then rounds of a, b, c
+        if k < 3:
+            return 1.0
+        rnd, row = divmod(k - 3, 3)
+        if row == 0:
+            return 50.0 if rnd == 4 else 1.0
+        return 3.0 * (1 + 0.01 * (rnd % 3))
+
+    _stub_timer(monkeypatch, sample)
+    rows = {"a": lambda: None, "b": lambda: None, "c": lambda: None}
+    t = time_interleaved(rows, warmup=0, min_repeats=5, budget_s=1e9, max_repeats=20, pairs=[("a", "b")])
+    assert len(t["a"].samples_s) == 5 and t["a"].median_s == 1.0 and max(t["a"].samples_s) == 50.0
+
+
+def test_time_fn_warms_up_reports_each_sample_and_runs_under_inference_mode(monkeypatch):
+    """``warmup`` calls are made and not timed; ``on_sample(i, repeats)`` follows every sample from
+    1; the calls run under inference mode (no autograd records in the timed work); graph timing off
+    CUDA is refused."""
+    from inception_fast.timing import time_fn
+
+    fn, calls = _fake_clock(monkeypatch, [1.0])
+    modes, progress = [], []
+
+    def call():
+        modes.append(torch.is_inference_mode_enabled())
+        fn()
+
+    t = time_fn(call, warmup=2, repeats=3, on_sample=lambda i, n: progress.append((i, n)))
+    assert len(calls) == 5 and len(t.samples_s) == 3
+    assert progress == [(1, 3), (2, 3), (3, 3)] and all(modes)
+    with pytest.raises(ValueError, match="cuda_graph timing needs a CUDA device"):
+        time_fn(call, cuda_graph=True)
 
 
 def test_repeats_above_a_thousand_are_run(monkeypatch, capsys):
