@@ -401,6 +401,51 @@ def test_measure_falls_back_to_eager_timing_when_capture_fails():
     assert bench.extra_info["timing"] != "cuda_graph" and "cuda_graph_error" in bench.extra_info
 
 
+def test_measure_records_time_fns_median_spread_and_extremes(monkeypatch):
+    """measure(): the row's extra_info holds time_fn's median, quartiles, min and max of its samples
+    (a clock that each call moves by the next of 2, 1, 100, 4, 3 s), the images per second at the
+    row's batch, the case's own fields, and the rounds pytest-benchmark is asked for; interleaved
+    rounds and their table hold each round's median and the median, min and max over rounds; a
+    parity that cannot be computed is None."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    import inception_fast.timing as timing
+    from benchmarks.helpers.measure import interleaved_rounds, measure, parity, rounds_table
+
+    now, durations = [0.0], iter([2.0, 1.0, 100.0, 4.0, 3.0] * 4)
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def call():
+        now[0] += next(durations)
+
+    class Bench:
+        def __init__(self):
+            self.extra_info, self.group, self.rounds = {}, None, None
+
+        def pedantic(self, fn, rounds, iterations, warmup_rounds):
+            self.rounds = rounds
+
+    s = types.SimpleNamespace(
+        device=torch.device("cpu"), cuda_graph=False, warmup=0, repeats=5, min_time_s=0.0, quick=True, rounds=3
+    )
+    bench = Bench()
+    t = measure(bench, call, s, batch=6, extra={"kind": "block", "block": "inception3a"}, group="g")
+    info = bench.extra_info
+    assert t.median_s == 3.0 and (info["median_s"], info["q1_s"], info["q3_s"]) == (3.0, 2.0, 4.0)
+    assert (info["min_s"], info["max_s"], info["samples"]) == (1.0, 100.0, 5)
+    assert info["images_per_s"] == 2.0 and info["batch"] == 6 and info["timing"] == "perf_counter"
+    assert info["kind"] == "block" and info["block"] == "inception3a" and bench.group == "g" and bench.rounds == 3
+
+    # Each round: one warm-up call, then the median of 3 timed calls (4 of [1, 100, 4], 2 of [2, 1, 100], ...).
+    durations = iter([2.0, 1.0, 100.0, 4.0, 3.0, 2.0, 1.0, 100.0, 5.0, 1.0, 3.0, 2.0])
+    rows = interleaved_rounds({"b1": {"x": call}}, rounds=3, repeats=3)
+    assert rows == {("b1", "x"): [4.0, 2.0, 2.0]}
+    assert "| b1 | x | 2000.000 | 2000.000 | 4000.000 |" in rounds_table(rows, "batch", "calls", 3)
+    # A parity that cannot be computed (shapes differ) is recorded as None, not raised.
+    assert parity(torch.ones(2), torch.ones(3)) is None and parity(torch.ones(2), torch.ones(2)) == 0.0
+
+
 def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     """benchmarks/first_forward.py: a cold and a warm fresh process per batch, each reporting its
     time to the first result (and with --baseline the rows without the precompile and with
