@@ -293,7 +293,10 @@ def test_the_code_hash_covers_the_compiled_extension_and_the_python_sources(tmp_
     rebuilt = choice_store._code_hash()
     assert rebuilt != first, "a rebuilt extension kept the hash"
     source.write_text("x = 2\n")
-    assert choice_store._code_hash() != rebuilt, "an edited source kept the hash"
+    edited = choice_store._code_hash()
+    assert edited != rebuilt, "an edited source kept the hash"
+    source.rename(package / "sub" / "moved.py")  # the same code under another module name
+    assert choice_store._code_hash() != edited, "a moved source kept the hash"
 
 
 def test_choices_are_stored_per_triton_version(store, monkeypatch):
@@ -318,6 +321,77 @@ def test_choices_are_stored_per_triton_version(store, monkeypatch):
     same, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
     assert same.pick("k", CPU, RUNNERS) == "b" and timed == []
     assert len(list(store.glob("choices-*.json"))) == 2
+
+
+@pytest.mark.parametrize("change", ["torch", "hardware"])
+def test_choices_are_stored_per_torch_version_and_processor(store, monkeypatch, change):
+    """Another torch (other ATen kernels) or another processor model: a stored choice is not read
+    back; the file is another one."""
+    first, _ = _measuring()
+    assert first.pick("k", CPU, RUNNERS) == "b"
+    if change == "torch":
+        monkeypatch.setattr(torch, "__version__", torch.__version__ + ".other")
+    else:
+        monkeypatch.setattr(choice_store, "_cpu_model", lambda: "Another CPU @ 1 GHz")
+    monkeypatch.setattr(choice_store, "_FINGERPRINTS", {})
+    choice_store.STORE.forget()
+    other, timed = _measuring(seconds={"a": 1.0, "b": 2.0})
+    assert other.pick("k", CPU, RUNNERS) == "a" and timed == ["a", "b"]
+    assert len(list(store.glob("choices-*.json"))) == 2
+
+
+def test_the_default_store_is_beside_tritons_cache(tmp_path, monkeypatch):
+    """Without INCEPTION_FAST_CHOICE_CACHE: inception_fast/ in TRITON_CACHE_DIR, else in
+    TRITON_HOME's .triton/cache, else in the home directory's."""
+    import pathlib
+
+    for name in (choice_store.ENV_CHOICE_CACHE, "TRITON_CACHE_DIR", "TRITON_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pathlib.Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    assert choice_store.store_dir() == tmp_path / "home" / ".triton" / "cache" / "inception_fast"
+    monkeypatch.setenv("TRITON_HOME", str(tmp_path / "th"))
+    assert choice_store.store_dir() == tmp_path / "th" / ".triton" / "cache" / "inception_fast"
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "tc"))
+    assert choice_store.store_dir() == tmp_path / "tc" / "inception_fast"
+
+
+def test_a_store_file_is_read_once_a_process_and_a_failed_write_leaves_no_temporary(store, monkeypatch):
+    """Lookups after the first come from memory; a write that fails at its rename warns and leaves
+    neither a temporary file nor a changed store file."""
+    choice_store.STORE.put("t", "k1", CPU, "b")
+    choice_store.STORE.forget()
+    reads = []
+    real_read = choice_store.ChoiceStore._read
+    monkeypatch.setattr(
+        choice_store.ChoiceStore, "_read", lambda self, path: reads.append(path) or real_read(self, path)
+    )
+    for key in ("k1", "k2", "k1", "k3"):
+        choice_store.STORE.get("t", key, CPU)
+    assert len(reads) == 1
+    (path,) = store.glob("choices-*.json")
+    before = path.read_bytes()
+
+    def no_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(choice_store.os, "replace", no_rename)
+    with pytest.warns(UserWarning, match="cannot store the measured choices in .*: No space left on device"):
+        assert choice_store.STORE.put("t", "k2", CPU, "a") is None
+    assert sorted(p.name for p in store.iterdir()) == [path.name] and path.read_bytes() == before
+
+
+def test_a_package_that_cannot_be_read_for_its_code_hash_turns_the_store_off(store, monkeypatch):
+    def unreadable():
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(choice_store, "_FINGERPRINTS", {})
+    monkeypatch.setattr(choice_store, "_CODE", [])
+    monkeypatch.setattr(choice_store, "_code_hash", unreadable)
+    with pytest.warns(UserWarning, match="measured choices are not stored: PermissionError"):
+        assert choice_store.STORE.path(CPU) is None
+    chooser, timed = _measuring()
+    with pytest.warns(UserWarning, match="not stored"):
+        assert chooser.pick("k", CPU, RUNNERS) == "b" and timed == ["a", "b"]
 
 
 def test_two_processes_merge_their_choices(store):
