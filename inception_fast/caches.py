@@ -90,7 +90,15 @@ class LRUDict(OrderedDict):
             super().clear()
 
     def __reduce__(self):  # the lock is not pickled (deep copies and pickles rebuild one)
-        return (type(self), (list(self.items()),), {"_capacity": self._capacity})
+        return (_lru_copy, (type(self), self._capacity, list(self.items())))
+
+
+def _lru_copy(cls, capacity: Optional[int], items: list) -> LRUDict:
+    """An LRUDict rebuilt by a copy or a pickle: its capacity set before its entries go in (they
+    would otherwise be trimmed to ``cache_capacity()``)."""
+    rebuilt = cls(capacity=capacity)
+    rebuilt.update(items)
+    return rebuilt
 
 
 def trim(mapping: dict, capacity: int) -> None:

@@ -207,3 +207,56 @@ def test_threads_autotune_one_kernel_one_at_a_time():
     assert tuned.overlaps == 0
     for m in (64, 2048):
         assert _common._tuned_config(tuned, (x, m, 16), {}).kwargs == {"BLOCK_M": m}
+
+
+def test_capacity_takes_only_a_whole_positive_number(monkeypatch):
+    for blank in ("", "  "):
+        monkeypatch.setenv(ENV_CACHE_ENTRIES, blank)
+        assert cache_capacity() == DEFAULT_CACHE_ENTRIES
+    monkeypatch.setenv(ENV_CACHE_ENTRIES, " 7 ")
+    assert cache_capacity() == 7
+    for bad in ("2.5", "1e3", "3 entries"):
+        monkeypatch.setenv(ENV_CACHE_ENTRIES, bad)
+        with pytest.raises(ValueError, match=rf"{ENV_CACHE_ENTRIES} must be a positive integer, got '{bad}'"):
+            cache_capacity()
+
+
+def test_lru_setting_an_item_counts_as_use_and_snapshots_go_oldest_first(small_caches):
+    d = LRUDict()
+    for i in range(CAP):
+        d[i] = i
+    d[0] = "again"  # overwritten: now the most recent
+    d[CAP] = CAP
+    assert list(d.snapshot().items()) == [(2, 2), (3, 3), (4, 4), (0, "again"), (CAP, CAP)]
+
+
+def test_lru_explicit_capacity_beats_the_environment_and_survives_copies(small_caches):
+    import copy
+    import pickle
+
+    with pytest.raises(ValueError, match="an LRUDict keeps at least one entry, got capacity 0"):
+        LRUDict(capacity=0)
+    for capacity in (2, CAP + 3):
+        d = LRUDict(capacity=capacity)
+        for i in range(2 * CAP):
+            d[i] = i
+        assert list(d) == list(range(2 * CAP - capacity, 2 * CAP))
+    small = LRUDict(capacity=2)
+    small["a"] = 1
+    for copied in (copy.deepcopy(small), pickle.loads(pickle.dumps(small))):
+        assert copied.snapshot() == {"a": 1}
+        copied["b"], copied["c"] = 2, 3
+        assert list(copied) == ["b", "c"]
+
+
+def test_lru_copy_keeps_every_entry_of_a_larger_explicit_capacity(small_caches):
+    """A copy or pickle of an LRUDict whose own capacity is above INCEPTION_FAST_CACHE_ENTRIES keeps
+    all its entries (the onednn backend's layouts: capacity 64, whatever the variable says)."""
+    import copy
+    import pickle
+
+    d = LRUDict(capacity=CAP + 3)
+    for i in range(CAP + 3):
+        d[i] = i
+    assert list(copy.deepcopy(d)) == list(d)
+    assert list(pickle.loads(pickle.dumps(d))) == list(d)

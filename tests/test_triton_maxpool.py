@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from inception_fast import choices, ops
-from inception_fast.testing import same_bits
+from inception_fast.testing import float_bits, same_bits
 
 pytest.importorskip("triton")
 
@@ -87,6 +87,44 @@ def test_pinned_configs_and_poisoned_output(monkeypatch):
     monkeypatch.setattr(maxpool.torch, "empty", poisoned_empty)
     for config in maxpool.CONFIGS:
         check_equal(maxpool.launch_max_pool(x, 3, 2, 0, True, config=config), x, (3, 2, 0, True))
+
+
+@interpreter_only
+@pytest.mark.parametrize("c", [19, 70])
+def test_no_store_outside_the_output(monkeypatch, c):
+    """The output sits between two poisoned guard bands, which must come back untouched: a store
+    past the last pixel or the last channel lands there (on a GPU: in someone else's memory)."""
+    guard, bands = 256, []
+    real_empty = maxpool.torch.empty
+
+    def guarded_empty(shape, dtype, device, memory_format):
+        n, ch, h, w = shape
+        flat = poison(real_empty(n * ch * h * w + 2 * guard, dtype=dtype, device=device))
+        bands.append((flat[:guard], flat[-guard:]))
+        return flat[guard:-guard].view(n, h, w, ch).permute(0, 3, 1, 2)
+
+    monkeypatch.setattr(maxpool.torch, "empty", guarded_empty)
+    for dtype in (torch.float32, torch.float16):
+        x = make_input(2, c, 13, 11, dtype=dtype, seed=c)
+        for config in [None, *maxpool.CONFIGS]:
+            check_equal(maxpool.launch_max_pool(x, 3, 2, 0, True, config=config), x, (3, 2, 0, True))
+    want = {dtype: float_bits(poison(real_empty(guard, dtype=dtype))) for dtype in (torch.float32, torch.float16)}
+    for before, after in bands:
+        expected = want[before.dtype]
+        assert torch.equal(float_bits(before), expected), "a store before the output"
+        assert torch.equal(float_bits(after), expected), "a store past the output"
+
+
+@interpreter_only
+def test_an_empty_output_launches_nothing(monkeypatch):
+    """CUDA rejects an empty grid: an empty batch gets its empty output without a launch."""
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("launched a kernel for an empty output")
+
+    monkeypatch.setattr(maxpool._common, "launch_configured", no_launch)
+    out = maxpool.launch_max_pool(make_input(0, 4, 9, 9), 3, 2, 0, True)
+    assert out.shape == (0, 4, 4, 4) and out.is_contiguous(memory_format=CL)
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=interpreter_only)])
