@@ -220,6 +220,10 @@ def test_cpu_opcheck():
     b = make_block(ODD, k5=5, n=2, h=4, w=5, seed=1)
     out, scratch = poisoned_buffers(b)
     torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
+    # opcheck runs on copies: the scratch launch 2 reads must hold launch 1's values, not NaN, or
+    # its writes into out (NaN over NaN) would change nothing a schema check could see.
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    assert not scratch.isnan().any()
     torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
 
 
@@ -240,6 +244,169 @@ def test_cpu_argument_errors():
         OPS.branch_convs_(*launch2_args(b, scratch, out)[:-1], out.shape[1])
     with pytest.raises(RuntimeError, match="scratch"):
         OPS.branch_convs_(scratch[:, 1:], *launch2_args(b, scratch, out)[1:])
+
+
+RP_OP, BC_OP = "inception_fast::reduce_pool_", "inception_fast::branch_convs_"
+
+
+def _launch1(b, out, scratch, **new):
+    """Launch 1's arguments, those named in ``new`` replaced."""
+    args = dict(x=b["x"], w_red=b["w_red"], b_red=b["b_red"], w_pool=b["w_pool"], b_pool=b["b_pool"])
+    return tuple({**args, "out": out, "scratch": scratch, **new}.values())
+
+
+def _launch2(b, scratch, out, ch1=None, **new):
+    """Launch 2's arguments, those named in ``new`` (and ch1) replaced."""
+    args = dict(scratch=scratch, w3=b["w3"], b3=b["b3"], w5=b["w5"], b5=b["b5"], out=out)
+    return (*{**args, **new}.values(), dims(b)[0] if ch1 is None else ch1)
+
+
+def _nan(*shape, dtype=torch.float32):
+    return torch.full(shape, NAN, dtype=dtype).contiguous(memory_format=CL)
+
+
+def _float64(b):
+    return {k: v.double() for k, v in b.items()}
+
+
+# (id, op, args(b, out, scratch) for ODD at n=1, 4x4, k5=5, the message's end after "<op>: ").
+# ODD: Cin 13, ch1 5, ch3red 7, ch3 9, ch5red 3, ch5 6, pool 4: out 24 channels, scratch 10.
+ARGUMENT_ERRORS = [
+    ("rp-float64", "reduce_pool_", lambda b, o, s: _launch1(_float64(b), o.double(), s.double()),
+     "x must be float32, float16 or bfloat16, got Double"),
+    ("rp-out-dtype", "reduce_pool_", lambda b, o, s: _launch1(b, o.double(), s),
+     "out has dtype Double but x has dtype Float; all arguments must share one dtype"),
+    ("rp-scratch-dtype", "reduce_pool_", lambda b, o, s: _launch1(b, o, s.double()),
+     "scratch has dtype Double but x has dtype Float"),
+    ("rp-w_red-device", "reduce_pool_", lambda b, o, s: _launch1(b, o, s, w_red=b["w_red"].to("meta")),
+     "w_red is on meta but x is on cpu; all arguments must be on one device"),
+    ("rp-out-device", "reduce_pool_", lambda b, o, s: _launch1(b, o.to("meta"), s),
+     "out is on meta but x is on cpu"),
+    ("rp-x-3d", "reduce_pool_", lambda b, o, s: _launch1(b, o, s, x=b["x"][0]),
+     "x must be 4-D (N, Cin, H, W), got shape [13, 4, 4]"),
+    ("rp-out-3d", "reduce_pool_", lambda b, o, s: _launch1(b, o[0], s),
+     "out must be 4-D (N, C, H, W), got shape [24, 4, 4]"),
+    ("rp-scratch-nchw", "reduce_pool_", lambda b, o, s: _launch1(b, o, s.contiguous()),
+     "scratch must be channels_last-contiguous (the kernel writes NHWC rows), got shape [1, 10, 4, 4] "
+     "strides [160, 16, 4, 1]"),
+    ("rp-out-channel-slice", "reduce_pool_", lambda b, o, s: _launch1(b, _nan(1, 25, 4, 4)[:, :24], s),
+     "out must be channels_last-contiguous (the kernel writes NHWC rows), got shape [1, 24, 4, 4] "
+     "strides [400, 1, 100, 25]"),
+    ("rp-w_pool-cin", "reduce_pool_", lambda b, o, s: _launch1(b, o, s, w_pool=b["w_pool"][:, :-1]),
+     "w_pool must be (pool_proj, Cin=13), got shape [4, 12]"),
+    ("rp-b_red-longer", "reduce_pool_", lambda b, o, s: _launch1(b, o, s, b_red=b["b_red"].repeat(2)[:16]),
+     "b_red must have shape (15), got [16]"),
+    ("rp-b_pool-short", "reduce_pool_", lambda b, o, s: _launch1(b, o, s, b_pool=b["b_pool"][:1]),
+     "b_pool must have shape (4), got [1]"),
+    ("rp-out-height", "reduce_pool_", lambda b, o, s: _launch1(b, _nan(1, 24, 5, 4), s),
+     "out must be (1, C_total, 4, 4) like x, got shape [1, 24, 5, 4]"),
+    ("rp-scratch-batch", "reduce_pool_", lambda b, o, s: _launch1(b, o, _nan(2, 10, 4, 4)),
+     "scratch must be (1, ch3red + ch5red, 4, 4) like x, got shape [2, 10, 4, 4]"),
+    ("rp-out-too-few", "reduce_pool_", lambda b, o, s: _launch1(b, _nan(1, 8, 4, 4), s),
+     "out has 8 channels, too few for branch 1 (5) plus the pool branch (4)"),
+    ("bc-float64", "branch_convs_", lambda b, o, s: _launch2(_float64(b), s.double(), o.double()),
+     "scratch must be float32, float16 or bfloat16, got Double"),
+    ("bc-out-dtype", "branch_convs_", lambda b, o, s: _launch2(b, s, o.double()),
+     "out has dtype Double but scratch has dtype Float"),
+    ("bc-b5-dtype", "branch_convs_", lambda b, o, s: _launch2(b, s, o, b5=b["b5"].double()),
+     "b5 has dtype Double but scratch has dtype Float"),
+    ("bc-w3-device", "branch_convs_", lambda b, o, s: _launch2(b, s, o, w3=b["w3"].to("meta")),
+     "w3 is on meta but scratch is on cpu; all arguments must be on one device"),
+    ("bc-out-nchw", "branch_convs_", lambda b, o, s: _launch2(b, s, o.contiguous()),
+     "out must be channels_last-contiguous (the kernel writes NHWC rows), got shape [1, 24, 4, 4] "
+     "strides [384, 16, 4, 1]"),
+    ("bc-out-channel-slice", "branch_convs_", lambda b, o, s: _launch2(b, s, _nan(1, 25, 4, 4)[:, :24]),
+     "out must be channels_last-contiguous"),
+    ("bc-w3-even", "branch_convs_", lambda b, o, s: _launch2(b, s, o, w3=b["w3"][:, :, :2, :2]),
+     "w3 must be (ch3, ch3red, k, k) with odd k, got shape [9, 7, 2, 2]"),
+    ("bc-w5-not-square", "branch_convs_", lambda b, o, s: _launch2(b, s, o, w5=b["w5"][:, :, :, 1:4]),
+     "w5 must be (ch5, ch5red, k, k) with odd k (3 or 5), got shape [6, 3, 5, 3]"),
+    ("bc-scratch-wider", "branch_convs_", lambda b, o, s: _launch2(b, _nan(1, 11, 4, 4), o),
+     "scratch has 11 channels but w3 reads 7 and w5 reads 3; scratch must hold exactly both reductions"),
+    ("bc-b3-short", "branch_convs_", lambda b, o, s: _launch2(b, s, o, b3=b["b3"][:1]),
+     "b3 must have shape (9), got [1]"),
+    ("bc-b5-short", "branch_convs_", lambda b, o, s: _launch2(b, s, o, b5=b["b5"][:1]),
+     "b5 must have shape (6), got [1]"),
+    ("bc-out-batch", "branch_convs_", lambda b, o, s: _launch2(b, s, _nan(2, 24, 4, 4)),
+     "out must be (1, C_total, 4, 4) like scratch, got shape [2, 24, 4, 4]"),
+    ("bc-ch1-negative", "branch_convs_", lambda b, o, s: _launch2(b, s, o, ch1=-1),
+     "slices [-1, 14) for the two convs do not fit in out's 24 channels"),
+    ("bc-ch1-one-past", "branch_convs_", lambda b, o, s: _launch2(b, s, o, ch1=10),
+     "slices [10, 25) for the two convs do not fit in out's 24 channels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op,args,message", [c[1:] for c in ARGUMENT_ERRORS], ids=[c[0] for c in ARGUMENT_ERRORS])
+def test_cpu_argument_errors_name_op_argument_and_shape(op, args, message):
+    """Every layout, shape, dtype and device mismatch is refused by csrc/checks.h (shared with the
+    CUDA ops, where a mismatch that got through would be an out-of-bounds write), with the op, the
+    argument and the offending shape named: not an ATen error from inside the CPU kernel, and not a
+    silent success.  A meta-device argument reaches the CPU kernel by redispatching to it (a plain
+    call would dispatch to the meta kernel)."""
+    b = make_block(ODD, k5=5, n=1, h=4, w=4)
+    out, scratch = poisoned_buffers(b)
+    call = getattr(OPS, op).default
+    called = args(b, out, scratch)
+    with pytest.raises(RuntimeError, match="^" + re.escape(f"inception_fast::{op}: {message}")):
+        if any(isinstance(a, torch.Tensor) and a.is_meta for a in called):
+            call.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *called)
+        else:
+            call(*called)
+
+
+def test_cpu_pixel_limit():
+    """N*H*W must stay 256 below 2^31 (the kernels' 32-bit pixel indices and a tile of headroom),
+    checked at the bound on zero-channel tensors, which hold no memory: 2^31 - 256 pixels are
+    refused by both ops, one fewer is accepted (launch 2 has nothing to compute)."""
+    h = 2**23 - 1  # 256 * h = 2^31 - 256
+    none2, none1, none4 = torch.empty(0, 0), torch.empty(0), torch.empty(0, 0, 1, 1)
+    x, out, scratch = (torch.empty(1, 0, h, 256, memory_format=CL) for _ in range(3))
+    too_many = re.escape(f"N*H*W = {256 * h} pixels is too many for one launch (limit 2^31)")
+    with pytest.raises(RuntimeError, match=f"^{RP_OP}: {too_many}"):
+        OPS.reduce_pool_(x, none2, none1, none2, none1, out, scratch)
+    with pytest.raises(RuntimeError, match=f"^{BC_OP}: {too_many}"):
+        OPS.branch_convs_(scratch, none4, none1, none4, none1, out, 0)
+    scratch, out = (torch.empty(1, 0, 256 * h - 1, 1, memory_format=CL) for _ in range(2))
+    OPS.branch_convs_(scratch, none4, none1, none4, none1, out, 0)
+
+
+def test_cpu_shapes_at_the_checks_bounds():
+    """Shapes the checks accept at their bounds run and write only their slices: a block without
+    branch 1 (ch1 = 0); launch 1 into an out of exactly ch1 + pool_proj channels; launch 2 into
+    the last ch3 + ch5 channels of out; and no pixels (N = 0, H = 0 or W = 0 with N > 0)."""
+    no_branch1 = (13, 0, 7, 9, 3, 6, 4)
+    b = make_block(no_branch1, k5=5, n=2, h=5, w=4, seed=5)
+    out, scratch = poisoned_buffers(b)
+    OPS.reduce_pool_(*launch1_args(b, out, scratch))
+    ref_out, ref_scratch = reference(b, torch.float64)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "ch1 = 0: scratch")
+    check_close(out[:, -4:], ref_out[:, -4:], TOLERANCE["fp32"], "ch1 = 0: pool")
+    assert torch.isnan(out[:, :-4]).all(), "ch1 = 0: launch 1 wrote into branch 2/3's slices"
+    OPS.branch_convs_(*launch2_args(b, scratch, out))
+    check_close(out, ref_out, TOLERANCE["fp32"], "ch1 = 0: out")
+
+    b = make_block(ODD, k5=5, n=2, h=5, w=4, seed=6)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    ref_out, ref_scratch = reference(b, torch.float64)
+    narrow, scratch = _nan(2, ch1 + pool, 5, 4), _nan(2, r3 + r5, 5, 4)
+    OPS.reduce_pool_(*launch1_args(b, narrow, scratch))
+    check_close(narrow[:, :ch1], ref_out[:, :ch1], TOLERANCE["fp32"], "out of ch1 + pool channels: branch 1")
+    check_close(narrow[:, ch1:], ref_out[:, -pool:], TOLERANCE["fp32"], "out of ch1 + pool channels: pool")
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "out of ch1 + pool channels: scratch")
+
+    out = _nan(2, ch1 + c3 + c5 + pool, 5, 4)
+    last = ch1 + pool  # branches 2 and 3 in the last c3 + c5 channels
+    OPS.branch_convs_(*launch2_args(b, scratch, out)[:-1], last)
+    y3, y5 = reference_launch2(scratch, b)
+    check_close(out[:, last : last + c3], y3, TOLERANCE["fp32"], "ch1 at the end: branch 2")
+    check_close(out[:, last + c3 :], y5, TOLERANCE["fp32"], "ch1 at the end: branch 3")
+    assert torch.isnan(out[:, :last]).all(), "launch 2 wrote before its ch1"
+
+    for n, h, w in [(0, 5, 4), (2, 0, 4), (2, 5, 0)]:
+        b = make_block(ODD, k5=5, n=n, h=h, w=w)
+        out, scratch = poisoned_buffers(b)
+        OPS.reduce_pool_(*launch1_args(b, out, scratch))
+        OPS.branch_convs_(*launch2_args(b, scratch, out))
 
 
 # (kernel, stride, padding, ceil_mode): torchvision's maxpool1-3 and maxpool4, the blocks' 3x3/1
@@ -336,6 +503,9 @@ def test_cpu_max_pool_argument_errors():
         ((x, 9, 1, 0, False), "kernel must be 1 to 8"),
         ((x, 3, 0, 1, False), "stride"),
         ((x, 3, 1, 2, False), "padding"),
+        ((x, 3, 1, -1, False), "padding must be 0 to kernel / 2, got -1"),
+        ((x[:, :, :, :1], 3, 2, 0, False), re.escape("input [1, 4, 6, 1] is too small for a 3x3/2")),  # width alone
+        ((x[:, :, :1], 3, 2, 0, False), re.escape("input [1, 4, 1, 6] is too small for a 3x3/2")),  # height alone
         ((x[:, :, :1, :1], 3, 2, 0, False), "too small"),
         ((x[:, :, :1, :1], 3, 3, 0, False), "too small"),  # PyTorch's size rule rounds down below zero
         ((x, 2**32, 1, 2**31, False), "kernel must be 1 to 8"),  # no overflow into the tap array
