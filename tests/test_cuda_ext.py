@@ -216,8 +216,9 @@ def test_cpu_accepts_other_layouts():
     check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], "out")
 
 
-def test_cpu_opcheck():
-    b = make_block(ODD, k5=5, n=2, h=4, w=5, seed=1)
+def _opcheck_both_launches(device="cpu"):
+    """torch.library.opcheck of both launch ops (schema, fake kernel, autograd registration)."""
+    b = make_block(ODD, k5=5, n=2, h=4, w=5, device=device, seed=1)
     out, scratch = poisoned_buffers(b)
     torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
     # opcheck runs on copies: the scratch launch 2 reads must hold launch 1's values, not NaN, or
@@ -225,6 +226,10 @@ def test_cpu_opcheck():
     OPS.reduce_pool_(*launch1_args(b, out, scratch))
     assert not scratch.isnan().any()
     torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
+
+
+def test_cpu_opcheck():
+    _opcheck_both_launches()
 
 
 def test_cpu_argument_errors():
@@ -932,7 +937,4 @@ def test_gpu_block_forward_and_graph(cuda_kernels):
 
 @gpu
 def test_gpu_opcheck(cuda_kernels):
-    b = make_block(ODD, k5=5, n=2, h=4, w=5, device=cuda_kernels, seed=1)
-    out, scratch = poisoned_buffers(b)
-    torch.library.opcheck(OPS.reduce_pool_.default, launch1_args(b, out, scratch))
-    torch.library.opcheck(OPS.branch_convs_.default, launch2_args(b, scratch, out))
+    _opcheck_both_launches(cuda_kernels)
