@@ -335,6 +335,31 @@ def test_triton_backward_every_config(i):
         check_close(g, w, FP32, f"{bb.CONFIGS[i]} gradient {j}")
 
 
+# Channels past one 32-wide tile: with the 32x32 config, the block input, the 3x3's reduction
+# (36) and its output (40) and the pool projection (34) take two tiles, and the kxk's reduction (12)
+# one, so the two data-gradient roles of launch A take different numbers of column tiles.
+EDGES = (40, 8, 36, 40, 12, 20, 34)
+
+
+@interpreter_only
+def test_triton_backward_tile_and_split_edges(poisoned_backward):
+    """65 pixels (one 5x13 image): the pixel tiles end in a tile of one pixel, and the weight
+    gradients' three pixel splits of 32 in a split of one pixel (the last split's end clamped to
+    M, not short of it); with the 32x32 tile, several row and column tiles in every role and more
+    than one K step, and with the interpreter's own tile.  Every gradient against the ATen chain."""
+    from inception_fast import backends
+    from inception_fast.backends.triton import block_backward as bb
+
+    n, h, w = 1, 5, 13
+    assert bb.split_count(n * h * w) == 3 and n * h * w % 32 == 1
+    args = _backward_args(EDGES, k=3, n=n, h=h, w=w)
+    want = backends.get("torch").op("inception_block_backward")(*args, True)
+    for config in (bb.CONFIGS[2], None):
+        got = bb.block_backward(*args, True, config=config)
+        for j, (g, wt) in enumerate(zip(got, want)):
+            check_close(g, wt, FP32, f"{config} gradient {j}")
+
+
 @interpreter_only
 def test_triton_backward_fp16():
     """fp16 operands, fp32 accumulation: each gradient's error against the fp64 ATen chain at most
@@ -400,6 +425,30 @@ def _nonfinite_close(got, want, what, tol=FP32):
     finite = torch.isfinite(want)
     assert finite.any()
     check_close(got[finite], want[finite], tol, what)
+
+
+@interpreter_only
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # (the interpreter's NumPy)
+def test_triton_backward_nan_input_weight_gradients_match_aten():
+    """NaN in some channels of one input pixel: the weight gradients that read the input, the packed
+    1x1s' and the pool projection's (through the max pool recomputed from x, NaN propagating as in
+    ATen's), are NaN in those channels' columns and finite in the others; every gradient has its
+    NaN where the ATen chain's has, and its finite values within the fp32 tolerance."""
+    from inception_fast import backends
+
+    block = make_block(ODD, k5=3, n=2, h=5, w=5)
+    block["x"][1, ::2, 1, 3] = float("nan")
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    got = backends.get("triton").op("inception_block_backward")(*args, True)
+    want = backends.get("torch").op("inception_block_backward")(*args, True)
+    for j in (1, 3):  # gw_red, gw_pool: NaN exactly in the NaN channels' columns
+        assert torch.equal(want[j].isnan().all(0), torch.arange(ODD[0]) % 2 == 0), j
+    for j, (g, w) in enumerate(zip(got, want)):
+        if torch.isfinite(w).any():
+            _nonfinite_close(g, w, f"gradient {j}")
+        else:  # the 3x3's and kxk's weight gradients read the NaN scratch at every tap
+            assert g.isnan().all(), f"gradient {j}: finite where the reference is NaN"
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # (the interpreter's NumPy)

@@ -471,6 +471,25 @@ def test_triton_alignment_units_of_8(k, tile, poisoned, monkeypatch):
         check_close(g, w, FP32, name)
 
 
+@pytest.mark.parametrize("k", [3, 5])
+def test_triton_fp16_statistics_are_of_the_stored_pre_bn_values(k, poisoned):
+    """fp16: the mean and (biased) variance the op returns are those of the pre-BN values it
+    stored, rounded to fp16 (BatchNorm sees the rounded conv output), within fp32 rounding: the
+    statistics of the fp32 accumulator before rounding are off by about 3e-5 to 9e-5 here, and
+    the last of the two 64-row tiles holds 41 rows."""
+    _triton_or_skip()
+    from inception_fast.geometry import pre_bn_pieces
+
+    n, h, w = 3, 5, 7
+    args = op_args(ODD, k, (n, h, w), dtype=torch.float16)
+    _out, _scratch, pre, mean, var = torch.ops.inception_fast.inception_block_bn_train(*args, 1e-3, "triton")
+    widths = (args[1].shape[0], args[5].shape[0], args[7].shape[0], args[3].shape[0])
+    stored = torch.cat([p.double() for p in pre_bn_pieces(pre, n * h * w, widths)], 1)
+    assert mean.dtype == var.dtype == torch.float32
+    check_close(mean, stored.mean(0), FP32, "mean of the stored pre-BN values")
+    check_close(var, stored.var(0, unbiased=False), FP32, "variance of the stored pre-BN values")
+
+
 def test_sm90_compile_stats_of_the_kernels():
     """The triton backend's kernels compiled for sm_90 on 4b at batch 256 in bf16 (no GPU needed; a
     subprocess, since this process runs the interpreter).  4b's reduce rows (296 channels), scratch

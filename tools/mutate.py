@@ -3781,6 +3781,47 @@ MUTANTS = [
         ("tests/test_triton_maxpool.py", "-k", "launches_nothing"),
         "empty output launched (CUDA rejects an empty grid)",
     ),
+    # -- the Triton block backward: tile and split edges, NaN through the recomputed pool ---------------
+    Mutant(
+        "triton_bwd_dgrad_col_tiles",
+        "inception_fast/backends/triton/block_backward.py",
+        "n_cols = tl.where(is3, tl.cdiv(cin3, BLOCK_N), tl.cdiv(cin5, BLOCK_N))",
+        "n_cols = tl.where(is3, tl.cdiv(cin3, BLOCK_N), tl.cdiv(cin3, BLOCK_N))",
+        ("tests/test_backward.py", "-k", "tile_and_split_edges"),
+        "launch A's kxk data gradient takes the 3x3's column-tile count: pixel tiles past the first skipped",
+    ),
+    Mutant(
+        "triton_bwd_split_end_short",
+        "inception_fast/backends/triton/block_backward.py",
+        "    hi = tl.minimum(lo + chunk, M)\n    slot",
+        "    hi = tl.minimum(lo + chunk, M - 1)\n    slot",
+        ("tests/test_backward.py", "-k", "tile_and_split_edges"),
+        "the 3x3's and kxk's weight gradients drop the last pixel where it starts a pixel step of its own",
+    ),
+    Mutant(
+        "triton_bwd_1x1_split_end_short",
+        "inception_fast/backends/triton/block_backward.py",
+        "        hi = tl.minimum(lo + chunk, M)\n        acc",
+        "        hi = tl.minimum(lo + chunk, M - 1)\n        acc",
+        ("tests/test_backward.py", "-k", "tile_and_split_edges"),
+        "the 1x1 and pool projection weight gradients drop the last pixel where it starts a pixel step",
+    ),
+    Mutant(
+        "triton_bwd_pool_nan_dropped",
+        "inception_fast/backends/triton/block_backward.py",
+        "propagate_nan=tl.PropagateNan.ALL",
+        "propagate_nan=tl.PropagateNan.NONE",
+        ("tests/test_backward.py", "-k", "nan_input_weight_gradients"),
+        "launch B's recomputed max pool skips NaN (ATen's propagates it into the pool projection's gradient)",
+    ),
+    Mutant(
+        "triton_bn_stats_unrounded",
+        "inception_fast/backends/triton/bn_train.py",
+        "    v = tl.where(m_ok[:, None], y.to(tl.float32), 0.0)",
+        "    v = tl.where(m_ok[:, None], acc, 0.0)",
+        ("tests/test_train_bn.py", "-k", "fp16_statistics"),
+        "the batch statistics of the fp32 accumulator, not of the pre-BN values stored in fp16/bf16",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
