@@ -353,10 +353,12 @@ class PackCache:
             # parameters on every call (a few small fused ops), so it never goes stale.
             with torch.no_grad():
                 return self._build(module, dtype)
-        if _faking():  # a fake trace: the cache's bit comparison has no data to read, nor is a fake pack kept
+        sources = self._sources(module)
+        if _faking() or any(isinstance(t, FakeTensor) for t in sources):
+            # A fake trace, or a module whose parameters are fake (built under FakeTensorMode, called
+            # outside it): no data for the cache's key and bit comparison to read, nor is a fake pack kept.
             with torch.no_grad():
                 return self._build(module, dtype)
-        sources = self._sources(module)
         key = _state(sources)
         entry = self._entries.get(dtype)
         if entry is not None and entry[0] == key and self._unchanged(sources, entry[2]):

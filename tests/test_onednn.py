@@ -324,3 +324,35 @@ def test_threads_sharing_a_prepacked_conv(monkeypatch):
     errors = errors_in_threads(serve, [0, 5, 10])
     assert not errors, errors[:3]
     assert len(conv.reordered) <= onednn_backend.LAYOUTS_KEPT
+
+
+def test_prepacked_calls_refuse_other_channels_and_dtypes():
+    """The prepacked entry points (the modules' inference path, public for other callers) refuse an
+    input whose channel count or dtype is not their weights' by name, before oneDNN reads it."""
+    cfg = (16, 8, 6, 8, 4, 6, 5)
+    ref, fused = _block(cfg, seed=7)
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        pre = onednn_backend.prepack_block(fused.packed(torch.float32))
+        check_close(onednn_backend.prepacked_block_forward(x, pre), ref(x), FP32, "prepacked_block_forward")
+        with pytest.raises(ValueError, match=r"4-D input with 16 channels, got shape \(2, 12, 6, 6\)"):
+            onednn_backend.prepacked_block_forward(torch.randn(2, 12, 6, 6), pre)
+        low = onednn_backend.prepack_block(fused.packed(torch.bfloat16))  # (reordered on first use only)
+        wrong = r"input dtype torch.float32 does not match the prepacked weights' dtype torch.bfloat16"
+        with pytest.raises(TypeError, match=wrong):
+            onednn_backend.prepacked_block_forward(x, low)
+        with pytest.raises(TypeError, match=wrong):
+            onednn_backend.prepacked_conv_relu(torch.randn(2, 6, 6, 6), low.conv3)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_traced_block_computes_the_op(k):
+    """The block's form for torch.compile on CPU (plain ATen ops, traced_block_forward) computes what
+    the op does, with branch 3's kernel 3x3 (torchvision) or 5x5 (the paper's variant)."""
+    cfg = (24, 4, 12, 16, 6, 8, 3)
+    ref, fused = _block(cfg, seed=8, k=k, size=7)
+    x = torch.randn(2, 24, 7, 7).contiguous(memory_format=CL)
+    with torch.no_grad():
+        packed = fused.packed(torch.float32)
+        got = onednn_backend.traced_block_forward(x, *packed)
+        check_close(got, ref(x), FP32, f"traced block, {k}x{k} branch 3")

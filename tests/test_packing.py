@@ -577,3 +577,112 @@ def test_attribute_tensors_are_in_the_key():
             model.branch2[1].bn.parametrizations.bias[0].by.fill_(0.75)
         want = bn_ref(x)
         check_close(bn_fused(x), want, FP32, "after the parametrization's parameter changed")
+
+
+def _conv_unit(bias, batch_norm, seed=0):
+    """A 3x3 conv (bias or not) → BatchNorm (or none) with every term drawn: a conv bias, a mean, a
+    gamma of either sign, variances about eps (so that eps and var-against-std both show)."""
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(5, 7, 3, padding=1, bias=bias)
+    bn = nn.BatchNorm2d(7, eps=0.05).eval() if batch_norm else None
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / 6)
+        drawn = [conv.bias] + ([bn.weight, bn.bias, bn.running_mean] if batch_norm else [])
+        for t in drawn:
+            if t is not None:
+                t.copy_(torch.randn(t.shape, generator=g))
+        if batch_norm:
+            bn.running_var.copy_(torch.rand(7, generator=g) * 0.2 + 0.02)
+    return conv, bn
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no_bn"])
+@pytest.mark.parametrize("bias", [True, False], ids=["conv_bias", "no_conv_bias"])
+def test_fold_computes_the_conv_then_its_batch_norm(bias, batch_norm):
+    """fold_conv_bn of every conv(→BN) form, against the unit itself in float64: a conv with its own
+    bias before its BatchNorm (as ``fuse()`` finds in other authors' blocks) folds that bias through
+    the BatchNorm's scale; a conv with neither gets a zero bias.  A float64 unit folds in float64
+    (the fold works in at least float32): far closer than float32's own rounding."""
+    conv, bn = _conv_unit(bias, batch_norm)
+    x = torch.randn(2, 5, 6, 6)
+    ref = nn.Sequential(conv, *([bn] if batch_norm else []))
+    ref64 = copy.deepcopy(ref).double()
+    with torch.no_grad():
+        want = ref64(x.double())
+        w, b = packing.fold_conv_bn((conv, bn))
+        assert w.dtype == b.dtype == torch.float32
+        err32 = check_close(nn.functional.conv2d(x, w, b, padding=1), want, FP32, "float32 fold")
+        if not bias and not batch_norm:
+            assert torch.equal(b, torch.zeros(7)), "a conv without bias and BatchNorm folds to a zero bias"
+        w64, b64 = packing.fold_conv_bn((ref64[0], ref64[1] if batch_norm else None))
+        assert w64.dtype == b64.dtype == torch.float64
+        err64 = rel_error(nn.functional.conv2d(x.double(), w64, b64, padding=1), want)
+        assert err64 < err32 / 1000, f"float64 fold: {err64:.1e}, as if rounded to float32 ({err32:.1e})"
+
+
+@pytest.mark.parametrize(
+    "name", ["conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+)
+def test_an_in_place_edit_of_any_one_folded_tensor_refreshes_the_pack(name):
+    """Each tensor folding reads, edited in place on its own (nothing else in the key moves), is in
+    the key: the next forward computes with it, for the plain packed weights and oneDNN's prepacked
+    ones alike."""
+    x = torch.randn(2, 16, 6, 6)
+    ref, _ = calibrated_block(CFG, x, batch_norm=name != "conv.bias")  # (the conv bias: units without BN)
+    for backend in [b for b in ("torch", "onednn") if b in _backends()]:
+        fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        want_ref = copy.deepcopy(ref)
+        with torch.no_grad():
+            before = fused(x)  # packs and caches
+            for model in (want_ref, fused):
+                t = model.branch3[1].get_parameter(name) if "running" not in name else None
+                t = model.branch3[1].get_buffer(name) if t is None else t
+                t.mul_(1.5).add_(0.25)
+            want = want_ref(x)
+            assert rel_error(want, before) > 1e-3, f"the edit of {name} should have changed the output"
+            check_close(fused(x), want, FP32, f"{backend} after an in-place edit of {name}")
+
+
+def _swap_weight(conv, how):
+    if how == "data":  # new storage, same Parameter, same version counter
+        conv.weight.data = conv.weight.data * 0.5
+    else:  # a new Parameter viewing the old storage at its address, sharing its version counter
+        conv.weight = nn.Parameter(conv.weight.detach().transpose(2, 3))
+
+
+@pytest.mark.parametrize("how", ["data", "same_storage"])
+def test_a_weight_replaced_after_packing_refreshes_the_pack(how):
+    """A weight replaced between two forwards (no .to(), which drops the packs itself) with only one
+    part of its key moved: new storage assigned through ``.data`` (the storage address), or a new
+    Parameter that is a view of the old storage at the same address (its identity: a kernel
+    transposed in place of the old)."""
+    x = torch.randn(2, 16, 6, 6)
+    ref, fused = calibrated_block(CFG, x)
+    with torch.no_grad():
+        before = fused(x)  # packs and caches
+        old = fused.branch2[1].conv.weight
+        key = (id(old), old._version, old.data_ptr())
+        for model in (ref, fused):
+            _swap_weight(model.branch2[1].conv, how)
+        new = fused.branch2[1].conv.weight
+        moved = [a != b for a, b in zip(key, (id(new), new._version, new.data_ptr()))]
+        assert moved == ([False, False, True] if how == "data" else [True, False, False])
+        want = ref(x)
+        assert rel_error(want, before) > 1e-3, "the new weight should have changed the output"
+        check_close(fused(x), want, FP32, f"after the weight was replaced ({how})")
+
+
+def test_a_rebuild_drops_the_packs_of_other_dtypes_built_from_older_weights():
+    """Packs for two dtypes from the same weights are both kept; once the weights change, the
+    rebuild for one dtype drops the other's pack (it could never be served again, and it keeps the
+    old storages allocated)."""
+    holder = _Holder("cpu")
+    builds = []
+    cache = PackCache(lambda m, dtype: builds.append(dtype) or m.w.to(dtype), lambda m: [m.w])
+    for dtype in (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16):
+        cache.get(holder, dtype)
+    assert builds == [torch.float32, torch.bfloat16] and set(cache.snapshot()) == {torch.float32, torch.bfloat16}
+    with torch.no_grad():
+        holder.w.mul_(2.0)
+    assert torch.equal(cache.get(holder, torch.float32), torch.full((4,), 2.0))
+    assert list(cache.snapshot()) == [torch.float32], "the bfloat16 pack of the old weights should be gone"

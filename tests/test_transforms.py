@@ -334,3 +334,23 @@ def test_a_forward_under_fake_tensor_mode_leaves_real_forwards_real(watched):
             got = fused(x)
             assert not isinstance(got, FakeTensor), backend
             check_close(got, ref.eval()(x), TOLERANCE["fp32"], backend)
+
+
+def test_a_module_built_under_fake_tensor_mode_runs_outside_it_without_reading_data_pointers():
+    """A FusedInception whose parameters are FakeTensors (built under FakeTensorMode), called outside
+    the mode: a fake result, and the packed-weight cache neither keys on the fake parameters' data
+    pointers (deprecated, an error in later PyTorch) nor keeps their pack."""
+    import warnings
+
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    with FakeTensorMode():
+        fused = FusedInception(16, 8, 6, 8, 4, 6, 5, backend="torch").eval()
+        x = torch.randn(2, 16, 7, 7)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*data pointer of FakeTensor")
+        with torch.no_grad():
+            for _ in range(2):
+                out = fused(x)
+                assert isinstance(out, FakeTensor) and out.shape == (2, 27, 7, 7)
+    assert not fused._pack_cache._entries
