@@ -18,13 +18,17 @@ def small_caches(monkeypatch):
 
 
 def test_capacity_from_the_environment(monkeypatch):
+    """A whole positive number, blanks around it stripped; unset or blank: the default."""
     monkeypatch.delenv(ENV_CACHE_ENTRIES, raising=False)
     assert cache_capacity() == DEFAULT_CACHE_ENTRIES
-    monkeypatch.setenv(ENV_CACHE_ENTRIES, "3")
+    for blank in ("", "  "):
+        monkeypatch.setenv(ENV_CACHE_ENTRIES, blank)
+        assert cache_capacity() == DEFAULT_CACHE_ENTRIES
+    monkeypatch.setenv(ENV_CACHE_ENTRIES, " 3 ")
     assert cache_capacity() == 3
-    for bad in ("0", "-2", "many"):
+    for bad in ("0", "-2", "many", "2.5", "1e3", "3 entries"):
         monkeypatch.setenv(ENV_CACHE_ENTRIES, bad)
-        with pytest.raises(ValueError, match=f"{ENV_CACHE_ENTRIES} must be a positive integer"):
+        with pytest.raises(ValueError, match=rf"{ENV_CACHE_ENTRIES} must be a positive integer, got '{bad}'"):
             cache_capacity()
 
 
@@ -207,18 +211,6 @@ def test_threads_autotune_one_kernel_one_at_a_time():
     assert tuned.overlaps == 0
     for m in (64, 2048):
         assert _common._tuned_config(tuned, (x, m, 16), {}).kwargs == {"BLOCK_M": m}
-
-
-def test_capacity_takes_only_a_whole_positive_number(monkeypatch):
-    for blank in ("", "  "):
-        monkeypatch.setenv(ENV_CACHE_ENTRIES, blank)
-        assert cache_capacity() == DEFAULT_CACHE_ENTRIES
-    monkeypatch.setenv(ENV_CACHE_ENTRIES, " 7 ")
-    assert cache_capacity() == 7
-    for bad in ("2.5", "1e3", "3 entries"):
-        monkeypatch.setenv(ENV_CACHE_ENTRIES, bad)
-        with pytest.raises(ValueError, match=rf"{ENV_CACHE_ENTRIES} must be a positive integer, got '{bad}'"):
-            cache_capacity()
 
 
 def test_lru_setting_an_item_counts_as_use_and_snapshots_go_oldest_first(small_caches):

@@ -3610,7 +3610,7 @@ MUTANTS = [
         "inception_fast/caches.py",
         "        value = int(raw)",
         "        value = int(float(raw))",
-        ("tests/test_caches.py", "-k", "whole_positive"),
+        ("tests/test_caches.py", "-k", "capacity_from_the_environment"),
         "'2.5' accepted as 2",
     ),
     Mutant(
@@ -3618,7 +3618,7 @@ MUTANTS = [
         "inception_fast/caches.py",
         '    raw = os.environ.get(ENV_CACHE_ENTRIES, "").strip()',
         '    raw = os.environ.get(ENV_CACHE_ENTRIES, "")',
-        ("tests/test_caches.py", "-k", "whole_positive"),
+        ("tests/test_caches.py", "-k", "capacity_from_the_environment"),
         "a blank value is an error, not the default",
     ),
     Mutant(
