@@ -636,7 +636,8 @@ def _gpu_row(kind, block, impl, median_s, flops, nbytes, ceil, **extra):
 def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
     """The blocks table: multiply-adds per image off the row's FLOPs, launch 1 ext over triton; the
     stages table: the sum of every stage's µs per implementation and their ratio; × compile against
-    the default-mode anchor where reduce-overhead ran at the same config too."""
+    the default-mode anchor where reduce-overhead ran at the same config too; measured choices once
+    per choice and key, however many rows recorded them."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
