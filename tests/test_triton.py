@@ -32,6 +32,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
 from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402,F401
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
@@ -165,6 +166,33 @@ def test_split_k_fp32(split, k5):
     )
 
 
+@interpreter_only
+def test_split_k_branch3_wider_than_the_tile_fp32(monkeypatch):
+    """Branch 3's 33 channels ask for a 64-wide tile (the next power of two), which the kernel
+    clamps to BLOCK_N (16): each split's partial tile must fit its 16x16 workspace slot, and the
+    grid's column tiles must be the kernel's.  The workspace is followed by a poisoned guard band
+    that must come back untouched (a store past it would land in someone else's memory)."""
+    import triton
+
+    real_buffers, bands = branch_convs._split_k_buffers, []
+
+    def guarded_buffers(*args):
+        ws, counters = real_buffers(*args)
+        return guarded(ws.numel(), ws.dtype, ws.device, bands).view(ws.shape), counters
+
+    monkeypatch.setattr(branch_convs, "_split_k_buffers", guarded_buffers)
+    block = make_block((37, 21, 19, 33, 9, 33, 18), k5=3, n=2, h=3, w=5, seed=30)
+    tile = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+    out, scratch, counters = _launch_poisoned(
+        block, triton.Config(tile), triton.Config({**tile, "SPLIT_K": 2}), split_counters=True
+    )
+    ref_out, ref_scratch = block_reference64(block)
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out, ref_out, TOLERANCE["fp32"], "split-K out, branch 3 wider than the tile")
+    assert counters.numel() > 0 and not counters.any()
+    assert_bands_untouched(bands)
+
+
 def test_l1_alignment_claim_only_where_it_holds():
     """The A_L1 / POOL_L1 configs claim a gathered tile's rows 8-byte aligned (so that Triton copies
     them through L1) only where their strides make it true: 8 bytes' worth of elements where the
@@ -277,6 +305,19 @@ def test_non_channels_last_strides(poisoned):
     block["w3"] = block["w3"].contiguous()
     block["w5"] = block["w5"].contiguous()
     check_block(block, TOLERANCE["fp32"], "NCHW strides")
+
+
+@interpreter_only
+def test_strided_biases(poisoned):
+    """Launch 2 reads each branch's bias through its own stride: b3 and b5 are views of every
+    second and every third element of buffers whose gaps hold NaN."""
+    block = make_block(ODD, k5=5, n=1, h=3, w=5, seed=9)
+    for name, step in (("b3", 2), ("b5", 3)):
+        b = block[name]
+        gapped = torch.cat([b[:, None], torch.full((b.numel(), step - 1), float("nan"))], 1)[:, 0]
+        assert gapped.stride(0) == step and torch.equal(gapped, b)
+        block[name] = gapped
+    check_block(block, TOLERANCE["fp32"], "strided biases")
 
 
 @interpreter_only

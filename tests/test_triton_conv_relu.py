@@ -73,7 +73,9 @@ def poisoned(monkeypatch):
 
 # (N, Cin, H, W, Cout): batch 1 and 3; 5x7, 1x1 and 3x2 maps; channel counts that are not
 # multiples of 16 and fill no tile (the interpreter's tile is 64x64x64), and one wider than a tile.
-SHAPES = [(1, 20, 5, 7, 24), (3, 37, 1, 1, 70), (3, 9, 3, 2, 130)]
+# And 32 input channels but 20 output ones: rows 16-aligned in x and only 4-aligned in the output
+# (the row unit must hold for both, see _common.row_unit).
+SHAPES = [(1, 20, 5, 7, 24), (3, 37, 1, 1, 70), (3, 9, 3, 2, 130), (2, 32, 3, 5, 20)]
 
 
 @interpreter_only
@@ -95,6 +97,26 @@ def test_every_config_and_any_layout(poisoned):
         wt = wt.contiguous()
         check_conv(conv_relu.launch_conv_relu(x, wt, b, k // 2, config), x, wt, b, str(config))
     assert ops.conv_relu(x[:0], wt, b, k // 2, backend="triton").shape == (0, 40, 5, 6)  # launches nothing
+
+
+@interpreter_only
+def test_strided_bias_and_no_input_channels(poisoned):
+    """The bias is read through its stride (a view of every other element, NaN in the gaps); with
+    no input channels the sums are empty and the output is relu(b), negative biases giving 0."""
+    x, wt, b = make_case(2, 20, 5, 7, 24, 3, seed=6)
+    gapped = torch.stack([b, torch.full_like(b, float("nan"))], 1)[:, 0]
+    assert gapped.stride(0) == 2 and torch.equal(gapped, b)
+    check_conv(conv_relu.launch_conv_relu(x, wt, gapped, 1), x, wt, b, "strided bias")
+    b = torch.linspace(-1, 1, 24)
+    out = conv_relu.launch_conv_relu(x[:, :0], wt[:, :0], b, 1)
+    assert out.shape == (2, 24, 5, 7) and torch.equal(out, b.relu().view(1, -1, 1, 1).expand_as(out))
+
+
+def test_supported_refuses_grouped_weights():
+    """The kernel computes groups=1 only: a weight with fewer input channels than x is refused."""
+    x, wt, _ = make_case(1, 6, 3, 3, 4, 3)
+    assert conv_relu.supported(x, wt, 1) is None
+    assert "groups=1" in conv_relu.supported(x, wt[:, :3], 1)
 
 
 @interpreter_only

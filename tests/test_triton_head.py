@@ -28,6 +28,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import forcing_chooser, poison_empty  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded  # noqa: E402
 
 from inception_fast.backends.triton import _common, head  # noqa: E402
 
@@ -92,6 +93,26 @@ def test_every_config_and_any_layout(poisoned_head):
     for pool_cfg, linear_cfg in zip(head.POOL_CONFIGS, head.LINEAR_CONFIGS):
         check_head(head.launch_avgpool_linear(x, wt, b, pool_cfg, linear_cfg), x, wt, b, str(pool_cfg))
     assert ops.avgpool_linear(x[:0], wt, b, backend="triton").shape == (0, 40)  # launches nothing
+
+
+@interpreter_only
+def test_strided_bias_and_no_access_outside_the_buffers(monkeypatch):
+    """The bias is read through its stride (a view of every other element, NaN in the gaps); the
+    means and logits sit between poisoned guard bands: a load of a means row past the batch trips
+    the unwritten-read check, a store past the logits changes the band (on a GPU: someone else's
+    memory).  Every GPU config pair and the interpreter's, on 3 images (no image tile filled)."""
+    bands = []
+
+    def guarded_empty(shape, dtype, device):
+        return guarded(shape[0] * shape[1], dtype, device, bands).view(shape)
+
+    monkeypatch.setattr(head.torch, "empty", guarded_empty)
+    x, wt, b = make_case(3, 70, 3, 5, 40, seed=5)
+    gapped = torch.stack([b, torch.full_like(b, float("nan"))], 1)[:, 0]
+    assert gapped.stride(0) == 2 and torch.equal(gapped, b)
+    for pool_cfg, linear_cfg in [(None, None), *zip(head.POOL_CONFIGS, head.LINEAR_CONFIGS)]:
+        check_head(head.launch_avgpool_linear(x, wt, gapped, pool_cfg, linear_cfg), x, wt, b, str(linear_cfg))
+    assert_bands_untouched(bands)
 
 
 @interpreter_only

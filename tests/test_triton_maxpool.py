@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from inception_fast import choices, ops
-from inception_fast.testing import float_bits, same_bits
+from inception_fast.testing import same_bits
 
 pytest.importorskip("triton")
 
@@ -25,7 +25,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import forcing_chooser  # noqa: E402
-from unwritten_reads import poison  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded, poison  # noqa: E402
 
 from inception_fast.backends.triton import maxpool  # noqa: E402
 
@@ -94,25 +94,18 @@ def test_pinned_configs_and_poisoned_output(monkeypatch):
 def test_no_store_outside_the_output(monkeypatch, c):
     """The output sits between two poisoned guard bands, which must come back untouched: a store
     past the last pixel or the last channel lands there (on a GPU: in someone else's memory)."""
-    guard, bands = 256, []
-    real_empty = maxpool.torch.empty
+    bands = []
 
     def guarded_empty(shape, dtype, device, memory_format):
         n, ch, h, w = shape
-        flat = poison(real_empty(n * ch * h * w + 2 * guard, dtype=dtype, device=device))
-        bands.append((flat[:guard], flat[-guard:]))
-        return flat[guard:-guard].view(n, h, w, ch).permute(0, 3, 1, 2)
+        return guarded(n * ch * h * w, dtype, device, bands).view(n, h, w, ch).permute(0, 3, 1, 2)
 
     monkeypatch.setattr(maxpool.torch, "empty", guarded_empty)
     for dtype in (torch.float32, torch.float16):
         x = make_input(2, c, 13, 11, dtype=dtype, seed=c)
         for config in [None, *maxpool.CONFIGS]:
             check_equal(maxpool.launch_max_pool(x, 3, 2, 0, True, config=config), x, (3, 2, 0, True))
-    want = {dtype: float_bits(poison(real_empty(guard, dtype=dtype))) for dtype in (torch.float32, torch.float16)}
-    for before, after in bands:
-        expected = want[before.dtype]
-        assert torch.equal(float_bits(before), expected), "a store before the output"
-        assert torch.equal(float_bits(after), expected), "a store past the output"
+    assert_bands_untouched(bands)
 
 
 @interpreter_only

@@ -113,10 +113,31 @@ def test_every_config_fp32(i, poisoned):
         (3, 3, 19, 23, 40, 7, TORCHVISION),  # batch 3, a column tile left partly empty
         (2, 5, 9, 11, 24, 3, (1, 1, 3, 2, 1, True)),  # another conv: 3x3/1, and a pool with both options
         (1, 3, 7, 7, 64, 7, TORCHVISION),  # a 7x7 image: 4x4 conv output, 2x2 after the pool
+        # Cin and k with a common factor: the K column's (kh, kw, cin) split must be the real one
+        # (with coprime Cin and k, as above, a wrong kw split can still visit every tap once).
+        (2, 6, 9, 11, 24, 3, (1, 1, 3, 2, 1, False)),
     ],
 )
 def test_other_shapes_fp32(n, cin, h, w, cout, k, params, poisoned):
     check_fp32(make_case(n=n, cin=cin, h=h, w=w, cout=cout, k=k, seed=n + cin), params, f"{n}x{cin}x{h}x{w} k{k}")
+
+
+@interpreter_only
+def test_strided_bias_fp32(poisoned):
+    """The bias is read through its stride: a view of every other element of a buffer whose gaps
+    hold NaN (a kernel that assumes stride 1 reads them)."""
+    x, w, b = make_case(n=1, h=15, w=13, seed=8)
+    gapped = torch.stack([b, torch.full_like(b, float("nan"))], 1)[:, 0]
+    assert gapped.stride(0) == 2 and torch.equal(gapped, b)
+    out = stem.launch_conv_relu_maxpool(x, w, gapped, *TORCHVISION)
+    check_close(out, reference64(x, w, b, TORCHVISION), TOLERANCE["fp32"], "strided bias")
+
+
+def test_launcher_rejects_pool_padding_past_half_the_kernel():
+    """The launcher's own check (the op checks first): a 3x3 pool takes padding 1 at most."""
+    x, w, b = make_case(n=1, h=15, w=13)
+    with pytest.raises(ValueError, match="max pool"):
+        stem.launch_conv_relu_maxpool(x, w, b, 2, 3, 3, 2, 2)
 
 
 @interpreter_only

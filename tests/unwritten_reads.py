@@ -51,6 +51,26 @@ def poison(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def guarded(numel: int, dtype: torch.dtype, device, bands: list, guard: int = 1 << 14) -> torch.Tensor:
+    """A flat buffer of ``numel`` elements between two poisoned guard bands of ``guard`` elements,
+    which are appended to ``bands`` as (before, after) for ``assert_bands_untouched``: a kernel's
+    store past its buffer lands in a band (on a GPU: in someone else's memory)."""
+    flat = poison(torch.empty(numel + 2 * guard, dtype=dtype, device=device))
+    bands.append((flat[:guard], flat[-guard:]))
+    return flat[guard:-guard]
+
+
+def assert_bands_untouched(bands: list) -> None:
+    """Every guard band of ``guarded`` still holds its poison, bit for bit."""
+    from inception_fast.testing import float_bits
+
+    assert bands, "no guarded buffer was allocated"
+    for before, after in bands:
+        want = float_bits(poison(torch.empty_like(before)))
+        assert torch.equal(float_bits(before), want), "a store before the buffer"
+        assert torch.equal(float_bits(after), want), "a store past the buffer"
+
+
 def _poison(t):
     if type(t) is torch.Tensor and t.device.type == "cpu" and not t.requires_grad and t.dtype in POISON:
         poison(t)
