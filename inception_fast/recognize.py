@@ -27,6 +27,8 @@ hold all six too (fuse() takes the innermost that matches).
 from __future__ import annotations
 
 import dis
+import inspect
+import types
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -165,16 +167,36 @@ _UNSEEN_NAMES = frozenset(
 _WITH_OPCODES = frozenset({"SETUP_WITH", "BEFORE_WITH", "SETUP_ASYNC_WITH", "BEFORE_ASYNC_WITH"})
 
 
-def _known_code(obj) -> bool:
-    """PyTorch's, torchvision's and this package's code (fused blocks included): what it computes is
-    known, and what it does with grad modes is its own business."""
-    module = getattr(obj, "__module__", None) or ""
+def _known_name(module: str) -> bool:
+    """Whether ``module`` names a module of PyTorch's, torchvision's or this package's."""
     return module in ("torch", "inception_fast") or module.startswith(("torch.", "torchvision.", "inception_fast."))
 
 
+def _known_code(obj) -> bool:
+    """PyTorch's, torchvision's and this package's code (fused blocks included): what it computes is
+    known, and what it does with grad modes is its own business."""
+    return _known_name(getattr(obj, "__module__", None) or "")
+
+
+def _named_functions(name: str, holders: tuple, functions: dict) -> list:
+    """The Python functions ``name`` may name in a forward's code: an attribute of one of ``holders``
+    (the module's class first; a property's getter, setter and deleter included) or a plain
+    function of the forward's module."""
+    found = []
+    for holder in holders:
+        attr = inspect.getattr_static(holder, name, None)
+        if isinstance(attr, property):
+            found += [attr.fget, attr.fset, attr.fdel]
+        elif attr is not None:
+            found.append(getattr(holder, name, None))
+    found.append(functions.get(name))
+    return [fn for fn in found if callable(fn) and hasattr(fn, "__code__")]
+
+
 def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[str]:
-    """Why ``code`` (and the methods of ``owner`` and plain functions it calls, and the code nested
-    in it) computes something a trace would not show, or None."""
+    """Why ``code`` (and the methods and properties of ``owner``, the plain functions, and the
+    functions of other classes and modules it calls, and the code nested in it) computes something
+    a trace would not show, or None."""
     if code in seen:
         return None
     seen.add(code)
@@ -187,11 +209,14 @@ def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[s
         what = "random numbers or grad/autocast modes a trace does not record"
         return f"{code.co_name}() uses {', '.join(unseen)} ({what})"
     nested = [c for c in code.co_consts if hasattr(c, "co_code")]
+    # Classes and modules the code names (other than PyTorch's and this package's): a function
+    # reached as their attribute (``Helpers.maybe_dropped(x)``, ``utils.jitter(x)``) is followed too.
+    holders = [functions[n] for n in names if isinstance(functions.get(n), (type, types.ModuleType))]
+    holders = [h for h in holders if not _known_name(h.__name__ if isinstance(h, types.ModuleType) else h.__module__)]
     for name in names:
-        fn = getattr(owner, name, None)
-        if fn is None:
-            fn = functions.get(name)
-        if callable(fn) and not _known_code(fn) and hasattr(fn, "__code__"):
+        for fn in _named_functions(name, (owner, *holders), functions):
+            if _known_code(fn):
+                continue
             if hasattr(fn, "__wrapped__"):
                 return f"{name}() is wrapped by a decorator the trace does not see into"
             nested.append(fn.__code__)

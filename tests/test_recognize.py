@@ -773,6 +773,33 @@ class BatchNormInTrainingOnly(TextbookInception):  # each mode's trace is the pa
         return torch.cat((b1, b2, b3, b4), dim=1)
 
 
+class LastReLUMissing(TextbookInception):  # branch 1 ends at its conv: the pattern's ReLU is not there
+    def forward(self, x):
+        b1 = self.p1_1(x)
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4), dim=1)
+
+
+class SigmoidMethod(TextbookInception):  # a tensor method other than .relu() after a conv
+    def forward(self, x):
+        b1 = self.p1_1(x).sigmoid()
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4), dim=1)
+
+
+class InputConcatenated(TextbookInception):  # DenseNet-style: the block's input joins the four branches
+    def forward(self, x):
+        b1 = F.relu(self.p1_1(x))
+        b2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        b3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        b4 = F.relu(self.p4_2(self.p4_1(x)))
+        return torch.cat((b1, b2, b3, b4, x), dim=1)
+
+
 def _with(block, **attrs):
     for name, module in attrs.items():
         setattr(block, name, module)
@@ -784,6 +811,8 @@ def _lookalikes():
     tb = lambda cls=TextbookInception: cls(*cfg)  # noqa: E731
     hooked = tb()
     hooked.p1_1.register_forward_hook(lambda m, i, o: None)
+    grad_pre_hooked = tb()  # scales the gradient reaching p2_2's output: a fused block would skip it
+    grad_pre_hooked.p2_2.register_full_backward_pre_hook(lambda m, grad_output: (grad_output[0] * 0.5,))
     pre_hooked = tb()  # on the block itself: a fused block would not run it
     pre_hooked.register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
     group_norm, instance_norm, leaky = BNInception(*cfg), BNInception(*cfg), BNInception(*cfg)
@@ -807,6 +836,12 @@ def _lookalikes():
         "5x5 pool": (_with(tb(), p4_1=nn.MaxPool2d(5, 1, 2)), "max pool kernel 5"),
         "1x1 pool conv is 3x3": (_with(tb(), p4_2=nn.Conv2d(8, 3, 3, padding=1)), "where a 1x1 belongs"),
         "forward hook": (hooked, "hooks"),
+        "backward pre-hook": (grad_pre_hooked, "hooks"),
+        "branch 1 without its ReLU": (LastReLUMissing(*cfg), "p1_1) is followed by nothing, not ReLU"),
+        "sigmoid method": (SigmoidMethod(*cfg), ".sigmoid(), not ReLU"),
+        "branch 1 conv is 3x3": (_with(tb(), p1_1=nn.Conv2d(8, 3, 3, padding=1)), "p1_1: a 3x3 conv where a 1x1"),
+        "reduction conv is 3x3": (_with(tb(), p3_1=nn.Conv2d(8, 2, 3, padding=1)), "p3_1: a 3x3 conv where a 1x1"),
+        "input concatenated too": (InputConcatenated(*cfg), "torch.cat of 5 tensors"),
         "forward pre-hook on the block": (pre_hooked, "hooks"),
         "stride 2 convs": (
             _with(
@@ -1031,6 +1066,76 @@ class NestedDrawInception(TextbookInception):
         return super().forward(x)
 
 
+class InheritedDrawInception(StochasticDepthInception):
+    """Stochastic depth inherited: the draw is in a base class's forward, not this class's."""
+
+
+class RandomlyDroppedConv(nn.Module):
+    """A conv wrapper that drops its output at random in training (a submodule the trace steps into)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        if self.training and random.random() < 0.5:
+            return torch.zeros(x.shape[0], self.conv.out_channels, *x.shape[2:])
+        return self.conv(x)
+
+
+class DroppedConvInception(TextbookInception):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.p2_2 = RandomlyDroppedConv(self.p2_2)
+
+
+def _randomly_halved(x):
+    """A module-level helper (not a method) drawing a random number."""
+    return x * 0.5 if random.random() < 0.5 else x
+
+
+class GlobalHelperInception(TextbookInception):
+    def forward(self, x):
+        return _randomly_halved(super().forward(x))
+
+
+bf16_autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)  # as training scripts name it
+
+
+class RenamedAutocastInception(TextbookInception):
+    """Autocast through a name of its own: only the with statement gives it away."""
+
+    def forward(self, x):
+        with bf16_autocast():
+            return super().forward(x)
+
+
+class PropertyDrawInception(TextbookInception):
+    """Stochastic depth with its draw behind a property."""
+
+    @property
+    def dropped(self):
+        return self.training and random.random() < 0.5
+
+    def forward(self, x):
+        if self.dropped:
+            return torch.zeros(x.shape[0], 13, *x.shape[2:])
+        return super().forward(x)
+
+
+class _Augment:
+    @staticmethod
+    def maybe_halved(x):
+        return x * 0.5 if random.random() < 0.5 else x
+
+
+class StaticHelperInception(TextbookInception):
+    """A draw in a static method of another class, reached as its attribute."""
+
+    def forward(self, x):
+        return _Augment.maybe_halved(super().forward(x))
+
+
 @pytest.mark.parametrize(
     "cls,why",
     [
@@ -1040,6 +1145,12 @@ class NestedDrawInception(TextbookInception):
         (HelperNoiseInception, "_noisy() uses randn_like"),
         (DecoratedHelperInception, "_branches() is wrapped by a decorator"),
         (NestedDrawInception, "dropped() uses random"),
+        (InheritedDrawInception, "StochasticDepthInception: forward() uses random"),
+        (DroppedConvInception, "RandomlyDroppedConv: forward() uses random"),
+        (GlobalHelperInception, "_randomly_halved() uses random"),
+        (RenamedAutocastInception, "enters a context manager"),
+        (PropertyDrawInception, "dropped() uses random"),
+        (StaticHelperInception, "maybe_halved() uses random"),
     ],
 )
 def test_forwards_a_trace_cannot_see_are_left_alone(cls, why):
