@@ -354,9 +354,10 @@ class PackCache:
             with torch.no_grad():
                 return self._build(module, dtype)
         sources = self._sources(module)
-        if _faking() or any(isinstance(t, FakeTensor) for t in sources):
-            # A fake trace, or a module whose parameters are fake (built under FakeTensorMode, called
-            # outside it): no data for the cache's key and bit comparison to read, nor is a fake pack kept.
+        if _faking() or (sources and isinstance(sources[0], FakeTensor)):
+            # A fake trace, or a module built under FakeTensorMode (called outside it: every tensor
+            # made under the mode is fake, so its first source tells, at the cost of one isinstance a
+            # lookup): no data for the cache's key and bit comparison to read, nor is a fake pack kept.
             with torch.no_grad():
                 return self._build(module, dtype)
         key = _state(sources)
