@@ -32,7 +32,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 # Importing the kernels imports triton (in the mode TRITON_INTERPRET chose) and queries no device.
 from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402,F401
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
-from unwritten_reads import assert_bands_untouched, guarded  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded, nan_gapped  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
@@ -313,10 +313,7 @@ def test_strided_biases(poisoned):
     second and every third element of buffers whose gaps hold NaN."""
     block = make_block(ODD, k5=5, n=1, h=3, w=5, seed=9)
     for name, step in (("b3", 2), ("b5", 3)):
-        b = block[name]
-        gapped = torch.cat([b[:, None], torch.full((b.numel(), step - 1), float("nan"))], 1)[:, 0]
-        assert gapped.stride(0) == step and torch.equal(gapped, b)
-        block[name] = gapped
+        block[name] = nan_gapped(block[name], step)
     check_block(block, TOLERANCE["fp32"], "strided biases")
 
 

@@ -28,7 +28,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import forcing_chooser, poison_empty  # noqa: E402
-from unwritten_reads import assert_bands_untouched, guarded  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded, nan_gapped  # noqa: E402
 
 from inception_fast.backends.triton import _common, head  # noqa: E402
 
@@ -108,8 +108,7 @@ def test_strided_bias_and_no_access_outside_the_buffers(monkeypatch):
 
     monkeypatch.setattr(head.torch, "empty", guarded_empty)
     x, wt, b = make_case(3, 70, 3, 5, 40, seed=5)
-    gapped = torch.stack([b, torch.full_like(b, float("nan"))], 1)[:, 0]
-    assert gapped.stride(0) == 2 and torch.equal(gapped, b)
+    gapped = nan_gapped(b)
     for pool_cfg, linear_cfg in [(None, None), *zip(head.POOL_CONFIGS, head.LINEAR_CONFIGS)]:
         check_head(head.launch_avgpool_linear(x, wt, gapped, pool_cfg, linear_cfg), x, wt, b, str(linear_cfg))
     assert_bands_untouched(bands)

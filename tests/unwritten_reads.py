@@ -60,6 +60,16 @@ def guarded(numel: int, dtype: torch.dtype, device, bands: list, guard: int = 1 
     return flat[guard:-guard]
 
 
+def nan_gapped(t: torch.Tensor, step: int = 2) -> torch.Tensor:
+    """1-D ``t`` as a view of every ``step``-th element of a buffer holding NaN in the gaps: a kernel
+    that reads it as if contiguous reads the NaN."""
+    buffer = torch.full((t.numel(), step), float("nan"), dtype=t.dtype, device=t.device)
+    buffer[:, 0] = t
+    gapped = buffer[:, 0]
+    assert gapped.stride(0) == step and torch.equal(gapped, t)
+    return gapped
+
+
 def assert_bands_untouched(bands: list) -> None:
     """Every guard band of ``guarded`` still holds its poison, bit for bit."""
     from inception_fast.testing import float_bits
