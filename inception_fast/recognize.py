@@ -27,6 +27,7 @@ hold all six too (fuse() takes the innermost that matches).
 from __future__ import annotations
 
 import dis
+import functools
 import inspect
 import types
 from dataclasses import dataclass
@@ -152,14 +153,18 @@ def _trace(module: nn.Module) -> torch.fx.Graph:
 # grad and autocast modes of that run, with its Python branches decided by that run's values.  So a
 # forward whose code draws random numbers (stochastic depth: ``if random.random() < p``), switches
 # grad or autocast modes (``with torch.no_grad()``, ``@torch.no_grad()``), or is wrapped by any
-# decorator, computes things the graph does not show; such a block is left alone.  Branches on
-# the module's own attributes (``if self.bn is not None``, ``self.training``) are fine: the module
-# is traced in both modes, and a replaced module is checked again (FusedInception.structure_ok).
+# decorator, computes things the graph does not show; such a block is left alone.  A draw is told
+# by the names the code spells (below) and by what the names it spells hold: a random source under
+# a name of its own (``coin = random.random``, ``from secrets import randbelow``, a generator object
+# kept on the module, a Distribution class).  Branches on the module's own attributes
+# (``if self.bn is not None``, ``self.training``) are fine: the module is traced in both modes, and
+# a replaced module is checked again (FusedInception.structure_ok).
 _UNSEEN_NAMES = frozenset(
     {
         "random", "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
         "bernoulli", "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_",
-        "poisson", "manual_seed", "seed", "get_rng_state", "set_rng_state",
+        "poisson", "binomial", "random_", "cauchy_", "log_normal_", "geometric_",
+        "sample", "rsample", "sample_n", "manual_seed", "seed", "get_rng_state", "set_rng_state",
         "no_grad", "enable_grad", "set_grad_enabled", "inference_mode", "is_grad_enabled",
         "autocast", "is_autocast_enabled", "set_autocast_enabled",
     }
@@ -178,25 +183,71 @@ def _known_code(obj) -> bool:
     return _known_name(getattr(obj, "__module__", None) or "")
 
 
-def _named_functions(name: str, holders: tuple, functions: dict) -> list:
-    """The Python functions ``name`` may name in a forward's code: an attribute of one of ``holders``
-    (the module's class first; a property's getter, setter and deleter included) or a plain
-    function of the forward's module."""
+def _random_modules() -> tuple:
+    """Python's and NumPy's modules of random draws: their functions draw under any name."""
+    return ("random", "_random", "secrets", "numpy.random")
+
+
+def _generator_types() -> tuple:
+    """Classes whose objects (and their bound methods) draw random numbers."""
+    import random
+
+    kinds = [random.Random, torch.Generator, torch.distributions.Distribution]
+    try:
+        import numpy.random as npr
+    except ImportError:
+        pass
+    else:
+        kinds += [npr.Generator, npr.RandomState, npr.BitGenerator]
+    return tuple(kinds)
+
+
+def _random_source(obj) -> bool:
+    """Whether ``obj``, something a forward's code names, draws random numbers when used: a module of
+    ``_random_modules()`` or a function of one (``coin = random.random``), a generator object of
+    ``_generator_types()``, a method bound to one, or such a class (``Bernoulli``), or a
+    ``functools.partial`` of any of these."""
+    kinds = _generator_types()
+    if isinstance(obj, type):
+        return issubclass(obj, kinds)
+    if isinstance(obj, functools.partial):
+        return _random_source(obj.func)
+    try:  # (an object's own __getattr__ may raise anything)
+        bound_to = getattr(obj, "__self__", None)
+    except Exception:
+        return False
+    if isinstance(obj, kinds) or isinstance(bound_to, kinds):
+        return True
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    if not isinstance(name, str) or not callable(obj) and not isinstance(obj, types.ModuleType):
+        return False
+    return any(name == m or name.startswith(m + ".") for m in _random_modules())
+
+
+def _named_objects(name: str, holders: tuple, functions: dict) -> list:
+    """What ``name`` may name in a forward's code: an attribute of one of ``holders`` (the module
+    first, its own attributes and its class's; a property's getter, setter and deleter, a cached
+    property's function, a static or class method's function: nothing is computed) or a global of
+    the code's module."""
     found = []
     for holder in holders:
         attr = inspect.getattr_static(holder, name, None)
         if isinstance(attr, property):
             found += [attr.fget, attr.fset, attr.fdel]
-        elif attr is not None:
-            found.append(getattr(holder, name, None))
+        elif isinstance(attr, functools.cached_property):
+            found.append(attr.func)
+        elif isinstance(attr, (staticmethod, classmethod)):
+            found.append(attr.__func__)
+        else:
+            found.append(attr)
     found.append(functions.get(name))
-    return [fn for fn in found if callable(fn) and hasattr(fn, "__code__")]
+    return [obj for obj in found if obj is not None]
 
 
-def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[str]:
+def _unseen_in_code(code, functions: dict, owner: nn.Module, seen: set) -> Optional[str]:
     """Why ``code`` (and the methods and properties of ``owner``, the plain functions, and the
     functions of other classes and modules it calls, and the code nested in it) computes something
-    a trace would not show, or None."""
+    a trace would not show, or None.  ``functions``: the globals of the code's module."""
     if code in seen:
         return None
     seen.add(code)
@@ -204,24 +255,26 @@ def _unseen_in_code(code, functions: dict, owner: type, seen: set) -> Optional[s
         if ins.opname in _WITH_OPCODES:
             return f"{code.co_name}() enters a context manager (the trace records no grad or autocast mode)"
     names = set(code.co_names)
+    what = "random numbers or grad/autocast modes a trace does not record"
     unseen = sorted(names & _UNSEEN_NAMES)
     if unseen:
-        what = "random numbers or grad/autocast modes a trace does not record"
         return f"{code.co_name}() uses {', '.join(unseen)} ({what})"
-    nested = [c for c in code.co_consts if hasattr(c, "co_code")]
+    nested = [(c, functions) for c in code.co_consts if hasattr(c, "co_code")]
     # Classes and modules the code names (other than PyTorch's and this package's): a function
     # reached as their attribute (``Helpers.maybe_dropped(x)``, ``utils.jitter(x)``) is followed too.
     holders = [functions[n] for n in names if isinstance(functions.get(n), (type, types.ModuleType))]
     holders = [h for h in holders if not _known_name(h.__name__ if isinstance(h, types.ModuleType) else h.__module__)]
-    for name in names:
-        for fn in _named_functions(name, (owner, *holders), functions):
-            if _known_code(fn):
+    for name in sorted(names):
+        for obj in _named_objects(name, (owner, *holders), functions):
+            if _random_source(obj):
+                return f"{code.co_name}() draws through {name} ({what})"
+            if not (callable(obj) and hasattr(obj, "__code__")) or _known_code(obj):
                 continue
-            if hasattr(fn, "__wrapped__"):
+            if hasattr(obj, "__wrapped__"):
                 return f"{name}() is wrapped by a decorator the trace does not see into"
-            nested.append(fn.__code__)
-    for c in nested:
-        why = _unseen_in_code(c, functions, owner, seen)
+            nested.append((obj.__code__, getattr(obj, "__globals__", functions)))
+    for c, globals_ in nested:
+        why = _unseen_in_code(c, globals_, owner, seen)
         if why is not None:
             return why
     return None
@@ -242,7 +295,7 @@ def _unseen(module: nn.Module) -> Optional[str]:
             if hasattr(forward, "__wrapped__"):
                 return f"the forward of {cls.__name__} is wrapped by a decorator the trace does not see into"
             code = getattr(forward, "__code__", None)
-            why = None if code is None else _unseen_in_code(code, forward.__globals__, type(m), seen)
+            why = None if code is None else _unseen_in_code(code, forward.__globals__, m, seen)
             if why is not None:
                 return f"{cls.__name__}: {why}"
     return None

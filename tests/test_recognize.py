@@ -3,7 +3,10 @@
 import copy
 import functools
 import random
+import secrets
+import types
 import warnings
+from random import uniform as _uniform
 
 import pytest
 import torch
@@ -1136,6 +1139,83 @@ class StaticHelperInception(TextbookInception):
         return _Augment.maybe_halved(super().forward(x))
 
 
+coin = random.random  # a draw under a name of its own
+
+
+class AliasDrawInception(TextbookInception):
+    """Stochastic depth drawing through a global alias of random.random."""
+
+    def forward(self, x):
+        if self.training and coin() < 0.5:
+            return super().forward(x) * 0
+        return super().forward(x)
+
+
+class ImportedDrawInception(TextbookInception):
+    """A draw through a function imported from Python's random module under another name."""
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if _uniform(0, 1) < 0.5 else 1.0)
+
+
+class SecretsDrawInception(TextbookInception):
+    """A draw through the secrets module (whose functions' code draws through names of its own)."""
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if secrets.randbelow(2) else 1.0)
+
+
+class GeneratorAttributeInception(TextbookInception):
+    """A generator object kept on the module, drawn from through a method name no list holds."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.gen = random.Random(0)
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if self.gen.betavariate(2, 2) < 0.5 else 1.0)
+
+
+class PartialDrawInception(TextbookInception):
+    """A draw kept on the module as a functools.partial of a random function."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.draw = functools.partial(random.uniform, 0, 1)
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if self.draw() < 0.5 else 1.0)
+
+
+class DistributionDrawInception(TextbookInception):
+    """Stochastic depth drawing from a torch.distributions distribution (its value decides the branch)."""
+
+    def forward(self, x):
+        if self.training and torch.distributions.Bernoulli(0.5).sample():
+            return super().forward(x) * 0
+        return super().forward(x)
+
+
+class TensorDrawInception(TextbookInception):
+    """A draw through one of a tensor's in-place random fills, on a tensor the trace does not follow."""
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if torch.empty(()).geometric_(0.5) > 1 else 1.0)
+
+
+# A helper of another module, whose own global is the draw: the names in its code are that module's.
+_user_helpers = types.ModuleType("user_helpers")
+exec(
+    "import random\ndraw = random.random\n\ndef maybe_halved(x):\n    return x * 0.5 if draw() < 0.5 else x\n",
+    _user_helpers.__dict__,
+)
+
+
+class OtherModuleHelperInception(TextbookInception):
+    def forward(self, x):
+        return _user_helpers.maybe_halved(super().forward(x))
+
+
 @pytest.mark.parametrize(
     "cls,why",
     [
@@ -1151,6 +1231,14 @@ class StaticHelperInception(TextbookInception):
         (RenamedAutocastInception, "enters a context manager"),
         (PropertyDrawInception, "dropped() uses random"),
         (StaticHelperInception, "maybe_halved() uses random"),
+        (AliasDrawInception, "forward() draws through coin"),
+        (ImportedDrawInception, "forward() draws through _uniform"),
+        (SecretsDrawInception, "forward() draws through randbelow"),
+        (GeneratorAttributeInception, "forward() draws through gen"),
+        (PartialDrawInception, "forward() draws through draw"),
+        (DistributionDrawInception, "forward() uses sample"),
+        (TensorDrawInception, "forward() uses geometric_"),
+        (OtherModuleHelperInception, "maybe_halved() draws through draw"),
     ],
 )
 def test_forwards_a_trace_cannot_see_are_left_alone(cls, why):
