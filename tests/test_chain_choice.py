@@ -217,6 +217,36 @@ def test_never_chained_with_gradients_in_train_mode_or_off_the_choice(monkeypatc
 
 
 @interpreter_only
+def test_the_joined_forms_never_run_on_weights_wanting_a_gradient(monkeypatch):
+    """stages' own guard behind the model's (``_fusable_blocks``): with grad enabled and packed weights
+    that require grad, the fold and the chain run ``separate()`` and measure nothing (their ops have
+    no backward).  Without a gradient wanted, the same calls measure and run the joined form.  Neither
+    competes for an empty or unbatched input (``triton_may_compete``)."""
+    x, blocks = _chain()
+    wanting = [tuple(t.detach().clone().requires_grad_() for t in b) for b in blocks]
+    pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
+    fold, chain = forcing_chooser("folded"), forcing_chooser("chained")
+    monkeypatch.setattr(choices, "FOLD_CHOICE", fold)
+    monkeypatch.setattr(choices, "CHAIN_CHOICE", chain)
+    shapes = tuple(tuple(tuple(t.shape) for t in b) for b in blocks)
+    assert stages.triton_may_compete(fold, x, True) and not stages.triton_may_compete(fold, x, False)
+    assert not stages.triton_may_compete(fold, x[:0], True), "no images: nothing to join"
+    assert not stages.triton_may_compete(fold, x[0], True), "not a batch"
+    ran = []
+    separate = lambda: ran.append("separate") or x  # noqa: E731
+    assert stages.pool_block(x, pool, shapes[0], lambda: wanting[0], separate, "triton") is x
+    assert stages.block_chain(x, pool, shapes, lambda: wanting, separate, "triton") is x
+    assert ran == ["separate", "separate"] and not fold.choices() and not chain.choices()
+    with torch.no_grad():
+        folded = stages.pool_block(x, pool, shapes[0], lambda: blocks[0], separate, "triton")
+        chained = stages.block_chain(x, pool, shapes, lambda: blocks, separate, "triton")
+    assert [c.name for c in fold.choices().values()] == ["folded"]
+    assert [c.name for c in chain.choices().values()] == ["chained"]
+    check_close(folded, _one_by_one(x, blocks[:1], MAXPOOL23), TOLERANCE["fp32"], "folded")
+    check_close(chained, _one_by_one(x, blocks, MAXPOOL23), TOLERANCE["fp32"], "chained")
+
+
+@interpreter_only
 def test_the_chained_and_folded_forms_are_offered_only_on_request(monkeypatch):
     """By default (INCEPTION_FAST_EXTRA_CANDIDATES unset: both measured slower everywhere on an
     H200) the model asks neither CHAIN_CHOICE nor FOLD_CHOICE and runs its stages separately;

@@ -147,6 +147,54 @@ def test_stem_padding_candidates():
     assert _stem_padded_channels(6) == [8] and _stem_padded_channels(8) == []
 
 
+def test_the_stage_forms_are_offered_exactly_where_their_kernels_take_them():
+    """The predicates that decide which forms compete, at their bounds.  A pool that returns indices,
+    is dilated or not square has no pool-only kernel; the Triton conv + bias + ReLU takes odd square
+    kernels padded k // 2 on a non-empty batch; the stem's row forms take conv1 with a stride above 1
+    over at most 8 channels and a kernel of at most 8x8, every one of which the row conv takes, with the
+    pool in its epilogue up to 3x3 stride 2; a pool carrying either kind of forward hook is not folded."""
+    conv_rows = pytest.importorskip("inception_fast.backends.triton.conv_rows")
+    from inception_fast import stages
+
+    assert stages.pool_params(nn.MaxPool2d(3, 2, 1, ceil_mode=True)) == (3, 2, 1, True)
+    assert stages.pool_params(nn.MaxPool2d(2)) == (2, 2, 0, False)
+    for odd in (dict(return_indices=True), dict(dilation=2), dict(kernel_size=(3, 2))):
+        assert stages.pool_params(nn.MaxPool2d(**{"kernel_size": 3, "stride": 2, **odd})) is None, odd
+
+    x, w3 = torch.empty(1, 4, 6, 6), torch.empty(5, 4, 3, 3)
+    assert stages.conv_relu_triton_supported(x, w3, 1)
+    assert stages.conv_relu_triton_supported(x, torch.empty(5, 4, 1, 1), 0)
+    assert not stages.conv_relu_triton_supported(x, torch.empty(5, 4, 2, 2), 1)  # even
+    assert not stages.conv_relu_triton_supported(x, w3, 0)  # padding other than k // 2
+    assert not stages.conv_relu_triton_supported(x[:0], w3, 1)  # no images
+
+    for cin in range(1, 10):
+        for k in range(1, 10):
+            for stride in (1, 2, 3):
+                conv = nn.Conv2d(cin, 4, k, stride, k // 2)
+                got = stages.stem_rows_stride(conv)
+                want = stride if stride > 1 and cin <= 8 and k <= 8 else None
+                assert got == want, (cin, k, stride, got)
+                if got is not None:
+                    x = torch.empty(1, cin, 2 * k, 2 * k)
+                    assert conv_rows.supported(x, conv.weight, stride, k // 2), (cin, k, stride)
+
+    if "triton" in available_backends(torch.device("cpu")):  # (TRITON_INTERPRET=1, as in CI)
+        x, conv1 = torch.empty(1, 3, 16, 16), nn.Conv2d(3, 8, 7, 2, 3)
+        fits = [geometry.rows_pool_fits(k, stride) for k, stride in ((2, 1), (3, 2), (4, 2), (3, 3))]
+        assert fits == [True, True, False, False], fits  # (geometry.ROWS_POOL_MAX: 3x3, stride 2)
+        for k, stride in ((2, 1), (3, 2), (4, 2), (3, 3)):
+            forms = stages.stem_variants(x, conv1, nn.MaxPool2d(k, stride), {"triton_rows": None}, True)
+            assert "triton_rows" in forms and ("triton_rows_pool" in forms) == geometry.rows_pool_fits(k, stride)
+
+    pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+    assert stages.fold_params(pool) == (3, 2, 0, True)
+    for register in (pool.register_forward_hook, pool.register_forward_pre_hook):
+        handle = register(lambda *args: None)
+        assert stages.fold_params(pool) is None, register.__name__
+        handle.remove()
+
+
 def test_stem_key_tells_apart_every_setting_of_conv1_maxpool1_and_the_input():
     """STEM_CHOICE's key: two stems that differ in any setting of conv1 or maxpool1, or inputs that
     differ in dtype, shape or layout, or a model that may or may not offer the Triton or oneDNN

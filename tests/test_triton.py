@@ -55,6 +55,35 @@ def check_block(block, tol, what):
 
 
 @interpreter_only
+def test_launch1_every_operand_through_its_own_strides_fp32():
+    """Launch 1 takes every tensor's real strides: column-major w_red and w_pool (K stride = rows),
+    b_red and b_pool every second / third element of poisoned buffers, out NCHW (channel stride
+    H*W) and scratch a channel slice of a wider channels_last buffer (channel stride 1).  All four
+    lie between guard bands: a bias read past its last column, or a store of the 64-row tile's
+    rows past the 30 pixels, hits a band (the interpreter's load check, assert_bands_untouched);
+    the scratch buffer's other channels stay NaN.  (First in the file: a kernel that writes past
+    the end of out still runs inside the bands here.)"""
+    block = make_block(ODD, k5=3, n=2, h=3, w=5, seed=21)
+    for name in ("w_red", "w_pool"):
+        block[name] = block[name].t().contiguous().t()
+        assert block[name].stride(0) == 1
+    bands = []
+    for name, step in (("b_red", 2), ("b_pool", 3)):
+        gapped = guarded(block[name].numel() * step, torch.float32, "cpu", bands).view(-1, step)[:, 0]
+        block[name] = gapped.copy_(block[name])
+    n, _, h, w = block["x"].shape
+    r = block["w3"].shape[1] + block["w5"].shape[1]
+    c_total = _nan_outputs(block)[0].shape[1]
+    out = guarded(n * c_total * h * w, torch.float32, "cpu", bands).view(n, c_total, h, w)
+    wide = guarded(n * h * w * (r + 3), torch.float32, "cpu", bands).view(n, h, w, r + 3).permute(0, 3, 1, 2)
+    scratch = wide[:, 1 : 1 + r]
+    assert scratch.stride(1) == 1 and out.stride(1) == h * w
+    _launch1_alone(block, out, scratch)
+    assert torch.isnan(wide[:, 0]).all() and torch.isnan(wide[:, 1 + r :]).all(), "a store outside scratch's slice"
+    assert_bands_untouched(bands)
+
+
+@interpreter_only
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
 def test_googlenet_blocks_fp32(name, poisoned):
     # Alternate the branch-3 kernel (torchvision's 3 / the paper's 5) and the batch across blocks.
@@ -768,3 +797,110 @@ def test_tuned_launch1_rejects_pool_rows_that_do_not_divide_the_tile():
         reduce_pool.make_tuned_kernel(
             [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M_POOL": 48})]
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch 1 alone (reduce_pool.py): strides, channel units, wide pools and its argument checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _launch1_alone(block, out, scratch, config=None):
+    """Launch 1 only, into the given (NaN-filled) out and scratch; then its slices of out (branch 1,
+    the pool branch) and scratch against the fp64 reference, and launch 2's slices of out untouched."""
+    reduce_pool.launch_reduce_pool(
+        block["x"], block["w_red"], block["b_red"], block["w_pool"], block["b_pool"], out, scratch, config=config
+    )
+    ref_out, ref_scratch = block_reference64(block)
+    ch1, pool = block["w_red"].shape[0] - scratch.shape[1], block["w_pool"].shape[0]
+    assert ref_out[:, -pool:].std() > 0.1, "reference pool branch is near zero: the comparison could not fail"
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "scratch")
+    check_close(out[:, :ch1], ref_out[:, :ch1], TOLERANCE["fp32"], "branch 1")
+    check_close(out[:, -pool:], ref_out[:, -pool:], TOLERANCE["fp32"], "pool branch")
+    assert torch.isnan(out[:, ch1:-pool]).all(), "launch 1 wrote into launch 2's channels"
+
+
+def _nan_outputs(block, out_format=torch.channels_last, bands=None):
+    """NaN out and scratch of the block's sizes; with ``bands``, channels_last views of guarded
+    buffers (their guard bands appended to it, see unwritten_reads.guarded)."""
+    n, _, h, w = block["x"].shape
+    r = block["w3"].shape[1] + block["w5"].shape[1]
+    c_total = block["w_red"].shape[0] - r + block["w3"].shape[0] + block["w5"].shape[0] + block["w_pool"].shape[0]
+    like = dict(dtype=block["x"].dtype, device=block["x"].device)
+    if bands is not None:
+        return tuple(
+            guarded(n * h * w * c, like["dtype"], like["device"], bands).view(n, h, w, c).permute(0, 3, 1, 2)
+            for c in (c_total, r)
+        )
+    out = torch.full((n, c_total, h, w), float("nan"), **like).contiguous(memory_format=out_format)
+    scratch = torch.full((n, r, h, w), float("nan"), **like).contiguous(memory_format=torch.channels_last)
+    return out, scratch
+
+
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool), each with one channel count alone setting the kernel's
+# channel unit (_common.pow2_unit; 16 for the other counts): the pool branch's first channel in out
+# (16 + 12 + 8 = 36: unit 4), branch 1's width (4, where the reduce rows, 16, and the pool's first
+# channel, 16, are multiples of 16).
+CHANNEL_UNIT_CASES = {
+    "pool_col0": (16, 16, 8, 12, 8, 8, 16),
+    "ch1": (16, 4, 6, 8, 6, 4, 16),
+}
+
+
+@interpreter_only
+@pytest.mark.parametrize("case", list(CHANNEL_UNIT_CASES))
+def test_launch1_channel_unit_from_every_count_fp32(case):
+    """The channel counts travel divided by their common power-of-two unit: every one of them,
+    branch 1's width and the pool branch's first channel in out included, must divide by it (else
+    the kernel multiplies back a rounded-down count)."""
+    block = make_block(CHANNEL_UNIT_CASES[case], k5=3, n=1, h=3, w=5, seed=22)
+    bands = []
+    out, scratch = _nan_outputs(block, bands=bands)  # a wrong unit may store past either
+    _launch1_alone(block, out, scratch)
+    assert_bands_untouched(bands)
+
+
+@interpreter_only
+@pytest.mark.parametrize("pool_rows", [64, 16])
+def test_launch1_pool_wider_than_one_tile_fp32(pool_rows):
+    """A pool branch wider than 128 channels (136) takes two pool column tiles, each redoing the max
+    pool; with 16 pool rows per 32-row tile, two row parts of each (25 pixels: the second part
+    partly past M)."""
+    import triton
+
+    block = make_block((24, 8, 8, 8, 8, 8, 136), k5=3, n=1, h=5, w=5, seed=23)
+    assert _common.next_pow2_clamped(136) == 128
+    config = None
+    if pool_rows != 64:
+        config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "BLOCK_M_POOL": pool_rows})
+    out, scratch = _nan_outputs(block)
+    _launch1_alone(block, out, scratch, config=config)
+
+
+def test_launch1_argument_errors():
+    """Launch 1 refuses launch 2's counters unless int32 and a multiple of 16 long, and out or
+    scratch of another size than the (pooled) input, before it launches anything."""
+    block = make_block(ODD, k5=3, n=1, h=3, w=4, seed=24)
+    out, scratch = _nan_outputs(block)
+    args = [block[k] for k in ("x", "w_red", "b_red", "w_pool", "b_pool")]
+    with pytest.raises(ValueError, match="int32 and a multiple of 16"):
+        reduce_pool.launch_reduce_pool(*args, out, scratch, counters=torch.zeros(10, dtype=torch.int32))
+    with pytest.raises(ValueError, match="int32 and a multiple of 16"):
+        reduce_pool.launch_reduce_pool(*args, out, scratch, counters=torch.zeros(16, dtype=torch.int64))
+    for bad_out, bad_scratch in ((out[:, :, :2], scratch), (out, scratch[:, :, :, :3])):
+        with pytest.raises(ValueError, match="must be 3x4"):
+            reduce_pool.launch_reduce_pool(*args, bad_out, bad_scratch)
+    assert torch.isnan(out).all() and torch.isnan(scratch).all()
+
+
+@interpreter_only
+def test_launch1_empty_batch_launches_nothing(monkeypatch):
+    """An empty batch (CUDA rejects an empty grid) returns without launching the kernel."""
+    block = make_block(ODD, k5=3, n=1, h=3, w=4, seed=25)
+    out, scratch = _nan_outputs(block)
+    args = [block["x"][:0], *(block[k] for k in ("w_red", "b_red", "w_pool", "b_pool"))]
+    launched = []
+    monkeypatch.setattr(_common, "launch", lambda kernel, *a, **k: launched.append(kernel))
+    reduce_pool.launch_reduce_pool(*args, out[:0], scratch[:0])
+    assert launched == []
+    reduce_pool.launch_reduce_pool(block["x"], *args[1:], out, scratch)  # the recorder does see a launch
+    assert launched == [reduce_pool._reduce_pool_kernel] and torch.isnan(out).all()

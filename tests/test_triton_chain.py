@@ -293,6 +293,17 @@ def test_one_block_is_block_forward():
 
 
 @interpreter_only
+def test_an_empty_batch_is_an_empty_output(monkeypatch):
+    """No images: nothing launches, the output is the last block's, empty, and nothing is waited for
+    (the sync buffer, which only a launch zeroes, may hold anything: here a stale error flag)."""
+    x, blocks = make_chain(2, 0, 3, 5, seed=4)
+    monkeypatch.setattr(chain, "_new_sync_buffer", lambda device, n: torch.full((n,), 7, dtype=torch.int32))
+    out = chain.chain_forward(x, blocks, pre_pool=(2, 2, 0, True))
+    want = tb.block_forward(tb.block_forward(x, *blocks[0], pre_pool=(2, 2, 0, True))[0], *blocks[1])[0]
+    assert out.shape == want.shape and out.shape[0] == 0 and out.is_contiguous(memory_format=torch.channels_last)
+
+
+@interpreter_only
 def test_bad_input_names_the_problem():
     x, blocks = make_chain(2, 1, 3, 3)
     with pytest.raises(ValueError, match="block 1 takes 23 input channels.*block 0.s output has 24 channels"):
@@ -324,6 +335,138 @@ def test_test_only_orders_are_refused_off_the_interpreter(monkeypatch):
     before = tb.launch_count()
     with pytest.raises(ValueError, match="ORDER 2 is a test-only ticket order.*ORDER must be 0 or 1"):
         chain.chain_forward(x, blocks, config=small_tile_config(2))
+    assert tb.launch_count() == before
+
+
+# Tiles the other tests leave out: the pool role's sub-row parts (BLOCK_M_POOL < BLOCK_M, several
+# pool tickets per row tile) and a W at which the interleaved order's reach W + 1 decides where a
+# row tile goes (with W 7 and 16-row tiles, a reach one pixel shorter places every tile the same).
+SUBTILE_L1 = (32, 16, 16, 16, 16, 1)  # BLOCK_M 32, two 16-row pool parts per row tile
+
+
+@interpreter_only
+@pytest.mark.parametrize(
+    "order,persistent,programs,l1,shape",
+    [
+        (1, 1, 3, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # reach W + 1 = 17: one more pixel than a tile
+        (1, 1, 3, SUBTILE_L1, (2, 3, 16)),
+        (0, 0, None, SUBTILE_L1, (1, 5, 7)),  # one ticket per program: the grid counts the pool parts
+        (5, 1, 3, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # descending, the window's reach up
+    ],
+    ids=["order1-W16", "order1-pool-parts", "order0-pool-parts-one-ticket", "order5-W16"],
+)
+def test_orders_at_the_window_reach_and_pool_parts(order, persistent, programs, l1, shape, poisoned, monkeypatch):
+    """The interleaved (and descending) orders where a row tile's pool window reaches exactly one
+    pixel into the next (previous) launch-2 pixel tile: placed one pixel too early, its wait gives
+    up under the interpreter and the launcher raises; and 32-row launch-1 tiles whose pool role
+    runs as two 16-row parts (each part's own rows, every part handed out, the one-ticket-per-
+    program grid counting them).  Bit for bit the two launches pinned to the same tiles."""
+    x, blocks = make_chain(2, *shape, seed=11)
+    config = chain._config((16, 16, 16), l1, order, 4, 1, persistent=persistent)
+    sync = garbage_sync_buffers(monkeypatch)
+    out = chain.chain_forward(x, blocks, config=config, programs=programs)
+    check_chain(x, blocks, out, what=f"order {order} l1 {l1} {shape}")
+    assert torch.equal(out, two_launch_chain(x, blocks, config=config))
+    assert_sync_zero(sync)
+
+
+@interpreter_only
+@pytest.mark.reads_unwritten  # rows no launch 2 has written yet: what the waits detect
+def test_a_failed_tile_is_nan_over_exactly_its_rows_and_channels(monkeypatch):
+    """ORDER 4 with 32-row launch-1 tiles over 16-row launch-2 tiles on 35 pixels: row tile 0 runs
+    after pixel tile 0 only, so its reduce and pool waits give up; row tile 1 runs after all of
+    them.  With the buffers filled with a finite value (so what a failed tile computed from
+    unwritten rows is finite) and the raise switched off: NaN over rows 0-31 of every channel the
+    failed tile writes (branch 1 and the pool branch of the block's output, every column of its
+    scratch), and nowhere in rows 32-34."""
+    from inception_fast import geometry
+
+    real = geometry.empty_outputs
+    bufs = []
+
+    def finite_outputs(*args):
+        got = real(*args)
+        for b in got:
+            b.fill_(0.25)
+        bufs.append(got)
+        return got
+
+    monkeypatch.setattr(geometry, "empty_outputs", finite_outputs)
+    monkeypatch.setattr(chain, "_raise_on_wait_error", lambda sync: None)
+    x, blocks = make_chain(2, 1, 5, 7, seed=4)
+    config = chain._config((16, 16, 16), SUBTILE_L1, 4, 4, 1)
+    out = chain.chain_forward(x, blocks, config=config, programs=2)
+    assert len(bufs) == 2
+    scratch_b = bufs[1][1]
+    w_red, _, w_pool, _, w3, _, w5, _ = blocks[1]
+    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+
+    def rows(t):  # (M, C): one row per pixel
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    n_pool = w_pool.shape[0]
+    for name, t in (("scratch", rows(scratch_b)), ("branch 1", rows(out)[:, :ch1]), ("pool", rows(out)[:, -n_pool:])):
+        assert t.shape[0] == 35
+        assert t[:32].isnan().all(), f"{name}: the failed tile's rows are not NaN everywhere"
+        assert not t[32:].isnan().any(), f"{name}: NaN outside the failed tile's rows"
+
+
+# Channel widths that are multiples of 2 but for one value: the launcher's alignment units (the
+# largest power of two dividing every width / row stride a kernel multiplies back) must see it.
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool) of two chained blocks.
+UNIT_CHAINS = {
+    # block 1's pool branch starts at channel 4 + 5 + 4 = 13 (odd); its other launch-1 widths even.
+    "pool-col0-odd": [(16, 4, 4, 6, 2, 4, 2), (16, 4, 4, 5, 2, 4, 2)],
+    # block 1's scratch is 4 + 1 = 5 channels wide (odd rows); block 0's scratch and both outputs even.
+    "scratch-b-odd": [(16, 4, 4, 6, 2, 4, 2), (16, 4, 4, 6, 1, 4, 2)],
+}
+
+
+@interpreter_only
+@pytest.mark.parametrize("name", list(UNIT_CHAINS))
+def test_alignment_units_see_the_one_odd_width(name, poisoned):
+    """Even channel counts everywhere but one (the next block's pool column, or its scratch's row
+    stride): the joined launch's units fall to 1, else that offset is rounded down to even."""
+    blocks = []
+    for i, cfg in enumerate(UNIT_CHAINS[name]):
+        b = make_block(cfg, k5=3, n=1, h=3, w=5, seed=20 + i)
+        if i == 0:
+            x = b["x"]
+        blocks.append(tuple(b[k] for k in WEIGHTS))
+    out = chain.chain_forward(x, blocks)
+    check_chain(x, blocks, out, what=name)
+    assert torch.equal(out, two_launch_chain(x, blocks))
+
+
+@interpreter_only
+def test_host_checks_of_the_joined_launch():
+    """Refused before anything launches: a pinned config with tiles under 16 rows (the sync buffer
+    has a counter per 16 rows), a sync buffer too short or not int32, and a block whose w_red has
+    fewer rows than its w3 and w5 read."""
+    from inception_fast import geometry
+
+    x, blocks = make_chain(2, 1, 3, 5)
+    before = tb.launch_count()
+    for l2, l1 in (((8, 16, 16), (16, 16, 16, 16, 16, 1)), ((16, 16, 16), (8, 16, 16, 8, 16, 1))):
+        with pytest.raises(ValueError, match="must be at least 16"):
+            chain.chain_forward(x, blocks, config=chain._config(l2, l1, 0, 4, 1))
+    bad = list(blocks)
+    w_red, b_red = bad[1][0], bad[1][1]
+    bad[1] = (w_red[:10], b_red[:10], *bad[1][2:])  # 10 rows: ch3red + ch5red = 12 needed
+    with pytest.raises(ValueError, match="block 1: w_red has 10 rows, fewer than the reductions w3/w5 read"):
+        chain.chain_forward(x, bad)
+    assert tb.launch_count() == before
+
+    w_red, b_red, w_pool, b_pool, w3, b3, w5, b5 = blocks[0]
+    mid, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5)
+    reduce_pool.launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch)
+    ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
+    out, scratch2 = geometry.empty_outputs(mid, blocks[1][0], blocks[1][2], *blocks[1][4::2])
+    n_sync = chain._sync_size(15)
+    before = tb.launch_count()
+    for sync in (torch.zeros(n_sync - 1, dtype=torch.int32), torch.zeros(n_sync, dtype=torch.int64)):
+        with pytest.raises(ValueError, match="the sync buffer must be int32"):
+            chain.launch_joined(scratch, w3, b3, w5, b5, mid, ch1, *blocks[1][:4], out, scratch2, sync=sync)
     assert tb.launch_count() == before
 
 

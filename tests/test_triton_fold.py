@@ -372,3 +372,35 @@ def test_gpu_fold_choice_checks_the_folded_form(gpu, monkeypatch):
     bound = reduced_precision_bound(ref_low, expected)
     check_close(out, expected, bound, "bf16 logits with the folds measured, against fp64")
     check_close(separate, expected, bound, "bf16 logits without the folds, against fp64")
+
+
+@interpreter_only
+@pytest.mark.parametrize("pool", [MAXPOOL23, D2L], ids=["3x3s2-ceil", "d2l"])
+def test_folded_launch1_strided_weights_and_biases_fp32(pool):
+    """The folded launch 1 reads its weights and biases through their own strides: column-major
+    w_red and w_pool (K stride = rows), b_red and b_pool every second / third element of NaN-gapped
+    buffers; 40 input channels are two K steps of the folded reduce role (FOLD_BLOCK_K 32) with a
+    tail.  Launch 1 alone: its slices of out and scratch against the fp64 reference."""
+    from unwritten_reads import nan_gapped
+
+    from inception_fast import geometry
+
+    block = make_block((40, 8, 8, 8, 4, 8, 8), n=1, h=9, w=9, seed=70)
+    for name in ("w_red", "w_pool"):
+        block[name] = block[name].t().contiguous().t()
+        assert block[name].stride(0) == 1
+    block["b_red"] = nan_gapped(block["b_red"], 2)
+    block["b_pool"] = nan_gapped(block["b_pool"], 3)
+    hw = tuple(geometry.pool_out(s, *pool) for s in block["x"].shape[2:])
+    out, scratch = geometry.empty_outputs(block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], hw)
+    out.fill_(float("nan"))
+    scratch.fill_(float("nan"))
+    reduce_pool.launch_reduce_pool(
+        block["x"], block["w_red"], block["b_red"], block["w_pool"], block["b_pool"], out, scratch, pre_pool=pool
+    )
+    ref_out, ref_scratch = reference64(block, pool)
+    ch1, n_pool = block["w_red"].shape[0] - scratch.shape[1], block["w_pool"].shape[0]
+    assert ref_out[:, -n_pool:].std() > 0.1 and ref_scratch.std() > 0.1
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], f"pool {pool}: scratch")
+    check_close(out[:, :ch1], ref_out[:, :ch1], TOLERANCE["fp32"], f"pool {pool}: branch 1")
+    check_close(out[:, -n_pool:], ref_out[:, -n_pool:], TOLERANCE["fp32"], f"pool {pool}: pool branch")

@@ -113,6 +113,26 @@ def test_cases_cover_every_split_config():
     assert {id(_split(*c[0])) for c in CASES} == {id(c) for c in SPLIT_CONFIGS}
 
 
+def test_split_buffers_fit_every_pool_width_and_grow_enough(monkeypatch):
+    """The split-K workspace is sized per (pixels, pool width), not reused from another width at
+    the same pixel count: 49 pixels are two 32-row tiles, a pool of 24 one 32-wide column tile, of
+    100 one 128-wide, of 200 two; each split config's slots hold a [32, width] fp32 tile.  The
+    counters, replaced when too few, cover what the launch asks for even past twice the old count.
+    (Host-side only; before the kernel tests, which a too-small buffer would run past.)"""
+    monkeypatch.setattr(reduce_pool, "_tuned_kernel", reduce_pool.make_tuned_kernel())
+    monkeypatch.setattr(reduce_pool, "_POOL_COUNTERS", {})
+    x = torch.empty(1, 8, 7, 7)
+    for pool, width, col_tiles in ((24, 32, 1), (100, 128, 1), (24, 32, 1), (200, 128, 2)):
+        ws, counters = reduce_pool._pool_split_buffers(x, 49, pool, None)
+        want = max(2 * col_tiles * c.kwargs["POOL_SPLIT_K"] * 32 * width for c in SPLIT_CONFIGS)
+        assert ws.numel() == want, f"pool {pool}: {ws.numel()} workspace elements, want {want}"
+        assert counters.numel() >= 2 * col_tiles and not counters.any()
+    small = reduce_pool._pool_counters(x, 3)
+    assert reduce_pool._pool_counters(x, 2) is small
+    grown = reduce_pool._pool_counters(x, 4 * small.numel() + 1)
+    assert grown.numel() >= 4 * small.numel() + 1 and not grown.any()
+
+
 @interpreter_only
 @pytest.mark.parametrize("split,h,w,cin,pre_pool", CASES)
 def test_pool_split_k_batch1_fp32(split, h, w, cin, pre_pool):

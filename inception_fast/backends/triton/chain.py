@@ -1021,8 +1021,10 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         w_red, b_red, w_pool, b_pool, w3, b3, w5, b5 = blocks[0]
         mid, scratch = geometry.empty_outputs(x, w_red, w_pool, w3, w5, hw)
-        # One sync buffer for the joined launches (all of M pixel rows), zeroed by launch 1 here.
-        sync = _new_sync_buffer(x.device, _sync_size(mid.shape[0] * mid.shape[2] * mid.shape[3]))
+        # One sync buffer for the joined launches (all of M pixel rows), zeroed by launch 1 here
+        # (where there are pixels: with none, nothing launches, and nothing is waited for).
+        pixels = mid.shape[0] * mid.shape[2] * mid.shape[3]
+        sync = _new_sync_buffer(x.device, _sync_size(pixels))
         launch_reduce_pool(x, w_red, b_red, w_pool, b_pool, mid, scratch, counters=sync, pre_pool=pre_pool)
         for i in range(1, len(blocks)):
             ch1a = geometry.block_channels(w_red, w_pool, w3, w5).ch1
@@ -1041,7 +1043,11 @@ def chain_forward(x: torch.Tensor, blocks: Sequence, pre_pool=None, config=None,
             mid, scratch = out, scratch_b
         ch1 = geometry.block_channels(w_red, w_pool, w3, w5).ch1
         launch_branch_convs(scratch, w3, b3, w5, b5, mid, ch1, counters=counters)
-        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()) and not compile_only.compiling_only():
+        if (
+            pixels
+            and not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+            and not compile_only.compiling_only()
+        ):
             key = _check_key(x, blocks, pre_pool, config, programs)
             if _CHECKED.get(key) is None:
                 _raise_on_wait_error(sync)
