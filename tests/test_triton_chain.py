@@ -190,11 +190,14 @@ def test_orders_with_small_tiles(order, persistent, programs, n, poisoned, monke
 #     role's own second half (and the pool's window) are missing.
 #  6: launch-2 pixel tiles last to first, each row tile after the one holding its own first row: the
 #     pool window's reach into the image row above is missing (two images: across the boundary too).
+#  7: likewise after the one holding its first row - W, one pixel short of the window's reach (its
+#     first pixel's top-left neighbour); with W 16 that pixel ends the previous 16-row pixel tile.
 WAIT_CASES = [
     (2, small_tile_config(2), (1, 5, 7), r"\(pool role\)"),
     (3, small_tile_config(3), (1, 3, 32), r"\(pool role\)"),
     (4, chain._config((16, 16, 16), (32, 16, 16, 16, 16, 1), 4, 4, 1), (1, 5, 7), r"\(reduce role and pool role\)"),
     (6, small_tile_config(6), (2, 3, 7), r"\(pool role\)"),
+    (7, small_tile_config(7), (1, 3, 16), r"\(pool role\)"),
 ]
 
 

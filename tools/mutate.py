@@ -4733,6 +4733,14 @@ MUTANTS = [
         ("tests/test_chain_choice.py", "-k", "offered_only"),
         "INCEPTION_FAST_EXTRA_CANDIDATES=Chain is refused as an unknown form",
     ),
+    Mutant(
+        "triton_chain_pool_upper_reach_short",
+        "inception_fast/backends/triton/chain.py",
+        "            tl.maximum(row0 - W - 1, 0),\n",
+        "            tl.maximum(row0 - W, 0),\n",
+        TRITON_CHAIN,
+        "the pool role waits from one pixel below its window's first row (its top-left neighbour unwaited)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

@@ -30,8 +30,9 @@ program keeps only its own role's values in registers, see CONFIGS).  Tickets or
   row (ORDER 2: as if the pool role's window did not reach the next image row), its last row + W
   (ORDER 3: one pixel short of that reach) or its first row (ORDER 4: the reduce role's own rows
   past the first pixel tile); or launch 2's pixel tiles last to first, each launch-1 row tile
-  right after the one holding the first row its pool window reads (ORDER 5, which is complete) or
-  its own first row (ORDER 6: as if the window did not reach the image row above).
+  right after the one holding the first row its pool window reads (ORDER 5, which is complete),
+  its own first row (ORDER 6: as if the window did not reach the image row above) or its first
+  row - W (ORDER 7: one pixel short of that reach).
 
 Dependencies: one int32 counter per launch-2 pixel tile.  Each of its column tiles, after its
 stores, runs a CTA barrier and then one release atomic add (gpu scope) on it: the tile is complete
@@ -141,11 +142,17 @@ def _placed_row_tiles(k, W, J, R, BLOCK_M2: tl.constexpr, BLOCK_M: tl.constexpr,
     pool role's window; the test-only ones less), i.e. pixel tile k once (m + 1) * BLOCK_M + reach
     <= (k + 1) * BLOCK_M2 (k < J - 1), and all of them by the last one.  Descending: those whose
     first needed pixel tile is at least K = J - 1 - k, row tile m taken to need rows from
-    max(m * BLOCK_M - reach, 0) (ORDER 5: reach W + 1; ORDER 6: 0), i.e. m >= cdiv(K * BLOCK_M2 +
-    reach, BLOCK_M) (K > 0), and all of them by the last one (K = 0)."""
+    max(m * BLOCK_M - reach, 0) (ORDER 5: reach W + 1; ORDER 6: 0; ORDER 7: W), i.e. m >= cdiv(K *
+    BLOCK_M2 + reach, BLOCK_M) (K > 0), and all of them by the last one (K = 0)."""
     if ORDER >= 5:
         K = J - 1 - k
-        first = tl.minimum(tl.cdiv(K * BLOCK_M2 + (W + 1 if ORDER == 5 else 0), BLOCK_M), R)
+        if ORDER == 5:
+            reach = W + 1
+        elif ORDER == 7:
+            reach = W
+        else:
+            reach = 0
+        first = tl.minimum(tl.cdiv(K * BLOCK_M2 + reach, BLOCK_M), R)
         placed = tl.where(K <= 0, R, R - first)
     else:
         if ORDER == 2:
