@@ -4250,8 +4250,8 @@ MUTANTS = [
     Mutant(
         "triton_chain_order5_reach",
         "inception_fast/backends/triton/chain.py",
-        "(W + 1 if ORDER == 5 else 0)",
-        "(W if ORDER == 5 else 0)",
+        "        if ORDER == 5:\n            reach = W + 1\n",
+        "        if ORDER == 5:\n            reach = W\n",
         TRITON_CHAIN,
         "test-only descending order 5 places row tiles one pixel early",
     ),
