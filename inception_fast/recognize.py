@@ -372,8 +372,8 @@ def conv_problem(conv: Optional[nn.Module], where: str, k: Optional[int]) -> Opt
         return f"{where}: groups={conv.groups}"
     if conv.padding_mode != "zeros":
         return f"{where}: padding_mode={conv.padding_mode!r}"
-    padding = conv.padding
-    if not (padding == "same" or _pair(padding) == size // 2):
+    padding = conv.padding  # ("valid" is no padding: the pattern's for a 1x1)
+    if not (padding == "same" or (padding == "valid" and size == 1) or _pair(padding) == size // 2):
         return f"{where}: padding {padding} with a {size}x{size} kernel (the pattern has padding {size // 2})"
     return None
 

@@ -90,6 +90,28 @@ def _fuse_quietly(model, **kw):
         return fuse(model, backend="torch", report=True, **kw)
 
 
+def test_convs_padded_by_name_are_fused():
+    """padding="same" (the k×k convs) and padding="valid" (the 1x1s: no padding) name the pattern's
+    padding: the block is fused and computes what it did.  "valid" on a 3x3 is refused, by name."""
+    torch.manual_seed(6)
+    block = TextbookInception(8, 3, (4, 5), (2, 3), 3).eval()
+    for name, padding in (("p1_1", "valid"), ("p2_1", "valid"), ("p2_2", "same"), ("p3_1", "valid")):
+        old = getattr(block, name)
+        new = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, padding=padding)
+        new.load_state_dict(old.state_dict())
+        setattr(block, name, new)
+    block.p3_2 = nn.Conv2d(2, 3, 5, padding="same")
+    x = torch.randn(2, 8, 6, 5)
+    with torch.no_grad():
+        want = block(x)
+        fused, _ = _fuse_quietly(copy.deepcopy(block))
+        assert isinstance(fused, FusedForeignInception)
+        check_close(fused(x), want, FP32, "convs padded by name")
+    block.p2_2 = nn.Conv2d(2, 5, 3, padding="valid")
+    reason = match_block(block)
+    assert isinstance(reason, str) and "padding valid with a 3x3 kernel" in reason, reason
+
+
 def test_textbook_network_fuses_all_nine_blocks_and_keeps_its_outputs_and_keys():
     net = textbook_googlenet()
     x = torch.randn(2, 1, 32, 32)

@@ -4741,6 +4741,14 @@ MUTANTS = [
         TRITON_CHAIN,
         "the pool role waits from one pixel below its window's first row (its top-left neighbour unwaited)",
     ),
+    Mutant(
+        "recognize_valid_padding_any_kernel",
+        "inception_fast/recognize.py",
+        '(padding == "valid" and size == 1)',
+        '(padding == "valid")',
+        ("tests/test_recognize.py", "-k", "padded_by_name"),
+        'a 3x3 conv with padding="valid" (none) is taken as the pattern\'s padded one: fuse() changes its output size',
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
