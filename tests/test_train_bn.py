@@ -217,6 +217,52 @@ def test_foreign_block_train_step():
             check_close(b, b_ref, FP32, f"buffer {name}")
 
 
+@pytest.mark.parametrize("backend", ["cpp", "onednn"])
+def test_compiled_cpu_backends_train_through_the_torch_backends_op(backend):
+    """The compiled CPU backends have no train-mode BatchNorm kernel: a block built on one trains
+    through the torch backend's (the fused op still runs), step for step as the reference."""
+    if backend not in available_backends("cpu"):
+        pytest.skip(f"the {backend} backend is not built here (INCEPTION_FAST_BUILD_EXT=1 builds it, as CI does)")
+    ref, fused = trained_pair(SMALL, backend=backend)
+    for i in range(2):
+        assert_same_step(ref, fused, torch.randn(3, SMALL[0], 5, 4), what=f"{backend}, step {i}")
+
+
+def test_an_empty_batch_in_train_mode_is_batch_norms():
+    """No images in train mode: what nn.BatchNorm2d does (an empty output, running statistics as they
+    were, every counter moved on), not the fused op's refusal of an empty batch."""
+    ref, fused = trained_pair(SMALL)
+    x = torch.randn(0, SMALL[0], 5, 4)
+    want, got = ref(x), fused(x)
+    assert got.shape == want.shape == (0, sum(_out_channels(ref)), 5, 4)
+    assert_same_buffers(ref, fused, "empty batch")
+    assert [bn.num_batches_tracked.item() for bn in bns(fused)] == [3] * 6  # calibrate's two, then this one
+    assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 4), what="the step after")
+
+
+def test_sync_batch_norm_trains_through_its_own_modules():
+    """nn.SyncBatchNorm in train mode synchronises its statistics across processes inside its own
+    forward: a fused block runs its modules then (the fused op would take per-process statistics);
+    in eval mode it folds like nn.BatchNorm2d.  Without a process group both compute what
+    nn.BatchNorm2d does, so the reference is comparable here."""
+    from inception_fast import fuse
+
+    ref = Inception(*SMALL)
+    calibrate(ref, torch.randn(4, SMALL[0], 6, 5))
+    ref = nn.SyncBatchNorm.convert_sync_batchnorm(ref)
+    fused = fuse(copy.deepcopy(ref), backend="torch")
+    assert fused is not ref and sum(isinstance(m, nn.SyncBatchNorm) for m in fused.modules()) == 6
+    ref.train(), fused.train()
+    assert_same_step(ref, fused, torch.randn(3, SMALL[0], 5, 4), ran_fused=False, what="SyncBatchNorm, train")
+    ref.eval(), fused.eval()
+    x = torch.randn(2, SMALL[0], 5, 4)
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x)
+    assert FUSED_BLOCK_OP in rec.ops, "SyncBatchNorm in eval mode folds"
+    with torch.no_grad():
+        check_close(got, ref(x), FP32, "SyncBatchNorm, eval")
+
+
 def op_args(cfg=ODD, k=5, shape=(2, 5, 6), dtype=torch.float32, seed=0):
     """Random arguments of inception_block_bn_train (raw weights, conv biases, gamma, beta)."""
     from inception_fast.ops import bn_train_channels

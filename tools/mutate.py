@@ -4749,6 +4749,30 @@ MUTANTS = [
         ("tests/test_recognize.py", "-k", "padded_by_name"),
         'a 3x3 conv with padding="valid" (none) is taken as the pattern\'s padded one: fuse() changes its output size',
     ),
+    Mutant(
+        "train_bn_empty_batch_fused",
+        "inception_fast/modules.py",
+        "            and x.shape[0] > 0\n",
+        "",
+        ("tests/test_train_bn.py", "-k", "empty_batch"),
+        "an empty batch in train mode goes to the fused op, which refuses it (nn.BatchNorm2d returns it empty)",
+    ),
+    Mutant(
+        "train_bn_sync_batch_norm_fused",
+        "inception_fast/modules.py",
+        "            and all(type(bn) is nn.BatchNorm2d for bn in present)\n",
+        "",
+        ("tests/test_train_bn.py", "-k", "sync_batch"),
+        "SyncBatchNorm in train mode through the fused op: per-process statistics, never synchronised",
+    ),
+    Mutant(
+        "train_bn_compiled_backend_asked",
+        "inception_fast/modules.py",
+        '        if backend != "auto" and "inception_block_bn_train" not in backends.get(backend).kernels:\n',
+        "        if False:\n",
+        ("tests/test_train_bn.py", "-k", "compiled_cpu"),
+        "a block on the cpp or onednn backend asks it for a train-mode BatchNorm kernel it does not have",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
