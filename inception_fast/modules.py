@@ -187,7 +187,7 @@ def _check_params_match(x: Tensor, ref: Tensor, what: str) -> None:
     if x.device != ref.device:
         raise RuntimeError(
             f"{what} input is on {x.device} but its weights are on {ref.device}; "
-            f"move the model with .to({x.device!s}) or the input with .to({ref.device!s})"
+            f"move the model with .to({str(x.device)!r}) or the input with .to({str(ref.device)!r})"
         )
     if x.dtype != ref.dtype and not _autocast_on(x.device.type):
         raise TypeError(

@@ -185,7 +185,13 @@ def test_a_stage_in_another_dtype_or_device_is_refused_by_name(backend):
     for stage, move, error, match in (
         ("inception4b", lambda m: m.half(), TypeError, "GoogLeNet's inception4b input dtype torch.float32"),
         ("conv2", lambda m: m.double(), TypeError, "GoogLeNet's conv2 input dtype torch.float32"),
-        ("inception4a", lambda m: m.to("meta"), RuntimeError, "GoogLeNet's inception4a input is on cpu"),
+        (
+            "inception4a",
+            lambda m: m.to("meta"),
+            RuntimeError,
+            "GoogLeNet's inception4a input is on cpu but its weights are on meta; "
+            "move the model with .to\\('cpu'\\) or the input with .to\\('meta'\\)",
+        ),
     ):
         ref = GoogLeNet(init_weights=False).eval()
         model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
