@@ -81,7 +81,10 @@ def poisoned(monkeypatch):
 
 # (N, Cin, H, W, Cout, k, stride, padding): conv1's geometry on odd and tiny maps (the last
 # window's overhang, a map smaller than the kernel), 1/4/5/8 channels, stride 3 (8 padded
-# channels), a 1x1 kernel at stride 2, a padding larger than the kernel's half.
+# channels), a 1x1 kernel at stride 2, a padding larger than the kernel's half, and a 4x4 kernel
+# at an odd width (W + 2*PAD = 13 is the widest the windows need: WP must be rounded up to even,
+# or at 4 padded channels the row pitch in units of 8 elements is wrong), a wide map (a padded row
+# of 134 x 8 elements, more than the padded copy's 1024-element chunk: two chunks a row).
 SHAPES = [
     (2, 3, 19, 23, 24, 7, 2, 3),
     (1, 3, 5, 4, 16, 7, 2, 3),
@@ -91,6 +94,8 @@ SHAPES = [
     (1, 8, 8, 9, 16, 7, 2, 3),
     (2, 2, 7, 8, 16, 1, 2, 0),
     (1, 3, 6, 6, 16, 3, 2, 4),
+    (1, 3, 9, 11, 16, 4, 2, 1),
+    (1, 5, 4, 131, 8, 3, 2, 1),
 ]
 
 
@@ -125,7 +130,7 @@ def test_inf_beyond_a_window_stays_out_of_it():
     an Inf there (a pixel other windows hold) must not reach the outputs whose windows miss it.
     Outputs are finite exactly where ATen's are, and equal there."""
     x, wt, b = make_case(1, 3, 13, 17, 16, 7, seed=7)
-    x[0, 1, 6, 8] = float("inf")
+    x[0, :2, 6, 8] = float("inf")  # channel 0: the element right past a window; 1: further on
     out = ops.conv_relu(x, wt, b, 3, backend="triton", stride=2)
     ref = F.conv2d(x.double(), wt.double(), b.double(), stride=2, padding=3).relu()
     finite = ref.isfinite()
@@ -204,7 +209,8 @@ def check_pooled(out, x, wt, b, stride, padding, pool, what="conv_rows_pool"):
 # (N, Cin, H, W, Cout, k, stride, padding, pool): torchvision's maxpool1 (3x3/2, ceil mode) after
 # conv1 on odd maps whose last window overhangs, d2l's (3x3/2, padding 1), 2x2/2 in ceil mode, a
 # stride-1 pool with padding, a 1x1/2 subsampling, 40 output channels (two column tiles under the
-# interpreter's 32-wide tile), a map smaller than one tile.
+# interpreter's 32-wide tile), a map smaller than one tile, a 2x2/2 pool with padding 1 (exactly
+# half its kernel, which PyTorch takes).
 POOL_SHAPES = [
     (2, 3, 19, 23, 24, 7, 2, 3, (3, 2, 0, True)),
     (1, 3, 31, 29, 40, 7, 2, 3, (3, 2, 1, False)),
@@ -212,6 +218,7 @@ POOL_SHAPES = [
     (2, 4, 12, 10, 8, 3, 2, 1, (3, 1, 1, False)),
     (1, 5, 14, 13, 16, 3, 3, 1, (1, 2, 0, False)),
     (1, 3, 7, 6, 16, 7, 2, 3, (3, 2, 0, True)),
+    (1, 3, 13, 11, 16, 7, 2, 3, (2, 2, 1, False)),
 ]
 
 
@@ -269,7 +276,7 @@ def test_pooled_inf_beyond_a_window_stays_out_of_it():
     from inception_fast.packing import pack_conv_rows
 
     x, wt, b = make_case(1, 3, 25, 29, 16, 7, seed=12)
-    x[0, 1, 12, 16] = float("inf")
+    x[0, :2, 12, 16] = float("inf")  # channel 0: the element right past a window; 1: further on
     out = ops.conv_relu_maxpool(x, wt, b, 2, 3, 3, 2, 0, True, backend="triton", w_rows=pack_conv_rows(wt, 2))
     conv = F.conv2d(x.double(), wt.double(), b.double(), stride=2, padding=3).relu()
     ref = F.max_pool2d(conv, 3, 2, ceil_mode=True)
@@ -303,6 +310,113 @@ def test_conv_rows_pool_refuses_what_it_does_not_take():
             ops.conv_relu_maxpool(x[..., :3, :3], wt, b, 2, 0, 3, 2, 0, False, backend="triton", w_rows=w_rows)
         with pytest.raises(ValueError, match="padding must be at most half its kernel"):
             conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, 3, 2, 2, False)
+
+
+def test_supported_takes_what_the_kernel_takes():
+    """supported(): a square kernel over the input's own channels, at most 8 of them, a stride of 1
+    or more, a padding of 0 or more, and a padded kernel row (KS * CP rounded up to a power of two)
+    of at most MAX_KROW = 64 elements: 8x8 at 8 padded channels and 16x16 at 4 are the largest."""
+
+    def case(cin, k, k2=None, xc=None):
+        return torch.empty(1, cin if xc is None else xc, 20, 20), torch.empty(4, cin, k, k if k2 is None else k2)
+
+    assert conv_rows.supported(*case(3, 7), 2, 3) and conv_rows.supported(*case(3, 7), 2, 0)
+    assert not conv_rows.supported(*case(3, 7, 5), 2, 3), "a 7x5 kernel"
+    assert not conv_rows.supported(*case(3, 7, xc=4), 2, 3), "a weight over 3 channels for a 4-channel input"
+    assert not conv_rows.supported(*case(3, 7), 2, -1), "a negative padding"
+    assert not conv_rows.supported(*case(3, 7), 0, 3), "stride 0"
+    assert not conv_rows.supported(*case(9, 3), 2, 1), "9 channels"
+    assert conv_rows.supported(*case(8, 8), 2, 0) and not conv_rows.supported(*case(8, 9), 2, 0)
+    assert conv_rows.supported(*case(4, 16), 2, 0) and not conv_rows.supported(*case(4, 17), 2, 0)
+    assert conv_rows.supported(*case(4, 8), 3, 0) and not conv_rows.supported(*case(4, 9), 3, 0)
+
+
+@interpreter_only
+def test_launchers_refuse_what_the_op_checks_first():
+    """Called directly (the op checks these before it gets there), the launchers refuse a dtype
+    the triton backend does not take and a conv or pooled map with no pixels, rather than return an
+    empty tensor."""
+    from inception_fast.packing import pack_conv_rows
+
+    x, wt, b = make_case(1, 3, 11, 10, 16, 7, seed=14)
+    with pytest.raises(TypeError, match="the triton backend"):
+        conv_rows.launch_conv_rows(x.double(), wt.double(), b.double(), 2, 3)
+    with pytest.raises(TypeError, match="the triton backend"):
+        conv_rows.launch_conv_rows_pool(x.double(), wt.double(), b.double(), 2, 3, 3, 2, 0, True)
+    # A 5x5 input at padding 0: a 0x0 conv map.
+    with pytest.raises(ValueError, match="too small for a 7x7/2 conv"):
+        conv_rows.launch_conv_rows(x[..., :5, :5], wt, b, 2, 0)
+    with pytest.raises(ValueError, match="too small for a 7x7/2 conv"):
+        conv_rows.launch_conv_rows_pool(x[..., :5, :5], wt, b, 2, 0, 3, 2, 0, True)
+    # A 9x9 input at padding 0 gives a 2x2 conv map: a 3x3/2 pool without ceil mode has no output.
+    with pytest.raises(ValueError, match="too small for a 3x3/2 max pool"):
+        conv_rows.launch_conv_rows_pool(x[..., :9, :9], wt, b, 2, 0, 3, 2, 0, False, w_rows=pack_conv_rows(wt, 2))
+
+
+@interpreter_only
+def test_strided_bias_and_packed_weight(poisoned):
+    """A bias and a w_rows that are views with NaN in their gaps (every other element of a buffer)
+    give what their contiguous copies give, in both forms: the kernels read the bias by its stride,
+    and the launcher makes w_rows contiguous before the kernel reads it as (KS, KROW, COUT) rows."""
+    from unwritten_reads import nan_gapped
+
+    from inception_fast.packing import pack_conv_rows
+
+    x, wt, b = make_case(1, 3, 13, 12, 16, 7, seed=15)
+    packed = pack_conv_rows(wt, 2)
+    gapped_b = nan_gapped(b)
+    buffer = torch.full((*packed.shape, 2), float("nan"))
+    buffer[..., 0] = packed
+    gapped_w = buffer[..., 0]
+    assert not gapped_w.is_contiguous() and torch.equal(gapped_w, packed)
+    out = ops.conv_relu(x, wt, gapped_b, 3, backend="triton", stride=2, w_rows=gapped_w)
+    check_conv(out, x, wt, b, 2, 3, "strided bias and w_rows")
+    pool = (3, 2, 0, True)
+    out = ops.conv_relu_maxpool(x, wt, gapped_b, 2, 3, *pool, backend="triton", w_rows=gapped_w)
+    check_pooled(out, x, wt, b, 2, 3, pool, "pooled, strided bias and w_rows")
+
+
+@interpreter_only
+def test_buffers_between_guard_bands(monkeypatch):
+    """The launcher's buffers (the padded input, the output, the pooled form's scratch) each between
+    two poisoned guard bands (tests/unwritten_reads.py): no kernel stores outside its buffer (the
+    padded copy past its last row, the pool past the last pooled row or column), and none loads
+    from a band (the conv's run past the last window of the last row must lie inside the padded
+    input: a load of band poison fails the unwritten-read check).  Padding 0, so that the padded
+    copy's rows hold image pixels from their first element; maps whose last pooled row and column
+    are partial tiles."""
+    from unwritten_reads import assert_bands_untouched, guarded
+
+    bands = []
+
+    def new_buffer(shape, x, memory_format=torch.contiguous_format):
+        if memory_format == torch.channels_last:
+            n, c, h, w = shape
+            return guarded(n * h * w * c, x.dtype, x.device, bands).view(n, h, w, c).permute(0, 3, 1, 2)
+        return guarded(torch.Size(shape).numel(), x.dtype, x.device, bands).view(shape)
+
+    monkeypatch.setattr(conv_rows, "_new_buffer", new_buffer)
+    x, wt, b = make_case(2, 3, 15, 17, 16, 7, seed=16)  # pooled 4x4 (ceil mode): partial 3x3 tiles
+    check_conv(ops.conv_relu(x, wt, b, 0, backend="triton", stride=2), x, wt, b, 2, 0, "guarded, padding 0")
+    check_conv(ops.conv_relu(x, wt, b, 3, backend="triton", stride=2), x, wt, b, 2, 3, "guarded, padding 3")
+    # A 5x5 kernel at 4 padded channels loads 8 columns from a window's start: the last window of the
+    # last row (11x7 at padding 2: it ends at the padded input's last row and column) loads 3 columns
+    # past it, which the padded input must hold.
+    x5, w5, b5 = make_case(1, 4, 11, 7, 16, 5, seed=17)
+    check_conv(ops.conv_relu(x5, w5, b5, 2, backend="triton", stride=2), x5, w5, b5, 2, 2, "guarded, 5x5")
+    assert len(bands) == 6
+    pool = (3, 2, 0, True)
+    out = conv_rows.launch_conv_rows_pool(x, wt, b, 2, 3, *pool)
+    check_pooled(out, x, wt, b, 2, 3, pool, "guarded, pooled")
+    assert len(bands) == 9
+    # A pinned config's scratch is sized for that config's slots (64 x 64 here, 4 programs), not
+    # the interpreter's tile (64 x 32, 3 programs).
+    config = conv_rows.POOL_CONFIGS[2]
+    assert (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) == (64, 64)
+    out = conv_rows.launch_conv_rows_pool(x[:1], wt, b, 2, 3, *pool, config=config)
+    check_pooled(out, x[:1], wt, b, 2, 3, pool, "guarded, pooled, pinned config")
+    assert len(bands) == 12
+    assert_bands_untouched(bands)
 
 
 @pytest.mark.gpu
