@@ -1274,6 +1274,20 @@ def test_forwards_a_trace_cannot_see_are_left_alone(cls, why):
         assert fuse(block, backend="torch") is block
 
 
+def test_a_lookalike_beside_a_fused_block_is_warned_about():
+    """A model with a block fused and a lookalike left alone: the warning names both, the lookalike
+    by its path and why (not only where nothing was fused)."""
+    net = nn.Sequential(TextbookInception(8, 3, (4, 5), (2, 3), 3), StochasticDepthInception(14, 3, (4, 5), (2, 3), 3))
+    want = (
+        r"fuse\(\): fused 1 Inception block\(s\) \(1 TextbookInception\); left 1 lookalike\(s\) alone:"
+        r"\n  1 \(StochasticDepthInception\): StochasticDepthInception: forward\(\) uses random"
+    )
+    with pytest.warns(UserWarning, match=want):
+        fused, report = fuse(net, backend="torch", report=True)
+    assert isinstance(fused[0], FusedForeignInception) and type(fused[1]) is StochasticDepthInception
+    assert report.fused == [("0", "TextbookInception")] and [p for p, _, _ in report.left_alone] == ["1"]
+
+
 @pytest.mark.parametrize("kind", ["spectral_norm", "weight_norm"])
 def test_parametrized_convs_are_computed_once_a_forward(kind):
     """A parametrized weight (torch.nn.utils.parametrizations) is computed once a forward, as the conv's

@@ -5037,6 +5037,14 @@ MUTANTS = [
         TRITON_CONV_ROWS,
         "conv_rows conv: window start assumes stride 2",
     ),
+    Mutant(
+        "fuse_lookalike_beside_fused_unwarned",
+        "inception_fast/modules.py",
+        "    elif done.left_alone:\n        warnings.warn(str(done), stacklevel=2)\n",
+        "",
+        ("tests/test_recognize.py", "-k", "beside_a_fused"),
+        "a lookalike left alone beside a fused block goes unwarned (only a model with nothing fused warns)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
