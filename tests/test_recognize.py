@@ -332,6 +332,18 @@ def test_a_fused_foreign_block_keeps_the_blocks_own_attributes():
     with pytest.raises(AttributeError, match="fused from .*Described.* has no attribute 'nothing'"):
         fused.nothing
     assert copy.deepcopy(fused).out_channels == 18
+    # The mode is set on the original block too (its forward and methods read self.training); a name
+    # the block never had is the fused block's own, and changes nothing the fused op computes.
+    assert fused._source_block is block
+    fused.train()
+    assert block.training and fused.training
+    fused.eval()
+    assert not block.training
+    fused.note = "mine"
+    assert fused.__dict__["note"] == "mine" and not hasattr(block, "note")
+    with torch.no_grad(), OpRecorder() as rec:
+        fused(torch.randn(1, 8, 4, 4))
+    assert FUSED_BLOCK_OP in rec.ops
 
 
 class PoolSized(TextbookInception):

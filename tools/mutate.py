@@ -5045,6 +5045,22 @@ MUTANTS = [
         ("tests/test_recognize.py", "-k", "beside_a_fused"),
         "a lookalike left alone beside a fused block goes unwarned (only a model with nothing fused warns)",
     ),
+    Mutant(
+        "foreign_mode_not_on_original",
+        "inception_fast/modules.py",
+        '        if name == "training" and source is not None:\n            source.training = value\n',
+        "",
+        ("tests/test_recognize.py", "-k", "keeps_the_blocks_own_attributes"),
+        "train()/eval() on a fused foreign block leaves its original block's self.training as it was",
+    ),
+    Mutant(
+        "foreign_new_name_on_original",
+        "inception_fast/modules.py",
+        "        if not hasattr(source, name):\n            super().__setattr__(name, value)\n            return\n",
+        "",
+        ("tests/test_recognize.py", "-k", "keeps_the_blocks_own_attributes"),
+        "a name the block never had, set on the fused block, goes to the original and stops the fused op",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
