@@ -29,6 +29,7 @@ from __future__ import annotations
 import dis
 import functools
 import inspect
+import itertools
 import types
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -202,16 +203,20 @@ def _generator_types() -> tuple:
     return tuple(kinds)
 
 
-def _random_source(obj) -> bool:
+def _random_source(obj, depth: int = 0) -> bool:
     """Whether ``obj``, something a forward's code names, draws random numbers when used: a module of
     ``_random_modules()`` or a function of one (``coin = random.random``), a generator object of
-    ``_generator_types()``, a method bound to one, or such a class (``Bernoulli``), or a
-    ``functools.partial`` of any of these."""
+    ``_generator_types()``, a method bound to one, or such a class (``Bernoulli``), a
+    ``functools.partial`` of any of these, or a list, tuple or dict holding one (``self.rngs[i]``;
+    two levels deep, the first 64 items of each)."""
     kinds = _generator_types()
     if isinstance(obj, type):
         return issubclass(obj, kinds)
     if isinstance(obj, functools.partial):
-        return _random_source(obj.func)
+        return _random_source(obj.func, depth)
+    if isinstance(obj, (list, tuple, dict)):
+        items = obj.values() if isinstance(obj, dict) else obj
+        return depth < 2 and any(_random_source(item, depth + 1) for item in itertools.islice(items, 64))
     try:  # (an object's own __getattr__ may raise anything)
         bound_to = getattr(obj, "__self__", None)
     except Exception:

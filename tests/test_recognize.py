@@ -1221,6 +1221,17 @@ class PartialDrawInception(TextbookInception):
         return super().forward(x) * (0.5 if self.draw() < 0.5 else 1.0)
 
 
+class HeldGeneratorsInception(TextbookInception):
+    """Generator objects kept in a dict on the module, one drawn from by key."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.rngs = {"drop": random.Random(0), "jitter": random.Random(1)}
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if self.rngs["drop"].betavariate(2, 2) < 0.5 else 1.0)
+
+
 class DistributionDrawInception(TextbookInception):
     """Stochastic depth drawing from a torch.distributions distribution (its value decides the branch)."""
 
@@ -1270,6 +1281,7 @@ class OtherModuleHelperInception(TextbookInception):
         (SecretsDrawInception, "forward() draws through randbelow"),
         (GeneratorAttributeInception, "forward() draws through gen"),
         (PartialDrawInception, "forward() draws through draw"),
+        (HeldGeneratorsInception, "forward() draws through rngs"),
         (DistributionDrawInception, "forward() uses sample"),
         (TensorDrawInception, "forward() uses geometric_"),
         (OtherModuleHelperInception, "maybe_halved() draws through draw"),

@@ -4154,7 +4154,7 @@ MUTANTS = [
     Mutant(
         "recognize_partial_unseen",
         "inception_fast/recognize.py",
-        "        return _random_source(obj.func)\n",
+        "        return _random_source(obj.func, depth)\n",
         "        return False\n",
         ("tests/test_recognize.py", "-k", "trace_cannot_see"),
         "a functools.partial of random.uniform kept on the module goes unseen: fuse() replaces a stochastic block",
@@ -5060,6 +5060,14 @@ MUTANTS = [
         "",
         ("tests/test_recognize.py", "-k", "keeps_the_blocks_own_attributes"),
         "a name the block never had, set on the fused block, goes to the original and stops the fused op",
+    ),
+    Mutant(
+        "recognize_held_generators_unseen",
+        "inception_fast/recognize.py",
+        "    if isinstance(obj, (list, tuple, dict)):\n",
+        "    if False:\n",
+        ("tests/test_recognize.py", "-k", "trace_cannot_see"),
+        "generator objects kept in a dict on the module go unseen: fuse() replaces a stochastic block",
     ),
 ]
 
