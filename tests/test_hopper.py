@@ -188,6 +188,23 @@ def test_nan_propagates(poisoned):
 
 
 @interpreter_only
+def test_nan_in_branch3_input_stays_in_branch3(poisoned):
+    """A NaN in one of branch 3's input channels of one pixel reaches exactly that pixel's 5x5
+    neighbourhood in branch 3's output, and nothing of branch 2's (whose channel slice of scratch
+    ends where branch 3's begins)."""
+    block = make_block(ALIGNED, k5=5, n=1, h=7, w=7, seed=10)
+    out, scratch = tb.block_forward(**block)
+    scratch[0, 24 + 5, 1, 4] = float("nan")
+    out.fill_(float("nan"))
+    branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20)
+    y3, y5 = out[0, 20:60], out[0, 60:84]
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    expected[0:4, 2:7] = True
+    assert torch.equal(torch.isnan(y5).all(0), expected) and not torch.isnan(y5[:, ~expected]).any()
+    assert not torch.isnan(y3).any()
+
+
+@interpreter_only
 def test_unaligned_channels_fall_back(poisoned, monkeypatch):
     """Channel counts TMA cannot describe (ODD's 7 and 3 input channels: 28 and 12 bytes in fp32):
     the TMA launcher refuses with the reason, and the backend's forward runs the pointer launch 2."""
@@ -279,6 +296,113 @@ def test_hopper_tma2_runs_the_plain_launch1(poisoned, monkeypatch):
     ref_out, ref_scratch = block_reference64(block)
     check_close(out, ref_out, TOLERANCE["fp32"], "hopper_tma2 out")
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "hopper_tma2 scratch")
+
+
+def _strided_copy(t, step):
+    """A copy of the 1-D ``t`` as a view with element stride ``step``."""
+    wide = torch.full((t.numel() * step,), float("nan"), dtype=t.dtype)
+    wide[::step] = t
+    return wide[::step]
+
+
+@interpreter_only
+def test_strided_biases_and_nchw_out():
+    """Launch 2 with bias views of element strides 2 and 3 (b3 and b5 apart) into an NCHW ``out``
+    (channel stride H*W, not 1): every element of both slices is right, the rest of out untouched."""
+    block = make_block(ALIGNED, k5=5, n=2, h=5, w=6, seed=21)
+    _, scratch = tb.block_forward(**block)
+    ref_out, _ = block_reference64(block)
+    b3, b5 = _strided_copy(block["b3"], 2), _strided_copy(block["b5"], 3)
+    assert (b3.stride(0), b5.stride(0)) == (2, 3)
+    out = torch.full(ref_out.shape, float("nan"))
+    assert out.is_contiguous() and out.stride(1) == 30
+    branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], b3, block["w5"], b5, out, ALIGNED[1])
+    c0, c1 = ALIGNED[1], ALIGNED[1] + ALIGNED[3] + ALIGNED[5]
+    check_close(out[:, c0:c1], ref_out[:, c0:c1], TOLERANCE["fp32"], "strided biases, NCHW out")
+    assert torch.isnan(out[:, :c0]).all() and torch.isnan(out[:, c1:]).all(), "launch 2 wrote outside its slices"
+
+
+@interpreter_only
+def test_branch3_writes_nothing_past_the_last_image():
+    """Branch 2 with three 64-column tiles per pixel rectangle (136 channels) and branch 3 with one
+    (the interpreter's tile): the persistent loop runs exactly branch 3's own tiles, so nothing lands
+    in the NaN images after ``out``, and both slices are right."""
+    cfg = (40, 20, 24, 136, 8, 24, 18)
+    block = make_block(cfg, k5=3, n=1, h=5, w=7, seed=22)
+    _, scratch = tb.block_forward(**block)
+    ref_out, _ = block_reference64(block)
+    big = torch.full((3, *ref_out.shape[1:]), float("nan")).contiguous(memory_format=torch.channels_last)
+    out = big[:1]
+    branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, cfg[1])
+    assert torch.isnan(big[1:]).all(), "launch 2 wrote past the last image"
+    c0, c1 = cfg[1], cfg[1] + cfg[3] + cfg[5]
+    check_close(out[:, c0:c1], ref_out[:, c0:c1], TOLERANCE["fp32"], "136 + 24 channels")
+
+
+def test_tma_refuses_what_descriptors_cannot_describe():
+    """tma_unsupported_reason objects to a branch-3 slice that starts off a 16-byte boundary (6 + 2
+    fp32 channels: 32-byte pixel rows, but branch 3 at byte 24), and to a w5 that is NCHW or starts
+    off a 16-byte boundary (w3 fine): the interpreter's descriptors would not notice, a GPU's would."""
+    scratch = torch.zeros(1, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    w3 = torch.zeros(16, 6, 3, 3).contiguous(memory_format=torch.channels_last)
+    w5 = torch.zeros(16, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+    why = branch_convs_tma.tma_unsupported_reason(scratch, w3, w5)
+    assert why is not None and "branch 3's channel offset (6)" in why, why
+    scratch = torch.zeros(1, 24, 3, 3).contiguous(memory_format=torch.channels_last)
+    w3 = torch.zeros(16, 16, 3, 3).contiguous(memory_format=torch.channels_last)
+    w5 = torch.zeros(16, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert branch_convs_tma.tma_unsupported_reason(scratch, w3, w5) is None
+    why = branch_convs_tma.tma_unsupported_reason(scratch, w3, w5.contiguous())
+    assert why is not None and why.startswith("w5 is not channels_last"), why
+    shifted = torch.zeros(16 * 8 * 25 + 1)[1:].view(16, 5, 5, 8).permute(0, 3, 1, 2)
+    assert shifted.stride() == w5.stride() and shifted.data_ptr() % 16 == 4
+    why = branch_convs_tma.tma_unsupported_reason(scratch, w3, shifted)
+    assert why is not None and why.startswith("w5's rows are not 16-byte aligned"), why
+
+
+@interpreter_only
+def test_empty_batch_launches_nothing(monkeypatch):
+    """An empty batch (CUDA rejects an empty grid): both TMA launchers return without launching."""
+    block = make_block(ALIGNED, k5=5, n=1, h=3, w=4, seed=27)
+    out, scratch = tb.block_forward(**block)
+    launched = []
+    monkeypatch.setattr(_common, "launch", lambda kernel, *a, **k: launched.append(kernel))
+    reduce_pool_tma.launch_reduce_pool_tma(
+        block["x"][:0], block["w_red"], block["b_red"], block["w_pool"], block["b_pool"], out[:0], scratch[:0]
+    )
+    branch_convs_tma.launch_branch_convs_tma(
+        scratch[:0], block["w3"], block["b3"], block["w5"], block["b5"], out[:0], ALIGNED[1]
+    )
+    assert launched == []
+    branch_convs_tma.launch_branch_convs_tma(  # the recorder does see a launch
+        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ALIGNED[1]
+    )
+    assert launched == [branch_convs_tma._branch_convs_tma_kernel]
+
+
+@interpreter_only
+def test_launchers_refuse_other_dtypes(monkeypatch):
+    """Both TMA launchers, called directly (not through the block, which checks first), refuse a
+    float64 block with the backend's reason and launch nothing."""
+    block = {k: v.double() for k, v in make_block(ALIGNED, k5=3, n=1, h=3, w=3, seed=28).items()}
+    out, scratch = _empty_outputs(block)
+    launched = []
+    monkeypatch.setattr(_common, "launch", lambda kernel, *a, **k: launched.append(kernel))
+    with pytest.raises(TypeError, match="computes in float32, float16 and bfloat16, got torch.float64"):
+        reduce_pool_tma.launch_reduce_pool_tma(
+            block["x"], block["w_red"], block["b_red"], block["w_pool"], block["b_pool"], out, scratch
+        )
+    with pytest.raises(TypeError, match="computes in float32, float16 and bfloat16, got torch.float64"):
+        branch_convs_tma.launch_branch_convs_tma(
+            scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ALIGNED[1]
+        )
+    assert launched == []
+
+
+def _empty_outputs(block):
+    from inception_fast import geometry
+
+    return geometry.empty_outputs(block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"])
 
 
 def test_unavailable_below_sm90(monkeypatch):

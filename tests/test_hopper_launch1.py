@@ -126,9 +126,10 @@ def test_fp16(n, h, w, poisoned):
 def test_strided_x_channel_slice():
     """x a channel slice of a wider channels_last tensor (pixels 48 channels apart, starting at
     channel 8: 16-byte aligned in fp32): the descriptor's row stride is the pixel stride, not Cin,
-    and the TMA launch 1 runs on it."""
+    and the TMA launch 1 runs on it; the channels around the slice are NaN, so a descriptor whose
+    boxes reach past Cin (into the next pixel's first 8 channels) fails."""
     block = make_block(ALIGNED, n=2, h=5, w=6, seed=4)
-    wide = torch.randn(2, 48, 5, 6).contiguous(memory_format=torch.channels_last)
+    wide = torch.full((2, 48, 5, 6), float("nan")).contiguous(memory_format=torch.channels_last)
     wide[:, 8:48] = block["x"]
     block["x"] = wide[:, 8:48]
     assert not block["x"].is_contiguous(memory_format=torch.channels_last)
@@ -159,12 +160,15 @@ def test_nan_propagates():
 @interpreter_only
 def test_zeroes_launch2_counters():
     """Launch 2's split-K counters (passed where launch 2 falls back to the split-K kernel) come out
-    zero, whatever they held; counters that are not int32 multiples of 16 are refused."""
+    zero, whatever they held, and the memory after them (a view of a longer buffer) does not;
+    counters that are not int32 multiples of 16 are refused."""
     block = make_block(ALIGNED, n=1, h=3, w=3, seed=1)
     out, scratch, _, _ = _nan_views(block, extra_images=0)
-    counters = torch.full((2048 + 16,), 7, dtype=torch.int32)
+    buf = torch.full((2048 + 16 + 1024,), 7, dtype=torch.int32)
+    counters = buf[: 2048 + 16]
     _launch1(block, out, scratch, counters=counters)
     assert not counters.any()
+    assert (buf[2048 + 16 :] == 7).all(), "zeroed past the last counter"
     _check_launch1(block, out, scratch, TOLERANCE["fp32"], "with counters")
     with pytest.raises(ValueError, match="int32 and a multiple of 16"):
         _launch1(block, out, scratch, counters=torch.zeros(10, dtype=torch.int32))
@@ -241,6 +245,83 @@ def test_unsupported_weights():
     shifted = torch.empty(52 * 40 + 1)[1:].view(52, 40)
     why = reduce_pool_tma.tma_unsupported_reason(x, shifted)
     assert why == "w_red's base address is not 16-byte aligned (data_ptr() % 16 = 4)", why
+
+
+def _strided_copy(t, step):
+    """A copy of ``t`` as a view whose last dim has stride ``step`` (the gaps NaN)."""
+    wide = torch.full((*t.shape[:-1], t.shape[-1] * step), float("nan"), dtype=t.dtype)
+    wide[..., ::step] = t
+    return wide[..., ::step]
+
+
+@interpreter_only
+def test_wide_pool_strided_biases_and_pool_weights():
+    """A pool branch of 136 channels (two 128-column pool tiles) with 64-row pool parts of 128-row
+    tiles (CONFIGS[1]) and with the interpreter's tile; the biases views of stride 2 and 3, w_pool
+    a transposed (column-major) view and w_red a slice of wider rows (48 elements apart, the 8
+    after Cin NaN): every channel of both roles is right."""
+    cfg = (40, 20, 24, 40, 8, 24, 136)
+    block = make_block(cfg, n=1, h=9, w=11, seed=23)
+    w_red = torch.full((block["w_red"].shape[0], 48), float("nan"))
+    w_red[:, :40] = block["w_red"]
+    block["w_red"] = w_red[:, :40]
+    assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
+    block["b_red"] = _strided_copy(block["b_red"], 2)
+    block["b_pool"] = _strided_copy(block["b_pool"], 3)
+    block["w_pool"] = block["w_pool"].t().contiguous().t()
+    assert block["w_pool"].stride() == (1, 136)
+    for config in (reduce_pool_tma.CONFIGS[1], None):
+        assert config is None or config.kwargs["BLOCK_M"] // config.kwargs["BLOCK_M_POOL"] == 2
+        out, scratch, _, _ = _nan_views(block, extra_images=0)
+        _launch1(block, out, scratch, config=config)
+        what = "interpreter tile" if config is None else _common.config_name(config)
+        _check_launch1(block, out, scratch, TOLERANCE["fp32"], what)
+
+
+@interpreter_only
+@pytest.mark.parametrize(
+    "cfg",
+    [(32, 16, 16, 24, 16, 16, 16), (32, 16, 12, 24, 6, 8, 16)],
+    ids=["pool_col0_unit", "scratch_row_unit"],
+)
+def test_channel_and_row_units(cfg):
+    """Channel counts and strides travel divided by their common power-of-two unit: with Cin, NR,
+    ch1 and the pool width multiples of 16 but the pool branch's first channel (56) of 8 only, and
+    with x and out rows multiples of 16 but scratch's (18 channels) of 2 only, every output is right."""
+    block = make_block(cfg, n=2, h=3, w=5, seed=24)
+    assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
+    out, scratch, _, _ = _nan_views(block, extra_images=0)
+    _launch1(block, out, scratch)
+    _check_launch1(block, out, scratch, TOLERANCE["fp32"], str(cfg))
+
+
+@interpreter_only
+def test_images_not_evenly_strided_fall_back(poisoned, monkeypatch):
+    """x every other image of a batch (its image stride twice H*W pixels): there is no [N*H*W, Cin]
+    view, the reason says so, the TMA launcher refuses and the block runs the plain launch 1."""
+    block = make_block(ALIGNED, n=4, h=3, w=4, seed=25)
+    block["x"] = block["x"][::2]
+    why = reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"])
+    assert why is not None and "pixels are not evenly strided" in why, why
+    out, scratch, launched = _launched(block, monkeypatch)
+    assert launched == [reduce_pool._reduce_pool_kernel, branch_convs_tma._branch_convs_tma_kernel], launched
+    ref_out, ref_scratch = block_reference64(block)
+    check_close(out, ref_out, TOLERANCE["fp32"], "image gap out")
+    check_close(scratch, ref_scratch, TOLERANCE["fp32"], "image gap scratch")
+
+
+@interpreter_only
+def test_refuses_outputs_of_another_size():
+    """out or scratch of another height or width than x is refused before any launch (larger ones
+    here, so that a launcher that does not refuse still writes inside them)."""
+    block = make_block(ALIGNED, n=1, h=3, w=4, seed=26)
+    out, scratch = _outputs(block)
+    taller = torch.empty(1, scratch.shape[1], 4, 4).contiguous(memory_format=torch.channels_last)
+    expected = "launch 1: out (1, 102, 3, 4) and scratch (1, 32, 4, 4) must be 3x4"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        _launch1(block, out, taller)
+    with pytest.raises(ValueError, match="must be 3x4"):
+        _launch1(block, out[..., :3], scratch)
 
 
 @interpreter_only
