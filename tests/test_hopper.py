@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from uninterpreted import run_python
+from unwritten_reads import nan_gapped
 
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
@@ -298,13 +299,6 @@ def test_hopper_tma2_runs_the_plain_launch1(poisoned, monkeypatch):
     check_close(scratch, ref_scratch, TOLERANCE["fp32"], "hopper_tma2 scratch")
 
 
-def _strided_copy(t, step):
-    """A copy of the 1-D ``t`` as a view with element stride ``step``."""
-    wide = torch.full((t.numel() * step,), float("nan"), dtype=t.dtype)
-    wide[::step] = t
-    return wide[::step]
-
-
 @interpreter_only
 def test_strided_biases_and_nchw_out():
     """Launch 2 with bias views of element strides 2 and 3 (b3 and b5 apart) into an NCHW ``out``
@@ -312,7 +306,7 @@ def test_strided_biases_and_nchw_out():
     block = make_block(ALIGNED, k5=5, n=2, h=5, w=6, seed=21)
     _, scratch = tb.block_forward(**block)
     ref_out, _ = block_reference64(block)
-    b3, b5 = _strided_copy(block["b3"], 2), _strided_copy(block["b5"], 3)
+    b3, b5 = nan_gapped(block["b3"], 2), nan_gapped(block["b5"], 3)
     assert (b3.stride(0), b5.stride(0)) == (2, 3)
     out = torch.full(ref_out.shape, float("nan"))
     assert out.is_contiguous() and out.stride(1) == 30

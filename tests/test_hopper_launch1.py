@@ -28,6 +28,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from block_cases import ODD, block_reference, block_reference64, make_block  # noqa: E402
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
+from unwritten_reads import nan_gapped  # noqa: E402
 
 from inception_fast.backends.triton import (  # noqa: E402
     _common,
@@ -247,13 +248,6 @@ def test_unsupported_weights():
     assert why == "w_red's base address is not 16-byte aligned (data_ptr() % 16 = 4)", why
 
 
-def _strided_copy(t, step):
-    """A copy of ``t`` as a view whose last dim has stride ``step`` (the gaps NaN)."""
-    wide = torch.full((*t.shape[:-1], t.shape[-1] * step), float("nan"), dtype=t.dtype)
-    wide[..., ::step] = t
-    return wide[..., ::step]
-
-
 @interpreter_only
 def test_wide_pool_strided_biases_and_pool_weights():
     """A pool branch of 136 channels (two 128-column pool tiles) with 64-row pool parts of 128-row
@@ -266,8 +260,8 @@ def test_wide_pool_strided_biases_and_pool_weights():
     w_red[:, :40] = block["w_red"]
     block["w_red"] = w_red[:, :40]
     assert reduce_pool_tma.tma_unsupported_reason(block["x"], block["w_red"]) is None
-    block["b_red"] = _strided_copy(block["b_red"], 2)
-    block["b_pool"] = _strided_copy(block["b_pool"], 3)
+    block["b_red"] = nan_gapped(block["b_red"], 2)
+    block["b_pool"] = nan_gapped(block["b_pool"], 3)
     block["w_pool"] = block["w_pool"].t().contiguous().t()
     assert block["w_pool"].stride() == (1, 136)
     for config in (reduce_pool_tma.CONFIGS[1], None):
