@@ -172,37 +172,32 @@ def test_fp16(cfg, k5, poisoned):
     assert out.dtype == torch.float16
 
 
-@interpreter_only
-def test_nan_propagates(poisoned):
-    """A NaN in one reduction channel of one pixel reaches, through the 3x3, exactly that pixel's
-    neighbourhood in branch 2's output (as in PyTorch), and nothing of branch 3's."""
-    block = make_block(ALIGNED, k5=3, n=1, h=5, w=5, seed=9)
-    out, scratch = tb.block_forward(**block)
-    scratch[0, 2, 2, 3] = float("nan")
-    out.fill_(float("nan"))
-    branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20)
-    y3, y5 = out[0, 20:60], out[0, 60:84]
-    expected = torch.zeros(5, 5, dtype=torch.bool)
-    expected[1:4, 2:5] = True
-    assert torch.equal(torch.isnan(y3).all(0), expected) and not torch.isnan(y3[:, ~expected]).any()
-    assert not torch.isnan(y5).any()
+# (the branch a NaN goes into, branch 3's kernel, the map's side, the scratch channel and pixel of the
+# NaN, the rows and columns of the output it must reach): branch 2 reads scratch channels 0-23 with
+# its 3x3, branch 3 channels 24-39 with its k×k.
+NAN_CASES = {
+    "branch2": (3, 5, (2, 2, 3), (slice(1, 4), slice(2, 5))),
+    "branch3": (5, 7, (24 + 5, 1, 4), (slice(0, 4), slice(2, 7))),
+}
 
 
 @interpreter_only
-def test_nan_in_branch3_input_stays_in_branch3(poisoned):
-    """A NaN in one of branch 3's input channels of one pixel reaches exactly that pixel's 5x5
-    neighbourhood in branch 3's output, and nothing of branch 2's (whose channel slice of scratch
-    ends where branch 3's begins)."""
-    block = make_block(ALIGNED, k5=5, n=1, h=7, w=7, seed=10)
+@pytest.mark.parametrize("branch", list(NAN_CASES))
+def test_nan_propagates(branch, poisoned):
+    """A NaN in one input channel of one pixel of a branch reaches, through its conv, exactly that
+    pixel's k×k neighbourhood in that branch's output (as in PyTorch), and nothing of the other
+    branch's (their channel slices of scratch meet, branch 3's starting where branch 2's ends)."""
+    k5, side, (c, h, w), rows_cols = NAN_CASES[branch]
+    block = make_block(ALIGNED, k5=k5, n=1, h=side, w=side, seed=9 if branch == "branch2" else 10)
     out, scratch = tb.block_forward(**block)
-    scratch[0, 24 + 5, 1, 4] = float("nan")
+    scratch[0, c, h, w] = float("nan")
     out.fill_(float("nan"))
     branch_convs_tma.launch_branch_convs_tma(scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, 20)
-    y3, y5 = out[0, 20:60], out[0, 60:84]
-    expected = torch.zeros(7, 7, dtype=torch.bool)
-    expected[0:4, 2:7] = True
-    assert torch.equal(torch.isnan(y5).all(0), expected) and not torch.isnan(y5[:, ~expected]).any()
-    assert not torch.isnan(y3).any()
+    hit, other = (out[0, 20:60], out[0, 60:84]) if branch == "branch2" else (out[0, 60:84], out[0, 20:60])
+    expected = torch.zeros(side, side, dtype=torch.bool)
+    expected[rows_cols] = True
+    assert torch.equal(torch.isnan(hit).all(0), expected) and not torch.isnan(hit[:, ~expected]).any()
+    assert not torch.isnan(other).any()
 
 
 @interpreter_only

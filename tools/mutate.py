@@ -5218,7 +5218,7 @@ MUTANTS = [
         "inception_fast/backends/triton/branch_convs_tma.py",
         "a3 = TensorDescriptor(nhwc[..., :cin3], [n, h, w, cin3]",
         "a3 = TensorDescriptor(nhwc[..., :cin3], [n, h, w, cin3 + cin5]",
-        ("tests/test_hopper.py", "-x", "-k", "nan_in_branch3"),
+        ("tests/test_hopper.py", "-x", "-k", "nan_propagates"),
         "branch 2's descriptor covers branch 3's channels too: its K tail reads them (NaN * 0)",
     ),
     Mutant(
