@@ -229,6 +229,14 @@ def _random_source(obj, depth: int = 0) -> bool:
     return any(name == m or name.startswith(m + ".") for m in _random_modules())
 
 
+def _plain_object(obj) -> bool:
+    """An instance of a Python class holding attributes of its own (not a class, module, nn.Module,
+    tensor or function): a place a draw may be kept (``types.SimpleNamespace``, a dataclass)."""
+    if isinstance(obj, (type, types.ModuleType, nn.Module, torch.Tensor)) or callable(obj):
+        return False
+    return isinstance(getattr(obj, "__dict__", None), dict)
+
+
 def _named_objects(name: str, holders: tuple, functions: dict) -> list:
     """What ``name`` may name in a forward's code: an attribute of one of ``holders`` (the module
     first, its own attributes and its class's; a property's getter, setter and deleter, a cached
@@ -269,6 +277,10 @@ def _unseen_in_code(code, functions: dict, owner: nn.Module, seen: set) -> Optio
     # reached as their attribute (``Helpers.maybe_dropped(x)``, ``utils.jitter(x)``) is followed too.
     holders = [functions[n] for n in names if isinstance(functions.get(n), (type, types.ModuleType))]
     holders = [h for h in holders if not _known_name(h.__name__ if isinstance(h, types.ModuleType) else h.__module__)]
+    # Plain objects the module keeps under a name the code spells (a config: ``self.cfg.rng``): their
+    # attributes are looked at too (a generator kept there is named itself, below).
+    kept = (inspect.getattr_static(owner, n, None) for n in sorted(names))
+    holders += [obj for obj in kept if _plain_object(obj) and not _random_source(obj)]
     for name in sorted(names):
         for obj in _named_objects(name, (owner, *holders), functions):
             if _random_source(obj):

@@ -1232,6 +1232,17 @@ class HeldGeneratorsInception(TextbookInception):
         return super().forward(x) * (0.5 if self.rngs["drop"].betavariate(2, 2) < 0.5 else 1.0)
 
 
+class ConfiguredDrawInception(TextbookInception):
+    """A generator kept in a plain config object on the module (``self.cfg.rng``)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.cfg = types.SimpleNamespace(p=0.5, rng=random.Random(0))
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if self.cfg.rng.betavariate(2, 2) < self.cfg.p else 1.0)
+
+
 class DistributionDrawInception(TextbookInception):
     """Stochastic depth drawing from a torch.distributions distribution (its value decides the branch)."""
 
@@ -1282,6 +1293,7 @@ class OtherModuleHelperInception(TextbookInception):
         (GeneratorAttributeInception, "forward() draws through gen"),
         (PartialDrawInception, "forward() draws through draw"),
         (HeldGeneratorsInception, "forward() draws through rngs"),
+        (ConfiguredDrawInception, "forward() draws through rng"),
         (DistributionDrawInception, "forward() uses sample"),
         (TensorDrawInception, "forward() uses geometric_"),
         (OtherModuleHelperInception, "maybe_halved() draws through draw"),

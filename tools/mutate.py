@@ -5493,6 +5493,15 @@ MUTANTS = [
         HOPPER,
         "the SWAP_AB configs are never pruned: a BLOCK_K that does not divide ch3red is tried",
     ),
+    Mutant(
+        "recognize_config_objects_unseen",
+        "inception_fast/recognize.py",
+        "    holders += [obj for obj in kept if _plain_object(obj) and not _random_source(obj)]\n",
+        "",
+        ("tests/test_recognize.py", "-k", "trace_cannot_see"),
+        "a generator kept in a plain config object on the module (self.cfg.rng) goes unseen: fuse() replaces a "
+        "stochastic block",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
