@@ -234,7 +234,10 @@ def _plain_object(obj) -> bool:
     tensor or function): a place a draw may be kept (``types.SimpleNamespace``, a dataclass)."""
     if isinstance(obj, (type, types.ModuleType, nn.Module, torch.Tensor)) or callable(obj):
         return False
-    return isinstance(getattr(obj, "__dict__", None), dict)
+    try:  # (an object's own __getattr__ may raise anything)
+        return isinstance(getattr(obj, "__dict__", None), dict)
+    except Exception:
+        return False
 
 
 def _named_objects(name: str, holders: tuple, functions: dict) -> list:

@@ -1243,6 +1243,27 @@ class ConfiguredDrawInception(TextbookInception):
         return super().forward(x) * (0.5 if self.cfg.rng.betavariate(2, 2) < self.cfg.p else 1.0)
 
 
+class _Touchy:
+    """An object whose own __getattr__ raises something other than AttributeError."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name} here")
+
+
+class TouchyAttributeInception(TextbookInception):
+    """A draw, and an attribute the check must look at without tripping over its __getattr__."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.touchy = _Touchy()
+
+    def forward(self, x):
+        assert self.touchy is not None
+        return super().forward(x) * (0.5 if coin() < 0.5 else 1.0)
+
+
 class DistributionDrawInception(TextbookInception):
     """Stochastic depth drawing from a torch.distributions distribution (its value decides the branch)."""
 
@@ -1294,6 +1315,7 @@ class OtherModuleHelperInception(TextbookInception):
         (PartialDrawInception, "forward() draws through draw"),
         (HeldGeneratorsInception, "forward() draws through rngs"),
         (ConfiguredDrawInception, "forward() draws through rng"),
+        (TouchyAttributeInception, "forward() draws through coin"),
         (DistributionDrawInception, "forward() uses sample"),
         (TensorDrawInception, "forward() uses geometric_"),
         (OtherModuleHelperInception, "maybe_halved() draws through draw"),

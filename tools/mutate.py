@@ -5502,6 +5502,14 @@ MUTANTS = [
         "a generator kept in a plain config object on the module (self.cfg.rng) goes unseen: fuse() replaces a "
         "stochastic block",
     ),
+    Mutant(
+        "recognize_plain_object_getattr_raises",
+        "inception_fast/recognize.py",
+        '        return isinstance(getattr(obj, "__dict__", None), dict)\n    except Exception:\n',
+        '        return isinstance(getattr(obj, "__dict__", None), dict)\n    except AttributeError:\n',
+        ("tests/test_recognize.py", "-k", "trace_cannot_see"),
+        "an attribute whose own __getattr__ raises makes fuse() raise instead of deciding",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
