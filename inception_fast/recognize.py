@@ -184,11 +184,11 @@ def _known_code(obj) -> bool:
     return _known_name(getattr(obj, "__module__", None) or "")
 
 
-def _random_modules() -> tuple:
-    """Python's and NumPy's modules of random draws: their functions draw under any name."""
-    return ("random", "_random", "secrets", "numpy.random")
+# Python's and NumPy's modules of random draws: their functions draw under any name.
+_RANDOM_MODULES = ("random", "_random", "secrets", "numpy.random")
 
 
+@functools.lru_cache(maxsize=1)
 def _generator_types() -> tuple:
     """Classes whose objects (and their bound methods) draw random numbers."""
     import random
@@ -205,7 +205,7 @@ def _generator_types() -> tuple:
 
 def _random_source(obj, depth: int = 0) -> bool:
     """Whether ``obj``, something a forward's code names, draws random numbers when used: a module of
-    ``_random_modules()`` or a function of one (``coin = random.random``), a generator object of
+    ``_RANDOM_MODULES`` or a function of one (``coin = random.random``), a generator object of
     ``_generator_types()``, a method bound to one, or such a class (``Bernoulli``), a
     ``functools.partial`` of any of these, or a list, tuple or dict holding one (``self.rngs[i]``;
     two levels deep, the first 64 items of each)."""
@@ -226,7 +226,7 @@ def _random_source(obj, depth: int = 0) -> bool:
     name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
     if not isinstance(name, str) or not callable(obj) and not isinstance(obj, types.ModuleType):
         return False
-    return any(name == m or name.startswith(m + ".") for m in _random_modules())
+    return any(name == m or name.startswith(m + ".") for m in _RANDOM_MODULES)
 
 
 def _plain_object(obj) -> bool:

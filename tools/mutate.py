@@ -4122,8 +4122,8 @@ MUTANTS = [
     Mutant(
         "recognize_random_modules_unseen",
         "inception_fast/recognize.py",
-        '    return ("random", "_random", "secrets", "numpy.random")\n',
-        "    return ()\n",
+        '_RANDOM_MODULES = ("random", "_random", "secrets", "numpy.random")\n',
+        "_RANDOM_MODULES = ()\n",
         ("tests/test_recognize.py", "-k", "trace_cannot_see"),
         "a draw through a function of Python's secrets module goes unseen: fuse() replaces a stochastic block",
     ),
