@@ -280,10 +280,15 @@ def _unseen_in_code(code, functions: dict, owner: nn.Module, seen: set) -> Optio
     # reached as their attribute (``Helpers.maybe_dropped(x)``, ``utils.jitter(x)``) is followed too.
     holders = [functions[n] for n in names if isinstance(functions.get(n), (type, types.ModuleType))]
     holders = [h for h in holders if not _known_name(h.__name__ if isinstance(h, types.ModuleType) else h.__module__)]
-    # Plain objects the module keeps under a name the code spells (a config: ``self.cfg.rng``): their
-    # attributes are looked at too (a generator kept there is named itself, below).
-    kept = (inspect.getattr_static(owner, n, None) for n in sorted(names))
-    holders += [obj for obj in kept if _plain_object(obj) and not _random_source(obj)]
+    # Plain objects the module keeps under a name the code spells (a config: ``self.cfg.rng``), and
+    # those they keep in turn, three levels deep (``self.cfg.train.rng``): their attributes are looked
+    # at too (a generator kept there is named itself, below).
+    level, ids = [owner], {id(owner)}
+    for _ in range(3):
+        kept = (inspect.getattr_static(h, n, None) for h in level for n in sorted(names))
+        level = [obj for obj in kept if _plain_object(obj) and not _random_source(obj) and id(obj) not in ids]
+        ids.update(map(id, level))
+        holders += level
     for name in sorted(names):
         for obj in _named_objects(name, (owner, *holders), functions):
             if _random_source(obj):

@@ -1244,6 +1244,17 @@ class ConfiguredDrawInception(TextbookInception):
         return super().forward(x) * (0.5 if self.cfg.rng.betavariate(2, 2) < self.cfg.p else 1.0)
 
 
+class NestedConfigDrawInception(TextbookInception):
+    """A generator kept in a config two plain objects deep (``self.cfg.train.rng``)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.cfg = types.SimpleNamespace(train=types.SimpleNamespace(p=0.5, rng=random.Random(0)))
+
+    def forward(self, x):
+        return super().forward(x) * (0.5 if self.cfg.train.rng.betavariate(2, 2) < self.cfg.train.p else 1.0)
+
+
 class _Touchy:
     """An object whose own __getattr__ raises something other than AttributeError."""
 
@@ -1316,6 +1327,7 @@ class OtherModuleHelperInception(TextbookInception):
         (PartialDrawInception, "forward() draws through draw"),
         (HeldGeneratorsInception, "forward() draws through rngs"),
         (ConfiguredDrawInception, "forward() draws through rng"),
+        (NestedConfigDrawInception, "forward() draws through rng"),
         (TouchyAttributeInception, "forward() draws through coin"),
         (DistributionDrawInception, "forward() uses sample"),
         (TensorDrawInception, "forward() uses geometric_"),

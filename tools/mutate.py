@@ -5496,7 +5496,7 @@ MUTANTS = [
     Mutant(
         "recognize_config_objects_unseen",
         "inception_fast/recognize.py",
-        "    holders += [obj for obj in kept if _plain_object(obj) and not _random_source(obj)]\n",
+        "        holders += level\n",
         "",
         ("tests/test_recognize.py", "-k", "trace_cannot_see"),
         "a generator kept in a plain config object on the module (self.cfg.rng) goes unseen: fuse() replaces a "
@@ -5509,6 +5509,15 @@ MUTANTS = [
         '        return isinstance(getattr(obj, "__dict__", None), dict)\n    except AttributeError:\n',
         ("tests/test_recognize.py", "-k", "trace_cannot_see"),
         "an attribute whose own __getattr__ raises makes fuse() raise instead of deciding",
+    ),
+    Mutant(
+        "recognize_config_objects_one_deep",
+        "inception_fast/recognize.py",
+        "    for _ in range(3):\n        kept =",
+        "    for _ in range(1):\n        kept =",
+        ("tests/test_recognize.py", "-k", "trace_cannot_see"),
+        "only plain objects kept on the module itself are looked into: a generator in self.cfg.train.rng goes "
+        "unseen and fuse() replaces a stochastic block",
     ),
 ]
 
