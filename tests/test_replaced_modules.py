@@ -47,6 +47,13 @@ class StandardisedConv(nn.Conv2d):
         return self._conv_forward(x, w, self.bias)
 
 
+class HalvedSequential(nn.Sequential):
+    """A Sequential subclass with a forward of its own: the same two units, half the result."""
+
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
 def _half_forward(self, t):
     return type(self).forward(self, t) * 0.5
 
@@ -69,6 +76,7 @@ EDITS = {
         m.conv3, "conv", _seeded(lambda: nn.Conv2d(64, 192, 3, padding=2, dilation=2, bias=False))
     ),
     "maxpool1 as an avg pool": lambda m: setattr(m, "maxpool1", nn.AvgPool2d(3, 2, ceil_mode=True)),
+    "conv2 grouped": lambda m: setattr(m.conv2, "conv", _seeded(lambda: nn.Conv2d(64, 64, 1, groups=2, bias=False))),
     "conv1 as a bare conv + ReLU": lambda m: setattr(
         m, "conv1", _seeded(lambda: nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.ReLU()))
     ),
@@ -93,10 +101,19 @@ EDITS = {
     ),
     "block BatchNorm as Identity": lambda m: setattr(m.inception4c.branch2[0], "bn", nn.Identity()),
     "block pool as an avg pool": lambda m: m.inception5a.branch4.__setitem__(0, nn.AvgPool2d(3, 1, 1)),
+    "block branch as a Sequential subclass": lambda m: setattr(
+        m.inception4a, "branch2", HalvedSequential(*m.inception4a.branch2)
+    ),
     "block branch with a module appended": lambda m: m.inception5b.branch2.append(nn.Hardtanh(0.0, 0.5)),
     # a module's settings changed in place (the same objects), and a forward set on an instance
     "conv1 stride 1, in place": lambda m: setattr(m.conv1.conv, "stride", (1, 1)),
     "conv3 circular padding, in place": lambda m: setattr(m.conv3.conv, "padding_mode", "circular"),
+    "conv1 dilated, in place": lambda m: (
+        setattr(m.conv1.conv, "dilation", (2, 2)),
+        setattr(m.conv1.conv, "padding", (6, 6)),
+    ),
+    "conv2 padded, in place": lambda m: setattr(m.conv2.conv, "padding", (1, 1)),
+    "conv3 stride 2, in place": lambda m: setattr(m.conv3.conv, "stride", (2, 2)),
     "conv2 forward set on the instance": lambda m: setattr(m.conv2, "forward", _scaled(m.conv2)),
     "forward of a block set on the instance": lambda m: setattr(m.inception4c, "forward", _scaled(m.inception4c)),
     "block conv dilated, in place": lambda m: (

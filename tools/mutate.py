@@ -5519,6 +5519,47 @@ MUTANTS = [
         "only plain objects kept on the module itself are looked into: a generator in self.cfg.train.rng goes "
         "unseen and fuse() replaces a stochastic block",
     ),
+    # -- what the fused stem and a FusedInception's layout check accept (modules.py) ----------------------
+    Mutant(
+        "stem_dilation_unchecked",
+        "inception_fast/modules.py",
+        "            or stages.square(conv.dilation) != 1\n",
+        "",
+        ("tests/test_replaced_modules.py", "-x", "-k", "replaced_in_a_fused_network and dilated"),
+        "a stem conv dilated in place is still taken as the fused stem's: conv1 runs undilated",
+    ),
+    Mutant(
+        "stem_groups_unchecked",
+        "inception_fast/modules.py",
+        "            or conv.groups != 1\n            or conv.padding_mode",
+        "            or conv.padding_mode",
+        ("tests/test_replaced_modules.py", "-x", "-k", "replaced_in_a_fused_network and grouped"),
+        "a grouped conv2 put in is still fused: the stem's 1x1 reads every input channel",
+    ),
+    Mutant(
+        "stem_conv_stride_unchecked",
+        "inception_fast/modules.py",
+        "(params[0], stages.square(conv.padding), params[1]) != (*shape, 1)",
+        "(params[0], stages.square(conv.padding)) != shape",
+        ("tests/test_replaced_modules.py", "-x", "-k", "replaced_in_a_fused_network and stride"),
+        "conv2's and conv3's stride goes unchecked: conv3 at stride 2 runs at stride 1 in the fused stem",
+    ),
+    Mutant(
+        "stem_conv_padding_unchecked",
+        "inception_fast/modules.py",
+        "(params[0], stages.square(conv.padding), params[1]) != (*shape, 1)",
+        "(params[0], params[1]) != (shape[0], 1)",
+        ("tests/test_replaced_modules.py", "-x", "-k", "replaced_in_a_fused_network and padded"),
+        "conv2's and conv3's padding goes unchecked: conv2 padded by 1 runs unpadded in the fused stem",
+    ),
+    Mutant(
+        "layout_sequential_subclass",
+        "inception_fast/modules.py",
+        "    if any(type(b) is not nn.Sequential or len(b) != 2 for b in branches[1:]):",
+        "    if any(len(b) != 2 for b in branches[1:]):",
+        ("tests/test_replaced_modules.py", "-x", "-k", "replaced_in_a_fused_network and Sequential"),
+        "a branch put in as a Sequential subclass with a forward of its own still runs the fused op",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
