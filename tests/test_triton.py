@@ -904,3 +904,147 @@ def test_launch1_empty_batch_launches_nothing(monkeypatch):
     assert launched == []
     reduce_pool.launch_reduce_pool(block["x"], *args[1:], out, scratch)  # the recorder does see a launch
     assert launched == [reduce_pool._reduce_pool_kernel] and torch.isnan(out).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch 2 alone (branch_convs.py): strides, alignment units and its argument checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _branches_2_3(block, out):
+    """Launch 2's channels of out: branches 2 and 3, [ch1, ch1 + ch3 + ch5)."""
+    ch1 = block["w_red"].shape[0] - block["w3"].shape[1] - block["w5"].shape[1]
+    return out[:, ch1 : ch1 + block["w3"].shape[0] + block["w5"].shape[0]]
+
+
+def _launch2_alone(block, out, scratch, config=None):
+    """Launch 2 only, on scratch filled with the fp64 reference's reductions, into the given
+    (NaN-filled) out; then its slice of out against the reference, and launch 1's slices of out
+    (branch 1, the pool branch) untouched."""
+    ref_out, ref_scratch = block_reference64(block)
+    scratch.copy_(ref_scratch)
+    ch1 = block["w_red"].shape[0] - scratch.shape[1]
+    branch_convs.launch_branch_convs(
+        scratch, block["w3"], block["b3"], block["w5"], block["b5"], out, ch1, config=config
+    )
+    ref = _branches_2_3(block, ref_out)
+    assert ref.std() > 0.1, "reference branches 2 and 3 near zero: the comparison could not fail"
+    check_close(_branches_2_3(block, out), ref, TOLERANCE["fp32"], "branches 2 and 3")
+    width = ref.shape[1]
+    assert torch.isnan(out[:, :ch1]).all() and torch.isnan(out[:, ch1 + width :]).all(), "a store outside launch 2's"
+
+
+def test_launch2_argument_errors():
+    """Launch 2 refuses, before it launches anything: split-K counters too few or not int32, a
+    dtype the kernels do not compute in, a branch 3 of even size, and more pixels than 32-bit
+    pixel indices reach (on meta tensors: only the arguments are built)."""
+    import triton
+
+    from inception_fast import geometry
+
+    block = make_block(ODD, k5=3, n=1, h=3, w=4, seed=27)
+    out, scratch = _nan_outputs(block)
+    w = [block[k] for k in ("w3", "b3", "w5", "b5")]
+    split = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": 2})
+    need = branch_convs.split_k_counters(scratch, block["w3"], block["w5"], split)
+    for counters in (torch.zeros(need - 1, dtype=torch.int32), torch.zeros(need, dtype=torch.int64)):
+        with pytest.raises(ValueError, match=f"launch 2 needs {need} int32 split-K counters"):
+            branch_convs.launch_branch_convs(scratch, *w, out, ODD[1], config=split, counters=counters)
+    with pytest.raises(TypeError, match="computes in float32, float16 and bfloat16, got torch.float64"):
+        branch_convs.launch_branch_convs(scratch.double(), *(t.double() for t in w), out.double(), ODD[1])
+    even = torch.zeros(ODD[5], ODD[4], 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="branch 3 must be a square conv of odd size"):
+        branch_convs.launch_branch_convs(scratch, *w[:2], even, w[3], out, ODD[1])
+    assert torch.isnan(out).all()
+    side = 1 << 15  # 2 x 2^15 x 2^15 = 2^31 pixels
+    meta = {k: v.to("meta") for k, v in block.items()}
+    big = torch.empty(2, scratch.shape[1], side, side, device="meta").contiguous(memory_format=torch.channels_last)
+    big_out = torch.empty(2, out.shape[1], side, side, device="meta").contiguous(memory_format=torch.channels_last)
+    assert 2 * side * side >= geometry.PIXEL_ROW_LIMIT
+    with pytest.raises(ValueError, match="index pixels with 32 bits"):
+        branch_convs._arguments(big, meta["w3"], meta["b3"], meta["w5"], meta["b5"], big_out, ODD[1])
+
+
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_launch2_dot_precision_follows_allow_tf32(tf32, monkeypatch):
+    """Launch 2 asks for TF32 products on fp32 operands only while cudnn.allow_tf32 is on, read at
+    call time, as the GPU's launch path does (the interpreter multiplies exactly either way:
+    test_gpu_fp32 checks the results on a GPU)."""
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    block = {k: v.to("meta") for k, v in make_block(ODD, k5=3, n=1, h=3, w=4, seed=29).items()}
+    out, scratch = _nan_outputs(block)
+    w = [block[k] for k in ("w3", "b3", "w5", "b5")]
+    _, meta, _ = branch_convs._arguments(scratch, *w, out, ODD[1])
+    assert meta["DOT_PRECISION"] == ("tf32" if tf32 else "ieee")
+
+
+@interpreter_only
+def test_launch2_empty_batch_launches_nothing(monkeypatch):
+    """An empty batch (CUDA rejects an empty grid) returns without launching the kernel."""
+    block = make_block(ODD, k5=3, n=1, h=3, w=4, seed=28)
+    out, scratch = _nan_outputs(block)
+    w = [block[k] for k in ("w3", "b3", "w5", "b5")]
+    launched = []
+    monkeypatch.setattr(_common, "launch", lambda kernel, *a, **k: launched.append(kernel))
+    branch_convs.launch_branch_convs(scratch[:0], *w, out[:0], ODD[1])
+    assert launched == []
+    branch_convs.launch_branch_convs(scratch, *w, out, ODD[1])  # the recorder does see a launch
+    assert launched == [branch_convs._branch_convs_kernel] and torch.isnan(out).all()
+
+
+def test_split_k_buffers_sized_for_every_candidate(monkeypatch):
+    """Where the autotuner may pick either split-K config (64x64 and 32x32 tiles, 4 splits), the
+    counters cover the config with the most tiles and the workspace the one with the most slot
+    elements, over every image of the batch (Inception 3a at 14x14, batch 2: 392 pixels)."""
+    monkeypatch.setattr(branch_convs, "_tuned_kernel", branch_convs.make_tuned_kernel())
+    scratch = torch.empty(2, 112, 14, 14, device="meta").contiguous(memory_format=torch.channels_last)
+    w3, w5 = torch.empty(128, 96, 3, 3, device="meta"), torch.empty(32, 16, 3, 3, device="meta")
+    split = [c.kwargs for c in branch_convs.CONFIGS if c.kwargs.get("SPLIT_K", 1) > 1]
+    assert sorted((kw["BLOCK_M"], kw["BLOCK_N"], kw["SPLIT_K"]) for kw in split) == [(32, 32, 4), (64, 64, 4)]
+    # 32x32 tiles: 13 row tiles x (4 + 1) column tiles = 65, rounded up to 80; 64x64: 7 x (2 + 1) = 21.
+    assert branch_convs.split_k_counters(scratch, w3, w5) == 80
+    ws, counters = branch_convs._split_k_buffers(scratch, w3, w5, None, None)
+    assert counters.numel() == 80 and counters.dtype == torch.int32
+    # Slots: 64x64 tiles 21 x 4 splits x 4096 = 344064; 32x32 ones 65 x 4 x 1024 = 266240.
+    assert ws.numel() == 344064 and ws.dtype == torch.float32
+
+
+# (in, ch1, ch3red, ch3, ch5red, ch5, pool): ODD with a branch 3 wider (20: a 32-wide tile) than
+# branch 2 (9: 16 wide), so that the two branches' column tiles differ under a 64-wide BLOCK_N.
+LAUNCH2_BLOCK = (13, 5, 7, 9, 3, 20, 4)
+
+
+@interpreter_only
+@pytest.mark.parametrize("split", [1, 2])
+def test_launch2_every_operand_through_its_own_strides_fp32(split):
+    """Launch 2 takes every tensor's real strides and alignment units: scratch a channel slice of a
+    wider channels_last buffer (row unit 16), out NCHW with 3x5 maps (row unit 1), w3 a slice of
+    (Cout, 3, 3, 16) weights whose other channels hold poison (unit 16), w5 row-major 5x5 (unit 1),
+    b3 and b5 every second / third element; branch 3's column tile (32 wide) wider than branch 2's
+    (16).  All lie between guard bands: a load past a mask (rows past the 30 pixels, channels past
+    cin, columns past cout) reads poison, a store past out hits a band; scratch's other channels
+    stay poison.  The interpreter's own tile, and a split-K one."""
+    import triton
+
+    block = make_block(LAUNCH2_BLOCK, k5=5, n=2, h=3, w=5, seed=26)
+    bands = []
+    ch3, r3 = block["w3"].shape[:2]
+    w3 = guarded(ch3 * 9 * 16, torch.float32, "cpu", bands).view(ch3, 3, 3, 16).permute(0, 3, 1, 2)[:, :r3]
+    block["w3"] = w3.copy_(block["w3"])
+    block["w5"] = guarded(block["w5"].numel(), torch.float32, "cpu", bands).view(block["w5"].shape).copy_(block["w5"])
+    for name, step in (("b3", 2), ("b5", 3)):
+        gapped = guarded(block[name].numel() * step, torch.float32, "cpu", bands).view(-1, step)[:, 0]
+        block[name] = gapped.copy_(block[name])
+    n, _, h, w = block["x"].shape
+    r = r3 + block["w5"].shape[1]
+    c_total = _nan_outputs(block)[0].shape[1]
+    out = guarded(n * c_total * h * w, torch.float32, "cpu", bands).view(n, c_total, h, w)
+    wide = guarded(n * h * w * 16, torch.float32, "cpu", bands).view(n, h, w, 16).permute(0, 3, 1, 2)
+    scratch = wide[:, 1 : 1 + r]
+    assert _common.row_unit(scratch) == _common.row_unit(w3) == 16
+    assert _common.row_unit(out) == _common.row_unit(block["w5"]) == 1
+    tile = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "SPLIT_K": split}
+    _launch2_alone(block, out, scratch, config=None if split == 1 else triton.Config(tile))
+    assert torch.isnan(wide[:, 0]).all() and torch.isnan(wide[:, 1 + r :]).all(), "a store into scratch"
+    assert_bands_untouched(bands)
