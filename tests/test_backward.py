@@ -249,6 +249,28 @@ def test_triton_gradients_alignment_units_of_8(poisoned_backward):
     check_gradients(UNIT8, torch.randn(2, UNIT8[0], 5, 3).contiguous(memory_format=CL), k=5)
 
 
+# Every channel count of launch B a multiple of 8 but the pool branch's first output channel
+# (ch1 + ch3 + ch5 = 28), a multiple of 4 only.
+POOL_COL4 = (16, 8, 8, 12, 8, 8, 8)
+
+
+@interpreter_only
+def test_triton_gradients_pool_column_of_a_smaller_unit():
+    """Launch B takes the pool branch's first output channel divided by its channel unit too, so
+    the unit is 4 here, not the 8 of its other channel counts (28 // 8 * 8 would read the pool
+    branch's gradient from column 24, branch 3's): every gradient against the ATen chain."""
+    from inception_fast import backends
+    from inception_fast.backends.triton import block_backward as bb
+
+    args = _backward_args(POOL_COL4, k=3, n=2, h=3, w=4)
+    _buffers, _seg, launches = bb._arguments(*args, True)
+    assert launches[1][3]["C_UNIT"] == 4, launches[1][3]
+    want = backends.get("torch").op("inception_block_backward")(*args, True)
+    got = bb.block_backward(*args, True)
+    for j, (g, w) in enumerate(zip(got, want)):
+        check_close(g, w, FP32, f"gradient {j}")
+
+
 def test_sm90_compile_stats_of_every_config():
     """Launches A and B of the Triton backward, every config, compiled for sm_90 on 4b at batch 256
     in bf16 (no GPU needed; a subprocess, since this process runs the interpreter).  4b's scratch
@@ -319,20 +341,59 @@ def _backward_args(cfg=ODD, k=3, n=2, h=4, w=5):
     return (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
 
 
+# Past one tile of the configs' widest side: with the 64x128 config, 65 pixels take two 64-pixel row
+# tiles but one 128 tile; the 3x3's reduction (72) two 64-wide tiles but one 128-wide, and its
+# output (16) one of either, so its weight-gradient tiles number 1 or 2 as BLOCK_M and BLOCK_N are
+# kept apart or not; the kxk's reduction and output (66) and the pool projection (66) two 64-wide
+# tiles but one 128-wide (launch A's and B's role boundaries, pixel tiles and weight tiles count
+# BLOCK_M and BLOCK_N apart); the packed reductions (161 = 5 * 32 + 1) end in a K step of one row.
+WIDE = (16, 23, 72, 16, 66, 66, 66)
+CONFIG_CASES = {"odd": (ODD, 5, (3, 5, 4)), "wide": (WIDE, 3, (1, 5, 13))}
+
+
 @interpreter_only
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
 @pytest.mark.parametrize("i", range(_config_count()))
-def test_triton_backward_every_config(i):
+def test_triton_backward_every_config(i, case, poisoned_backward):
     """Each config the GPU autotuner may pick (tiles with BLOCK_M != BLOCK_N included), pinned,
-    against the ATen chain on a shape that fills no tile and takes several pixel splits."""
+    against the ATen chain on a shape that fills no tile and takes several pixel splits ("odd"),
+    and on one whose pixels and channels span two tiles of BLOCK_M but one of BLOCK_N ("wide")."""
     from inception_fast import backends
     from inception_fast.backends.triton import block_backward as bb
 
     config = bb.CONFIGS[i]
-    args = _backward_args(k=5, n=3, h=5, w=4)
+    cfg, k, (n, h, w) = CONFIG_CASES[case]
+    args = _backward_args(cfg, k=k, n=n, h=h, w=w)
     got = bb.block_backward(*args, True, config=config)
     want = backends.get("torch").op("inception_block_backward")(*args, True)
     for j, (g, w) in enumerate(zip(got, want)):
         check_close(g, w, FP32, f"{bb.CONFIGS[i]} gradient {j}")
+
+
+@interpreter_only
+def test_triton_backward_refuses_what_its_kernels_cannot_index(monkeypatch):
+    """The Triton backward's own checks, before it allocates a buffer: N*H*W past the 32-bit pixel
+    index (expanded tensors, nothing allocated), and a 3x3 that is not 3x3 or an even kxk (whose
+    taps the kernels would centre wrongly)."""
+    from inception_fast import geometry
+    from inception_fast.backends.triton import block_backward as bb
+
+    def no_buffer(*args, **kwargs):
+        raise AssertionError("a buffer was allocated before the arguments were checked")
+
+    monkeypatch.setattr(bb, "_buffer", no_buffer)
+    args = list(_backward_args(n=1, h=1, w=1))
+    huge = list(args)
+    for i in (0, 1, 6, 7):  # grad_out, x, out, scratch: one pixel, repeated
+        huge[i] = args[i].expand(geometry.PIXEL_ROW_LIMIT, *args[i].shape[1:])
+    with pytest.raises(ValueError, match=f"32 bits; N\\*H\\*W = {geometry.PIXEL_ROW_LIMIT} is too large"):
+        bb.block_backward(*huge, True)
+    w3, w5 = args[4], args[5]
+    for i, bad in ((5, torch.zeros(w5.shape[0], w5.shape[1], 4, 4)), (4, torch.zeros(w3.shape[0], w3.shape[1], 5, 5))):
+        wrong = list(args)
+        wrong[i] = bad
+        with pytest.raises(ValueError, match="branch 2 must be 3x3 and branch 3 square and odd"):
+            bb.block_backward(*wrong, True)
 
 
 # Channels past one 32-wide tile: with the 32x32 config, the block input, the 3x3's reduction

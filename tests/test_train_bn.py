@@ -471,7 +471,13 @@ def _triton_or_skip():
     assert os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@pytest.mark.parametrize("cfg,k,shape", [(ODD, 5, (3, 5, 7)), (SMALL, 3, (1, 4, 3))])
+# Past one tile of the kernels' channels: the reductions' GEMM writes 88 columns and the 3x3's 66
+# (two BLOCK_N tiles), the normalise pass covers 80 scratch and 66 output columns (two BLOCK_C
+# tiles), and the 3x3 reads 72 input channels (two BLOCK_K steps per tap).
+WIDE = (16, 8, 72, 66, 8, 8, 8)
+
+
+@pytest.mark.parametrize("cfg,k,shape", [(ODD, 5, (3, 5, 7)), (SMALL, 3, (1, 4, 3)), (WIDE, 3, (2, 3, 5))])
 def test_triton_matches_torch_backend(cfg, k, shape, poisoned):
     """The op's every output (out, scratch, pre-BN, mean, var) on the triton backend against the torch
     backend's, outputs poisoned first (the backends allocate through geometry.empty_outputs)."""
@@ -482,6 +488,27 @@ def test_triton_matches_torch_backend(cfg, k, shape, poisoned):
     got = op(*args, 1e-3, "triton")
     for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
         check_close(g, w, FP32, name)
+
+
+def test_triton_kernels_refuse_too_many_pixels(monkeypatch):
+    """The statistics GEMM and the kxk conv refuse N*H*W past their 32-bit pixel index before they
+    allocate their tile statistics or launch (expanded tensors: nothing of that size exists)."""
+    _triton_or_skip()
+    from inception_fast import geometry
+    from inception_fast.backends.triton import bn_train
+
+    def no_stats(*args, **kwargs):
+        raise AssertionError("tile statistics allocated before the pixel rows were checked")
+
+    monkeypatch.setattr(bn_train, "_tile_stats", no_stats)
+    m = geometry.PIXEL_ROW_LIMIT
+    b, y2d = torch.zeros(4), torch.zeros(1, 4).expand(m, 4)
+    message = f"32 bits; N\\*H\\*W = {m} is too large"
+    with pytest.raises(ValueError, match=message):
+        bn_train.launch_gemm_stats(torch.zeros(1, 8).expand(m, 8), torch.zeros(4, 8), b, y2d)
+    src = torch.zeros(1, 8, 1, 1).expand(m, 8, 1, 1)
+    with pytest.raises(ValueError, match=message):
+        bn_train.launch_conv_stats(src, torch.zeros(4, 8, 3, 3).contiguous(memory_format=torch.channels_last), b, y2d)
 
 
 @pytest.mark.parametrize("k,tile", [(3, "interpreter"), (5, "interpreter"), (5, "gpu")])
@@ -517,6 +544,26 @@ def test_triton_alignment_units_of_8(k, tile, poisoned, monkeypatch):
     want = op(*args, 1e-3, "torch")
     for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
         check_close(g, w, FP32, name)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # (the interpreter's NumPy)
+def test_triton_nan_pixel_propagates_as_the_torch_backends():
+    """A NaN input pixel makes the batch statistics of the channels it reaches NaN; BatchNorm + ReLU
+    then give NaN there, as F.relu does (PyTorch's ReLU propagates NaN): NaN in every output exactly
+    where the torch backend has it, not zeros from a ReLU that drops NaN (the 3x3 and kxk would then
+    read zeros from scratch)."""
+    _triton_or_skip()
+    args = op_args(ODD, 3, (2, 4, 5))
+    args[0][0, :, 1, 2] = float("nan")
+    op = torch.ops.inception_fast.inception_block_bn_train
+    want = op(*args, 1e-3, "torch")
+    got = op(*args, 1e-3, "triton")
+    for name, g, w in zip(("out", "scratch", "pre", "mean", "var"), got, want):
+        assert w.isnan().any(), f"{name}: the reference has no NaN; the case tests nothing"
+        assert torch.equal(g.isnan(), w.isnan()), f"{name}: NaN at {g.isnan().sum()} places, torch {w.isnan().sum()}"
+        finite = ~w.isnan()
+        if finite.any():
+            check_close(g[finite], w[finite], FP32, name)
 
 
 @pytest.mark.parametrize("k", [3, 5])

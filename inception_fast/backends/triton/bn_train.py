@@ -289,7 +289,7 @@ def _bn_relu_kernel(
     )
     scale = tl.load(scale_ptr + offs_c, mask=c_ok, other=0.0)
     shift = tl.load(shift_ptr + offs_c, mask=c_ok, other=0.0)
-    z = tl.maximum(y.to(tl.float32) * scale[None, :] + shift[None, :], 0.0)
+    z = tl.maximum(y.to(tl.float32) * scale[None, :] + shift[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
     dest = dest_ptr + rows[:, None] * (stride_dm_div_unit * ROW_UNIT) + offs_c[None, :] * stride_dc
     tl.store(dest, z.to(dest_ptr.dtype.element_ty), mask=ok)
 
