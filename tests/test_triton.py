@@ -955,6 +955,20 @@ def test_launch2_argument_errors():
     even = torch.zeros(ODD[5], ODD[4], 4, 4).contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="branch 3 must be a square conv of odd size"):
         branch_convs.launch_branch_convs(scratch, *w[:2], even, w[3], out, ODD[1])
+    # Shapes that do not fit together (the kernel would read or write past a tensor): out of another
+    # size or too narrow for ch1 + ch3 + ch5, weights reading other than scratch's channels, a short bias.
+    mismatched = {
+        "out of 2 images": ((scratch, *w, out.expand(2, -1, -1, -1), ODD[1]), "must be 1 images of 3x4"),
+        "out 3x5": ((scratch, *w, torch.zeros(1, out.shape[1], 3, 5), ODD[1]), "must be 1 images of 3x4"),
+        "ch1 past the end": ((scratch, *w, out, out.shape[1] - ODD[3] - ODD[5] + 1), r"holding channels \[10, 25\)"),
+        "ch1 negative": ((scratch, *w, out, -1), "ch1 -1"),
+        "scratch wider": ((torch.zeros(1, scratch.shape[1] + 1, 3, 4), *w, out, ODD[1]), "must read the 11 channels"),
+        "short bias": ((scratch, w[0], w[1][:-1], *w[2:], out, ODD[1]), r"biases of 9 and 6 \(got 8 and 6\)"),
+    }
+    for what, (args, message) in mismatched.items():
+        with pytest.raises(ValueError, match=message):
+            branch_convs.launch_branch_convs(*args)
+            pytest.fail(f"{what}: launched")
     assert torch.isnan(out).all()
     side = 1 << 15  # 2 x 2^15 x 2^15 = 2^31 pixels
     meta = {k: v.to("meta") for k, v in block.items()}

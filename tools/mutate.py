@@ -5978,6 +5978,22 @@ MUTANTS = [
         ("tests/test_train_bn.py", "-k", "nan_pixel"),
         "train-mode BatchNorm's ReLU drops NaN (Triton's default): a NaN pixel gives zeros where F.relu gives NaN",
     ),
+    Mutant(
+        "triton_branch_out_shape_unchecked",
+        "inception_fast/backends/triton/branch_convs.py",
+        "    if (out.shape[0], *out.shape[2:]) != (n, h, w) or not 0 <= ch1 <= out.shape[1] - cout3 - cout5:",
+        "    if False:",
+        ("tests/test_triton.py", "-k", "launch2_argument_errors"),
+        "launch 2 takes an out of another size, or too narrow for ch1 + ch3 + ch5: its stores land past out",
+    ),
+    Mutant(
+        "triton_branch_weights_unchecked",
+        "inception_fast/backends/triton/branch_convs.py",
+        "    if cin3 + cin5 != scratch.shape[1] or b3.numel() != cout3 or b5.numel() != cout5:",
+        "    if False:",
+        ("tests/test_triton.py", "-k", "launch2_argument_errors"),
+        "launch 2 takes weights that read other than scratch's channels, or short biases: reads past them",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

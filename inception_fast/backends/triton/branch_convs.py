@@ -493,6 +493,17 @@ def _arguments(scratch, w3, b3, w5, b5, out, ch1, counters=None, config=None):
     cout3, cin3 = w3.shape[0], w3.shape[1]
     cout5, cin5, k5 = w5.shape[0], w5.shape[1], w5.shape[-1]
     _common.check_branch_weights(w3, w5)
+    if cin3 + cin5 != scratch.shape[1] or b3.numel() != cout3 or b5.numel() != cout5:
+        raise ValueError(
+            f"launch 2: w3 {tuple(w3.shape)} and w5 {tuple(w5.shape)} must read the {scratch.shape[1]} channels "
+            f"of scratch {tuple(scratch.shape)} between them, with biases of {cout3} and {cout5} "
+            f"(got {b3.numel()} and {b5.numel()})"
+        )
+    if (out.shape[0], *out.shape[2:]) != (n, h, w) or not 0 <= ch1 <= out.shape[1] - cout3 - cout5:
+        raise ValueError(
+            f"launch 2: out {tuple(out.shape)} must be {n} images of {h}x{w} holding channels "
+            f"[{ch1}, {ch1 + cout3 + cout5}) (ch1 {ch1}, branch 2's {cout3}, branch 3's {cout5})"
+        )
     m = n * h * w
     geometry.check_pixel_rows(m)
     block_n5 = _common.next_pow2_clamped(cout5)
