@@ -4,7 +4,8 @@ test there; ``@pytest.mark.reads_unwritten`` opts a test out).
 Every float32 and float16 CPU tensor that the Triton launchers (``inception_fast.backends.triton``)
 allocate with ``torch.empty``, ``torch.empty_like`` or ``torch.empty_strided``, and every block
 output, scratch and pre-BN buffer (``geometry.empty_outputs`` / ``empty_pre_bn``), starts filled
-with a NaN whose payload no computation produces (``POISON``); and every load the interpreter runs
+with a NaN whose payload no computation produces (``POISON``; int32 and int64 allocations start at a
+count no kernel reaches, ``INT_FILL``); and every load the interpreter runs
 fails when one of its active lanes (mask true) returns that bit pattern.  So a kernel that reads a
 workspace slot, a scratch row or an alignment gap before anything stored there fails at the load,
 even where the garbage would have been masked out later or landed somewhere no test compares (a
@@ -20,6 +21,10 @@ import numpy as np
 import torch
 
 POISON = {torch.float32: (torch.int32, 0x7FA5A5A5), torch.float16: (torch.int16, 0x7DA5)}
+# Integer allocations (split-K and pool counters, sync flags) have no bit pattern a load could tell
+# from a value: they start holding a count no kernel reaches, so a counter nothing zeroed makes the
+# kernel's arithmetic wrong instead of happening to start at 0.
+INT_FILL = {torch.int32: 0x5A5A5A5A, torch.int64: 0x5A5A5A5A5A5A5A5A}
 _NUMPY = {
     np.dtype(np.float32): (np.uint32, POISON[torch.float32][1]),
     np.dtype(np.float16): (np.uint16, POISON[torch.float16][1]),
@@ -37,8 +42,9 @@ class UnwrittenRead(AssertionError):
 
 
 def poison(t: torch.Tensor) -> torch.Tensor:
-    """Fills ``t`` (any device) with POISON where its dtype has one, else with NaN: for the tests'
-    own NaN-filled buffers, which then still compare as NaN and still trip the load check.  The
+    """Fills ``t`` (any device) with POISON where its dtype has one, INT_FILL for an integer one, else
+    with NaN: for the tests' own NaN-filled buffers, which then still compare as NaN and still trip
+    the load check.  The
     fill is invisible to tests that record the aten ops a launcher issues."""
     from torch.utils._python_dispatch import _disable_current_modes
 
@@ -46,6 +52,8 @@ def poison(t: torch.Tensor) -> torch.Tensor:
         if t.dtype in POISON:
             as_int, bits = POISON[t.dtype]
             t.view(as_int).fill_(bits)
+        elif t.dtype in INT_FILL:
+            t.fill_(INT_FILL[t.dtype])
         else:
             t.fill_(float("nan"))
     return t
@@ -82,7 +90,12 @@ def assert_bands_untouched(bands: list) -> None:
 
 
 def _poison(t):
-    if type(t) is torch.Tensor and t.device.type == "cpu" and not t.requires_grad and t.dtype in POISON:
+    if (
+        type(t) is torch.Tensor
+        and t.device.type == "cpu"
+        and not t.requires_grad
+        and (t.dtype in POISON or t.dtype in INT_FILL)
+    ):
         poison(t)
     return t
 

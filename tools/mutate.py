@@ -5994,6 +5994,15 @@ MUTANTS = [
         ("tests/test_triton.py", "-k", "launch2_argument_errors"),
         "launch 2 takes weights that read other than scratch's channels, or short biases: reads past them",
     ),
+    Mutant(
+        "triton_pool_counters_not_zeroed",
+        "inception_fast/backends/triton/reduce_pool.py",
+        "        counters = _POOL_COUNTERS[key] = torch.zeros(n, dtype=torch.int32, device=like.device)",
+        "        counters = _POOL_COUNTERS[key] = torch.empty(n, dtype=torch.int32, device=like.device)",
+        ("tests/test_triton_pool_split.py", "-k", "fp32 or nan"),
+        "launch 1's pool split-K counters start as the allocator left them (caught since the tests' int "
+        "allocations start at a count no kernel reaches)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
