@@ -12,7 +12,11 @@ no kernel writes fails the comparison, and a slice an op must not touch stays Na
   tests/cuda_emulator/ (built on first use with torch.utils.cpp_extension, ~30 s): every
   arithmetic mode (bf16, fp16, TF32, exact fp32), the aligned cp.async path and the
   element-wise fallback at batch 2 (M tiles straddling images), several M / N tiles and K tails,
-  cp.async landing late and early.  Under INCEPTION_FAST_BUILD_EXT=1 (CI) an extension or
+  cp.async landing late and early; NaN and +-inf in x (the pool and the ReLU pass NaN as torch
+  does); operands off a 16-byte boundary (the emulator refuses a misaligned cp.async or ldmatrix);
+  every operand between poisoned guard bands (stores past out / scratch, loads past x / w); other
+  layouts of x and the weights; a column pair straddling branch 1 and scratch; M and nout one past
+  a tile.  Under INCEPTION_FAST_BUILD_EXT=1 (CI) an extension or
   emulator that does not build fails these tests; otherwise they skip with the reason.
 * The built extension's sm_90 code (cuobjdump's resource usage, no GPU needed): registers and
   no spills.
@@ -776,7 +780,14 @@ EMULATED_MODES = [(torch.bfloat16, False), (torch.float16, False), (torch.float3
 # 2 x 9x9 = 162 pixels = 2 M tiles of 128 (the first holds the image boundary, the second starts
 # inside image 2); ch1+ch3red+ch5red = 144 and ch3 = 136 = 2 N tiles; 72 input channels = a K tail
 # for bf16; a 5x5 branch 3; and ODD, which takes the element-wise (unaligned) loaders.
-EMULATED_SHAPES = {"aligned": ((72, 104, 24, 136, 16, 40, 24), 2, 9, 9, 5), "odd": (ODD, 2, 5, 7, 3)}
+# "split": an odd ch1 and as many out channels as scratch channels (12), so the column pair that
+# straddles branch 1 and scratch has one row stride in both and must still not be stored as a pair;
+# and a tile count's edge: 3 x 43x1 = 129 pixels (one row in the last M tile), one pool channel.
+EMULATED_SHAPES = {
+    "aligned": ((72, 104, 24, 136, 16, 40, 24), 2, 9, 9, 5),
+    "odd": (ODD, 2, 5, 7, 3),
+    "split": ((16, 3, 7, 4, 5, 4, 1), 3, 43, 1, 3),
+}
 
 
 def _emulated_tolerance(dtype, tf32):
@@ -822,6 +833,122 @@ def test_emulated_cuda_kernel_early_copies(emulator):
     l3, l5 = reference_launch2(scratch, b, torch.bfloat16)
     check_close(out[:, ch1 : ch1 + c3], y3, reduced_precision_bound(l3, y3), "early cp.async, branch 2")
     check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), "early cp.async, branch 3")
+
+
+def _check_nonfinite_close(out, ref64, ref_low, tolerance, what):
+    """out holds NaN and +-inf exactly where ref64 does, and is close to it elsewhere."""
+    nan, inf = ref64.isnan(), ref64.isinf()
+    assert nan.any() and inf.any(), f"{what}: the reference has no NaN or inf: the check could not fail"
+    assert torch.equal(out.isnan(), nan), f"{what}: NaN where the reference has none, or lost"
+    assert torch.equal(out[inf].double(), ref64[inf]), f"{what}: infinities differ"
+    # (The reference in bf16 / fp16 may itself go non-finite at a few more places: left out there.)
+    finite = ~(nan | inf) & ref_low.isfinite()
+    assert finite.double().mean() > 0.5, f"{what}: too little left to compare"
+    check_close(out[finite], ref64[finite], tolerance(ref64[finite], ref_low[finite]), f"{what} (finite part)")
+
+
+@pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
+@pytest.mark.parametrize("dtype,tf32", EMULATED_MODES, ids=["bf16", "fp16", "tf32", "fp32"])
+def test_emulated_cuda_kernel_nonfinite_input(emulator, dtype, tf32, shape):
+    """NaN and +-inf in x reach launch 1's outputs as in torch: the max pool and the ReLU let NaN through."""
+    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
+    emulator.set_eager_copies(False)
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=13)
+    x = b["x"]
+    # A NaN on a corner and one inside (its pool window the whole 3x3), +inf and -inf elsewhere.
+    x[n - 1, 1, 0, w - 1] = NAN
+    x[0, 2, h // 2, w // 2] = NAN
+    x[0, 0, h - 1, w // 3] = float("inf")
+    x[n - 1, 3, h // 2, 0] = float("-inf")
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    out, scratch = poisoned_buffers(b)
+    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
+    ref_out, ref_scratch = reference(b, torch.float64)
+    low_out, low_scratch = reference(b)
+    tolerance = _emulated_tolerance(dtype, tf32)
+    tail = ch1 + c3 + c5
+    _check_nonfinite_close(out[:, :ch1], ref_out[:, :ch1], low_out[:, :ch1], tolerance, "non-finite x, branch 1")
+    _check_nonfinite_close(scratch, ref_scratch, low_scratch, tolerance, "non-finite x, scratch")
+    _check_nonfinite_close(out[:, tail:], ref_out[:, tail:], low_out[:, tail:], tolerance, "non-finite x, pool")
+
+
+@pytest.mark.parametrize("shape", ["aligned", "odd"])
+def test_emulated_cuda_kernel_accepts_other_layouts(emulator, shape):
+    """NCHW x, OIHW-contiguous w3/w5, a transposed w_red / w_pool and strided biases: the launches
+    pack what the kernel reads, as the CPU kernels do (test_cpu_accepts_other_layouts)."""
+    from unwritten_reads import nan_gapped
+
+    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
+    emulator.set_eager_copies(False)
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, seed=16)
+    b2 = dict(b, x=b["x"].contiguous(), w3=b["w3"].contiguous(), w5=b["w5"].contiguous())
+    for name in ("w_red", "w_pool"):
+        b2[name] = b[name].t().contiguous().t()
+    for name in ("b_red", "b_pool", "b3", "b5"):
+        b2[name] = nan_gapped(b[name])
+    out, scratch = poisoned_buffers(b)
+    emulator.reduce_pool_(*launch1_args(b2, out, scratch), False)
+    emulator.branch_convs_(*launch2_args(b2, scratch, out), False)
+    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"other layouts ({shape}) out")
+
+
+def _misaligned(t):
+    """t's values in a buffer one element off a 16-byte boundary (the same layout)."""
+    storage = torch.empty(t.numel() + 1, dtype=t.dtype)
+    moved = storage[1:].as_strided(t.shape, t.stride()).copy_(t)
+    assert moved.data_ptr() % 16 != 0
+    return moved
+
+
+@pytest.mark.parametrize("which", [("w_red",), ("w_pool",), ("x",), ("w3",), ("w5",)], ids=lambda w: "_".join(w))
+def test_emulated_cuda_kernel_misaligned_operands(emulator, which):
+    """An operand off a 16-byte boundary takes the element-wise loaders (the emulator refuses a
+    misaligned cp.async, as the GPU would fault), and both launches stay right."""
+    cfg, n, h, w, k5 = EMULATED_SHAPES["aligned"]
+    emulator.set_eager_copies(False)
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=torch.bfloat16, seed=14)
+    for name in which:
+        b[name] = _misaligned(b[name])
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    out, scratch = poisoned_buffers(b)
+    emulator.reduce_pool_(*launch1_args(b, out, scratch), False)
+    check_launch1(b, out, scratch, _emulated_tolerance(torch.bfloat16, False), f"misaligned {which}, launch 1")
+    emulator.branch_convs_(*launch2_args(b, scratch, out), False)
+    y3, y5 = reference_launch2(scratch, b)
+    l3, l5 = reference_launch2(scratch, b, torch.bfloat16)
+    check_close(out[:, ch1 : ch1 + c3], y3, reduced_precision_bound(l3, y3), f"misaligned {which}, branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), f"misaligned {which}, branch 3")
+
+
+@pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
+@pytest.mark.parametrize("dtype,tf32", [EMULATED_MODES[0], EMULATED_MODES[3]], ids=["bf16", "fp32"])
+def test_emulated_cuda_kernel_guarded_buffers(emulator, dtype, tf32, shape):
+    """Every operand between poisoned guard bands: a store past out or scratch lands in a band, and a
+    load past x or a weight (a K tail or a row past M not masked) brings NaN into the results."""
+    from unwritten_reads import assert_bands_untouched, guarded
+
+    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
+    emulator.set_eager_copies(False)
+    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=15)
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    bands = []
+
+    def in_guards(t):
+        inner = guarded(t.numel(), t.dtype, t.device, bands)
+        return inner.as_strided(t.shape, t.stride()).copy_(t)
+
+    b = {k: in_guards(v) for k, v in b.items()}
+    fresh_out, fresh_scratch = poisoned_buffers(b)
+    out, scratch = in_guards(fresh_out), in_guards(fresh_scratch)
+    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
+    tolerance = _emulated_tolerance(dtype, tf32)
+    check_launch1(b, out, scratch, tolerance, f"guarded launch 1 ({shape})")
+    emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
+    y3, y5 = reference_launch2(scratch, b)
+    l3, l5 = reference_launch2(scratch, b, dtype)
+    check_close(out[:, ch1 : ch1 + c3], y3, tolerance(y3, l3), "guarded branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, tolerance(y5, l5), "guarded branch 3")
+    assert_bands_untouched(bands)
 
 
 # ---------------------------------------------------------------------------------------------

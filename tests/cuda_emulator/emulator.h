@@ -13,6 +13,9 @@
 //   INCEPTION_FAST_EMU_EAGER=1 (or emu::eager_copies() = true) they land at issue instead (the earliest moment),
 //   so a prefetch that overwrites a stage other warps still read fails.  Shared
 //   memory starts filled with NaN bytes, so reading a never-written element fails.
+// * cp.async and ldmatrix check the 16-byte alignment the hardware demands of
+//   their addresses (a misaligned one faults on a GPU; a CPU would not notice):
+//   the launch then fails with an error instead.
 // * Products are summed in double and rounded once: an ideal tensor core.
 #pragma once
 
@@ -29,6 +32,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -130,6 +134,15 @@ struct ThreadState {
 
 inline thread_local ThreadState tls;
 
+// Set by any thread that issued a cp.async or ldmatrix at a misaligned address; run_grid reports it.
+inline std::atomic<bool>& misaligned() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+inline void check_aligned16(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) misaligned().store(true);
+}
+
 inline unsigned char* block_shared_memory() { return tls.block->smem.data(); }
 inline int lane() { return static_cast<int>(tls.thread_idx.x) % kWarp; }
 inline WarpExchange& warp() { return tls.block->warps[tls.thread_idx.x / kWarp]; }
@@ -162,6 +175,9 @@ inline void run_grid(unsigned blocks, int threads, int smem_bytes, const std::fu
       });
     }
     for (auto& th : pool) th.join();
+    if (misaligned().exchange(false)) {
+      throw std::runtime_error("emulator: cp.async or ldmatrix at an address that is not 16-byte aligned");
+    }
   }
 }
 
@@ -183,6 +199,8 @@ inline std::atomic<bool>& eager_copies() {
 }
 }  // namespace emu
 inline void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
+  emu::check_aligned16(smem_dst);
+  emu::check_aligned16(gmem_src);
   if (emu::eager_copies().load()) {
     emu::perform({smem_dst, gmem_src, valid});
   } else {
@@ -206,6 +224,7 @@ inline void cp_async_wait() {
 inline void ldmatrix_x4(unsigned (&r)[4], const void* smem_row) {
   emu::WarpExchange& w = emu::warp();
   const int l = emu::lane();
+  emu::check_aligned16(smem_row);
   w.rows[l] = static_cast<const unsigned char*>(smem_row);
   w.bar->arrive_and_wait();
   for (int i = 0; i < 4; ++i) std::memcpy(&r[i], w.rows[i * 8 + l / 4] + 4 * (l % 4), 4);
