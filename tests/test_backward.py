@@ -130,6 +130,7 @@ def test_backward_rejects_mismatched_tensors():
         "short scratch": ((out, *weights, out, scratch[:, 1:]), ValueError, "scratch has shape"),
         "float64 grad_out": ((out.double(), *weights, out, scratch), TypeError, "grad_out is torch.float64"),
         "float16 scratch": ((out, *weights, out, scratch.half()), TypeError, "scratch is torch.float16"),
+        "grad_out on meta": ((out.to("meta"), *weights, out, scratch), TypeError, "grad_out is torch.float32 on meta"),
     }
     for what, (args, error, message) in bad.items():
         with pytest.raises(error, match=message):

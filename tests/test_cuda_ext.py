@@ -502,6 +502,12 @@ def test_cpu_max_pool_layouts_threads_and_registry():
     assert OPS.cpu_max_pool2d(empty, 3, 2, 0, True).shape == (0, 8, 2, 2)
     plain = pool_input(2, 40, 14, 14, torch.float32, seed=3, specials=False)  # opcheck's compare: no NaN
     torch.library.opcheck(OPS.cpu_max_pool2d.default, (plain, 3, 2, 0, True))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:  # what a trace takes: the real output's strides (channels_last)
+        fake = OPS.cpu_max_pool2d(mode.from_tensor(plain), 3, 2, 0, True)
+    real = OPS.cpu_max_pool2d(plain, 3, 2, 0, True)
+    assert (fake.shape, fake.dtype, fake.stride()) == (real.shape, real.dtype, real.stride())
 
 
 def test_cpu_max_pool_argument_errors():

@@ -40,17 +40,19 @@ def test_opcheck_inception_block(fmt):
     torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, "torch"))
 
 
-def _refused_real_and_fake(x, args, backends, error, message):
+def _refused_real_and_fake(x, args, backends, error, message, fake_backends=("torch",)):
     """The block op on ``x`` and packed ``args`` raises ``error`` with ``message`` on every one of
-    ``backends`` and in its fake kernel (what torch.compile and torch.export trace)."""
+    ``backends`` and in its fake kernel (what torch.compile and torch.export trace) for each of
+    ``fake_backends``."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     for backend in backends:
         with pytest.raises(error, match=re.escape(message)):
             torch.ops.inception_fast.inception_block(x, *args, backend)
-    with FakeTensorMode() as mode, pytest.raises(error, match=re.escape(message)):
-        fake = [mode.from_tensor(a) for a in (x, *args)]
-        torch.ops.inception_fast.inception_block(*fake, "torch")
+    for backend in fake_backends:
+        with FakeTensorMode() as mode, pytest.raises(error, match=re.escape(message)):
+            fake = [mode.from_tensor(a) for a in (x, *args)]
+            torch.ops.inception_fast.inception_block(*fake, backend)
 
 
 def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
@@ -69,6 +71,7 @@ def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
         "b5": (7, good[7][:-1], "b5 must be (4,)"),
         "b_pool": (3, good[3][:-1], "b_pool must be (3,)"),
         "w5 even": (6, torch.randn(4, 3, 2, 2), "w5 must be (Cout, Cred, k, k) with an odd k"),
+        "w3 even": (4, torch.randn(6, 5, 2, 2), "w3 must be (Cout, Cred, k, k) with an odd k"),
     }
     backends = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
     for what, (i, t, message) in bad.items():
@@ -103,6 +106,11 @@ def test_input_channels_dtype_and_device_mismatches_are_refused_real_and_fake():
     backends = [b for b in ("torch", "cpp", "onednn", "triton") if b in available_backends("cpu")]
     for what, (inp, args, error, message) in cases.items():
         _refused_real_and_fake(inp, args, backends, error, message)
+    # float64 (gradcheck's) runs on the torch backend only: every other backend, real and fake, refuses it.
+    others = [b for b in backends if b != "torch"]
+    f64 = [t.double() for t in good]
+    _refused_real_and_fake(x.double(), f64, others, TypeError, "float64 on the torch backend", others)
+    assert torch.ops.inception_fast.inception_block(x.double(), *f64, "torch")[0].dtype == torch.float64
 
 
 @pytest.mark.parametrize("stride", [None, 1, 2, 3])
@@ -194,11 +202,17 @@ def test_fake_kernels_refuse_the_backends_the_real_ones_refuse():
     that lacks it, or "auto" where the op takes a backend name, raises the real call's ValueError."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from inception_fast.packing import pack_block
+
     ops = torch.ops.inception_fast
     x, w, b = torch.randn(2, 16, 5, 5), torch.randn(10, 16), torch.randn(10)
+    packed = list(pack_block(Inception(16, 4, 4, 8, 2, 4, 4)))
     calls = [
         (lambda t: ops.max_pool2d(t, 3, 1, 1, False, "auto"), "unknown backend 'auto'"),
         (lambda t: ops.avgpool_linear(t, w, b, "onednn"), "onednn"),
+        (lambda t: ops.inception_block(t, *packed, "nope"), "unknown backend 'nope'"),
+        (lambda t: ops.pooled_inception_block(t, *packed, 3, 1, 1, False, "nope"), "unknown backend 'nope'"),
+        (lambda t: ops.inception_chain(t, packed, [], False, "nope"), "unknown backend 'nope'"),
     ]
     for call, message in calls:
         with pytest.raises(ValueError, match=message):
@@ -209,8 +223,10 @@ def test_fake_kernels_refuse_the_backends_the_real_ones_refuse():
 
 def test_unavailable_backend_names_the_available_ones(monkeypatch):
     from inception_fast import backends
+    from inception_fast.packing import pack_block
 
-    fake = backends.Backend("fake", lambda device: "it only exists in this test")
+    kernels = {"inception_block": backends.get("torch").op("inception_block")}
+    fake = backends.Backend("fake", lambda device: "it only exists in this test", kernels)
     monkeypatch.setitem(backends._REGISTRY, "fake", fake)
     monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "fake"))
     block = FusedInception(16, 4, 4, 8, 2, 4, 4, backend="fake").eval()
@@ -218,6 +234,10 @@ def test_unavailable_backend_names_the_available_ones(monkeypatch):
         RuntimeError, match=r"backend 'fake' is unavailable on cpu: it only exists .* Available on cpu: torch"
     ):
         block(torch.randn(1, 16, 5, 5))
+    # The op itself, called directly with that backend's name: the same error, not its kernel run.
+    packed = pack_block(Inception(16, 4, 4, 8, 2, 4, 4))
+    with pytest.raises(RuntimeError, match="backend 'fake' is unavailable on cpu: it only exists"):
+        torch.ops.inception_fast.inception_block(torch.randn(1, 16, 5, 5), *packed, "fake")
     assert "torch" in available_backends("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="backend 'triton' is unavailable on cuda"):

@@ -338,6 +338,24 @@ def test_op_rejects_bad_arguments():
         op(*args[:9], args[9].double(), args[10], 1e-3, "torch")
     with pytest.raises(TypeError, match="beta must be float32 or the input's dtype"):
         op(*args[:10], args[10].half(), 1e-3, "torch")
+    with pytest.raises(RuntimeError, match="but gamma is on meta"):
+        op(*args[:9], args[9].to("meta"), args[10], 1e-3, "torch")
+
+
+def test_only_the_output_is_differentiable_and_the_backward_checks_grad_out():
+    """scratch, pre and the batch statistics are marked non-differentiable (the backward ignores a
+    gradient of them): they require no grad, so a loss through them fails loudly instead of silently
+    getting none.  The backward op refuses a grad_out that is not the output's shape by name."""
+    x, *rest = op_args()
+    x.requires_grad_(True)
+    out, *others = torch.ops.inception_fast.inception_block_bn_train(x, *rest, 1e-3, "torch")
+    assert out.requires_grad and not any(t.requires_grad for t in others)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        others[2].sum().backward()
+    w_red, _, w_pool, _, w3, _, w5, _, gamma, _ = rest
+    saved = (x.detach(), w_red, w_pool, w3, w5, gamma, out.detach(), *others)
+    with pytest.raises(ValueError, match="grad_out has shape"):
+        torch.ops.inception_fast.inception_block_bn_train_backward(out.detach()[:, 1:], *saved, 1e-3, True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -221,6 +221,8 @@ def test_op_rejects_bad_input():
         run(x, w, b, backend="cuda")
     with pytest.raises(RuntimeError, match="on meta"):
         run(x, w.to("meta"), b)
+    with pytest.raises(ValueError, match="pool padding 2"):  # more than half the 3x3 pool's kernel
+        ops.conv_relu_maxpool(x, w, b, 2, 3, 3, 2, 2)
 
 
 @interpreter_only

@@ -6003,7 +6003,6 @@ MUTANTS = [
         "launch 1's pool split-K counters start as the allocator left them (caught since the tests' int "
         "allocations start at a count no kernel reaches)",
     ),
-    # -- the CUDA kernel (conv_gemm.cu) through the emulator: non-finite input, alignment, guard bands ------
     # -- conv_gemm.cu / launch_ops.h mutants the new emulated tests catch (uncaught before) ------------
     Mutant(
         "cuda_relu_drops_nan",
@@ -6302,6 +6301,109 @@ MUTANTS = [
         "  for (int dh = -1; dh <= 0; ++dh) {\n#pragma unroll\n      for (int i = 0; i < 2; ++i) {",
         ("tests/test_cuda_ext.py", "-x", "-k", "emulated"),
         "the vector max pool misses its window's bottom row",
+    ),
+    # -- the custom ops (ops.py): fake kernels' backend checks, dtype and device refusals, autograd marks ---
+    Mutant(
+        "ops_block_fake_accepts_unknown_backend",
+        "inception_fast/ops.py",
+        '    _fake_backend_check("inception_block", backend, x, auto=True)\n    _check_block_args(',
+        "    _check_block_args(",
+        ("tests/test_ops.py", "-k", "fake_kernels_refuse"),
+        "the block op's fake kernel traces a backend name the real op refuses (compile fails only at run time)",
+    ),
+    Mutant(
+        "ops_pooled_fake_accepts_unknown_backend",
+        "inception_fast/ops.py",
+        '    _fake_backend_check("pooled_inception_block", backend, x, auto=True)  # (its shape check '
+        'refuses "auto")\n',
+        "",
+        ("tests/test_ops.py", "-k", "fake_kernels_refuse"),
+        "the pooled block's fake kernel traces a backend name the real op refuses",
+    ),
+    Mutant(
+        "ops_chain_fake_accepts_unknown_backend",
+        "inception_fast/ops.py",
+        '    _fake_backend_check("inception_chain", backend, x, auto=True)  # (its shape check refuses "auto")\n',
+        "",
+        ("tests/test_ops.py", "-k", "fake_kernels_refuse"),
+        "the chain's fake kernel traces a backend name the real op refuses",
+    ),
+    Mutant(
+        "ops_float64_on_every_backend",
+        "inception_fast/ops.py",
+        'not (x.dtype == torch.float64 and backend == "torch")',
+        "not (x.dtype == torch.float64)",
+        ("tests/test_ops.py", "-k", "mismatches_are_refused"),
+        "a float64 block reaches the compiled and Triton kernels (real and fake), not only ATen's",
+    ),
+    Mutant(
+        "ops_w3_even_kernel_accepted",
+        "inception_fast/ops.py",
+        '    for name, w in (("w3", w3), ("w5", w5)):\n',
+        '    for name, w in (("w5", w5),):\n',
+        ("tests/test_ops.py", "-k", "inconsistent"),
+        "an even-sized w3 passes the check (the kernels pad by k // 2: a shifted, wrongly sized branch)",
+    ),
+    Mutant(
+        "ops_unavailable_backend_runs",
+        "inception_fast/ops.py",
+        '    if why is not None:\n        raise RuntimeError(f"backend {backend!r} is unavailable',
+        '    if False:\n        raise RuntimeError(f"backend {backend!r} is unavailable',
+        ("tests/test_ops.py", "-k", "unavailable_backend_names"),
+        "an op called directly with a backend unavailable on x's device runs its kernel anyway",
+    ),
+    Mutant(
+        "ops_stem_pool_padding_unchecked",
+        "inception_fast/ops.py",
+        "padding < 0 or not 0 <= 2 * pool_padding <= pool_kernel:",
+        "padding < 0:",
+        ("tests/test_triton_stem.py", "-k", "op_rejects_bad_input"),
+        "conv_relu_maxpool takes a pool padding past half the pool kernel (ATen's error, or a kernel's wrong edge)",
+    ),
+    Mutant(
+        "ops_cpu_max_pool_fake_nchw",
+        "inception_fast/ops.py",
+        "    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)\n"
+        "\n"
+        "\n"
+        "def _extension_kernel_missing",
+        "    return torch.empty(shape, dtype=x.dtype, device=x.device)\n\n\ndef _extension_kernel_missing",
+        ("tests/test_cuda_ext.py", "-k", "cpu_max_pool_layouts"),
+        "cpu_max_pool2d's fake kernel gives NCHW strides where the real op returns channels_last",
+    ),
+    Mutant(
+        "ops_backward_device_unchecked",
+        "inception_fast/ops.py",
+        "        if t.device != x.device or t.dtype != x.dtype:\n",
+        "        if t.dtype != x.dtype:\n",
+        ("tests/test_backward.py", "-k", "mismatched"),
+        "a grad_out/out/scratch on another device than x reaches the backward kernels",
+    ),
+    Mutant(
+        "ops_bn_train_stats_differentiable",
+        "inception_fast/ops.py",
+        "    ctx.mark_non_differentiable(scratch, pre, mean, var)\n",
+        "    ctx.mark_non_differentiable(scratch, pre)\n",
+        ("tests/test_train_bn.py", "-k", "only_the_output"),
+        "the train-mode op's batch mean and variance require grad: a loss through them gets no gradient, silently",
+    ),
+    Mutant(
+        "ops_bn_train_backward_grad_out_unchecked",
+        "inception_fast/ops.py",
+        "    if grad_out.shape != out.shape:\n",
+        "    if False:\n",
+        ("tests/test_train_bn.py", "-k", "only_the_output"),
+        "the train-mode backward op takes a grad_out of another shape than the output",
+    ),
+    Mutant(
+        "ops_bn_train_gamma_device_unchecked",
+        "inception_fast/ops.py",
+        '            raise RuntimeError(f"input is on {x.device} but {name} is on {t.device}; move the '
+        'module with .to()")\n'
+        "        if t.dtype not in",
+        "            pass\n        if t.dtype not in",
+        ("tests/test_train_bn.py", "-k", "rejects_bad_arguments"),
+        "a gamma/beta on another device than the input passes the train-mode op's check",
     ),
 ]
 
