@@ -803,22 +803,28 @@ def _emulated_tolerance(dtype, tf32):
     return lambda ref64, ref_low: TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
 
 
+def _emulated_launches(emulator, b, out, scratch, dtype, tf32, what):
+    """Both emulated launches of block ``b`` into ``out`` / ``scratch``, each checked against the
+    reference (launch 2 on the scratch launch 1 wrote)."""
+    ch1, r3, r5, c3, c5, pool = dims(b)
+    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
+    tolerance = _emulated_tolerance(dtype, tf32)
+    check_launch1(b, out, scratch, tolerance, f"{what}, launch 1")
+    emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
+    y3, y5 = reference_launch2(scratch, b)
+    l3, l5 = reference_launch2(scratch, b, dtype)
+    check_close(out[:, ch1 : ch1 + c3], y3, tolerance(y3, l3), f"{what}, branch 2")
+    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, tolerance(y5, l5), f"{what}, branch 3")
+
+
 @pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
 @pytest.mark.parametrize("dtype,tf32", EMULATED_MODES, ids=["bf16", "fp16", "tf32", "fp32"])
 def test_emulated_cuda_kernel(emulator, dtype, tf32, shape):
     cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
     emulator.set_eager_copies(False)
     b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=11)
-    ch1, r3, r5, c3, c5, pool = dims(b)
     out, scratch = poisoned_buffers(b)
-    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
-    tolerance = _emulated_tolerance(dtype, tf32)
-    check_launch1(b, out, scratch, tolerance, f"emulated launch 1 ({shape})")
-    emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
-    y3, y5 = reference_launch2(scratch, b)
-    l3, l5 = reference_launch2(scratch, b, dtype)
-    check_close(out[:, ch1 : ch1 + c3], y3, tolerance(y3, l3), "emulated branch 2")
-    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, tolerance(y5, l5), "emulated branch 3")
+    _emulated_launches(emulator, b, out, scratch, dtype, tf32, f"emulated ({shape})")
     assert not torch.isnan(out).any()
 
 
@@ -906,24 +912,16 @@ def _misaligned(t):
     return moved
 
 
-@pytest.mark.parametrize("which", [("w_red",), ("w_pool",), ("x",), ("w3",), ("w5",)], ids=lambda w: "_".join(w))
+@pytest.mark.parametrize("which", ["w_red", "w_pool", "x", "w3", "w5"])
 def test_emulated_cuda_kernel_misaligned_operands(emulator, which):
     """An operand off a 16-byte boundary takes the element-wise loaders (the emulator refuses a
     misaligned cp.async, as the GPU would fault), and both launches stay right."""
     cfg, n, h, w, k5 = EMULATED_SHAPES["aligned"]
     emulator.set_eager_copies(False)
     b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=torch.bfloat16, seed=14)
-    for name in which:
-        b[name] = _misaligned(b[name])
-    ch1, r3, r5, c3, c5, pool = dims(b)
+    b[which] = _misaligned(b[which])
     out, scratch = poisoned_buffers(b)
-    emulator.reduce_pool_(*launch1_args(b, out, scratch), False)
-    check_launch1(b, out, scratch, _emulated_tolerance(torch.bfloat16, False), f"misaligned {which}, launch 1")
-    emulator.branch_convs_(*launch2_args(b, scratch, out), False)
-    y3, y5 = reference_launch2(scratch, b)
-    l3, l5 = reference_launch2(scratch, b, torch.bfloat16)
-    check_close(out[:, ch1 : ch1 + c3], y3, reduced_precision_bound(l3, y3), f"misaligned {which}, branch 2")
-    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, reduced_precision_bound(l5, y5), f"misaligned {which}, branch 3")
+    _emulated_launches(emulator, b, out, scratch, torch.bfloat16, False, f"misaligned {which}")
 
 
 @pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
@@ -936,7 +934,6 @@ def test_emulated_cuda_kernel_guarded_buffers(emulator, dtype, tf32, shape):
     cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
     emulator.set_eager_copies(False)
     b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=15)
-    ch1, r3, r5, c3, c5, pool = dims(b)
     bands = []
 
     def in_guards(t):
@@ -946,14 +943,7 @@ def test_emulated_cuda_kernel_guarded_buffers(emulator, dtype, tf32, shape):
     b = {k: in_guards(v) for k, v in b.items()}
     fresh_out, fresh_scratch = poisoned_buffers(b)
     out, scratch = in_guards(fresh_out), in_guards(fresh_scratch)
-    emulator.reduce_pool_(*launch1_args(b, out, scratch), tf32)
-    tolerance = _emulated_tolerance(dtype, tf32)
-    check_launch1(b, out, scratch, tolerance, f"guarded launch 1 ({shape})")
-    emulator.branch_convs_(*launch2_args(b, scratch, out), tf32)
-    y3, y5 = reference_launch2(scratch, b)
-    l3, l5 = reference_launch2(scratch, b, dtype)
-    check_close(out[:, ch1 : ch1 + c3], y3, tolerance(y3, l3), "guarded branch 2")
-    check_close(out[:, ch1 + c3 : ch1 + c3 + c5], y5, tolerance(y5, l5), "guarded branch 3")
+    _emulated_launches(emulator, b, out, scratch, dtype, tf32, f"guarded ({shape})")
     assert_bands_untouched(bands)
 
 
