@@ -921,6 +921,7 @@ with torch.no_grad():
 data = Images(torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long))
 acc = _evaluate(run, data, 2, 2, torch.device("cpu"), _Dist(rank, 2), contextlib.nullcontext)
 print(f"rank {rank}: accuracy {acc}, class {int(model.cls)}")
+torch.distributed.barrier()  # both ranks done before either tears gloo down (as the train job does)
 torch.distributed.destroy_process_group()
 '''
 
