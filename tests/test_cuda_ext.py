@@ -780,8 +780,21 @@ def test_failed_emulator_build_fails_where_the_build_is_required(monkeypatch, re
     assert "expected ';'" in str(outcome)
 
 
-# (dtype, TF32 allowed): the four arithmetic paths of conv_gemm.cu.
-EMULATED_MODES = [(torch.bfloat16, False), (torch.float16, False), (torch.float32, True), (torch.float32, False)]
+# (dtype, TF32 allowed): the four arithmetic paths of conv_gemm.cu, by test id.
+EMULATED_MODES = {
+    "bf16": (torch.bfloat16, False),
+    "fp16": (torch.float16, False),
+    "tf32": (torch.float32, True),
+    "fp32": (torch.float32, False),
+}
+
+
+def emulated_modes(*names):
+    """Parametrizes a test's ``dtype, tf32`` over the named EMULATED_MODES (all by default)."""
+    names = names or tuple(EMULATED_MODES)
+    return pytest.mark.parametrize("dtype,tf32", [EMULATED_MODES[n] for n in names], ids=list(names))
+
+
 # Both at batch 2 with an odd H*W, so a pixel's image offset matters and M tiles straddle images:
 # 2 x 9x9 = 162 pixels = 2 M tiles of 128 (the first holds the image boundary, the second starts
 # inside image 2); ch1+ch3red+ch5red = 144 and ch3 = 136 = 2 N tiles; 72 input channels = a K tail
@@ -803,6 +816,13 @@ def _emulated_tolerance(dtype, tf32):
     return lambda ref64, ref_low: TOLERANCE["tf32"] if tf32 else TOLERANCE["fp32"]
 
 
+def _emulated_block(emulator, shape, seed, dtype=torch.float32):
+    """Block ``shape`` of EMULATED_SHAPES, its tensors in ``dtype``, with cp.async landing late."""
+    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
+    emulator.set_eager_copies(False)
+    return make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=seed)
+
+
 def _emulated_launches(emulator, b, out, scratch, dtype, tf32, what):
     """Both emulated launches of block ``b`` into ``out`` / ``scratch``, each checked against the
     reference (launch 2 on the scratch launch 1 wrote)."""
@@ -818,11 +838,9 @@ def _emulated_launches(emulator, b, out, scratch, dtype, tf32, what):
 
 
 @pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
-@pytest.mark.parametrize("dtype,tf32", EMULATED_MODES, ids=["bf16", "fp16", "tf32", "fp32"])
+@emulated_modes()
 def test_emulated_cuda_kernel(emulator, dtype, tf32, shape):
-    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
-    emulator.set_eager_copies(False)
-    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=11)
+    b = _emulated_block(emulator, shape, 11, dtype)
     out, scratch = poisoned_buffers(b)
     _emulated_launches(emulator, b, out, scratch, dtype, tf32, f"emulated ({shape})")
     assert not torch.isnan(out).any()
@@ -860,13 +878,12 @@ def _check_nonfinite_close(out, ref64, ref_low, tolerance, what):
 
 
 @pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
-@pytest.mark.parametrize("dtype,tf32", EMULATED_MODES, ids=["bf16", "fp16", "tf32", "fp32"])
+@emulated_modes()
 def test_emulated_cuda_kernel_nonfinite_input(emulator, dtype, tf32, shape):
     """NaN and +-inf in x reach launch 1's outputs as in torch: the max pool and the ReLU let NaN through."""
-    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
-    emulator.set_eager_copies(False)
-    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=13)
+    b = _emulated_block(emulator, shape, 13, dtype)
     x = b["x"]
+    n, _, h, w = x.shape
     # A NaN on a corner and one inside (its pool window the whole 3x3), +inf and -inf elsewhere.
     x[n - 1, 1, 0, w - 1] = NAN
     x[0, 2, h // 2, w // 2] = NAN
@@ -890,9 +907,7 @@ def test_emulated_cuda_kernel_accepts_other_layouts(emulator, shape):
     pack what the kernel reads, as the CPU kernels do (test_cpu_accepts_other_layouts)."""
     from unwritten_reads import nan_gapped
 
-    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
-    emulator.set_eager_copies(False)
-    b = make_block(cfg, k5=k5, n=n, h=h, w=w, seed=16)
+    b = _emulated_block(emulator, shape, 16)
     b2 = dict(b, x=b["x"].contiguous(), w3=b["w3"].contiguous(), w5=b["w5"].contiguous())
     for name in ("w_red", "w_pool"):
         b2[name] = b[name].t().contiguous().t()
@@ -916,24 +931,20 @@ def _misaligned(t):
 def test_emulated_cuda_kernel_misaligned_operands(emulator, which):
     """An operand off a 16-byte boundary takes the element-wise loaders (the emulator refuses a
     misaligned cp.async, as the GPU would fault), and both launches stay right."""
-    cfg, n, h, w, k5 = EMULATED_SHAPES["aligned"]
-    emulator.set_eager_copies(False)
-    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=torch.bfloat16, seed=14)
+    b = _emulated_block(emulator, "aligned", 14, torch.bfloat16)
     b[which] = _misaligned(b[which])
     out, scratch = poisoned_buffers(b)
     _emulated_launches(emulator, b, out, scratch, torch.bfloat16, False, f"misaligned {which}")
 
 
 @pytest.mark.parametrize("shape", list(EMULATED_SHAPES))
-@pytest.mark.parametrize("dtype,tf32", [EMULATED_MODES[0], EMULATED_MODES[3]], ids=["bf16", "fp32"])
+@emulated_modes("bf16", "fp32")
 def test_emulated_cuda_kernel_guarded_buffers(emulator, dtype, tf32, shape):
     """Every operand between poisoned guard bands: a store past out or scratch lands in a band, and a
     load past x or a weight (a K tail or a row past M not masked) brings NaN into the results."""
     from unwritten_reads import assert_bands_untouched, guarded
 
-    cfg, n, h, w, k5 = EMULATED_SHAPES[shape]
-    emulator.set_eager_copies(False)
-    b = make_block(cfg, k5=k5, n=n, h=h, w=w, dtype=dtype, seed=15)
+    b = _emulated_block(emulator, shape, 15, dtype)
     bands = []
 
     def in_guards(t):
