@@ -137,12 +137,24 @@ def test_init_is_torchvisions():
     assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
 
 
+@pytest.mark.parametrize("variant", ["paper", "d2l"])
+def test_init_starts_the_conv_biases_at_zero(variant):
+    """The variants without BatchNorm have conv biases; init_weights starts them at zero (and their
+    weights as torchvision's), where nn.Conv2d would draw them."""
+    convs = [m for m in GoogLeNet(variant=variant).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.bias is not None and not c.bias.any() for c in convs)
+
+
 @pytest.mark.parametrize("size", [96, 32, 9, 1])
 def test_d2l_variant_runs_down_to_small_images(size):
     m = GoogLeNet(variant="d2l").eval()
     assert m.in_channels == 1 and m.fc.out_features == 10
     assert m.inception3a.branch3[1].conv.kernel_size == (5, 5) and m.lrn1 is None
     assert m.dropout.p == 0.0  # the chapter's network has no dropout
+    # The chapter's pools: nn.MaxPool2d(kernel_size=3, stride=2, padding=1), floor mode.
+    for name in MAX_POOLS:
+        pool = getattr(m, name)
+        assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 1, False), name
     assert m(torch.randn(2, 1, size, size)).shape == (2, 10)
 
 
@@ -194,3 +206,9 @@ def test_unknown_variant_and_bad_kernel():
         GoogLeNet(variant="resnet")
     with pytest.raises(ValueError, match="branch3_kernel"):
         Inception(8, 4, 4, 4, 4, 4, 4, branch3_kernel=7)
+    # A branch without channels would be a conv with no outputs: refused by the argument's name.
+    for i, name in enumerate(("in_channels", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5", "pool_proj")):
+        sizes = [8, 4, 4, 4, 4, 4, 4]
+        sizes[i] = -1 if i % 2 else 0
+        with pytest.raises(ValueError, match=f"Inception {name} must be a positive channel count, got {sizes[i]}"):
+            Inception(*sizes)

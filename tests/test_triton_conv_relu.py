@@ -101,22 +101,43 @@ def test_every_config_and_any_layout(poisoned):
 
 
 @interpreter_only
-def test_strided_bias_and_no_input_channels(poisoned):
+def test_strided_bias_and_no_input_channels(poisoned, monkeypatch):
     """The bias is read through its stride (a view of every other element, NaN in the gaps); with
-    no input channels the sums are empty and the output is relu(b), negative biases giving 0."""
+    no input channels the sums are empty, no kernel runs, and the output is relu(b), negative
+    biases giving 0."""
     x, wt, b = make_case(2, 20, 5, 7, 24, 3, seed=6)
     gapped = nan_gapped(b)
     check_conv(conv_relu.launch_conv_relu(x, wt, gapped, 1), x, wt, b, "strided bias")
     b = torch.linspace(-1, 1, 24)
-    out = conv_relu.launch_conv_relu(x[:, :0], wt[:, :0], b, 1)
+    out, _ops, launched = observe_launches(lambda: conv_relu.launch_conv_relu(x[:, :0], wt[:, :0], b, 1), monkeypatch)
+    assert launched == []  # nothing to sum: no kernel
     assert out.shape == (2, 24, 5, 7) and torch.equal(out, b.relu().view(1, -1, 1, 1).expand_as(out))
 
 
-def test_supported_refuses_grouped_weights():
-    """The kernel computes groups=1 only: a weight with fewer input channels than x is refused."""
+def test_supported_refuses_what_the_kernel_does_not_compute():
+    """The kernel computes groups=1 only: a weight with fewer input channels than x is refused; so
+    are a weight that is not 4-D, a non-square one, float64, and bfloat16 under the interpreter."""
     x, wt, _ = make_case(1, 6, 3, 3, 4, 3)
     assert conv_relu.supported(x, wt, 1) is None
     assert "groups=1" in conv_relu.supported(x, wt[:, :3], 1)
+    assert "4-D" in conv_relu.supported(x, wt[0], 1)
+    assert "square convs" in conv_relu.supported(x, wt[:, :, :1], 1)
+    assert "float32, float16 and bfloat16" in conv_relu.supported(x.double(), wt.double(), 1)
+    if INTERPRET:
+        assert "interpreter" in conv_relu.supported(x.bfloat16(), wt.bfloat16(), 1)
+
+
+def test_launcher_refuses_mismatched_weight_and_bias():
+    """The launcher's own checks (the op checks first): weight and bias in x's dtype, a bias of
+    shape (Cout,)."""
+    x, wt, b = make_case(1, 6, 3, 3, 4, 3)
+    with pytest.raises(TypeError, match="does not match"):
+        conv_relu.launch_conv_relu(x, wt.half(), b, 1)
+    with pytest.raises(TypeError, match="does not match"):
+        conv_relu.launch_conv_relu(x, wt, b.half(), 1)
+    for bad in (torch.cat([b, b[:1]]), b[:3], b[None]):
+        with pytest.raises(ValueError, match="bias of shape"):
+            conv_relu.launch_conv_relu(x, wt, bad, 1)
 
 
 @interpreter_only
@@ -141,6 +162,19 @@ def test_autotuned_launch_path_one_launch_and_no_other_kernels(monkeypatch, pois
         assert set(aten_ops) <= {"aten.empty.memory_format"}, aten_ops
         check_conv(out, x, wt, b, f"autotuned, {k}x{k}")
     assert len(benchmarked) == 4 and len(tuned.cache) == 2
+
+
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_dot_precision_follows_allow_tf32(tf32, monkeypatch):
+    """fp32 products in TF32 only while cudnn.allow_tf32 is on, read at call time, as the GPU's
+    launch path asks for them (the interpreter multiplies exactly either way: test_gpu_stem_convs
+    checks exact fp32 on a GPU)."""
+    from inception_fast.backends.triton import _common
+
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    _, meta, _, _ = conv_relu._arguments(*make_case(1, 20, 5, 7, 24, 3, device="meta"), 1)
+    assert meta["DOT_PRECISION"] == ("tf32" if tf32 else "ieee")
 
 
 def test_l1_configs_only_for_convs_with_shared_taps():

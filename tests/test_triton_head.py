@@ -96,22 +96,58 @@ def test_every_config_and_any_layout(poisoned_head):
 
 
 @interpreter_only
+def test_empty_logits_launch_nothing(monkeypatch):
+    """CUDA rejects an empty grid: an empty batch, or no classes, gets its empty logits without a
+    launch of either kernel."""
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("launched a kernel for empty logits")
+
+    monkeypatch.setattr(head._common, "launch_configured", no_launch)
+    x, wt, b = make_case(3, 70, 3, 5, 40, seed=1)
+    assert head.launch_avgpool_linear(x[:0], wt, b).shape == (0, 40)
+    assert head.launch_avgpool_linear(x, wt[:0], b[:0]).shape == (3, 0)
+
+
+@interpreter_only
+def test_bfloat16_rejected_by_interpreter():
+    """The launcher's own dtype check: the interpreter has no bfloat16."""
+    x, wt, b = make_case(1, 37, 7, 7, 10, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
+        head.launch_avgpool_linear(x, wt, b)
+
+
+@interpreter_only
 def test_strided_bias_and_no_access_outside_the_buffers(monkeypatch):
     """The bias is read through its stride (a view of every other element, NaN in the gaps); the
-    means and logits sit between poisoned guard bands: a load of a means row past the batch trips
-    the unwritten-read check, a store past the logits changes the band (on a GPU: someone else's
-    memory).  Every GPU config pair and the interpreter's, on 3 images (no image tile filled)."""
+    input, the means and the logits sit between poisoned guard bands: a load past the input's last
+    channel or of a means row past the batch trips the unwritten-read check, a store past the
+    logits changes the band (on a GPU: someone else's memory).  Every GPU config pair and the
+    interpreter's, on 3 images (no image tile filled) of 70 channels (no channel tile filled)."""
     bands = []
 
     def guarded_empty(shape, dtype, device):
         return guarded(shape[0] * shape[1], dtype, device, bands).view(shape)
 
-    monkeypatch.setattr(head.torch, "empty", guarded_empty)
     x, wt, b = make_case(3, 70, 3, 5, 40, seed=5)
+    x = guarded(x.numel(), x.dtype, x.device, bands).view(3, 3, 5, 70).permute(0, 3, 1, 2).copy_(x)
+    monkeypatch.setattr(head.torch, "empty", guarded_empty)
     gapped = nan_gapped(b)
     for pool_cfg, linear_cfg in [(None, None), *zip(head.POOL_CONFIGS, head.LINEAR_CONFIGS)]:
         check_head(head.launch_avgpool_linear(x, wt, gapped, pool_cfg, linear_cfg), x, wt, b, str(linear_cfg))
     assert_bands_untouched(bands)
+
+
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_dot_precision_follows_matmul_allow_tf32(tf32, monkeypatch):
+    """The GEMM multiplies fp32 in TF32 only while matmul.allow_tf32 is on (nn.Linear's flag, not
+    cuDNN's, here set the other way), read at call time, as the GPU's launch path asks for it (the
+    interpreter multiplies exactly either way: test_gpu_head_5b_shape checks the results on a GPU)."""
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not tf32)
+    _, (_, meta, _), _ = head._arguments(*make_case(2, 37, 3, 5, 10, device="meta"))
+    assert meta["PRECISION"] == ("tf32" if tf32 else "ieee")
 
 
 @interpreter_only

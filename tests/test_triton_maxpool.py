@@ -120,6 +120,13 @@ def test_an_empty_output_launches_nothing(monkeypatch):
     assert out.shape == (0, 4, 4, 4) and out.is_contiguous(memory_format=CL)
 
 
+@interpreter_only
+def test_bfloat16_rejected_by_interpreter():
+    """The launcher's own dtype check: the interpreter has no bfloat16."""
+    with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
+        maxpool.launch_max_pool(make_input(1, 4, 9, 9, dtype=torch.bfloat16), 3, 2, 0, True)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=interpreter_only)])
 def test_gradient_is_atens(backend):
     """The op is differentiable on either backend, with ATen's max-pool gradient."""

@@ -26,7 +26,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import counting_do_bench, observe_launches  # noqa: E402
-from unwritten_reads import nan_gapped, poison  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded, nan_gapped, poison  # noqa: E402
 
 from inception_fast.backends.triton import _common, stem  # noqa: E402
 
@@ -116,6 +116,7 @@ def test_every_config_fp32(i, poisoned):
         # Cin and k with a common factor: the K column's (kh, kw, cin) split must be the real one
         # (with coprime Cin and k, as above, a wrong kw split can still visit every tap once).
         (2, 6, 9, 11, 24, 3, (1, 1, 3, 2, 1, False)),
+        (1, 3, 13, 11, 24, 7, (2, 3, 2, 2, 1, False)),  # a 2x2 pool with padding 1: half its kernel
     ],
 )
 def test_other_shapes_fp32(n, cin, h, w, cout, k, params, poisoned):
@@ -132,11 +133,50 @@ def test_strided_bias_fp32(poisoned):
     check_close(out, reference64(x, w, b, TORCHVISION), TOLERANCE["fp32"], "strided bias")
 
 
-def test_launcher_rejects_pool_padding_past_half_the_kernel():
-    """The launcher's own check (the op checks first): a 3x3 pool takes padding 1 at most."""
+@interpreter_only
+def test_no_access_outside_the_buffers(monkeypatch):
+    """The output and the bias sit between poisoned guard bands: a store past the last pooled pixel
+    or the last channel changes a band (on a GPU: someone else's memory), a bias load past COUT
+    reads a band's poison and trips the unwritten-read check.  COUT 40 leaves the 64-wide column
+    tile partly empty, 1x8x7 pooled pixels leave the last row tile partly empty; every config."""
+    bands = []
+
+    def guarded_output(shape, x):
+        n, c, h, w = shape
+        return guarded(n * c * h * w, x.dtype, x.device, bands).view(n, h, w, c).permute(0, 3, 1, 2)
+
+    monkeypatch.setattr(stem, "_new_output", guarded_output)
+    x, w, b = make_case(n=1, h=31, w=29, cout=40, seed=9)
+    guarded_b = guarded(b.numel(), b.dtype, b.device, bands).copy_(b)
+    for config in [None, *stem.CONFIGS]:
+        check_fp32((x, w, guarded_b), TORCHVISION, f"config {config}", config=config)
+    assert_bands_untouched(bands)
+
+
+def test_launcher_rejects_what_it_does_not_compute():
+    """The launcher's own checks (the op checks first): a square weight whose input channels are
+    x's, a pool padding of at most half its kernel (1 for a 3x3 pool), and an input whose conv
+    output is smaller than the pool's window (no pooled pixel)."""
     x, w, b = make_case(n=1, h=15, w=13)
     with pytest.raises(ValueError, match="max pool"):
         stem.launch_conv_relu_maxpool(x, w, b, 2, 3, 3, 2, 2)
+    with pytest.raises(ValueError, match="square conv weight"):
+        stem.launch_conv_relu_maxpool(x, w[:, :, :5], b, *TORCHVISION)
+    with pytest.raises(ValueError, match="square conv weight"):
+        stem.launch_conv_relu_maxpool(x[:, :2], w, b, *TORCHVISION)
+    with pytest.raises(ValueError, match="no output"):  # a 2x2 conv output under a 3x3 window
+        stem.launch_conv_relu_maxpool(x[..., :3, :3], w, b, 2, 3, 3, 2, 0, False)
+
+
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
+def test_dot_precision_follows_allow_tf32(tf32, monkeypatch):
+    """fp32 products in TF32 only while cudnn.allow_tf32 is on, read at call time, as the GPU's
+    launch path asks for them (the interpreter multiplies exactly either way: test_gpu_fp32 checks
+    the results on a GPU)."""
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    _, meta, _, _ = stem._arguments(*make_case(n=1, h=15, w=13, device="meta"), *TORCHVISION)
+    assert meta["DOT_PRECISION"] == ("tf32" if tf32 else "ieee")
 
 
 @interpreter_only
