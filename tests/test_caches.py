@@ -131,7 +131,14 @@ def test_triton_tuning_memos_and_log_stay_bounded(small_caches):
     assert _common.tuning_count() - count0 == 8 * CAP - 1
     assert _common._tuned_config(tuned, (x, 8 * CAP - 1, 16), {}) is tuned.best_config
     assert _common._tuned_config(tuned, (x, 1, 16), {}) is None
+    # Triton's Autotuner keys on the tensors' dtypes too: another dtype's launch is a new shape.
+    assert _common._tuned_config(tuned, (x.half(), 8 * CAP - 1, 16), {}) is None
     assert _common.tuning_log()[-1]["shape"] == {"M": 8 * CAP - 1, "N": 16}
+    assert _common.tuning_log()[-1]["dtype"] == str(x.dtype)
+    assert _common.tuning_log()[-1]["us"] == {_common.config_name(tuned.best_config): pytest.approx(10.0)}  # 0.01 ms
+    # The choice store's key too: a config stored for one dtype is not read back for another.
+    stored = _common._store_key(tuned, (x, 5, 16), {}, "kernel")
+    assert stored is not None and stored != _common._store_key(tuned, (x.half(), 5, 16), {}, "kernel")
 
 
 def test_threads_missing_one_key_at_once_measure_it_once():

@@ -307,6 +307,16 @@ def test_refuses_outputs_of_another_size():
         _launch1(block, out[..., :3], scratch)
 
 
+def test_stored_config_names_name_one_config_each():
+    """The TMA launchers' autotuners, whose choices the choice store keeps by config_name: each
+    name names one of their configs (tile, warps and stages), so the config read back is the one
+    chosen."""
+    for module in (reduce_pool_tma, branch_convs_tma):
+        configs = module.make_tuned_kernel().configs
+        names = {_common.config_name(c) for c in configs}
+        assert len(names) == len(configs), module.__name__
+
+
 @interpreter_only
 def test_autotuned_launch_path(monkeypatch, tmp_path):
     """The GPU's launch path run by the interpreter, with a stand-in do_bench: every config's

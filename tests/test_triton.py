@@ -426,6 +426,8 @@ def test_unavailable_reasons(monkeypatch):
     backend = get("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "TRITON_INTERPRET=1" in backend.unavailable_reason(torch.device("cpu"))
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert "TRITON_INTERPRET=1" in backend.unavailable_reason(torch.device("cpu"))
     assert "not on meta" in backend.unavailable_reason(torch.device("meta"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     reason = backend.unavailable_reason(torch.device("cpu"))
@@ -433,13 +435,21 @@ def test_unavailable_reasons(monkeypatch):
         assert reason is None
     else:  # the kernels were already imported for the GPU: setting the variable now is too late
         assert "before the kernels were imported" in reason
+    monkeypatch.setattr(_common, "INTERPRET", False)  # as if they had been
+    assert "before the kernels were imported" in backend.unavailable_reason(torch.device("cpu"))
 
 
 @interpreter_only
 def test_bfloat16_rejected_by_interpreter():
+    """The kernels refuse bfloat16 under the interpreter, and the registry says so beforehand (what
+    backend="auto" and the modules ask before they offer the backend)."""
+    from inception_fast import backends
+
     block = make_block(ODD, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
         tb.block_forward(**block)
+    assert "bfloat16 is not supported" in backends.dtype_reason("triton", "cpu", torch.bfloat16)
+    assert backends.dtype_reason("triton", "cpu", torch.float32) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -761,7 +771,18 @@ def test_alignment_units():
     assert _common.row_unit(strided(192), strided(136)) == 8  # 4b's scratch
     assert _common.row_unit(strided(13)) == 1
     assert _common.row_unit(strided(192, n_stride=2**31 + 16)) == 1
+    assert _common.row_unit(strided(192, n_stride=2**31)) == 1  # 2^31 itself is 64-bit already
     assert _common.pow2_unit(296, 160, 64) == 8 and _common.pow2_unit(24) == 8 and _common.pow2_unit(7) == 1
+
+
+def test_no_buffer_is_one_empty_tensor_per_device_and_dtype():
+    """_common.no_buffer: an empty tensor of the dtype asked for (a kernel compiles for its pointer
+    arguments' dtypes), on the given tensor's device, the same one on every call."""
+    x = torch.empty(2, dtype=torch.float16)
+    ws, counters = _common.no_buffer(x, torch.float32), _common.no_buffer(x, torch.int32)
+    assert (ws.dtype, counters.dtype, ws.numel(), counters.numel()) == (torch.float32, torch.int32, 0, 0)
+    assert ws.device == counters.device == x.device
+    assert _common.no_buffer(x, torch.float32) is ws and _common.no_buffer(x, torch.int32) is counters
 
 
 def test_offsets_past_32_bits_are_refused():
