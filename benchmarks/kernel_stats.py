@@ -282,7 +282,7 @@ def backward_stats(block: str = "inception4b", batch: int = 256, dtype: str = "b
     buffers, segments, launches = block_backward._arguments(
         torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
     )
-    _grid, sum_args, sum_meta = block_backward._sum_arguments(buffers["partial"], buffers["flat"], segments)
+    _grid, sum_args, sum_meta = block_backward._sum_arguments(buffers["partial"], buffers["grads"], segments)
     compiles = [
         (launch, kernel, args, meta, config)
         for launch, (kernel, _tuned, args, meta, _grid) in zip(("bwd_a", "bwd_b"), launches)

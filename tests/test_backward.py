@@ -19,7 +19,7 @@ import pytest
 import torch
 from block_cases import CL, ODD, UNIT8, make_block
 from uninterpreted import run_python
-from unwritten_reads import poison
+from unwritten_reads import assert_bands_untouched, guarded, poison
 
 from inception_fast import FusedInception, Inception, available_backends
 from inception_fast.reference import BLOCK_CONFIGS
@@ -96,12 +96,15 @@ def test_second_derivative_is_refused():
         torch.autograd.grad(y.sum(), x, create_graph=True)
 
 
-def test_opcheck_backward_op():
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=interpreter_only)])
+def test_opcheck_backward_op(backend):
+    """The op's contract (schema, fake kernel, dispatch) on each backend: its nine outputs alias
+    nothing, each gradient in a tensor of its own."""
     block = make_block(ODD, k5=5, n=2, h=3, w=4)
     out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
     args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
     for need_x in (True, False):
-        torch.library.opcheck(torch.ops.inception_fast.inception_block_backward.default, (*args, need_x, "torch"))
+        torch.library.opcheck(torch.ops.inception_fast.inception_block_backward.default, (*args, need_x, backend))
 
 
 def test_backward_rejects_mismatched_tensors():
@@ -207,25 +210,31 @@ def test_triton_gradients_full_channels():
 
 @pytest.fixture
 def poisoned_backward(monkeypatch):
-    """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails; and
-    the flat gradient buffer (the gradients are views of it) must hold no NaN anywhere, gaps between
-    segments included: launch C reads no partial that launches A and B did not write."""
+    """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails; the
+    eight 1-D weight and bias gradients that launch C stores sit between poisoned guard bands, must
+    hold no NaN anywhere (launch C reads no partial that launches A and B did not write) and leave
+    the bands untouched (no store past a gradient's end or before its start)."""
     from inception_fast.backends.triton import block_backward as bb
 
-    real, calls = bb._buffer, []
+    real, calls, bands = bb._buffer, [], []
 
-    def poisoned(*args, **kwargs):
-        t = real(*args, **kwargs)
-        calls.append(poison(t))
+    def poisoned(shape, dtype, device, *args, **kwargs):
+        t = (
+            guarded(shape[0], dtype, device, bands)
+            if len(shape) == 1
+            else poison(real(shape, dtype, device, *args, **kwargs))
+        )
+        calls.append(t)
         return t
 
     monkeypatch.setattr(bb, "_buffer", poisoned)
     yield calls
     assert calls, "no buffer was allocated through block_backward._buffer; poisoning had no effect"
-    flats = [t for t in calls if t.dim() == 1]
-    assert flats, "no flat gradient buffer was allocated"
-    for t in flats:
+    grads = [t for t in calls if t.dim() == 1]
+    assert grads, "no gradient buffer was allocated"
+    for t in grads:
         assert not t.isnan().any(), f"launch C wrote NaN at {t.isnan().nonzero().flatten().tolist()[:8]}"
+    assert_bands_untouched(bands)
 
 
 @interpreter_only

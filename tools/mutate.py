@@ -7517,6 +7517,47 @@ MUTANTS = [
         ("tests/test_backward.py", "-k", "gradcheck_torch_backend"),
         "torch backend block backward: grad_x misses the pool branch",
     ),
+    Mutant(
+        "triton_bwd_sum_segment_start_unrounded",
+        "inception_fast/backends/triton/block_backward.py",
+        "    start = tl.cdiv(prev_end, ALIGN) * ALIGN\n",
+        "    start = prev_end\n",
+        ("tests/test_backward.py", "-k", "odd_shapes or units_of_8"),
+        "launch C stores a gradient from the previous segment's end, not its own aligned start (shifted, past its end)",
+    ),
+    Mutant(
+        "triton_bwd_sum_store_one_past_end",
+        "inception_fast/backends/triton/block_backward.py",
+        "    tl.store(dst_ptr + (offs - start), val, mask=(offs >= start) & (offs < end))\n",
+        "    tl.store(dst_ptr + (offs - start), val, mask=(offs >= start) & (offs <= end))\n",
+        ("tests/test_backward.py", "-k", "odd_shapes"),
+        "launch C stores one element past each gradient's end",
+    ),
+    Mutant(
+        "triton_bwd_sum_segments_swapped",
+        "inception_fast/backends/triton/block_backward.py",
+        "    end = _store_segment(d4_ptr, val, offs, end, e4_div_unit * E_UNIT, ALIGN)\n",
+        "    end = _store_segment(d5_ptr, val, offs, end, e4_div_unit * E_UNIT, ALIGN)\n",
+        ("tests/test_backward.py", "-k", "odd_shapes"),
+        "launch C stores w3's gradient segment into b3's tensor",
+    ),
+    Mutant(
+        "triton_bwd_sum_row_length",
+        "inception_fast/backends/triton/block_backward.py",
+        "    total = partial.shape[1]\n",
+        "    total = max(seg[name][0] + seg[name][1] for name in names)\n",
+        ("tests/test_backward.py", "-k", "odd_shapes or tile_and_split"),
+        "launch C steps between splits by the last segment's end, not the partial buffer's padded row length",
+    ),
+    Mutant(
+        "triton_bwd_grads_share_storage",
+        "inception_fast/backends/triton/block_backward.py",
+        '    grads = {name: _buffer((numel,), dt, dev) for name, (_off, numel) in seg.items() if name != "total"}\n',
+        "    flat = _buffer((total,), dt, dev)\n"
+        '    grads = {name: flat[off : off + n] for name, (off, n) in seg.items() if name != "total"}\n',
+        ("tests/test_backward.py", "-k", "opcheck_backward"),
+        "the gradients are views of one buffer (outputs that alias each other, against the op's schema)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

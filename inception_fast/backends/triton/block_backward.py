@@ -24,9 +24,9 @@ passes the gradient): no mask tensor and no split or cat copy.
   - the packed 1x1 weight and bias gradients ([g1 | g_red]^T @ x) and the pool projection's
     (gp^T @ maxpool(x), the pool recomputed from x as in the forward), GEMMs over pixel splits.
 * Launch C (``_sum_splits_kernel``): the weight and bias gradients' pixel splits summed in split
-  order (fp32), into one buffer in the block's dtype; the gradients are views of it.  Their
-  segments start at multiples of SEGMENT_ALIGN; launch C skips the gaps between them, which no
-  launch writes, and stores zeros there.
+  order (fp32), each gradient into its own tensor in the block's dtype (the op's outputs alias
+  nothing).  In the partial buffer their segments start at multiples of SEGMENT_ALIGN; launch C
+  neither reads nor stores the gaps between them, which no launch writes.
 
 Weight gradients: the pixels are cut into ``n_splits`` equal chunks (a multiple of the pixel
 step); each program writes its chunk's fp32 partial into its own slot of one partial buffer, and
@@ -62,8 +62,8 @@ __all__ = ["block_backward", "CONFIGS", "INTERPRETER_CONFIG", "split_count"]
 # store and every weight-gradient store of the kxk go element by element.  So the launches take
 # their row strides divided by a constexpr unit (ROW_UNIT for activations, W_UNIT for weights) and
 # their channel counts divided by C_UNIT, multiplied back inside; these quotients are not
-# specialized on alignment (blocks with the same units share binaries).  The flat gradient
-# buffer's segments start at multiples of SEGMENT_ALIGN elements.
+# specialized on alignment (blocks with the same units share binaries).  The partial buffer's
+# gradient segments start at multiples of SEGMENT_ALIGN elements.
 _ROW_STRIDES = ("n", "h", "w")
 _DIV_UNIT_A = [
     *(f"{c}_div_unit" for c in ("cin", "ch1", "cin3", "cout3", "cin5", "cout5", "n_pool")),
@@ -661,13 +661,30 @@ def _in_gap(offs, end, ALIGN: tl.constexpr):
     return (offs >= end) & (offs < tl.cdiv(end, ALIGN) * ALIGN)
 
 
+@triton.jit
+def _store_segment(dst_ptr, val, offs, prev_end, end, ALIGN: tl.constexpr):
+    """Stores the lanes of the segment [start, end) at dst_ptr[offs - start], where start is
+    ``prev_end`` rounded up to ALIGN (the segment after the one that ends at ``prev_end``); returns
+    ``end``, the next segment's ``prev_end``."""
+    start = tl.cdiv(prev_end, ALIGN) * ALIGN
+    tl.store(dst_ptr + (offs - start), val, mask=(offs >= start) & (offs < end))
+    return end
+
+
 # The segment ends reach launch C divided by E_UNIT (the largest power of two up to 16 dividing them
 # all: 16 on GoogLeNet's blocks but 4b and 4c, 8 there) and multiplied back inside: the gap mask
 # is then known constant over runs of E_UNIT elements, and the partials load four at a time.
 @triton.jit(do_not_specialize=[f"e{i}_div_unit" for i in range(8)])
 def _sum_splits_kernel(
     part_ptr,
-    dst_ptr,
+    d0_ptr,
+    d1_ptr,
+    d2_ptr,
+    d3_ptr,
+    d4_ptr,
+    d5_ptr,
+    d6_ptr,
+    d7_ptr,
     T,
     n_splits,
     e0_div_unit,
@@ -682,9 +699,10 @@ def _sum_splits_kernel(
     ALIGN: tl.constexpr,
     E_UNIT: tl.constexpr,
 ):
-    """Launch C: dst[i] = sum over splits s, in order, of part[s, i] (fp32), in dst's dtype, for i in
-    a segment (the eight segments end at e*_div_unit * E_UNIT); the gaps between segments, which
-    launches A and B never write, are zeros (their partials are not read)."""
+    """Launch C: for i in segment j (the eight segments end at e*_div_unit * E_UNIT, each starts at
+    the previous end rounded up to ALIGN), dj[i - start_j] = the sum over splits s, in order, of
+    part[s, i] (fp32), in the gradients' dtype.  The gaps between segments, which launches A and B
+    never write, are neither read nor stored."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < T
     gap = _in_gap(offs, e0_div_unit * E_UNIT, ALIGN) | _in_gap(offs, e1_div_unit * E_UNIT, ALIGN)
@@ -695,7 +713,15 @@ def _sum_splits_kernel(
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(0, n_splits):
         acc += tl.load(part_ptr + s * T + offs, mask=live, other=0.0)
-    tl.store(dst_ptr + offs, acc.to(dst_ptr.dtype.element_ty), mask=ok)
+    val = acc.to(d0_ptr.dtype.element_ty)
+    end = _store_segment(d0_ptr, val, offs, 0, e0_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d1_ptr, val, offs, end, e1_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d2_ptr, val, offs, end, e2_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d3_ptr, val, offs, end, e3_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d4_ptr, val, offs, end, e4_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d5_ptr, val, offs, end, e5_div_unit * E_UNIT, ALIGN)
+    end = _store_segment(d6_ptr, val, offs, end, e6_div_unit * E_UNIT, ALIGN)
+    _store_segment(d7_ptr, val, offs, end, e7_div_unit * E_UNIT, ALIGN)
 
 
 # Launches A and B share one tile: BLOCK_M pixels (data roles) or weight rows (weight roles),
@@ -750,8 +776,8 @@ def split_count(m: int) -> int:
 
 
 def _segments(w_red, w_pool, w3, w5) -> dict:
-    """Offsets of each gradient in the flat buffer, each a multiple of SEGMENT_ALIGN: name ->
-    (offset, numel); "total" the buffer's length, also a multiple."""
+    """Offsets of each gradient in a row of the partial buffer, each a multiple of SEGMENT_ALIGN:
+    name -> (offset, numel); "total" the row's length, also a multiple."""
     sizes = [
         ("w_red", w_red.numel()),
         ("b_red", w_red.shape[0]),
@@ -791,7 +817,7 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
     total = seg["total"][0]
     n_splits = split_count(m)
     partial = _buffer((n_splits, total), torch.float32, dev)
-    flat = _buffer((total,), dt, dev)
+    grads = {name: _buffer((numel,), dt, dev) for name, (_off, numel) in seg.items() if name != "total"}
     activations = [grad_out, out, scratch, g_red, g_pooled, x] + ([gx] if need_input_grad else [])
     unit = _common.row_unit(*activations)
     w_unit_a = _common.stride_unit(_common.row_unit(w3, w5), w_pool.stride(0))
@@ -838,17 +864,20 @@ def _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad
         (_branch_grads_kernel, _tuned_a, args_a, {**meta, "K5": k5, "W_UNIT": w_unit_a, "C_UNIT": c_unit_a}, grid_a),
         (_input_grads_kernel, _tuned_b, args_b, {**meta, "W_UNIT": w_unit_b, "C_UNIT": c_unit_b}, grid_b),
     ]
-    buffers = {"g_red": g_red, "g_pooled": g_pooled, "gx": gx, "partial": partial, "flat": flat}
+    buffers = {"g_red": g_red, "g_pooled": g_pooled, "gx": gx, "partial": partial, "grads": grads}
     return buffers, seg, launches
 
 
-def _sum_arguments(partial, flat, seg) -> tuple:
-    """(grid, positional args, constexprs) of launch C, which sums ``partial``'s splits into ``flat``."""
-    ends = [off + numel for name, (off, numel) in seg.items() if name != "total"]
+def _sum_arguments(partial, grads, seg) -> tuple:
+    """(grid, positional args, constexprs) of launch C, which sums ``partial``'s splits into the
+    eight 1-D gradient tensors ``grads`` (name -> tensor, in the segments' order)."""
+    names = [name for name in seg if name != "total"]
+    ends = [seg[name][0] + seg[name][1] for name in names]
     unit = _common.pow2_unit(*ends)
-    args = (partial, flat, flat.numel(), partial.shape[0], *(e // unit for e in ends))
+    total = partial.shape[1]
+    args = (partial, *(grads[name] for name in names), total, partial.shape[0], *(e // unit for e in ends))
     meta = {"BLOCK": SUM_BLOCK, "ALIGN": SEGMENT_ALIGN, "E_UNIT": unit}
-    return (_common.cdiv(flat.numel(), SUM_BLOCK),), args, meta
+    return (_common.cdiv(total, SUM_BLOCK),), args, meta
 
 
 def block_backward(
@@ -857,18 +886,17 @@ def block_backward(
     """(grad_x or None, gw_red, gb_red, gw_pool, gb_pool, gw3, gb3, gw5, gb5) of one block in three
     Triton launches (A, B, C above).  ``config`` (BLOCK_M/N/K) pins launches A and B's tile."""
     buffers, seg, launches = _arguments(grad_out, x, w_red, w_pool, w3, w5, out, scratch, need_input_grad)
-    flat = buffers["flat"]
+    grads = buffers["grads"]
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         for kernel, tuned, args, meta, grid in launches:
             _common.launch_configured(kernel, tuned, grid, args, meta, config, INTERPRETER_CONFIG)
-        grid, args, meta = _sum_arguments(buffers["partial"], flat, seg)
+        grid, args, meta = _sum_arguments(buffers["partial"], grads, seg)
         _common.launch(_sum_splits_kernel, grid, *args, **meta)
     _, cin3, cin5, cout3, cout5, n_pool = geometry.block_channels(w_red, w_pool, w3, w5)
     n_red, cin, k5 = w_red.shape[0], x.shape[1], w5.shape[-1]
 
     def view(name, shape):
-        off, numel = seg[name]
-        return flat[off : off + numel].view(shape)
+        return grads[name].view(shape)
 
     gw3 = view("w3", (cout3, 3, 3, cin3)).permute(0, 3, 1, 2)
     gw5 = view("w5", (cout5, k5, k5, cin5)).permute(0, 3, 1, 2)
