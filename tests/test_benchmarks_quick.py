@@ -248,13 +248,14 @@ def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
     two = [
         _cpu_row("torchvision", 0.311, fmt="contiguous"),
         _cpu_row("torchvision", 0.166),
-        _cpu_row("fused_torch", 0.172),
+        _cpu_row("fused_torch", 0.172, rel_error_vs_torchvision=1e-6),
         _cpu_row("tv_compile", 0.135),
         _cpu_row("onnxruntime", 0.129),
         _cpu_row("openvino", 0.157, inference_precision="f32"),
         _cpu_row("onnxruntime", 0.0131, batch=1, spread=0.3),
         _cpu_row("fused_torch", 0.0130, batch=1),
-        _cpu_row("fused_torch", 0.101, dtype="bf16"),
+        _cpu_row("fused_onednn", 0.180, q1_s=None, q3_s=None, min_s=0.170, max_s=0.200),  # min-max, no quartiles
+        _cpu_row("fused_torch", 0.101, dtype="bf16", rel_error_vs_torchvision=2e-3),
         _cpu_row("openvino", 0.067, dtype="bf16", inference_precision="bf16"),
     ]
     one = [_cpu_row("fused_torch", 0.300, threads=1), _cpu_row("onnxruntime", 0.250, threads=1)]
@@ -275,14 +276,25 @@ def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
     assert "#### cpu (1 thread) fp32" in text
     assert "| torchvision eager, NCHW input | 311.0 (304.8–317.2) | 0.41× |" in text
     assert "| FusedGoogLeNet[torch] | 172.0 (168.6–175.4) | 0.75× |" in text  # against ONNX Runtime
+    assert "| FusedGoogLeNet[onednn] | 180.0 (170.0–200.0) | 0.72× | — | — |" in text  # its min-max spread
     assert "| 13.0 (12.7–13.3) | 1.01× ≈ |" in text  # batch 1: inside ONNX Runtime's wide spread
     assert "| FusedGoogLeNet[torch] | 101.0 (99.0–103.0) | 0.66× |" in text  # bf16: against OpenVINO bf16
     assert "| OpenVINO, f32 |" in text and "| OpenVINO, bf16 |" in text
+    # The largest errors, per dtype.
+    assert "| FusedGoogLeNet[torch] | bf16 | 2.0e-03 |\n| FusedGoogLeNet[torch] | fp32 | 1.0e-06 |" in text
     assert "Best peer: batch 8: ONNX Runtime (CPU provider); batch 1: ONNX Runtime (CPU provider)." in text
     # The best peer's own row is 1.00× with no ≈ (it is not compared with itself).
     assert "| ONNX Runtime (CPU provider) | 129.0 (126.4–131.6) | 1.00× | 13.1 (9.2–17.0) | 1.00× |" in text
     # The short table heads with the run on the most threads.
-    assert report.throughput_short(report._rows(merged, "throughput")).startswith("img/s, cpu (2 threads) fp32")
+    short = report.throughput_short(report._rows(merged, "throughput"))
+    assert short.startswith("img/s, cpu (2 threads) fp32")
+    # The short lines: the best peer's median over the fused rows', batch 8 then batch 1.
+    assert (
+        "× best peer, cpu (2 threads) fp32 (b8, b1; ≈ spreads overlap): FusedGoogLeNet[torch] 0.75× 1.01× ≈; "
+        "FusedGoogLeNet[onednn] 0.72× —\n" in short
+    )
+    assert "× best peer, cpu (2 threads) bf16 (b8; ≈ spreads overlap): FusedGoogLeNet[torch] 0.66×" in short
+    assert "× best peer, cpu (1 thread) fp32 (b8; ≈ spreads overlap): FusedGoogLeNet[torch] 0.83×" in short
     # Only the channels_last config's engines are peers: a faster NCHW compile row is not one.
     nchw_compile = _cpu_row("tv_compile", 0.050, fmt="contiguous")
     index = report.throughput_index([two[1], two[4], nchw_compile])  # the channels_last config first
@@ -351,8 +363,12 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "| FusedGoogLeNet[triton] | bf16 | 2.0e-03 |" in text and "| FusedGoogLeNet[cuda] | bf16 | nan |" in text
     assert "| cuda bf16 channels_last b1 | torch.compile(tv), reduce-overhead, freezing | 0.500 |" in text
     assert "torch.compile(tv), reduce-overhead, freezing b1 25.0 s" in text
-    assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text and "| 40% |" in text
+    assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text
+    # Timed 10 ms, 4,000 µs of kernels per call: busy 40%, one kernel name shown.
+    assert "| cuda bf16 channels_last b256 | FusedGoogLeNet[triton] | 10.000 | 4.000 | 40% | 1 |" in text
     assert "busy" in report.throughput_short(rows)
+    # The anchor's own cell holds its × eager and no × compile over itself.
+    assert "| torch.compile(tv), freezing | 42,667 2.00× | — |" in report.throughput_short(rows)
     # batch 1 through CapturedForward, per call as the reduce-overhead anchor is timed
     assert "| b1 | FusedGoogLeNet[triton] | 0.400 | 0.625 (0.600–0.650) | 0.80× |" in text
     assert "| b1 | FusedGoogLeNet[cuda] | 0.500 | failed: RuntimeError: a / b | — |" in text
@@ -442,6 +458,8 @@ def test_measure_records_time_fns_median_spread_and_extremes(monkeypatch):
     rows = interleaved_rounds({"b1": {"x": call}}, rounds=3, repeats=3)
     assert rows == {("b1", "x"): [4.0, 2.0, 2.0]}
     assert "| b1 | x | 2000.000 | 2000.000 | 4000.000 |" in rounds_table(rows, "batch", "calls", 3)
+    # The median over rounds is of the sorted times, not the middle round's.
+    assert "| b8 | y | 2.000 | 1.000 | 3.000 |" in rounds_table({("b8", "y"): [3e-3, 1e-3, 2e-3]}, "batch", "calls", 3)
     # A parity that cannot be computed (shapes differ) is recorded as None, not raised.
     assert parity(torch.ones(2), torch.ones(3)) is None and parity(torch.ones(2), torch.ones(2)) == 0.0
 
@@ -600,10 +618,23 @@ def test_ceilings_come_from_the_run_then_the_device_table(tmp_path, monkeypatch)
     r = roofline.roofline_with(7e12, 1e9, 0.020, measured, applies=True)
     assert r["roofline_fraction"] == pytest.approx(0.5) and r["bound"] == "compute"
     assert r["ceiling_tflops"] == pytest.approx(700) and r["ceiling_source"] == measured["source"]
+    # Achieved: 7e12 FLOP in 20 ms is 350 TFLOP/s, 1e9 B in 20 ms is 50 GB/s; the copy ceiling is 4,000 GB/s.
+    assert (r["tflops"], r["gbps"], r["ceiling_gbps"]) == pytest.approx((350, 50, 4000))
     r = roofline.roofline_with(1e9, 4e9, 0.004, measured, applies=True)  # memory-bound: 1 ms floor
     assert r["roofline_fraction"] == pytest.approx(0.25) and r["bound"] == "memory"
     assert roofline.roofline_with(1e9, 4e9, 0.004, measured, applies=False)["roofline_fraction"] is None
     assert roofline.roofline_with(1e9, 4e9, 0.004, None, applies=True)["ceiling_tflops"] is None
+    # On a CUDA device the fraction is given for bf16 and fp16 work only, against the device's ceilings.
+    monkeypatch.setattr(roofline, "ceilings", lambda device: measured)
+    import torch
+
+    for dtype, applies in ((torch.bfloat16, True), (torch.float16, True), (torch.float32, False)):
+        got = roofline.roofline(1e9, 4e9, 0.004, torch.device("cuda"), dtype)
+        assert got["ceiling_tflops"] == pytest.approx(700), dtype
+        assert got["roofline_fraction"] == (pytest.approx(0.25) if applies else None), dtype
+    # A rate of zero is no measurement (a floor divided by it would be infinite).
+    path.write_text(json.dumps({"device_name": H200, "flop_per_s": 700e12, "byte_per_s": 0}))
+    assert roofline.read_ceilings(str(path)) is None
     # The measurement's own code path, at toy sizes on the CPU (the suite runs it on the GPU only).
     monkeypatch.setattr(roofline, "GEMM_N", 32)
     monkeypatch.setattr(roofline, "COPY_BYTES", 1 << 16)
@@ -656,6 +687,10 @@ def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
         _gpu_row("stage", "maxpool3", "fused", 62.5e-6, 0, 200e6, ceil),
     ]
     assert "| **all stages outside the blocks** |  |  | 225 | 100 | 2.25× |" in report.stages_markdown(stages)
+    # A stage timed one way only (a run cut short) stays out of both totals, which compare like with like.
+    one_way = _gpu_row("stage", "conv1", "fused", 250e-6, 60e9, 180e6, ceil)
+    total = "| **all stages outside the blocks** (not conv1: timed one way) |  |  | 225 | 100 | 2.25× |"
+    assert total in report.stages_markdown([*stages, one_way])
     both = [
         _row("torchvision", 0.012),
         _row("tv_compile", 0.006),
@@ -664,6 +699,14 @@ def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
     ]
     fused = report.throughput_index(both)[("cuda", "bf16", "channels_last", 256)]["fused_triton"]
     assert fused["x_compile"] == pytest.approx(0.6)
+    # On a GPU the short table heads with bf16 where fp32 ran too.
+    assert report.throughput_short([*both, _row("torchvision", 0.030, dtype="fp32")]).startswith(
+        "img/s, cuda bf16 channels_last"
+    )
+    # A stage at exactly the target meets it; the block tables come largest batch first.
+    at_target = [_gpu_row("stage", "conv3", "fused", 50e-6, 0, 100e6, ceil, roofline_fraction=0.5)]
+    assert "All fused stages measured meet it." in report.stages_markdown(at_target)
+    assert [g[0]["batch"] for g in report._block_groups([{**blocks[0], "batch": 1}, *blocks])] == [256, 1]
     # A choice that two rows recorded is listed and counted once; two keys of one choice count two.
     pools = [
         {
@@ -924,6 +967,148 @@ def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch
         bench_settings.settings()
 
 
+def test_throughput_grid_places_the_compile_anchor_and_the_peers(monkeypatch):
+    """The batches run in the order given; the compile anchor at the largest batch and the first
+    dtype; on a CPU the peers only beside the channels_last rows, each at the dtypes it runs in; a
+    variable set to 0, false, no or off is unset; the block benchmarks' batch is the one asked for."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers import settings as bench_settings
+
+    for name in ("COMPILE", "PEERS", "MODELS", "FORMATS", "CUDA_GRAPH", "PROFILE", "THREADS", "DEADLINE"):
+        monkeypatch.delenv(f"INCEPTION_FAST_BENCH_{name}", raising=False)
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_BATCHES", "1,8,2")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DTYPES", "fp32,bf16")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_BLOCK_BATCH", "3")
+    for off in ("0", "false", "No", "off", ""):
+        monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", off)
+        s = bench_settings.settings()
+        assert not s.quick and s.image_size == 224, off
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "1")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_COMPILE", "1")
+    s = bench_settings.settings()
+    assert s.quick and s.batches == (1, 8, 2) and s.block_batch == 3 and s.block_dtype == "fp32"
+    cases = bench_settings.throughput_cases(s)
+    assert [c for c in cases if c.model.startswith("tv_compile")] == [
+        bench_settings.ThroughputCase("tv_compile", "fp32", "channels_last", 8)
+    ]
+    assert [c.batch for c in cases if c.model == "torchvision"] == [1, 8, 2] * 4  # per dtype, per format
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_COMPILE", "0")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_PEERS", "1")
+    cases = bench_settings.throughput_cases()
+    engines = {"fp32": ("onnxruntime", "openvino", "tv_compile"), "bf16": ("openvino", "tv_compile")}
+    ours = bench_settings.known_models()
+    peers = sorted((c.model, c.dtype, c.memory_format, c.batch) for c in cases if c.model not in ours)
+    assert peers == sorted((m, d, "channels_last", b) for d, ms in engines.items() for m in ms for b in (1, 8, 2))
+
+
+def test_benchmark_helpers_models_carry_one_seeded_set_of_weights(monkeypatch):
+    """Every model a benchmark times carries the same weights, from fixed seeds (a second build, in
+    this process or another, is the same network); the reference model computes
+    torchvision's logits; each memory format has its own model, in that format; Triton on a CPU
+    (its interpreter) is timed in quick mode only."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from benchmarks.helpers import models
+    from benchmarks.helpers.settings import settings
+
+    # The BatchNorm calibration (its own seeded generator) left out: its forwards take seconds.
+    monkeypatch.setattr(models, "calibrate", lambda model, example: model.eval())
+    first, second = (models.base_torchvision.__wrapped__(64, 2) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    monkeypatch.setattr(models, "base_torchvision", lambda image_size, calib_batch: first)
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "1")
+    monkeypatch.setattr(models, "_MODEL_CACHE", {})
+    s = settings()
+    last = models.build_model("torchvision", s, "fp32", "channels_last")
+    nchw = models.build_model("torchvision", s, "fp32", "contiguous")
+    assert models.build_model("torchvision", s, "fp32", "channels_last") is last and nchw is not last
+    assert last.conv1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.conv1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = nchw(x)
+        got = models.build_model("reference", s, "fp32", "contiguous")(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    models.require_backend("triton", torch.device("cpu"))  # quick: the interpreter runs
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "0")
+    with pytest.raises(models.BackendUnavailable, match="the interpreter"):
+        models.require_backend("triton", torch.device("cpu"))
+
+
+def test_benchmark_helpers_example_inputs_follow_their_arguments():
+    """example_input: standard normal (uniform on [0, 1) for a block's post-ReLU input) from its seed,
+    in the dtype and memory format asked for."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from benchmarks.helpers.models import example_input
+
+    shape = (2, 3, 4, 5)
+    for seed in (0, 1):
+        for nonnegative, draw in ((False, torch.randn), (True, torch.rand)):
+            x = example_input(*shape, "cpu", torch.float32, torch.channels_last, seed=seed, nonnegative=nonnegative)
+            assert torch.equal(x, draw(shape, generator=torch.Generator().manual_seed(seed))), (seed, nonnegative)
+            assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    half = example_input(*shape, "cpu", torch.bfloat16, torch.contiguous_format)
+    assert half.dtype == torch.bfloat16 and half.is_contiguous()
+
+
+def test_benchmark_helpers_count_the_choices_of_one_config(monkeypatch):
+    """auto_choices counts backend="auto"'s picks at one dtype and batch; a "cuda:0" key is the
+    device "cuda"'s; triton_tuning_since returns the log's entries made since the mark."""
+    import collections
+
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    import inception_fast.choices as package_choices
+    from benchmarks.helpers import choices
+
+    Key = collections.namedtuple("Key", "dtype shape")
+    picked = {
+        Key(torch.float32, (4, 192, 28, 28)): "triton",
+        Key(torch.float32, (4, 480, 14, 14)): "triton",
+        Key(torch.float32, (4, 832, 7, 7)): "torch",
+        Key(torch.float32, (1, 192, 28, 28)): "torch",
+        Key(torch.bfloat16, (4, 192, 28, 28)): "cuda",
+    }
+    auto = types.SimpleNamespace(choices=lambda: {k: types.SimpleNamespace(name=v) for k, v in picked.items()})
+    monkeypatch.setattr(package_choices, "AUTO", auto)
+    assert choices.auto_choices("fp32", 4) == {"triton": 2, "torch": 1}
+    assert choices.auto_choices("fp32", 1) == {"torch": 1} and choices.auto_choices("bf16", 4) == {"cuda": 1}
+    for key_device, device, same in (
+        ("cuda:0", "cuda", True),
+        ("cuda", "cuda:0", True),
+        ("cuda:0", "cuda:0", True),
+        ("cuda:1", "cuda:0", False),
+        ("cpu", "cuda", False),
+        ("cpu", "cpu", True),
+    ):
+        assert choices._same_device(key_device, device) is same, (key_device, device)
+    # A log that received 5 entries and keeps the last 3.
+    log = types.SimpleNamespace(tuning_count=lambda: 5, tuning_log=lambda: ["c", "d", "e"])
+    monkeypatch.setitem(sys.modules, "inception_fast.backends.triton._common", log)
+    assert choices.triton_tuning_mark() == 5
+    assert choices.triton_tuning_since(3) == ["d", "e"] and choices.triton_tuning_since(5) == []
+
+
+def test_benchmark_helpers_name_the_results_after_device_and_versions():
+    """YYYY-MM-DD_<gpu or cpu>_torch<version without its local part>_triton<ver>_cuda<ver>, _quick
+    for a quick run."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers.environment import result_basename
+
+    gpu = {"device": "cuda", "device_name": "NVIDIA H200", "torch": "2.11.0+cu128", "triton": "3.5.0",
+           "torch_cuda": "12.8"}  # fmt: skip
+    assert result_basename(gpu, "2026-12-07") == "2026-12-07_NVIDIA-H200_torch2.11.0_triton3.5.0_cuda12.8"
+    assert result_basename(gpu, "2026-12-07", quick=True).endswith("_cuda12.8_quick")
+    cpu = {"device": "cpu", "device_name": "Intel(R) Xeon(R) CPU", "torch": "2.14.1+cpu", "triton": None}
+    assert result_basename(cpu, "2026-12-07") == "2026-12-07_cpu_torch2.14.1_tritonnone_cudanone"
+
+
 def test_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     """The benchmark command lines: a bad value is one argparse error line (exit 2), not a traceback;
     a bad INCEPTION_FAST_BENCH_* value names the variable; report.py skips an input that is not a
@@ -1038,6 +1223,32 @@ def test_captured_call_records_why_it_could_not_time_instead_of_failing_the_row(
     s = types.SimpleNamespace(device=torch.device("cpu"), warmup=1, repeats=1, min_time_s=0.0)
     info = captured_call(torch.nn.Identity().eval(), torch.ones(1, 3, 8, 8), s, 1)
     assert info == {"captured_error": "ValueError: CapturedForward needs a CUDA example input, got cpu"}
+
+
+def test_captured_call_records_the_median_and_quartiles_of_its_calls(monkeypatch):
+    """A call through CapturedForward that runs: its median and interquartile range (a clock that
+    each call moves by the next of 2, 1, 100, 4, 3 s)."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    import inception_fast.graphs as graphs
+    import inception_fast.timing as timing
+    from benchmarks.helpers.measure import captured_call
+
+    now, durations = [0.0], iter([2.0, 1.0, 100.0, 4.0, 3.0])
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    class Captured:
+        def __init__(self, model, x):
+            pass
+
+        def __call__(self, x):
+            now[0] += next(durations)
+
+    monkeypatch.setattr(graphs, "CapturedForward", Captured)
+    s = types.SimpleNamespace(device=torch.device("cpu"), warmup=0, repeats=5, min_time_s=0.0)
+    info = captured_call(torch.nn.Identity(), torch.ones(1), s, 4)
+    assert info == {"captured_s": 3.0, "captured_q1_s": 2.0, "captured_q3_s": 4.0}
 
 
 SUITE_STEPS = r"""
