@@ -1,5 +1,6 @@
 """Model test cases shared by the layer tests: calibrated reference/fused pairs, the whole-network
-tolerance, and a dispatch recorder that shows whether the fused block op ran."""
+tolerance, a dispatch recorder that shows whether the fused block op ran, and the backends that
+run an op here."""
 
 import copy
 
@@ -54,6 +55,14 @@ def net_tolerance(ref, x):
         ref64 = copy.deepcopy(ref).double()(x.double())
     assert ref32.std() > 0.05, "reference activations vanished; the comparison could not fail"
     return ref64, max(reduced_precision_bound(r, ref64) for r in (ref32, ref32_cl))
+
+
+def cpu_backends(op: str) -> list:
+    """The backends that implement ``op`` (an inception_fast op name) and run on this CPU ("triton"
+    under TRITON_INTERPRET=1): what an op test runs torch.library.opcheck on."""
+    from inception_fast import backends
+
+    return [name for name in backends.available_backends("cpu") if op in backends.get(name).kernels]
 
 
 # How OpRecorder names the fused block op (torch.ops.inception_fast.inception_block).

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from block_cases import CL, ODD, UNIT8, make_block
+from model_cases import cpu_backends
 from uninterpreted import run_python
 from unwritten_reads import assert_bands_untouched, guarded, poison
 
@@ -96,7 +97,7 @@ def test_second_derivative_is_refused():
         torch.autograd.grad(y.sum(), x, create_graph=True)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=interpreter_only)])
+@pytest.mark.parametrize("backend", cpu_backends("inception_block_backward"))
 def test_opcheck_backward_op(backend):
     """The op's contract (schema, fake kernel, dispatch) on each backend: its nine outputs alias
     nothing, each gradient in a tensor of its own."""

@@ -158,6 +158,7 @@ def test_a_benchmark_scripts_json_on_a_full_disk_is_one_line():
             "INCEPTION_FAST_BENCH_BATCHES: expected comma-separated names or numbers, got ',' (an empty item)",
         ),
         (settings.ENV_BATCHES, "8,1,8", "INCEPTION_FAST_BENCH_BATCHES: '8' is named twice in '8,1,8'"),
+        (settings.ENV_BATCHES, "8,08", "INCEPTION_FAST_BENCH_BATCHES: batch size 8 is named twice in '8,08'"),
         (settings.ENV_BATCHES, "8,0", "INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got '0'"),
         (settings.ENV_DTYPES, "fp32, fp32", "INCEPTION_FAST_BENCH_DTYPES: 'fp32' is named twice in 'fp32, fp32'"),
         (

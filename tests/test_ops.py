@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from model_cases import CL, FP32, OpRecorder, calibrated_block
+from model_cases import CL, FP32, OpRecorder, calibrated_block, cpu_backends
 
 from inception_fast import FusedInception, Inception, available_backends
 from inception_fast.reference import BLOCK_CONFIGS
@@ -27,8 +27,9 @@ def test_block_forward_has_no_cat_and_one_reduction_gemm():
     assert sum(op == "aten.addmm" for op in rec.ops) == 2, rec.ops
 
 
+@pytest.mark.parametrize("backend", cpu_backends("inception_block"))
 @pytest.mark.parametrize("fmt", ["nchw", "cl"])
-def test_opcheck_inception_block(fmt):
+def test_opcheck_inception_block(fmt, backend):
     from inception_fast.packing import pack_block
 
     block = Inception(12, 4, 5, 6, 3, 4, 3, branch3_kernel=5)
@@ -37,7 +38,7 @@ def test_opcheck_inception_block(fmt):
     x = torch.randn(2, 12, 5, 6)
     if fmt == "cl":
         x = x.contiguous(memory_format=CL)
-    torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, "torch"))
+    torch.library.opcheck(torch.ops.inception_fast.inception_block.default, (x, *packed, backend))
 
 
 def _refused_real_and_fake(x, args, backends, error, message, fake_backends=("torch",)):

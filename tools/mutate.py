@@ -8006,6 +8006,14 @@ MUTANTS = [
         REPORT,
         "the largest-error table labels every error bf16",
     ),
+    Mutant(
+        "bench_settings_batch_spelled_twice",
+        "benchmarks/helpers/settings.py",
+        '    if twice is not None:  # the same size spelled twice ("8,08")\n',
+        "    if False:\n",
+        ("tests/test_benchmark_args.py", "-k", "refuse_a_bad_value"),
+        "INCEPTION_FAST_BENCH_BATCHES=8,08 times batch 8 twice instead of being refused",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.

@@ -174,6 +174,9 @@ def settings() -> Settings:
         warmup, repeats, min_time, rounds, calib = 2, 11, 1.0, 2, 4
     dtypes = ("bf16", "fp32") if gpu else ("fp32",)  # no fast bf16 convs to speak of on CPU
     batches = tuple(_positive(ENV_BATCHES, b) for b in (_env_list(ENV_BATCHES) or batches))
+    twice = next((b for i, b in enumerate(batches) if b in batches[:i]), None)
+    if twice is not None:  # the same size spelled twice ("8,08")
+        raise ValueError(f"{ENV_BATCHES}: batch size {twice} is named twice in {os.environ[ENV_BATCHES]!r}")
     block_batch = _positive(ENV_BLOCK_BATCH, os.environ.get(ENV_BLOCK_BATCH) or block_batch)
     dtypes = _env_list(ENV_DTYPES) or dtypes
     check_dtypes(dtypes)
