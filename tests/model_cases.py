@@ -57,12 +57,12 @@ def net_tolerance(ref, x):
     return ref64, max(reduced_precision_bound(r, ref64) for r in (ref32, ref32_cl))
 
 
-def cpu_backends(op: str) -> list:
-    """The backends that implement ``op`` (an inception_fast op name) and run on this CPU ("triton"
-    under TRITON_INTERPRET=1): what an op test runs torch.library.opcheck on."""
+def op_backends(op: str, device="cpu") -> list:
+    """The backends that implement ``op`` (an inception_fast op name) and run on ``device`` (on the
+    CPU, "triton" under TRITON_INTERPRET=1): what an op test runs torch.library.opcheck on."""
     from inception_fast import backends
 
-    return [name for name in backends.available_backends("cpu") if op in backends.get(name).kernels]
+    return [name for name in backends.available_backends(device) if op in backends.get(name).kernels]
 
 
 # How OpRecorder names the fused block op (torch.ops.inception_fast.inception_block).

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from block_cases import CL, ODD, UNIT8, make_block
-from model_cases import cpu_backends
+from model_cases import op_backends
 from uninterpreted import run_python
 from unwritten_reads import assert_bands_untouched, guarded, poison
 
@@ -97,7 +97,7 @@ def test_second_derivative_is_refused():
         torch.autograd.grad(y.sum(), x, create_graph=True)
 
 
-@pytest.mark.parametrize("backend", cpu_backends("inception_block_backward"))
+@pytest.mark.parametrize("backend", op_backends("inception_block_backward"))
 def test_opcheck_backward_op(backend):
     """The op's contract (schema, fake kernel, dispatch) on each backend: its nine outputs alias
     nothing, each gradient in a tensor of its own."""
@@ -648,6 +648,20 @@ def test_gpu_triton_gradients_low_precision(gpu, name, k, dtype):
     got = backends.get("triton").op("inception_block_backward")(*args)
     for i, (a, b, r) in enumerate(zip(got, lowp, ref64)):
         check_close(a, r, reduced_precision_bound(b, r), f"gradient {i}")
+
+
+@pytest.mark.gpu
+def test_gpu_opcheck_backward_op(gpu):
+    """The op's contract on CUDA tensors, on each backend that runs it there (triton among them):
+    nine outputs that alias nothing."""
+    block = make_block(ODD, k5=5, n=2, h=3, w=4, device=gpu)
+    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
+    names = op_backends("inception_block_backward", gpu)
+    assert "triton" in names, names
+    for backend in names:
+        for need_x in (True, False):
+            torch.library.opcheck(torch.ops.inception_fast.inception_block_backward.default, (*args, need_x, backend))
 
 
 @pytest.mark.gpu

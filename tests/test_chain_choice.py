@@ -29,7 +29,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from block_cases import block_reference, make_block  # noqa: E402
 from launch_observer import forcing_chooser  # noqa: E402
-from model_cases import cpu_backends, net_tolerance  # noqa: E402
+from model_cases import net_tolerance, op_backends  # noqa: E402
 
 from inception_fast.backends.triton import _common  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_torch_backend_is_the_blocks_one_by_one(pool):
 def test_op_checks_errors_and_opcheck():
     x, blocks = _chain()
     weights = [t for b in blocks for t in b]
-    for backend in cpu_backends("inception_chain"):
+    for backend in op_backends("inception_chain"):
         torch.library.opcheck(torch.ops.inception_fast.inception_chain.default, (x, weights, [], False, backend))
         torch.library.opcheck(torch.ops.inception_fast.inception_chain.default, (x, weights, [3, 2, 0], True, backend))
     with pytest.raises(ValueError, match="8 packed tensors per block"):

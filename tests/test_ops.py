@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from model_cases import CL, FP32, OpRecorder, calibrated_block, cpu_backends
+from model_cases import CL, FP32, OpRecorder, calibrated_block, op_backends
 
 from inception_fast import FusedInception, Inception, available_backends
 from inception_fast.reference import BLOCK_CONFIGS
@@ -27,7 +27,7 @@ def test_block_forward_has_no_cat_and_one_reduction_gemm():
     assert sum(op == "aten.addmm" for op in rec.ops) == 2, rec.ops
 
 
-@pytest.mark.parametrize("backend", cpu_backends("inception_block"))
+@pytest.mark.parametrize("backend", op_backends("inception_block"))
 @pytest.mark.parametrize("fmt", ["nchw", "cl"])
 def test_opcheck_inception_block(fmt, backend):
     from inception_fast.packing import pack_block

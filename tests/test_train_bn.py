@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from block_cases import ODD, UNIT8
-from model_cases import FP32, FUSED_BLOCK_OP, OpRecorder, cpu_backends
+from model_cases import FP32, FUSED_BLOCK_OP, OpRecorder, op_backends
 from torch import nn
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends
@@ -292,7 +292,7 @@ def op_args(cfg=ODD, k=5, shape=(2, 5, 6), dtype=torch.float32, seed=0):
     return [a.to(dtype) for a in args]
 
 
-@pytest.mark.parametrize("backend", cpu_backends("inception_block_bn_train"))
+@pytest.mark.parametrize("backend", op_backends("inception_block_bn_train"))
 def test_opcheck_inception_block_bn_train(backend):
     args = op_args()
     for a in args:

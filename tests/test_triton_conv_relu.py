@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from model_cases import CL, calibrated_net, cpu_backends, net_tolerance
+from model_cases import CL, calibrated_net, net_tolerance, op_backends
 
 from inception_fast import FusedGoogLeNet, choices, ops, stages
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
@@ -232,7 +232,7 @@ def test_op_checks_opcheck_and_torch_backend():
         ops.conv_relu(x, wt.clone().requires_grad_(), b, 1).sum().backward()
     assert torch.equal(ops.conv_relu(x, wt, b, 1), F.conv2d(x, wt, b, padding=1).relu())
     assert ops.conv_relu(x, wt, b, 0).shape == (2, 4, 3, 3)  # the torch backend takes any padding
-    for backend in cpu_backends("conv_relu"):
+    for backend in op_backends("conv_relu"):
         torch.library.opcheck(torch.ops.inception_fast.conv_relu.default, (x, wt, b, 1, backend))
 
 

@@ -29,7 +29,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from block_cases import ODD, block_reference, make_block  # noqa: E402
 from launch_observer import forcing_chooser, observe_launches  # noqa: E402
-from model_cases import NETWORK, cpu_backends, net_tolerance  # noqa: E402
+from model_cases import NETWORK, net_tolerance, op_backends  # noqa: E402
 
 from inception_fast.backends.triton import _common, branch_convs, reduce_pool  # noqa: E402
 from inception_fast.backends.triton import block as tb  # noqa: E402
@@ -187,7 +187,7 @@ def test_op_checks_errors_and_opcheck():
     args = [block[k] for k in ("x", *WEIGHTS)]
     out = ops.pooled_inception_block(*args, *MAXPOOL23)
     assert out.shape == (2, sum(ODD[i] for i in (1, 3, 5, 6)), 4, 3)
-    for backend in cpu_backends("pooled_inception_block"):
+    for backend in op_backends("pooled_inception_block"):
         torch.library.opcheck(torch.ops.inception_fast.pooled_inception_block.default, (*args, *MAXPOOL23, backend))
     with pytest.raises(ValueError, match="at most half the kernel"):
         ops.pooled_inception_block(*args, 3, 2, 2)

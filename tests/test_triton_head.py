@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from model_cases import CL, calibrated_net, cpu_backends, net_tolerance
+from model_cases import CL, calibrated_net, net_tolerance, op_backends
 from torch import nn
 
 from inception_fast import FusedGoogLeNet, choices, ops, stages
@@ -187,7 +187,7 @@ def test_op_checks_opcheck_and_torch_backend():
     ref[2].bias.data.copy_(b)
     assert torch.equal(ops.avgpool_linear(x, wt, b), ref(x))
     assert ops.avgpool_linear(x[:0], wt, b).shape == (0, 5)
-    for backend in cpu_backends("avgpool_linear"):
+    for backend in op_backends("avgpool_linear"):
         torch.library.opcheck(torch.ops.inception_fast.avgpool_linear.default, (x, wt, b, backend))
 
 

@@ -25,7 +25,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRITON_INTERPRET=1 set before import")
 
 from launch_observer import forcing_chooser  # noqa: E402
-from model_cases import cpu_backends  # noqa: E402
+from model_cases import op_backends  # noqa: E402
 from unwritten_reads import assert_bands_untouched, guarded, poison  # noqa: E402
 
 from inception_fast.backends.triton import maxpool  # noqa: E402
@@ -163,7 +163,7 @@ def test_op_checks_and_torch_backend():
         with pytest.warns(DeprecationWarning, match="deprecated name of the 'cpp' backend"):
             check_equal(ops.max_pool2d(x, 3, 2, backend="cuda"), x, (3, 2, 0, False))
     check_equal(ops.max_pool2d(x, 3, 2, 0, True), x, (3, 2, 0, True))
-    for backend in cpu_backends("max_pool2d"):
+    for backend in op_backends("max_pool2d"):
         torch.library.opcheck(torch.ops.inception_fast.max_pool2d.default, (x, 3, 2, 0, True, backend))
 
 
