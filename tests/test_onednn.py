@@ -232,12 +232,19 @@ def test_block_propagates_nan_and_inf_as_pytorch(bad):
     _same_nonfinite(fused(x.contiguous()).detach(), want, f"op path, {bad} input")  # gradients on: the op
     if bad == "nan":
         x = torch.randn(2, 16, 6, 6)
-        for module in (ref, fused):
+        # A NaN running mean reaches the folded bias only; a NaN conv weight the folded weight only.
+        for name, tensor in (
+            ("bias", lambda m: m.branch3[0].bn.running_mean),
+            ("weight", lambda m: m.branch4[1].conv.weight),
+        ):
+            ref, fused = _block(cfg, seed=5)
+            for module in (ref, fused):
+                with torch.no_grad():
+                    tensor(module).view(-1)[1] = float(bad)
             with torch.no_grad():
-                module.branch3[0].bn.running_mean[1] = float(bad)
-        with torch.no_grad():
-            want = ref(x)
-            _same_nonfinite(fused(x.contiguous(memory_format=CL)), want, "prepacked block, NaN weights")
+                want = ref(x)
+                _same_nonfinite(fused(x.contiguous(memory_format=CL)), want, f"prepacked block, NaN {name}")
+            _same_nonfinite(fused(x.contiguous()).detach(), want, f"op path, NaN {name}")
 
 
 def test_network_propagates_nan_as_pytorch():
@@ -343,6 +350,12 @@ def test_prepacked_calls_refuse_other_channels_and_dtypes():
             onednn_backend.prepacked_block_forward(x, low)
         with pytest.raises(TypeError, match=wrong):
             onednn_backend.prepacked_conv_relu(torch.randn(2, 6, 6, 6), low.conv3)
+        # Input and weights in float16, which agree: refused by the backend's dtype rule, by name.
+        half = onednn_backend.prepack_block(fused.packed(torch.float16))
+        with pytest.raises(TypeError, match="onednn.*float32 and bfloat16, not torch.float16"):
+            onednn_backend.prepacked_block_forward(x.half(), half)
+        with pytest.raises(TypeError, match="onednn.*float32 and bfloat16, not torch.float16"):
+            onednn_backend.prepacked_conv_relu(torch.randn(2, 6, 6, 6).half(), half.conv3)
 
 
 @pytest.mark.parametrize("k", [3, 5])

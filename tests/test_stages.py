@@ -152,19 +152,28 @@ def test_the_stage_forms_are_offered_exactly_where_their_kernels_take_them():
     is dilated or not square has no pool-only kernel; the Triton conv + bias + ReLU takes odd square
     kernels padded k // 2 on a non-empty batch; the stem's row forms take conv1 with a stride above 1
     over at most 8 channels and a kernel of at most 8x8, every one of which the row conv takes, with the
-    pool in its epilogue up to 3x3 stride 2; a pool carrying either kind of forward hook is not folded."""
+    pool in its epilogue up to 3x3 stride 2; a dilated or grouped conv1 has neither the Triton stem nor
+    oneDNN's prepacked one; a pool carrying either kind of forward hook is not folded."""
     conv_rows = pytest.importorskip("inception_fast.backends.triton.conv_rows")
     from inception_fast import stages
 
     assert stages.pool_params(nn.MaxPool2d(3, 2, 1, ceil_mode=True)) == (3, 2, 1, True)
     assert stages.pool_params(nn.MaxPool2d(2)) == (2, 2, 0, False)
-    for odd in (dict(return_indices=True), dict(dilation=2), dict(kernel_size=(3, 2))):
+    for odd in (dict(return_indices=True), dict(dilation=2), dict(kernel_size=(3, 2)), dict(padding=(1, 0))):
         assert stages.pool_params(nn.MaxPool2d(**{"kernel_size": 3, "stride": 2, **odd})) is None, odd
+    conv1 = dict(in_channels=6, out_channels=6, kernel_size=7, stride=2, padding=3)
+    assert stages.stem_triton_params(nn.Conv2d(**conv1), nn.MaxPool2d(3, 2, ceil_mode=True)) == (2, 3, 3, 2, 0, True)
+    assert stages.stem_onednn_params(nn.Conv2d(**conv1)) == (2, 3)
+    for odd in (dict(dilation=2), dict(groups=3)):
+        conv = nn.Conv2d(**conv1, **odd)
+        assert stages.stem_triton_params(conv, nn.MaxPool2d(3, 2)) is None, odd
+        assert stages.stem_onednn_params(conv) is None, odd
 
     x, w3 = torch.empty(1, 4, 6, 6), torch.empty(5, 4, 3, 3)
     assert stages.conv_relu_triton_supported(x, w3, 1)
     assert stages.conv_relu_triton_supported(x, torch.empty(5, 4, 1, 1), 0)
     assert not stages.conv_relu_triton_supported(x, torch.empty(5, 4, 2, 2), 1)  # even
+    assert not stages.conv_relu_triton_supported(x, torch.empty(5, 4, 1, 3), 1)  # oblong
     assert not stages.conv_relu_triton_supported(x, w3, 0)  # padding other than k // 2
     assert not stages.conv_relu_triton_supported(x[:0], w3, 1)  # no images
 
@@ -312,3 +321,31 @@ def test_cpu_pool_choices_are_kept_per_thread_count(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert sorted(key.threads for key in chooser.choices()) == [1, 2], "one choice per count, each kept"
+
+
+def test_cpu_pool_choices_are_kept_per_pool(monkeypatch):
+    """CPU_POOL_CHOICE keeps one choice per pool setting of one input: the separable form, offered
+    only for the blocks' 3x3/1 pool with padding 1 and chosen there (a stand-in timer makes the last
+    candidate fastest), never computes another pool of that input; each matches ATen's bit for bit."""
+    from inception_fast import choices, stages
+
+    calls = []
+
+    def last_fastest(fn, device, repeats):
+        fn()
+        calls.append(fn)
+        return 1.0 / len(calls)
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=last_fastest)
+    monkeypatch.setattr(choices, "CPU_POOL_CHOICE", chooser)
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=CL)
+    pools = [stages.BLOCK_POOL, nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 1), nn.MaxPool2d(3, 1, 1, ceil_mode=True)]
+    with torch.no_grad():
+        for pool in pools:
+            got = stages.max_pool(x, pool, False, cpp_allowed=True)
+            want = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, ceil_mode=pool.ceil_mode)
+            assert torch.equal(got, want), pool
+    made = list(chooser.choices().values())
+    assert len(made) == len(pools) and made[0].name == "separable", made
+    for pool, choice in zip(pools[1:], made[1:]):
+        assert "separable" not in {*choice.seconds, *choice.errors}, (pool, choice)

@@ -259,9 +259,10 @@ def test_only_the_standard_head_is_fused():
     assert not stages.standard_head(nn.AdaptiveMaxPool2d((1, 1)), drop, fc)
     assert not stages.standard_head(pool, nn.Dropout(0.2), fc)
     assert not stages.standard_head(pool, drop, nn.Linear(8, 3, bias=False))
-    hooked = nn.Linear(8, 3)
-    hooked.register_forward_hook(lambda *args: None)
-    assert not stages.standard_head(pool, drop, hooked)
+    for register in (nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook):
+        hooked = nn.Linear(8, 3)
+        register(hooked, lambda *args: None)
+        assert not stages.standard_head(pool, drop, hooked), register.__name__
 
 
 @pytest.mark.gpu
