@@ -795,8 +795,8 @@ _LIB.define(
 )
 
 
-def _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps):
-    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5)
+def _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
+    _check_block_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, backend)
     c_all = bn_train_channels(w_red, w_pool, w3, w5)
     for name, t in (("gamma", gamma), ("beta", beta)):
         if tuple(t.shape) != (c_all,):
@@ -826,7 +826,7 @@ def _bn_train_empty(x, w_red, w_pool, w3, w5):
 
 @torch.library.impl(_LIB, "inception_block_bn_train", "CompositeExplicitAutograd")
 def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
-    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
+    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend)
     x = x.contiguous(memory_format=torch.channels_last)
     if backend == "auto":
         backend = choices.BN_TRAIN.choose(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
@@ -839,7 +839,7 @@ def _inception_block_bn_train_impl(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, 
 @torch.library.register_fake("inception_fast::inception_block_bn_train")
 def _inception_block_bn_train_fake(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend):
     _fake_backend_check("inception_block_bn_train", backend, x, auto=True)
-    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps)
+    _check_bn_train_args(x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, gamma, beta, eps, backend)
     return _bn_train_empty(x, w_red, w_pool, w3, w5)
 
 

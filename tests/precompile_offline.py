@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -84,4 +85,8 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    try:
+        print(json.dumps(main()))
+    finally:
+        compile_pool.close()
+        shutil.rmtree(os.environ["TRITON_CACHE_DIR"], ignore_errors=True)

@@ -626,6 +626,53 @@ def test_auto_backward_off_cuda_is_the_aten_chain():
     assert choices.BACKWARD.choose(*args) == "torch"
 
 
+def test_the_backward_runs_the_forwards_backend_and_resolves_auto(monkeypatch):
+    """The block op's registered backward runs inception_block_backward on the backend the forward
+    was given, and for "auto" on the one inception_fast.choices.BACKWARD chooses: a backend
+    registered here ("recording": the torch backend's kernels) records each kernel it runs, and its
+    gradients are the torch backend's."""
+    from inception_fast import backends, choices
+
+    torch_kernels = backends.get("torch").kernels
+    calls = []
+
+    def recorded(op):
+        def kernel(*args):
+            calls.append(op)
+            return torch_kernels[op](*args)
+
+        return kernel
+
+    kernels = {op: recorded(op) for op in ("inception_block", "inception_block_backward")}
+    monkeypatch.setitem(backends._REGISTRY, "recording", backends.Backend("recording", lambda device: None, kernels))
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "recording"))
+
+    class Chooser:
+        def choose(self, *args):
+            return "recording"
+
+    monkeypatch.setattr(choices, "BACKWARD", Chooser())
+    block = make_block(ODD, n=2, h=3, w=4)
+    inputs = [block[a].clone().requires_grad_() for a in BLOCK_ARGS]
+
+    def gradients(backend):
+        out, _ = torch.ops.inception_fast.inception_block(*inputs, backend)
+        return torch.autograd.grad(out, inputs, grad)
+
+    grad = torch.randn_like(torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")[0])
+    want = gradients("torch")
+    assert calls == []
+    for backend, ran in (
+        ("recording", ["inception_block", "inception_block_backward"]),
+        ("auto", ["inception_block_backward"]),
+    ):
+        calls.clear()
+        got = gradients(backend)
+        assert calls == ran, backend
+        for name, g, w in zip(BLOCK_ARGS, got, want):
+            check_close(g, w, FP32, f"{backend}: gradient of {name}")
+
+
 # -- GPU ----------------------------------------------------------------------------------------
 
 

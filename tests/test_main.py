@@ -150,6 +150,8 @@ BAD_VALUES = [
     (["--json", "{tmp}/no/such/dir/r.json"], "--json {tmp}/no/such/dir/r.json: cannot write there (No such file"),
     (["--json", ""], "--json: empty path"),
     (["--device", ""], "--device: empty; give cpu, cuda or cuda:N"),
+    (["--device", " "], "--device: empty; give cpu, cuda or cuda:N"),
+    (["--json", " "], "--json: empty path"),
     (["--image-size", "3000000000"], "--batch-sizes 8 at --image-size 3000000000: a batch beyond any machine's memory"),
     (["--image-size", "99999999999999999999"], "at --image-size 99999999999999999999: a batch beyond any machine's"),
     (
@@ -173,7 +175,13 @@ def _one_error_line(capsys, message):
 
 
 @pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
-def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
+def test_bad_values_get_one_clear_line(tmp_path, capsys, monkeypatch, argv, message):
+    import inception_fast.__main__ as job
+
+    def run(args, config):  # a value taken for good would start the whole job: fail at once instead
+        raise AssertionError(f"{argv} was taken for a good value")
+
+    monkeypatch.setattr(job, "_run", run)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit) as exc:
         main(["--device", "cpu", "--no-progress", *argv])
@@ -371,7 +379,11 @@ def test_standard_output_on_a_full_disk_is_one_line():
         big = _run_command_in_a_process(
             "def body():\n    print('x' * 100000)\n    return 0", stdout=full, stderr=subprocess.PIPE
         )
-    for done in (run, big):
+        # a line that stays in the buffer: the write works, the flush at the end fails
+        small = _run_command_in_a_process(
+            "def body():\n    print('a row')\n    return 0", stdout=full, stderr=subprocess.PIPE
+        )
+    for done in (run, big, small):
         assert done.returncode == 1 and done.stderr.strip() == "error: writing standard output: No space left on device"
 
 
@@ -413,6 +425,50 @@ def test_every_option_has_help_and_says_its_default_once():
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{action.option_strings[0]} has no help text"
                 assert formatter._expand_help(action).count("default") <= 1, action.option_strings
+
+
+def test_help_formatter_names_a_default_once_and_no_default_that_is_no_value():
+    import argparse
+
+    from inception_fast.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="job", formatter_class=HelpFormatter)
+    parser.add_argument("--size", type=int, default=224, help="the side")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default: 5 on CPU)")
+    parser.add_argument("--name", default=None, help="a name")
+    parser.add_argument("--quiet", action="store_true", help="say less")
+    parser.add_argument("path", nargs="?", default="out.json", help="where")
+    formatter = parser._get_formatter()
+    helps = {a.dest: formatter._expand_help(a) for a in parser._actions if a.dest != "help"}
+    assert helps == {
+        "size": "the side (default: 224)",
+        "rounds": "rounds (default: 5 on CPU)",
+        "name": "a name",
+        "quiet": "say less",
+        "path": "where",
+    }
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (MemoryError(), True),
+        (
+            RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes. Error code 12"),
+            True,
+        ),
+        (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes."), True),
+        (RuntimeError("Storage size calculation overflowed with sizes=[9223372036854775807, 2]"), True),
+        (RuntimeError("a bug in the run"), False),
+        (ValueError("can't allocate memory"), False),
+    ],
+    ids=["cuda", "python", "posix_memalign", "malloc", "overflow", "other_runtime_error", "not_a_runtime_error"],
+)
+def test_is_allocation_failure_knows_each_way_memory_runs_out(exc, expected):
+    from inception_fast.cli import is_allocation_failure
+
+    assert is_allocation_failure(exc) is expected
 
 
 def _stub_timer(monkeypatch, sample):

@@ -498,8 +498,10 @@ def test_float64_runs_the_reference_computation():
     with pytest.raises(TypeError, match=r"the model with \.to\(torch\.float64\)"):
         fused(x)
     ref, fused = ref.double(), fused.double()
-    with torch.no_grad():
-        check_close(fused(x), ref(x), TOLERANCE["same_ops"])
+    with torch.no_grad(), OpRecorder() as rec:
+        got = fused(x)
+    check_close(got, ref(x), TOLERANCE["same_ops"])
+    assert not [op for op in rec.ops if op.startswith("inception_fast.")], "a fused op ran in float64"
     block = FusedInception(8, 3, 4, 5, 2, 3, 3).double().eval()
     calibrate(block, torch.randn(4, 8, 5, 5, dtype=torch.float64))
     xb = torch.randn(1, 8, 5, 5, dtype=torch.float64, requires_grad=True)
@@ -567,6 +569,15 @@ def test_hooks_inside_a_standalone_block_run():
     with torch.no_grad():
         check_close(fused(x), ref(x), FP32)
     assert len(seen) == 2
+    # a full backward hook, which changes the gradient it passes on, fires too
+    ref, fused = calibrated_block(cfg, x)
+    grads = []
+    for block in (ref, fused):
+        block.branch3[1].conv.register_full_backward_hook(lambda m, grad_in, grad_out: (grad_in[0] * 3,))
+        xi = x.clone().requires_grad_(True)
+        block(xi).sum().backward()
+        grads.append(xi.grad)
+    check_close(grads[1], grads[0], FP32, "input gradient through a backward hook")
 
 
 def test_a_fused_network_pickles():
@@ -605,6 +616,8 @@ def test_from_torchvision_keeps_batchnorm_settings_and_modes():
         for (name, a), (_, b) in zip(source.named_modules(), fused.named_modules()):
             if isinstance(a, torch.nn.BatchNorm2d):
                 assert (b.eps, b.momentum) == (a.eps, a.momentum), f"{make}: {name}"
+        modes = {name: m.training for name, m in source.named_modules()}
+        assert all(m.training == modes.get(name, source.training) for name, m in fused.named_modules()), make
         ref64, tol = net_tolerance(source, x)
         with torch.no_grad():
             check_close(fused(x), ref64, tol, f"{make}: eval")

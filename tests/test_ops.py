@@ -73,6 +73,8 @@ def test_inconsistent_packed_weights_get_one_clear_error_real_and_fake():
         "b_pool": (3, good[3][:-1], "b_pool must be (3,)"),
         "w5 even": (6, torch.randn(4, 3, 2, 2), "w5 must be (Cout, Cred, k, k) with an odd k"),
         "w3 even": (4, torch.randn(6, 5, 2, 2), "w3 must be (Cout, Cred, k, k) with an odd k"),
+        "w3 not square": (4, torch.randn(6, 5, 3, 5), "w3 must be (Cout, Cred, k, k) with an odd k"),
+        "w_red 4-D": (0, good[0][:, :, None, None], "w_red must be 2-D (ch1 + ch3red + ch5red, Cin)"),
     }
     backends = [b for b in ("torch", "cpp", "onednn") if b in available_backends("cpu")]
     for what, (i, t, message) in bad.items():
@@ -99,6 +101,7 @@ def test_input_channels_dtype_and_device_mismatches_are_refused_real_and_fake():
 
     cases = {
         "more channels": (torch.randn(2, 15, 6, 6), good, ValueError, "expects 12 input channels, got 15"),
+        "3-D input": (x[0], good, ValueError, "expects a 4-D (N, C, H, W) input, got 3-D"),
         "b3 float64": (x, replaced(5, good[5].double()), TypeError, "does not match weight b3 dtype torch.float64"),
         "b_red float16": (x, replaced(1, good[1].half()), TypeError, "does not match weight b_red dtype torch.float16"),
         "w_pool float64": (x, replaced(2, good[2].double()), TypeError, "weight w_pool dtype torch.float64"),

@@ -475,6 +475,20 @@ def test_batch_norm_trained_outside_the_fused_forward_refreshes_the_fold():
         ref64, tol = net_tolerance(ref, x)
         assert rel_error(ref64, before) > 100 * tol, "the BatchNorm updates should have changed the output"
         check_close(fused(x), ref64, tol, "eval output after BatchNorms trained outside the model")
+        # Without a batch counter nothing in the key shows such an update: every switch between
+        # train and eval mode (the stem's and the blocks') packs afresh.
+        for model in (ref, fused):
+            for bn in (model.conv1.bn, model.inception4a.branch2[1].bn):
+                bn.num_batches_tracked = None
+        before = fused(x)  # packs and caches
+        for model in (ref, fused):
+            model.train()
+            for bn in (model.conv1.bn, model.inception4a.branch2[1].bn):
+                bn(-batches[bn.num_features])
+            model.eval()
+        ref64, tol = net_tolerance(ref, x)
+        assert rel_error(ref64, before) > 100 * tol, "the BatchNorm updates should have changed the output"
+        check_close(fused(x), ref64, tol, "eval output after uncounted BatchNorm updates in train mode")
 
 
 @pytest.mark.parametrize("backend", _backends())

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from model_cases import COLD_NETWORK, FP32, calibrated_net, net_tolerance
+from processes import assert_gone
 from uninterpreted import run_python
 
 from inception_fast import FusedGoogLeNet, choice_store, choices, precompile
@@ -113,6 +114,19 @@ def test_a_nested_compile_only_pass_leaves_the_outer_one_compile_only():
     assert inner.launches == [("inner_kernel", {})] and outer.launches == [("outer_kernel", {})]
 
 
+def test_a_compile_only_pass_is_this_threads_only():
+    """Another thread's forward during a compile-only pass runs as usual (the pass is per thread)."""
+    import threading
+
+    seen = []
+    with compile_only():
+        other = threading.Thread(target=lambda: seen.append(compiling_only()))
+        other.start()
+        other.join()
+        assert compiling_only()
+    assert seen == [False]
+
+
 def test_precompiles_are_kept_per_input_layout():
     """A precompile's bookkeeping is per input device, dtype, shape and strides: binaries pending
     for an NCHW input are not taken as precompiled for a channels_last one of the same shape (its
@@ -129,6 +143,93 @@ def test_precompiles_are_kept_per_input_layout():
     precompiler._DONE.setdefault(module, precompiler.LRUDict())[precompiler._key((x,))] = [Future()]
     assert precompiler.compiles_pending(module, x.clone()) == 1
     assert precompiler.compiles_pending(module, x_cl) == 0
+
+
+def test_precompile_counts_each_binary_once_and_keeps_its_futures(monkeypatch):
+    """precompile's counts: a binary the pass records twice counts once, of them those on disk; the
+    futures submit gives are what compiles_pending looks at; ``wait`` waits for them and counts the
+    compiled ones, ``wait=False`` counts none (under the interpreter the pass runs on the CPU)."""
+    from concurrent.futures import Future
+
+    from inception_fast import precompiler
+    from inception_fast.compile_only import add_jobs, add_launch
+
+    pool = precompiler._pool()
+    if pool is None or not precompiler._interpreted():
+        pytest.skip("on the CPU only the interpreter runs a compile-only pass")
+    a, b, c = _job(50), _job(51), _job(52)
+
+    class Recording(torch.nn.Module):
+        def forward(self, t):
+            add_launch("kernel", {})
+            add_jobs([(a, False), (b, True), (a, False), (c, False), (b, True)])
+            return t
+
+    ok, failed, running = Future(), Future(), Future()
+    ok.set_result({"ok": True})
+    failed.set_result({"ok": False, "error": "x"})
+    handed = []
+    futures = [ok, failed]
+    monkeypatch.setattr(pool, "submit", lambda recorded: handed.append(list(recorded)) or list(futures))
+    module, x = Recording().eval(), torch.zeros(1, 2)
+    want = {"launches": 1, "binaries": 3, "on_disk": 1, "submitted": 2}
+    assert precompile(module, x, wait=False) == dict(want, compiled=0)
+    assert handed[0] == [(a, False), (b, True), (a, False), (c, False), (b, True)]
+    assert precompile(module, x) == dict(want, compiled=1)
+    futures[:] = [running]
+    assert precompile(module, x.t().contiguous(), wait=False)["submitted"] == 1
+    assert precompiler.compiles_pending(module, x.t().contiguous()) == 1
+    assert precompiler.compiles_pending(module, x) == 0
+    running.set_result({"ok": True})
+    assert precompiler.compiles_pending(module, x.t().contiguous()) == 0
+
+
+def test_a_forward_precompiles_its_input_once_and_only_in_eval_mode(monkeypatch):
+    """forward_after_precompile: a forward in train mode does not precompile, and leaves the input
+    to the first eval-mode forward; a precompile that fails is not tried again on that input."""
+    from inception_fast import precompiler
+
+    calls = []
+
+    def failing_precompile(module, x, wait=True):
+        if precompiler.training_part(module) is not None:
+            raise ValueError("train mode")
+        calls.append(tuple(x.shape))
+        raise RuntimeError("the pass failed")
+
+    monkeypatch.setattr(precompiler, "precompile", failing_precompile)
+    monkeypatch.setattr(precompiler, "_may_precompile", lambda allowed, x: allowed)
+    monkeypatch.setattr(precompiler, "workers_on", lambda: True)
+    monkeypatch.setattr(precompiler, "_interpreted", lambda: False)
+    module, x = torch.nn.Linear(2, 2), torch.ones(1, 2)
+
+    def forward(t):
+        return precompiler.forward_after_precompile(module, True, t, lambda u: u, defer=True)
+
+    forward(x)
+    assert calls == []
+    module.eval()
+    forward(x)
+    forward(x)
+    assert calls == [(1, 2)]
+    forward(torch.ones(3, 2))
+    assert calls == [(1, 2), (3, 2)]
+
+
+@pytest.mark.parametrize(
+    ("env", "defers"),
+    [({}, True), ({"INCEPTION_FAST_DEFER_TUNING": "OFF"}, False), ({"INCEPTION_FAST_AUTO": "static"}, False)],
+)
+def test_deferring_follows_its_environment(monkeypatch, env, defers):
+    """Deferring is on by default, off with INCEPTION_FAST_DEFER_TUNING off (in any case) and with
+    INCEPTION_FAST_AUTO=static (which measures nothing to defer)."""
+    from inception_fast import precompiler
+
+    monkeypatch.delenv(precompiler.ENV_DEFER, raising=False)
+    monkeypatch.delenv(choices.ENV_AUTO, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert precompiler._defer_enabled() is defers
 
 
 def test_precompile_refuses_what_it_cannot_precompile():
@@ -233,6 +334,22 @@ def test_a_failed_or_lost_job_is_left_to_its_launch(two_workers, monkeypatch):
     assert all(isinstance(e, RuntimeError) for e in errors), errors
     assert any("died" in str(e) for e in errors) and any("no compile worker left" in str(e) for e in errors)
     assert not compile_pool.busy()
+    compile_pool.close()
+    # Workers that read a job and never answer: killed after JOB_TIMEOUT_S, their jobs failed.
+    monkeypatch.setattr(compile_pool, "JOB_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(
+        compile_pool,
+        "_worker_command",
+        lambda: [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(60)"],
+    )
+    futures = compile_pool.submit([(_job(i), False) for i in range(16, 18)], force=True)
+    _settled(lambda: len(compile_pool._pool.workers) == 2)
+    pids = [w.proc.pid for w in compile_pool._pool.workers]
+    done, not_done = wait_all(futures, timeout=30)
+    assert not not_done, "jobs of stuck workers never ended"
+    assert all("died or got stuck" in str(f.exception()) for f in futures)
+    for pid in pids:
+        assert_gone(pid, "a stuck worker was not killed")
 
 
 def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monkeypatch):
@@ -263,10 +380,14 @@ def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monke
     assert compile_pool.submit(many, force=True) == []
     monkeypatch.setattr(compile_pool, "_memory_for_workers", lambda: 16)
     assert started() == s0 and not compile_pool.busy()
-    futures = compile_pool.submit(many)
+    submitted = compile_pool.stats()["submitted"]
+    futures = compile_pool.submit(many + many[:1])  # a job recorded twice is one job
     assert len(futures) == len(many) and compile_pool.busy()
+    one = compile_pool.submit([(_job(30), False)])  # fewer than MIN_JOBS: the running workers take it
+    assert len(one) == 1
     assert compile_pool.submit(many) == futures and compile_pool.pending(many) == futures
-    compile_pool.wait(futures)
+    assert compile_pool.stats()["submitted"] - submitted == len(many) + 1
+    compile_pool.wait(futures + one)
     assert started() == s0 + 2
     workers = list(compile_pool._pool.workers)
     deadline = time.monotonic() + compile_pool.IDLE_S + 30
@@ -278,6 +399,170 @@ def test_workers_start_only_where_they_pay_and_stop_when_idle(two_workers, monke
     assert len(later) == compile_pool.MIN_JOBS
     compile_pool.wait(later)
     assert started() >= s0 + 3
+
+
+def test_close_cancels_the_queued_jobs_and_stops_the_workers(two_workers, monkeypatch):
+    """close() cancels the jobs no worker has taken (counted cancelled, not failed), kills the
+    workers (their jobs fail: the launches compile them) and forgets every future: the same jobs
+    submitted again get new ones."""
+    compile_pool = two_workers
+    monkeypatch.setattr(
+        compile_pool,
+        "_worker_command",
+        lambda: [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(60)"],
+    )
+    before = compile_pool.stats()
+    jobs = [(_job(i), False) for i in range(60, 66)]
+    futures = compile_pool.submit(jobs, force=True)
+    _settled(lambda: compile_pool.stats()["workers_started"] - before["workers_started"] == 2)
+    _settled(lambda: sum(f.running() for f in futures) == 2)
+    pids = [w.proc.pid for w in compile_pool._pool.workers]
+    compile_pool.close()
+    for pid in pids:
+        assert_gone(pid, "close() left a worker running")
+    assert sum(f.cancelled() for f in futures) == 4
+    _settled(lambda: all(f.done() for f in futures))
+    assert compile_pool.wait(futures) == 0 and not compile_pool.busy()
+    _settled(lambda: compile_pool.stats()["failed"] - before["failed"] == 2)
+    assert compile_pool.stats()["cancelled"] - before["cancelled"] == 4
+    again = compile_pool.submit(jobs, force=True)
+    assert len(again) == len(jobs) and not any(f in futures or f.cancelled() for f in again)
+
+
+def test_compile_threads_and_the_workers_switch_read_their_environment(monkeypatch):
+    """INCEPTION_FAST_COMPILE_THREADS (at least 1; not an integer: 1, with a warning), else the CPUs
+    this process may use, at most 16; INCEPTION_FAST_PRECOMPILE off in any case; the workers'
+    memory limit from MemAvailable (kB)."""
+    import io
+    import os
+
+    from inception_fast import precompiler
+    from inception_fast.backends.triton import compile_pool
+
+    monkeypatch.setenv(compile_pool.ENV_COMPILE_THREADS, " 3 ")
+    assert compile_pool.compile_threads() == 3
+    monkeypatch.setenv(compile_pool.ENV_COMPILE_THREADS, "0")
+    assert compile_pool.compile_threads() == 1
+    monkeypatch.setenv(compile_pool.ENV_COMPILE_THREADS, "four")
+    with pytest.warns(UserWarning, match="not an integer"):
+        assert compile_pool.compile_threads() == 1
+    monkeypatch.delenv(compile_pool.ENV_COMPILE_THREADS)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(5)), raising=False)
+    assert compile_pool.compile_threads() == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(40)), raising=False)
+    assert compile_pool.compile_threads() == 16
+    for value, on in (("", True), ("1", True), ("0", False), ("off", False), ("OFF", False), (" False ", False)):
+        monkeypatch.setenv(compile_pool.ENV_PRECOMPILE, value)
+        assert compile_pool.enabled() is on and precompiler.workers_on() is on, value
+    meminfo = "MemTotal:       8388608 kB\nMemAvailable:   2097152 kB\n"
+    monkeypatch.setattr(compile_pool, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert compile_pool._memory_for_workers() == (2 << 30) // compile_pool.WORKER_BYTES
+
+
+def test_recording_passes_other_threads_compiles_on_and_nests(monkeypatch):
+    """While a thread records, Triton's jit_cache_hook answers other threads' compiles with the hook
+    set before (put back after); a record inside another returns its own jobs and the outer one
+    keeps them too."""
+    import threading
+    from types import SimpleNamespace
+
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+
+    from inception_fast.backends.triton import compile_pool
+
+    earlier = []
+
+    def earlier_hook(**kwargs):
+        earlier.append(kwargs["fn"].name)
+        return False
+
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", earlier_hook)
+    jit = SimpleNamespace(device_caches={0: (None, None, GPUTarget("cuda", 90, 32))})
+
+    def compile_(name):  # what Triton's compile asks its hook (the on-disk check fails here: not on disk)
+        fn = SimpleNamespace(module="m", name=name, jit_function=jit)
+        return knobs.runtime.jit_cache_hook(fn=fn, compile={"device": 0, "specialization_data": name})
+
+    def other_thread():
+        t = threading.Thread(target=compile_, args=("other",))
+        t.start()
+        t.join()
+
+    inner = []
+    outer = compile_pool.record(
+        lambda: (compile_("a"), other_thread(), inner.extend(compile_pool.record(lambda: compile_("b"))))
+    )
+    assert earlier == ["other"]
+    assert knobs.runtime.jit_cache_hook is earlier_hook
+    assert [(job.name, job.target, on_disk) for job, on_disk in outer] == [
+        ("a", ("cuda", 90, 32), False),
+        ("b", ("cuda", 90, 32), False),
+    ]
+    assert [job.name for job, _ in inner] == ["b"]
+
+
+def test_workers_get_this_processs_kernels_and_cache(monkeypatch, tmp_path):
+    """The workers' environment: no TRITON_INTERPRET, this process's import path before the
+    PYTHONPATH it was given, Triton's cache directory as set in code."""
+    import os
+
+    from triton import knobs
+
+    from inception_fast.backends.triton import compile_pool
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setattr(sys, "path", ["", "/here", *sys.path])
+    with knobs.cache.scope():
+        knobs.cache.dir = str(tmp_path)
+        env = compile_pool._worker_env()
+    assert "TRITON_INTERPRET" not in env
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    assert paths[0] == "/here" and paths[-1] == "/elsewhere"
+    assert env["TRITON_CACHE_DIR"] == str(tmp_path)
+
+
+def test_a_worker_compiles_each_job_for_its_own_target(monkeypatch, tmp_path):
+    """A real worker process, its kernel a stand-in whose preload writes to stdout (Python's and file
+    descriptor 1) and reports the target the worker's driver names: each job is compiled for its
+    own target, in a batch that changes targets, the answers are not mixed with what it wrote, and
+    the worker runs below this process's priority."""
+    import os
+
+    from inception_fast.backends.triton import compile_pool
+
+    (tmp_path / "inception_fast_target_probe.py").write_text(
+        "import os\n\n"
+        "from triton.runtime.driver import driver\n"
+        "from triton.runtime.jit import JITFunction\n\n\n"
+        "class Probe(JITFunction):\n"
+        "    def __init__(self):\n"
+        "        pass\n\n"
+        "    def preload(self, data):\n"
+        "        print('compiling', data)\n"
+        "        os.write(1, b'compiling at the C level\\n')\n"
+        "        t = driver.active.get_current_target()\n"
+        "        raise RuntimeError(f'{data} for {t.backend} {t.arch} {t.warp_size}')\n\n\n"
+        "probe = Probe()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    worker = compile_pool._Worker()
+    try:
+        answers = [
+            worker.run(compile_pool.Job("inception_fast_target_probe", "probe", data, target))
+            for data, target in (("a", ("cuda", 80, 32)), ("b", ("cuda", 90, 32)), ("c", ("cuda", 90, 32)))
+        ]
+        niceness = os.getpriority(os.PRIO_PROCESS, worker.proc.pid) - os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        worker.close()
+    assert [a["error"] for a in answers] == [
+        "RuntimeError: a for cuda 80 32",
+        "RuntimeError: b for cuda 90 32",
+        "RuntimeError: c for cuda 90 32",
+    ]
+    assert niceness == min(compile_pool.WORKER_NICE, 19 - os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def test_deferred_choices_take_the_trusted_candidate_and_keep_nothing(monkeypatch):

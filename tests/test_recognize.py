@@ -211,14 +211,14 @@ def test_a_fused_foreign_block_in_float64_computes_the_original_blocks_branches_
 
 
 class BNInception(nn.Module):
-    """A reader's block with bias-free conv → BatchNorm → ReLU modules, in its own layout."""
+    """A reader's block with conv → BatchNorm → ReLU modules (bias-free convs unless ``bias``), in its own layout."""
 
-    def __init__(self, cin, c1, c2, c3, c4, k=3):
+    def __init__(self, cin, c1, c2, c3, c4, k=3, bias=False):
         super().__init__()
 
         def unit(i, o, kk=1):
             return nn.Sequential(
-                nn.Conv2d(i, o, kk, padding=kk // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)
+                nn.Conv2d(i, o, kk, padding=kk // 2, bias=bias), nn.BatchNorm2d(o), nn.ReLU(inplace=True)
             )
 
         self.a = unit(cin, c1)
@@ -254,6 +254,16 @@ def test_foreign_batchnorm_block_eval_and_train():
     for (name, b_ref), b in zip(ref.named_buffers(), fused.buffers()):
         if b_ref.is_floating_point():
             check_close(b, b_ref, FP32, f"buffer {name}")
+    # an input of other channels: the original forward's own error
+    errors = []
+    for model in (ref, fused):
+        with pytest.raises(RuntimeError) as exc:
+            model(torch.randn(2, 9, 6, 6))
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1]
+    # an input of another dtype than the weights': refused, not computed with cast weights
+    with pytest.raises(TypeError, match="does not match its weights' dtype"):
+        fused(x.half())
 
 
 def test_bias_free_conv_without_batchnorm_gets_a_zero_bias():

@@ -204,6 +204,7 @@ def test_from_torchvision_copies_torchvision_modules_changed_before_conversion()
     tv.inception5b, tv.fc = block(832, 384, 192, 384, 48, 128, 256, conv_block=unit), nn.Linear(1152, 10)
     tv.conv3 = unit(64, 256, kernel_size=3, padding=1)  # 3a takes 256 channels
     tv.inception3a = block(256, *BLOCK_CONFIGS["inception3a"][1:], conv_block=unit)
+    tv.inception3a.branch3[1].conv = nn.Conv2d(16, 32, 5, padding=2, bias=False)  # other channels and a 5x5
     calibrate(tv, torch.randn(4, 3, 32, 32), seed=8)
     fused = FusedGoogLeNet.from_torchvision(tv, backend="torch").eval()
     assert fused.inception3a.in_channels == 256 and fused.inception3b.branch3[1].conv.kernel_size == (5, 5)
@@ -250,8 +251,8 @@ def test_fused_inception_from_torchvision_runs_a_changed_block_as_it_is():
 def test_copies_take_modules_holding_graph_tensors_and_references_without_their_hooks():
     """A conv holding a feature map a hook kept (a tensor with autograd history, which a deep copy
     refuses) and every conv a reference back to the model (which a deep copy would copy whole, once
-    per conv): from_torchvision and fuse() take both, the copy's parameters are its own (fuse()'s
-    the original's), and the original's hooks of every kind stay with it."""
+    per conv): from_torchvision and fuse() take both, the copy's parameters and buffers are its own
+    (fuse()'s the original's), and the original's hooks of every kind stay with it."""
     import torchvision
 
     torch.manual_seed(12)
@@ -273,6 +274,8 @@ def test_copies_take_modules_holding_graph_tensors_and_references_without_their_
     fused = FusedGoogLeNet.from_torchvision(tv, backend="torch").eval()
     copied = fused.inception3a.branch1.conv
     assert copied.root is tv and copied.weight is not conv.weight and torch.equal(copied.weight, conv.weight)
+    bn, copied_bn = tv.inception3a.branch1.bn, fused.inception3a.branch1.bn
+    assert copied_bn.running_var is not bn.running_var and torch.equal(copied_bn.running_var, bn.running_var)
     fired.clear()
     fused.state_dict()
     with torch.no_grad(), OpRecorder() as rec:

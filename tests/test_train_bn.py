@@ -182,6 +182,17 @@ def test_per_branch_momentum_eps_and_affine():
     ref.branch3[1].bn.eps = fused.branch3[1].bn.eps = 1e-3
     ref.branch2[0].bn.eval(), fused.branch2[0].bn.eval()
     assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), ran_fused=False, what="frozen")
+    # running statistics per branch: branch 1's BatchNorm built without them, branch 3's 1x1's with
+    # track_running_stats turned off after (its buffers stay, nn.BatchNorm2d neither reads nor updates
+    # them), the pool branch's with momentum None and no batch counter (its average factor is 0)
+    ref, fused = trained_pair(SMALL)
+    for model in (ref, fused):
+        bn = model.branch1.bn
+        model.branch1.bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps, track_running_stats=False)
+        model.branch3[0].bn.track_running_stats = False
+        model.branch4[1].bn.momentum, model.branch4[1].bn.num_batches_tracked = None, None
+    for i in range(2):
+        assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), what=f"tracking step {i}")
     # affine=False
     ref, fused = trained_pair(SMALL)
     for model in (ref, fused):
@@ -190,12 +201,18 @@ def test_per_branch_momentum_eps_and_affine():
     assert_same_step(ref, fused, torch.randn(2, SMALL[0], 5, 5), what="affine=False")
 
 
-def test_foreign_block_train_step():
+@pytest.mark.parametrize("form", ["bias-free", "conv-biases", "one-unit-without-bn"])
+def test_foreign_block_train_step(form):
+    """A reader's block in train mode: bias-free convs; convs with biases (each 1x1's bias in its
+    channels of the batch mean, so of the running mean); one unit without BatchNorm (its own
+    modules, not the fused op, which needs six)."""
     from test_recognize import BNInception
 
     from inception_fast import fuse
 
-    ref = BNInception(10, 4, (5, 6), (3, 4), 3, k=7)
+    ref = BNInception(10, 4, (5, 6), (3, 4), 3, k=7, bias=form == "conv-biases")
+    if form == "one-unit-without-bn":
+        ref.d = nn.Sequential(ref.d[0], ref.d[2])
     calibrate(ref, torch.randn(4, 10, 6, 6))
     fused = fuse(copy.deepcopy(ref), backend="torch")
     ref.train(), fused.train()
@@ -203,7 +220,7 @@ def test_foreign_block_train_step():
     xf = x.detach().clone().requires_grad_(True)
     with OpRecorder() as rec:
         got = fused(xf)
-    assert rec.ops.count(BN_OP) == 1
+    assert rec.ops.count(BN_OP) == (form != "one-unit-without-bn")
     want = ref(x)
     target = torch.randn_like(want)
     (want * target).sum().backward()
@@ -211,6 +228,8 @@ def test_foreign_block_train_step():
     check_close(got, want, FP32, "output")
     check_close(xf.grad, x.grad, FP32, "input gradient")
     for (name, p_ref), p in zip(ref.named_parameters(), fused.parameters()):
+        if name.endswith(".0.bias"):  # a conv bias before a train-mode BatchNorm: zero gradient, up to rounding
+            continue
         check_close(p.grad, p_ref.grad, FP32, f"gradient of {name}")
     for (name, b_ref), b in zip(ref.named_buffers(), fused.buffers()):
         if b_ref.is_floating_point():
@@ -341,6 +360,16 @@ def test_op_rejects_bad_arguments():
         op(*args[:10], args[10].half(), 1e-3, "torch")
     with pytest.raises(RuntimeError, match="but gamma is on meta"):
         op(*args[:9], args[9].to("meta"), args[10], 1e-3, "torch")
+    # float64 runs on the torch backend only (ATen; gradcheck's dtype): any other, "auto" included,
+    # refuses it by name, the op and its fake kernel alike
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    doubled = [t.double() for t in args]
+    for backend in ("triton", "auto"):
+        with pytest.raises(TypeError, match="float64 on the torch backend"):
+            op(*doubled, 1e-3, backend)
+        with FakeTensorMode() as mode, pytest.raises(TypeError, match="float64 on the torch backend"):
+            op(*(mode.from_tensor(t) for t in doubled), 1e-3, backend)
 
 
 def test_only_the_output_is_differentiable_and_the_backward_checks_grad_out():

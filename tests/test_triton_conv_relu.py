@@ -211,6 +211,8 @@ def test_op_checks_opcheck_and_torch_backend():
         ops.conv_relu(x[0], wt, b, 1)
     with pytest.raises(TypeError, match="float32"):
         ops.conv_relu(x.to(torch.int32), wt, b, 1)
+    with pytest.raises(TypeError, match="supports float32, float16 and bfloat16 inputs, got torch.float64"):
+        ops.conv_relu(x.double(), wt.double(), b.double(), 1)  # ATen would run it
     with pytest.raises(ValueError, match="square weight"):
         ops.conv_relu(x, wt[..., :2], b, 1)
     with pytest.raises(ValueError, match="expects 6 input channels"):
