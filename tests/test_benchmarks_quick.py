@@ -919,7 +919,7 @@ def test_measured_choices_lists_every_choice_object_of_the_package():
 
     sys.path.insert(0, str(REPO))
     from benchmarks.helpers.choices import measured_choices
-    from inception_fast.choices import MeasuredChoice
+    from inception_fast.choices import Choice, MeasuredChoice
 
     class Key(NamedTuple):
         device: str
@@ -943,6 +943,70 @@ def test_measured_choices_lists_every_choice_object_of_the_package():
         assert found[0]["key"] == {"device": "cpu", "dtype": "float32", "shape": [4, 480, 8, 8], "folded": True}
         assert found[0]["where"] == "maxpool3"
         assert not [c for c in measured_choices(cpu, torch.float16, batch=4) if c["choice"] == "NEW_CHOICE"]
+        shapes = [c["key"]["shape"] for c in measured_choices(cpu, shape=(1, 480, 8, 8)) if c["choice"] == "NEW_CHOICE"]
+        assert shapes == [[1, 480, 8, 8]]
+        # a choice read from the choice store: marked stored, no times
+        chooser._choices[Key("cpu", torch.float32, (2, 480, 8, 8), True)] = Choice("folded", stored=True)
+        found = [c for c in measured_choices(cpu, batch=2) if c["choice"] == "NEW_CHOICE"]
+        assert [(c["chosen"], c["stored"], c["us"]) for c in found] == [("folded", True, {})]
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_measured_choices_name_where_each_key_is_and_each_choice_once():
+    """``where``: a conv key's weight tells conv2 from conv3 (the same input), a block key's 3x3
+    weight (its dimensions in any order) tells 4b, 4c and 4d apart, and a key without a shape is
+    nowhere; a choice bound under a second name in another module is listed once, by its name in
+    inception_fast.choices."""
+    import types
+    from typing import NamedTuple
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.helpers.choices import choosers, measured_choices
+    from benchmarks.helpers.shapes import block_shapes, stage_shapes
+    from inception_fast import choices as package_choices
+    from inception_fast.choices import Choice, MeasuredChoice
+
+    class ConvKey(NamedTuple):
+        device: str
+        dtype: torch.dtype
+        shape: tuple
+        weight: tuple
+
+    class BlockKey(NamedTuple):
+        device: str
+        dtype: torch.dtype
+        shape: tuple
+        w3: tuple
+
+    class BareKey(NamedTuple):
+        device: str
+
+    stages, blocks = stage_shapes(64), block_shapes(64)
+    chooser = MeasuredChoice(measure_on=("cpu",))
+    for name in ("conv2", "conv3"):
+        chooser._choices[ConvKey("cpu", torch.float32, (4, *stages[name].input_chw), stages[name].conv_weight)] = (
+            Choice("aten")
+        )
+    for name in ("inception4b", "inception4c", "inception4d"):
+        c3 = blocks[name].convs[2]
+        w3 = (c3.cout, c3.kh, c3.kw, c3.cin) if name == "inception4c" else (c3.cout, c3.cin, c3.kh, c3.kw)
+        chooser._choices[BlockKey("cpu", torch.float32, (4, *blocks[name].input_chw), w3)] = Choice("torch")
+    chooser._choices[BareKey("cpu")] = Choice("torch")
+    module = types.ModuleType("inception_fast._bench_test_where")
+    module.WHERE_CHOICE = chooser
+    module.RENAMED_AUTO = package_choices.AUTO  # sorts before inception_fast.choices
+    sys.modules[module.__name__] = module
+    try:
+        found = [
+            c["where"] for c in measured_choices(torch.device("cpu"), image_size=64) if c["choice"] == "WHERE_CHOICE"
+        ]
+        assert found == ["conv2", "conv3", "inception4b", "inception4c", "inception4d", ""]
+        named = choosers()
+        assert named["AUTO"] is package_choices.AUTO
+        assert not [n for n in named if n.endswith("RENAMED_AUTO")]
     finally:
         del sys.modules[module.__name__]
 
@@ -1086,6 +1150,7 @@ def test_benchmark_helpers_count_the_choices_of_one_config(monkeypatch):
         ("cuda:1", "cuda:0", False),
         ("cpu", "cuda", False),
         ("cpu", "cpu", True),
+        ("no such device", "cpu", False),
     ):
         assert choices._same_device(key_device, device) is same, (key_device, device)
     # A log that received 5 entries and keeps the last 3.

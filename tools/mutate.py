@@ -9796,6 +9796,107 @@ MUTANTS = [
         ("tests/test_train_bn.py", "-k", "rejects_bad_arguments"),
         "inception_block_bn_train (and its fake kernel) takes float64 on a backend other than torch",
     ),
+    # -- the benchmarks' record of the package's choices (benchmarks/helpers/choices.py) -----------------
+    Mutant(
+        "bc_choosers_order",
+        "benchmarks/helpers/choices.py",
+        'key=lambda n: (n != "inception_fast.choices", n),',
+        "key=lambda n: n,",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "re-exported choices take another module's name",
+    ),
+    Mutant(
+        "bc_choosers_dupes",
+        "benchmarks/helpers/choices.py",
+        "if isinstance(value, MeasuredChoice) and id(value) not in seen:",
+        "if isinstance(value, MeasuredChoice):",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "a re-exported choice listed twice",
+    ),
+    Mutant(
+        "bc_shape_filter",
+        "benchmarks/helpers/choices.py",
+        (
+            "            if shape is not None and isinstance(key_shape, tuple) and key_shape != tuple(shape):\n"
+            "                continue\n"
+        ),
+        "",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "shape narrowing ignored",
+    ),
+    Mutant(
+        "bc_where_weight",
+        "benchmarks/helpers/choices.py",
+        "        and (weight is None or stages[n].conv_weight is None or stages[n].conv_weight == tuple(weight))\n",
+        "",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "conv2 and conv3 not told apart",
+    ),
+    Mutant(
+        "bc_where_w3",
+        "benchmarks/helpers/choices.py",
+        (
+            "            if sorted(w3) != sorted((c3.cout, c3.cin // c3.groups, c3.kh, c3.kw)):\n"
+            "                continue\n"
+        ),
+        "",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "4b/4c/4d not told apart",
+    ),
+    Mutant(
+        "bc_jsonable_dtype",
+        "benchmarks/helpers/choices.py",
+        '        return str(value).removeprefix("torch.")',
+        "        return str(value)",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "dtype keys spelled torch.float32",
+    ),
+    Mutant(
+        "bc_us_unit",
+        "benchmarks/helpers/choices.py",
+        (
+            '                    "us": {k: v * 1e6 for k, v in c.seconds.items()},\n'
+            '                    "errors": dict(c.errors),'
+        ),
+        (
+            '                    "us": {k: v * 1e3 for k, v in c.seconds.items()},\n'
+            '                    "errors": dict(c.errors),'
+        ),
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "measured choices in ms labelled us",
+    ),
+    Mutant(
+        "bc_stored_dropped",
+        "benchmarks/helpers/choices.py",
+        '                    "stored": c.stored,\n                }\n            )',
+        '                    "stored": False,\n                }\n            )',
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "stored choices reported as measured",
+    ),
+    Mutant(
+        "bc_where_no_image",
+        "benchmarks/helpers/choices.py",
+        "    if image_size is None or not isinstance(shape, tuple) or len(shape) != 4:\n",
+        "    if image_size is None:\n",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "a key without a 4-D shape crashes where",
+    ),
+    Mutant(
+        "bc_same_device_bad",
+        "benchmarks/helpers/choices.py",
+        "    except (RuntimeError, TypeError):\n        return False\n",
+        "    except TypeError:\n        return False\n",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "a key device string that is not a device crashes the list",
+    ),
+    Mutant(
+        "bc_auto_dtype",
+        "benchmarks/helpers/choices.py",
+        "        if key.dtype == DTYPES[dtype] and key.shape[0] == batch:\n",
+        "        if key.shape[0] == batch:\n",
+        ("tests/test_benchmarks_quick.py", "-k", "measured_choices or helpers_count"),
+        "auto counts mix dtypes",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
