@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 
@@ -212,17 +213,18 @@ def test_triton_gradients_full_channels():
 @pytest.fixture
 def poisoned_backward(monkeypatch):
     """Every buffer of the Triton backward starts as NaN, so an element no launch writes fails; the
-    eight 1-D weight and bias gradients that launch C stores sit between poisoned guard bands, must
-    hold no NaN anywhere (launch C reads no partial that launches A and B did not write) and leave
-    the bands untouched (no store past a gradient's end or before its start)."""
+    eight 1-D weight and bias gradients that launch C stores and the 2-D partial buffer of the pixel
+    splits sit between poisoned guard bands, which must stay untouched (no store past a buffer's end
+    or before its start: a weight-gradient program of a split past the last); the gradients must
+    hold no NaN anywhere (launch C reads no partial that launches A and B did not write)."""
     from inception_fast.backends.triton import block_backward as bb
 
     real, calls, bands = bb._buffer, [], []
 
     def poisoned(shape, dtype, device, *args, **kwargs):
         t = (
-            guarded(shape[0], dtype, device, bands)
-            if len(shape) == 1
+            guarded(math.prod(shape), dtype, device, bands).view(shape)
+            if len(shape) <= 2
             else poison(real(shape, dtype, device, *args, **kwargs))
         )
         calls.append(t)
@@ -263,19 +265,28 @@ def test_triton_gradients_alignment_units_of_8(poisoned_backward):
 # Every channel count of launch B a multiple of 8 but the pool branch's first output channel
 # (ch1 + ch3 + ch5 = 28), a multiple of 4 only.
 POOL_COL4 = (16, 8, 8, 12, 8, 8, 8)
+# Every channel count a multiple of 8 but the block input's (12): launch A's channel unit (g_pooled's
+# columns) and its weight unit (w_pool's row stride, 12) are 4 through the input alone.
+CIN4 = (12, 8, 8, 16, 8, 8, 8)
 
 
 @interpreter_only
-def test_triton_gradients_pool_column_of_a_smaller_unit():
-    """Launch B takes the pool branch's first output channel divided by its channel unit too, so
-    the unit is 4 here, not the 8 of its other channel counts (28 // 8 * 8 would read the pool
-    branch's gradient from column 24, branch 3's): every gradient against the ATen chain."""
+@pytest.mark.parametrize("cfg,launch", [(POOL_COL4, 1), (CIN4, 0)], ids=["pool_col0", "cin"])
+def test_triton_gradients_channel_of_a_smaller_unit(cfg, launch, poisoned_backward):
+    """A launch's units come from every channel count and weight row stride it takes, so here one
+    count of a unit of 4 makes them 4, not the 8 of the others: launch B takes the pool branch's first
+    output channel divided by its channel unit (28 // 8 * 8 would read the pool branch's gradient from
+    column 24, branch 3's), launch A the block input's 12 channels (12 // 8 * 8 would leave g_pooled's
+    last 4 columns unwritten) and w_pool's row stride of 12.  Every gradient against the ATen chain."""
     from inception_fast import backends
     from inception_fast.backends.triton import block_backward as bb
 
-    args = _backward_args(POOL_COL4, k=3, n=2, h=3, w=4)
+    args = _backward_args(cfg, k=3, n=2, h=3, w=4)
     _buffers, _seg, launches = bb._arguments(*args, True)
-    assert launches[1][3]["C_UNIT"] == 4, launches[1][3]
+    poisoned_backward.clear()  # buffers inspected, never launched into
+    assert launches[launch][3]["C_UNIT"] == 4, launches[launch][3]
+    if launch == 0:
+        assert launches[0][3]["W_UNIT"] == 4, launches[0][3]
     want = backends.get("torch").op("inception_block_backward")(*args, True)
     got = bb.block_backward(*args, True)
     for j, (g, w) in enumerate(zip(got, want)):
@@ -430,6 +441,12 @@ def test_triton_backward_tile_and_split_edges(poisoned_backward):
         got = bb.block_backward(*args, True, config=config)
         for j, (g, wt) in enumerate(zip(got, want)):
             check_close(g, wt, FP32, f"{config} gradient {j}")
+    # Without the input's gradient, launch B's grid holds the weight roles alone: with the interpreter's
+    # tile, two input-gradient programs more would hand the pool projection's role splits past the last.
+    got = bb.block_backward(*args, False)
+    assert got[0] is None
+    for j, (g, wt) in enumerate(zip(got[1:], want[1:]), 1):
+        check_close(g, wt, FP32, f"weight gradient {j} without the input's")
 
 
 @interpreter_only

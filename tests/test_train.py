@@ -5,6 +5,7 @@ import gzip
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -170,13 +171,20 @@ def test_bfloat16_on_cpu_trains_both_models_within_the_tolerance_rule(tmp_path, 
         (["--resume"], "--resume: no checkpoint"),
         (["--device", "tpu"], "--device tpu"),
         (["--device", ""], "--device: empty"),
+        (["--out", " "], "--out: empty path"),
         (["--seed", "99999999999999999999"], "--seed must be an integer from 0 to 2**62 - 1"),
         (["--variant", "torchvision", "--image-size", "15", "--batch-size", "1"], "Expected more than 1 value"),
         (["--image-size", "3000000000"], "--batch-size 128 at --image-size 3000000000: a batch beyond any machine's"),
         (["--batch-size", "99999999999999999999"], "--batch-size 99999999999999999999 at --image-size 96: a batch"),
     ],
 )
-def test_bad_values_get_one_clear_line(tmp_path, capsys, argv, message):
+def test_bad_values_get_one_clear_line(tmp_path, capsys, monkeypatch, argv, message):
+    import inception_fast.train as job
+
+    def first_epoch(*args):  # a value taken for good would start training: fail at once instead
+        raise AssertionError(f"{argv} was taken for a good value")
+
+    monkeypatch.setattr(job, "_Bar", first_epoch)
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "--out", str(tmp_path / "o"), "--no-progress", *argv])
     assert exc.value.code == 2
@@ -238,6 +246,16 @@ def test_out_resume_and_environment_problems_are_found_before_training(tmp_path,
         with pytest.raises(SystemExit):
             train(out, "--epochs", "3", "--resume")
         _one_line(capsys, "not a PyTorch checkpoint file (it does not unpickle)")
+    torch.save({"epoch": 1, "models": {}}, out / "checkpoint.pt")  # another program's dict
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "3", "--resume")
+    _one_line(capsys, "is not a checkpoint of this job")
+    os.remove(out / "checkpoint.pt")
+    os.symlink(os.devnull, out / "checkpoint.pt")  # a device, not a file
+    with pytest.raises(SystemExit):
+        train(out, "--epochs", "3", "--resume")
+    _one_line(capsys, "checkpoint.pt is not a file")
+    os.remove(out / "checkpoint.pt")
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
@@ -324,6 +342,29 @@ def test_fashion_mnist_idx_files_gzipped_or_not_and_bad_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path / "o3", "--data", "fashion-mnist", "--data-dir", str(flat))
     assert "no t10k-images-idx3-ubyte" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (b"\x00\x01\x08\x01", "is not an IDX file (bad magic number)"),
+        (b"\x01\x00\x08\x01", "is not an IDX file (bad magic number)"),
+        (b"\x00\x00\x08\x03", "is truncated (its header is incomplete)"),  # 3 sizes, 1 given
+        (b"\x00\x00\x08\x01", None),
+    ],
+    ids=["magic-byte-1", "magic-byte-0", "header-cut", "good"],
+)
+def test_read_idx_checks_the_magic_number_and_the_header(tmp_path, head, message):
+    from inception_fast.cli import UsageError
+    from inception_fast.train import read_idx
+
+    path = tmp_path / "f-idx1-ubyte"
+    path.write_bytes(head + (3).to_bytes(4, "big") + bytes([5, 0, 255]))
+    if message is None:
+        assert torch.equal(read_idx(str(path)), torch.tensor([5, 0, 255], dtype=torch.uint8))
+    else:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            read_idx(str(path))
 
 
 def test_image_folder(tmp_path, capsys):
@@ -653,6 +694,14 @@ def test_out_dtype_and_process_problems_are_found_before_training(tmp_path, caps
     with pytest.raises(SystemExit):
         train(tmp_path / "file", "--epochs", "1")
     _one_line(capsys, "exists and is not a directory")
+    with pytest.raises(SystemExit):
+        train(tmp_path / "file" / "o", "--epochs", "1")
+    _one_line(capsys, f"{tmp_path / 'file'} is not a directory")
+    with monkeypatch.context() as m:  # (as root every directory is writable: os.access says otherwise here)
+        m.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+        with pytest.raises(SystemExit):
+            train(tmp_path / "new" / "o", "--epochs", "1")
+    _one_line(capsys, f"--out {tmp_path / 'new' / 'o'}: {tmp_path} is not writable")
     out = tmp_path / "o"
     for name in ("history.json", "curves.png"):
         os.makedirs(out / name)
@@ -673,6 +722,9 @@ def test_out_dtype_and_process_problems_are_found_before_training(tmp_path, caps
             monkeypatch.setenv(name, value)
         with pytest.raises(UsageError, match=message):
             _dist_from_env()
+    monkeypatch.setenv("RANK", "first")
+    with pytest.raises(UsageError, match="RANK='first' WORLD_SIZE='2': not integers"):
+        _dist_from_env()
 
 
 def test_a_checkpoint_write_that_fails_keeps_the_previous_checkpoint_and_no_temporary_file(
