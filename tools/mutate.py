@@ -8364,7 +8364,7 @@ MUTANTS = [
         "inception_fast/backends/triton/compile_pool.py",
         "            return max(1, int(raw))\n",
         "            return max(2, int(raw))\n",
-        ("tests/test_precompile.py", "-k", "read_their_environment"),
+        ("tests/test_cold_start.py", "-k", "compile_threads"),
         "INCEPTION_FAST_COMPILE_THREADS=1 still allows two workers",
     ),
     Mutant(
@@ -8388,7 +8388,7 @@ MUTANTS = [
         "inception_fast/backends/triton/compile_pool.py",
         "            return 1\n    try:\n",
         "            raw = ''\n    try:\n",
-        ("tests/test_precompile.py", "-k", "read_their_environment"),
+        ("tests/test_cold_start.py", "-k", "compile_threads"),
         "a non-integer INCEPTION_FAST_COMPILE_THREADS takes every CPU instead of one compile at a time",
     ),
     Mutant(
