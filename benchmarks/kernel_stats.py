@@ -73,8 +73,8 @@ from inception_fast.cli import positive_int, run_command  # noqa: E402
 from inception_fast.geometry import empty_outputs  # noqa: E402
 from inception_fast.reference import BLOCK_CONFIGS  # noqa: E402
 
-# The H100's shared memory per block (227 KB); a config above it cannot launch.
-MAX_SHARED_BYTES = 232448
+# Shared memory one block may use on sm_90 (227 KB); a config above it cannot launch.
+MAX_SHARED_BYTES = reduce_pool_tma.BLOCK_SHARED_BYTES
 SIZES = {
     "inception3a": 28,
     "inception3b": 28,

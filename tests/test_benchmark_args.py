@@ -98,6 +98,7 @@ BAD_ARGS = [
         "--timeout must be a number of seconds, more than 0, got 0.0",
     ),
     ("first_forward", ["--device", "cpu", "--json", "{tmp}"], "--json {tmp}: cannot write there (Is a directory)"),
+    ("first_forward", ["--device", "cpu", "--batches", "1,0"], "--batches must be positive"),
 ]
 
 
@@ -225,6 +226,48 @@ def test_first_forward_labels_a_warm_row_after_an_unfinished_cold_run(monkeypatc
     rows = []
     first_forward.run_rows(args, [("fused", "fused", {}, ("cold", "warm"))], [256, 1], 0, ["cold", "warm"] * 2, rows)
     assert [r["cache"] for r in rows] == ["cold", "warm, after an unfinished cold run", "cold", "warm"]
+
+
+def test_first_forward_rows_get_their_own_caches_and_shares_of_the_deadline(monkeypatch, tmp_path):
+    """Each (kind, batch) runs on caches of its own, shared by its cold and warm rows only, without
+    the caller's choice store; under a deadline each row gets its weighted share of the time left,
+    never more than --timeout, and the rows that would start past it are not run."""
+    import time
+
+    from benchmarks import first_forward
+
+    calls = []
+
+    def child(kind, device, batch, dtype, size, env, timeout):
+        calls.append((env["TRITON_CACHE_DIR"], env["TORCHINDUCTOR_CACHE_DIR"], env, timeout))
+        return {"to_tuned_s": 1.0}
+
+    monkeypatch.setattr(first_forward, "run_child", child)
+    monkeypatch.setenv("INCEPTION_FAST_CHOICE_CACHE", str(tmp_path / "store"))
+    args = types.SimpleNamespace(device="cpu", dtype="fp32", size=64, timeout=30.0)
+    kinds = [("fused", "fused", {}, ("cold", "warm")), ("torch.compile", "torch.compile", {}, ("cold", "warm"))]
+    plan = ["cold", "warm"] * 4
+    rows = []
+    t0 = time.time()
+    first_forward.run_rows(args, kinds, [256, 1], t0 + 3600, plan, rows)
+    assert [(r["kind"], r["batch"], r["cache"]) for r in rows] == [
+        (label, batch, state) for label, *_ in kinds for batch in (256, 1) for state in ("cold", "warm")
+    ]
+    assert all("INCEPTION_FAST_CHOICE_CACHE" not in c[2] for c in calls)
+    triton_dirs = [c[0] for c in calls]
+    assert triton_dirs[0::2] == triton_dirs[1::2] and len(set(triton_dirs)) == 4, triton_dirs
+    assert len({c[1] for c in calls}) == 4 and all(c[0] != c[1] for c in calls)
+    assert all(c[3] == 30.0 for c in calls)  # --timeout caps a share of a far deadline
+    # A near deadline: the first row's share is its weight over what the plan has left.
+    calls.clear()
+    first_forward.run_rows(args, kinds[:1], [256], time.time() + 80, ["cold", "warm", "cold", "warm"], [])
+    cold_share, warm_share = (c[3] for c in calls)
+    assert 29 < cold_share <= 30 and warm_share <= 80 / 5 + 1, (cold_share, warm_share)
+    # Past the deadline: nothing runs and each row says so.
+    calls.clear()
+    rows = []
+    first_forward.run_rows(args, kinds, [1], time.time() - 1, ["cold", "warm"] * 2, rows)
+    assert calls == [] and [r["error"] for r in rows] == ["not run: past the deadline"] * 4
 
 
 def test_a_thread_count_of_exactly_the_limit_is_taken(monkeypatch, capsys):

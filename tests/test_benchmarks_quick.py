@@ -1402,13 +1402,25 @@ def test_first_forward_passes_a_candidate_fault_on_whole(monkeypatch, capsys):
     sys.path.insert(0, str(REPO))
     from benchmarks import first_forward
 
-    line = "inception_fast.choices.CandidateFault: " + "x" * 300 + " SKIP_CANDIDATES=stem:triton ; please"
-    # (teardown after a lost CUDA context may print more after the traceback's last line)
-    child = f"import sys; print({line!r}, file=sys.stderr); print('terminate called', file=sys.stderr); sys.exit(1)"
+    line = (
+        "inception_fast.choices.CandidateFault: " + "x" * 300 + " INCEPTION_FAST_SKIP_CANDIDATES=stem:triton ; please"
+    )
+    earlier = "inception_fast.choices.CandidateFault: INCEPTION_FAST_SKIP_CANDIDATES=pool:triton ; handled"
+    # (the fault that ended the process is the last one; teardown after a lost CUDA context may
+    # print more after the traceback's last line)
+    child = (
+        f"import sys; print({earlier!r}, file=sys.stderr); print({line!r}, file=sys.stderr);"
+        " print('terminate called', file=sys.stderr); sys.exit(1)"
+    )
     monkeypatch.setattr(first_forward, "CHILD", child)
     row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 30.0)
-    assert row == {"error": f"rc=1: {line[:200]}"}
+    assert row == {"error": f"rc=1: {line[:200]}", "fault": "stem:triton"}
     assert f"[first_forward] fused batch 1: {line}\n" in capsys.readouterr().err
+    # Without a fault the row keeps the last line of stderr, not of what the process printed.
+    child = "import sys; print('step 1'); print('Traceback', file=sys.stderr); sys.exit('ValueError: boom')"
+    monkeypatch.setattr(first_forward, "CHILD", child)
+    row = first_forward.run_child("fused", "cpu", 1, "fp32", 32, dict(os.environ), 30.0)
+    assert row == {"error": "rc=1: ValueError: boom"}
 
 
 def test_first_forward_runs_its_later_rows_without_a_candidate_that_faulted(monkeypatch, tmp_path, capsys):

@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from block_cases import ODD, block_reference, make_block  # noqa: F401
 from uninterpreted import run_python
 
-from inception_fast.backends import availability, available_backends, cpp_backend, cuda_backend, extension
+from inception_fast.backends import (
+    availability,
+    available_backends,
+    cpp_backend,
+    cuda_backend,
+    extension,
+    torch_backend,
+)
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, check_close, reduced_precision_bound
 
@@ -473,7 +480,7 @@ def test_cpu_max_pool_equals_aten(monkeypatch, params, dtype, portable):
         assert_same_bits(OPS.cpu_max_pool2d(x, k, stride, pad, ceil), want, f"{params} on {tuple(x.shape)}")
 
 
-def test_cpu_max_pool_layouts_threads_and_registry():
+def test_cpu_max_pool_layouts_threads_and_registry(monkeypatch):
     """An NCHW or sliced input gives the same (channels_last) result; one thread and two agree; the
     "cpp" backend's max_pool2d is this kernel in float32/bfloat16 with windows up to 8x8, and ATen's
     pool in float16 and for wider windows."""
@@ -498,6 +505,15 @@ def test_cpu_max_pool_layouts_threads_and_registry():
     for kernel in (8, 9):  # the kernel's widest window, and one past it
         got, want = ops.max_pool2d(x, kernel, 1, 0, False, backend="cpp"), F.max_pool2d(x, kernel, 1, 0)
         assert_same_bits(got, want.contiguous(memory_format=CL), f"ops.max_pool2d cpp {kernel}x{kernel}")
+    aten, aten_pool = [], torch_backend.max_pool2d  # which calls reach ATen's pool: float16, windows past 8x8
+    monkeypatch.setattr(
+        torch_backend, "max_pool2d", lambda x, *args: aten.append((x.dtype, args[0])) or aten_pool(x, *args)
+    )
+    for t, kernel in ((x, 3), (x.bfloat16(), 3), (x.bfloat16(), 8), (half, 3), (x, 9)):
+        want = F.max_pool2d(t, kernel, 1, 0)
+        got = extension.max_pool2d(t, kernel, 1, 0, False)
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
+    assert aten == [(torch.float16, 3), (torch.float32, 9)]
     empty = torch.empty(0, 8, 5, 5).contiguous(memory_format=CL)
     assert OPS.cpu_max_pool2d(empty, 3, 2, 0, True).shape == (0, 8, 2, 2)
     plain = pool_input(2, 40, 14, 14, torch.float32, seed=3, specials=False)  # opcheck's compare: no NaN
@@ -621,10 +637,29 @@ def test_a_wrong_cpu_pool_is_never_chosen(monkeypatch):
     assert choice.name == "aten" and "disagrees with ATen" in choice.errors["cpp"]
 
 
-def test_unavailable_reasons():
+def test_unavailable_reasons(monkeypatch):
+    """Each backend on its own device only (naming the other one's where it runs), and "cuda" on a
+    CUDA device (mocked: no GPU needed) only with the extension's CUDA kernels and compute
+    capability 8.0 or more; a missing extension is both backends' reason."""
+    cuda = torch.device("cuda", 0)
     assert cpp_backend._unavailable_reason(torch.device("cpu")) is None
     assert "not on meta" in cpp_backend._unavailable_reason(torch.device("meta"))
     assert "not on meta" in cuda_backend._unavailable_reason(torch.device("meta"))
+    assert "not on cuda; the compiled CUDA kernels are the 'cuda' backend" in cpp_backend._unavailable_reason(cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(extension, "has_cuda_kernels", lambda: True)
+    for capability in ((8, 0), (9, 0), (7, 5)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        why = cuda_backend._unavailable_reason(cuda)
+        if capability >= (8, 0):
+            assert why is None, (capability, why)
+        else:
+            assert why.startswith("needs compute capability >= 8.0") and why.endswith("found 7.5"), why
+    monkeypatch.setattr(extension, "has_cuda_kernels", lambda: False)
+    assert cuda_backend._unavailable_reason(cuda).startswith("inception_fast._C was built without CUDA kernels")
+    monkeypatch.setattr(extension, "missing_reason", lambda: "the compiled extension is missing")
+    assert cuda_backend._unavailable_reason(cuda) == cpp_backend._unavailable_reason(torch.device("cpu"))
+    assert cpp_backend._unavailable_reason(torch.device("cpu")) == "the compiled extension is missing"
 
 
 def test_cpp_is_the_compiled_cpu_backend_and_cuda_is_not():
@@ -652,6 +687,10 @@ def test_import_without_extension():
         "from inception_fast.backends import availability\n"
         "why = availability('cpp', 'cpu')\n"
         "assert why.startswith('the compiled extension inception_fast._C is not built'), why\n"
+        "try:\n"
+        "    import inception_fast._C\n"
+        "except ImportError as exc:\n"
+        "    assert f'({type(exc).__name__}: {exc})' in why, why\n"
         "assert 'cpp' not in inception_fast.available_backends('cpu')\n"
         "x = torch.randn(1, 4, 8, 8)\n"
         "try:\n"

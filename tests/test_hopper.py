@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,22 @@ def test_unavailable_below_sm90(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert hopper_backend._unavailable_reason("cuda:0") is None
     assert "not on mps" in hopper_backend._unavailable_reason("mps")
+    # A triton without host-side tensor descriptors (the module unimportable): on every device.
+    monkeypatch.setitem(sys.modules, "triton.tools.tensor_descriptor", None)
+    for device in ("cuda:0", "cpu"):
+        assert "no host-side TMA descriptors" in hopper_backend._unavailable_reason(device), device
+    # The dtypes and branch weights both take are the triton backend's kernels' (their launches).
+    even = torch.empty(8, 4, 4, 4)
+    for name in ("hopper", "hopper_tma2"):
+        assert backends.dtype_reason(name, "cpu", torch.float64) == backends.dtype_reason(
+            "triton", "cpu", torch.float64
+        )
+        assert backends.dtype_reason(name, "cpu", torch.float64) is not None
+        assert backends.dtype_reason(name, "cpu", torch.float32) is None
+        assert (
+            backends.get(name).block_reason(torch.empty(8, 4, 3, 3), even)
+            == "branch 3 must be a square conv of odd size, got weight shape (8, 4, 4, 4)"
+        )
 
 
 def test_auto_candidates(monkeypatch):

@@ -327,7 +327,7 @@ def test_a_failed_or_lost_job_is_left_to_its_launch(two_workers, monkeypatch):
         compile_pool, "_worker_command", lambda: [sys.executable, "-c", "import sys; sys.stdin.readline()"]
     )
     futures = compile_pool.submit([(_job(i), False) for i in range(10, 16)], force=True)
-    done, not_done = wait_all(futures, timeout=120)
+    done, not_done = wait_all(futures, timeout=30)
     assert not not_done, "jobs of dead workers never ended"
     assert compile_pool.wait(futures) == 0
     errors = [f.exception() for f in futures]

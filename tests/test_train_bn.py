@@ -654,6 +654,7 @@ def test_sm90_compile_stats_of_the_kernels():
     rows = stats["rows"]
     gemms = ["gemm_red", "gemm_pool", "conv3", "conv5"]
     assert [r["launch"] for r in rows] == [*gemms, "bn_relu_scratch", "bn_relu_out"]
+    assert {(r["block"], r["batch"], r["dtype"], r["arch"]) for r in rows} == {("inception4b", 256, "bf16", "sm_90")}
     for r in rows:
         what = f"{r['launch']} {r['config']}"
         assert r["shared_bytes"] <= stats["max_shared_bytes"], what

@@ -643,9 +643,16 @@ def test_sm90_compile_stats_of_every_config():
         ("head", "linear"),
         ("inception4b>4c", "joined"),
     }
+    check_every_config(rows)
+    # The rows are of the defaults: batch 256, bf16, sm_90.
+    assert {(r["batch"], r["dtype"], r["arch"]) for r in rows} == {(256, "bf16", "sm_90")}
     for r in rows:
         what = f"{r['block']} {r['launch']} {r['config']}"
         assert r["shared_bytes"] <= max_shared, what
+        c = r["config"]
+        if "BLOCK_K" in c and r["cp_async"] and c["num_stages"] > 1:
+            # A pipelined GEMM keeps num_stages - 1 stages or more of its bf16 A and B tiles in shared memory.
+            assert r["shared_bytes"] >= (c["num_stages"] - 1) * (c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] * 2, what
         if r["launch"].startswith("l1+"):  # launch 1 with the pool before the block folded in
             # The taps load synchronously, one per step of a loop (reduce_pool.FOLD_STAGES): no
             # cp.async, the loads of the two roles' taps, weights and biases only.  A few configs
@@ -701,6 +708,37 @@ def test_sm90_compile_stats_of_every_config():
     check_l1_copies(rows)
 
 
+def config_rows(configs) -> list:
+    """The "config" fields kernel_stats gives rows of ``configs``."""
+    return [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
+
+
+def check_every_config(rows: list) -> None:
+    """Every (block, launch) of the default kernel_stats run has one row per config its launcher
+    autotunes over (completed as the launcher completes them), in the configs' order: none left out."""
+    from inception_fast.backends.triton import chain, conv_relu, conv_rows, head, maxpool, stem
+
+    block_l1 = config_rows(map(reduce_pool._complete_config, reduce_pool.CONFIGS))
+    expected = {
+        "conv_pool": config_rows(stem.CONFIGS),
+        "conv": config_rows(stem.CONFIGS),
+        "rows_pad": config_rows([conv_rows.PAD_CONFIG]),
+        "rows": config_rows(conv_rows.CONFIGS),
+        "rows_pool": config_rows(conv_rows.POOL_CONFIGS),
+        "conv_relu": config_rows(map(conv_relu.complete_config, conv_relu.CONFIGS)),
+        "launch1": block_l1,
+        "launch2": config_rows(map(branch_convs._complete_config, branch_convs.CONFIGS)),
+        "maxpool": config_rows(maxpool.CONFIGS),
+        "avgpool": config_rows(head.POOL_CONFIGS),
+        "linear": config_rows(head.LINEAR_CONFIGS),
+        # 4b>4c at batch 256: the configs the autotuner keeps above SMALL_PROBLEM_PIXELS
+        "joined": config_rows(chain._prune_small_only(chain.CONFIGS, {"M": 256 * 14 * 14})),
+    }
+    for key in {(r["block"], r["launch"]) for r in rows}:
+        got = [r["config"] for r in rows if (r["block"], r["launch"]) == key]
+        assert got == (block_l1 if key[1].startswith("l1+") else expected[key[1]]), key
+
+
 def check_l1_copies(rows: list) -> None:
     """Each config that routes a gather through L1 (A_L1: launch 2's and conv_relu's A tile,
     conv_rows' rows; POOL_L1: launch 1's pool taps) against its twin, the same config without:
@@ -745,6 +783,134 @@ def check_joined_stats(r: dict, max_shared: int) -> None:
     wgmma = min(c["BLOCK_M2"], c["BLOCK_M"]) >= 64 and c["num_warps"] >= 4
     assert r["wgmma"] == wgmma and (r["sass"]["HGMMA"] > 0) == wgmma, what
     assert r["sync_loads"] == 4 + (10 if c["POOL_STAGES"] == 1 else 0), what
+
+
+# Run in a subprocess by test_kernel_stats_specializes_like_the_jit (kernel_stats refuses the interpreter).
+_SPECIALIZATION_CHECK = """
+import torch
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.runtime.jit import create_function_from_signature
+from benchmarks import kernel_stats as ks
+from inception_fast.backends.triton import _common, branch_convs, reduce_pool, reduce_pool_tma, stem
+
+backend = CUDABackend(GPUTarget("cuda", 90, 32))
+ch1, x, w_red, b_red, w_pool, b_pool, w3, b3, w5, b5, out, scratch = ks.block_tensors("inception4b", 1, torch.bfloat16)
+image = torch.empty(1, 3, 32, 32, dtype=torch.bfloat16)
+stem_w = torch.empty(64, 3, 7, 7, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+stem_args = stem._arguments(image, stem_w, torch.empty(64, dtype=torch.bfloat16), 2, 3, 3, 2, 0, True)[:2]
+launches = [
+    (reduce_pool._reduce_pool_kernel, reduce_pool._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)[:2],
+     reduce_pool._complete_config(reduce_pool.CONFIGS[0])),
+    (branch_convs._branch_convs_kernel, branch_convs._arguments(scratch, w3, b3, w5, b5, out, ch1)[:2],
+     branch_convs._complete_config(branch_convs.CONFIGS[0])),
+    (reduce_pool_tma._reduce_pool_tma_kernel,
+     reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)[:2], reduce_pool_tma.CONFIGS[0]),
+    (stem._conv_pool_kernel, stem_args, stem.CONFIGS[0]),
+]
+checked = 0
+for kernel, (args, meta), config in launches:
+    meta = dict(meta, **config.kwargs)
+    args = _common.config_args(kernel, args, meta, config)
+    ints = [i for i, a in enumerate(args) if type(a) is int]
+    # The launch's own values; every int one value at a time: 1 (a constant unless do_not_specialize),
+    # multiples of 16 or not, the 32-bit edge; every pointer 2 bytes off 16-byte alignment.
+    variants = [args]
+    for v in (1, 16, 24, 2**31 - 16, 2**31, -(2**31), -(2**31) - 16):
+        variants.append(tuple(v if i in ints else a for i, a in enumerate(args)))
+    variants.append(tuple(torch.empty(2, dtype=a.dtype)[1:] if isinstance(a, torch.Tensor) else a for a in args))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    for variant in variants:
+        bound, specialization, options = binder(*variant, **meta)
+        _, signature, constants, attrs = kernel._pack_args(backend, {}, bound, specialization, options)
+        src = ks._source(kernel, variant, meta)
+        what = (kernel.fn.__name__, [a if type(a) is int else type(a).__name__ for a in variant])
+        assert src.signature == signature, (what, src.signature, signature)
+        assert src.constants == constants, (what, src.constants, constants)
+        assert src.attrs == {k: v for k, v in attrs.items() if v}, (what, src.attrs, attrs)
+        checked += 1
+print(checked)
+"""
+
+
+def test_kernel_stats_specializes_like_the_jit():
+    """kernel_stats._source (what every compile statistic is of) against Triton's own JIT binder for
+    sm_90 (no GPU, no compile: a subprocess, since kernel_stats refuses the interpreter): the same
+    signature, constants and divisibility attributes for launch 1, launch 2, the TMA launch 1 and the
+    stem kernel with the launchers' arguments (do_not_specialize / do_not_specialize_on_alignment
+    parameters, tensor descriptors), with every int set to 1, to multiples of 16 or not and to the
+    32-bit edges, and with every pointer off 16-byte alignment."""
+    run = run_python("-c", _SPECIALIZATION_CHECK)
+    assert int(run.stdout) == 4 * 9, run.stdout
+
+
+# Run in a subprocess by test_kernel_stats_reads_ptxas_and_refuses_unknown_targets.
+_PTXAS_AND_ARCH_CHECK = """
+import contextlib, io, os, re, subprocess, tempfile
+import triton
+from benchmarks import kernel_stats as ks
+
+# 48 values live at once under .maxnreg 24: ptxas spills them (32 bits each, one STL or LDL a value).
+n = 48
+body = [f"ld.volatile.global.u32 %r{i}, [%rd2+{4 * i}];" for i in range(1, n + 1)]
+body += [f"st.volatile.global.u32 [%rd2+{4 * (n + i)}], %r{i};" for i in range(n, 0, -1)]
+ptx = "\\n".join([
+    ".version 8.0", ".target sm_90a", ".address_size 64", ".visible .entry k(.param .u64 p) .maxnreg 24", "{",
+    ".reg .b64 %rd<3>;", f".reg .b32 %r<{n + 1}>;", "ld.param.u64 %rd1, [p];", "cvta.to.global.u64 %rd2, %rd1;",
+    *body, "ret;", "}", "",
+])
+info = ks._ptxas_info(ptx)
+with tempfile.TemporaryDirectory() as tmp:
+    src, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+    with open(src, "w") as f:
+        f.write(ptx)
+    subprocess.run([triton.knobs.nvidia.ptxas.path, "--gpu-name", "sm_90a", src, "-o", cubin], check=True)
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
+    with open(cubin, "rb") as f:
+        sass = ks._sass_counts(f.read())
+registers = int(re.search(r"REG:(\\d+)", usage.stdout).group(1))
+assert sass["STL"] > 0 and sass["LDL"] > 0, sass
+assert info == {"registers": registers, "spill_bytes": 4 * (sass["STL"] + sass["LDL"])}, (info, usage.stdout, sass)
+try:
+    ks._ptxas_info(ptx.replace("ret;", "ret"))
+except subprocess.CalledProcessError:
+    pass
+else:
+    raise AssertionError("statistics of a PTX that ptxas rejects")
+
+for argv, message in (
+    (["--arch", "89", "--block", "tma1:inception3a"], "the TMA launches need sm_90 or newer"),
+    (["--arch", "89", "--block", "inception3a", "--block", "tma"], "the TMA launches need sm_90 or newer"),
+    (["--arch", "75", "--block", "inception3a"], "expected a compute capability x10 the kernels compile for"),
+    (["--arch", "95", "--block", "inception3a"], "expected a compute capability x10 the kernels compile for"),
+):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            ks.main(argv)
+        except SystemExit as exit:
+            assert exit.code == 2, (argv, exit.code)
+        else:
+            raise AssertionError(f"{argv} ran")
+    assert message in err.getvalue(), (argv, err.getvalue())
+assert ks.arch_problem(90, tma=True) is None and ks.arch_problem(89) is None
+print("ok")
+"""
+
+
+def test_kernel_stats_reads_ptxas_and_refuses_unknown_targets():
+    """kernel_stats._ptxas_info on a PTX kernel that spills (a subprocess, since kernel_stats refuses
+    the interpreter): its registers are the cubin's (cuobjdump's resource usage) and its spilled
+    bytes those of the SASS's local stores and loads, both directions counted; a PTX that ptxas
+    rejects raises instead of giving statistics.  And --arch: the TMA launches (--block tma,
+    tma1:<block>) are refused below sm_90, as is an architecture the kernels do not compile for,
+    with argparse's exit status 2 and before anything compiles."""
+    import triton
+
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this triton install ships no ptxas")
+    assert run_python("-c", _PTXAS_AND_ARCH_CHECK).stdout.strip() == "ok"
 
 
 @interpreter_only

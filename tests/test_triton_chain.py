@@ -33,6 +33,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRET, reason="CPU tests need TRIT
 
 from block_cases import block_reference, make_block  # noqa: E402
 from launch_observer import observe_launches  # noqa: E402
+from unwritten_reads import assert_bands_untouched, guarded  # noqa: E402
 
 from inception_fast.backends.triton import block as tb  # noqa: E402
 from inception_fast.backends.triton import branch_convs, chain, reduce_pool  # noqa: E402
@@ -114,22 +115,35 @@ def check_chain(x, blocks, out, pre_pool=None, what="chain"):
 
 def garbage_sync_buffers(monkeypatch):
     """The sync buffers chain_forward allocates from now on, each filled with 7s rather than left
-    uninitialized: the chain's first launch 1 must zero it (a list, appended to per call)."""
-    bufs = []
+    uninitialized, between guard bands (unwritten_reads.guarded): the chain's first launch 1 must
+    zero it, and no launch may store past it (a list, appended to per call; its ``bands`` attribute
+    the guard bands)."""
+    bufs = GuardedBuffers()
 
     def full_of_sevens(device, n):
-        bufs.append(torch.full((n,), 7, dtype=torch.int32, device=device))
+        bufs.append(guarded(n, torch.int32, device, bufs.bands, guard=64).fill_(7))
         return bufs[-1]
 
     monkeypatch.setattr(chain, "_new_sync_buffer", full_of_sevens)
     return bufs
 
 
+class GuardedBuffers(list):
+    """garbage_sync_buffers' buffers and their guard bands."""
+
+    def __init__(self):
+        super().__init__()
+        self.bands = []
+
+
 def assert_sync_zero(bufs):
-    """Every joined launch left its sync buffer zeroed (and set no error flag)."""
+    """Every joined launch left its sync buffer zeroed (and set no error flag), and stored nothing
+    outside it (where ``bufs`` came from garbage_sync_buffers)."""
     assert bufs, "chain_forward allocated no sync buffer"
     for buf in bufs:
         assert not buf.any(), f"the joined launches left the sync buffer non-zero: {buf[:40].tolist()}"
+    if isinstance(bufs, GuardedBuffers):
+        assert_bands_untouched(bufs.bands)
 
 
 # (blocks, batch, H, W, pre_pool, dtype): odd sizes; a 3x3 map (every pixel's window touches an
@@ -248,6 +262,32 @@ def test_the_error_flag_names_the_roles(monkeypatch):
 
 
 @interpreter_only
+def test_the_error_flag_is_read_on_the_first_call_per_config(monkeypatch):
+    """chain_forward reads the error flag after the chain (a host sync on a GPU) on its first call
+    per device, shapes, pinned config and persistent grid size, not on a repeat (the interpreter's
+    launcher reads it after each joined launch as well): a config or grid first seen is checked
+    even where another one already ran on the same shapes."""
+    from inception_fast.caches import LRUDict
+
+    reads = []
+    real = chain._raise_on_wait_error
+
+    def counted(sync):
+        reads.append(sync)
+        real(sync)
+
+    monkeypatch.setattr(chain, "_raise_on_wait_error", counted)
+    monkeypatch.setattr(chain, "_CHECKED", LRUDict())
+    x, blocks = make_chain(2, 1, 3, 5, seed=12)
+    pinned = ((None, None), (small_tile_config(0), None), (small_tile_config(0), 3), (small_tile_config(1), 3))
+    for config, programs in pinned:
+        for first in (True, False):
+            reads.clear()
+            chain.chain_forward(x, blocks, config=config, programs=programs)
+            assert len(reads) == 1 + first, f"config {config} programs {programs}: {len(reads)} reads, first {first}"
+
+
+@interpreter_only
 def test_n_plus_one_launches_and_no_other_kernels(monkeypatch):
     """Three blocks: launch 1, two joined launches, launch 2; no cat, no memset, only allocations
     (the sync buffer too: launch 1 zeroes it).  Run twice: the same result."""
@@ -319,6 +359,12 @@ def test_bad_input_names_the_problem():
         chain.chain_forward(x, [])
     with pytest.raises(ValueError, match="block 1: every weight must be a torch.float32 tensor"):
         chain.chain_forward(x, [blocks[0], tuple(t.double() for t in blocks[1])])
+    with pytest.raises(ValueError, match="block 1: every weight must be a torch.float32 tensor on cpu, got .* on meta"):
+        chain.chain_forward(x, [blocks[0], tuple(t.to("meta") for t in blocks[1])])
+    with pytest.raises(ValueError, match=r"block 1 takes 24 input channels .*w_pool \(5, 23\)"):
+        bad = list(blocks)
+        bad[1] = (*bad[1][:2], bad[1][2][:, :-1], *bad[1][3:])  # w_pool alone: 23 inputs
+        chain.chain_forward(x, bad)
     with pytest.raises(ValueError, match="block 0: expected"):
         chain.chain_forward(x, [blocks[0][:7], blocks[1]])
     with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
@@ -336,8 +382,9 @@ def test_test_only_orders_are_refused_off_the_interpreter(monkeypatch):
     x, blocks = make_chain(2, 1, 3, 3)
     monkeypatch.setattr(_common, "INTERPRET", False)
     before = tb.launch_count()
-    with pytest.raises(ValueError, match="ORDER 2 is a test-only ticket order.*ORDER must be 0 or 1"):
-        chain.chain_forward(x, blocks, config=small_tile_config(2))
+    for order in range(2, 8):
+        with pytest.raises(ValueError, match=f"ORDER {order} is a test-only ticket order.*ORDER must be 0 or 1"):
+            chain.chain_forward(x, blocks, config=small_tile_config(order))
     assert tb.launch_count() == before
 
 
@@ -345,30 +392,46 @@ def test_test_only_orders_are_refused_off_the_interpreter(monkeypatch):
 # pool tickets per row tile) and a W at which the interleaved order's reach W + 1 decides where a
 # row tile goes (with W 7 and 16-row tiles, a reach one pixel shorter places every tile the same).
 SUBTILE_L1 = (32, 16, 16, 16, 16, 1)  # BLOCK_M 32, two 16-row pool parts per row tile
+L2_16 = (16, 16, 16)
 
 
 @interpreter_only
 @pytest.mark.parametrize(
-    "order,persistent,programs,l1,shape",
+    "order,persistent,programs,l2,l1,shape",
     [
-        (1, 1, 3, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # reach W + 1 = 17: one more pixel than a tile
-        (1, 1, 3, SUBTILE_L1, (2, 3, 16)),
-        (0, 0, None, SUBTILE_L1, (1, 5, 7)),  # one ticket per program: the grid counts the pool parts
-        (5, 1, 3, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # descending, the window's reach up
+        (1, 1, 3, L2_16, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # reach W + 1 = 17: one more pixel than a tile
+        (1, 1, 3, L2_16, SUBTILE_L1, (2, 3, 16)),
+        (0, 0, None, L2_16, SUBTILE_L1, (1, 5, 7)),  # one ticket per program: the grid counts the pool parts
+        (5, 1, 3, L2_16, (16, 16, 16, 16, 16, 1), (1, 3, 16)),  # descending, the window's reach up
+        # 17 launch-2 pixel tiles: more counters than one 16-counter reset vector, the sync buffer's
+        # size (a counter per 16 rows) then exceeds its minimum of 48; 64-row launch-1 tiles keep it short.
+        (0, 1, 3, L2_16, (64, 32, 32, 64, 16, 1), (1, 16, 17)),
+        # Launch 2's tiles taller and wider than launch 1's, one ticket per program: the grid counts
+        # launch 1's row and column tiles with its own tile (18 reductions: two 16-wide tiles).
+        (0, 0, None, (32, 32, 16), (16, 16, 16, 16, 16, 1), (1, 5, 7)),
     ],
-    ids=["order1-W16", "order1-pool-parts", "order0-pool-parts-one-ticket", "order5-W16"],
+    ids=[
+        "order1-W16",
+        "order1-pool-parts",
+        "order0-pool-parts-one-ticket",
+        "order5-W16",
+        "order0-17-pixel-tiles",
+        "order0-l2-wider-one-ticket",
+    ],
 )
-def test_orders_at_the_window_reach_and_pool_parts(order, persistent, programs, l1, shape, poisoned, monkeypatch):
+def test_orders_at_the_window_reach_and_pool_parts(order, persistent, programs, l2, l1, shape, poisoned, monkeypatch):
     """The interleaved (and descending) orders where a row tile's pool window reaches exactly one
     pixel into the next (previous) launch-2 pixel tile: placed one pixel too early, its wait gives
     up under the interpreter and the launcher raises; and 32-row launch-1 tiles whose pool role
     runs as two 16-row parts (each part's own rows, every part handed out, the one-ticket-per-
-    program grid counting them).  Bit for bit the two launches pinned to the same tiles."""
+    program grid counting them); launch-2 tiles larger than launch 1's (the grid counts each role's
+    tiles with its own tile sizes); 17 launch-2 pixel tiles (the sync buffer holds every counter the
+    reset's vector stores zero).  Bit for bit the two launches pinned to the same tiles."""
     x, blocks = make_chain(2, *shape, seed=11)
-    config = chain._config((16, 16, 16), l1, order, 4, 1, persistent=persistent)
+    config = chain._config(l2, l1, order, 4, 1, persistent=persistent)
     sync = garbage_sync_buffers(monkeypatch)
     out = chain.chain_forward(x, blocks, config=config, programs=programs)
-    check_chain(x, blocks, out, what=f"order {order} l1 {l1} {shape}")
+    check_chain(x, blocks, out, what=f"order {order} l2 {l2} l1 {l1} {shape}")
     assert torch.equal(out, two_launch_chain(x, blocks, config=config))
     assert_sync_zero(sync)
 
@@ -442,6 +505,26 @@ def test_alignment_units_see_the_one_odd_width(name, poisoned):
 
 
 @interpreter_only
+@pytest.mark.parametrize("persistent,programs", [(0, None), (1, 3)])
+def test_a_3x3_branch_of_whole_column_tiles(persistent, programs, poisoned, monkeypatch):
+    """Block 0's 3x3 branch exactly one 16-wide column tile (ch3 = BLOCK_N2): launch 2's column
+    tiles in the joined launch are the one 3x3 tile, then the kxk tiles; one ticket per program (the
+    grid counts them) or persistent."""
+    blocks = []
+    for i, cfg in enumerate([(16, 4, 4, 16, 2, 4, 2), (26, 4, 4, 6, 2, 4, 2)]):
+        b = make_block(cfg, k5=5, n=1, h=3, w=5, seed=30 + i)
+        if i == 0:
+            x = b["x"]
+        blocks.append(tuple(b[k] for k in WEIGHTS))
+    config = small_tile_config(0, persistent)
+    sync = garbage_sync_buffers(monkeypatch)
+    out = chain.chain_forward(x, blocks, config=config, programs=programs)
+    check_chain(x, blocks, out, what=f"persistent {persistent}")
+    assert torch.equal(out, two_launch_chain(x, blocks, config=config))
+    assert_sync_zero(sync)
+
+
+@interpreter_only
 def test_host_checks_of_the_joined_launch():
     """Refused before anything launches: a pinned config with tiles under 16 rows (the sync buffer
     has a counter per 16 rows), a sync buffer too short or not int32, and a block whose w_red has
@@ -467,7 +550,11 @@ def test_host_checks_of_the_joined_launch():
     out, scratch2 = geometry.empty_outputs(mid, blocks[1][0], blocks[1][2], *blocks[1][4::2])
     n_sync = chain._sync_size(15)
     before = tb.launch_count()
-    for sync in (torch.zeros(n_sync - 1, dtype=torch.int32), torch.zeros(n_sync, dtype=torch.int64)):
+    for sync in (
+        torch.zeros(n_sync - 1, dtype=torch.int32),
+        torch.zeros(n_sync, dtype=torch.int64),
+        torch.zeros(n_sync, dtype=torch.int32, device="meta"),
+    ):
         with pytest.raises(ValueError, match="the sync buffer must be int32"):
             chain.launch_joined(scratch, w3, b3, w5, b5, mid, ch1, *blocks[1][:4], out, scratch2, sync=sync)
     assert tb.launch_count() == before
