@@ -1,14 +1,14 @@
 """What a cold start compiles: every Triton binary the first forward of FusedGoogLeNet
 (``backend="auto"``, torchvision's variant, 224x224, channels_last input) would compile on an
-sm_90 GPU with an empty Triton cache, counted and timed here without a GPU.
+sm_90 GPU (``--arch``) with an empty Triton cache, counted and timed here without a GPU.
 
 For each Triton launch of that forward (the stem kernel with and without its pool, conv1 over
 aligned rows (conv_rows.py: the padded copy and the conv), conv2 and conv3
 (conv_relu.py, CONV_RELU_CHOICE's Triton candidate), the max pool on
 maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
-launch 2 of the nine blocks (a candidate of auto on sm_90+; each config's descriptor boxes set by
-its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a and 5a with the pool
-before it folded in, the joined launch of each pair of neighbours in 3a-3b, 4a-4e and 5a-5b
+launch 2 of the nine blocks (a candidate of auto on sm_90+, so counted for ``--arch`` 90 and up;
+each config's descriptor boxes set by its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a
+and 5a with the pool before it folded in, the joined launch of each pair of neighbours in 3a-3b, 4a-4e and 5a-5b
 (CHAIN_CHOICE's candidate; these two only where INCEPTION_FAST_EXTRA_CANDIDATES offers them,
 inception_fast.stages.offers), the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
@@ -107,9 +107,10 @@ def _tuning_key(tuned, kernel, args, meta) -> tuple:
     )
 
 
-def launches(batch: int, dtype: str = "bf16", train: bool = False):
+def launches(batch: int, dtype: str = "bf16", train: bool = False, arch: int = 90):
     """[(kernel label, launch label, JIT kernel, autotuner, args, launcher constexprs)] of the first
-    forward (and, with ``train``, the block backward) at ``batch``."""
+    forward (and, with ``train``, the block backward) at ``batch`` on an sm_``arch`` GPU (the TMA
+    launches only from sm_90, where auto offers the "hopper" backend)."""
     dt = DTYPES[dtype]
     rows = []
     x = torch.empty(batch, 3, 224, 224, dtype=dt).contiguous(memory_format=torch.channels_last)
@@ -151,12 +152,13 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
         rows.append(("launch2", block, branch_convs._branch_convs_kernel, branch_convs._tuned_kernel, args, meta))
         # The "hopper" backend's block (sm_90+), a candidate auto measures per block: both launches on TMA
         # ("hopper_tma2", triton's launch 1 with the TMA launch 2, adds no binary to these).
-        args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
-        tma1 = reduce_pool_tma._reduce_pool_tma_kernel
-        rows.append(("launch1_tma", block, tma1, reduce_pool_tma._tuned_kernel, args, meta))
-        args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
-        tma2 = branch_convs_tma._branch_convs_tma_kernel
-        rows.append(("launch2_tma", block, tma2, branch_convs_tma._tuned_kernel, args, meta))
+        if arch >= 90:
+            args, meta, _grid = reduce_pool_tma._arguments(x, w_red, b_red, w_pool, b_pool, out, scratch)
+            tma1 = reduce_pool_tma._reduce_pool_tma_kernel
+            rows.append(("launch1_tma", block, tma1, reduce_pool_tma._tuned_kernel, args, meta))
+            args, meta, _grid = branch_convs_tma._arguments(scratch, w3, b3, w5, b5, out, ch1)
+            tma2 = branch_convs_tma._branch_convs_tma_kernel
+            rows.append(("launch2_tma", block, tma2, branch_convs_tma._tuned_kernel, args, meta))
         if train:
             _buffers, _segments, bwd = block_backward._arguments(
                 torch.empty_like(out), x, w_red, w_pool, w3, w5, out, scratch, True
@@ -174,22 +176,26 @@ def launches(batch: int, dtype: str = "bf16", train: bool = False):
     return rows
 
 
-def binaries(batch: int, dtype: str = "bf16", train: bool = False) -> tuple[dict, dict]:
+def binaries(batch: int, dtype: str = "bf16", train: bool = False, arch: int = 90) -> tuple[dict, dict]:
     """({binary key: (kernel label, ASTSource, options, index of the first launch needing it)},
-    {kernel label: counts}) of the first forward at ``batch``: the distinct binaries its
+    {kernel label: counts}) of the first forward at ``batch`` on sm_``arch``: the distinct binaries its
     autotuners compile, and per kernel the launches, autotune keys, benchmark runs and distinct
     binaries."""
     found, counts = {}, {}
-    for index, (kernel_label, _launch, kernel, tuned, args, meta) in enumerate(launches(batch, dtype, train)):
+    for index, (kernel_label, _launch, kernel, tuned, args, meta) in enumerate(launches(batch, dtype, train, arch)):
         c = counts.setdefault(
             kernel_label, {"launches": 0, "keys": set(), "bench_runs": 0, "binaries": 0, "groups": set()}
         )
         c["launches"] += 1
-        # What the launcher fixes and the arguments equal to 1 (constants): launches alike in both
-        # can share binaries; alignment marks that differ split them further.
-        c["groups"].add(
-            (tuple(sorted(meta.items())), tuple(n for n, a in zip(kernel.arg_names, args) if type(a) is int and a == 1))
+        # What the launcher fixes and the arguments equal to 1 that become constants (not the
+        # do_not_specialize ones): launches alike in both can share binaries; alignment marks that
+        # differ split them further.
+        ones = tuple(
+            param.name
+            for param, a in zip(kernel.params, args)
+            if type(a) is int and a == 1 and not param.do_not_specialize
         )
+        c["groups"].add((tuple(sorted(meta.items())), ones))
         configs = autotuned_configs(kernel, tuned, args, meta)
         key = _tuning_key(tuned, kernel, args, meta)
         if key not in c["keys"]:
@@ -292,7 +298,7 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
     driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
     calls = [
         (kernel, args, meta, c)
-        for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train)
+        for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train, arch)
         for c in autotuned_configs(kernel, tuned, args, meta)
     ]
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
@@ -370,7 +376,7 @@ def main(argv=None) -> int:
         "environment": environment(torch.device("cpu")),  # the compiles run on this machine's CPUs
     }
     for batch in batches:
-        found, counts = binaries(batch, args.dtype, args.train)
+        found, counts = binaries(batch, args.dtype, args.train, args.arch)
         serial = per_shape = parallel = workers = None
         if not args.count_only and not args.workers_only:
             serial = compile_all(found, args.arch, 1)

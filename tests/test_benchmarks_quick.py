@@ -1173,6 +1173,57 @@ def test_benchmark_helpers_name_the_results_after_device_and_versions():
     assert result_basename(gpu, "2026-12-07", quick=True).endswith("_cuda12.8_quick")
     cpu = {"device": "cpu", "device_name": "Intel(R) Xeon(R) CPU", "torch": "2.14.1+cpu", "triton": None}
     assert result_basename(cpu, "2026-12-07") == "2026-12-07_cpu_torch2.14.1_tritonnone_cudanone"
+    # Each part a file-name-safe token: a run of other characters is one '-', none at either end,
+    # dots kept; a name with nothing left is "unknown".
+    odd = dict(gpu, device_name=" NVIDIA H100 (80GB) / PCIe ", triton="3.5.0+git.ab12")
+    want = "2026-12-07_NVIDIA-H100-80GB-PCIe_torch2.11.0_triton3.5.0-git.ab12_cuda12.8"
+    assert result_basename(odd, "2026-12-07") == want
+    assert result_basename(dict(gpu, device_name="(?)"), "2026-12-07").startswith("2026-12-07_unknown_torch2.11.0_")
+
+
+def test_benchmark_environment_describes_the_device_it_is_given(monkeypatch):
+    """environment(device): versions (an absent package None, with why), the given device (not the
+    benchmarks' default) and its backends, torch's threads, the ptxas Triton compiles with, and
+    INCEPTION_FAST_SKIP_CANDIDATES stripped (blank: None); a failing backend list is named."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    import inception_fast
+    from benchmarks.helpers import environment as envmod
+
+    monkeypatch.setattr(envmod, "bench_device", lambda: pytest.fail("environment(device) asked for another device"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    asked = []
+    monkeypatch.setattr(inception_fast, "available_backends", lambda device=None: asked.append(device) or ["torch"])
+    monkeypatch.setenv("INCEPTION_FAST_SKIP_CANDIDATES", " stem:triton ")
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # an import that fails
+    env = envmod.environment(torch.device("cpu"))
+    assert env["device"] == "cpu" and env["cpu_threads"] == 7 and env["skipped_candidates"] == "stem:triton"
+    assert env["torch"] == torch.__version__ and env["inception_fast"] == inception_fast.__version__
+    assert env["torchvision"] is None and env["torchvision_error"].startswith(("ImportError", "ModuleNotFoundError"))
+    assert env["backends_available"] == ["torch"] and asked == [torch.device("cpu")]
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        model = None
+    assert env["device_name"] == envmod.cpu_name() and (model is None or env["device_name"] == model)
+    try:
+        from triton import knobs
+
+        ptxas = knobs.nvidia.ptxas.version
+    except Exception:
+        ptxas = None
+    assert env["triton_ptxas"] == ptxas
+
+    def broken(device=None):
+        raise RuntimeError("no backend list")
+
+    monkeypatch.setattr(inception_fast, "available_backends", broken)
+    monkeypatch.setenv("INCEPTION_FAST_SKIP_CANDIDATES", "  ")
+    env = envmod.environment(torch.device("cpu"))
+    assert env["skipped_candidates"] is None and env["backends_available"] is None
+    assert env["backends_error"] == "RuntimeError: no backend list"
 
 
 def test_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypatch):

@@ -234,6 +234,260 @@ def test_blocks_alike_share_binaries(tmp_path):
             assert r["groups"] < r["launches"] and r["binaries"] == r["groups"] * configs, (batch, r)
 
 
+def _cold_start(script: str, *argv) -> dict:
+    """``script`` run after ``from benchmarks import cold_start as cs`` in a subprocess without
+    TRITON_INTERPRET (cold_start refuses it); the JSON object its last stdout line prints."""
+    run = run_python("-c", "from benchmarks import cold_start as cs\n" + script, *argv, timeout=300)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_cold_start_lists_every_launch_of_the_first_forward():
+    """cold_start.launches: each launch the module docstring names, once per stage it runs on (the
+    stem with and without its pool, conv1 over aligned rows, conv2 and conv3, the four max pools,
+    both launches of each block on Triton and on TMA, the head); the fold and the joined pairs
+    (neighbours of one map size) only where INCEPTION_FAST_EXTRA_CANDIDATES offers them; the block
+    backward only with ``train``.  Launch 1 is given launch 2's split-K counters."""
+    script = (
+        "import json, os\n"
+        "from benchmarks.kernel_stats import FOLDS, POOLS, SIZES, STEM_CONVS\n"
+        "got = {}\n"
+        "for extra in ('', 'fold', 'chain'):\n"
+        "    os.environ['INCEPTION_FAST_EXTRA_CANDIDATES'] = extra\n"
+        "    got[extra] = [r[:2] for r in cs.launches(1, 'bf16', train=extra == 'chain')]\n"
+        "got['sm_80'] = [r[:2] for r in cs.launches(1, 'bf16', arch=80)]\n"
+        "from inception_fast.backends.triton._common import autotuned_configs\n"
+        "zeroes = []\n"
+        "for batch in (1, 256):\n"
+        "    rows = cs.launches(batch)\n"
+        "    for block in SIZES:\n"
+        "        l1, l2 = (next(r for r in rows if r[:2] == (k, block)) for k in ('launch1', 'launch2'))\n"
+        "        split = any(c.kwargs.get('SPLIT_K', 1) > 1 for c in autotuned_configs(*l2[2:]))\n"
+        "        zeroes.append([dict(zip(l1[2].arg_names, l1[4]))['n_counters'], split])\n"
+        "print(json.dumps({'got': got, 'sizes': SIZES, 'folds': list(FOLDS), 'pools': list(POOLS),\n"
+        "                  'convs': list(STEM_CONVS), 'zeroes': zeroes}))\n"
+    )
+    found = _cold_start(script)
+    blocks, sizes = list(found["sizes"]), found["sizes"]
+    base = {
+        "stem": ["conv_pool", "conv"],
+        "stem_rows_pad": ["conv1"],
+        "stem_rows": ["conv1"],
+        "stem_rows_pool": ["conv1"],
+        "conv_relu": found["convs"],
+        "maxpool": found["pools"],
+        **{kernel: blocks for kernel in ("launch1", "launch2", "launch1_tma", "launch2_tma")},
+        "head_pool": ["head"],
+        "head_linear": ["head"],
+    }
+    fold = dict(base, launch1_fold=[b for b in blocks if b in found["folds"]])
+    joined = [f"{a}>{b}" for a, b in zip(blocks, blocks[1:]) if sizes[a] == sizes[b]]
+    chain = dict(base, joined=joined, bwd_a=blocks, bwd_b=blocks)
+    assert fold["launch1_fold"] and joined and len(joined) < len(blocks) - 1
+    # Below sm_90 auto offers no "hopper" backend: no TMA launch compiles.
+    sm80 = {k: v for k, v in chain.items() if k not in ("launch1_tma", "launch2_tma", "bwd_a", "bwd_b")}
+    for offered, want in (("", base), ("fold", fold), ("chain", chain), ("sm_80", sm80)):
+        got: dict = {}
+        for kernel, launch in found["got"][offered]:
+            got.setdefault(kernel, []).append(launch)
+        assert got == want, offered
+    # Launch 1 zeroes the counters of launch 2's split-K configs, where its prune keeps them.
+    assert any(split for _n, split in found["zeroes"]) and not all(split for _n, split in found["zeroes"])
+    assert all((n > 0) == split for n, split in found["zeroes"]), found["zeroes"]
+
+
+def test_cold_start_counts_binaries_keys_and_benchmark_runs_per_launch():
+    """cold_start.binaries fed chosen launches: one launch compiles each config its autotuner keeps
+    after the early prune (all distinct binaries: configs differing only in warps or stages too)
+    and benchmarks them unless only one is left; the same launches twice add launches only (keys,
+    benchmark runs and binaries counted once); a launch with a misaligned tensor is another binary
+    of the same group and key; two batches with no argument equal to 1 (and the same launcher
+    constexprs) are one group; a launch with another launcher constexpr is another group and key."""
+    script = (
+        "import json, torch\n"
+        "from inception_fast.backends.triton._common import autotuned_configs\n"
+        "launches = cs.launches\n"
+        "real = launches(1)\n"
+        "def counts(rows):\n"
+        "    cs.launches = lambda *a, **k: rows\n"
+        "    return cs.binaries(1)[1]\n"
+        "out = {'single': [], 'twice': [counts(real), counts(real * 2)]}\n"
+        "for row in real:\n"
+        "    configs = autotuned_configs(*row[2:])\n"
+        "    n_kw = len({(tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages) for c in configs})\n"
+        "    out['single'].append([row[0], len(configs), n_kw, counts([row])[row[0]]])\n"
+        "row = next(r for r in real if r[0] == 'maxpool')\n"
+        "t = next(a for a in row[4] if isinstance(a, torch.Tensor))\n"
+        "odd = torch.empty(t.numel() + 1, dtype=t.dtype)[1:].as_strided(t.shape, t.stride())\n"
+        "moved = row[:4] + (tuple(odd if a is t else a for a in row[4]),) + row[5:]\n"
+        "out['misaligned'] = [len(autotuned_configs(*row[2:])), counts([row, moved])['maxpool']]\n"
+        "b2, b3 = (next(r for r in launches(b) if r[0] == 'maxpool') for b in (2, 3))\n"
+        "out['batches'] = counts([b2, b3])['maxpool']\n"
+        "out['meta'] = counts([row, row[:5] + (dict(row[5], PAD=1 - row[5]['PAD']),)])['maxpool']\n"
+        "print(json.dumps(out))\n"
+    )
+    found = _cold_start(script)
+    for kernel, n_configs, n_distinct, c in found["single"]:
+        assert n_distinct == n_configs > 0, kernel
+        want = {"launches": 1, "keys": 1, "groups": 1, "binaries": n_configs}
+        assert c == dict(want, bench_runs=n_configs if n_configs > 1 else 0), kernel
+    assert any(n == 1 for _k, n, _d, _c in found["single"])  # stem_rows_pad: one config, no benchmark
+    once, twice = found["twice"]
+    assert twice == {k: dict(c, launches=2 * c["launches"]) for k, c in once.items()}
+    n_configs, c = found["misaligned"]
+    assert c == {"launches": 2, "keys": 1, "groups": 1, "bench_runs": n_configs, "binaries": 2 * n_configs}
+    assert found["batches"]["groups"] == 1 and found["batches"]["launches"] == 2
+    # Another PAD (a launcher constexpr the autotuner keys on): another key and group.
+    assert found["meta"]["keys"] == 2 and found["meta"]["groups"] == 2
+
+
+# main() with the compiles stood in for: triton.compile sleeps a moment per binary (recording which
+# binary's launch, when, for which arch), compile_workers answers a fixed record; every call is recorded.
+_MAIN_SCRIPT = """
+import json, sys, time
+import triton
+from inception_fast.backends.triton._common import tuning_bench_ms
+real_binaries, real_compile_all = cs.binaries, cs.compile_all
+calls = {"binaries": [], "passes": [], "workers": []}
+index_of = {}
+def binaries(batch, dtype, train=False, arch=90):
+    found, counts = real_binaries(batch, dtype, train, arch)
+    index_of.update({id(src): index for _label, src, _options, index in found.values()})
+    calls["binaries"].append([batch, dtype, train, arch])
+    return found, counts
+def compile(src, target, options):
+    start = time.perf_counter()
+    time.sleep(0.0002 * options["num_warps"])
+    compiled.append([index_of[id(src)], start, time.perf_counter(), target.arch])
+def compile_all(found, arch, threads, per_launch=False):
+    compiled.clear()
+    per = real_compile_all(found, arch, threads, per_launch)
+    calls["passes"].append([arch, threads, per_launch, per, list(compiled)])
+    return per
+WORKERS = {"wall": 2.0, "cpu": 0.5, "jobs": 7, "compiled": 6, "failed": 1, "loads": 7, "hits": 7}
+def compile_workers(batch, dtype, train, arch, workers):
+    calls["workers"].append([batch, dtype, train, arch, workers])
+    return dict(WORKERS, workers=workers)
+compiled = []
+triton.compile = compile
+cs.binaries, cs.compile_all, cs.compile_workers = binaries, compile_all, compile_workers
+cs.main(sys.argv[1:])
+calls["json"] = json.load(open(sys.argv[sys.argv.index("--json") + 1]))
+calls["do_bench_ms"], calls["tuning_ms"], calls["stub_workers"] = cs.DO_BENCH_MS, tuning_bench_ms(), WORKERS
+print(json.dumps(calls))
+"""
+
+
+@pytest.mark.parametrize("passes", ["all", "--workers-only", "--count-only"])
+def test_cold_start_reports_each_pass_per_kernel(tmp_path, passes):
+    """cold_start.main with the compiles stood in for: per batch it counts with the asked dtype and
+    training flag, then runs the three thread passes (one by one; launch by launch, no two launches'
+    binaries at once; all at once on --threads) unless --workers-only or --count-only, and the
+    worker pass unless --count-only; each row's compile seconds are its own kernel's binaries' in
+    the one-by-one pass; the summary adds up the rows, prices the benchmark runs, and carries each
+    pass's wall and CPU seconds; the JSON names arch, dtype, threads and the environment.  The
+    --count-only run is for sm_80: no TMA launch counted."""
+    arch = 80 if passes == "--count-only" else 90
+    argv = ["--batches", "1,2", "--dtype", "fp16", "--arch", str(arch), "--threads", "2", "--json", tmp_path / "c.json"]
+    if passes == "all":
+        argv += ["--train"]
+    else:
+        argv[1] = "1"
+        argv += [passes]
+    calls = _cold_start(_MAIN_SCRIPT, *argv)
+    found, batches = calls["json"], [int(b) for b in argv[1].split(",")]
+    train = passes == "all"
+    assert {k: found[k] for k in ("arch", "dtype", "threads")} == {"arch": f"sm_{arch}", "dtype": "fp16", "threads": 2}
+    assert found["environment"]["device"] == "cpu" and found["environment"]["torch"] == torch.__version__
+    assert calls["binaries"] == [[b, "fp16", train, arch] for b in batches]
+    assert list(found["batches"]) == argv[1].split(",")
+    want_passes = [[90, 1, False], [90, 2, True], [90, 2, False]] * len(batches) if passes == "all" else []
+    assert [p[:3] for p in calls["passes"]] == want_passes
+    want_workers = [] if passes == "--count-only" else [[b, "fp16", train, arch, 2] for b in batches]
+    assert calls["workers"] == want_workers
+    for i, batch in enumerate(argv[1].split(",")):
+        rows, summary = found["batches"][batch]["rows"], found["batches"][batch]["summary"]
+        assert any(r["kernel"] in ("launch1_tma", "launch2_tma") for r in rows) == (arch >= 90)
+        for k in ("launches", "keys", "bench_runs", "binaries"):
+            assert summary[k] == sum(r[k] for r in rows), k
+        runs = summary["bench_runs"]
+        assert summary["bench_estimate_s"] == pytest.approx(runs * calls["do_bench_ms"] / 1e3)
+        assert summary["bench_estimate_package_s"] == pytest.approx(runs * sum(calls["tuning_ms"]) / 1e3)
+        assert summary.get("workers") == (None if passes == "--count-only" else dict(calls["stub_workers"], workers=2))
+        if passes != "all":
+            assert all(r["compile_s"] is None and r["longest_s"] is None for r in rows)
+            assert "serial_s" not in summary
+            continue
+        serial, per_shape, parallel = (p[3] for p in calls["passes"][3 * i : 3 * i + 3])
+        for r in rows:
+            times = serial[r["kernel"]]
+            assert len(times) == len(per_shape[r["kernel"]]) == len(parallel[r["kernel"]]) == r["binaries"], r
+            assert r["compile_s"] == pytest.approx(sum(times)) and r["longest_s"] == max(times), r
+        for name, run in (("serial", serial), ("per_shape", per_shape), ("parallel", parallel)):
+            assert (summary[f"{name}_s"], summary[f"{name}_cpu_s"]) == (run["wall"], run["cpu"]), name
+        # Launch by launch: each launch's binaries compile after every earlier launch's are done.
+        compiles = calls["passes"][3 * i + 1][4]
+        assert all(c[3] == 90 for c in compiles) and len(compiles) == summary["binaries"]
+        for index, start, _end, _arch in compiles:
+            assert all(end <= start for j, _s, end, _a in compiles if j < index), index
+
+
+def test_cold_start_refuses_bad_arguments_in_one_line(tmp_path):
+    """cold_start's command line: a bad --batches, --threads, --arch or --json, or --count-only with
+    --workers-only, is one argparse error (exit 2) before anything is counted."""
+    script = (
+        "import contextlib, io, json, sys\n"
+        "cs.binaries = lambda *a, **k: sys.exit('counted')\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            cs.main(argv)\n"
+        "            code = 0\n"
+        "        except SystemExit as exc:\n"
+        "            code = exc.code\n"
+        "    out.append([code, err.getvalue()])\n"
+        "print(json.dumps(out))\n"
+    )
+    cases = [
+        (["--batches", "1,x"], "--batches must be comma-separated integers, got '1,x'"),
+        (["--batches", "1,0"], "--batches and --threads must be positive"),
+        (["--threads", "0"], "--batches and --threads must be positive"),
+        (["--arch", "75"], "--arch 75: expected a compute capability x10"),
+        (["--json", str(tmp_path / "no" / "c.json")], f"--json {tmp_path / 'no' / 'c.json'}: cannot write there"),
+        (["--count-only", "--workers-only"], "argument --workers-only: not allowed with argument --count-only"),
+    ]
+    got = _cold_start(script, json.dumps([argv for argv, _m in cases]))
+    for (argv, message), (code, err) in zip(cases, got):
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
+def test_cold_start_worker_pass_counts_the_loads_the_cache_answered():
+    """cold_start.compile_workers with the workers stood in for (one job handed out, which failed):
+    the jobs recorded through the launch's own warmup, handed out, failed, and loaded back in this
+    process: a load the workers left uncompiled is a load, not a cache hit (one small binary
+    compiled here for sm_90)."""
+    script = (
+        "import json, os\n"
+        "from concurrent.futures import Future\n"
+        "from inception_fast.backends.triton import compile_pool\n"
+        "real, out = cs.launches, {}\n"
+        "cs.launches = lambda *a, **k: [r for r in real(*a, **k) if r[0] == 'stem_rows_pad']\n"
+        "def submit(recorded, force=False):\n"
+        "    out['recorded'], future = len(recorded), Future()\n"
+        "    future.set_exception(RuntimeError('no worker'))\n"
+        "    return [future]\n"
+        "compile_pool.submit, compile_pool.wait = submit, lambda futures: 0\n"
+        "out['workers'] = cs.compile_workers(1, 'bf16', False, 90, 2)\n"
+        "out['threads'] = os.environ[compile_pool.ENV_COMPILE_THREADS]\n"
+        "print(json.dumps(out))\n"
+    )
+    found = _cold_start(script)
+    assert found["recorded"] == 1 and found["threads"] == "2"
+    w = {k: v for k, v in found["workers"].items() if k not in ("wall", "cpu")}
+    assert w == {"workers": 2, "jobs": 1, "compiled": 0, "failed": 1, "loads": 1, "hits": 0}
+
+
 @pytest.mark.gpu
 def test_gpu_autotuners_precompile_then_benchmark(gpu, monkeypatch, tmp_path):
     """On the GPU: a new shape's first launch through an autotuner (Triton's disk cache empty, so

@@ -761,6 +761,10 @@ def test_captured_forward_needs_a_cuda_input_and_eval_mode():
         CapturedForward(model, torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match="but the module is in train mode"):
         CapturedForward(FusedGoogLeNet(variant="d2l"), torch.randn(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="CapturedForward expects an nn.Module, got function"):
+        CapturedForward(lambda x: x, torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="CapturedForward needs a CUDA example input, got list"):
+        CapturedForward(FusedGoogLeNet(variant="d2l").eval(), [1.0])
 
 
 def test_a_captured_forward_takes_only_the_input_it_was_captured_for():
@@ -773,6 +777,10 @@ def test_a_captured_forward_takes_only_the_input_it_was_captured_for():
     fast.static_input = torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16)
     fast.graph, fast.static_output = types.SimpleNamespace(replay=lambda: None), torch.ones(1, 10)
     assert fast(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)) is fast.static_output
+    # An input that requires grad: its values only, the buffer gets no autograd history.
+    x = torch.randn(1, 3, 8, 8, dtype=torch.bfloat16, requires_grad=True)
+    assert fast(x) is fast.static_output and torch.equal(fast.static_input, x.detach())
+    assert not fast.static_input.requires_grad and fast.static_input.grad_fn is None
     for other in (
         torch.randn(1, 3, 8, 8),
         torch.randn(2, 3, 8, 8, dtype=torch.bfloat16),
