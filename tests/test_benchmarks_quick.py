@@ -1528,3 +1528,340 @@ def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
     again = report.load([str(tmp_path / "merged.json")])
     assert expected in report.header_markdown(again)
     assert line not in report.header_markdown(report.load(paths[:1]))
+
+
+def _quick_cpu_settings(monkeypatch, image_size: int = 32):
+    """The quick CPU benchmark settings at ``image_size`` px."""
+    sys.path.insert(0, str(REPO))
+    import dataclasses
+
+    from benchmarks.helpers.settings import settings
+
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "1")
+    for name in ("PEERS", "MODELS", "FORMATS", "BATCHES", "DTYPES", "THREADS", "DEADLINE"):
+        monkeypatch.delenv(f"INCEPTION_FAST_BENCH_{name}", raising=False)
+    return dataclasses.replace(settings(), image_size=image_size)
+
+
+def test_cpu_peer_runners_compute_torchvisions_logits_on_the_rows_threads(monkeypatch):
+    """ONNX Runtime and OpenVINO run the calibrated googlenet exported for the input's shape: their
+    logits are torchvision's within the bound of a whole fp32 network (against fp64); both get
+    torch.get_num_threads() threads; OpenVINO compiles for the row's precision; ONNX Runtime refuses
+    a bf16 row (its export is fp32)."""
+    for module in ("onnxruntime", "openvino", "onnx"):
+        pytest.importorskip(module)
+    import copy
+
+    import onnxruntime
+    import torch
+
+    from benchmarks.helpers import models, peers
+    from inception_fast.testing import check_close, reduced_precision_bound
+
+    s = _quick_cpu_settings(monkeypatch)
+    sessions = []
+
+    class Session(onnxruntime.InferenceSession):
+        def __init__(self, path, options, **kwargs):
+            sessions.append(options)
+            super().__init__(path, options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = models.example_input(2, 3, s.image_size, s.image_size, "cpu", torch.float32, torch.channels_last)
+        tv = models.base_torchvision(s.image_size, s.calib_batch)
+        with torch.no_grad():
+            want, want64 = tv(x), copy.deepcopy(tv).double()(x.double())
+        bound = reduced_precision_bound(want, want64)
+        assert want.std() > 0.1, "the logits vanished: the comparison below could not fail"
+        for name in peers.PEERS:
+            fn, info = peers.peer_runner(name, s, "fp32", x)
+            check_close(torch.from_numpy(fn()).double(), want64, bound, f"{name}'s logits against fp64")
+        assert [o.intra_op_num_threads for o in sessions] == [2]
+        assert info["inference_threads"] == 2 and info["inference_precision"] == "f32"
+        with pytest.raises(models.BackendUnavailable, match="onnxruntime runs the fp32 export"):
+            peers.peer_runner("onnxruntime", s, "bf16", x.bfloat16())
+        import openvino
+
+        if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            fn, info = peers.peer_runner("openvino", s, "bf16", x.bfloat16())
+            assert info["inference_precision"] == "bf16" and info["precision"] == "bf16"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_openvino_peer_sets_its_precision_and_threads_and_refuses_what_it_cannot_run(monkeypatch):
+    """OpenVINO (a stub engine here) is compiled with the row's inference precision and torch's
+    thread count set explicitly; a CPU without bf16, or an engine that compiles for a precision
+    other than the one asked for, is BackendUnavailable rather than a row of the wrong precision."""
+    import torch
+
+    from benchmarks.helpers import models, peers
+
+    s = _quick_cpu_settings(monkeypatch)
+    caps, configs, compiled_as = ["FP32", "BF16"], [], {}
+
+    class Compiled:
+        def __init__(self, config):
+            self.config = config
+
+        def get_property(self, key):
+            value = compiled_as.get(key, self.config.get(key, "bf16"))  # (the CPU's default precision: bf16)
+            return types.SimpleNamespace(get_type_name=lambda: value) if key == "INFERENCE_PRECISION_HINT" else value
+
+        def create_infer_request(self):
+            return types.SimpleNamespace(infer=lambda feed: {0: feed[0]})
+
+        def output(self, index):
+            return index
+
+    class Core:
+        def get_property(self, device, key):
+            if key == "OPTIMIZATION_CAPABILITIES":
+                return caps
+            return types.SimpleNamespace(get_type_name=lambda: "bf16")
+
+        def read_model(self, path):
+            return path
+
+        def compile_model(self, model, device, config):
+            configs.append(dict(config))
+            return Compiled(config)
+
+    fake = types.SimpleNamespace(Core=Core, __version__="stub")
+    monkeypatch.setattr(peers, "_require", lambda module: fake)
+    monkeypatch.setattr(peers, "onnx_file", lambda *args: ("model.onnx", "dynamo"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    x = torch.zeros(1, 3, s.image_size, s.image_size)
+    for dtype, precision in (("fp32", "f32"), ("bf16", "bf16")):
+        configs.clear()
+        fn, info = peers.peer_runner("openvino", s, dtype, x.to(models.DTYPES[dtype]))
+        assert [(c["INFERENCE_PRECISION_HINT"], c["INFERENCE_NUM_THREADS"]) for c in configs] == [(precision, 3)]
+        assert info["inference_precision"] == precision and info["precision"] == dtype and fn().shape == x.shape
+    compiled_as["INFERENCE_PRECISION_HINT"] = "bf16"
+    with pytest.raises(models.BackendUnavailable, match="openvino compiled for bf16 when asked for f32"):
+        peers.peer_runner("openvino", s, "fp32", x)
+    caps.remove("BF16")
+    with pytest.raises(models.BackendUnavailable, match="this CPU lacks bf16"):
+        peers.peer_runner("openvino", s, "bf16", x.bfloat16())
+    with pytest.raises(models.BackendUnavailable, match="no fp16 inference precision"):
+        peers.peer_runner("openvino", s, "fp16", x.half())
+
+
+def test_peers_onnx_export_is_the_calibrated_model_at_the_rows_shape_and_names_its_exporter(monkeypatch):
+    """onnx_file exports the benchmarks' calibrated torchvision model, in eval mode, for the input
+    shape asked for; the dynamo exporter first, then the TorchScript one, naming the one that
+    worked; where both fail, BackendUnavailable gives both reasons."""
+    pytest.importorskip("onnx")
+    import torch
+
+    from benchmarks.helpers import models, peers
+
+    calls = []
+
+    def export(model, args, path, dynamo, **kwargs):
+        calls.append((model, model.training, dynamo, tuple(args[0].shape), args[0].dtype))
+        if dynamo or fail_both:
+            raise RuntimeError(f"stub exporter {dynamo}")
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    fail_both = False
+    path, exporter = peers.onnx_file.__wrapped__(32, 2, 3)
+    base = models.base_torchvision(32, 2)
+    shape = (3, 3, 32, 32)
+    assert calls == [(base, False, True, shape, torch.float32), (base, False, False, shape, torch.float32)]
+    assert exporter == "torchscript" and path.endswith("googlenet_b3_32.onnx")
+    fail_both = True
+    with pytest.raises(models.BackendUnavailable) as exc:
+        peers.onnx_file.__wrapped__(32, 2, 3)
+    assert "dynamo=True: RuntimeError: stub exporter True" in str(exc.value)
+    assert "dynamo=False: RuntimeError: stub exporter False" in str(exc.value)
+
+
+def _stub_side_by_side(monkeypatch, unavailable=()):
+    """cpu_side_by_side with stub models, peers and torch.compile: each row's callable returns its
+    own label; ``built``, ``peered`` and ``compiled`` record what each was made from."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from benchmarks import cpu_side_by_side as sbs
+    from benchmarks.helpers.models import BackendUnavailable
+
+    built, peered, compiled, inputs = [], [], [], []
+
+    def build_model(name, s, dtype, memory_format):
+        if name in unavailable:
+            raise BackendUnavailable(f"{name} is a stub that does not run")
+        built.append((name, dtype, memory_format, s.image_size))
+        label = {"torchvision": "torchvision_cl"}.get(name, name)
+        return lambda x: inputs.append(x) or label
+
+    def peer_runner(name, s, dtype, x):
+        peered.append((name, dtype, s.image_size))
+        return (lambda: name), {}
+
+    def compile_(model):
+        def run(x):
+            compiled.append(inductor_config.freezing)
+            return "tv_compile" if model(x) == "torchvision_cl" else "not torchvision"
+
+        return run
+
+    monkeypatch.setattr(sbs, "build_model", build_model)
+    monkeypatch.setattr(sbs, "peer_runner", peer_runner)
+    monkeypatch.setattr(torch, "compile", compile_)
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
+    return sbs, built, peered, compiled, inputs
+
+
+def test_cpu_side_by_side_rows_run_each_engine_at_its_best_in_the_runs_dtype(monkeypatch, capsys):
+    """Every row takes the run's dtype and image size and channels_last input; torchvision and
+    torch.compile run the channels_last model, compiled with freezing; a backend that does not run
+    is skipped (printed), not timed as another row; the peers are those of the dtype."""
+    import torch
+
+    sbs, built, peered, compiled, inputs = _stub_side_by_side(monkeypatch, unavailable=("fused_cpp",))
+    fns = sbs.rows("bf16", 2, size=32)
+    assert list(fns) == ["fused_torch", "fused_onednn", "fused_auto", "torchvision_cl", "openvino", "tv_compile"]
+    assert "skip fused_cpp: fused_cpp is a stub that does not run" in capsys.readouterr().out
+    assert {name: fn() for name, fn in fns.items()} == {name: name for name in fns}
+    assert all(b[1:] == ("bf16", "channels_last", 32) for b in built), built
+    assert [b[0] for b in built].count("torchvision") == 2  # the eager row and the compiled one
+    assert peered == [("openvino", "bf16", 32)] and compiled[0] is True, compiled  # the first call compiles
+    for x in inputs:
+        assert x.shape == (2, 3, 32, 32) and x.dtype == torch.bfloat16
+        assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fns = sbs.rows("fp32", 1, size=32)
+    peers = ["torchvision_cl", "onnxruntime", "openvino", "tv_compile"]
+    assert [name for name in fns if name not in sbs.FUSED] == peers
+
+
+def test_cpu_side_by_side_prints_each_rows_ratio_to_the_fastest_peer(monkeypatch, capsys):
+    """× best peer is the fastest peer's median over the row's (above 1: the row is faster); the
+    fused rows are not peers, however fast."""
+    from benchmarks import cpu_side_by_side as sbs
+
+    medians = {"fused_torch": 0.05, "fused_auto": 0.5, "torchvision_cl": 0.3, "onnxruntime": 0.2, "tv_compile": 0.1}
+    monkeypatch.setattr(sbs, "rows", lambda dtype, batch, size: dict.fromkeys(medians, lambda: None))
+    timings = {n: types.SimpleNamespace(median_s=m, quartiles_s=(m, m), samples_s=[m] * 9) for n, m in medians.items()}
+    monkeypatch.setattr(sbs, "time_interleaved", lambda fns, **kwargs: {n: timings[n] for n in fns})
+    monkeypatch.setattr(sbs.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
+    sbs.main(["--budget", "0", "--size", "32"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "best peer" in line}
+    assert lines["fused_torch"].endswith("  2.00x best peer (tv_compile)"), lines
+    assert lines["fused_auto"].endswith("  0.20x best peer (tv_compile)"), lines
+    assert lines["onnxruntime"].endswith("  0.50x best peer (tv_compile)"), lines
+    assert lines["tv_compile"].endswith("  1.00x best peer (tv_compile)"), lines
+
+
+def test_train_cpu_reports_each_models_images_per_second_and_the_fused_over_reference_ratio(monkeypatch, capsys):
+    """Stub models on a stub clock (the fused one 0.5 s a step, the reference slower each step):
+    images/s is steps x batch over the round's seconds, each model's own; the table's median, min and
+    max are those of the rounds printed; the ratio is fused over reference per round; --backend
+    reaches the fused model and --dtype bfloat16 runs every step under CPU autocast."""
+    import statistics
+
+    import torch
+    from torch import nn
+
+    from benchmarks import train_cpu
+
+    clock = types.SimpleNamespace(now=0.0)
+    asked, autocast = [], []
+
+    class Stub(nn.Module):
+        def __init__(self, name, classes, in_ch, size):
+            super().__init__()
+            self.name, self.calls = name, 0
+            self.fc = nn.Linear(in_ch * size * size, classes)
+
+        def forward(self, x):
+            self.calls += 1
+            clock.now += 0.5 if self.name == "fused" else 1.0 + 0.25 * self.calls
+            autocast.append(torch.is_autocast_enabled("cpu"))
+            return self.fc(x.flatten(1))
+
+    def build_models(variant, classes, in_ch, seed, backend, reference):
+        asked.append((variant, backend, reference))
+        return {name: Stub(name, classes, in_ch, 16) for name in ("fused", "reference")}
+
+    monkeypatch.setattr(train_cpu, "build_models", build_models)
+    monkeypatch.setattr(train_cpu, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    argv = ["--image-size", "16", "--batch", "4", "--rounds", "3", "--steps", "2", "--backend", "onednn"]
+    train_cpu.main([*argv, "--dtype", "bfloat16"])
+    out = capsys.readouterr().out
+    assert asked == [("d2l", "onednn", True)] and autocast and all(autocast)
+    rounds = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("round ")]
+    rates = {"fused": [], "reference": []}
+    for line in rounds:
+        for item in line.split(", "):
+            name, rate, _ = item.split()
+            rates[name].append(float(rate))
+    assert len(rounds) == 3 and rates["fused"] == [8.0] * 3, out  # 2 steps x 4 images in 1 s
+    assert all(r < 8.0 for r in rates["reference"]) and len(set(rates["reference"])) == 3, out
+    for name, v in rates.items():
+        assert f"| {name} | {statistics.median(v):.1f} | {min(v):.1f} | {max(v):.1f} |" in out, out
+    ratio = [f / r for f, r in zip(rates["fused"], rates["reference"])]  # (of the rates as printed, rounded)
+    row = next(line for line in out.splitlines() if line.startswith("| fused / reference, per round |"))
+    got = [float(v.strip().rstrip("x")) for v in row.split("|")[2:5]]
+    for g, w in zip(got, (statistics.median(ratio), min(ratio), max(ratio))):
+        assert w > 1 and abs(g - w) <= 0.02 * w, (got, ratio)
+    autocast.clear()
+    train_cpu.main(argv)
+    assert autocast and not any(autocast)
+
+
+def test_throughput_compile_and_peer_rows_time_what_their_label_says(monkeypatch):
+    """bench_throughput's CPU rows with stub models and engines: a tv_compile row times the model
+    torch.compile returned, compiled at its first call with freezing on in its own mode; a peer row
+    runs the engine in the row's dtype, records the engine's info beside the row's and compares the
+    engine's logits with torchvision's."""
+    import numpy
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from benchmarks import bench_throughput as bt
+    from benchmarks.helpers.settings import ThroughputCase
+
+    _quick_cpu_settings(monkeypatch)
+    monkeypatch.delenv("INCEPTION_FAST_BENCH_PROFILE", raising=False)
+    eager, compiled_out, engine_out = torch.zeros(2, 4), torch.ones(2, 4), numpy.full((2, 4), 2.0, numpy.float32)
+    compiles, peered, measured, compared = [], [], [], []
+
+    def compile_(model, mode="default"):
+        def run(x):
+            compiles.append((mode, inductor_config.freezing))
+            return compiled_out
+
+        return run
+
+    def peer_runner(name, s, dtype, x):
+        peered.append((name, dtype, x.dtype))
+        return (lambda: engine_out), {"inference_precision": "bf16", "inference_threads": 2}
+
+    def measure(benchmark, fn, s, *, batch, extra, group=None):
+        measured.append(fn())
+        benchmark.extra_info.update(extra)
+
+    monkeypatch.setattr(bt, "build_model", lambda name, s, dtype, fmt: lambda x: eager)
+    monkeypatch.setattr(bt, "peer_runner", peer_runner)
+    monkeypatch.setattr(bt, "measure", measure)
+    monkeypatch.setattr(bt, "parity", lambda out, ref: compared.append((out, ref)) or 0.0)
+    monkeypatch.setattr(torch, "compile", compile_)
+    for model, mode in (("tv_compile", "default"), ("tv_compile_ro", "reduce-overhead")):
+        compiles.clear()
+        bench = types.SimpleNamespace(extra_info={})
+        bt.test_throughput(bench, ThroughputCase(model, "fp32", "channels_last", 2))
+        assert compiles[0] == (mode, True) and measured[-1] is compiled_out, (model, compiles)
+        assert bench.extra_info["compile_mode"] == mode and bench.extra_info["freezing"] is True
+        assert compared[-1][0] is compiled_out and compared[-1][1] is eager
+    bench = types.SimpleNamespace(extra_info={})
+    bt.test_throughput(bench, ThroughputCase("openvino", "bf16", "channels_last", 2))
+    assert peered == [("openvino", "bf16", torch.bfloat16)] and measured[-1] is engine_out
+    info = bench.extra_info
+    assert info["dtype"] == "bf16" and info["inference_precision"] == "bf16" and info["inference_threads"] == 2
+    assert torch.equal(compared[-1][0], torch.from_numpy(engine_out)) and compared[-1][1] is eager
