@@ -8,8 +8,8 @@ aligned rows (conv_rows.py: the padded copy and the conv), conv2 and conv3
 maxpool1-4, launch 1 and launch 2 of the nine blocks, the "hopper" backend's TMA launch 1 and
 launch 2 of the nine blocks (a candidate of auto on sm_90+, so counted for ``--arch`` 90 and up;
 each config's descriptor boxes set by its pre_hook, ``_common.config_args``), launch 1 of 3a, 4a
-and 5a with the pool before it folded in, the joined launch of each pair of neighbours in 3a-3b, 4a-4e and 5a-5b
-(CHAIN_CHOICE's candidate; these two only where INCEPTION_FAST_EXTRA_CANDIDATES offers them,
+and 5a with the pool before it folded in, the joined launch of each pair of neighbours in 3a-3b,
+4a-4e and 5a-5b (CHAIN_CHOICE's candidate; these two only where INCEPTION_FAST_EXTRA_CANDIDATES offers them,
 inception_fast.stages.offers), the head's average pool and GEMM; with
 ``--train`` also the block backward's launches A and B) it takes the arguments the launcher
 passes (its own ``_arguments``), the configs its autotuner benchmarks at that shape (after the
