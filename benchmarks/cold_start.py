@@ -30,7 +30,9 @@ passes (below), each into an empty Triton cache, and prints per kernel:
   thread pool, and all at once in N worker processes (what ``inception_fast.precompile`` does:
   jobs recorded through each launch's own ``kernel.warmup``, compiled by backends/triton/
   compile_pool's workers, then loaded back by this process as the autotuners load them, which
-  must find every binary in the cache), with the CPU seconds of each.
+  must find every binary in the cache; left out under ``--threads 1``, and said so where the
+  memory leaves no room for two workers: the pool starts none below two), with the CPU seconds of
+  each.
 
     python -m benchmarks.cold_start [--batches 1,256] [--dtype bf16] [--arch 90]
         [--threads N] [--count-only | --workers-only] [--train] [--json OUT.json]
@@ -304,6 +306,13 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     recorded = compile_pool.record(lambda: [config_warmup(k, (1,), a, m, c) for k, a, m, c in calls])
     futures = compile_pool.submit(recorded, force=True)
+    if recorded and not futures:
+        compile_pool.close()
+        return {
+            "workers": workers,
+            "jobs": len(recorded),
+            "skipped": "the compile pool started no workers: it needs room for two (CPUs, --threads, memory)",
+        }
     done = 0
     for f in futures:
         f.exception()
@@ -360,6 +369,8 @@ def main(argv=None) -> int:
         p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if min(batches) < 1 or args.threads < 1:
         p.error("--batches and --threads must be positive")
+    if args.workers_only and args.threads < 2:
+        p.error("--workers-only needs --threads 2 or more: the compile pool starts no fewer than two workers")
     why = arch_problem(args.arch)
     if why:
         p.error(why)
@@ -382,7 +393,7 @@ def main(argv=None) -> int:
             serial = compile_all(found, args.arch, 1)
             per_shape = compile_all(found, args.arch, args.threads, per_launch=True)
             parallel = compile_all(found, args.arch, args.threads)
-        if not args.count_only:
+        if not args.count_only and args.threads >= 2:
             workers = compile_workers(batch, args.dtype, args.train, args.arch, args.threads)
         print(f"\nbatch {batch}, {args.dtype}, sm_{args.arch}: a cold first forward's Triton compiles")
         print(
@@ -424,7 +435,10 @@ def main(argv=None) -> int:
             f"{summary['bench_estimate_package_s']:.1f} s at the autotuners' {warmup:g} + {rep:g} ms "
             "(_common.tuning_bench_ms)"
         )
-        if workers:
+        if workers and "skipped" in workers:
+            summary["workers"] = workers
+            print(f"compile wall in worker processes: not measured ({workers['skipped']})")
+        elif workers:
             summary["workers"] = workers
             w = workers
             print(

@@ -457,6 +457,7 @@ def test_cold_start_refuses_bad_arguments_in_one_line(tmp_path):
         (["--arch", "75"], "--arch 75: expected a compute capability x10"),
         (["--json", str(tmp_path / "no" / "c.json")], f"--json {tmp_path / 'no' / 'c.json'}: cannot write there"),
         (["--count-only", "--workers-only"], "argument --workers-only: not allowed with argument --count-only"),
+        (["--workers-only", "--threads", "1"], "--workers-only needs --threads 2 or more"),
     ]
     got = _cold_start(script, json.dumps([argv for argv, _m in cases]))
     for (argv, message), (code, err) in zip(cases, got):
@@ -487,6 +488,40 @@ def test_cold_start_worker_pass_counts_the_loads_the_cache_answered():
     assert found["recorded"] == 1 and found["threads"] == "2"
     w = {k: v for k, v in found["workers"].items() if k not in ("wall", "cpu")}
     assert w == {"workers": 2, "jobs": 1, "compiled": 0, "failed": 1, "loads": 1, "hits": 0}
+
+
+def test_cold_start_one_thread_leaves_the_worker_pass_out(tmp_path):
+    """cold_start.main with --threads 1: the thread passes run (one by one, on one thread), the
+    worker pass does not (the compile pool starts no fewer than two workers), and the summary holds
+    no worker figures."""
+    calls = _cold_start(_MAIN_SCRIPT, "--batches", "1", "--threads", "1", "--json", tmp_path / "c.json")
+    assert [p[:3] for p in calls["passes"]] == [[90, 1, False], [90, 1, True], [90, 1, False]]
+    assert calls["workers"] == [] and "workers" not in calls["json"]["batches"]["1"]["summary"]
+
+
+def test_cold_start_worker_pass_says_when_no_worker_started():
+    """cold_start.compile_workers where the compile pool hands out no job (it found room for fewer
+    than two workers): the pass is reported as not measured, with the jobs recorded and the reason,
+    and main prints that reason instead of a wall time for zero binaries."""
+    script = (
+        "import contextlib, io, json\n"
+        "from inception_fast.backends.triton import compile_pool\n"
+        "real, out = cs.launches, {}\n"
+        "cs.launches = lambda *a, **k: [r for r in real(*a, **k) if r[0] == 'stem_rows_pad']\n"
+        "compile_pool.submit = lambda recorded, force=False: []\n"
+        "out['workers'] = cs.compile_workers(1, 'bf16', False, 90, 2)\n"
+        "cs.compile_workers = lambda *a: out['workers']\n"
+        "printed = io.StringIO()\n"
+        "with contextlib.redirect_stdout(printed):\n"
+        "    cs.main(['--batches', '1', '--threads', '2', '--workers-only'])\n"
+        "out['printed'] = printed.getvalue()\n"
+        "print(json.dumps(out))\n"
+    )
+    found = _cold_start(script)
+    w = found["workers"]
+    assert {k: w[k] for k in ("workers", "jobs")} == {"workers": 2, "jobs": 1} and "no workers" in w["skipped"]
+    assert f"compile wall in worker processes: not measured ({w['skipped']})" in found["printed"]
+    assert "binaries (" not in found["printed"]
 
 
 @pytest.mark.gpu

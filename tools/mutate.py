@@ -12035,6 +12035,38 @@ MUTANTS = [
         ("tests/test_benchmarks_quick.py", "-k", "compile_and_peer_rows"),
         "rel_error_vs_torchvision compares the row with itself",
     ),
+    Mutant(
+        "cs_workers_one_thread_runs",
+        "benchmarks/cold_start.py",
+        "        if not args.count_only and args.threads >= 2:",
+        "        if not args.count_only and args.threads >= 1:",
+        ("tests/test_cold_start.py", "-k", "one_thread"),
+        "cold_start runs the worker pass under --threads 1, where the pool starts no worker",
+    ),
+    Mutant(
+        "cs_workers_only_one_thread_allowed",
+        "benchmarks/cold_start.py",
+        "    if args.workers_only and args.threads < 2:",
+        "    if args.workers_only and args.threads < 1:",
+        ("tests/test_cold_start.py", "-k", "refuses_bad"),
+        "cold_start accepts --workers-only with --threads 1 and measures nothing",
+    ),
+    Mutant(
+        "cs_workers_none_started_unsaid",
+        "benchmarks/cold_start.py",
+        "    if recorded and not futures:",
+        "    if 0:",
+        ("tests/test_cold_start.py", "-k", "no_worker_started"),
+        "cold_start reports a wall time for zero binaries where the compile pool started no worker",
+    ),
+    Mutant(
+        "cs_workers_skip_printed_as_figure",
+        "benchmarks/cold_start.py",
+        '        if workers and "skipped" in workers:',
+        '        if workers and "skipped" in workers and 0:',
+        ("tests/test_cold_start.py", "-k", "no_worker_started"),
+        "cold_start prints a skipped worker pass as if it had measured one",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
