@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from benchmarks.helpers.environment import environment
 from benchmarks.helpers.settings import DTYPES, ENV_DEADLINE, deadline
+from benchmarks.helpers.shapes import block_shapes
 from inception_fast import backends
 from inception_fast.choices import checked_against
 from inception_fast.cli import (
@@ -54,12 +55,11 @@ from inception_fast.train import batch_norm_refusal
 
 
 def _sizes(image_size: int) -> dict:
-    """Each block's spatial size at ``image_size`` (/8 for 3a-3b, /16 for 4a-4e, /32 for 5a-5b)."""
-    out = {}
-    for name in BLOCK_CONFIGS:
-        div = 8 if name.startswith("inception3") else 16 if name.startswith("inception4") else 32
-        out[name] = -(-image_size // div)
-    return out
+    """Each block's spatial size at ``image_size``: its input's in torchvision's GoogLeNet
+    (benchmarks.helpers.shapes; about /8 for 3a-3b, /16 for 4a-4e, /32 for 5a-5b, each max pool's
+    floor-or-ceil rounding taken as the network takes it)."""
+    shapes = block_shapes(image_size)
+    return {name: shapes[name].input_chw[1] for name in BLOCK_CONFIGS}
 
 
 def _block(cfg, n, size, dtype, device):

@@ -640,7 +640,7 @@ def profile_markdown(rows, top=8):
                 f"{r['median_s'] * 1e3:.3f}",
                 f"{prof['us_per_call'] / 1e3:.3f}",
                 _fmt_pct(r.get("busy")),
-                str(len(prof.get("kernels", []))),
+                str(min(top, len(prof.get("kernels", [])))),
             ]
         )
         details.append(f"{label}, {config} ({prof['source']}):\n")
@@ -1195,14 +1195,20 @@ def cold_start_markdown(cold):
     def s(v):
         return "—" if v is None else f"{v:,.1f}"
 
+    def n(v):
+        return "—" if v is None else str(v)
+
     table = []
     for batch, entry in batches.items():
         t = entry.get("summary") or {}
         w = t.get("workers") or {}
+        if w.get("skipped"):
+            workers = f"— ({w['skipped']})"
+        else:
+            workers = s(w.get("wall")) + (f" ({w.get('compiled')} compiled, {w.get('failed')} failed)" if w else "")
         table.append(
-            [batch, t.get("binaries"), t.get("launches"), t.get("keys"), t.get("bench_runs"),
-             s(t.get("bench_estimate_package_s")), s(t.get("serial_s")), s(t.get("parallel_s")),
-             s(w.get("wall")) + (f" ({w.get('compiled')} compiled, {w.get('failed')} failed)" if w else "")]
+            [batch, n(t.get("binaries")), n(t.get("launches")), n(t.get("keys")), n(t.get("bench_runs")),
+             s(t.get("bench_estimate_package_s")), s(t.get("serial_s")), s(t.get("parallel_s")), workers]
         )  # fmt: skip
     return (
         f"## What a cold first forward compiles ({cold.get('arch', '?')}, {cold.get('dtype', '?')}, "

@@ -749,3 +749,128 @@ def test_backward_benchmark_runs():
 
     (row,) = run("cpu", "fp32", 1, 32, ["inception5a"], 0.0)
     assert set(row["ms"]) == {"reference", "aten_chain"} and all(v > 0 for v in row["ms"].values())
+
+
+def _block_input_sides(image_size: int) -> dict:
+    """{block name: the side of its input} in the package's GoogLeNet (torchvision's variant) at ``image_size``."""
+    from inception_fast.reference import GoogLeNet
+
+    model = GoogLeNet(variant="torchvision", init_weights=False).eval()
+    sides = {}
+
+    def record(name):
+        def hook(mod, inp):
+            sides[name] = inp[0].shape
+
+        return hook
+
+    for name in BLOCK_CONFIGS:
+        getattr(model, name).register_forward_pre_hook(record(name))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    assert all(shape[-1] == shape[-2] for shape in sides.values()), sides
+    return {name: shape[-1] for name, shape in sides.items()}
+
+
+@pytest.mark.parametrize("op", ["backward", "bn_train"])
+def test_backward_benchmark_rows_hold_agreeing_candidates_and_their_times(op, monkeypatch, capsys):
+    """bench_block_backward.run, its timing stubbed: each block runs at its input's side in the network
+    (at an image size whose pools round), the plain-PyTorch reference computes what the ATen op computes (its
+    gradients, or its train-mode output), and each row holds its op, block, batch and dtype, every candidate's
+    median and quartiles in ms, and prints the aten_chain/reference ratio; a deadline still ahead leaves every
+    block in."""
+    import time
+
+    from benchmarks import bench_block_backward
+    from benchmarks.helpers.settings import ENV_DEADLINE
+    from inception_fast.timing import Timing
+
+    results, timings = [], []
+
+    def timed(fns, *, device, batch, budget_s):
+        results.append({k: fn() for k, fn in fns.items()})
+        scale = 1e-3 * len(results)  # distinct times per candidate and per block
+        timings.append(
+            {
+                k: Timing(scale * (i + 1), [scale * (i + 1) * f for f in (0.8, 1.0, 1.5, 1.1)], batch)
+                for i, k in enumerate(fns)
+            }
+        )
+        return timings[-1]
+
+    monkeypatch.setattr(bench_block_backward, "time_interleaved", timed)
+    monkeypatch.setenv(ENV_DEADLINE, str(time.time() + 3600))
+    blocks, image_size = ["inception4a", "inception5b"], 100
+    rows = bench_block_backward.run("cpu", "fp32", 2, image_size, blocks, 0.0, op=op)
+    sides = _block_input_sides(image_size)
+    assert [(r["op"], r["block"], r["size"], r["batch"], r["dtype"]) for r in rows] == [
+        (op, name, sides[name], 2, "fp32") for name in blocks
+    ]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(rows), printed
+    for row, timing, line, result in zip(rows, timings, printed, results):
+        assert row["ms"] == pytest.approx({k: t.median_s * 1e3 for k, t in timing.items()})
+        assert row["iqr_ms"] == {k: pytest.approx([q * 1e3 for q in t.quartiles_s]) for k, t in timing.items()}
+        assert row["errors"] == {} and set(row["ms"]) == {"reference", "aten_chain"}
+        ratio = timing["aten_chain"].median_s / timing["reference"].median_s
+        assert f"aten_chain/reference {ratio:.2f}" in line, line
+        want, got = result["reference"], result["aten_chain"]
+        if op == "bn_train":
+            assert isinstance(want, torch.Tensor) and want.std() > 0.1, "reference activations vanished"
+            check_close(got[0], want, FP32, f"{row['block']}: the train-mode output")
+            continue
+        assert len(got) == len(want) == 9
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert w.abs().amax() > 0, f"{row['block']}: gradient {i} of the reference vanished"
+            check_close(g, w, FP32, f"{row['block']}: gradient {i}")
+
+
+def test_backward_benchmark_leaves_out_the_blocks_past_its_deadline(monkeypatch, capsys):
+    """bench_block_backward.run past the GPU suite's step deadline times no block, returns no row and
+    says so for each block."""
+    import time
+
+    from benchmarks import bench_block_backward
+    from benchmarks.helpers.settings import ENV_DEADLINE
+
+    def timed(*args, **kwargs):
+        raise AssertionError("a block past the deadline was timed")
+
+    monkeypatch.setattr(bench_block_backward, "time_interleaved", timed)
+    monkeypatch.setenv(ENV_DEADLINE, str(time.time() - 1))
+    blocks = ["inception4a", "inception5b"]
+    assert bench_block_backward.run("cpu", "fp32", 2, 64, blocks, 0.0) == []
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"backward {name}: not run, past the step's deadline ({ENV_DEADLINE})" for name in blocks]
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        ([], ("fp32", 8, 112, list(BLOCK_CONFIGS), 5.0, "backward")),
+        (
+            ["--op", "bn_train", "--dtype", "bf16", "--batch", "4", "--size", "100"]
+            + ["--block", "inception4a", "--block", "inception5b", "--budget", "0.5"],
+            ("bf16", 4, 100, ["inception4a", "inception5b"], 0.5, "bn_train"),
+        ),
+    ],
+    ids=["defaults", "options"],
+)
+def test_backward_benchmark_command_line_runs_what_it_names(argv, expect, monkeypatch, tmp_path):
+    """bench_block_backward.main passes its options (or the documented defaults) to run and writes
+    run's rows with the environment to --json."""
+    from benchmarks import bench_block_backward
+
+    calls = []
+
+    def fake_run(*args):
+        calls.append(args)
+        return [{"op": args[-1], "block": name} for name in args[4]]
+
+    monkeypatch.setattr(bench_block_backward, "run", fake_run)
+    out = tmp_path / "rows.json"
+    assert bench_block_backward.main(["--device", "cpu", *argv, "--json", str(out)]) == 0
+    assert calls == [("cpu", *expect)]
+    written = json.loads(out.read_text())
+    assert written["rows"] == [{"op": expect[-1], "block": name} for name in expect[3]]
+    assert written["environment"]

@@ -241,7 +241,8 @@ def _cpu_row(model, median_s, dtype="fp32", fmt="channels_last", batch=8, thread
 
 def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
     """× best peer: fp32 against the fastest of ONNX Runtime, OpenVINO f32 and torch.compile,
-    bf16 against OpenVINO bf16; ≈ where the spreads overlap; 1- and 2-thread runs stay apart."""
+    bf16 against OpenVINO bf16 (fp32's table first); ≈ where the spreads overlap; 1- and 2-thread
+    runs stay apart, and a run without an NCHW torchvision row shows none."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -271,9 +272,13 @@ def test_report_holds_cpu_rows_against_the_best_peer_per_precision(tmp_path):
     merged = report.load(paths)
     assert len(merged["benchmarks"]) == len(two) + len(one)  # the 1-thread run overwrote nothing
     text = report.throughput_markdown(report._rows(merged, "throughput"))
+    assert "| torchvision eager | 25.7 (1.00×) |" in text  # 8 images in 311 ms: a rate under 100 keeps 3 digits
     assert "### Against the CPU peers" in text
     assert "#### cpu (2 threads) fp32" in text and "#### cpu (2 threads) bf16" in text
     assert "#### cpu (1 thread) fp32" in text
+    assert text.index("#### cpu (2 threads) fp32") < text.index("#### cpu (2 threads) bf16")  # fp32 first
+    # The 1-thread run timed no NCHW torchvision: its table has no row for it.
+    assert "NCHW input" not in text.split("#### cpu (1 thread) fp32")[1].split("####")[0]
     assert "| torchvision eager, NCHW input | 311.0 (304.8–317.2) | 0.41× |" in text
     assert "| FusedGoogLeNet[torch] | 172.0 (168.6–175.4) | 0.75× |" in text  # against ONNX Runtime
     assert "| FusedGoogLeNet[onednn] | 180.0 (170.0–200.0) | 0.72× | — | — |" in text  # its min-max spread
@@ -319,14 +324,16 @@ def _row(model, median_s, timing="cuda_events", **extra):
 def test_report_holds_graph_replays_against_the_compile_anchor():
     """CUDA-graph rows get their × compile from the eager config's anchor (at batch 1:
     reduce-overhead's); a case whose capture failed (timed eagerly) stays apart from the eager rows;
-    profiles are tabulated."""
+    profiles are tabulated (the top 8 names, and a profile that failed with its error); backend="auto"'s
+    picks are counted per backend; bf16's tables come before fp32's."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
     prof = {
         "source": "cuda kernels",
         "us_per_call": 4000.0,
-        "kernels": [{"name": "_branch_convs_kernel", "us": 3000.0, "calls": 9, "share": 0.75}],
+        "kernels": [{"name": "_branch_convs_kernel", "us": 3000.0, "calls": 9, "share": 0.75}]
+        + [{"name": f"kernel_{i}", "us": 100.0 - i, "calls": 1, "share": 0.02} for i in range(8)],
     }
     rows = [
         _row("torchvision", 0.012),
@@ -344,7 +351,16 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
             captured_q1_s=0.0006,
             captured_q3_s=0.00065,
         ),
-        _row("fused_cuda", 0.0005, batch=1, timing="cuda_graph", captured_error="RuntimeError: a | b"),
+        _row(
+            "fused_cuda",
+            0.0005,
+            batch=1,
+            timing="cuda_graph",
+            captured_error="RuntimeError: a | b",
+            kernel_profile={"error": "RuntimeError: CUPTI unavailable"},
+        ),
+        _row("fused_auto", 0.009, auto_choices={"triton": 7, "cuda": 2}),
+        _row("torchvision", 0.030, dtype="fp32"),
     ]
     rows[2]["rel_error_vs_torchvision"] = 2e-3  # the largest of fused_triton's configs: the one listed
     rows[3]["rel_error_vs_torchvision"] = 1e-3
@@ -364,8 +380,12 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
     assert "| cuda bf16 channels_last b1 | torch.compile(tv), reduce-overhead, freezing | 0.500 |" in text
     assert "torch.compile(tv), reduce-overhead, freezing b1 25.0 s" in text
     assert "| _branch_convs_kernel | 3,000.0 | 9 | 75% |" in text
-    # Timed 10 ms, 4,000 µs of kernels per call: busy 40%, one kernel name shown.
-    assert "| cuda bf16 channels_last b256 | FusedGoogLeNet[triton] | 10.000 | 4.000 | 40% | 1 |" in text
+    assert "| kernel_6 |" in text and "| kernel_7 |" not in text  # the top 8 of the 9 names the profile kept
+    # Timed 10 ms, 4,000 µs of kernels per call: busy 40%, 8 kernel names shown.
+    assert "| cuda bf16 channels_last b256 | FusedGoogLeNet[triton] | 10.000 | 4.000 | 40% | 8 |" in text
+    assert "The profiler failed for:\n- FusedGoogLeNet[cuda] (cuda bf16 channels_last b1): RuntimeError: CUPTI" in text
+    assert "| cuda bf16 channels_last b256 | cuda × 2, triton × 7 |" in text
+    assert text.index("### cuda bf16 channels_last\n") < text.index("### cuda fp32 channels_last\n")
     assert "busy" in report.throughput_short(rows)
     # The anchor's own cell holds its × eager and no × compile over itself.
     assert "| torch.compile(tv), freezing | 42,667 2.00× | — |" in report.throughput_short(rows)
@@ -382,7 +402,7 @@ def test_report_holds_graph_replays_against_the_compile_anchor():
 def test_report_keeps_the_eager_row_beside_a_failed_capture_of_the_same_case(tmp_path):
     """bench.json's eager row and graph.json's row of the same case whose capture failed (timed
     eagerly, so the same name, timing and batch) are two results: the eager one stays in the eager
-    table."""
+    table; so is the same case at another batch from a third file."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -395,8 +415,9 @@ def test_report_keeps_the_eager_row_beside_a_failed_capture_of_the_same_case(tmp
 
     eager = bench_file("bench.json", median_s=0.010)
     failed = bench_file("graph.json", median_s=0.011, cuda_graph_error="RuntimeError: capture failed")
-    rows = report.load([eager, failed])["benchmarks"]
-    assert sorted(r["extra_info"]["median_s"] for r in rows) == [0.010, 0.011]
+    batch1 = bench_file("batch1.json", median_s=0.001, batch=1)
+    rows = report.load([eager, failed, batch1])["benchmarks"]
+    assert sorted(r["extra_info"]["median_s"] for r in rows) == [0.001, 0.010, 0.011]
 
 
 def test_measure_falls_back_to_eager_timing_when_capture_fails():
@@ -575,8 +596,9 @@ def test_first_forward_stopped_by_sigterm_kills_its_child_group_and_writes_its_r
 
 
 def test_report_lists_the_measured_pools_and_head():
-    """The stages' measured choices that bench_throughput records (helpers.choices.stem_choice) reach
-    the report: each max pool and the head with the candidates' µs."""
+    """The stages' measured choices that results recorded before the generic list kept in stem_conv1
+    (helpers.choices.stem_choice) reach the report: each max pool and the head with the candidates'
+    µs; rows that carry the generic list (measured_choices) get no such tables."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -593,6 +615,9 @@ def test_report_lists_the_measured_pools_and_head():
     text = report.throughput_markdown([_row("fused_triton", 0.008, stem_conv1=stem)])
     assert "| cuda bf16 channels_last b256 | head 256x1024x7x7 | triton | aten 15.0, triton 9.5 |" in text
     assert "| max pool 256x64x112x112 | aten | aten 80.0 |" in text
+    generic = [{"choice": "POOL_CHOICE", "chosen": "aten", "key": {"shape": [256, 64, 112, 112]}}]
+    text = report.throughput_markdown([_row("fused_triton", 0.008, stem_conv1=stem, measured_choices=generic)])
+    assert "The max pools and the head" not in text and "The stem's first conv" not in text
 
 
 H200 = "NVIDIA H200"
@@ -665,21 +690,39 @@ def _gpu_row(kind, block, impl, median_s, flops, nbytes, ceil, **extra):
 
 
 def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
-    """The blocks table: multiply-adds per image off the row's FLOPs, launch 1 ext over triton; the
-    stages table: the sum of every stage's µs per implementation and their ratio; × compile against
-    the default-mode anchor where reduce-overhead ran at the same config too; measured choices once
-    per choice and key, however many rows recorded them."""
+    """The blocks table: multiply-adds per image off the row's FLOPs, launch 1 ext over triton, the
+    stem's measured first conv per backend, the blocks whose capture failed (kept in the graph-timed
+    table), and a detail row per block and implementation (launch 1's error against the torch backend);
+    the short blocks table leaves the stem out; the stages table: the sum of every stage's µs per
+    implementation and their ratio, the short one in the network's order; × compile against the
+    default-mode anchor where reduce-overhead ran at the same config too; measured choices once per
+    choice and key, however many rows recorded them."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
     ceil = {"device_name": H200, "flop_per_s": 800e12, "byte_per_s": 4.0e12, "source": "measured"}
     blocks = [
+        _gpu_row("block", "inception3a", "torchvision", 1250e-6, 60e9, 100e6, ceil),
         _gpu_row("block", "inception3a", "triton", 200e-6, 60e9, 100e6, ceil),  # 60 GFLOP at b256: 117.2 MMAC/img
-        _gpu_row("block", "inception3a", "launch1_ext", 125e-6, 20e9, 50e6, ceil),
+        _gpu_row("block", "inception3a", "launch1_ext", 125e-6, 20e9, 50e6, ceil, rel_error_vs_torch_backend=1e-3),
         _gpu_row("block", "inception3a", "launch1_triton", 100e-6, 20e9, 50e6, ceil),
     ]
-    assert "| inception3a | 117.2 | 200 (37%) | 125 (20%) | 100 (25%) | 1.25× |" in report.blocks_markdown(blocks)
-    assert "| 3a | 200 37% | 125 20% | 100 25% | 1.25× |" in report.blocks_short(blocks)
+    stem = {"chosen": "im2col", "us": {"im2col": 150.0, "direct": 180.0}}
+    failed = {"timing": "cuda_events", "cuda_graph_error": "RuntimeError: capture failed"}
+    more = [
+        _gpu_row("block", "stem", "triton", 150e-6, 10e9, 80e6, ceil, stem_conv1=stem),
+        _gpu_row("block", "inception3b", "triton", 300e-6, 60e9, 100e6, ceil, **failed),
+    ]
+    assert len(report._block_groups([*blocks, *more])) == 1  # the failed capture stays with the graph rows
+    text = report.blocks_markdown([*blocks, *more])
+    assert "| inception3a | 117.2 | 1,250 (6%) | 200 (37%) | 125 (20%) | 100 (25%) | 1.25× |" in text
+    assert "The fused stem (backend triton) ran its first conv as `im2col` (measured, µs of conv1 + ReLU + max" in text
+    assert "max pool: im2col 150, direct 180)." in text
+    assert "(host time included):\n- inception3b triton: RuntimeError: capture failed\n" in text
+    # launch 1 ext: 20 GFLOP and 50 MB in 125 µs, 160 TFLOP/s and 400 GB/s; compute-bound (25 µs floor).
+    assert "| inception3a | launch-1 ext |  | 125 | 160.00 | 400 | 20% | compute | 20.00 | 50.0 | 1.0e-03 |" in text
+    short = report.blocks_short([*blocks, *more])
+    assert "| 3a | 1,250 6% | 200 37% | 125 20% | 100 25% | 1.25× |" in short and "| stem |" not in short
     stages = [
         _gpu_row("stage", "conv2", "torchvision", 100e-6, 6e9, 50e6, ceil),
         _gpu_row("stage", "conv2", "fused", 37.5e-6, 6e9, 50e6, ceil),
@@ -691,6 +734,9 @@ def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
     one_way = _gpu_row("stage", "conv1", "fused", 250e-6, 60e9, 180e6, ceil)
     total = "| **all stages outside the blocks** (not conv1: timed one way) |  |  | 225 | 100 | 2.25× |"
     assert total in report.stages_markdown([*stages, one_way])
+    head = [_gpu_row("stage", "head", impl, 10e-6, 1e9, 4e6, ceil) for impl in ("torchvision", "fused")]
+    short = report.stages_short([*head, *stages]).splitlines()
+    assert [line.split(" | ")[0] for line in short[3:]] == ["| conv2", "| maxpool3", "| head"]
     both = [
         _row("torchvision", 0.012),
         _row("tv_compile", 0.006),
@@ -726,7 +772,9 @@ def test_report_blocks_and_stages_tables_hold_their_ratios_and_totals():
 def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(tmp_path):
     """The GPU suite's check call has no benchmark JSON: report.py reports its first-forward,
     cold-start and training rows alone (no empty benchmark sections), takes the device from their
-    recorded environment, and its merged JSON renders the same tables again."""
+    recorded environment (a figure a cold-start batch did not record, or a worker pass that started no
+    worker, shows as —), and its merged JSON renders the same tables again (given with a training
+    file it already holds, that file's rows once); an input of ceilings alone is no result (exit 1)."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -743,7 +791,14 @@ def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(
         "threads": 16,
         "batches": {"256": {"rows": [], "summary": {"binaries": 186, "launches": 49, "keys": 49, "bench_runs": 301,
                                                     "bench_estimate_package_s": 9.03, "serial_s": 301.5,
-                                                    "parallel_s": 40.25}}},
+                                                    "parallel_s": 40.25}},
+                    "1": {"rows": [], "summary": {"binaries": 90, "launches": 30, "keys": 30, "bench_runs": 0,
+                                                  "bench_estimate_package_s": 0.0, "serial_s": 150.0,
+                                                  "parallel_s": 20.0,
+                                                  "workers": {"wall": 12.5, "compiled": 88, "failed": 2}}},
+                    "8": {"rows": [], "summary": {"binaries": 95, "launches": 31, "bench_runs": 4,
+                                                  "bench_estimate_package_s": 0.5,
+                                                  "workers": {"workers": 2, "jobs": 95, "skipped": "no room"}}}},
     }  # fmt: skip
     train = [
         {"op": "backward", "block": "inception4a", "size": 14, "batch": 256, "dtype": "bf16",
@@ -765,11 +820,17 @@ def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(
     assert "## Throughput" not in text and "## Blocks" not in text
     assert "first result not reached in 40 s" in text
     assert "| 256 | 186 | 49 | 49 | 301 | 9.0 | 301.5 | 40.2 | — |" in text
+    assert "| 1 | 90 | 30 | 30 | 0 | 0.0 | 150.0 | 20.0 | 12.5 (88 compiled, 2 failed) |" in text
+    assert "| 8 | 95 | 31 | — | 4 | 0.5 | — | — | — (no room) |" in text  # counted only; no worker started
     assert "| backward | inception4a | 14 | 256 | bf16 | 3.00 (2.90–3.10) | 2.00 (1.90–2.10) | AssertionError" in text
     assert "| bn_train | inception4a | 14 | 256 | bf16 | 1.20 | 1.00 | 0.40 | 3.00× |" in text
     again = tmp_path / "again.md"
     assert report.main([str(merged), "--md", str(again)]) == 0
     assert again.read_text().split("## ", 1)[1] == text.split("## ", 1)[1]
+    twice = report.load_side(report.load([str(merged)]), train=[str(paths["bwd"])])
+    assert twice["train"]["rows"] == train
+    (tmp_path / "ceilings_only.json").write_text(json.dumps({"ceilings": {"flop_per_s": 1e15, "byte_per_s": 4e12}}))
+    assert report.main([str(tmp_path / "ceilings_only.json"), "--md", str(tmp_path / "c.md")]) == 1
     with pytest.raises(SystemExit) as nothing:
         report.main(["--md", str(md)])
     assert nothing.value.code == 2
@@ -777,9 +838,11 @@ def test_report_of_side_inputs_only_holds_first_forward_cold_start_and_training(
 
 def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tmp_path):
     """On a synthetic GPU run: the header names the ceilings measured in the run, the stage table
-    holds each stage's µs and roofline fraction at those ceilings with what FusedGoogLeNet chose, the
-    measured choices are listed generically (an unknown choice object too), the first-forward rows
-    are tabulated, and the merged JSON renders the same report again."""
+    holds each stage's µs and roofline fraction at those ceilings with what FusedGoogLeNet chose (or
+    read from the choice store), the measured choices are listed generically (an unknown choice object
+    too; a key's false flags left out), largest batch first, the first-forward rows are tabulated (a
+    record from before deferred tuning with its second forward), and the merged JSON renders the same
+    report again."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -803,11 +866,27 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     fold_choice = {  # a choice object the report has never heard of
         "choice": "FOLD_CHOICE",
         "where": "inception4a",
-        "key": {"device": "cuda:0", "dtype": "bfloat16", "shape": [256, 480, 28, 28], "folded": True},
+        "key": {"device": "cuda:0", "dtype": "bfloat16", "shape": [256, 480, 28, 28], "folded": True, "pooled": False},
         "chosen": "folded",
         "us": {"separate": 190.0, "folded": 150.0},
         "errors": {"other": "RuntimeError: no kernel"},
         "stored": False,
+    }
+    fold_b1 = {**fold_choice, "key": {**fold_choice["key"], "shape": [1, 480, 28, 28]}, "errors": {}}
+    configs = ["BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=8"] * 4  # a key too long to show whole
+    wide_choice = {
+        **fold_b1,
+        "choice": "WIDE_CHOICE",
+        "key": {**fold_b1["key"], "folded": False, "configs": configs},
+        "errors": {"narrow": "RuntimeError: " + "x" * 300},
+    }
+    stored_choice = {
+        **pool_choice,
+        "where": "maxpool4",
+        "key": {**pool_choice["key"], "shape": [256, 832, 14, 14]},
+        "chosen": "aten",
+        "us": {},
+        "stored": True,
     }
     rows = [
         # maxpool3: 200 MB at 4 TB/s = 50 µs floor; fused in 62.5 µs = 80%, torchvision in 125 µs = 40%.
@@ -815,7 +894,18 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
         _gpu_row("stage", "maxpool3", "fused", 62.5e-6, 0, 200e6, ceil, measured_choices=[pool_choice]),
         # conv1: 60 GFLOP at 800 TFLOP/s = 75 µs floor; fused in 250 µs = 30%, below the 50% target.
         _gpu_row("stage", "conv1", "fused", 250e-6, 60e9, 180e6, ceil, measured_choices=[]),
-        _gpu_row("block", "inception4a", "triton", 200e-6, 100e9, 100e6, ceil, measured_choices=[fold_choice]),
+        _gpu_row(
+            "block",
+            "inception4a",
+            "triton",
+            200e-6,
+            100e9,
+            100e6,
+            ceil,
+            measured_choices=[fold_b1, fold_choice, wide_choice],
+        ),
+        # maxpool4: 100 MB at 4 TB/s = 25 µs floor; fused in 50 µs = 50%, its choice read from the store.
+        _gpu_row("stage", "maxpool4", "fused", 50e-6, 0, 100e6, ceil, measured_choices=[stored_choice]),
     ]
     blocks = tmp_path / "blocks.json"
     blocks.write_text(
@@ -858,6 +948,17 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
                         "first_forward_s": 3.0,
                         "error": "tuned not reached in 20 s",
                     },
+                    {
+                        "kind": "fused",
+                        "batch": 1,
+                        "cache": "warm",
+                        "device": "cuda",
+                        "dtype": "bf16",
+                        "to_first_result_s": 1.5,
+                        "first_forward_s": 0.5,
+                        "second_forward_s": 0.004,
+                        "precompile": {"submitted": 12, "compiled": 9, "failed": 1, "on_disk": 2, "workers_started": 4},
+                    },
                 ],
             }
         )
@@ -882,7 +983,7 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     )
     assert (
         "- ceilings measured in this run on NVIDIA H200: 800 TFLOP/s (torch.mm bf16 8192x8192x8192: "
-        "median 1.375 ms of 20)" in text
+        "median 1.375 ms of 20), 4,000 GB/s (Tensor.copy_ of 1024 MiB: median 0.537 ms of 20)" in text
     )
     assert "779" not in text and "2.98" not in text  # no H100 figure left anywhere
     assert "| maxpool3 | 0 | 200 | 125 (40%) | 62.5 (80%) | 2.00× | memory | POOL_CHOICE: triton |" in text
@@ -890,6 +991,9 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     assert "Below it (fused): conv1 30%." in text
     assert "at 800 TFLOP/s, 4,000 GB/s" in text  # the blocks' floor names the same ceilings
     assert "| POOL_CHOICE | maxpool3 | 256x480x28x28 | triton | triton 52.5, aten 80.0 | — |" in text
+    assert "| maxpool4 | 0 | 100 | — | 50 (50%) | — | memory | POOL_CHOICE: aten (stored) |" in text
+    assert "| POOL_CHOICE | maxpool4 | 256x832x14x14 | aten | stored | — |" in text
+    assert text.index("### cuda:0 bfloat16 batch 256\n") < text.index("### cuda:0 bfloat16 batch 1\n")
     assert (
         "| FOLD_CHOICE | inception4a | 256x480x28x28 | folded | folded 150.0, separate 190.0 | "
         "other: RuntimeError: no kernel | folded=True |" in text
@@ -898,9 +1002,18 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
         "| fused | 256 | cold | 9.5 | 6.0 | 31.2 | 8.0 |" in text
         and "| fused | 256 | warm | not run: past the deadline |" in text
         and "| fused | 1 | cold | 7.2 | 3.0 | tuned not reached in 20 s |" in text
+        and "| fused | 1 | warm | 1.5 | 0.5 |  | 4.0 | 12 / 9 / 1 / 2 (4 workers) |" in text
+    )
+    dropped, key = ("narrow: RuntimeError: " + "x" * 300)[:200], f"configs={configs}"[:137] + "..."
+    assert (
+        f"| WIDE_CHOICE | inception4a | 1x480x28x28 | folded | folded 150.0, separate 190.0 | {dropped} | {key} |"
+        in text
     )
     short = report.measured_choices_short(rows)
-    assert short == "measured choices, cuda:0 bfloat16 b256: FOLD_CHOICE folded×1; POOL_CHOICE triton×1"
+    assert short == (
+        "measured choices, cuda:0 bfloat16 b256: FOLD_CHOICE folded×1; POOL_CHOICE aten×1 triton×1\n"
+        "measured choices, cuda:0 bfloat16 b1: FOLD_CHOICE folded×1; WIDE_CHOICE folded×1"
+    )
     # The merged JSON is a complete input by itself: ceilings and first-forward rows included.
     again = tmp_path / "again.md"
     assert report.main([str(merged), "--md", str(again)]) == 0
@@ -1506,7 +1619,10 @@ def test_first_forward_runs_its_later_rows_without_a_candidate_that_faulted(monk
 
 def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
     """Steps that ran with INCEPTION_FAST_SKIP_CANDIDATES (the GPU suite sets it after a candidate's
-    fault) are named in the header, also when the merged JSON is read back; steps without are not."""
+    fault) are named in the header, also when the merged JSON is read back; steps without are not.
+    The header takes the device from the input that recorded the suite's environment (not from a
+    first input without it), states no TF32 where the environment does not allow it, and lists the
+    inputs it could not read."""
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
@@ -1520,7 +1636,13 @@ def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
     (tmp_path / "first.json").write_text(
         json.dumps({"environment": {"skipped_candidates": "a:b,pool:triton"}, "rows": []})
     )
-    merged = report.load_side(report.load(paths), first=str(tmp_path / "first.json"))
+    foreign = tmp_path / "foreign.json"  # machine_info without the suite's environment
+    foreign.write_text(json.dumps({"machine_info": {"node": "x"}, "benchmarks": []}))
+    absent = str(tmp_path / "absent.json")
+    merged = report.load_side(report.load([str(foreign), *paths, absent]), first=str(tmp_path / "first.json"))
+    header = report.header_markdown(merged)
+    assert header.startswith("# inception_fast benchmarks: stand-in\n") and "TF32" not in header
+    assert f"- missing inputs: {absent} (not found)\n" in header
     line = "candidates not measured (INCEPTION_FAST_SKIP_CANDIDATES: one that left the CUDA context unusable"
     expected = "pool:triton (in graph.json, blocks.json); a:b,pool:triton (in first.json)"
     assert f"{line} earlier in the run, or one the caller named): {expected}\n" in report.header_markdown(merged)
@@ -1528,6 +1650,65 @@ def test_report_says_which_inputs_ran_without_skipped_candidates(tmp_path):
     again = report.load([str(tmp_path / "merged.json")])
     assert expected in report.header_markdown(again)
     assert line not in report.header_markdown(report.load(paths[:1]))
+
+
+def test_report_states_the_autotuners_choices_per_kernel_shape_and_dtype():
+    """The Triton autotuning table: one row per kernel, shape and dtype (the first row that launched
+    it names it), channel counts multiplied back by C_UNIT, tile names abbreviated, every config's µs
+    fastest first, and a note where the times came from Triton's disk cache."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    shape = {"M": 784, "CIN_div_unit": 12, "NR": 6, "C_UNIT": 16, "ROW_UNIT": 8}
+    bf16 = {
+        "kernel": "_branch_convs_kernel",
+        "shape": shape,
+        "dtype": "bf16",
+        "chosen": "BLOCK_M=128, BLOCK_N=64",
+        "us": {"BLOCK_M=64, BLOCK_N=64": 12.5, "BLOCK_M=128, BLOCK_N=64": 10.5},
+    }
+    fp16 = {**bf16, "dtype": "fp16", "from_cache": True}
+    rows = [
+        _gpu_row("block", "inception3a", "triton", 200e-6, 60e9, 100e6, None, triton_tuning=[bf16]),
+        _gpu_row("block", "inception3b", "triton", 200e-6, 60e9, 100e6, None, triton_tuning=[bf16, fp16]),
+    ]
+    text = report.tuning_markdown(rows)
+    row = "| _branch_convs_kernel | M=784 CIN=192 NR=96 | {} | M=128, N=64 | M=128, N=64: 10.5; M=64, N=64: 12.5"
+    assert f"| inception3a (b256) {row.format('bf16')} |" in text
+    assert f"| inception3b (b256) {row.format('fp16')} (Triton's disk cache: an earlier step's benchmark) |" in text
+    assert text.count("| _branch_convs_kernel |") == 2
+
+
+def test_report_blocks_chart_shows_the_largest_batch_as_speedups_over_torchvision(tmp_path, monkeypatch):
+    """Without a roofline the chart's stage and block panels are torchvision's time over each
+    implementation's, at the largest batch, for whole blocks only (no launch-1 rows)."""
+    figure = pytest.importorskip("matplotlib.figure")
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    figures = []
+    monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+
+    def row(kind, name, impl, median_s, batch=8):
+        return {"kind": kind, "block": name, "impl": impl, "device": "cpu", "dtype": "fp32", "batch": batch,
+                "median_s": median_s, "roofline_fraction": None}  # fmt: skip
+
+    rows = [
+        row("stage", "conv2", "torchvision", 100e-6),
+        row("stage", "conv2", "fused", 50e-6),
+        row("block", "inception3a", "torchvision", 200e-6),
+        row("block", "inception3a", "triton", 100e-6),
+        row("block", "inception3a", "launch1_triton", 40e-6),
+        row("block", "inception3a", "torchvision", 20e-6, batch=1),
+        row("block", "inception3a", "triton", 5e-6, batch=1),
+    ]
+    merged = {"machine_info": {}, "benchmarks": [{"extra_info": r} for r in rows]}
+    assert report.chart(merged, str(tmp_path / "chart.png")) is None
+    stages, blocks = figures[0].axes
+    assert [p.get_height() for p in stages.patches] == [pytest.approx(2.0)]
+    assert [p.get_height() for p in blocks.patches] == [pytest.approx(2.0)]
+    assert blocks.get_title() == "per block, cpu fp32 batch 8"
+    assert [t.get_text() for t in blocks.get_legend().get_texts()] == ["triton"]
 
 
 def _quick_cpu_settings(monkeypatch, image_size: int = 32):
@@ -1769,6 +1950,7 @@ def test_train_cpu_reports_each_models_images_per_second_and_the_fused_over_refe
     from torch import nn
 
     from benchmarks import train_cpu
+    from inception_fast.backends import onednn_backend
 
     clock = types.SimpleNamespace(now=0.0)
     asked, autocast = [], []
@@ -1791,6 +1973,8 @@ def test_train_cpu_reports_each_models_images_per_second_and_the_fused_over_refe
 
     monkeypatch.setattr(train_cpu, "build_models", build_models)
     monkeypatch.setattr(train_cpu, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    # The stubs run no convolution, so bfloat16 is allowed on any CPU (test_train checks the refusal).
+    monkeypatch.setattr(onednn_backend, "bf16_supported", lambda: True)
     argv = ["--image-size", "16", "--batch", "4", "--rounds", "3", "--steps", "2", "--backend", "onednn"]
     train_cpu.main([*argv, "--dtype", "bfloat16"])
     out = capsys.readouterr().out
@@ -1865,3 +2049,70 @@ def test_throughput_compile_and_peer_rows_time_what_their_label_says(monkeypatch
     info = bench.extra_info
     assert info["dtype"] == "bf16" and info["inference_precision"] == "bf16" and info["inference_threads"] == 2
     assert torch.equal(compared[-1][0], torch.from_numpy(engine_out)) and compared[-1][1] is eager
+
+
+class _Benchmark:
+    """pytest-benchmark's fixture as bench_blocks uses it: extra_info, group and one pedantic round."""
+
+    def __init__(self):
+        self.extra_info, self.group = {}, None
+
+    def pedantic(self, fn, rounds, iterations, warmup_rounds):
+        fn()
+
+
+BLOCK_ROWS = {  # (block, impl): the backend its row names
+    ("stem", "torchvision"): "aten-unfused",
+    ("stem", "torch"): "aten-folded",
+    ("conv1", "fused"): "fused-auto",
+    ("conv2", "fused"): "fused-auto",
+    ("conv3", "fused"): "fused-auto",
+    ("maxpool4", "fused"): "fused-auto",
+    ("head", "torchvision"): "aten-unfused",
+    ("inception3a", "torchvision"): "aten-unfused",
+    ("inception3a", "torch"): "torch",
+    ("inception3a", "launch1_ext"): "cpp",
+    ("inception3a", "launch1_reduce"): "triton",
+    ("inception3a", "launch1_pool"): "triton",
+}
+
+
+@pytest.mark.parametrize("block, impl", list(BLOCK_ROWS), ids=[" ".join(k) for k in BLOCK_ROWS])
+def test_block_rows_hold_their_work_time_and_parity(block, impl, monkeypatch):
+    """bench_blocks.test_block in quick CPU settings, in this process: the row names its backend, its
+    input and output shapes, its work (the block's or stage's convs; launch 1's roles: the three 1x1s
+    that read the block input, the pool projection, or both), its time in µs, its error against
+    torchvision's layers (launch 1: the torch backend) within fp32's tolerance, and, on the fused stem,
+    the conv1 form chosen and the measured choices; a fused stage's choices are its own."""
+    from benchmarks import bench_blocks
+    from benchmarks.helpers.settings import STAGES, BlockCase
+    from benchmarks.helpers.shapes import block_shapes, stage_shapes
+    from inception_fast.testing import TOLERANCE
+
+    s = _quick_cpu_settings(monkeypatch, 64)  # maxpool3's and maxpool4's geometry differ on its 4x4 map
+    monkeypatch.setattr(bench_blocks, "settings", lambda: s)
+    bench = _Benchmark()
+    bench_blocks.test_block(bench, BlockCase(block, impl))
+    r = bench.extra_info
+    shape = (stage_shapes if block in STAGES else block_shapes)(s.image_size)[block]
+    batch = s.block_batch
+    assert r["kind"] == ("stage" if block in STAGES else "block") and r["backend"] == BLOCK_ROWS[block, impl], r
+    assert r["input_shape"] == [batch, *shape.input_chw] and r["output_shape"] == [batch, *shape.output_chw], r
+    assert r["time_us"] == pytest.approx(r["median_s"] * 1e6), r
+    if impl.startswith("launch1_"):
+        roles = {"launch1_reduce": ["reduce"], "launch1_pool": ["pool"]}.get(impl, ["reduce", "pool"])
+        assert r["op"] == "launch1" and r["roles"] == roles, r
+        *reduce, pool = [c for c in shape.convs if c.cin == shape.input_chw[0] and c.kh == c.kw == 1]
+        convs = (reduce if "reduce" in roles else []) + ([pool] if "pool" in roles else [])
+        assert r["flops"] == 2 * batch * sum(c.macs_per_image() for c in convs), r
+        assert r["rel_error_vs_torch_backend"] < TOLERANCE["fp32"], r
+    else:
+        assert r["flops"] == shape.flops(batch) and r["bytes"] == shape.bytes(batch, 4), r
+        if impl != "torchvision":
+            assert r["rel_error_vs_torchvision"] < TOLERANCE["fp32"], r
+        else:
+            assert "rel_error_vs_torchvision" not in r, r
+    fused_stem = block == "stem" and impl != "torchvision"
+    assert ("stem_conv1" in r) == fused_stem and ("measured_choices" in r) == (fused_stem or impl == "fused"), r
+    if impl == "fused":
+        assert all(block in c["where"].split("/") for c in r["measured_choices"]), r

@@ -499,12 +499,12 @@ def test_cold_start_one_thread_leaves_the_worker_pass_out(tmp_path):
     assert calls["workers"] == [] and "workers" not in calls["json"]["batches"]["1"]["summary"]
 
 
-def test_cold_start_worker_pass_says_when_no_worker_started():
+def test_cold_start_worker_pass_says_when_no_worker_started(tmp_path):
     """cold_start.compile_workers where the compile pool hands out no job (it found room for fewer
-    than two workers): the pass is reported as not measured, with the jobs recorded and the reason,
-    and main prints that reason instead of a wall time for zero binaries."""
+    than two workers): the pass is reported as not measured, with the jobs recorded and the reason;
+    main prints that reason instead of a wall time for zero binaries, and the JSON summary holds it."""
     script = (
-        "import contextlib, io, json\n"
+        "import contextlib, io, json, sys\n"
         "from inception_fast.backends.triton import compile_pool\n"
         "real, out = cs.launches, {}\n"
         "cs.launches = lambda *a, **k: [r for r in real(*a, **k) if r[0] == 'stem_rows_pad']\n"
@@ -513,12 +513,14 @@ def test_cold_start_worker_pass_says_when_no_worker_started():
         "cs.compile_workers = lambda *a: out['workers']\n"
         "printed = io.StringIO()\n"
         "with contextlib.redirect_stdout(printed):\n"
-        "    cs.main(['--batches', '1', '--threads', '2', '--workers-only'])\n"
+        "    cs.main(['--batches', '1', '--threads', '2', '--workers-only', '--json', sys.argv[1]])\n"
         "out['printed'] = printed.getvalue()\n"
+        "out['json'] = json.load(open(sys.argv[1]))['batches']['1']['summary']\n"
         "print(json.dumps(out))\n"
     )
-    found = _cold_start(script)
+    found = _cold_start(script, tmp_path / "c.json")
     w = found["workers"]
+    assert found["json"]["workers"] == w
     assert {k: w[k] for k in ("workers", "jobs")} == {"workers": 2, "jobs": 1} and "no workers" in w["skipped"]
     assert f"compile wall in worker processes: not measured ({w['skipped']})" in found["printed"]
     assert "binaries (" not in found["printed"]

@@ -22,7 +22,7 @@ from model_cases import (
 )
 
 from inception_fast import FusedGoogLeNet, FusedInception, GoogLeNet, Inception, available_backends, fuse
-from inception_fast.backends import availability, resolve
+from inception_fast.backends import availability, onednn_backend, resolve
 from inception_fast.reference import BLOCK_CONFIGS
 from inception_fast.testing import TOLERANCE, calibrate, check_close, reduced_precision_bound, rel_error, same_bits
 
@@ -185,13 +185,18 @@ def test_other_variants_parity(variant, size):
 @pytest.mark.parametrize("backend", ["torch", "onednn"])
 def test_paper_variant_bfloat16_on_cpu(backend):
     """PyTorch has no 16-bit LocalResponseNorm on the CPU: the paper variant's normalises such
-    input in float32 and rounds once, and the fused network in bfloat16 follows its reference."""
+    input in float32 and rounds once, and the fused network in bfloat16 follows its reference (on
+    a CPU without oneDNN's bfloat16 convolutions the onednn backend refuses it by name instead)."""
     lrn = GoogLeNet(variant="paper").lrn1
     x = torch.randn(2, 64, 9, 9).to(torch.bfloat16)
     assert same_bits(lrn(x), torch.nn.functional.local_response_norm(x.float(), 5, 1e-4, 0.75, 1.0).bfloat16())
     ref = calibrated_net("paper", 64)[0]
     fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
     x = torch.randn(2, 3, 64, 64)
+    if backend == "onednn" and not onednn_backend.bf16_supported():
+        with torch.no_grad(), pytest.raises(TypeError, match="'onednn' backend computes bfloat16 only on CPUs with"):
+            fused.bfloat16()(x.bfloat16())
+        return
     with torch.no_grad():
         ref16 = copy.deepcopy(ref).bfloat16()(x.bfloat16())
         ref64 = copy.deepcopy(ref).double()(x.double())

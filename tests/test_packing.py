@@ -121,26 +121,33 @@ def test_watched_weights_written_while_packing(backend, undone, monkeypatch):
 def test_inference_mode_forward_then_input_gradient(backend, network):
     """A frozen model run once under inference_mode (a validation pass), then given an input that
     wants its gradient (a saliency map, an adversarial attack): the cached packed weights, built
-    under inference_mode, can be saved for the backward, and the gradient is the reference's."""
+    under inference_mode, can be saved for the backward, and the gradient is the reference's (a
+    block), or the whole network's is the one the same fused model gives without that pass (in fp32
+    a whole network's input gradient can take another branch of a max pool or ReLU than fp64's
+    wherever two values lie within rounding, so it is not held to the reference here)."""
     if network:
         ref, _ = calibrated_net("torchvision", 32)
         fused = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
+        want_model = FusedGoogLeNet.from_torchvision(ref, backend=backend).eval()
         x = torch.randn(2, 3, 32, 32)
     else:
         ref = _block(4)
         fused = FusedInception.from_torchvision(ref, backend=backend).eval()
+        want_model = copy.deepcopy(ref).double()
         x = torch.randn(2, 16, 6, 6)
-    for model in (ref, fused):
+    for model in (want_model, fused):
         model.requires_grad_(False)
     with torch.inference_mode():
         fused(x)
     grads = []
-    for model in (copy.deepcopy(ref).double(), ref, fused):
+    for model in (want_model, fused):
         xg = x.to(next(model.parameters()).dtype, copy=True).requires_grad_(True)
-        model(xg).square().sum().backward()
+        out = model(xg)
+        assert out.std() > 0.05, "activations vanished; the comparison could not fail"
+        out.square().sum().backward()
         grads.append(xg.grad)
-    want, own, got = grads
-    check_close(got, want, reduced_precision_bound(own, want) if network else FP32, "input gradient")
+    want, got = grads
+    check_close(got, want, FP32, "input gradient")
 
 
 def test_a_compiled_forward_reads_no_stand_ins(monkeypatch):
