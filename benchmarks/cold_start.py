@@ -435,12 +435,11 @@ def main(argv=None) -> int:
             f"{summary['bench_estimate_package_s']:.1f} s at the autotuners' {warmup:g} + {rep:g} ms "
             "(_common.tuning_bench_ms)"
         )
-        if workers and "skipped" in workers:
-            summary["workers"] = workers
-            print(f"compile wall in worker processes: not measured ({workers['skipped']})")
+        if workers:
+            summary["workers"] = w = workers
+        if workers and "skipped" in w:
+            print(f"compile wall in worker processes: not measured ({w['skipped']})")
         elif workers:
-            summary["workers"] = workers
-            w = workers
             print(
                 f"compile wall, all at once in {w['workers']} worker processes (inception_fast.precompile): "
                 f"{w['wall']:.1f} s for {w['jobs']} binaries ({w['compiled']} compiled, {w['failed']} failed; "

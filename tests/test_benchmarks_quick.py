@@ -420,19 +420,23 @@ def test_report_keeps_the_eager_row_beside_a_failed_capture_of_the_same_case(tmp
     assert sorted(r["extra_info"]["median_s"] for r in rows) == [0.001, 0.010, 0.011]
 
 
+class _Benchmark:
+    """pytest-benchmark's fixture as measure() uses it: extra_info, group and one pedantic round that runs fn."""
+
+    def __init__(self):
+        self.extra_info, self.group = {}, None
+
+    def pedantic(self, fn, rounds, iterations, warmup_rounds):
+        fn()
+
+
 def test_measure_falls_back_to_eager_timing_when_capture_fails():
     sys.path.insert(0, str(REPO))
     from benchmarks.helpers.measure import measure
     from benchmarks.helpers.settings import settings
 
-    class Bench:
-        extra_info: dict = {}
-
-        def pedantic(self, fn, rounds, iterations, warmup_rounds):
-            fn()
-
     s = settings()
-    bench = Bench()
+    bench = _Benchmark()
     timing = measure(bench, lambda: None, s, batch=1, extra={"kind": "block"}, cuda_graph=True)
     assert timing.median_s > 0
     assert bench.extra_info["timing"] != "cuda_graph" and "cuda_graph_error" in bench.extra_info
@@ -2049,16 +2053,6 @@ def test_throughput_compile_and_peer_rows_time_what_their_label_says(monkeypatch
     info = bench.extra_info
     assert info["dtype"] == "bf16" and info["inference_precision"] == "bf16" and info["inference_threads"] == 2
     assert torch.equal(compared[-1][0], torch.from_numpy(engine_out)) and compared[-1][1] is eager
-
-
-class _Benchmark:
-    """pytest-benchmark's fixture as bench_blocks uses it: extra_info, group and one pedantic round."""
-
-    def __init__(self):
-        self.extra_info, self.group = {}, None
-
-    def pedantic(self, fn, rounds, iterations, warmup_rounds):
-        fn()
 
 
 BLOCK_ROWS = {  # (block, impl): the backend its row names

@@ -11494,7 +11494,7 @@ MUTANTS = [
     Mutant(
         "cs_json_no_workers",
         "benchmarks/cold_start.py",
-        '            summary["workers"] = workers\n            w = workers\n',
+        '            summary["workers"] = w = workers\n',
         "            w = workers\n",
         ("tests/test_cold_start.py", "-k", "reports_each_pass"),
         "the worker pass's figures are left out of the JSON summary",
@@ -12062,8 +12062,8 @@ MUTANTS = [
     Mutant(
         "cs_workers_skip_printed_as_figure",
         "benchmarks/cold_start.py",
-        '        if workers and "skipped" in workers:',
-        '        if workers and "skipped" in workers and 0:',
+        '        if workers and "skipped" in w:',
+        '        if workers and "skipped" in w and 0:',
         ("tests/test_cold_start.py", "-k", "no_worker_started"),
         "cold_start prints a skipped worker pass as if it had measured one",
     ),
@@ -12350,8 +12350,8 @@ MUTANTS = [
     Mutant(
         "cs_workers_skip_left_out_of_json",
         "benchmarks/cold_start.py",
-        '        if workers and "skipped" in workers:\n            summary["workers"] = workers\n',
-        '        if workers and "skipped" in workers:\n',
+        '            summary["workers"] = w = workers\n',
+        '            w = workers\n            summary["workers"] = {k: v for k, v in w.items() if k != "skipped"}\n',
         ("tests/test_cold_start.py", "-k", "no_worker_started"),
         "cold_start's JSON summary leaves out why the worker pass was not measured",
     ),
