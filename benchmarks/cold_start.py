@@ -45,7 +45,9 @@ will meet.  Not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -221,15 +223,31 @@ def binaries(batch: int, dtype: str = "bf16", train: bool = False, arch: int = 9
     return found, counts
 
 
-def _fresh_cache() -> str:
-    """Points Triton's cache at a new empty directory (so every compile below is a cold one)."""
+@contextlib.contextmanager
+def _fresh_cache():
+    """Triton's cache pointed at a new empty directory inside the block (so every compile in it is
+    a cold one); afterwards the directory, with every binary compiled into it, is removed and the
+    cache Triton used before is restored."""
     path = tempfile.mkdtemp(prefix="cold_start_")
+    before = os.environ.get("TRITON_CACHE_DIR")
+    knobs = getattr(getattr(triton, "knobs", None), "cache", None)  # Triton without knobs reads the variable
+    pinned = knobs is not None and "dir" in vars(knobs)
+    old_pin = vars(knobs)["dir"] if pinned else None
     os.environ["TRITON_CACHE_DIR"] = path
+    if knobs is not None:
+        knobs.dir = path
     try:
-        triton.knobs.cache.dir = path
-    except AttributeError:  # Triton without knobs reads the variable
-        pass
-    return path
+        yield path
+    finally:
+        if knobs is not None:
+            del knobs.dir
+            if pinned:
+                knobs.dir = old_pin
+        if before is None:
+            os.environ.pop("TRITON_CACHE_DIR", None)
+        else:
+            os.environ["TRITON_CACHE_DIR"] = before
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cpu_seconds() -> float:
@@ -244,42 +262,42 @@ def compile_all(found: dict, arch: int, threads: int, per_launch: bool = False) 
     another).  ``per_launch``: launch by launch, each launch's new binaries on a pool of their own
     (at most ``threads``), as the autotuners compile a new shape's configs before benchmarking
     them; else all binaries on one pool, as a precompile of the whole forward would."""
-    _fresh_cache()
-    target = GPUTarget("cuda", arch, 32)
+    with _fresh_cache():
+        target = GPUTarget("cuda", arch, 32)
 
-    def one(item):
-        label, src, options, _index = item
-        t = time.perf_counter()
-        triton.compile(src, target=target, options=options)
-        return label, time.perf_counter() - t
+        def one(item):
+            label, src, options, _index = item
+            t = time.perf_counter()
+            triton.compile(src, target=target, options=options)
+            return label, time.perf_counter() - t
 
-    batches = [list(found.values())]
-    if per_launch:
-        by_launch: dict = {}
-        for item in found.values():
-            by_launch.setdefault(item[3], []).append(item)
-        batches = [by_launch[i] for i in sorted(by_launch)]
-    t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    done = []
-    mode = "one by one" if threads <= 1 else ("launch by launch" if per_launch else "all at once")
-    for items in batches:
-        if threads <= 1 or len(items) == 1:
-            done += [one(item) for item in items]
-        else:
-            with ThreadPoolExecutor(min(threads, len(items))) as pool:
-                done += list(pool.map(one, items))
-        # Progress on stderr (the tables go to stdout): a pass takes a minute or more.
-        print(
-            f"cold_start: {mode}: {len(done)}/{len(found)} binaries compiled, {time.perf_counter() - t0:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    # CPU seconds per wall second above 1 on the pool: the compiles ran side by side (outside the
-    # GIL), whatever else the machine was running.
-    per = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - cpu0}
-    for label, seconds in done:
-        per.setdefault(label, []).append(seconds)
-    return per
+        batches = [list(found.values())]
+        if per_launch:
+            by_launch: dict = {}
+            for item in found.values():
+                by_launch.setdefault(item[3], []).append(item)
+            batches = [by_launch[i] for i in sorted(by_launch)]
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        done = []
+        mode = "one by one" if threads <= 1 else ("launch by launch" if per_launch else "all at once")
+        for items in batches:
+            if threads <= 1 or len(items) == 1:
+                done += [one(item) for item in items]
+            else:
+                with ThreadPoolExecutor(min(threads, len(items))) as pool:
+                    done += list(pool.map(one, items))
+            # Progress on stderr (the tables go to stdout): a pass takes a minute or more.
+            print(
+                f"cold_start: {mode}: {len(done)}/{len(found)} binaries compiled, {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        # CPU seconds per wall second above 1 on the pool: the compiles ran side by side (outside the
+        # GIL), whatever else the machine was running.
+        per = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - cpu0}
+        for label, seconds in done:
+            per.setdefault(label, []).append(seconds)
+        return per
 
 
 def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int) -> dict:
@@ -293,56 +311,56 @@ def compile_workers(batch: int, dtype: str, train: bool, arch: int, workers: int
 
     from inception_fast.backends.triton import compile_pool
 
-    _fresh_cache()
-    os.environ[compile_pool.ENV_COMPILE_THREADS] = str(workers)
-    # This process launches nothing: the driver that only names the target stays active (Triton's
-    # own would fail to start on a machine without a GPU).
-    driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
-    calls = [
-        (kernel, args, meta, c)
-        for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train, arch)
-        for c in autotuned_configs(kernel, tuned, args, meta)
-    ]
-    t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    recorded = compile_pool.record(lambda: [config_warmup(k, (1,), a, m, c) for k, a, m, c in calls])
-    futures = compile_pool.submit(recorded, force=True)
-    if recorded and not futures:
+    with _fresh_cache():
+        os.environ[compile_pool.ENV_COMPILE_THREADS] = str(workers)
+        # This process launches nothing: the driver that only names the target stays active (Triton's
+        # own would fail to start on a machine without a GPU).
+        driver.set_active(compile_pool.TargetOnlyDriver("cuda", arch, 32))
+        calls = [
+            (kernel, args, meta, c)
+            for _kl, _ll, kernel, tuned, args, meta in launches(batch, dtype, train, arch)
+            for c in autotuned_configs(kernel, tuned, args, meta)
+        ]
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        recorded = compile_pool.record(lambda: [config_warmup(k, (1,), a, m, c) for k, a, m, c in calls])
+        futures = compile_pool.submit(recorded, force=True)
+        if recorded and not futures:
+            compile_pool.close()
+            return {
+                "workers": workers,
+                "jobs": len(recorded),
+                "skipped": "the compile pool started no workers: it needs room for two (CPUs, --threads, memory)",
+            }
+        done = 0
+        for f in futures:
+            f.exception()
+            done += 1
+            if done % 20 == 0 or done == len(futures):
+                print(
+                    f"cold_start: {workers} workers: {done}/{len(futures)} binaries, {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        compiled = compile_pool.wait(futures)
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         compile_pool.close()
+        hits = []
+        triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
+        try:
+            for k, a, m, c in calls:
+                config_warmup(k, (1,), a, m, c)
+        finally:
+            triton.knobs.compilation.listener = None
         return {
+            "wall": wall,
+            "cpu": cpu,
             "workers": workers,
-            "jobs": len(recorded),
-            "skipped": "the compile pool started no workers: it needs room for two (CPUs, --threads, memory)",
+            "jobs": len(futures),
+            "compiled": compiled,
+            "failed": len(futures) - compiled,
+            "loads": len(hits),
+            "hits": sum(hits),
         }
-    done = 0
-    for f in futures:
-        f.exception()
-        done += 1
-        if done % 20 == 0 or done == len(futures):
-            print(
-                f"cold_start: {workers} workers: {done}/{len(futures)} binaries, {time.perf_counter() - t0:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    compiled = compile_pool.wait(futures)
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    compile_pool.close()
-    hits = []
-    triton.knobs.compilation.listener = lambda **kw: hits.append(bool(kw["cache_hit"]))
-    try:
-        for k, a, m, c in calls:
-            config_warmup(k, (1,), a, m, c)
-    finally:
-        triton.knobs.compilation.listener = None
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "workers": workers,
-        "jobs": len(futures),
-        "compiled": compiled,
-        "failed": len(futures) - compiled,
-        "loads": len(hits),
-        "hits": sum(hits),
-    }
 
 
 def main(argv=None) -> int:

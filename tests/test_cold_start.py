@@ -344,7 +344,7 @@ def test_cold_start_counts_binaries_keys_and_benchmark_runs_per_launch():
 # main() with the compiles stood in for: triton.compile sleeps a moment per binary (recording which
 # binary's launch, when, for which arch), compile_workers answers a fixed record; every call is recorded.
 _MAIN_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 import triton
 from inception_fast.backends.triton._common import tuning_bench_ms
 real_binaries, real_compile_all = cs.binaries, cs.compile_all
@@ -359,6 +359,7 @@ def compile(src, target, options):
     start = time.perf_counter()
     time.sleep(0.0002 * options["num_warps"])
     compiled.append([index_of[id(src)], start, time.perf_counter(), target.arch])
+    caches.add((os.environ["TRITON_CACHE_DIR"], triton.knobs.cache.dir))
 def compile_all(found, arch, threads, per_launch=False):
     compiled.clear()
     per = real_compile_all(found, arch, threads, per_launch)
@@ -368,10 +369,13 @@ WORKERS = {"wall": 2.0, "cpu": 0.5, "jobs": 7, "compiled": 6, "failed": 1, "load
 def compile_workers(batch, dtype, train, arch, workers):
     calls["workers"].append([batch, dtype, train, arch, workers])
     return dict(WORKERS, workers=workers)
-compiled = []
+compiled, caches = [], set()
 triton.compile = compile
 cs.binaries, cs.compile_all, cs.compile_workers = binaries, compile_all, compile_workers
+os.environ["TRITON_CACHE_DIR"] = "the-users-cache"
 cs.main(sys.argv[1:])
+calls["caches"] = [[env, knob, os.path.exists(env)] for env, knob in sorted(caches)]
+calls["cache_after"] = [os.environ["TRITON_CACHE_DIR"], triton.knobs.cache.dir]
 calls["json"] = json.load(open(sys.argv[sys.argv.index("--json") + 1]))
 calls["do_bench_ms"], calls["tuning_ms"], calls["stub_workers"] = cs.DO_BENCH_MS, tuning_bench_ms(), WORKERS
 print(json.dumps(calls))
@@ -430,6 +434,12 @@ def test_cold_start_reports_each_pass_per_kernel(tmp_path, passes):
         assert all(c[3] == 90 for c in compiles) and len(compiles) == summary["binaries"]
         for index, start, _end, _arch in compiles:
             assert all(end <= start for j, _s, end, _a in compiles if j < index), index
+    # Each pass compiled into a cache of its own (Triton's variable and knob alike), removed after
+    # it; the user's cache is Triton's again afterwards.
+    assert calls["cache_after"] == ["the-users-cache"] * 2
+    assert len(calls["caches"]) == len(calls["passes"]) == len({env for env, _k, _e in calls["caches"]})
+    for env, knob, exists in calls["caches"]:
+        assert env == knob and os.path.basename(env).startswith("cold_start_") and not exists, env
 
 
 def test_cold_start_refuses_bad_arguments_in_one_line(tmp_path):
@@ -472,20 +482,29 @@ def test_cold_start_worker_pass_counts_the_loads_the_cache_answered():
     script = (
         "import json, os\n"
         "from concurrent.futures import Future\n"
+        "import triton\n"
         "from inception_fast.backends.triton import compile_pool\n"
         "real, out = cs.launches, {}\n"
+        "os.environ['TRITON_CACHE_DIR'] = 'the-users-cache'\n"
         "cs.launches = lambda *a, **k: [r for r in real(*a, **k) if r[0] == 'stem_rows_pad']\n"
         "def submit(recorded, force=False):\n"
+        "    out['cache'] = [os.environ['TRITON_CACHE_DIR'], triton.knobs.cache.dir]\n"
         "    out['recorded'], future = len(recorded), Future()\n"
         "    future.set_exception(RuntimeError('no worker'))\n"
         "    return [future]\n"
         "compile_pool.submit, compile_pool.wait = submit, lambda futures: 0\n"
         "out['workers'] = cs.compile_workers(1, 'bf16', False, 90, 2)\n"
         "out['threads'] = os.environ[compile_pool.ENV_COMPILE_THREADS]\n"
+        "out['after'] = [os.environ['TRITON_CACHE_DIR'], triton.knobs.cache.dir, os.path.exists(out['cache'][0])]\n"
         "print(json.dumps(out))\n"
     )
     found = _cold_start(script)
     assert found["recorded"] == 1 and found["threads"] == "2"
+    # The jobs went out with Triton's cache at a new directory, removed afterwards, and the user's
+    # cache restored.
+    env, knob = found["cache"]
+    assert env == knob and os.path.basename(env).startswith("cold_start_"), found["cache"]
+    assert found["after"] == ["the-users-cache", "the-users-cache", False]
     w = {k: v for k, v in found["workers"].items() if k not in ("wall", "cpu")}
     assert w == {"workers": 2, "jobs": 1, "compiled": 0, "failed": 1, "loads": 1, "hits": 0}
 

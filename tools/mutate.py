@@ -12675,6 +12675,38 @@ MUTANTS = [
         REPORT,
         "a measured choice's dropped-candidates text is never cut, however long",
     ),
+    Mutant(
+        "cs_cache_dir_kept",
+        "benchmarks/cold_start.py",
+        "        shutil.rmtree(path, ignore_errors=True)\n",
+        "        pass\n",
+        ("tests/test_cold_start.py", "-k", "reports_each_pass or loads_the_cache"),
+        "each pass's fresh Triton cache (every binary it compiled) is left behind in the temp directory",
+    ),
+    Mutant(
+        "cs_cache_env_kept",
+        "benchmarks/cold_start.py",
+        '            os.environ["TRITON_CACHE_DIR"] = before\n',
+        "            pass\n",
+        ("tests/test_cold_start.py", "-k", "reports_each_pass or loads_the_cache"),
+        "TRITON_CACHE_DIR keeps pointing at the removed pass cache after a pass",
+    ),
+    Mutant(
+        "cs_cache_knob_kept",
+        "benchmarks/cold_start.py",
+        "            del knobs.dir\n",
+        "            pass\n",
+        ("tests/test_cold_start.py", "-k", "reports_each_pass or loads_the_cache"),
+        "Triton's cache-dir knob stays pinned to the removed pass cache after a pass",
+    ),
+    Mutant(
+        "cs_cache_shared",
+        "benchmarks/cold_start.py",
+        '    path = tempfile.mkdtemp(prefix="cold_start_")\n',
+        '    path = os.path.join(tempfile.gettempdir(), "cold_start_shared")\n    os.makedirs(path, exist_ok=True)\n',
+        ("tests/test_cold_start.py", "-k", "reports_each_pass or loads_the_cache"),
+        "every pass compiles into one shared cache directory (only the first pass is cold)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
