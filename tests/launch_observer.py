@@ -51,14 +51,21 @@ def counting_do_bench():
 
 def forcing_chooser(winner: str):
     """A MeasuredChoice that measures on CPU, whose stand-in timer makes the candidate named
-    ``winner`` the fastest (every candidate still runs, so each one's parity check runs too)."""
+    ``winner`` the fastest (every candidate still runs, so each one's parity check runs too).
+    ``chooser.measuring_launches``: the Triton launches each timed run made, in order."""
     from inception_fast import choices
+    from inception_fast.backends.triton import _common
 
     def timer(fn, device, repeats):
-        fn()
+        before = _common.launch_count()
+        try:
+            fn()
+        finally:
+            chooser.measuring_launches.append(_common.launch_count() - before)
         return 1.0 if getattr(timer, "name", None) == winner else 2.0
 
     chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
+    chooser.measuring_launches = []
     real_pick = chooser.pick
 
     def pick(key, device, runners):  # lets the timer know whose run it is timing

@@ -45,24 +45,27 @@ def test_every_stem_variant_matches_the_reference(monkeypatch, variant, size, fm
         expected.insert(0, "onednn")
     if "triton" in available_backends("cpu"):
         expected += ["triton", "triton_conv", "triton_rows", "triton_rows_pool"]
+    stems = []  # each candidate's stem output: the same for every winner, so run in the first forward only
     for winner in expected:
         calls = []
 
         def timer(fn, device, repeats, winner=winner):
-            out = fn()
-            assert out.is_contiguous(memory_format=CL)
-            calls.append(out)
+            if len(stems) < len(expected):
+                stems.append(fn())
+            calls.append(fn)
             return 1.0 if len(calls) - 1 == expected.index(winner) else 2.0
 
         chooser = choices.MeasuredChoice(measure_on=("cpu",), timer=timer)
         monkeypatch.setattr(choices, "STEM_CHOICE", chooser)
         with torch.no_grad():
-            out = fused(x)
+            out = fused(x)  # the winner's stem computes this output
         assert len(calls) == len(expected) and [c.name for c in chooser.choices().values()] == [winner]
         assert list(chooser.choices().values())[0].seconds.keys() == set(expected)
-        for c in calls[1:]:  # the stem outputs agree
-            check_close(c, calls[0], FP32)
         check_close(out, ref64, tol)
+    assert len(stems) == len(expected)
+    for stem in stems:  # the stem outputs agree
+        assert stem.is_contiguous(memory_format=CL)
+        check_close(stem, stems[0], FP32)
 
 
 def test_a_stem_form_that_disagrees_is_never_chosen(monkeypatch):

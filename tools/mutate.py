@@ -12707,6 +12707,14 @@ MUTANTS = [
         ("tests/test_cold_start.py", "-k", "reports_each_pass or loads_the_cache"),
         "every pass compiles into one shared cache directory (only the first pass is cold)",
     ),
+    Mutant(
+        "stages_joined_form_run_twice",
+        "inception_fast/stages.py",
+        "    return fused() if choice == name else separate()\n",
+        "    return (fused(), fused())[1] if choice == name else separate()\n",
+        ("tests/test_chain_choice.py", "tests/test_triton_fold.py", "-k", "chain_forced or fold_forced"),
+        "the chosen joined form (fold or chain) runs twice per forward",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
