@@ -25,7 +25,9 @@ BENCH = REPO / "benchmarks"
 
 
 def _env(triton_interpret: bool) -> dict:
-    env = dict(os.environ)
+    # Not pytest-xdist's worker variables: a pytest run in a child of an xdist worker would take
+    # itself for a worker, and pytest-benchmark then disables itself (an empty JSON).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     env["INCEPTION_FAST_BENCH_QUICK"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     for var in (
