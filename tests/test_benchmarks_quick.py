@@ -202,9 +202,12 @@ def test_triton_cases_run_under_the_interpreter(tmp_path):
 
 def test_cpu_peers_run_where_installed(tmp_path):
     """ONNX Runtime and OpenVINO (f32 and bf16, where the CPU has bf16) at the quick size, from
-    one ONNX export; skipped where the bench extra is not installed (CI installs it)."""
+    one ONNX export, which is gone from the temporary directory when the run ends; skipped where
+    the bench extra is not installed (CI installs it)."""
     for module in ("onnxruntime", "openvino", "onnx"):
         pytest.importorskip(module)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     data, tail = _run_bench(
         "bench_throughput.py",
         tmp_path / "peers.json",
@@ -213,8 +216,9 @@ def test_cpu_peers_run_where_installed(tmp_path):
         "cpu",
         "-k",
         "onnxruntime or openvino",
-        extra_env={"INCEPTION_FAST_BENCH_DTYPES": "fp32,bf16"},
+        extra_env={"INCEPTION_FAST_BENCH_DTYPES": "fp32,bf16", "TMPDIR": str(tmp)},
     )
+    assert not [p.name for p in tmp.iterdir() if p.name.startswith("inception_fast_onnx_")]
     rows = _check_rows(data, "throughput")
     assert {(r["model"], r["dtype"]) for r in rows} >= {("onnxruntime", "fp32"), ("openvino", "fp32")}, tail
     for r in rows:

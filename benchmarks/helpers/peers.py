@@ -14,7 +14,9 @@ is missing or the CPU cannot run the asked precision.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import warnings
 from functools import lru_cache
@@ -39,12 +41,15 @@ def _require(module: str):
 @lru_cache(maxsize=8)
 def onnx_file(image_size: int, calib_batch: int, batch: int) -> tuple:
     """(path, exporter): torchvision's calibrated googlenet as ONNX, static input shape
-    (batch, 3, image_size, image_size), fp32.  The dynamo exporter (torch's default, needs
-    onnxscript) is tried first, then the TorchScript one."""
+    (batch, 3, image_size, image_size), fp32, in a temporary directory removed when the process
+    exits.  The dynamo exporter (torch's default, needs onnxscript) is tried first, then the
+    TorchScript one."""
     _require("onnx")
     model = base_torchvision(image_size, calib_batch).eval()
     x = torch.randn(batch, 3, image_size, image_size)
-    path = os.path.join(tempfile.mkdtemp(prefix="inception_fast_onnx_"), f"googlenet_b{batch}_{image_size}.onnx")
+    folder = tempfile.mkdtemp(prefix="inception_fast_onnx_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, f"googlenet_b{batch}_{image_size}.onnx")
     errors = []
     for dynamo in (True, False):
         try:
