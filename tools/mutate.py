@@ -12715,6 +12715,14 @@ MUTANTS = [
         ("tests/test_chain_choice.py", "tests/test_triton_fold.py", "-k", "chain_forced or fold_forced"),
         "the chosen joined form (fold or chain) runs twice per forward",
     ),
+    Mutant(
+        "peers_onnx_export_kept",
+        "benchmarks/helpers/peers.py",
+        "    atexit.register(shutil.rmtree, folder, ignore_errors=True)\n",
+        "",
+        ("tests/test_benchmarks_quick.py", "-k", "cpu_peers_run_where_installed"),
+        "the ONNX export (26 MB at 224x224) is left in the temporary directory after every benchmark run",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
