@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -464,16 +465,17 @@ def test_help_lists_the_options():
 
 def _two_processes(*program) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node 2 PROGRAM...`` on the CPU (gloo, one thread each),
-    which must succeed."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    which must succeed.  Its temporary files (torchrun's log folder) go to a folder removed after."""
+    with tempfile.TemporaryDirectory(prefix="torchrun_") as tmp:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TMPDIR": tmp}
+        run = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+        )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return run
 
