@@ -89,6 +89,17 @@ def no_network_choice(monkeypatch):
 
 
 @pytest.fixture
+def matmul_tf32():
+    """``set(on)``: torch.backends.cuda.matmul.allow_tf32 for the test, restored after it.  Not
+    through monkeypatch: the flag is no attribute of the cuBLASModule instance but its
+    __getattr__/__setattr__, and pytest 9.2's undo deletes such an attribute (an AttributeError in
+    teardown that also leaves the test's later monkeypatches in place)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    yield lambda on: setattr(torch.backends.cuda.matmul, "allow_tf32", on)
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.fixture
 def cuda_device():
     """A CUDA device, or a clean skip (queried at test time, never at import)."""
     if not torch.cuda.is_available():
