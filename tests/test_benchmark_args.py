@@ -202,6 +202,87 @@ def test_benchmark_pytest_options_refuse_a_bad_value_in_one_line(option, value, 
     assert proc.stderr.strip().splitlines() == [line] and "INTERNALERROR" not in proc.stdout
 
 
+def test_benchmark_conftest_hooks_set_the_run_up_from_its_options(monkeypatch):
+    """The benchmarks' conftest, its hooks called directly on a CPU: each flag option sets its own
+    variable, --bench-device and --bench-threads theirs; torch gets the threads asked for, else one
+    in a quick CPU run and its own count in a full one; cuDNN's autotuner stays off on a CPU; SIGTERM
+    becomes one interrupt, then is ignored; bench_*.py files are collected from a folder but not when
+    given by path; a benchmark past the deadline skips; the header and the machine info say the run's
+    settings."""
+    import signal
+    import time
+
+    from benchmarks import conftest
+    from benchmarks.helpers.settings import (
+        ENV_COMPILE,
+        ENV_CUDA_GRAPH,
+        ENV_DEADLINE,
+        ENV_DEVICE,
+        ENV_PEERS,
+        ENV_QUICK,
+        ENV_THREADS,
+    )
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INCEPTION_FAST_BENCH_")}
+    signals, threads = [], []
+    monkeypatch.setattr(signal, "signal", lambda *args: signals.append(args))  # (not this process's)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # (nor its threads)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+    def configure(env: dict, **options) -> dict:
+        monkeypatch.setattr(os, "environ", dict(base, **env))
+        signals.clear()
+        threads.clear()
+        conftest.pytest_configure(
+            types.SimpleNamespace(getoption=lambda name, default=None: options.get(name, default))
+        )
+        assert signals == [(signal.SIGTERM, conftest._interrupt)]
+        return {k: v for k, v in os.environ.items() if k.startswith("INCEPTION_FAST_BENCH_")}
+
+    assert configure({}, quick=True, peers=True, bench_device="cpu") == {
+        ENV_QUICK: "1",
+        ENV_PEERS: "1",
+        ENV_DEVICE: "cpu",
+    }
+    assert threads == [1] and not torch.backends.cudnn.benchmark
+    info = {}
+    conftest.pytest_benchmark_update_machine_info(None, info)
+    assert info["inception_fast"]["device"] == "cpu" and info["inception_fast"]["result_basename"].endswith("_quick")
+    assert "device=cpu quick=True compile=False peers=True cuda_graph=False" in conftest.pytest_report_header(None)
+    cpu = {ENV_DEVICE: "cpu"}
+    env = configure(cpu, compile=True, cuda_graph=True, bench_threads="3")
+    assert env == {**cpu, ENV_COMPILE: "1", ENV_CUDA_GRAPH: "1", ENV_THREADS: "3"} and threads == [3]
+    assert "quick=False compile=True peers=False" in conftest.pytest_report_header(None)  # (no CUDA graphs on a CPU)
+    assert conftest.pytest_report_header(None).endswith(" threads=3")
+    assert configure(cpu) == cpu and threads == [] and not torch.backends.cudnn.benchmark
+    assert conftest.pytest_report_header(None).endswith(" threads=default")
+    info = {}
+    conftest.pytest_benchmark_update_machine_info(None, info)
+    assert not info["inception_fast"]["result_basename"].endswith("_quick")
+
+    signals.clear()
+    with pytest.raises(KeyboardInterrupt, match="stopped by signal 15"):
+        conftest._interrupt(signal.SIGTERM, None)
+    assert signals == [(signal.SIGTERM, signal.SIG_IGN)]
+
+    given = Path("benchmarks/bench_given.py")
+    parent = types.SimpleNamespace(session=types.SimpleNamespace(isinitpath=lambda path: path == given))
+    monkeypatch.setattr(pytest.Module, "from_parent", lambda parent, path: path)
+    found = Path("benchmarks/bench_found.py")
+    for path in (found, given, Path("benchmarks/helper.py"), Path("benchmarks/bench_data.json")):
+        assert conftest.pytest_collect_file(path, parent) == (path if path == found else None), path
+
+    for before in ("", str(time.time() + 3600)):  # no deadline, or one ahead: the benchmark runs
+        os.environ[ENV_DEADLINE] = before
+        try:
+            conftest.pytest_runtest_setup(None)
+        except pytest.skip.Exception:
+            pytest.fail(f"a benchmark skipped with {ENV_DEADLINE}={before!r}")
+    os.environ[ENV_DEADLINE] = str(time.time() - 1)
+    with pytest.raises(pytest.skip.Exception, match=f"time budget spent \\({ENV_DEADLINE}\\)"):
+        conftest.pytest_runtest_setup(None)
+
+
 def test_first_forward_device_defaults_to_cuda_where_there_is_one(monkeypatch, capsys):
     """No --device: cuda where there is one, else cpu (said in --help), checked before the rows."""
     from benchmarks import first_forward

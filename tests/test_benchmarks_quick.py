@@ -495,6 +495,86 @@ def test_measure_records_time_fns_median_spread_and_extremes(monkeypatch):
     assert parity(torch.ones(2), torch.ones(3)) is None and parity(torch.ones(2), torch.ones(2)) == 0.0
 
 
+def test_kernel_profile_ranks_the_time_per_call_of_each_kernel_or_op(monkeypatch):
+    """kernel_profile on a stub profiler's events: fn runs once, then ``calls`` times under the
+    profiler, all in inference mode; on CUDA (CPU and CUDA activities) the device events only, summed
+    per name; on CPU each op's self time, not its total; per call: the time, the launches and the
+    total; ranked by time, the ``top`` kept, each with its share of the total; a profiler that fails
+    is one error line."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    import torch.profiler
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+
+    from benchmarks.helpers.profiling import kernel_profile
+
+    def event(name, us, device=DeviceType.CUDA):
+        return types.SimpleNamespace(
+            name=name, device_type=device, time_range=types.SimpleNamespace(elapsed_us=lambda: us)
+        )
+
+    cuda_events = [event("gemm", 30.0), event("relu", 6.0), event("launch", 500.0, DeviceType.CPU)]
+    cuda_events += [event("gemm", 30.0), event("pool", 15.0), event("relu", 6.0)]
+    cpu_ops = [
+        types.SimpleNamespace(key="aten::relu", self_cpu_time_total=10.0, cpu_time_total=10.0, count=3),
+        types.SimpleNamespace(key="aten::conv2d", self_cpu_time_total=5.0, cpu_time_total=300.0, count=3),
+        types.SimpleNamespace(key="aten::mkldnn_convolution", self_cpu_time_total=90.0, cpu_time_total=90.0, count=6),
+    ]
+    activities = []
+
+    class Profile:
+        def __init__(self, activities: list):
+            self.activities = activities
+
+        def __enter__(self):
+            activities.append((self.activities, len(calls)))
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def events(self):
+            return cuda_events
+
+        def key_averages(self):
+            return cpu_ops
+
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    calls = []
+
+    def fn():
+        calls.append(torch.is_inference_mode_enabled())
+
+    prof = kernel_profile(fn, torch.device("cuda"), calls=2, top=2)
+    assert calls == [True] * 3 and activities == [([ProfilerActivity.CPU, ProfilerActivity.CUDA], 1)]
+    total = 30.0 + 6.0 + 30.0 + 15.0 + 6.0
+    assert prof == {
+        "source": "cuda kernels",
+        "us_per_call": pytest.approx(total / 2),
+        "kernels": [
+            {"name": "gemm", "us": pytest.approx(30.0), "calls": 1.0, "share": pytest.approx(60.0 / total)},
+            {"name": "pool", "us": pytest.approx(7.5), "calls": 0.5, "share": pytest.approx(15.0 / total)},
+        ],
+    }
+    calls.clear()
+    activities.clear()
+    prof = kernel_profile(fn, torch.device("cpu"), calls=3)
+    assert calls == [True] * 4 and activities == [([ProfilerActivity.CPU], 1)]
+    assert prof["source"] == "cpu ops (self time)" and prof["us_per_call"] == pytest.approx(105.0 / 3)
+    assert [(k["name"], k["us"], k["calls"], k["share"]) for k in prof["kernels"]] == [
+        ("aten::mkldnn_convolution", pytest.approx(30.0), 2.0, pytest.approx(90.0 / 105.0)),
+        ("aten::relu", pytest.approx(10.0 / 3), 1.0, pytest.approx(10.0 / 105.0)),
+        ("aten::conv2d", pytest.approx(5.0 / 3), 1.0, pytest.approx(5.0 / 105.0)),
+    ]
+
+    def no_cupti():
+        raise RuntimeError("CUPTI unavailable\nsecond line")
+
+    assert kernel_profile(no_cupti, torch.device("cpu")) == {"error": "RuntimeError: CUPTI unavailable"}
+
+
 def test_first_forward_times_fresh_processes_cold_and_warm(tmp_path):
     """benchmarks/first_forward.py: a cold and a warm fresh process per batch, each reporting its
     time to the first result (and with --baseline the rows without the precompile and with
@@ -1432,6 +1512,126 @@ def test_more_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, mon
                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
             )  # fmt: skip
         assert run.returncode == 1 and run.stderr.strip() == "error: writing standard output: No space left on device"
+
+
+def _run_each_once(monkeypatch, module, calls: dict) -> dict:
+    """Replaces ``module.interleaved_rounds`` by one that runs each run of each group twice in
+    inference mode (as time_fn does) and keeps, per (group, run), the ``calls`` the second made and
+    its result; the keyword arguments and the caller's inference mode under "rounds"."""
+    import torch
+
+    seen = {}
+
+    def rounds(groups, **kwargs):
+        seen["rounds"] = dict(kwargs, inference_mode=torch.is_inference_mode_enabled())
+        for group, runs in groups.items():
+            for run, fn in runs.items():
+                with torch.inference_mode():
+                    fn()
+                    calls.clear()
+                    out = fn()
+                seen[group, run] = ({k: list(v) for k, v in calls.items()}, out)
+        return {(group, run): [1e-3] for group, runs in groups.items() for run in runs}
+
+    monkeypatch.setattr(module, "interleaved_rounds", rounds)
+    return seen
+
+
+def _record(monkeypatch, calls: dict, owner, name: str, key) -> None:
+    """Wraps ``owner.name`` to append ``key(*args)`` to ``calls[name]`` on each call."""
+    original = getattr(owner, name)
+
+    def recorded(*args):
+        calls.setdefault(name, []).append(key(*args))
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, recorded)
+
+
+def test_hook_check_cost_times_what_the_forward_checks(monkeypatch, capsys):
+    """benchmarks/hook_check_cost.py, each run called once: per size both forwards take that size's
+    channels_last batch-1 input and give the same logits, the one without the walk makes every other
+    call the forward makes and puts the walk back; the walk alone walks the modules the forward
+    walks, the structure checks alone check the blocks and stem the forward checks, the keys alone
+    are those of the forward's block caches; the rounds, repeats, two warm-up calls and one thread
+    reach the timing, which runs in inference mode."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from benchmarks import hook_check_cost
+    from inception_fast import FusedGoogLeNet, modules, packing
+    from inception_fast.testing import TOLERANCE, check_close
+
+    calls, threads = {}, []
+    seen = _run_each_once(monkeypatch, hook_check_cost, calls)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # (not this test process's threads)
+    _record(
+        monkeypatch,
+        calls,
+        FusedGoogLeNet,
+        "forward",
+        lambda m, x: (x.shape, x.is_contiguous(memory_format=torch.channels_last)),
+    )
+    _record(monkeypatch, calls, modules, "_hooks_inside", lambda found: found)
+    _record(monkeypatch, calls, modules._PackedBlock, "structure_ok", id)
+    _record(monkeypatch, calls, modules._StructureCheck, "ok", lambda check, model: (id(check), id(model)))
+    _record(monkeypatch, calls, packing, "_state", lambda sources: [id(s) for s in sources])
+    walk = modules._hooks_inside
+    hook_check_cost.main(["--sizes", "32,40", "--rounds", "3", "--repeats", "4"])
+    assert seen["rounds"] == {"rounds": 3, "repeats": 4, "warmup": 2, "inference_mode": True} and threads == [1]
+    assert modules._hooks_inside is walk
+    for size in (32, 40):
+        group = f"{size}x{size}"
+        (forward, out), (no_walk, out_no_walk) = seen[group, "forward"], seen[group, "forward, no walk"]
+        assert forward["forward"] == [(torch.Size([1, 3, size, size]), True)], group
+        check_close(out_no_walk, out, TOLERANCE["fp32"], f"{group}: the forward without the walk")
+        assert no_walk == {k: v for k, v in forward.items() if k != "_hooks_inside"}, group
+        alone = seen[group, "the walk alone"][0]
+        assert [[id(m) for m in found] for found in alone["_hooks_inside"]] == [
+            [id(m) for m in found] for found in forward["_hooks_inside"]
+        ]
+        alone = seen[group, "the structure checks alone"][0]
+        assert sorted(alone["structure_ok"]) == sorted(forward["structure_ok"]), group
+        assert sorted(alone["ok"]) == sorted(forward["ok"]), group
+        keys = seen[group, "the cache keys alone"][0]["_state"]
+        assert len(keys) == len(forward["structure_ok"]) and all(k in forward["_state"] for k in keys), group
+    assert "FusedGoogLeNet[torch] (torchvision variant), batch 1, fp32 channels_last" in capsys.readouterr().out
+
+
+def test_inference_tensor_cost_times_the_comparisons_the_forward_makes(monkeypatch, capsys):
+    """benchmarks/inference_tensor_cost.py, each run called once: per batch both models take that
+    batch's channels_last 224x224 input and give the same logits (calibrated, so they do not
+    vanish); the bit comparison alone reads the pack caches the inference-tensor model's forward
+    reads, each as often and at the same dtype; the rounds and repeats given reach the timing."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from benchmarks import inference_tensor_cost
+    from inception_fast import FusedGoogLeNet
+    from inception_fast.packing import PackCache
+    from inception_fast.testing import TOLERANCE, check_close
+
+    calls = {}
+    seen = _run_each_once(monkeypatch, inference_tensor_cost, calls)
+    _record(
+        monkeypatch,
+        calls,
+        FusedGoogLeNet,
+        "forward",
+        lambda m, x: (x.shape, x.is_contiguous(memory_format=torch.channels_last)),
+    )
+    _record(monkeypatch, calls, PackCache, "get", lambda cache, module, dtype: (id(cache), id(module), dtype))
+    inference_tensor_cost.main(["--batches", "1,2", "--rounds", "3", "--repeats", "4"])
+    assert seen["rounds"] == {"rounds": 3, "repeats": 4, "inference_mode": False}
+    for batch in (1, 2):
+        group = f"batch {batch}"
+        (normal, out), (frozen, out_frozen) = seen[group, "built normally"], seen[group, "built under inference_mode"]
+        assert normal["forward"] == frozen["forward"] == [(torch.Size([batch, 3, 224, 224]), True)], group
+        assert out.std() > 0.1, "the logits vanished: the comparison below could not fail"
+        check_close(out_frozen, out, TOLERANCE["fp32"], f"{group}: the model built under inference_mode")
+        alone = seen[group, "the bit comparison alone"][0]
+        assert sorted(alone["get"], key=str) == sorted(frozen["get"], key=str) and "forward" not in alone, group
+    assert "FusedGoogLeNet[torch] (torchvision variant), 224x224 fp32 channels_last" in capsys.readouterr().out
 
 
 def test_a_benchmark_run_stopped_by_its_timeout_still_writes_what_finished(tmp_path):

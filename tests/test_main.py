@@ -89,37 +89,41 @@ def test_main_job_tunes_each_fused_model_before_its_parity_and_its_timing(monkey
 
 def test_a_parity_mismatch_is_the_jobs_exit_code(monkeypatch, capsys):
     """A fused model whose error against the fp64 reference exceeds the bound is reported as a
-    MISMATCH and the job exits 1, after its timings (a CI run must not pass on wrong outputs)."""
+    MISMATCH and the job exits 1, after its timings (a CI run must not pass on wrong outputs); every
+    error the parity check prints is measured against that fp64 reference."""
     import inception_fast.__main__ as job
 
-    monkeypatch.setattr(job, "rel_error", lambda out, ref: 1.0)  # every fused output far off
+    refs = []
+    monkeypatch.setattr(job, "rel_error", lambda out, ref: refs.append(ref.dtype) or 1.0)  # every output far off
     assert job.main([*TINY, "--backend", "torch"]) == 1
+    assert refs and set(refs) == {torch.float64}, "every error is measured against the fp64 reference"
     printed = capsys.readouterr().out
     assert "parity [torch]" in printed and "MISMATCH" in printed and "img/s" in printed
 
 
-def test_main_job_other_variant_and_format(capsys):
-    rc = main(
-        [
-            "--device",
-            "cpu",
-            "--batch-sizes",
-            "1",
-            "--variant",
-            "d2l",
-            "--image-size",
-            "32",
-            "--repeats",
-            "1",
-            "--memory-format",
-            "contiguous",
-            "--backend",
-            "torch",
-            "--no-progress",
-        ]
+@pytest.mark.parametrize("variant, size", [("d2l", None), ("paper", 32)])
+def test_main_job_other_variant_and_format(variant, size, monkeypatch, tmp_path, capsys):
+    """A variant other than torchvision's runs against our reference network of that variant (d2l at
+    its default image size, 96), in the default dtype on CPU (float32), on NCHW input; the JSON records
+    the variant, baseline, layout, image size and dtype that ran."""
+    import inception_fast.__main__ as job
+    from inception_fast import GoogLeNet
+
+    bases = []
+    real = job.FusedGoogLeNet.from_torchvision
+    monkeypatch.setattr(
+        job.FusedGoogLeNet, "from_torchvision", staticmethod(lambda base, **kw: bases.append(base) or real(base, **kw))
     )
+    path = tmp_path / "r.json"
+    sized = [] if size is None else ["--image-size", str(size)]
+    argv = ["--device", "cpu", "--batch-sizes", "1", "--variant", variant, *sized, "--repeats", "1"]
+    rc = main([*argv, "--memory-format", "contiguous", "--backend", "torch", "--no-progress", "--json", str(path)])
     assert rc == 0
     assert "reference" in capsys.readouterr().out
+    assert [set(b.state_dict()) for b in bases] == [set(GoogLeNet(variant=variant).state_dict())]
+    data = json.loads(path.read_text())
+    got = [data[k] for k in ("variant", "baseline", "memory_format", "image_size", "dtype")]
+    assert got == [variant, "reference", "contiguous", 96 if size is None else size, str(torch.float32)]
 
 
 BAD_VALUES = [
@@ -493,12 +497,20 @@ STUBBED = ["--device", "cpu", "--image-size", "32", "--backend", "torch", "--no-
 
 
 def test_main_job_says_when_too_noisy_to_rank(tmp_path, capsys, monkeypatch):
+    """Rows whose interquartile ranges overlap are called too noisy to rank, each batch size on its
+    own; the progress display (on stderr) ends each batch size's line with its last round's state."""
     # every row draws from the same samples: their interquartile ranges overlap
     _stub_timer(monkeypatch, lambda k: (0.010, 0.020, 0.030, 0.025)[k % 4])
     path = tmp_path / "r.json"
-    rc = main([*STUBBED, "--batch-sizes", "1,2", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
+    shown = [a for a in STUBBED if a != "--no-progress"]
+    rc = main([*shown, "--batch-sizes", "1,2", "--repeats", "6", "--time-budget", "0", "--json", str(path)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    lines = err.split("\n")
+    assert len(lines) == 3 and lines[-1] == "", err
+    for n, line in zip((1, 2), lines):
+        last = line.split("\r")[-1]
+        assert last.startswith(f"  batch {n:>4}: round   6,") and "2 pair(s) overlap" in last, err
     assert "too noisy to rank" in printed and "median ms" in printed and "IQR ms" in printed
     data = json.loads(path.read_text())
     rows = (("torchvision", "NCHW"), ("torchvision", "channels_last"), ("fused[torch]", "channels_last"))
@@ -515,6 +527,8 @@ def test_main_job_says_when_too_noisy_to_rank(tmp_path, capsys, monkeypatch):
 
 
 def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path, capsys, monkeypatch):
+    """Rows that separate are ranked after --repeats rounds; the table's median, img/s and speed-up
+    columns (over torchvision's best layout, then over its NCHW) are the JSON's figures."""
     # rows are called in order (torchvision NCHW, torchvision channels_last, fused), warm-up included
     calls = _stub_timer(monkeypatch, lambda k: (0.030, 0.020, 0.010)[k % 3] * (1 + 0.01 * (k // 3 % 3)))
     path = tmp_path / "r.json"
@@ -522,10 +536,97 @@ def test_main_job_ranks_separated_rows_against_both_torchvision_layouts(tmp_path
     rc = main([*STUBBED, "--batch-sizes", "2", "--repeats", "5", "--time-budget", "600", "--json", str(path)])
     assert rc == 0
     assert len(calls) == 3 * (1 + 5)
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "the ranking holds" in printed and "too noisy" not in printed
     fused = next(r for r in json.loads(path.read_text())["results"] if r["model"] == "fused[torch]")
     assert fused["speedup"] == pytest.approx(2.0) and fused["speedup_vs_nchw"] == pytest.approx(3.0)
+    assert fused["images_per_s"] == pytest.approx(fused["batch"] * 1e3 / fused["ms"])
+    lines = printed.splitlines()
+    head = next(line for line in lines if line.startswith("model"))
+    assert head.split()[-7:] == ["img/s", "x", "best", "torchvision", "x", "torchvision", "NCHW"]
+    row = next(line.split() for line in lines if line.startswith("fused[torch]"))
+    assert row[3] == f"{fused['ms']:.2f}", "the median ms column"
+    want = [f"{fused['images_per_s']:.1f}", f"{fused['speedup']:.2f}x", f"{fused['speedup_vs_nchw']:.2f}x"]
+    assert row[5:] == want, "the img/s and speed-up columns"
+    assert "round" not in err, "--no-progress shows no progress"
+
+
+def test_main_job_adds_rounds_until_the_budget_only_while_a_fused_row_overlaps(tmp_path, capsys, monkeypatch):
+    """With --time-budget, rounds go on past --repeats while the fused row's interquartile range
+    overlaps a torchvision row's, until the rounds have spent the budget (on a clock that only the
+    timed calls move); torchvision's two rows overlapping each other add no rounds."""
+    import types
+
+    import inception_fast.timing as timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def run(sample):
+        calls = []
+
+        def fake_time_fn(fn, *, batch=1, **_):  # each row's warm-up call, then rounds of its 3 rows
+            s = sample(len(calls))
+            calls.append(s)
+            now[0] += s
+            return timing.Timing(s, [s], batch)
+
+        monkeypatch.setattr(timing, "time_fn", fake_time_fn)
+        path = tmp_path / "r.json"
+        argv = [*STUBBED, "--batch-sizes", "1", "--repeats", "5", "--time-budget", "1", "--json", str(path)]
+        assert main(argv) == 0
+        capsys.readouterr()
+        rounds = {r["samples"] for r in json.loads(path.read_text())["results"]}
+        assert rounds == {(len(calls) - 3) // 3} and len(calls) % 3 == 0
+        return rounds.pop(), calls[3:]
+
+    rounds, timed = run(lambda k: (0.010, 0.020, 0.030, 0.025)[k % 4])  # every row overlaps every other
+    assert rounds > 5 and sum(timed[:-3]) < 1.0 <= sum(timed), "rounds until the budget is spent"
+    # torchvision NCHW and channels_last overlap each other; the fused row (third) is far faster
+    rounds, _ = run(lambda k: 0.001 if k % 3 == 2 else (0.020, 0.030, 0.025, 0.022)[k // 3 % 4])
+    assert rounds == 5
+
+
+def test_each_timed_row_runs_its_own_model_in_its_layout(monkeypatch, capsys):
+    """Each timed row calls the model it is labelled with on input in its layout: torchvision as a
+    user gets it (NCHW input and weights), torchvision at channels_last (input and weights), and the
+    fused model on --memory-format's layout (channels_last by default)."""
+    import torchvision
+
+    import inception_fast.__main__ as job
+    import inception_fast.timing as timing
+
+    seen, timed = [], []
+
+    def layout(t):
+        return "NCHW" if t.is_contiguous() else "channels_last"
+
+    for cls in (torchvision.models.GoogLeNet, job.FusedGoogLeNet):
+
+        def forward(self, x, real=cls.forward, cls=cls):
+            weights = (
+                [layout(p) for p in self.parameters() if p.dim() == 4][:1] if cls is not job.FusedGoogLeNet else []
+            )
+            seen.append((cls.__name__, layout(x), *weights))
+            return real(self, x)
+
+        monkeypatch.setattr(cls, "forward", forward)
+
+    def fake_time_fn(fn, *, batch=1, **_):
+        seen.clear()
+        fn()
+        timed.append(list(seen))
+        return timing.Timing(0.01, [0.01], batch)
+
+    monkeypatch.setattr(timing, "time_fn", fake_time_fn)
+    assert main([*STUBBED, "--batch-sizes", "2", "--repeats", "1", "--time-budget", "0"]) == 0
+    capsys.readouterr()
+    rows = [
+        [("GoogLeNet", "NCHW", "NCHW")],
+        [("GoogLeNet", "channels_last", "channels_last")],
+        [("FusedGoogLeNet", "channels_last")],
+    ]
+    assert timed == rows * 2  # warm-up, then one round
 
 
 def test_main_job_calls_too_few_rounds_too_few(capsys, monkeypatch):
@@ -723,7 +824,8 @@ def test_a_runtime_error_that_is_not_memory_is_raised_as_it_is(monkeypatch):
 
 def test_defaults_that_depend_on_other_options():
     """--image-size defaults to 96 for d2l, 224 otherwise; --repeats without --time-budget runs
-    exactly that many rounds (no budget for more), and without it 7 rounds and a 20 s budget on CPU."""
+    exactly that many rounds (no budget for more), and without it 7 rounds and a 20 s budget on CPU;
+    --time-budget 0 alone is no budget and the default rounds; float32 and batch sizes 1,8 on CPU."""
     from inception_fast import __main__ as job
 
     def config(*argv):
@@ -733,11 +835,42 @@ def test_defaults_that_depend_on_other_options():
     assert (config("--repeats", "3").min_rounds, config("--repeats", "3").budget) == (3, 0.0)
     assert (config().min_rounds, config().budget) == (7, 20.0)
     assert config("--repeats", "3", "--time-budget", "5").budget == 5.0
+    assert (config("--time-budget", "0").min_rounds, config("--time-budget", "0").budget) == (7, 0.0)
+    assert (config().dtype, config().batches) == (torch.float32, [1, 8])
+
+
+def test_defaults_and_dtype_checks_on_a_cuda_device(monkeypatch):
+    """On a CUDA device (the CUDA calls stubbed: any machine): bfloat16, batch sizes 1,64,256, 30
+    rounds and a 10 s budget by default; --dtype float16 is taken; a card that computes bfloat16 only
+    in emulation refuses bfloat16 (the default included) in one line naming the card."""
+    from inception_fast import __main__ as job
+    from inception_fast.cli import UsageError
+
+    monkeypatch.setattr(job, "resolve_device", lambda arg, name: torch.device("cuda", 0))
+    monkeypatch.setattr(job, "check_backend", lambda name, device: name)
+    monkeypatch.setattr(job, "check_backend_dtype", lambda name, device, dtype: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+    def config(*argv):
+        return job._config(job.build_parser().parse_args(["--device", "cuda", "--backend", "triton", *argv]))
+
+    got = config()
+    assert (got.device.type, got.dtype, got.batches) == ("cuda", torch.bfloat16, [1, 64, 256])
+    assert (got.min_rounds, got.budget) == (30, 10.0)
+    assert config("--dtype", "float16").dtype == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    for argv in ([], ["--dtype", "bfloat16"]):
+        with pytest.raises(UsageError, match="--dtype bfloat16: Tesla V100 has no bfloat16 arithmetic"):
+            config(*argv)
+    assert config("--dtype", "float32").dtype == torch.float32
 
 
 def test_a_lost_gpu_context_in_the_precompile_pass_is_not_swallowed(monkeypatch):
     """A candidate run in the job's compile-only pass (cuDNN's, the extension's) that loses the GPU's
-    context reaches main's one error line, rather than the next forward failing with CUDA's error."""
+    context reaches main's one error line, rather than the next forward failing with CUDA's error; a
+    forward that cannot run compile-only (RuntimeError, ValueError) compiles itself; no pass runs on
+    the CPU or without workers."""
     from inception_fast import __main__ as job
     from inception_fast.choices import CandidateFault
 
@@ -748,12 +881,18 @@ def test_a_lost_gpu_context_in_the_precompile_pass_is_not_swallowed(monkeypatch)
     monkeypatch.setattr(job, "precompile", faulted)
     with pytest.raises(CandidateFault):
         job._tuned(None, None, True)
+    assert job._tuned(None, None, False) is None  # on the CPU: no precompile
+    monkeypatch.setattr(job, "workers_on", lambda: False)
+    assert job._tuned(None, None, True) is None  # no workers: no precompile
+    monkeypatch.setattr(job, "workers_on", lambda: True)
 
-    def not_compile_only(*args):
-        raise RuntimeError("precompile: the compile-only pass of the forward failed")
+    for error in (RuntimeError("precompile: the compile-only pass of the forward failed"), ValueError("no shape")):
 
-    monkeypatch.setattr(job, "precompile", not_compile_only)
-    assert job._tuned(None, None, True) is None  # a forward that cannot run compile-only: it compiles itself
+        def not_compile_only(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(job, "precompile", not_compile_only)
+        assert job._tuned(None, None, True) is None  # a forward that cannot run compile-only: it compiles itself
 
 
 def test_a_lost_gpu_context_is_one_line(capsys, monkeypatch):
