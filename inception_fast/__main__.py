@@ -141,11 +141,12 @@ def _config(args) -> _Config:
         budget = args.time_budget
     else:
         budget = 0.0 if args.repeats else (10.0 if on_gpu else 20.0)
-    names = available_backends(device) if args.backend == "all" else [b.strip() for b in args.backend.split(",")]
+    every = args.backend.strip() == "all"
+    names = available_backends(device) if every else [b.strip() for b in args.backend.split(",")]
     if any(not name for name in names):
         raise UsageError(f"--backend takes backend names separated by commas, got {args.backend!r}")
     wanted = list(dict.fromkeys(check_backend(b, device) for b in names))
-    if args.backend == "all":  # every backend that runs here, less those that cannot compute the dtype
+    if every:  # every backend that runs here, less those that cannot compute the dtype
         skipped = {b: why for b in wanted if (why := backends.dtype_reason(b, device, dtype)) is not None}
         for b, why in skipped.items():
             print(f"note: backend {b} skipped: it {why}", file=sys.stderr)

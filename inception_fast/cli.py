@@ -282,7 +282,8 @@ def thread_count(text: str) -> int:
 
 
 def positive_ints(text: str) -> list[int]:
-    """An argparse ``type``: "1,8,64" -> [1, 8, 64]; anything else is an argparse error naming the value."""
+    """An argparse ``type``: "1,8,64" -> [1, 8, 64], a value given twice kept once ("8,1,8" -> [8, 1]);
+    anything else is an argparse error naming the value."""
     values = []
     for item in text.split(","):
         try:
@@ -292,7 +293,7 @@ def positive_ints(text: str) -> list[int]:
         if value < 1:
             raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {value} in {text!r}")
         values.append(value)
-    return values
+    return list(dict.fromkeys(values))
 
 
 def is_allocation_failure(exc: BaseException) -> bool:

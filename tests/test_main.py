@@ -825,7 +825,8 @@ def test_a_runtime_error_that_is_not_memory_is_raised_as_it_is(monkeypatch):
 def test_defaults_that_depend_on_other_options():
     """--image-size defaults to 96 for d2l, 224 otherwise; --repeats without --time-budget runs
     exactly that many rounds (no budget for more), and without it 7 rounds and a 20 s budget on CPU;
-    --time-budget 0 alone is no budget and the default rounds; float32 and batch sizes 1,8 on CPU."""
+    --time-budget 0 alone is no budget and the default rounds; float32 and batch sizes 1,8 on CPU;
+    " all " is every backend, as "all" is; a batch size given twice is timed once."""
     from inception_fast import __main__ as job
 
     def config(*argv):
@@ -837,6 +838,8 @@ def test_defaults_that_depend_on_other_options():
     assert config("--repeats", "3", "--time-budget", "5").budget == 5.0
     assert (config("--time-budget", "0").min_rounds, config("--time-budget", "0").budget) == (7, 0.0)
     assert (config().dtype, config().batches) == (torch.float32, [1, 8])
+    assert config("--backend", " all ").backends == config("--backend", "all").backends == available_backends("cpu")
+    assert config("--batch-sizes", "8,1,8").batches == [8, 1]
 
 
 def test_defaults_and_dtype_checks_on_a_cuda_device(monkeypatch):

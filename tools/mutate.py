@@ -13211,6 +13211,22 @@ MUTANTS = [
         ("tests/test_tools.py", "-k", "import_graph"),
         "cycles found still exit 0, so a CI step passes",
     ),
+    Mutant(
+        "main_all_with_spaces_unknown",
+        "inception_fast/__main__.py",
+        '    every = args.backend.strip() == "all"\n',
+        '    every = args.backend == "all"\n',
+        ("tests/test_main.py", "-k", "defaults_that_depend"),
+        '--backend " all " is taken for a backend named "all" (an unknown-backend error)',
+    ),
+    Mutant(
+        "cli_positive_ints_repeats_kept",
+        "inception_fast/cli.py",
+        "    return list(dict.fromkeys(values))\n",
+        "    return values\n",
+        ("tests/test_main.py", "-k", "defaults_that_depend"),
+        "a batch size given twice is timed twice (duplicate rows in the table and the JSON)",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
