@@ -1548,6 +1548,19 @@ def _record(monkeypatch, calls: dict, owner, name: str, key) -> None:
     monkeypatch.setattr(owner, name, recorded)
 
 
+def _record_inputs(monkeypatch, calls: dict, model_class) -> None:
+    """``_record`` of ``model_class.forward``: each input's shape and whether it is channels_last."""
+    import torch
+
+    _record(
+        monkeypatch,
+        calls,
+        model_class,
+        "forward",
+        lambda m, x: (x.shape, x.is_contiguous(memory_format=torch.channels_last)),
+    )
+
+
 def test_hook_check_cost_times_what_the_forward_checks(monkeypatch, capsys):
     """benchmarks/hook_check_cost.py, each run called once: per size both forwards take that size's
     channels_last batch-1 input and give the same logits, the one without the walk makes every other
@@ -1565,13 +1578,7 @@ def test_hook_check_cost_times_what_the_forward_checks(monkeypatch, capsys):
     calls, threads = {}, []
     seen = _run_each_once(monkeypatch, hook_check_cost, calls)
     monkeypatch.setattr(torch, "set_num_threads", threads.append)  # (not this test process's threads)
-    _record(
-        monkeypatch,
-        calls,
-        FusedGoogLeNet,
-        "forward",
-        lambda m, x: (x.shape, x.is_contiguous(memory_format=torch.channels_last)),
-    )
+    _record_inputs(monkeypatch, calls, FusedGoogLeNet)
     _record(monkeypatch, calls, modules, "_hooks_inside", lambda found: found)
     _record(monkeypatch, calls, modules._PackedBlock, "structure_ok", id)
     _record(monkeypatch, calls, modules._StructureCheck, "ok", lambda check, model: (id(check), id(model)))
@@ -1613,13 +1620,7 @@ def test_inference_tensor_cost_times_the_comparisons_the_forward_makes(monkeypat
 
     calls = {}
     seen = _run_each_once(monkeypatch, inference_tensor_cost, calls)
-    _record(
-        monkeypatch,
-        calls,
-        FusedGoogLeNet,
-        "forward",
-        lambda m, x: (x.shape, x.is_contiguous(memory_format=torch.channels_last)),
-    )
+    _record_inputs(monkeypatch, calls, FusedGoogLeNet)
     _record(monkeypatch, calls, PackCache, "get", lambda cache, module, dtype: (id(cache), id(module), dtype))
     inference_tensor_cost.main(["--batches", "1,2", "--rounds", "3", "--repeats", "4"])
     assert seen["rounds"] == {"rounds": 3, "repeats": 4, "inference_mode": False}
