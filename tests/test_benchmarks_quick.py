@@ -2317,3 +2317,35 @@ def test_block_rows_hold_their_work_time_and_parity(block, impl, monkeypatch):
     assert ("stem_conv1" in r) == fused_stem and ("measured_choices" in r) == (fused_stem or impl == "fused"), r
     if impl == "fused":
         assert all(block in c["where"].split("/") for c in r["measured_choices"]), r
+
+
+def test_report_says_the_first_inputs_date_the_rows_device_and_unsourced_ceilings(tmp_path):
+    """The header's date is the first input's (a later input's is not taken), its device comes from
+    the rows where no input recorded the suite's environment, and rows whose ceilings carry no source
+    are said to be unsourced. A benchmark whose median is not a number is left out (and said so), and
+    a throughput row that names no model is not a throughput row."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    def write(name, date, benches):
+        (tmp_path / name).write_text(json.dumps({"datetime": date, "benchmarks": benches}))
+        return str(tmp_path / name)
+
+    ceiling = {"ceiling_tflops": 700.0, "ceiling_gbps": 3000.0}
+    kept = {"name": "test_throughput[torchvision]", "extra_info": _row("torchvision", 0.02, device_name="rows' GPU")}
+    first = write("first.json", "2026-01-02T03:04:05", [kept])
+    odd = {"name": "test_throughput[fused]", "extra_info": {**_row("fused", 0.01), "median_s": "fast"}}
+    modelless = {"name": "test_throughput[x]", "extra_info": {k: v for k, v in _row("x", 0.01).items() if k != "model"}}
+    block = {"name": "test_block[3a]", "extra_info": _gpu_row("block", "3a", "triton", 1e-4, 1e9, 1e6, None, **ceiling)}
+    second = write("second.json", "2027-05-06T07:08:09", [odd, modelless, block])
+    merged = report.load([first, second])
+    header = report.header_markdown(merged)
+    assert "- date: 2026-01-02 (UTC)\n" in header
+    assert header.startswith("# inception_fast benchmarks: rows' GPU\n") and "- device: rows' GPU (?)" in header
+    assert f"{second} (1 benchmark(s) without this suite's extra_info, left out)" in header
+    assert [r["model"] for r in report._rows(merged, "throughput")] == ["torchvision"]
+    assert "fast" not in report.throughput_markdown(report._rows(merged, "throughput"))
+    assert (
+        "- roofline ceilings: 700 TFLOP/s dense bf16 GEMM, 3,000 GB/s device copy (read + write): "
+        f"{report._UNRECORDED_SOURCE}\n" in header
+    )
