@@ -101,6 +101,29 @@ def test_a_parity_mismatch_is_the_jobs_exit_code(monkeypatch, capsys):
     assert "parity [torch]" in printed and "MISMATCH" in printed and "img/s" in printed
 
 
+def test_the_parity_bound_is_the_baselines_own_error_in_the_run_dtype(monkeypatch, tmp_path, capsys):
+    """The parity bound comes from the baseline computed in the run's dtype (bf16 here) against the
+    same baseline in fp64 on the same input; the JSON and each verdict use that bound."""
+    import inception_fast.__main__ as job
+    from inception_fast.testing import reduced_precision_bound
+
+    seen = []
+
+    def bound(low, ref64):
+        seen.append((low, ref64))
+        return reduced_precision_bound(low, ref64)
+
+    monkeypatch.setattr(job, "reduced_precision_bound", bound)
+    path = tmp_path / "r.json"
+    assert job.main([*TINY, "--backend", "torch", "--dtype", "bfloat16", "--json", str(path)]) == 0
+    capsys.readouterr()
+    ((low, ref64),) = seen
+    assert low.dtype == torch.bfloat16 and ref64.dtype == torch.float64 and low.shape == ref64.shape
+    assert 0 < job.rel_error(low, ref64) < 0.5, "the baseline in bf16, not in fp64 or another model"
+    data = json.loads(path.read_text())
+    assert data["parity_bound"] == reduced_precision_bound(low, ref64) > 0
+
+
 @pytest.mark.parametrize("variant, size", [("d2l", None), ("paper", 32)])
 def test_main_job_other_variant_and_format(variant, size, monkeypatch, tmp_path, capsys):
     """A variant other than torchvision's runs against our reference network of that variant (d2l at

@@ -13275,6 +13275,22 @@ MUTANTS = [
         REPORT,
         "the tuning table's shapes list the row and channel units and the dot precision",
     ),
+    Mutant(
+        "main_parity_bound_from_the_fp64_reference_alone",
+        "inception_fast/__main__.py",
+        "tol = reduced_precision_bound(ref_lp, ref64)",
+        "tol = reduced_precision_bound(ref64, ref64)",
+        ("tests/test_main.py", "-k", "parity_bound"),
+        "the parity bound ignores the baseline's own error in the run's dtype (the fp32 bound for bf16)",
+    ),
+    Mutant(
+        "main_parity_bound_baseline_on_another_input",
+        "inception_fast/__main__.py",
+        "ref_lp = base.to(dtype)(x.to(dtype))",
+        "ref_lp = base.to(dtype)(torch.randn_like(x).to(dtype))",
+        ("tests/test_main.py", "-k", "parity_bound"),
+        "the low-precision baseline of the parity bound runs on another input than the fp64 reference",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
