@@ -999,7 +999,8 @@ def _key_text(key):
     for k, v in key.items():
         if k in _KEY_HIDDEN or v is None or v is False:
             continue
-        text = "x".join(map(str, v)) if isinstance(v, list) and all(isinstance(e, int) for e in v) else str(v)
+        dims = isinstance(v, list) and all(isinstance(e, int) and not isinstance(e, bool) for e in v)
+        text = "x".join(map(str, v)) if dims else str(v)
         parts.append(f"{k}={text}")
     text = ", ".join(parts).replace("|", "/")
     return text if len(text) <= 140 else text[:137] + "..."

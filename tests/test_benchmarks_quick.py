@@ -1080,7 +1080,10 @@ def test_report_states_the_measured_ceilings_stages_choices_and_first_forward(tm
     assert "| conv1 + ReLU + maxpool1 | 60 | 180 | — | 250 (30%) | — | compute | — (nothing measured) |" in text
     assert "Below it (fused): conv1 30%." in text
     assert "at 800 TFLOP/s, 4,000 GB/s" in text  # the blocks' floor names the same ceilings
-    assert "| POOL_CHOICE | maxpool3 | 256x480x28x28 | triton | triton 52.5, aten 80.0 | — |" in text
+    assert (
+        "| POOL_CHOICE | maxpool3 | 256x480x28x28 | triton | triton 52.5, aten 80.0 | — | params=[3, 2, 0, True] |"
+        in text
+    )
     assert "| maxpool4 | 0 | 100 | — | 50 (50%) | — | memory | POOL_CHOICE: aten (stored) |" in text
     assert "| POOL_CHOICE | maxpool4 | 256x832x14x14 | aten | stored | — |" in text
     assert text.index("### cuda:0 bfloat16 batch 256\n") < text.index("### cuda:0 bfloat16 batch 1\n")

@@ -13291,6 +13291,14 @@ MUTANTS = [
         ("tests/test_main.py", "-k", "parity_bound"),
         "the low-precision baseline of the parity bound runs on another input than the fp64 reference",
     ),
+    Mutant(
+        "report_key_flag_list_read_as_a_shape",
+        "benchmarks/report.py",
+        "all(isinstance(e, int) and not isinstance(e, bool) for e in v)",
+        "all(isinstance(e, int) for e in v)",
+        REPORT,
+        "a choice key's list that holds a flag (a pool's params) is written as a shape, 3x2x0xTrue",
+    ),
 ]
 
 # Left out of the copy: git metadata, caches, build trees and recorded results.
