@@ -591,8 +591,9 @@ def _check_relu_gradient_not_finite(backend, case, device, tol):
 
 @pytest.fixture
 def backward_candidates(monkeypatch):
-    """Registered backends whose backward is the ATen chain ('right') or the ATen chain slightly
-    wrong ('wrong'), both faster than 'torch' by the fake timer."""
+    """Registered backends whose backward is the ATen chain ('right'), the ATen chain slightly
+    wrong ('wrong') or the ATen chain in float64 rounded to the input's dtype ('rounded'), all
+    faster than 'torch' by the fake timer, and 'forward_only', which has no backward kernel."""
     from inception_fast import backends
     from inception_fast.backends import torch_backend
 
@@ -600,7 +601,11 @@ def backward_candidates(monkeypatch):
         grads = torch_backend.block_backward(*args)
         return (grads[0], grads[1] * 1.01, *grads[2:])
 
-    for name, kernel in (("right", torch_backend.block_backward), ("wrong", wrong)):
+    def rounded(*args):
+        wide = (a.double() if isinstance(a, torch.Tensor) else a for a in args)
+        return tuple(g.to(args[0].dtype) for g in torch_backend.block_backward(*wide))
+
+    for name, kernel in (("right", torch_backend.block_backward), ("wrong", wrong), ("rounded", rounded)):
         monkeypatch.setitem(
             backends._REGISTRY,
             name,
@@ -610,6 +615,11 @@ def backward_candidates(monkeypatch):
                 {"inception_block": torch_backend.block_forward, "inception_block_backward": kernel},
             ),
         )
+    monkeypatch.setitem(
+        backends._REGISTRY,
+        "forward_only",
+        backends.Backend("forward_only", lambda device: None, {"inception_block": torch_backend.block_forward}),
+    )
 
     def timer(fn, device, repeats):
         fn()
@@ -618,20 +628,32 @@ def backward_candidates(monkeypatch):
     return timer
 
 
-@pytest.mark.parametrize("candidate,chosen", [("right", "right"), ("wrong", "torch")])
-def test_backward_choice_keeps_only_a_correct_faster_kernel(backward_candidates, candidate, chosen):
+@pytest.mark.parametrize(
+    "candidate,dtype,chosen",
+    [("right", torch.float32, "right"), ("wrong", torch.float32, "torch"), ("rounded", torch.bfloat16, "rounded")],
+)
+def test_backward_choice_keeps_only_a_correct_faster_kernel(backward_candidates, candidate, dtype, chosen):
+    """A faster backward is chosen where its first result agrees with ATen's by the tolerance
+    table's rule against a float64 run (bf16: one closer to float64 than ATen's own bf16 chain
+    agrees); a backend without a backward kernel is no candidate; an empty batch measures nothing."""
     from inception_fast.choices import BackwardChoice
 
-    chooser = BackwardChoice(order=("torch", candidate), measure_on=("cpu",), timer=backward_candidates)
-    block = make_block(ODD, k5=5, n=2, h=4, w=5)
-    out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
-    args = (torch.randn_like(out), block["x"], block["w_red"], block["w_pool"], block["w3"], block["w5"], out, scratch)
-    assert chooser.choose(*args) == chosen
+    order = ("torch", "forward_only", candidate)
+    chooser = BackwardChoice(order=order, measure_on=("cpu",), timer=backward_candidates)
+
+    def backward_args(n):
+        block = make_block(ODD, k5=5, n=n, h=4, w=5, dtype=dtype)
+        out, scratch = torch.ops.inception_fast.inception_block(*(block[a] for a in BLOCK_ARGS), "torch")
+        weights = (block["w_red"], block["w_pool"], block["w3"], block["w5"])
+        return (torch.randn_like(out), block["x"], *weights, out, scratch)
+
+    assert chooser.choose(*backward_args(0)) == "torch" and not chooser.choices()
+    assert chooser.choose(*backward_args(2)) == chosen
     (choice,) = chooser.choices().values()
     if candidate == "wrong":
         assert "disagrees with ATen" in choice.errors["wrong"], choice.errors
     else:
-        assert set(choice.seconds) == {"torch", "right"}
+        assert set(choice.seconds) == {"torch", candidate} and not choice.errors
 
 
 def test_auto_backward_off_cuda_is_the_aten_chain():

@@ -45,6 +45,7 @@ def test_a_new_process_reads_the_choice_instead_of_measuring(store):
     first, timed = _measuring()
     key = choices.PoolKey("cpu", torch.float32, (1, 2, 3, 3), (18, 1, 6, 2), (3, 2, 0, True))
     assert first.pick(key, CPU, RUNNERS) == "b" and timed == ["a", "b"]
+    assert not first.choices()[key].stored and set(first.choices()[key].seconds) == {"a", "b"}
     (path,) = store.glob("choices-*.json")
     data = json.loads(path.read_text())
     assert data["choices"]["t"] == {repr(key): "b"} and data["fingerprint"]["device"] == "cpu"
@@ -104,7 +105,7 @@ def test_static_mode_and_off_ignore_the_store(store, monkeypatch):
     first, _ = _measuring(seconds={"a": 2.0, "b": 1.0})
     first.pick("k", CPU, RUNNERS)
     choice_store.STORE.forget()
-    monkeypatch.setenv(choices.ENV_AUTO, "static")
+    monkeypatch.setenv(choices.ENV_AUTO, " Static")  # (in any letter case)
     static, timed = _measuring()
     assert static.pick("k", CPU, RUNNERS) == "a" and timed == []
     monkeypatch.delenv(choices.ENV_AUTO)
@@ -768,6 +769,11 @@ def test_auto_passes_a_candidate_fault_on_unwrapped(monkeypatch):
         auto.choose(torch.zeros(1, 4, 3, 3), *(torch.zeros(2, 2),) * 8)
 
 
+def test_no_choice_is_stored_under_the_section_of_faulted_candidates():
+    with pytest.raises(ValueError, match="the store's section of faulted candidates"):
+        choices.MeasuredChoice(store_as=choice_store.FAULTS)
+
+
 def test_a_candidate_fault_survives_pickling():
     fault = choices.CandidateFault("message", "stem", "triton_rows")
     again = pickle.loads(pickle.dumps(fault))
@@ -789,6 +795,7 @@ class _CudaError(RuntimeError):
         (None, None),
         (_CudaError("CUDA error: an illegal memory access was encountered", 700), True),
         (_CudaError("CUDA error: device-side assert triggered"), True),  # no code: told by its text
+        (_CudaError("CUDA error: device-side assert triggered", 710), True),
         (_CudaError("CUDA kernel failed: cudaErrorIllegalAddress", 700), True),  # a code: told by it, whatever the text
         (_CudaError("CUDA error: unspecified launch failure", 719), True),
         (_CudaError("CUDA error: uncorrectable ECC error encountered", 214), False),

@@ -190,6 +190,25 @@ def test_the_candidates_run_once_each_then_in_interleaved_rounds():
     assert picked in ("a", "c") and set(choice.seconds) == {"a", "c"} and "b is broken" in choice.errors["b"]
 
 
+def test_the_interleaved_rounds_rank_the_candidates_by_their_median(monkeypatch):
+    """The rounds' median decides, not the fastest round: one lucky round of a slower candidate
+    does not win it the choice.  (time_interleaved stubbed with rounds whose minimum ranks the
+    other way.)"""
+    import statistics
+
+    from inception_fast import timing
+
+    rounds = {"a": [0.5, 2.0, 2.5], "c": [0.9, 1.0, 1.1]}
+    monkeypatch.setattr(
+        timing,
+        "time_interleaved",
+        lambda fns, **kwargs: {n: timing.Timing(statistics.median(rounds[n]), rounds[n]) for n in fns},
+    )
+    chooser = choices.NetworkChoice(measure_on=("cpu",), rounds=3, budget_s=0.0)
+    assert chooser.pick("k", CPU, {"a": lambda: "a", "c": lambda: "c"}) == "c"
+    assert chooser.choices()["k"].seconds == {n: statistics.median(r) for n, r in rounds.items()}
+
+
 def test_large_inputs_run_onednn_unmeasured(spies, monkeypatch):
     monkeypatch.setattr(fused_modules, "CPU_NETWORK_MEASURE_PIXELS", 32 * 32 - 1)
     _, model = _net()

@@ -373,6 +373,79 @@ def test_no_measured_choice_measures_while_a_graph_captures(monkeypatch):
     assert chooser.pick("key", cpu, runners) == "first" and ran == [] and not chooser.choices()
 
 
+def test_a_measured_choice_stays_out_of_tracing_and_of_calls_that_need_gradients(monkeypatch):
+    """applies(): a call that records a gradient (grad mode on and any tensor requiring one) or that
+    torch.compile traces runs its first candidate directly; under no_grad a parameter's
+    requires_grad does not count.  can_measure(): nothing is measured while tracing.  (Tracing
+    faked.)"""
+    from inception_fast import choices
+
+    cpu = torch.device("cpu")
+    chooser = choices.MeasuredChoice(measure_on=("cpu",))
+    x, w = torch.ones(2), torch.ones(2, requires_grad=True)
+    assert chooser.applies(cpu, x) and chooser.can_measure(cpu)
+    assert not chooser.applies(cpu, x, w) and not chooser.applies(cpu, w, x)
+    with torch.no_grad():
+        assert chooser.applies(cpu, x, w)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not chooser.applies(cpu, x) and not chooser.can_measure(cpu)
+
+
+def test_a_measured_choice_times_without_autograd_over_its_repeats():
+    """Each candidate is timed under no_grad (the candidates are inference kernels: no autograd
+    graph is built on a timed call, even with weights that require a gradient), over the chooser's
+    ``repeats``."""
+    from inception_fast import choices
+
+    w = torch.ones(3, requires_grad=True)
+    seen = []
+
+    def timer(fn, device, repeats):
+        seen.append((fn().requires_grad, torch.is_grad_enabled(), repeats))
+        return 1.0
+
+    chooser = choices.MeasuredChoice(measure_on=("cpu",), repeats=7, timer=timer)
+    assert chooser.pick("k", torch.device("cpu"), {"a": lambda: w * 2, "b": lambda: w * 3}) == "a"
+    assert seen == [(False, False, 7)] * 2
+
+
+def test_a_candidate_is_timed_by_its_median_after_warm_up_runs(monkeypatch):
+    """The measured choices' timer (choices._time_call): on CPU, the median of ``repeats`` timed
+    calls after a warm-up; on CUDA, eager runs first (the compile, the parity check) and then
+    CUDA-graph replays, or eager calls where the candidate cannot be captured.  (time_fn, the CUDA
+    device context and synchronize stubbed: this machine may have no GPU.)"""
+    import contextlib
+    import statistics
+
+    from inception_fast import choices, timing
+
+    ran, seen, refuse_capture, synced = [], [], [], []
+    samples = [1.0, 3.0, 8.0]  # median, mean and minimum all differ
+
+    def time_fn(fn, *, device, warmup, repeats, cuda_graph=False):
+        seen.append({"ran before": len(ran), "warmup": warmup, "repeats": repeats, "graph": cuda_graph})
+        if cuda_graph and refuse_capture:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        for _ in range(warmup + repeats):
+            fn()
+        return timing.Timing(statistics.median(samples), samples)
+
+    monkeypatch.setattr(timing, "time_fn", time_fn)
+    run = lambda: ran.append(1)  # noqa: E731
+    assert choices._time_call(run, torch.device("cpu"), 7) == statistics.median(samples)
+    assert seen[-1]["warmup"] >= 1 and seen[-1]["repeats"] == 7 and not seen[-1]["graph"]
+
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    gpu = torch.device("cuda", 0)
+    ran.clear()
+    assert choices._time_call(run, gpu, 7) == statistics.median(samples)
+    assert seen[-1]["ran before"] >= 1 and seen[-1]["graph"] and seen[-1]["repeats"] == 7
+    refuse_capture.append(True)
+    assert choices._time_call(run, gpu, 7) == statistics.median(samples)
+    assert [s["graph"] for s in seen[-2:]] == [True, False] and seen[-1]["repeats"] == 7 and synced
+
+
 @pytest.mark.skipif("triton" not in available_backends("cpu"), reason="needs triton under TRITON_INTERPRET=1")
 def test_auto_never_takes_a_backend_whose_kernels_refuse_the_branch_kernels(monkeypatch):
     """A block whose branch 2 is not 3x3 (fuse() takes any odd k) is no candidate for the Triton
@@ -442,10 +515,56 @@ def test_auto_never_picks_a_fast_backend_that_disagrees_with_aten(fake_backends,
     assert f"(output {output})" in choice.errors["wrong"] and "exceeds" in choice.errors["wrong"]
 
 
+def test_auto_takes_a_low_precision_backend_closer_to_float64_than_aten(fake_backends, monkeypatch):
+    """bf16: a backend whose outputs are the float64 block rounded to bf16 (closer to float64 than
+    ATen's bf16 computation, not bit for bit ATen's) agrees by the tolerance table's rule, held
+    against a float64 run of the torch backend, and is chosen for being the fastest."""
+    from inception_fast import backends
+    from inception_fast.backends import torch_backend
+
+    def rounded(*args):
+        fake_backends.append("rounded")
+        return tuple(t.to(args[0].dtype) for t in torch_backend.block_forward(*(a.double() for a in args)))
+
+    monkeypatch.setitem(
+        backends._REGISTRY, "rounded", backends.Backend("rounded", lambda device: None, {"inception_block": rounded})
+    )
+    monkeypatch.setattr(backends, "_PLUGINS", (*backends._PLUGINS, "rounded"))
+    chooser = _chooser(fake_backends, ("rounded", "slow"), {"rounded": 1e-4, "slow": 3e-3})
+    block, x, _ = _packed_block()
+    x, packed = x.to(torch.bfloat16), block.packed(torch.bfloat16)
+    with torch.no_grad():
+        aten = backends.get("torch").op("inception_block")(x, *packed)
+        assert not torch.equal(rounded(x, *packed)[0], aten[0])  # (else the check compares nothing)
+        assert chooser.choose(x, *packed) == "rounded"
+    (choice,) = chooser.choices().values()
+    assert set(choice.seconds) == {"rounded", "slow"} and not choice.errors
+
+
+def test_auto_keys_tell_apart_the_gpu_branch_3_and_fp32_matmul_precision():
+    """AutoKey: the same block shape on another GPU, with another branch-3 kernel, or under another
+    fp32 matmul precision (the torch backend's GEMMs follow it) is a key of its own, measured anew."""
+    from types import SimpleNamespace
+
+    from inception_fast.choices import AutoBackend
+
+    _, x, (w_red, _, w_pool, _, w3, _, w5, _) = _packed_block()
+    key = AutoBackend.key(x, w_red, w_pool, w3, w5)
+    on = lambda device: SimpleNamespace(device=torch.device(device), dtype=x.dtype, shape=x.shape)  # noqa: E731
+    assert AutoBackend.key(on("cuda:0"), w_red, w_pool, w3, w5) != AutoBackend.key(on("cuda:1"), w_red, w_pool, w3, w5)
+    assert AutoBackend.key(x, w_red, w_pool, w3, w5[:, :, :1, :1]) != key
+    precision = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high" if precision == "highest" else "highest")
+        assert AutoBackend.key(x, w_red, w_pool, w3, w5) != key
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
 def test_checked_against_holds_candidates_to_the_tolerance_table():
     """The rule a measured candidate meets on its first run: bit for bit for exact ops; otherwise
     at most low_precision_factor times ATen's own error against float64 (never under the fp32 bound)."""
-    from inception_fast.choices import checked_against
+    from inception_fast.choices import checked_against, once
     from inception_fast.testing import TOLERANCE
 
     x64 = torch.randn(64, 64, dtype=torch.float64)
@@ -459,6 +578,17 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
     run_with(ref.clone(), exact=True)
     with pytest.raises(RuntimeError, match="an exact op"):
         run_with(ref + 2**-6, exact=True)
+    # Only the first call is checked (the timed calls after it compare nothing), and a trusted
+    # result shared through once() is computed once for every candidate checked against it.
+    outs = iter([ref.clone(), ref + 1.0])
+    run = checked_against(lambda: next(outs), lambda: ref, "the candidate", lambda: x64)
+    run()
+    assert torch.equal(run(), ref + 1.0)
+    computed = []
+    shared = once(lambda: computed.append(ref) or ref)
+    for _ in range(2):
+        checked_against(lambda: ref.clone(), shared, "a candidate", lambda: x64)()
+    assert len(computed) == 1
     # Exact means bit for bit: infinities, the sign of zero and the dtype count; a NaN's payload does not.
     special = torch.tensor([float("inf"), -0.0, float("nan"), 1.0])
     big = torch.finfo(torch.float32).max
@@ -489,6 +619,7 @@ def test_checked_against_holds_candidates_to_the_tolerance_table():
         run_with(ref[:2])
     with pytest.raises(RuntimeError, match="returned 1 tensors where ATen returns 2"):  # every output counts
         checked_against(lambda: (ref,), lambda: (ref, ref), "the candidate", lambda: (x64, x64))()
+    checked_against(lambda: [ref, ref], lambda: (ref, ref), "a list", lambda: (x64, x64))()  # a list is a tuple
     zeros64 = torch.zeros(4, dtype=torch.float64)
     checked_against(lambda: torch.zeros(4), lambda: torch.zeros(4), "zeros", lambda: zeros64)()
     with pytest.raises(RuntimeError, match="all zeros"):

@@ -561,7 +561,10 @@ def test_deferred_choices_take_the_trusted_candidate_and_keep_nothing(monkeypatc
     """Inside choices.measuring_deferred() a measured choice that has not measured a key takes its
     trusted candidate (the one not entered through checked_against), even where it is not the
     first; it times nothing, reads and writes no store and keeps nothing.  A key measured before
-    keeps its choice; after the context the same key is measured."""
+    keeps its choice; after the context the same key is measured.  The deferral is this thread's: another
+    thread's choices measure meanwhile."""
+    import threading
+
     timed = []
     choice = choices.MeasuredChoice(
         measure_on=("cpu",), store_as="test_defer", timer=lambda f, d, r: (timed.append(1), f(), 1.0)[2]
@@ -584,6 +587,11 @@ def test_deferred_choices_take_the_trusted_candidate_and_keep_nothing(monkeypatc
         with choices.measuring_deferred():
             pass
         assert choices.deferring()  # a nested context restores the outer one
+        elsewhere = []
+        other = threading.Thread(target=lambda: elsewhere.append(choices.deferring()))
+        other.start()
+        other.join()
+        assert elsewhere == [False], "another thread's choices measure"
         assert choice.pick("new", device, runners()) == "aten"
     assert not choices.deferring()
     assert timed == [] and choice.lookup("new") is None
