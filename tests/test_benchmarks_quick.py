@@ -1275,7 +1275,8 @@ def test_throughput_grid_places_the_compile_anchor_and_the_peers(monkeypatch):
 def test_benchmark_helpers_models_carry_one_seeded_set_of_weights(monkeypatch):
     """Every model a benchmark times carries the same weights, from fixed seeds (a second build, in
     this process or another, is the same network); the reference model computes
-    torchvision's logits; each memory format has its own model, in that format; Triton on a CPU
+    torchvision's logits, and the torch.compile rows' eager models are torchvision's; each memory
+    format and dtype has its own model, in that format and dtype, in eval mode; Triton on a CPU
     (its interpreter) is timed in quick mode only."""
     sys.path.insert(0, str(REPO))
     import torch
@@ -1303,6 +1304,12 @@ def test_benchmark_helpers_models_carry_one_seeded_set_of_weights(monkeypatch):
         got = models.build_model("reference", s, "fp32", "contiguous")(x)
     assert want.std() > 0.1, "the logits vanished: the comparison below could not fail"
     check_close(got, want, TOLERANCE["fp32"], "the reference model against torchvision's")
+    for name in ("tv_compile", "tv_compile_ro"):  # the eager model each torch.compile row compiles
+        with torch.no_grad():
+            check_close(models.build_model(name, s, "fp32", "contiguous")(x), want, 0.0, name)
+    for name in ("torchvision", "reference"):  # a 16-bit row's model computes in its dtype
+        half = models.build_model(name, s, "bf16", "channels_last")
+        assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and not half.training, name
     models.require_backend("triton", torch.device("cpu"))  # quick: the interpreter runs
     monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "0")
     with pytest.raises(models.BackendUnavailable, match="the interpreter"):
@@ -1325,6 +1332,48 @@ def test_benchmark_helpers_example_inputs_follow_their_arguments():
             assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     half = example_input(*shape, "cpu", torch.bfloat16, torch.contiguous_format)
     assert half.dtype == torch.bfloat16 and half.is_contiguous()
+
+
+def test_benchmark_helpers_blocks_are_placed_copies_per_backend_and_dtype(monkeypatch):
+    """tv_block, tv_stage, fused_block and fused_stem build copies of the calibrated torchvision
+    model's layers (the model itself stays fp32 and NCHW), in the dtype asked for and channels_last,
+    cached per block, dtype and backend; a backend that does not run on the device is
+    BackendUnavailable."""
+    import copy
+
+    import torch
+
+    from benchmarks.helpers import models
+
+    s = _quick_cpu_settings(monkeypatch, 32)
+    base = models.base_torchvision.__wrapped__(s.image_size, s.calib_batch)
+    saved = copy.deepcopy(base.state_dict())
+    monkeypatch.setattr(models, "base_torchvision", lambda image_size, calib_batch: base)
+    monkeypatch.setattr(models, "_BLOCK_CACHE", {})
+    for dtype, torch_dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        block, stem = models.tv_block("inception3a", s, dtype), models.tv_block("stem", s, dtype)
+        head = models.tv_stage("head", s, dtype)
+        for mod in (block, stem, head):
+            assert {p.dtype for p in mod.parameters()} == {torch_dtype} and not mod.training, (dtype, mod)
+        assert block.branch1.conv.weight.is_contiguous(memory_format=torch.channels_last), dtype
+        assert stem[0].conv.weight.is_contiguous(memory_format=torch.channels_last), dtype
+    for backend in ("torch", "cpp"):
+        block = models.fused_block("inception3a", backend, s, "fp32")
+        assert block.requested_backend == backend and models.fused_block("inception3a", backend, s, "fp32") is block
+        assert models.fused_stem(s, "fp32", backend).requested_backend == backend
+    with pytest.raises(models.BackendUnavailable, match="backend 'cuda' unavailable on cpu"):
+        models.fused_block("inception3a", "cuda", s, "fp32")
+    for name, value in base.state_dict().items():
+        assert value.dtype == saved[name].dtype and value.is_contiguous() and torch.equal(value, saved[name]), name
+
+
+def test_benchmark_helpers_turn_deferred_tuning_off():
+    """Importing the benchmark helpers turns deferred tuning off where the environment leaves it
+    unset, so that no timed forward is one that tunes."""
+    env = {k: v for k, v in os.environ.items() if k != "INCEPTION_FAST_DEFER_TUNING"}
+    code = "import os, benchmarks.helpers.models; print(os.environ['INCEPTION_FAST_DEFER_TUNING'])"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.split()[-1] == "0", run.stdout + run.stderr
 
 
 def test_benchmark_helpers_count_the_choices_of_one_config(monkeypatch):

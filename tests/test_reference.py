@@ -66,21 +66,32 @@ def test_transform_input_rounds_as_torchvision(dtype, channels_last):
     assert got.dtype == dtype and torch.equal(got, want)
 
 
-def test_aux_heads_in_training_match_torchvision():
-    tv = tv_googlenet(aux_logits=True)
-    calibrate(tv, torch.randn(4, 3, 64, 64))
-    ours = GoogLeNet(aux_logits=True)
+@pytest.mark.parametrize("dropouts", [{}, {"dropout": 0.0, "dropout_aux": 0.5}], ids=["default", "set"])
+def test_aux_heads_in_training_match_torchvision(dropouts):
+    """A training forward gives torchvision's logits and aux logits (each aux head on a 6x6 map, where
+    its 4x4 average pool has work to do) under one seed, with the dropouts each variant defaults to or
+    is given, and leaves torchvision's BatchNorm running statistics.  In eval the aux heads do not run
+    and the logits come alone; so do they in training without aux heads."""
+    tv = tv_googlenet(aux_logits=True, **dropouts)
+    calibrate(tv, torch.randn(4, 3, 96, 96))
+    ours = GoogLeNet(aux_logits=True, **dropouts)
     ours.load_state_dict(tv.state_dict())
     tv.train(), ours.train()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 96, 96)
     torch.manual_seed(1)
     a = tv(x)
     torch.manual_seed(1)
     b = ours(x)
     for got, want in zip(b, a):
         check_close(got, want, TOLERANCE["same_ops"])
+    for name, want in tv.state_dict().items():  # the running statistics, updated with torchvision's momentum
+        check_close(ours.state_dict()[name], want, TOLERANCE["same_ops"], name)
     ours.eval()
-    assert isinstance(ours(x), torch.Tensor)
+    calls = []
+    for head in (ours.aux1, ours.aux2):
+        head.register_forward_hook(lambda *args: calls.append(args))
+    assert isinstance(ours(x), torch.Tensor) and not calls
+    assert isinstance(GoogLeNet().train()(x), torch.Tensor)
 
 
 @pytest.mark.parametrize("name", list(BLOCK_CONFIGS))
@@ -98,12 +109,17 @@ def test_block_equals_torchvision_block(name):
 
 
 def test_paper_variant_structure():
-    m = GoogLeNet(variant="paper")
+    m = GoogLeNet(variant="paper", aux_logits=True)
     assert m.inception3a.branch3[1].conv.kernel_size == (5, 5)
     assert m.inception3a.branch1.bn is None and m.inception3a.branch1.conv.bias is not None
     assert isinstance(m.lrn1, torch.nn.LocalResponseNorm) and isinstance(m.lrn2, torch.nn.LocalResponseNorm)
-    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the aux heads' included
+    ran = []
+    stem = ("conv1", "maxpool1", "lrn1", "conv2", "conv3", "lrn2", "maxpool2", "inception3a")
+    for name in stem:
+        getattr(m, name).register_forward_hook(lambda *args, name=name: ran.append(name))
     assert m.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    assert tuple(ran) == stem  # the stem runs both LRNs, each in its place
     # Table 1 of the paper: every max pool 3x3/2, and 7x7 after the last one at 224x224.
     for name in ("maxpool1", "maxpool2", "maxpool3", "maxpool4"):
         pool = getattr(m, name)
@@ -113,7 +129,7 @@ def test_paper_variant_structure():
     m(torch.randn(1, 3, 224, 224))
     assert sizes["maxpool4"] == (832, 7, 7)
     # 40% dropout before the classifier, 70% in the aux heads.
-    assert m.dropout.p == 0.4 and GoogLeNet(variant="paper", aux_logits=True).aux1.dropout.p == 0.7
+    assert m.dropout.p == 0.4 and m.aux1.dropout.p == m.aux2.dropout.p == 0.7
     # LRN as in the paper's Caffe model (size 5, alpha 1e-4, beta 0.75, k 1), after conv1's pool and conv3
     for lrn in (m.lrn1, m.lrn2):
         assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 1.0)
@@ -122,7 +138,9 @@ def test_paper_variant_structure():
 def test_init_is_torchvisions():
     """init_weights draws what torchvision's does: every conv and linear weight from a normal of std
     0.01 truncated at +-2 (the weights' spread, over 6 million draws), BatchNorm at 1 and 0, and
-    the linear biases (fc, the aux heads') as nn.Linear draws them: uniform within 1/sqrt(fan_in)."""
+    the linear biases (fc, the aux heads') as nn.Linear draws them: uniform within 1/sqrt(fan_in).
+    Under one seed the parameters are torchvision's own, and init_weights=False leaves PyTorch's
+    default init as torchvision's does."""
     torch.manual_seed(0)
     ours, theirs = GoogLeNet(), tv_googlenet()
     for model in (ours, theirs):
@@ -135,6 +153,13 @@ def test_init_is_torchvisions():
             assert fc.bias.abs().max() <= bound and fc.bias.std() > bound / 3, f"{type(model).__name__} {fc}"
     bns = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
+    # Under one seed, the very parameters torchvision draws, with its init or with PyTorch's own.
+    for init_weights in (True, False):
+        torch.manual_seed(0)
+        ours = GoogLeNet(aux_logits=True, init_weights=init_weights).state_dict()
+        torch.manual_seed(0)
+        theirs = tv_googlenet(aux_logits=True, init_weights=init_weights).state_dict()
+        assert all(torch.equal(ours[k], v) for k, v in theirs.items()), f"init_weights={init_weights}"
 
 
 @pytest.mark.parametrize("variant", ["paper", "d2l"])
@@ -180,6 +205,27 @@ def test_min_input_size_is_where_the_network_stops_running(variant, monkeypatch)
         monkeypatch.setattr(m, "check_input", lambda x: None)
         with pytest.raises(RuntimeError):
             m(torch.randn(1, c, n - 1, n - 1))
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        torch.nn.MaxPool2d((5, 3), 2, ceil_mode=True),
+        torch.nn.MaxPool2d(5, (2, 3), ceil_mode=True),
+        torch.nn.MaxPool2d(5, 2, dilation=2, ceil_mode=True),
+    ],
+    ids=["non-square window", "non-square stride", "dilated"],
+)
+def test_min_input_size_reads_only_square_undilated_pools(pool):
+    """A max pool put in whose geometry the size check cannot read (a non-square window or stride,
+    a dilation) leaves the check with the variant's own pool; a plain square 5x5/2 pool put in is
+    read (the smallest size grows)."""
+    base = GoogLeNet().min_input_size()
+    m = GoogLeNet()
+    m.maxpool1 = pool
+    assert m.min_input_size() == base
+    m.maxpool1 = torch.nn.MaxPool2d(5, 2, ceil_mode=True)
+    assert m.min_input_size() > base
 
 
 def test_min_input_size_matches_torchvision():
