@@ -162,6 +162,9 @@ def test_a_benchmark_scripts_json_on_a_full_disk_is_one_line():
         (settings.ENV_BATCHES, "8,08", "INCEPTION_FAST_BENCH_BATCHES: batch size 8 is named twice in '8,08'"),
         (settings.ENV_BATCHES, "8,0", "INCEPTION_FAST_BENCH_BATCHES: expected positive integers, got '0'"),
         (settings.ENV_DTYPES, "fp32, fp32", "INCEPTION_FAST_BENCH_DTYPES: 'fp32' is named twice in 'fp32, fp32'"),
+        (settings.ENV_BLOCK_BATCH, "2.5", "INCEPTION_FAST_BENCH_BLOCK_BATCH: expected positive integers, got '2.5'"),
+        (settings.ENV_DEADLINE, "inf", "INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds, got 'inf'"),
+        (settings.ENV_DEADLINE, "nan", "INCEPTION_FAST_BENCH_DEADLINE must be a Unix time in seconds, got 'nan'"),
         (
             settings.ENV_FORMATS,
             "channels_last,,contiguous",
@@ -175,6 +178,62 @@ def test_benchmark_settings_refuse_a_bad_value(env, value, message, monkeypatch)
     with pytest.raises(ValueError) as exc:
         settings.settings()
     assert str(exc.value) == message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        settings.ENV_QUICK,
+        settings.ENV_DEVICE,
+        settings.ENV_BATCHES,
+        settings.ENV_BLOCK_BATCH,
+        settings.ENV_DTYPES,
+        settings.ENV_FORMATS,
+        settings.ENV_MODELS,
+        settings.ENV_THREADS,
+        settings.ENV_DEADLINE,
+    ],
+)
+def test_benchmark_settings_take_a_blank_variable_as_unset(env, monkeypatch):
+    """A variable set to blanks (an empty field of a job file or CI matrix) means its default: the
+    same settings as with it unset, no error."""
+    monkeypatch.delenv(env, raising=False)
+    unset = settings.settings()
+    monkeypatch.setenv(env, " ")
+    assert settings.settings() == unset
+
+
+def test_benchmark_settings_read_the_documented_variables():
+    """The variables settings.py reads (its ENV_* names) are exactly the ones its docstring documents."""
+    import re
+
+    read = {value for name, value in vars(settings).items() if name.startswith("ENV_")}
+    assert read == set(re.findall(r"``(INCEPTION_FAST_BENCH_\w+)=", settings.__doc__))
+
+
+def test_benchmark_settings_follow_the_device(monkeypatch):
+    """On a CPU: no CUDA-graph timing even when asked for, the CPU peers when asked for, fp32 only.  On
+    CUDA (the device mocked: no GPU needed): no CPU peers even when asked for, bf16 first (the headline
+    dtype is the block benchmarks' dtype).  On either, a full run's default grid starts at its largest
+    batch (the headline), the block benchmarks and the compile anchor run at that batch, and its image,
+    batches and repeats are larger than quick mode's."""
+    for name in ("BATCHES", "BLOCK_BATCH", "DTYPES", "FORMATS", "MODELS", "THREADS", "DEADLINE", "QUICK"):
+        monkeypatch.delenv(f"INCEPTION_FAST_BENCH_{name}", raising=False)
+    monkeypatch.setenv(settings.ENV_CUDA_GRAPH, "1")
+    monkeypatch.setenv(settings.ENV_PEERS, "1")
+    for device in ("cpu", "cuda"):
+        gpu = device == "cuda"
+        monkeypatch.setattr(settings, "bench_device", lambda d=device: torch.device(d))
+        monkeypatch.setenv(settings.ENV_QUICK, "1")
+        quick = settings.settings()
+        monkeypatch.delenv(settings.ENV_QUICK)
+        s = settings.settings()
+        assert quick.quick and not s.quick, device
+        assert (s.cuda_graph, s.peers) == (quick.cuda_graph, quick.peers) == (gpu, not gpu), device
+        assert s.dtypes[0] == s.block_dtype == ("bf16" if gpu else "fp32") and len(s.dtypes) == (2 if gpu else 1)
+        assert s.batches[0] == max(s.batches) == s.block_batch == s.compile_batch, (device, s)
+        assert s.image_size > quick.image_size and max(s.batches) > max(quick.batches), (device, s)
+        assert s.repeats > quick.repeats and s.rounds > quick.rounds, (device, s)
 
 
 @pytest.mark.parametrize(

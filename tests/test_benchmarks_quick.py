@@ -1218,9 +1218,15 @@ def test_measured_choices_name_where_each_key_is_and_each_choice_once():
 
 
 def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch):
+    """INCEPTION_FAST_BENCH_MODELS and _FORMATS narrow the grid, the models in the order given; an
+    unknown name is refused; fused_auto is a known model but a row on CUDA only (off CUDA it is one of
+    the other backends), so a CPU grid, narrowed or not, leaves it out."""
     sys.path.insert(0, str(REPO))
     from benchmarks.helpers import settings as bench_settings
 
+    for name in ("COMPILE", "PEERS", "BATCHES", "DTYPES"):
+        monkeypatch.delenv(f"INCEPTION_FAST_BENCH_{name}", raising=False)
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_DEVICE", "cpu")
     monkeypatch.setenv("INCEPTION_FAST_BENCH_QUICK", "1")
     monkeypatch.setenv("INCEPTION_FAST_BENCH_MODELS", "fused_torch,torchvision")
     monkeypatch.setenv("INCEPTION_FAST_BENCH_FORMATS", "channels_last")
@@ -1229,6 +1235,10 @@ def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch
         ("fused_torch", "channels_last"),
         ("torchvision", "channels_last"),
     ]
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_MODELS", "fused_auto,torchvision")
+    assert [c.model for c in bench_settings.throughput_cases()] == ["torchvision"]
+    monkeypatch.delenv("INCEPTION_FAST_BENCH_MODELS")
+    assert {c.model for c in bench_settings.throughput_cases()} == set(bench_settings.known_models()) - {"fused_auto"}
     monkeypatch.setenv("INCEPTION_FAST_BENCH_MODELS", "fused_tortoise")
     with pytest.raises(ValueError, match="unknown model"):
         bench_settings.throughput_cases()
@@ -1239,8 +1249,9 @@ def test_throughput_grid_narrows_to_the_models_and_formats_asked_for(monkeypatch
 
 def test_throughput_grid_places_the_compile_anchor_and_the_peers(monkeypatch):
     """The batches run in the order given; the compile anchor at the largest batch and the first
-    dtype; on a CPU the peers only beside the channels_last rows, each at the dtypes it runs in; a
-    variable set to 0, false, no or off is unset; the block benchmarks' batch is the one asked for."""
+    dtype; on a CPU the peers only beside the channels_last rows, each at the dtypes it runs in, the
+    compile anchor among them timed once; a variable set to 0, false, no or off is unset; the block
+    benchmarks' batch is the one asked for."""
     sys.path.insert(0, str(REPO))
     from benchmarks.helpers import settings as bench_settings
 
@@ -1270,6 +1281,9 @@ def test_throughput_grid_places_the_compile_anchor_and_the_peers(monkeypatch):
     ours = bench_settings.known_models()
     peers = sorted((c.model, c.dtype, c.memory_format, c.batch) for c in cases if c.model not in ours)
     assert peers == sorted((m, d, "channels_last", b) for d, ms in engines.items() for m in ms for b in (1, 8, 2))
+    monkeypatch.setenv("INCEPTION_FAST_BENCH_COMPILE", "1")  # the anchor is the tv_compile peer's fp32 row at 8
+    cases = bench_settings.throughput_cases()
+    assert len({c.id for c in cases}) == len(cases) and {c.model for c in cases} >= {"tv_compile"}
 
 
 def test_benchmark_helpers_models_carry_one_seeded_set_of_weights(monkeypatch):
@@ -1557,7 +1571,8 @@ def test_more_benchmark_tools_refuse_bad_input_in_one_line(tmp_path, capsys, mon
     (tmp_path / "ceilings.json").write_text(json.dumps({"device_name": "x", "flop_per_s": "abc", "byte_per_s": 1e12}))
     assert roofline.read_ceilings(str(tmp_path / "ceilings.json")) is None  # the table's row, and its source, instead
     if os.path.exists("/dev/full"):  # report.py's own standard-output handling (it imports no torch)
-        results = sorted((REPO / "benchmarks" / "results").glob("*_NVIDIA-H200_*.json"))[0]
+        results = tmp_path / "bench.json"
+        results.write_text(json.dumps({"benchmarks": [{"name": "t", "extra_info": _row("torchvision", 0.01)}]}))
         with open("/dev/full", "w") as full:
             run = subprocess.run(
                 [sys.executable, str(REPO / "benchmarks" / "report.py"), str(results)],

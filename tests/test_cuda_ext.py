@@ -710,6 +710,55 @@ def test_import_without_extension():
     run_python("-c", code, timeout=300)
 
 
+def test_extension_load_failure_is_recorded_once_and_named_by_each_entry(monkeypatch):
+    """An extension that fails to load (here its import raises a RuntimeError, as a failing static
+    initialiser does) is tried once and its error recorded, not raised: extension_error names it
+    before anything else loaded the extension, missing_reason adds how to build it, there are no CUDA
+    kernels, and the cpp max pool and block_forward raise it instead of running the ops."""
+    import types
+
+    tries = []
+
+    def failing_import(name):
+        tries.append(name)
+        raise RuntimeError("static initialiser failed")
+
+    monkeypatch.setattr(extension, "importlib", types.SimpleNamespace(import_module=failing_import))
+    monkeypatch.setattr(extension, "_tried", False)
+    monkeypatch.setattr(extension, "_extension", None)
+    monkeypatch.setattr(extension, "_extension_error", None)
+    error = "RuntimeError: static initialiser failed"
+    assert extension.extension_error() == error
+    assert extension.load_extension() is None and not extension.has_cuda_kernels()
+    assert extension.missing_reason() == (
+        f"the compiled extension inception_fast._C is not built ({error}); {extension.BUILD_HINT}"
+    )
+    b = make_block(ODD, n=1)
+    x = torch.randn(1, 4, 8, 8).contiguous(memory_format=CL)
+    for call in (lambda: extension.block_forward(**b), lambda: extension.max_pool2d(x, 3, 1, 1, False)):
+        with pytest.raises(RuntimeError, match=re.escape(f"inception_fast._C is not built ({error})")):
+            call()
+    assert tries == ["inception_fast._C"]
+
+
+def test_has_cuda_kernels_needs_the_build_flag_and_the_registered_cuda_kernel(monkeypatch):
+    """has_cuda_kernels: the loaded extension says it was built with nvcc (with_cuda) and its launch-1
+    op has a kernel registered for the CUDA dispatch key; either alone is not enough."""
+    import itertools
+    import types
+
+    monkeypatch.setattr(extension, "_tried", True)
+    monkeypatch.setattr(extension, "_extension_error", None)
+    for with_cuda, keys in itertools.product((0, 1), ((), ("CPU",), ("CUDA",), ("CPU", "CUDA"))):
+        monkeypatch.setattr(extension, "_extension", types.SimpleNamespace(with_cuda=with_cuda))
+        monkeypatch.setattr(
+            torch._C,
+            "_dispatch_has_kernel_for_dispatch_key",
+            lambda op, key, keys=keys: op == "inception_fast::reduce_pool_" and key in keys,
+        )
+        assert extension.has_cuda_kernels() == (with_cuda == 1 and "CUDA" in keys), (with_cuda, keys)
+
+
 def test_extension_ops_called_before_the_extension_is_imported_import_it():
     """The extension's own ops (defined in inception_fast.ops, implemented in csrc/) called in a
     process that has not imported inception_fast._C yet run its kernels, not a NotImplementedError."""

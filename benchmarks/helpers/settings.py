@@ -177,7 +177,7 @@ def settings() -> Settings:
     twice = next((b for i, b in enumerate(batches) if b in batches[:i]), None)
     if twice is not None:  # the same size spelled twice ("8,08")
         raise ValueError(f"{ENV_BATCHES}: batch size {twice} is named twice in {os.environ[ENV_BATCHES]!r}")
-    block_batch = _positive(ENV_BLOCK_BATCH, os.environ.get(ENV_BLOCK_BATCH) or block_batch)
+    block_batch = _positive(ENV_BLOCK_BATCH, os.environ.get(ENV_BLOCK_BATCH, "").strip() or block_batch)
     dtypes = _env_list(ENV_DTYPES) or dtypes
     check_dtypes(dtypes)
     formats = _env_list(ENV_FORMATS) or ("channels_last", "contiguous")
