@@ -176,15 +176,20 @@ def test_cpu_googlenet_blocks(name):
     check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"{name} whole block")
 
 
+@pytest.mark.parametrize("hw", [(5, 7), (1, 1)], ids=["5x7", "1x1"])
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("k5", [3, 5])
-def test_cpu_odd_shapes(n, k5):
-    b = make_block(ODD, k5=k5, n=n, h=5, w=7, seed=n + k5)
+def test_cpu_odd_shapes(n, k5, hw):
+    """Both launches on odd channel counts, at 5x7 and at a single pixel per image (1x1: every window
+    of the pool and the convs mostly padding; with N = 1, one pixel in all)."""
+    h, w = hw
+    what = f"odd n={n} k5={k5} {h}x{w}"
+    b = make_block(ODD, k5=k5, n=n, h=h, w=w, seed=10 * h + n + k5)
     out, scratch = poisoned_buffers(b)
     OPS.reduce_pool_(*launch1_args(b, out, scratch))
-    check_launch1(b, out, scratch, _fp32, f"odd n={n} k5={k5}")
+    check_launch1(b, out, scratch, _fp32, what)
     OPS.branch_convs_(*launch2_args(b, scratch, out))
-    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], f"odd n={n} k5={k5}")
+    check_close(out, reference(b, torch.float64)[0], TOLERANCE["fp32"], what)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
