@@ -770,6 +770,7 @@ def test_auto_passes_a_candidate_fault_on_unwrapped(monkeypatch):
 
 
 def test_no_choice_is_stored_under_the_section_of_faulted_candidates():
+    """A measured choice cannot take the store's section of faulted candidates as its own."""
     with pytest.raises(ValueError, match="the store's section of faulted candidates"):
         choices.MeasuredChoice(store_as=choice_store.FAULTS)
 
