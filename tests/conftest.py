@@ -89,14 +89,21 @@ def no_network_choice(monkeypatch):
 
 
 @pytest.fixture
-def matmul_tf32():
-    """``set(on)``: torch.backends.cuda.matmul.allow_tf32 for the test, restored after it.  Not
-    through monkeypatch: the flag is no attribute of the cuBLASModule instance but its
-    __getattr__/__setattr__, and pytest 9.2's undo deletes such an attribute (an AttributeError in
-    teardown that also leaves the test's later monkeypatches in place)."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    yield lambda on: setattr(torch.backends.cuda.matmul, "allow_tf32", on)
-    torch.backends.cuda.matmul.allow_tf32 = before
+def backend_flag():
+    """``set(owner, name, value)``: a torch.backends flag (torch.backends.cuda.matmul.allow_tf32,
+    torch.backends.cudnn.allow_tf32) for the test, each restored after it to the value it had before
+    the test's first set.  Not through monkeypatch: cuda.matmul's flags are no attributes of the
+    cuBLASModule instance but its __getattr__/__setattr__, and pytest 9.2's undo deletes such an
+    attribute (an AttributeError in teardown that also leaves the test's later monkeypatches in place)."""
+    saved = {}
+
+    def set_flag(owner, name, value):
+        saved.setdefault((id(owner), name), (owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    yield set_flag
+    for owner, name, value in saved.values():
+        setattr(owner, name, value)
 
 
 @pytest.fixture

@@ -1072,14 +1072,6 @@ def cuda_kernels(cuda_device):
     return cuda_device
 
 
-@pytest.fixture
-def tf32_flag():
-    """Sets torch.backends.cudnn.allow_tf32 for one test and restores it."""
-    saved = torch.backends.cudnn.allow_tf32
-    yield lambda on: setattr(torch.backends.cudnn, "allow_tf32", on)
-    torch.backends.cudnn.allow_tf32 = saved
-
-
 def _gpu_block(name, n, dtype, device, k5=3, seed=0):
     """A block at its real GoogLeNet spatial size."""
     size = {"inception3a": 28, "inception4e": 14, "inception5b": 7}[name]
@@ -1115,8 +1107,8 @@ def test_gpu_low_precision(cuda_kernels, name, n, dtype):
 @gpu
 @pytest.mark.parametrize("name,n", GPU_CASES)
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
-def test_gpu_fp32(cuda_kernels, tf32_flag, name, n, tf32):
-    tf32_flag(tf32)
+def test_gpu_fp32(cuda_kernels, backend_flag, name, n, tf32):
+    backend_flag(torch.backends.cudnn, "allow_tf32", tf32)
     b = _gpu_block(name, n, torch.float32, cuda_kernels, k5=5 if n == 1 else 3)
     out, scratch = _run_two_launches(b)
     ref64, ref_scratch64 = reference(b, torch.float64)
@@ -1128,9 +1120,9 @@ def test_gpu_fp32(cuda_kernels, tf32_flag, name, n, tf32):
 @gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("n,k5", [(1, 3), (3, 5)])
-def test_gpu_odd_shapes(cuda_kernels, tf32_flag, dtype, n, k5):
+def test_gpu_odd_shapes(cuda_kernels, backend_flag, dtype, n, k5):
     """Channel counts that break 16-byte chunks take the element-wise loaders."""
-    tf32_flag(False)
+    backend_flag(torch.backends.cudnn, "allow_tf32", False)
     b = make_block(ODD, k5=k5, n=n, h=5, w=7, dtype=dtype, device=cuda_kernels, seed=n)
     out, scratch = _run_two_launches(b)
     ref64, ref_scratch64 = reference(b, torch.float64)

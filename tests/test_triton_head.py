@@ -139,12 +139,12 @@ def test_strided_bias_and_no_access_outside_the_buffers(monkeypatch):
 
 
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "exact"])
-def test_dot_precision_follows_matmul_allow_tf32(tf32, monkeypatch, matmul_tf32):
+def test_dot_precision_follows_matmul_allow_tf32(tf32, monkeypatch, backend_flag):
     """The GEMM multiplies fp32 in TF32 only while matmul.allow_tf32 is on (nn.Linear's flag, not
     cuDNN's, here set the other way), read at call time, as the GPU's launch path asks for it (the
     interpreter multiplies exactly either way: test_gpu_head_5b_shape checks the results on a GPU)."""
     monkeypatch.setattr(_common, "INTERPRET", False)
-    matmul_tf32(tf32)
+    backend_flag(torch.backends.cuda.matmul, "allow_tf32", tf32)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not tf32)
     _, (_, meta, _), _ = head._arguments(*make_case(2, 37, 3, 5, 10, device="meta"))
     assert meta["PRECISION"] == ("tf32" if tf32 else "ieee")
@@ -267,14 +267,14 @@ def test_only_the_standard_head_is_fused():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", range(len(head.POOL_CONFIGS)))
-def test_gpu_head_5b_shape(config, gpu, matmul_tf32):
+def test_gpu_head_5b_shape(config, gpu, backend_flag):
     """5b's output at 224 (1024 x 7 x 7) into 1000 classes, batch 3, each config pair pinned: bf16
     within 2x ATen's own error; with the first pair also fp32, exact and with TF32 (then at the
     table's TF32 bound).  Few compiles: the GPU suite runs in one lent window."""
     pool_cfg, linear_cfg = head.POOL_CONFIGS[config], head.LINEAR_CONFIGS[config]
     cases = ((torch.bfloat16, False), (torch.float32, False), (torch.float32, True))
     for dtype, tf32 in cases if config == 0 else cases[:1]:
-        matmul_tf32(tf32)
+        backend_flag(torch.backends.cuda.matmul, "allow_tf32", tf32)
         x, wt, b = make_case(3, 1024, 7, 7, 1000, dtype=dtype, device=gpu, seed=config)
         out = head.launch_avgpool_linear(x, wt, b, pool_cfg, linear_cfg)
         if tf32:
