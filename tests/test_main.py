@@ -586,15 +586,12 @@ def test_main_job_adds_rounds_until_the_budget_only_while_a_fused_row_overlaps(t
     monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
 
     def run(sample):
-        calls = []
-
-        def fake_time_fn(fn, *, batch=1, **_):  # each row's warm-up call, then rounds of its 3 rows
-            s = sample(len(calls))
-            calls.append(s)
+        def timed(k):  # each row's warm-up call, then rounds of its 3 rows
+            s = sample(k)
             now[0] += s
-            return timing.Timing(s, [s], batch)
+            return s
 
-        monkeypatch.setattr(timing, "time_fn", fake_time_fn)
+        calls = _stub_timer(monkeypatch, timed)
         path = tmp_path / "r.json"
         argv = [*STUBBED, "--batch-sizes", "1", "--repeats", "5", "--time-budget", "1", "--json", str(path)]
         assert main(argv) == 0
